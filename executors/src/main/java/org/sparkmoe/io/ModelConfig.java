@@ -1,0 +1,299 @@
+package org.sparkmoe.io;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+
+import java.util.HashSet;
+import java.util.Iterator;
+import java.util.Set;
+
+/**
+ * A Hugging Face {@code config.json} for a decoder-only (MoE) causal LM. Fields keep their Hugging Face
+ * names; derived values (head_dim when null, the rope_theta location) are resolved here once.
+ * Supported model types: {@code mixtral}, {@code qwen2_moe}, and the dense {@code mistral} that
+ * expert merging produces.
+ */
+public final class ModelConfig {
+    public enum ModelType { MIXTRAL, QWEN2_MOE, MISTRAL }
+
+    public final ModelType modelType;
+    public final int vocab_size;
+    public final int hidden_size;
+    /** Dense MLP width: Mixtral experts, Qwen2-MoE dense (mlp_only) layers, Mistral. */
+    public final int intermediate_size;
+    public final int num_hidden_layers;
+    public final int num_attention_heads;
+    public final int num_key_value_heads;
+    public final int head_dim;
+    public final double rms_norm_eps;
+    /** Longest sequence RoPE tables are built for. */
+    public final int max_position_embeddings;
+    public final double rope_theta;
+    /** null = full causal attention. */
+    public final Integer sliding_window;
+    public final boolean tie_word_embeddings;
+    /** Bias on q/k/v projections (Qwen2-MoE). */
+    public final boolean qkv_bias;
+    /** E: num_local_experts (Mixtral) or num_experts (Qwen2-MoE); 0 for a dense model. */
+    public final int num_experts;
+    /** K. */
+    public final int num_experts_per_tok;
+    /** Expert width: intermediate_size (Mixtral) or moe_intermediate_size (Qwen2-MoE). */
+    public final int expert_intermediate_size;
+    public final boolean norm_topk_prob;
+    /** 0 = no shared expert. */
+    public final int shared_expert_intermediate_size;
+    public final int decoder_sparse_step;
+    public final Set<Integer> mlp_only_layers;
+    public final double router_aux_loss_coef;
+    public final double router_jitter_noise;
+    /** The parsed JSON, kept so that writers can emit a config with only the changed fields edited. */
+    private final ObjectNode json;
+
+    private ModelConfig(ObjectNode json, String source) {
+        this.json = json;
+        Fields f = new Fields(json, source);
+        String type = f.string("model_type");
+        switch (type) {
+            case "mixtral" -> modelType = ModelType.MIXTRAL;
+            case "qwen2_moe" -> modelType = ModelType.QWEN2_MOE;
+            case "mistral" -> modelType = ModelType.MISTRAL;
+            default -> throw new ModelConfigException(source + ": unsupported model_type \"" + type
+                    + "\" (supported: mixtral, qwen2_moe, mistral)");
+        }
+        vocab_size = f.positiveInt("vocab_size");
+        hidden_size = f.positiveInt("hidden_size");
+        intermediate_size = f.positiveInt("intermediate_size");
+        num_hidden_layers = f.positiveInt("num_hidden_layers");
+        num_attention_heads = f.positiveInt("num_attention_heads");
+        num_key_value_heads = f.has("num_key_value_heads") ? f.positiveInt("num_key_value_heads") : num_attention_heads;
+        if (num_attention_heads % num_key_value_heads != 0) {
+            throw new ModelConfigException(source + ": num_attention_heads " + num_attention_heads
+                    + " is not a multiple of num_key_value_heads " + num_key_value_heads);
+        }
+        if (f.has("head_dim")) {
+            head_dim = f.positiveInt("head_dim");
+        } else {
+            if (hidden_size % num_attention_heads != 0) {
+                throw new ModelConfigException(source + ": head_dim is null and hidden_size " + hidden_size
+                        + " is not a multiple of num_attention_heads " + num_attention_heads);
+            }
+            head_dim = hidden_size / num_attention_heads;
+        }
+        if (head_dim % 2 != 0) {
+            throw new ModelConfigException(source + ": head_dim must be even for RoPE, got " + head_dim);
+        }
+        rms_norm_eps = f.positiveDouble("rms_norm_eps");
+        max_position_embeddings = f.positiveInt("max_position_embeddings");
+        rope_theta = ropeTheta(f, source);
+        String act = f.has("hidden_act") ? f.string("hidden_act") : "silu";
+        if (!act.equals("silu")) {
+            throw new ModelConfigException(source + ": unsupported hidden_act \"" + act + "\" (supported: silu)");
+        }
+        tie_word_embeddings = f.bool("tie_word_embeddings", false);
+        router_aux_loss_coef = f.has("router_aux_loss_coef") ? f.nonNegativeDouble("router_aux_loss_coef") : 0.0;
+        router_jitter_noise = f.has("router_jitter_noise") ? f.nonNegativeDouble("router_jitter_noise") : 0.0;
+        switch (modelType) {
+            case MIXTRAL -> {
+                num_experts = f.positiveInt("num_local_experts");
+                num_experts_per_tok = f.positiveInt("num_experts_per_tok");
+                expert_intermediate_size = intermediate_size;
+                norm_topk_prob = true;
+                shared_expert_intermediate_size = 0;
+                decoder_sparse_step = 1;
+                mlp_only_layers = Set.of();
+                qkv_bias = false;
+                sliding_window = f.optionalPositiveInt("sliding_window");
+            }
+            case QWEN2_MOE -> {
+                num_experts = f.positiveInt("num_experts");
+                num_experts_per_tok = f.positiveInt("num_experts_per_tok");
+                expert_intermediate_size = f.positiveInt("moe_intermediate_size");
+                norm_topk_prob = f.bool("norm_topk_prob", false);
+                shared_expert_intermediate_size = f.has("shared_expert_intermediate_size")
+                        ? f.nonNegativeInt("shared_expert_intermediate_size") : 0;
+                decoder_sparse_step = f.has("decoder_sparse_step") ? f.positiveInt("decoder_sparse_step") : 1;
+                mlp_only_layers = f.intSet("mlp_only_layers", num_hidden_layers);
+                qkv_bias = f.bool("qkv_bias", true);
+                if (f.bool("use_sliding_window", false)) {
+                    throw new ModelConfigException(source + ": unsupported use_sliding_window true for qwen2_moe");
+                }
+                sliding_window = null;
+            }
+            default -> {
+                num_experts = 0;
+                num_experts_per_tok = 0;
+                expert_intermediate_size = 0;
+                norm_topk_prob = false;
+                shared_expert_intermediate_size = 0;
+                decoder_sparse_step = 1;
+                mlp_only_layers = Set.of();
+                qkv_bias = false;
+                sliding_window = f.optionalPositiveInt("sliding_window");
+            }
+        }
+        if (num_experts > 0 && num_experts_per_tok > num_experts) {
+            throw new ModelConfigException(source + ": num_experts_per_tok " + num_experts_per_tok
+                    + " exceeds the number of experts " + num_experts);
+        }
+    }
+
+    private static double ropeTheta(Fields f, String source) {
+        if (f.has("rope_scaling")) {
+            throw new ModelConfigException(source + ": unsupported rope_scaling " + f.raw("rope_scaling"));
+        }
+        if (f.has("rope_parameters")) {
+            Fields rope = f.object("rope_parameters");
+            String ropeType = rope.has("rope_type") ? rope.string("rope_type") : "default";
+            if (!ropeType.equals("default")) {
+                throw new ModelConfigException(source + ": unsupported rope_parameters.rope_type \"" + ropeType
+                        + "\" (supported: default)");
+            }
+            if (rope.has("rope_theta")) {
+                return rope.positiveDouble("rope_theta");
+            }
+        }
+        if (f.has("rope_theta")) {
+            return f.positiveDouble("rope_theta");
+        }
+        throw new ModelConfigException(source + ": missing rope_theta (neither top-level nor under rope_parameters)");
+    }
+
+    public static ModelConfig parse(String jsonText, String source) {
+        JsonNode root;
+        try {
+            root = new ObjectMapper().readTree(jsonText);
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new ModelConfigException(source + ": malformed JSON: " + e.getOriginalMessage());
+        }
+        if (root == null || !root.isObject()) {
+            throw new ModelConfigException(source + ": expected a JSON object");
+        }
+        return new ModelConfig((ObjectNode) root, source);
+    }
+
+    /** Whether decoder layer {@code layer} has a sparse MoE block (Qwen2-MoE's sparse step and mlp_only_layers). */
+    public boolean isMoeLayer(int layer) {
+        return num_experts > 0 && !mlp_only_layers.contains(layer) && (layer + 1) % decoder_sparse_step == 0;
+    }
+
+    public boolean hasSharedExpert() {
+        return shared_expert_intermediate_size > 0;
+    }
+
+    /** A deep copy of the original JSON, for writers that change a few fields. */
+    public ObjectNode jsonCopy() {
+        return json.deepCopy();
+    }
+
+    /** Typed access to config fields with errors that name the field, the expectation and the value. */
+    private static final class Fields {
+        private final JsonNode node;
+        private final String source;
+
+        Fields(JsonNode node, String source) {
+            this.node = node;
+            this.source = source;
+        }
+
+        boolean has(String name) {
+            JsonNode v = node.get(name);
+            return v != null && !v.isNull();
+        }
+
+        String raw(String name) {
+            return String.valueOf(node.get(name));
+        }
+
+        private JsonNode required(String name) {
+            if (!has(name)) {
+                throw new ModelConfigException(source + ": missing field " + name);
+            }
+            return node.get(name);
+        }
+
+        String string(String name) {
+            JsonNode v = required(name);
+            if (!v.isTextual()) {
+                throw new ModelConfigException(source + ": field " + name + " must be a string, got " + v);
+            }
+            return v.asText();
+        }
+
+        Fields object(String name) {
+            JsonNode v = required(name);
+            if (!v.isObject()) {
+                throw new ModelConfigException(source + ": field " + name + " must be an object, got " + v);
+            }
+            return new Fields(v, source + " " + name);
+        }
+
+        int positiveInt(String name) {
+            int v = nonNegativeInt(name);
+            if (v == 0) {
+                throw new ModelConfigException(source + ": field " + name + " must be > 0, got 0");
+            }
+            return v;
+        }
+
+        int nonNegativeInt(String name) {
+            JsonNode v = required(name);
+            if (!v.canConvertToInt() || !v.isIntegralNumber() || v.asInt() < 0) {
+                throw new ModelConfigException(source + ": field " + name + " must be a non-negative integer, got " + v);
+            }
+            return v.asInt();
+        }
+
+        Integer optionalPositiveInt(String name) {
+            return has(name) ? positiveInt(name) : null;
+        }
+
+        double positiveDouble(String name) {
+            double v = nonNegativeDouble(name);
+            if (v == 0) {
+                throw new ModelConfigException(source + ": field " + name + " must be > 0, got 0");
+            }
+            return v;
+        }
+
+        double nonNegativeDouble(String name) {
+            JsonNode v = required(name);
+            if (!v.isNumber() || !(v.asDouble() >= 0) || Double.isInfinite(v.asDouble())) {
+                throw new ModelConfigException(source + ": field " + name + " must be a non-negative number, got " + v);
+            }
+            return v.asDouble();
+        }
+
+        boolean bool(String name, boolean fallback) {
+            if (!has(name)) {
+                return fallback;
+            }
+            JsonNode v = node.get(name);
+            if (!v.isBoolean()) {
+                throw new ModelConfigException(source + ": field " + name + " must be true or false, got " + v);
+            }
+            return v.asBoolean();
+        }
+
+        Set<Integer> intSet(String name, int bound) {
+            Set<Integer> out = new HashSet<>();
+            if (!has(name)) {
+                return Set.of();
+            }
+            JsonNode v = node.get(name);
+            if (!v.isArray()) {
+                throw new ModelConfigException(source + ": field " + name + " must be a list of layer indices, got " + v);
+            }
+            for (Iterator<JsonNode> it = v.elements(); it.hasNext(); ) {
+                JsonNode e = it.next();
+                if (!e.isIntegralNumber() || e.asInt() < 0 || e.asInt() >= bound) {
+                    throw new ModelConfigException(source + ": field " + name + " holds " + e
+                            + ", expected a layer index in [0, " + bound + ")");
+                }
+                out.add(e.asInt());
+            }
+            return Set.copyOf(out);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+package org.sparkmoe.kernels;
+
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/** Dense products with Hugging Face Linear weights ([out, in]); results are new 'c'-order float32 arrays. */
+public final class Dense {
+    private Dense() {
+    }
+
+    /** y [T, out] = x [T, in] · wᵀ, w [out, in]. */
+    public static INDArray linear(INDArray x, INDArray w) {
+        INDArray y = Nd4j.createUninitialized(DataType.FLOAT, new long[] {x.size(0), w.size(0)}, 'c');
+        Nd4j.gemm(x, w, y, false, true, 1.0, 0.0);
+        return y;
+    }
+
+    /** y [T, out] = x [T, in] · wᵀ + bias, bias [out] or null. */
+    public static INDArray linear(INDArray x, INDArray w, INDArray bias) {
+        INDArray y = linear(x, w);
+        return bias == null ? y : y.addiRowVector(bias);
+    }
+}

@@ -1,0 +1,50 @@
+package org.sparkmoe.model;
+
+/**
+ * Default RoPE as transformers builds it in float32: {@code inv_freq[i] = 1 / θ^(2i/hd)},
+ * {@code angle = pos · inv_freq[i]}, applied as {@code q·cos + rotate_half(q)·sin} with the
+ * two halves of each head rotated together.
+ */
+public final class RotaryEmbedding {
+    private final int headDim;
+    private final float[] cos; // [P, hd/2]
+    private final float[] sin; // [P, hd/2]
+    private final int positions;
+
+    public RotaryEmbedding(int headDim, double theta, int positions) {
+        this.headDim = headDim;
+        this.positions = positions;
+        int half = headDim / 2;
+        cos = new float[positions * half];
+        sin = new float[positions * half];
+        for (int i = 0; i < half; i++) {
+            float exponent = (float) (2 * i) / headDim;
+            float invFreq = (float) (1.0 / (float) Math.pow(theta, exponent));
+            for (int p = 0; p < positions; p++) {
+                float angle = p * invFreq;
+                cos[p * half + i] = (float) Math.cos(angle);
+                sin[p * half + i] = (float) Math.sin(angle);
+            }
+        }
+    }
+
+    public int positions() {
+        return positions;
+    }
+
+    /**
+     * Copies one head vector from {@code src[srcAt..srcAt+hd)} to {@code dst[dstAt..)} rotated for position {@code pos}.
+     */
+    public void rotate(float[] src, int srcAt, float[] dst, int dstAt, int pos) {
+        int half = headDim / 2;
+        int row = pos * half;
+        for (int i = 0; i < half; i++) {
+            float x1 = src[srcAt + i];
+            float x2 = src[srcAt + half + i];
+            float c = cos[row + i];
+            float s = sin[row + i];
+            dst[dstAt + i] = x1 * c + (-x2) * s;
+            dst[dstAt + half + i] = x2 * c + x1 * s;
+        }
+    }
+}

@@ -1,0 +1,89 @@
+package org.sparkmoe.moe;
+
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.kernels.Dense;
+import org.sparkmoe.kernels.GroupedGemm;
+
+/**
+ * A sparse MoE block: router → routing plan → the experts through grouped GEMMs → weighted
+ * scatter-add, plus Qwen2-MoE's shared expert scaled by {@code sigmoid(x·Wsgᵀ)}. Stateless per call
+ * (safe for concurrent Spark tasks).
+ */
+public final class SparseMoeBlock {
+    private final Router router;
+    private final ExpertWeights experts;
+    private final SwiGluMlp sharedExpert;      // null without a shared expert
+    private final INDArray sharedExpertGate;   // [1, D], null without a shared expert
+    private final GroupedGemm gemm;
+
+    public SparseMoeBlock(Router router, ExpertWeights experts, SwiGluMlp sharedExpert, INDArray sharedExpertGate,
+                          GroupedGemm gemm) {
+        this.router = router;
+        this.experts = experts;
+        this.sharedExpert = sharedExpert;
+        this.sharedExpertGate = sharedExpertGate;
+        this.gemm = gemm;
+    }
+
+    public int experts() {
+        return experts.experts();
+    }
+
+    /** Output of one block: the mixture [T, D] and the raw router logits [T, E]. */
+    public record Output(INDArray hidden, INDArray routerLogits) {
+    }
+
+    /** x [T, D] → Output; {@code topK} experts per token. */
+    public Output forward(INDArray x, int topK) {
+        int tokens = (int) x.size(0);
+        int hidden = (int) x.size(1);
+        INDArray logits = router.logits(x);                                          // [T, E]
+        Routing routing = router.route(logits, topK);
+        RoutingPlan plan = RoutingPlan.build(routing.experts(), routing.weights(), experts(), topK);
+
+        INDArray xs = Nd4j.pullRows(x, 1, plan.tokenOfRow);                          // [T·K, D] by expert
+        int intermediate = (int) experts.w1().size(1);
+        INDArray h1 = Nd4j.createUninitialized(DataType.FLOAT, new long[] {plan.rows(), intermediate}, 'c');
+        INDArray h3 = Nd4j.createUninitialized(DataType.FLOAT, new long[] {plan.rows(), intermediate}, 'c');
+        gemm.forward(xs, experts.w1(), plan.offsets, h1);                            // [T·K, I]
+        gemm.forward(xs, experts.w3(), plan.offsets, h3);                            // [T·K, I]
+        INDArray act = Activations.swiGlu(h1, h3);                                   // [T·K, I]
+        INDArray ys = Nd4j.createUninitialized(DataType.FLOAT, new long[] {plan.rows(), hidden}, 'c');
+        gemm.forward(act, experts.w2(), plan.offsets, ys);                           // [T·K, D]
+
+        float[] out = new float[tokens * hidden];                                    // [T, D]
+        combine(plan, ys.data().asFloat(), hidden, out);
+        if (sharedExpert != null) {
+            addGatedSharedExpert(x, out);
+        }
+        return new Output(Nd4j.create(out, new long[] {tokens, hidden}, 'c'), logits);
+    }
+
+    /** out[token] += g · y[row], rows in expert order (the order transformers' index_add_ uses). */
+    private static void combine(RoutingPlan plan, float[] ys, int hidden, float[] out) {
+        for (int row = 0; row < plan.rows(); row++) {
+            int o = plan.tokenOfRow[row] * hidden;
+            int y = row * hidden;
+            float g = plan.weightOfRow[row];
+            for (int d = 0; d < hidden; d++) {
+                out[o + d] += g * ys[y + d];
+            }
+        }
+    }
+
+    /** out += sigmoid(x·Wsgᵀ) ⊙ shared_expert(x). */
+    private void addGatedSharedExpert(INDArray x, float[] out) {
+        float[] shared = sharedExpert.forward(x).data().asFloat();                  // [T, D]
+        float[] gateLogit = Dense.linear(x, sharedExpertGate).data().asFloat();     // [T, 1]
+        int hidden = (int) x.size(1);
+        for (int t = 0; t < gateLogit.length; t++) {
+            float gate = (float) (1.0 / (1.0 + Math.exp(-gateLogit[t])));
+            for (int d = 0; d < hidden; d++) {
+                out[t * hidden + d] += gate * shared[t * hidden + d];
+            }
+        }
+    }
+}
