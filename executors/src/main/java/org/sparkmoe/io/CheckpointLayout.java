@@ -1,0 +1,95 @@
+package org.sparkmoe.io;
+
+/**
+ * Hugging Face key names of a decoder checkpoint, per model type: Mixtral keeps its experts under
+ * {@code block_sparse_moe} with w1/w3/w2, Qwen2-MoE under {@code mlp} with gate_proj/up_proj/down_proj
+ * plus a shared expert, Mistral has a dense {@code mlp}.
+ */
+public final class CheckpointLayout {
+    /** The three expert projections, in the order gate (w1), up (w3), down (w2). */
+    public enum Projection { GATE, UP, DOWN }
+
+    private final ModelConfig.ModelType type;
+
+    public CheckpointLayout(ModelConfig.ModelType type) {
+        this.type = type;
+    }
+
+    public static String embedTokens() {
+        return "model.embed_tokens.weight";
+    }
+
+    public static String finalNorm() {
+        return "model.norm.weight";
+    }
+
+    public static String lmHead() {
+        return "lm_head.weight";
+    }
+
+    public static String layer(int layer) {
+        return "model.layers." + layer + ".";
+    }
+
+    public static String inputNorm(int layer) {
+        return layer(layer) + "input_layernorm.weight";
+    }
+
+    public static String postAttentionNorm(int layer) {
+        return layer(layer) + "post_attention_layernorm.weight";
+    }
+
+    /** @param proj one of q, k, v, o */
+    public static String attention(int layer, char proj, String suffix) {
+        return layer(layer) + "self_attn." + proj + "_proj." + suffix;
+    }
+
+    private String moePrefix(int layer) {
+        return layer(layer) + (type == ModelConfig.ModelType.MIXTRAL ? "block_sparse_moe." : "mlp.");
+    }
+
+    public String routerGate(int layer) {
+        return moePrefix(layer) + "gate.weight";
+    }
+
+    /** Module path of one expert's projection without ".weight", as PEFT addresses it. */
+    public String expertModule(int layer, int expert, Projection p) {
+        return moePrefix(layer) + "experts." + expert + "." + projectionName(p);
+    }
+
+    public String expert(int layer, int expert, Projection p) {
+        return expertModule(layer, expert, p) + ".weight";
+    }
+
+    /** The projection's module name: w1/w3/w2 for Mixtral, gate_proj/up_proj/down_proj otherwise. */
+    public String projectionName(Projection p) {
+        if (type == ModelConfig.ModelType.MIXTRAL) {
+            return switch (p) {
+                case GATE -> "w1";
+                case UP -> "w3";
+                case DOWN -> "w2";
+            };
+        }
+        return denseName(p);
+    }
+
+    public static String denseMlp(int layer, Projection p) {
+        return layer(layer) + "mlp." + denseName(p) + ".weight";
+    }
+
+    public static String sharedExpert(int layer, Projection p) {
+        return layer(layer) + "mlp.shared_expert." + denseName(p) + ".weight";
+    }
+
+    public static String sharedExpertGate(int layer) {
+        return layer(layer) + "mlp.shared_expert_gate.weight";
+    }
+
+    private static String denseName(Projection p) {
+        return switch (p) {
+            case GATE -> "gate_proj";
+            case UP -> "up_proj";
+            case DOWN -> "down_proj";
+        };
+    }
+}

@@ -1,0 +1,14 @@
+package org.sparkmoe.io;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+/** Named tensors of a checkpoint, addressed by their Hugging Face keys. */
+public interface TensorSource {
+    boolean has(String name);
+
+    /** The tensor widened to a new float32 'c'-order array. */
+    INDArray readFloat(String name);
+
+    /** Where the tensors come from, for error messages. */
+    String describe();
+}
