@@ -1,0 +1,29 @@
+package org.sparkmoe.io;
+
+import java.util.Optional;
+
+/** Element types of the safetensors format, spelled as in the file header. */
+public enum DType {
+    F64(8), F32(4), F16(2), BF16(2), I64(8), I32(4), I16(2), I8(1), U8(1), BOOL(1);
+
+    private final int byteSize;
+
+    DType(int byteSize) {
+        this.byteSize = byteSize;
+    }
+
+    /** Bytes per element. */
+    public int byteSize() {
+        return byteSize;
+    }
+
+    /** The dtype spelled {@code text} in a header ("F32", "BF16", ...), if there is one. */
+    static Optional<DType> parse(String text) {
+        for (DType d : values()) {
+            if (d.name().equals(text)) {
+                return Optional.of(d);
+            }
+        }
+        return Optional.empty();
+    }
+}

@@ -1,0 +1,107 @@
+package org.sparkmoe.io;
+
+import java.io.IOException;
+import java.io.OutputStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.Arrays;
+import java.util.Objects;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+
+/** One tensor to write to a safetensors file: its name, dtype, shape and little-endian bytes. */
+public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Longs {
+
+    /** Elements copied per chunk when streaming: 1 MiB of output per chunk at most. */
+    int CHUNK_ELEMENTS = 1 << 17;
+
+    String name();
+
+    DType dtype();
+
+    long[] shape();
+
+    /** product(shape) elements in row-major order, little-endian, written in bounded chunks. */
+    void writeData(OutputStream out) throws IOException;
+
+    default long byteLength() {
+        return Arrays.stream(shape()).reduce(1, Math::multiplyExact) * dtype().byteSize();
+    }
+
+    /** A float32 array, written as F32. */
+    record Floats(String name, INDArray array) implements NamedTensor {
+
+        public Floats {
+            Objects.requireNonNull(name, "name");
+            if (array.dataType() != DataType.FLOAT) {
+                throw new IllegalArgumentException("tensor '" + name + "': expected a FLOAT array, found "
+                        + array.dataType());
+            }
+        }
+
+        @Override
+        public DType dtype() {
+            return DType.F32;
+        }
+
+        @Override
+        public long[] shape() {
+            return array.shape();
+        }
+
+        @Override
+        public void writeData(OutputStream out) throws IOException {
+            long n = array.length();
+            if (n == 0) {
+                return;
+            }
+            INDArray flat = array.reshape('c', n); // [n], a view when array is 'c'-contiguous
+            ByteBuffer chunk = ByteBuffer.allocate((int) Math.min(n, CHUNK_ELEMENTS) * Float.BYTES)
+                    .order(ByteOrder.LITTLE_ENDIAN);
+            for (long start = 0; start < n; start += CHUNK_ELEMENTS) {
+                long stop = Math.min(n, start + CHUNK_ELEMENTS);
+                float[] values = flat.get(NDArrayIndex.interval(start, stop)).toFloatVector();
+                chunk.clear();
+                chunk.asFloatBuffer().put(values);
+                out.write(chunk.array(), 0, values.length * Float.BYTES);
+            }
+        }
+    }
+
+    /** Integers (token ids, counts) of the given shape, written as I64. */
+    record Longs(String name, long[] shape, long[] values) implements NamedTensor {
+
+        public Longs {
+            Objects.requireNonNull(name, "name");
+            shape = shape.clone();
+            long expected = Arrays.stream(shape).reduce(1, Math::multiplyExact);
+            if (expected != values.length) {
+                throw new IllegalArgumentException("tensor '" + name + "': shape " + Arrays.toString(shape)
+                        + " needs " + expected + " values, found " + values.length);
+            }
+        }
+
+        @Override
+        public long[] shape() {
+            return shape.clone();
+        }
+
+        @Override
+        public DType dtype() {
+            return DType.I64;
+        }
+
+        @Override
+        public void writeData(OutputStream out) throws IOException {
+            ByteBuffer chunk = ByteBuffer.allocate(Math.min(values.length, CHUNK_ELEMENTS) * Long.BYTES)
+                    .order(ByteOrder.LITTLE_ENDIAN);
+            for (int start = 0; start < values.length; start += CHUNK_ELEMENTS) {
+                int count = Math.min(values.length - start, CHUNK_ELEMENTS);
+                chunk.clear();
+                chunk.asLongBuffer().put(values, start, count);
+                out.write(chunk.array(), 0, count * Long.BYTES);
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+package org.sparkmoe.io;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.MappedByteBuffer;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.FileChannel;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.Map;
+import java.util.Set;
+import java.util.function.Supplier;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * A local .safetensors file, checked completely at open and read through memory maps.
+ *
+ * <p>Layout: 8 bytes little-endian header length N, N bytes of JSON header, then the data section;
+ * tensor offsets count from the start of the data section. Each read maps the tensor's own byte
+ * range (in pieces of at most 1 GiB, so files and tensors may exceed 2 GiB) and keeps no position
+ * state, so several threads may read one instance at once.
+ */
+public final class SafeTensorsFile implements AutoCloseable {
+
+    /** Largest header accepted; the reference implementation uses the same cap. */
+    static final long MAX_HEADER_BYTES = 100L << 20;
+    /** Bytes mapped at once: 1 GiB, a whole number of elements of every dtype. */
+    static final long PIECE_BYTES = 1L << 30;
+    /** Largest Java array the JVM reliably allocates. */
+    private static final long MAX_ELEMENTS = Integer.MAX_VALUE - 8;
+
+    private final Path file;
+    private final FileChannel channel;
+    private final long dataStart;
+    private final SafeTensorsHeader header;
+
+    private SafeTensorsFile(Path file, FileChannel channel, long dataStart, SafeTensorsHeader header) {
+        this.file = file;
+        this.channel = channel;
+        this.dataStart = dataStart;
+        this.header = header;
+    }
+
+    /** Opens and validates {@code file}; throws CheckpointFormatException naming what is wrong. */
+    public static SafeTensorsFile open(Path file) {
+        FileChannel channel;
+        try {
+            channel = FileChannel.open(file, StandardOpenOption.READ);
+        } catch (NoSuchFileException e) {
+            throw new CheckpointFormatException(file + ": safetensors file not found", e);
+        } catch (IOException e) {
+            throw new UncheckedIOException("opening " + file, e);
+        }
+        try {
+            return open(file, channel);
+        } catch (RuntimeException e) {
+            try {
+                channel.close();
+            } catch (IOException closing) {
+                e.addSuppressed(closing);
+            }
+            throw e;
+        }
+    }
+
+    private static SafeTensorsFile open(Path file, FileChannel channel) {
+        try {
+            long fileLength = channel.size();
+            if (fileLength < Long.BYTES) {
+                throw new CheckpointFormatException(file + ": file is " + fileLength
+                        + " bytes, expected at least 8 for the header length");
+            }
+            long headerLength = readFully(channel, 0, Long.BYTES).getLong(0);
+            if (headerLength < 0 || headerLength > MAX_HEADER_BYTES) {
+                throw new CheckpointFormatException(file + ": header length " + Long.toUnsignedString(headerLength)
+                        + " exceeds the cap of " + MAX_HEADER_BYTES + " bytes");
+            }
+            if (headerLength > fileLength - Long.BYTES) {
+                throw new CheckpointFormatException(file + ": header length " + headerLength
+                        + " is past the end of the file, which has " + (fileLength - Long.BYTES)
+                        + " bytes after the length field");
+            }
+            ByteBuffer json = readFully(channel, Long.BYTES, (int) headerLength);
+            long dataStart = Long.BYTES + headerLength;
+            SafeTensorsHeader header = SafeTensorsHeader.parse(file.toString(), json.array(), fileLength - dataStart);
+            return new SafeTensorsFile(file, channel, dataStart, header);
+        } catch (IOException e) {
+            throw new UncheckedIOException("reading the header of " + file, e);
+        }
+    }
+
+    /** {@code length} bytes at absolute {@code position}, in a little-endian heap buffer. */
+    private static ByteBuffer readFully(FileChannel channel, long position, int length) throws IOException {
+        ByteBuffer buffer = ByteBuffer.allocate(length).order(ByteOrder.LITTLE_ENDIAN);
+        while (buffer.hasRemaining()) {
+            int n = channel.read(buffer, position + buffer.position());
+            if (n < 0) {
+                throw new IOException("file ended while reading " + length + " bytes at " + position);
+            }
+        }
+        return buffer;
+    }
+
+    public Path path() {
+        return file;
+    }
+
+    /** Tensor names in header order. */
+    public Set<String> names() {
+        return header.tensors().keySet();
+    }
+
+    public boolean has(String name) {
+        return header.tensors().containsKey(name);
+    }
+
+    public TensorInfo info(String name) {
+        TensorInfo info = header.tensors().get(name);
+        if (info == null) {
+            throw new CheckpointFormatException(file + ": tensor '" + name + "' is missing ("
+                    + header.tensors().size() + " tensors in the file)");
+        }
+        return info;
+    }
+
+    /** The {@code __metadata__} entries; empty when the header has none. */
+    public Map<String, String> metadata() {
+        return header.metadata();
+    }
+
+    /** A new float32 'c'-order array of the tensor's shape; F16, BF16 and F64 are converted. */
+    public INDArray readFloat(String name) {
+        TensorInfo info = info(name);
+        requireDType(info, ElementDecoder.FLOAT_TYPES, "readFloat");
+        float[] values = new float[elementCount(info)];
+        forEachPiece(info, (piece, first) -> ElementDecoder.toFloats(info.dtype(), piece, values, first));
+        long[] shape = info.shape();
+        return Nd4j.create(values, shape, Nd4j.getStrides(shape, 'c'), 'c', DataType.FLOAT);
+    }
+
+    /** The tensor's elements in row-major order; I32 is widened. */
+    public long[] readLongs(String name) {
+        TensorInfo info = info(name);
+        requireDType(info, ElementDecoder.INTEGER_TYPES, "readLongs");
+        long[] values = new long[elementCount(info)];
+        forEachPiece(info, (piece, first) -> ElementDecoder.toLongs(info.dtype(), piece, values, first));
+        return values;
+    }
+
+    private void requireDType(TensorInfo info, Set<DType> accepted, String method) {
+        if (!accepted.contains(info.dtype())) {
+            throw new CheckpointFormatException(file + ": tensor '" + info.name() + "' has dtype " + info.dtype()
+                    + ", " + method + " reads " + accepted);
+        }
+    }
+
+    private int elementCount(TensorInfo info) {
+        long n = info.elementCount();
+        if (n > MAX_ELEMENTS) {
+            throw new CheckpointFormatException(file + ": tensor '" + info.name() + "' has " + n
+                    + " elements, more than one Java array holds (" + MAX_ELEMENTS + ")");
+        }
+        return (int) n;
+    }
+
+    private interface PieceReader {
+        /** {@code piece}: little-endian bytes of elements first, first+1, ... */
+        void read(ByteBuffer piece, int first);
+    }
+
+    private void forEachPiece(TensorInfo info, PieceReader reader) {
+        int elementBytes = info.dtype().byteSize();
+        for (long offset = 0; offset < info.byteLength(); offset += PIECE_BYTES) {
+            long length = Math.min(PIECE_BYTES, info.byteLength() - offset);
+            long position = dataStart + info.begin() + offset;
+            MappedByteBuffer piece = map(position, length, () -> "tensor '" + info.name() + "'");
+            reader.read(piece.order(ByteOrder.LITTLE_ENDIAN), (int) (offset / elementBytes));
+        }
+    }
+
+    private MappedByteBuffer map(long position, long length, Supplier<String> what) {
+        try {
+            return channel.map(FileChannel.MapMode.READ_ONLY, position, length);
+        } catch (ClosedChannelException e) {
+            throw new IllegalStateException(file + " is closed; cannot read " + what.get(), e);
+        } catch (IOException e) {
+            throw new UncheckedIOException("mapping " + what.get() + " of " + file, e);
+        }
+    }
+
+    @Override
+    public void close() {
+        try {
+            channel.close();
+        } catch (IOException e) {
+            throw new UncheckedIOException("closing " + file, e);
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "SafeTensorsFile(" + file + ", " + header.tensors().size() + " tensors)";
+    }
+}
