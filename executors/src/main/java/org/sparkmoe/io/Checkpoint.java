@@ -19,7 +19,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * of the index must be in its shard and no tensor may be in two shards. Folders on a non-local
  * file system are copied to a local temporary directory first, deleted on close.
  */
-public final class Checkpoint implements AutoCloseable {
+public final class Checkpoint implements AutoCloseable, TensorSource {
 
     static final String SINGLE_FILE = "model.safetensors";
     static final String INDEX_FILE = "model.safetensors.index.json";
@@ -114,6 +114,11 @@ public final class Checkpoint implements AutoCloseable {
         } catch (IOException e) {
             throw new UncheckedIOException("looking up " + path, e);
         }
+    }
+
+    @Override
+    public String describe() {
+        return "checkpoint " + dir;
     }
 
     public Path dir() {
