@@ -4,7 +4,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
-import java.io.OutputStream;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -15,7 +14,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.UUID;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -43,29 +41,13 @@ public final class SafeTensorsWriter {
     /** Tensors in list order with contiguous offsets; {@code metadata} becomes {@code __metadata__}. */
     public static void write(FileSystem fs, Path target, List<NamedTensor> tensors, Map<String, String> metadata) {
         byte[] header = header(target, tensors, metadata);
-        Path temporary = new Path(target.getParent(), "." + target.getName() + ".tmp-" + UUID.randomUUID());
-        try {
-            try (OutputStream out = fs.create(temporary, false)) {
-                out.write(ByteBuffer.allocate(Long.BYTES).order(ByteOrder.LITTLE_ENDIAN)
-                        .putLong(0, header.length).array());
-                out.write(header);
-                for (NamedTensor tensor : tensors) {
-                    tensor.writeData(out);
-                }
+        AtomicFile.write(fs, target, out -> {
+            out.write(ByteBuffer.allocate(Long.BYTES).order(ByteOrder.LITTLE_ENDIAN).putLong(0, header.length).array());
+            out.write(header);
+            for (NamedTensor tensor : tensors) {
+                tensor.writeData(out);
             }
-            if (fs.exists(target) && !fs.delete(target, false)) {
-                throw new IOException("could not delete the existing " + target);
-            }
-            if (!fs.rename(temporary, target)) {
-                throw new IOException("could not rename " + temporary + " to " + target);
-            }
-        } catch (IOException | RuntimeException e) {
-            deleteQuietly(fs, temporary, e);
-            if (e instanceof IOException io) {
-                throw new UncheckedIOException("writing " + target, io);
-            }
-            throw (RuntimeException) e;
-        }
+        });
     }
 
     /** JSON header, padded with spaces to a multiple of 8 bytes like the reference writer. */
@@ -105,13 +87,5 @@ public final class SafeTensorsWriter {
         byte[] header = Arrays.copyOf(json, padded);
         Arrays.fill(header, json.length, padded, (byte) ' ');
         return header;
-    }
-
-    private static void deleteQuietly(FileSystem fs, Path temporary, Exception cause) {
-        try {
-            fs.delete(temporary, false);
-        } catch (IOException e) {
-            cause.addSuppressed(e);
-        }
     }
 }
