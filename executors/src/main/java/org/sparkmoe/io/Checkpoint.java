@@ -117,6 +117,11 @@ public final class Checkpoint implements AutoCloseable, TensorSource {
     }
 
     @Override
+    public long[] shape(String name) {
+        return info(name).shape();
+    }
+
+    @Override
     public String describe() {
         return "checkpoint " + dir;
     }

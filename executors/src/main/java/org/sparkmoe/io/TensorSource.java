@@ -6,6 +6,9 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 public interface TensorSource {
     boolean has(String name);
 
+    /** The stored shape, read from the header without touching the data. */
+    long[] shape(String name);
+
     /** The tensor widened to a new float32 'c'-order array. */
     INDArray readFloat(String name);
 

@@ -3,7 +3,6 @@ package org.sparkmoe.model;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.sparkmoe.io.CheckpointFormatException;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
@@ -15,7 +14,6 @@ import org.sparkmoe.moe.SparseMoeBlock;
 import org.sparkmoe.moe.SwiGluMlp;
 
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 
 /** Builds a {@link MoeTransformer} from checkpoint tensors, checking every shape against config.json. */
@@ -31,44 +29,40 @@ public final class ModelLoader {
     }
 
     public static MoeTransformer load(ModelConfig config, TensorSource tensors, GroupedGemm gemm) {
+        ModelSchema.check(config, tensors);
         return new ModelLoader(config, tensors).build(gemm);
     }
 
     private MoeTransformer build(GroupedGemm gemm) {
-        int d = config.hidden_size;
-        INDArray embed = tensor(CheckpointLayout.embedTokens(), config.vocab_size, d);
+        INDArray embed = tensor(CheckpointLayout.embedTokens());
         List<DecoderLayer> layers = new ArrayList<>();
         for (int l = 0; l < config.num_hidden_layers; l++) {
             layers.add(layer(l, gemm));
         }
-        RmsNorm finalNorm = new RmsNorm(tensor(CheckpointLayout.finalNorm(), d), config.rms_norm_eps);
+        RmsNorm finalNorm = new RmsNorm(tensor(CheckpointLayout.finalNorm()), config.rms_norm_eps);
         INDArray lmHead = config.tie_word_embeddings && !tensors.has(CheckpointLayout.lmHead())
-                ? embed : tensor(CheckpointLayout.lmHead(), config.vocab_size, d);
+                ? embed : tensor(CheckpointLayout.lmHead());
         return new MoeTransformer(config, embed, layers, finalNorm, lmHead);
     }
 
     private DecoderLayer layer(int l, GroupedGemm gemm) {
-        int d = config.hidden_size;
-        int q = config.num_attention_heads * config.head_dim;
-        int kv = config.num_key_value_heads * config.head_dim;
         boolean bias = config.qkv_bias;
         Attention attention = new Attention(
-                tensor(CheckpointLayout.attention(l, 'q', "weight"), q, d),
-                tensor(CheckpointLayout.attention(l, 'k', "weight"), kv, d),
-                tensor(CheckpointLayout.attention(l, 'v', "weight"), kv, d),
-                tensor(CheckpointLayout.attention(l, 'o', "weight"), d, q),
-                bias ? tensor(CheckpointLayout.attention(l, 'q', "bias"), q) : null,
-                bias ? tensor(CheckpointLayout.attention(l, 'k', "bias"), kv) : null,
-                bias ? tensor(CheckpointLayout.attention(l, 'v', "bias"), kv) : null,
+                tensor(CheckpointLayout.attention(l, 'q', "weight")),
+                tensor(CheckpointLayout.attention(l, 'k', "weight")),
+                tensor(CheckpointLayout.attention(l, 'v', "weight")),
+                tensor(CheckpointLayout.attention(l, 'o', "weight")),
+                bias ? tensor(CheckpointLayout.attention(l, 'q', "bias")) : null,
+                bias ? tensor(CheckpointLayout.attention(l, 'k', "bias")) : null,
+                bias ? tensor(CheckpointLayout.attention(l, 'v', "bias")) : null,
                 config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.sliding_window);
-        RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l), d), config.rms_norm_eps);
-        RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l), d), config.rms_norm_eps);
+        RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l)), config.rms_norm_eps);
+        RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
         if (!config.isMoeLayer(l)) {
-            int i = config.intermediate_size;
             SwiGluMlp mlp = new SwiGluMlp(
-                    tensor(CheckpointLayout.denseMlp(l, Projection.GATE), i, d),
-                    tensor(CheckpointLayout.denseMlp(l, Projection.UP), i, d),
-                    tensor(CheckpointLayout.denseMlp(l, Projection.DOWN), d, i));
+                    tensor(CheckpointLayout.denseMlp(l, Projection.GATE)),
+                    tensor(CheckpointLayout.denseMlp(l, Projection.UP)),
+                    tensor(CheckpointLayout.denseMlp(l, Projection.DOWN)));
             return new DecoderLayer(inputNorm, attention, postNorm, null, mlp);
         }
         return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm), null);
@@ -76,9 +70,8 @@ public final class ModelLoader {
 
     private SparseMoeBlock moeBlock(int l, GroupedGemm gemm) {
         int d = config.hidden_size;
-        int e = config.num_experts;
         int i = config.expert_intermediate_size;
-        Router router = new Router(tensor(layout.routerGate(l), e, d), config.norm_topk_prob);
+        Router router = new Router(tensor(layout.routerGate(l)), config.norm_topk_prob);
         ExpertWeights experts = new ExpertWeights(
                 stackExperts(l, Projection.GATE, i, d),
                 stackExperts(l, Projection.UP, i, d),
@@ -86,12 +79,11 @@ public final class ModelLoader {
         SwiGluMlp shared = null;
         INDArray sharedGate = null;
         if (config.hasSharedExpert()) {
-            int s = config.shared_expert_intermediate_size;
             shared = new SwiGluMlp(
-                    tensor(CheckpointLayout.sharedExpert(l, Projection.GATE), s, d),
-                    tensor(CheckpointLayout.sharedExpert(l, Projection.UP), s, d),
-                    tensor(CheckpointLayout.sharedExpert(l, Projection.DOWN), d, s));
-            sharedGate = tensor(CheckpointLayout.sharedExpertGate(l), 1, d);
+                    tensor(CheckpointLayout.sharedExpert(l, Projection.GATE)),
+                    tensor(CheckpointLayout.sharedExpert(l, Projection.UP)),
+                    tensor(CheckpointLayout.sharedExpert(l, Projection.DOWN)));
+            sharedGate = tensor(CheckpointLayout.sharedExpertGate(l));
         }
         return new SparseMoeBlock(router, experts, shared, sharedGate, gemm);
     }
@@ -100,20 +92,12 @@ public final class ModelLoader {
     private INDArray stackExperts(int l, Projection p, int rows, int cols) {
         INDArray stacked = Nd4j.createUninitialized(DataType.FLOAT, new long[] {config.num_experts, rows, cols}, 'c');
         for (int e = 0; e < config.num_experts; e++) {
-            stacked.slice(e).assign(tensor(layout.expert(l, e, p), rows, cols));
+            stacked.slice(e).assign(tensor(layout.expert(l, e, p)));
         }
         return stacked;
     }
 
-    private INDArray tensor(String name, long... expectedShape) {
-        if (!tensors.has(name)) {
-            throw new CheckpointFormatException(tensors.describe() + ": missing tensor " + name);
-        }
-        INDArray t = tensors.readFloat(name);
-        if (!Arrays.equals(t.shape(), expectedShape)) {
-            throw new CheckpointFormatException(tensors.describe() + ": tensor " + name + " has shape "
-                    + Arrays.toString(t.shape()) + " but config.json implies " + Arrays.toString(expectedShape));
-        }
-        return t;
+    private INDArray tensor(String name) {
+        return tensors.readFloat(name);
     }
 }

@@ -1,0 +1,39 @@
+package org.sparkmoe.driver;
+
+import org.apache.spark.SparkConf;
+import org.apache.spark.api.java.JavaSparkContext;
+
+/**
+ * The SparkContext every job runs in: the embedded local master unless spark-submit (or --master) says
+ * otherwise, Kryo with registration required, and the OpenBLAS core type passed on to executors.
+ */
+public final class SparkContexts {
+    public static final String DEFAULT_MASTER = "local[2]";
+
+    private SparkContexts() {
+    }
+
+    public static SparkConf conf(String appName, String master) {
+        SparkConf conf = new SparkConf().setAppName(appName);
+        if (master != null) {
+            conf.setMaster(master);
+        }
+        conf.setIfMissing("spark.master", DEFAULT_MASTER)
+                .set("spark.serializer", "org.apache.spark.serializer.KryoSerializer")
+                .set("spark.kryo.registrationRequired", "true")
+                .set("spark.kryo.registrator", SparkMoeKryoRegistrator.class.getName())
+                .setIfMissing("spark.kryoserializer.buffer.max", "512m")
+                .setIfMissing("spark.ui.showConsoleProgress", "false");
+        String coreType = System.getenv("OPENBLAS_CORETYPE");
+        if (coreType != null && !coreType.isEmpty()) {
+            conf.setIfMissing("spark.executorEnv.OPENBLAS_CORETYPE", coreType);
+        }
+        return conf;
+    }
+
+    public static JavaSparkContext start(String appName, String master) {
+        JavaSparkContext sc = new JavaSparkContext(conf(appName, master));
+        sc.sc().addSparkListener(new ConsoleProgress(System.err));
+        return sc;
+    }
+}

@@ -1,0 +1,49 @@
+package org.sparkmoe.driver;
+
+import org.sparkmoe.driver.eval.EvalCommand;
+import org.sparkmoe.driver.logits.LogitsCommand;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+import java.io.PrintWriter;
+
+/** The {@code sparkmoe} command line: parses options, runs one job, turns exceptions into exit codes. */
+@Command(name = "sparkmoe", mixinStandardHelpOptions = true, version = "SparkMoE 0.1.0",
+        description = "Fine-tune, measure and reshape Mixture-of-Experts language models on Spark.",
+        subcommands = {EvalCommand.class, LogitsCommand.class, CommandLine.HelpCommand.class})
+public final class SparkMoe implements Runnable {
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public void run() {
+        throw new CommandLine.ParameterException(spec.commandLine(), "missing command");
+    }
+
+    public static void main(String[] args) {
+        System.exit(execute(args));
+    }
+
+    /** Runs the command line and returns its exit code: 0 success, 1 failed job or bad input, 2 bad flags. */
+    public static int execute(String... args) {
+        CommandLine cli = new CommandLine(new SparkMoe());
+        cli.setExecutionExceptionHandler((e, cmd, parsed) -> {
+            PrintWriter err = cmd.getErr();
+            err.println(cmd.getCommandName() + ": error: " + UserErrors.message(e));
+            err.flush();
+            if (UserErrors.isUnexpected(e)) {
+                e.printStackTrace(err);
+            }
+            return 1;
+        });
+        cli.setParameterExceptionHandler((e, parsed) -> {
+            PrintWriter err = e.getCommandLine().getErr();
+            err.println(e.getCommandLine().getCommandName() + ": " + e.getMessage()
+                    + " (see '" + e.getCommandLine().getCommandSpec().qualifiedName() + " --help')");
+            err.flush();
+            return 2;
+        });
+        return cli.execute(args);
+    }
+}

@@ -1,0 +1,85 @@
+package org.sparkmoe.model;
+
+import org.sparkmoe.io.CheckpointFormatException;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.TensorSource;
+
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * Every tensor a checkpoint must hold for its config.json, with the shape the config implies. Checking a
+ * checkpoint against it reads headers only, so the driver can reject a bad model before any task starts.
+ */
+public final class ModelSchema {
+    private ModelSchema() {
+    }
+
+    /** Hugging Face key → expected shape, in checkpoint order. */
+    public static Map<String, long[]> expected(ModelConfig c) {
+        Map<String, long[]> out = new LinkedHashMap<>();
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        long d = c.hidden_size;
+        long q = (long) c.num_attention_heads * c.head_dim;
+        long kv = (long) c.num_key_value_heads * c.head_dim;
+        out.put(CheckpointLayout.embedTokens(), new long[] {c.vocab_size, d});
+        for (int l = 0; l < c.num_hidden_layers; l++) {
+            out.put(CheckpointLayout.inputNorm(l), new long[] {d});
+            out.put(CheckpointLayout.attention(l, 'q', "weight"), new long[] {q, d});
+            out.put(CheckpointLayout.attention(l, 'k', "weight"), new long[] {kv, d});
+            out.put(CheckpointLayout.attention(l, 'v', "weight"), new long[] {kv, d});
+            out.put(CheckpointLayout.attention(l, 'o', "weight"), new long[] {d, q});
+            if (c.qkv_bias) {
+                out.put(CheckpointLayout.attention(l, 'q', "bias"), new long[] {q});
+                out.put(CheckpointLayout.attention(l, 'k', "bias"), new long[] {kv});
+                out.put(CheckpointLayout.attention(l, 'v', "bias"), new long[] {kv});
+            }
+            out.put(CheckpointLayout.postAttentionNorm(l), new long[] {d});
+            if (c.isMoeLayer(l)) {
+                long i = c.expert_intermediate_size;
+                out.put(layout.routerGate(l), new long[] {c.num_experts, d});
+                for (int e = 0; e < c.num_experts; e++) {
+                    out.put(layout.expert(l, e, Projection.GATE), new long[] {i, d});
+                    out.put(layout.expert(l, e, Projection.UP), new long[] {i, d});
+                    out.put(layout.expert(l, e, Projection.DOWN), new long[] {d, i});
+                }
+                if (c.hasSharedExpert()) {
+                    long s = c.shared_expert_intermediate_size;
+                    out.put(CheckpointLayout.sharedExpert(l, Projection.GATE), new long[] {s, d});
+                    out.put(CheckpointLayout.sharedExpert(l, Projection.UP), new long[] {s, d});
+                    out.put(CheckpointLayout.sharedExpert(l, Projection.DOWN), new long[] {d, s});
+                    out.put(CheckpointLayout.sharedExpertGate(l), new long[] {1, d});
+                }
+            } else {
+                long i = c.intermediate_size;
+                out.put(CheckpointLayout.denseMlp(l, Projection.GATE), new long[] {i, d});
+                out.put(CheckpointLayout.denseMlp(l, Projection.UP), new long[] {i, d});
+                out.put(CheckpointLayout.denseMlp(l, Projection.DOWN), new long[] {d, i});
+            }
+        }
+        out.put(CheckpointLayout.finalNorm(), new long[] {d});
+        out.put(CheckpointLayout.lmHead(), new long[] {c.vocab_size, d});
+        return out;
+    }
+
+    /** Throws naming the first missing tensor or the first shape that disagrees with config.json. */
+    public static void check(ModelConfig config, TensorSource tensors) {
+        for (Map.Entry<String, long[]> e : expected(config).entrySet()) {
+            String name = e.getKey();
+            if (!tensors.has(name)) {
+                if (name.equals(CheckpointLayout.lmHead()) && config.tie_word_embeddings) {
+                    continue;
+                }
+                throw new CheckpointFormatException(tensors.describe() + ": missing tensor " + name);
+            }
+            long[] shape = tensors.shape(name);
+            if (!Arrays.equals(shape, e.getValue())) {
+                throw new CheckpointFormatException(tensors.describe() + ": tensor " + name + " has shape "
+                        + Arrays.toString(shape) + " but config.json implies " + Arrays.toString(e.getValue()));
+            }
+        }
+    }
+}
