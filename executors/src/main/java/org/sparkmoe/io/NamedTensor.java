@@ -26,7 +26,7 @@ public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Long
     void writeData(OutputStream out) throws IOException;
 
     default long byteLength() {
-        return Arrays.stream(shape()).reduce(1, Math::multiplyExact) * dtype().byteSize();
+        return Math.multiplyExact(Arrays.stream(shape()).reduce(1, Math::multiplyExact), dtype().byteSize());
     }
 
     /** A float32 array, written as F32. */
