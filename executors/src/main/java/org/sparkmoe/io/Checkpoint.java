@@ -153,6 +153,11 @@ public final class Checkpoint implements AutoCloseable, TensorSource {
         return fileFor(name).readLongs(name);
     }
 
+    /** The local files being read: the folder's own, or their copies for a non-local folder. */
+    List<java.nio.file.Path> localPaths() {
+        return files.stream().map(SafeTensorsFile::path).toList();
+    }
+
     private SafeTensorsFile fileFor(String name) {
         SafeTensorsFile file = fileOf.get(name);
         if (file == null) {
@@ -160,6 +165,11 @@ public final class Checkpoint implements AutoCloseable, TensorSource {
                     + " tensors in the checkpoint)");
         }
         return file;
+    }
+
+    @Override
+    public String toString() {
+        return "Checkpoint(" + dir + ", " + fileOf.size() + " tensors in " + files.size() + " files)";
     }
 
     @Override

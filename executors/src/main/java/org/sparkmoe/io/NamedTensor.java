@@ -26,7 +26,7 @@ public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Long
     void writeData(OutputStream out) throws IOException;
 
     default long byteLength() {
-        return Arrays.stream(shape()).reduce(1, Math::multiplyExact) * dtype().byteSize();
+        return Math.multiplyExact(Arrays.stream(shape()).reduce(1, Math::multiplyExact), dtype().byteSize());
     }
 
     /** A float32 array, written as F32. */
@@ -56,7 +56,7 @@ public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Long
             if (n == 0) {
                 return;
             }
-            INDArray flat = array.reshape('c', n); // [n], a view when array is 'c'-contiguous
+            INDArray flat = array.reshape('c', new long[] {n}); // [n], a view when array is 'c'-contiguous
             ByteBuffer chunk = ByteBuffer.allocate((int) Math.min(n, CHUNK_ELEMENTS) * Float.BYTES)
                     .order(ByteOrder.LITTLE_ENDIAN);
             for (long start = 0; start < n; start += CHUNK_ELEMENTS) {

@@ -38,16 +38,27 @@ public final class SafeTensorsFile implements AutoCloseable {
     private final FileChannel channel;
     private final long dataStart;
     private final SafeTensorsHeader header;
+    private final long pieceBytes;
 
-    private SafeTensorsFile(Path file, FileChannel channel, long dataStart, SafeTensorsHeader header) {
+    private SafeTensorsFile(Path file, FileChannel channel, long dataStart, SafeTensorsHeader header,
+            long pieceBytes) {
         this.file = file;
         this.channel = channel;
         this.dataStart = dataStart;
         this.header = header;
+        this.pieceBytes = pieceBytes;
     }
 
     /** Opens and validates {@code file}; throws CheckpointFormatException naming what is wrong. */
     public static SafeTensorsFile open(Path file) {
+        return open(file, PIECE_BYTES);
+    }
+
+    /** As {@link #open(Path)}, mapping at most {@code pieceBytes} (a positive multiple of 8) at once. */
+    static SafeTensorsFile open(Path file, long pieceBytes) {
+        if (pieceBytes <= 0 || pieceBytes % Long.BYTES != 0) {
+            throw new IllegalArgumentException("pieceBytes must be a positive multiple of 8, found " + pieceBytes);
+        }
         FileChannel channel;
         try {
             channel = FileChannel.open(file, StandardOpenOption.READ);
@@ -57,7 +68,7 @@ public final class SafeTensorsFile implements AutoCloseable {
             throw new UncheckedIOException("opening " + file, e);
         }
         try {
-            return open(file, channel);
+            return open(file, channel, pieceBytes);
         } catch (RuntimeException e) {
             try {
                 channel.close();
@@ -68,7 +79,7 @@ public final class SafeTensorsFile implements AutoCloseable {
         }
     }
 
-    private static SafeTensorsFile open(Path file, FileChannel channel) {
+    private static SafeTensorsFile open(Path file, FileChannel channel, long pieceBytes) {
         try {
             long fileLength = channel.size();
             if (fileLength < Long.BYTES) {
@@ -88,7 +99,7 @@ public final class SafeTensorsFile implements AutoCloseable {
             ByteBuffer json = readFully(channel, Long.BYTES, (int) headerLength);
             long dataStart = Long.BYTES + headerLength;
             SafeTensorsHeader header = SafeTensorsHeader.parse(file.toString(), json.array(), fileLength - dataStart);
-            return new SafeTensorsFile(file, channel, dataStart, header);
+            return new SafeTensorsFile(file, channel, dataStart, header, pieceBytes);
         } catch (IOException e) {
             throw new UncheckedIOException("reading the header of " + file, e);
         }
@@ -175,8 +186,8 @@ public final class SafeTensorsFile implements AutoCloseable {
 
     private void forEachPiece(TensorInfo info, PieceReader reader) {
         int elementBytes = info.dtype().byteSize();
-        for (long offset = 0; offset < info.byteLength(); offset += PIECE_BYTES) {
-            long length = Math.min(PIECE_BYTES, info.byteLength() - offset);
+        for (long offset = 0; offset < info.byteLength(); offset += pieceBytes) {
+            long length = Math.min(pieceBytes, info.byteLength() - offset);
             long position = dataStart + info.begin() + offset;
             MappedByteBuffer piece = map(position, length, () -> "tensor '" + info.name() + "'");
             reader.read(piece.order(ByteOrder.LITTLE_ENDIAN), (int) (offset / elementBytes));
