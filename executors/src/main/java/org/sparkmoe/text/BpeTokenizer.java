@@ -13,6 +13,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.Map;
 import java.util.concurrent.locks.ReadWriteLock;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
@@ -29,6 +30,11 @@ import java.util.concurrent.locks.ReentrantReadWriteLock;
  * {@link #decode} on one instance concurrently (the Rust tokenizer is immutable after loading;
  * each call owns its native encoding). {@link #close} waits for calls in flight and makes later
  * calls fail with {@link IllegalStateException}.
+ *
+ * <p>Native library: DJL copies {@code libtokenizers.so} out of its jar on first use into
+ * {@code $DJL_CACHE_DIR/tokenizers/<version>-cpu-linux-x86_64/} (default {@code ~/.djl.ai});
+ * set {@code DJL_CACHE_DIR} on executors whose home is not writable, or {@code RUST_LIBRARY_PATH}
+ * to a prebuilt copy.
  */
 public final class BpeTokenizer implements AutoCloseable {
 
@@ -38,16 +44,23 @@ public final class BpeTokenizer implements AutoCloseable {
             "truncation", "false",
             "padding", "false");
 
+    /** Target piece length for long texts, in chars. */
+    static final int CHUNK_CHARS = 1 << 18;
+
     private final HuggingFaceTokenizer tokenizer;
     private final long handle;   // the native tokenizer, owned by `tokenizer`
     private final int vocabSize; // V
     private final String source;
+    /** Whether {@link #nextCut} points are pre-token boundaries for this tokenizer. */
+    private final boolean chunkable;
     /** Read lock per call, write lock to close: no call may use a freed native handle. */
     private final ReadWriteLock lifecycle = new ReentrantReadWriteLock();
     private boolean closed;
 
-    private BpeTokenizer(HuggingFaceTokenizer tokenizer, int vocabSize, String source) {
+    private BpeTokenizer(HuggingFaceTokenizer tokenizer, int vocabSize, boolean chunkable,
+            String source) {
         this.tokenizer = tokenizer;
+        this.chunkable = chunkable;
         this.handle = tokenizer.getHandle();
         this.vocabSize = vocabSize;
         this.source = source;
@@ -77,9 +90,9 @@ public final class BpeTokenizer implements AutoCloseable {
      * error messages (for example the Hadoop path it was read from).
      */
     public static BpeTokenizer fromJson(String json, String source) {
-        // DJL calls an AWS metadata endpoint ("telemetry") on every tokenizer creation unless
-        // this is set; executors must not make network calls, and on a machine with no route the
-        // call can stall. Respect a value the user set explicitly.
+        // DJL's newInstance calls Ec2Utils.callHome: it queries the EC2 metadata endpoint and
+        // sends telemetry (once a day per JVM) unless OPT_OUT_TRACKING (or DJL_OFFLINE) is set.
+        // Executors must make no network calls. Respect a value the user set explicitly.
         if (System.getenv("OPT_OUT_TRACKING") == null
                 && System.getProperty("OPT_OUT_TRACKING") == null) {
             System.setProperty("OPT_OUT_TRACKING", "true");
@@ -87,16 +100,17 @@ public final class BpeTokenizer implements AutoCloseable {
         HuggingFaceTokenizer tok;
         try {
             tok = HuggingFaceTokenizer.newInstance(
-                    new ByteArrayInputStream(
-                            json.getBytes(StandardCharsets.UTF_8)),
-                    OPTIONS);
+                    new ByteArrayInputStream(json.getBytes(StandardCharsets.UTF_8)), OPTIONS);
         } catch (IOException | RuntimeException e) {
             throw new IllegalArgumentException("cannot parse tokenizer file " + source + ": "
                     + firstLine(e.getMessage()), e);
         }
         int v;
+        boolean chunkable;
         try {
-            v = vocabSizeOf(json, source);
+            JsonNode root = parseJson(json, source);
+            v = vocabSizeOf(root, source);
+            chunkable = isPlainByteLevel(root);
             // The options above already do this; say it to the native tokenizer directly as well,
             // since encode() goes straight to it and a silent 512 cap would corrupt every window.
             TokenizersLibrary.LIB.disableTruncation(tok.getHandle());
@@ -105,11 +119,44 @@ public final class BpeTokenizer implements AutoCloseable {
             tok.close();
             throw e;
         }
-        return new BpeTokenizer(tok, v, source);
+        return new BpeTokenizer(tok, v, chunkable, source);
     }
 
-    /** Token ids of {@code text}: no special tokens, no truncation, no padding. */
+    /**
+     * Token ids of {@code text}: no special tokens, no truncation, no padding, any length.
+     *
+     * <p>Long texts are encoded in pieces of about {@link #CHUNK_CHARS} chars, cut only at
+     * points where the byte-level pre-tokenizer always splits (see {@link #nextCut}), so the ids
+     * are identical to one call on the whole text; this bounds native memory (one call on the
+     * 4.6 MB manuals.txt took ~0.8 GB of native memory for DJL's per-token strings and offsets).
+     */
     public int[] encode(String text) {
+        return encode(text, CHUNK_CHARS);
+    }
+
+    /** {@link #encode(String)} with pieces of about {@code chunkChars} (tests use tiny ones). */
+    int[] encode(String text, int chunkChars) {
+        if (!chunkable || text.length() <= chunkChars) {
+            return encodeWhole(text);
+        }
+        int[] out = new int[Math.max(16, text.length() / 2)];
+        int n = 0;
+        int start = 0;
+        while (start < text.length()) {
+            int end = nextCut(text, start + chunkChars);
+            int[] ids = encodeWhole(text.substring(start, end));
+            if (n + ids.length > out.length) {
+                out = Arrays.copyOf(out, Math.max(n + ids.length, out.length * 2));
+            }
+            System.arraycopy(ids, 0, out, n, ids.length);
+            n += ids.length;
+            start = end;
+        }
+        return Arrays.copyOf(out, n);
+    }
+
+    /** One native call on the whole text (package-private: tests compare it with chunking). */
+    int[] encodeWhole(String text) {
         lifecycle.readLock().lock();
         try {
             checkOpen();
@@ -130,6 +177,32 @@ public final class BpeTokenizer implements AutoCloseable {
         } finally {
             lifecycle.readLock().unlock();
         }
+    }
+
+    /**
+     * The first index {@code i >= from} where {@code text[i-2], text[i-1], text[i]} is
+     * (ASCII graphic, '\n', ASCII graphic), or {@code text.length()} if there is none.
+     *
+     * <p>Why the ids cannot change when cutting there: the GPT-2 pre-tokenizer regex
+     * {@code 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+}
+     * has no look-behind; a lone '\n' between two non-space chars is its own pre-token both in
+     * the whole text ({@code \s+}) and at the end of the left piece ({@code \s+(?!\S)}); the
+     * char before it ends its own pre-token; the char after it cannot take the '\n' (only a
+     * literal ' ' may lead a pre-token); BPE never merges across pre-tokens. ASCII graphic
+     * (0x21..0x7E) keeps clear of every Unicode space the regex's {@code \s} might match.
+     */
+    static int nextCut(String text, int from) {
+        for (int i = Math.max(from, 2); i < text.length(); i++) {
+            if (text.charAt(i - 1) == '\n' && asciiGraphic(text.charAt(i))
+                    && asciiGraphic(text.charAt(i - 2))) {
+                return i;
+            }
+        }
+        return text.length();
+    }
+
+    private static boolean asciiGraphic(char c) {
+        return c > 0x20 && c < 0x7F;
     }
 
     /** The text of {@code ids} (special tokens kept, nothing stripped). */
@@ -181,14 +254,7 @@ public final class BpeTokenizer implements AutoCloseable {
     }
 
     /** max id + 1 over {@code model.vocab} and {@code added_tokens}, as transformers' len(tok). */
-    private static int vocabSizeOf(String json, String source) {
-        JsonNode root;
-        try {
-            root = new ObjectMapper().readTree(json);
-        } catch (IOException e) {
-            throw new IllegalArgumentException("cannot parse tokenizer file " + source + ": "
-                    + firstLine(e.getMessage()), e);
-        }
+    private static int vocabSizeOf(JsonNode root, String source) {
         JsonNode vocab = root.path("model").path("vocab");
         if (!vocab.isObject() || vocab.isEmpty()) {
             throw new IllegalArgumentException("tokenizer file " + source
@@ -202,6 +268,29 @@ public final class BpeTokenizer implements AutoCloseable {
             max = Math.max(max, added.path("id").asInt());
         }
         return max + 1;
+    }
+
+    private static JsonNode parseJson(String json, String source) {
+        try {
+            return new ObjectMapper().readTree(json);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot parse tokenizer file " + source + ": "
+                    + firstLine(e.getMessage()), e);
+        }
+    }
+
+    /**
+     * True when the text passes through nothing but the GPT-2 byte-level pre-tokenizer before
+     * BPE (no normalizer, ByteLevel with its regex and without an added prefix space): the
+     * condition under which {@link #nextCut} is exact. Anything else is encoded in one call.
+     */
+    static boolean isPlainByteLevel(JsonNode root) {
+        JsonNode pre = root.path("pre_tokenizer");
+        return root.path("normalizer").isNull()
+                && "ByteLevel".equals(pre.path("type").asText())
+                && !pre.path("add_prefix_space").asBoolean(true)
+                && pre.path("use_regex").asBoolean(false)
+                && "BPE".equals(root.path("model").path("type").asText());
     }
 
     private static String firstLine(String s) {

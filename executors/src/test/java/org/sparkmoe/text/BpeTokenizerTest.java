@@ -137,10 +137,44 @@ class BpeTokenizerTest {
             piece++;
         }
         String text = sb.toString();
+        assertTrue(text.length() > BpeTokenizer.CHUNK_CHARS);
         int[] ids = tokenizer.encode(text);
+        assertArrayEquals(tokenizer.encodeWhole(text), ids, "chunked vs one native call");
         assertEquals(expected.size(), ids.length);
         assertArrayEquals(expected.stream().mapToInt(Integer::intValue).toArray(), ids);
         assertEquals(text, tokenizer.decode(ids));
+    }
+
+    /** Cutting long texts into pieces must never change the ids (BpeTokenizer.nextCut). */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("cases")
+    void tinyPiecesGiveTheSameIds(Case c) {
+        for (int chunk = 1; chunk < 40; chunk += 3) {
+            assertArrayEquals(c.ids(), tokenizer.encode(c.text(), chunk), c + " chunk " + chunk);
+        }
+    }
+
+    @Test
+    void tinyPiecesOnAwkwardNewlines() {
+        // Newlines next to spaces, tabs, CR, NBSP, emoji, digits, punctuation and apostrophes:
+        // only "graphic \n graphic" may be cut; everything else must stay whole.
+        String[] atoms = {"a", "Z", "9", ".", "'s", "'", " ", "  ", "\t", "\n", "\n\n", "\r\n",
+                "\u00a0", "😀", "é", "中", "--", " x", "\n "};
+        java.util.Random random = new java.util.Random(20240611);
+        for (int trial = 0; trial < 300; trial++) {
+            StringBuilder sb = new StringBuilder();
+            int len = 5 + random.nextInt(60);
+            for (int i = 0; i < len; i++) {
+                sb.append(atoms[random.nextInt(atoms.length)]);
+            }
+            String text = sb.toString();
+            int[] whole = tokenizer.encodeWhole(text);
+            for (int chunk = 1; chunk < 12; chunk++) {
+                int[] pieces = tokenizer.encode(text, chunk);
+                assertArrayEquals(whole, pieces, () -> "trial text "
+                        + new ObjectMapper().valueToTree(text));
+            }
+        }
     }
 
     @Test
