@@ -1,0 +1,121 @@
+package org.sparkmoe.driver.eval;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.driver.Paths;
+import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.SparkOptions;
+import org.sparkmoe.io.AtomicFile;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.model.ModelSchema;
+import org.sparkmoe.text.TextSplit;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+import java.nio.charset.StandardCharsets;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.Callable;
+
+/** {@code sparkmoe eval}: validates options, plans, runs {@link EvalJob}, writes the report. */
+@Command(name = "eval", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Windowed perplexity of a model over text files, as a Spark job.",
+                "Each file's split is tokenized, cut into non-overlapping windows (remainder dropped) and positions "
+                        + "1..S-1 of every window are scored. Prints one line per file and writes a JSON report."})
+public final class EvalCommand implements Callable<Integer> {
+    @Option(names = "--model", required = true, paramLabel = "DIR",
+            description = "Hugging Face model folder (config.json, *.safetensors, tokenizer.json).")
+    String model;
+
+    @Option(names = "--data", required = true, split = ",", paramLabel = "PATH",
+            description = "UTF-8 text files, comma-separated or repeated.")
+    List<String> data;
+
+    @Option(names = "--split", defaultValue = "test", paramLabel = "train|valid|test|all",
+            description = "Part of each file, by code points: first 90%% train, next 5%% valid, last 5%% test. "
+                    + "Default: ${DEFAULT-VALUE}.")
+    String split;
+
+    @Option(names = "--window", defaultValue = "256", paramLabel = "S",
+            description = "Tokens per window (≥ 2). Default: ${DEFAULT-VALUE}.")
+    int window;
+
+    @Option(names = "--top-k", paramLabel = "K",
+            description = "Experts per token, overriding config.json (no rescaling). Default: the model's.")
+    Integer topK;
+
+    @Option(names = "--batch-windows", defaultValue = "8", paramLabel = "B",
+            description = "Windows per forward pass. Default: ${DEFAULT-VALUE}.")
+    int batchWindows;
+
+    @Option(names = "--out", paramLabel = "FILE", description = "Write the JSON report here (atomically).")
+    String out;
+
+    @Mixin
+    SparkOptions spark;
+
+    @Override
+    public Integer call() {
+        Configuration conf = new Configuration();
+        EvalPlan plan = plan(conf);
+        PerplexityReport report;
+        try (JavaSparkContext sc = SparkContexts.start("sparkmoe eval", spark.master)) {
+            int partitions = spark.partitionsOr(sc.defaultParallelism());
+            EvalPlan withPartitions = new EvalPlan(plan.model(), plan.data(), plan.split(), plan.window(),
+                    plan.topK(), plan.batchWindows(), partitions);
+            long start = System.nanoTime();
+            report = EvalJob.run(sc, withPartitions);
+            System.err.printf("eval: %d scored tokens in %.1f s (%.0f tokens/s)%n", report.all().tokens(),
+                    (System.nanoTime() - start) / 1e9, report.all().tokens() / ((System.nanoTime() - start) / 1e9));
+        }
+        System.out.print(report.summary());
+        if (out != null) {
+            String target = Paths.qualify(out, conf);
+            AtomicFile.write(Paths.fileSystem(target, conf), new Path(target),
+                    report.toJson().getBytes(StandardCharsets.UTF_8));
+            System.err.println("eval: wrote " + target);
+        }
+        return 0;
+    }
+
+    /** Validates everything that can be checked before Spark starts. */
+    private EvalPlan plan(Configuration conf) {
+        TextSplit textSplit = TextSplit.parse(split);
+        if (window < 2) {
+            throw new IllegalArgumentException("--window must be ≥ 2, got " + window);
+        }
+        if (batchWindows < 1) {
+            throw new IllegalArgumentException("--batch-windows must be ≥ 1, got " + batchWindows);
+        }
+        String modelUri = Paths.qualify(model, conf);
+        ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
+        try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
+            ModelSchema.check(config, checkpoint);
+        }
+        if (window > config.max_position_embeddings) {
+            throw new IllegalArgumentException("--window " + window + " exceeds the model's max_position_embeddings "
+                    + config.max_position_embeddings);
+        }
+        int k = topK == null ? config.num_experts_per_tok : topK;
+        if (config.num_experts > 0 && (k < 1 || k > config.num_experts)) {
+            throw new IllegalArgumentException("--top-k must be in [1, " + config.num_experts + "] (the model's experts), got " + k);
+        }
+        List<String> files = data.stream().map(p -> Paths.qualify(p, conf)).toList();
+        Set<String> names = new HashSet<>();
+        for (String f : files) {
+            if (!Paths.exists(f, conf)) {
+                throw new IllegalArgumentException("data file not found: " + f);
+            }
+            if (!names.add(new Path(f).getName())) {
+                throw new IllegalArgumentException("two --data files share the name " + new Path(f).getName()
+                        + " (the report is keyed by file name)");
+            }
+        }
+        return new EvalPlan(modelUri, files, textSplit, window, k, batchWindows, 1);
+    }
+}

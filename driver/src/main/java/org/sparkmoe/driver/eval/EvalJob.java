@@ -1,0 +1,103 @@
+package org.sparkmoe.driver.eval;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
+import org.apache.spark.api.java.JavaRDD;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.storage.StorageLevel;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.model.Perplexity;
+import org.sparkmoe.text.TextFiles;
+import org.sparkmoe.text.Tokenizers;
+import org.sparkmoe.text.Windows;
+
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.IntStream;
+
+/**
+ * Distributed windowed perplexity. Stage 1 tokenizes each file's split (one task per file); stage 2 scores
+ * fixed chunks of windows spread over the partitions, each executor JVM loading the model once. Chunk NLL sums
+ * come back to the driver and are added in (file, chunk) order, so the report is identical for any
+ * partitioning or number of executors.
+ */
+public final class EvalJob {
+    private EvalJob() {
+    }
+
+    public static PerplexityReport run(JavaSparkContext sc, EvalPlan plan) {
+        List<Integer> fileIndices = IntStream.range(0, plan.data().size()).boxed().toList();
+        sc.setJobDescription("eval: tokenize " + plan.data().size() + " files (" + plan.split() + " split)");
+        JavaRDD<TokenizedFile> tokenized = sc.parallelize(fileIndices, fileIndices.size())
+                .map(file -> tokenize(plan, file))
+                .persist(StorageLevel.MEMORY_AND_DISK_SER());
+        List<Integer> counts = tokenized.map(t -> t.tokens.length).collect();
+        for (int f = 0; f < counts.size(); f++) {
+            if (counts.get(f) < plan.window()) {
+                throw new IllegalArgumentException(plan.data().get(f) + ": the " + plan.split() + " split has "
+                        + counts.get(f) + " tokens, fewer than one window of " + plan.window());
+            }
+        }
+        long windows = counts.stream().mapToLong(c -> c / plan.window()).sum();
+        sc.setJobDescription("eval: score " + windows + " windows of " + plan.window() + " tokens in chunks of "
+                + plan.batchWindows() + " on " + plan.partitions() + " partitions");
+        List<ChunkNll> scored = tokenized
+                .flatMap(t -> chunks(t, plan.window(), plan.batchWindows()).iterator())
+                .repartition(plan.partitions())
+                .map(chunk -> score(plan, chunk))
+                .collect();
+        tokenized.unpersist(false);
+        return report(plan, scored);
+    }
+
+    private static TokenizedFile tokenize(EvalPlan plan, int file) {
+        String text = TextFiles.readUtf8(new Path(plan.data().get(file)), new Configuration());
+        return new TokenizedFile(file, Tokenizers.cached(plan.model()).encode(plan.split().apply(text)));
+    }
+
+    private static List<TokenChunk> chunks(TokenizedFile file, int window, int batchWindows) {
+        int[][] all = Windows.cut(file.tokens, window);
+        List<TokenChunk> out = new ArrayList<>();
+        for (int start = 0, chunk = 0; start < all.length; start += batchWindows, chunk++) {
+            int end = Math.min(all.length, start + batchWindows);
+            out.add(new TokenChunk(file.file, chunk, java.util.Arrays.copyOfRange(all, start, end)));
+        }
+        return out;
+    }
+
+    private static ChunkNll score(EvalPlan plan, TokenChunk chunk) {
+        MoeTransformer model = ModelFolder.cached(plan.model());
+        double nll = 0;
+        for (double windowNll : Perplexity.windowNll(model, chunk.windows, plan.topK())) {
+            nll += windowNll;
+        }
+        return new ChunkNll(chunk.file, chunk.chunk, nll,
+                (long) chunk.windows.length * Perplexity.scoredTokens(plan.window()));
+    }
+
+    private static PerplexityReport report(EvalPlan plan, List<ChunkNll> scored) {
+        List<ChunkNll> ordered = new ArrayList<>(scored);
+        ordered.sort(Comparator.<ChunkNll>comparingInt(c -> c.file).thenComparingInt(c -> c.chunk));
+        Map<String, PerplexityReport.Totals> files = new LinkedHashMap<>();
+        double allNll = 0;
+        long allTokens = 0;
+        for (int f = 0; f < plan.data().size(); f++) {
+            double nll = 0;
+            long tokens = 0;
+            for (ChunkNll c : ordered) {
+                if (c.file == f) {
+                    nll += c.nllSum;
+                    tokens += c.tokens;
+                }
+            }
+            files.put(new Path(plan.data().get(f)).getName(), new PerplexityReport.Totals(nll, tokens));
+            allNll += nll;
+            allTokens += tokens;
+        }
+        return new PerplexityReport(plan, files, new PerplexityReport.Totals(allNll, allTokens));
+    }
+}

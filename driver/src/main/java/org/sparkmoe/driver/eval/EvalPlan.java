@@ -1,0 +1,21 @@
+package org.sparkmoe.driver.eval;
+
+import org.sparkmoe.text.TextSplit;
+
+import java.io.Serializable;
+import java.util.List;
+
+/**
+ * What an eval run computes, resolved and validated on the driver.
+ *
+ * @param model        model folder URI
+ * @param data         input text files (URIs), report names are their file names
+ * @param split        DATA.md split applied per file
+ * @param window       S tokens per window
+ * @param topK         experts per token
+ * @param batchWindows B windows per forward pass
+ * @param partitions   scoring partitions
+ */
+public record EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,
+                       int partitions) implements Serializable {
+}

@@ -1,0 +1,70 @@
+package org.sparkmoe.driver.eval;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/** Per-file and overall NLL sums and scored-token counts; perplexity = exp(nll_sum / tokens). */
+public final class PerplexityReport {
+    /** NLL sum and scored tokens of one file (or of all files). */
+    public record Totals(double nllSum, long tokens) {
+        public double perplexity() {
+            return Math.exp(nllSum / tokens);
+        }
+    }
+
+    private final EvalPlan plan;
+    private final Map<String, Totals> files;
+    private final Totals all;
+
+    PerplexityReport(EvalPlan plan, Map<String, Totals> files, Totals all) {
+        this.plan = plan;
+        this.files = files;
+        this.all = all;
+    }
+
+    public Map<String, Totals> files() {
+        return files;
+    }
+
+    public Totals all() {
+        return all;
+    }
+
+    /** {@code {"model", "split", "window", "top_k", "files": {NAME: {nll_sum, tokens, ppl}}, "all": {...}}}. */
+    public String toJson() {
+        ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+        ObjectNode root = json.createObjectNode();
+        root.put("model", plan.model());
+        root.put("split", plan.split().toString());
+        root.put("window", plan.window());
+        root.put("top_k", plan.topK());
+        ObjectNode perFile = root.putObject("files");
+        files.forEach((name, totals) -> put(perFile.putObject(name), totals));
+        put(root.putObject("all"), all);
+        try {
+            return json.writeValueAsString(root) + "\n";
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalStateException("serialising the perplexity report", e);
+        }
+    }
+
+    private static void put(ObjectNode node, Totals totals) {
+        node.put("nll_sum", totals.nllSum());
+        node.put("tokens", totals.tokens());
+        node.put("ppl", totals.perplexity());
+    }
+
+    /** One summary line per file, then the overall line. */
+    public String summary() {
+        StringBuilder out = new StringBuilder();
+        Map<String, Totals> rows = new LinkedHashMap<>(files);
+        rows.put("all", all);
+        rows.forEach((name, t) -> out.append(String.format("%-24s tokens %10d   nll/token %.5f   ppl %.4f%n",
+                name, t.tokens(), t.nllSum() / t.tokens(), t.perplexity())));
+        return out.toString();
+    }
+}
