@@ -22,26 +22,30 @@ public final class SparkMoe implements Runnable {
     }
 
     public static void main(String[] args) {
-        System.exit(execute(args));
+        System.exit(execute(new PrintWriter(System.err, true), args));
     }
 
-    /** Runs the command line and returns its exit code: 0 success, 1 failed job or bad input, 2 bad flags. */
-    public static int execute(String... args) {
+    /**
+     * Runs the command line and returns its exit code: 0 success, 1 failed job or bad input, 2 bad flags.
+     * Errors go to {@code err} as one line naming the culprit.
+     */
+    public static int execute(PrintWriter err, String... args) {
         CommandLine cli = new CommandLine(new SparkMoe());
+        cli.setErr(err);
         cli.setExecutionExceptionHandler((e, cmd, parsed) -> {
-            PrintWriter err = cmd.getErr();
-            err.println(cmd.getCommandName() + ": error: " + UserErrors.message(e));
-            err.flush();
+            PrintWriter out = cmd.getErr();
+            out.println(cmd.getCommandName() + ": error: " + UserErrors.message(e));
             if (UserErrors.isUnexpected(e)) {
-                e.printStackTrace(err);
+                e.printStackTrace(out);
             }
+            out.flush();
             return 1;
         });
         cli.setParameterExceptionHandler((e, parsed) -> {
-            PrintWriter err = e.getCommandLine().getErr();
-            err.println(e.getCommandLine().getCommandName() + ": " + e.getMessage()
+            PrintWriter out = e.getCommandLine().getErr();
+            out.println(e.getCommandLine().getCommandName() + ": " + e.getMessage()
                     + " (see '" + e.getCommandLine().getCommandSpec().qualifiedName() + " --help')");
-            err.flush();
+            out.flush();
             return 2;
         });
         return cli.execute(args);
