@@ -33,4 +33,22 @@ final class Fixtures {
     static Path reference() {
         return root().resolve("tests/src/test/resources/reference/mixtral-tiny-reference.safetensors");
     }
+
+    /**
+     * The 3-layer qwen2_moe with random weights (layer 1 dense, shared experts, q/k/v biases) written by
+     * {@code tests/src/test/resources/reference/make_qwen2_moe_reference.py}.
+     */
+    static Path qwenTiny() {
+        return root().resolve("tests/src/test/resources/reference/qwen2-moe-tiny");
+    }
+
+    /** NumPy outputs of {@link #qwenTiny()} (see that script): input_ids, logits, hidden_states.0..3, router_logits.0..1. */
+    static Path qwenTinyReference() {
+        return root().resolve("tests/src/test/resources/reference/qwen2-moe-tiny-reference.safetensors");
+    }
+
+    /** Logits of {@link #qwenTiny()}'s weights with norm_topk_prob true, from the same script. */
+    static Path qwenTinyNormTopKReference() {
+        return root().resolve("tests/src/test/resources/reference/qwen2-moe-tiny-normtopk-reference.safetensors");
+    }
 }
