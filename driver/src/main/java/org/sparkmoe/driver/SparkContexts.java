@@ -5,10 +5,12 @@ import org.apache.spark.api.java.JavaSparkContext;
 
 /**
  * The SparkContext every job runs in: the embedded local master unless spark-submit (or --master) says
- * otherwise, Kryo with registration required, and the OpenBLAS core type passed on to executors.
+ * otherwise, Kryo with registration required, and the OpenBLAS settings passed on to executors.
  */
 public final class SparkContexts {
     public static final String DEFAULT_MASTER = "local[2]";
+    /** The OpenBLAS kernel set and thread counts the driver runs with, passed on to executors. */
+    private static final String[] EXECUTOR_ENVIRONMENT = {"OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"};
 
     private SparkContexts() {
     }
@@ -24,9 +26,11 @@ public final class SparkContexts {
                 .set("spark.kryo.registrator", SparkMoeKryoRegistrator.class.getName())
                 .setIfMissing("spark.kryoserializer.buffer.max", "512m")
                 .setIfMissing("spark.ui.showConsoleProgress", "false");
-        String coreType = System.getenv("OPENBLAS_CORETYPE");
-        if (coreType != null && !coreType.isEmpty()) {
-            conf.setIfMissing("spark.executorEnv.OPENBLAS_CORETYPE", coreType);
+        for (String name : EXECUTOR_ENVIRONMENT) {
+            String value = System.getenv(name);
+            if (value != null && !value.isEmpty()) {
+                conf.setIfMissing("spark.executorEnv." + name, value);
+            }
         }
         return conf;
     }
