@@ -157,6 +157,26 @@ class GroupedGemmTest {
         assertMentionsShapes(e, "[4,8]", "ending at row 3");
     }
 
+    @Test
+    void offsetsNotStartingAtZeroAreRejected() {
+        INDArray x = Nd4j.zeros(DataType.FLOAT, 4, 8);
+        INDArray w = Nd4j.zeros(DataType.FLOAT, 2, 6, 8);
+        INDArray y = Nd4j.zeros(DataType.FLOAT, 4, 6);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> gemm.forward(x, w, new int[] {1, 2, 4}, y));
+        assertTrue(e.getMessage().contains("[1, 2, 4]"), e.getMessage());
+    }
+
+    @Test
+    void decreasingOffsetsAreRejected() {
+        INDArray x = Nd4j.zeros(DataType.FLOAT, 4, 8);
+        INDArray w = Nd4j.zeros(DataType.FLOAT, 3, 6, 8);
+        INDArray y = Nd4j.zeros(DataType.FLOAT, 4, 6);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> gemm.forward(x, w, new int[] {0, 3, 2, 4}, y));
+        assertTrue(e.getMessage().contains("[0, 3, 2, 4]"), e.getMessage());
+    }
+
     /** shapeInfoToString prints "Shape: [4,8]"-style text; compare with spaces removed. */
     private static void assertMentionsShapes(Exception e, String... parts) {
         String m = e.getMessage().replace(" ", "");
