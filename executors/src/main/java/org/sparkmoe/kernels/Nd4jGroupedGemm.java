@@ -17,6 +17,12 @@ public final class Nd4jGroupedGemm implements GroupedGemm {
                     + " ending at row " + offsets[groups]);
         }
         for (int g = 0; g < groups; g++) {
+            if ((g == 0 && offsets[0] != 0) || offsets[g + 1] < offsets[g]) {
+                throw new IllegalArgumentException("grouped gemm offsets must start at 0 and not decrease, got "
+                        + java.util.Arrays.toString(offsets));
+            }
+        }
+        for (int g = 0; g < groups; g++) {
             int begin = offsets[g];
             int end = offsets[g + 1];
             if (begin == end) {

@@ -1,0 +1,387 @@
+package org.sparkmoe.io;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.util.Set;
+import java.util.function.Consumer;
+import org.junit.jupiter.api.Test;
+
+/**
+ * config.json parsing. The Mixtral fixture is a copy of the tiny model's config.json
+ * (src/test/resources/config/mixtral-tiny.json); variants edit one field of it.
+ */
+class ModelConfigTest {
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private static String fixtureText() {
+        try (InputStream in = ModelConfigTest.class.getResourceAsStream("/config/mixtral-tiny.json")) {
+            if (in == null) {
+                throw new IllegalStateException("test resource /config/mixtral-tiny.json not on the classpath");
+            }
+            return new String(in.readAllBytes(), StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    private static ObjectNode mixtral() {
+        try {
+            return (ObjectNode) JSON.readTree(fixtureText());
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** A Qwen2-MoE config in the shape of Qwen1.5-MoE-A2.7B's, scaled down. */
+    private static ObjectNode qwen() {
+        ObjectNode n = JSON.createObjectNode();
+        n.put("model_type", "qwen2_moe");
+        n.put("vocab_size", 1024);
+        n.put("hidden_size", 64);
+        n.put("intermediate_size", 160);
+        n.put("moe_intermediate_size", 32);
+        n.put("shared_expert_intermediate_size", 96);
+        n.put("num_hidden_layers", 6);
+        n.put("num_attention_heads", 4);
+        n.put("num_key_value_heads", 4);
+        n.put("num_experts", 8);
+        n.put("num_experts_per_tok", 4);
+        n.put("rms_norm_eps", 1e-6);
+        n.put("max_position_embeddings", 256);
+        n.put("rope_theta", 1000000.0);
+        n.put("hidden_act", "silu");
+        n.put("tie_word_embeddings", false);
+        return n;
+    }
+
+    private static ModelConfig parse(ObjectNode n) {
+        return ModelConfig.parse(n.toString(), "test-config.json");
+    }
+
+    private static ModelConfigException rejects(ObjectNode base, Consumer<ObjectNode> edit) {
+        edit.accept(base);
+        return assertThrows(ModelConfigException.class, () -> parse(base));
+    }
+
+    private static void assertMentions(Exception e, String... parts) {
+        for (String p : parts) {
+            assertTrue(e.getMessage().contains(p), () -> "message \"" + e.getMessage() + "\" should mention " + p);
+        }
+    }
+
+    @Test
+    void parsesMixtralFixture() {
+        ModelConfig c = ModelConfig.parse(fixtureText(), "mixtral-tiny/config.json");
+        assertEquals(ModelConfig.ModelType.MIXTRAL, c.modelType);
+        assertEquals(1024, c.vocab_size);
+        assertEquals(128, c.hidden_size);
+        assertEquals(256, c.intermediate_size);
+        assertEquals(256, c.expert_intermediate_size);
+        assertEquals(4, c.num_hidden_layers);
+        assertEquals(4, c.num_attention_heads);
+        assertEquals(2, c.num_key_value_heads);
+        assertEquals(32, c.head_dim, "head_dim null → hidden_size / num_attention_heads = 128 / 4");
+        assertEquals(1e-5, c.rms_norm_eps);
+        assertEquals(512, c.max_position_embeddings);
+        assertEquals(10000.0, c.rope_theta);
+        assertNull(c.sliding_window);
+        assertFalse(c.tie_word_embeddings);
+        assertFalse(c.qkv_bias);
+        assertEquals(8, c.num_experts);
+        assertEquals(2, c.num_experts_per_tok);
+        assertTrue(c.norm_topk_prob, "Mixtral always renormalises the top-k weights");
+        assertFalse(c.hasSharedExpert());
+        assertEquals(0.02, c.router_aux_loss_coef);
+        assertEquals(0.0, c.router_jitter_noise);
+        for (int l = 0; l < 4; l++) {
+            assertTrue(c.isMoeLayer(l), "Mixtral layer " + l + " is sparse");
+        }
+    }
+
+    @Test
+    void ropeThetaUnderRopeParametersAndAtTopLevelAgree() {
+        ModelConfig nested = parse(mixtral());
+        ObjectNode top = mixtral();
+        top.remove("rope_parameters");
+        top.put("rope_theta", 10000.0);
+        ModelConfig flat = parse(top);
+        assertEquals(10000.0, nested.rope_theta);
+        assertEquals(10000.0, flat.rope_theta);
+    }
+
+    @Test
+    void ropeParametersWithoutThetaFallsBackToTopLevel() {
+        ObjectNode n = mixtral();
+        ((ObjectNode) n.get("rope_parameters")).remove("rope_theta");
+        n.put("rope_theta", 500000.0);
+        assertEquals(500000.0, parse(n).rope_theta);
+    }
+
+    @Test
+    void missingRopeThetaEverywhereIsRejected() {
+        ModelConfigException e = rejects(mixtral(), n -> n.remove("rope_parameters"));
+        assertMentions(e, "test-config.json", "rope_theta");
+    }
+
+    @Test
+    void explicitHeadDimIsHonoured() {
+        ObjectNode n = mixtral();
+        n.put("head_dim", 64); // differs from 128 / 4
+        assertEquals(64, parse(n).head_dim);
+    }
+
+    @Test
+    void absentHeadDimAlsoDerived() {
+        ObjectNode n = mixtral();
+        n.remove("head_dim");
+        assertEquals(32, parse(n).head_dim);
+    }
+
+    @Test
+    void absentKeyValueHeadsMeansMultiHeadAttention() {
+        ObjectNode n = mixtral();
+        n.remove("num_key_value_heads");
+        assertEquals(4, parse(n).num_key_value_heads);
+    }
+
+    @Test
+    void qwen2MoeFields() {
+        ModelConfig c = parse(qwen());
+        assertEquals(ModelConfig.ModelType.QWEN2_MOE, c.modelType);
+        assertEquals(8, c.num_experts);
+        assertEquals(4, c.num_experts_per_tok);
+        assertEquals(32, c.expert_intermediate_size);
+        assertEquals(160, c.intermediate_size);
+        assertEquals(96, c.shared_expert_intermediate_size);
+        assertTrue(c.hasSharedExpert());
+        assertFalse(c.norm_topk_prob, "norm_topk_prob defaults to false for qwen2_moe");
+        assertTrue(c.qkv_bias, "qkv_bias defaults to true for qwen2_moe");
+        assertEquals(1, c.decoder_sparse_step);
+        assertEquals(Set.of(), c.mlp_only_layers);
+        assertEquals(1000000.0, c.rope_theta);
+        assertEquals(16, c.head_dim);
+        assertNull(c.sliding_window);
+    }
+
+    @Test
+    void qwen2MoeExplicitFlags() {
+        ObjectNode n = qwen();
+        n.put("norm_topk_prob", true);
+        n.put("qkv_bias", false);
+        n.put("shared_expert_intermediate_size", 0);
+        ModelConfig c = parse(n);
+        assertTrue(c.norm_topk_prob);
+        assertFalse(c.qkv_bias);
+        assertFalse(c.hasSharedExpert());
+    }
+
+    @Test
+    void qwen2MoeSparseStepAndMlpOnlyLayers() {
+        ObjectNode n = qwen();
+        n.put("decoder_sparse_step", 2);
+        n.putArray("mlp_only_layers").add(3);
+        ModelConfig c = parse(n);
+        assertEquals(2, c.decoder_sparse_step);
+        assertEquals(Set.of(3), c.mlp_only_layers);
+        // transformers: sparse iff layer ∉ mlp_only_layers and (layer + 1) % decoder_sparse_step == 0
+        boolean[] expected = {false, true, false, false, false, true};
+        for (int l = 0; l < expected.length; l++) {
+            assertEquals(expected[l], c.isMoeLayer(l), "isMoeLayer(" + l + ")");
+        }
+    }
+
+    @Test
+    void qwen2MoeMlpOnlyLayersWithStepOne() {
+        ObjectNode n = qwen();
+        n.putArray("mlp_only_layers").add(0).add(5);
+        ModelConfig c = parse(n);
+        boolean[] expected = {false, true, true, true, true, false};
+        for (int l = 0; l < expected.length; l++) {
+            assertEquals(expected[l], c.isMoeLayer(l), "isMoeLayer(" + l + ")");
+        }
+    }
+
+    @Test
+    void mistralIsDense() {
+        ObjectNode n = mixtral();
+        n.put("model_type", "mistral");
+        n.remove("num_local_experts");
+        n.remove("num_experts_per_tok");
+        ModelConfig c = parse(n);
+        assertEquals(ModelConfig.ModelType.MISTRAL, c.modelType);
+        assertEquals(0, c.num_experts);
+        assertFalse(c.isMoeLayer(0));
+    }
+
+    @Test
+    void unknownModelTypeNamesFieldAndValue() {
+        ModelConfigException e = rejects(mixtral(), n -> n.put("model_type", "llama"));
+        assertMentions(e, "test-config.json", "model_type", "llama");
+    }
+
+    @Test
+    void yarnRopeTypeUnsupported() {
+        ModelConfigException e = rejects(mixtral(),
+                n -> ((ObjectNode) n.get("rope_parameters")).put("rope_type", "yarn"));
+        assertMentions(e, "rope_type", "yarn");
+    }
+
+    @Test
+    void ropeScalingUnsupported() {
+        ModelConfigException e = rejects(mixtral(),
+                n -> n.putObject("rope_scaling").put("type", "linear").put("factor", 2.0));
+        assertMentions(e, "rope_scaling", "linear");
+    }
+
+    @Test
+    void nullRopeScalingIsAccepted() {
+        ObjectNode n = mixtral();
+        n.putNull("rope_scaling");
+        assertEquals(10000.0, parse(n).rope_theta);
+    }
+
+    @Test
+    void geluActivationUnsupported() {
+        ModelConfigException e = rejects(mixtral(), n -> n.put("hidden_act", "gelu"));
+        assertMentions(e, "hidden_act", "gelu");
+    }
+
+    @Test
+    void moreExpertsPerTokenThanExperts() {
+        ModelConfigException e = rejects(mixtral(), n -> n.put("num_experts_per_tok", 9));
+        assertMentions(e, "num_experts_per_tok", "9", "8");
+    }
+
+    @Test
+    void qwenMoreExpertsPerTokenThanExperts() {
+        ModelConfigException e = rejects(qwen(), n -> n.put("num_experts_per_tok", 9));
+        assertMentions(e, "num_experts_per_tok", "9", "8");
+    }
+
+    @Test
+    void headsNotMultipleOfKeyValueHeads() {
+        ModelConfigException e = rejects(mixtral(), n -> n.put("num_key_value_heads", 3));
+        assertMentions(e, "num_attention_heads", "4", "num_key_value_heads", "3");
+    }
+
+    @Test
+    void hiddenNotMultipleOfHeadsWithNullHeadDim() {
+        ModelConfigException e = rejects(mixtral(), n -> n.put("num_attention_heads", 6).put("num_key_value_heads", 6));
+        assertMentions(e, "head_dim", "hidden_size", "128", "6");
+    }
+
+    @Test
+    void oddHeadDimRejected() {
+        ModelConfigException e = rejects(mixtral(), n -> n.put("head_dim", 33));
+        assertMentions(e, "head_dim", "33");
+    }
+
+    @Test
+    void malformedJson() {
+        ModelConfigException e = assertThrows(ModelConfigException.class,
+                () -> ModelConfig.parse("{\"model_type\": \"mixtral\", ", "broken/config.json"));
+        assertMentions(e, "broken/config.json", "malformed JSON");
+    }
+
+    @Test
+    void jsonThatIsNotAnObject() {
+        ModelConfigException e = assertThrows(ModelConfigException.class,
+                () -> ModelConfig.parse("[1, 2]", "list/config.json"));
+        assertMentions(e, "list/config.json", "JSON object");
+    }
+
+    @Test
+    void missingRequiredFieldIsNamed() {
+        for (String field : new String[] {"hidden_size", "vocab_size", "num_hidden_layers", "num_local_experts",
+                "intermediate_size", "rms_norm_eps", "model_type"}) {
+            ModelConfigException e = rejects(mixtral(), n -> n.remove(field));
+            assertMentions(e, "missing field " + field);
+        }
+        ModelConfigException e = rejects(qwen(), n -> n.remove("moe_intermediate_size"));
+        assertMentions(e, "missing field moe_intermediate_size");
+    }
+
+    @Test
+    void nullRequiredFieldCountsAsMissing() {
+        ModelConfigException e = rejects(mixtral(), n -> n.putNull("hidden_size"));
+        assertMentions(e, "missing field hidden_size");
+    }
+
+    @Test
+    void mlpOnlyLayerOutOfRange() {
+        ModelConfigException e = rejects(qwen(), n -> n.putArray("mlp_only_layers").add(1).add(6));
+        assertMentions(e, "mlp_only_layers", "6", "[0, 6)");
+    }
+
+    @Test
+    void negativeMlpOnlyLayer() {
+        ModelConfigException e = rejects(qwen(), n -> n.putArray("mlp_only_layers").add(-1));
+        assertMentions(e, "mlp_only_layers", "-1");
+    }
+
+    @Test
+    void negativeSizes() {
+        for (String field : new String[] {"hidden_size", "vocab_size", "intermediate_size", "num_local_experts",
+                "num_attention_heads", "max_position_embeddings"}) {
+            ModelConfigException e = rejects(mixtral(), n -> n.put(field, -4));
+            assertMentions(e, "field " + field, "non-negative", "-4");
+        }
+    }
+
+    @Test
+    void zeroSizes() {
+        for (String field : new String[] {"hidden_size", "vocab_size", "num_hidden_layers", "num_experts_per_tok",
+                "num_key_value_heads", "head_dim"}) {
+            ModelConfigException e = rejects(mixtral(), n -> n.put(field, 0));
+            assertMentions(e, "field " + field, "> 0", "got 0");
+        }
+        ModelConfigException e = rejects(qwen(), n -> n.put("moe_intermediate_size", 0));
+        assertMentions(e, "field moe_intermediate_size", "> 0");
+    }
+
+    @Test
+    void nonPositiveDoubles() {
+        ModelConfigException zero = rejects(mixtral(), n -> n.put("rms_norm_eps", 0.0));
+        assertMentions(zero, "rms_norm_eps", "> 0");
+        ModelConfigException negative = rejects(mixtral(),
+                n -> ((ObjectNode) n.get("rope_parameters")).put("rope_theta", -1.0));
+        assertMentions(negative, "rope_theta", "-1.0");
+    }
+
+    @Test
+    void fractionalSizeRejected() {
+        ModelConfigException e = rejects(mixtral(), n -> n.put("hidden_size", 128.5));
+        assertMentions(e, "hidden_size", "128.5");
+    }
+
+    @Test
+    void slidingWindowOnQwenRejected() {
+        ModelConfigException e = rejects(qwen(), n -> n.put("use_sliding_window", true));
+        assertMentions(e, "use_sliding_window");
+    }
+
+    @Test
+    void wrongTypeForBoolean() {
+        ModelConfigException e = rejects(qwen(), n -> n.put("norm_topk_prob", "yes"));
+        assertMentions(e, "norm_topk_prob", "yes");
+    }
+
+    @Test
+    void jsonCopyIsDetached() {
+        ModelConfig c = parse(mixtral());
+        ObjectNode copy = c.jsonCopy();
+        copy.put("hidden_size", 7);
+        assertEquals(128, c.jsonCopy().get("hidden_size").asInt());
+    }
+}
