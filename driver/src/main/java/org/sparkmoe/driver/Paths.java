@@ -23,10 +23,17 @@ public final class Paths {
         }
     }
 
-    public static boolean exists(String uri, Configuration conf) {
+    /** Throws "data file not found" / "data file is empty" before any Spark task reads it. */
+    public static void requireNonEmptyFile(String uri, Configuration conf) {
         try {
             Path p = new Path(uri);
-            return p.getFileSystem(conf).exists(p);
+            FileSystem fs = p.getFileSystem(conf);
+            if (!fs.exists(p)) {
+                throw new IllegalArgumentException("data file not found: " + uri);
+            }
+            if (fs.getFileStatus(p).getLen() == 0) {
+                throw new IllegalArgumentException("data file is empty: " + uri);
+            }
         } catch (IOException e) {
             throw new UncheckedIOException("looking up " + uri + ": " + e.getMessage(), e);
         }

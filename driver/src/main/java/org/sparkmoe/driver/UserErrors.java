@@ -2,27 +2,40 @@ package org.sparkmoe.driver;
 
 import org.sparkmoe.io.CheckpointFormatException;
 
+import java.io.IOException;
 import java.io.UncheckedIOException;
 
 /**
- * Turns a failure into the one line a user needs. A bad input raised inside a Spark task reaches the driver
- * wrapped in SparkExceptions; the innermost cause is the one that names the culprit.
+ * Turns a failure into the one line a user needs. Bad input raised inside a Spark task reaches the driver
+ * wrapped in SparkExceptions; the outermost bad-input exception in the cause chain is the one that names
+ * the culprit (its own causes, such as a CharacterCodingException, say less).
  */
 final class UserErrors {
     private UserErrors() {
     }
 
     static String message(Throwable e) {
-        Throwable cause = rootCause(e);
-        String message = cause.getMessage() == null ? cause.getClass().getSimpleName() : cause.getMessage();
+        Throwable shown = badInput(e);
+        if (shown == null) {
+            shown = rootCause(e);
+        }
+        String message = shown.getMessage() == null ? shown.getClass().getSimpleName() : shown.getMessage();
         return message.lines().findFirst().orElse(message);
     }
 
     /** Whether the failure is a bug rather than bad input (then the stack trace is worth printing). */
     static boolean isUnexpected(Throwable e) {
-        Throwable cause = rootCause(e);
-        return !(cause instanceof IllegalArgumentException || cause instanceof CheckpointFormatException
-                || cause instanceof UncheckedIOException || cause instanceof java.io.IOException);
+        return badInput(e) == null;
+    }
+
+    private static Throwable badInput(Throwable e) {
+        for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            if (c instanceof IllegalArgumentException || c instanceof CheckpointFormatException
+                    || c instanceof UncheckedIOException || c instanceof IOException) {
+                return c;
+            }
+        }
+        return null;
     }
 
     private static Throwable rootCause(Throwable e) {

@@ -108,9 +108,7 @@ public final class EvalCommand implements Callable<Integer> {
         List<String> files = data.stream().map(p -> Paths.qualify(p, conf)).toList();
         Set<String> names = new HashSet<>();
         for (String f : files) {
-            if (!Paths.exists(f, conf)) {
-                throw new IllegalArgumentException("data file not found: " + f);
-            }
+            Paths.requireNonEmptyFile(f, conf);
             if (!names.add(new Path(f).getName())) {
                 throw new IllegalArgumentException("two --data files share the name " + new Path(f).getName()
                         + " (the report is keyed by file name)");
