@@ -3,17 +3,44 @@ package org.sparkmoe.kernels;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
- * One matrix product per group of contiguous rows, each with its own weight matrix: for every group
- * g (an expert), {@code y[offsets[g]:offsets[g+1]] = x[offsets[g]:offsets[g+1]] · W_gᵀ}.
- * Groups are the row ranges of a routing plan; empty groups are skipped and no rows are copied.
+ * One matrix product per group of contiguous rows, each with its own weight matrix, and the two products of
+ * its backward pass. Groups are the row ranges of a routing plan: group g (an expert) owns rows
+ * {@code offsets[g]..offsets[g+1]-1}. Weights are stacked in Hugging Face's Linear layout {@code [G, out, in]}
+ * (LoRA A is {@code [E, R, in]}, LoRA B {@code [E, out, R]}, so both fit). Empty groups are skipped and no rows
+ * are copied. Arrays are 'c' order, float32 or float64 (all of one type). Implementations are stateless.
  */
 public interface GroupedGemm {
 
     /**
-     * @param x       [N, in] rows sorted by group, 'c' order
-     * @param w       [G, out, in] one weight per group, in Hugging Face's [out, in] Linear layout
-     * @param offsets [G+1] group g owns rows offsets[g]..offsets[g+1]-1; offsets[G] = N
-     * @param y       [N, out] 'c' order, overwritten
+     * {@code y[g] = x[g] · W_gᵀ}, or {@code y[g] += x[g] · W_gᵀ} when {@code accumulate}.
+     *
+     * @param x [N, in]
+     * @param w [G, out, in]
+     * @param y [N, out]
      */
-    void forward(INDArray x, INDArray w, int[] offsets, INDArray y);
+    void forward(INDArray x, INDArray w, int[] offsets, INDArray y, boolean accumulate);
+
+    /** {@link #forward(INDArray, INDArray, int[], INDArray, boolean)} overwriting {@code y}. */
+    default void forward(INDArray x, INDArray w, int[] offsets, INDArray y) {
+        forward(x, w, offsets, y, false);
+    }
+
+    /**
+     * Gradient with respect to the input: {@code dx[g] (+)= dy[g] · W_g}.
+     *
+     * @param dy [N, out]
+     * @param w  [G, out, in]
+     * @param dx [N, in]
+     */
+    void backwardInput(INDArray dy, INDArray w, int[] offsets, INDArray dx, boolean accumulate);
+
+    /**
+     * Gradient with respect to the weights: {@code dW_g (+)= dy[g]ᵀ · x[g]}. Without {@code accumulate}, the
+     * weight gradients of empty groups are set to zero.
+     *
+     * @param dy [N, out]
+     * @param x  [N, in]
+     * @param dw [G, out, in]
+     */
+    void backwardWeight(INDArray dy, INDArray x, int[] offsets, INDArray dw, boolean accumulate);
 }

@@ -4,33 +4,47 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
-/** {@link GroupedGemm} as one BLAS sgemm per non-empty group on row-range views (no copies). */
+/** {@link GroupedGemm} as one BLAS gemm per non-empty group on row-range views (no copies). */
 public final class Nd4jGroupedGemm implements GroupedGemm {
 
     @Override
-    public void forward(INDArray x, INDArray w, int[] offsets, INDArray y) {
-        int groups = offsets.length - 1;
-        if (w.size(0) != groups || x.size(1) != w.size(2) || y.size(1) != w.size(1) || x.size(0) != y.size(0)
-                || offsets[groups] != x.size(0)) {
-            throw new IllegalArgumentException("grouped gemm shapes disagree: x " + x.shapeInfoToString()
-                    + ", w " + w.shapeInfoToString() + ", y " + y.shapeInfoToString() + ", groups " + groups
-                    + " ending at row " + offsets[groups]);
-        }
-        for (int g = 0; g < groups; g++) {
-            if ((g == 0 && offsets[0] != 0) || offsets[g + 1] < offsets[g]) {
-                throw new IllegalArgumentException("grouped gemm offsets must start at 0 and not decrease, got "
-                        + java.util.Arrays.toString(offsets));
+    public void forward(INDArray x, INDArray w, int[] offsets, INDArray y, boolean accumulate) {
+        GroupedShapes.check("forward", x, w, y, offsets);
+        for (int g = 0; g < offsets.length - 1; g++) {
+            if (offsets[g] < offsets[g + 1]) {
+                Nd4j.gemm(rows(x, offsets, g), w.slice(g), rows(y, offsets, g), false, true, 1.0,
+                        accumulate ? 1.0 : 0.0);                                      // x_g · W_gᵀ
             }
         }
-        for (int g = 0; g < groups; g++) {
-            int begin = offsets[g];
-            int end = offsets[g + 1];
-            if (begin == end) {
-                continue;
+    }
+
+    @Override
+    public void backwardInput(INDArray dy, INDArray w, int[] offsets, INDArray dx, boolean accumulate) {
+        GroupedShapes.check("backwardInput", dx, w, dy, offsets);
+        for (int g = 0; g < offsets.length - 1; g++) {
+            if (offsets[g] < offsets[g + 1]) {
+                Nd4j.gemm(rows(dy, offsets, g), w.slice(g), rows(dx, offsets, g), false, false, 1.0,
+                        accumulate ? 1.0 : 0.0);                                      // dy_g · W_g
             }
-            INDArray xg = x.get(NDArrayIndex.interval(begin, end), NDArrayIndex.all()); // [n_g, in]
-            INDArray yg = y.get(NDArrayIndex.interval(begin, end), NDArrayIndex.all()); // [n_g, out]
-            Nd4j.gemm(xg, w.slice(g), yg, false, true, 1.0, 0.0);                      // x_g · W_gᵀ
         }
+    }
+
+    @Override
+    public void backwardWeight(INDArray dy, INDArray x, int[] offsets, INDArray dw, boolean accumulate) {
+        GroupedShapes.check("backwardWeight", x, dw, dy, offsets);
+        for (int g = 0; g < offsets.length - 1; g++) {
+            INDArray dwg = dw.slice(g);                                               // [out, in]
+            if (offsets[g] < offsets[g + 1]) {
+                Nd4j.gemm(rows(dy, offsets, g), rows(x, offsets, g), dwg, true, false, 1.0,
+                        accumulate ? 1.0 : 0.0);                                      // dy_gᵀ · x_g
+            } else if (!accumulate) {
+                dwg.assign(0);
+            }
+        }
+    }
+
+    /** Rows offsets[g]..offsets[g+1]-1 of a [N, ·] array, as a view. */
+    private static INDArray rows(INDArray a, int[] offsets, int g) {
+        return a.get(NDArrayIndex.interval(offsets[g], offsets[g + 1]), NDArrayIndex.all());
     }
 }
