@@ -10,7 +10,6 @@ import org.sparkmoe.kernels.GroupedGemm;
  * {@code h = x·Wᵀ + s·(x·Aᵀ)·Bᵀ}, every product a grouped GEMM over the plan's expert row ranges.
  */
 final class AdaptedProjection {
-    private final String name;        // Hugging Face name of the projection, for messages
     private final INDArray w;         // [E, out, in], frozen
     private final LoraExperts lora;   // null: the projection is not adapted
     private final GroupedGemm gemm;
@@ -22,7 +21,6 @@ final class AdaptedProjection {
                     + Arrays.toString(w.shape()) + " " + w.dataType() + ": got a " + Arrays.toString(lora.a().shape())
                     + ", b " + Arrays.toString(lora.b().shape()) + " " + lora.a().dataType());
         }
-        this.name = name;
         this.w = w;
         this.lora = lora;
         this.gemm = gemm;
