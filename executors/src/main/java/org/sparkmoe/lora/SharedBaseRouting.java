@@ -15,8 +15,8 @@ import org.sparkmoe.moe.RoutingPlan;
 public final class SharedBaseRouting {
     /** Pairs p = token·K + slot sorted by expert; its float weights are not used (see {@link #weights}). */
     public final RoutingPlan plan;
-    /** [T·K] pair p → its row in plan order (inverse of plan.perm). */
-    final int[] rowOfPair;
+    /** [K][T] plan row of token t, slot k (inverse of plan.perm). */
+    final int[][] rowOfSlot;
     /** [T, E] softmax over all experts, row-major, float64. */
     private final double[] probs;
     /** [T·K] selected expert of pair p. */
@@ -30,10 +30,10 @@ public final class SharedBaseRouting {
     final int topK;
     final boolean normalizeTopK;
 
-    private SharedBaseRouting(RoutingPlan plan, int[] rowOfPair, double[] probs, int[] experts, double[] weights,
+    private SharedBaseRouting(RoutingPlan plan, int[][] rowOfSlot, double[] probs, int[] experts, double[] weights,
             INDArray rowScale, int tokens, int numExperts, int topK, boolean normalizeTopK) {
         this.plan = plan;
-        this.rowOfPair = rowOfPair;
+        this.rowOfSlot = rowOfSlot;
         this.probs = probs;
         this.experts = experts;
         this.weights = weights;
@@ -50,8 +50,8 @@ public final class SharedBaseRouting {
         long width = dt.width();
         return width * (t * e + tk)  // logits [T,E], rowScale [T·K,1]
                 + 8 * t * e          // probs double [T·E]
-                + 8 * tk             // weights double [T·K]
-                + 4 * tk * 3         // experts, rowOfPair, float weights handed to the plan
+                + 8 * tk * 2         // weights, g·s per row: double [T·K]
+                + 4 * tk * 3         // experts, rowOfSlot, float weights handed to the plan
                 + 4 * tk * 3         // plan: perm, tokenOfRow, weightOfRow
                 + 4 * (e + 1);       // plan: offsets
     }
@@ -85,16 +85,18 @@ public final class SharedBaseRouting {
             planWeights[p] = (float) weights[p];
         }
         RoutingPlan plan = RoutingPlan.build(experts, planWeights, e, topK);
-        int[] rowOfPair = new int[plan.rows()];
-        INDArray rowScale = scratch.alloc(dt, plan.rows(), 1);                      // [T·K, 1] g·s
+        int[][] rowOfSlot = new int[topK][t];
+        double[] scaleOfRow = new double[plan.rows()];
         for (int row = 0; row < plan.rows(); row++) {
-            rowOfPair[plan.perm[row]] = row;
-            rowScale.putScalar(row, 0, weights[plan.perm[row]] * scale);
+            int pair = plan.perm[row];
+            rowOfSlot[pair % topK][pair / topK] = row;
+            scaleOfRow[row] = weights[pair] * scale;
         }
-        scratch.countHeap(probs.length * 8L + weights.length * 8L
-                + 4L * (experts.length + rowOfPair.length + planWeights.length)
+        INDArray rowScale = scratch.count(Nd4j.create(scaleOfRow, new long[] {plan.rows(), 1}, dt)); // [T·K, 1] g·s
+        scratch.countHeap(probs.length * 8L + weights.length * 8L + scaleOfRow.length * 8L
+                + 4L * (experts.length + (long) topK * t + planWeights.length)
                 + 4L * (plan.perm.length + plan.tokenOfRow.length + plan.weightOfRow.length + plan.offsets.length));
-        return new SharedBaseRouting(plan, rowOfPair, probs, experts, weights, rowScale, t, e, topK,
+        return new SharedBaseRouting(plan, rowOfSlot, probs, experts, weights, rowScale, t, e, topK,
                 normalizeTopK);
     }
 
@@ -182,17 +184,19 @@ public final class SharedBaseRouting {
 
     /**
      * Scatter-add of plan-ordered rows into tokens: {@code out[token(row)] += rows[row]} for every plan row.
-     * Pulls the rows into pair order (into {@code pairBuf} [T·K, N]) and adds the K slots of each token.
+     * Pulls the rows of slot k into rows k·T..(k+1)·T−1 of {@code pairBuf} (token order, contiguous) and adds
+     * each of the K blocks to {@code out}.
      *
      * @param rows    [T·K, N] plan order
      * @param pairBuf [T·K, N] scratch, overwritten
      * @param out     [T, N]
      */
     void scatterAdd(INDArray rows, INDArray pairBuf, INDArray out) {
-        Nd4j.pullRows(rows, pairBuf, 1, rowOfPair);                                  // [T·K, N] pair order
-        INDArray bySlot = pairBuf.reshape('c', tokens, topK, pairBuf.size(1));      // [T, K, N] view
         for (int k = 0; k < topK; k++) {
-            out.addi(bySlot.get(NDArrayIndex.all(), NDArrayIndex.point(k), NDArrayIndex.all()));
+            INDArray block = pairBuf.get(NDArrayIndex.interval((long) k * tokens, (long) (k + 1) * tokens),
+                    NDArrayIndex.all());                                            // [T, N] slot k, token order
+            Nd4j.pullRows(rows, block, 1, rowOfSlot[k]);
+            out.addi(block);
         }
     }
 
