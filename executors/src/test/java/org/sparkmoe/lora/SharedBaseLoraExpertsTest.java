@@ -2,6 +2,7 @@ package org.sparkmoe.lora;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.Random;
@@ -150,5 +151,20 @@ class SharedBaseLoraExpertsTest {
             assertEquals(0.0, dA.amaxNumber().doubleValue(), 0.0, "dA with B = 0");
         }
         assertTrue(g.b1().amaxNumber().doubleValue() > 0, "dB1 is not zero with B = 0");
+    }
+
+    @Test
+    void badArgumentsNameWhatWasExpected() {
+        SharedBaseLoraWeights w = weights(DataType.FLOAT, 51, K, true);
+        String dtype = assertThrows(IllegalArgumentException.class,
+                () -> factorised.forward(w, input(DataType.DOUBLE, 52, T))).getMessage();
+        assertEquals("shared-base MoLoRA input must be [T, 6] FLOAT, got [7, 6] DOUBLE", dtype);
+        SharedBaseLoraExperts.Pass slow = naive.forward(w, input(DataType.FLOAT, 53, T));
+        String pass = assertThrows(IllegalArgumentException.class,
+                () -> factorised.backward(w, slow, slow.output())).getMessage();
+        assertEquals("factorised backward needs a pass from the factorised forward, got NaivePass", pass);
+        String topK = assertThrows(IllegalArgumentException.class, () -> new SharedBaseLoraWeights(w.w1(), w.w3(),
+                w.w2(), w.gate(), w.adapters(), E + 1, true)).getMessage();
+        assertEquals("top-k must be in [1, 8], got 9", topK);
     }
 }
