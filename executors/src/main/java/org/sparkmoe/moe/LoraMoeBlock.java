@@ -1,0 +1,278 @@
+package org.sparkmoe.moe;
+
+import java.util.Arrays;
+import java.util.SplittableRandom;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.lora.LoraExpertFfn;
+
+/**
+ * A sparse MoE block for LoRA training, forward and backward (FLOAT for speed, DOUBLE for gradient checks):
+ * <pre>
+ *   xj      = x ⊙ noise                      [T, D]  (jitter, training only; else xj = x)
+ *   logits  = xj·Wgᵀ / τ                     [T, E]
+ *   p       = softmax(logits)                [T, E]  then top-K, renormalised as the model does → g [T, K]
+ *   plan    = the T·K (token, slot) pairs sorted by expert
+ *   xs      = xj[tokenOfRow]                 [N, D]  N = T·K, plan order
+ *   ys      = experts(xs)                    [N, D]  LoRA SwiGLU experts over grouped GEMMs
+ *   out[t] += g · ys[row]                    [T, D]  rows in plan order
+ * </pre>
+ * Backward runs the same steps in reverse: the input gets gradient through the experts and through the router;
+ * the routing decision (which K experts) is constant, as autograd treats it; the router weights get gradient
+ * through the softmax of the selected experts including the renormalisation. In FLOAT the forward is
+ * bit-identical to {@link SparseMoeBlock} without a shared expert when every LoRA B is zero. Stateless per call.
+ */
+public final class LoraMoeBlock {
+    private final INDArray routerWeight;   // [E, D]
+    private final RouterOptions options;
+    private final LoraExpertFfn experts;
+
+    public LoraMoeBlock(INDArray routerWeight, RouterOptions options, LoraExpertFfn experts) {
+        if (routerWeight.rank() != 2 || routerWeight.size(0) != experts.experts()
+                || routerWeight.size(1) != experts.hidden() || routerWeight.dataType() != experts.dataType()) {
+            throw new IllegalArgumentException("router weight must be [E, D] = [" + experts.experts() + ", "
+                    + experts.hidden() + "] " + experts.dataType() + " like the experts, got "
+                    + Arrays.toString(routerWeight.shape()) + " " + routerWeight.dataType());
+        }
+        if (options.topK() > experts.experts()) {
+            throw new IllegalArgumentException("top-k must be in [1, " + experts.experts() + "], got " + options.topK());
+        }
+        this.routerWeight = routerWeight;
+        this.options = options;
+        this.experts = experts;
+    }
+
+    /** The forward result and what {@link #backward} needs; immutable once built. */
+    public static final class Context {
+        private final INDArray xj;                  // [T, D] the input after jitter
+        private final INDArray noise;               // [T, D], null without jitter
+        private final INDArray logits;              // [T, E] after the temperature
+        private final double[] probs;               // [T·E] softmax of logits
+        private final int[] selected;               // [T·K] expert of pair t·K + k
+        private final double[] gates;               // [T·K] routing weight of pair t·K + k
+        private final RoutingPlan plan;
+        private final LoraExpertFfn.Context ffn;
+        private final INDArray out;                 // [T, D]
+
+        private Context(INDArray xj, INDArray noise, INDArray logits, double[] probs, int[] selected,
+                        double[] gates, RoutingPlan plan, LoraExpertFfn.Context ffn, INDArray out) {
+            this.xj = xj;
+            this.noise = noise;
+            this.logits = logits;
+            this.probs = probs;
+            this.selected = selected;
+            this.gates = gates;
+            this.plan = plan;
+            this.ffn = ffn;
+            this.out = out;
+        }
+
+        /** @return [T, D] */
+        public INDArray out() {
+            return out;
+        }
+
+        /** @return [T, E] the logits the softmax sees (x·Wgᵀ / τ): what the load-balancing loss takes */
+        public INDArray routerLogits() {
+            return logits;
+        }
+
+        /** @return [T·K] a copy of the selected expert of each (token, slot), slots in descending weight */
+        public int[] selectedExperts() {
+            return selected.clone();
+        }
+    }
+
+    /**
+     * @param dx      [T, D]
+     * @param dRouter [E, D], null when the router is not trainable
+     * @param experts the LoRA gradients
+     */
+    public record Gradients(INDArray dx, INDArray dRouter, LoraExpertFfn.Gradients experts) {
+    }
+
+    /** Inference / evaluation: no jitter. x [T, D]. */
+    public Context forward(INDArray x) {
+        return forward(x, null);
+    }
+
+    /** Training: multiplies x by U(1 − j, 1 + j) noise drawn from {@code jitterSeed} when the jitter j is > 0. */
+    public Context forwardTraining(INDArray x, long jitterSeed) {
+        return forward(x, options.jitter() > 0 ? noise(x, jitterSeed) : null);
+    }
+
+    private Context forward(INDArray x, INDArray noise) {
+        checkTokens("x", x, x.size(0));
+        int tokens = (int) x.size(0);
+        int numExperts = experts.experts();
+        int topK = options.topK();
+        boolean single = x.dataType() == DataType.FLOAT;
+        INDArray xj = noise == null ? x : x.mul(noise);                                       // [T, D]
+        INDArray logits = Nd4j.createUninitialized(x.dataType(), new long[] {tokens, numExperts}, 'c'); // [T, E]
+        Nd4j.gemm(xj, routerWeight, logits, false, true, 1.0, 0.0);                           // xj·Wgᵀ
+        if (options.temperature() != 1.0) {
+            logits.divi(options.temperature());                                               // / τ
+        }
+
+        double[] probs = Flat.values(logits);                                                 // [T·E]
+        int[] selected = new int[tokens * topK];                                              // [T·K]
+        double[] gates = new double[tokens * topK];                                           // [T·K]
+        boolean[] taken = new boolean[numExperts];
+        for (int t = 0; t < tokens; t++) {
+            Routes.softmax(probs, t * numExperts, numExperts, single);
+            Arrays.fill(taken, false);
+            double sum = 0;
+            for (int k = 0; k < topK; k++) {
+                int e = Routes.argmaxNotTaken(probs, t * numExperts, numExperts, taken);
+                taken[e] = true;
+                selected[t * topK + k] = e;
+                gates[t * topK + k] = probs[t * numExperts + e];
+                sum = Flat.round(sum + gates[t * topK + k], single);
+            }
+            for (int k = 0; options.normalizeTopK() && k < topK; k++) {
+                gates[t * topK + k] = Flat.round(gates[t * topK + k] / sum, single);
+            }
+        }
+        float[] planWeights = new float[gates.length];
+        for (int i = 0; i < gates.length; i++) {
+            planWeights[i] = (float) gates[i];
+        }
+        RoutingPlan plan = RoutingPlan.build(selected, planWeights, numExperts, topK);
+
+        INDArray xs = Nd4j.pullRows(xj, 1, plan.tokenOfRow);                                  // [N, D]
+        LoraExpertFfn.Context ffn = experts.forward(xs, plan.offsets);                        // ys [N, D]
+
+        int hidden = experts.hidden();
+        double[] ys = Flat.values(ffn.ys());
+        double[] out = new double[tokens * hidden];                                           // [T, D]
+        for (int row = 0; row < plan.rows(); row++) {
+            int o = plan.tokenOfRow[row] * hidden;
+            double g = gates[plan.perm[row]];
+            for (int d = 0; d < hidden; d++) {
+                out[o + d] = Flat.round(out[o + d] + Flat.round(g * ys[row * hidden + d], single), single);
+            }
+        }
+        return new Context(xj, noise, logits, probs, selected, gates, plan, ffn,
+                Flat.array(out, new long[] {tokens, hidden}, x.dataType()));
+    }
+
+    /** {@link #backward(Context, INDArray, INDArray)} without a gradient on the router logits. */
+    public Gradients backward(Context ctx, INDArray dOut) {
+        return backward(ctx, dOut, null);
+    }
+
+    /**
+     * @param dOut          [T, D] gradient of the loss with respect to {@code ctx.out()}
+     * @param dRouterLogits [T, E] gradient with respect to {@code ctx.routerLogits()} from a loss on them (the
+     *                      load-balancing loss), or null
+     */
+    public Gradients backward(Context ctx, INDArray dOut, INDArray dRouterLogits) {
+        int tokens = (int) ctx.out.size(0);
+        int numExperts = experts.experts();
+        int topK = options.topK();
+        int hidden = experts.hidden();
+        checkTokens("dOut", dOut, tokens);
+        if (dRouterLogits != null && !Arrays.equals(dRouterLogits.shape(), ctx.logits.shape())) {
+            throw new IllegalArgumentException("dRouterLogits must be [T, E] " + Arrays.toString(ctx.logits.shape())
+                    + ", got " + Arrays.toString(dRouterLogits.shape()));
+        }
+        RoutingPlan plan = ctx.plan;
+
+        // combine: out[t] += g·ys[row]  →  dys[row] = g·dOut[t], dg = dOut[t]·ys[row]
+        double[] dy = Flat.values(dOut);                                                      // [T·D]
+        double[] ys = Flat.values(ctx.ffn.ys());                                              // [N·D]
+        double[] dys = new double[plan.rows() * hidden];                                      // [N·D]
+        double[] dGates = new double[tokens * topK];                                          // [T·K]
+        for (int row = 0; row < plan.rows(); row++) {
+            int o = plan.tokenOfRow[row] * hidden;
+            double g = ctx.gates[plan.perm[row]];
+            double dg = 0;
+            for (int d = 0; d < hidden; d++) {
+                dys[row * hidden + d] = g * dy[o + d];
+                dg += dy[o + d] * ys[row * hidden + d];
+            }
+            dGates[plan.perm[row]] = dg;
+        }
+
+        // experts
+        LoraExpertFfn.Gradients ffn = experts.backward(ctx.ffn,
+                Flat.array(dys, new long[] {plan.rows(), hidden}, dOut.dataType()));
+
+        // gather: xs = xj[tokenOfRow]  →  dxj[t] += dxs[row]
+        double[] dxs = Flat.values(ffn.dxs());                                                // [N·D]
+        double[] dxj = new double[tokens * hidden];                                           // [T·D]
+        for (int row = 0; row < plan.rows(); row++) {
+            int o = plan.tokenOfRow[row] * hidden;
+            for (int d = 0; d < hidden; d++) {
+                dxj[o + d] += dxs[row * hidden + d];
+            }
+        }
+
+        // routing: g = p[selected] (/ Σ p[selected]), p = softmax(logits)
+        double[] dz = dRouterLogits == null ? new double[tokens * numExperts] : Flat.values(dRouterLogits);
+        double[] dp = new double[numExperts];
+        for (int t = 0; t < tokens; t++) {
+            int p = t * numExperts;
+            int s = t * topK;
+            Arrays.fill(dp, 0);
+            double sumSelected = 0;
+            double gDotDg = 0;
+            for (int k = 0; k < topK; k++) {
+                sumSelected += ctx.probs[p + ctx.selected[s + k]];
+                gDotDg += ctx.gates[s + k] * dGates[s + k];
+            }
+            for (int k = 0; k < topK; k++) {
+                dp[ctx.selected[s + k]] = options.normalizeTopK()
+                        ? (dGates[s + k] - gDotDg) / sumSelected          // g_k = p_k / Σ_j p_j
+                        : dGates[s + k];
+            }
+            double pDotDp = 0;
+            for (int e = 0; e < numExperts; e++) {
+                pDotDp += ctx.probs[p + e] * dp[e];
+            }
+            for (int e = 0; e < numExperts; e++) {
+                dz[p + e] += ctx.probs[p + e] * (dp[e] - pDotDp);                            // softmax backward
+            }
+        }
+
+        // logits = xj·Wgᵀ / τ  →  dWg = dlogitsᵀ·xj, dxj += dlogits·Wg
+        INDArray dLogits = Flat.array(dz, ctx.logits.shape(), ctx.logits.dataType());          // [T, E]
+        if (options.temperature() != 1.0) {
+            dLogits.divi(options.temperature());
+        }
+        INDArray dRouter = null;
+        if (options.trainable()) {
+            dRouter = Nd4j.createUninitialized(routerWeight.dataType(), routerWeight.shape(), 'c'); // [E, D]
+            Nd4j.gemm(dLogits, ctx.xj, dRouter, true, false, 1.0, 0.0);
+        }
+        INDArray dx = Flat.array(dxj, ctx.xj.shape(), ctx.xj.dataType());                    // [T, D]
+        Nd4j.gemm(dLogits, routerWeight, dx, false, false, 1.0, 1.0);
+
+        // jitter: xj = x ⊙ noise
+        if (ctx.noise != null) {
+            dx.muli(ctx.noise);
+        }
+        return new Gradients(dx, dRouter, ffn);
+    }
+
+    /** U(1 − j, 1 + j) [T, D] in 'c' order from one seeded generator. */
+    private INDArray noise(INDArray x, long seed) {
+        SplittableRandom random = new SplittableRandom(seed);
+        double j = options.jitter();
+        double[] v = new double[(int) x.length()];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = 1.0 - j + 2.0 * j * random.nextDouble();
+        }
+        return Flat.array(v, x.shape(), x.dataType());
+    }
+
+    private void checkTokens(String name, INDArray a, long tokens) {
+        if (a.rank() != 2 || a.size(0) != tokens || a.size(1) != experts.hidden()
+                || a.dataType() != experts.dataType()) {
+            throw new IllegalArgumentException(name + " must be [" + tokens + ", " + experts.hidden() + "] "
+                    + experts.dataType() + " (T, D), got " + Arrays.toString(a.shape()) + " " + a.dataType());
+        }
+    }
+}
