@@ -39,6 +39,9 @@ import java.util.Map;
  * (frozen weights: no weight gradient), 3 · 2 · 2·N·D·I; LoRA on all three projections, forward (shrink, expand)
  * and backward (dB, d-shrunk, dA, dx), 3 · 2 · 2·N·R·(D+I). The shared-base case counts the base over T tokens
  * and the LoRA terms over T·K rows. Element-wise work (SwiGLU, scaling) is not counted but is timed.
+ *
+ * <p>Columns beyond the issue's: {@code gemm%}, the share of the grouped pass's wall time spent inside
+ * {@link GroupedGemm} calls, and {@code gemm GF/s}, the useful FLOPs over that time alone.
  */
 public final class MoeBench {
 
@@ -115,18 +118,20 @@ public final class MoeBench {
                         + " BLAS threads %d, grouped GEMM %s%n", repeats, cores,
                 Nd4j.factory().blas().getMaxThreads(), gemmThreads == 1 ? "sequential over groups"
                         : "parallel over groups on " + gemmThreads + " threads");
-        out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %11s %11s%n", "case", "loop ms",
-                "grouped", "naive ms", "speedup", "grp GF/s", "dense GF/s", "ratio", "gemm%", "naive MB",
+        out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%n", "case", "loop ms",
+                "grouped", "naive ms", "speedup", "grp GF/s", "dense GF/s", "ratio", "gemm%", "gemm GF/s", "naive MB",
                 "factor. MB");
         List<Result> results = new ArrayList<>();
         for (Case c : cases) {
             Result r = c.sharedBase() ? sharedBase(c) : experts(c);
             results.add(r);
-            out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %11s %11s%s%n", r.name(), f(r.loopMs()),
+            out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%s%n", r.name(), f(r.loopMs()),
                     f(r.groupedMs()), f(r.naiveMs()), r.speedup() == null ? "-" : f(r.speedup()) + "x",
                     f(r.groupedGflops()), f(r.denseGflops()),
                     r.groupedGflops() == null ? "-" : pct(r.groupedGflops() / r.denseGflops()),
-                    r.gemmShare() == null ? "-" : pct(r.gemmShare()), mb(r.naiveBytes()), mb(r.factorisedBytes()),
+                    r.gemmShare() == null ? "-" : pct(r.gemmShare()),
+                    r.gemmShare() == null ? "-" : f(r.groupedGflops() / r.gemmShare()), mb(r.naiveBytes()),
+                    mb(r.factorisedBytes()),
                     r.note() == null ? "" : "  (" + r.note() + ")");
             out.flush();
         }
@@ -234,6 +239,7 @@ public final class MoeBench {
             m.put("naive_bytes", r.naiveBytes());
             m.put("factorised_bytes", r.factorisedBytes());
             m.put("gemm_share", r.gemmShare());
+            m.put("gemm_gflops", r.gemmShare() == null ? null : r.groupedGflops() / r.gemmShare());
             m.put("note", r.note());
             rows.add(m);
         }
