@@ -1,0 +1,291 @@
+package org.sparkmoe.bench;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.kernels.LoopGroupedGemm;
+import org.sparkmoe.kernels.NaiveGroupedGemm;
+import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.lora.LoraExpertFfn;
+import org.sparkmoe.lora.LoraExperts;
+import org.sparkmoe.lora.SharedBaseLoraExperts;
+import org.sparkmoe.lora.SharedBaseLoraFactorised;
+import org.sparkmoe.lora.SharedBaseLoraNaive;
+import org.sparkmoe.lora.SharedBaseLoraWeights;
+import org.sparkmoe.moe.ExpertWeights;
+import org.sparkmoe.moe.RoutingPlan;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+
+/**
+ * {@code sparkmoe bench moe}: forward + backward of the MoE-LoRA expert computation (float32), timed with the
+ * per-expert loop ({@link LoopGroupedGemm}), the grouped GEMM ({@link Nd4jGroupedGemm}) and, where it fits, the
+ * naive dense one ({@link NaiveGroupedGemm}) behind the same {@link LoraExpertFfn}; beside them, one dense GEMM
+ * with the same FLOPs, measured in the same run. The shared-base case compares the factorised MoLoRA (loop and
+ * grouped GEMM) with the naive per-token weights, in time and forward bytes.
+ *
+ * <p>FLOPs counted (the useful work, routed rows only; N = T·K): base projections forward and input-gradient
+ * (frozen weights: no weight gradient), 3 · 2 · 2·N·D·I; LoRA on all three projections, forward (shrink, expand)
+ * and backward (dB, d-shrunk, dA, dx), 3 · 2 · 2·N·R·(D+I). The shared-base case counts the base over T tokens
+ * and the LoRA terms over T·K rows. Element-wise work (SwiGLU, scaling) is not counted but is timed.
+ *
+ * <p>Columns beyond the issue's: {@code gemm%}, the share of the grouped pass's wall time spent inside
+ * {@link GroupedGemm} calls, and {@code gemm GF/s}, the useful FLOPs over that time alone.
+ */
+public final class MoeBench {
+
+    /** One benchmark case. {@code sharedBase}: E LoRA experts over one base FFN; else E base experts with LoRA. */
+    public record Case(String name, int tokens, int hidden, int intermediate, int experts, int topK, int rank,
+                       boolean sharedBase) {
+        long rows() {
+            return (long) tokens * topK;
+        }
+
+        double usefulFlops() {
+            long baseRows = sharedBase ? tokens : rows();
+            double base = 3 * 2 * 2.0 * baseRows * hidden * intermediate;
+            double lora = 3 * 2 * 2.0 * rows() * rank * (hidden + intermediate);
+            return base + lora;
+        }
+    }
+
+    /** A measured row of the table; null fields were not measured. */
+    public record Result(String name, Double loopMs, Double groupedMs, Double naiveMs, Double speedup,
+                         Double groupedGflops, Double denseGflops, Long naiveBytes, Long factorisedBytes,
+                         Double gemmShare, String note) {
+    }
+
+    public static final List<Case> CASES = List.of(
+            new Case("mixtral-like", 2048, 512, 1024, 8, 2, 16, false),
+            new Case("fine-grained", 2048, 512, 256, 64, 6, 16, false),
+            new Case("small-batch", 256, 512, 256, 64, 6, 16, false),
+            new Case("shared-base-100x", 1024, 512, 2048, 128, 2, 4, true));
+
+    /** The naive dense grouped GEMM runs only when its FLOPs (E× the useful ones) stay below this. */
+    static final double NAIVE_FLOP_BUDGET = 400e9;
+    /** The naive per-token shared-base FFN is timed on this many tokens and scaled linearly to T. */
+    static final int NAIVE_SHARED_BASE_TOKENS = 64;
+
+    private final int repeats;
+    private final int gemmThreads;
+    private final PrintStream out;
+
+    /**
+     * @param repeats     timed runs per measurement (the median is reported), after one warm-up
+     * @param gemmThreads 1: groups in order, BLAS uses every core; more: groups spread over this many Java
+     *                    threads, one BLAS thread each
+     */
+    public MoeBench(int repeats, int gemmThreads, PrintStream out) {
+        if (repeats < 1 || gemmThreads < 1) {
+            throw new IllegalArgumentException("repeats and gemm threads must be at least 1, got repeats "
+                    + repeats + ", gemm threads " + gemmThreads);
+        }
+        this.repeats = repeats;
+        this.gemmThreads = gemmThreads;
+        this.out = out;
+    }
+
+    public static List<Case> select(String names) {
+        if (names == null || names.isBlank()) {
+            return CASES;
+        }
+        List<Case> chosen = new ArrayList<>();
+        for (String n : names.split(",")) {
+            String name = n.trim();
+            chosen.add(CASES.stream().filter(c -> c.name().equals(name)).findFirst().orElseThrow(() ->
+                    new IllegalArgumentException("unknown bench case '" + name + "', expected one of "
+                            + CASES.stream().map(Case::name).toList())));
+        }
+        return chosen;
+    }
+
+    /** Runs the cases, prints the table, and returns its rows. */
+    public List<Result> run(List<Case> cases) {
+        int cores = Runtime.getRuntime().availableProcessors();
+        Nd4j.factory().blas().setMaxThreads(gemmThreads == 1 ? cores : 1);
+        out.printf(Locale.ROOT, "sparkmoe bench moe: float32, forward+backward, median of %d after warm-up; %d cores,"
+                        + " BLAS threads %d, grouped GEMM %s%n", repeats, cores,
+                Nd4j.factory().blas().getMaxThreads(), gemmThreads == 1 ? "sequential over groups"
+                        : "parallel over groups on " + gemmThreads + " threads");
+        out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%n", "case", "loop ms",
+                "grouped", "naive ms", "speedup", "grp GF/s", "dense GF/s", "ratio", "gemm%", "gemm GF/s", "naive MB",
+                "factor. MB");
+        List<Result> results = new ArrayList<>();
+        for (Case c : cases) {
+            Result r = c.sharedBase() ? sharedBase(c) : experts(c);
+            results.add(r);
+            out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%s%n", r.name(), f(r.loopMs()),
+                    f(r.groupedMs()), f(r.naiveMs()), r.speedup() == null ? "-" : f(r.speedup()) + "x",
+                    f(r.groupedGflops()), f(r.denseGflops()),
+                    r.groupedGflops() == null ? "-" : pct(r.groupedGflops() / r.denseGflops()),
+                    r.gemmShare() == null ? "-" : pct(r.gemmShare()),
+                    r.gemmShare() == null ? "-" : f(r.groupedGflops() / r.gemmShare()), mb(r.naiveBytes()),
+                    mb(r.factorisedBytes()),
+                    r.note() == null ? "" : "  (" + r.note() + ")");
+            out.flush();
+        }
+        return results;
+    }
+
+    private GroupedGemm grouped() {
+        return new Nd4jGroupedGemm(gemmThreads);
+    }
+
+    private Result experts(Case c) {
+        RoutingPlan plan = SyntheticRouting.plan(c.tokens(), c.experts(), c.topK(), 42);
+        int[] offsets = plan.offsets;
+        int n = plan.rows();
+        int d = c.hidden();
+        int i = c.intermediate();
+        int e = c.experts();
+        ExpertWeights base = new ExpertWeights(uniform(1, 1 / Math.sqrt(d), e, i, d),      // w1 [E, I, D]
+                uniform(2, 1 / Math.sqrt(d), e, i, d),                                     // w3 [E, I, D]
+                uniform(3, 1 / Math.sqrt(i), e, d, i));                                    // w2 [E, D, I]
+        LoraExperts gate = lora(11, e, d, i, c.rank());
+        LoraExperts up = lora(12, e, d, i, c.rank());
+        LoraExperts down = lora(13, e, i, d, c.rank());
+        INDArray xs = uniform(4, 1, n, d);                                                 // [N, D]
+        INDArray dys = uniform(5, 1, n, d);                                                // [N, D]
+
+        double loop = passMs(new LoraExpertFfn(base, gate, up, down, new LoopGroupedGemm()), xs, offsets, dys, repeats);
+        TimedGroupedGemm timed = new TimedGroupedGemm(grouped());
+        LoraExpertFfn groupedFfn = new LoraExpertFfn(base, gate, up, down, timed);
+        passMs(groupedFfn, xs, offsets, dys, 1);                                           // warm-up, untimed share
+        timed.nanos.set(0);
+        long t0 = System.nanoTime();
+        double grouped = passMs(groupedFfn, xs, offsets, dys, repeats);
+        double share = timed.nanos.get() / (double) (System.nanoTime() - t0);
+        Double naive = null;
+        String note = null;
+        if (c.usefulFlops() * e <= NAIVE_FLOP_BUDGET) {
+            naive = passMs(new LoraExpertFfn(base, gate, up, down, new NaiveGroupedGemm()), xs, offsets, dys,
+                    Math.min(repeats, 3));
+        } else {
+            note = "naive skipped: " + Math.round(c.usefulFlops() * e / 1e9) + " GFLOP per pass";
+        }
+        double flops = c.usefulFlops();
+        double dense = DenseReference.medianMs(n, d, flops, repeats);
+        return new Result(c.name(), loop, grouped, naive, loop / grouped, flops / grouped / 1e6, flops / dense / 1e6,
+                null, null, share, note);
+    }
+
+    private static double passMs(LoraExpertFfn ffn, INDArray xs, int[] offsets, INDArray dys, int runs) {
+        return Stopwatch.medianMs(1, runs, () -> ffn.backward(ffn.forward(xs, offsets), dys));
+    }
+
+    private Result sharedBase(Case c) {
+        int d = c.hidden();
+        int i = c.intermediate();
+        SharedBaseLoraWeights w = SharedBaseLoraWeights.random(d, i, c.experts(), c.topK(), c.rank(), 1.0, 0.05,
+                true, DataType.FLOAT, 7);
+        INDArray x = uniform(8, 1, c.tokens(), d);                                         // [T, D]
+        INDArray dy = uniform(9, 1, c.tokens(), d);                                        // [T, D]
+        SharedBaseLoraExperts loopImpl = new SharedBaseLoraFactorised(new LoopGroupedGemm());
+        TimedGroupedGemm timed = new TimedGroupedGemm(grouped());
+        SharedBaseLoraExperts groupedImpl = new SharedBaseLoraFactorised(timed);
+        double loop = passMs(loopImpl, w, x, dy, repeats);
+        passMs(groupedImpl, w, x, dy, 1);
+        timed.nanos.set(0);
+        long t0 = System.nanoTime();
+        double grouped = passMs(groupedImpl, w, x, dy, repeats);
+        double share = timed.nanos.get() / (double) (System.nanoTime() - t0);
+
+        SharedBaseLoraExperts naiveImpl = new SharedBaseLoraNaive();
+        int sub = Math.min(NAIVE_SHARED_BASE_TOKENS, c.tokens());
+        INDArray xSub = x.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, sub),
+                org.nd4j.linalg.indexing.NDArrayIndex.all()).dup('c');
+        INDArray dySub = dy.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, sub),
+                org.nd4j.linalg.indexing.NDArrayIndex.all()).dup('c');
+        double naive = passMs(naiveImpl, w, xSub, dySub, Math.min(repeats, 3)) * c.tokens() / sub;
+        long naiveBytes = naiveImpl.forwardBytes(c.tokens(), d, i, c.experts(), c.topK(), c.rank(), DataType.FLOAT);
+        long factorisedBytes = groupedImpl.forwardBytes(c.tokens(), d, i, c.experts(), c.topK(), c.rank(),
+                DataType.FLOAT);
+        double flops = c.usefulFlops();
+        double dense = DenseReference.medianMs(c.tokens(), d, flops, repeats);
+        return new Result(c.name(), loop, grouped, naive, loop / grouped, flops / grouped / 1e6, flops / dense / 1e6,
+                naiveBytes, factorisedBytes, share, String.format(Locale.ROOT,
+                "naive timed on T=%d and scaled to T=%d; naive/factorised bytes %.1fx", sub, c.tokens(),
+                naiveBytes / (double) factorisedBytes));
+    }
+
+    private static double passMs(SharedBaseLoraExperts impl, SharedBaseLoraWeights w, INDArray x, INDArray dy,
+                                 int runs) {
+        return Stopwatch.medianMs(1, runs, () -> impl.backward(w, impl.forward(w, x), dy));
+    }
+
+    /** {"cases": [...]} with the fields of the issue (absent ones null) plus gemm_share and note. */
+    public static void writeJson(List<Result> results, Path file) throws IOException {
+        List<Map<String, Object>> rows = new ArrayList<>();
+        for (Result r : results) {
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("name", r.name());
+            m.put("loop_ms", r.loopMs());
+            m.put("grouped_ms", r.groupedMs());
+            m.put("naive_ms", r.naiveMs());
+            m.put("speedup", r.speedup());
+            m.put("grouped_gflops", r.groupedGflops());
+            m.put("dense_gflops", r.denseGflops());
+            m.put("naive_bytes", r.naiveBytes());
+            m.put("factorised_bytes", r.factorisedBytes());
+            m.put("gemm_share", r.gemmShare());
+            m.put("gemm_gflops", r.gemmShare() == null ? null : r.groupedGflops() / r.gemmShare());
+            m.put("note", r.note());
+            rows.add(m);
+        }
+        Map<String, Object> root = new LinkedHashMap<>();
+        root.put("cases", rows);
+        Path parent = file.toAbsolutePath().getParent();
+        if (parent != null) {
+            Files.createDirectories(parent);
+        }
+        Path tmp = Files.createTempFile(parent, file.getFileName().toString(), ".tmp");
+        new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT).writeValue(tmp.toFile(), root);
+        Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+    }
+
+    private static LoraExperts lora(long seed, int e, int in, int out, int rank) {
+        INDArray a = uniform(seed, 1 / Math.sqrt(in), e, rank, in);                       // [E, R, in]
+        INDArray b = uniform(seed + 100, 0.01, e, out, rank);                              // [E, out, R], B ≠ 0
+        return new LoraExperts(a, b, 2.0 * rank);
+    }
+
+    /** U(−bound, bound), float32, seeded. */
+    private static INDArray uniform(long seed, double bound, long... shape) {
+        Nd4j.getRandom().setSeed(seed);
+        return Nd4j.rand(DataType.FLOAT, shape).subi(0.5).muli(2 * bound);
+    }
+
+    private static String f(Double v) {
+        return v == null ? "-" : String.format(Locale.ROOT, v >= 100 ? "%.0f" : "%.1f", v);
+    }
+
+    private static String pct(double v) {
+        return String.format(Locale.ROOT, "%.0f%%", 100 * v);
+    }
+
+    private static String mb(Long bytes) {
+        return bytes == null ? "-" : String.format(Locale.ROOT, "%.1f", bytes / 1048576.0);
+    }
+
+    public static void main(String[] args) throws IOException {
+        int threads = args.length > 0 ? Integer.parseInt(args[0]) : 1;
+        int repeats = args.length > 1 ? Integer.parseInt(args[1]) : 5;
+        List<Case> cases = select(args.length > 2 ? args[2] : null);
+        List<Result> r = new MoeBench(repeats, threads, System.out).run(cases);
+        if (args.length > 3) {
+            writeJson(r, Path.of(args[3]));
+        }
+    }
+}
