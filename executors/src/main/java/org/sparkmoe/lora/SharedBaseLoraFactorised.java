@@ -20,8 +20,7 @@ public final class SharedBaseLoraFactorised implements SharedBaseLoraExperts {
     }
 
     /** Everything the backward pass reads. */
-    private static final class FactorisedPass implements Pass {
-        final SharedBaseRouting routing;
+    private static final class FactorisedPass extends SharedBasePass {
         final INDArray x;   // [T, D] the input (not copied)
         final INDArray xg;  // [T·K, D] x gathered in plan order
         final INDArray u1;  // [T·K, R] x·A1ᵀ per row
@@ -31,12 +30,10 @@ public final class SharedBaseLoraFactorised implements SharedBaseLoraExperts {
         final INDArray sig; // [T, I] σ(h1)
         final INDArray ag;  // [T·K, I] a gathered in plan order
         final INDArray u2;  // [T·K, R]
-        final INDArray y;   // [T, D]
-        final long bytes;
 
         FactorisedPass(SharedBaseRouting routing, INDArray x, INDArray xg, INDArray u1, INDArray u3, INDArray h1,
                 INDArray h3, INDArray sig, INDArray ag, INDArray u2, INDArray y, long bytes) {
-            this.routing = routing;
+            super(routing, y, bytes);
             this.x = x;
             this.xg = xg;
             this.u1 = u1;
@@ -46,23 +43,6 @@ public final class SharedBaseLoraFactorised implements SharedBaseLoraExperts {
             this.sig = sig;
             this.ag = ag;
             this.u2 = u2;
-            this.y = y;
-            this.bytes = bytes;
-        }
-
-        @Override
-        public INDArray output() {
-            return y;
-        }
-
-        @Override
-        public SharedBaseRouting routing() {
-            return routing;
-        }
-
-        @Override
-        public long allocatedBytes() {
-            return bytes;
         }
     }
 

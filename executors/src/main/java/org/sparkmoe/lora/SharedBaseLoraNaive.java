@@ -15,8 +15,7 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  */
 public final class SharedBaseLoraNaive implements SharedBaseLoraExperts {
 
-    private static final class NaivePass implements Pass {
-        final SharedBaseRouting routing;
+    private static final class NaivePass extends SharedBasePass {
         final INDArray x;    // [T, D]
         final INDArray eff1; // [T, I, D] per-token gate_proj
         final INDArray eff3; // [T, I, D] per-token up_proj
@@ -25,12 +24,10 @@ public final class SharedBaseLoraNaive implements SharedBaseLoraExperts {
         final INDArray h3;   // [T, I]
         final INDArray sig;  // [T, I]
         final INDArray a;    // [T, I]
-        final INDArray y;    // [T, D]
-        final long bytes;
 
         NaivePass(SharedBaseRouting routing, INDArray x, INDArray eff1, INDArray eff3, INDArray eff2, INDArray h1,
                 INDArray h3, INDArray sig, INDArray a, INDArray y, long bytes) {
-            this.routing = routing;
+            super(routing, y, bytes);
             this.x = x;
             this.eff1 = eff1;
             this.eff3 = eff3;
@@ -39,23 +36,6 @@ public final class SharedBaseLoraNaive implements SharedBaseLoraExperts {
             this.h3 = h3;
             this.sig = sig;
             this.a = a;
-            this.y = y;
-            this.bytes = bytes;
-        }
-
-        @Override
-        public INDArray output() {
-            return y;
-        }
-
-        @Override
-        public SharedBaseRouting routing() {
-            return routing;
-        }
-
-        @Override
-        public long allocatedBytes() {
-            return bytes;
         }
     }
 
