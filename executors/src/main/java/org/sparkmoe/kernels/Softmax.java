@@ -1,6 +1,6 @@
 package org.sparkmoe.kernels;
 
-/** Numerically stable float32 softmax over a row of a flat array, as torch.softmax(dtype=float32). */
+/** Numerically stable softmax over a row of a flat array, as torch.softmax in float32 (or float64). */
 public final class Softmax {
     private Softmax() {
     }
@@ -19,6 +19,40 @@ public final class Softmax {
         }
         for (int i = 0; i < n; i++) {
             out[outAt + i] /= sum;
+        }
+    }
+
+    /**
+     * v[at .. at+n) ← softmax(v[at .. at+n)) in place, in float64; when {@code single}, every operation is rounded
+     * to float32 exactly where {@link #row(float[], int, int, float[], int)} rounds (bit-identical to it).
+     */
+    public static void row(double[] v, int at, int n, boolean single) {
+        double max = Double.NEGATIVE_INFINITY;
+        for (int i = 0; i < n; i++) {
+            max = Math.max(max, v[at + i]);
+        }
+        double sum = 0;
+        for (int i = 0; i < n; i++) {
+            double e = Flat.round(Math.exp(Flat.round(v[at + i] - max, single)), single);
+            v[at + i] = e;
+            sum = Flat.round(sum + e, single);
+        }
+        for (int i = 0; i < n; i++) {
+            v[at + i] = Flat.round(v[at + i] / sum, single);
+        }
+    }
+
+    /**
+     * The mirror of {@link #row(double[], int, int, boolean)}: given p = softmax(z) and dp, writes
+     * dz = p ⊙ (dp − p·dp) into {@code dp[at .. at+n)}.
+     */
+    public static void rowBackward(double[] p, double[] dp, int at, int n) {
+        double dot = 0;
+        for (int i = 0; i < n; i++) {
+            dot += p[at + i] * dp[at + i];
+        }
+        for (int i = 0; i < n; i++) {
+            dp[at + i] = p[at + i] * (dp[at + i] - dot);
         }
     }
 }

@@ -10,12 +10,12 @@ import org.sparkmoe.kernels.Flat;
  * computed in float64 and, for FLOAT, rounded to float32 exactly where a float32 loop rounds (so the forward is
  * bit-identical to {@link org.sparkmoe.kernels.Activations#swiGlu}). silu(z) = z·σ(z), σ'(z) = σ(z)(1 − σ(z)).
  */
-final class SwiGlu {
+public final class SwiGlu {
     private SwiGlu() {
     }
 
     /** h1, h3 [N, I] → act [N, I]. */
-    static INDArray forward(INDArray h1, INDArray h3) {
+    public static INDArray forward(INDArray h1, INDArray h3) {
         checkSame("swiglu forward", h1, h3);
         boolean single = h1.dataType() == DataType.FLOAT;
         double[] g = Flat.values(h1);
@@ -33,7 +33,7 @@ final class SwiGlu {
      *
      * @return {dh1, dh3}, each [N, I]
      */
-    static INDArray[] backward(INDArray h1, INDArray h3, INDArray dAct) {
+    public static INDArray[] backward(INDArray h1, INDArray h3, INDArray dAct) {
         checkSame("swiglu backward", h1, h3);
         checkSame("swiglu backward", h1, dAct);
         double[] g = Flat.values(h1);

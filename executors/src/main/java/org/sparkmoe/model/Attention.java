@@ -4,12 +4,15 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Dense;
+import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.Softmax;
 
 /**
  * Causal grouped-query self-attention with RoPE, as transformers' eager attention in float32:
  * {@code softmax(q·kᵀ · hd^-½ + causal mask) · v}, KV heads shared by H/KVH query heads each.
- * B independent sequences of S tokens are processed together; rows are batch-major [B·S, ·].
+ * B independent sequences of S tokens are processed together; rows are batch-major [B·S, ·]. The training pair
+ * ({@link #forwardTraining}, {@link #backward}) takes FLOAT or DOUBLE (weights of the same type) and in FLOAT is
+ * bit-identical to {@link #forward}; the weights and biases are frozen, only the input gets a gradient.
  */
 public final class Attention {
     private final INDArray wq; // [H·hd, D]
@@ -117,5 +120,197 @@ public final class Attention {
             }
         }
         return scores;
+    }
+
+    /** The forward result and what {@link #backward} needs; immutable once built. */
+    public static final class Context {
+        private final int batch;
+        private final int seq;
+        private final RotaryEmbedding rope;
+        private final INDArray qh;      // [B·H, S, hd] rotated
+        private final INDArray kh;      // [B·KVH, S, hd] rotated
+        private final INDArray vh;      // [B·KVH, S, hd]
+        private final INDArray probs;   // [B·H, S, S] causal softmax, zero outside the window
+        private final INDArray out;     // [B·S, D]
+
+        private Context(int batch, int seq, RotaryEmbedding rope, INDArray qh, INDArray kh, INDArray vh,
+                        INDArray probs, INDArray out) {
+            this.batch = batch;
+            this.seq = seq;
+            this.rope = rope;
+            this.qh = qh;
+            this.kh = kh;
+            this.vh = vh;
+            this.probs = probs;
+            this.out = out;
+        }
+
+        /** @return [B·S, D] */
+        public INDArray out() {
+            return out;
+        }
+    }
+
+    /** x [B·S, D] → Context with out [B·S, D]; FLOAT or DOUBLE. */
+    public Context forwardTraining(INDArray x, int batch, int seq, RotaryEmbedding rope) {
+        DataType dt = x.dataType();
+        boolean single = dt == DataType.FLOAT;
+        long[] qShape = {(long) batch * heads, seq, headDim};
+        long[] kvShape = {(long) batch * kvHeads, seq, headDim};
+        INDArray qh = Flat.array(splitHeads(Flat.values(Dense.linear(x, wq, bq)), batch, seq, heads, rope, single),
+                qShape, dt);                                                            // [B·H, S, hd]
+        INDArray kh = Flat.array(splitHeads(Flat.values(Dense.linear(x, wk, bk)), batch, seq, kvHeads, rope, single),
+                kvShape, dt);                                                           // [B·KVH, S, hd]
+        INDArray vh = Flat.array(splitHeads(Flat.values(Dense.linear(x, wv, bv)), batch, seq, kvHeads, null, single),
+                kvShape, dt);                                                           // [B·KVH, S, hd]
+        int group = heads / kvHeads;
+
+        INDArray scores = Nd4j.createUninitialized(dt, new long[] {(long) batch * heads, seq, seq}, 'c');
+        for (int bh = 0; bh < batch * heads; bh++) {
+            int kv = bh / heads * kvHeads + bh % heads / group;
+            Nd4j.gemm(qh.slice(bh), kh.slice(kv), scores.slice(bh), false, true, 1.0, 0.0);    // [S, S] = q·kᵀ
+        }
+        double[] p = Flat.values(scores);
+        causalSoftmax(p, batch * heads, seq, single);
+        INDArray probs = Flat.array(p, scores.shape(), dt);                             // [B·H, S, S]
+        INDArray context = Nd4j.createUninitialized(dt, qShape, 'c');                   // [B·H, S, hd]
+        for (int bh = 0; bh < batch * heads; bh++) {
+            int kv = bh / heads * kvHeads + bh % heads / group;
+            Nd4j.gemm(probs.slice(bh), vh.slice(kv), context.slice(bh), false, false, 1.0, 0.0);  // [S, hd] = p·v
+        }
+        INDArray merged = Flat.array(mergeHeads(Flat.values(context), batch, seq, heads, null),
+                new long[] {(long) batch * seq, (long) heads * headDim}, dt);          // [B·S, H·hd]
+        return new Context(batch, seq, rope, qh, kh, vh, probs, Dense.linear(merged, wo));
+    }
+
+    /**
+     * The mirror of {@link #forwardTraining}, step by step in reverse.
+     *
+     * @param dOut [B·S, D]
+     * @return dx [B·S, D]
+     */
+    public INDArray backward(Context ctx, INDArray dOut) {
+        DataType dt = dOut.dataType();
+        int batch = ctx.batch;
+        int seq = ctx.seq;
+        int group = heads / kvHeads;
+        // out = merged·Woᵀ  →  dmerged = dOut·Wo, then [B·S, H·hd] → [B·H, S, hd]
+        INDArray dContext = Flat.array(splitHeads(Flat.values(Dense.linearBackward(dOut, wo)), batch, seq, heads,
+                null, false), ctx.qh.shape(), dt);                                      // [B·H, S, hd]
+
+        // context = p·v  →  dp = dcontext·vᵀ, dv += pᵀ·dcontext (query heads of a group share one KV head)
+        INDArray dProbs = Nd4j.createUninitialized(dt, ctx.probs.shape(), 'c');         // [B·H, S, S]
+        INDArray dv = Nd4j.zeros(dt, ctx.vh.shape());                                   // [B·KVH, S, hd]
+        for (int bh = 0; bh < batch * heads; bh++) {
+            int kv = bh / heads * kvHeads + bh % heads / group;
+            Nd4j.gemm(dContext.slice(bh), ctx.vh.slice(kv), dProbs.slice(bh), false, true, 1.0, 0.0);
+            Nd4j.gemm(ctx.probs.slice(bh), dContext.slice(bh), dv.slice(kv), true, false, 1.0, 1.0);
+        }
+
+        // p = causal softmax(scores · hd^-½)  →  dscores
+        double[] p = Flat.values(ctx.probs);
+        double[] dScores = Flat.values(dProbs);
+        causalSoftmaxBackward(p, dScores, batch * heads, seq);
+        INDArray dS = Flat.array(dScores, ctx.probs.shape(), dt);                       // [B·H, S, S]
+
+        // scores = q·kᵀ  →  dq = dscores·k, dk += dscoresᵀ·q
+        INDArray dq = Nd4j.createUninitialized(dt, ctx.qh.shape(), 'c');                // [B·H, S, hd]
+        INDArray dk = Nd4j.zeros(dt, ctx.kh.shape());                                   // [B·KVH, S, hd]
+        for (int bh = 0; bh < batch * heads; bh++) {
+            int kv = bh / heads * kvHeads + bh % heads / group;
+            Nd4j.gemm(dS.slice(bh), ctx.kh.slice(kv), dq.slice(bh), false, false, 1.0, 0.0);
+            Nd4j.gemm(dS.slice(bh), ctx.qh.slice(bh), dk.slice(kv), true, false, 1.0, 1.0);
+        }
+
+        // heads, RoPE and the q/k/v projections  →  dx = dq·Wq + dk·Wk + dv·Wv
+        long rows = (long) batch * seq;
+        INDArray dqLinear = Flat.array(mergeHeads(Flat.values(dq), batch, seq, heads, ctx.rope),
+                new long[] {rows, wq.size(0)}, dt);                                    // [B·S, H·hd]
+        INDArray dkLinear = Flat.array(mergeHeads(Flat.values(dk), batch, seq, kvHeads, ctx.rope),
+                new long[] {rows, wk.size(0)}, dt);                                    // [B·S, KVH·hd]
+        INDArray dvLinear = Flat.array(mergeHeads(Flat.values(dv), batch, seq, kvHeads, null),
+                new long[] {rows, wv.size(0)}, dt);                                    // [B·S, KVH·hd]
+        INDArray dx = Dense.linearBackward(dqLinear, wq);                               // [B·S, D]
+        Nd4j.gemm(dkLinear, wk, dx, false, false, 1.0, 1.0);
+        Nd4j.gemm(dvLinear, wv, dx, false, false, 1.0, 1.0);
+        return dx;
+    }
+
+    /** [B·S, n·hd] → [B, n, S, hd], rotated by position when {@code rope} is given. */
+    private double[] splitHeads(double[] src, int batch, int seq, int n, RotaryEmbedding rope, boolean single) {
+        double[] dst = new double[src.length];
+        for (int b = 0; b < batch; b++) {
+            for (int s = 0; s < seq; s++) {
+                int srcRow = (b * seq + s) * n * headDim;
+                for (int h = 0; h < n; h++) {
+                    int srcAt = srcRow + h * headDim;
+                    int dstAt = ((b * n + h) * seq + s) * headDim;
+                    if (rope == null) {
+                        System.arraycopy(src, srcAt, dst, dstAt, headDim);
+                    } else {
+                        rope.rotate(src, srcAt, dst, dstAt, s, single);
+                    }
+                }
+            }
+        }
+        return dst;
+    }
+
+    /** [B, n, S, hd] → [B·S, n·hd], rotated back by position when {@code rope} is given (a gradient). */
+    private double[] mergeHeads(double[] src, int batch, int seq, int n, RotaryEmbedding rope) {
+        double[] dst = new double[src.length];
+        for (int b = 0; b < batch; b++) {
+            for (int h = 0; h < n; h++) {
+                for (int s = 0; s < seq; s++) {
+                    int srcAt = ((b * n + h) * seq + s) * headDim;
+                    int dstAt = (b * seq + s) * n * headDim + h * headDim;
+                    if (rope == null) {
+                        System.arraycopy(src, srcAt, dst, dstAt, headDim);
+                    } else {
+                        rope.rotateBack(src, srcAt, dst, dstAt, s);
+                    }
+                }
+            }
+        }
+        return dst;
+    }
+
+    /** {@link #causalSoftmax(float[], int, int)} on float64 values, rounded to float32 where it rounds when single. */
+    private void causalSoftmax(double[] scores, int matrices, int seq, boolean single) {
+        double scale = Flat.round(1.0 / Math.sqrt(headDim), single);
+        for (int m = 0; m < matrices; m++) {
+            for (int i = 0; i < seq; i++) {
+                int row = (m * seq + i) * seq;
+                int first = firstVisible(i);
+                for (int j = first; j <= i; j++) {
+                    scores[row + j] = Flat.round(scores[row + j] * scale, single);
+                }
+                Softmax.row(scores, row + first, i - first + 1, single);
+                java.util.Arrays.fill(scores, row, row + first, 0.0);
+                java.util.Arrays.fill(scores, row + i + 1, row + seq, 0.0);
+            }
+        }
+    }
+
+    /** The mirror of {@link #causalSoftmax(double[], int, int, boolean)}: dp → dscores in place, zero off the mask. */
+    private void causalSoftmaxBackward(double[] probs, double[] dProbs, int matrices, int seq) {
+        double scale = 1.0 / Math.sqrt(headDim);
+        for (int m = 0; m < matrices; m++) {
+            for (int i = 0; i < seq; i++) {
+                int row = (m * seq + i) * seq;
+                int first = firstVisible(i);
+                Softmax.rowBackward(probs, dProbs, row + first, i - first + 1);
+                for (int j = first; j <= i; j++) {
+                    dProbs[row + j] *= scale;
+                }
+                java.util.Arrays.fill(dProbs, row, row + first, 0.0);
+                java.util.Arrays.fill(dProbs, row + i + 1, row + seq, 0.0);
+            }
+        }
+    }
+
+    /** The first key position query i sees: 0, or i − window + 1 with a sliding window. */
+    private int firstVisible(int i) {
+        return slidingWindow == null ? 0 : Math.max(0, i - slidingWindow + 1);
     }
 }

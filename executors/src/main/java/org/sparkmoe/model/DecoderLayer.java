@@ -1,12 +1,15 @@
 package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.moe.LoraMoeBlock;
 import org.sparkmoe.moe.SparseMoeBlock;
 import org.sparkmoe.moe.SwiGluMlp;
 
 /**
  * One pre-norm decoder layer: {@code h = x + attn(norm1(x)); out = h + ffn(norm2(h))}, where the FFN is a
- * sparse MoE block or (Qwen2-MoE mlp_only layers, Mistral) a dense SwiGLU MLP.
+ * sparse MoE block or (Qwen2-MoE mlp_only layers, Mistral) a dense SwiGLU MLP. For training, the MoE block is
+ * replaced by a {@link LoraMoeBlock} built from it ({@link SparseMoeBlock#withLora}); everything else stays frozen
+ * and passes gradients through.
  */
 public final class DecoderLayer {
     private final RmsNorm inputNorm;
@@ -47,5 +50,91 @@ public final class DecoderLayer {
         }
         SparseMoeBlock.Output block = moe.forward(normed, topK);
         return new Output(h.addi(block.hidden()), block.routerLogits());
+    }
+
+    /** The training forward result and what {@link #backward} needs; immutable once built. */
+    public static final class Context {
+        private final RmsNorm.Forward inputNormed;       // [B·S, D]
+        private final Attention.Context attention;
+        private final RmsNorm.Forward postNormed;        // [B·S, D]
+        private final LoraMoeBlock block;                // null for a dense layer
+        private final LoraMoeBlock.Context moe;          // null for a dense layer
+        private final SwiGluMlp.Context mlp;             // null for an MoE layer
+        private final INDArray out;                      // [B·S, D]
+
+        private Context(RmsNorm.Forward inputNormed, Attention.Context attention, RmsNorm.Forward postNormed,
+                        LoraMoeBlock block, LoraMoeBlock.Context moe, SwiGluMlp.Context mlp, INDArray out) {
+            this.inputNormed = inputNormed;
+            this.attention = attention;
+            this.postNormed = postNormed;
+            this.block = block;
+            this.moe = moe;
+            this.mlp = mlp;
+            this.out = out;
+        }
+
+        /** @return [B·S, D] */
+        public INDArray out() {
+            return out;
+        }
+
+        /** @return [B·S, E] the router logits, or null for a dense layer */
+        public INDArray routerLogits() {
+            return moe == null ? null : moe.routerLogits();
+        }
+    }
+
+    /**
+     * @param dx  [B·S, D]
+     * @param moe the LoRA block's gradients, null for a dense layer
+     */
+    public record Gradients(INDArray dx, LoraMoeBlock.Gradients moe) {
+    }
+
+    /**
+     * Training forward, FLOAT or DOUBLE (the model's type).
+     *
+     * @param x          [B·S, D]
+     * @param block      the trainable MoE block replacing {@link #moe()}; null exactly when the layer is dense
+     * @param jitterSeed seeds the router jitter noise (used only when the block's jitter is > 0)
+     */
+    public Context forwardTraining(INDArray x, int batch, int seq, RotaryEmbedding rope, LoraMoeBlock block,
+                                   long jitterSeed) {
+        if ((block == null) != (moe == null)) {
+            throw new IllegalArgumentException(moe == null ? "a dense layer takes no LoRA MoE block"
+                    : "an MoE layer needs its LoRA MoE block");
+        }
+        RmsNorm.Forward inputNormed = inputNorm.forwardTraining(x);                            // [B·S, D]
+        Attention.Context attn = attention.forwardTraining(inputNormed.out(), batch, seq, rope);
+        INDArray h = x.add(attn.out());                                                          // [B·S, D]
+        RmsNorm.Forward postNormed = postAttentionNorm.forwardTraining(h);                      // [B·S, D]
+        if (block == null) {
+            SwiGluMlp.Context dense = mlp.forwardTraining(postNormed.out());
+            return new Context(inputNormed, attn, postNormed, null, null, dense, h.add(dense.out()));
+        }
+        LoraMoeBlock.Context moeCtx = block.forwardTraining(postNormed.out(), jitterSeed);
+        return new Context(inputNormed, attn, postNormed, block, moeCtx, null, h.add(moeCtx.out()));
+    }
+
+    /**
+     * The mirror of {@link #forwardTraining}.
+     *
+     * @param dOut          [B·S, D]
+     * @param dRouterLogits [B·S, E] gradient of a loss on the router logits, or null
+     */
+    public Gradients backward(Context ctx, INDArray dOut, INDArray dRouterLogits) {
+        // out = h + ffn(postNorm(h))
+        LoraMoeBlock.Gradients moeGrads = null;
+        INDArray dNormed;                                                                        // [B·S, D]
+        if (ctx.block == null) {
+            dNormed = mlp.backward(ctx.mlp, dOut);
+        } else {
+            moeGrads = ctx.block.backward(ctx.moe, dOut, dRouterLogits);
+            dNormed = moeGrads.dx();
+        }
+        INDArray dh = dOut.add(postAttentionNorm.backward(ctx.postNormed, dNormed));             // [B·S, D]
+        // h = x + attn(inputNorm(x))
+        INDArray dAttnIn = attention.backward(ctx.attention, dh);                                // [B·S, D]
+        return new Gradients(dh.addi(inputNorm.backward(ctx.inputNormed, dAttnIn)), moeGrads);
     }
 }

@@ -21,16 +21,30 @@ public final class ModelLoader {
     private final ModelConfig config;
     private final TensorSource tensors;
     private final CheckpointLayout layout;
+    private final DataType dataType;
 
-    private ModelLoader(ModelConfig config, TensorSource tensors) {
+    private ModelLoader(ModelConfig config, TensorSource tensors, DataType dataType) {
         this.config = config;
         this.tensors = tensors;
         this.layout = new CheckpointLayout(config.modelType);
+        this.dataType = dataType;
     }
 
+    /** The model in float32 (what inference and training use). */
     public static MoeTransformer load(ModelConfig config, TensorSource tensors, GroupedGemm gemm) {
+        return load(config, tensors, gemm, DataType.FLOAT);
+    }
+
+    /**
+     * The model with every weight widened to {@code dataType}: FLOAT, or DOUBLE for float64 gradient checks of the
+     * training path ({@link MoeTransformer#forward} itself computes in float32 only).
+     */
+    public static MoeTransformer load(ModelConfig config, TensorSource tensors, GroupedGemm gemm, DataType dataType) {
+        if (dataType != DataType.FLOAT && dataType != DataType.DOUBLE) {
+            throw new IllegalArgumentException("a model loads as FLOAT or DOUBLE, got " + dataType);
+        }
         ModelSchema.check(config, tensors);
-        return new ModelLoader(config, tensors).build(gemm);
+        return new ModelLoader(config, tensors, dataType).build(gemm);
     }
 
     private MoeTransformer build(GroupedGemm gemm) {
@@ -90,7 +104,7 @@ public final class ModelLoader {
 
     /** The E experts' [rows, cols] weights of one projection stacked into [E, rows, cols]. */
     private INDArray stackExperts(int l, Projection p, int rows, int cols) {
-        INDArray stacked = Nd4j.createUninitialized(DataType.FLOAT, new long[] {config.num_experts, rows, cols}, 'c');
+        INDArray stacked = Nd4j.createUninitialized(dataType, new long[] {config.num_experts, rows, cols}, 'c');
         for (int e = 0; e < config.num_experts; e++) {
             stacked.slice(e).assign(tensor(layout.expert(l, e, p)));
         }
@@ -98,6 +112,7 @@ public final class ModelLoader {
     }
 
     private INDArray tensor(String name) {
-        return tensors.readFloat(name);
+        INDArray t = tensors.readFloat(name);
+        return dataType == DataType.FLOAT ? t : t.castTo(dataType);
     }
 }

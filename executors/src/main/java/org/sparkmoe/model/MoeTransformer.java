@@ -1,9 +1,12 @@
 package org.sparkmoe.model;
 
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Dense;
+import org.sparkmoe.moe.LoraMoeBlock;
+import org.sparkmoe.moe.SparseMoeBlock;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -50,6 +53,35 @@ public final class MoeTransformer {
      * @param capture whether to keep hidden states and router logits
      */
     public ForwardOutput forward(int[][] tokens, int topK, boolean capture) {
+        int[] flat = flatten(tokens);
+        int batch = tokens.length;
+        int seq = tokens[0].length;
+        List<INDArray> hiddenStates = new ArrayList<>();
+        List<INDArray> routerLogits = new ArrayList<>();
+        INDArray hidden = Nd4j.pullRows(embedTokens, 1, flat);                        // [B·S, D]
+        for (DecoderLayer layer : layers) {
+            if (capture) {
+                hiddenStates.add(hidden);
+            }
+            DecoderLayer.Output out = layer.forward(hidden, batch, seq, rope, topK);
+            hidden = out.hidden();
+            if (capture && out.routerLogits() != null) {
+                routerLogits.add(out.routerLogits());
+            }
+        }
+        hidden = finalNorm.forward(hidden);
+        if (capture) {
+            hiddenStates.add(hidden);
+        }
+        return new ForwardOutput(Dense.linear(hidden, lmHead), hiddenStates, routerLogits);
+    }
+
+    /** The B sequences' token ids, checked against the vocabulary and the RoPE table, flattened batch-major [B·S]. */
+    private int[] flatten(int[][] tokens) {
+        if (tokens.length == 0 || tokens[0].length == 0) {
+            throw new IllegalArgumentException("need at least one sequence of at least one token, got "
+                    + tokens.length + " sequences");
+        }
         int batch = tokens.length;
         int seq = tokens[0].length;
         if (seq > rope.positions()) {
@@ -71,23 +103,106 @@ public final class MoeTransformer {
                 flat[b * seq + s] = id;
             }
         }
-        List<INDArray> hiddenStates = new ArrayList<>();
-        List<INDArray> routerLogits = new ArrayList<>();
-        INDArray hidden = Nd4j.pullRows(embedTokens, 1, flat);                        // [B·S, D]
-        for (DecoderLayer layer : layers) {
-            if (capture) {
-                hiddenStates.add(hidden);
-            }
-            DecoderLayer.Output out = layer.forward(hidden, batch, seq, rope, topK);
-            hidden = out.hidden();
-            if (capture && out.routerLogits() != null) {
-                routerLogits.add(out.routerLogits());
-            }
+        return flat;
+    }
+
+    /** FLOAT, or DOUBLE for a model loaded for gradient checks. */
+    public DataType dataType() {
+        return embedTokens.dataType();
+    }
+
+    /** The training forward result and what {@link #backward} needs; immutable once built. */
+    public static final class TrainingContext {
+        private final List<DecoderLayer.Context> layers;
+        private final RmsNorm.Forward normed;   // [B·S, D] after the final norm
+        private final INDArray logits;          // [B·S, V]
+        private final List<INDArray> routerLogits;
+
+        private TrainingContext(List<DecoderLayer.Context> layers, RmsNorm.Forward normed, INDArray logits,
+                                List<INDArray> routerLogits) {
+            this.layers = layers;
+            this.normed = normed;
+            this.logits = logits;
+            this.routerLogits = routerLogits;
         }
-        hidden = finalNorm.forward(hidden);
-        if (capture) {
-            hiddenStates.add(hidden);
+
+        /** @return [B·S, V] */
+        public INDArray logits() {
+            return logits;
         }
-        return new ForwardOutput(Dense.linear(hidden, lmHead), hiddenStates, routerLogits);
+
+        /** @return one [B·S, E] per MoE layer, in layer order */
+        public List<INDArray> routerLogits() {
+            return routerLogits;
+        }
+    }
+
+    /**
+     * Training forward with LoRA MoE blocks, in the model's data type (FLOAT, or DOUBLE for gradient checks). With
+     * every LoRA B zero and the frozen router, the FLOAT logits are bit-identical to {@link #forward}'s.
+     *
+     * @param tokens     B sequences of S token ids each
+     * @param blocks     one trainable block per MoE layer, in layer order (see {@link SparseMoeBlock#withLora})
+     * @param jitterSeed seeds the router jitter of every layer (a different stream per layer)
+     */
+    public TrainingContext forwardTraining(int[][] tokens, List<LoraMoeBlock> blocks, long jitterSeed) {
+        int[] flat = flatten(tokens);
+        int batch = tokens.length;
+        int seq = tokens[0].length;
+        long moeLayers = layers.stream().filter(DecoderLayer::isMoe).count();
+        if (blocks.size() != moeLayers) {
+            throw new IllegalArgumentException("need one LoRA MoE block per MoE layer (" + moeLayers + "), got "
+                    + blocks.size());
+        }
+        List<DecoderLayer.Context> contexts = new ArrayList<>(layers.size());
+        List<INDArray> routerLogits = new ArrayList<>(blocks.size());
+        INDArray hidden = Nd4j.pullRows(embedTokens, 1, flat);                                 // [B·S, D]
+        int moeIndex = 0;
+        for (int l = 0; l < layers.size(); l++) {
+            DecoderLayer layer = layers.get(l);
+            LoraMoeBlock block = layer.isMoe() ? blocks.get(moeIndex++) : null;
+            DecoderLayer.Context ctx = layer.forwardTraining(hidden, batch, seq, rope, block,
+                    jitterSeed + 0x9E3779B97F4A7C15L * (l + 1));
+            contexts.add(ctx);
+            if (ctx.routerLogits() != null) {
+                routerLogits.add(ctx.routerLogits());
+            }
+            hidden = ctx.out();
+        }
+        RmsNorm.Forward normed = finalNorm.forwardTraining(hidden);                             // [B·S, D]
+        return new TrainingContext(List.copyOf(contexts), normed, Dense.linear(normed.out(), lmHead),
+                List.copyOf(routerLogits));
+    }
+
+    /**
+     * The mirror of {@link #forwardTraining}, down to the output of the embedding (which is frozen and gets no
+     * gradient).
+     *
+     * @param dLogits       [B·S, V]
+     * @param dRouterLogits one [B·S, E] per MoE layer (a loss on the router logits), or null
+     * @return the LoRA (and router) gradients of each MoE layer, in layer order
+     */
+    public List<LoraMoeBlock.Gradients> backward(TrainingContext ctx, INDArray dLogits, List<INDArray> dRouterLogits) {
+        if (dRouterLogits != null && dRouterLogits.size() != ctx.routerLogits.size()) {
+            throw new IllegalArgumentException("need one router-logit gradient per MoE layer ("
+                    + ctx.routerLogits.size() + "), got " + dRouterLogits.size());
+        }
+        INDArray dHidden = finalNorm.backward(ctx.normed, Dense.linearBackward(dLogits, lmHead));  // [B·S, D]
+        LoraMoeBlock.Gradients[] grads = new LoraMoeBlock.Gradients[ctx.routerLogits.size()];
+        int moeIndex = grads.length;
+        for (int l = layers.size() - 1; l >= 0; l--) {
+            DecoderLayer layer = layers.get(l);
+            INDArray dRouter = null;
+            if (layer.isMoe()) {
+                moeIndex--;
+                dRouter = dRouterLogits == null ? null : dRouterLogits.get(moeIndex);
+            }
+            DecoderLayer.Gradients g = layer.backward(ctx.layers.get(l), dHidden, dRouter);
+            if (layer.isMoe()) {
+                grads[moeIndex] = g.moe();
+            }
+            dHidden = g.dx();
+        }
+        return List.of(grads);
     }
 }

@@ -1,5 +1,7 @@
 package org.sparkmoe.model;
 
+import org.sparkmoe.kernels.Flat;
+
 /**
  * Default RoPE as transformers builds it in float32: {@code inv_freq[i] = 1 / θ^(2i/hd)},
  * {@code angle = pos · inv_freq[i]}, applied as {@code q·cos + rotate_half(q)·sin} with the
@@ -45,6 +47,41 @@ public final class RotaryEmbedding {
             float s = sin[row + i];
             dst[dstAt + i] = x1 * c + (-x2) * s;
             dst[dstAt + half + i] = x2 * c + x1 * s;
+        }
+    }
+
+    /**
+     * {@link #rotate(float[], int, float[], int, int)} on float64 values; when {@code single}, rounded to float32
+     * where the float32 version rounds (bit-identical to it).
+     */
+    public void rotate(double[] src, int srcAt, double[] dst, int dstAt, int pos, boolean single) {
+        int half = headDim / 2;
+        int row = pos * half;
+        for (int i = 0; i < half; i++) {
+            double x1 = src[srcAt + i];
+            double x2 = src[srcAt + half + i];
+            double c = cos[row + i];
+            double s = sin[row + i];
+            dst[dstAt + i] = Flat.round(Flat.round(x1 * c, single) + Flat.round(-x2 * s, single), single);
+            dst[dstAt + half + i] = Flat.round(Flat.round(x2 * c, single) + Flat.round(x1 * s, single), single);
+        }
+    }
+
+    /**
+     * The mirror of {@link #rotate(double[], int, double[], int, int, boolean)}: the rotation is orthogonal, so the
+     * gradient of the input is the upstream gradient rotated back by −angle: {@code dx1 = dy1·c + dy2·s},
+     * {@code dx2 = −dy1·s + dy2·c}.
+     */
+    public void rotateBack(double[] dy, int dyAt, double[] dx, int dxAt, int pos) {
+        int half = headDim / 2;
+        int row = pos * half;
+        for (int i = 0; i < half; i++) {
+            double d1 = dy[dyAt + i];
+            double d2 = dy[dyAt + half + i];
+            double c = cos[row + i];
+            double s = sin[row + i];
+            dx[dxAt + i] = d1 * c + d2 * s;
+            dx[dxAt + half + i] = -d1 * s + d2 * c;
         }
     }
 }

@@ -5,6 +5,7 @@ import java.util.SplittableRandom;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.lora.LoraExpertFfn;
 
@@ -18,18 +19,28 @@ import org.sparkmoe.lora.LoraExpertFfn;
  *   xs      = xj[tokenOfRow]                 [N, D]  N = T·K, plan order
  *   ys      = experts(xs)                    [N, D]  LoRA SwiGLU experts over grouped GEMMs
  *   out[t] += g · ys[row]                    [T, D]  rows in plan order
+ *   out    += sigmoid(x·Wsgᵀ) ⊙ shared(x)   [T, D]  Qwen2-MoE's shared expert (frozen), when present
  * </pre>
  * Backward runs the same steps in reverse: the input gets gradient through the experts and through the router;
  * the routing decision (which K experts) is constant, as autograd treats it; the router weights get gradient
  * through the softmax of the selected experts including the renormalisation. In FLOAT the forward is
- * bit-identical to {@link SparseMoeBlock} without a shared expert when every LoRA B is zero. Stateless per call.
+ * bit-identical to {@link SparseMoeBlock} when every LoRA B is zero. Stateless per call.
  */
 public final class LoraMoeBlock {
     private final INDArray routerWeight;   // [E, D]
     private final RouterOptions options;
     private final LoraExpertFfn experts;
+    private final SwiGluMlp sharedExpert;      // null without a shared expert
+    private final INDArray sharedExpertGate;   // [1, D], null without a shared expert
 
+    /** A block without a shared expert (Mixtral). */
     public LoraMoeBlock(INDArray routerWeight, RouterOptions options, LoraExpertFfn experts) {
+        this(routerWeight, options, experts, null, null);
+    }
+
+    /** A block with Qwen2-MoE's frozen shared expert scaled by sigmoid(x·Wsgᵀ); both null without one. */
+    public LoraMoeBlock(INDArray routerWeight, RouterOptions options, LoraExpertFfn experts, SwiGluMlp sharedExpert,
+                        INDArray sharedExpertGate) {
         if (routerWeight.rank() != 2 || routerWeight.size(0) != experts.experts()
                 || routerWeight.size(1) != experts.hidden() || routerWeight.dataType() != experts.dataType()) {
             throw new IllegalArgumentException("router weight must be [E, D] = [" + experts.experts() + ", "
@@ -39,9 +50,22 @@ public final class LoraMoeBlock {
         if (options.topK() > experts.experts()) {
             throw new IllegalArgumentException("top-k must be in [1, " + experts.experts() + "], got " + options.topK());
         }
+        if ((sharedExpert == null) != (sharedExpertGate == null)) {
+            throw new IllegalArgumentException("a shared expert needs its gate and a gate its expert, got expert "
+                    + (sharedExpert == null ? "null" : "present") + ", gate "
+                    + (sharedExpertGate == null ? "null" : Arrays.toString(sharedExpertGate.shape())));
+        }
+        if (sharedExpertGate != null && (sharedExpertGate.rank() != 2 || sharedExpertGate.size(0) != 1
+                || sharedExpertGate.size(1) != experts.hidden() || sharedExpertGate.dataType() != experts.dataType())) {
+            throw new IllegalArgumentException("shared expert gate must be [1, D] = [1, " + experts.hidden() + "] "
+                    + experts.dataType() + ", got " + Arrays.toString(sharedExpertGate.shape()) + " "
+                    + sharedExpertGate.dataType());
+        }
         this.routerWeight = routerWeight;
         this.options = options;
         this.experts = experts;
+        this.sharedExpert = sharedExpert;
+        this.sharedExpertGate = sharedExpertGate;
     }
 
     /** The forward result and what {@link #backward} needs; immutable once built. */
@@ -54,10 +78,13 @@ public final class LoraMoeBlock {
         private final double[] gates;               // [T·K] routing weight of pair t·K + k
         private final RoutingPlan plan;
         private final LoraExpertFfn.Context ffn;
+        private final SwiGluMlp.Context shared;     // null without a shared expert
+        private final double[] sharedGates;         // [T] sigmoid(x·Wsgᵀ), null without a shared expert
         private final INDArray out;                 // [T, D]
 
         private Context(INDArray xj, INDArray noise, INDArray logits, double[] probs, int[] selected,
-                        double[] gates, RoutingPlan plan, LoraExpertFfn.Context ffn, INDArray out) {
+                        double[] gates, RoutingPlan plan, LoraExpertFfn.Context ffn, SwiGluMlp.Context shared,
+                        double[] sharedGates, INDArray out) {
             this.xj = xj;
             this.noise = noise;
             this.logits = logits;
@@ -66,6 +93,8 @@ public final class LoraMoeBlock {
             this.gates = gates;
             this.plan = plan;
             this.ffn = ffn;
+            this.shared = shared;
+            this.sharedGates = sharedGates;
             this.out = out;
         }
 
@@ -154,7 +183,21 @@ public final class LoraMoeBlock {
                 out[o + d] = Flat.round(out[o + d] + Flat.round(g * ys[row * hidden + d], single), single);
             }
         }
-        return new Context(xj, noise, logits, probs, selected, gates, plan, ffn,
+        SwiGluMlp.Context shared = null;
+        double[] sharedGates = null;
+        if (sharedExpert != null) {
+            shared = sharedExpert.forwardTraining(x);                                         // [T, D]
+            double[] ysShared = Flat.values(shared.out());
+            sharedGates = Flat.values(Dense.linear(x, sharedExpertGate));                    // [T] logits
+            for (int t = 0; t < tokens; t++) {
+                sharedGates[t] = Flat.round(1.0 / (1.0 + Math.exp(-sharedGates[t])), single);
+                for (int d = 0; d < hidden; d++) {
+                    int at = t * hidden + d;
+                    out[at] = Flat.round(out[at] + Flat.round(sharedGates[t] * ysShared[at], single), single);
+                }
+            }
+        }
+        return new Context(xj, noise, logits, probs, selected, gates, plan, ffn, shared, sharedGates,
                 Flat.array(out, new long[] {tokens, hidden}, x.dataType()));
     }
 
@@ -253,6 +296,25 @@ public final class LoraMoeBlock {
         // jitter: xj = x ⊙ noise
         if (ctx.noise != null) {
             dx.muli(ctx.noise);
+        }
+
+        // shared expert: out += σ(x·Wsgᵀ) ⊙ shared(x)  →  dshared = σ·dOut, dgate logit = σ(1 − σ)·Σ dOut ⊙ shared
+        if (ctx.shared != null) {
+            double[] ysShared = Flat.values(ctx.shared.out());
+            double[] dShared = new double[tokens * hidden];                                   // [T, D]
+            double[] dGateLogits = new double[tokens];                                        // [T, 1]
+            for (int t = 0; t < tokens; t++) {
+                double sig = ctx.sharedGates[t];
+                double dot = 0;
+                for (int d = 0; d < hidden; d++) {
+                    dShared[t * hidden + d] = sig * dy[t * hidden + d];
+                    dot += dy[t * hidden + d] * ysShared[t * hidden + d];
+                }
+                dGateLogits[t] = dot * sig * (1 - sig);
+            }
+            dx.addi(sharedExpert.backward(ctx.shared, Flat.array(dShared, dOut.shape(), dOut.dataType())));
+            Nd4j.gemm(Flat.array(dGateLogits, new long[] {tokens, 1}, dOut.dataType()), sharedExpertGate, dx,
+                    false, false, 1.0, 1.0);
         }
         return new Gradients(dx, dRouter, ffn);
     }

@@ -21,6 +21,15 @@ public final class Router {
         return (int) gate.size(0);
     }
 
+    /** @return the gate weight [E, D] (frozen; do not modify) */
+    public INDArray gate() {
+        return gate;
+    }
+
+    public boolean normalizeTopK() {
+        return normalizeTopK;
+    }
+
     /** @return router logits [T, E] */
     public INDArray logits(INDArray x) {
         return Dense.linear(x, gate);

@@ -6,6 +6,8 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.lora.LoraExpertFfn;
+import org.sparkmoe.lora.LoraExperts;
 
 /**
  * A sparse MoE block: router → routing plan → the experts through grouped GEMMs → weighted
@@ -30,6 +32,30 @@ public final class SparseMoeBlock {
 
     public int experts() {
         return experts.experts();
+    }
+
+    /** @return the frozen router weight [E, D] */
+    public INDArray routerWeight() {
+        return router.gate();
+    }
+
+    /** This model's routing for training: top-K, its renormalisation, τ = 1, no jitter, router frozen. */
+    public RouterOptions routerOptions(int topK) {
+        return new RouterOptions(topK, router.normalizeTopK(), 1.0, 0.0, false);
+    }
+
+    /**
+     * The same block, trainable: frozen experts (and shared expert) with LoRA on any of the three projections.
+     *
+     * @param routerWeight [E, D] the router to use (a trainable copy), or null for the frozen one
+     * @param gate         LoRA on w1 / gate_proj, or null
+     * @param up           LoRA on w3 / up_proj, or null
+     * @param down         LoRA on w2 / down_proj, or null
+     */
+    public LoraMoeBlock withLora(INDArray routerWeight, RouterOptions options, LoraExperts gate, LoraExperts up,
+                                 LoraExperts down) {
+        return new LoraMoeBlock(routerWeight == null ? router.gate() : routerWeight, options,
+                new LoraExpertFfn(experts, gate, up, down, gemm), sharedExpert, sharedExpertGate);
     }
 
     /** Output of one block: the mixture [T, D] and the raw router logits [T, E]. */
