@@ -1,0 +1,74 @@
+package org.sparkmoe.train;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.kernels.Flat;
+
+/**
+ * torch.optim.AdamW (amsgrad off, maximize off), element by element in float64, stored in the state's type:
+ * <pre>
+ *   t      = step + 1
+ *   θ     ← θ · (1 − lr·λ)                         decoupled weight decay
+ *   m     ← m + (1 − β1)·(g − m)                   torch's lerp
+ *   v     ← β2·v + (1 − β2)·g²
+ *   θ     ← θ − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)
+ * </pre>
+ *
+ * @param beta1       β1 ∈ [0, 1)
+ * @param beta2       β2 ∈ [0, 1)
+ * @param eps         ε &gt; 0
+ * @param weightDecay λ ≥ 0
+ */
+public record AdamW(double beta1, double beta2, double eps, double weightDecay) {
+
+    public AdamW {
+        if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) {
+            throw new IllegalArgumentException("AdamW betas must be in [0, 1), got " + beta1 + ", " + beta2);
+        }
+        if (!(eps > 0) || Double.isInfinite(eps)) {
+            throw new IllegalArgumentException("AdamW eps must be positive and finite, got " + eps);
+        }
+        if (!(weightDecay >= 0) || Double.isInfinite(weightDecay)) {
+            throw new IllegalArgumentException("AdamW weight decay must be ≥ 0 and finite, got " + weightDecay);
+        }
+    }
+
+    /** torch's defaults: β = (0.9, 0.999), ε = 1e-8, weight decay 0.01. */
+    public static AdamW torchDefaults() {
+        return new AdamW(0.9, 0.999, 1e-8, 0.01);
+    }
+
+    /**
+     * One update of every trainable tensor with learning rate {@code lr}; replaces the state's tensors and moments
+     * with new arrays and advances its step by one.
+     *
+     * @param grads the gradients, keys and shapes as {@code state.params()}
+     */
+    public void update(TrainState state, Map<String, INDArray> grads, double lr) {
+        TrainState.checkLike("gradients", state.params(), grads);
+        long t = state.step() + 1;
+        double bc1 = 1 - Math.pow(beta1, t);
+        double bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, t));
+        double stepSize = lr / bc1;
+        LinkedHashMap<String, INDArray> params = state.params();
+        for (Map.Entry<String, INDArray> e : params.entrySet()) {
+            String key = e.getKey();
+            INDArray p = e.getValue();
+            double[] theta = Flat.values(p);
+            double[] g = Flat.values(grads.get(key));
+            double[] m = Flat.values(state.m().get(key));
+            double[] v = Flat.values(state.v().get(key));
+            for (int i = 0; i < theta.length; i++) {
+                theta[i] *= 1 - lr * weightDecay;
+                m[i] += (1 - beta1) * (g[i] - m[i]);
+                v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i];
+                theta[i] -= stepSize * m[i] / (Math.sqrt(v[i]) / bc2Sqrt + eps);
+            }
+            e.setValue(Flat.array(theta, p.shape(), p.dataType()));
+            state.m().put(key, Flat.array(m, p.shape(), p.dataType()));
+            state.v().put(key, Flat.array(v, p.shape(), p.dataType()));
+        }
+        state.advance(t);
+    }
+}

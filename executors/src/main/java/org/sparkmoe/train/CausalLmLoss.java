@@ -1,0 +1,71 @@
+package org.sparkmoe.train;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.kernels.Flat;
+
+/**
+ * Causal-LM cross-entropy of token windows (the protocol of {@link org.sparkmoe.model.Perplexity}): in each window
+ * of S tokens, positions 1..S-1 are scored, each predicted from the logits of the position before it. The loss is
+ * the mean over all B·(S−1) scored positions (= the mean of the windows' means, every window having S−1), as
+ * transformers' {@code ForCausalLMLoss} with mean reduction. Computed in float64.
+ */
+public final class CausalLmLoss {
+    private CausalLmLoss() {
+    }
+
+    /**
+     * @param value   the mean negative log-likelihood
+     * @param dLogits [B·S, V] dLoss/dlogits in the logits' type (zero on each window's last row)
+     * @param scored  B·(S−1)
+     */
+    public record Result(double value, INDArray dLogits, long scored) {
+    }
+
+    /**
+     * Forward and backward together: dlogits[b,s] = (softmax(logits[b,s]) − onehot(token[b,s+1])) / scored.
+     *
+     * @param logits  [B·S, V], rows batch-major
+     * @param windows B windows of S ≥ 2 token ids
+     */
+    public static Result compute(INDArray logits, int[][] windows) {
+        int batch = windows.length;
+        int seq = windows[0].length;
+        if (seq < 2) {
+            throw new IllegalArgumentException("a window needs at least 2 tokens to score one, got " + seq);
+        }
+        if (logits.rank() != 2 || logits.size(0) != (long) batch * seq) {
+            throw new IllegalArgumentException("logits must be [B·S, V] = [" + (long) batch * seq + ", V], got "
+                    + java.util.Arrays.toString(logits.shape()));
+        }
+        int vocab = (int) logits.size(1);
+        long scored = (long) batch * (seq - 1);
+        double[] z = Flat.values(logits);                                  // [B·S·V], becomes dlogits
+        double total = 0;
+        for (int b = 0; b < batch; b++) {
+            for (int s = 0; s < seq; s++) {
+                int row = (b * seq + s) * vocab;
+                if (s + 1 == seq) {
+                    java.util.Arrays.fill(z, row, row + vocab, 0.0);
+                    continue;
+                }
+                int target = windows[b][s + 1];
+                double max = Double.NEGATIVE_INFINITY;
+                for (int i = 0; i < vocab; i++) {
+                    max = Math.max(max, z[row + i]);
+                }
+                double targetLogit = z[row + target];
+                double sum = 0;
+                for (int i = 0; i < vocab; i++) {
+                    z[row + i] = Math.exp(z[row + i] - max);
+                    sum += z[row + i];
+                }
+                total += max + Math.log(sum) - targetLogit;                  // lse − z[target]
+                for (int i = 0; i < vocab; i++) {
+                    z[row + i] /= sum * scored;
+                }
+                z[row + target] -= 1.0 / scored;
+            }
+        }
+        return new Result(total / scored, Flat.array(z, logits.shape(), logits.dataType()), scored);
+    }
+}

@@ -1,0 +1,59 @@
+package org.sparkmoe.train;
+
+import java.util.Collections;
+import java.util.EnumSet;
+import java.util.Set;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+
+/**
+ * What is trained: LoRA of rank R and scale α/R (PEFT's default, not rslora) on the chosen expert projections of
+ * every MoE layer, and optionally the routers.
+ *
+ * @param targets     the adapted projections (iterated in the order gate, up, down)
+ * @param rank        R ≥ 1
+ * @param alpha       lora_alpha &gt; 0
+ * @param trainRouter whether the router (gate) weights are trained too
+ */
+public record LoraSpec(Set<Projection> targets, int rank, double alpha, boolean trainRouter) {
+
+    public LoraSpec {
+        if (targets == null) {
+            throw new IllegalArgumentException("LoRA targets must not be null");
+        }
+        targets = Collections.unmodifiableSet(targets.isEmpty() ? EnumSet.noneOf(Projection.class)
+                : EnumSet.copyOf(targets));
+        if (targets.isEmpty() && !trainRouter) {
+            throw new IllegalArgumentException("nothing to train: no LoRA targets and the router is frozen");
+        }
+        if (rank < 1) {
+            throw new IllegalArgumentException("LoRA rank must be at least 1, got " + rank);
+        }
+        if (!(alpha > 0) || Double.isInfinite(alpha)) {
+            throw new IllegalArgumentException("LoRA alpha must be positive and finite, got " + alpha);
+        }
+    }
+
+    /**
+     * Parses a comma-separated list of projection names: Mixtral's w1, w3, w2 or Qwen2-MoE's gate_proj, up_proj,
+     * down_proj (either naming works for either model).
+     */
+    public static Set<Projection> parseTargets(String csv) {
+        EnumSet<Projection> out = EnumSet.noneOf(Projection.class);
+        for (String raw : csv.split(",", -1)) {
+            String name = raw.trim();
+            switch (name) {
+                case "w1", "gate_proj" -> out.add(Projection.GATE);
+                case "w3", "up_proj" -> out.add(Projection.UP);
+                case "w2", "down_proj" -> out.add(Projection.DOWN);
+                default -> throw new IllegalArgumentException("unknown LoRA target '" + name
+                        + "' in '" + csv + "': expected w1, w2, w3, gate_proj, up_proj or down_proj");
+            }
+        }
+        return out;
+    }
+
+    /** α/R. */
+    public double scale() {
+        return alpha / rank;
+    }
+}

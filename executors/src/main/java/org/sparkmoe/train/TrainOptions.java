@@ -1,0 +1,46 @@
+package org.sparkmoe.train;
+
+/**
+ * How one training step runs (everything but the data and the state); immutable, Serializable-free plain values.
+ *
+ * @param lora         what is trained
+ * @param schedule     learning rate per step
+ * @param optimizer    AdamW's constants
+ * @param maxGradNorm  global gradient-norm clip (positive; {@code Double.POSITIVE_INFINITY} for none)
+ * @param auxLossCoef  weight of the load-balancing loss; null for config.json's {@code router_aux_loss_coef}
+ * @param seed         the root seed (router jitter noise per step is derived from it)
+ */
+public record TrainOptions(LoraSpec lora, LrSchedule schedule, AdamW optimizer, double maxGradNorm,
+                           Double auxLossCoef, long seed) {
+
+    public TrainOptions {
+        if (lora == null || schedule == null || optimizer == null) {
+            throw new IllegalArgumentException("train options need a LoRA spec, a schedule and an optimiser");
+        }
+        if (!(maxGradNorm > 0)) {
+            throw new IllegalArgumentException("max gradient norm must be positive (or infinite for none), got "
+                    + maxGradNorm);
+        }
+        if (auxLossCoef != null && (!(auxLossCoef >= 0) || auxLossCoef.isInfinite())) {
+            throw new IllegalArgumentException("router aux loss coefficient must be ≥ 0 and finite, got "
+                    + auxLossCoef);
+        }
+    }
+
+    /** torch's AdamW defaults, clipping at 1.0 (transformers' Trainer default), the config's aux coefficient. */
+    public static TrainOptions defaults(LoraSpec lora, LrSchedule schedule, long seed) {
+        return new TrainOptions(lora, schedule, AdamW.torchDefaults(), 1.0, null, seed);
+    }
+
+    public TrainOptions withAuxLossCoef(Double coef) {
+        return new TrainOptions(lora, schedule, optimizer, maxGradNorm, coef, seed);
+    }
+
+    public TrainOptions withMaxGradNorm(double max) {
+        return new TrainOptions(lora, schedule, optimizer, max, auxLossCoef, seed);
+    }
+
+    public TrainOptions withOptimizer(AdamW adamW) {
+        return new TrainOptions(lora, schedule, adamW, maxGradNorm, auxLossCoef, seed);
+    }
+}

@@ -1,0 +1,150 @@
+package org.sparkmoe.train;
+
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.lora.LoraExperts;
+import org.sparkmoe.model.DecoderLayer;
+import org.sparkmoe.model.MoeTransformer;
+
+/**
+ * Everything a training run carries between steps: the trainable tensors (see {@link TrainableKeys}; order: by
+ * layer, then projection gate/up/down (w1, w3, w2), A before B, the router last within a layer), AdamW's first
+ * and second moments under the same keys, and the number of optimiser steps taken. Plain mutable fields and a
+ * no-argument constructor, so Kryo's field serializer handles it; {@link TrainStep} updates it in place.
+ */
+public final class TrainState {
+    private LinkedHashMap<String, INDArray> params;
+    private LinkedHashMap<String, INDArray> m;
+    private LinkedHashMap<String, INDArray> v;
+    private long step;
+
+    /** For serializers only. */
+    public TrainState() {
+    }
+
+    /** Takes the maps as they are (no copies); they must hold the same keys, in the same order, with equal shapes. */
+    public TrainState(LinkedHashMap<String, INDArray> params, LinkedHashMap<String, INDArray> m,
+                      LinkedHashMap<String, INDArray> v, long step) {
+        checkLike("m", params, m);
+        checkLike("v", params, v);
+        if (step < 0) {
+            throw new IllegalArgumentException("step must be ≥ 0, got " + step);
+        }
+        this.params = params;
+        this.m = m;
+        this.v = v;
+        this.step = step;
+    }
+
+    /**
+     * The state before the first step, PEFT-initialised: for every MoE layer and target, A Kaiming-uniform and
+     * B zero ({@link LoraExperts#init}) with the seed {@code Seeds.derive(rootSeed, <lora_A key>)}; the routers (when
+     * trained) start as the model's own; moments zero; step 0.
+     *
+     * @param dataType FLOAT for training, DOUBLE for gradient checks (must match the model's)
+     */
+    public static TrainState init(MoeTransformer model, LoraSpec spec, long rootSeed, DataType dataType) {
+        ModelConfig c = model.config();
+        if (model.dataType() != dataType) {
+            throw new IllegalArgumentException("state type " + dataType + " differs from the model's "
+                    + model.dataType());
+        }
+        TrainableKeys keys = new TrainableKeys(c.modelType);
+        LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
+        for (int l = 0; l < model.layers().size(); l++) {
+            DecoderLayer layer = model.layers().get(l);
+            if (!layer.isMoe()) {
+                continue;
+            }
+            for (Projection p : spec.targets()) {
+                int in = p == Projection.DOWN ? c.expert_intermediate_size : c.hidden_size;
+                int out = p == Projection.DOWN ? c.hidden_size : c.expert_intermediate_size;
+                LoraExperts lora = LoraExperts.init(c.num_experts, in, out, spec.rank(), spec.alpha(),
+                        Seeds.derive(rootSeed, keys.loraA(l, p)), dataType);
+                params.put(keys.loraA(l, p), lora.a());                                   // [E, R, in]
+                params.put(keys.loraB(l, p), lora.b());                                   // [E, out, R]
+            }
+            if (spec.trainRouter()) {
+                params.put(keys.router(l), layer.moe().routerWeight().dup('c'));           // [E, D]
+            }
+        }
+        return new TrainState(params, zerosLike(params), zerosLike(params), 0);
+    }
+
+    /** @return the trainable tensors by key, in contract order (live; {@link TrainStep} replaces values) */
+    public LinkedHashMap<String, INDArray> params() {
+        return params;
+    }
+
+    /** @return AdamW's first moments, same keys */
+    public LinkedHashMap<String, INDArray> m() {
+        return m;
+    }
+
+    /** @return AdamW's second moments, same keys */
+    public LinkedHashMap<String, INDArray> v() {
+        return v;
+    }
+
+    /** @return optimiser steps taken */
+    public long step() {
+        return step;
+    }
+
+    void advance(long newStep) {
+        step = newStep;
+    }
+
+    /** A deep copy. */
+    public TrainState copy() {
+        return new TrainState(dupAll(params), dupAll(m), dupAll(v), step);
+    }
+
+    /** Bytes of the tensors (parameters and both moments): what one copy of the state moves. */
+    public long bytes() {
+        long total = 0;
+        for (Map<String, INDArray> map : java.util.List.of(params, m, v)) {
+            for (INDArray a : map.values()) {
+                total += a.length() * a.dataType().width();
+            }
+        }
+        return total;
+    }
+
+    static LinkedHashMap<String, INDArray> zerosLike(Map<String, INDArray> like) {
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        like.forEach((k, a) -> out.put(k, Nd4j.zeros(a.dataType(), a.shape())));
+        return out;
+    }
+
+    private static LinkedHashMap<String, INDArray> dupAll(Map<String, INDArray> map) {
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        map.forEach((k, a) -> out.put(k, a.dup('c')));
+        return out;
+    }
+
+    /** Throws unless {@code other} has the keys of {@code params} in the same order with the same shapes. */
+    static void checkLike(String name, Map<String, INDArray> params, Map<String, INDArray> other) {
+        if (params == null || other == null) {
+            throw new IllegalArgumentException("trainable tensors and " + name + " must not be null");
+        }
+        if (!Arrays.equals(params.keySet().toArray(), other.keySet().toArray())) {
+            throw new IllegalArgumentException(name + " keys " + other.keySet() + " differ from the trainable keys "
+                    + params.keySet());
+        }
+        for (Map.Entry<String, INDArray> e : params.entrySet()) {
+            INDArray o = other.get(e.getKey());
+            if (!Arrays.equals(e.getValue().shape(), o.shape()) || e.getValue().dataType() != o.dataType()) {
+                throw new IllegalArgumentException(name + " " + e.getKey() + " is " + Arrays.toString(o.shape())
+                        + " " + o.dataType() + ", expected " + Arrays.toString(e.getValue().shape()) + " "
+                        + e.getValue().dataType());
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+package org.sparkmoe.train;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.lora.LoraExpertFfn;
+import org.sparkmoe.lora.LoraExperts;
+import org.sparkmoe.lora.LoraGradients;
+import org.sparkmoe.model.DecoderLayer;
+import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.moe.LoadBalancingLoss;
+import org.sparkmoe.moe.LoraMoeBlock;
+import org.sparkmoe.moe.RouterOptions;
+import org.sparkmoe.moe.SparseMoeBlock;
+
+/**
+ * One LoRA training step on a frozen model, Spark-free:
+ * <pre>
+ *   blocks  = every MoE layer's block with the state's LoRA (and router)
+ *   logits  = model.forwardTraining(windows, blocks)          [B·S, V], router logits L × [B·S, E]
+ *   loss    = CE(logits, windows) + coef · LB(router logits)
+ *   grads   = model.backward(dCE/dlogits, coef · dLB/dlogits) keyed like the state
+ *   clip grads to the global norm; AdamW with lr = schedule(step)
+ * </pre>
+ * Deterministic: the same model, state, windows and options give the same bits.
+ */
+public final class TrainStep {
+    private TrainStep() {
+    }
+
+    /**
+     * The loss and its gradients at the current state, nothing updated.
+     *
+     * @param ce    mean cross-entropy
+     * @param aux   load-balancing loss (unweighted)
+     * @param loss  ce + coef · aux
+     * @param grads dLoss/dθ, keys and order of {@code state.params()}
+     */
+    public record Evaluation(double ce, double aux, double loss, LinkedHashMap<String, INDArray> grads,
+                             long tokens, long scored) {
+    }
+
+    /** Runs one step on {@code windows} (B windows of S ≥ 2 tokens), updating {@code state} in place. */
+    public static StepResult run(MoeTransformer model, TrainState state, int[][] windows, TrainOptions opts) {
+        Evaluation e = evaluate(model, state, windows, opts);
+        double norm = GradClip.clip(e.grads(), opts.maxGradNorm());
+        double lr = opts.schedule().at(state.step());
+        opts.optimizer().update(state, e.grads(), lr);
+        return new StepResult(e.loss(), e.ce(), e.aux(), e.tokens(), e.scored(), lr, norm, state.step());
+    }
+
+    /** Forward and backward at the current state (the model's and the state's types must agree). */
+    public static Evaluation evaluate(MoeTransformer model, TrainState state, int[][] windows, TrainOptions opts) {
+        ModelConfig c = model.config();
+        double coef = opts.auxLossCoef() == null ? c.router_aux_loss_coef : opts.auxLossCoef();
+        int topK = c.num_experts_per_tok;
+        TrainableKeys keys = new TrainableKeys(c.modelType);
+        List<Integer> moeLayers = new ArrayList<>();
+        List<LoraMoeBlock> blocks = new ArrayList<>();
+        for (int l = 0; l < model.layers().size(); l++) {
+            DecoderLayer layer = model.layers().get(l);
+            if (layer.isMoe()) {
+                moeLayers.add(l);
+                blocks.add(block(layer.moe(), l, state, opts.lora(), keys, topK, c.router_jitter_noise));
+            }
+        }
+        MoeTransformer.TrainingContext ctx = model.forwardTraining(windows, blocks,
+                Seeds.derive(opts.seed(), "jitter/step/" + state.step()));
+        CausalLmLoss.Result ce = CausalLmLoss.compute(ctx.logits(), windows);
+        double aux = LoadBalancingLoss.value(ctx.routerLogits(), c.num_experts, topK);
+        List<INDArray> dRouterLogits = coef == 0 ? null
+                : LoadBalancingLoss.gradient(ctx.routerLogits(), c.num_experts, topK, coef);
+        List<LoraMoeBlock.Gradients> grads = model.backward(ctx, ce.dLogits(), dRouterLogits);
+
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        for (int i = 0; i < moeLayers.size(); i++) {
+            int l = moeLayers.get(i);
+            LoraExpertFfn.Gradients ffn = grads.get(i).experts();
+            for (Projection p : opts.lora().targets()) {
+                LoraGradients g = switch (p) {
+                    case GATE -> ffn.gate();
+                    case UP -> ffn.up();
+                    case DOWN -> ffn.down();
+                };
+                out.put(keys.loraA(l, p), g.dA());
+                out.put(keys.loraB(l, p), g.dB());
+            }
+            if (opts.lora().trainRouter()) {
+                out.put(keys.router(l), grads.get(i).dRouter());
+            }
+        }
+        TrainState.checkLike("gradients", state.params(), out);
+        long tokens = (long) windows.length * windows[0].length;
+        return new Evaluation(ce.value(), aux, ce.value() + coef * aux, out, tokens, ce.scored());
+    }
+
+    private static LoraMoeBlock block(SparseMoeBlock moe, int l, TrainState state, LoraSpec spec, TrainableKeys keys,
+                                      int topK, double jitter) {
+        RouterOptions options = moe.routerOptions(topK).withJitter(jitter).withTrainable(spec.trainRouter());
+        INDArray router = spec.trainRouter() ? param(state, keys.router(l)) : null;
+        return moe.withLora(router, options, lora(state, spec, keys, l, Projection.GATE),
+                lora(state, spec, keys, l, Projection.UP), lora(state, spec, keys, l, Projection.DOWN));
+    }
+
+    private static LoraExperts lora(TrainState state, LoraSpec spec, TrainableKeys keys, int l, Projection p) {
+        if (!spec.targets().contains(p)) {
+            return null;
+        }
+        return new LoraExperts(param(state, keys.loraA(l, p)), param(state, keys.loraB(l, p)), spec.alpha());
+    }
+
+    private static INDArray param(TrainState state, String key) {
+        INDArray a = state.params().get(key);
+        if (a == null) {
+            throw new IllegalArgumentException("the training state has no tensor " + key + " (its keys: "
+                    + state.params().keySet() + ")");
+        }
+        return a;
+    }
+}

@@ -1,0 +1,40 @@
+package org.sparkmoe.train;
+
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ModelConfig;
+
+/**
+ * Names of the trainable tensors (the shared contract): {@code <moe prefix>.experts.<proj>.lora_A} [E, R, in],
+ * {@code <moe prefix>.experts.<proj>.lora_B} [E, out, R] and the router's Hugging Face key
+ * {@code <moe prefix>.gate.weight} [E, D], where the prefix is {@code model.layers.<l>.block_sparse_moe} (Mixtral)
+ * or {@code model.layers.<l>.mlp} (Qwen2-MoE) and proj the layout's projection name (w1/w3/w2 or
+ * gate_proj/up_proj/down_proj).
+ */
+public final class TrainableKeys {
+    private static final String GATE_SUFFIX = "gate.weight";
+
+    private final CheckpointLayout layout;
+
+    public TrainableKeys(ModelConfig.ModelType modelType) {
+        this.layout = new CheckpointLayout(modelType);
+    }
+
+    public String loraA(int layer, Projection p) {
+        return experts(layer, p) + ".lora_A";
+    }
+
+    public String loraB(int layer, Projection p) {
+        return experts(layer, p) + ".lora_B";
+    }
+
+    public String router(int layer) {
+        return layout.routerGate(layer);
+    }
+
+    /** {@code <moe prefix>.experts.<proj>}: the router key with "gate.weight" replaced. */
+    private String experts(int layer, Projection p) {
+        String gate = layout.routerGate(layer);
+        return gate.substring(0, gate.length() - GATE_SUFFIX.length()) + "experts." + layout.projectionName(p);
+    }
+}
