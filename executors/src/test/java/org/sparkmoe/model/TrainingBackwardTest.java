@@ -1,0 +1,97 @@
+package org.sparkmoe.model;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.sparkmoe.lora.GradientCheck.gaussian;
+
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.lora.GradientCheck;
+import org.sparkmoe.moe.SwiGluMlp;
+
+/**
+ * The frozen decoder pieces' training pairs: float64 central differences of the input gradient of RMSNorm, GQA
+ * attention with RoPE and the causal mask (with q/k/v biases, with a sliding window, with H = KVH) and the dense
+ * SwiGLU MLP, under the scalar loss Σ out ⊙ W (so dOut = W); and in float32, the training forward bit-identical
+ * to the inference forward of each piece.
+ */
+class TrainingBackwardTest {
+    private static final int B = 2;
+    private static final int S = 5;
+    private static final int D = 6;
+    private static final int HD = 4;
+
+    @Test
+    void rmsNormInputGradientMatchesFiniteDifferences() {
+        Random rnd = new Random(1);
+        RmsNorm norm = new RmsNorm(gaussian(rnd, DataType.DOUBLE, 1.0, D), 1e-5);
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray dx = norm.backward(norm.forwardTraining(x), w);
+        GradientCheck.check("rmsnorm: x", x, dx, () -> GradientCheck.dot(norm.forwardTraining(x).out(), w));
+    }
+
+    @Test
+    void attentionWithBiasesInputGradientMatchesFiniteDifferences() {
+        checkAttention(2, 4, 2, true, null);
+    }
+
+    @Test
+    void attentionWithSlidingWindowInputGradientMatchesFiniteDifferences() {
+        checkAttention(3, 4, 1, false, 3);
+    }
+
+    @Test
+    void attentionWithoutGroupingInputGradientMatchesFiniteDifferences() {
+        checkAttention(4, 2, 2, true, 2);
+    }
+
+    @Test
+    void denseMlpInputGradientMatchesFiniteDifferences() {
+        Random rnd = new Random(5);
+        SwiGluMlp mlp = new SwiGluMlp(gaussian(rnd, DataType.DOUBLE, 0.5, 7, D), gaussian(rnd, DataType.DOUBLE, 0.5, 7, D),
+                gaussian(rnd, DataType.DOUBLE, 0.5, D, 7));
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray dx = mlp.backward(mlp.forwardTraining(x), w);
+        GradientCheck.check("dense mlp: x", x, dx, () -> GradientCheck.dot(mlp.forwardTraining(x).out(), w));
+    }
+
+    @Test
+    void float32TrainingForwardsAreBitIdenticalToInference() {
+        Random rnd = new Random(6);
+        RmsNorm norm = new RmsNorm(gaussian(rnd, DataType.FLOAT, 1.0, D), 1e-5);
+        INDArray x = gaussian(rnd, DataType.FLOAT, 1.0, B * S, D);
+        assertArrayEquals(norm.forward(x).data().asFloat(), norm.forwardTraining(x).out().data().asFloat(),
+                "rmsnorm");
+        for (Integer window : new Integer[] {null, 2}) {
+            Attention attn = attention(rnd, DataType.FLOAT, 4, 2, true, window);
+            RotaryEmbedding rope = new RotaryEmbedding(HD, 10000.0, 16);
+            assertArrayEquals(attn.forward(x, B, S, rope).data().asFloat(),
+                    attn.forwardTraining(x, B, S, rope).out().data().asFloat(), "attention, window " + window);
+        }
+        SwiGluMlp mlp = new SwiGluMlp(gaussian(rnd, DataType.FLOAT, 0.5, 7, D), gaussian(rnd, DataType.FLOAT, 0.5, 7, D),
+                gaussian(rnd, DataType.FLOAT, 0.5, D, 7));
+        assertArrayEquals(mlp.forward(x).data().asFloat(), mlp.forwardTraining(x).out().data().asFloat(), "mlp");
+    }
+
+    private static void checkAttention(long seed, int heads, int kvHeads, boolean bias, Integer window) {
+        Random rnd = new Random(seed);
+        Attention attn = attention(rnd, DataType.DOUBLE, heads, kvHeads, bias, window);
+        // θ = 3: every position rotates by a large angle, so RoPE is far from the identity
+        RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16);
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray dx = attn.backward(attn.forwardTraining(x, B, S, rope), w);
+        GradientCheck.check("attention " + heads + "/" + kvHeads + (bias ? " bias" : "") + " window " + window + ": x",
+                x, dx, () -> GradientCheck.dot(attn.forwardTraining(x, B, S, rope).out(), w));
+    }
+
+    private static Attention attention(Random rnd, DataType dt, int heads, int kvHeads, boolean bias, Integer window) {
+        return new Attention(gaussian(rnd, dt, 0.6, heads * HD, D), gaussian(rnd, dt, 0.6, kvHeads * HD, D),
+                gaussian(rnd, dt, 0.6, kvHeads * HD, D), gaussian(rnd, dt, 0.6, D, heads * HD),
+                bias ? gaussian(rnd, dt, 0.3, heads * HD) : null, bias ? gaussian(rnd, dt, 0.3, kvHeads * HD) : null,
+                bias ? gaussian(rnd, dt, 0.3, kvHeads * HD) : null, heads, kvHeads, HD, window);
+    }
+}
