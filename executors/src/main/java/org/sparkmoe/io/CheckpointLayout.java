@@ -44,7 +44,8 @@ public final class CheckpointLayout {
         return layer(layer) + "self_attn." + proj + "_proj." + suffix;
     }
 
-    private String moePrefix(int layer) {
+    /** The MoE block's module path with a trailing dot: {@code model.layers.L.block_sparse_moe.} or {@code model.layers.L.mlp.}. */
+    public String moePrefix(int layer) {
         return layer(layer) + (type == ModelConfig.ModelType.MIXTRAL ? "block_sparse_moe." : "mlp.");
     }
 

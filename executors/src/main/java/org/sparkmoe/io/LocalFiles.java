@@ -17,7 +17,7 @@ import org.apache.hadoop.fs.Path;
  * file itself on {@code file:}, otherwise a copy in a temporary directory that is deleted on
  * {@link #close()} or, failing that, at JVM exit.
  */
-final class LocalFiles implements AutoCloseable {
+public final class LocalFiles implements AutoCloseable {
 
     private final FileSystem fs;
     private final Path dir;
@@ -30,7 +30,7 @@ final class LocalFiles implements AutoCloseable {
         this.copyDir = copyDir;
     }
 
-    static LocalFiles of(FileSystem fs, Path dir) {
+    public static LocalFiles of(FileSystem fs, Path dir) {
         if ("file".equals(fs.getUri().getScheme())) {
             return new LocalFiles(fs, dir, null);
         }
@@ -44,7 +44,7 @@ final class LocalFiles implements AutoCloseable {
     }
 
     /** A local path holding the bytes of {@code dir/fileName}. */
-    java.nio.file.Path get(String fileName) {
+    public java.nio.file.Path get(String fileName) {
         Path source = new Path(dir, fileName);
         if (copyDir == null) {
             return Paths.get(fs.makeQualified(source).toUri());

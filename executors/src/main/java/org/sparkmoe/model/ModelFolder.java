@@ -2,8 +2,11 @@ package org.sparkmoe.model;
 
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FSDataInputStream;
+import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
+import org.sparkmoe.adapter.MergedTensors;
+import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointFormatException;
 import org.sparkmoe.io.ModelConfig;
@@ -11,6 +14,7 @@ import org.sparkmoe.io.ModelConfigException;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
 
+import java.io.FileNotFoundException;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
@@ -58,8 +62,47 @@ public final class ModelFolder {
         }
     }
 
+    /**
+     * Loads the model with the PEFT adapter folder {@code adapterDir} merged into its expert weights (and its
+     * routers, when the adapter trained them); {@code adapterDir} null loads the plain model.
+     */
+    public static MoeTransformer load(Path dir, Configuration conf, Path adapterDir) {
+        if (adapterDir == null) {
+            return load(dir, conf);
+        }
+        ModelConfig config = readConfig(dir, conf);
+        PeftAdapter adapter = PeftAdapter.read(adapterDir, conf, config);
+        try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
+            return ModelLoader.load(config, new MergedTensors(checkpoint, adapter), new Nd4jGroupedGemm());
+        }
+    }
+
     /** The model at {@code uri}, loaded once per JVM and shared by every caller (immutable after loading). */
     public static MoeTransformer cached(String uri) {
         return LOADED.computeIfAbsent(uri, u -> load(new Path(u), new Configuration()));
+    }
+
+    /**
+     * As {@link #cached(String)}, with the adapter at {@code adapterUri} merged in (null: the plain model). The
+     * cache key includes the adapter weights' modification time and length, so an adapter folder rewritten in
+     * place (a newer training checkpoint) is loaded afresh.
+     */
+    public static MoeTransformer cached(String modelUri, String adapterUri) {
+        if (adapterUri == null) {
+            return cached(modelUri);
+        }
+        Configuration conf = new Configuration();
+        Path weights = new Path(adapterUri, PeftAdapter.WEIGHTS_FILE);
+        String version;
+        try {
+            FileStatus status = weights.getFileSystem(conf).getFileStatus(weights);
+            version = status.getModificationTime() + "/" + status.getLen();
+        } catch (FileNotFoundException e) {
+            version = "missing"; // load() names the missing file
+        } catch (IOException e) {
+            throw new UncheckedIOException("looking up " + weights, e);
+        }
+        return LOADED.computeIfAbsent(modelUri + " + adapter " + adapterUri + " @ " + version,
+                key -> load(new Path(modelUri), conf, new Path(adapterUri)));
     }
 }

@@ -6,6 +6,7 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.SparkOptions;
+import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
@@ -31,6 +32,11 @@ public final class EvalCommand implements Callable<Integer> {
     @Option(names = "--model", required = true, paramLabel = "DIR",
             description = "Hugging Face model folder (config.json, *.safetensors, tokenizer.json).")
     String model;
+
+    @Option(names = "--adapter", paramLabel = "DIR",
+            description = "PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to merge into the "
+                    + "model's expert weights (and routers, if it trained them) before scoring.")
+    String adapter;
 
     @Option(names = "--data", required = true, split = ",", paramLabel = "PATH",
             description = "UTF-8 text files, comma-separated or repeated.")
@@ -67,7 +73,7 @@ public final class EvalCommand implements Callable<Integer> {
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe eval", spark.master)) {
             int partitions = spark.partitionsOr(sc.defaultParallelism());
             EvalPlan withPartitions = new EvalPlan(plan.model(), plan.data(), plan.split(), plan.window(),
-                    plan.topK(), plan.batchWindows(), partitions);
+                    plan.topK(), plan.batchWindows(), partitions, plan.adapter());
             long start = System.nanoTime();
             report = EvalJob.run(sc, withPartitions);
             System.err.printf("eval: %d scored tokens in %.1f s (%.0f tokens/s)%n", report.all().tokens(),
@@ -97,6 +103,10 @@ public final class EvalCommand implements Callable<Integer> {
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             ModelSchema.check(config, checkpoint);
         }
+        String adapterUri = adapter == null ? null : Paths.qualify(adapter, conf);
+        if (adapterUri != null) {
+            PeftAdapter.read(new Path(adapterUri), conf, config); // reject a bad adapter before any task starts
+        }
         if (window > config.max_position_embeddings) {
             throw new IllegalArgumentException("--window " + window + " exceeds the model's max_position_embeddings "
                     + config.max_position_embeddings);
@@ -114,6 +124,6 @@ public final class EvalCommand implements Callable<Integer> {
                         + " (the report is keyed by file name)");
             }
         }
-        return new EvalPlan(modelUri, files, textSplit, window, k, batchWindows, 1);
+        return new EvalPlan(modelUri, files, textSplit, window, k, batchWindows, 1, adapterUri);
     }
 }

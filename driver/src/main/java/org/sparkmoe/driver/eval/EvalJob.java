@@ -70,7 +70,7 @@ public final class EvalJob {
     }
 
     private static ChunkNll score(EvalPlan plan, TokenChunk chunk) {
-        MoeTransformer model = ModelFolder.cached(plan.model());
+        MoeTransformer model = ModelFolder.cached(plan.model(), plan.adapter());
         double nll = 0;
         for (double windowNll : Perplexity.windowNll(model, chunk.windows, plan.topK())) {
             nll += windowNll;

@@ -15,7 +15,14 @@ import java.util.List;
  * @param topK         experts per token
  * @param batchWindows B windows per forward pass
  * @param partitions   scoring partitions
+ * @param adapter      PEFT adapter folder URI merged into the model on every executor, or null
  */
 public record EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,
-                       int partitions) implements Serializable {
+                       int partitions, String adapter) implements Serializable {
+
+    /** A plan for the plain model (no adapter). */
+    public EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,
+                    int partitions) {
+        this(model, data, split, window, topK, batchWindows, partitions, null);
+    }
 }

@@ -34,11 +34,14 @@ public final class PerplexityReport {
         return all;
     }
 
-    /** {@code {"model", "split", "window", "top_k", "files": {NAME: {nll_sum, tokens, ppl}}, "all": {...}}}. */
+    /** {@code {"model", "adapter" (when one was applied), "split", "window", "top_k", "files": {NAME: {nll_sum, tokens, ppl}}, "all": {...}}}. */
     public String toJson() {
         ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
         ObjectNode root = json.createObjectNode();
         root.put("model", plan.model());
+        if (plan.adapter() != null) {
+            root.put("adapter", plan.adapter());
+        }
         root.put("split", plan.split().toString());
         root.put("window", plan.window());
         root.put("top_k", plan.topK());

@@ -33,6 +33,10 @@ public final class LogitsCommand implements Callable<Integer> {
     @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face model folder.")
     String model;
 
+    @Option(names = "--adapter", paramLabel = "DIR",
+            description = "PEFT LoRA adapter folder to merge into the model's expert weights (and routers) first.")
+    String adapter;
+
     @Option(names = "--input-ids", required = true, paramLabel = "FILE",
             description = "safetensors file holding input_ids, int64 (or int32) [B,S].")
     String inputIds;
@@ -47,7 +51,8 @@ public final class LogitsCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         Configuration conf = new Configuration();
         int[][] tokens = readInputIds(Paths.qualify(inputIds, conf), conf);
-        MoeTransformer transformer = ModelFolder.load(new Path(Paths.qualify(model, conf)), conf);
+        MoeTransformer transformer = ModelFolder.load(new Path(Paths.qualify(model, conf)), conf,
+                adapter == null ? null : new Path(Paths.qualify(adapter, conf)));
         int vocab = transformer.config().vocab_size;
         for (int b = 0; b < tokens.length; b++) {
             for (int s = 0; s < tokens[b].length; s++) {

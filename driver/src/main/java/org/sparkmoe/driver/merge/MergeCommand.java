@@ -1,0 +1,53 @@
+package org.sparkmoe.driver.merge;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
+import org.sparkmoe.adapter.MergedCheckpoint;
+import org.sparkmoe.adapter.PeftAdapter;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.driver.Paths;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.util.concurrent.Callable;
+
+/** {@code sparkmoe merge}: a PEFT LoRA adapter merged into a model, written as a new Hugging Face checkpoint. No Spark job. */
+@Command(name = "merge", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Merge a PEFT LoRA adapter into a model's expert weights and write a complete Hugging Face "
+                + "checkpoint folder.",
+                "Each targeted expert weight becomes W + (lora_alpha / r) · B · A and a trained router replaces the base "
+                        + "router. Every tensor is written as float32; config.json and the tokenizer files come along. "
+                        + "The folder appears only once complete."})
+public final class MergeCommand implements Callable<Integer> {
+    @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face model folder.")
+    String model;
+
+    @Option(names = "--adapter", required = true, paramLabel = "DIR",
+            description = "PEFT adapter folder (adapter_config.json, adapter_model.safetensors).")
+    String adapter;
+
+    @Option(names = "--out", required = true, paramLabel = "DIR",
+            description = "Output model folder; must not exist yet.")
+    String out;
+
+    @Option(names = "--max-shard-bytes", paramLabel = "N", defaultValue = "" + MergedCheckpoint.DEFAULT_SHARD_BYTES,
+            description = "Largest safetensors shard; bigger models are written as model-0000i-of-0000N.safetensors "
+                    + "with an index. Default: ${DEFAULT-VALUE} (2 GiB).")
+    long maxShardBytes;
+
+    @Override
+    public Integer call() {
+        Configuration conf = new Configuration();
+        Path modelDir = new Path(Paths.qualify(model, conf));
+        Path target = new Path(Paths.qualify(out, conf));
+        ModelConfig config = ModelFolder.readConfig(modelDir, conf);
+        PeftAdapter peft = PeftAdapter.read(
+                new Path(Paths.qualify(adapter, conf)), conf, config);
+        MergedCheckpoint.write(modelDir, peft, target, conf, maxShardBytes);
+        System.err.println("merge: wrote " + target + " (r=" + peft.config().r() + ", lora_alpha="
+                + peft.config().loraAlpha() + ", " + peft.config().targets().size() + " projections"
+                + (peft.config().trainRouter() ? " and routers" : "") + " merged)");
+        return 0;
+    }
+}

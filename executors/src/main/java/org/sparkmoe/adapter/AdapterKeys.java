@@ -1,0 +1,55 @@
+package org.sparkmoe.adapter;
+
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ModelConfig;
+
+/**
+ * Names of LoRA tensors: the stacked trainable-state keys ({@code <moe prefix>.experts.<proj>.lora_A} [E, R, in])
+ * and the per-expert keys PEFT saves ({@code base_model.model.<moe prefix>.experts.<e>.<proj>.lora_A.weight}
+ * [R, in]), plus PEFT's key for a router kept under modules_to_save.
+ */
+public final class AdapterKeys {
+    /** The prefix PEFT's LoraModel puts before every module path of the wrapped model. */
+    public static final String PEFT_PREFIX = "base_model.model.";
+
+    private AdapterKeys() {
+    }
+
+    /** Stacked A of one projection of layer {@code layer}'s experts: [E, R, in]. */
+    public static String loraA(CheckpointLayout layout, int layer, Projection p) {
+        return stacked(layout, layer, p) + ".lora_A";
+    }
+
+    /** Stacked B of one projection of layer {@code layer}'s experts: [E, out, R]. */
+    public static String loraB(CheckpointLayout layout, int layer, Projection p) {
+        return stacked(layout, layer, p) + ".lora_B";
+    }
+
+    private static String stacked(CheckpointLayout layout, int layer, Projection p) {
+        return layout.moePrefix(layer) + "experts." + layout.projectionName(p);
+    }
+
+    /** PEFT's key of one expert's A: [R, in]. */
+    public static String peftA(CheckpointLayout layout, int layer, int expert, Projection p) {
+        return PEFT_PREFIX + layout.expertModule(layer, expert, p) + ".lora_A.weight";
+    }
+
+    /** PEFT's key of one expert's B: [out, R]. */
+    public static String peftB(CheckpointLayout layout, int layer, int expert, Projection p) {
+        return PEFT_PREFIX + layout.expertModule(layer, expert, p) + ".lora_B.weight";
+    }
+
+    /**
+     * PEFT's key of a trained router: get_peft_model_state_dict saves a modules_to_save copy as
+     * {@code <module path>.weight} under the PEFT prefix (the "modules_to_save.default" part is dropped).
+     */
+    public static String peftRouter(CheckpointLayout layout, int layer) {
+        return PEFT_PREFIX + layout.routerGate(layer);
+    }
+
+    /** The router's module path relative to a layer, as adapter_config.json's modules_to_save names it. */
+    public static String routerModule(ModelConfig.ModelType type) {
+        return type == ModelConfig.ModelType.MIXTRAL ? "block_sparse_moe.gate" : "mlp.gate";
+    }
+}
