@@ -3,9 +3,10 @@ package org.sparkmoe.driver;
 import com.esotericsoftware.kryo.Kryo;
 import org.apache.spark.serializer.KryoRegistrator;
 import org.nd4j.kryo.Nd4jRegistrator;
+import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.driver.eval.ChunkNll;
 import org.sparkmoe.driver.eval.TokenChunk;
-import org.sparkmoe.driver.eval.TokenizedFile;
+import org.sparkmoe.driver.train.TrainJob;
 
 /** Registers every class SparkMoE sends through Spark (spark.kryo.registrationRequired=true). */
 public final class SparkMoeKryoRegistrator implements KryoRegistrator {
@@ -19,5 +20,6 @@ public final class SparkMoeKryoRegistrator implements KryoRegistrator {
         kryo.register(TokenChunk.class);
         kryo.register(ChunkNll.class);
         kryo.register(ChunkNll[].class);
+        TrainJob.registerClasses(kryo);
     }
 }

@@ -1,23 +1,20 @@
 package org.sparkmoe.driver.eval;
 
-import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
-import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
-import org.apache.spark.storage.StorageLevel;
+import org.sparkmoe.driver.data.TokenizeStage;
+import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.model.Perplexity;
-import org.sparkmoe.text.TextFiles;
-import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.text.Windows;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.stream.IntStream;
 
 /**
  * Distributed windowed perplexity. Stage 1 tokenizes each file's split (one task per file); stage 2 scores
@@ -30,33 +27,18 @@ public final class EvalJob {
     }
 
     public static PerplexityReport run(JavaSparkContext sc, EvalPlan plan) {
-        List<Integer> fileIndices = IntStream.range(0, plan.data().size()).boxed().toList();
-        sc.setJobDescription("eval: tokenize " + plan.data().size() + " files (" + plan.split() + " split)");
-        JavaRDD<TokenizedFile> tokenized = sc.parallelize(fileIndices, fileIndices.size())
-                .map(file -> tokenize(plan, file))
-                .persist(StorageLevel.MEMORY_AND_DISK_SER());
-        List<Integer> counts = tokenized.map(t -> t.tokens.length).collect();
-        for (int f = 0; f < counts.size(); f++) {
-            if (counts.get(f) < plan.window()) {
-                throw new IllegalArgumentException(plan.data().get(f) + ": the " + plan.split() + " split has "
-                        + counts.get(f) + " tokens, fewer than one window of " + plan.window());
-            }
-        }
-        long windows = counts.stream().mapToLong(c -> c / plan.window()).sum();
+        TokenizeStage.Tokenized tokenized = TokenizeStage.run(sc, "eval", plan.model(), plan.data(), plan.split(),
+                plan.window());
+        long windows = Arrays.stream(tokenized.windowCounts(plan.window())).sum();
         sc.setJobDescription("eval: score " + windows + " windows of " + plan.window() + " tokens in chunks of "
                 + plan.batchWindows() + " on " + plan.partitions() + " partitions");
-        List<ChunkNll> scored = tokenized
+        List<ChunkNll> scored = tokenized.files()
                 .flatMap(t -> chunks(t, plan.window(), plan.batchWindows()).iterator())
                 .repartition(plan.partitions())
                 .map(chunk -> score(plan, chunk))
                 .collect();
-        tokenized.unpersist(false);
+        tokenized.files().unpersist(false);
         return report(plan, scored);
-    }
-
-    private static TokenizedFile tokenize(EvalPlan plan, int file) {
-        String text = TextFiles.readUtf8(new Path(plan.data().get(file)), new Configuration());
-        return new TokenizedFile(file, Tokenizers.cached(plan.model()).encode(plan.split().apply(text)));
     }
 
     private static List<TokenChunk> chunks(TokenizedFile file, int window, int batchWindows) {
@@ -64,7 +46,7 @@ public final class EvalJob {
         List<TokenChunk> out = new ArrayList<>();
         for (int start = 0, chunk = 0; start < all.length; start += batchWindows, chunk++) {
             int end = Math.min(all.length, start + batchWindows);
-            out.add(new TokenChunk(file.file, chunk, java.util.Arrays.copyOfRange(all, start, end)));
+            out.add(new TokenChunk(file.file, chunk, Arrays.copyOfRange(all, start, end)));
         }
         return out;
     }

@@ -1,0 +1,59 @@
+package org.sparkmoe.driver.data;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
+import org.apache.spark.api.java.JavaRDD;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.storage.StorageLevel;
+import org.sparkmoe.text.TextFiles;
+import org.sparkmoe.text.TextSplit;
+import org.sparkmoe.text.Tokenizers;
+
+import java.util.List;
+import java.util.stream.IntStream;
+
+/**
+ * The first stage of every text job: one task per file reads it through the Hadoop FileSystem API, takes the
+ * split and tokenizes it with the model's tokenizer.json. The result is persisted; callers unpersist it.
+ */
+public final class TokenizeStage {
+    private TokenizeStage() {
+    }
+
+    /**
+     * @param job    the job's name, for the Spark UI and progress lines
+     * @param model  model folder URI (its tokenizer.json is used)
+     * @param data   text file URIs
+     * @param window tokens per window; every file's split must hold at least one
+     */
+    public static Tokenized run(JavaSparkContext sc, String job, String model, List<String> data, TextSplit split,
+                                int window) {
+        sc.setJobDescription(job + ": tokenize " + data.size() + " files (" + split + " split)");
+        List<Integer> fileIndices = IntStream.range(0, data.size()).boxed().toList();
+        JavaRDD<TokenizedFile> files = sc.parallelize(fileIndices, fileIndices.size())
+                .map(file -> tokenize(model, data.get(file), split, file))
+                .persist(StorageLevel.MEMORY_AND_DISK_SER());
+        List<Integer> counts = files.map(t -> t.tokens.length).collect();
+        for (int f = 0; f < counts.size(); f++) {
+            if (counts.get(f) < window) {
+                files.unpersist(false);
+                throw new IllegalArgumentException(data.get(f) + ": the " + split + " split has " + counts.get(f)
+                        + " tokens, fewer than one window of " + window);
+            }
+        }
+        return new Tokenized(files, counts);
+    }
+
+    /** The tokenized files and each file's token count, in --data order. */
+    public record Tokenized(JavaRDD<TokenizedFile> files, List<Integer> tokenCounts) {
+        /** Windows of {@code window} tokens per file (the remainder dropped). */
+        public long[] windowCounts(int window) {
+            return tokenCounts.stream().mapToLong(c -> c / window).toArray();
+        }
+    }
+
+    private static TokenizedFile tokenize(String model, String file, TextSplit split, int index) {
+        String text = TextFiles.readUtf8(new Path(file), new Configuration());
+        return new TokenizedFile(index, Tokenizers.cached(model).encode(split.apply(text)));
+    }
+}

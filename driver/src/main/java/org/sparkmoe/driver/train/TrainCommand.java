@@ -1,0 +1,174 @@
+package org.sparkmoe.driver.train;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.sparkmoe.driver.Paths;
+import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.SparkOptions;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.model.ModelSchema;
+import org.sparkmoe.text.TextSplit;
+import org.sparkmoe.train.LoraSpec;
+import org.sparkmoe.train.TrainState;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+import java.util.List;
+import java.util.concurrent.Callable;
+
+/** {@code sparkmoe train}: validates options, plans, runs {@link TrainJob}, writes the adapter. */
+@Command(name = "train", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"LoRA fine-tuning of the experts (and optionally the routers) of an MoE model, as a Spark job.",
+                "Windows are dealt to the partitions; every round each partition takes --averaging-frequency AdamW "
+                        + "steps on its own windows, then the trainable tensors and moments are averaged (weighted by "
+                        + "windows). Loss: causal-LM cross-entropy plus the router load-balancing loss. Writes "
+                        + "OUT/adapter (PEFT), OUT/train-log.jsonl, OUT/checkpoints and, with --merge, OUT/merged."})
+public final class TrainCommand implements Callable<Integer> {
+    @Option(names = "--model", required = true, paramLabel = "DIR",
+            description = "Hugging Face MoE model folder (config.json, *.safetensors, tokenizer.json).")
+    String model;
+
+    @Option(names = "--data", required = true, split = ",", paramLabel = "PATH",
+            description = "UTF-8 text files, comma-separated or repeated.")
+    List<String> data;
+
+    @Option(names = "--split", defaultValue = "train", paramLabel = "train|valid|test|all",
+            description = "Part of each file to train on (DATA.md splits). Default: ${DEFAULT-VALUE}.")
+    String split;
+
+    @Option(names = "--out", required = true, paramLabel = "DIR",
+            description = "Output folder; must be empty unless --resume.")
+    String out;
+
+    @Option(names = "--steps", defaultValue = "100", paramLabel = "N",
+            description = "Optimiser steps (every partition takes each one). Default: ${DEFAULT-VALUE}.")
+    long steps;
+
+    @Option(names = "--batch-windows", defaultValue = "4", paramLabel = "B",
+            description = "Windows per step and partition. Default: ${DEFAULT-VALUE}.")
+    int batchWindows;
+
+    @Option(names = "--window", defaultValue = "256", paramLabel = "S",
+            description = "Tokens per window. Default: ${DEFAULT-VALUE}.")
+    int window;
+
+    @Option(names = "--averaging-frequency", defaultValue = "1", paramLabel = "F",
+            description = "Local steps between parameter averagings (one round). Default: ${DEFAULT-VALUE}.")
+    int averagingFrequency;
+
+    @Option(names = "--lr", defaultValue = "1e-3", paramLabel = "X",
+            description = "Peak learning rate (linear warmup, then cosine decay to 0). Default: ${DEFAULT-VALUE}.")
+    double lr;
+
+    @Option(names = "--warmup", defaultValue = "0", paramLabel = "N",
+            description = "Warmup steps. Default: ${DEFAULT-VALUE}.")
+    long warmup;
+
+    @Option(names = "--weight-decay", defaultValue = "0", paramLabel = "X",
+            description = "AdamW's decoupled weight decay. Default: ${DEFAULT-VALUE}.")
+    double weightDecay;
+
+    @Option(names = "--max-grad-norm", defaultValue = "1.0", paramLabel = "X",
+            description = "Global gradient-norm clip. Default: ${DEFAULT-VALUE}.")
+    double maxGradNorm;
+
+    @Option(names = "--rank", defaultValue = "8", paramLabel = "R", description = "LoRA rank. Default: ${DEFAULT-VALUE}.")
+    int rank;
+
+    @Option(names = "--alpha", defaultValue = "16", paramLabel = "A",
+            description = "lora_alpha; the update is scaled by alpha/rank. Default: ${DEFAULT-VALUE}.")
+    double alpha;
+
+    @Option(names = "--targets", defaultValue = "w1,w2,w3", paramLabel = "P,...",
+            description = "Expert projections to adapt: w1,w2,w3 (Qwen names gate_proj,up_proj,down_proj accepted). "
+                    + "Default: ${DEFAULT-VALUE}.")
+    String targets;
+
+    @Option(names = "--train-router", description = "Train the router (gate) weights too (saved as PEFT modules_to_save).")
+    boolean trainRouter;
+
+    @Option(names = "--aux-loss-coef", paramLabel = "X",
+            description = "Weight of the load-balancing loss. Default: config.json's router_aux_loss_coef.")
+    Double auxLossCoef;
+
+    @Option(names = "--checkpoint-every", defaultValue = "10", paramLabel = "N",
+            description = "Checkpoint every N rounds (and after the last). Default: ${DEFAULT-VALUE}.")
+    int checkpointEvery;
+
+    @Option(names = "--resume", description = "Continue the run in --out from its latest checkpoint (same options).")
+    boolean resume;
+
+    @Option(names = "--merge", description = "Also write OUT/merged: the model with the LoRA merged into its experts.")
+    boolean merge;
+
+    @Option(names = "--seed", defaultValue = "42", paramLabel = "N",
+            description = "Root seed of LoRA init and window order. Default: ${DEFAULT-VALUE}.")
+    long seed;
+
+    @Mixin
+    SparkOptions spark;
+
+    @Override
+    public Integer call() {
+        Configuration conf = new Configuration();
+        String modelUri = Paths.qualify(model, conf);
+        ModelConfig config = checkModel(modelUri, conf);
+        List<String> files = data.stream().map(p -> Paths.qualify(p, conf)).toList();
+        files.forEach(f -> Paths.requireNonEmptyFile(f, conf));
+        TrainPlan checked = new TrainPlan(modelUri, files, TextSplit.parse(split), window, batchWindows, steps,
+                averagingFrequency, spark.partitionsOr(1), Paths.qualify(out, conf), checkpointEvery, merge,
+                List.copyOf(LoraSpec.parseTargets(targets)), rank, alpha, trainRouter, lr, warmup, weightDecay,
+                maxGradNorm, auxLossCoef, seed);
+        try (JavaSparkContext sc = SparkContexts.start("sparkmoe train", spark.master)) {
+            TrainPlan plan = checked.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
+            TrainOutputs outputs = new TrainOutputs(plan, conf);
+            TrainState state;
+            long firstRound;
+            if (resume) {
+                TrainOutputs.Resume from = outputs.resume();
+                state = from.state();
+                firstRound = from.nextRound();
+                System.err.printf("train: resuming at round %d/%d (step %d)%n", firstRound + 1, plan.rounds(),
+                        state.step());
+            } else {
+                outputs.requireFresh();
+                state = TrainState.init(ModelFolder.cached(modelUri), plan.loraSpec(), seed, DataType.FLOAT);
+                firstRound = 0;
+            }
+            System.err.printf("train: %d steps in %d rounds of %d on %d partitions, %d windows of %d tokens per step "
+                            + "and partition; trainable %d tensors, %.3f MB with moments%n", plan.steps(), plan.rounds(),
+                    plan.averagingFrequency(), plan.partitions(), plan.batchWindows(), plan.window(),
+                    state.params().size(), state.bytes() / 1e6);
+            TrainState last = TrainJob.run(sc, plan, state, firstRound, (round, averaged) -> {
+                System.err.println(round.summary(plan.rounds(), plan.steps()));
+                outputs.roundDone(round, averaged);
+            });
+            for (Path written : outputs.finish(config, last)) {
+                System.err.println("train: wrote " + written);
+            }
+        }
+        return 0;
+    }
+
+    /** The model must be an MoE checkpoint whose tensors match config.json, and long enough for --window. */
+    private ModelConfig checkModel(String modelUri, Configuration conf) {
+        ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
+        if (config.num_experts < 1) {
+            throw new IllegalArgumentException(modelUri + " is a dense " + config.modelType
+                    + " model; train adapts MoE experts (mixtral, qwen2_moe)");
+        }
+        try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
+            ModelSchema.check(config, checkpoint);
+        }
+        if (window > config.max_position_embeddings) {
+            throw new IllegalArgumentException("--window " + window + " exceeds the model's max_position_embeddings "
+                    + config.max_position_embeddings);
+        }
+        return config;
+    }
+}

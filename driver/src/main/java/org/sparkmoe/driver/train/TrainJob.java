@@ -1,0 +1,163 @@
+package org.sparkmoe.driver.train;
+
+import com.esotericsoftware.kryo.Kryo;
+import org.apache.spark.HashPartitioner;
+import org.apache.spark.api.java.JavaRDD;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.broadcast.Broadcast;
+import org.apache.spark.storage.StorageLevel;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.sparkmoe.driver.data.TokenizeStage;
+import org.sparkmoe.driver.data.TokenizedFile;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.text.Windows;
+import org.sparkmoe.train.StateSum;
+import org.sparkmoe.train.StepResult;
+import org.sparkmoe.train.TrainOptions;
+import org.sparkmoe.train.TrainState;
+import org.sparkmoe.train.TrainStep;
+import org.sparkmoe.train.WindowSampler;
+import scala.Tuple2;
+
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.TreeMap;
+
+/**
+ * Data-parallel LoRA training with parameter averaging. Stage 1 tokenizes the files; their windows are dealt to
+ * P partitions (window i to partition i mod P) and kept. Then, round after round: the trainable state (LoRA,
+ * routers, AdamW moments, step) is broadcast; every partition copies it and takes F optimiser steps on its own
+ * windows; treeAggregate brings the states back weighted by the windows each partition trained on; the driver
+ * averages them. Only trainable tensors travel; each executor JVM loads the base model once.
+ */
+public final class TrainJob {
+    private TrainJob() {
+    }
+
+    /** Called on the driver after every round with the averaged state. */
+    public interface RoundListener {
+        void roundDone(RoundLog log, TrainState state);
+    }
+
+    /**
+     * Runs rounds {@code firstRound} .. rounds−1 from {@code state} (the initial state, or a checkpoint's).
+     *
+     * @return the state after the last round
+     */
+    public static TrainState run(JavaSparkContext sc, TrainPlan plan, TrainState state, long firstRound,
+                                 RoundListener listener) {
+        JavaRDD<WindowShard> shards = shard(sc, plan);
+        long bytesBroadcast = state.bytes();
+        long bytesReturned = plan.partitions() * 2 * state.bytes(); // StateSum holds float64 sums
+        try {
+            for (long round = firstRound; round < plan.rounds(); round++) {
+                long start = System.nanoTime();
+                sc.setJobDescription("train: round " + (round + 1) + "/" + plan.rounds() + " (steps "
+                        + (state.step() + 1) + ".." + Math.min(plan.steps(), state.step() + plan.averagingFrequency())
+                        + " of " + plan.steps() + ")");
+                Broadcast<TrainState> current = sc.broadcast(state);
+                RoundSum sum = shards
+                        .map(shard -> localSteps(plan, current.value(), shard))
+                        .treeAggregate(new RoundSum(), RoundSum::add, RoundSum::merge);
+                RoundSum.Round done = sum.finish(plan.partitions());
+                current.destroy();
+                state = done.state();
+                double seconds = (System.nanoTime() - start) / 1e9;
+                TrainOptions options = plan.options();
+                listener.roundDone(new RoundLog(round, state.step(), done.loss(), done.ce(), done.aux(),
+                        options.schedule().at(state.step() - 1), done.tokens(), seconds, done.computeSeconds(),
+                        plan.partitions(), bytesBroadcast, bytesReturned), state);
+            }
+        } finally {
+            shards.unpersist(false);
+        }
+        return state;
+    }
+
+    /** The classes a train job sends through Spark (Kryo registration is required). */
+    public static void registerClasses(Kryo kryo) {
+        kryo.register(WindowShard.class);
+        kryo.register(RoundPartial.class);
+        kryo.register(RoundSum.class);
+        kryo.register(StateSum.class);
+        kryo.register(TrainState.class);
+        kryo.register(LinkedHashMap.class);
+        kryo.register(TreeMap.class);
+        kryo.register(long[].class);
+        kryo.register(DataType.class);
+    }
+
+    /** Stage 1: tokenize, cut windows, deal window i to partition i mod P, keep. */
+    private static JavaRDD<WindowShard> shard(JavaSparkContext sc, TrainPlan plan) {
+        TokenizeStage.Tokenized tokenized = TokenizeStage.run(sc, "train", plan.model(), plan.data(), plan.split(),
+                plan.window());
+        long[] windowsPerFile = tokenized.windowCounts(plan.window());
+        long[] firstWindow = new long[windowsPerFile.length];
+        long total = 0;
+        for (int f = 0; f < windowsPerFile.length; f++) {
+            firstWindow[f] = total;
+            total += windowsPerFile[f];
+        }
+        if (total < plan.partitions()) {
+            tokenized.files().unpersist(false);
+            throw new IllegalArgumentException("the " + plan.split() + " split of the training data has " + total
+                    + " windows of " + plan.window() + " tokens, fewer than the " + plan.partitions()
+                    + " partitions: use fewer --partitions or a shorter --window");
+        }
+        int window = plan.window();
+        sc.setJobDescription("train: deal " + total + " windows of " + window + " tokens to " + plan.partitions()
+                + " partitions");
+        JavaRDD<WindowShard> shards = tokenized.files()
+                .flatMapToPair((TokenizedFile file) -> {
+                    int[][] windows = Windows.cut(file.tokens, window);
+                    List<Tuple2<Long, int[]>> out = new ArrayList<>(windows.length);
+                    for (int i = 0; i < windows.length; i++) {
+                        out.add(new Tuple2<>(firstWindow[file.file] + i, windows[i]));
+                    }
+                    return out.iterator();
+                })
+                .repartitionAndSortWithinPartitions(new HashPartitioner(plan.partitions())) // key i → i mod P
+                .mapPartitionsWithIndex(TrainJob::toShard, true)
+                .persist(StorageLevel.MEMORY_AND_DISK_SER());
+        shards.count();
+        tokenized.files().unpersist(false);
+        return shards;
+    }
+
+    private static Iterator<WindowShard> toShard(int partition, Iterator<Tuple2<Long, int[]>> windows) {
+        List<int[]> list = new ArrayList<>();
+        windows.forEachRemaining(w -> list.add(w._2()));
+        return List.of(new WindowShard(partition, list.toArray(new int[0][]))).iterator();
+    }
+
+    /** One partition's F local steps from the broadcast state (copied: tasks of one JVM share the value). */
+    private static RoundPartial localSteps(TrainPlan plan, TrainState broadcast, WindowShard shard) {
+        long start = System.nanoTime();
+        MoeTransformer model = ModelFolder.cached(plan.model());
+        TrainOptions options = plan.options();
+        TrainState state = broadcast.copy();
+        WindowSampler sampler = new WindowSampler(plan.seed(), shard.partition, shard.windows.length);
+        int steps = (int) Math.min(plan.averagingFrequency(), plan.steps() - state.step());
+        double loss = 0;
+        double ce = 0;
+        double aux = 0;
+        long tokens = 0;
+        for (int s = 0; s < steps; s++) {
+            int[] picked = sampler.batch(state.step(), plan.batchWindows());
+            int[][] batch = new int[picked.length][];
+            for (int b = 0; b < picked.length; b++) {
+                batch[b] = shard.windows[picked[b]];
+            }
+            StepResult r = TrainStep.run(model, state, batch, options);
+            loss += r.loss();
+            ce += r.ceLoss();
+            aux += r.auxLoss();
+            tokens += r.tokens();
+        }
+        return new RoundPartial(shard.partition, StateSum.of(state, (long) steps * plan.batchWindows()), steps, loss,
+                ce, aux, tokens, (System.nanoTime() - start) / 1e9);
+    }
+}
