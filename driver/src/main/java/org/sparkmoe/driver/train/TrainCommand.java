@@ -12,12 +12,15 @@ import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
 import org.sparkmoe.text.TextSplit;
+import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.train.LoraSpec;
 import org.sparkmoe.train.TrainState;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
+import java.util.EnumSet;
 import java.util.List;
 import java.util.concurrent.Callable;
 
@@ -84,10 +87,11 @@ public final class TrainCommand implements Callable<Integer> {
             description = "lora_alpha; the update is scaled by alpha/rank. Default: ${DEFAULT-VALUE}.")
     double alpha;
 
-    @Option(names = "--targets", defaultValue = "w1,w2,w3", paramLabel = "P,...",
+    @Option(names = "--targets", defaultValue = "w1,w2,w3", split = ",", paramLabel = "P",
+            converter = ProjectionConverter.class,
             description = "Expert projections to adapt: w1,w2,w3 (Qwen names gate_proj,up_proj,down_proj accepted). "
                     + "Default: ${DEFAULT-VALUE}.")
-    String targets;
+    List<Projection> targets;
 
     @Option(names = "--train-router", description = "Train the router (gate) weights too (saved as PEFT modules_to_save).")
     boolean trainRouter;
@@ -113,6 +117,18 @@ public final class TrainCommand implements Callable<Integer> {
     @Mixin
     SparkOptions spark;
 
+    /** One --targets name as a projection; a name that is none of them is a bad flag (exit 2). */
+    static final class ProjectionConverter implements CommandLine.ITypeConverter<Projection> {
+        @Override
+        public Projection convert(String value) {
+            try {
+                return LoraSpec.parseTargets(value).iterator().next();
+            } catch (IllegalArgumentException e) {
+                throw new CommandLine.TypeConversionException(e.getMessage());
+            }
+        }
+    }
+
     @Override
     public Integer call() {
         Configuration conf = new Configuration();
@@ -122,7 +138,7 @@ public final class TrainCommand implements Callable<Integer> {
         files.forEach(f -> Paths.requireNonEmptyFile(f, conf));
         TrainPlan checked = new TrainPlan(modelUri, files, TextSplit.parse(split), window, batchWindows, steps,
                 averagingFrequency, spark.partitionsOr(1), Paths.qualify(out, conf), checkpointEvery, merge,
-                List.copyOf(LoraSpec.parseTargets(targets)), rank, alpha, trainRouter, lr, warmup, weightDecay,
+                List.copyOf(EnumSet.copyOf(targets)), rank, alpha, trainRouter, lr, warmup, weightDecay,
                 maxGradNorm, auxLossCoef, seed);
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe train", spark.master)) {
             TrainPlan plan = checked.withPartitions(spark.partitionsOr(sc.defaultParallelism()));

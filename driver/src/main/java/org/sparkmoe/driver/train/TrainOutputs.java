@@ -29,7 +29,7 @@ import java.util.Map;
  *   merged/                             with --merge: the HF checkpoint with the LoRA merged in
  * </pre>
  */
-final class TrainOutputs {
+public final class TrainOutputs {
     static final String LOG = "train-log.jsonl";
     static final String CHECKPOINTS = "checkpoints";
     static final String LATEST = "latest";
@@ -45,7 +45,7 @@ final class TrainOutputs {
     private final Path out;
     private final List<String> log = new ArrayList<>();
 
-    TrainOutputs(TrainPlan plan, Configuration conf) {
+    public TrainOutputs(TrainPlan plan, Configuration conf) {
         this.plan = plan;
         this.conf = conf;
         this.out = new Path(plan.out());
@@ -88,7 +88,7 @@ final class TrainOutputs {
     }
 
     /** Logs the round; checkpoints every --checkpoint-every rounds and after the last. */
-    void roundDone(RoundLog round, TrainState state) {
+    public void roundDone(RoundLog round, TrainState state) {
         log.add(round.toJson());
         AtomicFile.write(fs, new Path(out, LOG), logBytes());
         if ((round.round() + 1) % plan.checkpointEvery() == 0 || round.round() + 1 == plan.rounds()) {

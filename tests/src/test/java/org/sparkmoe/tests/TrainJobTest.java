@@ -1,0 +1,205 @@
+package org.sparkmoe.tests;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.sparkmoe.driver.Paths;
+import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.SparkMoe;
+import org.sparkmoe.driver.train.TrainJob;
+import org.sparkmoe.driver.train.TrainOutputs;
+import org.sparkmoe.driver.train.TrainPlan;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.SafeTensorsFile;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.text.TextSplit;
+import org.sparkmoe.train.TrainState;
+
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** {@code sparkmoe train} on a real local[2] SparkContext: outputs, resume bit for bit, bad input. */
+class TrainJobTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static Path data;
+
+    @TempDir
+    Path dir;
+
+    /** The first 40,000 characters of sysadmin.txt: ~300 windows of 32 tokens in the train split. */
+    @BeforeAll
+    static void excerpt(@TempDir Path tmp) throws Exception {
+        data = tmp.resolve("sysadmin-excerpt.txt");
+        Files.writeString(data, Files.readString(Fixtures.corpus("sysadmin.txt")).substring(0, 40_000));
+    }
+
+    private record Run(int exitCode, String err) {
+    }
+
+    private static Run sparkmoe(List<String> args) {
+        StringWriter err = new StringWriter();
+        int rc = SparkMoe.execute(new PrintWriter(err, true), args.toArray(String[]::new));
+        return new Run(rc, err.toString());
+    }
+
+    /**
+     * 3 rounds of 2 steps, 2 windows of 32 tokens per step and partition, w1 and w2, checkpoint every round;
+     * {@code more} holds flags (a flag followed by its value, if it takes one) that replace or add to these.
+     */
+    private static List<String> train(Path out, String... more) {
+        Map<String, String> flags = new LinkedHashMap<>();
+        String[] defaults = {"--model", Fixtures.tinyModel().toString(), "--data", data.toString(),
+                "--out", out.toString(), "--steps", "6", "--averaging-frequency", "2", "--window", "32",
+                "--batch-windows", "2", "--rank", "4", "--alpha", "8", "--targets", "w1,w2", "--checkpoint-every", "1",
+                "--master", "local[2]", "--partitions", "2"};
+        for (int i = 0; i < defaults.length; i += 2) {
+            flags.put(defaults[i], defaults[i + 1]);
+        }
+        for (int i = 0; i < more.length; i++) {
+            boolean hasValue = i + 1 < more.length && !more[i + 1].startsWith("--");
+            flags.put(more[i], hasValue ? more[++i] : null);
+        }
+        List<String> args = new ArrayList<>(List.of("train"));
+        flags.forEach((flag, value) -> {
+            args.add(flag);
+            if (value != null) {
+                args.add(value);
+            }
+        });
+        return args;
+    }
+
+    private TrainPlan plan(Path out) {
+        Configuration conf = new Configuration();
+        return new TrainPlan(Paths.qualify(Fixtures.tinyModel().toString(), conf),
+                List.of(Paths.qualify(data.toString(), conf)), TextSplit.TRAIN, 32, 2, 6, 2, 2,
+                Paths.qualify(out.toString(), conf), 1, false,
+                List.of(Projection.GATE, Projection.DOWN), 4, 8, false, 1e-3, 0, 0, 1.0, null, 42);
+    }
+
+    @Test
+    void writesAPeftAdapterAndOneLogLinePerRound() throws Exception {
+        Path out = dir.resolve("run");
+        Run run = sparkmoe(train(out));
+        assertEquals(0, run.exitCode(), run.err());
+
+        JsonNode config = JSON.readTree(out.resolve("adapter/adapter_config.json").toFile());
+        assertEquals("LORA", config.get("peft_type").asText());
+        assertEquals(4, config.get("r").asInt());
+        assertEquals(8.0, config.get("lora_alpha").asDouble());
+        try (SafeTensorsFile adapter = SafeTensorsFile.open(out.resolve("adapter/adapter_model.safetensors"))) {
+            String a = "base_model.model.model.layers.0.block_sparse_moe.experts.3.w1.lora_A.weight";
+            String b = "base_model.model.model.layers.3.block_sparse_moe.experts.7.w2.lora_B.weight";
+            assertArrayEquals(new long[] {4, 128}, adapter.info(a).shape());
+            assertArrayEquals(new long[] {128, 4}, adapter.info(b).shape());
+            double bNorm = 0;
+            for (int e = 0; e < 8; e++) {
+                bNorm += adapter.readFloat("base_model.model.model.layers.0.block_sparse_moe.experts." + e
+                        + ".w1.lora_B.weight").norm2Number().doubleValue();
+            }
+            assertTrue(bNorm > 0, "layer 0's w1 B matrices left their zero init");
+            assertEquals(4 * 8 * 2 * 2, adapter.names().size(), "layers × experts × (w1, w2) × (A, B)");
+        }
+        List<String> log = Files.readAllLines(out.resolve("train-log.jsonl"));
+        assertEquals(3, log.size());
+        for (int round = 0; round < 3; round++) {
+            JsonNode line = JSON.readTree(log.get(round));
+            assertEquals(round, line.get("round").asInt());
+            assertEquals(2L * (round + 1), line.get("step").asLong());
+            assertTrue(Double.isFinite(line.get("loss").asDouble()) && line.get("loss").asDouble() > 0, log.get(round));
+            assertTrue(line.get("bytes_averaged").asLong() > 0, log.get(round));
+        }
+    }
+
+    /** A run stopped after its second round and resumed with --resume ends with the same adapter, bit for bit. */
+    @Test
+    void resumeReproducesAnUninterruptedRun() throws Exception {
+        Path whole = dir.resolve("whole");
+        assertEquals(0, sparkmoe(train(whole)).exitCode());
+
+        Path interrupted = dir.resolve("interrupted");
+        TrainPlan plan = plan(interrupted);
+        TrainOutputs outputs = new TrainOutputs(plan, new Configuration());
+        class Stop extends RuntimeException {
+        }
+        try (JavaSparkContext sc = SparkContexts.start("train-test", "local[2]")) {
+            TrainState start = TrainState.init(ModelFolder.cached(plan.model()), plan.loraSpec(), plan.seed(),
+                    DataType.FLOAT);
+            assertThrows(Stop.class, () -> TrainJob.run(sc, plan, start, 0, (round, state) -> {
+                outputs.roundDone(round, state);
+                if (round.round() == 1) {
+                    throw new Stop();
+                }
+            }));
+        }
+        assertEquals(2, Files.readAllLines(interrupted.resolve("train-log.jsonl")).size());
+        Run resumed = sparkmoe(train(interrupted, "--resume"));
+        assertEquals(0, resumed.exitCode(), resumed.err());
+
+        assertArrayEquals(Files.readAllBytes(whole.resolve("adapter/adapter_model.safetensors")),
+                Files.readAllBytes(interrupted.resolve("adapter/adapter_model.safetensors")));
+        List<String> wholeLog = Files.readAllLines(whole.resolve("train-log.jsonl"));
+        List<String> resumedLog = Files.readAllLines(interrupted.resolve("train-log.jsonl"));
+        assertEquals(wholeLog.size(), resumedLog.size());
+        for (int i = 0; i < wholeLog.size(); i++) {
+            assertEquals(JSON.readTree(wholeLog.get(i)).get("loss"), JSON.readTree(resumedLog.get(i)).get("loss"));
+        }
+    }
+
+    @Test
+    void refusesToWriteOverAnotherRun() throws Exception {
+        Path out = dir.resolve("busy");
+        Files.createDirectories(out);
+        Files.writeString(out.resolve("keep.txt"), "precious");
+        Run run = sparkmoe(train(out));
+        assertEquals(1, run.exitCode());
+        assertTrue(run.err().startsWith("train: error: --out ") && run.err().contains("--resume"), run.err());
+        assertEquals("precious", Files.readString(out.resolve("keep.txt")));
+    }
+
+    @Test
+    void resumeNeedsACheckpointWithTheSameOptions() throws Exception {
+        Run nothing = sparkmoe(train(dir.resolve("empty"), "--resume"));
+        assertEquals(1, nothing.exitCode());
+        assertTrue(nothing.err().contains("--resume: no checkpoint under"), nothing.err());
+
+        Path out = dir.resolve("run");
+        assertEquals(0, sparkmoe(train(out, "--steps", "2")).exitCode());
+        Run other = sparkmoe(train(out, "--steps", "2", "--resume", "--rank", "8"));
+        assertEquals(1, other.exitCode());
+        assertTrue(other.err().contains("rank=4") && other.err().contains("rank=8"), other.err());
+    }
+
+    @Test
+    void badFlagsAndBadDataAreOneLineErrors() {
+        Run target = sparkmoe(train(dir.resolve("a"), "--targets", "w1,w4"));
+        assertEquals(2, target.exitCode());
+        assertTrue(target.err().contains("unknown LoRA target 'w4'"), target.err());
+
+        Run steps = sparkmoe(train(dir.resolve("b"), "--steps", "0"));
+        assertEquals(1, steps.exitCode());
+        assertTrue(steps.err().startsWith("train: error: --steps must be ≥ 1, got 0"), steps.err());
+
+        Run partitions = sparkmoe(train(dir.resolve("c"), "--window", "256", "--partitions", "200"));
+        assertEquals(1, partitions.exitCode());
+        assertTrue(partitions.err().contains("fewer than the 200 partitions"), partitions.err());
+        assertNotEquals(0, sparkmoe(train(dir.resolve("d"), "--model", dir.resolve("nope").toString())).exitCode());
+    }
+}
