@@ -2,7 +2,6 @@ package org.sparkmoe.tests;
 
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
-import org.apache.spark.launcher.JavaModuleOptions;
 import org.sparkmoe.driver.SparkContexts;
 
 import java.io.File;
@@ -33,7 +32,7 @@ import java.util.regex.Pattern;
  *   <li>a SPARK_HOME-like folder whose {@code jars/} links every jar of the test classpath, and
  *       SPARK_SCALA_VERSION=2.12 in the Workers' environment (executor launch fails without either);</li>
  *   <li>the classpath's directories (our modules' classes) on {@code spark.executor.extraClassPath};</li>
- *   <li>Spark's Java 17 module flags on the daemons (executors get them from Spark itself);</li>
+ *   <li>the Java 17 flags of conf/jvm.properties on the daemons (executors get Spark's own list from Spark);</li>
  *   <li>OPENBLAS_CORETYPE and the thread counts in the Workers' environment and, through
  *       {@link SparkContexts#conf}, on {@code spark.executorEnv.*}.</li>
  * </ul>
@@ -195,8 +194,7 @@ final class StandaloneCluster implements AutoCloseable {
         List<String> command = new ArrayList<>();
         command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         command.add("-Xmx256m");
-        command.addAll(Arrays.asList(JavaModuleOptions.defaultModuleOptions().split("\\s+")));
-        command.add("-Dio.netty.tryReflectionSetAccessible=true");
+        command.addAll(jvmFlags());
         command.add("-cp");
         command.add(String.join(File.pathSeparator, classPath));
         command.addAll(mainAndArgs);
@@ -279,6 +277,19 @@ final class StandaloneCluster implements AutoCloseable {
             Files.createSymbolicLink(link, jar.toAbsolutePath());
         }
         return home;
+    }
+
+    /** {@code sparkmoe.jvm.flags} of conf/jvm.properties, the project's one list of JVM flags. */
+    private static List<String> jvmFlags() throws IOException {
+        java.util.Properties properties = new java.util.Properties();
+        try (InputStream in = Files.newInputStream(Fixtures.root().resolve("conf/jvm.properties"))) {
+            properties.load(in);
+        }
+        String flags = properties.getProperty("sparkmoe.jvm.flags");
+        if (flags == null || flags.isBlank()) {
+            throw new IllegalStateException("conf/jvm.properties has no sparkmoe.jvm.flags");
+        }
+        return Arrays.asList(flags.trim().split("\\s+"));
     }
 
     /** The test classpath: Surefire's real one (its booter jar only holds a manifest), else java.class.path. */
