@@ -75,6 +75,7 @@ final class StandaloneCluster implements AutoCloseable {
             cluster.masterUrl = "spark://127.0.0.1:" + port;
             cluster.master = cluster.launch("master", sparkHome, classPath, List.of("org.apache.spark.deploy.master.Master",
                     "--host", "127.0.0.1", "--port", String.valueOf(port), "--webui-port", String.valueOf(cluster.masterWebPort)));
+            cluster.awaitMasterAlive();
             for (int w = 0; w < workerCount; w++) {
                 Path workDir = Files.createDirectories(dir.resolve("worker-" + w));
                 cluster.workers.add(cluster.launch("worker-" + w, sparkHome, classPath, List.of(
@@ -215,10 +216,27 @@ final class StandaloneCluster implements AutoCloseable {
         return builder.start();
     }
 
+    /**
+     * Waits until the Master's JSON page says ALIVE: Workers that register while it is still electing itself
+     * leader are answered "standby" and retry only 5 to 15 s later.
+     */
+    private void awaitMasterAlive() {
+        Pattern status = Pattern.compile("\"status\"\\s*:\\s*\"ALIVE\"");
+        awaitMasterJson("the master to be ALIVE", json -> status.matcher(json).find());
+    }
+
     private void awaitAliveWorkers(int count) {
-        long deadline = System.currentTimeMillis() + START_TIMEOUT_MS;
         Pattern alive = Pattern.compile("\"aliveworkers\"\\s*:\\s*(\\d+)");
-        int seen = -1;
+        awaitMasterJson(count + " workers alive", json -> {
+            Matcher m = alive.matcher(json);
+            return m.find() && Integer.parseInt(m.group(1)) == count;
+        });
+    }
+
+    /** Polls the Master's JSON page until {@code done} holds, failing fast when a daemon exits. */
+    private void awaitMasterJson(String what, java.util.function.Predicate<String> done) {
+        long deadline = System.currentTimeMillis() + START_TIMEOUT_MS;
+        String last = null;
         while (System.currentTimeMillis() < deadline) {
             if (!master.isAlive()) {
                 throw new IllegalStateException("the master exited with code " + master.exitValue());
@@ -230,17 +248,15 @@ final class StandaloneCluster implements AutoCloseable {
             }
             String json = masterJson();
             if (json != null) {
-                Matcher m = alive.matcher(json);
-                if (m.find()) {
-                    seen = Integer.parseInt(m.group(1));
-                    if (seen == count) {
-                        return;
-                    }
+                last = json;
+                if (done.test(json)) {
+                    return;
                 }
             }
             sleep(250);
         }
-        throw new IllegalStateException(seen + " of " + count + " workers alive after " + START_TIMEOUT_MS / 1000 + " s");
+        throw new IllegalStateException("no " + what + " after " + START_TIMEOUT_MS / 1000 + " s; last master status: "
+                + (last == null ? "none" : last.replaceAll("\\s+", " ")));
     }
 
     /** The Master's /json status page, or null while it is not up. */
