@@ -37,7 +37,7 @@ public final class TrainStep {
      * @param ce    mean cross-entropy
      * @param aux   load-balancing loss (unweighted)
      * @param loss  ce + coef · aux
-     * @param grads dLoss/dθ, keys and order of {@code state.params()}
+     * @param grads dLoss/dθ, keys and order of {@code state.params()}; null from {@link #losses}
      */
     public record Evaluation(double ce, double aux, double loss, LinkedHashMap<String, INDArray> grads,
                              long tokens, long scored) {
@@ -54,23 +54,35 @@ public final class TrainStep {
 
     /** Forward and backward at the current state (the model's and the state's types must agree). */
     public static Evaluation evaluate(MoeTransformer model, TrainState state, int[][] windows, TrainOptions opts) {
+        return pass(model, state, windows, opts, true);
+    }
+
+    /** The losses at the current state, forward only (validation, finite differences); grads are null. */
+    public static Evaluation losses(MoeTransformer model, TrainState state, int[][] windows, TrainOptions opts) {
+        return pass(model, state, windows, opts, false);
+    }
+
+    private static Evaluation pass(MoeTransformer model, TrainState state, int[][] windows, TrainOptions opts,
+                                   boolean backward) {
         ModelConfig c = model.config();
         double coef = opts.auxLossCoef() == null ? c.router_aux_loss_coef : opts.auxLossCoef();
         int topK = c.num_experts_per_tok;
         TrainableKeys keys = new TrainableKeys(c.modelType);
+        List<LoraMoeBlock> blocks = blocks(model, state, opts.lora());
         List<Integer> moeLayers = new ArrayList<>();
-        List<LoraMoeBlock> blocks = new ArrayList<>();
         for (int l = 0; l < model.layers().size(); l++) {
-            DecoderLayer layer = model.layers().get(l);
-            if (layer.isMoe()) {
+            if (model.layers().get(l).isMoe()) {
                 moeLayers.add(l);
-                blocks.add(block(layer.moe(), l, state, opts.lora(), keys, topK, c.router_jitter_noise));
             }
         }
         MoeTransformer.TrainingContext ctx = model.forwardTraining(windows, blocks,
                 Seeds.derive(opts.seed(), "jitter/step/" + state.step()));
         CausalLmLoss.Result ce = CausalLmLoss.compute(ctx.logits(), windows);
         double aux = LoadBalancingLoss.value(ctx.routerLogits(), c.num_experts, topK);
+        long tokens = (long) windows.length * windows[0].length;
+        if (!backward) {
+            return new Evaluation(ce.value(), aux, ce.value() + coef * aux, null, tokens, ce.scored());
+        }
         List<INDArray> dRouterLogits = coef == 0 ? null
                 : LoadBalancingLoss.gradient(ctx.routerLogits(), c.num_experts, topK, coef);
         List<LoraMoeBlock.Gradients> grads = model.backward(ctx, ce.dLogits(), dRouterLogits);
@@ -93,8 +105,24 @@ public final class TrainStep {
             }
         }
         TrainState.checkLike("gradients", state.params(), out);
-        long tokens = (long) windows.length * windows[0].length;
         return new Evaluation(ce.value(), aux, ce.value() + coef * aux, out, tokens, ce.scored());
+    }
+
+    /**
+     * Every MoE layer's trainable block, in layer order, with the state's LoRA factors (and router, when trained),
+     * the model's top-K and renormalisation and config.json's router jitter.
+     */
+    public static List<LoraMoeBlock> blocks(MoeTransformer model, TrainState state, LoraSpec spec) {
+        ModelConfig c = model.config();
+        TrainableKeys keys = new TrainableKeys(c.modelType);
+        List<LoraMoeBlock> blocks = new ArrayList<>();
+        for (int l = 0; l < model.layers().size(); l++) {
+            DecoderLayer layer = model.layers().get(l);
+            if (layer.isMoe()) {
+                blocks.add(block(layer.moe(), l, state, spec, keys, c.num_experts_per_tok, c.router_jitter_noise));
+            }
+        }
+        return blocks;
     }
 
     private static LoraMoeBlock block(SparseMoeBlock moe, int l, TrainState state, LoraSpec spec, TrainableKeys keys,

@@ -93,6 +93,8 @@ class AdapterTest {
         double a = withAdapter.get("ppl").asDouble();
         double m = ofMerged.get("ppl").asDouble();
         double b = base.get("ppl").asDouble();
+        System.err.printf("AdapterTest: ppl base %.6f, model+adapter %.9f, merged %.9f, |Δ|/ppl %.3g%n", b, a, m,
+                Math.abs(a - m) / m);
         assertEquals(withAdapter.get("tokens").asLong(), ofMerged.get("tokens").asLong());
         assertTrue(Math.abs(a - m) / m <= 1e-4, "model+adapter ppl " + a + " vs merged ppl " + m);
         assertTrue(Math.abs(a - b) / b > 1e-2, "the adapter should change the perplexity: " + a + " vs base " + b);

@@ -1,0 +1,54 @@
+package org.sparkmoe.train;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.lora.GradientCheck;
+
+/** {@link CausalLmLoss}: hand-computed values, float64 central differences of dlogits, the last row unscored. */
+class CausalLmLossTest {
+
+    /** Uniform logits: every scored position costs ln V; 2 windows of 3 → 4 scored positions. */
+    @Test
+    void uniformLogitsCostLogVocabularyPerPosition() {
+        CausalLmLoss.Result r = CausalLmLoss.compute(Nd4j.zeros(DataType.DOUBLE, 6, 5), new int[][] {{0, 1, 2}, {3, 4, 0}});
+        assertEquals(Math.log(5), r.value(), 1e-15);
+        assertEquals(4, r.scored());
+    }
+
+    /**
+     * One window [7, 1]: position 0 predicts token 1 from logits (0, ln 3) over V = 2, so p(1) = 3/4 and the loss
+     * is −ln(3/4); dlogits row 0 = (1/4, 3/4 − 1), row 1 (the last, unscored) = 0.
+     */
+    @Test
+    void handComputedValueAndGradient() {
+        INDArray logits = Nd4j.create(new double[] {0, Math.log(3), 9, -9}, new long[] {2, 2}, 'c');
+        CausalLmLoss.Result r = CausalLmLoss.compute(logits, new int[][] {{7, 1}});
+        assertEquals(-Math.log(0.75), r.value(), 1e-15);
+        assertEquals(0.25, r.dLogits().getDouble(0, 0), 1e-15);
+        assertEquals(-0.25, r.dLogits().getDouble(0, 1), 1e-15);
+        assertEquals(0.0, r.dLogits().getDouble(1, 0));
+        assertEquals(0.0, r.dLogits().getDouble(1, 1));
+    }
+
+    @Test
+    void gradientMatchesFiniteDifferences() {
+        int[][] windows = {{1, 4, 2, 0}, {3, 3, 1, 2}};
+        INDArray logits = GradientCheck.gaussian(new Random(3), DataType.DOUBLE, 2.0, 8, 5);
+        INDArray d = CausalLmLoss.compute(logits, windows).dLogits();
+        GradientCheck.check("causal lm loss: logits", logits, d, () -> CausalLmLoss.compute(logits, windows).value());
+    }
+
+    @Test
+    void windowsOfOneTokenAreRejected() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> CausalLmLoss.compute(Nd4j.zeros(DataType.FLOAT, 2, 4), new int[][] {{1}, {2}}));
+        assertTrue(e.getMessage().contains("at least 2 tokens"), e.getMessage());
+    }
+}

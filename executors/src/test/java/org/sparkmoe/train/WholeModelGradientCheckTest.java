@@ -1,0 +1,131 @@
+package org.sparkmoe.train;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.function.DoubleSupplier;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.lora.GradientCheck;
+import org.sparkmoe.model.MoeTransformer;
+
+/**
+ * Float64 central differences through the whole tiny model (cast to float64): embedding → every decoder layer
+ * (RMSNorm, RoPE GQA attention, LoRA MoE block, shared expert / dense layer for Qwen) → final norm → LM head →
+ * causal CE + coef · load-balancing loss. For every trainable tensor (LoRA A and B of every target in every layer,
+ * and every router), the two entries with the largest analytic gradient and one random one are perturbed by ±h;
+ * the error criterion is {@link GradientCheck}'s (relative, absolute floor 1). LoRA B is made non-zero (PEFT
+ * starts it at zero, which would leave every A gradient zero). A separate check isolates the aux term:
+ * d aux/dθ = (grad at coef 1 − grad at coef 0) against the finite differences of the aux value alone, on every
+ * router and every layer's w2 (down) factors.
+ */
+class WholeModelGradientCheckTest {
+    private static final int ENTRIES = 3;
+
+    @Test
+    void mixtralGradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.MIXTRAL, 0.5, 21);
+    }
+
+    @Test
+    void qwenGradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.QWEN, 0.5, 22);
+    }
+
+    @Test
+    void mixtralAuxLossGradientMatchesFiniteDifferences() {
+        MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.DOUBLE);
+        TrainState state = perturbedState(model, 23);
+        int[][] windows = TinyModels.windows(model, 2, 16, 24);
+        TrainOptions base = options(state, 0.0);
+        Map<String, INDArray> g0 = TrainStep.evaluate(model, state, windows, base).grads();
+        Map<String, INDArray> g1 = TrainStep.evaluate(model, state, windows, base.withAuxLossCoef(1.0)).grads();
+        DoubleSupplier aux = () -> TrainStep.losses(model, state, windows, base).aux();
+        double largest = 0;
+        for (String key : state.params().keySet()) {
+            if (key.contains(".w1.") || key.contains(".w3.")) {
+                continue;
+            }
+            INDArray dAux = g1.get(key).sub(g0.get(key));
+            largest = Math.max(largest, check("aux: " + key, state.params().get(key), dAux, aux, new Random(25)));
+        }
+        assertTrue(largest > 1e-3, "the aux gradient is (near) zero everywhere: " + largest);
+    }
+
+    private static void checkTotalLoss(String dir, double coef, long seed) {
+        MoeTransformer model = TinyModels.load(dir, DataType.DOUBLE);
+        TrainState state = perturbedState(model, seed);
+        int[][] windows = TinyModels.windows(model, 2, 16, seed + 1);
+        TrainOptions opts = options(state, coef);
+        TrainStep.Evaluation e = TrainStep.evaluate(model, state, windows, opts);
+        assertEquals(state.params().keySet(), e.grads().keySet());
+        DoubleSupplier loss = () -> TrainStep.losses(model, state, windows, opts).loss();
+        Random rnd = new Random(seed + 2);
+        int checked = 0;
+        for (String key : state.params().keySet()) {
+            check(dir + ": " + key, state.params().get(key), e.grads().get(key), loss, rnd);
+            checked++;
+        }
+        long moeLayers = model.layers().stream().filter(l -> l.isMoe()).count();
+        assertEquals(moeLayers * 7, checked, "3 targets × (A, B) + router per MoE layer");
+    }
+
+    /** All targets, rank 4, α 8, router trained; B Gaussian(0, 0.05²) so that A has a gradient. */
+    private static TrainState perturbedState(MoeTransformer model, long seed) {
+        LoraSpec spec = new LoraSpec(EnumSet.allOf(Projection.class), 4, 8.0, true);
+        TrainState state = TrainState.init(model, spec, seed, DataType.DOUBLE);
+        Random rnd = new Random(seed);
+        for (Map.Entry<String, INDArray> e : state.params().entrySet()) {
+            if (e.getKey().endsWith(".lora_B")) {
+                e.setValue(GradientCheck.gaussian(rnd, DataType.DOUBLE, 0.05, e.getValue().shape()));
+            }
+        }
+        return state;
+    }
+
+    private static TrainOptions options(TrainState state, double coef) {
+        LoraSpec spec = new LoraSpec(EnumSet.allOf(Projection.class), 4, 8.0, true);
+        return TrainOptions.defaults(spec, new LrSchedule(1e-3, 0, 10), 7).withAuxLossCoef(coef);
+    }
+
+    /** @return the largest |analytic| among the checked entries */
+    private static double check(String name, INDArray param, INDArray analytic, DoubleSupplier loss, Random rnd) {
+        double[] g = analytic.dup('c').data().asDouble();
+        List<Integer> entries = new ArrayList<>();
+        for (int n = 0; n < 2; n++) {
+            int best = -1;
+            for (int i = 0; i < g.length; i++) {
+                if (!entries.contains(i) && (best < 0 || Math.abs(g[i]) > Math.abs(g[best]))) {
+                    best = i;
+                }
+            }
+            entries.add(best);
+        }
+        while (entries.size() < ENTRIES) {
+            entries.add(rnd.nextInt(g.length));
+        }
+        double largest = 0;
+        for (int i : entries) {
+            double original = param.getDouble(i);
+            param.putScalar(i, original + GradientCheck.H);
+            double plus = loss.getAsDouble();
+            param.putScalar(i, original - GradientCheck.H);
+            double minus = loss.getAsDouble();
+            param.putScalar(i, original);
+            double numeric = (plus - minus) / (2 * GradientCheck.H);
+            double error = Math.abs(numeric - g[i]) / Math.max(1.0, Math.abs(g[i]));
+            assertTrue(error <= GradientCheck.TOLERANCE, name + "[" + i + "]: analytic " + g[i] + ", numeric "
+                    + numeric + ", error " + error);
+            largest = Math.max(largest, Math.abs(g[i]));
+        }
+        System.out.printf("whole-model check %-55s largest |g| %.3e%n", name, largest);
+        return largest;
+    }
+}
