@@ -1,0 +1,125 @@
+package org.sparkmoe.tests;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.scheduler.SparkListener;
+import org.apache.spark.scheduler.SparkListenerTaskEnd;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.driver.Paths;
+import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.train.TrainJob;
+import org.sparkmoe.driver.train.TrainPlan;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.text.TextSplit;
+import org.sparkmoe.train.TrainState;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+
+/**
+ * train on a real standalone cluster (Master, two Workers, two executor JVMs): the averaged state equals the
+ * local[2] run with the same partitioning bit for bit, also when an executor JVM is killed in the middle of a round.
+ */
+class TrainClusterTest {
+    private static StandaloneCluster cluster;
+    private static TrainPlan plan;
+    private static TrainState local;
+
+    /** 4 rounds of 2 steps on 2 partitions, w1 and w3 plus the routers, on the first 40,000 characters of sysadmin. */
+    @BeforeAll
+    static void trainLocallyThenStartCluster(@TempDir Path dir) throws Exception {
+        Path data = dir.resolve("sysadmin-excerpt.txt");
+        Files.writeString(data, Files.readString(Fixtures.corpus("sysadmin.txt")).substring(0, 40_000));
+        Configuration conf = new Configuration();
+        plan = new TrainPlan(Paths.qualify(Fixtures.tinyModel().toString(), conf),
+                List.of(Paths.qualify(data.toString(), conf)), TextSplit.TRAIN, 32, 2, 8, 2, 2,
+                Paths.qualify(dir.resolve("out").toString(), conf), 1, false, List.of(Projection.GATE, Projection.UP),
+                4, 8, true, 1e-3, 2, 0.01, 1.0, null, 7);
+        try (JavaSparkContext sc = SparkContexts.start("train-cluster-test-local", "local[2]")) {
+            local = train(sc, (round, state) -> { });
+        }
+        cluster = StandaloneCluster.start(2, "1536m");
+    }
+
+    @AfterAll
+    static void stopCluster() {
+        if (cluster != null) {
+            cluster.close();
+        }
+    }
+
+    private static TrainState train(JavaSparkContext sc, TrainJob.RoundListener listener) {
+        TrainState start = TrainState.init(ModelFolder.cached(plan.model()), plan.loraSpec(), plan.seed(),
+                DataType.FLOAT);
+        return TrainJob.run(sc, plan, start, 0, listener);
+    }
+
+    private static void assertSameBits(TrainState expected, TrainState actual) {
+        assertEquals(expected.step(), actual.step());
+        assertEquals(List.copyOf(expected.params().keySet()), List.copyOf(actual.params().keySet()));
+        assertSameBits(expected.params(), actual.params());
+        assertSameBits(expected.m(), actual.m());
+        assertSameBits(expected.v(), actual.v());
+    }
+
+    private static void assertSameBits(Map<String, INDArray> expected, Map<String, INDArray> actual) {
+        for (String key : expected.keySet()) {
+            assertArrayEquals(expected.get(key).dup('c').data().asFloat(), actual.get(key).dup('c').data().asFloat(),
+                    key);
+        }
+    }
+
+    @Test
+    void twoExecutorJvmsEqualLocal() {
+        try (JavaSparkContext sc = new JavaSparkContext(cluster.conf("train-cluster-test", "1g"))) {
+            cluster.awaitExecutors(sc);
+            assertSameBits(local, train(sc, (round, state) -> { }));
+        }
+    }
+
+    @Test
+    void anExecutorKilledMidRoundChangesNothing() throws Exception {
+        try (JavaSparkContext sc = new JavaSparkContext(cluster.conf("train-cluster-test-kill", "1g"))) {
+            cluster.awaitExecutors(sc);
+            long victim = cluster.executorPids(0).get(0);
+            AtomicLong roundsDone = new AtomicLong();
+            AtomicInteger tasksAfterRound = new AtomicInteger();
+            sc.sc().addSparkListener(new SparkListener() {
+                @Override
+                public void onTaskEnd(SparkListenerTaskEnd taskEnd) {
+                    if (roundsDone.get() >= 1) {
+                        tasksAfterRound.incrementAndGet();
+                    }
+                }
+            });
+            CompletableFuture<TrainState> result = CompletableFuture.supplyAsync(
+                    () -> train(sc, (round, state) -> roundsDone.incrementAndGet()));
+            long deadline = System.currentTimeMillis() + 180_000;
+            while (roundsDone.get() < 1 && !result.isDone() && System.currentTimeMillis() < deadline) {
+                Thread.sleep(10); // kill once round 2 has started: its tasks are running
+            }
+            assertFalse(result.isDone(), "training finished before an executor could be killed");
+            assertEquals(victim, cluster.killExecutor(0));
+            assertSameBits(local, result.get(300, TimeUnit.SECONDS));
+            assertFalse(cluster.executorPids(0).contains(victim), "the killed executor is gone");
+            assertNotEquals(0, tasksAfterRound.get());
+        }
+    }
+}
