@@ -47,7 +47,7 @@ public final class MoeTransformer {
     /**
      * @param tokens  B sequences of S token ids each
      * @param topK    experts per token (the config's value, or an override)
-     * @param capture whether to keep hidden states and router logits
+     * @param capture whether to keep hidden states, router logits and router inputs
      */
     public ForwardOutput forward(int[][] tokens, int topK, boolean capture) {
         int batch = tokens.length;
@@ -73,6 +73,7 @@ public final class MoeTransformer {
         }
         List<INDArray> hiddenStates = new ArrayList<>();
         List<INDArray> routerLogits = new ArrayList<>();
+        List<INDArray> routerInputs = new ArrayList<>();
         INDArray hidden = Nd4j.pullRows(embedTokens, 1, flat);                        // [B·S, D]
         for (DecoderLayer layer : layers) {
             if (capture) {
@@ -82,12 +83,13 @@ public final class MoeTransformer {
             hidden = out.hidden();
             if (capture && out.routerLogits() != null) {
                 routerLogits.add(out.routerLogits());
+                routerInputs.add(out.moeInput());
             }
         }
         hidden = finalNorm.forward(hidden);
         if (capture) {
             hiddenStates.add(hidden);
         }
-        return new ForwardOutput(Dense.linear(hidden, lmHead), hiddenStates, routerLogits);
+        return new ForwardOutput(Dense.linear(hidden, lmHead), hiddenStates, routerLogits, routerInputs);
     }
 }

@@ -32,6 +32,15 @@ public final class SparseMoeBlock {
         return experts.experts();
     }
 
+    /** The stacked expert weights (read-only use: calibration runs tokens through them). */
+    public ExpertWeights expertWeights() {
+        return experts;
+    }
+
+    public Router router() {
+        return router;
+    }
+
     /** Output of one block: the mixture [T, D] and the raw router logits [T, E]. */
     public record Output(INDArray hidden, INDArray routerLogits) {
     }
