@@ -1,6 +1,7 @@
 package org.sparkmoe.driver;
 
 import org.sparkmoe.driver.bench.BenchCommand;
+import org.sparkmoe.driver.calib.CalibrateCommand;
 import org.sparkmoe.driver.eval.EvalCommand;
 import org.sparkmoe.driver.logits.LogitsCommand;
 import picocli.CommandLine;
@@ -11,7 +12,7 @@ import java.io.PrintWriter;
 /** The {@code sparkmoe} command line: parses options, runs one job, turns exceptions into exit codes. */
 @Command(name = "sparkmoe", mixinStandardHelpOptions = true, version = "SparkMoE 0.1.0",
         description = "Fine-tune, measure and reshape Mixture-of-Experts language models on Spark.",
-        subcommands = {EvalCommand.class, LogitsCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {EvalCommand.class, LogitsCommand.class, CalibrateCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
 public final class SparkMoe implements Runnable {
 
     @CommandLine.Spec

@@ -1,6 +1,7 @@
 package org.sparkmoe.calib;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.MoeTransformer;
@@ -15,7 +16,7 @@ import java.util.List;
  * file and MoE layer, and expert activation statistics per MoE layer. {@link #add} takes one forward pass's
  * capture; {@link #merge} combines partial aggregates in any order with the same result.
  */
-public final class CalibrationStats {
+public final class CalibrationStats implements java.io.Serializable {
     private final LayerRouterStats[][] router;       // [files][MoE layers]
     private final ExpertActivationStats[] activations; // [MoE layers]
 
@@ -24,23 +25,30 @@ public final class CalibrationStats {
         this.activations = activations;
     }
 
-    /** The empty aggregate for {@code files} input files and the model's MoE layers, routing top-{@code topK}. */
-    public static CalibrationStats empty(int files, MoeTransformer model, int topK) {
-        List<SparseMoeBlock> blocks = moeBlocks(model);
-        if (blocks.isEmpty()) {
+    /**
+     * The empty aggregate for {@code files} input files and the MoE layers of a model with this config, routing
+     * top-{@code topK} (built from config.json alone, so the driver need not load the weights).
+     */
+    public static CalibrationStats empty(int files, ModelConfig config, int topK) {
+        int[] layers = moeLayerIndices(config);
+        if (layers.length == 0) {
             throw new IllegalArgumentException("the model has no MoE layer to calibrate");
         }
-        LayerRouterStats[][] router = new LayerRouterStats[files][blocks.size()];
-        ExpertActivationStats[] activations = new ExpertActivationStats[blocks.size()];
-        for (int l = 0; l < blocks.size(); l++) {
-            SparseMoeBlock block = blocks.get(l);
+        LayerRouterStats[][] router = new LayerRouterStats[files][layers.length];
+        ExpertActivationStats[] activations = new ExpertActivationStats[layers.length];
+        for (int l = 0; l < layers.length; l++) {
             for (int f = 0; f < files; f++) {
-                router[f][l] = new LayerRouterStats(block.experts(), topK);
+                router[f][l] = new LayerRouterStats(config.num_experts, topK);
             }
-            activations[l] = new ExpertActivationStats(block.experts(), (int) block.expertWeights().w1().size(2),
-                    (int) block.expertWeights().w1().size(1));
+            activations[l] = new ExpertActivationStats(config.num_experts, config.hidden_size,
+                    config.expert_intermediate_size);
         }
         return new CalibrationStats(router, activations);
+    }
+
+    /** Decoder-layer indices of the MoE layers, in order. */
+    public static int[] moeLayerIndices(ModelConfig config) {
+        return java.util.stream.IntStream.range(0, config.num_hidden_layers).filter(config::isMoeLayer).toArray();
     }
 
     /** The model's MoE blocks in layer order. */

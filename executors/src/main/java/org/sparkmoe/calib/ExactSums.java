@@ -7,7 +7,7 @@ package org.sparkmoe.calib;
  * exactly), so splitting the data into any partitions and merging them in any order gives the same bits.
  * Terms must be finite with magnitude below 2⁶²; a sum may reach 2⁶³ before it overflows.
  */
-public final class ExactSums {
+public final class ExactSums implements java.io.Serializable {
     private static final double TWO_POW_64 = 0x1p64;
     private static final double LIMIT = 0x1p62;
     private final long[] hi; // [N] integer parts (two's complement high words)

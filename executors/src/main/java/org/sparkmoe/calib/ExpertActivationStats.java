@@ -19,7 +19,7 @@ import java.util.Arrays;
  * The tokens an expert sees are those routed to it, or every token when {@code allExperts} is set (then no
  * expert is left without data, whatever the router does).
  */
-public final class ExpertActivationStats {
+public final class ExpertActivationStats implements java.io.Serializable {
     private final int experts;
     private final int hidden;
     private final int intermediate;

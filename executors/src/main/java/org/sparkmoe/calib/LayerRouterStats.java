@@ -22,7 +22,7 @@ import java.util.Arrays;
  * <li>{@code tokens}.</li>
  * </ul>
  */
-public final class LayerRouterStats {
+public final class LayerRouterStats implements java.io.Serializable {
     private final int experts;
     private final int topK;
     private final long[] count;        // [E]
