@@ -4,6 +4,7 @@ import org.sparkmoe.driver.bench.BenchCommand;
 import org.sparkmoe.driver.calib.CalibrateCommand;
 import org.sparkmoe.driver.eval.EvalCommand;
 import org.sparkmoe.driver.logits.LogitsCommand;
+import org.sparkmoe.driver.router.RetrainRouterCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -12,7 +13,7 @@ import java.io.PrintWriter;
 /** The {@code sparkmoe} command line: parses options, runs one job, turns exceptions into exit codes. */
 @Command(name = "sparkmoe", mixinStandardHelpOptions = true, version = "SparkMoE 0.1.0",
         description = "Fine-tune, measure and reshape Mixture-of-Experts language models on Spark.",
-        subcommands = {EvalCommand.class, LogitsCommand.class, CalibrateCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {EvalCommand.class, LogitsCommand.class, CalibrateCommand.class, RetrainRouterCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
 public final class SparkMoe implements Runnable {
 
     @CommandLine.Spec
