@@ -6,7 +6,6 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FSDataInputStream;
-import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
@@ -18,7 +17,6 @@ import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.driver.calib.RouterDataInfo;
 import org.sparkmoe.io.AtomicFile;
-import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.SafeTensorsWriter;
@@ -66,14 +64,14 @@ public final class RetrainRouterCommand implements Callable<Integer> {
     @Option(names = "--out", required = true, paramLabel = "DIR", description = "Output folder (created if missing).")
     String out;
 
-    @Option(names = "--epochs", defaultValue = "3", paramLabel = "N", description = "Passes over the data per layer. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--epochs", defaultValue = "4", paramLabel = "N", description = "Passes over the data per layer. Default: ${DEFAULT-VALUE}.")
     int epochs;
 
     @Option(names = "--averaging-frequency", defaultValue = "5", paramLabel = "F",
             description = "Minibatches (one exported file each) per worker between parameter averagings. Default: ${DEFAULT-VALUE}.")
     int averagingFrequency;
 
-    @Option(names = "--learning-rate", defaultValue = "0.01", paramLabel = "LR", description = "Adam learning rate. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--learning-rate", defaultValue = "0.003", paramLabel = "LR", description = "Adam learning rate. Default: ${DEFAULT-VALUE}.")
     double learningRate;
 
     @Option(names = "--seed", defaultValue = "42", paramLabel = "S",
