@@ -15,7 +15,8 @@ import java.io.Serializable;
  * @param averagingFrequency minibatches each worker fits between parameter averagings
  * @param learningRate       Adam's learning rate
  * @param seed               root seed (network initialisation and DL4J's data splits derive from it)
+ * @param workers            DL4J workers (parallel minibatch streams between averagings)
  */
 public record RetrainPlan(String routerData, RouterDataInfo info, ExpertMap expertMap, int epochs,
-                          int averagingFrequency, double learningRate, long seed) implements Serializable {
+                          int averagingFrequency, double learningRate, long seed, int workers) implements Serializable {
 }

@@ -44,7 +44,8 @@ import java.util.concurrent.Callable;
                         + "distribution (summed over groups with --expert-map). Prints the score per epoch and the top-k "
                         + "set agreement with the teacher on the router data. Writes OUT/router.safetensors (the gate "
                         + "weights under their Hugging Face names) and OUT/retrain-router.json; without --expert-map "
-                        + "also a complete checkpoint folder in OUT (the model's files with the new gates)."})
+                        + "also a complete checkpoint folder in OUT (the model's files with the new gates).",
+                "--partitions sets the DL4J workers (minibatch streams averaged together)."})
 public final class RetrainRouterCommand implements Callable<Integer> {
     static final String GATES_FILE = "router.safetensors";
     static final String REPORT_FILE = "retrain-router.json";
@@ -86,10 +87,14 @@ public final class RetrainRouterCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         Path modelDir = new Path(Paths.qualify(model, conf));
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
-        RetrainPlan plan = plan(conf, config);
-        int[] layers = plan.info().layers();
+        RetrainPlan validated = plan(conf, config);
+        int[] layers = validated.info().layers();
         List<RouterTrainer.Result> results = new ArrayList<>();
+        RetrainPlan plan;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe retrain-router", spark.master)) {
+            plan = new RetrainPlan(validated.routerData(), validated.info(), validated.expertMap(), validated.epochs(),
+                    validated.averagingFrequency(), validated.learningRate(), validated.seed(),
+                    spark.partitionsOr(sc.defaultParallelism()));
             Random layerSeeds = new Random(plan.seed());
             for (int l = 0; l < layers.length; l++) {
                 RouterTrainer.Result r = RouterTrainer.train(sc, plan, l, layerSeeds.nextLong());
@@ -140,7 +145,7 @@ public final class RetrainRouterCommand implements Callable<Integer> {
             }
             map = ExpertMap.parse(readText(mapFile, conf), mapFile.toString(), experts);
         }
-        return new RetrainPlan(dataUri, info, map, epochs, averagingFrequency, learningRate, seed);
+        return new RetrainPlan(dataUri, info, map, epochs, averagingFrequency, learningRate, seed, 1);
     }
 
     private void write(Configuration conf, ModelConfig config, Path modelDir, RetrainPlan plan,

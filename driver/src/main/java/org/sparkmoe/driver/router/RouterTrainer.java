@@ -66,7 +66,7 @@ final class RouterTrainer {
                         .activation(Activation.SOFTMAX).weightInit(WeightInit.XAVIER).build())
                 .build();
         int examples = plan.info().examplesPerFile();
-        ParameterAveragingTrainingMaster master = new ParameterAveragingTrainingMaster.Builder(examples)
+        ParameterAveragingTrainingMaster master = new ParameterAveragingTrainingMaster.Builder(plan.workers(), examples)
                 .batchSizePerWorker(examples)
                 .averagingFrequency(plan.averagingFrequency())
                 .rngSeed(seeds.nextLong())
