@@ -10,7 +10,6 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
-import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.LayerRouterStats;
 import org.sparkmoe.calib.RouterDataFiles;
@@ -19,6 +18,8 @@ import org.sparkmoe.driver.calib.CalibratePlan;
 import org.sparkmoe.driver.calib.CalibrateJob;
 import org.sparkmoe.driver.calib.CalibrationReport;
 import org.sparkmoe.driver.calib.RouterStatsJson;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
@@ -27,7 +28,6 @@ import org.sparkmoe.text.TextSplit;
 import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.text.Windows;
 
-import java.io.File;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -172,6 +172,11 @@ class CalibrateJobTest {
         assertArrayEquals(new long[] {WINDOW, 128}, loaded.getFeatures().shape());
         assertArrayEquals(new long[] {WINDOW, 8}, loaded.getLabels().shape());
         INDArray expected = capture.routerInputs().get(2);
+        try (Checkpoint checkpoint = Checkpoint.open(new org.apache.hadoop.fs.Path(model), new Configuration())) {
+            INDArray gate = checkpoint.readFloat("model.layers.2.block_sparse_moe.gate.weight");
+            assertTrue(Dense.linear(expected, gate).equalsWithEps(capture.routerLogits().get(2), 1e-5),
+                    "the captured router inputs are what the router read: logits = x · Wgᵀ");
+        }
         assertTrue(expected.equalsWithEps(loaded.getFeatures(), 1e-4), "features are the router inputs");
         INDArray teacher = RouterDataFiles.teacher(capture.routerLogits().get(2));
         assertTrue(teacher.equalsWithEps(loaded.getLabels(), 1e-5), "labels are softmax(router logits)");
