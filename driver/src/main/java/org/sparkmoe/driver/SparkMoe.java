@@ -1,10 +1,12 @@
 package org.sparkmoe.driver;
 
 import org.sparkmoe.driver.bench.BenchCommand;
+import org.sparkmoe.driver.calib.CalibrateCommand;
 import org.sparkmoe.driver.eval.EvalCommand;
 import org.sparkmoe.driver.logits.LogitsCommand;
 import org.sparkmoe.driver.train.TrainCommand;
 import org.sparkmoe.driver.merge.MergeCommand;
+import org.sparkmoe.driver.router.RetrainRouterCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -13,7 +15,8 @@ import java.io.PrintWriter;
 /** The {@code sparkmoe} command line: parses options, runs one job, turns exceptions into exit codes. */
 @Command(name = "sparkmoe", mixinStandardHelpOptions = true, version = "SparkMoE 0.1.0",
         description = "Fine-tune, measure and reshape Mixture-of-Experts language models on Spark.",
-        subcommands = {EvalCommand.class, TrainCommand.class, LogitsCommand.class, MergeCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {EvalCommand.class, TrainCommand.class, CalibrateCommand.class, RetrainRouterCommand.class,
+                LogitsCommand.class, MergeCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
 public final class SparkMoe implements Runnable {
 
     @CommandLine.Spec

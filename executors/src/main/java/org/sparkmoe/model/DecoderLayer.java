@@ -38,18 +38,21 @@ public final class DecoderLayer {
         return moe;
     }
 
-    /** Output of a layer: hidden [B·S, D] and, for an MoE layer, router logits [B·S, E] (else null). */
-    public record Output(INDArray hidden, INDArray routerLogits) {
+    /**
+     * Output of a layer: hidden [B·S, D] and, for an MoE layer, router logits [B·S, E] and the MoE block's input
+     * [B·S, D] (the post-attention norm's output, which the router and the experts read); both null otherwise.
+     */
+    public record Output(INDArray hidden, INDArray routerLogits, INDArray moeInput) {
     }
 
     public Output forward(INDArray x, int batch, int seq, RotaryEmbedding rope, int topK) {
         INDArray h = x.add(attention.forward(inputNorm.forward(x), batch, seq, rope));   // [B·S, D]
         INDArray normed = postAttentionNorm.forward(h);
         if (moe == null) {
-            return new Output(h.addi(mlp.forward(normed)), null);
+            return new Output(h.addi(mlp.forward(normed)), null, null);
         }
         SparseMoeBlock.Output block = moe.forward(normed, topK);
-        return new Output(h.addi(block.hidden()), block.routerLogits());
+        return new Output(h.addi(block.hidden()), block.routerLogits(), normed);
     }
 
     /** The training forward result and what {@link #backward} needs; immutable once built. */

@@ -50,7 +50,7 @@ public final class MoeTransformer {
     /**
      * @param tokens  B sequences of S token ids each
      * @param topK    experts per token (the config's value, or an override)
-     * @param capture whether to keep hidden states and router logits
+     * @param capture whether to keep hidden states, router logits and router inputs
      */
     public ForwardOutput forward(int[][] tokens, int topK, boolean capture) {
         int[] flat = flatten(tokens);
@@ -58,6 +58,7 @@ public final class MoeTransformer {
         int seq = tokens[0].length;
         List<INDArray> hiddenStates = new ArrayList<>();
         List<INDArray> routerLogits = new ArrayList<>();
+        List<INDArray> routerInputs = new ArrayList<>();
         INDArray hidden = Nd4j.pullRows(embedTokens, 1, flat);                        // [B·S, D]
         for (DecoderLayer layer : layers) {
             if (capture) {
@@ -67,13 +68,14 @@ public final class MoeTransformer {
             hidden = out.hidden();
             if (capture && out.routerLogits() != null) {
                 routerLogits.add(out.routerLogits());
+                routerInputs.add(out.moeInput());
             }
         }
         hidden = finalNorm.forward(hidden);
         if (capture) {
             hiddenStates.add(hidden);
         }
-        return new ForwardOutput(Dense.linear(hidden, lmHead), hiddenStates, routerLogits);
+        return new ForwardOutput(Dense.linear(hidden, lmHead), hiddenStates, routerLogits, routerInputs);
     }
 
     /** The B sequences' token ids, checked against the vocabulary and the RoPE table, flattened batch-major [B·S]. */

@@ -34,6 +34,15 @@ public final class SparseMoeBlock {
         return experts.experts();
     }
 
+    /** The stacked expert weights (read-only use: calibration runs tokens through them). */
+    public ExpertWeights expertWeights() {
+        return experts;
+    }
+
+    public Router router() {
+        return router;
+    }
+
     /** @return the frozen router weight [E, D] */
     public INDArray routerWeight() {
         return router.gate();

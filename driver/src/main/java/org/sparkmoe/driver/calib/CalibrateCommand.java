@@ -1,0 +1,196 @@
+package org.sparkmoe.driver.calib;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.calib.CalibrationStats;
+import org.sparkmoe.calib.ExpertActivationStats;
+import org.sparkmoe.driver.Paths;
+import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.SparkOptions;
+import org.sparkmoe.io.AtomicFile;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.NamedTensor;
+import org.sparkmoe.io.SafeTensorsWriter;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.model.ModelSchema;
+import org.sparkmoe.text.TextSplit;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.Callable;
+
+/** {@code sparkmoe calibrate}: validates options, plans, runs {@link CalibrateJob}, writes the outputs. */
+@Command(name = "calibrate", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Router statistics of an MoE model over calibration text, as a Spark job.",
+                "Each file's split is tokenized and cut into windows; every window is forwarded and each MoE layer's "
+                        + "routing is added to exact, mergeable accumulators (identical for any partitioning). Writes "
+                        + "OUT/router-stats.json, OUT/report.html (self-contained, inline SVG) and "
+                        + "OUT/expert-activations.safetensors; with --export-router-data also DL4J DataSet files under "
+                        + "OUT/router-data/layer-N/ for retrain-router."})
+public final class CalibrateCommand implements Callable<Integer> {
+    static final String STATS_FILE = "router-stats.json";
+    static final String REPORT_FILE = "report.html";
+    static final String ACTIVATIONS_FILE = "expert-activations.safetensors";
+
+    @Option(names = "--model", required = true, paramLabel = "DIR",
+            description = "Hugging Face MoE model folder (config.json, *.safetensors, tokenizer.json).")
+    String model;
+
+    @Option(names = "--data", required = true, split = ",", paramLabel = "PATH",
+            description = "UTF-8 text files, comma-separated or repeated; statistics are also kept per file.")
+    List<String> data;
+
+    @Option(names = "--split", defaultValue = "valid", paramLabel = "train|valid|test|all",
+            description = "Part of each file, by code points: first 90%% train, next 5%% valid, last 5%% test. "
+                    + "Default: ${DEFAULT-VALUE}.")
+    String split;
+
+    @Option(names = "--window", defaultValue = "256", paramLabel = "S",
+            description = "Tokens per window (≥ 2); the remainder of each file is dropped. Default: ${DEFAULT-VALUE}.")
+    int window;
+
+    @Option(names = "--max-tokens-per-file", paramLabel = "N",
+            description = "Use only the first ⌊N/S⌋·S tokens of each file's split. Default: all of it.")
+    Integer maxTokensPerFile;
+
+    @Option(names = "--all-experts",
+            description = "For the activation statistics, run every token through every expert (so no expert is left "
+                    + "without data); routing statistics are unchanged.")
+    boolean allExperts;
+
+    @Option(names = "--export-router-data",
+            description = "Also write router training sets: per MoE layer, DL4J DataSet files (features: router inputs "
+                    + "[S,D]; labels: softmax of the router logits [S,E]), one per window, under OUT/router-data/layer-N/. "
+                    + "An earlier OUT/router-data is replaced.")
+    boolean exportRouterData;
+
+    @Option(names = "--batch-windows", defaultValue = "8", paramLabel = "B",
+            description = "Windows per forward pass. Default: ${DEFAULT-VALUE}.")
+    int batchWindows;
+
+    @Option(names = "--out", required = true, paramLabel = "DIR", description = "Output folder (created if missing).")
+    String out;
+
+    @Mixin
+    SparkOptions spark;
+
+    @Override
+    public Integer call() {
+        Configuration conf = new Configuration();
+        ModelConfig config = validate(conf);
+        String outUri = Paths.qualify(out, conf);
+        CalibratePlan plan = plan(conf, config, outUri);
+        List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
+        int[] layers = CalibrationStats.moeLayerIndices(config);
+        CalibrateJob.Result result;
+        try (JavaSparkContext sc = SparkContexts.start("sparkmoe calibrate", spark.master)) {
+            CalibratePlan withPartitions = plan.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
+            long start = System.nanoTime();
+            result = CalibrateJob.run(sc, withPartitions, config);
+            double seconds = (System.nanoTime() - start) / 1e9;
+            long tokens = result.stats().layer(0).tokens();
+            System.err.printf("calibrate: %d tokens in %.1f s (%.0f tokens/s)%n", tokens, seconds, tokens / seconds);
+        }
+        System.out.print(CalibrationSummary.text(result.stats(), layers, names));
+        FileSystem fs = Paths.fileSystem(outUri, conf);
+        Path dir = new Path(outUri);
+        mkdirs(fs, dir);
+        AtomicFile.write(fs, new Path(dir, STATS_FILE),
+                RouterStatsJson.of(plan.model(), result.stats(), names).getBytes(StandardCharsets.UTF_8));
+        AtomicFile.write(fs, new Path(dir, REPORT_FILE), CalibrationReport.html(plan.model(), plan.split().toString(),
+                result.stats(), layers, names).getBytes(StandardCharsets.UTF_8));
+        SafeTensorsWriter.write(fs, new Path(dir, ACTIVATIONS_FILE), activationTensors(result.stats(), layers),
+                Map.of("format", "sparkmoe-expert-activations", "all_experts", Boolean.toString(allExperts)));
+        if (plan.routerData() != null) {
+            AtomicFile.write(fs, new Path(plan.routerData(), RouterDataInfo.FILE),
+                    RouterDataInfo.json(plan, config, layers).getBytes(StandardCharsets.UTF_8));
+        }
+        System.err.println("calibrate: wrote " + STATS_FILE + ", " + REPORT_FILE + ", " + ACTIVATIONS_FILE
+                + (plan.routerData() != null ? " and router-data/" : "") + " to " + outUri);
+        return 0;
+    }
+
+    /** Per MoE layer N: layers.N.{input,intermediate}_abs_{mean,max} [E,D] / [E,I] and layers.N.tokens [E] (I64). */
+    private static List<NamedTensor> activationTensors(CalibrationStats stats, int[] layers) {
+        List<NamedTensor> tensors = new ArrayList<>();
+        for (int l = 0; l < layers.length; l++) {
+            ExpertActivationStats a = stats.activations(l);
+            String prefix = "layers." + layers[l] + ".";
+            tensors.add(new NamedTensor.Floats(prefix + "input_abs_mean", a.inputAbsMean()));
+            tensors.add(new NamedTensor.Floats(prefix + "input_abs_max", a.inputAbsMax()));
+            tensors.add(new NamedTensor.Floats(prefix + "intermediate_abs_mean", a.intermediateAbsMean()));
+            tensors.add(new NamedTensor.Floats(prefix + "intermediate_abs_max", a.intermediateAbsMax()));
+            long[] tokens = a.tokens();
+            tensors.add(new NamedTensor.Longs(prefix + "tokens", new long[] {tokens.length}, tokens));
+        }
+        return tensors;
+    }
+
+    /** Validates everything that can be checked before Spark starts. */
+    private ModelConfig validate(Configuration conf) {
+        TextSplit.parse(split);
+        if (window < 2) {
+            throw new IllegalArgumentException("--window must be ≥ 2, got " + window);
+        }
+        if (batchWindows < 1) {
+            throw new IllegalArgumentException("--batch-windows must be ≥ 1, got " + batchWindows);
+        }
+        if (maxTokensPerFile != null && maxTokensPerFile < window) {
+            throw new IllegalArgumentException("--max-tokens-per-file must be ≥ --window (" + window + "), got "
+                    + maxTokensPerFile);
+        }
+        Path modelDir = new Path(Paths.qualify(model, conf));
+        ModelConfig config = ModelFolder.readConfig(modelDir, conf);
+        try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
+            ModelSchema.check(config, checkpoint);
+        }
+        if (config.num_experts == 0 || CalibrationStats.moeLayerIndices(config).length == 0) {
+            throw new IllegalArgumentException(modelDir + " is a dense model (" + config.modelType
+                    + "); calibrate needs MoE layers");
+        }
+        if (window > config.max_position_embeddings) {
+            throw new IllegalArgumentException("--window " + window + " exceeds the model's max_position_embeddings "
+                    + config.max_position_embeddings);
+        }
+        return config;
+    }
+
+    private CalibratePlan plan(Configuration conf, ModelConfig config, String outUri) {
+        List<String> files = data.stream().map(p -> Paths.qualify(p, conf)).toList();
+        Set<String> names = new HashSet<>();
+        for (String f : files) {
+            Paths.requireNonEmptyFile(f, conf);
+            if (!names.add(new Path(f).getName())) {
+                throw new IllegalArgumentException("two --data files share the name " + new Path(f).getName()
+                        + " (the statistics are keyed by file name)");
+            }
+        }
+        String routerData = exportRouterData ? new Path(outUri, "router-data").toString() : null;
+        return new CalibratePlan(Paths.qualify(model, conf), files, TextSplit.parse(split), window,
+                maxTokensPerFile == null ? 0 : maxTokensPerFile, config.num_experts_per_tok, batchWindows, 1,
+                allExperts, routerData);
+    }
+
+    private static void mkdirs(FileSystem fs, Path dir) {
+        try {
+            if (fs.exists(dir) && !fs.getFileStatus(dir).isDirectory()) {
+                throw new IllegalArgumentException("--out " + dir + " exists and is not a folder");
+            }
+            fs.mkdirs(dir);
+        } catch (IOException e) {
+            throw new UncheckedIOException("creating " + dir + ": " + e.getMessage(), e);
+        }
+    }
+}

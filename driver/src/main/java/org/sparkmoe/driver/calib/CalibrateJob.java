@@ -1,0 +1,137 @@
+package org.sparkmoe.driver.calib;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
+import org.apache.spark.api.java.JavaRDD;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.storage.StorageLevel;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.calib.CalibrationStats;
+import org.sparkmoe.calib.RouterDataFiles;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.ForwardOutput;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.text.TextFiles;
+import org.sparkmoe.text.Tokenizers;
+import org.sparkmoe.text.Windows;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.stream.IntStream;
+
+/**
+ * Distributed calibration. Stage 1 tokenizes each file's split (one task per file) and keeps its first windows;
+ * stage 2 forwards fixed chunks of windows spread over the partitions (each executor JVM loads the model once),
+ * adds each chunk's router logits and router inputs to an exact {@link CalibrationStats} and, when asked,
+ * writes the chunk's router training files; {@code treeAggregate} merges the partial statistics. The
+ * statistics are exact sums, so they are identical for any partitioning or number of executors.
+ */
+public final class CalibrateJob {
+    private CalibrateJob() {
+    }
+
+    /** The statistics and the windows used per file. */
+    public record Result(CalibrationStats stats, long[] windowsPerFile) {
+    }
+
+    public static Result run(JavaSparkContext sc, CalibratePlan plan, ModelConfig config) {
+        List<Integer> fileIndices = IntStream.range(0, plan.data().size()).boxed().toList();
+        sc.setJobDescription("calibrate: tokenize " + plan.data().size() + " files (" + plan.split() + " split)");
+        JavaRDD<CalibChunk> chunks = sc.parallelize(fileIndices, fileIndices.size())
+                .flatMap(file -> chunks(plan, file).iterator())
+                .persist(StorageLevel.MEMORY_AND_DISK_SER());
+        long[] windows = new long[plan.data().size()];
+        for (int[] fileAndWindows : chunks.map(c -> new int[] {c.file, c.windows.length}).collect()) {
+            windows[fileAndWindows[0]] += fileAndWindows[1];
+        }
+        for (int f = 0; f < windows.length; f++) {
+            if (windows[f] == 0) {
+                throw new IllegalArgumentException(plan.data().get(f) + ": the " + plan.split() + " split"
+                        + (plan.maxTokensPerFile() > 0 ? " (first " + plan.maxTokensPerFile() + " tokens)" : "")
+                        + " holds fewer tokens than one window of " + plan.window());
+            }
+        }
+        if (plan.routerData() != null) {
+            prepareRouterData(plan, config);
+        }
+        long total = Arrays.stream(windows).sum();
+        sc.setJobDescription("calibrate: forward " + total + " windows of " + plan.window() + " tokens in chunks of "
+                + plan.batchWindows() + " on " + plan.partitions() + " partitions"
+                + (plan.routerData() != null ? ", exporting router data" : ""));
+        CalibrationStats zero = CalibrationStats.empty(plan.data().size(), config, plan.topK());
+        CalibrationStats stats = chunks.repartition(plan.partitions())
+                .treeAggregate(zero, (acc, chunk) -> add(plan, acc, chunk), CalibrationStats::merge);
+        chunks.unpersist(false);
+        return new Result(stats, windows);
+    }
+
+    private static List<CalibChunk> chunks(CalibratePlan plan, int file) {
+        String text = TextFiles.readUtf8(new Path(plan.data().get(file)), new Configuration());
+        int[] tokens = Tokenizers.cached(plan.model()).encode(plan.split().apply(text));
+        int[][] all = Windows.cut(tokens, plan.window());
+        int used = plan.windowsOf(tokens.length);
+        List<CalibChunk> out = new ArrayList<>();
+        for (int start = 0; start < used; start += plan.batchWindows()) {
+            out.add(new CalibChunk(file, start, Arrays.copyOfRange(all, start, Math.min(used, start + plan.batchWindows()))));
+        }
+        return out;
+    }
+
+    private static CalibrationStats add(CalibratePlan plan, CalibrationStats acc, CalibChunk chunk) {
+        MoeTransformer model = ModelFolder.cached(plan.model());
+        ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true);
+        acc.add(chunk.file, capture, model, plan.allExperts());
+        if (plan.routerData() != null) {
+            export(plan, chunk, capture, CalibrationStats.moeLayerIndices(model.config()));
+        }
+        return acc;
+    }
+
+    /** One DataSet file per window and MoE layer: features = router inputs [S, D], labels = softmax [S, E]. */
+    private static void export(CalibratePlan plan, CalibChunk chunk, ForwardOutput capture, int[] layers) {
+        Path root = new Path(plan.routerData());
+        FileSystem fs = fileSystem(root);
+        int s = plan.window();
+        for (int l = 0; l < layers.length; l++) {
+            INDArray inputs = capture.routerInputs().get(l);                         // [B·S, D]
+            INDArray teacher = RouterDataFiles.teacher(capture.routerLogits().get(l)); // [B·S, E]
+            for (int w = 0; w < chunk.windows.length; w++) {
+                Path target = new Path(RouterDataFiles.layerDir(root, layers[l]),
+                        RouterDataFiles.fileName(chunk.file, chunk.firstWindow + w));
+                RouterDataFiles.write(fs, target,
+                        inputs.get(NDArrayIndex.interval((long) w * s, (long) (w + 1) * s), NDArrayIndex.all()),
+                        teacher.get(NDArrayIndex.interval((long) w * s, (long) (w + 1) * s), NDArrayIndex.all()));
+            }
+        }
+    }
+
+    /** Replaces any earlier export (stale files would mix into training) and creates the layer folders. */
+    private static void prepareRouterData(CalibratePlan plan, ModelConfig config) {
+        Path root = new Path(plan.routerData());
+        FileSystem fs = fileSystem(root);
+        try {
+            if (fs.exists(root) && !fs.delete(root, true)) {
+                throw new IOException("could not delete the earlier export " + root);
+            }
+            for (int layer : CalibrationStats.moeLayerIndices(config)) {
+                fs.mkdirs(RouterDataFiles.layerDir(root, layer));
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("preparing " + root + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static FileSystem fileSystem(Path path) {
+        try {
+            return path.getFileSystem(new Configuration());
+        } catch (IOException e) {
+            throw new UncheckedIOException("opening the file system of " + path + ": " + e.getMessage(), e);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+package org.sparkmoe.calib;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.DecoderLayer;
+import org.sparkmoe.model.ForwardOutput;
+import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.moe.Routing;
+import org.sparkmoe.moe.SparseMoeBlock;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Everything a calibration pass accumulates, as one exact mergeable aggregate: router statistics per input
+ * file and MoE layer, and expert activation statistics per MoE layer. {@link #add} takes one forward pass's
+ * capture; {@link #merge} combines partial aggregates in any order with the same result.
+ */
+public final class CalibrationStats implements java.io.Serializable {
+    private final LayerRouterStats[][] router;       // [files][MoE layers]
+    private final ExpertActivationStats[] activations; // [MoE layers]
+
+    private CalibrationStats(LayerRouterStats[][] router, ExpertActivationStats[] activations) {
+        this.router = router;
+        this.activations = activations;
+    }
+
+    /**
+     * The empty aggregate for {@code files} input files and the MoE layers of a model with this config, routing
+     * top-{@code topK} (built from config.json alone, so the driver need not load the weights).
+     */
+    public static CalibrationStats empty(int files, ModelConfig config, int topK) {
+        int[] layers = moeLayerIndices(config);
+        if (layers.length == 0) {
+            throw new IllegalArgumentException("the model has no MoE layer to calibrate");
+        }
+        LayerRouterStats[][] router = new LayerRouterStats[files][layers.length];
+        ExpertActivationStats[] activations = new ExpertActivationStats[layers.length];
+        for (int l = 0; l < layers.length; l++) {
+            for (int f = 0; f < files; f++) {
+                router[f][l] = new LayerRouterStats(config.num_experts, topK);
+            }
+            activations[l] = new ExpertActivationStats(config.num_experts, config.hidden_size,
+                    config.expert_intermediate_size);
+        }
+        return new CalibrationStats(router, activations);
+    }
+
+    /** Decoder-layer indices of the MoE layers, in order. */
+    public static int[] moeLayerIndices(ModelConfig config) {
+        return java.util.stream.IntStream.range(0, config.num_hidden_layers).filter(config::isMoeLayer).toArray();
+    }
+
+    /** The model's MoE blocks in layer order. */
+    public static List<SparseMoeBlock> moeBlocks(MoeTransformer model) {
+        List<SparseMoeBlock> blocks = new ArrayList<>();
+        for (DecoderLayer layer : model.layers()) {
+            if (layer.isMoe()) {
+                blocks.add(layer.moe());
+            }
+        }
+        return blocks;
+    }
+
+    /**
+     * Adds the tokens of one forward pass over text of input file {@code file}.
+     *
+     * @param capture    {@code model.forward(tokens, topK, true)}
+     * @param allExperts activation statistics over every token for every expert
+     */
+    public CalibrationStats add(int file, ForwardOutput capture, MoeTransformer model, boolean allExperts) {
+        List<SparseMoeBlock> blocks = moeBlocks(model);
+        for (int l = 0; l < blocks.size(); l++) {
+            INDArray logits = capture.routerLogits().get(l);                 // [T, E]
+            LayerRouterStats stats = router[file][l];
+            Routing routing = blocks.get(l).router().route(logits, stats.topK());
+            stats.add(logits, routing.experts());
+            activations[l].add(capture.routerInputs().get(l), routing.experts(), stats.topK(),
+                    blocks.get(l).expertWeights(), allExperts);
+        }
+        return this;
+    }
+
+    /** this += other (exact, order-independent). */
+    public CalibrationStats merge(CalibrationStats other) {
+        if (other.router.length != router.length || other.activations.length != activations.length) {
+            throw new IllegalArgumentException("merging calibration statistics of a different shape");
+        }
+        for (int f = 0; f < router.length; f++) {
+            for (int l = 0; l < activations.length; l++) {
+                router[f][l].merge(other.router[f][l]);
+            }
+        }
+        for (int l = 0; l < activations.length; l++) {
+            activations[l].merge(other.activations[l]);
+        }
+        return this;
+    }
+
+    public int files() {
+        return router.length;
+    }
+
+    public int moeLayers() {
+        return activations.length;
+    }
+
+    /** Statistics of MoE layer {@code l} (its position among the MoE layers) over input file {@code file}. */
+    public LayerRouterStats file(int file, int l) {
+        return router[file][l];
+    }
+
+    /** Statistics of MoE layer {@code l} over every file (a fresh merge of the per-file ones). */
+    public LayerRouterStats layer(int l) {
+        LayerRouterStats total = new LayerRouterStats(router[0][l].experts(), router[0][l].topK());
+        for (LayerRouterStats[] perFile : router) {
+            total.merge(perFile[l]);
+        }
+        return total;
+    }
+
+    public ExpertActivationStats activations(int l) {
+        return activations[l];
+    }
+
+    public boolean sameAs(CalibrationStats other) {
+        if (other.router.length != router.length || other.activations.length != activations.length) {
+            return false;
+        }
+        for (int f = 0; f < router.length; f++) {
+            for (int l = 0; l < activations.length; l++) {
+                if (!router[f][l].sameAs(other.router[f][l])) {
+                    return false;
+                }
+            }
+        }
+        for (int l = 0; l < activations.length; l++) {
+            if (!activations[l].sameAs(other.activations[l])) {
+                return false;
+            }
+        }
+        return true;
+    }
+}

@@ -1,0 +1,155 @@
+package org.sparkmoe.calib;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.kernels.Dense;
+import org.sparkmoe.moe.ExpertWeights;
+
+import java.util.Arrays;
+
+/**
+ * Per-expert, per-channel activation magnitudes of one MoE layer, as quantisers' calibration needs them, as an
+ * exact mergeable accumulator. For each expert e and the tokens it sees:
+ * <ul>
+ * <li>input channels (what w1/w3 read, D): Σ|x_d| (exact) and max |x_d|;</li>
+ * <li>intermediate channels (what w2 reads, I: silu(x·w1ᵀ) ⊙ (x·w3ᵀ)): Σ|h_i| (exact) and max |h_i|;</li>
+ * <li>tokens[e]: how many tokens that is.</li>
+ * </ul>
+ * The tokens an expert sees are those routed to it, or every token when {@code allExperts} is set (then no
+ * expert is left without data, whatever the router does).
+ */
+public final class ExpertActivationStats implements java.io.Serializable {
+    private final int experts;
+    private final int hidden;
+    private final int intermediate;
+    private final long[] tokens;         // [E]
+    private final ExactSums inputAbsSum; // [E, D]
+    private final float[] inputAbsMax;   // [E, D]
+    private final ExactSums interAbsSum; // [E, I]
+    private final float[] interAbsMax;   // [E, I]
+
+    public ExpertActivationStats(int experts, int hidden, int intermediate) {
+        this.experts = experts;
+        this.hidden = hidden;
+        this.intermediate = intermediate;
+        this.tokens = new long[experts];
+        this.inputAbsSum = new ExactSums(experts * hidden);
+        this.inputAbsMax = new float[experts * hidden];
+        this.interAbsSum = new ExactSums(experts * intermediate);
+        this.interAbsMax = new float[experts * intermediate];
+    }
+
+    /**
+     * @param x          the MoE block's input [T, D]
+     * @param selected   top-K experts per token, row-major [T, K]
+     * @param topK       K
+     * @param weights    the layer's experts
+     * @param allExperts run every token through every expert instead of its selected ones
+     */
+    public void add(INDArray x, int[] selected, int topK, ExpertWeights weights, boolean allExperts) {
+        int t = (int) x.size(0);
+        if (x.size(1) != hidden || weights.experts() != experts || weights.w1().size(1) != intermediate
+                || selected.length != t * topK) {
+            throw new IllegalArgumentException("expected x [T, " + hidden + "], " + experts + " experts of "
+                    + intermediate + " and " + topK + " selections per token, got x " + Arrays.toString(x.shape())
+                    + ", w1 " + Arrays.toString(weights.w1().shape()) + ", " + selected.length + " selections");
+        }
+        for (int e = 0; e < experts; e++) {
+            int[] rows = allExperts ? allRows(t) : rowsOf(e, selected, topK);
+            if (rows.length == 0) {
+                continue;
+            }
+            INDArray xe = Nd4j.pullRows(x, 1, rows);                                                 // [n, D]
+            INDArray h = Activations.swiGlu(Dense.linear(xe, weights.w1().slice(e)),
+                    Dense.linear(xe, weights.w3().slice(e)));                                       // [n, I]
+            accumulate(xe.data().asFloat(), hidden, e, inputAbsSum, inputAbsMax);
+            accumulate(h.data().asFloat(), intermediate, e, interAbsSum, interAbsMax);
+            tokens[e] += rows.length;
+        }
+    }
+
+    private static int[] allRows(int t) {
+        int[] rows = new int[t];
+        Arrays.setAll(rows, i -> i);
+        return rows;
+    }
+
+    private static int[] rowsOf(int expert, int[] selected, int topK) {
+        return java.util.stream.IntStream.range(0, selected.length).filter(i -> selected[i] == expert)
+                .map(i -> i / topK).toArray();
+    }
+
+    /** values [n, C] of expert e into sums/maxima [E, C]. */
+    private static void accumulate(float[] values, int channels, int e, ExactSums sums, float[] max) {
+        int base = e * channels;
+        for (int at = 0; at < values.length; at += channels) {
+            for (int c = 0; c < channels; c++) {
+                float a = Math.abs(values[at + c]);
+                sums.add(base + c, a);
+                if (a > max[base + c]) {
+                    max[base + c] = a;
+                }
+            }
+        }
+    }
+
+    /** this += other (exact). */
+    public ExpertActivationStats merge(ExpertActivationStats other) {
+        if (other.experts != experts || other.hidden != hidden || other.intermediate != intermediate) {
+            throw new IllegalArgumentException("merging activation statistics of a different layer shape");
+        }
+        for (int e = 0; e < experts; e++) {
+            tokens[e] += other.tokens[e];
+        }
+        inputAbsSum.merge(other.inputAbsSum);
+        interAbsSum.merge(other.interAbsSum);
+        for (int i = 0; i < inputAbsMax.length; i++) {
+            inputAbsMax[i] = Math.max(inputAbsMax[i], other.inputAbsMax[i]);
+        }
+        for (int i = 0; i < interAbsMax.length; i++) {
+            interAbsMax[i] = Math.max(interAbsMax[i], other.interAbsMax[i]);
+        }
+        return this;
+    }
+
+    public long[] tokens() {
+        return tokens.clone();
+    }
+
+    /** Mean |x| per input channel, [E, D] (zero rows for experts that saw no token). */
+    public INDArray inputAbsMean() {
+        return mean(inputAbsSum, hidden);
+    }
+
+    /** Max |x| per input channel, [E, D]. */
+    public INDArray inputAbsMax() {
+        return Nd4j.create(inputAbsMax.clone(), new long[] {experts, hidden}, 'c');
+    }
+
+    /** Mean |h| per intermediate channel, [E, I]. */
+    public INDArray intermediateAbsMean() {
+        return mean(interAbsSum, intermediate);
+    }
+
+    /** Max |h| per intermediate channel, [E, I]. */
+    public INDArray intermediateAbsMax() {
+        return Nd4j.create(interAbsMax.clone(), new long[] {experts, intermediate}, 'c');
+    }
+
+    private INDArray mean(ExactSums sums, int channels) {
+        float[] out = new float[experts * channels];
+        for (int e = 0; e < experts; e++) {
+            for (int c = 0; c < channels; c++) {
+                out[e * channels + c] = tokens[e] == 0 ? 0f : (float) (sums.get(e * channels + c) / tokens[e]);
+            }
+        }
+        return Nd4j.create(out, new long[] {experts, channels}, 'c');
+    }
+
+    public boolean sameAs(ExpertActivationStats other) {
+        return Arrays.equals(tokens, other.tokens) && inputAbsSum.sameAs(other.inputAbsSum)
+                && interAbsSum.sameAs(other.interAbsSum) && Arrays.equals(inputAbsMax, other.inputAbsMax)
+                && Arrays.equals(interAbsMax, other.interAbsMax);
+    }
+}
