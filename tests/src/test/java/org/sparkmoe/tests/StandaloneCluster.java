@@ -146,6 +146,17 @@ final class StandaloneCluster implements AutoCloseable {
         return pids;
     }
 
+    /** Every JVM of the cluster now: the Master, the Workers and their executors. */
+    List<ProcessHandle> processes() {
+        List<ProcessHandle> all = new ArrayList<>();
+        all.add(master.toHandle());
+        for (Process worker : workers) {
+            all.add(worker.toHandle());
+            worker.toHandle().descendants().forEach(all::add);
+        }
+        return all;
+    }
+
     /** Kills (SIGKILL) the executor JVM of Worker {@code worker} and returns its pid; the Worker itself stays up. */
     long killExecutor(int worker) {
         List<Long> pids = executorPids(worker);
