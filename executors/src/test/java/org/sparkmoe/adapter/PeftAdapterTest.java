@@ -8,7 +8,10 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.api.function.Executable;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.NamedTensor;
@@ -16,11 +19,13 @@ import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.io.SafeTensorsWriter;
 
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Consumer;
 import java.util.function.Predicate;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -127,11 +132,11 @@ class PeftAdapterTest {
                 () -> PeftAdapter.of(model, config, state));
         LinkedHashMap<String, INDArray> wrongShape = AdapterFixtures.randomState(model, config, 3);
         wrongShape.put("model.layers.0.block_sparse_moe.experts.w1.lora_A", wrongShape
-                .get("model.layers.0.block_sparse_moe.experts.w1.lora_A").get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, 7)).dup());
+                .get("model.layers.0.block_sparse_moe.experts.w1.lora_A").get(NDArrayIndex.interval(0, 7)).dup());
         assertMessage("trainable state: model.layers.0.block_sparse_moe.experts.w1.lora_A has shape [7, 4, 128], expected [8, 4, 128]",
                 () -> PeftAdapter.of(model, config, wrongShape));
         LinkedHashMap<String, INDArray> extra = AdapterFixtures.randomState(model, config, 3);
-        extra.put("model.layers.0.block_sparse_moe.gate.weight", org.nd4j.linalg.factory.Nd4j.zeros(8, 128));
+        extra.put("model.layers.0.block_sparse_moe.gate.weight", Nd4j.zeros(8, 128));
         assertMessage("trainable state: unexpected key model.layers.0.block_sparse_moe.gate.weight",
                 () -> PeftAdapter.of(model, config, extra));
     }
@@ -161,7 +166,7 @@ class PeftAdapterTest {
         ModelConfig model = AdapterFixtures.mixtral();
         Path dir = writeMixtral("expert8", new AdapterConfig(4, 8, ALL, false, null));
         String extra = "base_model.model.model.layers.0.block_sparse_moe.experts.8.w1.lora_A.weight";
-        rewriteWeights("expert8", name -> true, Map.of(extra, org.nd4j.linalg.factory.Nd4j.zeros(4, 128)));
+        rewriteWeights("expert8", name -> true, Map.of(extra, Nd4j.zeros(4, 128)));
         assertMessage(extra + ": expert 8 does not exist (the model has 8 experts)",
                 () -> PeftAdapter.read(dir, CONF, model));
     }
@@ -175,7 +180,7 @@ class PeftAdapterTest {
                 + "which is not an expert projection of this mixtral model", () -> PeftAdapter.read(dir, CONF, model));
         editConfig("unknown", json -> json.putArray("target_modules").add("w1").add("w3").add("w2"));
         String extra = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
-        rewriteWeights("unknown", name -> true, Map.of(extra, org.nd4j.linalg.factory.Nd4j.zeros(4, 128)));
+        rewriteWeights("unknown", name -> true, Map.of(extra, Nd4j.zeros(4, 128)));
         assertMessage("adapter_model.safetensors: unknown module in key " + extra, () -> PeftAdapter.read(dir, CONF, model));
         editConfig("unknown", json -> json.putArray("modules_to_save").add("lm_head"));
         assertMessage("adapter_config.json: unknown module \"lm_head\" in modules_to_save",
@@ -235,7 +240,7 @@ class PeftAdapterTest {
         return dir;
     }
 
-    private void editConfig(String name, java.util.function.Consumer<ObjectNode> edit) throws IOException {
+    private void editConfig(String name, Consumer<ObjectNode> edit) throws IOException {
         java.nio.file.Path file = tmp.resolve(name).resolve(PeftAdapter.CONFIG_FILE);
         ObjectNode json = (ObjectNode) JSON.readTree(file.toFile());
         edit.accept(json);
@@ -257,11 +262,11 @@ class PeftAdapterTest {
         try {
             SafeTensorsWriter.write(FileSystem.getLocal(CONF), new Path(file.toUri()), tensors, Map.of("format", "pt"));
         } catch (IOException e) {
-            throw new java.io.UncheckedIOException(e);
+            throw new UncheckedIOException(e);
         }
     }
 
-    private static void assertMessage(String expectedPart, org.junit.jupiter.api.function.Executable call) {
+    private static void assertMessage(String expectedPart, Executable call) {
         AdapterFormatException e = assertThrows(AdapterFormatException.class, call);
         assertTrue(e.getMessage().contains(expectedPart), "message: " + e.getMessage());
         assertEquals(1, e.getMessage().lines().count(), e.getMessage());

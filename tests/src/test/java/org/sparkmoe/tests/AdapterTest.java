@@ -24,8 +24,11 @@ import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Set;
+import java.util.TreeSet;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
@@ -74,7 +77,7 @@ class AdapterTest {
 
     private static JsonNode eval(Path model, Path adapterDir, String name) throws Exception {
         Path out = tmp.resolve(name + ".json");
-        List<String> args = new java.util.ArrayList<>(List.of("eval", "--model", model.toString(),
+        List<String> args = new ArrayList<>(List.of("eval", "--model", model.toString(),
                 "--data", Fixtures.corpus("sysadmin.txt").toString(), "--window", "128", "--master", "local[2]",
                 "--out", out.toString()));
         if (adapterDir != null) {
@@ -150,7 +153,7 @@ class AdapterTest {
         assertEquals(0, sparkmoe(err, "merge", "--model", Fixtures.tinyModel().toString(), "--adapter", adapter.toString(),
                 "--out", sharded.toString(), "--max-shard-bytes", "1000000"), err.toString());
         assertTrue(Files.isRegularFile(sharded.resolve("model.safetensors.index.json")));
-        java.util.Set<String> shardFiles = new java.util.TreeSet<>();
+        Set<String> shardFiles = new TreeSet<>();
         JSON.readTree(sharded.resolve("model.safetensors.index.json").toFile()).get("weight_map")
                 .forEach(file -> shardFiles.add(file.asText()));
         assertTrue(shardFiles.size() >= 14, "14.5 MB in 1 MB shards: " + shardFiles); // the largest tensor is 0.5 MB

@@ -13,6 +13,7 @@ import java.net.ServerSocket;
 import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
@@ -20,7 +21,9 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.Properties;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Predicate;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -84,6 +87,7 @@ final class StandaloneCluster implements AutoCloseable {
                         "--work-dir", workDir.toString(), cluster.masterUrl)));
             }
             cluster.awaitAliveWorkers(workerCount);
+            System.err.println("standalone cluster " + cluster.masterUrl + " up, logs in " + dir);
             return cluster;
         } catch (IOException | RuntimeException e) {
             cluster.close();
@@ -140,6 +144,17 @@ final class StandaloneCluster implements AutoCloseable {
             pids.addAll(executorPids(w));
         }
         return pids;
+    }
+
+    /** Every JVM of the cluster now: the Master, the Workers and their executors. */
+    List<ProcessHandle> processes() {
+        List<ProcessHandle> all = new ArrayList<>();
+        all.add(master.toHandle());
+        for (Process worker : workers) {
+            all.add(worker.toHandle());
+            worker.toHandle().descendants().forEach(all::add);
+        }
+        return all;
     }
 
     /** Kills (SIGKILL) the executor JVM of Worker {@code worker} and returns its pid; the Worker itself stays up. */
@@ -207,10 +222,10 @@ final class StandaloneCluster implements AutoCloseable {
         env.put("SPARK_SCALA_VERSION", "2.12");
         env.put("JAVA_HOME", System.getProperty("java.home"));
         env.put("SPARK_LOCAL_IP", "127.0.0.1");
-        for (String name2 : PASSED_ENVIRONMENT) {
-            String value = System.getenv(name2);
+        for (String variable : PASSED_ENVIRONMENT) {
+            String value = System.getenv(variable);
             if (value != null) {
-                env.put(name2, value);
+                env.put(variable, value);
             }
         }
         return builder.start();
@@ -234,7 +249,7 @@ final class StandaloneCluster implements AutoCloseable {
     }
 
     /** Polls the Master's JSON page until {@code done} holds, failing fast when a daemon exits. */
-    private void awaitMasterJson(String what, java.util.function.Predicate<String> done) {
+    private void awaitMasterJson(String what, Predicate<String> done) {
         long deadline = System.currentTimeMillis() + START_TIMEOUT_MS;
         String last = null;
         while (System.currentTimeMillis() < deadline) {
@@ -287,7 +302,7 @@ final class StandaloneCluster implements AutoCloseable {
                 continue;
             }
             Path link = jars.resolve(jar.getFileName());
-            for (int n = 1; Files.exists(link, java.nio.file.LinkOption.NOFOLLOW_LINKS); n++) {
+            for (int n = 1; Files.exists(link, LinkOption.NOFOLLOW_LINKS); n++) {
                 link = jars.resolve(n + "-" + jar.getFileName());
             }
             Files.createSymbolicLink(link, jar.toAbsolutePath());
@@ -297,7 +312,7 @@ final class StandaloneCluster implements AutoCloseable {
 
     /** {@code sparkmoe.jvm.flags} of conf/jvm.properties, the project's one list of JVM flags. */
     private static List<String> jvmFlags() throws IOException {
-        java.util.Properties properties = new java.util.Properties();
+        Properties properties = new Properties();
         try (InputStream in = Files.newInputStream(Fixtures.root().resolve("conf/jvm.properties"))) {
             properties.load(in);
         }

@@ -46,10 +46,13 @@ class StandaloneClusterTest {
         cluster = StandaloneCluster.start(2, "1536m");
     }
 
+    /** close() leaves no JVM of the cluster running. */
     @AfterAll
     static void stopCluster() {
         if (cluster != null) {
+            List<ProcessHandle> processes = cluster.processes();
             cluster.close();
+            assertEquals(List.of(), processes.stream().filter(ProcessHandle::isAlive).map(ProcessHandle::pid).toList());
         }
     }
 
