@@ -42,6 +42,11 @@ public final class TrainState {
         this.step = step;
     }
 
+    /** {@link #init(MoeTransformer, LoraSpec, long, DataType)} in FLOAT, the type training runs in. */
+    public static TrainState init(MoeTransformer model, LoraSpec spec, long rootSeed) {
+        return init(model, spec, rootSeed, DataType.FLOAT);
+    }
+
     /**
      * The state before the first step, PEFT-initialised: for every MoE layer and target, A Kaiming-uniform and
      * B zero ({@link LoraExperts#init}) with the seed {@code Seeds.derive(rootSeed, <lora_A key>)}; the routers (when
