@@ -73,6 +73,7 @@ class TrainStepTest {
         assertEquals(List.of(p + "experts.w1.lora_A", p + "experts.w1.lora_B", p + "experts.w2.lora_A",
                 p + "experts.w2.lora_B", p + "gate.weight"), keys.subList(0, 5));
         assertEquals(4 * 5, keys.size());
+        assertEquals(TrainState.keys(model, spec), keys);
         assertArrayEquals(new long[] {8, 4, 128}, s.params().get(p + "experts.w1.lora_A").shape());
         assertArrayEquals(new long[] {8, 256, 4}, s.params().get(p + "experts.w1.lora_B").shape());
         assertArrayEquals(new long[] {8, 4, 256}, s.params().get(p + "experts.w2.lora_A").shape());
@@ -113,5 +114,25 @@ class TrainStepTest {
         IllegalArgumentException none = assertThrows(IllegalArgumentException.class,
                 () -> new LoraSpec(EnumSet.noneOf(Projection.class), 4, 8, false));
         assertTrue(none.getMessage().contains("nothing to train"), none.getMessage());
+    }
+
+    @Test
+    void aStateThatDoesNotMatchTheSpecIsRejectedByName() {
+        MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.FLOAT);
+        TrainState loraOnly = TrainState.init(model, new LoraSpec(LoraSpec.parseTargets("w1"), 4, 8, false), 1);
+        int[][] windows = TinyModels.windows(model, 1, 8, 2);
+        TrainOptions opts = TrainOptions.defaults(ALL, new LrSchedule(1e-3, 0, 1), 3);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> TrainStep.run(model, loraOnly, windows, opts));
+        assertTrue(e.getMessage().startsWith("the training state has no tensor "
+                + "model.layers.0.block_sparse_moe.experts.w3.lora_A, which the LoRA spec"), e.getMessage());
+        TrainOptions fewer = TrainOptions.defaults(new LoraSpec(LoraSpec.parseTargets("w1"), 4, 8, false),
+                new LrSchedule(1e-3, 0, 1), 3);
+        TrainState full = TrainState.init(model, ALL, 1);
+        IllegalArgumentException extra = assertThrows(IllegalArgumentException.class,
+                () -> TrainStep.run(model, full, windows, fewer));
+        assertTrue(extra.getMessage().startsWith("the training state holds "
+                + "model.layers.0.block_sparse_moe.experts.w3.lora_A, which the LoRA spec"), extra.getMessage());
+        assertEquals(0, loraOnly.step(), "nothing was updated");
     }
 }
