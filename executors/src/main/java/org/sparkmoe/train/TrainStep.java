@@ -37,7 +37,9 @@ public final class TrainStep {
      * @param ce    mean cross-entropy
      * @param aux   load-balancing loss (unweighted)
      * @param loss  ce + coef · aux
-     * @param grads dLoss/dθ, keys and order of {@code state.params()}; null from {@link #losses}
+     * @param grads  dLoss/dθ, keys and order of {@code state.params()}; null from {@link #losses}
+     * @param tokens B·S
+     * @param scored B·(S−1)
      */
     public record Evaluation(double ce, double aux, double loss, LinkedHashMap<String, INDArray> grads,
                              long tokens, long scored) {
