@@ -19,7 +19,8 @@ import org.sparkmoe.train.TrainStep;
 /**
  * Times one JVM's training step ({@link TrainStep#run}: forward, loss, backward, clipping, AdamW) on B random
  * windows of S tokens, beside the inference forward and the training forward alone on the same windows, and prints
- * the median milliseconds per call ({@link Stopwatch}, one warm-up) and tokens per second. LoRA on w1, w3, w2,
+ * the median milliseconds per call ({@link Stopwatch}, one warm-up), tokens per second, and the JVM's CPU
+ * milliseconds per call (all threads; on a shared machine the wall time includes waiting for a core, CPU time not). LoRA on w1, w3, w2,
  * rank 8, α 16, router frozen.
  *
  * <p>Usage: {@code TrainStepBench MODEL_DIR [BATCH=8] [WINDOW=256] [REPEATS=5]}
@@ -45,18 +46,22 @@ public final class TrainStepBench {
         for (int[] w : windows) {
             Arrays.setAll(w, i -> rnd.nextInt(model.config().vocab_size));
         }
-        double inference = Stopwatch.medianMs(1, repeats, () -> model.logits(windows));
-        double forward = Stopwatch.medianMs(1, repeats, () -> TrainStep.losses(model, state, windows, opts));
-        double step = Stopwatch.medianMs(1, repeats, () -> TrainStep.run(model, state, windows, opts));
         System.out.printf(Locale.ROOT, "model %s, %d windows × %d tokens, %d repeats (+1 warm-up)%n", args[0], batch,
                 window, repeats);
-        report("inference forward", inference, batch * window);
-        report("training forward + loss", forward, batch * window);
-        report("training step (fwd+bwd+AdamW)", step, batch * window);
+        measure("inference forward", repeats, batch * window, () -> model.logits(windows));
+        measure("training forward + loss", repeats, batch * window,
+                () -> TrainStep.losses(model, state, windows, opts));
+        measure("training step (fwd+bwd+AdamW)", repeats, batch * window,
+                () -> TrainStep.run(model, state, windows, opts));
     }
 
-    private static void report(String what, double medianMs, int tokens) {
-        System.out.printf(Locale.ROOT, "%-32s median %8.1f ms  %8.0f tokens/s%n", what, medianMs,
-                tokens / (medianMs / 1000));
+    private static void measure(String what, int repeats, int tokens, Runnable work) {
+        com.sun.management.OperatingSystemMXBean os = (com.sun.management.OperatingSystemMXBean)
+                java.lang.management.ManagementFactory.getOperatingSystemMXBean();
+        long cpu0 = os.getProcessCpuTime();
+        double medianMs = Stopwatch.medianMs(1, repeats, work);
+        double cpuMs = (os.getProcessCpuTime() - cpu0) / 1e6 / (repeats + 1);
+        System.out.printf(Locale.ROOT, "%-32s median %8.1f ms  %8.0f tokens/s  cpu %8.1f ms/call%n", what, medianMs,
+                tokens / (medianMs / 1000), cpuMs);
     }
 }

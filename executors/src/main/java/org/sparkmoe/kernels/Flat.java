@@ -1,5 +1,7 @@
 package org.sparkmoe.kernels;
 
+import java.nio.ByteBuffer;
+import java.nio.FloatBuffer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -13,16 +15,50 @@ public final class Flat {
     private Flat() {
     }
 
-    /** The elements of {@code a} in 'c' order, widened to float64. */
+    /** The elements of {@code a} in 'c' order, widened to float64 (FLOAT and DOUBLE read in bulk). */
     public static double[] values(INDArray a) {
         INDArray c = a.ordering() == 'c' && a.offset() == 0 && a.data().length() == a.length() ? a : a.dup('c');
-        return c.data().asDouble();
+        int n = (int) c.length();
+        if (n == 0 || (c.dataType() != DataType.FLOAT && c.dataType() != DataType.DOUBLE)) {
+            return c.data().asDouble();
+        }
+        double[] out = new double[n];
+        ByteBuffer bytes = c.data().asNio();
+        if (c.dataType() == DataType.DOUBLE) {
+            bytes.asDoubleBuffer().get(out);
+        } else {
+            FloatBuffer floats = bytes.asFloatBuffer();
+            for (int i = 0; i < n; i++) {
+                out[i] = floats.get(i);
+            }
+        }
+        return out;
     }
 
-    /** A new 'c'-order array of {@code shape} and {@code dataType} holding {@code values}. */
+    /**
+     * A new 'c'-order array of {@code shape} and {@code dataType} holding {@code values} (rounded to nearest for
+     * FLOAT, as a cast; FLOAT and DOUBLE written in bulk).
+     */
     public static INDArray array(double[] values, long[] shape, DataType dataType) {
-        INDArray d = Nd4j.create(values, shape, 'c');
-        return dataType == DataType.DOUBLE ? d : d.castTo(dataType);
+        if (values.length == 0 || (dataType != DataType.FLOAT && dataType != DataType.DOUBLE)) {
+            INDArray d = Nd4j.create(values, shape, 'c');
+            return dataType == DataType.DOUBLE ? d : d.castTo(dataType);
+        }
+        INDArray out = Nd4j.createUninitialized(dataType, shape, 'c');
+        if (out.length() != values.length) {
+            throw new IllegalArgumentException(values.length + " values do not fill shape "
+                    + java.util.Arrays.toString(shape));
+        }
+        ByteBuffer bytes = out.data().asNio();
+        if (dataType == DataType.DOUBLE) {
+            bytes.asDoubleBuffer().put(values);
+        } else {
+            FloatBuffer floats = bytes.asFloatBuffer();
+            for (int i = 0; i < values.length; i++) {
+                floats.put(i, (float) values[i]);
+            }
+        }
+        return out;
     }
 
     /** float64 arithmetic rounded to float32 when {@code single} (correctly rounded for + − × ÷). */

@@ -1,7 +1,5 @@
 package org.sparkmoe.moe;
 
-import org.sparkmoe.kernels.Flat;
-
 /** Softmax and top-K selection on float64 rows, shared by the trainable block and the load-balancing loss. */
 final class Routes {
     private Routes() {

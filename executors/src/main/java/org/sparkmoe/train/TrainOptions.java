@@ -1,13 +1,15 @@
 package org.sparkmoe.train;
 
 /**
- * How one training step runs (everything but the data and the state); immutable, Serializable-free plain values.
+ * How one training step runs (everything but the data and the state); immutable plain values.
  *
  * @param lora         what is trained
  * @param schedule     learning rate per step
  * @param optimizer    AdamW's constants
  * @param maxGradNorm  global gradient-norm clip (positive; {@code Double.POSITIVE_INFINITY} for none)
  * @param auxLossCoef  weight of the load-balancing loss; null for config.json's {@code router_aux_loss_coef}
+ *                     (transformers adds the term only with {@code output_router_logits}; here it is always on,
+ *                     0 turns it off)
  * @param seed         the root seed (router jitter noise per step is derived from it)
  */
 public record TrainOptions(LoraSpec lora, LrSchedule schedule, AdamW optimizer, double maxGradNorm,

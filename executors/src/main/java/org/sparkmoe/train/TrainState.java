@@ -1,7 +1,9 @@
 package org.sparkmoe.train;
 
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -42,6 +44,11 @@ public final class TrainState {
         this.step = step;
     }
 
+    /** {@link #init(MoeTransformer, LoraSpec, long, DataType)} in FLOAT, the type training runs in. */
+    public static TrainState init(MoeTransformer model, LoraSpec spec, long rootSeed) {
+        return init(model, spec, rootSeed, DataType.FLOAT);
+    }
+
     /**
      * The state before the first step, PEFT-initialised: for every MoE layer and target, A Kaiming-uniform and
      * B zero ({@link LoraExperts#init}) with the seed {@code Seeds.derive(rootSeed, <lora_A key>)}; the routers (when
@@ -63,9 +70,7 @@ public final class TrainState {
                 continue;
             }
             for (Projection p : spec.targets()) {
-                int in = p == Projection.DOWN ? c.expert_intermediate_size : c.hidden_size;
-                int out = p == Projection.DOWN ? c.hidden_size : c.expert_intermediate_size;
-                LoraExperts lora = LoraExperts.init(c.num_experts, in, out, spec.rank(), spec.alpha(),
+                LoraExperts lora = LoraExperts.init(c.num_experts, in(c, p), out(c, p), spec.rank(), spec.alpha(),
                         Seeds.derive(rootSeed, keys.loraA(l, p)), dataType);
                 params.put(keys.loraA(l, p), lora.a());                                   // [E, R, in]
                 params.put(keys.loraB(l, p), lora.b());                                   // [E, out, R]
@@ -75,6 +80,36 @@ public final class TrainState {
             }
         }
         return new TrainState(params, zerosLike(params), zerosLike(params), 0);
+    }
+
+    /**
+     * The keys a state for {@code spec} holds on {@code model}, in contract order: for every MoE layer, the targets'
+     * lora_A then lora_B in the order gate, up, down (w1, w3, w2), then the router when trained.
+     */
+    public static List<String> keys(MoeTransformer model, LoraSpec spec) {
+        TrainableKeys keys = new TrainableKeys(model.config().modelType);
+        List<String> out = new ArrayList<>();
+        for (int l = 0; l < model.layers().size(); l++) {
+            if (!model.layers().get(l).isMoe()) {
+                continue;
+            }
+            for (Projection p : spec.targets()) {
+                out.add(keys.loraA(l, p));
+                out.add(keys.loraB(l, p));
+            }
+            if (spec.trainRouter()) {
+                out.add(keys.router(l));
+            }
+        }
+        return out;
+    }
+
+    private static int in(ModelConfig c, Projection p) {
+        return p == Projection.DOWN ? c.expert_intermediate_size : c.hidden_size;
+    }
+
+    private static int out(ModelConfig c, Projection p) {
+        return p == Projection.DOWN ? c.hidden_size : c.expert_intermediate_size;
     }
 
     /** @return the trainable tensors by key, in contract order (live; {@link TrainStep} replaces values) */
@@ -109,7 +144,7 @@ public final class TrainState {
     /** Bytes of the tensors (parameters and both moments): what one copy of the state moves. */
     public long bytes() {
         long total = 0;
-        for (Map<String, INDArray> map : java.util.List.of(params, m, v)) {
+        for (Map<String, INDArray> map : List.of(params, m, v)) {
             for (INDArray a : map.values()) {
                 total += a.length() * a.dataType().width();
             }

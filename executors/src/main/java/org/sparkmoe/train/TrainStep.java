@@ -37,7 +37,9 @@ public final class TrainStep {
      * @param ce    mean cross-entropy
      * @param aux   load-balancing loss (unweighted)
      * @param loss  ce + coef · aux
-     * @param grads dLoss/dθ, keys and order of {@code state.params()}; null from {@link #losses}
+     * @param grads  dLoss/dθ, keys and order of {@code state.params()}; null from {@link #losses}
+     * @param tokens B·S
+     * @param scored B·(S−1)
      */
     public record Evaluation(double ce, double aux, double loss, LinkedHashMap<String, INDArray> grads,
                              long tokens, long scored) {
@@ -64,6 +66,7 @@ public final class TrainStep {
 
     private static Evaluation pass(MoeTransformer model, TrainState state, int[][] windows, TrainOptions opts,
                                    boolean backward) {
+        checkMatches(model, state, opts.lora());
         ModelConfig c = model.config();
         double coef = opts.auxLossCoef() == null ? c.router_aux_loss_coef : opts.auxLossCoef();
         int topK = c.num_experts_per_tok;
@@ -125,6 +128,29 @@ public final class TrainStep {
         return blocks;
     }
 
+    /** Throws naming the first tensor the spec implies that the state lacks, or the first it holds beyond them. */
+    private static void checkMatches(MoeTransformer model, TrainState state, LoraSpec spec) {
+        List<String> expected = TrainState.keys(model, spec);
+        List<String> actual = new ArrayList<>(state.params().keySet());
+        if (expected.equals(actual)) {
+            return;
+        }
+        for (String key : expected) {
+            if (!state.params().containsKey(key)) {
+                throw new IllegalArgumentException("the training state has no tensor " + key + ", which the LoRA spec "
+                        + spec + " implies");
+            }
+        }
+        for (String key : actual) {
+            if (!expected.contains(key)) {
+                throw new IllegalArgumentException("the training state holds " + key + ", which the LoRA spec "
+                        + spec + " does not train");
+            }
+        }
+        throw new IllegalArgumentException("the training state's tensors are not in the contract order: "
+                + actual + ", expected " + expected);
+    }
+
     private static LoraMoeBlock block(SparseMoeBlock moe, int l, TrainState state, LoraSpec spec, TrainableKeys keys,
                                       int topK, double jitter) {
         RouterOptions options = moe.routerOptions(topK).withJitter(jitter).withTrainable(spec.trainRouter());
@@ -141,11 +167,6 @@ public final class TrainStep {
     }
 
     private static INDArray param(TrainState state, String key) {
-        INDArray a = state.params().get(key);
-        if (a == null) {
-            throw new IllegalArgumentException("the training state has no tensor " + key + " (its keys: "
-                    + state.params().keySet() + ")");
-        }
-        return a;
+        return state.params().get(key);
     }
 }

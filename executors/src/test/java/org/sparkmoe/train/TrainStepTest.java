@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -73,6 +74,7 @@ class TrainStepTest {
         assertEquals(List.of(p + "experts.w1.lora_A", p + "experts.w1.lora_B", p + "experts.w2.lora_A",
                 p + "experts.w2.lora_B", p + "gate.weight"), keys.subList(0, 5));
         assertEquals(4 * 5, keys.size());
+        assertEquals(TrainState.keys(model, spec), keys);
         assertArrayEquals(new long[] {8, 4, 128}, s.params().get(p + "experts.w1.lora_A").shape());
         assertArrayEquals(new long[] {8, 256, 4}, s.params().get(p + "experts.w1.lora_B").shape());
         assertArrayEquals(new long[] {8, 4, 256}, s.params().get(p + "experts.w2.lora_A").shape());
@@ -113,5 +115,56 @@ class TrainStepTest {
         IllegalArgumentException none = assertThrows(IllegalArgumentException.class,
                 () -> new LoraSpec(EnumSet.noneOf(Projection.class), 4, 8, false));
         assertTrue(none.getMessage().contains("nothing to train"), none.getMessage());
+    }
+
+    @Test
+    void aStateThatDoesNotMatchTheSpecIsRejectedByName() {
+        MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.FLOAT);
+        TrainState loraOnly = TrainState.init(model, new LoraSpec(LoraSpec.parseTargets("w1"), 4, 8, false), 1);
+        int[][] windows = TinyModels.windows(model, 1, 8, 2);
+        TrainOptions opts = TrainOptions.defaults(ALL, new LrSchedule(1e-3, 0, 1), 3);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> TrainStep.run(model, loraOnly, windows, opts));
+        assertTrue(e.getMessage().startsWith("the training state has no tensor "
+                + "model.layers.0.block_sparse_moe.experts.w3.lora_A, which the LoRA spec"), e.getMessage());
+        TrainOptions fewer = TrainOptions.defaults(new LoraSpec(LoraSpec.parseTargets("w1"), 4, 8, false),
+                new LrSchedule(1e-3, 0, 1), 3);
+        TrainState full = TrainState.init(model, ALL, 1);
+        IllegalArgumentException extra = assertThrows(IllegalArgumentException.class,
+                () -> TrainStep.run(model, full, windows, fewer));
+        assertTrue(extra.getMessage().startsWith("the training state holds "
+                + "model.layers.0.block_sparse_moe.experts.w3.lora_A, which the LoRA spec"), extra.getMessage());
+        assertEquals(0, loraOnly.step(), "nothing was updated");
+    }
+
+    /** Spark runs several tasks of one executor on threads that share the cached model: no interference. */
+    @Test
+    void concurrentStepsOnASharedModelGiveTheSequentialBits() throws Exception {
+        MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.FLOAT);
+        TrainOptions opts = TrainOptions.defaults(ALL, new LrSchedule(1e-2, 0, 4), 5);
+        int[][][] data = {TinyModels.windows(model, 2, 16, 20), TinyModels.windows(model, 2, 16, 21)};
+        TrainState[] sequential = new TrainState[2];
+        for (int i = 0; i < 2; i++) {
+            sequential[i] = TrainState.init(model, ALL, 30 + i);
+            TrainStep.run(model, sequential[i], data[i], opts);
+        }
+        TrainState[] parallel = new TrainState[2];
+        Thread[] threads = new Thread[2];
+        Throwable[] failures = new Throwable[2];
+        for (int i = 0; i < 2; i++) {
+            int n = i;
+            parallel[n] = TrainState.init(model, ALL, 30 + n);
+            threads[n] = new Thread(() -> TrainStep.run(model, parallel[n], data[n], opts));
+            threads[n].setUncaughtExceptionHandler((t, e) -> failures[n] = e);
+            threads[n].start();
+        }
+        for (int i = 0; i < 2; i++) {
+            threads[i].join();
+            assertNull(failures[i], "thread " + i);
+            for (String key : sequential[i].params().keySet()) {
+                assertArrayEquals(sequential[i].params().get(key).data().asFloat(),
+                        parallel[i].params().get(key).data().asFloat(), key);
+            }
+        }
     }
 }
