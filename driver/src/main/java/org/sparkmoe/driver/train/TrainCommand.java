@@ -22,6 +22,7 @@ import picocli.CommandLine.Option;
 
 import java.util.EnumSet;
 import java.util.List;
+import java.util.Locale;
 import java.util.concurrent.Callable;
 
 /** {@code sparkmoe train}: validates options, plans, runs {@link TrainJob}, writes the adapter. */
@@ -160,10 +161,18 @@ public final class TrainCommand implements Callable<Integer> {
                             + "and partition; trainable %d tensors, %.3f MB with moments%n", plan.steps(), plan.rounds(),
                     plan.averagingFrequency(), plan.partitions(), plan.batchWindows(), plan.window(),
                     state.params().size(), state.bytes() / 1e6);
+            double[] totals = new double[4]; // round s, averaging s, tokens, partition-seconds in local steps
             TrainState last = TrainJob.run(sc, plan, state, firstRound, (round, averaged) -> {
                 System.err.println(round.summary(plan.rounds(), plan.steps()));
                 outputs.roundDone(round, averaged);
+                totals[0] += round.seconds();
+                totals[1] += round.averagingSeconds();
+                totals[2] += round.tokens();
+                totals[3] += round.computeSeconds() * round.partitions();
             });
+            System.err.printf(Locale.ROOT, "train: %.1f s in rounds, %.1f s (%.1f%%) of it averaging; %.0f tokens/s "
+                    + "per partition in local steps%n", totals[0], totals[1], 100 * totals[1] / totals[0],
+                    totals[2] / totals[3]);
             for (Path written : outputs.finish(config, last)) {
                 System.err.println("train: wrote " + written);
             }
