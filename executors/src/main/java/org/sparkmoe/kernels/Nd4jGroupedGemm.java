@@ -12,11 +12,6 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
 import java.util.List;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
-import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * {@link GroupedGemm} as one BLAS gemm per non-empty group on row-range views (no copies).
@@ -26,17 +21,14 @@ import java.util.concurrent.atomic.AtomicInteger;
  * parallel ({@code threads > 1}): the groups are dealt to {@code threads} Java threads, balanced by row count
  * (largest first, each to the least-loaded thread), and each thread runs its groups one after another. The
  * parallel mode is meant for a single-threaded BLAS ({@code OPENBLAS_NUM_THREADS=1}); with a multi-threaded
- * one the two kinds of threads oversubscribe the cores. The caller's thread runs one share itself; the other
- * shares go to a fixed pool of daemon threads owned by this instance. No per-call state is kept in fields, so
- * one instance may be used from several threads at once. Groups write disjoint rows (and disjoint weight
+ * one the two kinds of threads oversubscribe the cores. The shares run on this instance's {@link Workers} (the
+ * caller's thread runs one itself). No per-call state is kept in fields, so one instance may be used from several
+ * threads at once. Groups write disjoint rows (and disjoint weight
  * slices), so the result does not depend on the thread count.
  */
 public final class Nd4jGroupedGemm implements GroupedGemm {
 
-    private static final AtomicInteger POOLS = new AtomicInteger();
-
-    private final int threads;
-    private final ExecutorService pool;   // threads - 1 workers; null when sequential
+    private final Workers workers;
 
     /** Sequential over groups: parallelism, if any, comes from BLAS threads. */
     public Nd4jGroupedGemm() {
@@ -48,22 +40,17 @@ public final class Nd4jGroupedGemm implements GroupedGemm {
         if (threads < 1) {
             throw new IllegalArgumentException("grouped gemm threads must be at least 1, got " + threads);
         }
-        this.threads = threads;
-        if (threads == 1) {
-            this.pool = null;
-        } else {
-            int id = POOLS.incrementAndGet();
-            AtomicInteger n = new AtomicInteger();
-            this.pool = Executors.newFixedThreadPool(threads - 1, r -> {
-                Thread t = new Thread(r, "grouped-gemm-" + id + "-" + n.incrementAndGet());
-                t.setDaemon(true);
-                return t;
-            });
-        }
+        this.workers = threads == 1 ? Workers.SERIAL : new Workers(threads);
     }
 
     public int threads() {
-        return threads;
+        return workers.threads();
+    }
+
+    /** The threads the groups are spread over. */
+    @Override
+    public Workers workers() {
+        return workers;
     }
 
     @Override
@@ -109,7 +96,7 @@ public final class Nd4jGroupedGemm implements GroupedGemm {
     /** Runs op for every non-empty group (and every empty one when {@code withEmpty}), in order or in parallel. */
     private void eachGroup(int[] offsets, boolean withEmpty, GroupOp op) {
         int groups = offsets.length - 1;
-        if (pool == null) {
+        if (workers.threads() == 1) {
             for (int g = 0; g < groups; g++) {
                 if (withEmpty || offsets[g] < offsets[g + 1]) {
                     Runnable call = op.prepare(g);
@@ -126,37 +113,13 @@ public final class Nd4jGroupedGemm implements GroupedGemm {
                 calls[g] = op.prepare(g);
             }
         }
-        int[][] shares = deal(offsets, false, threads);
-        List<Future<?>> pending = new ArrayList<>(shares.length - 1);
-        for (int t = 1; t < shares.length; t++) {
+        int[][] shares = deal(offsets, false, workers.threads());
+        Runnable[] work = new Runnable[shares.length];
+        for (int t = 0; t < shares.length; t++) {
             int[] share = shares[t];
-            if (share.length > 0) {
-                pending.add(pool.submit(() -> runShare(share, calls)));
-            }
+            work[t] = () -> runShare(share, calls);
         }
-        Throwable failure = null;
-        try {
-            runShare(shares[0], calls);
-        } catch (RuntimeException | Error e) {
-            failure = e;
-        }
-        for (Future<?> f : pending) {
-            try {
-                f.get();
-            } catch (ExecutionException e) {
-                failure = failure == null ? e.getCause() : failure;
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                failure = failure == null ? e : failure;
-            }
-        }
-        if (failure instanceof RuntimeException re) {
-            throw re;
-        } else if (failure instanceof Error err) {
-            throw err;
-        } else if (failure != null) {
-            throw new IllegalStateException("grouped gemm worker failed", failure);
-        }
+        workers.run(work);
     }
 
     private static void runShare(int[] share, Runnable[] calls) {
