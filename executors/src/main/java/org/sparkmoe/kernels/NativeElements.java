@@ -11,7 +11,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * every call makes its own pointer, so threads may read, and write disjoint ranges, at once. Keeps its array
  * reachable.
  */
-final class NativeElements {
+public final class NativeElements {
     private final INDArray array;
     private final FloatPointer floats;    // element 0 of a FLOAT array, else null
     private final DoublePointer doubles;  // element 0 of a DOUBLE array, else null
@@ -29,7 +29,7 @@ final class NativeElements {
     }
 
     /** The elements of a non-empty {@code a}, copied to a new 'c'-order array first when {@code a} is not one. */
-    static NativeElements of(INDArray a) {
+    public static NativeElements of(INDArray a) {
         if (a.dataType() != DataType.FLOAT && a.dataType() != DataType.DOUBLE) {
             throw new IllegalArgumentException("data type must be FLOAT or DOUBLE, got " + a.dataType());
         }
@@ -40,7 +40,7 @@ final class NativeElements {
     }
 
     /** values[0..n-1] = elements from..from+n-1; {@code scratch} holds at least n. */
-    void read(long from, double[] values, int n, float[] scratch) {
+    public void read(long from, double[] values, int n, float[] scratch) {
         if (floats != null) {
             new FloatPointer(floats).position(floats.position() + from).get(scratch, 0, n);
             for (int i = 0; i < n; i++) {
@@ -54,7 +54,7 @@ final class NativeElements {
 
     /** Elements from..from+n-1 = values[0..n-1] (rounded to float32 for a FLOAT array); {@code scratch} holds
      * at least n. */
-    void write(long from, double[] values, int n, float[] scratch) {
+    public void write(long from, double[] values, int n, float[] scratch) {
         if (floats != null) {
             for (int i = 0; i < n; i++) {
                 scratch[i] = (float) values[i];
