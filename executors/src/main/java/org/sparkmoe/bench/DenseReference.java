@@ -19,15 +19,9 @@ public final class DenseReference {
         INDArray a = Nd4j.rand(DataType.FLOAT, m, k);            // [M, K]
         INDArray b = Nd4j.rand(DataType.FLOAT, cols, k);         // [C, K], used transposed like a Linear weight
         INDArray c = Nd4j.create(DataType.FLOAT, m, cols);       // [M, C]
-        var blas = Nd4j.factory().blas();
-        int before = blas.getMaxThreads();
-        blas.setMaxThreads(Runtime.getRuntime().availableProcessors());   // the yardstick uses every core
-        try {
-            double ms = Stopwatch.medianMs(2, repeats, () -> Nd4j.gemm(a, b, c, false, true, 1.0, 0.0));
-            return ms * flops / (2.0 * m * k * cols);            // rescale the rounding of C away
-        } finally {
-            blas.setMaxThreads(before);
-        }
+        double ms = BlasThreads.onAllCores(
+                () -> Stopwatch.medianMs(2, repeats, () -> Nd4j.gemm(a, b, c, false, true, 1.0, 0.0)));
+        return ms * flops / (2.0 * m * k * cols);                // rescale the rounding of C away
     }
 
     static int columns(int m, int k, double flops) {

@@ -7,6 +7,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.LoopGroupedGemm;
+import org.sparkmoe.kernels.Workers;
 import org.sparkmoe.kernels.NaiveGroupedGemm;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.lora.LoraExpertFfn;
@@ -114,8 +115,8 @@ public final class MoeBench {
     public List<Result> run(List<Case> cases) {
         int cores = Runtime.getRuntime().availableProcessors();
         Nd4j.factory().blas().setMaxThreads(gemmThreads == 1 ? cores : 1);
-        out.printf(Locale.ROOT, "sparkmoe bench moe: float32, forward+backward, median of %d after warm-up; %d cores,"
-                        + " BLAS threads %d, grouped GEMM %s%n", repeats, cores,
+        out.printf(Locale.ROOT, "sparkmoe bench moe: float32, forward+backward, median of %d after warm-up; %d cores;"
+                        + " loop and dense on every core; grouped: BLAS threads %d, groups %s%n", repeats, cores,
                 Nd4j.factory().blas().getMaxThreads(), gemmThreads == 1 ? "sequential over groups"
                         : "parallel over groups on " + gemmThreads + " threads");
         out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%n", "case", "loop ms",
@@ -138,6 +139,11 @@ public final class MoeBench {
         return results;
     }
 
+    /** The per-expert loop with every core: BLAS threads for its products, the element-wise work in parallel. */
+    private static GroupedGemm loop() {
+        return new LoopGroupedGemm(new Workers(Runtime.getRuntime().availableProcessors()));
+    }
+
     private GroupedGemm grouped() {
         return new Nd4jGroupedGemm(gemmThreads);
     }
@@ -158,7 +164,8 @@ public final class MoeBench {
         INDArray xs = uniform(4, 1, n, d);                                                 // [N, D]
         INDArray dys = uniform(5, 1, n, d);                                                // [N, D]
 
-        double loop = passMs(new LoraExpertFfn(base, gate, up, down, new LoopGroupedGemm()), xs, offsets, dys, repeats);
+        LoraExpertFfn loopFfn = new LoraExpertFfn(base, gate, up, down, loop());
+        double loop = BlasThreads.onAllCores(() -> passMs(loopFfn, xs, offsets, dys, repeats));
         TimedGroupedGemm timed = new TimedGroupedGemm(grouped());
         LoraExpertFfn groupedFfn = new LoraExpertFfn(base, gate, up, down, timed);
         passMs(groupedFfn, xs, offsets, dys, 1);                                           // warm-up, untimed share
@@ -191,10 +198,10 @@ public final class MoeBench {
                 true, DataType.FLOAT, 7);
         INDArray x = uniform(8, 1, c.tokens(), d);                                         // [T, D]
         INDArray dy = uniform(9, 1, c.tokens(), d);                                        // [T, D]
-        SharedBaseLoraExperts loopImpl = new SharedBaseLoraFactorised(new LoopGroupedGemm());
+        SharedBaseLoraExperts loopImpl = new SharedBaseLoraFactorised(loop());
         TimedGroupedGemm timed = new TimedGroupedGemm(grouped());
         SharedBaseLoraExperts groupedImpl = new SharedBaseLoraFactorised(timed);
-        double loop = passMs(loopImpl, w, x, dy, repeats);
+        double loop = BlasThreads.onAllCores(() -> passMs(loopImpl, w, x, dy, repeats));
         passMs(groupedImpl, w, x, dy, 1);
         timed.nanos.set(0);
         long t0 = System.nanoTime();

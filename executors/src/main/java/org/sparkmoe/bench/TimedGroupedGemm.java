@@ -2,6 +2,7 @@ package org.sparkmoe.bench;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.kernels.Workers;
 
 import java.util.concurrent.atomic.AtomicLong;
 
@@ -33,5 +34,10 @@ final class TimedGroupedGemm implements GroupedGemm {
         long t0 = System.nanoTime();
         inner.backwardWeight(dy, x, offsets, dw, accumulate);
         nanos.addAndGet(System.nanoTime() - t0);
+    }
+
+    @Override
+    public Workers workers() {
+        return inner.workers();
     }
 }

@@ -1,21 +1,130 @@
 package org.sparkmoe.kernels;
 
+import java.util.Arrays;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
-/** Elementwise pieces of the SwiGLU FFN. */
+/**
+ * Element-wise pieces of the SwiGLU FFN: {@code act = silu(h1) ⊙ h3} and its backward, for FLOAT or DOUBLE arrays
+ * behind one method. Values are computed in float64 and, for FLOAT, rounded to float32 exactly where a float32
+ * loop rounds (silu, then the product); silu(z) = z·σ(z), σ'(z) = σ(z)(1 − σ(z)). The rows are split over a
+ * {@link Workers}; the result does not depend on the thread count.
+ */
 public final class Activations {
+    /** Elements per bulk copy between native memory and the Java loop. */
+    private static final int CHUNK = 2048;
+    /** Fewer elements than this per thread are not worth a thread. */
+    private static final int MIN_ELEMENTS_PER_THREAD = 1 << 15;
+
     private Activations() {
     }
 
-    /** silu(gate) ⊙ up, both [N, I] → new [N, I]; silu(x) = x·sigmoid(x) in float32. */
+    /** silu(gate) ⊙ up on the caller's thread. */
     public static INDArray swiGlu(INDArray gate, INDArray up) {
-        float[] g = gate.dup('c').data().asFloat();
-        float[] u = up.dup('c').data().asFloat();
-        for (int i = 0; i < g.length; i++) {
-            float x = g[i];
-            g[i] = (float) (x / (1.0 + Math.exp(-x))) * u[i];
+        return swiGlu(gate, up, Workers.SERIAL);
+    }
+
+    /** h1, h3 [N, I] → new act [N, I] = silu(h1) ⊙ h3, rows split over {@code workers}. */
+    public static INDArray swiGlu(INDArray h1, INDArray h3, Workers workers) {
+        checkSame("swiglu forward", h1, h3);
+        boolean single = h1.dataType() == DataType.FLOAT;
+        INDArray act = Nd4j.createUninitialized(h1.dataType(), h1.shape(), 'c');          // [N, I]
+        if (act.length() == 0) {
+            return act;
         }
-        return Nd4j.create(g, gate.shape(), 'c');
+        NativeElements g = NativeElements.of(h1);
+        NativeElements u = NativeElements.of(h3);
+        NativeElements a = NativeElements.of(act);
+        eachChunk(act, workers, () -> new double[3][CHUNK], (from, n, buf, scratch) -> {
+            double[] gv = buf[0];
+            double[] uv = buf[1];
+            double[] av = buf[2];
+            g.read(from, gv, n, scratch);
+            u.read(from, uv, n, scratch);
+            for (int i = 0; i < n; i++) {
+                double z = gv[i];
+                av[i] = Flat.round(Flat.round(z / (1.0 + Math.exp(-z)), single) * uv[i], single);
+            }
+            a.write(from, av, n, scratch);
+        });
+        return act;
+    }
+
+    /**
+     * The mirror of {@link #swiGlu(INDArray, INDArray, Workers)}: dh1 = dact ⊙ h3 ⊙ σ(h1)(1 + h1(1 − σ(h1))),
+     * dh3 = dact ⊙ silu(h1), each computed in float64 and rounded once.
+     *
+     * @param h1   [N, I]
+     * @param h3   [N, I]
+     * @param dAct [N, I]
+     * @return {dh1, dh3}, each a new [N, I]
+     */
+    public static INDArray[] swiGluBackward(INDArray h1, INDArray h3, INDArray dAct, Workers workers) {
+        checkSame("swiglu backward", h1, h3);
+        checkSame("swiglu backward", h1, dAct);
+        INDArray dh1 = Nd4j.createUninitialized(h1.dataType(), h1.shape(), 'c');          // [N, I]
+        INDArray dh3 = Nd4j.createUninitialized(h1.dataType(), h1.shape(), 'c');          // [N, I]
+        if (dh1.length() == 0) {
+            return new INDArray[] {dh1, dh3};
+        }
+        NativeElements g = NativeElements.of(h1);
+        NativeElements u = NativeElements.of(h3);
+        NativeElements d = NativeElements.of(dAct);
+        NativeElements dg = NativeElements.of(dh1);
+        NativeElements du = NativeElements.of(dh3);
+        eachChunk(dh1, workers, () -> new double[5][CHUNK], (from, n, buf, scratch) -> {
+            double[] gv = buf[0];
+            double[] uv = buf[1];
+            double[] dv = buf[2];
+            double[] dgv = buf[3];
+            double[] duv = buf[4];
+            g.read(from, gv, n, scratch);
+            u.read(from, uv, n, scratch);
+            d.read(from, dv, n, scratch);
+            for (int i = 0; i < n; i++) {
+                double z = gv[i];
+                double sig = 1.0 / (1.0 + Math.exp(-z));
+                duv[i] = dv[i] * z * sig;
+                dgv[i] = dv[i] * uv[i] * sig * (1.0 + z * (1.0 - sig));
+            }
+            dg.write(from, dgv, n, scratch);
+            du.write(from, duv, n, scratch);
+        });
+        return new INDArray[] {dh1, dh3};
+    }
+
+    /** One chunk of at most {@link #CHUNK} elements starting at element {@code from}, with a thread's buffers. */
+    private interface ChunkBody {
+        void run(long from, int n, double[][] buffers, float[] scratch);
+    }
+
+    /** Splits the rows of {@code like} [N, ·] over the workers; each thread walks its elements chunk by chunk. */
+    private static void eachChunk(INDArray like, Workers workers, java.util.function.Supplier<double[][]> buffers,
+                                  ChunkBody body) {
+        int rows = (int) like.size(0);
+        long cols = like.length() / rows;
+        int minRows = (int) Math.max(1, MIN_ELEMENTS_PER_THREAD / cols);
+        workers.forRanges(rows, minRows, (rowFrom, rowTo) -> {
+            double[][] buf = buffers.get();
+            float[] scratch = new float[CHUNK];
+            long end = rowTo * cols;
+            for (long at = rowFrom * cols; at < end; at += CHUNK) {
+                body.run(at, (int) Math.min(CHUNK, end - at), buf, scratch);
+            }
+        });
+    }
+
+    private static void checkSame(String op, INDArray a, INDArray b) {
+        if (!Arrays.equals(a.shape(), b.shape()) || a.dataType() != b.dataType()) {
+            throw new IllegalArgumentException(op + ": arrays disagree, " + Arrays.toString(a.shape()) + " "
+                    + a.dataType() + " vs " + Arrays.toString(b.shape()) + " " + b.dataType());
+        }
+        if (a.dataType() != DataType.FLOAT && a.dataType() != DataType.DOUBLE) {
+            throw new IllegalArgumentException(op + ": data type must be FLOAT or DOUBLE, got " + a.dataType());
+        }
+        if (a.rank() != 2) {
+            throw new IllegalArgumentException(op + ": arrays must be [N, I], got " + Arrays.toString(a.shape()));
+        }
     }
 }

@@ -43,4 +43,12 @@ public interface GroupedGemm {
      * @param dw [G, out, in]
      */
     void backwardWeight(INDArray dy, INDArray x, int[] offsets, INDArray dw, boolean accumulate);
+
+    /**
+     * The threads this implementation spreads its groups over; callers run their own row-parallel element-wise
+     * work between products on them (same cores, never more threads than the products use).
+     */
+    default Workers workers() {
+        return Workers.SERIAL;
+    }
 }

@@ -9,9 +9,25 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * ({@code current_state = hidden_states[top_x]}, {@code expert(current_state)},
  * {@code final.index_add_(0, top_x, out)}). Per non-empty group it copies the group's rows into a fresh array,
  * multiplies into a fresh result, and copies the result back into the group's rows. Correct and simple; every
- * group pays two copies and two allocations on top of its product.
+ * group pays two copies and two allocations on top of its product. Its products use the BLAS threads; the
+ * element-wise work between them runs on {@link #workers()} (serial unless given).
  */
 public final class LoopGroupedGemm implements GroupedGemm {
+    private final Workers elementWise;
+
+    public LoopGroupedGemm() {
+        this(Workers.SERIAL);
+    }
+
+    /** @param elementWise the threads for the row-parallel element-wise work between the products */
+    public LoopGroupedGemm(Workers elementWise) {
+        this.elementWise = elementWise;
+    }
+
+    @Override
+    public Workers workers() {
+        return elementWise;
+    }
 
     @Override
     public void forward(INDArray x, INDArray w, int[] offsets, INDArray y, boolean accumulate) {

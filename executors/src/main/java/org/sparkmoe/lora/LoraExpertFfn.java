@@ -4,7 +4,9 @@ import java.util.Arrays;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.kernels.Workers;
 import org.sparkmoe.moe.ExpertWeights;
 
 /**
@@ -16,7 +18,7 @@ import org.sparkmoe.moe.ExpertWeights;
  *   act = silu(h1) ⊙ h3                  [N, I]
  *   ys  = act·W2ᵀ + s2·(act·A2ᵀ)·B2ᵀ     [N, D]   (down / w2)
  * </pre>
- * Every product is a grouped GEMM; backward runs the same steps in reverse. FLOAT or DOUBLE, all arrays of one
+ * Every product is a grouped GEMM, the SwiGLU runs on the GEMM's threads; backward runs the same steps in reverse. FLOAT or DOUBLE, all arrays of one
  * type. Stateless per call: what backward needs travels in the {@link Context}, so one instance serves
  * concurrent tasks.
  */
@@ -27,6 +29,7 @@ public final class LoraExpertFfn {
     private final int experts;
     private final int hidden;
     private final DataType dataType;
+    private final Workers workers;         // the GEMM's threads, reused for the element-wise SwiGLU
 
     /** Any of {@code gate}, {@code up}, {@code down} may be null: that projection stays frozen without LoRA. */
     public LoraExpertFfn(ExpertWeights base, LoraExperts gate, LoraExperts up, LoraExperts down, GroupedGemm gemm) {
@@ -41,6 +44,7 @@ public final class LoraExpertFfn {
         this.experts = base.experts();
         this.hidden = (int) base.w1().size(2);
         this.dataType = base.w1().dataType();
+        this.workers = gemm.workers();
     }
 
     public int experts() {
@@ -98,7 +102,7 @@ public final class LoraExpertFfn {
         int[] ranges = offsets.clone();
         AdaptedProjection.Forward h1 = gate.forward(xs, ranges);          // [N, I]
         AdaptedProjection.Forward h3 = up.forward(xs, ranges);            // [N, I]
-        INDArray act = SwiGlu.forward(h1.h(), h3.h());                    // [N, I]
+        INDArray act = Activations.swiGlu(h1.h(), h3.h(), workers);      // [N, I]
         AdaptedProjection.Forward ys = down.forward(act, ranges);         // [N, D]
         return new Context(xs, ranges, h1, h3, act, ys);
     }
@@ -108,7 +112,7 @@ public final class LoraExpertFfn {
         checkRows("dys", dys, ctx.offsets);
         INDArray dAct = Nd4j.createUninitialized(dataType, ctx.act.shape(), 'c');          // [N, I]
         LoraGradients dDown = down.backward(ctx.act, ctx.ys, dys, ctx.offsets, dAct, false);
-        INDArray[] dh = SwiGlu.backward(ctx.h1.h(), ctx.h3.h(), dAct);                      // dh1, dh3 [N, I]
+        INDArray[] dh = Activations.swiGluBackward(ctx.h1.h(), ctx.h3.h(), dAct, workers); // dh1, dh3 [N, I]
         INDArray dxs = Nd4j.createUninitialized(dataType, ctx.xs.shape(), 'c');            // [N, D]
         LoraGradients dUp = up.backward(ctx.xs, ctx.h3, dh[1], ctx.offsets, dxs, false);
         LoraGradients dGate = gate.backward(ctx.xs, ctx.h1, dh[0], ctx.offsets, dxs, true);

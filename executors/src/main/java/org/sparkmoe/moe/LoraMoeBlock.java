@@ -7,6 +7,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.lora.LoraExpertFfn;
 
 /**
@@ -174,13 +175,16 @@ public final class LoraMoeBlock {
         LoraExpertFfn.Context ffn = experts.forward(xs, plan.offsets);                        // ys [N, D]
 
         int hidden = experts.hidden();
-        double[] ys = Flat.values(ffn.ys());
+        NativeElements ys = rowsOf(ffn.ys());                                                 // [N, D]
+        double[] y = new double[hidden];                                                      // one row
+        float[] scratch = new float[hidden];
         double[] out = new double[tokens * hidden];                                           // [T, D]
         for (int row = 0; row < plan.rows(); row++) {
             int o = plan.tokenOfRow[row] * hidden;
             double g = gates[plan.perm[row]];
+            ys.read((long) row * hidden, y, hidden, scratch);
             for (int d = 0; d < hidden; d++) {
-                out[o + d] = Flat.round(out[o + d] + Flat.round(g * ys[row * hidden + d], single), single);
+                out[o + d] = Flat.round(out[o + d] + Flat.round(g * y[d], single), single);
             }
         }
         SwiGluMlp.Context shared = null;
@@ -225,31 +229,38 @@ public final class LoraMoeBlock {
 
         // combine: out[t] += g·ys[row]  →  dys[row] = g·dOut[t], dg = dOut[t]·ys[row]
         double[] dy = Flat.values(dOut);                                                      // [T·D]
-        double[] ys = Flat.values(ctx.ffn.ys());                                              // [N·D]
-        double[] dys = new double[plan.rows() * hidden];                                      // [N·D]
+        NativeElements ys = rowsOf(ctx.ffn.ys());                                             // [N, D]
+        INDArray dysArray = Nd4j.createUninitialized(dOut.dataType(), new long[] {plan.rows(), hidden}, 'c');
+        NativeElements dys = rowsOf(dysArray);                                                // [N, D]
+        double[] y = new double[hidden];                                                      // one row of ys
+        double[] dyRow = new double[hidden];                                                  // one row of dys
+        float[] scratch = new float[hidden];
         double[] dGates = new double[tokens * topK];                                          // [T·K]
         for (int row = 0; row < plan.rows(); row++) {
             int o = plan.tokenOfRow[row] * hidden;
             double g = ctx.gates[plan.perm[row]];
             double dg = 0;
+            ys.read((long) row * hidden, y, hidden, scratch);
             for (int d = 0; d < hidden; d++) {
-                dys[row * hidden + d] = g * dy[o + d];
-                dg += dy[o + d] * ys[row * hidden + d];
+                dyRow[d] = g * dy[o + d];
+                dg += dy[o + d] * y[d];
             }
+            dys.write((long) row * hidden, dyRow, hidden, scratch);
             dGates[plan.perm[row]] = dg;
         }
 
         // experts
-        LoraExpertFfn.Gradients ffn = experts.backward(ctx.ffn,
-                Flat.array(dys, new long[] {plan.rows(), hidden}, dOut.dataType()));
+        LoraExpertFfn.Gradients ffn = experts.backward(ctx.ffn, dysArray);
 
         // gather: xs = xj[tokenOfRow]  →  dxj[t] += dxs[row]
-        double[] dxs = Flat.values(ffn.dxs());                                                // [N·D]
+        NativeElements dxs = rowsOf(ffn.dxs());                                               // [N, D]
+        double[] dxsRow = new double[hidden];                                                 // one row of dxs
         double[] dxj = new double[tokens * hidden];                                           // [T·D]
         for (int row = 0; row < plan.rows(); row++) {
             int o = plan.tokenOfRow[row] * hidden;
+            dxs.read((long) row * hidden, dxsRow, hidden, scratch);
             for (int d = 0; d < hidden; d++) {
-                dxj[o + d] += dxs[row * hidden + d];
+                dxj[o + d] += dxsRow[d];
             }
         }
 
@@ -317,6 +328,11 @@ public final class LoraMoeBlock {
                     false, false, 1.0, 1.0);
         }
         return new Gradients(dx, dRouter, ffn);
+    }
+
+    /** Row-by-row access to an [N, D] array; an empty one (no routed rows) is never read or written. */
+    private static NativeElements rowsOf(INDArray a) {
+        return a.length() == 0 ? null : NativeElements.of(a);
     }
 
     /** U(1 − j, 1 + j) [T, D] in 'c' order from one seeded generator. */

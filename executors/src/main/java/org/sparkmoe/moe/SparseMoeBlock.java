@@ -85,7 +85,7 @@ public final class SparseMoeBlock {
         INDArray h3 = Nd4j.createUninitialized(DataType.FLOAT, new long[] {plan.rows(), intermediate}, 'c');
         gemm.forward(xs, experts.w1(), plan.offsets, h1);                            // [T·K, I]
         gemm.forward(xs, experts.w3(), plan.offsets, h3);                            // [T·K, I]
-        INDArray act = Activations.swiGlu(h1, h3);                                   // [T·K, I]
+        INDArray act = Activations.swiGlu(h1, h3, gemm.workers());                   // [T·K, I]
         INDArray ys = Nd4j.createUninitialized(DataType.FLOAT, new long[] {plan.rows(), hidden}, 'c');
         gemm.forward(act, experts.w2(), plan.offsets, ys);                           // [T·K, D]
 

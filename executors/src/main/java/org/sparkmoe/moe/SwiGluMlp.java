@@ -3,7 +3,7 @@ package org.sparkmoe.moe;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.Dense;
-import org.sparkmoe.lora.SwiGlu;
+import org.sparkmoe.kernels.Workers;
 
 /**
  * A dense SwiGLU FFN: {@code y = (silu(x·Wgᵀ) ⊙ (x·Wuᵀ)) · Wdᵀ} (Mistral MLP, Qwen2-MoE shared expert). The
@@ -42,14 +42,14 @@ public final class SwiGluMlp {
     public Context forwardTraining(INDArray x) {
         INDArray g = Dense.linear(x, gateProj);                           // [T, I]
         INDArray u = Dense.linear(x, upProj);                             // [T, I]
-        INDArray act = SwiGlu.forward(g, u);                              // [T, I]
+        INDArray act = Activations.swiGlu(g, u);                         // [T, I]
         return new Context(x, g, u, Dense.linear(act, downProj));         // [T, D]
     }
 
     /** @param dOut [T, D] @return dx [T, D] */
     public INDArray backward(Context ctx, INDArray dOut) {
         INDArray dAct = Dense.linearBackward(dOut, downProj);             // [T, I]
-        INDArray[] dh = SwiGlu.backward(ctx.g(), ctx.u(), dAct);          // dg, du [T, I]
+        INDArray[] dh = Activations.swiGluBackward(ctx.g(), ctx.u(), dAct, Workers.SERIAL); // dg, du [T, I]
         INDArray dx = Dense.linearBackward(dh[1], upProj);                // [T, D]
         return dx.addi(Dense.linearBackward(dh[0], gateProj));
     }

@@ -17,6 +17,7 @@ import org.junit.jupiter.params.provider.MethodSource;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
  * Every {@link GroupedGemm} (ND4J sequential, ND4J over 2 and 3 threads, the per-expert loop, the naive dense
@@ -164,6 +165,50 @@ class GroupedGemmAgreementTest {
                 par.backwardWeight(dy, x, offsets, dw2, false);
                 assertArrayEquals(dw1.data().asFloat(), dw2.data().asFloat());
             }
+        }
+    }
+
+    /**
+     * Operands and results that are views (a column slice, so rows are not contiguous; an offset row range) or
+     * 'f' order give the same bits as their 'c' copies, and only the view's own elements change.
+     */
+    @Test
+    void viewsAndFortranOrderGiveTheSameBitsAsCopies() {
+        Random rnd = new Random(11);
+        int[] offsets = {0, 3, 3, 9, 14};
+        int groups = offsets.length - 1;
+        int rows = offsets[groups];
+        int in = 10;
+        int out = 7;
+        for (boolean accumulate : new boolean[] {false, true}) {
+            INDArray xWide = random(rnd, DataType.FLOAT, rows, in + 5);
+            INDArray x = xWide.get(NDArrayIndex.all(), NDArrayIndex.interval(2, 2 + in));   // [N, in] view
+            INDArray w = random(rnd, DataType.FLOAT, groups, out, in).dup('f');             // [G, out, in] 'f'
+            INDArray dyTall = random(rnd, DataType.FLOAT, rows + 4, out);
+            INDArray dy = dyTall.get(NDArrayIndex.interval(4, 4 + rows), NDArrayIndex.all()); // [N, out] offset
+            INDArray yWide = random(rnd, DataType.FLOAT, rows, out + 3);
+            INDArray y = yWide.get(NDArrayIndex.all(), NDArrayIndex.interval(1, 1 + out));   // [N, out] view
+            INDArray dw = random(rnd, DataType.FLOAT, groups, out, in).dup('f');             // [G, out, in] 'f'
+            INDArray dx = random(rnd, DataType.FLOAT, rows, in).dup('f');                    // [N, in] 'f'
+            GroupedGemm gemm = new Nd4jGroupedGemm(2);
+
+            INDArray yCopy = y.dup('c');
+            INDArray dwCopy = dw.dup('c');
+            INDArray dxCopy = dx.dup('c');
+            gemm.forward(x.dup('c'), w.dup('c'), offsets, yCopy, accumulate);
+            gemm.backwardWeight(dy.dup('c'), x.dup('c'), offsets, dwCopy, accumulate);
+            gemm.backwardInput(dy.dup('c'), w.dup('c'), offsets, dxCopy, accumulate);
+            INDArray untouched = yWide.get(NDArrayIndex.all(), NDArrayIndex.interval(0, 1)).dup('c');
+            gemm.forward(x, w, offsets, y, accumulate);
+            gemm.backwardWeight(dy, x, offsets, dw, accumulate);
+            gemm.backwardInput(dy, w, offsets, dx, accumulate);
+
+            assertArrayEquals(yCopy.data().asFloat(), y.dup('c').data().asFloat(), "forward into a view");
+            assertArrayEquals(dwCopy.data().asFloat(), dw.dup('c').data().asFloat(), "weight gradient, 'f' order");
+            assertArrayEquals(dxCopy.data().asFloat(), dx.dup('c').data().asFloat(), "input gradient, 'f' order");
+            assertArrayEquals(untouched.data().asFloat(),
+                    yWide.get(NDArrayIndex.all(), NDArrayIndex.interval(0, 1)).dup('c').data().asFloat(),
+                    "columns outside the view");
         }
     }
 

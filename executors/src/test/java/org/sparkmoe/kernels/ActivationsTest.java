@@ -1,0 +1,123 @@
+package org.sparkmoe.kernels;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * The SwiGLU element-wise kernel against plain per-element loops: the float32 forward rounds like
+ * {@code (float) silu(x) * u}, the backward is computed in float64 and rounded once; the same bits on any number
+ * of threads, for views as for fresh arrays, in FLOAT and DOUBLE.
+ */
+class ActivationsTest {
+
+    /** [200, 1000]: large enough that 3 workers get 3 shares. */
+    private static final int ROWS = 200;
+    private static final int COLS = 1000;
+
+    private static float[] random(long seed, int n, double scale) {
+        Random rnd = new Random(seed);
+        float[] a = new float[n];
+        for (int i = 0; i < n; i++) {
+            a[i] = (float) (scale * rnd.nextGaussian());
+        }
+        return a;
+    }
+
+    private static INDArray floats(float[] v) {
+        return Nd4j.create(v, new long[] {ROWS, COLS}, 'c');
+    }
+
+    @Test
+    void floatForwardMatchesAFloat32LoopOnAnyThreadCount() {
+        float[] g = random(1, ROWS * COLS, 4);
+        float[] u = random(2, ROWS * COLS, 1);
+        float[] expected = new float[g.length];
+        for (int i = 0; i < g.length; i++) {
+            expected[i] = (float) (g[i] / (1.0 + Math.exp(-g[i]))) * u[i];
+        }
+        for (int threads : new int[] {1, 2, 3}) {
+            INDArray act = Activations.swiGlu(floats(g), floats(u), new Workers(threads));
+            assertArrayEquals(expected, act.data().asFloat(), 0f, threads + " threads");
+        }
+    }
+
+    @Test
+    void backwardMatchesAFloat64LoopRoundedOnceOnAnyThreadCount() {
+        float[] g = random(3, ROWS * COLS, 4);
+        float[] u = random(4, ROWS * COLS, 1);
+        float[] d = random(5, ROWS * COLS, 1);
+        float[] dg = new float[g.length];
+        float[] du = new float[g.length];
+        for (int i = 0; i < g.length; i++) {
+            double z = g[i];
+            double di = d[i];
+            double sig = 1.0 / (1.0 + Math.exp(-z));
+            du[i] = (float) (di * z * sig);
+            dg[i] = (float) (di * u[i] * sig * (1.0 + z * (1.0 - sig)));
+        }
+        for (int threads : new int[] {1, 2, 3}) {
+            INDArray[] grads = Activations.swiGluBackward(floats(g), floats(u), floats(d), new Workers(threads));
+            assertArrayEquals(dg, grads[0].data().asFloat(), 0f, threads + " threads, dh1");
+            assertArrayEquals(du, grads[1].data().asFloat(), 0f, threads + " threads, dh3");
+        }
+    }
+
+    @Test
+    void doubleIsComputedWithoutRounding() {
+        Random rnd = new Random(6);
+        double[] g = new double[ROWS * COLS];
+        double[] u = new double[ROWS * COLS];
+        for (int i = 0; i < g.length; i++) {
+            g[i] = 4 * rnd.nextGaussian();
+            u[i] = rnd.nextGaussian();
+        }
+        double[] expected = new double[g.length];
+        for (int i = 0; i < g.length; i++) {
+            expected[i] = g[i] / (1.0 + Math.exp(-g[i])) * u[i];
+        }
+        INDArray act = Activations.swiGlu(Nd4j.create(g, new long[] {ROWS, COLS}, 'c'),
+                Nd4j.create(u, new long[] {ROWS, COLS}, 'c'), new Workers(2));
+        assertEquals(DataType.DOUBLE, act.dataType());
+        assertArrayEquals(expected, act.data().asDouble(), 0.0);
+    }
+
+    @Test
+    void viewsGiveTheSameBitsAsTheirCopies() {
+        INDArray big = Nd4j.create(random(7, 3 * ROWS * COLS, 4), new long[] {3 * ROWS, COLS}, 'c');
+        INDArray rowsView = big.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(ROWS, 2 * ROWS),
+                org.nd4j.linalg.indexing.NDArrayIndex.all());                  // offset view [ROWS, COLS]
+        INDArray transposed = Nd4j.create(random(8, ROWS * COLS, 1), new long[] {COLS, ROWS}, 'c').transpose();
+        Workers two = new Workers(2);
+        INDArray fromViews = Activations.swiGlu(rowsView, transposed, two);
+        INDArray fromCopies = Activations.swiGlu(rowsView.dup('c'), transposed.dup('c'), two);
+        assertArrayEquals(fromCopies.data().asFloat(), fromViews.data().asFloat(), 0f);
+        INDArray[] viewGrads = Activations.swiGluBackward(rowsView, transposed, transposed, two);
+        INDArray[] copyGrads = Activations.swiGluBackward(rowsView.dup('c'), transposed.dup('c'), transposed.dup('c'),
+                two);
+        assertArrayEquals(copyGrads[0].data().asFloat(), viewGrads[0].data().asFloat(), 0f);
+        assertArrayEquals(copyGrads[1].data().asFloat(), viewGrads[1].data().asFloat(), 0f);
+    }
+
+    @Test
+    void emptyRowsGiveEmptyResults() {
+        INDArray none = Nd4j.create(DataType.FLOAT, 0, 8);
+        assertArrayEquals(new long[] {0, 8}, Activations.swiGlu(none, none, new Workers(2)).shape());
+        assertArrayEquals(new long[] {0, 8}, Activations.swiGluBackward(none, none, none, new Workers(2))[0].shape());
+    }
+
+    @Test
+    void mismatchedArraysAreNamed() {
+        INDArray a = Nd4j.create(DataType.FLOAT, 2, 3);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> Activations.swiGlu(a, Nd4j.create(DataType.DOUBLE, 2, 3), Workers.SERIAL));
+        assertTrue(e.getMessage().contains("swiglu forward") && e.getMessage().contains("DOUBLE"), e.getMessage());
+    }
+}
