@@ -2,12 +2,9 @@ package org.sparkmoe.tests;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import org.sparkmoe.driver.SparkMoe;
 
 import java.io.IOException;
-import java.io.PrintWriter;
 import java.io.RandomAccessFile;
-import java.io.StringWriter;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
@@ -22,6 +19,7 @@ import java.util.stream.Stream;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.sparkmoe.tests.CliRun.sparkmoe;
 
 /**
  * Every kind of bad input, through the real command line: a non-zero exit, and one line on stderr that names
@@ -31,26 +29,14 @@ class BadInputTest {
     @TempDir
     Path dir;
 
-    private record Run(int exitCode, String err) {
-        String firstLine() {
-            return err.lines().findFirst().orElse("");
-        }
-    }
-
-    private static Run sparkmoe(String... args) {
-        StringWriter err = new StringWriter();
-        int rc = SparkMoe.execute(new PrintWriter(err, true), args);
-        return new Run(rc, err.toString());
-    }
-
-    private Run eval(Path model, String... more) {
+    private CliRun eval(Path model, String... more) {
         List<String> args = new ArrayList<>(List.of("eval", "--model", model.toString(),
                 "--data", Fixtures.corpus("sysadmin.txt").toString(), "--master", "local[1]"));
         args.addAll(List.of(more));
         return sparkmoe(args.toArray(String[]::new));
     }
 
-    private static void assertFails(Run run, String... fragments) {
+    private static void assertFails(CliRun run, String... fragments) {
         assertNotEquals(0, run.exitCode(), run.err());
         for (String fragment : fragments) {
             assertTrue(run.firstLine().contains(fragment), "expected '" + fragment + "' in: " + run.err());
@@ -125,14 +111,14 @@ class BadInputTest {
     @Test
     void emptyDataFile() throws IOException {
         Path empty = Files.createFile(dir.resolve("empty.txt"));
-        Run run = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", empty.toString(),
+        CliRun run = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", empty.toString(),
                 "--master", "local[1]");
         assertFails(run, "data file is empty", "empty.txt");
     }
 
     @Test
     void missingDataFile() {
-        Run run = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data",
+        CliRun run = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data",
                 dir.resolve("absent.txt").toString());
         assertFails(run, "data file not found", "absent.txt");
     }
@@ -149,7 +135,7 @@ class BadInputTest {
 
     @Test
     void unknownFlagExitsWithTwo() {
-        Run run = sparkmoe("eval", "--model", "m", "--data", "d", "--windw", "3");
+        CliRun run = sparkmoe("eval", "--model", "m", "--data", "d", "--windw", "3");
         assertEquals(2, run.exitCode(), run.err());
         assertTrue(run.firstLine().contains("--windw"), run.err());
     }
@@ -162,7 +148,7 @@ class BadInputTest {
         file.putLong(header.length()).put(header.getBytes(StandardCharsets.US_ASCII));
         file.putLong(1).putLong(2).putLong(5000).putLong(3);
         Files.write(ids, file.array());
-        Run run = sparkmoe("logits", "--model", Fixtures.tinyModel().toString(), "--input-ids", ids.toString(),
+        CliRun run = sparkmoe("logits", "--model", Fixtures.tinyModel().toString(), "--input-ids", ids.toString(),
                 "--out", dir.resolve("out.safetensors").toString());
         assertFails(run, "input_ids[0,2] = 5000", "[0, 1024)");
         assertTrue(Files.notExists(dir.resolve("out.safetensors")));
@@ -173,7 +159,7 @@ class BadInputTest {
     void failureInsideASparkTaskLeavesAnExistingReportUntouched() throws IOException {
         Path report = Files.writeString(dir.resolve("report.json"), "{\"earlier\": true}\n");
         Path latin1 = Files.write(dir.resolve("latin1.txt"), "caf\u00e9 au lait".getBytes(StandardCharsets.ISO_8859_1));
-        Run run = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", latin1.toString(),
+        CliRun run = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", latin1.toString(),
                 "--out", report.toString(), "--master", "local[1]");
         assertFails(run, "not valid UTF-8", "latin1.txt");
         assertEquals("{\"earlier\": true}\n", Files.readString(report));

@@ -7,12 +7,9 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.sparkmoe.driver.SparkMoe;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.SafeTensorsFile;
 
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -23,6 +20,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.sparkmoe.tests.CliRun.sparkmoe;
 
 /**
  * calibrate --export-router-data, then retrain-router through the real command line on a real local[2] Spark:
@@ -34,22 +32,10 @@ class RetrainRouterTest {
     static Path dir;
     private static Path routerData;
 
-    private record Run(int exitCode, String err) {
-        String firstLine() {
-            return err.lines().findFirst().orElse("");
-        }
-    }
-
-    private static Run sparkmoe(String... args) {
-        StringWriter err = new StringWriter();
-        int rc = SparkMoe.execute(new PrintWriter(err, true), args);
-        return new Run(rc, err.toString());
-    }
-
     /** 2 files × 8 windows of 64 tokens of the valid split: 1,024 tokens, 16 DataSet files per layer. */
     @BeforeAll
     static void export() {
-        Run run = sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data",
+        CliRun run = sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data",
                 Fixtures.corpus("sysadmin.txt") + "," + Fixtures.corpus("scripture.txt"), "--window", "64",
                 "--max-tokens-per-file", "512", "--export-router-data", "--master", "local[2]",
                 "--out", dir.resolve("calib").toString());
@@ -58,7 +44,7 @@ class RetrainRouterTest {
         assertTrue(Files.isRegularFile(routerData.resolve("router-data.json")));
     }
 
-    private static Run retrain(Path out, String... more) {
+    private static CliRun retrain(Path out, String... more) {
         List<String> args = new ArrayList<>(List.of("retrain-router", "--model", Fixtures.tinyModel().toString(),
                 "--router-data", routerData.toString(), "--out", out.toString(), "--master", "local[2]"));
         args.addAll(List.of(more));
@@ -68,7 +54,7 @@ class RetrainRouterTest {
     @Test
     void retrainedRoutersReproduceTheModelsRouting() throws Exception {
         Path out = dir.resolve("retrained");
-        Run run = retrain(out, "--epochs", "12", "--learning-rate", "0.01", "--averaging-frequency", "2");
+        CliRun run = retrain(out, "--epochs", "12", "--learning-rate", "0.01", "--averaging-frequency", "2");
         assertEquals(0, run.exitCode(), run.err());
         JsonNode report = new ObjectMapper().readTree(out.resolve("retrain-router.json").toFile());
         assertEquals(4, report.get("layers").size());
@@ -101,7 +87,7 @@ class RetrainRouterTest {
         String layer = "{\"groups\": [[0, 1], [2, 3], [4, 5], [6, 7]]}";
         Files.writeString(map, "{\"layers\": [" + String.join(",", layer, layer, layer, layer) + "]}");
         Path out = dir.resolve("grouped");
-        Run run = retrain(out, "--expert-map", map.toString(), "--epochs", "1");
+        CliRun run = retrain(out, "--expert-map", map.toString(), "--epochs", "1");
         assertEquals(0, run.exitCode(), run.err());
         try (SafeTensorsFile gates = SafeTensorsFile.open(out.resolve("router.safetensors"))) {
             for (int l = 0; l < 4; l++) {
@@ -114,7 +100,7 @@ class RetrainRouterTest {
         assertEquals(2, report.get("layers").get(0).get("top_k").asInt());
     }
 
-    private static void assertFails(Run run, String... fragments) {
+    private static void assertFails(CliRun run, String... fragments) {
         assertNotEquals(0, run.exitCode(), run.err());
         for (String fragment : fragments) {
             assertTrue(run.firstLine().contains(fragment), "expected '" + fragment + "' in: " + run.err());
@@ -151,7 +137,7 @@ class RetrainRouterTest {
 
     @Test
     void missingOrEmptyRouterData() throws Exception {
-        Run missing = sparkmoe("retrain-router", "--model", Fixtures.tinyModel().toString(), "--router-data",
+        CliRun missing = sparkmoe("retrain-router", "--model", Fixtures.tinyModel().toString(), "--router-data",
                 dir.resolve("no-such-data").toString(), "--out", dir.resolve("x").toString());
         assertFails(missing, "router data not found", "no-such-data");
 
@@ -160,7 +146,7 @@ class RetrainRouterTest {
             Files.createDirectories(empty.resolve("layer-" + l));
         }
         Files.copy(routerData.resolve("router-data.json"), empty.resolve("router-data.json"));
-        Run none = sparkmoe("retrain-router", "--model", Fixtures.tinyModel().toString(), "--router-data",
+        CliRun none = sparkmoe("retrain-router", "--model", Fixtures.tinyModel().toString(), "--router-data",
                 empty.toString(), "--out", dir.resolve("x").toString(), "--master", "local[1]");
         assertFails(none, "layer-0 holds no router DataSet files");
         assertFails(retrain(dir.resolve("x"), "--epochs", "0"), "--epochs must be ≥ 1");

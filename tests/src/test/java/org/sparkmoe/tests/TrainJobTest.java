@@ -10,7 +10,6 @@ import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
-import org.sparkmoe.driver.SparkMoe;
 import org.sparkmoe.driver.train.TrainJob;
 import org.sparkmoe.driver.train.TrainOutputs;
 import org.sparkmoe.driver.train.TrainPlan;
@@ -20,8 +19,6 @@ import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.text.TextSplit;
 import org.sparkmoe.train.TrainState;
 
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -34,6 +31,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.sparkmoe.tests.CliRun.sparkmoe;
 
 /** {@code sparkmoe train} on a real local[2] SparkContext: outputs, resume bit for bit, bad input. */
 class TrainJobTest {
@@ -48,15 +46,6 @@ class TrainJobTest {
     static void excerpt(@TempDir Path tmp) throws Exception {
         data = tmp.resolve("sysadmin-excerpt.txt");
         Files.writeString(data, Files.readString(Fixtures.corpus("sysadmin.txt")).substring(0, 40_000));
-    }
-
-    private record Run(int exitCode, String err) {
-    }
-
-    private static Run sparkmoe(List<String> args) {
-        StringWriter err = new StringWriter();
-        int rc = SparkMoe.execute(new PrintWriter(err, true), args.toArray(String[]::new));
-        return new Run(rc, err.toString());
     }
 
     /**
@@ -97,7 +86,7 @@ class TrainJobTest {
     @Test
     void writesAPeftAdapterAndOneLogLinePerRound() throws Exception {
         Path out = dir.resolve("run");
-        Run run = sparkmoe(train(out));
+        CliRun run = sparkmoe(train(out));
         assertEquals(0, run.exitCode(), run.err());
 
         JsonNode config = JSON.readTree(out.resolve("adapter/adapter_config.json").toFile());
@@ -150,7 +139,7 @@ class TrainJobTest {
             }));
         }
         assertEquals(2, Files.readAllLines(interrupted.resolve("train-log.jsonl")).size());
-        Run resumed = sparkmoe(train(interrupted, "--resume"));
+        CliRun resumed = sparkmoe(train(interrupted, "--resume"));
         assertEquals(0, resumed.exitCode(), resumed.err());
 
         assertArrayEquals(Files.readAllBytes(whole.resolve("adapter/adapter_model.safetensors")),
@@ -168,7 +157,7 @@ class TrainJobTest {
         Path out = dir.resolve("busy");
         Files.createDirectories(out);
         Files.writeString(out.resolve("keep.txt"), "precious");
-        Run run = sparkmoe(train(out));
+        CliRun run = sparkmoe(train(out));
         assertEquals(1, run.exitCode());
         assertTrue(run.err().startsWith("train: error: --out ") && run.err().contains("--resume"), run.err());
         assertEquals("precious", Files.readString(out.resolve("keep.txt")));
@@ -176,28 +165,28 @@ class TrainJobTest {
 
     @Test
     void resumeNeedsACheckpointWithTheSameOptions() throws Exception {
-        Run nothing = sparkmoe(train(dir.resolve("empty"), "--resume"));
+        CliRun nothing = sparkmoe(train(dir.resolve("empty"), "--resume"));
         assertEquals(1, nothing.exitCode());
         assertTrue(nothing.err().contains("--resume: no checkpoint under"), nothing.err());
 
         Path out = dir.resolve("run");
         assertEquals(0, sparkmoe(train(out, "--steps", "2")).exitCode());
-        Run other = sparkmoe(train(out, "--steps", "2", "--resume", "--rank", "8"));
+        CliRun other = sparkmoe(train(out, "--steps", "2", "--resume", "--rank", "8"));
         assertEquals(1, other.exitCode());
         assertTrue(other.err().contains("rank=4") && other.err().contains("rank=8"), other.err());
     }
 
     @Test
     void badFlagsAndBadDataAreOneLineErrors() {
-        Run target = sparkmoe(train(dir.resolve("a"), "--targets", "w1,w4"));
+        CliRun target = sparkmoe(train(dir.resolve("a"), "--targets", "w1,w4"));
         assertEquals(2, target.exitCode());
         assertTrue(target.err().contains("unknown LoRA target 'w4'"), target.err());
 
-        Run steps = sparkmoe(train(dir.resolve("b"), "--steps", "0"));
+        CliRun steps = sparkmoe(train(dir.resolve("b"), "--steps", "0"));
         assertEquals(1, steps.exitCode());
         assertTrue(steps.err().startsWith("train: error: --steps must be ≥ 1, got 0"), steps.err());
 
-        Run partitions = sparkmoe(train(dir.resolve("c"), "--window", "256", "--partitions", "200"));
+        CliRun partitions = sparkmoe(train(dir.resolve("c"), "--window", "256", "--partitions", "200"));
         assertEquals(1, partitions.exitCode());
         assertTrue(partitions.err().contains("fewer than the 200 partitions"), partitions.err());
         assertNotEquals(0, sparkmoe(train(dir.resolve("d"), "--model", dir.resolve("nope").toString())).exitCode());
