@@ -1,0 +1,47 @@
+package org.sparkmoe.driver.surgery;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.surgery.LayerResult;
+import org.sparkmoe.surgery.LayerSurgery;
+
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+
+/**
+ * Runs a {@link LayerSurgery} expert-parallel: one Spark task per MoE layer (each opens the memory-mapped checkpoint
+ * on its executor, reads only that layer's experts and does the math there); the driver only collects the results,
+ * in layer order.
+ */
+public final class SurgeryJob {
+    private SurgeryJob() {
+    }
+
+    /**
+     * @param moeLayers decoder indices of the MoE layers
+     * @return one result per MoE layer, in order
+     */
+    public static List<LayerResult> run(JavaSparkContext sc, String modelUri, LayerSurgery surgery, int[] moeLayers,
+            int partitions) {
+        List<int[]> work = new ArrayList<>();
+        for (int i = 0; i < moeLayers.length; i++) {
+            work.add(new int[] {moeLayers[i], i});
+        }
+        List<SurgeryPiece> pieces = new ArrayList<>(sc.parallelize(work, Math.min(partitions, work.size()))
+                .map(w -> {
+                    try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), new Configuration())) {
+                        return SurgeryPiece.of(w[1], surgery.apply(checkpoint, w[0], w[1]));
+                    }
+                })
+                .collect());
+        pieces.sort(Comparator.comparingInt(p -> p.layer));
+        List<LayerResult> out = new ArrayList<>();
+        for (SurgeryPiece p : pieces) {
+            out.add(p.result());
+        }
+        return out;
+    }
+}
