@@ -36,7 +36,7 @@ public final class ExpertStack {
         INDArray sum = Nd4j.zeros(org.nd4j.linalg.api.buffer.DataType.DOUBLE, stack.size(1), stack.size(2));
         for (int e = 0; e < weights.length; e++) {
             if (weights[e] != 0) {
-                sum.addi(stack.slice(e).castTo(org.nd4j.linalg.api.buffer.DataType.DOUBLE).muli(weights[e]));
+                sum.addi(stack.slice(e).castTo(org.nd4j.linalg.api.buffer.DataType.DOUBLE).mul(weights[e]));
             }
         }
         return sum.castTo(stack.dataType());

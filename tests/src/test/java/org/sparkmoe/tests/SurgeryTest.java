@@ -201,6 +201,29 @@ class SurgeryTest {
         ppl(one);
     }
 
+    @Test
+    void lowrankWritesSharedBaseExpertsThatEvalRunsAndReportsErrors() throws Exception {
+        Path out = surgery("lowrank-8", "lowrank", "--rank", "8", "--base", "router-weighted");
+        ModelConfig config = ModelFolder.readConfig(hadoop(out), CONF);
+        assertEquals(8, config.shared_base_lora_rank);
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        try (Checkpoint c = Checkpoint.open(hadoop(out), CONF)) {
+            assertEquals(ModelSchema.expected(config).keySet(), c.names());
+            assertArrayEquals(new long[] {E, 8, 256}, c.shape(layout.stackedLoraA(2, Projection.DOWN)));
+        }
+        MoeTransformer model = ModelFolder.load(hadoop(out), CONF);
+        assertEquals(E, model.config().num_experts);
+        JsonNode layer = JSON.readTree(out.resolve("surgery.json").toFile()).get("layers").get(0);
+        double error = layer.get("w1_rel_error").asDouble();
+        assertTrue(error > 0 && error < 1, "w1 error " + error);
+        assertEquals(3.0 * E * 256 * 128, layer.get("params_before").asDouble());
+        assertEquals(3.0 * 256 * 128 + 3.0 * E * 8 * (128 + 256), layer.get("params_after").asDouble());
+        ppl(out);
+        assertFails(1, "topk: error: file:" + out + " holds a shared base and rank-8 experts (surgery lowrank); surgery "
+                + "works on full experts", "surgery", "topk", "--model", out.toString(), "--top-k", "1", "--out",
+                tmp.resolve("never-topk").toString());
+    }
+
     private static void assertFails(int code, String expectedStart, String... args) {
         StringWriter err = new StringWriter();
         assertEquals(code, sparkmoe(err, args), err.toString());
@@ -233,6 +256,8 @@ class SurgeryTest {
         Files.writeString(bad, Files.readString(stats).replace("\"experts\":8", "\"experts\":6"));
         assertFails(1, "topk: error: file:" + bad + ": describes 6 experts, the model has 8", "surgery", "topk", "--model",
                 model, "--top-k", "1", "--rescale", "measured", "--stats", bad.toString(), "--out", out);
+        assertFails(1, "lowrank: error: --rank must be in [1, 128] (min of hidden_size 128 and intermediate_size 256), got 129",
+                "surgery", "lowrank", "--model", model, "--rank", "129", "--out", out);
         assertFails(1, "topk: error: output checkpoint folder already exists: ", "surgery", "topk", "--model", model,
                 "--top-k", "1", "--out", tmp.toString());
         assertFalse(Files.exists(tmp.resolve("never")));

@@ -54,6 +54,10 @@ final class SurgeryRun {
             throw new IllegalArgumentException(modelDir + ": model_type " + config.modelType.name().toLowerCase()
                     + " has no experts to operate on");
         }
+        if (config.hasLowRankExperts()) {
+            throw new IllegalArgumentException(modelDir + " holds a shared base and rank-" + config.shared_base_lora_rank
+                    + " experts (surgery lowrank); surgery works on full experts");
+        }
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
             ModelSchema.check(config, checkpoint);
         }
