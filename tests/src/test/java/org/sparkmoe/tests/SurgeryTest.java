@@ -224,6 +224,25 @@ class SurgeryTest {
                 tmp.resolve("never-topk").toString());
     }
 
+    /** --router puts retrained [E', D] gates (what retrain-router --expert-map writes) into the reduced checkpoint. */
+    @Test
+    void reduceTakesRetrainedGates() throws Exception {
+        CheckpointLayout layout = new CheckpointLayout(ModelConfig.ModelType.MIXTRAL);
+        java.util.LinkedHashMap<String, INDArray> gates = new java.util.LinkedHashMap<>();
+        for (int l = 0; l < LAYERS; l++) {
+            gates.put(layout.routerGate(l), org.nd4j.linalg.factory.Nd4j.rand(org.nd4j.linalg.api.buffer.DataType.FLOAT,
+                    3, 128));
+        }
+        Path router = tmp.resolve("router.safetensors");
+        org.sparkmoe.io.SafeTensorsWriter.write(org.apache.hadoop.fs.FileSystem.getLocal(CONF), hadoop(router), gates,
+                java.util.Map.of("format", "pt"));
+        Path out = surgery("reduce-3-router", flatStats, "reduce", "--experts", "3", "--router", router.toString());
+        assertEquals(gates.get(layout.routerGate(2)), tensor(out, layout.routerGate(2)));
+        assertFails(1, "reduce: error: file:" + router + ": " + layout.routerGate(0) + " is [3, 128], expected [4, 128]",
+                "surgery", "reduce", "--model", Fixtures.tinyModel().toString(), "--experts", "4", "--by", "weights",
+                "--router", router.toString(), "--out", tmp.resolve("never-router").toString());
+    }
+
     private static void assertFails(int code, String expectedStart, String... args) {
         StringWriter err = new StringWriter();
         assertEquals(code, sparkmoe(err, args), err.toString());

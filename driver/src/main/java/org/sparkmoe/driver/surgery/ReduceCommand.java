@@ -1,6 +1,13 @@
 package org.sparkmoe.driver.surgery;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.driver.Paths;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.LocalFiles;
+import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.surgery.ExpertReduceSurgery;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -8,6 +15,10 @@ import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.Callable;
 
@@ -37,6 +48,11 @@ public final class ReduceCommand implements Callable<Integer> {
             description = "Root seed; each layer's k-means seed derives from it. Default: ${DEFAULT-VALUE}.")
     long seed;
 
+    @Option(names = "--router", paramLabel = "FILE",
+            description = "router.safetensors from 'retrain-router --expert-map OUT/expert-map.json' of an identical reduce "
+                    + "run (same model, --experts, --by, --stats, --seed): its [E', D] gates replace the merged gate rows.")
+    String router;
+
     @Override
     public Integer call() {
         ExpertReduceSurgery.By what = SurgeryRun.choice(spec, "--by", by,
@@ -52,7 +68,41 @@ public final class ReduceCommand implements Callable<Integer> {
         settings.put("experts", experts);
         settings.put("by", by);
         settings.put("seed", seed);
-        run.execute("reduce", surgery, settings);
+        if (router != null) {
+            settings.put("router", router);
+        }
+        run.execute("reduce", surgery, settings, router == null ? Map.of() : gates(run));
         return 0;
+    }
+
+    /** The retrained gates, checked: one [E', D] gate per MoE layer under its Hugging Face name. */
+    private Map<String, INDArray> gates(SurgeryRun run) {
+        Path file = new Path(Paths.qualify(router, run.conf));
+        CheckpointLayout layout = new CheckpointLayout(run.config.modelType);
+        Map<String, INDArray> out = new LinkedHashMap<>();
+        try {
+            FileSystem fs = file.getFileSystem(run.conf);
+            if (!fs.exists(file)) {
+                throw new IllegalArgumentException("router file not found: " + file);
+            }
+            try (LocalFiles local = LocalFiles.of(fs, file.getParent());
+                 SafeTensorsFile gates = SafeTensorsFile.open(local.get(file.getName()))) {
+                for (int l : run.moeLayers) {
+                    String name = layout.routerGate(l);
+                    if (!gates.has(name)) {
+                        throw new IllegalArgumentException(file + ": no tensor " + name);
+                    }
+                    INDArray gate = gates.readFloat(name);
+                    if (gate.rank() != 2 || gate.size(0) != experts || gate.size(1) != run.config.hidden_size) {
+                        throw new IllegalArgumentException(file + ": " + name + " is " + Arrays.toString(gate.shape())
+                                + ", expected [" + experts + ", " + run.config.hidden_size + "]");
+                    }
+                    out.put(name, gate);
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("reading " + file + ": " + e.getMessage(), e);
+        }
+        return out;
     }
 }

@@ -101,6 +101,11 @@ final class SurgeryRun {
      * @return the per-layer results, in MoE layer order
      */
     List<LayerResult> execute(String command, LayerSurgery surgery, ObjectNode settings) {
+        return execute(command, surgery, settings, Map.of());
+    }
+
+    /** As {@link #execute(String, LayerSurgery, ObjectNode)}, with {@code overrides} replacing tensors the surgery made. */
+    List<LayerResult> execute(String command, LayerSurgery surgery, ObjectNode settings, Map<String, INDArray> overrides) {
         ObjectNode newConfig = surgery.config(config);
         List<LayerResult> results;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe surgery " + command, options.spark.master)) {
@@ -109,6 +114,7 @@ final class SurgeryRun {
         }
         Map<String, INDArray> replaced = new LinkedHashMap<>();
         results.forEach(r -> replaced.putAll(r.tensors()));
+        replaced.putAll(overrides);
         Map<String, byte[]> extra = new LinkedHashMap<>();
         extra.put(REPORT_FILE, SurgeryCheckpoint.utf8(report(command, settings, results)));
         if (results.get(0).groups() != null) {
