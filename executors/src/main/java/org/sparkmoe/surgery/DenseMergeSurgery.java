@@ -35,14 +35,19 @@ public final class DenseMergeSurgery implements LayerSurgery {
         this.experts = model.num_experts;
     }
 
+    /** One part per projection (w1, w3, w2). */
     @Override
-    public LayerResult apply(TensorSource source, int layer, int moeLayer) {
+    public int parts() {
+        return Projection.values().length;
+    }
+
+    @Override
+    public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
         CheckpointLayout layout = new CheckpointLayout(ModelConfig.ModelType.MIXTRAL);
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
-        for (Projection p : Projection.values()) {
-            INDArray stack = ExpertStack.read(source, layout, layer, experts, p); // [E, rows, cols]
-            out.put(CheckpointLayout.denseMlp(layer, p), ExpertStack.weightedSum(stack, weights[moeLayer]));
-        }
+        Projection p = Projection.values()[part];
+        INDArray stack = ExpertStack.read(source, layout, layer, experts, p); // [E, rows, cols]
+        out.put(CheckpointLayout.denseMlp(layer, p), ExpertStack.weightedSum(stack, weights[moeLayer]));
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
         for (int e = 0; e < experts; e++) {
             metrics.put("weight_" + e, weights[moeLayer][e]);

@@ -96,7 +96,7 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     }
 
     @Override
-    public LayerResult apply(TensorSource source, int layer, int moeLayer) {
+    public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
         CheckpointLayout layout = new CheckpointLayout(type);
         INDArray[] stacks = new INDArray[Projection.values().length]; // each [E, rows, cols]
         for (Projection p : Projection.values()) {

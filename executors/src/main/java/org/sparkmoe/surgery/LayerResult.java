@@ -14,4 +14,16 @@ import java.util.LinkedHashMap;
  */
 public record LayerResult(LinkedHashMap<String, INDArray> tensors, int[][] groups,
                           LinkedHashMap<String, Double> metrics) {
+    /** The parts of one layer in order: tensors and metrics together, the groups of whichever part has them. */
+    public static LayerResult merge(java.util.List<LayerResult> parts) {
+        LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>();
+        LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
+        int[][] groups = null;
+        for (LayerResult r : parts) {
+            tensors.putAll(r.tensors());
+            metrics.putAll(r.metrics());
+            groups = r.groups() != null ? r.groups() : groups;
+        }
+        return new LayerResult(tensors, groups, metrics);
+    }
 }

@@ -17,8 +17,8 @@ import java.util.LinkedHashMap;
  * SVD of W_{P,e} − base_P (the best rank-R approximation in Frobenius norm). Written as
  * {@code <moe prefix>shared_base.<proj>.weight} and the stacked {@code <moe prefix>experts.<proj>.lora_A} [E, R, in] /
  * {@code lora_B} [E, out, R] (scale 1: B carries the singular values), with {@code shared_base_lora_rank} = R in
- * config.json. Reports, per projection, the relative Frobenius error √(Σₑ‖W_e − base − B_e·A_e‖²) / √(Σₑ‖W_e‖²) and the
- * layer's expert parameters before (3·E·I·D) and after (3·I·D + 3·E·R·(D + I)).
+ * config.json. Reports, per projection [out, in], the relative Frobenius error √(Σₑ‖W_e − base − B_e·A_e‖²) /
+ * √(Σₑ‖W_e‖²) and the parameters before (E·out·in) and after (out·in + E·R·(out + in)). One part per projection.
  */
 public final class LowRankSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
@@ -59,46 +59,46 @@ public final class LowRankSurgery implements LayerSurgery {
         return w;
     }
 
+    /** One part per projection (w1, w3, w2). */
     @Override
-    public LayerResult apply(TensorSource source, int layer, int moeLayer) {
+    public int parts() {
+        return Projection.values().length;
+    }
+
+    @Override
+    public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
         CheckpointLayout layout = new CheckpointLayout(ModelConfig.ModelType.MIXTRAL);
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
-        long d = 0;
-        long i = 0;
-        for (Projection p : Projection.values()) {
-            INDArray stack = ExpertStack.read(source, layout, layer, experts, p).castTo(DataType.DOUBLE); // [E, out, in]
-            long rows = stack.size(1);
-            long cols = stack.size(2);
-            INDArray base = ExpertStack.weightedSum(stack, baseWeights[moeLayer]);                       // [out, in]
-            INDArray a = Nd4j.create(DataType.FLOAT, experts, rank, cols);                                // [E, R, in]
-            INDArray b = Nd4j.create(DataType.FLOAT, experts, rows, rank);                                // [E, out, R]
-            double error2 = 0;
-            double norm2 = 0;
-            for (int e = 0; e < experts; e++) {
-                INDArray w = stack.slice(e);
-                TruncatedSvd.Factors f = TruncatedSvd.of(w.sub(base), rank);
-                a.slice(e).assign(f.a());
-                b.slice(e).assign(f.b());
-                // the error of what is stored: float32 base and factors
-                INDArray approx = base.castTo(DataType.FLOAT).castTo(DataType.DOUBLE)
-                        .add(b.slice(e).castTo(DataType.DOUBLE).mmul(a.slice(e).castTo(DataType.DOUBLE)));
-                double err = w.sub(approx).norm2Number().doubleValue();
-                double norm = w.norm2Number().doubleValue();
-                error2 += err * err;
-                norm2 += norm * norm;
-            }
-            out.put(layout.sharedBase(layer, p), base.castTo(DataType.FLOAT));
-            out.put(layout.stackedLoraA(layer, p), a);
-            out.put(layout.stackedLoraB(layer, p), b);
-            metrics.put(layout.projectionName(p) + "_rel_error", Math.sqrt(error2 / norm2));
-            if (p == Projection.GATE) {
-                i = rows;
-                d = cols;
-            }
+        Projection p = Projection.values()[part];
+        INDArray stack = ExpertStack.read(source, layout, layer, experts, p).castTo(DataType.DOUBLE); // [E, out, in]
+        long rows = stack.size(1);
+        long cols = stack.size(2);
+        INDArray base = ExpertStack.weightedSum(stack, baseWeights[moeLayer]);                       // [out, in]
+        INDArray a = Nd4j.create(DataType.FLOAT, experts, rank, cols);                                // [E, R, in]
+        INDArray b = Nd4j.create(DataType.FLOAT, experts, rows, rank);                                // [E, out, R]
+        double error2 = 0;
+        double norm2 = 0;
+        for (int e = 0; e < experts; e++) {
+            INDArray w = stack.slice(e);
+            TruncatedSvd.Factors f = TruncatedSvd.of(w.sub(base), rank);
+            a.slice(e).assign(f.a());
+            b.slice(e).assign(f.b());
+            // the error of what is stored: float32 base and factors
+            INDArray approx = base.castTo(DataType.FLOAT).castTo(DataType.DOUBLE)
+                    .add(b.slice(e).castTo(DataType.DOUBLE).mmul(a.slice(e).castTo(DataType.DOUBLE)));
+            double err = w.sub(approx).norm2Number().doubleValue();
+            double norm = w.norm2Number().doubleValue();
+            error2 += err * err;
+            norm2 += norm * norm;
         }
-        metrics.put("params_before", (double) (3L * experts * i * d));
-        metrics.put("params_after", (double) (3L * i * d + 3L * experts * rank * (d + i)));
+        out.put(layout.sharedBase(layer, p), base.castTo(DataType.FLOAT));
+        out.put(layout.stackedLoraA(layer, p), a);
+        out.put(layout.stackedLoraB(layer, p), b);
+        String name = layout.projectionName(p);
+        metrics.put(name + "_rel_error", Math.sqrt(error2 / norm2));
+        metrics.put(name + "_params_before", (double) (experts * rows * cols));
+        metrics.put(name + "_params_after", (double) (rows * cols + experts * rank * (rows + cols)));
         return new LayerResult(out, null, metrics);
     }
 

@@ -47,7 +47,7 @@ public final class TopKSurgery implements LayerSurgery {
     }
 
     @Override
-    public LayerResult apply(TensorSource source, int layer, int moeLayer) {
+    public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
         CheckpointLayout layout = new CheckpointLayout(type);
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         for (int e = 0; e < experts; e++) {

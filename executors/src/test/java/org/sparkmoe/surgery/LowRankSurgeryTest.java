@@ -20,7 +20,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class LowRankSurgeryTest {
     /**
      * Fixture experts are constant matrices (10·e + p + 1 everywhere), so W_e − mean is rank 1: rank 1 is exact, the
-     * base is the mean (layer 0: 15 + p + 1) and the parameter counts are 3·4·2·3 = 72 before, 18 + 3·4·1·5 = 78 after.
+     * base is the mean (layer 0: 15 + p + 1) and the parameters of w2 [3, 2] are 4·6 = 24 before, 6 + 4·1·5 = 26 after.
      */
     @Test
     void rankOneIsExactForConstantExperts() {
@@ -37,8 +37,16 @@ class LowRankSurgeryTest {
         INDArray w3 = r.tensors().get(layout.sharedBase(0, Projection.DOWN)).add(b.slice(3).mmul(a.slice(3)));
         assertTrue(w3.sub(source.readFloat(layout.expert(0, 3, Projection.DOWN))).amaxNumber().doubleValue() < 1e-4);
         assertTrue(r.metrics().get("w2_rel_error") < 1e-6, r.metrics().toString());
-        assertEquals(72, r.metrics().get("params_before"));
-        assertEquals(78, r.metrics().get("params_after"));
+        assertEquals(24, r.metrics().get("w2_params_before"));
+        assertEquals(26, r.metrics().get("w2_params_after"));
+        // part 2 alone is the w2 share of the whole layer
+        LayerResult down = surgery.applyPart(source, 0, 0, 2);
+        assertEquals(java.util.List.of(layout.sharedBase(0, Projection.DOWN), layout.stackedLoraA(0, Projection.DOWN),
+                layout.stackedLoraB(0, Projection.DOWN)), new java.util.ArrayList<>(down.tensors().keySet()));
+        for (String name : down.tensors().keySet()) {
+            assertEquals(r.tensors().get(name), down.tensors().get(name), name);
+        }
+        assertEquals(9, r.tensors().size());
         ModelConfig low = ModelConfig.parse(surgery.config(c).toString(), "new");
         assertEquals(1, low.shared_base_lora_rank);
         assertTrue(ModelSchema.expected(low).containsKey(layout.stackedLoraB(1, Projection.UP)));

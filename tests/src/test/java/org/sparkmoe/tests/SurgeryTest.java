@@ -216,8 +216,12 @@ class SurgeryTest {
         JsonNode layer = JSON.readTree(out.resolve("surgery.json").toFile()).get("layers").get(0);
         double error = layer.get("w1_rel_error").asDouble();
         assertTrue(error > 0 && error < 1, "w1 error " + error);
-        assertEquals(3.0 * E * 256 * 128, layer.get("params_before").asDouble());
-        assertEquals(3.0 * 256 * 128 + 3.0 * E * 8 * (128 + 256), layer.get("params_after").asDouble());
+        assertEquals(E * 256.0 * 128, layer.get("w2_params_before").asDouble());
+        assertEquals(256.0 * 128 + E * 8.0 * (128 + 256), layer.get("w2_params_after").asDouble());
+        // one Spark task per (layer, projection): any partitioning writes the same bits
+        Path one = surgery("lowrank-8-p1", "lowrank", "--rank", "8", "--base", "router-weighted", "--partitions", "1");
+        assertArrayEquals(Files.readAllBytes(one.resolve("model.safetensors")),
+                Files.readAllBytes(out.resolve("model.safetensors")));
         ppl(out);
         assertFails(1, "topk: error: file:" + out + " holds a shared base and rank-8 experts (surgery lowrank); surgery "
                 + "works on full experts", "surgery", "topk", "--model", out.toString(), "--top-k", "1", "--out",

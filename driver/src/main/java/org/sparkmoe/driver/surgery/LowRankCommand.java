@@ -52,9 +52,15 @@ public final class LowRankCommand implements Callable<Integer> {
         settings.put("rank", rank);
         settings.put("base", base);
         List<LayerResult> results = run.execute("lowrank", surgery, settings);
-        double before = results.stream().mapToDouble(r -> r.metrics().get("params_before")).sum();
-        double after = results.stream().mapToDouble(r -> r.metrics().get("params_after")).sum();
+        double before = sum(results, "_params_before");
+        double after = sum(results, "_params_after");
         System.out.printf("expert parameters: %.0f before, %.0f after (%.4f of before)%n", before, after, after / before);
         return 0;
+    }
+
+    /** Σ over layers and projections of the metrics whose name ends with {@code suffix}. */
+    private static double sum(List<LayerResult> results, String suffix) {
+        return results.stream().flatMap(r -> r.metrics().entrySet().stream()).filter(e -> e.getKey().endsWith(suffix))
+                .mapToDouble(Map.Entry::getValue).sum();
     }
 }

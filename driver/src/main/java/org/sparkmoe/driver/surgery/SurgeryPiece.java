@@ -9,7 +9,8 @@ import java.util.LinkedHashMap;
 
 /** A {@link LayerResult} flattened into plain arrays, as it travels from an executor task to the driver (Kryo). */
 public final class SurgeryPiece {
-    int layer;
+    int layer;           // MoE layer index
+    int part;
     String[] names;
     long[][] shapes;
     float[][] data;      // each tensor 'c'-order float32
@@ -21,9 +22,10 @@ public final class SurgeryPiece {
     SurgeryPiece() {
     }
 
-    static SurgeryPiece of(int layer, LayerResult result) {
+    static SurgeryPiece of(int layer, int part, LayerResult result) {
         SurgeryPiece p = new SurgeryPiece();
         p.layer = layer;
+        p.part = part;
         int n = result.tensors().size();
         p.names = new String[n];
         p.shapes = new long[n][];
