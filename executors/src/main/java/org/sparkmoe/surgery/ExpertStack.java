@@ -1,5 +1,6 @@
 package org.sparkmoe.surgery;
 
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.CheckpointLayout;
@@ -33,10 +34,10 @@ public final class ExpertStack {
         if (weights.length != stack.size(0)) {
             throw new IllegalArgumentException("weights for " + weights.length + " experts, stack of " + stack.size(0));
         }
-        INDArray sum = Nd4j.zeros(org.nd4j.linalg.api.buffer.DataType.DOUBLE, stack.size(1), stack.size(2));
+        INDArray sum = Nd4j.zeros(DataType.DOUBLE, stack.size(1), stack.size(2));
         for (int e = 0; e < weights.length; e++) {
             if (weights[e] != 0) {
-                sum.addi(stack.slice(e).castTo(org.nd4j.linalg.api.buffer.DataType.DOUBLE).mul(weights[e]));
+                sum.addi(stack.slice(e).castTo(DataType.DOUBLE).mul(weights[e]));
             }
         }
         return sum.castTo(stack.dataType());

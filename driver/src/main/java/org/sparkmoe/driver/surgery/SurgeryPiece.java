@@ -1,6 +1,7 @@
 package org.sparkmoe.driver.surgery;
 
 import com.esotericsoftware.kryo.Kryo;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.surgery.LayerResult;
@@ -34,7 +35,7 @@ public final class SurgeryPiece {
         for (var e : result.tensors().entrySet()) {
             p.names[i] = e.getKey();
             p.shapes[i] = e.getValue().shape();
-            p.data[i] = e.getValue().castTo(org.nd4j.linalg.api.buffer.DataType.FLOAT).dup('c').data().asFloat();
+            p.data[i] = e.getValue().castTo(DataType.FLOAT).dup('c').data().asFloat();
             i++;
         }
         p.groups = result.groups();

@@ -21,10 +21,13 @@ import org.sparkmoe.surgery.LayerResult;
 import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.RoutingStats;
 import org.sparkmoe.surgery.SurgeryCheckpoint;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.ParameterException;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -120,7 +123,7 @@ final class SurgeryRun {
         if (results.get(0).groups() != null) {
             int[][][] groups = results.stream().map(LayerResult::groups).toArray(int[][][]::new);
             int[] experts = new int[moeLayers.length];
-            java.util.Arrays.fill(experts, config.num_experts);
+            Arrays.fill(experts, config.num_experts);
             extra.put(EXPERT_MAP_FILE, SurgeryCheckpoint.utf8(ExpertMap.of(groups, experts).toJson()));
         }
         SurgeryCheckpoint.write(modelDir, newConfig, replaced, extra, outDir, conf);
@@ -135,7 +138,7 @@ final class SurgeryRun {
         StringBuilder s = new StringBuilder();
         r.metrics().forEach((k, v) -> s.append(k).append(' ').append(String.format("%.6g", v)).append("  "));
         if (r.groups() != null) {
-            s.append("groups ").append(java.util.Arrays.deepToString(r.groups()));
+            s.append("groups ").append(Arrays.deepToString(r.groups()));
         }
         return s.toString().trim();
     }
@@ -173,11 +176,11 @@ final class SurgeryRun {
     }
 
     /** Parses a choice flag's value (exit 2 when it is none of {@code choices}). */
-    static <T> T choice(picocli.CommandLine.Model.CommandSpec spec, String flag, String value, Map<String, T> choices) {
+    static <T> T choice(CommandSpec spec, String flag, String value, Map<String, T> choices) {
         T v = choices.get(value);
         if (v == null) {
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(), "Invalid value for option '" + flag
-                    + "': '" + value + "' (expected one of " + String.join(", ", choices.keySet()) + ")");
+            throw new ParameterException(spec.commandLine(), "Invalid value for option '" + flag
+                    + "': '" + value + "' (expected one of " + String.join(", ", new java.util.TreeSet<>(choices.keySet())) + ")");
         }
         return v;
     }
