@@ -7,6 +7,7 @@ import org.sparkmoe.driver.logits.LogitsCommand;
 import org.sparkmoe.driver.train.TrainCommand;
 import org.sparkmoe.driver.merge.MergeCommand;
 import org.sparkmoe.driver.router.RetrainRouterCommand;
+import org.sparkmoe.driver.surgery.SurgeryCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -16,7 +17,7 @@ import java.io.PrintWriter;
 @Command(name = "sparkmoe", mixinStandardHelpOptions = true, version = "SparkMoE 0.1.0",
         description = "Fine-tune, measure and reshape Mixture-of-Experts language models on Spark.",
         subcommands = {EvalCommand.class, TrainCommand.class, CalibrateCommand.class, RetrainRouterCommand.class,
-                LogitsCommand.class, MergeCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
+                LogitsCommand.class, MergeCommand.class, SurgeryCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
 public final class SparkMoe implements Runnable {
 
     @CommandLine.Spec

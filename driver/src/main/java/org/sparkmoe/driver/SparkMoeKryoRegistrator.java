@@ -57,6 +57,7 @@ public final class SparkMoeKryoRegistrator implements KryoRegistrator {
         kryo.register(ExpertActivationStats.class);
         kryo.register(ExpertActivationStats[].class);
         kryo.register(ExactSums.class);
+        org.sparkmoe.driver.surgery.SurgeryPiece.registerClasses(kryo);
         registerDl4jTraining(kryo);
     }
 }

@@ -29,6 +29,10 @@ public final class MergedTensors implements TensorSource {
         this.base = base;
         this.adapter = adapter;
         ModelConfig model = adapter.model();
+        if (model.hasLowRankExperts()) {
+            throw new IllegalArgumentException("a PEFT adapter applies to full experts; this model holds a shared base and "
+                    + "rank-" + model.shared_base_lora_rank + " experts (surgery lowrank)");
+        }
         CheckpointLayout layout = new CheckpointLayout(model.modelType);
         for (int l = 0; l < model.num_hidden_layers; l++) {
             if (!model.isMoeLayer(l)) {

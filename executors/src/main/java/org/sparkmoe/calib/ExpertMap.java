@@ -42,6 +42,14 @@ public final class ExpertMap {
     }
 
     /**
+     * The map with the given groups per MoE layer ([layers][E'][members]), validated like a parsed file against
+     * the experts per MoE layer.
+     */
+    public static ExpertMap of(int[][][] groups, int[] expertsPerLayer) {
+        return parse(new ExpertMap(groups).toJson(), "expert map", expertsPerLayer);
+    }
+
+    /**
      * Parses and validates an expert map against the model's experts per MoE layer.
      *
      * @param source names the file in error messages

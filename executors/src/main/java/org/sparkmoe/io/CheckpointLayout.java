@@ -62,6 +62,24 @@ public final class CheckpointLayout {
         return expertModule(layer, expert, p) + ".weight";
     }
 
+    /**
+     * The shared base of a low-rank-expert (shared-base LoRA) MoE layer, written by {@code surgery lowrank}:
+     * {@code <moe prefix>shared_base.<proj>.weight}, Hugging Face Linear layout [out, in].
+     */
+    public String sharedBase(int layer, Projection p) {
+        return moePrefix(layer) + "shared_base." + projectionName(p) + ".weight";
+    }
+
+    /** The stacked LoRA expert shrinks of a low-rank-expert layer, {@code <moe prefix>experts.<proj>.lora_A} [E, R, in]. */
+    public String stackedLoraA(int layer, Projection p) {
+        return moePrefix(layer) + "experts." + projectionName(p) + ".lora_A";
+    }
+
+    /** The stacked LoRA expert expands of a low-rank-expert layer, {@code <moe prefix>experts.<proj>.lora_B} [E, out, R]. */
+    public String stackedLoraB(int layer, Projection p) {
+        return moePrefix(layer) + "experts." + projectionName(p) + ".lora_B";
+    }
+
     /** The projection's module name: w1/w3/w2 for Mixtral, gate_proj/up_proj/down_proj otherwise. */
     public String projectionName(Projection p) {
         if (type == ModelConfig.ModelType.MIXTRAL) {

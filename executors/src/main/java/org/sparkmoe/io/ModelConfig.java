@@ -48,6 +48,11 @@ public final class ModelConfig {
     public final Set<Integer> mlp_only_layers;
     public final double router_aux_loss_coef;
     public final double router_jitter_noise;
+    /**
+     * R of a low-rank-expert model written by {@code surgery lowrank} (config field {@code shared_base_lora_rank},
+     * Mixtral only): every MoE layer holds one shared base FFN and E stacked LoRA experts of rank R; 0 = plain experts.
+     */
+    public final int shared_base_lora_rank;
     /** The parsed JSON, kept so that writers can emit a config with only the changed fields edited. */
     private final ObjectNode json;
 
@@ -105,6 +110,7 @@ public final class ModelConfig {
                 mlp_only_layers = Set.of();
                 qkv_bias = false;
                 sliding_window = f.optionalPositiveInt("sliding_window");
+                shared_base_lora_rank = f.has("shared_base_lora_rank") ? f.positiveInt("shared_base_lora_rank") : 0;
             }
             case QWEN2_MOE -> {
                 num_experts = f.positiveInt("num_experts");
@@ -120,6 +126,7 @@ public final class ModelConfig {
                     throw new ModelConfigException(source + ": unsupported use_sliding_window true for qwen2_moe");
                 }
                 sliding_window = null;
+                shared_base_lora_rank = 0;
             }
             default -> {
                 num_experts = 0;
@@ -131,6 +138,7 @@ public final class ModelConfig {
                 mlp_only_layers = Set.of();
                 qkv_bias = false;
                 sliding_window = f.optionalPositiveInt("sliding_window");
+                shared_base_lora_rank = 0;
             }
         }
         if (num_experts > 0 && num_experts_per_tok > num_experts) {
@@ -176,6 +184,11 @@ public final class ModelConfig {
     /** Whether decoder layer {@code layer} has a sparse MoE block (Qwen2-MoE's sparse step and mlp_only_layers). */
     public boolean isMoeLayer(int layer) {
         return num_experts > 0 && !mlp_only_layers.contains(layer) && (layer + 1) % decoder_sparse_step == 0;
+    }
+
+    /** Whether the MoE layers hold a shared base plus low-rank experts instead of full experts. */
+    public boolean hasLowRankExperts() {
+        return shared_base_lora_rank > 0;
     }
 
     public boolean hasSharedExpert() {

@@ -8,6 +8,7 @@ import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.lora.SharedBaseAdapters;
 import org.sparkmoe.moe.ExpertWeights;
 import org.sparkmoe.moe.Router;
 import org.sparkmoe.moe.SparseMoeBlock;
@@ -86,6 +87,17 @@ public final class ModelLoader {
         int d = config.hidden_size;
         int i = config.expert_intermediate_size;
         Router router = new Router(tensor(layout.routerGate(l)), config.norm_topk_prob);
+        if (config.hasLowRankExperts()) {
+            return SparseMoeBlock.lowRank(router, new SparseMoeBlock.LowRankExperts(
+                    tensor(layout.sharedBase(l, Projection.GATE)),
+                    tensor(layout.sharedBase(l, Projection.UP)),
+                    tensor(layout.sharedBase(l, Projection.DOWN)),
+                    new SharedBaseAdapters(
+                            tensor(layout.stackedLoraA(l, Projection.GATE)), tensor(layout.stackedLoraB(l, Projection.GATE)),
+                            tensor(layout.stackedLoraA(l, Projection.UP)), tensor(layout.stackedLoraB(l, Projection.UP)),
+                            tensor(layout.stackedLoraA(l, Projection.DOWN)), tensor(layout.stackedLoraB(l, Projection.DOWN)),
+                            1.0)), gemm);
+        }
         ExpertWeights experts = new ExpertWeights(
                 stackExperts(l, Projection.GATE, i, d),
                 stackExperts(l, Projection.UP, i, d),

@@ -41,10 +41,23 @@ public final class ModelSchema {
             if (c.isMoeLayer(l)) {
                 long i = c.expert_intermediate_size;
                 out.put(layout.routerGate(l), new long[] {c.num_experts, d});
-                for (int e = 0; e < c.num_experts; e++) {
-                    out.put(layout.expert(l, e, Projection.GATE), new long[] {i, d});
-                    out.put(layout.expert(l, e, Projection.UP), new long[] {i, d});
-                    out.put(layout.expert(l, e, Projection.DOWN), new long[] {d, i});
+                if (c.hasLowRankExperts()) {
+                    long r = c.shared_base_lora_rank;
+                    out.put(layout.sharedBase(l, Projection.GATE), new long[] {i, d});
+                    out.put(layout.sharedBase(l, Projection.UP), new long[] {i, d});
+                    out.put(layout.sharedBase(l, Projection.DOWN), new long[] {d, i});
+                    out.put(layout.stackedLoraA(l, Projection.GATE), new long[] {c.num_experts, r, d});
+                    out.put(layout.stackedLoraB(l, Projection.GATE), new long[] {c.num_experts, i, r});
+                    out.put(layout.stackedLoraA(l, Projection.UP), new long[] {c.num_experts, r, d});
+                    out.put(layout.stackedLoraB(l, Projection.UP), new long[] {c.num_experts, i, r});
+                    out.put(layout.stackedLoraA(l, Projection.DOWN), new long[] {c.num_experts, r, i});
+                    out.put(layout.stackedLoraB(l, Projection.DOWN), new long[] {c.num_experts, d, r});
+                } else {
+                    for (int e = 0; e < c.num_experts; e++) {
+                        out.put(layout.expert(l, e, Projection.GATE), new long[] {i, d});
+                        out.put(layout.expert(l, e, Projection.UP), new long[] {i, d});
+                        out.put(layout.expert(l, e, Projection.DOWN), new long[] {d, i});
+                    }
                 }
                 if (c.hasSharedExpert()) {
                     long s = c.shared_expert_intermediate_size;

@@ -8,35 +8,71 @@ import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.lora.LoraExpertFfn;
 import org.sparkmoe.lora.LoraExperts;
+import org.sparkmoe.lora.SharedBaseAdapters;
+import org.sparkmoe.lora.SharedBaseLoraFactorised;
+import org.sparkmoe.lora.SharedBaseLoraWeights;
 
 /**
  * A sparse MoE block: router → routing plan → the experts through grouped GEMMs → weighted
- * scatter-add, plus Qwen2-MoE's shared expert scaled by {@code sigmoid(x·Wsgᵀ)}. Stateless per call
- * (safe for concurrent Spark tasks).
+ * scatter-add, plus Qwen2-MoE's shared expert scaled by {@code sigmoid(x·Wsgᵀ)}. Or, for a model converted by
+ * {@code surgery lowrank}, one shared base FFN plus E low-rank experts computed in factorised form
+ * ({@link SharedBaseLoraFactorised}, the shared-base path). Stateless per call (safe for concurrent Spark tasks).
  */
 public final class SparseMoeBlock {
     private final Router router;
     private final ExpertWeights experts;
+    private final LowRankExperts lowRank;      // null for full experts
     private final SwiGluMlp sharedExpert;      // null without a shared expert
     private final INDArray sharedExpertGate;   // [1, D], null without a shared expert
     private final GroupedGemm gemm;
 
+    /**
+     * The experts of a low-rank-expert layer: the shared base [I, D], [I, D], [D, I] every token uses and the E
+     * stacked LoRA experts; expert e's projection P is {@code W_P + scale·B_{P,e}·A_{P,e}}.
+     */
+    public record LowRankExperts(INDArray w1, INDArray w3, INDArray w2, SharedBaseAdapters adapters) {
+    }
+
     public SparseMoeBlock(Router router, ExpertWeights experts, SwiGluMlp sharedExpert, INDArray sharedExpertGate,
                           GroupedGemm gemm) {
+        this(router, experts, null, sharedExpert, sharedExpertGate, gemm);
+    }
+
+    /** A low-rank-expert block (Mixtral semantics, no shared expert). */
+    public static SparseMoeBlock lowRank(Router router, LowRankExperts experts, GroupedGemm gemm) {
+        return new SparseMoeBlock(router, null, experts, null, null, gemm);
+    }
+
+    private SparseMoeBlock(Router router, ExpertWeights experts, LowRankExperts lowRank, SwiGluMlp sharedExpert,
+                           INDArray sharedExpertGate, GroupedGemm gemm) {
         this.router = router;
         this.experts = experts;
+        this.lowRank = lowRank;
         this.sharedExpert = sharedExpert;
         this.sharedExpertGate = sharedExpertGate;
         this.gemm = gemm;
     }
 
     public int experts() {
-        return experts.experts();
+        return lowRank != null ? lowRank.adapters().experts() : experts.experts();
     }
 
     /** The stacked expert weights (read-only use: calibration runs tokens through them). */
     public ExpertWeights expertWeights() {
+        requireFullExperts("per-expert weights");
         return experts;
+    }
+
+    /** Whether this block holds a shared base plus low-rank experts. */
+    public boolean isLowRank() {
+        return lowRank != null;
+    }
+
+    private void requireFullExperts(String what) {
+        if (lowRank != null) {
+            throw new IllegalArgumentException("this MoE layer holds a shared base and low-rank experts (surgery lowrank), "
+                    + "not " + what);
+        }
     }
 
     public Router router() {
@@ -63,6 +99,7 @@ public final class SparseMoeBlock {
      */
     public LoraMoeBlock withLora(INDArray routerWeight, RouterOptions options, LoraExperts gate, LoraExperts up,
                                  LoraExperts down) {
+        requireFullExperts("the full experts LoRA training adapts");
         return new LoraMoeBlock(routerWeight == null ? router.gate() : routerWeight, options,
                 new LoraExpertFfn(experts, gate, up, down, gemm), sharedExpert, sharedExpertGate);
     }
@@ -73,6 +110,12 @@ public final class SparseMoeBlock {
 
     /** x [T, D] → Output; {@code topK} experts per token. */
     public Output forward(INDArray x, int topK) {
+        if (lowRank != null) {
+            INDArray logits = router.logits(x);                                      // [T, E]
+            SharedBaseLoraWeights w = new SharedBaseLoraWeights(lowRank.w1(), lowRank.w3(), lowRank.w2(), router.gate(),
+                    lowRank.adapters(), topK, router.normalizeTopK());
+            return new Output(new SharedBaseLoraFactorised(gemm).forward(w, x).output(), logits);
+        }
         int tokens = (int) x.size(0);
         int hidden = (int) x.size(1);
         INDArray logits = router.logits(x);                                          // [T, E]

@@ -142,7 +142,7 @@ class AdapterTest {
         StringWriter err = new StringWriter();
         assertEquals(1, sparkmoe(err, "merge", "--model", Fixtures.tinyModel().toString(), "--adapter", adapter.toString(),
                 "--out", merged.toString()));
-        assertTrue(err.toString().startsWith("merge: error: merged checkpoint folder already exists: "), err.toString());
+        assertTrue(err.toString().startsWith("merge: error: output checkpoint folder already exists: "), err.toString());
     }
 
     /** Sharded output (1 MB shards) loads through the index and computes the same logits as the single file. */

@@ -1,0 +1,22 @@
+package org.sparkmoe.driver.surgery;
+
+import org.sparkmoe.driver.SparkOptions;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+/** Options every surgery subcommand shares. */
+public final class SurgeryOptions {
+    @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face MoE model folder.")
+    String model;
+
+    @Option(names = "--out", required = true, paramLabel = "DIR",
+            description = "Output checkpoint folder; must not exist yet. It appears only once complete.")
+    String out;
+
+    @Option(names = "--stats", paramLabel = "FILE",
+            description = "router-stats.json written by 'sparkmoe calibrate' on this model.")
+    String stats;
+
+    @Mixin
+    SparkOptions spark;
+}

@@ -1,0 +1,187 @@
+package org.sparkmoe.driver.surgery;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FSDataInputStream;
+import org.apache.hadoop.fs.Path;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.calib.CalibrationStats;
+import org.sparkmoe.calib.ExpertMap;
+import org.sparkmoe.driver.Paths;
+import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.model.ModelSchema;
+import org.sparkmoe.surgery.LayerResult;
+import org.sparkmoe.surgery.LayerSurgery;
+import org.sparkmoe.surgery.RoutingStats;
+import org.sparkmoe.surgery.SurgeryCheckpoint;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.ParameterException;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The shared flow of a surgery subcommand: read and check the model (and statistics) on the driver, run the
+ * surgery over the MoE layers as Spark tasks ({@link SurgeryJob}), then write the new checkpoint folder with
+ * {@code surgery.json} (the options and per-layer numbers) and, when experts were regrouped, {@code expert-map.json}.
+ */
+final class SurgeryRun {
+    static final String REPORT_FILE = "surgery.json";
+    static final String EXPERT_MAP_FILE = "expert-map.json";
+
+    final Configuration conf = new Configuration();
+    final SurgeryOptions options;
+    final Path modelDir;
+    final Path outDir;
+    final ModelConfig config;
+    final int[] moeLayers;
+
+    SurgeryRun(SurgeryOptions options) {
+        this.options = options;
+        this.modelDir = new Path(Paths.qualify(options.model, conf));
+        this.outDir = new Path(Paths.qualify(options.out, conf));
+        this.config = ModelFolder.readConfig(modelDir, conf);
+        if (config.num_experts == 0) {
+            throw new IllegalArgumentException(modelDir + ": model_type " + config.modelType.name().toLowerCase()
+                    + " has no experts to operate on");
+        }
+        if (config.hasLowRankExperts()) {
+            throw new IllegalArgumentException(modelDir + " holds a shared base and rank-" + config.shared_base_lora_rank
+                    + " experts (surgery lowrank); surgery works on full experts");
+        }
+        try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
+            ModelSchema.check(config, checkpoint);
+        }
+        this.moeLayers = CalibrationStats.moeLayerIndices(config);
+        try {
+            if (outDir.getFileSystem(conf).exists(outDir)) {
+                throw new IllegalArgumentException("output checkpoint folder already exists: " + outDir);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("looking up " + outDir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** The --stats file parsed and checked against the model; {@code why} says which option needs it. */
+    RoutingStats stats(String why) {
+        if (options.stats == null) {
+            throw new IllegalArgumentException(why + " needs --stats (router-stats.json from 'sparkmoe calibrate')");
+        }
+        Path file = new Path(Paths.qualify(options.stats, conf));
+        try {
+            if (!file.getFileSystem(conf).exists(file)) {
+                throw new IllegalArgumentException("router statistics not found: " + file);
+            }
+            try (FSDataInputStream in = file.getFileSystem(conf).open(file)) {
+                return RoutingStats.parse(new String(in.readAllBytes(), StandardCharsets.UTF_8), file.toString(), config,
+                        moeLayers.length);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("reading " + file + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Statistics when --stats is given, else null. */
+    RoutingStats statsIfGiven() {
+        return options.stats == null ? null : stats("--stats");
+    }
+
+    /**
+     * Runs {@code surgery} on Spark and writes the folder; {@code settings} go into surgery.json.
+     *
+     * @return the per-layer results, in MoE layer order
+     */
+    List<LayerResult> execute(String command, LayerSurgery surgery, ObjectNode settings) {
+        return execute(command, surgery, settings, Map.of());
+    }
+
+    /** As {@link #execute(String, LayerSurgery, ObjectNode)}, with {@code overrides} replacing tensors the surgery made. */
+    List<LayerResult> execute(String command, LayerSurgery surgery, ObjectNode settings, Map<String, INDArray> overrides) {
+        ObjectNode newConfig = surgery.config(config);
+        List<LayerResult> results;
+        try (JavaSparkContext sc = SparkContexts.start("sparkmoe surgery " + command, options.spark.master)) {
+            results = SurgeryJob.run(sc, modelDir.toString(), surgery, moeLayers,
+                    options.spark.partitionsOr(sc.defaultParallelism()));
+        }
+        Map<String, INDArray> replaced = new LinkedHashMap<>();
+        results.forEach(r -> replaced.putAll(r.tensors()));
+        replaced.putAll(overrides);
+        Map<String, byte[]> extra = new LinkedHashMap<>();
+        extra.put(REPORT_FILE, SurgeryCheckpoint.utf8(report(command, settings, results)));
+        if (results.get(0).groups() != null) {
+            int[][][] groups = results.stream().map(LayerResult::groups).toArray(int[][][]::new);
+            int[] experts = new int[moeLayers.length];
+            Arrays.fill(experts, config.num_experts);
+            extra.put(EXPERT_MAP_FILE, SurgeryCheckpoint.utf8(ExpertMap.of(groups, experts).toJson()));
+        }
+        SurgeryCheckpoint.write(modelDir, newConfig, replaced, extra, outDir, conf);
+        for (int i = 0; i < results.size(); i++) {
+            System.out.println("layer " + moeLayers[i] + "  " + describe(results.get(i)));
+        }
+        System.err.println("surgery " + command + ": wrote " + outDir);
+        return results;
+    }
+
+    private static String describe(LayerResult r) {
+        StringBuilder s = new StringBuilder();
+        r.metrics().forEach((k, v) -> s.append(k).append(' ').append(String.format("%.6g", v)).append("  "));
+        if (r.groups() != null) {
+            s.append("groups ").append(Arrays.deepToString(r.groups()));
+        }
+        return s.toString().trim();
+    }
+
+    private String report(String command, ObjectNode settings, List<LayerResult> results) {
+        ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+        ObjectNode root = json.createObjectNode();
+        root.put("command", command);
+        root.put("model", modelDir.toString());
+        root.set("settings", settings);
+        ArrayNode layers = root.putArray("layers");
+        for (int i = 0; i < results.size(); i++) {
+            ObjectNode node = layers.addObject();
+            node.put("layer", moeLayers[i]);
+            results.get(i).metrics().forEach(node::put);
+            if (results.get(i).groups() != null) {
+                ArrayNode groups = node.putArray("groups");
+                for (int[] g : results.get(i).groups()) {
+                    ArrayNode members = groups.addArray();
+                    for (int e : g) {
+                        members.add(e);
+                    }
+                }
+            }
+        }
+        try {
+            return json.writeValueAsString(root) + "\n";
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalStateException("serialising " + REPORT_FILE, e);
+        }
+    }
+
+    static ObjectNode settings() {
+        return new ObjectMapper().createObjectNode();
+    }
+
+    /** Parses a choice flag's value (exit 2 when it is none of {@code choices}). */
+    static <T> T choice(CommandSpec spec, String flag, String value, Map<String, T> choices) {
+        T v = choices.get(value);
+        if (v == null) {
+            throw new ParameterException(spec.commandLine(), "Invalid value for option '" + flag
+                    + "': '" + value + "' (expected one of " + String.join(", ", new java.util.TreeSet<>(choices.keySet())) + ")");
+        }
+        return v;
+    }
+}

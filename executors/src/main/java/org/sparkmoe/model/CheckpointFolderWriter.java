@@ -1,0 +1,156 @@
+package org.sparkmoe.model;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileStatus;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.FileUtil;
+import org.apache.hadoop.fs.Path;
+import org.sparkmoe.io.AtomicFile;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.NamedTensor;
+import org.sparkmoe.io.SafeTensorsWriter;
+import org.sparkmoe.io.TensorSource;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+
+/**
+ * Writes a complete Hugging Face checkpoint folder: config.json (the given JSON with the dtype fields that are
+ * present set to float32), the named tensors in the given order, all float32, as one model.safetensors or, past the
+ * shard size, model-0000i-of-0000N.safetensors plus model.safetensors.index.json, any extra files, and every other
+ * file of the source folder (tokenizer, generation config) copied. The config is parsed and the tensors checked
+ * against it ({@link ModelSchema#check}) before anything is written. The folder is built in a hidden sibling and
+ * renamed into place once complete, so a reader never sees it half-written; it must not exist beforehand.
+ */
+public final class CheckpointFolderWriter {
+    /** Largest shard written by default: 2 GiB of float32 tensors. */
+    public static final long DEFAULT_SHARD_BYTES = 2L << 30;
+    private static final String SINGLE_FILE = "model.safetensors";
+    private static final String INDEX_FILE = "model.safetensors.index.json";
+    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+
+    private CheckpointFolderWriter() {
+    }
+
+    /**
+     * @param sourceDir  the folder whose other files (tokenizer etc.) are copied
+     * @param config     the new config.json
+     * @param tensors    where every tensor in {@code names} is read from
+     * @param names      the tensors to write, in order
+     * @param extraFiles file name → content, written into the folder too (e.g. a report); must not clash
+     */
+    public static void write(Path sourceDir, ObjectNode config, TensorSource tensors, List<String> names,
+            Map<String, byte[]> extraFiles, Path outDir, Configuration conf, long maxShardBytes) {
+        if (maxShardBytes < 1) {
+            throw new IllegalArgumentException("maxShardBytes must be ≥ 1, got " + maxShardBytes);
+        }
+        ObjectNode json = config.deepCopy();
+        for (String field : List.of("torch_dtype", "dtype")) {
+            if (json.has(field)) {
+                json.put(field, "float32");
+            }
+        }
+        byte[] configBytes;
+        try {
+            configBytes = (JSON.writeValueAsString(json) + "\n").getBytes(StandardCharsets.UTF_8);
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalStateException("serialising config.json", e);
+        }
+        ModelSchema.check(ModelConfig.parse(new String(configBytes, StandardCharsets.UTF_8),
+                new Path(outDir, "config.json").toString()), tensors);
+        FileSystem fs;
+        try {
+            fs = outDir.getFileSystem(conf);
+            if (fs.exists(outDir)) {
+                throw new IllegalArgumentException("output checkpoint folder already exists: " + outDir);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("looking up " + outDir + ": " + e.getMessage(), e);
+        }
+        Path staging = new Path(outDir.getParent(), "." + outDir.getName() + ".tmp-" + UUID.randomUUID());
+        try {
+            fs.mkdirs(staging);
+            AtomicFile.write(fs, new Path(staging, "config.json"), configBytes);
+            writeTensors(fs, staging, tensors, names, maxShardBytes);
+            for (Map.Entry<String, byte[]> extra : extraFiles.entrySet()) {
+                AtomicFile.write(fs, new Path(staging, extra.getKey()), extra.getValue());
+            }
+            copyOtherFiles(sourceDir, conf, fs, staging, extraFiles.keySet());
+            if (!fs.rename(staging, outDir)) {
+                throw new IOException("could not rename " + staging + " to " + outDir);
+            }
+        } catch (IOException | RuntimeException e) {
+            try {
+                fs.delete(staging, true);
+            } catch (IOException | RuntimeException cleanup) {
+                e.addSuppressed(cleanup);
+            }
+            if (e instanceof IOException io) {
+                throw new UncheckedIOException("writing checkpoint " + outDir + ": " + io.getMessage(), io);
+            }
+            throw (RuntimeException) e;
+        }
+    }
+
+    private static void writeTensors(FileSystem fs, Path dir, TensorSource tensors, List<String> names,
+            long maxShardBytes) throws IOException {
+        List<List<String>> shards = new ArrayList<>();
+        long total = 0;
+        long shardBytes = 0;
+        for (String name : names) {
+            long bytes = Float.BYTES * Arrays.stream(tensors.shape(name)).reduce(1, Math::multiplyExact);
+            if (shards.isEmpty() || shardBytes + bytes > maxShardBytes && !shards.get(shards.size() - 1).isEmpty()) {
+                shards.add(new ArrayList<>());
+                shardBytes = 0;
+            }
+            shards.get(shards.size() - 1).add(name);
+            shardBytes += bytes;
+            total += bytes;
+        }
+        Map<String, String> weightMap = new LinkedHashMap<>();
+        for (int s = 0; s < shards.size(); s++) {
+            String file = shards.size() == 1 ? SINGLE_FILE
+                    : String.format("model-%05d-of-%05d.safetensors", s + 1, shards.size());
+            List<NamedTensor> shard = new ArrayList<>();
+            for (String name : shards.get(s)) {
+                shard.add(new NamedTensor.Floats(name, tensors.readFloat(name)));
+                weightMap.put(name, file);
+            }
+            SafeTensorsWriter.write(fs, new Path(dir, file), shard, Map.of("format", "pt"));
+        }
+        if (shards.size() > 1) {
+            ObjectNode index = JSON.createObjectNode();
+            index.putObject("metadata").put("total_size", total);
+            ObjectNode map = index.putObject("weight_map");
+            weightMap.forEach(map::put);
+            AtomicFile.write(fs, new Path(dir, INDEX_FILE),
+                    (JSON.writeValueAsString(index) + "\n").getBytes(StandardCharsets.UTF_8));
+        }
+    }
+
+    /** Every plain file of the source folder except config.json, the weights and the extra files. */
+    private static void copyOtherFiles(Path sourceDir, Configuration conf, FileSystem outFs, Path dir,
+            java.util.Set<String> written) throws IOException {
+        FileSystem sourceFs = sourceDir.getFileSystem(conf);
+        for (FileStatus status : sourceFs.listStatus(sourceDir)) {
+            String name = status.getPath().getName();
+            if (!status.isFile() || name.equals("config.json") || name.endsWith(".safetensors")
+                    || name.equals(INDEX_FILE) || name.startsWith(".") || written.contains(name)) {
+                continue;
+            }
+            if (!FileUtil.copy(sourceFs, status.getPath(), outFs, new Path(dir, name), false, conf)) {
+                throw new IOException("could not copy " + status.getPath());
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+package org.sparkmoe.surgery;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.train.Seeds;
+
+import java.util.LinkedHashMap;
+
+/**
+ * E experts → E' per MoE layer: seeded k-means over the experts, either on routing profiles (per-file selection
+ * rates and the mean router logit, each column standardised over the experts) or on the flattened weights
+ * (w1, w3, w2 concatenated); each cluster becomes one expert whose weights, and whose gate row, are the
+ * frequency-weighted means of its members' (frequency fₑ = calibration selection count; uniform without statistics,
+ * or within a cluster none of whose members was ever selected). {@code num_local_experts} = E' and
+ * {@code num_experts_per_tok} = min(K, E').
+ */
+public final class ExpertReduceSurgery implements LayerSurgery {
+    private static final long serialVersionUID = 1L;
+
+    public enum By { ROUTING, WEIGHTS }
+
+    private final int newExperts;
+    private final int experts;
+    private final ModelConfig.ModelType type;
+    private final double[][][] routingFeatures; // [MoE layers][E][F], null when clustering by weights
+    private final double[][] frequency;         // [MoE layers][E]
+    private final long seed;
+
+    /**
+     * @param stats null only with {@link By#WEIGHTS}; then every expert counts the same when merging
+     */
+    public ExpertReduceSurgery(ModelConfig model, int moeLayers, int newExperts, By by, RoutingStats stats, long seed) {
+        if (model.modelType != ModelConfig.ModelType.MIXTRAL) {
+            throw new IllegalArgumentException("reduce needs a mixtral model, got model_type "
+                    + model.modelType.name().toLowerCase());
+        }
+        if (newExperts < 1 || newExperts >= model.num_experts) {
+            throw new IllegalArgumentException("--experts must be in [1, " + (model.num_experts - 1)
+                    + "] (fewer than the model's " + model.num_experts + "), got " + newExperts);
+        }
+        if (by == By.ROUTING && stats == null) {
+            throw new IllegalArgumentException("--by routing needs --stats (router-stats.json from calibrate)");
+        }
+        this.newExperts = newExperts;
+        this.experts = model.num_experts;
+        this.type = model.modelType;
+        this.seed = seed;
+        this.frequency = new double[moeLayers][experts];
+        this.routingFeatures = by == By.ROUTING ? new double[moeLayers][][] : null;
+        for (int i = 0; i < moeLayers; i++) {
+            for (int e = 0; e < experts; e++) {
+                frequency[i][e] = stats == null ? 1.0 : stats.layer(i).count()[e];
+            }
+            if (routingFeatures != null) {
+                routingFeatures[i] = routingProfile(stats, i);
+            }
+        }
+    }
+
+    /** [E][files + 1]: each file's selection rate and the mean logit, every column standardised over the experts. */
+    static double[][] routingProfile(RoutingStats stats, int moeLayer) {
+        int e = stats.experts();
+        int f = stats.files();
+        double[][] x = new double[e][f + 1];
+        for (int file = 0; file < f; file++) {
+            double[] rate = stats.fileRate(file, moeLayer);
+            for (int j = 0; j < e; j++) {
+                x[j][file] = rate[j];
+            }
+        }
+        double[] logit = stats.layer(moeLayer).meanLogit();
+        for (int j = 0; j < e; j++) {
+            x[j][f] = logit[j];
+        }
+        for (int c = 0; c <= f; c++) {
+            double mean = 0;
+            for (double[] row : x) {
+                mean += row[c] / e;
+            }
+            double var = 0;
+            for (double[] row : x) {
+                var += (row[c] - mean) * (row[c] - mean) / e;
+            }
+            double sd = Math.sqrt(var);
+            for (double[] row : x) {
+                row[c] = sd > 0 ? (row[c] - mean) / sd : 0;
+            }
+        }
+        return x;
+    }
+
+    @Override
+    public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
+        CheckpointLayout layout = new CheckpointLayout(type);
+        INDArray[] stacks = new INDArray[Projection.values().length]; // each [E, rows, cols]
+        for (Projection p : Projection.values()) {
+            stacks[p.ordinal()] = ExpertStack.read(source, layout, layer, experts, p);
+        }
+        double[][] points = routingFeatures != null ? routingFeatures[moeLayer] : flattened(stacks);
+        int[][] groups = KMeans.cluster(points, newExperts, Seeds.derive(seed, "reduce/layer/" + layer));
+        INDArray gate = source.readFloat(layout.routerGate(layer)); // [E, D]
+        INDArray newGate = Nd4j.createUninitialized(gate.dataType(), newExperts, gate.size(1)); // [E', D]
+        INDArray gateStack = gate.reshape(experts, 1, gate.size(1)); // [E, 1, D]
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        for (int g = 0; g < groups.length; g++) {
+            double[] w = memberWeights(groups[g], frequency[moeLayer]);
+            for (Projection p : Projection.values()) {
+                out.put(layout.expert(layer, g, p), ExpertStack.weightedSum(stacks[p.ordinal()], w));
+            }
+            newGate.getRow(g).assign(ExpertStack.weightedSum(gateStack, w).reshape(gate.size(1)));
+        }
+        out.put(layout.routerGate(layer), newGate);
+        LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
+        metrics.put("experts", (double) newExperts);
+        return new LayerResult(out, groups, metrics);
+    }
+
+    /** [E] weights, zero outside the group, the members' frequencies normalised (uniform when they sum to 0). */
+    static double[] memberWeights(int[] group, double[] frequency) {
+        double[] w = new double[frequency.length];
+        double sum = 0;
+        for (int e : group) {
+            sum += frequency[e];
+        }
+        for (int e : group) {
+            w[e] = sum > 0 ? frequency[e] / sum : 1.0 / group.length;
+        }
+        return w;
+    }
+
+    /** [E][3·I·D]: each expert's w1, w3, w2 flattened and concatenated, in float64. */
+    private static double[][] flattened(INDArray[] stacks) {
+        int e = (int) stacks[0].size(0);
+        double[][] out = new double[e][];
+        for (int j = 0; j < e; j++) {
+            int at = 0;
+            long length = 0;
+            for (INDArray s : stacks) {
+                length += s.slice(j).length();
+            }
+            out[j] = new double[(int) length];
+            for (INDArray s : stacks) {
+                double[] v = s.slice(j).castTo(DataType.DOUBLE).dup('c').data().asDouble();
+                System.arraycopy(v, 0, out[j], at, v.length);
+                at += v.length;
+            }
+        }
+        return out;
+    }
+
+    @Override
+    public ObjectNode config(ModelConfig original) {
+        ObjectNode json = original.jsonCopy();
+        json.put("num_local_experts", newExperts);
+        json.put("num_experts_per_tok", Math.min(original.num_experts_per_tok, newExperts));
+        return json;
+    }
+}

@@ -1,0 +1,38 @@
+package org.sparkmoe.surgery;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.TensorSource;
+
+/**
+ * One kind of expert surgery, applied independently to each MoE layer and, within a layer, to {@link #parts()}
+ * independent pieces (e.g. one per projection), so every (layer, part) can run as its own task: the new tensors under
+ * their Hugging Face names, and the config.json the new checkpoint gets. Immutable and serialisable, so a Spark closure
+ * can carry it to the executors.
+ */
+public interface LayerSurgery extends java.io.Serializable {
+    /** Independent pieces of one layer's work; their results together make the layer's. */
+    default int parts() {
+        return 1;
+    }
+
+    /**
+     * @param source   the original checkpoint
+     * @param layer    decoder layer index
+     * @param moeLayer its position among the MoE layers (index into per-layer settings and statistics)
+     * @param part     0 ≤ part < {@link #parts()}
+     */
+    LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part);
+
+    /** Every part of one layer, merged in part order (what the parallel job assembles too). */
+    default LayerResult apply(TensorSource source, int layer, int moeLayer) {
+        java.util.List<LayerResult> results = new java.util.ArrayList<>();
+        for (int part = 0; part < parts(); part++) {
+            results.add(applyPart(source, layer, moeLayer, part));
+        }
+        return LayerResult.merge(results);
+    }
+
+    /** The new config.json, from the original. */
+    ObjectNode config(ModelConfig original);
+}

@@ -1,0 +1,47 @@
+package org.sparkmoe.surgery;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.CheckpointFolderWriter;
+import org.sparkmoe.model.ModelSchema;
+
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Writes the checkpoint a surgery produced: the new config.json decides which tensors the folder holds (exactly
+ * {@link ModelSchema#expected} of it, in that order); each reads from the surgery's new tensors when there is one,
+ * else from the original checkpoint. Extra files (the report, an expert map) go into the same folder.
+ */
+public final class SurgeryCheckpoint {
+    private SurgeryCheckpoint() {
+    }
+
+    public static void write(Path modelDir, ObjectNode newConfig, Map<String, INDArray> replaced,
+            Map<String, byte[]> extraFiles, Path outDir, Configuration conf) {
+        ModelConfig config = ModelConfig.parse(newConfig.toString(), new Path(outDir, "config.json").toString());
+        try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
+            OverlayTensors tensors = new OverlayTensors(checkpoint, replaced);
+            List<String> names = new ArrayList<>();
+            for (String name : ModelSchema.expected(config).keySet()) {
+                if (!(name.equals(CheckpointLayout.lmHead()) && config.tie_word_embeddings && !tensors.has(name))) {
+                    names.add(name);
+                }
+            }
+            CheckpointFolderWriter.write(modelDir, newConfig, tensors, names, extraFiles, outDir, conf,
+                    CheckpointFolderWriter.DEFAULT_SHARD_BYTES);
+        }
+    }
+
+    /** UTF-8 bytes of a text file's content. */
+    public static byte[] utf8(String text) {
+        return text.getBytes(StandardCharsets.UTF_8);
+    }
+}

@@ -1,0 +1,69 @@
+package org.sparkmoe.surgery;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.TensorSource;
+
+import java.util.LinkedHashMap;
+
+/** Top-K → top-M: {@code num_experts_per_tok} = M and every expert's down-projection (w2) of MoE layer i scaled by αᵢ. */
+public final class TopKSurgery implements LayerSurgery {
+    private static final long serialVersionUID = 1L;
+    private final int newTopK;
+    private final double[] alpha; // [MoE layers]
+    private final ModelConfig.ModelType type;
+    private final int experts;
+
+    public TopKSurgery(ModelConfig model, int newTopK, double[] alpha) {
+        if (newTopK < 1 || newTopK > model.num_experts) {
+            throw new IllegalArgumentException("--top-k must be in [1, " + model.num_experts + "] (the model's experts), got "
+                    + newTopK);
+        }
+        this.newTopK = newTopK;
+        this.alpha = alpha.clone();
+        this.type = model.modelType;
+        this.experts = model.num_experts;
+    }
+
+    /** αᵢ per MoE layer for the given method; {@code stats} is read only by MEASURED. */
+    public static double[] alphas(TopKRescale.Method method, ModelConfig model, int moeLayers, int newTopK,
+            RoutingStats stats) {
+        if (method != TopKRescale.Method.NONE && !model.norm_topk_prob) {
+            throw new IllegalArgumentException("--rescale " + method.name().toLowerCase()
+                    + " assumes renormalised top-k weights; this model has norm_topk_prob false (use --rescale none)");
+        }
+        double[] out = new double[moeLayers];
+        for (int i = 0; i < moeLayers; i++) {
+            out[i] = switch (method) {
+                case NONE -> 1.0;
+                case UNIFORM -> TopKRescale.uniform(model.num_experts_per_tok, newTopK);
+                case MEASURED -> TopKRescale.measured(stats.layer(i), model.num_experts_per_tok, newTopK);
+            };
+        }
+        return out;
+    }
+
+    @Override
+    public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
+        CheckpointLayout layout = new CheckpointLayout(type);
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        for (int e = 0; e < experts; e++) {
+            String name = layout.expert(layer, e, Projection.DOWN);
+            INDArray w2 = source.readFloat(name); // [D, I]
+            out.put(name, alpha[moeLayer] == 1.0 ? w2 : w2.muli(alpha[moeLayer]));
+        }
+        LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
+        metrics.put("alpha", alpha[moeLayer]);
+        return new LayerResult(out, null, metrics);
+    }
+
+    @Override
+    public ObjectNode config(ModelConfig original) {
+        ObjectNode json = original.jsonCopy();
+        json.put("num_experts_per_tok", newTopK);
+        return json;
+    }
+}
