@@ -3,6 +3,7 @@ package org.sparkmoe.driver;
 import org.sparkmoe.io.CheckpointFormatException;
 
 import java.io.IOException;
+import java.io.ObjectStreamException;
 import java.io.UncheckedIOException;
 
 /**
@@ -30,6 +31,9 @@ final class UserErrors {
 
     private static Throwable badInput(Throwable e) {
         for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            if (c instanceof ObjectStreamException) {
+                return null; // a class that cannot be serialized ("Task not serializable") is a bug, not input
+            }
             if (c instanceof IllegalArgumentException || c instanceof CheckpointFormatException
                     || c instanceof UncheckedIOException || c instanceof IOException) {
                 return c;
