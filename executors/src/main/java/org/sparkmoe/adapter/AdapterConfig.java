@@ -93,7 +93,7 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
         root.putNull("megatron_config");
         root.put("megatron_core", "megatron.core");
         if (trainRouter) {
-            root.putArray("modules_to_save").add(AdapterKeys.routerModule(model.modelType));
+            root.putArray("modules_to_save").add(AdapterKeys.ROUTER_MODULE);
         } else {
             root.putNull("modules_to_save");
         }
@@ -208,11 +208,13 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
             throw new AdapterFormatException(source + ": modules_to_save must be a list of module names or null, got " + node);
         }
         CheckpointLayout layout = new CheckpointLayout(model.modelType);
-        Set<String> routers = new LinkedHashSet<>();
+        List<String> checkpointRouters = new ArrayList<>();
+        List<String> moduleRouters = new ArrayList<>();
         for (int l = 0; l < model.num_hidden_layers; l++) {
             if (model.isMoeLayer(l)) {
                 String gate = layout.routerGate(l);
-                routers.add(gate.substring(0, gate.length() - ".weight".length()));
+                checkpointRouters.add(gate.substring(0, gate.length() - ".weight".length()));
+                moduleRouters.add("model.layers." + l + "." + AdapterKeys.ROUTER_MODULE);
             }
         }
         for (JsonNode entry : node) {
@@ -221,17 +223,26 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
             }
             String name = entry.asText();
             List<String> hits = modules.stream().filter(m -> suffixMatch(m, name)).toList();
-            if (hits.isEmpty() || !routers.containsAll(hits)) {
-                throw new AdapterFormatException(source + ": unknown module \"" + name + "\" in modules_to_save (SparkMoE"
-                        + " saves only the routers, \"" + AdapterKeys.routerModule(model.modelType) + "\", of this "
-                        + typeName(model) + " model)");
+            if (!hits.isEmpty() && !checkpointRouters.containsAll(hits)) {
+                throw unknownSaved(source, name, model);
             }
-            if (hits.size() != routers.size()) {
+            if (hits.isEmpty()) {
+                hits = moduleRouters.stream().filter(m -> suffixMatch(m, name)).toList();
+            }
+            if (hits.isEmpty()) {
+                throw unknownSaved(source, name, model);
+            }
+            if (hits.size() != checkpointRouters.size()) {
                 throw new AdapterFormatException(source + ": modules_to_save \"" + name + "\" names the router of only "
-                        + hits.size() + " of " + routers.size() + " MoE layers");
+                        + hits.size() + " of " + checkpointRouters.size() + " MoE layers");
             }
         }
         return true;
+    }
+
+    private static AdapterFormatException unknownSaved(String source, String name, ModelConfig model) {
+        return new AdapterFormatException(source + ": unknown module \"" + name + "\" in modules_to_save (SparkMoE"
+                + " saves only the routers, \"" + AdapterKeys.ROUTER_MODULE + "\", of this " + typeName(model) + " model)");
     }
 
     /** PEFT's target_modules / modules_to_save matching: a regex string is full-matched, a list by name suffix. */

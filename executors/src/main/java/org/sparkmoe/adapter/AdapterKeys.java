@@ -2,7 +2,6 @@ package org.sparkmoe.adapter;
 
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
-import org.sparkmoe.io.ModelConfig;
 
 /**
  * Names of LoRA tensors: the stacked trainable-state keys ({@code <moe prefix>.experts.<proj>.lora_A} [E, R, in])
@@ -41,15 +40,23 @@ public final class AdapterKeys {
     }
 
     /**
+     * The router's module path relative to a layer, as adapter_config.json's modules_to_save names it: the module
+     * of transformers ≥ 5, {@code mlp.gate} for both layouts. (Transformers 4 named Mixtral's router
+     * {@code block_sparse_moe.gate}, the checkpoint's key; PEFT 0.21 on transformers 5 silently ignores that name,
+     * leaving the trained router out, so it is only read, never written.)
+     */
+    public static final String ROUTER_MODULE = "mlp.gate";
+
+    /**
      * PEFT's key of a trained router: get_peft_model_state_dict saves a modules_to_save copy as
      * {@code <module path>.weight} under the PEFT prefix (the "modules_to_save.default" part is dropped).
      */
-    public static String peftRouter(CheckpointLayout layout, int layer) {
-        return PEFT_PREFIX + layout.routerGate(layer);
+    public static String peftRouter(int layer) {
+        return PEFT_PREFIX + "model.layers." + layer + "." + ROUTER_MODULE + ".weight";
     }
 
-    /** The router's module path relative to a layer, as adapter_config.json's modules_to_save names it. */
-    public static String routerModule(ModelConfig.ModelType type) {
-        return type == ModelConfig.ModelType.MIXTRAL ? "block_sparse_moe.gate" : "mlp.gate";
+    /** The router key under the module path of transformers 4 (the checkpoint key), accepted when reading. */
+    public static String legacyPeftRouter(CheckpointLayout layout, int layer) {
+        return PEFT_PREFIX + layout.routerGate(layer);
     }
 }

@@ -32,6 +32,8 @@ final class AdapterTensors {
     private final Path source;
     private final CheckpointLayout layout;
     private final Map<String, Slot> slots = new LinkedHashMap<>();
+    /** Router keys under transformers 4's Mixtral module path, read as the current key they map to. */
+    private final Map<String, String> legacyRouterKeys = new LinkedHashMap<>();
 
     AdapterTensors(ModelConfig model, AdapterConfig config, Path source) {
         this.model = model;
@@ -52,8 +54,9 @@ final class AdapterTensors {
                 }
             }
             if (config.trainRouter()) {
-                slots.put(AdapterKeys.peftRouter(layout, l),
-                        new Slot(layout.routerGate(l), -1, new long[] {model.num_experts, model.hidden_size}, false));
+                Slot router = new Slot(layout.routerGate(l), -1, new long[] {model.num_experts, model.hidden_size}, false);
+                slots.put(AdapterKeys.peftRouter(l), router);
+                legacyRouterKeys.put(AdapterKeys.legacyPeftRouter(layout, l), AdapterKeys.peftRouter(l));
             }
         }
     }
@@ -64,7 +67,7 @@ final class AdapterTensors {
         PeftAdapter.expectedState(model, config).forEach((key, shape) ->
                 state.put(key, Nd4j.create(DataType.FLOAT, shape, 'c')));
         for (String name : file.names()) {
-            Slot slot = slots.get(name);
+            Slot slot = slots.get(legacyRouterKeys.getOrDefault(name, name));
             if (slot == null) {
                 throw new AdapterFormatException(source + ": " + diagnose(name));
             }
@@ -76,7 +79,9 @@ final class AdapterTensors {
             (slot.expert() < 0 ? stacked : stacked.slice(slot.expert())).assign(file.readFloat(name));
         }
         for (String name : slots.keySet()) {
-            if (!file.has(name)) {
+            boolean legacyPresent = legacyRouterKeys.entrySet().stream()
+                    .anyMatch(e -> e.getValue().equals(name) && file.has(e.getKey()));
+            if (!file.has(name) && !legacyPresent) {
                 throw new AdapterFormatException(source + ": missing " + name + " (adapter_config.json targets "
                         + projectionNames() + (config.trainRouter() ? " and the routers" : "") + " in all "
                         + model.num_experts + " experts of every MoE layer)");

@@ -151,7 +151,7 @@ public final class PeftAdapter {
                 }
             }
             if (config.trainRouter()) {
-                out.add(new NamedTensor.Floats(AdapterKeys.peftRouter(layout, l), state.get(layout.routerGate(l))));
+                out.add(new NamedTensor.Floats(AdapterKeys.peftRouter(l), state.get(layout.routerGate(l))));
             }
         }
         return out;

@@ -78,7 +78,7 @@ class PeftAdapterTest {
             assertArrayEquals(new long[] {4, 256},
                     file.info("base_model.model.model.layers.3.block_sparse_moe.experts.7.w2.lora_A.weight").shape());
             assertArrayEquals(new long[] {8, 128},
-                    file.info("base_model.model.model.layers.2.block_sparse_moe.gate.weight").shape());
+                    file.info("base_model.model.model.layers.2.mlp.gate.weight").shape());
             assertEquals(adapter.state().get("model.layers.1.block_sparse_moe.experts.w3.lora_B").slice(5),
                     file.readFloat("base_model.model.model.layers.1.block_sparse_moe.experts.5.w3.lora_B.weight"));
             assertEquals("pt", file.metadata().get("format"));
@@ -90,7 +90,7 @@ class PeftAdapterTest {
         assertTrue(json.get("lora_alpha").isInt());
         assertEquals(8, json.get("lora_alpha").asInt());
         assertEquals("[\"w1\",\"w3\",\"w2\"]", json.get("target_modules").toString());
-        assertEquals("[\"block_sparse_moe.gate\"]", json.get("modules_to_save").toString());
+        assertEquals("[\"mlp.gate\"]", json.get("modules_to_save").toString());
         assertEquals("examples/models/mixtral-tiny", json.get("base_model_name_or_path").asText());
         assertFalse(json.get("use_rslora").asBoolean());
         assertEquals("none", json.get("bias").asText());
@@ -149,6 +149,24 @@ class PeftAdapterTest {
         assertMessage("adapter_model.safetensors: wrong rank: base_model.model.model.layers.0.block_sparse_moe.experts.0.w1"
                 + ".lora_A.weight has shape [4, 128], rank 4, but adapter_config.json says r=8",
                 () -> PeftAdapter.read(dir, CONF, model));
+    }
+
+    @Test
+    void routerUnderTransformers4MixtralNameIsStillRead() throws IOException {
+        ModelConfig model = AdapterFixtures.mixtral();
+        AdapterConfig config = new AdapterConfig(4, 8, ALL, true, null);
+        PeftAdapter adapter = random(model, config);
+        Path dir = writeMixtral("legacy-router", config);
+        editConfig("legacy-router", json -> json.putArray("modules_to_save").add("block_sparse_moe.gate"));
+        Map<String, INDArray> legacy = new LinkedHashMap<>();
+        for (int l = 0; l < model.num_hidden_layers; l++) {
+            String gate = "model.layers." + l + ".block_sparse_moe.gate.weight";
+            legacy.put("base_model.model." + gate, adapter.state().get(gate));
+        }
+        rewriteWeights("legacy-router", name -> !name.endsWith(".mlp.gate.weight"), legacy);
+        PeftAdapter back = PeftAdapter.read(dir, CONF, model);
+        assertTrue(back.config().trainRouter());
+        assertSameState(adapter.state(), back.state());
     }
 
     @Test

@@ -101,9 +101,14 @@ public record TrainPlan(String model, List<String> data, TextSplit split, int wi
                 new LrSchedule(learningRate, warmupSteps, steps), adamW, maxGradNorm, auxLossCoef, seed);
     }
 
-    /** The PEFT adapter this run writes. */
+    /**
+     * The PEFT adapter this run writes. A local base model is recorded as a plain path, as PEFT records one (a
+     * {@code file:} URI would not load with {@code AutoPeftModelForCausalLM}).
+     */
     public AdapterConfig adapterConfig() {
-        return new AdapterConfig(rank, alpha, targets, trainRouter, model);
+        java.net.URI uri = new org.apache.hadoop.fs.Path(model).toUri();
+        String base = "file".equals(uri.getScheme()) ? uri.getPath() : model;
+        return new AdapterConfig(rank, alpha, targets, trainRouter, base);
     }
 
     /** The options a checkpoint must have been written with for {@code --resume} to continue it. */
