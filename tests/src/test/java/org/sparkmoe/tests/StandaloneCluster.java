@@ -57,22 +57,35 @@ final class StandaloneCluster implements AutoCloseable {
     private Process master;
     private String masterUrl;
     private int masterWebPort;
+    private Path sparkHome;
 
     private StandaloneCluster(Path dir, String executorClassPath) {
         this.dir = dir;
         this.executorClassPath = executorClassPath;
     }
 
-    /** Starts a Master and {@code workerCount} one-core Workers offering {@code workerMemory} (e.g. "1536m") each. */
+    /**
+     * Starts a Master and {@code workerCount} one-core Workers offering {@code workerMemory} (e.g. "1536m") each, all
+     * on the test classpath; the drivers are the test's own SparkContexts ({@link #conf}).
+     */
     static StandaloneCluster start(int workerCount, String workerMemory) {
+        return start(workerCount, workerMemory, testClassPath());
+    }
+
+    /**
+     * Starts a Master and {@code workerCount} one-core Workers whose classpath, and SPARK_HOME's {@code jars/}, is
+     * {@code classPath} and nothing else: with a Spark distribution's jars, a cluster that knows nothing of SparkMoE,
+     * for applications that bring their own jar through spark-submit.
+     */
+    static StandaloneCluster start(int workerCount, String workerMemory, List<String> classPath) {
         Path dir = Fixtures.root().resolve("tests/target/standalone-cluster")
                 .resolve(LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss-SSS")));
-        List<String> classPath = testClassPath();
         StandaloneCluster cluster = new StandaloneCluster(dir, String.join(File.pathSeparator,
                 classPath.stream().filter(p -> Files.isDirectory(Path.of(p))).toList()));
         Runtime.getRuntime().addShutdownHook(cluster.shutdownHook);
         try {
             Path sparkHome = sparkHome(dir, classPath);
+            cluster.sparkHome = sparkHome;
             int port = freePort();
             cluster.masterWebPort = freePort();
             cluster.masterUrl = "spark://127.0.0.1:" + port;
@@ -101,6 +114,11 @@ final class StandaloneCluster implements AutoCloseable {
 
     Path logDir() {
         return dir;
+    }
+
+    /** The SPARK_HOME-like folder the daemons run with: {@code jars/} links their classpath's jars. */
+    Path sparkHome() {
+        return sparkHome;
     }
 
     /**
@@ -311,7 +329,7 @@ final class StandaloneCluster implements AutoCloseable {
     }
 
     /** {@code sparkmoe.jvm.flags} of conf/jvm.properties, the project's one list of JVM flags. */
-    private static List<String> jvmFlags() throws IOException {
+    static List<String> jvmFlags() throws IOException {
         Properties properties = new Properties();
         try (InputStream in = Files.newInputStream(Fixtures.root().resolve("conf/jvm.properties"))) {
             properties.load(in);
