@@ -1,5 +1,7 @@
 package org.sparkmoe.tests;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -25,7 +27,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * the jars a Spark distribution ships (assembly/target/spark-classpath.txt), and a driver JVM running Spark's own
  * {@code org.apache.spark.deploy.SparkSubmit} on those jars with assembly/target/sparkmoe-assembly.jar as the
  * application, exactly as {@code spark-submit --class org.sparkmoe.driver.SparkMoe sparkmoe-assembly.jar} does in
- * client mode. eval and train give what the embedded local[2] run gives: the same report, the same adapter bytes.
+ * client mode. eval and train give what the embedded local[2] run gives: the same report, the same adapter bytes;
+ * eval with the model and corpus shipped by spark-submit itself (--archives, --files), train reading them from a
+ * path every node shares.
  */
 class SparkSubmitClusterTest {
     private static final long SUBMIT_TIMEOUT_S = 300;
@@ -59,22 +63,47 @@ class SparkSubmitClusterTest {
         }
     }
 
+    /**
+     * eval with the model and the corpus shipped by spark-submit ({@code --archives model.tgz#model}, {@code --files})
+     * and named through {@code /proc/self/cwd}: one path that every JVM resolves in its own working directory, where
+     * Spark (or YARN) unpacked them. The report equals the embedded run's on the repository's files.
+     */
     @Test
-    void evalThroughSparkSubmitEqualsEmbedded(@TempDir Path dir) throws Exception {
-        List<String> eval = List.of("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.toString(),
-                "--split", "all", "--window", "64", "--batch-windows", "4", "--partitions", "2");
+    void evalOfShippedModelAndCorpusEqualsEmbedded(@TempDir Path dir) throws Exception {
+        List<String> eval = List.of("eval", "--split", "all", "--window", "64", "--batch-windows", "4",
+                "--partitions", "2");
         Path embedded = dir.resolve("embedded.json");
         Path submitted = dir.resolve("submitted.json");
-        CliRun local = CliRun.sparkmoe(concat(eval, "--master", "local[2]", "--out", embedded.toString()));
+        CliRun local = CliRun.sparkmoe(concat(eval, "--model", Fixtures.tinyModel().toString(), "--data",
+                data.toString(), "--master", "local[2]", "--out", embedded.toString()));
         assertEquals(0, local.exitCode(), local.err());
 
-        String log = submit(cluster.logDir().resolve("eval-submit.log"), concat(eval, "--out", submitted.toString()));
+        Path modelArchive = dir.resolve("model.tgz");
+        Process tar = new ProcessBuilder("tar", "-czf", modelArchive.toString(), "-C", Fixtures.tinyModel().toString(),
+                ".").inheritIO().start();
+        assertEquals(0, tar.waitFor());
+        // the driver runs where the user launched it (client mode): its working directory holds the same two
+        Path launchDir = Files.createDirectories(dir.resolve("launch"));
+        Files.createSymbolicLink(launchDir.resolve("model"), Fixtures.tinyModel());
+        Files.copy(data, launchDir.resolve(data.getFileName()));
+        String log = submit(launchDir, cluster.logDir().resolve("eval-submit.log"),
+                List.of("--archives", modelArchive + "#model", "--files", data.toString()),
+                concat(eval, "--model", "file:///proc/self/cwd/model",
+                        "--data", "file:///proc/self/cwd/" + data.getFileName(), "--out", submitted.toString()));
         assertTrue(log.contains("eval: wrote"), log);
-        assertEquals(Files.readString(embedded), Files.readString(submitted));
+
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode expected = (ObjectNode) json.readTree(embedded.toFile());
+        ObjectNode actual = (ObjectNode) json.readTree(submitted.toFile());
+        assertEquals("file:/proc/self/cwd/model", actual.remove("model").asText());
+        expected.remove("model");
+        assertEquals(expected, actual);
         for (int w = 0; w < 2; w++) {
             try (Stream<Path> files = Files.walk(cluster.logDir().resolve("worker-" + w))) {
-                assertTrue(files.anyMatch(f -> f.getFileName().toString().equals(assembly.getFileName().toString())),
-                        "worker-" + w + "'s executor fetched the assembly from the driver");
+                List<String> names = files.map(f -> f.getFileName().toString()).toList();
+                assertTrue(names.containsAll(List.of(assembly.getFileName().toString(), "model.safetensors",
+                        data.getFileName().toString())), "worker-" + w + "'s executor fetched the assembly, "
+                        + "unpacked the model and fetched the corpus: " + names);
             }
         }
     }
@@ -90,7 +119,8 @@ class SparkSubmitClusterTest {
         CliRun local = CliRun.sparkmoe(concat(train, "--master", "local[2]", "--out", embedded.toString()));
         assertEquals(0, local.exitCode(), local.err());
 
-        String log = submit(cluster.logDir().resolve("train-submit.log"), concat(train, "--out", submitted.toString()));
+        String log = submit(dir, cluster.logDir().resolve("train-submit.log"), List.of(),
+                concat(train, "--out", submitted.toString()));
         assertTrue(log.contains("train: round 2/2"), log);
         for (String file : List.of("adapter/adapter_model.safetensors", "adapter/adapter_config.json")) {
             byte[] expected = Files.readAllBytes(embedded.resolve(file));
@@ -100,12 +130,13 @@ class SparkSubmitClusterTest {
     }
 
     /**
-     * Runs {@code args} as spark-submit would in client mode: a JVM on the Spark jars alone running SparkSubmit with
-     * the assembly as the application jar, the launcher's JVM flags on the driver and the executors, conf/'s
-     * standalone spark-defaults and log4j2 settings, one 1-core executor per Worker. Returns the driver's output;
-     * fails unless it exits 0.
+     * Runs {@code args} as spark-submit would in client mode from {@code workDir}: a JVM on the Spark jars alone
+     * running SparkSubmit with the assembly as the application jar, the launcher's JVM flags on the driver and the
+     * executors, conf/'s standalone spark-defaults and log4j2 settings, one 1-core executor per Worker, and
+     * {@code submitOptions}. Returns the driver's output; fails unless it exits 0.
      */
-    private static String submit(Path log, List<String> args) throws Exception {
+    private static String submit(Path workDir, Path log, List<String> submitOptions, List<String> args)
+            throws Exception {
         Path root = Fixtures.root();
         List<String> flags = StandaloneCluster.jvmFlags();
         List<String> command = new ArrayList<>();
@@ -121,10 +152,12 @@ class SparkSubmitClusterTest {
                 "--conf", "spark.executor.extraJavaOptions=" + String.join(" ", flags),
                 "--conf", "spark.executor.cores=1", "--conf", "spark.executor.memory=1g", "--conf", "spark.cores.max=2",
                 "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
-                "--conf", "spark.ui.enabled=false",
-                assembly.toString()));
+                "--conf", "spark.ui.enabled=false"));
+        command.addAll(submitOptions);
+        command.add(assembly.toString());
         command.addAll(args);
-        ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile());
+        ProcessBuilder builder = new ProcessBuilder(command).directory(workDir.toFile()).redirectErrorStream(true)
+                .redirectOutput(log.toFile());
         builder.environment().put("SPARK_HOME", cluster.sparkHome().toString());
         builder.environment().put("SPARK_SCALA_VERSION", "2.12");
         Process driver = builder.start();
