@@ -7,10 +7,10 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -61,13 +61,65 @@ class DeployScriptsTest {
         assertEquals(0, launcher.exitCode(), launcher.output());
 
         String flags = String.join(" ", StandaloneCluster.jvmFlags());
-        List<String> expected = new ArrayList<>(List.of("--class", "org.sparkmoe.driver.SparkMoe",
+        List<String> expected = List.of("--class", "org.sparkmoe.driver.SparkMoe",
                 "--driver-java-options", flags + " -Dlog4j2.configurationFile=" + root.resolve("conf/log4j2.properties"),
                 "--conf", "spark.executor.extraJavaOptions=" + flags,
                 "--conf", "spark.executorEnv.OPENBLAS_CORETYPE=Haswell",
                 "--master", "spark://h:7077", "--properties-file", "conf/spark-defaults.standalone.conf",
-                assembly.toString(), "eval", "--model", "m", "--data", "a b.txt", "--out", "r.json"));
+                assembly.toString(), "eval", "--model", "m", "--data", "a b.txt", "--out", "r.json");
         assertEquals(expected, Files.readAllLines(recorded));
+    }
+
+    @Test
+    void yarnClusterSubmitShipsTheModelFolderAndCorpus(@TempDir Path dir) throws Exception {
+        Path root = Fixtures.root();
+        Path sparkHome = dir.resolve("spark");
+        Path recorded = dir.resolve("args.txt");
+        // the stand-in keeps what it was given: the arguments and the list of the model archive's entries
+        executable(sparkHome.resolve("bin/spark-submit"), """
+                #!/bin/sh
+                for a in "$@"; do printf '%s\\n' "$a"; done > "$ARGS_OUT"
+                while [ $# -gt 0 ]; do
+                  if [ "$1" = --archives ]; then tar -tzf "${2%#model}" | sort > "$ARGS_OUT.model"; fi
+                  shift
+                done
+                """);
+        Run submit = run(List.of("bash", root.resolve("deploy/yarn/submit-cluster.sh").toString(),
+                        Fixtures.tinyModel().toString(), Fixtures.corpus("sysadmin.txt").toString(),
+                        "train", "--steps", "3", "--out", "hdfs:///runs/a"),
+                Map.of("SPARK_HOME", sparkHome.toString(), "ARGS_OUT", recorded.toString(),
+                        "OPENBLAS_CORETYPE", "Haswell"));
+        assertEquals(0, submit.exitCode(), submit.output());
+
+        List<String> args = Files.readAllLines(recorded);
+        String flags = String.join(" ", StandaloneCluster.jvmFlags());
+        String log4j = " -Dlog4j2.configurationFile=log4j2.properties";
+        assertEquals(List.of("--master", "yarn", "--deploy-mode", "cluster"), args.subList(0, 4));
+        assertEquals(List.of("--class", "org.sparkmoe.driver.SparkMoe",
+                root.resolve("assembly/target/sparkmoe-assembly.jar").toString(), "train",
+                "--model", "file:///proc/self/cwd/model", "--data", "file:///proc/self/cwd/sysadmin.txt",
+                "--steps", "3", "--out", "hdfs:///runs/a"), args.subList(args.indexOf("--class"), args.size()));
+        assertEquals(Fixtures.corpus("sysadmin.txt") + "," + root.resolve("conf/log4j2.properties"),
+                after(args, "--files"));
+        assertTrue(after(args, "--archives").endsWith("/model.tgz#model"), args.toString());
+        for (String expected : List.of("spark.driver.extraJavaOptions=" + flags + log4j,
+                "spark.executor.extraJavaOptions=" + flags + log4j, "spark.executorEnv.OPENBLAS_CORETYPE=Haswell",
+                "spark.yarn.appMasterEnv.OPENBLAS_NUM_THREADS=1", "spark.executorEnv.OMP_NUM_THREADS=1")) {
+            assertTrue(args.contains(expected), expected + " in " + args);
+        }
+        List<String> modelFiles;
+        try (Stream<Path> files = Files.list(Fixtures.tinyModel())) {
+            modelFiles = files.map(f -> "./" + f.getFileName()).sorted().toList();
+        }
+        List<String> archived = Files.readAllLines(Path.of(recorded + ".model"));
+        assertEquals(modelFiles, archived.stream().filter(e -> !e.equals("./")).toList(),
+                "the folder's files at the archive's top level: YARN unpacks it as ./model/config.json, ...");
+    }
+
+    private static String after(List<String> args, String option) {
+        int i = args.indexOf(option);
+        assertTrue(i >= 0 && i + 1 < args.size(), option + " in " + args);
+        return args.get(i + 1);
     }
 
     @Test
