@@ -29,7 +29,7 @@ import java.util.regex.Pattern;
 
 /**
  * A real Spark standalone cluster on localhost for tests: one Master and N Workers, each a separate JVM started
- * from the test classpath, every Worker offering 1 core; the Workers launch executor JVMs
+ * from the test classpath (or from a Spark distribution's jars alone, for spark-submit), every Worker offering 1 core; the Workers launch executor JVMs
  * (CoarseGrainedExecutorBackend) when an application connects. What it takes (see shared/docs/STACK.md):
  * <ul>
  *   <li>a SPARK_HOME-like folder whose {@code jars/} links every jar of the test classpath, and
@@ -84,17 +84,17 @@ final class StandaloneCluster implements AutoCloseable {
                 classPath.stream().filter(p -> Files.isDirectory(Path.of(p))).toList()));
         Runtime.getRuntime().addShutdownHook(cluster.shutdownHook);
         try {
-            Path sparkHome = sparkHome(dir, classPath);
-            cluster.sparkHome = sparkHome;
+            cluster.sparkHome = sparkHome(dir, classPath);
             int port = freePort();
             cluster.masterWebPort = freePort();
             cluster.masterUrl = "spark://127.0.0.1:" + port;
-            cluster.master = cluster.launch("master", sparkHome, classPath, List.of("org.apache.spark.deploy.master.Master",
+            cluster.master = cluster.launch("master", cluster.sparkHome, classPath, List.of(
+                    "org.apache.spark.deploy.master.Master",
                     "--host", "127.0.0.1", "--port", String.valueOf(port), "--webui-port", String.valueOf(cluster.masterWebPort)));
             cluster.awaitMasterAlive();
             for (int w = 0; w < workerCount; w++) {
                 Path workDir = Files.createDirectories(dir.resolve("worker-" + w));
-                cluster.workers.add(cluster.launch("worker-" + w, sparkHome, classPath, List.of(
+                cluster.workers.add(cluster.launch("worker-" + w, cluster.sparkHome, classPath, List.of(
                         "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", String.valueOf(freePort()),
                         "--webui-port", String.valueOf(freePort()), "--cores", "1", "--memory", workerMemory,
                         "--work-dir", workDir.toString(), cluster.masterUrl)));

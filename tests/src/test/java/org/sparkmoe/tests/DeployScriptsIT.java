@@ -19,7 +19,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * The shell scripts of deploy/: what the launcher hands spark-submit, and what the GPU discovery script prints for
  * Spark. Both run with stand-ins (a spark-submit that records its arguments, an nvidia-smi that lists GPUs).
  */
-class DeployScriptsTest {
+class DeployScriptsIT {
 
     /** A process's exit code and its stdout and stderr together. */
     private record Run(int exitCode, String output) {
@@ -47,7 +47,7 @@ class DeployScriptsTest {
     void launcherSubmitsTheAssemblyWithFlagsAndLogging(@TempDir Path dir) throws Exception {
         Path root = Fixtures.root();
         Path assembly = root.resolve("assembly/target/sparkmoe-assembly.jar");
-        assertTrue(Files.isRegularFile(assembly), "the assembly is built before the tests");
+        assertTrue(Files.isRegularFile(assembly), "the assembly is packaged before these tests (mvn verify)");
         Path sparkHome = dir.resolve("spark");
         Path recorded = dir.resolve("args.txt");
         executable(sparkHome.resolve("bin/spark-submit"),
