@@ -29,7 +29,7 @@ import java.util.regex.Pattern;
 
 /**
  * A real Spark standalone cluster on localhost for tests: one Master and N Workers, each a separate JVM started
- * from the test classpath, every Worker offering 1 core; the Workers launch executor JVMs
+ * from the test classpath (or from a Spark distribution's jars alone, for spark-submit), every Worker offering 1 core; the Workers launch executor JVMs
  * (CoarseGrainedExecutorBackend) when an application connects. What it takes (see shared/docs/STACK.md):
  * <ul>
  *   <li>a SPARK_HOME-like folder whose {@code jars/} links every jar of the test classpath, and
@@ -57,31 +57,44 @@ final class StandaloneCluster implements AutoCloseable {
     private Process master;
     private String masterUrl;
     private int masterWebPort;
+    private Path sparkHome;
 
     private StandaloneCluster(Path dir, String executorClassPath) {
         this.dir = dir;
         this.executorClassPath = executorClassPath;
     }
 
-    /** Starts a Master and {@code workerCount} one-core Workers offering {@code workerMemory} (e.g. "1536m") each. */
+    /**
+     * Starts a Master and {@code workerCount} one-core Workers offering {@code workerMemory} (e.g. "1536m") each, all
+     * on the test classpath; the drivers are the test's own SparkContexts ({@link #conf}).
+     */
     static StandaloneCluster start(int workerCount, String workerMemory) {
+        return start(workerCount, workerMemory, testClassPath());
+    }
+
+    /**
+     * Starts a Master and {@code workerCount} one-core Workers whose classpath, and SPARK_HOME's {@code jars/}, is
+     * {@code classPath} and nothing else: with a Spark distribution's jars, a cluster that knows nothing of SparkMoE,
+     * for applications that bring their own jar through spark-submit.
+     */
+    static StandaloneCluster start(int workerCount, String workerMemory, List<String> classPath) {
         Path dir = Fixtures.root().resolve("tests/target/standalone-cluster")
                 .resolve(LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss-SSS")));
-        List<String> classPath = testClassPath();
         StandaloneCluster cluster = new StandaloneCluster(dir, String.join(File.pathSeparator,
                 classPath.stream().filter(p -> Files.isDirectory(Path.of(p))).toList()));
         Runtime.getRuntime().addShutdownHook(cluster.shutdownHook);
         try {
-            Path sparkHome = sparkHome(dir, classPath);
+            cluster.sparkHome = sparkHome(dir, classPath);
             int port = freePort();
             cluster.masterWebPort = freePort();
             cluster.masterUrl = "spark://127.0.0.1:" + port;
-            cluster.master = cluster.launch("master", sparkHome, classPath, List.of("org.apache.spark.deploy.master.Master",
+            cluster.master = cluster.launch("master", cluster.sparkHome, classPath, List.of(
+                    "org.apache.spark.deploy.master.Master",
                     "--host", "127.0.0.1", "--port", String.valueOf(port), "--webui-port", String.valueOf(cluster.masterWebPort)));
             cluster.awaitMasterAlive();
             for (int w = 0; w < workerCount; w++) {
                 Path workDir = Files.createDirectories(dir.resolve("worker-" + w));
-                cluster.workers.add(cluster.launch("worker-" + w, sparkHome, classPath, List.of(
+                cluster.workers.add(cluster.launch("worker-" + w, cluster.sparkHome, classPath, List.of(
                         "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", String.valueOf(freePort()),
                         "--webui-port", String.valueOf(freePort()), "--cores", "1", "--memory", workerMemory,
                         "--work-dir", workDir.toString(), cluster.masterUrl)));
@@ -101,6 +114,11 @@ final class StandaloneCluster implements AutoCloseable {
 
     Path logDir() {
         return dir;
+    }
+
+    /** The SPARK_HOME-like folder the daemons run with: {@code jars/} links their classpath's jars. */
+    Path sparkHome() {
+        return sparkHome;
     }
 
     /**
@@ -311,7 +329,7 @@ final class StandaloneCluster implements AutoCloseable {
     }
 
     /** {@code sparkmoe.jvm.flags} of conf/jvm.properties, the project's one list of JVM flags. */
-    private static List<String> jvmFlags() throws IOException {
+    static List<String> jvmFlags() throws IOException {
         Properties properties = new Properties();
         try (InputStream in = Files.newInputStream(Fixtures.root().resolve("conf/jvm.properties"))) {
             properties.load(in);
