@@ -19,4 +19,19 @@ public final class SurgeryOptions {
 
     @Mixin
     SparkOptions spark;
+
+    /**
+     * The options of a surgery run from code (a pipeline) rather than the command line; partitions default to the
+     * SparkContext's parallelism.
+     *
+     * @param stats router-stats.json, or null
+     */
+    public static SurgeryOptions of(String model, String out, String stats) {
+        SurgeryOptions options = new SurgeryOptions();
+        options.model = model;
+        options.out = out;
+        options.stats = stats;
+        options.spark = new SparkOptions();
+        return options;
+    }
 }
