@@ -58,7 +58,7 @@ final class DemoPipeline {
     DemoResult run() {
         calibrate();
         int topK = plan.config().num_experts_per_tok;
-        PerplexityReport base = eval("eval", "base", "the model", plan.model(), null, topK);
+        PerplexityReport base = eval("eval base", "base", "the model", plan.model(), null, topK);
         train();
         PerplexityReport lora = eval("eval LoRA", "lora", "the model with " + plan.adapter(), plan.model(),
                 plan.adapter(), topK);

@@ -38,17 +38,17 @@ final class DemoSummary {
         StringBuilder out = new StringBuilder();
         out.append(String.format(Locale.ROOT, "Perplexity on the test split (window %d, %d scored tokens):%n",
                 plan.window(), result.base().all().tokens()));
-        out.append(table(rows));
+        out.append(table(rows, true));
         out.append(String.format(Locale.ROOT, "topk α per MoE layer: %s%n%n", Arrays.stream(result.alpha())
                 .mapToObj(a -> String.format(Locale.ROOT, "%.3f", a)).collect(Collectors.joining(", "))));
         List<String[]> times = new ArrayList<>();
         times.add(new String[] {"stage", "seconds"});
         result.seconds().forEach((stage, s) -> times.add(new String[] {stage, String.format(Locale.ROOT, "%.1f", s)}));
-        out.append(table(times)).append('\n');
+        out.append(table(times, true)).append('\n');
         out.append("Written:\n");
         List<String[]> written = new ArrayList<>();
         result.outputs().forEach((label, uri) -> written.add(new String[] {"  " + label, uri}));
-        out.append(table(written));
+        out.append(table(written, false));
         return out.toString();
     }
 
@@ -117,8 +117,8 @@ final class DemoSummary {
                 100 * (variant.perplexity() / base.perplexity() - 1));
     }
 
-    /** Left-aligned first column, right-aligned others, two spaces apart. */
-    private static String table(List<String[]> rows) {
+    /** Columns two spaces apart, the first left-aligned, the others right-aligned if {@code numbers}. */
+    private static String table(List<String[]> rows, boolean numbers) {
         int[] width = new int[rows.get(0).length];
         for (String[] row : rows) {
             for (int c = 0; c < row.length; c++) {
@@ -129,7 +129,7 @@ final class DemoSummary {
         for (String[] row : rows) {
             StringBuilder line = new StringBuilder();
             for (int c = 0; c < row.length; c++) {
-                String cell = c == 0 ? String.format("%-" + width[c] + "s", row[c])
+                String cell = c == 0 || !numbers ? String.format("%-" + width[c] + "s", row[c])
                         : String.format("%" + width[c] + "s", row[c]);
                 line.append(c == 0 ? "" : "  ").append(cell);
             }
