@@ -37,9 +37,9 @@ import java.util.concurrent.Callable;
                 "4. surgery topk --top-k M --rescale measured with the statistics of step 1, then eval of the new "
                         + "checkpoint.",
                 "It ends with a table of perplexities (per file and all: base, LoRA and surgery, with the change "
-                        + "relative to base), the seconds of each stage and the paths of everything it wrote under "
-                        + "OUT: calibration/, eval-base.json, lora/ (adapter in lora/adapter), eval-lora.json, topkM/, "
-                        + "eval-topkM.json, summary.txt and summary.json.",
+                        + "relative to base), the seconds of each stage and the paths of everything it wrote.",
+                "Under OUT: calibration/, eval-base.json, lora/ (with the adapter in lora/adapter), eval-lora.json, "
+                        + "topkM/ (the new checkpoint), eval-topkM.json, summary.txt and summary.json.",
                 "Relative paths resolve against the current directory; the defaults fit the repository root."})
 public final class DemoCommand implements Callable<Integer> {
     @Option(names = "--model", defaultValue = "examples/models/mixtral-tiny", paramLabel = "DIR",
@@ -90,7 +90,7 @@ public final class DemoCommand implements Callable<Integer> {
         Map<String, Double> seconds = new LinkedHashMap<>();
         DemoResult run;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe demo", spark.master)) {
-            seconds.put("start Spark", (System.nanoTime() - start) / 1e9);
+            seconds.put("checks, start Spark", (System.nanoTime() - start) / 1e9);
             run = new DemoPipeline(sc, plan, conf, System.err, spark.partitionsOr(sc.defaultParallelism())).run();
         }
         seconds.putAll(run.seconds());

@@ -89,7 +89,6 @@ final class DemoPipeline {
                 fmt(train.learningRate()), new Path(plan.trainFile()).getName(), train.steps(), train.batchWindows(),
                 train.partitions()), () -> {
             TrainOutputs out = new TrainOutputs(train, conf);
-            out.requireFresh();
             TrainState start = TrainState.init(ModelFolder.cached(plan.model()), train.loraSpec(), train.seed(),
                     DataType.FLOAT);
             TrainState last = TrainJob.run(sc, train, start, 0, (round, averaged) -> {
@@ -107,7 +106,7 @@ final class DemoPipeline {
     private double[] surgery() {
         String stats = file(plan.calibration(), CalibrateOutputs.STATS_FILE);
         List<LayerResult> layers = stage("surgery", "topk --top-k " + plan.surgeryTopK() + " --rescale measured --stats "
-                + stats, () -> TopKCommand.run(sc, SurgeryOptions.of(plan.model(), plan.surgery(), stats),
+                + stats, () -> TopKCommand.run(sc, SurgeryOptions.of(plan.model(), plan.surgery(), stats, partitions),
                 plan.surgeryTopK(), TopKRescale.Method.MEASURED));
         outputs.put("surgery checkpoint", plan.surgery());
         return layers.stream().mapToDouble(l -> l.metrics().get("alpha")).toArray();

@@ -61,7 +61,7 @@ public final class TrainOutputs {
     }
 
     /** A fresh run must not write over another run's outputs. */
-    public void requireFresh() {
+    void requireFresh() {
         if (exists(out) && list(out).length > 0) {
             throw new IllegalArgumentException("--out " + out + " already holds files; pass --resume to continue the "
                     + "run there, or choose another folder");
