@@ -2,6 +2,7 @@ package org.sparkmoe.driver;
 
 import org.sparkmoe.driver.bench.BenchCommand;
 import org.sparkmoe.driver.calib.CalibrateCommand;
+import org.sparkmoe.driver.demo.DemoCommand;
 import org.sparkmoe.driver.eval.EvalCommand;
 import org.sparkmoe.driver.logits.LogitsCommand;
 import org.sparkmoe.driver.train.TrainCommand;
@@ -16,7 +17,8 @@ import java.io.PrintWriter;
 /** The {@code sparkmoe} command line: parses options, runs one job, turns exceptions into exit codes. */
 @Command(name = "sparkmoe", mixinStandardHelpOptions = true, version = "SparkMoE 0.1.0",
         description = "Fine-tune, measure and reshape Mixture-of-Experts language models on Spark.",
-        subcommands = {EvalCommand.class, TrainCommand.class, CalibrateCommand.class, RetrainRouterCommand.class,
+        subcommands = {DemoCommand.class, EvalCommand.class, TrainCommand.class, CalibrateCommand.class,
+                RetrainRouterCommand.class,
                 LogitsCommand.class, MergeCommand.class, SurgeryCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
 public final class SparkMoe implements Runnable {
 

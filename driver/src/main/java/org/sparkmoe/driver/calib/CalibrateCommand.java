@@ -1,19 +1,14 @@
 package org.sparkmoe.driver.calib;
 
 import org.apache.hadoop.conf.Configuration;
-import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
-import org.sparkmoe.calib.ExpertActivationStats;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.SparkOptions;
-import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
-import org.sparkmoe.io.NamedTensor;
-import org.sparkmoe.io.SafeTensorsWriter;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
 import org.sparkmoe.text.TextSplit;
@@ -21,13 +16,8 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
-import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
-import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.Callable;
 
@@ -40,10 +30,6 @@ import java.util.concurrent.Callable;
                         + "OUT/expert-activations.safetensors; with --export-router-data also DL4J DataSet files under "
                         + "OUT/router-data/layer-N/ for retrain-router."})
 public final class CalibrateCommand implements Callable<Integer> {
-    static final String STATS_FILE = "router-stats.json";
-    static final String REPORT_FILE = "report.html";
-    static final String ACTIVATIONS_FILE = "expert-activations.safetensors";
-
     @Option(names = "--model", required = true, paramLabel = "DIR",
             description = "Hugging Face MoE model folder (config.json, *.safetensors, tokenizer.json).")
     String model;
@@ -104,38 +90,11 @@ public final class CalibrateCommand implements Callable<Integer> {
             System.err.printf("calibrate: %d tokens in %.1f s (%.0f tokens/s)%n", tokens, seconds, tokens / seconds);
         }
         System.out.print(CalibrationSummary.text(result.stats(), layers, names));
-        FileSystem fs = Paths.fileSystem(outUri, conf);
-        Path dir = new Path(outUri);
-        mkdirs(fs, dir);
-        AtomicFile.write(fs, new Path(dir, STATS_FILE),
-                RouterStatsJson.of(plan.model(), result.stats(), names).getBytes(StandardCharsets.UTF_8));
-        AtomicFile.write(fs, new Path(dir, REPORT_FILE), CalibrationReport.html(plan.model(), plan.split().toString(),
-                result.stats(), layers, names).getBytes(StandardCharsets.UTF_8));
-        SafeTensorsWriter.write(fs, new Path(dir, ACTIVATIONS_FILE), activationTensors(result.stats(), layers),
-                Map.of("format", "sparkmoe-expert-activations", "all_experts", Boolean.toString(allExperts)));
-        if (plan.routerData() != null) {
-            AtomicFile.write(fs, new Path(plan.routerData(), RouterDataInfo.FILE),
-                    RouterDataInfo.json(plan, config, layers).getBytes(StandardCharsets.UTF_8));
-        }
-        System.err.println("calibrate: wrote " + STATS_FILE + ", " + REPORT_FILE + ", " + ACTIVATIONS_FILE
-                + (plan.routerData() != null ? " and router-data/" : "") + " to " + outUri);
+        CalibrateOutputs.write(conf, outUri, plan, config, result.stats());
+        System.err.println("calibrate: wrote " + CalibrateOutputs.STATS_FILE + ", " + CalibrateOutputs.REPORT_FILE
+                + ", " + CalibrateOutputs.ACTIVATIONS_FILE + (plan.routerData() != null ? " and router-data/" : "")
+                + " to " + outUri);
         return 0;
-    }
-
-    /** Per MoE layer N: layers.N.{input,intermediate}_abs_{mean,max} [E,D] / [E,I] and layers.N.tokens [E] (I64). */
-    private static List<NamedTensor> activationTensors(CalibrationStats stats, int[] layers) {
-        List<NamedTensor> tensors = new ArrayList<>();
-        for (int l = 0; l < layers.length; l++) {
-            ExpertActivationStats a = stats.activations(l);
-            String prefix = "layers." + layers[l] + ".";
-            tensors.add(new NamedTensor.Floats(prefix + "input_abs_mean", a.inputAbsMean()));
-            tensors.add(new NamedTensor.Floats(prefix + "input_abs_max", a.inputAbsMax()));
-            tensors.add(new NamedTensor.Floats(prefix + "intermediate_abs_mean", a.intermediateAbsMean()));
-            tensors.add(new NamedTensor.Floats(prefix + "intermediate_abs_max", a.intermediateAbsMax()));
-            long[] tokens = a.tokens();
-            tensors.add(new NamedTensor.Longs(prefix + "tokens", new long[] {tokens.length}, tokens));
-        }
-        return tensors;
     }
 
     /** Validates everything that can be checked before Spark starts. */
@@ -181,16 +140,5 @@ public final class CalibrateCommand implements Callable<Integer> {
         return new CalibratePlan(Paths.qualify(model, conf), files, TextSplit.parse(split), window,
                 maxTokensPerFile == null ? 0 : maxTokensPerFile, config.num_experts_per_tok, batchWindows, 1,
                 allExperts, routerData);
-    }
-
-    private static void mkdirs(FileSystem fs, Path dir) {
-        try {
-            if (fs.exists(dir) && !fs.getFileStatus(dir).isDirectory()) {
-                throw new IllegalArgumentException("--out " + dir + " exists and is not a folder");
-            }
-            fs.mkdirs(dir);
-        } catch (IOException e) {
-            throw new UncheckedIOException("creating " + dir + ": " + e.getMessage(), e);
-        }
     }
 }

@@ -19,4 +19,20 @@ public final class SurgeryOptions {
 
     @Mixin
     SparkOptions spark;
+
+    /**
+     * The options of a surgery run from code (a pipeline) rather than the command line.
+     *
+     * @param stats      router-stats.json, or null
+     * @param partitions Spark partitions of the surgery tasks
+     */
+    public static SurgeryOptions of(String model, String out, String stats, int partitions) {
+        SurgeryOptions options = new SurgeryOptions();
+        options.model = model;
+        options.out = out;
+        options.stats = stats;
+        options.spark = new SparkOptions();
+        options.spark.partitions = partitions;
+        return options;
+    }
 }

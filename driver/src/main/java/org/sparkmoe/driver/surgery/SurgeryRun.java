@@ -112,9 +112,27 @@ final class SurgeryRun {
         ObjectNode newConfig = surgery.config(config);
         List<LayerResult> results;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe surgery " + command, options.spark.master)) {
-            results = SurgeryJob.run(sc, modelDir.toString(), surgery, moeLayers,
-                    options.spark.partitionsOr(sc.defaultParallelism()));
+            results = compute(sc, surgery);
         }
+        write(command, newConfig, settings, overrides, results);
+        return results;
+    }
+
+    /** As {@link #execute(String, LayerSurgery, ObjectNode)}, on a SparkContext the caller owns (a pipeline's). */
+    List<LayerResult> execute(JavaSparkContext sc, String command, LayerSurgery surgery, ObjectNode settings) {
+        ObjectNode newConfig = surgery.config(config);
+        List<LayerResult> results = compute(sc, surgery);
+        write(command, newConfig, settings, Map.of(), results);
+        return results;
+    }
+
+    private List<LayerResult> compute(JavaSparkContext sc, LayerSurgery surgery) {
+        return SurgeryJob.run(sc, modelDir.toString(), surgery, moeLayers,
+                options.spark.partitionsOr(sc.defaultParallelism()));
+    }
+
+    private void write(String command, ObjectNode newConfig, ObjectNode settings, Map<String, INDArray> overrides,
+                       List<LayerResult> results) {
         Map<String, INDArray> replaced = new LinkedHashMap<>();
         results.forEach(r -> replaced.putAll(r.tensors()));
         replaced.putAll(overrides);
@@ -131,7 +149,6 @@ final class SurgeryRun {
             System.out.println("layer " + moeLayers[i] + "  " + describe(results.get(i)));
         }
         System.err.println("surgery " + command + ": wrote " + outDir);
-        return results;
     }
 
     private static String describe(LayerResult r) {

@@ -1,6 +1,8 @@
 package org.sparkmoe.driver.surgery;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.surgery.LayerResult;
 import org.sparkmoe.surgery.TopKRescale;
 import org.sparkmoe.surgery.TopKSurgery;
 import picocli.CommandLine.Command;
@@ -10,6 +12,7 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 
@@ -46,17 +49,38 @@ public final class TopKCommand implements Callable<Integer> {
     public Integer call() {
         TopKRescale.Method method = SurgeryRun.choice(spec, "--rescale", rescale, METHODS);
         SurgeryRun run = new SurgeryRun(options);
+        run.execute("topk", surgery(run, topK, method), settings(run, topK, method));
+        return 0;
+    }
+
+    /**
+     * topk on a SparkContext the caller owns (a pipeline of several jobs): the same checks, Spark tasks and output
+     * folder (with surgery.json) as the command.
+     *
+     * @return per MoE layer, the result; its metric "alpha" is the w2 scale
+     */
+    public static List<LayerResult> run(JavaSparkContext sc, SurgeryOptions options, int topK,
+                                        TopKRescale.Method method) {
+        SurgeryRun run = new SurgeryRun(options);
+        return run.execute(sc, "topk", surgery(run, topK, method), settings(run, topK, method));
+    }
+
+    private static TopKSurgery surgery(SurgeryRun run, int topK, TopKRescale.Method method) {
         if (topK < 1 || topK > run.config.num_experts) {
             throw new IllegalArgumentException("--top-k must be in [1, " + run.config.num_experts
                     + "] (the model's experts), got " + topK);
         }
         double[] alpha = TopKSurgery.alphas(method, run.config, run.moeLayers.length, topK,
                 method == TopKRescale.Method.MEASURED ? run.stats("--rescale measured") : null);
+        return new TopKSurgery(run.config, topK, alpha);
+    }
+
+    private static ObjectNode settings(SurgeryRun run, int topK, TopKRescale.Method method) {
         ObjectNode settings = SurgeryRun.settings();
         settings.put("old_top_k", run.config.num_experts_per_tok);
         settings.put("top_k", topK);
-        settings.put("rescale", rescale);
-        run.execute("topk", new TopKSurgery(run.config, topK, alpha), settings);
-        return 0;
+        settings.put("rescale", METHODS.entrySet().stream().filter(e -> e.getValue() == method).findFirst()
+                .orElseThrow().getKey());
+        return settings;
     }
 }

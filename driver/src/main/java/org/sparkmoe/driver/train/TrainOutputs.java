@@ -30,11 +30,11 @@ import java.util.Map;
  * </pre>
  */
 public final class TrainOutputs {
-    static final String LOG = "train-log.jsonl";
+    public static final String LOG = "train-log.jsonl";
     static final String CHECKPOINTS = "checkpoints";
     static final String LATEST = "latest";
     static final String STATE = "state.safetensors";
-    static final String ADAPTER = "adapter";
+    public static final String ADAPTER = "adapter";
     static final String MERGED = "merged";
     private static final String ROUND = "round";
     private static final String SIGNATURE = "signature";
@@ -112,7 +112,7 @@ public final class TrainOutputs {
     }
 
     /** Writes the PEFT adapter and, with --merge, the merged checkpoint; returns the folders written. */
-    List<Path> finish(ModelConfig model, TrainState state) {
+    public List<Path> finish(ModelConfig model, TrainState state) {
         PeftAdapter adapter = PeftAdapter.of(model, plan.adapterConfig(), state.params());
         Path adapterDir = new Path(out, ADAPTER);
         adapter.write(adapterDir, conf);
