@@ -109,11 +109,23 @@ final class SurgeryRun {
 
     /** As {@link #execute(String, LayerSurgery, ObjectNode)}, with {@code overrides} replacing tensors the surgery made. */
     List<LayerResult> execute(String command, LayerSurgery surgery, ObjectNode settings, Map<String, INDArray> overrides) {
+        return execute(command, surgery, settings, overrides, (sc, results, partitions) -> results);
+    }
+
+    /** Further Spark work on the surgery's per-layer results, in the same application, before the folder is written. */
+    interface Refinement {
+        List<LayerResult> apply(JavaSparkContext sc, List<LayerResult> results, int partitions);
+    }
+
+    /** As {@link #execute(String, LayerSurgery, ObjectNode, Map)}, with the results refined before writing. */
+    List<LayerResult> execute(String command, LayerSurgery surgery, ObjectNode settings, Map<String, INDArray> overrides,
+            Refinement refinement) {
         ObjectNode newConfig = surgery.config(config);
         List<LayerResult> results;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe surgery " + command, options.spark.master)) {
-            results = SurgeryJob.run(sc, modelDir.toString(), surgery, moeLayers,
-                    options.spark.partitionsOr(sc.defaultParallelism()));
+            int partitions = options.spark.partitionsOr(sc.defaultParallelism());
+            results = refinement.apply(sc, SurgeryJob.run(sc, modelDir.toString(), surgery, moeLayers, partitions),
+                    partitions);
         }
         Map<String, INDArray> replaced = new LinkedHashMap<>();
         results.forEach(r -> replaced.putAll(r.tensors()));
