@@ -69,7 +69,7 @@ public final class LowRankCommand implements Callable<Integer> {
             description = "Tokens per distillation step, drawn without replacement. Default: ${DEFAULT-VALUE}.")
     int distillBatch;
 
-    @Option(names = "--distill-lr", defaultValue = "1e-3", paramLabel = "LR",
+    @Option(names = "--distill-lr", defaultValue = "1e-2", paramLabel = "LR",
             description = "Peak AdamW learning rate (linear warmup, then cosine decay to 0). Default: ${DEFAULT-VALUE}.")
     double distillLr;
 
