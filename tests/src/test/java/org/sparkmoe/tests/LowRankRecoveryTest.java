@@ -3,6 +3,13 @@ package org.sparkmoe.tests;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.hadoop.conf.Configuration;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.sparkmoe.driver.Paths;
+import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.train.TrainJob;
+import org.sparkmoe.driver.train.TrainOutputs;
+import org.sparkmoe.driver.train.TrainPlan;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.sparkmoe.io.Checkpoint;
@@ -11,6 +18,8 @@ import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
+import org.sparkmoe.text.TextSplit;
+import org.sparkmoe.train.TrainState;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -20,6 +29,7 @@ import java.util.List;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.sparkmoe.tests.CliRun.sparkmoe;
 
@@ -27,7 +37,7 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
  * Recovering a low-rank model on the tiny Mixtral: {@code surgery lowrank --distill-steps} (layer-wise distillation
  * as Spark tasks) lowers every layer's output error, writes the same bytes for any partition count and evals; and
  * {@code train} on a low-rank model trains its experts end to end, writes OUT/model in the same format, which evals
- * better than the untrained conversion on the text it trained on.
+ * better than the untrained conversion on the text it trained on; an interrupted run resumes to the same bytes.
  */
 class LowRankRecoveryTest {
     private static final Configuration CONF = new Configuration();
@@ -116,5 +126,42 @@ class LowRankRecoveryTest {
         double before = ppl(converted);
         double after = ppl(trained);
         assertTrue(after < 0.9 * before, "ppl on the trained split " + before + " → " + after);
+        resumeReproducesAnUninterruptedRun(converted, data);
+    }
+
+    /** A low-rank run stopped after its second round and resumed with --resume writes the same OUT/model, bit for bit. */
+    private static void resumeReproducesAnUninterruptedRun(Path converted, String data) throws Exception {
+        Configuration conf = new Configuration();
+        List<String> common = List.of("train", "--model", converted.toString(), "--data", data, "--split", "valid",
+                "--steps", "3", "--batch-windows", "1", "--window", "32", "--lr", "1e-3", "--checkpoint-every", "1",
+                "--master", "local[2]", "--partitions", "2");
+        Path whole = tmp.resolve("whole");
+        List<String> wholeArgs = new ArrayList<>(common);
+        wholeArgs.addAll(List.of("--out", whole.toString()));
+        assertEquals(0, sparkmoe(wholeArgs).exitCode());
+
+        Path interrupted = tmp.resolve("interrupted");
+        TrainPlan plan = new TrainPlan(Paths.qualify(converted.toString(), conf), List.of(Paths.qualify(data, conf)),
+                TextSplit.VALID, 32, 1, 3, 1, 2, Paths.qualify(interrupted.toString(), conf), 1, false,
+                List.of(Projection.GATE, Projection.UP, Projection.DOWN), 8, 8, false, 1e-3, 0, 0, 1.0, null, 42);
+        TrainOutputs outputs = new TrainOutputs(plan, conf);
+        class Stop extends RuntimeException {
+        }
+        try (JavaSparkContext sc = SparkContexts.start("train-test", "local[2]")) {
+            TrainState start = TrainState.init(ModelFolder.cached(plan.model()), plan.loraSpec(), plan.seed(),
+                    DataType.FLOAT);
+            assertThrows(Stop.class, () -> TrainJob.run(sc, plan, start, 0, (round, state) -> {
+                outputs.roundDone(round, state);
+                if (round.round() == 1) {
+                    throw new Stop();
+                }
+            }));
+        }
+        List<String> resumeArgs = new ArrayList<>(common);
+        resumeArgs.addAll(List.of("--out", interrupted.toString(), "--resume"));
+        CliRun resumed = sparkmoe(resumeArgs);
+        assertEquals(0, resumed.exitCode(), resumed.err());
+        assertArrayEquals(Files.readAllBytes(whole.resolve("model/model.safetensors")),
+                Files.readAllBytes(interrupted.resolve("model/model.safetensors")));
     }
 }
