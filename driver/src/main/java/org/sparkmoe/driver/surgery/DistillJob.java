@@ -4,6 +4,7 @@ import com.esotericsoftware.kryo.Kryo;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.broadcast.Broadcast;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
@@ -25,7 +26,7 @@ import java.util.List;
  * The distillation of {@code surgery lowrank --distill-steps}, on Spark. Stage 1 tokenizes each calibration file
  * (one task per file) and forwards fixed chunks of its first windows through the original model, spread over the
  * partitions; each chunk returns every MoE layer's input hidden states. The driver orders the chunks by (file,
- * window) and concatenates them into X_l [T, D] per layer. Stage 2 is expert-parallel: one task per MoE layer opens
+ * window) and broadcasts X_l [T, D] per layer. Stage 2 is expert-parallel: one task per MoE layer opens
  * the original checkpoint on its executor, computes the original layer's outputs on X_l and trains that layer's
  * LoRA experts ({@link LowRankDistillation}). The LoRA experts of one layer cannot be split further: every token's
  * output mixes the weights of its K experts before the SwiGLU nonlinearity, so their gradients are coupled. Chunks
@@ -62,13 +63,11 @@ final class DistillJob {
         }
     }
 
-    /** One layer's distillation work: its low-rank result and its calibration inputs [T, D]. */
+    /** One layer's distillation work (its low-rank result and inputs travel as broadcasts). */
     static final class Work {
         int layer;
         int moeLayer;
-        SurgeryPiece lowRank;
         int tokens;
-        float[] x;
 
         Work() {
         }
@@ -94,20 +93,26 @@ final class DistillJob {
         captures.sort(Comparator.<Capture>comparingInt(c -> c.file).thenComparingInt(c -> c.firstWindow));
 
         List<Work> work = new ArrayList<>();
+        // per MoE layer, so that a task fetches only its own: X_l [T, D] and the low-rank result
+        List<Broadcast<float[]>> inputs = new ArrayList<>();
+        List<Broadcast<SurgeryPiece>> starts = new ArrayList<>();
         for (int i = 0; i < moeLayers.length; i++) {
             Work w = new Work();
             w.layer = moeLayers[i];
             w.moeLayer = i;
-            w.lowRank = SurgeryPiece.of(i, 0, lowRank.get(i));
-            w.x = concatenate(captures, i);
             w.tokens = (int) (windows * plan.window());
             work.add(w);
+            inputs.add(sc.broadcast(concatenate(captures, i)));
+            starts.add(sc.broadcast(SurgeryPiece.of(i, 0, lowRank.get(i))));
         }
         sc.setJobDescription("surgery lowrank distill: " + plan.options().steps() + " steps per layer on "
                 + windows * plan.window() + " tokens, one task per MoE layer");
         List<SurgeryPiece> pieces = new ArrayList<>(sc.parallelize(work, Math.min(partitions, work.size()))
-                .map(w -> distill(modelUri, plan, w))
+                .map(w -> distill(modelUri, plan, w, starts.get(w.moeLayer).value().result(),
+                        inputs.get(w.moeLayer).value()))
                 .collect());
+        inputs.forEach(Broadcast::destroy);
+        starts.forEach(Broadcast::destroy);
         pieces.sort(Comparator.comparingInt(p -> p.layer));
         return pieces.stream().map(SurgeryPiece::result).toList();
     }
@@ -147,12 +152,16 @@ final class DistillJob {
         return x;
     }
 
-    private static SurgeryPiece distill(String modelUri, DistillPlan plan, Work w) {
+    /**
+     * @param lowRank the layer's low-rank result
+     * @param x       [T, D] the layer's calibration inputs, 'c' order
+     */
+    private static SurgeryPiece distill(String modelUri, DistillPlan plan, Work w, LayerResult lowRank, float[] x) {
         Configuration conf = new Configuration();
         ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
-            LayerResult r = LowRankDistillation.distill(checkpoint, config, w.layer, w.lowRank.result(),
-                    Nd4j.create(w.x, new long[] {w.tokens, config.hidden_size}, 'c'), plan.options());
+            LayerResult r = LowRankDistillation.distill(checkpoint, config, w.layer, lowRank,
+                    Nd4j.create(x, new long[] {w.tokens, config.hidden_size}, 'c'), plan.options());
             return SurgeryPiece.of(w.moeLayer, 0, r);
         }
     }
