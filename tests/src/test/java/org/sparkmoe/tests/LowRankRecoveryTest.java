@@ -91,6 +91,18 @@ class LowRankRecoveryTest {
         ModelConfig config = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(two.toUri()), CONF);
         assertEquals(8, config.shared_base_lora_rank);
         ppl(two);
+        String model = Fixtures.tinyModel().toString();
+        String never = tmp.resolve("never-distilled").toString();
+        CliRun noData = sparkmoe("surgery", "lowrank", "--model", model, "--rank", "8", "--distill-steps", "5", "--out", never);
+        assertEquals(1, noData.exitCode(), noData.err());
+        assertEquals("lowrank: error: --distill-steps needs --data (calibration text files)", noData.err().strip());
+        CliRun noSteps = sparkmoe("surgery", "lowrank", "--model", model, "--rank", "8", "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--out", never);
+        assertEquals("lowrank: error: --data is read only by the distillation: add --distill-steps N", noSteps.err().strip());
+        CliRun warmup = sparkmoe("surgery", "lowrank", "--model", model, "--rank", "8", "--distill-steps", "5",
+                "--distill-warmup", "6", "--data", Fixtures.corpus("sysadmin.txt").toString(), "--out", never);
+        assertEquals("lowrank: error: --distill-warmup must be in [0, 5] (the steps), got 6", warmup.err().strip());
+        assertFalse(Files.exists(Path.of(never)));
     }
 
     @Test
