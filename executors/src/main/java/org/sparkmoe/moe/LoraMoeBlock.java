@@ -7,8 +7,15 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.lora.LoraExpertFfn;
+import org.sparkmoe.lora.LoraGradients;
+import org.sparkmoe.lora.SharedBaseAdapters;
+import org.sparkmoe.lora.SharedBaseGradients;
+import org.sparkmoe.lora.SharedBaseLoraExperts;
+import org.sparkmoe.lora.SharedBaseLoraFactorised;
+import org.sparkmoe.lora.SharedBaseLoraWeights;
 
 /**
  * A sparse MoE block for LoRA training, forward and backward (FLOAT for speed, DOUBLE for gradient checks):
@@ -25,14 +32,28 @@ import org.sparkmoe.lora.LoraExpertFfn;
  * Backward runs the same steps in reverse: the input gets gradient through the experts and through the router;
  * the routing decision (which K experts) is constant, as autograd treats it; the router weights get gradient
  * through the softmax of the selected experts including the renormalisation. In FLOAT the forward is
- * bit-identical to {@link SparseMoeBlock} when every LoRA B is zero. Stateless per call.
+ * bit-identical to {@link SparseMoeBlock} when every LoRA B is zero.
+ *
+ * <p>A block of a low-rank-expert model ({@link #sharedBase}, from {@code surgery lowrank}) runs the routed part as
+ * the shared-base MoLoRA FFN instead ({@link SharedBaseLoraFactorised}: per token one SwiGLU FFN with weights
+ * base + Σ_k g_k·s·B_k·A_k, exactly what inference runs), trains its stacked LoRA experts, and keeps the jitter, the
+ * router logits for the load-balancing loss and the router gradient as above. Stateless per call.
  */
 public final class LoraMoeBlock {
     private final INDArray routerWeight;   // [E, D]
     private final RouterOptions options;
-    private final LoraExpertFfn experts;
+    private final LoraExpertFfn experts;       // null for a shared-base block
+    private final SharedBaseWeights sharedBase; // null for full experts
     private final SwiGluMlp sharedExpert;      // null without a shared expert
     private final INDArray sharedExpertGate;   // [1, D], null without a shared expert
+    private final int numExperts;
+    private final int hidden;
+    private final DataType dataType;
+
+    /** The frozen shared base [I, D], [I, D], [D, I], the trainable LoRA experts and the GEMM of a shared-base block. */
+    private record SharedBaseWeights(INDArray w1, INDArray w3, INDArray w2, SharedBaseAdapters adapters,
+                                     GroupedGemm gemm) {
+    }
 
     /** A block without a shared expert (Mixtral). */
     public LoraMoeBlock(INDArray routerWeight, RouterOptions options, LoraExpertFfn experts) {
@@ -42,14 +63,42 @@ public final class LoraMoeBlock {
     /** A block with Qwen2-MoE's frozen shared expert scaled by sigmoid(x·Wsgᵀ); both null without one. */
     public LoraMoeBlock(INDArray routerWeight, RouterOptions options, LoraExpertFfn experts, SwiGluMlp sharedExpert,
                         INDArray sharedExpertGate) {
-        if (routerWeight.rank() != 2 || routerWeight.size(0) != experts.experts()
-                || routerWeight.size(1) != experts.hidden() || routerWeight.dataType() != experts.dataType()) {
-            throw new IllegalArgumentException("router weight must be [E, D] = [" + experts.experts() + ", "
-                    + experts.hidden() + "] " + experts.dataType() + " like the experts, got "
+        this(routerWeight, options, experts, null, sharedExpert, sharedExpertGate, experts.experts(), experts.hidden(),
+                experts.dataType());
+    }
+
+    /**
+     * A shared-base block (a low-rank-expert model, Mixtral semantics, no shared expert): the routed part is
+     * {@code base + Σ_k g_k·s·B_k·A_k} per token; τ must be 1.
+     *
+     * @param w1 [I, D] frozen
+     * @param w3 [I, D] frozen
+     * @param w2 [D, I] frozen
+     */
+    public static LoraMoeBlock sharedBase(INDArray routerWeight, RouterOptions options, INDArray w1, INDArray w3,
+                                          INDArray w2, SharedBaseAdapters adapters, GroupedGemm gemm) {
+        if (options.temperature() != 1.0) {
+            throw new IllegalArgumentException("a shared-base MoE block routes at temperature 1, got "
+                    + options.temperature());
+        }
+        return new LoraMoeBlock(routerWeight, options, null, new SharedBaseWeights(w1, w3, w2, adapters, gemm), null,
+                null, adapters.experts(), (int) w1.size(1), w1.dataType());
+    }
+
+    private LoraMoeBlock(INDArray routerWeight, RouterOptions options, LoraExpertFfn experts,
+                         SharedBaseWeights sharedBase, SwiGluMlp sharedExpert, INDArray sharedExpertGate,
+                         int numExperts, int hidden, DataType dataType) {
+        this.numExperts = numExperts;
+        this.hidden = hidden;
+        this.dataType = dataType;
+        if (routerWeight.rank() != 2 || routerWeight.size(0) != numExperts
+                || routerWeight.size(1) != hidden || routerWeight.dataType() != dataType) {
+            throw new IllegalArgumentException("router weight must be [E, D] = [" + numExperts + ", "
+                    + hidden + "] " + dataType + " like the experts, got "
                     + Arrays.toString(routerWeight.shape()) + " " + routerWeight.dataType());
         }
-        if (options.topK() > experts.experts()) {
-            throw new IllegalArgumentException("top-k must be in [1, " + experts.experts() + "], got " + options.topK());
+        if (options.topK() > numExperts) {
+            throw new IllegalArgumentException("top-k must be in [1, " + numExperts + "], got " + options.topK());
         }
         if ((sharedExpert == null) != (sharedExpertGate == null)) {
             throw new IllegalArgumentException("a shared expert needs its gate and a gate its expert, got expert "
@@ -57,14 +106,15 @@ public final class LoraMoeBlock {
                     + (sharedExpertGate == null ? "null" : Arrays.toString(sharedExpertGate.shape())));
         }
         if (sharedExpertGate != null && (sharedExpertGate.rank() != 2 || sharedExpertGate.size(0) != 1
-                || sharedExpertGate.size(1) != experts.hidden() || sharedExpertGate.dataType() != experts.dataType())) {
-            throw new IllegalArgumentException("shared expert gate must be [1, D] = [1, " + experts.hidden() + "] "
-                    + experts.dataType() + ", got " + Arrays.toString(sharedExpertGate.shape()) + " "
+                || sharedExpertGate.size(1) != hidden || sharedExpertGate.dataType() != dataType)) {
+            throw new IllegalArgumentException("shared expert gate must be [1, D] = [1, " + hidden + "] "
+                    + dataType + ", got " + Arrays.toString(sharedExpertGate.shape()) + " "
                     + sharedExpertGate.dataType());
         }
         this.routerWeight = routerWeight;
         this.options = options;
         this.experts = experts;
+        this.sharedBase = sharedBase;
         this.sharedExpert = sharedExpert;
         this.sharedExpertGate = sharedExpertGate;
     }
@@ -82,10 +132,13 @@ public final class LoraMoeBlock {
         private final SwiGluMlp.Context shared;     // null without a shared expert
         private final double[] sharedGates;         // [T] sigmoid(x·Wsgᵀ), null without a shared expert
         private final INDArray out;                 // [T, D]
+        private final SharedBaseLoraWeights baseWeights;  // shared-base block only: the weights of the pass
+        private final SharedBaseLoraExperts.Pass basePass; // shared-base block only
 
         private Context(INDArray xj, INDArray noise, INDArray logits, double[] probs, int[] selected,
                         double[] gates, RoutingPlan plan, LoraExpertFfn.Context ffn, SwiGluMlp.Context shared,
-                        double[] sharedGates, INDArray out) {
+                        double[] sharedGates, INDArray out, SharedBaseLoraWeights baseWeights,
+                        SharedBaseLoraExperts.Pass basePass) {
             this.xj = xj;
             this.noise = noise;
             this.logits = logits;
@@ -97,6 +150,8 @@ public final class LoraMoeBlock {
             this.shared = shared;
             this.sharedGates = sharedGates;
             this.out = out;
+            this.baseWeights = baseWeights;
+            this.basePass = basePass;
         }
 
         /** @return [T, D] */
@@ -135,8 +190,10 @@ public final class LoraMoeBlock {
 
     private Context forward(INDArray x, INDArray noise) {
         checkTokens("x", x, x.size(0));
+        if (sharedBase != null) {
+            return forwardSharedBase(x, noise);
+        }
         int tokens = (int) x.size(0);
-        int numExperts = experts.experts();
         int topK = options.topK();
         boolean single = x.dataType() == DataType.FLOAT;
         INDArray xj = noise == null ? x : x.mul(noise);                                       // [T, D]
@@ -174,7 +231,6 @@ public final class LoraMoeBlock {
         INDArray xs = Nd4j.pullRows(xj, 1, plan.tokenOfRow);                                  // [N, D]
         LoraExpertFfn.Context ffn = experts.forward(xs, plan.offsets);                        // ys [N, D]
 
-        int hidden = experts.hidden();
         NativeElements ys = rowsOf(ffn.ys());                                                 // [N, D]
         double[] y = new double[hidden];                                                      // one row
         float[] scratch = new float[hidden];
@@ -202,7 +258,32 @@ public final class LoraMoeBlock {
             }
         }
         return new Context(xj, noise, logits, probs, selected, gates, plan, ffn, shared, sharedGates,
-                Flat.array(out, new long[] {tokens, hidden}, x.dataType()));
+                Flat.array(out, new long[] {tokens, hidden}, x.dataType()), null, null);
+    }
+
+    /**
+     * The shared-base forward: logits = xj·Wgᵀ [T, E] (for the load-balancing loss), then the shared-base MoLoRA FFN
+     * on xj, which routes with the same gate (softmax, top-K, renormalised as the model does).
+     */
+    private Context forwardSharedBase(INDArray x, INDArray noise) {
+        int tokens = (int) x.size(0);
+        int topK = options.topK();
+        INDArray xj = noise == null ? x : x.mul(noise);                                       // [T, D]
+        INDArray logits = Nd4j.createUninitialized(x.dataType(), new long[] {tokens, numExperts}, 'c'); // [T, E]
+        Nd4j.gemm(xj, routerWeight, logits, false, true, 1.0, 0.0);                           // xj·Wgᵀ
+        SharedBaseLoraWeights w = new SharedBaseLoraWeights(sharedBase.w1(), sharedBase.w3(), sharedBase.w2(),
+                routerWeight, sharedBase.adapters(), topK, options.normalizeTopK());
+        SharedBaseLoraExperts.Pass pass = new SharedBaseLoraFactorised(sharedBase.gemm()).forward(w, xj);
+        int[] selected = new int[tokens * topK];                                              // [T·K]
+        double[] gates = new double[tokens * topK];                                           // [T·K]
+        for (int t = 0; t < tokens; t++) {
+            for (int k = 0; k < topK; k++) {
+                selected[t * topK + k] = pass.routing().expert(t, k);
+                gates[t * topK + k] = pass.routing().weight(t, k);
+            }
+        }
+        return new Context(xj, noise, logits, null, selected, gates, pass.routing().plan, null, null, null,
+                pass.output(), w, pass);
     }
 
     /** {@link #backward(Context, INDArray, INDArray)} without a gradient on the router logits. */
@@ -217,13 +298,14 @@ public final class LoraMoeBlock {
      */
     public Gradients backward(Context ctx, INDArray dOut, INDArray dRouterLogits) {
         int tokens = (int) ctx.out.size(0);
-        int numExperts = experts.experts();
         int topK = options.topK();
-        int hidden = experts.hidden();
         checkTokens("dOut", dOut, tokens);
         if (dRouterLogits != null && !Arrays.equals(dRouterLogits.shape(), ctx.logits.shape())) {
             throw new IllegalArgumentException("dRouterLogits must be [T, E] " + Arrays.toString(ctx.logits.shape())
                     + ", got " + Arrays.toString(dRouterLogits.shape()));
+        }
+        if (sharedBase != null) {
+            return backwardSharedBase(ctx, dOut, dRouterLogits);
         }
         RoutingPlan plan = ctx.plan;
 
@@ -330,6 +412,29 @@ public final class LoraMoeBlock {
         return new Gradients(dx, dRouter, ffn);
     }
 
+    /**
+     * The mirror of {@link #forwardSharedBase}: the shared-base backward gives the LoRA gradients and dxj (through the
+     * base, the experts and the routing weights) and dWg through the routing weights; a loss on the logits adds
+     * dxj += dlogits·Wg and dWg += dlogitsᵀ·xj; the jitter multiplies dxj by the noise.
+     */
+    private Gradients backwardSharedBase(Context ctx, INDArray dOut, INDArray dRouterLogits) {
+        SharedBaseGradients g = new SharedBaseLoraFactorised(sharedBase.gemm()).backward(ctx.baseWeights, ctx.basePass,
+                dOut);
+        INDArray dx = g.input().dup('c');                                                     // [T, D]
+        INDArray dRouter = options.trainable() ? g.gate().dup('c') : null;                    // [E, D]
+        if (dRouterLogits != null) {
+            Nd4j.gemm(dRouterLogits, routerWeight, dx, false, false, 1.0, 1.0);
+            if (dRouter != null) {
+                Nd4j.gemm(dRouterLogits, ctx.xj, dRouter, true, false, 1.0, 1.0);
+            }
+        }
+        if (ctx.noise != null) {
+            dx.muli(ctx.noise);
+        }
+        return new Gradients(dx, dRouter, new LoraExpertFfn.Gradients(null, new LoraGradients(g.a1(), g.b1()),
+                new LoraGradients(g.a3(), g.b3()), new LoraGradients(g.a2(), g.b2())));
+    }
+
     /** Row-by-row access to an [N, D] array; an empty one (no routed rows) is never read or written. */
     private static NativeElements rowsOf(INDArray a) {
         return a.length() == 0 ? null : NativeElements.of(a);
@@ -347,10 +452,9 @@ public final class LoraMoeBlock {
     }
 
     private void checkTokens(String name, INDArray a, long tokens) {
-        if (a.rank() != 2 || a.size(0) != tokens || a.size(1) != experts.hidden()
-                || a.dataType() != experts.dataType()) {
-            throw new IllegalArgumentException(name + " must be [" + tokens + ", " + experts.hidden() + "] "
-                    + experts.dataType() + " (T, D), got " + Arrays.toString(a.shape()) + " " + a.dataType());
+        if (a.rank() != 2 || a.size(0) != tokens || a.size(1) != hidden || a.dataType() != dataType) {
+            throw new IllegalArgumentException(name + " must be [" + tokens + ", " + hidden + "] "
+                    + dataType + " (T, D), got " + Arrays.toString(a.shape()) + " " + a.dataType());
         }
     }
 }

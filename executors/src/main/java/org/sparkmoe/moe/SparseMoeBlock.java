@@ -104,6 +104,26 @@ public final class SparseMoeBlock {
                 new LoraExpertFfn(experts, gate, up, down, gemm), sharedExpert, sharedExpertGate);
     }
 
+    /** The shared base and LoRA experts of a low-rank-expert block (read-only use: training starts from them). */
+    public LowRankExperts lowRankExperts() {
+        if (lowRank == null) {
+            throw new IllegalArgumentException("this MoE layer holds full experts, not a shared base and low-rank experts");
+        }
+        return lowRank;
+    }
+
+    /**
+     * A low-rank-expert block, trainable: the frozen shared base with the given LoRA experts (what training updates;
+     * the same shapes as the block's own).
+     *
+     * @param routerWeight [E, D] the router to use (a trainable copy), or null for the frozen one
+     */
+    public LoraMoeBlock withSharedBaseLora(INDArray routerWeight, RouterOptions options, SharedBaseAdapters adapters) {
+        LowRankExperts base = lowRankExperts();
+        return LoraMoeBlock.sharedBase(routerWeight == null ? router.gate() : routerWeight, options, base.w1(),
+                base.w3(), base.w2(), adapters, gemm);
+    }
+
     /** Output of one block: the mixture [T, D] and the raw router logits [T, E]. */
     public record Output(INDArray hidden, INDArray routerLogits) {
     }

@@ -11,6 +11,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.lora.LoraExperts;
+import org.sparkmoe.lora.SharedBaseAdapters;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.MoeTransformer;
 
@@ -52,7 +53,9 @@ public final class TrainState {
     /**
      * The state before the first step, PEFT-initialised: for every MoE layer and target, A Kaiming-uniform and
      * B zero ({@link LoraExperts#init}) with the seed {@code Seeds.derive(rootSeed, <lora_A key>)}; the routers (when
-     * trained) start as the model's own; moments zero; step 0.
+     * trained) start as the model's own; moments zero; step 0. A low-rank-expert model ({@code surgery lowrank})
+     * starts instead from its own stacked LoRA experts, which the state's keys name exactly (see
+     * {@link #checkLowRank}).
      *
      * @param dataType FLOAT for training, DOUBLE for gradient checks (must match the model's)
      */
@@ -69,6 +72,20 @@ public final class TrainState {
             if (!layer.isMoe()) {
                 continue;
             }
+            if (layer.moe().isLowRank()) {
+                checkLowRank(c, spec);
+                SharedBaseAdapters own = layer.moe().lowRankExperts().adapters();
+                INDArray[] factors = {own.a1, own.b1, own.a3, own.b3, own.a2, own.b2};
+                int f = 0;
+                for (Projection p : spec.targets()) {
+                    params.put(keys.loraA(l, p), factors[f++].castTo(dataType).dup('c'));   // [E, R, in]
+                    params.put(keys.loraB(l, p), factors[f++].castTo(dataType).dup('c'));   // [E, out, R]
+                }
+                if (spec.trainRouter()) {
+                    params.put(keys.router(l), layer.moe().routerWeight().dup('c'));     // [E, D]
+                }
+                continue;
+            }
             for (Projection p : spec.targets()) {
                 LoraExperts lora = LoraExperts.init(c.num_experts, in(c, p), out(c, p), spec.rank(), spec.alpha(),
                         Seeds.derive(rootSeed, keys.loraA(l, p)), dataType);
@@ -80,6 +97,19 @@ public final class TrainState {
             }
         }
         return new TrainState(params, zerosLike(params), zerosLike(params), 0);
+    }
+
+    /**
+     * A low-rank-expert model trains its own LoRA experts: the spec must target all three projections at the model's
+     * rank with scale α/R = 1 (the checkpoint's B carries the magnitudes).
+     */
+    public static void checkLowRank(ModelConfig c, LoraSpec spec) {
+        int r = c.shared_base_lora_rank;
+        if (spec.targets().size() != Projection.values().length || spec.rank() != r || spec.scale() != 1.0) {
+            throw new IllegalArgumentException("a low-rank model (surgery lowrank, rank " + r + ") trains its own LoRA "
+                    + "experts: targets w1, w3, w2, rank " + r + ", alpha " + r + " (scale 1); got targets "
+                    + spec.targets() + ", rank " + spec.rank() + ", alpha " + spec.alpha());
+        }
     }
 
     /**

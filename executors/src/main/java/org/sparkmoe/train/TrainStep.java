@@ -9,6 +9,7 @@ import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.lora.LoraExpertFfn;
 import org.sparkmoe.lora.LoraExperts;
 import org.sparkmoe.lora.LoraGradients;
+import org.sparkmoe.lora.SharedBaseAdapters;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.moe.LoadBalancingLoss;
@@ -122,7 +123,7 @@ public final class TrainStep {
         for (int l = 0; l < model.layers().size(); l++) {
             DecoderLayer layer = model.layers().get(l);
             if (layer.isMoe()) {
-                blocks.add(block(layer.moe(), l, state, spec, keys, c.num_experts_per_tok, c.router_jitter_noise));
+                blocks.add(block(layer.moe(), l, state, spec, keys, c));
             }
         }
         return blocks;
@@ -152,9 +153,18 @@ public final class TrainStep {
     }
 
     private static LoraMoeBlock block(SparseMoeBlock moe, int l, TrainState state, LoraSpec spec, TrainableKeys keys,
-                                      int topK, double jitter) {
-        RouterOptions options = moe.routerOptions(topK).withJitter(jitter).withTrainable(spec.trainRouter());
+                                      ModelConfig c) {
+        RouterOptions options = moe.routerOptions(c.num_experts_per_tok).withJitter(c.router_jitter_noise)
+                .withTrainable(spec.trainRouter());
         INDArray router = spec.trainRouter() ? param(state, keys.router(l)) : null;
+        if (moe.isLowRank()) {
+            TrainState.checkLowRank(c, spec);
+            return moe.withSharedBaseLora(router, options, new SharedBaseAdapters(
+                    param(state, keys.loraA(l, Projection.GATE)), param(state, keys.loraB(l, Projection.GATE)),
+                    param(state, keys.loraA(l, Projection.UP)), param(state, keys.loraB(l, Projection.UP)),
+                    param(state, keys.loraA(l, Projection.DOWN)), param(state, keys.loraB(l, Projection.DOWN)),
+                    spec.scale()));
+        }
         return moe.withLora(router, options, lora(state, spec, keys, l, Projection.GATE),
                 lora(state, spec, keys, l, Projection.UP), lora(state, spec, keys, l, Projection.DOWN));
     }

@@ -2,16 +2,24 @@ package org.sparkmoe.train;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.ConcurrentHashMap;
 import org.apache.hadoop.conf.Configuration;
 import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelLoader;
 import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.surgery.LowRankSurgery;
+import org.sparkmoe.surgery.MergeWeights;
+import org.sparkmoe.surgery.OverlayTensors;
 
 /**
  * The repository's tiny fixtures: examples/models/mixtral-tiny (4 layers, D 128, E 8, K 2, V 1024) and
@@ -32,6 +40,30 @@ final class TinyModels {
             Configuration conf = new Configuration();
             try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
                 return ModelLoader.load(ModelFolder.readConfig(dir, conf), checkpoint, new Nd4jGroupedGemm(), dataType);
+            }
+        });
+    }
+
+    /**
+     * The tiny Mixtral converted by {@link LowRankSurgery} at rank R (mean base), loaded as a low-rank-expert model in
+     * FLOAT or DOUBLE.
+     */
+    static MoeTransformer lowRankMixtral(int rank, DataType dataType) {
+        return LOADED.computeIfAbsent(MIXTRAL + "@lowrank-" + rank + "@" + dataType, k -> {
+            org.apache.hadoop.fs.Path dir = new org.apache.hadoop.fs.Path(repoRoot().resolve(MIXTRAL).toUri());
+            Configuration conf = new Configuration();
+            ModelConfig config = ModelFolder.readConfig(dir, conf);
+            int[] layers = CalibrationStats.moeLayerIndices(config);
+            double[][] weights = new double[layers.length][];
+            Arrays.fill(weights, MergeWeights.uniform(config.num_experts));
+            LowRankSurgery surgery = new LowRankSurgery(config, rank, weights);
+            try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
+                Map<String, INDArray> replaced = new LinkedHashMap<>();
+                for (int i = 0; i < layers.length; i++) {
+                    replaced.putAll(surgery.apply(checkpoint, layers[i], i).tensors());
+                }
+                ModelConfig low = ModelConfig.parse(surgery.config(config).toString(), "low-rank " + MIXTRAL);
+                return ModelLoader.load(low, new OverlayTensors(checkpoint, replaced), new Nd4jGroupedGemm(), dataType);
             }
         });
     }

@@ -96,7 +96,7 @@ class WholeModelGradientCheckTest {
     }
 
     /** @return the largest |analytic| among the checked entries */
-    private static double check(String name, INDArray param, INDArray analytic, DoubleSupplier loss, Random rnd) {
+    static double check(String name, INDArray param, INDArray analytic, DoubleSupplier loss, Random rnd) {
         double[] g = analytic.dup('c').data().asDouble();
         List<Integer> entries = new ArrayList<>();
         for (int n = 0; n < 2; n++) {

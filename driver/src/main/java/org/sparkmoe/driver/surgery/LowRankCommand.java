@@ -1,10 +1,13 @@
 package org.sparkmoe.driver.surgery;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkmoe.driver.Paths;
+import org.sparkmoe.surgery.DistillOptions;
 import org.sparkmoe.surgery.LayerResult;
 import org.sparkmoe.surgery.LowRankSurgery;
 import org.sparkmoe.surgery.MergeWeights;
 import org.sparkmoe.surgery.RoutingStats;
+import org.sparkmoe.text.TextSplit;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
@@ -22,7 +25,12 @@ import java.util.concurrent.Callable;
                 + "W_e ≈ base + B_e·A_e by truncated SVD of W_e − base. The model then runs through the shared-base "
                 + "(MoLoRA) path: per token one FFN with weights base + Σ_k g_k·B_k·A_k. Mixtral models only.",
                 "Prints, per layer, the relative Frobenius error of each projection and the expert parameters before "
-                        + "and after."})
+                        + "and after.",
+                "With --distill-steps N, each layer's LoRA experts (A and B of w1, w3, w2) are then trained with AdamW "
+                        + "to reproduce the original MoE layer's outputs on calibration hidden states (the inputs the "
+                        + "original model gives that layer on the --data files' --split), minimising the relative "
+                        + "squared error Σ‖ŷ − y‖² / Σ‖y‖²; the shared base and the router stay frozen. One Spark task "
+                        + "per layer; surgery.json and the console report the error before and after."})
 public final class LowRankCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
@@ -36,6 +44,45 @@ public final class LowRankCommand implements Callable<Integer> {
     @Option(names = "--base", defaultValue = "mean", paramLabel = "mean|router-weighted",
             description = "How the shared base weighs the experts. Default: ${DEFAULT-VALUE}.")
     String base;
+
+    @Option(names = "--distill-steps", defaultValue = "0", paramLabel = "N",
+            description = "AdamW steps of layer-wise distillation per MoE layer; 0 for none. Default: ${DEFAULT-VALUE}.")
+    int distillSteps;
+
+    @Option(names = "--data", split = ",", paramLabel = "PATH",
+            description = "Calibration text files for the distillation (needed with --distill-steps).")
+    List<String> data;
+
+    @Option(names = "--split", defaultValue = "valid", paramLabel = "train|valid|test|all",
+            description = "Split of each --data file the distillation reads. Default: ${DEFAULT-VALUE}.")
+    String split;
+
+    @Option(names = "--window", defaultValue = "256", paramLabel = "S",
+            description = "Tokens per window forwarded through the original model. Default: ${DEFAULT-VALUE}.")
+    int window;
+
+    @Option(names = "--distill-tokens", defaultValue = "4096", paramLabel = "N",
+            description = "Calibration tokens per file: the first ⌊N/S⌋ windows of its split. Default: ${DEFAULT-VALUE}.")
+    int distillTokens;
+
+    @Option(names = "--distill-batch", defaultValue = "512", paramLabel = "B",
+            description = "Tokens per distillation step, drawn without replacement. Default: ${DEFAULT-VALUE}.")
+    int distillBatch;
+
+    @Option(names = "--distill-lr", defaultValue = "1e-2", paramLabel = "LR",
+            description = "Peak AdamW learning rate (linear warmup, then cosine decay to 0). Default: ${DEFAULT-VALUE}.")
+    double distillLr;
+
+    @Option(names = "--distill-warmup", paramLabel = "N", description = "Warmup steps. Default: a tenth of the steps.")
+    Integer distillWarmup;
+
+    @Option(names = "--distill-weight-decay", defaultValue = "0.0", paramLabel = "λ",
+            description = "AdamW weight decay (pulls the experts towards the base). Default: ${DEFAULT-VALUE}.")
+    double distillWeightDecay;
+
+    @Option(names = "--seed", defaultValue = "42", paramLabel = "S",
+            description = "Root seed; each layer's minibatch order derives from it. Default: ${DEFAULT-VALUE}.")
+    long seed;
 
     @Override
     public Integer call() {
@@ -51,11 +98,72 @@ public final class LowRankCommand implements Callable<Integer> {
         ObjectNode settings = SurgeryRun.settings();
         settings.put("rank", rank);
         settings.put("base", base);
-        List<LayerResult> results = run.execute("lowrank", surgery, settings);
+        DistillPlan distill = distillPlan(run);
+        List<LayerResult> results;
+        if (distill == null) {
+            results = run.execute("lowrank", surgery, settings);
+        } else {
+            settings.set("distill", distillSettings(distill));
+            String model = run.modelDir.toString();
+            int[] layers = run.moeLayers;
+            results = run.execute("lowrank", surgery, settings, Map.of(),
+                    (sc, lowRank, partitions) -> DistillJob.run(sc, model, layers, lowRank, distill, partitions));
+            System.out.printf("distillation: relative MSE of the MoE layers' outputs %s before, %s after%n",
+                    list(results, "distill_rel_mse_before"), list(results, "distill_rel_mse_after"));
+        }
         double before = sum(results, "_params_before");
         double after = sum(results, "_params_after");
         System.out.printf("expert parameters: %.0f before, %.0f after (%.4f of before)%n", before, after, after / before);
         return 0;
+    }
+
+    /** The distillation's plan, checked; null without --distill-steps. */
+    private DistillPlan distillPlan(SurgeryRun run) {
+        if (distillSteps < 0) {
+            throw new IllegalArgumentException("--distill-steps must be ≥ 0, got " + distillSteps);
+        }
+        if (distillSteps == 0) {
+            if (data != null) {
+                throw new IllegalArgumentException("--data is read only by the distillation: add --distill-steps N");
+            }
+            return null;
+        }
+        if (data == null || data.isEmpty()) {
+            throw new IllegalArgumentException("--distill-steps needs --data (calibration text files)");
+        }
+        if (window < 2 || window > run.config.max_position_embeddings) {
+            throw new IllegalArgumentException("--window must be in [2, " + run.config.max_position_embeddings
+                    + "] (max_position_embeddings), got " + window);
+        }
+        if (distillTokens < window) {
+            throw new IllegalArgumentException("--distill-tokens must be at least one window (" + window + "), got "
+                    + distillTokens);
+        }
+        List<String> files = data.stream().map(p -> Paths.qualify(p, run.conf)).toList();
+        files.forEach(f -> Paths.requireNonEmptyFile(f, run.conf));
+        DistillOptions options = new DistillOptions(distillSteps, distillLr,
+                distillWarmup == null ? distillSteps / 10 : distillWarmup, distillBatch, distillWeightDecay, seed);
+        return new DistillPlan(files, TextSplit.parse(split), window, distillTokens, 8, options);
+    }
+
+    private static ObjectNode distillSettings(DistillPlan plan) {
+        ObjectNode node = SurgeryRun.settings();
+        node.put("steps", plan.options().steps());
+        node.put("lr", plan.options().lr());
+        node.put("warmup", plan.options().warmup());
+        node.put("batch_tokens", plan.options().batchTokens());
+        node.put("weight_decay", plan.options().weightDecay());
+        node.put("seed", plan.options().seed());
+        node.put("split", plan.split().toString());
+        node.put("window", plan.window());
+        node.put("tokens_per_file", plan.tokensPerFile());
+        plan.data().forEach(node.putArray("data")::add);
+        return node;
+    }
+
+    /** Each layer's metric {@code name}, formatted. */
+    private static String list(List<LayerResult> results, String name) {
+        return results.stream().map(r -> String.format("%.4f", r.metrics().get(name))).toList().toString();
     }
 
     /** Σ over layers and projections of the metrics whose name ends with {@code suffix}. */

@@ -62,5 +62,6 @@ public final class SurgeryPiece {
         kryo.register(long[].class);
         kryo.register(long[][].class);
         kryo.register(float[][].class);
+        DistillJob.registerClasses(kryo);
     }
 }

@@ -109,10 +109,21 @@ final class SurgeryRun {
 
     /** As {@link #execute(String, LayerSurgery, ObjectNode)}, with {@code overrides} replacing tensors the surgery made. */
     List<LayerResult> execute(String command, LayerSurgery surgery, ObjectNode settings, Map<String, INDArray> overrides) {
+        return execute(command, surgery, settings, overrides, (sc, results, partitions) -> results);
+    }
+
+    /** Further Spark work on the surgery's per-layer results, in the same application, before the folder is written. */
+    interface Refinement {
+        List<LayerResult> apply(JavaSparkContext sc, List<LayerResult> results, int partitions);
+    }
+
+    /** As {@link #execute(String, LayerSurgery, ObjectNode, Map)}, with the results refined before writing. */
+    List<LayerResult> execute(String command, LayerSurgery surgery, ObjectNode settings, Map<String, INDArray> overrides,
+            Refinement refinement) {
         ObjectNode newConfig = surgery.config(config);
         List<LayerResult> results;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe surgery " + command, options.spark.master)) {
-            results = compute(sc, surgery);
+            results = refinement.apply(sc, compute(sc, surgery), partitions(sc));
         }
         write(command, newConfig, settings, overrides, results);
         return results;
@@ -127,8 +138,11 @@ final class SurgeryRun {
     }
 
     private List<LayerResult> compute(JavaSparkContext sc, LayerSurgery surgery) {
-        return SurgeryJob.run(sc, modelDir.toString(), surgery, moeLayers,
-                options.spark.partitionsOr(sc.defaultParallelism()));
+        return SurgeryJob.run(sc, modelDir.toString(), surgery, moeLayers, partitions(sc));
+    }
+
+    private int partitions(JavaSparkContext sc) {
+        return options.spark.partitionsOr(sc.defaultParallelism());
     }
 
     private void write(String command, ObjectNode newConfig, ObjectNode settings, Map<String, INDArray> overrides,

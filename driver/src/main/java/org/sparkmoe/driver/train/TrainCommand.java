@@ -31,7 +31,10 @@ import java.util.concurrent.Callable;
                 "Windows are dealt to the partitions; every round each partition takes --averaging-frequency AdamW "
                         + "steps on its own windows, then the trainable tensors and moments are averaged (weighted by "
                         + "windows). Loss: causal-LM cross-entropy plus the router load-balancing loss. Writes "
-                        + "OUT/adapter (PEFT), OUT/train-log.jsonl, OUT/checkpoints and, with --merge, OUT/merged."})
+                        + "OUT/adapter (PEFT), OUT/train-log.jsonl, OUT/checkpoints and, with --merge, OUT/merged.",
+                "A low-rank model (from 'surgery lowrank') trains its own stacked LoRA experts end to end, starting "
+                        + "from the checkpoint's (all of w1, w3, w2 at the model's rank, scale 1; --rank and --alpha do "
+                        + "not apply), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter."})
 public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--model", required = true, paramLabel = "DIR",
             description = "Hugging Face MoE model folder (config.json, *.safetensors, tokenizer.json).")
@@ -135,11 +138,16 @@ public final class TrainCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         String modelUri = Paths.qualify(model, conf);
         ModelConfig config = checkModel(modelUri, conf);
+        boolean lowRank = config.hasLowRankExperts();
+        if (lowRank) {
+            checkLowRankOptions(config);
+        }
         List<String> files = data.stream().map(p -> Paths.qualify(p, conf)).toList();
         files.forEach(f -> Paths.requireNonEmptyFile(f, conf));
         TrainPlan checked = new TrainPlan(modelUri, files, TextSplit.parse(split), window, batchWindows, steps,
                 averagingFrequency, spark.partitionsOr(1), Paths.qualify(out, conf), checkpointEvery, merge,
-                List.copyOf(EnumSet.copyOf(targets)), rank, alpha, trainRouter, lr, warmup, weightDecay,
+                List.copyOf(EnumSet.copyOf(targets)), lowRank ? config.shared_base_lora_rank : rank,
+                lowRank ? config.shared_base_lora_rank : alpha, trainRouter, lr, warmup, weightDecay,
                 maxGradNorm, auxLossCoef, seed);
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe train", spark.master)) {
             TrainPlan plan = checked.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
@@ -178,6 +186,20 @@ public final class TrainCommand implements Callable<Integer> {
             }
         }
         return 0;
+    }
+
+    /** A low-rank model trains all its experts' factors and writes a checkpoint; PEFT adapters do not apply. */
+    private void checkLowRankOptions(ModelConfig config) {
+        if (merge) {
+            throw new IllegalArgumentException("--merge does not apply to a low-rank model (surgery lowrank): PEFT "
+                    + "adapters need full experts; train writes the trained model to OUT/" + TrainOutputs.MODEL);
+        }
+        if (EnumSet.copyOf(targets).size() != Projection.values().length) {
+            throw new IllegalArgumentException("a low-rank model (surgery lowrank) trains the LoRA experts of all of w1, "
+                    + "w3, w2; --targets " + targets + " names fewer");
+        }
+        System.err.printf("train: low-rank model: training its rank-%d stacked LoRA experts (scale 1) from the "
+                + "checkpoint; writes OUT/%s%n", config.shared_base_lora_rank, TrainOutputs.MODEL);
     }
 
     /** The model must be an MoE checkpoint whose tensors match config.json, and long enough for --window. */

@@ -8,6 +8,7 @@ import org.sparkmoe.adapter.MergedCheckpoint;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.surgery.SurgeryCheckpoint;
 import org.sparkmoe.train.TrainState;
 import org.sparkmoe.train.TrainStateFile;
 
@@ -27,6 +28,8 @@ import java.util.Map;
  *   checkpoints/latest                  the name of the newest complete checkpoint (written last)
  *   adapter/                            the PEFT adapter
  *   merged/                             with --merge: the HF checkpoint with the LoRA merged in
+ *   model/                              instead of both, for a low-rank model (surgery lowrank): the same
+ *                                       low-rank checkpoint format with the trained stacked LoRA experts
  * </pre>
  */
 public final class TrainOutputs {
@@ -36,6 +39,7 @@ public final class TrainOutputs {
     static final String STATE = "state.safetensors";
     public static final String ADAPTER = "adapter";
     static final String MERGED = "merged";
+    static final String MODEL = "model";
     private static final String ROUND = "round";
     private static final String SIGNATURE = "signature";
 
@@ -111,8 +115,16 @@ public final class TrainOutputs {
         }
     }
 
-    /** Writes the PEFT adapter and, with --merge, the merged checkpoint; returns the folders written. */
+    /**
+     * Writes the PEFT adapter and, with --merge, the merged checkpoint (for a low-rank model: the checkpoint with the
+     * trained experts, and router when trained, in OUT/model); returns the folders written.
+     */
     public List<Path> finish(ModelConfig model, TrainState state) {
+        if (model.hasLowRankExperts()) {
+            Path dir = new Path(out, MODEL);
+            SurgeryCheckpoint.write(new Path(plan.model()), model.jsonCopy(), state.params(), Map.of(), dir, conf);
+            return List.of(new Path(out, LOG), dir);
+        }
         PeftAdapter adapter = PeftAdapter.of(model, plan.adapterConfig(), state.params());
         Path adapterDir = new Path(out, ADAPTER);
         adapter.write(adapterDir, conf);

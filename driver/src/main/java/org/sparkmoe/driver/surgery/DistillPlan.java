@@ -1,0 +1,24 @@
+package org.sparkmoe.driver.surgery;
+
+import org.sparkmoe.surgery.DistillOptions;
+import org.sparkmoe.text.TextSplit;
+
+import java.io.Serializable;
+import java.util.List;
+
+/**
+ * The calibration text and settings of {@code surgery lowrank --distill-steps}, resolved on the driver.
+ *
+ * @param data          text file URIs
+ * @param split         the DATA.md split taken of every file
+ * @param window        S tokens per window
+ * @param tokensPerFile the first ⌊N/S⌋ windows of each file's split are used
+ * @param batchWindows  windows per forward pass of the original model
+ * @param options       the optimisation
+ */
+record DistillPlan(List<String> data, TextSplit split, int window, int tokensPerFile, int batchWindows,
+                   DistillOptions options) implements Serializable {
+    int windowsOf(int tokens) {
+        return Math.min(tokens, tokensPerFile) / window;
+    }
+}

@@ -1,0 +1,206 @@
+package org.sparkmoe.surgery;
+
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.lora.SharedBaseAdapters;
+import org.sparkmoe.lora.SharedBaseGradients;
+import org.sparkmoe.lora.SharedBaseLoraExperts;
+import org.sparkmoe.lora.SharedBaseLoraFactorised;
+import org.sparkmoe.lora.SharedBaseLoraWeights;
+import org.sparkmoe.moe.ExpertWeights;
+import org.sparkmoe.moe.Router;
+import org.sparkmoe.moe.SparseMoeBlock;
+import org.sparkmoe.train.AdamW;
+import org.sparkmoe.train.LrSchedule;
+import org.sparkmoe.train.Seeds;
+import org.sparkmoe.train.TrainState;
+
+import java.util.LinkedHashMap;
+import java.util.SplittableRandom;
+
+/**
+ * Layer-wise distillation of one low-rank MoE layer (the output of {@link LowRankSurgery}) towards the original MoE
+ * layer: on the original layer's calibration inputs X [T, D], the targets are the original layer's outputs
+ * Y = MoE(X) [T, D]; the E LoRA experts (A and B of w1, w3, w2) are trained with AdamW to minimise
+ * {@link DistillLoss} (relative squared error) of the shared-base layer, whose base and router stay frozen. One layer
+ * at a time and independent of every other layer, so each can be its own Spark task. Float32; deterministic (the
+ * minibatches come from a seed derived from the root seed and the layer).
+ */
+public final class LowRankDistillation {
+    /** Tokens per forward pass when measuring the error over all calibration tokens. */
+    private static final int EVAL_CHUNK = 4096;
+    private static final Projection[] ORDER = {Projection.GATE, Projection.UP, Projection.DOWN};
+
+    private LowRankDistillation() {
+    }
+
+    /**
+     * @param original the original checkpoint (full experts)
+     * @param layer    decoder layer index
+     * @param lowRank  {@link LowRankSurgery}'s result for this layer: shared bases and stacked LoRA factors
+     * @param x        [T, D] the original model's inputs to this layer's MoE block on calibration text
+     * @return the same tensors with the trained factors, and the metrics plus {@code distill_rel_mse_before} /
+     *         {@code _after} (the relative squared error over all T tokens) and {@code distill_tokens}
+     */
+    public static LayerResult distill(TensorSource original, ModelConfig config, int layer, LayerResult lowRank,
+            INDArray x, DistillOptions opts) {
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        GroupedGemm gemm = new Nd4jGroupedGemm();
+        INDArray gate = original.readFloat(layout.routerGate(layer));                         // [E, D]
+        INDArray xs = x.castTo(DataType.FLOAT).dup('c');                                      // [T, D]
+        INDArray y = teacher(original, config, layer, gate, xs, gemm);                        // [T, D]
+        LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
+        for (Projection p : ORDER) {
+            params.put(layout.stackedLoraA(layer, p), lowRank.tensors().get(layout.stackedLoraA(layer, p)).dup('c'));
+            params.put(layout.stackedLoraB(layer, p), lowRank.tensors().get(layout.stackedLoraB(layer, p)).dup('c'));
+        }
+        TrainState state = new TrainState(params, zerosLike(params), zerosLike(params), 0);
+        SharedBaseLoraExperts impl = new SharedBaseLoraFactorised(gemm);
+        Layer l = new Layer(layout, layer, lowRank, gate, config.num_experts_per_tok, config.norm_topk_prob);
+        double before = relativeError(impl, l.weights(state), xs, y);
+
+        AdamW adamW = new AdamW(0.9, 0.999, 1e-8, opts.weightDecay());
+        LrSchedule schedule = new LrSchedule(opts.lr(), opts.warmup(), opts.steps());
+        Batches batches = new Batches((int) xs.size(0), Math.min(opts.batchTokens(), (int) xs.size(0)),
+                Seeds.derive(opts.seed(), "distill/layer/" + layer));
+        for (int step = 0; step < opts.steps(); step++) {
+            int[] rows = batches.next();
+            INDArray xb = Nd4j.pullRows(xs, 1, rows);                                         // [B, D]
+            INDArray yb = Nd4j.pullRows(y, 1, rows);                                          // [B, D]
+            SharedBaseGradients g = DistillLoss.gradient(impl, l.weights(state), xb, yb).grads();
+            adamW.update(state, l.keyed(g), schedule.at(state.step()));
+        }
+        double after = relativeError(impl, l.weights(state), xs, y);
+
+        LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>(lowRank.tensors());
+        tensors.putAll(state.params());
+        LinkedHashMap<String, Double> metrics = new LinkedHashMap<>(lowRank.metrics());
+        metrics.put("distill_rel_mse_before", before);
+        metrics.put("distill_rel_mse_after", after);
+        metrics.put("distill_tokens", (double) xs.size(0));
+        return new LayerResult(tensors, lowRank.groups(), metrics);
+    }
+
+    /**
+     * The original MoE layer's output on x: its router and full experts read from the checkpoint.
+     *
+     * @param gate [E, D]
+     * @param x    [T, D]
+     * @return [T, D]
+     */
+    static INDArray teacher(TensorSource original, ModelConfig config, int layer, INDArray gate, INDArray x,
+            GroupedGemm gemm) {
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        ExpertWeights experts = new ExpertWeights(
+                ExpertStack.read(original, layout, layer, config.num_experts, Projection.GATE),   // [E, I, D]
+                ExpertStack.read(original, layout, layer, config.num_experts, Projection.UP),     // [E, I, D]
+                ExpertStack.read(original, layout, layer, config.num_experts, Projection.DOWN));  // [E, D, I]
+        SparseMoeBlock block = new SparseMoeBlock(new Router(gate, config.norm_topk_prob), experts, null, null, gemm);
+        INDArray y = Nd4j.createUninitialized(DataType.FLOAT, x.shape(), 'c');
+        for (long from = 0; from < x.size(0); from += EVAL_CHUNK) {
+            long to = Math.min(x.size(0), from + EVAL_CHUNK);
+            y.get(NDArrayIndex.interval(from, to), NDArrayIndex.all())
+                    .assign(block.forward(rows(x, from, to), config.num_experts_per_tok).hidden());
+        }
+        return y;
+    }
+
+    /** Σ‖ŷ − y‖² / Σ‖y‖² over every token, in chunks. */
+    static double relativeError(SharedBaseLoraExperts impl, SharedBaseLoraWeights w, INDArray x, INDArray y) {
+        double err = 0;
+        double norm = 0;
+        for (long from = 0; from < x.size(0); from += EVAL_CHUNK) {
+            long to = Math.min(x.size(0), from + EVAL_CHUNK);
+            INDArray yc = rows(y, from, to);
+            err += DistillLoss.squaredNorm(impl.forward(w, rows(x, from, to)).output().sub(yc));
+            norm += DistillLoss.squaredNorm(yc);
+        }
+        return err / norm;
+    }
+
+    private static INDArray rows(INDArray a, long from, long to) {
+        return a.get(NDArrayIndex.interval(from, to), NDArrayIndex.all()).dup('c');
+    }
+
+    private static LinkedHashMap<String, INDArray> zerosLike(LinkedHashMap<String, INDArray> like) {
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        like.forEach((k, a) -> out.put(k, Nd4j.zeros(a.dataType(), a.shape())));
+        return out;
+    }
+
+    /** The frozen parts of one layer and the mapping between the trained state and the shared-base weights. */
+    private record Layer(CheckpointLayout layout, int layer, LayerResult lowRank, INDArray gate, int topK,
+                         boolean normalizeTopK) {
+        SharedBaseLoraWeights weights(TrainState state) {
+            LinkedHashMap<String, INDArray> p = state.params();
+            SharedBaseAdapters adapters = new SharedBaseAdapters(
+                    p.get(layout.stackedLoraA(layer, Projection.GATE)), p.get(layout.stackedLoraB(layer, Projection.GATE)),
+                    p.get(layout.stackedLoraA(layer, Projection.UP)), p.get(layout.stackedLoraB(layer, Projection.UP)),
+                    p.get(layout.stackedLoraA(layer, Projection.DOWN)), p.get(layout.stackedLoraB(layer, Projection.DOWN)),
+                    1.0);
+            return new SharedBaseLoraWeights(base(Projection.GATE), base(Projection.UP), base(Projection.DOWN), gate,
+                    adapters, topK, normalizeTopK);
+        }
+
+        private INDArray base(Projection p) {
+            return lowRank.tensors().get(layout.sharedBase(layer, p));
+        }
+
+        /** The factors' gradients under the state's keys, in its order. */
+        LinkedHashMap<String, INDArray> keyed(SharedBaseGradients g) {
+            LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+            out.put(layout.stackedLoraA(layer, Projection.GATE), g.a1());
+            out.put(layout.stackedLoraB(layer, Projection.GATE), g.b1());
+            out.put(layout.stackedLoraA(layer, Projection.UP), g.a3());
+            out.put(layout.stackedLoraB(layer, Projection.UP), g.b3());
+            out.put(layout.stackedLoraA(layer, Projection.DOWN), g.a2());
+            out.put(layout.stackedLoraB(layer, Projection.DOWN), g.b2());
+            return out;
+        }
+    }
+
+    /** Minibatches of token rows: a seeded shuffle of all rows, consumed in order and reshuffled when exhausted. */
+    private static final class Batches {
+        private final SplittableRandom random;
+        private final int[] order;
+        private final int size;
+        private int next;
+
+        Batches(int tokens, int size, long seed) {
+            this.random = new SplittableRandom(seed);
+            this.order = new int[tokens];
+            for (int i = 0; i < tokens; i++) {
+                order[i] = i;
+            }
+            this.size = size;
+            shuffle();
+        }
+
+        int[] next() {
+            if (next + size > order.length) {
+                shuffle();
+            }
+            int[] rows = java.util.Arrays.copyOfRange(order, next, next + size);
+            next += size;
+            return rows;
+        }
+
+        private void shuffle() {
+            for (int i = order.length - 1; i > 0; i--) {
+                int j = random.nextInt(i + 1);
+                int t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+            }
+            next = 0;
+        }
+    }
+}

@@ -1,0 +1,128 @@
+package org.sparkmoe.surgery;
+
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.lora.GradientCheck;
+import org.sparkmoe.lora.SharedBaseAdapters;
+import org.sparkmoe.lora.SharedBaseGradients;
+import org.sparkmoe.lora.SharedBaseLoraExperts;
+import org.sparkmoe.lora.SharedBaseLoraFactorised;
+import org.sparkmoe.lora.SharedBaseLoraWeights;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.Random;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class LowRankDistillationTest {
+    private static final int D = 8;
+    private static final int I = 6;
+    private static final int E = 4;
+
+    /** dL/dθ of the relative squared error for every LoRA factor, against central differences in float64. */
+    @Test
+    void lossGradientMatchesCentralDifferences() {
+        for (boolean normalize : new boolean[] {true, false}) {
+            SharedBaseLoraWeights w = SharedBaseLoraWeights.random(D, I, E, 2, 2, 1.0, 0.5, normalize, DataType.DOUBLE,
+                    normalize ? 11 : 12);
+            Random rnd = new Random(5);
+            INDArray x = GradientCheck.gaussian(rnd, DataType.DOUBLE, 1.0, 7, D);
+            INDArray y = GradientCheck.gaussian(rnd, DataType.DOUBLE, 0.3, 7, D);
+            SharedBaseLoraExperts impl = new SharedBaseLoraFactorised(new Nd4jGroupedGemm());
+            DistillLoss.Result r = DistillLoss.gradient(impl, w, x, y);
+            assertEquals(DistillLoss.value(impl, w, x, y), r.loss(), 1e-12);
+            SharedBaseAdapters ad = w.adapters();
+            SharedBaseGradients g = r.grads();
+            String[] names = {"a1", "b1", "a3", "b3", "a2", "b2"};
+            INDArray[] params = {ad.a1, ad.b1, ad.a3, ad.b3, ad.a2, ad.b2};
+            INDArray[] grads = {g.a1(), g.b1(), g.a3(), g.b3(), g.a2(), g.b2()};
+            for (int j = 0; j < params.length; j++) {
+                GradientCheck.check("distill d" + names[j] + (normalize ? " renormalised" : ""), params[j],
+                        grads[j].dup('c'), () -> DistillLoss.value(impl, w, x, y));
+            }
+        }
+    }
+
+    @Test
+    void distillationLowersTheLayersErrorDeterministically() {
+        ModelConfig c = config();
+        SurgeryFixtures.MapSource source = randomExperts(c, 3);
+        LayerResult lowRank = new LowRankSurgery(c, 2, new double[][] {MergeWeights.uniform(E)}).apply(source, 0, 0);
+        INDArray x = GradientCheck.gaussian(new Random(4), DataType.FLOAT, 1.0, 512, D);
+        DistillOptions opts = new DistillOptions(300, 1e-2, 10, 64, 0.0, 42);
+        LayerResult a = LowRankDistillation.distill(source, c, 0, lowRank, x, opts);
+        double before = a.metrics().get("distill_rel_mse_before");
+        double after = a.metrics().get("distill_rel_mse_after");
+        assertTrue(before > 0.05, a.metrics().toString());
+        assertTrue(after < 0.5 * before, a.metrics().toString());
+        assertEquals(512.0, a.metrics().get("distill_tokens"));
+        assertEquals(new ArrayList<>(lowRank.tensors().keySet()), new ArrayList<>(a.tensors().keySet()));
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        for (Projection p : Projection.values()) {
+            assertEquals(lowRank.tensors().get(layout.sharedBase(0, p)), a.tensors().get(layout.sharedBase(0, p)),
+                    "the base stays frozen");
+            assertTrue(!lowRank.tensors().get(layout.stackedLoraB(0, p)).equals(a.tensors().get(layout.stackedLoraB(0, p))),
+                    "the factors are trained");
+        }
+        LayerResult b = LowRankDistillation.distill(source, c, 0, lowRank, x, opts);
+        for (Map.Entry<String, INDArray> e : a.tensors().entrySet()) {
+            assertEquals(e.getValue(), b.tensors().get(e.getKey()), e.getKey() + " is reproducible");
+        }
+        // the before error is the shared-base layer's, measured independently
+        SharedBaseLoraWeights w = new SharedBaseLoraWeights(lowRank.tensors().get(layout.sharedBase(0, Projection.GATE)),
+                lowRank.tensors().get(layout.sharedBase(0, Projection.UP)),
+                lowRank.tensors().get(layout.sharedBase(0, Projection.DOWN)), source.readFloat(layout.routerGate(0)),
+                new SharedBaseAdapters(lowRank.tensors().get(layout.stackedLoraA(0, Projection.GATE)),
+                        lowRank.tensors().get(layout.stackedLoraB(0, Projection.GATE)),
+                        lowRank.tensors().get(layout.stackedLoraA(0, Projection.UP)),
+                        lowRank.tensors().get(layout.stackedLoraB(0, Projection.UP)),
+                        lowRank.tensors().get(layout.stackedLoraA(0, Projection.DOWN)),
+                        lowRank.tensors().get(layout.stackedLoraB(0, Projection.DOWN)), 1.0), 2, true);
+        INDArray y = LowRankDistillation.teacher(source, c, 0, source.readFloat(layout.routerGate(0)), x,
+                new Nd4jGroupedGemm());
+        assertEquals(before, DistillLoss.value(new SharedBaseLoraFactorised(new Nd4jGroupedGemm()), w, x, y), 1e-6 * before);
+    }
+
+    @Test
+    void badOptionsNameTheFlag() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new DistillOptions(10, 1e-3, 11, 64, 0, 1));
+        assertEquals("--distill-warmup must be in [0, 10] (the steps), got 11", e.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> new DistillOptions(0, 1e-3, 0, 64, 0, 1));
+        assertThrows(IllegalArgumentException.class, () -> new DistillOptions(5, 0, 0, 64, 0, 1));
+    }
+
+    private static ModelConfig config() {
+        return ModelConfig.parse("{\"model_type\":\"mixtral\",\"architectures\":[\"MixtralForCausalLM\"],"
+                + "\"vocab_size\":5,\"hidden_size\":" + D + ",\"intermediate_size\":" + I + ",\"num_hidden_layers\":1,"
+                + "\"num_attention_heads\":1,\"num_key_value_heads\":1,\"head_dim\":2,\"rms_norm_eps\":1e-5,"
+                + "\"max_position_embeddings\":8,\"rope_theta\":10000.0,\"num_local_experts\":" + E
+                + ",\"num_experts_per_tok\":2,\"router_aux_loss_coef\":0.02,\"router_jitter_noise\":0.0,"
+                + "\"output_router_logits\":false,\"dtype\":\"float32\"}", "test config");
+    }
+
+    /** Every expert weight N(0, 1/in) and gate N(0, 1), from one seed. */
+    private static SurgeryFixtures.MapSource randomExperts(ModelConfig c, long seed) {
+        Random rnd = new Random(seed);
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        Map<String, INDArray> t = new LinkedHashMap<>();
+        for (int e = 0; e < E; e++) {
+            for (Projection p : Projection.values()) {
+                int in = p == Projection.DOWN ? I : D;
+                int out = p == Projection.DOWN ? D : I;
+                t.put(layout.expert(0, e, p), GradientCheck.gaussian(rnd, DataType.FLOAT, 1 / Math.sqrt(in), out, in));
+            }
+        }
+        t.put(layout.routerGate(0), GradientCheck.gaussian(rnd, DataType.FLOAT, 1.0, E, D));
+        return new SurgeryFixtures.MapSource(t);
+    }
+}
