@@ -1,0 +1,437 @@
+// Grouped GEMM kernels: see grouped_gemm.cuh for the modes, segments and the packed gate/up layout.
+#include "grouped_gemm.cuh"
+#include <cuda_runtime.h>
+
+namespace smk {
+namespace {
+
+// ---------------------------------------------------------------- element helpers
+
+__device__ __forceinline__ float toF(float v) { return v; }
+__device__ __forceinline__ float toF(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T fromF(float v);
+template <> __device__ __forceinline__ float fromF<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 fromF<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <typename T> __device__ __forceinline__ float roundT(float v) { return toF(fromF<T>(v)); }
+
+// Writes (v0, v1) at columns col, col+1 of one output row (v1 only when has1); fp32 or T per args.cF32.
+template <typename T>
+__device__ __forceinline__ void storePair(const GemmArgs& a, void* base, long long idx, float v0, float v1,
+                                          bool has1) {
+    if (a.cF32 || sizeof(T) == 4) {
+        float* p = static_cast<float*>(base) + idx;
+        if (a.accumulate) { v0 += p[0]; if (has1) v1 += p[1]; }
+        p[0] = v0;
+        if (has1) p[1] = v1;
+    } else {
+        T* p = static_cast<T*>(base) + idx;
+        if (a.accumulate) { v0 += toF(p[0]); if (has1) v1 += toF(p[1]); }
+        if (has1 && (idx & 1) == 0) {
+            *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v0, v1);
+        } else {
+            p[0] = fromF<T>(v0);
+            if (has1) p[1] = fromF<T>(v1);
+        }
+    }
+}
+
+// The epilogue of two column pairs of one row: (a0, a1) at col, col+1 and (b0, b1) at col+8, col+9.
+// In EPI_SWIGLU_FWD col lies in a gate block of the packed layout, col+8 in its up block.
+template <typename T>
+__device__ __forceinline__ void epilogue4(const GemmArgs& a, void* c, long long row, int col, float a0, float a1,
+                                          float b0, float b1) {
+    const int N = a.N;
+    a0 *= a.alpha; a1 *= a.alpha; b0 *= a.alpha; b1 *= a.alpha;
+    if (a.epilogue == EPI_STORE) {
+        if (col < N) storePair<T>(a, c, row * a.ldc + col, a0, a1, col + 1 < N);
+        if (col + 8 < N) storePair<T>(a, c, row * a.ldc + col + 8, b0, b1, col + 9 < N);
+    } else if (a.epilogue == EPI_SWIGLU_FWD) {
+        if (col >= N) return;
+        T* h = static_cast<T*>(c) + row * a.ldc;
+        float g0 = roundT<T>(a0), g1 = roundT<T>(a1), u0 = roundT<T>(b0), u1 = roundT<T>(b1);
+        h[col] = fromF<T>(g0); h[col + 1] = fromF<T>(g1);
+        h[col + 8] = fromF<T>(u0); h[col + 9] = fromF<T>(u1);
+        int real = (col >> 4) * 8 + (col & 7);
+        T* act = static_cast<T*>(a.c2) + row * a.ldc2 + real;
+        act[0] = fromF<T>(g0 / (1.f + __expf(-g0)) * u0);
+        act[1] = fromF<T>(g1 / (1.f + __expf(-g1)) * u1);
+    } else {  // EPI_SWIGLU_BWD: dact at real columns → dh1, dh3 at their packed columns
+        const T* h = static_cast<const T*>(a.aux) + row * a.ldaux;
+        T* dh = static_cast<T*>(c) + row * a.ldc;
+        float d[4] = {a0, a1, b0, b1};
+        int cols[4] = {col, col + 1, col + 8, col + 9};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            if (cols[i] >= N) continue;
+            int p = (cols[i] >> 3) * 16 + (cols[i] & 7);
+            float h1 = toF(h[p]), h3 = toF(h[p + 8]);
+            float sg = 1.f / (1.f + __expf(-h1));
+            dh[p + 8] = fromF<T>(d[i] * h1 * sg);
+            dh[p] = fromF<T>(d[i] * h3 * sg * (1.f + h1 * (1.f - sg)));
+        }
+    }
+}
+
+__device__ __forceinline__ Seg pick(const GemmArgs& a, int s) {
+    return s == 0 ? a.seg[0] : (s == 1 ? a.seg[1] : a.seg[2]);
+}
+
+// Finds the (group, m-tile, n-tile) of a row-mode CTA; false for the grid's spare CTAs.
+__device__ __forceinline__ bool rowTile(const GemmArgs& a, int bm, int bn, int& g, int& mt, int& nt) {
+    int t = blockIdx.x;
+    int nTiles = (a.N + bn - 1) / bn;
+    for (g = 0; g < a.groups; g++) {
+        int m = __ldg(a.offsets + g + 1) - __ldg(a.offsets + g);
+        int cnt = (m + bm - 1) / bm * nTiles;
+        if (t < cnt) {
+            mt = t / nTiles;
+            nt = t % nTiles;
+            return true;
+        }
+        t -= cnt;
+    }
+    return false;
+}
+
+// ---------------------------------------------------------------- bf16 tensor-core kernel
+
+constexpr int BM = 128, BN = 128, BK = 32, STAGES = 4, THREADS = 256;
+constexpr int KS = BK + 8;      // K-major smem row, halfs (80 bytes: ldmatrix conflict-free)
+constexpr int MNS = BM + 8;     // M/N-major smem row, halfs (272 bytes)
+constexpr int TILE = BM * KS;   // halfs per operand tile, the larger of the two layouts
+constexpr int SMEM_BYTES = STAGES * 2 * TILE * 2;
+
+__device__ __forceinline__ void cpAsync16(void* smem, const void* gmem, bool valid) {
+    unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cpCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cpWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldsm4(unsigned (&r)[4], const void* p) {
+    unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void ldsm4t(unsigned (&r)[4], const void* p) {
+    unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int MODE>
+__global__ void __launch_bounds__(THREADS, 2) tcKernel(const __grid_constant__ GemmArgs a) {
+    constexpr bool A_KMAJ = MODE != WGRAD;
+    constexpr bool B_KMAJ = MODE == FWD;
+    extern __shared__ __align__(16) __nv_bfloat16 smem[];
+    int g, mt, nt;
+    int rowStart, rowEnd;   // FWD/DGRAD: this tile's rows; WGRAD: the group's rows (its K range)
+    if (MODE == WGRAD) {
+        int mTiles = (a.M + BM - 1) / BM, nTiles = (a.N + BN - 1) / BN;
+        int t = blockIdx.x;
+        g = t / (mTiles * nTiles);
+        t -= g * mTiles * nTiles;
+        mt = t / nTiles;
+        nt = t % nTiles;
+        rowStart = a.offsets[g];
+        rowEnd = a.offsets[g + 1];
+    } else {
+        if (!rowTile(a, BM, BN, g, mt, nt)) return;
+        rowStart = a.offsets[g] + mt * BM;
+        rowEnd = a.offsets[g + 1];
+    }
+    const int m0 = mt * BM, n0 = nt * BN;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp >> 2, wn = warp & 3;   // 2 × 4 warps, 64 × 32 each
+
+    int ktiles[3] = {0, 0, 0};
+    int total = 0;
+#pragma unroll
+    for (int s = 0; s < 3; s++) {
+        if (s < a.nseg) {
+            int K = MODE == WGRAD ? rowEnd - rowStart : a.seg[s].K;
+            ktiles[s] = (K + BK - 1) / BK;
+            total += ktiles[s];
+        }
+    }
+
+    auto load = [&](int stage, int kt) {
+        int s = 0;
+        if (kt >= ktiles[0]) { kt -= ktiles[0]; s = 1; if (kt >= ktiles[1]) { kt -= ktiles[1]; s = 2; } }
+        const Seg sg = pick(a, s);
+        const int K = MODE == WGRAD ? rowEnd - rowStart : sg.K;
+        const int k0 = kt * BK;
+        const __nv_bfloat16* A = static_cast<const __nv_bfloat16*>(sg.a);
+        const __nv_bfloat16* B = static_cast<const __nv_bfloat16*>(sg.b);
+        __nv_bfloat16* sA = smem + stage * 2 * TILE;
+        __nv_bfloat16* sB = sA + TILE;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int c = tid + i * THREADS;
+            if (A_KMAJ) {
+                int row = c >> 2, kc = (c & 3) * 8;
+                int r = rowStart + row, k = k0 + kc;
+                bool ok = r < rowEnd && k < K;
+                cpAsync16(sA + row * KS + kc, ok ? A + (long long)r * sg.lda + k : A, ok);
+            } else {
+                int kr = c >> 4, mc = (c & 15) * 8;
+                int k = k0 + kr, m = m0 + mc;
+                bool ok = k < K && m < a.M;
+                cpAsync16(sA + kr * MNS + mc,
+                          ok ? A + (long long)(rowStart + k) * sg.lda + (long long)(m >> 3) * sg.aChunk : A, ok);
+            }
+            if (B_KMAJ) {
+                int nr = c >> 2, kc = (c & 3) * 8;
+                int n = n0 + nr, k = k0 + kc;
+                bool ok = n < a.N && k < K;
+                cpAsync16(sB + nr * KS + kc, ok ? B + g * sg.strideB + (long long)n * sg.ldb + k : B, ok);
+            } else {
+                int kr = c >> 4, nc = (c & 15) * 8;
+                int k = k0 + kr, n = n0 + nc;
+                bool ok = k < K && n < a.N;
+                long long row = MODE == WGRAD ? (long long)(rowStart + k) * sg.ldb
+                                              : g * sg.strideB + (long long)k * sg.ldb;
+                cpAsync16(sB + kr * MNS + nc, ok ? B + row + (long long)(n >> 3) * sg.bChunk : B, ok);
+            }
+        }
+    };
+
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[i][j][q] = 0.f;
+
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < total) load(s, s);
+        cpCommit();
+    }
+    for (int kt = 0; kt < total; kt++) {
+        cpWait<STAGES - 2>();
+        __syncthreads();
+        int next = kt + STAGES - 1;
+        if (next < total) load(next % STAGES, next);
+        cpCommit();
+        const __nv_bfloat16* sA = smem + (kt % STAGES) * 2 * TILE;
+        const __nv_bfloat16* sB = sA + TILE;
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 16) {
+            unsigned af[4][4], bf[4][2];
+#pragma unroll
+            for (int mi = 0; mi < 4; mi++) {
+                int m = wm * 64 + mi * 16;
+                if (A_KMAJ) {
+                    ldsm4(af[mi], sA + (m + (lane & 15)) * KS + kk + (lane >> 4) * 8);
+                } else {
+                    ldsm4t(af[mi], sA + (kk + (lane & 7) + (lane >> 4) * 8) * MNS + m + ((lane >> 3) & 1) * 8);
+                }
+            }
+#pragma unroll
+            for (int np = 0; np < 2; np++) {
+                int n = wn * 32 + np * 16;
+                unsigned r[4];
+                if (B_KMAJ) {
+                    ldsm4(r, sB + (n + (lane & 7) + (lane >> 4) * 8) * KS + kk + ((lane >> 3) & 1) * 8);
+                } else {
+                    ldsm4t(r, sB + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * MNS + n + (lane >> 4) * 8);
+                }
+                bf[2 * np][0] = r[0]; bf[2 * np][1] = r[1];
+                bf[2 * np + 1][0] = r[2]; bf[2 * np + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+                for (int ni = 0; ni < 4; ni++) mma16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+        }
+    }
+    cpWait<0>();
+
+    void* c = a.c;
+    if (MODE == WGRAD) {
+        c = a.cF32 ? static_cast<void*>(static_cast<float*>(a.c) + g * a.strideC)
+                   : static_cast<void*>(static_cast<__nv_bfloat16*>(a.c) + g * a.strideC);
+    }
+#pragma unroll
+    for (int mi = 0; mi < 4; mi++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int rl = wm * 64 + mi * 16 + (lane >> 2) + h * 8;
+            long long row;
+            if (MODE == WGRAD) {
+                if (m0 + rl >= a.M) continue;
+                row = m0 + rl;
+            } else {
+                if (rowStart + rl >= rowEnd) continue;
+                row = rowStart + rl;
+            }
+#pragma unroll
+            for (int np = 0; np < 2; np++) {
+                int col = n0 + wn * 32 + np * 16 + (lane & 3) * 2;
+                epilogue4<__nv_bfloat16>(a, c, row, col, acc[mi][2 * np][2 * h], acc[mi][2 * np][2 * h + 1],
+                                         acc[mi][2 * np + 1][2 * h], acc[mi][2 * np + 1][2 * h + 1]);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- fp32 SIMT kernel (tests, GroupedGemm)
+
+constexpr int SM = 64, SN = 64, SK = 16, STHREADS = 256;
+
+template <int MODE>
+__global__ void __launch_bounds__(STHREADS) simtKernel(const __grid_constant__ GemmArgs a) {
+    __shared__ float sA[SK][SM + 1];
+    __shared__ float sB[SK][SN + 1];
+    int g, mt, nt, rowStart, rowEnd;
+    if (MODE == WGRAD) {
+        int mTiles = (a.M + SM - 1) / SM, nTiles = (a.N + SN - 1) / SN;
+        int t = blockIdx.x;
+        g = t / (mTiles * nTiles);
+        t -= g * mTiles * nTiles;
+        mt = t / nTiles;
+        nt = t % nTiles;
+        rowStart = a.offsets[g];
+        rowEnd = a.offsets[g + 1];
+    } else {
+        if (!rowTile(a, SM, SN, g, mt, nt)) return;
+        rowStart = a.offsets[g] + mt * SM;
+        rowEnd = a.offsets[g + 1];
+    }
+    const int m0 = mt * SM, n0 = nt * SN, tid = threadIdx.x;
+    const int ty = tid >> 4, tx = tid & 15;
+    const int cBase = (tx >> 2) * 16 + (tx & 3) * 2;   // columns cBase, +1, +8, +9
+    const int myCols[4] = {cBase, cBase + 1, cBase + 8, cBase + 9};
+    float acc[4][4] = {};
+    for (int s = 0; s < a.nseg; s++) {
+        const Seg sg = pick(a, s);
+        const float* A = static_cast<const float*>(sg.a);
+        const float* B = static_cast<const float*>(sg.b);
+        const int K = MODE == WGRAD ? rowEnd - rowStart : sg.K;
+        for (int k0 = 0; k0 < K; k0 += SK) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int e = tid + i * STHREADS;
+                float v = 0.f;
+                int kl, ml;
+                if (MODE != WGRAD) {
+                    ml = e >> 4; kl = e & 15;
+                    int r = rowStart + ml, k = k0 + kl;
+                    if (r < rowEnd && k < K) v = A[(long long)r * sg.lda + k];
+                } else {
+                    kl = e >> 6; ml = e & 63;
+                    int k = k0 + kl, m = m0 + ml;
+                    if (k < K && m < a.M) v = A[(long long)(rowStart + k) * sg.lda + (long long)(m >> 3) * sg.aChunk + (m & 7)];
+                }
+                sA[kl][ml] = v;
+                float w = 0.f;
+                int nl;
+                if (MODE == FWD) {
+                    nl = e >> 4; kl = e & 15;
+                    int n = n0 + nl, k = k0 + kl;
+                    if (n < a.N && k < K) w = B[g * sg.strideB + (long long)n * sg.ldb + k];
+                } else {
+                    kl = e >> 6; nl = e & 63;
+                    int n = n0 + nl, k = k0 + kl;
+                    long long row = MODE == WGRAD ? (long long)(rowStart + k) * sg.ldb
+                                                  : g * sg.strideB + (long long)k * sg.ldb;
+                    if (k < K && n < a.N) w = B[row + (long long)(n >> 3) * sg.bChunk + (n & 7)];
+                }
+                sB[kl][nl] = w;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int k = 0; k < SK; k++) {
+                float av[4], bv[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) av[i] = sA[k][ty * 4 + i];
+#pragma unroll
+                for (int j = 0; j < 4; j++) bv[j] = sB[k][myCols[j]];
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+            }
+            __syncthreads();
+        }
+    }
+    void* c = MODE == WGRAD ? static_cast<void*>(static_cast<float*>(a.c) + g * a.strideC) : a.c;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int rl = ty * 4 + i;
+        long long row;
+        if (MODE == WGRAD) {
+            if (m0 + rl >= a.M) continue;
+            row = m0 + rl;
+        } else {
+            if (rowStart + rl >= rowEnd) continue;
+            row = rowStart + rl;
+        }
+        epilogue4<float>(a, c, row, n0 + cBase, acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+    }
+}
+
+template <int MODE>
+int launchTc(const GemmArgs& a, cudaStream_t stream) {
+    static bool configured = false;
+    if (!configured) {
+        cudaError_t e = cudaFuncSetAttribute(tcKernel<MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES);
+        if (e != cudaSuccess) return e;
+        configured = true;
+    }
+    long long blocks = MODE == WGRAD
+            ? (long long)a.groups * ((a.M + BM - 1) / BM) * ((a.N + BN - 1) / BN)
+            : ((long long)(a.rows + BM - 1) / BM + a.groups) * ((a.N + BN - 1) / BN);
+    if (blocks == 0) return cudaSuccess;
+    tcKernel<MODE><<<(unsigned)blocks, THREADS, SMEM_BYTES, stream>>>(a);
+    return cudaGetLastError();
+}
+
+template <int MODE>
+int launchSimt(const GemmArgs& a, cudaStream_t stream) {
+    long long blocks = MODE == WGRAD
+            ? (long long)a.groups * ((a.M + SM - 1) / SM) * ((a.N + SN - 1) / SN)
+            : ((long long)(a.rows + SM - 1) / SM + a.groups) * ((a.N + SN - 1) / SN);
+    if (blocks == 0) return cudaSuccess;
+    simtKernel<MODE><<<(unsigned)blocks, STHREADS, 0, stream>>>(a);
+    return cudaGetLastError();
+}
+
+}  // namespace
+
+template <>
+int launch<__nv_bfloat16>(int mode, const GemmArgs& a, cudaStream_t stream) {
+    // cp.async moves 16-byte chunks: every base, leading dimension and chunk stride must be a multiple of 8.
+    for (int s = 0; s < a.nseg; s++) {
+        const Seg& sg = a.seg[s];
+        if ((reinterpret_cast<uintptr_t>(sg.a) | reinterpret_cast<uintptr_t>(sg.b)) & 15) return cudaErrorMisalignedAddress;
+        if ((sg.lda | sg.ldb | sg.strideB | sg.aChunk | sg.bChunk | (mode == WGRAD ? 0 : sg.K)) & 7)
+            return cudaErrorInvalidValue;
+    }
+    if (a.N & 7 || (mode == WGRAD && a.M & 7)) return cudaErrorInvalidValue;
+    switch (mode) {
+        case FWD: return launchTc<FWD>(a, stream);
+        case DGRAD: return launchTc<DGRAD>(a, stream);
+        default: return launchTc<WGRAD>(a, stream);
+    }
+}
+
+template <>
+int launch<float>(int mode, const GemmArgs& a, cudaStream_t stream) {
+    switch (mode) {
+        case FWD: return launchSimt<FWD>(a, stream);
+        case DGRAD: return launchSimt<DGRAD>(a, stream);
+        default: return launchSimt<WGRAD>(a, stream);
+    }
+}
+
+}  // namespace smk
