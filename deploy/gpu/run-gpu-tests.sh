@@ -25,6 +25,6 @@ if [ "$WHAT" = check ] || [ "$WHAT" = all ]; then
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   python3 "$BUNDLE/torch_moe_lora_bench.py" --json "$OUT/torch.json" 2>&1 | tee "$OUT/bench.log"
-  "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuBench "$OUT/ours.json" 2>&1 | tee -a "$OUT/bench.log"
+  SMK_PROFILE=1 "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuBench "$OUT/ours.json" 2>&1 | tee -a "$OUT/bench.log"
   python3 "$BUNDLE/gpu_table.py" "$OUT/torch.json" "$OUT/ours.json" 2>&1 | tee "$OUT/table.md"
 fi

@@ -35,6 +35,17 @@ __device__ __forceinline__ void storePair(const GemmArgs& a, void* base, long lo
     }
 }
 
+// Two consecutive elements (the first at an even index, so one 4-byte access for bf16), no accumulation.
+__device__ __forceinline__ void storeRaw2(float* p, float v0, float v1) { p[0] = v0; p[1] = v1; }
+__device__ __forceinline__ void storeRaw2(__nv_bfloat16* p, float v0, float v1) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v0, v1);
+}
+__device__ __forceinline__ void loadRaw2(const float* p, float (&v)[2]) { v[0] = p[0]; v[1] = p[1]; }
+__device__ __forceinline__ void loadRaw2(const __nv_bfloat16* p, float (&v)[2]) {
+    float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+    v[0] = f.x; v[1] = f.y;
+}
+
 // The epilogue of two column pairs of one row: (a0, a1) at col, col+1 and (b0, b1) at col+8, col+9.
 // In EPI_SWIGLU_FWD col lies in a gate block of the packed layout, col+8 in its up block.
 template <typename T>
@@ -49,25 +60,31 @@ __device__ __forceinline__ void epilogue4(const GemmArgs& a, void* c, long long 
         if (col >= N) return;
         T* h = static_cast<T*>(c) + row * a.ldc;
         float g0 = roundT<T>(a0), g1 = roundT<T>(a1), u0 = roundT<T>(b0), u1 = roundT<T>(b1);
-        h[col] = fromF<T>(g0); h[col + 1] = fromF<T>(g1);
-        h[col + 8] = fromF<T>(u0); h[col + 9] = fromF<T>(u1);
         int real = (col >> 4) * 8 + (col & 7);
         T* act = static_cast<T*>(a.c2) + row * a.ldc2 + real;
-        act[0] = fromF<T>(g0 / (1.f + __expf(-g0)) * u0);
-        act[1] = fromF<T>(g1 / (1.f + __expf(-g1)) * u1);
-    } else {  // EPI_SWIGLU_BWD: dact at real columns → dh1, dh3 at their packed columns
+        storeRaw2(h + col, g0, g1);
+        storeRaw2(h + col + 8, u0, u1);
+        storeRaw2(act, g0 / (1.f + __expf(-g0)) * u0, g1 / (1.f + __expf(-g1)) * u1);
+    } else {  // EPI_SWIGLU_BWD: dact at real columns → dh1, dh3 at their packed columns, two columns at a time
         const T* h = static_cast<const T*>(a.aux) + row * a.ldaux;
         T* dh = static_cast<T*>(c) + row * a.ldc;
         float d[4] = {a0, a1, b0, b1};
-        int cols[4] = {col, col + 1, col + 8, col + 9};
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            if (cols[i] >= N) continue;
-            int p = (cols[i] >> 3) * 16 + (cols[i] & 7);
-            float h1 = toF(h[p]), h3 = toF(h[p + 8]);
-            float sg = 1.f / (1.f + __expf(-h1));
-            dh[p + 8] = fromF<T>(d[i] * h1 * sg);
-            dh[p] = fromF<T>(d[i] * h3 * sg * (1.f + h1 * (1.f - sg)));
+        for (int i = 0; i < 2; i++) {
+            int cc = col + 8 * i;
+            if (cc >= N) continue;
+            int p = (cc >> 3) * 16 + (cc & 7);
+            float h1[2], h3[2], dg[2], du[2];
+            loadRaw2(h + p, h1);
+            loadRaw2(h + p + 8, h3);
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                float sg = 1.f / (1.f + __expf(-h1[j]));
+                du[j] = d[2 * i + j] * h1[j] * sg;
+                dg[j] = d[2 * i + j] * h3[j] * sg * (1.f + h1[j] * (1.f - sg));
+            }
+            storeRaw2(dh + p, dg[0], dg[1]);
+            storeRaw2(dh + p + 8, du[0], du[1]);
         }
     }
 }
@@ -95,11 +112,23 @@ __device__ __forceinline__ bool rowTile(const GemmArgs& a, int bm, int bn, int& 
 
 // ---------------------------------------------------------------- bf16 tensor-core kernel
 
-constexpr int BM = 128, BN = 128, BK = 32, STAGES = 4, THREADS = 256;
-constexpr int KS = BK + 8;      // K-major smem row, halfs (80 bytes: ldmatrix conflict-free)
-constexpr int MNS = BM + 8;     // M/N-major smem row, halfs (272 bytes)
-constexpr int TILE = BM * KS;   // halfs per operand tile, the larger of the two layouts
-constexpr int SMEM_BYTES = STAGES * 2 * TILE * 2;
+// A tile shape: WM × WN warps, each MI m16 × NI n8 mma tiles; BK deep, STAGES cp.async stages, at least MINB
+// CTAs per SM.
+template <int WM_, int WN_, int MI_, int NI_, int BK_, int STAGES_, int MINB_>
+struct Cfg {
+    static constexpr int WM = WM_, WN = WN_, MI = MI_, NI = NI_, BK = BK_, STAGES = STAGES_, MINB = MINB_;
+    static constexpr int THREADS = WM * WN * 32;
+    static constexpr int KS = BK + 8;   // K-major smem row, halfs (16 bytes of padding: ldmatrix conflict-free)
+    static constexpr int BM = WM * MI * 16, BN = WN * NI * 8;
+    static constexpr int A_TILE = (BM * KS > BK * (BM + 8)) ? BM * KS : BK * (BM + 8);   // halfs
+    static constexpr int B_TILE = (BN * KS > BK * (BN + 8)) ? BN * KS : BK * (BN + 8);
+    static constexpr int SMEM = STAGES * (A_TILE + B_TILE) * 2;
+};
+// The large products: 128 × 128 × 64, 4 warps of 64 × 64, 3 stages, 2 CTAs per SM, m-tile fastest; the best of
+// six shapes timed on the H100 (deploy/gpu/NOTES.md).
+using Big = Cfg<2, 2, 4, 8, 64, 3, 2>;
+using SkinnyN = Cfg<8, 1, 1, 4, 32, 4, 2>; // 128 × 32: N ≤ 32 (LoRA shrink, dB)
+using SkinnyM = Cfg<1, 8, 2, 2, 32, 4, 2>; // 32 × 128: WGRAD with M ≤ 32 (dA)
 
 __device__ __forceinline__ void cpAsync16(void* smem, const void* gmem, bool valid) {
     unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -126,10 +155,32 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-template <int MODE>
-__global__ void __launch_bounds__(THREADS, 2) tcKernel(const __grid_constant__ GemmArgs a) {
+// Row modes: the tiles of group g in order n-tile-major, m-tile fastest, so the CTAs resident at once share a
+// few weight column blocks (read from HBM about once) and the group's rows (kept in L2).
+__device__ __forceinline__ bool rowTileMFast(const GemmArgs& a, int bm, int bn, int& g, int& mt, int& nt) {
+    int t = blockIdx.x;
+    int nTiles = (a.N + bn - 1) / bn;
+    for (g = 0; g < a.groups; g++) {
+        int m = __ldg(a.offsets + g + 1) - __ldg(a.offsets + g);
+        int mTiles = (m + bm - 1) / bm;
+        int cnt = mTiles * nTiles;
+        if (t < cnt) {
+            nt = t / mTiles;
+            mt = t % mTiles;
+            return true;
+        }
+        t -= cnt;
+    }
+    return false;
+}
+
+template <int MODE, typename C>
+__global__ void __launch_bounds__(C::THREADS, C::MINB) tcKernel(const __grid_constant__ GemmArgs a) {
     constexpr bool A_KMAJ = MODE != WGRAD;
     constexpr bool B_KMAJ = MODE == FWD;
+    constexpr int BM = C::BM, BN = C::BN, MI = C::MI, NI = C::NI, STAGES = C::STAGES, BK = C::BK, KS = C::KS;
+    constexpr int THREADS = C::THREADS, KCH = BK / 8;   // 16-byte chunks per K-major row
+    constexpr int MNA = BM + 8, MNB = BN + 8;   // M/N-major smem rows, halfs
     extern __shared__ __align__(16) __nv_bfloat16 smem[];
     int g, mt, nt;
     int rowStart, rowEnd;   // FWD/DGRAD: this tile's rows; WGRAD: the group's rows (its K range)
@@ -143,13 +194,13 @@ __global__ void __launch_bounds__(THREADS, 2) tcKernel(const __grid_constant__ G
         rowStart = a.offsets[g];
         rowEnd = a.offsets[g + 1];
     } else {
-        if (!rowTile(a, BM, BN, g, mt, nt)) return;
+        if (!rowTileMFast(a, BM, BN, g, mt, nt)) return;
         rowStart = a.offsets[g] + mt * BM;
         rowEnd = a.offsets[g + 1];
     }
     const int m0 = mt * BM, n0 = nt * BN;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int wm = warp >> 2, wn = warp & 3;   // 2 × 4 warps, 64 × 32 each
+    const int wm = warp / C::WN, wn = warp % C::WN;
 
     int ktiles[3] = {0, 0, 0};
     int total = 0;
@@ -170,44 +221,49 @@ __global__ void __launch_bounds__(THREADS, 2) tcKernel(const __grid_constant__ G
         const int k0 = kt * BK;
         const __nv_bfloat16* A = static_cast<const __nv_bfloat16*>(sg.a);
         const __nv_bfloat16* B = static_cast<const __nv_bfloat16*>(sg.b);
-        __nv_bfloat16* sA = smem + stage * 2 * TILE;
-        __nv_bfloat16* sB = sA + TILE;
+        __nv_bfloat16* sA = smem + stage * (C::A_TILE + C::B_TILE);
+        __nv_bfloat16* sB = sA + C::A_TILE;
+        constexpr int A_CHUNKS = BM * BK / 8, B_CHUNKS = BN * BK / 8;
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-            int c = tid + i * THREADS;
+        for (int c = tid; c < A_CHUNKS; c += THREADS) {
             if (A_KMAJ) {
-                int row = c >> 2, kc = (c & 3) * 8;
+                int row = c / KCH, kc = (c % KCH) * 8;
                 int r = rowStart + row, k = k0 + kc;
                 bool ok = r < rowEnd && k < K;
                 cpAsync16(sA + row * KS + kc, ok ? A + (long long)r * sg.lda + k : A, ok);
             } else {
-                int kr = c >> 4, mc = (c & 15) * 8;
+                constexpr int PER = BM / 8;
+                int kr = c / PER, mc = (c % PER) * 8;
                 int k = k0 + kr, m = m0 + mc;
                 bool ok = k < K && m < a.M;
-                cpAsync16(sA + kr * MNS + mc,
+                cpAsync16(sA + kr * MNA + mc,
                           ok ? A + (long long)(rowStart + k) * sg.lda + (long long)(m >> 3) * sg.aChunk : A, ok);
             }
+        }
+#pragma unroll
+        for (int c = tid; c < B_CHUNKS; c += THREADS) {
             if (B_KMAJ) {
-                int nr = c >> 2, kc = (c & 3) * 8;
+                int nr = c / KCH, kc = (c % KCH) * 8;
                 int n = n0 + nr, k = k0 + kc;
                 bool ok = n < a.N && k < K;
                 cpAsync16(sB + nr * KS + kc, ok ? B + g * sg.strideB + (long long)n * sg.ldb + k : B, ok);
             } else {
-                int kr = c >> 4, nc = (c & 15) * 8;
+                constexpr int PER = BN / 8;
+                int kr = c / PER, nc = (c % PER) * 8;
                 int k = k0 + kr, n = n0 + nc;
                 bool ok = k < K && n < a.N;
                 long long row = MODE == WGRAD ? (long long)(rowStart + k) * sg.ldb
                                               : g * sg.strideB + (long long)k * sg.ldb;
-                cpAsync16(sB + kr * MNS + nc, ok ? B + row + (long long)(n >> 3) * sg.bChunk : B, ok);
+                cpAsync16(sB + kr * MNB + nc, ok ? B + row + (long long)(n >> 3) * sg.bChunk : B, ok);
             }
         }
     };
 
-    float acc[4][4][4];
+    float acc[MI][NI][4];
 #pragma unroll
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < MI; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < NI; j++)
 #pragma unroll
             for (int q = 0; q < 4; q++) acc[i][j][q] = 0.f;
 
@@ -222,36 +278,36 @@ __global__ void __launch_bounds__(THREADS, 2) tcKernel(const __grid_constant__ G
         int next = kt + STAGES - 1;
         if (next < total) load(next % STAGES, next);
         cpCommit();
-        const __nv_bfloat16* sA = smem + (kt % STAGES) * 2 * TILE;
-        const __nv_bfloat16* sB = sA + TILE;
+        const __nv_bfloat16* sA = smem + (kt % STAGES) * (C::A_TILE + C::B_TILE);
+        const __nv_bfloat16* sB = sA + C::A_TILE;
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
-            unsigned af[4][4], bf[4][2];
+            unsigned af[MI][4], bf[NI][2];
 #pragma unroll
-            for (int mi = 0; mi < 4; mi++) {
-                int m = wm * 64 + mi * 16;
+            for (int mi = 0; mi < MI; mi++) {
+                int m = wm * MI * 16 + mi * 16;
                 if (A_KMAJ) {
                     ldsm4(af[mi], sA + (m + (lane & 15)) * KS + kk + (lane >> 4) * 8);
                 } else {
-                    ldsm4t(af[mi], sA + (kk + (lane & 7) + (lane >> 4) * 8) * MNS + m + ((lane >> 3) & 1) * 8);
+                    ldsm4t(af[mi], sA + (kk + (lane & 7) + (lane >> 4) * 8) * MNA + m + ((lane >> 3) & 1) * 8);
                 }
             }
 #pragma unroll
-            for (int np = 0; np < 2; np++) {
-                int n = wn * 32 + np * 16;
+            for (int np = 0; np < NI / 2; np++) {
+                int n = wn * NI * 8 + np * 16;
                 unsigned r[4];
                 if (B_KMAJ) {
                     ldsm4(r, sB + (n + (lane & 7) + (lane >> 4) * 8) * KS + kk + ((lane >> 3) & 1) * 8);
                 } else {
-                    ldsm4t(r, sB + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * MNS + n + (lane >> 4) * 8);
+                    ldsm4t(r, sB + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * MNB + n + (lane >> 4) * 8);
                 }
                 bf[2 * np][0] = r[0]; bf[2 * np][1] = r[1];
                 bf[2 * np + 1][0] = r[2]; bf[2 * np + 1][1] = r[3];
             }
 #pragma unroll
-            for (int mi = 0; mi < 4; mi++)
+            for (int mi = 0; mi < MI; mi++)
 #pragma unroll
-                for (int ni = 0; ni < 4; ni++) mma16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+                for (int ni = 0; ni < NI; ni++) mma16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
         }
     }
     cpWait<0>();
@@ -262,10 +318,10 @@ __global__ void __launch_bounds__(THREADS, 2) tcKernel(const __grid_constant__ G
                    : static_cast<void*>(static_cast<__nv_bfloat16*>(a.c) + g * a.strideC);
     }
 #pragma unroll
-    for (int mi = 0; mi < 4; mi++) {
+    for (int mi = 0; mi < MI; mi++) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            int rl = wm * 64 + mi * 16 + (lane >> 2) + h * 8;
+            int rl = wm * MI * 16 + mi * 16 + (lane >> 2) + h * 8;
             long long row;
             if (MODE == WGRAD) {
                 if (m0 + rl >= a.M) continue;
@@ -275,8 +331,8 @@ __global__ void __launch_bounds__(THREADS, 2) tcKernel(const __grid_constant__ G
                 row = rowStart + rl;
             }
 #pragma unroll
-            for (int np = 0; np < 2; np++) {
-                int col = n0 + wn * 32 + np * 16 + (lane & 3) * 2;
+            for (int np = 0; np < NI / 2; np++) {
+                int col = n0 + wn * NI * 8 + np * 16 + (lane & 3) * 2;
                 epilogue4<__nv_bfloat16>(a, c, row, col, acc[mi][2 * np][2 * h], acc[mi][2 * np][2 * h + 1],
                                          acc[mi][2 * np + 1][2 * h], acc[mi][2 * np + 1][2 * h + 1]);
             }
@@ -380,20 +436,29 @@ __global__ void __launch_bounds__(STHREADS) simtKernel(const __grid_constant__ G
     }
 }
 
-template <int MODE>
-int launchTc(const GemmArgs& a, cudaStream_t stream) {
+template <int MODE, typename C>
+int launchTcCfg(const GemmArgs& a, cudaStream_t stream) {
     static bool configured = false;
     if (!configured) {
-        cudaError_t e = cudaFuncSetAttribute(tcKernel<MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES);
+        cudaError_t e = cudaFuncSetAttribute(tcKernel<MODE, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
         if (e != cudaSuccess) return e;
         configured = true;
     }
     long long blocks = MODE == WGRAD
-            ? (long long)a.groups * ((a.M + BM - 1) / BM) * ((a.N + BN - 1) / BN)
-            : ((long long)(a.rows + BM - 1) / BM + a.groups) * ((a.N + BN - 1) / BN);
+            ? (long long)a.groups * ((a.M + C::BM - 1) / C::BM) * ((a.N + C::BN - 1) / C::BN)
+            : ((long long)(a.rows + C::BM - 1) / C::BM + a.groups) * ((a.N + C::BN - 1) / C::BN);
     if (blocks == 0) return cudaSuccess;
-    tcKernel<MODE><<<(unsigned)blocks, THREADS, SMEM_BYTES, stream>>>(a);
+    tcKernel<MODE, C><<<(unsigned)blocks, C::THREADS, C::SMEM, stream>>>(a);
     return cudaGetLastError();
+}
+
+template <int MODE>
+int launchTc(const GemmArgs& a, cudaStream_t stream) {
+    if (a.N <= 32) return launchTcCfg<MODE, SkinnyN>(a, stream);
+    if constexpr (MODE == WGRAD) {
+        if (a.M <= 32) return launchTcCfg<MODE, SkinnyM>(a, stream);
+    }
+    return launchTcCfg<MODE, Big>(a, stream);
 }
 
 template <int MODE>

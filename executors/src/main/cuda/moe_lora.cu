@@ -14,6 +14,8 @@
 #include <cuda_runtime.h>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <utility>
 #include <vector>
 
 using smk::GemmArgs;
@@ -28,6 +30,8 @@ __device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; 
 __device__ __forceinline__ float ld(const bf16* p, long long i) { return __bfloat162float(p[i]); }
 __device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
 __device__ __forceinline__ void st(bf16* p, long long i, float v) { p[i] = __float2bfloat16(v); }
+
+int threadsFor(int cols) { return std::min(256, std::max(32, (cols + 31) / 32 * 32)); }
 
 __device__ __forceinline__ uint64_t mix(uint64_t z) {
     z += 0x9E3779B97F4A7C15ull;
@@ -77,6 +81,20 @@ __global__ void concatA(T* dst, const T* a1, const T* a3, int R, int D) {
     for (int c = threadIdx.x; c < D; c += blockDim.x) dst[row * D + c] = s[c];
 }
 
+// Eight bf16 (16 bytes) as floats and back.
+__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; i++) { float2 t = __bfloat1622float2(h[i]); f[2 * i] = t.x; f[2 * i + 1] = t.y; }
+}
+__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
+    uint4 v;
+    __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    return v;
+}
+
 // dst[r] = scale_r · src[index[r]], scale_r = weights ? weights[r] : 1      (gather, and dys = w·dout[token])
 template <typename T>
 __global__ void gatherRows(T* dst, const T* src, const int* index, const float* weights, int D) {
@@ -84,6 +102,25 @@ __global__ void gatherRows(T* dst, const T* src, const int* index, const float* 
     const T* s = src + (long long)index[r] * D;
     float w = weights ? weights[r] : 1.f;
     for (int c = threadIdx.x; c < D; c += blockDim.x) st(dst, r * D + c, w * ld(s, c));
+}
+
+// The same on bf16 rows of D % 8 == 0, 16 bytes per access.
+__global__ void gatherRows8(bf16* dst, const bf16* src, const int* index, const float* weights, int D) {
+    long long r = blockIdx.x;
+    const uint4* s = reinterpret_cast<const uint4*>(src + (long long)index[r] * D);
+    uint4* d = reinterpret_cast<uint4*>(dst + r * D);
+    float w = weights ? weights[r] : 1.f;
+    for (int c = threadIdx.x; c < D / 8; c += blockDim.x) {
+        uint4 v = s[c];
+        if (weights) {
+            float f[8];
+            unpack8(v, f);
+#pragma unroll
+            for (int i = 0; i < 8; i++) f[i] *= w;
+            v = pack8(f);
+        }
+        d[c] = v;
+    }
 }
 
 // dst[t] = Σ_k scale · src[row_of_pair[t·K + k]], fp32 sum      (combine out, and dx from dxs)
@@ -100,6 +137,47 @@ __global__ void combineRows(T* dst, const T* src, const int* rowOfPair, const fl
     }
 }
 
+__global__ void combineRows8(bf16* dst, const bf16* src, const int* rowOfPair, const float* weights, int K, int D) {
+    long long t = blockIdx.x;
+    for (int c = threadIdx.x; c < D / 8; c += blockDim.x) {
+        float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        for (int k = 0; k < K; k++) {
+            int row = rowOfPair[t * K + k];
+            float w = weights ? weights[row] : 1.f, f[8];
+            unpack8(reinterpret_cast<const uint4*>(src + (long long)row * D)[c], f);
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc[i] += w * f[i];
+        }
+        reinterpret_cast<uint4*>(dst + t * D)[c] = pack8(acc);
+    }
+}
+
+template <typename T>
+int gather(T* dst, const T* src, const int* index, const float* weights, int rows, int D, cudaStream_t st) {
+    if (rows == 0) return 0;
+    if constexpr (sizeof(T) == 2) {
+        if (D % 8 == 0) {
+            gatherRows8<<<rows, threadsFor(D / 8), 0, st>>>(dst, src, index, weights, D);
+            return cudaGetLastError();
+        }
+    }
+    gatherRows<T><<<rows, threadsFor(D), 0, st>>>(dst, src, index, weights, D);
+    return cudaGetLastError();
+}
+
+template <typename T>
+int combine(T* dst, const T* src, const int* rowOfPair, const float* weights, int T_, int K, int D, cudaStream_t st) {
+    if (T_ == 0) return 0;
+    if constexpr (sizeof(T) == 2) {
+        if (D % 8 == 0) {
+            combineRows8<<<T_, threadsFor(D / 8), 0, st>>>(dst, src, rowOfPair, weights, K, D);
+            return cudaGetLastError();
+        }
+    }
+    combineRows<T><<<T_, threadsFor(D), 0, st>>>(dst, src, rowOfPair, weights, K, D);
+    return cudaGetLastError();
+}
+
 // dgates[r] = dout[token_of_row[r]] · ys[r]: one warp per row.
 template <typename T>
 __global__ void rowDots(float* dgates, const T* dout, const T* ys, const int* tokenOfRow, int rows, int D) {
@@ -111,6 +189,25 @@ __global__ void rowDots(float* dgates, const T* dout, const T* ys, const int* to
     for (int c = threadIdx.x % 32; c < D; c += 32) acc += ld(a, c) * ld(b, c);
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);
     if (threadIdx.x % 32 == 0) dgates[r] = acc;
+}
+
+// Per-step timing of smk_layer_time's last pass when SMK_PROFILE is set (events after each step, to stderr).
+struct Profile {
+    bool on = false;
+    int used = 0;
+    std::vector<std::pair<const char*, cudaEvent_t>> events;
+};
+Profile profile;
+
+void mark(const char* step) {
+    if (!profile.on) return;
+    if (profile.used == (int)profile.events.size()) {
+        cudaEvent_t e;
+        cudaEventCreate(&e);
+        profile.events.push_back({step, e});
+    }
+    profile.events[profile.used].first = step;
+    cudaEventRecord(profile.events[profile.used++].second);
 }
 
 Seg seg(const void* a, long long lda, const void* b, long long ldb, long long strideB, int K, int aChunk = 8,
@@ -127,7 +224,6 @@ GemmArgs rowsArgs(const int* offsets, int groups, int rows, int N, void* c, long
     return g;
 }
 
-int threadsFor(int cols) { return std::min(256, std::max(32, (cols + 31) / 32 * 32)); }
 
 }  // namespace
 
@@ -180,29 +276,29 @@ int forward(SmkLayer* L, const void* xv, void* outv) {
     const int E = L->E, D = L->D, I = L->I, R = L->R, N = L->rows;
     const float s = L->scale;
     cudaStream_t st = 0;
-    if (N > 0) {
-        gatherRows<T><<<N, threadsFor(D), 0, st>>>((T*)L->xs, P<T>(xv), L->tokenOfRow, nullptr, D);
-        SMK_TRY(cudaGetLastError());
-    }
+    SMK_TRY(gather<T>((T*)L->xs, P<T>(xv), L->tokenOfRow, nullptr, N, D, st));
+    mark("gather xs");
     GemmArgs g = rowsArgs(L->offsets, E, N, 2 * R, L->u13, 2 * R, s);                   // u13 = s·xs·A13ᵀ
     g.nseg = 1; g.seg[0] = seg(L->xs, D, L->a13, D, 2LL * R * D, D);
     SMK_TRY(smk::launch<T>(smk::FWD, g, st));
+    mark("u13 = s·xs·A13ᵀ");
     g = rowsArgs(L->offsets, E, N, 2 * I, L->h13, 2 * I, 1.f);                            // h13, act
     g.nseg = 2; g.seg[0] = seg(L->xs, D, L->w13p, D, 2LL * I * D, D);
     g.seg[1] = seg(L->u13, 2 * R, L->b13p, 2 * R, 2LL * I * 2 * R, 2 * R);
     g.epilogue = smk::EPI_SWIGLU_FWD; g.c2 = L->act; g.ldc2 = I;
     SMK_TRY(smk::launch<T>(smk::FWD, g, st));
+    mark("h13 + act (SwiGLU)");
     g = rowsArgs(L->offsets, E, N, R, L->u2, R, s);                                       // u2 = s·act·A2ᵀ
     g.nseg = 1; g.seg[0] = seg(L->act, I, L->a2, I, (long long)R * I, I);
     SMK_TRY(smk::launch<T>(smk::FWD, g, st));
+    mark("u2 = s·act·A2ᵀ");
     g = rowsArgs(L->offsets, E, N, D, L->ys, D, 1.f);                                     // ys
     g.nseg = 2; g.seg[0] = seg(L->act, I, L->w2, I, (long long)D * I, I);
     g.seg[1] = seg(L->u2, R, L->b2, R, (long long)D * R, R);
     SMK_TRY(smk::launch<T>(smk::FWD, g, st));
-    if (L->T > 0) {
-        combineRows<T><<<L->T, threadsFor(D), 0, st>>>((T*)outv, P<T>(L->ys), L->rowOfPair, L->weightOfRow, L->K, D);
-        SMK_TRY(cudaGetLastError());
-    }
+    mark("ys");
+    SMK_TRY(combine<T>((T*)outv, P<T>(L->ys), L->rowOfPair, L->weightOfRow, L->T, L->K, D, st));
+    mark("combine out");
     return 0;
 }
 
@@ -221,42 +317,49 @@ int backward(SmkLayer* L, const void* doutv, void* dxv, float* da1, float* db1, 
     const int E = L->E, D = L->D, I = L->I, R = L->R, N = L->rows;
     const float s = L->scale;
     cudaStream_t st = 0;
+    SMK_TRY(gather<T>((T*)L->dys, P<T>(doutv), L->tokenOfRow, L->weightOfRow, N, D, st));
     if (N > 0) {
-        gatherRows<T><<<N, threadsFor(D), 0, st>>>((T*)L->dys, P<T>(doutv), L->tokenOfRow, L->weightOfRow, D);
-        SMK_TRY(cudaGetLastError());
         rowDots<T><<<(N + 7) / 8, 256, 0, st>>>(dgates, P<T>(doutv), P<T>(L->ys), L->tokenOfRow, N, D);
         SMK_TRY(cudaGetLastError());
     }
+    mark("dys = w·dout[token], dgates");
     GemmArgs g = rowsArgs(L->offsets, E, N, R, L->v2, R, s);                              // v2 = s·dys·B2
     g.nseg = 1; g.seg[0] = seg(L->dys, D, L->b2, R, (long long)D * R, D);
     SMK_TRY(smk::launch<T>(smk::DGRAD, g, st));
+    mark("v2 = s·dys·B2");
     g = rowsArgs(L->offsets, E, N, I, L->dh13, 2 * I, 1.f);                               // dact → dh13
     g.nseg = 2; g.seg[0] = seg(L->dys, D, L->w2, I, (long long)D * I, D);
     g.seg[1] = seg(L->v2, R, L->a2, I, (long long)R * I, R);
     g.epilogue = smk::EPI_SWIGLU_BWD; g.aux = L->h13; g.ldaux = 2 * I;
     SMK_TRY(smk::launch<T>(smk::DGRAD, g, st));
+    mark("dact -> dh13 (SwiGLU bwd)");
     g = rowsArgs(L->offsets, E, N, 2 * R, L->v13, 2 * R, s);                              // v13 = s·dh13·B13p
     g.nseg = 1; g.seg[0] = seg(L->dh13, 2 * I, L->b13p, 2 * R, 2LL * I * 2 * R, 2 * I);
     SMK_TRY(smk::launch<T>(smk::DGRAD, g, st));
+    mark("v13 = s·dh13·B13p");
     g = rowsArgs(L->offsets, E, N, D, L->dxs, D, 1.f);                                    // dxs
     g.nseg = 2; g.seg[0] = seg(L->dh13, 2 * I, L->w13p, D, 2LL * I * D, 2 * I);
     g.seg[1] = seg(L->v13, 2 * R, L->a13, D, 2LL * R * D, 2 * R);
     SMK_TRY(smk::launch<T>(smk::DGRAD, g, st));
-    if (L->T > 0) {
-        combineRows<T><<<L->T, threadsFor(D), 0, st>>>((T*)dxv, P<T>(L->dxs), L->rowOfPair, nullptr, L->K, D);
-        SMK_TRY(cudaGetLastError());
-    }
+    mark("dxs");
+    SMK_TRY(combine<T>((T*)dxv, P<T>(L->dxs), L->rowOfPair, nullptr, L->T, L->K, D, st));
+    mark("dx = sum of dxs");
     // LoRA gradients, one output matrix per expert (K = the expert's rows)
     g = wgradArgs(L->offsets, E, D, R, db2, L->dys, D, 8, L->u2, R);                       // dB2 = dysᵀ·u2
     SMK_TRY(smk::launch<T>(smk::WGRAD, g, st));
+    mark("dB2");
     g = wgradArgs(L->offsets, E, R, I, da2, L->v2, R, 8, L->act, I);                       // dA2 = v2ᵀ·act
     SMK_TRY(smk::launch<T>(smk::WGRAD, g, st));
+    mark("dA2");
     g = wgradArgs(L->offsets, E, I, R, db1, L->dh13, 2 * I, 16, L->u13, 2 * R);           // dB1 = dh1ᵀ·u1
     SMK_TRY(smk::launch<T>(smk::WGRAD, g, st));
+    mark("dB1");
     g = wgradArgs(L->offsets, E, I, R, db3, (const T*)L->dh13 + 8, 2 * I, 16, (const T*)L->u13 + R, 2 * R);
     SMK_TRY(smk::launch<T>(smk::WGRAD, g, st));                                           // dB3 = dh3ᵀ·u3
+    mark("dB3");
     g = wgradArgs(L->offsets, E, 2 * R, D, L->da13, L->v13, 2 * R, 8, L->xs, D);           // dA13 = v13ᵀ·xs
     SMK_TRY(smk::launch<T>(smk::WGRAD, g, st));
+    mark("dA13");
     size_t row = (size_t)R * D * sizeof(float);
     SMK_TRY(cudaMemcpy2DAsync(da1, row, L->da13, 2 * row, row, E, cudaMemcpyDeviceToDevice, st));
     SMK_TRY(cudaMemcpy2DAsync(da3, row, (const char*)L->da13 + row, 2 * row, row, E, cudaMemcpyDeviceToDevice, st));
@@ -404,7 +507,10 @@ int smk_layer_time(SmkLayer* L, int T, int K, int rows, const int* offsets, cons
     SMK_TRY(cudaEventCreate(&a));
     SMK_TRY(cudaEventCreate(&b));
     std::vector<float> ms;
+    profile.on = std::getenv("SMK_PROFILE") != nullptr;
     for (int i = 0; i < warmup + iters; i++) {
+        profile.used = 0;
+        mark("start");
         SMK_TRY(cudaEventRecord(a));
         SMK_TRY(smk_layer_forward(L, T, K, rows, offsets, tokenOfRow, weightOfRow, rowOfPair, x, out));
         SMK_TRY(smk_layer_backward(L, dout, dx, da1, db1, da3, db3, da2, db2, dgates));
@@ -416,6 +522,12 @@ int smk_layer_time(SmkLayer* L, int T, int K, int rows, const int* offsets, cons
     }
     cudaEventDestroy(a);
     cudaEventDestroy(b);
+    for (int i = 1; profile.on && i < profile.used; i++) {
+        float t;
+        cudaEventElapsedTime(&t, profile.events[i - 1].second, profile.events[i].second);
+        fprintf(stderr, "  %-28s %8.3f ms\n", profile.events[i].first, t);
+    }
+    profile.on = false;
     std::sort(ms.begin(), ms.end());
     *medianMs = ms[ms.size() / 2];
     return 0;

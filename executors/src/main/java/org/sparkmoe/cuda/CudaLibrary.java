@@ -32,7 +32,7 @@ public final class CudaLibrary {
             throw failure;
         }
         try {
-            device = loadOnce();
+            device = loadOnce(System.getProperty(PROPERTY));
             return device;
         } catch (CudaUnavailableException e) {
             failure = e;
@@ -40,10 +40,10 @@ public final class CudaLibrary {
         }
     }
 
-    private static String loadOnce() {
+    /** One attempt, not remembered: {@code override} is a library file to load instead of the resource, or null. */
+    static String loadOnce(String override) {
         String os = System.getProperty("os.name", "").toLowerCase(Locale.ROOT);
         String arch = System.getProperty("os.arch", "");
-        String override = System.getProperty(PROPERTY);
         if (override == null && !(os.startsWith("linux") && (arch.equals("amd64") || arch.equals("x86_64")))) {
             throw new CudaUnavailableException("--device cuda: the CUDA kernels are built for linux-x86_64 only, this is "
                     + os + "-" + arch);

@@ -8,6 +8,7 @@ import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExpertActivationStats;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.Checkpoint;
@@ -86,8 +87,12 @@ public final class CalibrateCommand implements Callable<Integer> {
     @Mixin
     SparkOptions spark;
 
+    @Mixin
+    DeviceOptions device;
+
     @Override
     public Integer call() {
+        device.apply();
         Configuration conf = new Configuration();
         ModelConfig config = validate(conf);
         String outUri = Paths.qualify(out, conf);
