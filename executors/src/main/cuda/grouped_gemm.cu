@@ -280,16 +280,16 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) tcKernel(const __grid_con
         cpCommit();
         const __nv_bfloat16* sA = smem + (kt % STAGES) * (C::A_TILE + C::B_TILE);
         const __nv_bfloat16* sB = sA + C::A_TILE;
-#pragma unroll
-        for (int kk = 0; kk < BK; kk += 16) {
-            unsigned af[MI][4], bf[NI][2];
+        // fragments double-buffered: step ks+1's ldmatrix are issued before step ks's mma
+        unsigned af[2][MI][4], bf[2][NI][2];
+        auto fragments = [&](int buf, int kk) {
 #pragma unroll
             for (int mi = 0; mi < MI; mi++) {
                 int m = wm * MI * 16 + mi * 16;
                 if (A_KMAJ) {
-                    ldsm4(af[mi], sA + (m + (lane & 15)) * KS + kk + (lane >> 4) * 8);
+                    ldsm4(af[buf][mi], sA + (m + (lane & 15)) * KS + kk + (lane >> 4) * 8);
                 } else {
-                    ldsm4t(af[mi], sA + (kk + (lane & 7) + (lane >> 4) * 8) * MNA + m + ((lane >> 3) & 1) * 8);
+                    ldsm4t(af[buf][mi], sA + (kk + (lane & 7) + (lane >> 4) * 8) * MNA + m + ((lane >> 3) & 1) * 8);
                 }
             }
 #pragma unroll
@@ -301,13 +301,18 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) tcKernel(const __grid_con
                 } else {
                     ldsm4t(r, sB + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * MNB + n + (lane >> 4) * 8);
                 }
-                bf[2 * np][0] = r[0]; bf[2 * np][1] = r[1];
-                bf[2 * np + 1][0] = r[2]; bf[2 * np + 1][1] = r[3];
+                bf[buf][2 * np][0] = r[0]; bf[buf][2 * np][1] = r[1];
+                bf[buf][2 * np + 1][0] = r[2]; bf[buf][2 * np + 1][1] = r[3];
             }
+        };
+        fragments(0, 0);
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ks++) {
+            if (ks + 1 < BK / 16) fragments((ks + 1) & 1, (ks + 1) * 16);
 #pragma unroll
             for (int mi = 0; mi < MI; mi++)
 #pragma unroll
-                for (int ni = 0; ni < NI; ni++) mma16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+                for (int ni = 0; ni < NI; ni++) mma16816(acc[mi][ni], af[ks & 1][mi], bf[ks & 1][ni][0], bf[ks & 1][ni][1]);
         }
     }
     cpWait<0>();
