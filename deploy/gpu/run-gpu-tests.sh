@@ -22,6 +22,10 @@ if [ "$WHAT" = check ] || [ "$WHAT" = all ]; then
   DATA=$(mktemp -d)
   "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 42 2>&1 | tee "$OUT/check.log"
   python3 "$BUNDLE/check_against_torch.py" "$DATA" 2>&1 | tee -a "$OUT/check.log"
+  # on Hopper the large forward products run on wgmma; check the mma.sync path (sm_80's) too
+  echo "--- again with SMK_NO_WGMMA=1 (mma.sync forward)" | tee -a "$OUT/check.log"
+  SMK_NO_WGMMA=1 "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 43 2>&1 | tee -a "$OUT/check.log"
+  python3 "$BUNDLE/check_against_torch.py" "$DATA" 2>&1 | tee -a "$OUT/check.log"
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   python3 "$BUNDLE/torch_moe_lora_bench.py" --json "$OUT/torch.json" 2>&1 | tee "$OUT/bench.log"

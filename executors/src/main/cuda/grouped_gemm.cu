@@ -1,6 +1,7 @@
 // Grouped GEMM kernels: see grouped_gemm.cuh for the modes, segments and the packed gate/up layout.
 #include "grouped_gemm.cuh"
 #include <cuda_runtime.h>
+#include <cstdlib>
 
 namespace smk {
 namespace {
@@ -441,6 +442,168 @@ __global__ void __launch_bounds__(STHREADS) simtKernel(const __grid_constant__ G
     }
 }
 
+// ---------------------------------------------------------------- Hopper wgmma kernel (FWD, DGRAD; sm_90a)
+// 128 × 128 × 64 tiles, 2 warpgroups of 64 rows each issuing wgmma m64n128k16 with both operands in shared
+// memory (128-byte swizzle; A K-major, B K-major or N-major), fed by the same cp.async pipeline; used for the
+// large FWD and DGRAD products on sm_90 devices. The accumulator fragment of wgmma per n8 block is mma.sync's, so the epilogues are shared.
+
+constexpr int WG_BM = 128, WG_BN = 128, WG_BK = 64, WG_STAGES = 4, WG_THREADS = 256;
+constexpr int WG_TILE = 128 * 64;                       // halfs per operand tile
+constexpr int WG_SMEM = WG_STAGES * 2 * WG_TILE * 2 + 1024;
+
+// Shared-memory matrix descriptor, 128-byte swizzle: K-major (lbo unused) or MN-major (lbo = bytes between
+// 64-element MN atoms); sbo = 1024 bytes between groups of 8 rows.
+__device__ __forceinline__ uint64_t wgDesc(const void* p, uint64_t lbo) {
+    uint64_t a = static_cast<uint64_t>(__cvta_generic_to_shared(p));
+    return ((a & 0x3FFFF) >> 4) | ((lbo >> 4) << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
+}
+
+template <int TRANS_B>   // 0: B K-major, 1: B MN-major
+__device__ __forceinline__ void wgmma128(float (&d)[64], uint64_t da, uint64_t db) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, 1, 1, 1, 0, %66;\n"
+                 "}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(da), "l"(db), "n"(TRANS_B));
+#else
+    __trap();
+#endif
+}
+
+__device__ __forceinline__ void wgFence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgCommitWait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void proxyFence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+template <int MODE>   // FWD (B K-major) or DGRAD (B N-major, MN-major tiles of 2 atoms × 64 k-rows)
+__global__ void __launch_bounds__(WG_THREADS, 1) wgKernel(const __grid_constant__ GemmArgs a) {
+    extern __shared__ __align__(16) unsigned char wgRaw[];
+    __nv_bfloat16* smem = reinterpret_cast<__nv_bfloat16*>(
+            (reinterpret_cast<uintptr_t>(wgRaw) + 1023) & ~static_cast<uintptr_t>(1023));
+    int g, mt, nt;
+    if (!rowTileMFast(a, WG_BM, WG_BN, g, mt, nt)) return;
+    const int rowStart = a.offsets[g] + mt * WG_BM, rowEnd = a.offsets[g + 1];
+    const int n0 = nt * WG_BN;
+    const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warpInWg = (tid >> 5) & 3;
+
+    int ktiles[3] = {0, 0, 0};
+    int total = 0;
+#pragma unroll
+    for (int s = 0; s < 3; s++) {
+        if (s < a.nseg) {
+            ktiles[s] = (a.seg[s].K + WG_BK - 1) / WG_BK;
+            total += ktiles[s];
+        }
+    }
+    auto load = [&](int stage, int kt) {
+        int s = 0;
+        if (kt >= ktiles[0]) { kt -= ktiles[0]; s = 1; if (kt >= ktiles[1]) { kt -= ktiles[1]; s = 2; } }
+        const Seg sg = pick(a, s);
+        const int k0 = kt * WG_BK;
+        const __nv_bfloat16* A = static_cast<const __nv_bfloat16*>(sg.a);
+        const __nv_bfloat16* B = static_cast<const __nv_bfloat16*>(sg.b);
+        __nv_bfloat16* sA = smem + stage * 2 * WG_TILE;
+        __nv_bfloat16* sB = sA + WG_TILE;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int c = tid + i * WG_THREADS;       // 1024 16-byte chunks per operand: row c/8, chunk c%8
+            int row = c >> 3, kc = c & 7;
+            int k = k0 + kc * 8;
+            int swz = row * 64 + ((kc ^ (row & 7)) << 3);
+            int r = rowStart + row;
+            bool okA = r < rowEnd && k < sg.K;
+            cpAsync16(sA + swz, okA ? A + (long long)r * sg.lda + k : A, okA);
+            if (MODE == FWD) {
+                int n = n0 + row;
+                bool okB = n < a.N && k < sg.K;
+                cpAsync16(sB + swz, okB ? B + g * sg.strideB + (long long)n * sg.ldb + k : B, okB);
+            } else {                            // row c/16 = k, chunk c%16 along N
+                int kr = c >> 4, nc = c & 15, kb = k0 + kr, n = n0 + nc * 8;
+                bool okB = kb < sg.K && n < a.N;
+                int at = (nc >> 3) * 4096 + kr * 64 + (((nc & 7) ^ (kr & 7)) << 3);
+                cpAsync16(sB + at, okB ? B + g * sg.strideB + (long long)kb * sg.ldb + (long long)(n >> 3) * sg.bChunk
+                                       : B, okB);
+            }
+        }
+    };
+
+    float acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc[i] = 0.f;
+#pragma unroll
+    for (int s = 0; s < WG_STAGES - 1; s++) {
+        if (s < total) load(s, s);
+        cpCommit();
+    }
+    for (int kt = 0; kt < total; kt++) {
+        cpWait<WG_STAGES - 2>();
+        proxyFence();
+        __syncthreads();
+        int next = kt + WG_STAGES - 1;
+        if (next < total) load(next % WG_STAGES, next);
+        cpCommit();
+        const __nv_bfloat16* sA = smem + (kt % WG_STAGES) * 2 * WG_TILE + wg * 64 * 64;
+        const __nv_bfloat16* sB = smem + (kt % WG_STAGES) * 2 * WG_TILE + WG_TILE;
+        uint64_t da = wgDesc(sA, 16), db = wgDesc(sB, MODE == FWD ? 16 : 8192);
+        wgFence();
+#pragma unroll
+        for (int j = 0; j < WG_BK / 16; j++) {   // next k16: +32 bytes in a K-major row, +16 rows (2048 bytes) MN-major
+            wgmma128<MODE == FWD ? 0 : 1>(acc, da + 2 * j, db + (MODE == FWD ? 2 : 128) * j);
+        }
+        wgCommitWait();
+    }
+    cpWait<0>();
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int rl = wg * 64 + warpInWg * 16 + (lane >> 2) + h * 8;
+        if (rowStart + rl >= rowEnd) continue;
+        long long row = rowStart + rl;
+#pragma unroll
+        for (int np = 0; np < 8; np++) {
+            int col = n0 + np * 16 + (lane & 3) * 2;
+            epilogue4<__nv_bfloat16>(a, a.c, row, col, acc[8 * np + 2 * h], acc[8 * np + 2 * h + 1],
+                                     acc[8 * np + 4 + 2 * h], acc[8 * np + 4 + 2 * h + 1]);
+        }
+    }
+}
+
+template <int MODE>
+int launchWg(const GemmArgs& a, cudaStream_t stream) {
+    static bool configured = false;
+    if (!configured) {
+        cudaError_t e = cudaFuncSetAttribute(wgKernel<MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG_SMEM);
+        if (e != cudaSuccess) return e;
+        configured = true;
+    }
+    long long blocks = ((long long)(a.rows + WG_BM - 1) / WG_BM + a.groups) * ((a.N + WG_BN - 1) / WG_BN);
+    if (blocks == 0) return cudaSuccess;
+    wgKernel<MODE><<<(unsigned)blocks, WG_THREADS, WG_SMEM, stream>>>(a);
+    return cudaGetLastError();
+}
+
+// Whether device 0 is a Hopper (sm_90): the wgmma kernel's machine code is built for sm_90a only.
+bool hopper() {
+    static int major = -1;
+    if (major < 0) {
+        cudaDeviceProp p;
+        major = cudaGetDeviceProperties(&p, 0) == cudaSuccess ? p.major : 0;
+    }
+    return major == 9;
+}
+
 template <int MODE, typename C>
 int launchTcCfg(const GemmArgs& a, cudaStream_t stream) {
     static bool configured = false;
@@ -462,6 +625,9 @@ int launchTc(const GemmArgs& a, cudaStream_t stream) {
     if (a.N <= 32) return launchTcCfg<MODE, SkinnyN>(a, stream);
     if constexpr (MODE == WGRAD) {
         if (a.M <= 32) return launchTcCfg<MODE, SkinnyM>(a, stream);
+    }
+    if constexpr (MODE != WGRAD) {
+        if (hopper() && std::getenv("SMK_NO_WGMMA") == nullptr) return launchWg<MODE>(a, stream);
     }
     return launchTcCfg<MODE, Big>(a, stream);
 }
