@@ -447,7 +447,7 @@ __global__ void __launch_bounds__(STHREADS) simtKernel(const __grid_constant__ G
 // memory (128-byte swizzle; A K-major, B K-major or N-major), fed by the same cp.async pipeline; used for the
 // large FWD and DGRAD products on sm_90 devices. The accumulator fragment of wgmma per n8 block is mma.sync's, so the epilogues are shared.
 
-constexpr int WG_BM = 128, WG_BN = 128, WG_BK = 64, WG_STAGES = 4, WG_THREADS = 256;
+constexpr int WG_BM = 128, WG_BN = 128, WG_BK = 64, WG_STAGES = 5, WG_THREADS = 256;
 constexpr int WG_TILE = 128 * 64;                       // halfs per operand tile
 constexpr int WG_SMEM = WG_STAGES * 2 * WG_TILE * 2 + 1024;
 
@@ -476,10 +476,12 @@ __device__ __forceinline__ void wgFence() {
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #endif
 }
+// Commits the wgmma issued since the last commit and waits until at most PENDING groups are in flight.
+template <int PENDING>
 __device__ __forceinline__ void wgCommitWait() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(PENDING) : "memory");
 #endif
 }
 __device__ __forceinline__ void proxyFence() {
@@ -543,16 +545,18 @@ __global__ void __launch_bounds__(WG_THREADS, 1) wgKernel(const __grid_constant_
     float acc[64];
 #pragma unroll
     for (int i = 0; i < 64; i++) acc[i] = 0.f;
+    // Tiles kt+1..kt+STAGES-2 load while tile kt's wgmma run and tile kt-1's may still be running: a slot is
+    // refilled two tiles after its last use, once every warpgroup has passed wait_group(1) for it.
 #pragma unroll
-    for (int s = 0; s < WG_STAGES - 1; s++) {
+    for (int s = 0; s < WG_STAGES - 2; s++) {
         if (s < total) load(s, s);
         cpCommit();
     }
     for (int kt = 0; kt < total; kt++) {
-        cpWait<WG_STAGES - 2>();
+        cpWait<WG_STAGES - 3>();
         proxyFence();
         __syncthreads();
-        int next = kt + WG_STAGES - 1;
+        int next = kt + WG_STAGES - 2;
         if (next < total) load(next % WG_STAGES, next);
         cpCommit();
         const __nv_bfloat16* sA = smem + (kt % WG_STAGES) * 2 * WG_TILE + wg * 64 * 64;
@@ -563,8 +567,9 @@ __global__ void __launch_bounds__(WG_THREADS, 1) wgKernel(const __grid_constant_
         for (int j = 0; j < WG_BK / 16; j++) {   // next k16: +32 bytes in a K-major row, +16 rows (2048 bytes) MN-major
             wgmma128<MODE == FWD ? 0 : 1>(acc, da + 2 * j, db + (MODE == FWD ? 2 : 128) * j);
         }
-        wgCommitWait();
+        wgCommitWait<1>();
     }
+    wgCommitWait<0>();
     cpWait<0>();
 #pragma unroll
     for (int h = 0; h < 2; h++) {
