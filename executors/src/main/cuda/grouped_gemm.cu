@@ -447,9 +447,9 @@ __global__ void __launch_bounds__(STHREADS) simtKernel(const __grid_constant__ G
 // memory (128-byte swizzle; A K-major, B K-major or N-major), fed by the same cp.async pipeline; used for the
 // large FWD and DGRAD products on sm_90 devices. The accumulator fragment of wgmma per n8 block is mma.sync's, so the epilogues are shared.
 
-constexpr int WG_BM = 128, WG_BN = 128, WG_BK = 64, WG_STAGES = 5, WG_THREADS = 256;
+constexpr int WG_BM = 128, WG_BN = 128, WG_BK = 64, WG_THREADS = 256;
 constexpr int WG_TILE = 128 * 64;                       // halfs per operand tile
-constexpr int WG_SMEM = WG_STAGES * 2 * WG_TILE * 2 + 1024;
+template <int STAGES> constexpr int wgSmem() { return STAGES * 2 * WG_TILE * 2 + 1024; }
 
 // Shared-memory matrix descriptor, 128-byte swizzle: K-major (lbo unused) or MN-major (lbo = bytes between
 // 64-element MN atoms); sbo = 1024 bytes between groups of 8 rows.
@@ -490,8 +490,8 @@ __device__ __forceinline__ void proxyFence() {
 #endif
 }
 
-template <int MODE>   // FWD (B K-major) or DGRAD (B N-major, MN-major tiles of 2 atoms × 64 k-rows)
-__global__ void __launch_bounds__(WG_THREADS, 1) wgKernel(const __grid_constant__ GemmArgs a) {
+template <int MODE, int WG_STAGES, int MINB>   // FWD (B K-major) or DGRAD (B N-major, MN-major tiles of 2 atoms × 64 k-rows)
+__global__ void __launch_bounds__(WG_THREADS, MINB) wgKernel(const __grid_constant__ GemmArgs a) {
     extern __shared__ __align__(16) unsigned char wgRaw[];
     __nv_bfloat16* smem = reinterpret_cast<__nv_bfloat16*>(
             (reinterpret_cast<uintptr_t>(wgRaw) + 1023) & ~static_cast<uintptr_t>(1023));
@@ -585,18 +585,26 @@ __global__ void __launch_bounds__(WG_THREADS, 1) wgKernel(const __grid_constant_
     }
 }
 
-template <int MODE>
-int launchWg(const GemmArgs& a, cudaStream_t stream) {
+template <int MODE, int STAGES, int MINB>
+int launchWgCfg(const GemmArgs& a, cudaStream_t stream) {
     static bool configured = false;
     if (!configured) {
-        cudaError_t e = cudaFuncSetAttribute(wgKernel<MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG_SMEM);
+        cudaError_t e = cudaFuncSetAttribute(wgKernel<MODE, STAGES, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             wgSmem<STAGES>());
         if (e != cudaSuccess) return e;
         configured = true;
     }
     long long blocks = ((long long)(a.rows + WG_BM - 1) / WG_BM + a.groups) * ((a.N + WG_BN - 1) / WG_BN);
     if (blocks == 0) return cudaSuccess;
-    wgKernel<MODE><<<(unsigned)blocks, WG_THREADS, WG_SMEM, stream>>>(a);
+    wgKernel<MODE, STAGES, MINB><<<(unsigned)blocks, WG_THREADS, wgSmem<STAGES>(), stream>>>(a);
     return cudaGetLastError();
+}
+
+// 3 stages and 2 CTAs per SM (one CTA's epilogue overlaps the other's main loop) measured fastest against
+// 4 and 5 stages at 1 CTA per SM (deploy/gpu/NOTES.md).
+template <int MODE>
+int launchWg(const GemmArgs& a, cudaStream_t stream) {
+    return launchWgCfg<MODE, 3, 2>(a, stream);
 }
 
 // Whether device 0 is a Hopper (sm_90): the wgmma kernel's machine code is built for sm_90a only.

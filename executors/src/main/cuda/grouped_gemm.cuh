@@ -1,5 +1,6 @@
-// Grouped GEMM over a routing plan, bf16 tensor cores (mma.sync m16n8k16, fp32 accumulation, cp.async
-// multi-stage pipeline) and an fp32 SIMT variant with the same arguments, plus fused epilogues.
+// Grouped GEMM over a routing plan on the bf16 tensor cores (wgmma on sm_90a, mma.sync m16n8k16 elsewhere;
+// fp32 accumulation; cp.async multi-stage pipelines) and an fp32 SIMT variant with the same arguments, plus
+// fused epilogues.
 //
 // Three modes (Hugging Face Linear layout, weights [G, out, in]):
 //   FWD   C[r, n] = alpha · Σ_seg Σ_k A_s[r, k] · B_s,g[n, k]      rows r of group g (offsets), B K-major
