@@ -5,6 +5,8 @@ import com.fasterxml.jackson.databind.SerializationFeature;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.CudaGroupedGemm;
+import org.sparkmoe.kernels.Device;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.LoopGroupedGemm;
 import org.sparkmoe.kernels.Workers;
@@ -80,6 +82,7 @@ public final class MoeBench {
 
     private final int repeats;
     private final int gemmThreads;
+    private final Device device;
     private final PrintStream out;
 
     /**
@@ -88,12 +91,21 @@ public final class MoeBench {
      *                    threads, one BLAS thread each
      */
     public MoeBench(int repeats, int gemmThreads, PrintStream out) {
+        this(repeats, gemmThreads, Device.CPU, out);
+    }
+
+    /**
+     * @param device where the grouped column runs: {@link Device#CUDA} times {@link CudaGroupedGemm} (fp32 kernel,
+     *               base expert weights resident on the GPU, activations copied per call) against the CPU loop
+     */
+    public MoeBench(int repeats, int gemmThreads, Device device, PrintStream out) {
         if (repeats < 1 || gemmThreads < 1) {
             throw new IllegalArgumentException("repeats and gemm threads must be at least 1, got repeats "
                     + repeats + ", gemm threads " + gemmThreads);
         }
         this.repeats = repeats;
         this.gemmThreads = gemmThreads;
+        this.device = device;
         this.out = out;
     }
 
@@ -116,9 +128,10 @@ public final class MoeBench {
         int cores = Runtime.getRuntime().availableProcessors();
         Nd4j.factory().blas().setMaxThreads(gemmThreads == 1 ? cores : 1);
         out.printf(Locale.ROOT, "sparkmoe bench moe: float32, forward+backward, median of %d after warm-up; %d cores;"
-                        + " loop and dense on every core; grouped: BLAS threads %d, groups %s%n", repeats, cores,
-                Nd4j.factory().blas().getMaxThreads(), gemmThreads == 1 ? "sequential over groups"
-                        : "parallel over groups on " + gemmThreads + " threads");
+                        + " loop and dense on every core; grouped: %s%n", repeats, cores, device == Device.CUDA
+                        ? "CUDA fp32 kernel, weights resident, activations copied per call"
+                        : "BLAS threads " + Nd4j.factory().blas().getMaxThreads() + ", groups " + (gemmThreads == 1
+                        ? "sequential over groups" : "parallel over groups on " + gemmThreads + " threads"));
         out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%n", "case", "loop ms",
                 "grouped", "naive ms", "speedup", "grp GF/s", "dense GF/s", "ratio", "gemm%", "gemm GF/s", "naive MB",
                 "factor. MB");
@@ -145,7 +158,18 @@ public final class MoeBench {
     }
 
     private GroupedGemm grouped() {
-        return new Nd4jGroupedGemm(gemmThreads);
+        return device == Device.CUDA ? new CudaGroupedGemm() : new Nd4jGroupedGemm(gemmThreads);
+    }
+
+    /** The grouped GEMM for a case whose frozen weights are {@code frozen}: on the GPU they stay resident. */
+    private GroupedGemm grouped(INDArray... frozen) {
+        GroupedGemm g = grouped();
+        if (g instanceof CudaGroupedGemm cuda) {
+            for (INDArray w : frozen) {
+                cuda.resident(w);
+            }
+        }
+        return g;
     }
 
     private Result experts(Case c) {
@@ -166,7 +190,7 @@ public final class MoeBench {
 
         LoraExpertFfn loopFfn = new LoraExpertFfn(base, gate, up, down, loop());
         double loop = BlasThreads.onAllCores(() -> passMs(loopFfn, xs, offsets, dys, repeats));
-        TimedGroupedGemm timed = new TimedGroupedGemm(grouped());
+        TimedGroupedGemm timed = new TimedGroupedGemm(grouped(base.w1(), base.w3(), base.w2()));
         LoraExpertFfn groupedFfn = new LoraExpertFfn(base, gate, up, down, timed);
         passMs(groupedFfn, xs, offsets, dys, 1);                                           // warm-up, untimed share
         timed.nanos.set(0);

@@ -12,7 +12,7 @@ import org.sparkmoe.io.CheckpointFormatException;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.ModelConfigException;
 import org.sparkmoe.kernels.GroupedGemm;
-import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.kernels.Device;
 
 import java.io.FileNotFoundException;
 import java.io.IOException;
@@ -50,9 +50,9 @@ public final class ModelFolder {
         }
     }
 
-    /** Loads the model with the ND4J grouped GEMM (no caching). */
+    /** Loads the model with the grouped GEMM of this JVM's {@link Device} (no caching). */
     public static MoeTransformer load(Path dir, Configuration conf) {
-        return load(dir, conf, new Nd4jGroupedGemm());
+        return load(dir, conf, Device.current().groupedGemm());
     }
 
     public static MoeTransformer load(Path dir, Configuration conf, GroupedGemm gemm) {
@@ -73,7 +73,7 @@ public final class ModelFolder {
         ModelConfig config = readConfig(dir, conf);
         PeftAdapter adapter = PeftAdapter.read(adapterDir, conf, config);
         try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
-            return ModelLoader.load(config, new MergedTensors(checkpoint, adapter), new Nd4jGroupedGemm());
+            return ModelLoader.load(config, new MergedTensors(checkpoint, adapter), Device.current().groupedGemm());
         }
     }
 

@@ -1,7 +1,10 @@
 package org.sparkmoe.driver.bench;
 
 import org.sparkmoe.bench.MoeBench;
+import org.sparkmoe.driver.DeviceOptions;
+import org.sparkmoe.kernels.Device;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 import java.io.IOException;
@@ -31,11 +34,16 @@ public final class MoeBenchCommand implements Callable<Integer> {
     @Option(names = "--json", paramLabel = "FILE", description = "Also write the table as JSON.")
     Path json;
 
+    @Mixin
+    DeviceOptions device;
+
     @Override
     public Integer call() throws IOException {
+        Device chosen = device.apply();
         List<MoeBench.Case> selected = MoeBench.select(cases);
         List<MoeBench.Result> results = new MoeBench(repeats,
-                gemmThreads == null ? Runtime.getRuntime().availableProcessors() : gemmThreads, System.out).run(selected);
+                gemmThreads == null ? Runtime.getRuntime().availableProcessors() : gemmThreads, chosen, System.out)
+                .run(selected);
         if (json != null) {
             MoeBench.writeJson(results, json);
             System.out.println("wrote " + json);

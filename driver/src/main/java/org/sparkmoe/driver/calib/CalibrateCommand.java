@@ -6,6 +6,7 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
@@ -72,8 +73,12 @@ public final class CalibrateCommand implements Callable<Integer> {
     @Mixin
     SparkOptions spark;
 
+    @Mixin
+    DeviceOptions device;
+
     @Override
     public Integer call() {
+        device.apply();
         Configuration conf = new Configuration();
         ModelConfig config = validate(conf);
         String outUri = Paths.qualify(out, conf);

@@ -5,6 +5,7 @@ import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.AtomicFile;
@@ -65,8 +66,12 @@ public final class EvalCommand implements Callable<Integer> {
     @Mixin
     SparkOptions spark;
 
+    @Mixin
+    DeviceOptions device;
+
     @Override
     public Integer call() {
+        device.apply();
         Configuration conf = new Configuration();
         EvalPlan plan = plan(conf);
         PerplexityReport report;

@@ -6,6 +6,7 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
@@ -121,6 +122,9 @@ public final class TrainCommand implements Callable<Integer> {
     @Mixin
     SparkOptions spark;
 
+    @Mixin
+    DeviceOptions device;
+
     /** One --targets name as a projection; a name that is none of them is a bad flag (exit 2). */
     static final class ProjectionConverter implements CommandLine.ITypeConverter<Projection> {
         @Override
@@ -135,6 +139,7 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        device.apply();
         Configuration conf = new Configuration();
         String modelUri = Paths.qualify(model, conf);
         ModelConfig config = checkModel(modelUri, conf);
