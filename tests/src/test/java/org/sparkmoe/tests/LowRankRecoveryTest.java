@@ -3,12 +3,7 @@ package org.sparkmoe.tests;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.hadoop.conf.Configuration;
-import org.apache.spark.api.java.JavaSparkContext;
-import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.driver.Paths;
-import org.sparkmoe.driver.SparkContexts;
-import org.sparkmoe.driver.train.TrainJob;
-import org.sparkmoe.driver.train.TrainOutputs;
 import org.sparkmoe.driver.train.TrainPlan;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -19,7 +14,6 @@ import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
 import org.sparkmoe.text.TextSplit;
-import org.sparkmoe.train.TrainState;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -29,7 +23,6 @@ import java.util.List;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
-import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.sparkmoe.tests.CliRun.sparkmoe;
 
@@ -156,19 +149,7 @@ class LowRankRecoveryTest {
         TrainPlan plan = new TrainPlan(Paths.qualify(converted.toString(), conf), List.of(Paths.qualify(data, conf)),
                 TextSplit.VALID, 32, 1, 3, 1, 2, Paths.qualify(interrupted.toString(), conf), 1, false,
                 List.of(Projection.GATE, Projection.UP, Projection.DOWN), 8, 8, false, 1e-3, 0, 0, 1.0, null, 42);
-        TrainOutputs outputs = new TrainOutputs(plan, conf);
-        class Stop extends RuntimeException {
-        }
-        try (JavaSparkContext sc = SparkContexts.start("train-test", "local[2]")) {
-            TrainState start = TrainState.init(ModelFolder.cached(plan.model()), plan.loraSpec(), plan.seed(),
-                    DataType.FLOAT);
-            assertThrows(Stop.class, () -> TrainJob.run(sc, plan, start, 0, (round, state) -> {
-                outputs.roundDone(round, state);
-                if (round.round() == 1) {
-                    throw new Stop();
-                }
-            }));
-        }
+        InterruptedTrain.stopAfterRound(plan, 1);
         List<String> resumeArgs = new ArrayList<>(common);
         resumeArgs.addAll(List.of("--out", interrupted.toString(), "--resume"));
         CliRun resumed = sparkmoe(resumeArgs);

@@ -3,21 +3,14 @@ package org.sparkmoe.tests;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.hadoop.conf.Configuration;
-import org.apache.spark.api.java.JavaSparkContext;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.driver.Paths;
-import org.sparkmoe.driver.SparkContexts;
-import org.sparkmoe.driver.train.TrainJob;
-import org.sparkmoe.driver.train.TrainOutputs;
 import org.sparkmoe.driver.train.TrainPlan;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.SafeTensorsFile;
-import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.text.TextSplit;
-import org.sparkmoe.train.TrainState;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -29,7 +22,6 @@ import java.util.Map;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
-import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.sparkmoe.tests.CliRun.sparkmoe;
 
@@ -125,19 +117,7 @@ class TrainJobTest {
 
         Path interrupted = dir.resolve("interrupted");
         TrainPlan plan = plan(interrupted);
-        TrainOutputs outputs = new TrainOutputs(plan, new Configuration());
-        class Stop extends RuntimeException {
-        }
-        try (JavaSparkContext sc = SparkContexts.start("train-test", "local[2]")) {
-            TrainState start = TrainState.init(ModelFolder.cached(plan.model()), plan.loraSpec(), plan.seed(),
-                    DataType.FLOAT);
-            assertThrows(Stop.class, () -> TrainJob.run(sc, plan, start, 0, (round, state) -> {
-                outputs.roundDone(round, state);
-                if (round.round() == 1) {
-                    throw new Stop();
-                }
-            }));
-        }
+        InterruptedTrain.stopAfterRound(plan, 1);
         assertEquals(2, Files.readAllLines(interrupted.resolve("train-log.jsonl")).size());
         CliRun resumed = sparkmoe(train(interrupted, "--resume"));
         assertEquals(0, resumed.exitCode(), resumed.err());
