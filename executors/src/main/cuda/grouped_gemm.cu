@@ -606,7 +606,8 @@ __device__ __forceinline__ void wgSwigluFwd(const GemmArgs& a, __nv_bfloat16* sH
     }
 }
 
-template <int MODE, int BN, int WG_STAGES, int MINB>   // FWD (B K-major) or DGRAD (B N-major, MN-major tiles of BN/64 atoms × 64 k-rows)
+// FWD (B K-major) or DGRAD (B N-major, MN-major tiles of BN/64 atoms × 64 k-rows); LATE: slot refill (below)
+template <int MODE, int BN, int WG_STAGES, int MINB, bool LATE>
 __global__ void __launch_bounds__(WG_THREADS, MINB) wgKernel(const __grid_constant__ GemmArgs a) {
     extern __shared__ __align__(16) unsigned char wgRaw[];
     __nv_bfloat16* smem = reinterpret_cast<__nv_bfloat16*>(
@@ -671,17 +672,24 @@ __global__ void __launch_bounds__(WG_THREADS, MINB) wgKernel(const __grid_consta
     float acc[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; i++) acc[i] = 0.f;
-    // Tiles kt+1..kt+STAGES-1 load while tile kt's wgmma run: once every warpgroup has passed wait_group(1) for
-    // tile kt-1 (the second barrier), its slot takes tile kt+STAGES-1, so loads are issued STAGES-1 tiles ahead.
+    // Loads run AHEAD tiles in front of the wgmma, one group of wgmma stays in flight (wait_group 1). Refilled
+    // early (one barrier per k-tile), a slot takes tile kt+STAGES-2 before tile kt's wgmma are issued, two tiles
+    // after its last use; refilled late, a second barrier after wait_group(1) frees tile kt-1's slot for tile
+    // kt+STAGES-1. Late is faster at 2 CTAs per SM (3 stages), early at 1 CTA per SM (deploy/gpu/NOTES.md).
+    constexpr int AHEAD = LATE ? WG_STAGES - 1 : WG_STAGES - 2;
 #pragma unroll
-    for (int s = 0; s < WG_STAGES - 1; s++) {
+    for (int s = 0; s < AHEAD; s++) {
         if (s < total) load(s, s);
         cpCommit();
     }
     for (int kt = 0; kt < total; kt++) {
-        cpWait<WG_STAGES - 2>();
+        cpWait<AHEAD - 1>();
         proxyFence();
         __syncthreads();
+        if (!LATE) {
+            if (kt + AHEAD < total) load((kt + AHEAD) % WG_STAGES, kt + AHEAD);
+            cpCommit();
+        }
         const __nv_bfloat16* sA = smem + (kt % WG_STAGES) * wgStageHalfs<BN>() + wg * 64 * 64;
         const __nv_bfloat16* sB = smem + (kt % WG_STAGES) * wgStageHalfs<BN>() + WG_BM * WG_BK;
         uint64_t da = wgDesc(sA, 16), db = wgDesc(sB, MODE == FWD ? 16 : 8192);
@@ -691,10 +699,11 @@ __global__ void __launch_bounds__(WG_THREADS, MINB) wgKernel(const __grid_consta
             wgmma<BN, MODE == FWD ? 0 : 1>(acc, da + 2 * j, db + (MODE == FWD ? 2 : 128) * j);
         }
         wgCommitWait<1>();
-        __syncthreads();
-        int next = kt + WG_STAGES - 1;
-        if (next < total) load(next % WG_STAGES, next);
-        cpCommit();
+        if (LATE) {
+            __syncthreads();
+            if (kt + AHEAD < total) load((kt + AHEAD) % WG_STAGES, kt + AHEAD);
+            cpCommit();
+        }
     }
     wgCommitWait<0>();
     cpWait<0>();
@@ -718,19 +727,19 @@ __global__ void __launch_bounds__(WG_THREADS, MINB) wgKernel(const __grid_consta
     }
 }
 
-template <int MODE, int BN, int STAGES, int MINB>
+template <int MODE, int BN, int STAGES, int MINB, bool LATE>
 int launchWgCfg(const GemmArgs& a, cudaStream_t stream) {
     constexpr int SMEM = wgSmem<BN, STAGES>();
     static bool configured = false;
     if (!configured) {
-        cudaError_t e = cudaFuncSetAttribute(wgKernel<MODE, BN, STAGES, MINB>,
+        cudaError_t e = cudaFuncSetAttribute(wgKernel<MODE, BN, STAGES, MINB, LATE>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
         if (e != cudaSuccess) return e;
         configured = true;
     }
     long long blocks = ((long long)(a.rows + WG_BM - 1) / WG_BM + a.groups) * ((a.N + BN - 1) / BN);
     if (blocks == 0) return cudaSuccess;
-    wgKernel<MODE, BN, STAGES, MINB><<<(unsigned)blocks, WG_THREADS, SMEM, stream>>>(a);
+    wgKernel<MODE, BN, STAGES, MINB, LATE><<<(unsigned)blocks, WG_THREADS, SMEM, stream>>>(a);
     return cudaGetLastError();
 }
 
@@ -741,17 +750,14 @@ int envInt(const char* name, int fallback) {
 }
 
 // 128 × 128 tiles, 3 stages and 2 CTAs per SM (one CTA's epilogue overlaps the other's main loop) measured
-// fastest for the 64-expert shapes; 128 × 256 tiles (1 CTA per SM) for groups of many rows and wide outputs.
-// SMK_WG_BN=128|256 (SMK_WG_BN_H13 for the gate/up product alone) and SMK_WG_STAGES=3|4 (for 256) override the
-// choice (deploy/gpu/NOTES.md).
+// fastest for the 64-expert shapes; 128 × 256 tiles, 4 stages, 1 CTA per SM for groups of many rows and wide
+// outputs (Mixtral). SMK_WG_BN=128|256 (SMK_WG_BN_H13 for the gate/up product alone) overrides the choice.
 template <int MODE>
 int launchWg(const GemmArgs& a, cudaStream_t stream) {
     bool wide = a.groups > 0 && a.rows / a.groups >= 1024 && a.N >= 2048;
     int bn = envInt("SMK_WG_BN", wide ? 256 : 128);
     if (a.epilogue == EPI_SWIGLU_FWD) bn = envInt("SMK_WG_BN_H13", bn);
-    if (bn != 256) return launchWgCfg<MODE, 128, 3, 2>(a, stream);
-    return envInt("SMK_WG_STAGES", 4) == 3 ? launchWgCfg<MODE, 256, 3, 1>(a, stream)
-                                           : launchWgCfg<MODE, 256, 4, 1>(a, stream);
+    return bn == 256 ? launchWgCfg<MODE, 256, 4, 1, false>(a, stream) : launchWgCfg<MODE, 128, 3, 2, true>(a, stream);
 }
 
 // Whether device 0 is a Hopper (sm_90): the wgmma kernel's machine code is built for sm_90a only.
