@@ -128,7 +128,10 @@ struct Cfg {
 // The large products: 128 × 128 × 64, 4 warps of 64 × 64, 3 stages, 2 CTAs per SM, m-tile fastest; the best of
 // six shapes timed on the H100 (deploy/gpu/NOTES.md).
 using Big = Cfg<2, 2, 4, 8, 64, 3, 2>;
-using SkinnyN = Cfg<8, 1, 1, 4, 32, 4, 2>; // 128 × 32: N ≤ 32 (LoRA shrink, dB)
+// 128 × 32: N ≤ 32 (LoRA shrink, dB). Few CTAs stream long K there (Mixtral: 136 CTAs, K up to 28672), so the
+// loads in flight bound the speed: 64-deep k-tiles carry twice the bytes of 32-deep ones (SMK_SKINNY_BK=32).
+using SkinnyN = Cfg<8, 1, 1, 4, 64, 4, 2>;
+using SkinnyN32 = Cfg<8, 1, 1, 4, 32, 4, 2>;
 using SkinnyM = Cfg<1, 8, 2, 2, 32, 4, 2>; // 32 × 128: WGRAD with M ≤ 32 (dA)
 
 __device__ __forceinline__ void cpAsync16(void* smem, const void* gmem, bool valid) {
@@ -788,7 +791,10 @@ int launchTcCfg(const GemmArgs& a, cudaStream_t stream) {
 
 template <int MODE>
 int launchTc(const GemmArgs& a, cudaStream_t stream) {
-    if (a.N <= 32) return launchTcCfg<MODE, SkinnyN>(a, stream);
+    if (a.N <= 32) {
+        return envInt("SMK_SKINNY_BK", 64) == 32 ? launchTcCfg<MODE, SkinnyN32>(a, stream)
+                                                 : launchTcCfg<MODE, SkinnyN>(a, stream);
+    }
     if constexpr (MODE == WGRAD) {
         if (a.M <= 32) return launchTcCfg<MODE, SkinnyM>(a, stream);
     }
