@@ -22,7 +22,11 @@ if [ "$WHAT" = check ] || [ "$WHAT" = all ]; then
   DATA=$(mktemp -d)
   "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 42 2>&1 | tee "$OUT/check.log"
   python3 "$BUNDLE/check_against_torch.py" "$DATA" 2>&1 | tee -a "$OUT/check.log"
-  # on Hopper the large forward products run on wgmma; check the mma.sync path (sm_80's) too
+  # on Hopper the large products run on wgmma, 128 × 256 tiles only for groups of 1024+ rows: check those tiles
+  # (forced) and the mma.sync path (sm_80's) too
+  echo "--- again with SMK_WG_BN=256 (128 x 256 wgmma tiles)" | tee -a "$OUT/check.log"
+  SMK_WG_BN=256 "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 44 2>&1 | tee -a "$OUT/check.log"
+  python3 "$BUNDLE/check_against_torch.py" "$DATA" 2>&1 | tee -a "$OUT/check.log"
   echo "--- again with SMK_NO_WGMMA=1 (mma.sync forward)" | tee -a "$OUT/check.log"
   SMK_NO_WGMMA=1 "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 43 2>&1 | tee -a "$OUT/check.log"
   python3 "$BUNDLE/check_against_torch.py" "$DATA" 2>&1 | tee -a "$OUT/check.log"

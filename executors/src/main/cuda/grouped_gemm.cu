@@ -128,7 +128,10 @@ struct Cfg {
 // The large products: 128 × 128 × 64, 4 warps of 64 × 64, 3 stages, 2 CTAs per SM, m-tile fastest; the best of
 // six shapes timed on the H100 (deploy/gpu/NOTES.md).
 using Big = Cfg<2, 2, 4, 8, 64, 3, 2>;
-using SkinnyN = Cfg<8, 1, 1, 4, 32, 4, 2>; // 128 × 32: N ≤ 32 (LoRA shrink, dB)
+// 128 × 32: N ≤ 32 (LoRA shrink, dB). Few CTAs stream long K there (Mixtral: 136 CTAs, K up to 28672), so the
+// loads in flight bound the speed: 64-deep k-tiles carry twice the bytes of 32-deep ones (SMK_SKINNY_BK=32).
+using SkinnyN = Cfg<8, 1, 1, 4, 64, 4, 2>;
+using SkinnyN32 = Cfg<8, 1, 1, 4, 32, 4, 2>;
 using SkinnyM = Cfg<1, 8, 2, 2, 32, 4, 2>; // 32 × 128: WGRAD with M ≤ 32 (dA)
 
 __device__ __forceinline__ void cpAsync16(void* smem, const void* gmem, bool valid) {
@@ -443,13 +446,20 @@ __global__ void __launch_bounds__(STHREADS) simtKernel(const __grid_constant__ G
 }
 
 // ---------------------------------------------------------------- Hopper wgmma kernel (FWD, DGRAD; sm_90a)
-// 128 × 128 × 64 tiles, 2 warpgroups of 64 rows each issuing wgmma m64n128k16 with both operands in shared
-// memory (128-byte swizzle; A K-major, B K-major or N-major), fed by the same cp.async pipeline; used for the
-// large FWD and DGRAD products on sm_90 devices. The accumulator fragment of wgmma per n8 block is mma.sync's, so the epilogues are shared.
+// 128 × BN × 64 tiles (BN = 128 or 256), 2 warpgroups of 64 rows each issuing wgmma m64nBNk16 with both operands
+// in shared memory (128-byte swizzle; A K-major, B K-major or N-major), fed by the same cp.async pipeline; used
+// for the large FWD and DGRAD products on sm_90 devices. The accumulator fragment of wgmma per n8 block is
+// mma.sync's, so the plain epilogue is shared; the SwiGLU epilogues are staged through shared memory instead
+// (16-byte coalesced stores of h13/act and dh13, loads of h13, which is prefetched into L2 when the tile starts).
 
-constexpr int WG_BM = 128, WG_BN = 128, WG_BK = 64, WG_THREADS = 256;
-constexpr int WG_TILE = 128 * 64;                       // halfs per operand tile
-template <int STAGES> constexpr int wgSmem() { return STAGES * 2 * WG_TILE * 2 + 1024; }
+constexpr int WG_BM = 128, WG_BK = 64, WG_THREADS = 256;
+// Shared memory of one configuration: the pipeline, or the staged SwiGLU-backward tile if larger; +1 KB to align.
+template <int BN> __host__ __device__ constexpr int wgStageHalfs() { return (WG_BM + BN) * WG_BK; }
+template <int BN> __host__ __device__ constexpr int wgEpiPitch() { return 2 * BN + 8; }   // halfs per staged h13 row (16 bytes of padding)
+template <int BN, int STAGES> constexpr int wgSmem() {
+    return (STAGES * wgStageHalfs<BN>() > WG_BM * wgEpiPitch<BN>() ? STAGES * wgStageHalfs<BN>()
+                                                                  : WG_BM * wgEpiPitch<BN>()) * 2 + 1024;
+}
 
 // Shared-memory matrix descriptor, 128-byte swizzle: K-major (lbo unused) or MN-major (lbo = bytes between
 // 64-element MN atoms); sbo = 1024 bytes between groups of 8 rows.
@@ -458,14 +468,23 @@ __device__ __forceinline__ uint64_t wgDesc(const void* p, uint64_t lbo) {
     return ((a & 0x3FFFF) >> 4) | ((lbo >> 4) << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
 }
 
-template <int TRANS_B>   // 0: B K-major, 1: B MN-major
-__device__ __forceinline__ void wgmma128(float (&d)[64], uint64_t da, uint64_t db) {
+// One wgmma m64nBNk16 (BN = 128 or 256: BN/2 fp32 accumulators per thread).
+template <int BN, int TRANS_B>   // TRANS_B 0: B K-major, 1: B MN-major
+__device__ __forceinline__ void wgmma(float (&d)[BN / 2], uint64_t da, uint64_t db) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if constexpr (BN == 128) {
     asm volatile("{\n"
                  "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, 1, 1, 1, 0, %66;\n"
                  "}\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
                  : "l"(da), "l"(db), "n"(TRANS_B));
+    } else {
+    asm volatile("{\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, 1, 1, 1, 0, %130;\n"
+                 "}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+                 : "l"(da), "l"(db), "n"(TRANS_B));
+    }
 #else
     __trap();
 #endif
@@ -489,16 +508,117 @@ __device__ __forceinline__ void proxyFence() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
+// Asks the copy engine to bring bytes (a multiple of 16, 16-byte aligned) at p into L2.
+__device__ __forceinline__ void prefetchL2(const void* p, unsigned bytes) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
 
-template <int MODE, int WG_STAGES, int MINB>   // FWD (B K-major) or DGRAD (B N-major, MN-major tiles of 2 atoms × 64 k-rows)
+// EPI_SWIGLU_BWD through shared memory (the pipeline's buffers are free by now): h13's packed columns 2·n0 ..
+// 2·n0 + 2·BN of the tile's rows are loaded with 16-byte cp.async, each thread turns its dact values and the
+// h1, h3 beside them into dh1, dh3 in place, and the tile goes out with 16-byte stores.
+template <int BN>
+__device__ __forceinline__ void wgSwigluBwd(const GemmArgs& a, __nv_bfloat16* sH, const float (&acc)[BN / 2],
+                                            int rowStart, int rowEnd, int n0) {
+    constexpr int PITCH = wgEpiPitch<BN>(), CPR = 2 * BN / 8;   // 16-byte chunks per staged row
+    const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warpInWg = (tid >> 5) & 3;
+    const int pcols = min(2 * BN, 2 * (a.N - n0));              // packed columns of this tile (a multiple of 16)
+    const __nv_bfloat16* h = static_cast<const __nv_bfloat16*>(a.aux);
+    __nv_bfloat16* dh = static_cast<__nv_bfloat16*>(a.c);
+    for (int c = tid; c < WG_BM * CPR; c += WG_THREADS) {
+        int r = c / CPR, pc = (c % CPR) * 8;
+        bool ok = rowStart + r < rowEnd && pc < pcols;
+        cpAsync16(sH + r * PITCH + pc, ok ? h + (long long)(rowStart + r) * a.ldaux + 2 * n0 + pc : h, ok);
+    }
+    cpCommit();
+    cpWait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        int rl = wg * 64 + warpInWg * 16 + (lane >> 2) + hh * 8;
+#pragma unroll
+        for (int np = 0; np < BN / 16; np++) {
+#pragma unroll
+            for (int i = 0; i < 2; i++) {   // dact columns cc, cc+1 → packed p (gate), p + 8 (up)
+                int cc = np * 16 + 8 * i + (lane & 3) * 2;
+                int p = (cc >> 3) * 16 + (cc & 7);
+                __nv_bfloat162* g2 = reinterpret_cast<__nv_bfloat162*>(sH + rl * PITCH + p);
+                __nv_bfloat162* u2 = reinterpret_cast<__nv_bfloat162*>(sH + rl * PITCH + p + 8);
+                float2 h1 = __bfloat1622float2(*g2), h3 = __bfloat1622float2(*u2);
+                float d0 = a.alpha * acc[8 * np + 4 * i + 2 * hh], d1 = a.alpha * acc[8 * np + 4 * i + 2 * hh + 1];
+                float s0 = 1.f / (1.f + __expf(-h1.x)), s1 = 1.f / (1.f + __expf(-h1.y));
+                *g2 = __floats2bfloat162_rn(d0 * h3.x * s0 * (1.f + h1.x * (1.f - s0)),
+                                            d1 * h3.y * s1 * (1.f + h1.y * (1.f - s1)));
+                *u2 = __floats2bfloat162_rn(d0 * h1.x * s0, d1 * h1.y * s1);
+            }
+        }
+    }
+    __syncthreads();
+    for (int c = tid; c < WG_BM * CPR; c += WG_THREADS) {
+        int r = c / CPR, pc = (c % CPR) * 8;
+        if (rowStart + r < rowEnd && pc < pcols) {
+            *reinterpret_cast<uint4*>(dh + (long long)(rowStart + r) * a.ldc + 2 * n0 + pc) =
+                    *reinterpret_cast<const uint4*>(sH + r * PITCH + pc);
+        }
+    }
+}
+
+// EPI_SWIGLU_FWD through shared memory: each thread writes its rounded gate/up pairs (h13, packed columns) and
+// silu(gate)·up (act) into staged tiles, which go out with 16-byte stores.
+template <int BN>
+__device__ __forceinline__ void wgSwigluFwd(const GemmArgs& a, __nv_bfloat16* sH, const float (&acc)[BN / 2],
+                                            int rowStart, int rowEnd, int n0) {
+    constexpr int PH = BN + 8, PA = BN / 2 + 8;   // halfs per staged h13 / act row (16 bytes of padding)
+    static_assert(WG_BM * (PH + PA) <= 3 * wgStageHalfs<BN>(), "staged SwiGLU tiles exceed the pipeline's buffers");
+    __nv_bfloat16* sAct = sH + WG_BM * PH;
+    const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warpInWg = (tid >> 5) & 3;
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        int rl = wg * 64 + warpInWg * 16 + (lane >> 2) + hh * 8;
+#pragma unroll
+        for (int np = 0; np < BN / 16; np++) {   // gate columns c, c+1 and their up columns c+8, c+9
+            int c = np * 16 + (lane & 3) * 2;
+            __nv_bfloat162 g = __floats2bfloat162_rn(a.alpha * acc[8 * np + 2 * hh], a.alpha * acc[8 * np + 2 * hh + 1]);
+            __nv_bfloat162 u = __floats2bfloat162_rn(a.alpha * acc[8 * np + 4 + 2 * hh],
+                                                     a.alpha * acc[8 * np + 4 + 2 * hh + 1]);
+            *reinterpret_cast<__nv_bfloat162*>(sH + rl * PH + c) = g;
+            *reinterpret_cast<__nv_bfloat162*>(sH + rl * PH + c + 8) = u;
+            float2 gf = __bfloat1622float2(g), uf = __bfloat1622float2(u);
+            *reinterpret_cast<__nv_bfloat162*>(sAct + rl * PA + (c >> 4) * 8 + (c & 7)) =
+                    __floats2bfloat162_rn(gf.x / (1.f + __expf(-gf.x)) * uf.x, gf.y / (1.f + __expf(-gf.y)) * uf.y);
+        }
+    }
+    __syncthreads();
+    const int cols = min(BN, a.N - n0);           // packed columns of this tile (a multiple of 16)
+    __nv_bfloat16* h = static_cast<__nv_bfloat16*>(a.c);
+    __nv_bfloat16* act = static_cast<__nv_bfloat16*>(a.c2);
+    for (int c = tid; c < WG_BM * BN / 8; c += WG_THREADS) {
+        int r = c / (BN / 8), pc = (c % (BN / 8)) * 8;
+        if (rowStart + r < rowEnd && pc < cols) {
+            *reinterpret_cast<uint4*>(h + (long long)(rowStart + r) * a.ldc + n0 + pc) =
+                    *reinterpret_cast<const uint4*>(sH + r * PH + pc);
+        }
+    }
+    for (int c = tid; c < WG_BM * BN / 16; c += WG_THREADS) {
+        int r = c / (BN / 16), pc = (c % (BN / 16)) * 8;
+        if (rowStart + r < rowEnd && pc < cols / 2) {
+            *reinterpret_cast<uint4*>(act + (long long)(rowStart + r) * a.ldc2 + n0 / 2 + pc) =
+                    *reinterpret_cast<const uint4*>(sAct + r * PA + pc);
+        }
+    }
+}
+
+// FWD (B K-major) or DGRAD (B N-major, MN-major tiles of BN/64 atoms × 64 k-rows); LATE: slot refill (below)
+template <int MODE, int BN, int WG_STAGES, int MINB, bool LATE>
 __global__ void __launch_bounds__(WG_THREADS, MINB) wgKernel(const __grid_constant__ GemmArgs a) {
     extern __shared__ __align__(16) unsigned char wgRaw[];
     __nv_bfloat16* smem = reinterpret_cast<__nv_bfloat16*>(
             (reinterpret_cast<uintptr_t>(wgRaw) + 1023) & ~static_cast<uintptr_t>(1023));
     int g, mt, nt;
-    if (!rowTileMFast(a, WG_BM, WG_BN, g, mt, nt)) return;
+    if (!rowTileMFast(a, WG_BM, BN, g, mt, nt)) return;
     const int rowStart = a.offsets[g] + mt * WG_BM, rowEnd = a.offsets[g + 1];
-    const int n0 = nt * WG_BN;
+    const int n0 = nt * BN;
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warpInWg = (tid >> 5) & 3;
 
     int ktiles[3] = {0, 0, 0};
@@ -517,23 +637,28 @@ __global__ void __launch_bounds__(WG_THREADS, MINB) wgKernel(const __grid_consta
         const int k0 = kt * WG_BK;
         const __nv_bfloat16* A = static_cast<const __nv_bfloat16*>(sg.a);
         const __nv_bfloat16* B = static_cast<const __nv_bfloat16*>(sg.b);
-        __nv_bfloat16* sA = smem + stage * 2 * WG_TILE;
-        __nv_bfloat16* sB = sA + WG_TILE;
+        __nv_bfloat16* sA = smem + stage * wgStageHalfs<BN>();
+        __nv_bfloat16* sB = sA + WG_BM * WG_BK;
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            int c = tid + i * WG_THREADS;       // 1024 16-byte chunks per operand: row c/8, chunk c%8
+        for (int i = 0; i < WG_BM * 8 / WG_THREADS; i++) {   // A: 128 rows of 8 16-byte chunks
+            int c = tid + i * WG_THREADS;
             int row = c >> 3, kc = c & 7;
             int k = k0 + kc * 8;
-            int swz = row * 64 + ((kc ^ (row & 7)) << 3);
             int r = rowStart + row;
             bool okA = r < rowEnd && k < sg.K;
-            cpAsync16(sA + swz, okA ? A + (long long)r * sg.lda + k : A, okA);
-            if (MODE == FWD) {
-                int n = n0 + row;
+            cpAsync16(sA + row * 64 + ((kc ^ (row & 7)) << 3), okA ? A + (long long)r * sg.lda + k : A, okA);
+        }
+#pragma unroll
+        for (int i = 0; i < BN * 8 / WG_THREADS; i++) {
+            int c = tid + i * WG_THREADS;
+            if (MODE == FWD) {                  // BN rows of 8 chunks along K
+                int row = c >> 3, kc = c & 7;
+                int k = k0 + kc * 8, n = n0 + row;
                 bool okB = n < a.N && k < sg.K;
-                cpAsync16(sB + swz, okB ? B + g * sg.strideB + (long long)n * sg.ldb + k : B, okB);
-            } else {                            // row c/16 = k, chunk c%16 along N
-                int kr = c >> 4, nc = c & 15, kb = k0 + kr, n = n0 + nc * 8;
+                cpAsync16(sB + row * 64 + ((kc ^ (row & 7)) << 3),
+                          okB ? B + g * sg.strideB + (long long)n * sg.ldb + k : B, okB);
+            } else {                            // 64 k-rows of BN/8 chunks along N, in 64-column atoms
+                int kr = c / (BN / 8), nc = c % (BN / 8), kb = k0 + kr, n = n0 + nc * 8;
                 bool okB = kb < sg.K && n < a.N;
                 int at = (nc >> 3) * 4096 + kr * 64 + (((nc & 7) ^ (kr & 7)) << 3);
                 cpAsync16(sB + at, okB ? B + g * sg.strideB + (long long)kb * sg.ldb + (long long)(n >> 3) * sg.bChunk
@@ -542,42 +667,62 @@ __global__ void __launch_bounds__(WG_THREADS, MINB) wgKernel(const __grid_consta
         }
     };
 
-    float acc[64];
+    // the epilogue's h13 rows into L2 now (a prefetch inside the K loop makes ptxas serialize the wgmma, C7515)
+    if (a.epilogue == EPI_SWIGLU_BWD && tid < WG_BM && rowStart + tid < rowEnd) {
+        prefetchL2(static_cast<const __nv_bfloat16*>(a.aux) + (long long)(rowStart + tid) * a.ldaux + 2 * n0,
+                   4u * min(BN, a.N - n0));
+    }
+    float acc[BN / 2];
 #pragma unroll
-    for (int i = 0; i < 64; i++) acc[i] = 0.f;
-    // Tiles kt+1..kt+STAGES-2 load while tile kt's wgmma run and tile kt-1's may still be running: a slot is
-    // refilled two tiles after its last use, once every warpgroup has passed wait_group(1) for it.
+    for (int i = 0; i < BN / 2; i++) acc[i] = 0.f;
+    // Loads run AHEAD tiles in front of the wgmma, one group of wgmma stays in flight (wait_group 1). Refilled
+    // early (one barrier per k-tile), a slot takes tile kt+STAGES-2 before tile kt's wgmma are issued, two tiles
+    // after its last use; refilled late, a second barrier after wait_group(1) frees tile kt-1's slot for tile
+    // kt+STAGES-1. Late is faster at 2 CTAs per SM (3 stages), early at 1 CTA per SM (deploy/gpu/NOTES.md).
+    constexpr int AHEAD = LATE ? WG_STAGES - 1 : WG_STAGES - 2;
 #pragma unroll
-    for (int s = 0; s < WG_STAGES - 2; s++) {
+    for (int s = 0; s < AHEAD; s++) {
         if (s < total) load(s, s);
         cpCommit();
     }
     for (int kt = 0; kt < total; kt++) {
-        cpWait<WG_STAGES - 3>();
+        cpWait<AHEAD - 1>();
         proxyFence();
         __syncthreads();
-        int next = kt + WG_STAGES - 2;
-        if (next < total) load(next % WG_STAGES, next);
-        cpCommit();
-        const __nv_bfloat16* sA = smem + (kt % WG_STAGES) * 2 * WG_TILE + wg * 64 * 64;
-        const __nv_bfloat16* sB = smem + (kt % WG_STAGES) * 2 * WG_TILE + WG_TILE;
+        if (!LATE) {
+            if (kt + AHEAD < total) load((kt + AHEAD) % WG_STAGES, kt + AHEAD);
+            cpCommit();
+        }
+        const __nv_bfloat16* sA = smem + (kt % WG_STAGES) * wgStageHalfs<BN>() + wg * 64 * 64;
+        const __nv_bfloat16* sB = smem + (kt % WG_STAGES) * wgStageHalfs<BN>() + WG_BM * WG_BK;
         uint64_t da = wgDesc(sA, 16), db = wgDesc(sB, MODE == FWD ? 16 : 8192);
         wgFence();
 #pragma unroll
         for (int j = 0; j < WG_BK / 16; j++) {   // next k16: +32 bytes in a K-major row, +16 rows (2048 bytes) MN-major
-            wgmma128<MODE == FWD ? 0 : 1>(acc, da + 2 * j, db + (MODE == FWD ? 2 : 128) * j);
+            wgmma<BN, MODE == FWD ? 0 : 1>(acc, da + 2 * j, db + (MODE == FWD ? 2 : 128) * j);
         }
         wgCommitWait<1>();
+        if (LATE) {
+            __syncthreads();
+            if (kt + AHEAD < total) load((kt + AHEAD) % WG_STAGES, kt + AHEAD);
+            cpCommit();
+        }
     }
     wgCommitWait<0>();
     cpWait<0>();
+    if (a.epilogue != EPI_STORE) {
+        __syncthreads();   // every warpgroup is done with the pipeline's buffers
+        if (a.epilogue == EPI_SWIGLU_BWD) wgSwigluBwd<BN>(a, smem, acc, rowStart, rowEnd, n0);
+        else wgSwigluFwd<BN>(a, smem, acc, rowStart, rowEnd, n0);
+        return;
+    }
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         int rl = wg * 64 + warpInWg * 16 + (lane >> 2) + h * 8;
         if (rowStart + rl >= rowEnd) continue;
         long long row = rowStart + rl;
 #pragma unroll
-        for (int np = 0; np < 8; np++) {
+        for (int np = 0; np < BN / 16; np++) {
             int col = n0 + np * 16 + (lane & 3) * 2;
             epilogue4<__nv_bfloat16>(a, a.c, row, col, acc[8 * np + 2 * h], acc[8 * np + 2 * h + 1],
                                      acc[8 * np + 4 + 2 * h], acc[8 * np + 4 + 2 * h + 1]);
@@ -585,26 +730,37 @@ __global__ void __launch_bounds__(WG_THREADS, MINB) wgKernel(const __grid_consta
     }
 }
 
-template <int MODE, int STAGES, int MINB>
+template <int MODE, int BN, int STAGES, int MINB, bool LATE>
 int launchWgCfg(const GemmArgs& a, cudaStream_t stream) {
+    constexpr int SMEM = wgSmem<BN, STAGES>();
     static bool configured = false;
     if (!configured) {
-        cudaError_t e = cudaFuncSetAttribute(wgKernel<MODE, STAGES, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             wgSmem<STAGES>());
+        cudaError_t e = cudaFuncSetAttribute(wgKernel<MODE, BN, STAGES, MINB, LATE>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
         if (e != cudaSuccess) return e;
         configured = true;
     }
-    long long blocks = ((long long)(a.rows + WG_BM - 1) / WG_BM + a.groups) * ((a.N + WG_BN - 1) / WG_BN);
+    long long blocks = ((long long)(a.rows + WG_BM - 1) / WG_BM + a.groups) * ((a.N + BN - 1) / BN);
     if (blocks == 0) return cudaSuccess;
-    wgKernel<MODE, STAGES, MINB><<<(unsigned)blocks, WG_THREADS, wgSmem<STAGES>(), stream>>>(a);
+    wgKernel<MODE, BN, STAGES, MINB, LATE><<<(unsigned)blocks, WG_THREADS, SMEM, stream>>>(a);
     return cudaGetLastError();
 }
 
-// 3 stages and 2 CTAs per SM (one CTA's epilogue overlaps the other's main loop) measured fastest against
-// 4 and 5 stages at 1 CTA per SM (deploy/gpu/NOTES.md).
+// An integer from the environment, or fallback when unset (tuning overrides, deploy/gpu/NOTES.md).
+int envInt(const char* name, int fallback) {
+    const char* v = std::getenv(name);
+    return v ? std::atoi(v) : fallback;
+}
+
+// 128 × 128 tiles, 3 stages and 2 CTAs per SM (one CTA's epilogue overlaps the other's main loop) measured
+// fastest for the 64-expert shapes; 128 × 256 tiles, 4 stages, 1 CTA per SM for groups of many rows and wide
+// outputs (Mixtral). SMK_WG_BN=128|256 (SMK_WG_BN_H13 for the gate/up product alone) overrides the choice.
 template <int MODE>
 int launchWg(const GemmArgs& a, cudaStream_t stream) {
-    return launchWgCfg<MODE, 3, 2>(a, stream);
+    bool wide = a.groups > 0 && a.rows / a.groups >= 1024 && a.N >= 2048;
+    int bn = envInt("SMK_WG_BN", wide ? 256 : 128);
+    if (a.epilogue == EPI_SWIGLU_FWD) bn = envInt("SMK_WG_BN_H13", bn);
+    return bn == 256 ? launchWgCfg<MODE, 256, 4, 1, false>(a, stream) : launchWgCfg<MODE, 128, 3, 2, true>(a, stream);
 }
 
 // Whether device 0 is a Hopper (sm_90): the wgmma kernel's machine code is built for sm_90a only.
@@ -635,7 +791,10 @@ int launchTcCfg(const GemmArgs& a, cudaStream_t stream) {
 
 template <int MODE>
 int launchTc(const GemmArgs& a, cudaStream_t stream) {
-    if (a.N <= 32) return launchTcCfg<MODE, SkinnyN>(a, stream);
+    if (a.N <= 32) {
+        return envInt("SMK_SKINNY_BK", 64) == 32 ? launchTcCfg<MODE, SkinnyN32>(a, stream)
+                                                 : launchTcCfg<MODE, SkinnyN>(a, stream);
+    }
     if constexpr (MODE == WGRAD) {
         if (a.M <= 32) return launchTcCfg<MODE, SkinnyM>(a, stream);
     }

@@ -235,6 +235,7 @@ struct SmkLayer {
     void *xs = nullptr, *u13 = nullptr, *h13 = nullptr, *act = nullptr, *u2 = nullptr, *ys = nullptr;
     void *dys = nullptr, *v2 = nullptr, *dh13 = nullptr, *v13 = nullptr, *dxs = nullptr;
     float* da13 = nullptr;
+    float* db13p = nullptr;   // [E, 2I, 2R] fp32: dh13ᵀ·u13 in one pass; dB1, dB3 are its diagonal blocks
     // the plan of the last forward
     int T = 0, K = 0, rows = 0;
     const int *offsets = nullptr, *tokenOfRow = nullptr, *rowOfPair = nullptr;
@@ -302,6 +303,18 @@ int forward(SmkLayer* L, const void* xv, void* outv) {
     return 0;
 }
 
+// dB1 [E, I, R] and dB3 from dB13p [E, 2I, 2R]: gate rows (packed 16b + j) and columns 0..R-1, up rows
+// (packed 16b + 8 + j) and columns R..2R-1.
+__global__ void unpackDb13(float* db1, float* db3, const float* db13p, int I, int R) {
+    long long row = blockIdx.x;                  // e·I + i
+    int e = (int)(row / I), i = (int)(row % I);
+    long long gate = (long long)e * 2 * I + (i >> 3) * 16 + (i & 7);
+    for (int c = threadIdx.x; c < R; c += blockDim.x) {
+        db1[row * R + c] = db13p[gate * 2 * R + c];
+        db3[row * R + c] = db13p[(gate + 8) * 2 * R + R + c];
+    }
+}
+
 GemmArgs wgradArgs(const int* offsets, int groups, int M, int N, float* c, const void* a, long long lda, int aChunk,
                    const void* b, long long ldb) {
     GemmArgs g = {};
@@ -351,12 +364,12 @@ int backward(SmkLayer* L, const void* doutv, void* dxv, float* da1, float* db1, 
     g = wgradArgs(L->offsets, E, R, I, da2, L->v2, R, 8, L->act, I);                       // dA2 = v2ᵀ·act
     SMK_TRY(smk::launch<T>(smk::WGRAD, g, st));
     mark("dA2");
-    g = wgradArgs(L->offsets, E, I, R, db1, L->dh13, 2 * I, 16, L->u13, 2 * R);           // dB1 = dh1ᵀ·u1
+    // dB1 = dh1ᵀ·u1, dB3 = dh3ᵀ·u3: one product over the packed dh13 (read once, densely), then its blocks
+    g = wgradArgs(L->offsets, E, 2 * I, 2 * R, L->db13p, L->dh13, 2 * I, 8, L->u13, 2 * R);
     SMK_TRY(smk::launch<T>(smk::WGRAD, g, st));
-    mark("dB1");
-    g = wgradArgs(L->offsets, E, I, R, db3, (const T*)L->dh13 + 8, 2 * I, 16, (const T*)L->u13 + R, 2 * R);
-    SMK_TRY(smk::launch<T>(smk::WGRAD, g, st));                                           // dB3 = dh3ᵀ·u3
-    mark("dB3");
+    unpackDb13<<<(unsigned)(E * I), 32, 0, st>>>(db1, db3, L->db13p, I, R);
+    SMK_TRY(cudaGetLastError());
+    mark("dB1, dB3");
     g = wgradArgs(L->offsets, E, 2 * R, D, L->da13, L->v13, 2 * R, 8, L->xs, D);           // dA13 = v13ᵀ·xs
     SMK_TRY(smk::launch<T>(smk::WGRAD, g, st));
     mark("dA13");
@@ -445,6 +458,7 @@ int smk_layer_create(SmkLayer** layer, int dtype, int E, int D, int I, int R, fl
     if (!err) err = cudaMalloc(&L->a2, (size_t)E * R * I * e);
     if (!err) err = cudaMalloc(&L->b2, (size_t)E * D * R * e);
     if (!err) err = cudaMalloc((void**)&L->da13, (size_t)E * 2 * R * D * sizeof(float));
+    if (!err) err = cudaMalloc((void**)&L->db13p, (size_t)E * 2 * I * 2 * R * sizeof(float));
     if (err) { smk_layer_destroy(L); return err; }
     *layer = L;
     return 0;
@@ -452,8 +466,8 @@ int smk_layer_create(SmkLayer** layer, int dtype, int E, int D, int I, int R, fl
 
 int smk_layer_destroy(SmkLayer* L) {
     if (!L) return 0;
-    freeAll({&L->w13p, &L->w2, &L->a13, &L->b13p, &L->a2, &L->b2, (void**)&L->da13, &L->xs, &L->u13, &L->h13,
-             &L->act, &L->u2, &L->ys, &L->dys, &L->v2, &L->dh13, &L->v13, &L->dxs});
+    freeAll({&L->w13p, &L->w2, &L->a13, &L->b13p, &L->a2, &L->b2, (void**)&L->da13, (void**)&L->db13p, &L->xs,
+             &L->u13, &L->h13, &L->act, &L->u2, &L->ys, &L->dys, &L->v2, &L->dh13, &L->v13, &L->dxs});
     delete L;
     return 0;
 }
