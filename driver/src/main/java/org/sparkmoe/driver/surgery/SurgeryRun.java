@@ -126,10 +126,16 @@ final class SurgeryRun {
             results = refinement.apply(sc, compute(sc, surgery), partitions(sc));
         }
         write(command, newConfig, settings, overrides, results);
+        for (int i = 0; i < results.size(); i++) {
+            System.out.println("layer " + moeLayers[i] + "  " + describe(results.get(i)));
+        }
         return results;
     }
 
-    /** As {@link #execute(String, LayerSurgery, ObjectNode)}, on a SparkContext the caller owns (a pipeline's). */
+    /**
+     * As {@link #execute(String, LayerSurgery, ObjectNode)}, on a SparkContext the caller owns (a pipeline's); the
+     * caller reports the per-layer results.
+     */
     List<LayerResult> execute(JavaSparkContext sc, String command, LayerSurgery surgery, ObjectNode settings) {
         ObjectNode newConfig = surgery.config(config);
         List<LayerResult> results = compute(sc, surgery);
@@ -159,9 +165,6 @@ final class SurgeryRun {
             extra.put(EXPERT_MAP_FILE, SurgeryCheckpoint.utf8(ExpertMap.of(groups, experts).toJson()));
         }
         SurgeryCheckpoint.write(modelDir, newConfig, replaced, extra, outDir, conf);
-        for (int i = 0; i < results.size(); i++) {
-            System.out.println("layer " + moeLayers[i] + "  " + describe(results.get(i)));
-        }
         System.err.println("surgery " + command + ": wrote " + outDir);
     }
 
