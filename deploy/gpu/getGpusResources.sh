@@ -2,8 +2,9 @@
 # Spark GPU discovery script (spark.{executor,worker,driver}.resource.gpu.discoveryScript): prints the
 # GPUs this process may use as Spark's ResourceInformation JSON, e.g.
 #   {"name": "gpu", "addresses": ["0", "1"]}
-# The addresses are nvidia-smi's indices, restricted to CUDA_VISIBLE_DEVICES when that is set (as the
-# NVIDIA device plugin does on Kubernetes, where the pod sees only its own GPUs, renumbered from 0).
+# The addresses are nvidia-smi's indices, restricted to CUDA_VISIBLE_DEVICES when that is set. On
+# Kubernetes the NVIDIA device plugin exposes only the pod's own GPUs (NVIDIA_VISIBLE_DEVICES), and
+# nvidia-smi inside the pod lists just those, numbered from 0.
 # Exit status: 0 with the JSON on stdout; 1 with a one-line reason on stderr when no GPU can be listed,
 # which makes the executor fail at start instead of running without its GPU.
 set -euo pipefail

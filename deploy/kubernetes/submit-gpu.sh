@@ -8,7 +8,7 @@
 #   deploy/kubernetes/submit-gpu.sh train --model /data/models/mixtral-tiny \
 #     --data /data/corpus/sysadmin.txt --steps 100 --partitions 2 --out /data/runs/sysadmin
 #
-# IMAGE is built from deploy/kubernetes/Dockerfile (the -Pcuda assembly at /opt/sparkmoe); the pods
+# IMAGE is built from deploy/kubernetes/Dockerfile (the -Pcuda-kernels assembly at /opt/sparkmoe); the pods
 # run it with the templates beside this script, which mount the PersistentVolumeClaim sparkmoe-data
 # (ReadWriteMany) at /data: the model, the corpus and --out live there. Executors: 2, one GPU each
 # (nvidia.com/gpu), one task at a time (spark.task.cpus = spark.executor.cores = 4). Settings:

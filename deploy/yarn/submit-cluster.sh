@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs one sparkmoe command on YARN in cluster deploy mode (the driver in the ApplicationMaster's
+# Runs one sparkmoe command (eval, train or calibrate: the ones that take one model and text files) on YARN
+# in cluster deploy mode (the driver in the ApplicationMaster's
 # container), shipping the model folder and the corpus with the job instead of reading them from HDFS:
 #
 #   SPARK_HOME=/opt/spark HADOOP_CONF_DIR=/etc/hadoop/conf \
@@ -22,6 +23,10 @@ die() { echo "submit-cluster: $1" >&2; exit "${2:-1}"; }
 [ $# -ge 3 ] || die "usage: submit-cluster.sh <model dir> <corpus file> <command> [options]" 2
 MODEL="$1" CORPUS="$2"
 shift 2
+case "$1" in
+  eval|train|calibrate) ;;
+  *) die "runs eval, train or calibrate (commands taking --model and --data files), not '$1'" 2 ;;
+esac
 [ -n "${SPARK_HOME:-}" ] || die "SPARK_HOME is not set"
 [ -f "$MODEL/config.json" ] || die "$MODEL is not a model folder (no config.json)"
 [ -s "$CORPUS" ] || die "$CORPUS is missing or empty"

@@ -7,8 +7,8 @@ import picocli.CommandLine.Option;
 /**
  * {@code --device cpu|cuda}, shared by train, eval, calibrate and bench. cuda loads the CUDA kernels and checks
  * for a GPU first (a one-line error, exit 1, when there is none) and makes the expert grouped GEMMs of models
- * loaded in this JVM run on the GPU; executors in other JVMs need {@code -Dsparkmoe.device=cuda} in
- * {@code spark.executor.extraJavaOptions}.
+ * loaded in this JVM run on the GPU; {@code SparkContexts} passes the choice to executors in other JVMs as the
+ * environment variable {@code SPARKMOE_DEVICE}.
  */
 public final class DeviceOptions {
     @Option(names = "--device", defaultValue = "cpu", paramLabel = "cpu|cuda", converter = Converter.class,

@@ -65,21 +65,8 @@ public final class DeviceBuffer implements AutoCloseable {
         return pointer;
     }
 
-    /** The address {@code elements} elements of {@code elementBytes} into the buffer. */
-    public long pointer(long elements, int elementBytes) {
-        return pointer() + elements * elementBytes;
-    }
-
     public long bytes() {
         return bytes;
-    }
-
-    /** Overwrites the first values.length floats. */
-    public void writeFloats(float[] values) {
-        checkSize(4L * values.length);
-        ByteBuffer b = host(4L * values.length);
-        b.asFloatBuffer().put(values);
-        CudaNative.copyToDevice(pointer(), b, b.capacity());
     }
 
     public float[] readFloats(int n) {

@@ -7,12 +7,14 @@ import java.util.Locale;
 /**
  * Where the expert grouped GEMMs of models loaded by {@code ModelFolder} run in this JVM: {@link #CPU} (ND4J,
  * the default) or {@link #CUDA} ({@link CudaGroupedGemm}). Chosen by the system property {@value #PROPERTY}
- * ({@code cpu|cuda}), which {@link #use} sets; executors in other JVMs read it from their own JVM options.
+ * ({@code cpu|cuda}), which {@link #use} sets, else by the environment variable {@value #ENVIRONMENT}, which the
+ * driver passes to its executors (spark.executorEnv).
  */
 public enum Device {
     CPU, CUDA;
 
     public static final String PROPERTY = "sparkmoe.device";
+    public static final String ENVIRONMENT = "SPARKMOE_DEVICE";
 
     /** The device named by {@code name} (cpu or cuda, any case). */
     public static Device parse(String name) {
@@ -24,9 +26,10 @@ public enum Device {
         throw new IllegalArgumentException("unknown device '" + name + "', expected cpu or cuda");
     }
 
-    /** This JVM's device: the system property, cpu when unset. */
+    /** This JVM's device: the system property, else the environment variable, cpu when neither is set. */
     public static Device current() {
-        return parse(System.getProperty(PROPERTY, "cpu"));
+        String env = System.getenv(ENVIRONMENT);
+        return parse(System.getProperty(PROPERTY, env == null || env.isBlank() ? "cpu" : env));
     }
 
     /**

@@ -44,6 +44,11 @@ public final class ModelLoader {
         if (dataType != DataType.FLOAT && dataType != DataType.DOUBLE) {
             throw new IllegalArgumentException("a model loads as FLOAT or DOUBLE, got " + dataType);
         }
+        if (!Nd4j.getEnvironment().isCPU()) {
+            // BlasMatrices and NativeElements work on ND4J's host buffers, which a GPU backend does not keep current
+            throw new IllegalArgumentException("ND4J's GPU backend (a -Pcuda build) is not supported yet: the model "
+                    + "runs on ND4J's CPU backend (nd4j-native); for GPU experts use --device cuda");
+        }
         ModelSchema.check(config, tensors);
         return new ModelLoader(config, tensors, dataType).build(gemm);
     }

@@ -47,7 +47,7 @@ public final class DistillLoss {
         return new Result(loss, impl.backward(w, pass, dy));
     }
 
-    /** Σ a², accumulated in float64. */
+    /** Σ a², as the square of ND4J's norm2 (reduced in the array's own type). */
     static double squaredNorm(INDArray a) {
         double n = a.norm2Number().doubleValue();
         return n * n;

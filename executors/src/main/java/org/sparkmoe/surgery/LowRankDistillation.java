@@ -23,6 +23,7 @@ import org.sparkmoe.train.LrSchedule;
 import org.sparkmoe.train.Seeds;
 import org.sparkmoe.train.TrainState;
 
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.SplittableRandom;
 
@@ -62,7 +63,7 @@ public final class LowRankDistillation {
             params.put(layout.stackedLoraA(layer, p), lowRank.tensors().get(layout.stackedLoraA(layer, p)).dup('c'));
             params.put(layout.stackedLoraB(layer, p), lowRank.tensors().get(layout.stackedLoraB(layer, p)).dup('c'));
         }
-        TrainState state = new TrainState(params, zerosLike(params), zerosLike(params), 0);
+        TrainState state = TrainState.fresh(params);
         SharedBaseLoraExperts impl = new SharedBaseLoraFactorised(gemm);
         Layer l = new Layer(layout, layer, lowRank, gate, config.num_experts_per_tok, config.norm_topk_prob);
         double before = relativeError(impl, l.weights(state), xs, y);
@@ -130,12 +131,6 @@ public final class LowRankDistillation {
         return a.get(NDArrayIndex.interval(from, to), NDArrayIndex.all()).dup('c');
     }
 
-    private static LinkedHashMap<String, INDArray> zerosLike(LinkedHashMap<String, INDArray> like) {
-        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
-        like.forEach((k, a) -> out.put(k, Nd4j.zeros(a.dataType(), a.shape())));
-        return out;
-    }
-
     /** The frozen parts of one layer and the mapping between the trained state and the shared-base weights. */
     private record Layer(CheckpointLayout layout, int layer, LayerResult lowRank, INDArray gate, int topK,
                          boolean normalizeTopK) {
@@ -188,7 +183,7 @@ public final class LowRankDistillation {
             if (next + size > order.length) {
                 shuffle();
             }
-            int[] rows = java.util.Arrays.copyOfRange(order, next, next + size);
+            int[] rows = Arrays.copyOfRange(order, next, next + size);
             next += size;
             return rows;
         }

@@ -96,6 +96,11 @@ public final class TrainState {
                 params.put(keys.router(l), layer.moe().routerWeight().dup('c'));           // [E, D]
             }
         }
+        return fresh(params);
+    }
+
+    /** A state at step 0 holding {@code params}, with zero moments. */
+    public static TrainState fresh(LinkedHashMap<String, INDArray> params) {
         return new TrainState(params, zerosLike(params), zerosLike(params), 0);
     }
 

@@ -35,32 +35,24 @@ public final class CalibrateOutputs {
     private CalibrateOutputs() {
     }
 
-    /**
-     * Writes the outputs of {@code plan}'s run into {@code outUri} (created if missing).
-     *
-     * @return the files written
-     */
-    public static List<Path> write(Configuration conf, String outUri, CalibratePlan plan, ModelConfig config,
-                                   CalibrationStats stats) {
+    /** Writes the outputs of {@code plan}'s run into {@code outUri} (created if missing). */
+    public static void write(Configuration conf, String outUri, CalibratePlan plan, ModelConfig config,
+                             CalibrationStats stats) {
         List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
         int[] layers = CalibrationStats.moeLayerIndices(config);
         FileSystem fs = Paths.fileSystem(outUri, conf);
         Path dir = new Path(outUri);
         mkdirs(fs, dir);
-        List<Path> written = new ArrayList<>(List.of(new Path(dir, STATS_FILE), new Path(dir, REPORT_FILE),
-                new Path(dir, ACTIVATIONS_FILE)));
-        AtomicFile.write(fs, written.get(0),
+        AtomicFile.write(fs, new Path(dir, STATS_FILE),
                 RouterStatsJson.of(plan.model(), stats, names).getBytes(StandardCharsets.UTF_8));
-        AtomicFile.write(fs, written.get(1), CalibrationReport.html(plan.model(), plan.split().toString(),
+        AtomicFile.write(fs, new Path(dir, REPORT_FILE), CalibrationReport.html(plan.model(), plan.split().toString(),
                 stats, layers, names).getBytes(StandardCharsets.UTF_8));
-        SafeTensorsWriter.write(fs, written.get(2), activationTensors(stats, layers),
+        SafeTensorsWriter.write(fs, new Path(dir, ACTIVATIONS_FILE), activationTensors(stats, layers),
                 Map.of("format", "sparkmoe-expert-activations", "all_experts", Boolean.toString(plan.allExperts())));
         if (plan.routerData() != null) {
             Path info = new Path(plan.routerData(), RouterDataInfo.FILE);
             AtomicFile.write(fs, info, RouterDataInfo.json(plan, config, layers).getBytes(StandardCharsets.UTF_8));
-            written.add(info);
         }
-        return written;
     }
 
     /** Per MoE layer N: layers.N.{input,intermediate}_abs_{mean,max} [E,D] / [E,I] and layers.N.tokens [E] (I64). */

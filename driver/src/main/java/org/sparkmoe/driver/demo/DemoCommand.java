@@ -92,6 +92,10 @@ public final class DemoCommand implements Callable<Integer> {
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe demo", spark.master)) {
             seconds.put("checks, start Spark", (System.nanoTime() - start) / 1e9);
             run = new DemoPipeline(sc, plan, conf, System.err, spark.partitionsOr(sc.defaultParallelism())).run();
+        } catch (RuntimeException e) {
+            System.err.println("demo: " + plan.out() + " holds the outputs of the stages that finished; remove it "
+                    + "before running the demo again");
+            throw e;
         }
         seconds.putAll(run.seconds());
         seconds.put("total", (System.nanoTime() - start) / 1e9);

@@ -82,6 +82,7 @@ final class DistillJob {
         TokenizeStage.Tokenized tokenized = TokenizeStage.run(sc, "surgery lowrank distill", modelUri, plan.data(),
                 plan.split(), plan.window());
         long windows = tokenized.tokenCounts().stream().mapToLong(plan::windowsOf).sum();
+        checkCaptureFits(sc, plan, windows, moeLayers.length, hiddenSize(modelUri));
         sc.setJobDescription("surgery lowrank distill: forward " + windows + " windows of " + plan.window()
                 + " tokens through the original model");
         List<Capture> captures = new ArrayList<>(tokenized.files()
@@ -107,7 +108,7 @@ final class DistillJob {
         }
         sc.setJobDescription("surgery lowrank distill: " + plan.options().steps() + " steps per layer on "
                 + windows * plan.window() + " tokens, one task per MoE layer");
-        List<SurgeryPiece> pieces = new ArrayList<>(sc.parallelize(work, Math.min(partitions, work.size()))
+        List<SurgeryPiece> pieces = new ArrayList<>(sc.parallelize(work, work.size())
                 .map(w -> distill(modelUri, plan, w, starts.get(w.moeLayer).value().result(),
                         inputs.get(w.moeLayer).value()))
                 .collect());
@@ -115,6 +116,37 @@ final class DistillJob {
         starts.forEach(Broadcast::destroy);
         pieces.sort(Comparator.comparingInt(p -> p.layer));
         return pieces.stream().map(SurgeryPiece::result).toList();
+    }
+
+    private static long hiddenSize(String modelUri) {
+        return ModelFolder.readConfig(new Path(modelUri), new Configuration()).hidden_size;
+    }
+
+    /**
+     * The captured inputs travel through Kryo (one chunk's, all MoE layers: [L, B·S, D] floats), are collected on
+     * the driver (every layer's [T, D]) and are broadcast as one float[] per layer: refuses, before the forward pass,
+     * sizes that Spark's settings or a Java array cannot hold.
+     */
+    private static void checkCaptureFits(JavaSparkContext sc, DistillPlan plan, long windows, int moeLayers, long d) {
+        long perLayer = windows * plan.window() * d;                                               // floats
+        long perChunk = (long) moeLayers * plan.batchWindows() * plan.window() * d * Float.BYTES;
+        long collected = moeLayers * perLayer * Float.BYTES;
+        long kryoMax = sc.getConf().getSizeAsBytes("spark.kryoserializer.buffer.max", "64m");
+        long resultMax = sc.getConf().getSizeAsBytes("spark.driver.maxResultSize", "1g");
+        String hint = " (" + windows + " windows of " + plan.window() + " tokens, " + moeLayers + " MoE layers, hidden "
+                + d + "): lower --distill-tokens or --window";
+        if (perLayer > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException("distillation inputs of one layer exceed a Java array, " + perLayer
+                    + " floats" + hint);
+        }
+        if (perChunk > kryoMax) {
+            throw new IllegalArgumentException("one chunk of captured inputs, " + perChunk + " bytes, exceeds "
+                    + "spark.kryoserializer.buffer.max (" + kryoMax + " bytes)" + hint);
+        }
+        if (resultMax > 0 && collected > resultMax) {
+            throw new IllegalArgumentException("the captured inputs, " + collected + " bytes, exceed "
+                    + "spark.driver.maxResultSize (" + resultMax + " bytes)" + hint);
+        }
     }
 
     private static List<Chunk> chunks(DistillPlan plan, TokenizedFile f) {

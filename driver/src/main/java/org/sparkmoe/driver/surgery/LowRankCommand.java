@@ -15,6 +15,7 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
 
@@ -32,6 +33,12 @@ import java.util.concurrent.Callable;
                         + "squared error Σ‖ŷ − y‖² / Σ‖y‖²; the shared base and the router stay frozen. One Spark task "
                         + "per layer; surgery.json and the console report the error before and after."})
 public final class LowRankCommand implements Callable<Integer> {
+    /** The options that only the distillation reads. */
+    private static final List<String> DISTILL_ONLY = List.of("--data", "--split", "--window", "--distill-tokens",
+            "--distill-batch", "--distill-lr", "--distill-warmup", "--distill-weight-decay", "--seed");
+    /** Windows per capture task: one task's captured inputs are [MoE layers, this · window, hidden] floats. */
+    private static final int CAPTURE_WINDOWS = 8;
+
     @Spec
     CommandSpec spec;
 
@@ -123,8 +130,10 @@ public final class LowRankCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--distill-steps must be ≥ 0, got " + distillSteps);
         }
         if (distillSteps == 0) {
-            if (data != null) {
-                throw new IllegalArgumentException("--data is read only by the distillation: add --distill-steps N");
+            for (String option : DISTILL_ONLY) {
+                if (spec.commandLine().getParseResult().hasMatchedOption(option)) {
+                    throw new IllegalArgumentException(option + " is read only by the distillation: add --distill-steps N");
+                }
             }
             return null;
         }
@@ -143,7 +152,7 @@ public final class LowRankCommand implements Callable<Integer> {
         files.forEach(f -> Paths.requireNonEmptyFile(f, run.conf));
         DistillOptions options = new DistillOptions(distillSteps, distillLr,
                 distillWarmup == null ? distillSteps / 10 : distillWarmup, distillBatch, distillWeightDecay, seed);
-        return new DistillPlan(files, TextSplit.parse(split), window, distillTokens, 8, options);
+        return new DistillPlan(files, TextSplit.parse(split), window, distillTokens, CAPTURE_WINDOWS, options);
     }
 
     private static ObjectNode distillSettings(DistillPlan plan) {
@@ -163,7 +172,7 @@ public final class LowRankCommand implements Callable<Integer> {
 
     /** Each layer's metric {@code name}, formatted. */
     private static String list(List<LayerResult> results, String name) {
-        return results.stream().map(r -> String.format("%.4f", r.metrics().get(name))).toList().toString();
+        return results.stream().map(r -> String.format(Locale.ROOT, "%.4f", r.metrics().get(name))).toList().toString();
     }
 
     /** Σ over layers and projections of the metrics whose name ends with {@code suffix}. */

@@ -1,5 +1,6 @@
 package org.sparkmoe.driver.train;
 
+import org.apache.hadoop.fs.Path;
 import org.sparkmoe.adapter.AdapterConfig;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.text.TextSplit;
@@ -9,6 +10,7 @@ import org.sparkmoe.train.LrSchedule;
 import org.sparkmoe.train.TrainOptions;
 
 import java.io.Serializable;
+import java.net.URI;
 import java.util.EnumSet;
 import java.util.List;
 
@@ -106,7 +108,7 @@ public record TrainPlan(String model, List<String> data, TextSplit split, int wi
      * {@code file:} URI would not load with {@code AutoPeftModelForCausalLM}).
      */
     public AdapterConfig adapterConfig() {
-        java.net.URI uri = new org.apache.hadoop.fs.Path(model).toUri();
+        URI uri = new Path(model).toUri();
         String base = "file".equals(uri.getScheme()) ? uri.getPath() : model;
         return new AdapterConfig(rank, alpha, targets, trainRouter, base);
     }
