@@ -2,14 +2,17 @@ package org.sparkmoe.train;
 
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Function;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.lora.LoraExperts;
 import org.sparkmoe.lora.SharedBaseAdapters;
 import org.sparkmoe.model.DecoderLayer;
@@ -60,40 +63,66 @@ public final class TrainState {
      * @param dataType FLOAT for training, DOUBLE for gradient checks (must match the model's)
      */
     public static TrainState init(MoeTransformer model, LoraSpec spec, long rootSeed, DataType dataType) {
-        ModelConfig c = model.config();
         if (model.dataType() != dataType) {
             throw new IllegalArgumentException("state type " + dataType + " differs from the model's "
                     + model.dataType());
         }
-        TrainableKeys keys = new TrainableKeys(c.modelType);
-        LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
+        TrainableKeys keys = new TrainableKeys(model.config().modelType);
+        Map<String, INDArray> own = new HashMap<>();
         for (int l = 0; l < model.layers().size(); l++) {
             DecoderLayer layer = model.layers().get(l);
             if (!layer.isMoe()) {
                 continue;
             }
+            own.put(keys.router(l), layer.moe().routerWeight());                                  // [E, D]
             if (layer.moe().isLowRank()) {
-                checkLowRank(c, spec);
-                SharedBaseAdapters own = layer.moe().lowRankExperts().adapters();
-                INDArray[] factors = {own.a1, own.b1, own.a3, own.b3, own.a2, own.b2};
+                SharedBaseAdapters a = layer.moe().lowRankExperts().adapters();
+                INDArray[] factors = {a.a1, a.b1, a.a3, a.b3, a.a2, a.b2};
                 int f = 0;
-                for (Projection p : spec.targets()) {
-                    params.put(keys.loraA(l, p), factors[f++].castTo(dataType).dup('c'));   // [E, R, in]
-                    params.put(keys.loraB(l, p), factors[f++].castTo(dataType).dup('c'));   // [E, out, R]
+                for (Projection p : Projection.values()) {
+                    own.put(keys.loraA(l, p), factors[f++]);                                      // [E, R, in]
+                    own.put(keys.loraB(l, p), factors[f++]);                                      // [E, out, R]
                 }
-                if (spec.trainRouter()) {
-                    params.put(keys.router(l), layer.moe().routerWeight().dup('c'));     // [E, D]
-                }
+            }
+        }
+        return init(model.config(), own::get, spec, rootSeed, dataType);
+    }
+
+    /**
+     * As {@link #init(MoeTransformer, LoraSpec, long, DataType)} in FLOAT, reading from {@code checkpoint} only the
+     * tensors the state starts from (the routers when trained, a low-rank model's experts): what a driver needs,
+     * without loading the model.
+     */
+    public static TrainState init(ModelConfig c, TensorSource checkpoint, LoraSpec spec, long rootSeed) {
+        return init(c, checkpoint::readFloat, spec, rootSeed, DataType.FLOAT);
+    }
+
+    /** @param own the model's tensor of a state key (a router, or a low-rank model's stacked expert factors) */
+    private static TrainState init(ModelConfig c, Function<String, INDArray> own, LoraSpec spec, long rootSeed,
+                                   DataType dataType) {
+        boolean lowRank = c.hasLowRankExperts();
+        if (lowRank) {
+            checkLowRank(c, spec);
+        }
+        TrainableKeys keys = new TrainableKeys(c.modelType);
+        LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
+        for (int l = 0; l < c.num_hidden_layers; l++) {
+            if (!c.isMoeLayer(l)) {
                 continue;
             }
             for (Projection p : spec.targets()) {
-                LoraExperts lora = LoraExperts.init(c.num_experts, in(c, p), out(c, p), spec.rank(), spec.alpha(),
-                        Seeds.derive(rootSeed, keys.loraA(l, p)), dataType);
-                params.put(keys.loraA(l, p), lora.a());                                   // [E, R, in]
-                params.put(keys.loraB(l, p), lora.b());                                   // [E, out, R]
+                if (lowRank) {
+                    params.put(keys.loraA(l, p), own.apply(keys.loraA(l, p)).castTo(dataType).dup('c')); // [E, R, in]
+                    params.put(keys.loraB(l, p), own.apply(keys.loraB(l, p)).castTo(dataType).dup('c')); // [E, out, R]
+                } else {
+                    LoraExperts lora = LoraExperts.init(c.num_experts, in(c, p), out(c, p), spec.rank(), spec.alpha(),
+                            Seeds.derive(rootSeed, keys.loraA(l, p)), dataType);
+                    params.put(keys.loraA(l, p), lora.a());                                   // [E, R, in]
+                    params.put(keys.loraB(l, p), lora.b());                                   // [E, out, R]
+                }
             }
             if (spec.trainRouter()) {
-                params.put(keys.router(l), layer.moe().routerWeight().dup('c'));           // [E, D]
+                params.put(keys.router(l), own.apply(keys.router(l)).castTo(dataType).dup('c'));   // [E, D]
             }
         }
         return fresh(params);

@@ -34,9 +34,14 @@ final class TinyModels {
     private TinyModels() {
     }
 
+    /** The model folder at {@code relative} (to the repository root). */
+    static org.apache.hadoop.fs.Path folder(String relative) {
+        return new org.apache.hadoop.fs.Path(repoRoot().resolve(relative).toUri());
+    }
+
     static MoeTransformer load(String relative, DataType dataType) {
         return LOADED.computeIfAbsent(relative + "@" + dataType, k -> {
-            org.apache.hadoop.fs.Path dir = new org.apache.hadoop.fs.Path(repoRoot().resolve(relative).toUri());
+            org.apache.hadoop.fs.Path dir = folder(relative);
             Configuration conf = new Configuration();
             try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
                 return ModelLoader.load(ModelFolder.readConfig(dir, conf), checkpoint, new Nd4jGroupedGemm(), dataType);

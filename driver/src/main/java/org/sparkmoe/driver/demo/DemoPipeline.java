@@ -3,7 +3,6 @@ package org.sparkmoe.driver.demo;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
-import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.calib.CalibrateJob;
 import org.sparkmoe.driver.calib.CalibrateOutputs;
@@ -16,7 +15,6 @@ import org.sparkmoe.driver.train.TrainJob;
 import org.sparkmoe.driver.train.TrainOutputs;
 import org.sparkmoe.driver.train.TrainPlan;
 import org.sparkmoe.io.AtomicFile;
-import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.surgery.LayerResult;
 import org.sparkmoe.surgery.TopKRescale;
 import org.sparkmoe.train.TrainState;
@@ -89,8 +87,7 @@ final class DemoPipeline {
                 fmt(train.learningRate()), new Path(plan.trainFile()).getName(), train.steps(), train.batchWindows(),
                 train.partitions()), () -> {
             TrainOutputs out = new TrainOutputs(train, conf);
-            TrainState start = TrainState.init(ModelFolder.cached(plan.model()), train.loraSpec(), train.seed(),
-                    DataType.FLOAT);
+            TrainState start = TrainJob.initialState(train, conf);
             TrainState last = TrainJob.run(sc, train, start, 0, (round, averaged) -> {
                 progress.println(round.summary(train.rounds(), train.steps()));
                 out.roundDone(round, averaged);

@@ -3,7 +3,6 @@ package org.sparkmoe.driver.train;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
-import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DeviceOptions;
@@ -167,7 +166,7 @@ public final class TrainCommand implements Callable<Integer> {
                         state.step());
             } else {
                 outputs.requireFresh();
-                state = TrainState.init(ModelFolder.cached(modelUri), plan.loraSpec(), seed, DataType.FLOAT);
+                state = TrainJob.initialState(plan, conf);
                 firstRound = 0;
             }
             System.err.printf("train: %d steps in %d rounds of %d on %d partitions, %d windows of %d tokens per step "

@@ -1,6 +1,8 @@
 package org.sparkmoe.driver.train;
 
 import com.esotericsoftware.kryo.Kryo;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
 import org.apache.spark.HashPartitioner;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
@@ -9,6 +11,9 @@ import org.apache.spark.storage.StorageLevel;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.text.Windows;
@@ -40,6 +45,19 @@ public final class TrainJob {
     /** Called on the driver after every round with the averaged state. */
     public interface RoundListener {
         void roundDone(RoundLog log, TrainState state);
+    }
+
+    /**
+     * The state before the first round, built on the driver from config.json and the few checkpoint tensors it
+     * starts from (see {@link TrainState#init(ModelConfig, TensorSource, org.sparkmoe.train.LoraSpec, long)}); the
+     * model itself is loaded only by the executors.
+     */
+    public static TrainState initialState(TrainPlan plan, Configuration conf) {
+        Path dir = new Path(plan.model());
+        ModelConfig config = ModelFolder.readConfig(dir, conf);
+        try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
+            return TrainState.init(config, checkpoint, plan.loraSpec(), plan.seed());
+        }
     }
 
     /**
