@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU tests of the CUDA kernels, run on a machine with an NVIDIA GPU, PyTorch and (optionally) no Java:
 #   deploy/gpu/run-gpu-tests.sh BUNDLE OUT [check|bench|all]
-# BUNDLE is what deploy/gpu/build-gpu-bundle.sh made: sparkmoe-cuda-check.jar (org.sparkmoe.cuda with the .so),
-# jre.tar.gz (a jlink-ed JRE, used when there is no java on the PATH) and these scripts. Writes logs and JSON
-# to OUT; exits non-zero when a correctness check fails.
+# BUNDLE is what deploy/gpu/build-gpu-bundle.sh made: sparkmoe-cuda-check.jar (org.sparkmoe.cuda with the .so,
+# and the tools module's check programs, org.sparkmoe.cuda.check), jre.tar.gz (a jlink-ed JRE, used when there
+# is no java on the PATH) and these scripts. Writes logs and JSON to OUT; exits non-zero when a correctness
+# check fails.
 set -euo pipefail
 BUNDLE=$(cd "${1:?bundle folder}" && pwd)
 OUT=${2:?output folder}

@@ -89,14 +89,9 @@ public final class MoeBench {
      * @param repeats     timed runs per measurement (the median is reported), after one warm-up
      * @param gemmThreads 1: groups in order, BLAS uses every core; more: groups spread over this many Java
      *                    threads, one BLAS thread each
-     */
-    public MoeBench(int repeats, int gemmThreads, PrintStream out) {
-        this(repeats, gemmThreads, Device.CPU, out);
-    }
-
-    /**
-     * @param device where the grouped column runs: {@link Device#CUDA} times {@link CudaGroupedGemm} (fp32 kernel,
-     *               base expert weights resident on the GPU, activations copied per call) against the CPU loop
+     * @param device      where the grouped column runs: {@link Device#CUDA} times {@link CudaGroupedGemm} (fp32
+     *                    kernel, base expert weights resident on the GPU, activations copied per call) against the
+     *                    CPU loop
      */
     public MoeBench(int repeats, int gemmThreads, Device device, PrintStream out) {
         if (repeats < 1 || gemmThreads < 1) {
@@ -308,15 +303,5 @@ public final class MoeBench {
 
     private static String mb(Long bytes) {
         return bytes == null ? "-" : String.format(Locale.ROOT, "%.1f", bytes / 1048576.0);
-    }
-
-    public static void main(String[] args) throws IOException {
-        int threads = args.length > 0 ? Integer.parseInt(args[0]) : 1;
-        int repeats = args.length > 1 ? Integer.parseInt(args[1]) : 5;
-        List<Case> cases = select(args.length > 2 ? args[2] : null);
-        List<Result> r = new MoeBench(repeats, threads, System.out).run(cases);
-        if (args.length > 3) {
-            writeJson(r, Path.of(args[3]));
-        }
     }
 }
