@@ -25,6 +25,7 @@ import org.sparkmoe.model.CheckpointFolderWriter;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.surgery.OverlayTensors;
 import picocli.CommandLine.Command;
+import org.sparkmoe.driver.ModelOption;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
@@ -53,8 +54,8 @@ public final class RetrainRouterCommand implements Callable<Integer> {
     static final String GATES_FILE = "router.safetensors";
     static final String REPORT_FILE = "retrain-router.json";
 
-    @Option(names = "--model", required = true, paramLabel = "DIR", description = "The Hugging Face model folder the data came from.")
-    String model;
+    @Mixin
+    ModelOption model;
 
     @Option(names = "--router-data", required = true, paramLabel = "DIR",
             description = "OUT/router-data of a calibrate --export-router-data run.")
@@ -89,7 +90,7 @@ public final class RetrainRouterCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         Configuration conf = new Configuration();
-        Path modelDir = new Path(Paths.qualify(model, conf));
+        Path modelDir = new Path(model.uri(conf));
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
         RetrainPlan validated = plan(conf, config);
         OutputFolder.requireNew("--out", new Path(Paths.qualify(out, conf)), conf);
@@ -202,7 +203,7 @@ public final class RetrainRouterCommand implements Callable<Integer> {
     private String report(RetrainPlan plan, List<RouterTrainer.Result> results) {
         ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
         ObjectNode root = json.createObjectNode();
-        root.put("model", model);
+        root.put("model", model.dir);
         root.put("router_data", plan.routerData());
         root.put("expert_map", expertMap);
         root.put("epochs", epochs);
