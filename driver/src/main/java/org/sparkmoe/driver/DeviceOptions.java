@@ -1,25 +1,71 @@
 package org.sparkmoe.driver;
 
+import org.apache.spark.SparkConf;
 import org.sparkmoe.kernels.Device;
 import picocli.CommandLine;
 import picocli.CommandLine.Option;
 
 /**
- * {@code --device cpu|cuda}, shared by train, eval, calibrate and bench. cuda loads the CUDA kernels and checks
- * for a GPU first (a one-line error, exit 1, when there is none) and makes the expert grouped GEMMs of models
- * loaded in this JVM run on the GPU; {@code SparkContexts} passes the choice to executors in other JVMs as the
- * environment variable {@code SPARKMOE_DEVICE}.
+ * {@code --device cpu|cuda}: where the expert grouped GEMMs of the models a job loads run. Resolved once on the
+ * driver, before Spark starts, and carried to the executors by the job's plan. An explicit flag wins; without one
+ * the Spark configuration's {@value #CONF_KEY} (spark-defaults.conf or --conf), else the driver's environment
+ * variable {@code SPARKMOE_DEVICE} (set by the GPU container image), else cpu. An explicit flag that disagrees with
+ * {@value #CONF_KEY} is refused in one line. cuda loads the CUDA kernels and checks for a GPU first (one line,
+ * exit 1, when there is none).
  */
 public final class DeviceOptions {
-    @Option(names = "--device", defaultValue = "cpu", paramLabel = "cpu|cuda", converter = Converter.class,
+    /** The Spark configuration key that sets the default device of every job. */
+    public static final String CONF_KEY = "spark.sparkmoe.device";
+
+    @Option(names = "--device", paramLabel = "cpu|cuda", converter = Converter.class,
             description = "Where the expert grouped GEMMs run: cpu (ND4J) or cuda (our CUDA kernels; needs a build "
-                    + "with -Pcuda-kernels and an NVIDIA GPU). Default: ${DEFAULT-VALUE}.")
+                    + "with -Pcuda-kernels and an NVIDIA GPU). Default: " + CONF_KEY + " from spark-defaults or "
+                    + "--conf, else the environment variable SPARKMOE_DEVICE, else cpu; a --device that disagrees "
+                    + "with " + CONF_KEY + " is refused.")
     public Device device;
 
-    /** Makes the chosen device this JVM's; call first in the command. */
-    public Device apply() {
-        Device.use(device);
-        return device;
+    /** The device this run uses (see the class comment), checked to be usable here; call first in the command. */
+    public Device resolve() {
+        return resolve(device, new SparkConf(), System.getenv(Device.ENVIRONMENT)).requireAvailable();
+    }
+
+    /**
+     * @param explicit    the --device flag, or null when absent
+     * @param spark       the Spark configuration loaded from system properties (spark-submit puts spark-defaults
+     *                    and --conf there)
+     * @param environment the value of SPARKMOE_DEVICE, or null
+     */
+    public static Device resolve(Device explicit, SparkConf spark, String environment) {
+        Device configured = null;
+        if (spark.contains(CONF_KEY)) {
+            String value = spark.get(CONF_KEY);
+            try {
+                configured = Device.parse(value);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException(CONF_KEY + "=" + value + " in the Spark configuration: "
+                        + e.getMessage());
+            }
+        }
+        if (explicit != null) {
+            if (configured != null && configured != explicit) {
+                throw new IllegalArgumentException("--device " + explicit.flagValue() + " conflicts with " + CONF_KEY
+                        + "=" + configured.flagValue() + " from the Spark configuration (spark-defaults.conf or "
+                        + "--conf); drop one or make them agree");
+            }
+            return explicit;
+        }
+        if (configured != null) {
+            return configured;
+        }
+        if (environment != null && !environment.isBlank()) {
+            try {
+                return Device.parse(environment);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("environment variable " + Device.ENVIRONMENT + "=" + environment
+                        + ": " + e.getMessage());
+            }
+        }
+        return Device.CPU;
     }
 
     static final class Converter implements CommandLine.ITypeConverter<Device> {

@@ -2,7 +2,6 @@ package org.sparkmoe.driver;
 
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
-import org.sparkmoe.kernels.Device;
 
 /**
  * The SparkContext every job runs in: the embedded local master unless spark-submit (or --master) says
@@ -27,9 +26,6 @@ public final class SparkContexts {
                 .set("spark.kryo.registrator", SparkMoeKryoRegistrator.class.getName())
                 .setIfMissing("spark.kryoserializer.buffer.max", "512m")
                 .setIfMissing("spark.ui.showConsoleProgress", "false");
-        if (Device.current() == Device.CUDA) {
-            conf.setIfMissing("spark.executorEnv." + Device.ENVIRONMENT, "cuda");
-        }
         for (String name : EXECUTOR_ENVIRONMENT) {
             String value = System.getenv(name);
             if (value != null && !value.isEmpty()) {

@@ -2,18 +2,15 @@ package org.sparkmoe.kernels;
 
 import org.sparkmoe.cuda.CudaLibrary;
 
-import java.util.Locale;
-
 /**
- * Where the expert grouped GEMMs of models loaded by {@code ModelFolder} run in this JVM: {@link #CPU} (ND4J,
- * the default) or {@link #CUDA} ({@link CudaGroupedGemm}). Chosen by the system property {@value #PROPERTY}
- * ({@code cpu|cuda}), which {@link #use} sets, else by the environment variable {@value #ENVIRONMENT}, which the
- * driver passes to its executors (spark.executorEnv).
+ * Where the expert grouped GEMMs of a loaded model run: {@link #CPU} (ND4J, the default) or {@link #CUDA}
+ * ({@link CudaGroupedGemm}). The driver resolves it once and every job plan carries it to the executors, which
+ * pass it to {@code ModelFolder}; nothing in this JVM is set globally.
  */
 public enum Device {
     CPU, CUDA;
 
-    public static final String PROPERTY = "sparkmoe.device";
+    /** The environment variable a machine (the GPU container image) may set as the driver's default device. */
     public static final String ENVIRONMENT = "SPARKMOE_DEVICE";
 
     /** The device named by {@code name} (cpu or cuda, any case). */
@@ -26,21 +23,21 @@ public enum Device {
         throw new IllegalArgumentException("unknown device '" + name + "', expected cpu or cuda");
     }
 
-    /** This JVM's device: the system property, else the environment variable, cpu when neither is set. */
-    public static Device current() {
-        String env = System.getenv(ENVIRONMENT);
-        return parse(System.getProperty(PROPERTY, env == null || env.isBlank() ? "cpu" : env));
-    }
-
     /**
-     * Makes {@code d} this JVM's device; for CUDA first loads the CUDA library and checks for a GPU, throwing
-     * {@link org.sparkmoe.cuda.CudaUnavailableException} (one line) when there is none.
+     * Checks that this device can be used here: for CUDA loads the CUDA library and looks for a GPU, throwing
+     * {@link org.sparkmoe.cuda.CudaUnavailableException} (one line) when there is none; the driver calls it first,
+     * for a clear early error.
      */
-    public static void use(Device d) {
-        if (d == CUDA) {
+    public Device requireAvailable() {
+        if (this == CUDA) {
             CudaLibrary.load();
         }
-        System.setProperty(PROPERTY, d.name().toLowerCase(Locale.ROOT));
+        return this;
+    }
+
+    /** cpu or cuda, as the flag spells it. */
+    public String flagValue() {
+        return name().toLowerCase(java.util.Locale.ROOT);
     }
 
     /** A new grouped GEMM for this device. */

@@ -50,9 +50,14 @@ public final class ModelFolder {
         }
     }
 
-    /** Loads the model with the grouped GEMM of this JVM's {@link Device} (no caching). */
+    /** Loads the model on the CPU (no caching); for tools and tests that run in one JVM. */
     public static MoeTransformer load(Path dir, Configuration conf) {
-        return load(dir, conf, Device.current().groupedGemm());
+        return load(dir, conf, Device.CPU);
+    }
+
+    /** Loads the model with the expert grouped GEMMs on {@code device} (no caching). */
+    public static MoeTransformer load(Path dir, Configuration conf, Device device) {
+        return load(dir, conf, device.groupedGemm());
     }
 
     public static MoeTransformer load(Path dir, Configuration conf, GroupedGemm gemm) {
@@ -63,33 +68,55 @@ public final class ModelFolder {
     }
 
     /**
-     * Loads the model with the PEFT adapter folder {@code adapterDir} merged into its expert weights (and its
-     * routers, when the adapter trained them); {@code adapterDir} null loads the plain model.
+     * Loads the model on {@code device} with the PEFT adapter folder {@code adapterDir} merged into its expert
+     * weights (and its routers, when the adapter trained them); {@code adapterDir} null loads the plain model.
      */
-    public static MoeTransformer load(Path dir, Configuration conf, Path adapterDir) {
+    public static MoeTransformer load(Path dir, Configuration conf, Path adapterDir, Device device) {
         if (adapterDir == null) {
-            return load(dir, conf);
+            return load(dir, conf, device);
         }
         ModelConfig config = readConfig(dir, conf);
         PeftAdapter adapter = PeftAdapter.read(adapterDir, conf, config);
         try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
-            return ModelLoader.load(config, new MergedTensors(checkpoint, adapter), Device.current().groupedGemm());
+            return ModelLoader.load(config, new MergedTensors(checkpoint, adapter), device.groupedGemm());
         }
     }
 
-    /** The model at {@code uri}, loaded once per JVM and shared by every caller (immutable after loading). */
+    /** The model at {@code uri} on the CPU, loaded once per JVM; as {@link #cached(String, Device)}. */
     public static MoeTransformer cached(String uri) {
-        return LOADED.computeIfAbsent(uri, u -> load(new Path(u), new Configuration()));
+        return cached(uri, Device.CPU);
     }
 
     /**
-     * As {@link #cached(String)}, with the adapter at {@code adapterUri} merged in (null: the plain model). The
-     * cache key includes the adapter weights' modification time and length, so an adapter folder rewritten in
+     * The model at {@code uri} with its expert GEMMs on {@code device}, loaded once per JVM and shared by every
+     * caller (immutable after loading). The cache key holds the device: a JVM asked for both keeps two models.
+     */
+    public static MoeTransformer cached(String uri, Device device) {
+        return LOADED.computeIfAbsent(cacheKey(uri, null, device), u -> load(new Path(uri), new Configuration(), device));
+    }
+
+    /**
+     * As {@link #cached(String, Device)}, with the adapter at {@code adapterUri} merged in (null: the plain model).
+     * The cache key includes the adapter weights' modification time and length, so an adapter folder rewritten in
      * place (a newer training checkpoint) is loaded afresh.
      */
-    public static MoeTransformer cached(String modelUri, String adapterUri) {
+    public static MoeTransformer cached(String modelUri, String adapterUri, Device device) {
         if (adapterUri == null) {
-            return cached(modelUri);
+            return cached(modelUri, device);
+        }
+        Configuration conf = new Configuration();
+        return LOADED.computeIfAbsent(cacheKey(modelUri, adapterUri, device),
+                key -> load(new Path(modelUri), conf, new Path(adapterUri), device));
+    }
+
+    /**
+     * What the per-JVM cache tells models apart by: the device, the model URI and, with an adapter, its URI and the
+     * version (modification time and length) of its weights file.
+     */
+    static String cacheKey(String modelUri, String adapterUri, Device device) {
+        String key = device.flagValue() + " " + modelUri;
+        if (adapterUri == null) {
+            return key;
         }
         Configuration conf = new Configuration();
         Path weights = new Path(adapterUri, PeftAdapter.WEIGHTS_FILE);
@@ -102,7 +129,6 @@ public final class ModelFolder {
         } catch (IOException e) {
             throw new UncheckedIOException("looking up " + weights, e);
         }
-        return LOADED.computeIfAbsent(modelUri + " + adapter " + adapterUri + " @ " + version,
-                key -> load(new Path(modelUri), conf, new Path(adapterUri)));
+        return key + " + adapter " + adapterUri + " @ " + version;
     }
 }

@@ -20,7 +20,7 @@ import org.sparkmoe.kernels.Flat;
  * @param eps         ε &gt; 0
  * @param weightDecay λ ≥ 0
  */
-public record AdamW(double beta1, double beta2, double eps, double weightDecay) {
+public record AdamW(double beta1, double beta2, double eps, double weightDecay) implements java.io.Serializable {
 
     public AdamW {
         if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) {

@@ -14,7 +14,7 @@ import org.sparkmoe.io.CheckpointLayout.Projection;
  * @param alpha       lora_alpha &gt; 0
  * @param trainRouter whether the router (gate) weights are trained too
  */
-public record LoraSpec(Set<Projection> targets, int rank, double alpha, boolean trainRouter) {
+public record LoraSpec(Set<Projection> targets, int rank, double alpha, boolean trainRouter) implements java.io.Serializable {
 
     public LoraSpec {
         if (targets == null) {

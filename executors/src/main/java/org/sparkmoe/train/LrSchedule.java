@@ -10,7 +10,7 @@ package org.sparkmoe.train;
  * @param warmup warmup steps ≥ 0
  * @param total  total steps ≥ warmup
  */
-public record LrSchedule(double peak, long warmup, long total) {
+public record LrSchedule(double peak, long warmup, long total) implements java.io.Serializable {
 
     public LrSchedule {
         if (!(peak > 0) || Double.isInfinite(peak)) {

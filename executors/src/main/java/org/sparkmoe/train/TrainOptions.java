@@ -13,7 +13,7 @@ package org.sparkmoe.train;
  * @param seed         the root seed (router jitter noise per step is derived from it)
  */
 public record TrainOptions(LoraSpec lora, LrSchedule schedule, AdamW optimizer, double maxGradNorm,
-                           Double auxLossCoef, long seed) {
+                           Double auxLossCoef, long seed) implements java.io.Serializable {
 
     public TrainOptions {
         if (lora == null || schedule == null || optimizer == null) {

@@ -133,6 +133,19 @@ class BadInputTest {
         assertFails(eval(Fixtures.tinyModel(), "--top-k", "9"), "--top-k must be in [1, 8]", "got 9");
     }
 
+    /** spark-submit puts spark-defaults and --conf into system properties; a --device that disagrees is refused. */
+    @Test
+    void deviceThatConflictsWithTheSparkConfigurationIsRefusedBeforeSparkStarts() {
+        System.setProperty("spark.sparkmoe.device", "cuda");
+        try {
+            CliRun run = sparkmoe("eval", "--device", "cpu", "--model", Fixtures.tinyModel().toString(), "--data",
+                    Fixtures.corpus("fortunes.txt").toString());
+            assertFails(run, "--device cpu conflicts with spark.sparkmoe.device=cuda from the Spark configuration");
+        } finally {
+            System.clearProperty("spark.sparkmoe.device");
+        }
+    }
+
     @Test
     void unknownFlagExitsWithTwo() {
         CliRun run = sparkmoe("eval", "--model", "m", "--data", "d", "--windw", "3");

@@ -135,6 +135,16 @@ class RetrainRouterTest {
                 "expert map not found", "nope.json");
     }
 
+    /** OUT is written atomically (a hidden sibling renamed into place), so it must be new: refused before Spark starts. */
+    @Test
+    void outThatHoldsFilesIsRefused() throws Exception {
+        Path used = dir.resolve("used-out");
+        Files.createDirectories(used);
+        Files.writeString(used.resolve("notes.txt"), "keep me");
+        assertFails(retrain(used), "--out ", "used-out already exists and is not an empty folder");
+        assertEquals("keep me", Files.readString(used.resolve("notes.txt")));
+    }
+
     @Test
     void missingOrEmptyRouterData() throws Exception {
         CliRun missing = sparkmoe("retrain-router", "--model", Fixtures.tinyModel().toString(), "--router-data",

@@ -39,7 +39,7 @@ public final class MoeBenchCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        Device chosen = device.apply();
+        Device chosen = device.resolve();
         List<MoeBench.Case> selected = MoeBench.select(cases);
         List<MoeBench.Result> results = new MoeBench(repeats,
                 gemmThreads == null ? Runtime.getRuntime().availableProcessors() : gemmThreads, chosen, System.out)

@@ -6,13 +6,16 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
+import org.sparkmoe.driver.ModelOption;
+import org.sparkmoe.driver.WindowOption;
+import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
-import org.sparkmoe.text.TextSplit;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -31,22 +34,14 @@ import java.util.concurrent.Callable;
                         + "OUT/expert-activations.safetensors; with --export-router-data also DL4J DataSet files under "
                         + "OUT/router-data/layer-N/ for retrain-router."})
 public final class CalibrateCommand implements Callable<Integer> {
-    @Option(names = "--model", required = true, paramLabel = "DIR",
-            description = "Hugging Face MoE model folder (config.json, *.safetensors, tokenizer.json).")
-    String model;
+    @Mixin
+    ModelOption model;
 
-    @Option(names = "--data", required = true, split = ",", paramLabel = "PATH",
-            description = "UTF-8 text files, comma-separated or repeated; statistics are also kept per file.")
-    List<String> data;
+    @Mixin
+    DataOptions data = new DataOptions("valid");
 
-    @Option(names = "--split", defaultValue = "valid", paramLabel = "train|valid|test|all",
-            description = "Part of each file, by code points: first 90%% train, next 5%% valid, last 5%% test. "
-                    + "Default: ${DEFAULT-VALUE}.")
-    String split;
-
-    @Option(names = "--window", defaultValue = "256", paramLabel = "S",
-            description = "Tokens per window (≥ 2); the remainder of each file is dropped. Default: ${DEFAULT-VALUE}.")
-    int window;
+    @Mixin
+    WindowOption window;
 
     @Option(names = "--max-tokens-per-file", paramLabel = "N",
             description = "Use only the first ⌊N/S⌋·S tokens of each file's split. Default: all of it.")
@@ -78,11 +73,11 @@ public final class CalibrateCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        device.apply();
+        Device chosen = device.resolve();
         Configuration conf = new Configuration();
         ModelConfig config = validate(conf);
         String outUri = Paths.qualify(out, conf);
-        CalibratePlan plan = plan(conf, config, outUri);
+        CalibratePlan plan = plan(conf, config, outUri, chosen);
         List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
         int[] layers = CalibrationStats.moeLayerIndices(config);
         CalibrateJob.Result result;
@@ -102,20 +97,9 @@ public final class CalibrateCommand implements Callable<Integer> {
         return 0;
     }
 
-    /** Validates everything that can be checked before Spark starts. */
+    /** Validates the model before Spark starts (the plan checks the flags' values). */
     private ModelConfig validate(Configuration conf) {
-        TextSplit.parse(split);
-        if (window < 2) {
-            throw new IllegalArgumentException("--window must be ≥ 2, got " + window);
-        }
-        if (batchWindows < 1) {
-            throw new IllegalArgumentException("--batch-windows must be ≥ 1, got " + batchWindows);
-        }
-        if (maxTokensPerFile != null && maxTokensPerFile < window) {
-            throw new IllegalArgumentException("--max-tokens-per-file must be ≥ --window (" + window + "), got "
-                    + maxTokensPerFile);
-        }
-        Path modelDir = new Path(Paths.qualify(model, conf));
+        Path modelDir = new Path(model.uri(conf));
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
             ModelSchema.check(config, checkpoint);
@@ -124,26 +108,27 @@ public final class CalibrateCommand implements Callable<Integer> {
             throw new IllegalArgumentException(modelDir + " is a dense model (" + config.modelType
                     + "); calibrate needs MoE layers");
         }
-        if (window > config.max_position_embeddings) {
-            throw new IllegalArgumentException("--window " + window + " exceeds the model's max_position_embeddings "
-                    + config.max_position_embeddings);
-        }
         return config;
     }
 
-    private CalibratePlan plan(Configuration conf, ModelConfig config, String outUri) {
-        List<String> files = data.stream().map(p -> Paths.qualify(p, conf)).toList();
+    private CalibratePlan plan(Configuration conf, ModelConfig config, String outUri, Device chosen) {
+        String routerData = exportRouterData ? new Path(outUri, "router-data").toString() : null;
+        CalibratePlan checked = new CalibratePlan(model.uri(conf), data.files, data.textSplit(), window.window,
+                maxTokensPerFile == null ? 0 : maxTokensPerFile, config.num_experts_per_tok, batchWindows, 1,
+                allExperts, routerData, chosen);
+        if (checked.window() > config.max_position_embeddings) {
+            throw new IllegalArgumentException("--window " + checked.window() + " exceeds the model's "
+                    + "max_position_embeddings " + config.max_position_embeddings);
+        }
+        List<String> files = data.uris(conf);
         Set<String> names = new HashSet<>();
         for (String f : files) {
-            Paths.requireNonEmptyFile(f, conf);
             if (!names.add(new Path(f).getName())) {
                 throw new IllegalArgumentException("two --data files share the name " + new Path(f).getName()
                         + " (the statistics are keyed by file name)");
             }
         }
-        String routerData = exportRouterData ? new Path(outUri, "router-data").toString() : null;
-        return new CalibratePlan(Paths.qualify(model, conf), files, TextSplit.parse(split), window,
-                maxTokensPerFile == null ? 0 : maxTokensPerFile, config.num_experts_per_tok, batchWindows, 1,
-                allExperts, routerData);
+        return new CalibratePlan(checked.model(), files, checked.split(), checked.window(),
+                checked.maxTokensPerFile(), checked.topK(), batchWindows, 1, allExperts, routerData, chosen);
     }
 }

@@ -84,7 +84,7 @@ public final class CalibrateJob {
     }
 
     private static CalibrationStats add(CalibratePlan plan, CalibrationStats acc, CalibChunk chunk) {
-        MoeTransformer model = ModelFolder.cached(plan.model());
+        MoeTransformer model = ModelFolder.cached(plan.model(), plan.device());
         ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true);
         acc.add(chunk.file, capture, model, plan.allExperts());
         if (plan.routerData() != null) {

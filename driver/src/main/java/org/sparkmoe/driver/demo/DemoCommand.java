@@ -5,7 +5,9 @@ import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.Paths;
+import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.AtomicFile;
@@ -81,11 +83,14 @@ public final class DemoCommand implements Callable<Integer> {
     @Mixin
     SparkOptions spark;
 
+    @Mixin
+    DeviceOptions device;
+
     @Override
     public Integer call() {
         long start = System.nanoTime();
         Configuration conf = new Configuration();
-        DemoPlan plan = plan(conf);
+        DemoPlan plan = plan(conf, device.resolve());
         requireEmptyOut(plan.out(), conf);
         Map<String, Double> seconds = new LinkedHashMap<>();
         DemoResult run;
@@ -114,7 +119,7 @@ public final class DemoCommand implements Callable<Integer> {
     }
 
     /** Validates everything that can be checked before Spark starts; nothing is written on failure. */
-    private DemoPlan plan(Configuration conf) {
+    private DemoPlan plan(Configuration conf, Device chosen) {
         String modelUri = Paths.qualify(model, conf);
         if (!exists(modelUri, conf)) {
             throw new IllegalArgumentException("model folder not found: " + modelUri + " (run from the repository "
@@ -146,7 +151,7 @@ public final class DemoCommand implements Callable<Integer> {
                     + "] (the model's experts), got " + topK);
         }
         return new DemoPlan(modelUri, config, files, files.get(train), window, maxTokensPerFile, trainSteps, topK, seed,
-                Paths.qualify(out, conf));
+                Paths.qualify(out, conf), chosen);
     }
 
     /** An MoE model with full experts whose tensors match config.json. */

@@ -83,13 +83,14 @@ final class DemoPipeline {
     private void train() {
         TrainPlan train = plan.trainPlan(partitions);
         stage("train", String.format(Locale.ROOT, "LoRA (rank %d, alpha %s, lr %s) on the valid split of %s, %d steps "
-                        + "of %d windows per partition on %d partitions", train.rank(), fmt(train.alpha()),
-                fmt(train.learningRate()), new Path(plan.trainFile()).getName(), train.steps(), train.batchWindows(),
+                        + "of %d windows per partition on %d partitions", train.loraSpec().rank(),
+                fmt(train.loraSpec().alpha()), fmt(train.options().schedule().peak()),
+                new Path(plan.trainFile()).getName(), train.steps(), train.batchWindows(),
                 train.partitions()), () -> {
             TrainOutputs out = new TrainOutputs(train, conf);
             TrainState start = TrainJob.initialState(train, conf);
             TrainState last = TrainJob.run(sc, train, start, 0, (round, averaged) -> {
-                progress.println(round.summary(train.rounds(), train.steps()));
+                progress.println(round.summary(train.roundCount(), train.steps()));
                 out.roundDone(round, averaged);
             });
             out.finish(plan.config(), last);

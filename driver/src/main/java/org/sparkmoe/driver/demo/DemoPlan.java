@@ -7,6 +7,7 @@ import org.sparkmoe.driver.train.TrainOutputs;
 import org.sparkmoe.driver.train.TrainPlan;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.kernels.Device;
 import org.sparkmoe.text.TextSplit;
 
 import java.util.EnumSet;
@@ -34,9 +35,11 @@ import java.util.List;
  * @param surgeryTopK      M experts per token after the surgery
  * @param seed             train's root seed
  * @param out              output folder URI
+ * @param device           where the executors' expert grouped GEMMs run, in every stage
  */
 public record DemoPlan(String model, ModelConfig config, List<String> data, String trainFile, int window,
-                       int maxTokensPerFile, long trainSteps, int surgeryTopK, long seed, String out) {
+                       int maxTokensPerFile, long trainSteps, int surgeryTopK, long seed, String out,
+                       Device device) {
     /** Windows per forward pass of calibrate and eval (their default). */
     static final int BATCH_WINDOWS = 8;
     /** The LoRA recipe the README measured on the tiny Mixtral (rank 16, alpha 32, lr 3e-3, 4 windows per step). */
@@ -78,12 +81,13 @@ public record DemoPlan(String model, ModelConfig config, List<String> data, Stri
     /** calibrate --split valid --max-tokens-per-file N over every file. */
     CalibratePlan calibratePlan(int partitions) {
         return new CalibratePlan(model, data, TextSplit.VALID, window, maxTokensPerFile, config.num_experts_per_tok,
-                BATCH_WINDOWS, partitions, false, null);
+                BATCH_WINDOWS, partitions, false, null, device);
     }
 
     /** eval (test split, the command's defaults) of {@code modelUri} with {@code topK} experts, adapter or null. */
     EvalPlan evalPlan(String modelUri, String adapterUri, int topK, int partitions) {
-        return new EvalPlan(modelUri, data, TextSplit.TEST, window, topK, BATCH_WINDOWS, partitions, adapterUri);
+        return new EvalPlan(modelUri, data, TextSplit.TEST, window, topK, BATCH_WINDOWS, partitions, adapterUri,
+                device);
     }
 
     /** train on the valid split of the train file: LoRA on w1, w2, w3, parameter averaging every step. */
@@ -91,6 +95,6 @@ public record DemoPlan(String model, ModelConfig config, List<String> data, Stri
         int checkpointEvery = (int) Math.min(trainSteps, Integer.MAX_VALUE); // one checkpoint, after the last round
         return new TrainPlan(model, List.of(trainFile), TextSplit.VALID, window, TRAIN_BATCH_WINDOWS, trainSteps, 1,
                 partitions, lora(), checkpointEvery, false, List.copyOf(EnumSet.allOf(Projection.class)), RANK, ALPHA,
-                false, LEARNING_RATE, 0, 0, MAX_GRAD_NORM, null, seed);
+                false, LEARNING_RATE, 0, 0, MAX_GRAD_NORM, null, seed).withDevice(device);
     }
 }

@@ -5,7 +5,11 @@ import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
+import org.sparkmoe.driver.ModelOption;
+import org.sparkmoe.driver.WindowOption;
+import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.AtomicFile;
@@ -13,7 +17,6 @@ import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
-import org.sparkmoe.text.TextSplit;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -30,27 +33,19 @@ import java.util.concurrent.Callable;
                 "Each file's split is tokenized, cut into non-overlapping windows (remainder dropped) and positions "
                         + "1..S-1 of every window are scored. Prints one line per file and writes a JSON report."})
 public final class EvalCommand implements Callable<Integer> {
-    @Option(names = "--model", required = true, paramLabel = "DIR",
-            description = "Hugging Face model folder (config.json, *.safetensors, tokenizer.json).")
-    String model;
+    @Mixin
+    ModelOption model;
 
     @Option(names = "--adapter", paramLabel = "DIR",
             description = "PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to merge into the "
                     + "model's expert weights (and routers, if it trained them) before scoring.")
     String adapter;
 
-    @Option(names = "--data", required = true, split = ",", paramLabel = "PATH",
-            description = "UTF-8 text files, comma-separated or repeated.")
-    List<String> data;
+    @Mixin
+    DataOptions data = new DataOptions("test");
 
-    @Option(names = "--split", defaultValue = "test", paramLabel = "train|valid|test|all",
-            description = "Part of each file, by code points: first 90%% train, next 5%% valid, last 5%% test. "
-                    + "Default: ${DEFAULT-VALUE}.")
-    String split;
-
-    @Option(names = "--window", defaultValue = "256", paramLabel = "S",
-            description = "Tokens per window (≥ 2). Default: ${DEFAULT-VALUE}.")
-    int window;
+    @Mixin
+    WindowOption window;
 
     @Option(names = "--top-k", paramLabel = "K",
             description = "Experts per token, overriding config.json (no rescaling). Default: the model's.")
@@ -71,14 +66,13 @@ public final class EvalCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        device.apply();
+        Device chosen = device.resolve();
         Configuration conf = new Configuration();
-        EvalPlan plan = plan(conf);
+        EvalPlan plan = plan(conf, chosen);
         PerplexityReport report;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe eval", spark.master)) {
             int partitions = spark.partitionsOr(sc.defaultParallelism());
-            EvalPlan withPartitions = new EvalPlan(plan.model(), plan.data(), plan.split(), plan.window(),
-                    plan.topK(), plan.batchWindows(), partitions, plan.adapter());
+            EvalPlan withPartitions = plan.withPartitions(partitions);
             long start = System.nanoTime();
             report = EvalJob.run(sc, withPartitions);
             System.err.printf("eval: %d scored tokens in %.1f s (%.0f tokens/s)%n", report.all().tokens(),
@@ -94,16 +88,9 @@ public final class EvalCommand implements Callable<Integer> {
         return 0;
     }
 
-    /** Validates everything that can be checked before Spark starts. */
-    private EvalPlan plan(Configuration conf) {
-        TextSplit textSplit = TextSplit.parse(split);
-        if (window < 2) {
-            throw new IllegalArgumentException("--window must be ≥ 2, got " + window);
-        }
-        if (batchWindows < 1) {
-            throw new IllegalArgumentException("--batch-windows must be ≥ 1, got " + batchWindows);
-        }
-        String modelUri = Paths.qualify(model, conf);
+    /** Validates everything that can be checked before Spark starts (the plan checks its own values). */
+    private EvalPlan plan(Configuration conf, Device chosen) {
+        String modelUri = model.uri(conf);
         ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             ModelSchema.check(config, checkpoint);
@@ -112,23 +99,24 @@ public final class EvalCommand implements Callable<Integer> {
         if (adapterUri != null) {
             PeftAdapter.read(new Path(adapterUri), conf, config); // reject a bad adapter before any task starts
         }
-        if (window > config.max_position_embeddings) {
-            throw new IllegalArgumentException("--window " + window + " exceeds the model's max_position_embeddings "
-                    + config.max_position_embeddings);
-        }
         int k = topK == null ? config.num_experts_per_tok : topK;
         if (config.num_experts > 0 && (k < 1 || k > config.num_experts)) {
             throw new IllegalArgumentException("--top-k must be in [1, " + config.num_experts + "] (the model's experts), got " + k);
         }
-        List<String> files = data.stream().map(p -> Paths.qualify(p, conf)).toList();
+        EvalPlan plan = new EvalPlan(modelUri, data.files, data.textSplit(), window.window, k, batchWindows, 1,
+                adapterUri, chosen);
+        if (plan.window() > config.max_position_embeddings) {
+            throw new IllegalArgumentException("--window " + plan.window() + " exceeds the model's "
+                    + "max_position_embeddings " + config.max_position_embeddings);
+        }
+        List<String> files = data.uris(conf);
         Set<String> names = new HashSet<>();
         for (String f : files) {
-            Paths.requireNonEmptyFile(f, conf);
             if (!names.add(new Path(f).getName())) {
                 throw new IllegalArgumentException("two --data files share the name " + new Path(f).getName()
                         + " (the report is keyed by file name)");
             }
         }
-        return new EvalPlan(modelUri, files, textSplit, window, k, batchWindows, 1, adapterUri);
+        return new EvalPlan(modelUri, files, plan.split(), plan.window(), k, batchWindows, 1, adapterUri, chosen);
     }
 }

@@ -52,7 +52,7 @@ public final class EvalJob {
     }
 
     private static ChunkNll score(EvalPlan plan, TokenChunk chunk) {
-        MoeTransformer model = ModelFolder.cached(plan.model(), plan.adapter());
+        MoeTransformer model = ModelFolder.cached(plan.model(), plan.adapter(), plan.device());
         double nll = 0;
         for (double windowNll : Perplexity.windowNll(model, chunk.windows, plan.topK())) {
             nll += windowNll;

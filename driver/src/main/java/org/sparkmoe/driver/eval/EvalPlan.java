@@ -1,28 +1,46 @@
 package org.sparkmoe.driver.eval;
 
+import org.sparkmoe.driver.PlanChecks;
+import org.sparkmoe.kernels.Device;
 import org.sparkmoe.text.TextSplit;
 
 import java.io.Serializable;
 import java.util.List;
 
 /**
- * What an eval run computes, resolved and validated on the driver.
+ * What an eval run computes, resolved and validated on the driver (the constructor checks every value).
  *
  * @param model        model folder URI
  * @param data         input text files (URIs), report names are their file names
  * @param split        DATA.md split applied per file
- * @param window       S tokens per window
- * @param topK         experts per token
- * @param batchWindows B windows per forward pass
- * @param partitions   scoring partitions
+ * @param window       S tokens per window (≥ 2)
+ * @param topK         experts per token (≥ 1)
+ * @param batchWindows B windows per forward pass (≥ 1)
+ * @param partitions   scoring partitions (≥ 1)
  * @param adapter      PEFT adapter folder URI merged into the model on every executor, or null
+ * @param device       where the executors' expert grouped GEMMs run
  */
 public record EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,
-                       int partitions, String adapter) implements Serializable {
+                       int partitions, String adapter, Device device) implements Serializable {
 
-    /** A plan for the plain model (no adapter). */
+    public EvalPlan {
+        PlanChecks.requireModel(model);
+        data = PlanChecks.requireData(data);
+        PlanChecks.requireNonNull("--split", split);
+        PlanChecks.requireAtLeast("--window", window, 2);
+        PlanChecks.requireAtLeast("--top-k", topK, 1);
+        PlanChecks.requireAtLeast("--batch-windows", batchWindows, 1);
+        PlanChecks.requireAtLeast("--partitions", partitions, 1);
+        PlanChecks.requireNonNull("--device", device);
+    }
+
+    /** A plan for the plain model (no adapter) on the CPU. */
     public EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,
                     int partitions) {
-        this(model, data, split, window, topK, batchWindows, partitions, null);
+        this(model, data, split, window, topK, batchWindows, partitions, null, Device.CPU);
+    }
+
+    public EvalPlan withPartitions(int n) {
+        return new EvalPlan(model, data, split, window, topK, batchWindows, n, adapter, device);
     }
 }

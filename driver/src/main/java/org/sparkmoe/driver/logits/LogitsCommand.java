@@ -4,7 +4,9 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.driver.ModelOption;
 import org.sparkmoe.driver.Paths;
+import org.sparkmoe.kernels.Device;
 import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.io.SafeTensorsWriter;
 import org.sparkmoe.io.TensorInfo;
@@ -12,6 +14,7 @@ import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 import java.io.IOException;
@@ -30,8 +33,8 @@ import java.util.concurrent.Callable;
                 "Writes float32 logits [B,S,V], hidden_states.0..L [B,S,D] (embeddings, after each layer, the last "
                         + "one after the final norm) and router_logits.N [B*S,E] per MoE layer (batch-major rows)."})
 public final class LogitsCommand implements Callable<Integer> {
-    @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face model folder.")
-    String model;
+    @Mixin
+    ModelOption model;
 
     @Option(names = "--adapter", paramLabel = "DIR",
             description = "PEFT LoRA adapter folder to merge into the model's expert weights (and routers) first.")
@@ -51,8 +54,8 @@ public final class LogitsCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         Configuration conf = new Configuration();
         int[][] tokens = readInputIds(Paths.qualify(inputIds, conf), conf);
-        MoeTransformer transformer = ModelFolder.load(new Path(Paths.qualify(model, conf)), conf,
-                adapter == null ? null : new Path(Paths.qualify(adapter, conf)));
+        MoeTransformer transformer = ModelFolder.load(new Path(model.uri(conf)), conf,
+                adapter == null ? null : new Path(Paths.qualify(adapter, conf)), Device.CPU);
         int vocab = transformer.config().vocab_size;
         for (int b = 0; b < tokens.length; b++) {
             for (int s = 0; s < tokens[b].length; s++) {

@@ -8,6 +8,8 @@ import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.driver.Paths;
 import picocli.CommandLine.Command;
+import org.sparkmoe.driver.ModelOption;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 import java.util.concurrent.Callable;
@@ -20,8 +22,8 @@ import java.util.concurrent.Callable;
                         + "router. Every tensor is written as float32; config.json and the tokenizer files come along. "
                         + "The folder appears only once complete."})
 public final class MergeCommand implements Callable<Integer> {
-    @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face model folder.")
-    String model;
+    @Mixin
+    ModelOption model;
 
     @Option(names = "--adapter", required = true, paramLabel = "DIR",
             description = "PEFT adapter folder (adapter_config.json, adapter_model.safetensors).")
@@ -39,7 +41,7 @@ public final class MergeCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         Configuration conf = new Configuration();
-        Path modelDir = new Path(Paths.qualify(model, conf));
+        Path modelDir = new Path(model.uri(conf));
         Path target = new Path(Paths.qualify(out, conf));
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
         PeftAdapter peft = PeftAdapter.read(

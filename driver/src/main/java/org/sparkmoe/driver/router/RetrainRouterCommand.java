@@ -16,12 +16,16 @@ import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.driver.calib.RouterDataInfo;
-import org.sparkmoe.io.AtomicFile;
+import org.sparkmoe.driver.OutputFolder;
+import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.SafeTensorsWriter;
+import org.sparkmoe.model.CheckpointFolderWriter;
 import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.surgery.OverlayTensors;
 import picocli.CommandLine.Command;
+import org.sparkmoe.driver.ModelOption;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
@@ -50,8 +54,8 @@ public final class RetrainRouterCommand implements Callable<Integer> {
     static final String GATES_FILE = "router.safetensors";
     static final String REPORT_FILE = "retrain-router.json";
 
-    @Option(names = "--model", required = true, paramLabel = "DIR", description = "The Hugging Face model folder the data came from.")
-    String model;
+    @Mixin
+    ModelOption model;
 
     @Option(names = "--router-data", required = true, paramLabel = "DIR",
             description = "OUT/router-data of a calibrate --export-router-data run.")
@@ -62,7 +66,8 @@ public final class RetrainRouterCommand implements Callable<Integer> {
                     + "in exactly one group; the router gets one output per group.")
     String expertMap;
 
-    @Option(names = "--out", required = true, paramLabel = "DIR", description = "Output folder (created if missing).")
+    @Option(names = "--out", required = true, paramLabel = "DIR",
+            description = "Output folder; must not exist yet (or be empty). It appears only once complete.")
     String out;
 
     @Option(names = "--epochs", defaultValue = "4", paramLabel = "N", description = "Passes over the data per layer. Default: ${DEFAULT-VALUE}.")
@@ -85,9 +90,10 @@ public final class RetrainRouterCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         Configuration conf = new Configuration();
-        Path modelDir = new Path(Paths.qualify(model, conf));
+        Path modelDir = new Path(model.uri(conf));
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
         RetrainPlan validated = plan(conf, config);
+        OutputFolder.requireNew("--out", new Path(Paths.qualify(out, conf)), conf);
         int[] layers = validated.info().layers();
         List<RouterTrainer.Result> results = new ArrayList<>();
         RetrainPlan plan;
@@ -150,32 +156,54 @@ public final class RetrainRouterCommand implements Callable<Integer> {
 
     private void write(Configuration conf, ModelConfig config, Path modelDir, RetrainPlan plan,
                        List<RouterTrainer.Result> results) {
-        String outUri = Paths.qualify(out, conf);
-        FileSystem fs = Paths.fileSystem(outUri, conf);
-        Path dir = new Path(outUri);
+        Path dir = new Path(Paths.qualify(out, conf));
         CheckpointLayout layout = new CheckpointLayout(config.modelType);
         LinkedHashMap<String, INDArray> gates = new LinkedHashMap<>();
         for (int l = 0; l < results.size(); l++) {
             gates.put(layout.routerGate(plan.info().layers()[l]), results.get(l).gate());
         }
-        try {
-            fs.mkdirs(dir);
-        } catch (IOException e) {
-            throw new UncheckedIOException("creating " + dir + ": " + e.getMessage(), e);
-        }
-        SafeTensorsWriter.write(fs, new Path(dir, GATES_FILE), gates, Map.of("format", "pt"));
+        Map<String, byte[]> files = new LinkedHashMap<>();
+        files.put(GATES_FILE, safetensorsBytes(gates, conf));
+        files.put(REPORT_FILE, report(plan, results).getBytes(StandardCharsets.UTF_8));
         if (expertMap == null) {
-            CheckpointCopy.withReplaced(modelDir, dir, gates, conf);
+            OutputFolder.makeRoom(dir, conf);
+            try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
+                CheckpointFolderWriter.write(modelDir, config.jsonCopy(), new OverlayTensors(checkpoint, gates),
+                        List.copyOf(checkpoint.names()), files, dir, conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES);
+            }
+        } else {
+            OutputFolder.write(dir, files, conf);
         }
-        AtomicFile.write(fs, new Path(dir, REPORT_FILE), report(plan, results).getBytes(StandardCharsets.UTF_8));
         System.err.println("retrain-router: wrote " + GATES_FILE + ", " + REPORT_FILE
-                + (expertMap == null ? " and a checkpoint with the new gates" : "") + " to " + outUri);
+                + (expertMap == null ? " and a checkpoint with the new gates" : "") + " to " + dir);
+    }
+
+    /** The gates as the bytes of a safetensors file (small: E×D floats per MoE layer). */
+    private static byte[] safetensorsBytes(LinkedHashMap<String, INDArray> gates, Configuration conf) {
+        java.nio.file.Path tmp = null;
+        try {
+            tmp = java.nio.file.Files.createTempDirectory("sparkmoe-router");
+            Path file = new Path(tmp.toUri().toString(), GATES_FILE);
+            SafeTensorsWriter.write(FileSystem.getLocal(conf), file, gates, Map.of("format", "pt"));
+            return java.nio.file.Files.readAllBytes(tmp.resolve(GATES_FILE));
+        } catch (IOException e) {
+            throw new UncheckedIOException("writing " + GATES_FILE + ": " + e.getMessage(), e);
+        } finally {
+            if (tmp != null) {
+                try {
+                    java.nio.file.Files.deleteIfExists(tmp.resolve(GATES_FILE));
+                    java.nio.file.Files.deleteIfExists(tmp);
+                } catch (IOException ignored) {
+                    // a leftover temporary file is harmless
+                }
+            }
+        }
     }
 
     private String report(RetrainPlan plan, List<RouterTrainer.Result> results) {
         ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
         ObjectNode root = json.createObjectNode();
-        root.put("model", model);
+        root.put("model", model.dir);
         root.put("router_data", plan.routerData());
         root.put("expert_map", expertMap);
         root.put("epochs", epochs);

@@ -11,6 +11,7 @@ import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ForwardOutput;
+import org.sparkmoe.kernels.Device;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.surgery.LayerResult;
@@ -82,13 +83,14 @@ final class DistillJob {
         TokenizeStage.Tokenized tokenized = TokenizeStage.run(sc, "surgery lowrank distill", modelUri, plan.data(),
                 plan.split(), plan.window());
         long windows = tokenized.tokenCounts().stream().mapToLong(plan::windowsOf).sum();
+        Device device = plan.device();
         checkCaptureFits(sc, plan, windows, moeLayers.length, hiddenSize(modelUri));
         sc.setJobDescription("surgery lowrank distill: forward " + windows + " windows of " + plan.window()
                 + " tokens through the original model");
         List<Capture> captures = new ArrayList<>(tokenized.files()
                 .flatMap(f -> chunks(plan, f).iterator())
                 .repartition(partitions)
-                .map(c -> capture(modelUri, c))
+                .map(c -> capture(modelUri, device, c))
                 .collect());
         tokenized.files().unpersist(false);
         captures.sort(Comparator.<Capture>comparingInt(c -> c.file).thenComparingInt(c -> c.firstWindow));
@@ -159,8 +161,8 @@ final class DistillJob {
         return out;
     }
 
-    private static Capture capture(String modelUri, Chunk chunk) {
-        MoeTransformer model = ModelFolder.cached(modelUri);
+    private static Capture capture(String modelUri, Device device, Chunk chunk) {
+        MoeTransformer model = ModelFolder.cached(modelUri, device);
         ForwardOutput out = model.forward(chunk.windows, model.config().num_experts_per_tok, true);
         Capture c = new Capture();
         c.file = chunk.file;

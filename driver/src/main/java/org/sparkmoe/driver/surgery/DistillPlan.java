@@ -3,6 +3,8 @@ package org.sparkmoe.driver.surgery;
 import org.sparkmoe.surgery.DistillOptions;
 import org.sparkmoe.text.TextSplit;
 
+import org.sparkmoe.kernels.Device;
+
 import java.io.Serializable;
 import java.util.List;
 
@@ -15,9 +17,10 @@ import java.util.List;
  * @param tokensPerFile the first ⌊N/S⌋ windows of each file's split are used
  * @param batchWindows  windows per forward pass of the original model
  * @param options       the optimisation
+ * @param device        where the executors' expert grouped GEMMs of the original model run
  */
 record DistillPlan(List<String> data, TextSplit split, int window, int tokensPerFile, int batchWindows,
-                   DistillOptions options) implements Serializable {
+                   DistillOptions options, Device device) implements Serializable {
     int windowsOf(int tokens) {
         return Math.min(tokens, tokensPerFile) / window;
     }

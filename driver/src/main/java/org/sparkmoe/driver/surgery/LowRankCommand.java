@@ -1,6 +1,7 @@
 package org.sparkmoe.driver.surgery;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.surgery.DistillOptions;
 import org.sparkmoe.surgery.LayerResult;
@@ -44,6 +45,9 @@ public final class LowRankCommand implements Callable<Integer> {
 
     @Mixin
     SurgeryOptions options;
+
+    @Mixin
+    DeviceOptions device;
 
     @Option(names = "--rank", required = true, paramLabel = "R", description = "LoRA rank of every expert.")
     int rank;
@@ -152,7 +156,8 @@ public final class LowRankCommand implements Callable<Integer> {
         files.forEach(f -> Paths.requireNonEmptyFile(f, run.conf));
         DistillOptions options = new DistillOptions(distillSteps, distillLr,
                 distillWarmup == null ? distillSteps / 10 : distillWarmup, distillBatch, distillWeightDecay, seed);
-        return new DistillPlan(files, TextSplit.parse(split), window, distillTokens, CAPTURE_WINDOWS, options);
+        return new DistillPlan(files, TextSplit.parse(split), window, distillTokens, CAPTURE_WINDOWS, options,
+                device.resolve());
     }
 
     private static ObjectNode distillSettings(DistillPlan plan) {

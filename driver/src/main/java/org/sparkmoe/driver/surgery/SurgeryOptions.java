@@ -1,13 +1,14 @@
 package org.sparkmoe.driver.surgery;
 
 import org.sparkmoe.driver.SparkOptions;
+import org.sparkmoe.driver.ModelOption;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /** Options every surgery subcommand shares. */
 public final class SurgeryOptions {
-    @Option(names = "--model", required = true, paramLabel = "DIR", description = "Hugging Face MoE model folder.")
-    String model;
+    @Mixin
+    ModelOption model;
 
     @Option(names = "--out", required = true, paramLabel = "DIR",
             description = "Output checkpoint folder; must not exist yet. It appears only once complete.")
@@ -28,7 +29,8 @@ public final class SurgeryOptions {
      */
     public static SurgeryOptions of(String model, String out, String stats, int partitions) {
         SurgeryOptions options = new SurgeryOptions();
-        options.model = model;
+        options.model = new ModelOption();
+        options.model.dir = model;
         options.out = out;
         options.stats = stats;
         options.spark = new SparkOptions();

@@ -50,7 +50,7 @@ final class SurgeryRun {
 
     SurgeryRun(SurgeryOptions options) {
         this.options = options;
-        this.modelDir = new Path(Paths.qualify(options.model, conf));
+        this.modelDir = new Path(options.model.uri(conf));
         this.outDir = new Path(Paths.qualify(options.out, conf));
         this.config = ModelFolder.readConfig(modelDir, conf);
         if (config.num_experts == 0) {

@@ -5,13 +5,17 @@ import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
+import org.sparkmoe.driver.ModelOption;
+import org.sparkmoe.driver.WindowOption;
+import org.sparkmoe.kernels.Device;
+import org.sparkmoe.train.TrainOptions;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
-import org.sparkmoe.text.TextSplit;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.train.LoraSpec;
 import org.sparkmoe.train.TrainState;
@@ -33,20 +37,17 @@ import java.util.concurrent.Callable;
                         + "windows). Loss: causal-LM cross-entropy plus the router load-balancing loss. Writes "
                         + "OUT/adapter (PEFT), OUT/train-log.jsonl, OUT/checkpoints and, with --merge, OUT/merged.",
                 "A low-rank model (from 'surgery lowrank') trains its own stacked LoRA experts end to end, starting "
-                        + "from the checkpoint's (all of w1, w3, w2 at the model's rank, scale 1; --rank and --alpha do "
-                        + "not apply), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter."})
+                        + "from the checkpoint's (all of w1, w3, w2 at the model's rank, scale 1: --rank and --alpha "
+                        + "default to the model's rank, and other values are refused), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter."})
 public final class TrainCommand implements Callable<Integer> {
-    @Option(names = "--model", required = true, paramLabel = "DIR",
-            description = "Hugging Face MoE model folder (config.json, *.safetensors, tokenizer.json).")
-    String model;
+    static final int DEFAULT_RANK = 8;
+    static final double DEFAULT_ALPHA = 16;
 
-    @Option(names = "--data", required = true, split = ",", paramLabel = "PATH",
-            description = "UTF-8 text files, comma-separated or repeated.")
-    List<String> data;
+    @Mixin
+    ModelOption model;
 
-    @Option(names = "--split", defaultValue = "train", paramLabel = "train|valid|test|all",
-            description = "Part of each file to train on (DATA.md splits). Default: ${DEFAULT-VALUE}.")
-    String split;
+    @Mixin
+    DataOptions data = new DataOptions("train");
 
     @Option(names = "--out", required = true, paramLabel = "DIR",
             description = "Output folder; must be empty unless --resume.")
@@ -60,9 +61,8 @@ public final class TrainCommand implements Callable<Integer> {
             description = "Windows per step and partition. Default: ${DEFAULT-VALUE}.")
     int batchWindows;
 
-    @Option(names = "--window", defaultValue = "256", paramLabel = "S",
-            description = "Tokens per window. Default: ${DEFAULT-VALUE}.")
-    int window;
+    @Mixin
+    WindowOption window;
 
     @Option(names = "--averaging-frequency", defaultValue = "1", paramLabel = "F",
             description = "Local steps between parameter averagings (one round). Default: ${DEFAULT-VALUE}.")
@@ -84,12 +84,15 @@ public final class TrainCommand implements Callable<Integer> {
             description = "Global gradient-norm clip. Default: ${DEFAULT-VALUE}.")
     double maxGradNorm;
 
-    @Option(names = "--rank", defaultValue = "8", paramLabel = "R", description = "LoRA rank. Default: ${DEFAULT-VALUE}.")
-    int rank;
+    @Option(names = "--rank", paramLabel = "R",
+            description = "LoRA rank. Default: " + DEFAULT_RANK + "; a low-rank model's own rank (another value is "
+                    + "refused).")
+    Integer rank;
 
-    @Option(names = "--alpha", defaultValue = "16", paramLabel = "A",
-            description = "lora_alpha; the update is scaled by alpha/rank. Default: ${DEFAULT-VALUE}.")
-    double alpha;
+    @Option(names = "--alpha", paramLabel = "A",
+            description = "lora_alpha; the update is scaled by alpha/rank. Default: " + DEFAULT_ALPHA + "; a low-rank "
+                    + "model's own rank, i.e. scale 1 (another value is refused).")
+    Double alpha;
 
     @Option(names = "--targets", defaultValue = "w1,w2,w3", split = ",", paramLabel = "P",
             converter = ProjectionConverter.class,
@@ -138,21 +141,27 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
-        device.apply();
+        Device chosen = device.resolve();
         Configuration conf = new Configuration();
-        String modelUri = Paths.qualify(model, conf);
+        String modelUri = model.uri(conf);
         ModelConfig config = checkModel(modelUri, conf);
         boolean lowRank = config.hasLowRankExperts();
         if (lowRank) {
             checkLowRankOptions(config);
         }
-        List<String> files = data.stream().map(p -> Paths.qualify(p, conf)).toList();
-        files.forEach(f -> Paths.requireNonEmptyFile(f, conf));
-        TrainPlan checked = new TrainPlan(modelUri, files, TextSplit.parse(split), window, batchWindows, steps,
-                averagingFrequency, spark.partitionsOr(1), Paths.qualify(out, conf), checkpointEvery, merge,
-                List.copyOf(EnumSet.copyOf(targets)), lowRank ? config.shared_base_lora_rank : rank,
-                lowRank ? config.shared_base_lora_rank : alpha, trainRouter, lr, warmup, weightDecay,
-                maxGradNorm, auxLossCoef, seed);
+        int r = lowRank ? config.shared_base_lora_rank : rank == null ? DEFAULT_RANK : rank;
+        double a = lowRank ? config.shared_base_lora_rank : alpha == null ? DEFAULT_ALPHA : alpha;
+        TrainPlan.Windows windows = new TrainPlan.Windows(data.files, data.textSplit(), window.window, batchWindows);
+        TrainPlan.Rounds rounds = new TrainPlan.Rounds(steps, averagingFrequency, spark.partitionsOr(1),
+                checkpointEvery);
+        TrainOptions options = TrainPlan.options(TrainPlan.lora(targets, r, a, trainRouter), lr, warmup, steps,
+                weightDecay, maxGradNorm, auxLossCoef, seed);
+        if (windows.window() > config.max_position_embeddings) {
+            throw new IllegalArgumentException("--window " + windows.window() + " exceeds the model's "
+                    + "max_position_embeddings " + config.max_position_embeddings);
+        }
+        windows = new TrainPlan.Windows(data.uris(conf), windows.split(), windows.window(), windows.batchWindows());
+        TrainPlan checked = new TrainPlan(modelUri, windows, rounds, options, Paths.qualify(out, conf), merge, chosen);
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe train", spark.master)) {
             TrainPlan plan = checked.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
             TrainOutputs outputs = new TrainOutputs(plan, conf);
@@ -162,7 +171,7 @@ public final class TrainCommand implements Callable<Integer> {
                 TrainOutputs.Resume from = outputs.resume();
                 state = from.state();
                 firstRound = from.nextRound();
-                System.err.printf("train: resuming at round %d/%d (step %d)%n", firstRound + 1, plan.rounds(),
+                System.err.printf("train: resuming at round %d/%d (step %d)%n", firstRound + 1, plan.roundCount(),
                         state.step());
             } else {
                 outputs.requireFresh();
@@ -170,12 +179,12 @@ public final class TrainCommand implements Callable<Integer> {
                 firstRound = 0;
             }
             System.err.printf("train: %d steps in %d rounds of %d on %d partitions, %d windows of %d tokens per step "
-                            + "and partition; trainable %d tensors, %.3f MB with moments%n", plan.steps(), plan.rounds(),
+                            + "and partition; trainable %d tensors, %.3f MB with moments%n", plan.steps(), plan.roundCount(),
                     plan.averagingFrequency(), plan.partitions(), plan.batchWindows(), plan.window(),
                     state.params().size(), state.bytes() / 1e6);
             double[] totals = new double[4]; // round s, averaging s, tokens, partition-seconds in local steps
             TrainState last = TrainJob.run(sc, plan, state, firstRound, (round, averaged) -> {
-                System.err.println(round.summary(plan.rounds(), plan.steps()));
+                System.err.println(round.summary(plan.roundCount(), plan.steps()));
                 outputs.roundDone(round, averaged);
                 totals[0] += round.seconds();
                 totals[1] += round.averagingSeconds();
@@ -194,6 +203,15 @@ public final class TrainCommand implements Callable<Integer> {
 
     /** A low-rank model trains all its experts' factors and writes a checkpoint; PEFT adapters do not apply. */
     private void checkLowRankOptions(ModelConfig config) {
+        int modelRank = config.shared_base_lora_rank;
+        if (rank != null && rank != modelRank) {
+            throw new IllegalArgumentException("--rank " + rank + " disagrees with the low-rank model's rank "
+                    + modelRank + " (surgery lowrank); omit --rank to train at the model's rank");
+        }
+        if (alpha != null && alpha != modelRank) {
+            throw new IllegalArgumentException("--alpha " + fmt(alpha) + " disagrees with the low-rank model's "
+                    + "alpha " + modelRank + " (its rank: scale 1); omit --alpha");
+        }
         if (merge) {
             throw new IllegalArgumentException("--merge does not apply to a low-rank model (surgery lowrank): PEFT "
                     + "adapters need full experts; train writes the trained model to OUT/" + TrainOutputs.MODEL);
@@ -206,6 +224,10 @@ public final class TrainCommand implements Callable<Integer> {
                 + "checkpoint; writes OUT/%s%n", config.shared_base_lora_rank, TrainOutputs.MODEL);
     }
 
+    private static String fmt(double v) {
+        return v == Math.rint(v) && Math.abs(v) < 1e15 ? Long.toString((long) v) : Double.toString(v);
+    }
+
     /** The model must be an MoE checkpoint whose tensors match config.json, and long enough for --window. */
     private ModelConfig checkModel(String modelUri, Configuration conf) {
         ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
@@ -215,10 +237,6 @@ public final class TrainCommand implements Callable<Integer> {
         }
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             ModelSchema.check(config, checkpoint);
-        }
-        if (window > config.max_position_embeddings) {
-            throw new IllegalArgumentException("--window " + window + " exceeds the model's max_position_embeddings "
-                    + config.max_position_embeddings);
         }
         return config;
     }

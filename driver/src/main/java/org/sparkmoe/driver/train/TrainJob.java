@@ -71,9 +71,9 @@ public final class TrainJob {
         long bytesBroadcast = state.bytes();
         long bytesReturned = plan.partitions() * 2 * state.bytes(); // StateSum holds float64 sums
         try {
-            for (long round = firstRound; round < plan.rounds(); round++) {
+            for (long round = firstRound; round < plan.roundCount(); round++) {
                 long start = System.nanoTime();
-                sc.setJobDescription("train: round " + (round + 1) + "/" + plan.rounds() + " (steps "
+                sc.setJobDescription("train: round " + (round + 1) + "/" + plan.roundCount() + " (steps "
                         + (state.step() + 1) + ".." + Math.min(plan.steps(), state.step() + plan.averagingFrequency())
                         + " of " + plan.steps() + ")");
                 Broadcast<TrainState> current = sc.broadcast(state);
@@ -154,7 +154,7 @@ public final class TrainJob {
     /** One partition's F local steps from the broadcast state (copied: tasks of one JVM share the value). */
     private static RoundPartial localSteps(TrainPlan plan, TrainState broadcast, WindowShard shard) {
         long start = System.nanoTime();
-        MoeTransformer model = ModelFolder.cached(plan.model());
+        MoeTransformer model = ModelFolder.cached(plan.model(), plan.device());
         TrainOptions options = plan.options();
         TrainState state = broadcast.copy();
         WindowSampler sampler = new WindowSampler(plan.seed(), shard.partition, shard.windows.length);

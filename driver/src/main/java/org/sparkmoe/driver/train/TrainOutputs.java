@@ -95,7 +95,7 @@ public final class TrainOutputs {
     public void roundDone(RoundLog round, TrainState state) {
         log.add(round.toJson());
         AtomicFile.write(fs, new Path(out, LOG), logBytes());
-        if ((round.round() + 1) % plan.checkpointEvery() == 0 || round.round() + 1 == plan.rounds()) {
+        if ((round.round() + 1) % plan.checkpointEvery() == 0 || round.round() + 1 == plan.roundCount()) {
             checkpoint(round.round(), state);
         }
     }

@@ -2,7 +2,9 @@ package org.sparkmoe.driver.train;
 
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.adapter.AdapterConfig;
+import org.sparkmoe.driver.PlanChecks;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.kernels.Device;
 import org.sparkmoe.text.TextSplit;
 import org.sparkmoe.train.AdamW;
 import org.sparkmoe.train.LoraSpec;
@@ -15,92 +17,162 @@ import java.util.EnumSet;
 import java.util.List;
 
 /**
- * What a train run does, resolved and validated on the driver; shipped to executors with every round.
+ * What a train run does, resolved and validated on the driver (every group checks itself in its constructor),
+ * built once and shipped to executors as it is with every round.
  *
- * @param model              model folder URI
- * @param data               text file URIs
- * @param split              DATA.md split each file contributes
- * @param window             S tokens per window
- * @param batchWindows       B windows per optimiser step and partition
- * @param steps              optimiser steps in all (each partition takes every one of them on its own windows)
- * @param averagingFrequency F local steps between two parameter averagings (one round)
- * @param partitions         P partitions, one per executor slot
- * @param out                output folder URI
- * @param checkpointEvery    write a checkpoint every N rounds (and always after the last)
- * @param merge              also write the merged HF checkpoint
- * @param targets            LoRA target projections
- * @param rank               LoRA rank R
- * @param alpha              lora_alpha
- * @param trainRouter        whether the routers are trained
- * @param learningRate       peak learning rate
- * @param warmupSteps        linear warmup steps before the cosine decay
- * @param weightDecay        AdamW's decoupled weight decay
- * @param maxGradNorm        global gradient-norm clip
- * @param auxLossCoef        load-balancing loss weight; null for config.json's router_aux_loss_coef
- * @param seed               the root seed
+ * @param model   model folder URI
+ * @param windows the text and how it is cut and batched
+ * @param rounds  how many steps, how they are grouped into rounds and spread over partitions, checkpointing
+ * @param options how every step runs: the LoRA spec, the AdamW optimiser and its learning-rate schedule, gradient
+ *                clipping, the router load-balancing weight and the root seed
+ * @param out     output folder URI
+ * @param merge   also write the merged HF checkpoint
+ * @param device  where the executors' expert grouped GEMMs run
  */
-public record TrainPlan(String model, List<String> data, TextSplit split, int window, int batchWindows, long steps,
-                        int averagingFrequency, int partitions, String out, int checkpointEvery, boolean merge,
-                        List<Projection> targets, int rank, double alpha, boolean trainRouter, double learningRate,
-                        long warmupSteps, double weightDecay, double maxGradNorm, Double auxLossCoef, long seed)
-        implements Serializable {
+public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptions options, String out, boolean merge,
+                        Device device) implements Serializable {
+
+    /**
+     * @param data         text file URIs
+     * @param split        DATA.md split each file contributes
+     * @param window       S tokens per window (≥ 2)
+     * @param batchWindows B windows per optimiser step and partition (≥ 1)
+     */
+    public record Windows(List<String> data, TextSplit split, int window, int batchWindows) implements Serializable {
+        public Windows {
+            data = PlanChecks.requireData(data);
+            PlanChecks.requireNonNull("--split", split);
+            PlanChecks.requireAtLeast("--window", window, 2);
+            PlanChecks.requireAtLeast("--batch-windows", batchWindows, 1);
+        }
+    }
+
+    /**
+     * @param steps              optimiser steps in all (each partition takes every one of them on its own windows)
+     * @param averagingFrequency F local steps between two parameter averagings (one round)
+     * @param partitions         P partitions, one per executor slot
+     * @param checkpointEvery    write a checkpoint every N rounds (and always after the last)
+     */
+    public record Rounds(long steps, int averagingFrequency, int partitions, int checkpointEvery)
+            implements Serializable {
+        public Rounds {
+            PlanChecks.requireAtLeast("--steps", steps, 1);
+            PlanChecks.requireAtLeast("--averaging-frequency", averagingFrequency, 1);
+            PlanChecks.requireAtLeast("--partitions", partitions, 1);
+            PlanChecks.requireAtLeast("--checkpoint-every", checkpointEvery, 1);
+        }
+
+        public Rounds withPartitions(int p) {
+            return new Rounds(steps, averagingFrequency, p, checkpointEvery);
+        }
+
+        /** Rounds of F steps (the last may be shorter). */
+        public long count() {
+            return (steps + averagingFrequency - 1) / averagingFrequency;
+        }
+    }
 
     public TrainPlan {
-        data = List.copyOf(data);
-        targets = List.copyOf(targets);
-        if (targets.isEmpty()) {
+        PlanChecks.requireModel(model);
+        PlanChecks.requireNonNull("the windows", windows);
+        PlanChecks.requireNonNull("the rounds", rounds);
+        PlanChecks.requireNonNull("the train options", options);
+        PlanChecks.requireNonNull("--device", device);
+        if (options.schedule().total() != rounds.steps()) {
+            throw new IllegalArgumentException("the learning-rate schedule covers " + options.schedule().total()
+                    + " steps, --steps is " + rounds.steps());
+        }
+    }
+
+    /**
+     * The plan from flat option values, on the CPU (tests and the demo): builds the option groups once.
+     *
+     * @param auxLossCoef load-balancing loss weight; null for config.json's router_aux_loss_coef
+     */
+    public TrainPlan(String model, List<String> data, TextSplit split, int window, int batchWindows, long steps,
+                     int averagingFrequency, int partitions, String out, int checkpointEvery, boolean merge,
+                     List<Projection> targets, int rank, double alpha, boolean trainRouter, double learningRate,
+                     long warmupSteps, double weightDecay, double maxGradNorm, Double auxLossCoef, long seed) {
+        this(model, new Windows(data, split, window, batchWindows),
+                new Rounds(steps, averagingFrequency, partitions, checkpointEvery),
+                options(lora(targets, rank, alpha, trainRouter), learningRate, warmupSteps, steps, weightDecay,
+                        maxGradNorm, auxLossCoef, seed), out, merge, Device.CPU);
+    }
+
+    /** The LoRA spec of --targets, --rank, --alpha, --train-router; --targets must name at least one projection. */
+    public static LoraSpec lora(List<Projection> targets, int rank, double alpha, boolean trainRouter) {
+        if (targets == null || targets.isEmpty()) {
             throw new IllegalArgumentException("--targets must name at least one of w1, w2, w3");
         }
-        requireAtLeast("--window", window, 2);
-        requireAtLeast("--batch-windows", batchWindows, 1);
-        requireAtLeast("--steps", steps, 1);
-        requireAtLeast("--averaging-frequency", averagingFrequency, 1);
-        requireAtLeast("--partitions", partitions, 1);
-        requireAtLeast("--checkpoint-every", checkpointEvery, 1);
+        return new LoraSpec(EnumSet.copyOf(targets), rank, alpha, trainRouter);
+    }
+
+    /** How every step runs: torch's AdamW betas and epsilon with this weight decay, warmup then cosine decay. */
+    public static TrainOptions options(LoraSpec lora, double learningRate, long warmupSteps, long steps,
+                                       double weightDecay, double maxGradNorm, Double auxLossCoef, long seed) {
         if (warmupSteps < 0 || warmupSteps > steps) {
             throw new IllegalArgumentException("--warmup must be in [0, --steps " + steps + "], got " + warmupSteps);
         }
         if (!(weightDecay >= 0) || Double.isInfinite(weightDecay)) {
             throw new IllegalArgumentException("--weight-decay must be ≥ 0 and finite, got " + weightDecay);
         }
-        options(targets, rank, alpha, trainRouter, learningRate, warmupSteps, steps, weightDecay, maxGradNorm,
+        AdamW torch = AdamW.torchDefaults();
+        AdamW adamW = new AdamW(torch.beta1(), torch.beta2(), torch.eps(), weightDecay);
+        return new TrainOptions(lora, new LrSchedule(learningRate, warmupSteps, steps), adamW, maxGradNorm,
                 auxLossCoef, seed); // LoraSpec, LrSchedule, AdamW and TrainOptions check the rest
     }
 
-    private static void requireAtLeast(String flag, long value, long min) {
-        if (value < min) {
-            throw new IllegalArgumentException(flag + " must be ≥ " + min + ", got " + value);
-        }
+    public TrainPlan withPartitions(int p) {
+        return new TrainPlan(model, windows, rounds.withPartitions(p), options, out, merge, device);
     }
 
-    public TrainPlan withPartitions(int p) {
-        return new TrainPlan(model, data, split, window, batchWindows, steps, averagingFrequency, p, out,
-                checkpointEvery, merge, targets, rank, alpha, trainRouter, learningRate, warmupSteps, weightDecay,
-                maxGradNorm, auxLossCoef, seed);
+    public TrainPlan withDevice(Device d) {
+        return new TrainPlan(model, windows, rounds, options, out, merge, d);
+    }
+
+    public List<String> data() {
+        return windows.data();
+    }
+
+    public TextSplit split() {
+        return windows.split();
+    }
+
+    public int window() {
+        return windows.window();
+    }
+
+    public int batchWindows() {
+        return windows.batchWindows();
+    }
+
+    public long steps() {
+        return rounds.steps();
+    }
+
+    public int averagingFrequency() {
+        return rounds.averagingFrequency();
+    }
+
+    public int partitions() {
+        return rounds.partitions();
+    }
+
+    public int checkpointEvery() {
+        return rounds.checkpointEvery();
     }
 
     /** Rounds of F steps (the last may be shorter). */
-    public long rounds() {
-        return (steps + averagingFrequency - 1) / averagingFrequency;
+    public long roundCount() {
+        return rounds.count();
     }
 
     public LoraSpec loraSpec() {
-        return options().lora();
+        return options.lora();
     }
 
-    /** How every step runs: torch's AdamW betas and epsilon with this weight decay. */
-    public TrainOptions options() {
-        return options(targets, rank, alpha, trainRouter, learningRate, warmupSteps, steps, weightDecay, maxGradNorm,
-                auxLossCoef, seed);
-    }
-
-    private static TrainOptions options(List<Projection> targets, int rank, double alpha, boolean trainRouter,
-                                        double learningRate, long warmupSteps, long steps, double weightDecay,
-                                        double maxGradNorm, Double auxLossCoef, long seed) {
-        AdamW torch = AdamW.torchDefaults();
-        AdamW adamW = new AdamW(torch.beta1(), torch.beta2(), torch.eps(), weightDecay);
-        return new TrainOptions(new LoraSpec(EnumSet.copyOf(targets), rank, alpha, trainRouter),
-                new LrSchedule(learningRate, warmupSteps, steps), adamW, maxGradNorm, auxLossCoef, seed);
+    public long seed() {
+        return options.seed();
     }
 
     /**
@@ -110,15 +182,19 @@ public record TrainPlan(String model, List<String> data, TextSplit split, int wi
     public AdapterConfig adapterConfig() {
         URI uri = new Path(model).toUri();
         String base = "file".equals(uri.getScheme()) ? uri.getPath() : model;
-        return new AdapterConfig(rank, alpha, targets, trainRouter, base);
+        LoraSpec lora = options.lora();
+        return new AdapterConfig(lora.rank(), lora.alpha(), List.copyOf(lora.targets()), lora.trainRouter(), base);
     }
 
     /** The options a checkpoint must have been written with for {@code --resume} to continue it. */
     public String resumeSignature() {
-        return "data=" + data + " split=" + split + " window=" + window + " batch-windows=" + batchWindows
-                + " steps=" + steps + " averaging-frequency=" + averagingFrequency + " partitions=" + partitions
-                + " targets=" + targets + " rank=" + rank + " alpha=" + alpha + " train-router=" + trainRouter
-                + " lr=" + learningRate + " warmup=" + warmupSteps + " weight-decay=" + weightDecay
-                + " max-grad-norm=" + maxGradNorm + " aux-loss-coef=" + auxLossCoef + " seed=" + seed;
+        LoraSpec lora = options.lora();
+        LrSchedule schedule = options.schedule();
+        return "data=" + data() + " split=" + split() + " window=" + window() + " batch-windows=" + batchWindows()
+                + " steps=" + steps() + " averaging-frequency=" + averagingFrequency() + " partitions=" + partitions()
+                + " targets=" + List.copyOf(lora.targets()) + " rank=" + lora.rank() + " alpha=" + lora.alpha()
+                + " train-router=" + lora.trainRouter() + " lr=" + schedule.peak() + " warmup=" + schedule.warmup()
+                + " weight-decay=" + options.optimizer().weightDecay() + " max-grad-norm=" + options.maxGradNorm()
+                + " aux-loss-coef=" + options.auxLossCoef() + " seed=" + options.seed();
     }
 }

@@ -1,0 +1,41 @@
+package org.sparkmoe.driver;
+
+import org.apache.hadoop.conf.Configuration;
+import org.sparkmoe.text.TextSplit;
+import picocli.CommandLine.Option;
+
+import java.util.List;
+
+/**
+ * {@code --data PATH,... --split S}, shared by eval, train and calibrate; each command passes its default split
+ * (the field's initial value is picocli's default).
+ */
+public final class DataOptions {
+    @Option(names = "--data", required = true, split = ",", paramLabel = "PATH",
+            description = "UTF-8 text files, comma-separated or repeated.")
+    public List<String> files;
+
+    @Option(names = "--split", paramLabel = "train|valid|test|all",
+            description = "Part of each file, by code points: first 90%% train, next 5%% valid, last 5%% test. "
+                    + "Default: ${DEFAULT-VALUE}.")
+    public String split;
+
+    public DataOptions() {
+        this("test");
+    }
+
+    public DataOptions(String defaultSplit) {
+        this.split = defaultSplit;
+    }
+
+    /** The files as fully qualified URIs, each checked to exist and hold something. */
+    public List<String> uris(Configuration conf) {
+        List<String> uris = files.stream().map(p -> Paths.qualify(p, conf)).toList();
+        uris.forEach(f -> Paths.requireNonEmptyFile(f, conf));
+        return uris;
+    }
+
+    public TextSplit textSplit() {
+        return TextSplit.parse(split);
+    }
+}

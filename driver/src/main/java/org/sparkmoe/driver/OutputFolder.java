@@ -1,0 +1,81 @@
+package org.sparkmoe.driver;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
+import org.sparkmoe.io.AtomicFile;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.Map;
+import java.util.UUID;
+
+/**
+ * An output folder that appears only once complete: a job checks before Spark starts that {@code --out} does not
+ * exist (or is an empty folder), then writes everything into a hidden sibling and renames it into place. The
+ * checkpoint variant is {@link org.sparkmoe.model.CheckpointFolderWriter}; this one holds plain files.
+ */
+public final class OutputFolder {
+    private OutputFolder() {
+    }
+
+    /** Throws (one line, naming the flag) when {@code dir} exists and holds anything. */
+    public static void requireNew(String flag, Path dir, Configuration conf) {
+        try {
+            FileSystem fs = dir.getFileSystem(conf);
+            if (fs.exists(dir) && (!fs.getFileStatus(dir).isDirectory() || fs.listStatus(dir).length > 0)) {
+                throw new IllegalArgumentException(flag + " " + dir + " already exists and is not an empty folder; "
+                        + "choose a new folder (it is written atomically, all at once)");
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("looking up " + dir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Removes {@code dir} if it is an empty folder, so that an atomic rename can put the output there. */
+    public static void makeRoom(Path dir, Configuration conf) {
+        try {
+            FileSystem fs = dir.getFileSystem(conf);
+            if (fs.exists(dir) && fs.getFileStatus(dir).isDirectory() && fs.listStatus(dir).length == 0
+                    && !fs.delete(dir, false)) {
+                throw new IOException("could not remove the empty folder " + dir);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("preparing " + dir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** Writes {@code files} (name → content) as the new folder {@code dir}: a hidden sibling, then a rename. */
+    public static void write(Path dir, Map<String, byte[]> files, Configuration conf) {
+        makeRoom(dir, conf);
+        FileSystem fs;
+        try {
+            fs = dir.getFileSystem(conf);
+            if (fs.exists(dir)) {
+                throw new IllegalArgumentException("output folder already exists: " + dir);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("looking up " + dir + ": " + e.getMessage(), e);
+        }
+        Path staging = new Path(dir.getParent(), "." + dir.getName() + ".tmp-" + UUID.randomUUID());
+        try {
+            fs.mkdirs(staging);
+            for (Map.Entry<String, byte[]> file : files.entrySet()) {
+                AtomicFile.write(fs, new Path(staging, file.getKey()), file.getValue());
+            }
+            if (!fs.rename(staging, dir)) {
+                throw new IOException("could not rename " + staging + " to " + dir);
+            }
+        } catch (IOException | RuntimeException e) {
+            try {
+                fs.delete(staging, true);
+            } catch (IOException | RuntimeException cleanup) {
+                e.addSuppressed(cleanup);
+            }
+            if (e instanceof IOException io) {
+                throw new UncheckedIOException("writing " + dir + ": " + io.getMessage(), io);
+            }
+            throw (RuntimeException) e;
+        }
+    }
+}

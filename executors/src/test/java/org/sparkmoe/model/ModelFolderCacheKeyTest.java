@@ -1,0 +1,37 @@
+package org.sparkmoe.model;
+
+import org.junit.jupiter.api.Test;
+import org.sparkmoe.kernels.Device;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+
+/** The per-JVM model cache tells models apart by device, model and adapter (with its weights' version). */
+class ModelFolderCacheKeyTest {
+
+    @Test
+    void theDeviceIsPartOfTheKey() {
+        assertEquals("cpu file:/models/m", ModelFolder.cacheKey("file:/models/m", null, Device.CPU));
+        assertEquals("cuda file:/models/m", ModelFolder.cacheKey("file:/models/m", null, Device.CUDA));
+    }
+
+    @Test
+    void anAdapterKeyHoldsTheDeviceAndTheWeightsVersion() throws Exception {
+        Path adapter = Files.createTempDirectory("adapter");
+        Files.write(adapter.resolve("adapter_model.safetensors"), new byte[] {1, 2, 3});
+        try {
+            String uri = adapter.toUri().toString();
+            String cpu = ModelFolder.cacheKey("file:/models/m", uri, Device.CPU);
+            String cuda = ModelFolder.cacheKey("file:/models/m", uri, Device.CUDA);
+            assertNotEquals(cpu, cuda);
+            long modified = Files.getLastModifiedTime(adapter.resolve("adapter_model.safetensors")).toMillis();
+            assertEquals("cpu file:/models/m + adapter " + uri + " @ " + modified + "/3", cpu);
+        } finally {
+            Files.delete(adapter.resolve("adapter_model.safetensors"));
+            Files.delete(adapter);
+        }
+    }
+}
