@@ -10,7 +10,7 @@ import java.util.List;
  *
  * @param model        model folder URI
  * @param data         input text files (URIs), report names are their file names
- * @param split        DATA.md split applied per file
+ * @param split        docs/data.md split applied per file
  * @param window       S tokens per window
  * @param topK         experts per token
  * @param batchWindows B windows per forward pass

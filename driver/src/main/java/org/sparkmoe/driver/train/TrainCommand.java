@@ -45,7 +45,7 @@ public final class TrainCommand implements Callable<Integer> {
     List<String> data;
 
     @Option(names = "--split", defaultValue = "train", paramLabel = "train|valid|test|all",
-            description = "Part of each file to train on (DATA.md splits). Default: ${DEFAULT-VALUE}.")
+            description = "Part of each file to train on (docs/data.md splits). Default: ${DEFAULT-VALUE}.")
     String split;
 
     @Option(names = "--out", required = true, paramLabel = "DIR",

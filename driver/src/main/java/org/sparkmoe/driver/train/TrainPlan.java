@@ -19,7 +19,7 @@ import java.util.List;
  *
  * @param model              model folder URI
  * @param data               text file URIs
- * @param split              DATA.md split each file contributes
+ * @param split              docs/data.md split each file contributes
  * @param window             S tokens per window
  * @param batchWindows       B windows per optimiser step and partition
  * @param steps              optimiser steps in all (each partition takes every one of them on its own windows)
