@@ -3,7 +3,7 @@ package org.sparkmoe.model;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
- * Causal-LM negative log-likelihood of token windows (DATA.md's protocol): in a window of S tokens,
+ * Causal-LM negative log-likelihood of token windows (docs/data.md's protocol): in a window of S tokens,
  * positions 1..S-1 are scored, each predicted from its own window's prefix. Log-softmax in double
  * from float32 logits.
  */

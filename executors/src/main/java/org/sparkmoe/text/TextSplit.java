@@ -5,7 +5,7 @@ import java.util.Locale;
 import java.util.stream.Collectors;
 
 /**
- * The corpus split rule (DATA.md): per file, counted in Unicode code points, the first 90% is
+ * The corpus split rule (docs/data.md): per file, counted in Unicode code points, the first 90% is
  * {@code train}, the next 5% {@code valid} (calibration), the last 5% {@code test}.
  *
  * <p>Exact boundaries, for a text of {@code n} code points:

@@ -1,7 +1,7 @@
 package org.sparkmoe.text;
 
 /**
- * Cuts a token stream into the perplexity protocol's windows (DATA.md): non-overlapping, each
+ * Cuts a token stream into the perplexity protocol's windows (docs/data.md): non-overlapping, each
  * exactly {@code window} tokens, the remainder dropped.
  */
 public final class Windows {

@@ -28,7 +28,7 @@ final class Fixtures {
 
     /**
      * transformers (fp32, eager attention) outputs of the tiny model on 12 sequences of 64 tokens: input_ids,
-     * logits, hidden_states.0..4, router_logits.0..3 (see shared/docs/DATA.md for the recipe).
+     * logits, hidden_states.0..4, router_logits.0..3 (see docs/data.md for the recipe).
      */
     static Path reference() {
         return root().resolve("tests/src/test/resources/reference/mixtral-tiny-reference.safetensors");

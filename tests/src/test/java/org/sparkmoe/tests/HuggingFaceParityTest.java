@@ -16,7 +16,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * Our forward pass against transformers 5.17 on the fixture: MixtralForCausalLM in float32 with eager
  * attention, {@code model(input_ids, output_hidden_states=True, output_router_logits=True)} on 12 × 64
- * tokens, saved as the reference safetensors. Logits within 2e-4 absolute (DESIGN.md's numerics contract).
+ * tokens, saved as the reference safetensors. Logits within 2e-4 absolute (docs/numerics.md).
  */
 class HuggingFaceParityTest {
     private static final double LOGIT_TOLERANCE = 2e-4;

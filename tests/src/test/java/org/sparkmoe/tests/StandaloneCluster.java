@@ -30,7 +30,7 @@ import java.util.regex.Pattern;
 /**
  * A real Spark standalone cluster on localhost for tests: one Master and N Workers, each a separate JVM started
  * from the test classpath (or from a Spark distribution's jars alone, for spark-submit), every Worker offering 1 core; the Workers launch executor JVMs
- * (CoarseGrainedExecutorBackend) when an application connects. What it takes (see shared/docs/STACK.md):
+ * (CoarseGrainedExecutorBackend) when an application connects. What it takes (see docs/stack.md):
  * <ul>
  *   <li>a SPARK_HOME-like folder whose {@code jars/} links every jar of the test classpath, and
  *       SPARK_SCALA_VERSION=2.12 in the Workers' environment (executor launch fails without either);</li>

@@ -12,7 +12,7 @@ import java.util.List;
  *
  * @param model            model folder URI
  * @param data             input text files (URIs); reports name them by file name
- * @param split            DATA.md split applied per file
+ * @param split            docs/data.md split applied per file
  * @param window           S tokens per window (≥ 2)
  * @param maxTokensPerFile use at most the first ⌊N/S⌋·S tokens of each file's split; 0 for all of it, else ≥ S
  * @param topK             experts per token (the model's, ≥ 1)

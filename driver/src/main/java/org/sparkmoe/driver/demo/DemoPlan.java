@@ -42,7 +42,7 @@ public record DemoPlan(String model, ModelConfig config, List<String> data, Stri
                        Device device) {
     /** Windows per forward pass of calibrate and eval (their default). */
     static final int BATCH_WINDOWS = 8;
-    /** The LoRA recipe the README measured on the tiny Mixtral (rank 16, alpha 32, lr 3e-3, 4 windows per step). */
+    /** The LoRA recipe docs/benchmarks.md measured on the tiny Mixtral (rank 16, alpha 32, lr 3e-3, 4 windows per step). */
     static final int TRAIN_BATCH_WINDOWS = 4;
     static final int RANK = 16;
     static final double ALPHA = 32;

@@ -12,7 +12,7 @@ import java.util.List;
  *
  * @param model        model folder URI
  * @param data         input text files (URIs), report names are their file names
- * @param split        DATA.md split applied per file
+ * @param split        docs/data.md split applied per file
  * @param window       S tokens per window (≥ 2)
  * @param topK         experts per token (≥ 1)
  * @param batchWindows B windows per forward pass (≥ 1)

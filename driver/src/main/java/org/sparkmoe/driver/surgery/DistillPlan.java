@@ -12,7 +12,7 @@ import java.util.List;
  * The calibration text and settings of {@code surgery lowrank --distill-steps}, resolved on the driver.
  *
  * @param data          text file URIs
- * @param split         the DATA.md split taken of every file
+ * @param split         the docs/data.md split taken of every file
  * @param window        S tokens per window
  * @param tokensPerFile the first ⌊N/S⌋ windows of each file's split are used
  * @param batchWindows  windows per forward pass of the original model

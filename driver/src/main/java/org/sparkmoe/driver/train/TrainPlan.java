@@ -34,7 +34,7 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
 
     /**
      * @param data         text file URIs
-     * @param split        DATA.md split each file contributes
+     * @param split        docs/data.md split each file contributes
      * @param window       S tokens per window (≥ 2)
      * @param batchWindows B windows per optimiser step and partition (≥ 1)
      */
