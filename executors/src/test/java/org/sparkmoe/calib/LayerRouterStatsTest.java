@@ -5,7 +5,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
-import org.sparkmoe.moe.Router;
+import org.sparkmoe.routing.Router;
 
 import java.util.ArrayList;
 import java.util.Arrays;

@@ -3,7 +3,7 @@ package org.sparkmoe.moe;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.sparkmoe.lora.GradientCheck.gaussian;
+import static org.sparkmoe.experts.GradientCheck.gaussian;
 
 import java.util.Random;
 import java.util.function.DoubleSupplier;
@@ -11,9 +11,9 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
-import org.sparkmoe.lora.GradientCheck;
-import org.sparkmoe.lora.LoraExpertFfn;
-import org.sparkmoe.lora.LoraExperts;
+import org.sparkmoe.experts.GradientCheck;
+import org.sparkmoe.experts.LoraExpertFfn;
+import org.sparkmoe.experts.LoraExperts;
 
 /**
  * Qwen2-MoE's frozen shared expert in the LoRA block: {@code out += sigmoid(x·Wsgᵀ) ⊙ shared(x)}. Float64 central

@@ -6,7 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.sparkmoe.lora.GradientCheck.gaussian;
+import static org.sparkmoe.experts.GradientCheck.gaussian;
 
 import java.util.Arrays;
 import java.util.List;
@@ -17,9 +17,9 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
-import org.sparkmoe.lora.GradientCheck;
-import org.sparkmoe.lora.LoraExpertFfn;
-import org.sparkmoe.lora.LoraExperts;
+import org.sparkmoe.experts.GradientCheck;
+import org.sparkmoe.experts.LoraExpertFfn;
+import org.sparkmoe.experts.LoraExperts;
 
 /**
  * {@link LoraMoeBlock}: float64 central differences for the input, the router weights and both LoRA factors of

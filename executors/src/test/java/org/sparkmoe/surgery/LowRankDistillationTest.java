@@ -7,12 +7,12 @@ import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
-import org.sparkmoe.lora.GradientCheck;
-import org.sparkmoe.lora.SharedBaseAdapters;
-import org.sparkmoe.lora.SharedBaseGradients;
-import org.sparkmoe.lora.SharedBaseLoraExperts;
-import org.sparkmoe.lora.SharedBaseLoraFactorised;
-import org.sparkmoe.lora.SharedBaseLoraWeights;
+import org.sparkmoe.experts.GradientCheck;
+import org.sparkmoe.experts.LowRankAdapters;
+import org.sparkmoe.experts.SharedBaseGradients;
+import org.sparkmoe.experts.LowRankExperts;
+import org.sparkmoe.experts.LowRankFactorised;
+import org.sparkmoe.experts.LowRankWeights;
 
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -32,15 +32,15 @@ class LowRankDistillationTest {
     @Test
     void lossGradientMatchesCentralDifferences() {
         for (boolean normalize : new boolean[] {true, false}) {
-            SharedBaseLoraWeights w = SharedBaseLoraWeights.random(D, I, E, 2, 2, 1.0, 0.5, normalize, DataType.DOUBLE,
+            LowRankWeights w = LowRankWeights.random(D, I, E, 2, 2, 1.0, 0.5, normalize, DataType.DOUBLE,
                     normalize ? 11 : 12);
             Random rnd = new Random(5);
             INDArray x = GradientCheck.gaussian(rnd, DataType.DOUBLE, 1.0, 7, D);
             INDArray y = GradientCheck.gaussian(rnd, DataType.DOUBLE, 0.3, 7, D);
-            SharedBaseLoraExperts impl = new SharedBaseLoraFactorised(new Nd4jGroupedGemm());
+            LowRankExperts impl = new LowRankFactorised(new Nd4jGroupedGemm());
             DistillLoss.Result r = DistillLoss.gradient(impl, w, x, y);
             assertEquals(DistillLoss.value(impl, w, x, y), r.loss(), 1e-12);
-            SharedBaseAdapters ad = w.adapters();
+            LowRankAdapters ad = w.adapters();
             SharedBaseGradients g = r.grads();
             String[] names = {"a1", "b1", "a3", "b3", "a2", "b2"};
             INDArray[] params = {ad.a1, ad.b1, ad.a3, ad.b3, ad.a2, ad.b2};
@@ -78,10 +78,10 @@ class LowRankDistillationTest {
             assertEquals(e.getValue(), b.tensors().get(e.getKey()), e.getKey() + " is reproducible");
         }
         // the before error is the shared-base layer's, measured independently
-        SharedBaseLoraWeights w = new SharedBaseLoraWeights(lowRank.tensors().get(layout.sharedBase(0, Projection.GATE)),
+        LowRankWeights w = new LowRankWeights(lowRank.tensors().get(layout.sharedBase(0, Projection.GATE)),
                 lowRank.tensors().get(layout.sharedBase(0, Projection.UP)),
                 lowRank.tensors().get(layout.sharedBase(0, Projection.DOWN)), source.readFloat(layout.routerGate(0)),
-                new SharedBaseAdapters(lowRank.tensors().get(layout.stackedLoraA(0, Projection.GATE)),
+                new LowRankAdapters(lowRank.tensors().get(layout.stackedLoraA(0, Projection.GATE)),
                         lowRank.tensors().get(layout.stackedLoraB(0, Projection.GATE)),
                         lowRank.tensors().get(layout.stackedLoraA(0, Projection.UP)),
                         lowRank.tensors().get(layout.stackedLoraB(0, Projection.UP)),
@@ -89,7 +89,7 @@ class LowRankDistillationTest {
                         lowRank.tensors().get(layout.stackedLoraB(0, Projection.DOWN)), 1.0), 2, true);
         INDArray y = LowRankDistillation.teacher(source, c, 0, source.readFloat(layout.routerGate(0)), x,
                 new Nd4jGroupedGemm());
-        assertEquals(before, DistillLoss.value(new SharedBaseLoraFactorised(new Nd4jGroupedGemm()), w, x, y), 1e-6 * before);
+        assertEquals(before, DistillLoss.value(new LowRankFactorised(new Nd4jGroupedGemm()), w, x, y), 1e-6 * before);
     }
 
     @Test

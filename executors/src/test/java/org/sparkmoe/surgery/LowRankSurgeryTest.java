@@ -99,7 +99,7 @@ class LowRankSurgeryTest {
         }
         LayerResult r = new LowRankSurgery(c, 2, new double[][] {MergeWeights.uniform(3), MergeWeights.uniform(3)})
                 .apply(source, 0, 0);
-        org.sparkmoe.moe.Router router = new org.sparkmoe.moe.Router(source.readFloat(layout.routerGate(0)), true);
+        org.sparkmoe.routing.Router router = new org.sparkmoe.routing.Router(source.readFloat(layout.routerGate(0)), true);
         org.sparkmoe.kernels.Nd4jGroupedGemm gemm = new org.sparkmoe.kernels.Nd4jGroupedGemm();
         INDArray[] stacks = new INDArray[3];
         for (Projection p : Projection.values()) {
@@ -110,7 +110,7 @@ class LowRankSurgeryTest {
                         r.tensors().get(layout.sharedBase(0, Projection.GATE)),
                         r.tensors().get(layout.sharedBase(0, Projection.UP)),
                         r.tensors().get(layout.sharedBase(0, Projection.DOWN)),
-                        new org.sparkmoe.lora.SharedBaseAdapters(
+                        new org.sparkmoe.experts.LowRankAdapters(
                                 r.tensors().get(layout.stackedLoraA(0, Projection.GATE)),
                                 r.tensors().get(layout.stackedLoraB(0, Projection.GATE)),
                                 r.tensors().get(layout.stackedLoraA(0, Projection.UP)),
@@ -118,7 +118,7 @@ class LowRankSurgeryTest {
                                 r.tensors().get(layout.stackedLoraA(0, Projection.DOWN)),
                                 r.tensors().get(layout.stackedLoraB(0, Projection.DOWN)), 1.0)), gemm);
         INDArray x = Nd4j.rand(DataType.FLOAT, 7, SurgeryFixtures.D).subi(0.5);
-        org.sparkmoe.moe.Routing routing = router.route(router.logits(x), 2);
+        org.sparkmoe.routing.Routing routing = router.route(router.logits(x), 2);
         INDArray expected = Nd4j.create(DataType.FLOAT, 7, SurgeryFixtures.D);
         for (int t = 0; t < 7; t++) {
             INDArray[] eff = new INDArray[3];

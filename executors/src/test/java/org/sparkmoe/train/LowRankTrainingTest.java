@@ -13,7 +13,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
-import org.sparkmoe.lora.SharedBaseAdapters;
+import org.sparkmoe.experts.LowRankAdapters;
 import org.sparkmoe.model.MoeTransformer;
 
 /**
@@ -34,7 +34,7 @@ class LowRankTrainingTest {
         TrainState state = TrainState.init(model, spec(false), 1);
         CheckpointLayout layout = new CheckpointLayout(model.config().modelType);
         assertEquals(TrainState.keys(model, spec(false)), List.copyOf(state.params().keySet()));
-        SharedBaseAdapters own = model.layers().get(2).moe().lowRankExperts().adapters();
+        LowRankAdapters own = model.layers().get(2).moe().lowRankExperts().adapters();
         assertEquals(own.a3, state.params().get(layout.stackedLoraA(2, Projection.UP)));
         assertEquals(own.b2, state.params().get(layout.stackedLoraB(2, Projection.DOWN)));
         assertTrue(own.b2.amaxNumber().doubleValue() > 0, "B from the SVD is not zero");
