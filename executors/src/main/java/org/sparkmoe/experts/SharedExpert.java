@@ -1,6 +1,7 @@
 package org.sparkmoe.experts;
 
 import java.util.Arrays;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Dense;
@@ -15,11 +16,21 @@ public final class SharedExpert {
     private final INDArray gate;   // [1, D]
 
     public SharedExpert(SwiGluMlp mlp, INDArray gate) {
-        if (gate.rank() != 2 || gate.size(0) != 1) {
-            throw new IllegalArgumentException("shared expert gate must be [1, D], got " + Arrays.toString(gate.shape()));
+        if (mlp == null || gate == null) {
+            throw new IllegalArgumentException("a shared expert needs its gate and a gate its expert, got expert "
+                    + (mlp == null ? "null" : "present") + ", gate "
+                    + (gate == null ? "null" : Arrays.toString(gate.shape())));
         }
         this.mlp = mlp;
         this.gate = gate;
+    }
+
+    /** Throws unless the gate is [1, D] of the block's hidden size and data type. */
+    public void checkFits(int hidden, DataType dataType) {
+        if (gate.rank() != 2 || gate.size(0) != 1 || gate.size(1) != hidden || gate.dataType() != dataType) {
+            throw new IllegalArgumentException("shared expert gate must be [1, D] = [1, " + hidden + "] "
+                    + dataType + ", got " + Arrays.toString(gate.shape()) + " " + gate.dataType());
+        }
     }
 
     /**
@@ -33,7 +44,6 @@ public final class SharedExpert {
 
     /** Adds sigmoid(x·Wsgᵀ) ⊙ mlp(x) to {@code out [T·D]}; x [T, D]. */
     public Pass addTo(INDArray x, double[] out, boolean single) {
-        checkGate(x);
         int tokens = (int) x.size(0);
         int hidden = (int) x.size(1);
         SwiGluMlp.Context shared = mlp.forwardTraining(x);                              // [T, D]
@@ -72,12 +82,5 @@ public final class SharedExpert {
         }
         dx.addi(mlp.backward(pass.mlp(), Flat.array(dShared, dOut.shape(), dOut.dataType())));
         Nd4j.gemm(Flat.array(dGateLogits, new long[] {tokens, 1}, dOut.dataType()), gate, dx, false, false, 1.0, 1.0);
-    }
-
-    private void checkGate(INDArray x) {
-        if (gate.size(1) != x.size(1) || gate.dataType() != x.dataType()) {
-            throw new IllegalArgumentException("shared expert gate must be [1, D] = [1, " + x.size(1) + "] "
-                    + x.dataType() + ", got " + Arrays.toString(gate.shape()) + " " + gate.dataType());
-        }
     }
 }

@@ -45,6 +45,9 @@ public final class MoeBlock {
         if (options.topK() > numExperts) {
             throw new IllegalArgumentException("top-k must be in [1, " + numExperts + "], got " + options.topK());
         }
+        if (shared != null) {
+            shared.checkFits(experts.hidden(), experts.dataType());
+        }
         this.router = router;
         this.options = options;
         this.experts = experts;

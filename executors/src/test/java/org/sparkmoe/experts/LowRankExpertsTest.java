@@ -14,12 +14,16 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.ops.transforms.Transforms;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
-import org.sparkmoe.experts.SwiGluMlp;
+import org.sparkmoe.moe.MoeBlock;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RouterOptions;
+import org.sparkmoe.routing.RoutingRule;
+import org.sparkmoe.routing.Routes;
 
 /**
- * The factorised shared-base MoLoRA FFN against the naive per-token-weights reference (forward and backward),
- * both against central finite differences in float64, the B = 0 identity with the base FFN, and the memory
- * accounting. Small shapes: E=8, K=2, R=2, D=6, I=5, T=7.
+ * The factorised low-rank experts against the naive per-token-weights reference (forward and backward, inside an
+ * MoE block with a trainable router, so the router and input gradients flow through the routing weights), the
+ * B = 0 identity with the base FFN, and the errors. Small shapes: E=8, K=2, R=2, D=6, I=5, T=7.
  */
 class LowRankExpertsTest {
     static final int E = 8;
@@ -32,15 +36,35 @@ class LowRankExpertsTest {
     static final double LORA_BOUND = 0.6;
     static final double SCALE = 1.5;
 
-    final LowRankExperts factorised = new LowRankFactorised(new Nd4jGroupedGemm());
-    final LowRankExperts naive = new LowRankNaive();
+    /** The weights and router of one low-rank MoE layer. */
+    record Setup(LowRankWeights weights, INDArray gate, RoutingRule rule) {
+        LowRankFactorised factorised() {
+            return new LowRankFactorised(weights, new Nd4jGroupedGemm());
+        }
+
+        LowRankNaive naive() {
+            return new LowRankNaive(weights);
+        }
+
+        /** The MoE block over {@code experts} with this router, trainable. */
+        MoeBlock block(ExpertFfn experts) {
+            return new MoeBlock(new Router(gate), RouterOptions.of(rule).withTrainable(true), experts, null);
+        }
+
+        Routes route(INDArray x) {
+            return new Router(gate).route(x.mmul(gate.transpose()), rule);
+        }
+    }
 
     static INDArray input(DataType dt, long seed, int t) {
         return LowRankAdapters.uniform(new Random(seed), dt, 1.0, t, D);
     }
 
-    static LowRankWeights weights(DataType dt, long seed, int k, boolean normalize) {
-        return LowRankWeights.random(D, I, E, k, R, SCALE, LORA_BOUND, normalize, dt, seed);
+    /** Random base and LoRA experts, router gate U(−1/√D, 1/√D). */
+    static Setup setup(DataType dt, long seed, int k, boolean normalize) {
+        LowRankWeights w = LowRankWeights.random(D, I, E, R, SCALE, LORA_BOUND, dt, seed);
+        INDArray gate = LowRankAdapters.uniform(new Random(seed + 7), dt, 1 / Math.sqrt(D), E, D);
+        return new Setup(w, gate, RoutingRule.softmaxTopK(k, normalize));
     }
 
     /** max |a − b| / max |b|: relative to the size of the result. */
@@ -49,21 +73,25 @@ class LowRankExpertsTest {
         return a.castTo(DataType.DOUBLE).sub(b.castTo(DataType.DOUBLE)).amaxNumber().doubleValue() / scale;
     }
 
-    static INDArray[] gradientArrays(SharedBaseGradients g) {
-        return new INDArray[] {g.a1(), g.b1(), g.a3(), g.b3(), g.a2(), g.b2(), g.gate(), g.input()};
+    static INDArray[] gradientArrays(MoeBlock.Gradients g) {
+        ExpertGradients e = g.experts();
+        return new INDArray[] {e.gate().dA(), e.gate().dB(), e.up().dA(), e.up().dB(), e.down().dA(), e.down().dB(),
+                g.dRouter(), g.dx()};
     }
 
     static final String[] NAMES = {"a1", "b1", "a3", "b3", "a2", "b2", "gate", "input"};
 
     /** Forward and every gradient, factorised vs naive, in float32. */
-    private void assertImplementationsAgree(LowRankWeights w, INDArray x, long seed) {
-        LowRankExperts.Pass fast = factorised.forward(w, x);
-        LowRankExperts.Pass slow = naive.forward(w, x);
-        double forward = relativeDiff(fast.output(), slow.output());
+    private static void assertImplementationsAgree(Setup s, INDArray x, long seed) {
+        MoeBlock fastBlock = s.block(s.factorised());
+        MoeBlock slowBlock = s.block(s.naive());
+        MoeBlock.Context fast = fastBlock.forward(x);
+        MoeBlock.Context slow = slowBlock.forward(x);
+        double forward = relativeDiff(fast.out(), slow.out());
         assertTrue(forward <= 1e-5, "forward factorised vs naive relative diff " + forward);
         INDArray dy = LowRankAdapters.uniform(new Random(seed + 1), x.dataType(), 1.0, x.size(0), D);
-        INDArray[] gf = gradientArrays(factorised.backward(w, fast, dy));
-        INDArray[] gn = gradientArrays(naive.backward(w, slow, dy));
+        INDArray[] gf = gradientArrays(fastBlock.backward(fast, dy));
+        INDArray[] gn = gradientArrays(slowBlock.backward(slow, dy));
         for (int j = 0; j < gf.length; j++) {
             double diff = relativeDiff(gf[j], gn[j]);
             assertTrue(diff <= 1e-5, "d" + NAMES[j] + " factorised vs naive relative diff " + diff);
@@ -73,98 +101,97 @@ class LowRankExpertsTest {
     @ParameterizedTest(name = "seed {0}, normalizeTopK {1}")
     @CsvSource({"1, true", "2, true", "3, false", "4, false", "5, true"})
     void factorisedEqualsNaiveInFloat32(long seed, boolean normalize) {
-        assertImplementationsAgree(weights(DataType.FLOAT, seed, K, normalize), input(DataType.FLOAT, seed + 100, T),
+        assertImplementationsAgree(setup(DataType.FLOAT, seed, K, normalize), input(DataType.FLOAT, seed + 100, T),
                 seed);
     }
 
     @ParameterizedTest(name = "normalizeTopK {0}")
     @CsvSource({"true", "false"})
     void factorisedEqualsNaiveWithKEqualToE(boolean normalize) {
-        LowRankWeights w = weights(DataType.FLOAT, 11, E, normalize);
+        Setup s = setup(DataType.FLOAT, 11, E, normalize);
         INDArray x = input(DataType.FLOAT, 12, T);
-        assertEquals(T, factorised.forward(w, x).routing().plan.tokensOf(5), "k = E puts every token on expert 5");
-        assertImplementationsAgree(w, x, 13);
+        assertEquals(T, s.route(x).plan.tokensOf(5), "k = E puts every token on expert 5");
+        assertImplementationsAgree(s, x, 13);
     }
 
     /** x[:,0] ≡ 3 and gate[3][0] = 8 make expert 3 every token's first choice; the other 7 experts get ≤ T. */
-    private static LowRankWeights allOnExpertThree(DataType dt, int k, boolean normalize, INDArray x) {
-        LowRankWeights w = weights(dt, 21, k, normalize);
-        w.gate().putScalar(new long[] {3, 0}, 8.0);
+    private static Setup allOnExpertThree(DataType dt, int k, boolean normalize, INDArray x) {
+        Setup s = setup(dt, 21, k, normalize);
+        s.gate().putScalar(new long[] {3, 0}, 8.0);
         x.getColumn(0).assign(3.0);
-        return w;
+        return s;
     }
 
     @ParameterizedTest(name = "K {0}")
     @CsvSource({"1", "2"})
     void everyTokenOnOneExpert(int k) {
         INDArray x = input(DataType.FLOAT, 22, T);
-        LowRankWeights w = allOnExpertThree(DataType.FLOAT, k, true, x);
-        PlanRows routing = factorised.forward(w, x).routing();
-        assertEquals(T, routing.plan.tokensOf(3), "expert 3 holds every token");
+        Setup s = allOnExpertThree(DataType.FLOAT, k, true, x);
+        Routes routes = s.route(x);
+        assertEquals(T, routes.plan.tokensOf(3), "expert 3 holds every token");
         for (int t = 0; t < T; t++) {
-            assertEquals(3, routing.expert(t, 0), "token " + t + " first choice");
+            assertEquals(3, routes.expert(t, 0), "token " + t + " first choice");
         }
-        assertImplementationsAgree(w, x, 23);
+        assertImplementationsAgree(s, x, 23);
     }
 
     @Test
     void singleTokenWithEmptyExperts() {
-        LowRankWeights w = weights(DataType.FLOAT, 31, K, true);
+        Setup s = setup(DataType.FLOAT, 31, K, true);
         INDArray x = input(DataType.FLOAT, 32, 1);
-        assertEquals(E - K, countEmpty(factorised.forward(w, x).routing()), "one token leaves E-K experts empty");
-        assertImplementationsAgree(w, x, 33);
-    }
-
-    private static int countEmpty(PlanRows routing) {
+        Routes routes = s.route(x);
         int empty = 0;
         for (int e = 0; e < E; e++) {
-            empty += routing.plan.tokensOf(e) == 0 ? 1 : 0;
+            empty += routes.plan.tokensOf(e) == 0 ? 1 : 0;
         }
-        return empty;
+        assertEquals(E - K, empty, "one token leaves E-K experts empty");
+        assertImplementationsAgree(s, x, 33);
     }
 
     /**
-     * With every B zero the block is the base SwiGLU FFN: bit for bit the same as the same products and
+     * With every B zero the experts are the base SwiGLU FFN: bit for bit the same as the same products and
      * elementwise ops without the LoRA terms (they add exact zeros), and within float32 rounding of
      * {@link SwiGluMlp}, the model's own dense FFN. dA is then exactly zero.
      */
     @ParameterizedTest(name = "{0}")
     @CsvSource({"factorised", "naive"})
     void zeroBReproducesTheBaseFfn(String which) {
-        LowRankExperts impl = which.equals("factorised") ? factorised : naive;
-        LowRankWeights random = weights(DataType.FLOAT, 41, K, true);
-        LowRankWeights w = new LowRankWeights(random.w1(), random.w3(), random.w2(), random.gate(),
-                LowRankAdapters.peftInit(D, I, E, R, 16.0, DataType.FLOAT, 42), K, true);
+        Setup random = setup(DataType.FLOAT, 41, K, true);
+        LowRankWeights w = random.weights().withAdapters(LowRankAdapters.peftInit(D, I, E, R, 16.0, DataType.FLOAT, 42));
+        LowRankExperts impl = which.equals("factorised") ? new LowRankFactorised(w, new Nd4jGroupedGemm())
+                : new LowRankNaive(w);
         INDArray x = input(DataType.FLOAT, 43, T);
-        LowRankExperts.Pass pass = impl.forward(w, x);
+        ExpertFfn.Pass pass = impl.forward(x, random.route(x));
 
         INDArray h1 = x.mmul(w.w1().transpose());
         INDArray h3 = x.mmul(w.w3().transpose());
         INDArray a = h1.mul(Transforms.sigmoid(h1, true)).muli(h3);
         INDArray expected = a.mmul(w.w2().transpose());
-        assertArrayEquals(expected.dup('c').data().asFloat(), pass.output().dup('c').data().asFloat(), 0f, "bit-identical to base");
+        assertArrayEquals(expected.dup('c').data().asFloat(), pass.out().dup('c').data().asFloat(), 0f, "bit-identical to base");
         INDArray mlp = new SwiGluMlp(w.w1(), w.w3(), w.w2()).forward(x);
-        assertTrue(relativeDiff(pass.output(), mlp) <= 1e-6, "SwiGluMlp within float32 rounding");
+        assertTrue(relativeDiff(pass.out(), mlp) <= 1e-6, "SwiGluMlp within float32 rounding");
 
-        SharedBaseGradients g = impl.backward(w, pass, Nd4j.ones(DataType.FLOAT, T, D));
-        for (INDArray dA : new INDArray[] {g.a1(), g.a3(), g.a2()}) {
+        ExpertGradients g = impl.backward(pass, Nd4j.ones(DataType.FLOAT, T, D));
+        for (INDArray dA : new INDArray[] {g.gate().dA(), g.up().dA(), g.down().dA()}) {
             assertEquals(0.0, dA.amaxNumber().doubleValue(), 0.0, "dA with B = 0");
         }
-        assertTrue(g.b1().amaxNumber().doubleValue() > 0, "dB1 is not zero with B = 0");
+        assertTrue(g.gate().dB().amaxNumber().doubleValue() > 0, "dB1 is not zero with B = 0");
     }
 
     @Test
     void badArgumentsNameWhatWasExpected() {
-        LowRankWeights w = weights(DataType.FLOAT, 51, K, true);
+        Setup s = setup(DataType.FLOAT, 51, K, true);
+        INDArray x = input(DataType.FLOAT, 53, T);
+        Routes routes = s.route(x);
         String dtype = assertThrows(IllegalArgumentException.class,
-                () -> factorised.forward(w, input(DataType.DOUBLE, 52, T))).getMessage();
-        assertEquals("shared-base MoLoRA input must be [T, 6] FLOAT, got [7, 6] DOUBLE", dtype);
-        LowRankExperts.Pass slow = naive.forward(w, input(DataType.FLOAT, 53, T));
+                () -> s.factorised().forward(input(DataType.DOUBLE, 52, T), routes)).getMessage();
+        assertEquals("low-rank experts' input must be [T, 6] FLOAT, got [7, 6] DOUBLE", dtype);
+        ExpertFfn.Pass slow = s.naive().forward(x, routes);
         String pass = assertThrows(IllegalArgumentException.class,
-                () -> factorised.backward(w, slow, slow.output())).getMessage();
+                () -> s.factorised().backward(slow, slow.out())).getMessage();
         assertEquals("factorised backward needs a pass from the factorised forward, got NaivePass", pass);
-        String topK = assertThrows(IllegalArgumentException.class, () -> new LowRankWeights(w.w1(), w.w3(),
-                w.w2(), w.gate(), w.adapters(), E + 1, true)).getMessage();
+        Setup tooMany = new Setup(s.weights(), s.gate(), RoutingRule.softmaxTopK(E + 1, true));
+        String topK = assertThrows(IllegalArgumentException.class, () -> tooMany.block(s.factorised())).getMessage();
         assertEquals("top-k must be in [1, 8], got 9", topK);
     }
 }

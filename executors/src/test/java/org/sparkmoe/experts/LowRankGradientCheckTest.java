@@ -8,11 +8,12 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.moe.MoeBlock;
 
 /**
  * Central finite differences in float64 for every element of every trainable tensor (A and B of the three
- * projections, with B ≠ 0; the router gate) and of the input, for both implementations, with and without
+ * projections, with B ≠ 0; the router gate, through the routing weights of an MoE block) and of the input, for both
+ * implementations, with and without
  * top-k renormalisation, and with k = E. Loss L = Σ y ⊙ P for a fixed random P, so dL/dy = P.
  *
  * <p>Step h = 1e-6. An element passes when |analytic − numeric| ≤ 1e-6 · max(|analytic|, |numeric|) or, the
@@ -32,21 +33,18 @@ class LowRankGradientCheckTest {
     @CsvSource({"factorised, 2, true", "factorised, 2, false", "factorised, 8, true", "factorised, 8, false",
             "naive, 2, true", "naive, 2, false", "naive, 8, true"})
     void gradientsMatchCentralDifferences(String which, int k, boolean normalize) {
-        LowRankExperts impl = which.equals("factorised")
-                ? new LowRankFactorised(new Nd4jGroupedGemm()) : new LowRankNaive();
         long seed = 7 + k + (normalize ? 1 : 0);
-        LowRankWeights w = LowRankWeights.random(LowRankExpertsTest.D, LowRankExpertsTest.I,
-                LowRankExpertsTest.E, k, LowRankExpertsTest.R, LowRankExpertsTest.SCALE,
-                LowRankExpertsTest.LORA_BOUND, normalize, DataType.DOUBLE, seed);
+        LowRankExpertsTest.Setup s = LowRankExpertsTest.setup(DataType.DOUBLE, seed, k, normalize);
+        MoeBlock block = s.block(which.equals("factorised") ? s.factorised() : s.naive());
         INDArray x = LowRankExpertsTest.input(DataType.DOUBLE, seed + 1, LowRankExpertsTest.T);
         INDArray p = LowRankAdapters.uniform(new Random(seed + 2), DataType.DOUBLE, 1.0,
                 LowRankExpertsTest.T, LowRankExpertsTest.D);
 
-        LowRankExperts.Pass pass = impl.forward(w, x);
-        int[] experts = pass.routing().experts.clone();
-        SharedBaseGradients g = impl.backward(w, pass, p);
-        LowRankAdapters ad = w.adapters();
-        INDArray[] params = {ad.a1, ad.b1, ad.a3, ad.b3, ad.a2, ad.b2, w.gate(), x};
+        MoeBlock.Context pass = block.forward(x);
+        int[] experts = pass.routes().experts();
+        MoeBlock.Gradients g = block.backward(pass, p);
+        LowRankAdapters ad = s.weights().adapters();
+        INDArray[] params = {ad.a1, ad.b1, ad.a3, ad.b3, ad.a2, ad.b2, s.gate(), x};
         INDArray[] grads = LowRankExpertsTest.gradientArrays(g);
         double worstHere = 0;
         for (int j = 0; j < params.length; j++) {
@@ -55,9 +53,9 @@ class LowRankGradientCheckTest {
             for (long e = 0; e < param.length(); e++) {
                 double original = param.getDouble(e);
                 param.putScalar(e, original + STEP);
-                double plus = loss(impl, w, x, p, experts);
+                double plus = loss(block, x, p, experts);
                 param.putScalar(e, original - STEP);
-                double minus = loss(impl, w, x, p, experts);
+                double minus = loss(block, x, p, experts);
                 param.putScalar(e, original);
                 double numeric = (plus - minus) / (2 * STEP);
                 double analytic = grad.getDouble(e);
@@ -76,10 +74,9 @@ class LowRankGradientCheckTest {
     }
 
     /** Σ y ⊙ p, asserting the routing decision is the one the gradient was taken at. */
-    private static double loss(LowRankExperts impl, LowRankWeights w, INDArray x, INDArray p,
-            int[] experts) {
-        LowRankExperts.Pass pass = impl.forward(w, x);
-        assertArrayEquals(experts, pass.routing().experts, "a finite-difference step changed the routing");
-        return pass.output().mul(p).sumNumber().doubleValue();
+    private static double loss(MoeBlock block, INDArray x, INDArray p, int[] experts) {
+        MoeBlock.Context pass = block.forward(x);
+        assertArrayEquals(experts, pass.routes().experts(), "a finite-difference step changed the routing");
+        return pass.out().mul(p).sumNumber().doubleValue();
     }
 }

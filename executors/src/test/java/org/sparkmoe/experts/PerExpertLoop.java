@@ -5,10 +5,9 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.ops.transforms.Transforms;
-import org.sparkmoe.experts.ExpertWeights;
 
 /**
- * The reference for {@link LoraExpertFfn}: what PEFT and transformers do, one expert at a time on a copy of its
+ * The reference for {@link ExpertRows}: what PEFT and transformers do, one expert at a time on a copy of its
  * rows, with dense float64 products. Forward per expert (s = α/R):
  * <pre>
  *   h1 = x·W1ᵀ + s·(x·A1ᵀ)·B1ᵀ,  h3 likewise,  act = silu(h1) ⊙ h3,  y = act·W2ᵀ + s·(act·A2ᵀ)·B2ᵀ

@@ -9,15 +9,22 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.experts.SharedExpert;
+import org.sparkmoe.experts.SwiGluMlp;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RouterOptions;
+import org.sparkmoe.routing.RoutingRule;
 
 /**
- * {@link SparseMoeBlock} against a naive float64 per-token reference written from transformers'
+ * {@link MoeBlock}'s inference pass against a naive float64 per-token reference written from transformers'
  * MixtralSparseMoeBlock / Qwen2MoeSparseMoeBlock: for each token, logits = x·Wgᵀ, softmax over E,
  * top-K (ties → lower index), renormalise when asked, y = Σ_k w_k · W2_e(silu(W1_e x) ⊙ W3_e x), plus
  * sigmoid(x·Wsgᵀ) · shared_expert(x) for Qwen2-MoE. Error = max |actual − ref| / max |ref| over [T, D].
  */
-class SparseMoeBlockTest {
+class MoeBlockTest {
 
     private static final int E = 4;
     private static final int D = 8;
@@ -61,21 +68,21 @@ class SparseMoeBlockTest {
         return w;
     }
 
-    private static SparseMoeBlock block(Weights w, boolean normalize) {
-        Router router = new Router(Nd4j.create(w.gate, new long[] {E, D}, 'c'), normalize);
+    private static MoeBlock block(Weights w, boolean normalize) {
+        Router router = new Router(Nd4j.create(w.gate, new long[] {E, D}, 'c'));
         ExpertWeights experts = new ExpertWeights(
                 Nd4j.create(w.w1, new long[] {E, I, D}, 'c'),
                 Nd4j.create(w.w3, new long[] {E, I, D}, 'c'),
                 Nd4j.create(w.w2, new long[] {E, D, I}, 'c'));
-        SwiGluMlp shared = null;
-        INDArray sharedGate = null;
+        SharedExpert shared = null;
         if (w.sharedGate != null) {
-            shared = new SwiGluMlp(Nd4j.create(w.sharedGate, new long[] {S, D}, 'c'),
+            shared = new SharedExpert(new SwiGluMlp(Nd4j.create(w.sharedGate, new long[] {S, D}, 'c'),
                     Nd4j.create(w.sharedUp, new long[] {S, D}, 'c'),
-                    Nd4j.create(w.sharedDown, new long[] {D, S}, 'c'));
-            sharedGate = Nd4j.create(w.sharedExpertGate, new long[] {1, D}, 'c');
+                    Nd4j.create(w.sharedDown, new long[] {D, S}, 'c')),
+                    Nd4j.create(w.sharedExpertGate, new long[] {1, D}, 'c'));
         }
-        return new SparseMoeBlock(router, experts, shared, sharedGate, new Nd4jGroupedGemm());
+        return new MoeBlock(router, RouterOptions.of(RoutingRule.softmaxTopK(2, normalize)),
+                new FullExperts(experts, new Nd4jGroupedGemm()), shared);
     }
 
     /** out [rows] = m [rows, cols] (at offset) · v [cols], float64. */
@@ -183,7 +190,7 @@ class SparseMoeBlockTest {
         Random rnd = new Random(seed);
         Weights w = weights(rnd, shared);
         float[] x = gaussian(rnd, T * D, 1.0);
-        SparseMoeBlock.Output out = block(w, normalize).forward(Nd4j.create(x, new long[] {T, D}, 'c'), topK);
+        MoeBlock.Output out = block(w, normalize).forward(Nd4j.create(x, new long[] {T, D}, 'c'), topK);
         int[] chosen = new int[T * topK];
         assertClose(reference(w, x, T, topK, normalize, chosen), out.hidden(),
                 "shared=" + shared + " normalize=" + normalize + " K=" + topK);
@@ -251,7 +258,7 @@ class SparseMoeBlockTest {
                 for (int t = 0; t < T; t++) {
                     assertEquals(2, chosen[t * topK], "premise: token " + t + " routes first to expert 2");
                 }
-                SparseMoeBlock.Output out = block(w, normalize).forward(Nd4j.create(x, new long[] {T, D}, 'c'), topK);
+                MoeBlock.Output out = block(w, normalize).forward(Nd4j.create(x, new long[] {T, D}, 'c'), topK);
                 assertClose(ref, out.hidden(), "dominant expert, normalize=" + normalize + " K=" + topK);
             }
         }

@@ -11,16 +11,23 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.routing.LoadBalancingLoss;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RouterOptions;
+import org.sparkmoe.routing.RoutingRule;
 import org.sparkmoe.experts.GradientCheck;
-import org.sparkmoe.experts.LoraExpertFfn;
+import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.experts.LoraExperts;
+import org.sparkmoe.experts.SharedExpert;
+import org.sparkmoe.experts.SwiGluMlp;
 
 /**
  * Qwen2-MoE's frozen shared expert in the LoRA block: {@code out += sigmoid(x·Wsgᵀ) ⊙ shared(x)}. Float64 central
  * differences of the input, the router and the LoRA factors with the shared expert present; with B = 0 in float32,
- * bit-identity with {@link SparseMoeBlock#forward} of the same weights (built through {@link SparseMoeBlock#withLora}).
+ * bit-identity with {@link MoeBlock#forward} of the same weights without LoRA (built through {@link MoeBlock#with}).
  */
-class LoraMoeBlockSharedExpertTest {
+class MoeBlockSharedExpertTest {
     private static final int T = 6;
     private static final int D = 5;
     private static final int I = 4;
@@ -39,8 +46,9 @@ class LoraMoeBlockSharedExpertTest {
                     gaussian(rnd, dt, 0.7, 1, D));
         }
 
-        SparseMoeBlock frozen(boolean normalize) {
-            return new SparseMoeBlock(new Router(router, normalize), base, shared, sharedGate, new Nd4jGroupedGemm());
+        MoeBlock frozen(boolean normalize) {
+            return new MoeBlock(new Router(router), RouterOptions.of(RoutingRule.softmaxTopK(2, normalize)),
+                    new FullExperts(base, new Nd4jGroupedGemm()), new SharedExpert(shared, sharedGate));
         }
     }
 
@@ -53,11 +61,12 @@ class LoraMoeBlockSharedExpertTest {
         LoraExperts down = new LoraExperts(gaussian(rnd, DataType.DOUBLE, 0.5, E, R, I),
                 gaussian(rnd, DataType.DOUBLE, 0.5, E, D, R), 2.0);
         INDArray router = w.router().dup();
-        LoraMoeBlock block = w.frozen(false).withLora(router, RouterOptions.qwen2Moe(2, false).withTrainable(true),
-                gate, null, down);
+        MoeBlock frozen = w.frozen(false);
+        MoeBlock block = frozen.with(router, frozen.options().withTrainable(true),
+                ((FullExperts) frozen.experts()).withLora(gate, null, down));
         INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
         INDArray dOut = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
-        LoraMoeBlock.Gradients g = block.backward(block.forward(x), dOut);
+        MoeBlock.Gradients g = block.backward(block.forward(x), dOut);
         DoubleSupplier loss = () -> GradientCheck.dot(block.forward(x).out(), dOut);
         GradientCheck.check("shared expert: x", x, g.dx(), loss);
         GradientCheck.check("shared expert: router", router, g.dRouter(), loss);
@@ -70,12 +79,12 @@ class LoraMoeBlockSharedExpertTest {
         for (boolean normalize : new boolean[] {true, false}) {
             Weights w = Weights.random(70, DataType.FLOAT);
             INDArray x = gaussian(new Random(71), DataType.FLOAT, 1.0, T, D);
-            SparseMoeBlock frozen = w.frozen(normalize);
-            LoraMoeBlock lora = frozen.withLora(null, frozen.routerOptions(2),
+            MoeBlock frozen = w.frozen(normalize);
+            MoeBlock lora = frozen.with(null, frozen.options(), ((FullExperts) frozen.experts()).withLora(
                     LoraExperts.init(E, D, I, R, 8, 1, DataType.FLOAT), LoraExperts.init(E, D, I, R, 8, 2, DataType.FLOAT),
-                    LoraExperts.init(E, I, D, R, 8, 3, DataType.FLOAT));
-            SparseMoeBlock.Output expected = frozen.forward(x, 2);
-            LoraMoeBlock.Context actual = lora.forward(x);
+                    LoraExperts.init(E, I, D, R, 8, 3, DataType.FLOAT)));
+            MoeBlock.Output expected = frozen.forward(x, 2);
+            MoeBlock.Context actual = lora.forward(x);
             assertArrayEquals(expected.hidden().data().asFloat(), actual.out().data().asFloat(),
                     "normalize " + normalize);
             assertArrayEquals(expected.routerLogits().data().asFloat(), actual.routerLogits().data().asFloat());
@@ -85,13 +94,13 @@ class LoraMoeBlockSharedExpertTest {
     @Test
     void aSharedExpertWithoutItsGateIsRejected() {
         Weights w = Weights.random(80, DataType.DOUBLE);
-        LoraExpertFfn ffn = new LoraExpertFfn(w.base(), null, null, null, new Nd4jGroupedGemm());
+        FullExperts ffn = new FullExperts(w.base(), new Nd4jGroupedGemm());
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> new LoraMoeBlock(w.router(), RouterOptions.mixtral(2), ffn, w.shared(), null));
+                () -> new SharedExpert(w.shared(), null));
         assertTrue(e.getMessage().contains("shared expert needs its gate"), e.getMessage());
         IllegalArgumentException shape = assertThrows(IllegalArgumentException.class,
-                () -> new LoraMoeBlock(w.router(), RouterOptions.mixtral(2), ffn, w.shared(),
-                        gaussian(new Random(1), DataType.DOUBLE, 1.0, 2, D)));
+                () -> new MoeBlock(new Router(w.router()), RouterOptions.of(RoutingRule.softmaxTopK(2, true)), ffn,
+                        new SharedExpert(w.shared(), gaussian(new Random(1), DataType.DOUBLE, 1.0, 2, D))));
         assertTrue(shape.getMessage().contains("shared expert gate must be [1, D] = [1, 5]"), shape.getMessage());
     }
 }

@@ -17,17 +17,22 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.routing.LoadBalancingLoss;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RouterOptions;
+import org.sparkmoe.routing.RoutingRule;
 import org.sparkmoe.experts.GradientCheck;
-import org.sparkmoe.experts.LoraExpertFfn;
+import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.experts.LoraExperts;
 
 /**
- * {@link LoraMoeBlock}: float64 central differences for the input, the router weights and both LoRA factors of
+ * {@link MoeBlock}: float64 central differences for the input, the router weights and both LoRA factors of
  * every projection, under Mixtral and Qwen2-MoE routing, with temperature, jitter, K = 1 and K = E, and with a
  * loss on the router logits; float32 against float64; and with every B = 0, bit-identity with the frozen
- * {@link SparseMoeBlock}. The scalar loss is Σ out ⊙ W (+ Σ logits ⊙ V), so dOut = W and dLogits = V.
+ * {@link MoeBlock}. The scalar loss is Σ out ⊙ W (+ Σ logits ⊙ V), so dOut = W and dLogits = V.
  */
-class LoraMoeBlockTest {
+class MoeBlockTrainingTest {
     private static final int T = 6;
     private static final int D = 5;
     private static final int I = 4;
@@ -57,42 +62,42 @@ class LoraMoeBlockTest {
             return new LoraExperts(l.a().castTo(dt), l.b().castTo(dt), l.alpha());
         }
 
-        LoraMoeBlock block(RouterOptions options) {
-            return new LoraMoeBlock(router, options,
-                    new LoraExpertFfn(base, gate, up, down, new Nd4jGroupedGemm()));
+        MoeBlock block(RouterOptions options) {
+            return new MoeBlock(new Router(router), options,
+                    new FullExperts(base, gate, up, down, new Nd4jGroupedGemm()), null);
         }
     }
 
     @Test
     void mixtralGradientsMatchFiniteDifferences() {
-        checkGradients(31, RouterOptions.mixtral(2).withTrainable(true), false, false);
+        checkGradients(31, RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withTrainable(true), false, false);
     }
 
     @Test
     void qwenWithoutRenormalisationGradientsMatchFiniteDifferences() {
-        checkGradients(32, RouterOptions.qwen2Moe(2, false).withTrainable(true), false, false);
+        checkGradients(32, RouterOptions.of(RoutingRule.softmaxTopK(2, false)).withTrainable(true), false, false);
     }
 
     @Test
     void temperatureAndLossOnLogitsGradientsMatchFiniteDifferences() {
-        checkGradients(33, RouterOptions.mixtral(2).withTrainable(true).withTemperature(0.7), false, true);
+        checkGradients(33, RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withTrainable(true).withTemperature(0.7), false, true);
     }
 
     @Test
     void jitterGradientsMatchFiniteDifferences() {
-        checkGradients(34, RouterOptions.qwen2Moe(3, true).withTrainable(true).withJitter(0.2), true, false);
+        checkGradients(34, RouterOptions.of(RoutingRule.softmaxTopK(3, true)).withTrainable(true).withJitter(0.2), true, false);
     }
 
     @Test
     void topOneGradientsMatchFiniteDifferences() {
-        checkGradients(35, RouterOptions.mixtral(1).withTrainable(true), false, true);
+        checkGradients(35, RouterOptions.of(RoutingRule.softmaxTopK(1, true)).withTrainable(true), false, true);
     }
 
     @Test
     void everyExpertGradientsMatchFiniteDifferences() {
         // K = E: Mixtral's renormalised weights are then the full softmax; Qwen's are too, unrenormalised
-        checkGradients(36, RouterOptions.mixtral(E).withTrainable(true), false, false);
-        checkGradients(37, RouterOptions.qwen2Moe(E, false).withTrainable(true), false, true);
+        checkGradients(36, RouterOptions.of(RoutingRule.softmaxTopK(E, true)).withTrainable(true), false, false);
+        checkGradients(37, RouterOptions.of(RoutingRule.softmaxTopK(E, false)).withTrainable(true), false, true);
     }
 
     /** Renormalised top-1 weights are always 1: the output gives the router no gradient, only a loss on logits. */
@@ -101,8 +106,8 @@ class LoraMoeBlockTest {
         Setup s = Setup.random(45, DataType.DOUBLE);
         Random rnd = new Random(46);
         INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
-        LoraMoeBlock block = s.block(RouterOptions.mixtral(1).withTrainable(true));
-        LoraMoeBlock.Gradients g = block.backward(block.forward(x), gaussian(rnd, DataType.DOUBLE, 1.0, T, D));
+        MoeBlock block = s.block(RouterOptions.of(RoutingRule.softmaxTopK(1, true)).withTrainable(true));
+        MoeBlock.Gradients g = block.backward(block.forward(x), gaussian(rnd, DataType.DOUBLE, 1.0, T, D));
         assertEquals(0.0, g.dRouter().amaxNumber().doubleValue(), 0.0);
     }
 
@@ -112,15 +117,15 @@ class LoraMoeBlockTest {
         Random rnd = new Random(39);
         INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
         INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
-        LoraMoeBlock block = s.block(RouterOptions.mixtral(2));
-        LoraMoeBlock.Gradients g = block.backward(block.forward(x), w);
+        MoeBlock block = s.block(RouterOptions.of(RoutingRule.softmaxTopK(2, true)));
+        MoeBlock.Gradients g = block.backward(block.forward(x), w);
         assertNull(g.dRouter());
         GradientCheck.check("frozen router: x", x, g.dx(), () -> GradientCheck.dot(block.forward(x).out(), w));
     }
 
     /**
      * Bit-identity with the frozen block: LoRA initialised as PEFT does (B = 0) adds exact zeros, and the
-     * routing, SwiGLU and combine round to float32 at the same points as {@link SparseMoeBlock}.
+     * routing, SwiGLU and combine round to float32 at the same points as {@link MoeBlock}.
      */
     @Test
     void zeroBReproducesTheFrozenBlockExactly() {
@@ -131,13 +136,13 @@ class LoraMoeBlockTest {
                 LoraExperts up = LoraExperts.init(E, D, I, R, 8, 2, DataType.FLOAT);
                 LoraExperts down = LoraExperts.init(E, I, D, R, 8, 3, DataType.FLOAT);
                 INDArray x = gaussian(new Random(50 + topK), DataType.FLOAT, 1.0, T, D);
-                SparseMoeBlock frozen = new SparseMoeBlock(new Router(s.router(), normalize), s.base(), null, null,
-                        new Nd4jGroupedGemm());
-                RouterOptions options = normalize ? RouterOptions.mixtral(topK) : RouterOptions.qwen2Moe(topK, false);
-                LoraMoeBlock lora = new LoraMoeBlock(s.router(), options,
-                        new LoraExpertFfn(s.base(), gate, up, down, new Nd4jGroupedGemm()));
-                SparseMoeBlock.Output expected = frozen.forward(x, topK);
-                LoraMoeBlock.Context actual = lora.forward(x);
+                RouterOptions options = RouterOptions.of(RoutingRule.softmaxTopK(topK, normalize));
+                MoeBlock frozen = new MoeBlock(new Router(s.router()), options,
+                        new FullExperts(s.base(), new Nd4jGroupedGemm()), null);
+                MoeBlock lora = new MoeBlock(new Router(s.router()), options,
+                        new FullExperts(s.base(), gate, up, down, new Nd4jGroupedGemm()), null);
+                MoeBlock.Output expected = frozen.forward(x, topK);
+                MoeBlock.Context actual = lora.forward(x);
                 String what = "normalize=" + normalize + " K=" + topK;
                 assertArrayEquals(expected.hidden().data().asFloat(), actual.out().data().asFloat(), 0f, what);
                 assertArrayEquals(expected.routerLogits().data().asFloat(), actual.routerLogits().data().asFloat(),
@@ -148,19 +153,19 @@ class LoraMoeBlockTest {
 
     @Test
     void float32MatchesFloat64() {
-        for (RouterOptions options : new RouterOptions[] {RouterOptions.mixtral(2).withTrainable(true),
-                RouterOptions.qwen2Moe(E, false).withTrainable(true), RouterOptions.qwen2Moe(1, false).withTrainable(true)}) {
+        for (RouterOptions options : new RouterOptions[] {RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withTrainable(true),
+                RouterOptions.of(RoutingRule.softmaxTopK(E, false)).withTrainable(true), RouterOptions.of(RoutingRule.softmaxTopK(1, false)).withTrainable(true)}) {
             Setup s64 = Setup.random(60, DataType.DOUBLE);
             Random rnd = new Random(61);
             INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
             INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
-            LoraMoeBlock b64 = s64.block(options);
-            LoraMoeBlock b32 = s64.castTo(DataType.FLOAT).block(options);
-            LoraMoeBlock.Context c64 = b64.forward(x);
-            LoraMoeBlock.Context c32 = b32.forward(x.castTo(DataType.FLOAT));
-            assertArrayEquals(c64.selectedExperts(), c32.selectedExperts(), "routing must agree for the comparison");
-            LoraMoeBlock.Gradients g64 = b64.backward(c64, w);
-            LoraMoeBlock.Gradients g32 = b32.backward(c32, w.castTo(DataType.FLOAT));
+            MoeBlock b64 = s64.block(options);
+            MoeBlock b32 = s64.castTo(DataType.FLOAT).block(options);
+            MoeBlock.Context c64 = b64.forward(x);
+            MoeBlock.Context c32 = b32.forward(x.castTo(DataType.FLOAT));
+            assertArrayEquals(c64.routes().experts(), c32.routes().experts(), "routing must agree for the comparison");
+            MoeBlock.Gradients g64 = b64.backward(c64, w);
+            MoeBlock.Gradients g32 = b32.backward(c32, w.castTo(DataType.FLOAT));
             String what = options.toString();
             assertClose(c64.out(), c32.out(), what + " out");
             assertClose(g64.dx(), g32.dx(), what + " dx");
@@ -175,14 +180,14 @@ class LoraMoeBlockTest {
     @Test
     void jitterIsSeededAndOnlyInTraining() {
         Setup s = Setup.random(70, DataType.FLOAT);
-        LoraMoeBlock block = s.block(RouterOptions.mixtral(2).withJitter(0.1));
+        MoeBlock block = s.block(RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withJitter(0.1));
         INDArray x = gaussian(new Random(71), DataType.FLOAT, 1.0, T, D);
         float[] a = block.forwardTraining(x, 5).out().data().asFloat();
         float[] b = block.forwardTraining(x, 5).out().data().asFloat();
         float[] c = block.forwardTraining(x, 6).out().data().asFloat();
         assertArrayEquals(a, b, 0f, "same seed, same bits");
         assertFalse(Arrays.equals(a, c), "another seed, other noise");
-        LoraMoeBlock plain = s.block(RouterOptions.mixtral(2));
+        MoeBlock plain = s.block(RouterOptions.of(RoutingRule.softmaxTopK(2, true)));
         assertArrayEquals(plain.forward(x).out().data().asFloat(), block.forward(x).out().data().asFloat(), 0f,
                 "no jitter outside training");
     }
@@ -190,20 +195,20 @@ class LoraMoeBlockTest {
     @Test
     void badShapesAreNamed() {
         Setup s = Setup.random(80, DataType.DOUBLE);
-        LoraExpertFfn ffn = new LoraExpertFfn(s.base(), s.gate(), s.up(), s.down(), new Nd4jGroupedGemm());
+        FullExperts ffn = new FullExperts(s.base(), s.gate(), s.up(), s.down(), new Nd4jGroupedGemm());
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> new LoraMoeBlock(s.router().castTo(DataType.FLOAT), RouterOptions.mixtral(2), ffn));
+                () -> new MoeBlock(new Router(s.router().castTo(DataType.FLOAT)), RouterOptions.of(RoutingRule.softmaxTopK(2, true)), ffn, null));
         assertTrue(e.getMessage().contains("[4, 5] DOUBLE") && e.getMessage().contains("FLOAT"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class,
-                () -> new LoraMoeBlock(s.router(), RouterOptions.mixtral(E + 1), ffn));
+                () -> new MoeBlock(new Router(s.router()), RouterOptions.of(RoutingRule.softmaxTopK(E + 1, true)), ffn, null));
         assertTrue(e.getMessage().contains("got 5"), e.getMessage());
-        LoraMoeBlock block = new LoraMoeBlock(s.router(), RouterOptions.mixtral(2), ffn);
+        MoeBlock block = new MoeBlock(new Router(s.router()), RouterOptions.of(RoutingRule.softmaxTopK(2, true)), ffn, null);
         e = assertThrows(IllegalArgumentException.class,
                 () -> block.forward(gaussian(new Random(1), DataType.DOUBLE, 1.0, T, D + 1)));
         assertTrue(e.getMessage().contains("x must be [6, 5]") && e.getMessage().contains("[6, 6]"), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class, () -> RouterOptions.mixtral(2).withTemperature(0));
+        e = assertThrows(IllegalArgumentException.class, () -> RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withTemperature(0));
         assertTrue(e.getMessage().contains("temperature"), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class, () -> RouterOptions.mixtral(2).withJitter(1.5));
+        e = assertThrows(IllegalArgumentException.class, () -> RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withJitter(1.5));
         assertTrue(e.getMessage().contains("jitter"), e.getMessage());
     }
 
@@ -224,17 +229,17 @@ class LoraMoeBlockTest {
         INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
         INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);   // dL/dout
         INDArray v = gaussian(rnd, DataType.DOUBLE, 1.0, T, E);   // dL/dlogits
-        LoraMoeBlock block = s.block(options);
-        Function<INDArray, LoraMoeBlock.Context> run = in -> jitter ? block.forwardTraining(in, 99) : block.forward(in);
-        LoraMoeBlock.Context ctx = run.apply(x);
-        int[] routing = ctx.selectedExperts();
-        LoraMoeBlock.Gradients g = block.backward(ctx, w, lossOnLogits ? v : null);
+        MoeBlock block = s.block(options);
+        Function<INDArray, MoeBlock.Context> run = in -> jitter ? block.forwardTraining(in, 99) : block.forward(in);
+        MoeBlock.Context ctx = run.apply(x);
+        int[] routing = ctx.routes().experts();
+        MoeBlock.Gradients g = block.backward(ctx, w, lossOnLogits ? v : null);
         DoubleSupplier loss = () -> {
-            LoraMoeBlock.Context c = run.apply(x);
-            assertArrayEquals(routing, c.selectedExperts(), "a perturbation flipped the top-K routing");
+            MoeBlock.Context c = run.apply(x);
+            assertArrayEquals(routing, c.routes().experts(), "a perturbation flipped the top-K routing");
             return GradientCheck.dot(c.out(), w) + (lossOnLogits ? GradientCheck.dot(c.routerLogits(), v) : 0.0);
         };
-        String p = options.topK() + "/" + (options.normalizeTopK() ? "norm" : "raw") + (jitter ? "/jitter" : "")
+        String p = options.topK() + "/" + (options.rule().normalizeTopK() ? "norm" : "raw") + (jitter ? "/jitter" : "")
                 + (options.temperature() != 1 ? "/tau" : "") + " ";
         GradientCheck.check(p + "x", x, g.dx(), loss);
         GradientCheck.check(p + "router", s.router(), g.dRouter(), loss);

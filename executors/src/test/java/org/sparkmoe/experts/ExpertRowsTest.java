@@ -13,15 +13,14 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
-import org.sparkmoe.experts.ExpertWeights;
 
 /**
- * {@link LoraExpertFfn}: float64 central differences for the input and both factors of every projection, and
+ * {@link ExpertRows}: float64 central differences for the input and both factors of every projection, and
  * the grouped path (float32 and float64) against a per-expert loop in float64 — slice each expert's rows, run
  * the textbook SwiGLU-with-LoRA forward and its hand-derived backward with dense products — for plans with
  * empty experts, a single row, all rows on one expert, and every expert holding every token (k = E).
  */
-class FullExpertsTest {
+class ExpertRowsTest {
     private static final int E = 4;
     private static final int D = 5;
     private static final int I = 4;
@@ -50,8 +49,8 @@ class FullExpertsTest {
             return l == null ? null : new LoraExperts(l.a().castTo(dt), l.b().castTo(dt), l.alpha());
         }
 
-        LoraExpertFfn ffn() {
-            return new LoraExpertFfn(base, gate, up, down, new Nd4jGroupedGemm());
+        ExpertRows ffn() {
+            return new ExpertRows(base, gate, up, down, new Nd4jGroupedGemm());
         }
     }
 
@@ -62,8 +61,8 @@ class FullExpertsTest {
         Random rnd = new Random(2);
         INDArray xs = gaussian(rnd, DataType.DOUBLE, 1.0, 6, D);  // [N, D]
         INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, 6, D);   // dL/dys
-        LoraExpertFfn ffn = s.ffn();
-        LoraExpertFfn.Gradients g = ffn.backward(ffn.forward(xs, offsets), w);
+        ExpertRows ffn = s.ffn();
+        ExpertRows.Gradients g = ffn.backward(ffn.forward(xs, offsets), w);
         java.util.function.DoubleSupplier loss = () -> GradientCheck.dot(ffn.forward(xs, offsets).ys(), w);
 
         GradientCheck.check("ffn xs", xs, g.dxs(), loss);
@@ -85,8 +84,8 @@ class FullExpertsTest {
         Random rnd = new Random(4);
         INDArray xs = gaussian(rnd, DataType.DOUBLE, 1.0, 5, D);
         INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, 5, D);
-        LoraExpertFfn ffn = s.ffn();
-        LoraExpertFfn.Gradients g = ffn.backward(ffn.forward(xs, offsets), w);
+        ExpertRows ffn = s.ffn();
+        ExpertRows.Gradients g = ffn.backward(ffn.forward(xs, offsets), w);
         assertNull(g.gate());
         assertNull(g.up());
         assertNotNull(g.down());
@@ -122,14 +121,14 @@ class FullExpertsTest {
         LoraExperts wrongIn = new LoraExperts(s.gate().a().get(NDArrayIndex.all(), NDArrayIndex.all(),
                 NDArrayIndex.interval(0, D - 1)).dup(), s.gate().b(), ALPHA);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> new LoraExpertFfn(s.base(), wrongIn, null, null, new Nd4jGroupedGemm()));
+                () -> new ExpertRows(s.base(), wrongIn, null, null, new Nd4jGroupedGemm()));
         assertTrue(e.getMessage().contains("w1 (gate_proj)") && e.getMessage().contains("[4, 4, 5]")
                 && e.getMessage().contains("[4, 2, 4]"), e.getMessage());
     }
 
     @Test
     void rowsThatDisagreeWithOffsetsAreNamed() {
-        LoraExpertFfn ffn = Setup.random(6, DataType.DOUBLE).ffn();
+        ExpertRows ffn = Setup.random(6, DataType.DOUBLE).ffn();
         INDArray xs = gaussian(new Random(7), DataType.DOUBLE, 1.0, 5, D);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> ffn.forward(xs, new int[] {0, 1, 2, 3, 6}));
@@ -155,9 +154,9 @@ class FullExpertsTest {
         INDArray[] expected = PerExpertLoop.run(s64.base(), s64.gate(), s64.up(), s64.down(), xs, dys, offsets);
 
         for (DataType dt : new DataType[] {DataType.DOUBLE, DataType.FLOAT}) {
-            LoraExpertFfn ffn = s64.castTo(dt).ffn();
-            LoraExpertFfn.Context ctx = ffn.forward(xs.castTo(dt), offsets);
-            LoraExpertFfn.Gradients g = ffn.backward(ctx, dys.castTo(dt));
+            ExpertRows ffn = s64.castTo(dt).ffn();
+            ExpertRows.Context ctx = ffn.forward(xs.castTo(dt), offsets);
+            ExpertRows.Gradients g = ffn.backward(ctx, dys.castTo(dt));
             INDArray[] actual = {ctx.ys(), g.dxs(), g.gate().dA(), g.gate().dB(), g.up().dA(), g.up().dB(),
                     g.down().dA(), g.down().dB()};
             String[] names = {"ys", "dxs", "gate dA", "gate dB", "up dA", "up dB", "down dA", "down dB"};
