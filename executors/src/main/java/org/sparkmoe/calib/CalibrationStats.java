@@ -5,8 +5,9 @@ import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.MoeTransformer;
-import org.sparkmoe.moe.Routing;
-import org.sparkmoe.moe.SparseMoeBlock;
+import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.moe.MoeBlock;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -52,14 +53,23 @@ public final class CalibrationStats implements java.io.Serializable {
     }
 
     /** The model's MoE blocks in layer order. */
-    public static List<SparseMoeBlock> moeBlocks(MoeTransformer model) {
-        List<SparseMoeBlock> blocks = new ArrayList<>();
+    public static List<MoeBlock> moeBlocks(MoeTransformer model) {
+        List<MoeBlock> blocks = new ArrayList<>();
         for (DecoderLayer layer : model.layers()) {
             if (layer.isMoe()) {
                 blocks.add(layer.moe());
             }
         }
         return blocks;
+    }
+
+    /** The stacked weights of a block's full experts; refuses a layer of low-rank experts. */
+    private static ExpertWeights expertWeights(MoeBlock block) {
+        if (block.experts() instanceof FullExperts full) {
+            return full.weights();
+        }
+        throw new IllegalArgumentException("this MoE layer holds a shared base and low-rank experts (surgery lowrank), "
+                + "not the per-expert weights calibration runs tokens through");
     }
 
     /**
@@ -69,14 +79,15 @@ public final class CalibrationStats implements java.io.Serializable {
      * @param allExperts activation statistics over every token for every expert
      */
     public CalibrationStats add(int file, ForwardOutput capture, MoeTransformer model, boolean allExperts) {
-        List<SparseMoeBlock> blocks = moeBlocks(model);
+        List<MoeBlock> blocks = moeBlocks(model);
         for (int l = 0; l < blocks.size(); l++) {
             INDArray logits = capture.routerLogits().get(l);                 // [T, E]
             LayerRouterStats stats = router[file][l];
-            Routing routing = blocks.get(l).router().route(logits, stats.topK());
-            stats.add(logits, routing.experts());
-            activations[l].add(capture.routerInputs().get(l), routing.experts(), stats.topK(),
-                    blocks.get(l).expertWeights(), allExperts);
+            MoeBlock block = blocks.get(l);
+            int[] selected = block.router().route(logits, block.options().rule().withTopK(stats.topK())).experts();
+            stats.add(logits, selected);
+            activations[l].add(capture.routerInputs().get(l), selected, stats.topK(), expertWeights(block),
+                    allExperts);
         }
         return this;
     }

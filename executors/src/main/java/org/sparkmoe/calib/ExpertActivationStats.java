@@ -4,7 +4,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.Dense;
-import org.sparkmoe.moe.ExpertWeights;
+import org.sparkmoe.experts.ExpertWeights;
 
 import java.util.Arrays;
 

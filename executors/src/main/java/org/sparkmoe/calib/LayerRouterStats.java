@@ -11,7 +11,7 @@ import java.util.Arrays;
  * so the result does not depend on how the tokens were split or in which order the parts were merged.
  *
  * <p>Per token t with logits z [E], probabilities p = softmax(z) (float32, as the router computes them) and
- * the selected top-K set S(t) (ties to the lower index, as {@link org.sparkmoe.moe.Router}):
+ * the selected top-K set S(t) (ties to the lower index, as {@link org.sparkmoe.routing.Router}):
  * <ul>
  * <li>{@code count[e]}: tokens with e ∈ S(t);</li>
  * <li>{@code probSum[e]} = Σ_t p_e, {@code logitSum[e]} = Σ_t z_e;</li>

@@ -1,10 +1,9 @@
 package org.sparkmoe.cuda;
 
-import org.sparkmoe.moe.RoutingPlan;
-
 /**
- * A {@link RoutingPlan} on the device: offsets [E+1], tokenOfRow [N], weightOfRow [N] and rowOfPair [T·K] (the
- * inverse of perm: the plan row of pair t·K + k), for the gather, the grouped GEMMs and the combine.
+ * A routing plan on the device: offsets [E+1], tokenOfRow [N], weightOfRow [N] and rowOfPair [T·K] (the inverse
+ * of perm: the plan row of pair t·K + k), for the gather, the grouped GEMMs and the combine. Built from the host
+ * plan's arrays (routing.RoutingPlan), so that this backend knows buffers and offsets, not MoE types.
  */
 public final class DevicePlan implements AutoCloseable {
     final DeviceBuffer offsets;
@@ -15,17 +14,23 @@ public final class DevicePlan implements AutoCloseable {
     public final int topK;
     public final int rows;
 
-    public DevicePlan(RoutingPlan plan) {
-        int[] rowOfPairHost = new int[plan.rows()];
-        for (int row = 0; row < plan.rows(); row++) {
-            rowOfPairHost[plan.perm[row]] = row;
+    /**
+     * @param offsets     [E+1] expert e owns rows offsets[e]..offsets[e+1]-1
+     * @param perm        [N] pair index t·K + k of each row
+     * @param tokenOfRow  [N]
+     * @param weightOfRow [N]
+     */
+    public DevicePlan(int[] offsets, int[] perm, int[] tokenOfRow, float[] weightOfRow, int topK) {
+        int[] rowOfPairHost = new int[perm.length];
+        for (int row = 0; row < perm.length; row++) {
+            rowOfPairHost[perm[row]] = row;
         }
-        this.rows = plan.rows();
-        this.topK = plan.topK;
+        this.rows = perm.length;
+        this.topK = topK;
         this.tokens = rows / topK;
-        this.offsets = DeviceBuffer.ofInts(plan.offsets);
-        this.tokenOfRow = DeviceBuffer.ofInts(plan.tokenOfRow);
-        this.weightOfRow = DeviceBuffer.ofFloats(plan.weightOfRow);
+        this.offsets = DeviceBuffer.ofInts(offsets);
+        this.tokenOfRow = DeviceBuffer.ofInts(tokenOfRow);
+        this.weightOfRow = DeviceBuffer.ofFloats(weightOfRow);
         this.rowOfPair = DeviceBuffer.ofInts(rowOfPairHost);
     }
 

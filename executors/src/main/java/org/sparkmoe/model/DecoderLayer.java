@@ -1,24 +1,23 @@
 package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.sparkmoe.moe.LoraMoeBlock;
-import org.sparkmoe.moe.SparseMoeBlock;
-import org.sparkmoe.moe.SwiGluMlp;
+import org.sparkmoe.experts.SwiGluMlp;
+import org.sparkmoe.moe.MoeBlock;
 
 /**
  * One pre-norm decoder layer: {@code h = x + attn(norm1(x)); out = h + ffn(norm2(h))}, where the FFN is a
  * sparse MoE block or (Qwen2-MoE mlp_only layers, Mistral) a dense SwiGLU MLP. For training, the MoE block is
- * replaced by a {@link LoraMoeBlock} built from it ({@link SparseMoeBlock#withLora}); everything else stays frozen
- * and passes gradients through.
+ * replaced by a trainable one built from it ({@link MoeBlock#with}: LoRA or adapters on its experts, optionally a
+ * trainable router); everything else stays frozen and passes gradients through.
  */
 public final class DecoderLayer {
     private final RmsNorm inputNorm;
     private final Attention attention;
     private final RmsNorm postAttentionNorm;
-    private final SparseMoeBlock moe;   // null for a dense layer
+    private final MoeBlock moe;   // null for a dense layer
     private final SwiGluMlp mlp;        // null for an MoE layer
 
-    public DecoderLayer(RmsNorm inputNorm, Attention attention, RmsNorm postAttentionNorm, SparseMoeBlock moe,
+    public DecoderLayer(RmsNorm inputNorm, Attention attention, RmsNorm postAttentionNorm, MoeBlock moe,
                         SwiGluMlp mlp) {
         if ((moe == null) == (mlp == null)) {
             throw new IllegalArgumentException("a decoder layer has exactly one of an MoE block and a dense MLP");
@@ -34,7 +33,7 @@ public final class DecoderLayer {
         return moe != null;
     }
 
-    public SparseMoeBlock moe() {
+    public MoeBlock moe() {
         return moe;
     }
 
@@ -51,7 +50,7 @@ public final class DecoderLayer {
         if (moe == null) {
             return new Output(h.addi(mlp.forward(normed)), null, null);
         }
-        SparseMoeBlock.Output block = moe.forward(normed, topK);
+        MoeBlock.Output block = moe.forward(normed, topK);
         return new Output(h.addi(block.hidden()), block.routerLogits(), normed);
     }
 
@@ -60,13 +59,13 @@ public final class DecoderLayer {
         private final RmsNorm.Forward inputNormed;       // [B·S, D]
         private final Attention.Context attention;
         private final RmsNorm.Forward postNormed;        // [B·S, D]
-        private final LoraMoeBlock block;                // null for a dense layer
-        private final LoraMoeBlock.Context moe;          // null for a dense layer
+        private final MoeBlock block;                // null for a dense layer
+        private final MoeBlock.Context moe;          // null for a dense layer
         private final SwiGluMlp.Context mlp;             // null for an MoE layer
         private final INDArray out;                      // [B·S, D]
 
         private Context(RmsNorm.Forward inputNormed, Attention.Context attention, RmsNorm.Forward postNormed,
-                        LoraMoeBlock block, LoraMoeBlock.Context moe, SwiGluMlp.Context mlp, INDArray out) {
+                        MoeBlock block, MoeBlock.Context moe, SwiGluMlp.Context mlp, INDArray out) {
             this.inputNormed = inputNormed;
             this.attention = attention;
             this.postNormed = postNormed;
@@ -89,9 +88,9 @@ public final class DecoderLayer {
 
     /**
      * @param dx  [B·S, D]
-     * @param moe the LoRA block's gradients, null for a dense layer
+     * @param moe the trainable block's gradients, null for a dense layer
      */
-    public record Gradients(INDArray dx, LoraMoeBlock.Gradients moe) {
+    public record Gradients(INDArray dx, MoeBlock.Gradients moe) {
     }
 
     /**
@@ -101,11 +100,11 @@ public final class DecoderLayer {
      * @param block      the trainable MoE block replacing {@link #moe()}; null exactly when the layer is dense
      * @param jitterSeed seeds the router jitter noise (used only when the block's jitter is > 0)
      */
-    public Context forwardTraining(INDArray x, int batch, int seq, RotaryEmbedding rope, LoraMoeBlock block,
+    public Context forwardTraining(INDArray x, int batch, int seq, RotaryEmbedding rope, MoeBlock block,
                                    long jitterSeed) {
         if ((block == null) != (moe == null)) {
-            throw new IllegalArgumentException(moe == null ? "a dense layer takes no LoRA MoE block"
-                    : "an MoE layer needs its LoRA MoE block");
+            throw new IllegalArgumentException(moe == null ? "a dense layer takes no trainable MoE block"
+                    : "an MoE layer needs its trainable MoE block");
         }
         RmsNorm.Forward inputNormed = inputNorm.forwardTraining(x);                            // [B·S, D]
         Attention.Context attn = attention.forwardTraining(inputNormed.out(), batch, seq, rope);
@@ -115,7 +114,7 @@ public final class DecoderLayer {
             SwiGluMlp.Context dense = mlp.forwardTraining(postNormed.out());
             return new Context(inputNormed, attn, postNormed, null, null, dense, h.add(dense.out()));
         }
-        LoraMoeBlock.Context moeCtx = block.forwardTraining(postNormed.out(), jitterSeed);
+        MoeBlock.Context moeCtx = block.forwardTraining(postNormed.out(), jitterSeed);
         return new Context(inputNormed, attn, postNormed, block, moeCtx, null, h.add(moeCtx.out()));
     }
 
@@ -127,7 +126,7 @@ public final class DecoderLayer {
      */
     public Gradients backward(Context ctx, INDArray dOut, INDArray dRouterLogits) {
         // out = h + ffn(postNorm(h))
-        LoraMoeBlock.Gradients moeGrads = null;
+        MoeBlock.Gradients moeGrads = null;
         INDArray dNormed;                                                                        // [B·S, D]
         if (ctx.block == null) {
             dNormed = mlp.backward(ctx.mlp, dOut);

@@ -3,16 +3,22 @@ package org.sparkmoe.model;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.experts.LowRankAdapters;
+import org.sparkmoe.experts.LowRankFactorised;
+import org.sparkmoe.experts.LowRankWeights;
+import org.sparkmoe.experts.SharedExpert;
+import org.sparkmoe.experts.SwiGluMlp;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.kernels.GroupedGemm;
-import org.sparkmoe.lora.SharedBaseAdapters;
-import org.sparkmoe.moe.ExpertWeights;
-import org.sparkmoe.moe.Router;
-import org.sparkmoe.moe.SparseMoeBlock;
-import org.sparkmoe.moe.SwiGluMlp;
+import org.sparkmoe.moe.MoeBlock;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RouterOptions;
+import org.sparkmoe.routing.RoutingRule;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -88,35 +94,37 @@ public final class ModelLoader {
         return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm), null);
     }
 
-    private SparseMoeBlock moeBlock(int l, GroupedGemm gemm) {
+    private MoeBlock moeBlock(int l, GroupedGemm gemm) {
         int d = config.hidden_size;
         int i = config.expert_intermediate_size;
-        Router router = new Router(tensor(layout.routerGate(l)), config.norm_topk_prob);
+        Router router = new Router(tensor(layout.routerGate(l)));
+        RouterOptions options = RouterOptions.of(RoutingRule.softmaxTopK(config.num_experts_per_tok,
+                config.norm_topk_prob));
         if (config.hasLowRankExperts()) {
-            return SparseMoeBlock.lowRank(router, new SparseMoeBlock.LowRankExperts(
+            LowRankWeights weights = new LowRankWeights(
                     tensor(layout.sharedBase(l, Projection.GATE)),
                     tensor(layout.sharedBase(l, Projection.UP)),
                     tensor(layout.sharedBase(l, Projection.DOWN)),
-                    new SharedBaseAdapters(
+                    new LowRankAdapters(
                             tensor(layout.stackedLoraA(l, Projection.GATE)), tensor(layout.stackedLoraB(l, Projection.GATE)),
                             tensor(layout.stackedLoraA(l, Projection.UP)), tensor(layout.stackedLoraB(l, Projection.UP)),
                             tensor(layout.stackedLoraA(l, Projection.DOWN)), tensor(layout.stackedLoraB(l, Projection.DOWN)),
-                            1.0)), gemm);
+                            1.0));
+            return new MoeBlock(router, options, new LowRankFactorised(weights, gemm), null);
         }
         ExpertWeights experts = new ExpertWeights(
                 stackExperts(l, Projection.GATE, i, d),
                 stackExperts(l, Projection.UP, i, d),
                 stackExperts(l, Projection.DOWN, d, i));
-        SwiGluMlp shared = null;
-        INDArray sharedGate = null;
+        SharedExpert shared = null;
         if (config.hasSharedExpert()) {
-            shared = new SwiGluMlp(
+            shared = new SharedExpert(new SwiGluMlp(
                     tensor(CheckpointLayout.sharedExpert(l, Projection.GATE)),
                     tensor(CheckpointLayout.sharedExpert(l, Projection.UP)),
-                    tensor(CheckpointLayout.sharedExpert(l, Projection.DOWN)));
-            sharedGate = tensor(CheckpointLayout.sharedExpertGate(l));
+                    tensor(CheckpointLayout.sharedExpert(l, Projection.DOWN))),
+                    tensor(CheckpointLayout.sharedExpertGate(l)));
         }
-        return new SparseMoeBlock(router, experts, shared, sharedGate, gemm);
+        return new MoeBlock(router, options, new FullExperts(experts, gemm), shared);
     }
 
     /** The E experts' [rows, cols] weights of one projection stacked into [E, rows, cols]. */

@@ -5,8 +5,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Dense;
-import org.sparkmoe.moe.LoraMoeBlock;
-import org.sparkmoe.moe.SparseMoeBlock;
+import org.sparkmoe.moe.MoeBlock;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -144,10 +143,10 @@ public final class MoeTransformer {
      * every LoRA B zero and the frozen router, the FLOAT logits are bit-identical to {@link #forward}'s.
      *
      * @param tokens     B sequences of S token ids each
-     * @param blocks     one trainable block per MoE layer, in layer order (see {@link SparseMoeBlock#withLora})
+     * @param blocks     one trainable block per MoE layer, in layer order (see {@link MoeBlock#with})
      * @param jitterSeed seeds the router jitter of every layer (a different stream per layer)
      */
-    public TrainingContext forwardTraining(int[][] tokens, List<LoraMoeBlock> blocks, long jitterSeed) {
+    public TrainingContext forwardTraining(int[][] tokens, List<MoeBlock> blocks, long jitterSeed) {
         int[] flat = flatten(tokens);
         int batch = tokens.length;
         int seq = tokens[0].length;
@@ -162,7 +161,7 @@ public final class MoeTransformer {
         int moeIndex = 0;
         for (int l = 0; l < layers.size(); l++) {
             DecoderLayer layer = layers.get(l);
-            LoraMoeBlock block = layer.isMoe() ? blocks.get(moeIndex++) : null;
+            MoeBlock block = layer.isMoe() ? blocks.get(moeIndex++) : null;
             DecoderLayer.Context ctx = layer.forwardTraining(hidden, batch, seq, rope, block,
                     jitterSeed + 0x9E3779B97F4A7C15L * (l + 1));
             contexts.add(ctx);
@@ -184,13 +183,13 @@ public final class MoeTransformer {
      * @param dRouterLogits one [B·S, E] per MoE layer (a loss on the router logits), or null
      * @return the LoRA (and router) gradients of each MoE layer, in layer order
      */
-    public List<LoraMoeBlock.Gradients> backward(TrainingContext ctx, INDArray dLogits, List<INDArray> dRouterLogits) {
+    public List<MoeBlock.Gradients> backward(TrainingContext ctx, INDArray dLogits, List<INDArray> dRouterLogits) {
         if (dRouterLogits != null && dRouterLogits.size() != ctx.routerLogits.size()) {
             throw new IllegalArgumentException("need one router-logit gradient per MoE layer ("
                     + ctx.routerLogits.size() + "), got " + dRouterLogits.size());
         }
         INDArray dHidden = finalNorm.backward(ctx.normed, Dense.linearBackward(dLogits, lmHead));  // [B·S, D]
-        LoraMoeBlock.Gradients[] grads = new LoraMoeBlock.Gradients[ctx.routerLogits.size()];
+        MoeBlock.Gradients[] grads = new MoeBlock.Gradients[ctx.routerLogits.size()];
         int moeIndex = grads.length;
         for (int l = layers.size() - 1; l >= 0; l--) {
             DecoderLayer layer = layers.get(l);

@@ -10,14 +10,16 @@ import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
-import org.sparkmoe.lora.SharedBaseAdapters;
-import org.sparkmoe.lora.SharedBaseGradients;
-import org.sparkmoe.lora.SharedBaseLoraExperts;
-import org.sparkmoe.lora.SharedBaseLoraFactorised;
-import org.sparkmoe.lora.SharedBaseLoraWeights;
-import org.sparkmoe.moe.ExpertWeights;
-import org.sparkmoe.moe.Router;
-import org.sparkmoe.moe.SparseMoeBlock;
+import org.sparkmoe.experts.ExpertGradients;
+import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.experts.LowRankAdapters;
+import org.sparkmoe.experts.LowRankFactorised;
+import org.sparkmoe.experts.LowRankWeights;
+import org.sparkmoe.moe.MoeBlock;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RouterOptions;
+import org.sparkmoe.routing.RoutingRule;
 import org.sparkmoe.train.AdamW;
 import org.sparkmoe.train.LrSchedule;
 import org.sparkmoe.train.Seeds;
@@ -64,9 +66,8 @@ public final class LowRankDistillation {
             params.put(layout.stackedLoraB(layer, p), lowRank.tensors().get(layout.stackedLoraB(layer, p)).dup('c'));
         }
         TrainState state = TrainState.fresh(params);
-        SharedBaseLoraExperts impl = new SharedBaseLoraFactorised(gemm);
-        Layer l = new Layer(layout, layer, lowRank, gate, config.num_experts_per_tok, config.norm_topk_prob);
-        double before = relativeError(impl, l.weights(state), xs, y);
+        Layer l = new Layer(layout, layer, lowRank, gate, routing(config), gemm);
+        double before = relativeError(l.block(state), xs, y);
 
         AdamW adamW = new AdamW(0.9, 0.999, 1e-8, opts.weightDecay());
         LrSchedule schedule = new LrSchedule(opts.lr(), opts.warmup(), opts.steps());
@@ -76,10 +77,10 @@ public final class LowRankDistillation {
             int[] rows = batches.next();
             INDArray xb = Nd4j.pullRows(xs, 1, rows);                                         // [B, D]
             INDArray yb = Nd4j.pullRows(y, 1, rows);                                          // [B, D]
-            SharedBaseGradients g = DistillLoss.gradient(impl, l.weights(state), xb, yb).grads();
+            ExpertGradients g = DistillLoss.gradient(l.block(state), xb, yb).grads();
             adamW.update(state, l.keyed(g), schedule.at(state.step()));
         }
-        double after = relativeError(impl, l.weights(state), xs, y);
+        double after = relativeError(l.block(state), xs, y);
 
         LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>(lowRank.tensors());
         tensors.putAll(state.params());
@@ -104,7 +105,7 @@ public final class LowRankDistillation {
                 ExpertStack.read(original, layout, layer, config.num_experts, Projection.GATE),   // [E, I, D]
                 ExpertStack.read(original, layout, layer, config.num_experts, Projection.UP),     // [E, I, D]
                 ExpertStack.read(original, layout, layer, config.num_experts, Projection.DOWN));  // [E, D, I]
-        SparseMoeBlock block = new SparseMoeBlock(new Router(gate, config.norm_topk_prob), experts, null, null, gemm);
+        MoeBlock block = new MoeBlock(new Router(gate), routing(config), new FullExperts(experts, gemm), null);
         INDArray y = Nd4j.createUninitialized(DataType.FLOAT, x.shape(), 'c');
         for (long from = 0; from < x.size(0); from += EVAL_CHUNK) {
             long to = Math.min(x.size(0), from + EVAL_CHUNK);
@@ -114,14 +115,19 @@ public final class LowRankDistillation {
         return y;
     }
 
+    /** The model's routing: softmax, its top-K, renormalised as config.json says; the router frozen. */
+    private static RouterOptions routing(ModelConfig config) {
+        return RouterOptions.of(RoutingRule.softmaxTopK(config.num_experts_per_tok, config.norm_topk_prob));
+    }
+
     /** Σ‖ŷ − y‖² / Σ‖y‖² over every token, in chunks. */
-    static double relativeError(SharedBaseLoraExperts impl, SharedBaseLoraWeights w, INDArray x, INDArray y) {
+    static double relativeError(MoeBlock student, INDArray x, INDArray y) {
         double err = 0;
         double norm = 0;
         for (long from = 0; from < x.size(0); from += EVAL_CHUNK) {
             long to = Math.min(x.size(0), from + EVAL_CHUNK);
             INDArray yc = rows(y, from, to);
-            err += DistillLoss.squaredNorm(impl.forward(w, rows(x, from, to)).output().sub(yc));
+            err += DistillLoss.squaredNorm(student.forward(rows(x, from, to)).out().sub(yc));
             norm += DistillLoss.squaredNorm(yc);
         }
         return err / norm;
@@ -131,18 +137,20 @@ public final class LowRankDistillation {
         return a.get(NDArrayIndex.interval(from, to), NDArrayIndex.all()).dup('c');
     }
 
-    /** The frozen parts of one layer and the mapping between the trained state and the shared-base weights. */
-    private record Layer(CheckpointLayout layout, int layer, LayerResult lowRank, INDArray gate, int topK,
-                         boolean normalizeTopK) {
-        SharedBaseLoraWeights weights(TrainState state) {
+    /** The frozen parts of one layer and the mapping between the trained state and the low-rank experts. */
+    private record Layer(CheckpointLayout layout, int layer, LayerResult lowRank, INDArray gate,
+                         RouterOptions routing, GroupedGemm gemm) {
+        /** The student: the frozen router and base with the state's LoRA experts. */
+        MoeBlock block(TrainState state) {
             LinkedHashMap<String, INDArray> p = state.params();
-            SharedBaseAdapters adapters = new SharedBaseAdapters(
+            LowRankAdapters adapters = new LowRankAdapters(
                     p.get(layout.stackedLoraA(layer, Projection.GATE)), p.get(layout.stackedLoraB(layer, Projection.GATE)),
                     p.get(layout.stackedLoraA(layer, Projection.UP)), p.get(layout.stackedLoraB(layer, Projection.UP)),
                     p.get(layout.stackedLoraA(layer, Projection.DOWN)), p.get(layout.stackedLoraB(layer, Projection.DOWN)),
                     1.0);
-            return new SharedBaseLoraWeights(base(Projection.GATE), base(Projection.UP), base(Projection.DOWN), gate,
-                    adapters, topK, normalizeTopK);
+            LowRankWeights weights = new LowRankWeights(base(Projection.GATE), base(Projection.UP),
+                    base(Projection.DOWN), adapters);
+            return new MoeBlock(new Router(gate), routing, new LowRankFactorised(weights, gemm), null);
         }
 
         private INDArray base(Projection p) {
@@ -150,14 +158,14 @@ public final class LowRankDistillation {
         }
 
         /** The factors' gradients under the state's keys, in its order. */
-        LinkedHashMap<String, INDArray> keyed(SharedBaseGradients g) {
+        LinkedHashMap<String, INDArray> keyed(ExpertGradients g) {
             LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
-            out.put(layout.stackedLoraA(layer, Projection.GATE), g.a1());
-            out.put(layout.stackedLoraB(layer, Projection.GATE), g.b1());
-            out.put(layout.stackedLoraA(layer, Projection.UP), g.a3());
-            out.put(layout.stackedLoraB(layer, Projection.UP), g.b3());
-            out.put(layout.stackedLoraA(layer, Projection.DOWN), g.a2());
-            out.put(layout.stackedLoraB(layer, Projection.DOWN), g.b2());
+            out.put(layout.stackedLoraA(layer, Projection.GATE), g.gate().dA());
+            out.put(layout.stackedLoraB(layer, Projection.GATE), g.gate().dB());
+            out.put(layout.stackedLoraA(layer, Projection.UP), g.up().dA());
+            out.put(layout.stackedLoraB(layer, Projection.UP), g.up().dB());
+            out.put(layout.stackedLoraA(layer, Projection.DOWN), g.down().dA());
+            out.put(layout.stackedLoraB(layer, Projection.DOWN), g.down().dB());
             return out;
         }
     }

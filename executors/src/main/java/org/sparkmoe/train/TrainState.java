@@ -13,8 +13,9 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
-import org.sparkmoe.lora.LoraExperts;
-import org.sparkmoe.lora.SharedBaseAdapters;
+import org.sparkmoe.experts.LoraExperts;
+import org.sparkmoe.experts.LowRankAdapters;
+import org.sparkmoe.experts.LowRankExperts;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.MoeTransformer;
 
@@ -74,9 +75,9 @@ public final class TrainState {
             if (!layer.isMoe()) {
                 continue;
             }
-            own.put(keys.router(l), layer.moe().routerWeight());                                  // [E, D]
-            if (layer.moe().isLowRank()) {
-                SharedBaseAdapters a = layer.moe().lowRankExperts().adapters();
+            own.put(keys.router(l), layer.moe().router().weight());                               // [E, D]
+            if (layer.moe().experts() instanceof LowRankExperts lowRank) {
+                LowRankAdapters a = lowRank.weights().adapters();
                 INDArray[] factors = {a.a1, a.b1, a.a3, a.b3, a.a2, a.b2};
                 int f = 0;
                 for (Projection p : Projection.values()) {

@@ -6,16 +6,18 @@ import java.util.List;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
-import org.sparkmoe.lora.LoraExpertFfn;
-import org.sparkmoe.lora.LoraExperts;
-import org.sparkmoe.lora.LoraGradients;
-import org.sparkmoe.lora.SharedBaseAdapters;
+import org.sparkmoe.experts.ExpertFfn;
+import org.sparkmoe.experts.ExpertGradients;
+import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.experts.LoraExperts;
+import org.sparkmoe.experts.LoraGradients;
+import org.sparkmoe.experts.LowRankAdapters;
+import org.sparkmoe.experts.LowRankExperts;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.MoeTransformer;
-import org.sparkmoe.moe.LoadBalancingLoss;
-import org.sparkmoe.moe.LoraMoeBlock;
-import org.sparkmoe.moe.RouterOptions;
-import org.sparkmoe.moe.SparseMoeBlock;
+import org.sparkmoe.moe.MoeBlock;
+import org.sparkmoe.routing.LoadBalancingLoss;
+import org.sparkmoe.routing.RouterOptions;
 
 /**
  * One LoRA training step on a frozen model, Spark-free:
@@ -72,7 +74,7 @@ public final class TrainStep {
         double coef = opts.auxLossCoef() == null ? c.router_aux_loss_coef : opts.auxLossCoef();
         int topK = c.num_experts_per_tok;
         TrainableKeys keys = new TrainableKeys(c.modelType);
-        List<LoraMoeBlock> blocks = blocks(model, state, opts.lora());
+        List<MoeBlock> blocks = blocks(model, state, opts.lora());
         List<Integer> moeLayers = new ArrayList<>();
         for (int l = 0; l < model.layers().size(); l++) {
             if (model.layers().get(l).isMoe()) {
@@ -89,12 +91,12 @@ public final class TrainStep {
         }
         List<INDArray> dRouterLogits = coef == 0 ? null
                 : LoadBalancingLoss.gradient(ctx.routerLogits(), c.num_experts, topK, coef);
-        List<LoraMoeBlock.Gradients> grads = model.backward(ctx, ce.dLogits(), dRouterLogits);
+        List<MoeBlock.Gradients> grads = model.backward(ctx, ce.dLogits(), dRouterLogits);
 
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         for (int i = 0; i < moeLayers.size(); i++) {
             int l = moeLayers.get(i);
-            LoraExpertFfn.Gradients ffn = grads.get(i).experts();
+            ExpertGradients ffn = grads.get(i).experts();
             for (Projection p : opts.lora().targets()) {
                 LoraGradients g = switch (p) {
                     case GATE -> ffn.gate();
@@ -116,10 +118,10 @@ public final class TrainStep {
      * Every MoE layer's trainable block, in layer order, with the state's LoRA factors (and router, when trained),
      * the model's top-K and renormalisation and config.json's router jitter.
      */
-    public static List<LoraMoeBlock> blocks(MoeTransformer model, TrainState state, LoraSpec spec) {
+    public static List<MoeBlock> blocks(MoeTransformer model, TrainState state, LoraSpec spec) {
         ModelConfig c = model.config();
         TrainableKeys keys = new TrainableKeys(c.modelType);
-        List<LoraMoeBlock> blocks = new ArrayList<>();
+        List<MoeBlock> blocks = new ArrayList<>();
         for (int l = 0; l < model.layers().size(); l++) {
             DecoderLayer layer = model.layers().get(l);
             if (layer.isMoe()) {
@@ -152,21 +154,23 @@ public final class TrainStep {
                 + actual + ", expected " + expected);
     }
 
-    private static LoraMoeBlock block(SparseMoeBlock moe, int l, TrainState state, LoraSpec spec, TrainableKeys keys,
-                                      ModelConfig c) {
-        RouterOptions options = moe.routerOptions(c.num_experts_per_tok).withJitter(c.router_jitter_noise)
+    private static MoeBlock block(MoeBlock moe, int l, TrainState state, LoraSpec spec, TrainableKeys keys,
+                                  ModelConfig c) {
+        RouterOptions options = moe.options().withTopK(c.num_experts_per_tok).withJitter(c.router_jitter_noise)
                 .withTrainable(spec.trainRouter());
         INDArray router = spec.trainRouter() ? param(state, keys.router(l)) : null;
-        if (moe.isLowRank()) {
+        ExpertFfn experts = moe.experts();
+        if (experts instanceof LowRankExperts lowRank) {
             TrainState.checkLowRank(c, spec);
-            return moe.withSharedBaseLora(router, options, new SharedBaseAdapters(
+            return moe.with(router, options, lowRank.with(lowRank.weights().withAdapters(new LowRankAdapters(
                     param(state, keys.loraA(l, Projection.GATE)), param(state, keys.loraB(l, Projection.GATE)),
                     param(state, keys.loraA(l, Projection.UP)), param(state, keys.loraB(l, Projection.UP)),
                     param(state, keys.loraA(l, Projection.DOWN)), param(state, keys.loraB(l, Projection.DOWN)),
-                    spec.scale()));
+                    spec.scale()))));
         }
-        return moe.withLora(router, options, lora(state, spec, keys, l, Projection.GATE),
-                lora(state, spec, keys, l, Projection.UP), lora(state, spec, keys, l, Projection.DOWN));
+        FullExperts full = (FullExperts) experts;
+        return moe.with(router, options, full.withLora(lora(state, spec, keys, l, Projection.GATE),
+                lora(state, spec, keys, l, Projection.UP), lora(state, spec, keys, l, Projection.DOWN)));
     }
 
     private static LoraExperts lora(TrainState state, LoraSpec spec, TrainableKeys keys, int l, Projection p) {

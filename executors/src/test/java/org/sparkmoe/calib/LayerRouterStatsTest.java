@@ -5,7 +5,8 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
-import org.sparkmoe.moe.Router;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RoutingRule;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -32,7 +33,8 @@ class LayerRouterStatsTest {
     }
 
     private static int[] select(INDArray logits, int k) {
-        return new Router(Nd4j.zeros(DataType.FLOAT, logits.size(1), 4), true).route(logits, k).experts();
+        return new Router(Nd4j.zeros(DataType.FLOAT, logits.size(1), 4)).route(logits, RoutingRule.softmaxTopK(k, true))
+                .experts();
     }
 
     private static LayerRouterStats stats(INDArray logits, int from, int to) {

@@ -1,14 +1,14 @@
 package org.sparkmoe.model;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
-import static org.sparkmoe.lora.GradientCheck.gaussian;
+import static org.sparkmoe.experts.GradientCheck.gaussian;
 
 import java.util.Random;
 import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.sparkmoe.lora.GradientCheck;
-import org.sparkmoe.moe.SwiGluMlp;
+import org.sparkmoe.experts.GradientCheck;
+import org.sparkmoe.experts.SwiGluMlp;
 
 /**
  * The frozen decoder pieces' training pairs: float64 central differences of the input gradient of RMSNorm, GQA

@@ -7,12 +7,15 @@ import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
-import org.sparkmoe.lora.GradientCheck;
-import org.sparkmoe.lora.SharedBaseAdapters;
-import org.sparkmoe.lora.SharedBaseGradients;
-import org.sparkmoe.lora.SharedBaseLoraExperts;
-import org.sparkmoe.lora.SharedBaseLoraFactorised;
-import org.sparkmoe.lora.SharedBaseLoraWeights;
+import org.sparkmoe.experts.GradientCheck;
+import org.sparkmoe.experts.ExpertGradients;
+import org.sparkmoe.experts.LowRankAdapters;
+import org.sparkmoe.experts.LowRankFactorised;
+import org.sparkmoe.experts.LowRankWeights;
+import org.sparkmoe.moe.MoeBlock;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RouterOptions;
+import org.sparkmoe.routing.RoutingRule;
 
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -32,22 +35,23 @@ class LowRankDistillationTest {
     @Test
     void lossGradientMatchesCentralDifferences() {
         for (boolean normalize : new boolean[] {true, false}) {
-            SharedBaseLoraWeights w = SharedBaseLoraWeights.random(D, I, E, 2, 2, 1.0, 0.5, normalize, DataType.DOUBLE,
-                    normalize ? 11 : 12);
+            LowRankWeights w = LowRankWeights.random(D, I, E, 2, 1.0, 0.5, DataType.DOUBLE, normalize ? 11 : 12);
             Random rnd = new Random(5);
+            INDArray gate = GradientCheck.gaussian(rnd, DataType.DOUBLE, 1 / Math.sqrt(D), E, D);
             INDArray x = GradientCheck.gaussian(rnd, DataType.DOUBLE, 1.0, 7, D);
             INDArray y = GradientCheck.gaussian(rnd, DataType.DOUBLE, 0.3, 7, D);
-            SharedBaseLoraExperts impl = new SharedBaseLoraFactorised(new Nd4jGroupedGemm());
-            DistillLoss.Result r = DistillLoss.gradient(impl, w, x, y);
-            assertEquals(DistillLoss.value(impl, w, x, y), r.loss(), 1e-12);
-            SharedBaseAdapters ad = w.adapters();
-            SharedBaseGradients g = r.grads();
+            MoeBlock student = new MoeBlock(new Router(gate), RouterOptions.of(RoutingRule.softmaxTopK(2, normalize)),
+                    new LowRankFactorised(w, new Nd4jGroupedGemm()), null);
+            DistillLoss.Result r = DistillLoss.gradient(student, x, y);
+            assertEquals(DistillLoss.value(student, x, y), r.loss(), 1e-12);
+            LowRankAdapters ad = w.adapters();
+            ExpertGradients g = r.grads();
             String[] names = {"a1", "b1", "a3", "b3", "a2", "b2"};
             INDArray[] params = {ad.a1, ad.b1, ad.a3, ad.b3, ad.a2, ad.b2};
-            INDArray[] grads = {g.a1(), g.b1(), g.a3(), g.b3(), g.a2(), g.b2()};
+            INDArray[] grads = {g.gate().dA(), g.gate().dB(), g.up().dA(), g.up().dB(), g.down().dA(), g.down().dB()};
             for (int j = 0; j < params.length; j++) {
                 GradientCheck.check("distill d" + names[j] + (normalize ? " renormalised" : ""), params[j],
-                        grads[j].dup('c'), () -> DistillLoss.value(impl, w, x, y));
+                        grads[j].dup('c'), () -> DistillLoss.value(student, x, y));
             }
         }
     }
@@ -77,19 +81,21 @@ class LowRankDistillationTest {
         for (Map.Entry<String, INDArray> e : a.tensors().entrySet()) {
             assertEquals(e.getValue(), b.tensors().get(e.getKey()), e.getKey() + " is reproducible");
         }
-        // the before error is the shared-base layer's, measured independently
-        SharedBaseLoraWeights w = new SharedBaseLoraWeights(lowRank.tensors().get(layout.sharedBase(0, Projection.GATE)),
+        // the before error is the low-rank layer's, measured independently
+        LowRankWeights w = new LowRankWeights(lowRank.tensors().get(layout.sharedBase(0, Projection.GATE)),
                 lowRank.tensors().get(layout.sharedBase(0, Projection.UP)),
-                lowRank.tensors().get(layout.sharedBase(0, Projection.DOWN)), source.readFloat(layout.routerGate(0)),
-                new SharedBaseAdapters(lowRank.tensors().get(layout.stackedLoraA(0, Projection.GATE)),
+                lowRank.tensors().get(layout.sharedBase(0, Projection.DOWN)),
+                new LowRankAdapters(lowRank.tensors().get(layout.stackedLoraA(0, Projection.GATE)),
                         lowRank.tensors().get(layout.stackedLoraB(0, Projection.GATE)),
                         lowRank.tensors().get(layout.stackedLoraA(0, Projection.UP)),
                         lowRank.tensors().get(layout.stackedLoraB(0, Projection.UP)),
                         lowRank.tensors().get(layout.stackedLoraA(0, Projection.DOWN)),
-                        lowRank.tensors().get(layout.stackedLoraB(0, Projection.DOWN)), 1.0), 2, true);
+                        lowRank.tensors().get(layout.stackedLoraB(0, Projection.DOWN)), 1.0));
+        MoeBlock student = new MoeBlock(new Router(source.readFloat(layout.routerGate(0))),
+                RouterOptions.of(RoutingRule.softmaxTopK(2, true)), new LowRankFactorised(w, new Nd4jGroupedGemm()), null);
         INDArray y = LowRankDistillation.teacher(source, c, 0, source.readFloat(layout.routerGate(0)), x,
                 new Nd4jGroupedGemm());
-        assertEquals(before, DistillLoss.value(new SharedBaseLoraFactorised(new Nd4jGroupedGemm()), w, x, y), 1e-6 * before);
+        assertEquals(before, DistillLoss.value(student, x, y), 1e-6 * before);
     }
 
     @Test

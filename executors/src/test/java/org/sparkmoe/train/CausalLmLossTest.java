@@ -9,7 +9,7 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.sparkmoe.lora.GradientCheck;
+import org.sparkmoe.experts.GradientCheck;
 
 /** {@link CausalLmLoss}: hand-computed values, float64 central differences of dlogits, the last row unscored. */
 class CausalLmLossTest {

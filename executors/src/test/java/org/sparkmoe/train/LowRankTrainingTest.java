@@ -13,7 +13,8 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
-import org.sparkmoe.lora.SharedBaseAdapters;
+import org.sparkmoe.experts.LowRankAdapters;
+import org.sparkmoe.experts.LowRankExperts;
 import org.sparkmoe.model.MoeTransformer;
 
 /**
@@ -34,7 +35,7 @@ class LowRankTrainingTest {
         TrainState state = TrainState.init(model, spec(false), 1);
         CheckpointLayout layout = new CheckpointLayout(model.config().modelType);
         assertEquals(TrainState.keys(model, spec(false)), List.copyOf(state.params().keySet()));
-        SharedBaseAdapters own = model.layers().get(2).moe().lowRankExperts().adapters();
+        LowRankAdapters own = ((LowRankExperts) model.layers().get(2).moe().experts()).weights().adapters();
         assertEquals(own.a3, state.params().get(layout.stackedLoraA(2, Projection.UP)));
         assertEquals(own.b2, state.params().get(layout.stackedLoraB(2, Projection.DOWN)));
         assertTrue(own.b2.amaxNumber().doubleValue() > 0, "B from the SVD is not zero");
@@ -75,6 +76,6 @@ class LowRankTrainingTest {
         double after = TrainStep.losses(model, state, windows, opts).loss();
         assertTrue(after < before - 0.05, "loss " + before + " → " + after);
         INDArray trained = state.params().get(new CheckpointLayout(model.config().modelType).stackedLoraB(0, Projection.GATE));
-        assertTrue(!trained.equals(model.layers().get(0).moe().lowRankExperts().adapters().b1), "B moved");
+        assertTrue(!trained.equals(((LowRankExperts) model.layers().get(0).moe().experts()).weights().adapters().b1), "B moved");
     }
 }

@@ -11,7 +11,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.MoeTransformer;
-import org.sparkmoe.moe.LoraMoeBlock;
+import org.sparkmoe.moe.MoeBlock;
 
 /**
  * The training forward with a freshly initialised state (every LoRA B zero, the router a copy of the model's)
@@ -38,7 +38,7 @@ class TrainForwardParityTest {
         int[][] windows = TinyModels.windows(model, 2, 16, 12);
         ForwardOutput expected = model.forward(windows, model.config().num_experts_per_tok, true);
         TrainOptions opts = TrainOptions.defaults(spec, new LrSchedule(1e-3, 0, 10), 13);
-        List<LoraMoeBlock> blocks = TrainStep.blocks(model, state, spec);
+        List<MoeBlock> blocks = TrainStep.blocks(model, state, spec);
         MoeTransformer.TrainingContext actual = model.forwardTraining(windows, blocks, opts.seed());
         assertArrayEquals(expected.logits().data().asFloat(), actual.logits().data().asFloat(), dir + " logits");
         assertEquals(expected.routerLogits().size(), actual.routerLogits().size());

@@ -61,7 +61,7 @@ class TrainStepTest {
             }
         }
         INDArray router = a.params().get("model.layers.0.block_sparse_moe.gate.weight");
-        assertFalse(router.equals(model.layers().get(0).moe().routerWeight()), "a trained router moves");
+        assertFalse(router.equals(model.layers().get(0).moe().router().weight()), "a trained router moves");
     }
 
     @Test
@@ -82,7 +82,7 @@ class TrainStepTest {
         assertEquals(0.0, s.params().get(p + "experts.w2.lora_B").amaxNumber().doubleValue(), 0.0);
         double bound = s.params().get(p + "experts.w2.lora_A").amaxNumber().doubleValue();
         assertTrue(bound <= 1 / Math.sqrt(256) && bound > 0.9 / Math.sqrt(256), "Kaiming-uniform bound " + bound);
-        assertEquals(model.layers().get(0).moe().routerWeight(), s.params().get(p + "gate.weight"));
+        assertEquals(model.layers().get(0).moe().router().weight(), s.params().get(p + "gate.weight"));
         assertEquals(0.0, s.m().get(p + "gate.weight").amaxNumber().doubleValue(), 0.0);
 
         TrainState same = TrainState.init(model, spec, 9, DataType.FLOAT);

@@ -13,7 +13,7 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.CheckpointLayout.Projection;
-import org.sparkmoe.lora.GradientCheck;
+import org.sparkmoe.experts.GradientCheck;
 import org.sparkmoe.model.MoeTransformer;
 
 /**

@@ -6,7 +6,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.LoopGroupedGemm;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
-import org.sparkmoe.moe.RoutingPlan;
+import org.sparkmoe.routing.RoutingPlan;
 
 import java.io.PrintStream;
 import java.util.ArrayList;
@@ -39,8 +39,8 @@ public final class GroupedGemmBench {
         out.printf(Locale.ROOT, "%-14s %10s %10s %10s %10s | %8s %8s %8s %8s%n", "case", "loop ms", "seq ms",
                 "par ms", "dense ms", "seq GF/s", "par GF/s", "dns GF/s", "par/seq");
         for (Case c : cases()) {
-            RoutingPlan plan = SyntheticRouting.plan(c.rows() / (c.experts() == 8 ? 2 : 6), c.experts(),
-                    c.experts() == 8 ? 2 : 6, 42);
+            RoutingPlan plan = SyntheticRouting.routes(c.rows() / (c.experts() == 8 ? 2 : 6), c.experts(),
+                    c.experts() == 8 ? 2 : 6, 42).plan;
             int[] offsets = plan.offsets;
             INDArray x = Nd4j.rand(DataType.FLOAT, c.rows(), c.in());                     // [N, in]
             INDArray w = Nd4j.rand(DataType.FLOAT, c.experts(), c.out(), c.in());          // [E, out, in]

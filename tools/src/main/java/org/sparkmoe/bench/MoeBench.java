@@ -12,14 +12,15 @@ import org.sparkmoe.kernels.LoopGroupedGemm;
 import org.sparkmoe.kernels.Workers;
 import org.sparkmoe.kernels.NaiveGroupedGemm;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
-import org.sparkmoe.lora.LoraExpertFfn;
-import org.sparkmoe.lora.LoraExperts;
-import org.sparkmoe.lora.SharedBaseLoraExperts;
-import org.sparkmoe.lora.SharedBaseLoraFactorised;
-import org.sparkmoe.lora.SharedBaseLoraNaive;
-import org.sparkmoe.lora.SharedBaseLoraWeights;
-import org.sparkmoe.moe.ExpertWeights;
-import org.sparkmoe.moe.RoutingPlan;
+import org.sparkmoe.experts.ExpertFfn;
+import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.experts.LoraExperts;
+import org.sparkmoe.experts.LowRankExperts;
+import org.sparkmoe.experts.LowRankFactorised;
+import org.sparkmoe.experts.LowRankNaive;
+import org.sparkmoe.experts.LowRankWeights;
+import org.sparkmoe.routing.Routes;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -168,9 +169,8 @@ public final class MoeBench {
     }
 
     private Result experts(Case c) {
-        RoutingPlan plan = SyntheticRouting.plan(c.tokens(), c.experts(), c.topK(), 42);
-        int[] offsets = plan.offsets;
-        int n = plan.rows();
+        Routes routes = SyntheticRouting.routes(c.tokens(), c.experts(), c.topK(), 42);
+        int n = routes.plan.rows();
         int d = c.hidden();
         int i = c.intermediate();
         int e = c.experts();
@@ -180,22 +180,22 @@ public final class MoeBench {
         LoraExperts gate = lora(11, e, d, i, c.rank());
         LoraExperts up = lora(12, e, d, i, c.rank());
         LoraExperts down = lora(13, e, i, d, c.rank());
-        INDArray xs = uniform(4, 1, n, d);                                                 // [N, D]
-        INDArray dys = uniform(5, 1, n, d);                                                // [N, D]
+        INDArray x = uniform(4, 1, c.tokens(), d);                                         // [T, D]
+        INDArray dOut = uniform(5, 1, c.tokens(), d);                                      // [T, D]
 
-        LoraExpertFfn loopFfn = new LoraExpertFfn(base, gate, up, down, loop());
-        double loop = BlasThreads.onAllCores(() -> passMs(loopFfn, xs, offsets, dys, repeats));
+        FullExperts loopFfn = new FullExperts(base, gate, up, down, loop());
+        double loop = BlasThreads.onAllCores(() -> passMs(loopFfn, x, routes, dOut, repeats));
         TimedGroupedGemm timed = new TimedGroupedGemm(grouped(base.w1(), base.w3(), base.w2()));
-        LoraExpertFfn groupedFfn = new LoraExpertFfn(base, gate, up, down, timed);
-        passMs(groupedFfn, xs, offsets, dys, 1);                                           // warm-up, untimed share
+        FullExperts groupedFfn = new FullExperts(base, gate, up, down, timed);
+        passMs(groupedFfn, x, routes, dOut, 1);                                            // warm-up, untimed share
         timed.nanos.set(0);
         long t0 = System.nanoTime();
-        double grouped = passMs(groupedFfn, xs, offsets, dys, repeats);
+        double grouped = passMs(groupedFfn, x, routes, dOut, repeats);
         double share = timed.nanos.get() / (double) (System.nanoTime() - t0);
         Double naive = null;
         String note = null;
         if (c.usefulFlops() * e <= NAIVE_FLOP_BUDGET) {
-            naive = passMs(new LoraExpertFfn(base, gate, up, down, new NaiveGroupedGemm()), xs, offsets, dys,
+            naive = passMs(new FullExperts(base, gate, up, down, new NaiveGroupedGemm()), x, routes, dOut,
                     Math.min(repeats, 3));
         } else {
             note = "naive skipped: " + Math.round(c.usefulFlops() * e / 1e9) + " GFLOP per pass";
@@ -206,34 +206,35 @@ public final class MoeBench {
                 null, null, share, note);
     }
 
-    private static double passMs(LoraExpertFfn ffn, INDArray xs, int[] offsets, INDArray dys, int runs) {
-        return Stopwatch.medianMs(1, runs, () -> ffn.backward(ffn.forward(xs, offsets), dys));
+    private static double passMs(ExpertFfn ffn, INDArray x, Routes routes, INDArray dOut, int runs) {
+        return Stopwatch.medianMs(1, runs, () -> ffn.backward(ffn.forward(x, routes), dOut));
     }
 
     private Result sharedBase(Case c) {
         int d = c.hidden();
         int i = c.intermediate();
-        SharedBaseLoraWeights w = SharedBaseLoraWeights.random(d, i, c.experts(), c.topK(), c.rank(), 1.0, 0.05,
-                true, DataType.FLOAT, 7);
+        LowRankWeights w = LowRankWeights.random(d, i, c.experts(), c.rank(), 1.0, 0.05, DataType.FLOAT, 7);
+        Routes routes = SyntheticRouting.routes(c.tokens(), c.experts(), c.topK(), 7);
         INDArray x = uniform(8, 1, c.tokens(), d);                                         // [T, D]
         INDArray dy = uniform(9, 1, c.tokens(), d);                                        // [T, D]
-        SharedBaseLoraExperts loopImpl = new SharedBaseLoraFactorised(loop());
+        LowRankExperts loopImpl = new LowRankFactorised(w, loop());
         TimedGroupedGemm timed = new TimedGroupedGemm(grouped());
-        SharedBaseLoraExperts groupedImpl = new SharedBaseLoraFactorised(timed);
-        double loop = BlasThreads.onAllCores(() -> passMs(loopImpl, w, x, dy, repeats));
-        passMs(groupedImpl, w, x, dy, 1);
+        LowRankExperts groupedImpl = new LowRankFactorised(w, timed);
+        double loop = BlasThreads.onAllCores(() -> passMs(loopImpl, x, routes, dy, repeats));
+        passMs(groupedImpl, x, routes, dy, 1);
         timed.nanos.set(0);
         long t0 = System.nanoTime();
-        double grouped = passMs(groupedImpl, w, x, dy, repeats);
+        double grouped = passMs(groupedImpl, x, routes, dy, repeats);
         double share = timed.nanos.get() / (double) (System.nanoTime() - t0);
 
-        SharedBaseLoraExperts naiveImpl = new SharedBaseLoraNaive();
+        LowRankExperts naiveImpl = new LowRankNaive(w);
         int sub = Math.min(NAIVE_SHARED_BASE_TOKENS, c.tokens());
+        Routes routesSub = SyntheticRouting.routes(sub, c.experts(), c.topK(), 7);
         INDArray xSub = x.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, sub),
                 org.nd4j.linalg.indexing.NDArrayIndex.all()).dup('c');
         INDArray dySub = dy.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, sub),
                 org.nd4j.linalg.indexing.NDArrayIndex.all()).dup('c');
-        double naive = passMs(naiveImpl, w, xSub, dySub, Math.min(repeats, 3)) * c.tokens() / sub;
+        double naive = passMs(naiveImpl, xSub, routesSub, dySub, Math.min(repeats, 3)) * c.tokens() / sub;
         long naiveBytes = naiveImpl.forwardBytes(c.tokens(), d, i, c.experts(), c.topK(), c.rank(), DataType.FLOAT);
         long factorisedBytes = groupedImpl.forwardBytes(c.tokens(), d, i, c.experts(), c.topK(), c.rank(),
                 DataType.FLOAT);
@@ -243,11 +244,6 @@ public final class MoeBench {
                 naiveBytes, factorisedBytes, share, String.format(Locale.ROOT,
                 "naive timed on T=%d and scaled to T=%d; naive/factorised bytes %.1fx", sub, c.tokens(),
                 naiveBytes / (double) factorisedBytes));
-    }
-
-    private static double passMs(SharedBaseLoraExperts impl, SharedBaseLoraWeights w, INDArray x, INDArray dy,
-                                 int runs) {
-        return Stopwatch.medianMs(1, runs, () -> impl.backward(w, impl.forward(w, x), dy));
     }
 
     /** {"cases": [...]} with the fields of the issue (absent ones null) plus gemm_share and note. */

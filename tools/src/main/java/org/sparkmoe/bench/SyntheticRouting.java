@@ -1,40 +1,33 @@
 package org.sparkmoe.bench;
 
-import org.sparkmoe.moe.RoutingPlan;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RoutingRule;
+import org.sparkmoe.routing.Routes;
 
 import java.util.Random;
 
-/** Benchmark routing: every token picks K distinct experts uniformly at random (seeded), weights summing to 1. */
+/**
+ * Benchmark routing: every token's router logits are drawn U(0, 4) (seeded), so it picks K distinct experts
+ * uniformly at random; softmax, top-K, weights renormalised to sum 1 (Mixtral's rule).
+ */
 public final class SyntheticRouting {
     private SyntheticRouting() {
     }
 
-    public static RoutingPlan plan(int tokens, int experts, int topK, long seed) {
+    public static Routes routes(int tokens, int experts, int topK, long seed) {
         if (topK > experts) {
             throw new IllegalArgumentException("top-k " + topK + " exceeds experts " + experts);
         }
         Random rnd = new Random(seed);
-        int[] chosen = new int[tokens * topK];      // [T·K]
-        float[] weights = new float[tokens * topK]; // [T·K]
-        int[] pool = new int[experts];
-        for (int t = 0; t < tokens; t++) {
-            for (int e = 0; e < experts; e++) {
-                pool[e] = e;
-            }
-            float sum = 0;
-            for (int k = 0; k < topK; k++) {          // partial Fisher-Yates: K distinct experts
-                int j = k + rnd.nextInt(experts - k);
-                int tmp = pool[k];
-                pool[k] = pool[j];
-                pool[j] = tmp;
-                chosen[t * topK + k] = pool[k];
-                weights[t * topK + k] = 0.5f + rnd.nextFloat();
-                sum += weights[t * topK + k];
-            }
-            for (int k = 0; k < topK; k++) {
-                weights[t * topK + k] /= sum;
-            }
+        float[] logits = new float[tokens * experts];                                  // [T, E]
+        for (int i = 0; i < logits.length; i++) {
+            logits[i] = 4 * rnd.nextFloat();
         }
-        return RoutingPlan.build(chosen, weights, experts, topK);
+        Router router = new Router(Nd4j.zeros(DataType.FLOAT, experts, 1));            // only E matters here
+        INDArray z = Nd4j.create(logits, new long[] {tokens, experts}, 'c');
+        return router.route(z, RoutingRule.softmaxTopK(topK, true));
     }
 }

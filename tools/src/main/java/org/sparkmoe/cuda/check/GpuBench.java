@@ -5,7 +5,7 @@ import org.sparkmoe.cuda.CudaMoeLoraLayer;
 import org.sparkmoe.cuda.CudaMoeLoraLayer.Precision;
 import org.sparkmoe.cuda.DeviceBuffer;
 import org.sparkmoe.cuda.DevicePlan;
-import org.sparkmoe.moe.RoutingPlan;
+import org.sparkmoe.routing.RoutingPlan;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -68,7 +68,7 @@ public final class GpuBench {
         RoutingPlan plan = RoutingPlan.build(experts, gates, e, k);
         long le = e;
         try (CudaMoeLoraLayer layer = new CudaMoeLoraLayer(Precision.BF16, e, d, inter, r, 2.0f);
-             DevicePlan dp = new DevicePlan(plan);
+             DevicePlan dp = new DevicePlan(plan.offsets, plan.perm, plan.tokenOfRow, plan.weightOfRow, plan.topK);
              DeviceBuffer x = filled((long) t * d, 1, 1.7f); DeviceBuffer dOut = filled((long) t * d, 2, 1.7f);
              DeviceBuffer out = DeviceBuffer.allocate(2L * t * d); DeviceBuffer dx = DeviceBuffer.allocate(2L * t * d)) {
             try (DeviceBuffer w1 = filled(le * inter * d, 3, 0.035f); DeviceBuffer w3 = filled(le * inter * d, 4, 0.035f);

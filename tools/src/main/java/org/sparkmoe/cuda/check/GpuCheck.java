@@ -6,7 +6,7 @@ import org.sparkmoe.cuda.CudaMoeLoraLayer;
 import org.sparkmoe.cuda.CudaMoeLoraLayer.Precision;
 import org.sparkmoe.cuda.DeviceBuffer;
 import org.sparkmoe.cuda.DevicePlan;
-import org.sparkmoe.moe.RoutingPlan;
+import org.sparkmoe.routing.RoutingPlan;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -121,7 +121,7 @@ public final class GpuCheck {
         boolean bf = p == Precision.BF16;
         int rows = plan.rows();
         try (CudaMoeLoraLayer layer = new CudaMoeLoraLayer(p, e, d, inter, r, scale);
-             DevicePlan dp = new DevicePlan(plan);
+             DevicePlan dp = new DevicePlan(plan.offsets, plan.perm, plan.tokenOfRow, plan.weightOfRow, plan.topK);
              DeviceBuffer dx0 = up(x, bf); DeviceBuffer dw1 = up(w1, bf); DeviceBuffer dw3 = up(w3, bf);
              DeviceBuffer dw2 = up(w2, bf); DeviceBuffer da1 = up(a1, bf); DeviceBuffer db1 = up(b1, bf);
              DeviceBuffer da3 = up(a3, bf); DeviceBuffer db3 = up(b3, bf); DeviceBuffer da2 = up(a2, bf);

@@ -1,0 +1,17 @@
+package org.sparkmoe.experts;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+/**
+ * Gradients of one backward pass of an {@link ExpertFfn}; the LoRA gradients of a projection without LoRA are
+ * null.
+ *
+ * @param dx       [T, D] through the experts (not through the router)
+ * @param dWeights [T·K] dL/dg per (token, slot) pair: what the routing backward pass takes
+ * @param gate     w1 / gate_proj
+ * @param up       w3 / up_proj
+ * @param down     w2 / down_proj
+ */
+public record ExpertGradients(INDArray dx, double[] dWeights, LoraGradients gate, LoraGradients up,
+                              LoraGradients down) {
+}

@@ -1,0 +1,133 @@
+package org.sparkmoe.experts;
+
+import java.util.Arrays;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.kernels.Workers;
+
+/**
+ * The expert FFNs of {@link FullExperts} over rows already sorted by expert (a routing plan): E SwiGLU experts with
+ * frozen base weights and per-expert LoRA on any of the three projections:
+ * <pre>
+ *   h1  = xs·W1ᵀ + s1·(xs·A1ᵀ)·B1ᵀ       [N, I]   (gate / w1)
+ *   h3  = xs·W3ᵀ + s3·(xs·A3ᵀ)·B3ᵀ       [N, I]   (up / w3)
+ *   act = silu(h1) ⊙ h3                  [N, I]
+ *   ys  = act·W2ᵀ + s2·(act·A2ᵀ)·B2ᵀ     [N, D]   (down / w2)
+ * </pre>
+ * Every product is a grouped GEMM, the SwiGLU runs on the GEMM's threads; backward runs the same steps in reverse. FLOAT or DOUBLE, all arrays of one
+ * type. Stateless per call: what backward needs travels in the {@link Context}, so one instance serves
+ * concurrent tasks.
+ */
+final class ExpertRows {
+    private final AdaptedProjection gate;  // w1: [E, I, D]
+    private final AdaptedProjection up;    // w3: [E, I, D]
+    private final AdaptedProjection down;  // w2: [E, D, I]
+    private final int experts;
+    private final int hidden;
+    private final DataType dataType;
+    private final Workers workers;         // the GEMM's threads, reused for the element-wise SwiGLU
+
+    /** Any of {@code gate}, {@code up}, {@code down} may be null: that projection stays frozen without LoRA. */
+    ExpertRows(ExpertWeights base, LoraExperts gate, LoraExperts up, LoraExperts down, GroupedGemm gemm) {
+        if (base.w1().dataType() != base.w3().dataType() || base.w1().dataType() != base.w2().dataType()
+                || (base.w1().dataType() != DataType.FLOAT && base.w1().dataType() != DataType.DOUBLE)) {
+            throw new IllegalArgumentException("expert weights must all be FLOAT or all DOUBLE, got w1 "
+                    + base.w1().dataType() + ", w3 " + base.w3().dataType() + ", w2 " + base.w2().dataType());
+        }
+        this.gate = new AdaptedProjection("w1 (gate_proj)", base.w1(), gate, gemm);
+        this.up = new AdaptedProjection("w3 (up_proj)", base.w3(), up, gemm);
+        this.down = new AdaptedProjection("w2 (down_proj)", base.w2(), down, gemm);
+        this.experts = base.experts();
+        this.hidden = (int) base.w1().size(2);
+        this.dataType = base.w1().dataType();
+        this.workers = gemm.workers();
+    }
+
+    public int experts() {
+        return experts;
+    }
+
+    /** D. */
+    public int hidden() {
+        return hidden;
+    }
+
+    public DataType dataType() {
+        return dataType;
+    }
+
+    /** The forward result and what {@link #backward} needs; immutable once built. */
+    static final class Context {
+        private final INDArray xs;                   // [N, D]
+        private final int[] offsets;                 // [E+1]
+        private final AdaptedProjection.Forward h1;  // [N, I]
+        private final AdaptedProjection.Forward h3;  // [N, I]
+        private final INDArray act;                  // [N, I]
+        private final AdaptedProjection.Forward ys;  // [N, D]
+
+        private Context(INDArray xs, int[] offsets, AdaptedProjection.Forward h1, AdaptedProjection.Forward h3,
+                        INDArray act, AdaptedProjection.Forward ys) {
+            this.xs = xs;
+            this.offsets = offsets;
+            this.h1 = h1;
+            this.h3 = h3;
+            this.act = act;
+            this.ys = ys;
+        }
+
+        /** @return ys [N, D], rows in plan order */
+        INDArray ys() {
+            return ys.h();
+        }
+    }
+
+    /**
+     * Gradients of one backward pass; the LoRA gradients of a projection without LoRA are null.
+     *
+     * @param dxs [N, D]
+     */
+    record Gradients(INDArray dxs, LoraGradients gate, LoraGradients up, LoraGradients down) {
+    }
+
+    /**
+     * @param xs      [N, D] rows in plan order (expert e owns rows offsets[e]..offsets[e+1]-1)
+     * @param offsets [E+1]
+     */
+    Context forward(INDArray xs, int[] offsets) {
+        checkRows("xs", xs, offsets);
+        int[] ranges = offsets.clone();
+        AdaptedProjection.Forward h1 = gate.forward(xs, ranges);          // [N, I]
+        AdaptedProjection.Forward h3 = up.forward(xs, ranges);            // [N, I]
+        INDArray act = Activations.swiGlu(h1.h(), h3.h(), workers);      // [N, I]
+        AdaptedProjection.Forward ys = down.forward(act, ranges);         // [N, D]
+        return new Context(xs, ranges, h1, h3, act, ys);
+    }
+
+    /** @param dys [N, D] gradient of the loss with respect to {@code ctx.ys()} */
+    Gradients backward(Context ctx, INDArray dys) {
+        checkRows("dys", dys, ctx.offsets);
+        INDArray dAct = Nd4j.createUninitialized(dataType, ctx.act.shape(), 'c');          // [N, I]
+        LoraGradients dDown = down.backward(ctx.act, ctx.ys, dys, ctx.offsets, dAct, false);
+        INDArray[] dh = Activations.swiGluBackward(ctx.h1.h(), ctx.h3.h(), dAct, workers); // dh1, dh3 [N, I]
+        INDArray dxs = Nd4j.createUninitialized(dataType, ctx.xs.shape(), 'c');            // [N, D]
+        LoraGradients dUp = up.backward(ctx.xs, ctx.h3, dh[1], ctx.offsets, dxs, false);
+        LoraGradients dGate = gate.backward(ctx.xs, ctx.h1, dh[0], ctx.offsets, dxs, true);
+        return new Gradients(dxs, dGate, dUp, dDown);
+    }
+
+    private void checkRows(String name, INDArray rows, int[] offsets) {
+        if (offsets == null || offsets.length != experts + 1) {
+            throw new IllegalArgumentException("offsets must have E+1 = " + (experts + 1) + " entries, got "
+                    + (offsets == null ? "null" : Arrays.toString(offsets)));
+        }
+        if (rows.rank() != 2 || rows.size(1) != hidden || rows.size(0) != offsets[experts]
+                || rows.dataType() != dataType) {
+            throw new IllegalArgumentException(name + " must be [" + offsets[experts] + ", " + hidden + "] "
+                    + dataType + " (rows to offsets[E], D), got " + Arrays.toString(rows.shape()) + " "
+                    + rows.dataType());
+        }
+    }
+}

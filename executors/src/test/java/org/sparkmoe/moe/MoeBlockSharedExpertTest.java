@@ -1,0 +1,106 @@
+package org.sparkmoe.moe;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.sparkmoe.experts.GradientCheck.gaussian;
+
+import java.util.Random;
+import java.util.function.DoubleSupplier;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.routing.LoadBalancingLoss;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RouterOptions;
+import org.sparkmoe.routing.RoutingRule;
+import org.sparkmoe.experts.GradientCheck;
+import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.experts.LoraExperts;
+import org.sparkmoe.experts.SharedExpert;
+import org.sparkmoe.experts.SwiGluMlp;
+
+/**
+ * Qwen2-MoE's frozen shared expert in the LoRA block: {@code out += sigmoid(x·Wsgᵀ) ⊙ shared(x)}. Float64 central
+ * differences of the input, the router and the LoRA factors with the shared expert present; with B = 0 in float32,
+ * bit-identity with {@link MoeBlock#forward} of the same weights without LoRA (built through {@link MoeBlock#with}).
+ */
+class MoeBlockSharedExpertTest {
+    private static final int T = 6;
+    private static final int D = 5;
+    private static final int I = 4;
+    private static final int SI = 3;
+    private static final int E = 4;
+    private static final int R = 2;
+
+    private record Weights(INDArray router, ExpertWeights base, SwiGluMlp shared, INDArray sharedGate) {
+        static Weights random(long seed, DataType dt) {
+            Random rnd = new Random(seed);
+            return new Weights(gaussian(rnd, dt, 0.8, E, D),
+                    new ExpertWeights(gaussian(rnd, dt, 0.5, E, I, D), gaussian(rnd, dt, 0.5, E, I, D),
+                            gaussian(rnd, dt, 0.5, E, D, I)),
+                    new SwiGluMlp(gaussian(rnd, dt, 0.5, SI, D), gaussian(rnd, dt, 0.5, SI, D),
+                            gaussian(rnd, dt, 0.5, D, SI)),
+                    gaussian(rnd, dt, 0.7, 1, D));
+        }
+
+        MoeBlock frozen(boolean normalize) {
+            return new MoeBlock(new Router(router), RouterOptions.of(RoutingRule.softmaxTopK(2, normalize)),
+                    new FullExperts(base, new Nd4jGroupedGemm()), new SharedExpert(shared, sharedGate));
+        }
+    }
+
+    @Test
+    void gradientsWithSharedExpertMatchFiniteDifferences() {
+        Weights w = Weights.random(61, DataType.DOUBLE);
+        Random rnd = new Random(62);
+        LoraExperts gate = new LoraExperts(gaussian(rnd, DataType.DOUBLE, 0.5, E, R, D),
+                gaussian(rnd, DataType.DOUBLE, 0.5, E, I, R), 4.0);
+        LoraExperts down = new LoraExperts(gaussian(rnd, DataType.DOUBLE, 0.5, E, R, I),
+                gaussian(rnd, DataType.DOUBLE, 0.5, E, D, R), 2.0);
+        INDArray router = w.router().dup();
+        MoeBlock frozen = w.frozen(false);
+        MoeBlock block = frozen.with(router, frozen.options().withTrainable(true),
+                ((FullExperts) frozen.experts()).withLora(gate, null, down));
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
+        INDArray dOut = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
+        MoeBlock.Gradients g = block.backward(block.forward(x), dOut);
+        DoubleSupplier loss = () -> GradientCheck.dot(block.forward(x).out(), dOut);
+        GradientCheck.check("shared expert: x", x, g.dx(), loss);
+        GradientCheck.check("shared expert: router", router, g.dRouter(), loss);
+        GradientCheck.check("shared expert: gate A", gate.a(), g.experts().gate().dA(), loss);
+        GradientCheck.check("shared expert: down B", down.b(), g.experts().down().dB(), loss);
+    }
+
+    @Test
+    void zeroBWithSharedExpertReproducesTheFrozenBlockExactly() {
+        for (boolean normalize : new boolean[] {true, false}) {
+            Weights w = Weights.random(70, DataType.FLOAT);
+            INDArray x = gaussian(new Random(71), DataType.FLOAT, 1.0, T, D);
+            MoeBlock frozen = w.frozen(normalize);
+            MoeBlock lora = frozen.with(null, frozen.options(), ((FullExperts) frozen.experts()).withLora(
+                    LoraExperts.init(E, D, I, R, 8, 1, DataType.FLOAT), LoraExperts.init(E, D, I, R, 8, 2, DataType.FLOAT),
+                    LoraExperts.init(E, I, D, R, 8, 3, DataType.FLOAT)));
+            MoeBlock.Output expected = frozen.forward(x, 2);
+            MoeBlock.Context actual = lora.forward(x);
+            assertArrayEquals(expected.hidden().data().asFloat(), actual.out().data().asFloat(),
+                    "normalize " + normalize);
+            assertArrayEquals(expected.routerLogits().data().asFloat(), actual.routerLogits().data().asFloat());
+        }
+    }
+
+    @Test
+    void aSharedExpertWithoutItsGateIsRejected() {
+        Weights w = Weights.random(80, DataType.DOUBLE);
+        FullExperts ffn = new FullExperts(w.base(), new Nd4jGroupedGemm());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new SharedExpert(w.shared(), null));
+        assertTrue(e.getMessage().contains("shared expert needs its gate"), e.getMessage());
+        IllegalArgumentException shape = assertThrows(IllegalArgumentException.class,
+                () -> new MoeBlock(new Router(w.router()), RouterOptions.of(RoutingRule.softmaxTopK(2, true)), ffn,
+                        new SharedExpert(w.shared(), gaussian(new Random(1), DataType.DOUBLE, 1.0, 2, D))));
+        assertTrue(shape.getMessage().contains("shared expert gate must be [1, D] = [1, 5]"), shape.getMessage());
+    }
+}
