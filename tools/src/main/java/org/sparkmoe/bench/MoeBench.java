@@ -35,7 +35,7 @@ import java.util.Map;
 /**
  * {@code sparkmoe bench moe}: forward + backward of the MoE-LoRA expert computation (float32), timed with the
  * per-expert loop ({@link LoopGroupedGemm}), the grouped GEMM ({@link Nd4jGroupedGemm}) and, where it fits, the
- * naive dense one ({@link NaiveGroupedGemm}) behind the same {@link LoraExpertFfn}; beside them, one dense GEMM
+ * naive dense one ({@link NaiveGroupedGemm}) behind the same {@link FullExperts}; beside them, one dense GEMM
  * with the same FLOPs, measured in the same run. The shared-base case compares the factorised MoLoRA (loop and
  * grouped GEMM) with the naive per-token weights, in time and forward bytes.
  *

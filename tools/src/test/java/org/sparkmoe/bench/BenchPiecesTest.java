@@ -1,7 +1,7 @@
 package org.sparkmoe.bench;
 
 import org.junit.jupiter.api.Test;
-import org.sparkmoe.moe.RoutingPlan;
+import org.sparkmoe.routing.RoutingPlan;
 
 import java.util.HashSet;
 import java.util.List;
@@ -34,7 +34,7 @@ class BenchPiecesTest {
         int tokens = 50;
         int experts = 8;
         int topK = 3;
-        RoutingPlan plan = SyntheticRouting.plan(tokens, experts, topK, 42);
+        RoutingPlan plan = SyntheticRouting.routes(tokens, experts, topK, 42).plan;
         assertEquals(tokens * topK, plan.rows());
         List<Set<Integer>> expertsOfToken = new java.util.ArrayList<>();
         double[] weightSum = new double[tokens];
@@ -57,7 +57,7 @@ class BenchPiecesTest {
     @Test
     void syntheticRoutingRefusesMoreExpertsPerTokenThanThereAre() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> SyntheticRouting.plan(4, 2, 3, 1));
+                () -> SyntheticRouting.routes(4, 2, 3, 1));
         assertEquals("top-k 3 exceeds experts 2", e.getMessage());
     }
 
