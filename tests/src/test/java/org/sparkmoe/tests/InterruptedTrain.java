@@ -3,6 +3,7 @@ package org.sparkmoe.tests;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.nd4j.linalg.api.buffer.DataType;
+import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.train.TrainJob;
 import org.sparkmoe.driver.train.TrainOutputs;
@@ -23,7 +24,7 @@ final class InterruptedTrain {
     static void stopAfterRound(TrainPlan plan, int lastRound) {
         TrainOutputs outputs = new TrainOutputs(plan, new Configuration());
         try (JavaSparkContext sc = SparkContexts.start("train-test", "local[2]")) {
-            TrainState start = TrainState.init(ModelFolder.cached(plan.model()), plan.loraSpec(), plan.seed(),
+            TrainState start = TrainState.init(ModelCache.cached(plan.model()), plan.loraSpec(), plan.seed(),
                     DataType.FLOAT);
             assertThrows(Stop.class, () -> TrainJob.run(sc, plan, start, 0, (round, state) -> {
                 outputs.roundDone(round, state);

@@ -10,6 +10,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.train.TrainJob;
@@ -66,7 +67,7 @@ class TrainClusterTest {
     }
 
     private static TrainState train(JavaSparkContext sc, TrainJob.RoundListener listener) {
-        TrainState start = TrainState.init(ModelFolder.cached(plan.model()), plan.loraSpec(), plan.seed(),
+        TrainState start = TrainState.init(ModelCache.cached(plan.model()), plan.loraSpec(), plan.seed(),
                 DataType.FLOAT);
         return TrainJob.run(sc, plan, start, 0, listener);
     }

@@ -8,6 +8,7 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.storage.StorageLevel;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.RouterDataFiles;
 import org.sparkmoe.io.ModelConfig;
@@ -84,7 +85,7 @@ public final class CalibrateJob {
     }
 
     private static CalibrationStats add(CalibratePlan plan, CalibrationStats acc, CalibChunk chunk) {
-        MoeTransformer model = ModelFolder.cached(plan.model(), plan.device());
+        MoeTransformer model = ModelCache.cached(plan.model(), plan.device());
         ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true);
         acc.add(chunk.file, capture, model, plan.allExperts());
         if (plan.routerData() != null) {

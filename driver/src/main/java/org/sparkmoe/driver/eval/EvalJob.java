@@ -2,6 +2,7 @@ package org.sparkmoe.driver.eval;
 
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.model.ModelFolder;
@@ -52,7 +53,7 @@ public final class EvalJob {
     }
 
     private static ChunkNll score(EvalPlan plan, TokenChunk chunk) {
-        MoeTransformer model = ModelFolder.cached(plan.model(), plan.adapter(), plan.device());
+        MoeTransformer model = ModelCache.cached(plan.model(), plan.adapter(), plan.device());
         double nll = 0;
         for (double windowNll : Perplexity.windowNll(model, chunk.windows, plan.topK())) {
             nll += windowNll;

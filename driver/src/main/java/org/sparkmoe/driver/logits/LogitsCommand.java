@@ -4,6 +4,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.ModelOption;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.kernels.Device;
@@ -11,7 +12,6 @@ import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.io.SafeTensorsWriter;
 import org.sparkmoe.io.TensorInfo;
 import org.sparkmoe.model.ForwardOutput;
-import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -54,7 +54,7 @@ public final class LogitsCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         Configuration conf = new Configuration();
         int[][] tokens = readInputIds(Paths.qualify(inputIds, conf), conf);
-        MoeTransformer transformer = ModelFolder.load(new Path(model.uri(conf)), conf,
+        MoeTransformer transformer = ModelCache.load(new Path(model.uri(conf)), conf,
                 adapter == null ? null : new Path(Paths.qualify(adapter, conf)), Device.CPU);
         int vocab = transformer.config().vocab_size;
         for (int b = 0; b < tokens.length; b++) {

@@ -6,6 +6,7 @@ import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.broadcast.Broadcast;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.io.Checkpoint;
@@ -162,7 +163,7 @@ final class DistillJob {
     }
 
     private static Capture capture(String modelUri, Device device, Chunk chunk) {
-        MoeTransformer model = ModelFolder.cached(modelUri, device);
+        MoeTransformer model = ModelCache.cached(modelUri, device);
         ForwardOutput out = model.forward(chunk.windows, model.config().num_experts_per_tok, true);
         Capture c = new Capture();
         c.file = chunk.file;

@@ -9,6 +9,7 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.broadcast.Broadcast;
 import org.apache.spark.storage.StorageLevel;
 import org.nd4j.linalg.api.buffer.DataType;
+import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.io.Checkpoint;
@@ -154,7 +155,7 @@ public final class TrainJob {
     /** One partition's F local steps from the broadcast state (copied: tasks of one JVM share the value). */
     private static RoundPartial localSteps(TrainPlan plan, TrainState broadcast, WindowShard shard) {
         long start = System.nanoTime();
-        MoeTransformer model = ModelFolder.cached(plan.model(), plan.device());
+        MoeTransformer model = ModelCache.cached(plan.model(), plan.device());
         TrainOptions options = plan.options();
         TrainState state = broadcast.copy();
         WindowSampler sampler = new WindowSampler(plan.seed(), shard.partition, shard.windows.length);

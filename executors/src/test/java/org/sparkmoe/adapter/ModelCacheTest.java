@@ -1,4 +1,4 @@
-package org.sparkmoe.model;
+package org.sparkmoe.adapter;
 
 import org.junit.jupiter.api.Test;
 import org.sparkmoe.kernels.Device;
@@ -10,12 +10,12 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 
 /** The per-JVM model cache tells models apart by device, model and adapter (with its weights' version). */
-class ModelFolderCacheKeyTest {
+class ModelCacheTest {
 
     @Test
     void theDeviceIsPartOfTheKey() {
-        assertEquals("cpu file:/models/m", ModelFolder.cacheKey("file:/models/m", null, Device.CPU));
-        assertEquals("cuda file:/models/m", ModelFolder.cacheKey("file:/models/m", null, Device.CUDA));
+        assertEquals("cpu file:/models/m", ModelCache.cacheKey("file:/models/m", null, Device.CPU));
+        assertEquals("cuda file:/models/m", ModelCache.cacheKey("file:/models/m", null, Device.CUDA));
     }
 
     @Test
@@ -24,8 +24,8 @@ class ModelFolderCacheKeyTest {
         Files.write(adapter.resolve("adapter_model.safetensors"), new byte[] {1, 2, 3});
         try {
             String uri = adapter.toUri().toString();
-            String cpu = ModelFolder.cacheKey("file:/models/m", uri, Device.CPU);
-            String cuda = ModelFolder.cacheKey("file:/models/m", uri, Device.CUDA);
+            String cpu = ModelCache.cacheKey("file:/models/m", uri, Device.CPU);
+            String cuda = ModelCache.cacheKey("file:/models/m", uri, Device.CUDA);
             assertNotEquals(cpu, cuda);
             long modified = Files.getLastModifiedTime(adapter.resolve("adapter_model.safetensors")).toMillis();
             assertEquals("cpu file:/models/m + adapter " + uri + " @ " + modified + "/3", cpu);
