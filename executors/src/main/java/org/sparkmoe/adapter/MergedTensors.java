@@ -31,7 +31,7 @@ public final class MergedTensors implements TensorSource {
         ModelConfig model = adapter.model();
         if (model.hasLowRankExperts()) {
             throw new IllegalArgumentException("a PEFT adapter applies to full experts; this model holds a shared base and "
-                    + "rank-" + model.shared_base_lora_rank + " experts (surgery lowrank)");
+                    + "rank-" + model.low_rank_experts_rank + " experts (surgery lowrank)");
         }
         CheckpointLayout layout = new CheckpointLayout(model.modelType);
         for (int l = 0; l < model.num_hidden_layers; l++) {

@@ -7,7 +7,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
- * The E low-rank experts of each projection of a low-rank-experts SwiGLU FFN (a shared base plus E LoRA experts, MoLoRA), Hugging Face Linear layout:
+ * The E LoRA experts of each projection of low-rank experts (a shared base FFN plus E LoRA experts), Hugging Face
+ * Linear layout:
  * {@code ΔW_{P,e} = scale · B_{P,e} · A_{P,e}}. Gate (w1) and up (w3) map D → I, down (w2) maps I → D.
  * A small holder of its own (not the per-expert LoRA classes): the arrays, the scale, their shapes.
  */

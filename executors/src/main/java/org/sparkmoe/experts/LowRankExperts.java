@@ -5,7 +5,8 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
- * Low-rank experts (a model converted by {@code surgery lowrank}; MoLoRA, "100× more experts in the same memory"):
+ * Low-rank experts (a model converted by {@code surgery lowrank}; the MoLoRA form, "100× more experts in the same
+ * memory"):
  * one frozen SwiGLU FFN every token uses plus E LoRA experts per projection, K of them routed per token with
  * weights g and LoRA scale s:
  * <pre>

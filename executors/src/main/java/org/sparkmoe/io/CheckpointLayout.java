@@ -63,7 +63,7 @@ public final class CheckpointLayout {
     }
 
     /**
-     * The shared base of a low-rank-expert (shared-base LoRA) MoE layer, written by {@code surgery lowrank}:
+     * The shared base of an MoE layer of low-rank experts, written by {@code surgery lowrank}:
      * {@code <moe prefix>shared_base.<proj>.weight}, Hugging Face Linear layout [out, in].
      */
     public String sharedBase(int layer, Projection p) {

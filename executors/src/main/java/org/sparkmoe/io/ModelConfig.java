@@ -49,10 +49,14 @@ public final class ModelConfig {
     public final double router_aux_loss_coef;
     public final double router_jitter_noise;
     /**
-     * R of a low-rank-expert model written by {@code surgery lowrank} (config field {@code shared_base_lora_rank},
-     * Mixtral only): every MoE layer holds one shared base FFN and E stacked LoRA experts of rank R; 0 = plain experts.
+     * R of a model of low-rank experts written by {@code surgery lowrank} (config field {@code low_rank_experts_rank};
+     * {@code low_rank_experts_rank}, the name versions before 0.2 wrote, is read too; Mixtral only): every MoE layer
+     * holds one shared base FFN and E stacked LoRA experts of rank R; 0 = plain experts.
      */
-    public final int shared_base_lora_rank;
+    public final int low_rank_experts_rank;
+    /** The config.json field of {@link #low_rank_experts_rank}, and the name earlier versions wrote. */
+    public static final String LOW_RANK_FIELD = "low_rank_experts_rank";
+    private static final String OLD_LOW_RANK_FIELD = "shared_base_lora_rank";
     /** The parsed JSON, kept so that writers can emit a config with only the changed fields edited. */
     private final ObjectNode json;
 
@@ -110,7 +114,8 @@ public final class ModelConfig {
                 mlp_only_layers = Set.of();
                 qkv_bias = false;
                 sliding_window = f.optionalPositiveInt("sliding_window");
-                shared_base_lora_rank = f.has("shared_base_lora_rank") ? f.positiveInt("shared_base_lora_rank") : 0;
+                low_rank_experts_rank = f.has(LOW_RANK_FIELD) ? f.positiveInt(LOW_RANK_FIELD)
+                        : f.has(OLD_LOW_RANK_FIELD) ? f.positiveInt(OLD_LOW_RANK_FIELD) : 0;
             }
             case QWEN2_MOE -> {
                 num_experts = f.positiveInt("num_experts");
@@ -126,7 +131,7 @@ public final class ModelConfig {
                     throw new ModelConfigException(source + ": unsupported use_sliding_window true for qwen2_moe");
                 }
                 sliding_window = null;
-                shared_base_lora_rank = 0;
+                low_rank_experts_rank = 0;
             }
             default -> {
                 num_experts = 0;
@@ -138,7 +143,7 @@ public final class ModelConfig {
                 mlp_only_layers = Set.of();
                 qkv_bias = false;
                 sliding_window = f.optionalPositiveInt("sliding_window");
-                shared_base_lora_rank = 0;
+                low_rank_experts_rank = 0;
             }
         }
         if (num_experts > 0 && num_experts_per_tok > num_experts) {
@@ -188,7 +193,7 @@ public final class ModelConfig {
 
     /** Whether the MoE layers hold a shared base plus low-rank experts instead of full experts. */
     public boolean hasLowRankExperts() {
-        return shared_base_lora_rank > 0;
+        return low_rank_experts_rank > 0;
     }
 
     public boolean hasSharedExpert() {

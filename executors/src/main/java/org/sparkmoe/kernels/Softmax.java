@@ -55,4 +55,17 @@ public final class Softmax {
             dp[at + i] = p[at + i] * (dp[at + i] - dot);
         }
     }
+
+    /** log Σ exp(v[at .. at+n)) in float64, max-subtracted, from float32 values (a log-softmax's normaliser). */
+    public static double logSumExp(float[] v, int at, int n) {
+        double max = Double.NEGATIVE_INFINITY;
+        for (int i = 0; i < n; i++) {
+            max = Math.max(max, v[at + i]);
+        }
+        double sum = 0;
+        for (int i = 0; i < n; i++) {
+            sum += Math.exp(v[at + i] - max);
+        }
+        return max + Math.log(sum);
+    }
 }

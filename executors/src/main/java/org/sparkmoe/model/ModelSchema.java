@@ -42,7 +42,7 @@ public final class ModelSchema {
                 long i = c.expert_intermediate_size;
                 out.put(layout.routerGate(l), new long[] {c.num_experts, d});
                 if (c.hasLowRankExperts()) {
-                    long r = c.shared_base_lora_rank;
+                    long r = c.low_rank_experts_rank;
                     out.put(layout.sharedBase(l, Projection.GATE), new long[] {i, d});
                     out.put(layout.sharedBase(l, Projection.UP), new long[] {i, d});
                     out.put(layout.sharedBase(l, Projection.DOWN), new long[] {d, i});

@@ -1,6 +1,7 @@
 package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.kernels.Softmax;
 
 /**
  * Causal-LM negative log-likelihood of token windows (docs/data.md's protocol): in a window of S tokens,
@@ -26,21 +27,9 @@ public final class Perplexity {
         for (int b = 0; b < windows.length; b++) {
             for (int s = 0; s + 1 < seq; s++) {
                 int row = (b * seq + s) * vocab;
-                nll[b] += logSumExp(all, row, vocab) - all[row + windows[b][s + 1]];
+                nll[b] += Softmax.logSumExp(all, row, vocab) - all[row + windows[b][s + 1]];
             }
         }
         return nll;
-    }
-
-    private static double logSumExp(float[] v, int at, int n) {
-        double max = Double.NEGATIVE_INFINITY;
-        for (int i = 0; i < n; i++) {
-            max = Math.max(max, v[at + i]);
-        }
-        double sum = 0;
-        for (int i = 0; i < n; i++) {
-            sum += Math.exp(v[at + i] - max);
-        }
-        return max + Math.log(sum);
     }
 }

@@ -33,7 +33,7 @@ import java.util.SplittableRandom;
  * Layer-wise distillation of one low-rank MoE layer (the output of {@link LowRankSurgery}) towards the original MoE
  * layer: on the original layer's calibration inputs X [T, D], the targets are the original layer's outputs
  * Y = MoE(X) [T, D]; the E LoRA experts (A and B of w1, w3, w2) are trained with AdamW to minimise
- * {@link DistillLoss} (relative squared error) of the shared-base layer, whose base and router stay frozen. One layer
+ * {@link DistillLoss} (relative squared error) of the layer of low-rank experts, whose base and router stay frozen. One layer
  * at a time and independent of every other layer, so each can be its own Spark task. Float32; deterministic (the
  * minibatches come from a seed derived from the root seed and the layer).
  */

@@ -16,7 +16,7 @@ import java.util.LinkedHashMap;
  * or the calibration selection frequencies), and every expert W_{P,e} ≈ base_P + B_{P,e}·A_{P,e} from the truncated
  * SVD of W_{P,e} − base_P (the best rank-R approximation in Frobenius norm). Written as
  * {@code <moe prefix>shared_base.<proj>.weight} and the stacked {@code <moe prefix>experts.<proj>.lora_A} [E, R, in] /
- * {@code lora_B} [E, out, R] (scale 1: B carries the singular values), with {@code shared_base_lora_rank} = R in
+ * {@code lora_B} [E, out, R] (scale 1: B carries the singular values), with {@code low_rank_experts_rank} = R in
  * config.json. Reports, per projection [out, in], the relative Frobenius error √(Σₑ‖W_e − base − B_e·A_e‖²) /
  * √(Σₑ‖W_e‖²) and the parameters before (E·out·in) and after (out·in + E·R·(out + in)). One part per projection.
  */
@@ -105,7 +105,7 @@ public final class LowRankSurgery implements LayerSurgery {
     @Override
     public ObjectNode config(ModelConfig original) {
         ObjectNode json = original.jsonCopy();
-        json.put("shared_base_lora_rank", rank);
+        json.put(ModelConfig.LOW_RANK_FIELD, rank);
         return json;
     }
 }

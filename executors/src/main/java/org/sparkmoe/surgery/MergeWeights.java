@@ -1,5 +1,8 @@
 package org.sparkmoe.surgery;
 
+import org.sparkmoe.kernels.Softmax;
+import org.sparkmoe.routing.TopK;
+
 /**
  * Per-expert weights for merging E experts into one dense FFN: uniform 1/E, or softmax(mean router logit / T) over
  * the experts; optionally masked to the K largest and renormalised (ties to the lower expert index).
@@ -19,19 +22,11 @@ public final class MergeWeights {
         if (!(temperature > 0) || Double.isInfinite(temperature)) {
             throw new IllegalArgumentException("--temperature must be a positive number, got " + temperature);
         }
-        double max = Double.NEGATIVE_INFINITY;
-        for (double v : meanLogit) {
-            max = Math.max(max, v / temperature);
-        }
         double[] w = new double[meanLogit.length];
-        double sum = 0;
         for (int e = 0; e < w.length; e++) {
-            w[e] = Math.exp(meanLogit[e] / temperature - max);
-            sum += w[e];
+            w[e] = meanLogit[e] / temperature;
         }
-        for (int e = 0; e < w.length; e++) {
-            w[e] /= sum;
-        }
+        Softmax.row(w, 0, w.length, false);
         return w;
     }
 
@@ -40,21 +35,15 @@ public final class MergeWeights {
         if (k < 1 || k > weights.length) {
             throw new IllegalArgumentException("--top-k-mask must be in [1, " + weights.length + "], got " + k);
         }
-        boolean[] kept = new boolean[weights.length];
+        int[] kept = new int[k];
+        TopK.select(weights, 0, weights.length, k, null, kept, 0);
         double sum = 0;
-        for (int j = 0; j < k; j++) {
-            int best = -1;
-            for (int e = 0; e < weights.length; e++) {
-                if (!kept[e] && (best < 0 || weights[e] > weights[best])) {
-                    best = e;
-                }
-            }
-            kept[best] = true;
-            sum += weights[best];
+        for (int e : kept) {
+            sum += weights[e];
         }
         double[] out = new double[weights.length];
-        for (int e = 0; e < weights.length; e++) {
-            out[e] = kept[e] ? weights[e] / sum : 0;
+        for (int e : kept) {
+            out[e] = weights[e] / sum;
         }
         return out;
     }

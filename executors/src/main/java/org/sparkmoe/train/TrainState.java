@@ -139,7 +139,7 @@ public final class TrainState {
      * rank with scale α/R = 1 (the checkpoint's B carries the magnitudes).
      */
     public static void checkLowRank(ModelConfig c, LoraSpec spec) {
-        int r = c.shared_base_lora_rank;
+        int r = c.low_rank_experts_rank;
         if (spec.targets().size() != Projection.values().length || spec.rank() != r || spec.scale() != 1.0) {
             throw new IllegalArgumentException("a low-rank model (surgery lowrank, rank " + r + ") trains its own LoRA "
                     + "experts: targets w1, w3, w2, rank " + r + ", alpha " + r + " (scale 1); got targets "

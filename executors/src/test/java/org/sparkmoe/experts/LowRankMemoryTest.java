@@ -15,7 +15,7 @@ import org.sparkmoe.routing.Routes;
 
 /**
  * The memory accounting: what a forward pass really allocates equals the closed form, and at the
- * "shared-base-100x" benchmark case (T=1024, D=512, I=2048, E=128, K=2, R=4, float32) the naive per-token
+ * "low-rank-100x" benchmark case (T=1024, D=512, I=2048, E=128, K=2, R=4, float32) the naive per-token
  * weights need at least 50× the bytes of the factorised form.
  */
 class LowRankMemoryTest {
@@ -45,7 +45,7 @@ class LowRankMemoryTest {
     }
 
     @Test
-    void sharedBase100xCase() {
+    void lowRank100xCase() {
         int t = 1024;
         int d = 512;
         int i = 2048;
@@ -59,7 +59,7 @@ class LowRankMemoryTest {
         long factorisedBytes = factorised.forwardBytes(t, d, i, e, k, r, dt);
         long naiveBytes = naive.forwardBytes(t, d, i, e, k, r, dt);
         double ratio = (double) naiveBytes / factorisedBytes;
-        System.out.printf("shared-base-100x float32: naive %d bytes (%.2f GiB), factorised %d bytes (%.1f MiB), "
+        System.out.printf("low-rank-100x float32: naive %d bytes (%.2f GiB), factorised %d bytes (%.1f MiB), "
                         + "ratio %.1f; parameters: base %d, trainable (LoRA + router) %d, dense MoE with %d experts %d%n",
                 naiveBytes, naiveBytes / (double) (1L << 30), factorisedBytes, factorisedBytes / (double) (1L << 20),
                 ratio, LowRankWeights.baseParameters(d, i), LowRankWeights.trainableParameters(d, i, e, r),

@@ -110,6 +110,18 @@ class ModelConfigTest {
     }
 
     @Test
+    void lowRankExpertsRankIsReadUnderItsNameAndTheNameEarlierVersionsWrote() {
+        assertEquals(0, parse(mixtral()).low_rank_experts_rank);
+        ObjectNode now = mixtral();
+        now.put("low_rank_experts_rank", 8);
+        assertEquals(8, parse(now).low_rank_experts_rank);
+        ObjectNode before = mixtral();
+        before.put("shared_base_lora_rank", 4);
+        assertEquals(4, parse(before).low_rank_experts_rank);
+        assertTrue(parse(before).hasLowRankExperts());
+    }
+
+    @Test
     void ropeThetaUnderRopeParametersAndAtTopLevelAgree() {
         ModelConfig nested = parse(mixtral());
         ObjectNode top = mixtral();

@@ -55,7 +55,7 @@ class LowRankSurgeryTest {
         }
         assertEquals(9, r.tensors().size());
         ModelConfig low = ModelConfig.parse(surgery.config(c).toString(), "new");
-        assertEquals(1, low.shared_base_lora_rank);
+        assertEquals(1, low.low_rank_experts_rank);
         assertTrue(ModelSchema.expected(low).containsKey(layout.stackedLoraB(1, Projection.UP)));
     }
 
@@ -88,7 +88,7 @@ class LowRankSurgeryTest {
     }
 
     /**
-     * The converted layer runs the shared-base (MoLoRA) path: per token t, one SwiGLU FFN with
+     * The converted layer runs as low-rank experts: per token t, one SwiGLU FFN with
      * W_eff(t) = base + Σ_k g_k·B_k·A_k for each projection. At full rank B_k·A_k = W_k − base and Σ g = 1, so
      * W_eff(t) = Σ_k g_k·W_{e_k}: the selected experts' weights mixed per token (not their outputs, as the original
      * MoE layer does). Checked against that per-token reference built from the original experts.

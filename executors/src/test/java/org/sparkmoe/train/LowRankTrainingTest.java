@@ -19,7 +19,7 @@ import org.sparkmoe.model.MoeTransformer;
 
 /**
  * Training a low-rank-expert model (the tiny Mixtral after {@code surgery lowrank}): the state starts from the
- * checkpoint's own stacked LoRA experts under their checkpoint keys, the whole-model gradients (shared-base MoE
+ * checkpoint's own stacked LoRA experts under their checkpoint keys, the whole-model gradients (low-rank-experts MoE
  * blocks, router and load-balancing loss included) match float64 central differences, and steps lower the loss.
  */
 class LowRankTrainingTest {

@@ -102,7 +102,7 @@ class LowRankRecoveryTest {
         assertArrayEquals(Files.readAllBytes(one.resolve("model.safetensors")),
                 Files.readAllBytes(two.resolve("model.safetensors")));
         ModelConfig config = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(two.toUri()), CONF);
-        assertEquals(8, config.shared_base_lora_rank);
+        assertEquals(8, config.low_rank_experts_rank);
         ppl(two);
         String model = Fixtures.tinyModel().toString();
         String never = tmp.resolve("never-distilled").toString();
@@ -141,7 +141,7 @@ class LowRankRecoveryTest {
         Path trained = run.resolve("model");
         assertFalse(Files.exists(run.resolve("adapter")), "no PEFT adapter for a low-rank model");
         ModelConfig config = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(trained.toUri()), CONF);
-        assertEquals(8, config.shared_base_lora_rank);
+        assertEquals(8, config.low_rank_experts_rank);
         CheckpointLayout layout = new CheckpointLayout(config.modelType);
         try (Checkpoint t = Checkpoint.open(new org.apache.hadoop.fs.Path(trained.toUri()), CONF);
              Checkpoint c = Checkpoint.open(new org.apache.hadoop.fs.Path(converted.toUri()), CONF)) {

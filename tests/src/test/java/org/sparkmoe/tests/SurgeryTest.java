@@ -202,10 +202,10 @@ class SurgeryTest {
     }
 
     @Test
-    void lowrankWritesSharedBaseExpertsThatEvalRunsAndReportsErrors() throws Exception {
+    void lowrankWritesLowRankExpertsThatEvalRunsAndReportsErrors() throws Exception {
         Path out = surgery("lowrank-8", "lowrank", "--rank", "8", "--base", "router-weighted");
         ModelConfig config = ModelFolder.readConfig(hadoop(out), CONF);
-        assertEquals(8, config.shared_base_lora_rank);
+        assertEquals(8, config.low_rank_experts_rank);
         CheckpointLayout layout = new CheckpointLayout(config.modelType);
         try (Checkpoint c = Checkpoint.open(hadoop(out), CONF)) {
             assertEquals(ModelSchema.expected(config).keySet(), c.names());

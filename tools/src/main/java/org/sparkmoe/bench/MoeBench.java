@@ -36,12 +36,12 @@ import java.util.Map;
  * {@code sparkmoe bench moe}: forward + backward of the MoE-LoRA expert computation (float32), timed with the
  * per-expert loop ({@link LoopGroupedGemm}), the grouped GEMM ({@link Nd4jGroupedGemm}) and, where it fits, the
  * naive dense one ({@link NaiveGroupedGemm}) behind the same {@link FullExperts}; beside them, one dense GEMM
- * with the same FLOPs, measured in the same run. The shared-base case compares the factorised MoLoRA (loop and
+ * with the same FLOPs, measured in the same run. The low-rank case compares the factorised low-rank experts (loop and
  * grouped GEMM) with the naive per-token weights, in time and forward bytes.
  *
  * <p>FLOPs counted (the useful work, routed rows only; N = T·K): base projections forward and input-gradient
  * (frozen weights: no weight gradient), 3 · 2 · 2·N·D·I; LoRA on all three projections, forward (shrink, expand)
- * and backward (dB, d-shrunk, dA, dx), 3 · 2 · 2·N·R·(D+I). The shared-base case counts the base over T tokens
+ * and backward (dB, d-shrunk, dA, dx), 3 · 2 · 2·N·R·(D+I). The low-rank case counts the base over T tokens
  * and the LoRA terms over T·K rows. Element-wise work (SwiGLU, scaling) is not counted but is timed.
  *
  * <p>Columns beyond the issue's: {@code gemm%}, the share of the grouped pass's wall time spent inside
@@ -49,15 +49,15 @@ import java.util.Map;
  */
 public final class MoeBench {
 
-    /** One benchmark case. {@code sharedBase}: E LoRA experts over one base FFN; else E base experts with LoRA. */
+    /** One benchmark case. {@code lowRank}: E LoRA experts over one base FFN (low-rank experts); else E base experts with LoRA. */
     public record Case(String name, int tokens, int hidden, int intermediate, int experts, int topK, int rank,
-                       boolean sharedBase) {
+                       boolean lowRank) {
         long rows() {
             return (long) tokens * topK;
         }
 
         double usefulFlops() {
-            long baseRows = sharedBase ? tokens : rows();
+            long baseRows = lowRank ? tokens : rows();
             double base = 3 * 2 * 2.0 * baseRows * hidden * intermediate;
             double lora = 3 * 2 * 2.0 * rows() * rank * (hidden + intermediate);
             return base + lora;
@@ -74,12 +74,12 @@ public final class MoeBench {
             new Case("mixtral-like", 2048, 512, 1024, 8, 2, 16, false),
             new Case("fine-grained", 2048, 512, 256, 64, 6, 16, false),
             new Case("small-batch", 256, 512, 256, 64, 6, 16, false),
-            new Case("shared-base-100x", 1024, 512, 2048, 128, 2, 4, true));
+            new Case("low-rank-100x", 1024, 512, 2048, 128, 2, 4, true));
 
     /** The naive dense grouped GEMM runs only when its FLOPs (E× the useful ones) stay below this. */
     static final double NAIVE_FLOP_BUDGET = 400e9;
-    /** The naive per-token shared-base FFN is timed on this many tokens and scaled linearly to T. */
-    static final int NAIVE_SHARED_BASE_TOKENS = 64;
+    /** The naive per-token low-rank experts is timed on this many tokens and scaled linearly to T. */
+    static final int NAIVE_LOW_RANK_TOKENS = 64;
 
     private final int repeats;
     private final int gemmThreads;
@@ -133,7 +133,7 @@ public final class MoeBench {
                 "factor. MB");
         List<Result> results = new ArrayList<>();
         for (Case c : cases) {
-            Result r = c.sharedBase() ? sharedBase(c) : experts(c);
+            Result r = c.lowRank() ? lowRank(c) : experts(c);
             results.add(r);
             out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%s%n", r.name(), f(r.loopMs()),
                     f(r.groupedMs()), f(r.naiveMs()), r.speedup() == null ? "-" : f(r.speedup()) + "x",
@@ -210,7 +210,7 @@ public final class MoeBench {
         return Stopwatch.medianMs(1, runs, () -> ffn.backward(ffn.forward(x, routes), dOut));
     }
 
-    private Result sharedBase(Case c) {
+    private Result lowRank(Case c) {
         int d = c.hidden();
         int i = c.intermediate();
         LowRankWeights w = LowRankWeights.random(d, i, c.experts(), c.rank(), 1.0, 0.05, DataType.FLOAT, 7);
@@ -228,7 +228,7 @@ public final class MoeBench {
         double share = timed.nanos.get() / (double) (System.nanoTime() - t0);
 
         LowRankExperts naiveImpl = new LowRankNaive(w);
-        int sub = Math.min(NAIVE_SHARED_BASE_TOKENS, c.tokens());
+        int sub = Math.min(NAIVE_LOW_RANK_TOKENS, c.tokens());
         Routes routesSub = SyntheticRouting.routes(sub, c.experts(), c.topK(), 7);
         INDArray xSub = x.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, sub),
                 org.nd4j.linalg.indexing.NDArrayIndex.all()).dup('c');

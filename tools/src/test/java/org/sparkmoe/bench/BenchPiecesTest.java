@@ -26,7 +26,7 @@ class BenchPiecesTest {
     void selectNamesTheUnknownCaseAndTheKnownOnes() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> MoeBench.select("mixtral"));
         assertEquals("unknown bench case 'mixtral', expected one of [mixtral-like, fine-grained, small-batch,"
-                + " shared-base-100x]", e.getMessage());
+                + " low-rank-100x]", e.getMessage());
     }
 
     @Test

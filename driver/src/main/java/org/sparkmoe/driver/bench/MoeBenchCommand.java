@@ -15,8 +15,8 @@ import java.util.concurrent.Callable;
 /** {@code sparkmoe bench moe}: parses options and calls {@link MoeBench}; runs in the driver JVM, no Spark job. */
 @Command(name = "moe", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Forward+backward of the MoE-LoRA experts (float32): per-expert loop vs grouped GEMM vs naive,"
-                + " GFLOP/s beside one dense GEMM with the same FLOPs, and shared-base MoLoRA memory.",
-                "Cases: mixtral-like, fine-grained, small-batch, shared-base-100x."})
+                + " GFLOP/s beside one dense GEMM with the same FLOPs, and the memory of low-rank experts.",
+                "Cases: mixtral-like, fine-grained, small-batch, low-rank-100x."})
 public final class MoeBenchCommand implements Callable<Integer> {
     @Option(names = "--cases", paramLabel = "A,B", description = "Comma-separated cases. Default: all.")
     String cases;

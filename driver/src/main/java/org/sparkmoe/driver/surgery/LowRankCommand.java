@@ -24,8 +24,8 @@ import java.util.concurrent.Callable;
 @Command(name = "lowrank", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Convert each MoE layer's experts into one shared base FFN plus E rank-R LoRA experts: per "
                 + "projection, base = mean of the experts (uniform, or weighted by calibration selection counts), and "
-                + "W_e ≈ base + B_e·A_e by truncated SVD of W_e − base. The model then runs through the shared-base "
-                + "(MoLoRA) path: per token one FFN with weights base + Σ_k g_k·B_k·A_k. Mixtral models only.",
+                + "W_e ≈ base + B_e·A_e by truncated SVD of W_e − base. The model then runs as low-rank "
+                + "experts: per token one FFN with weights base + Σ_k g_k·B_k·A_k. Mixtral models only.",
                 "Prints, per layer, the relative Frobenius error of each projection and the expert parameters before "
                         + "and after.",
                 "With --distill-steps N, each layer's LoRA experts (A and B of w1, w3, w2) are then trained with AdamW "

@@ -58,7 +58,7 @@ final class SurgeryRun {
                     + " has no experts to operate on");
         }
         if (config.hasLowRankExperts()) {
-            throw new IllegalArgumentException(modelDir + " holds a shared base and rank-" + config.shared_base_lora_rank
+            throw new IllegalArgumentException(modelDir + " holds a shared base and rank-" + config.low_rank_experts_rank
                     + " experts (surgery lowrank); surgery works on full experts");
         }
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {

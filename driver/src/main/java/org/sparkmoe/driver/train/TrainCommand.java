@@ -149,8 +149,8 @@ public final class TrainCommand implements Callable<Integer> {
         if (lowRank) {
             checkLowRankOptions(config);
         }
-        int r = lowRank ? config.shared_base_lora_rank : rank == null ? DEFAULT_RANK : rank;
-        double a = lowRank ? config.shared_base_lora_rank : alpha == null ? DEFAULT_ALPHA : alpha;
+        int r = lowRank ? config.low_rank_experts_rank : rank == null ? DEFAULT_RANK : rank;
+        double a = lowRank ? config.low_rank_experts_rank : alpha == null ? DEFAULT_ALPHA : alpha;
         TrainPlan.Windows windows = new TrainPlan.Windows(data.files, data.textSplit(), window.window, batchWindows);
         TrainPlan.Rounds rounds = new TrainPlan.Rounds(steps, averagingFrequency, spark.partitionsOr(1),
                 checkpointEvery);
@@ -203,7 +203,7 @@ public final class TrainCommand implements Callable<Integer> {
 
     /** A low-rank model trains all its experts' factors and writes a checkpoint; PEFT adapters do not apply. */
     private void checkLowRankOptions(ModelConfig config) {
-        int modelRank = config.shared_base_lora_rank;
+        int modelRank = config.low_rank_experts_rank;
         if (rank != null && rank != modelRank) {
             throw new IllegalArgumentException("--rank " + rank + " disagrees with the low-rank model's rank "
                     + modelRank + " (surgery lowrank); omit --rank to train at the model's rank");
@@ -221,7 +221,7 @@ public final class TrainCommand implements Callable<Integer> {
                     + "w3, w2; --targets " + targets + " names fewer");
         }
         System.err.printf("train: low-rank model: training its rank-%d stacked LoRA experts (scale 1) from the "
-                + "checkpoint; writes OUT/%s%n", config.shared_base_lora_rank, TrainOutputs.MODEL);
+                + "checkpoint; writes OUT/%s%n", config.low_rank_experts_rank, TrainOutputs.MODEL);
     }
 
     private static String fmt(double v) {
