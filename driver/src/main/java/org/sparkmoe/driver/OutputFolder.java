@@ -4,11 +4,11 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.io.AtomicFile;
+import org.sparkmoe.io.AtomicFolder;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.util.Map;
-import java.util.UUID;
 
 /**
  * An output folder that appears only once complete: a job checks before Spark starts that {@code --out} does not
@@ -48,34 +48,10 @@ public final class OutputFolder {
     /** Writes {@code files} (name → content) as the new folder {@code dir}: a hidden sibling, then a rename. */
     public static void write(Path dir, Map<String, byte[]> files, Configuration conf) {
         makeRoom(dir, conf);
-        FileSystem fs;
-        try {
-            fs = dir.getFileSystem(conf);
-            if (fs.exists(dir)) {
-                throw new IllegalArgumentException("output folder already exists: " + dir);
-            }
-        } catch (IOException e) {
-            throw new UncheckedIOException("looking up " + dir + ": " + e.getMessage(), e);
-        }
-        Path staging = new Path(dir.getParent(), "." + dir.getName() + ".tmp-" + UUID.randomUUID());
-        try {
-            fs.mkdirs(staging);
+        AtomicFolder.write(dir, conf, "folder", (fs, staging) -> {
             for (Map.Entry<String, byte[]> file : files.entrySet()) {
                 AtomicFile.write(fs, new Path(staging, file.getKey()), file.getValue());
             }
-            if (!fs.rename(staging, dir)) {
-                throw new IOException("could not rename " + staging + " to " + dir);
-            }
-        } catch (IOException | RuntimeException e) {
-            try {
-                fs.delete(staging, true);
-            } catch (IOException | RuntimeException cleanup) {
-                e.addSuppressed(cleanup);
-            }
-            if (e instanceof IOException io) {
-                throw new UncheckedIOException("writing " + dir + ": " + io.getMessage(), io);
-            }
-            throw (RuntimeException) e;
-        }
+        });
     }
 }

@@ -27,7 +27,6 @@ public final class LowRankFactorised extends LowRankExperts {
 
     /** Everything the backward pass reads. */
     private static final class FactorisedPass extends LowRankPass {
-        final INDArray x;   // [T, D] the input (not copied)
         final INDArray xg;  // [T·K, D] x gathered in plan order
         final INDArray u1;  // [T·K, R] x·A1ᵀ per row
         final INDArray u3;  // [T·K, R]
@@ -37,10 +36,9 @@ public final class LowRankFactorised extends LowRankExperts {
         final INDArray ag;  // [T·K, I] a gathered in plan order
         final INDArray u2;  // [T·K, R]
 
-        FactorisedPass(PlanRows rows, INDArray x, INDArray xg, INDArray u1, INDArray u3, INDArray h1,
+        FactorisedPass(PlanRows rows, INDArray xg, INDArray u1, INDArray u3, INDArray h1,
                 INDArray h3, INDArray sig, INDArray ag, INDArray u2, INDArray y, long bytes) {
             super(rows, y, bytes);
-            this.x = x;
             this.xg = xg;
             this.u1 = u1;
             this.u3 = u3;
@@ -79,7 +77,7 @@ public final class LowRankFactorised extends LowRankExperts {
         INDArray pairs2 = scratch.alloc(dt, tk, w.hidden());                        // [T·K, D]
         INDArray y = scratch.alloc(dt, t, w.hidden());                              // [T, D]
         projectionForward(routing, a, w.w2(), ag, ad.a2, ad.b2, u2, expand2, pairs2, y);
-        return new FactorisedPass(routing, x, xg, u1, u3, h1, h3, sig, ag, u2, y, scratch.bytes());
+        return new FactorisedPass(routing, xg, u1, u3, h1, h3, sig, ag, u2, y, scratch.bytes());
     }
 
     /**

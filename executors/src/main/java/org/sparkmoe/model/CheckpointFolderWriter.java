@@ -9,20 +9,19 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.FileUtil;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.io.AtomicFile;
+import org.sparkmoe.io.AtomicFolder;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.NamedTensor;
 import org.sparkmoe.io.SafeTensorsWriter;
 import org.sparkmoe.io.TensorSource;
 
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.UUID;
 
 /**
  * Writes a complete Hugging Face checkpoint folder: config.json (the given JSON with the dtype fields that are
@@ -68,38 +67,14 @@ public final class CheckpointFolderWriter {
         }
         ModelSchema.check(ModelConfig.parse(new String(configBytes, StandardCharsets.UTF_8),
                 new Path(outDir, "config.json").toString()), tensors);
-        FileSystem fs;
-        try {
-            fs = outDir.getFileSystem(conf);
-            if (fs.exists(outDir)) {
-                throw new IllegalArgumentException("output checkpoint folder already exists: " + outDir);
-            }
-        } catch (IOException e) {
-            throw new UncheckedIOException("looking up " + outDir + ": " + e.getMessage(), e);
-        }
-        Path staging = new Path(outDir.getParent(), "." + outDir.getName() + ".tmp-" + UUID.randomUUID());
-        try {
-            fs.mkdirs(staging);
+        AtomicFolder.write(outDir, conf, "checkpoint folder", (fs, staging) -> {
             AtomicFile.write(fs, new Path(staging, "config.json"), configBytes);
             writeTensors(fs, staging, tensors, names, maxShardBytes);
             for (Map.Entry<String, byte[]> extra : extraFiles.entrySet()) {
                 AtomicFile.write(fs, new Path(staging, extra.getKey()), extra.getValue());
             }
             copyOtherFiles(sourceDir, conf, fs, staging, extraFiles.keySet());
-            if (!fs.rename(staging, outDir)) {
-                throw new IOException("could not rename " + staging + " to " + outDir);
-            }
-        } catch (IOException | RuntimeException e) {
-            try {
-                fs.delete(staging, true);
-            } catch (IOException | RuntimeException cleanup) {
-                e.addSuppressed(cleanup);
-            }
-            if (e instanceof IOException io) {
-                throw new UncheckedIOException("writing checkpoint " + outDir + ": " + io.getMessage(), io);
-            }
-            throw (RuntimeException) e;
-        }
+        });
     }
 
     private static void writeTensors(FileSystem fs, Path dir, TensorSource tensors, List<String> names,

@@ -18,7 +18,7 @@ import org.sparkmoe.routing.Routes;
  * training (FLOAT for speed, DOUBLE for gradient checks):
  * <pre>
  *   xj      = x ⊙ noise                      [T, D]  (jitter, training only; else xj = x)
- *   logits  = (xj·Wgᵀ + b) / τ               [T, E]
+ *   logits  = xj·Wgᵀ + b                     [T, E]
  *   routes  = the rule's scores, top-K, weights g [T, K], the plan (pairs sorted by expert)
  *   out     = Σ_k g_k · expert_k(xj)         [T, D]  the routed experts
  *   out    += sigmoid(x·Wsgᵀ) ⊙ shared(x)   [T, D]  the shared expert (frozen), when present
@@ -86,7 +86,7 @@ public final class MoeBlock {
     public static final class Context {
         private final INDArray xj;                  // [T, D] the input after jitter
         private final INDArray noise;               // [T, D], null without jitter
-        private final INDArray logits;              // [T, E] after the temperature
+        private final INDArray logits;              // [T, E]
         private final Routes routes;
         private final ExpertFfn.Pass routed;
         private final SharedExpert.Pass sharedPass; // null without a shared expert
@@ -108,7 +108,7 @@ public final class MoeBlock {
             return out;
         }
 
-        /** @return [T, E] the logits the scores see ((x·Wgᵀ + b) / τ): what the load-balancing loss takes */
+        /** @return [T, E] the logits the scores see (x·Wgᵀ + b): what the load-balancing loss takes */
         public INDArray routerLogits() {
             return logits;
         }
@@ -141,9 +141,6 @@ public final class MoeBlock {
         checkTokens("x", x, x.size(0));
         INDArray xj = noise == null ? x : x.mul(noise);                                       // [T, D]
         INDArray logits = router.logits(xj);                                                  // [T, E]
-        if (options.temperature() != 1.0) {
-            logits.divi(options.temperature());                                               // / τ
-        }
         Routes routes = router.route(logits, options.rule());
         ExpertFfn.Pass routed = experts.forward(xj, routes);                                 // [T, D]
         INDArray out = routed.out();
@@ -179,11 +176,8 @@ public final class MoeBlock {
         double[] dz = dRouterLogits == null ? new double[(int) ctx.logits.length()] : Flat.values(dRouterLogits);
         ctx.routes.backward(ffn.dWeights(), dz);
 
-        // logits = (xj·Wgᵀ + b) / τ  →  dWg = dlogitsᵀ·xj, dxj += dlogits·Wg
+        // logits = xj·Wgᵀ + b  →  dWg = dlogitsᵀ·xj, dxj += dlogits·Wg
         INDArray dLogits = Flat.array(dz, ctx.logits.shape(), ctx.logits.dataType());         // [T, E]
-        if (options.temperature() != 1.0) {
-            dLogits.divi(options.temperature());
-        }
         INDArray dRouter = null;
         if (options.trainable()) {
             INDArray w = router.weight();

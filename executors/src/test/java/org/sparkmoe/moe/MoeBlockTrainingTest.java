@@ -28,7 +28,7 @@ import org.sparkmoe.experts.LoraExperts;
 
 /**
  * {@link MoeBlock}: float64 central differences for the input, the router weights and both LoRA factors of
- * every projection, under Mixtral and Qwen2-MoE routing, with temperature, jitter, K = 1 and K = E, and with a
+ * every projection, under Mixtral and Qwen2-MoE routing, with jitter, K = 1 and K = E, and with a
  * loss on the router logits; float32 against float64; and with every B = 0, bit-identity with the frozen
  * {@link MoeBlock}. The scalar loss is Σ out ⊙ W (+ Σ logits ⊙ V), so dOut = W and dLogits = V.
  */
@@ -79,8 +79,8 @@ class MoeBlockTrainingTest {
     }
 
     @Test
-    void temperatureAndLossOnLogitsGradientsMatchFiniteDifferences() {
-        checkGradients(33, RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withTrainable(true).withTemperature(0.7), false, true);
+    void lossOnLogitsGradientsMatchFiniteDifferences() {
+        checkGradients(33, RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withTrainable(true), false, true);
     }
 
     @Test
@@ -206,8 +206,6 @@ class MoeBlockTrainingTest {
         e = assertThrows(IllegalArgumentException.class,
                 () -> block.forward(gaussian(new Random(1), DataType.DOUBLE, 1.0, T, D + 1)));
         assertTrue(e.getMessage().contains("x must be [6, 5]") && e.getMessage().contains("[6, 6]"), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class, () -> RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withTemperature(0));
-        assertTrue(e.getMessage().contains("temperature"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withJitter(1.5));
         assertTrue(e.getMessage().contains("jitter"), e.getMessage());
     }
@@ -240,7 +238,7 @@ class MoeBlockTrainingTest {
             return GradientCheck.dot(c.out(), w) + (lossOnLogits ? GradientCheck.dot(c.routerLogits(), v) : 0.0);
         };
         String p = options.topK() + "/" + (options.rule().normalizeTopK() ? "norm" : "raw") + (jitter ? "/jitter" : "")
-                + (options.temperature() != 1 ? "/tau" : "") + " ";
+                + " ";
         GradientCheck.check(p + "x", x, g.dx(), loss);
         GradientCheck.check(p + "router", s.router(), g.dRouter(), loss);
         GradientCheck.check(p + "gate A", s.gate().a(), g.experts().gate().dA(), loss);
