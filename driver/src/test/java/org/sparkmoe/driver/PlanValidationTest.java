@@ -27,8 +27,10 @@ class PlanValidationTest {
                 fails(() -> new EvalPlan("file:/m", DATA, TextSplit.TEST, 1, 2, 8, 1, null, Device.CPU)));
         assertEquals("--partitions must be ≥ 1, got 0",
                 fails(() -> new EvalPlan("file:/m", DATA, TextSplit.TEST, 32, 2, 8, 0, null, Device.CPU)));
-        assertEquals("--top-k must be ≥ 1, got 0",
-                fails(() -> new EvalPlan("file:/m", DATA, TextSplit.TEST, 32, 0, 8, 1, null, Device.CPU)));
+        assertEquals("--top-k must be ≥ 0, got -1",
+                fails(() -> new EvalPlan("file:/m", DATA, TextSplit.TEST, 32, -1, 8, 1, null, Device.CPU)));
+        assertEquals(0, new EvalPlan("file:/m", DATA, TextSplit.TEST, 32, 0, 8, 1, null, Device.CPU).topK(),
+                "a dense model (mistral) is scored with no experts per token");
         assertEquals("--batch-windows must be ≥ 1, got 0",
                 fails(() -> new EvalPlan("file:/m", DATA, TextSplit.TEST, 32, 2, 0, 1, null, Device.CPU)));
         assertEquals("--data must name at least one text file, got none",

@@ -14,7 +14,7 @@ import java.util.List;
  * @param data         input text files (URIs), report names are their file names
  * @param split        docs/data.md split applied per file
  * @param window       S tokens per window (≥ 2)
- * @param topK         experts per token (≥ 1)
+ * @param topK         experts per token (≥ 1; 0 for a dense model, which has no experts)
  * @param batchWindows B windows per forward pass (≥ 1)
  * @param partitions   scoring partitions (≥ 1)
  * @param adapter      PEFT adapter folder URI merged into the model on every executor, or null
@@ -28,7 +28,7 @@ public record EvalPlan(String model, List<String> data, TextSplit split, int win
         data = PlanChecks.requireData(data);
         PlanChecks.requireNonNull("--split", split);
         PlanChecks.requireAtLeast("--window", window, 2);
-        PlanChecks.requireAtLeast("--top-k", topK, 1);
+        PlanChecks.requireAtLeast("--top-k", topK, 0);
         PlanChecks.requireAtLeast("--batch-windows", batchWindows, 1);
         PlanChecks.requireAtLeast("--partitions", partitions, 1);
         PlanChecks.requireNonNull("--device", device);
