@@ -6,7 +6,6 @@ import org.apache.hadoop.fs.Path;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.util.UUID;
 
 /**
  * Writes a new folder through the Hadoop FileSystem API so that readers never see it half-written: everything goes
@@ -35,7 +34,7 @@ public final class AtomicFolder {
         } catch (IOException e) {
             throw new UncheckedIOException("looking up " + dir + ": " + e.getMessage(), e);
         }
-        Path staging = new Path(dir.getParent(), "." + dir.getName() + ".tmp-" + UUID.randomUUID());
+        Path staging = AtomicFile.temporaryFor(dir);
         try {
             fs.mkdirs(staging);
             content.writeTo(fs, staging);

@@ -7,6 +7,7 @@ import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
+import org.sparkmoe.driver.OutputLock;
 import org.sparkmoe.driver.ModelOption;
 import org.sparkmoe.driver.WindowOption;
 import org.sparkmoe.kernels.Device;
@@ -162,18 +163,25 @@ public final class TrainCommand implements Callable<Integer> {
         }
         windows = new TrainPlan.Windows(data.uris(conf), windows.split(), windows.window(), windows.batchWindows());
         TrainPlan checked = new TrainPlan(modelUri, windows, rounds, options, Paths.qualify(out, conf), merge, chosen);
-        try (JavaSparkContext sc = SparkContexts.start("sparkmoe train", spark.master)) {
+        try (OutputLock lock = OutputLock.acquire(new Path(checked.out()), conf, "train");
+             JavaSparkContext sc = SparkContexts.start("sparkmoe train", spark.master)) {
             TrainPlan plan = checked.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
             TrainOutputs outputs = new TrainOutputs(plan, conf);
+            outputs.removeStaleTemporaries();
+            TrainOutputs.Resume from = resume ? outputs.resume() : null;
             TrainState state;
             long firstRound;
-            if (resume) {
-                TrainOutputs.Resume from = outputs.resume();
+            if (from != null) {
                 state = from.state();
                 firstRound = from.nextRound();
                 System.err.printf("train: resuming at round %d/%d (step %d)%n", firstRound + 1, plan.roundCount(),
                         state.step());
             } else {
+                if (resume) {
+                    System.err.println("train: --resume: no complete checkpoint under " + new Path(plan.out(),
+                            "checkpoints") + " (the run stopped before its first); starting afresh");
+                    outputs.clearUncheckpointed();
+                }
                 outputs.requireFresh();
                 state = TrainJob.initialState(plan, conf);
                 firstRound = 0;

@@ -5,6 +5,7 @@ import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.adapter.MergedCheckpoint;
+import org.sparkmoe.driver.OutputLock;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.ModelConfig;
@@ -15,7 +16,11 @@ import org.sparkmoe.train.TrainStateFile;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HexFormat;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -25,7 +30,9 @@ import java.util.Map;
  * <pre>
  *   train-log.jsonl                     one line per round (rewritten after every round)
  *   checkpoints/round-NNNNNN/           state.safetensors (LoRA, router, AdamW moments, step) + train-log.jsonl
+ *                                       + SHA256SUMS (sha256sum format, written after both: the round is complete)
  *   checkpoints/latest                  the name of the newest complete checkpoint (written last)
+ *   .sparkmoe.lock                      while a run writes here (driver.OutputLock)
  *   adapter/                            the PEFT adapter
  *   merged/                             with --merge: the HF checkpoint with the LoRA merged in
  *   model/                              instead of both, for a low-rank model (surgery lowrank): the same
@@ -37,6 +44,7 @@ public final class TrainOutputs {
     static final String CHECKPOINTS = "checkpoints";
     static final String LATEST = "latest";
     static final String STATE = "state.safetensors";
+    static final String CHECKSUMS = "SHA256SUMS";
     public static final String ADAPTER = "adapter";
     static final String MERGED = "merged";
     static final String MODEL = "model";
@@ -64,21 +72,44 @@ public final class TrainOutputs {
     record Resume(TrainState state, long nextRound) {
     }
 
-    /** A fresh run must not write over another run's outputs. */
+    /** Removes what writes killed before their rename left behind; call while holding the folder's lock. */
+    void removeStaleTemporaries() {
+        for (Path dir : List.of(out, new Path(out, CHECKPOINTS))) {
+            for (Path removed : AtomicFile.removeStaleTemporaries(fs, dir)) {
+                System.err.println("train: removed " + removed + ", left by a write that was cut off");
+            }
+        }
+    }
+
+    /** A fresh run must not write over another run's outputs (its lock aside). */
     void requireFresh() {
-        if (exists(out) && list(out).length > 0) {
+        if (exists(out) && Arrays.stream(list(out)).anyMatch(f -> !f.getPath().getName().equals(OutputLock.FILE))) {
             throw new IllegalArgumentException("--out " + out + " already holds files; pass --resume to continue the "
                     + "run there, or choose another folder");
         }
     }
 
-    /** Reads the latest checkpoint; throws naming the flag that differs if it came from another configuration. */
+    /**
+     * The checkpoint to resume from: the one {@code latest} names when it is complete, else the newest complete one
+     * (saying so on stderr); null when there is none (a run cut off before its first checkpoint: the caller starts
+     * afresh). Throws naming the file when a checkpoint's bytes differ from its SHA256SUMS, and naming the flag that
+     * differs when it came from another configuration.
+     */
     Resume resume() {
-        Path latest = new Path(new Path(out, CHECKPOINTS), LATEST);
-        if (!exists(latest)) {
-            throw new IllegalArgumentException("--resume: no checkpoint under " + new Path(out, CHECKPOINTS));
+        Path checkpoints = new Path(out, CHECKPOINTS);
+        Path latest = new Path(checkpoints, LATEST);
+        String pointed = exists(latest) ? read(latest).trim() : null;
+        String chosen = pointed != null && complete(new Path(checkpoints, pointed)) ? pointed : newestComplete();
+        if (chosen == null) {
+            return null;
         }
-        Path dir = new Path(new Path(out, CHECKPOINTS), read(latest).trim());
+        if (!chosen.equals(pointed)) {
+            System.err.println("train: --resume: " + (pointed == null ? "checkpoints/latest is missing"
+                    : "checkpoints/latest names " + pointed + ", which is not complete") + "; resuming from "
+                    + chosen + ", the newest complete checkpoint");
+        }
+        Path dir = new Path(checkpoints, chosen);
+        verify(dir);
         TrainStateFile.Loaded loaded = TrainStateFile.read(fs, new Path(dir, STATE));
         Map<String, String> meta = loaded.metadata();
         String signature = meta.get(SIGNATURE);
@@ -89,6 +120,66 @@ public final class TrainOutputs {
         String lines = read(new Path(dir, LOG));
         lines.lines().filter(l -> !l.isBlank()).forEach(log::add);
         return new Resume(loaded.state(), Long.parseLong(meta.get(ROUND)) + 1);
+    }
+
+    /** Deletes what a run cut off before its first checkpoint wrote (the log, partial checkpoints). */
+    void clearUncheckpointed() {
+        for (Path p : List.of(new Path(out, LOG), new Path(out, CHECKPOINTS))) {
+            try {
+                fs.delete(p, true);
+            } catch (IOException e) {
+                throw new UncheckedIOException("deleting " + p + ": " + e.getMessage(), e);
+            }
+        }
+    }
+
+    /** A round folder holding its state and log, and their checksums (or, from an earlier version, no checksums). */
+    private boolean complete(Path dir) {
+        return exists(new Path(dir, STATE)) && exists(new Path(dir, LOG));
+    }
+
+    private String newestComplete() {
+        Path checkpoints = new Path(out, CHECKPOINTS);
+        if (!exists(checkpoints)) {
+            return null;
+        }
+        return Arrays.stream(list(checkpoints)).map(f -> f.getPath().getName())
+                .filter(n -> n.matches("round-\\d{6}") && complete(new Path(checkpoints, n))
+                        && exists(new Path(new Path(checkpoints, n), CHECKSUMS)))
+                .max(String::compareTo).orElse(null);
+    }
+
+    /** Compares the state and log with the round's SHA256SUMS; a checkpoint from before checksums passes as it is. */
+    private void verify(Path dir) {
+        Path sums = new Path(dir, CHECKSUMS);
+        if (!exists(sums)) {
+            return;
+        }
+        for (String line : read(sums).lines().filter(l -> !l.isBlank()).toList()) {
+            String[] f = line.split("  ", 2);
+            Path file = new Path(dir, f[1]);
+            String actual = sha256(file);
+            if (!actual.equals(f[0])) {
+                throw new IllegalArgumentException("--resume: checkpoint file " + file + " is damaged: its sha256 is "
+                        + actual + ", " + CHECKSUMS + " records " + f[0] + "; restore it, or start a new run in "
+                        + "another --out");
+            }
+        }
+    }
+
+    private String sha256(Path file) {
+        try (var in = fs.open(file)) {
+            MessageDigest digest = MessageDigest.getInstance("SHA-256");
+            byte[] buffer = new byte[1 << 16];
+            for (int n; (n = in.read(buffer)) > 0; ) {
+                digest.update(buffer, 0, n);
+            }
+            return HexFormat.of().formatHex(digest.digest());
+        } catch (IOException e) {
+            throw new UncheckedIOException("reading " + file + ": " + e.getMessage(), e);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException("this JVM has no SHA-256", e);
+        }
     }
 
     /** Logs the round; checkpoints every --checkpoint-every rounds and after the last. */
@@ -109,6 +200,8 @@ public final class TrainOutputs {
         TrainStateFile.write(fs, new Path(dir, STATE), state,
                 Map.of(ROUND, Long.toString(round), SIGNATURE, plan.resumeSignature()));
         AtomicFile.write(fs, new Path(dir, LOG), logBytes());
+        String sums = sha256(new Path(dir, STATE)) + "  " + STATE + "\n" + sha256(new Path(dir, LOG)) + "  " + LOG + "\n";
+        AtomicFile.write(fs, new Path(dir, CHECKSUMS), sums.getBytes(StandardCharsets.UTF_8));
         AtomicFile.write(fs, latest, name.getBytes(StandardCharsets.UTF_8));
         if (previous != null && !previous.equals(name)) {
             delete(new Path(checkpoints, previous));
