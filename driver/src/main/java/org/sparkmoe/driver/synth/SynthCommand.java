@@ -18,7 +18,7 @@ import picocli.CommandLine.Option;
 
 import java.io.IOException;
 import java.io.InputStream;
-import java.io.PrintStream;
+import java.io.PrintWriter;
 import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -73,6 +73,9 @@ public final class SynthCommand implements Callable<Integer> {
                     + "model-0000i-of-0000N.safetensors with model.safetensors.index.json. Default: ${DEFAULT-VALUE}.")
     long maxShardBytes;
 
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
     /** The tokenizer files put into every folder (the tiny example model's, bundled in the driver jar). */
     static final List<String> TOKENIZER_FILES = List.of("tokenizer.json", "tokenizer_config.json");
 
@@ -92,15 +95,19 @@ public final class SynthCommand implements Callable<Integer> {
         long parameters = ModelSchema.parameterCount(config);
         List<NamedTensor> tensors = RandomWeights.tensors(config, d, seed, shape.initializerRange());
         Map<String, byte[]> tokenizer = tokenizerFiles();
-        System.err.printf(Locale.ROOT, "synth: %s (%s), %d of %d layers, %s, %,d parameters, %d tensors -> %s%n",
+        PrintWriter err = spec.commandLine().getErr();
+        err.printf(Locale.ROOT, "synth: %s (%s), %d of %d layers, %s, %,d parameters, %d tensors -> %s%n",
                 shape.shapeName(), shape.huggingFaceId(), n, realLayers, ModelShape.torchName(d), parameters,
                 tensors.size(), target);
-        Progress progress = new Progress(System.err, tensors);
+        err.flush();
+        Progress progress = new Progress(err, tensors);
         OutputFolder.makeRoom(target, conf);
         long bytes = CheckpointFolderWriter.write(json, progress.wrap(tensors), tokenizer, target, conf,
                 maxShardBytes);
-        System.out.printf(Locale.ROOT, "%s: %s with %d layers, %,d parameters, %,d bytes of %s tensors%n",
+        PrintWriter stdout = spec.commandLine().getOut();
+        stdout.printf(Locale.ROOT, "%s: %s with %d layers, %,d parameters, %,d bytes of %s tensors%n",
                 target, shape.shapeName(), n, parameters, bytes, ModelShape.torchName(d));
+        stdout.flush();
         return 0;
     }
 
@@ -121,7 +128,7 @@ public final class SynthCommand implements Callable<Integer> {
 
     /** Prints "synth: 12/291 tensors, 3.4/93.4 GB, 85 MB/s" on stderr at most every two seconds, and at the end. */
     private static final class Progress {
-        private final PrintStream err;
+        private final PrintWriter err;
         private final int totalTensors;
         private final long totalBytes;
         private final long started = System.nanoTime();
@@ -129,7 +136,7 @@ public final class SynthCommand implements Callable<Integer> {
         private int tensorsDone;
         private long bytesDone;
 
-        Progress(PrintStream err, List<NamedTensor> tensors) {
+        Progress(PrintWriter err, List<NamedTensor> tensors) {
             this.err = err;
             this.totalTensors = tensors.size();
             this.totalBytes = tensors.stream().mapToLong(NamedTensor::byteLength).sum();
@@ -155,6 +162,7 @@ public final class SynthCommand implements Callable<Integer> {
                 double seconds = Math.max(1e-9, (now - started) / 1e9);
                 err.printf(Locale.ROOT, "synth: %d/%d tensors, %.2f/%.2f GB, %.0f MB/s%n", tensorsDone,
                         totalTensors, bytesDone / 1e9, totalBytes / 1e9, bytesDone / 1e6 / seconds);
+                err.flush();
             }
         }
     }
