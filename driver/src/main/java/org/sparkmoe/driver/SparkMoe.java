@@ -9,6 +9,7 @@ import org.sparkmoe.driver.train.TrainCommand;
 import org.sparkmoe.driver.merge.MergeCommand;
 import org.sparkmoe.driver.router.RetrainRouterCommand;
 import org.sparkmoe.driver.surgery.SurgeryCommand;
+import org.sparkmoe.driver.synth.SynthCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -19,7 +20,7 @@ import java.io.PrintWriter;
         description = "Fine-tune, measure and reshape Mixture-of-Experts language models on Spark.",
         subcommands = {DemoCommand.class, EvalCommand.class, TrainCommand.class, CalibrateCommand.class,
                 RetrainRouterCommand.class,
-                LogitsCommand.class, MergeCommand.class, SurgeryCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
+                LogitsCommand.class, MergeCommand.class, SurgeryCommand.class, SynthCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
 public final class SparkMoe implements Runnable {
 
     @CommandLine.Spec

@@ -10,8 +10,11 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
-/** One tensor to write to a safetensors file: its name, dtype, shape and little-endian bytes. */
-public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Longs {
+/**
+ * One tensor to write to a safetensors file: its name, dtype, shape and little-endian bytes. The header is computed
+ * from names, dtypes and shapes alone, so the bytes can be produced while they are written, one tensor at a time.
+ */
+public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Longs, NamedTensor.Streamed {
 
     /** Elements copied per chunk when streaming: 1 MiB of output per chunk at most. */
     int CHUNK_ELEMENTS = 1 << 17;
@@ -102,6 +105,42 @@ public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Long
                 chunk.asLongBuffer().put(values, start, count);
                 out.write(chunk.array(), 0, count * Long.BYTES);
             }
+        }
+    }
+
+    /** Writes a tensor's bytes, in bounded chunks, without holding the whole tensor. */
+    @FunctionalInterface
+    interface Producer {
+        void writeTo(OutputStream out) throws IOException;
+    }
+
+    /**
+     * A tensor of any dtype whose bytes a producer writes when its turn comes (e.g. generated weights): nothing of it
+     * is held before or after. The writer checks that exactly {@link #byteLength()} bytes arrive.
+     */
+    record Streamed(String name, DType dtype, long[] shape, Producer producer) implements NamedTensor {
+
+        public Streamed {
+            Objects.requireNonNull(name, "name");
+            Objects.requireNonNull(dtype, "dtype");
+            Objects.requireNonNull(producer, "producer");
+            shape = shape.clone();
+            for (long d : shape) {
+                if (d < 0) {
+                    throw new IllegalArgumentException("tensor '" + name + "': negative dimension in shape "
+                            + Arrays.toString(shape));
+                }
+            }
+        }
+
+        @Override
+        public long[] shape() {
+            return shape.clone();
+        }
+
+        @Override
+        public void writeData(OutputStream out) throws IOException {
+            producer.writeTo(out);
         }
     }
 }

@@ -3,7 +3,9 @@ package org.sparkmoe.io;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.FilterOutputStream;
 import java.io.IOException;
+import java.io.OutputStream;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -21,7 +23,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * Writes safetensors files through the Hadoop FileSystem API, atomically: the bytes go to a
  * hidden sibling {@code .NAME.tmp-UUID}, which is renamed onto the target only once complete. On
- * any failure the temporary file is deleted and an existing target is left as it was.
+ * any failure the temporary file is deleted and an existing target is left as it was. The header is computed from the
+ * tensors' names, dtypes and shapes first; then each tensor's bytes are streamed in order and counted against it.
  */
 public final class SafeTensorsWriter {
 
@@ -44,10 +47,39 @@ public final class SafeTensorsWriter {
         AtomicFile.write(fs, target, out -> {
             out.write(ByteBuffer.allocate(Long.BYTES).order(ByteOrder.LITTLE_ENDIAN).putLong(0, header.length).array());
             out.write(header);
+            CountingStream counted = new CountingStream(out);
             for (NamedTensor tensor : tensors) {
-                tensor.writeData(out);
+                long before = counted.count;
+                tensor.writeData(counted);
+                long written = counted.count - before;
+                if (written != tensor.byteLength()) {
+                    throw new IllegalStateException(target + ": tensor '" + tensor.name() + "' " + tensor.dtype()
+                            + Arrays.toString(tensor.shape()) + " needs " + tensor.byteLength() + " bytes, its data had "
+                            + written);
+                }
             }
         });
+    }
+
+    /** Counts the bytes passed through, so that a tensor's data can be checked against its header entry. */
+    private static final class CountingStream extends FilterOutputStream {
+        long count;
+
+        CountingStream(OutputStream out) {
+            super(out);
+        }
+
+        @Override
+        public void write(int b) throws IOException {
+            out.write(b);
+            count++;
+        }
+
+        @Override
+        public void write(byte[] b, int off, int len) throws IOException {
+            out.write(b, off, len);
+            count += len;
+        }
     }
 
     /** JSON header, padded with spaces to a multiple of 8 bytes like the reference writer. */

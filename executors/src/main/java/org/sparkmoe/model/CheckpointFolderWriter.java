@@ -29,7 +29,9 @@ import java.util.Map;
  * shard size, model-0000i-of-0000N.safetensors plus model.safetensors.index.json, any extra files, and every other
  * file of the source folder (tokenizer, generation config) copied. The config is parsed and the tensors checked
  * against it ({@link ModelSchema#check}) before anything is written. The folder is built in a hidden sibling and
- * renamed into place once complete, so a reader never sees it half-written; it must not exist beforehand.
+ * renamed into place once complete, so a reader never sees it half-written; it must not exist beforehand. A second
+ * entry point writes tensors of any dtype from producers that stream their bytes (generated weights), so that neither
+ * path holds more than one tensor.
  */
 public final class CheckpointFolderWriter {
     /** Largest shard written by default: 2 GiB of float32 tensors. */
@@ -77,29 +79,103 @@ public final class CheckpointFolderWriter {
         });
     }
 
+    /**
+     * Writes a new checkpoint folder from tensors that are produced while they are written (e.g. generated weights,
+     * in any dtype): config.json exactly as given, the tensors in list order, sharded like
+     * {@link #write(Path, ObjectNode, TensorSource, List, Map, Path, Configuration, long) the other entry point}, and
+     * the extra files (a tokenizer). Only one tensor's producer runs at a time and nothing is kept, so memory does not
+     * grow with the model. The config is parsed and the tensors' names and shapes checked against it
+     * ({@link ModelSchema#check}) before anything is written; the folder appears only once complete.
+     *
+     * @return the bytes of tensor data written (the index's {@code metadata.total_size})
+     */
+    public static long write(ObjectNode config, List<NamedTensor> tensors, Map<String, byte[]> extraFiles, Path outDir,
+            Configuration conf, long maxShardBytes) {
+        if (maxShardBytes < 1) {
+            throw new IllegalArgumentException("maxShardBytes must be ≥ 1, got " + maxShardBytes);
+        }
+        byte[] configBytes;
+        try {
+            configBytes = (JSON.writeValueAsString(config) + "\n").getBytes(StandardCharsets.UTF_8);
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalStateException("serialising config.json", e);
+        }
+        Map<String, long[]> shapes = new LinkedHashMap<>();
+        List<Long> sizes = new ArrayList<>(tensors.size());
+        for (NamedTensor tensor : tensors) {
+            if (shapes.put(tensor.name(), tensor.shape()) != null) {
+                throw new IllegalArgumentException(outDir + ": tensor " + tensor.name() + " appears twice");
+            }
+            sizes.add(tensor.byteLength());
+        }
+        ModelSchema.check(ModelConfig.parse(new String(configBytes, StandardCharsets.UTF_8),
+                new Path(outDir, "config.json").toString()), shapes, outDir.toString());
+        if (extraFiles.containsKey("config.json") || extraFiles.keySet().stream().anyMatch(
+                name -> name.endsWith(".safetensors") || name.equals(INDEX_FILE))) {
+            throw new IllegalArgumentException("extra files must not replace config.json or weights: "
+                    + extraFiles.keySet());
+        }
+        long[] total = new long[1];
+        AtomicFolder.write(outDir, conf, "checkpoint folder", (fs, staging) -> {
+            AtomicFile.write(fs, new Path(staging, "config.json"), configBytes);
+            total[0] = writeShards(fs, staging, shard(sizes, maxShardBytes),
+                    new ArrayList<>(shapes.keySet()), sizes, (shard, i) -> tensors.get(i));
+            for (Map.Entry<String, byte[]> extra : extraFiles.entrySet()) {
+                AtomicFile.write(fs, new Path(staging, extra.getKey()), extra.getValue());
+            }
+        });
+        return total[0];
+    }
+
     private static void writeTensors(FileSystem fs, Path dir, TensorSource tensors, List<String> names,
             long maxShardBytes) throws IOException {
-        List<List<String>> shards = new ArrayList<>();
-        long total = 0;
-        long shardBytes = 0;
+        List<Long> sizes = new ArrayList<>(names.size());
         for (String name : names) {
-            long bytes = Float.BYTES * Arrays.stream(tensors.shape(name)).reduce(1, Math::multiplyExact);
+            sizes.add(Float.BYTES * Arrays.stream(tensors.shape(name)).reduce(1, Math::multiplyExact));
+        }
+        writeShards(fs, dir, shard(sizes, maxShardBytes), names, sizes,
+                (shard, i) -> new NamedTensor.Floats(names.get(i), tensors.readFloat(names.get(i))));
+    }
+
+    /**
+     * Groups tensors (by index, in order) into shards of at most {@code maxShardBytes}, like transformers'
+     * {@code save_pretrained}: a shard is closed when the next tensor would overflow it; a tensor larger than the
+     * limit gets a shard of its own.
+     */
+    static List<List<Integer>> shard(List<Long> sizes, long maxShardBytes) {
+        List<List<Integer>> shards = new ArrayList<>();
+        long shardBytes = 0;
+        for (int i = 0; i < sizes.size(); i++) {
+            long bytes = sizes.get(i);
             if (shards.isEmpty() || shardBytes + bytes > maxShardBytes && !shards.get(shards.size() - 1).isEmpty()) {
                 shards.add(new ArrayList<>());
                 shardBytes = 0;
             }
-            shards.get(shards.size() - 1).add(name);
+            shards.get(shards.size() - 1).add(i);
             shardBytes += bytes;
-            total += bytes;
         }
+        return shards;
+    }
+
+    /** Builds the tensor at index i of the list when its shard is written (not before). */
+    @FunctionalInterface
+    private interface TensorAt {
+        NamedTensor get(int shard, int index);
+    }
+
+    /** One model.safetensors, or model-0000i-of-0000N.safetensors plus the index; returns the total tensor bytes. */
+    private static long writeShards(FileSystem fs, Path dir, List<List<Integer>> shards, List<String> names,
+            List<Long> sizes, TensorAt tensorAt) throws IOException {
+        long total = 0;
         Map<String, String> weightMap = new LinkedHashMap<>();
         for (int s = 0; s < shards.size(); s++) {
             String file = shards.size() == 1 ? SINGLE_FILE
                     : String.format("model-%05d-of-%05d.safetensors", s + 1, shards.size());
             List<NamedTensor> shard = new ArrayList<>();
-            for (String name : shards.get(s)) {
-                shard.add(new NamedTensor.Floats(name, tensors.readFloat(name)));
-                weightMap.put(name, file);
+            for (int i : shards.get(s)) {
+                shard.add(tensorAt.get(s, i));
+                weightMap.put(names.get(i), file);
+                total += sizes.get(i);
             }
             SafeTensorsWriter.write(fs, new Path(dir, file), shard, Map.of("format", "pt"));
         }
@@ -111,6 +187,7 @@ public final class CheckpointFolderWriter {
             AtomicFile.write(fs, new Path(dir, INDEX_FILE),
                     (JSON.writeValueAsString(index) + "\n").getBytes(StandardCharsets.UTF_8));
         }
+        return total;
     }
 
     /** Every plain file of the source folder except config.json, the weights and the extra files. */

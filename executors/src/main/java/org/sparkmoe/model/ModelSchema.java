@@ -9,6 +9,8 @@ import org.sparkmoe.io.TensorSource;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.function.Function;
+import java.util.function.Predicate;
 
 /**
  * Every tensor a checkpoint must hold for its config.json, with the shape the config implies. Checking a
@@ -80,17 +82,39 @@ public final class ModelSchema {
 
     /** Throws naming the first missing tensor or the first shape that disagrees with config.json. */
     public static void check(ModelConfig config, TensorSource tensors) {
+        check(config, tensors::has, tensors::shape, tensors.describe());
+    }
+
+    /** The same check for tensors not written yet: {@code shapes} maps each name to its shape. */
+    public static void check(ModelConfig config, Map<String, long[]> shapes, String describe) {
+        check(config, shapes::containsKey, shapes::get, describe);
+    }
+
+    /** The number of parameters (elements of all tensors) a checkpoint of this config holds. */
+    public static long parameterCount(ModelConfig config) {
+        long total = 0;
+        for (Map.Entry<String, long[]> e : expected(config).entrySet()) {
+            if (e.getKey().equals(CheckpointLayout.lmHead()) && config.tie_word_embeddings) {
+                continue;
+            }
+            total = Math.addExact(total, Arrays.stream(e.getValue()).reduce(1, Math::multiplyExact));
+        }
+        return total;
+    }
+
+    private static void check(ModelConfig config, Predicate<String> has, Function<String, long[]> shapeOf,
+            String describe) {
         for (Map.Entry<String, long[]> e : expected(config).entrySet()) {
             String name = e.getKey();
-            if (!tensors.has(name)) {
+            if (!has.test(name)) {
                 if (name.equals(CheckpointLayout.lmHead()) && config.tie_word_embeddings) {
                     continue;
                 }
-                throw new CheckpointFormatException(tensors.describe() + ": missing tensor " + name);
+                throw new CheckpointFormatException(describe + ": missing tensor " + name);
             }
-            long[] shape = tensors.shape(name);
+            long[] shape = shapeOf.apply(name);
             if (!Arrays.equals(shape, e.getValue())) {
-                throw new CheckpointFormatException(tensors.describe() + ": tensor " + name + " has shape "
+                throw new CheckpointFormatException(describe + ": tensor " + name + " has shape "
                         + Arrays.toString(shape) + " but config.json implies " + Arrays.toString(e.getValue()));
             }
         }

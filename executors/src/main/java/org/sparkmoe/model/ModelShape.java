@@ -1,0 +1,134 @@
+package org.sparkmoe.model;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkmoe.io.DType;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.util.Arrays;
+import java.util.Optional;
+import java.util.stream.Collectors;
+
+/**
+ * Real models whose shapes {@code sparkmoe synth} can reproduce: each holds the model's config.json exactly as
+ * published on the Hugging Face Hub (resources {@code org/sparkmoe/model/shapes/NAME.json}), its Hub id and its
+ * published parameter count.
+ */
+public enum ModelShape {
+    MIXTRAL_8X7B("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1", 46.7e9),
+    QWEN1_5_MOE_A2_7B("qwen1.5-moe-a2.7b", "Qwen/Qwen1.5-MoE-A2.7B", 14.3e9),
+    MISTRAL_7B("mistral-7b", "mistralai/Mistral-7B-v0.1", 7.24e9);
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private final String shapeName;
+    private final String huggingFaceId;
+    private final double publishedParameters;
+
+    ModelShape(String shapeName, String huggingFaceId, double publishedParameters) {
+        this.shapeName = shapeName;
+        this.huggingFaceId = huggingFaceId;
+        this.publishedParameters = publishedParameters;
+    }
+
+    /** The name on the command line, e.g. {@code mixtral-8x7b}. */
+    public String shapeName() {
+        return shapeName;
+    }
+
+    public String huggingFaceId() {
+        return huggingFaceId;
+    }
+
+    /** The total parameter count the model card gives (rounded, e.g. 46.7e9). */
+    public double publishedParameters() {
+        return publishedParameters;
+    }
+
+    public static Optional<ModelShape> named(String name) {
+        return Arrays.stream(values()).filter(s -> s.shapeName.equals(name)).findFirst();
+    }
+
+    /** "mixtral-8x7b, qwen1.5-moe-a2.7b, mistral-7b", for error messages and help. */
+    public static String names() {
+        return Arrays.stream(values()).map(ModelShape::shapeName).collect(Collectors.joining(", "));
+    }
+
+    /** A fresh copy of the published config.json. */
+    public ObjectNode config() {
+        String resource = "shapes/" + shapeName + ".json";
+        try (InputStream in = ModelShape.class.getResourceAsStream(resource)) {
+            if (in == null) {
+                throw new IllegalStateException("missing resource " + resource + " next to " + ModelShape.class);
+            }
+            return (ObjectNode) JSON.readTree(in);
+        } catch (IOException e) {
+            throw new UncheckedIOException("reading " + resource, e);
+        }
+    }
+
+    /** The torch dtype the model is published in ({@code torch_dtype}, e.g. bfloat16 → BF16). */
+    public DType publishedDtype() {
+        return dtypeOf(config().path("torch_dtype").asText());
+    }
+
+    /** The config's {@code initializer_range}, the std of the random weights (0.02 when absent). */
+    public double initializerRange() {
+        return config().path("initializer_range").asDouble(0.02);
+    }
+
+    /**
+     * The published config with {@code num_hidden_layers = layers} and every field that counts layers kept
+     * consistent (Qwen2-MoE's {@code mlp_only_layers} keeps only indices below {@code layers},
+     * {@code max_window_layers} is capped at it); {@code torch_dtype} (and {@code dtype}, when present) say
+     * {@code dtype}. Every other field is the real model's.
+     */
+    public ObjectNode config(int layers, DType dtype) {
+        if (layers < 1) {
+            throw new IllegalArgumentException("layers must be ≥ 1, got " + layers);
+        }
+        ObjectNode config = config();
+        config.put("num_hidden_layers", layers);
+        JsonNode mlpOnly = config.get("mlp_only_layers");
+        if (mlpOnly != null && mlpOnly.isArray()) {
+            ArrayNode kept = JSON.createArrayNode();
+            mlpOnly.forEach(index -> {
+                if (index.asInt() < layers) {
+                    kept.add(index);
+                }
+            });
+            config.set("mlp_only_layers", kept);
+        }
+        if (config.has("max_window_layers")) {
+            config.put("max_window_layers", Math.min(config.get("max_window_layers").asInt(), layers));
+        }
+        config.put("torch_dtype", torchName(dtype));
+        if (config.has("dtype")) {
+            config.put("dtype", torchName(dtype));
+        }
+        return config;
+    }
+
+    /** bfloat16, float16, float32: the torch spelling of config.json. */
+    public static String torchName(DType dtype) {
+        return switch (dtype) {
+            case BF16 -> "bfloat16";
+            case F16 -> "float16";
+            case F32 -> "float32";
+            default -> throw new IllegalArgumentException("no torch float dtype for " + dtype);
+        };
+    }
+
+    private static DType dtypeOf(String torchName) {
+        return switch (torchName) {
+            case "bfloat16" -> DType.BF16;
+            case "float16" -> DType.F16;
+            case "float32" -> DType.F32;
+            default -> throw new IllegalStateException("unexpected torch_dtype " + torchName);
+        };
+    }
+}
