@@ -28,10 +28,19 @@ public final class DataOptions {
         this.split = defaultSplit;
     }
 
-    /** The files as fully qualified URIs, each checked to exist and hold something. */
+    /**
+     * The files as fully qualified URIs, each checked on the driver to be a non-empty, readable regular file of
+     * UTF-8 text; an empty name (--data "" or "a,,b") is refused naming --data.
+     */
     public List<String> uris(Configuration conf) {
+        for (int i = 0; i < files.size(); i++) {
+            if (files.get(i) == null || files.get(i).isBlank()) {
+                throw new IllegalArgumentException("--data must name text files, got an empty name (entry " + (i + 1)
+                        + " of " + files.size() + " in '" + String.join(",", files) + "')");
+            }
+        }
         List<String> uris = files.stream().map(p -> Paths.qualify(p, conf)).toList();
-        uris.forEach(f -> Paths.requireNonEmptyFile(f, conf));
+        uris.forEach(f -> Paths.requireTextFile(f, conf));
         return uris;
     }
 

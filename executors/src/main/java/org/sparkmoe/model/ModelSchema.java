@@ -2,6 +2,7 @@ package org.sparkmoe.model;
 
 import org.sparkmoe.io.CheckpointFormatException;
 import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.DType;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
@@ -78,7 +79,10 @@ public final class ModelSchema {
         return out;
     }
 
-    /** Throws naming the first missing tensor or the first shape that disagrees with config.json. */
+    /**
+     * Throws naming the first missing tensor, the first shape that disagrees with config.json or the first weight
+     * whose dtype is not a floating-point one (U8, I32, BOOL, ... cannot be read as weights).
+     */
     public static void check(ModelConfig config, TensorSource tensors) {
         for (Map.Entry<String, long[]> e : expected(config).entrySet()) {
             String name = e.getKey();
@@ -92,6 +96,11 @@ public final class ModelSchema {
             if (!Arrays.equals(shape, e.getValue())) {
                 throw new CheckpointFormatException(tensors.describe() + ": tensor " + name + " has shape "
                         + Arrays.toString(shape) + " but config.json implies " + Arrays.toString(e.getValue()));
+            }
+            DType dtype = tensors.dtype(name);
+            if (!dtype.isFloat()) {
+                throw new CheckpointFormatException(tensors.describe() + ": tensor " + name + " has dtype " + dtype
+                        + "; expected a floating-point weight (F32, F16, BF16)");
             }
         }
     }

@@ -13,6 +13,7 @@ import org.sparkmoe.driver.WindowOption;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
@@ -104,6 +105,7 @@ public final class CalibrateCommand implements Callable<Integer> {
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
             ModelSchema.check(config, checkpoint);
         }
+        Tokenizers.checked(modelDir.toString(), config.vocab_size);
         if (config.num_experts == 0 || CalibrationStats.moeLayerIndices(config).length == 0) {
             throw new IllegalArgumentException(modelDir + " is a dense model (" + config.modelType
                     + "); calibrate needs MoE layers");

@@ -14,6 +14,7 @@ import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
@@ -95,6 +96,7 @@ public final class EvalCommand implements Callable<Integer> {
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             ModelSchema.check(config, checkpoint);
         }
+        Tokenizers.checked(modelUri, config.vocab_size);
         String adapterUri = adapter == null ? null : Paths.qualify(adapter, conf);
         if (adapterUri != null) {
             PeftAdapter.read(new Path(adapterUri), conf, config); // reject a bad adapter before any task starts

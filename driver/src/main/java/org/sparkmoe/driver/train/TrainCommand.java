@@ -13,6 +13,7 @@ import org.sparkmoe.kernels.Device;
 import org.sparkmoe.train.TrainOptions;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
@@ -238,6 +239,7 @@ public final class TrainCommand implements Callable<Integer> {
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             ModelSchema.check(config, checkpoint);
         }
+        Tokenizers.checked(modelUri, config.vocab_size);
         return config;
     }
 }
