@@ -4,6 +4,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
+import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
@@ -78,6 +79,7 @@ public final class CalibrateCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         ModelConfig config = validate(conf);
         String outUri = Paths.qualify(out, conf);
+        OutputFolder.requireCreatable("--out", new Path(outUri), conf);
         CalibratePlan plan = plan(conf, config, outUri, chosen);
         List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
         int[] layers = CalibrationStats.moeLayerIndices(config);

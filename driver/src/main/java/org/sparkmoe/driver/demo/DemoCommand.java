@@ -6,6 +6,7 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.driver.DeviceOptions;
+import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkContexts;
@@ -205,6 +206,7 @@ public final class DemoCommand implements Callable<Integer> {
     /** Like train, the demo never writes over earlier outputs. */
     private static void requireEmptyOut(String outUri, Configuration conf) {
         Path dir = new Path(outUri);
+        OutputFolder.requireCreatable("--out", dir, conf);
         try {
             FileSystem fs = dir.getFileSystem(conf);
             if (!fs.exists(dir)) {

@@ -3,6 +3,7 @@ package org.sparkmoe.driver.eval;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
@@ -110,6 +111,9 @@ public final class EvalCommand implements Callable<Integer> {
         if (plan.window() > config.max_position_embeddings) {
             throw new IllegalArgumentException("--window " + plan.window() + " exceeds the model's "
                     + "max_position_embeddings " + config.max_position_embeddings);
+        }
+        if (out != null) {
+            OutputFolder.requireCreatable("--out", new Path(Paths.qualify(out, conf)), conf);
         }
         List<String> files = data.uris(conf);
         Set<String> names = new HashSet<>();

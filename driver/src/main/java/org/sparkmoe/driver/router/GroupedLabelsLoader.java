@@ -22,7 +22,15 @@ final class GroupedLabelsLoader implements DataSetLoader {
 
     @Override
     public DataSet load(Source source) throws IOException {
-        DataSet data = new SerializedDataSetLoader().load(source);
+        DataSet data;
+        try {
+            data = new SerializedDataSetLoader().load(source);
+        } catch (IOException | RuntimeException e) {
+            // a truncated file gives a bare EOFException: name the file
+            throw new IOException("router data file " + source.getPath() + " is truncated or not a DataSet file ("
+                    + e.getClass().getSimpleName() + (e.getMessage() == null ? "" : ": " + e.getMessage().lines()
+                    .findFirst().orElse("")) + "); export it again with calibrate --export-router-data", e);
+        }
         if (membership == null) {
             return data;
         }

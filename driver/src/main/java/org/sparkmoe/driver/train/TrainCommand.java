@@ -3,6 +3,7 @@ package org.sparkmoe.driver.train;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
@@ -163,6 +164,7 @@ public final class TrainCommand implements Callable<Integer> {
         }
         windows = new TrainPlan.Windows(data.uris(conf), windows.split(), windows.window(), windows.batchWindows());
         TrainPlan checked = new TrainPlan(modelUri, windows, rounds, options, Paths.qualify(out, conf), merge, chosen);
+        OutputFolder.requireCreatable("--out", new Path(checked.out()), conf);
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe train", spark.master)) {
             TrainPlan plan = checked.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
             TrainOutputs outputs = new TrainOutputs(plan, conf);
