@@ -33,12 +33,7 @@ public final class DataOptions {
      * UTF-8 text; an empty name (--data "" or "a,,b") is refused naming --data.
      */
     public List<String> uris(Configuration conf) {
-        for (int i = 0; i < files.size(); i++) {
-            if (files.get(i) == null || files.get(i).isBlank()) {
-                throw new IllegalArgumentException("--data must name text files, got an empty name (entry " + (i + 1)
-                        + " of " + files.size() + " in '" + String.join(",", files) + "')");
-            }
-        }
+        PlanChecks.requireData(files);
         List<String> uris = files.stream().map(p -> Paths.qualify(p, conf)).toList();
         uris.forEach(f -> Paths.requireTextFile(f, conf));
         return uris;

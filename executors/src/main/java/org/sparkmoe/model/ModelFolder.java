@@ -40,7 +40,8 @@ public final class ModelFolder {
             }
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read " + file + ": " + (e.getMessage() == null
-                    ? e.getClass().getSimpleName() : e.getMessage().lines().findFirst().orElse("")), e);
+                    ? e.getClass().getSimpleName() : e.getMessage().lines().findFirst().orElse("")
+                    .replaceFirst(";\\s*For more details see:.*$", "")), e);
         }
     }
 
