@@ -107,7 +107,7 @@ public final class TrainJob {
             throw new IllegalArgumentException("train stopped at round " + (round + 1) + "/" + plan.roundCount()
                     + " (steps " + (stepBefore + 1) + ".." + done.state().step() + "): " + bad + " is not finite; "
                     + "expected finite numbers (NaN or infinite weights in model " + plan.model() + "? a too high --lr?)"
-                    + "; kept the checkpoints of earlier rounds, wrote no adapter");
+                    + "; wrote no adapter and no checkpoint of this round (those of earlier rounds are kept)");
         }
     }
 
