@@ -26,10 +26,14 @@ final class GroupedLabelsLoader implements DataSetLoader {
         try {
             data = new SerializedDataSetLoader().load(source);
         } catch (IOException | RuntimeException e) {
-            // a truncated file gives a bare EOFException: name the file
+            // a truncated file gives a bare EOFException (under DL4J's "Error loading DataSet"): name the file
+            Throwable root = e;
+            while (root.getCause() != null && root.getCause() != root) {
+                root = root.getCause();
+            }
             throw new IOException("router data file " + source.getPath() + " is truncated or not a DataSet file ("
-                    + e.getClass().getSimpleName() + (e.getMessage() == null ? "" : ": " + e.getMessage().lines()
-                    .findFirst().orElse("")) + "); export it again with calibrate --export-router-data", e);
+                    + root.getClass().getSimpleName() + (root.getMessage() == null ? "" : ": " + root.getMessage()
+                    .lines().findFirst().orElse("")) + "); export it again with calibrate --export-router-data", e);
         }
         if (membership == null) {
             return data;
