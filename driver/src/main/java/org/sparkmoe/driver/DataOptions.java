@@ -28,10 +28,14 @@ public final class DataOptions {
         this.split = defaultSplit;
     }
 
-    /** The files as fully qualified URIs, each checked to exist and hold something. */
+    /**
+     * The files as fully qualified URIs, each checked on the driver to be a non-empty, readable regular file of
+     * UTF-8 text; an empty name (--data "" or "a,,b") is refused naming --data.
+     */
     public List<String> uris(Configuration conf) {
+        PlanChecks.requireData(files);
         List<String> uris = files.stream().map(p -> Paths.qualify(p, conf)).toList();
-        uris.forEach(f -> Paths.requireNonEmptyFile(f, conf));
+        uris.forEach(f -> Paths.requireTextFile(f, conf));
         return uris;
     }
 

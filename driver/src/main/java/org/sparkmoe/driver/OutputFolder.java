@@ -3,6 +3,8 @@ package org.sparkmoe.driver;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
+import org.apache.hadoop.fs.permission.FsAction;
+import org.apache.hadoop.security.AccessControlException;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.AtomicFolder;
 
@@ -19,8 +21,9 @@ public final class OutputFolder {
     private OutputFolder() {
     }
 
-    /** Throws (one line, naming the flag) when {@code dir} exists and holds anything. */
+    /** Throws (one line, naming the flag) when {@code dir} exists and holds anything, or cannot be created. */
     public static void requireNew(String flag, Path dir, Configuration conf) {
+        requireCreatable(flag, dir, conf);
         try {
             FileSystem fs = dir.getFileSystem(conf);
             if (fs.exists(dir) && (!fs.getFileStatus(dir).isDirectory() || fs.listStatus(dir).length > 0)) {
@@ -29,6 +32,44 @@ public final class OutputFolder {
             }
         } catch (IOException e) {
             throw new UncheckedIOException("looking up " + dir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Throws (one line, naming the flag) before any work when {@code target} (a file or folder a job writes at its
+     * end) could not be created: its nearest existing ancestor is a file, or a folder this user cannot write in.
+     */
+    public static void requireCreatable(String flag, Path target, Configuration conf) {
+        try {
+            FileSystem fs = target.getFileSystem(conf);
+            Path parent = target.getParent();
+            while (parent != null && !fs.exists(parent)) {
+                parent = parent.getParent();
+            }
+            if (parent == null) {
+                return;
+            }
+            if (!fs.getFileStatus(parent).isDirectory()) {
+                throw new IllegalArgumentException(flag + " " + target + " cannot be created: " + parent
+                        + " is a file, expected a folder");
+            }
+            boolean writable;
+            if ("file".equals(fs.getUri().getScheme())) {
+                writable = java.nio.file.Files.isWritable(java.nio.file.Paths.get(fs.makeQualified(parent).toUri()));
+            } else {
+                try {
+                    fs.access(parent, FsAction.WRITE);
+                    writable = true;
+                } catch (AccessControlException e) {
+                    writable = false;
+                }
+            }
+            if (!writable) {
+                throw new IllegalArgumentException(flag + " " + target + " cannot be created: the folder " + parent
+                        + " is not writable (read-only or permission denied)");
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("looking up " + target + ": " + UserErrors.reason(e), e);
         }
     }
 

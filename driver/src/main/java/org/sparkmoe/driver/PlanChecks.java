@@ -34,9 +34,10 @@ public final class PlanChecks {
         if (data == null || data.isEmpty()) {
             throw new IllegalArgumentException("--data must name at least one text file, got none");
         }
-        for (String file : data) {
-            if (file == null || file.isBlank()) {
-                throw new IllegalArgumentException("--data must name text files, got an empty name in " + data);
+        for (int i = 0; i < data.size(); i++) {
+            if (data.get(i) == null || data.get(i).isBlank()) {
+                throw new IllegalArgumentException("--data must name text files, got an empty name (entry " + (i + 1)
+                        + " of " + data.size() + " in '" + String.join(",", data) + "')");
             }
         }
         return List.copyOf(data);

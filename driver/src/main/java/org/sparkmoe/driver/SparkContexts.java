@@ -3,6 +3,8 @@ package org.sparkmoe.driver;
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
 
+import java.util.concurrent.atomic.AtomicInteger;
+
 /**
  * The SparkContext every job runs in: the embedded local master unless spark-submit (or --master) says
  * otherwise, Kryo with registration required, and the OpenBLAS settings passed on to executors.
@@ -12,7 +14,15 @@ public final class SparkContexts {
     /** The OpenBLAS kernel set and thread counts the driver runs with, passed on to executors. */
     private static final String[] EXECUTOR_ENVIRONMENT = {"OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"};
 
+    /** SparkContexts started by this JVM: tests check that bad input is refused before the first one. */
+    private static final AtomicInteger STARTED = new AtomicInteger();
+
     private SparkContexts() {
+    }
+
+    /** How many SparkContexts {@link #start} has started in this JVM. */
+    public static int started() {
+        return STARTED.get();
     }
 
     public static SparkConf conf(String appName, String master) {
@@ -36,6 +46,7 @@ public final class SparkContexts {
     }
 
     public static JavaSparkContext start(String appName, String master) {
+        STARTED.incrementAndGet();
         JavaSparkContext sc = new JavaSparkContext(conf(appName, master));
         sc.sc().addSparkListener(new ConsoleProgress(System.err));
         return sc;

@@ -5,6 +5,8 @@ import org.sparkmoe.io.CheckpointFormatException;
 import java.io.IOException;
 import java.io.ObjectStreamException;
 import java.io.UncheckedIOException;
+import java.net.ConnectException;
+import java.net.UnknownHostException;
 
 /**
  * Turns a failure into the one line a user needs. Bad input raised inside a Spark task reaches the driver
@@ -22,6 +24,26 @@ final class UserErrors {
         }
         String message = shown.getMessage() == null ? shown.getClass().getSimpleName() : shown.getMessage();
         return message.lines().findFirst().orElse(message);
+    }
+
+    /**
+     * Why an I/O failure happened, in one short phrase: "unknown host NAME", "connection refused (nothing listening
+     * at ...)" for the network failures Hadoop wraps several times, else the first line of the message.
+     */
+    static String reason(Throwable e) {
+        for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            String m = c.getMessage() == null ? "" : c.getMessage();
+            if (c instanceof UnknownHostException || m.startsWith("java.net.UnknownHostException")) {
+                return "unknown host " + m.replaceFirst("^java\\.net\\.UnknownHostException: ", "");
+            }
+            if (c instanceof ConnectException) {
+                return "connection refused" + (e.getMessage() != null && e.getMessage().contains(" to ")
+                        ? " (" + e.getMessage().replaceFirst("^.* to ([^ ]+) failed.*$", "nothing listening at $1")
+                                .lines().findFirst().orElse("") + ")" : "");
+            }
+        }
+        String m = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
+        return m.lines().findFirst().orElse(m);
     }
 
     /** Whether the failure is a bug rather than bad input (then the stack trace is worth printing). */

@@ -32,4 +32,17 @@ class UserErrorsTest {
     void otherIoFailuresAreInputProblems() {
         assertFalse(UserErrors.isUnexpected(new UncheckedIOException("reading /x", new IOException("denied"))));
     }
+
+    /** Hadoop wraps network failures (an unknown HDFS host arrives as an IllegalArgumentException): say which. */
+    @Test
+    void networkReasonsAreNamed() {
+        assertEquals("unknown host nn.example", UserErrors.reason(new IllegalArgumentException(
+                "java.net.UnknownHostException: nn.example", new java.net.UnknownHostException("nn.example"))));
+        assertEquals("unknown host nn.example", UserErrors.reason(new IOException("wrapped",
+                new java.net.UnknownHostException("nn.example"))));
+        assertEquals("connection refused (nothing listening at localhost:9000)", UserErrors.reason(new IOException(
+                "Call From vm/127.0.0.1 to localhost:9000 failed on connection exception: java.net.ConnectException: "
+                        + "Connection refused; For more details see: http://wiki", new java.net.ConnectException())));
+        assertEquals("denied", UserErrors.reason(new IOException("denied\nmore")));
+    }
 }

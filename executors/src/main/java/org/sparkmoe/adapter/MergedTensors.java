@@ -5,6 +5,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.DType;
 import org.sparkmoe.io.TensorSource;
 
 import java.util.HashMap;
@@ -59,6 +60,11 @@ public final class MergedTensors implements TensorSource {
     @Override
     public long[] shape(String name) {
         return base.shape(name);
+    }
+
+    @Override
+    public DType dtype(String name) {
+        return routers.containsKey(name) || deltas.containsKey(name) ? DType.F32 : base.dtype(name);
     }
 
     @Override

@@ -92,6 +92,19 @@ public final class CalibrationStats implements java.io.Serializable {
         return this;
     }
 
+    /**
+     * The first MoE layer (0-based among the MoE layers) whose router logits hold a NaN or an infinity, or -1:
+     * non-finite weights show up there, and exact sums refuse them.
+     */
+    public static int firstNonFiniteLayer(ForwardOutput capture) {
+        for (int l = 0; l < capture.routerLogits().size(); l++) {
+            if (!Double.isFinite(capture.routerLogits().get(l).sumNumber().doubleValue())) { // NaN and ±Inf propagate
+                return l;
+            }
+        }
+        return -1;
+    }
+
     /** this += other (exact, order-independent). */
     public CalibrationStats merge(CalibrationStats other) {
         if (other.router.length != router.length || other.activations.length != activations.length) {

@@ -122,6 +122,11 @@ public final class Checkpoint implements AutoCloseable, TensorSource {
     }
 
     @Override
+    public DType dtype(String name) {
+        return info(name).dtype();
+    }
+
+    @Override
     public String describe() {
         return "checkpoint " + dir;
     }

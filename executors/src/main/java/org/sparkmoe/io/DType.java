@@ -17,6 +17,11 @@ public enum DType {
         return byteSize;
     }
 
+    /** Whether {@code readFloat} can widen it: the floating-point types (weights must be one of these). */
+    public boolean isFloat() {
+        return this == F32 || this == F16 || this == BF16 || this == F64;
+    }
+
     /** The dtype spelled {@code text} in a header ("F32", "BF16", ...), if there is one. */
     static Optional<DType> parse(String text) {
         for (DType d : values()) {

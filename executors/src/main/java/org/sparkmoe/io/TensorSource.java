@@ -9,6 +9,11 @@ public interface TensorSource {
     /** The stored shape, read from the header without touching the data. */
     long[] shape(String name);
 
+    /** The stored element type, read from the header; tensors computed in memory are float32. */
+    default DType dtype(String name) {
+        return DType.F32;
+    }
+
     /** The tensor widened to a new float32 'c'-order array. */
     INDArray readFloat(String name);
 

@@ -200,7 +200,8 @@ public final class CheckpointFolderWriter {
                     || name.equals(INDEX_FILE) || name.startsWith(".") || written.contains(name)) {
                 continue;
             }
-            if (!FileUtil.copy(sourceFs, status.getPath(), outFs, new Path(dir, name), false, conf)) {
+            if (!FileUtil.copy(sourceFs, status.getPath(), AtomicFile.withoutChecksumFiles(outFs), new Path(dir, name),
+                    false, conf)) {
                 throw new IOException("could not copy " + status.getPath());
             }
         }

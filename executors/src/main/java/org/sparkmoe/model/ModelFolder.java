@@ -39,7 +39,9 @@ public final class ModelFolder {
                 return ModelConfig.parse(new String(in.readAllBytes(), StandardCharsets.UTF_8), file.toString());
             }
         } catch (IOException e) {
-            throw new UncheckedIOException("reading " + file, e);
+            throw new UncheckedIOException("cannot read " + file + ": " + (e.getMessage() == null
+                    ? e.getClass().getSimpleName() : e.getMessage().lines().findFirst().orElse("")
+                    .replaceFirst(";\\s*For more details see:.*$", "")), e);
         }
     }
 

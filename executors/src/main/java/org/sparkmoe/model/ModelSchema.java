@@ -2,6 +2,7 @@ package org.sparkmoe.model;
 
 import org.sparkmoe.io.CheckpointFormatException;
 import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.DType;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
@@ -80,14 +81,17 @@ public final class ModelSchema {
         return out;
     }
 
-    /** Throws naming the first missing tensor or the first shape that disagrees with config.json. */
+    /**
+     * Throws naming the first missing tensor, the first shape that disagrees with config.json or the first weight
+     * whose dtype is not a floating-point one (U8, I32, BOOL, ... cannot be read as weights).
+     */
     public static void check(ModelConfig config, TensorSource tensors) {
-        check(config, tensors::has, tensors::shape, tensors.describe());
+        check(config, tensors::has, tensors::shape, tensors::dtype, tensors.describe());
     }
 
-    /** The same check for tensors not written yet: {@code shapes} maps each name to its shape. */
+    /** The same check of names and shapes for tensors not written yet: {@code shapes} maps each name to its shape. */
     public static void check(ModelConfig config, Map<String, long[]> shapes, String describe) {
-        check(config, shapes::containsKey, shapes::get, describe);
+        check(config, shapes::containsKey, shapes::get, null, describe);
     }
 
     /** The number of parameters (elements of all tensors) a checkpoint of this config holds. */
@@ -102,8 +106,9 @@ public final class ModelSchema {
         return total;
     }
 
+    /** @param dtypeOf each tensor's dtype, or null where the dtypes are not known yet */
     private static void check(ModelConfig config, Predicate<String> has, Function<String, long[]> shapeOf,
-            String describe) {
+            Function<String, DType> dtypeOf, String describe) {
         for (Map.Entry<String, long[]> e : expected(config).entrySet()) {
             String name = e.getKey();
             if (!has.test(name)) {
@@ -116,6 +121,11 @@ public final class ModelSchema {
             if (!Arrays.equals(shape, e.getValue())) {
                 throw new CheckpointFormatException(describe + ": tensor " + name + " has shape "
                         + Arrays.toString(shape) + " but config.json implies " + Arrays.toString(e.getValue()));
+            }
+            DType dtype = dtypeOf == null ? null : dtypeOf.apply(name);
+            if (dtype != null && !dtype.isFloat()) {
+                throw new CheckpointFormatException(describe + ": tensor " + name + " has dtype " + dtype
+                        + "; expected a floating-point weight (F32, F16, BF16)");
             }
         }
     }

@@ -1,6 +1,7 @@
 package org.sparkmoe.surgery;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.DType;
 import org.sparkmoe.io.TensorSource;
 
 import java.util.Map;
@@ -24,6 +25,11 @@ public final class OverlayTensors implements TensorSource {
     public long[] shape(String name) {
         INDArray t = replaced.get(name);
         return t != null ? t.shape() : base.shape(name);
+    }
+
+    @Override
+    public DType dtype(String name) {
+        return replaced.containsKey(name) ? DType.F32 : base.dtype(name);
     }
 
     @Override

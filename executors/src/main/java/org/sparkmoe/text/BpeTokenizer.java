@@ -97,6 +97,15 @@ public final class BpeTokenizer implements AutoCloseable {
                 && System.getProperty("OPT_OUT_TRACKING") == null) {
             System.setProperty("OPT_OUT_TRACKING", "true");
         }
+        // The JSON first: a truncated file, another model type (WordPiece, Unigram) or an empty vocabulary
+        // is named here in one line, before the native library sees it.
+        JsonNode root = parseJson(json, source);
+        String type = root.path("model").path("type").asText("");
+        if (!"BPE".equals(type)) {
+            throw new IllegalArgumentException("tokenizer file " + source + ": expected a BPE tokenizer (model.type "
+                    + "\"BPE\"), found model.type " + (type.isEmpty() ? "missing" : "\"" + type + "\""));
+        }
+        int v = vocabSizeOf(root, source);
         HuggingFaceTokenizer tok;
         try {
             tok = HuggingFaceTokenizer.newInstance(
@@ -105,11 +114,8 @@ public final class BpeTokenizer implements AutoCloseable {
             throw new IllegalArgumentException("cannot parse tokenizer file " + source + ": "
                     + firstLine(e.getMessage()), e);
         }
-        int v;
         boolean chunkable;
         try {
-            JsonNode root = parseJson(json, source);
-            v = vocabSizeOf(root, source);
             chunkable = isPlainByteLevel(root);
             // The options above already do this; say it to the native tokenizer directly as well,
             // since encode() goes straight to it and a silent 512 cap would corrupt every window.

@@ -26,6 +26,19 @@ public final class Tokenizers {
         return BpeTokenizer.fromJson(json, file.toString());
     }
 
+    /**
+     * The model's tokenizer (cached), checked on the driver before any task uses it: a BPE tokenizer.json that
+     * parses, whose every id is below {@code vocabSize} (config.json's vocab_size, the rows of the embedding).
+     */
+    public static BpeTokenizer checked(String modelUri, int vocabSize) {
+        BpeTokenizer tokenizer = cached(modelUri);
+        if (tokenizer.vocabSize() > vocabSize) {
+            throw new IllegalArgumentException("tokenizer file " + new Path(modelUri, "tokenizer.json") + " has ids up to "
+                    + (tokenizer.vocabSize() - 1) + "; expected every id below config.json's vocab_size " + vocabSize);
+        }
+        return tokenizer;
+    }
+
     public static BpeTokenizer cached(String modelUri) {
         return LOADED.computeIfAbsent(modelUri, u -> load(new Path(u), new Configuration()));
     }

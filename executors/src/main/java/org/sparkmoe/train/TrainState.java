@@ -201,6 +201,22 @@ public final class TrainState {
         step = newStep;
     }
 
+    /**
+     * The name of the first tensor (parameters, then the moments, as "m NAME" / "v NAME") holding a NaN or an
+     * infinity, or null when every value is finite.
+     */
+    public String firstNonFinite() {
+        for (String prefix : List.of("", "m ", "v ")) {
+            Map<String, INDArray> map = prefix.isEmpty() ? params : prefix.equals("m ") ? m : v;
+            for (Map.Entry<String, INDArray> e : map.entrySet()) {
+                if (!Double.isFinite(e.getValue().sumNumber().doubleValue())) { // NaN and ±Inf propagate
+                    return prefix + e.getKey();
+                }
+            }
+        }
+        return null;
+    }
+
     /** A deep copy. */
     public TrainState copy() {
         return new TrainState(dupAll(params), dupAll(m), dupAll(v), step);

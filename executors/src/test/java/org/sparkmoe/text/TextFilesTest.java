@@ -61,4 +61,25 @@ class TextFilesTest {
                 () -> TextFiles.readUtf8(p, CONF));
         assertEquals("data file is a directory, expected a text file: " + p, e.getMessage());
     }
+
+    /**
+     * The driver's streaming check agrees with the whole-file read: a valid 4-byte character straddling every
+     * position of the decoder's 64 KiB buffer boundary passes, and a malformed byte is found at its offset.
+     */
+    @Test
+    void streamingCheckAcrossTheBufferBoundary(@TempDir java.nio.file.Path dir) throws IOException {
+        for (int pad = (1 << 16) - 4; pad <= 1 << 16; pad++) {
+            java.nio.file.Path f = dir.resolve("ok-" + pad + ".txt");
+            Files.writeString(f, "x".repeat(pad) + "\uD83D\uDE00 end", StandardCharsets.UTF_8);
+            TextFiles.requireUtf8Text(new Path(f.toUri()), CONF);
+        }
+        java.nio.file.Path bad = dir.resolve("bad.txt");
+        byte[] bytes = ("x".repeat((1 << 16) + 10) + "\u00e9").getBytes(StandardCharsets.ISO_8859_1);
+        Files.write(bad, bytes);
+        Path p = new Path(bad.toUri());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> TextFiles.requireUtf8Text(p, CONF));
+        assertEquals("data file is not valid UTF-8: " + p + " (first malformed byte at offset " + ((1 << 16) + 10)
+                + ")", e.getMessage());
+    }
 }

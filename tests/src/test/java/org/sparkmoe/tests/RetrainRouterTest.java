@@ -162,6 +162,36 @@ class RetrainRouterTest {
         assertFails(retrain(dir.resolve("x"), "--epochs", "0"), "--epochs must be ≥ 1");
     }
 
+    /** A truncated DataSet file used to give a bare "EOFException"; it is named now. */
+    @Test
+    void truncatedRouterDataFileIsNamed() throws Exception {
+        Path copy = dir.resolve("truncated-data");
+        try (var files = Files.walk(routerData)) {
+            for (Path f : files.toList()) {
+                Path target = copy.resolve(routerData.relativize(f).toString());
+                if (Files.isDirectory(f)) {
+                    Files.createDirectories(target);
+                } else {
+                    Files.copy(f, target);
+                }
+            }
+        }
+        Path victim;
+        try (var files = Files.list(copy.resolve("layer-0"))) {
+            victim = files.filter(f -> f.getFileName().toString().endsWith(".bin")
+                    && !f.getFileName().toString().startsWith(".")).sorted().findFirst().orElseThrow();
+        }
+        Files.deleteIfExists(victim.resolveSibling("." + victim.getFileName() + ".crc")); // cut short, not corrupt
+        try (var f = new java.io.RandomAccessFile(victim.toFile(), "rw")) {
+            f.setLength(f.length() / 2);
+        }
+        Path out = dir.resolve("from-truncated");
+        CliRun run = sparkmoe("retrain-router", "--model", Fixtures.tinyModel().toString(), "--router-data",
+                copy.toString(), "--out", out.toString(), "--master", "local[1]", "--epochs", "1");
+        assertFails(run, "router data file", victim.getFileName().toString(), "truncated", "EOFException");
+        assertFalse(Files.exists(out));
+    }
+
     @Test
     void badCalibrateInput() throws Exception {
         String model = Fixtures.tinyModel().toString();

@@ -4,6 +4,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
+import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
@@ -13,6 +14,7 @@ import org.sparkmoe.driver.WindowOption;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
@@ -77,6 +79,7 @@ public final class CalibrateCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         ModelConfig config = validate(conf);
         String outUri = Paths.qualify(out, conf);
+        OutputFolder.requireCreatable("--out", new Path(outUri), conf);
         CalibratePlan plan = plan(conf, config, outUri, chosen);
         List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
         int[] layers = CalibrationStats.moeLayerIndices(config);
@@ -104,6 +107,7 @@ public final class CalibrateCommand implements Callable<Integer> {
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
             ModelSchema.check(config, checkpoint);
         }
+        Tokenizers.checked(modelDir.toString(), config.vocab_size);
         if (config.num_experts == 0 || CalibrationStats.moeLayerIndices(config).length == 0) {
             throw new IllegalArgumentException(modelDir + " is a dense model (" + config.modelType
                     + "); calibrate needs MoE layers");

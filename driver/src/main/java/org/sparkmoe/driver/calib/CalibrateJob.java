@@ -87,6 +87,12 @@ public final class CalibrateJob {
     private static CalibrationStats add(CalibratePlan plan, CalibrationStats acc, CalibChunk chunk) {
         MoeTransformer model = ModelCache.cached(plan.model(), plan.device());
         ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true);
+        int bad = CalibrationStats.firstNonFiniteLayer(capture);
+        if (bad >= 0) {
+            throw new IllegalArgumentException("model " + plan.model() + " gives non-finite router logits in MoE layer "
+                    + CalibrationStats.moeLayerIndices(model.config())[bad] + " on " + new Path(plan.data().get(chunk.file))
+                    .getName() + "; expected finite numbers (does it hold NaN or infinite weights?); no report written");
+        }
         acc.add(chunk.file, capture, model, plan.allExperts());
         if (plan.routerData() != null) {
             export(plan, chunk, capture, CalibrationStats.moeLayerIndices(model.config()));

@@ -6,12 +6,14 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.driver.DeviceOptions;
+import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
@@ -128,7 +130,7 @@ public final class DemoCommand implements Callable<Integer> {
         String dataUri = Paths.qualify(data, conf);
         List<String> files = textFiles(dataUri, conf);
         List<String> names = files.stream().map(f -> new Path(f).getName()).toList();
-        files.forEach(f -> Paths.requireNonEmptyFile(f, conf));
+        files.forEach(f -> Paths.requireTextFile(f, conf));
         int train = names.indexOf(trainFile);
         if (train < 0) {
             throw new IllegalArgumentException("--train-file " + trainFile + " is not one of the .txt files in "
@@ -168,6 +170,7 @@ public final class DemoCommand implements Callable<Integer> {
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             ModelSchema.check(config, checkpoint);
         }
+        Tokenizers.checked(modelUri, config.vocab_size);
         return config;
     }
 
@@ -203,6 +206,7 @@ public final class DemoCommand implements Callable<Integer> {
     /** Like train, the demo never writes over earlier outputs. */
     private static void requireEmptyOut(String outUri, Configuration conf) {
         Path dir = new Path(outUri);
+        OutputFolder.requireCreatable("--out", dir, conf);
         try {
             FileSystem fs = dir.getFileSystem(conf);
             if (!fs.exists(dir)) {

@@ -3,6 +3,7 @@ package org.sparkmoe.driver.eval;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
@@ -14,6 +15,7 @@ import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
@@ -95,6 +97,7 @@ public final class EvalCommand implements Callable<Integer> {
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             ModelSchema.check(config, checkpoint);
         }
+        Tokenizers.checked(modelUri, config.vocab_size);
         String adapterUri = adapter == null ? null : Paths.qualify(adapter, conf);
         if (adapterUri != null) {
             PeftAdapter.read(new Path(adapterUri), conf, config); // reject a bad adapter before any task starts
@@ -108,6 +111,9 @@ public final class EvalCommand implements Callable<Integer> {
         if (plan.window() > config.max_position_embeddings) {
             throw new IllegalArgumentException("--window " + plan.window() + " exceeds the model's "
                     + "max_position_embeddings " + config.max_position_embeddings);
+        }
+        if (out != null) {
+            OutputFolder.requireCreatable("--out", new Path(Paths.qualify(out, conf)), conf);
         }
         List<String> files = data.uris(conf);
         Set<String> names = new HashSet<>();

@@ -62,6 +62,11 @@ public final class EvalJob {
                 (long) chunk.windows.length * Perplexity.scoredTokens(plan.window()));
     }
 
+    /** "model M" or "model M with adapter A": what a non-finite result is blamed on. */
+    static String subject(EvalPlan plan) {
+        return "model " + plan.model() + (plan.adapter() == null ? "" : " with adapter " + plan.adapter());
+    }
+
     private static PerplexityReport report(EvalPlan plan, List<ChunkNll> scored) {
         List<ChunkNll> ordered = new ArrayList<>(scored);
         ordered.sort(Comparator.<ChunkNll>comparingInt(c -> c.file).thenComparingInt(c -> c.chunk));
@@ -77,7 +82,12 @@ public final class EvalJob {
                     tokens += c.tokens;
                 }
             }
-            files.put(new Path(plan.data().get(f)).getName(), new PerplexityReport.Totals(nll, tokens));
+            String name = new Path(plan.data().get(f)).getName();
+            if (!Double.isFinite(nll)) {
+                throw new IllegalArgumentException(subject(plan) + " gives a non-finite NLL (" + nll + ") on " + name
+                        + "; expected finite numbers (does it hold NaN or infinite weights?); no report written");
+            }
+            files.put(name, new PerplexityReport.Totals(nll, tokens));
             allNll += nll;
             allTokens += tokens;
         }

@@ -22,7 +22,19 @@ final class GroupedLabelsLoader implements DataSetLoader {
 
     @Override
     public DataSet load(Source source) throws IOException {
-        DataSet data = new SerializedDataSetLoader().load(source);
+        DataSet data;
+        try {
+            data = new SerializedDataSetLoader().load(source);
+        } catch (IOException | RuntimeException e) {
+            // a truncated file gives a bare EOFException (under DL4J's "Error loading DataSet"): name the file
+            Throwable root = e;
+            while (root.getCause() != null && root.getCause() != root) {
+                root = root.getCause();
+            }
+            throw new IOException("router data file " + source.getPath() + " is truncated or not a DataSet file ("
+                    + root.getClass().getSimpleName() + (root.getMessage() == null ? "" : ": " + root.getMessage()
+                    .lines().findFirst().orElse("")) + "); export it again with calibrate --export-router-data", e);
+        }
         if (membership == null) {
             return data;
         }

@@ -9,6 +9,7 @@ import org.sparkmoe.surgery.LowRankSurgery;
 import org.sparkmoe.surgery.MergeWeights;
 import org.sparkmoe.surgery.RoutingStats;
 import org.sparkmoe.text.TextSplit;
+import org.sparkmoe.text.Tokenizers;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
@@ -153,7 +154,8 @@ public final class LowRankCommand implements Callable<Integer> {
                     + distillTokens);
         }
         List<String> files = data.stream().map(p -> Paths.qualify(p, run.conf)).toList();
-        files.forEach(f -> Paths.requireNonEmptyFile(f, run.conf));
+        files.forEach(f -> Paths.requireTextFile(f, run.conf));
+        Tokenizers.checked(run.modelDir.toString(), run.config.vocab_size);
         DistillOptions options = new DistillOptions(distillSteps, distillLr,
                 distillWarmup == null ? distillSteps / 10 : distillWarmup, distillBatch, distillWeightDecay, seed);
         return new DistillPlan(files, TextSplit.parse(split), window, distillTokens, CAPTURE_WINDOWS, options,

@@ -11,6 +11,7 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExpertMap;
+import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.io.Checkpoint;
@@ -52,6 +53,7 @@ final class SurgeryRun {
         this.options = options;
         this.modelDir = new Path(options.model.uri(conf));
         this.outDir = new Path(Paths.qualify(options.out, conf));
+        OutputFolder.requireCreatable("--out", outDir, conf);
         this.config = ModelFolder.readConfig(modelDir, conf);
         if (config.num_experts == 0) {
             throw new IllegalArgumentException(modelDir + ": model_type " + config.modelType.name().toLowerCase()

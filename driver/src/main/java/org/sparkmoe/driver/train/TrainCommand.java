@@ -3,6 +3,7 @@ package org.sparkmoe.driver.train;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
@@ -14,6 +15,7 @@ import org.sparkmoe.kernels.Device;
 import org.sparkmoe.train.TrainOptions;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
@@ -163,6 +165,7 @@ public final class TrainCommand implements Callable<Integer> {
         }
         windows = new TrainPlan.Windows(data.uris(conf), windows.split(), windows.window(), windows.batchWindows());
         TrainPlan checked = new TrainPlan(modelUri, windows, rounds, options, Paths.qualify(out, conf), merge, chosen);
+        OutputFolder.requireCreatable("--out", new Path(checked.out()), conf);
         try (OutputLock lock = OutputLock.acquire(new Path(checked.out()), conf, "train");
              JavaSparkContext sc = SparkContexts.start("sparkmoe train", spark.master)) {
             TrainPlan plan = checked.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
@@ -246,6 +249,7 @@ public final class TrainCommand implements Callable<Integer> {
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             ModelSchema.check(config, checkpoint);
         }
+        Tokenizers.checked(modelUri, config.vocab_size);
         return config;
     }
 }

@@ -83,6 +83,7 @@ public final class TrainJob {
                         .treeAggregate(new RoundSum(), RoundSum::add, RoundSum::merge);
                 RoundSum.Round done = sum.finish(plan.partitions());
                 current.destroy();
+                requireFinite(plan, round, state.step(), done);
                 state = done.state();
                 double seconds = (System.nanoTime() - start) / 1e9;
                 TrainOptions options = plan.options();
@@ -94,6 +95,20 @@ public final class TrainJob {
             shards.unpersist(false);
         }
         return state;
+    }
+
+    /**
+     * Stops the run at the first round whose loss or averaged state is not finite: the state is not checkpointed
+     * and no adapter is written, so the latest checkpoint in --out stays the last good one.
+     */
+    private static void requireFinite(TrainPlan plan, long round, long stepBefore, RoundSum.Round done) {
+        String bad = Double.isFinite(done.loss()) ? done.state().firstNonFinite() : "the loss (" + done.loss() + ")";
+        if (bad != null) {
+            throw new IllegalArgumentException("train stopped at round " + (round + 1) + "/" + plan.roundCount()
+                    + " (steps " + (stepBefore + 1) + ".." + done.state().step() + "): " + bad + " is not finite; "
+                    + "expected finite numbers (NaN or infinite weights in model " + plan.model() + "? a too high --lr?)"
+                    + "; wrote no adapter and no checkpoint of this round (those of earlier rounds are kept)");
+        }
     }
 
     /** The classes a train job sends through Spark (Kryo registration is required). */
