@@ -2,7 +2,9 @@ package org.sparkmoe.driver;
 
 import org.apache.hadoop.conf.Configuration;
 import org.sparkmoe.text.TextSplit;
+import picocli.CommandLine.ITypeConverter;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.TypeConversionException;
 
 import java.util.List;
 
@@ -15,17 +17,29 @@ public final class DataOptions {
             description = "UTF-8 text files, comma-separated or repeated.")
     public List<String> files;
 
-    @Option(names = "--split", paramLabel = "train|valid|test|all",
+    @Option(names = "--split", paramLabel = "train|valid|test|all", converter = SplitConverter.class,
             description = "Part of each file, by code points: first 90%% train, next 5%% valid, last 5%% test. "
                     + "Default: ${DEFAULT-VALUE}.")
-    public String split;
+    public TextSplit split;
 
     public DataOptions() {
         this("test");
     }
 
     public DataOptions(String defaultSplit) {
-        this.split = defaultSplit;
+        this.split = TextSplit.parse(defaultSplit);
+    }
+
+    /** Parses --split while picocli parses flags, so that a bad value is a usage error (exit 2), like a bad number. */
+    public static final class SplitConverter implements ITypeConverter<TextSplit> {
+        @Override
+        public TextSplit convert(String value) {
+            try {
+                return TextSplit.parse(value);
+            } catch (IllegalArgumentException e) {
+                throw new TypeConversionException(e.getMessage());
+            }
+        }
     }
 
     /**
@@ -40,6 +54,6 @@ public final class DataOptions {
     }
 
     public TextSplit textSplit() {
-        return TextSplit.parse(split);
+        return split;
     }
 }

@@ -73,6 +73,41 @@ public final class OutputFolder {
         }
     }
 
+    /**
+     * Throws (one line, naming the flag) before any work when {@code target}, the one file {@code command} writes at
+     * its end, is an existing folder (a rename would not replace it) or could not be created.
+     *
+     * @param kind what the file holds, e.g. "JSON"
+     */
+    public static void requireFile(String flag, Path target, Configuration conf, String command, String kind) {
+        requireCreatable(flag, target, conf);
+        if (isKind(target, conf, true)) {
+            throw new IllegalArgumentException(flag + " " + target + " is a folder; " + command + " writes one " + kind
+                    + " file");
+        }
+    }
+
+    /**
+     * Throws (one line, naming the flag) before any work when {@code target}, the folder {@code command} writes into,
+     * is an existing file or could not be created.
+     */
+    public static void requireFolder(String flag, Path target, Configuration conf, String command) {
+        requireCreatable(flag, target, conf);
+        if (isKind(target, conf, false)) {
+            throw new IllegalArgumentException(flag + " " + target + " is a file; " + command + " writes a folder");
+        }
+    }
+
+    /** Whether {@code target} exists and is a folder ({@code folder}) or a file (not {@code folder}). */
+    private static boolean isKind(Path target, Configuration conf, boolean folder) {
+        try {
+            FileSystem fs = target.getFileSystem(conf);
+            return fs.exists(target) && fs.getFileStatus(target).isDirectory() == folder;
+        } catch (IOException e) {
+            throw new UncheckedIOException("looking up " + target + ": " + UserErrors.reason(e), e);
+        }
+    }
+
     /** Removes {@code dir} if it is an empty folder, so that an atomic rename can put the output there. */
     public static void makeRoom(Path dir, Configuration conf) {
         try {

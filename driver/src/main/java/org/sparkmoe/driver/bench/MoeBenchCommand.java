@@ -40,6 +40,9 @@ public final class MoeBenchCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         Device chosen = device.resolve();
+        if (json != null && java.nio.file.Files.isDirectory(json)) {
+            throw new IllegalArgumentException("--json " + json + " is a folder; bench moe writes one JSON file");
+        }
         List<MoeBench.Case> selected = MoeBench.select(cases);
         List<MoeBench.Result> results = new MoeBench(repeats,
                 gemmThreads == null ? Runtime.getRuntime().availableProcessors() : gemmThreads, chosen, System.out)

@@ -79,7 +79,7 @@ public final class CalibrateCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         ModelConfig config = validate(conf);
         String outUri = Paths.qualify(out, conf);
-        OutputFolder.requireCreatable("--out", new Path(outUri), conf);
+        OutputFolder.requireFolder("--out", new Path(outUri), conf, "calibrate");
         CalibratePlan plan = plan(conf, config, outUri, chosen);
         List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
         int[] layers = CalibrationStats.moeLayerIndices(config);

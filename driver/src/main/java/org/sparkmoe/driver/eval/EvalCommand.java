@@ -113,7 +113,7 @@ public final class EvalCommand implements Callable<Integer> {
                     + "max_position_embeddings " + config.max_position_embeddings);
         }
         if (out != null) {
-            OutputFolder.requireCreatable("--out", new Path(Paths.qualify(out, conf)), conf);
+            OutputFolder.requireFile("--out", new Path(Paths.qualify(out, conf)), conf, "eval", "JSON");
         }
         List<String> files = data.uris(conf);
         Set<String> names = new HashSet<>();

@@ -6,6 +6,7 @@ import org.apache.hadoop.fs.Path;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.ModelOption;
+import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.io.SafeTensorsFile;
@@ -53,6 +54,7 @@ public final class LogitsCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         Configuration conf = new Configuration();
+        OutputFolder.requireFile("--out", new Path(Paths.qualify(out, conf)), conf, "logits", "safetensors");
         int[][] tokens = readInputIds(Paths.qualify(inputIds, conf), conf);
         MoeTransformer transformer = ModelCache.load(new Path(model.uri(conf)), conf,
                 adapter == null ? null : new Path(Paths.qualify(adapter, conf)), Device.CPU);

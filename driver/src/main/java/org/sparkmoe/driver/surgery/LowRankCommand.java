@@ -1,6 +1,7 @@
 package org.sparkmoe.driver.surgery;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.surgery.DistillOptions;
@@ -66,8 +67,8 @@ public final class LowRankCommand implements Callable<Integer> {
     List<String> data;
 
     @Option(names = "--split", defaultValue = "valid", paramLabel = "train|valid|test|all",
-            description = "Split of each --data file the distillation reads. Default: ${DEFAULT-VALUE}.")
-    String split;
+            converter = DataOptions.SplitConverter.class, description = "Split of each --data file the distillation reads. Default: ${DEFAULT-VALUE}.")
+    TextSplit split;
 
     @Option(names = "--window", defaultValue = "256", paramLabel = "S",
             description = "Tokens per window forwarded through the original model. Default: ${DEFAULT-VALUE}.")
@@ -158,7 +159,7 @@ public final class LowRankCommand implements Callable<Integer> {
         Tokenizers.checked(run.modelDir.toString(), run.config.vocab_size);
         DistillOptions options = new DistillOptions(distillSteps, distillLr,
                 distillWarmup == null ? distillSteps / 10 : distillWarmup, distillBatch, distillWeightDecay, seed);
-        return new DistillPlan(files, TextSplit.parse(split), window, distillTokens, CAPTURE_WINDOWS, options,
+        return new DistillPlan(files, split, window, distillTokens, CAPTURE_WINDOWS, options,
                 device.resolve());
     }
 
