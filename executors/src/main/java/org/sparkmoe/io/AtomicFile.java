@@ -1,6 +1,7 @@
 package org.sparkmoe.io;
 
 import org.apache.hadoop.fs.FileStatus;
+import org.apache.hadoop.fs.FSError;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.LocalFileSystem;
 import org.apache.hadoop.fs.Options;
@@ -21,8 +22,10 @@ import java.util.regex.Pattern;
 /**
  * Writes a file through the Hadoop FileSystem API so that readers never see it half-written: the
  * content goes to a hidden sibling {@code .NAME.tmp-UUID}, which replaces the target in one rename only once
- * complete (readers see the old file or the new one, never neither). On any failure the temporary file is deleted
- * and an existing target is left as it was. On the local disk the bytes are written without Hadoop's {@code .crc}
+ * complete (readers see the old file or the new one, never neither). On any failure, Errors included (an
+ * OutOfMemoryError, Hadoop's {@link FSError} for a full local disk), the temporary file is deleted and an existing
+ * target is left as it was; an I/O failure, FSError included, is thrown as an UncheckedIOException naming the target.
+ * A target that is a folder is refused (a rename would not replace it). On the local disk the bytes are written without Hadoop's {@code .crc}
  * side files (checksums that matter are kept in the outputs' own metadata).
  */
 public final class AtomicFile {
@@ -41,19 +44,56 @@ public final class AtomicFile {
 
     public static void write(FileSystem fs, Path target, Content content) {
         FileSystem raw = withoutChecksumFiles(fs);
+        requireNotAFolder(raw, target);
         Path temporary = temporaryFor(target);
         try {
             try (OutputStream out = raw.create(temporary, false)) {
                 content.writeTo(out);
             }
             replace(raw, temporary, target);
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | RuntimeException | Error e) {
             deleteQuietly(raw, temporary, e);
-            if (e instanceof IOException io) {
-                throw new UncheckedIOException("writing " + target + ": " + io.getMessage(), io);
-            }
-            throw (RuntimeException) e;
+            throw failure("writing " + target, e);
         }
+    }
+
+    private static void requireNotAFolder(FileSystem fs, Path target) {
+        boolean folder;
+        try {
+            folder = fs.exists(target) && fs.getFileStatus(target).isDirectory();
+        } catch (IOException e) {
+            throw new UncheckedIOException("looking up " + target + ": " + e.getMessage(), e);
+        }
+        if (folder) {
+            throw new IllegalArgumentException(target + " is a folder; expected a file to write");
+        }
+    }
+
+    /**
+     * What a failed write throws: an I/O failure, and Hadoop's FSError (an Error the local file system throws for
+     * an IOException such as "No space left on device"), as an UncheckedIOException whose message starts with
+     * {@code doing}; a RuntimeException as it is. Any other Error is rethrown here.
+     */
+    static RuntimeException failure(String doing, Throwable e) {
+        if (e instanceof FSError fsError) {
+            IOException io = fsError.getCause() instanceof IOException cause ? cause
+                    : new IOException(fsError.getMessage(), fsError);
+            UncheckedIOException unchecked = new UncheckedIOException(doing + ": " + io.getMessage(), io);
+            for (Throwable s : fsError.getSuppressed()) {
+                unchecked.addSuppressed(s);
+            }
+            return unchecked;
+        }
+        if (e instanceof UncheckedIOException unchecked) {
+            return unchecked;
+        }
+        if (e instanceof IOException io) {
+            return new UncheckedIOException(doing + ": " + io.getMessage(), io);
+        }
+        if (e instanceof RuntimeException r) {
+            return r;
+        }
+        throw (Error) e;
     }
 
     public static void write(FileSystem fs, Path target, byte[] bytes) {
@@ -117,10 +157,10 @@ public final class AtomicFile {
         return removed;
     }
 
-    private static void deleteQuietly(FileSystem fs, Path temporary, Exception cause) {
+    private static void deleteQuietly(FileSystem fs, Path temporary, Throwable cause) {
         try {
             fs.delete(temporary, false);
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | RuntimeException | FSError e) {
             cause.addSuppressed(e);
         }
     }

@@ -1,6 +1,7 @@
 package org.sparkmoe.io;
 
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FSError;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 
@@ -10,7 +11,8 @@ import java.io.UncheckedIOException;
 /**
  * Writes a new folder through the Hadoop FileSystem API so that readers never see it half-written: everything goes
  * into a hidden sibling {@code .NAME.tmp-UUID}, which is renamed onto the target only once complete. The target
- * must not exist; on any failure the temporary folder is deleted.
+ * must not exist; on any failure, Errors included (an OutOfMemoryError, Hadoop's FSError for a full local disk), the
+ * temporary folder is deleted. I/O failures, FSError included, are thrown as UncheckedIOExceptions naming the folder.
  */
 public final class AtomicFolder {
 
@@ -41,16 +43,13 @@ public final class AtomicFolder {
             if (!fs.rename(staging, dir)) {
                 throw new IOException("could not rename " + staging + " to " + dir);
             }
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | RuntimeException | Error e) {
             try {
                 fs.delete(staging, true);
-            } catch (IOException | RuntimeException cleanup) {
+            } catch (IOException | RuntimeException | FSError cleanup) {
                 e.addSuppressed(cleanup);
             }
-            if (e instanceof IOException io) {
-                throw new UncheckedIOException("writing " + what + " " + dir + ": " + io.getMessage(), io);
-            }
-            throw (RuntimeException) e;
+            throw AtomicFile.failure("writing " + what + " " + dir, e);
         }
     }
 }

@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
+import java.io.OutputStream;
+import java.net.URI;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -12,7 +14,11 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.stream.Stream;
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FSDataOutputStream;
+import org.apache.hadoop.fs.FSError;
 import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.RawLocalFileSystem;
+import org.apache.hadoop.util.Progressable;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -58,6 +64,106 @@ class AtomicFileTest {
         }));
         assertEquals("old", Files.readString(dir.resolve("state")));
         assertEquals(List.of("state"), names());
+    }
+
+    /**
+     * The local file system on a full disk: its output stream throws Hadoop's FSError (a java.lang.Error wrapping
+     * "No space left on device") once more than {@code room} bytes have been written.
+     */
+    static final class FullDisk extends RawLocalFileSystem {
+        private final int room;
+
+        FullDisk(int room) throws IOException {
+            this.room = room;
+            initialize(URI.create("file:///"), new Configuration());
+        }
+
+        @Override
+        public FSDataOutputStream create(org.apache.hadoop.fs.Path f, boolean overwrite, int bufferSize,
+                short replication, long blockSize, Progressable progress) throws IOException {
+            FSDataOutputStream real = super.create(f, overwrite, bufferSize, replication, blockSize, progress);
+            return new FSDataOutputStream(new OutputStream() {
+                private long written;
+
+                @Override
+                public void write(int b) throws IOException {
+                    if (++written > room) {
+                        throw fsError(new IOException("No space left on device"));
+                    }
+                    real.write(b);
+                }
+
+                @Override
+                public void close() throws IOException {
+                    real.close();
+                }
+            }, null);
+        }
+    }
+
+    /** Hadoop's FSError, as RawLocalFileSystem's streams throw it (its constructor is package-private). */
+    static FSError fsError(IOException cause) {
+        try {
+            var constructor = FSError.class.getDeclaredConstructor(Throwable.class);
+            constructor.setAccessible(true);
+            return constructor.newInstance(cause);
+        } catch (ReflectiveOperationException e) {
+            throw new AssertionError(e);
+        }
+    }
+
+    /** A full disk used to escape as an FSError with a stack trace and leave the .tmp-* file filling the disk. */
+    @Test
+    void aFullDiskIsAnIoErrorNamingTheFileAndLeavesNoTemporary() throws IOException {
+        org.apache.hadoop.fs.Path target = new org.apache.hadoop.fs.Path(dir.resolve("report.json").toUri());
+        Files.writeString(dir.resolve("report.json"), "old");
+        UncheckedIOException e = assertThrows(UncheckedIOException.class,
+                () -> AtomicFile.write(new FullDisk(4), target, new byte[64]));
+        assertTrue(e.getMessage().contains("report.json") && e.getMessage().contains("No space left on device"),
+                e.getMessage());
+        assertEquals("old", Files.readString(dir.resolve("report.json")));
+        assertEquals(List.of("report.json"), names());
+    }
+
+    @Test
+    void aFullDiskLeavesNoTemporaryFolder() throws IOException {
+        org.apache.hadoop.fs.Path folder = new org.apache.hadoop.fs.Path(dir.resolve("adapter").toUri());
+        FileSystem full = new FullDisk(4);
+        Configuration conf = new Configuration();
+        conf.set("fs.file.impl.disable.cache", "true");
+        UncheckedIOException e = assertThrows(UncheckedIOException.class, () -> AtomicFolder.write(folder, conf,
+                "adapter folder", (fs, staging) -> AtomicFile.write(full, new org.apache.hadoop.fs.Path(staging,
+                        "adapter_model.safetensors"), new byte[64])));
+        assertTrue(e.getMessage().contains("adapter_model.safetensors")
+                && e.getMessage().contains("No space left on device"), e.getMessage());
+        assertEquals(List.of(), names());
+    }
+
+    /** Errors other than FSError (an OutOfMemoryError while producing the content) propagate, temporary deleted. */
+    @Test
+    void anyErrorDeletesTheTemporary() throws IOException {
+        org.apache.hadoop.fs.Path target = new org.apache.hadoop.fs.Path(dir.resolve("state").toUri());
+        assertThrows(OutOfMemoryError.class, () -> AtomicFile.write(local(), target, out -> {
+            out.write(1);
+            throw new OutOfMemoryError("Java heap space");
+        }));
+        assertThrows(OutOfMemoryError.class, () -> AtomicFolder.write(new org.apache.hadoop.fs.Path(
+                dir.resolve("model").toUri()), new Configuration(), "checkpoint folder", (fs, staging) -> {
+                    AtomicFile.write(fs, new org.apache.hadoop.fs.Path(staging, "config.json"), new byte[8]);
+                    throw new OutOfMemoryError("Java heap space");
+                }));
+        assertEquals(List.of(), names());
+    }
+
+    @Test
+    void aFolderIsNotReplacedByAFile() throws IOException {
+        Files.createDirectories(dir.resolve("report.json"));
+        org.apache.hadoop.fs.Path target = new org.apache.hadoop.fs.Path("file:" + dir.resolve("report.json"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> AtomicFile.write(local(), target, new byte[1]));
+        assertTrue(e.getMessage().contains("report.json is a folder"), e.getMessage());
+        assertTrue(Files.isDirectory(dir.resolve("report.json")));
+        assertEquals(List.of("report.json"), names());
     }
 
     @Test
