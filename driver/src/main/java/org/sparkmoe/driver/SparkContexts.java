@@ -3,7 +3,16 @@ package org.sparkmoe.driver;
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.net.SocketTimeoutException;
+import java.net.UnknownHostException;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.regex.Pattern;
 
 /**
  * The SparkContext every job runs in: the embedded local master unless spark-submit (or --master) says
@@ -25,12 +34,63 @@ public final class SparkContexts {
         return STARTED.get();
     }
 
+    /** The master URL forms Spark accepts, for messages. */
+    public static final String MASTER_FORMS = "local, local[N], local[*], local[N,F], local-cluster[N,C,M], "
+            + "spark://HOST:PORT[,HOST:PORT...], yarn, k8s://HOST:PORT, mesos://HOST:PORT";
+    private static final Pattern MASTER = Pattern.compile("local|local\\[\\s*([0-9]+|\\*)\\s*(,\\s*[0-9]+\\s*)?]"
+            + "|local-cluster\\[\\s*[0-9]+\\s*,\\s*[0-9]+\\s*,\\s*[0-9]+\\s*]"
+            + "|spark://[^/,\\s:]+:[0-9]+(,[^/,\\s:]+:[0-9]+)*/?|yarn|k8s://\\S+|mesos://\\S+");
+    /** How long the driver waits for a spark:// master to accept a TCP connection before it gives up. */
+    static final int CONNECT_TIMEOUT_MS = 3000;
+
+    /** Throws (naming {@code what}, the flag or setting, and the accepted forms) unless Spark would parse the URL. */
+    public static void requireMasterForm(String what, String master) {
+        if (master == null || !MASTER.matcher(master.trim()).matches()) {
+            throw new IllegalArgumentException(what + " '" + master + "' is not a Spark master URL; expected "
+                    + MASTER_FORMS);
+        }
+    }
+
+    /**
+     * For a spark:// master, a TCP connection to one of its HOST:PORTs within a few seconds, so that a master that
+     * is down or unreachable fails at once (Spark itself retries for about a minute, then ends in a stack trace).
+     */
+    static void requireReachable(String master) {
+        if (!master.startsWith("spark://")) {
+            return;
+        }
+        List<String> failures = new ArrayList<>();
+        IOException last = null;
+        for (String hostPort : master.substring("spark://".length()).replaceFirst("/$", "").split(",")) {
+            int colon = hostPort.lastIndexOf(':');
+            String host = hostPort.substring(0, colon);
+            int port = Integer.parseInt(hostPort.substring(colon + 1));
+            try (Socket socket = new Socket()) {
+                socket.connect(new InetSocketAddress(host, port), CONNECT_TIMEOUT_MS);
+                return;
+            } catch (IOException e) {
+                last = e;
+                failures.add(hostPort + ": " + (e instanceof SocketTimeoutException
+                        ? "no answer within " + CONNECT_TIMEOUT_MS / 1000 + " s"
+                        : e instanceof UnknownHostException ? "unknown host " + host
+                        : e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage()));
+            }
+        }
+        throw new UncheckedIOException("cannot reach the Spark master at " + String.join("; ", failures), last);
+    }
+
     public static SparkConf conf(String appName, String master) {
         SparkConf conf = new SparkConf().setAppName(appName);
         if (master != null) {
             conf.setMaster(master);
         }
-        conf.setIfMissing("spark.master", DEFAULT_MASTER)
+        conf.setIfMissing("spark.master", DEFAULT_MASTER);
+        if (conf.get("spark.master").startsWith("local")) {
+            // in local mode the executor is this JVM: an OutOfMemoryError in a task must fail the job (reported as
+            // one line), not System.exit(52) the driver from the executor thread; cluster executors still die on it
+            conf.setIfMissing("spark.executor.killOnFatalError.depth", "0");
+        }
+        conf
                 .set("spark.serializer", "org.apache.spark.serializer.KryoSerializer")
                 .set("spark.kryo.registrationRequired", "true")
                 .set("spark.kryo.registrator", SparkMoeKryoRegistrator.class.getName())
@@ -46,8 +106,12 @@ public final class SparkContexts {
     }
 
     public static JavaSparkContext start(String appName, String master) {
+        SparkConf conf = conf(appName, master);
+        String url = conf.get("spark.master");
+        requireMasterForm("spark.master", url);
+        requireReachable(url);
         STARTED.incrementAndGet();
-        JavaSparkContext sc = new JavaSparkContext(conf(appName, master));
+        JavaSparkContext sc = new JavaSparkContext(conf);
         sc.sc().addSparkListener(new ConsoleProgress(System.err));
         return sc;
     }

@@ -42,11 +42,27 @@ public final class SparkMoe implements Runnable {
     public static int execute(PrintWriter err, String... args) {
         CommandLine cli = new CommandLine(new SparkMoe());
         cli.setErr(err);
+        // picocli hands only Exceptions to the handler below; an Error (an OutOfMemoryError, Hadoop's FSError for a
+        // full local disk) would escape with its stack trace, so it goes the same way, as the cause of an
+        // ExecutionException of the command that was running
+        cli.setExecutionStrategy(parsed -> {
+            try {
+                return new CommandLine.RunLast().execute(parsed);
+            } catch (Error e) {
+                CommandLine.ParseResult last = parsed;
+                while (last.subcommand() != null) {
+                    last = last.subcommand();
+                }
+                throw new CommandLine.ExecutionException(last.commandSpec().commandLine(), String.valueOf(e), e);
+            }
+        });
         cli.setExecutionExceptionHandler((e, cmd, parsed) -> {
             PrintWriter out = cmd.getErr();
-            out.println(cmd.getCommandName() + ": error: " + UserErrors.message(e));
-            if (UserErrors.isUnexpected(e)) {
-                e.printStackTrace(out);
+            Throwable failure = e instanceof CommandLine.ExecutionException && e.getCause() instanceof Error error
+                    ? error : e;
+            out.println(cmd.getCommandName() + ": error: " + UserErrors.message(failure));
+            if (UserErrors.isUnexpected(failure)) {
+                failure.printStackTrace(out);
             }
             out.flush();
             return 1;

@@ -4,13 +4,28 @@ import org.apache.logging.log4j.LogManager;
 import org.apache.logging.log4j.core.Appender;
 import org.apache.logging.log4j.core.LoggerContext;
 import org.apache.logging.log4j.core.config.LoggerConfig;
+import picocli.CommandLine.ITypeConverter;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.TypeConversionException;
 
 /** Options every Spark job shares. */
 public final class SparkOptions {
-    @Option(names = "--master", paramLabel = "URL",
+    @Option(names = "--master", paramLabel = "URL", converter = MasterConverter.class,
             description = "Spark master. Default: the one spark-submit sets, else the embedded local[2].")
     public String master;
+
+    /** Checks --master's form while picocli parses flags: a URL Spark cannot parse is a usage error (exit 2). */
+    static final class MasterConverter implements ITypeConverter<String> {
+        @Override
+        public String convert(String value) {
+            try {
+                SparkContexts.requireMasterForm("--master", value);
+            } catch (IllegalArgumentException e) {
+                throw new TypeConversionException(e.getMessage());
+            }
+            return value.trim();
+        }
+    }
 
     @Option(names = "--partitions", paramLabel = "N",
             description = "Partitions for the work. Default: Spark's default parallelism (executor cores).")

@@ -1,5 +1,7 @@
 package org.sparkmoe.driver;
 
+import org.apache.hadoop.fs.FSError;
+import org.apache.spark.SparkException;
 import org.sparkmoe.io.CheckpointFormatException;
 
 import java.io.IOException;
@@ -7,6 +9,9 @@ import java.io.ObjectStreamException;
 import java.io.UncheckedIOException;
 import java.net.ConnectException;
 import java.net.UnknownHostException;
+import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * Turns a failure into the one line a user needs. Bad input raised inside a Spark task reaches the driver
@@ -18,6 +23,19 @@ final class UserErrors {
     }
 
     static String message(Throwable e) {
+        OutOfMemoryError oom = find(e, OutOfMemoryError.class);
+        if (oom != null || mentions(e, "java.lang.OutOfMemoryError")) {
+            return outOfMemory(e);
+        }
+        String scheme = missingFileSystem(e);
+        if (scheme != null) {
+            return "no Hadoop filesystem for scheme " + scheme + "; add " + FILESYSTEM_JARS.getOrDefault(scheme,
+                    "the jar that implements it") + " to the classpath";
+        }
+        FSError fsError = find(e, FSError.class);
+        if (fsError != null && badInput(e) == null) {
+            return "the local file system failed: " + reason(fsError.getCause() == null ? fsError : fsError.getCause());
+        }
         Throwable shown = badInput(e);
         if (shown == null) {
             shown = rootCause(e);
@@ -48,7 +66,59 @@ final class UserErrors {
 
     /** Whether the failure is a bug rather than bad input (then the stack trace is worth printing). */
     static boolean isUnexpected(Throwable e) {
-        return badInput(e) == null;
+        return badInput(e) == null && find(e, OutOfMemoryError.class) == null && !mentions(e, "java.lang.OutOfMemoryError")
+                && missingFileSystem(e) == null && find(e, FSError.class) == null;
+    }
+
+    /** The jar that brings a file system scheme Hadoop has no implementation of on the classpath. */
+    private static final Map<String, String> FILESYSTEM_JARS = Map.of("s3a", "hadoop-aws", "s3", "hadoop-aws",
+            "s3n", "hadoop-aws", "gs", "gcs-connector", "abfs", "hadoop-azure", "abfss", "hadoop-azure",
+            "wasb", "hadoop-azure", "wasbs", "hadoop-azure", "oss", "hadoop-aliyun", "cos", "hadoop-cos");
+
+    private static final Pattern NO_FILESYSTEM = Pattern.compile("No FileSystem for scheme:? \"?([A-Za-z0-9+.-]+)\"?");
+
+    /** The scheme of a path whose Hadoop FileSystem is not on the classpath, or null. */
+    private static String missingFileSystem(Throwable e) {
+        for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            Matcher m = NO_FILESYSTEM.matcher(c.getMessage() == null ? "" : c.getMessage());
+            if (m.find()) {
+                return m.group(1);
+            }
+        }
+        return null;
+    }
+
+    /**
+     * An OutOfMemoryError, thrown on the driver or in a Spark task (then it arrives as the cause of a SparkException,
+     * or only named in its message when the executor that ran out was lost).
+     */
+    private static String outOfMemory(Throwable e) {
+        boolean inTask = false;
+        for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            inTask |= c instanceof SparkException;
+        }
+        return inTask ? "out of memory in a Spark task; lower --batch-windows / --window or raise the executor memory "
+                + "(spark.executor.memory / -Xmx)"
+                : "out of memory in the driver; lower --batch-windows / --window or raise the driver memory "
+                + "(spark.driver.memory / -Xmx)";
+    }
+
+    private static <T extends Throwable> T find(Throwable e, Class<T> type) {
+        for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            if (type.isInstance(c)) {
+                return type.cast(c);
+            }
+        }
+        return null;
+    }
+
+    private static boolean mentions(Throwable e, String text) {
+        for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
+            if (c.getMessage() != null && c.getMessage().contains(text)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private static Throwable badInput(Throwable e) {

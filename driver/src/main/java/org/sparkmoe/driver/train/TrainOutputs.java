@@ -114,12 +114,32 @@ public final class TrainOutputs {
         Map<String, String> meta = loaded.metadata();
         String signature = meta.get(SIGNATURE);
         if (!plan.resumeSignature().equals(signature)) {
-            throw new IllegalArgumentException("--resume: the checkpoint in " + dir + " was written by a run with "
-                    + signature + "; this run has " + plan.resumeSignature());
+            throw new IllegalArgumentException(signatureMismatch(dir, signature, plan.resumeSignature()));
         }
         String lines = read(new Path(dir, LOG));
         lines.lines().filter(l -> !l.isBlank()).forEach(log::add);
         return new Resume(loaded.state(), Long.parseLong(meta.get(ROUND)) + 1);
+    }
+
+    /**
+     * Names the first option whose value differs between a checkpoint's signature and this run's (both written by
+     * {@link TrainPlan#resumeSignature}): "--resume: the checkpoint in DIR was written with --rank=4; this run has
+     * --rank=8". Falls back to both signatures when they cannot be compared key by key.
+     */
+    static String signatureMismatch(Path dir, String written, String current) {
+        Map<String, String> before = TrainPlan.parseSignature(written == null ? "" : written);
+        Map<String, String> now = TrainPlan.parseSignature(current);
+        for (Map.Entry<String, String> option : now.entrySet()) {
+            String was = before.get(option.getKey());
+            if (!option.getValue().equals(was)) {
+                return "--resume: the checkpoint in " + dir + " was written " + (was == null ? "without --"
+                        + option.getKey() + " in its options (an earlier version)" : "with --" + option.getKey() + "="
+                        + was) + "; this run has --" + option.getKey() + "=" + option.getValue()
+                        + " (resume with the checkpoint's options, or start a new run in another --out)";
+            }
+        }
+        return "--resume: the checkpoint in " + dir + " was written by a run with " + written + "; this run has "
+                + current;
     }
 
     /** Deletes what a run cut off before its first checkpoint wrote (the log, partial checkpoints). */

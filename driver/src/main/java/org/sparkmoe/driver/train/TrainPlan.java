@@ -186,7 +186,39 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
         return new AdapterConfig(lora.rank(), lora.alpha(), List.copyOf(lora.targets()), lora.trainRouter(), base);
     }
 
-    /** The options a checkpoint must have been written with for {@code --resume} to continue it. */
+    /** The keys of {@link #resumeSignature}, in its order; each is the name of the train flag it records. */
+    static final List<String> SIGNATURE_KEYS = List.of("data", "split", "window", "batch-windows", "steps",
+            "averaging-frequency", "partitions", "targets", "rank", "alpha", "train-router", "lr", "warmup",
+            "weight-decay", "max-grad-norm", "aux-loss-coef", "seed");
+    private static final java.util.regex.Pattern SIGNATURE_KEY = java.util.regex.Pattern.compile(
+            "(?:^| )(" + String.join("|", SIGNATURE_KEYS) + ")=");
+
+    /**
+     * A {@link #resumeSignature} split into key → value; a value (a --data list of paths) may hold spaces, so a
+     * key starts only where one of {@link #SIGNATURE_KEYS} follows a space.
+     */
+    static java.util.Map<String, String> parseSignature(String signature) {
+        java.util.Map<String, String> options = new java.util.LinkedHashMap<>();
+        java.util.regex.Matcher m = SIGNATURE_KEY.matcher(signature);
+        String key = null;
+        int valueStart = 0;
+        while (m.find()) {
+            if (key != null) {
+                options.putIfAbsent(key, signature.substring(valueStart, m.start()));
+            }
+            key = m.group(1);
+            valueStart = m.end();
+        }
+        if (key != null) {
+            options.putIfAbsent(key, signature.substring(valueStart));
+        }
+        return options;
+    }
+
+    /**
+     * The options a checkpoint must have been written with for {@code --resume} to continue it, as
+     * "key=value key=value ..." with the {@link #SIGNATURE_KEYS} in order.
+     */
     public String resumeSignature() {
         LoraSpec lora = options.lora();
         LrSchedule schedule = options.schedule();
