@@ -33,7 +33,7 @@ final class UserErrors {
                     "the jar that implements it") + " to the classpath";
         }
         FSError fsError = find(e, FSError.class);
-        if (fsError != null && badInput(e) == null) {
+        if (fsError != null && (badInput(e) == null || badInput(e) == fsError.getCause())) {
             return "the local file system failed: " + reason(fsError.getCause() == null ? fsError : fsError.getCause());
         }
         Throwable shown = badInput(e);

@@ -418,4 +418,77 @@ class BadInputTest {
                 "--out ", "plain-file is a file");
         assertEquals("x", Files.readString(file));
     }
+
+    // ---- class 6: errors that used to escape the contract (a stack trace, or minutes) ----
+
+    @Test
+    void masterThatIsNotASparkUrlIsAUsageError() {
+        int before = SparkContexts.started();
+        CliRun run = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--master", "bogus://x:1");
+        assertEquals(2, run.exitCode(), run.err());
+        assertFails(run, "--master", "bogus://x:1", "not a Spark master URL", "local[N]", "spark://HOST:PORT", "yarn");
+        assertEquals(before, SparkContexts.started());
+    }
+
+    /** An unreachable spark:// master used to take 67 s of Spark's retries and end in a stack trace. */
+    @Test
+    void unreachableSparkMasterFailsFast() throws IOException {
+        int port;
+        try (java.net.ServerSocket free = new java.net.ServerSocket(0)) {
+            port = free.getLocalPort();
+        }
+        String master = "spark://127.0.0.1:" + port;
+        long start = System.nanoTime();
+        assertFailsBeforeSpark(() -> sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--master", master),
+                "cannot reach the Spark master at 127.0.0.1:" + port, "Connection refused");
+        assertTrue(System.nanoTime() - start < 10_000_000_000L, "took " + (System.nanoTime() - start) / 1e9 + " s");
+    }
+
+    /** s3a:// without hadoop-aws used to end in "... 31 more". */
+    @Test
+    void pathOfAFileSystemNotOnTheClasspathNamesTheJar() {
+        assertFailsBeforeSpark(() -> sparkmoe("eval", "--model", "s3a://bucket/models/m", "--data",
+                Fixtures.corpus("sysadmin.txt").toString()),
+                "no Hadoop filesystem for scheme s3a; add hadoop-aws to the classpath");
+        assertFailsBeforeSpark(() -> sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data",
+                "s3a://bucket/corpus.txt"), "no Hadoop filesystem for scheme s3a");
+        assertFailsBeforeSpark(() -> sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--out", "s3a://bucket/calib"),
+                "no Hadoop filesystem for scheme s3a");
+    }
+
+    // ---- class 8: contract breaks ----
+
+    @Test
+    void badSplitIsAUsageError() {
+        for (String command : List.of("eval", "calibrate", "train")) {
+            CliRun run = sparkmoe(command, "--model", Fixtures.tinyModel().toString(), "--data",
+                    Fixtures.corpus("sysadmin.txt").toString(), "--split", "bogus", "--out", dir.resolve("o").toString());
+            assertEquals(2, run.exitCode(), run.err());
+            assertFails(run, "--split", "unknown split 'bogus'", "train, valid, test, all");
+        }
+        assertFalse(Files.exists(dir.resolve("o")));
+    }
+
+    /** eval --out on an existing (empty) folder used to replace the folder with the report. */
+    @Test
+    void fileOutputThatIsAFolderIsRefusedBeforeSpark() throws IOException {
+        Path folder = Files.createDirectories(dir.resolve("reports"));
+        String model = Fixtures.tinyModel().toString();
+        String data = Fixtures.corpus("sysadmin.txt").toString();
+        assertFailsBeforeSpark(() -> sparkmoe("eval", "--model", model, "--data", data, "--out", folder.toString()),
+                "--out ", "reports is a folder; eval writes one JSON file");
+        assertFailsBeforeSpark(() -> sparkmoe("logits", "--model", model, "--input-ids", model + "/model.safetensors",
+                "--out", folder.toString()), "--out ", "reports is a folder; logits writes one safetensors file");
+        assertTrue(Files.isDirectory(folder));
+        Path file = Files.writeString(dir.resolve("calib"), "x");
+        assertFailsBeforeSpark(() -> sparkmoe("calibrate", "--model", model, "--data", data, "--out", file.toString()),
+                "--out ", "calib is a file; calibrate writes a folder");
+        assertEquals("x", Files.readString(file));
+        try (Stream<Path> left = Files.list(dir)) {
+            assertEquals(List.of("calib", "reports"), left.map(p -> p.getFileName().toString()).sorted().toList());
+        }
+    }
 }
