@@ -77,12 +77,26 @@ final class UserErrors {
 
     private static final Pattern NO_FILESYSTEM = Pattern.compile("No FileSystem for scheme:? \"?([A-Za-z0-9+.-]+)\"?");
 
+    /**
+     * Hadoop's core-default.xml names an implementation for some schemes (fs.s3a.impl) whose jar may be missing:
+     * then the failure is "Class org.apache.hadoop.fs.s3a.S3AFileSystem not found".
+     */
+    private static final Pattern MISSING_CLASS = Pattern.compile("Class (\\S*\\.)?(\\w*FileSystem) not found");
+    private static final Map<String, String> SCHEME_OF_CLASS = Map.of("S3AFileSystem", "s3a",
+            "GoogleHadoopFileSystem", "gs", "AzureBlobFileSystem", "abfs", "SecureAzureBlobFileSystem", "abfss",
+            "NativeAzureFileSystem", "wasb", "AliyunOSSFileSystem", "oss");
+
     /** The scheme of a path whose Hadoop FileSystem is not on the classpath, or null. */
     private static String missingFileSystem(Throwable e) {
         for (Throwable c = e; c != null; c = c.getCause() == c ? null : c.getCause()) {
-            Matcher m = NO_FILESYSTEM.matcher(c.getMessage() == null ? "" : c.getMessage());
+            String message = c.getMessage() == null ? "" : c.getMessage();
+            Matcher m = NO_FILESYSTEM.matcher(message);
             if (m.find()) {
                 return m.group(1);
+            }
+            Matcher missing = MISSING_CLASS.matcher(message);
+            if (missing.find() && SCHEME_OF_CLASS.containsKey(missing.group(2))) {
+                return SCHEME_OF_CLASS.get(missing.group(2));
             }
         }
         return null;

@@ -80,6 +80,10 @@ class UserErrorsTest {
                 new org.apache.hadoop.fs.UnsupportedFileSystemException("No FileSystem for scheme \"s3a\""));
         assertEquals("no Hadoop filesystem for scheme s3a; add hadoop-aws to the classpath", UserErrors.message(e));
         assertFalse(UserErrors.isUnexpected(e));
+        // core-default.xml names S3AFileSystem for s3a: without hadoop-aws its class is missing
+        assertEquals("no Hadoop filesystem for scheme s3a; add hadoop-aws to the classpath", UserErrors.message(
+                new RuntimeException("java.lang.ClassNotFoundException: Class org.apache.hadoop.fs.s3a.S3AFileSystem "
+                        + "not found", new ClassNotFoundException("Class org.apache.hadoop.fs.s3a.S3AFileSystem not found"))));
         assertEquals("no Hadoop filesystem for scheme foo; add the jar that implements it to the classpath",
                 UserErrors.message(new IOException("No FileSystem for scheme: foo")));
     }
