@@ -21,6 +21,7 @@ import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.sparkmoe.tests.CliRun.sparkmoe;
@@ -154,6 +155,10 @@ class TrainJobTest {
         CliRun other = sparkmoe(train(out, "--steps", "2", "--resume", "--rank", "8"));
         assertEquals(1, other.exitCode());
         assertTrue(other.err().contains("rank=4") && other.err().contains("rank=8"), other.err());
+        // the option that differs is named, not two signatures of every option
+        assertTrue(other.err().contains("was written with --rank=4; this run has --rank=8"), other.err());
+        assertFalse(other.err().contains("seed="), other.err());
+        assertEquals(1, other.err().lines().count(), other.err());
     }
 
     @Test
