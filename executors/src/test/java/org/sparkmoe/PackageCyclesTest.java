@@ -29,7 +29,7 @@ class PackageCyclesTest {
             Set.of("io", "text", "cuda"),
             Set.of("kernels"),
             Set.of("routing"),
-            Set.of("experts"),
+            Set.of("experts", "mumoe"),
             Set.of("moe"),
             Set.of("model"),
             Set.of("adapter"),

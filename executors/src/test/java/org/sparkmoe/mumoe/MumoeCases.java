@@ -1,0 +1,38 @@
+package org.sparkmoe.mumoe;
+
+import java.util.Random;
+import java.util.function.Function;
+import org.nd4j.linalg.api.buffer.DataType;
+
+/** The small layers the μMoE tests share: flat CP, hierarchical CP and TR, each fast or naive, from one seed. */
+enum MumoeCases {
+    /** N = 6 experts, R = 3. */
+    CP(type -> CpWeights.random(new Random(11), type, 5, 4, 3, 6)),
+    /** N = [3, 4] experts (12 in all), R = 3. */
+    CP_HIERARCHICAL(type -> CpWeights.random(new Random(12), type, 5, 4, 3, 3, 4)),
+    /** N = 5 experts, ranks (2, 3, 2). */
+    TR(type -> TrWeights.random(new Random(13), type, 5, 4, 5, 2, 3, 2));
+
+    static final int T = 3;
+    static final int I = 5;
+    static final int O = 4;
+
+    private final Function<DataType, Object> weights;
+
+    MumoeCases(Function<DataType, Object> weights) {
+        this.weights = weights;
+    }
+
+    /** A fresh weight set of {@code type} (same numbers for both types, up to float32 rounding). */
+    Object weights(DataType type) {
+        return weights.apply(type);
+    }
+
+    MumoeLayer fast(Object w) {
+        return w instanceof CpWeights cp ? new CpMumoe(cp) : new TrMumoe((TrWeights) w);
+    }
+
+    MumoeLayer naive(Object w) {
+        return w instanceof CpWeights cp ? new CpMumoeNaive(cp) : new TrMumoeNaive((TrWeights) w);
+    }
+}

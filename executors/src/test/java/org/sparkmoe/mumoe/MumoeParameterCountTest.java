@@ -1,0 +1,67 @@
+package org.sparkmoe.mumoe;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.experts.GradientCheck;
+
+/**
+ * N = 4096 experts of I = O = 512: CP stores R·(N + I + O) expert parameters where a materialised W holds N·I·O
+ * (1.07e9, 4 GiB in float32), and the layer runs a forward and backward pass without ever building W.
+ */
+class MumoeParameterCountTest {
+    static final long I = 512;
+    static final long O = 512;
+    static final long N = 4096;
+
+    @Test
+    void cpCostsRankTimesTheSumOfTheModes() {
+        long r = 64;
+        CpMumoe layer = new CpMumoe(CpWeights.random(new Random(1), DataType.FLOAT, I, O, r, N));
+        assertEquals(r * (N + I + O), layer.expertParameterCount());            // 327,680
+        assertEquals(I * N, layer.gateParameterCount());
+        assertEquals(N * I * O, layer.materialisedExpertParameterCount());       // 1,073,741,824
+        assertTrue(layer.materialisedExpertParameterCount() / layer.expertParameterCount() > 3000);
+        runs(layer);
+    }
+
+    @Test
+    void hierarchicalCpSplitsTheExpertMode() {
+        long r = 64;
+        CpMumoe layer = new CpMumoe(CpWeights.random(new Random(2), DataType.FLOAT, I, O, r, 64, 64));
+        assertArrayEquals(new long[] {64, 64}, layer.expertDims());
+        assertEquals(r * (64 + 64 + I + O), layer.expertParameterCount());
+        assertEquals(I * (64 + 64), layer.gateParameterCount());
+        assertEquals(N * I * O, layer.materialisedExpertParameterCount());
+        runs(layer);
+    }
+
+    @Test
+    void trCostsTheThreeCores() {
+        long r1 = 8;
+        long r2 = 8;
+        long r3 = 8;
+        TrMumoe layer = new TrMumoe(TrWeights.random(new Random(3), DataType.FLOAT, I, O, N, r1, r2, r3));
+        assertEquals(r1 * N * r2 + r2 * I * r3 + r3 * O * r1, layer.expertParameterCount()); // 327,680
+        assertEquals(N * I * O, layer.materialisedExpertParameterCount());
+        runs(layer);
+    }
+
+    private static void runs(MumoeLayer layer) {
+        INDArray x = GradientCheck.gaussian(new Random(4), DataType.FLOAT, 1.0, 4, I);
+        MumoePass pass = layer.forward(x);
+        assertArrayEquals(new long[] {4, O}, pass.y().shape());
+        for (int l = 0; l < layer.expertDims().length; l++) {
+            INDArray a = pass.gates().get(l);
+            assertEquals(4.0, a.sumNumber().doubleValue(), 1e-4, "every token's gate sums to 1");
+        }
+        MumoeGradients g = layer.backward(pass, pass.y());
+        assertArrayEquals(new long[] {4, I}, g.dx().shape());
+        assertTrue(Double.isFinite(g.dx().sumNumber().doubleValue()));
+    }
+}
