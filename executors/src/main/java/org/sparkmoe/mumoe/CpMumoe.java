@@ -26,28 +26,10 @@ public final class CpMumoe implements MumoeLayer {
         this.w = w;
     }
 
+
+    @Override
     public CpWeights weights() {
         return w;
-    }
-
-    @Override
-    public long inputSize() {
-        return w.inputSize();
-    }
-
-    @Override
-    public long outputSize() {
-        return w.outputSize();
-    }
-
-    @Override
-    public long[] expertDims() {
-        return w.expertDims();
-    }
-
-    @Override
-    public Map<String, INDArray> parameters() {
-        return w.parameters();
     }
 
     @Override

@@ -23,30 +23,15 @@ public final class CpMumoeNaive implements MumoeLayer {
     }
 
     @Override
-    public long inputSize() {
-        return w.inputSize();
-    }
-
-    @Override
-    public long outputSize() {
-        return w.outputSize();
-    }
-
-    @Override
-    public long[] expertDims() {
-        return w.expertDims();
-    }
-
-    @Override
-    public Map<String, INDArray> parameters() {
-        return w.parameters();
+    public CpWeights weights() {
+        return w;
     }
 
     private Materialised materialise(INDArray x) {
         int in = (int) w.inputSize();
         int out = (int) w.outputSize();
         int rank = (int) w.rank();
-        int experts = Math.toIntExact(materialisedExpertParameterCount() / ((long) in * out));
+        int experts = Math.toIntExact(w.materialisedExpertParameterCount() / ((long) in * out));
         double[] uIn = Materialised.doubles(w.in());
         double[] uOut = Materialised.doubles(w.out());
         double[] e = expertRows(experts, rank);

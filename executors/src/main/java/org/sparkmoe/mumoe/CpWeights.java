@@ -22,7 +22,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * DOUBLE. The tensors are held, not copied: a trainer may update them in place. Names: {@code gate.l},
  * {@code expert.l}, {@code in}, {@code out}.
  */
-public final class CpWeights {
+public final class CpWeights implements MumoeWeights {
     static final String LAYER = "μMoE CP";
 
     private final List<INDArray> gates;
@@ -125,14 +125,17 @@ public final class CpWeights {
         return rank;
     }
 
+    @Override
     public long inputSize() {
         return in.size(0);
     }
 
+    @Override
     public long outputSize() {
         return out.size(0);
     }
 
+    @Override
     public long[] expertDims() {
         return experts.stream().mapToLong(u -> u.size(0)).toArray();
     }
@@ -142,6 +145,7 @@ public final class CpWeights {
     }
 
     /** gate.0 .. gate.(L-1), expert.0 .. expert.(L-1), in, out. */
+    @Override
     public Map<String, INDArray> parameters() {
         Map<String, INDArray> m = new LinkedHashMap<>();
         for (int l = 0; l < levels(); l++) {

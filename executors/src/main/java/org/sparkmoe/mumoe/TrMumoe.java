@@ -30,28 +30,10 @@ public final class TrMumoe implements MumoeLayer {
         this.w = w;
     }
 
+
+    @Override
     public TrWeights weights() {
         return w;
-    }
-
-    @Override
-    public long inputSize() {
-        return w.inputSize();
-    }
-
-    @Override
-    public long outputSize() {
-        return w.outputSize();
-    }
-
-    @Override
-    public long[] expertDims() {
-        return new long[] {w.experts()};
-    }
-
-    @Override
-    public Map<String, INDArray> parameters() {
-        return w.parameters();
     }
 
     /** Ān [N, r1·r2]. */

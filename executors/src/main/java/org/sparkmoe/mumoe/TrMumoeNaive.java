@@ -24,23 +24,8 @@ public final class TrMumoeNaive implements MumoeLayer {
     }
 
     @Override
-    public long inputSize() {
-        return w.inputSize();
-    }
-
-    @Override
-    public long outputSize() {
-        return w.outputSize();
-    }
-
-    @Override
-    public long[] expertDims() {
-        return new long[] {w.experts()};
-    }
-
-    @Override
-    public Map<String, INDArray> parameters() {
-        return w.parameters();
+    public TrWeights weights() {
+        return w;
     }
 
     private Materialised materialise(INDArray x) {

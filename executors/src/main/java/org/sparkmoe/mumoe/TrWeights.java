@@ -18,7 +18,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * so that W(n, i, o) = trace(A_N[:, n, :] · A_I[:, i, :] · A_O[:, o, :]). All of one type, FLOAT or DOUBLE; held,
  * not copied. Names: {@code gate.0}, {@code core.expert}, {@code core.in}, {@code core.out}.
  */
-public final class TrWeights {
+public final class TrWeights implements MumoeWeights {
     static final String LAYER = "μMoE TR";
 
     private final INDArray gate;
@@ -99,18 +99,26 @@ public final class TrWeights {
         return in.size(2);
     }
 
+    @Override
     public long inputSize() {
         return in.size(1);
     }
 
+    @Override
     public long outputSize() {
         return out.size(1);
+    }
+
+    @Override
+    public long[] expertDims() {
+        return new long[] {experts()};
     }
 
     public DataType dataType() {
         return dataType;
     }
 
+    @Override
     public Map<String, INDArray> parameters() {
         Map<String, INDArray> m = new LinkedHashMap<>();
         m.put("gate.0", gate);

@@ -24,7 +24,7 @@ class MumoeGradientCheckTest {
         INDArray p = GradientCheck.gaussian(new Random(32), DataType.DOUBLE, 1.0, MumoeCases.T, MumoeCases.O);
 
         MumoeGradients g = layer.backward(layer.forward(x), p);
-        for (Map.Entry<String, INDArray> e : layer.parameters().entrySet()) {
+        for (Map.Entry<String, INDArray> e : layer.weights().parameters().entrySet()) {
             GradientCheck.check(c + " " + which + " " + e.getKey(), e.getValue(), g.parameters().get(e.getKey()),
                     () -> GradientCheck.dot(layer.forward(x).y(), p));
         }

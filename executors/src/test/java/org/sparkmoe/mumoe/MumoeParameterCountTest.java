@@ -23,10 +23,10 @@ class MumoeParameterCountTest {
     void cpCostsRankTimesTheSumOfTheModes() {
         long r = 64;
         CpMumoe layer = new CpMumoe(CpWeights.random(new Random(1), DataType.FLOAT, I, O, r, N));
-        assertEquals(r * (N + I + O), layer.expertParameterCount());            // 327,680
-        assertEquals(I * N, layer.gateParameterCount());
-        assertEquals(N * I * O, layer.materialisedExpertParameterCount());       // 1,073,741,824
-        assertTrue(layer.materialisedExpertParameterCount() / layer.expertParameterCount() > 3000);
+        assertEquals(r * (N + I + O), layer.weights().expertParameterCount());            // 327,680
+        assertEquals(I * N, layer.weights().gateParameterCount());
+        assertEquals(N * I * O, layer.weights().materialisedExpertParameterCount());       // 1,073,741,824
+        assertTrue(layer.weights().materialisedExpertParameterCount() / layer.weights().expertParameterCount() > 3000);
         runs(layer);
     }
 
@@ -34,10 +34,10 @@ class MumoeParameterCountTest {
     void hierarchicalCpSplitsTheExpertMode() {
         long r = 64;
         CpMumoe layer = new CpMumoe(CpWeights.random(new Random(2), DataType.FLOAT, I, O, r, 64, 64));
-        assertArrayEquals(new long[] {64, 64}, layer.expertDims());
-        assertEquals(r * (64 + 64 + I + O), layer.expertParameterCount());
-        assertEquals(I * (64 + 64), layer.gateParameterCount());
-        assertEquals(N * I * O, layer.materialisedExpertParameterCount());
+        assertArrayEquals(new long[] {64, 64}, layer.weights().expertDims());
+        assertEquals(r * (64 + 64 + I + O), layer.weights().expertParameterCount());
+        assertEquals(I * (64 + 64), layer.weights().gateParameterCount());
+        assertEquals(N * I * O, layer.weights().materialisedExpertParameterCount());
         runs(layer);
     }
 
@@ -47,8 +47,8 @@ class MumoeParameterCountTest {
         long r2 = 8;
         long r3 = 8;
         TrMumoe layer = new TrMumoe(TrWeights.random(new Random(3), DataType.FLOAT, I, O, N, r1, r2, r3));
-        assertEquals(r1 * N * r2 + r2 * I * r3 + r3 * O * r1, layer.expertParameterCount()); // 327,680
-        assertEquals(N * I * O, layer.materialisedExpertParameterCount());
+        assertEquals(r1 * N * r2 + r2 * I * r3 + r3 * O * r1, layer.weights().expertParameterCount()); // 327,680
+        assertEquals(N * I * O, layer.weights().materialisedExpertParameterCount());
         runs(layer);
     }
 
@@ -56,7 +56,7 @@ class MumoeParameterCountTest {
         INDArray x = GradientCheck.gaussian(new Random(4), DataType.FLOAT, 1.0, 4, I);
         MumoePass pass = layer.forward(x);
         assertArrayEquals(new long[] {4, O}, pass.y().shape());
-        for (int l = 0; l < layer.expertDims().length; l++) {
+        for (int l = 0; l < layer.weights().expertDims().length; l++) {
             INDArray a = pass.gates().get(l);
             assertEquals(4.0, a.sumNumber().doubleValue(), 1e-4, "every token's gate sums to 1");
         }
