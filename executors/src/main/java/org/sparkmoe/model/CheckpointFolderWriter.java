@@ -22,6 +22,7 @@ import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.IntFunction;
 
 /**
  * Writes a complete Hugging Face checkpoint folder: config.json (the given JSON with the dtype fields that are
@@ -52,21 +53,14 @@ public final class CheckpointFolderWriter {
      */
     public static void write(Path sourceDir, ObjectNode config, TensorSource tensors, List<String> names,
             Map<String, byte[]> extraFiles, Path outDir, Configuration conf, long maxShardBytes) {
-        if (maxShardBytes < 1) {
-            throw new IllegalArgumentException("maxShardBytes must be ≥ 1, got " + maxShardBytes);
-        }
+        requireShardBytes(maxShardBytes);
         ObjectNode json = config.deepCopy();
         for (String field : List.of("torch_dtype", "dtype")) {
             if (json.has(field)) {
                 json.put(field, "float32");
             }
         }
-        byte[] configBytes;
-        try {
-            configBytes = (JSON.writeValueAsString(json) + "\n").getBytes(StandardCharsets.UTF_8);
-        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalStateException("serialising config.json", e);
-        }
+        byte[] configBytes = jsonBytes(json);
         ModelSchema.check(ModelConfig.parse(new String(configBytes, StandardCharsets.UTF_8),
                 new Path(outDir, "config.json").toString()), tensors);
         AtomicFolder.write(outDir, conf, "checkpoint folder", (fs, staging) -> {
@@ -91,15 +85,8 @@ public final class CheckpointFolderWriter {
      */
     public static long write(ObjectNode config, List<NamedTensor> tensors, Map<String, byte[]> extraFiles, Path outDir,
             Configuration conf, long maxShardBytes) {
-        if (maxShardBytes < 1) {
-            throw new IllegalArgumentException("maxShardBytes must be ≥ 1, got " + maxShardBytes);
-        }
-        byte[] configBytes;
-        try {
-            configBytes = (JSON.writeValueAsString(config) + "\n").getBytes(StandardCharsets.UTF_8);
-        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalStateException("serialising config.json", e);
-        }
+        requireShardBytes(maxShardBytes);
+        byte[] configBytes = jsonBytes(config);
         Map<String, long[]> shapes = new LinkedHashMap<>();
         List<Long> sizes = new ArrayList<>(tensors.size());
         for (NamedTensor tensor : tensors) {
@@ -119,7 +106,7 @@ public final class CheckpointFolderWriter {
         AtomicFolder.write(outDir, conf, "checkpoint folder", (fs, staging) -> {
             AtomicFile.write(fs, new Path(staging, "config.json"), configBytes);
             total[0] = writeShards(fs, staging, shard(sizes, maxShardBytes),
-                    new ArrayList<>(shapes.keySet()), sizes, (shard, i) -> tensors.get(i));
+                    new ArrayList<>(shapes.keySet()), sizes, tensors::get);
             for (Map.Entry<String, byte[]> extra : extraFiles.entrySet()) {
                 AtomicFile.write(fs, new Path(staging, extra.getKey()), extra.getValue());
             }
@@ -134,7 +121,7 @@ public final class CheckpointFolderWriter {
             sizes.add(Float.BYTES * Arrays.stream(tensors.shape(name)).reduce(1, Math::multiplyExact));
         }
         writeShards(fs, dir, shard(sizes, maxShardBytes), names, sizes,
-                (shard, i) -> new NamedTensor.Floats(names.get(i), tensors.readFloat(names.get(i))));
+                i -> new NamedTensor.Floats(names.get(i), tensors.readFloat(names.get(i))));
     }
 
     /**
@@ -157,15 +144,23 @@ public final class CheckpointFolderWriter {
         return shards;
     }
 
-    /** Builds the tensor at index i of the list when its shard is written (not before). */
-    @FunctionalInterface
-    private interface TensorAt {
-        NamedTensor get(int shard, int index);
+    private static void requireShardBytes(long maxShardBytes) {
+        if (maxShardBytes < 1) {
+            throw new IllegalArgumentException("maxShardBytes must be ≥ 1, got " + maxShardBytes);
+        }
+    }
+
+    private static byte[] jsonBytes(ObjectNode json) {
+        try {
+            return (JSON.writeValueAsString(json) + "\n").getBytes(StandardCharsets.UTF_8);
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new IllegalStateException("serialising config.json", e);
+        }
     }
 
     /** One model.safetensors, or model-0000i-of-0000N.safetensors plus the index; returns the total tensor bytes. */
     private static long writeShards(FileSystem fs, Path dir, List<List<Integer>> shards, List<String> names,
-            List<Long> sizes, TensorAt tensorAt) throws IOException {
+            List<Long> sizes, IntFunction<NamedTensor> tensorAt) throws IOException {
         long total = 0;
         Map<String, String> weightMap = new LinkedHashMap<>();
         for (int s = 0; s < shards.size(); s++) {
@@ -173,7 +168,7 @@ public final class CheckpointFolderWriter {
                     : String.format("model-%05d-of-%05d.safetensors", s + 1, shards.size());
             List<NamedTensor> shard = new ArrayList<>();
             for (int i : shards.get(s)) {
-                shard.add(tensorAt.get(s, i));
+                shard.add(tensorAt.apply(i)); // built when its shard is written, not before
                 weightMap.put(names.get(i), file);
                 total += sizes.get(i);
             }

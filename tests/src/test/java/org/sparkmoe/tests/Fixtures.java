@@ -26,6 +26,14 @@ final class Fixtures {
         return root().resolve("examples/corpus").resolve(file);
     }
 
+    /** The first 40,000 characters of sysadmin.txt written into {@code dir}: ~300 windows of 32 tokens in train. */
+    static Path sysadminExcerpt(Path dir) throws java.io.IOException {
+        Path data = dir.resolve("sysadmin-excerpt.txt");
+        java.nio.file.Files.writeString(data,
+                java.nio.file.Files.readString(corpus("sysadmin.txt")).substring(0, 40_000));
+        return data;
+    }
+
     /**
      * transformers (fp32, eager attention) outputs of the tiny model on 12 sequences of 64 tokens: input_ids,
      * logits, hidden_states.0..4, router_logits.0..3 (see docs/data.md for the recipe).

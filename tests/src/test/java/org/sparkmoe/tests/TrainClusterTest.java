@@ -46,8 +46,7 @@ class TrainClusterTest {
     /** 4 rounds of 2 steps on 2 partitions, w1 and w3 plus the routers, on the first 40,000 characters of sysadmin. */
     @BeforeAll
     static void trainLocallyThenStartCluster(@TempDir Path dir) throws Exception {
-        Path data = dir.resolve("sysadmin-excerpt.txt");
-        Files.writeString(data, Files.readString(Fixtures.corpus("sysadmin.txt")).substring(0, 40_000));
+        Path data = Fixtures.sysadminExcerpt(dir);
         Configuration conf = new Configuration();
         plan = new TrainPlan(Paths.qualify(Fixtures.tinyModel().toString(), conf),
                 List.of(Paths.qualify(data.toString(), conf)), TextSplit.TRAIN, 32, 2, 8, 2, 2,

@@ -37,8 +37,7 @@ class TrainJobTest {
     /** The first 40,000 characters of sysadmin.txt: ~300 windows of 32 tokens in the train split. */
     @BeforeAll
     static void excerpt(@TempDir Path tmp) throws Exception {
-        data = tmp.resolve("sysadmin-excerpt.txt");
-        Files.writeString(data, Files.readString(Fixtures.corpus("sysadmin.txt")).substring(0, 40_000));
+        data = Fixtures.sysadminExcerpt(tmp);
     }
 
     /**

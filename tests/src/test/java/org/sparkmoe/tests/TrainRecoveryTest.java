@@ -39,8 +39,7 @@ class TrainRecoveryTest {
     /** The first 40,000 characters of sysadmin.txt: ~300 windows of 32 tokens in the train split. */
     @BeforeAll
     static void excerpt(@TempDir Path tmp) throws Exception {
-        data = tmp.resolve("sysadmin-excerpt.txt");
-        Files.writeString(data, Files.readString(Fixtures.corpus("sysadmin.txt")).substring(0, 40_000));
+        data = Fixtures.sysadminExcerpt(tmp);
     }
 
     /** S steps in rounds of 2, 2 windows of 32 tokens, w1 and w2 at rank 4, a checkpoint every round. */
