@@ -83,6 +83,12 @@ public final class MergedTensors implements TensorSource {
         return weight;
     }
 
+    /** The base's stored tensor, except for what the adapter changes (merged into a float32 copy). */
+    @Override
+    public INDArray stored(String name) {
+        return routers.containsKey(name) || deltas.containsKey(name) ? readFloat(name) : base.stored(name);
+    }
+
     @Override
     public String describe() {
         return base.describe() + " with a LoRA adapter merged";

@@ -49,11 +49,11 @@ public final class ExpertActivationStats implements java.io.Serializable {
      */
     public void add(INDArray x, int[] selected, int topK, ExpertWeights weights, boolean allExperts) {
         int t = (int) x.size(0);
-        if (x.size(1) != hidden || weights.experts() != experts || weights.w1().size(1) != intermediate
+        if (x.size(1) != hidden || weights.experts() != experts || weights.intermediate() != intermediate
                 || selected.length != t * topK) {
             throw new IllegalArgumentException("expected x [T, " + hidden + "], " + experts + " experts of "
                     + intermediate + " and " + topK + " selections per token, got x " + Arrays.toString(x.shape())
-                    + ", w1 " + Arrays.toString(weights.w1().shape()) + ", " + selected.length + " selections");
+                    + ", w1 " + weights.w1() + ", " + selected.length + " selections");
         }
         for (int e = 0; e < experts; e++) {
             int[] rows = allExperts ? allRows(t) : rowsOf(e, selected, topK);
@@ -61,8 +61,8 @@ public final class ExpertActivationStats implements java.io.Serializable {
                 continue;
             }
             INDArray xe = Nd4j.pullRows(x, 1, rows);                                                 // [n, D]
-            INDArray h = Activations.swiGlu(Dense.linear(xe, weights.w1().slice(e)),
-                    Dense.linear(xe, weights.w3().slice(e)));                                       // [n, I]
+            INDArray h = Activations.swiGlu(Dense.linear(xe, weights.w1().matrix(e)),
+                    Dense.linear(xe, weights.w3().matrix(e)));                                       // [n, I]
             accumulate(xe.data().asFloat(), hidden, e, inputAbsSum, inputAbsMax);
             accumulate(h.data().asFloat(), intermediate, e, interAbsSum, interAbsMax);
             tokens[e] += rows.length;

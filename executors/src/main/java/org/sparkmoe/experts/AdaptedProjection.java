@@ -3,25 +3,30 @@ package org.sparkmoe.experts;
 import java.util.Arrays;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.kernels.WeightStack;
 
 /**
- * One expert projection with frozen weights W [E, out, in] and optional LoRA:
+ * One expert projection with frozen weights W [E, out, in] (in their stored type) and optional LoRA (in the compute
+ * type):
  * {@code h = x·Wᵀ + s·(x·Aᵀ)·Bᵀ}, every product a grouped GEMM over the plan's expert row ranges.
  */
 final class AdaptedProjection {
-    private final INDArray w;         // [E, out, in], frozen
+    private final WeightStack w;      // [E, out, in], frozen
+    private final DataType type;      // what the projection computes in
     private final LoraExperts lora;   // null: the projection is not adapted
     private final GroupedGemm gemm;
 
-    AdaptedProjection(String name, INDArray w, LoraExperts lora, GroupedGemm gemm) {
-        if (lora != null && (lora.experts() != w.size(0) || lora.out() != w.size(1) || lora.in() != w.size(2)
-                || lora.a().dataType() != w.dataType())) {
+    AdaptedProjection(String name, WeightStack w, LoraExperts lora, GroupedGemm gemm) {
+        if (lora != null && (lora.experts() != w.groups() || lora.out() != w.rows() || lora.in() != w.cols()
+                || lora.a().dataType() != w.computeType())) {
             throw new IllegalArgumentException("LoRA on " + name + " does not fit its base weight "
-                    + Arrays.toString(w.shape()) + " " + w.dataType() + ": got a " + Arrays.toString(lora.a().shape())
+                    + w + ": got a " + Arrays.toString(lora.a().shape())
                     + ", b " + Arrays.toString(lora.b().shape()) + " " + lora.a().dataType());
         }
         this.w = w;
+        this.type = w.computeType();
         this.lora = lora;
         this.gemm = gemm;
     }
@@ -38,12 +43,12 @@ final class AdaptedProjection {
     /** x [N, in] → h [N, out]. */
     Forward forward(INDArray x, int[] offsets) {
         long rows = x.size(0);
-        INDArray h = Nd4j.createUninitialized(w.dataType(), new long[] {rows, w.size(1)}, 'c');  // [N, out]
+        INDArray h = Nd4j.createUninitialized(type, new long[] {rows, w.rows()}, 'c');      // [N, out]
         gemm.forward(x, w, offsets, h);                                                       // x·Wᵀ
         if (lora == null) {
             return new Forward(h, null);
         }
-        INDArray shrunk = Nd4j.createUninitialized(w.dataType(), new long[] {rows, lora.rank()}, 'c'); // [N, R]
+        INDArray shrunk = Nd4j.createUninitialized(type, new long[] {rows, lora.rank()}, 'c'); // [N, R]
         gemm.forward(x, lora.a(), offsets, shrunk);                                           // x·Aᵀ
         shrunk.muli(lora.scale());                                                            // s·x·Aᵀ
         gemm.forward(shrunk, lora.b(), offsets, h, true);                                     // h += s·x·Aᵀ·Bᵀ
@@ -62,12 +67,12 @@ final class AdaptedProjection {
         LoraGradients grads = null;
         boolean addToDx = accumulate;
         if (lora != null) {
-            INDArray dB = Nd4j.createUninitialized(w.dataType(), lora.b().shape(), 'c');         // [E, out, R]
+            INDArray dB = Nd4j.createUninitialized(type, lora.b().shape(), 'c');         // [E, out, R]
             gemm.backwardWeight(dh, fwd.shrunk(), offsets, dB, false);                         // dhᵀ·(s·x·Aᵀ)
-            INDArray dShrunk = Nd4j.createUninitialized(w.dataType(), fwd.shrunk().shape(), 'c'); // [N, R]
+            INDArray dShrunk = Nd4j.createUninitialized(type, fwd.shrunk().shape(), 'c'); // [N, R]
             gemm.backwardInput(dh, lora.b(), offsets, dShrunk, false);                         // dh·B
             dShrunk.muli(lora.scale());                                                        // d(x·Aᵀ)
-            INDArray dA = Nd4j.createUninitialized(w.dataType(), lora.a().shape(), 'c');         // [E, R, in]
+            INDArray dA = Nd4j.createUninitialized(type, lora.a().shape(), 'c');         // [E, R, in]
             gemm.backwardWeight(dShrunk, x, offsets, dA, false);                               // d(x·Aᵀ)ᵀ·x
             gemm.backwardInput(dShrunk, lora.a(), offsets, dx, addToDx);                       // dx (+)= ·A
             addToDx = true;

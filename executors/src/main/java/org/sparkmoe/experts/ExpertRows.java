@@ -32,17 +32,12 @@ final class ExpertRows {
 
     /** Any of {@code gate}, {@code up}, {@code down} may be null: that projection stays frozen without LoRA. */
     ExpertRows(ExpertWeights base, LoraExperts gate, LoraExperts up, LoraExperts down, GroupedGemm gemm) {
-        if (base.w1().dataType() != base.w3().dataType() || base.w1().dataType() != base.w2().dataType()
-                || (base.w1().dataType() != DataType.FLOAT && base.w1().dataType() != DataType.DOUBLE)) {
-            throw new IllegalArgumentException("expert weights must all be FLOAT or all DOUBLE, got w1 "
-                    + base.w1().dataType() + ", w3 " + base.w3().dataType() + ", w2 " + base.w2().dataType());
-        }
         this.gate = new AdaptedProjection("w1 (gate_proj)", base.w1(), gate, gemm);
         this.up = new AdaptedProjection("w3 (up_proj)", base.w3(), up, gemm);
         this.down = new AdaptedProjection("w2 (down_proj)", base.w2(), down, gemm);
         this.experts = base.experts();
-        this.hidden = (int) base.w1().size(2);
-        this.dataType = base.w1().dataType();
+        this.hidden = base.hidden();
+        this.dataType = base.computeType();
         this.workers = gemm.workers();
     }
 

@@ -153,6 +153,11 @@ public final class Checkpoint implements AutoCloseable, TensorSource {
         return fileFor(name).readFloat(name);
     }
 
+    @Override
+    public INDArray stored(String name) {
+        return fileFor(name).stored(name);
+    }
+
     /** An I64 or I32 tensor's elements in row-major order. */
     public long[] readLongs(String name) {
         return fileFor(name).readLongs(name);

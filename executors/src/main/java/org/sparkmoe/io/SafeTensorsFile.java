@@ -13,12 +13,21 @@ import java.nio.file.StandardOpenOption;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.Supplier;
+import org.bytedeco.javacpp.DoublePointer;
+import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.ShortPointer;
+import org.bytedeco.javacpp.indexer.Bfloat16Indexer;
+import org.bytedeco.javacpp.indexer.DoubleIndexer;
+import org.bytedeco.javacpp.indexer.FloatIndexer;
+import org.bytedeco.javacpp.indexer.HalfIndexer;
+import org.nd4j.linalg.api.buffer.DataBuffer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
- * A local .safetensors file, checked completely at open and read through memory maps.
+ * A local .safetensors file, checked completely at open and read through memory maps: copied out (widened to
+ * float32) by {@link #readFloat}, or used where it lies by {@link #stored}.
  *
  * <p>Layout: 8 bytes little-endian header length N, N bytes of JSON header, then the data section;
  * tensor offsets count from the start of the data section. Each read maps the tensor's own byte
@@ -152,6 +161,42 @@ public final class SafeTensorsFile implements AutoCloseable {
         forEachPiece(info, (piece, first) -> ElementDecoder.toFloats(info.dtype(), piece, values, first));
         long[] shape = info.shape();
         return Nd4j.create(values, shape, Nd4j.getStrides(shape, 'c'), 'c', DataType.FLOAT);
+    }
+
+    /**
+     * The tensor in its stored type (F32 → FLOAT, BF16 → BFLOAT16, F16 → HALF, F64 → DOUBLE) over a read-only map of
+     * the file, shared by the whole JVM ({@link FileMappings}): no copy, and the pages stay file-backed. The array must
+     * never be written. Valid for the JVM's life, even after this file is closed.
+     */
+    public INDArray stored(String name) {
+        TensorInfo info = info(name);
+        requireDType(info, ElementDecoder.FLOAT_TYPES, "stored");
+        if (info.elementCount() == 0) {
+            return readFloat(name);
+        }
+        ByteBuffer bytes = FileMappings.of(file, header, dataStart, pieceBytes).bytes(file, channel, info, dataStart);
+        long n = info.elementCount();
+        DataBuffer buffer = switch (info.dtype()) {
+            case F32 -> {
+                FloatPointer p = new FloatPointer(bytes.asFloatBuffer());
+                yield Nd4j.createBuffer(p, DataType.FLOAT, n, FloatIndexer.create(p));
+            }
+            case BF16 -> {
+                ShortPointer p = new ShortPointer(bytes.asShortBuffer());
+                yield Nd4j.createBuffer(p, DataType.BFLOAT16, n, Bfloat16Indexer.create(p));
+            }
+            case F16 -> {
+                ShortPointer p = new ShortPointer(bytes.asShortBuffer());
+                yield Nd4j.createBuffer(p, DataType.HALF, n, HalfIndexer.create(p));
+            }
+            case F64 -> {
+                DoublePointer p = new DoublePointer(bytes.asDoubleBuffer());
+                yield Nd4j.createBuffer(p, DataType.DOUBLE, n, DoubleIndexer.create(p));
+            }
+            default -> throw new IllegalStateException("unreachable: " + info.dtype());
+        };
+        long[] shape = info.shape();
+        return Nd4j.create(buffer, shape, Nd4j.getStrides(shape, 'c'), 0, 'c', buffer.dataType());
     }
 
     /** The tensor's elements in row-major order; I32 is widened. */

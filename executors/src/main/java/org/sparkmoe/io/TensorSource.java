@@ -17,6 +17,15 @@ public interface TensorSource {
     /** The tensor widened to a new float32 'c'-order array. */
     INDArray readFloat(String name);
 
+    /**
+     * The tensor for computing with, never to be written: in its stored type over a memory map where the source is a
+     * local safetensors file (no copy; see {@link SafeTensorsFile#stored}), else the float32 array of
+     * {@link #readFloat}.
+     */
+    default INDArray stored(String name) {
+        return readFloat(name);
+    }
+
     /** Where the tensors come from, for error messages. */
     String describe();
 }

@@ -59,6 +59,16 @@ final class BlasMatrices {
         return array;
     }
 
+    /** The same matrices from column {@code first} on (same leading dimension): a column block, by pointer. */
+    BlasMatrices fromColumn(long first) {
+        if (first == 0 || base == null) {
+            return this;
+        }
+        Pointer shifted = single ? new FloatPointer(base).position(base.position() + first)
+                : new DoublePointer(base).position(base.position() + first);
+        return new BlasMatrices(array, shifted, ld, step);
+    }
+
     /**
      * {@code c = op(a)·op(b) + beta·c} on sub-matrices: each operand is (its array's stacked matrix {@code m}, or
      * matrix 0 of a rank-2 array) from row {@code row}; c is [rows, cols], the inner size {@code inner}.

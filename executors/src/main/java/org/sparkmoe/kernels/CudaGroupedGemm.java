@@ -17,7 +17,7 @@ import java.util.Map;
  * per instance.
  */
 public final class CudaGroupedGemm implements GroupedGemm {
-    private final Map<INDArray, DeviceBuffer> resident = new IdentityHashMap<>();
+    private final Map<Object, DeviceBuffer> resident = new IdentityHashMap<>();  // by residentKey
 
     /** Loads the CUDA library; throws {@link org.sparkmoe.cuda.CudaUnavailableException} without a GPU. */
     public CudaGroupedGemm() {
@@ -25,16 +25,20 @@ public final class CudaGroupedGemm implements GroupedGemm {
     }
 
     /** Keeps {@code w} (which must not change afterwards) on the device; later calls with it copy nothing. */
-    public synchronized void resident(INDArray w) {
-        checkType(w);
-        resident.computeIfAbsent(w, CudaGroupedGemm::upload);
+    public synchronized void resident(WeightStack w) {
+        resident.computeIfAbsent(residentKey(w), k -> upload(w));
+    }
+
+    /** What identifies weights across calls: the stacked array they wrap (a new stack per call), else the stack. */
+    private static Object residentKey(WeightStack w) {
+        return w.stacked() != null ? w.stacked() : w;
     }
 
     @Override
-    public synchronized void forward(INDArray x, INDArray w, int[] offsets, INDArray y, boolean accumulate) {
+    public synchronized void forward(INDArray x, WeightStack w, int[] offsets, INDArray y, boolean accumulate) {
         GroupedShapes.check("forward", x, w, y, offsets);
-        int out = (int) w.size(1);
-        int in = (int) w.size(2);
+        int out = (int) w.rows();
+        int in = (int) w.cols();
         try (Call c = new Call(offsets); DeviceBuffer dx = upload(x); DeviceBuffer dy = output(y, accumulate)) {
             CudaGemm.forward(dx, c.weight(w), dy, c.offsets, c.groups, c.rows, out, in, accumulate);
             download(dy, y);
@@ -42,10 +46,10 @@ public final class CudaGroupedGemm implements GroupedGemm {
     }
 
     @Override
-    public synchronized void backwardInput(INDArray dy, INDArray w, int[] offsets, INDArray dx, boolean accumulate) {
+    public synchronized void backwardInput(INDArray dy, WeightStack w, int[] offsets, INDArray dx, boolean accumulate) {
         GroupedShapes.check("backwardInput", dx, w, dy, offsets);
-        int out = (int) w.size(1);
-        int in = (int) w.size(2);
+        int out = (int) w.rows();
+        int in = (int) w.cols();
         try (Call c = new Call(offsets); DeviceBuffer ddy = upload(dy); DeviceBuffer ddx = output(dx, accumulate)) {
             CudaGemm.backwardInput(ddy, c.weight(w), ddx, c.offsets, c.groups, c.rows, out, in, accumulate);
             download(ddx, dx);
@@ -54,7 +58,7 @@ public final class CudaGroupedGemm implements GroupedGemm {
 
     @Override
     public synchronized void backwardWeight(INDArray dy, INDArray x, int[] offsets, INDArray dw, boolean accumulate) {
-        GroupedShapes.check("backwardWeight", x, dw, dy, offsets);
+        GroupedShapes.checkGradient("backwardWeight", x, dw, dy, offsets);
         int out = (int) dw.size(1);
         int in = (int) dw.size(2);
         try (Call c = new Call(offsets); DeviceBuffer ddy = upload(dy); DeviceBuffer dx = upload(x);
@@ -77,8 +81,8 @@ public final class CudaGroupedGemm implements GroupedGemm {
             this.rows = offsets[groups];
         }
 
-        DeviceBuffer weight(INDArray w) {
-            DeviceBuffer r = resident.get(w);
+        DeviceBuffer weight(WeightStack w) {
+            DeviceBuffer r = resident.get(residentKey(w));
             if (r != null) {
                 return r;
             }
@@ -93,6 +97,11 @@ public final class CudaGroupedGemm implements GroupedGemm {
                 copied.close();
             }
         }
+    }
+
+    /** The weights as float32 'c'-order [G, out, in] on the device (widened on the host when stored narrower). */
+    private static DeviceBuffer upload(WeightStack w) {
+        return upload(w.stacked() != null && w.dataType() == DataType.FLOAT ? w.stacked() : w.toArray(DataType.FLOAT));
     }
 
     private static DeviceBuffer upload(INDArray a) {

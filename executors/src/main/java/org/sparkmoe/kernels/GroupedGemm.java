@@ -7,7 +7,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * its backward pass. Groups are the row ranges of a routing plan: group g (an expert) owns rows
  * {@code offsets[g]..offsets[g+1]-1}. Weights are stacked in Hugging Face's Linear layout {@code [G, out, in]}
  * (LoRA A is {@code [E, R, in]}, LoRA B {@code [E, out, R]}, so both fit). Empty groups are skipped and no rows
- * are copied. Arrays are 'c' order, float32 or float64 (all of one type). Implementations are stateless.
+ * are copied. Rows and gradients are float32 or float64 (all of one type); weights are a {@link WeightStack} of that
+ * type or stored narrower (bf16/fp16 from a mapped checkpoint, widened per use). Implementations are stateless.
  */
 public interface GroupedGemm {
 
@@ -18,11 +19,21 @@ public interface GroupedGemm {
      * @param w [G, out, in]
      * @param y [N, out]
      */
-    void forward(INDArray x, INDArray w, int[] offsets, INDArray y, boolean accumulate);
+    void forward(INDArray x, WeightStack w, int[] offsets, INDArray y, boolean accumulate);
 
-    /** {@link #forward(INDArray, INDArray, int[], INDArray, boolean)} overwriting {@code y}. */
-    default void forward(INDArray x, INDArray w, int[] offsets, INDArray y) {
+    /** {@link #forward(INDArray, WeightStack, int[], INDArray, boolean)} with stacked weights w [G, out, in]. */
+    default void forward(INDArray x, INDArray w, int[] offsets, INDArray y, boolean accumulate) {
+        forward(x, WeightStack.of(w), offsets, y, accumulate);
+    }
+
+    /** {@link #forward(INDArray, WeightStack, int[], INDArray, boolean)} overwriting {@code y}. */
+    default void forward(INDArray x, WeightStack w, int[] offsets, INDArray y) {
         forward(x, w, offsets, y, false);
+    }
+
+    /** {@link #forward(INDArray, WeightStack, int[], INDArray, boolean)} overwriting {@code y}. */
+    default void forward(INDArray x, INDArray w, int[] offsets, INDArray y) {
+        forward(x, WeightStack.of(w), offsets, y, false);
     }
 
     /**
@@ -32,7 +43,12 @@ public interface GroupedGemm {
      * @param w  [G, out, in]
      * @param dx [N, in]
      */
-    void backwardInput(INDArray dy, INDArray w, int[] offsets, INDArray dx, boolean accumulate);
+    void backwardInput(INDArray dy, WeightStack w, int[] offsets, INDArray dx, boolean accumulate);
+
+    /** {@link #backwardInput(INDArray, WeightStack, int[], INDArray, boolean)} with stacked weights [G, out, in]. */
+    default void backwardInput(INDArray dy, INDArray w, int[] offsets, INDArray dx, boolean accumulate) {
+        backwardInput(dy, WeightStack.of(w), offsets, dx, accumulate);
+    }
 
     /**
      * Gradient with respect to the weights: {@code dW_g (+)= dy[g]ᵀ · x[g]}. Without {@code accumulate}, the

@@ -30,24 +30,24 @@ public final class LoopGroupedGemm implements GroupedGemm {
     }
 
     @Override
-    public void forward(INDArray x, INDArray w, int[] offsets, INDArray y, boolean accumulate) {
+    public void forward(INDArray x, WeightStack w, int[] offsets, INDArray y, boolean accumulate) {
         GroupedShapes.check("forward", x, w, y, offsets);
         for (int g = 0; g < offsets.length - 1; g++) {
             if (offsets[g] < offsets[g + 1]) {
                 INDArray xg = gather(x, offsets, g);                                  // [n_g, in]
-                INDArray yg = Nd4j.gemm(xg, w.slice(g), false, true);                 // [n_g, out] = x_g · W_gᵀ
+                INDArray yg = Nd4j.gemm(xg, w.matrix(g).castTo(x.dataType()), false, true);                 // [n_g, out] = x_g · W_gᵀ
                 scatter(yg, y, offsets, g, accumulate);
             }
         }
     }
 
     @Override
-    public void backwardInput(INDArray dy, INDArray w, int[] offsets, INDArray dx, boolean accumulate) {
+    public void backwardInput(INDArray dy, WeightStack w, int[] offsets, INDArray dx, boolean accumulate) {
         GroupedShapes.check("backwardInput", dx, w, dy, offsets);
         for (int g = 0; g < offsets.length - 1; g++) {
             if (offsets[g] < offsets[g + 1]) {
                 INDArray dyg = gather(dy, offsets, g);                                // [n_g, out]
-                INDArray dxg = Nd4j.gemm(dyg, w.slice(g), false, false);              // [n_g, in] = dy_g · W_g
+                INDArray dxg = Nd4j.gemm(dyg, w.matrix(g).castTo(dy.dataType()), false, false);              // [n_g, in] = dy_g · W_g
                 scatter(dxg, dx, offsets, g, accumulate);
             }
         }
@@ -55,7 +55,7 @@ public final class LoopGroupedGemm implements GroupedGemm {
 
     @Override
     public void backwardWeight(INDArray dy, INDArray x, int[] offsets, INDArray dw, boolean accumulate) {
-        GroupedShapes.check("backwardWeight", x, dw, dy, offsets);
+        GroupedShapes.checkGradient("backwardWeight", x, dw, dy, offsets);
         for (int g = 0; g < offsets.length - 1; g++) {
             INDArray dwg = dw.slice(g);                                               // [out, in]
             if (offsets[g] < offsets[g + 1]) {

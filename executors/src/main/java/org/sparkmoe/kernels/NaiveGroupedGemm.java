@@ -13,26 +13,26 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
 public final class NaiveGroupedGemm implements GroupedGemm {
 
     @Override
-    public void forward(INDArray x, INDArray w, int[] offsets, INDArray y, boolean accumulate) {
+    public void forward(INDArray x, WeightStack w, int[] offsets, INDArray y, boolean accumulate) {
         GroupedShapes.check("forward", x, w, y, offsets);
         for (int g = 0; g < offsets.length - 1 && x.size(0) > 0; g++) {
-            INDArray all = Nd4j.gemm(x, w.slice(g), false, true);                     // [N, out] = x · W_gᵀ
+            INDArray all = Nd4j.gemm(x, w.matrix(g).castTo(x.dataType()), false, true);                     // [N, out] = x · W_gᵀ
             keepRows(all, y, offsets, g, accumulate);
         }
     }
 
     @Override
-    public void backwardInput(INDArray dy, INDArray w, int[] offsets, INDArray dx, boolean accumulate) {
+    public void backwardInput(INDArray dy, WeightStack w, int[] offsets, INDArray dx, boolean accumulate) {
         GroupedShapes.check("backwardInput", dx, w, dy, offsets);
         for (int g = 0; g < offsets.length - 1 && dy.size(0) > 0; g++) {
-            INDArray all = Nd4j.gemm(dy, w.slice(g), false, false);                   // [N, in] = dy · W_g
+            INDArray all = Nd4j.gemm(dy, w.matrix(g).castTo(dy.dataType()), false, false);                   // [N, in] = dy · W_g
             keepRows(all, dx, offsets, g, accumulate);
         }
     }
 
     @Override
     public void backwardWeight(INDArray dy, INDArray x, int[] offsets, INDArray dw, boolean accumulate) {
-        GroupedShapes.check("backwardWeight", x, dw, dy, offsets);
+        GroupedShapes.checkGradient("backwardWeight", x, dw, dy, offsets);
         for (int g = 0; g < offsets.length - 1; g++) {
             INDArray dwg = dw.slice(g);                                               // [out, in]
             if (dy.size(0) == 0) {

@@ -53,36 +53,63 @@ public final class Nd4jGroupedGemm implements GroupedGemm {
     }
 
     @Override
-    public void forward(INDArray x, INDArray w, int[] offsets, INDArray y, boolean accumulate) {
+    public void forward(INDArray x, WeightStack w, int[] offsets, INDArray y, boolean accumulate) {
         GroupedShapes.check("forward", x, w, y, offsets);
-        int out = (int) w.size(1);
-        int in = (int) w.size(2);
+        long out = w.rows();
+        int in = (int) w.cols();
+        long tile = Widened.rowsPerTile(in);
         BlasMatrices xm = input(x);
-        BlasMatrices wm = input(w);
         BlasMatrices ym = output(y, accumulate);
         double beta = accumulate ? 1.0 : 0.0;
-        eachGroup(offsets, g -> BlasMatrices.gemm(xm, 0, offsets[g], false, wm, g, 0, true, ym, 0, offsets[g],
-                offsets[g + 1] - offsets[g], out, in, beta));                          // x_g · W_gᵀ
+        eachGroup(offsets, g -> {
+            int n = offsets[g + 1] - offsets[g];
+            for (long r0 = 0; r0 < out; r0 += tile) {                                  // W_g rows r0..r1-1
+                long r1 = Math.min(out, r0 + tile);
+                Operand wt = weightTile(w, g, r0, r1, 0, in, x.dataType());
+                BlasMatrices.gemm(xm, 0, offsets[g], false, wt.m, wt.matrix, wt.row, true,
+                        ym.fromColumn(r0), 0, offsets[g], n, (int) (r1 - r0), in, beta);  // x_g · W_g[r0:r1]ᵀ
+            }
+        });
         copyBack(ym, y);
     }
 
     @Override
-    public void backwardInput(INDArray dy, INDArray w, int[] offsets, INDArray dx, boolean accumulate) {
+    public void backwardInput(INDArray dy, WeightStack w, int[] offsets, INDArray dx, boolean accumulate) {
         GroupedShapes.check("backwardInput", dx, w, dy, offsets);
-        int out = (int) w.size(1);
-        int in = (int) w.size(2);
+        int out = (int) w.rows();
+        long in = w.cols();
+        long tile = Widened.colsPerTile(out);
         BlasMatrices dym = input(dy);
-        BlasMatrices wm = input(w);
         BlasMatrices dxm = output(dx, accumulate);
         double beta = accumulate ? 1.0 : 0.0;
-        eachGroup(offsets, g -> BlasMatrices.gemm(dym, 0, offsets[g], false, wm, g, 0, false, dxm, 0, offsets[g],
-                offsets[g + 1] - offsets[g], in, out, beta));                          // dy_g · W_g
+        eachGroup(offsets, g -> {
+            int n = offsets[g + 1] - offsets[g];
+            for (long c0 = 0; c0 < in; c0 += tile) {                                   // W_g columns c0..c1-1
+                long c1 = Math.min(in, c0 + tile);
+                Operand wt = weightTile(w, g, 0, out, c0, c1, dy.dataType());
+                BlasMatrices.gemm(dym, 0, offsets[g], false, wt.m, wt.matrix, wt.row, false,
+                        dxm.fromColumn(c0), 0, offsets[g], n, (int) (c1 - c0), out, beta); // dy_g · W_g[:, c0:c1]
+            }
+        });
         copyBack(dxm, dx);
+    }
+
+    /** A weight tile as BLAS sees it: stacked matrix {@code matrix} of {@code m} from row {@code row}. */
+    private record Operand(BlasMatrices m, long matrix, long row) {
+    }
+
+    /** Rows r0..r1-1, columns c0..c1-1 of W_g in the {@code compute} type: where it lies, or widened. */
+    private static Operand weightTile(WeightStack w, int g, long r0, long r1, long c0, long c1, DataType compute) {
+        if (Widened.direct(w.dataType(), compute)) {
+            BlasMatrices m = w.blas(g);
+            return new Operand(m.fromColumn(c0), w.stacked() != null ? g : 0, r0);
+        }
+        return new Operand(Widened.widen(w.matrix(g), r0, r1, c0, c1, compute), 0, 0);
     }
 
     @Override
     public void backwardWeight(INDArray dy, INDArray x, int[] offsets, INDArray dw, boolean accumulate) {
-        GroupedShapes.check("backwardWeight", x, dw, dy, offsets);
+        GroupedShapes.checkGradient("backwardWeight", x, dw, dy, offsets);
         int out = (int) dw.size(1);
         int in = (int) dw.size(2);
         BlasMatrices dym = input(dy);

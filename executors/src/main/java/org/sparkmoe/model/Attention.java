@@ -231,8 +231,8 @@ public final class Attention {
         INDArray dvLinear = Flat.array(mergeHeads(Flat.values(dv), batch, seq, kvHeads, null),
                 new long[] {rows, wv.size(0)}, dt);                                    // [B·S, KVH·hd]
         INDArray dx = Dense.linearBackward(dqLinear, wq);                               // [B·S, D]
-        Nd4j.gemm(dkLinear, wk, dx, false, false, 1.0, 1.0);
-        Nd4j.gemm(dvLinear, wv, dx, false, false, 1.0, 1.0);
+        Dense.linearBackward(dkLinear, wk, dx, true);
+        Dense.linearBackward(dvLinear, wv, dx, true);
         return dx;
     }
 

@@ -15,6 +15,7 @@ import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.kernels.WeightStack;
 import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.routing.Router;
 import org.sparkmoe.routing.RouterOptions;
@@ -37,14 +38,17 @@ public final class ModelLoader {
         this.dataType = dataType;
     }
 
-    /** The model in float32 (what inference and training use). */
+    /**
+     * The model computing in float32 (what inference and training use), its matrices in their stored type over the
+     * checkpoint's memory maps (see {@link TensorSource#stored}); vectors and routers widened into memory.
+     */
     public static MoeTransformer load(ModelConfig config, TensorSource tensors, GroupedGemm gemm) {
         return load(config, tensors, gemm, DataType.FLOAT);
     }
 
     /**
-     * The model with every weight widened to {@code dataType}: FLOAT, or DOUBLE for float64 gradient checks of the
-     * training path ({@link MoeTransformer#forward} itself computes in float32 only).
+     * The model computing in {@code dataType}: FLOAT as above, or DOUBLE with every weight widened into memory, for
+     * float64 gradient checks of the training path ({@link MoeTransformer#forward} itself computes in float32 only).
      */
     public static MoeTransformer load(ModelConfig config, TensorSource tensors, GroupedGemm gemm, DataType dataType) {
         if (dataType != DataType.FLOAT && dataType != DataType.DOUBLE) {
@@ -60,24 +64,24 @@ public final class ModelLoader {
     }
 
     private MoeTransformer build(GroupedGemm gemm) {
-        INDArray embed = tensor(CheckpointLayout.embedTokens());
+        INDArray embed = matrix(CheckpointLayout.embedTokens());
         List<DecoderLayer> layers = new ArrayList<>();
         for (int l = 0; l < config.num_hidden_layers; l++) {
             layers.add(layer(l, gemm));
         }
         RmsNorm finalNorm = new RmsNorm(tensor(CheckpointLayout.finalNorm()), config.rms_norm_eps);
         INDArray lmHead = config.tie_word_embeddings && !tensors.has(CheckpointLayout.lmHead())
-                ? embed : tensor(CheckpointLayout.lmHead());
+                ? embed : matrix(CheckpointLayout.lmHead());
         return new MoeTransformer(config, embed, layers, finalNorm, lmHead);
     }
 
     private DecoderLayer layer(int l, GroupedGemm gemm) {
         boolean bias = config.qkv_bias;
         Attention attention = new Attention(
-                tensor(CheckpointLayout.attention(l, 'q', "weight")),
-                tensor(CheckpointLayout.attention(l, 'k', "weight")),
-                tensor(CheckpointLayout.attention(l, 'v', "weight")),
-                tensor(CheckpointLayout.attention(l, 'o', "weight")),
+                matrix(CheckpointLayout.attention(l, 'q', "weight")),
+                matrix(CheckpointLayout.attention(l, 'k', "weight")),
+                matrix(CheckpointLayout.attention(l, 'v', "weight")),
+                matrix(CheckpointLayout.attention(l, 'o', "weight")),
                 bias ? tensor(CheckpointLayout.attention(l, 'q', "bias")) : null,
                 bias ? tensor(CheckpointLayout.attention(l, 'k', "bias")) : null,
                 bias ? tensor(CheckpointLayout.attention(l, 'v', "bias")) : null,
@@ -86,17 +90,15 @@ public final class ModelLoader {
         RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
         if (!config.isMoeLayer(l)) {
             SwiGluMlp mlp = new SwiGluMlp(
-                    tensor(CheckpointLayout.denseMlp(l, Projection.GATE)),
-                    tensor(CheckpointLayout.denseMlp(l, Projection.UP)),
-                    tensor(CheckpointLayout.denseMlp(l, Projection.DOWN)));
+                    matrix(CheckpointLayout.denseMlp(l, Projection.GATE)),
+                    matrix(CheckpointLayout.denseMlp(l, Projection.UP)),
+                    matrix(CheckpointLayout.denseMlp(l, Projection.DOWN)));
             return new DecoderLayer(inputNorm, attention, postNorm, null, mlp);
         }
         return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm), null);
     }
 
     private MoeBlock moeBlock(int l, GroupedGemm gemm) {
-        int d = config.hidden_size;
-        int i = config.expert_intermediate_size;
         Router router = new Router(tensor(layout.routerGate(l)));
         RouterOptions options = RouterOptions.of(RoutingRule.softmaxTopK(config.num_experts_per_tok,
                 config.norm_topk_prob));
@@ -113,29 +115,42 @@ public final class ModelLoader {
             return new MoeBlock(router, options, new LowRankFactorised(weights, gemm), null);
         }
         ExpertWeights experts = new ExpertWeights(
-                stackExperts(l, Projection.GATE, i, d),
-                stackExperts(l, Projection.UP, i, d),
-                stackExperts(l, Projection.DOWN, d, i));
+                experts(l, Projection.GATE),
+                experts(l, Projection.UP),
+                experts(l, Projection.DOWN));
         SharedExpert shared = null;
         if (config.hasSharedExpert()) {
             shared = new SharedExpert(new SwiGluMlp(
-                    tensor(CheckpointLayout.sharedExpert(l, Projection.GATE)),
-                    tensor(CheckpointLayout.sharedExpert(l, Projection.UP)),
-                    tensor(CheckpointLayout.sharedExpert(l, Projection.DOWN))),
+                    matrix(CheckpointLayout.sharedExpert(l, Projection.GATE)),
+                    matrix(CheckpointLayout.sharedExpert(l, Projection.UP)),
+                    matrix(CheckpointLayout.sharedExpert(l, Projection.DOWN))),
                     tensor(CheckpointLayout.sharedExpertGate(l)));
         }
         return new MoeBlock(router, options, new FullExperts(experts, gemm), shared);
     }
 
-    /** The E experts' [rows, cols] weights of one projection stacked into [E, rows, cols]. */
-    private INDArray stackExperts(int l, Projection p, int rows, int cols) {
-        INDArray stacked = Nd4j.createUninitialized(dataType, new long[] {config.num_experts, rows, cols}, 'c');
+    /** The E experts' weights [rows, cols] of one projection, each where {@link #matrix} finds it. */
+    private WeightStack experts(int l, Projection p) {
+        List<INDArray> perExpert = new ArrayList<>(config.num_experts);
         for (int e = 0; e < config.num_experts; e++) {
-            stacked.slice(e).assign(tensor(layout.expert(l, e, p)));
+            perExpert.add(matrix(layout.expert(l, e, p)));
         }
-        return stacked;
+        return WeightStack.of(perExpert);
     }
 
+    /**
+     * A weight matrix: for a FLOAT model in its stored type, over the checkpoint's memory map where there is one
+     * (products widen it per tile); for a DOUBLE model widened into memory.
+     */
+    private INDArray matrix(String name) {
+        if (dataType == DataType.DOUBLE) {
+            return tensor(name);
+        }
+        INDArray t = tensors.stored(name);
+        return t.dataType() == DataType.DOUBLE ? t.castTo(DataType.FLOAT) : t;
+    }
+
+    /** A small tensor (norm, bias, router) widened into a new array of the model's type. */
     private INDArray tensor(String name) {
         INDArray t = tensors.readFloat(name);
         return dataType == DataType.FLOAT ? t : t.castTo(dataType);

@@ -58,7 +58,7 @@ public final class MoeTransformer {
         List<INDArray> hiddenStates = new ArrayList<>();
         List<INDArray> routerLogits = new ArrayList<>();
         List<INDArray> routerInputs = new ArrayList<>();
-        INDArray hidden = Nd4j.pullRows(embedTokens, 1, flat);                        // [B·S, D]
+        INDArray hidden = embed(flat);                                                // [B·S, D]
         for (DecoderLayer layer : layers) {
             if (capture) {
                 hiddenStates.add(hidden);
@@ -107,9 +107,15 @@ public final class MoeTransformer {
         return flat;
     }
 
-    /** FLOAT, or DOUBLE for a model loaded for gradient checks. */
+    /** The embedding rows of the token ids [B·S], widened to the model's type: [B·S, D]. */
+    private INDArray embed(int[] flat) {
+        INDArray rows = Nd4j.pullRows(embedTokens, 1, flat);
+        return rows.dataType() == dataType() ? rows : rows.castTo(dataType());
+    }
+
+    /** What the model computes in: FLOAT, or DOUBLE for a model loaded for gradient checks. */
     public DataType dataType() {
-        return embedTokens.dataType();
+        return embedTokens.dataType() == DataType.DOUBLE ? DataType.DOUBLE : DataType.FLOAT;
     }
 
     /** The training forward result and what {@link #backward} needs; immutable once built. */
@@ -157,7 +163,7 @@ public final class MoeTransformer {
         }
         List<DecoderLayer.Context> contexts = new ArrayList<>(layers.size());
         List<INDArray> routerLogits = new ArrayList<>(blocks.size());
-        INDArray hidden = Nd4j.pullRows(embedTokens, 1, flat);                                 // [B·S, D]
+        INDArray hidden = embed(flat);                                                         // [B·S, D]
         int moeIndex = 0;
         for (int l = 0; l < layers.size(); l++) {
             DecoderLayer layer = layers.get(l);

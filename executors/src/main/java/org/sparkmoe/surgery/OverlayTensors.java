@@ -39,6 +39,12 @@ public final class OverlayTensors implements TensorSource {
     }
 
     @Override
+    public INDArray stored(String name) {
+        INDArray t = replaced.get(name);
+        return t != null ? t : base.stored(name);
+    }
+
+    @Override
     public String describe() {
         return base.describe() + " after surgery";
     }

@@ -41,7 +41,7 @@ class ExpertRowsTest {
         }
 
         Setup castTo(DataType dt) {
-            return new Setup(new ExpertWeights(base.w1().castTo(dt), base.w3().castTo(dt), base.w2().castTo(dt)),
+            return new Setup(new ExpertWeights(base.w1().toArray(dt), base.w3().toArray(dt), base.w2().toArray(dt)),
                     cast(gate, dt), cast(up, dt), cast(down, dt));
         }
 

@@ -22,7 +22,10 @@ final class PerExpertLoop {
     /** @return {ys, dxs, gate dA, gate dB, up dA, up dB, down dA, down dB}, all float64 */
     static INDArray[] run(ExpertWeights base, LoraExperts gate, LoraExperts up, LoraExperts down, INDArray xs,
                           INDArray dys, int[] offsets) {
-        INDArray ys = Nd4j.zeros(DataType.DOUBLE, xs.size(0), base.w2().size(1));
+        INDArray w1 = base.w1().toArray(DataType.DOUBLE);
+        INDArray w3 = base.w3().toArray(DataType.DOUBLE);
+        INDArray w2 = base.w2().toArray(DataType.DOUBLE);
+        INDArray ys = Nd4j.zeros(DataType.DOUBLE, xs.size(0), w2.size(1));
         INDArray dxs = Nd4j.zeros(DataType.DOUBLE, xs.shape());
         INDArray[] grads = {Nd4j.zeros(DataType.DOUBLE, gate.a().shape()), Nd4j.zeros(DataType.DOUBLE, gate.b().shape()),
                 Nd4j.zeros(DataType.DOUBLE, up.a().shape()), Nd4j.zeros(DataType.DOUBLE, up.b().shape()),
@@ -33,19 +36,19 @@ final class PerExpertLoop {
             }
             INDArray x = rows(xs, offsets, e);
             INDArray dy = rows(dys, offsets, e);
-            INDArray h1 = project(x, base.w1(), gate, e);
-            INDArray h3 = project(x, base.w3(), up, e);
+            INDArray h1 = project(x, w1, gate, e);
+            INDArray h3 = project(x, w3, up, e);
             INDArray sig = Transforms.sigmoid(h1, true);
             INDArray silu = h1.mul(sig);
             INDArray act = silu.mul(h3);
             ys.get(NDArrayIndex.interval(offsets[e], offsets[e + 1]), NDArrayIndex.all())
-                    .assign(project(act, base.w2(), down, e));
+                    .assign(project(act, w2, down, e));
 
-            INDArray dAct = projectBackward(act, base.w2(), down, e, dy, grads, 4);
+            INDArray dAct = projectBackward(act, w2, down, e, dy, grads, 4);
             INDArray dh3 = dAct.mul(silu);
             INDArray dh1 = dAct.mul(h3).mul(sig).mul(h1.mul(sig.rsub(1.0)).add(1.0));
-            INDArray dx = projectBackward(x, base.w1(), gate, e, dh1, grads, 0)
-                    .add(projectBackward(x, base.w3(), up, e, dh3, grads, 2));
+            INDArray dx = projectBackward(x, w1, gate, e, dh1, grads, 0)
+                    .add(projectBackward(x, w3, up, e, dh3, grads, 2));
             dxs.get(NDArrayIndex.interval(offsets[e], offsets[e + 1]), NDArrayIndex.all()).assign(dx);
         }
         return new INDArray[] {ys, dxs, grads[0], grads[1], grads[2], grads[3], grads[4], grads[5]};

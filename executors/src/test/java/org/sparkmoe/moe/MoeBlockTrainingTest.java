@@ -54,8 +54,8 @@ class MoeBlockTrainingTest {
         }
 
         Setup castTo(DataType dt) {
-            return new Setup(router.castTo(dt), new ExpertWeights(base.w1().castTo(dt), base.w3().castTo(dt),
-                    base.w2().castTo(dt)), cast(gate, dt), cast(up, dt), cast(down, dt));
+            return new Setup(router.castTo(dt), new ExpertWeights(base.w1().toArray(dt), base.w3().toArray(dt),
+                    base.w2().toArray(dt)), cast(gate, dt), cast(up, dt), cast(down, dt));
         }
 
         private static LoraExperts cast(LoraExperts l, DataType dt) {

@@ -9,6 +9,7 @@ import org.sparkmoe.kernels.CudaGroupedGemm;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.LoopGroupedGemm;
+import org.sparkmoe.kernels.WeightStack;
 import org.sparkmoe.kernels.Workers;
 import org.sparkmoe.kernels.NaiveGroupedGemm;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
@@ -158,10 +159,10 @@ public final class MoeBench {
     }
 
     /** The grouped GEMM for a case whose frozen weights are {@code frozen}: on the GPU they stay resident. */
-    private GroupedGemm grouped(INDArray... frozen) {
+    private GroupedGemm grouped(WeightStack... frozen) {
         GroupedGemm g = grouped();
         if (g instanceof CudaGroupedGemm cuda) {
-            for (INDArray w : frozen) {
+            for (WeightStack w : frozen) {
                 cuda.resident(w);
             }
         }

@@ -2,6 +2,7 @@ package org.sparkmoe.bench;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.kernels.WeightStack;
 import org.sparkmoe.kernels.Workers;
 
 import java.util.concurrent.atomic.AtomicLong;
@@ -16,14 +17,14 @@ final class TimedGroupedGemm implements GroupedGemm {
     }
 
     @Override
-    public void forward(INDArray x, INDArray w, int[] offsets, INDArray y, boolean accumulate) {
+    public void forward(INDArray x, WeightStack w, int[] offsets, INDArray y, boolean accumulate) {
         long t0 = System.nanoTime();
         inner.forward(x, w, offsets, y, accumulate);
         nanos.addAndGet(System.nanoTime() - t0);
     }
 
     @Override
-    public void backwardInput(INDArray dy, INDArray w, int[] offsets, INDArray dx, boolean accumulate) {
+    public void backwardInput(INDArray dy, WeightStack w, int[] offsets, INDArray dx, boolean accumulate) {
         long t0 = System.nanoTime();
         inner.backwardInput(dy, w, offsets, dx, accumulate);
         nanos.addAndGet(System.nanoTime() - t0);

@@ -1,0 +1,68 @@
+package org.sparkmoe.kernels;
+
+import java.util.EnumMap;
+import java.util.Map;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+
+/**
+ * Products with weights kept in their stored type. A weight matrix W [out, in] enters a product in tiles: blocks of
+ * whole rows for {@code x·Wᵀ} (every output column still sums over all of {@code in} in one BLAS call) and blocks of
+ * whole columns for {@code dy·W} (every output column sums over all of {@code out}). A tile of weights already in the
+ * product's type is used where it lies; any other tile (bf16, fp16 from a mapped checkpoint) is widened into this
+ * thread's scratch first (exactly: every bf16/fp16 value is a float). The tiling depends only on the shape, never on
+ * the stored type, so a bf16 checkpoint and its float32 widening give bit-identical products.
+ */
+final class Widened {
+    /** Elements in one tile: bounds each thread's scratch at 16 MB of floats. */
+    static final long TILE_ELEMENTS = 1L << 22;
+
+    private static final ThreadLocal<Map<DataType, INDArray>> SCRATCH = ThreadLocal.withInitial(
+            () -> new EnumMap<>(DataType.class));
+
+    private Widened() {
+    }
+
+    /** Rows of W [·, cols] per tile of {@code x·Wᵀ}. */
+    static long rowsPerTile(long cols) {
+        return Math.max(1, TILE_ELEMENTS / Math.max(1, cols));
+    }
+
+    /** Columns of W [rows, ·] per tile of {@code dy·W}. */
+    static long colsPerTile(long rows) {
+        return Math.max(1, TILE_ELEMENTS / Math.max(1, rows));
+    }
+
+    /** True when W enters products of {@code compute} type as it is, with no copy. */
+    static boolean direct(DataType stored, DataType compute) {
+        return stored == compute;
+    }
+
+    /**
+     * Rows {@code r0..r1-1}, columns {@code c0..c1-1} of {@code w} [out, in] (stored in another type than
+     * {@code compute}) widened into this thread's scratch: a 'c'-order [r1-r0, c1-c0] matrix valid until the thread's
+     * next call.
+     */
+    static BlasMatrices widen(INDArray w, long r0, long r1, long c0, long c1, DataType compute) {
+        long rows = r1 - r0;
+        long cols = c1 - c0;
+        INDArray scratch = scratch(compute, rows * cols);
+        INDArray tile = Nd4j.create(scratch.data(), new long[] {rows, cols}, new long[] {cols, 1}, 0, 'c', compute);
+        INDArray source = r0 == 0 && r1 == w.size(0) && c0 == 0 && c1 == w.size(1) ? w
+                : w.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.interval(c0, c1));
+        tile.assign(source);
+        return BlasMatrices.of(tile);
+    }
+
+    private static INDArray scratch(DataType type, long elements) {
+        Map<DataType, INDArray> mine = SCRATCH.get();
+        INDArray s = mine.get(type);
+        if (s == null || s.length() < elements) {
+            s = Nd4j.createUninitialized(type, new long[] {Math.max(elements, Math.min(TILE_ELEMENTS, 1L << 16))}, 'c');
+            mine.put(type, s);
+        }
+        return s;
+    }
+}
