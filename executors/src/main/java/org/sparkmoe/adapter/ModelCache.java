@@ -3,11 +3,8 @@ package org.sparkmoe.adapter;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.Path;
-import org.sparkmoe.io.Checkpoint;
-import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.model.ModelFolder;
-import org.sparkmoe.model.ModelLoader;
 import org.sparkmoe.model.MoeTransformer;
 
 import java.io.FileNotFoundException;
@@ -18,8 +15,8 @@ import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * The models an executor JVM has loaded, each once and shared by every task of the JVM (immutable after loading):
- * a model folder, optionally with a PEFT adapter merged into its expert weights (and routers, when the adapter
- * trained them), with its expert grouped GEMMs on a device.
+ * a model folder (its weights memory-mapped), optionally with a PEFT adapter applied unmerged ({@link AdaptedModel}:
+ * the adapted model shares the base's weights), with its expert grouped GEMMs on a device.
  */
 public final class ModelCache {
     private static final Map<String, MoeTransformer> LOADED = new ConcurrentHashMap<>();
@@ -28,18 +25,12 @@ public final class ModelCache {
     }
 
     /**
-     * Loads the model on {@code device} with the PEFT adapter folder {@code adapterDir} merged into its expert
-     * weights (and its routers, when the adapter trained them); {@code adapterDir} null loads the plain model.
+     * Loads the model on {@code device} with the PEFT adapter folder {@code adapterDir} applied (see
+     * {@link AdaptedModel}); {@code adapterDir} null loads the plain model.
      */
     public static MoeTransformer load(Path dir, Configuration conf, Path adapterDir, Device device) {
-        if (adapterDir == null) {
-            return ModelFolder.load(dir, conf, device);
-        }
-        ModelConfig config = ModelFolder.readConfig(dir, conf);
-        PeftAdapter adapter = PeftAdapter.read(adapterDir, conf, config);
-        try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
-            return ModelLoader.load(config, new MergedTensors(checkpoint, adapter), device.groupedGemm());
-        }
+        MoeTransformer base = ModelFolder.load(dir, conf, device);
+        return adapterDir == null ? base : AdaptedModel.of(base, PeftAdapter.read(adapterDir, conf, base.config()));
     }
 
     /** The model at {@code uri} on the CPU, loaded once per JVM; as {@link #cached(String, Device)}. */
@@ -57,17 +48,18 @@ public final class ModelCache {
     }
 
     /**
-     * As {@link #cached(String, Device)}, with the adapter at {@code adapterUri} merged in (null: the plain model).
-     * The cache key includes the adapter weights' modification time and length, so an adapter folder rewritten in
-     * place (a newer training checkpoint) is loaded afresh.
+     * As {@link #cached(String, Device)}, with the adapter at {@code adapterUri} applied (null: the plain model) to
+     * the cached base model, whose weights it shares. The cache key includes the adapter weights' modification time
+     * and length, so an adapter folder rewritten in place (a newer training checkpoint) is loaded afresh.
      */
     public static MoeTransformer cached(String modelUri, String adapterUri, Device device) {
+        MoeTransformer base = cached(modelUri, device);
         if (adapterUri == null) {
-            return cached(modelUri, device);
+            return base;
         }
         Configuration conf = new Configuration();
         return LOADED.computeIfAbsent(cacheKey(modelUri, adapterUri, device),
-                key -> load(new Path(modelUri), conf, new Path(adapterUri), device));
+                key -> AdaptedModel.of(base, PeftAdapter.read(new Path(adapterUri), conf, base.config())));
     }
 
     /**

@@ -37,6 +37,14 @@ public final class DecoderLayer {
         return moe;
     }
 
+    /** This MoE layer with another MoE block (sharing the norms and attention). */
+    public DecoderLayer withMoe(MoeBlock block) {
+        if (moe == null) {
+            throw new IllegalArgumentException("a dense layer has no MoE block to replace");
+        }
+        return new DecoderLayer(inputNorm, attention, postAttentionNorm, block, null);
+    }
+
     /**
      * Output of a layer: hidden [B·S, D] and, for an MoE layer, router logits [B·S, E] and the MoE block's input
      * [B·S, D] (the post-attention norm's output, which the router and the experts read); both null otherwise.

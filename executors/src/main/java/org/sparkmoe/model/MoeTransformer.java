@@ -41,6 +41,29 @@ public final class MoeTransformer {
         return layers;
     }
 
+    /**
+     * This model with other MoE blocks (one per MoE layer, in layer order), sharing every other weight: an adapter
+     * applied without another copy of the model.
+     */
+    public MoeTransformer withMoeBlocks(List<MoeBlock> blocks) {
+        List<DecoderLayer> replaced = new ArrayList<>(layers.size());
+        int next = 0;
+        for (DecoderLayer layer : layers) {
+            if (!layer.isMoe()) {
+                replaced.add(layer);
+            } else if (next < blocks.size()) {
+                replaced.add(layer.withMoe(blocks.get(next++)));
+            } else {
+                break;
+            }
+        }
+        if (next != blocks.size() || replaced.size() != layers.size()) {
+            throw new IllegalArgumentException("need one MoE block per MoE layer (" + layers.stream()
+                    .filter(DecoderLayer::isMoe).count() + "), got " + blocks.size());
+        }
+        return new MoeTransformer(config, embedTokens, replaced, finalNorm, lmHead);
+    }
+
     /** Logits only, with the config's experts per token. */
     public INDArray logits(int[][] tokens) {
         return forward(tokens, config.num_experts_per_tok, false).logits();

@@ -39,8 +39,9 @@ public final class EvalCommand implements Callable<Integer> {
     ModelOption model;
 
     @Option(names = "--adapter", paramLabel = "DIR",
-            description = "PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to merge into the "
-                    + "model's expert weights (and routers, if it trained them) before scoring.")
+            description = "PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors), applied as PEFT "
+                    + "runs it unmerged: LoRA products beside the frozen expert weights, and its routers if it trained "
+                    + "them. No merged copy of the model is made.")
     String adapter;
 
     @Mixin

@@ -17,7 +17,7 @@ import java.util.List;
  * @param topK         experts per token (≥ 1; 0 for a dense model, which has no experts)
  * @param batchWindows B windows per forward pass (≥ 1)
  * @param partitions   scoring partitions (≥ 1)
- * @param adapter      PEFT adapter folder URI merged into the model on every executor, or null
+ * @param adapter      PEFT adapter folder URI applied (unmerged) to the model on every executor, or null
  * @param device       where the executors' expert grouped GEMMs run
  */
 public record EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,

@@ -38,7 +38,8 @@ public final class LogitsCommand implements Callable<Integer> {
     ModelOption model;
 
     @Option(names = "--adapter", paramLabel = "DIR",
-            description = "PEFT LoRA adapter folder to merge into the model's expert weights (and routers) first.")
+            description = "PEFT LoRA adapter folder, applied as PEFT runs it unmerged (LoRA products beside the frozen "
+                    + "expert weights; a trained router replaces the model's).")
     String adapter;
 
     @Option(names = "--input-ids", required = true, paramLabel = "FILE",

@@ -1,0 +1,55 @@
+package org.sparkmoe.adapter;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.experts.LoraExperts;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.model.DecoderLayer;
+import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.moe.MoeBlock;
+
+/**
+ * A model with a PEFT adapter applied as PEFT runs it unmerged: every targeted expert projection computes
+ * {@code x·Wᵀ + (lora_alpha/r)·(x·Aᵀ)·Bᵀ} through the LoRA grouped GEMMs, and a trained router replaces the base's.
+ * The base model's weights are shared, not copied: the adapter adds only its own tensors (a merged copy would cost a
+ * whole model per adapter). Results agree with the merged checkpoint up to float32 rounding of the different order.
+ */
+public final class AdaptedModel {
+    private AdaptedModel() {
+    }
+
+    /** {@code base} with {@code adapter} applied; the adapter must have been read for {@code base}'s config. */
+    public static MoeTransformer of(MoeTransformer base, PeftAdapter adapter) {
+        if (base.config().hasLowRankExperts()) {
+            throw new IllegalArgumentException("a PEFT adapter applies to full experts; this model holds a shared base "
+                    + "and rank-" + base.config().low_rank_experts_rank + " experts (surgery lowrank)");
+        }
+        CheckpointLayout layout = new CheckpointLayout(base.config().modelType);
+        AdapterConfig config = adapter.config();
+        List<MoeBlock> blocks = new ArrayList<>();
+        List<DecoderLayer> layers = base.layers();
+        for (int l = 0; l < layers.size(); l++) {
+            MoeBlock moe = layers.get(l).moe();
+            if (moe == null) {
+                continue;
+            }
+            FullExperts experts = (FullExperts) moe.experts();
+            INDArray router = config.trainRouter() ? adapter.state().get(layout.routerGate(l)) : null;
+            blocks.add(moe.with(router, moe.options(), experts.withLora(lora(adapter, layout, l, Projection.GATE),
+                    lora(adapter, layout, l, Projection.UP), lora(adapter, layout, l, Projection.DOWN))));
+        }
+        return base.withMoeBlocks(blocks);
+    }
+
+    /** The stacked LoRA of one projection of layer l (A [E, R, in], B [E, out, R]), or null when not targeted. */
+    private static LoraExperts lora(PeftAdapter adapter, CheckpointLayout layout, int l, Projection p) {
+        if (!adapter.config().targets().contains(p)) {
+            return null;
+        }
+        return new LoraExperts(adapter.state().get(AdapterKeys.loraA(layout, l, p)),
+                adapter.state().get(AdapterKeys.loraB(layout, l, p)), adapter.config().loraAlpha());
+    }
+}
