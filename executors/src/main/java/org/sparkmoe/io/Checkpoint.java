@@ -17,7 +17,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * The weights of a Hugging Face model folder: {@code model.safetensors}, or the shards listed in
  * {@code model.safetensors.index.json}. Every shard is opened and checked up front; every tensor
  * of the index must be in its shard and no tensor may be in two shards. Folders on a non-local
- * file system are copied to a local temporary directory first, deleted on close.
+ * file system are read from this node's checkpoint cache, copied there once per file version
+ * ({@link LocalFiles#cached}).
  */
 public final class Checkpoint implements AutoCloseable, TensorSource {
 
@@ -47,7 +48,7 @@ public final class Checkpoint implements AutoCloseable, TensorSource {
         } catch (IOException e) {
             throw new UncheckedIOException("looking up model folder " + dir, e);
         }
-        LocalFiles localFiles = LocalFiles.of(fs, dir);
+        LocalFiles localFiles = LocalFiles.cached(fs, dir);
         List<SafeTensorsFile> files = new ArrayList<>();
         try {
             Map<String, SafeTensorsFile> fileOf = openFiles(fs, dir, localFiles, files);

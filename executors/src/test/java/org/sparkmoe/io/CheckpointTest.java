@@ -154,27 +154,46 @@ class CheckpointTest {
     }
 
     @Test
-    void nonLocalFolderIsCopiedAndTheCopyDeletedOnClose() throws IOException {
+    void nonLocalFolderIsCopiedOnceIntoTheNodeCacheAndKept() throws IOException {
         Path dir = shardedModel(WEIGHT_MAP);
+        Path cache = tmp.resolve("node-cache");
         Configuration other = new Configuration();
         other.set("fs." + OtherSchemeFileSystem.SCHEME + ".impl", OtherSchemeFileSystem.class.getName());
         other.setBoolean("fs." + OtherSchemeFileSystem.SCHEME + ".impl.disable.cache", true);
         org.apache.hadoop.fs.Path remote = new org.apache.hadoop.fs.Path(
                 OtherSchemeFileSystem.SCHEME + "://" + dir.toUri().getPath());
-        List<Path> copies;
-        try (Checkpoint c = Checkpoint.open(remote, other)) {
-            assertEquals(embed, c.readFloat("embed"));
-            assertEquals(gate, c.readFloat("gate"));
-            copies = c.localPaths();
-            assertEquals(2, copies.size());
-            for (Path copy : copies) {
-                assertFalse(copy.startsWith(dir), "expected a copy outside " + dir + ", found " + copy);
-                assertTrue(Files.exists(copy), copy.toString());
+        String before = System.getProperty(LocalFiles.CACHE_DIR_PROPERTY);
+        System.setProperty(LocalFiles.CACHE_DIR_PROPERTY, cache.toString());
+        try {
+            List<Path> copies;
+            try (Checkpoint c = Checkpoint.open(remote, other)) {
+                assertEquals(embed, c.readFloat("embed"));
+                assertEquals(gate, c.readFloat("gate"));
+                copies = c.localPaths();
             }
-        }
-        for (Path copy : copies) {
-            assertFalse(Files.exists(copy), "copy deleted on close: " + copy);
-            assertFalse(Files.exists(copy.getParent()), "copy directory deleted on close: " + copy.getParent());
+            assertEquals(2, copies.size());
+            List<java.nio.file.attribute.FileTime> copiedAt = new java.util.ArrayList<>();
+            for (Path copy : copies) {
+                assertTrue(copy.startsWith(cache), "expected a copy in the node cache " + cache + ", found " + copy);
+                assertTrue(Files.exists(copy), "the copy is kept after close: " + copy);
+                copiedAt.add(Files.getLastModifiedTime(copy));
+            }
+            try (Checkpoint again = Checkpoint.open(remote, other)) {
+                assertEquals(copies, again.localPaths(), "a second open reuses the node's copies");
+                assertEquals(embed, again.readFloat("embed"));
+            }
+            for (int i = 0; i < copies.size(); i++) {
+                assertEquals(copiedAt.get(i), Files.getLastModifiedTime(copies.get(i)), "not copied again");
+            }
+            try (java.util.stream.Stream<Path> files = Files.list(cache)) {
+                assertTrue(files.noneMatch(f -> f.toString().endsWith(".partial")), "no partial copy is left");
+            }
+        } finally {
+            if (before == null) {
+                System.clearProperty(LocalFiles.CACHE_DIR_PROPERTY);
+            } else {
+                System.setProperty(LocalFiles.CACHE_DIR_PROPERTY, before);
+            }
         }
     }
 }
