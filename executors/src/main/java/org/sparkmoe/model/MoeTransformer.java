@@ -75,12 +75,32 @@ public final class MoeTransformer {
      * @param capture whether to keep hidden states, router logits and router inputs
      */
     public ForwardOutput forward(int[][] tokens, int topK, boolean capture) {
-        int[] flat = flatten(tokens);
-        int batch = tokens.length;
-        int seq = tokens[0].length;
         List<INDArray> hiddenStates = new ArrayList<>();
         List<INDArray> routerLogits = new ArrayList<>();
         List<INDArray> routerInputs = new ArrayList<>();
+        INDArray hidden = decode(tokens, topK, capture, hiddenStates, routerLogits, routerInputs);
+        return new ForwardOutput(lmHead(hidden), hiddenStates, routerLogits, routerInputs);
+    }
+
+    /**
+     * The final norm's output [B·S, D], which the LM head reads: {@link #forward} without the logits, so that a
+     * caller can take the [B·S, V] logits in row blocks ({@link #lmHead}) instead of all at once.
+     */
+    public INDArray finalHidden(int[][] tokens, int topK) {
+        return decode(tokens, topK, false, null, null, null);
+    }
+
+    /** Logits [N, V] of final hidden rows [N, D]. */
+    public INDArray lmHead(INDArray finalHidden) {
+        return Dense.linear(finalHidden, lmHead);
+    }
+
+    /** Embedding, decoder layers and final norm; with {@code capture}, fills the three lists. */
+    private INDArray decode(int[][] tokens, int topK, boolean capture, List<INDArray> hiddenStates,
+                            List<INDArray> routerLogits, List<INDArray> routerInputs) {
+        int[] flat = flatten(tokens);
+        int batch = tokens.length;
+        int seq = tokens[0].length;
         INDArray hidden = embed(flat);                                                // [B·S, D]
         for (DecoderLayer layer : layers) {
             if (capture) {
@@ -97,7 +117,7 @@ public final class MoeTransformer {
         if (capture) {
             hiddenStates.add(hidden);
         }
-        return new ForwardOutput(Dense.linear(hidden, lmHead), hiddenStates, routerLogits, routerInputs);
+        return hidden;
     }
 
     /** The B sequences' token ids, checked against the vocabulary and the RoPE table, flattened batch-major [B·S]. */

@@ -1,14 +1,19 @@
 package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.kernels.Softmax;
 
 /**
  * Causal-LM negative log-likelihood of token windows (docs/data.md's protocol): in a window of S tokens,
  * positions 1..S-1 are scored, each predicted from its own window's prefix. Log-softmax in double
- * from float32 logits.
+ * from float32 logits. The logits are taken in blocks of rows of at most {@link #LOGIT_BLOCK} elements, so the
+ * [B·S, V] matrix (2.5·10⁹ elements at batch 8 × window 2048 × vocabulary 152k) never exists at once.
  */
 public final class Perplexity {
+    /** Logit elements computed at once: 64 MB of float32. */
+    static final long LOGIT_BLOCK = 1L << 24;
+
     private Perplexity() {
     }
 
@@ -19,15 +24,28 @@ public final class Perplexity {
 
     /** @return per window, the sum of −log p(token[s+1] | token[0..s]) over s = 0..S-2 */
     public static double[] windowNll(MoeTransformer model, int[][] windows, int topK) {
-        INDArray logits = model.forward(windows, topK, false).logits();              // [B·S, V]
+        return windowNll(model, windows, topK, LOGIT_BLOCK);
+    }
+
+    /** As {@link #windowNll(MoeTransformer, int[][], int)}, taking logits in blocks of about {@code blockElements}. */
+    public static double[] windowNll(MoeTransformer model, int[][] windows, int topK, long blockElements) {
+        INDArray hidden = model.finalHidden(windows, topK);                          // [B·S, D]
         int seq = windows[0].length;
-        int vocab = (int) logits.size(1);
-        float[] all = logits.data().asFloat();
+        int vocab = model.config().vocab_size;
+        long rows = hidden.size(0);
+        long block = Math.max(1, blockElements / vocab);
         double[] nll = new double[windows.length];
-        for (int b = 0; b < windows.length; b++) {
-            for (int s = 0; s + 1 < seq; s++) {
-                int row = (b * seq + s) * vocab;
-                nll[b] += Softmax.logSumExp(all, row, vocab) - all[row + windows[b][s + 1]];
+        for (long r0 = 0; r0 < rows; r0 += block) {
+            long r1 = Math.min(rows, r0 + block);
+            INDArray logits = model.lmHead(hidden.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())); // [n, V]
+            float[] values = logits.data().asFloat();
+            for (long r = r0; r < r1; r++) {
+                int b = (int) (r / seq);
+                int s = (int) (r % seq);
+                if (s + 1 < seq) {
+                    int at = (int) (r - r0) * vocab;
+                    nll[b] += Softmax.logSumExp(values, at, vocab) - values[at + windows[b][s + 1]];
+                }
             }
         }
         return nll;
