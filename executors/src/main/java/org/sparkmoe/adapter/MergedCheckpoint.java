@@ -14,13 +14,13 @@ import java.util.Map;
 /**
  * Writes a complete Hugging Face checkpoint folder with a LoRA adapter merged into the expert weights (and a
  * trained router in place of the base router): config.json, every tensor of the source checkpoint in its order,
- * all in float32 (a bf16/fp16 source is widened; config.json's dtype/torch_dtype say float32), as one
+ * in the source's dtype (merged in float32, then rounded: a bf16 model stays bf16), as one
  * model.safetensors or, past the shard size, model-0000i-of-0000N.safetensors plus model.safetensors.index.json,
  * and every other file of the source folder (tokenizer, generation config) copied. The folder is built in a
  * hidden sibling and renamed into place once complete ({@link CheckpointFolderWriter}).
  */
 public final class MergedCheckpoint {
-    /** Largest shard written by default: 2 GiB of float32 tensors. */
+    /** Largest shard written by default: 5 GB, as transformers' save_pretrained. */
     public static final long DEFAULT_SHARD_BYTES = CheckpointFolderWriter.DEFAULT_SHARD_BYTES;
 
     private MergedCheckpoint() {
@@ -40,7 +40,7 @@ public final class MergedCheckpoint {
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
             ModelSchema.check(adapter.model(), checkpoint);
             CheckpointFolderWriter.write(modelDir, adapter.model().jsonCopy(), new MergedTensors(checkpoint, adapter),
-                    new ArrayList<>(checkpoint.names()), Map.of(), outDir, conf, maxShardBytes);
+                    new ArrayList<>(checkpoint.names()), Map.of(), outDir, conf, maxShardBytes, null);
         }
     }
 }

@@ -32,8 +32,10 @@ public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Long
         return Math.multiplyExact(Arrays.stream(shape()).reduce(1, Math::multiplyExact), dtype().byteSize());
     }
 
-    /** A float32 array, written as F32. */
-    record Floats(String name, INDArray array) implements NamedTensor {
+    /**
+     * A float32 array written as {@code dtype} (F32, BF16 rounded to nearest even, F16, or F64), in bounded chunks.
+     */
+    record Floats(String name, INDArray array, DType dtype) implements NamedTensor {
 
         public Floats {
             Objects.requireNonNull(name, "name");
@@ -41,11 +43,14 @@ public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Long
                 throw new IllegalArgumentException("tensor '" + name + "': expected a FLOAT array, found "
                         + array.dataType());
             }
+            if (!ElementEncoder.FLOAT_TYPES.contains(dtype)) {
+                throw new IllegalArgumentException("tensor '" + name + "': cannot write floats as " + dtype);
+            }
         }
 
-        @Override
-        public DType dtype() {
-            return DType.F32;
+        /** Written as F32. */
+        public Floats(String name, INDArray array) {
+            this(name, array, DType.F32);
         }
 
         @Override
@@ -60,14 +65,18 @@ public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Long
                 return;
             }
             INDArray flat = array.reshape('c', new long[] {n}); // [n], a view when array is 'c'-contiguous
-            ByteBuffer chunk = ByteBuffer.allocate((int) Math.min(n, CHUNK_ELEMENTS) * Float.BYTES)
+            ByteBuffer chunk = ByteBuffer.allocate((int) Math.min(n, CHUNK_ELEMENTS) * dtype.byteSize())
                     .order(ByteOrder.LITTLE_ENDIAN);
             for (long start = 0; start < n; start += CHUNK_ELEMENTS) {
                 long stop = Math.min(n, start + CHUNK_ELEMENTS);
                 float[] values = flat.get(NDArrayIndex.interval(start, stop)).toFloatVector();
                 chunk.clear();
-                chunk.asFloatBuffer().put(values);
-                out.write(chunk.array(), 0, values.length * Float.BYTES);
+                if (dtype == DType.F32) {
+                    chunk.asFloatBuffer().put(values);                           // bulk: the common case
+                } else {
+                    ElementEncoder.fromFloats(dtype, values, 0, values.length, chunk);
+                }
+                out.write(chunk.array(), 0, values.length * dtype.byteSize());
             }
         }
     }

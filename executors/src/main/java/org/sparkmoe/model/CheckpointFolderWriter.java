@@ -10,6 +10,8 @@ import org.apache.hadoop.fs.FileUtil;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.AtomicFolder;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.DType;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.NamedTensor;
 import org.sparkmoe.io.SafeTensorsWriter;
@@ -35,8 +37,8 @@ import java.util.function.IntFunction;
  * path holds more than one tensor.
  */
 public final class CheckpointFolderWriter {
-    /** Largest shard written by default: 2 GiB of float32 tensors. */
-    public static final long DEFAULT_SHARD_BYTES = 2L << 30;
+    /** Largest shard written by default: 5 GB, as transformers' save_pretrained ({@code max_shard_size="5GB"}). */
+    public static final long DEFAULT_SHARD_BYTES = 5_000_000_000L;
     private static final String SINGLE_FILE = "model.safetensors";
     private static final String INDEX_FILE = "model.safetensors.index.json";
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
@@ -50,14 +52,17 @@ public final class CheckpointFolderWriter {
      * @param tensors    where every tensor in {@code names} is read from
      * @param names      the tensors to write, in order
      * @param extraFiles file name → content, written into the folder too (e.g. a report); must not clash
+     * @param dtype      what every tensor is written as (F32, BF16, F16); null: the source's, as its embedding is
+     *                   stored (a bf16 model stays bf16, at half the bytes of float32)
      */
     public static void write(Path sourceDir, ObjectNode config, TensorSource tensors, List<String> names,
-            Map<String, byte[]> extraFiles, Path outDir, Configuration conf, long maxShardBytes) {
+            Map<String, byte[]> extraFiles, Path outDir, Configuration conf, long maxShardBytes, DType dtype) {
         requireShardBytes(maxShardBytes);
+        DType out = dtype != null ? dtype : sourceDType(tensors);
         ObjectNode json = config.deepCopy();
         for (String field : List.of("torch_dtype", "dtype")) {
             if (json.has(field)) {
-                json.put(field, "float32");
+                json.put(field, ModelShape.torchName(out));
             }
         }
         byte[] configBytes = jsonBytes(json);
@@ -65,7 +70,7 @@ public final class CheckpointFolderWriter {
                 new Path(outDir, "config.json").toString()), tensors);
         AtomicFolder.write(outDir, conf, "checkpoint folder", (fs, staging) -> {
             AtomicFile.write(fs, new Path(staging, "config.json"), configBytes);
-            writeTensors(fs, staging, tensors, names, maxShardBytes);
+            writeTensors(fs, staging, tensors, names, maxShardBytes, out);
             for (Map.Entry<String, byte[]> extra : extraFiles.entrySet()) {
                 AtomicFile.write(fs, new Path(staging, extra.getKey()), extra.getValue());
             }
@@ -114,14 +119,21 @@ public final class CheckpointFolderWriter {
         return total[0];
     }
 
+    /** The float type the source's embedding is stored in; F32 when it is not a float type. */
+    static DType sourceDType(TensorSource tensors) {
+        String embed = CheckpointLayout.embedTokens();
+        DType stored = tensors.has(embed) ? tensors.dtype(embed) : DType.F32;
+        return stored == DType.BF16 || stored == DType.F16 ? stored : DType.F32;
+    }
+
     private static void writeTensors(FileSystem fs, Path dir, TensorSource tensors, List<String> names,
-            long maxShardBytes) throws IOException {
+            long maxShardBytes, DType dtype) throws IOException {
         List<Long> sizes = new ArrayList<>(names.size());
         for (String name : names) {
-            sizes.add(Float.BYTES * Arrays.stream(tensors.shape(name)).reduce(1, Math::multiplyExact));
+            sizes.add(dtype.byteSize() * Arrays.stream(tensors.shape(name)).reduce(1, Math::multiplyExact));
         }
         writeShards(fs, dir, shard(sizes, maxShardBytes), names, sizes,
-                i -> new NamedTensor.Floats(names.get(i), tensors.readFloat(names.get(i))));
+                i -> new NamedTensor.Floats(names.get(i), tensors.readFloat(names.get(i)), dtype));
     }
 
     /**

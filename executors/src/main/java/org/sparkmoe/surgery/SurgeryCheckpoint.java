@@ -36,7 +36,7 @@ public final class SurgeryCheckpoint {
                 }
             }
             CheckpointFolderWriter.write(modelDir, newConfig, tensors, names, extraFiles, outDir, conf,
-                    CheckpointFolderWriter.DEFAULT_SHARD_BYTES);
+                    CheckpointFolderWriter.DEFAULT_SHARD_BYTES, null);
         }
     }
 

@@ -25,6 +25,9 @@ import org.sparkmoe.io.SafeTensorsWriter;
 import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.surgery.SurgeryCheckpoint;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 
 /**
  * A bf16 checkpoint computes with its weights where they lie (memory-mapped, widened per tile) and gives exactly
@@ -102,5 +105,29 @@ class Bf16CheckpointParityTest {
             assertArrayEquals(wide.routerLogits().get(n).data().asFloat(),
                     narrow.routerLogits().get(n).data().asFloat(), "router_logits." + n);
         }
+    }
+
+    @Test
+    void surgeryOnABf16ModelWritesBf16() throws IOException {
+        Path bf16 = tmp.resolve("bf16");
+        writeBf16(bf16);
+        String w2 = "model.layers.1.block_sparse_moe.experts.3.w2.weight";
+        Path out = tmp.resolve("out");
+        try (Checkpoint source = Checkpoint.open(hadoop(bf16), new Configuration())) {
+            INDArray doubled = source.readFloat(w2).mul(2);                        // exact in bf16
+            ObjectNode config = (ObjectNode) new ObjectMapper().readTree(bf16.resolve("config.json").toFile());
+            SurgeryCheckpoint.write(hadoop(bf16), config, Map.of(w2, doubled), Map.of(), hadoop(out),
+                    new Configuration());
+            try (Checkpoint written = Checkpoint.open(hadoop(out), new Configuration())) {
+                assertEquals(source.names(), written.names());
+                for (String name : written.names()) {
+                    assertEquals(DType.BF16, written.dtype(name), name);
+                    INDArray expected = name.equals(w2) ? doubled : source.readFloat(name);
+                    assertArrayEquals(expected.data().asFloat(), written.readFloat(name).data().asFloat(), name);
+                }
+            }
+        }
+        assertEquals("bfloat16", new ObjectMapper().readTree(out.resolve("config.json").toFile()).get("dtype").asText());
+        assertEquals(3, forward(out).routerLogits().get(0).size(0) / 17);
     }
 }

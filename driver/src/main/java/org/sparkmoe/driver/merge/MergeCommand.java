@@ -35,7 +35,7 @@ public final class MergeCommand implements Callable<Integer> {
 
     @Option(names = "--max-shard-bytes", paramLabel = "N", defaultValue = "" + MergedCheckpoint.DEFAULT_SHARD_BYTES,
             description = "Largest safetensors shard; bigger models are written as model-0000i-of-0000N.safetensors "
-                    + "with an index. Default: ${DEFAULT-VALUE} (2 GiB).")
+                    + "with an index. Default: ${DEFAULT-VALUE} (5 GB, as transformers' save_pretrained).")
     long maxShardBytes;
 
     @Override

@@ -169,7 +169,8 @@ public final class RetrainRouterCommand implements Callable<Integer> {
             OutputFolder.makeRoom(dir, conf);
             try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
                 CheckpointFolderWriter.write(modelDir, config.jsonCopy(), new OverlayTensors(checkpoint, gates),
-                        List.copyOf(checkpoint.names()), files, dir, conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES);
+                        List.copyOf(checkpoint.names()), files, dir, conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES,
+                        null);
             }
         } else {
             OutputFolder.write(dir, files, conf);
