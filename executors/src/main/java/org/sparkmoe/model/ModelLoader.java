@@ -81,6 +81,8 @@ public final class ModelLoader {
                 bias ? tensor(CheckpointLayout.attention(l, 'q', "bias")) : null,
                 bias ? tensor(CheckpointLayout.attention(l, 'k', "bias")) : null,
                 bias ? tensor(CheckpointLayout.attention(l, 'v', "bias")) : null,
+                config.attention_bias ? tensor(CheckpointLayout.attention(l, 'o', "bias")) : null,
+                projectionNorm(l, 'q'), projectionNorm(l, 'k'), projectionNorm(l, 'v'),
                 config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.sliding_window);
         RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l)), config.rms_norm_eps);
         RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
@@ -92,6 +94,14 @@ public final class ModelLoader {
             return new DecoderLayer(inputNorm, attention, postNorm, null, mlp);
         }
         return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm), null);
+    }
+
+    /** Qwen3's / OLMoE's q and k RMSNorm and OLMoE's clip_qkv on projection {@code proj} (q, k or v). */
+    private ProjectionNorm projectionNorm(int l, char proj) {
+        RmsNorm norm = config.qkNorm == ModelConfig.QkNorm.NONE || proj == 'v' ? null
+                : new RmsNorm(tensor(CheckpointLayout.attentionNorm(l, proj)), config.rms_norm_eps);
+        return norm == null && config.clip_qkv == null ? ProjectionNorm.IDENTITY
+                : new ProjectionNorm(norm, config.clip_qkv);
     }
 
     private MoeBlock moeBlock(int l, GroupedGemm gemm) {

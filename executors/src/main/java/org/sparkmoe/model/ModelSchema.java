@@ -40,6 +40,16 @@ public final class ModelSchema {
                 out.put(CheckpointLayout.attention(l, 'k', "bias"), new long[] {kv});
                 out.put(CheckpointLayout.attention(l, 'v', "bias"), new long[] {kv});
             }
+            if (c.attention_bias) {
+                out.put(CheckpointLayout.attention(l, 'o', "bias"), new long[] {d});
+            }
+            if (c.qkNorm == ModelConfig.QkNorm.PER_HEAD) {
+                out.put(CheckpointLayout.attentionNorm(l, 'q'), new long[] {c.head_dim});
+                out.put(CheckpointLayout.attentionNorm(l, 'k'), new long[] {c.head_dim});
+            } else if (c.qkNorm == ModelConfig.QkNorm.WHOLE) {
+                out.put(CheckpointLayout.attentionNorm(l, 'q'), new long[] {q});
+                out.put(CheckpointLayout.attentionNorm(l, 'k'), new long[] {kv});
+            }
             out.put(CheckpointLayout.postAttentionNorm(l), new long[] {d});
             if (c.isMoeLayer(l)) {
                 long i = c.expert_intermediate_size;
