@@ -1,5 +1,6 @@
 package org.sparkmoe.adapter;
 
+import org.sparkmoe.io.FusedExperts;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.io.Checkpoint;
@@ -39,8 +40,11 @@ public final class MergedCheckpoint {
     public static void write(Path modelDir, PeftAdapter adapter, Path outDir, Configuration conf, long maxShardBytes) {
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
             ModelSchema.check(adapter.model(), checkpoint);
-            CheckpointFolderWriter.write(modelDir, adapter.model().jsonCopy(), new MergedTensors(checkpoint, adapter),
-                    new ArrayList<>(checkpoint.names()), Map.of(), outDir, conf, maxShardBytes);
+            // a fused checkpoint is merged and written per expert (the layout PEFT's per-expert keys address)
+            CheckpointFolderWriter.write(modelDir, adapter.model().jsonCopy(),
+                    new MergedTensors(FusedExperts.perExpert(checkpoint, adapter.model()), adapter),
+                    new ArrayList<>(FusedExperts.perExpertNames(checkpoint.names(), checkpoint, adapter.model())),
+                    Map.of(), outDir, conf, maxShardBytes);
         }
     }
 }

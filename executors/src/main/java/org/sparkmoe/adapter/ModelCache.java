@@ -1,5 +1,6 @@
 package org.sparkmoe.adapter;
 
+import org.sparkmoe.io.FusedExperts;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.Path;
@@ -38,7 +39,7 @@ public final class ModelCache {
         ModelConfig config = ModelFolder.readConfig(dir, conf);
         PeftAdapter adapter = PeftAdapter.read(adapterDir, conf, config);
         try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
-            return ModelLoader.load(config, new MergedTensors(checkpoint, adapter), device.groupedGemm());
+            return ModelLoader.load(config, new MergedTensors(FusedExperts.perExpert(checkpoint, config), adapter), device.groupedGemm());
         }
     }
 

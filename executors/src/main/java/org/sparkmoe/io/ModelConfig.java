@@ -157,7 +157,8 @@ public final class ModelConfig {
                 low_rank_experts_rank = 0;
             }
             case QWEN3_MOE -> {
-                num_experts = f.positiveInt("num_experts");
+                // Qwen3MoeConfig.attribute_map: num_experts → num_local_experts, the name transformers 5 writes
+                num_experts = f.has("num_experts") ? f.positiveInt("num_experts") : f.positiveInt("num_local_experts");
                 num_experts_per_tok = f.positiveInt("num_experts_per_tok");
                 expert_intermediate_size = f.positiveInt("moe_intermediate_size");
                 norm_topk_prob = f.bool("norm_topk_prob", false);

@@ -1,5 +1,6 @@
 package org.sparkmoe.model;
 
+import org.sparkmoe.io.FusedExperts;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -55,8 +56,9 @@ public final class ModelLoader {
             throw new IllegalArgumentException("ND4J's GPU backend (a -Pcuda build) is not supported yet: the model "
                     + "runs on ND4J's CPU backend (nd4j-native); for GPU experts use --device cuda");
         }
-        ModelSchema.check(config, tensors);
-        return new ModelLoader(config, tensors, dataType).build(gemm);
+        TensorSource view = FusedExperts.perExpert(tensors, config);
+        ModelSchema.check(config, view);
+        return new ModelLoader(config, view, dataType).build(gemm);
     }
 
     private MoeTransformer build(GroupedGemm gemm) {

@@ -1,5 +1,8 @@
 package org.sparkmoe.surgery;
 
+import org.sparkmoe.io.FusedExperts;
+import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.model.ModelFolder;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
@@ -28,7 +31,8 @@ public final class SurgeryCheckpoint {
             Map<String, byte[]> extraFiles, Path outDir, Configuration conf) {
         ModelConfig config = ModelConfig.parse(newConfig.toString(), new Path(outDir, "config.json").toString());
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
-            OverlayTensors tensors = new OverlayTensors(checkpoint, replaced);
+            TensorSource original = FusedExperts.perExpert(checkpoint, ModelFolder.readConfig(modelDir, conf));
+            OverlayTensors tensors = new OverlayTensors(original, replaced);
             List<String> names = new ArrayList<>();
             for (String name : ModelSchema.expected(config).keySet()) {
                 if (!(name.equals(CheckpointLayout.lmHead()) && config.tie_word_embeddings && !tensors.has(name))) {

@@ -272,6 +272,14 @@ class ModelConfigTest {
     }
 
     @Test
+    void qwen3MoeReadsTheExpertCountTransformers5Writes() {
+        ObjectNode n = qwen3();
+        n.remove("num_experts");
+        n.put("num_local_experts", 6);
+        assertEquals(6, parse(n).num_experts);
+    }
+
+    @Test
     void qwen3MoeWithoutHeadDimDerivesIt() {
         ObjectNode n = qwen3();
         n.remove("head_dim");

@@ -10,6 +10,7 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExpertMap;
 import org.sparkmoe.driver.Paths;
@@ -168,8 +169,10 @@ public final class RetrainRouterCommand implements Callable<Integer> {
         if (expertMap == null) {
             OutputFolder.makeRoom(dir, conf);
             try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
-                CheckpointFolderWriter.write(modelDir, config.jsonCopy(), new OverlayTensors(checkpoint, gates),
-                        List.copyOf(checkpoint.names()), files, dir, conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES);
+                CheckpointFolderWriter.write(modelDir, config.jsonCopy(),
+                        new OverlayTensors(FusedExperts.perExpert(checkpoint, config), gates),
+                        FusedExperts.perExpertNames(checkpoint.names(), checkpoint, config), files, dir, conf,
+                        CheckpointFolderWriter.DEFAULT_SHARD_BYTES);
             }
         } else {
             OutputFolder.write(dir, files, conf);
