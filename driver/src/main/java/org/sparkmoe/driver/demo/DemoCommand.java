@@ -161,7 +161,7 @@ public final class DemoCommand implements Callable<Integer> {
         ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
         if (config.num_experts < 1) {
             throw new IllegalArgumentException(modelUri + " is a dense " + config.modelType
-                    + " model; the demo needs an MoE model (mixtral, qwen2_moe)");
+                    + " model; the demo needs an MoE model (mixtral, qwen2_moe, qwen3_moe, olmoe)");
         }
         if (config.hasLowRankExperts()) {
             throw new IllegalArgumentException(modelUri + " holds low-rank experts (surgery lowrank); the demo needs "
