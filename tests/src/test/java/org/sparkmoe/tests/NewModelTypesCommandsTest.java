@@ -143,6 +143,38 @@ class NewModelTypesCommandsTest {
                 "the merged expert weight moved");
     }
 
+    /**
+     * {@code --layout fused} writes transformers 5's fused experts, which evaluate exactly as the per-expert output;
+     * a fused input keeps its layout without {@code --layout}.
+     */
+    @org.junit.jupiter.api.Test
+    void layoutOptionWritesFusedExpertsAndAFusedInputStaysFused(@TempDir Path tmp) throws Exception {
+        Path m = model("olmoe-tiny");
+        Path perExpert = tmp.resolve("topk-per-expert");
+        Path fused = tmp.resolve("topk-fused");
+        Path again = tmp.resolve("topk-again");
+        ok("surgery", "topk", "--top-k", "1", "--rescale", "none", "--model", m.toString(), "--out",
+                perExpert.toString(), "--master", "local[2]");
+        ok("surgery", "topk", "--top-k", "1", "--rescale", "none", "--layout", "fused", "--model", m.toString(),
+                "--out", fused.toString(), "--master", "local[2]");
+        ok("surgery", "topk", "--top-k", "2", "--rescale", "none", "--model", fused.toString(), "--out",
+                again.toString(), "--master", "local[2]");
+        for (Path p : List.of(fused, again)) {
+            try (SafeTensorsFile f = SafeTensorsFile.open(p.resolve("model.safetensors"))) {
+                assertTrue(f.has("model.layers.1.mlp.experts.gate_up_proj"), p + ": fused");
+                assertTrue(f.names().stream().noneMatch(n -> n.contains(".experts.0.")), p + ": no per-expert keys");
+            }
+        }
+        try (SafeTensorsFile f = SafeTensorsFile.open(perExpert.resolve("model.safetensors"))) {
+            assertTrue(f.has("model.layers.1.mlp.experts.0.gate_proj.weight"), "per-expert by default");
+        }
+        assertEquals(ppl(perExpert, tmp), ppl(fused, tmp), "bit-identical eval");
+        CliRun bad = sparkmoe("surgery", "topk", "--top-k", "1", "--layout", "stacked", "--model", m.toString(),
+                "--out", tmp.resolve("bad").toString());
+        assertEquals(1, bad.exitCode());
+        assertTrue(bad.err().contains("--layout must be per-expert or fused, got 'stacked'"), bad.err());
+    }
+
     private static INDArray tensor(Path model, String name) {
         try (Checkpoint c = Checkpoint.open(hadoop(model), CONF)) {
             return c.readFloat(name);
