@@ -143,6 +143,39 @@ class NewModelTypesCommandsTest {
                 "the merged expert weight moved");
     }
 
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
+    void retrainRouterWritesACheckpointThatLoads(String name, @TempDir Path tmp) throws Exception {
+        Path m = model(name);
+        Path calib = tmp.resolve("calib");
+        ok("calibrate", "--model", m.toString(), "--data", Fixtures.corpus("sysadmin.txt") + ","
+                + Fixtures.corpus("scripture.txt"), "--window", "64", "--max-tokens-per-file", "512",
+                "--export-router-data", "--master", "local[2]", "--out", calib.toString());
+        Path out = tmp.resolve("router");
+        ok("retrain-router", "--model", m.toString(), "--router-data", calib.resolve("router-data").toString(),
+                "--epochs", "2", "--out", out.toString(), "--master", "local[2]");
+        ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
+        ModelFolder.load(hadoop(out), CONF);
+        int moeLayer = config.isMoeLayer(0) ? 0 : 2;
+        String gate = new CheckpointLayout(config.modelType).routerGate(moeLayer);
+        assertTrue(!Arrays.equals(tensor(m, gate).data().asFloat(), tensor(out, gate).data().asFloat()),
+                "the router of layer " + moeLayer + " was retrained");
+    }
+
+    /** The demo on OLMoE, whose norm_topk_prob is false: its topk step rescales with none instead of measured. */
+    @org.junit.jupiter.api.Test
+    void demoRunsOnOlmoe(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("demo");
+        Path corpus = Files.createDirectories(tmp.resolve("corpus"));
+        for (String file : List.of("sysadmin.txt", "fortunes.txt")) {
+            Files.writeString(corpus.resolve(file), Files.readString(Fixtures.corpus(file)).substring(0, 60_000));
+        }
+        ok("demo", "--model", model("olmoe-tiny").toString(), "--data", corpus.toString(), "--out", out.toString(),
+                "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
+        JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
+        assertEquals("none", summary.get("surgery").get("rescale").asText(), summary.toString());
+    }
+
     /**
      * {@code --layout fused} writes transformers 5's fused experts, which evaluate exactly as the per-expert output;
      * a fused input keeps its layout without {@code --layout}.
