@@ -156,7 +156,9 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
         JsonNode base = root.get("base_model_name_or_path");
         String baseModel = base == null || base.isNull() ? null : base.asText();
         List<String> modules = moduleNames(model);
-        List<Projection> targets = targets(f.required("target_modules"), source, model, modules);
+        FusedAdapterFormat fused = FusedAdapterFormat.parse(root, source);
+        List<Projection> targets = fused != null ? fused.targets()
+                : targets(f.required("target_modules"), source, model, modules);
         boolean trainRouter = trainsRouter(root.get("modules_to_save"), source, model, modules);
         return new AdapterConfig(rNode.asInt(), alphaNode.asDouble(), targets, trainRouter, baseModel);
     }
