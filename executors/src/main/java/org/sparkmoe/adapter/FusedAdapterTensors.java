@@ -164,7 +164,8 @@ final class FusedAdapterTensors {
                     + ") fit no PEFT layout of " + format.parameters() + " for E=" + model.num_experts + ", r="
                     + config.r() + ", D=" + model.hidden_size + ", I=" + model.expert_intermediate_size
                     + (declared != null ? " with peft_version " + format.peftVersion() : "")
-                    + " (≥ 0.19.1: lora_A [E·r, cols], lora_B [rows, r·E]; ≤ 0.19.0: lora_A [E·r, rows], lora_B [cols, r·E];"
+                    + " (≥ 0.19.1: lora_A [E·r, cols], lora_B [rows, r·E]; ≤ 0.19.0: lora_A [E·r, rows],"
+                    + " lora_B [cols, r·E];"
                     + " gate_up_proj rows 2I, cols D; down_proj rows D, cols I)");
         }
         Layout first = fits.get(0);

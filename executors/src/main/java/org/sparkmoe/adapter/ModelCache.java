@@ -39,7 +39,8 @@ public final class ModelCache {
         ModelConfig config = ModelFolder.readConfig(dir, conf);
         PeftAdapter adapter = PeftAdapter.read(adapterDir, conf, config);
         try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
-            return ModelLoader.load(config, new MergedTensors(FusedExperts.perExpert(checkpoint, config), adapter), device.groupedGemm());
+            return ModelLoader.load(config, new MergedTensors(FusedExperts.perExpert(checkpoint, config), adapter),
+                    device.groupedGemm());
         }
     }
 

@@ -19,7 +19,7 @@ import java.util.Map;
  * then {@code Concatenate(dim=1)} of the per-expert gate and up weights; the same mapping for mixtral, qwen2_moe, and
  * for qwen3_moe and olmoe, which transformers maps onto qwen2_moe's):
  * <pre>
- *   model.layers.L.mlp.experts.gate_up_proj  [E, 2I, D]   rows 0..I-1 of expert e = gate_proj (w1), rows I..2I-1 = up_proj (w3)
+ *   model.layers.L.mlp.experts.gate_up_proj  [E, 2I, D]   expert e: rows 0..I-1 gate_proj (w1), rows I..2I-1 up_proj (w3)
  *   model.layers.L.mlp.experts.down_proj     [E, D, I]    expert e = down_proj (w2)
  * </pre>
  * Mixtral's fused checkpoints also rename {@code block_sparse_moe.} to {@code mlp.}, so its router is

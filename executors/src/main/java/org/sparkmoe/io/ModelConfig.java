@@ -26,7 +26,7 @@ public final class ModelConfig {
     public final ModelType modelType;
     public final int vocab_size;
     public final int hidden_size;
-    /** Dense MLP width: Mixtral experts, Qwen2-MoE dense (mlp_only) layers, Mistral. */
+    /** Dense MLP width: Mixtral and OLMoE experts, Qwen2/3-MoE dense (mlp_only) layers, Mistral, Qwen3. */
     public final int intermediate_size;
     public final int num_hidden_layers;
     public final int num_attention_heads;
@@ -36,7 +36,7 @@ public final class ModelConfig {
     /** Longest sequence RoPE tables are built for. */
     public final int max_position_embeddings;
     public final double rope_theta;
-    /** null = full causal attention. */
+    /** null = full causal attention; else every layer keeps the last sliding_window keys. */
     public final Integer sliding_window;
     public final boolean tie_word_embeddings;
     /** Bias on q/k/v projections (Qwen2-MoE's qkv_bias; true with attention_bias). */
@@ -47,11 +47,11 @@ public final class ModelConfig {
     public final QkNorm qkNorm;
     /** OLMoE: q, k and v are clamped to [−clip_qkv, clip_qkv] after the norms; null = no clamp. */
     public final Double clip_qkv;
-    /** E: num_local_experts (Mixtral) or num_experts (Qwen2-MoE); 0 for a dense model. */
+    /** E: num_local_experts (Mixtral) or num_experts (Qwen2/3-MoE, OLMoE; either name for Qwen3-MoE and OLMoE); 0 dense. */
     public final int num_experts;
     /** K. */
     public final int num_experts_per_tok;
-    /** Expert width: intermediate_size (Mixtral) or moe_intermediate_size (Qwen2-MoE). */
+    /** Expert width: intermediate_size (Mixtral, OLMoE) or moe_intermediate_size (Qwen2/3-MoE). */
     public final int expert_intermediate_size;
     public final boolean norm_topk_prob;
     /** 0 = no shared expert. */

@@ -196,8 +196,8 @@ final class DistillJob {
         Configuration conf = new Configuration();
         ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
-            LayerResult r = LowRankDistillation.distill(FusedExperts.perExpert(checkpoint, config), config, w.layer, lowRank,
-                    Nd4j.create(x, new long[] {w.tokens, config.hidden_size}, 'c'), plan.options());
+            LayerResult r = LowRankDistillation.distill(FusedExperts.perExpert(checkpoint, config), config, w.layer,
+                    lowRank, Nd4j.create(x, new long[] {w.tokens, config.hidden_size}, 'c'), plan.options());
             return SurgeryPiece.of(w.moeLayer, 0, r);
         }
     }
