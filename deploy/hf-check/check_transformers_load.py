@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-CASES = ["topk3", "dense", "reduce4", "adapter"]
+CASES = ["topk3", "dense", "reduce4", "fused2", "adapter"]
 
 
 def load(case, outputs, base):

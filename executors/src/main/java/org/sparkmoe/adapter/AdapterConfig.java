@@ -63,8 +63,8 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
 
     /**
      * PEFT's LoraConfig as JSON. target_modules is a list of projection names for Mixtral (w1/w2/w3 only exist in
-     * experts) and a regex on expert module paths for Qwen2-MoE (gate_proj/up_proj/down_proj also name the shared
-     * expert and dense MLPs, which a plain name would match too).
+     * experts) and a regex on expert module paths for Qwen2-MoE, Qwen3-MoE and OLMoE (gate_proj/up_proj/down_proj also
+     * name the shared expert and dense MLPs, which a plain name would match too).
      */
     public String toJson(ModelConfig model) {
         CheckpointLayout layout = new CheckpointLayout(model.modelType);
@@ -106,7 +106,9 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
             targets.forEach(p -> names.add(layout.projectionName(p)));
         } else {
             String names = targets.stream().map(layout::projectionName).collect(Collectors.joining("|"));
-            root.put("target_modules", "model\\.layers\\.\\d+\\.mlp\\.experts\\.\\d+\\.(" + names + ")");
+            // the expert index is optional: PEFT on transformers 5 (fused experts) resolves a regex by probing the
+            // per-layer name model.layers.L.mlp.experts.<proj>, without an index, against it
+            root.put("target_modules", "model\\.layers\\.\\d+\\.mlp\\.experts\\.(\\d+\\.)?(" + names + ")");
         }
         root.put("task_type", "CAUSAL_LM");
         root.put("use_dora", false);
@@ -156,7 +158,9 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
         JsonNode base = root.get("base_model_name_or_path");
         String baseModel = base == null || base.isNull() ? null : base.asText();
         List<String> modules = moduleNames(model);
-        List<Projection> targets = targets(f.required("target_modules"), source, model, modules);
+        FusedAdapterFormat fused = FusedAdapterFormat.parse(root, source);
+        List<Projection> targets = fused != null ? fused.targets()
+                : targets(f.required("target_modules"), source, model, modules);
         boolean trainRouter = trainsRouter(root.get("modules_to_save"), source, model, modules);
         return new AdapterConfig(rNode.asInt(), alphaNode.asDouble(), targets, trainRouter, baseModel);
     }

@@ -1,8 +1,10 @@
 package org.sparkmoe.adapter;
 
+import org.sparkmoe.io.FusedExperts;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.CheckpointFolderWriter;
 import org.sparkmoe.model.ModelFolder;
@@ -37,10 +39,21 @@ public final class MergedCheckpoint {
      * shards hold at most {@code maxShardBytes} (a single larger tensor gets a shard of its own).
      */
     public static void write(Path modelDir, PeftAdapter adapter, Path outDir, Configuration conf, long maxShardBytes) {
+        write(modelDir, adapter, outDir, conf, maxShardBytes, null);
+    }
+
+    /** As above, with the experts written in {@code layout}; null keeps the source checkpoint's. */
+    public static void write(Path modelDir, PeftAdapter adapter, Path outDir, Configuration conf, long maxShardBytes,
+                             ExpertLayout layout) {
+        ModelConfig model = adapter.model();
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
-            ModelSchema.check(adapter.model(), checkpoint);
-            CheckpointFolderWriter.write(modelDir, adapter.model().jsonCopy(), new MergedTensors(checkpoint, adapter),
-                    new ArrayList<>(checkpoint.names()), Map.of(), outDir, conf, maxShardBytes, null);
+            ModelSchema.check(model, checkpoint);
+            // merged per expert (the names the adapter's keys address), then written in the chosen layout
+            ExpertLayout.Written written = (layout == null ? ExpertLayout.of(checkpoint, model) : layout).apply(
+                    new MergedTensors(FusedExperts.perExpert(checkpoint, model), adapter),
+                    new ArrayList<>(FusedExperts.perExpertNames(checkpoint.names(), checkpoint, model)), model);
+            CheckpointFolderWriter.write(modelDir, model.jsonCopy(), written.tensors(), written.names(), Map.of(),
+                    outDir, conf, maxShardBytes, null);
         }
     }
 }

@@ -32,7 +32,8 @@ import java.util.Map;
  *
  * <p>On disk it is a PEFT adapter folder: {@code adapter_config.json} and {@code adapter_model.safetensors} with
  * one [R, in] / [out, R] tensor per expert under PEFT's key names, each file written atomically through the Hadoop
- * FileSystem API (the weights first, so a folder whose config is present has its weights).
+ * FileSystem API (the weights first, so a folder whose config is present has its weights). A PEFT adapter on
+ * transformers 5's fused expert parameters ({@code target_parameters}) is read too ({@link FusedAdapterTensors}).
  */
 public final class PeftAdapter {
     public static final String CONFIG_FILE = "adapter_config.json";
@@ -166,6 +167,7 @@ public final class PeftAdapter {
         FileSystem fs;
         Path configFile = new Path(dir, CONFIG_FILE);
         AdapterConfig config;
+        FusedAdapterFormat fused;
         try {
             fs = dir.getFileSystem(conf);
             if (!fs.exists(dir) || !fs.getFileStatus(dir).isDirectory()) {
@@ -180,16 +182,19 @@ public final class PeftAdapter {
             // Hadoop's local file system keeps a .crc beside what it wrote; a hand-edited config must still read
             FileSystem configFs = fs instanceof ChecksumFileSystem checksummed ? checksummed.getRawFileSystem() : fs;
             try (FSDataInputStream in = configFs.open(configFile)) {
-                config = AdapterConfig.parse(new String(in.readAllBytes(), StandardCharsets.UTF_8),
-                        configFile.toString(), model);
+                String text = new String(in.readAllBytes(), StandardCharsets.UTF_8);
+                config = AdapterConfig.parse(text, configFile.toString(), model);
+                fused = FusedAdapterFormat.parse(text, configFile.toString());
             }
         } catch (IOException e) {
             throw new UncheckedIOException("reading adapter folder " + dir + ": " + e.getMessage(), e);
         }
         try (LocalFiles local = LocalFiles.of(fs, dir);
              SafeTensorsFile file = SafeTensorsFile.open(local.get(WEIGHTS_FILE))) {
-            return new PeftAdapter(model, config, new AdapterTensors(model, config, new Path(dir, WEIGHTS_FILE))
-                    .stack(file));
+            Path weights = new Path(dir, WEIGHTS_FILE);
+            return new PeftAdapter(model, config, fused != null
+                    ? new FusedAdapterTensors(model, config, fused, weights).stack(file)
+                    : new AdapterTensors(model, config, weights).stack(file));
         }
     }
 }

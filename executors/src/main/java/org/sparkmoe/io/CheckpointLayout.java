@@ -2,8 +2,8 @@ package org.sparkmoe.io;
 
 /**
  * Hugging Face key names of a decoder checkpoint, per model type: Mixtral keeps its experts under
- * {@code block_sparse_moe} with w1/w3/w2, Qwen2-MoE under {@code mlp} with gate_proj/up_proj/down_proj
- * plus a shared expert, Mistral has a dense {@code mlp}.
+ * {@code block_sparse_moe} with w1/w3/w2; Qwen2-MoE, Qwen3-MoE and OLMoE under {@code mlp} with
+ * gate_proj/up_proj/down_proj (Qwen2-MoE plus a shared expert); Mistral and Qwen3 have a dense {@code mlp}.
  */
 public final class CheckpointLayout {
     /** The three expert projections, in the order gate (w1), up (w3), down (w2). */
@@ -42,6 +42,11 @@ public final class CheckpointLayout {
     /** @param proj one of q, k, v, o */
     public static String attention(int layer, char proj, String suffix) {
         return layer(layer) + "self_attn." + proj + "_proj." + suffix;
+    }
+
+    /** The q/k RMSNorm weight of Qwen3 and OLMoE: {@code self_attn.q_norm.weight}. @param proj q or k */
+    public static String attentionNorm(int layer, char proj) {
+        return layer(layer) + "self_attn." + proj + "_norm.weight";
     }
 
     /** The MoE block's module path with a trailing dot: {@code model.layers.L.block_sparse_moe.} or {@code model.layers.L.mlp.}. */

@@ -11,16 +11,22 @@ import java.util.Set;
 /**
  * A Hugging Face {@code config.json} for a decoder-only (MoE) causal LM. Fields keep their Hugging Face
  * names; derived values (head_dim when null, the rope_theta location) are resolved here once.
- * Supported model types: {@code mixtral}, {@code qwen2_moe}, and the dense {@code mistral} that
- * expert merging produces.
+ * Supported model types: {@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}, {@code olmoe}, and the dense
+ * {@code mistral} and {@code qwen3} that expert merging produces. Defaults follow transformers 5.17's config classes.
  */
 public final class ModelConfig {
-    public enum ModelType { MIXTRAL, QWEN2_MOE, MISTRAL }
+    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, MISTRAL, QWEN3 }
+
+    /**
+     * Where an RMSNorm acts on the q and k projections: not at all; per head over head_dim after the reshape
+     * (Qwen3, weights [hd]); or over the whole projection before the reshape (OLMoE, weights [H·hd] and [KVH·hd]).
+     */
+    public enum QkNorm { NONE, PER_HEAD, WHOLE }
 
     public final ModelType modelType;
     public final int vocab_size;
     public final int hidden_size;
-    /** Dense MLP width: Mixtral experts, Qwen2-MoE dense (mlp_only) layers, Mistral. */
+    /** Dense MLP width: Mixtral and OLMoE experts, Qwen2/3-MoE dense (mlp_only) layers, Mistral, Qwen3. */
     public final int intermediate_size;
     public final int num_hidden_layers;
     public final int num_attention_heads;
@@ -30,16 +36,22 @@ public final class ModelConfig {
     /** Longest sequence RoPE tables are built for. */
     public final int max_position_embeddings;
     public final double rope_theta;
-    /** null = full causal attention. */
+    /** null = full causal attention; else every layer keeps the last sliding_window keys. */
     public final Integer sliding_window;
     public final boolean tie_word_embeddings;
-    /** Bias on q/k/v projections (Qwen2-MoE). */
+    /** Bias on q/k/v projections (Qwen2-MoE's qkv_bias; true with attention_bias). */
     public final boolean qkv_bias;
-    /** E: num_local_experts (Mixtral) or num_experts (Qwen2-MoE); 0 for a dense model. */
+    /** Bias on q/k/v and o projections (Qwen3-MoE, Qwen3, OLMoE); false for the others. */
+    public final boolean attention_bias;
+    /** The q/k RMSNorm of Qwen3 (per head) and OLMoE (whole projection). */
+    public final QkNorm qkNorm;
+    /** OLMoE: q, k and v are clamped to [−clip_qkv, clip_qkv] after the norms; null = no clamp. */
+    public final Double clip_qkv;
+    /** E: num_local_experts (Mixtral) or num_experts (Qwen2/3-MoE, OLMoE; either name for Qwen3-MoE and OLMoE); 0 dense. */
     public final int num_experts;
     /** K. */
     public final int num_experts_per_tok;
-    /** Expert width: intermediate_size (Mixtral) or moe_intermediate_size (Qwen2-MoE). */
+    /** Expert width: intermediate_size (Mixtral, OLMoE) or moe_intermediate_size (Qwen2/3-MoE). */
     public final int expert_intermediate_size;
     public final boolean norm_topk_prob;
     /** 0 = no shared expert. */
@@ -67,9 +79,12 @@ public final class ModelConfig {
         switch (type) {
             case "mixtral" -> modelType = ModelType.MIXTRAL;
             case "qwen2_moe" -> modelType = ModelType.QWEN2_MOE;
+            case "qwen3_moe" -> modelType = ModelType.QWEN3_MOE;
+            case "olmoe" -> modelType = ModelType.OLMOE;
             case "mistral" -> modelType = ModelType.MISTRAL;
+            case "qwen3" -> modelType = ModelType.QWEN3;
             default -> throw new ModelConfigException(source + ": unsupported model_type \"" + type
-                    + "\" (supported: mixtral, qwen2_moe, mistral)");
+                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, mistral, qwen3)");
         }
         vocab_size = f.positiveInt("vocab_size");
         hidden_size = f.positiveInt("hidden_size");
@@ -83,6 +98,8 @@ public final class ModelConfig {
         }
         if (f.has("head_dim")) {
             head_dim = f.positiveInt("head_dim");
+        } else if (modelType == ModelType.QWEN3) {
+            head_dim = 128; // Qwen3Config declares head_dim = 128 (Qwen3MoeConfig does not: hidden/heads there)
         } else {
             if (hidden_size % num_attention_heads != 0) {
                 throw new ModelConfigException(source + ": head_dim is null and hidden_size " + hidden_size
@@ -113,6 +130,9 @@ public final class ModelConfig {
                 decoder_sparse_step = 1;
                 mlp_only_layers = Set.of();
                 qkv_bias = false;
+                attention_bias = false;
+                qkNorm = QkNorm.NONE;
+                clip_qkv = null;
                 sliding_window = f.optionalPositiveInt("sliding_window");
                 low_rank_experts_rank = f.has(LOW_RANK_FIELD) ? f.positiveInt(LOW_RANK_FIELD)
                         : f.has(OLD_LOW_RANK_FIELD) ? f.positiveInt(OLD_LOW_RANK_FIELD) : 0;
@@ -127,11 +147,72 @@ public final class ModelConfig {
                 decoder_sparse_step = f.has("decoder_sparse_step") ? f.positiveInt("decoder_sparse_step") : 1;
                 mlp_only_layers = f.intSet("mlp_only_layers", num_hidden_layers);
                 qkv_bias = f.bool("qkv_bias", true);
+                attention_bias = false;
+                qkNorm = QkNorm.NONE;
+                clip_qkv = null;
                 if (f.bool("use_sliding_window", false)) {
                     throw new ModelConfigException(source + ": unsupported use_sliding_window true for qwen2_moe");
                 }
                 sliding_window = null;
                 low_rank_experts_rank = 0;
+            }
+            case QWEN3_MOE -> {
+                // Qwen3MoeConfig.attribute_map: num_experts → num_local_experts, the name transformers 5 writes
+                num_experts = f.has("num_experts") ? f.positiveInt("num_experts") : f.positiveInt("num_local_experts");
+                num_experts_per_tok = f.positiveInt("num_experts_per_tok");
+                expert_intermediate_size = f.positiveInt("moe_intermediate_size");
+                norm_topk_prob = f.bool("norm_topk_prob", false);
+                shared_expert_intermediate_size = 0;
+                decoder_sparse_step = f.has("decoder_sparse_step") ? f.positiveInt("decoder_sparse_step") : 1;
+                mlp_only_layers = f.intSet("mlp_only_layers", num_hidden_layers);
+                attention_bias = f.bool("attention_bias", false);
+                qkv_bias = attention_bias;
+                qkNorm = QkNorm.PER_HEAD;
+                clip_qkv = null;
+                // transformers 5.17 (Qwen3MoeConfig.__post_init__): the window applies to every layer when
+                // use_sliding_window is true; max_window_layers is not read by Qwen3-MoE's modelling code
+                sliding_window = f.bool("use_sliding_window", false) ? f.positiveInt("sliding_window") : null;
+                low_rank_experts_rank = 0;
+            }
+            case OLMOE -> {
+                num_experts = f.has("num_experts") ? f.positiveInt("num_experts") : f.positiveInt("num_local_experts");
+                num_experts_per_tok = f.positiveInt("num_experts_per_tok");
+                expert_intermediate_size = intermediate_size;
+                norm_topk_prob = f.bool("norm_topk_prob", false);
+                shared_expert_intermediate_size = 0;
+                decoder_sparse_step = 1;
+                mlp_only_layers = Set.of();
+                attention_bias = f.bool("attention_bias", false);
+                qkv_bias = attention_bias;
+                qkNorm = QkNorm.WHOLE;
+                clip_qkv = f.has("clip_qkv") ? f.positiveDouble("clip_qkv") : null;
+                if ((long) num_attention_heads * head_dim != hidden_size) {
+                    // OlmoeAttention sizes q_norm by hidden_size and k_norm by hidden/heads·kv_heads
+                    throw new ModelConfigException(source + ": olmoe needs num_attention_heads·head_dim = hidden_size "
+                            + "(q_norm has hidden_size weights), got " + num_attention_heads + "·" + head_dim
+                            + " vs " + hidden_size);
+                }
+                sliding_window = null; // OlmoeModel builds a plain causal mask whatever the config says
+                low_rank_experts_rank = 0;
+            }
+            case QWEN3 -> {
+                num_experts = 0;
+                num_experts_per_tok = 0;
+                expert_intermediate_size = 0;
+                norm_topk_prob = false;
+                shared_expert_intermediate_size = 0;
+                decoder_sparse_step = 1;
+                mlp_only_layers = Set.of();
+                low_rank_experts_rank = 0;
+                attention_bias = f.bool("attention_bias", false);
+                qkv_bias = attention_bias;
+                qkNorm = QkNorm.PER_HEAD;
+                clip_qkv = null;
+                if (f.bool("use_sliding_window", false)) {
+                    throw new ModelConfigException(source + ": unsupported use_sliding_window true for qwen3 "
+                            + "(per-layer windows by max_window_layers / layer_types)");
+                }
+                sliding_window = null;
             }
             default -> {
                 num_experts = 0;
@@ -141,9 +222,12 @@ public final class ModelConfig {
                 shared_expert_intermediate_size = 0;
                 decoder_sparse_step = 1;
                 mlp_only_layers = Set.of();
-                qkv_bias = false;
-                sliding_window = f.optionalPositiveInt("sliding_window");
                 low_rank_experts_rank = 0;
+                qkv_bias = false;
+                attention_bias = false;
+                qkNorm = QkNorm.NONE;
+                clip_qkv = null;
+                sliding_window = f.optionalPositiveInt("sliding_window");
             }
         }
         if (num_experts > 0 && num_experts_per_tok > num_experts) {
@@ -186,7 +270,7 @@ public final class ModelConfig {
         return new ModelConfig((ObjectNode) root, source);
     }
 
-    /** Whether decoder layer {@code layer} has a sparse MoE block (Qwen2-MoE's sparse step and mlp_only_layers). */
+    /** Whether decoder layer {@code layer} has a sparse MoE block (Qwen2/3-MoE's sparse step and mlp_only_layers). */
     public boolean isMoeLayer(int layer) {
         return num_experts > 0 && !mlp_only_layers.contains(layer) && (layer + 1) % decoder_sparse_step == 0;
     }

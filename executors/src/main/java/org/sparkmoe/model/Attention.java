@@ -10,6 +10,9 @@ import org.sparkmoe.kernels.Softmax;
 /**
  * Causal grouped-query self-attention with RoPE, as transformers' eager attention in float32:
  * {@code softmax(q·kᵀ · hd^-½ + causal mask) · v}, KV heads shared by H/KVH query heads each.
+ * Before the heads are split, the q, k and v projections pass through a {@link ProjectionNorm} each (Qwen3's per-head
+ * q/k RMSNorm, OLMoE's whole-projection q/k RMSNorm and clip_qkv clamp; the identity for the others); the output
+ * projection may carry a bias (attention_bias).
  * B independent sequences of S tokens are processed together; rows are batch-major [B·S, ·]. The training pair
  * ({@link #forwardTraining}, {@link #backward}) takes FLOAT or DOUBLE (weights of the same type) and in FLOAT is
  * bit-identical to {@link #forward}; the weights and biases are frozen, only the input gets a gradient.
@@ -20,13 +23,33 @@ public final class Attention {
     private final INDArray wv; // [KVH·hd, D]
     private final INDArray wo; // [D, H·hd]
     private final INDArray bq, bk, bv; // [H·hd], [KVH·hd], [KVH·hd] or null
+    private final INDArray bo;         // [D] or null
+    private final ProjectionNorm qNorm, kNorm, vNorm;
     private final int heads;
     private final int kvHeads;
     private final int headDim;
     private final Integer slidingWindow;
 
+    /** Attention without an output bias or q/k/v norms (Mixtral, Qwen2-MoE, Mistral). */
     public Attention(INDArray wq, INDArray wk, INDArray wv, INDArray wo, INDArray bq, INDArray bk, INDArray bv,
                      int heads, int kvHeads, int headDim, Integer slidingWindow) {
+        this(wq, wk, wv, wo, bq, bk, bv, null, ProjectionNorm.IDENTITY, ProjectionNorm.IDENTITY,
+                ProjectionNorm.IDENTITY, heads, kvHeads, headDim, slidingWindow);
+    }
+
+    /**
+     * @param bo    output projection bias [D] or null
+     * @param qNorm applied to q [B·S, H·hd] before the split (Qwen3, OLMoE), or {@link ProjectionNorm#IDENTITY}
+     * @param kNorm applied to k [B·S, KVH·hd] likewise
+     * @param vNorm applied to v [B·S, KVH·hd] likewise (OLMoE's clamp)
+     */
+    public Attention(INDArray wq, INDArray wk, INDArray wv, INDArray wo, INDArray bq, INDArray bk, INDArray bv,
+                     INDArray bo, ProjectionNorm qNorm, ProjectionNorm kNorm, ProjectionNorm vNorm,
+                     int heads, int kvHeads, int headDim, Integer slidingWindow) {
+        this.bo = bo;
+        this.qNorm = qNorm;
+        this.kNorm = kNorm;
+        this.vNorm = vNorm;
         this.wq = wq;
         this.wk = wk;
         this.wv = wv;
@@ -42,9 +65,9 @@ public final class Attention {
 
     /** x [B·S, D] → [B·S, D]. */
     public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope) {
-        float[] q = toHeads(Dense.linear(x, wq, bq), batch, seq, heads, rope);     // [B, H, S, hd]
-        float[] k = toHeads(Dense.linear(x, wk, bk), batch, seq, kvHeads, rope);   // [B, KVH, S, hd]
-        float[] v = toHeads(Dense.linear(x, wv, bv), batch, seq, kvHeads, null);   // [B, KVH, S, hd]
+        float[] q = toHeads(qNorm.forward(Dense.linear(x, wq, bq)), batch, seq, heads, rope);     // [B, H, S, hd]
+        float[] k = toHeads(kNorm.forward(Dense.linear(x, wk, bk)), batch, seq, kvHeads, rope);   // [B, KVH, S, hd]
+        float[] v = toHeads(vNorm.forward(Dense.linear(x, wv, bv)), batch, seq, kvHeads, null);  // [B, KVH, S, hd]
         INDArray qh = Nd4j.create(q, new long[] {(long) batch * heads, seq, headDim}, 'c');
         INDArray kh = Nd4j.create(k, new long[] {(long) batch * kvHeads, seq, headDim}, 'c');
         INDArray vh = Nd4j.create(v, new long[] {(long) batch * kvHeads, seq, headDim}, 'c');
@@ -66,7 +89,7 @@ public final class Attention {
                         false, false, 1.0, 0.0);                                    // [S, hd] = p·v
             }
         }
-        return Dense.linear(fromHeads(context.data().asFloat(), batch, seq), wo);
+        return Dense.linear(fromHeads(context.data().asFloat(), batch, seq), wo, bo);
     }
 
     /** [B·S, n·hd] → [B, n, S, hd], rotated by position when {@code rope} is given. */
@@ -127,17 +150,24 @@ public final class Attention {
         private final int batch;
         private final int seq;
         private final RotaryEmbedding rope;
+        private final ProjectionNorm.Forward qNormed;  // [B·S, H·hd]
+        private final ProjectionNorm.Forward kNormed;  // [B·S, KVH·hd]
+        private final ProjectionNorm.Forward vNormed;  // [B·S, KVH·hd]
         private final INDArray qh;      // [B·H, S, hd] rotated
         private final INDArray kh;      // [B·KVH, S, hd] rotated
         private final INDArray vh;      // [B·KVH, S, hd]
         private final INDArray probs;   // [B·H, S, S] causal softmax, zero outside the window
         private final INDArray out;     // [B·S, D]
 
-        private Context(int batch, int seq, RotaryEmbedding rope, INDArray qh, INDArray kh, INDArray vh,
-                        INDArray probs, INDArray out) {
+        private Context(int batch, int seq, RotaryEmbedding rope, ProjectionNorm.Forward qNormed,
+                        ProjectionNorm.Forward kNormed, ProjectionNorm.Forward vNormed, INDArray qh, INDArray kh,
+                        INDArray vh, INDArray probs, INDArray out) {
             this.batch = batch;
             this.seq = seq;
             this.rope = rope;
+            this.qNormed = qNormed;
+            this.kNormed = kNormed;
+            this.vNormed = vNormed;
             this.qh = qh;
             this.kh = kh;
             this.vh = vh;
@@ -157,11 +187,14 @@ public final class Attention {
         boolean single = dt == DataType.FLOAT;
         long[] qShape = {(long) batch * heads, seq, headDim};
         long[] kvShape = {(long) batch * kvHeads, seq, headDim};
-        INDArray qh = Flat.array(splitHeads(Flat.values(Dense.linear(x, wq, bq)), batch, seq, heads, rope, single),
+        ProjectionNorm.Forward qNormed = qNorm.forwardTraining(Dense.linear(x, wq, bq));     // [B·S, H·hd]
+        ProjectionNorm.Forward kNormed = kNorm.forwardTraining(Dense.linear(x, wk, bk));     // [B·S, KVH·hd]
+        ProjectionNorm.Forward vNormed = vNorm.forwardTraining(Dense.linear(x, wv, bv));     // [B·S, KVH·hd]
+        INDArray qh = Flat.array(splitHeads(Flat.values(qNormed.out()), batch, seq, heads, rope, single),
                 qShape, dt);                                                            // [B·H, S, hd]
-        INDArray kh = Flat.array(splitHeads(Flat.values(Dense.linear(x, wk, bk)), batch, seq, kvHeads, rope, single),
+        INDArray kh = Flat.array(splitHeads(Flat.values(kNormed.out()), batch, seq, kvHeads, rope, single),
                 kvShape, dt);                                                           // [B·KVH, S, hd]
-        INDArray vh = Flat.array(splitHeads(Flat.values(Dense.linear(x, wv, bv)), batch, seq, kvHeads, null, single),
+        INDArray vh = Flat.array(splitHeads(Flat.values(vNormed.out()), batch, seq, kvHeads, null, single),
                 kvShape, dt);                                                           // [B·KVH, S, hd]
         int group = heads / kvHeads;
 
@@ -180,7 +213,8 @@ public final class Attention {
         }
         INDArray merged = Flat.array(mergeHeads(Flat.values(context), batch, seq, heads, null),
                 new long[] {(long) batch * seq, (long) heads * headDim}, dt);          // [B·S, H·hd]
-        return new Context(batch, seq, rope, qh, kh, vh, probs, Dense.linear(merged, wo));
+        return new Context(batch, seq, rope, qNormed, kNormed, vNormed, qh, kh, vh, probs,
+                Dense.linear(merged, wo, bo));
     }
 
     /**
@@ -194,7 +228,7 @@ public final class Attention {
         int batch = ctx.batch;
         int seq = ctx.seq;
         int group = heads / kvHeads;
-        // out = merged·Woᵀ  →  dmerged = dOut·Wo, then [B·S, H·hd] → [B·H, S, hd]
+        // out = merged·Woᵀ (+ bo)  →  dmerged = dOut·Wo, then [B·S, H·hd] → [B·H, S, hd]
         INDArray dContext = Flat.array(splitHeads(Flat.values(Dense.linearBackward(dOut, wo)), batch, seq, heads,
                 null, false), ctx.qh.shape(), dt);                                      // [B·H, S, hd]
 
@@ -222,14 +256,14 @@ public final class Attention {
             Nd4j.gemm(dS.slice(bh), ctx.qh.slice(bh), dk.slice(kv), true, false, 1.0, 1.0);
         }
 
-        // heads, RoPE and the q/k/v projections  →  dx = dq·Wq + dk·Wk + dv·Wv
+        // heads, RoPE, the q/k/v norms and clamps, and the q/k/v projections  →  dx = dq·Wq + dk·Wk + dv·Wv
         long rows = (long) batch * seq;
-        INDArray dqLinear = Flat.array(mergeHeads(Flat.values(dq), batch, seq, heads, ctx.rope),
-                new long[] {rows, wq.size(0)}, dt);                                    // [B·S, H·hd]
-        INDArray dkLinear = Flat.array(mergeHeads(Flat.values(dk), batch, seq, kvHeads, ctx.rope),
-                new long[] {rows, wk.size(0)}, dt);                                    // [B·S, KVH·hd]
-        INDArray dvLinear = Flat.array(mergeHeads(Flat.values(dv), batch, seq, kvHeads, null),
-                new long[] {rows, wv.size(0)}, dt);                                    // [B·S, KVH·hd]
+        INDArray dqLinear = qNorm.backward(ctx.qNormed, Flat.array(mergeHeads(Flat.values(dq), batch, seq, heads,
+                ctx.rope), new long[] {rows, wq.size(0)}, dt));                        // [B·S, H·hd]
+        INDArray dkLinear = kNorm.backward(ctx.kNormed, Flat.array(mergeHeads(Flat.values(dk), batch, seq, kvHeads,
+                ctx.rope), new long[] {rows, wk.size(0)}, dt));                        // [B·S, KVH·hd]
+        INDArray dvLinear = vNorm.backward(ctx.vNormed, Flat.array(mergeHeads(Flat.values(dv), batch, seq, kvHeads,
+                null), new long[] {rows, wv.size(0)}, dt));                            // [B·S, KVH·hd]
         INDArray dx = Dense.linearBackward(dqLinear, wq);                               // [B·S, D]
         Dense.linearBackward(dkLinear, wk, dx, true);
         Dense.linearBackward(dvLinear, wv, dx, true);

@@ -1,5 +1,6 @@
 package org.sparkmoe.model;
 
+import org.sparkmoe.io.FusedExperts;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -59,8 +60,9 @@ public final class ModelLoader {
             throw new IllegalArgumentException("ND4J's GPU backend (a -Pcuda build) is not supported yet: the model "
                     + "runs on ND4J's CPU backend (nd4j-native); for GPU experts use --device cuda");
         }
-        ModelSchema.check(config, tensors);
-        return new ModelLoader(config, tensors, dataType).build(gemm);
+        TensorSource view = FusedExperts.perExpert(tensors, config);
+        ModelSchema.check(config, view);
+        return new ModelLoader(config, view, dataType).build(gemm);
     }
 
     private MoeTransformer build(GroupedGemm gemm) {
@@ -85,6 +87,8 @@ public final class ModelLoader {
                 bias ? tensor(CheckpointLayout.attention(l, 'q', "bias")) : null,
                 bias ? tensor(CheckpointLayout.attention(l, 'k', "bias")) : null,
                 bias ? tensor(CheckpointLayout.attention(l, 'v', "bias")) : null,
+                config.attention_bias ? tensor(CheckpointLayout.attention(l, 'o', "bias")) : null,
+                projectionNorm(l, 'q'), projectionNorm(l, 'k'), projectionNorm(l, 'v'),
                 config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.sliding_window);
         RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l)), config.rms_norm_eps);
         RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
@@ -96,6 +100,14 @@ public final class ModelLoader {
             return new DecoderLayer(inputNorm, attention, postNorm, null, mlp);
         }
         return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm), null);
+    }
+
+    /** Qwen3's / OLMoE's q and k RMSNorm and OLMoE's clip_qkv on projection {@code proj} (q, k or v). */
+    private ProjectionNorm projectionNorm(int l, char proj) {
+        RmsNorm norm = config.qkNorm == ModelConfig.QkNorm.NONE || proj == 'v' ? null
+                : new RmsNorm(tensor(CheckpointLayout.attentionNorm(l, proj)), config.rms_norm_eps);
+        return norm == null && config.clip_qkv == null ? ProjectionNorm.IDENTITY
+                : new ProjectionNorm(norm, config.clip_qkv);
     }
 
     private MoeBlock moeBlock(int l, GroupedGemm gemm) {

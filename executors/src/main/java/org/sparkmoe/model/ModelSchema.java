@@ -1,5 +1,6 @@
 package org.sparkmoe.model;
 
+import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.CheckpointFormatException;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.DType;
@@ -39,6 +40,16 @@ public final class ModelSchema {
                 out.put(CheckpointLayout.attention(l, 'q', "bias"), new long[] {q});
                 out.put(CheckpointLayout.attention(l, 'k', "bias"), new long[] {kv});
                 out.put(CheckpointLayout.attention(l, 'v', "bias"), new long[] {kv});
+            }
+            if (c.attention_bias) {
+                out.put(CheckpointLayout.attention(l, 'o', "bias"), new long[] {d});
+            }
+            if (c.qkNorm == ModelConfig.QkNorm.PER_HEAD) {
+                out.put(CheckpointLayout.attentionNorm(l, 'q'), new long[] {c.head_dim});
+                out.put(CheckpointLayout.attentionNorm(l, 'k'), new long[] {c.head_dim});
+            } else if (c.qkNorm == ModelConfig.QkNorm.WHOLE) {
+                out.put(CheckpointLayout.attentionNorm(l, 'q'), new long[] {q});
+                out.put(CheckpointLayout.attentionNorm(l, 'k'), new long[] {kv});
             }
             out.put(CheckpointLayout.postAttentionNorm(l), new long[] {d});
             if (c.isMoeLayer(l)) {
@@ -82,11 +93,13 @@ public final class ModelSchema {
     }
 
     /**
-     * Throws naming the first missing tensor, the first shape that disagrees with config.json or the first weight
+     * Throws naming the first missing tensor (per-expert names: fused experts are checked through
+     * {@link FusedExperts}), the first shape that disagrees with config.json or the first weight
      * whose dtype is not a floating-point one (U8, I32, BOOL, ... cannot be read as weights).
      */
     public static void check(ModelConfig config, TensorSource tensors) {
-        check(config, tensors::has, tensors::shape, tensors::dtype, tensors.describe());
+        TensorSource view = FusedExperts.perExpert(tensors, config);
+        check(config, view::has, view::shape, view::dtype, view.describe());
     }
 
     /** The same check of names and shapes for tensors not written yet: {@code shapes} maps each name to its shape. */

@@ -2,6 +2,8 @@ package org.sparkmoe.surgery;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
@@ -11,31 +13,73 @@ import java.util.LinkedHashMap;
 import java.util.List;
 
 /**
- * MoE → dense: per MoE layer i, W_P = Σₑ wᵢₑ·W_{P,e} for P = w1, w3, w2, written as a Mistral dense MLP
- * ({@code mlp.gate_proj/up_proj/down_proj}); the router and the experts are dropped and config.json becomes a
- * {@code mistral} config. Mixtral only (a Qwen2-MoE shared expert and q/k/v biases have no Mistral counterpart).
+ * MoE → dense: per MoE layer i, W_P = Σₑ wᵢₑ·W_{P,e} for the gate, up and down projections; the router and the
+ * experts are dropped. What is written depends on the model type, so that transformers loads it:
+ * <ul>
+ *   <li>{@code mixtral} → a {@code mistral} checkpoint ({@code mlp.gate_proj/up_proj/down_proj}).</li>
+ *   <li>{@code qwen3_moe} → a dense {@code qwen3} checkpoint; attention, its q/k norms and biases are kept as they are.
+ *   Qwen3 has one {@code intermediate_size} for every layer: when mlp_only layers (of intermediate_size) remain, each
+ *   merged MLP [I, D] / [D, I] is padded with zero rows of gate/up and zero columns of down up to intermediate_size,
+ *   which changes nothing (silu(0)·0 = 0); a model whose dense layers are narrower than its experts, or that uses a
+ *   sliding window (per-layer in dense Qwen3), is refused.</li>
+ *   <li>{@code olmoe} → an {@code olmoe} with one expert per layer (the merged weights as expert 0, a zero router
+ *   [1, D], num_experts = num_experts_per_tok = 1). There is no dense OLMo with OLMoE's attention (q/k norms over the
+ *   whole projection, clip_qkv), and with one expert the softmax gives weight 1, so the layer is exactly the merged
+ *   SwiGLU MLP.</li>
+ * </ul>
+ * Qwen2-MoE is refused: its shared expert and sigmoid shared-expert gate have no dense counterpart.
  */
 public final class DenseMergeSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
-    /** Mixtral config fields with no meaning for a dense Mistral. */
-    private static final List<String> MOE_FIELDS = List.of("num_local_experts", "num_experts_per_tok",
-            "router_aux_loss_coef", "router_jitter_noise", "output_router_logits");
+    /** MoE config fields with no meaning for the dense model. */
+    private static final List<String> MOE_FIELDS = List.of("num_local_experts", "num_experts", "num_experts_per_tok",
+            "router_aux_loss_coef", "router_jitter_noise", "output_router_logits", "moe_intermediate_size",
+            "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers");
     private final double[][] weights; // [MoE layers][E]
     private final int experts;
+    private final ModelConfig.ModelType type;
+    /** Width of each merged MLP: I, or intermediate_size when Qwen3's dense layers keep theirs. */
+    private final int width;
 
     public DenseMergeSurgery(ModelConfig model, double[][] weights) {
-        if (model.modelType != ModelConfig.ModelType.MIXTRAL) {
-            throw new IllegalArgumentException("merge-dense needs a mixtral model, got model_type "
-                    + model.modelType.name().toLowerCase());
+        String type = model.modelType.name().toLowerCase();
+        switch (model.modelType) {
+            case MIXTRAL, OLMOE -> this.width = model.expert_intermediate_size;
+            case QWEN3_MOE -> this.width = qwen3Width(model);
+            default -> throw new IllegalArgumentException("merge-dense supports mixtral, qwen3_moe and olmoe, got "
+                    + "model_type " + type + (model.modelType == ModelConfig.ModelType.QWEN2_MOE
+                    ? " (its shared expert has no dense counterpart)" : ""));
         }
         this.weights = new double[weights.length][];
         for (int i = 0; i < weights.length; i++) {
             this.weights[i] = weights[i].clone();
         }
         this.experts = model.num_experts;
+        this.type = model.modelType;
     }
 
-    /** One part per projection (w1, w3, w2). */
+    /** intermediate_size when some layers stay dense (and are at least as wide as the experts), else I. */
+    private static int qwen3Width(ModelConfig model) {
+        if (model.sliding_window != null) {
+            throw new IllegalArgumentException("merge-dense of a qwen3_moe with use_sliding_window true is not supported "
+                    + "(dense qwen3 windows only layers from max_window_layers on)");
+        }
+        boolean anyDense = false;
+        for (int l = 0; l < model.num_hidden_layers; l++) {
+            anyDense |= !model.isMoeLayer(l);
+        }
+        if (!anyDense) {
+            return model.expert_intermediate_size;
+        }
+        if (model.intermediate_size < model.expert_intermediate_size) {
+            throw new IllegalArgumentException("merge-dense of qwen3_moe: its dense layers' intermediate_size "
+                    + model.intermediate_size + " is narrower than moe_intermediate_size " + model.expert_intermediate_size
+                    + ", and dense qwen3 has one width for every layer");
+        }
+        return model.intermediate_size;
+    }
+
+    /** One part per projection (gate, up, down). */
     @Override
     public int parts() {
         return Projection.values().length;
@@ -43,11 +87,19 @@ public final class DenseMergeSurgery implements LayerSurgery {
 
     @Override
     public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
-        CheckpointLayout layout = new CheckpointLayout(ModelConfig.ModelType.MIXTRAL);
+        CheckpointLayout layout = new CheckpointLayout(type);
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         Projection p = Projection.values()[part];
         INDArray stack = ExpertStack.read(source, layout, layer, experts, p); // [E, rows, cols]
-        out.put(CheckpointLayout.denseMlp(layer, p), ExpertStack.weightedSum(stack, weights[moeLayer]));
+        INDArray merged = ExpertStack.weightedSum(stack, weights[moeLayer]); // gate/up [I, D], down [D, I]
+        if (type == ModelConfig.ModelType.OLMOE) {
+            out.put(layout.expert(layer, 0, p), merged);
+            if (p == Projection.GATE) {
+                out.put(layout.routerGate(layer), Nd4j.zeros(merged.dataType(), 1, merged.size(1))); // [1, D]
+            }
+        } else {
+            out.put(CheckpointLayout.denseMlp(layer, p), padded(merged, p));
+        }
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
         for (int e = 0; e < experts; e++) {
             metrics.put("weight_" + e, weights[moeLayer][e]);
@@ -55,12 +107,45 @@ public final class DenseMergeSurgery implements LayerSurgery {
         return new LayerResult(out, null, metrics);
     }
 
+    /** gate/up [I, D] → [W, D] with zero rows after I; down [D, I] → [D, W] with zero columns after I. */
+    private INDArray padded(INDArray merged, Projection p) {
+        boolean down = p == Projection.DOWN;
+        long inner = down ? merged.size(1) : merged.size(0);
+        if (inner == width) {
+            return merged;
+        }
+        INDArray out = down ? Nd4j.zeros(merged.dataType(), merged.size(0), width)
+                : Nd4j.zeros(merged.dataType(), width, merged.size(1));
+        if (down) {
+            out.get(NDArrayIndex.all(), NDArrayIndex.interval(0, inner)).assign(merged);
+        } else {
+            out.get(NDArrayIndex.interval(0, inner), NDArrayIndex.all()).assign(merged);
+        }
+        return out;
+    }
+
     @Override
     public ObjectNode config(ModelConfig original) {
         ObjectNode json = original.jsonCopy();
-        json.put("model_type", "mistral");
-        json.putArray("architectures").add("MistralForCausalLM");
-        MOE_FIELDS.forEach(json::remove);
+        switch (type) {
+            case MIXTRAL -> {
+                json.put("model_type", "mistral");
+                json.putArray("architectures").add("MistralForCausalLM");
+                MOE_FIELDS.forEach(json::remove);
+            }
+            case QWEN3_MOE -> {
+                json.put("model_type", "qwen3");
+                json.putArray("architectures").add("Qwen3ForCausalLM");
+                MOE_FIELDS.forEach(json::remove);
+                json.put("intermediate_size", width);
+                json.put("head_dim", original.head_dim); // Qwen3Config's default is 128, not hidden/heads
+            }
+            default -> { // OLMOE
+                json.remove("num_local_experts");
+                json.put("num_experts", 1);
+                json.put("num_experts_per_tok", 1);
+            }
+        }
         return json;
     }
 }

@@ -11,14 +11,15 @@ import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.train.Seeds;
 
 import java.util.LinkedHashMap;
+import java.util.List;
 
 /**
  * E experts → E' per MoE layer: seeded k-means over the experts, either on routing profiles (per-file selection
  * rates and the mean router logit, each column standardised over the experts) or on the flattened weights
  * (w1, w3, w2 concatenated); each cluster becomes one expert whose weights, and whose gate row, are the
  * frequency-weighted means of its members' (frequency fₑ = calibration selection count; uniform without statistics,
- * or within a cluster none of whose members was ever selected). {@code num_local_experts} = E' and
- * {@code num_experts_per_tok} = min(K, E').
+ * or within a cluster none of whose members was ever selected). The expert count (num_local_experts or num_experts)
+ * = E' and {@code num_experts_per_tok} = min(K, E'). Any MoE type; a Qwen2-MoE shared expert is kept as it is.
  */
 public final class ExpertReduceSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
@@ -36,8 +37,8 @@ public final class ExpertReduceSurgery implements LayerSurgery {
      * @param stats null only with {@link By#WEIGHTS}; then every expert counts the same when merging
      */
     public ExpertReduceSurgery(ModelConfig model, int moeLayers, int newExperts, By by, RoutingStats stats, long seed) {
-        if (model.modelType != ModelConfig.ModelType.MIXTRAL) {
-            throw new IllegalArgumentException("reduce needs a mixtral model, got model_type "
+        if (model.num_experts == 0) {
+            throw new IllegalArgumentException("reduce needs an MoE model, got model_type "
                     + model.modelType.name().toLowerCase());
         }
         if (newExperts < 1 || newExperts >= model.num_experts) {
@@ -157,7 +158,19 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     @Override
     public ObjectNode config(ModelConfig original) {
         ObjectNode json = original.jsonCopy();
-        json.put("num_local_experts", newExperts);
+        // the expert count under the name the config uses: num_local_experts (Mixtral, and Qwen3-MoE as
+        // transformers 5 writes it) or num_experts (Qwen2-MoE, OLMoE, older Qwen3-MoE configs)
+        boolean written = false;
+        for (String field : List.of("num_local_experts", "num_experts")) {
+            if (json.has(field) && !json.get(field).isNull()) {
+                json.put(field, newExperts);
+                written = true;
+            }
+        }
+        if (!written) {
+            json.put(original.modelType == ModelConfig.ModelType.MIXTRAL ? "num_local_experts" : "num_experts",
+                    newExperts);
+        }
         json.put("num_experts_per_tok", Math.min(original.num_experts_per_tok, newExperts));
         return json;
     }

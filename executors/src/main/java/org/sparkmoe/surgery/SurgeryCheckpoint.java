@@ -1,5 +1,9 @@
 package org.sparkmoe.surgery;
 
+import org.sparkmoe.io.ExpertLayout;
+import org.sparkmoe.io.FusedExperts;
+import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.model.ModelFolder;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
@@ -26,17 +30,27 @@ public final class SurgeryCheckpoint {
 
     public static void write(Path modelDir, ObjectNode newConfig, Map<String, INDArray> replaced,
             Map<String, byte[]> extraFiles, Path outDir, Configuration conf) {
+        write(modelDir, newConfig, replaced, extraFiles, outDir, conf, null);
+    }
+
+    /** As above, with the experts written in {@code layout}; null keeps the original checkpoint's. */
+    public static void write(Path modelDir, ObjectNode newConfig, Map<String, INDArray> replaced,
+            Map<String, byte[]> extraFiles, Path outDir, Configuration conf, ExpertLayout layout) {
         ModelConfig config = ModelConfig.parse(newConfig.toString(), new Path(outDir, "config.json").toString());
+        ModelConfig originalConfig = ModelFolder.readConfig(modelDir, conf);
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
-            OverlayTensors tensors = new OverlayTensors(checkpoint, replaced);
+            TensorSource original = FusedExperts.perExpert(checkpoint, originalConfig);
+            OverlayTensors tensors = new OverlayTensors(original, replaced);
             List<String> names = new ArrayList<>();
             for (String name : ModelSchema.expected(config).keySet()) {
                 if (!(name.equals(CheckpointLayout.lmHead()) && config.tie_word_embeddings && !tensors.has(name))) {
                     names.add(name);
                 }
             }
-            CheckpointFolderWriter.write(modelDir, newConfig, tensors, names, extraFiles, outDir, conf,
-                    CheckpointFolderWriter.DEFAULT_SHARD_BYTES, null);
+            ExpertLayout.Written written = (layout == null ? ExpertLayout.of(checkpoint, originalConfig) : layout)
+                    .apply(tensors, names, config);
+            CheckpointFolderWriter.write(modelDir, newConfig, written.tensors(), written.names(), extraFiles, outDir,
+                    conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES, null);
         }
     }
 

@@ -224,6 +224,146 @@ class ModelConfigTest {
         }
     }
 
+    /** A Qwen3-MoE config in the shape of Qwen3-30B-A3B's, scaled down (head_dim explicit, ≠ hidden/heads). */
+    private static ObjectNode qwen3() {
+        ObjectNode n = qwen();
+        n.put("model_type", "qwen3_moe");
+        n.remove("shared_expert_intermediate_size");
+        n.put("head_dim", 32);
+        n.put("use_sliding_window", false);
+        n.put("sliding_window", (String) null);
+        n.put("max_window_layers", 6);
+        return n;
+    }
+
+    /** An OLMoE config in the shape of OLMoE-1B-7B's, scaled down. */
+    private static ObjectNode olmoe() {
+        ObjectNode n = JSON.createObjectNode();
+        n.put("model_type", "olmoe");
+        n.put("vocab_size", 1024);
+        n.put("hidden_size", 64);
+        n.put("intermediate_size", 32);
+        n.put("num_hidden_layers", 4);
+        n.put("num_attention_heads", 4);
+        n.put("num_key_value_heads", 4);
+        n.put("num_experts", 8);
+        n.put("num_experts_per_tok", 2);
+        n.put("rms_norm_eps", 1e-5);
+        n.put("max_position_embeddings", 256);
+        n.put("rope_theta", 10000.0);
+        n.put("clip_qkv", (String) null);
+        return n;
+    }
+
+    @Test
+    void qwen3MoeFields() {
+        ModelConfig c = parse(qwen3());
+        assertEquals(ModelConfig.ModelType.QWEN3_MOE, c.modelType);
+        assertEquals(32, c.head_dim, "explicit head_dim, not hidden/heads = 16");
+        assertEquals(ModelConfig.QkNorm.PER_HEAD, c.qkNorm);
+        assertFalse(c.qkv_bias, "attention_bias defaults to false for qwen3_moe");
+        assertFalse(c.attention_bias);
+        assertFalse(c.hasSharedExpert());
+        assertFalse(c.norm_topk_prob);
+        assertEquals(32, c.expert_intermediate_size);
+        assertEquals(160, c.intermediate_size);
+        assertNull(c.sliding_window, "use_sliding_window false");
+        assertNull(c.clip_qkv);
+    }
+
+    @Test
+    void qwen3MoeReadsTheExpertCountTransformers5Writes() {
+        ObjectNode n = qwen3();
+        n.remove("num_experts");
+        n.put("num_local_experts", 6);
+        assertEquals(6, parse(n).num_experts);
+    }
+
+    @Test
+    void qwen3MoeWithoutHeadDimDerivesIt() {
+        ObjectNode n = qwen3();
+        n.remove("head_dim");
+        assertEquals(16, parse(n).head_dim, "Qwen3MoeAttention: getattr(config, \"head_dim\", hidden // heads)");
+    }
+
+    @Test
+    void qwen3MoeAttentionBiasAndSlidingWindow() {
+        ObjectNode n = qwen3();
+        n.put("attention_bias", true);
+        n.put("use_sliding_window", true);
+        n.put("sliding_window", 64);
+        n.put("norm_topk_prob", true);
+        n.put("decoder_sparse_step", 2);
+        n.putArray("mlp_only_layers").add(3);
+        ModelConfig c = parse(n);
+        assertTrue(c.qkv_bias);
+        assertTrue(c.attention_bias);
+        assertEquals(64, c.sliding_window, "every layer, as transformers 5.17 does (max_window_layers unread)");
+        assertTrue(c.norm_topk_prob);
+        boolean[] expected = {false, true, false, false, false, true};
+        for (int l = 0; l < expected.length; l++) {
+            assertEquals(expected[l], c.isMoeLayer(l), "isMoeLayer(" + l + ")");
+        }
+    }
+
+    @Test
+    void qwen3MoeSlidingWindowNeedsItsSize() {
+        ModelConfigException e = rejects(qwen3(), n -> n.put("use_sliding_window", true));
+        assertMentions(e, "sliding_window");
+    }
+
+    @Test
+    void denseQwen3DefaultsHeadDimTo128() {
+        ObjectNode n = qwen3();
+        n.put("model_type", "qwen3");
+        n.remove("head_dim");
+        ModelConfig c = parse(n);
+        assertEquals(ModelConfig.ModelType.QWEN3, c.modelType);
+        assertEquals(128, c.head_dim, "Qwen3Config declares head_dim = 128");
+        assertEquals(0, c.num_experts);
+        assertFalse(c.isMoeLayer(0));
+        assertEquals(ModelConfig.QkNorm.PER_HEAD, c.qkNorm);
+    }
+
+    @Test
+    void olmoeFields() {
+        ModelConfig c = parse(olmoe());
+        assertEquals(ModelConfig.ModelType.OLMOE, c.modelType);
+        assertEquals(8, c.num_experts);
+        assertEquals(32, c.expert_intermediate_size, "OLMoE experts are intermediate_size wide");
+        assertEquals(ModelConfig.QkNorm.WHOLE, c.qkNorm);
+        assertNull(c.clip_qkv);
+        assertFalse(c.norm_topk_prob, "norm_topk_prob defaults to false for olmoe");
+        assertFalse(c.hasSharedExpert());
+        assertFalse(c.qkv_bias);
+        for (int l = 0; l < 4; l++) {
+            assertTrue(c.isMoeLayer(l), "every OLMoE layer is sparse");
+        }
+    }
+
+    @Test
+    void olmoeClipAndLocalExpertsAlias() {
+        ObjectNode n = olmoe();
+        n.put("clip_qkv", 8.0);
+        n.remove("num_experts");
+        n.put("num_local_experts", 6);
+        ModelConfig c = parse(n);
+        assertEquals(8.0, c.clip_qkv);
+        assertEquals(6, c.num_experts, "OlmoeConfig.attribute_map: num_local_experts → num_experts");
+    }
+
+    @Test
+    void olmoeRejectsHeadDimThatDoesNotTileHidden() {
+        ModelConfigException e = rejects(olmoe(), n -> n.put("head_dim", 32));
+        assertMentions(e, "olmoe", "hidden_size", "q_norm");
+    }
+
+    @Test
+    void olmoeRejectsNonPositiveClip() {
+        ModelConfigException e = rejects(olmoe(), n -> n.put("clip_qkv", 0.0));
+        assertMentions(e, "clip_qkv");
+    }
+
     @Test
     void mistralIsDense() {
         ObjectNode n = mixtral();

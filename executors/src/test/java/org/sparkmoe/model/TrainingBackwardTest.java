@@ -13,8 +13,9 @@ import org.sparkmoe.experts.SwiGluMlp;
 /**
  * The frozen decoder pieces' training pairs: float64 central differences of the input gradient of RMSNorm, GQA
  * attention with RoPE and the causal mask (with q/k/v biases, with a sliding window, with H = KVH) and the dense
- * SwiGLU MLP, under the scalar loss Σ out ⊙ W (so dOut = W); and in float32, the training forward bit-identical
- * to the inference forward of each piece.
+ * SwiGLU MLP, under the scalar loss Σ out ⊙ W (so dOut = W); Qwen3's per-head q/k RMSNorm and OLMoE's
+ * whole-projection q/k RMSNorm with the clip_qkv clamp, each with an output bias; and in float32, the training
+ * forward bit-identical to the inference forward of each piece.
  */
 class TrainingBackwardTest {
     private static final int B = 2;
@@ -48,6 +49,34 @@ class TrainingBackwardTest {
     }
 
     @Test
+    void attentionWithPerHeadQkNormInputGradientMatchesFiniteDifferences() {
+        Random rnd = new Random(11);
+        Attention attn = normedAttention(rnd, DataType.DOUBLE, 4, 2, HD, null, 3);
+        checkAttention("qwen3 per-head q/k norm", attn, rnd);
+    }
+
+    @Test
+    void attentionWithWholeQkNormAndClampInputGradientMatchesFiniteDifferences() {
+        Random rnd = new Random(12);
+        // clip 0.9: roughly a third of the normed q/k values and half of v lie outside [−0.9, 0.9] and are clamped
+        Attention attn = normedAttention(rnd, DataType.DOUBLE, 4, 2, 0, 0.9, null);
+        checkAttention("olmoe whole q/k norm, clip", attn, rnd);
+    }
+
+    @Test
+    void projectionNormGradientMatchesFiniteDifferences() {
+        Random rnd = new Random(13);
+        for (int chunk : new int[] {HD, 3 * HD}) {
+            ProjectionNorm pn = new ProjectionNorm(new RmsNorm(gaussian(rnd, DataType.DOUBLE, 1.0, chunk), 1e-6), 0.8);
+            INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, 3 * HD);
+            INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, 3 * HD);
+            INDArray dx = pn.backward(pn.forwardTraining(x), w);
+            GradientCheck.check("projection norm over " + chunk + ", clip", x, dx,
+                    () -> GradientCheck.dot(pn.forwardTraining(x).out(), w));
+        }
+    }
+
+    @Test
     void denseMlpInputGradientMatchesFiniteDifferences() {
         Random rnd = new Random(5);
         SwiGluMlp mlp = new SwiGluMlp(gaussian(rnd, DataType.DOUBLE, 0.5, 7, D), gaussian(rnd, DataType.DOUBLE, 0.5, 7, D),
@@ -74,6 +103,39 @@ class TrainingBackwardTest {
         SwiGluMlp mlp = new SwiGluMlp(gaussian(rnd, DataType.FLOAT, 0.5, 7, D), gaussian(rnd, DataType.FLOAT, 0.5, 7, D),
                 gaussian(rnd, DataType.FLOAT, 0.5, D, 7));
         assertArrayEquals(mlp.forward(x).data().asFloat(), mlp.forwardTraining(x).out().data().asFloat(), "mlp");
+        RotaryEmbedding rope = new RotaryEmbedding(HD, 10000.0, 16);
+        Attention qwen3 = normedAttention(rnd, DataType.FLOAT, 4, 2, HD, null, 2);
+        assertArrayEquals(qwen3.forward(x, B, S, rope).data().asFloat(),
+                qwen3.forwardTraining(x, B, S, rope).out().data().asFloat(), "attention, per-head q/k norm");
+        Attention olmoe = normedAttention(rnd, DataType.FLOAT, 4, 2, 0, 0.9, null);
+        assertArrayEquals(olmoe.forward(x, B, S, rope).data().asFloat(),
+                olmoe.forwardTraining(x, B, S, rope).out().data().asFloat(), "attention, whole q/k norm and clamp");
+    }
+
+    private static void checkAttention(String name, Attention attn, Random rnd) {
+        RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16);
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray dx = attn.backward(attn.forwardTraining(x, B, S, rope), w);
+        GradientCheck.check("attention " + name + ": x", x, dx,
+                () -> GradientCheck.dot(attn.forwardTraining(x, B, S, rope).out(), w));
+    }
+
+    /**
+     * Attention with q/k RMSNorms over chunks of {@code chunk} values (HD: per head as Qwen3; 0: the whole
+     * projection as OLMoE), an optional clamp on q, k and v, q/k/v/o biases and an optional window.
+     */
+    private static Attention normedAttention(Random rnd, DataType dt, int heads, int kvHeads, int chunk, Double clip,
+                                             Integer window) {
+        int qChunk = chunk == 0 ? heads * HD : chunk;
+        int kChunk = chunk == 0 ? kvHeads * HD : chunk;
+        ProjectionNorm q = new ProjectionNorm(new RmsNorm(gaussian(rnd, dt, 0.3, qChunk).addi(1.0), 1e-6), clip);
+        ProjectionNorm k = new ProjectionNorm(new RmsNorm(gaussian(rnd, dt, 0.3, kChunk).addi(1.0), 1e-6), clip);
+        ProjectionNorm v = clip == null ? ProjectionNorm.IDENTITY : new ProjectionNorm(null, clip);
+        return new Attention(gaussian(rnd, dt, 0.6, heads * HD, D), gaussian(rnd, dt, 0.6, kvHeads * HD, D),
+                gaussian(rnd, dt, 0.6, kvHeads * HD, D), gaussian(rnd, dt, 0.6, D, heads * HD),
+                gaussian(rnd, dt, 0.3, heads * HD), gaussian(rnd, dt, 0.3, kvHeads * HD),
+                gaussian(rnd, dt, 0.3, kvHeads * HD), gaussian(rnd, dt, 0.3, D), q, k, v, heads, kvHeads, HD, window);
     }
 
     private static void checkAttention(long seed, int heads, int kvHeads, boolean bias, Integer window) {

@@ -16,7 +16,7 @@ import org.sparkmoe.moe.MoeBlock;
 /**
  * The training forward with a freshly initialised state (every LoRA B zero, the router a copy of the model's)
  * reproduces {@link MoeTransformer#forward}'s float32 logits and router logits bit for bit, on the tiny Mixtral and
- * the tiny Qwen2-MoE (shared experts, q/k/v biases, a dense mlp_only layer).
+ * the tiny Qwen2-MoE (shared experts, q/k/v biases, a dense mlp_only layer), the tiny Qwen3-MoE and the tiny OLMoE.
  */
 class TrainForwardParityTest {
 
@@ -29,6 +29,12 @@ class TrainForwardParityTest {
     @Test
     void freshQwenStateReproducesTheFrozenLogitsExactly() {
         check(TinyModels.QWEN, true);
+    }
+
+    @Test
+    void freshQwen3MoeAndOlmoeStatesReproduceTheFrozenLogitsExactly() {
+        check(TinyModels.QWEN3, true);
+        check(TinyModels.OLMOE, false);
     }
 
     private static void check(String dir, boolean trainRouter) {

@@ -18,7 +18,8 @@ import org.sparkmoe.model.MoeTransformer;
 
 /**
  * Float64 central differences through the whole tiny model (cast to float64): embedding → every decoder layer
- * (RMSNorm, RoPE GQA attention, LoRA MoE block, shared expert / dense layer for Qwen) → final norm → LM head →
+ * (RMSNorm, RoPE GQA attention with Qwen3's and OLMoE's q/k norms and OLMoE's clamp, LoRA MoE block, shared expert /
+ * dense layer for Qwen) → final norm → LM head →
  * causal CE + coef · load-balancing loss. For every trainable tensor (LoRA A and B of every target in every layer,
  * and every router), the two entries with the largest analytic gradient and one random one are perturbed by ±h;
  * the error criterion is {@link GradientCheck}'s (relative, absolute floor 1). LoRA B is made non-zero (PEFT
@@ -37,6 +38,18 @@ class WholeModelGradientCheckTest {
     @Test
     void qwenGradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
         checkTotalLoss(TinyModels.QWEN, 0.5, 22);
+    }
+
+    /** Through the per-head q/k RMSNorms, the o_proj bias and tied embeddings of every layer. */
+    @Test
+    void qwen3MoeGradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.QWEN3, 0.5, 26);
+    }
+
+    /** Through the whole-projection q/k RMSNorms and the clip_qkv clamp of q, k and v of every layer. */
+    @Test
+    void olmoeGradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.OLMOE, 0.5, 27);
     }
 
     @Test

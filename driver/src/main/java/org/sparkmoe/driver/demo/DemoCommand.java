@@ -38,8 +38,8 @@ import java.util.concurrent.Callable;
                 "2. eval: perplexity of the model on the test split of every file, as 'sparkmoe eval' computes it;",
                 "3. train: a LoRA on w1, w2 and w3 (rank 16, alpha 32, lr 3e-3, 4 windows per step and partition, "
                         + "averaging every step) on the valid split of --train-file, then eval with it;",
-                "4. surgery topk --top-k M --rescale measured with the statistics of step 1, then eval of the new "
-                        + "checkpoint.",
+                "4. surgery topk --top-k M --rescale measured (none when norm_topk_prob is false) with the statistics "
+                        + "of step 1, then eval of the new checkpoint.",
                 "It ends with a table of perplexities (per file and all: base, LoRA and surgery, with the change "
                         + "relative to base), the seconds of each stage and the paths of everything it wrote.",
                 "Under OUT: calibration/, eval-base.json, lora/ (with the adapter in lora/adapter), eval-lora.json, "
@@ -161,7 +161,7 @@ public final class DemoCommand implements Callable<Integer> {
         ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
         if (config.num_experts < 1) {
             throw new IllegalArgumentException(modelUri + " is a dense " + config.modelType
-                    + " model; the demo needs an MoE model (mixtral, qwen2_moe)");
+                    + " model; the demo needs an MoE model (mixtral, qwen2_moe, qwen3_moe, olmoe)");
         }
         if (config.hasLowRankExperts()) {
             throw new IllegalArgumentException(modelUri + " holds low-rank experts (surgery lowrank); the demo needs "

@@ -103,9 +103,11 @@ final class DemoPipeline {
     /** @return the w2 scale α of each MoE layer */
     private double[] surgery() {
         String stats = file(plan.calibration(), CalibrateOutputs.STATS_FILE);
-        List<LayerResult> layers = stage("surgery", "topk --top-k " + plan.surgeryTopK() + " --rescale measured --stats "
-                + stats, () -> TopKCommand.run(sc, SurgeryOptions.of(plan.model(), plan.surgery(), stats, partitions),
-                plan.surgeryTopK(), TopKRescale.Method.MEASURED));
+        TopKRescale.Method rescale = DemoPlan.rescale(plan.config());
+        List<LayerResult> layers = stage("surgery", "topk --top-k " + plan.surgeryTopK() + " --rescale "
+                + rescale.name().toLowerCase() + " --stats " + stats,
+                () -> TopKCommand.run(sc, SurgeryOptions.of(plan.model(), plan.surgery(), stats, partitions),
+                plan.surgeryTopK(), rescale));
         outputs.put("surgery checkpoint", plan.surgery());
         return layers.stream().mapToDouble(l -> l.metrics().get("alpha")).toArray();
     }

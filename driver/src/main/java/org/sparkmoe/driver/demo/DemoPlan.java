@@ -8,6 +8,7 @@ import org.sparkmoe.driver.train.TrainPlan;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Device;
+import org.sparkmoe.surgery.TopKRescale;
 import org.sparkmoe.text.TextSplit;
 
 import java.util.EnumSet;
@@ -51,6 +52,14 @@ public record DemoPlan(String model, ModelConfig config, List<String> data, Stri
 
     public DemoPlan {
         data = List.copyOf(data);
+    }
+
+    /**
+     * The topk rescale of step 4: measured for renormalised top-k weights (norm_topk_prob), none otherwise (OLMoE,
+     * Qwen2/3-MoE without it), where the measured rescale does not apply.
+     */
+    public static TopKRescale.Method rescale(ModelConfig config) {
+        return config.norm_topk_prob ? TopKRescale.Method.MEASURED : TopKRescale.Method.NONE;
     }
 
     public String calibration() {

@@ -74,7 +74,7 @@ final class DemoSummary {
         ObjectNode surgery = root.putObject("surgery");
         surgery.put("command", "topk");
         surgery.put("top_k", plan.surgeryTopK());
-        surgery.put("rescale", "measured");
+        surgery.put("rescale", DemoPlan.rescale(plan.config()).name().toLowerCase());
         ArrayNode alpha = surgery.putArray("alpha");
         Arrays.stream(result.alpha()).forEach(alpha::add);
         ObjectNode ppl = root.putObject("perplexity");

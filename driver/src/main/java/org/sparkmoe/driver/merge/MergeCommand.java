@@ -2,6 +2,7 @@ package org.sparkmoe.driver.merge;
 
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
+import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.adapter.MergedCheckpoint;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.ModelConfig;
@@ -38,6 +39,11 @@ public final class MergeCommand implements Callable<Integer> {
                     + "with an index. Default: ${DEFAULT-VALUE} (5 GB, as transformers' save_pretrained).")
     long maxShardBytes;
 
+    @Option(names = "--layout", paramLabel = "per-expert|fused",
+            description = "How the output stores its experts: one tensor per expert, or transformers 5's fused "
+                    + "mlp.experts.gate_up_proj / down_proj. Default: the model's layout.")
+    String layout;
+
     @Override
     public Integer call() {
         Configuration conf = new Configuration();
@@ -46,7 +52,8 @@ public final class MergeCommand implements Callable<Integer> {
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
         PeftAdapter peft = PeftAdapter.read(
                 new Path(Paths.qualify(adapter, conf)), conf, config);
-        MergedCheckpoint.write(modelDir, peft, target, conf, maxShardBytes);
+        MergedCheckpoint.write(modelDir, peft, target, conf, maxShardBytes,
+                layout == null ? null : ExpertLayout.parse(layout));
         System.err.println("merge: wrote " + target + " (r=" + peft.config().r() + ", lora_alpha="
                 + peft.config().loraAlpha() + ", " + peft.config().targets().size() + " projections"
                 + (peft.config().trainRouter() ? " and routers" : "") + " merged)");

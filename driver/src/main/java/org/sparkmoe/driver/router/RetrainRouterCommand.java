@@ -10,6 +10,8 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.ExpertLayout;
+import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExpertMap;
 import org.sparkmoe.driver.Paths;
@@ -168,9 +170,12 @@ public final class RetrainRouterCommand implements Callable<Integer> {
         if (expertMap == null) {
             OutputFolder.makeRoom(dir, conf);
             try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
-                CheckpointFolderWriter.write(modelDir, config.jsonCopy(), new OverlayTensors(checkpoint, gates),
-                        List.copyOf(checkpoint.names()), files, dir, conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES,
-                        null);
+                // the input's expert layout is kept
+                ExpertLayout.Written written = ExpertLayout.of(checkpoint, config).apply(
+                        new OverlayTensors(FusedExperts.perExpert(checkpoint, config), gates),
+                        FusedExperts.perExpertNames(checkpoint.names(), checkpoint, config), config);
+                CheckpointFolderWriter.write(modelDir, config.jsonCopy(), written.tensors(), written.names(), files,
+                        dir, conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES, null);
             }
         } else {
             OutputFolder.write(dir, files, conf);

@@ -1,5 +1,6 @@
 package org.sparkmoe.driver.surgery;
 
+import org.sparkmoe.io.FusedExperts;
 import com.esotericsoftware.kryo.Kryo;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
@@ -195,8 +196,8 @@ final class DistillJob {
         Configuration conf = new Configuration();
         ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
-            LayerResult r = LowRankDistillation.distill(checkpoint, config, w.layer, lowRank,
-                    Nd4j.create(x, new long[] {w.tokens, config.hidden_size}, 'c'), plan.options());
+            LayerResult r = LowRankDistillation.distill(FusedExperts.perExpert(checkpoint, config), config, w.layer,
+                    lowRank, Nd4j.create(x, new long[] {w.tokens, config.hidden_size}, 'c'), plan.options());
             return SurgeryPiece.of(w.moeLayer, 0, r);
         }
     }

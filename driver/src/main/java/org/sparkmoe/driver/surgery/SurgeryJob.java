@@ -1,5 +1,8 @@
 package org.sparkmoe.driver.surgery;
 
+import org.sparkmoe.io.FusedExperts;
+import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.model.ModelFolder;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
@@ -34,8 +37,11 @@ public final class SurgeryJob {
         }
         List<SurgeryPiece> pieces = new ArrayList<>(sc.parallelize(work, Math.min(partitions, work.size()))
                 .map(w -> {
-                    try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), new Configuration())) {
-                        return SurgeryPiece.of(w[1], w[2], surgery.applyPart(checkpoint, w[0], w[1], w[2]));
+                    Configuration conf = new Configuration();
+                    try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
+                        TensorSource experts = FusedExperts.perExpert(checkpoint,
+                                ModelFolder.readConfig(new Path(modelUri), conf));
+                        return SurgeryPiece.of(w[1], w[2], surgery.applyPart(experts, w[0], w[1], w[2]));
                     }
                 })
                 .collect());

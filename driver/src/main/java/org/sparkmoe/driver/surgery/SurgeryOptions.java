@@ -2,6 +2,7 @@ package org.sparkmoe.driver.surgery;
 
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.driver.ModelOption;
+import org.sparkmoe.io.ExpertLayout;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
@@ -18,8 +19,18 @@ public final class SurgeryOptions {
             description = "router-stats.json written by 'sparkmoe calibrate' on this model.")
     String stats;
 
+    @Option(names = "--layout", paramLabel = "per-expert|fused",
+            description = "How the output stores its experts: one tensor per expert, or transformers 5's fused "
+                    + "mlp.experts.gate_up_proj / down_proj. Default: the input's layout.")
+    String layout;
+
     @Mixin
     SparkOptions spark;
+
+    /** The --layout choice, or null to keep the input's layout. */
+    ExpertLayout layout() {
+        return layout == null ? null : ExpertLayout.parse(layout);
+    }
 
     /**
      * The options of a surgery run from code (a pipeline) rather than the command line.

@@ -9,6 +9,7 @@ import org.apache.hadoop.fs.FSDataInputStream;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExpertMap;
 import org.sparkmoe.driver.OutputFolder;
@@ -48,6 +49,8 @@ final class SurgeryRun {
     final Path outDir;
     final ModelConfig config;
     final int[] moeLayers;
+    /** --layout, or null to keep the input's. */
+    final ExpertLayout layout;
 
     SurgeryRun(SurgeryOptions options) {
         this.options = options;
@@ -55,6 +58,7 @@ final class SurgeryRun {
         this.outDir = new Path(Paths.qualify(options.out, conf));
         OutputFolder.requireCreatable("--out", outDir, conf);
         this.config = ModelFolder.readConfig(modelDir, conf);
+        this.layout = options.layout();
         if (config.num_experts == 0) {
             throw new IllegalArgumentException(modelDir + ": model_type " + config.modelType.name().toLowerCase()
                     + " has no experts to operate on");
@@ -166,7 +170,7 @@ final class SurgeryRun {
             Arrays.fill(experts, config.num_experts);
             extra.put(EXPERT_MAP_FILE, SurgeryCheckpoint.utf8(ExpertMap.of(groups, experts).toJson()));
         }
-        SurgeryCheckpoint.write(modelDir, newConfig, replaced, extra, outDir, conf);
+        SurgeryCheckpoint.write(modelDir, newConfig, replaced, extra, outDir, conf, layout);
         System.err.println("surgery " + command + ": wrote " + outDir);
     }
 

@@ -244,7 +244,7 @@ public final class TrainCommand implements Callable<Integer> {
         ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
         if (config.num_experts < 1) {
             throw new IllegalArgumentException(modelUri + " is a dense " + config.modelType
-                    + " model; train adapts MoE experts (mixtral, qwen2_moe)");
+                    + " model; train adapts MoE experts (mixtral, qwen2_moe, qwen3_moe, olmoe)");
         }
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             ModelSchema.check(config, checkpoint);

@@ -1,5 +1,6 @@
 package org.sparkmoe.driver.train;
 
+import org.sparkmoe.io.FusedExperts;
 import com.esotericsoftware.kryo.Kryo;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
@@ -57,7 +58,7 @@ public final class TrainJob {
         Path dir = new Path(plan.model());
         ModelConfig config = ModelFolder.readConfig(dir, conf);
         try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
-            return TrainState.init(config, checkpoint, plan.loraSpec(), plan.seed());
+            return TrainState.init(config, FusedExperts.perExpert(checkpoint, config), plan.loraSpec(), plan.seed());
         }
     }
 

@@ -1,0 +1,137 @@
+package org.sparkmoe.io;
+
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * Per-expert tensors seen in the fused layout, for writing a transformers-5-style checkpoint: the inverse of
+ * {@link FusedExperts}. For every MoE layer L, {@link FusedExperts#gateUp} [E, 2I, D] stacks each expert's gate rows
+ * then up rows, {@link FusedExperts#down} [E, D, I] stacks the down weights, and a Mixtral router moves to
+ * {@link FusedExperts#router}. Each fused tensor is built when it is read (one at a time, as a writer reads them).
+ */
+public final class FusingTensors implements TensorSource {
+    private final TensorSource base;   // per-expert names (a FusedExperts view is fine)
+    private final ModelConfig config;
+    private final CheckpointLayout layout;
+    private final Map<String, Integer> gateUps = new HashMap<>();  // fused name → layer
+    private final Map<String, Integer> downs = new HashMap<>();
+    private final Map<String, String> routers = new HashMap<>();   // fused-layout router name → per-expert name
+
+    private FusingTensors(TensorSource base, ModelConfig config) {
+        this.base = base;
+        this.config = config;
+        this.layout = new CheckpointLayout(config.modelType);
+        for (int l = 0; l < config.num_hidden_layers; l++) {
+            if (config.isMoeLayer(l)) {
+                gateUps.put(FusedExperts.gateUp(l), l);
+                downs.put(FusedExperts.down(l), l);
+                routers.put(FusedExperts.router(l), layout.routerGate(l));
+            }
+        }
+    }
+
+    /** The fused view of {@code tensors} (which answers per-expert names) for a model of {@code config}. */
+    public static FusingTensors of(TensorSource tensors, ModelConfig config) {
+        if (config.num_experts == 0 || config.hasLowRankExperts()) {
+            throw new IllegalArgumentException("the fused expert layout needs full MoE experts; model_type "
+                    + config.modelType.name().toLowerCase() + (config.hasLowRankExperts() ? " with low-rank experts"
+                    : " is dense"));
+        }
+        return new FusingTensors(FusedExperts.perExpert(tensors, config), config);
+    }
+
+    /**
+     * {@code names} (per-expert names, in write order) with each MoE layer's 3·E expert weights replaced, where the
+     * first of them stood, by its two fused tensors, and a Mixtral router by its fused-layout name.
+     */
+    public List<String> names(List<String> names) {
+        Map<String, String> toFused = new HashMap<>();
+        for (Map.Entry<String, Integer> g : gateUps.entrySet()) {
+            int l = g.getValue();
+            for (int e = 0; e < config.num_experts; e++) {
+                toFused.put(layout.expert(l, e, Projection.GATE), g.getKey());
+                toFused.put(layout.expert(l, e, Projection.UP), g.getKey());
+                toFused.put(layout.expert(l, e, Projection.DOWN), FusedExperts.down(l));
+            }
+        }
+        routers.forEach((fused, perExpert) -> toFused.put(perExpert, fused));
+        Set<String> out = new LinkedHashSet<>();
+        for (String name : names) {
+            out.add(toFused.getOrDefault(name, name));
+        }
+        return new ArrayList<>(out);
+    }
+
+    @Override
+    public boolean has(String name) {
+        return gateUps.containsKey(name) || downs.containsKey(name) || base.has(perExpertName(name));
+    }
+
+    @Override
+    public long[] shape(String name) {
+        long e = config.num_experts;
+        long i = config.expert_intermediate_size;
+        long d = config.hidden_size;
+        if (gateUps.containsKey(name)) {
+            return new long[] {e, 2 * i, d};
+        }
+        if (downs.containsKey(name)) {
+            return new long[] {e, d, i};
+        }
+        return base.shape(perExpertName(name));
+    }
+
+    /** The stored dtype of expert 0's weight for a fused tensor. */
+    @Override
+    public DType dtype(String name) {
+        Integer l = gateUps.containsKey(name) ? gateUps.get(name) : downs.get(name);
+        if (l != null) {
+            return base.dtype(layout.expert(l, 0, gateUps.containsKey(name) ? Projection.GATE : Projection.DOWN));
+        }
+        return base.dtype(perExpertName(name));
+    }
+
+    @Override
+    public INDArray readFloat(String name) {
+        Integer gateUp = gateUps.get(name);
+        if (gateUp != null) {
+            long i = config.expert_intermediate_size;
+            INDArray out = Nd4j.createUninitialized(DataType.FLOAT, shape(name), 'c'); // [E, 2I, D]
+            for (int e = 0; e < config.num_experts; e++) {
+                out.get(NDArrayIndex.point(e), NDArrayIndex.interval(0, i), NDArrayIndex.all())
+                        .assign(base.readFloat(layout.expert(gateUp, e, Projection.GATE)));
+                out.get(NDArrayIndex.point(e), NDArrayIndex.interval(i, 2 * i), NDArrayIndex.all())
+                        .assign(base.readFloat(layout.expert(gateUp, e, Projection.UP)));
+            }
+            return out;
+        }
+        Integer down = downs.get(name);
+        if (down != null) {
+            INDArray out = Nd4j.createUninitialized(DataType.FLOAT, shape(name), 'c'); // [E, D, I]
+            for (int e = 0; e < config.num_experts; e++) {
+                out.slice(e).assign(base.readFloat(layout.expert(down, e, Projection.DOWN)));
+            }
+            return out;
+        }
+        return base.readFloat(perExpertName(name));
+    }
+
+    @Override
+    public String describe() {
+        return base.describe() + " in the fused expert layout";
+    }
+
+    private String perExpertName(String name) {
+        return routers.getOrDefault(name, name);
+    }
+}

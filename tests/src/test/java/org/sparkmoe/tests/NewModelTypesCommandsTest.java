@@ -1,0 +1,220 @@
+package org.sparkmoe.tests;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.SafeTensorsFile;
+import org.sparkmoe.model.ModelFolder;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.sparkmoe.tests.CliRun.sparkmoe;
+
+/**
+ * The commands on the tiny qwen3_moe and olmoe fixtures (see {@link Qwen3OlmoeParityTest}), end to end through the
+ * command line: calibrate; surgery topk, reduce and merge-dense, each output loading in eval; train lowering the
+ * training loss and writing an adapter that merge accepts, with PEFT keys under {@code mlp.experts.<e>.<proj>}.
+ */
+class NewModelTypesCommandsTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final Configuration CONF = new Configuration();
+
+    private static Path model(String name) {
+        return Fixtures.root().resolve("tests/src/test/resources/reference").resolve(name);
+    }
+
+    private static org.apache.hadoop.fs.Path hadoop(Path p) {
+        return new org.apache.hadoop.fs.Path(p.toUri());
+    }
+
+    private static void ok(String... args) {
+        CliRun run = sparkmoe(args);
+        assertEquals(0, run.exitCode(), String.join(" ", args) + "\n" + run.err());
+    }
+
+    /** Test-split perplexity of sysadmin.txt (window 64) through {@code sparkmoe eval}. */
+    private static double ppl(Path model, Path tmp) throws Exception {
+        Path out = tmp.resolve(model.getFileName() + "-eval.json");
+        ok("eval", "--model", model.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(), "--window", "64",
+                "--master", "local[2]", "--out", out.toString());
+        double ppl = JSON.readTree(out.toFile()).get("all").get("ppl").asDouble();
+        assertTrue(Double.isFinite(ppl) && ppl > 1, model + ": ppl " + ppl);
+        return ppl;
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
+    void calibrateAndEverySurgeryRunAndTheirOutputsEvaluate(String name, @TempDir Path tmp) throws Exception {
+        Path m = model(name);
+        ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
+        Path calib = tmp.resolve("calib");
+        ok("calibrate", "--model", m.toString(), "--data", Fixtures.sysadminExcerpt(tmp).toString(), "--window", "64",
+                "--master", "local[2]", "--out", calib.toString());
+        JsonNode stats = JSON.readTree(calib.resolve("router-stats.json").toFile());
+        assertEquals(config.num_experts, stats.get("experts").asInt());
+        String statsFile = calib.resolve("router-stats.json").toString();
+        ppl(m, tmp);
+
+        Path topk = tmp.resolve("topk");
+        ok("surgery", "topk", "--top-k", "1", "--rescale", config.norm_topk_prob ? "measured" : "none", "--model",
+                m.toString(), "--out", topk.toString(), "--stats", statsFile, "--master", "local[2]");
+        assertEquals(1, ModelFolder.readConfig(hadoop(topk), CONF).num_experts_per_tok);
+        ppl(topk, tmp);
+
+        Path reduce = tmp.resolve("reduce");
+        ok("surgery", "reduce", "--experts", "3", "--by", "routing", "--model", m.toString(), "--out",
+                reduce.toString(), "--stats", statsFile, "--master", "local[2]");
+        ModelConfig reduced = ModelFolder.readConfig(hadoop(reduce), CONF);
+        assertEquals(3, reduced.num_experts);
+        assertEquals(config.modelType, reduced.modelType);
+        ppl(reduce, tmp);
+
+        Path dense = tmp.resolve("dense");
+        ok("surgery", "merge-dense", "--method", "router-weighted", "--model", m.toString(), "--out",
+                dense.toString(), "--stats", statsFile, "--master", "local[2]");
+        ModelConfig merged = ModelFolder.readConfig(hadoop(dense), CONF);
+        if (config.modelType == ModelConfig.ModelType.QWEN3_MOE) {
+            assertEquals(ModelConfig.ModelType.QWEN3, merged.modelType);
+            assertEquals(config.head_dim, merged.head_dim);
+            assertEquals(config.intermediate_size, merged.intermediate_size, "padded to the dense layer's width");
+            assertTensorEquals(m, dense, CheckpointLayout.attentionNorm(0, 'q'));
+            assertTensorEquals(m, dense, CheckpointLayout.attentionNorm(2, 'k'));
+            assertTensorEquals(m, dense, CheckpointLayout.denseMlp(1, Projection.UP));
+            INDArray up = tensor(dense, CheckpointLayout.denseMlp(0, Projection.UP)); // [48, 32], rows 16.. zero
+            assertEquals(0.0, up.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(config.expert_intermediate_size,
+                    config.intermediate_size), org.nd4j.linalg.indexing.NDArrayIndex.all()).amaxNumber().doubleValue());
+        } else {
+            assertEquals(ModelConfig.ModelType.OLMOE, merged.modelType);
+            assertEquals(1, merged.num_experts);
+            assertEquals(1, merged.num_experts_per_tok);
+            assertTensorEquals(m, dense, CheckpointLayout.attentionNorm(1, 'q'));
+        }
+        ppl(dense, tmp);
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
+    void trainLowersTheLossAndWritesAnAdapterMergeAccepts(String name, @TempDir Path tmp) throws Exception {
+        Path m = model(name);
+        ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
+        Path out = tmp.resolve("train");
+        ok("train", "--model", m.toString(), "--data", Fixtures.sysadminExcerpt(tmp).toString(), "--window", "32",
+                "--steps", "24", "--batch-windows", "4", "--lr", "2e-2", "--rank", "4", "--alpha", "8",
+                "--targets", "gate_proj,up_proj,down_proj", "--train-router", "--checkpoint-every", "100",
+                "--master", "local[2]", "--out", out.toString());
+        List<String> log = Files.readAllLines(out.resolve("train-log.jsonl"));
+        double first = JSON.readTree(log.get(0)).get("loss").asDouble();
+        double last = JSON.readTree(log.get(log.size() - 1)).get("loss").asDouble();
+        System.out.printf("%s: train loss %.4f → %.4f over %d rounds%n", name, first, last, log.size());
+        assertTrue(last < first, name + ": loss " + first + " → " + last);
+
+        JsonNode adapterConfig = JSON.readTree(out.resolve("adapter/adapter_config.json").toFile());
+        assertTrue(adapterConfig.get("target_modules").asText().contains("mlp\\.experts"), adapterConfig.toString());
+        int moeLayer = config.isMoeLayer(0) ? 0 : 2;
+        try (SafeTensorsFile adapter = SafeTensorsFile.open(out.resolve("adapter/adapter_model.safetensors"))) {
+            String a = "base_model.model.model.layers." + moeLayer + ".mlp.experts.5.gate_proj.lora_A.weight";
+            assertArrayEquals(new long[] {4, config.hidden_size}, adapter.info(a).shape());
+            List<String> routers = new ArrayList<>();
+            adapter.names().stream().filter(n -> n.contains(".mlp.gate.")).forEach(routers::add);
+            assertTrue(!routers.isEmpty(), "trained routers saved: " + adapter.names());
+        }
+        Path mergedDir = tmp.resolve("merged");
+        ok("merge", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--out",
+                mergedDir.toString());
+        assertEquals(config.modelType, ModelFolder.readConfig(hadoop(mergedDir), CONF).modelType);
+        ModelFolder.load(hadoop(mergedDir), CONF);
+        String changed = new CheckpointLayout(config.modelType).expert(moeLayer, 5, Projection.GATE);
+        assertTrue(!Arrays.equals(tensor(m, changed).data().asFloat(), tensor(mergedDir, changed).data().asFloat()),
+                "the merged expert weight moved");
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
+    void retrainRouterWritesACheckpointThatLoads(String name, @TempDir Path tmp) throws Exception {
+        Path m = model(name);
+        Path calib = tmp.resolve("calib");
+        ok("calibrate", "--model", m.toString(), "--data", Fixtures.corpus("sysadmin.txt") + ","
+                + Fixtures.corpus("scripture.txt"), "--window", "64", "--max-tokens-per-file", "512",
+                "--export-router-data", "--master", "local[2]", "--out", calib.toString());
+        Path out = tmp.resolve("router");
+        ok("retrain-router", "--model", m.toString(), "--router-data", calib.resolve("router-data").toString(),
+                "--epochs", "2", "--out", out.toString(), "--master", "local[2]");
+        ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
+        ModelFolder.load(hadoop(out), CONF);
+        int moeLayer = config.isMoeLayer(0) ? 0 : 2;
+        String gate = new CheckpointLayout(config.modelType).routerGate(moeLayer);
+        assertTrue(!Arrays.equals(tensor(m, gate).data().asFloat(), tensor(out, gate).data().asFloat()),
+                "the router of layer " + moeLayer + " was retrained");
+    }
+
+    /** The demo on OLMoE, whose norm_topk_prob is false: its topk step rescales with none instead of measured. */
+    @org.junit.jupiter.api.Test
+    void demoRunsOnOlmoe(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("demo");
+        Path corpus = Files.createDirectories(tmp.resolve("corpus"));
+        for (String file : List.of("sysadmin.txt", "fortunes.txt")) {
+            Files.writeString(corpus.resolve(file), Files.readString(Fixtures.corpus(file)).substring(0, 60_000));
+        }
+        ok("demo", "--model", model("olmoe-tiny").toString(), "--data", corpus.toString(), "--out", out.toString(),
+                "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
+        JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
+        assertEquals("none", summary.get("surgery").get("rescale").asText(), summary.toString());
+    }
+
+    /**
+     * {@code --layout fused} writes transformers 5's fused experts, which evaluate exactly as the per-expert output;
+     * a fused input keeps its layout without {@code --layout}.
+     */
+    @org.junit.jupiter.api.Test
+    void layoutOptionWritesFusedExpertsAndAFusedInputStaysFused(@TempDir Path tmp) throws Exception {
+        Path m = model("olmoe-tiny");
+        Path perExpert = tmp.resolve("topk-per-expert");
+        Path fused = tmp.resolve("topk-fused");
+        Path again = tmp.resolve("topk-again");
+        ok("surgery", "topk", "--top-k", "1", "--rescale", "none", "--model", m.toString(), "--out",
+                perExpert.toString(), "--master", "local[2]");
+        ok("surgery", "topk", "--top-k", "1", "--rescale", "none", "--layout", "fused", "--model", m.toString(),
+                "--out", fused.toString(), "--master", "local[2]");
+        ok("surgery", "topk", "--top-k", "2", "--rescale", "none", "--model", fused.toString(), "--out",
+                again.toString(), "--master", "local[2]");
+        for (Path p : List.of(fused, again)) {
+            try (SafeTensorsFile f = SafeTensorsFile.open(p.resolve("model.safetensors"))) {
+                assertTrue(f.has("model.layers.1.mlp.experts.gate_up_proj"), p + ": fused");
+                assertTrue(f.names().stream().noneMatch(n -> n.contains(".experts.0.")), p + ": no per-expert keys");
+            }
+        }
+        try (SafeTensorsFile f = SafeTensorsFile.open(perExpert.resolve("model.safetensors"))) {
+            assertTrue(f.has("model.layers.1.mlp.experts.0.gate_proj.weight"), "per-expert by default");
+        }
+        assertEquals(ppl(perExpert, tmp), ppl(fused, tmp), "bit-identical eval");
+        CliRun bad = sparkmoe("surgery", "topk", "--top-k", "1", "--layout", "stacked", "--model", m.toString(),
+                "--out", tmp.resolve("bad").toString());
+        assertEquals(1, bad.exitCode());
+        assertTrue(bad.err().contains("--layout must be per-expert or fused, got 'stacked'"), bad.err());
+    }
+
+    private static INDArray tensor(Path model, String name) {
+        try (Checkpoint c = Checkpoint.open(hadoop(model), CONF)) {
+            return c.readFloat(name);
+        }
+    }
+
+    private static void assertTensorEquals(Path a, Path b, String name) {
+        assertArrayEquals(tensor(a, name).data().asFloat(), tensor(b, name).data().asFloat(), name);
+    }
+}
