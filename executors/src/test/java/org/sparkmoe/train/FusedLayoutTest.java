@@ -52,7 +52,7 @@ class FusedLayoutTest {
                 names.remove("lm_head.weight");
             }
             CheckpointFolderWriter.write(dir, c.jsonCopy(), fused, fused.names(names), Map.of(), out, conf,
-                    CheckpointFolderWriter.DEFAULT_SHARD_BYTES);
+                    CheckpointFolderWriter.DEFAULT_SHARD_BYTES, null);
         }
         try (SafeTensorsFile written = SafeTensorsFile.open(tmp.resolve("fused/model.safetensors"))) {
             int moe = c.isMoeLayer(0) ? 0 : 2;
