@@ -151,7 +151,7 @@ class Qwen3OlmoeParityTest {
                 names.remove("lm_head.weight");
             }
             CheckpointFolderWriter.write(dir, c.jsonCopy(), fused, fused.names(names), Map.of(),
-                    new org.apache.hadoop.fs.Path(fusedDir.toUri()), conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES);
+                    new org.apache.hadoop.fs.Path(fusedDir.toUri()), conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES, null);
         }
         try (SafeTensorsFile written = SafeTensorsFile.open(fusedDir.resolve("model.safetensors"))) {
             assertTrue(written.has(FusedExperts.gateUp(0)) && written.has(FusedExperts.down(0)));
