@@ -148,13 +148,7 @@ public final class FusedExperts implements TensorSource {
     @Override
     public INDArray readFloat(String name) {
         Slice s = slices.get(name);
-        if (s == null) {
-            return base.readFloat(storedName(name));
-        }
-        shape(name); // checks the fused shape first
-        INDArray fused = fused(s.fused); // [E, rows, cols]
-        return fused.get(NDArrayIndex.point(s.expert), NDArrayIndex.interval(s.from, s.to), NDArrayIndex.all())
-                .dup('c');
+        return s == null ? base.readFloat(storedName(name)) : expertRows(name, s, fused(s.fused)).dup('c');
     }
 
     /**
@@ -164,11 +158,12 @@ public final class FusedExperts implements TensorSource {
     @Override
     public INDArray stored(String name) {
         Slice s = slices.get(name);
-        if (s == null) {
-            return base.stored(storedName(name));
-        }
-        shape(name); // checks the fused shape first
-        INDArray fused = base.stored(s.fused); // [E, rows, cols]
+        return s == null ? base.stored(storedName(name)) : expertRows(name, s, base.stored(s.fused));
+    }
+
+    /** The expert's rows of {@code fused} [E, rows, cols]: a view [to-from, cols]; checks the fused shape first. */
+    private INDArray expertRows(String name, Slice s, INDArray fused) {
+        shape(name);
         return fused.get(NDArrayIndex.point(s.expert), NDArrayIndex.interval(s.from, s.to), NDArrayIndex.all());
     }
 
