@@ -23,6 +23,7 @@ import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -181,6 +182,10 @@ class SurgeryTest {
         Path four = surgery("reduce-2-p4", flatStats, "reduce", "--experts", "2", "--partitions", "4");
         assertArrayEquals(Files.readAllBytes(one.resolve("model.safetensors")),
                 Files.readAllBytes(four.resolve("model.safetensors")));
+        try (java.util.stream.Stream<Path> siblings = Files.list(one.getParent())) {
+            List<Path> staged = siblings.filter(p -> p.getFileName().toString().contains(".pieces-")).toList();
+            assertTrue(staged.isEmpty(), "the tasks' staged tensors are removed: " + staged);
+        }
         ModelConfig config = ModelFolder.readConfig(hadoop(one), CONF);
         assertEquals(2, config.num_experts);
         assertEquals(2, config.num_experts_per_tok);

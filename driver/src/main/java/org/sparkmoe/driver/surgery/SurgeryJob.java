@@ -16,8 +16,9 @@ import java.util.List;
 
 /**
  * Runs a {@link LayerSurgery} expert-parallel: one Spark task per (MoE layer, part) — each opens the memory-mapped
- * checkpoint on its executor, reads only the experts it needs and does the math there; the driver only collects the
- * results and merges each layer's parts in order.
+ * checkpoint on its executor, reads only the experts it needs, does the math there and stages its new tensors in a
+ * file under {@code staging} ({@link SurgeryPiece#staged}); the driver collects only names and numbers, and maps the
+ * staged files, so neither a task result nor the driver's memory holds a layer's tensors.
  */
 public final class SurgeryJob {
     private SurgeryJob() {
@@ -25,10 +26,13 @@ public final class SurgeryJob {
 
     /**
      * @param moeLayers decoder indices of the MoE layers
+     * @param staging   an existing folder every executor can write and the driver read (the tasks' staged tensors)
+     * @param staging   an existing folder every executor can write and the driver read (the tasks' staged tensors)
      * @return one result per MoE layer, in order
      */
     public static List<LayerResult> run(JavaSparkContext sc, String modelUri, LayerSurgery surgery, int[] moeLayers,
-            int partitions) {
+            int partitions, Path staging) {
+        String stagingUri = staging.toString();
         List<int[]> work = new ArrayList<>(); // {decoder layer, MoE layer, part}
         for (int i = 0; i < moeLayers.length; i++) {
             for (int part = 0; part < surgery.parts(); part++) {
@@ -41,7 +45,8 @@ public final class SurgeryJob {
                     try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
                         TensorSource experts = FusedExperts.perExpert(checkpoint,
                                 ModelFolder.readConfig(new Path(modelUri), conf));
-                        return SurgeryPiece.of(w[1], w[2], surgery.applyPart(experts, w[0], w[1], w[2]));
+                        return SurgeryPiece.staged(w[1], w[2], surgery.applyPart(experts, w[0], w[1], w[2]),
+                                new Path(stagingUri), conf);
                     }
                 })
                 .collect());

@@ -6,15 +6,31 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.surgery.LayerResult;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
+import org.sparkmoe.io.LocalFiles;
+import org.sparkmoe.io.NamedTensor;
+import org.sparkmoe.io.SafeTensorsFile;
+import org.sparkmoe.io.SafeTensorsWriter;
 
-/** A {@link LayerResult} flattened into plain arrays, as it travels from an executor task to the driver (Kryo). */
+/**
+ * A {@link LayerResult} as it travels between the driver and executor tasks (Kryo): names, metrics and groups, with
+ * the tensors either inline ('c'-order float32 arrays: small results, e.g. the low-rank factors a distillation
+ * broadcasts) or staged in a float32 safetensors file that the task wrote on the output's file system (expert
+ * tensors: a layer of Mixtral-8x7B is gigabytes, more than a task result may carry to the driver).
+ */
 public final class SurgeryPiece {
     int layer;           // MoE layer index
     int part;
     String[] names;
     long[][] shapes;
-    float[][] data;      // each tensor 'c'-order float32
+    float[][] data;      // each tensor 'c'-order float32; null when staged
+    String staged;       // URI of the safetensors file holding the tensors, or null when inline
     int[][] groups;      // null unless the surgery regrouped experts
     String[] metricNames;
     double[] metrics;
@@ -44,9 +60,44 @@ public final class SurgeryPiece {
         return p;
     }
 
+    /**
+     * As {@link #of}, with the tensors written (float32, exactly) to {@code dir/piece-L-P.safetensors} instead of
+     * carried: only names, shapes and numbers travel back.
+     */
+    static SurgeryPiece staged(int layer, int part, LayerResult result, Path dir, Configuration conf) {
+        SurgeryPiece p = of(layer, part, new LayerResult(new LinkedHashMap<>(), result.groups(), result.metrics()));
+        List<NamedTensor> tensors = new ArrayList<>();
+        result.tensors().forEach((name, t) -> tensors.add(new NamedTensor.Floats(name,
+                t.dataType() == DataType.FLOAT ? t : t.castTo(DataType.FLOAT))));
+        p.names = result.tensors().keySet().toArray(new String[0]);
+        p.shapes = result.tensors().values().stream().map(INDArray::shape).toArray(long[][]::new);
+        p.data = null;
+        Path file = new Path(dir, "piece-" + layer + "-" + part + ".safetensors");
+        try {
+            SafeTensorsWriter.write(file.getFileSystem(conf), file, tensors, java.util.Map.of());
+        } catch (IOException e) {
+            throw new UncheckedIOException("staging surgery results in " + file, e);
+        }
+        p.staged = file.toString();
+        return p;
+    }
+
+    /** The result; staged tensors are float32 arrays over a read-only map of the staged file (no copy). */
     LayerResult result() {
         LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>();
-        for (int i = 0; i < names.length; i++) {
+        if (staged != null) {
+            Path file = new Path(staged);
+            Configuration conf = new Configuration();
+            try (LocalFiles local = LocalFiles.of(file.getFileSystem(conf), file.getParent());
+                 SafeTensorsFile read = SafeTensorsFile.open(local.get(file.getName()))) {
+                for (String name : names) {
+                    tensors.put(name, read.stored(name));
+                }
+            } catch (IOException e) {
+                throw new UncheckedIOException("reading staged surgery results " + file, e);
+            }
+        }
+        for (int i = 0; staged == null && i < names.length; i++) {
             tensors.put(names[i], Nd4j.create(data[i], shapes[i], 'c'));
         }
         LinkedHashMap<String, Double> m = new LinkedHashMap<>();

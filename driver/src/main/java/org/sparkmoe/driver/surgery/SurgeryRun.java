@@ -51,12 +51,15 @@ final class SurgeryRun {
     final int[] moeLayers;
     /** --layout, or null to keep the input's. */
     final ExpertLayout layout;
+    /** Where the tasks stage their new tensors: a hidden sibling of --out, removed once the folder is written. */
+    private final Path staging;
 
     SurgeryRun(SurgeryOptions options) {
         this.options = options;
         this.modelDir = new Path(options.model.uri(conf));
         this.outDir = new Path(Paths.qualify(options.out, conf));
         OutputFolder.requireCreatable("--out", outDir, conf);
+        this.staging = new Path(outDir.getParent(), "." + outDir.getName() + ".pieces-" + java.util.UUID.randomUUID());
         this.config = ModelFolder.readConfig(modelDir, conf);
         this.layout = options.layout();
         if (config.num_experts == 0) {
@@ -128,10 +131,14 @@ final class SurgeryRun {
             Refinement refinement) {
         ObjectNode newConfig = surgery.config(config);
         List<LayerResult> results;
-        try (JavaSparkContext sc = SparkContexts.start("sparkmoe surgery " + command, options.spark.master)) {
-            results = refinement.apply(sc, compute(sc, surgery), partitions(sc));
+        try {
+            try (JavaSparkContext sc = SparkContexts.start("sparkmoe surgery " + command, options.spark.master)) {
+                results = refinement.apply(sc, compute(sc, surgery), partitions(sc));
+            }
+            write(command, newConfig, settings, overrides, results);
+        } finally {
+            removeStaging();
         }
-        write(command, newConfig, settings, overrides, results);
         for (int i = 0; i < results.size(); i++) {
             System.out.println("layer " + moeLayers[i] + "  " + describe(results.get(i)));
         }
@@ -144,13 +151,31 @@ final class SurgeryRun {
      */
     List<LayerResult> execute(JavaSparkContext sc, String command, LayerSurgery surgery, ObjectNode settings) {
         ObjectNode newConfig = surgery.config(config);
-        List<LayerResult> results = compute(sc, surgery);
-        write(command, newConfig, settings, Map.of(), results);
-        return results;
+        try {
+            List<LayerResult> results = compute(sc, surgery);
+            write(command, newConfig, settings, Map.of(), results);
+            return results;
+        } finally {
+            removeStaging();
+        }
     }
 
     private List<LayerResult> compute(JavaSparkContext sc, LayerSurgery surgery) {
-        return SurgeryJob.run(sc, modelDir.toString(), surgery, moeLayers, partitions(sc));
+        try {
+            staging.getFileSystem(conf).mkdirs(staging);
+        } catch (IOException e) {
+            throw new UncheckedIOException("creating " + staging + " for the tasks' results: " + e.getMessage(), e);
+        }
+        return SurgeryJob.run(sc, modelDir.toString(), surgery, moeLayers, partitions(sc), staging);
+    }
+
+    /** Deletes the tasks' staged tensors (the driver's maps of them stay valid until it exits). */
+    private void removeStaging() {
+        try {
+            staging.getFileSystem(conf).delete(staging, true);
+        } catch (IOException e) {
+            System.err.println("surgery: could not remove " + staging + ": " + e.getMessage());
+        }
     }
 
     private int partitions(JavaSparkContext sc) {
