@@ -1,6 +1,7 @@
 package org.sparkmoe.io;
 
 import java.nio.ByteBuffer;
+import java.nio.FloatBuffer;
 import java.nio.DoubleBuffer;
 import java.nio.IntBuffer;
 import java.nio.ShortBuffer;
@@ -19,28 +20,32 @@ final class ElementDecoder {
     private ElementDecoder() {
     }
 
-    /** Widens every element of {@code bytes} (little-endian, dtype in FLOAT_TYPES) into dst[first..]. */
-    static void toFloats(DType dtype, ByteBuffer bytes, float[] dst, int first) {
+    /**
+     * Widens every element of {@code bytes} (little-endian, dtype in FLOAT_TYPES) into dst[first..] (absolute puts:
+     * {@code dst} may be an off-heap buffer, so no heap copy of the tensor is made).
+     */
+    static void toFloats(DType dtype, ByteBuffer bytes, FloatBuffer dst, int first) {
         switch (dtype) {
             case F32 -> {
-                bytes.asFloatBuffer().get(dst, first, bytes.remaining() / Float.BYTES);
+                FloatBuffer src = bytes.asFloatBuffer();
+                dst.put(first, src, 0, src.limit());
             }
             case F64 -> {
                 DoubleBuffer src = bytes.asDoubleBuffer();
                 for (int i = 0; i < src.limit(); i++) {
-                    dst[first + i] = (float) src.get(i);
+                    dst.put(first + i, (float) src.get(i));
                 }
             }
             case F16 -> {
                 ShortBuffer src = bytes.asShortBuffer();
                 for (int i = 0; i < src.limit(); i++) {
-                    dst[first + i] = HalfFloats.f16ToFloat(src.get(i));
+                    dst.put(first + i, HalfFloats.f16ToFloat(src.get(i)));
                 }
             }
             case BF16 -> {
                 ShortBuffer src = bytes.asShortBuffer();
                 for (int i = 0; i < src.limit(); i++) {
-                    dst[first + i] = HalfFloats.bf16ToFloat(src.get(i));
+                    dst.put(first + i, HalfFloats.bf16ToFloat(src.get(i)));
                 }
             }
             default -> throw new IllegalArgumentException("not a float dtype: " + dtype);

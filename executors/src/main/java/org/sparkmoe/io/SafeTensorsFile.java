@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
 import java.nio.MappedByteBuffer;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.FileChannel;
@@ -153,14 +154,21 @@ public final class SafeTensorsFile implements AutoCloseable {
         return header.metadata();
     }
 
-    /** A new float32 'c'-order array of the tensor's shape; F16, BF16 and F64 are converted. */
+    /**
+     * A new float32 'c'-order array of the tensor's shape; F16, BF16 and F64 are converted. Decoded straight into the
+     * array's off-heap buffer (no heap copy of the tensor).
+     */
     public INDArray readFloat(String name) {
         TensorInfo info = info(name);
         requireDType(info, ElementDecoder.FLOAT_TYPES, "readFloat");
-        float[] values = new float[elementCount(info)];
-        forEachPiece(info, (piece, first) -> ElementDecoder.toFloats(info.dtype(), piece, values, first));
         long[] shape = info.shape();
-        return Nd4j.create(values, shape, Nd4j.getStrides(shape, 'c'), 'c', DataType.FLOAT);
+        int n = elementCount(info);
+        INDArray out = Nd4j.createUninitialized(DataType.FLOAT, shape, 'c');
+        if (n > 0) {
+            FloatBuffer values = out.data().asNio().order(ByteOrder.nativeOrder()).asFloatBuffer();
+            forEachPiece(info, (piece, first) -> ElementDecoder.toFloats(info.dtype(), piece, values, first));
+        }
+        return out;
     }
 
     /**

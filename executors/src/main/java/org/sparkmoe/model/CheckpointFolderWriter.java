@@ -132,8 +132,12 @@ public final class CheckpointFolderWriter {
         for (String name : names) {
             sizes.add(dtype.byteSize() * Arrays.stream(tensors.shape(name)).reduce(1, Math::multiplyExact));
         }
-        writeShards(fs, dir, shard(sizes, maxShardBytes), names, sizes,
-                i -> new NamedTensor.Floats(names.get(i), tensors.readFloat(names.get(i)), dtype));
+        writeShards(fs, dir, shard(sizes, maxShardBytes), names, sizes, i -> {
+            String name = names.get(i);
+            // read when its bytes are written, so one tensor at a time is in memory, not a whole shard
+            return new NamedTensor.Streamed(name, dtype, tensors.shape(name),
+                    out -> new NamedTensor.Floats(name, tensors.readFloat(name), dtype).writeData(out));
+        });
     }
 
     /**
