@@ -7,6 +7,8 @@ import java.io.Serializable;
 import java.util.ArrayList;
 import java.util.EnumSet;
 import java.util.List;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * A PEFT adapter on transformers 5's fused expert parameters ({@code target_parameters} naming
@@ -20,7 +22,8 @@ import java.util.List;
  * PEFT 0.19.1 ({@link Generation}).
  *
  * @param parameters  the targeted parameters in target_parameters order: "gate_up_proj", "down_proj"
- * @param peftVersion adapter_config.json's peft_version, or null when it has none
+ * @param peftVersion the PEFT release that saved it: --peft-version when given, else adapter_config.json's
+ *                    peft_version, or null when neither says
  */
 public record FusedAdapterFormat(List<String> parameters, String peftVersion) implements Serializable {
     public static final String GATE_UP = "gate_up_proj";
@@ -76,8 +79,11 @@ public record FusedAdapterFormat(List<String> parameters, String peftVersion) im
                     + node + " is not supported (SparkMoE adapts the expert parameters only)");
         }
         JsonNode version = root.get("peft_version");
-        return new FusedAdapterFormat(List.copyOf(parameters),
-                version == null || version.isNull() ? null : version.asText());
+        String peftVersion = version == null || version.isNull() ? null : version.asText();
+        if (peftVersion != null) {
+            generationOf(peftVersion, source + ": peft_version");
+        }
+        return new FusedAdapterFormat(List.copyOf(parameters), peftVersion);
     }
 
     /** The expert projections adapted: gate and up for gate_up_proj, down for down_proj. */
@@ -95,15 +101,32 @@ public record FusedAdapterFormat(List<String> parameters, String peftVersion) im
 
     /** The generation peft_version names, or null without one. */
     public Generation declaredGeneration() {
-        if (peftVersion == null) {
-            return null;
+        return peftVersion == null ? null : generationOf(peftVersion, "peft_version");
+    }
+
+    /** This format with {@code version} (a --peft-version) in place of adapter_config.json's peft_version. */
+    public FusedAdapterFormat withPeftVersion(String version) {
+        generationOf(version, "--peft-version");
+        return new FusedAdapterFormat(parameters, version);
+    }
+
+    /**
+     * The shape generation of the PEFT release {@code version} (major.minor[.patch], an optional pre-release or
+     * local suffix such as 0.19.1rc1 or 0.21.0.dev0); throws naming {@code what} when it is no such version.
+     */
+    public static Generation generationOf(String version, String what) {
+        Matcher m = VERSION.matcher(version == null ? "" : version);
+        if (!m.matches()) {
+            throw new AdapterFormatException(what + " must be a PEFT version such as 0.19.0 or 0.21.0, got '"
+                    + version + "'");
         }
-        String[] parts = peftVersion.split("[^0-9]+");
-        int[] v = new int[3];
-        for (int i = 0; i < 3 && i < parts.length; i++) {
-            v[i] = parts[i].isEmpty() ? 0 : Integer.parseInt(parts[i]);
-        }
-        boolean atLeast = v[0] != 0 ? v[0] > 0 : v[1] != 19 ? v[1] > 19 : v[2] >= 1;
+        long major = Long.parseLong(m.group(1));
+        long minor = Long.parseLong(m.group(2));
+        long patch = m.group(3) == null ? 0 : Long.parseLong(m.group(3));
+        boolean atLeast = major != 0 ? major > 0 : minor != 19 ? minor > 19 : patch >= 1;
         return atLeast ? Generation.FROM_0_19_1 : Generation.BEFORE_0_19_1;
     }
+
+    private static final Pattern VERSION =
+            Pattern.compile("(\\d{1,9})\\.(\\d{1,9})(?:\\.(\\d{1,9}))?(?:[.+\\-]?[A-Za-z][0-9A-Za-z.+\\-@]*)?");
 }

@@ -32,9 +32,10 @@ import java.util.Set;
  * A'; for down_proj (rows D, cols I) it is the down LoRA itself. Only transposes and slices: the per-expert state
  * holds the very same float values, so eval of a fused adapter equals eval of its per-expert equivalent bit for bit.
  *
- * <p>The generation is adapter_config.json's peft_version when it has one, else the shapes (one PEFT wrote both
- * parameters, so one generation fits both); when both generations fit every shape (gate_up_proj alone with D = 2I,
- * down_proj alone with D = I, or both) and no peft_version says which, the adapter is refused in one line.
+ * <p>The generation is the PEFT version's (--peft-version, else adapter_config.json's peft_version) when one is
+ * known, else the shapes' (one PEFT wrote both parameters, so one generation fits both); when both generations fit
+ * every shape (gate_up_proj alone with D = 2I, down_proj alone with D = I, or both) and no version says which, the
+ * adapter is refused in one line.
  */
 final class FusedAdapterTensors {
     private final ModelConfig model;
@@ -119,7 +120,7 @@ final class FusedAdapterTensors {
 
     /**
      * The one assignment of parameters to wrappers and generation that every shape of layer {@code l} fits (with
-     * peft_version, only its generation is tried). With two targets, each generation is tried with gate_up_proj in
+     * a PEFT version, only its generation is tried). With two targets, each generation is tried with gate_up_proj in
      * the inner wrapper first (transformers declares it before down_proj), then the other way round.
      */
     private Layout layout(SafeTensorsFile file, int l) {
@@ -163,7 +164,7 @@ final class FusedAdapterTensors {
             throw new AdapterFormatException(source + ": the LoRA shapes of layer " + l + " (" + found.toString().trim()
                     + ") fit no PEFT layout of " + format.parameters() + " for E=" + model.num_experts + ", r="
                     + config.r() + ", D=" + model.hidden_size + ", I=" + model.expert_intermediate_size
-                    + (declared != null ? " with peft_version " + format.peftVersion() : "")
+                    + (declared != null ? " with PEFT " + format.peftVersion() : "")
                     + " (≥ 0.19.1: lora_A [E·r, cols], lora_B [rows, r·E]; ≤ 0.19.0: lora_A [E·r, rows],"
                     + " lora_B [cols, r·E];"
                     + " gate_up_proj rows 2I, cols D; down_proj rows D, cols I)");
@@ -174,8 +175,9 @@ final class FusedAdapterTensors {
         if (ambiguous) {
             throw new AdapterFormatException(source + ": ambiguous LoRA shapes: for " + format.parameters()
                     + " with D = " + model.hidden_size + " and I = " + model.expert_intermediate_size + " PEFT ≤ 0.19.0 "
-                    + "and ≥ 0.19.1 write the same shapes, and adapter_config.json has no peft_version; add "
-                    + "\"peft_version\" (the PEFT that saved it) to adapter_config.json");
+                    + "and ≥ 0.19.1 write the same shapes, and adapter_config.json has no peft_version; pass "
+                    + "--peft-version V (the PEFT release that saved it, e.g. 0.21.0) or add \"peft_version\" to "
+                    + "adapter_config.json");
         }
         return first;
     }

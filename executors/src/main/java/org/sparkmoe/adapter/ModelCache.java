@@ -26,11 +26,14 @@ public final class ModelCache {
 
     /**
      * Loads the model on {@code device} with the PEFT adapter folder {@code adapterDir} applied (see
-     * {@link AdaptedModel}); {@code adapterDir} null loads the plain model.
+     * {@link AdaptedModel}), read with {@code peftVersion} (--peft-version, null: none; see
+     * {@link PeftAdapter#read(Path, Configuration, org.sparkmoe.io.ModelConfig, String)}); {@code adapterDir} null
+     * loads the plain model.
      */
-    public static MoeTransformer load(Path dir, Configuration conf, Path adapterDir, Device device) {
+    public static MoeTransformer load(Path dir, Configuration conf, Path adapterDir, String peftVersion, Device device) {
         MoeTransformer base = ModelFolder.load(dir, conf, device);
-        return adapterDir == null ? base : AdaptedModel.of(base, PeftAdapter.read(adapterDir, conf, base.config()));
+        return adapterDir == null ? base
+                : AdaptedModel.of(base, PeftAdapter.read(adapterDir, conf, base.config(), peftVersion));
     }
 
     /** The model at {@code uri} on the CPU, loaded once per JVM; as {@link #cached(String, Device)}. */
@@ -43,30 +46,32 @@ public final class ModelCache {
      * caller (immutable after loading). The cache key holds the device: a JVM asked for both keeps two models.
      */
     public static MoeTransformer cached(String uri, Device device) {
-        return LOADED.computeIfAbsent(cacheKey(uri, null, device),
+        return LOADED.computeIfAbsent(cacheKey(uri, null, null, device),
                 u -> ModelFolder.load(new Path(uri), new Configuration(), device));
     }
 
     /**
      * As {@link #cached(String, Device)}, with the adapter at {@code adapterUri} applied (null: the plain model) to
-     * the cached base model, whose weights it shares. The cache key includes the adapter weights' modification time
-     * and length, so an adapter folder rewritten in place (a newer training checkpoint) is loaded afresh.
+     * the cached base model, whose weights it shares, read with {@code peftVersion} (--peft-version, null: none; see
+     * {@link PeftAdapter#read(Path, Configuration, org.sparkmoe.io.ModelConfig, String)}). The cache key includes the
+     * adapter weights' modification time and length, so an adapter folder rewritten in place (a newer training
+     * checkpoint) is loaded afresh, and the PEFT version.
      */
-    public static MoeTransformer cached(String modelUri, String adapterUri, Device device) {
+    public static MoeTransformer cached(String modelUri, String adapterUri, String peftVersion, Device device) {
         MoeTransformer base = cached(modelUri, device);
         if (adapterUri == null) {
             return base;
         }
         Configuration conf = new Configuration();
-        return LOADED.computeIfAbsent(cacheKey(modelUri, adapterUri, device),
-                key -> AdaptedModel.of(base, PeftAdapter.read(new Path(adapterUri), conf, base.config())));
+        return LOADED.computeIfAbsent(cacheKey(modelUri, adapterUri, peftVersion, device),
+                key -> AdaptedModel.of(base, PeftAdapter.read(new Path(adapterUri), conf, base.config(), peftVersion)));
     }
 
     /**
      * What the per-JVM cache tells models apart by: the device, the model URI and, with an adapter, its URI and the
-     * version (modification time and length) of its weights file.
+     * version (modification time and length) of its weights file and the --peft-version it is read with.
      */
-    static String cacheKey(String modelUri, String adapterUri, Device device) {
+    static String cacheKey(String modelUri, String adapterUri, String peftVersion, Device device) {
         String key = device.flagValue() + " " + modelUri;
         if (adapterUri == null) {
             return key;
@@ -82,6 +87,7 @@ public final class ModelCache {
         } catch (IOException e) {
             throw new UncheckedIOException("looking up " + weights, e);
         }
-        return key + " + adapter " + adapterUri + " @ " + version;
+        return key + " + adapter " + adapterUri + " @ " + version
+                + (peftVersion == null ? "" : " as PEFT " + peftVersion);
     }
 }

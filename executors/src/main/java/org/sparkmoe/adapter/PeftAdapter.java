@@ -164,6 +164,15 @@ public final class PeftAdapter {
      * implies, with its shape, and none may be missing. Errors are one line naming the file and key.
      */
     public static PeftAdapter read(Path dir, Configuration conf, ModelConfig model) {
+        return read(dir, conf, model, null);
+    }
+
+    /**
+     * As {@link #read(Path, Configuration, ModelConfig)}; {@code peftVersion} (--peft-version, null: none) names the
+     * PEFT release that saved a fused-expert adapter, in place of adapter_config.json's peft_version, to settle which
+     * shape generation it has. A per-expert adapter's tensors do not depend on it.
+     */
+    public static PeftAdapter read(Path dir, Configuration conf, ModelConfig model, String peftVersion) {
         FileSystem fs;
         Path configFile = new Path(dir, CONFIG_FILE);
         AdapterConfig config;
@@ -185,6 +194,9 @@ public final class PeftAdapter {
                 String text = new String(in.readAllBytes(), StandardCharsets.UTF_8);
                 config = AdapterConfig.parse(text, configFile.toString(), model);
                 fused = FusedAdapterFormat.parse(text, configFile.toString());
+                if (fused != null && peftVersion != null) {
+                    fused = fused.withPeftVersion(peftVersion);
+                }
             }
         } catch (IOException e) {
             throw new UncheckedIOException("reading adapter folder " + dir + ": " + e.getMessage(), e);

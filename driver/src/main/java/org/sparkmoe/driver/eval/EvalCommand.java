@@ -9,6 +9,7 @@ import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.ModelOption;
+import org.sparkmoe.driver.PeftVersionOption;
 import org.sparkmoe.driver.WindowOption;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkOptions;
@@ -43,6 +44,9 @@ public final class EvalCommand implements Callable<Integer> {
                     + "runs it unmerged: LoRA products beside the frozen expert weights, and its routers if it trained "
                     + "them. No merged copy of the model is made.")
     String adapter;
+
+    @Mixin
+    PeftVersionOption peftVersion;
 
     @Mixin
     DataOptions data = new DataOptions("test");
@@ -100,15 +104,16 @@ public final class EvalCommand implements Callable<Integer> {
         }
         Tokenizers.checked(modelUri, config.vocab_size);
         String adapterUri = adapter == null ? null : Paths.qualify(adapter, conf);
+        String version = peftVersion.checked(adapterUri);
         if (adapterUri != null) {
-            PeftAdapter.read(new Path(adapterUri), conf, config); // reject a bad adapter before any task starts
+            PeftAdapter.read(new Path(adapterUri), conf, config, version); // reject a bad adapter before any task starts
         }
         int k = topK == null ? config.num_experts_per_tok : topK;
         if (config.num_experts > 0 && (k < 1 || k > config.num_experts)) {
             throw new IllegalArgumentException("--top-k must be in [1, " + config.num_experts + "] (the model's experts), got " + k);
         }
         EvalPlan plan = new EvalPlan(modelUri, data.files, data.textSplit(), window.window, k, batchWindows, 1,
-                adapterUri, chosen);
+                adapterUri, version, chosen);
         if (plan.window() > config.max_position_embeddings) {
             throw new IllegalArgumentException("--window " + plan.window() + " exceeds the model's "
                     + "max_position_embeddings " + config.max_position_embeddings);
@@ -124,6 +129,7 @@ public final class EvalCommand implements Callable<Integer> {
                         + " (the report is keyed by file name)");
             }
         }
-        return new EvalPlan(modelUri, files, plan.split(), plan.window(), k, batchWindows, 1, adapterUri, chosen);
+        return new EvalPlan(modelUri, files, plan.split(), plan.window(), k, batchWindows, 1, adapterUri, version,
+                chosen);
     }
 }

@@ -53,7 +53,7 @@ public final class EvalJob {
     }
 
     private static ChunkNll score(EvalPlan plan, TokenChunk chunk) {
-        MoeTransformer model = ModelCache.cached(plan.model(), plan.adapter(), plan.device());
+        MoeTransformer model = ModelCache.cached(plan.model(), plan.adapter(), plan.peftVersion(), plan.device());
         double nll = 0;
         for (double windowNll : Perplexity.windowNll(model, chunk.windows, plan.topK())) {
             nll += windowNll;

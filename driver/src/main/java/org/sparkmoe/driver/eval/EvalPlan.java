@@ -1,5 +1,6 @@
 package org.sparkmoe.driver.eval;
 
+import org.sparkmoe.driver.PeftVersionOption;
 import org.sparkmoe.driver.PlanChecks;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.text.TextSplit;
@@ -18,10 +19,12 @@ import java.util.List;
  * @param batchWindows B windows per forward pass (≥ 1)
  * @param partitions   scoring partitions (≥ 1)
  * @param adapter      PEFT adapter folder URI applied (unmerged) to the model on every executor, or null
+ * @param peftVersion  --peft-version: the PEFT release that saved a fused-expert adapter (its shape generation), or
+ *                     null to go by adapter_config.json
  * @param device       where the executors' expert grouped GEMMs run
  */
 public record EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,
-                       int partitions, String adapter, Device device) implements Serializable {
+                       int partitions, String adapter, String peftVersion, Device device) implements Serializable {
 
     public EvalPlan {
         PlanChecks.requireModel(model);
@@ -32,15 +35,22 @@ public record EvalPlan(String model, List<String> data, TextSplit split, int win
         PlanChecks.requireAtLeast("--batch-windows", batchWindows, 1);
         PlanChecks.requireAtLeast("--partitions", partitions, 1);
         PlanChecks.requireNonNull("--device", device);
+        PeftVersionOption.check(peftVersion, adapter);
+    }
+
+    /** A plan without --peft-version. */
+    public EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,
+                    int partitions, String adapter, Device device) {
+        this(model, data, split, window, topK, batchWindows, partitions, adapter, null, device);
     }
 
     /** A plan for the plain model (no adapter) on the CPU. */
     public EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,
                     int partitions) {
-        this(model, data, split, window, topK, batchWindows, partitions, null, Device.CPU);
+        this(model, data, split, window, topK, batchWindows, partitions, null, null, Device.CPU);
     }
 
     public EvalPlan withPartitions(int n) {
-        return new EvalPlan(model, data, split, window, topK, batchWindows, n, adapter, device);
+        return new EvalPlan(model, data, split, window, topK, batchWindows, n, adapter, peftVersion, device);
     }
 }

@@ -7,6 +7,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.ModelOption;
 import org.sparkmoe.driver.OutputFolder;
+import org.sparkmoe.driver.PeftVersionOption;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.io.SafeTensorsFile;
@@ -42,6 +43,9 @@ public final class LogitsCommand implements Callable<Integer> {
                     + "expert weights; a trained router replaces the model's).")
     String adapter;
 
+    @Mixin
+    PeftVersionOption peftVersion;
+
     @Option(names = "--input-ids", required = true, paramLabel = "FILE",
             description = "safetensors file holding input_ids, int64 (or int32) [B,S].")
     String inputIds;
@@ -56,9 +60,10 @@ public final class LogitsCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         Configuration conf = new Configuration();
         OutputFolder.requireFile("--out", new Path(Paths.qualify(out, conf)), conf, "logits", "safetensors");
+        String version = peftVersion.checked(adapter);
         int[][] tokens = readInputIds(Paths.qualify(inputIds, conf), conf);
         MoeTransformer transformer = ModelCache.load(new Path(model.uri(conf)), conf,
-                adapter == null ? null : new Path(Paths.qualify(adapter, conf)), Device.CPU);
+                adapter == null ? null : new Path(Paths.qualify(adapter, conf)), version, Device.CPU);
         int vocab = transformer.config().vocab_size;
         for (int b = 0; b < tokens.length; b++) {
             for (int s = 0; s < tokens[b].length; s++) {

@@ -10,6 +10,7 @@ import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.driver.Paths;
 import picocli.CommandLine.Command;
 import org.sparkmoe.driver.ModelOption;
+import org.sparkmoe.driver.PeftVersionOption;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
@@ -29,6 +30,9 @@ public final class MergeCommand implements Callable<Integer> {
     @Option(names = "--adapter", required = true, paramLabel = "DIR",
             description = "PEFT adapter folder (adapter_config.json, adapter_model.safetensors).")
     String adapter;
+
+    @Mixin
+    PeftVersionOption peftVersion;
 
     @Option(names = "--out", required = true, paramLabel = "DIR",
             description = "Output model folder; must not exist yet.")
@@ -51,7 +55,7 @@ public final class MergeCommand implements Callable<Integer> {
         Path target = new Path(Paths.qualify(out, conf));
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
         PeftAdapter peft = PeftAdapter.read(
-                new Path(Paths.qualify(adapter, conf)), conf, config);
+                new Path(Paths.qualify(adapter, conf)), conf, config, peftVersion.checked(adapter));
         MergedCheckpoint.write(modelDir, peft, target, conf, maxShardBytes,
                 layout == null ? null : ExpertLayout.parse(layout));
         System.err.println("merge: wrote " + target + " (r=" + peft.config().r() + ", lora_alpha="
