@@ -10,6 +10,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.io.LocalFiles;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.NamedTensor;
@@ -123,13 +124,26 @@ public final class PeftAdapter {
         return state;
     }
 
-    /** Writes {@code dir/adapter_model.safetensors} then {@code dir/adapter_config.json}, each atomically. */
+    /** Writes the per-expert PEFT adapter: as {@link #write(Path, Configuration, ExpertLayout)} with PER_EXPERT. */
     public void write(Path dir, Configuration conf) {
+        write(dir, conf, ExpertLayout.PER_EXPERT);
+    }
+
+    /**
+     * Writes {@code dir/adapter_model.safetensors} then {@code dir/adapter_config.json}, each atomically, with one
+     * LoRA per expert and projection (PER_EXPERT, what vLLM and PEFT both load) or on transformers 5's fused expert
+     * parameters (FUSED: {@link FusedAdapterExport}, at rank 2r when gate or up is targeted).
+     */
+    public void write(Path dir, Configuration conf, ExpertLayout format) {
+        boolean fused = format == ExpertLayout.FUSED;
+        FusedAdapterExport export = fused ? new FusedAdapterExport(this) : null;
         try {
             FileSystem fs = dir.getFileSystem(conf);
             fs.mkdirs(dir);
-            SafeTensorsWriter.write(fs, new Path(dir, WEIGHTS_FILE), peftTensors(), Map.of("format", "pt"));
-            AtomicFile.write(fs, new Path(dir, CONFIG_FILE), config.toJson(model).getBytes(StandardCharsets.UTF_8));
+            SafeTensorsWriter.write(fs, new Path(dir, WEIGHTS_FILE), fused ? export.tensors() : peftTensors(),
+                    Map.of("format", "pt"));
+            String json = fused ? export.configJson() : config.toJson(model);
+            AtomicFile.write(fs, new Path(dir, CONFIG_FILE), json.getBytes(StandardCharsets.UTF_8));
         } catch (IOException e) {
             throw new UncheckedIOException("writing adapter folder " + dir + ": " + e.getMessage(), e);
         }

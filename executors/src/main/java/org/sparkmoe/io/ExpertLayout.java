@@ -18,12 +18,17 @@ public enum ExpertLayout {
 
     /** Parses a {@code --layout} value: per-expert or fused. */
     public static ExpertLayout parse(String value) {
+        return parse(value, "--layout");
+    }
+
+    /** Parses the value of {@code option} (--layout, --adapter-format): per-expert or fused. */
+    public static ExpertLayout parse(String value, String option) {
         for (ExpertLayout l : values()) {
             if (l.option.equals(value)) {
                 return l;
             }
         }
-        throw new IllegalArgumentException("--layout must be per-expert or fused, got '" + value + "'");
+        throw new IllegalArgumentException(option + " must be per-expert or fused, got '" + value + "'");
     }
 
     /** The layout {@code stored} uses: FUSED when any MoE layer of {@code config} is stored fused. */

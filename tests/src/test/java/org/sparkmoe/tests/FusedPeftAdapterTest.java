@@ -124,7 +124,10 @@ class FusedPeftAdapterTest {
         AdapterFormatException e = assertThrows(AdapterFormatException.class,
                 () -> PeftAdapter.read(hadoop(unversioned), CONF, config));
         assertTrue(e.getMessage().contains("ambiguous LoRA shapes: for [gate_up_proj] with D = 32 and I = 16")
-                && e.getMessage().contains("peft_version") && e.getMessage().lines().count() == 1, e.getMessage());
+                && e.getMessage().contains("--peft-version") && e.getMessage().contains("peft_version")
+                && e.getMessage().lines().count() == 1, e.getMessage());
+        assertEquals(read.state(), PeftAdapter.read(hadoop(unversioned), CONF, config, "0.21.0").state(),
+                "--peft-version settles what adapter_config.json's peft_version settled");
         Map<String, INDArray> state = read.state();
         assertTrue(state.get("model.layers.0.mlp.experts.gate_proj.lora_B").norm2Number().doubleValue() > 0);
         assertArrayEquals(new long[] {6, 1, 32}, state.get("model.layers.2.mlp.experts.up_proj.lora_A").shape());

@@ -3,6 +3,7 @@ package org.sparkmoe.driver.demo;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.calib.CalibrateJob;
 import org.sparkmoe.driver.calib.CalibrateOutputs;
@@ -93,7 +94,7 @@ final class DemoPipeline {
                 progress.println(round.summary(train.roundCount(), train.steps()));
                 out.roundDone(round, averaged);
             });
-            out.finish(plan.config(), last);
+            out.finish(plan.config(), last, ExpertLayout.PER_EXPERT);
             return null;
         });
         outputs.put("train log", file(plan.lora(), TrainOutputs.LOG));

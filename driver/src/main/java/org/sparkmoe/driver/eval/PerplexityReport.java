@@ -42,6 +42,9 @@ public final class PerplexityReport {
         if (plan.adapter() != null) {
             root.put("adapter", plan.adapter());
         }
+        if (plan.peftVersion() != null) {
+            root.put("peft_version", plan.peftVersion());
+        }
         root.put("split", plan.split().toString());
         root.put("window", plan.window());
         root.put("top_k", plan.topK());

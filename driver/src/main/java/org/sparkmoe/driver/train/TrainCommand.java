@@ -3,6 +3,7 @@ package org.sparkmoe.driver.train;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
@@ -117,6 +118,14 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--resume", description = "Continue the run in --out from its latest checkpoint (same options).")
     boolean resume;
 
+    @Option(names = "--adapter-format", defaultValue = "per-expert", paramLabel = "per-expert|fused",
+            description = "How OUT/adapter stores the LoRA: one A/B pair per expert and projection (what vLLM and PEFT "
+                    + "both load), or PEFT's fused-expert adapter on transformers 5's mlp.experts.gate_up_proj / "
+                    + "down_proj (target_parameters, the shapes of PEFT >= 0.19.1, peft_version recorded). Fused holds "
+                    + "gate and up in one LoRA of rank 2 x --rank (lora_alpha doubled, the same scale and the same "
+                    + "weight deltas). Checkpoints stay per-expert. Default: ${DEFAULT-VALUE}.")
+    String adapterFormat;
+
     @Option(names = "--merge", description = "Also write OUT/merged: the model with the LoRA merged into its experts.")
     boolean merge;
 
@@ -145,10 +154,15 @@ public final class TrainCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         Device chosen = device.resolve();
+        ExpertLayout format = ExpertLayout.parse(adapterFormat, "--adapter-format");
         Configuration conf = new Configuration();
         String modelUri = model.uri(conf);
         ModelConfig config = checkModel(modelUri, conf);
         boolean lowRank = config.hasLowRankExperts();
+        if (lowRank && format == ExpertLayout.FUSED) {
+            throw new IllegalArgumentException("--adapter-format fused does not apply to a low-rank model (surgery "
+                    + "lowrank): train writes the trained model to OUT/" + TrainOutputs.MODEL + ", no PEFT adapter");
+        }
         if (lowRank) {
             checkLowRankOptions(config);
         }
@@ -205,7 +219,7 @@ public final class TrainCommand implements Callable<Integer> {
             System.err.printf(Locale.ROOT, "train: %.1f s in rounds, %.1f s (%.1f%%) of it averaging; %.0f tokens/s "
                     + "per partition in local steps%n", totals[0], totals[1], 100 * totals[1] / totals[0],
                     totals[2] / totals[3]);
-            for (Path written : outputs.finish(config, last)) {
+            for (Path written : outputs.finish(config, last, format)) {
                 System.err.println("train: wrote " + written);
             }
         }

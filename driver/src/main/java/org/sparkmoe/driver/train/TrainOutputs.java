@@ -5,6 +5,7 @@ import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.adapter.MergedCheckpoint;
+import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.driver.OutputLock;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.AtomicFile;
@@ -229,10 +230,11 @@ public final class TrainOutputs {
     }
 
     /**
-     * Writes the PEFT adapter and, with --merge, the merged checkpoint (for a low-rank model: the checkpoint with the
-     * trained experts, and router when trained, in OUT/model); returns the folders written.
+     * Writes the PEFT adapter in {@code adapterFormat} (--adapter-format) and, with --merge, the merged checkpoint (for
+     * a low-rank model: the checkpoint with the trained experts, and router when trained, in OUT/model); returns the
+     * folders written.
      */
-    public List<Path> finish(ModelConfig model, TrainState state) {
+    public List<Path> finish(ModelConfig model, TrainState state, ExpertLayout adapterFormat) {
         if (model.hasLowRankExperts()) {
             Path dir = new Path(out, MODEL);
             SurgeryCheckpoint.write(new Path(plan.model()), model.jsonCopy(), state.params(), Map.of(), dir, conf);
@@ -240,7 +242,7 @@ public final class TrainOutputs {
         }
         PeftAdapter adapter = PeftAdapter.of(model, plan.adapterConfig(), state.params());
         Path adapterDir = new Path(out, ADAPTER);
-        adapter.write(adapterDir, conf);
+        adapter.write(adapterDir, conf, adapterFormat);
         List<Path> written = new ArrayList<>(List.of(new Path(out, LOG), adapterDir));
         if (plan.merge()) {
             Path merged = new Path(out, MERGED);
