@@ -12,14 +12,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-CASES = ["topk3", "dense", "reduce4", "fused2", "adapter"]
+CASES = ["topk3", "dense", "reduce4", "fused2", "adapter", "adapter-fused"]
 
 
 def load(case, outputs, base):
-    if case == "adapter":
+    if case.startswith("adapter"):
         from peft import PeftModel
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        return PeftModel.from_pretrained(model, f"{outputs}/adapter").merge_and_unload()
+        return PeftModel.from_pretrained(model, f"{outputs}/{case}").merge_and_unload()
     return AutoModelForCausalLM.from_pretrained(f"{outputs}/{case}", dtype=torch.float32)
 
 

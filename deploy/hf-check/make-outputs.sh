@@ -6,7 +6,8 @@
 # MODEL (default the bundled Mixtral) may name another model folder with vocab ≥ 1024 and 64 positions, e.g.
 # tests/src/test/resources/reference/qwen3-moe-tiny or olmoe-tiny; RESCALE (default measured) is topk's --rescale
 # (none for a model with norm_topk_prob false, such as olmoe-tiny), WINDOW (default 256) calibrate's --window
-# (64 for those fixtures). Besides topk3, dense, reduce4 and adapter, it writes fused2: topk to 2 experts with
+# (64 for those fixtures). Besides topk3, dense, reduce4, adapter and adapter-fused (train --adapter-format
+# fused), it writes fused2: topk to 2 experts with
 # --layout fused (transformers 5's fused expert tensors).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -35,9 +36,15 @@ STATS="$WORK/calib/router-stats.json"
 "$SPARKMOE" train --model "$MODEL" --data "$CORPUS/sysadmin.txt" --split valid --steps 4 --window 64 \
   --batch-windows 2 --lr 3e-3 --rank 4 --alpha 8 --train-router --out "$WORK/train"
 cp -r "$WORK/train/adapter" "$OUT/adapter"
+# the same training, its adapter written as PEFT's fused-expert adapter (target_parameters, rank 2r)
+"$SPARKMOE" train --model "$MODEL" --data "$CORPUS/sysadmin.txt" --split valid --steps 4 --window 64 \
+  --batch-windows 2 --lr 3e-3 --rank 4 --alpha 8 --train-router --adapter-format fused --out "$WORK/train-fused"
+cp -r "$WORK/train-fused/adapter" "$OUT/adapter-fused"
 
 # SparkMoE's logits: the base model with the adapter, and each surgery output.
 "$SPARKMOE" logits --model "$MODEL" --adapter "$OUT/adapter" --input-ids "$IDS" --out "$OUT/adapter.logits.safetensors"
+"$SPARKMOE" logits --model "$MODEL" --adapter "$OUT/adapter-fused" --input-ids "$IDS" \
+  --out "$OUT/adapter-fused.logits.safetensors"
 for m in topk3 dense reduce4 fused2; do
   "$SPARKMOE" logits --model "$OUT/$m" --input-ids "$IDS" --out "$OUT/$m.logits.safetensors"
 done
