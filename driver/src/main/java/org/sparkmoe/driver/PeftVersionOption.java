@@ -8,8 +8,9 @@ public final class PeftVersionOption {
     @Option(names = "--peft-version", paramLabel = "V",
             description = "The PEFT release that saved a fused-expert adapter (target_parameters on "
                     + "mlp.experts.gate_up_proj / down_proj), e.g. 0.19.0 or 0.21.0: it says which shapes the LoRA "
-                    + "tensors have (PEFT changed them in 0.19.1), which the shapes alone cannot tell when "
-                    + "hidden_size = 2 x the expert intermediate size. Takes the place of adapter_config.json's "
+                    + "tensors have (PEFT changed them in 0.19.1) where the shapes alone cannot tell (gate_up_proj "
+                    + "with hidden_size = 2 x the expert intermediate size, down_proj with the two equal; such an "
+                    + "adapter is refused without a version). Takes the place of adapter_config.json's "
                     + "peft_version. No effect on a per-expert adapter. Default: adapter_config.json's peft_version, "
                     + "else the shapes.")
     public String peftVersion;
