@@ -62,7 +62,8 @@ public final class ModelConfig {
     public final double router_jitter_noise;
     /**
      * R of a model of low-rank experts written by {@code surgery lowrank} (config field {@code low_rank_experts_rank};
-     * {@code low_rank_experts_rank}, the name versions before 0.2 wrote, is read too; Mixtral only): every MoE layer
+     * {@code shared_base_lora_rank}, the name versions before 0.2 wrote, is read too; mixtral, qwen3_moe and olmoe,
+     * the types without a shared expert): every MoE layer
      * holds one shared base FFN and E stacked LoRA experts of rank R; 0 = plain experts.
      */
     public final int low_rank_experts_rank;
@@ -134,8 +135,7 @@ public final class ModelConfig {
                 qkNorm = QkNorm.NONE;
                 clip_qkv = null;
                 sliding_window = f.optionalPositiveInt("sliding_window");
-                low_rank_experts_rank = f.has(LOW_RANK_FIELD) ? f.positiveInt(LOW_RANK_FIELD)
-                        : f.has(OLD_LOW_RANK_FIELD) ? f.positiveInt(OLD_LOW_RANK_FIELD) : 0;
+                low_rank_experts_rank = lowRankRank(f);
             }
             case QWEN2_MOE -> {
                 num_experts = f.positiveInt("num_experts");
@@ -172,7 +172,7 @@ public final class ModelConfig {
                 // transformers 5.17 (Qwen3MoeConfig.__post_init__): the window applies to every layer when
                 // use_sliding_window is true; max_window_layers is not read by Qwen3-MoE's modelling code
                 sliding_window = f.bool("use_sliding_window", false) ? f.positiveInt("sliding_window") : null;
-                low_rank_experts_rank = 0;
+                low_rank_experts_rank = lowRankRank(f);
             }
             case OLMOE -> {
                 num_experts = f.has("num_experts") ? f.positiveInt("num_experts") : f.positiveInt("num_local_experts");
@@ -193,7 +193,7 @@ public final class ModelConfig {
                             + " vs " + hidden_size);
                 }
                 sliding_window = null; // OlmoeModel builds a plain causal mask whatever the config says
-                low_rank_experts_rank = 0;
+                low_rank_experts_rank = lowRankRank(f);
             }
             case QWEN3 -> {
                 num_experts = 0;
@@ -234,6 +234,12 @@ public final class ModelConfig {
             throw new ModelConfigException(source + ": num_experts_per_tok " + num_experts_per_tok
                     + " exceeds the number of experts " + num_experts);
         }
+    }
+
+    /** low_rank_experts_rank (or its old name), 0 when absent. */
+    private static int lowRankRank(Fields f) {
+        return f.has(LOW_RANK_FIELD) ? f.positiveInt(LOW_RANK_FIELD)
+                : f.has(OLD_LOW_RANK_FIELD) ? f.positiveInt(OLD_LOW_RANK_FIELD) : 0;
     }
 
     private static double ropeTheta(Fields f, String source) {

@@ -23,16 +23,20 @@ import java.util.LinkedHashMap;
 public final class LowRankSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
 
+    private final ModelConfig.ModelType type;
     private final int rank;
     private final int experts;
     private final double[][] baseWeights; // [MoE layers][E], sum 1
 
     /** @param baseWeights per MoE layer, the weights of the experts in the base (each row sums to 1) */
     public LowRankSurgery(ModelConfig model, int rank, double[][] baseWeights) {
-        if (model.modelType != ModelConfig.ModelType.MIXTRAL || model.hasLowRankExperts()) {
-            throw new IllegalArgumentException("lowrank needs a mixtral model with full experts, got model_type "
-                    + model.modelType.name().toLowerCase() + (model.hasLowRankExperts() ? " already low-rank" : ""));
+        if (model.num_experts == 0 || model.hasSharedExpert() || model.hasLowRankExperts()) {
+            throw new IllegalArgumentException("lowrank needs a model with full experts and no shared expert "
+                    + "(mixtral, qwen3_moe, olmoe), got model_type " + model.modelType.name().toLowerCase()
+                    + (model.hasLowRankExperts() ? " already low-rank" : model.hasSharedExpert() ? " with a shared expert"
+                    : ""));
         }
+        this.type = model.modelType;
         int max = Math.min(model.hidden_size, model.expert_intermediate_size);
         if (rank < 1 || rank > max) {
             throw new IllegalArgumentException("--rank must be in [1, " + max + "] (min of hidden_size "
@@ -67,7 +71,7 @@ public final class LowRankSurgery implements LayerSurgery {
 
     @Override
     public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
-        CheckpointLayout layout = new CheckpointLayout(ModelConfig.ModelType.MIXTRAL);
+        CheckpointLayout layout = new CheckpointLayout(type);
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
         Projection p = Projection.values()[part];

@@ -27,7 +27,7 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
 
 /**
  * The commands on the tiny qwen3_moe and olmoe fixtures (see {@link Qwen3OlmoeParityTest}), end to end through the
- * command line: calibrate; surgery topk, reduce and merge-dense, each output loading in eval; train lowering the
+ * command line: calibrate; surgery topk, reduce, merge-dense and lowrank, each output loading in eval; train lowering the
  * training loss and writing an adapter that merge accepts, with PEFT keys under {@code mlp.experts.<e>.<proj>}.
  */
 class NewModelTypesCommandsTest {
@@ -105,6 +105,24 @@ class NewModelTypesCommandsTest {
             assertTensorEquals(m, dense, CheckpointLayout.attentionNorm(1, 'q'));
         }
         ppl(dense, tmp);
+
+        // at full rank (min of hidden 32 and expert width 16) the SVD is exact: every relative error is float32
+        // rounding; the model still differs from the original, since low-rank experts mix weights, not outputs
+        Path lowrank = tmp.resolve("lowrank");
+        ok("surgery", "lowrank", "--rank", "16", "--model", m.toString(), "--out", lowrank.toString(),
+                "--master", "local[2]");
+        ModelConfig lowRanked = ModelFolder.readConfig(hadoop(lowrank), CONF);
+        assertEquals(config.modelType, lowRanked.modelType);
+        assertEquals(16, lowRanked.low_rank_experts_rank);
+        JsonNode layers = JSON.readTree(lowrank.resolve("surgery.json").toFile()).get("layers");
+        assertEquals(config.num_hidden_layers - config.mlp_only_layers.size(), layers.size());
+        for (JsonNode layer : layers) {
+            for (String proj : List.of("gate_proj", "up_proj", "down_proj")) {
+                double error = layer.get(proj + "_rel_error").asDouble();
+                assertTrue(error < 1e-6, name + " layer " + layer.get("layer") + " " + proj + ": " + error);
+            }
+        }
+        ppl(lowrank, tmp);
     }
 
     @ParameterizedTest
