@@ -49,6 +49,7 @@ public final class SafeTensorsFile implements AutoCloseable {
     private final long dataStart;
     private final SafeTensorsHeader header;
     private final long pieceBytes;
+    private volatile FileMappings mappings;  // this file's JVM-wide maps, looked up on the first stored()
 
     private SafeTensorsFile(Path file, FileChannel channel, long dataStart, SafeTensorsHeader header,
             long pieceBytes) {
@@ -182,7 +183,7 @@ public final class SafeTensorsFile implements AutoCloseable {
         if (info.elementCount() == 0) {
             return readFloat(name);
         }
-        ByteBuffer bytes = FileMappings.of(file, header, dataStart, pieceBytes).bytes(file, channel, info, dataStart);
+        ByteBuffer bytes = mappings().bytes(file, channel, info, dataStart);
         long n = info.elementCount();
         DataBuffer buffer = switch (info.dtype()) {
             case F32 -> {
@@ -205,6 +206,16 @@ public final class SafeTensorsFile implements AutoCloseable {
         };
         long[] shape = info.shape();
         return Nd4j.create(buffer, shape, Nd4j.getStrides(shape, 'c'), 0, 'c', buffer.dataType());
+    }
+
+    /** The JVM-wide maps of this file, looked up (path, length, mtime) once per open file, not once per tensor. */
+    private FileMappings mappings() {
+        FileMappings m = mappings;
+        if (m == null) {
+            m = FileMappings.of(file, header, dataStart, pieceBytes);
+            mappings = m;
+        }
+        return m;
     }
 
     /** The tensor's elements in row-major order; I32 is widened. */

@@ -100,7 +100,7 @@ public final class Nd4jGroupedGemm implements GroupedGemm {
 
     /** Rows r0..r1-1, columns c0..c1-1 of W_g in the {@code compute} type: where it lies, or widened. */
     private static Operand weightTile(WeightStack w, int g, long r0, long r1, long c0, long c1, DataType compute) {
-        if (Widened.direct(w.dataType(), compute)) {
+        if (w.dataType() == compute) {
             BlasMatrices m = w.blas(g);
             return new Operand(m.fromColumn(c0), w.stacked() != null ? g : 0, r0);
         }

@@ -35,11 +35,6 @@ final class Widened {
         return Math.max(1, TILE_ELEMENTS / Math.max(1, rows));
     }
 
-    /** True when W enters products of {@code compute} type as it is, with no copy. */
-    static boolean direct(DataType stored, DataType compute) {
-        return stored == compute;
-    }
-
     /**
      * Rows {@code r0..r1-1}, columns {@code c0..c1-1} of {@code w} [out, in] (stored in another type than
      * {@code compute}) widened into this thread's scratch: a 'c'-order [r1-r0, c1-c0] matrix valid until the thread's
