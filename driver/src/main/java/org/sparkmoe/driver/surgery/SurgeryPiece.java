@@ -40,23 +40,9 @@ public final class SurgeryPiece {
     }
 
     static SurgeryPiece of(int layer, int part, LayerResult result) {
-        SurgeryPiece p = new SurgeryPiece();
-        p.layer = layer;
-        p.part = part;
-        int n = result.tensors().size();
-        p.names = new String[n];
-        p.shapes = new long[n][];
-        p.data = new float[n][];
-        int i = 0;
-        for (var e : result.tensors().entrySet()) {
-            p.names[i] = e.getKey();
-            p.shapes[i] = e.getValue().shape();
-            p.data[i] = e.getValue().castTo(DataType.FLOAT).dup('c').data().asFloat();
-            i++;
-        }
-        p.groups = result.groups();
-        p.metricNames = result.metrics().keySet().toArray(new String[0]);
-        p.metrics = result.metrics().values().stream().mapToDouble(Double::doubleValue).toArray();
+        SurgeryPiece p = described(layer, part, result);
+        p.data = result.tensors().values().stream()
+                .map(t -> t.castTo(DataType.FLOAT).dup('c').data().asFloat()).toArray(float[][]::new);
         return p;
     }
 
@@ -65,13 +51,10 @@ public final class SurgeryPiece {
      * carried: only names, shapes and numbers travel back.
      */
     static SurgeryPiece staged(int layer, int part, LayerResult result, Path dir, Configuration conf) {
-        SurgeryPiece p = of(layer, part, new LayerResult(new LinkedHashMap<>(), result.groups(), result.metrics()));
+        SurgeryPiece p = described(layer, part, result);
         List<NamedTensor> tensors = new ArrayList<>();
         result.tensors().forEach((name, t) -> tensors.add(new NamedTensor.Floats(name,
                 t.dataType() == DataType.FLOAT ? t : t.castTo(DataType.FLOAT))));
-        p.names = result.tensors().keySet().toArray(new String[0]);
-        p.shapes = result.tensors().values().stream().map(INDArray::shape).toArray(long[][]::new);
-        p.data = null;
         Path file = new Path(dir, "piece-" + layer + "-" + part + ".safetensors");
         try {
             SafeTensorsWriter.write(file.getFileSystem(conf), file, tensors, java.util.Map.of());
@@ -82,10 +65,27 @@ public final class SurgeryPiece {
         return p;
     }
 
+    /** Everything of {@code result} but the tensors' values: names, shapes, groups and metrics. */
+    private static SurgeryPiece described(int layer, int part, LayerResult result) {
+        SurgeryPiece p = new SurgeryPiece();
+        p.layer = layer;
+        p.part = part;
+        p.names = result.tensors().keySet().toArray(new String[0]);
+        p.shapes = result.tensors().values().stream().map(INDArray::shape).toArray(long[][]::new);
+        p.groups = result.groups();
+        p.metricNames = result.metrics().keySet().toArray(new String[0]);
+        p.metrics = result.metrics().values().stream().mapToDouble(Double::doubleValue).toArray();
+        return p;
+    }
+
     /** The result; staged tensors are float32 arrays over a read-only map of the staged file (no copy). */
     LayerResult result() {
         LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>();
-        if (staged != null) {
+        if (staged == null) {
+            for (int i = 0; i < names.length; i++) {
+                tensors.put(names[i], Nd4j.create(data[i], shapes[i], 'c'));
+            }
+        } else {
             Path file = new Path(staged);
             Configuration conf = new Configuration();
             try (LocalFiles local = LocalFiles.of(file.getFileSystem(conf), file.getParent());
@@ -96,9 +96,6 @@ public final class SurgeryPiece {
             } catch (IOException e) {
                 throw new UncheckedIOException("reading staged surgery results " + file, e);
             }
-        }
-        for (int i = 0; staged == null && i < names.length; i++) {
-            tensors.put(names[i], Nd4j.create(data[i], shapes[i], 'c'));
         }
         LinkedHashMap<String, Double> m = new LinkedHashMap<>();
         for (int i = 0; i < metricNames.length; i++) {
