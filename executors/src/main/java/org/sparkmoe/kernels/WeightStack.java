@@ -16,6 +16,9 @@ import org.nd4j.linalg.factory.Nd4j;
  * same type), or BFLOAT16/HALF, widened per use (see {@link Widened}). Immutable.
  */
 public final class WeightStack {
+    /** Bytes of float32 scratch one thread widens stored (bf16, fp16) tiles into: what each task slot adds. */
+    public static final long SCRATCH_BYTES_PER_THREAD = Widened.TILE_ELEMENTS * Float.BYTES;
+
     private static final List<DataType> STORED = List.of(DataType.FLOAT, DataType.DOUBLE, DataType.BFLOAT16,
             DataType.HALF);
 

@@ -12,7 +12,7 @@ import org.sparkmoe.kernels.Softmax;
  */
 public final class Perplexity {
     /** Logit elements computed at once: 64 MB of float32. */
-    static final long LOGIT_BLOCK = 1L << 24;
+    public static final long LOGIT_BLOCK = 1L << 24;
 
     private Perplexity() {
     }

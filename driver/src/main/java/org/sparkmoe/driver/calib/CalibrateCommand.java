@@ -4,6 +4,9 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
+import org.sparkmoe.driver.DryRunOption;
+import org.sparkmoe.driver.MemoryPlan;
+import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
@@ -73,6 +76,9 @@ public final class CalibrateCommand implements Callable<Integer> {
     @Mixin
     DeviceOptions device;
 
+    @Mixin
+    DryRunOption dryRun;
+
     @Override
     public Integer call() {
         Device chosen = device.resolve();
@@ -83,6 +89,11 @@ public final class CalibrateCommand implements Callable<Integer> {
         CalibratePlan plan = plan(conf, config, outUri, chosen);
         List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
         int[] layers = CalibrationStats.moeLayerIndices(config);
+        SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe calibrate", spark.master), spark.partitions);
+        if (dryRun.show(MemoryPlan.of(MemoryPlan.Job.CALIBRATE, config, MemoryPlan.mappedBytes(plan.model(), conf),
+                batchWindows, plan.window(), 0, limits))) {
+            return 0;
+        }
         CalibrateJob.Result result;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe calibrate", spark.master)) {
             CalibratePlan withPartitions = plan.withPartitions(spark.partitionsOr(sc.defaultParallelism()));

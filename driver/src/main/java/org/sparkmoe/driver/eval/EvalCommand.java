@@ -8,6 +8,9 @@ import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
+import org.sparkmoe.driver.DryRunOption;
+import org.sparkmoe.driver.MemoryPlan;
+import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.ModelOption;
 import org.sparkmoe.driver.PeftVersionOption;
 import org.sparkmoe.driver.WindowOption;
@@ -71,11 +74,20 @@ public final class EvalCommand implements Callable<Integer> {
     @Mixin
     DeviceOptions device;
 
+    @Mixin
+    DryRunOption dryRun;
+
     @Override
     public Integer call() {
         Device chosen = device.resolve();
         Configuration conf = new Configuration();
         EvalPlan plan = plan(conf, chosen);
+        ModelConfig config = ModelFolder.readConfig(new Path(plan.model()), conf);
+        SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe eval", spark.master), spark.partitions);
+        if (dryRun.show(MemoryPlan.of(MemoryPlan.Job.EVAL, config, MemoryPlan.mappedBytes(plan.model(), conf),
+                batchWindows, plan.window(), 0, limits))) {
+            return 0;
+        }
         PerplexityReport report;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe eval", spark.master)) {
             int partitions = spark.partitionsOr(sc.defaultParallelism());

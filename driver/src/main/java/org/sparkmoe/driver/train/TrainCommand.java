@@ -9,6 +9,9 @@ import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
+import org.sparkmoe.driver.DryRunOption;
+import org.sparkmoe.driver.MemoryPlan;
+import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.OutputLock;
 import org.sparkmoe.driver.ModelOption;
 import org.sparkmoe.driver.WindowOption;
@@ -139,6 +142,9 @@ public final class TrainCommand implements Callable<Integer> {
     @Mixin
     DeviceOptions device;
 
+    @Mixin
+    DryRunOption dryRun;
+
     /** One --targets name as a projection; a name that is none of them is a bad flag (exit 2). */
     static final class ProjectionConverter implements CommandLine.ITypeConverter<Projection> {
         @Override
@@ -180,6 +186,12 @@ public final class TrainCommand implements Callable<Integer> {
         windows = new TrainPlan.Windows(data.uris(conf), windows.split(), windows.window(), windows.batchWindows());
         TrainPlan checked = new TrainPlan(modelUri, windows, rounds, options, Paths.qualify(out, conf), merge, chosen);
         OutputFolder.requireCreatable("--out", new Path(checked.out()), conf);
+        TrainState initial = TrainJob.initialState(checked, conf); // the size of any state the run will hold
+        SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe train", spark.master), spark.partitions);
+        if (dryRun.show(MemoryPlan.of(MemoryPlan.Job.TRAIN, config, MemoryPlan.mappedBytes(modelUri, conf),
+                windows.batchWindows(), windows.window(), initial.bytes(), limits))) {
+            return 0;
+        }
         try (OutputLock lock = OutputLock.acquire(new Path(checked.out()), conf, "train");
              JavaSparkContext sc = SparkContexts.start("sparkmoe train", spark.master)) {
             TrainPlan plan = checked.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
@@ -200,7 +212,7 @@ public final class TrainCommand implements Callable<Integer> {
                     outputs.clearUncheckpointed();
                 }
                 outputs.requireFresh();
-                state = TrainJob.initialState(plan, conf);
+                state = initial;
                 firstRound = 0;
             }
             System.err.printf("train: %d steps in %d rounds of %d on %d partitions, %d windows of %d tokens per step "

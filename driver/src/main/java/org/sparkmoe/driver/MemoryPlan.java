@@ -1,0 +1,220 @@
+package org.sparkmoe.driver;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.Perplexity;
+import org.sparkmoe.kernels.WeightStack;
+
+import java.util.Locale;
+
+/**
+ * What one executor JVM needs for a job, worked out on the driver from config.json, the checkpoint's size and the
+ * job's flags before Spark starts: printed at the start of eval, calibrate and train, refused in one line when it
+ * cannot fit ({@link #check}), printed alone with {@code --dry-run}.
+ *
+ * <p>Parts, per executor JVM:
+ * <ul>
+ *   <li><b>mapped</b>: the checkpoint's tensor bytes, memory-mapped in their stored dtype. File-backed page cache,
+ *   shared by every JVM on the node and reclaimable; only the pages a task touches become resident.</li>
+ *   <li><b>widened</b>: the small tensors kept in float32 (norms, routers, biases), once per JVM.</li>
+ *   <li><b>per task slot</b>: the {@link WeightStack#SCRATCH_BYTES_PER_THREAD} tile scratch, the activations of
+ *   one batch (below) and, for train, the slot's copy of the trainable state, its gradients and its float64
+ *   partial (twice the state).</li>
+ *   <li><b>shared state</b>: train's broadcast state, once per JVM.</li>
+ * </ul>
+ *
+ * <p>Activations, for N = batch windows × window tokens, are per-token float32 counts of the arrays a layer
+ * allocates: the residual stream and projections {@code 4H + 2·heads·hd + 2·kvHeads·hd}, the attention scores and
+ * probabilities {@code 2·heads·S}, the MoE block's gathered rows and expert intermediates {@code K·(2H + 3I)}
+ * (router rows in float64: {@code 2E}), a dense or shared MLP's {@code 3I}. ND4J frees a buffer only when the
+ * garbage collector finds its Java wrapper, so a layer's temporaries are summed, not overlapped. Eval adds the
+ * logits of one block of rows (at most {@link Perplexity#LOGIT_BLOCK} elements, logits and log-softmax);
+ * calibrate keeps every MoE layer's router input and logits; train keeps every layer's forward for the backward
+ * (2.5 × stream + FFN per layer for the forward and the backward's transients, 6 × the scores for float32 and
+ * float64 copies) plus all N × V logits and their gradient. The factors were fitted to the anonymous RSS one task
+ * adds on the Mixtral-8x7B shape (docs/benchmarks.md, "Memory plan against measurement"): within 10% for eval at
+ * 1, 4 and 8 windows of 256 and for train at 1 and 2.
+ *
+ * @param job             the job the plan is for
+ * @param mappedBytes     the checkpoint's tensor bytes
+ * @param widenedBytes    float32 bytes of the small tensors, per JVM
+ * @param activationBytes activations of one batch, per task slot
+ * @param stateBytes      train: the trainable state (parameters and both moments); 0 otherwise
+ * @param slots           task slots per executor JVM
+ * @param limits          what the executors and the driver have
+ */
+public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long activationBytes, long stateBytes,
+                         int slots, SparkLimits limits) {
+
+    /** The jobs a plan is made for. */
+    public enum Job { EVAL, CALIBRATE, TRAIN }
+
+    /** A JVM's own anonymous memory besides heap and ND4J buffers: metaspace, code cache, thread stacks, Spark. */
+    static final long JVM_OVERHEAD = 256L << 20;
+
+    /**
+     * @param mappedBytes the checkpoint's tensor bytes ({@code Checkpoint} headers)
+     * @param stateBytes  train: {@code TrainState.bytes()} of the trainable state; 0 for the other jobs
+     */
+    public static MemoryPlan of(Job job, ModelConfig c, long mappedBytes, int batchWindows, int window,
+                                long stateBytes, SparkLimits limits) {
+        int slots = limits.slotsPerExecutor();
+        long tokens = (long) batchWindows * window;
+        return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens, window), stateBytes, slots,
+                limits);
+    }
+
+    /** The tensor bytes of the checkpoint in {@code modelUri}, from its headers. */
+    public static long mappedBytes(String modelUri, Configuration conf) {
+        try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
+            long total = 0;
+            for (String name : checkpoint.names()) {
+                total += checkpoint.info(name).byteLength();
+            }
+            return total;
+        }
+    }
+
+    /** Norms, routers (and their biases) in float32. */
+    static long widened(ModelConfig c) {
+        long floats = (2L * c.num_hidden_layers + 1) * c.hidden_size;
+        for (int l = 0; l < c.num_hidden_layers; l++) {
+            if (c.isMoeLayer(l)) {
+                floats += (long) c.num_experts * (c.hidden_size + 1);
+            }
+        }
+        return floats * Float.BYTES;
+    }
+
+    /** Activation bytes of one batch of {@code tokens} = batch windows × window tokens (see the class comment). */
+    static long activations(Job job, ModelConfig c, long tokens, int window) {
+        long h = c.hidden_size;
+        long stream = 4 * h + 2L * c.num_attention_heads * c.head_dim + 2L * c.num_key_value_heads * c.head_dim;
+        long scores = 2L * c.num_attention_heads * window;
+        long layersForward = 0;     // Σ over layers of per-token floats live while that layer runs
+        long layersKept = 0;        // Σ over layers of per-token floats train keeps and their backward transients
+        long moeLayers = 0;
+        for (int l = 0; l < c.num_hidden_layers; l++) {
+            long ffn = 0;
+            if (c.isMoeLayer(l)) {
+                moeLayers++;
+                ffn += (long) c.num_experts_per_tok * (2 * h + 3L * c.expert_intermediate_size)
+                        + 2L * c.num_experts + 3L * c.shared_expert_intermediate_size;
+            } else {
+                ffn += 3L * c.intermediate_size;
+            }
+            layersForward = Math.max(layersForward, stream + scores + ffn);
+            layersKept += (5 * (stream + ffn)) / 2 + 3 * scores;
+        }
+        long perToken;
+        long logits;
+        switch (job) {
+            case EVAL -> {
+                perToken = layersForward;
+                logits = 2 * Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK);
+            }
+            case CALIBRATE -> {
+                perToken = layersForward + moeLayers * (h + c.num_experts);
+                logits = 2 * Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK);
+            }
+            case TRAIN -> {
+                perToken = layersKept;
+                logits = 2 * tokens * c.vocab_size;
+            }
+            default -> throw new IllegalStateException(job.toString());
+        }
+        return (tokens * perToken + logits) * Float.BYTES;
+    }
+
+    /** One task slot: scratch, activations and, for train, its state copy, gradients and float64 partial. */
+    public long perSlotBytes() {
+        long state = job == Job.TRAIN ? stateBytes + stateBytes / 3 + 2 * stateBytes : 0;
+        return WeightStack.SCRATCH_BYTES_PER_THREAD + activationBytes + state;
+    }
+
+    /** Native (off-heap) bytes of one executor JVM: what its ND4J buffers add to the heap. */
+    public long nativeBytes() {
+        return widenedBytes + (long) slots * perSlotBytes() + (job == Job.TRAIN ? stateBytes : 0);
+    }
+
+    /** Anonymous memory of one executor JVM: heap, JVM overhead and native bytes (the mapped weights excluded). */
+    public long anonymousBytes() {
+        return limits.heapBytes() + JVM_OVERHEAD + nativeBytes();
+    }
+
+    /** Train: the partials of one round, all on the driver at the end of a treeAggregate. */
+    public long roundResultBytes() {
+        return job == Job.TRAIN && limits.partitions() > 0 ? limits.partitions() * 2 * stateBytes : 0;
+    }
+
+    /** The plan, one part per line, each starting with "memory plan:". */
+    public String describe() {
+        String prefix = "memory plan: ";
+        StringBuilder out = new StringBuilder();
+        out.append(prefix).append(String.format(Locale.ROOT, "%s per executor JVM of %s, %d task slot%s",
+                job.name().toLowerCase(Locale.ROOT), limits.describe(), slots, slots == 1 ? "" : "s")).append('\n');
+        out.append(prefix).append("mapped weights ").append(size(mappedBytes))
+                .append(" (file-backed, shared by the node's JVMs; only touched pages are resident)\n");
+        out.append(prefix).append("native ").append(size(nativeBytes())).append(" = widened tensors ")
+                .append(size(widenedBytes)).append(" + ").append(slots).append(" × (scratch ")
+                .append(size(WeightStack.SCRATCH_BYTES_PER_THREAD)).append(" + activations ")
+                .append(size(activationBytes));
+        if (job == Job.TRAIN) {
+            out.append(" + state copy, gradients and float64 partial ").append(size(stateBytes * 10 / 3))
+                    .append(") + broadcast state ").append(size(stateBytes));
+        } else {
+            out.append(')');
+        }
+        out.append('\n');
+        out.append(prefix).append("anonymous ").append(size(anonymousBytes())).append(" = heap ")
+                .append(size(limits.heapBytes())).append(" + JVM ").append(size(JVM_OVERHEAD)).append(" + native\n");
+        if (job == Job.TRAIN) {
+            out.append(prefix).append("per round: broadcast ").append(size(stateBytes)).append(", results ")
+                    .append(limits.partitions() > 0 ? size(roundResultBytes()) + " (" + limits.partitions()
+                            + " partitions × float64 partial " + size(2 * stateBytes) + ")" : "unknown (partitions "
+                            + "unknown before Spark starts)").append(" of spark.driver.maxResultSize ")
+                    .append(limits.maxResultBytes() == 0 ? "unlimited" : size(limits.maxResultBytes())).append('\n');
+        }
+        return out.toString();
+    }
+
+    /**
+     * Refuses, in one line naming what to change, a plan that cannot fit: native memory over what the executor
+     * has for it (see {@link SparkLimits#nativeBudgetBytes}), or train's round results over
+     * spark.driver.maxResultSize.
+     */
+    public void check() {
+        long budget = limits.nativeBudgetBytes();
+        long need = nativeBytes() + (limits.containerised() ? JVM_OVERHEAD : 0);
+        if (budget > 0 && need > budget) {
+            throw new IllegalArgumentException(String.format(Locale.ROOT, "memory plan: an executor needs %s beside "
+                            + "its heap (%d task slot%s × %s for --batch-windows × --window activations%s, plus %s), "
+                            + "over %s; lower --batch-windows or --window, or %s",
+                    size(need), slots, slots == 1 ? "" : "s", size(perSlotBytes()),
+                    job == Job.TRAIN ? " and the state" : "", size(need - (long) slots * perSlotBytes()),
+                    limits.nativeBudgetSource(), limits.raiseHint(need)));
+        }
+        long results = roundResultBytes();
+        if (results > 0 && limits.maxResultBytes() > 0 && results > limits.maxResultBytes()) {
+            throw new IllegalArgumentException("memory plan: a train round brings " + size(results) + " of partials "
+                    + "to the driver (" + limits.partitions() + " partitions × " + size(2 * stateBytes)
+                    + "), over spark.driver.maxResultSize " + size(limits.maxResultBytes())
+                    + "; lower --partitions or --rank, or raise spark.driver.maxResultSize");
+        }
+    }
+
+    /** Bytes in binary units, three significant figures. */
+    static String size(long bytes) {
+        String[] units = {"B", "KiB", "MiB", "GiB", "TiB"};
+        double v = bytes;
+        int u = 0;
+        while (v >= 1024 && u < units.length - 1) {
+            v /= 1024;
+            u++;
+        }
+        return u == 0 ? bytes + " B" : String.format(Locale.ROOT, v >= 100 ? "%.0f %s" : v >= 10 ? "%.1f %s"
+                : "%.2f %s", v, units[u]);
+    }
+}

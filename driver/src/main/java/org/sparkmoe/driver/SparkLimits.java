@@ -1,0 +1,88 @@
+package org.sparkmoe.driver;
+
+import com.sun.management.OperatingSystemMXBean;
+import org.apache.spark.SparkConf;
+
+import java.lang.management.ManagementFactory;
+import java.util.Locale;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * What the executors and the driver of a job will have, read from the Spark settings before Spark starts (the
+ * {@link MemoryPlan}'s limits).
+ *
+ * @param master             spark.master
+ * @param slotsPerExecutor   task slots per executor JVM: N of local[N]; spark.executor.cores on a cluster
+ * @param heapBytes          heap of an executor JVM: this JVM's -Xmx in embedded mode; spark.executor.memory
+ * @param nativeBudgetBytes  memory an executor has beside its heap: this machine's memory less the heap in embedded
+ *                           mode; spark.executor.memoryOverhead in a YARN or Kubernetes container; 0 = not known
+ *                           to the driver (standalone, local-cluster), not checked
+ * @param nativeBudgetSource where {@code nativeBudgetBytes} comes from, for messages
+ * @param containerised      YARN or Kubernetes: the container is killed past heap + overhead
+ * @param maxResultBytes     spark.driver.maxResultSize; 0 = unlimited
+ * @param partitions         --partitions, else Spark's default parallelism where the settings give it; 0 = unknown
+ */
+public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, long nativeBudgetBytes,
+                          String nativeBudgetSource, boolean containerised, long maxResultBytes, int partitions) {
+
+    private static final Pattern LOCAL = Pattern.compile("local(\\[\\s*([0-9]+|\\*)\\s*(,\\s*[0-9]+\\s*)?])?");
+    private static final Pattern LOCAL_CLUSTER =
+            Pattern.compile("local-cluster\\[\\s*([0-9]+)\\s*,\\s*([0-9]+)\\s*,\\s*([0-9]+)\\s*]");
+    /** Spark's floor for the default executor memory overhead. */
+    private static final long MIN_OVERHEAD = 384L << 20;
+
+    /** The limits of a job that will run with {@code conf} (as {@link SparkContexts#conf} builds it). */
+    public static SparkLimits of(SparkConf conf, Integer partitionsFlag) {
+        String master = conf.get("spark.master").trim();
+        long maxResult = conf.getSizeAsBytes("spark.driver.maxResultSize", "1g");
+        Matcher local = LOCAL.matcher(master);
+        if (local.matches()) {
+            int slots = local.group(2) == null ? 1 : local.group(2).equals("*")
+                    ? Runtime.getRuntime().availableProcessors() : Integer.parseInt(local.group(2));
+            long heap = Runtime.getRuntime().maxMemory();
+            long physical = physicalMemory();
+            return new SparkLimits(master, slots, heap, Math.max(1, physical - heap - MemoryPlan.JVM_OVERHEAD),
+                    "this machine's memory " + MemoryPlan.size(physical) + " less the heap (-Xmx) and the JVM's own",
+                    false, maxResult, partitionsFlag != null ? partitionsFlag : slots);
+        }
+        int cores = conf.getInt("spark.executor.cores", 1);
+        long heap = conf.getSizeAsBytes("spark.executor.memory", "1g");
+        Matcher cluster = LOCAL_CLUSTER.matcher(master);
+        if (cluster.matches()) {
+            cores = Integer.parseInt(cluster.group(2));
+            heap = Long.parseLong(cluster.group(3)) << 20;
+        }
+        int partitions = partitionsFlag != null ? partitionsFlag : conf.getInt("spark.default.parallelism", 0);
+        boolean containerised = master.equals("yarn") || master.startsWith("k8s://");
+        if (!containerised) {
+            return new SparkLimits(master, cores, heap, 0, "not known to the driver", false, maxResult, partitions);
+        }
+        long overhead = conf.contains("spark.executor.memoryOverhead")
+                ? conf.getSizeAsMb("spark.executor.memoryOverhead", "384") << 20
+                : Math.max(MIN_OVERHEAD, (long) (conf.getDouble("spark.executor.memoryOverheadFactor", 0.1) * heap));
+        return new SparkLimits(master, cores, heap, overhead, "spark.executor.memoryOverhead " + MemoryPlan.size(overhead)
+                + " (a container holds spark.executor.memory + memoryOverhead)", true, maxResult, partitions);
+    }
+
+    /** "local[2], heap 1.00 GiB" and the like, for the plan's first line. */
+    public String describe() {
+        return String.format(Locale.ROOT, "%s, heap %s", master, MemoryPlan.size(heapBytes));
+    }
+
+    /** What to change when native memory over the budget is {@code needBytes}. */
+    String raiseHint(long needBytes) {
+        if (containerised) {
+            return "raise spark.executor.memoryOverhead to at least " + ((needBytes >> 20) + 1) + "m, or lower "
+                    + "spark.executor.cores";
+        }
+        return "run fewer task slots per JVM (--master local[N])";
+    }
+
+    private static long physicalMemory() {
+        if (ManagementFactory.getOperatingSystemMXBean() instanceof OperatingSystemMXBean os) {
+            return os.getTotalMemorySize();
+        }
+        return Long.MAX_VALUE / 4;
+    }
+}

@@ -1,0 +1,118 @@
+package org.sparkmoe.driver;
+
+import org.apache.spark.SparkConf;
+import org.junit.jupiter.api.Test;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.kernels.WeightStack;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The memory plan's arithmetic on Mixtral-8x7B's shape, the Spark limits it reads, and its refusals. */
+class MemoryPlanTest {
+    /** Mixtral-8x7B's shape with one layer (the benchmark's synth model). */
+    private static final ModelConfig MIXTRAL_1 = ModelConfig.parse("""
+            {"model_type": "mixtral", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+             "num_hidden_layers": 1, "num_attention_heads": 32, "num_key_value_heads": 8,
+             "num_local_experts": 8, "num_experts_per_tok": 2, "max_position_embeddings": 32768,
+             "rms_norm_eps": 1e-5, "rope_theta": 1e6}""", "mixtral-1");
+
+    private static SparkLimits yarn(String overhead, int cores) {
+        SparkConf conf = new SparkConf(false).setMaster("yarn").set("spark.executor.memory", "4g")
+                .set("spark.executor.cores", String.valueOf(cores));
+        if (overhead != null) {
+            conf.set("spark.executor.memoryOverhead", overhead);
+        }
+        return SparkLimits.of(conf, 2);
+    }
+
+    @Test
+    void evalActivationsCountStreamScoresExpertsAndOneLogitBlock() {
+        // per token: stream 4·4096 + 2·32·128 + 2·8·128 = 26624, scores 2·32·256 = 16384,
+        // experts 2·(2·4096 + 3·14336) + 2·8 = 102416: 145424 floats; logits of 256 tokens: 2 · 256 · 32000
+        long oneWindow = MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 256);
+        assertEquals((256L * 145424 + 2L * 256 * 32000) * 4, oneWindow);
+        // 8 windows: the logits stop at one block of 2^24 elements
+        long eight = MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 256);
+        assertEquals((2048L * 145424 + 2L * (1 << 24)) * 4, eight);
+    }
+
+    @Test
+    void trainKeepsEveryLayerAndAllLogits() {
+        long perToken = (5 * (26624 + 102416)) / 2 + 3 * 16384;
+        assertEquals((256L * perToken + 2L * 256 * 32000) * 4,
+                MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 256));
+        // calibrate adds each MoE layer's router input and logits to eval's
+        assertEquals(MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 256) + 256L * (4096 + 8) * 4,
+                MemoryPlan.activations(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 256, 256));
+    }
+
+    @Test
+    void yarnOverheadDefaultsToTenPercentOfTheExecutorMemoryAtLeast384m() {
+        SparkLimits limits = yarn(null, 2);
+        assertEquals(2, limits.slotsPerExecutor());
+        assertEquals(4L << 30, limits.heapBytes());
+        assertEquals(Math.max(384L << 20, (long) (0.1 * (4L << 30))), limits.nativeBudgetBytes());
+        assertTrue(limits.containerised());
+        assertEquals(1L << 30, limits.maxResultBytes());
+        assertEquals(6L << 30, yarn("6g", 1).nativeBudgetBytes());
+    }
+
+    @Test
+    void embeddedSlotsComeFromTheMasterAndTheBudgetFromThisMachine() {
+        SparkLimits limits = SparkLimits.of(new SparkConf(false).setMaster("local[3]"), null);
+        assertEquals(3, limits.slotsPerExecutor());
+        assertEquals(3, limits.partitions(), "local mode's default parallelism is its slots");
+        assertEquals(Runtime.getRuntime().maxMemory(), limits.heapBytes());
+        assertTrue(limits.nativeBudgetBytes() > 0);
+        SparkLimits cluster = SparkLimits.of(new SparkConf(false).setMaster("local-cluster[2,1,1024]"), 4);
+        assertEquals(1, cluster.slotsPerExecutor());
+        assertEquals(1L << 30, cluster.heapBytes());
+        assertEquals(0, cluster.nativeBudgetBytes(), "a standalone worker's memory is not checked");
+    }
+
+    @Test
+    void aPlanOverTheContainerOverheadIsRefusedNamingTheFlags() {
+        MemoryPlan plan = MemoryPlan.of(MemoryPlan.Job.EVAL, MIXTRAL_1, 3_430_000_000L, 8, 256, 0, yarn(null, 2));
+        String message = assertThrows(IllegalArgumentException.class, plan::check).getMessage();
+        assertTrue(message.startsWith("memory plan: an executor needs "), message);
+        assertTrue(message.contains("lower --batch-windows or --window, or raise spark.executor.memoryOverhead to at "
+                + "least "), message);
+        assertTrue(message.contains("spark.executor.memoryOverhead 410 MiB"), message);
+        long need = plan.nativeBytes() + MemoryPlan.JVM_OVERHEAD;
+        assertEquals(need, plan.widenedBytes() + 2 * (WeightStack.SCRATCH_BYTES_PER_THREAD + plan.activationBytes())
+                + MemoryPlan.JVM_OVERHEAD);
+        // the overhead the message asks for is enough
+        MemoryPlan raised = MemoryPlan.of(MemoryPlan.Job.EVAL, MIXTRAL_1, 3_430_000_000L, 8, 256, 0,
+                yarn(((need >> 20) + 1) + "m", 2));
+        raised.check();
+    }
+
+    @Test
+    void trainRoundResultsOverMaxResultSizeAreRefused() {
+        long state = 300L << 20; // 3 partitions × float64 partials of 600 MiB: 1.76 GiB of results
+        SparkLimits limits = SparkLimits.of(new SparkConf(false).setMaster("yarn")
+                .set("spark.executor.memoryOverhead", "64g"), 3);
+        MemoryPlan plan = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, state, limits);
+        assertEquals(3 * 2 * state, plan.roundResultBytes());
+        assertEquals("memory plan: a train round brings 1.76 GiB of partials to the driver (3 partitions × 600 MiB), "
+                        + "over spark.driver.maxResultSize 1.00 GiB; lower --partitions or --rank, or raise "
+                        + "spark.driver.maxResultSize",
+                assertThrows(IllegalArgumentException.class, plan::check).getMessage());
+        MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, state, SparkLimits.of(
+                new SparkConf(false).setMaster("yarn").set("spark.executor.memoryOverhead", "64g")
+                        .set("spark.driver.maxResultSize", "0"), 3)).check();
+    }
+
+    @Test
+    void describeNamesEveryPart() {
+        String text = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 84_934_656L,
+                yarn("8g", 1)).describe();
+        assertTrue(text.contains("memory plan: train per executor JVM of yarn, heap 4.00 GiB, 1 task slot\n"), text);
+        assertTrue(text.contains("mapped weights 3.19 GiB (file-backed"), text);
+        assertTrue(text.contains("per round: broadcast 81.0 MiB, results 324 MiB (2 partitions × float64 partial "
+                + "162 MiB)"), text);
+        text.lines().forEach(line -> assertTrue(line.startsWith("memory plan: "), line));
+    }
+}

@@ -1,0 +1,84 @@
+package org.sparkmoe.tests;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.sparkmoe.driver.SparkContexts;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.sparkmoe.tests.CliRun.sparkmoe;
+
+/** The memory plan through the command line: printed by --dry-run without Spark, and a plan that cannot fit refused. */
+class MemoryPlanCliTest {
+    @TempDir
+    Path dir;
+
+    /** A run's exit code and everything it printed on stderr (the plan goes to System.err). */
+    private record Printed(CliRun run, String err) {
+    }
+
+    private static Printed printing(List<String> args) {
+        PrintStream saved = System.err;
+        ByteArrayOutputStream captured = new ByteArrayOutputStream();
+        System.setErr(new PrintStream(captured, true, StandardCharsets.UTF_8));
+        try {
+            CliRun run = sparkmoe(args);
+            return new Printed(run, captured.toString(StandardCharsets.UTF_8) + run.err());
+        } finally {
+            System.setErr(saved);
+        }
+    }
+
+    private static List<String> command(String name, String... more) {
+        List<String> args = new ArrayList<>(List.of(name, "--model", Fixtures.tinyModel().toString(),
+                "--data", Fixtures.corpus("sysadmin.txt").toString()));
+        args.addAll(List.of(more));
+        return args;
+    }
+
+    @Test
+    void dryRunPrintsThePlanAndStartsNothing() {
+        int before = SparkContexts.started();
+        Path report = dir.resolve("report.json");
+        Printed eval = printing(command("eval", "--dry-run", "--master", "local[2]", "--out", report.toString()));
+        assertEquals(0, eval.run().exitCode(), eval.err());
+        assertTrue(eval.err().contains("memory plan: eval per executor JVM of local[2], heap "), eval.err());
+        assertTrue(eval.err().contains("memory plan: mapped weights "), eval.err());
+        assertTrue(eval.err().contains("memory plan: native "), eval.err());
+        assertFalse(Files.exists(report), "--dry-run wrote the report");
+
+        Path out = dir.resolve("train-out");
+        Printed train = printing(command("train", "--dry-run", "--steps", "2", "--out", out.toString()));
+        assertEquals(0, train.run().exitCode(), train.err());
+        assertTrue(train.err().contains("memory plan: per round: broadcast "), train.err());
+        assertFalse(Files.exists(out), "--dry-run created --out");
+
+        Printed calibrate = printing(command("calibrate", "--dry-run", "--out", dir.resolve("calib").toString()));
+        assertEquals(0, calibrate.run().exitCode(), calibrate.err());
+        assertTrue(calibrate.err().contains("memory plan: calibrate per executor JVM"), calibrate.err());
+        assertEquals(before, SparkContexts.started(), "--dry-run started Spark");
+    }
+
+    @Test
+    void aPlanOverTheContainersMemoryIsRefusedBeforeSparkStarts() {
+        int before = SparkContexts.started();
+        // 64 windows of 512 tokens in one task slot: ~0.9 GB of activations, over YARN's default overhead (384 MiB)
+        Printed run = printing(command("eval", "--master", "yarn", "--window", "512", "--batch-windows", "64"));
+        assertEquals(1, run.run().exitCode(), run.err());
+        String line = run.run().firstLine();
+        assertTrue(line.startsWith("eval: error: memory plan: an executor needs "), line);
+        assertTrue(line.contains("over spark.executor.memoryOverhead 384 MiB"), line);
+        assertTrue(line.matches(".*; lower --batch-windows or --window, or raise spark.executor.memoryOverhead to at "
+                + "least [0-9]+m, or lower spark.executor.cores"), line);
+        assertEquals(before, SparkContexts.started(), "Spark started before the plan was refused");
+    }
+}
