@@ -5,6 +5,7 @@ import org.apache.hadoop.fs.Path;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.Perplexity;
+import org.sparkmoe.train.StateMean;
 import org.sparkmoe.kernels.WeightStack;
 
 import java.util.Locale;
@@ -20,8 +21,8 @@ import java.util.Locale;
  *   shared by every JVM on the node and reclaimable; only the pages a task touches become resident.</li>
  *   <li><b>widened</b>: the small tensors kept in float32 (norms, routers, biases), once per JVM.</li>
  *   <li><b>per task slot</b>: the {@link WeightStack#SCRATCH_BYTES_PER_THREAD} tile scratch, the activations of
- *   one batch (below) and, for train, the slot's copy of the trainable state, its gradients and its float64
- *   partial (twice the state).</li>
+ *   one batch (below) and, for train, the slot's copy of the trainable state, its gradients and its float32
+ *   partial (the state again, cut into the averaging tree's chunks).</li>
  *   <li><b>shared state</b>: train's broadcast state, once per JVM.</li>
  * </ul>
  *
@@ -128,9 +129,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         return (tokens * perToken + logits) * Float.BYTES;
     }
 
-    /** One task slot: scratch, activations and, for train, its state copy, gradients and float64 partial. */
+    /** One task slot: scratch, activations and, for train, its state copy, gradients and float32 partial. */
     public long perSlotBytes() {
-        long state = job == Job.TRAIN ? stateBytes + stateBytes / 3 + 2 * stateBytes : 0;
+        long state = job == Job.TRAIN ? trainSlotStateBytes() : 0;
         return WeightStack.SCRATCH_BYTES_PER_THREAD + activationBytes + state;
     }
 
@@ -144,9 +145,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         return limits.heapBytes() + JVM_OVERHEAD + nativeBytes();
     }
 
-    /** Train: the partials of one round, all on the driver at the end of a treeAggregate. */
-    public long roundResultBytes() {
-        return job == Job.TRAIN && limits.partitions() > 0 ? limits.partitions() * 2 * stateBytes : 0;
+    /** Train, per slot: the state copy, its gradients (the parameters' size: a third) and the float32 partial. */
+    private long trainSlotStateBytes() {
+        return 2 * stateBytes + stateBytes / 3;
     }
 
     /** The plan, one part per line, each starting with "memory plan:". */
@@ -162,7 +163,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 .append(size(WeightStack.SCRATCH_BYTES_PER_THREAD)).append(" + activations ")
                 .append(size(activationBytes));
         if (job == Job.TRAIN) {
-            out.append(" + state copy, gradients and float64 partial ").append(size(stateBytes * 10 / 3))
+            out.append(" + state copy, gradients and partial ").append(size(trainSlotStateBytes()))
                     .append(") + broadcast state ").append(size(stateBytes));
         } else {
             out.append(')');
@@ -171,19 +172,20 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         out.append(prefix).append("anonymous ").append(size(anonymousBytes())).append(" = heap ")
                 .append(size(limits.heapBytes())).append(" + JVM ").append(size(JVM_OVERHEAD)).append(" + native\n");
         if (job == Job.TRAIN) {
-            out.append(prefix).append("per round: broadcast ").append(size(stateBytes)).append(", results ")
-                    .append(limits.partitions() > 0 ? size(roundResultBytes()) + " (" + limits.partitions()
-                            + " partitions × float64 partial " + size(2 * stateBytes) + ")" : "unknown (partitions "
-                            + "unknown before Spark starts)").append(" of spark.driver.maxResultSize ")
-                    .append(limits.maxResultBytes() == 0 ? "unlimited" : size(limits.maxResultBytes())).append('\n');
+            out.append(prefix).append("per round: broadcast ").append(size(stateBytes)).append("; partials ")
+                    .append(limits.partitions() > 0 ? limits.partitions() + " × " + size(stateBytes)
+                            : size(stateBytes) + " per partition").append(" through the shuffle; the driver fetches "
+                            + "the mean in chunks of at most ").append(size(StateMean.CHUNK_BYTES))
+                    .append(", one job each (spark.driver.maxResultSize ")
+                    .append(limits.maxResultBytes() == 0 ? "unlimited" : size(limits.maxResultBytes())).append(")\n");
         }
         return out.toString();
     }
 
     /**
      * Refuses, in one line naming what to change, a plan that cannot fit: native memory over what the executor
-     * has for it (see {@link SparkLimits#nativeBudgetBytes}), or train's round results over
-     * spark.driver.maxResultSize.
+     * has for it (see {@link SparkLimits#nativeBudgetBytes}), or, for train, a spark.driver.maxResultSize smaller
+     * than one chunk of the averaged state.
      */
     public void check() {
         long budget = limits.nativeBudgetBytes();
@@ -196,12 +198,11 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                     job == Job.TRAIN ? " and the state" : "", size(need - (long) slots * perSlotBytes()),
                     limits.nativeBudgetSource(), limits.raiseHint(need)));
         }
-        long results = roundResultBytes();
-        if (results > 0 && limits.maxResultBytes() > 0 && results > limits.maxResultBytes()) {
-            throw new IllegalArgumentException("memory plan: a train round brings " + size(results) + " of partials "
-                    + "to the driver (" + limits.partitions() + " partitions × " + size(2 * stateBytes)
-                    + "), over spark.driver.maxResultSize " + size(limits.maxResultBytes())
-                    + "; lower --partitions or --rank, or raise spark.driver.maxResultSize");
+        long fetched = Math.min(stateBytes, StateMean.CHUNK_BYTES);
+        if (job == Job.TRAIN && limits.maxResultBytes() > 0 && fetched > limits.maxResultBytes()) {
+            throw new IllegalArgumentException("memory plan: train fetches the averaged state in pieces of up to "
+                    + size(fetched) + ", over spark.driver.maxResultSize " + size(limits.maxResultBytes())
+                    + "; raise spark.driver.maxResultSize");
         }
     }
 

@@ -90,19 +90,19 @@ class MemoryPlanTest {
     }
 
     @Test
-    void trainRoundResultsOverMaxResultSizeAreRefused() {
-        long state = 300L << 20; // 3 partitions × float64 partials of 600 MiB: 1.76 GiB of results
-        SparkLimits limits = SparkLimits.of(new SparkConf(false).setMaster("yarn")
-                .set("spark.executor.memoryOverhead", "64g"), 3);
-        MemoryPlan plan = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, state, limits);
-        assertEquals(3 * 2 * state, plan.roundResultBytes());
-        assertEquals("memory plan: a train round brings 1.76 GiB of partials to the driver (3 partitions × 600 MiB), "
-                        + "over spark.driver.maxResultSize 1.00 GiB; lower --partitions or --rank, or raise "
-                        + "spark.driver.maxResultSize",
-                assertThrows(IllegalArgumentException.class, plan::check).getMessage());
-        MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, state, SparkLimits.of(
-                new SparkConf(false).setMaster("yarn").set("spark.executor.memoryOverhead", "64g")
-                        .set("spark.driver.maxResultSize", "0"), 3)).check();
+    void trainFetchesTheMeanInChunksSoOnlyATinyMaxResultSizeIsRefused() {
+        long state = 300L << 20; // 300 MiB of parameters and moments: fetched in 64 MiB chunks
+        SparkConf conf = new SparkConf(false).setMaster("yarn").set("spark.executor.memoryOverhead", "64g");
+        MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, state,
+                SparkLimits.of(conf.clone().set("spark.driver.maxResultSize", "100m"), 3)).check();
+        MemoryPlan tiny = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, state,
+                SparkLimits.of(conf.clone().set("spark.driver.maxResultSize", "10m"), 3));
+        assertEquals("memory plan: train fetches the averaged state in pieces of up to 64.0 MiB, over "
+                        + "spark.driver.maxResultSize 10.0 MiB; raise spark.driver.maxResultSize",
+                assertThrows(IllegalArgumentException.class, tiny::check).getMessage());
+        // per slot: the state copy, its gradients (a third) and the float32 partial
+        assertEquals(WeightStack.SCRATCH_BYTES_PER_THREAD + tiny.activationBytes() + 2 * state + state / 3,
+                tiny.perSlotBytes());
     }
 
     @Test
@@ -111,8 +111,9 @@ class MemoryPlanTest {
                 yarn("8g", 1)).describe();
         assertTrue(text.contains("memory plan: train per executor JVM of yarn, heap 4.00 GiB, 1 task slot\n"), text);
         assertTrue(text.contains("mapped weights 3.19 GiB (file-backed"), text);
-        assertTrue(text.contains("per round: broadcast 81.0 MiB, results 324 MiB (2 partitions × float64 partial "
-                + "162 MiB)"), text);
+        assertTrue(text.contains("per round: broadcast 81.0 MiB; partials 2 × 81.0 MiB through the shuffle; the "
+                + "driver fetches the mean in chunks of at most 64.0 MiB, one job each (spark.driver.maxResultSize "
+                + "1.00 GiB)"), text);
         text.lines().forEach(line -> assertTrue(line.startsWith("memory plan: "), line));
     }
 }

@@ -24,7 +24,7 @@ class UserErrorsTest {
     @Test
     void aClassThatCannotBeSerializedIsABugNotBadInput() {
         Exception e = new SparkException("Task not serializable",
-                new NotSerializableException("org.sparkmoe.driver.train.RoundSum"));
+                new NotSerializableException("org.sparkmoe.driver.train.RoundNode"));
         assertTrue(UserErrors.isUnexpected(e));
     }
 

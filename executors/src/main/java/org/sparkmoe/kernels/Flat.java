@@ -17,8 +17,8 @@ public final class Flat {
 
     /** The elements of {@code a} in 'c' order, widened to float64 (FLOAT and DOUBLE read in bulk). */
     public static double[] values(INDArray a) {
-        INDArray c = a.ordering() == 'c' && a.offset() == 0 && a.data().length() == a.length() ? a : a.dup('c');
-        int n = (int) c.length();
+        INDArray c = contiguous(a);
+        int n = javaLength(c);
         if (n == 0 || (c.dataType() != DataType.FLOAT && c.dataType() != DataType.DOUBLE)) {
             return c.data().asDouble();
         }
@@ -33,6 +33,45 @@ public final class Flat {
             }
         }
         return out;
+    }
+
+    /** The elements of a FLOAT array {@code a} in 'c' order. */
+    public static float[] floats(INDArray a) {
+        if (a.dataType() != DataType.FLOAT) {
+            throw new IllegalArgumentException("expected a FLOAT array, got " + a.dataType());
+        }
+        INDArray c = contiguous(a);
+        float[] out = new float[javaLength(c)];
+        if (out.length > 0) {
+            c.data().asNio().asFloatBuffer().get(out);
+        }
+        return out;
+    }
+
+    /** A new 'c'-order FLOAT array of {@code shape} holding {@code values}. */
+    public static INDArray array(float[] values, long[] shape) {
+        INDArray out = Nd4j.createUninitialized(DataType.FLOAT, shape, 'c');
+        if (out.length() != values.length) {
+            throw new IllegalArgumentException(values.length + " values do not fill shape "
+                    + java.util.Arrays.toString(shape));
+        }
+        if (values.length > 0) {
+            out.data().asNio().asFloatBuffer().put(values);
+        }
+        return out;
+    }
+
+    private static INDArray contiguous(INDArray a) {
+        return a.ordering() == 'c' && a.offset() == 0 && a.data().length() == a.length() ? a : a.dup('c');
+    }
+
+    /** The length of {@code a} as a Java array's: refused, naming the shape, past 2³¹ − 1 elements. */
+    private static int javaLength(INDArray a) {
+        if (a.length() > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("an array of shape " + java.util.Arrays.toString(a.shape())
+                    + " has " + a.length() + " elements, more than a Java array holds (2^31 - 1)");
+        }
+        return (int) a.length();
     }
 
     /**

@@ -19,7 +19,7 @@ import java.util.Locale;
  * @param computeSeconds the slowest partition's time in its local steps
  * @param partitions     P
  * @param bytesBroadcast trainable-state bytes broadcast (tensors and moments)
- * @param bytesReturned  bytes of the P weighted sums sent back (float64)
+ * @param bytesReturned  bytes of the P float32 partials averaged through the shuffle
  */
 public record RoundLog(long round, long step, double loss, double ce, double aux, double lr, long tokens,
                        double seconds, double computeSeconds, int partitions, long bytesBroadcast,

@@ -19,7 +19,7 @@ import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.text.Windows;
-import org.sparkmoe.train.StateSum;
+import org.sparkmoe.train.StateMean;
 import org.sparkmoe.train.StepResult;
 import org.sparkmoe.train.TrainOptions;
 import org.sparkmoe.train.TrainState;
@@ -31,14 +31,14 @@ import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.TreeMap;
 
 /**
  * Data-parallel LoRA training with parameter averaging. Stage 1 tokenizes the files; their windows are dealt to
  * P partitions (window i to partition i mod P) and kept. Then, round after round: the trainable state (LoRA,
  * routers, AdamW moments, step) is broadcast; every partition copies it and takes F optimiser steps on its own
- * windows; treeAggregate brings the states back weighted by the windows each partition trained on; the driver
- * averages them. Only trainable tensors travel; each executor JVM loads the base model once.
+ * windows; their states, weighted by the windows each partition trained on, are averaged in float32 through a
+ * fixed tree in the shuffle ({@link RoundTree}), and the driver fetches the mean chunk by chunk. Only trainable
+ * tensors travel; each executor JVM loads the base model once.
  */
 public final class TrainJob {
     private TrainJob() {
@@ -71,7 +71,8 @@ public final class TrainJob {
                                  RoundListener listener) {
         JavaRDD<WindowShard> shards = shard(sc, plan);
         long bytesBroadcast = state.bytes();
-        long bytesReturned = plan.partitions() * 2 * state.bytes(); // StateSum holds float64 sums
+        long bytesReturned = plan.partitions() * state.bytes(); // the float32 partials, through the shuffle
+        int chunks = StateMean.chunkKeys(state, StateMean.CHUNK_BYTES).size();
         try {
             for (long round = firstRound; round < plan.roundCount(); round++) {
                 long start = System.nanoTime();
@@ -79,10 +80,8 @@ public final class TrainJob {
                         + (state.step() + 1) + ".." + Math.min(plan.steps(), state.step() + plan.averagingFrequency())
                         + " of " + plan.steps() + ")");
                 Broadcast<TrainState> current = sc.broadcast(state);
-                RoundSum sum = shards
-                        .map(shard -> localSteps(plan, current.value(), shard))
-                        .treeAggregate(new RoundSum(), RoundSum::add, RoundSum::merge);
-                RoundSum.Round done = sum.finish(plan.partitions());
+                RoundTree.Round done = RoundTree.average(shards.flatMapToPair(
+                        shard -> localSteps(plan, current.value(), shard).iterator()), plan.partitions(), chunks);
                 current.destroy();
                 requireFinite(plan, round, state.step(), done);
                 state = done.state();
@@ -102,7 +101,7 @@ public final class TrainJob {
      * Stops the run at the first round whose loss or averaged state is not finite: the state is not checkpointed
      * and no adapter is written, so the latest checkpoint in --out stays the last good one.
      */
-    private static void requireFinite(TrainPlan plan, long round, long stepBefore, RoundSum.Round done) {
+    private static void requireFinite(TrainPlan plan, long round, long stepBefore, RoundTree.Round done) {
         String bad = Double.isFinite(done.loss()) ? done.state().firstNonFinite() : "the loss (" + done.loss() + ")";
         if (bad != null) {
             throw new IllegalArgumentException("train stopped at round " + (round + 1) + "/" + plan.roundCount()
@@ -115,12 +114,13 @@ public final class TrainJob {
     /** The classes a train job sends through Spark (Kryo registration is required). */
     public static void registerClasses(Kryo kryo) {
         kryo.register(WindowShard.class);
-        kryo.register(RoundPartial.class);
-        kryo.register(RoundSum.class);
-        kryo.register(StateSum.class);
+        kryo.register(RoundNode.class);
+        kryo.register(StateMean.class);
+        kryo.register(float[][].class);
+        kryo.register(long[][].class);
+        kryo.register(String[].class);
         kryo.register(TrainState.class);
         kryo.register(LinkedHashMap.class);
-        kryo.register(TreeMap.class);
         kryo.register(long[].class);
         kryo.register(DataType.class);
     }
@@ -168,8 +168,11 @@ public final class TrainJob {
         return List.of(new WindowShard(partition, list.toArray(new int[0][]))).iterator();
     }
 
-    /** One partition's F local steps from the broadcast state (copied: tasks of one JVM share the value). */
-    private static RoundPartial localSteps(TrainPlan plan, TrainState broadcast, WindowShard shard) {
+    /**
+     * One partition's F local steps from the broadcast state (copied: tasks of one JVM share the value): the leaves
+     * of the averaging tree, one per chunk of the state, keyed (chunk, partition).
+     */
+    private static List<Tuple2<Long, RoundNode>> localSteps(TrainPlan plan, TrainState broadcast, WindowShard shard) {
         long start = System.nanoTime();
         MoeTransformer model = ModelCache.cached(plan.model(), plan.device());
         TrainOptions options = plan.options();
@@ -192,7 +195,14 @@ public final class TrainJob {
             aux += r.auxLoss();
             tokens += r.tokens();
         }
-        return new RoundPartial(shard.partition, StateSum.of(state, (long) steps * plan.batchWindows()), steps, loss,
-                ce, aux, tokens, (System.nanoTime() - start) / 1e9);
+        double seconds = (System.nanoTime() - start) / 1e9;
+        List<Tuple2<Long, RoundNode>> leaves = new ArrayList<>();
+        for (StateMean chunk : StateMean.split(state, (long) steps * plan.batchWindows(), StateMean.CHUNK_BYTES)) {
+            RoundNode leaf = chunk.chunk() == 0
+                    ? new RoundNode(shard.partition, chunk, steps, loss, ce, aux, tokens, seconds)
+                    : new RoundNode(shard.partition, chunk, 0, 0, 0, 0, 0, 0);
+            leaves.add(new Tuple2<>((long) shard.partition, leaf));
+        }
+        return leaves;
     }
 }

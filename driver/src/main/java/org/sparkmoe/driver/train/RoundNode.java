@@ -1,0 +1,59 @@
+package org.sparkmoe.driver.train;
+
+import org.sparkmoe.train.StateMean;
+
+/**
+ * A node of a round's averaging tree: one chunk of the mean state of the partitions [first, first + count), and,
+ * in chunk 0's nodes only, the sums of their step losses for the log (zeros in the other chunks' nodes).
+ */
+final class RoundNode {
+    int first;
+    int count;
+    StateMean mean;
+    int steps;
+    double lossSum;
+    double ceSum;
+    double auxSum;
+    long tokens;
+    /** The slowest partition's seconds in its local steps. */
+    double seconds;
+
+    /** For Kryo. */
+    RoundNode() {
+    }
+
+    RoundNode(int partition, StateMean mean, int steps, double lossSum, double ceSum, double auxSum, long tokens,
+              double seconds) {
+        this.first = partition;
+        this.count = 1;
+        this.mean = mean;
+        this.steps = steps;
+        this.lossSum = lossSum;
+        this.ceSum = ceSum;
+        this.auxSum = auxSum;
+        this.tokens = tokens;
+        this.seconds = seconds;
+    }
+
+    /** The parent of two sibling nodes, given in either order: the left one (lower partitions) goes first. */
+    static RoundNode parent(RoundNode a, RoundNode b) {
+        RoundNode left = a.first < b.first ? a : b;
+        RoundNode right = left == a ? b : a;
+        if (left.first + left.count != right.first) {
+            throw new IllegalStateException("averaging tree: partitions [" + left.first + ", "
+                    + (left.first + left.count) + ") and [" + right.first + ", " + (right.first + right.count)
+                    + ") are not siblings (a partition reported twice?)");
+        }
+        RoundNode p = new RoundNode();
+        p.first = left.first;
+        p.count = left.count + right.count;
+        p.mean = left.mean.mean(right.mean);
+        p.steps = left.steps + right.steps;
+        p.lossSum = left.lossSum + right.lossSum;
+        p.ceSum = left.ceSum + right.ceSum;
+        p.auxSum = left.auxSum + right.auxSum;
+        p.tokens = left.tokens + right.tokens;
+        p.seconds = Math.max(left.seconds, right.seconds);
+        return p;
+    }
+}
