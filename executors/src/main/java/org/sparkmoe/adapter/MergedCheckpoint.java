@@ -7,6 +7,7 @@ import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.CheckpointFolderWriter;
+import org.sparkmoe.model.CheckpointOptions;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
 
@@ -22,29 +23,22 @@ import java.util.Map;
  * hidden sibling and renamed into place once complete ({@link CheckpointFolderWriter}).
  */
 public final class MergedCheckpoint {
-    /** Largest shard written by default: 5 GB, as transformers' save_pretrained. */
-    public static final long DEFAULT_SHARD_BYTES = CheckpointFolderWriter.DEFAULT_SHARD_BYTES;
-
     private MergedCheckpoint() {
     }
 
     /** Merges the PEFT adapter folder {@code adapterDir} into the model folder {@code modelDir}, writing {@code outDir}. */
     public static void write(Path modelDir, Path adapterDir, Path outDir, Configuration conf) {
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
-        write(modelDir, PeftAdapter.read(adapterDir, conf, config), outDir, conf, DEFAULT_SHARD_BYTES);
+        write(modelDir, PeftAdapter.read(adapterDir, conf, config), outDir, conf, CheckpointOptions.DEFAULT);
     }
 
     /**
-     * Merges {@code adapter} (of the model in {@code modelDir}) and writes {@code outDir}, which must not exist;
-     * shards hold at most {@code maxShardBytes} (a single larger tensor gets a shard of its own).
+     * Merges {@code adapter} (of the model in {@code modelDir}) and writes {@code outDir}, which must not exist, as
+     * {@code options} say (layout, shard size: a single larger tensor gets a shard of its own, dtype).
      */
-    public static void write(Path modelDir, PeftAdapter adapter, Path outDir, Configuration conf, long maxShardBytes) {
-        write(modelDir, adapter, outDir, conf, maxShardBytes, null);
-    }
-
-    /** As above, with the experts written in {@code layout}; null keeps the source checkpoint's. */
-    public static void write(Path modelDir, PeftAdapter adapter, Path outDir, Configuration conf, long maxShardBytes,
-                             ExpertLayout layout) {
+    public static void write(Path modelDir, PeftAdapter adapter, Path outDir, Configuration conf,
+                             CheckpointOptions options) {
+        ExpertLayout layout = options.layout();
         ModelConfig model = adapter.model();
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
             ModelSchema.check(model, checkpoint);
@@ -53,7 +47,7 @@ public final class MergedCheckpoint {
                     new MergedTensors(FusedExperts.perExpert(checkpoint, model), adapter),
                     new ArrayList<>(FusedExperts.perExpertNames(checkpoint.names(), checkpoint, model)), model);
             CheckpointFolderWriter.write(modelDir, model.jsonCopy(), written.tensors(), written.names(), Map.of(),
-                    outDir, conf, maxShardBytes, null);
+                    outDir, conf, options.maxShardBytes(), options.dtype());
         }
     }
 }

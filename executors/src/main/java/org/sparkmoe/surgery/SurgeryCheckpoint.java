@@ -12,6 +12,7 @@ import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.CheckpointFolderWriter;
+import org.sparkmoe.model.CheckpointOptions;
 import org.sparkmoe.model.ModelSchema;
 
 import java.nio.charset.StandardCharsets;
@@ -30,12 +31,12 @@ public final class SurgeryCheckpoint {
 
     public static void write(Path modelDir, ObjectNode newConfig, Map<String, INDArray> replaced,
             Map<String, byte[]> extraFiles, Path outDir, Configuration conf) {
-        write(modelDir, newConfig, replaced, extraFiles, outDir, conf, null);
+        write(modelDir, newConfig, replaced, extraFiles, outDir, conf, CheckpointOptions.DEFAULT);
     }
 
-    /** As above, with the experts written in {@code layout}; null keeps the original checkpoint's. */
+    /** As above, written as {@code options} say (layout, shard size, dtype). */
     public static void write(Path modelDir, ObjectNode newConfig, Map<String, INDArray> replaced,
-            Map<String, byte[]> extraFiles, Path outDir, Configuration conf, ExpertLayout layout) {
+            Map<String, byte[]> extraFiles, Path outDir, Configuration conf, CheckpointOptions options) {
         ModelConfig config = ModelConfig.parse(newConfig.toString(), new Path(outDir, "config.json").toString());
         ModelConfig originalConfig = ModelFolder.readConfig(modelDir, conf);
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
@@ -47,10 +48,11 @@ public final class SurgeryCheckpoint {
                     names.add(name);
                 }
             }
+            ExpertLayout layout = options.layout();
             ExpertLayout.Written written = (layout == null ? ExpertLayout.of(checkpoint, originalConfig) : layout)
                     .apply(tensors, names, config);
             CheckpointFolderWriter.write(modelDir, newConfig, written.tensors(), written.names(), extraFiles, outDir,
-                    conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES, null);
+                    conf, options.maxShardBytes(), options.dtype());
         }
     }
 

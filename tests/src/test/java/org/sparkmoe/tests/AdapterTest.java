@@ -151,7 +151,7 @@ class AdapterTest {
         Path sharded = tmp.resolve("merged-sharded");
         StringWriter err = new StringWriter();
         assertEquals(0, sparkmoe(err, "merge", "--model", Fixtures.tinyModel().toString(), "--adapter", adapter.toString(),
-                "--out", sharded.toString(), "--max-shard-bytes", "1000000"), err.toString());
+                "--out", sharded.toString(), "--max-shard-size", "1000000"), err.toString());
         assertTrue(Files.isRegularFile(sharded.resolve("model.safetensors.index.json")));
         Set<String> shardFiles = new TreeSet<>();
         JSON.readTree(sharded.resolve("model.safetensors.index.json").toFile()).get("weight_map")

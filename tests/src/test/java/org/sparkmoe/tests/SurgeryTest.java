@@ -10,6 +10,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.calib.ExpertMap;
 import org.sparkmoe.driver.SparkMoe;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.DType;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
@@ -122,6 +123,29 @@ class SurgeryTest {
         try (Checkpoint c = Checkpoint.open(hadoop(model), CONF)) {
             return c.readFloat(name);
         }
+    }
+
+    /** --dtype bf16 and --max-shard-size: every tensor in bf16, shards with an index, the values rounded once. */
+    @Test
+    void theOutputCheckpointTakesDtypeAndShardSize() throws Exception {
+        Path out = surgery("topk-2-bf16", "topk", "--top-k", "2", "--dtype", "bf16", "--max-shard-size", "2MB");
+        assertTrue(Files.exists(out.resolve("model.safetensors.index.json")), "no shard index");
+        try (java.util.stream.Stream<Path> files = Files.list(out)) {
+            assertTrue(files.filter(f -> f.getFileName().toString().matches("model-\\d{5}-of-\\d{5}\\.safetensors"))
+                    .count() > 1, "expected several shards of at most 2 MB for a 14 MB float32 model");
+        }
+        CheckpointLayout layout = new CheckpointLayout(ModelFolder.readConfig(hadoop(out), CONF).modelType);
+        String down = layout.expert(1, 3, Projection.DOWN);
+        try (Checkpoint written = Checkpoint.open(hadoop(out), CONF)) {
+            for (String name : written.names()) {
+                assertEquals(DType.BF16, written.dtype(name), name);
+            }
+            INDArray original = tensor(Fixtures.tinyModel(), down);
+            INDArray rounded = original.castTo(org.nd4j.linalg.api.buffer.DataType.BFLOAT16)
+                    .castTo(org.nd4j.linalg.api.buffer.DataType.FLOAT);
+            assertEquals(rounded, written.readFloat(down), "topk to the same K keeps the weights, rounded to bf16");
+        }
+        assertTrue(Double.isFinite(ppl(out)));
     }
 
     @Test

@@ -2,6 +2,7 @@ package org.sparkmoe.driver.merge;
 
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
+import org.sparkmoe.driver.CheckpointOutputOptions;
 import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.adapter.MergedCheckpoint;
 import org.sparkmoe.adapter.PeftAdapter;
@@ -38,10 +39,8 @@ public final class MergeCommand implements Callable<Integer> {
             description = "Output model folder; must not exist yet.")
     String out;
 
-    @Option(names = "--max-shard-bytes", paramLabel = "N", defaultValue = "" + MergedCheckpoint.DEFAULT_SHARD_BYTES,
-            description = "Largest safetensors shard; bigger models are written as model-0000i-of-0000N.safetensors "
-                    + "with an index. Default: ${DEFAULT-VALUE} (5 GB, as transformers' save_pretrained).")
-    long maxShardBytes;
+    @Mixin
+    CheckpointOutputOptions output;
 
     @Option(names = "--layout", paramLabel = "per-expert|fused",
             description = "How the output stores its experts: one tensor per expert, or transformers 5's fused "
@@ -56,8 +55,8 @@ public final class MergeCommand implements Callable<Integer> {
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
         PeftAdapter peft = PeftAdapter.read(
                 new Path(Paths.qualify(adapter, conf)), conf, config, peftVersion.checked(adapter));
-        MergedCheckpoint.write(modelDir, peft, target, conf, maxShardBytes,
-                layout == null ? null : ExpertLayout.parse(layout));
+        MergedCheckpoint.write(modelDir, peft, target, conf,
+                output.with(layout == null ? null : ExpertLayout.parse(layout)));
         System.err.println("merge: wrote " + target + " (r=" + peft.config().r() + ", lora_alpha="
                 + peft.config().loraAlpha() + ", " + peft.config().targets().size() + " projections"
                 + (peft.config().trainRouter() ? " and routers" : "") + " merged)");

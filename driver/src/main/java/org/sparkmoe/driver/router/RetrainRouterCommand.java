@@ -10,6 +10,8 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.model.CheckpointOptions;
+import org.sparkmoe.driver.CheckpointOutputOptions;
 import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.calib.CalibrationStats;
@@ -85,6 +87,9 @@ public final class RetrainRouterCommand implements Callable<Integer> {
     @Option(names = "--seed", defaultValue = "42", paramLabel = "S",
             description = "Root seed; every layer's initialisation and data split derive from it. Default: ${DEFAULT-VALUE}.")
     long seed;
+
+    @Mixin
+    CheckpointOutputOptions output;
 
     @Mixin
     SparkOptions spark;
@@ -171,11 +176,12 @@ public final class RetrainRouterCommand implements Callable<Integer> {
             OutputFolder.makeRoom(dir, conf);
             try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
                 // the input's expert layout is kept
+                CheckpointOptions options = output.with(null);
                 ExpertLayout.Written written = ExpertLayout.of(checkpoint, config).apply(
                         new OverlayTensors(FusedExperts.perExpert(checkpoint, config), gates),
                         FusedExperts.perExpertNames(checkpoint.names(), checkpoint, config), config);
                 CheckpointFolderWriter.write(modelDir, config.jsonCopy(), written.tensors(), written.names(), files,
-                        dir, conf, CheckpointFolderWriter.DEFAULT_SHARD_BYTES, null);
+                        dir, conf, options.maxShardBytes(), options.dtype());
             }
         } else {
             OutputFolder.write(dir, files, conf);

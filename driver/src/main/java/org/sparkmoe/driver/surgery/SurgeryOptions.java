@@ -1,6 +1,8 @@
 package org.sparkmoe.driver.surgery;
 
+import org.sparkmoe.driver.CheckpointOutputOptions;
 import org.sparkmoe.driver.SparkOptions;
+import org.sparkmoe.model.CheckpointOptions;
 import org.sparkmoe.driver.ModelOption;
 import org.sparkmoe.io.ExpertLayout;
 import picocli.CommandLine.Mixin;
@@ -25,11 +27,14 @@ public final class SurgeryOptions {
     String layout;
 
     @Mixin
+    CheckpointOutputOptions output = new CheckpointOutputOptions();
+
+    @Mixin
     SparkOptions spark;
 
-    /** The --layout choice, or null to keep the input's layout. */
-    ExpertLayout layout() {
-        return layout == null ? null : ExpertLayout.parse(layout);
+    /** How the output checkpoint is written: --layout (null: the input's), --max-shard-size, --dtype. */
+    CheckpointOptions checkpoint() {
+        return output.with(layout == null ? null : ExpertLayout.parse(layout));
     }
 
     /**

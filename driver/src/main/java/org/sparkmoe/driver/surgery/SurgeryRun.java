@@ -9,7 +9,7 @@ import org.apache.hadoop.fs.FSDataInputStream;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.sparkmoe.io.ExpertLayout;
+import org.sparkmoe.model.CheckpointOptions;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExpertMap;
 import org.sparkmoe.driver.OutputFolder;
@@ -49,8 +49,8 @@ final class SurgeryRun {
     final Path outDir;
     final ModelConfig config;
     final int[] moeLayers;
-    /** --layout, or null to keep the input's. */
-    final ExpertLayout layout;
+    /** --layout (null: the input's), --max-shard-size, --dtype. */
+    final CheckpointOptions output;
     /** Where the tasks stage their new tensors: a hidden sibling of --out, removed once the folder is written. */
     private final Path staging;
 
@@ -61,7 +61,7 @@ final class SurgeryRun {
         OutputFolder.requireCreatable("--out", outDir, conf);
         this.staging = new Path(outDir.getParent(), "." + outDir.getName() + ".pieces-" + java.util.UUID.randomUUID());
         this.config = ModelFolder.readConfig(modelDir, conf);
-        this.layout = options.layout();
+        this.output = options.checkpoint();
         if (config.num_experts == 0) {
             throw new IllegalArgumentException(modelDir + ": model_type " + config.modelType.name().toLowerCase()
                     + " has no experts to operate on");
@@ -195,7 +195,7 @@ final class SurgeryRun {
             Arrays.fill(experts, config.num_experts);
             extra.put(EXPERT_MAP_FILE, SurgeryCheckpoint.utf8(ExpertMap.of(groups, experts).toJson()));
         }
-        SurgeryCheckpoint.write(modelDir, newConfig, replaced, extra, outDir, conf, layout);
+        SurgeryCheckpoint.write(modelDir, newConfig, replaced, extra, outDir, conf, output);
         System.err.println("surgery " + command + ": wrote " + outDir);
     }
 

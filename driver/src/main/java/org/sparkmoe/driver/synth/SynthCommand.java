@@ -3,6 +3,7 @@ package org.sparkmoe.driver.synth;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
+import org.sparkmoe.driver.CheckpointOutputOptions;
 import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.io.DType;
@@ -26,8 +27,6 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 /**
  * {@code sparkmoe synth}: a checkpoint folder of random weights in a real model's exact tensor names, shapes and
@@ -59,7 +58,7 @@ public final class SynthCommand implements Callable<Integer> {
             description = "Output model folder; must not exist yet (or be empty).")
     String out;
 
-    @Option(names = "--dtype", paramLabel = "bf16|f16|f32", converter = DtypeConverter.class,
+    @Option(names = "--dtype", paramLabel = "bf16|f16|f32", converter = CheckpointOutputOptions.DtypeConverter.class,
             description = "Dtype of every tensor. Default: the real model's (bf16 for all three).")
     DType dtype;
 
@@ -67,7 +66,7 @@ public final class SynthCommand implements Callable<Integer> {
             description = "Root seed of the weights: the same seed gives the same bytes. Default: ${DEFAULT-VALUE}.")
     long seed;
 
-    @Option(names = "--max-shard-size", defaultValue = "5GB", paramLabel = "SIZE", converter = SizeConverter.class,
+    @Option(names = "--max-shard-size", defaultValue = "5GB", paramLabel = "SIZE", converter = CheckpointOutputOptions.SizeConverter.class,
             description = "Largest safetensors shard, in bytes or with a unit (KB, MB, GB = 10^3, 10^6, 10^9 as in "
                     + "transformers; KiB, MiB, GiB = 2^10, 2^20, 2^30). Bigger models are written as "
                     + "model-0000i-of-0000N.safetensors with model.safetensors.index.json. Default: ${DEFAULT-VALUE}.")
@@ -172,54 +171,6 @@ public final class SynthCommand implements Callable<Integer> {
         public ModelShape convert(String value) {
             return ModelShape.named(value).orElseThrow(() -> new CommandLine.TypeConversionException(
                     "unknown shape '" + value + "' (known: " + ModelShape.names() + ")"));
-        }
-    }
-
-    static final class DtypeConverter implements CommandLine.ITypeConverter<DType> {
-        @Override
-        public DType convert(String value) {
-            return switch (value) {
-                case "bf16" -> DType.BF16;
-                case "f16" -> DType.F16;
-                case "f32" -> DType.F32;
-                default -> throw new CommandLine.TypeConversionException(
-                        "unknown dtype '" + value + "' (known: bf16, f16, f32)");
-            };
-        }
-    }
-
-    /** "5GB" = 5·10^9 bytes (transformers' max_shard_size), "2GiB" = 2·2^30, "1000" = 1000 bytes; at least 1. */
-    static final class SizeConverter implements CommandLine.ITypeConverter<Long> {
-        private static final Pattern SIZE = Pattern.compile("(\\d+)\\s*(|B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)");
-
-        @Override
-        public Long convert(String value) {
-            Matcher m = SIZE.matcher(value.trim());
-            if (!m.matches()) {
-                throw new CommandLine.TypeConversionException("expected a size such as 5GB, 500MB, 2GiB or a "
-                        + "number of bytes, got '" + value + "'");
-            }
-            long unit = switch (m.group(2)) {
-                case "", "B" -> 1L;
-                case "KB" -> 1_000L;
-                case "MB" -> 1_000_000L;
-                case "GB" -> 1_000_000_000L;
-                case "TB" -> 1_000_000_000_000L;
-                case "KiB" -> 1L << 10;
-                case "MiB" -> 1L << 20;
-                case "GiB" -> 1L << 30;
-                default -> 1L << 40;
-            };
-            try {
-                long bytes = Math.multiplyExact(Long.parseLong(m.group(1)), unit);
-                if (bytes < 1) {
-                    throw new CommandLine.TypeConversionException("the shard size must be at least 1 byte, got '"
-                            + value + "'");
-                }
-                return bytes;
-            } catch (NumberFormatException | ArithmeticException e) {
-                throw new CommandLine.TypeConversionException("size '" + value + "' is too large");
-            }
         }
     }
 }

@@ -4,6 +4,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
+import org.sparkmoe.model.CheckpointOptions;
 import org.sparkmoe.adapter.MergedCheckpoint;
 import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.driver.OutputLock;
@@ -246,7 +247,7 @@ public final class TrainOutputs {
         List<Path> written = new ArrayList<>(List.of(new Path(out, LOG), adapterDir));
         if (plan.merge()) {
             Path merged = new Path(out, MERGED);
-            MergedCheckpoint.write(new Path(plan.model()), adapter, merged, conf, MergedCheckpoint.DEFAULT_SHARD_BYTES);
+            MergedCheckpoint.write(new Path(plan.model()), adapter, merged, conf, CheckpointOptions.DEFAULT);
             written.add(merged);
         }
         return written;
