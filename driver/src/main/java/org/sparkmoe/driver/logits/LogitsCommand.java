@@ -5,7 +5,15 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.ModelCache;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.driver.ModelOption;
+import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.SparkOptions;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.model.ModelSchema;
 import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.PeftVersionOption;
 import org.sparkmoe.driver.Paths;
@@ -23,12 +31,15 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
 
 /**
  * {@code sparkmoe logits}: one forward pass over given token ids, written with transformers' output
- * conventions, for parity checks against a reference implementation. Runs in the driver JVM, no Spark job.
+ * conventions, for parity checks against a reference implementation. The driver checks the inputs against
+ * config.json and the checkpoint's headers; the forward runs in one Spark task, on an executor, which writes the
+ * output file itself: the driver never loads the model.
  */
 @Command(name = "logits", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Forward pass over int64 input_ids [B,S] read from a safetensors file.",
@@ -56,15 +67,25 @@ public final class LogitsCommand implements Callable<Integer> {
     @Option(names = "--top-k", paramLabel = "K", description = "Experts per token. Default: the model's.")
     Integer topK;
 
+    @Mixin
+    SparkOptions spark;
+
     @Override
     public Integer call() throws IOException {
         Configuration conf = new Configuration();
         OutputFolder.requireFile("--out", new Path(Paths.qualify(out, conf)), conf, "logits", "safetensors");
         String version = peftVersion.checked(adapter);
         int[][] tokens = readInputIds(Paths.qualify(inputIds, conf), conf);
-        MoeTransformer transformer = ModelCache.load(new Path(model.uri(conf)), conf,
-                adapter == null ? null : new Path(Paths.qualify(adapter, conf)), version, Device.CPU);
-        int vocab = transformer.config().vocab_size;
+        String modelUri = model.uri(conf);
+        ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
+        try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
+            ModelSchema.check(config, checkpoint);
+        }
+        String adapterUri = adapter == null ? null : Paths.qualify(adapter, conf);
+        if (adapterUri != null) {
+            PeftAdapter.read(new Path(adapterUri), conf, config, version); // reject a bad adapter before Spark starts
+        }
+        int vocab = config.vocab_size;
         for (int b = 0; b < tokens.length; b++) {
             for (int s = 0; s < tokens[b].length; s++) {
                 if (tokens[b][s] < 0 || tokens[b][s] >= vocab) {
@@ -73,12 +94,29 @@ public final class LogitsCommand implements Callable<Integer> {
                 }
             }
         }
-        int k = topK == null ? transformer.config().num_experts_per_tok : topK;
-        if (transformer.config().num_experts > 0 && (k < 1 || k > transformer.config().num_experts)) {
-            throw new IllegalArgumentException("--top-k must be in [1, " + transformer.config().num_experts
+        int k = topK == null ? config.num_experts_per_tok : topK;
+        if (config.num_experts > 0 && (k < 1 || k > config.num_experts)) {
+            throw new IllegalArgumentException("--top-k must be in [1, " + config.num_experts
                     + "] (the model's experts), got " + k);
         }
-        ForwardOutput output = transformer.forward(tokens, k, true);
+        String target = Paths.qualify(out, conf);
+        int written;
+        try (JavaSparkContext sc = SparkContexts.start("sparkmoe logits", spark.master)) {
+            sc.setJobDescription("logits: forward of " + tokens.length + " x " + tokens[0].length + " tokens");
+            written = sc.parallelize(List.of(0), 1)
+                    .map(unused -> forward(modelUri, adapterUri, version, tokens, k, target))
+                    .first();
+        }
+        System.err.println("logits: wrote " + written + " tensors for " + tokens.length + " x " + tokens[0].length
+                + " tokens to " + target);
+        return 0;
+    }
+
+    /** On an executor: the forward with outputs captured, written to {@code target}; the tensor count. */
+    private static int forward(String modelUri, String adapterUri, String peftVersion, int[][] tokens, int topK,
+                               String target) {
+        MoeTransformer transformer = ModelCache.cached(modelUri, adapterUri, peftVersion, Device.CPU);
+        ForwardOutput output = transformer.forward(tokens, topK, true);
         long batch = tokens.length;
         long seq = tokens[0].length;
         LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>();
@@ -90,11 +128,9 @@ public final class LogitsCommand implements Callable<Integer> {
         for (int n = 0; n < output.routerLogits().size(); n++) {
             tensors.put("router_logits." + n, output.routerLogits().get(n));
         }
-        String target = Paths.qualify(out, conf);
+        Configuration conf = new Configuration();
         SafeTensorsWriter.write(Paths.fileSystem(target, conf), new Path(target), tensors, Map.of("format", "pt"));
-        System.err.println("logits: wrote " + tensors.size() + " tensors for " + batch + " x " + seq + " tokens to "
-                + target);
-        return 0;
+        return tensors.size();
     }
 
     /** input_ids [B, S] from a safetensors file on any Hadoop file system. */
