@@ -36,6 +36,11 @@ public final class ModelConfig {
     /** Longest sequence RoPE tables are built for. */
     public final int max_position_embeddings;
     public final double rope_theta;
+    /**
+     * The share of each head RoPE rotates (its leading {@code int(head_dim · factor)} entries): GLM-4.5 reads it
+     * top-level or under rope_parameters, default 0.5 (Glm4MoeConfig); 1 for the other types.
+     */
+    public final double partial_rotary_factor;
     /** null = full causal attention; else every layer keeps the last sliding_window keys. */
     public final Integer sliding_window;
     public final boolean tie_word_embeddings;
@@ -124,6 +129,7 @@ public final class ModelConfig {
         rms_norm_eps = f.positiveDouble("rms_norm_eps");
         max_position_embeddings = f.positiveInt("max_position_embeddings");
         rope_theta = ropeTheta(f, source);
+        partial_rotary_factor = modelType == ModelType.GLM4_MOE ? partialRotaryFactor(f, source, 0.5) : 1.0;
         String act = f.has("hidden_act") ? f.string("hidden_act") : "silu";
         if (!act.equals("silu")) {
             throw new ModelConfigException(source + ": unsupported hidden_act \"" + act + "\" (supported: silu)");
@@ -297,6 +303,24 @@ public final class ModelConfig {
                     + num_experts / r.n_group() + " experts cannot hold num_experts_per_tok " + num_experts_per_tok);
         }
         return r;
+    }
+
+    /** partial_rotary_factor under rope_parameters (where transformers 5 writes it) or top-level (GLM's releases). */
+    private double partialRotaryFactor(Fields f, String source, double fallback) {
+        Fields rope = f.has("rope_parameters") ? f.object("rope_parameters") : null;
+        double factor = rope != null && rope.has("partial_rotary_factor") ? rope.positiveDouble("partial_rotary_factor")
+                : f.has("partial_rotary_factor") ? f.positiveDouble("partial_rotary_factor") : fallback;
+        int dim = (int) (head_dim * factor);
+        if (factor > 1 || dim < 2 || dim % 2 != 0) {
+            throw new ModelConfigException(source + ": partial_rotary_factor " + factor + " of head_dim " + head_dim
+                    + " gives " + dim + " rotated entries; expected an even number in [2, head_dim]");
+        }
+        return factor;
+    }
+
+    /** RoPE rotates the leading {@code int(head_dim · partial_rotary_factor)} entries of each head. */
+    public int rotaryDim() {
+        return (int) (head_dim * partial_rotary_factor);
     }
 
     /** Layers 0 .. k−1 (first_k_dense_replace), checked against the layer count. */

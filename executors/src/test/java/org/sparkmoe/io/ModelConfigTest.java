@@ -375,6 +375,21 @@ class ModelConfigTest {
         assertTrue(c.qkv_bias, "attention_bias puts a bias on q, k and v");
         assertFalse(c.attention_bias, "Glm4MoeAttention: o_proj never has a bias");
         assertEquals(ModelConfig.QkNorm.NONE, c.qkNorm, "use_qk_norm defaults to false");
+        assertEquals(0.5, c.partial_rotary_factor, "Glm4MoeConfig's default");
+        assertEquals(16, c.rotaryDim(), "RoPE on the leading half of head_dim 32");
+    }
+
+    @Test
+    void glmMoePartialRotaryFactorTopLevelOrUnderRopeParameters() {
+        assertEquals(8, parse(glm().put("partial_rotary_factor", 0.25)).rotaryDim(), "GLM's releases: top-level");
+        ObjectNode n = glm().put("partial_rotary_factor", 0.25);
+        n.remove("rope_theta");
+        n.putObject("rope_parameters").put("rope_type", "default").put("rope_theta", 10000.0)
+                .put("partial_rotary_factor", 1.0);
+        assertEquals(32, parse(n).rotaryDim(), "transformers 5 writes it under rope_parameters");
+        assertMentions(rejects(glm(), m -> m.put("partial_rotary_factor", 0.3)),
+                "partial_rotary_factor 0.3 of head_dim 32 gives 9 rotated entries");
+        assertEquals(1.0, parse(qwen3()).partial_rotary_factor, "other types rotate the whole head");
     }
 
     @Test
