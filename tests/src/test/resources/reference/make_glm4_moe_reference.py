@@ -28,8 +28,8 @@ seeded torch generator.
 What the fixture exercises: head_dim 16 with partial_rotary_factor 0.5 (RoPE on the leading 8 entries of each
 head, rotate_half); per-head q/k RMSNorm (use_qk_norm); q/k/v biases (attention_bias) and no o_proj bias; GQA
 4/2; layer 0 dense (first_k_dense_replace 1, intermediate_size 48) and layers 1-2 MoE with 8 routed experts of
-moe_intermediate_size 16 plus 1 ungated shared expert; sigmoid scores; groups n_group 4 / topk_group 2 ranked by
-their top-2 corrected scores; top-3; norm_topk_prob; routed_scaling_factor 2.5. The script asserts that the
+moe_intermediate_size 16 plus 1 ungated shared expert; sigmoid scores; groups n_group 2 / topk_group 1 ranked by
+their top-2 corrected scores; top-2; norm_topk_prob; routed_scaling_factor 2.5. The script asserts that the
 correction bias and the group limit each change some selections (and prints how many).
 """
 import os
@@ -55,7 +55,7 @@ def glm4_moe():
     return Glm4MoeForCausalLM(Glm4MoeConfig(
         vocab_size=1024, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
         head_dim=16, intermediate_size=48, moe_intermediate_size=16, n_routed_experts=8, n_shared_experts=1,
-        num_experts_per_tok=3, n_group=4, topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5,
+        num_experts_per_tok=2, n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5,
         first_k_dense_replace=1, attention_bias=True, use_qk_norm=True,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
         rms_norm_eps=1e-5, max_position_embeddings=128, tie_word_embeddings=False, bos_token_id=0,

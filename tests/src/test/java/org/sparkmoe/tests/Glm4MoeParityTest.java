@@ -46,9 +46,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * no router logits for glm4_moe), the raw router logits, the chosen experts and their routing weights on 3 × 16 random
  * tokens, and the summed NLL of the test split of sysadmin.txt in windows of 64 tokens. glm4-moe-tiny: head_dim 16
  * with partial_rotary_factor 0.5, per-head q/k norms, q/k/v biases and no o bias, GQA 4/2, layer 0 dense
- * (first_k_dense_replace 1), 8 routed experts in 4 groups of which 2 are kept (ranked by the sum of their top-2
- * corrected scores), top-3, sigmoid scores with a correction bias that changes 72 of the 96 token routings, norm_topk_prob,
- * routed_scaling_factor 2.5, 1 ungated shared expert.
+ * (first_k_dense_replace 1), 8 routed experts in 2 groups of which 1 is kept (ranked by the sum of their top-2
+ * corrected scores), top-2, sigmoid scores with a correction bias that changes 34 of the 96 token routings (the group
+ * limit changes 61), norm_topk_prob, routed_scaling_factor 2.5, 1 ungated shared expert.
  */
 class Glm4MoeParityTest {
     private static final String NAME = "glm4-moe-tiny";

@@ -58,7 +58,7 @@ class NewModelTypesCommandsTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
+    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny", "glm4-moe-tiny"})
     void calibrateAndEverySurgeryRunAndTheirOutputsEvaluate(String name, @TempDir Path tmp) throws Exception {
         Path m = model(name);
         ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
@@ -76,12 +76,25 @@ class NewModelTypesCommandsTest {
         assertEquals(1, ModelFolder.readConfig(hadoop(topk), CONF).num_experts_per_tok);
         ppl(topk, tmp);
 
+        // glm4-moe-tiny's 8 experts sit in n_group 2 groups: 4 keeps 2 per group, 3 is refused
+        boolean glm = config.modelType == ModelConfig.ModelType.GLM4_MOE;
+        int fewer = glm ? 4 : 3;
         Path reduce = tmp.resolve("reduce");
-        ok("surgery", "reduce", "--experts", "3", "--by", "routing", "--model", m.toString(), "--out",
+        ok("surgery", "reduce", "--experts", String.valueOf(fewer), "--by", "routing", "--model", m.toString(), "--out",
                 reduce.toString(), "--stats", statsFile, "--master", "local[2]");
         ModelConfig reduced = ModelFolder.readConfig(hadoop(reduce), CONF);
-        assertEquals(3, reduced.num_experts);
+        assertEquals(fewer, reduced.num_experts);
         assertEquals(config.modelType, reduced.modelType);
+        if (glm) {
+            assertArrayEquals(new long[] {fewer}, tensor(reduce, "model.layers.1.mlp.gate.e_score_correction_bias")
+                    .shape(), "the correction bias merged with its experts");
+            assertTensorEquals(m, reduce, new CheckpointLayout(config.modelType).sharedExpert(2, Projection.DOWN));
+            CliRun refused = sparkmoe("surgery", "reduce", "--experts", "3", "--by", "routing", "--model",
+                    m.toString(), "--out", tmp.resolve("reduce3").toString(), "--stats", statsFile);
+            assertEquals(1, refused.exitCode());
+            assertTrue(refused.err().contains("--experts 3 does not keep the expert groups: it must be a multiple of "
+                    + "n_group 2"), refused.err());
+        }
         ppl(reduce, tmp);
 
         Path dense = tmp.resolve("dense");
@@ -98,6 +111,17 @@ class NewModelTypesCommandsTest {
             INDArray up = tensor(dense, CheckpointLayout.denseMlp(0, Projection.UP)); // [48, 32], rows 16.. zero
             assertEquals(0.0, up.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(config.expert_intermediate_size,
                     config.intermediate_size), org.nd4j.linalg.indexing.NDArrayIndex.all()).amaxNumber().doubleValue());
+        } else if (glm) {
+            assertEquals(ModelConfig.ModelType.GLM4_MOE, merged.modelType);
+            assertEquals(config.num_hidden_layers, merged.first_k_dense_replace);
+            assertTrue(!merged.isMoeLayer(1) && !merged.isMoeLayer(2), "every layer dense");
+            // [merged routed (16 units); shared (16 units); zero padding up to intermediate_size 48]
+            INDArray down = tensor(dense, CheckpointLayout.denseMlp(2, Projection.DOWN));   // [32, 48]
+            assertArrayEquals(tensor(m, new CheckpointLayout(config.modelType).sharedExpert(2, Projection.DOWN))
+                    .data().asFloat(), down.get(org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(16, 32)).dup('c').data().asFloat());
+            assertEquals(0.0, down.get(org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(32, 48)).amaxNumber().doubleValue());
         } else {
             assertEquals(ModelConfig.ModelType.OLMOE, merged.modelType);
             assertEquals(1, merged.num_experts);
@@ -126,7 +150,7 @@ class NewModelTypesCommandsTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
+    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny", "glm4-moe-tiny"})
     void trainLowersTheLossAndWritesAnAdapterMergeAccepts(String name, @TempDir Path tmp) throws Exception {
         Path m = model(name);
         ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
@@ -162,7 +186,7 @@ class NewModelTypesCommandsTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
+    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny", "glm4-moe-tiny"})
     void retrainRouterWritesACheckpointThatLoads(String name, @TempDir Path tmp) throws Exception {
         Path m = model(name);
         Path calib = tmp.resolve("calib");
