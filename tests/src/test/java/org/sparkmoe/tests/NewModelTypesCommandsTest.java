@@ -175,6 +175,17 @@ class NewModelTypesCommandsTest {
             adapter.names().stream().filter(n -> n.contains(".mlp.gate.")).forEach(routers::add);
             assertTrue(!routers.isEmpty(), "trained routers saved: " + adapter.names());
         }
+        if (config.modelType == ModelConfig.ModelType.GLM4_MOE) {
+            CliRun aux = sparkmoe("train", "--model", m.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(),
+                    "--aux-loss-coef", "0.01", "--out", tmp.resolve("aux").toString());
+            assertEquals(1, aux.exitCode());
+            assertTrue(aux.err().contains("--aux-loss-coef 0.01: model_type glm4_moe routes by sigmoid scores and "
+                    + "defines no load-balancing loss"), aux.err());
+            try (SafeTensorsFile adapter = SafeTensorsFile.open(out.resolve("adapter/adapter_model.safetensors"))) {
+                assertTrue(adapter.names().stream().noneMatch(n -> n.contains("e_score_correction_bias")),
+                        "the correction bias is frozen: not in the adapter");
+            }
+        }
         Path mergedDir = tmp.resolve("merged");
         ok("merge", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--out",
                 mergedDir.toString());
