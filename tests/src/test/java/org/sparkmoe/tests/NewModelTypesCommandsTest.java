@@ -67,6 +67,26 @@ class NewModelTypesCommandsTest {
                 "--master", "local[2]", "--out", calib.toString());
         JsonNode stats = JSON.readTree(calib.resolve("router-stats.json").toFile());
         assertEquals(config.num_experts, stats.get("experts").asInt());
+        if (config.modelType == ModelConfig.ModelType.GLM4_MOE) {
+            // the sigmoid router's correction bias and expert groups are reported, in the JSON and the page
+            JsonNode layer = stats.get("layers").get(0);
+            long tokens = layer.get("tokens").asLong();
+            assertTrue(layer.get("bias").get("changed_tokens").asLong() > 0, layer.get("bias").toString());
+            long scores = 0;
+            for (JsonNode bin : layer.get("bias").get("score_histogram")) {
+                scores += bin.asLong();
+            }
+            assertEquals(tokens * config.num_experts, scores, "every (token, expert) score binned");
+            long kept = 0;
+            for (JsonNode g : layer.get("groups").get("kept")) {
+                kept += g.asLong();
+            }
+            assertEquals(tokens, kept, "topk_group 1: one group kept per token");
+            String page = Files.readString(calib.resolve("report.html"));
+            assertTrue(page.contains("Correction bias") && page.contains("Expert groups"), "report sections");
+        } else {
+            assertTrue(!stats.get("layers").get(0).has("bias") && !stats.get("layers").get(0).has("groups"));
+        }
         String statsFile = calib.resolve("router-stats.json").toString();
         ppl(m, tmp);
 
@@ -181,9 +201,11 @@ class NewModelTypesCommandsTest {
             assertEquals(1, aux.exitCode());
             assertTrue(aux.err().contains("--aux-loss-coef 0.01: model_type glm4_moe routes by sigmoid scores and "
                     + "defines no load-balancing loss"), aux.err());
+            // PEFT saves (and its loader requires) the router module's buffer beside its weight: the frozen bias
             try (SafeTensorsFile adapter = SafeTensorsFile.open(out.resolve("adapter/adapter_model.safetensors"))) {
-                assertTrue(adapter.names().stream().noneMatch(n -> n.contains("e_score_correction_bias")),
-                        "the correction bias is frozen: not in the adapter");
+                assertArrayEquals(tensor(m, "model.layers.2.mlp.gate.e_score_correction_bias").data().asFloat(),
+                        adapter.readFloat("base_model.model.model.layers.2.mlp.gate.e_score_correction_bias")
+                                .data().asFloat(), "the correction bias is frozen: the checkpoint's");
             }
         }
         Path mergedDir = tmp.resolve("merged");
@@ -227,6 +249,20 @@ class NewModelTypesCommandsTest {
                 "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
         JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
         assertEquals("none", summary.get("surgery").get("rescale").asText(), summary.toString());
+    }
+
+    /** The demo on GLM-4.5 (sigmoid router with a correction bias, groups, a shared expert). */
+    @org.junit.jupiter.api.Test
+    void demoRunsOnGlm(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("demo");
+        Path corpus = Files.createDirectories(tmp.resolve("corpus"));
+        for (String file : List.of("sysadmin.txt", "fortunes.txt")) {
+            Files.writeString(corpus.resolve(file), Files.readString(Fixtures.corpus(file)).substring(0, 60_000));
+        }
+        ok("demo", "--model", model("glm4-moe-tiny").toString(), "--data", corpus.toString(), "--out", out.toString(),
+                "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
+        JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
+        assertEquals("measured", summary.get("surgery").get("rescale").asText(), summary.toString());
     }
 
     /**
