@@ -55,6 +55,15 @@ public final class AdapterKeys {
         return PEFT_PREFIX + "model.layers." + layer + "." + ROUTER_MODULE + ".weight";
     }
 
+    /**
+     * PEFT's key of a trained sigmoid router's {@code e_score_correction_bias} [E] (glm4_moe): a persistent buffer of
+     * the router module, so get_peft_model_state_dict saves it with the modules_to_save copy and PEFT's loader
+     * requires it. SparkMoE keeps the bias frozen: it writes the checkpoint's and, reading, checks only its shape.
+     */
+    public static String peftRouterBias(int layer) {
+        return PEFT_PREFIX + "model.layers." + layer + "." + ROUTER_MODULE + ".e_score_correction_bias";
+    }
+
     /** The router key under the module path of transformers 4 (the checkpoint key), accepted when reading. */
     public static String legacyPeftRouter(CheckpointLayout layout, int layer) {
         return PEFT_PREFIX + layout.routerGate(layer);

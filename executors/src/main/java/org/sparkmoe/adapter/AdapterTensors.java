@@ -34,6 +34,8 @@ final class AdapterTensors {
     private final Map<String, Slot> slots = new LinkedHashMap<>();
     /** Router keys under transformers 4's Mixtral module path, read as the current key they map to. */
     private final Map<String, String> legacyRouterKeys = new LinkedHashMap<>();
+    /** A trained sigmoid router's e_score_correction_bias key → its layer: shape-checked, the value not used. */
+    private final Map<String, Integer> routerBiasKeys = new LinkedHashMap<>();
 
     AdapterTensors(ModelConfig model, AdapterConfig config, Path source) {
         this.model = model;
@@ -57,6 +59,9 @@ final class AdapterTensors {
                 Slot router = new Slot(layout.routerGate(l), -1, new long[] {model.num_experts, model.hidden_size}, false);
                 slots.put(AdapterKeys.peftRouter(l), router);
                 legacyRouterKeys.put(AdapterKeys.legacyPeftRouter(layout, l), AdapterKeys.peftRouter(l));
+                if (model.routing.scoreCorrectionBias()) {
+                    routerBiasKeys.put(AdapterKeys.peftRouterBias(l), l);
+                }
             }
         }
     }
@@ -67,6 +72,10 @@ final class AdapterTensors {
         PeftAdapter.expectedState(model, config).forEach((key, shape) ->
                 state.put(key, Nd4j.create(DataType.FLOAT, shape, 'c')));
         for (String name : file.names()) {
+            if (routerBiasKeys.containsKey(name)) {
+                checkRouterBias(file, source, model, routerBiasKeys.get(name));
+                continue;
+            }
             Slot slot = slots.get(legacyRouterKeys.getOrDefault(name, name));
             if (slot == null) {
                 throw new AdapterFormatException(source + ": " + diagnose(name));
@@ -88,6 +97,19 @@ final class AdapterTensors {
             }
         }
         return state;
+    }
+
+    /**
+     * Checks that a trained sigmoid router's {@code e_score_correction_bias} of layer {@code l}, when present, is [E];
+     * the model keeps its own (the bias is frozen, see {@link AdapterKeys#peftRouterBias}). Returns the key.
+     */
+    static String checkRouterBias(SafeTensorsFile file, Path source, ModelConfig model, int l) {
+        String key = AdapterKeys.peftRouterBias(l);
+        if (file.has(key) && !Arrays.equals(file.info(key).shape(), new long[] {model.num_experts})) {
+            throw new AdapterFormatException(source + ": " + key + " has shape "
+                    + Arrays.toString(file.info(key).shape()) + " but the model implies [" + model.num_experts + "]");
+        }
+        return key;
     }
 
     private String shapeError(String name, long[] shape, Slot slot) {

@@ -98,6 +98,9 @@ final class FusedAdapterExport {
             if (adapter.config().trainRouter()) {
                 out.add(new NamedTensor.Floats(AdapterKeys.peftRouter(l), adapter.state().get(layout.routerGate(l))));
             }
+            if (adapter.writesRouterBiases()) {
+                out.add(new NamedTensor.Floats(AdapterKeys.peftRouterBias(l), adapter.routerBias(l)));
+            }
         }
         return out;
     }

@@ -106,6 +106,9 @@ final class FusedAdapterTensors {
                 }
                 state.get(layout.routerGate(l)).assign(file.readFloat(key));
                 used.add(key);
+                if (model.routing.scoreCorrectionBias()) {
+                    used.add(AdapterTensors.checkRouterBias(file, source, model, l));
+                }
             }
         }
         for (String name : file.names()) {

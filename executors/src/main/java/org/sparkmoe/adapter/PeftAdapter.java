@@ -13,6 +13,7 @@ import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.io.LocalFiles;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.io.NamedTensor;
 import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.io.SafeTensorsWriter;
@@ -43,11 +44,52 @@ public final class PeftAdapter {
     private final ModelConfig model;
     private final AdapterConfig config;
     private final LinkedHashMap<String, INDArray> state;
+    /** Decoder layer → the checkpoint's frozen e_score_correction_bias [E], written beside a trained router. */
+    private final Map<Integer, INDArray> routerBiases;
 
     private PeftAdapter(ModelConfig model, AdapterConfig config, LinkedHashMap<String, INDArray> state) {
+        this(model, config, state, Map.of());
+    }
+
+    private PeftAdapter(ModelConfig model, AdapterConfig config, LinkedHashMap<String, INDArray> state,
+                        Map<Integer, INDArray> routerBiases) {
         this.model = model;
         this.config = config;
         this.state = state;
+        this.routerBiases = routerBiases;
+    }
+
+    /** Whether the written adapter carries each trained router's correction bias (a sigmoid router, trained). */
+    boolean writesRouterBiases() {
+        return config.trainRouter() && model.routing.scoreCorrectionBias();
+    }
+
+    /**
+     * The same adapter with the checkpoint's {@code e_score_correction_bias} of every MoE layer, which a trained
+     * sigmoid router's PEFT copy must carry (see {@link AdapterKeys#peftRouterBias}); itself when none is needed.
+     */
+    public PeftAdapter withRouterBiases(TensorSource checkpoint) {
+        if (!writesRouterBiases()) {
+            return this;
+        }
+        CheckpointLayout layout = new CheckpointLayout(model.modelType);
+        Map<Integer, INDArray> biases = new java.util.TreeMap<>();
+        for (int l = 0; l < model.num_hidden_layers; l++) {
+            if (model.isMoeLayer(l)) {
+                biases.put(l, checkpoint.readFloat(layout.scoreCorrectionBias(l)));                  // [E]
+            }
+        }
+        return new PeftAdapter(model, config, state, biases);
+    }
+
+    /** The frozen correction bias [E] written after layer {@code l}'s trained router; throws when it was not given. */
+    INDArray routerBias(int l) {
+        INDArray bias = routerBiases.get(l);
+        if (bias == null) {
+            throw new IllegalStateException("a trained " + AdapterConfig.typeName(model) + " router is written with "
+                    + "its e_score_correction_bias: call withRouterBiases(checkpoint) first");
+        }
+        return bias;
     }
 
     /**
@@ -167,6 +209,9 @@ public final class PeftAdapter {
             }
             if (config.trainRouter()) {
                 out.add(new NamedTensor.Floats(AdapterKeys.peftRouter(l), state.get(layout.routerGate(l))));
+            }
+            if (writesRouterBiases()) {
+                out.add(new NamedTensor.Floats(AdapterKeys.peftRouterBias(l), routerBias(l)));
             }
         }
         return out;

@@ -8,6 +8,7 @@ import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.moe.MoeBlock;
+import org.sparkmoe.routing.Router;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -39,7 +40,10 @@ public final class CalibrationStats implements java.io.Serializable {
         ExpertActivationStats[] activations = new ExpertActivationStats[layers.length];
         for (int l = 0; l < layers.length; l++) {
             for (int f = 0; f < files; f++) {
-                router[f][l] = new LayerRouterStats(config.num_experts, topK);
+                router[f][l] = new LayerRouterStats(config.num_experts, topK,
+                        config.routing.scoring_func().equals("sigmoid"),
+                        config.routing.groupLimited() ? config.routing.n_group() : 1,
+                        config.routing.scoreCorrectionBias());
             }
             activations[l] = new ExpertActivationStats(config.num_experts, config.hidden_size,
                     config.expert_intermediate_size);
@@ -84,8 +88,12 @@ public final class CalibrationStats implements java.io.Serializable {
             INDArray logits = capture.routerLogits().get(l);                 // [T, E]
             LayerRouterStats stats = router[file][l];
             MoeBlock block = blocks.get(l);
-            int[] selected = block.router().route(logits, block.options().rule().withTopK(stats.topK())).experts();
-            stats.add(logits, selected);
+            Router.Ranking[] rankings = block.router().rank(logits, block.options().rule().withTopK(stats.topK()));
+            stats.add(logits, rankings);
+            int[] selected = new int[rankings.length * stats.topK()];                // [T·K]
+            for (int t = 0; t < rankings.length; t++) {
+                System.arraycopy(rankings[t].order(), 0, selected, t * stats.topK(), stats.topK());
+            }
             activations[l].add(capture.routerInputs().get(l), selected, stats.topK(), expertWeights(block),
                     allExperts);
         }
@@ -136,7 +144,7 @@ public final class CalibrationStats implements java.io.Serializable {
 
     /** Statistics of MoE layer {@code l} over every file (a fresh merge of the per-file ones). */
     public LayerRouterStats layer(int l) {
-        LayerRouterStats total = new LayerRouterStats(router[0][l].experts(), router[0][l].topK());
+        LayerRouterStats total = router[0][l].emptyLike();
         for (LayerRouterStats[] perFile : router) {
             total.merge(perFile[l]);
         }

@@ -29,14 +29,23 @@ public final class RouterDataFiles {
         return String.format("file-%04d-window-%07d.bin", file, window);
     }
 
-    /** softmax over each row of logits [N, E], float32 as the router computes it. */
-    public static INDArray teacher(INDArray logits) {
+    /**
+     * The router's scores of logits [N, E], float32 as the router computes them: softmax over each row, or (a sigmoid
+     * router) the sigmoid of each logit, each in (0, 1) on its own.
+     */
+    public static INDArray teacher(INDArray logits, boolean sigmoid) {
         int n = (int) logits.size(0);
         int e = (int) logits.size(1);
         float[] z = logits.dup('c').data().asFloat();
         float[] p = new float[z.length];
         for (int t = 0; t < n; t++) {
-            Softmax.row(z, t * e, e, p, t * e);
+            if (sigmoid) {
+                for (int i = t * e; i < (t + 1) * e; i++) {
+                    p[i] = (float) (1.0 / (1.0 + Math.exp(-z[i])));
+                }
+            } else {
+                Softmax.row(z, t * e, e, p, t * e);
+            }
         }
         return Nd4j.create(p, new long[] {n, e}, 'c');
     }

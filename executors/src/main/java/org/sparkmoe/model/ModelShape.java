@@ -16,11 +16,15 @@ import java.util.stream.Collectors;
 /**
  * Real models whose shapes {@code sparkmoe synth} can reproduce: each holds the model's config.json exactly as
  * published on the Hugging Face Hub (resources {@code org/sparkmoe/model/shapes/NAME.json}), its Hub id and its
- * published parameter count.
+ * published parameter count. GLM-4.5-Air's config.json was written offline (the Hub could not be reached) from its
+ * published values, each shape field checked against transformers 5.17's {@code Glm4MoeConfig} defaults, which are
+ * GLM-4.5-Air's; its published 106B counts the 46 decoder layers, not the multi-token-prediction layer
+ * ({@code num_nextn_predict_layers}), which SparkMoE does not read.
  */
 public enum ModelShape {
     MIXTRAL_8X7B("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1", 46.7e9),
     QWEN1_5_MOE_A2_7B("qwen1.5-moe-a2.7b", "Qwen/Qwen1.5-MoE-A2.7B", 14.3e9),
+    GLM_4_5_AIR("glm-4.5-air", "zai-org/GLM-4.5-Air", 106e9),
     MISTRAL_7B("mistral-7b", "mistralai/Mistral-7B-v0.1", 7.24e9);
 
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -53,7 +57,7 @@ public enum ModelShape {
         return Arrays.stream(values()).filter(s -> s.shapeName.equals(name)).findFirst();
     }
 
-    /** "mixtral-8x7b, qwen1.5-moe-a2.7b, mistral-7b", for error messages and help. */
+    /** "mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b", for error messages and help. */
     public static String names() {
         return Arrays.stream(values()).map(ModelShape::shapeName).collect(Collectors.joining(", "));
     }
@@ -84,7 +88,8 @@ public enum ModelShape {
     /**
      * The published config with {@code num_hidden_layers = layers} and every field that counts layers kept
      * consistent (Qwen2-MoE's {@code mlp_only_layers} keeps only indices below {@code layers},
-     * {@code max_window_layers} is capped at it); {@code torch_dtype} (and {@code dtype}, when present) say
+     * {@code max_window_layers} is capped at it; GLM's {@code first_k_dense_replace} stays, so its first layer is
+     * dense and its MoE layers start at 2 layers); {@code torch_dtype} (and {@code dtype}, when present) say
      * {@code dtype}. Every other field is the real model's.
      */
     public ObjectNode config(int layers, DType dtype) {

@@ -29,7 +29,7 @@ public final class MoeTransformer {
         this.layers = List.copyOf(layers);
         this.finalNorm = finalNorm;
         this.lmHead = lmHead;
-        this.rope = new RotaryEmbedding(config.head_dim, config.rope_theta,
+        this.rope = new RotaryEmbedding(config.head_dim, config.rotaryDim(), config.rope_theta,
                 config.max_position_embeddings);
     }
 

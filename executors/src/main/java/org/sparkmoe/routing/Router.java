@@ -93,7 +93,8 @@ public final class Router {
                 }
                 from = 0;
             }
-            boolean[] allowed = rule.groupLimited() ? bestGroups(choice, from, numExperts, rule) : null;
+            boolean[] allowed = rule.groupLimited() ? allowed(bestGroups(choice, from, numExperts, rule), numExperts, rule)
+                    : null;
             TopK.select(choice, from, numExperts, topK, allowed, experts, t * topK);
             double sum = 0;
             for (int k = 0; k < topK; k++) {
@@ -113,8 +114,62 @@ public final class Router {
         return new Routes(rule, scores, experts, weights, numExperts);
     }
 
-    /** The experts of the {@code topGroups} best groups of v[at .. at+E), groups ranked by the rule. */
-    private static boolean[] bestGroups(double[] v, int at, int numExperts, RoutingRule rule) {
+    /**
+     * One token's routing seen whole, for calibration.
+     *
+     * @param scores     [E] the rule's scores (softmax or sigmoid), without the correction bias
+     * @param corrected  [E] the scores plus the correction bias (the scores themselves without a bias)
+     * @param order      the experts the rule may choose (those of the kept groups; all without groups), in the order
+     *                   it chooses them (by the corrected scores, ties to the lower index): top-m is a prefix for every m
+     * @param keptGroups the kept groups, null without group-limited selection
+     * @param unbiased   [K] the experts the rule would choose without the correction bias (groups ranked without it
+     *                   too), null without a bias
+     */
+    public record Ranking(double[] scores, double[] corrected, int[] order, int[] keptGroups, int[] unbiased) {
+    }
+
+    /** The {@link Ranking} of each of T tokens from their logits [T, E], as {@link #route} would choose. */
+    public Ranking[] rank(INDArray logits, RoutingRule rule) {
+        int numExperts = experts();
+        if (logits.rank() != 2 || logits.size(1) != numExperts) {
+            throw new IllegalArgumentException("router logits must be [T, " + numExperts + "], got "
+                    + Arrays.toString(logits.shape()));
+        }
+        boolean single = logits.dataType() == DataType.FLOAT;
+        double[] all = Flat.values(logits);
+        Ranking[] out = new Ranking[(int) logits.size(0)];
+        for (int t = 0; t < out.length; t++) {
+            double[] scores = Arrays.copyOfRange(all, t * numExperts, (t + 1) * numExperts);
+            rule.scores().apply(scores, 0, numExperts, single);
+            double[] corrected = scores;
+            if (correction != null) {
+                corrected = new double[numExperts];
+                for (int e = 0; e < numExperts; e++) {
+                    corrected[e] = Flat.round(scores[e] + correction[e], single);
+                }
+            }
+            int[] kept = rule.groupLimited() ? bestGroups(corrected, 0, numExperts, rule) : null;
+            int[] order = order(corrected, kept == null ? null : allowed(kept, numExperts, rule));
+            int[] unbiased = null;
+            if (correction != null) {
+                unbiased = new int[rule.topK()];
+                boolean[] allowed = rule.groupLimited()
+                        ? allowed(bestGroups(scores, 0, numExperts, rule), numExperts, rule) : null;
+                TopK.select(scores, 0, numExperts, rule.topK(), allowed, unbiased, 0);
+            }
+            out[t] = new Ranking(scores, corrected, order, kept, unbiased);
+        }
+        return out;
+    }
+
+    /** The allowed indices of v (all when null) by descending value, ties to the lower index, as {@link TopK}. */
+    private static int[] order(double[] v, boolean[] allowed) {
+        return java.util.stream.IntStream.range(0, v.length).filter(i -> allowed == null || allowed[i]).boxed()
+                .sorted((a, b) -> Double.compare(v[b], v[a])).mapToInt(Integer::intValue).toArray();
+    }
+
+    /** The {@code topGroups} best groups of v[at .. at+E), ranked by the rule, best first. */
+    private static int[] bestGroups(double[] v, int at, int numExperts, RoutingRule rule) {
         int size = numExperts / rule.groups();
         double[] rank = new double[rule.groups()];
         int[] two = new int[2];
@@ -129,8 +184,14 @@ public final class Router {
         }
         int[] kept = new int[rule.topGroups()];
         TopK.select(rank, 0, rule.groups(), rule.topGroups(), null, kept, 0);
+        return kept;
+    }
+
+    /** [E]: whether each expert lies in one of the kept groups. */
+    private static boolean[] allowed(int[] keptGroups, int numExperts, RoutingRule rule) {
+        int size = numExperts / rule.groups();
         boolean[] allowed = new boolean[numExperts];
-        for (int g : kept) {
+        for (int g : keptGroups) {
             Arrays.fill(allowed, g * size, (g + 1) * size, true);
         }
         return allowed;

@@ -27,6 +27,13 @@ import java.util.List;
  *   whole projection, clip_qkv), and with one expert the softmax gives weight 1, so the layer is exactly the merged
  *   SwiGLU MLP.</li>
  * </ul>
+ *   <li>{@code glm4_moe} → a {@code glm4_moe} whose every layer is dense ({@code first_k_dense_replace} = L): the shared
+ *   expert and the merged routed expert are folded into one SwiGLU MLP, exactly their sum, by stacking their
+ *   intermediate units — gate/up [I + S, D] = [merged; shared], down [D, I + S] = [c·merged, shared] with c =
+ *   routed_scaling_factor (the renormalised routing weights of the mixture the merged expert stands for sum to c) —
+ *   padded with zero units to intermediate_size, the width of GLM's dense layers; refused when intermediate_size is
+ *   narrower than I + S. The routers and their correction biases are dropped.</li>
+ * </ul>
  * Qwen2-MoE is refused: its shared expert and sigmoid shared-expert gate have no dense counterpart.
  */
 public final class DenseMergeSurgery implements LayerSurgery {
@@ -38,15 +45,18 @@ public final class DenseMergeSurgery implements LayerSurgery {
     private final double[][] weights; // [MoE layers][E]
     private final int experts;
     private final ModelConfig.ModelType type;
-    /** Width of each merged MLP: I, or intermediate_size when Qwen3's dense layers keep theirs. */
+    /** Width of each merged MLP: I, or intermediate_size when Qwen3's dense layers keep theirs (GLM: always). */
     private final int width;
+    /** GLM: routed_scaling_factor, multiplying the merged routed expert's down projection. */
+    private final double routedScale;
 
     public DenseMergeSurgery(ModelConfig model, double[][] weights) {
         String type = model.modelType.name().toLowerCase();
         switch (model.modelType) {
             case MIXTRAL, OLMOE -> this.width = model.expert_intermediate_size;
             case QWEN3_MOE -> this.width = qwen3Width(model);
-            default -> throw new IllegalArgumentException("merge-dense supports mixtral, qwen3_moe and olmoe, got "
+            case GLM4_MOE -> this.width = glmWidth(model);
+            default -> throw new IllegalArgumentException("merge-dense supports mixtral, qwen3_moe, olmoe and glm4_moe, got "
                     + "model_type " + type + (model.modelType == ModelConfig.ModelType.QWEN2_MOE
                     ? " (its shared expert has no dense counterpart)" : ""));
         }
@@ -56,6 +66,18 @@ public final class DenseMergeSurgery implements LayerSurgery {
         }
         this.experts = model.num_experts;
         this.type = model.modelType;
+        this.routedScale = model.routing.routed_scaling_factor();
+    }
+
+    /** intermediate_size, which must hold the merged expert and the shared expert side by side. */
+    private static int glmWidth(ModelConfig model) {
+        int folded = model.expert_intermediate_size + model.shared_expert_intermediate_size;
+        if (model.intermediate_size < folded) {
+            throw new IllegalArgumentException("merge-dense of glm4_moe: intermediate_size " + model.intermediate_size
+                    + " cannot hold the merged expert and the shared expert side by side (moe_intermediate_size "
+                    + model.expert_intermediate_size + " + shared " + model.shared_expert_intermediate_size + ")");
+        }
+        return model.intermediate_size;
     }
 
     /** intermediate_size when some layers stay dense (and are at least as wide as the experts), else I. */
@@ -92,7 +114,13 @@ public final class DenseMergeSurgery implements LayerSurgery {
         Projection p = Projection.values()[part];
         INDArray stack = ExpertStack.read(source, layout, layer, experts, p); // [E, rows, cols]
         INDArray merged = ExpertStack.weightedSum(stack, weights[moeLayer]); // gate/up [I, D], down [D, I]
-        if (type == ModelConfig.ModelType.OLMOE) {
+        if (type == ModelConfig.ModelType.GLM4_MOE) {
+            INDArray shared = source.readFloat(layout.sharedExpert(layer, p));              // [S, D] or [D, S]
+            INDArray folded = p == Projection.DOWN
+                    ? Nd4j.concat(1, merged.muli(routedScale), shared.castTo(merged.dataType()))   // [D, I + S]
+                    : Nd4j.concat(0, merged, shared.castTo(merged.dataType()));                   // [I + S, D]
+            out.put(CheckpointLayout.denseMlp(layer, p), padded(folded, p));
+        } else if (type == ModelConfig.ModelType.OLMOE) {
             out.put(layout.expert(layer, 0, p), merged);
             if (p == Projection.GATE) {
                 out.put(layout.routerGate(layer), Nd4j.zeros(merged.dataType(), 1, merged.size(1))); // [1, D]
@@ -139,6 +167,9 @@ public final class DenseMergeSurgery implements LayerSurgery {
                 MOE_FIELDS.forEach(json::remove);
                 json.put("intermediate_size", width);
                 json.put("head_dim", original.head_dim); // Qwen3Config's default is 128, not hidden/heads
+            }
+            case GLM4_MOE -> {
+                json.put("first_k_dense_replace", original.num_hidden_layers);
             }
             default -> { // OLMOE
                 json.remove("num_local_experts");

@@ -19,7 +19,13 @@ import java.util.List;
  * (w1, w3, w2 concatenated); each cluster becomes one expert whose weights, and whose gate row, are the
  * frequency-weighted means of its members' (frequency fₑ = calibration selection count; uniform without statistics,
  * or within a cluster none of whose members was ever selected). The expert count (num_local_experts or num_experts)
- * = E' and {@code num_experts_per_tok} = min(K, E'). Any MoE type; a Qwen2-MoE shared expert is kept as it is.
+ * = E' and {@code num_experts_per_tok} = min(K, E'). Any MoE type; a shared expert is kept as it is.
+ *
+ * <p>Sigmoid-routed types (GLM-4.5): a router's {@code e_score_correction_bias} entries merge with the same member
+ * weights as its gate rows. With expert groups ({@code n_group} > 1) the experts are clustered within each group, so
+ * every merged expert stays in its group and the E'/n_group experts of group j are numbered j·E'/n_group onwards; E'
+ * must then be a multiple of n_group with at least two experts per group (groups are ranked by their two best scores)
+ * and the {@code topk_group} kept groups must hold min(K, E') experts, else {@code --experts} is refused.
  */
 public final class ExpertReduceSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
@@ -29,6 +35,8 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     private final int newExperts;
     private final int experts;
     private final ModelConfig.ModelType type;
+    private final int groups;                   // n_group: clusters never cross a group
+    private final boolean correctionBias;       // whether each router carries e_score_correction_bias [E]
     private final double[][][] routingFeatures; // [MoE layers][E][F], null when clustering by weights
     private final double[][] frequency;         // [MoE layers][E]
     private final long seed;
@@ -48,9 +56,21 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         if (by == By.ROUTING && stats == null) {
             throw new IllegalArgumentException("--by routing needs --stats (router-stats.json from calibrate)");
         }
+        int nGroup = model.routing.groupLimited() ? model.routing.n_group() : 1;
+        if (nGroup > 1) {
+            int perGroup = newExperts / nGroup;
+            int topK = Math.min(model.num_experts_per_tok, newExperts);
+            if (newExperts % nGroup != 0 || perGroup < 2 || (long) perGroup * model.routing.topk_group() < topK) {
+                throw new IllegalArgumentException("--experts " + newExperts + " does not keep the expert groups: it "
+                        + "must be a multiple of n_group " + nGroup + " with at least 2 experts per group, and "
+                        + "topk_group " + model.routing.topk_group() + " groups must hold num_experts_per_tok " + topK);
+            }
+        }
         this.newExperts = newExperts;
         this.experts = model.num_experts;
         this.type = model.modelType;
+        this.groups = nGroup;
+        this.correctionBias = model.routing.scoreCorrectionBias();
         this.seed = seed;
         this.frequency = new double[moeLayers][experts];
         this.routingFeatures = by == By.ROUTING ? new double[moeLayers][][] : null;
@@ -104,10 +124,12 @@ public final class ExpertReduceSurgery implements LayerSurgery {
             stacks[p.ordinal()] = ExpertStack.read(source, layout, layer, experts, p);
         }
         double[][] points = routingFeatures != null ? routingFeatures[moeLayer] : flattened(stacks);
-        int[][] groups = KMeans.cluster(points, newExperts, Seeds.derive(seed, "reduce/layer/" + layer));
+        int[][] groups = clusterWithinGroups(points, Seeds.derive(seed, "reduce/layer/" + layer));
         INDArray gate = source.readFloat(layout.routerGate(layer)); // [E, D]
         INDArray newGate = Nd4j.createUninitialized(gate.dataType(), newExperts, gate.size(1)); // [E', D]
         INDArray gateStack = gate.reshape(experts, 1, gate.size(1)); // [E, 1, D]
+        INDArray bias = correctionBias ? source.readFloat(layout.scoreCorrectionBias(layer)) : null;  // [E]
+        INDArray newBias = correctionBias ? Nd4j.createUninitialized(bias.dataType(), newExperts) : null; // [E']
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         for (int g = 0; g < groups.length; g++) {
             double[] w = memberWeights(groups[g], frequency[moeLayer]);
@@ -115,11 +137,44 @@ public final class ExpertReduceSurgery implements LayerSurgery {
                 out.put(layout.expert(layer, g, p), ExpertStack.weightedSum(stacks[p.ordinal()], w));
             }
             newGate.getRow(g).assign(ExpertStack.weightedSum(gateStack, w).reshape(gate.size(1)));
+            if (correctionBias) {
+                double b = 0;
+                for (int e : groups[g]) {
+                    b += w[e] * bias.getDouble(e);
+                }
+                newBias.putScalar(g, b);
+            }
         }
         out.put(layout.routerGate(layer), newGate);
+        if (correctionBias) {
+            out.put(layout.scoreCorrectionBias(layer), newBias);
+        }
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
         metrics.put("experts", (double) newExperts);
         return new LayerResult(out, groups, metrics);
+    }
+
+    /**
+     * k-means of each expert group's points into E'/n_group clusters (one group: all E experts into E'), the clusters
+     * of group j numbered after those of groups 0..j−1, members as indices into the E experts.
+     */
+    private int[][] clusterWithinGroups(double[][] points, long layerSeed) {
+        int size = experts / groups;
+        int per = newExperts / groups;
+        int[][] out = new int[newExperts][];
+        for (int j = 0; j < groups; j++) {
+            double[][] part = java.util.Arrays.copyOfRange(points, j * size, (j + 1) * size);
+            long groupSeed = groups == 1 ? layerSeed : Seeds.derive(layerSeed, "group/" + j);
+            int[][] clusters = KMeans.cluster(part, per, groupSeed);
+            for (int c = 0; c < per; c++) {
+                int[] members = clusters[c].clone();
+                for (int m = 0; m < members.length; m++) {
+                    members[m] += j * size;
+                }
+                out[j * per + c] = members;
+            }
+        }
+        return out;
     }
 
     /** [E] weights, zero outside the group, the members' frequencies normalised (uniform when they sum to 0). */
@@ -159,16 +214,17 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     public ObjectNode config(ModelConfig original) {
         ObjectNode json = original.jsonCopy();
         // the expert count under the name the config uses: num_local_experts (Mixtral, and Qwen3-MoE as
-        // transformers 5 writes it) or num_experts (Qwen2-MoE, OLMoE, older Qwen3-MoE configs)
+        // transformers 5 writes it), num_experts (Qwen2-MoE, OLMoE, older Qwen3-MoE configs) or n_routed_experts (GLM)
         boolean written = false;
-        for (String field : List.of("num_local_experts", "num_experts")) {
+        for (String field : List.of("num_local_experts", "num_experts", "n_routed_experts")) {
             if (json.has(field) && !json.get(field).isNull()) {
                 json.put(field, newExperts);
                 written = true;
             }
         }
         if (!written) {
-            json.put(original.modelType == ModelConfig.ModelType.MIXTRAL ? "num_local_experts" : "num_experts",
+            json.put(original.modelType == ModelConfig.ModelType.MIXTRAL ? "num_local_experts"
+                    : original.modelType == ModelConfig.ModelType.GLM4_MOE ? "n_routed_experts" : "num_experts",
                     newExperts);
         }
         json.put("num_experts_per_tok", Math.min(original.num_experts_per_tok, newExperts));

@@ -57,7 +57,7 @@ public final class LowRankDistillation {
             INDArray x, DistillOptions opts) {
         CheckpointLayout layout = new CheckpointLayout(config.modelType);
         GroupedGemm gemm = new Nd4jGroupedGemm();
-        INDArray gate = original.readFloat(layout.routerGate(layer));                         // [E, D]
+        Router gate = router(original, config, layout, layer);                               // [E, D] (+ bias)
         INDArray xs = x.castTo(DataType.FLOAT).dup('c');                                      // [T, D]
         INDArray y = teacher(original, config, layer, gate, xs, gemm);                        // [T, D]
         LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
@@ -94,18 +94,18 @@ public final class LowRankDistillation {
     /**
      * The original MoE layer's output on x: its router and full experts read from the checkpoint.
      *
-     * @param gate [E, D]
+     * @param gate the router: [E, D] and its correction bias
      * @param x    [T, D]
      * @return [T, D]
      */
-    static INDArray teacher(TensorSource original, ModelConfig config, int layer, INDArray gate, INDArray x,
+    static INDArray teacher(TensorSource original, ModelConfig config, int layer, Router gate, INDArray x,
             GroupedGemm gemm) {
         CheckpointLayout layout = new CheckpointLayout(config.modelType);
         ExpertWeights experts = new ExpertWeights(
                 ExpertStack.read(original, layout, layer, config.num_experts, Projection.GATE),   // [E, I, D]
                 ExpertStack.read(original, layout, layer, config.num_experts, Projection.UP),     // [E, I, D]
                 ExpertStack.read(original, layout, layer, config.num_experts, Projection.DOWN));  // [E, D, I]
-        MoeBlock block = new MoeBlock(new Router(gate), routing(config), new FullExperts(experts, gemm), null);
+        MoeBlock block = new MoeBlock(gate, routing(config), new FullExperts(experts, gemm), null);
         INDArray y = Nd4j.createUninitialized(DataType.FLOAT, x.shape(), 'c');
         for (long from = 0; from < x.size(0); from += EVAL_CHUNK) {
             long to = Math.min(x.size(0), from + EVAL_CHUNK);
@@ -115,9 +115,19 @@ public final class LowRankDistillation {
         return y;
     }
 
-    /** The model's routing: softmax, its top-K, renormalised as config.json says; the router frozen. */
+    /**
+     * The original router of {@code layer}: its gate [E, D] and, for sigmoid routers, its selection-only correction
+     * bias (the shared expert, the same in teacher and student, is left out of both).
+     */
+    static Router router(TensorSource original, ModelConfig config, CheckpointLayout layout, int layer) {
+        INDArray gate = original.readFloat(layout.routerGate(layer));                          // [E, D]
+        return new Router(gate, null, config.routing.scoreCorrectionBias()
+                ? original.readFloat(layout.scoreCorrectionBias(layer)).castTo(DataType.DOUBLE).toDoubleVector() : null);
+    }
+
+    /** The model's routing as config.json says; the router frozen. */
     private static RouterOptions routing(ModelConfig config) {
-        return RouterOptions.of(RoutingRule.softmaxTopK(config.num_experts_per_tok, config.norm_topk_prob));
+        return RouterOptions.of(RoutingRule.of(config));
     }
 
     /** Σ‖ŷ − y‖² / Σ‖y‖² over every token, in chunks. */
@@ -138,7 +148,7 @@ public final class LowRankDistillation {
     }
 
     /** The frozen parts of one layer and the mapping between the trained state and the low-rank experts. */
-    private record Layer(CheckpointLayout layout, int layer, LayerResult lowRank, INDArray gate,
+    private record Layer(CheckpointLayout layout, int layer, LayerResult lowRank, Router gate,
                          RouterOptions routing, GroupedGemm gemm) {
         /** The student: the frozen router and base with the state's LoRA experts. */
         MoeBlock block(TrainState state) {
@@ -150,7 +160,7 @@ public final class LowRankDistillation {
                     1.0);
             LowRankWeights weights = new LowRankWeights(base(Projection.GATE), base(Projection.UP),
                     base(Projection.DOWN), adapters);
-            return new MoeBlock(new Router(gate), routing, new LowRankFactorised(weights, gemm), null);
+            return new MoeBlock(gate, routing, new LowRankFactorised(weights, gemm), null);
         }
 
         private INDArray base(Projection p) {

@@ -30,11 +30,11 @@ public final class LowRankSurgery implements LayerSurgery {
 
     /** @param baseWeights per MoE layer, the weights of the experts in the base (each row sums to 1) */
     public LowRankSurgery(ModelConfig model, int rank, double[][] baseWeights) {
-        if (model.num_experts == 0 || model.hasSharedExpert() || model.hasLowRankExperts()) {
-            throw new IllegalArgumentException("lowrank needs a model with full experts and no shared expert "
-                    + "(mixtral, qwen3_moe, olmoe), got model_type " + model.modelType.name().toLowerCase()
-                    + (model.hasLowRankExperts() ? " already low-rank" : model.hasSharedExpert() ? " with a shared expert"
-                    : ""));
+        if (model.num_experts == 0 || model.hasSharedExpertGate() || model.hasLowRankExperts()) {
+            throw new IllegalArgumentException("lowrank needs a model with full experts and no gated shared expert "
+                    + "(mixtral, qwen3_moe, olmoe, glm4_moe), got model_type " + model.modelType.name().toLowerCase()
+                    + (model.hasLowRankExperts() ? " already low-rank" : model.hasSharedExpertGate()
+                    ? " with a gated shared expert" : ""));
         }
         this.type = model.modelType;
         int max = Math.min(model.hidden_size, model.expert_intermediate_size);

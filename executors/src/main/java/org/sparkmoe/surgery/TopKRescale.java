@@ -9,6 +9,19 @@ package org.sparkmoe.surgery;
  * </pre>
  * {@code uniform} assumes equal weights ĝᵢ = 1/K, so Σ ĝ² = 1/K and α = √(M/K); {@code measured} takes both
  * expectations from calibrate's {@code topm_sq_sum}; {@code none} is α = 1.
+ *
+ * <p>Sigmoid routers (GLM-4.5): the weights are gᵢ = c · sᵢ / Σ_{j∈S} sⱼ with sᵢ = σ(zᵢ) the uncorrected scores of
+ * the selected set S, c = {@code routed_scaling_factor}; S is chosen by the corrected scores sᵢ + bᵢ within the
+ * kept groups. The same argument gives E‖y‖² = c²·σ²·E[Σ_{i∈S} ĝᵢ²] with ĝᵢ = sᵢ / Σ_{j∈S} sⱼ, so
+ * <pre>
+ *   α = √( c²·E[Σ_{S_K} ĝ²] / (c²·E[Σ_{S_M} ĝ²]) ) = √( E[Σ_{S_K} ĝ²] / E[Σ_{S_M} ĝ²] ):
+ * </pre>
+ * c cancels (it multiplies both), the ĝ are the renormalised sigmoid (not softmax) scores, and S_M is the first M of
+ * the router's own order — by corrected score inside the kept groups, which do not depend on K — so S_M ⊂ S_K for
+ * M &lt; K. Calibration records exactly these sums ({@code LayerRouterStats}, from {@code Router.rank}); M cannot
+ * exceed the experts of the kept groups. Without renormalisation (norm_topk_prob false) Σ ĝ² is no longer
+ * scale-free and only {@code none} is offered. The shared expert's output is not rescaled: α keeps the routed part's
+ * norm. TopKRescaleSigmoidTest checks α against measured output norms of such a block.
  */
 public final class TopKRescale {
     public enum Method { NONE, UNIFORM, MEASURED }

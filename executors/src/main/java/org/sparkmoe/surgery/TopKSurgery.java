@@ -22,6 +22,14 @@ public final class TopKSurgery implements LayerSurgery {
             throw new IllegalArgumentException("--top-k must be in [1, " + model.num_experts + "] (the model's experts), got "
                     + newTopK);
         }
+        if (model.routing.groupLimited()) {
+            int kept = model.routing.topk_group() * (model.num_experts / model.routing.n_group());
+            if (newTopK > kept) {
+                throw new IllegalArgumentException("--top-k must be at most " + kept + " (topk_group "
+                        + model.routing.topk_group() + " of n_group " + model.routing.n_group()
+                        + " groups hold that many experts), got " + newTopK);
+            }
+        }
         this.newTopK = newTopK;
         this.alpha = alpha.clone();
         this.type = model.modelType;

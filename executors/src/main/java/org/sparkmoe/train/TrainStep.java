@@ -67,11 +67,33 @@ public final class TrainStep {
         return pass(model, state, windows, opts, false);
     }
 
+    /**
+     * The load-balancing loss weight: --aux-loss-coef, else config.json's router_aux_loss_coef. Sigmoid routers
+     * (glm4_moe) have none: transformers' Glm4Moe computes no auxiliary loss (its e_score_correction_bias balances the
+     * load instead, outside gradient descent), so their weight is 0 and an explicit one is refused.
+     */
+    public static double auxLossCoef(ModelConfig c, TrainOptions opts) {
+        if (!balanced(c)) {
+            if (opts.auxLossCoef() != null && opts.auxLossCoef() != 0) {
+                throw new IllegalArgumentException("--aux-loss-coef " + opts.auxLossCoef() + ": model_type "
+                        + c.modelType.name().toLowerCase() + " routes by sigmoid scores and defines no load-balancing "
+                        + "loss (its e_score_correction_bias balances the load)");
+            }
+            return 0.0;
+        }
+        return opts.auxLossCoef() == null ? c.router_aux_loss_coef : opts.auxLossCoef();
+    }
+
+    /** Whether the model's routers have a load-balancing loss (softmax routers; Switch-style, as transformers). */
+    private static boolean balanced(ModelConfig c) {
+        return c.routing.scoring_func().equals("softmax");
+    }
+
     private static Evaluation pass(MoeTransformer model, TrainState state, int[][] windows, TrainOptions opts,
                                    boolean backward) {
         checkMatches(model, state, opts.lora());
         ModelConfig c = model.config();
-        double coef = opts.auxLossCoef() == null ? c.router_aux_loss_coef : opts.auxLossCoef();
+        double coef = auxLossCoef(c, opts);
         int topK = c.num_experts_per_tok;
         TrainableKeys keys = new TrainableKeys(c.modelType);
         List<MoeBlock> blocks = blocks(model, state, opts.lora());
@@ -84,7 +106,7 @@ public final class TrainStep {
         MoeTransformer.TrainingContext ctx = model.forwardTraining(windows, blocks,
                 Seeds.derive(opts.seed(), "jitter/step/" + state.step()));
         CausalLmLoss.Result ce = CausalLmLoss.compute(ctx.logits(), windows);
-        double aux = LoadBalancingLoss.value(ctx.routerLogits(), c.num_experts, topK);
+        double aux = balanced(c) ? LoadBalancingLoss.value(ctx.routerLogits(), c.num_experts, topK) : 0.0;
         long tokens = (long) windows.length * windows[0].length;
         if (!backward) {
             return new Evaluation(ce.value(), aux, ce.value() + coef * aux, null, tokens, ce.scored());

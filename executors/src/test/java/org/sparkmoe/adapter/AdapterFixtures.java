@@ -26,6 +26,11 @@ final class AdapterFixtures {
         return config("qwen2-moe-tiny");
     }
 
+    /** The 3-layer GLM-4.5 (layer 0 dense, 8 experts in 2 groups, a shared expert; D 32, expert I 16). */
+    static ModelConfig glm() {
+        return config("glm4-moe-tiny");
+    }
+
     static String configJson(String name) {
         try (InputStream in = AdapterFixtures.class.getResourceAsStream("/config/" + name + ".json")) {
             if (in == null) {

@@ -252,6 +252,63 @@ class PeftAdapterTest {
                 + "not an expert projection of this qwen2_moe model", () -> AdapterConfig.parse(json, "cfg", model));
     }
 
+    /**
+     * A trained GLM router is a PEFT modules_to_save copy of the whole router module, so the adapter carries its
+     * e_score_correction_bias buffer too (PEFT's loader requires it): the checkpoint's, frozen. Reading checks its
+     * shape and keeps the model's own.
+     */
+    @Test
+    void glmTrainedRouterCarriesTheCheckpointsFrozenBias() throws IOException {
+        ModelConfig model = AdapterFixtures.glm();
+        AdapterConfig config = new AdapterConfig(2, 4, ALL, true, null);
+        PeftAdapter adapter = random(model, config);
+        assertThrows(IllegalStateException.class, () -> adapter.write(dir("no-bias"), CONF));
+        Map<String, INDArray> checkpoint = new java.util.HashMap<>();
+        for (int l : new int[] {1, 2}) {
+            checkpoint.put("model.layers." + l + ".mlp.gate.e_score_correction_bias",
+                    Nd4j.create(new float[] {0.1f * l, -0.2f, 0.3f, 0f, 0f, 0.5f, -0.1f, 0.2f}, new long[] {8}));
+        }
+        Path dir = dir("glm-adapter");
+        adapter.withRouterBiases(new MapSource(checkpoint)).write(dir, CONF);
+        try (SafeTensorsFile f = SafeTensorsFile.open(tmp.resolve("glm-adapter").resolve(PeftAdapter.WEIGHTS_FILE))) {
+            assertEquals(checkpoint.get("model.layers.2.mlp.gate.e_score_correction_bias"),
+                    f.readFloat("base_model.model.model.layers.2.mlp.gate.e_score_correction_bias"));
+            assertFalse(f.has("base_model.model.model.layers.0.mlp.gate.e_score_correction_bias"), "layer 0 dense");
+        }
+        PeftAdapter back = PeftAdapter.read(dir, CONF, model);
+        assertSameState(adapter.state(), back.state());
+        assertTrue(back.state().keySet().stream().noneMatch(k -> k.contains("e_score_correction_bias")));
+        rewriteWeights("glm-adapter", k -> !k.endsWith("layers.1.mlp.gate.e_score_correction_bias"),
+                Map.of("base_model.model.model.layers.1.mlp.gate.e_score_correction_bias", Nd4j.zeros(4)));
+        assertMessage("layers.1.mlp.gate.e_score_correction_bias has shape [4] but the model implies [8]",
+                () -> PeftAdapter.read(dir, CONF, model));
+        PeftAdapter frozenRouter = random(model, new AdapterConfig(2, 4, ALL, false, null));
+        assertTrue(frozenRouter == frozenRouter.withRouterBiases(new MapSource(Map.of())), "no router, no bias");
+    }
+
+    /** A checkpoint of a few named tensors. */
+    private record MapSource(Map<String, INDArray> tensors) implements org.sparkmoe.io.TensorSource {
+        @Override
+        public boolean has(String name) {
+            return tensors.containsKey(name);
+        }
+
+        @Override
+        public long[] shape(String name) {
+            return tensors.get(name).shape();
+        }
+
+        @Override
+        public INDArray readFloat(String name) {
+            return tensors.get(name).dup();
+        }
+
+        @Override
+        public String describe() {
+            return "test tensors";
+        }
+    }
+
     private Path writeMixtral(String name, AdapterConfig config) {
         Path dir = dir(name);
         random(AdapterFixtures.mixtral(), config).write(dir, CONF);

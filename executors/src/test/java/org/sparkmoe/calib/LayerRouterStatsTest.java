@@ -7,6 +7,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.routing.Router;
 import org.sparkmoe.routing.RoutingRule;
+import org.sparkmoe.routing.ScoreFunction;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -32,9 +33,8 @@ class LayerRouterStatsTest {
         return Nd4j.create(z, new long[] {tokens, E}, 'c');
     }
 
-    private static int[] select(INDArray logits, int k) {
-        return new Router(Nd4j.zeros(DataType.FLOAT, logits.size(1), 4)).route(logits, RoutingRule.softmaxTopK(k, true))
-                .experts();
+    private static Router.Ranking[] select(INDArray logits, int k) {
+        return new Router(Nd4j.zeros(DataType.FLOAT, logits.size(1), 4)).rank(logits, RoutingRule.softmaxTopK(k, true));
     }
 
     private static LayerRouterStats stats(INDArray logits, int from, int to) {
@@ -49,7 +49,7 @@ class LayerRouterStatsTest {
     void handComputedTwoTokens() {
         INDArray logits = Nd4j.create(new float[] {0f, 1f, 2f, 3f, 0f, 0f}, new long[] {2, 3}, 'c');
         LayerRouterStats s = new LayerRouterStats(3, 2);
-        s.add(logits, new int[] {2, 1, 0, 1});
+        s.add(logits, select(logits, 2));   // token 0 chooses {2, 1}, token 1 {0, 1} (ties to the lower index)
         double z = 1 + Math.E + Math.E * Math.E;
         double[] p1 = {1 / z, Math.E / z, Math.E * Math.E / z};
         double w = Math.exp(3) + 2;
@@ -115,6 +115,48 @@ class LayerRouterStatsTest {
         assertTrue(e.getMessage().contains("top-1"), e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> new LayerRouterStats(E, E + 1));
         assertThrows(IllegalArgumentException.class,
-                () -> new LayerRouterStats(E, K).add(randomLogits(3, 1), new int[5]));
+                () -> new LayerRouterStats(E, K).add(randomLogits(3, 1), select(randomLogits(2, 1), K)));
+        IllegalArgumentException kind = assertThrows(IllegalArgumentException.class,
+                () -> new LayerRouterStats(E, K).merge(new LayerRouterStats(E, K, true, 2, true)));
+        assertTrue(kind.getMessage().contains("another kind of router"), kind.getMessage());
+    }
+
+    /**
+     * A GLM-4.5 router (sigmoid, 2 groups of 2, 1 kept, top-1, a correction bias) on two tokens, worked by hand.
+     * Token 0: logits {2, 0, 0, 1}, bias {0, 0, 0.5, 0}: scores σ = {.881, .5, .5, .731}, corrected {.881, .5, 1, .731};
+     * groups ranked by their top-2 corrected sums 1.381 and 1.731 → group 1 kept → top-1 = expert 2 (corrected 1);
+     * without the bias group 0 (1.381 > 1.231) and expert 0: the bias changes this token. Token 1: logits {0, 3, 0, 0}:
+     * corrected {.5, .953, 1, .5}, sums 1.453 and 1.5 → group 1, expert 2; without the bias group 0 (1.453 > 1),
+     * expert 1: changed too.
+     */
+    @Test
+    void sigmoidGroupedBiasedRouterRecordsTheBiasEffectAndGroupLoad() {
+        INDArray logits = Nd4j.create(new float[] {2f, 0f, 0f, 1f, 0f, 3f, 0f, 0f}, new long[] {2, 4}, 'c');
+        Router router = new Router(Nd4j.zeros(DataType.FLOAT, 4, 3), null, new double[] {0, 0, 0.5, 0});
+        RoutingRule rule = new RoutingRule(1, ScoreFunction.SIGMOID, true, 2, 1, RoutingRule.GroupRank.TOP2_SUM, 1.0);
+        LayerRouterStats s = new LayerRouterStats(4, 1, true, 2, true);
+        s.add(logits, router.rank(logits, rule));
+        assertArrayEquals(new long[] {0, 0, 2, 0}, s.count());
+        assertArrayEquals(new long[] {0, 2}, s.groupKept());
+        assertArrayEquals(new long[] {0, 2}, s.groupLoad());
+        assertEquals(2, s.biasChangedTokens());
+        assertEquals(2, s.biasChangedSelections());
+        double sig2 = 1 / (1 + Math.exp(-2));
+        double sig1 = 1 / (1 + Math.exp(-1));
+        double sig3 = 1 / (1 + Math.exp(-3));
+        assertArrayEquals(new double[] {sig2 + 0.5, 0.5 + sig3, 1.0, sig1 + 0.5}, s.probSum(), 1e-6);
+        // scores: .881 → bin 18, .5 ×4 → bin 15, .731 → bin 17, .953 → bin 19; corrected: the two 1.0 → bin 20
+        long[] before = s.scoreHistogram();
+        assertEquals(5, before[15]);
+        assertEquals(1, before[17]);
+        assertEquals(1, before[18]);
+        assertEquals(1, before[19]);
+        assertEquals(2, s.correctedHistogram()[20]);
+        assertEquals(3, s.correctedHistogram()[15], "the three 0.5 scores without a bias entry");
+        // top-m over the kept group only: token 0 order {2 (.5), 3 (.731)}, token 1 {2 (.5), 3 (.5)}
+        double top2 = (0.25 + sig1 * sig1) / Math.pow(0.5 + sig1, 2) + 0.5;
+        assertArrayEquals(new double[] {2, top2, 0, 0}, s.topmSqSum(), 1e-6);
+        LayerRouterStats merged = s.emptyLike().merge(s);
+        assertTrue(merged.sameAs(s));
     }
 }

@@ -12,7 +12,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * The real models' config.json files parse, and the checkpoint {@link ModelSchema} implies for them holds the
- * parameter count their model cards publish (Mixtral-8x7B 46.7B, Qwen1.5-MoE-A2.7B 14.3B, Mistral-7B 7.24B).
+ * parameter count their model cards publish (Mixtral-8x7B 46.7B, Qwen1.5-MoE-A2.7B 14.3B, GLM-4.5-Air 106B,
+ * Mistral-7B 7.24B).
  */
 class ModelShapeTest {
 
@@ -31,6 +32,9 @@ class ModelShapeTest {
         // exact counts, as transformers' sum(p.numel() for p in model.parameters()) gives them
         assertEquals(46_702_792_704L, ModelSchema.parameterCount(parse(ModelShape.MIXTRAL_8X7B.config())));
         assertEquals(7_241_732_096L, ModelSchema.parameterCount(parse(ModelShape.MISTRAL_7B.config())));
+        // GLM-4.5-Air: transformers' 106,852,245,504 parameters plus the 45 MoE layers' e_score_correction_bias
+        // buffers (128 each), which the checkpoint holds as tensors
+        assertEquals(106_852_245_504L + 45 * 128, ModelSchema.parameterCount(parse(ModelShape.GLM_4_5_AIR.config())));
     }
 
     @Test
@@ -50,6 +54,27 @@ class ModelShapeTest {
         assertEquals(151936, qwen.vocab_size);
         assertFalse(qwen.norm_topk_prob);
         assertTrue(qwen.qkv_bias);
+        ModelConfig glm = parse(ModelShape.GLM_4_5_AIR.config());
+        assertEquals(ModelConfig.ModelType.GLM4_MOE, glm.modelType);
+        assertEquals(46, glm.num_hidden_layers);
+        assertEquals(4096, glm.hidden_size);
+        assertEquals(128, glm.num_experts);
+        assertEquals(8, glm.num_experts_per_tok);
+        assertEquals(1408, glm.expert_intermediate_size);
+        assertEquals(1408, glm.shared_expert_intermediate_size, "1 shared expert");
+        assertEquals(10944, glm.intermediate_size);
+        assertEquals(96, glm.num_attention_heads);
+        assertEquals(8, glm.num_key_value_heads);
+        assertEquals(128, glm.head_dim);
+        assertEquals(64, glm.rotaryDim(), "partial_rotary_factor 0.5");
+        assertEquals(151552, glm.vocab_size);
+        assertFalse(glm.isMoeLayer(0), "first_k_dense_replace 1");
+        assertTrue(glm.isMoeLayer(1));
+        assertFalse(glm.routing.groupLimited(), "n_group 1, topk_group 1");
+        assertEquals(1.0, glm.routing.routed_scaling_factor());
+        assertTrue(glm.norm_topk_prob);
+        assertTrue(glm.qkv_bias);
+        assertEquals(ModelConfig.QkNorm.NONE, glm.qkNorm);
         ModelConfig mistral = parse(ModelShape.MISTRAL_7B.config());
         assertEquals(ModelConfig.ModelType.MISTRAL, mistral.modelType);
         assertEquals(4096, mistral.sliding_window);
@@ -78,7 +103,7 @@ class ModelShapeTest {
         ObjectNode withMlpOnly = ModelShape.QWEN1_5_MOE_A2_7B.config();
         assertTrue(ModelShape.named("qwen1.5-moe-a2.7b").isPresent());
         assertFalse(ModelShape.named("qwen").isPresent());
-        assertEquals("mixtral-8x7b, qwen1.5-moe-a2.7b, mistral-7b", ModelShape.names());
+        assertEquals("mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b", ModelShape.names());
         assertThrows(IllegalArgumentException.class, () -> ModelShape.MISTRAL_7B.config(0, DType.BF16));
         assertFalse(withMlpOnly.has("mlp_only_layers"));
     }

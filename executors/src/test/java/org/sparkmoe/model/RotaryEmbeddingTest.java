@@ -2,6 +2,8 @@ package org.sparkmoe.model;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.Random;
 import org.junit.jupiter.api.Test;
@@ -96,5 +98,33 @@ class RotaryEmbeddingTest {
         rope.rotate(x, 0, direct, 0, 2);
         assertArrayEquals(direct, twice, 1e-5f);
         assertEquals(3, rope.positions());
+    }
+
+    @Test
+    void partialRotaryRotatesTheLeadingPartAsAHeadOfThatSize() {
+        // GLM-4.5: rd = hd/2 rotated with inv_freq over rd (θ^(2i/rd)), the trailing hd − rd copied
+        int hd = 8;
+        RotaryEmbedding partial = new RotaryEmbedding(hd, 4, 10000.0, 4);
+        RotaryEmbedding small = new RotaryEmbedding(4, 10000.0, 4);
+        float[] x = gaussian(new Random(5), hd);
+        float[] out = new float[hd];
+        float[] lead = new float[4];
+        partial.rotate(x, 0, out, 0, 3);
+        small.rotate(x, 0, lead, 0, 3);
+        assertArrayEquals(lead, java.util.Arrays.copyOfRange(out, 0, 4), 0f);
+        assertArrayEquals(java.util.Arrays.copyOfRange(x, 4, 8), java.util.Arrays.copyOfRange(out, 4, 8), 0f);
+        double[] back = new double[hd];
+        double[] outD = new double[hd];
+        for (int i = 0; i < hd; i++) {
+            outD[i] = out[i];
+        }
+        partial.rotateBack(outD, 0, back, 0, 3);
+        for (int i = 0; i < hd; i++) {
+            assertEquals(x[i], back[i], 1e-6, "rotating back restores entry " + i);
+        }
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new RotaryEmbedding(8, 3, 10000.0, 4));
+        assertTrue(e.getMessage().contains("rotary dimension must be even and in [2, head_dim 8], got 3"),
+                e.getMessage());
     }
 }

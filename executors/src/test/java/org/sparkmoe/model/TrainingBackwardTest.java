@@ -112,8 +112,19 @@ class TrainingBackwardTest {
                 olmoe.forwardTraining(x, B, S, rope).out().data().asFloat(), "attention, whole q/k norm and clamp");
     }
 
+    @Test
+    void partialRotaryAttentionGradientMatchesFiniteDifferences() {
+        Random rnd = new Random(14);
+        // GLM-4.5: per-head q/k norm, q/k/v biases, RoPE on the leading half of each head (rd = 2 of hd = 4)
+        Attention attn = normedAttention(rnd, DataType.DOUBLE, 4, 2, HD, null, null);
+        checkAttention("glm partial rotary", attn, rnd, new RotaryEmbedding(HD, HD / 2, 3.0, 16));
+    }
+
     private static void checkAttention(String name, Attention attn, Random rnd) {
-        RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16);
+        checkAttention(name, attn, rnd, new RotaryEmbedding(HD, 3.0, 16));
+    }
+
+    private static void checkAttention(String name, Attention attn, Random rnd, RotaryEmbedding rope) {
         INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
         INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
         INDArray dx = attn.backward(attn.forwardTraining(x, B, S, rope), w);

@@ -167,4 +167,34 @@ class RouterTest {
         assertTrue(e.getMessage().contains("top-k") && e.getMessage().contains("[1, 4]")
                 && e.getMessage().contains("got 5"), e.getMessage());
     }
+
+    /** {@link Router#rank} orders as {@link Router#route} chooses: its top-K prefix is the route, for every rule. */
+    @Test
+    void rankingPrefixIsTheRouteAndUnbiasedIsTheRouteWithoutTheBias() {
+        java.util.Random rnd = new java.util.Random(31);
+        float[] z = new float[50 * 8];
+        for (int i = 0; i < z.length; i++) {
+            z[i] = (float) rnd.nextGaussian();
+        }
+        INDArray logits = Nd4j.create(z, new long[] {50, 8}, 'c');
+        double[] bias = {0.2, -0.1, 0.0, 0.3, -0.2, 0.1, 0.0, -0.3};
+        RoutingRule glm = new RoutingRule(3, ScoreFunction.SIGMOID, true, 4, 2, RoutingRule.GroupRank.TOP2_SUM, 2.5);
+        for (RoutingRule rule : new RoutingRule[] {glm, RoutingRule.softmaxTopK(3, true)}) {
+            Router biased = new Router(Nd4j.zeros(DataType.FLOAT, 8, 2), null, bias);
+            Router plain = new Router(Nd4j.zeros(DataType.FLOAT, 8, 2));
+            Router.Ranking[] ranks = biased.rank(logits, rule);
+            int[] route = biased.route(logits, rule).experts();
+            int[] unbiased = plain.route(logits, rule).experts();
+            int changed = 0;
+            for (int t = 0; t < 50; t++) {
+                assertArrayEquals(java.util.Arrays.copyOfRange(route, 3 * t, 3 * t + 3),
+                        java.util.Arrays.copyOf(ranks[t].order(), 3), "token " + t);
+                assertArrayEquals(java.util.Arrays.copyOfRange(unbiased, 3 * t, 3 * t + 3), ranks[t].unbiased());
+                assertEquals(rule.groupLimited() ? 4 : 8, ranks[t].order().length, "the kept groups' experts");
+                changed += java.util.Arrays.equals(ranks[t].unbiased(), java.util.Arrays.copyOf(ranks[t].order(), 3))
+                        ? 0 : 1;
+            }
+            assertTrue(changed > 0, "the bias changes some selections");
+        }
+    }
 }

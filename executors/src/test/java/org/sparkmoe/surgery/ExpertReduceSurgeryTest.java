@@ -2,6 +2,7 @@ package org.sparkmoe.surgery;
 
 import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
@@ -88,5 +89,45 @@ class ExpertReduceSurgeryTest {
         e = assertThrows(IllegalArgumentException.class,
                 () -> new ExpertReduceSurgery(c, 2, 2, ExpertReduceSurgery.By.ROUTING, null, 1));
         assertTrue(e.getMessage().startsWith("--by routing needs --stats"), e.getMessage());
+    }
+
+    /** GLM-4.5: 8 experts in n_group 2 groups (topk_group 1, top-2), D 3, I 2, both layers MoE. */
+    private static ModelConfig glm() {
+        return ModelConfig.parse("{\"model_type\":\"glm4_moe\",\"vocab_size\":5,\"hidden_size\":" + SurgeryFixtures.D
+                + ",\"intermediate_size\":8,\"moe_intermediate_size\":" + SurgeryFixtures.I + ",\"num_hidden_layers\":2,"
+                + "\"num_attention_heads\":1,\"num_key_value_heads\":1,\"head_dim\":4,\"rms_norm_eps\":1e-5,"
+                + "\"max_position_embeddings\":8,\"rope_theta\":10000.0,\"n_routed_experts\":8,\"n_shared_experts\":1,"
+                + "\"num_experts_per_tok\":2,\"n_group\":2,\"topk_group\":1,\"first_k_dense_replace\":0}", "glm config");
+    }
+
+    @Test
+    void glmClustersStayInsideTheirGroupsAndMergeTheCorrectionBias() {
+        ModelConfig c = glm();
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        SurgeryFixtures.MapSource source = (SurgeryFixtures.MapSource) SurgeryFixtures.experts(c);
+        source.tensors().put(layout.scoreCorrectionBias(0),
+                Nd4j.create(new float[] {0f, 1f, 2f, 3f, 4f, 5f, 6f, 7f}, new long[] {8}));
+        ExpertReduceSurgery surgery = new ExpertReduceSurgery(c, 2, 4, ExpertReduceSurgery.By.WEIGHTS, null, 3);
+        LayerResult r = surgery.apply(source, 0, 0);
+        int[][] groups = r.groups();
+        assertEquals(4, groups.length);
+        for (int g = 0; g < 4; g++) {
+            for (int e : groups[g]) {
+                assertEquals(g / 2, e / 4, "cluster " + g + " holds expert " + e + " of another group");
+            }
+        }
+        INDArray bias = r.tensors().get(layout.scoreCorrectionBias(0));                       // [4]
+        assertArrayEquals(new long[] {4}, bias.shape());
+        for (int g = 0; g < 4; g++) {
+            double mean = java.util.Arrays.stream(groups[g]).average().orElseThrow();      // bias e = e, uniform weights
+            assertEquals(mean, bias.getDouble(g), 1e-6, "cluster " + g);
+        }
+        assertEquals(4, surgery.config(c).get("n_routed_experts").asInt());
+        for (int bad : new int[] {3, 2}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> new ExpertReduceSurgery(c, 2, bad, ExpertReduceSurgery.By.WEIGHTS, null, 3));
+            assertTrue(e.getMessage().startsWith("--experts " + bad + " does not keep the expert groups: it must be a "
+                    + "multiple of n_group 2 with at least 2 experts per group"), e.getMessage());
+        }
     }
 }

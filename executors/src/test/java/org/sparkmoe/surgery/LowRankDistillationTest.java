@@ -93,7 +93,7 @@ class LowRankDistillationTest {
                         lowRank.tensors().get(layout.stackedLoraB(0, Projection.DOWN)), 1.0));
         MoeBlock student = new MoeBlock(new Router(source.readFloat(layout.routerGate(0))),
                 RouterOptions.of(RoutingRule.softmaxTopK(2, true)), new LowRankFactorised(w, new Nd4jGroupedGemm()), null);
-        INDArray y = LowRankDistillation.teacher(source, c, 0, source.readFloat(layout.routerGate(0)), x,
+        INDArray y = LowRankDistillation.teacher(source, c, 0, new Router(source.readFloat(layout.routerGate(0))), x,
                 new Nd4jGroupedGemm());
         assertEquals(before, DistillLoss.value(student, x, y), 1e-6 * before);
     }

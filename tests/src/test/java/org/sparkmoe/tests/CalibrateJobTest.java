@@ -178,7 +178,7 @@ class CalibrateJobTest {
                     "the captured router inputs are what the router read: logits = x · Wgᵀ");
         }
         assertTrue(expected.equalsWithEps(loaded.getFeatures(), 1e-4), "features are the router inputs");
-        INDArray teacher = RouterDataFiles.teacher(capture.routerLogits().get(2));
+        INDArray teacher = RouterDataFiles.teacher(capture.routerLogits().get(2), false);
         assertTrue(teacher.equalsWithEps(loaded.getLabels(), 1e-5), "labels are softmax(router logits)");
         INDArray rowSums = loaded.getLabels().sum(1);
         for (int t = 0; t < WINDOW; t++) {

@@ -58,7 +58,7 @@ class NewModelTypesCommandsTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
+    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny", "glm4-moe-tiny"})
     void calibrateAndEverySurgeryRunAndTheirOutputsEvaluate(String name, @TempDir Path tmp) throws Exception {
         Path m = model(name);
         ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
@@ -67,6 +67,26 @@ class NewModelTypesCommandsTest {
                 "--master", "local[2]", "--out", calib.toString());
         JsonNode stats = JSON.readTree(calib.resolve("router-stats.json").toFile());
         assertEquals(config.num_experts, stats.get("experts").asInt());
+        if (config.modelType == ModelConfig.ModelType.GLM4_MOE) {
+            // the sigmoid router's correction bias and expert groups are reported, in the JSON and the page
+            JsonNode layer = stats.get("layers").get(0);
+            long tokens = layer.get("tokens").asLong();
+            assertTrue(layer.get("bias").get("changed_tokens").asLong() > 0, layer.get("bias").toString());
+            long scores = 0;
+            for (JsonNode bin : layer.get("bias").get("score_histogram")) {
+                scores += bin.asLong();
+            }
+            assertEquals(tokens * config.num_experts, scores, "every (token, expert) score binned");
+            long kept = 0;
+            for (JsonNode g : layer.get("groups").get("kept")) {
+                kept += g.asLong();
+            }
+            assertEquals(tokens, kept, "topk_group 1: one group kept per token");
+            String page = Files.readString(calib.resolve("report.html"));
+            assertTrue(page.contains("Correction bias") && page.contains("Expert groups"), "report sections");
+        } else {
+            assertTrue(!stats.get("layers").get(0).has("bias") && !stats.get("layers").get(0).has("groups"));
+        }
         String statsFile = calib.resolve("router-stats.json").toString();
         ppl(m, tmp);
 
@@ -76,12 +96,25 @@ class NewModelTypesCommandsTest {
         assertEquals(1, ModelFolder.readConfig(hadoop(topk), CONF).num_experts_per_tok);
         ppl(topk, tmp);
 
+        // glm4-moe-tiny's 8 experts sit in n_group 2 groups: 4 keeps 2 per group, 3 is refused
+        boolean glm = config.modelType == ModelConfig.ModelType.GLM4_MOE;
+        int fewer = glm ? 4 : 3;
         Path reduce = tmp.resolve("reduce");
-        ok("surgery", "reduce", "--experts", "3", "--by", "routing", "--model", m.toString(), "--out",
+        ok("surgery", "reduce", "--experts", String.valueOf(fewer), "--by", "routing", "--model", m.toString(), "--out",
                 reduce.toString(), "--stats", statsFile, "--master", "local[2]");
         ModelConfig reduced = ModelFolder.readConfig(hadoop(reduce), CONF);
-        assertEquals(3, reduced.num_experts);
+        assertEquals(fewer, reduced.num_experts);
         assertEquals(config.modelType, reduced.modelType);
+        if (glm) {
+            assertArrayEquals(new long[] {fewer}, tensor(reduce, "model.layers.1.mlp.gate.e_score_correction_bias")
+                    .shape(), "the correction bias merged with its experts");
+            assertTensorEquals(m, reduce, new CheckpointLayout(config.modelType).sharedExpert(2, Projection.DOWN));
+            CliRun refused = sparkmoe("surgery", "reduce", "--experts", "3", "--by", "routing", "--model",
+                    m.toString(), "--out", tmp.resolve("reduce3").toString(), "--stats", statsFile);
+            assertEquals(1, refused.exitCode());
+            assertTrue(refused.err().contains("--experts 3 does not keep the expert groups: it must be a multiple of "
+                    + "n_group 2"), refused.err());
+        }
         ppl(reduce, tmp);
 
         Path dense = tmp.resolve("dense");
@@ -98,6 +131,17 @@ class NewModelTypesCommandsTest {
             INDArray up = tensor(dense, CheckpointLayout.denseMlp(0, Projection.UP)); // [48, 32], rows 16.. zero
             assertEquals(0.0, up.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(config.expert_intermediate_size,
                     config.intermediate_size), org.nd4j.linalg.indexing.NDArrayIndex.all()).amaxNumber().doubleValue());
+        } else if (glm) {
+            assertEquals(ModelConfig.ModelType.GLM4_MOE, merged.modelType);
+            assertEquals(config.num_hidden_layers, merged.first_k_dense_replace);
+            assertTrue(!merged.isMoeLayer(1) && !merged.isMoeLayer(2), "every layer dense");
+            // [merged routed (16 units); shared (16 units); zero padding up to intermediate_size 48]
+            INDArray down = tensor(dense, CheckpointLayout.denseMlp(2, Projection.DOWN));   // [32, 48]
+            assertArrayEquals(tensor(m, new CheckpointLayout(config.modelType).sharedExpert(2, Projection.DOWN))
+                    .data().asFloat(), down.get(org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(16, 32)).dup('c').data().asFloat());
+            assertEquals(0.0, down.get(org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(32, 48)).amaxNumber().doubleValue());
         } else {
             assertEquals(ModelConfig.ModelType.OLMOE, merged.modelType);
             assertEquals(1, merged.num_experts);
@@ -126,7 +170,7 @@ class NewModelTypesCommandsTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
+    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny", "glm4-moe-tiny"})
     void trainLowersTheLossAndWritesAnAdapterMergeAccepts(String name, @TempDir Path tmp) throws Exception {
         Path m = model(name);
         ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
@@ -151,6 +195,19 @@ class NewModelTypesCommandsTest {
             adapter.names().stream().filter(n -> n.contains(".mlp.gate.")).forEach(routers::add);
             assertTrue(!routers.isEmpty(), "trained routers saved: " + adapter.names());
         }
+        if (config.modelType == ModelConfig.ModelType.GLM4_MOE) {
+            CliRun aux = sparkmoe("train", "--model", m.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(),
+                    "--aux-loss-coef", "0.01", "--out", tmp.resolve("aux").toString());
+            assertEquals(1, aux.exitCode());
+            assertTrue(aux.err().contains("--aux-loss-coef 0.01: model_type glm4_moe routes by sigmoid scores and "
+                    + "defines no load-balancing loss"), aux.err());
+            // PEFT saves (and its loader requires) the router module's buffer beside its weight: the frozen bias
+            try (SafeTensorsFile adapter = SafeTensorsFile.open(out.resolve("adapter/adapter_model.safetensors"))) {
+                assertArrayEquals(tensor(m, "model.layers.2.mlp.gate.e_score_correction_bias").data().asFloat(),
+                        adapter.readFloat("base_model.model.model.layers.2.mlp.gate.e_score_correction_bias")
+                                .data().asFloat(), "the correction bias is frozen: the checkpoint's");
+            }
+        }
         Path mergedDir = tmp.resolve("merged");
         ok("merge", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--out",
                 mergedDir.toString());
@@ -162,7 +219,7 @@ class NewModelTypesCommandsTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
+    @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny", "glm4-moe-tiny"})
     void retrainRouterWritesACheckpointThatLoads(String name, @TempDir Path tmp) throws Exception {
         Path m = model(name);
         Path calib = tmp.resolve("calib");
@@ -192,6 +249,20 @@ class NewModelTypesCommandsTest {
                 "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
         JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
         assertEquals("none", summary.get("surgery").get("rescale").asText(), summary.toString());
+    }
+
+    /** The demo on GLM-4.5 (sigmoid router with a correction bias, groups, a shared expert). */
+    @org.junit.jupiter.api.Test
+    void demoRunsOnGlm(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("demo");
+        Path corpus = Files.createDirectories(tmp.resolve("corpus"));
+        for (String file : List.of("sysadmin.txt", "fortunes.txt")) {
+            Files.writeString(corpus.resolve(file), Files.readString(Fixtures.corpus(file)).substring(0, 60_000));
+        }
+        ok("demo", "--model", model("glm4-moe-tiny").toString(), "--data", corpus.toString(), "--out", out.toString(),
+                "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
+        JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
+        assertEquals("measured", summary.get("surgery").get("rescale").asText(), summary.toString());
     }
 
     /**

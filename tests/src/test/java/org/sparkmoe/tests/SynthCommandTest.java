@@ -45,7 +45,7 @@ class SynthCommandTest {
     void badFlagsAndInputsAreOneLineAndWriteNothing() throws IOException {
         String out = dir.resolve("out").toString();
         assertFailsWith(2, sparkmoe("synth", "--shape", "llama-70b", "--out", out),
-                "unknown shape 'llama-70b'", "mixtral-8x7b, qwen1.5-moe-a2.7b, mistral-7b", "sparkmoe synth --help");
+                "unknown shape 'llama-70b'", "mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b", "sparkmoe synth --help");
         assertFailsWith(2, sparkmoe("synth", "--shape", "mistral-7b", "--dtype", "fp8", "--out", out),
                 "unknown dtype 'fp8'", "bf16, f16, f32");
         assertFailsWith(2, sparkmoe("synth", "--shape", "mistral-7b", "--max-shard-size", "5 parsecs", "--out", out),

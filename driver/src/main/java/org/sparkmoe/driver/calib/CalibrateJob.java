@@ -95,19 +95,24 @@ public final class CalibrateJob {
         }
         acc.add(chunk.file, capture, model, plan.allExperts());
         if (plan.routerData() != null) {
-            export(plan, chunk, capture, CalibrationStats.moeLayerIndices(model.config()));
+            export(plan, chunk, capture, CalibrationStats.moeLayerIndices(model.config()),
+                    model.config().routing.scoring_func().equals("sigmoid"));
         }
         return acc;
     }
 
-    /** One DataSet file per window and MoE layer: features = router inputs [S, D], labels = softmax [S, E]. */
-    private static void export(CalibratePlan plan, CalibChunk chunk, ForwardOutput capture, int[] layers) {
+    /**
+     * One DataSet file per window and MoE layer: features = router inputs [S, D], labels = the router's scores [S, E]
+     * (softmax, or sigmoid for a sigmoid router).
+     */
+    private static void export(CalibratePlan plan, CalibChunk chunk, ForwardOutput capture, int[] layers,
+                               boolean sigmoid) {
         Path root = new Path(plan.routerData());
         FileSystem fs = fileSystem(root);
         int s = plan.window();
         for (int l = 0; l < layers.length; l++) {
             INDArray inputs = capture.routerInputs().get(l);                         // [B·S, D]
-            INDArray teacher = RouterDataFiles.teacher(capture.routerLogits().get(l)); // [B·S, E]
+            INDArray teacher = RouterDataFiles.teacher(capture.routerLogits().get(l), sigmoid); // [B·S, E]
             for (int w = 0; w < chunk.windows.length; w++) {
                 Path target = new Path(RouterDataFiles.layerDir(root, layers[l]),
                         RouterDataFiles.fileName(chunk.file, chunk.firstWindow + w));

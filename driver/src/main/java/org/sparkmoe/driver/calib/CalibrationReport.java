@@ -9,7 +9,9 @@ import java.util.Locale;
 /**
  * {@code report.html}: one self-contained page (inline SVG and CSS, no script, no network) with the summary
  * table, per-layer expert-load bars, a layer × expert heatmap, per-file selection-rate heatmaps, co-selection
- * heatmaps and load imbalance and entropy per layer.
+ * heatmaps and load imbalance and entropy per layer; for routers with a selection-only correction bias, the score
+ * distribution before and after the bias and how many selections it changes; for group-limited routers, the load and
+ * the kept count of each expert group.
  */
 public final class CalibrationReport {
     private CalibrationReport() {
@@ -79,8 +81,70 @@ public final class CalibrationReport {
         page.append(Svg.bars("routing entropy per token (nats; dashed: ln E)",
                 summary.stream().mapToDouble(CalibrationSummary.Layer::entropyPerToken).toArray(),
                 layerShort(decoderLayers), Math.log(experts), "%.2f"));
-        page.append("</section>\n</body></html>\n");
+        page.append("</section>\n");
+        page.append(biasSection(stats, layerLabels));
+        page.append(groupSection(stats, layerLabels));
+        page.append("</body></html>\n");
         return page.toString();
+    }
+
+    /** Score histograms before and after the correction bias, and the selections it changes; empty without a bias. */
+    private static String biasSection(CalibrationStats stats, String[] layerLabels) {
+        if (!stats.layer(0).biased()) {
+            return "";
+        }
+        String[] bins = new String[LayerRouterStats.BINS];
+        for (int b = 0; b < bins.length; b++) {
+            bins[b] = String.format(Locale.ROOT, "%.1f", LayerRouterStats.BIN_FROM + b * LayerRouterStats.BIN_WIDTH);
+        }
+        StringBuilder out = new StringBuilder("<section><h2>Correction bias</h2><p>The router ranks experts by score + "
+                + "e_score_correction_bias but weighs them by the score alone. Share of (token, expert) scores per bin "
+                + "of width " + LayerRouterStats.BIN_WIDTH + ", before and after the bias (the outer bins are "
+                + "open-ended), and the selections the bias changes.</p>\n<table><tr><th>layer</th>"
+                + "<th>tokens whose top-k it changes</th><th>selections it brings in</th></tr>\n");
+        for (int l = 0; l < stats.moeLayers(); l++) {
+            LayerRouterStats s = stats.layer(l);
+            out.append(String.format(Locale.ROOT, "<tr><td>%s</td><td>%d (%.1f%%)</td><td>%d (%.1f%%)</td></tr>%n",
+                    Svg.esc(layerLabels[l]), s.biasChangedTokens(), 100.0 * s.biasChangedTokens() / s.tokens(),
+                    s.biasChangedSelections(), 100.0 * s.biasChangedSelections() / (s.tokens() * s.topK())));
+        }
+        out.append("</table>\n");
+        for (int l = 0; l < stats.moeLayers(); l++) {
+            LayerRouterStats s = stats.layer(l);
+            double[][] share = {shares(s.scoreHistogram()), shares(s.correctedHistogram())};
+            out.append(Svg.heatmap(layerLabels[l], share, new String[] {"score", "score + bias"}, bins, "%.2f"));
+        }
+        return out.append("</section>\n").toString();
+    }
+
+    /** Per-group load (share of selections) and kept rate (share of tokens); empty without group-limited routing. */
+    private static String groupSection(CalibrationStats stats, String[] layerLabels) {
+        int groups = stats.layer(0).groupKept().length;
+        if (groups == 0) {
+            return "";
+        }
+        String[] groupLabels = new String[groups];
+        for (int g = 0; g < groups; g++) {
+            groupLabels[g] = "g" + g;
+        }
+        double[][] load = new double[stats.moeLayers()][];
+        double[][] kept = new double[stats.moeLayers()][groups];
+        for (int l = 0; l < stats.moeLayers(); l++) {
+            LayerRouterStats s = stats.layer(l);
+            load[l] = shares(s.groupLoad());
+            for (int g = 0; g < groups; g++) {
+                kept[l][g] = s.tokens() == 0 ? 0 : (double) s.groupKept()[g] / s.tokens();
+            }
+        }
+        return "<section><h2>Expert groups</h2><p>Share of selections per group, and share of tokens that kept the "
+                + "group (group-limited selection keeps topk_group of n_group groups).</p>\n"
+                + Svg.heatmap("load", load, layerLabels, groupLabels, "%.2f")
+                + Svg.heatmap("kept", kept, layerLabels, groupLabels, "%.2f") + "</section>\n";
+    }
+
+    private static double[] shares(long[] counts) {
+        double total = java.util.Arrays.stream(counts).sum();
+        return java.util.Arrays.stream(counts).mapToDouble(c -> total == 0 ? 0 : c / total).toArray();
     }
 
     private static String[] layerShort(int[] decoderLayers) {

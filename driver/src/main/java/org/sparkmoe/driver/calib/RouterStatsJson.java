@@ -12,7 +12,12 @@ import java.util.List;
 /**
  * {@code router-stats.json}: {@code {"model", "top_k", "experts", "tokens", "layers": [{"count", "prob_sum",
  * "logit_sum", "coselect", "entropy_sum", "topm_sq_sum", "tokens"}], "files": {"NAME": {"layers": [{"count",
- * "tokens"}]}}}}; layers are the MoE layers in order, {@code topm_sq_sum[m-1]} is the sum for top-m.
+ * "tokens"}]}}}}; layers are the MoE layers in order, {@code topm_sq_sum[m-1]} is the sum for top-m. Routers with a
+ * correction bias add {@code "bias": {"score_histogram", "corrected_histogram", "bins_from", "bin_width",
+ * "changed_tokens", "changed_selections"}} (the scores before and after the bias, the tokens whose top-K the bias
+ * changes and the selections it brings in); group-limited routers add {@code "groups": {"kept", "load"}} (tokens that
+ * kept each group, selections that fell in it). {@code prob_sum} holds the router's scores: softmax probabilities, or
+ * the sigmoid scores of a sigmoid router.
  */
 public final class RouterStatsJson {
     private RouterStatsJson() {
@@ -40,6 +45,20 @@ public final class RouterStatsJson {
             node.put("entropy_sum", s.entropySum());
             doubles(node.putArray("topm_sq_sum"), s.topmSqSum());
             node.put("tokens", s.tokens());
+            if (s.biased()) {
+                ObjectNode bias = node.putObject("bias");
+                longs(bias.putArray("score_histogram"), s.scoreHistogram());
+                longs(bias.putArray("corrected_histogram"), s.correctedHistogram());
+                bias.put("bins_from", LayerRouterStats.BIN_FROM);
+                bias.put("bin_width", LayerRouterStats.BIN_WIDTH);
+                bias.put("changed_tokens", s.biasChangedTokens());
+                bias.put("changed_selections", s.biasChangedSelections());
+            }
+            if (s.groupKept().length > 0) {
+                ObjectNode groups = node.putObject("groups");
+                longs(groups.putArray("kept"), s.groupKept());
+                longs(groups.putArray("load"), s.groupLoad());
+            }
         }
         ObjectNode files = root.putObject("files");
         for (int f = 0; f < fileNames.size(); f++) {

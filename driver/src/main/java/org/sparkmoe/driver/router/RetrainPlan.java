@@ -16,7 +16,10 @@ import java.io.Serializable;
  * @param learningRate       Adam's learning rate
  * @param seed               root seed (network initialisation and DL4J's data splits derive from it)
  * @param workers            DL4J workers (parallel minibatch streams between averagings)
+ * @param sigmoid            a sigmoid router (GLM-4.5): sigmoid output and binary cross-entropy per expert to the
+ *                           teacher's sigmoid scores, in place of softmax and cross-entropy to its distribution
  */
 public record RetrainPlan(String routerData, RouterDataInfo info, ExpertMap expertMap, int epochs,
-                          int averagingFrequency, double learningRate, long seed, int workers) implements Serializable {
+                          int averagingFrequency, double learningRate, long seed, int workers, boolean sigmoid)
+        implements Serializable {
 }

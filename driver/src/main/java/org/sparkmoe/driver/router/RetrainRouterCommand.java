@@ -49,7 +49,9 @@ import java.util.concurrent.Callable;
         description = {"Fits new router (gate) weights from router data exported by 'calibrate --export-router-data', "
                 + "with DL4J Spark (SparkDl4jMultiLayer + ParameterAveragingTrainingMaster).",
                 "Per MoE layer: a linear router without bias (D -> E'), softmax, cross-entropy to the teacher's routing "
-                        + "distribution (summed over groups with --expert-map). Prints the score per epoch and the top-k "
+                        + "distribution (summed over groups with --expert-map); for sigmoid routers (glm4_moe) sigmoid "
+                        + "outputs and binary cross-entropy per expert to the teacher's sigmoid scores (no --expert-map); "
+                        + "a router's e_score_correction_bias is kept as it is. Prints the score per epoch and the top-k "
                         + "set agreement with the teacher on the router data. Writes OUT/router.safetensors (the gate "
                         + "weights under their Hugging Face names) and OUT/retrain-router.json; without --expert-map "
                         + "also a complete checkpoint folder in OUT (the model's files with the new gates).",
@@ -107,7 +109,7 @@ public final class RetrainRouterCommand implements Callable<Integer> {
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe retrain-router", spark.master)) {
             plan = new RetrainPlan(validated.routerData(), validated.info(), validated.expertMap(), validated.epochs(),
                     validated.averagingFrequency(), validated.learningRate(), validated.seed(),
-                    spark.partitionsOr(sc.defaultParallelism()));
+                    spark.partitionsOr(sc.defaultParallelism()), validated.sigmoid());
             Random layerSeeds = new Random(plan.seed());
             for (int l = 0; l < layers.length; l++) {
                 RouterTrainer.Result r = RouterTrainer.train(sc, plan, l, layerSeeds.nextLong());
@@ -158,7 +160,12 @@ public final class RetrainRouterCommand implements Callable<Integer> {
             }
             map = ExpertMap.parse(readText(mapFile, conf), mapFile.toString(), experts);
         }
-        return new RetrainPlan(dataUri, info, map, epochs, averagingFrequency, learningRate, seed, 1);
+        boolean sigmoid = config.routing.scoring_func().equals("sigmoid");
+        if (sigmoid && expertMap != null) {
+            throw new IllegalArgumentException("--expert-map is not supported for a sigmoid router (model_type "
+                    + config.modelType.name().toLowerCase() + "): summed sigmoid scores are not a distribution");
+        }
+        return new RetrainPlan(dataUri, info, map, epochs, averagingFrequency, learningRate, seed, 1, sigmoid);
     }
 
     private void write(Configuration conf, ModelConfig config, Path modelDir, RetrainPlan plan,

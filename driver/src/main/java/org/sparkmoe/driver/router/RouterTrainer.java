@@ -25,8 +25,10 @@ import java.util.Random;
 
 /**
  * Fits one MoE layer's router with DL4J Spark: a single linear layer without bias (D → E'), softmax, and
- * cross-entropy to the (possibly grouped) teacher distribution (MCXENT with soft labels), trained by
- * {@link SparkDl4jMultiLayer} with a {@link ParameterAveragingTrainingMaster} on the exported DataSet files.
+ * cross-entropy to the (possibly grouped) teacher distribution (MCXENT with soft labels) — for a sigmoid router,
+ * sigmoid and binary cross-entropy per expert to the teacher's sigmoid scores (XENT), since a sigmoid router's logits
+ * are fixed, not only up to a per-token shift — trained by {@link SparkDl4jMultiLayer} with a
+ * {@link ParameterAveragingTrainingMaster} on the exported DataSet files.
  */
 final class RouterTrainer {
     /** The new gate [E', D], the last averaged minibatch score, and the top-k agreement with the teacher. */
@@ -61,9 +63,11 @@ final class RouterTrainer {
                 .seed(seeds.nextLong())
                 .updater(new Adam(plan.learningRate()))
                 .list()
-                .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT)
+                .layer(new OutputLayer.Builder(plan.sigmoid() ? LossFunctions.LossFunction.XENT
+                        : LossFunctions.LossFunction.MCXENT)
                         .nIn(plan.info().hiddenSize()).nOut(groups).hasBias(false)
-                        .activation(Activation.SOFTMAX).weightInit(WeightInit.XAVIER).build())
+                        .activation(plan.sigmoid() ? Activation.SIGMOID : Activation.SOFTMAX)
+                        .weightInit(WeightInit.XAVIER).build())
                 .build();
         int examples = plan.info().examplesPerFile();
         ParameterAveragingTrainingMaster master = new ParameterAveragingTrainingMaster.Builder(plan.workers(), examples)

@@ -21,6 +21,7 @@ import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.train.TrainStep;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
 import org.sparkmoe.io.CheckpointLayout.Projection;
@@ -179,6 +180,7 @@ public final class TrainCommand implements Callable<Integer> {
                 checkpointEvery);
         TrainOptions options = TrainPlan.options(TrainPlan.lora(targets, r, a, trainRouter), lr, warmup, steps,
                 weightDecay, maxGradNorm, auxLossCoef, seed);
+        TrainStep.auxLossCoef(config, options);
         if (windows.window() > config.max_position_embeddings) {
             throw new IllegalArgumentException("--window " + windows.window() + " exceeds the model's "
                     + "max_position_embeddings " + config.max_position_embeddings);

@@ -10,6 +10,7 @@ import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.driver.OutputLock;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.AtomicFile;
+import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.surgery.SurgeryCheckpoint;
 import org.sparkmoe.train.TrainState;
@@ -241,7 +242,10 @@ public final class TrainOutputs {
             SurgeryCheckpoint.write(new Path(plan.model()), model.jsonCopy(), state.params(), Map.of(), dir, conf);
             return List.of(new Path(out, LOG), dir);
         }
-        PeftAdapter adapter = PeftAdapter.of(model, plan.adapterConfig(), state.params());
+        PeftAdapter adapter;
+        try (Checkpoint base = Checkpoint.open(new Path(plan.model()), conf)) {
+            adapter = PeftAdapter.of(model, plan.adapterConfig(), state.params()).withRouterBiases(base);
+        }
         Path adapterDir = new Path(out, ADAPTER);
         adapter.write(adapterDir, conf, adapterFormat);
         List<Path> written = new ArrayList<>(List.of(new Path(out, LOG), adapterDir));
