@@ -6,7 +6,9 @@ import org.sparkmoe.io.ModelConfig;
 
 /**
  * Names of the trainable tensors (the shared contract): {@code <moe prefix>.experts.<proj>.lora_A} [E, R, in],
- * {@code <moe prefix>.experts.<proj>.lora_B} [E, out, R] and the router's Hugging Face key
+ * {@code <moe prefix>.experts.<proj>.lora_B} [E, out, R], the shared expert's
+ * {@code model.layers.<l>.mlp.shared_expert(s).<proj>.lora_A} [1, R, in] / {@code lora_B} [1, out, R] and the
+ * router's Hugging Face key
  * {@code <moe prefix>.gate.weight} [E, D], where the prefix is {@code model.layers.<l>.block_sparse_moe} (Mixtral)
  * or {@code model.layers.<l>.mlp} (Qwen2-MoE) and proj the layout's projection name (w1/w3/w2 or
  * gate_proj/up_proj/down_proj).
@@ -26,6 +28,21 @@ public final class TrainableKeys {
 
     public String loraB(int layer, Projection p) {
         return experts(layer, p) + ".lora_B";
+    }
+
+    /** The shared expert's A [1, R, in]: its checkpoint key with ".weight" replaced. */
+    public String sharedLoraA(int layer, Projection p) {
+        return shared(layer, p) + ".lora_A";
+    }
+
+    /** The shared expert's B [1, out, R]. */
+    public String sharedLoraB(int layer, Projection p) {
+        return shared(layer, p) + ".lora_B";
+    }
+
+    private String shared(int layer, Projection p) {
+        String weight = layout.sharedExpert(layer, p);
+        return weight.substring(0, weight.length() - ".weight".length());
     }
 
     public String router(int layer) {
