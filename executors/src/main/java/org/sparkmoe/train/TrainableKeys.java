@@ -1,5 +1,6 @@
 package org.sparkmoe.train;
 
+import org.sparkmoe.adapter.AdapterKeys;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
@@ -32,17 +33,12 @@ public final class TrainableKeys {
 
     /** The shared expert's A [1, R, in]: its checkpoint key with ".weight" replaced. */
     public String sharedLoraA(int layer, Projection p) {
-        return shared(layer, p) + ".lora_A";
+        return AdapterKeys.sharedLoraA(layout, layer, p);
     }
 
     /** The shared expert's B [1, out, R]. */
     public String sharedLoraB(int layer, Projection p) {
-        return shared(layer, p) + ".lora_B";
-    }
-
-    private String shared(int layer, Projection p) {
-        String weight = layout.sharedExpert(layer, p);
-        return weight.substring(0, weight.length() - ".weight".length());
+        return AdapterKeys.sharedLoraB(layout, layer, p);
     }
 
     public String router(int layer) {
