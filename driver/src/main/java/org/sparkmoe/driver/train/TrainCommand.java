@@ -136,7 +136,7 @@ public final class TrainCommand implements Callable<Integer> {
                     + "weight deltas). Checkpoints stay per-expert. Default: ${DEFAULT-VALUE}.")
     String adapterFormat;
 
-    @Option(names = "--merge", description = "Also write OUT/merged: the model with the LoRA merged into its experts.")
+    @Option(names = "--merge", description = "Also write OUT/merged: the model with the LoRA merged into its experts (and shared expert).")
     boolean merge;
 
     @Option(names = "--seed", defaultValue = "42", paramLabel = "N",
@@ -195,6 +195,11 @@ public final class TrainCommand implements Callable<Integer> {
         windows = new TrainPlan.Windows(data.uris(conf), windows.split(), windows.window(), windows.batchWindows());
         TrainPlan checked = new TrainPlan(modelUri, windows, rounds, options, Paths.qualify(out, conf), merge, chosen);
         PeftAdapter.checkFormat(checked.adapterConfig(), format);
+        if (sharedExpertLora) {
+            System.err.println("train: note: PEFT 0.21 on transformers 5 drops the shared expert's LoRA from OUT/adapter "
+                    + "(its MoE conversion maps gate_proj/up_proj/down_proj to the fused experts); sparkmoe eval, logits "
+                    + "and merge apply it, and --merge writes a checkpoint transformers loads");
+        }
         OutputFolder.requireCreatable("--out", new Path(checked.out()), conf);
         TrainState initial = TrainJob.initialState(checked, conf); // the size of any state the run will hold
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe train", spark.master), spark.partitions);
