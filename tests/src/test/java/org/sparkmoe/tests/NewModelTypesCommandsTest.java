@@ -222,8 +222,9 @@ class NewModelTypesCommandsTest {
     /**
      * train --shared-expert-lora on the types with a shared expert (glm4_moe's ungated mlp.shared_experts, qwen2_moe's
      * gated mlp.shared_expert): the loss falls with LoRA on routed + shared experts; the adapter holds the shared
-     * expert's factors under PEFT's names, its B moved off PEFT's zero start; logits --adapter equal logits of the
-     * merged checkpoint (tolerance of AdapterTest), whose shared expert weight moved, and differ from the base's.
+     * expert's factors under PEFT's names, its B moved off PEFT's zero start; eval and logits with --adapter equal
+     * eval and logits of the merged checkpoint (AdapterTest's tolerances: 1e-4 relative perplexity, 1e-5 of the
+     * largest logit), whose shared expert weight moved, and differ from the base's.
      * qwen2-moe-tiny has no tokenizer.json, so its gated shared expert is covered in executors' tests
      * (WholeModelGradientCheckTest, PeftAdapterTest, MergedTensorsTest).
      */
@@ -262,6 +263,15 @@ class NewModelTypesCommandsTest {
         String shared = layout.sharedExpert(moeLayer, Projection.DOWN);
         assertTrue(!Arrays.equals(tensor(m, shared).data().asFloat(), tensor(mergedDir, shared).data().asFloat()),
                 "the merged shared expert weight moved");
+
+        Path evalAdapter = tmp.resolve("eval-adapter.json");
+        ok("eval", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--window", "64", "--master", "local[2]", "--out",
+                evalAdapter.toString());
+        double pplWithAdapter = JSON.readTree(evalAdapter.toFile()).get("all").get("ppl").asDouble();
+        double pplOfMerged = ppl(mergedDir, tmp);
+        assertTrue(Math.abs(pplWithAdapter - pplOfMerged) / pplOfMerged <= 1e-4,
+                "eval --adapter ppl " + pplWithAdapter + " vs eval of the merge " + pplOfMerged);
 
         Path ids = Fixtures.root().resolve("tests/src/test/resources/reference").resolve(name + "-reference.safetensors");
         Path withAdapter = tmp.resolve("logits-adapter.safetensors");
