@@ -36,6 +36,8 @@ public final class ModelConfig {
     /** Longest sequence RoPE tables are built for. */
     public final int max_position_embeddings;
     public final double rope_theta;
+    /** YaRN rope scaling ({@code rope_parameters} or {@code rope_scaling} of type yarn); null = plain RoPE. */
+    public final YarnScaling rope_scaling;
     /** null = full causal attention; else every layer keeps the last sliding_window keys. */
     public final Integer sliding_window;
     public final boolean tie_word_embeddings;
@@ -113,6 +115,7 @@ public final class ModelConfig {
         }
         rms_norm_eps = f.positiveDouble("rms_norm_eps");
         max_position_embeddings = f.positiveInt("max_position_embeddings");
+        rope_scaling = yarn(f, max_position_embeddings, source);
         rope_theta = ropeTheta(f, source);
         String act = f.has("hidden_act") ? f.string("hidden_act") : "silu";
         if (!act.equals("silu")) {
@@ -242,25 +245,68 @@ public final class ModelConfig {
                 : f.has(OLD_LOW_RANK_FIELD) ? f.positiveInt(OLD_LOW_RANK_FIELD) : 0;
     }
 
+    /**
+     * The RoPE parameters as transformers 5.17 standardises them: {@code rope_scaling} (the older name) when set,
+     * else {@code rope_parameters}, else none.
+     */
+    private static Fields ropeParameters(Fields f) {
+        return f.has("rope_scaling") ? f.object("rope_scaling")
+                : f.has("rope_parameters") ? f.object("rope_parameters") : null;
+    }
+
     private static double ropeTheta(Fields f, String source) {
-        if (f.has("rope_scaling")) {
-            throw new ModelConfigException(source + ": unsupported rope_scaling " + f.raw("rope_scaling"));
-        }
-        if (f.has("rope_parameters")) {
-            Fields rope = f.object("rope_parameters");
-            String ropeType = rope.has("rope_type") ? rope.string("rope_type") : "default";
-            if (!ropeType.equals("default")) {
-                throw new ModelConfigException(source + ": unsupported rope_parameters.rope_type \"" + ropeType
-                        + "\" (supported: default)");
-            }
-            if (rope.has("rope_theta")) {
-                return rope.positiveDouble("rope_theta");
-            }
+        Fields rope = ropeParameters(f);
+        if (rope != null && rope.has("rope_theta")) {
+            return rope.positiveDouble("rope_theta");
         }
         if (f.has("rope_theta")) {
             return f.positiveDouble("rope_theta");
         }
+        if (f.has("rope_parameters") && f.object("rope_parameters").has("rope_theta")) {
+            return f.object("rope_parameters").positiveDouble("rope_theta");
+        }
         throw new ModelConfigException(source + ": missing rope_theta (neither top-level nor under rope_parameters)");
+    }
+
+    /**
+     * The YaRN parameters when the rope type is "yarn", null for "default"; any other type is refused. Defaults as
+     * {@code _compute_yarn_parameters}: factor = max_position_embeddings / original_max_position_embeddings when
+     * null; original_max_position_embeddings from the top level, then the rope dict, then max_position_embeddings;
+     * beta_fast 32 and beta_slow 1 when absent or 0; mscale and mscale_all_dim unset when absent or 0; truncate true.
+     */
+    private static YarnScaling yarn(Fields f, int maxPositions, String source) {
+        Fields rope = ropeParameters(f);
+        if (rope == null) {
+            return null;
+        }
+        String field = f.has("rope_scaling") ? "rope_scaling" : "rope_parameters";
+        String type = rope.has("rope_type") ? rope.string("rope_type") : rope.has("type") ? rope.string("type")
+                : "default";
+        if (type.equals("default")) {
+            return null;
+        }
+        if (!type.equals("yarn")) {
+            throw new ModelConfigException(source + ": unsupported " + field + " rope_type \"" + type
+                    + "\" (supported: default, yarn)");
+        }
+        int original = f.has("original_max_position_embeddings") ? f.positiveInt("original_max_position_embeddings")
+                : rope.has("original_max_position_embeddings") ? rope.positiveInt("original_max_position_embeddings")
+                : maxPositions;
+        double factor = rope.has("factor") ? rope.positiveDouble("factor") : (double) maxPositions / original;
+        return new YarnScaling(factor, original, orDefault(rope, "beta_fast", 32), orDefault(rope, "beta_slow", 1),
+                setOrNull(rope, "mscale"), setOrNull(rope, "mscale_all_dim"),
+                rope.has("attention_factor") ? rope.positiveDouble("attention_factor") : null,
+                rope.bool("truncate", true));
+    }
+
+    /** A field that Python reads as {@code d.get(name) or fallback}. */
+    private static double orDefault(Fields rope, String name, double fallback) {
+        return rope.has(name) && rope.nonNegativeDouble(name) != 0 ? rope.nonNegativeDouble(name) : fallback;
+    }
+
+    /** A field that Python tests for truth: absent, null and 0 all mean unset. */
+    private static Double setOrNull(Fields rope, String name) {
+        return rope.has(name) && rope.nonNegativeDouble(name) != 0 ? rope.nonNegativeDouble(name) : null;
     }
 
     public static ModelConfig parse(String jsonText, String source) {

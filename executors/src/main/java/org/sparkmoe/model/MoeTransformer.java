@@ -29,8 +29,8 @@ public final class MoeTransformer {
         this.layers = List.copyOf(layers);
         this.finalNorm = finalNorm;
         this.lmHead = lmHead;
-        this.rope = new RotaryEmbedding(config.head_dim, config.rope_theta,
-                config.max_position_embeddings);
+        this.rope = new RotaryEmbedding(config.head_dim, config.rope_theta, config.max_position_embeddings,
+                config.rope_scaling);
     }
 
     public ModelConfig config() {

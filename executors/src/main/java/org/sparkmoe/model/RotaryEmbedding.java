@@ -1,11 +1,14 @@
 package org.sparkmoe.model;
 
+import org.sparkmoe.io.YarnScaling;
 import org.sparkmoe.kernels.Flat;
 
 /**
- * Default RoPE as transformers builds it in float32: {@code inv_freq[i] = 1 / θ^(2i/hd)},
- * {@code angle = pos · inv_freq[i]}, applied as {@code q·cos + rotate_half(q)·sin} with the
- * two halves of each head rotated together.
+ * RoPE as transformers builds it in float32: {@code angle = pos · inv_freq[i]}, applied as
+ * {@code q·cos + rotate_half(q)·sin} with the two halves of each head rotated together. The inverse frequencies are
+ * the default {@code inv_freq[i] = 1 / θ^(2i/hd)} or YaRN's ({@code _compute_yarn_parameters}: a ramp between the
+ * extrapolated θ^(-2i/hd) and the interpolated θ^(-2i/hd)/s over the correction range), and YaRN scales cos and
+ * sin by its attention factor.
  */
 public final class RotaryEmbedding {
     private final int headDim;
@@ -13,21 +16,77 @@ public final class RotaryEmbedding {
     private final float[] sin; // [P, hd/2]
     private final int positions;
 
+    /** Default RoPE. */
     public RotaryEmbedding(int headDim, double theta, int positions) {
+        this(headDim, theta, positions, null);
+    }
+
+    /**
+     * @param headDim   the rotated dimension (even)
+     * @param yarn      YaRN scaling, or null for default RoPE
+     * @param positions the table covers positions [0, positions)
+     */
+    public RotaryEmbedding(int headDim, double theta, int positions, YarnScaling yarn) {
         this.headDim = headDim;
         this.positions = positions;
         int half = headDim / 2;
+        float[] invFreq = inverseFrequencies(headDim, theta, yarn);
+        float factor = yarn == null ? 1f : (float) yarn.cosSinFactor();
         cos = new float[positions * half];
         sin = new float[positions * half];
         for (int i = 0; i < half; i++) {
-            float exponent = (float) (2 * i) / headDim;
-            float invFreq = (float) (1.0 / (float) Math.pow(theta, exponent));
             for (int p = 0; p < positions; p++) {
-                float angle = p * invFreq;
-                cos[p * half + i] = (float) Math.cos(angle);
-                sin[p * half + i] = (float) Math.sin(angle);
+                float angle = p * invFreq[i];
+                cos[p * half + i] = (float) Math.cos(angle) * factor;
+                sin[p * half + i] = (float) Math.sin(angle) * factor;
             }
         }
+    }
+
+    /**
+     * inv_freq [hd/2] in float32 as transformers computes it (default RoPE when {@code yarn} is null). YaRN, with
+     * s = factor and the bounds in float64 as Python computes them:
+     * {@code low, high = correction range of (beta_fast, beta_slow)} (floor/ceil when truncate, clipped to
+     * [0, hd − 1]); {@code e[i] = 1 − clamp((i − low)/(high − low), 0, 1)};
+     * {@code inv[i] = θ^(-2i/hd)/s · (1 − e[i]) + θ^(-2i/hd) · e[i]}.
+     */
+    static float[] inverseFrequencies(int headDim, double theta, YarnScaling yarn) {
+        int half = headDim / 2;
+        float[] inv = new float[half];
+        double low = 0;
+        double high = 0;
+        if (yarn != null) {
+            low = correctionDim(yarn.beta_fast(), headDim, theta, yarn.original_max_position_embeddings());
+            high = correctionDim(yarn.beta_slow(), headDim, theta, yarn.original_max_position_embeddings());
+            if (yarn.truncate()) {
+                low = Math.floor(low);
+                high = Math.ceil(high);
+            }
+            low = Math.max(low, 0);
+            high = Math.min(high, headDim - 1);
+            if (low == high) {
+                high += 0.001; // as transformers: no singular ramp
+            }
+        }
+        for (int i = 0; i < half; i++) {
+            float exponent = (float) (2 * i) / headDim;
+            float posFreq = (float) Math.pow(theta, exponent);
+            float extrapolated = 1f / posFreq;
+            if (yarn == null) {
+                inv[i] = extrapolated;
+                continue;
+            }
+            float interpolated = 1f / ((float) yarn.factor() * posFreq);
+            float ramp = Math.min(Math.max((i - (float) low) / (float) (high - low), 0f), 1f);
+            float extrapolationShare = 1f - ramp;
+            inv[i] = interpolated * (1f - extrapolationShare) + extrapolated * extrapolationShare;
+        }
+        return inv;
+    }
+
+    /** YaRN's dimension at which the wavelength makes {@code rotations} turns over {@code original} positions. */
+    private static double correctionDim(double rotations, int dim, double theta, int original) {
+        return (dim * Math.log(original / (rotations * 2 * Math.PI))) / (2 * Math.log(theta));
     }
 
     public int positions() {

@@ -383,10 +383,45 @@ class ModelConfigTest {
     }
 
     @Test
-    void yarnRopeTypeUnsupported() {
+    void yarnRopeParametersWithTheirDefaults() {
+        ObjectNode n = mixtral();
+        ((ObjectNode) n.get("rope_parameters")).put("rope_type", "yarn").put("factor", 4.0)
+                .put("original_max_position_embeddings", 8);
+        YarnScaling y = parse(n).rope_scaling;
+        assertEquals(new YarnScaling(4.0, 8, 32, 1, null, null, null, true), y);
+        assertEquals(0.1 * Math.log(4.0) + 1, y.cosSinFactor(), 1e-15);
+        assertEquals(0.5, y.softmaxScale(0.5), 0.0);
+    }
+
+    @Test
+    void legacyRopeScalingYarnAsDeepSeekV2LiteWritesIt() {
+        ObjectNode n = mixtral();
+        n.remove("rope_parameters");
+        n.put("rope_theta", 10000.0);
+        n.putObject("rope_scaling").put("type", "yarn").put("factor", 40).put("original_max_position_embeddings", 4096)
+                .put("beta_fast", 32).put("beta_slow", 1).put("mscale", 0.707).put("mscale_all_dim", 0.707);
+        ModelConfig c = parse(n);
+        assertEquals(10000.0, c.rope_theta);
+        assertEquals(new YarnScaling(40, 4096, 32, 1, 0.707, 0.707, null, true), c.rope_scaling);
+        assertEquals(1.0, c.rope_scaling.cosSinFactor(), 0.0);
+    }
+
+    @Test
+    void yarnFactorDefaultsToTheLengthRatio() {
+        ObjectNode n = mixtral();
+        n.put("max_position_embeddings", 64);
+        ((ObjectNode) n.get("rope_parameters")).put("rope_type", "yarn").put("original_max_position_embeddings", 16)
+                .put("truncate", false);
+        YarnScaling y = parse(n).rope_scaling;
+        assertEquals(4.0, y.factor());
+        assertFalse(y.truncate());
+    }
+
+    @Test
+    void otherRopeTypeUnsupported() {
         ModelConfigException e = rejects(mixtral(),
-                n -> ((ObjectNode) n.get("rope_parameters")).put("rope_type", "yarn"));
-        assertMentions(e, "rope_type", "yarn");
+                n -> ((ObjectNode) n.get("rope_parameters")).put("rope_type", "llama3"));
+        assertMentions(e, "rope_parameters", "llama3");
     }
 
     @Test
