@@ -33,7 +33,7 @@ the identity and every router nearly uniform): matrices ~ N(0, 0.2²) (gate_up_p
 at limit 7 acts on a part of the gate and up values), norm weights ~ 1 + N(0, 0.1²), biases and sinks ~ N(0, 0.5²),
 from one seeded torch generator, then rounded to bf16.
 
-What the fixture exercises: q/k/v/o biases; a learned sink per head; layer_types sliding, full, sliding with
+What the fixture exercises: YaRN rope scaling (factor 4, truncate false); q/k/v/o biases; a learned sink per head; layer_types sliding, full, sliding with
 sliding_window 5 < 16 tokens; 8 experts, top 3, router bias; interleaved gate/up with biases and the clamped
 activation; the down bias inside the routing weight.
 """
@@ -55,7 +55,9 @@ CORPUS = os.path.join(ROOT, "examples/corpus/sysadmin.txt")
 WINDOW = 64
 BATCH, SEQ = 3, 16
 SEED = 20260317
-ROPE = {"rope_type": "default", "rope_theta": 150000.0}
+# YaRN as gpt-oss uses it (truncate false), scaled down: factor 4 over an original context of 32 positions
+ROPE = {"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+        "truncate": False, "original_max_position_embeddings": 32}
 
 
 def gpt_oss():
