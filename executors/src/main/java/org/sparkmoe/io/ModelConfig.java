@@ -11,11 +11,11 @@ import java.util.Set;
 /**
  * A Hugging Face {@code config.json} for a decoder-only (MoE) causal LM. Fields keep their Hugging Face
  * names; derived values (head_dim when null, the rope_theta location) are resolved here once.
- * Supported model types: {@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}, {@code olmoe}, and the dense
+ * Supported model types: {@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}, {@code olmoe}, {@code gpt_oss}, and the dense
  * {@code mistral} and {@code qwen3} that expert merging produces. Defaults follow transformers 5.17's config classes.
  */
 public final class ModelConfig {
-    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, MISTRAL, QWEN3 }
+    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, GPT_OSS, MISTRAL, QWEN3 }
 
     /**
      * Where an RMSNorm acts on the q and k projections: not at all; per head over head_dim after the reshape
@@ -38,8 +38,20 @@ public final class ModelConfig {
     public final double rope_theta;
     /** YaRN rope scaling ({@code rope_parameters} or {@code rope_scaling} of type yarn); null = plain RoPE. */
     public final YarnScaling rope_scaling;
-    /** null = full causal attention; else every layer keeps the last sliding_window keys. */
+    /**
+     * null = full causal attention; else the window of the layers {@link #slidingWindow(int)} names (every layer, or
+     * gpt-oss's sliding_attention layers).
+     */
     public final Integer sliding_window;
+    /**
+     * gpt-oss: "sliding_attention" or "full_attention" per layer (GptOssConfig's default alternates, starting
+     * sliding); null for the other types, whose sliding_window applies to every layer.
+     */
+    public final java.util.List<String> layer_types;
+    /** gpt-oss: a learned sink logit per head ({@code self_attn.sinks} [H]) joins every attention softmax. */
+    public final boolean attention_sinks;
+    /** gpt-oss's clamped expert activation (swiglu_limit 7, alpha 1.702) with biases on every expert projection. */
+    public final boolean clamped_experts;
     public final boolean tie_word_embeddings;
     /** Bias on q/k/v projections (Qwen2-MoE's qkv_bias; true with attention_bias). */
     public final boolean qkv_bias;
@@ -84,10 +96,11 @@ public final class ModelConfig {
             case "qwen2_moe" -> modelType = ModelType.QWEN2_MOE;
             case "qwen3_moe" -> modelType = ModelType.QWEN3_MOE;
             case "olmoe" -> modelType = ModelType.OLMOE;
+            case "gpt_oss" -> modelType = ModelType.GPT_OSS;
             case "mistral" -> modelType = ModelType.MISTRAL;
             case "qwen3" -> modelType = ModelType.QWEN3;
             default -> throw new ModelConfigException(source + ": unsupported model_type \"" + type
-                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, mistral, qwen3)");
+                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss, mistral, qwen3)");
         }
         vocab_size = f.positiveInt("vocab_size");
         hidden_size = f.positiveInt("hidden_size");
@@ -124,7 +137,36 @@ public final class ModelConfig {
         tie_word_embeddings = f.bool("tie_word_embeddings", false);
         router_aux_loss_coef = f.has("router_aux_loss_coef") ? f.nonNegativeDouble("router_aux_loss_coef") : 0.0;
         router_jitter_noise = f.has("router_jitter_noise") ? f.nonNegativeDouble("router_jitter_noise") : 0.0;
+        layer_types = modelType == ModelType.GPT_OSS ? layerTypes(f, num_hidden_layers) : null;
+        attention_sinks = modelType == ModelType.GPT_OSS;
+        clamped_experts = modelType == ModelType.GPT_OSS;
         switch (modelType) {
+            case GPT_OSS -> {
+                num_experts = f.has("num_local_experts") ? f.positiveInt("num_local_experts")
+                        : f.positiveInt("num_experts");
+                num_experts_per_tok = f.positiveInt("num_experts_per_tok");
+                expert_intermediate_size = intermediate_size;
+                // softmax over the top-K logits = the softmax over all E renormalised over the K (see RoutingRule)
+                norm_topk_prob = true;
+                shared_expert_intermediate_size = 0;
+                decoder_sparse_step = 1;
+                mlp_only_layers = Set.of();
+                attention_bias = f.bool("attention_bias", true);
+                qkv_bias = attention_bias;
+                qkNorm = QkNorm.NONE;
+                clip_qkv = null;
+                sliding_window = f.optionalPositiveInt("sliding_window");
+                if (sliding_window == null && layer_types.contains("sliding_attention")) {
+                    throw new ModelConfigException(source + ": layer_types has sliding_attention layers but "
+                            + "sliding_window is null");
+                }
+                if (f.has("swiglu_limit") && f.positiveDouble("swiglu_limit") != 7.0) {
+                    // GptOssExperts fixes limit = 7.0 whatever the config says; only the MXFP4 kernels read it
+                    throw new ModelConfigException(source + ": unsupported swiglu_limit " + f.raw("swiglu_limit")
+                            + " (transformers' GptOssExperts uses 7.0)");
+                }
+                low_rank_experts_rank = 0;
+            }
             case MIXTRAL -> {
                 num_experts = f.positiveInt("num_local_experts");
                 num_experts_per_tok = f.positiveInt("num_experts_per_tok");
@@ -237,6 +279,35 @@ public final class ModelConfig {
             throw new ModelConfigException(source + ": num_experts_per_tok " + num_experts_per_tok
                     + " exceeds the number of experts " + num_experts);
         }
+    }
+
+    /** gpt-oss's layer_types, each sliding_attention or full_attention; GptOssConfig's alternation when absent. */
+    private static java.util.List<String> layerTypes(Fields f, int layers) {
+        java.util.List<String> out = new java.util.ArrayList<>();
+        if (!f.has("layer_types")) {
+            for (int l = 0; l < layers; l++) {
+                out.add(l % 2 == 0 ? "sliding_attention" : "full_attention");
+            }
+            return java.util.List.copyOf(out);
+        }
+        JsonNode v = f.node("layer_types");
+        if (!v.isArray() || v.size() != layers) {
+            throw new ModelConfigException(f.source + ": field layer_types must list one type per layer ("
+                    + layers + "), got " + v);
+        }
+        for (JsonNode e : v) {
+            if (!e.isTextual() || !(e.asText().equals("sliding_attention") || e.asText().equals("full_attention"))) {
+                throw new ModelConfigException(f.source + ": field layer_types holds " + e
+                        + ", expected \"sliding_attention\" or \"full_attention\"");
+            }
+            out.add(e.asText());
+        }
+        return java.util.List.copyOf(out);
+    }
+
+    /** The attention window of layer {@code layer}: sliding_window, or null (full causal attention). */
+    public Integer slidingWindow(int layer) {
+        return layer_types == null || layer_types.get(layer).equals("sliding_attention") ? sliding_window : null;
     }
 
     /** low_rank_experts_rank (or its old name), 0 when absent. */
@@ -354,6 +425,10 @@ public final class ModelConfig {
         boolean has(String name) {
             JsonNode v = node.get(name);
             return v != null && !v.isNull();
+        }
+
+        JsonNode node(String name) {
+            return node.get(name);
         }
 
         String raw(String name) {

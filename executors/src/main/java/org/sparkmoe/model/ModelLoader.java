@@ -89,7 +89,8 @@ public final class ModelLoader {
                 bias ? tensor(CheckpointLayout.attention(l, 'v', "bias")) : null,
                 config.attention_bias ? tensor(CheckpointLayout.attention(l, 'o', "bias")) : null,
                 projectionNorm(l, 'q'), projectionNorm(l, 'k'), projectionNorm(l, 'v'),
-                config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.sliding_window);
+                config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.slidingWindow(l),
+                config.attention_sinks ? tensor(CheckpointLayout.attentionSinks(l)) : null);
         RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l)), config.rms_norm_eps);
         RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
         if (!config.isMoeLayer(l)) {

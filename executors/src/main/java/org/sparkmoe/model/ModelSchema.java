@@ -44,6 +44,9 @@ public final class ModelSchema {
             if (c.attention_bias) {
                 out.put(CheckpointLayout.attention(l, 'o', "bias"), new long[] {d});
             }
+            if (c.attention_sinks) {
+                out.put(CheckpointLayout.attentionSinks(l), new long[] {c.num_attention_heads});
+            }
             if (c.qkNorm == ModelConfig.QkNorm.PER_HEAD) {
                 out.put(CheckpointLayout.attentionNorm(l, 'q'), new long[] {c.head_dim});
                 out.put(CheckpointLayout.attentionNorm(l, 'k'), new long[] {c.head_dim});
@@ -55,6 +58,9 @@ public final class ModelSchema {
             if (c.isMoeLayer(l)) {
                 long i = c.expert_intermediate_size;
                 out.put(layout.routerGate(l), new long[] {c.num_experts, d});
+                if (c.clamped_experts) {
+                    out.put(layout.routerBias(l), new long[] {c.num_experts});
+                }
                 if (c.hasLowRankExperts()) {
                     long r = c.low_rank_experts_rank;
                     out.put(layout.sharedBase(l, Projection.GATE), new long[] {i, d});
@@ -71,6 +77,11 @@ public final class ModelSchema {
                         out.put(layout.expert(l, e, Projection.GATE), new long[] {i, d});
                         out.put(layout.expert(l, e, Projection.UP), new long[] {i, d});
                         out.put(layout.expert(l, e, Projection.DOWN), new long[] {d, i});
+                        if (c.clamped_experts) {
+                            out.put(layout.expertBias(l, e, Projection.GATE), new long[] {i});
+                            out.put(layout.expertBias(l, e, Projection.UP), new long[] {i});
+                            out.put(layout.expertBias(l, e, Projection.DOWN), new long[] {d});
+                        }
                     }
                 }
                 if (c.hasSharedExpert()) {
