@@ -26,10 +26,34 @@ import java.util.Map;
  * {@code model.layers.L.mlp.gate.weight}. A layer is read as fused when its expert 0 gate weight is absent and its
  * {@code gate_up_proj} is present; per-expert and fused layers may mix. The last fused tensor read is kept, so the E
  * gate and E up slices of one layer read the file once.
+ *
+ * <p>gpt-oss stores its experts transposed, gate and up interleaved by column, with biases (transformers 5.17
+ * {@code GptOssExperts}; the only layout it has):
+ * <pre>
+ *   model.layers.L.mlp.experts.gate_up_proj       [E, D, 2I]  expert e: gate_proj = columns 0, 2, 4, … (seen as
+ *                                                             [I, D] through a transposed strided view), up_proj =
+ *                                                             columns 1, 3, 5, …
+ *   model.layers.L.mlp.experts.gate_up_proj_bias  [E, 2I]     gate bias = entries 0, 2, …; up bias = 1, 3, …
+ *   model.layers.L.mlp.experts.down_proj          [E, I, D]   down_proj = its transpose [D, I]
+ *   model.layers.L.mlp.experts.down_proj_bias     [E, D]
+ * </pre>
+ * The per-expert names are the qwen-style {@code mlp.experts.e.gate_proj.weight} (and {@code .bias}); the views are
+ * strided, so products copy them per tile (see {@link org.sparkmoe.kernels.WeightStack}).
  */
 public final class FusedExperts implements TensorSource {
-    /** Where a per-expert name lives: rows [from, to) of expert {@code expert} of the fused tensor {@code fused}. */
-    private record Slice(String fused, int expert, long from, long to) {
+    /**
+     * Where a per-expert name lives: rows from, from + step, … below {@code to} of expert {@code expert}'s matrix of the
+     * fused tensor {@code fused} [E, rows, cols] (transposed first when {@code transposed}: [E, cols, rows] stored),
+     * or entries of its vector for a fused bias [E, n].
+     */
+    private record Slice(String fused, int expert, long from, long to, long step, boolean transposed) {
+        Slice(String fused, int expert, long from, long to) {
+            this(fused, expert, from, to, 1, false);
+        }
+
+        long count() {
+            return (to - from + step - 1) / step;
+        }
     }
 
     private final TensorSource base;
@@ -103,8 +127,30 @@ public final class FusedExperts implements TensorSource {
         return out;
     }
 
+    /** gpt-oss's {@code model.layers.L.mlp.experts.gate_up_proj_bias}, [E, 2I]. */
+    public static String gateUpBias(int layer) {
+        return gateUp(layer) + "_bias";
+    }
+
+    /** gpt-oss's {@code model.layers.L.mlp.experts.down_proj_bias}, [E, D]. */
+    public static String downBias(int layer) {
+        return down(layer) + "_bias";
+    }
+
     private void addLayer(CheckpointLayout layout, int l, ModelConfig config) {
         long i = config.expert_intermediate_size;
+        if (config.clamped_experts) {
+            long d = config.hidden_size;
+            for (int e = 0; e < config.num_experts; e++) {
+                slices.put(layout.expert(l, e, Projection.GATE), new Slice(gateUp(l), e, 0, 2 * i, 2, true));
+                slices.put(layout.expert(l, e, Projection.UP), new Slice(gateUp(l), e, 1, 2 * i, 2, true));
+                slices.put(layout.expert(l, e, Projection.DOWN), new Slice(down(l), e, 0, d, 1, true));
+                slices.put(layout.expertBias(l, e, Projection.GATE), new Slice(gateUpBias(l), e, 0, 2 * i, 2, false));
+                slices.put(layout.expertBias(l, e, Projection.UP), new Slice(gateUpBias(l), e, 1, 2 * i, 2, false));
+                slices.put(layout.expertBias(l, e, Projection.DOWN), new Slice(downBias(l), e, 0, d, 1, false));
+            }
+            return;
+        }
         for (int e = 0; e < config.num_experts; e++) {
             slices.put(layout.expert(l, e, Projection.GATE), new Slice(gateUp(l), e, 0, i));
             slices.put(layout.expert(l, e, Projection.UP), new Slice(gateUp(l), e, i, 2 * i));
@@ -121,7 +167,10 @@ public final class FusedExperts implements TensorSource {
         return s != null ? base.has(s.fused) : base.has(storedName(name));
     }
 
-    /** The slice's shape, [rows, cols]; throws naming the fused tensor when its shape cannot hold the expert. */
+    /**
+     * The slice's shape, [rows, cols] (or [n] of a fused bias); throws naming the fused tensor when its shape cannot
+     * hold the expert.
+     */
     @Override
     public long[] shape(String name) {
         Slice s = slices.get(name);
@@ -129,13 +178,18 @@ public final class FusedExperts implements TensorSource {
             return base.shape(storedName(name));
         }
         long[] fused = base.shape(s.fused);
-        if (fused.length != 3 || s.expert >= fused[0] || s.to > fused[1]) {
+        boolean vector = fused.length == 2;
+        int slicedAxis = vector ? 1 : s.transposed ? 2 : 1;                     // the axis the slice steps along
+        if ((fused.length != 3 && !vector) || s.expert >= fused[0] || s.to > fused[slicedAxis]) {
             // a shape that cannot hold the slice: report the fused tensor's own shape, which ModelSchema names
             throw new CheckpointFormatException(describe() + ": fused tensor " + s.fused + " has shape "
-                    + Arrays.toString(fused) + ", which does not hold rows [" + s.from + ", " + s.to + ") of expert "
-                    + s.expert);
+                    + Arrays.toString(fused) + ", which does not hold " + (s.transposed ? "columns" : "rows") + " ["
+                    + s.from + ", " + s.to + ") of expert " + s.expert);
         }
-        return new long[] {s.to - s.from, fused[2]};
+        if (vector) {
+            return new long[] {s.count()};
+        }
+        return new long[] {s.count(), s.transposed ? fused[1] : fused[2]};
     }
 
     @Override
@@ -161,9 +215,19 @@ public final class FusedExperts implements TensorSource {
         return s == null ? base.stored(storedName(name)) : expertRows(name, s, base.stored(s.fused));
     }
 
-    /** The expert's rows of {@code fused} [E, rows, cols]: a view [to-from, cols]; checks the fused shape first. */
+    /**
+     * The expert's rows of {@code fused} [E, rows, cols] (of its transpose when the slice says so, or the entries of a
+     * fused bias [E, n]): a view; checks the fused shape first.
+     */
     private INDArray expertRows(String name, Slice s, INDArray fused) {
         shape(name);
+        if (fused.rank() == 2) {
+            return fused.get(NDArrayIndex.point(s.expert), NDArrayIndex.interval(s.from, s.step, s.to));
+        }
+        if (s.transposed) {
+            return fused.get(NDArrayIndex.point(s.expert), NDArrayIndex.all(),
+                    NDArrayIndex.interval(s.from, s.step, s.to)).transpose();
+        }
         return fused.get(NDArrayIndex.point(s.expert), NDArrayIndex.interval(s.from, s.to), NDArrayIndex.all());
     }
 

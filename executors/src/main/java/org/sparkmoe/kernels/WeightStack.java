@@ -10,7 +10,9 @@ import org.nd4j.linalg.factory.Nd4j;
  * G weight matrices of one shape [out, in] (Hugging Face Linear layout) and one element type, the weight operand of
  * a {@link GroupedGemm}: either one stacked array [G, out, in] (LoRA factors, weights built in memory) or one array
  * per group (expert weights memory-mapped from a checkpoint, where the E experts of a projection are separate
- * tensors at no regular distance from each other). Each matrix is row-major with unit column stride.
+ * tensors at no regular distance from each other). A per-group matrix may be any strided view (gpt-oss's gate and up
+ * are every other column of its fused [D, 2I] tensor, seen transposed): a product takes it where BLAS can, else
+ * copies it into scratch tile by tile ({@link Widened}), never whole.
  *
  * <p>The element type is what the weights are stored in: FLOAT or DOUBLE (used as they are by a product of the
  * same type), or BFLOAT16/HALF, widened per use (see {@link Widened}). Immutable.
@@ -55,10 +57,6 @@ public final class WeightStack {
             if (m.rank() != 2 || !Arrays.equals(m.shape(), first.shape()) || m.dataType() != first.dataType()) {
                 throw new IllegalArgumentException("per-group weights disagree: " + Arrays.toString(m.shape()) + " "
                         + m.dataType() + " against " + Arrays.toString(first.shape()) + " " + first.dataType());
-            }
-            if (m.size(1) > 1 && m.stride(1) != 1) {
-                throw new IllegalArgumentException("per-group weights need unit column stride, got strides "
-                        + Arrays.toString(m.stride()));
             }
         }
         checkType(first);
@@ -114,7 +112,7 @@ public final class WeightStack {
 
     /**
      * Matrix g as BLAS sees it where it lies (stored FLOAT or DOUBLE): the stacked matrices (index g) or g's own
-     * (index 0). An array whose layout BLAS cannot take is copied to 'c' order once.
+     * (index 0); null when BLAS cannot take its layout (a strided view: products copy it per tile).
      */
     BlasMatrices blas(int g) {
         BlasMatrices[] made = blas;
@@ -129,8 +127,7 @@ public final class WeightStack {
     }
 
     private static BlasMatrices direct(INDArray a) {
-        BlasMatrices m = BlasMatrices.of(a);
-        return m != null ? m : BlasMatrices.of(a.dup('c'));
+        return BlasMatrices.of(a);
     }
 
     /** A new 'c'-order [G, out, in] array of the weights widened to {@code type}: a full copy, for tests and uploads. */

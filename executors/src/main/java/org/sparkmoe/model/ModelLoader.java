@@ -15,6 +15,7 @@ import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.WeightStack;
 import org.sparkmoe.moe.MoeBlock;
@@ -112,7 +113,10 @@ public final class ModelLoader {
     }
 
     private MoeBlock moeBlock(int l, GroupedGemm gemm) {
-        Router router = new Router(tensor(layout.routerGate(l)));
+        Router router = config.clamped_experts
+                ? new Router(tensor(layout.routerGate(l)), tensor(layout.routerBias(l)), null)
+                : new Router(tensor(layout.routerGate(l)));
+        // gpt-oss's softmax over the top-K logits is this rule with norm_topk_prob (see RoutingRule#softmaxTopK)
         RouterOptions options = RouterOptions.of(RoutingRule.softmaxTopK(config.num_experts_per_tok,
                 config.norm_topk_prob));
         if (config.hasLowRankExperts()) {
@@ -127,10 +131,12 @@ public final class ModelLoader {
                             1.0));
             return new MoeBlock(router, options, new LowRankFactorised(weights, gemm), null);
         }
-        ExpertWeights experts = new ExpertWeights(
-                experts(l, Projection.GATE),
-                experts(l, Projection.UP),
-                experts(l, Projection.DOWN));
+        ExpertWeights experts = config.clamped_experts
+                ? new ExpertWeights(experts(l, Projection.GATE), experts(l, Projection.UP), experts(l, Projection.DOWN),
+                        expertBiases(l, Projection.GATE), expertBiases(l, Projection.UP),
+                        expertBiases(l, Projection.DOWN), GatedActivation.CLAMPED_SWIGLU)
+                : new ExpertWeights(experts(l, Projection.GATE), experts(l, Projection.UP),
+                        experts(l, Projection.DOWN));
         SharedExpert shared = null;
         if (config.hasSharedExpert()) {
             shared = new SharedExpert(new SwiGluMlp(
@@ -149,6 +155,15 @@ public final class ModelLoader {
             perExpert.add(matrix(layout.expert(l, e, p)));
         }
         return WeightStack.of(perExpert);
+    }
+
+    /** gpt-oss: the E experts' biases of one projection, stacked [E, out] in the model's type. */
+    private INDArray expertBiases(int l, Projection p) {
+        List<INDArray> rows = new ArrayList<>(config.num_experts);
+        for (int e = 0; e < config.num_experts; e++) {
+            rows.add(tensor(layout.expertBias(l, e, p)).reshape(1, -1));
+        }
+        return Nd4j.concat(0, rows.toArray(new INDArray[0]));
     }
 
     /**
