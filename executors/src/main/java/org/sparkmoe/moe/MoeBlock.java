@@ -120,11 +120,12 @@ public final class MoeBlock {
     }
 
     /**
-     * @param dx      [T, D]
-     * @param dRouter [E, D], null when the router is not trainable
-     * @param experts the experts' gradients (LoRA, dL/dg)
+     * @param dx          [T, D]
+     * @param dRouter     [E, D], null when the router is not trainable
+     * @param dRouterBias [E], null when the router is not trainable or has no bias (gpt-oss has one)
+     * @param experts     the experts' gradients (LoRA, dL/dg)
      */
-    public record Gradients(INDArray dx, INDArray dRouter, ExpertGradients experts) {
+    public record Gradients(INDArray dx, INDArray dRouter, INDArray dRouterBias, ExpertGradients experts) {
     }
 
     /** Evaluation of the training pass: no jitter. x [T, D]. */
@@ -176,13 +177,15 @@ public final class MoeBlock {
         double[] dz = dRouterLogits == null ? new double[(int) ctx.logits.length()] : Flat.values(dRouterLogits);
         ctx.routes.backward(ffn.dWeights(), dz);
 
-        // logits = xj·Wgᵀ + b  →  dWg = dlogitsᵀ·xj, dxj += dlogits·Wg
+        // logits = xj·Wgᵀ + b  →  dWg = dlogitsᵀ·xj, db = Σ_t dlogits[t], dxj += dlogits·Wg
         INDArray dLogits = Flat.array(dz, ctx.logits.shape(), ctx.logits.dataType());         // [T, E]
         INDArray dRouter = null;
+        INDArray dRouterBias = null;
         if (options.trainable()) {
             INDArray w = router.weight();
             dRouter = Nd4j.createUninitialized(w.dataType(), w.shape(), 'c');                 // [E, D]
             Nd4j.gemm(dLogits, ctx.xj, dRouter, true, false, 1.0, 0.0);
+            dRouterBias = router.bias() == null ? null : dLogits.sum(0);                      // [E]
         }
         INDArray dx = ffn.dx();                                                               // [T, D]
         Nd4j.gemm(dLogits, router.weight(), dx, false, false, 1.0, 1.0);
@@ -196,7 +199,7 @@ public final class MoeBlock {
         if (ctx.sharedPass != null) {
             shared.backward(ctx.sharedPass, dOut, dx);
         }
-        return new Gradients(dx, dRouter, ffn);
+        return new Gradients(dx, dRouter, dRouterBias, ffn);
     }
 
     /** U(1 − j, 1 + j) [T, D] in 'c' order from one seeded generator. */
