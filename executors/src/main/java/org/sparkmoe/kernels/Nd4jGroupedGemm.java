@@ -107,7 +107,7 @@ public final class Nd4jGroupedGemm implements GroupedGemm {
         if (m != null) {
             return new Operand(m.fromColumn(c0), w.stacked() != null ? g : 0, r0);
         }
-        return new Operand(Widened.widen(w.matrix(g), r0, r1, c0, c1, compute), 0, 0);
+        return new Operand(Widened.widen(w, g, r0, r1, c0, c1, compute), 0, 0);
     }
 
     @Override

@@ -14,6 +14,7 @@ import org.sparkmoe.experts.SwiGluMlp;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.Mxfp4;
 import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
@@ -148,8 +149,19 @@ public final class ModelLoader {
         return new MoeBlock(router, options, new FullExperts(experts, gemm), shared);
     }
 
-    /** The E experts' weights [rows, cols] of one projection, each where {@link #matrix} finds it. */
+    /**
+     * The E experts' weights [rows, cols] of one projection, each where {@link #matrix} finds it; MXFP4 experts (gpt-oss
+     * as released) stay packed where they lie for a FLOAT model, decoded per tile by the products.
+     */
     private WeightStack experts(int l, Projection p) {
+        if (dataType == DataType.FLOAT && tensors instanceof FusedExperts fused
+                && fused.isPacked(layout.expert(l, 0, p))) {
+            List<Mxfp4> packed = new ArrayList<>(config.num_experts);
+            for (int e = 0; e < config.num_experts; e++) {
+                packed.add(fused.packed(layout.expert(l, e, p)));
+            }
+            return WeightStack.ofMxfp4(packed);
+        }
         List<INDArray> perExpert = new ArrayList<>(config.num_experts);
         for (int e = 0; e < config.num_experts; e++) {
             perExpert.add(matrix(layout.expert(l, e, p)));

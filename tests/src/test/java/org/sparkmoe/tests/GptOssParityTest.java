@@ -11,7 +11,12 @@ import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.eval.EvalJob;
 import org.sparkmoe.driver.eval.EvalPlan;
 import org.sparkmoe.driver.eval.PerplexityReport;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.ModelFolder;
@@ -25,9 +30,12 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.nd4j.linalg.indexing.NDArrayIndex.all;
+import static org.nd4j.linalg.indexing.NDArrayIndex.interval;
 
 /**
- * Our forward pass and eval on a tiny random gpt_oss against transformers 5.17 itself (float32, eager attention).
+ * Our forward pass and eval on a tiny random gpt_oss and on its MXFP4 variant against transformers 5.17 itself
+ * (float32, eager attention), and our MXFP4 dequantisation against transformers' bit for bit.
  *
  * <p>How the expected numbers were produced: {@code tests/src/test/resources/reference/make_gpt_oss_reference.py}
  * (transformers 5.17.0, torch CPU) builds the model with transformers, redraws its weights from a seeded generator
@@ -71,7 +79,7 @@ class GptOssParityTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"gpt-oss-tiny"})
+    @ValueSource(strings = {"gpt-oss-tiny", "gpt-oss-tiny-mxfp4"})
     void logitsHiddenStatesAndRouterLogitsMatchTransformers(String name) {
         MoeTransformer model = load(folder(name));
         ModelConfig c = model.config();
@@ -93,7 +101,7 @@ class GptOssParityTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"gpt-oss-tiny"})
+    @ValueSource(strings = {"gpt-oss-tiny", "gpt-oss-tiny-mxfp4"})
     void evalTestSplitPerplexityMatchesTransformers(String name) {
         try (SafeTensorsFile ref = reference(name)) {
             PerplexityReport report = eval(folder(name));
@@ -105,6 +113,32 @@ class GptOssParityTest {
             System.out.printf("%s: test perplexity ours %.6f, transformers %.6f, |Δ nll/token| %.3g%n", name,
                     Math.exp(ours.nllSum() / ours.tokens()), Math.exp(nll / tokens), delta);
             assertTrue(delta <= NLL_PER_TOKEN_TOLERANCE, name + ": |Δ nll/token| " + delta);
+        }
+    }
+
+    /** Every expert matrix of layer 0, decoded from the stored blocks and scales, equals transformers' dequantisation. */
+    @org.junit.jupiter.api.Test
+    void mxfp4DequantisationIsTransformersBitForBit() {
+        String name = "gpt-oss-tiny-mxfp4";
+        org.apache.hadoop.fs.Path dir = new org.apache.hadoop.fs.Path(folder(name).toUri());
+        ModelConfig c = ModelFolder.readConfig(dir, new Configuration());
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        try (Checkpoint checkpoint = Checkpoint.open(dir, new Configuration()); SafeTensorsFile ref = reference(name)) {
+            TensorSource view = FusedExperts.perExpert(checkpoint, c);
+            INDArray gateUp = ref.readFloat("dequant.gate_up_proj");      // [E, D, 2I] as transformers holds it
+            INDArray down = ref.readFloat("dequant.down_proj");           // [E, I, D]
+            int i = c.expert_intermediate_size;
+            for (int e = 0; e < c.num_experts; e++) {
+                INDArray g = gateUp.slice(e);                              // [D, 2I]
+                assertArrayEquals(g.get(all(), interval(0, 2, 2 * i)).transpose().dup('c').data().asFloat(),
+                        view.readFloat(layout.expert(0, e, Projection.GATE)).data().asFloat(), "gate of expert " + e);
+                assertArrayEquals(g.get(all(), interval(1, 2, 2 * i)).transpose().dup('c').data().asFloat(),
+                        view.readFloat(layout.expert(0, e, Projection.UP)).data().asFloat(), "up of expert " + e);
+                assertArrayEquals(down.slice(e).transpose().dup('c').data().asFloat(),
+                        view.readFloat(layout.expert(0, e, Projection.DOWN)).data().asFloat(), "down of expert " + e);
+            }
+            assertTrue(view instanceof FusedExperts f && f.isPacked(layout.expert(0, 0, Projection.GATE)),
+                    "the experts are read packed");
         }
     }
 
