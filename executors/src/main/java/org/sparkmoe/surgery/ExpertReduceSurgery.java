@@ -19,7 +19,8 @@ import java.util.List;
  * (w1, w3, w2 concatenated); each cluster becomes one expert whose weights, and whose gate row, are the
  * frequency-weighted means of its members' (frequency fₑ = calibration selection count; uniform without statistics,
  * or within a cluster none of whose members was ever selected). The expert count (num_local_experts or num_experts)
- * = E' and {@code num_experts_per_tok} = min(K, E'). Any MoE type; a Qwen2-MoE shared expert is kept as it is.
+ * = E' and {@code num_experts_per_tok} = min(K, E'). Any MoE type; a Qwen2-MoE shared expert is kept as it is;
+ * gpt-oss's expert biases and router bias entries are merged with the same weights as the weights and gate rows.
  */
 public final class ExpertReduceSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
@@ -29,6 +30,7 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     private final int newExperts;
     private final int experts;
     private final ModelConfig.ModelType type;
+    private final boolean biases;               // gpt-oss: expert and router biases
     private final double[][][] routingFeatures; // [MoE layers][E][F], null when clustering by weights
     private final double[][] frequency;         // [MoE layers][E]
     private final long seed;
@@ -51,6 +53,7 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         this.newExperts = newExperts;
         this.experts = model.num_experts;
         this.type = model.modelType;
+        this.biases = model.clamped_experts;
         this.seed = seed;
         this.frequency = new double[moeLayers][experts];
         this.routingFeatures = by == By.ROUTING ? new double[moeLayers][][] : null;
@@ -108,15 +111,35 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         INDArray gate = source.readFloat(layout.routerGate(layer)); // [E, D]
         INDArray newGate = Nd4j.createUninitialized(gate.dataType(), newExperts, gate.size(1)); // [E', D]
         INDArray gateStack = gate.reshape(experts, 1, gate.size(1)); // [E, 1, D]
+        INDArray[] biasStacks = new INDArray[Projection.values().length]; // each [E, 1, n], gpt-oss only
+        INDArray routerBias = null;                                         // [E, 1, 1]
+        INDArray newRouterBias = null;                                      // [E']
+        if (biases) {
+            for (Projection p : Projection.values()) {
+                biasStacks[p.ordinal()] = ExpertStack.readBiases(source, layout, layer, experts, p);
+            }
+            routerBias = source.readFloat(layout.routerBias(layer)).reshape(experts, 1, 1);
+            newRouterBias = Nd4j.createUninitialized(routerBias.dataType(), newExperts);
+        }
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         for (int g = 0; g < groups.length; g++) {
             double[] w = memberWeights(groups[g], frequency[moeLayer]);
             for (Projection p : Projection.values()) {
                 out.put(layout.expert(layer, g, p), ExpertStack.weightedSum(stacks[p.ordinal()], w));
+                if (biases) {
+                    out.put(layout.expertBias(layer, g, p),
+                            ExpertStack.weightedSum(biasStacks[p.ordinal()], w).reshape(-1));
+                }
             }
             newGate.getRow(g).assign(ExpertStack.weightedSum(gateStack, w).reshape(gate.size(1)));
+            if (biases) {
+                newRouterBias.putScalar(g, ExpertStack.weightedSum(routerBias, w).getDouble(0));
+            }
         }
         out.put(layout.routerGate(layer), newGate);
+        if (biases) {
+            out.put(layout.routerBias(layer), newRouterBias);
+        }
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
         metrics.put("experts", (double) newExperts);
         return new LayerResult(out, groups, metrics);
