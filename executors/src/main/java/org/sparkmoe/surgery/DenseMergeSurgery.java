@@ -26,6 +26,11 @@ import java.util.List;
  *   [1, D], num_experts = num_experts_per_tok = 1). There is no dense OLMo with OLMoE's attention (q/k norms over the
  *   whole projection, clip_qkv), and with one expert the softmax gives weight 1, so the layer is exactly the merged
  *   SwiGLU MLP.</li>
+ *   <li>{@code gpt_oss} → a {@code gpt_oss} with one expert per layer, likewise (merged weights and merged biases as
+ *   expert 0, a zero router weight [1, D] and bias [1], num_local_experts = num_experts_per_tok = 1): no dense model
+ *   type of transformers has attention sinks, the alternating sliding/full layers with q/k/v/o biases, or the
+ *   clamped gate with expert biases, while a one-expert gpt_oss is exactly that dense layer (softmax over one logit
+ *   is 1, the down bias then enters with weight 1).</li>
  * </ul>
  * Qwen2-MoE is refused: its shared expert and sigmoid shared-expert gate have no dense counterpart.
  */
@@ -44,9 +49,9 @@ public final class DenseMergeSurgery implements LayerSurgery {
     public DenseMergeSurgery(ModelConfig model, double[][] weights) {
         String type = model.modelType.name().toLowerCase();
         switch (model.modelType) {
-            case MIXTRAL, OLMOE -> this.width = model.expert_intermediate_size;
+            case MIXTRAL, OLMOE, GPT_OSS -> this.width = model.expert_intermediate_size;
             case QWEN3_MOE -> this.width = qwen3Width(model);
-            default -> throw new IllegalArgumentException("merge-dense supports mixtral, qwen3_moe and olmoe, got "
+            default -> throw new IllegalArgumentException("merge-dense supports mixtral, qwen3_moe, olmoe and gpt_oss, got "
                     + "model_type " + type + (model.modelType == ModelConfig.ModelType.QWEN2_MOE
                     ? " (its shared expert has no dense counterpart)" : ""));
         }
@@ -92,10 +97,18 @@ public final class DenseMergeSurgery implements LayerSurgery {
         Projection p = Projection.values()[part];
         INDArray stack = ExpertStack.read(source, layout, layer, experts, p); // [E, rows, cols]
         INDArray merged = ExpertStack.weightedSum(stack, weights[moeLayer]); // gate/up [I, D], down [D, I]
-        if (type == ModelConfig.ModelType.OLMOE) {
+        if (type == ModelConfig.ModelType.OLMOE || type == ModelConfig.ModelType.GPT_OSS) {
             out.put(layout.expert(layer, 0, p), merged);
             if (p == Projection.GATE) {
                 out.put(layout.routerGate(layer), Nd4j.zeros(merged.dataType(), 1, merged.size(1))); // [1, D]
+            }
+            if (type == ModelConfig.ModelType.GPT_OSS) {
+                INDArray biases = ExpertStack.readBiases(source, layout, layer, experts, p);        // [E, 1, n]
+                out.put(layout.expertBias(layer, 0, p),
+                        ExpertStack.weightedSum(biases, weights[moeLayer]).reshape(-1));
+                if (p == Projection.GATE) {
+                    out.put(layout.routerBias(layer), Nd4j.zeros(merged.dataType(), 1));          // [1]
+                }
             }
         } else {
             out.put(CheckpointLayout.denseMlp(layer, p), padded(merged, p));
@@ -139,6 +152,11 @@ public final class DenseMergeSurgery implements LayerSurgery {
                 MOE_FIELDS.forEach(json::remove);
                 json.put("intermediate_size", width);
                 json.put("head_dim", original.head_dim); // Qwen3Config's default is 128, not hidden/heads
+            }
+            case GPT_OSS -> {
+                json.remove("num_experts");
+                json.put("num_local_experts", 1);
+                json.put("num_experts_per_tok", 1);
             }
             default -> { // OLMOE
                 json.remove("num_local_experts");
