@@ -93,7 +93,7 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
         root.putNull("megatron_config");
         root.put("megatron_core", "megatron.core");
         if (trainRouter) {
-            root.putArray("modules_to_save").add(AdapterKeys.ROUTER_MODULE);
+            root.putArray("modules_to_save").add(AdapterKeys.routerModule(model.modelType));
         } else {
             root.putNull("modules_to_save");
         }

@@ -35,6 +35,7 @@ import java.util.Map;
  * one [R, in] / [out, R] tensor per expert under PEFT's key names, each file written atomically through the Hadoop
  * FileSystem API (the weights first, so a folder whose config is present has its weights). A PEFT adapter on
  * transformers 5's fused expert parameters ({@code target_parameters}) is read too ({@link FusedAdapterTensors}).
+ * gpt-oss adapters are written fused only (its experts exist only as fused parameters) and are not read back yet.
  */
 public final class PeftAdapter {
     public static final String CONFIG_FILE = "adapter_config.json";
@@ -98,6 +99,9 @@ public final class PeftAdapter {
             }
             if (config.trainRouter()) {
                 out.put(layout.routerGate(l), new long[] {e, model.hidden_size});
+                if (model.clamped_experts) {
+                    out.put(layout.routerBias(l), new long[] {e});                         // gpt-oss
+                }
             }
         }
         return out;
@@ -135,7 +139,8 @@ public final class PeftAdapter {
      * parameters (FUSED: {@link FusedAdapterExport}, at rank 2r when gate or up is targeted).
      */
     public void write(Path dir, Configuration conf, ExpertLayout format) {
-        boolean fused = format == ExpertLayout.FUSED;
+        // gpt-oss has no per-expert modules in transformers: PEFT adapts its fused parameters only
+        boolean fused = format == ExpertLayout.FUSED || model.clamped_experts;
         FusedAdapterExport export = fused ? new FusedAdapterExport(this) : null;
         try {
             FileSystem fs = dir.getFileSystem(conf);
@@ -187,6 +192,10 @@ public final class PeftAdapter {
      * shape generation it has. A per-expert adapter's tensors do not depend on it.
      */
     public static PeftAdapter read(Path dir, Configuration conf, ModelConfig model, String peftVersion) {
+        if (model.clamped_experts) {
+            throw new AdapterFormatException("reading a LoRA adapter of gpt_oss is not supported yet (train writes "
+                    + "one for PEFT; apply it with PEFT, or use train --merge)");
+        }
         FileSystem fs;
         Path configFile = new Path(dir, CONFIG_FILE);
         AdapterConfig config;

@@ -56,7 +56,17 @@ public final class MoeBlock {
 
     /** The same block with another router weight (a trainable copy, or null: this one), options and experts. */
     public MoeBlock with(INDArray routerWeight, RouterOptions opts, ExpertFfn ffn) {
-        return new MoeBlock(routerWeight == null ? router : router.withWeight(routerWeight), opts, ffn, shared);
+        return with(routerWeight, null, opts, ffn);
+    }
+
+    /**
+     * The same block with another router weight and, for a router with a bias (gpt-oss), another bias (trainable
+     * copies; a null weight keeps this router, a null bias keeps its bias), options and experts.
+     */
+    public MoeBlock with(INDArray routerWeight, INDArray routerBias, RouterOptions opts, ExpertFfn ffn) {
+        Router r = routerWeight == null ? router
+                : routerBias == null ? router.withWeight(routerWeight) : router.withWeightAndBias(routerWeight, routerBias);
+        return new MoeBlock(r, opts, ffn, shared);
     }
 
     public Router router() {
