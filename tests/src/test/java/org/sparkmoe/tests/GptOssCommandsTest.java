@@ -25,8 +25,8 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
 
 /**
  * The commands on the tiny gpt_oss fixtures (see {@link GptOssParityTest}), end to end through the command line:
- * calibrate; surgery topk, reduce and merge-dense, each output (gpt-oss's fused layout) loading in eval, lowrank and
- * --layout per-expert refused in one line; train with the router lowering the loss and writing a fused PEFT adapter
+ * calibrate; surgery topk, reduce and merge-dense, each output (gpt-oss's fused layout) loading in eval, lowrank,
+ * --layout per-expert and retrain-router refused in one line; train with the router lowering the loss and writing a fused PEFT adapter
  * (target_parameters, router weight and bias) and a merged checkpoint; the MXFP4 fixture's surgery output in bf16.
  */
 class GptOssCommandsTest {
@@ -107,6 +107,10 @@ class GptOssCommandsTest {
                 "--model", m.toString(), "--out", tmp.resolve("per-expert").toString(), "--master", "local[2]");
         assertEquals(1, perExpert.exitCode());
         assertTrue(perExpert.err().contains("gpt_oss has no per-expert layout"), perExpert.err());
+        CliRun retrain = sparkmoe("retrain-router", "--model", m.toString(), "--router-data",
+                tmp.resolve("no-router-data").toString(), "--out", tmp.resolve("router").toString());
+        assertEquals(1, retrain.exitCode());
+        assertTrue(retrain.err().contains("gpt_oss's router has one"), retrain.err());
     }
 
     @Test
