@@ -35,7 +35,8 @@ import java.util.Map;
  * one [R, in] / [out, R] tensor per expert under PEFT's key names, each file written atomically through the Hadoop
  * FileSystem API (the weights first, so a folder whose config is present has its weights). A PEFT adapter on
  * transformers 5's fused expert parameters ({@code target_parameters}) is read too ({@link FusedAdapterTensors}).
- * gpt-oss adapters are written fused only (its experts exist only as fused parameters) and are not read back yet.
+ * gpt-oss adapters are written and read fused only (its experts exist only as fused parameters), in PEFT ≥ 0.19.1's
+ * shapes.
  */
 public final class PeftAdapter {
     public static final String CONFIG_FILE = "adapter_config.json";
@@ -192,10 +193,6 @@ public final class PeftAdapter {
      * shape generation it has. A per-expert adapter's tensors do not depend on it.
      */
     public static PeftAdapter read(Path dir, Configuration conf, ModelConfig model, String peftVersion) {
-        if (model.clamped_experts) {
-            throw new AdapterFormatException("reading a LoRA adapter of gpt_oss is not supported yet (train writes "
-                    + "one for PEFT; apply it with PEFT, or use train --merge)");
-        }
         FileSystem fs;
         Path configFile = new Path(dir, CONFIG_FILE);
         AdapterConfig config;
@@ -227,6 +224,10 @@ public final class PeftAdapter {
         try (LocalFiles local = LocalFiles.of(fs, dir);
              SafeTensorsFile file = SafeTensorsFile.open(local.get(WEIGHTS_FILE))) {
             Path weights = new Path(dir, WEIGHTS_FILE);
+            if (fused == null && model.clamped_experts) {
+                throw new AdapterFormatException(configFile + ": a gpt_oss adapter targets its fused expert parameters "
+                        + "(target_parameters mlp.experts.gate_up_proj / down_proj); gpt_oss has no per-expert modules");
+            }
             return new PeftAdapter(model, config, fused != null
                     ? new FusedAdapterTensors(model, config, fused, weights).stack(file)
                     : new AdapterTensors(model, config, weights).stack(file));
