@@ -38,7 +38,9 @@ public final class AdaptedModel {
             }
             FullExperts experts = (FullExperts) moe.experts();
             INDArray router = config.trainRouter() ? adapter.state().get(layout.routerGate(l)) : null;
-            blocks.add(moe.with(router, moe.options(), experts.withLora(lora(adapter, layout, l, Projection.GATE),
+            INDArray routerBias = config.trainRouter() && base.config().clamped_experts
+                    ? adapter.state().get(layout.routerBias(l)) : null;                       // gpt-oss
+            blocks.add(moe.with(router, routerBias, moe.options(), experts.withLora(lora(adapter, layout, l, Projection.GATE),
                     lora(adapter, layout, l, Projection.UP), lora(adapter, layout, l, Projection.DOWN))));
         }
         return base.withMoeBlocks(blocks);

@@ -13,7 +13,8 @@ import java.util.Map;
 
 /**
  * A checkpoint seen with an adapter merged in, as PEFT's merge_and_unload does: every targeted expert weight
- * reads as W_e + (lora_alpha / r) · B_e · A_e ([out, in] += [out, R] · [R, in], float32), and a trained router
+ * reads as W_e + (lora_alpha / r) · B_e · A_e ([out, in] += [out, R] · [R, in], float32), and a trained router (with
+ * its bias, gpt-oss)
  * reads as the adapter's. Every other tensor, and every shape, is the base checkpoint's.
  */
 public final class MergedTensors implements TensorSource {
@@ -48,6 +49,9 @@ public final class MergedTensors implements TensorSource {
             }
             if (adapter.config().trainRouter()) {
                 routers.put(layout.routerGate(l), adapter.state().get(layout.routerGate(l)));
+                if (model.clamped_experts) {
+                    routers.put(layout.routerBias(l), adapter.state().get(layout.routerBias(l)));   // gpt-oss
+                }
             }
         }
     }

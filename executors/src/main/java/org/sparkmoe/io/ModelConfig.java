@@ -11,11 +11,12 @@ import java.util.Set;
 /**
  * A Hugging Face {@code config.json} for a decoder-only (MoE) causal LM. Fields keep their Hugging Face
  * names; derived values (head_dim when null, the rope_theta location) are resolved here once.
- * Supported model types: {@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}, {@code olmoe}, {@code glm4_moe}, and the dense
- * {@code mistral} and {@code qwen3} that expert merging produces. Defaults follow transformers 5.17's config classes.
+ * Supported model types: {@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}, {@code olmoe}, {@code glm4_moe},
+ * {@code gpt_oss}, and the dense {@code mistral} and {@code qwen3} that expert merging produces. Defaults follow
+ * transformers 5.17's config classes.
  */
 public final class ModelConfig {
-    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, GLM4_MOE, MISTRAL, QWEN3 }
+    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, GLM4_MOE, GPT_OSS, MISTRAL, QWEN3 }
 
     /**
      * Where an RMSNorm acts on the q and k projections: not at all; per head over head_dim after the reshape
@@ -41,8 +42,22 @@ public final class ModelConfig {
      * top-level or under rope_parameters, default 0.5 (Glm4MoeConfig); 1 for the other types.
      */
     public final double partial_rotary_factor;
-    /** null = full causal attention; else every layer keeps the last sliding_window keys. */
+    /** YaRN rope scaling ({@code rope_parameters} or {@code rope_scaling} of type yarn); null = plain RoPE. */
+    public final YarnScaling rope_scaling;
+    /**
+     * null = full causal attention; else the window of the layers {@link #slidingWindow(int)} names (every layer, or
+     * gpt-oss's sliding_attention layers).
+     */
     public final Integer sliding_window;
+    /**
+     * gpt-oss: "sliding_attention" or "full_attention" per layer (GptOssConfig's default alternates, starting
+     * sliding); null for the other types, whose sliding_window applies to every layer.
+     */
+    public final java.util.List<String> layer_types;
+    /** gpt-oss: a learned sink logit per head ({@code self_attn.sinks} [H]) joins every attention softmax. */
+    public final boolean attention_sinks;
+    /** gpt-oss's clamped expert activation (swiglu_limit 7, alpha 1.702) with biases on every expert projection. */
+    public final boolean clamped_experts;
     public final boolean tie_word_embeddings;
     /** Bias on q/k/v projections (Qwen2-MoE's qkv_bias; true with attention_bias). */
     public final boolean qkv_bias;
@@ -97,10 +112,11 @@ public final class ModelConfig {
             case "qwen3_moe" -> modelType = ModelType.QWEN3_MOE;
             case "olmoe" -> modelType = ModelType.OLMOE;
             case "glm4_moe" -> modelType = ModelType.GLM4_MOE;
+            case "gpt_oss" -> modelType = ModelType.GPT_OSS;
             case "mistral" -> modelType = ModelType.MISTRAL;
             case "qwen3" -> modelType = ModelType.QWEN3;
             default -> throw new ModelConfigException(source + ": unsupported model_type \"" + type
-                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, mistral, qwen3)");
+                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, gpt_oss, mistral, qwen3)");
         }
         vocab_size = f.positiveInt("vocab_size");
         hidden_size = f.positiveInt("hidden_size");
@@ -128,6 +144,7 @@ public final class ModelConfig {
         }
         rms_norm_eps = f.positiveDouble("rms_norm_eps");
         max_position_embeddings = f.positiveInt("max_position_embeddings");
+        rope_scaling = yarn(f, max_position_embeddings, source);
         rope_theta = ropeTheta(f, source);
         partial_rotary_factor = modelType == ModelType.GLM4_MOE ? partialRotaryFactor(f, source, 0.5) : 1.0;
         String act = f.has("hidden_act") ? f.string("hidden_act") : "silu";
@@ -140,7 +157,36 @@ public final class ModelConfig {
         int sharedExperts = 0;
         int firstDense = 0;
         RoutingConfig routing = RoutingConfig.SOFTMAX;
+        layer_types = modelType == ModelType.GPT_OSS ? layerTypes(f, num_hidden_layers) : null;
+        attention_sinks = modelType == ModelType.GPT_OSS;
+        clamped_experts = modelType == ModelType.GPT_OSS;
         switch (modelType) {
+            case GPT_OSS -> {
+                num_experts = f.has("num_local_experts") ? f.positiveInt("num_local_experts")
+                        : f.positiveInt("num_experts");
+                num_experts_per_tok = f.positiveInt("num_experts_per_tok");
+                expert_intermediate_size = intermediate_size;
+                // softmax over the top-K logits = the softmax over all E renormalised over the K (see RoutingRule)
+                norm_topk_prob = true;
+                shared_expert_intermediate_size = 0;
+                decoder_sparse_step = 1;
+                mlp_only_layers = Set.of();
+                attention_bias = f.bool("attention_bias", true);
+                qkv_bias = attention_bias;
+                qkNorm = QkNorm.NONE;
+                clip_qkv = null;
+                sliding_window = f.optionalPositiveInt("sliding_window");
+                if (sliding_window == null && layer_types.contains("sliding_attention")) {
+                    throw new ModelConfigException(source + ": layer_types has sliding_attention layers but "
+                            + "sliding_window is null");
+                }
+                if (f.has("swiglu_limit") && f.positiveDouble("swiglu_limit") != 7.0) {
+                    // GptOssExperts fixes limit = 7.0 whatever the config says; only the MXFP4 kernels read it
+                    throw new ModelConfigException(source + ": unsupported swiglu_limit " + f.raw("swiglu_limit")
+                            + " (transformers' GptOssExperts uses 7.0)");
+                }
+                low_rank_experts_rank = 0;
+            }
             case MIXTRAL -> {
                 num_experts = f.positiveInt("num_local_experts");
                 num_experts_per_tok = f.positiveInt("num_experts_per_tok");
@@ -332,31 +378,103 @@ public final class ModelConfig {
         return Set.copyOf(out);
     }
 
+    /** gpt-oss's layer_types, each sliding_attention or full_attention; GptOssConfig's alternation when absent. */
+    private static java.util.List<String> layerTypes(Fields f, int layers) {
+        java.util.List<String> out = new java.util.ArrayList<>();
+        if (!f.has("layer_types")) {
+            for (int l = 0; l < layers; l++) {
+                out.add(l % 2 == 0 ? "sliding_attention" : "full_attention");
+            }
+            return java.util.List.copyOf(out);
+        }
+        JsonNode v = f.node("layer_types");
+        if (!v.isArray() || v.size() != layers) {
+            throw new ModelConfigException(f.source + ": field layer_types must list one type per layer ("
+                    + layers + "), got " + v);
+        }
+        for (JsonNode e : v) {
+            if (!e.isTextual() || !(e.asText().equals("sliding_attention") || e.asText().equals("full_attention"))) {
+                throw new ModelConfigException(f.source + ": field layer_types holds " + e
+                        + ", expected \"sliding_attention\" or \"full_attention\"");
+            }
+            out.add(e.asText());
+        }
+        return java.util.List.copyOf(out);
+    }
+
+    /** The attention window of layer {@code layer}: sliding_window, or null (full causal attention). */
+    public Integer slidingWindow(int layer) {
+        return layer_types == null || layer_types.get(layer).equals("sliding_attention") ? sliding_window : null;
+    }
+
     /** low_rank_experts_rank (or its old name), 0 when absent. */
     private static int lowRankRank(Fields f) {
         return f.has(LOW_RANK_FIELD) ? f.positiveInt(LOW_RANK_FIELD)
                 : f.has(OLD_LOW_RANK_FIELD) ? f.positiveInt(OLD_LOW_RANK_FIELD) : 0;
     }
 
+    /**
+     * The RoPE parameters as transformers 5.17 standardises them: {@code rope_scaling} (the older name) when set,
+     * else {@code rope_parameters}, else none.
+     */
+    private static Fields ropeParameters(Fields f) {
+        return f.has("rope_scaling") ? f.object("rope_scaling")
+                : f.has("rope_parameters") ? f.object("rope_parameters") : null;
+    }
+
     private static double ropeTheta(Fields f, String source) {
-        if (f.has("rope_scaling")) {
-            throw new ModelConfigException(source + ": unsupported rope_scaling " + f.raw("rope_scaling"));
-        }
-        if (f.has("rope_parameters")) {
-            Fields rope = f.object("rope_parameters");
-            String ropeType = rope.has("rope_type") ? rope.string("rope_type") : "default";
-            if (!ropeType.equals("default")) {
-                throw new ModelConfigException(source + ": unsupported rope_parameters.rope_type \"" + ropeType
-                        + "\" (supported: default)");
-            }
-            if (rope.has("rope_theta")) {
-                return rope.positiveDouble("rope_theta");
-            }
+        Fields rope = ropeParameters(f);
+        if (rope != null && rope.has("rope_theta")) {
+            return rope.positiveDouble("rope_theta");
         }
         if (f.has("rope_theta")) {
             return f.positiveDouble("rope_theta");
         }
+        if (f.has("rope_parameters") && f.object("rope_parameters").has("rope_theta")) {
+            return f.object("rope_parameters").positiveDouble("rope_theta");
+        }
         throw new ModelConfigException(source + ": missing rope_theta (neither top-level nor under rope_parameters)");
+    }
+
+    /**
+     * The YaRN parameters when the rope type is "yarn", null for "default"; any other type is refused. Defaults as
+     * {@code _compute_yarn_parameters}: factor = max_position_embeddings / original_max_position_embeddings when
+     * null; original_max_position_embeddings from the top level, then the rope dict, then max_position_embeddings;
+     * beta_fast 32 and beta_slow 1 when absent or 0; mscale and mscale_all_dim unset when absent or 0; truncate true.
+     */
+    private static YarnScaling yarn(Fields f, int maxPositions, String source) {
+        Fields rope = ropeParameters(f);
+        if (rope == null) {
+            return null;
+        }
+        String field = f.has("rope_scaling") ? "rope_scaling" : "rope_parameters";
+        String type = rope.has("rope_type") ? rope.string("rope_type") : rope.has("type") ? rope.string("type")
+                : "default";
+        if (type.equals("default")) {
+            return null;
+        }
+        if (!type.equals("yarn")) {
+            throw new ModelConfigException(source + ": unsupported " + field + " rope_type \"" + type
+                    + "\" (supported: default, yarn)");
+        }
+        int original = f.has("original_max_position_embeddings") ? f.positiveInt("original_max_position_embeddings")
+                : rope.has("original_max_position_embeddings") ? rope.positiveInt("original_max_position_embeddings")
+                : maxPositions;
+        double factor = rope.has("factor") ? rope.positiveDouble("factor") : (double) maxPositions / original;
+        return new YarnScaling(factor, original, orDefault(rope, "beta_fast", 32), orDefault(rope, "beta_slow", 1),
+                setOrNull(rope, "mscale"), setOrNull(rope, "mscale_all_dim"),
+                rope.has("attention_factor") ? rope.positiveDouble("attention_factor") : null,
+                rope.bool("truncate", true));
+    }
+
+    /** A field that Python reads as {@code d.get(name) or fallback}. */
+    private static double orDefault(Fields rope, String name, double fallback) {
+        return rope.has(name) && rope.nonNegativeDouble(name) != 0 ? rope.nonNegativeDouble(name) : fallback;
+    }
+
+    /** A field that Python tests for truth: absent, null and 0 all mean unset. */
+    private static Double setOrNull(Fields rope, String name) {
+        return rope.has(name) && rope.nonNegativeDouble(name) != 0 ? rope.nonNegativeDouble(name) : null;
     }
 
     public static ModelConfig parse(String jsonText, String source) {
@@ -409,6 +527,10 @@ public final class ModelConfig {
         boolean has(String name) {
             JsonNode v = node.get(name);
             return v != null && !v.isNull();
+        }
+
+        JsonNode node(String name) {
+            return node.get(name);
         }
 
         String raw(String name) {

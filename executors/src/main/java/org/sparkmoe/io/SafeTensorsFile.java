@@ -208,6 +208,13 @@ public final class SafeTensorsFile implements AutoCloseable {
         return Nd4j.create(buffer, shape, Nd4j.getStrides(shape, 'c'), 0, 'c', buffer.dataType());
     }
 
+    /** A U8 tensor's bytes (MXFP4 blocks, scales) over the JVM-wide read-only map: no copy; never to be written. */
+    public ByteBuffer bytes(String name) {
+        TensorInfo info = info(name);
+        requireDType(info, java.util.EnumSet.of(DType.U8), "bytes");
+        return info.byteLength() == 0 ? ByteBuffer.allocate(0) : mappings().bytes(file, channel, info, dataStart);
+    }
+
     /** The JVM-wide maps of this file, looked up (path, length, mtime) once per open file, not once per tensor. */
     private FileMappings mappings() {
         FileMappings m = mappings;

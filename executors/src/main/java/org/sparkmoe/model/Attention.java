@@ -13,9 +13,13 @@ import org.sparkmoe.kernels.Softmax;
  * Before the heads are split, the q, k and v projections pass through a {@link ProjectionNorm} each (Qwen3's per-head
  * q/k RMSNorm, OLMoE's whole-projection q/k RMSNorm and clip_qkv clamp; the identity for the others); the output
  * projection may carry a bias (attention_bias).
+ * gpt-oss adds a learned sink logit per head: it joins every softmax row's normaliser and is dropped after, so a row's
+ * probabilities sum to less than 1 ({@code softmax([q·kᵀ·hd^-½ + mask, sink_h])[:-1]}); and its layers alternate a
+ * sliding window (keys kv > q − window, transformers' sliding-window mask) with full attention (one window per layer).
  * B independent sequences of S tokens are processed together; rows are batch-major [B·S, ·]. The training pair
  * ({@link #forwardTraining}, {@link #backward}) takes FLOAT or DOUBLE (weights of the same type) and in FLOAT is
- * bit-identical to {@link #forward}; the weights and biases are frozen, only the input gets a gradient.
+ * bit-identical to {@link #forward}; the weights, biases and sinks are frozen (training adapts the experts and the
+ * router), the input gets a gradient and so do the sinks (returned, checked by finite differences, not applied).
  */
 public final class Attention {
     private final INDArray wq; // [H·hd, D]
@@ -29,12 +33,13 @@ public final class Attention {
     private final int kvHeads;
     private final int headDim;
     private final Integer slidingWindow;
+    private final double[] sinks;      // [H] the sink logits (as stored), or null
 
-    /** Attention without an output bias or q/k/v norms (Mixtral, Qwen2-MoE, Mistral). */
+    /** Attention without an output bias, q/k/v norms or sinks (Mixtral, Qwen2-MoE, Mistral). */
     public Attention(INDArray wq, INDArray wk, INDArray wv, INDArray wo, INDArray bq, INDArray bk, INDArray bv,
                      int heads, int kvHeads, int headDim, Integer slidingWindow) {
         this(wq, wk, wv, wo, bq, bk, bv, null, ProjectionNorm.IDENTITY, ProjectionNorm.IDENTITY,
-                ProjectionNorm.IDENTITY, heads, kvHeads, headDim, slidingWindow);
+                ProjectionNorm.IDENTITY, heads, kvHeads, headDim, slidingWindow, null);
     }
 
     /**
@@ -42,10 +47,17 @@ public final class Attention {
      * @param qNorm applied to q [B·S, H·hd] before the split (Qwen3, OLMoE), or {@link ProjectionNorm#IDENTITY}
      * @param kNorm applied to k [B·S, KVH·hd] likewise
      * @param vNorm applied to v [B·S, KVH·hd] likewise (OLMoE's clamp)
+     * @param slidingWindow this layer's window (keys kv > q − window), or null for full causal attention
+     * @param sinks the per-head sink logits [H] (gpt-oss {@code self_attn.sinks}), or null
      */
     public Attention(INDArray wq, INDArray wk, INDArray wv, INDArray wo, INDArray bq, INDArray bk, INDArray bv,
                      INDArray bo, ProjectionNorm qNorm, ProjectionNorm kNorm, ProjectionNorm vNorm,
-                     int heads, int kvHeads, int headDim, Integer slidingWindow) {
+                     int heads, int kvHeads, int headDim, Integer slidingWindow, INDArray sinks) {
+        if (sinks != null && sinks.length() != heads) {
+            throw new IllegalArgumentException("attention sinks must have one logit per head, H = " + heads
+                    + ", got " + sinks.length());
+        }
+        this.sinks = sinks == null ? null : Flat.values(sinks);
         this.bo = bo;
         this.qNorm = qNorm;
         this.kNorm = kNorm;
@@ -137,7 +149,7 @@ public final class Attention {
                 for (int j = first; j <= i; j++) {
                     scores[row + j] *= scale;
                 }
-                Softmax.row(scores, row + first, i - first + 1, scores, row + first);
+                Softmax.row(scores, row + first, i - first + 1, sink(m), scores, row + first);
                 java.util.Arrays.fill(scores, row, row + first, 0f);
                 java.util.Arrays.fill(scores, row + i + 1, row + seq, 0f);
             }
@@ -218,12 +230,18 @@ public final class Attention {
     }
 
     /**
+     * @param dx     [B·S, D]
+     * @param dSinks [H] the gradient of the sink logits, null without sinks
+     */
+    public record Gradients(INDArray dx, double[] dSinks) {
+    }
+
+    /**
      * The mirror of {@link #forwardTraining}, step by step in reverse.
      *
      * @param dOut [B·S, D]
-     * @return dx [B·S, D]
      */
-    public INDArray backward(Context ctx, INDArray dOut) {
+    public Gradients backward(Context ctx, INDArray dOut) {
         DataType dt = dOut.dataType();
         int batch = ctx.batch;
         int seq = ctx.seq;
@@ -244,7 +262,7 @@ public final class Attention {
         // p = causal softmax(scores · hd^-½)  →  dscores
         double[] p = Flat.values(ctx.probs);
         double[] dScores = Flat.values(dProbs);
-        causalSoftmaxBackward(p, dScores, batch * heads, seq);
+        double[] dSinks = causalSoftmaxBackward(p, dScores, batch * heads, seq);
         INDArray dS = Flat.array(dScores, ctx.probs.shape(), dt);                       // [B·H, S, S]
 
         // scores = q·kᵀ  →  dq = dscores·k, dk += dscoresᵀ·q
@@ -267,7 +285,7 @@ public final class Attention {
         INDArray dx = Dense.linearBackward(dqLinear, wq);                               // [B·S, D]
         Dense.linearBackward(dkLinear, wk, dx, true);
         Dense.linearBackward(dvLinear, wv, dx, true);
-        return dx;
+        return new Gradients(dx, dSinks);
     }
 
     /** [B·S, n·hd] → [B, n, S, hd], rotated by position when {@code rope} is given. */
@@ -319,21 +337,34 @@ public final class Attention {
                 for (int j = first; j <= i; j++) {
                     scores[row + j] = Flat.round(scores[row + j] * scale, single);
                 }
-                Softmax.row(scores, row + first, i - first + 1, single);
+                Softmax.row(scores, row + first, i - first + 1, sinks == null ? Double.NEGATIVE_INFINITY
+                        : sinks[m % heads], single);
                 java.util.Arrays.fill(scores, row, row + first, 0.0);
                 java.util.Arrays.fill(scores, row + i + 1, row + seq, 0.0);
             }
         }
     }
 
-    /** The mirror of {@link #causalSoftmax(double[], int, int, boolean)}: dp → dscores in place, zero off the mask. */
-    private void causalSoftmaxBackward(double[] probs, double[] dProbs, int matrices, int seq) {
+    /**
+     * The mirror of {@link #causalSoftmax(double[], int, int, boolean)}: dp → dscores in place, zero off the mask.
+     *
+     * @return dL/dsinks [H] (each row adds −p_sink·(p·dp), p_sink = 1 − Σ p), or null without sinks
+     */
+    private double[] causalSoftmaxBackward(double[] probs, double[] dProbs, int matrices, int seq) {
         double scale = 1.0 / Math.sqrt(headDim);
+        double[] dSinks = sinks == null ? null : new double[heads];
         for (int m = 0; m < matrices; m++) {
             for (int i = 0; i < seq; i++) {
                 int row = (m * seq + i) * seq;
                 int first = firstVisible(i);
-                Softmax.rowBackward(probs, dProbs, row + first, i - first + 1);
+                double dot = Softmax.rowBackward(probs, dProbs, row + first, i - first + 1);
+                if (dSinks != null) {
+                    double kept = 0;
+                    for (int j = first; j <= i; j++) {
+                        kept += probs[row + j];
+                    }
+                    dSinks[m % heads] -= (1 - kept) * dot;
+                }
                 for (int j = first; j <= i; j++) {
                     dProbs[row + j] *= scale;
                 }
@@ -341,6 +372,12 @@ public final class Attention {
                 java.util.Arrays.fill(dProbs, row + i + 1, row + seq, 0.0);
             }
         }
+        return dSinks;
+    }
+
+    /** The sink logit of score matrix m = b·H + h as a float32 softmax sees it; −∞ without sinks. */
+    private float sink(int m) {
+        return sinks == null ? Float.NEGATIVE_INFINITY : (float) sinks[m % heads];
     }
 
     /** The first key position query i sees: 0, or i − window + 1 with a sliding window. */

@@ -28,7 +28,7 @@ import java.util.function.IntFunction;
 
 /**
  * Writes a complete Hugging Face checkpoint folder: config.json (the given JSON with the dtype fields that are
- * present set to float32), the named tensors in the given order, all float32, as one model.safetensors or, past the
+ * present set to the written dtype, and no quantization_config: MXFP4 experts are written widened), the named tensors in the given order, all float32, as one model.safetensors or, past the
  * shard size, model-0000i-of-0000N.safetensors plus model.safetensors.index.json, any extra files, and every other
  * file of the source folder (tokenizer, generation config) copied. The config is parsed and the tensors checked
  * against it ({@link ModelSchema#check}) before anything is written. The folder is built in a hidden sibling and
@@ -65,6 +65,8 @@ public final class CheckpointFolderWriter {
                 json.put(field, ModelShape.torchName(out));
             }
         }
+        // an MXFP4 source (gpt-oss as released) is written widened, in the dtype above: no quantization left
+        json.remove("quantization_config");
         byte[] configBytes = jsonBytes(json);
         ModelSchema.check(ModelConfig.parse(new String(configBytes, StandardCharsets.UTF_8),
                 new Path(outDir, "config.json").toString()), tensors);

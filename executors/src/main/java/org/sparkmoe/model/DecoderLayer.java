@@ -144,7 +144,7 @@ public final class DecoderLayer {
         }
         INDArray dh = dOut.add(postAttentionNorm.backward(ctx.postNormed, dNormed));             // [B·S, D]
         // h = x + attn(inputNorm(x))
-        INDArray dAttnIn = attention.backward(ctx.attention, dh);                                // [B·S, D]
+        INDArray dAttnIn = attention.backward(ctx.attention, dh).dx();                           // [B·S, D]
         return new Gradients(dh.addi(inputNorm.backward(ctx.inputNormed, dAttnIn)), moeGrads);
     }
 }

@@ -14,7 +14,9 @@ import org.sparkmoe.experts.SwiGluMlp;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.Mxfp4;
 import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.WeightStack;
 import org.sparkmoe.moe.MoeBlock;
@@ -89,7 +91,8 @@ public final class ModelLoader {
                 bias ? tensor(CheckpointLayout.attention(l, 'v', "bias")) : null,
                 config.attention_bias ? tensor(CheckpointLayout.attention(l, 'o', "bias")) : null,
                 projectionNorm(l, 'q'), projectionNorm(l, 'k'), projectionNorm(l, 'v'),
-                config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.sliding_window);
+                config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.slidingWindow(l),
+                config.attention_sinks ? tensor(CheckpointLayout.attentionSinks(l)) : null);
         RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l)), config.rms_norm_eps);
         RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
         if (!config.isMoeLayer(l)) {
@@ -111,8 +114,12 @@ public final class ModelLoader {
     }
 
     private MoeBlock moeBlock(int l, GroupedGemm gemm) {
-        Router router = new Router(tensor(layout.routerGate(l)), null, config.routing.scoreCorrectionBias()
-                ? tensors.readFloat(layout.scoreCorrectionBias(l)).castTo(DataType.DOUBLE).toDoubleVector() : null);
+        Router router = new Router(tensor(layout.routerGate(l)),
+                config.clamped_experts ? tensor(layout.routerBias(l)) : null,
+                config.routing.scoreCorrectionBias()
+                        ? tensors.readFloat(layout.scoreCorrectionBias(l)).castTo(DataType.DOUBLE).toDoubleVector()
+                        : null);
+        // gpt-oss's softmax over the top-K logits is the softmax rule with norm_topk_prob (see RoutingRule#softmaxTopK)
         RouterOptions options = RouterOptions.of(RoutingRule.of(config));
         SharedExpert shared = null;
         if (config.hasSharedExpert()) {
@@ -135,20 +142,42 @@ public final class ModelLoader {
                             1.0));
             return new MoeBlock(router, options, new LowRankFactorised(weights, gemm), shared);
         }
-        ExpertWeights experts = new ExpertWeights(
-                experts(l, Projection.GATE),
-                experts(l, Projection.UP),
-                experts(l, Projection.DOWN));
+        ExpertWeights experts = config.clamped_experts
+                ? new ExpertWeights(experts(l, Projection.GATE), experts(l, Projection.UP), experts(l, Projection.DOWN),
+                        expertBiases(l, Projection.GATE), expertBiases(l, Projection.UP),
+                        expertBiases(l, Projection.DOWN), GatedActivation.CLAMPED_SWIGLU)
+                : new ExpertWeights(experts(l, Projection.GATE), experts(l, Projection.UP),
+                        experts(l, Projection.DOWN));
         return new MoeBlock(router, options, new FullExperts(experts, gemm), shared);
     }
 
-    /** The E experts' weights [rows, cols] of one projection, each where {@link #matrix} finds it. */
+    /**
+     * The E experts' weights [rows, cols] of one projection, each where {@link #matrix} finds it; MXFP4 experts (gpt-oss
+     * as released) stay packed where they lie for a FLOAT model, decoded per tile by the products.
+     */
     private WeightStack experts(int l, Projection p) {
+        if (dataType == DataType.FLOAT && tensors instanceof FusedExperts fused
+                && fused.isPacked(layout.expert(l, 0, p))) {
+            List<Mxfp4> packed = new ArrayList<>(config.num_experts);
+            for (int e = 0; e < config.num_experts; e++) {
+                packed.add(fused.packed(layout.expert(l, e, p)));
+            }
+            return WeightStack.ofMxfp4(packed);
+        }
         List<INDArray> perExpert = new ArrayList<>(config.num_experts);
         for (int e = 0; e < config.num_experts; e++) {
             perExpert.add(matrix(layout.expert(l, e, p)));
         }
         return WeightStack.of(perExpert);
+    }
+
+    /** gpt-oss: the E experts' biases of one projection, stacked [E, out] in the model's type. */
+    private INDArray expertBiases(int l, Projection p) {
+        List<INDArray> rows = new ArrayList<>(config.num_experts);
+        for (int e = 0; e < config.num_experts; e++) {
+            rows.add(tensor(layout.expertBias(l, e, p)).reshape(1, -1));
+        }
+        return Nd4j.concat(0, rows.toArray(new INDArray[0]));
     }
 
     /**

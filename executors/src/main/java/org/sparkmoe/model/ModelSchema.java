@@ -44,6 +44,9 @@ public final class ModelSchema {
             if (c.attention_bias) {
                 out.put(CheckpointLayout.attention(l, 'o', "bias"), new long[] {d});
             }
+            if (c.attention_sinks) {
+                out.put(CheckpointLayout.attentionSinks(l), new long[] {c.num_attention_heads});
+            }
             if (c.qkNorm == ModelConfig.QkNorm.PER_HEAD) {
                 out.put(CheckpointLayout.attentionNorm(l, 'q'), new long[] {c.head_dim});
                 out.put(CheckpointLayout.attentionNorm(l, 'k'), new long[] {c.head_dim});
@@ -57,6 +60,9 @@ public final class ModelSchema {
                 out.put(layout.routerGate(l), new long[] {c.num_experts, d});
                 if (c.routing.scoreCorrectionBias()) {
                     out.put(layout.scoreCorrectionBias(l), new long[] {c.num_experts});
+                }
+                if (c.clamped_experts) {
+                    out.put(layout.routerBias(l), new long[] {c.num_experts});
                 }
                 if (c.hasLowRankExperts()) {
                     long r = c.low_rank_experts_rank;
@@ -74,6 +80,11 @@ public final class ModelSchema {
                         out.put(layout.expert(l, e, Projection.GATE), new long[] {i, d});
                         out.put(layout.expert(l, e, Projection.UP), new long[] {i, d});
                         out.put(layout.expert(l, e, Projection.DOWN), new long[] {d, i});
+                        if (c.clamped_experts) {
+                            out.put(layout.expertBias(l, e, Projection.GATE), new long[] {i});
+                            out.put(layout.expertBias(l, e, Projection.UP), new long[] {i});
+                            out.put(layout.expertBias(l, e, Projection.DOWN), new long[] {d});
+                        }
                     }
                 }
                 if (c.hasSharedExpert()) {
@@ -104,12 +115,81 @@ public final class ModelSchema {
      */
     public static void check(ModelConfig config, TensorSource tensors) {
         TensorSource view = FusedExperts.perExpert(tensors, config);
-        check(config, view::has, view::shape, view::dtype, view.describe());
+        // an MXFP4 expert's dtype is U8 (its blocks and scales), which FusedExperts checks with their shapes
+        check(config, view::has, view::shape,
+                name -> view instanceof FusedExperts f && f.isPacked(name) ? null : view.dtype(name), view.describe());
     }
 
-    /** The same check of names and shapes for tensors not written yet: {@code shapes} maps each name to its shape. */
+    /**
+     * The same check of names and shapes for tensors not written yet: {@code shapes} maps each name to its shape
+     * (fused experts seen per expert, as {@link FusedExperts} reads them).
+     */
     public static void check(ModelConfig config, Map<String, long[]> shapes, String describe) {
-        check(config, shapes::containsKey, shapes::get, null, describe);
+        TensorSource headers = new TensorSource() {
+            @Override
+            public boolean has(String name) {
+                return shapes.containsKey(name);
+            }
+
+            @Override
+            public long[] shape(String name) {
+                return shapes.get(name);
+            }
+
+            @Override
+            public org.nd4j.linalg.api.ndarray.INDArray readFloat(String name) {
+                throw new IllegalStateException(describe + ": tensor " + name + " is not written yet");
+            }
+
+            @Override
+            public String describe() {
+                return describe;
+            }
+        };
+        TensorSource view = FusedExperts.perExpert(headers, config);
+        check(config, view::has, view::shape, null, describe);
+    }
+
+    /**
+     * As {@link #expected}, with gpt-oss's experts under the fused names and shapes transformers stores (its only
+     * layout): per MoE layer gate_up_proj [E, D, 2I], gate_up_proj_bias [E, 2I], down_proj [E, I, D],
+     * down_proj_bias [E, D] where expert 0's gate weight stood. The other types are as {@link #expected}.
+     */
+    public static Map<String, long[]> expectedStored(ModelConfig c) {
+        Map<String, long[]> perExpert = expected(c);
+        if (!c.clamped_experts) {
+            return perExpert;
+        }
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        java.util.Set<String> expertNames = new java.util.HashSet<>();
+        for (int l = 0; l < c.num_hidden_layers; l++) {
+            for (int e = 0; e < c.num_experts; e++) {
+                for (Projection p : Projection.values()) {
+                    expertNames.add(layout.expert(l, e, p));
+                    expertNames.add(layout.expertBias(l, e, p));
+                }
+            }
+        }
+        long e = c.num_experts;
+        long i = c.expert_intermediate_size;
+        long d = c.hidden_size;
+        Map<String, long[]> out = new LinkedHashMap<>();
+        for (Map.Entry<String, long[]> entry : perExpert.entrySet()) {
+            String name = entry.getKey();
+            if (!expertNames.contains(name)) {
+                out.put(name, entry.getValue());
+                continue;
+            }
+            for (int l = 0; l < c.num_hidden_layers; l++) {
+                if (name.equals(layout.expert(l, 0, Projection.GATE))) {
+                    out.put(FusedExperts.gateUp(l), new long[] {e, d, 2 * i});
+                    out.put(FusedExperts.gateUpBias(l), new long[] {e, 2 * i});
+                    out.put(FusedExperts.down(l), new long[] {e, i, d});
+                    out.put(FusedExperts.downBias(l), new long[] {e, d});
+                }
+            }
+        }
+        return out;
     }
 
     /** The number of parameters (elements of all tensors) a checkpoint of this config holds. */

@@ -56,7 +56,17 @@ public final class MoeBlock {
 
     /** The same block with another router weight (a trainable copy, or null: this one), options and experts. */
     public MoeBlock with(INDArray routerWeight, RouterOptions opts, ExpertFfn ffn) {
-        return new MoeBlock(routerWeight == null ? router : router.withWeight(routerWeight), opts, ffn, shared);
+        return with(routerWeight, null, opts, ffn);
+    }
+
+    /**
+     * The same block with another router weight and, for a router with a bias (gpt-oss), another bias (trainable
+     * copies; a null weight keeps this router, a null bias keeps its bias), options and experts.
+     */
+    public MoeBlock with(INDArray routerWeight, INDArray routerBias, RouterOptions opts, ExpertFfn ffn) {
+        Router r = routerWeight == null ? router
+                : routerBias == null ? router.withWeight(routerWeight) : router.withWeightAndBias(routerWeight, routerBias);
+        return new MoeBlock(r, opts, ffn, shared);
     }
 
     public Router router() {
@@ -120,11 +130,12 @@ public final class MoeBlock {
     }
 
     /**
-     * @param dx      [T, D]
-     * @param dRouter [E, D], null when the router is not trainable
-     * @param experts the experts' gradients (LoRA, dL/dg)
+     * @param dx          [T, D]
+     * @param dRouter     [E, D], null when the router is not trainable
+     * @param dRouterBias [E], null when the router is not trainable or has no bias (gpt-oss has one)
+     * @param experts     the experts' gradients (LoRA, dL/dg)
      */
-    public record Gradients(INDArray dx, INDArray dRouter, ExpertGradients experts) {
+    public record Gradients(INDArray dx, INDArray dRouter, INDArray dRouterBias, ExpertGradients experts) {
     }
 
     /** Evaluation of the training pass: no jitter. x [T, D]. */
@@ -176,13 +187,15 @@ public final class MoeBlock {
         double[] dz = dRouterLogits == null ? new double[(int) ctx.logits.length()] : Flat.values(dRouterLogits);
         ctx.routes.backward(ffn.dWeights(), dz);
 
-        // logits = xj·Wgᵀ + b  →  dWg = dlogitsᵀ·xj, dxj += dlogits·Wg
+        // logits = xj·Wgᵀ + b  →  dWg = dlogitsᵀ·xj, db = Σ_t dlogits[t], dxj += dlogits·Wg
         INDArray dLogits = Flat.array(dz, ctx.logits.shape(), ctx.logits.dataType());         // [T, E]
         INDArray dRouter = null;
+        INDArray dRouterBias = null;
         if (options.trainable()) {
             INDArray w = router.weight();
             dRouter = Nd4j.createUninitialized(w.dataType(), w.shape(), 'c');                 // [E, D]
             Nd4j.gemm(dLogits, ctx.xj, dRouter, true, false, 1.0, 0.0);
+            dRouterBias = router.bias() == null ? null : dLogits.sum(0);                      // [E]
         }
         INDArray dx = ffn.dx();                                                               // [T, D]
         Nd4j.gemm(dLogits, router.weight(), dx, false, false, 1.0, 1.0);
@@ -196,7 +209,7 @@ public final class MoeBlock {
         if (ctx.sharedPass != null) {
             shared.backward(ctx.sharedPass, dOut, dx);
         }
-        return new Gradients(dx, dRouter, ffn);
+        return new Gradients(dx, dRouter, dRouterBias, ffn);
     }
 
     /** U(1 − j, 1 + j) [T, D] in 'c' order from one seeded generator. */

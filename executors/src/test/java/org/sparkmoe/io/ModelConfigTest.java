@@ -12,6 +12,7 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
+import java.util.List;
 import java.util.Set;
 import java.util.function.Consumer;
 import org.junit.jupiter.api.Test;
@@ -455,6 +456,56 @@ class ModelConfigTest {
         assertMentions(e, "olmoe", "hidden_size", "q_norm");
     }
 
+    /** A gpt_oss config in the shape of gpt-oss-20b's, scaled down (no layer_types: GptOssConfig's default). */
+    private static ObjectNode gptOss() {
+        ObjectNode n = JSON.createObjectNode();
+        n.put("model_type", "gpt_oss");
+        n.put("vocab_size", 1024);
+        n.put("hidden_size", 64);
+        n.put("intermediate_size", 64);
+        n.put("head_dim", 16);
+        n.put("num_hidden_layers", 3);
+        n.put("num_attention_heads", 4);
+        n.put("num_key_value_heads", 2);
+        n.put("num_local_experts", 8);
+        n.put("num_experts_per_tok", 2);
+        n.put("sliding_window", 8);
+        n.put("rms_norm_eps", 1e-5);
+        n.put("max_position_embeddings", 256);
+        n.put("rope_theta", 150000.0);
+        n.put("swiglu_limit", 7.0);
+        return n;
+    }
+
+    @Test
+    void gptOssFields() {
+        ModelConfig c = parse(gptOss());
+        assertEquals(ModelConfig.ModelType.GPT_OSS, c.modelType);
+        assertEquals(8, c.num_experts);
+        assertEquals(64, c.expert_intermediate_size);
+        assertTrue(c.norm_topk_prob, "softmax over the top-k = the renormalised softmax");
+        assertTrue(c.attention_bias && c.qkv_bias, "attention_bias defaults to true");
+        assertTrue(c.attention_sinks && c.clamped_experts);
+        assertEquals(List.of("sliding_attention", "full_attention", "sliding_attention"), c.layer_types);
+        assertEquals(8, c.slidingWindow(0));
+        assertEquals(null, c.slidingWindow(1));
+        assertEquals(8, c.slidingWindow(2));
+        assertEquals(null, parse(qwen3()).layer_types);
+    }
+
+    @Test
+    void gptOssRejectsBadLayerTypesAndOtherLimits() {
+        assertMentions(rejects(gptOss(), n -> n.putArray("layer_types").add("full_attention")), "layer_types",
+                "one type per layer (3)");
+        assertMentions(rejects(gptOss(), n -> n.putArray("layer_types").add("full_attention").add("chunked_attention")
+                .add("full_attention")), "layer_types", "chunked_attention");
+        assertMentions(rejects(gptOss(), n -> n.putNull("sliding_window")), "sliding_window is null");
+        assertMentions(rejects(gptOss(), n -> n.put("swiglu_limit", 10.0)), "swiglu_limit", "7.0");
+        ModelConfig allFull = parse(gptOss().put("sliding_window", (String) null).set("layer_types",
+                JSON.createArrayNode().add("full_attention").add("full_attention").add("full_attention")));
+        assertEquals(null, allFull.slidingWindow(0));
+    }
+
     @Test
     void olmoeRejectsNonPositiveClip() {
         ModelConfigException e = rejects(olmoe(), n -> n.put("clip_qkv", 0.0));
@@ -480,10 +531,45 @@ class ModelConfigTest {
     }
 
     @Test
-    void yarnRopeTypeUnsupported() {
+    void yarnRopeParametersWithTheirDefaults() {
+        ObjectNode n = mixtral();
+        ((ObjectNode) n.get("rope_parameters")).put("rope_type", "yarn").put("factor", 4.0)
+                .put("original_max_position_embeddings", 8);
+        YarnScaling y = parse(n).rope_scaling;
+        assertEquals(new YarnScaling(4.0, 8, 32, 1, null, null, null, true), y);
+        assertEquals(0.1 * Math.log(4.0) + 1, y.cosSinFactor(), 1e-15);
+        assertEquals(0.5, y.softmaxScale(0.5), 0.0);
+    }
+
+    @Test
+    void legacyRopeScalingYarnAsDeepSeekV2LiteWritesIt() {
+        ObjectNode n = mixtral();
+        n.remove("rope_parameters");
+        n.put("rope_theta", 10000.0);
+        n.putObject("rope_scaling").put("type", "yarn").put("factor", 40).put("original_max_position_embeddings", 4096)
+                .put("beta_fast", 32).put("beta_slow", 1).put("mscale", 0.707).put("mscale_all_dim", 0.707);
+        ModelConfig c = parse(n);
+        assertEquals(10000.0, c.rope_theta);
+        assertEquals(new YarnScaling(40, 4096, 32, 1, 0.707, 0.707, null, true), c.rope_scaling);
+        assertEquals(1.0, c.rope_scaling.cosSinFactor(), 0.0);
+    }
+
+    @Test
+    void yarnFactorDefaultsToTheLengthRatio() {
+        ObjectNode n = mixtral();
+        n.put("max_position_embeddings", 64);
+        ((ObjectNode) n.get("rope_parameters")).put("rope_type", "yarn").put("original_max_position_embeddings", 16)
+                .put("truncate", false);
+        YarnScaling y = parse(n).rope_scaling;
+        assertEquals(4.0, y.factor());
+        assertFalse(y.truncate());
+    }
+
+    @Test
+    void otherRopeTypeUnsupported() {
         ModelConfigException e = rejects(mixtral(),
-                n -> ((ObjectNode) n.get("rope_parameters")).put("rope_type", "yarn"));
-        assertMentions(e, "rope_type", "yarn");
+                n -> ((ObjectNode) n.get("rope_parameters")).put("rope_type", "llama3"));
+        assertMentions(e, "rope_parameters", "llama3");
     }
 
     @Test

@@ -33,6 +33,7 @@ final class TinyModels {
     static final String QWEN = "tests/src/test/resources/reference/qwen2-moe-tiny";
     static final String QWEN3 = "tests/src/test/resources/reference/qwen3-moe-tiny";
     static final String OLMOE = "tests/src/test/resources/reference/olmoe-tiny";
+    static final String GPT_OSS = "tests/src/test/resources/reference/gpt-oss-tiny";
     private static final Map<String, MoeTransformer> LOADED = new ConcurrentHashMap<>();
 
     private TinyModels() {

@@ -18,8 +18,8 @@ import org.sparkmoe.model.MoeTransformer;
 
 /**
  * Float64 central differences through the whole tiny model (cast to float64): embedding → every decoder layer
- * (RMSNorm, RoPE GQA attention with Qwen3's and OLMoE's q/k norms and OLMoE's clamp, LoRA MoE block, shared expert /
- * dense layer for Qwen) → final norm → LM head →
+ * (RMSNorm, RoPE GQA attention with Qwen3's and OLMoE's q/k norms and OLMoE's clamp, gpt-oss's sinks and windows,
+ * LoRA MoE block, shared expert / dense layer for Qwen, gpt-oss's biased clamped experts) → final norm → LM head →
  * causal CE + coef · load-balancing loss. For every trainable tensor (LoRA A and B of every target in every layer,
  * and every router), the two entries with the largest analytic gradient and one random one are perturbed by ±h;
  * the error criterion is {@link GradientCheck}'s (relative, absolute floor 1). LoRA B is made non-zero (PEFT
@@ -50,6 +50,15 @@ class WholeModelGradientCheckTest {
     @Test
     void olmoeGradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
         checkTotalLoss(TinyModels.OLMOE, 0.5, 27);
+    }
+
+    /**
+     * Through gpt-oss's sinks, sliding and full layers, YaRN, q/k/v/o biases, the biased clamped experts (fused,
+     * interleaved) and the router's bias, which trains with its weight.
+     */
+    @Test
+    void gptOssGradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.GPT_OSS, 0.5, 28);
     }
 
     @Test
@@ -87,7 +96,8 @@ class WholeModelGradientCheckTest {
             checked++;
         }
         long moeLayers = model.layers().stream().filter(l -> l.isMoe()).count();
-        assertEquals(moeLayers * 7, checked, "3 targets × (A, B) + router per MoE layer");
+        int routerBias = model.config().clamped_experts ? 1 : 0;
+        assertEquals(moeLayers * (7 + routerBias), checked, "3 targets × (A, B) + router (+ its bias) per MoE layer");
     }
 
     /** All targets, rank 4, α 8, router trained; B Gaussian(0, 0.05²) so that A has a gradient. */
