@@ -5,7 +5,6 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
-import org.sparkmoe.kernels.Softmax;
 
 /**
  * Causal grouped-query self-attention with RoPE, as transformers' eager attention in float32:
@@ -17,7 +16,7 @@ import org.sparkmoe.kernels.Softmax;
  * ({@link #forwardTraining}, {@link #backward}) takes FLOAT or DOUBLE (weights of the same type) and in FLOAT is
  * bit-identical to {@link #forward}; the weights and biases are frozen, only the input gets a gradient.
  */
-public final class Attention {
+public final class Attention implements SelfAttention {
     private final INDArray wq; // [H·hd, D]
     private final INDArray wk; // [KVH·hd, D]
     private final INDArray wv; // [KVH·hd, D]
@@ -28,7 +27,7 @@ public final class Attention {
     private final int heads;
     private final int kvHeads;
     private final int headDim;
-    private final Integer slidingWindow;
+    private final CausalSoftmax softmax;
 
     /** Attention without an output bias or q/k/v norms (Mixtral, Qwen2-MoE, Mistral). */
     public Attention(INDArray wq, INDArray wk, INDArray wv, INDArray wo, INDArray bq, INDArray bk, INDArray bv,
@@ -60,10 +59,10 @@ public final class Attention {
         this.heads = heads;
         this.kvHeads = kvHeads;
         this.headDim = headDim;
-        this.slidingWindow = slidingWindow;
+        this.softmax = new CausalSoftmax(1.0 / Math.sqrt(headDim), slidingWindow);
     }
 
-    /** x [B·S, D] → [B·S, D]. */
+    @Override
     public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope) {
         float[] q = toHeads(qNorm.forward(Dense.linear(x, wq, bq)), batch, seq, heads, rope);     // [B, H, S, hd]
         float[] k = toHeads(kNorm.forward(Dense.linear(x, wk, bk)), batch, seq, kvHeads, rope);   // [B, KVH, S, hd]
@@ -80,7 +79,7 @@ public final class Attention {
                         false, true, 1.0, 0.0);                                     // [S, S] = q·kᵀ
             }
         }
-        INDArray probs = Nd4j.create(causalSoftmax(scores.data().asFloat(), batch * heads, seq),
+        INDArray probs = Nd4j.create(softmax.apply(scores.data().asFloat(), batch * heads, seq),
                 new long[] {(long) batch * heads, seq, seq}, 'c');
         INDArray context = Nd4j.createUninitialized(DataType.FLOAT, new long[] {(long) batch * heads, seq, headDim}, 'c');
         for (int b = 0; b < batch; b++) {
@@ -127,26 +126,8 @@ public final class Attention {
         return Nd4j.create(out, new long[] {(long) batch * seq, (long) heads * headDim}, 'c');
     }
 
-    /** Scales by hd^-½ and applies the causal (optionally sliding-window) softmax to every [S, S] score matrix. */
-    private float[] causalSoftmax(float[] scores, int matrices, int seq) {
-        float scale = (float) (1.0 / Math.sqrt(headDim));
-        for (int m = 0; m < matrices; m++) {
-            for (int i = 0; i < seq; i++) {
-                int row = (m * seq + i) * seq;
-                int first = slidingWindow == null ? 0 : Math.max(0, i - slidingWindow + 1);
-                for (int j = first; j <= i; j++) {
-                    scores[row + j] *= scale;
-                }
-                Softmax.row(scores, row + first, i - first + 1, scores, row + first);
-                java.util.Arrays.fill(scores, row, row + first, 0f);
-                java.util.Arrays.fill(scores, row + i + 1, row + seq, 0f);
-            }
-        }
-        return scores;
-    }
-
     /** The forward result and what {@link #backward} needs; immutable once built. */
-    public static final class Context {
+    public static final class Context implements SelfAttention.Context {
         private final int batch;
         private final int seq;
         private final RotaryEmbedding rope;
@@ -175,13 +156,13 @@ public final class Attention {
             this.out = out;
         }
 
-        /** @return [B·S, D] */
+        @Override
         public INDArray out() {
             return out;
         }
     }
 
-    /** x [B·S, D] → Context with out [B·S, D]; FLOAT or DOUBLE. */
+    @Override
     public Context forwardTraining(INDArray x, int batch, int seq, RotaryEmbedding rope) {
         DataType dt = x.dataType();
         boolean single = dt == DataType.FLOAT;
@@ -204,7 +185,7 @@ public final class Attention {
             Nd4j.gemm(qh.slice(bh), kh.slice(kv), scores.slice(bh), false, true, 1.0, 0.0);    // [S, S] = q·kᵀ
         }
         double[] p = Flat.values(scores);
-        causalSoftmax(p, batch * heads, seq, single);
+        softmax.apply(p, batch * heads, seq, single);
         INDArray probs = Flat.array(p, scores.shape(), dt);                             // [B·H, S, S]
         INDArray context = Nd4j.createUninitialized(dt, qShape, 'c');                   // [B·H, S, hd]
         for (int bh = 0; bh < batch * heads; bh++) {
@@ -217,13 +198,10 @@ public final class Attention {
                 Dense.linear(merged, wo, bo));
     }
 
-    /**
-     * The mirror of {@link #forwardTraining}, step by step in reverse.
-     *
-     * @param dOut [B·S, D]
-     * @return dx [B·S, D]
-     */
-    public INDArray backward(Context ctx, INDArray dOut) {
+    /** The mirror of {@link #forwardTraining}, step by step in reverse. */
+    @Override
+    public INDArray backward(SelfAttention.Context context, INDArray dOut) {
+        Context ctx = (Context) context;
         DataType dt = dOut.dataType();
         int batch = ctx.batch;
         int seq = ctx.seq;
@@ -244,7 +222,7 @@ public final class Attention {
         // p = causal softmax(scores · hd^-½)  →  dscores
         double[] p = Flat.values(ctx.probs);
         double[] dScores = Flat.values(dProbs);
-        causalSoftmaxBackward(p, dScores, batch * heads, seq);
+        softmax.backward(p, dScores, batch * heads, seq);
         INDArray dS = Flat.array(dScores, ctx.probs.shape(), dt);                       // [B·H, S, S]
 
         // scores = q·kᵀ  →  dq = dscores·k, dk += dscoresᵀ·q
@@ -307,44 +285,5 @@ public final class Attention {
             }
         }
         return dst;
-    }
-
-    /** {@link #causalSoftmax(float[], int, int)} on float64 values, rounded to float32 where it rounds when single. */
-    private void causalSoftmax(double[] scores, int matrices, int seq, boolean single) {
-        double scale = Flat.round(1.0 / Math.sqrt(headDim), single);
-        for (int m = 0; m < matrices; m++) {
-            for (int i = 0; i < seq; i++) {
-                int row = (m * seq + i) * seq;
-                int first = firstVisible(i);
-                for (int j = first; j <= i; j++) {
-                    scores[row + j] = Flat.round(scores[row + j] * scale, single);
-                }
-                Softmax.row(scores, row + first, i - first + 1, single);
-                java.util.Arrays.fill(scores, row, row + first, 0.0);
-                java.util.Arrays.fill(scores, row + i + 1, row + seq, 0.0);
-            }
-        }
-    }
-
-    /** The mirror of {@link #causalSoftmax(double[], int, int, boolean)}: dp → dscores in place, zero off the mask. */
-    private void causalSoftmaxBackward(double[] probs, double[] dProbs, int matrices, int seq) {
-        double scale = 1.0 / Math.sqrt(headDim);
-        for (int m = 0; m < matrices; m++) {
-            for (int i = 0; i < seq; i++) {
-                int row = (m * seq + i) * seq;
-                int first = firstVisible(i);
-                Softmax.rowBackward(probs, dProbs, row + first, i - first + 1);
-                for (int j = first; j <= i; j++) {
-                    dProbs[row + j] *= scale;
-                }
-                java.util.Arrays.fill(dProbs, row, row + first, 0.0);
-                java.util.Arrays.fill(dProbs, row + i + 1, row + seq, 0.0);
-            }
-        }
-    }
-
-    /** The first key position query i sees: 0, or i − window + 1 with a sliding window. */
-    private int firstVisible(int i) {
-        return slidingWindow == null ? 0 : Math.max(0, i - slidingWindow + 1);
     }
 }

@@ -8,27 +8,37 @@ import org.sparkmoe.kernels.Flat;
  * {@code q·cos + rotate_half(q)·sin} with the two halves of each head rotated together. The inverse frequencies are
  * the default {@code inv_freq[i] = 1 / θ^(2i/hd)} or YaRN's ({@code _compute_yarn_parameters}: a ramp between the
  * extrapolated θ^(-2i/hd) and the interpolated θ^(-2i/hd)/s over the correction range), and YaRN scales cos and
- * sin by its attention factor.
+ * sin by its attention factor. Pair i of a head is (x[i], x[i + hd/2]) (rotate_half), or with {@code interleaved}
+ * (DeepSeek's layout) (x[2i], x[2i+1]), written back to the same two places. transformers' DeepSeek-V3 writes the
+ * interleaved pairs' results de-interleaved instead; q and k are permuted alike, so their dot products are equal.
  */
 public final class RotaryEmbedding {
     private final int headDim;
     private final float[] cos; // [P, hd/2]
     private final float[] sin; // [P, hd/2]
     private final int positions;
+    private final boolean interleaved;
 
     /** Default RoPE. */
     public RotaryEmbedding(int headDim, double theta, int positions) {
         this(headDim, theta, positions, null);
     }
 
+    /** RoPE with rotate_half pairs. */
+    public RotaryEmbedding(int headDim, double theta, int positions, YarnScaling yarn) {
+        this(headDim, theta, positions, yarn, false);
+    }
+
     /**
      * @param headDim   the rotated dimension (even)
      * @param yarn      YaRN scaling, or null for default RoPE
      * @param positions the table covers positions [0, positions)
+     * @param interleaved pairs (x[2i], x[2i+1]) instead of (x[i], x[i + hd/2])
      */
-    public RotaryEmbedding(int headDim, double theta, int positions, YarnScaling yarn) {
+    public RotaryEmbedding(int headDim, double theta, int positions, YarnScaling yarn, boolean interleaved) {
         this.headDim = headDim;
         this.positions = positions;
+        this.interleaved = interleaved;
         int half = headDim / 2;
         float[] invFreq = inverseFrequencies(headDim, theta, yarn);
         float factor = yarn == null ? 1f : (float) yarn.cosSinFactor();
@@ -100,12 +110,14 @@ public final class RotaryEmbedding {
         int half = headDim / 2;
         int row = pos * half;
         for (int i = 0; i < half; i++) {
-            float x1 = src[srcAt + i];
-            float x2 = src[srcAt + half + i];
+            int a = first(i);
+            int b = second(i);
+            float x1 = src[srcAt + a];
+            float x2 = src[srcAt + b];
             float c = cos[row + i];
             float s = sin[row + i];
-            dst[dstAt + i] = x1 * c + (-x2) * s;
-            dst[dstAt + half + i] = x2 * c + x1 * s;
+            dst[dstAt + a] = x1 * c + (-x2) * s;
+            dst[dstAt + b] = x2 * c + x1 * s;
         }
     }
 
@@ -117,12 +129,14 @@ public final class RotaryEmbedding {
         int half = headDim / 2;
         int row = pos * half;
         for (int i = 0; i < half; i++) {
-            double x1 = src[srcAt + i];
-            double x2 = src[srcAt + half + i];
+            int a = first(i);
+            int b = second(i);
+            double x1 = src[srcAt + a];
+            double x2 = src[srcAt + b];
             double c = cos[row + i];
             double s = sin[row + i];
-            dst[dstAt + i] = Flat.round(Flat.round(x1 * c, single) + Flat.round(-x2 * s, single), single);
-            dst[dstAt + half + i] = Flat.round(Flat.round(x2 * c, single) + Flat.round(x1 * s, single), single);
+            dst[dstAt + a] = Flat.round(Flat.round(x1 * c, single) + Flat.round(-x2 * s, single), single);
+            dst[dstAt + b] = Flat.round(Flat.round(x2 * c, single) + Flat.round(x1 * s, single), single);
         }
     }
 
@@ -135,12 +149,24 @@ public final class RotaryEmbedding {
         int half = headDim / 2;
         int row = pos * half;
         for (int i = 0; i < half; i++) {
-            double d1 = dy[dyAt + i];
-            double d2 = dy[dyAt + half + i];
+            int a = first(i);
+            int b = second(i);
+            double d1 = dy[dyAt + a];
+            double d2 = dy[dyAt + b];
             double c = cos[row + i];
             double s = sin[row + i];
-            dx[dxAt + i] = d1 * c + d2 * s;
-            dx[dxAt + half + i] = -d1 * s + d2 * c;
+            dx[dxAt + a] = d1 * c + d2 * s;
+            dx[dxAt + b] = -d1 * s + d2 * c;
         }
+    }
+
+    /** The first element of pair i within a head. */
+    private int first(int i) {
+        return interleaved ? 2 * i : i;
+    }
+
+    /** The second element of pair i within a head. */
+    private int second(int i) {
+        return interleaved ? 2 * i + 1 : headDim / 2 + i;
     }
 }

@@ -64,6 +64,50 @@ class TrainingBackwardTest {
     }
 
     @Test
+    void latentAttentionWithPlainQInterleavedRopeInputGradientMatchesFiniteDifferences() {
+        checkLatentAttention(21, false, true);
+    }
+
+    @Test
+    void latentAttentionWithQLoraInputGradientMatchesFiniteDifferences() {
+        checkLatentAttention(22, true, false);
+    }
+
+    /**
+     * MLA with H = 3 heads, dn = 4, dr = HD, dv = 3, kv_lora_rank 5, q_lora_rank 4 (or a plain q_proj), biases on
+     * q_a, kv_a and o, a scale other than (dn+dr)^-½ (YaRN's mscale²), θ = 3 so the rope part turns far.
+     */
+    private static void checkLatentAttention(long seed, boolean qLora, boolean interleaved) {
+        Random rnd = new Random(seed);
+        LatentAttention attn = latentAttention(rnd, DataType.DOUBLE, qLora);
+        RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16, null, interleaved);
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray dx = attn.backward(attn.forwardTraining(x, B, S, rope), w);
+        GradientCheck.check("latent attention" + (qLora ? " q_lora" : "") + (interleaved ? " interleaved" : "")
+                + ": x", x, dx, () -> GradientCheck.dot(attn.forwardTraining(x, B, S, rope).out(), w));
+    }
+
+    private static LatentAttention latentAttention(Random rnd, DataType dt, boolean qLora) {
+        int heads = 3;
+        int nope = 4;
+        int value = 3;
+        int latent = 5;
+        int qRank = 4;
+        LatentAttention.Weights weights = new LatentAttention.Weights(
+                qLora ? null : gaussian(rnd, dt, 0.6, heads * (nope + HD), D),
+                qLora ? gaussian(rnd, dt, 0.6, qRank, D) : null,
+                qLora ? gaussian(rnd, dt, 0.3, qRank) : null,
+                qLora ? new RmsNorm(gaussian(rnd, dt, 0.3, qRank).addi(1.0), 1e-6) : null,
+                qLora ? gaussian(rnd, dt, 0.6, heads * (nope + HD), qRank) : null,
+                gaussian(rnd, dt, 0.6, latent + HD, D), gaussian(rnd, dt, 0.3, latent + HD),
+                new RmsNorm(gaussian(rnd, dt, 0.3, latent).addi(1.0), 1e-6),
+                gaussian(rnd, dt, 0.6, heads * (nope + value), latent), gaussian(rnd, dt, 0.6, D, heads * value),
+                gaussian(rnd, dt, 0.3, D));
+        return new LatentAttention(weights, heads, nope, HD, value, 1.3 / Math.sqrt(nope + HD));
+    }
+
+    @Test
     void projectionNormGradientMatchesFiniteDifferences() {
         Random rnd = new Random(13);
         for (int chunk : new int[] {HD, 3 * HD}) {
