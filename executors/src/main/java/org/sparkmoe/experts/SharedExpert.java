@@ -8,13 +8,16 @@ import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
 
 /**
- * Qwen2-MoE's shared expert, frozen: {@code out += sigmoid(x·Wsgᵀ) ⊙ mlp(x)} [T, D] for every token. In FLOAT the
- * sum is rounded as a float32 computation rounds.
+ * The shared expert of an MoE block, frozen, run for every token: Qwen2-MoE's gated one,
+ * {@code out += sigmoid(x·Wsgᵀ) ⊙ mlp(x)} [T, D], or the ungated one of GLM-4.5 and DeepSeek
+ * ({@code n_shared_experts} experts as one MLP of n_shared·moe_intermediate_size), {@code out += mlp(x)}. In FLOAT
+ * the sum is rounded as a float32 computation rounds.
  */
 public final class SharedExpert {
     private final SwiGluMlp mlp;
-    private final INDArray gate;   // [1, D]
+    private final INDArray gate;   // [1, D], null when ungated
 
+    /** A gated shared expert (Qwen2-MoE): both are required. */
     public SharedExpert(SwiGluMlp mlp, INDArray gate) {
         if (mlp == null || gate == null) {
             throw new IllegalArgumentException("a shared expert needs its gate and a gate its expert, got expert "
@@ -25,8 +28,24 @@ public final class SharedExpert {
         this.gate = gate;
     }
 
-    /** Throws unless the gate is [1, D] of the block's hidden size and data type. */
+    private SharedExpert(SwiGluMlp mlp) {
+        if (mlp == null) {
+            throw new IllegalArgumentException("an ungated shared expert needs its MLP, got null");
+        }
+        this.mlp = mlp;
+        this.gate = null;
+    }
+
+    /** An ungated shared expert (GLM-4.5, DeepSeek): its output is added as it is. */
+    public static SharedExpert ungated(SwiGluMlp mlp) {
+        return new SharedExpert(mlp);
+    }
+
+    /** Throws unless the gate (when gated) is [1, D] of the block's hidden size and data type. */
     public void checkFits(int hidden, DataType dataType) {
+        if (gate == null) {
+            return;
+        }
         if (gate.rank() != 2 || gate.size(0) != 1 || gate.size(1) != hidden || gate.dataType() != dataType) {
             throw new IllegalArgumentException("shared expert gate must be [1, D] = [1, " + hidden + "] "
                     + dataType + ", got " + Arrays.toString(gate.shape()) + " " + gate.dataType());
@@ -37,17 +56,23 @@ public final class SharedExpert {
      * What the backward pass needs.
      *
      * @param mlp   the SwiGLU's forward
-     * @param gates [T] sigmoid(x·Wsgᵀ)
+     * @param gates [T] sigmoid(x·Wsgᵀ), null when ungated
      */
     public record Pass(SwiGluMlp.Context mlp, double[] gates) {
     }
 
-    /** Adds sigmoid(x·Wsgᵀ) ⊙ mlp(x) to {@code out [T·D]}; x [T, D]. */
+    /** Adds sigmoid(x·Wsgᵀ) ⊙ mlp(x) (gated) or mlp(x) (ungated) to {@code out [T·D]}; x [T, D]. */
     public Pass addTo(INDArray x, double[] out, boolean single) {
         int tokens = (int) x.size(0);
         int hidden = (int) x.size(1);
         SwiGluMlp.Context shared = mlp.forwardTraining(x);                              // [T, D]
         double[] ys = Flat.values(shared.out());
+        if (gate == null) {
+            for (int at = 0; at < out.length; at++) {
+                out[at] = Flat.round(out[at] + ys[at], single);
+            }
+            return new Pass(shared, null);
+        }
         double[] gates = Flat.values(Dense.linear(x, gate));                             // [T] logits
         for (int t = 0; t < tokens; t++) {
             gates[t] = Flat.round(1.0 / (1.0 + Math.exp(-gates[t])), single);
@@ -60,11 +85,16 @@ public final class SharedExpert {
     }
 
     /**
-     * dshared = σ·dOut, dgate logit = σ(1 − σ)·Σ dOut ⊙ shared; adds dL/dx to {@code dx [T, D]}.
+     * dshared = σ·dOut, dgate logit = σ(1 − σ)·Σ dOut ⊙ shared (ungated: dshared = dOut); adds dL/dx to
+     * {@code dx [T, D]}.
      *
      * @param dOut [T, D]
      */
     public void backward(Pass pass, INDArray dOut, INDArray dx) {
+        if (pass.gates() == null) {
+            dx.addi(mlp.backward(pass.mlp(), dOut));
+            return;
+        }
         int tokens = (int) dOut.size(0);
         int hidden = (int) dOut.size(1);
         double[] dy = Flat.values(dOut);

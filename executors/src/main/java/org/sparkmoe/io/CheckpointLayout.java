@@ -3,7 +3,8 @@ package org.sparkmoe.io;
 /**
  * Hugging Face key names of a decoder checkpoint, per model type: Mixtral keeps its experts under
  * {@code block_sparse_moe} with w1/w3/w2; Qwen2-MoE, Qwen3-MoE and OLMoE under {@code mlp} with
- * gate_proj/up_proj/down_proj (Qwen2-MoE plus a shared expert); Mistral and Qwen3 have a dense {@code mlp}.
+ * gate_proj/up_proj/down_proj (Qwen2-MoE plus a gated shared expert, GLM-4.5 plus ungated shared experts and a
+ * score-correction bias beside the router); Mistral and Qwen3 have a dense {@code mlp}.
  */
 public final class CheckpointLayout {
     /** The three expert projections, in the order gate (w1), up (w3), down (w2). */
@@ -101,8 +102,15 @@ public final class CheckpointLayout {
         return layer(layer) + "mlp." + denseName(p) + ".weight";
     }
 
-    public static String sharedExpert(int layer, Projection p) {
-        return layer(layer) + "mlp.shared_expert." + denseName(p) + ".weight";
+    /** The shared expert's projection: Qwen2-MoE's {@code mlp.shared_expert.}, GLM-4.5's {@code mlp.shared_experts.}. */
+    public String sharedExpert(int layer, Projection p) {
+        String module = type == ModelConfig.ModelType.QWEN2_MOE ? "mlp.shared_expert." : "mlp.shared_experts.";
+        return layer(layer) + module + denseName(p) + ".weight";
+    }
+
+    /** The selection-only bias of a sigmoid router, {@code mlp.gate.e_score_correction_bias} [E]. */
+    public String scoreCorrectionBias(int layer) {
+        return moePrefix(layer) + "gate.e_score_correction_bias";
     }
 
     public static String sharedExpertGate(int layer) {

@@ -11,11 +11,11 @@ import java.util.Set;
 /**
  * A Hugging Face {@code config.json} for a decoder-only (MoE) causal LM. Fields keep their Hugging Face
  * names; derived values (head_dim when null, the rope_theta location) are resolved here once.
- * Supported model types: {@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}, {@code olmoe}, and the dense
+ * Supported model types: {@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}, {@code olmoe}, {@code glm4_moe}, and the dense
  * {@code mistral} and {@code qwen3} that expert merging produces. Defaults follow transformers 5.17's config classes.
  */
 public final class ModelConfig {
-    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, MISTRAL, QWEN3 }
+    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, GLM4_MOE, MISTRAL, QWEN3 }
 
     /**
      * Where an RMSNorm acts on the q and k projections: not at all; per head over head_dim after the reshape
@@ -56,8 +56,17 @@ public final class ModelConfig {
     /** Expert width: intermediate_size (Mixtral, OLMoE) or moe_intermediate_size (Qwen2/3-MoE). */
     public final int expert_intermediate_size;
     public final boolean norm_topk_prob;
-    /** 0 = no shared expert. */
+    /**
+     * 0 = no shared expert. Qwen2-MoE's field of that name (one expert, gated by sigmoid(x·Wsgᵀ)); for the
+     * sigmoid-routed families {@code n_shared_experts · moe_intermediate_size} (ungated, added to the routed output).
+     */
     public final int shared_expert_intermediate_size;
+    /** Sigmoid-routed families: how many experts the shared MLP stands for (its width in moe_intermediate_size units). */
+    public final int n_shared_experts;
+    /** The first k layers are dense (MLP of intermediate_size); held as {@link #mlp_only_layers} = {0 .. k−1}. */
+    public final int first_k_dense_replace;
+    /** How the router scores and selects: softmax top-K for most types, sigmoid with groups and a bias for others. */
+    public final RoutingConfig routing;
     public final int decoder_sparse_step;
     public final Set<Integer> mlp_only_layers;
     public final double router_aux_loss_coef;
@@ -84,10 +93,11 @@ public final class ModelConfig {
             case "qwen2_moe" -> modelType = ModelType.QWEN2_MOE;
             case "qwen3_moe" -> modelType = ModelType.QWEN3_MOE;
             case "olmoe" -> modelType = ModelType.OLMOE;
+            case "glm4_moe" -> modelType = ModelType.GLM4_MOE;
             case "mistral" -> modelType = ModelType.MISTRAL;
             case "qwen3" -> modelType = ModelType.QWEN3;
             default -> throw new ModelConfigException(source + ": unsupported model_type \"" + type
-                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, mistral, qwen3)");
+                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, mistral, qwen3)");
         }
         vocab_size = f.positiveInt("vocab_size");
         hidden_size = f.positiveInt("hidden_size");
@@ -124,6 +134,9 @@ public final class ModelConfig {
         tie_word_embeddings = f.bool("tie_word_embeddings", false);
         router_aux_loss_coef = f.has("router_aux_loss_coef") ? f.nonNegativeDouble("router_aux_loss_coef") : 0.0;
         router_jitter_noise = f.has("router_jitter_noise") ? f.nonNegativeDouble("router_jitter_noise") : 0.0;
+        int sharedExperts = 0;
+        int firstDense = 0;
+        RoutingConfig routing = RoutingConfig.SOFTMAX;
         switch (modelType) {
             case MIXTRAL -> {
                 num_experts = f.positiveInt("num_local_experts");
@@ -198,6 +211,27 @@ public final class ModelConfig {
                 sliding_window = null; // OlmoeModel builds a plain causal mask whatever the config says
                 low_rank_experts_rank = lowRankRank(f);
             }
+            case GLM4_MOE -> {
+                // Glm4MoeConfig.attribute_map: num_local_experts → n_routed_experts
+                num_experts = f.has("n_routed_experts") ? f.positiveInt("n_routed_experts")
+                        : f.positiveInt("num_local_experts");
+                num_experts_per_tok = f.positiveInt("num_experts_per_tok");
+                expert_intermediate_size = f.positiveInt("moe_intermediate_size");
+                norm_topk_prob = f.bool("norm_topk_prob", true);
+                sharedExperts = f.has("n_shared_experts") ? f.nonNegativeInt("n_shared_experts") : 1;
+                shared_expert_intermediate_size = Math.multiplyExact(sharedExperts, expert_intermediate_size);
+                decoder_sparse_step = 1;
+                firstDense = f.has("first_k_dense_replace") ? f.nonNegativeInt("first_k_dense_replace") : 1;
+                mlp_only_layers = firstLayers(firstDense, num_hidden_layers);
+                routing = routingConfig(f, source, "sigmoid", "noaux_tc");
+                // Glm4MoeAttention: q/k/v carry a bias when attention_bias, o_proj never does
+                qkv_bias = f.bool("attention_bias", false);
+                attention_bias = false;
+                qkNorm = f.bool("use_qk_norm", false) ? QkNorm.PER_HEAD : QkNorm.NONE;
+                clip_qkv = null;
+                sliding_window = null; // Glm4MoeModel builds a plain causal mask
+                low_rank_experts_rank = 0;
+            }
             case QWEN3 -> {
                 num_experts = 0;
                 num_experts_per_tok = 0;
@@ -233,10 +267,48 @@ public final class ModelConfig {
                 sliding_window = f.optionalPositiveInt("sliding_window");
             }
         }
+        n_shared_experts = sharedExperts;
+        first_k_dense_replace = firstDense;
+        this.routing = routing;
         if (num_experts > 0 && num_experts_per_tok > num_experts) {
             throw new ModelConfigException(source + ": num_experts_per_tok " + num_experts_per_tok
                     + " exceeds the number of experts " + num_experts);
         }
+    }
+
+    /**
+     * The router fields, {@code scoring_func} and {@code topk_method} defaulting to the type's own (GLM-4.5 has
+     * neither); n_group must divide the experts and the kept groups must hold at least K experts.
+     */
+    private RoutingConfig routingConfig(Fields f, String source, String scoring, String method) {
+        RoutingConfig r;
+        try {
+            r = new RoutingConfig(f.has("scoring_func") ? f.string("scoring_func") : scoring,
+                    f.has("topk_method") ? f.string("topk_method") : method,
+                    f.has("n_group") ? f.positiveInt("n_group") : 1,
+                    f.has("topk_group") ? f.positiveInt("topk_group") : 1,
+                    f.has("routed_scaling_factor") ? f.positiveDouble("routed_scaling_factor") : 1.0);
+        } catch (IllegalArgumentException e) {
+            throw new ModelConfigException(source + ": " + e.getMessage());
+        }
+        if (num_experts % r.n_group() != 0) {
+            throw new ModelConfigException(source + ": n_group " + r.n_group() + " must divide n_routed_experts "
+                    + num_experts);
+        }
+        if (r.groupLimited() && (long) r.topk_group() * (num_experts / r.n_group()) < num_experts_per_tok) {
+            throw new ModelConfigException(source + ": topk_group " + r.topk_group() + " groups of "
+                    + num_experts / r.n_group() + " experts cannot hold num_experts_per_tok " + num_experts_per_tok);
+        }
+        return r;
+    }
+
+    /** Layers 0 .. k−1 (first_k_dense_replace), checked against the layer count. */
+    private static Set<Integer> firstLayers(int k, int layers) {
+        Set<Integer> out = new HashSet<>();
+        for (int l = 0; l < Math.min(k, layers); l++) {
+            out.add(l);
+        }
+        return Set.copyOf(out);
     }
 
     /** low_rank_experts_rank (or its old name), 0 when absent. */
@@ -334,6 +406,11 @@ public final class ModelConfig {
 
     public boolean hasSharedExpert() {
         return shared_expert_intermediate_size > 0;
+    }
+
+    /** Whether the shared expert is scaled by sigmoid(x·Wsgᵀ) (Qwen2-MoE's shared_expert_gate) or added as it is. */
+    public boolean hasSharedExpertGate() {
+        return hasSharedExpert() && modelType == ModelType.QWEN2_MOE;
     }
 
     /** A deep copy of the original JSON, for writers that change a few fields. */

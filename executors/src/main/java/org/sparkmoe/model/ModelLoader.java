@@ -111,9 +111,9 @@ public final class ModelLoader {
     }
 
     private MoeBlock moeBlock(int l, GroupedGemm gemm) {
-        Router router = new Router(tensor(layout.routerGate(l)));
-        RouterOptions options = RouterOptions.of(RoutingRule.softmaxTopK(config.num_experts_per_tok,
-                config.norm_topk_prob));
+        Router router = new Router(tensor(layout.routerGate(l)), null, config.routing.scoreCorrectionBias()
+                ? tensors.readFloat(layout.scoreCorrectionBias(l)).castTo(DataType.DOUBLE).toDoubleVector() : null);
+        RouterOptions options = RouterOptions.of(RoutingRule.of(config));
         if (config.hasLowRankExperts()) {
             LowRankWeights weights = new LowRankWeights(
                     tensor(layout.sharedBase(l, Projection.GATE)),
@@ -132,11 +132,12 @@ public final class ModelLoader {
                 experts(l, Projection.DOWN));
         SharedExpert shared = null;
         if (config.hasSharedExpert()) {
-            shared = new SharedExpert(new SwiGluMlp(
-                    matrix(CheckpointLayout.sharedExpert(l, Projection.GATE)),
-                    matrix(CheckpointLayout.sharedExpert(l, Projection.UP)),
-                    matrix(CheckpointLayout.sharedExpert(l, Projection.DOWN))),
-                    tensor(CheckpointLayout.sharedExpertGate(l)));
+            SwiGluMlp mlp = new SwiGluMlp(
+                    matrix(layout.sharedExpert(l, Projection.GATE)),
+                    matrix(layout.sharedExpert(l, Projection.UP)),
+                    matrix(layout.sharedExpert(l, Projection.DOWN)));
+            shared = config.hasSharedExpertGate() ? new SharedExpert(mlp, tensor(CheckpointLayout.sharedExpertGate(l)))
+                    : SharedExpert.ungated(mlp);
         }
         return new MoeBlock(router, options, new FullExperts(experts, gemm), shared);
     }

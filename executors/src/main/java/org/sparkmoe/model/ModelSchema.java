@@ -55,6 +55,9 @@ public final class ModelSchema {
             if (c.isMoeLayer(l)) {
                 long i = c.expert_intermediate_size;
                 out.put(layout.routerGate(l), new long[] {c.num_experts, d});
+                if (c.routing.scoreCorrectionBias()) {
+                    out.put(layout.scoreCorrectionBias(l), new long[] {c.num_experts});
+                }
                 if (c.hasLowRankExperts()) {
                     long r = c.low_rank_experts_rank;
                     out.put(layout.sharedBase(l, Projection.GATE), new long[] {i, d});
@@ -75,10 +78,12 @@ public final class ModelSchema {
                 }
                 if (c.hasSharedExpert()) {
                     long s = c.shared_expert_intermediate_size;
-                    out.put(CheckpointLayout.sharedExpert(l, Projection.GATE), new long[] {s, d});
-                    out.put(CheckpointLayout.sharedExpert(l, Projection.UP), new long[] {s, d});
-                    out.put(CheckpointLayout.sharedExpert(l, Projection.DOWN), new long[] {d, s});
-                    out.put(CheckpointLayout.sharedExpertGate(l), new long[] {1, d});
+                    out.put(layout.sharedExpert(l, Projection.GATE), new long[] {s, d});
+                    out.put(layout.sharedExpert(l, Projection.UP), new long[] {s, d});
+                    out.put(layout.sharedExpert(l, Projection.DOWN), new long[] {d, s});
+                    if (c.hasSharedExpertGate()) {
+                        out.put(CheckpointLayout.sharedExpertGate(l), new long[] {1, d});
+                    }
                 }
             } else {
                 long i = c.intermediate_size;

@@ -1,6 +1,8 @@
 package org.sparkmoe.routing;
 
 import java.io.Serializable;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.RoutingConfig;
 
 /**
  * What a router does with its logits, per token: scores by {@link ScoreFunction}; optionally a group-limited
@@ -40,6 +42,19 @@ public record RoutingRule(int topK, ScoreFunction scores, boolean normalizeTopK,
             throw new IllegalArgumentException("routed scaling factor must be positive and finite, got "
                     + scalingFactor);
         }
+    }
+
+    /**
+     * The model's own rule from config.json: K = num_experts_per_tok, norm_topk_prob, and the router fields
+     * ({@link RoutingConfig}: scores, groups ranked by max or top-2 sum, routed_scaling_factor).
+     */
+    public static RoutingRule of(ModelConfig c) {
+        RoutingConfig r = c.routing;
+        boolean grouped = r.groupLimited();
+        return new RoutingRule(c.num_experts_per_tok,
+                r.scoring_func().equals("sigmoid") ? ScoreFunction.SIGMOID : ScoreFunction.SOFTMAX,
+                c.norm_topk_prob, grouped ? r.n_group() : 1, grouped ? r.topk_group() : 1,
+                r.groupRankTop2Sum() ? GroupRank.TOP2_SUM : GroupRank.MAX, r.routed_scaling_factor());
     }
 
     /** Softmax over E, top-K, the K weights renormalised when {@code normalizeTopK} (Mixtral: always). */

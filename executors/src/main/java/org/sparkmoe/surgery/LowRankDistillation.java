@@ -115,9 +115,9 @@ public final class LowRankDistillation {
         return y;
     }
 
-    /** The model's routing: softmax, its top-K, renormalised as config.json says; the router frozen. */
+    /** The model's routing as config.json says; the router frozen. */
     private static RouterOptions routing(ModelConfig config) {
-        return RouterOptions.of(RoutingRule.softmaxTopK(config.num_experts_per_tok, config.norm_topk_prob));
+        return RouterOptions.of(RoutingRule.of(config));
     }
 
     /** Σ‖ŷ − y‖² / Σ‖y‖² over every token, in chunks. */

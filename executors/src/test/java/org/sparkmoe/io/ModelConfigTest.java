@@ -325,6 +325,88 @@ class ModelConfigTest {
         assertEquals(ModelConfig.QkNorm.PER_HEAD, c.qkNorm);
     }
 
+    /** A GLM-4.5 config in the shape of GLM-4.5-Air's, scaled down; n_group 2 of which 1 is kept. */
+    private static ObjectNode glm() {
+        ObjectNode n = JSON.createObjectNode();
+        n.put("model_type", "glm4_moe");
+        n.put("vocab_size", 1024);
+        n.put("hidden_size", 64);
+        n.put("intermediate_size", 96);
+        n.put("moe_intermediate_size", 16);
+        n.put("num_hidden_layers", 3);
+        n.put("num_attention_heads", 4);
+        n.put("num_key_value_heads", 2);
+        n.put("head_dim", 32);
+        n.put("n_routed_experts", 8);
+        n.put("n_shared_experts", 1);
+        n.put("num_experts_per_tok", 2);
+        n.put("n_group", 2);
+        n.put("topk_group", 1);
+        n.put("routed_scaling_factor", 2.5);
+        n.put("first_k_dense_replace", 1);
+        n.put("attention_bias", true);
+        n.put("rms_norm_eps", 1e-5);
+        n.put("max_position_embeddings", 256);
+        n.put("rope_theta", 10000.0);
+        return n;
+    }
+
+    @Test
+    void glmMoeFields() {
+        ModelConfig c = parse(glm());
+        assertEquals(ModelConfig.ModelType.GLM4_MOE, c.modelType);
+        assertEquals(8, c.num_experts);
+        assertEquals(16, c.expert_intermediate_size);
+        assertEquals(16, c.shared_expert_intermediate_size, "n_shared_experts · moe_intermediate_size");
+        assertTrue(c.hasSharedExpert());
+        assertFalse(c.hasSharedExpertGate(), "GLM's shared experts are added ungated");
+        assertTrue(c.norm_topk_prob, "norm_topk_prob defaults to true for glm4_moe");
+        assertEquals(1, c.first_k_dense_replace);
+        assertFalse(c.isMoeLayer(0), "first_k_dense_replace 1: layer 0 dense");
+        assertTrue(c.isMoeLayer(1));
+        assertTrue(c.isMoeLayer(2));
+        assertEquals("sigmoid", c.routing.scoring_func());
+        assertTrue(c.routing.scoreCorrectionBias());
+        assertTrue(c.routing.groupRankTop2Sum());
+        assertTrue(c.routing.groupLimited());
+        assertEquals(2, c.routing.n_group());
+        assertEquals(1, c.routing.topk_group());
+        assertEquals(2.5, c.routing.routed_scaling_factor());
+        assertTrue(c.qkv_bias, "attention_bias puts a bias on q, k and v");
+        assertFalse(c.attention_bias, "Glm4MoeAttention: o_proj never has a bias");
+        assertEquals(ModelConfig.QkNorm.NONE, c.qkNorm, "use_qk_norm defaults to false");
+    }
+
+    @Test
+    void glmMoeDefaultsAndQkNorm() {
+        ObjectNode n = glm();
+        n.remove("n_group");
+        n.remove("topk_group");
+        n.remove("routed_scaling_factor");
+        n.remove("n_shared_experts");
+        n.remove("first_k_dense_replace");
+        n.put("use_qk_norm", true);
+        n.remove("n_routed_experts");
+        n.put("num_local_experts", 4);
+        ModelConfig c = parse(n);
+        assertEquals(4, c.num_experts, "num_local_experts is Glm4MoeConfig's alias of n_routed_experts");
+        assertEquals(16, c.shared_expert_intermediate_size, "n_shared_experts defaults to 1");
+        assertFalse(c.isMoeLayer(0), "first_k_dense_replace defaults to 1");
+        assertFalse(c.routing.groupLimited(), "n_group and topk_group default to 1");
+        assertEquals(1.0, c.routing.routed_scaling_factor());
+        assertEquals(ModelConfig.QkNorm.PER_HEAD, c.qkNorm);
+        assertFalse(parse(glm().put("n_shared_experts", 0)).hasSharedExpert());
+    }
+
+    @Test
+    void glmMoeGroupsMustDivideAndHoldTopK() {
+        assertMentions(rejects(glm(), n -> n.put("n_group", 3)), "n_group 3 must divide n_routed_experts 8");
+        assertMentions(rejects(glm(), n -> n.put("topk_group", 3)), "1 ≤ topk_group ≤ n_group");
+        assertMentions(rejects(glm(), n -> n.put("num_experts_per_tok", 5)),
+                "topk_group 1 groups of 4 experts cannot hold num_experts_per_tok 5");
+        assertMentions(rejects(glm(), n -> n.put("routed_scaling_factor", 0.0)), "routed_scaling_factor");
+    }
+
     @Test
     void olmoeFields() {
         ModelConfig c = parse(olmoe());

@@ -208,4 +208,33 @@ class ModelSchemaTest {
         assertTrue(e.getMessage().contains("missing tensor model.layers.2.mlp.shared_expert_gate.weight"),
                 e.getMessage());
     }
+
+    @Test
+    void glmSchemaHasUngatedSharedExpertsCorrectionBiasAndFirstDenseLayers() {
+        ModelConfig c = ModelConfig.parse("{\"model_type\": \"glm4_moe\", \"vocab_size\": 32, \"hidden_size\": 16,"
+                + " \"intermediate_size\": 24, \"moe_intermediate_size\": 8, \"n_shared_experts\": 2,"
+                + " \"n_routed_experts\": 4, \"num_experts_per_tok\": 2, \"n_group\": 2, \"topk_group\": 1,"
+                + " \"first_k_dense_replace\": 2, \"num_hidden_layers\": 3, \"num_attention_heads\": 4,"
+                + " \"num_key_value_heads\": 2, \"head_dim\": 4, \"attention_bias\": true, \"use_qk_norm\": true,"
+                + " \"rms_norm_eps\": 1e-5, \"max_position_embeddings\": 64, \"rope_theta\": 10000.0}", "glm.json");
+        Map<String, long[]> s = ModelSchema.expected(c);
+        // D=16, heads 4 × hd 4, kv 2 × 4 = 8; E=4, moe I=8, shared 2·8 = 16, dense I=24; layers 0 and 1 dense
+        assertArrayEquals(new long[] {8}, s.get("model.layers.0.self_attn.k_proj.bias"));
+        assertFalse(s.containsKey("model.layers.0.self_attn.o_proj.bias"), "Glm4MoeAttention: o_proj has no bias");
+        assertArrayEquals(new long[] {4}, s.get("model.layers.0.self_attn.q_norm.weight"));
+        assertArrayEquals(new long[] {24, 16}, s.get("model.layers.1.mlp.gate_proj.weight"));
+        assertFalse(s.containsKey("model.layers.1.mlp.gate.weight"), "layer 1 is dense (first_k_dense_replace 2)");
+        assertArrayEquals(new long[] {4, 16}, s.get("model.layers.2.mlp.gate.weight"));
+        assertArrayEquals(new long[] {4}, s.get("model.layers.2.mlp.gate.e_score_correction_bias"));
+        assertArrayEquals(new long[] {16, 16}, s.get("model.layers.2.mlp.shared_experts.up_proj.weight"));
+        assertArrayEquals(new long[] {16, 16}, s.get("model.layers.2.mlp.shared_experts.down_proj.weight"));
+        assertFalse(s.containsKey("model.layers.2.mlp.shared_expert_gate.weight"), "GLM's shared experts are ungated");
+        Map<String, INDArray> m = complete(c);
+        assertDoesNotThrow(() -> ModelSchema.check(c, new MapSource(m)));
+        m.remove("model.layers.2.mlp.gate.e_score_correction_bias");
+        CheckpointFormatException e = assertThrows(CheckpointFormatException.class,
+                () -> ModelSchema.check(c, new MapSource(m)));
+        assertTrue(e.getMessage().contains("missing tensor model.layers.2.mlp.gate.e_score_correction_bias"),
+                e.getMessage());
+    }
 }

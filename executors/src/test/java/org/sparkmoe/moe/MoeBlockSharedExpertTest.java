@@ -15,6 +15,7 @@ import org.sparkmoe.routing.LoadBalancingLoss;
 import org.sparkmoe.routing.Router;
 import org.sparkmoe.routing.RouterOptions;
 import org.sparkmoe.routing.RoutingRule;
+import org.sparkmoe.routing.ScoreFunction;
 import org.sparkmoe.experts.GradientCheck;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
@@ -26,6 +27,8 @@ import org.sparkmoe.experts.SwiGluMlp;
  * Qwen2-MoE's frozen shared expert in the LoRA block: {@code out += sigmoid(x·Wsgᵀ) ⊙ shared(x)}. Float64 central
  * differences of the input, the router and the LoRA factors with the shared expert present; with B = 0 in float32,
  * bit-identity with {@link MoeBlock#forward} of the same weights without LoRA (built through {@link MoeBlock#with}).
+ * GLM-4.5's ungated shared expert ({@code out += shared(x)}) under a sigmoid, grouped, bias-corrected, scaled router:
+ * the same finite-difference check, and the sum of the routed block and the MLP.
  */
 class MoeBlockSharedExpertTest {
     private static final int T = 6;
@@ -49,6 +52,14 @@ class MoeBlockSharedExpertTest {
         MoeBlock frozen(boolean normalize) {
             return new MoeBlock(new Router(router), RouterOptions.of(RoutingRule.softmaxTopK(2, normalize)),
                     new FullExperts(base, new Nd4jGroupedGemm()), new SharedExpert(shared, sharedGate));
+        }
+
+        /** GLM-4.5's block: sigmoid scores, a correction bias, 2 groups of which 1 kept, scaled by 2.5, ungated. */
+        MoeBlock sigmoidUngated(double[] correction) {
+            RoutingRule rule = new RoutingRule(2, ScoreFunction.SIGMOID, true, 2, 1, RoutingRule.GroupRank.TOP2_SUM,
+                    2.5);
+            return new MoeBlock(new Router(router, null, correction), RouterOptions.of(rule),
+                    new FullExperts(base, new Nd4jGroupedGemm()), SharedExpert.ungated(shared));
         }
     }
 
@@ -89,6 +100,36 @@ class MoeBlockSharedExpertTest {
                     "normalize " + normalize);
             assertArrayEquals(expected.routerLogits().data().asFloat(), actual.routerLogits().data().asFloat());
         }
+    }
+
+    @Test
+    void ungatedSharedExpertGradientsMatchFiniteDifferences() {
+        Weights w = Weights.random(91, DataType.DOUBLE);
+        Random rnd = new Random(92);
+        LoraExperts up = new LoraExperts(gaussian(rnd, DataType.DOUBLE, 0.5, E, R, D),
+                gaussian(rnd, DataType.DOUBLE, 0.5, E, I, R), 4.0);
+        INDArray router = w.router().dup();
+        MoeBlock frozen = w.sigmoidUngated(new double[] {0.3, -0.2, 0.1, 0.0});
+        MoeBlock block = frozen.with(router, frozen.options().withTrainable(true),
+                ((FullExperts) frozen.experts()).withLora(null, up, null));
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
+        INDArray dOut = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
+        MoeBlock.Gradients g = block.backward(block.forward(x), dOut);
+        DoubleSupplier loss = () -> GradientCheck.dot(block.forward(x).out(), dOut);
+        GradientCheck.check("ungated shared expert: x", x, g.dx(), loss);
+        GradientCheck.check("ungated shared expert: router", router, g.dRouter(), loss);
+        GradientCheck.check("ungated shared expert: up A", up.a(), g.experts().up().dA(), loss);
+    }
+
+    @Test
+    void ungatedSharedExpertIsAddedAsItIs() {
+        Weights w = Weights.random(95, DataType.DOUBLE);
+        INDArray x = gaussian(new Random(96), DataType.DOUBLE, 1.0, T, D);
+        MoeBlock.Output withShared = w.sigmoidUngated(null).forward(x, 2);
+        MoeBlock routedOnly = new MoeBlock(new Router(w.router()), w.sigmoidUngated(null).options(),
+                new FullExperts(w.base(), new Nd4jGroupedGemm()), null);
+        INDArray expected = routedOnly.forward(x, 2).hidden().add(w.shared().forwardTraining(x).out());
+        assertArrayEquals(expected.data().asDouble(), withShared.hidden().data().asDouble(), 1e-12);
     }
 
     @Test
