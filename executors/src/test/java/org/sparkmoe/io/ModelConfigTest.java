@@ -25,9 +25,13 @@ class ModelConfigTest {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private static String fixtureText() {
-        try (InputStream in = ModelConfigTest.class.getResourceAsStream("/config/mixtral-tiny.json")) {
+        return resourceText("/config/mixtral-tiny.json");
+    }
+
+    private static String resourceText(String resource) {
+        try (InputStream in = ModelConfigTest.class.getResourceAsStream(resource)) {
             if (in == null) {
-                throw new IllegalStateException("test resource /config/mixtral-tiny.json not on the classpath");
+                throw new IllegalStateException("test resource " + resource + " not on the classpath");
             }
             return new String(in.readAllBytes(), StandardCharsets.UTF_8);
         } catch (IOException e) {
@@ -36,8 +40,12 @@ class ModelConfigTest {
     }
 
     private static ObjectNode mixtral() {
+        return json("/config/mixtral-tiny.json");
+    }
+
+    private static ObjectNode json(String resource) {
         try {
-            return (ObjectNode) JSON.readTree(fixtureText());
+            return (ObjectNode) JSON.readTree(resourceText(resource));
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
@@ -652,5 +660,79 @@ class ModelConfigTest {
         ObjectNode copy = c.jsonCopy();
         copy.put("hidden_size", 7);
         assertEquals(128, c.jsonCopy().get("hidden_size").asInt());
+    }
+
+    /** DeepSeek-V2-Lite's config.json as published (src/test/resources/config/deepseek-v2-lite.json). */
+    @Test
+    void deepSeekV2LiteFields() {
+        ModelConfig c = parse(json("/config/deepseek-v2-lite.json"));
+        assertEquals(ModelConfig.ModelType.DEEPSEEK_V2, c.modelType);
+        assertEquals(new MlaConfig(null, 512, 128, 64, 128, true), c.mla, "q_lora_rank null: a plain q_proj");
+        assertEquals(64, c.head_dim, "transformers sets head_dim = qk_rope_head_dim");
+        assertEquals(64, c.num_experts);
+        assertEquals(6, c.num_experts_per_tok);
+        assertEquals(1408, c.expert_intermediate_size);
+        assertEquals(2 * 1408, c.shared_expert_intermediate_size);
+        assertFalse(c.hasSharedExpertGate());
+        assertFalse(c.isMoeLayer(0), "first_k_dense_replace 1");
+        assertTrue(c.isMoeLayer(1));
+        assertEquals("softmax", c.routing.scoring_func());
+        assertFalse(c.routing.groupLimited(), "greedy");
+        assertFalse(c.routing.scoreCorrectionBias());
+        assertFalse(c.norm_topk_prob);
+        assertEquals(new YarnScaling(40, 4096, 32, 1, 0.707, 0.707, null, true), c.rope_scaling);
+        assertEquals(10000.0, c.rope_theta);
+    }
+
+    /** DeepSeek-V3's config.json as published (src/test/resources/config/deepseek-v3.json). */
+    @Test
+    void deepSeekV3Fields() {
+        ModelConfig c = parse(json("/config/deepseek-v3.json"));
+        assertEquals(ModelConfig.ModelType.DEEPSEEK_V3, c.modelType);
+        assertEquals(new MlaConfig(1536, 512, 128, 64, 128, true), c.mla);
+        assertEquals(192, c.mla.qk_head_dim());
+        assertEquals(256, c.num_experts);
+        assertEquals(2048, c.shared_expert_intermediate_size, "1 shared expert");
+        assertFalse(c.isMoeLayer(2), "first_k_dense_replace 3");
+        assertTrue(c.isMoeLayer(3));
+        assertEquals(new RoutingConfig("sigmoid", "noaux_tc", 8, 4, 2.5), c.routing);
+        assertTrue(c.routing.scoreCorrectionBias());
+        assertTrue(c.norm_topk_prob);
+    }
+
+    /** A deepseek_v3 config with none of the optional fields takes DeepseekV3Config's defaults. */
+    @Test
+    void deepSeekV3Defaults() {
+        ObjectNode n = json("/config/deepseek-v3.json");
+        for (String f : new String[] {"first_k_dense_replace", "n_group", "topk_group", "routed_scaling_factor",
+                "n_shared_experts", "norm_topk_prob", "scoring_func", "topk_method", "q_lora_rank", "kv_lora_rank",
+                "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_scaling"}) {
+            n.remove(f);
+        }
+        ModelConfig c = parse(n);
+        assertEquals(new MlaConfig(1536, 512, 128, 64, 128, true), c.mla);
+        assertEquals(new RoutingConfig("sigmoid", "noaux_tc", 8, 4, 2.5), c.routing);
+        assertEquals(3, c.first_k_dense_replace);
+        assertEquals(1, c.n_shared_experts);
+        assertTrue(c.norm_topk_prob);
+        assertEquals(null, c.rope_scaling);
+        assertFalse(parse(n.put("rope_interleave", false)).mla.rope_interleave());
+    }
+
+    @Test
+    void deepSeekRefusesWhatTransformersAndDeepSeekDisagreeOn() {
+        assertMentions(rejects(json("/config/deepseek-v2-lite.json"), n -> n.put("norm_topk_prob", true)),
+                "deepseek_v2", "norm_topk_prob");
+        assertMentions(rejects(json("/config/deepseek-v3.json"), n -> n.put("moe_layer_freq", 2)),
+                "moe_layer_freq", "2");
+        assertMentions(rejects(json("/config/deepseek-v3.json"), n -> n.put("num_key_value_heads", 64)),
+                "num_key_value_heads", "64", "128");
+        assertMentions(rejects(json("/config/deepseek-v3.json"), n -> n.put("scoring_func", "softmax")),
+                "scoring_func", "softmax", "deepseek_v3");
+        assertMentions(rejects(json("/config/deepseek-v2-lite.json"), n -> n.put("topk_method", "noaux_tc")),
+                "topk_method", "noaux_tc", "deepseek_v2");
+        assertMentions(rejects(json("/config/deepseek-v2-lite.json"), n -> n.put("mlp_bias", true)), "mlp_bias");
+        assertMentions(rejects(json("/config/deepseek-v2-lite.json"), n -> n.put("qk_rope_head_dim", 63)),
+                "qk_rope_head_dim", "63");
     }
 }
