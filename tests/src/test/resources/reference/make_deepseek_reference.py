@@ -34,12 +34,13 @@ What each fixture exercises:
              first_k_dense_replace 1; rope_interleave true; YaRN with mscale 1.0 ≠ mscale_all_dim 0.8 (both the
              cos/sin factor and the softmax factor differ from 1).
 """
+import json
 import os
 import shutil
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from transformers import DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM
 
@@ -66,14 +67,15 @@ def deepseek_v2():
         **COMMON))
 
 
-def deepseek_v3():
+def deepseek_v3(**overrides):
+    common = dict(COMMON, **overrides)
     return DeepseekV3ForCausalLM(DeepseekV3Config(
         q_lora_rank=12, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=12, n_shared_experts=1,
         n_group=4, topk_group=2, routed_scaling_factor=2.5, norm_topk_prob=True, rope_interleave=True,
         rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                          "original_max_position_embeddings": 64, "beta_fast": 32, "beta_slow": 1,
                          "mscale": 1.0, "mscale_all_dim": 0.8},
-        **COMMON))
+        **common))
 
 
 def redraw(model, seed):
@@ -92,9 +94,52 @@ def redraw(model, seed):
                 b.copy_(0.1 * torch.randn(b.shape, generator=g))
 
 
+def quantize_fp8(w, block):
+    """The block recipe: per bo×bi block (ceil grid, last blocks partial) s = amax/448, codes = e4m3(w/s); returns
+    the codes, s as weight_scale_inv [⌈out/bo⌉, ⌈in/bi⌉] and the dequantized weight codes·s (DeepSeek's
+    weight_dequant), all computed in float32."""
+    bo, bi = block
+    out, inp = w.shape
+    rows, cols = -(-out // bo), -(-inp // bi)
+    scale = torch.empty(rows, cols, dtype=torch.float32)
+    codes = torch.empty(out, inp, dtype=torch.float8_e4m3fn)
+    deq = torch.empty(out, inp, dtype=torch.float32)
+    for r in range(rows):
+        for c in range(cols):
+            tile = w[r * bo:(r + 1) * bo, c * bi:(c + 1) * bi].float()
+            s = tile.abs().max().clamp(min=1e-12) / 448.0
+            q = (tile / s).to(torch.float8_e4m3fn)
+            scale[r, c] = s
+            codes[r * bo:(r + 1) * bo, c * bi:(c + 1) * bi] = q
+            deq[r * bo:(r + 1) * bo, c * bi:(c + 1) * bi] = q.float() * s
+    return codes, scale, deq
+
+
+def quantized(name):
+    """DeepSeek-V3's FP8 weights: every linear weight of a decoder layer except the router gate."""
+    return name.startswith("model.layers.") and name.endswith("proj.weight")
+
+
 def test_split(text):
     """docs/data.md: the last 5% of the code points, from floor(0.95·n)."""
     return text[len(text) * 95 // 100:]
+
+
+def margin_hook(margins):
+    """A forward hook on a V3 gate recording the smallest margin of its choices: between the last kept and the first
+    dropped group score, and between the K-th and (K+1)-th corrected expert score inside the kept groups. A margin
+    near float32 rounding would let a last-bit difference flip a choice; the fixtures' seeds keep it clear."""
+    def hook(gate, inputs, output):
+        x = inputs[0].view(-1, gate.hidden_dim)
+        s = torch.nn.functional.linear(x.float(), gate.weight.float()).sigmoid() + gate.e_score_correction_bias
+        groups = s.view(-1, gate.num_group, gate.num_experts // gate.num_group).topk(2, dim=-1)[0].sum(dim=-1)
+        ranked = groups.sort(dim=-1, descending=True)[0]
+        kept = torch.zeros_like(groups).scatter_(1, torch.topk(groups, gate.topk_group, dim=-1)[1], 1)
+        mask = kept.unsqueeze(-1).expand(-1, gate.num_group, gate.num_experts // gate.num_group).reshape(s.shape)
+        chosen = s.masked_fill(~mask.bool(), float("-inf")).sort(dim=-1, descending=True)[0]
+        margins.append(min(float((ranked[:, gate.topk_group - 1] - ranked[:, gate.topk_group]).min()),
+                           float((chosen[:, gate.top_k - 1] - chosen[:, gate.top_k]).min())))
+    return hook
 
 
 @torch.no_grad()
@@ -114,13 +159,15 @@ def perplexity_sums(model):
 
 
 @torch.no_grad()
-def make(name, model, seed):
+def make(name, model, seed, fp8_block=None):
     torch.manual_seed(seed)
     redraw(model, seed)
     model.eval()
     folder = os.path.join(HERE, name)
     shutil.rmtree(folder, ignore_errors=True)
     model.save_pretrained(folder)
+    if fp8_block is not None:
+        fp8_checkpoint(model, folder, fp8_block)
     shutil.copy(TOKENIZER, os.path.join(folder, "tokenizer.json"))
     gen = os.path.join(folder, "generation_config.json")
     if os.path.exists(gen):
@@ -146,7 +193,13 @@ def make(name, model, seed):
             g.e_score_correction_bias.copy_(saved)
             changed = sum(len(set(a.tolist()) ^ set(b.tolist())) // 2 for a, b in zip(chosen, unbiased))
             print(f"{name}: MoE layer {k}: the correction bias changes {changed} of {chosen.numel()} choices")
+    margins = []
+    hooks = [g.register_forward_hook(margin_hook(margins)) for g in gates if hasattr(g, "e_score_correction_bias")]
     tokens, nll = perplexity_sums(model)
+    for h in hooks:
+        h.remove()
+    if margins:
+        print(f"{name}: smallest routing margin over the eval windows {min(margins):.3g}")
     golden["ppl.tokens"] = torch.tensor([tokens], dtype=torch.int64)
     golden["ppl.nll_sum"] = torch.tensor([nll], dtype=torch.float64)
     save_file(golden, os.path.join(HERE, name + "-reference.safetensors"))
@@ -154,6 +207,50 @@ def make(name, model, seed):
           f"test perplexity {np.exp(nll / tokens):.6f} over {tokens} tokens")
 
 
+@torch.no_grad()
+def fp8_checkpoint(model, folder, block):
+    """Rewrites the saved checkpoint with FP8 linear weights and their scales (quantization_config as DeepSeek-V3's)
+    and puts the dequantized weights into the model, so that its outputs are transformers' on exactly those."""
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    params = dict(model.named_parameters())
+    fused = {}
+    partial = []
+    for key in sorted(tensors):
+        if not quantized(key):
+            continue
+        codes, scale, deq = quantize_fp8(tensors[key], block)
+        tensors[key] = codes
+        tensors[key + "_scale_inv"] = scale
+        if key in params:
+            params[key].copy_(deq)
+        else:                                   # per-expert key of transformers' fused in-memory experts
+            fused[key] = deq
+        if tensors[key].shape[0] % block[0] or tensors[key].shape[1] % block[1]:
+            partial.append(key)
+    for layer_idx, layer in enumerate(model.model.layers):
+        experts = getattr(layer.mlp, "experts", None)
+        if experts is None:
+            continue
+        prefix = f"model.layers.{layer_idx}.mlp.experts."
+        for e in range(experts.gate_up_proj.shape[0]):
+            gate = fused[f"{prefix}{e}.gate_proj.weight"]
+            up = fused[f"{prefix}{e}.up_proj.weight"]
+            experts.gate_up_proj[e].copy_(torch.cat([gate, up], dim=0))
+            experts.down_proj[e].copy_(fused[f"{prefix}{e}.down_proj.weight"])
+    save_file(tensors, path, metadata={"format": "pt"})
+    with open(os.path.join(folder, "config.json")) as f:
+        config = json.load(f)
+    config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                     "weight_block_size": list(block)}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    print(f"{os.path.basename(folder)}: {sum(quantized(k) for k in tensors)} FP8 weights, partial last blocks in "
+          f"{len(partial)} of them (e.g. {partial[0]})")
+
+
 if __name__ == "__main__":
     make("deepseek-v2-tiny", deepseek_v2(), 20261601)
     make("deepseek-v3-tiny", deepseek_v3(), 20261602)
+    # the same architecture with a dense layer of 160 (two row blocks of 128, the last partial), FP8 weights
+    make("deepseek-v3-tiny-fp8", deepseek_v3(intermediate_size=160), 20261606, fp8_block=(128, 128))

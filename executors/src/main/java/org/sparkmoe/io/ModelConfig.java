@@ -34,6 +34,11 @@ public final class ModelConfig {
     public final int num_key_value_heads;
     /** Per-head width of q/k/v; for DeepSeek (as transformers sets it) qk_rope_head_dim, the rotated width. */
     public final int head_dim;
+    /**
+     * {@code quantization_config.weight_block_size} [bo, bi] of an FP8 (e4m3) block-quantized checkpoint (DeepSeek-V3,
+     * Kimi-K2): its linear weights may be F8_E4M3 with a float32 {@code <name>_scale_inv} per block; null = none.
+     */
+    public final int[] weight_block_size;
     /** DeepSeek's latent attention sizes; null for the grouped-query types. */
     public final MlaConfig mla;
     public final double rms_norm_eps;
@@ -141,6 +146,7 @@ public final class ModelConfig {
         rms_norm_eps = f.positiveDouble("rms_norm_eps");
         max_position_embeddings = f.positiveInt("max_position_embeddings");
         rope_scaling = yarn(f, max_position_embeddings, source);
+        weight_block_size = fp8BlockSize(f, source);
         rope_theta = ropeTheta(f, source);
         String act = f.has("hidden_act") ? f.string("hidden_act") : "silu";
         if (!act.equals("silu")) {
@@ -452,6 +458,28 @@ public final class ModelConfig {
                 rope.bool("truncate", true));
     }
 
+    /**
+     * The FP8 block size of {@code quantization_config} (quant_method "fp8", fmt "e4m3" when given, weight_block_size
+     * two positive integers); null without the field; any other quantization is refused.
+     */
+    private static int[] fp8BlockSize(Fields f, String source) {
+        if (!f.has("quantization_config")) {
+            return null;
+        }
+        Fields q = f.object("quantization_config");
+        String method = q.has("quant_method") ? q.string("quant_method") : "";
+        if (!method.equals("fp8") || (q.has("fmt") && !q.string("fmt").equals("e4m3"))) {
+            throw new ModelConfigException(source + ": unsupported quantization_config " + f.raw("quantization_config")
+                    + " (supported: quant_method fp8, fmt e4m3, with weight_block_size)");
+        }
+        int[] block = q.intList("weight_block_size");
+        if (block.length != 2 || block[0] < 1 || block[1] < 1) {
+            throw new ModelConfigException(source + ": quantization_config.weight_block_size must be two positive "
+                    + "integers, got " + q.raw("weight_block_size"));
+        }
+        return block;
+    }
+
     /** A field that Python reads as {@code d.get(name) or fallback}. */
     private static double orDefault(Fields rope, String name, double fallback) {
         return rope.has(name) && rope.nonNegativeDouble(name) != 0 ? rope.nonNegativeDouble(name) : fallback;
@@ -591,6 +619,22 @@ public final class ModelConfig {
                 throw new ModelConfigException(source + ": field " + name + " must be true or false, got " + v);
             }
             return v.asBoolean();
+        }
+
+        int[] intList(String name) {
+            JsonNode v = required(name);
+            if (!v.isArray()) {
+                throw new ModelConfigException(source + ": field " + name + " must be a list of integers, got " + v);
+            }
+            int[] out = new int[v.size()];
+            for (int i = 0; i < out.length; i++) {
+                if (!v.get(i).isIntegralNumber()) {
+                    throw new ModelConfigException(source + ": field " + name + " must be a list of integers, got "
+                            + v);
+                }
+                out[i] = v.get(i).asInt();
+            }
+            return out;
         }
 
         Set<Integer> intSet(String name, int bound) {

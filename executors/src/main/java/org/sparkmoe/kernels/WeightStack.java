@@ -5,6 +5,7 @@ import java.util.List;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.io.Fp8BlockMatrix;
 
 /**
  * G weight matrices of one shape [out, in] (Hugging Face Linear layout) and one element type, the weight operand of
@@ -13,7 +14,8 @@ import org.nd4j.linalg.factory.Nd4j;
  * tensors at no regular distance from each other). Each matrix is row-major with unit column stride.
  *
  * <p>The element type is what the weights are stored in: FLOAT or DOUBLE (used as they are by a product of the
- * same type), or BFLOAT16/HALF, widened per use (see {@link Widened}). Immutable.
+ * same type), or BFLOAT16/HALF, widened per use (see {@link Widened}), or FP8 block-quantized matrices
+ * ({@link Fp8BlockMatrix}, UINT8 codes), dequantized per use the same way. Immutable.
  */
 public final class WeightStack {
     private static final List<DataType> STORED = List.of(DataType.FLOAT, DataType.DOUBLE, DataType.BFLOAT16,
@@ -67,7 +69,7 @@ public final class WeightStack {
     }
 
     private static void checkType(INDArray w) {
-        if (!STORED.contains(w.dataType())) {
+        if (!STORED.contains(w.dataType()) && !(w instanceof Fp8BlockMatrix)) {
             throw new IllegalArgumentException("weights must be one of " + STORED + ", got " + w.dataType());
         }
     }
@@ -137,9 +139,23 @@ public final class WeightStack {
     public INDArray toArray(DataType type) {
         INDArray out = Nd4j.createUninitialized(type, shape(), 'c');
         for (int g = 0; g < groups; g++) {
-            out.slice(g).assign(matrix(g));
+            out.slice(g).assign(widened(g, type));
         }
         return out;
+    }
+
+    /**
+     * Matrix g [out, in] in {@code type}: the stored array when it is of that type, else a new widened (or, for FP8,
+     * dequantized) copy. For the reference products and copies; the grouped product widens per tile instead.
+     */
+    public INDArray widened(int g, DataType type) {
+        INDArray m = matrix(g);
+        if (m instanceof Fp8BlockMatrix fp8) {
+            INDArray out = Nd4j.createUninitialized(type, m.shape(), 'c');
+            fp8.dequantize(0, rows, 0, cols, out);
+            return out;
+        }
+        return m.castTo(type);
     }
 
     /** Bytes the weights occupy in their stored type. */

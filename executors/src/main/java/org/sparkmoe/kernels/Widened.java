@@ -6,13 +6,15 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.io.Fp8BlockMatrix;
 
 /**
  * Products with weights kept in their stored type. A weight matrix W [out, in] enters a product in tiles: blocks of
  * whole rows for {@code x·Wᵀ} (every output column still sums over all of {@code in} in one BLAS call) and blocks of
  * whole columns for {@code dy·W} (every output column sums over all of {@code out}). A tile of weights already in the
  * product's type is used where it lies; any other tile (bf16, fp16 from a mapped checkpoint) is widened into this
- * thread's scratch first (exactly: every bf16/fp16 value is a float). The tiling depends only on the shape, never on
+ * thread's scratch first (exactly: every bf16/fp16 value is a float; FP8 block-quantized weights are dequantized, see
+ * {@link Fp8BlockMatrix}). The tiling depends only on the shape, never on
  * the stored type, so a bf16 checkpoint and its float32 widening give bit-identical products.
  */
 final class Widened {
@@ -45,6 +47,10 @@ final class Widened {
         long cols = c1 - c0;
         INDArray scratch = scratch(compute, rows * cols);
         INDArray tile = Nd4j.create(scratch.data(), new long[] {rows, cols}, new long[] {cols, 1}, 0, 'c', compute);
+        if (w instanceof Fp8BlockMatrix fp8) {
+            fp8.dequantize(r0, r1, c0, c1, tile);
+            return BlasMatrices.of(tile);
+        }
         INDArray source = r0 == 0 && r1 == w.size(0) && c0 == 0 && c1 == w.size(1) ? w
                 : w.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.interval(c0, c1));
         tile.assign(source);

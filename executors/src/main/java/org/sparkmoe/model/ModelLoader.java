@@ -1,5 +1,6 @@
 package org.sparkmoe.model;
 
+import org.sparkmoe.io.Fp8BlockMatrix;
 import org.sparkmoe.io.FusedExperts;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -186,9 +187,16 @@ public final class ModelLoader {
 
     /**
      * A weight matrix: for a FLOAT model in its stored type, over the checkpoint's memory map where there is one
-     * (products widen it per tile); for a DOUBLE model widened into memory.
+     * (products widen it per tile; FP8 codes with their block scales are dequantized per tile); for a DOUBLE model
+     * widened into memory.
      */
     private INDArray matrix(String name) {
+        if (tensors.dtype(name).isFp8()) {
+            int[] block = config.weight_block_size;
+            Fp8BlockMatrix fp8 = new Fp8BlockMatrix(tensors.stored(name), tensors.readFloat(name + "_scale_inv"),
+                    block[0], block[1]);
+            return dataType == DataType.DOUBLE ? fp8.dequantize().castTo(DataType.DOUBLE) : fp8;
+        }
         if (dataType == DataType.DOUBLE) {
             return tensor(name);
         }

@@ -4,6 +4,7 @@ import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.CheckpointFormatException;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.DType;
+import org.sparkmoe.io.Fp8BlockMatrix;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.MlaConfig;
 import org.sparkmoe.io.ModelConfig;
@@ -165,6 +166,32 @@ public final class ModelSchema {
         return total;
     }
 
+    /**
+     * An F8_E4M3 tensor must be a linear weight of a decoder layer (not the embedding or LM head) of a checkpoint
+     * whose config declares FP8 block quantization, with a {@code <name>_scale_inv} [⌈out/bo⌉, ⌈in/bi⌉] beside it.
+     */
+    private static void checkFp8(ModelConfig config, String name, long[] shape, Predicate<String> has,
+                                 Function<String, long[]> shapeOf, String describe) {
+        if (config.weight_block_size == null || shape.length != 2 || !name.startsWith("model.layers.")) {
+            throw new CheckpointFormatException(describe + ": tensor " + name + " has dtype F8_E4M3; FP8 is read only "
+                    + "for the linear weights of decoder layers, with quantization_config.weight_block_size in "
+                    + "config.json");
+        }
+        String scale = name + "_scale_inv";
+        long[] expected = {Fp8BlockMatrix.ceilDiv(shape[0], config.weight_block_size[0]),
+                Fp8BlockMatrix.ceilDiv(shape[1], config.weight_block_size[1])};
+        if (!has.test(scale)) {
+            throw new CheckpointFormatException(describe + ": missing tensor " + scale + " (the block scales of FP8 "
+                    + name + ")");
+        }
+        if (!Arrays.equals(shapeOf.apply(scale), expected)) {
+            throw new CheckpointFormatException(describe + ": tensor " + scale + " has shape "
+                    + Arrays.toString(shapeOf.apply(scale)) + " but " + Arrays.toString(shape) + " in blocks of "
+                    + config.weight_block_size[0] + "×" + config.weight_block_size[1] + " implies "
+                    + Arrays.toString(expected));
+        }
+    }
+
     /** @param dtypeOf each tensor's dtype, or null where the dtypes are not known yet */
     private static void check(ModelConfig config, Predicate<String> has, Function<String, long[]> shapeOf,
             Function<String, DType> dtypeOf, String describe) {
@@ -182,7 +209,9 @@ public final class ModelSchema {
                         + Arrays.toString(shape) + " but config.json implies " + Arrays.toString(e.getValue()));
             }
             DType dtype = dtypeOf == null ? null : dtypeOf.apply(name);
-            if (dtype != null && !dtype.isFloat()) {
+            if (dtype != null && dtype.isFp8()) {
+                checkFp8(config, name, shape, has, shapeOf, describe);
+            } else if (dtype != null && !dtype.isFloat()) {
                 throw new CheckpointFormatException(describe + ": tensor " + name + " has dtype " + dtype
                         + "; expected a floating-point weight (F32, F16, BF16)");
             }

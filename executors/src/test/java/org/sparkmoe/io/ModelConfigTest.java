@@ -1,5 +1,6 @@
 package org.sparkmoe.io;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -698,6 +699,12 @@ class ModelConfigTest {
         assertEquals(new RoutingConfig("sigmoid", "noaux_tc", 8, 4, 2.5), c.routing);
         assertTrue(c.routing.scoreCorrectionBias());
         assertTrue(c.norm_topk_prob);
+        assertArrayEquals(new int[] {128, 128}, c.weight_block_size, "quantization_config.weight_block_size");
+        assertMentions(rejects(json("/config/deepseek-v3.json"),
+                n -> ((ObjectNode) n.get("quantization_config")).put("quant_method", "awq")), "quantization_config", "awq");
+        assertMentions(rejects(json("/config/deepseek-v3.json"),
+                n -> ((ObjectNode) n.get("quantization_config")).putArray("weight_block_size").add(128)),
+                "weight_block_size");
     }
 
     /** A deepseek_v3 config with none of the optional fields takes DeepseekV3Config's defaults. */

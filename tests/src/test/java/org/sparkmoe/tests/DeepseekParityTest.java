@@ -40,7 +40,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * routed_scaling_factor 1.5, 2 shared experts, layer 0 dense, YaRN with mscale = mscale_all_dim. deepseek-v3-tiny:
  * MLA with q_lora, v_head_dim ≠ qk_head_dim, sigmoid noaux_tc routing whose correction bias changes 22 and 28 of
  * the 96 choices of its two MoE layers, norm_topk_prob, routed_scaling_factor 2.5, 1 shared expert, layer 0 dense,
- * interleaved RoPE, YaRN with mscale ≠ mscale_all_dim.
+ * interleaved RoPE, YaRN with mscale ≠ mscale_all_dim. deepseek-v3-tiny-fp8: the same architecture with a dense
+ * layer of 160, its 69 linear weights stored as F8_E4M3 with 128×128 block scales (every matrix ends in a partial
+ * block; the dense layer's has two row blocks), made by the recipe's block quantizer; transformers ran on the
+ * dequantized float32 weights. The recipe prints the smallest routing margin over the eval windows (3.9e-6 and
+ * 2.3e-5 for the two V3 fixtures): a seed whose margin is near float32 rounding would let a last-bit difference flip
+ * one choice (seed 20261603 had 6e-8 and did).
  */
 class DeepseekParityTest {
     private static final double TOLERANCE = 2e-4;
@@ -74,7 +79,7 @@ class DeepseekParityTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"deepseek-v2-tiny", "deepseek-v3-tiny"})
+    @ValueSource(strings = {"deepseek-v2-tiny", "deepseek-v3-tiny", "deepseek-v3-tiny-fp8"})
     void logitsHiddenStatesAndRouterLogitsMatchTransformers(String name) {
         MoeTransformer model = load(folder(name));
         ModelConfig c = model.config();
@@ -101,7 +106,7 @@ class DeepseekParityTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"deepseek-v2-tiny", "deepseek-v3-tiny"})
+    @ValueSource(strings = {"deepseek-v2-tiny", "deepseek-v3-tiny", "deepseek-v3-tiny-fp8"})
     void evalTestSplitPerplexityMatchesTransformers(String name) {
         try (SafeTensorsFile ref = reference(name)) {
             PerplexityReport report = eval(folder(name));
