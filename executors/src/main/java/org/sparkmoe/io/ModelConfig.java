@@ -104,11 +104,12 @@ public final class ModelConfig {
             case "olmoe" -> modelType = ModelType.OLMOE;
             case "glm4_moe" -> modelType = ModelType.GLM4_MOE;
             case "deepseek_v2" -> modelType = ModelType.DEEPSEEK_V2;
-            case "deepseek_v3" -> modelType = ModelType.DEEPSEEK_V3;
+            // Kimi-K2's config.json names its own type and ships DeepSeek-V3's code (trust_remote_code)
+            case "deepseek_v3", "kimi_k2" -> modelType = ModelType.DEEPSEEK_V3;
             case "mistral" -> modelType = ModelType.MISTRAL;
             case "qwen3" -> modelType = ModelType.QWEN3;
             default -> throw new ModelConfigException(source + ": unsupported model_type \"" + type
-                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, deepseek_v2, deepseek_v3, mistral, qwen3)");
+                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, deepseek_v2, deepseek_v3, kimi_k2, mistral, qwen3)");
         }
         vocab_size = f.positiveInt("vocab_size");
         hidden_size = f.positiveInt("hidden_size");

@@ -1,6 +1,5 @@
 package org.sparkmoe.model;
 
-import org.sparkmoe.io.Fp8BlockMatrix;
 import org.sparkmoe.io.FusedExperts;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -191,12 +190,6 @@ public final class ModelLoader {
      * widened into memory.
      */
     private INDArray matrix(String name) {
-        if (tensors.dtype(name).isFp8()) {
-            int[] block = config.weight_block_size;
-            Fp8BlockMatrix fp8 = new Fp8BlockMatrix(tensors.stored(name), tensors.readFloat(name + "_scale_inv"),
-                    block[0], block[1]);
-            return dataType == DataType.DOUBLE ? fp8.dequantize().castTo(DataType.DOUBLE) : fp8;
-        }
         if (dataType == DataType.DOUBLE) {
             return tensor(name);
         }

@@ -16,12 +16,17 @@ import java.util.stream.Collectors;
 /**
  * Real models whose shapes {@code sparkmoe synth} can reproduce: each holds the model's config.json exactly as
  * published on the Hugging Face Hub (resources {@code org/sparkmoe/model/shapes/NAME.json}), its Hub id and its
- * published parameter count.
+ * published parameter count. DeepSeek-V2-Lite's, DeepSeek-V3's and Kimi-K2's configs were written from their
+ * published fields without fetching them (this repository is built offline); their parameter counts agree with the
+ * model cards within 1% (V3 and K2 without the multi-token-prediction layer).
  */
 public enum ModelShape {
     MIXTRAL_8X7B("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1", 46.7e9),
     QWEN1_5_MOE_A2_7B("qwen1.5-moe-a2.7b", "Qwen/Qwen1.5-MoE-A2.7B", 14.3e9),
-    MISTRAL_7B("mistral-7b", "mistralai/Mistral-7B-v0.1", 7.24e9);
+    MISTRAL_7B("mistral-7b", "mistralai/Mistral-7B-v0.1", 7.24e9),
+    DEEPSEEK_V2_LITE("deepseek-v2-lite", "deepseek-ai/DeepSeek-V2-Lite", 15.7e9),
+    DEEPSEEK_V3("deepseek-v3", "deepseek-ai/DeepSeek-V3", 671e9),
+    KIMI_K2("kimi-k2", "moonshotai/Kimi-K2-Instruct", 1.03e12);
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -84,7 +89,8 @@ public enum ModelShape {
     /**
      * The published config with {@code num_hidden_layers = layers} and every field that counts layers kept
      * consistent (Qwen2-MoE's {@code mlp_only_layers} keeps only indices below {@code layers},
-     * {@code max_window_layers} is capped at it); {@code torch_dtype} (and {@code dtype}, when present) say
+     * {@code max_window_layers} is capped at it, DeepSeek's {@code first_k_dense_replace} at {@code layers − 1}, so
+     * that at least one layer is an MoE layer); {@code torch_dtype} (and {@code dtype}, when present) say
      * {@code dtype}. Every other field is the real model's.
      */
     public ObjectNode config(int layers, DType dtype) {
@@ -102,6 +108,9 @@ public enum ModelShape {
                 }
             });
             config.set("mlp_only_layers", kept);
+        }
+        if (config.has("first_k_dense_replace")) {
+            config.put("first_k_dense_replace", Math.min(config.get("first_k_dense_replace").asInt(), layers - 1));
         }
         if (config.has("max_window_layers")) {
             config.put("max_window_layers", Math.min(config.get("max_window_layers").asInt(), layers));

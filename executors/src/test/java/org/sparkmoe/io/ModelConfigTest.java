@@ -663,10 +663,14 @@ class ModelConfigTest {
         assertEquals(128, c.jsonCopy().get("hidden_size").asInt());
     }
 
-    /** DeepSeek-V2-Lite's config.json as published (src/test/resources/config/deepseek-v2-lite.json). */
+    private static ObjectNode shape(org.sparkmoe.model.ModelShape s) {
+        return s.config();
+    }
+
+    /** DeepSeek-V2-Lite's config.json as published (synth's shape deepseek-v2-lite). */
     @Test
     void deepSeekV2LiteFields() {
-        ModelConfig c = parse(json("/config/deepseek-v2-lite.json"));
+        ModelConfig c = parse(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V2_LITE));
         assertEquals(ModelConfig.ModelType.DEEPSEEK_V2, c.modelType);
         assertEquals(new MlaConfig(null, 512, 128, 64, 128, true), c.mla, "q_lora_rank null: a plain q_proj");
         assertEquals(64, c.head_dim, "transformers sets head_dim = qk_rope_head_dim");
@@ -685,10 +689,10 @@ class ModelConfigTest {
         assertEquals(10000.0, c.rope_theta);
     }
 
-    /** DeepSeek-V3's config.json as published (src/test/resources/config/deepseek-v3.json). */
+    /** DeepSeek-V3's config.json as published (synth's shape deepseek-v3). */
     @Test
     void deepSeekV3Fields() {
-        ModelConfig c = parse(json("/config/deepseek-v3.json"));
+        ModelConfig c = parse(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3));
         assertEquals(ModelConfig.ModelType.DEEPSEEK_V3, c.modelType);
         assertEquals(new MlaConfig(1536, 512, 128, 64, 128, true), c.mla);
         assertEquals(192, c.mla.qk_head_dim());
@@ -700,17 +704,30 @@ class ModelConfigTest {
         assertTrue(c.routing.scoreCorrectionBias());
         assertTrue(c.norm_topk_prob);
         assertArrayEquals(new int[] {128, 128}, c.weight_block_size, "quantization_config.weight_block_size");
-        assertMentions(rejects(json("/config/deepseek-v3.json"),
+        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3),
                 n -> ((ObjectNode) n.get("quantization_config")).put("quant_method", "awq")), "quantization_config", "awq");
-        assertMentions(rejects(json("/config/deepseek-v3.json"),
+        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3),
                 n -> ((ObjectNode) n.get("quantization_config")).putArray("weight_block_size").add(128)),
                 "weight_block_size");
+    }
+
+    /** Kimi-K2's config.json (model_type kimi_k2, DeepSeek-V3's code): 384 experts in one group, YaRN with beta 1/1. */
+    @Test
+    void kimiK2ReadsAsDeepSeekV3() {
+        ModelConfig c = parse(shape(org.sparkmoe.model.ModelShape.KIMI_K2));
+        assertEquals(ModelConfig.ModelType.DEEPSEEK_V3, c.modelType);
+        assertEquals(384, c.num_experts);
+        assertFalse(c.routing.groupLimited(), "n_group 1");
+        assertEquals(2.827, c.routing.routed_scaling_factor());
+        assertEquals(new YarnScaling(32, 4096, 1, 1, 1.0, 1.0, null, true), c.rope_scaling);
+        assertFalse(c.isMoeLayer(0));
+        assertTrue(c.isMoeLayer(1));
     }
 
     /** A deepseek_v3 config with none of the optional fields takes DeepseekV3Config's defaults. */
     @Test
     void deepSeekV3Defaults() {
-        ObjectNode n = json("/config/deepseek-v3.json");
+        ObjectNode n = shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3);
         for (String f : new String[] {"first_k_dense_replace", "n_group", "topk_group", "routed_scaling_factor",
                 "n_shared_experts", "norm_topk_prob", "scoring_func", "topk_method", "q_lora_rank", "kv_lora_rank",
                 "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_scaling"}) {
@@ -728,18 +745,18 @@ class ModelConfigTest {
 
     @Test
     void deepSeekRefusesWhatTransformersAndDeepSeekDisagreeOn() {
-        assertMentions(rejects(json("/config/deepseek-v2-lite.json"), n -> n.put("norm_topk_prob", true)),
+        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V2_LITE), n -> n.put("norm_topk_prob", true)),
                 "deepseek_v2", "norm_topk_prob");
-        assertMentions(rejects(json("/config/deepseek-v3.json"), n -> n.put("moe_layer_freq", 2)),
+        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3), n -> n.put("moe_layer_freq", 2)),
                 "moe_layer_freq", "2");
-        assertMentions(rejects(json("/config/deepseek-v3.json"), n -> n.put("num_key_value_heads", 64)),
+        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3), n -> n.put("num_key_value_heads", 64)),
                 "num_key_value_heads", "64", "128");
-        assertMentions(rejects(json("/config/deepseek-v3.json"), n -> n.put("scoring_func", "softmax")),
+        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3), n -> n.put("scoring_func", "softmax")),
                 "scoring_func", "softmax", "deepseek_v3");
-        assertMentions(rejects(json("/config/deepseek-v2-lite.json"), n -> n.put("topk_method", "noaux_tc")),
+        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V2_LITE), n -> n.put("topk_method", "noaux_tc")),
                 "topk_method", "noaux_tc", "deepseek_v2");
-        assertMentions(rejects(json("/config/deepseek-v2-lite.json"), n -> n.put("mlp_bias", true)), "mlp_bias");
-        assertMentions(rejects(json("/config/deepseek-v2-lite.json"), n -> n.put("qk_rope_head_dim", 63)),
+        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V2_LITE), n -> n.put("mlp_bias", true)), "mlp_bias");
+        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V2_LITE), n -> n.put("qk_rope_head_dim", 63)),
                 "qk_rope_head_dim", "63");
     }
 }
