@@ -31,8 +31,13 @@ final class Fp8Weights implements TensorSource {
 
     /** {@code names} less the block scales of FP8 weights, which a reader sees folded into the weights. */
     static List<String> withoutScales(Collection<String> names, TensorSource tensors) {
-        return names.stream().filter(n -> !(n.endsWith(SCALE) && tensors.has(n.substring(0, n.length() - SCALE.length()))
-                && tensors.dtype(n.substring(0, n.length() - SCALE.length())).isFp8())).toList();
+        return names.stream().filter(n -> !isScale(n, tensors)).toList();
+    }
+
+    /** Whether {@code name} is {@code <w>_scale_inv} of an FP8 weight {@code w}. */
+    private static boolean isScale(String name, TensorSource tensors) {
+        String weight = name.substring(0, name.length() - SCALE.length());
+        return name.endsWith(SCALE) && tensors.has(weight) && tensors.dtype(weight).isFp8();
     }
 
     @Override

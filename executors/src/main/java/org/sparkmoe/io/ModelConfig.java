@@ -109,7 +109,8 @@ public final class ModelConfig {
             case "mistral" -> modelType = ModelType.MISTRAL;
             case "qwen3" -> modelType = ModelType.QWEN3;
             default -> throw new ModelConfigException(source + ": unsupported model_type \"" + type
-                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, deepseek_v2, deepseek_v3, kimi_k2, mistral, qwen3)");
+                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, deepseek_v2, deepseek_v3, kimi_k2, "
+                    + "mistral, qwen3)");
         }
         vocab_size = f.positiveInt("vocab_size");
         hidden_size = f.positiveInt("hidden_size");

@@ -28,7 +28,8 @@ import java.util.function.IntFunction;
 
 /**
  * Writes a complete Hugging Face checkpoint folder: config.json (the given JSON with the dtype fields that are
- * present set to float32, and without {@code quantization_config}: FP8 weights are written dequantized), the named tensors in the given order, all float32, as one model.safetensors or, past the
+ * present set to float32, and without {@code quantization_config}: FP8 weights are written dequantized), the named
+ * tensors in the given order, all float32, as one model.safetensors or, past the
  * shard size, model-0000i-of-0000N.safetensors plus model.safetensors.index.json, any extra files, and every other
  * file of the source folder (tokenizer, generation config) copied. The config is parsed and the tensors checked
  * against it ({@link ModelSchema#check}) before anything is written. The folder is built in a hidden sibling and

@@ -67,7 +67,8 @@ public final class LatentAttention implements SelfAttention {
         this.latentDim = Math.toIntExact(w.wkvB().size(1));
         long qRows = (w.wq() != null ? w.wq() : w.wqB()).size(0);
         if (qRows != (long) heads * (nopeDim + ropeDim) || w.wkvA().size(0) != latentDim + ropeDim
-                || w.wkvB().size(0) != (long) heads * (nopeDim + valueDim) || w.wo().size(1) != (long) heads * valueDim) {
+                || w.wkvB().size(0) != (long) heads * (nopeDim + valueDim)
+                || w.wo().size(1) != (long) heads * valueDim) {
             throw new IllegalArgumentException("MLA weights do not fit H " + heads + ", qk_nope_head_dim " + nopeDim
                     + ", qk_rope_head_dim " + ropeDim + ", v_head_dim " + valueDim + ", kv_lora_rank " + latentDim);
         }

@@ -109,7 +109,7 @@ public final class ModelSchema {
         }
     }
 
-    /** DeepSeek's MLA: q_proj or q_a_proj/q_a_layernorm/q_b_proj, kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj. */
+    /** DeepSeek's MLA: q_proj or q_a_proj/q_a_layernorm/q_b_proj; kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj; o. */
     private static void latentAttention(ModelConfig c, int l, Map<String, long[]> out) {
         MlaConfig m = c.mla;
         long d = c.hidden_size;

@@ -16,6 +16,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.Set;
 import java.util.function.Consumer;
 import org.junit.jupiter.api.Test;
+import org.sparkmoe.model.ModelShape;
 
 /**
  * config.json parsing. The Mixtral fixture is a copy of the tiny model's config.json
@@ -663,14 +664,14 @@ class ModelConfigTest {
         assertEquals(128, c.jsonCopy().get("hidden_size").asInt());
     }
 
-    private static ObjectNode shape(org.sparkmoe.model.ModelShape s) {
+    private static ObjectNode shape(ModelShape s) {
         return s.config();
     }
 
     /** DeepSeek-V2-Lite's config.json as published (synth's shape deepseek-v2-lite). */
     @Test
     void deepSeekV2LiteFields() {
-        ModelConfig c = parse(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V2_LITE));
+        ModelConfig c = parse(shape(ModelShape.DEEPSEEK_V2_LITE));
         assertEquals(ModelConfig.ModelType.DEEPSEEK_V2, c.modelType);
         assertEquals(new MlaConfig(null, 512, 128, 64, 128, true), c.mla, "q_lora_rank null: a plain q_proj");
         assertEquals(64, c.head_dim, "transformers sets head_dim = qk_rope_head_dim");
@@ -692,7 +693,7 @@ class ModelConfigTest {
     /** DeepSeek-V3's config.json as published (synth's shape deepseek-v3). */
     @Test
     void deepSeekV3Fields() {
-        ModelConfig c = parse(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3));
+        ModelConfig c = parse(shape(ModelShape.DEEPSEEK_V3));
         assertEquals(ModelConfig.ModelType.DEEPSEEK_V3, c.modelType);
         assertEquals(new MlaConfig(1536, 512, 128, 64, 128, true), c.mla);
         assertEquals(192, c.mla.qk_head_dim());
@@ -704,9 +705,10 @@ class ModelConfigTest {
         assertTrue(c.routing.scoreCorrectionBias());
         assertTrue(c.norm_topk_prob);
         assertArrayEquals(new int[] {128, 128}, c.weight_block_size, "quantization_config.weight_block_size");
-        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3),
-                n -> ((ObjectNode) n.get("quantization_config")).put("quant_method", "awq")), "quantization_config", "awq");
-        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3),
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V3),
+                n -> ((ObjectNode) n.get("quantization_config")).put("quant_method", "awq")),
+                "quantization_config", "awq");
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V3),
                 n -> ((ObjectNode) n.get("quantization_config")).putArray("weight_block_size").add(128)),
                 "weight_block_size");
     }
@@ -714,7 +716,7 @@ class ModelConfigTest {
     /** Kimi-K2's config.json (model_type kimi_k2, DeepSeek-V3's code): 384 experts in one group, YaRN with beta 1/1. */
     @Test
     void kimiK2ReadsAsDeepSeekV3() {
-        ModelConfig c = parse(shape(org.sparkmoe.model.ModelShape.KIMI_K2));
+        ModelConfig c = parse(shape(ModelShape.KIMI_K2));
         assertEquals(ModelConfig.ModelType.DEEPSEEK_V3, c.modelType);
         assertEquals(384, c.num_experts);
         assertFalse(c.routing.groupLimited(), "n_group 1");
@@ -727,7 +729,7 @@ class ModelConfigTest {
     /** A deepseek_v3 config with none of the optional fields takes DeepseekV3Config's defaults. */
     @Test
     void deepSeekV3Defaults() {
-        ObjectNode n = shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3);
+        ObjectNode n = shape(ModelShape.DEEPSEEK_V3);
         for (String f : new String[] {"first_k_dense_replace", "n_group", "topk_group", "routed_scaling_factor",
                 "n_shared_experts", "norm_topk_prob", "scoring_func", "topk_method", "q_lora_rank", "kv_lora_rank",
                 "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_scaling"}) {
@@ -745,18 +747,18 @@ class ModelConfigTest {
 
     @Test
     void deepSeekRefusesWhatTransformersAndDeepSeekDisagreeOn() {
-        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V2_LITE), n -> n.put("norm_topk_prob", true)),
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V2_LITE), n -> n.put("norm_topk_prob", true)),
                 "deepseek_v2", "norm_topk_prob");
-        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3), n -> n.put("moe_layer_freq", 2)),
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V3), n -> n.put("moe_layer_freq", 2)),
                 "moe_layer_freq", "2");
-        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3), n -> n.put("num_key_value_heads", 64)),
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V3), n -> n.put("num_key_value_heads", 64)),
                 "num_key_value_heads", "64", "128");
-        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V3), n -> n.put("scoring_func", "softmax")),
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V3), n -> n.put("scoring_func", "softmax")),
                 "scoring_func", "softmax", "deepseek_v3");
-        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V2_LITE), n -> n.put("topk_method", "noaux_tc")),
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V2_LITE), n -> n.put("topk_method", "noaux_tc")),
                 "topk_method", "noaux_tc", "deepseek_v2");
-        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V2_LITE), n -> n.put("mlp_bias", true)), "mlp_bias");
-        assertMentions(rejects(shape(org.sparkmoe.model.ModelShape.DEEPSEEK_V2_LITE), n -> n.put("qk_rope_head_dim", 63)),
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V2_LITE), n -> n.put("mlp_bias", true)), "mlp_bias");
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V2_LITE), n -> n.put("qk_rope_head_dim", 63)),
                 "qk_rope_head_dim", "63");
     }
 }

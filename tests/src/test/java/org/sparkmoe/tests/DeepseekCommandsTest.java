@@ -22,8 +22,9 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
 /**
  * The commands on the tiny deepseek_v2, deepseek_v3 and FP8 deepseek_v3 fixtures (see {@link DeepseekParityTest}),
  * end to end through the command line, as {@link NewModelTypesCommandsTest} does for qwen3_moe and olmoe: calibrate,
- * eval, surgery topk (lowrank refused), train with LoRA on the routed experts and the router trainable (the
- * correction bias stays as it was), merge of its adapter, and synth of DeepSeek-V2-Lite's shapes.
+ * eval, surgery topk (lowrank, reduce and merge-dense refused in one line), train with LoRA on the routed experts and
+ * the router trainable (the correction bias stays as it was), merge of its adapter, and synth of DeepSeek-V2-Lite's
+ * shapes.
  */
 class DeepseekCommandsTest {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -77,6 +78,15 @@ class DeepseekCommandsTest {
         assertEquals(1, lowrank.exitCode());
         assertTrue(lowrank.err().contains("lowrank needs a model with full experts and no shared expert"),
                 lowrank.err());
+        CliRun reduce = sparkmoe("surgery", "reduce", "--experts", "4", "--by", "routing", "--model", m.toString(),
+                "--out", tmp.resolve("reduce").toString(), "--stats", statsFile, "--master", "local[2]");
+        assertEquals(1, reduce.exitCode());
+        assertTrue(reduce.err().contains("reduce does not support model_type " + config.modelType.name().toLowerCase()),
+                reduce.err());
+        CliRun dense = sparkmoe("surgery", "merge-dense", "--method", "router-weighted", "--model", m.toString(),
+                "--out", tmp.resolve("dense").toString(), "--stats", statsFile, "--master", "local[2]");
+        assertEquals(1, dense.exitCode());
+        assertTrue(dense.err().contains("merge-dense supports mixtral, qwen3_moe and olmoe"), dense.err());
     }
 
     /**

@@ -45,7 +45,8 @@ import java.util.regex.Pattern;
                         + "at a time (no Spark job); the folder appears only once complete.",
                 "Shapes: mixtral-8x7b (mistralai/Mixtral-8x7B-v0.1, 46.7B parameters, 93 GB in bf16), "
                         + "qwen1.5-moe-a2.7b (Qwen/Qwen1.5-MoE-A2.7B, 14.3B, 29 GB), mistral-7b "
-                        + "(mistralai/Mistral-7B-v0.1, 7.24B, 14.5 GB), deepseek-v2-lite (deepseek-ai/DeepSeek-V2-Lite, "
+                        + "(mistralai/Mistral-7B-v0.1, 7.24B, 14.5 GB), deepseek-v2-lite "
+                        + "(deepseek-ai/DeepSeek-V2-Lite, "
                         + "15.7B, 31 GB), deepseek-v3 (deepseek-ai/DeepSeek-V3, 671B, 1.34 TB in bf16; the release is "
                         + "FP8), kimi-k2 (moonshotai/Kimi-K2-Instruct, 1.03T, 2.05 TB in bf16; the release is FP8). "
                         + "DeepSeek's first_k_dense_replace is capped at --layers − 1, so a few layers hold an MoE "
