@@ -8,6 +8,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.model.ModelFolder;
 
 import java.nio.file.Files;
@@ -87,6 +88,22 @@ class DeepseekCommandsTest {
                 "--out", tmp.resolve("dense").toString(), "--stats", statsFile, "--master", "local[2]");
         assertEquals(1, dense.exitCode());
         assertTrue(dense.err().contains("merge-dense supports mixtral, qwen3_moe and olmoe"), dense.err());
+    }
+
+    /** {@code logits} on the reference input ids writes transformers' logits and router logits (≤ 2e-4). */
+    @ParameterizedTest
+    @ValueSource(strings = {"deepseek-v2-tiny", "deepseek-v3-tiny", "deepseek-v3-tiny-fp8"})
+    void logitsCommandWritesTransformersLogits(String name, @TempDir Path tmp) {
+        Path reference = model(name + "-reference.safetensors");
+        Path out = tmp.resolve("logits.safetensors");
+        ok("logits", "--model", model(name).toString(), "--input-ids", reference.toString(), "--out", out.toString());
+        try (SafeTensorsFile ref = SafeTensorsFile.open(reference); SafeTensorsFile ours = SafeTensorsFile.open(out)) {
+            for (String key : List.of("logits", "router_logits.0", "router_logits.1")) {
+                double worst = ref.readFloat(key).sub(ours.readFloat(key).reshape(ref.info(key).shape()))
+                        .amaxNumber().doubleValue();
+                assertTrue(worst <= 2e-4, name + " " + key + ": max |Δ| " + worst);
+            }
+        }
     }
 
     /**
