@@ -71,6 +71,10 @@ class DeepseekCommandsTest {
         ok("surgery", "topk", "--top-k", "1", "--rescale", config.norm_topk_prob ? "measured" : "none", "--model",
                 m.toString(), "--out", topk.toString(), "--stats", statsFile, "--master", "local[2]");
         assertEquals(1, ModelFolder.readConfig(hadoop(topk), CONF).num_experts_per_tok);
+        if (config.modelType == ModelConfig.ModelType.DEEPSEEK_V3) {
+            assertEquals(0, JSON.readTree(topk.resolve("config.json").toFile()).get("num_nextn_predict_layers").asInt(),
+                    "surgery writes the main model only: no multi-token-prediction layer");
+        }
         ppl(topk, tmp);
 
         // low-rank experts have no place for DeepSeek's shared experts yet: refused in one line
