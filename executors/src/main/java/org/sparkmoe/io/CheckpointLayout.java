@@ -47,6 +47,15 @@ public final class CheckpointLayout {
         return layer(layer) + "self_attn." + proj + "_proj." + suffix;
     }
 
+    /**
+     * A module of DeepSeek's latent attention: {@code self_attn.<module>.<suffix>}.
+     *
+     * @param module q_a_proj, q_a_layernorm, q_b_proj, kv_a_proj_with_mqa, kv_a_layernorm or kv_b_proj
+     */
+    public static String attention(int layer, String module, String suffix) {
+        return layer(layer) + "self_attn." + module + "." + suffix;
+    }
+
     /** The q/k RMSNorm weight of Qwen3 and OLMoE: {@code self_attn.q_norm.weight}. @param proj q or k */
     public static String attentionNorm(int layer, char proj) {
         return layer(layer) + "self_attn." + proj + "_norm.weight";

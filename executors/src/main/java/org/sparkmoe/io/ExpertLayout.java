@@ -33,7 +33,13 @@ public enum ExpertLayout {
 
     /** The layout {@code stored} uses: FUSED when any MoE layer of {@code config} is stored fused. */
     public static ExpertLayout of(TensorSource stored, ModelConfig config) {
-        return FusedExperts.perExpert(stored, config) == stored ? PER_EXPERT : FUSED;
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        for (int l = 0; l < config.num_hidden_layers && config.num_experts > 0 && !config.hasLowRankExperts(); l++) {
+            if (config.isMoeLayer(l) && FusedExperts.isFused(stored, layout, l)) {
+                return FUSED;
+            }
+        }
+        return PER_EXPERT;
     }
 
     /**

@@ -80,8 +80,13 @@ public final class FusedExperts implements TensorSource {
         this.base = base;
     }
 
-    /** {@code tensors} itself when no MoE layer of {@code config} is fused, else the per-expert view of it. */
-    public static TensorSource perExpert(TensorSource tensors, ModelConfig config) {
+    /**
+     * The view every reader of a checkpoint uses: {@code tensors} itself when no MoE layer of {@code config} is fused
+     * and no weight FP8-quantized, else a view with per-expert names over fused layers and FP8 weights read
+     * dequantized ({@link Fp8Weights}).
+     */
+    public static TensorSource perExpert(TensorSource stored, ModelConfig config) {
+        TensorSource tensors = Fp8Weights.of(stored, config);
         if (tensors instanceof FusedExperts || config.num_experts == 0 || config.hasLowRankExperts()) {
             return tensors;
         }
@@ -117,14 +122,15 @@ public final class FusedExperts implements TensorSource {
     }
 
     /**
-     * The stored tensor names {@code names} (a checkpoint's, in its order) with every fused tensor replaced by the
-     * per-expert names it holds and a renamed router by its per-expert layout name: what a writer copying "every
-     * tensor" of a fused checkpoint through {@link #perExpert} writes.
+     * The stored tensor names {@code all} (a checkpoint's, in its order) with every fused tensor replaced by the
+     * per-expert names it holds, a renamed router by its per-expert layout name, and FP8 weights' block scales left
+     * out (the weights are read dequantized): what a writer copying "every tensor" through {@link #perExpert} writes.
      */
-    public static List<String> perExpertNames(Collection<String> names, TensorSource tensors, ModelConfig config) {
+    public static List<String> perExpertNames(Collection<String> all, TensorSource tensors, ModelConfig config) {
+        List<String> names = Fp8Weights.withoutScales(all, tensors);
         TensorSource view = perExpert(tensors, config);
         if (!(view instanceof FusedExperts fused)) {
-            return List.copyOf(names);
+            return names;
         }
         Map<String, List<String>> expand = new HashMap<>();
         fused.slices.forEach((perExpert, slice) -> {

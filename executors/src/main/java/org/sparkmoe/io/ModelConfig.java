@@ -12,11 +12,12 @@ import java.util.Set;
  * A Hugging Face {@code config.json} for a decoder-only (MoE) causal LM. Fields keep their Hugging Face
  * names; derived values (head_dim when null, the rope_theta location) are resolved here once.
  * Supported model types: {@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}, {@code olmoe}, {@code glm4_moe},
- * {@code gpt_oss}, and the dense {@code mistral} and {@code qwen3} that expert merging produces. Defaults follow
- * transformers 5.17's config classes.
+ * {@code gpt_oss}, {@code deepseek_v2}, {@code deepseek_v3} (Kimi-K2 too), and the dense {@code mistral} and
+ * {@code qwen3} that expert merging produces. Defaults follow transformers 5.17's config classes.
  */
 public final class ModelConfig {
-    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, GLM4_MOE, GPT_OSS, MISTRAL, QWEN3 }
+    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, GLM4_MOE, GPT_OSS, DEEPSEEK_V2, DEEPSEEK_V3, MISTRAL,
+        QWEN3 }
 
     /**
      * Where an RMSNorm acts on the q and k projections: not at all; per head over head_dim after the reshape
@@ -32,7 +33,15 @@ public final class ModelConfig {
     public final int num_hidden_layers;
     public final int num_attention_heads;
     public final int num_key_value_heads;
+    /** Per-head width of q/k/v; for DeepSeek (as transformers sets it) qk_rope_head_dim, the rotated width. */
     public final int head_dim;
+    /**
+     * {@code quantization_config.weight_block_size} [bo, bi] of an FP8 (e4m3) block-quantized checkpoint (DeepSeek-V3,
+     * Kimi-K2): its linear weights may be F8_E4M3 with a float32 {@code <name>_scale_inv} per block; null = none.
+     */
+    public final int[] weight_block_size;
+    /** DeepSeek's latent attention sizes; null for the grouped-query types. */
+    public final MlaConfig mla;
     public final double rms_norm_eps;
     /** Longest sequence RoPE tables are built for. */
     public final int max_position_embeddings;
@@ -113,10 +122,14 @@ public final class ModelConfig {
             case "olmoe" -> modelType = ModelType.OLMOE;
             case "glm4_moe" -> modelType = ModelType.GLM4_MOE;
             case "gpt_oss" -> modelType = ModelType.GPT_OSS;
+            case "deepseek_v2" -> modelType = ModelType.DEEPSEEK_V2;
+            // Kimi-K2's config.json names its own type and ships DeepSeek-V3's code (trust_remote_code)
+            case "deepseek_v3", "kimi_k2" -> modelType = ModelType.DEEPSEEK_V3;
             case "mistral" -> modelType = ModelType.MISTRAL;
             case "qwen3" -> modelType = ModelType.QWEN3;
             default -> throw new ModelConfigException(source + ": unsupported model_type \"" + type
-                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, gpt_oss, mistral, qwen3)");
+                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, gpt_oss, deepseek_v2, deepseek_v3, "
+                    + "kimi_k2, mistral, qwen3)");
         }
         vocab_size = f.positiveInt("vocab_size");
         hidden_size = f.positiveInt("hidden_size");
@@ -128,7 +141,16 @@ public final class ModelConfig {
             throw new ModelConfigException(source + ": num_attention_heads " + num_attention_heads
                     + " is not a multiple of num_key_value_heads " + num_key_value_heads);
         }
-        if (f.has("head_dim")) {
+        boolean deepSeek = modelType == ModelType.DEEPSEEK_V2 || modelType == ModelType.DEEPSEEK_V3;
+        mla = deepSeek ? mlaConfig(f, modelType, source) : null;
+        if (deepSeek) {
+            head_dim = mla.qk_rope_head_dim(); // DeepseekV2Config / DeepseekV3Config: head_dim = qk_rope_head_dim
+            if (num_key_value_heads != num_attention_heads) {
+                throw new ModelConfigException(source + ": " + type + " needs num_key_value_heads = "
+                        + "num_attention_heads (MLA expands keys per head), got " + num_key_value_heads + " vs "
+                        + num_attention_heads);
+            }
+        } else if (f.has("head_dim")) {
             head_dim = f.positiveInt("head_dim");
         } else if (modelType == ModelType.QWEN3) {
             head_dim = 128; // Qwen3Config declares head_dim = 128 (Qwen3MoeConfig does not: hidden/heads there)
@@ -145,6 +167,7 @@ public final class ModelConfig {
         rms_norm_eps = f.positiveDouble("rms_norm_eps");
         max_position_embeddings = f.positiveInt("max_position_embeddings");
         rope_scaling = yarn(f, max_position_embeddings, source);
+        weight_block_size = fp8BlockSize(f, source);
         rope_theta = ropeTheta(f, source);
         partial_rotary_factor = modelType == ModelType.GLM4_MOE ? partialRotaryFactor(f, source, 0.5) : 1.0;
         String act = f.has("hidden_act") ? f.string("hidden_act") : "silu";
@@ -281,6 +304,46 @@ public final class ModelConfig {
                 sliding_window = null; // Glm4MoeModel builds a plain causal mask
                 low_rank_experts_rank = lowRankRank(f);
             }
+            case DEEPSEEK_V2, DEEPSEEK_V3 -> {
+                boolean v3 = modelType == ModelType.DEEPSEEK_V3;
+                // DeepseekV2Config / DeepseekV3Config.attribute_map: num_experts / num_local_experts → n_routed_experts
+                num_experts = f.positiveInt("n_routed_experts");
+                num_experts_per_tok = f.positiveInt("num_experts_per_tok");
+                expert_intermediate_size = f.positiveInt("moe_intermediate_size");
+                norm_topk_prob = f.bool("norm_topk_prob", v3);
+                if (!v3 && norm_topk_prob) {
+                    // DeepseekV2TopkRouter never renormalises (DeepSeek's own code does): the two disagree
+                    throw new ModelConfigException(source + ": deepseek_v2 with norm_topk_prob true is refused "
+                            + "(transformers 5.17 ignores it, DeepSeek's code renormalises)");
+                }
+                sharedExperts = f.has("n_shared_experts") ? f.nonNegativeInt("n_shared_experts") : v3 ? 1 : 2;
+                shared_expert_intermediate_size = Math.multiplyExact(sharedExperts, expert_intermediate_size);
+                decoder_sparse_step = 1;
+                firstDense = f.has("first_k_dense_replace") ? f.nonNegativeInt("first_k_dense_replace") : v3 ? 3 : 0;
+                mlp_only_layers = firstLayers(firstDense, num_hidden_layers);
+                if (f.has("moe_layer_freq") && f.positiveInt("moe_layer_freq") != 1) {
+                    throw new ModelConfigException(source + ": unsupported moe_layer_freq " + f.raw("moe_layer_freq")
+                            + " (transformers 5.17 makes every layer after first_k_dense_replace an MoE layer)");
+                }
+                if (f.bool("mlp_bias", false)) {
+                    throw new ModelConfigException(source + ": unsupported mlp_bias true for " + type);
+                }
+                routing = v3 ? routingConfig(f, source, "sigmoid", "noaux_tc", 8, 4, 2.5)
+                        : routingConfig(f, source, "softmax", "greedy", 1, 1, 1.0);
+                // transformers' routers: V2 softmax with greedy or group_limited_greedy, V3 sigmoid noaux_tc always
+                if (v3 ? !routing.scoring_func().equals("sigmoid") || !routing.topk_method().equals("noaux_tc")
+                        : !routing.scoring_func().equals("softmax") || routing.topk_method().equals("noaux_tc")) {
+                    throw new ModelConfigException(source + ": unsupported scoring_func \"" + routing.scoring_func()
+                            + "\" with topk_method \"" + routing.topk_method() + "\" for " + type + " (supported: "
+                            + (v3 ? "sigmoid with noaux_tc)" : "softmax with greedy or group_limited_greedy)"));
+                }
+                qkv_bias = false;
+                attention_bias = f.bool("attention_bias", false); // q_a_proj, kv_a_proj_with_mqa and o_proj
+                qkNorm = QkNorm.NONE;
+                clip_qkv = null;
+                sliding_window = null;
+                low_rank_experts_rank = 0;
+            }
             case QWEN3 -> {
                 num_experts = 0;
                 num_experts_per_tok = 0;
@@ -330,13 +393,19 @@ public final class ModelConfig {
      * neither); n_group must divide the experts and the kept groups must hold at least K experts.
      */
     private RoutingConfig routingConfig(Fields f, String source, String scoring, String method) {
+        return routingConfig(f, source, scoring, method, 1, 1, 1.0);
+    }
+
+    /** {@link #routingConfig(Fields, String, String, String)} with the type's defaults for the absent fields. */
+    private RoutingConfig routingConfig(Fields f, String source, String scoring, String method, int groups,
+                                        int topGroups, double scaling) {
         RoutingConfig r;
         try {
             r = new RoutingConfig(f.has("scoring_func") ? f.string("scoring_func") : scoring,
                     f.has("topk_method") ? f.string("topk_method") : method,
-                    f.has("n_group") ? f.positiveInt("n_group") : 1,
-                    f.has("topk_group") ? f.positiveInt("topk_group") : 1,
-                    f.has("routed_scaling_factor") ? f.positiveDouble("routed_scaling_factor") : 1.0);
+                    f.has("n_group") ? f.positiveInt("n_group") : groups,
+                    f.has("topk_group") ? f.positiveInt("topk_group") : topGroups,
+                    f.has("routed_scaling_factor") ? f.positiveDouble("routed_scaling_factor") : scaling);
         } catch (IllegalArgumentException e) {
             throw new ModelConfigException(source + ": " + e.getMessage());
         }
@@ -367,6 +436,26 @@ public final class ModelConfig {
     /** RoPE rotates the leading {@code int(head_dim · partial_rotary_factor)} entries of each head. */
     public int rotaryDim() {
         return (int) (head_dim * partial_rotary_factor);
+    }
+
+    /**
+     * The MLA sizes with transformers' defaults (q_lora_rank 1536 when absent, null when null; kv_lora_rank 512;
+     * qk_rope_head_dim 64; qk_nope_head_dim 128; v_head_dim 128; rope_interleave: V2 always, V3 default true).
+     */
+    private static MlaConfig mlaConfig(Fields f, ModelType type, String source) {
+        Integer qLora = !f.present("q_lora_rank") ? Integer.valueOf(1536)
+                : f.has("q_lora_rank") ? Integer.valueOf(f.positiveInt("q_lora_rank")) : null;
+        MlaConfig m = new MlaConfig(qLora,
+                f.has("kv_lora_rank") ? f.positiveInt("kv_lora_rank") : 512,
+                f.has("qk_nope_head_dim") ? f.nonNegativeInt("qk_nope_head_dim") : 128,
+                f.has("qk_rope_head_dim") ? f.positiveInt("qk_rope_head_dim") : 64,
+                f.has("v_head_dim") ? f.positiveInt("v_head_dim") : 128,
+                type == ModelType.DEEPSEEK_V2 || f.bool("rope_interleave", true));
+        if (m.qk_rope_head_dim() % 2 != 0) {
+            throw new ModelConfigException(source + ": qk_rope_head_dim must be even for RoPE, got "
+                    + m.qk_rope_head_dim());
+        }
+        return m;
     }
 
     /** Layers 0 .. k−1 (first_k_dense_replace), checked against the layer count. */
@@ -467,6 +556,28 @@ public final class ModelConfig {
                 rope.bool("truncate", true));
     }
 
+    /**
+     * The FP8 block size of {@code quantization_config} (quant_method "fp8", fmt "e4m3" when given, weight_block_size
+     * two positive integers); null without the field; any other quantization is refused.
+     */
+    private static int[] fp8BlockSize(Fields f, String source) {
+        if (!f.has("quantization_config")) {
+            return null;
+        }
+        Fields q = f.object("quantization_config");
+        String method = q.has("quant_method") ? q.string("quant_method") : "";
+        if (!method.equals("fp8") || (q.has("fmt") && !q.string("fmt").equals("e4m3"))) {
+            throw new ModelConfigException(source + ": unsupported quantization_config " + f.raw("quantization_config")
+                    + " (supported: quant_method fp8, fmt e4m3, with weight_block_size)");
+        }
+        int[] block = q.intList("weight_block_size");
+        if (block.length != 2 || block[0] < 1 || block[1] < 1) {
+            throw new ModelConfigException(source + ": quantization_config.weight_block_size must be two positive "
+                    + "integers, got " + q.raw("weight_block_size"));
+        }
+        return block;
+    }
+
     /** A field that Python reads as {@code d.get(name) or fallback}. */
     private static double orDefault(Fields rope, String name, double fallback) {
         return rope.has(name) && rope.nonNegativeDouble(name) != 0 ? rope.nonNegativeDouble(name) : fallback;
@@ -531,6 +642,11 @@ public final class ModelConfig {
 
         JsonNode node(String name) {
             return node.get(name);
+        }
+
+        /** Whether the field is there at all, null included. */
+        boolean present(String name) {
+            return node.has(name);
         }
 
         String raw(String name) {
@@ -605,6 +721,22 @@ public final class ModelConfig {
                 throw new ModelConfigException(source + ": field " + name + " must be true or false, got " + v);
             }
             return v.asBoolean();
+        }
+
+        int[] intList(String name) {
+            JsonNode v = required(name);
+            if (!v.isArray()) {
+                throw new ModelConfigException(source + ": field " + name + " must be a list of integers, got " + v);
+            }
+            int[] out = new int[v.size()];
+            for (int i = 0; i < out.length; i++) {
+                if (!v.get(i).isIntegralNumber()) {
+                    throw new ModelConfigException(source + ": field " + name + " must be a list of integers, got "
+                            + v);
+                }
+                out[i] = v.get(i).asInt();
+            }
+            return out;
         }
 
         Set<Integer> intSet(String name, int bound) {

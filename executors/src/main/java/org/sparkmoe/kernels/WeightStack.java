@@ -6,6 +6,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.Mxfp4;
+import org.sparkmoe.io.Fp8BlockMatrix;
 
 /**
  * G weight matrices of one shape [out, in] (Hugging Face Linear layout) and one element type, the weight operand of
@@ -16,8 +17,9 @@ import org.sparkmoe.io.Mxfp4;
  * copies it into scratch tile by tile ({@link Widened}), never whole.
  *
  * <p>The element type is what the weights are stored in: FLOAT or DOUBLE (used as they are by a product of the
- * same type), BFLOAT16/HALF, widened per use (see {@link Widened}), or MXFP4 (gpt-oss's released experts, reported as
- * UINT8: blocks and scales, {@link Mxfp4}), decoded per use tile by tile into the same scratch. Immutable.
+ * same type), BFLOAT16/HALF, widened per use (see {@link Widened}), MXFP4 (gpt-oss's released experts, reported as
+ * UINT8: blocks and scales, {@link Mxfp4}), decoded per use tile by tile into the same scratch, or FP8
+ * block-quantized matrices ({@link Fp8BlockMatrix}, UINT8 codes), dequantized per use the same way. Immutable.
  */
 public final class WeightStack {
     /** Bytes of float32 scratch one thread widens stored (bf16, fp16) tiles into: what each task slot adds. */
@@ -89,7 +91,7 @@ public final class WeightStack {
     }
 
     private static void checkType(INDArray w) {
-        if (!STORED.contains(w.dataType())) {
+        if (!STORED.contains(w.dataType()) && !(w instanceof Fp8BlockMatrix)) {
             throw new IllegalArgumentException("weights must be one of " + STORED + ", got " + w.dataType());
         }
     }
@@ -169,9 +171,23 @@ public final class WeightStack {
     public INDArray toArray(DataType type) {
         INDArray out = Nd4j.createUninitialized(type, shape(), 'c');
         for (int g = 0; g < groups; g++) {
-            out.slice(g).assign(matrix(g));
+            out.slice(g).assign(widened(g, type));
         }
         return out;
+    }
+
+    /**
+     * Matrix g [out, in] in {@code type}: the stored array when it is of that type, else a new widened (or, for FP8,
+     * dequantized) copy. For the reference products and copies; the grouped product widens per tile instead.
+     */
+    public INDArray widened(int g, DataType type) {
+        INDArray m = matrix(g);
+        if (m instanceof Fp8BlockMatrix fp8) {
+            INDArray out = Nd4j.createUninitialized(type, m.shape(), 'c');
+            fp8.dequantize(0, rows, 0, cols, out);
+            return out;
+        }
+        return m.castTo(type);
     }
 
     /** Bytes the weights occupy in their stored type. */

@@ -7,15 +7,17 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.io.Mxfp4;
+import org.sparkmoe.io.Fp8BlockMatrix;
 
 /**
  * Products with weights kept in their stored type. A weight matrix W [out, in] enters a product in tiles: blocks of
  * whole rows for {@code x·Wᵀ} (every output column still sums over all of {@code in} in one BLAS call) and blocks of
  * whole columns for {@code dy·W} (every output column sums over all of {@code out}). A tile of weights already in the
  * product's type is used where it lies; any other tile (bf16, fp16 from a mapped checkpoint) is widened into this
- * thread's scratch first (exactly: every bf16/fp16 value is a float). The tiling depends only on the shape, never on
- * the stored type, so a bf16 checkpoint and its float32 widening give bit-identical products. An MXFP4 matrix
- * (gpt-oss's experts) is decoded into the same scratch, exactly (every MXFP4 value is a float).
+ * thread's scratch first (exactly: every bf16/fp16 value is a float; FP8 block-quantized weights are dequantized, see
+ * {@link Fp8BlockMatrix}). The tiling depends only on the shape, never on the stored type, so a bf16 checkpoint and
+ * its float32 widening give bit-identical products. An MXFP4 matrix (gpt-oss's experts) is decoded into the same
+ * scratch, exactly (every MXFP4 value is a float).
  */
 final class Widened {
     /** Elements in one tile: bounds each thread's scratch at 16 MB of floats. */
@@ -68,6 +70,10 @@ final class Widened {
             return BlasMatrices.of(tile);
         }
         INDArray w = stack.matrix(g);
+        if (w instanceof Fp8BlockMatrix fp8) {
+            fp8.dequantize(r0, r1, c0, c1, tile);
+            return BlasMatrices.of(tile);
+        }
         INDArray source = r0 == 0 && r1 == w.size(0) && c0 == 0 && c1 == w.size(1) ? w
                 : w.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.interval(c0, c1));
         tile.assign(source);

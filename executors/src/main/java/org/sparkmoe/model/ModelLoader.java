@@ -13,6 +13,7 @@ import org.sparkmoe.experts.SharedExpert;
 import org.sparkmoe.experts.SwiGluMlp;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.MlaConfig;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.Mxfp4;
 import org.sparkmoe.io.TensorSource;
@@ -80,8 +81,22 @@ public final class ModelLoader {
     }
 
     private DecoderLayer layer(int l, GroupedGemm gemm) {
+        SelfAttention attention = config.mla != null ? latentAttention(l) : groupedAttention(l);
+        RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l)), config.rms_norm_eps);
+        RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
+        if (!config.isMoeLayer(l)) {
+            SwiGluMlp mlp = new SwiGluMlp(
+                    matrix(CheckpointLayout.denseMlp(l, Projection.GATE)),
+                    matrix(CheckpointLayout.denseMlp(l, Projection.UP)),
+                    matrix(CheckpointLayout.denseMlp(l, Projection.DOWN)));
+            return new DecoderLayer(inputNorm, attention, postNorm, null, mlp);
+        }
+        return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm), null);
+    }
+
+    private Attention groupedAttention(int l) {
         boolean bias = config.qkv_bias;
-        Attention attention = new Attention(
+        return new Attention(
                 matrix(CheckpointLayout.attention(l, 'q', "weight")),
                 matrix(CheckpointLayout.attention(l, 'k', "weight")),
                 matrix(CheckpointLayout.attention(l, 'v', "weight")),
@@ -93,16 +108,34 @@ public final class ModelLoader {
                 projectionNorm(l, 'q'), projectionNorm(l, 'k'), projectionNorm(l, 'v'),
                 config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.slidingWindow(l),
                 config.attention_sinks ? tensor(CheckpointLayout.attentionSinks(l)) : null);
-        RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l)), config.rms_norm_eps);
-        RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
-        if (!config.isMoeLayer(l)) {
-            SwiGluMlp mlp = new SwiGluMlp(
-                    matrix(CheckpointLayout.denseMlp(l, Projection.GATE)),
-                    matrix(CheckpointLayout.denseMlp(l, Projection.UP)),
-                    matrix(CheckpointLayout.denseMlp(l, Projection.DOWN)));
-            return new DecoderLayer(inputNorm, attention, postNorm, null, mlp);
+    }
+
+    /**
+     * DeepSeek's MLA. The q_a and kv_a layernorms use eps 1e-6 (DeepseekV2/V3RMSNorm's default: the modules are
+     * built without rms_norm_eps); the softmax scale is qk_head_dim^-½, with YaRN's mscale_all_dim factor.
+     */
+    private LatentAttention latentAttention(int l) {
+        MlaConfig m = config.mla;
+        boolean qLora = m.q_lora_rank() != null;
+        boolean bias = config.attention_bias;
+        LatentAttention.Weights w = new LatentAttention.Weights(
+                qLora ? null : matrix(CheckpointLayout.attention(l, 'q', "weight")),
+                qLora ? matrix(CheckpointLayout.attention(l, "q_a_proj", "weight")) : null,
+                qLora && bias ? tensor(CheckpointLayout.attention(l, "q_a_proj", "bias")) : null,
+                qLora ? new RmsNorm(tensor(CheckpointLayout.attention(l, "q_a_layernorm", "weight")), 1e-6) : null,
+                qLora ? matrix(CheckpointLayout.attention(l, "q_b_proj", "weight")) : null,
+                matrix(CheckpointLayout.attention(l, "kv_a_proj_with_mqa", "weight")),
+                bias ? tensor(CheckpointLayout.attention(l, "kv_a_proj_with_mqa", "bias")) : null,
+                new RmsNorm(tensor(CheckpointLayout.attention(l, "kv_a_layernorm", "weight")), 1e-6),
+                matrix(CheckpointLayout.attention(l, "kv_b_proj", "weight")),
+                matrix(CheckpointLayout.attention(l, 'o', "weight")),
+                bias ? tensor(CheckpointLayout.attention(l, 'o', "bias")) : null);
+        double scale = Math.pow(m.qk_head_dim(), -0.5);
+        if (config.rope_scaling != null) {
+            scale = config.rope_scaling.softmaxScale(scale);
         }
-        return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm), null);
+        return new LatentAttention(w, config.num_attention_heads, m.qk_nope_head_dim(), m.qk_rope_head_dim(),
+                m.v_head_dim(), scale);
     }
 
     /** Qwen3's / OLMoE's q and k RMSNorm and OLMoE's clip_qkv on projection {@code proj} (q, k or v). */
@@ -182,7 +215,8 @@ public final class ModelLoader {
 
     /**
      * A weight matrix: for a FLOAT model in its stored type, over the checkpoint's memory map where there is one
-     * (products widen it per tile); for a DOUBLE model widened into memory.
+     * (products widen it per tile; FP8 codes with their block scales are dequantized per tile); for a DOUBLE model
+     * widened into memory.
      */
     private INDArray matrix(String name) {
         if (dataType == DataType.DOUBLE) {

@@ -4,7 +4,9 @@ import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.CheckpointFormatException;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.DType;
+import org.sparkmoe.io.Fp8BlockMatrix;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.MlaConfig;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
 
@@ -27,32 +29,13 @@ public final class ModelSchema {
         Map<String, long[]> out = new LinkedHashMap<>();
         CheckpointLayout layout = new CheckpointLayout(c.modelType);
         long d = c.hidden_size;
-        long q = (long) c.num_attention_heads * c.head_dim;
-        long kv = (long) c.num_key_value_heads * c.head_dim;
         out.put(CheckpointLayout.embedTokens(), new long[] {c.vocab_size, d});
         for (int l = 0; l < c.num_hidden_layers; l++) {
             out.put(CheckpointLayout.inputNorm(l), new long[] {d});
-            out.put(CheckpointLayout.attention(l, 'q', "weight"), new long[] {q, d});
-            out.put(CheckpointLayout.attention(l, 'k', "weight"), new long[] {kv, d});
-            out.put(CheckpointLayout.attention(l, 'v', "weight"), new long[] {kv, d});
-            out.put(CheckpointLayout.attention(l, 'o', "weight"), new long[] {d, q});
-            if (c.qkv_bias) {
-                out.put(CheckpointLayout.attention(l, 'q', "bias"), new long[] {q});
-                out.put(CheckpointLayout.attention(l, 'k', "bias"), new long[] {kv});
-                out.put(CheckpointLayout.attention(l, 'v', "bias"), new long[] {kv});
-            }
-            if (c.attention_bias) {
-                out.put(CheckpointLayout.attention(l, 'o', "bias"), new long[] {d});
-            }
-            if (c.attention_sinks) {
-                out.put(CheckpointLayout.attentionSinks(l), new long[] {c.num_attention_heads});
-            }
-            if (c.qkNorm == ModelConfig.QkNorm.PER_HEAD) {
-                out.put(CheckpointLayout.attentionNorm(l, 'q'), new long[] {c.head_dim});
-                out.put(CheckpointLayout.attentionNorm(l, 'k'), new long[] {c.head_dim});
-            } else if (c.qkNorm == ModelConfig.QkNorm.WHOLE) {
-                out.put(CheckpointLayout.attentionNorm(l, 'q'), new long[] {q});
-                out.put(CheckpointLayout.attentionNorm(l, 'k'), new long[] {kv});
+            if (c.mla != null) {
+                latentAttention(c, l, out);
+            } else {
+                groupedAttention(c, l, out);
             }
             out.put(CheckpointLayout.postAttentionNorm(l), new long[] {d});
             if (c.isMoeLayer(l)) {
@@ -106,6 +89,65 @@ public final class ModelSchema {
         out.put(CheckpointLayout.finalNorm(), new long[] {d});
         out.put(CheckpointLayout.lmHead(), new long[] {c.vocab_size, d});
         return out;
+    }
+
+    /** q/k/v/o projections, their biases and q/k norms of grouped-query attention. */
+    private static void groupedAttention(ModelConfig c, int l, Map<String, long[]> out) {
+        long d = c.hidden_size;
+        long q = (long) c.num_attention_heads * c.head_dim;
+        long kv = (long) c.num_key_value_heads * c.head_dim;
+        out.put(CheckpointLayout.attention(l, 'q', "weight"), new long[] {q, d});
+        out.put(CheckpointLayout.attention(l, 'k', "weight"), new long[] {kv, d});
+        out.put(CheckpointLayout.attention(l, 'v', "weight"), new long[] {kv, d});
+        out.put(CheckpointLayout.attention(l, 'o', "weight"), new long[] {d, q});
+        if (c.qkv_bias) {
+            out.put(CheckpointLayout.attention(l, 'q', "bias"), new long[] {q});
+            out.put(CheckpointLayout.attention(l, 'k', "bias"), new long[] {kv});
+            out.put(CheckpointLayout.attention(l, 'v', "bias"), new long[] {kv});
+        }
+        if (c.attention_bias) {
+            out.put(CheckpointLayout.attention(l, 'o', "bias"), new long[] {d});
+        }
+        if (c.attention_sinks) {
+            out.put(CheckpointLayout.attentionSinks(l), new long[] {c.num_attention_heads});
+        }
+        if (c.qkNorm == ModelConfig.QkNorm.PER_HEAD) {
+            out.put(CheckpointLayout.attentionNorm(l, 'q'), new long[] {c.head_dim});
+            out.put(CheckpointLayout.attentionNorm(l, 'k'), new long[] {c.head_dim});
+        } else if (c.qkNorm == ModelConfig.QkNorm.WHOLE) {
+            out.put(CheckpointLayout.attentionNorm(l, 'q'), new long[] {q});
+            out.put(CheckpointLayout.attentionNorm(l, 'k'), new long[] {kv});
+        }
+    }
+
+    /** DeepSeek's MLA: q_proj or q_a_proj/q_a_layernorm/q_b_proj; kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj; o. */
+    private static void latentAttention(ModelConfig c, int l, Map<String, long[]> out) {
+        MlaConfig m = c.mla;
+        long d = c.hidden_size;
+        long h = c.num_attention_heads;
+        if (m.q_lora_rank() == null) {
+            out.put(CheckpointLayout.attention(l, 'q', "weight"), new long[] {h * m.qk_head_dim(), d});
+        } else {
+            long r = m.q_lora_rank();
+            out.put(CheckpointLayout.attention(l, "q_a_proj", "weight"), new long[] {r, d});
+            if (c.attention_bias) {
+                out.put(CheckpointLayout.attention(l, "q_a_proj", "bias"), new long[] {r});
+            }
+            out.put(CheckpointLayout.attention(l, "q_a_layernorm", "weight"), new long[] {r});
+            out.put(CheckpointLayout.attention(l, "q_b_proj", "weight"), new long[] {h * m.qk_head_dim(), r});
+        }
+        long kvA = (long) m.kv_lora_rank() + m.qk_rope_head_dim();
+        out.put(CheckpointLayout.attention(l, "kv_a_proj_with_mqa", "weight"), new long[] {kvA, d});
+        if (c.attention_bias) {
+            out.put(CheckpointLayout.attention(l, "kv_a_proj_with_mqa", "bias"), new long[] {kvA});
+        }
+        out.put(CheckpointLayout.attention(l, "kv_a_layernorm", "weight"), new long[] {m.kv_lora_rank()});
+        out.put(CheckpointLayout.attention(l, "kv_b_proj", "weight"),
+                new long[] {h * (m.qk_nope_head_dim() + m.v_head_dim()), m.kv_lora_rank()});
+        out.put(CheckpointLayout.attention(l, 'o', "weight"), new long[] {d, h * m.v_head_dim()});
+        if (c.attention_bias) {
+            out.put(CheckpointLayout.attention(l, 'o', "bias"), new long[] {d});
+        }
     }
 
     /**
@@ -204,6 +246,32 @@ public final class ModelSchema {
         return total;
     }
 
+    /**
+     * An F8_E4M3 tensor must be a linear weight of a decoder layer (not the embedding or LM head) of a checkpoint
+     * whose config declares FP8 block quantization, with a {@code <name>_scale_inv} [⌈out/bo⌉, ⌈in/bi⌉] beside it.
+     */
+    private static void checkFp8(ModelConfig config, String name, long[] shape, Predicate<String> has,
+                                 Function<String, long[]> shapeOf, String describe) {
+        if (config.weight_block_size == null || shape.length != 2 || !name.startsWith("model.layers.")) {
+            throw new CheckpointFormatException(describe + ": tensor " + name + " has dtype F8_E4M3; FP8 is read only "
+                    + "for the linear weights of decoder layers, with quantization_config.weight_block_size in "
+                    + "config.json");
+        }
+        String scale = name + "_scale_inv";
+        long[] expected = {Fp8BlockMatrix.ceilDiv(shape[0], config.weight_block_size[0]),
+                Fp8BlockMatrix.ceilDiv(shape[1], config.weight_block_size[1])};
+        if (!has.test(scale)) {
+            throw new CheckpointFormatException(describe + ": missing tensor " + scale + " (the block scales of FP8 "
+                    + name + ")");
+        }
+        if (!Arrays.equals(shapeOf.apply(scale), expected)) {
+            throw new CheckpointFormatException(describe + ": tensor " + scale + " has shape "
+                    + Arrays.toString(shapeOf.apply(scale)) + " but " + Arrays.toString(shape) + " in blocks of "
+                    + config.weight_block_size[0] + "×" + config.weight_block_size[1] + " implies "
+                    + Arrays.toString(expected));
+        }
+    }
+
     /** @param dtypeOf each tensor's dtype, or null where the dtypes are not known yet */
     private static void check(ModelConfig config, Predicate<String> has, Function<String, long[]> shapeOf,
             Function<String, DType> dtypeOf, String describe) {
@@ -221,7 +289,9 @@ public final class ModelSchema {
                         + Arrays.toString(shape) + " but config.json implies " + Arrays.toString(e.getValue()));
             }
             DType dtype = dtypeOf == null ? null : dtypeOf.apply(name);
-            if (dtype != null && !dtype.isFloat()) {
+            if (dtype != null && dtype.isFp8()) {
+                checkFp8(config, name, shape, has, shapeOf, describe);
+            } else if (dtype != null && !dtype.isFloat()) {
                 throw new CheckpointFormatException(describe + ": tensor " + name + " has dtype " + dtype
                         + "; expected a floating-point weight (F32, F16, BF16)");
             }

@@ -23,6 +23,9 @@ import java.util.stream.Collectors;
  * The gpt-oss configs were written from the published ones as remembered (24 / 36 layers,
  * hidden 2880, 32 / 128 experts top-4 of width 2880, 64 heads of 64, 8 KV heads, vocab 201088, window 128 on
  * alternate layers from the first, YaRN factor 32 over 4096): the Hub could not be reached offline to copy them.
+ * DeepSeek-V2-Lite's, DeepSeek-V3's and Kimi-K2's configs were written from their
+ * published fields without fetching them (this repository is built offline); their parameter counts agree with the
+ * model cards within 1% (V3 and K2 without the multi-token-prediction layer).
  */
 public enum ModelShape {
     MIXTRAL_8X7B("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1", 46.7e9),
@@ -30,7 +33,10 @@ public enum ModelShape {
     GLM_4_5_AIR("glm-4.5-air", "zai-org/GLM-4.5-Air", 106e9),
     MISTRAL_7B("mistral-7b", "mistralai/Mistral-7B-v0.1", 7.24e9),
     GPT_OSS_20B("gpt-oss-20b", "openai/gpt-oss-20b", 20.9e9),
-    GPT_OSS_120B("gpt-oss-120b", "openai/gpt-oss-120b", 116.8e9);
+    GPT_OSS_120B("gpt-oss-120b", "openai/gpt-oss-120b", 116.8e9),
+    DEEPSEEK_V2_LITE("deepseek-v2-lite", "deepseek-ai/DeepSeek-V2-Lite", 15.7e9),
+    DEEPSEEK_V3("deepseek-v3", "deepseek-ai/DeepSeek-V3", 671e9),
+    KIMI_K2("kimi-k2", "moonshotai/Kimi-K2-Instruct", 1.03e12);
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -94,10 +100,11 @@ public enum ModelShape {
      * The published config with {@code num_hidden_layers = layers} and every field that counts layers kept
      * consistent (Qwen2-MoE's {@code mlp_only_layers} keeps only indices below {@code layers},
      * {@code max_window_layers} is capped at it; GLM's {@code first_k_dense_replace} stays, so its first layer is
-     * dense and its MoE layers start at 2 layers; gpt-oss's {@code layer_types} keeps its first {@code layers});
-     * {@code torch_dtype} (and {@code dtype}, when present) say {@code dtype}, and gpt-oss's quantization_config is
-     * dropped (its experts are written in {@code dtype}, not as the released MXFP4). Every other field is the real
-     * model's.
+     * dense and its MoE layers start at 2 layers; DeepSeek's {@code first_k_dense_replace} is capped at
+     * {@code layers − 1}, so that at least one layer is an MoE layer; gpt-oss's {@code layer_types} keeps its first
+     * {@code layers}); {@code torch_dtype} (and {@code dtype}, when present) say {@code dtype}, and
+     * {@code quantization_config} is dropped (gpt-oss's MXFP4 and DeepSeek's FP8 weights are written in {@code dtype}).
+     * Every other field is the real model's.
      */
     public ObjectNode config(int layers, DType dtype) {
         if (layers < 1) {
@@ -124,6 +131,9 @@ public enum ModelShape {
             config.set("layer_types", kept);
         }
         config.remove("quantization_config");
+        if (config.has("first_k_dense_replace") && !config.path("model_type").asText().equals("glm4_moe")) {
+            config.put("first_k_dense_replace", Math.min(config.get("first_k_dense_replace").asInt(), layers - 1));
+        }
         if (config.has("max_window_layers")) {
             config.put("max_window_layers", Math.min(config.get("max_window_layers").asInt(), layers));
         }

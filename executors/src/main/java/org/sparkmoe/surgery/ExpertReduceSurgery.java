@@ -52,6 +52,12 @@ public final class ExpertReduceSurgery implements LayerSurgery {
             throw new IllegalArgumentException("reduce needs an MoE model, got model_type "
                     + model.modelType.name().toLowerCase());
         }
+        if (model.mla != null) {
+            // n_routed_experts, the expert groups (n_group) and e_score_correction_bias are not rewritten yet
+            throw new IllegalArgumentException("reduce does not support model_type "
+                    + model.modelType.name().toLowerCase() + " yet (n_routed_experts, n_group and the routers' "
+                    + "e_score_correction_bias would need rewriting)");
+        }
         if (newExperts < 1 || newExperts >= model.num_experts) {
             throw new IllegalArgumentException("--experts must be in [1, " + (model.num_experts - 1)
                     + "] (fewer than the model's " + model.num_experts + "), got " + newExperts);

@@ -125,9 +125,21 @@ class ModelShapeTest {
         ObjectNode withMlpOnly = ModelShape.QWEN1_5_MOE_A2_7B.config();
         assertTrue(ModelShape.named("qwen1.5-moe-a2.7b").isPresent());
         assertFalse(ModelShape.named("qwen").isPresent());
-        assertEquals("mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b, gpt-oss-20b, gpt-oss-120b",
+        assertEquals("mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b, gpt-oss-20b, gpt-oss-120b, "
+                + "deepseek-v2-lite, deepseek-v3, kimi-k2",
                 ModelShape.names());
         assertThrows(IllegalArgumentException.class, () -> ModelShape.MISTRAL_7B.config(0, DType.BF16));
         assertFalse(withMlpOnly.has("mlp_only_layers"));
+    }
+
+    /** DeepSeek-V3 at 2 layers keeps one MoE layer (first_k_dense_replace 3 capped at 1); at 1 layer, only MoE. */
+    @Test
+    void fewLayersOfDeepSeekKeepAnMoeLayer() {
+        ModelConfig two = parse(ModelShape.DEEPSEEK_V3.config(2, DType.BF16));
+        assertFalse(two.isMoeLayer(0));
+        assertTrue(two.isMoeLayer(1));
+        assertEquals(1, two.first_k_dense_replace);
+        assertTrue(parse(ModelShape.DEEPSEEK_V3.config(1, DType.BF16)).isMoeLayer(0));
+        assertEquals(ModelShape.DEEPSEEK_V3.config().get("first_k_dense_replace").asInt(), 3, "the real model's");
     }
 }

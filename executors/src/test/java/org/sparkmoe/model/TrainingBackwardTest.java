@@ -75,7 +75,7 @@ class TrainingBackwardTest {
             INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
             INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
             Attention attn = sinkAttention(weights, 4, 2, window, sinks);
-            Attention.Gradients g = attn.backward(attn.forwardTraining(x, B, S, rope), w);
+            Attention.Gradients g = attn.backwardWithSinks(attn.forwardTraining(x, B, S, rope), w);
             GradientCheck.check("attention sinks window " + window + ": x", x, g.dx(),
                     () -> GradientCheck.dot(attn.forwardTraining(x, B, S, rope).out(), w));
             // the sinks are copied when an attention is built: every evaluation builds one from the perturbed values
@@ -100,6 +100,50 @@ class TrainingBackwardTest {
         INDArray out = sinkAttention(weights, 4, 2, null, huge).forward(x, B, S, rope);
         INDArray bias = weights[8].reshape(1, D).repeat(0, B * S);
         assertTrue(out.sub(bias).amaxNumber().doubleValue() < 1e-9, "a dominant sink leaves only the o bias");
+    }
+
+    @Test
+    void latentAttentionWithPlainQInterleavedRopeInputGradientMatchesFiniteDifferences() {
+        checkLatentAttention(21, false, true);
+    }
+
+    @Test
+    void latentAttentionWithQLoraInputGradientMatchesFiniteDifferences() {
+        checkLatentAttention(22, true, false);
+    }
+
+    /**
+     * MLA with H = 3 heads, dn = 4, dr = HD, dv = 3, kv_lora_rank 5, q_lora_rank 4 (or a plain q_proj), biases on
+     * q_a, kv_a and o, a scale other than (dn+dr)^-½ (YaRN's mscale²), θ = 3 so the rope part turns far.
+     */
+    private static void checkLatentAttention(long seed, boolean qLora, boolean interleaved) {
+        Random rnd = new Random(seed);
+        LatentAttention attn = latentAttention(rnd, DataType.DOUBLE, qLora);
+        RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16, null, interleaved);
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray dx = attn.backward(attn.forwardTraining(x, B, S, rope), w);
+        GradientCheck.check("latent attention" + (qLora ? " q_lora" : "") + (interleaved ? " interleaved" : "")
+                + ": x", x, dx, () -> GradientCheck.dot(attn.forwardTraining(x, B, S, rope).out(), w));
+    }
+
+    private static LatentAttention latentAttention(Random rnd, DataType dt, boolean qLora) {
+        int heads = 3;
+        int nope = 4;
+        int value = 3;
+        int latent = 5;
+        int qRank = 4;
+        LatentAttention.Weights weights = new LatentAttention.Weights(
+                qLora ? null : gaussian(rnd, dt, 0.6, heads * (nope + HD), D),
+                qLora ? gaussian(rnd, dt, 0.6, qRank, D) : null,
+                qLora ? gaussian(rnd, dt, 0.3, qRank) : null,
+                qLora ? new RmsNorm(gaussian(rnd, dt, 0.3, qRank).addi(1.0), 1e-6) : null,
+                qLora ? gaussian(rnd, dt, 0.6, heads * (nope + HD), qRank) : null,
+                gaussian(rnd, dt, 0.6, latent + HD, D), gaussian(rnd, dt, 0.3, latent + HD),
+                new RmsNorm(gaussian(rnd, dt, 0.3, latent).addi(1.0), 1e-6),
+                gaussian(rnd, dt, 0.6, heads * (nope + value), latent), gaussian(rnd, dt, 0.6, D, heads * value),
+                gaussian(rnd, dt, 0.3, D));
+        return new LatentAttention(weights, heads, nope, HD, value, 1.3 / Math.sqrt(nope + HD));
     }
 
     @Test
@@ -183,7 +227,7 @@ class TrainingBackwardTest {
     private static void checkAttention(String name, Attention attn, Random rnd, RotaryEmbedding rope) {
         INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
         INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
-        INDArray dx = attn.backward(attn.forwardTraining(x, B, S, rope), w).dx();
+        INDArray dx = attn.backward(attn.forwardTraining(x, B, S, rope), w);
         GradientCheck.check("attention " + name + ": x", x, dx,
                 () -> GradientCheck.dot(attn.forwardTraining(x, B, S, rope).out(), w));
     }
@@ -213,7 +257,7 @@ class TrainingBackwardTest {
         RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16);
         INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
         INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
-        INDArray dx = attn.backward(attn.forwardTraining(x, B, S, rope), w).dx();
+        INDArray dx = attn.backward(attn.forwardTraining(x, B, S, rope), w);
         GradientCheck.check("attention " + heads + "/" + kvHeads + (bias ? " bias" : "") + " window " + window + ": x",
                 x, dx, () -> GradientCheck.dot(attn.forwardTraining(x, B, S, rope).out(), w));
     }

@@ -61,6 +61,24 @@ class WholeModelGradientCheckTest {
         checkTotalLoss(TinyModels.GPT_OSS, 0.5, 28);
     }
 
+    /**
+     * Through DeepSeek's latent attention (plain q_proj, interleaved YaRN RoPE), the ungated shared experts and the
+     * softmax group-limited router of every layer, and the dense layer 0.
+     */
+    @Test
+    void deepSeekV2GradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.DEEPSEEK_V2, 0.5, 28);
+    }
+
+    /**
+     * Through MLA with q_lora, the sigmoid router with its (frozen) correction bias, groups and routed_scaling_factor,
+     * and FP8 weights (dequantized into the float64 model).
+     */
+    @Test
+    void deepSeekV3Fp8GradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.DEEPSEEK_V3_FP8, 0.0, 29); // no load-balancing loss: transformers defines none
+    }
+
     @Test
     void mixtralAuxLossGradientMatchesFiniteDifferences() {
         MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.DOUBLE);
