@@ -167,7 +167,7 @@ public final class ModelConfig {
         rms_norm_eps = f.positiveDouble("rms_norm_eps");
         max_position_embeddings = f.positiveInt("max_position_embeddings");
         rope_scaling = yarn(f, max_position_embeddings, source);
-        weight_block_size = fp8BlockSize(f, source);
+        weight_block_size = fp8BlockSize(f, modelType, source);
         rope_theta = ropeTheta(f, source);
         partial_rotary_factor = modelType == ModelType.GLM4_MOE ? partialRotaryFactor(f, source, 0.5) : 1.0;
         String act = f.has("hidden_act") ? f.string("hidden_act") : "silu";
@@ -558,17 +558,21 @@ public final class ModelConfig {
 
     /**
      * The FP8 block size of {@code quantization_config} (quant_method "fp8", fmt "e4m3" when given, weight_block_size
-     * two positive integers); null without the field; any other quantization is refused.
+     * two positive integers); null without the field and for gpt-oss's "mxfp4" (its experts' blocks and scales are
+     * recognised by their tensors); any other quantization is refused.
      */
-    private static int[] fp8BlockSize(Fields f, String source) {
+    private static int[] fp8BlockSize(Fields f, ModelType type, String source) {
         if (!f.has("quantization_config")) {
             return null;
         }
         Fields q = f.object("quantization_config");
         String method = q.has("quant_method") ? q.string("quant_method") : "";
+        if (type == ModelType.GPT_OSS && method.equals("mxfp4")) {
+            return null;
+        }
         if (!method.equals("fp8") || (q.has("fmt") && !q.string("fmt").equals("e4m3"))) {
             throw new ModelConfigException(source + ": unsupported quantization_config " + f.raw("quantization_config")
-                    + " (supported: quant_method fp8, fmt e4m3, with weight_block_size)");
+                    + " (supported: quant_method fp8, fmt e4m3, with weight_block_size; mxfp4 for gpt_oss)");
         }
         int[] block = q.intList("weight_block_size");
         if (block.length != 2 || block[0] < 1 || block[1] < 1) {
