@@ -39,8 +39,11 @@ public final class AdaptedModel {
             }
             FullExperts experts = (FullExperts) moe.experts();
             INDArray router = config.trainRouter() ? adapter.state().get(layout.routerGate(l)) : null;
-            MoeBlock block = moe.with(router, moe.options(), experts.withLora(lora(adapter, layout, l, Projection.GATE),
-                    lora(adapter, layout, l, Projection.UP), lora(adapter, layout, l, Projection.DOWN)));
+            INDArray routerBias = config.trainRouter() && base.config().clamped_experts
+                    ? adapter.state().get(layout.routerBias(l)) : null;                       // gpt-oss
+            MoeBlock block = moe.with(router, routerBias, moe.options(), experts.withLora(
+                    lora(adapter, layout, l, Projection.GATE), lora(adapter, layout, l, Projection.UP),
+                    lora(adapter, layout, l, Projection.DOWN)));
             if (config.sharedExpert()) {
                 block = block.withShared(block.shared().withLora(sharedLora(adapter, layout, l, Projection.GATE),
                         sharedLora(adapter, layout, l, Projection.UP), sharedLora(adapter, layout, l, Projection.DOWN)));

@@ -111,7 +111,7 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
         root.putNull("megatron_config");
         root.put("megatron_core", "megatron.core");
         if (trainRouter) {
-            root.putArray("modules_to_save").add(AdapterKeys.ROUTER_MODULE);
+            root.putArray("modules_to_save").add(AdapterKeys.routerModule(model.modelType));
         } else {
             root.putNull("modules_to_save");
         }
@@ -297,7 +297,7 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
             if (model.isMoeLayer(l)) {
                 String gate = layout.routerGate(l);
                 checkpointRouters.add(gate.substring(0, gate.length() - ".weight".length()));
-                moduleRouters.add("model.layers." + l + "." + AdapterKeys.ROUTER_MODULE);
+                moduleRouters.add("model.layers." + l + "." + AdapterKeys.routerModule(model.modelType));
             }
         }
         for (JsonNode entry : node) {
@@ -325,7 +325,8 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
 
     private static AdapterFormatException unknownSaved(String source, String name, ModelConfig model) {
         return new AdapterFormatException(source + ": unknown module \"" + name + "\" in modules_to_save (SparkMoE"
-                + " saves only the routers, \"" + AdapterKeys.ROUTER_MODULE + "\", of this " + typeName(model) + " model)");
+                + " saves only the routers, \"" + AdapterKeys.routerModule(model.modelType) + "\", of this "
+                + typeName(model) + " model)");
     }
 
     /** PEFT's target_modules / modules_to_save matching: a regex string is full-matched, a list by name suffix. */

@@ -1,5 +1,7 @@
 package org.sparkmoe.adapter;
 
+import org.sparkmoe.io.ModelConfig;
+
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 
@@ -72,6 +74,16 @@ public final class AdapterKeys {
      * PEFT's key of a trained router: get_peft_model_state_dict saves a modules_to_save copy as
      * {@code <module path>.weight} under the PEFT prefix (the "modules_to_save.default" part is dropped).
      */
+    /** The router's module as modules_to_save names it: {@link #ROUTER_MODULE}, or gpt-oss's {@code mlp.router}. */
+    public static String routerModule(ModelConfig.ModelType type) {
+        return type == ModelConfig.ModelType.GPT_OSS ? "mlp.router" : ROUTER_MODULE;
+    }
+
+    /** gpt-oss: the saved router weight and bias, {@code base_model.model.model.layers.L.mlp.router.<weight|bias>}. */
+    public static String peftGptOssRouter(int layer, String suffix) {
+        return PEFT_PREFIX + "model.layers." + layer + ".mlp.router." + suffix;
+    }
+
     public static String peftRouter(int layer) {
         return PEFT_PREFIX + "model.layers." + layer + "." + ROUTER_MODULE + ".weight";
     }

@@ -28,6 +28,11 @@ import java.util.List;
  * (row e·r' + j) and B' columns rank-major (column j·E + e); with both parameters targeted, gate_up_proj's keys carry
  * the extra {@code base_layer.} (PEFT nests its wrapper inside down_proj's). A trained router is saved as in a
  * per-expert adapter.
+ *
+ * <p>gpt-oss: its parameters are stored transposed ({@code is_transposed}: gate_up_proj [E, D, 2I], down_proj
+ * [E, I, D]), so PEFT reads in = D, out = 2I (down: in = I, out = D) without swapping and adds ΔW_e = (B'_e·A'_e)ᵀ;
+ * gate and up are interleaved by output, so B'_e places B_gate_e's row k at row 2k and B_up_e's at 2k + 1. The router
+ * is saved with its bias under {@code mlp.router}.
  */
 final class FusedAdapterExport {
     /** The PEFT release whose shapes and keys are written, recorded as adapter_config.json's peft_version. */
@@ -84,18 +89,24 @@ final class FusedAdapterExport {
                 continue;
             }
             String outer = AdapterKeys.PEFT_PREFIX + "model.layers." + l + ".mlp.experts.";
+            boolean interleaved = model.clamped_experts;   // gpt-oss: gate row k at 2k, up row k at 2k + 1
             if (gateUp) {
                 Fused f = new Fused(d, 2 * i);
-                f.place(l, Projection.GATE, 0, 0);
-                f.place(l, Projection.UP, adapter.config().r(), i);
+                f.place(l, Projection.GATE, 0, 0, interleaved ? 2 : 1);
+                f.place(l, Projection.UP, adapter.config().r(), interleaved ? 1 : i, interleaved ? 2 : 1);
                 f.addTo(out, down ? outer + "base_layer." : outer);
             }
             if (down) {
                 Fused f = new Fused(i, d);
-                f.place(l, Projection.DOWN, 0, 0);
+                f.place(l, Projection.DOWN, 0, 0, 1);
                 f.addTo(out, outer);
             }
-            if (adapter.config().trainRouter()) {
+            if (adapter.config().trainRouter() && model.clamped_experts) {
+                out.add(new NamedTensor.Floats(AdapterKeys.peftGptOssRouter(l, "weight"),
+                        adapter.state().get(layout.routerGate(l))));
+                out.add(new NamedTensor.Floats(AdapterKeys.peftGptOssRouter(l, "bias"),
+                        adapter.state().get(layout.routerBias(l))));
+            } else if (adapter.config().trainRouter()) {
                 out.add(new NamedTensor.Floats(AdapterKeys.peftRouter(l), adapter.state().get(layout.routerGate(l))));
             }
             if (adapter.writesRouterBiases()) {
@@ -119,8 +130,11 @@ final class FusedAdapterExport {
             this.b = new float[Math.toIntExact(rows * rank * model.num_experts)];
         }
 
-        /** Projection p's A_e at rank rows rankOffset.., its B_e at output rows rowOffset.., if p is targeted. */
-        void place(int l, Projection p, int rankOffset, long rowOffset) {
+        /**
+         * Projection p's A_e at rank rows rankOffset.., its B_e at output rows rowOffset, rowOffset + rowStep, …, if p
+         * is targeted.
+         */
+        void place(int l, Projection p, int rankOffset, long rowOffset, int rowStep) {
             if (!adapter.config().targets().contains(p)) {
                 return;
             }
@@ -135,7 +149,7 @@ final class FusedAdapterExport {
                     System.arraycopy(av, (int) (((long) x * r + j) * cols), a,
                             (int) (((long) x * rank + rankOffset + j) * cols), (int) cols);
                     for (long row = 0; row < out; row++) {
-                        b[(int) ((rowOffset + row) * rank * e + (long) (rankOffset + j) * e + x)] =
+                        b[(int) ((rowOffset + row * rowStep) * rank * e + (long) (rankOffset + j) * e + x)] =
                                 bv[(int) (((long) x * out + row) * r + j)];
                     }
                 }

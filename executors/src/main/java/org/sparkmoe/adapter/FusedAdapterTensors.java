@@ -83,7 +83,14 @@ final class FusedAdapterTensors {
                     INDArray bE = expertColumns(lb, x, r, e);                           // [·, r]
                     INDArray aPrime = current ? aE : bE.transpose().dup('c');   // [r, cols]
                     INDArray bPrime = current ? bE : aE.transpose().dup('c');   // [rows, r]
-                    if (gateUp) {
+                    if (gateUp && model.clamped_experts) {
+                        // gpt-oss: gate_up_proj's outputs interleave gate (even) and up (odd)
+                        long twoI = 2L * model.expert_intermediate_size;
+                        put(state, l, Projection.GATE, x, aPrime, bPrime.get(NDArrayIndex.interval(0, 2, twoI),
+                                NDArrayIndex.all()));
+                        put(state, l, Projection.UP, x, aPrime, bPrime.get(NDArrayIndex.interval(1, 2, twoI),
+                                NDArrayIndex.all()));
+                    } else if (gateUp) {
                         long i = model.expert_intermediate_size;
                         put(state, l, Projection.GATE, x, aPrime, bPrime.get(NDArrayIndex.interval(0, i),
                                 NDArrayIndex.all()));
@@ -94,7 +101,12 @@ final class FusedAdapterTensors {
                     }
                 }
             }
-            if (config.trainRouter()) {
+            if (config.trainRouter() && model.clamped_experts) {
+                readRouter(file, AdapterKeys.peftGptOssRouter(l, "weight"), new long[] {e, model.hidden_size},
+                        state.get(layout.routerGate(l)), used);
+                readRouter(file, AdapterKeys.peftGptOssRouter(l, "bias"), new long[] {e},
+                        state.get(layout.routerBias(l)), used);
+            } else if (config.trainRouter()) {
                 String key = AdapterKeys.peftRouter(l);
                 if (!file.has(key)) {
                     throw new AdapterFormatException(source + ": missing " + key + " (modules_to_save names the routers)");
@@ -119,6 +131,19 @@ final class FusedAdapterTensors {
             }
         }
         return state;
+    }
+
+    /** gpt-oss: a saved router tensor of {@code shape} into {@code into}; throws naming a missing or misshapen key. */
+    private void readRouter(SafeTensorsFile file, String key, long[] shape, INDArray into, Set<String> used) {
+        if (!file.has(key)) {
+            throw new AdapterFormatException(source + ": missing " + key + " (modules_to_save names the routers)");
+        }
+        if (!Arrays.equals(file.info(key).shape(), shape)) {
+            throw new AdapterFormatException(source + ": " + key + " has shape " + Arrays.toString(file.info(key).shape())
+                    + " but the model implies " + Arrays.toString(shape));
+        }
+        into.assign(file.readFloat(key).reshape(shape));
+        used.add(key);
     }
 
     /**
@@ -147,8 +172,12 @@ final class FusedAdapterTensors {
             }
         }
         Generation declared = format.declaredGeneration();
-        List<Generation> generations = declared != null ? List.of(declared)
-                : List.of(Generation.FROM_0_19_1, Generation.BEFORE_0_19_1);
+        if (model.clamped_experts && declared == Generation.BEFORE_0_19_1) {
+            throw new AdapterFormatException(source + ": a gpt_oss adapter of PEFT " + format.peftVersion()
+                    + " (before 0.19.1) is not supported: only the shapes of PEFT ≥ 0.19.1 were checked for gpt_oss");
+        }
+        List<Generation> generations = declared != null ? List.of(declared) : model.clamped_experts
+                ? List.of(Generation.FROM_0_19_1) : List.of(Generation.FROM_0_19_1, Generation.BEFORE_0_19_1);
         List<Layout> fits = new ArrayList<>();
         for (Map<String, String> prefixOf : assignments) {
             for (Generation g : generations) {

@@ -14,7 +14,7 @@ import java.util.Map;
 /**
  * A checkpoint seen with an adapter merged in, as PEFT's merge_and_unload does: every targeted expert weight (and the
  * shared expert's, when adapted) reads as W_e + (lora_alpha / r) · B_e · A_e ([out, in] += [out, R] · [R, in],
- * float32), and a trained router
+ * float32), and a trained router (with its bias, gpt-oss)
  * reads as the adapter's. Every other tensor, and every shape, is the base checkpoint's.
  */
 public final class MergedTensors implements TensorSource {
@@ -53,6 +53,9 @@ public final class MergedTensors implements TensorSource {
             }
             if (adapter.config().trainRouter()) {
                 routers.put(layout.routerGate(l), adapter.state().get(layout.routerGate(l)));
+                if (model.clamped_experts) {
+                    routers.put(layout.routerBias(l), adapter.state().get(layout.routerBias(l)));   // gpt-oss
+                }
             }
         }
     }

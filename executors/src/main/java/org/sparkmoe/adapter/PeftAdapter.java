@@ -36,6 +36,8 @@ import java.util.Map;
  * one [R, in] / [out, R] tensor per expert (and for the shared expert, when adapted) under PEFT's key names, each file written atomically through the Hadoop
  * FileSystem API (the weights first, so a folder whose config is present has its weights). A PEFT adapter on
  * transformers 5's fused expert parameters ({@code target_parameters}) is read too ({@link FusedAdapterTensors}).
+ * gpt-oss adapters are written and read fused only (its experts exist only as fused parameters), in PEFT ≥ 0.19.1's
+ * shapes.
  */
 public final class PeftAdapter {
     public static final String CONFIG_FILE = "adapter_config.json";
@@ -147,6 +149,9 @@ public final class PeftAdapter {
             }
             if (config.trainRouter()) {
                 out.put(layout.routerGate(l), new long[] {e, model.hidden_size});
+                if (model.clamped_experts) {
+                    out.put(layout.routerBias(l), new long[] {e});                         // gpt-oss
+                }
             }
         }
         return out;
@@ -193,7 +198,8 @@ public final class PeftAdapter {
      */
     public void write(Path dir, Configuration conf, ExpertLayout format) {
         checkFormat(config, format);
-        boolean fused = format == ExpertLayout.FUSED;
+        // gpt-oss has no per-expert modules in transformers: PEFT adapts its fused parameters only
+        boolean fused = format == ExpertLayout.FUSED || model.clamped_experts;
         FusedAdapterExport export = fused ? new FusedAdapterExport(this) : null;
         try {
             FileSystem fs = dir.getFileSystem(conf);
@@ -298,6 +304,10 @@ public final class PeftAdapter {
         try (LocalFiles local = LocalFiles.of(fs, dir);
              SafeTensorsFile file = SafeTensorsFile.open(local.get(WEIGHTS_FILE))) {
             Path weights = new Path(dir, WEIGHTS_FILE);
+            if (fused == null && model.clamped_experts) {
+                throw new AdapterFormatException(configFile + ": a gpt_oss adapter targets its fused expert parameters "
+                        + "(target_parameters mlp.experts.gate_up_proj / down_proj); gpt_oss has no per-expert modules");
+            }
             return new PeftAdapter(model, config, fused != null
                     ? new FusedAdapterTensors(model, config, fused, weights).stack(file)
                     : new AdapterTensors(model, config, weights).stack(file));

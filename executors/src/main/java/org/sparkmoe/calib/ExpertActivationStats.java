@@ -3,6 +3,7 @@ package org.sparkmoe.calib;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.kernels.Workers;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.experts.ExpertWeights;
 
@@ -13,7 +14,8 @@ import java.util.Arrays;
  * exact mergeable accumulator. For each expert e and the tokens it sees:
  * <ul>
  * <li>input channels (what w1/w3 read, D): Σ|x_d| (exact) and max |x_d|;</li>
- * <li>intermediate channels (what w2 reads, I: silu(x·w1ᵀ) ⊙ (x·w3ᵀ)): Σ|h_i| (exact) and max |h_i|;</li>
+ * <li>intermediate channels (what w2 reads, I: silu(x·w1ᵀ) ⊙ (x·w3ᵀ), gpt-oss: its clamped gate of the biased
+ * projections): Σ|h_i| (exact) and max |h_i|;</li>
  * <li>tokens[e]: how many tokens that is.</li>
  * </ul>
  * The tokens an expert sees are those routed to it, or every token when {@code allExperts} is set (then no
@@ -61,12 +63,18 @@ public final class ExpertActivationStats implements java.io.Serializable {
                 continue;
             }
             INDArray xe = Nd4j.pullRows(x, 1, rows);                                                 // [n, D]
-            INDArray h = Activations.swiGlu(Dense.linear(xe, weights.w1().matrix(e)),
-                    Dense.linear(xe, weights.w3().matrix(e)));                                       // [n, I]
+            INDArray h = Activations.gated(weights.activation(),
+                    Dense.linear(xe, weights.w1().matrix(e), bias(weights.b1(), e)),
+                    Dense.linear(xe, weights.w3().matrix(e), bias(weights.b3(), e)), Workers.SERIAL);  // [n, I]
             accumulate(xe.data().asFloat(), hidden, e, inputAbsSum, inputAbsMax);
             accumulate(h.data().asFloat(), intermediate, e, interAbsSum, interAbsMax);
             tokens[e] += rows.length;
         }
+    }
+
+    /** Expert e's row of a stacked bias [E, n] (gpt-oss), or null. */
+    private static INDArray bias(INDArray stacked, int e) {
+        return stacked == null ? null : stacked.getRow(e);
     }
 
     private static int[] allRows(int t) {

@@ -3,22 +3,24 @@ package org.sparkmoe.experts;
 import java.util.Arrays;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.WeightStack;
 
 /**
- * One expert projection with frozen weights W [E, out, in] (in their stored type) and optional LoRA (in the compute
- * type):
- * {@code h = x·Wᵀ + s·(x·Aᵀ)·Bᵀ}, every product a grouped GEMM over the plan's expert row ranges.
+ * One expert projection with frozen weights W [E, out, in] (in their stored type), an optional frozen bias b [E, out]
+ * (gpt-oss) and optional LoRA (in the compute type):
+ * {@code h = x·Wᵀ + s·(x·Aᵀ)·Bᵀ + b}, every product a grouped GEMM over the plan's expert row ranges.
  */
 final class AdaptedProjection {
     private final WeightStack w;      // [E, out, in], frozen
     private final DataType type;      // what the projection computes in
+    private final INDArray bias;      // [E, out] or null
     private final LoraExperts lora;   // null: the projection is not adapted
     private final GroupedGemm gemm;
 
-    AdaptedProjection(String name, WeightStack w, LoraExperts lora, GroupedGemm gemm) {
+    AdaptedProjection(String name, WeightStack w, INDArray bias, LoraExperts lora, GroupedGemm gemm) {
         if (lora != null && (lora.experts() != w.groups() || lora.out() != w.rows() || lora.in() != w.cols()
                 || lora.a().dataType() != w.computeType())) {
             throw new IllegalArgumentException("LoRA on " + name + " does not fit its base weight "
@@ -26,6 +28,7 @@ final class AdaptedProjection {
                     + ", b " + Arrays.toString(lora.b().shape()) + " " + lora.a().dataType());
         }
         this.w = w;
+        this.bias = bias;
         this.type = w.computeType();
         this.lora = lora;
         this.gemm = gemm;
@@ -45,13 +48,21 @@ final class AdaptedProjection {
         long rows = x.size(0);
         INDArray h = Nd4j.createUninitialized(type, new long[] {rows, w.rows()}, 'c');      // [N, out]
         gemm.forward(x, w, offsets, h);                                                       // x·Wᵀ
-        if (lora == null) {
-            return new Forward(h, null);
+        INDArray shrunk = null;
+        if (lora != null) {
+            shrunk = Nd4j.createUninitialized(type, new long[] {rows, lora.rank()}, 'c');     // [N, R]
+            gemm.forward(x, lora.a(), offsets, shrunk);                                       // x·Aᵀ
+            shrunk.muli(lora.scale());                                                        // s·x·Aᵀ
+            gemm.forward(shrunk, lora.b(), offsets, h, true);                                 // h += s·x·Aᵀ·Bᵀ
         }
-        INDArray shrunk = Nd4j.createUninitialized(type, new long[] {rows, lora.rank()}, 'c'); // [N, R]
-        gemm.forward(x, lora.a(), offsets, shrunk);                                           // x·Aᵀ
-        shrunk.muli(lora.scale());                                                            // s·x·Aᵀ
-        gemm.forward(shrunk, lora.b(), offsets, h, true);                                     // h += s·x·Aᵀ·Bᵀ
+        if (bias != null) {
+            for (int e = 0; e + 1 < offsets.length; e++) {                                    // h[rows of e] += b[e]
+                if (offsets[e + 1] > offsets[e]) {
+                    h.get(NDArrayIndex.interval(offsets[e], offsets[e + 1]), NDArrayIndex.all())
+                            .addiRowVector(bias.getRow(e));
+                }
+            }
+        }
         return new Forward(h, shrunk);
     }
 

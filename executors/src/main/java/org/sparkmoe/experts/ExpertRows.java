@@ -5,17 +5,18 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.Workers;
 
 /**
- * The expert FFNs of {@link FullExperts} over rows already sorted by expert (a routing plan): E SwiGLU experts with
- * frozen base weights and per-expert LoRA on any of the three projections:
+ * The expert FFNs of {@link FullExperts} over rows already sorted by expert (a routing plan): E gated experts with
+ * frozen base weights (and, for gpt-oss, frozen biases) and per-expert LoRA on any of the three projections:
  * <pre>
- *   h1  = xs·W1ᵀ + s1·(xs·A1ᵀ)·B1ᵀ       [N, I]   (gate / w1)
- *   h3  = xs·W3ᵀ + s3·(xs·A3ᵀ)·B3ᵀ       [N, I]   (up / w3)
- *   act = silu(h1) ⊙ h3                  [N, I]
- *   ys  = act·W2ᵀ + s2·(act·A2ᵀ)·B2ᵀ     [N, D]   (down / w2)
+ *   h1  = xs·W1ᵀ + s1·(xs·A1ᵀ)·B1ᵀ (+ b1)       [N, I]   (gate / w1)
+ *   h3  = xs·W3ᵀ + s3·(xs·A3ᵀ)·B3ᵀ (+ b3)       [N, I]   (up / w3)
+ *   act = f(h1, h3)                             [N, I]   silu(h1) ⊙ h3, or gpt-oss's clamped gate
+ *   ys  = act·W2ᵀ + s2·(act·A2ᵀ)·B2ᵀ (+ b2)     [N, D]   (down / w2)
  * </pre>
  * Every product is a grouped GEMM, the SwiGLU runs on the GEMM's threads; backward runs the same steps in reverse. FLOAT or DOUBLE, all arrays of one
  * type. Stateless per call: what backward needs travels in the {@link Context}, so one instance serves
@@ -25,6 +26,7 @@ final class ExpertRows {
     private final AdaptedProjection gate;  // w1: [E, I, D]
     private final AdaptedProjection up;    // w3: [E, I, D]
     private final AdaptedProjection down;  // w2: [E, D, I]
+    private final GatedActivation activation;
     private final int experts;
     private final int hidden;
     private final DataType dataType;
@@ -32,9 +34,10 @@ final class ExpertRows {
 
     /** Any of {@code gate}, {@code up}, {@code down} may be null: that projection stays frozen without LoRA. */
     ExpertRows(ExpertWeights base, LoraExperts gate, LoraExperts up, LoraExperts down, GroupedGemm gemm) {
-        this.gate = new AdaptedProjection("w1 (gate_proj)", base.w1(), gate, gemm);
-        this.up = new AdaptedProjection("w3 (up_proj)", base.w3(), up, gemm);
-        this.down = new AdaptedProjection("w2 (down_proj)", base.w2(), down, gemm);
+        this.gate = new AdaptedProjection("w1 (gate_proj)", base.w1(), base.b1(), gate, gemm);
+        this.up = new AdaptedProjection("w3 (up_proj)", base.w3(), base.b3(), up, gemm);
+        this.down = new AdaptedProjection("w2 (down_proj)", base.w2(), base.b2(), down, gemm);
+        this.activation = base.activation();
         this.experts = base.experts();
         this.hidden = base.hidden();
         this.dataType = base.computeType();
@@ -96,7 +99,7 @@ final class ExpertRows {
         int[] ranges = offsets.clone();
         AdaptedProjection.Forward h1 = gate.forward(xs, ranges);          // [N, I]
         AdaptedProjection.Forward h3 = up.forward(xs, ranges);            // [N, I]
-        INDArray act = Activations.swiGlu(h1.h(), h3.h(), workers);      // [N, I]
+        INDArray act = Activations.gated(activation, h1.h(), h3.h(), workers);    // [N, I]
         AdaptedProjection.Forward ys = down.forward(act, ranges);         // [N, D]
         return new Context(xs, ranges, h1, h3, act, ys);
     }
@@ -106,7 +109,7 @@ final class ExpertRows {
         checkRows("dys", dys, ctx.offsets);
         INDArray dAct = Nd4j.createUninitialized(dataType, ctx.act.shape(), 'c');          // [N, I]
         LoraGradients dDown = down.backward(ctx.act, ctx.ys, dys, ctx.offsets, dAct, false);
-        INDArray[] dh = Activations.swiGluBackward(ctx.h1.h(), ctx.h3.h(), dAct, workers); // dh1, dh3 [N, I]
+        INDArray[] dh = Activations.gatedBackward(activation, ctx.h1.h(), ctx.h3.h(), dAct, workers); // [N, I] ×2
         INDArray dxs = Nd4j.createUninitialized(dataType, ctx.xs.shape(), 'c');            // [N, D]
         LoraGradients dUp = up.backward(ctx.xs, ctx.h3, dh[1], ctx.offsets, dxs, false);
         LoraGradients dGate = gate.backward(ctx.xs, ctx.h1, dh[0], ctx.offsets, dxs, true);

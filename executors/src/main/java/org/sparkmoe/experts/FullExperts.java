@@ -11,15 +11,15 @@ import org.sparkmoe.routing.RoutingPlan;
 import org.sparkmoe.routing.Routes;
 
 /**
- * The E SwiGLU experts of one MoE layer with frozen base weights and per-expert LoRA on any of the three
- * projections (none: the model as it is), over the rows of a routing plan:
+ * The E gated experts of one MoE layer with frozen base weights (and gpt-oss's frozen biases) and per-expert LoRA on
+ * any of the three projections (none: the model as it is), over the rows of a routing plan:
  * <pre>
- *   xs  = x[tokenOfRow]                    [N, D]   N = T·K, plan order (sorted by expert)
- *   h1  = xs·W1ᵀ + s1·(xs·A1ᵀ)·B1ᵀ       [N, I]   (gate / w1)
- *   h3  = xs·W3ᵀ + s3·(xs·A3ᵀ)·B3ᵀ       [N, I]   (up / w3)
- *   act = silu(h1) ⊙ h3                  [N, I]
- *   ys  = act·W2ᵀ + s2·(act·A2ᵀ)·B2ᵀ     [N, D]   (down / w2)
- *   out[t] += g · ys[row]                [T, D]   rows in plan order (the order transformers' index_add_ uses)
+ *   xs  = x[tokenOfRow]                          [N, D]   N = T·K, plan order (sorted by expert)
+ *   h1  = xs·W1ᵀ + s1·(xs·A1ᵀ)·B1ᵀ (+ b1)       [N, I]   (gate / w1)
+ *   h3  = xs·W3ᵀ + s3·(xs·A3ᵀ)·B3ᵀ (+ b3)       [N, I]   (up / w3)
+ *   act = f(h1, h3)                             [N, I]   silu(h1) ⊙ h3, or gpt-oss's clamped gate
+ *   ys  = act·W2ᵀ + s2·(act·A2ᵀ)·B2ᵀ (+ b2)     [N, D]   (down / w2; the bias inside the routing weight)
+ *   out[t] += g · ys[row]                       [T, D]   rows in plan order (the order transformers' index_add_ uses)
  * </pre>
  * The expert FFNs run over the plan's rows ({@link ExpertRows}: every product a grouped GEMM); backward runs the same
  * steps in reverse.

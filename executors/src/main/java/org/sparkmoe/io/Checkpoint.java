@@ -159,6 +159,11 @@ public final class Checkpoint implements AutoCloseable, TensorSource {
         return fileFor(name).stored(name);
     }
 
+    @Override
+    public java.nio.ByteBuffer bytes(String name) {
+        return fileFor(name).bytes(name);
+    }
+
     /** An I64 or I32 tensor's elements in row-major order. */
     public long[] readLongs(String name) {
         return fileFor(name).readLongs(name);

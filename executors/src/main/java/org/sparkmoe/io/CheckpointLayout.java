@@ -5,6 +5,8 @@ package org.sparkmoe.io;
  * {@code block_sparse_moe} with w1/w3/w2; Qwen2-MoE, Qwen3-MoE and OLMoE under {@code mlp} with
  * gate_proj/up_proj/down_proj (Qwen2-MoE plus a gated shared expert, GLM-4.5 plus ungated shared experts and a
  * score-correction bias beside the router); Mistral and Qwen3 have a dense {@code mlp}.
+ * gpt-oss keeps its router under {@code mlp.router} (weight and bias) and stores its experts fused only
+ * ({@link FusedExperts} shows them under the per-expert gate_proj/up_proj/down_proj names, with biases).
  */
 public final class CheckpointLayout {
     /** The three expert projections, in the order gate (w1), up (w3), down (w2). */
@@ -45,6 +47,15 @@ public final class CheckpointLayout {
         return layer(layer) + "self_attn." + proj + "_proj." + suffix;
     }
 
+    /**
+     * A module of DeepSeek's latent attention: {@code self_attn.<module>.<suffix>}.
+     *
+     * @param module q_a_proj, q_a_layernorm, q_b_proj, kv_a_proj_with_mqa, kv_a_layernorm or kv_b_proj
+     */
+    public static String attention(int layer, String module, String suffix) {
+        return layer(layer) + "self_attn." + module + "." + suffix;
+    }
+
     /** The q/k RMSNorm weight of Qwen3 and OLMoE: {@code self_attn.q_norm.weight}. @param proj q or k */
     public static String attentionNorm(int layer, char proj) {
         return layer(layer) + "self_attn." + proj + "_norm.weight";
@@ -56,7 +67,22 @@ public final class CheckpointLayout {
     }
 
     public String routerGate(int layer) {
-        return moePrefix(layer) + "gate.weight";
+        return moePrefix(layer) + (type == ModelConfig.ModelType.GPT_OSS ? "router.weight" : "gate.weight");
+    }
+
+    /** gpt-oss's router bias {@code mlp.router.bias} [E]. */
+    public String routerBias(int layer) {
+        return moePrefix(layer) + "router.bias";
+    }
+
+    /** gpt-oss's per-head attention sink logits {@code self_attn.sinks} [H]. */
+    public static String attentionSinks(int layer) {
+        return layer(layer) + "self_attn.sinks";
+    }
+
+    /** An expert projection's bias (gpt-oss, seen per expert through {@link FusedExperts}): [I] gate/up, [D] down. */
+    public String expertBias(int layer, int expert, Projection p) {
+        return expertModule(layer, expert, p) + ".bias";
     }
 
     /** Module path of one expert's projection without ".weight", as PEFT addresses it. */

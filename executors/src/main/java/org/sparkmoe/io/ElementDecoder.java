@@ -15,6 +15,8 @@ import java.util.Set;
 final class ElementDecoder {
 
     static final Set<DType> FLOAT_TYPES = EnumSet.of(DType.F32, DType.F16, DType.BF16, DType.F64);
+    /** What {@code stored} maps: the float types and FP8 codes. */
+    static final Set<DType> STORED_TYPES = EnumSet.of(DType.F32, DType.F16, DType.BF16, DType.F64, DType.F8_E4M3);
     static final Set<DType> INTEGER_TYPES = EnumSet.of(DType.I64, DType.I32);
 
     private ElementDecoder() {

@@ -33,7 +33,13 @@ public enum ExpertLayout {
 
     /** The layout {@code stored} uses: FUSED when any MoE layer of {@code config} is stored fused. */
     public static ExpertLayout of(TensorSource stored, ModelConfig config) {
-        return FusedExperts.perExpert(stored, config) == stored ? PER_EXPERT : FUSED;
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        for (int l = 0; l < config.num_hidden_layers && config.num_experts > 0 && !config.hasLowRankExperts(); l++) {
+            if (config.isMoeLayer(l) && FusedExperts.isFused(stored, layout, l)) {
+                return FUSED;
+            }
+        }
+        return PER_EXPERT;
     }
 
     /**
@@ -51,6 +57,10 @@ public enum ExpertLayout {
      * @param out       the written config; a dense or low-rank model has no experts to fuse and is written as given
      */
     public Written apply(TensorSource perExpert, List<String> names, ModelConfig out) {
+        if (this == PER_EXPERT && out.clamped_experts) {
+            throw new IllegalArgumentException("--layout per-expert: gpt_oss has no per-expert layout in transformers "
+                    + "(its experts are stored fused only); leave --layout out");
+        }
         if (this == PER_EXPERT || out.num_experts == 0 || out.hasLowRankExperts()) {
             return new Written(perExpert, names);
         }

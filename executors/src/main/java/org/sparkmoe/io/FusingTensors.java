@@ -17,7 +17,10 @@ import java.util.Set;
  * Per-expert tensors seen in the fused layout, for writing a transformers-5-style checkpoint: the inverse of
  * {@link FusedExperts}. For every MoE layer L, {@link FusedExperts#gateUp} [E, 2I, D] stacks each expert's gate rows
  * then up rows, {@link FusedExperts#down} [E, D, I] stacks the down weights, and a Mixtral router moves to
- * {@link FusedExperts#router}. Each fused tensor is built when it is read (one at a time, as a writer reads them).
+ * {@link FusedExperts#router}. gpt-oss's own layout (its only one) is transposed and interleaved, with biases:
+ * gate_up_proj [E, D, 2I] (gate = columns 0, 2, …, up = 1, 3, …), gate_up_proj_bias [E, 2I] likewise, down_proj
+ * [E, I, D] and down_proj_bias [E, D]; an MXFP4 source is written widened (in the writer's dtype, bf16 for a released
+ * checkpoint: exact). Each fused tensor is built when it is read (one at a time, as a writer reads them).
  */
 public final class FusingTensors implements TensorSource {
     private final TensorSource base;   // per-expert names (a FusedExperts view is fine)
@@ -25,6 +28,8 @@ public final class FusingTensors implements TensorSource {
     private final CheckpointLayout layout;
     private final Map<String, Integer> gateUps = new HashMap<>();  // fused name → layer
     private final Map<String, Integer> downs = new HashMap<>();
+    private final Map<String, Integer> gateUpBiases = new HashMap<>();  // gpt-oss only
+    private final Map<String, Integer> downBiases = new HashMap<>();    // gpt-oss only
     private final Map<String, String> routers = new HashMap<>();   // fused-layout router name → per-expert name
 
     private FusingTensors(TensorSource base, ModelConfig config) {
@@ -35,7 +40,12 @@ public final class FusingTensors implements TensorSource {
             if (config.isMoeLayer(l)) {
                 gateUps.put(FusedExperts.gateUp(l), l);
                 downs.put(FusedExperts.down(l), l);
-                routers.put(FusedExperts.router(l), layout.routerGate(l));
+                if (config.clamped_experts) {
+                    gateUpBiases.put(FusedExperts.gateUpBias(l), l);
+                    downBiases.put(FusedExperts.downBias(l), l);
+                } else {
+                    routers.put(FusedExperts.router(l), layout.routerGate(l));
+                }
             }
         }
     }
@@ -62,6 +72,11 @@ public final class FusingTensors implements TensorSource {
                 toFused.put(layout.expert(l, e, Projection.GATE), g.getKey());
                 toFused.put(layout.expert(l, e, Projection.UP), g.getKey());
                 toFused.put(layout.expert(l, e, Projection.DOWN), FusedExperts.down(l));
+                if (config.clamped_experts) {
+                    toFused.put(layout.expertBias(l, e, Projection.GATE), FusedExperts.gateUpBias(l));
+                    toFused.put(layout.expertBias(l, e, Projection.UP), FusedExperts.gateUpBias(l));
+                    toFused.put(layout.expertBias(l, e, Projection.DOWN), FusedExperts.downBias(l));
+                }
             }
         }
         routers.forEach((fused, perExpert) -> toFused.put(perExpert, fused));
@@ -74,7 +89,8 @@ public final class FusingTensors implements TensorSource {
 
     @Override
     public boolean has(String name) {
-        return gateUps.containsKey(name) || downs.containsKey(name) || base.has(perExpertName(name));
+        return gateUps.containsKey(name) || downs.containsKey(name) || gateUpBiases.containsKey(name)
+                || downBiases.containsKey(name) || base.has(perExpertName(name));
     }
 
     @Override
@@ -82,27 +98,44 @@ public final class FusingTensors implements TensorSource {
         long e = config.num_experts;
         long i = config.expert_intermediate_size;
         long d = config.hidden_size;
+        boolean gptOss = config.clamped_experts;
         if (gateUps.containsKey(name)) {
-            return new long[] {e, 2 * i, d};
+            return gptOss ? new long[] {e, d, 2 * i} : new long[] {e, 2 * i, d};
         }
         if (downs.containsKey(name)) {
-            return new long[] {e, d, i};
+            return gptOss ? new long[] {e, i, d} : new long[] {e, d, i};
+        }
+        if (gateUpBiases.containsKey(name)) {
+            return new long[] {e, 2 * i};
+        }
+        if (downBiases.containsKey(name)) {
+            return new long[] {e, d};
         }
         return base.shape(perExpertName(name));
     }
 
-    /** The stored dtype of expert 0's weight for a fused tensor. */
+    /** The stored dtype of expert 0's weight (or bias) for a fused tensor; BF16 for an MXFP4 one (exact). */
     @Override
     public DType dtype(String name) {
-        Integer l = gateUps.containsKey(name) ? gateUps.get(name) : downs.get(name);
-        if (l != null) {
-            return base.dtype(layout.expert(l, 0, gateUps.containsKey(name) ? Projection.GATE : Projection.DOWN));
+        DType d;
+        if (gateUps.containsKey(name) || downs.containsKey(name)) {
+            Integer l = gateUps.containsKey(name) ? gateUps.get(name) : downs.get(name);
+            d = base.dtype(layout.expert(l, 0, gateUps.containsKey(name) ? Projection.GATE : Projection.DOWN));
+        } else if (gateUpBiases.containsKey(name) || downBiases.containsKey(name)) {
+            Integer l = gateUpBiases.containsKey(name) ? gateUpBiases.get(name) : downBiases.get(name);
+            d = base.dtype(layout.expertBias(l, 0, gateUpBiases.containsKey(name) ? Projection.GATE : Projection.DOWN));
+        } else {
+            d = base.dtype(perExpertName(name));
         }
-        return base.dtype(perExpertName(name));
+        return d == DType.U8 ? DType.BF16 : d;
     }
 
     @Override
     public INDArray readFloat(String name) {
+        if (config.clamped_experts && (gateUps.containsKey(name) || downs.containsKey(name)
+                || gateUpBiases.containsKey(name) || downBiases.containsKey(name))) {
+            return gptOss(name);
+        }
         Integer gateUp = gateUps.get(name);
         if (gateUp != null) {
             long i = config.expert_intermediate_size;
@@ -124,6 +157,32 @@ public final class FusingTensors implements TensorSource {
             return out;
         }
         return base.readFloat(perExpertName(name));
+    }
+
+    /** gpt-oss's fused tensors: gate/up interleaved by column, the weights transposed to [in, out]. */
+    private INDArray gptOss(String name) {
+        INDArray out = Nd4j.createUninitialized(DataType.FLOAT, shape(name), 'c');
+        long twoI = 2L * config.expert_intermediate_size;
+        for (int e = 0; e < config.num_experts; e++) {
+            if (gateUps.containsKey(name)) {                                           // [E, D, 2I]
+                int l = gateUps.get(name);
+                out.get(NDArrayIndex.point(e), NDArrayIndex.all(), NDArrayIndex.interval(0, 2, twoI))
+                        .assign(base.readFloat(layout.expert(l, e, Projection.GATE)).transpose());
+                out.get(NDArrayIndex.point(e), NDArrayIndex.all(), NDArrayIndex.interval(1, 2, twoI))
+                        .assign(base.readFloat(layout.expert(l, e, Projection.UP)).transpose());
+            } else if (downs.containsKey(name)) {                                      // [E, I, D]
+                out.slice(e).assign(base.readFloat(layout.expert(downs.get(name), e, Projection.DOWN)).transpose());
+            } else if (gateUpBiases.containsKey(name)) {                               // [E, 2I]
+                int l = gateUpBiases.get(name);
+                out.get(NDArrayIndex.point(e), NDArrayIndex.interval(0, 2, twoI))
+                        .assign(base.readFloat(layout.expertBias(l, e, Projection.GATE)));
+                out.get(NDArrayIndex.point(e), NDArrayIndex.interval(1, 2, twoI))
+                        .assign(base.readFloat(layout.expertBias(l, e, Projection.UP)));
+            } else {                                                                   // [E, D]
+                out.getRow(e).assign(base.readFloat(layout.expertBias(downBiases.get(name), e, Projection.DOWN)));
+            }
+        }
+        return out;
     }
 
     @Override

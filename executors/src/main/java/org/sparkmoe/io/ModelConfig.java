@@ -11,11 +11,13 @@ import java.util.Set;
 /**
  * A Hugging Face {@code config.json} for a decoder-only (MoE) causal LM. Fields keep their Hugging Face
  * names; derived values (head_dim when null, the rope_theta location) are resolved here once.
- * Supported model types: {@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}, {@code olmoe}, {@code glm4_moe}, and the dense
- * {@code mistral} and {@code qwen3} that expert merging produces. Defaults follow transformers 5.17's config classes.
+ * Supported model types: {@code mixtral}, {@code qwen2_moe}, {@code qwen3_moe}, {@code olmoe}, {@code glm4_moe},
+ * {@code gpt_oss}, {@code deepseek_v2}, {@code deepseek_v3} (Kimi-K2 too), and the dense {@code mistral} and
+ * {@code qwen3} that expert merging produces. Defaults follow transformers 5.17's config classes.
  */
 public final class ModelConfig {
-    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, GLM4_MOE, MISTRAL, QWEN3 }
+    public enum ModelType { MIXTRAL, QWEN2_MOE, QWEN3_MOE, OLMOE, GLM4_MOE, GPT_OSS, DEEPSEEK_V2, DEEPSEEK_V3, MISTRAL,
+        QWEN3 }
 
     /**
      * Where an RMSNorm acts on the q and k projections: not at all; per head over head_dim after the reshape
@@ -31,7 +33,15 @@ public final class ModelConfig {
     public final int num_hidden_layers;
     public final int num_attention_heads;
     public final int num_key_value_heads;
+    /** Per-head width of q/k/v; for DeepSeek (as transformers sets it) qk_rope_head_dim, the rotated width. */
     public final int head_dim;
+    /**
+     * {@code quantization_config.weight_block_size} [bo, bi] of an FP8 (e4m3) block-quantized checkpoint (DeepSeek-V3,
+     * Kimi-K2): its linear weights may be F8_E4M3 with a float32 {@code <name>_scale_inv} per block; null = none.
+     */
+    public final int[] weight_block_size;
+    /** DeepSeek's latent attention sizes; null for the grouped-query types. */
+    public final MlaConfig mla;
     public final double rms_norm_eps;
     /** Longest sequence RoPE tables are built for. */
     public final int max_position_embeddings;
@@ -41,8 +51,22 @@ public final class ModelConfig {
      * top-level or under rope_parameters, default 0.5 (Glm4MoeConfig); 1 for the other types.
      */
     public final double partial_rotary_factor;
-    /** null = full causal attention; else every layer keeps the last sliding_window keys. */
+    /** YaRN rope scaling ({@code rope_parameters} or {@code rope_scaling} of type yarn); null = plain RoPE. */
+    public final YarnScaling rope_scaling;
+    /**
+     * null = full causal attention; else the window of the layers {@link #slidingWindow(int)} names (every layer, or
+     * gpt-oss's sliding_attention layers).
+     */
     public final Integer sliding_window;
+    /**
+     * gpt-oss: "sliding_attention" or "full_attention" per layer (GptOssConfig's default alternates, starting
+     * sliding); null for the other types, whose sliding_window applies to every layer.
+     */
+    public final java.util.List<String> layer_types;
+    /** gpt-oss: a learned sink logit per head ({@code self_attn.sinks} [H]) joins every attention softmax. */
+    public final boolean attention_sinks;
+    /** gpt-oss's clamped expert activation (swiglu_limit 7, alpha 1.702) with biases on every expert projection. */
+    public final boolean clamped_experts;
     public final boolean tie_word_embeddings;
     /** Bias on q/k/v projections (Qwen2-MoE's qkv_bias; true with attention_bias). */
     public final boolean qkv_bias;
@@ -97,10 +121,15 @@ public final class ModelConfig {
             case "qwen3_moe" -> modelType = ModelType.QWEN3_MOE;
             case "olmoe" -> modelType = ModelType.OLMOE;
             case "glm4_moe" -> modelType = ModelType.GLM4_MOE;
+            case "gpt_oss" -> modelType = ModelType.GPT_OSS;
+            case "deepseek_v2" -> modelType = ModelType.DEEPSEEK_V2;
+            // Kimi-K2's config.json names its own type and ships DeepSeek-V3's code (trust_remote_code)
+            case "deepseek_v3", "kimi_k2" -> modelType = ModelType.DEEPSEEK_V3;
             case "mistral" -> modelType = ModelType.MISTRAL;
             case "qwen3" -> modelType = ModelType.QWEN3;
             default -> throw new ModelConfigException(source + ": unsupported model_type \"" + type
-                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, mistral, qwen3)");
+                    + "\" (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, glm4_moe, gpt_oss, deepseek_v2, deepseek_v3, "
+                    + "kimi_k2, mistral, qwen3)");
         }
         vocab_size = f.positiveInt("vocab_size");
         hidden_size = f.positiveInt("hidden_size");
@@ -112,7 +141,16 @@ public final class ModelConfig {
             throw new ModelConfigException(source + ": num_attention_heads " + num_attention_heads
                     + " is not a multiple of num_key_value_heads " + num_key_value_heads);
         }
-        if (f.has("head_dim")) {
+        boolean deepSeek = modelType == ModelType.DEEPSEEK_V2 || modelType == ModelType.DEEPSEEK_V3;
+        mla = deepSeek ? mlaConfig(f, modelType, source) : null;
+        if (deepSeek) {
+            head_dim = mla.qk_rope_head_dim(); // DeepseekV2Config / DeepseekV3Config: head_dim = qk_rope_head_dim
+            if (num_key_value_heads != num_attention_heads) {
+                throw new ModelConfigException(source + ": " + type + " needs num_key_value_heads = "
+                        + "num_attention_heads (MLA expands keys per head), got " + num_key_value_heads + " vs "
+                        + num_attention_heads);
+            }
+        } else if (f.has("head_dim")) {
             head_dim = f.positiveInt("head_dim");
         } else if (modelType == ModelType.QWEN3) {
             head_dim = 128; // Qwen3Config declares head_dim = 128 (Qwen3MoeConfig does not: hidden/heads there)
@@ -128,6 +166,8 @@ public final class ModelConfig {
         }
         rms_norm_eps = f.positiveDouble("rms_norm_eps");
         max_position_embeddings = f.positiveInt("max_position_embeddings");
+        rope_scaling = yarn(f, max_position_embeddings, source);
+        weight_block_size = fp8BlockSize(f, modelType, source);
         rope_theta = ropeTheta(f, source);
         partial_rotary_factor = modelType == ModelType.GLM4_MOE ? partialRotaryFactor(f, source, 0.5) : 1.0;
         String act = f.has("hidden_act") ? f.string("hidden_act") : "silu";
@@ -140,7 +180,36 @@ public final class ModelConfig {
         int sharedExperts = 0;
         int firstDense = 0;
         RoutingConfig routing = RoutingConfig.SOFTMAX;
+        layer_types = modelType == ModelType.GPT_OSS ? layerTypes(f, num_hidden_layers) : null;
+        attention_sinks = modelType == ModelType.GPT_OSS;
+        clamped_experts = modelType == ModelType.GPT_OSS;
         switch (modelType) {
+            case GPT_OSS -> {
+                num_experts = f.has("num_local_experts") ? f.positiveInt("num_local_experts")
+                        : f.positiveInt("num_experts");
+                num_experts_per_tok = f.positiveInt("num_experts_per_tok");
+                expert_intermediate_size = intermediate_size;
+                // softmax over the top-K logits = the softmax over all E renormalised over the K (see RoutingRule)
+                norm_topk_prob = true;
+                shared_expert_intermediate_size = 0;
+                decoder_sparse_step = 1;
+                mlp_only_layers = Set.of();
+                attention_bias = f.bool("attention_bias", true);
+                qkv_bias = attention_bias;
+                qkNorm = QkNorm.NONE;
+                clip_qkv = null;
+                sliding_window = f.optionalPositiveInt("sliding_window");
+                if (sliding_window == null && layer_types.contains("sliding_attention")) {
+                    throw new ModelConfigException(source + ": layer_types has sliding_attention layers but "
+                            + "sliding_window is null");
+                }
+                if (f.has("swiglu_limit") && f.positiveDouble("swiglu_limit") != 7.0) {
+                    // GptOssExperts fixes limit = 7.0 whatever the config says; only the MXFP4 kernels read it
+                    throw new ModelConfigException(source + ": unsupported swiglu_limit " + f.raw("swiglu_limit")
+                            + " (transformers' GptOssExperts uses 7.0)");
+                }
+                low_rank_experts_rank = 0;
+            }
             case MIXTRAL -> {
                 num_experts = f.positiveInt("num_local_experts");
                 num_experts_per_tok = f.positiveInt("num_experts_per_tok");
@@ -235,6 +304,46 @@ public final class ModelConfig {
                 sliding_window = null; // Glm4MoeModel builds a plain causal mask
                 low_rank_experts_rank = lowRankRank(f);
             }
+            case DEEPSEEK_V2, DEEPSEEK_V3 -> {
+                boolean v3 = modelType == ModelType.DEEPSEEK_V3;
+                // DeepseekV2Config / DeepseekV3Config.attribute_map: num_experts / num_local_experts → n_routed_experts
+                num_experts = f.positiveInt("n_routed_experts");
+                num_experts_per_tok = f.positiveInt("num_experts_per_tok");
+                expert_intermediate_size = f.positiveInt("moe_intermediate_size");
+                norm_topk_prob = f.bool("norm_topk_prob", v3);
+                if (!v3 && norm_topk_prob) {
+                    // DeepseekV2TopkRouter never renormalises (DeepSeek's own code does): the two disagree
+                    throw new ModelConfigException(source + ": deepseek_v2 with norm_topk_prob true is refused "
+                            + "(transformers 5.17 ignores it, DeepSeek's code renormalises)");
+                }
+                sharedExperts = f.has("n_shared_experts") ? f.nonNegativeInt("n_shared_experts") : v3 ? 1 : 2;
+                shared_expert_intermediate_size = Math.multiplyExact(sharedExperts, expert_intermediate_size);
+                decoder_sparse_step = 1;
+                firstDense = f.has("first_k_dense_replace") ? f.nonNegativeInt("first_k_dense_replace") : v3 ? 3 : 0;
+                mlp_only_layers = firstLayers(firstDense, num_hidden_layers);
+                if (f.has("moe_layer_freq") && f.positiveInt("moe_layer_freq") != 1) {
+                    throw new ModelConfigException(source + ": unsupported moe_layer_freq " + f.raw("moe_layer_freq")
+                            + " (transformers 5.17 makes every layer after first_k_dense_replace an MoE layer)");
+                }
+                if (f.bool("mlp_bias", false)) {
+                    throw new ModelConfigException(source + ": unsupported mlp_bias true for " + type);
+                }
+                routing = v3 ? routingConfig(f, source, "sigmoid", "noaux_tc", 8, 4, 2.5)
+                        : routingConfig(f, source, "softmax", "greedy", 1, 1, 1.0);
+                // transformers' routers: V2 softmax with greedy or group_limited_greedy, V3 sigmoid noaux_tc always
+                if (v3 ? !routing.scoring_func().equals("sigmoid") || !routing.topk_method().equals("noaux_tc")
+                        : !routing.scoring_func().equals("softmax") || routing.topk_method().equals("noaux_tc")) {
+                    throw new ModelConfigException(source + ": unsupported scoring_func \"" + routing.scoring_func()
+                            + "\" with topk_method \"" + routing.topk_method() + "\" for " + type + " (supported: "
+                            + (v3 ? "sigmoid with noaux_tc)" : "softmax with greedy or group_limited_greedy)"));
+                }
+                qkv_bias = false;
+                attention_bias = f.bool("attention_bias", false); // q_a_proj, kv_a_proj_with_mqa and o_proj
+                qkNorm = QkNorm.NONE;
+                clip_qkv = null;
+                sliding_window = null;
+                low_rank_experts_rank = 0;
+            }
             case QWEN3 -> {
                 num_experts = 0;
                 num_experts_per_tok = 0;
@@ -284,13 +393,19 @@ public final class ModelConfig {
      * neither); n_group must divide the experts and the kept groups must hold at least K experts.
      */
     private RoutingConfig routingConfig(Fields f, String source, String scoring, String method) {
+        return routingConfig(f, source, scoring, method, 1, 1, 1.0);
+    }
+
+    /** {@link #routingConfig(Fields, String, String, String)} with the type's defaults for the absent fields. */
+    private RoutingConfig routingConfig(Fields f, String source, String scoring, String method, int groups,
+                                        int topGroups, double scaling) {
         RoutingConfig r;
         try {
             r = new RoutingConfig(f.has("scoring_func") ? f.string("scoring_func") : scoring,
                     f.has("topk_method") ? f.string("topk_method") : method,
-                    f.has("n_group") ? f.positiveInt("n_group") : 1,
-                    f.has("topk_group") ? f.positiveInt("topk_group") : 1,
-                    f.has("routed_scaling_factor") ? f.positiveDouble("routed_scaling_factor") : 1.0);
+                    f.has("n_group") ? f.positiveInt("n_group") : groups,
+                    f.has("topk_group") ? f.positiveInt("topk_group") : topGroups,
+                    f.has("routed_scaling_factor") ? f.positiveDouble("routed_scaling_factor") : scaling);
         } catch (IllegalArgumentException e) {
             throw new ModelConfigException(source + ": " + e.getMessage());
         }
@@ -323,6 +438,26 @@ public final class ModelConfig {
         return (int) (head_dim * partial_rotary_factor);
     }
 
+    /**
+     * The MLA sizes with transformers' defaults (q_lora_rank 1536 when absent, null when null; kv_lora_rank 512;
+     * qk_rope_head_dim 64; qk_nope_head_dim 128; v_head_dim 128; rope_interleave: V2 always, V3 default true).
+     */
+    private static MlaConfig mlaConfig(Fields f, ModelType type, String source) {
+        Integer qLora = !f.present("q_lora_rank") ? Integer.valueOf(1536)
+                : f.has("q_lora_rank") ? Integer.valueOf(f.positiveInt("q_lora_rank")) : null;
+        MlaConfig m = new MlaConfig(qLora,
+                f.has("kv_lora_rank") ? f.positiveInt("kv_lora_rank") : 512,
+                f.has("qk_nope_head_dim") ? f.nonNegativeInt("qk_nope_head_dim") : 128,
+                f.has("qk_rope_head_dim") ? f.positiveInt("qk_rope_head_dim") : 64,
+                f.has("v_head_dim") ? f.positiveInt("v_head_dim") : 128,
+                type == ModelType.DEEPSEEK_V2 || f.bool("rope_interleave", true));
+        if (m.qk_rope_head_dim() % 2 != 0) {
+            throw new ModelConfigException(source + ": qk_rope_head_dim must be even for RoPE, got "
+                    + m.qk_rope_head_dim());
+        }
+        return m;
+    }
+
     /** Layers 0 .. k−1 (first_k_dense_replace), checked against the layer count. */
     private static Set<Integer> firstLayers(int k, int layers) {
         Set<Integer> out = new HashSet<>();
@@ -332,31 +467,129 @@ public final class ModelConfig {
         return Set.copyOf(out);
     }
 
+    /** gpt-oss's layer_types, each sliding_attention or full_attention; GptOssConfig's alternation when absent. */
+    private static java.util.List<String> layerTypes(Fields f, int layers) {
+        java.util.List<String> out = new java.util.ArrayList<>();
+        if (!f.has("layer_types")) {
+            for (int l = 0; l < layers; l++) {
+                out.add(l % 2 == 0 ? "sliding_attention" : "full_attention");
+            }
+            return java.util.List.copyOf(out);
+        }
+        JsonNode v = f.node("layer_types");
+        if (!v.isArray() || v.size() != layers) {
+            throw new ModelConfigException(f.source + ": field layer_types must list one type per layer ("
+                    + layers + "), got " + v);
+        }
+        for (JsonNode e : v) {
+            if (!e.isTextual() || !(e.asText().equals("sliding_attention") || e.asText().equals("full_attention"))) {
+                throw new ModelConfigException(f.source + ": field layer_types holds " + e
+                        + ", expected \"sliding_attention\" or \"full_attention\"");
+            }
+            out.add(e.asText());
+        }
+        return java.util.List.copyOf(out);
+    }
+
+    /** The attention window of layer {@code layer}: sliding_window, or null (full causal attention). */
+    public Integer slidingWindow(int layer) {
+        return layer_types == null || layer_types.get(layer).equals("sliding_attention") ? sliding_window : null;
+    }
+
     /** low_rank_experts_rank (or its old name), 0 when absent. */
     private static int lowRankRank(Fields f) {
         return f.has(LOW_RANK_FIELD) ? f.positiveInt(LOW_RANK_FIELD)
                 : f.has(OLD_LOW_RANK_FIELD) ? f.positiveInt(OLD_LOW_RANK_FIELD) : 0;
     }
 
+    /**
+     * The RoPE parameters as transformers 5.17 standardises them: {@code rope_scaling} (the older name) when set,
+     * else {@code rope_parameters}, else none.
+     */
+    private static Fields ropeParameters(Fields f) {
+        return f.has("rope_scaling") ? f.object("rope_scaling")
+                : f.has("rope_parameters") ? f.object("rope_parameters") : null;
+    }
+
     private static double ropeTheta(Fields f, String source) {
-        if (f.has("rope_scaling")) {
-            throw new ModelConfigException(source + ": unsupported rope_scaling " + f.raw("rope_scaling"));
-        }
-        if (f.has("rope_parameters")) {
-            Fields rope = f.object("rope_parameters");
-            String ropeType = rope.has("rope_type") ? rope.string("rope_type") : "default";
-            if (!ropeType.equals("default")) {
-                throw new ModelConfigException(source + ": unsupported rope_parameters.rope_type \"" + ropeType
-                        + "\" (supported: default)");
-            }
-            if (rope.has("rope_theta")) {
-                return rope.positiveDouble("rope_theta");
-            }
+        Fields rope = ropeParameters(f);
+        if (rope != null && rope.has("rope_theta")) {
+            return rope.positiveDouble("rope_theta");
         }
         if (f.has("rope_theta")) {
             return f.positiveDouble("rope_theta");
         }
+        if (f.has("rope_parameters") && f.object("rope_parameters").has("rope_theta")) {
+            return f.object("rope_parameters").positiveDouble("rope_theta");
+        }
         throw new ModelConfigException(source + ": missing rope_theta (neither top-level nor under rope_parameters)");
+    }
+
+    /**
+     * The YaRN parameters when the rope type is "yarn", null for "default"; any other type is refused. Defaults as
+     * {@code _compute_yarn_parameters}: factor = max_position_embeddings / original_max_position_embeddings when
+     * null; original_max_position_embeddings from the top level, then the rope dict, then max_position_embeddings;
+     * beta_fast 32 and beta_slow 1 when absent or 0; mscale and mscale_all_dim unset when absent or 0; truncate true.
+     */
+    private static YarnScaling yarn(Fields f, int maxPositions, String source) {
+        Fields rope = ropeParameters(f);
+        if (rope == null) {
+            return null;
+        }
+        String field = f.has("rope_scaling") ? "rope_scaling" : "rope_parameters";
+        String type = rope.has("rope_type") ? rope.string("rope_type") : rope.has("type") ? rope.string("type")
+                : "default";
+        if (type.equals("default")) {
+            return null;
+        }
+        if (!type.equals("yarn")) {
+            throw new ModelConfigException(source + ": unsupported " + field + " rope_type \"" + type
+                    + "\" (supported: default, yarn)");
+        }
+        int original = f.has("original_max_position_embeddings") ? f.positiveInt("original_max_position_embeddings")
+                : rope.has("original_max_position_embeddings") ? rope.positiveInt("original_max_position_embeddings")
+                : maxPositions;
+        double factor = rope.has("factor") ? rope.positiveDouble("factor") : (double) maxPositions / original;
+        return new YarnScaling(factor, original, orDefault(rope, "beta_fast", 32), orDefault(rope, "beta_slow", 1),
+                setOrNull(rope, "mscale"), setOrNull(rope, "mscale_all_dim"),
+                rope.has("attention_factor") ? rope.positiveDouble("attention_factor") : null,
+                rope.bool("truncate", true));
+    }
+
+    /**
+     * The FP8 block size of {@code quantization_config} (quant_method "fp8", fmt "e4m3" when given, weight_block_size
+     * two positive integers); null without the field and for gpt-oss's "mxfp4" (its experts' blocks and scales are
+     * recognised by their tensors); any other quantization is refused.
+     */
+    private static int[] fp8BlockSize(Fields f, ModelType type, String source) {
+        if (!f.has("quantization_config")) {
+            return null;
+        }
+        Fields q = f.object("quantization_config");
+        String method = q.has("quant_method") ? q.string("quant_method") : "";
+        if (type == ModelType.GPT_OSS && method.equals("mxfp4")) {
+            return null;
+        }
+        if (!method.equals("fp8") || (q.has("fmt") && !q.string("fmt").equals("e4m3"))) {
+            throw new ModelConfigException(source + ": unsupported quantization_config " + f.raw("quantization_config")
+                    + " (supported: quant_method fp8, fmt e4m3, with weight_block_size; mxfp4 for gpt_oss)");
+        }
+        int[] block = q.intList("weight_block_size");
+        if (block.length != 2 || block[0] < 1 || block[1] < 1) {
+            throw new ModelConfigException(source + ": quantization_config.weight_block_size must be two positive "
+                    + "integers, got " + q.raw("weight_block_size"));
+        }
+        return block;
+    }
+
+    /** A field that Python reads as {@code d.get(name) or fallback}. */
+    private static double orDefault(Fields rope, String name, double fallback) {
+        return rope.has(name) && rope.nonNegativeDouble(name) != 0 ? rope.nonNegativeDouble(name) : fallback;
+    }
+
+    /** A field that Python tests for truth: absent, null and 0 all mean unset. */
+    private static Double setOrNull(Fields rope, String name) {
+        return rope.has(name) && rope.nonNegativeDouble(name) != 0 ? rope.nonNegativeDouble(name) : null;
     }
 
     public static ModelConfig parse(String jsonText, String source) {
@@ -409,6 +642,15 @@ public final class ModelConfig {
         boolean has(String name) {
             JsonNode v = node.get(name);
             return v != null && !v.isNull();
+        }
+
+        JsonNode node(String name) {
+            return node.get(name);
+        }
+
+        /** Whether the field is there at all, null included. */
+        boolean present(String name) {
+            return node.has(name);
         }
 
         String raw(String name) {
@@ -483,6 +725,22 @@ public final class ModelConfig {
                 throw new ModelConfigException(source + ": field " + name + " must be true or false, got " + v);
             }
             return v.asBoolean();
+        }
+
+        int[] intList(String name) {
+            JsonNode v = required(name);
+            if (!v.isArray()) {
+                throw new ModelConfigException(source + ": field " + name + " must be a list of integers, got " + v);
+            }
+            int[] out = new int[v.size()];
+            for (int i = 0; i < out.length; i++) {
+                if (!v.get(i).isIntegralNumber()) {
+                    throw new ModelConfigException(source + ": field " + name + " must be a list of integers, got "
+                            + v);
+                }
+                out[i] = v.get(i).asInt();
+            }
+            return out;
         }
 
         Set<Integer> intSet(String name, int bound) {

@@ -14,6 +14,7 @@ import java.nio.file.StandardOpenOption;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.Supplier;
+import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.ShortPointer;
@@ -21,6 +22,7 @@ import org.bytedeco.javacpp.indexer.Bfloat16Indexer;
 import org.bytedeco.javacpp.indexer.DoubleIndexer;
 import org.bytedeco.javacpp.indexer.FloatIndexer;
 import org.bytedeco.javacpp.indexer.HalfIndexer;
+import org.bytedeco.javacpp.indexer.UByteIndexer;
 import org.nd4j.linalg.api.buffer.DataBuffer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -173,13 +175,14 @@ public final class SafeTensorsFile implements AutoCloseable {
     }
 
     /**
-     * The tensor in its stored type (F32 → FLOAT, BF16 → BFLOAT16, F16 → HALF, F64 → DOUBLE) over a read-only map of
+     * The tensor in its stored type (F32 → FLOAT, BF16 → BFLOAT16, F16 → HALF, F64 → DOUBLE, and F8_E4M3 → UINT8:
+     * the FP8 codes, meaningful only with their block scales, see {@link Fp8BlockMatrix}) over a read-only map of
      * the file, shared by the whole JVM ({@link FileMappings}): no copy, and the pages stay file-backed. The array must
      * never be written. Valid for the JVM's life, even after this file is closed.
      */
     public INDArray stored(String name) {
         TensorInfo info = info(name);
-        requireDType(info, ElementDecoder.FLOAT_TYPES, "stored");
+        requireDType(info, ElementDecoder.STORED_TYPES, "stored");
         if (info.elementCount() == 0) {
             return readFloat(name);
         }
@@ -202,10 +205,21 @@ public final class SafeTensorsFile implements AutoCloseable {
                 DoublePointer p = new DoublePointer(bytes.asDoubleBuffer());
                 yield Nd4j.createBuffer(p, DataType.DOUBLE, n, DoubleIndexer.create(p));
             }
+            case F8_E4M3 -> {
+                BytePointer p = new BytePointer(bytes);
+                yield Nd4j.createBuffer(p, DataType.UINT8, n, UByteIndexer.create(p));
+            }
             default -> throw new IllegalStateException("unreachable: " + info.dtype());
         };
         long[] shape = info.shape();
         return Nd4j.create(buffer, shape, Nd4j.getStrides(shape, 'c'), 0, 'c', buffer.dataType());
+    }
+
+    /** A U8 tensor's bytes (MXFP4 blocks, scales) over the JVM-wide read-only map: no copy; never to be written. */
+    public ByteBuffer bytes(String name) {
+        TensorInfo info = info(name);
+        requireDType(info, java.util.EnumSet.of(DType.U8), "bytes");
+        return info.byteLength() == 0 ? ByteBuffer.allocate(0) : mappings().bytes(file, channel, info, dataStart);
     }
 
     /** The JVM-wide maps of this file, looked up (path, length, mtime) once per open file, not once per tensor. */

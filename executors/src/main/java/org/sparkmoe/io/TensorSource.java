@@ -26,6 +26,14 @@ public interface TensorSource {
         return readFloat(name);
     }
 
+    /**
+     * The stored bytes of a U8 tensor (gpt-oss's MXFP4 blocks and scales), read-only, over a memory map where the
+     * source is a local safetensors file; sources without byte tensors refuse.
+     */
+    default java.nio.ByteBuffer bytes(String name) {
+        throw new CheckpointFormatException(describe() + ": cannot read the bytes of tensor " + name);
+    }
+
     /** Where the tensors come from, for error messages. */
     String describe();
 }

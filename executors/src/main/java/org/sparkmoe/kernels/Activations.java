@@ -6,10 +6,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
- * Element-wise pieces of the SwiGLU FFN: {@code act = silu(h1) ⊙ h3} and its backward, for FLOAT or DOUBLE arrays
- * behind one method. Values are computed in float64 and, for FLOAT, rounded to float32 exactly where a float32
- * loop rounds (silu, then the product); silu(z) = z·σ(z), σ'(z) = σ(z)(1 − σ(z)). The rows are split over a
- * {@link Workers}; the result does not depend on the thread count.
+ * Element-wise pieces of the gated FFN: {@code act = silu(h1) ⊙ h3} (or another {@link GatedActivation}, gpt-oss's
+ * clamped one) and its backward, for FLOAT or DOUBLE arrays behind one method. Values are computed in float64 and, for
+ * FLOAT, rounded to float32 exactly where a float32 loop rounds (silu, then the product); silu(z) = z·σ(z),
+ * σ'(z) = σ(z)(1 − σ(z)). The rows are split over a {@link Workers}; the result does not depend on the thread count.
  */
 public final class Activations {
     /** Elements per bulk copy between native memory and the Java loop. */
@@ -27,6 +27,11 @@ public final class Activations {
 
     /** h1, h3 [N, I] → new act [N, I] = silu(h1) ⊙ h3, rows split over {@code workers}. */
     public static INDArray swiGlu(INDArray h1, INDArray h3, Workers workers) {
+        return gated(GatedActivation.SWIGLU, h1, h3, workers);
+    }
+
+    /** h1, h3 [N, I] → new act [N, I] = f(h1, h3) by {@code f}, rows split over {@code workers}. */
+    public static INDArray gated(GatedActivation f, INDArray h1, INDArray h3, Workers workers) {
         checkSame("swiglu forward", h1, h3);
         boolean single = h1.dataType() == DataType.FLOAT;
         INDArray act = Nd4j.createUninitialized(h1.dataType(), h1.shape(), 'c');          // [N, I]
@@ -43,8 +48,7 @@ public final class Activations {
             g.read(from, gv, n, scratch);
             u.read(from, uv, n, scratch);
             for (int i = 0; i < n; i++) {
-                double z = gv[i];
-                av[i] = Flat.round(Flat.round(z / (1.0 + Math.exp(-z)), single) * uv[i], single);
+                av[i] = f.forward(gv[i], uv[i], single);
             }
             a.write(from, av, n, scratch);
         });
@@ -61,6 +65,16 @@ public final class Activations {
      * @return {dh1, dh3}, each a new [N, I]
      */
     public static INDArray[] swiGluBackward(INDArray h1, INDArray h3, INDArray dAct, Workers workers) {
+        return gatedBackward(GatedActivation.SWIGLU, h1, h3, dAct, workers);
+    }
+
+    /**
+     * The mirror of {@link #gated}: dh1 = dact ⊙ ∂f/∂h1, dh3 = dact ⊙ ∂f/∂h3, each in float64 and rounded once.
+     *
+     * @return {dh1, dh3}, each a new [N, I]
+     */
+    public static INDArray[] gatedBackward(GatedActivation f, INDArray h1, INDArray h3, INDArray dAct,
+                                           Workers workers) {
         checkSame("swiglu backward", h1, h3);
         checkSame("swiglu backward", h1, dAct);
         INDArray dh1 = Nd4j.createUninitialized(h1.dataType(), h1.shape(), 'c');          // [N, I]
@@ -79,14 +93,14 @@ public final class Activations {
             double[] dv = buf[2];
             double[] dgv = buf[3];
             double[] duv = buf[4];
+            double[] pair = new double[2];
             g.read(from, gv, n, scratch);
             u.read(from, uv, n, scratch);
             d.read(from, dv, n, scratch);
             for (int i = 0; i < n; i++) {
-                double z = gv[i];
-                double sig = 1.0 / (1.0 + Math.exp(-z));
-                duv[i] = dv[i] * z * sig;
-                dgv[i] = dv[i] * uv[i] * sig * (1.0 + z * (1.0 - sig));
+                f.backward(gv[i], uv[i], dv[i], pair, 0);
+                dgv[i] = pair[0];
+                duv[i] = pair[1];
             }
             dg.write(from, dgv, n, scratch);
             du.write(from, duv, n, scratch);

@@ -35,7 +35,7 @@ public final class LoopGroupedGemm implements GroupedGemm {
         for (int g = 0; g < offsets.length - 1; g++) {
             if (offsets[g] < offsets[g + 1]) {
                 INDArray xg = gather(x, offsets, g);                                  // [n_g, in]
-                INDArray yg = Nd4j.gemm(xg, w.matrix(g).castTo(x.dataType()), false, true);                 // [n_g, out] = x_g · W_gᵀ
+                INDArray yg = Nd4j.gemm(xg, w.widened(g, x.dataType()), false, true);                 // [n_g, out] = x_g · W_gᵀ
                 scatter(yg, y, offsets, g, accumulate);
             }
         }
@@ -47,7 +47,7 @@ public final class LoopGroupedGemm implements GroupedGemm {
         for (int g = 0; g < offsets.length - 1; g++) {
             if (offsets[g] < offsets[g + 1]) {
                 INDArray dyg = gather(dy, offsets, g);                                // [n_g, out]
-                INDArray dxg = Nd4j.gemm(dyg, w.matrix(g).castTo(dy.dataType()), false, false);              // [n_g, in] = dy_g · W_g
+                INDArray dxg = Nd4j.gemm(dyg, w.widened(g, dy.dataType()), false, false);              // [n_g, in] = dy_g · W_g
                 scatter(dxg, dx, offsets, g, accumulate);
             }
         }

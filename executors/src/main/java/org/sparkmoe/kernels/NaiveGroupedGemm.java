@@ -16,7 +16,7 @@ public final class NaiveGroupedGemm implements GroupedGemm {
     public void forward(INDArray x, WeightStack w, int[] offsets, INDArray y, boolean accumulate) {
         GroupedShapes.check("forward", x, w, y, offsets);
         for (int g = 0; g < offsets.length - 1 && x.size(0) > 0; g++) {
-            INDArray all = Nd4j.gemm(x, w.matrix(g).castTo(x.dataType()), false, true);                     // [N, out] = x · W_gᵀ
+            INDArray all = Nd4j.gemm(x, w.widened(g, x.dataType()), false, true);                     // [N, out] = x · W_gᵀ
             keepRows(all, y, offsets, g, accumulate);
         }
     }
@@ -25,7 +25,7 @@ public final class NaiveGroupedGemm implements GroupedGemm {
     public void backwardInput(INDArray dy, WeightStack w, int[] offsets, INDArray dx, boolean accumulate) {
         GroupedShapes.check("backwardInput", dx, w, dy, offsets);
         for (int g = 0; g < offsets.length - 1 && dy.size(0) > 0; g++) {
-            INDArray all = Nd4j.gemm(dy, w.matrix(g).castTo(dy.dataType()), false, false);                   // [N, in] = dy · W_g
+            INDArray all = Nd4j.gemm(dy, w.widened(g, dy.dataType()), false, false);                   // [N, in] = dy · W_g
             keepRows(all, dx, offsets, g, accumulate);
         }
     }

@@ -98,13 +98,16 @@ public final class Nd4jGroupedGemm implements GroupedGemm {
     private record Operand(BlasMatrices m, long matrix, long row) {
     }
 
-    /** Rows r0..r1-1, columns c0..c1-1 of W_g in the {@code compute} type: where it lies, or widened. */
+    /**
+     * Rows r0..r1-1, columns c0..c1-1 of W_g in the {@code compute} type: where it lies, or widened (or copied, for a
+     * strided view BLAS cannot take) into scratch.
+     */
     private static Operand weightTile(WeightStack w, int g, long r0, long r1, long c0, long c1, DataType compute) {
-        if (w.dataType() == compute) {
-            BlasMatrices m = w.blas(g);
+        BlasMatrices m = w.dataType() == compute ? w.blas(g) : null;
+        if (m != null) {
             return new Operand(m.fromColumn(c0), w.stacked() != null ? g : 0, r0);
         }
-        return new Operand(Widened.widen(w.matrix(g), r0, r1, c0, c1, compute), 0, 0);
+        return new Operand(Widened.widen(w, g, r0, r1, c0, c1, compute), 0, 0);
     }
 
     @Override

@@ -5,15 +5,21 @@ import java.util.List;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.io.Mxfp4;
+import org.sparkmoe.io.Fp8BlockMatrix;
 
 /**
  * G weight matrices of one shape [out, in] (Hugging Face Linear layout) and one element type, the weight operand of
  * a {@link GroupedGemm}: either one stacked array [G, out, in] (LoRA factors, weights built in memory) or one array
  * per group (expert weights memory-mapped from a checkpoint, where the E experts of a projection are separate
- * tensors at no regular distance from each other). Each matrix is row-major with unit column stride.
+ * tensors at no regular distance from each other). A per-group matrix may be any strided view (gpt-oss's gate and up
+ * are every other column of its fused [D, 2I] tensor, seen transposed): a product takes it where BLAS can, else
+ * copies it into scratch tile by tile ({@link Widened}), never whole.
  *
  * <p>The element type is what the weights are stored in: FLOAT or DOUBLE (used as they are by a product of the
- * same type), or BFLOAT16/HALF, widened per use (see {@link Widened}). Immutable.
+ * same type), BFLOAT16/HALF, widened per use (see {@link Widened}), MXFP4 (gpt-oss's released experts, reported as
+ * UINT8: blocks and scales, {@link Mxfp4}), decoded per use tile by tile into the same scratch, or FP8
+ * block-quantized matrices ({@link Fp8BlockMatrix}, UINT8 codes), dequantized per use the same way. Immutable.
  */
 public final class WeightStack {
     /** Bytes of float32 scratch one thread widens stored (bf16, fp16) tiles into: what each task slot adds. */
@@ -24,15 +30,18 @@ public final class WeightStack {
 
     private final INDArray stacked;      // [G, out, in], or null
     private final INDArray[] matrices;   // G × [out, in], or null
+    private final Mxfp4[] packed;        // G MXFP4 matrices [out, in], or null
     private final int groups;
     private final long rows;
     private final long cols;
     private final DataType dataType;
     private volatile BlasMatrices[] blas;  // as BLAS sees the stored arrays: 1 (stacked) or G, made on first use
 
-    private WeightStack(INDArray stacked, INDArray[] matrices, int groups, long rows, long cols, DataType type) {
+    private WeightStack(INDArray stacked, INDArray[] matrices, Mxfp4[] packed, int groups, long rows, long cols,
+                        DataType type) {
         this.stacked = stacked;
         this.matrices = matrices;
+        this.packed = packed;
         this.groups = groups;
         this.rows = rows;
         this.cols = cols;
@@ -45,7 +54,7 @@ public final class WeightStack {
             throw new IllegalArgumentException("stacked weights must be [G, out, in], got " + Arrays.toString(w.shape()));
         }
         checkType(w);
-        return new WeightStack(w, null, (int) w.size(0), w.size(1), w.size(2), w.dataType());
+        return new WeightStack(w, null, null, (int) w.size(0), w.size(1), w.size(2), w.dataType());
     }
 
     /** One matrix [out, in] per group, all of one shape and type; no copy. */
@@ -59,18 +68,30 @@ public final class WeightStack {
                 throw new IllegalArgumentException("per-group weights disagree: " + Arrays.toString(m.shape()) + " "
                         + m.dataType() + " against " + Arrays.toString(first.shape()) + " " + first.dataType());
             }
-            if (m.size(1) > 1 && m.stride(1) != 1) {
-                throw new IllegalArgumentException("per-group weights need unit column stride, got strides "
-                        + Arrays.toString(m.stride()));
-            }
         }
         checkType(first);
-        return new WeightStack(null, perGroup.toArray(new INDArray[0]), perGroup.size(), first.size(0),
+        return new WeightStack(null, perGroup.toArray(new INDArray[0]), null, perGroup.size(), first.size(0),
                 first.size(1), first.dataType());
     }
 
+    /** One MXFP4 matrix [out, in] per group (views of a checkpoint's blocks and scales), all of one shape; no copy. */
+    public static WeightStack ofMxfp4(List<Mxfp4> perGroup) {
+        if (perGroup.isEmpty()) {
+            throw new IllegalArgumentException("a weight stack needs at least one matrix");
+        }
+        Mxfp4 first = perGroup.get(0);
+        for (Mxfp4 m : perGroup) {
+            if (m.rows() != first.rows() || m.cols() != first.cols()) {
+                throw new IllegalArgumentException("per-group MXFP4 weights disagree: [" + m.rows() + ", " + m.cols()
+                        + "] against [" + first.rows() + ", " + first.cols() + "]");
+            }
+        }
+        return new WeightStack(null, null, perGroup.toArray(new Mxfp4[0]), perGroup.size(), first.rows(),
+                first.cols(), DataType.UINT8);
+    }
+
     private static void checkType(INDArray w) {
-        if (!STORED.contains(w.dataType())) {
+        if (!STORED.contains(w.dataType()) && !(w instanceof Fp8BlockMatrix)) {
             throw new IllegalArgumentException("weights must be one of " + STORED + ", got " + w.dataType());
         }
     }
@@ -95,7 +116,7 @@ public final class WeightStack {
         return new long[] {groups, rows, cols};
     }
 
-    /** The stored element type. */
+    /** The stored element type; UINT8 for MXFP4. */
     public DataType dataType() {
         return dataType;
     }
@@ -105,9 +126,17 @@ public final class WeightStack {
         return dataType == DataType.DOUBLE ? DataType.DOUBLE : DataType.FLOAT;
     }
 
-    /** Matrix g [out, in], a view (no copy). */
+    /** Matrix g [out, in], a view (no copy); of an MXFP4 stack a new float32 array (one matrix decoded). */
     public INDArray matrix(int g) {
+        if (packed != null) {
+            return Nd4j.create(packed[g].decode(), new long[] {rows, cols}, 'c');
+        }
         return stacked != null ? stacked.slice(g) : matrices[g];
+    }
+
+    /** Matrix g of an MXFP4 stack, else null. */
+    Mxfp4 packed(int g) {
+        return packed == null ? null : packed[g];
     }
 
     /** The stacked array when this stack was built from one, else null. */
@@ -117,9 +146,12 @@ public final class WeightStack {
 
     /**
      * Matrix g as BLAS sees it where it lies (stored FLOAT or DOUBLE): the stacked matrices (index g) or g's own
-     * (index 0). An array whose layout BLAS cannot take is copied to 'c' order once.
+     * (index 0); null when BLAS cannot take its layout (a strided view: products copy it per tile).
      */
     BlasMatrices blas(int g) {
+        if (packed != null) {
+            return null;
+        }
         BlasMatrices[] made = blas;
         if (made == null) {
             made = stacked != null ? new BlasMatrices[] {direct(stacked)} : new BlasMatrices[groups];
@@ -132,26 +164,40 @@ public final class WeightStack {
     }
 
     private static BlasMatrices direct(INDArray a) {
-        BlasMatrices m = BlasMatrices.of(a);
-        return m != null ? m : BlasMatrices.of(a.dup('c'));
+        return BlasMatrices.of(a);
     }
 
     /** A new 'c'-order [G, out, in] array of the weights widened to {@code type}: a full copy, for tests and uploads. */
     public INDArray toArray(DataType type) {
         INDArray out = Nd4j.createUninitialized(type, shape(), 'c');
         for (int g = 0; g < groups; g++) {
-            out.slice(g).assign(matrix(g));
+            out.slice(g).assign(widened(g, type));
         }
         return out;
     }
 
+    /**
+     * Matrix g [out, in] in {@code type}: the stored array when it is of that type, else a new widened (or, for FP8,
+     * dequantized) copy. For the reference products and copies; the grouped product widens per tile instead.
+     */
+    public INDArray widened(int g, DataType type) {
+        INDArray m = matrix(g);
+        if (m instanceof Fp8BlockMatrix fp8) {
+            INDArray out = Nd4j.createUninitialized(type, m.shape(), 'c');
+            fp8.dequantize(0, rows, 0, cols, out);
+            return out;
+        }
+        return m.castTo(type);
+    }
+
     /** Bytes the weights occupy in their stored type. */
     public long bytes() {
-        return groups * rows * cols * dataType.width();
+        return packed != null ? groups * packed[0].bytes() : groups * rows * cols * dataType.width();
     }
 
     @Override
     public String toString() {
-        return "WeightStack" + Arrays.toString(shape()) + " " + dataType + (stacked != null ? " stacked" : " per group");
+        return "WeightStack" + Arrays.toString(shape()) + " " + (packed != null ? "MXFP4" : dataType)
+                + (stacked != null ? " stacked" : " per group");
     }
 }

@@ -5,7 +5,6 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
-import org.sparkmoe.kernels.Softmax;
 
 /**
  * Causal grouped-query self-attention with RoPE, as transformers' eager attention in float32:
@@ -13,11 +12,15 @@ import org.sparkmoe.kernels.Softmax;
  * Before the heads are split, the q, k and v projections pass through a {@link ProjectionNorm} each (Qwen3's per-head
  * q/k RMSNorm, OLMoE's whole-projection q/k RMSNorm and clip_qkv clamp; the identity for the others); the output
  * projection may carry a bias (attention_bias).
+ * gpt-oss adds a learned sink logit per head: it joins every softmax row's normaliser and is dropped after, so a row's
+ * probabilities sum to less than 1 ({@code softmax([q·kᵀ·hd^-½ + mask, sink_h])[:-1]}); and its layers alternate a
+ * sliding window (keys kv > q − window, transformers' sliding-window mask) with full attention (one window per layer).
  * B independent sequences of S tokens are processed together; rows are batch-major [B·S, ·]. The training pair
  * ({@link #forwardTraining}, {@link #backward}) takes FLOAT or DOUBLE (weights of the same type) and in FLOAT is
- * bit-identical to {@link #forward}; the weights and biases are frozen, only the input gets a gradient.
+ * bit-identical to {@link #forward}; the weights, biases and sinks are frozen (training adapts the experts and the
+ * router), the input gets a gradient and so do the sinks (returned, checked by finite differences, not applied).
  */
-public final class Attention {
+public final class Attention implements SelfAttention {
     private final INDArray wq; // [H·hd, D]
     private final INDArray wk; // [KVH·hd, D]
     private final INDArray wv; // [KVH·hd, D]
@@ -28,13 +31,13 @@ public final class Attention {
     private final int heads;
     private final int kvHeads;
     private final int headDim;
-    private final Integer slidingWindow;
+    private final CausalSoftmax softmax;
 
-    /** Attention without an output bias or q/k/v norms (Mixtral, Qwen2-MoE, Mistral). */
+    /** Attention without an output bias, q/k/v norms or sinks (Mixtral, Qwen2-MoE, Mistral). */
     public Attention(INDArray wq, INDArray wk, INDArray wv, INDArray wo, INDArray bq, INDArray bk, INDArray bv,
                      int heads, int kvHeads, int headDim, Integer slidingWindow) {
         this(wq, wk, wv, wo, bq, bk, bv, null, ProjectionNorm.IDENTITY, ProjectionNorm.IDENTITY,
-                ProjectionNorm.IDENTITY, heads, kvHeads, headDim, slidingWindow);
+                ProjectionNorm.IDENTITY, heads, kvHeads, headDim, slidingWindow, null);
     }
 
     /**
@@ -42,10 +45,16 @@ public final class Attention {
      * @param qNorm applied to q [B·S, H·hd] before the split (Qwen3, OLMoE), or {@link ProjectionNorm#IDENTITY}
      * @param kNorm applied to k [B·S, KVH·hd] likewise
      * @param vNorm applied to v [B·S, KVH·hd] likewise (OLMoE's clamp)
+     * @param slidingWindow this layer's window (keys kv > q − window), or null for full causal attention
+     * @param sinks the per-head sink logits [H] (gpt-oss {@code self_attn.sinks}), or null
      */
     public Attention(INDArray wq, INDArray wk, INDArray wv, INDArray wo, INDArray bq, INDArray bk, INDArray bv,
                      INDArray bo, ProjectionNorm qNorm, ProjectionNorm kNorm, ProjectionNorm vNorm,
-                     int heads, int kvHeads, int headDim, Integer slidingWindow) {
+                     int heads, int kvHeads, int headDim, Integer slidingWindow, INDArray sinks) {
+        if (sinks != null && sinks.length() != heads) {
+            throw new IllegalArgumentException("attention sinks must have one logit per head, H = " + heads
+                    + ", got " + sinks.length());
+        }
         this.bo = bo;
         this.qNorm = qNorm;
         this.kNorm = kNorm;
@@ -60,10 +69,11 @@ public final class Attention {
         this.heads = heads;
         this.kvHeads = kvHeads;
         this.headDim = headDim;
-        this.slidingWindow = slidingWindow;
+        this.softmax = new CausalSoftmax(1.0 / Math.sqrt(headDim), slidingWindow,
+                sinks == null ? null : Flat.values(sinks));
     }
 
-    /** x [B·S, D] → [B·S, D]. */
+    @Override
     public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope) {
         float[] q = toHeads(qNorm.forward(Dense.linear(x, wq, bq)), batch, seq, heads, rope);     // [B, H, S, hd]
         float[] k = toHeads(kNorm.forward(Dense.linear(x, wk, bk)), batch, seq, kvHeads, rope);   // [B, KVH, S, hd]
@@ -80,7 +90,7 @@ public final class Attention {
                         false, true, 1.0, 0.0);                                     // [S, S] = q·kᵀ
             }
         }
-        INDArray probs = Nd4j.create(causalSoftmax(scores.data().asFloat(), batch * heads, seq),
+        INDArray probs = Nd4j.create(softmax.apply(scores.data().asFloat(), batch * heads, seq),
                 new long[] {(long) batch * heads, seq, seq}, 'c');
         INDArray context = Nd4j.createUninitialized(DataType.FLOAT, new long[] {(long) batch * heads, seq, headDim}, 'c');
         for (int b = 0; b < batch; b++) {
@@ -127,26 +137,8 @@ public final class Attention {
         return Nd4j.create(out, new long[] {(long) batch * seq, (long) heads * headDim}, 'c');
     }
 
-    /** Scales by hd^-½ and applies the causal (optionally sliding-window) softmax to every [S, S] score matrix. */
-    private float[] causalSoftmax(float[] scores, int matrices, int seq) {
-        float scale = (float) (1.0 / Math.sqrt(headDim));
-        for (int m = 0; m < matrices; m++) {
-            for (int i = 0; i < seq; i++) {
-                int row = (m * seq + i) * seq;
-                int first = slidingWindow == null ? 0 : Math.max(0, i - slidingWindow + 1);
-                for (int j = first; j <= i; j++) {
-                    scores[row + j] *= scale;
-                }
-                Softmax.row(scores, row + first, i - first + 1, scores, row + first);
-                java.util.Arrays.fill(scores, row, row + first, 0f);
-                java.util.Arrays.fill(scores, row + i + 1, row + seq, 0f);
-            }
-        }
-        return scores;
-    }
-
     /** The forward result and what {@link #backward} needs; immutable once built. */
-    public static final class Context {
+    public static final class Context implements SelfAttention.Context {
         private final int batch;
         private final int seq;
         private final RotaryEmbedding rope;
@@ -175,13 +167,13 @@ public final class Attention {
             this.out = out;
         }
 
-        /** @return [B·S, D] */
+        @Override
         public INDArray out() {
             return out;
         }
     }
 
-    /** x [B·S, D] → Context with out [B·S, D]; FLOAT or DOUBLE. */
+    @Override
     public Context forwardTraining(INDArray x, int batch, int seq, RotaryEmbedding rope) {
         DataType dt = x.dataType();
         boolean single = dt == DataType.FLOAT;
@@ -204,7 +196,7 @@ public final class Attention {
             Nd4j.gemm(qh.slice(bh), kh.slice(kv), scores.slice(bh), false, true, 1.0, 0.0);    // [S, S] = q·kᵀ
         }
         double[] p = Flat.values(scores);
-        causalSoftmax(p, batch * heads, seq, single);
+        softmax.apply(p, batch * heads, seq, single);
         INDArray probs = Flat.array(p, scores.shape(), dt);                             // [B·H, S, S]
         INDArray context = Nd4j.createUninitialized(dt, qShape, 'c');                   // [B·H, S, hd]
         for (int bh = 0; bh < batch * heads; bh++) {
@@ -218,12 +210,23 @@ public final class Attention {
     }
 
     /**
-     * The mirror of {@link #forwardTraining}, step by step in reverse.
+     * @param dx     [B·S, D]
+     * @param dSinks [H] the gradient of the sink logits, null without sinks
+     */
+    public record Gradients(INDArray dx, double[] dSinks) {
+    }
+
+    @Override
+    public INDArray backward(SelfAttention.Context context, INDArray dOut) {
+        return backwardWithSinks((Context) context, dOut).dx();
+    }
+
+    /**
+     * The mirror of {@link #forwardTraining}, step by step in reverse, with the gradient of the sinks.
      *
      * @param dOut [B·S, D]
-     * @return dx [B·S, D]
      */
-    public INDArray backward(Context ctx, INDArray dOut) {
+    public Gradients backwardWithSinks(Context ctx, INDArray dOut) {
         DataType dt = dOut.dataType();
         int batch = ctx.batch;
         int seq = ctx.seq;
@@ -244,7 +247,7 @@ public final class Attention {
         // p = causal softmax(scores · hd^-½)  →  dscores
         double[] p = Flat.values(ctx.probs);
         double[] dScores = Flat.values(dProbs);
-        causalSoftmaxBackward(p, dScores, batch * heads, seq);
+        double[] dSinks = softmax.backward(p, dScores, batch * heads, seq);
         INDArray dS = Flat.array(dScores, ctx.probs.shape(), dt);                       // [B·H, S, S]
 
         // scores = q·kᵀ  →  dq = dscores·k, dk += dscoresᵀ·q
@@ -267,7 +270,7 @@ public final class Attention {
         INDArray dx = Dense.linearBackward(dqLinear, wq);                               // [B·S, D]
         Dense.linearBackward(dkLinear, wk, dx, true);
         Dense.linearBackward(dvLinear, wv, dx, true);
-        return dx;
+        return new Gradients(dx, dSinks);
     }
 
     /** [B·S, n·hd] → [B, n, S, hd], rotated by position when {@code rope} is given. */
@@ -307,44 +310,5 @@ public final class Attention {
             }
         }
         return dst;
-    }
-
-    /** {@link #causalSoftmax(float[], int, int)} on float64 values, rounded to float32 where it rounds when single. */
-    private void causalSoftmax(double[] scores, int matrices, int seq, boolean single) {
-        double scale = Flat.round(1.0 / Math.sqrt(headDim), single);
-        for (int m = 0; m < matrices; m++) {
-            for (int i = 0; i < seq; i++) {
-                int row = (m * seq + i) * seq;
-                int first = firstVisible(i);
-                for (int j = first; j <= i; j++) {
-                    scores[row + j] = Flat.round(scores[row + j] * scale, single);
-                }
-                Softmax.row(scores, row + first, i - first + 1, single);
-                java.util.Arrays.fill(scores, row, row + first, 0.0);
-                java.util.Arrays.fill(scores, row + i + 1, row + seq, 0.0);
-            }
-        }
-    }
-
-    /** The mirror of {@link #causalSoftmax(double[], int, int, boolean)}: dp → dscores in place, zero off the mask. */
-    private void causalSoftmaxBackward(double[] probs, double[] dProbs, int matrices, int seq) {
-        double scale = 1.0 / Math.sqrt(headDim);
-        for (int m = 0; m < matrices; m++) {
-            for (int i = 0; i < seq; i++) {
-                int row = (m * seq + i) * seq;
-                int first = firstVisible(i);
-                Softmax.rowBackward(probs, dProbs, row + first, i - first + 1);
-                for (int j = first; j <= i; j++) {
-                    dProbs[row + j] *= scale;
-                }
-                java.util.Arrays.fill(dProbs, row, row + first, 0.0);
-                java.util.Arrays.fill(dProbs, row + i + 1, row + seq, 0.0);
-            }
-        }
-    }
-
-    /** The first key position query i sees: 0, or i − window + 1 with a sliding window. */
-    private int firstVisible(int i) {
-        return slidingWindow == null ? 0 : Math.max(0, i - slidingWindow + 1);
     }
 }

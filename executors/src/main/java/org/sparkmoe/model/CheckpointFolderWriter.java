@@ -28,7 +28,8 @@ import java.util.function.IntFunction;
 
 /**
  * Writes a complete Hugging Face checkpoint folder: config.json (the given JSON with the dtype fields that are
- * present set to float32), the named tensors in the given order, all float32, as one model.safetensors or, past the
+ * present set to the written dtype, and without {@code quantization_config}: MXFP4 experts are written widened, FP8
+ * weights dequantized), the named tensors in the given order, as one model.safetensors or, past the
  * shard size, model-0000i-of-0000N.safetensors plus model.safetensors.index.json, any extra files, and every other
  * file of the source folder (tokenizer, generation config) copied. The config is parsed and the tensors checked
  * against it ({@link ModelSchema#check}) before anything is written. The folder is built in a hidden sibling and
@@ -65,9 +66,9 @@ public final class CheckpointFolderWriter {
                 json.put(field, ModelShape.torchName(out));
             }
         }
-        byte[] configBytes = jsonBytes(json);
-        ModelSchema.check(ModelConfig.parse(new String(configBytes, StandardCharsets.UTF_8),
-                new Path(outDir, "config.json").toString()), tensors);
+        ModelSchema.check(ModelConfig.parse(new String(jsonBytes(json), StandardCharsets.UTF_8),
+                new Path(outDir, "config.json").toString()), tensors);    // as read: FP8 weights beside their scales
+        byte[] configBytes = jsonBytes(unquantized(json));
         AtomicFolder.write(outDir, conf, "checkpoint folder", (fs, staging) -> {
             AtomicFile.write(fs, new Path(staging, "config.json"), configBytes);
             writeTensors(fs, staging, tensors, names, maxShardBytes, out);
@@ -80,7 +81,7 @@ public final class CheckpointFolderWriter {
 
     /**
      * Writes a new checkpoint folder from tensors that are produced while they are written (e.g. generated weights,
-     * in any dtype): config.json exactly as given, the tensors in list order, sharded like
+     * in any dtype): config.json as given (less {@code quantization_config}), the tensors in list order, sharded like
      * {@link #write(Path, ObjectNode, TensorSource, List, Map, Path, Configuration, long) the other entry point}, and
      * the extra files (a tokenizer). Only one tensor's producer runs at a time and nothing is kept, so memory does not
      * grow with the model. The config is parsed and the tensors' names and shapes checked against it
@@ -91,7 +92,7 @@ public final class CheckpointFolderWriter {
     public static long write(ObjectNode config, List<NamedTensor> tensors, Map<String, byte[]> extraFiles, Path outDir,
             Configuration conf, long maxShardBytes) {
         requireShardBytes(maxShardBytes);
-        byte[] configBytes = jsonBytes(config);
+        byte[] configBytes = jsonBytes(unquantized(config.deepCopy()));
         Map<String, long[]> shapes = new LinkedHashMap<>();
         List<Long> sizes = new ArrayList<>(tensors.size());
         for (NamedTensor tensor : tensors) {
@@ -164,6 +165,16 @@ public final class CheckpointFolderWriter {
         if (maxShardBytes < 1) {
             throw new IllegalArgumentException("maxShardBytes must be ≥ 1, got " + maxShardBytes);
         }
+    }
+
+    /**
+     * {@code json} without {@code quantization_config}: the writer writes float tensors only, so an FP8 source's
+     * weights are written dequantized (in the source's float type, see {@link #sourceDType}) and the output is no
+     * longer quantized.
+     */
+    private static ObjectNode unquantized(ObjectNode json) {
+        json.remove("quantization_config");
+        return json;
     }
 
     private static byte[] jsonBytes(ObjectNode json) {

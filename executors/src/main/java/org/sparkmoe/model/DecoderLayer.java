@@ -12,12 +12,12 @@ import org.sparkmoe.moe.MoeBlock;
  */
 public final class DecoderLayer {
     private final RmsNorm inputNorm;
-    private final Attention attention;
+    private final SelfAttention attention;
     private final RmsNorm postAttentionNorm;
     private final MoeBlock moe;   // null for a dense layer
     private final SwiGluMlp mlp;        // null for an MoE layer
 
-    public DecoderLayer(RmsNorm inputNorm, Attention attention, RmsNorm postAttentionNorm, MoeBlock moe,
+    public DecoderLayer(RmsNorm inputNorm, SelfAttention attention, RmsNorm postAttentionNorm, MoeBlock moe,
                         SwiGluMlp mlp) {
         if ((moe == null) == (mlp == null)) {
             throw new IllegalArgumentException("a decoder layer has exactly one of an MoE block and a dense MLP");
@@ -65,14 +65,14 @@ public final class DecoderLayer {
     /** The training forward result and what {@link #backward} needs; immutable once built. */
     public static final class Context {
         private final RmsNorm.Forward inputNormed;       // [B·S, D]
-        private final Attention.Context attention;
+        private final SelfAttention.Context attention;
         private final RmsNorm.Forward postNormed;        // [B·S, D]
         private final MoeBlock block;                // null for a dense layer
         private final MoeBlock.Context moe;          // null for a dense layer
         private final SwiGluMlp.Context mlp;             // null for an MoE layer
         private final INDArray out;                      // [B·S, D]
 
-        private Context(RmsNorm.Forward inputNormed, Attention.Context attention, RmsNorm.Forward postNormed,
+        private Context(RmsNorm.Forward inputNormed, SelfAttention.Context attention, RmsNorm.Forward postNormed,
                         MoeBlock block, MoeBlock.Context moe, SwiGluMlp.Context mlp, INDArray out) {
             this.inputNormed = inputNormed;
             this.attention = attention;
@@ -115,7 +115,7 @@ public final class DecoderLayer {
                     : "an MoE layer needs its trainable MoE block");
         }
         RmsNorm.Forward inputNormed = inputNorm.forwardTraining(x);                            // [B·S, D]
-        Attention.Context attn = attention.forwardTraining(inputNormed.out(), batch, seq, rope);
+        SelfAttention.Context attn = attention.forwardTraining(inputNormed.out(), batch, seq, rope);
         INDArray h = x.add(attn.out());                                                          // [B·S, D]
         RmsNorm.Forward postNormed = postAttentionNorm.forwardTraining(h);                      // [B·S, D]
         if (block == null) {

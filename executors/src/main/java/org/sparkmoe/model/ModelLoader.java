@@ -13,8 +13,11 @@ import org.sparkmoe.experts.SharedExpert;
 import org.sparkmoe.experts.SwiGluMlp;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.MlaConfig;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.Mxfp4;
 import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.WeightStack;
 import org.sparkmoe.moe.MoeBlock;
@@ -78,18 +81,7 @@ public final class ModelLoader {
     }
 
     private DecoderLayer layer(int l, GroupedGemm gemm) {
-        boolean bias = config.qkv_bias;
-        Attention attention = new Attention(
-                matrix(CheckpointLayout.attention(l, 'q', "weight")),
-                matrix(CheckpointLayout.attention(l, 'k', "weight")),
-                matrix(CheckpointLayout.attention(l, 'v', "weight")),
-                matrix(CheckpointLayout.attention(l, 'o', "weight")),
-                bias ? tensor(CheckpointLayout.attention(l, 'q', "bias")) : null,
-                bias ? tensor(CheckpointLayout.attention(l, 'k', "bias")) : null,
-                bias ? tensor(CheckpointLayout.attention(l, 'v', "bias")) : null,
-                config.attention_bias ? tensor(CheckpointLayout.attention(l, 'o', "bias")) : null,
-                projectionNorm(l, 'q'), projectionNorm(l, 'k'), projectionNorm(l, 'v'),
-                config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.sliding_window);
+        SelfAttention attention = config.mla != null ? latentAttention(l) : groupedAttention(l);
         RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l)), config.rms_norm_eps);
         RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
         if (!config.isMoeLayer(l)) {
@@ -102,6 +94,50 @@ public final class ModelLoader {
         return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm), null);
     }
 
+    private Attention groupedAttention(int l) {
+        boolean bias = config.qkv_bias;
+        return new Attention(
+                matrix(CheckpointLayout.attention(l, 'q', "weight")),
+                matrix(CheckpointLayout.attention(l, 'k', "weight")),
+                matrix(CheckpointLayout.attention(l, 'v', "weight")),
+                matrix(CheckpointLayout.attention(l, 'o', "weight")),
+                bias ? tensor(CheckpointLayout.attention(l, 'q', "bias")) : null,
+                bias ? tensor(CheckpointLayout.attention(l, 'k', "bias")) : null,
+                bias ? tensor(CheckpointLayout.attention(l, 'v', "bias")) : null,
+                config.attention_bias ? tensor(CheckpointLayout.attention(l, 'o', "bias")) : null,
+                projectionNorm(l, 'q'), projectionNorm(l, 'k'), projectionNorm(l, 'v'),
+                config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.slidingWindow(l),
+                config.attention_sinks ? tensor(CheckpointLayout.attentionSinks(l)) : null);
+    }
+
+    /**
+     * DeepSeek's MLA. The q_a and kv_a layernorms use eps 1e-6 (DeepseekV2/V3RMSNorm's default: the modules are
+     * built without rms_norm_eps); the softmax scale is qk_head_dim^-½, with YaRN's mscale_all_dim factor.
+     */
+    private LatentAttention latentAttention(int l) {
+        MlaConfig m = config.mla;
+        boolean qLora = m.q_lora_rank() != null;
+        boolean bias = config.attention_bias;
+        LatentAttention.Weights w = new LatentAttention.Weights(
+                qLora ? null : matrix(CheckpointLayout.attention(l, 'q', "weight")),
+                qLora ? matrix(CheckpointLayout.attention(l, "q_a_proj", "weight")) : null,
+                qLora && bias ? tensor(CheckpointLayout.attention(l, "q_a_proj", "bias")) : null,
+                qLora ? new RmsNorm(tensor(CheckpointLayout.attention(l, "q_a_layernorm", "weight")), 1e-6) : null,
+                qLora ? matrix(CheckpointLayout.attention(l, "q_b_proj", "weight")) : null,
+                matrix(CheckpointLayout.attention(l, "kv_a_proj_with_mqa", "weight")),
+                bias ? tensor(CheckpointLayout.attention(l, "kv_a_proj_with_mqa", "bias")) : null,
+                new RmsNorm(tensor(CheckpointLayout.attention(l, "kv_a_layernorm", "weight")), 1e-6),
+                matrix(CheckpointLayout.attention(l, "kv_b_proj", "weight")),
+                matrix(CheckpointLayout.attention(l, 'o', "weight")),
+                bias ? tensor(CheckpointLayout.attention(l, 'o', "bias")) : null);
+        double scale = Math.pow(m.qk_head_dim(), -0.5);
+        if (config.rope_scaling != null) {
+            scale = config.rope_scaling.softmaxScale(scale);
+        }
+        return new LatentAttention(w, config.num_attention_heads, m.qk_nope_head_dim(), m.qk_rope_head_dim(),
+                m.v_head_dim(), scale);
+    }
+
     /** Qwen3's / OLMoE's q and k RMSNorm and OLMoE's clip_qkv on projection {@code proj} (q, k or v). */
     private ProjectionNorm projectionNorm(int l, char proj) {
         RmsNorm norm = config.qkNorm == ModelConfig.QkNorm.NONE || proj == 'v' ? null
@@ -111,8 +147,12 @@ public final class ModelLoader {
     }
 
     private MoeBlock moeBlock(int l, GroupedGemm gemm) {
-        Router router = new Router(tensor(layout.routerGate(l)), null, config.routing.scoreCorrectionBias()
-                ? tensors.readFloat(layout.scoreCorrectionBias(l)).castTo(DataType.DOUBLE).toDoubleVector() : null);
+        Router router = new Router(tensor(layout.routerGate(l)),
+                config.clamped_experts ? tensor(layout.routerBias(l)) : null,
+                config.routing.scoreCorrectionBias()
+                        ? tensors.readFloat(layout.scoreCorrectionBias(l)).castTo(DataType.DOUBLE).toDoubleVector()
+                        : null);
+        // gpt-oss's softmax over the top-K logits is the softmax rule with norm_topk_prob (see RoutingRule#softmaxTopK)
         RouterOptions options = RouterOptions.of(RoutingRule.of(config));
         SharedExpert shared = null;
         if (config.hasSharedExpert()) {
@@ -135,15 +175,28 @@ public final class ModelLoader {
                             1.0));
             return new MoeBlock(router, options, new LowRankFactorised(weights, gemm), shared);
         }
-        ExpertWeights experts = new ExpertWeights(
-                experts(l, Projection.GATE),
-                experts(l, Projection.UP),
-                experts(l, Projection.DOWN));
+        ExpertWeights experts = config.clamped_experts
+                ? new ExpertWeights(experts(l, Projection.GATE), experts(l, Projection.UP), experts(l, Projection.DOWN),
+                        expertBiases(l, Projection.GATE), expertBiases(l, Projection.UP),
+                        expertBiases(l, Projection.DOWN), GatedActivation.CLAMPED_SWIGLU)
+                : new ExpertWeights(experts(l, Projection.GATE), experts(l, Projection.UP),
+                        experts(l, Projection.DOWN));
         return new MoeBlock(router, options, new FullExperts(experts, gemm), shared);
     }
 
-    /** The E experts' weights [rows, cols] of one projection, each where {@link #matrix} finds it. */
+    /**
+     * The E experts' weights [rows, cols] of one projection, each where {@link #matrix} finds it; MXFP4 experts (gpt-oss
+     * as released) stay packed where they lie for a FLOAT model, decoded per tile by the products.
+     */
     private WeightStack experts(int l, Projection p) {
+        if (dataType == DataType.FLOAT && tensors instanceof FusedExperts fused
+                && fused.isPacked(layout.expert(l, 0, p))) {
+            List<Mxfp4> packed = new ArrayList<>(config.num_experts);
+            for (int e = 0; e < config.num_experts; e++) {
+                packed.add(fused.packed(layout.expert(l, e, p)));
+            }
+            return WeightStack.ofMxfp4(packed);
+        }
         List<INDArray> perExpert = new ArrayList<>(config.num_experts);
         for (int e = 0; e < config.num_experts; e++) {
             perExpert.add(matrix(layout.expert(l, e, p)));
@@ -151,9 +204,19 @@ public final class ModelLoader {
         return WeightStack.of(perExpert);
     }
 
+    /** gpt-oss: the E experts' biases of one projection, stacked [E, out] in the model's type. */
+    private INDArray expertBiases(int l, Projection p) {
+        List<INDArray> rows = new ArrayList<>(config.num_experts);
+        for (int e = 0; e < config.num_experts; e++) {
+            rows.add(tensor(layout.expertBias(l, e, p)).reshape(1, -1));
+        }
+        return Nd4j.concat(0, rows.toArray(new INDArray[0]));
+    }
+
     /**
      * A weight matrix: for a FLOAT model in its stored type, over the checkpoint's memory map where there is one
-     * (products widen it per tile); for a DOUBLE model widened into memory.
+     * (products widen it per tile; FP8 codes with their block scales are dequantized per tile); for a DOUBLE model
+     * widened into memory.
      */
     private INDArray matrix(String name) {
         if (dataType == DataType.DOUBLE) {

@@ -20,12 +20,23 @@ import java.util.stream.Collectors;
  * published values, each shape field checked against transformers 5.17's {@code Glm4MoeConfig} defaults, which are
  * GLM-4.5-Air's; its published 106B counts the 46 decoder layers, not the multi-token-prediction layer
  * ({@code num_nextn_predict_layers}), which SparkMoE does not read.
+ * The gpt-oss configs were written from the published ones as remembered (24 / 36 layers,
+ * hidden 2880, 32 / 128 experts top-4 of width 2880, 64 heads of 64, 8 KV heads, vocab 201088, window 128 on
+ * alternate layers from the first, YaRN factor 32 over 4096): the Hub could not be reached offline to copy them.
+ * DeepSeek-V2-Lite's, DeepSeek-V3's and Kimi-K2's configs were written from their
+ * published fields without fetching them (this repository is built offline); their parameter counts agree with the
+ * model cards within 1% (V3 and K2 without the multi-token-prediction layer).
  */
 public enum ModelShape {
     MIXTRAL_8X7B("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1", 46.7e9),
     QWEN1_5_MOE_A2_7B("qwen1.5-moe-a2.7b", "Qwen/Qwen1.5-MoE-A2.7B", 14.3e9),
     GLM_4_5_AIR("glm-4.5-air", "zai-org/GLM-4.5-Air", 106e9),
-    MISTRAL_7B("mistral-7b", "mistralai/Mistral-7B-v0.1", 7.24e9);
+    MISTRAL_7B("mistral-7b", "mistralai/Mistral-7B-v0.1", 7.24e9),
+    GPT_OSS_20B("gpt-oss-20b", "openai/gpt-oss-20b", 20.9e9),
+    GPT_OSS_120B("gpt-oss-120b", "openai/gpt-oss-120b", 116.8e9),
+    DEEPSEEK_V2_LITE("deepseek-v2-lite", "deepseek-ai/DeepSeek-V2-Lite", 15.7e9),
+    DEEPSEEK_V3("deepseek-v3", "deepseek-ai/DeepSeek-V3", 671e9),
+    KIMI_K2("kimi-k2", "moonshotai/Kimi-K2-Instruct", 1.03e12);
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -57,7 +68,7 @@ public enum ModelShape {
         return Arrays.stream(values()).filter(s -> s.shapeName.equals(name)).findFirst();
     }
 
-    /** "mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b", for error messages and help. */
+    /** "mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b, gpt-oss-20b, gpt-oss-120b", for errors and help. */
     public static String names() {
         return Arrays.stream(values()).map(ModelShape::shapeName).collect(Collectors.joining(", "));
     }
@@ -89,8 +100,11 @@ public enum ModelShape {
      * The published config with {@code num_hidden_layers = layers} and every field that counts layers kept
      * consistent (Qwen2-MoE's {@code mlp_only_layers} keeps only indices below {@code layers},
      * {@code max_window_layers} is capped at it; GLM's {@code first_k_dense_replace} stays, so its first layer is
-     * dense and its MoE layers start at 2 layers); {@code torch_dtype} (and {@code dtype}, when present) say
-     * {@code dtype}. Every other field is the real model's.
+     * dense and its MoE layers start at 2 layers; DeepSeek's {@code first_k_dense_replace} is capped at
+     * {@code layers − 1}, so that at least one layer is an MoE layer; gpt-oss's {@code layer_types} keeps its first
+     * {@code layers}); {@code torch_dtype} (and {@code dtype}, when present) say {@code dtype}, and
+     * {@code quantization_config} is dropped (gpt-oss's MXFP4 and DeepSeek's FP8 weights are written in {@code dtype}).
+     * Every other field is the real model's.
      */
     public ObjectNode config(int layers, DType dtype) {
         if (layers < 1) {
@@ -107,6 +121,18 @@ public enum ModelShape {
                 }
             });
             config.set("mlp_only_layers", kept);
+        }
+        JsonNode layerTypes = config.get("layer_types");
+        if (layerTypes != null && layerTypes.isArray()) {
+            ArrayNode kept = JSON.createArrayNode();
+            for (int l = 0; l < Math.min(layers, layerTypes.size()); l++) {
+                kept.add(layerTypes.get(l));
+            }
+            config.set("layer_types", kept);
+        }
+        config.remove("quantization_config");
+        if (config.has("first_k_dense_replace") && !config.path("model_type").asText().equals("glm4_moe")) {
+            config.put("first_k_dense_replace", Math.min(config.get("first_k_dense_replace").asInt(), layers - 1));
         }
         if (config.has("max_window_layers")) {
             config.put("max_window_layers", Math.min(config.get("max_window_layers").asInt(), layers));

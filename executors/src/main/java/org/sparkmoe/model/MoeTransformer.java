@@ -30,7 +30,7 @@ public final class MoeTransformer {
         this.finalNorm = finalNorm;
         this.lmHead = lmHead;
         this.rope = new RotaryEmbedding(config.head_dim, config.rotaryDim(), config.rope_theta,
-                config.max_position_embeddings);
+                config.max_position_embeddings, config.rope_scaling, config.mla != null && config.mla.rope_interleave());
     }
 
     public ModelConfig config() {

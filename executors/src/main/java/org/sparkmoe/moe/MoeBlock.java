@@ -57,7 +57,17 @@ public final class MoeBlock {
 
     /** The same block with another router weight (a trainable copy, or null: this one), options and experts. */
     public MoeBlock with(INDArray routerWeight, RouterOptions opts, ExpertFfn ffn) {
-        return new MoeBlock(routerWeight == null ? router : router.withWeight(routerWeight), opts, ffn, shared);
+        return with(routerWeight, null, opts, ffn);
+    }
+
+    /**
+     * The same block with another router weight and, for a router with a bias (gpt-oss), another bias (trainable
+     * copies; a null weight keeps this router, a null bias keeps its bias), options and experts.
+     */
+    public MoeBlock with(INDArray routerWeight, INDArray routerBias, RouterOptions opts, ExpertFfn ffn) {
+        Router r = routerWeight == null ? router
+                : routerBias == null ? router.withWeight(routerWeight) : router.withWeightAndBias(routerWeight, routerBias);
+        return new MoeBlock(r, opts, ffn, shared);
     }
 
     /** The same block with another shared expert (a copy with LoRA); throws when this block has none. */
@@ -135,12 +145,14 @@ public final class MoeBlock {
     }
 
     /**
-     * @param dx      [T, D]
-     * @param dRouter [E, D], null when the router is not trainable
-     * @param experts the experts' gradients (LoRA, dL/dg)
-     * @param shared  the shared expert's LoRA gradients, null without a shared expert
+     * @param dx          [T, D]
+     * @param dRouter     [E, D], null when the router is not trainable
+     * @param dRouterBias [E], null when the router is not trainable or has no bias (gpt-oss has one)
+     * @param experts     the experts' gradients (LoRA, dL/dg)
+     * @param shared      the shared expert's LoRA gradients, null without a shared expert
      */
-    public record Gradients(INDArray dx, INDArray dRouter, ExpertGradients experts, SharedExpert.Gradients shared) {
+    public record Gradients(INDArray dx, INDArray dRouter, INDArray dRouterBias, ExpertGradients experts,
+                            SharedExpert.Gradients shared) {
     }
 
     /** Evaluation of the training pass: no jitter. x [T, D]. */
@@ -192,13 +204,15 @@ public final class MoeBlock {
         double[] dz = dRouterLogits == null ? new double[(int) ctx.logits.length()] : Flat.values(dRouterLogits);
         ctx.routes.backward(ffn.dWeights(), dz);
 
-        // logits = xj·Wgᵀ + b  →  dWg = dlogitsᵀ·xj, dxj += dlogits·Wg
+        // logits = xj·Wgᵀ + b  →  dWg = dlogitsᵀ·xj, db = Σ_t dlogits[t], dxj += dlogits·Wg
         INDArray dLogits = Flat.array(dz, ctx.logits.shape(), ctx.logits.dataType());         // [T, E]
         INDArray dRouter = null;
+        INDArray dRouterBias = null;
         if (options.trainable()) {
             INDArray w = router.weight();
             dRouter = Nd4j.createUninitialized(w.dataType(), w.shape(), 'c');                 // [E, D]
             Nd4j.gemm(dLogits, ctx.xj, dRouter, true, false, 1.0, 0.0);
+            dRouterBias = router.bias() == null ? null : dLogits.sum(0);                      // [E]
         }
         INDArray dx = ffn.dx();                                                               // [T, D]
         Nd4j.gemm(dLogits, router.weight(), dx, false, false, 1.0, 1.0);
@@ -210,7 +224,7 @@ public final class MoeBlock {
 
         // shared expert: out += σ(x·Wsgᵀ) ⊙ shared(x)
         SharedExpert.Gradients dShared = ctx.sharedPass == null ? null : shared.backward(ctx.sharedPass, dOut, dx);
-        return new Gradients(dx, dRouter, ffn, dShared);
+        return new Gradients(dx, dRouter, dRouterBias, ffn, dShared);
     }
 
     /** U(1 − j, 1 + j) [T, D] in 'c' order from one seeded generator. */

@@ -48,9 +48,19 @@ public final class Router {
         return weight;
     }
 
+    /** @return the logit bias [E] (gpt-oss's {@code mlp.router.bias}), or null (do not modify) */
+    public INDArray bias() {
+        return bias;
+    }
+
     /** The same router with another weight [E, D] (a trainable copy); the biases stay. */
     public Router withWeight(INDArray w) {
         return new Router(w, bias, correction);
+    }
+
+    /** The same router with another weight [E, D] and logit bias [E] (trainable copies); the correction stays. */
+    public Router withWeightAndBias(INDArray w, INDArray b) {
+        return new Router(w, b, correction);
     }
 
     /** @return logits [T, E] = x [T, D] · Wgᵀ (+ b) */

@@ -57,7 +57,14 @@ public record RoutingRule(int topK, ScoreFunction scores, boolean normalizeTopK,
                 r.groupRankTop2Sum() ? GroupRank.TOP2_SUM : GroupRank.MAX, r.routed_scaling_factor());
     }
 
-    /** Softmax over E, top-K, the K weights renormalised when {@code normalizeTopK} (Mixtral: always). */
+    /**
+     * Softmax over E, top-K, the K weights renormalised when {@code normalizeTopK} (Mixtral: always).
+     *
+     * <p>With renormalisation this is also gpt-oss's rule, top-K of the raw logits z then a softmax over those K:
+     * softmax is monotone, so the top-K of the scores are the top-K of the logits, and for a selected k
+     * {@code p_k / Σ_sel p_j = (e^{z_k}/Z) / (Σ_sel e^{z_j}/Z) = e^{z_k} / Σ_sel e^{z_j}}, the softmax over the K.
+     * The gradients agree too (the same function of the logits, the selection held constant).
+     */
     public static RoutingRule softmaxTopK(int topK, boolean normalizeTopK) {
         return new RoutingRule(topK, ScoreFunction.SOFTMAX, normalizeTopK, 1, 1, GroupRank.MAX, 1.0);
     }

@@ -26,6 +26,11 @@ import java.util.List;
  *   [1, D], num_experts = num_experts_per_tok = 1). There is no dense OLMo with OLMoE's attention (q/k norms over the
  *   whole projection, clip_qkv), and with one expert the softmax gives weight 1, so the layer is exactly the merged
  *   SwiGLU MLP.</li>
+ *   <li>{@code gpt_oss} → a {@code gpt_oss} with one expert per layer, likewise (merged weights and merged biases as
+ *   expert 0, a zero router weight [1, D] and bias [1], num_local_experts = num_experts_per_tok = 1): no dense model
+ *   type of transformers has attention sinks, the alternating sliding/full layers with q/k/v/o biases, or the
+ *   clamped gate with expert biases, while a one-expert gpt_oss is exactly that dense layer (softmax over one logit
+ *   is 1, the down bias then enters with weight 1).</li>
  * </ul>
  *   <li>{@code glm4_moe} → a {@code glm4_moe} whose every layer is dense ({@code first_k_dense_replace} = L): the shared
  *   expert and the merged routed expert are folded into one SwiGLU MLP, exactly their sum, by stacking their
@@ -53,10 +58,11 @@ public final class DenseMergeSurgery implements LayerSurgery {
     public DenseMergeSurgery(ModelConfig model, double[][] weights) {
         String type = model.modelType.name().toLowerCase();
         switch (model.modelType) {
-            case MIXTRAL, OLMOE -> this.width = model.expert_intermediate_size;
+            case MIXTRAL, OLMOE, GPT_OSS -> this.width = model.expert_intermediate_size;
             case QWEN3_MOE -> this.width = qwen3Width(model);
             case GLM4_MOE -> this.width = glmWidth(model);
-            default -> throw new IllegalArgumentException("merge-dense supports mixtral, qwen3_moe, olmoe and glm4_moe, got "
+            default -> throw new IllegalArgumentException("merge-dense supports mixtral, qwen3_moe, olmoe, glm4_moe and "
+                    + "gpt_oss, got "
                     + "model_type " + type + (model.modelType == ModelConfig.ModelType.QWEN2_MOE
                     ? " (its shared expert has no dense counterpart)" : ""));
         }
@@ -120,10 +126,18 @@ public final class DenseMergeSurgery implements LayerSurgery {
                     ? Nd4j.concat(1, merged.muli(routedScale), shared.castTo(merged.dataType()))   // [D, I + S]
                     : Nd4j.concat(0, merged, shared.castTo(merged.dataType()));                   // [I + S, D]
             out.put(CheckpointLayout.denseMlp(layer, p), padded(folded, p));
-        } else if (type == ModelConfig.ModelType.OLMOE) {
+        } else if (type == ModelConfig.ModelType.OLMOE || type == ModelConfig.ModelType.GPT_OSS) {
             out.put(layout.expert(layer, 0, p), merged);
             if (p == Projection.GATE) {
                 out.put(layout.routerGate(layer), Nd4j.zeros(merged.dataType(), 1, merged.size(1))); // [1, D]
+            }
+            if (type == ModelConfig.ModelType.GPT_OSS) {
+                INDArray biases = ExpertStack.readBiases(source, layout, layer, experts, p);        // [E, 1, n]
+                out.put(layout.expertBias(layer, 0, p),
+                        ExpertStack.weightedSum(biases, weights[moeLayer]).reshape(-1));
+                if (p == Projection.GATE) {
+                    out.put(layout.routerBias(layer), Nd4j.zeros(merged.dataType(), 1));          // [1]
+                }
             }
         } else {
             out.put(CheckpointLayout.denseMlp(layer, p), padded(merged, p));
@@ -170,6 +184,11 @@ public final class DenseMergeSurgery implements LayerSurgery {
             }
             case GLM4_MOE -> {
                 json.put("first_k_dense_replace", original.num_hidden_layers);
+            }
+            case GPT_OSS -> {
+                json.remove("num_experts");
+                json.put("num_local_experts", 1);
+                json.put("num_experts_per_tok", 1);
             }
             default -> { // OLMOE
                 json.remove("num_local_experts");

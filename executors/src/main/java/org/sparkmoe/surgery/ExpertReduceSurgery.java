@@ -26,6 +26,8 @@ import java.util.List;
  * every merged expert stays in its group and the E'/n_group experts of group j are numbered j·E'/n_group onwards; E'
  * must then be a multiple of n_group with at least two experts per group (groups are ranked by their two best scores)
  * and the {@code topk_group} kept groups must hold min(K, E') experts, else {@code --experts} is refused.
+ *
+ * <p>gpt-oss's expert biases and router bias entries are merged with the same weights as the weights and gate rows.
  */
 public final class ExpertReduceSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
@@ -37,6 +39,7 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     private final ModelConfig.ModelType type;
     private final int groups;                   // n_group: clusters never cross a group
     private final boolean correctionBias;       // whether each router carries e_score_correction_bias [E]
+    private final boolean biases;               // gpt-oss: expert and router biases
     private final double[][][] routingFeatures; // [MoE layers][E][F], null when clustering by weights
     private final double[][] frequency;         // [MoE layers][E]
     private final long seed;
@@ -48,6 +51,12 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         if (model.num_experts == 0) {
             throw new IllegalArgumentException("reduce needs an MoE model, got model_type "
                     + model.modelType.name().toLowerCase());
+        }
+        if (model.mla != null) {
+            // n_routed_experts, the expert groups (n_group) and e_score_correction_bias are not rewritten yet
+            throw new IllegalArgumentException("reduce does not support model_type "
+                    + model.modelType.name().toLowerCase() + " yet (n_routed_experts, n_group and the routers' "
+                    + "e_score_correction_bias would need rewriting)");
         }
         if (newExperts < 1 || newExperts >= model.num_experts) {
             throw new IllegalArgumentException("--experts must be in [1, " + (model.num_experts - 1)
@@ -71,6 +80,7 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         this.type = model.modelType;
         this.groups = nGroup;
         this.correctionBias = model.routing.scoreCorrectionBias();
+        this.biases = model.clamped_experts;
         this.seed = seed;
         this.frequency = new double[moeLayers][experts];
         this.routingFeatures = by == By.ROUTING ? new double[moeLayers][][] : null;
@@ -130,11 +140,25 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         INDArray gateStack = gate.reshape(experts, 1, gate.size(1)); // [E, 1, D]
         INDArray bias = correctionBias ? source.readFloat(layout.scoreCorrectionBias(layer)) : null;  // [E]
         INDArray newBias = correctionBias ? Nd4j.createUninitialized(bias.dataType(), newExperts) : null; // [E']
+        INDArray[] biasStacks = new INDArray[Projection.values().length]; // each [E, 1, n], gpt-oss only
+        INDArray routerBias = null;                                         // [E, 1, 1]
+        INDArray newRouterBias = null;                                      // [E']
+        if (biases) {
+            for (Projection p : Projection.values()) {
+                biasStacks[p.ordinal()] = ExpertStack.readBiases(source, layout, layer, experts, p);
+            }
+            routerBias = source.readFloat(layout.routerBias(layer)).reshape(experts, 1, 1);
+            newRouterBias = Nd4j.createUninitialized(routerBias.dataType(), newExperts);
+        }
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         for (int g = 0; g < groups.length; g++) {
             double[] w = memberWeights(groups[g], frequency[moeLayer]);
             for (Projection p : Projection.values()) {
                 out.put(layout.expert(layer, g, p), ExpertStack.weightedSum(stacks[p.ordinal()], w));
+                if (biases) {
+                    out.put(layout.expertBias(layer, g, p),
+                            ExpertStack.weightedSum(biasStacks[p.ordinal()], w).reshape(-1));
+                }
             }
             newGate.getRow(g).assign(ExpertStack.weightedSum(gateStack, w).reshape(gate.size(1)));
             if (correctionBias) {
@@ -144,10 +168,16 @@ public final class ExpertReduceSurgery implements LayerSurgery {
                 }
                 newBias.putScalar(g, b);
             }
+            if (biases) {
+                newRouterBias.putScalar(g, ExpertStack.weightedSum(routerBias, w).getDouble(0));
+            }
         }
         out.put(layout.routerGate(layer), newGate);
         if (correctionBias) {
             out.put(layout.scoreCorrectionBias(layer), newBias);
+        }
+        if (biases) {
+            out.put(layout.routerBias(layer), newRouterBias);
         }
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
         metrics.put("experts", (double) newExperts);

@@ -23,6 +23,17 @@ public final class ExpertStack {
         return stack;
     }
 
+    /** gpt-oss: the E experts' biases of projection p in layer l, stacked [E, 1, n], float32. */
+    public static INDArray readBiases(TensorSource source, CheckpointLayout layout, int layer, int experts,
+                                      Projection p) {
+        INDArray first = source.readFloat(layout.expertBias(layer, 0, p));
+        INDArray stack = Nd4j.createUninitialized(first.dataType(), new long[] {experts, 1, first.length()}, 'c');
+        for (int e = 0; e < experts; e++) {
+            stack.slice(e).assign((e == 0 ? first : source.readFloat(layout.expertBias(layer, e, p))).reshape(1, -1));
+        }
+        return stack;
+    }
+
     /**
      * Σₑ wₑ·stack[e] accumulated in float64, returned in the stack's data type.
      *

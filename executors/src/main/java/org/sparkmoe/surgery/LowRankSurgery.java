@@ -36,6 +36,10 @@ public final class LowRankSurgery implements LayerSurgery {
                     + (model.hasLowRankExperts() ? " already low-rank" : model.hasSharedExpertGate()
                     ? " with a gated shared expert" : ""));
         }
+        if (model.clamped_experts) {
+            throw new IllegalArgumentException("lowrank does not support gpt_oss: the low-rank expert layers (shared "
+                    + "base + LoRA experts) have no expert biases and no clamped gate");
+        }
         this.type = model.modelType;
         int max = Math.min(model.hidden_size, model.expert_intermediate_size);
         if (rank < 1 || rank > max) {

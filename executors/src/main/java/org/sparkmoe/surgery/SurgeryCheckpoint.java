@@ -51,9 +51,21 @@ public final class SurgeryCheckpoint {
             ExpertLayout layout = options.layout();
             ExpertLayout.Written written = (layout == null ? ExpertLayout.of(checkpoint, originalConfig) : layout)
                     .apply(tensors, names, config);
-            CheckpointFolderWriter.write(modelDir, newConfig, written.tensors(), written.names(), extraFiles, outDir,
-                    conf, options.maxShardBytes(), options.dtype());
+            CheckpointFolderWriter.write(modelDir, withoutMtp(newConfig), written.tensors(), written.names(),
+                    extraFiles, outDir, conf, options.maxShardBytes(), options.dtype());
         }
+    }
+
+    /**
+     * The config with DeepSeek's multi-token-prediction layers (after the last decoder layer) set to none: surgery
+     * writes the tensors of the main model only.
+     */
+    private static ObjectNode withoutMtp(ObjectNode config) {
+        ObjectNode json = config.deepCopy();
+        if (json.has("num_nextn_predict_layers")) {
+            json.put("num_nextn_predict_layers", 0);
+        }
+        return json;
     }
 
     /** UTF-8 bytes of a text file's content. */

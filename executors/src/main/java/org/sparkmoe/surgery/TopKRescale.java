@@ -22,6 +22,16 @@ package org.sparkmoe.surgery;
  * exceed the experts of the kept groups. Without renormalisation (norm_topk_prob false) Σ ĝ² is no longer
  * scale-free and only {@code none} is offered. The shared expert's output is not rescaled: α keeps the routed part's
  * norm. TopKRescaleSigmoidTest checks α against measured output norms of such a block.
+ *
+ * <p>gpt-oss weighs its experts by a softmax over the selected logits only, so its weights are not a truncation of
+ * fixed probabilities: after the surgery the M kept experts share all the weight again,
+ * ĝᵢ⁽ᴹ⁾ = e^{zᵢ} / Σ_{j≤M} e^{z_(j)}. That is the renormalised softmax, ĝᵢ⁽ᴹ⁾ = pᵢ / Σ_{j≤M} p_(j) with p the softmax
+ * over all E (the partition function cancels), which is exactly what {@code topm_sq_sum} accumulates from the router
+ * logits (with the router bias), so α keeps the formula above with both expectations over these re-softmaxed
+ * weights. What changes is what α must scale: a gpt-oss expert output is yᵢ = W2ᵢ·actᵢ + b2ᵢ, its down bias inside
+ * the routing weight, so the surgery scales b2 with W2 (scaling W2 alone would leave the bias part of every yᵢ, and
+ * of ‖y‖², unscaled). {@code TopKRescaleGptOssTest} checks the identity on experts whose outputs are orthogonal with
+ * equal norms (the derivation's assumption made exact).
  */
 public final class TopKRescale {
     public enum Method { NONE, UNIFORM, MEASURED }

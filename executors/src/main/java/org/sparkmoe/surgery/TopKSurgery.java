@@ -9,13 +9,17 @@ import org.sparkmoe.io.TensorSource;
 
 import java.util.LinkedHashMap;
 
-/** Top-K → top-M: {@code num_experts_per_tok} = M and every expert's down-projection (w2) of MoE layer i scaled by αᵢ. */
+/**
+ * Top-K → top-M: {@code num_experts_per_tok} = M and every expert's down-projection (w2) of MoE layer i scaled by αᵢ,
+ * and for gpt-oss its down bias too (the expert output yᵢ = W2ᵢ·act + b2ᵢ scales as a whole; see {@link TopKRescale}).
+ */
 public final class TopKSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
     private final int newTopK;
     private final double[] alpha; // [MoE layers]
     private final ModelConfig.ModelType type;
     private final int experts;
+    private final boolean downBias;   // gpt-oss
 
     public TopKSurgery(ModelConfig model, int newTopK, double[] alpha) {
         if (newTopK < 1 || newTopK > model.num_experts) {
@@ -34,6 +38,7 @@ public final class TopKSurgery implements LayerSurgery {
         this.alpha = alpha.clone();
         this.type = model.modelType;
         this.experts = model.num_experts;
+        this.downBias = model.clamped_experts;
     }
 
     /** αᵢ per MoE layer for the given method; {@code stats} is read only by MEASURED. */
@@ -62,6 +67,11 @@ public final class TopKSurgery implements LayerSurgery {
             String name = layout.expert(layer, e, Projection.DOWN);
             INDArray w2 = source.readFloat(name); // [D, I]
             out.put(name, alpha[moeLayer] == 1.0 ? w2 : w2.muli(alpha[moeLayer]));
+            if (downBias) {
+                String bias = layout.expertBias(layer, e, Projection.DOWN);
+                INDArray b2 = source.readFloat(bias); // [D]
+                out.put(bias, alpha[moeLayer] == 1.0 ? b2 : b2.muli(alpha[moeLayer]));
+            }
         }
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
         metrics.put("alpha", alpha[moeLayer]);

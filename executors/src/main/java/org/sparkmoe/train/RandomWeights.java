@@ -19,7 +19,8 @@ import java.util.SplittableRandom;
 import java.util.stream.IntStream;
 
 /**
- * Random weights in the exact names, shapes and dtype a config.json implies ({@link ModelSchema#expected}), for
+ * Random weights in the exact names, shapes and dtype a config.json implies ({@link ModelSchema#expectedStored}:
+ * gpt-oss's experts fused, as transformers stores them), for
  * trying a model's memory and speed before downloading it. Like transformers' {@code _init_weights}: linear weights,
  * routers and embeddings are normal(0, std) with std = the config's {@code initializer_range}, RMSNorm weights are
  * 1 and biases 0, so a forward pass gives finite logits.
@@ -53,7 +54,7 @@ public final class RandomWeights {
             throw new IllegalArgumentException("std (initializer_range) must be a positive number, got " + std);
         }
         List<NamedTensor> out = new ArrayList<>();
-        for (Map.Entry<String, long[]> e : ModelSchema.expected(config).entrySet()) {
+        for (Map.Entry<String, long[]> e : ModelSchema.expectedStored(config).entrySet()) {
             String name = e.getKey();
             if (name.equals(CheckpointLayout.lmHead()) && config.tie_word_embeddings) {
                 continue;
@@ -69,7 +70,7 @@ public final class RandomWeights {
     }
 
     static Fill fillOf(String name) {
-        if (name.endsWith(".bias")) {
+        if (name.endsWith(".bias") || name.endsWith("_bias")) {
             return Fill.ZEROS;
         }
         if (name.endsWith("_layernorm.weight") || name.equals(CheckpointLayout.finalNorm())) {

@@ -78,6 +78,9 @@ public final class TrainState {
                 continue;
             }
             own.put(keys.router(l), layer.moe().router().weight());                               // [E, D]
+            if (keys.hasRouterBias()) {
+                own.put(keys.routerBias(l), layer.moe().router().bias());                         // [E]
+            }
             if (layer.moe().experts() instanceof LowRankExperts lowRank) {
                 LowRankAdapters a = lowRank.weights().adapters();
                 INDArray[] factors = {a.a1, a.b1, a.a3, a.b3, a.a2, a.b2};
@@ -135,6 +138,9 @@ public final class TrainState {
             }
             if (spec.trainRouter()) {
                 params.put(keys.router(l), own.apply(keys.router(l)).castTo(dataType).dup('c'));   // [E, D]
+                if (keys.hasRouterBias()) {
+                    params.put(keys.routerBias(l), own.apply(keys.routerBias(l)).castTo(dataType).dup('c')); // [E]
+                }
             }
         }
         return fresh(params);
@@ -179,7 +185,7 @@ public final class TrainState {
     /**
      * The keys a state for {@code spec} holds on {@code model}, in contract order: for every MoE layer, the targets'
      * lora_A then lora_B in the order gate, up, down (w1, w3, w2), the shared expert's likewise when adapted, then
-     * the router when trained.
+     * the router when trained (and its bias, gpt-oss).
      */
     public static List<String> keys(MoeTransformer model, LoraSpec spec) {
         TrainableKeys keys = new TrainableKeys(model.config().modelType);
@@ -200,6 +206,9 @@ public final class TrainState {
             }
             if (spec.trainRouter()) {
                 out.add(keys.router(l));
+                if (keys.hasRouterBias()) {
+                    out.add(keys.routerBias(l));
+                }
             }
         }
         return out;

@@ -143,6 +143,9 @@ public final class TrainStep {
             }
             if (opts.lora().trainRouter()) {
                 out.put(keys.router(l), grads.get(i).dRouter());
+                if (keys.hasRouterBias()) {
+                    out.put(keys.routerBias(l), grads.get(i).dRouterBias());
+                }
             }
         }
         TrainState.checkLike("gradients", state.params(), out);
@@ -195,17 +198,18 @@ public final class TrainStep {
                 .withTrainable(spec.trainRouter());
         INDArray router = spec.trainRouter() ? param(state, keys.router(l)) : null;
         TrainState.checkShared(c, spec);
+        INDArray routerBias = spec.trainRouter() && keys.hasRouterBias() ? param(state, keys.routerBias(l)) : null;
         ExpertFfn experts = moe.experts();
         if (experts instanceof LowRankExperts lowRank) {
             TrainState.checkLowRank(c, spec);
-            return moe.with(router, options, lowRank.with(lowRank.weights().withAdapters(new LowRankAdapters(
+            return moe.with(router, routerBias, options, lowRank.with(lowRank.weights().withAdapters(new LowRankAdapters(
                     param(state, keys.loraA(l, Projection.GATE)), param(state, keys.loraB(l, Projection.GATE)),
                     param(state, keys.loraA(l, Projection.UP)), param(state, keys.loraB(l, Projection.UP)),
                     param(state, keys.loraA(l, Projection.DOWN)), param(state, keys.loraB(l, Projection.DOWN)),
                     spec.scale()))));
         }
         FullExperts full = (FullExperts) experts;
-        MoeBlock block = moe.with(router, options, full.withLora(lora(state, spec, keys, l, Projection.GATE),
+        MoeBlock block = moe.with(router, routerBias, options, full.withLora(lora(state, spec, keys, l, Projection.GATE),
                 lora(state, spec, keys, l, Projection.UP), lora(state, spec, keys, l, Projection.DOWN)));
         if (!spec.sharedExpert()) {
             return block;

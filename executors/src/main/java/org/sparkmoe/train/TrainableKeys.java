@@ -12,15 +12,16 @@ import org.sparkmoe.io.ModelConfig;
  * router's Hugging Face key
  * {@code <moe prefix>.gate.weight} [E, D], where the prefix is {@code model.layers.<l>.block_sparse_moe} (Mixtral)
  * or {@code model.layers.<l>.mlp} (Qwen2-MoE) and proj the layout's projection name (w1/w3/w2 or
- * gate_proj/up_proj/down_proj).
+ * gate_proj/up_proj/down_proj). gpt-oss's router is {@code model.layers.<l>.mlp.router.weight} [E, D] with its bias
+ * {@code model.layers.<l>.mlp.router.bias} [E], trained with it.
  */
 public final class TrainableKeys {
-    private static final String GATE_SUFFIX = "gate.weight";
-
     private final CheckpointLayout layout;
+    private final boolean routerBias;
 
     public TrainableKeys(ModelConfig.ModelType modelType) {
         this.layout = new CheckpointLayout(modelType);
+        this.routerBias = modelType == ModelConfig.ModelType.GPT_OSS;
     }
 
     public String loraA(int layer, Projection p) {
@@ -45,9 +46,18 @@ public final class TrainableKeys {
         return layout.routerGate(layer);
     }
 
-    /** {@code <moe prefix>.experts.<proj>}: the router key with "gate.weight" replaced. */
+    /** Whether the router has a bias (gpt-oss), trained with its weight. */
+    public boolean hasRouterBias() {
+        return routerBias;
+    }
+
+    /** The router bias key [E] (gpt-oss only). */
+    public String routerBias(int layer) {
+        return layout.routerBias(layer);
+    }
+
+    /** {@code <moe prefix>.experts.<proj>}. */
     private String experts(int layer, Projection p) {
-        String gate = layout.routerGate(layer);
-        return gate.substring(0, gate.length() - GATE_SUFFIX.length()) + "experts." + layout.projectionName(p);
+        return layout.moePrefix(layer) + "experts." + layout.projectionName(p);
     }
 }

@@ -5,6 +5,10 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.kernels.GatedActivation;
+import org.sparkmoe.kernels.WeightStack;
+import org.sparkmoe.kernels.Workers;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -39,6 +43,28 @@ class ExpertActivationStatsTest {
         all.add(x, selected, 2, weights(), true);
         assertArrayEquals(new long[] {3, 3, 3}, all.tokens());
         assertTrue(all.intermediateAbsMean().getRow(2).sumNumber().doubleValue() > 0);
+    }
+
+    /** gpt-oss: the intermediate channels are the clamped gate of the biased gate and up projections. */
+    @Test
+    void gptOssIntermediatesAreTheClampedGateOfTheBiasedProjections() {
+        Nd4j.getRandom().setSeed(2);
+        INDArray w1 = Nd4j.randn(DataType.FLOAT, E, I, D).muli(4);
+        INDArray w3 = Nd4j.randn(DataType.FLOAT, E, I, D).muli(4);
+        INDArray b1 = Nd4j.randn(DataType.FLOAT, E, I);
+        INDArray b3 = Nd4j.randn(DataType.FLOAT, E, I);
+        ExpertWeights w = new ExpertWeights(WeightStack.of(w1), WeightStack.of(w3),
+                WeightStack.of(Nd4j.randn(DataType.FLOAT, E, D, I)), b1, b3, Nd4j.randn(DataType.FLOAT, E, D),
+                GatedActivation.CLAMPED_SWIGLU);
+        INDArray x = Nd4j.randn(DataType.FLOAT, 6, D);
+        ExpertActivationStats s = new ExpertActivationStats(E, D, I);
+        s.add(x, new int[6], 1, w, false);                                   // every token to expert 0
+        INDArray h1 = x.mmul(w1.slice(0).transpose()).addiRowVector(b1.getRow(0));
+        INDArray h3 = x.mmul(w3.slice(0).transpose()).addiRowVector(b3.getRow(0));
+        INDArray expected = org.nd4j.linalg.ops.transforms.Transforms.abs(
+                Activations.gated(GatedActivation.CLAMPED_SWIGLU, h1, h3, Workers.SERIAL)).max(0);
+        assertArrayEquals(expected.toFloatVector(), s.intermediateAbsMax().getRow(0).toFloatVector(), 1e-5f);
+        assertTrue(h1.gt(GatedActivation.LIMIT).castTo(DataType.INT32).sumNumber().intValue() > 0, "the clamp acts");
     }
 
     @Test

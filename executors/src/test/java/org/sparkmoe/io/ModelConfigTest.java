@@ -1,5 +1,6 @@
 package org.sparkmoe.io;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -12,9 +13,11 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
+import java.util.List;
 import java.util.Set;
 import java.util.function.Consumer;
 import org.junit.jupiter.api.Test;
+import org.sparkmoe.model.ModelShape;
 
 /**
  * config.json parsing. The Mixtral fixture is a copy of the tiny model's config.json
@@ -25,9 +28,13 @@ class ModelConfigTest {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private static String fixtureText() {
-        try (InputStream in = ModelConfigTest.class.getResourceAsStream("/config/mixtral-tiny.json")) {
+        return resourceText("/config/mixtral-tiny.json");
+    }
+
+    private static String resourceText(String resource) {
+        try (InputStream in = ModelConfigTest.class.getResourceAsStream(resource)) {
             if (in == null) {
-                throw new IllegalStateException("test resource /config/mixtral-tiny.json not on the classpath");
+                throw new IllegalStateException("test resource " + resource + " not on the classpath");
             }
             return new String(in.readAllBytes(), StandardCharsets.UTF_8);
         } catch (IOException e) {
@@ -36,8 +43,12 @@ class ModelConfigTest {
     }
 
     private static ObjectNode mixtral() {
+        return json("/config/mixtral-tiny.json");
+    }
+
+    private static ObjectNode json(String resource) {
         try {
-            return (ObjectNode) JSON.readTree(fixtureText());
+            return (ObjectNode) JSON.readTree(resourceText(resource));
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
@@ -455,6 +466,56 @@ class ModelConfigTest {
         assertMentions(e, "olmoe", "hidden_size", "q_norm");
     }
 
+    /** A gpt_oss config in the shape of gpt-oss-20b's, scaled down (no layer_types: GptOssConfig's default). */
+    private static ObjectNode gptOss() {
+        ObjectNode n = JSON.createObjectNode();
+        n.put("model_type", "gpt_oss");
+        n.put("vocab_size", 1024);
+        n.put("hidden_size", 64);
+        n.put("intermediate_size", 64);
+        n.put("head_dim", 16);
+        n.put("num_hidden_layers", 3);
+        n.put("num_attention_heads", 4);
+        n.put("num_key_value_heads", 2);
+        n.put("num_local_experts", 8);
+        n.put("num_experts_per_tok", 2);
+        n.put("sliding_window", 8);
+        n.put("rms_norm_eps", 1e-5);
+        n.put("max_position_embeddings", 256);
+        n.put("rope_theta", 150000.0);
+        n.put("swiglu_limit", 7.0);
+        return n;
+    }
+
+    @Test
+    void gptOssFields() {
+        ModelConfig c = parse(gptOss());
+        assertEquals(ModelConfig.ModelType.GPT_OSS, c.modelType);
+        assertEquals(8, c.num_experts);
+        assertEquals(64, c.expert_intermediate_size);
+        assertTrue(c.norm_topk_prob, "softmax over the top-k = the renormalised softmax");
+        assertTrue(c.attention_bias && c.qkv_bias, "attention_bias defaults to true");
+        assertTrue(c.attention_sinks && c.clamped_experts);
+        assertEquals(List.of("sliding_attention", "full_attention", "sliding_attention"), c.layer_types);
+        assertEquals(8, c.slidingWindow(0));
+        assertEquals(null, c.slidingWindow(1));
+        assertEquals(8, c.slidingWindow(2));
+        assertEquals(null, parse(qwen3()).layer_types);
+    }
+
+    @Test
+    void gptOssRejectsBadLayerTypesAndOtherLimits() {
+        assertMentions(rejects(gptOss(), n -> n.putArray("layer_types").add("full_attention")), "layer_types",
+                "one type per layer (3)");
+        assertMentions(rejects(gptOss(), n -> n.putArray("layer_types").add("full_attention").add("chunked_attention")
+                .add("full_attention")), "layer_types", "chunked_attention");
+        assertMentions(rejects(gptOss(), n -> n.putNull("sliding_window")), "sliding_window is null");
+        assertMentions(rejects(gptOss(), n -> n.put("swiglu_limit", 10.0)), "swiglu_limit", "7.0");
+        ModelConfig allFull = parse(gptOss().put("sliding_window", (String) null).set("layer_types",
+                JSON.createArrayNode().add("full_attention").add("full_attention").add("full_attention")));
+        assertEquals(null, allFull.slidingWindow(0));
+    }
+
     @Test
     void olmoeRejectsNonPositiveClip() {
         ModelConfigException e = rejects(olmoe(), n -> n.put("clip_qkv", 0.0));
@@ -480,10 +541,45 @@ class ModelConfigTest {
     }
 
     @Test
-    void yarnRopeTypeUnsupported() {
+    void yarnRopeParametersWithTheirDefaults() {
+        ObjectNode n = mixtral();
+        ((ObjectNode) n.get("rope_parameters")).put("rope_type", "yarn").put("factor", 4.0)
+                .put("original_max_position_embeddings", 8);
+        YarnScaling y = parse(n).rope_scaling;
+        assertEquals(new YarnScaling(4.0, 8, 32, 1, null, null, null, true), y);
+        assertEquals(0.1 * Math.log(4.0) + 1, y.cosSinFactor(), 1e-15);
+        assertEquals(0.5, y.softmaxScale(0.5), 0.0);
+    }
+
+    @Test
+    void legacyRopeScalingYarnAsDeepSeekV2LiteWritesIt() {
+        ObjectNode n = mixtral();
+        n.remove("rope_parameters");
+        n.put("rope_theta", 10000.0);
+        n.putObject("rope_scaling").put("type", "yarn").put("factor", 40).put("original_max_position_embeddings", 4096)
+                .put("beta_fast", 32).put("beta_slow", 1).put("mscale", 0.707).put("mscale_all_dim", 0.707);
+        ModelConfig c = parse(n);
+        assertEquals(10000.0, c.rope_theta);
+        assertEquals(new YarnScaling(40, 4096, 32, 1, 0.707, 0.707, null, true), c.rope_scaling);
+        assertEquals(1.0, c.rope_scaling.cosSinFactor(), 0.0);
+    }
+
+    @Test
+    void yarnFactorDefaultsToTheLengthRatio() {
+        ObjectNode n = mixtral();
+        n.put("max_position_embeddings", 64);
+        ((ObjectNode) n.get("rope_parameters")).put("rope_type", "yarn").put("original_max_position_embeddings", 16)
+                .put("truncate", false);
+        YarnScaling y = parse(n).rope_scaling;
+        assertEquals(4.0, y.factor());
+        assertFalse(y.truncate());
+    }
+
+    @Test
+    void otherRopeTypeUnsupported() {
         ModelConfigException e = rejects(mixtral(),
-                n -> ((ObjectNode) n.get("rope_parameters")).put("rope_type", "yarn"));
-        assertMentions(e, "rope_type", "yarn");
+                n -> ((ObjectNode) n.get("rope_parameters")).put("rope_type", "llama3"));
+        assertMentions(e, "rope_parameters", "llama3");
     }
 
     @Test
@@ -632,5 +728,103 @@ class ModelConfigTest {
         ObjectNode copy = c.jsonCopy();
         copy.put("hidden_size", 7);
         assertEquals(128, c.jsonCopy().get("hidden_size").asInt());
+    }
+
+    private static ObjectNode shape(ModelShape s) {
+        return s.config();
+    }
+
+    /** DeepSeek-V2-Lite's config.json as published (synth's shape deepseek-v2-lite). */
+    @Test
+    void deepSeekV2LiteFields() {
+        ModelConfig c = parse(shape(ModelShape.DEEPSEEK_V2_LITE));
+        assertEquals(ModelConfig.ModelType.DEEPSEEK_V2, c.modelType);
+        assertEquals(new MlaConfig(null, 512, 128, 64, 128, true), c.mla, "q_lora_rank null: a plain q_proj");
+        assertEquals(64, c.head_dim, "transformers sets head_dim = qk_rope_head_dim");
+        assertEquals(64, c.num_experts);
+        assertEquals(6, c.num_experts_per_tok);
+        assertEquals(1408, c.expert_intermediate_size);
+        assertEquals(2 * 1408, c.shared_expert_intermediate_size);
+        assertFalse(c.hasSharedExpertGate());
+        assertFalse(c.isMoeLayer(0), "first_k_dense_replace 1");
+        assertTrue(c.isMoeLayer(1));
+        assertEquals("softmax", c.routing.scoring_func());
+        assertFalse(c.routing.groupLimited(), "greedy");
+        assertFalse(c.routing.scoreCorrectionBias());
+        assertFalse(c.norm_topk_prob);
+        assertEquals(new YarnScaling(40, 4096, 32, 1, 0.707, 0.707, null, true), c.rope_scaling);
+        assertEquals(10000.0, c.rope_theta);
+    }
+
+    /** DeepSeek-V3's config.json as published (synth's shape deepseek-v3). */
+    @Test
+    void deepSeekV3Fields() {
+        ModelConfig c = parse(shape(ModelShape.DEEPSEEK_V3));
+        assertEquals(ModelConfig.ModelType.DEEPSEEK_V3, c.modelType);
+        assertEquals(new MlaConfig(1536, 512, 128, 64, 128, true), c.mla);
+        assertEquals(192, c.mla.qk_head_dim());
+        assertEquals(256, c.num_experts);
+        assertEquals(2048, c.shared_expert_intermediate_size, "1 shared expert");
+        assertFalse(c.isMoeLayer(2), "first_k_dense_replace 3");
+        assertTrue(c.isMoeLayer(3));
+        assertEquals(new RoutingConfig("sigmoid", "noaux_tc", 8, 4, 2.5), c.routing);
+        assertTrue(c.routing.scoreCorrectionBias());
+        assertTrue(c.norm_topk_prob);
+        assertArrayEquals(new int[] {128, 128}, c.weight_block_size, "quantization_config.weight_block_size");
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V3),
+                n -> ((ObjectNode) n.get("quantization_config")).put("quant_method", "awq")),
+                "quantization_config", "awq");
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V3),
+                n -> ((ObjectNode) n.get("quantization_config")).putArray("weight_block_size").add(128)),
+                "weight_block_size");
+    }
+
+    /** Kimi-K2's config.json (model_type kimi_k2, DeepSeek-V3's code): 384 experts in one group, YaRN with beta 1/1. */
+    @Test
+    void kimiK2ReadsAsDeepSeekV3() {
+        ModelConfig c = parse(shape(ModelShape.KIMI_K2));
+        assertEquals(ModelConfig.ModelType.DEEPSEEK_V3, c.modelType);
+        assertEquals(384, c.num_experts);
+        assertFalse(c.routing.groupLimited(), "n_group 1");
+        assertEquals(2.827, c.routing.routed_scaling_factor());
+        assertEquals(new YarnScaling(32, 4096, 1, 1, 1.0, 1.0, null, true), c.rope_scaling);
+        assertFalse(c.isMoeLayer(0));
+        assertTrue(c.isMoeLayer(1));
+    }
+
+    /** A deepseek_v3 config with none of the optional fields takes DeepseekV3Config's defaults. */
+    @Test
+    void deepSeekV3Defaults() {
+        ObjectNode n = shape(ModelShape.DEEPSEEK_V3);
+        for (String f : new String[] {"first_k_dense_replace", "n_group", "topk_group", "routed_scaling_factor",
+                "n_shared_experts", "norm_topk_prob", "scoring_func", "topk_method", "q_lora_rank", "kv_lora_rank",
+                "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_scaling"}) {
+            n.remove(f);
+        }
+        ModelConfig c = parse(n);
+        assertEquals(new MlaConfig(1536, 512, 128, 64, 128, true), c.mla);
+        assertEquals(new RoutingConfig("sigmoid", "noaux_tc", 8, 4, 2.5), c.routing);
+        assertEquals(3, c.first_k_dense_replace);
+        assertEquals(1, c.n_shared_experts);
+        assertTrue(c.norm_topk_prob);
+        assertEquals(null, c.rope_scaling);
+        assertFalse(parse(n.put("rope_interleave", false)).mla.rope_interleave());
+    }
+
+    @Test
+    void deepSeekRefusesWhatTransformersAndDeepSeekDisagreeOn() {
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V2_LITE), n -> n.put("norm_topk_prob", true)),
+                "deepseek_v2", "norm_topk_prob");
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V3), n -> n.put("moe_layer_freq", 2)),
+                "moe_layer_freq", "2");
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V3), n -> n.put("num_key_value_heads", 64)),
+                "num_key_value_heads", "64", "128");
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V3), n -> n.put("scoring_func", "softmax")),
+                "scoring_func", "softmax", "deepseek_v3");
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V2_LITE), n -> n.put("topk_method", "noaux_tc")),
+                "topk_method", "noaux_tc", "deepseek_v2");
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V2_LITE), n -> n.put("mlp_bias", true)), "mlp_bias");
+        assertMentions(rejects(shape(ModelShape.DEEPSEEK_V2_LITE), n -> n.put("qk_rope_head_dim", 63)),
+                "qk_rope_head_dim", "63");
     }
 }

@@ -14,7 +14,8 @@ import org.nd4j.linalg.factory.Nd4j;
 /**
  * The SwiGLU element-wise kernel against plain per-element loops: the float32 forward rounds like
  * {@code (float) silu(x) * u}, the backward is computed in float64 and rounded once; the same bits on any number
- * of threads, for views as for fresh arrays, in FLOAT and DOUBLE.
+ * of threads, for views as for fresh arrays, in FLOAT and DOUBLE; gpt-oss's clamped gate against a float32 loop
+ * written as transformers' {@code _apply_gate} and its derivatives against float64 central differences.
  */
 class ActivationsTest {
 
@@ -47,6 +48,55 @@ class ActivationsTest {
             INDArray act = Activations.swiGlu(floats(g), floats(u), new Workers(threads));
             assertArrayEquals(expected, act.data().asFloat(), 0f, threads + " threads");
         }
+    }
+
+    @Test
+    void clampedGateMatchesTransformersFloat32Steps() {
+        float[] g = random(11, ROWS * COLS, 6);
+        float[] u = random(12, ROWS * COLS, 6);
+        float[] expected = new float[g.length];
+        int clampedGate = 0;
+        int clampedUp = 0;
+        for (int i = 0; i < g.length; i++) {
+            float gate = Math.min(g[i], 7f);                                     // gate.clamp(max=limit)
+            float up = Math.max(-7f, Math.min(u[i], 7f));                        // up.clamp(-limit, limit)
+            float sig = (float) (1.0 / (1.0 + Math.exp(-(gate * 1.702f))));      // sigmoid(gate * alpha)
+            float glu = gate * sig;
+            expected[i] = (up + 1f) * glu;                                       // (up + 1) * glu
+            clampedGate += g[i] > 7f ? 1 : 0;
+            clampedUp += Math.abs(u[i]) > 7f ? 1 : 0;
+        }
+        assertTrue(clampedGate > 1000 && clampedUp > 1000, "both clamps act: " + clampedGate + ", " + clampedUp);
+        for (int threads : new int[] {1, 3}) {
+            INDArray act = Activations.gated(GatedActivation.CLAMPED_SWIGLU, floats(g), floats(u), new Workers(threads));
+            assertArrayEquals(expected, act.data().asFloat(), 0f, threads + " threads");
+        }
+    }
+
+    @Test
+    void clampedGateDerivativesMatchFiniteDifferences() {
+        double h = 1e-6;
+        double[] points = {-9.0, -7.5, -3.2, -0.4, 0.0, 0.7, 2.5, 6.9, 7.3, 11.0};
+        double[] worst = new double[1];
+        double[] pair = new double[2];
+        for (double z : points) {
+            for (double u : points) {
+                GatedActivation.CLAMPED_SWIGLU.backward(z, u, 1.0, pair, 0);
+                double dz = (GatedActivation.CLAMPED_SWIGLU.forward(z + h, u, false)
+                        - GatedActivation.CLAMPED_SWIGLU.forward(z - h, u, false)) / (2 * h);
+                double du = (GatedActivation.CLAMPED_SWIGLU.forward(z, u + h, false)
+                        - GatedActivation.CLAMPED_SWIGLU.forward(z, u - h, false)) / (2 * h);
+                for (double[] c : new double[][] {{dz, pair[0]}, {du, pair[1]}}) {
+                    double error = Math.abs(c[0] - c[1]) / Math.max(1.0, Math.abs(c[1]));
+                    assertTrue(error <= 1e-6, "z " + z + ", u " + u + ": numeric " + c[0] + ", analytic " + c[1]);
+                    worst[0] = Math.max(worst[0], error);
+                }
+            }
+        }
+        GatedActivation.CLAMPED_SWIGLU.backward(7.3, 11.0, 1.0, pair, 0);
+        assertEquals(0.0, pair[0], 0.0, "a clamped gate passes no gradient");
+        assertEquals(0.0, pair[1], 0.0, "a clamped up passes no gradient");
+        System.out.printf("gradient check clamped gate: worst error %.3e%n", worst[0]);
     }
 
     @Test

@@ -10,11 +10,13 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.io.Mxfp4;
 
 /**
  * Products with weights stored narrower than they compute (bf16/fp16 widened per tile) equal, bit for bit, the same
  * products with the weights' float32 widening, including matrices large enough to take several tiles; and the
- * tiled products agree with one untiled product.
+ * tiled products agree with one untiled product. The same for MXFP4 experts (decoded per tile, every other stored row
+ * as gpt-oss's gate) and for strided float32 views BLAS cannot take (gpt-oss's transposed, interleaved gate).
  */
 class WidenedProductsTest {
 
@@ -67,6 +69,86 @@ class WidenedProductsTest {
         new LoopGroupedGemm().backwardInput(dy, WeightStack.of(wide), offsets, dxLoop, false);
         assertClose(yLoop, yNarrow, "tiled forward against one product per group");
         assertClose(dxLoop, dxNarrow, "tiled backwardInput against one product per group");
+    }
+
+    /** Random MXFP4 bytes for G experts of [2·out, in] stored rows; the even rows are each expert's matrix. */
+    private static List<Mxfp4> mxfp4(long seed, int groups, int out, int in) {
+        java.util.Random rnd = new java.util.Random(seed);
+        long storedRows = 2L * out;
+        byte[] blocks = new byte[(int) (groups * storedRows * in / 2)];
+        byte[] scales = new byte[(int) (groups * storedRows * in / Mxfp4.BLOCK)];
+        rnd.nextBytes(blocks);
+        for (int i = 0; i < scales.length; i++) {
+            scales[i] = (byte) (127 - 8 + rnd.nextInt(10));                   // factors 2^-8 .. 2^1
+        }
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(blocks).asReadOnlyBuffer();
+        java.nio.ByteBuffer sc = java.nio.ByteBuffer.wrap(scales).asReadOnlyBuffer();
+        List<Mxfp4> out2 = new ArrayList<>();
+        for (int g = 0; g < groups; g++) {
+            long first = g * storedRows;
+            out2.add(new Mxfp4(b, sc, first * in / 2, first * in / Mxfp4.BLOCK, 2, out, in));
+        }
+        return out2;
+    }
+
+    private static void mxfp4Agree(int groups, int out, int in, int[] offsets) {
+        List<Mxfp4> packed = mxfp4(5 + out, groups, out, in);
+        List<INDArray> wide = packed.stream().map(m -> Nd4j.create(m.decode(), new long[] {out, in}, 'c')).toList();
+        int rows = offsets[groups];
+        INDArray x = Nd4j.randn(DataType.FLOAT, rows, in);
+        INDArray dy = Nd4j.randn(DataType.FLOAT, rows, out);
+        GroupedGemm gemm = new Nd4jGroupedGemm();
+        INDArray yPacked = Nd4j.zeros(DataType.FLOAT, rows, out);
+        INDArray yWide = Nd4j.zeros(DataType.FLOAT, rows, out);
+        gemm.forward(x, WeightStack.ofMxfp4(packed), offsets, yPacked);
+        gemm.forward(x, WeightStack.of(wide), offsets, yWide);
+        assertBitIdentical(yWide, yPacked, "mxfp4 forward");
+        INDArray dxPacked = Nd4j.zeros(DataType.FLOAT, rows, in);
+        INDArray dxWide = Nd4j.zeros(DataType.FLOAT, rows, in);
+        gemm.backwardInput(dy, WeightStack.ofMxfp4(packed), offsets, dxPacked, false);
+        gemm.backwardInput(dy, WeightStack.of(wide), offsets, dxWide, false);
+        assertBitIdentical(dxWide, dxPacked, "mxfp4 backwardInput");
+        assertTrue(yPacked.amaxNumber().doubleValue() > 0, "a non-trivial product");
+    }
+
+    @Test
+    void mxfp4ExpertsEqualTheirDecodingInOneTile() {
+        mxfp4Agree(4, 24, 64, new int[] {0, 3, 3, 10, 13});
+    }
+
+    @Test
+    void mxfp4ExpertsEqualTheirDecodingOverSeveralTiles() {
+        // in = 2^16 columns: 64 rows per forward tile of 2^22 elements, so 160 rows take 3 tiles
+        mxfp4Agree(2, 160, 1 << 16, new int[] {0, 2, 3});
+    }
+
+    /** gpt-oss's gate as FusedExperts sees it: every other column of a [D, 2I] matrix, transposed to [I, D]. */
+    @Test
+    void stridedFloatViewsEqualTheirCopies() {
+        Nd4j.getRandom().setSeed(11);
+        int d = 16;
+        int i = 12;
+        List<INDArray> views = new ArrayList<>();
+        for (int g = 0; g < 3; g++) {
+            INDArray fused = Nd4j.randn(DataType.FLOAT, d, 2 * i);
+            views.add(fused.get(org.nd4j.linalg.indexing.NDArrayIndex.all(),
+                    org.nd4j.linalg.indexing.NDArrayIndex.interval(0, 2, 2 * i)).transpose());
+        }
+        List<INDArray> copies = views.stream().map(v -> v.dup('c')).toList();
+        int[] offsets = {0, 4, 4, 9};
+        INDArray x = Nd4j.randn(DataType.FLOAT, 9, d);
+        INDArray dy = Nd4j.randn(DataType.FLOAT, 9, i);
+        GroupedGemm gemm = new Nd4jGroupedGemm();
+        INDArray yView = Nd4j.zeros(DataType.FLOAT, 9, i);
+        INDArray yCopy = Nd4j.zeros(DataType.FLOAT, 9, i);
+        gemm.forward(x, WeightStack.of(views), offsets, yView);
+        gemm.forward(x, WeightStack.of(copies), offsets, yCopy);
+        assertBitIdentical(yCopy, yView, "strided forward");
+        INDArray dxView = Nd4j.zeros(DataType.FLOAT, 9, d);
+        INDArray dxCopy = Nd4j.zeros(DataType.FLOAT, 9, d);
+        gemm.backwardInput(dy, WeightStack.of(views), offsets, dxView, false);
+        gemm.backwardInput(dy, WeightStack.of(copies), offsets, dxCopy, false);
+        assertBitIdentical(dxCopy, dxView, "strided backwardInput");
     }
 
     @Test

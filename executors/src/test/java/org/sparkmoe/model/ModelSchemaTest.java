@@ -237,4 +237,63 @@ class ModelSchemaTest {
         assertTrue(e.getMessage().contains("missing tensor model.layers.2.mlp.gate.e_score_correction_bias"),
                 e.getMessage());
     }
+
+    /** A checkpoint of {@code config} whose linear weights named by {@code fp8} report F8_E4M3. */
+    private static TensorSource withFp8(ModelConfig config, java.util.function.Predicate<String> fp8,
+                                        Map<String, long[]> extra) {
+        Map<String, long[]> shapes = new LinkedHashMap<>(ModelSchema.expected(config));
+        shapes.putAll(extra);
+        return new TensorSource() {
+            @Override
+            public boolean has(String name) {
+                return shapes.containsKey(name);
+            }
+
+            @Override
+            public long[] shape(String name) {
+                return shapes.get(name);
+            }
+
+            @Override
+            public org.sparkmoe.io.DType dtype(String name) {
+                return fp8.test(name) ? org.sparkmoe.io.DType.F8_E4M3 : org.sparkmoe.io.DType.BF16;
+            }
+
+            @Override
+            public INDArray readFloat(String name) {
+                throw new UnsupportedOperationException();
+            }
+
+            @Override
+            public String describe() {
+                return "fp8 checkpoint";
+            }
+        };
+    }
+
+    /** FP8 weights need quantization_config, their block scales on the ceil grid, and a decoder layer's linear. */
+    @Test
+    void fp8WeightsNeedTheirBlockScales() {
+        ModelConfig v3 = ModelConfig.parse("{\"model_type\": \"deepseek_v3\", \"vocab_size\": 64, \"hidden_size\": 32,"
+                + " \"intermediate_size\": 160, \"moe_intermediate_size\": 16, \"num_hidden_layers\": 2,"
+                + " \"num_attention_heads\": 2, \"n_routed_experts\": 4, \"num_experts_per_tok\": 2, \"n_group\": 2,"
+                + " \"topk_group\": 1, \"first_k_dense_replace\": 1, \"q_lora_rank\": 8, \"kv_lora_rank\": 8,"
+                + " \"qk_nope_head_dim\": 4, \"qk_rope_head_dim\": 4, \"v_head_dim\": 4, \"rms_norm_eps\": 1e-6,"
+                + " \"max_position_embeddings\": 16, \"rope_theta\": 10000.0,"
+                + " \"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e4m3\","
+                + " \"weight_block_size\": [128, 128]}}", "v3.json");
+        String gate = "model.layers.0.mlp.gate_proj.weight";                                   // [160, 32]
+        java.util.function.Predicate<String> gateOnly = gate::equals;
+        assertDoesNotThrow(() -> ModelSchema.check(v3, withFp8(v3, gateOnly, Map.of(gate + "_scale_inv",
+                new long[] {2, 1}))));
+        CheckpointFormatException missing = assertThrows(CheckpointFormatException.class,
+                () -> ModelSchema.check(v3, withFp8(v3, gateOnly, Map.of())));
+        assertTrue(missing.getMessage().contains("missing tensor " + gate + "_scale_inv"), missing.getMessage());
+        CheckpointFormatException grid = assertThrows(CheckpointFormatException.class,
+                () -> ModelSchema.check(v3, withFp8(v3, gateOnly, Map.of(gate + "_scale_inv", new long[] {1, 1}))));
+        assertTrue(grid.getMessage().contains("implies [2, 1]"), grid.getMessage());
+        CheckpointFormatException embed = assertThrows(CheckpointFormatException.class,
+                () -> ModelSchema.check(v3, withFp8(v3, "model.embed_tokens.weight"::equals, Map.of())));
+        assertTrue(embed.getMessage().contains("model.embed_tokens.weight has dtype F8_E4M3"), embed.getMessage());
+    }
 }

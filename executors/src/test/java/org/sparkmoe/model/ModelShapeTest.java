@@ -13,7 +13,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The real models' config.json files parse, and the checkpoint {@link ModelSchema} implies for them holds the
  * parameter count their model cards publish (Mixtral-8x7B 46.7B, Qwen1.5-MoE-A2.7B 14.3B, GLM-4.5-Air 106B,
- * Mistral-7B 7.24B).
+ * Mistral-7B 7.24B, gpt-oss-20b 20.9B, gpt-oss-120b 116.8B).
  */
 class ModelShapeTest {
 
@@ -78,6 +78,28 @@ class ModelShapeTest {
         ModelConfig mistral = parse(ModelShape.MISTRAL_7B.config());
         assertEquals(ModelConfig.ModelType.MISTRAL, mistral.modelType);
         assertEquals(4096, mistral.sliding_window);
+        for (ModelShape shape : new ModelShape[] {ModelShape.GPT_OSS_20B, ModelShape.GPT_OSS_120B}) {
+            ModelConfig gptOss = parse(shape.config());
+            boolean big = shape == ModelShape.GPT_OSS_120B;
+            assertEquals(ModelConfig.ModelType.GPT_OSS, gptOss.modelType);
+            assertEquals(big ? 36 : 24, gptOss.num_hidden_layers);
+            assertEquals(big ? 128 : 32, gptOss.num_experts);
+            assertEquals(4, gptOss.num_experts_per_tok);
+            assertEquals(2880, gptOss.hidden_size);
+            assertEquals(2880, gptOss.expert_intermediate_size);
+            assertEquals(64, gptOss.num_attention_heads);
+            assertEquals(8, gptOss.num_key_value_heads);
+            assertEquals(64, gptOss.head_dim);
+            assertEquals(201088, gptOss.vocab_size);
+            assertEquals(128, gptOss.slidingWindow(0));
+            assertEquals(null, gptOss.slidingWindow(1));
+            assertEquals(32.0, gptOss.rope_scaling.factor());
+            assertEquals(4096, gptOss.rope_scaling.original_max_position_embeddings());
+            assertFalse(gptOss.rope_scaling.truncate());
+            ObjectNode two = shape.config(2, DType.BF16);
+            assertEquals(2, two.get("layer_types").size());
+            assertFalse(two.has("quantization_config"), "synth writes the experts in bf16, not MXFP4");
+        }
         for (ModelShape shape : ModelShape.values()) {
             assertEquals(DType.BF16, shape.publishedDtype(), shape.toString());
             assertEquals(0.02, shape.initializerRange(), shape.toString());
@@ -103,8 +125,21 @@ class ModelShapeTest {
         ObjectNode withMlpOnly = ModelShape.QWEN1_5_MOE_A2_7B.config();
         assertTrue(ModelShape.named("qwen1.5-moe-a2.7b").isPresent());
         assertFalse(ModelShape.named("qwen").isPresent());
-        assertEquals("mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b", ModelShape.names());
+        assertEquals("mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b, gpt-oss-20b, gpt-oss-120b, "
+                + "deepseek-v2-lite, deepseek-v3, kimi-k2",
+                ModelShape.names());
         assertThrows(IllegalArgumentException.class, () -> ModelShape.MISTRAL_7B.config(0, DType.BF16));
         assertFalse(withMlpOnly.has("mlp_only_layers"));
+    }
+
+    /** DeepSeek-V3 at 2 layers keeps one MoE layer (first_k_dense_replace 3 capped at 1); at 1 layer, only MoE. */
+    @Test
+    void fewLayersOfDeepSeekKeepAnMoeLayer() {
+        ModelConfig two = parse(ModelShape.DEEPSEEK_V3.config(2, DType.BF16));
+        assertFalse(two.isMoeLayer(0));
+        assertTrue(two.isMoeLayer(1));
+        assertEquals(1, two.first_k_dense_replace);
+        assertTrue(parse(ModelShape.DEEPSEEK_V3.config(1, DType.BF16)).isMoeLayer(0));
+        assertEquals(ModelShape.DEEPSEEK_V3.config().get("first_k_dense_replace").asInt(), 3, "the real model's");
     }
 }

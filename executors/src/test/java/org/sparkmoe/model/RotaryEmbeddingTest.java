@@ -127,4 +127,26 @@ class RotaryEmbeddingTest {
         assertTrue(e.getMessage().contains("rotary dimension must be even and in [2, head_dim 8], got 3"),
                 e.getMessage());
     }
+
+    /** Interleaved pairs (x[2i], x[2i+1]) are the rotate_half pairs (x[i], x[i + hd/2]) of the de-interleaved head. */
+    @Test
+    void interleavedIsRotateHalfOfTheDeinterleavedHead() {
+        int hd = 8;
+        RotaryEmbedding half = new RotaryEmbedding(hd, 10000.0, 6);
+        RotaryEmbedding interleaved = new RotaryEmbedding(hd, 10000.0, 6, null, true);
+        float[] x = gaussian(new Random(5), hd);
+        float[] split = new float[hd];
+        for (int i = 0; i < hd / 2; i++) {
+            split[i] = x[2 * i];
+            split[hd / 2 + i] = x[2 * i + 1];
+        }
+        float[] expected = new float[hd];
+        float[] out = new float[hd];
+        half.rotate(split, 0, expected, 0, 5);
+        interleaved.rotate(x, 0, out, 0, 5);
+        for (int i = 0; i < hd / 2; i++) {
+            assertEquals(expected[i], out[2 * i], 0f, "pair " + i + " first");
+            assertEquals(expected[hd / 2 + i], out[2 * i + 1], 0f, "pair " + i + " second");
+        }
+    }
 }

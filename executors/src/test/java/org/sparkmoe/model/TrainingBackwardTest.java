@@ -1,6 +1,7 @@
 package org.sparkmoe.model;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.sparkmoe.experts.GradientCheck.gaussian;
 
 import java.util.Random;
@@ -14,8 +15,9 @@ import org.sparkmoe.experts.SwiGluMlp;
  * The frozen decoder pieces' training pairs: float64 central differences of the input gradient of RMSNorm, GQA
  * attention with RoPE and the causal mask (with q/k/v biases, with a sliding window, with H = KVH) and the dense
  * SwiGLU MLP, under the scalar loss Σ out ⊙ W (so dOut = W); Qwen3's per-head q/k RMSNorm and OLMoE's
- * whole-projection q/k RMSNorm with the clip_qkv clamp, each with an output bias; and in float32, the training
- * forward bit-identical to the inference forward of each piece.
+ * whole-projection q/k RMSNorm with the clip_qkv clamp, each with an output bias; gpt-oss attention with per-head
+ * sinks (input and sink gradients, sliding and full); and in float32, the training forward bit-identical to the
+ * inference forward of each piece.
  */
 class TrainingBackwardTest {
     private static final int B = 2;
@@ -61,6 +63,87 @@ class TrainingBackwardTest {
         // clip 0.9: roughly a third of the normed q/k values and half of v lie outside [−0.9, 0.9] and are clamped
         Attention attn = normedAttention(rnd, DataType.DOUBLE, 4, 2, 0, 0.9, null);
         checkAttention("olmoe whole q/k norm, clip", attn, rnd);
+    }
+
+    @Test
+    void attentionWithSinksInputAndSinkGradientsMatchFiniteDifferences() {
+        for (Integer window : new Integer[] {3, null}) {
+            Random rnd = new Random(14);
+            INDArray sinks = gaussian(rnd, DataType.DOUBLE, 1.0, 4);
+            INDArray[] weights = sinkAttentionWeights(rnd, DataType.DOUBLE, 4, 2);
+            RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16);
+            INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+            INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+            Attention attn = sinkAttention(weights, 4, 2, window, sinks);
+            Attention.Gradients g = attn.backwardWithSinks(attn.forwardTraining(x, B, S, rope), w);
+            GradientCheck.check("attention sinks window " + window + ": x", x, g.dx(),
+                    () -> GradientCheck.dot(attn.forwardTraining(x, B, S, rope).out(), w));
+            // the sinks are copied when an attention is built: every evaluation builds one from the perturbed values
+            GradientCheck.check("attention sinks window " + window + ": sinks", sinks,
+                    org.nd4j.linalg.factory.Nd4j.create(g.dSinks()), () -> GradientCheck.dot(
+                            sinkAttention(weights, 4, 2, window, sinks).forwardTraining(x, B, S, rope).out(), w));
+        }
+    }
+
+    @Test
+    void sinksLowerEveryRowsAttentionMassAndMinusInfinityIsNoSink() {
+        Random rnd = new Random(15);
+        INDArray[] weights = sinkAttentionWeights(rnd, DataType.FLOAT, 4, 2);
+        RotaryEmbedding rope = new RotaryEmbedding(HD, 10000.0, 16);
+        INDArray x = gaussian(rnd, DataType.FLOAT, 1.0, B * S, D);
+        INDArray noSink = org.nd4j.linalg.factory.Nd4j.valueArrayOf(new long[] {4}, Float.NEGATIVE_INFINITY,
+                DataType.FLOAT);
+        assertArrayEquals(sinkAttention(weights, 4, 2, 3, null).forward(x, B, S, rope).data().asFloat(),
+                sinkAttention(weights, 4, 2, 3, noSink).forward(x, B, S, rope).data().asFloat(), "sink −∞");
+        // a sink of +40 takes (almost) all of every row's mass: the context is ~0 and the output ~ the o bias
+        INDArray huge = org.nd4j.linalg.factory.Nd4j.valueArrayOf(new long[] {4}, 40f, DataType.FLOAT);
+        INDArray out = sinkAttention(weights, 4, 2, null, huge).forward(x, B, S, rope);
+        INDArray bias = weights[8].reshape(1, D).repeat(0, B * S);
+        assertTrue(out.sub(bias).amaxNumber().doubleValue() < 1e-9, "a dominant sink leaves only the o bias");
+    }
+
+    @Test
+    void latentAttentionWithPlainQInterleavedRopeInputGradientMatchesFiniteDifferences() {
+        checkLatentAttention(21, false, true);
+    }
+
+    @Test
+    void latentAttentionWithQLoraInputGradientMatchesFiniteDifferences() {
+        checkLatentAttention(22, true, false);
+    }
+
+    /**
+     * MLA with H = 3 heads, dn = 4, dr = HD, dv = 3, kv_lora_rank 5, q_lora_rank 4 (or a plain q_proj), biases on
+     * q_a, kv_a and o, a scale other than (dn+dr)^-½ (YaRN's mscale²), θ = 3 so the rope part turns far.
+     */
+    private static void checkLatentAttention(long seed, boolean qLora, boolean interleaved) {
+        Random rnd = new Random(seed);
+        LatentAttention attn = latentAttention(rnd, DataType.DOUBLE, qLora);
+        RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16, null, interleaved);
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * S, D);
+        INDArray dx = attn.backward(attn.forwardTraining(x, B, S, rope), w);
+        GradientCheck.check("latent attention" + (qLora ? " q_lora" : "") + (interleaved ? " interleaved" : "")
+                + ": x", x, dx, () -> GradientCheck.dot(attn.forwardTraining(x, B, S, rope).out(), w));
+    }
+
+    private static LatentAttention latentAttention(Random rnd, DataType dt, boolean qLora) {
+        int heads = 3;
+        int nope = 4;
+        int value = 3;
+        int latent = 5;
+        int qRank = 4;
+        LatentAttention.Weights weights = new LatentAttention.Weights(
+                qLora ? null : gaussian(rnd, dt, 0.6, heads * (nope + HD), D),
+                qLora ? gaussian(rnd, dt, 0.6, qRank, D) : null,
+                qLora ? gaussian(rnd, dt, 0.3, qRank) : null,
+                qLora ? new RmsNorm(gaussian(rnd, dt, 0.3, qRank).addi(1.0), 1e-6) : null,
+                qLora ? gaussian(rnd, dt, 0.6, heads * (nope + HD), qRank) : null,
+                gaussian(rnd, dt, 0.6, latent + HD, D), gaussian(rnd, dt, 0.3, latent + HD),
+                new RmsNorm(gaussian(rnd, dt, 0.3, latent).addi(1.0), 1e-6),
+                gaussian(rnd, dt, 0.6, heads * (nope + value), latent), gaussian(rnd, dt, 0.6, D, heads * value),
+                gaussian(rnd, dt, 0.3, D));
+        return new LatentAttention(weights, heads, nope, HD, value, 1.3 / Math.sqrt(nope + HD));
     }
 
     @Test
@@ -110,6 +193,23 @@ class TrainingBackwardTest {
         Attention olmoe = normedAttention(rnd, DataType.FLOAT, 4, 2, 0, 0.9, null);
         assertArrayEquals(olmoe.forward(x, B, S, rope).data().asFloat(),
                 olmoe.forwardTraining(x, B, S, rope).out().data().asFloat(), "attention, whole q/k norm and clamp");
+        Attention gptOss = sinkAttention(sinkAttentionWeights(rnd, DataType.FLOAT, 4, 2), 4, 2, 3,
+                gaussian(rnd, DataType.FLOAT, 1.0, 4));
+        assertArrayEquals(gptOss.forward(x, B, S, rope).data().asFloat(),
+                gptOss.forwardTraining(x, B, S, rope).out().data().asFloat(), "attention with sinks, window 3");
+    }
+
+    /** wq, wk, wv, wo, bq, bk, bv, then (index 8) bo: gpt-oss attention's weights, every projection with a bias. */
+    private static INDArray[] sinkAttentionWeights(Random rnd, DataType dt, int heads, int kvHeads) {
+        return new INDArray[] {gaussian(rnd, dt, 0.6, heads * HD, D), gaussian(rnd, dt, 0.6, kvHeads * HD, D),
+                gaussian(rnd, dt, 0.6, kvHeads * HD, D), gaussian(rnd, dt, 0.6, D, heads * HD),
+                gaussian(rnd, dt, 0.3, heads * HD), gaussian(rnd, dt, 0.3, kvHeads * HD),
+                gaussian(rnd, dt, 0.3, kvHeads * HD), null, gaussian(rnd, dt, 0.3, D)};
+    }
+
+    private static Attention sinkAttention(INDArray[] w, int heads, int kvHeads, Integer window, INDArray sinks) {
+        return new Attention(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[8], ProjectionNorm.IDENTITY,
+                ProjectionNorm.IDENTITY, ProjectionNorm.IDENTITY, heads, kvHeads, HD, window, sinks);
     }
 
     @Test
@@ -146,7 +246,8 @@ class TrainingBackwardTest {
         return new Attention(gaussian(rnd, dt, 0.6, heads * HD, D), gaussian(rnd, dt, 0.6, kvHeads * HD, D),
                 gaussian(rnd, dt, 0.6, kvHeads * HD, D), gaussian(rnd, dt, 0.6, D, heads * HD),
                 gaussian(rnd, dt, 0.3, heads * HD), gaussian(rnd, dt, 0.3, kvHeads * HD),
-                gaussian(rnd, dt, 0.3, kvHeads * HD), gaussian(rnd, dt, 0.3, D), q, k, v, heads, kvHeads, HD, window);
+                gaussian(rnd, dt, 0.3, kvHeads * HD), gaussian(rnd, dt, 0.3, D), q, k, v, heads, kvHeads, HD, window,
+                null);
     }
 
     private static void checkAttention(long seed, int heads, int kvHeads, boolean bias, Integer window) {

@@ -16,7 +16,9 @@ import java.util.function.Function;
 import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.kernels.WeightStack;
 import org.sparkmoe.routing.LoadBalancingLoss;
 import org.sparkmoe.routing.Router;
 import org.sparkmoe.routing.RouterOptions;
@@ -29,7 +31,8 @@ import org.sparkmoe.experts.LoraExperts;
 /**
  * {@link MoeBlock}: float64 central differences for the input, the router weights and both LoRA factors of
  * every projection, under Mixtral and Qwen2-MoE routing, with jitter, K = 1 and K = E, and with a
- * loss on the router logits; float32 against float64; and with every B = 0, bit-identity with the frozen
+ * loss on the router logits; gpt-oss's block (router bias, expert biases, the clamped gate with some values clamped,
+ * the router bias's gradient too); float32 against float64; and with every B = 0, bit-identity with the frozen
  * {@link MoeBlock}. The scalar loss is Σ out ⊙ W (+ Σ logits ⊙ V), so dOut = W and dLogits = V.
  */
 class MoeBlockTrainingTest {
@@ -39,13 +42,25 @@ class MoeBlockTrainingTest {
     private static final int E = 4;
     private static final int R = 2;
 
-    /** Every tensor of one block, random, LoRA B non-zero. */
-    private record Setup(INDArray router, ExpertWeights base, LoraExperts gate, LoraExperts up, LoraExperts down) {
+    /** Every tensor of one block, random, LoRA B non-zero; routerBias null except for gpt-oss. */
+    private record Setup(INDArray router, INDArray routerBias, ExpertWeights base, LoraExperts gate, LoraExperts up,
+                         LoraExperts down) {
         static Setup random(long seed, DataType dt) {
             Random rnd = new Random(seed);
-            return new Setup(gaussian(rnd, dt, 0.8, E, D),
+            return new Setup(gaussian(rnd, dt, 0.8, E, D), null,
                     new ExpertWeights(gaussian(rnd, dt, 0.5, E, I, D), gaussian(rnd, dt, 0.5, E, I, D),
                             gaussian(rnd, dt, 0.5, E, D, I)),
+                    lora(rnd, dt, D, I, 4.0), lora(rnd, dt, D, I, 2.0), lora(rnd, dt, I, D, 3.0));
+        }
+
+        /** gpt-oss: router bias, biases on every projection, the clamped gate; gate and up weights large (std 3.5). */
+        static Setup gptOss(long seed, DataType dt) {
+            Random rnd = new Random(seed);
+            return new Setup(gaussian(rnd, dt, 0.8, E, D), gaussian(rnd, dt, 0.5, E),
+                    new ExpertWeights(WeightStack.of(gaussian(rnd, dt, 3.5, E, I, D)),
+                            WeightStack.of(gaussian(rnd, dt, 3.5, E, I, D)), WeightStack.of(gaussian(rnd, dt, 0.5, E, D, I)),
+                            gaussian(rnd, dt, 0.5, E, I), gaussian(rnd, dt, 0.5, E, I), gaussian(rnd, dt, 0.5, E, D),
+                            GatedActivation.CLAMPED_SWIGLU),
                     lora(rnd, dt, D, I, 4.0), lora(rnd, dt, D, I, 2.0), lora(rnd, dt, I, D, 3.0));
         }
 
@@ -54,8 +69,15 @@ class MoeBlockTrainingTest {
         }
 
         Setup castTo(DataType dt) {
-            return new Setup(router.castTo(dt), new ExpertWeights(base.w1().toArray(dt), base.w3().toArray(dt),
-                    base.w2().toArray(dt)), cast(gate, dt), cast(up, dt), cast(down, dt));
+            return new Setup(router.castTo(dt), routerBias == null ? null : routerBias.castTo(dt),
+                    new ExpertWeights(WeightStack.of(base.w1().toArray(dt)), WeightStack.of(base.w3().toArray(dt)),
+                            WeightStack.of(base.w2().toArray(dt)), castOrNull(base.b1(), dt), castOrNull(base.b3(), dt),
+                            castOrNull(base.b2(), dt), base.activation()),
+                    cast(gate, dt), cast(up, dt), cast(down, dt));
+        }
+
+        private static INDArray castOrNull(INDArray a, DataType dt) {
+            return a == null ? null : a.castTo(dt);
         }
 
         private static LoraExperts cast(LoraExperts l, DataType dt) {
@@ -63,7 +85,7 @@ class MoeBlockTrainingTest {
         }
 
         MoeBlock block(RouterOptions options) {
-            return new MoeBlock(new Router(router), options,
+            return new MoeBlock(new Router(router, routerBias, null), options,
                     new FullExperts(base, gate, up, down, new Nd4jGroupedGemm()), null);
         }
     }
@@ -76,6 +98,27 @@ class MoeBlockTrainingTest {
     @Test
     void qwenWithoutRenormalisationGradientsMatchFiniteDifferences() {
         checkGradients(32, RouterOptions.of(RoutingRule.softmaxTopK(2, false)).withTrainable(true), false, false);
+    }
+
+    /**
+     * gpt-oss: the router bias gets its gradient, the expert biases shift the SwiGLU inputs and the down output
+     * (inside the routing weight), and the clamp cuts the gradient of clamped values (asserted to occur).
+     */
+    @Test
+    void gptOssGradientsMatchFiniteDifferences() {
+        RouterOptions options = RouterOptions.of(RoutingRule.softmaxTopK(2, true)).withTrainable(true);
+        Setup s = Setup.gptOss(90, DataType.DOUBLE);
+        MoeBlock.Context ctx = s.block(options).forward(gaussian(new Random(90 + 1000), DataType.DOUBLE, 1.0, T, D));
+        checkGradients(s, 90, options, false, true);
+        // the clamp is what the large gate/up weights exercise: count clamped values of expert 0 on these inputs
+        INDArray x = gaussian(new Random(90 + 1000), DataType.DOUBLE, 1.0, T, D);
+        INDArray h1 = x.mmul(s.base().w1().matrix(0).transpose()).addiRowVector(s.base().b1().getRow(0));
+        INDArray h3 = x.mmul(s.base().w3().matrix(0).transpose()).addiRowVector(s.base().b3().getRow(0));
+        long clamped = h1.gt(GatedActivation.LIMIT).castTo(DataType.INT32).sumNumber().longValue()
+                + org.nd4j.linalg.ops.transforms.Transforms.abs(h3).gt(GatedActivation.LIMIT).castTo(DataType.INT32)
+                .sumNumber().longValue();
+        assertTrue(clamped > 0, "some gate or up values of expert 0 exceed the limit");
+        assertTrue(ctx.out().amaxNumber().doubleValue() > 0);
     }
 
     @Test
@@ -222,7 +265,11 @@ class MoeBlockTrainingTest {
      * unperturbed one did (a flipped top-K would make the loss non-differentiable there: pick another seed).
      */
     private static void checkGradients(long seed, RouterOptions options, boolean jitter, boolean lossOnLogits) {
-        Setup s = Setup.random(seed, DataType.DOUBLE);
+        checkGradients(Setup.random(seed, DataType.DOUBLE), seed, options, jitter, lossOnLogits);
+    }
+
+    private static void checkGradients(Setup s, long seed, RouterOptions options, boolean jitter,
+                                       boolean lossOnLogits) {
         Random rnd = new Random(seed + 1000);
         INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
         INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);   // dL/dout
@@ -241,6 +288,9 @@ class MoeBlockTrainingTest {
                 + " ";
         GradientCheck.check(p + "x", x, g.dx(), loss);
         GradientCheck.check(p + "router", s.router(), g.dRouter(), loss);
+        if (s.routerBias() != null) {
+            GradientCheck.check(p + "router bias", s.routerBias(), g.dRouterBias(), loss);
+        }
         GradientCheck.check(p + "gate A", s.gate().a(), g.experts().gate().dA(), loss);
         GradientCheck.check(p + "gate B", s.gate().b(), g.experts().gate().dB(), loss);
         GradientCheck.check(p + "up A", s.up().a(), g.experts().up().dA(), loss);

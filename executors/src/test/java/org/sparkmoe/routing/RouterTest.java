@@ -91,6 +91,42 @@ class RouterTest {
         assertEquals(3, rr.tokens());
     }
 
+    /**
+     * gpt-oss routes by top-k of the raw logits (router bias included), then a softmax over those k only
+     * (GptOssTopKRouter): computed here directly as torch does, it is the renormalised softmax rule.
+     */
+    @Test
+    void gptOssSoftmaxOverTheTopKLogitsIsTheRenormalisedRule() {
+        Nd4j.getRandom().setSeed(5);
+        int e = 8;
+        int k = 3;
+        INDArray x = Nd4j.randn(DataType.FLOAT, 20, 6);
+        INDArray w = Nd4j.randn(DataType.FLOAT, e, 6);
+        INDArray b = Nd4j.randn(DataType.FLOAT, e).muli(2);
+        Router router = new Router(w, b, null);
+        INDArray logits = router.logits(x);                                       // [T, E] = x·Wᵀ + b
+        Routes r = router.route(logits, RoutingRule.softmaxTopK(k, true));
+        float[] z = logits.dup('c').data().asFloat();
+        for (int t = 0; t < 20; t++) {
+            int[] top = new int[k];
+            double[] row = new double[e];
+            for (int j = 0; j < e; j++) {
+                row[j] = z[t * e + j];
+            }
+            TopK.select(row, 0, e, k, null, top, 0);                               // top-k of the raw logits
+            double max = row[top[0]];
+            double sum = 0;
+            for (int j : top) {
+                sum += Math.exp(row[j] - max);
+            }
+            for (int slot = 0; slot < k; slot++) {
+                assertEquals(top[slot], r.expert(t, slot), "token " + t + " slot " + slot);
+                assertEquals(Math.exp(row[top[slot]] - max) / sum, r.weight(t, slot), EPS,
+                        "token " + t + " slot " + slot + ": softmax over the selected logits");
+            }
+        }
+    }
+
     @Test
     void weightsInDescendingOrder() {
         float[] row = {0.1f, 0.9f, 0.4f, 0.7f, 0.2f};

@@ -35,6 +35,11 @@ final class TinyModels {
     static final String QWEN3 = "tests/src/test/resources/reference/qwen3-moe-tiny";
     static final String OLMOE = "tests/src/test/resources/reference/olmoe-tiny";
     static final String GLM = "tests/src/test/resources/reference/glm4-moe-tiny";
+    static final String GPT_OSS = "tests/src/test/resources/reference/gpt-oss-tiny";
+    /** MLA without q_lora, softmax group_limited_greedy routing, 2 shared experts, layer 0 dense, YaRN. */
+    static final String DEEPSEEK_V2 = "tests/src/test/resources/reference/deepseek-v2-tiny";
+    /** MLA with q_lora, sigmoid noaux_tc routing with a correction bias, FP8 block-quantized weights, YaRN. */
+    static final String DEEPSEEK_V3_FP8 = "tests/src/test/resources/reference/deepseek-v3-tiny-fp8";
     private static final Map<String, MoeTransformer> LOADED = new ConcurrentHashMap<>();
 
     private TinyModels() {

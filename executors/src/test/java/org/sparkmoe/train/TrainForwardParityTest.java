@@ -37,6 +37,12 @@ class TrainForwardParityTest {
         check(TinyModels.OLMOE, false);
     }
 
+    @Test
+    void freshDeepSeekStatesReproduceTheFrozenLogitsExactly() {
+        check(TinyModels.DEEPSEEK_V2, true);
+        check(TinyModels.DEEPSEEK_V3_FP8, true);
+    }
+
     private static void check(String dir, boolean trainRouter) {
         MoeTransformer model = TinyModels.load(dir, DataType.FLOAT);
         LoraSpec spec = new LoraSpec(EnumSet.allOf(Projection.class), 4, 8.0, trainRouter);

@@ -18,8 +18,8 @@ import org.sparkmoe.model.MoeTransformer;
 
 /**
  * Float64 central differences through the whole tiny model (cast to float64): embedding → every decoder layer
- * (RMSNorm, RoPE GQA attention with Qwen3's and OLMoE's q/k norms and OLMoE's clamp, LoRA MoE block, shared expert /
- * dense layer for Qwen) → final norm → LM head →
+ * (RMSNorm, RoPE GQA attention with Qwen3's and OLMoE's q/k norms and OLMoE's clamp, gpt-oss's sinks and windows,
+ * LoRA MoE block, shared expert / dense layer for Qwen, gpt-oss's biased clamped experts) → final norm → LM head →
  * causal CE + coef · load-balancing loss. For every trainable tensor (LoRA A and B of every target in every layer,
  * and every router), the two entries with the largest analytic gradient and one random one are perturbed by ±h;
  * the error criterion is {@link GradientCheck}'s (relative, absolute floor 1). LoRA B is made non-zero (PEFT
@@ -64,6 +64,39 @@ class WholeModelGradientCheckTest {
         checkTotalLoss(TinyModels.GLM, 0.0, 29, true);
     }
 
+    /** LoRA on DeepSeek-V2's two ungated shared experts (one MLP) beside the routed experts'. */
+    @Test
+    void deepSeekV2GradientsWithSharedExpertLoraMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.DEEPSEEK_V2, 0.5, 30, true);
+    }
+
+    /**
+     * Through gpt-oss's sinks, sliding and full layers, YaRN, q/k/v/o biases, the biased clamped experts (fused,
+     * interleaved) and the router's bias, which trains with its weight.
+     */
+    @Test
+    void gptOssGradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.GPT_OSS, 0.5, 28);
+    }
+
+    /**
+     * Through DeepSeek's latent attention (plain q_proj, interleaved YaRN RoPE), the ungated shared experts and the
+     * softmax group-limited router of every layer, and the dense layer 0.
+     */
+    @Test
+    void deepSeekV2GradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.DEEPSEEK_V2, 0.5, 28);
+    }
+
+    /**
+     * Through MLA with q_lora, the sigmoid router with its (frozen) correction bias, groups and routed_scaling_factor,
+     * and FP8 weights (dequantized into the float64 model).
+     */
+    @Test
+    void deepSeekV3Fp8GradientsOfEveryLayerAndTargetMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.DEEPSEEK_V3_FP8, 0.0, 29); // no load-balancing loss: transformers defines none
+    }
+
     @Test
     void mixtralAuxLossGradientMatchesFiniteDifferences() {
         MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.DOUBLE);
@@ -103,8 +136,9 @@ class WholeModelGradientCheckTest {
             checked++;
         }
         long moeLayers = model.layers().stream().filter(l -> l.isMoe()).count();
-        assertEquals(moeLayers * (shared ? 13 : 7), checked,
-                "3 targets × (A, B) (routed, and shared when adapted) + router per MoE layer");
+        int routerBias = model.config().clamped_experts ? 1 : 0;
+        assertEquals(moeLayers * ((shared ? 13 : 7) + routerBias), checked,
+                "3 targets × (A, B) (routed, and shared when adapted) + router (+ its bias) per MoE layer");
     }
 
     /** All targets, rank 4, α 8, router trained; B Gaussian(0, 0.05²) so that A has a gradient. */

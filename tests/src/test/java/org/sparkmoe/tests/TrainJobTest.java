@@ -106,6 +106,9 @@ class TrainJobTest {
             assertEquals(2L * (round + 1), line.get("step").asLong());
             assertTrue(Double.isFinite(line.get("loss").asDouble()) && line.get("loss").asDouble() > 0, log.get(round));
             assertTrue(line.get("bytes_averaged").asLong() > 0, log.get(round));
+            // this JVM ran the tasks: its anonymous RSS is at least its heap in use
+            long heapUsed = Runtime.getRuntime().totalMemory() - Runtime.getRuntime().freeMemory();
+            assertTrue(line.get("executor_rss_anon_bytes").asLong() > Math.min(heapUsed, 64L << 20), log.get(round));
         }
     }
 

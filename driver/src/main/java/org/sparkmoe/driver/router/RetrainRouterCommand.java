@@ -101,6 +101,10 @@ public final class RetrainRouterCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         Path modelDir = new Path(model.uri(conf));
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
+        if (config.clamped_experts) {
+            throw new IllegalArgumentException("retrain-router fits a router without bias; gpt_oss's router has one "
+                    + "(mlp.router.bias), so it is not supported (train --train-router trains both)");
+        }
         RetrainPlan validated = plan(conf, config);
         OutputFolder.requireNew("--out", new Path(Paths.qualify(out, conf)), conf);
         int[] layers = validated.info().layers();

@@ -43,15 +43,23 @@ import java.util.concurrent.Callable;
                         + "outputs are meaningless except for memory and speed. Tensors are generated and written one "
                         + "at a time (no Spark job); the folder appears only once complete.",
                 "Shapes: mixtral-8x7b (mistralai/Mixtral-8x7B-v0.1, 46.7B parameters, 93 GB in bf16), "
-                        + "qwen1.5-moe-a2.7b (Qwen/Qwen1.5-MoE-A2.7B, 14.3B, 29 GB), mistral-7b "
-                        + "(mistralai/Mistral-7B-v0.1, 7.24B, 14.5 GB)."})
+                        + "qwen1.5-moe-a2.7b (Qwen/Qwen1.5-MoE-A2.7B, 14.3B, 29 GB), glm-4.5-air (zai-org/GLM-4.5-Air, "
+                        + "106B, 214 GB), mistral-7b "
+                        + "(mistralai/Mistral-7B-v0.1, 7.24B, 14.5 GB), gpt-oss-20b (openai/gpt-oss-20b, 20.9B, 42 GB in "
+                        + "bf16; released with MXFP4 experts, written here in --dtype), gpt-oss-120b "
+                        + "(openai/gpt-oss-120b, 116.8B, 234 GB in bf16), deepseek-v2-lite (deepseek-ai/DeepSeek-V2-Lite, "
+                        + "15.7B, 31 GB), deepseek-v3 (deepseek-ai/DeepSeek-V3, 671B, 1.34 TB in bf16; the release is "
+                        + "FP8), kimi-k2 (moonshotai/Kimi-K2-Instruct, 1.03T, 2.05 TB in bf16; the release is FP8). "
+                        + "DeepSeek's first_k_dense_replace is capped at --layers − 1, so a few layers hold an MoE "
+                        + "layer."})
 public final class SynthCommand implements Callable<Integer> {
     @Option(names = "--shape", required = true, paramLabel = "NAME", converter = ShapeConverter.class,
-            description = "The real model: mixtral-8x7b, qwen1.5-moe-a2.7b or mistral-7b.")
+            description = "The real model: mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b, gpt-oss-20b, "
+                    + "gpt-oss-120b, deepseek-v2-lite, deepseek-v3 or kimi-k2.")
     ModelShape shape;
 
     @Option(names = "--layers", paramLabel = "N",
-            description = "Decoder layers (num_hidden_layers). Default: the real model's (32, 24, 32).")
+            description = "Decoder layers (num_hidden_layers). Default: the real model's.")
     Integer layers;
 
     @Option(names = "--out", required = true, paramLabel = "DIR",
@@ -59,7 +67,7 @@ public final class SynthCommand implements Callable<Integer> {
     String out;
 
     @Option(names = "--dtype", paramLabel = "bf16|f16|f32", converter = CheckpointOutputOptions.DtypeConverter.class,
-            description = "Dtype of every tensor. Default: the real model's (bf16 for all three).")
+            description = "Dtype of every tensor. Default: the real model's (bf16 for all).")
     DType dtype;
 
     @Option(names = "--seed", defaultValue = "42", paramLabel = "N",

@@ -20,10 +20,12 @@ import java.util.Locale;
  * @param partitions     P
  * @param bytesBroadcast trainable-state bytes broadcast (tensors and moments)
  * @param bytesReturned  bytes of the P float32 partials averaged through the shuffle
+ * @param executorRssAnon the largest anonymous RSS (heap, ND4J buffers; not the mapped weights) of an executor JVM
+ *                       at the end of its local steps, bytes; −1 where unknown (not Linux)
  */
 public record RoundLog(long round, long step, double loss, double ce, double aux, double lr, long tokens,
                        double seconds, double computeSeconds, int partitions, long bytesBroadcast,
-                       long bytesReturned) {
+                       long bytesReturned, long executorRssAnon) {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     /** Round time not spent in local steps: broadcast, scheduling, aggregation and averaging. */
@@ -54,15 +56,19 @@ public record RoundLog(long round, long step, double loss, double ce, double aux
         o.put("round_s", seconds);
         o.put("averaging_s", averagingSeconds());
         o.put("bytes_averaged", bytesBroadcast + bytesReturned);
+        if (executorRssAnon >= 0) {
+            o.put("executor_rss_anon_bytes", executorRssAnon);
+        }
         return o.toString();
     }
 
     /** The console progress line. */
     public String summary(long rounds, long steps) {
         return String.format(Locale.ROOT, "train: round %d/%d step %d/%d loss %.4f (ce %.4f, aux %.4f) lr %.3g "
-                        + "%.0f tokens/s (%.0f per partition) round %.2f s, averaging %.2f s (%.0f%%), %.3f MB averaged",
+                        + "%.0f tokens/s (%.0f per partition) round %.2f s, averaging %.2f s (%.0f%%), %.3f MB averaged%s",
                 round + 1, rounds, step, steps, loss, ce, aux, lr, tokensPerSecond(), tokensPerSecondPerPartition(),
                 seconds, averagingSeconds(), 100 * averagingSeconds() / seconds,
-                (bytesBroadcast + bytesReturned) / 1e6);
+                (bytesBroadcast + bytesReturned) / 1e6, executorRssAnon < 0 ? ""
+                        : String.format(Locale.ROOT, ", executor anon RSS %d MiB", executorRssAnon >> 20));
     }
 }

@@ -17,13 +17,15 @@ final class RoundNode {
     long tokens;
     /** The slowest partition's seconds in its local steps. */
     double seconds;
+    /** The largest anonymous RSS of the partitions' JVMs after their local steps, bytes; −1 unknown. */
+    long rssAnon = -1;
 
     /** For Kryo. */
     RoundNode() {
     }
 
     RoundNode(int partition, StateMean mean, int steps, double lossSum, double ceSum, double auxSum, long tokens,
-              double seconds) {
+              double seconds, long rssAnon) {
         this.first = partition;
         this.count = 1;
         this.mean = mean;
@@ -33,6 +35,7 @@ final class RoundNode {
         this.auxSum = auxSum;
         this.tokens = tokens;
         this.seconds = seconds;
+        this.rssAnon = rssAnon;
     }
 
     /** The parent of two sibling nodes, given in either order: the left one (lower partitions) goes first. */
@@ -54,6 +57,7 @@ final class RoundNode {
         p.auxSum = left.auxSum + right.auxSum;
         p.tokens = left.tokens + right.tokens;
         p.seconds = Math.max(left.seconds, right.seconds);
+        p.rssAnon = Math.max(left.rssAnon, right.rssAnon);
         return p;
     }
 }

@@ -63,7 +63,7 @@ final class RoundTree {
         }
         RoundNode metrics = top[0];
         return new Round(StateMean.join(means), metrics.lossSum / metrics.steps, metrics.ceSum / metrics.steps,
-                metrics.auxSum / metrics.steps, metrics.tokens, metrics.seconds);
+                metrics.auxSum / metrics.steps, metrics.tokens, metrics.seconds, metrics.rssAnon);
     }
 
     /**
@@ -73,7 +73,9 @@ final class RoundTree {
      * @param aux            the same for the unweighted load-balancing loss
      * @param tokens         tokens forwarded by all partitions
      * @param computeSeconds the slowest partition's time in its local steps
+     * @param rssAnon        the largest anonymous RSS of an executor JVM after its local steps; −1 unknown
      */
-    record Round(TrainState state, double loss, double ce, double aux, long tokens, double computeSeconds) {
+    record Round(TrainState state, double loss, double ce, double aux, long tokens, double computeSeconds,
+                 long rssAnon) {
     }
 }

@@ -1,0 +1,32 @@
+package org.sparkmoe.model;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+/**
+ * The attention of a decoder layer: {@link Attention} (grouped-query) or {@link LatentAttention} (DeepSeek's MLA).
+ * Rows are batch-major [B·S, D]. The training pair takes FLOAT or DOUBLE and in FLOAT is bit-identical to
+ * {@link #forward}; the weights are frozen, only the input gets a gradient.
+ */
+public interface SelfAttention {
+
+    /** A training forward's result and what {@link #backward} needs. */
+    interface Context {
+        /** @return [B·S, D] */
+        INDArray out();
+    }
+
+    /** x [B·S, D] → [B·S, D]. */
+    INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope);
+
+    /** x [B·S, D] → Context with out [B·S, D]; FLOAT or DOUBLE. */
+    Context forwardTraining(INDArray x, int batch, int seq, RotaryEmbedding rope);
+
+    /**
+     * The mirror of {@link #forwardTraining}.
+     *
+     * @param ctx  what this attention's {@link #forwardTraining} returned
+     * @param dOut [B·S, D]
+     * @return dx [B·S, D]
+     */
+    INDArray backward(Context ctx, INDArray dOut);
+}

@@ -1,0 +1,186 @@
+package org.sparkmoe.tests;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.DType;
+import org.sparkmoe.io.FusedExperts;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.SafeTensorsFile;
+import org.sparkmoe.model.ModelFolder;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.sparkmoe.tests.CliRun.sparkmoe;
+
+/**
+ * The commands on the tiny gpt_oss fixtures (see {@link GptOssParityTest}), end to end through the command line:
+ * calibrate; surgery topk, reduce and merge-dense, each output (gpt-oss's fused layout) loading in eval, lowrank,
+ * --layout per-expert and retrain-router refused in one line; train with the router lowering the loss and writing a
+ * fused PEFT adapter (target_parameters, router weight and bias) and a merged checkpoint, the adapter read back by
+ * merge and eval --adapter; the MXFP4 fixture's surgery output in bf16.
+ */
+class GptOssCommandsTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final Configuration CONF = new Configuration();
+
+    private static Path model(String name) {
+        return Fixtures.root().resolve("tests/src/test/resources/reference").resolve(name);
+    }
+
+    private static org.apache.hadoop.fs.Path hadoop(Path p) {
+        return new org.apache.hadoop.fs.Path(p.toUri());
+    }
+
+    private static void ok(String... args) {
+        CliRun run = sparkmoe(args);
+        assertEquals(0, run.exitCode(), String.join(" ", args) + "\n" + run.err());
+    }
+
+    private static double ppl(Path model, Path tmp) throws Exception {
+        Path out = tmp.resolve(model.getFileName() + "-eval.json");
+        ok("eval", "--model", model.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(), "--window", "64",
+                "--master", "local[2]", "--out", out.toString());
+        double ppl = JSON.readTree(out.toFile()).get("all").get("ppl").asDouble();
+        assertTrue(Double.isFinite(ppl) && ppl > 1, model + ": ppl " + ppl);
+        return ppl;
+    }
+
+    private static void assertFused(Path dir, int experts) {
+        try (SafeTensorsFile f = SafeTensorsFile.open(dir.resolve("model.safetensors"))) {
+            assertEquals(experts, f.info(FusedExperts.gateUp(0)).shape()[0], dir + ": gate_up_proj [E, D, 2I]");
+            assertEquals(32, f.info(FusedExperts.gateUp(0)).shape()[1], dir + ": gpt-oss's orientation");
+            assertTrue(f.has(FusedExperts.gateUpBias(0)) && f.has(FusedExperts.downBias(0)), dir + ": biases");
+            assertTrue(f.has("model.layers.0.mlp.router.bias"), dir + ": router bias");
+            assertTrue(f.names().stream().noneMatch(n -> n.contains(".experts.0.")), dir + ": no per-expert keys");
+        }
+    }
+
+    @Test
+    void calibrateAndSurgeriesRunAndTheirOutputsEvaluate(@TempDir Path tmp) throws Exception {
+        Path m = model("gpt-oss-tiny");
+        Path calib = tmp.resolve("calib");
+        ok("calibrate", "--model", m.toString(), "--data", Fixtures.sysadminExcerpt(tmp).toString(), "--window", "64",
+                "--master", "local[2]", "--out", calib.toString());
+        JsonNode stats = JSON.readTree(calib.resolve("router-stats.json").toFile());
+        assertEquals(8, stats.get("experts").asInt());
+        String statsFile = calib.resolve("router-stats.json").toString();
+
+        Path topk = tmp.resolve("topk");
+        ok("surgery", "topk", "--top-k", "1", "--rescale", "measured", "--model", m.toString(), "--out",
+                topk.toString(), "--stats", statsFile, "--master", "local[2]");
+        assertEquals(1, ModelFolder.readConfig(hadoop(topk), CONF).num_experts_per_tok);
+        assertFused(topk, 8);
+        ppl(topk, tmp);
+
+        Path reduce = tmp.resolve("reduce");
+        ok("surgery", "reduce", "--experts", "3", "--by", "routing", "--model", m.toString(), "--out",
+                reduce.toString(), "--stats", statsFile, "--master", "local[2]");
+        assertEquals(3, ModelFolder.readConfig(hadoop(reduce), CONF).num_experts);
+        assertFused(reduce, 3);
+        ppl(reduce, tmp);
+
+        Path dense = tmp.resolve("dense");
+        ok("surgery", "merge-dense", "--method", "router-weighted", "--model", m.toString(), "--out",
+                dense.toString(), "--stats", statsFile, "--master", "local[2]");
+        ModelConfig merged = ModelFolder.readConfig(hadoop(dense), CONF);
+        assertEquals(ModelConfig.ModelType.GPT_OSS, merged.modelType);
+        assertEquals(1, merged.num_experts);
+        assertEquals(1, merged.num_experts_per_tok);
+        assertFused(dense, 1);
+        ppl(dense, tmp);
+
+        CliRun lowrank = sparkmoe("surgery", "lowrank", "--rank", "8", "--model", m.toString(), "--out",
+                tmp.resolve("lowrank").toString(), "--master", "local[2]");
+        assertEquals(1, lowrank.exitCode());
+        assertTrue(lowrank.err().contains("lowrank does not support gpt_oss"), lowrank.err());
+        CliRun perExpert = sparkmoe("surgery", "topk", "--top-k", "2", "--rescale", "none", "--layout", "per-expert",
+                "--model", m.toString(), "--out", tmp.resolve("per-expert").toString(), "--master", "local[2]");
+        assertEquals(1, perExpert.exitCode());
+        assertTrue(perExpert.err().contains("gpt_oss has no per-expert layout"), perExpert.err());
+        CliRun retrain = sparkmoe("retrain-router", "--model", m.toString(), "--router-data",
+                tmp.resolve("no-router-data").toString(), "--out", tmp.resolve("router").toString());
+        assertEquals(1, retrain.exitCode());
+        assertTrue(retrain.err().contains("gpt_oss's router has one"), retrain.err());
+    }
+
+    @Test
+    void trainLowersTheLossAndWritesAPeftAdapterOnTheFusedParameters(@TempDir Path tmp) throws Exception {
+        Path m = model("gpt-oss-tiny");
+        Path out = tmp.resolve("train");
+        ok("train", "--model", m.toString(), "--data", Fixtures.sysadminExcerpt(tmp).toString(), "--window", "32",
+                "--steps", "24", "--batch-windows", "4", "--lr", "2e-2", "--rank", "4", "--alpha", "8",
+                "--targets", "gate_proj,up_proj,down_proj", "--train-router", "--checkpoint-every", "100", "--merge",
+                "--master", "local[2]", "--out", out.toString());
+        List<String> log = Files.readAllLines(out.resolve("train-log.jsonl"));
+        double first = JSON.readTree(log.get(0)).get("loss").asDouble();
+        double last = JSON.readTree(log.get(log.size() - 1)).get("loss").asDouble();
+        System.out.printf("gpt-oss-tiny: train loss %.4f → %.4f over %d rounds%n", first, last, log.size());
+        assertTrue(last < first, "loss " + first + " → " + last);
+
+        JsonNode config = JSON.readTree(out.resolve("adapter/adapter_config.json").toFile());
+        assertEquals("[\"mlp.experts.gate_up_proj\",\"mlp.experts.down_proj\"]", config.get("target_parameters").toString());
+        assertEquals("[\"mlp.router\"]", config.get("modules_to_save").toString());
+        assertEquals(8, config.get("r").asInt(), "rank 2r: gate and up share gate_up_proj");
+        try (SafeTensorsFile adapter = SafeTensorsFile.open(out.resolve("adapter/adapter_model.safetensors"))) {
+            String prefix = "base_model.model.model.layers.0.mlp.";
+            assertArrayEquals(new long[] {8 * 8, 32}, adapter.info(prefix + "experts.base_layer.lora_A.weight").shape());
+            assertArrayEquals(new long[] {64, 8 * 8}, adapter.info(prefix + "experts.base_layer.lora_B.weight").shape());
+            assertArrayEquals(new long[] {8 * 8, 32}, adapter.info(prefix + "experts.lora_A.weight").shape());
+            assertArrayEquals(new long[] {8}, adapter.info(prefix + "router.bias").shape());
+            assertArrayEquals(new long[] {8, 32}, adapter.info(prefix + "router.weight").shape());
+        }
+        Path merged = out.resolve("merged");
+        assertFused(merged, 8);
+        try (Checkpoint base = Checkpoint.open(hadoop(m), CONF); Checkpoint trained = Checkpoint.open(hadoop(merged), CONF)) {
+            for (String name : List.of(FusedExperts.gateUp(0), "model.layers.0.mlp.router.bias")) {
+                assertFalse(Arrays.equals(base.readFloat(name).data().asFloat(), trained.readFloat(name).data().asFloat()),
+                        name + " moved");
+            }
+        }
+        double mergedPpl = ppl(merged, tmp);
+
+        // the written adapter read back: merge gives train --merge's checkpoint (up to the order of float32 sums in
+        // the rank-2r product), eval --adapter (unmerged) its perplexity
+        Path again = tmp.resolve("merge");
+        ok("merge", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--out", again.toString());
+        try (Checkpoint a = Checkpoint.open(hadoop(merged), CONF); Checkpoint b = Checkpoint.open(hadoop(again), CONF)) {
+            assertEquals(a.names(), b.names());
+            for (String name : a.names()) {
+                double diff = a.readFloat(name).sub(b.readFloat(name)).amaxNumber().doubleValue();
+                assertTrue(diff <= 1e-6, name + ": max |Δ| " + diff);
+            }
+        }
+        Path evalOut = tmp.resolve("adapter-eval.json");
+        ok("eval", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--window", "64", "--master", "local[2]", "--out",
+                evalOut.toString());
+        double adapterPpl = JSON.readTree(evalOut.toFile()).get("all").get("ppl").asDouble();
+        assertEquals(mergedPpl, adapterPpl, 1e-5 * mergedPpl, "the adapter unmerged evaluates as merged");
+    }
+
+    /** A released (MXFP4) checkpoint's surgery output: bf16, experts widened, no quantization_config. */
+    @Test
+    void mxfp4InputIsWrittenInBf16(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("topk");
+        ok("surgery", "topk", "--top-k", "2", "--rescale", "none", "--model", model("gpt-oss-tiny-mxfp4").toString(),
+                "--out", out.toString(), "--master", "local[2]");
+        assertFalse(JSON.readTree(out.resolve("config.json").toFile()).has("quantization_config"));
+        try (SafeTensorsFile f = SafeTensorsFile.open(out.resolve("model.safetensors"))) {
+            assertEquals(DType.BF16, f.info(FusedExperts.gateUp(0)).dtype());
+            assertFalse(f.has(FusedExperts.gateUp(0) + "_blocks"));
+        }
+        assertFused(out, 8);
+        ppl(out, tmp);
+    }
+}
