@@ -10,6 +10,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.model.ModelFolder;
@@ -225,11 +226,12 @@ class NewModelTypesCommandsTest {
      * expert's factors under PEFT's names, its B moved off PEFT's zero start; eval and logits with --adapter equal
      * eval and logits of the merged checkpoint (AdapterTest's tolerances: 1e-4 relative perplexity, 1e-5 of the
      * largest logit), whose shared expert weight moved, and differ from the base's.
-     * qwen2-moe-tiny has no tokenizer.json, so its gated shared expert is covered in executors' tests
-     * (WholeModelGradientCheckTest, PeftAdapterTest, MergedTensorsTest).
+     * DeepSeek's ungated shared experts the same (V2, and V3 with FP8 weights). qwen2-moe-tiny has no tokenizer.json, so
+     * its gated shared expert is covered in executors' tests (WholeModelGradientCheckTest, PeftAdapterTest,
+     * MergedTensorsTest).
      */
     @ParameterizedTest
-    @ValueSource(strings = {"glm4-moe-tiny"})
+    @ValueSource(strings = {"glm4-moe-tiny", "deepseek-v2-tiny", "deepseek-v3-tiny-fp8"})
     void trainWithSharedExpertLoraLowersTheLossAndEvalMergeAndAdapterAgree(String name, @TempDir Path tmp)
             throws Exception {
         Path m = model(name);
@@ -261,8 +263,11 @@ class NewModelTypesCommandsTest {
         ok("merge", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--out",
                 mergedDir.toString());
         String shared = layout.sharedExpert(moeLayer, Projection.DOWN);
-        assertTrue(!Arrays.equals(tensor(m, shared).data().asFloat(), tensor(mergedDir, shared).data().asFloat()),
-                "the merged shared expert weight moved");
+        try (Checkpoint base = Checkpoint.open(hadoop(m), CONF)) {                      // FP8 read dequantized
+            float[] before = FusedExperts.perExpert(base, config).readFloat(shared).data().asFloat();
+            assertTrue(!Arrays.equals(before, tensor(mergedDir, shared).data().asFloat()),
+                    "the merged shared expert weight moved");
+        }
 
         Path evalAdapter = tmp.resolve("eval-adapter.json");
         ok("eval", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--data",
@@ -288,8 +293,12 @@ class NewModelTypesCommandsTest {
             assertTrue(logits.sub(reference.readFloat("logits")).amaxNumber().doubleValue() > 1e-2,
                     "the adapter should change the logits");
         }
+    }
 
-        // refused before Spark starts, in one line: the fused format, a model without a shared expert
+    /** Refused before Spark starts, in one line: the fused format, a model without a shared expert. */
+    @org.junit.jupiter.api.Test
+    void sharedExpertLoraRefusesTheFusedFormatAndModelsWithoutOne(@TempDir Path tmp) throws Exception {
+        Path m = model("glm4-moe-tiny");
         CliRun fused = sparkmoe("train", "--model", m.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(),
                 "--window", "32", "--shared-expert-lora", "--adapter-format", "fused", "--out", tmp.resolve("fused").toString());
         assertEquals(1, fused.exitCode());
