@@ -71,11 +71,6 @@ public final class SharedExpert {
         return new SharedExpert(weights, gateLora, upLora, downLora, gate);
     }
 
-    /** S, the MLP's intermediate size. */
-    public int intermediate() {
-        return weights.intermediate();
-    }
-
     /** Throws unless the MLP is of hidden size D and (when gated) the gate is [1, D], both of the block's type. */
     public void checkFits(int hidden, DataType dataType) {
         if (weights.hidden() != hidden || rows.dataType() != dataType) {
