@@ -56,9 +56,9 @@ class PlanValidationTest {
         assertEquals("--window must be ≥ 2, got 1", fails(() -> new TrainPlan.Windows(DATA, TextSplit.TRAIN, 1, 2)));
         assertEquals("--averaging-frequency must be ≥ 1, got 0", fails(() -> new TrainPlan.Rounds(6, 0, 2, 1)));
         assertEquals("--targets must name at least one of w1, w2, w3",
-                fails(() -> TrainPlan.lora(List.of(), 4, 8, false)));
+                fails(() -> TrainPlan.lora(List.of(), 4, 8, false, false)));
         assertEquals("--warmup must be in [0, --steps 6], got 7", fails(() -> TrainPlan.options(
-                TrainPlan.lora(List.of(Projection.GATE), 4, 8, false), 1e-3, 7, 6, 0, 1.0, null, 42)));
+                TrainPlan.lora(List.of(Projection.GATE), 4, 8, false, false), 1e-3, 7, 6, 0, 1.0, null, 42)));
     }
 
     @Test

@@ -13,7 +13,8 @@ import org.sparkmoe.moe.MoeBlock;
 
 /**
  * A model with a PEFT adapter applied as PEFT runs it unmerged: every targeted expert projection computes
- * {@code x·Wᵀ + (lora_alpha/r)·(x·Aᵀ)·Bᵀ} through the LoRA grouped GEMMs, and a trained router replaces the base's.
+ * {@code x·Wᵀ + (lora_alpha/r)·(x·Aᵀ)·Bᵀ} through the LoRA grouped GEMMs (the shared expert's too, when adapted), and
+ * a trained router replaces the base's.
  * The base model's weights are shared, not copied: the adapter adds only its own tensors (a merged copy would cost a
  * whole model per adapter). Results agree with the merged checkpoint up to float32 rounding of the different order.
  */
@@ -40,8 +41,14 @@ public final class AdaptedModel {
             INDArray router = config.trainRouter() ? adapter.state().get(layout.routerGate(l)) : null;
             INDArray routerBias = config.trainRouter() && base.config().clamped_experts
                     ? adapter.state().get(layout.routerBias(l)) : null;                       // gpt-oss
-            blocks.add(moe.with(router, routerBias, moe.options(), experts.withLora(lora(adapter, layout, l, Projection.GATE),
-                    lora(adapter, layout, l, Projection.UP), lora(adapter, layout, l, Projection.DOWN))));
+            MoeBlock block = moe.with(router, routerBias, moe.options(), experts.withLora(
+                    lora(adapter, layout, l, Projection.GATE), lora(adapter, layout, l, Projection.UP),
+                    lora(adapter, layout, l, Projection.DOWN)));
+            if (config.sharedExpert()) {
+                block = block.withShared(block.shared().withLora(sharedLora(adapter, layout, l, Projection.GATE),
+                        sharedLora(adapter, layout, l, Projection.UP), sharedLora(adapter, layout, l, Projection.DOWN)));
+            }
+            blocks.add(block);
         }
         return base.withMoeBlocks(blocks);
     }
@@ -53,5 +60,14 @@ public final class AdaptedModel {
         }
         return new LoraExperts(adapter.state().get(AdapterKeys.loraA(layout, l, p)),
                 adapter.state().get(AdapterKeys.loraB(layout, l, p)), adapter.config().loraAlpha());
+    }
+
+    /** The shared expert's LoRA of one projection of layer l (A [1, R, in], B [1, out, R]), or null. */
+    private static LoraExperts sharedLora(PeftAdapter adapter, CheckpointLayout layout, int l, Projection p) {
+        if (!adapter.config().targets().contains(p)) {
+            return null;
+        }
+        return new LoraExperts(adapter.state().get(AdapterKeys.sharedLoraA(layout, l, p)),
+                adapter.state().get(AdapterKeys.sharedLoraB(layout, l, p)), adapter.config().loraAlpha());
     }
 }

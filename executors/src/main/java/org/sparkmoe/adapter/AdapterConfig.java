@@ -26,16 +26,19 @@ import java.util.stream.Collectors;
 /**
  * What a PEFT LoRA adapter of a MoE model holds, and its {@code adapter_config.json}: rank r, lora_alpha
  * (scale = lora_alpha / r, PEFT's default, not rslora), the expert projections adapted in every expert of every
- * MoE layer, and whether the router is trained (saved under PEFT's modules_to_save).
+ * MoE layer (and the same projections of the shared expert, when adapted), and whether the router is trained (saved
+ * under PEFT's modules_to_save).
  *
  * @param r                   R, the LoRA rank (≥ 1)
  * @param loraAlpha           lora_alpha (> 0)
  * @param targets             adapted projections, in the order gate (w1), up (w3), down (w2)
  * @param trainRouter         whether the adapter replaces each MoE layer's router weight
  * @param baseModelNameOrPath the base model, as PEFT records it (may be null)
+ * @param sharedExpert        whether the shared expert's {@code targets} are adapted too (qwen2_moe's
+ *                            {@code mlp.shared_expert}, glm4_moe's {@code mlp.shared_experts})
  */
 public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, boolean trainRouter,
-                            String baseModelNameOrPath) implements Serializable {
+                            String baseModelNameOrPath, boolean sharedExpert) implements Serializable {
 
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
@@ -56,6 +59,20 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
         targets = List.copyOf(distinct); // EnumSet iterates in declaration order: GATE, UP, DOWN
     }
 
+    /** An adapter of the routed experts only. */
+    public AdapterConfig(int r, double loraAlpha, List<Projection> targets, boolean trainRouter,
+                         String baseModelNameOrPath) {
+        this(r, loraAlpha, targets, trainRouter, baseModelNameOrPath, false);
+    }
+
+    /** Throws unless the model has a shared expert when this adapts one. */
+    void checkFits(ModelConfig model) {
+        if (sharedExpert && !model.hasSharedExpert()) {
+            throw new AdapterFormatException("the adapter adapts the shared expert, but model_type "
+                    + typeName(model) + " has none");
+        }
+    }
+
     /** lora_alpha / r. */
     public double scale() {
         return loraAlpha / r;
@@ -64,7 +81,8 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
     /**
      * PEFT's LoraConfig as JSON. target_modules is a list of projection names for Mixtral (w1/w2/w3 only exist in
      * experts) and a regex on expert module paths for Qwen2-MoE, Qwen3-MoE and OLMoE (gate_proj/up_proj/down_proj also
-     * name the shared expert and dense MLPs, which a plain name would match too).
+     * name the shared expert and dense MLPs, which a plain name would match too); with the shared expert adapted, the
+     * regex names its module too ({@code mlp\.(experts\.(\d+\.)?|shared_experts\.)(gate_proj|...)}).
      */
     public String toJson(ModelConfig model) {
         CheckpointLayout layout = new CheckpointLayout(model.modelType);
@@ -108,7 +126,9 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
             String names = targets.stream().map(layout::projectionName).collect(Collectors.joining("|"));
             // the expert index is optional: PEFT on transformers 5 (fused experts) resolves a regex by probing the
             // per-layer name model.layers.L.mlp.experts.<proj>, without an index, against it
-            root.put("target_modules", "model\\.layers\\.\\d+\\.mlp\\.experts\\.(\\d+\\.)?(" + names + ")");
+            String modules = sharedExpert ? "(experts\\.(\\d+\\.)?|" + layout.sharedExpertName() + "\\.)"
+                    : "experts\\.(\\d+\\.)?";
+            root.put("target_modules", "model\\.layers\\.\\d+\\.mlp\\." + modules + "(" + names + ")");
         }
         root.put("task_type", "CAUSAL_LM");
         root.put("use_dora", false);
@@ -161,8 +181,9 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
         FusedAdapterFormat fused = FusedAdapterFormat.parse(root, source);
         List<Projection> targets = fused != null ? fused.targets()
                 : targets(f.required("target_modules"), source, model, modules);
+        boolean shared = fused == null && sharedExpert(f.required("target_modules"), source, model, targets);
         boolean trainRouter = trainsRouter(root.get("modules_to_save"), source, model, modules);
-        return new AdapterConfig(rNode.asInt(), alphaNode.asDouble(), targets, trainRouter, baseModel);
+        return new AdapterConfig(rNode.asInt(), alphaNode.asDouble(), targets, trainRouter, baseModel, shared);
     }
 
     /** Every module path (weight key without .weight/.bias) of the model, for matching PEFT's module selectors. */
@@ -190,10 +211,12 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
             }
         }
         for (String module : modules) {
-            if (selects.test(module) && !isExpertProjection(module, model, layout)) {
+            if (selects.test(module) && !isExpertProjection(module, model, layout)
+                    && !sharedModules(model, layout).contains(module)) {
                 throw new AdapterFormatException(source + ": target_modules " + node + " selects " + module
                         + ", which is not an expert projection of this " + typeName(model) + " model (SparkMoE adapts "
-                        + expertNames(layout) + " of the experts only)");
+                        + expertNames(layout) + " of the experts" + (model.hasSharedExpert() ? " and shared expert" : "")
+                        + " only)");
             }
         }
         if (targets.isEmpty()) {
@@ -202,6 +225,62 @@ public record AdapterConfig(int r, double loraAlpha, List<Projection> targets, b
                     + "; an adapter for a different architecture?)");
         }
         return targets;
+    }
+
+    /**
+     * Whether target_modules selects the shared expert: then it must select exactly the routed targets in the shared
+     * expert of every MoE layer (SparkMoE gives the shared expert the routed experts' LoRA projections).
+     */
+    private static boolean sharedExpert(JsonNode node, String source, ModelConfig model, List<Projection> targets) {
+        if (!model.hasSharedExpert()) {
+            return false;
+        }
+        Predicate<String> selects = selector(node, source, "target_modules");
+        CheckpointLayout layout = new CheckpointLayout(model.modelType);
+        List<Projection> selected = new ArrayList<>();
+        long matched = 0;
+        long total = 0;
+        for (Projection p : Projection.values()) {
+            List<String> shared = new ArrayList<>();
+            for (int l = 0; l < model.num_hidden_layers; l++) {
+                if (model.isMoeLayer(l)) {
+                    shared.add(layout.sharedExpertModule(l, p));
+                }
+            }
+            long hits = shared.stream().filter(selects).count();
+            matched += hits;
+            if (targets.contains(p)) {
+                total += shared.size();
+            }
+            if (hits == shared.size()) {
+                selected.add(p);
+            }
+        }
+        if (matched == 0) {
+            return false;
+        }
+        if (!selected.equals(targets) || matched != total) {
+            throw new AdapterFormatException(source + ": target_modules " + node + " selects " + matched
+                    + " shared-expert projections; SparkMoE adapts the shared expert's " + targets.stream()
+                    .map(layout::projectionName).collect(Collectors.joining(", ")) + " (the routed experts' targets) in"
+                    + " every MoE layer, or none of it");
+        }
+        return true;
+    }
+
+    private static List<String> sharedModules(ModelConfig model, CheckpointLayout layout) {
+        List<String> out = new ArrayList<>();
+        if (!model.hasSharedExpert()) {
+            return out;
+        }
+        for (int l = 0; l < model.num_hidden_layers; l++) {
+            if (model.isMoeLayer(l)) {
+                for (Projection p : Projection.values()) {
+                    out.add(layout.sharedExpertModule(l, p));
+                }
+            }
+        }
+        return out;
     }
 
     private static boolean trainsRouter(JsonNode node, String source, ModelConfig model, List<String> modules) {

@@ -8,7 +8,8 @@ import org.sparkmoe.io.CheckpointLayout.Projection;
 /**
  * Names of LoRA tensors: the stacked trainable-state keys ({@code <moe prefix>.experts.<proj>.lora_A} [E, R, in])
  * and the per-expert keys PEFT saves ({@code base_model.model.<moe prefix>.experts.<e>.<proj>.lora_A.weight}
- * [R, in]), plus PEFT's key for a router kept under modules_to_save.
+ * [R, in]), the shared expert's ({@code <layer>.mlp.shared_expert(s).<proj>.lora_A}, one expert), plus PEFT's key for
+ * a router kept under modules_to_save.
  */
 public final class AdapterKeys {
     /** The prefix PEFT's LoraModel puts before every module path of the wrapped model. */
@@ -29,6 +30,26 @@ public final class AdapterKeys {
 
     private static String stacked(CheckpointLayout layout, int layer, Projection p) {
         return layout.moePrefix(layer) + "experts." + layout.projectionName(p);
+    }
+
+    /** Stacked A of the shared expert's projection of layer {@code layer}: [1, R, in]. */
+    public static String sharedLoraA(CheckpointLayout layout, int layer, Projection p) {
+        return layout.sharedExpertModule(layer, p) + ".lora_A";
+    }
+
+    /** Stacked B of the shared expert's projection of layer {@code layer}: [1, out, R]. */
+    public static String sharedLoraB(CheckpointLayout layout, int layer, Projection p) {
+        return layout.sharedExpertModule(layer, p) + ".lora_B";
+    }
+
+    /** PEFT's key of the shared expert's A, e.g. {@code base_model.model.model.layers.1.mlp.shared_experts.gate_proj.lora_A.weight}: [R, in]. */
+    public static String peftSharedA(CheckpointLayout layout, int layer, Projection p) {
+        return PEFT_PREFIX + layout.sharedExpertModule(layer, p) + ".lora_A.weight";
+    }
+
+    /** PEFT's key of the shared expert's B: [out, R]. */
+    public static String peftSharedB(CheckpointLayout layout, int layer, Projection p) {
+        return PEFT_PREFIX + layout.sharedExpertModule(layer, p) + ".lora_B.weight";
     }
 
     /** PEFT's key of one expert's A: [R, in]. */

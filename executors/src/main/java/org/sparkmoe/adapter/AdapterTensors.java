@@ -55,6 +55,16 @@ final class AdapterTensors {
                     slots.put(AdapterKeys.peftB(layout, l, e, p), new Slot(AdapterKeys.loraB(layout, l, p), e, new long[] {out, r}, false));
                 }
             }
+            if (config.sharedExpert()) {
+                for (Projection p : config.targets()) {
+                    long in = PeftAdapter.sharedIn(model, p);
+                    long out = PeftAdapter.sharedOut(model, p);
+                    slots.put(AdapterKeys.peftSharedA(layout, l, p),
+                            new Slot(AdapterKeys.sharedLoraA(layout, l, p), 0, new long[] {r, in}, true));
+                    slots.put(AdapterKeys.peftSharedB(layout, l, p),
+                            new Slot(AdapterKeys.sharedLoraB(layout, l, p), 0, new long[] {out, r}, false));
+                }
+            }
             if (config.trainRouter()) {
                 Slot router = new Slot(layout.routerGate(l), -1, new long[] {model.num_experts, model.hidden_size}, false);
                 slots.put(AdapterKeys.peftRouter(l), router);
@@ -92,8 +102,9 @@ final class AdapterTensors {
                     .anyMatch(e -> e.getValue().equals(name) && file.has(e.getKey()));
             if (!file.has(name) && !legacyPresent) {
                 throw new AdapterFormatException(source + ": missing " + name + " (adapter_config.json targets "
-                        + projectionNames() + (config.trainRouter() ? " and the routers" : "") + " in all "
-                        + model.num_experts + " experts of every MoE layer)");
+                                + projectionNames() + (config.trainRouter() ? " and the routers" : "") + " in all "
+                        + model.num_experts + " experts" + (config.sharedExpert() ? " and the shared expert" : "")
+                        + " of every MoE layer)");
             }
         }
         return state;

@@ -12,9 +12,9 @@ import java.util.HashMap;
 import java.util.Map;
 
 /**
- * A checkpoint seen with an adapter merged in, as PEFT's merge_and_unload does: every targeted expert weight
- * reads as W_e + (lora_alpha / r) · B_e · A_e ([out, in] += [out, R] · [R, in], float32), and a trained router (with
- * its bias, gpt-oss)
+ * A checkpoint seen with an adapter merged in, as PEFT's merge_and_unload does: every targeted expert weight (and the
+ * shared expert's, when adapted) reads as W_e + (lora_alpha / r) · B_e · A_e ([out, in] += [out, R] · [R, in],
+ * float32), and a trained router (with its bias, gpt-oss)
  * reads as the adapter's. Every other tensor, and every shape, is the base checkpoint's.
  */
 public final class MergedTensors implements TensorSource {
@@ -45,6 +45,10 @@ public final class MergedTensors implements TensorSource {
                 INDArray b = adapter.state().get(AdapterKeys.loraB(layout, l, p));
                 for (int e = 0; e < model.num_experts; e++) {
                     deltas.put(layout.expert(l, e, p), new Delta(a, b, e));
+                }
+                if (adapter.config().sharedExpert()) {
+                    deltas.put(layout.sharedExpert(l, p), new Delta(adapter.state().get(AdapterKeys.sharedLoraA(layout, l, p)),
+                            adapter.state().get(AdapterKeys.sharedLoraB(layout, l, p)), 0));             // [1, R, in], [1, out, R]
                 }
             }
             if (adapter.config().trainRouter()) {

@@ -33,7 +33,7 @@ import java.util.Map;
  * [E, out, R], the router [E, D] last when trained), checked against the model's config.json.
  *
  * <p>On disk it is a PEFT adapter folder: {@code adapter_config.json} and {@code adapter_model.safetensors} with
- * one [R, in] / [out, R] tensor per expert under PEFT's key names, each file written atomically through the Hadoop
+ * one [R, in] / [out, R] tensor per expert (and for the shared expert, when adapted) under PEFT's key names, each file written atomically through the Hadoop
  * FileSystem API (the weights first, so a folder whose config is present has its weights). A PEFT adapter on
  * transformers 5's fused expert parameters ({@code target_parameters}) is read too ({@link FusedAdapterTensors}).
  * gpt-oss adapters are written and read fused only (its experts exist only as fused parameters), in PEFT ≥ 0.19.1's
@@ -128,6 +128,7 @@ public final class PeftAdapter {
 
     /** Stacked key → shape, in the contract's order, for this model and adapter config. */
     public static LinkedHashMap<String, long[]> expectedState(ModelConfig model, AdapterConfig config) {
+        config.checkFits(model);
         CheckpointLayout layout = new CheckpointLayout(model.modelType);
         LinkedHashMap<String, long[]> out = new LinkedHashMap<>();
         long e = model.num_experts;
@@ -139,6 +140,12 @@ public final class PeftAdapter {
             for (Projection p : config.targets()) {
                 out.put(AdapterKeys.loraA(layout, l, p), new long[] {e, r, inFeatures(model, p)});
                 out.put(AdapterKeys.loraB(layout, l, p), new long[] {e, outFeatures(model, p), r});
+            }
+            if (config.sharedExpert()) {
+                for (Projection p : config.targets()) {
+                    out.put(AdapterKeys.sharedLoraA(layout, l, p), new long[] {1, r, sharedIn(model, p)});
+                    out.put(AdapterKeys.sharedLoraB(layout, l, p), new long[] {1, sharedOut(model, p), r});
+                }
             }
             if (config.trainRouter()) {
                 out.put(layout.routerGate(l), new long[] {e, model.hidden_size});
@@ -156,6 +163,14 @@ public final class PeftAdapter {
 
     static long outFeatures(ModelConfig model, Projection p) {
         return p == Projection.DOWN ? model.hidden_size : model.expert_intermediate_size;
+    }
+
+    static long sharedIn(ModelConfig model, Projection p) {
+        return p == Projection.DOWN ? model.shared_expert_intermediate_size : model.hidden_size;
+    }
+
+    static long sharedOut(ModelConfig model, Projection p) {
+        return p == Projection.DOWN ? model.hidden_size : model.shared_expert_intermediate_size;
     }
 
     public ModelConfig model() {
@@ -182,6 +197,7 @@ public final class PeftAdapter {
      * parameters (FUSED: {@link FusedAdapterExport}, at rank 2r when gate or up is targeted).
      */
     public void write(Path dir, Configuration conf, ExpertLayout format) {
+        checkFormat(config, format);
         // gpt-oss has no per-expert modules in transformers: PEFT adapts its fused parameters only
         boolean fused = format == ExpertLayout.FUSED || model.clamped_experts;
         FusedAdapterExport export = fused ? new FusedAdapterExport(this) : null;
@@ -194,6 +210,17 @@ public final class PeftAdapter {
             AtomicFile.write(fs, new Path(dir, CONFIG_FILE), json.getBytes(StandardCharsets.UTF_8));
         } catch (IOException e) {
             throw new UncheckedIOException("writing adapter folder " + dir + ": " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Throws when {@code format} cannot hold an adapter of {@code config}: PEFT's fused-expert adapter
+     * (target_parameters) has no place here for the shared expert's LoRA.
+     */
+    public static void checkFormat(AdapterConfig config, ExpertLayout format) {
+        if (format == ExpertLayout.FUSED && config.sharedExpert()) {
+            throw new IllegalArgumentException("--adapter-format fused with LoRA on the shared expert is not supported: "
+                    + "use --adapter-format per-expert");
         }
     }
 
@@ -211,6 +238,14 @@ public final class PeftAdapter {
                             state.get(AdapterKeys.loraA(layout, l, p)).slice(e)));
                     out.add(new NamedTensor.Floats(AdapterKeys.peftB(layout, l, e, p),
                             state.get(AdapterKeys.loraB(layout, l, p)).slice(e)));
+                }
+            }
+            if (config.sharedExpert()) {
+                for (Projection p : config.targets()) {
+                    out.add(new NamedTensor.Floats(AdapterKeys.peftSharedA(layout, l, p),
+                            state.get(AdapterKeys.sharedLoraA(layout, l, p)).slice(0)));            // [R, in]
+                    out.add(new NamedTensor.Floats(AdapterKeys.peftSharedB(layout, l, p),
+                            state.get(AdapterKeys.sharedLoraB(layout, l, p)).slice(0)));            // [out, R]
                 }
             }
             if (config.trainRouter()) {

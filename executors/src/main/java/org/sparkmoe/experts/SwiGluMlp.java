@@ -21,6 +21,21 @@ public final class SwiGluMlp {
         this.downProj = downProj;
     }
 
+    /** @return [I, D] */
+    public INDArray gateProj() {
+        return gateProj;
+    }
+
+    /** @return [I, D] */
+    public INDArray upProj() {
+        return upProj;
+    }
+
+    /** @return [D, I] */
+    public INDArray downProj() {
+        return downProj;
+    }
+
     /** x [T, D] → [T, D]. */
     public INDArray forward(INDArray x) {
         INDArray act = Activations.swiGlu(Dense.linear(x, gateProj), Dense.linear(x, upProj)); // [T, I]

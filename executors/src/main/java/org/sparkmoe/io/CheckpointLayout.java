@@ -130,8 +130,17 @@ public final class CheckpointLayout {
 
     /** The shared expert's projection: Qwen2-MoE's {@code mlp.shared_expert.}, GLM-4.5's {@code mlp.shared_experts.}. */
     public String sharedExpert(int layer, Projection p) {
-        String module = type == ModelConfig.ModelType.QWEN2_MOE ? "mlp.shared_expert." : "mlp.shared_experts.";
-        return layer(layer) + module + denseName(p) + ".weight";
+        return sharedExpertModule(layer, p) + ".weight";
+    }
+
+    /** Module path of the shared expert's projection without ".weight", as PEFT addresses it. */
+    public String sharedExpertModule(int layer, Projection p) {
+        return layer(layer) + "mlp." + sharedExpertName() + "." + denseName(p);
+    }
+
+    /** The shared expert's module name within a layer's mlp: Qwen2-MoE's {@code shared_expert}, else {@code shared_experts}. */
+    public String sharedExpertName() {
+        return type == ModelConfig.ModelType.QWEN2_MOE ? "shared_expert" : "shared_experts";
     }
 
     /** The selection-only bias of a sigmoid router, {@code mlp.gate.e_score_correction_bias} [E]. */

@@ -21,8 +21,9 @@ import org.sparkmoe.routing.Routes;
  *   logits  = xj·Wgᵀ + b                     [T, E]
  *   routes  = the rule's scores, top-K, weights g [T, K], the plan (pairs sorted by expert)
  *   out     = Σ_k g_k · expert_k(xj)         [T, D]  the routed experts
- *   out    += sigmoid(x·Wsgᵀ) ⊙ shared(x)   [T, D]  the shared expert (frozen), when present
+ *   out    += sigmoid(x·Wsgᵀ) ⊙ shared(x)   [T, D]  the shared expert (ungated: out += shared(x)), when present
  * </pre>
+ * The shared expert's weights are frozen; a trainable block may carry LoRA on them ({@link #withShared}).
  * Backward runs the same steps in reverse: the input gets gradient through the experts and through the router;
  * the routing decision (which K experts) is constant, as autograd treats it; the router weight gets gradient
  * through the scores of the selected experts, including the renormalisation, when trainable. Stateless per call
@@ -67,6 +68,20 @@ public final class MoeBlock {
         Router r = routerWeight == null ? router
                 : routerBias == null ? router.withWeight(routerWeight) : router.withWeightAndBias(routerWeight, routerBias);
         return new MoeBlock(r, opts, ffn, shared);
+    }
+
+    /** The same block with another shared expert (a copy with LoRA); throws when this block has none. */
+    public MoeBlock withShared(SharedExpert adapted) {
+        if (shared == null || adapted == null) {
+            throw new IllegalArgumentException("withShared replaces a block's shared expert, got "
+                    + (shared == null ? "a block without one" : "null"));
+        }
+        return new MoeBlock(router, options, experts, adapted);
+    }
+
+    /** @return the shared expert, null without one */
+    public SharedExpert shared() {
+        return shared;
     }
 
     public Router router() {
@@ -134,8 +149,10 @@ public final class MoeBlock {
      * @param dRouter     [E, D], null when the router is not trainable
      * @param dRouterBias [E], null when the router is not trainable or has no bias (gpt-oss has one)
      * @param experts     the experts' gradients (LoRA, dL/dg)
+     * @param shared      the shared expert's LoRA gradients, null without a shared expert
      */
-    public record Gradients(INDArray dx, INDArray dRouter, INDArray dRouterBias, ExpertGradients experts) {
+    public record Gradients(INDArray dx, INDArray dRouter, INDArray dRouterBias, ExpertGradients experts,
+                            SharedExpert.Gradients shared) {
     }
 
     /** Evaluation of the training pass: no jitter. x [T, D]. */
@@ -206,10 +223,8 @@ public final class MoeBlock {
         }
 
         // shared expert: out += σ(x·Wsgᵀ) ⊙ shared(x)
-        if (ctx.sharedPass != null) {
-            shared.backward(ctx.sharedPass, dOut, dx);
-        }
-        return new Gradients(dx, dRouter, dRouterBias, ffn);
+        SharedExpert.Gradients dShared = ctx.sharedPass == null ? null : shared.backward(ctx.sharedPass, dOut, dx);
+        return new Gradients(dx, dRouter, dRouterBias, ffn, dShared);
     }
 
     /** U(1 − j, 1 + j) [T, D] in 'c' order from one seeded generator. */

@@ -7,14 +7,22 @@ import org.sparkmoe.io.CheckpointLayout.Projection;
 
 /**
  * What is trained: LoRA of rank R and scale α/R (PEFT's default, not rslora) on the chosen expert projections of
- * every MoE layer, and optionally the routers.
+ * every MoE layer, the same projections of its shared expert when asked (and the model has one), and optionally the
+ * routers.
  *
- * @param targets     the adapted projections (iterated in the order gate, up, down)
- * @param rank        R ≥ 1
- * @param alpha       lora_alpha &gt; 0
- * @param trainRouter whether the router (gate) weights are trained too
+ * @param targets      the adapted projections (iterated in the order gate, up, down)
+ * @param rank         R ≥ 1
+ * @param alpha        lora_alpha &gt; 0
+ * @param trainRouter  whether the router (gate) weights are trained too
+ * @param sharedExpert whether the shared expert's targets get LoRA too (same rank and alpha)
  */
-public record LoraSpec(Set<Projection> targets, int rank, double alpha, boolean trainRouter) implements java.io.Serializable {
+public record LoraSpec(Set<Projection> targets, int rank, double alpha, boolean trainRouter, boolean sharedExpert)
+        implements java.io.Serializable {
+
+    /** LoRA on the routed experts only. */
+    public LoraSpec(Set<Projection> targets, int rank, double alpha, boolean trainRouter) {
+        this(targets, rank, alpha, trainRouter, false);
+    }
 
     public LoraSpec {
         if (targets == null) {
@@ -24,6 +32,9 @@ public record LoraSpec(Set<Projection> targets, int rank, double alpha, boolean 
                 : EnumSet.copyOf(targets));
         if (targets.isEmpty() && !trainRouter) {
             throw new IllegalArgumentException("nothing to train: no LoRA targets and the router is frozen");
+        }
+        if (sharedExpert && targets.isEmpty()) {
+            throw new IllegalArgumentException("LoRA on the shared expert needs LoRA targets, got none");
         }
         if (rank < 1) {
             throw new IllegalArgumentException("LoRA rank must be at least 1, got " + rank);

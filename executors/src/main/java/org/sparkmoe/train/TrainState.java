@@ -21,7 +21,8 @@ import org.sparkmoe.model.MoeTransformer;
 
 /**
  * Everything a training run carries between steps: the trainable tensors (see {@link TrainableKeys}; order: by
- * layer, then projection gate/up/down (w1, w3, w2), A before B, the router last within a layer), AdamW's first
+ * layer, then projection gate/up/down (w1, w3, w2), A before B, then the shared expert's in the same order, the
+ * router last within a layer), AdamW's first
  * and second moments under the same keys, and the number of optimiser steps taken. Plain mutable fields and a
  * no-argument constructor, so Kryo's field serializer handles it; {@link TrainStep} updates it in place.
  */
@@ -56,7 +57,8 @@ public final class TrainState {
 
     /**
      * The state before the first step, PEFT-initialised: for every MoE layer and target, A Kaiming-uniform and
-     * B zero ({@link LoraExperts#init}) with the seed {@code Seeds.derive(rootSeed, <lora_A key>)}; the routers (when
+     * B zero ({@link LoraExperts#init}) with the seed {@code Seeds.derive(rootSeed, <lora_A key>)}, for the routed
+     * experts and (when the spec asks) the shared expert as one expert; the routers (when
      * trained) start as the model's own; moments zero; step 0. A low-rank-expert model ({@code surgery lowrank})
      * starts instead from its own stacked LoRA experts, which the state's keys name exactly (see
      * {@link #checkLowRank}).
@@ -108,6 +110,7 @@ public final class TrainState {
         if (lowRank) {
             checkLowRank(c, spec);
         }
+        checkShared(c, spec);
         TrainableKeys keys = new TrainableKeys(c.modelType);
         LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
         for (int l = 0; l < c.num_hidden_layers; l++) {
@@ -123,6 +126,14 @@ public final class TrainState {
                             Seeds.derive(rootSeed, keys.loraA(l, p)), dataType);
                     params.put(keys.loraA(l, p), lora.a());                                   // [E, R, in]
                     params.put(keys.loraB(l, p), lora.b());                                   // [E, out, R]
+                }
+            }
+            if (spec.sharedExpert()) {
+                for (Projection p : spec.targets()) {
+                    LoraExperts lora = LoraExperts.init(1, sharedIn(c, p), sharedOut(c, p), spec.rank(), spec.alpha(),
+                            Seeds.derive(rootSeed, keys.sharedLoraA(l, p)), dataType);
+                    params.put(keys.sharedLoraA(l, p), lora.a());                             // [1, R, in]
+                    params.put(keys.sharedLoraB(l, p), lora.b());                             // [1, out, R]
                 }
             }
             if (spec.trainRouter()) {
@@ -154,8 +165,27 @@ public final class TrainState {
     }
 
     /**
+     * LoRA on the shared expert needs a model with one (qwen2_moe's shared_expert, glm4_moe's shared_experts) of full
+     * experts; a low-rank model ({@code surgery lowrank}) is written as a checkpoint, which has no place for it.
+     */
+    public static void checkShared(ModelConfig c, LoraSpec spec) {
+        if (!spec.sharedExpert()) {
+            return;
+        }
+        String type = c.modelType.name().toLowerCase(java.util.Locale.ROOT);
+        if (!c.hasSharedExpert()) {
+            throw new IllegalArgumentException("LoRA on the shared expert: model_type " + type + " has no shared expert");
+        }
+        if (c.hasLowRankExperts()) {
+            throw new IllegalArgumentException("LoRA on the shared expert: a low-rank " + type + " model (surgery "
+                    + "lowrank) trains only its LoRA experts; its shared expert stays frozen");
+        }
+    }
+
+    /**
      * The keys a state for {@code spec} holds on {@code model}, in contract order: for every MoE layer, the targets'
-     * lora_A then lora_B in the order gate, up, down (w1, w3, w2), then the router when trained (and its bias, gpt-oss).
+     * lora_A then lora_B in the order gate, up, down (w1, w3, w2), the shared expert's likewise when adapted, then
+     * the router when trained (and its bias, gpt-oss).
      */
     public static List<String> keys(MoeTransformer model, LoraSpec spec) {
         TrainableKeys keys = new TrainableKeys(model.config().modelType);
@@ -167,6 +197,12 @@ public final class TrainState {
             for (Projection p : spec.targets()) {
                 out.add(keys.loraA(l, p));
                 out.add(keys.loraB(l, p));
+            }
+            if (spec.sharedExpert()) {
+                for (Projection p : spec.targets()) {
+                    out.add(keys.sharedLoraA(l, p));
+                    out.add(keys.sharedLoraB(l, p));
+                }
             }
             if (spec.trainRouter()) {
                 out.add(keys.router(l));
@@ -184,6 +220,14 @@ public final class TrainState {
 
     private static int out(ModelConfig c, Projection p) {
         return p == Projection.DOWN ? c.hidden_size : c.expert_intermediate_size;
+    }
+
+    private static int sharedIn(ModelConfig c, Projection p) {
+        return p == Projection.DOWN ? c.shared_expert_intermediate_size : c.hidden_size;
+    }
+
+    private static int sharedOut(ModelConfig c, Projection p) {
+        return p == Projection.DOWN ? c.hidden_size : c.shared_expert_intermediate_size;
     }
 
     /** @return the trainable tensors by key, in contract order (live; {@link TrainStep} replaces values) */

@@ -13,6 +13,7 @@ import org.sparkmoe.experts.LoraExperts;
 import org.sparkmoe.experts.LoraGradients;
 import org.sparkmoe.experts.LowRankAdapters;
 import org.sparkmoe.experts.LowRankExperts;
+import org.sparkmoe.experts.SharedExpert;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.moe.MoeBlock;
@@ -128,6 +129,18 @@ public final class TrainStep {
                 out.put(keys.loraA(l, p), g.dA());
                 out.put(keys.loraB(l, p), g.dB());
             }
+            if (opts.lora().sharedExpert()) {
+                SharedExpert.Gradients shared = grads.get(i).shared();
+                for (Projection p : opts.lora().targets()) {
+                    LoraGradients g = switch (p) {
+                        case GATE -> shared.gate();
+                        case UP -> shared.up();
+                        case DOWN -> shared.down();
+                    };
+                    out.put(keys.sharedLoraA(l, p), g.dA());                                  // [1, R, in]
+                    out.put(keys.sharedLoraB(l, p), g.dB());                                  // [1, out, R]
+                }
+            }
             if (opts.lora().trainRouter()) {
                 out.put(keys.router(l), grads.get(i).dRouter());
                 if (keys.hasRouterBias()) {
@@ -184,6 +197,7 @@ public final class TrainStep {
         RouterOptions options = moe.options().withTopK(c.num_experts_per_tok).withJitter(c.router_jitter_noise)
                 .withTrainable(spec.trainRouter());
         INDArray router = spec.trainRouter() ? param(state, keys.router(l)) : null;
+        TrainState.checkShared(c, spec);
         INDArray routerBias = spec.trainRouter() && keys.hasRouterBias() ? param(state, keys.routerBias(l)) : null;
         ExpertFfn experts = moe.experts();
         if (experts instanceof LowRankExperts lowRank) {
@@ -195,8 +209,21 @@ public final class TrainStep {
                     spec.scale()))));
         }
         FullExperts full = (FullExperts) experts;
-        return moe.with(router, routerBias, options, full.withLora(lora(state, spec, keys, l, Projection.GATE),
+        MoeBlock block = moe.with(router, routerBias, options, full.withLora(lora(state, spec, keys, l, Projection.GATE),
                 lora(state, spec, keys, l, Projection.UP), lora(state, spec, keys, l, Projection.DOWN)));
+        if (!spec.sharedExpert()) {
+            return block;
+        }
+        return block.withShared(block.shared().withLora(sharedLora(state, spec, keys, l, Projection.GATE),
+                sharedLora(state, spec, keys, l, Projection.UP), sharedLora(state, spec, keys, l, Projection.DOWN)));
+    }
+
+    private static LoraExperts sharedLora(TrainState state, LoraSpec spec, TrainableKeys keys, int l, Projection p) {
+        if (!spec.targets().contains(p)) {
+            return null;
+        }
+        return new LoraExperts(param(state, keys.sharedLoraA(l, p)), param(state, keys.sharedLoraB(l, p)),
+                spec.alpha());
     }
 
     private static LoraExperts lora(TrainState state, LoraSpec spec, TrainableKeys keys, int l, Projection p) {

@@ -94,4 +94,39 @@ class MergedTensorsTest {
         // reading twice gives the same values: the base tensor is not merged into twice
         assertEquals(merged.readFloat(layout.expert(1, 2, Projection.DOWN)), merged.readFloat(layout.expert(1, 2, Projection.DOWN)));
     }
+
+    /**
+     * LoRA on the shared expert (qwen2_moe's gated one, glm4_moe's ungated ones), random weights: applied unmerged
+     * ({@link AdaptedModel}) the logits equal those of the merged checkpoint ({@link MergedTensors}) within AdapterTest's
+     * 1e-5 of the largest, and the shared expert's LoRA moves them (the same routed LoRA without it differs).
+     */
+    @Test
+    void sharedExpertLoraAppliedUnmergedEqualsMerged() {
+        for (ModelConfig model : List.of(AdapterFixtures.qwen(), AdapterFixtures.glm())) {
+            AdapterConfig config = new AdapterConfig(2, 4, List.of(Projection.GATE, Projection.DOWN), false, null, true);
+            Map<String, INDArray> state = AdapterFixtures.randomState(model, config, 13);
+            PeftAdapter adapter = PeftAdapter.of(model, config, state);
+            AdapterConfig routedOnly = new AdapterConfig(2, 4, config.targets(), false, null);
+            Map<String, INDArray> routedState = new java.util.LinkedHashMap<>(state);
+            routedState.keySet().removeIf(k -> k.contains("shared_expert"));
+            TensorSource base = randomCheckpoint(model);
+            org.sparkmoe.kernels.GroupedGemm gemm = new org.sparkmoe.kernels.Nd4jGroupedGemm();
+            org.sparkmoe.model.MoeTransformer baseModel = org.sparkmoe.model.ModelLoader.load(model, base, gemm);
+            int[][] tokens = {{1, 5, 9, 2, 7, 3, 11, 4}, {8, 6, 0, 10, 12, 2, 1, 9}};
+            INDArray adapted = AdaptedModel.of(baseModel, adapter).forward(tokens, model.num_experts_per_tok, false)
+                    .logits();
+            INDArray merged = org.sparkmoe.model.ModelLoader.load(model, new MergedTensors(base, adapter), gemm)
+                    .forward(tokens, model.num_experts_per_tok, false).logits();
+            INDArray withoutShared = AdaptedModel.of(baseModel, PeftAdapter.of(model, routedOnly, routedState))
+                    .forward(tokens, model.num_experts_per_tok, false).logits();
+            double scale = adapted.amaxNumber().doubleValue();
+            String type = model.modelType.name();
+            double diff = adapted.sub(merged).amaxNumber().doubleValue();
+            org.junit.jupiter.api.Assertions.assertTrue(diff <= 1e-5 * scale, type + ": unmerged vs merged " + diff
+                    + " of " + scale);
+            double moved = adapted.sub(withoutShared).amaxNumber().doubleValue();
+            org.junit.jupiter.api.Assertions.assertTrue(moved > 1e-3 * scale, type + ": the shared expert's LoRA moved "
+                    + "the logits by " + moved + " of " + scale);
+        }
+    }
 }

@@ -244,12 +244,57 @@ class PeftAdapterTest {
     }
 
     @Test
-    void qwenListOfPlainNamesWouldAlsoAdaptTheSharedExpert() {
+    void qwenListOfPlainNamesWouldAlsoAdaptTheDenseMlp() {
         ModelConfig model = AdapterFixtures.qwen();
         String json = new AdapterConfig(2, 4, ALL, false, null).toJson(model)
                 .replaceFirst("\"target_modules\" : \"[^\\n]*\"", "\"target_modules\" : [\"gate_proj\"]");
-        assertMessage("cfg: target_modules [\"gate_proj\"] selects model.layers.0.mlp.shared_expert.gate_proj, which is "
-                + "not an expert projection of this qwen2_moe model", () -> AdapterConfig.parse(json, "cfg", model));
+        assertMessage("cfg: target_modules [\"gate_proj\"] selects model.layers.1.mlp.gate_proj, which is not an expert "
+                + "projection of this qwen2_moe model (SparkMoE adapts gate_proj, up_proj, down_proj of the experts and "
+                + "shared expert only)", () -> AdapterConfig.parse(json, "cfg", model));
+    }
+
+    /**
+     * LoRA on the shared expert: per layer one [R, in] / [out, R] pair under the module's own name (glm4_moe's
+     * mlp.shared_experts, qwen2_moe's mlp.shared_expert), target_modules' regex naming it, an exact round trip; a
+     * config that selects only part of it, or other projections than the experts', is refused.
+     */
+    @Test
+    void sharedExpertLoraRoundTripsUnderPeftNames() throws IOException {
+        for (ModelConfig model : List.of(AdapterFixtures.glm(), AdapterFixtures.qwen())) {
+            String module = model.modelType == ModelConfig.ModelType.QWEN2_MOE ? "shared_expert" : "shared_experts";
+            int layer = model.modelType == ModelConfig.ModelType.QWEN2_MOE ? 0 : 1;
+            AdapterConfig config = new AdapterConfig(2, 4, List.of(Projection.GATE, Projection.DOWN), false, null, true);
+            PeftAdapter adapter = random(model, config);
+            Path dir = dir("shared-" + module);
+            adapter.write(dir, CONF);
+            JsonNode json = JSON.readTree(tmp.resolve("shared-" + module).resolve(PeftAdapter.CONFIG_FILE).toFile());
+            assertEquals("model\\.layers\\.\\d+\\.mlp\\.(experts\\.(\\d+\\.)?|" + module + "\\.)(gate_proj|down_proj)",
+                    json.get("target_modules").asText());
+            String prefix = "base_model.model.model.layers." + layer + ".mlp." + module + ".";
+            try (SafeTensorsFile f = SafeTensorsFile.open(tmp.resolve("shared-" + module).resolve(PeftAdapter.WEIGHTS_FILE))) {
+                assertArrayEquals(new long[] {2, model.hidden_size}, f.info(prefix + "gate_proj.lora_A.weight").shape());
+                assertArrayEquals(new long[] {model.hidden_size, 2}, f.info(prefix + "down_proj.lora_B.weight").shape());
+                assertEquals(adapter.state().get("model.layers." + layer + ".mlp." + module + ".down_proj.lora_A").slice(0),
+                        f.readFloat(prefix + "down_proj.lora_A.weight"));
+                assertFalse(f.has(prefix + "up_proj.lora_A.weight"), "up is not a target");
+            }
+            PeftAdapter back = PeftAdapter.read(dir, CONF, model);
+            assertTrue(back.config().sharedExpert(), module);
+            assertSameState(adapter.state(), back.state());
+
+            // the shared expert's gate only
+            String partial = config.toJson(model).replace(module + "\\\\.)", module + "\\\\.(?=gate))");
+            assertMessage("cfg: target_modules", () -> AdapterConfig.parse(partial, "cfg", model));
+            assertMessage("shared-expert projections; SparkMoE adapts the shared expert's gate_proj, down_proj (the routed "
+                    + "experts' targets) in every MoE layer, or none of it", () -> AdapterConfig.parse(partial, "cfg", model));
+        }
+        assertMessage("the adapter adapts the shared expert, but model_type mixtral has none",
+                () -> PeftAdapter.expectedState(AdapterFixtures.mixtral(), new AdapterConfig(2, 4, ALL, false, null, true)));
+        IllegalArgumentException fused = assertThrows(IllegalArgumentException.class,
+                () -> random(AdapterFixtures.glm(), new AdapterConfig(2, 4, ALL, false, null, true))
+                        .write(dir("fused"), CONF, org.sparkmoe.io.ExpertLayout.FUSED));
+        assertEquals("--adapter-format fused with LoRA on the shared expert is not supported: use --adapter-format "
+                + "per-expert", fused.getMessage());
     }
 
     /**

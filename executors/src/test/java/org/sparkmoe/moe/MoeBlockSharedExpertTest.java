@@ -28,7 +28,9 @@ import org.sparkmoe.experts.SwiGluMlp;
  * differences of the input, the router and the LoRA factors with the shared expert present; with B = 0 in float32,
  * bit-identity with {@link MoeBlock#forward} of the same weights without LoRA (built through {@link MoeBlock#with}).
  * GLM-4.5's ungated shared expert ({@code out += shared(x)}) under a sigmoid, grouped, bias-corrected, scaled router:
- * the same finite-difference check, and the sum of the routed block and the MLP.
+ * the same finite-difference check, and the sum of the routed block and the MLP. LoRA on the shared expert's
+ * gate/up/down (one expert): central differences of every factor, gated and ungated, and B = 0 reproducing the frozen
+ * block bit for bit.
  */
 class MoeBlockSharedExpertTest {
     private static final int T = 6;
@@ -130,6 +132,84 @@ class MoeBlockSharedExpertTest {
                 new FullExperts(w.base(), new Nd4jGroupedGemm()), null);
         INDArray expected = routedOnly.forward(x, 2).hidden().add(w.shared().forwardTraining(x).out());
         assertArrayEquals(expected.data().asDouble(), withShared.hidden().data().asDouble(), 1e-12);
+    }
+
+    /** LoRA of one expert on gate, up, down of the shared expert: A [1, R, in], B [1, out, R]. */
+    private static LoraExperts[] sharedLora(Random rnd) {
+        return new LoraExperts[] {
+                new LoraExperts(gaussian(rnd, DataType.DOUBLE, 0.5, 1, R, D), gaussian(rnd, DataType.DOUBLE, 0.5, 1, SI, R),
+                        4.0),
+                new LoraExperts(gaussian(rnd, DataType.DOUBLE, 0.5, 1, R, D), gaussian(rnd, DataType.DOUBLE, 0.5, 1, SI, R),
+                        2.0),
+                new LoraExperts(gaussian(rnd, DataType.DOUBLE, 0.5, 1, R, SI), gaussian(rnd, DataType.DOUBLE, 0.5, 1, D, R),
+                        6.0)};
+    }
+
+    /** Central differences of every shared-expert LoRA factor, the input and a routed factor, gated and ungated. */
+    @Test
+    void sharedExpertLoraGradientsMatchFiniteDifferences() {
+        for (boolean gated : new boolean[] {true, false}) {
+            Weights w = Weights.random(gated ? 101 : 102, DataType.DOUBLE);
+            Random rnd = new Random(103);
+            LoraExperts routedUp = new LoraExperts(gaussian(rnd, DataType.DOUBLE, 0.5, E, R, D),
+                    gaussian(rnd, DataType.DOUBLE, 0.5, E, I, R), 4.0);
+            MoeBlock frozen = gated ? w.frozen(true) : w.sigmoidUngated(new double[] {0.3, -0.2, 0.1, 0.0});
+            MoeBlock routed = frozen.with(null, frozen.options(),
+                    ((FullExperts) frozen.experts()).withLora(null, routedUp, null));
+            LoraExperts[] factors = sharedLora(rnd);
+            MoeBlock block = routed.withShared(frozen.shared().withLora(factors[0], factors[1], factors[2]));
+            INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
+            INDArray dOut = gaussian(rnd, DataType.DOUBLE, 1.0, T, D);
+            MoeBlock.Gradients g = block.backward(block.forward(x), dOut);
+            DoubleSupplier loss = () -> GradientCheck.dot(block.forward(x).out(), dOut);
+            String name = gated ? "gated" : "ungated";
+            GradientCheck.check(name + " shared LoRA: x", x, g.dx(), loss);
+            GradientCheck.check(name + " shared LoRA: routed up A", routedUp.a(), g.experts().up().dA(), loss);
+            SharedExpert.Gradients sg = g.shared();
+            GradientCheck.check(name + " shared LoRA: gate A", factors[0].a(), sg.gate().dA(), loss);
+            GradientCheck.check(name + " shared LoRA: gate B", factors[0].b(), sg.gate().dB(), loss);
+            GradientCheck.check(name + " shared LoRA: up A", factors[1].a(), sg.up().dA(), loss);
+            GradientCheck.check(name + " shared LoRA: up B", factors[1].b(), sg.up().dB(), loss);
+            GradientCheck.check(name + " shared LoRA: down A", factors[2].a(), sg.down().dA(), loss);
+            GradientCheck.check(name + " shared LoRA: down B", factors[2].b(), sg.down().dB(), loss);
+        }
+    }
+
+    @Test
+    void zeroBOnTheSharedExpertReproducesTheFrozenBlockExactly() {
+        Weights w = Weights.random(110, DataType.FLOAT);
+        INDArray x = gaussian(new Random(111), DataType.FLOAT, 1.0, T, D);
+        for (MoeBlock frozen : new MoeBlock[] {w.frozen(true), w.sigmoidUngated(new double[] {0.3, -0.2, 0.1, 0.0})}) {
+            MoeBlock lora = frozen.withShared(frozen.shared().withLora(
+                    LoraExperts.init(1, D, SI, R, 8, 1, DataType.FLOAT), LoraExperts.init(1, D, SI, R, 8, 2, DataType.FLOAT),
+                    LoraExperts.init(1, SI, D, R, 8, 3, DataType.FLOAT)));
+            assertArrayEquals(frozen.forward(x, 2).hidden().data().asFloat(), lora.forward(x).out().data().asFloat());
+        }
+    }
+
+    /** The shared expert's one-expert grouped products give the dense MLP's bits in float32. */
+    @Test
+    void theSharedExpertComputesAsTheDenseMlpInFloat() {
+        Weights w = Weights.random(120, DataType.FLOAT);
+        INDArray x = gaussian(new Random(121), DataType.FLOAT, 1.0, T, D);
+        double[] sum = new double[T * D];
+        SharedExpert.ungated(w.shared()).addTo(x, sum, true);
+        float[] expected = w.shared().forward(x).data().asFloat();
+        float[] actual = new float[sum.length];
+        for (int i = 0; i < sum.length; i++) {
+            actual[i] = (float) sum[i];
+        }
+        assertArrayEquals(expected, actual);
+    }
+
+    @Test
+    void sharedLoraThatDoesNotFitIsRejected() {
+        Weights w = Weights.random(130, DataType.DOUBLE);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> SharedExpert.ungated(w.shared()).withLora(null, null,
+                        new LoraExperts(gaussian(new Random(1), DataType.DOUBLE, 0.5, 1, R, D),
+                                gaussian(new Random(2), DataType.DOUBLE, 0.5, 1, D, R), 4.0)));
+        assertTrue(e.getMessage().contains("LoRA on w2 (down_proj) does not fit its base weight"), e.getMessage());
     }
 
     @Test

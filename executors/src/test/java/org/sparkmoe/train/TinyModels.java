@@ -25,7 +25,8 @@ import org.sparkmoe.surgery.OverlayTensors;
  * The repository's tiny fixtures: examples/models/mixtral-tiny (4 layers, D 128, E 8, K 2, V 1024) and
  * tests/src/test/resources/reference/qwen2-moe-tiny (3 layers, layer 1 dense, shared expert, q/k/v biases,
  * norm_topk_prob false, V 64), tests/src/test/resources/reference/qwen3-moe-tiny (per-head q/k norms, head_dim 12,
- * q/k/v/o biases, layer 1 dense, tied embeddings) and olmoe-tiny (whole-projection q/k norms, clip_qkv 1.5), loaded
+ * q/k/v/o biases, layer 1 dense, tied embeddings), olmoe-tiny (whole-projection q/k norms, clip_qkv 1.5) and
+ * glm4-moe-tiny (sigmoid grouped routing, ungated shared experts, first layer dense), loaded
  * once per JVM in FLOAT or DOUBLE.
  */
 final class TinyModels {
@@ -33,6 +34,7 @@ final class TinyModels {
     static final String QWEN = "tests/src/test/resources/reference/qwen2-moe-tiny";
     static final String QWEN3 = "tests/src/test/resources/reference/qwen3-moe-tiny";
     static final String OLMOE = "tests/src/test/resources/reference/olmoe-tiny";
+    static final String GLM = "tests/src/test/resources/reference/glm4-moe-tiny";
     static final String GPT_OSS = "tests/src/test/resources/reference/gpt-oss-tiny";
     /** MLA without q_lora, softmax group_limited_greedy routing, 2 shared experts, layer 0 dense, YaRN. */
     static final String DEEPSEEK_V2 = "tests/src/test/resources/reference/deepseek-v2-tiny";

@@ -52,6 +52,24 @@ class WholeModelGradientCheckTest {
         checkTotalLoss(TinyModels.OLMOE, 0.5, 27);
     }
 
+    /** LoRA on the gated shared expert's gate/up/down beside the routed experts' (and the router). */
+    @Test
+    void qwenGradientsWithSharedExpertLoraMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.QWEN, 0.5, 28, true);
+    }
+
+    /** LoRA on GLM-4.5's ungated shared experts beside the routed experts', under sigmoid grouped routing. */
+    @Test
+    void glmGradientsWithSharedExpertLoraMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.GLM, 0.0, 29, true);
+    }
+
+    /** LoRA on DeepSeek-V2's two ungated shared experts (one MLP) beside the routed experts'. */
+    @Test
+    void deepSeekV2GradientsWithSharedExpertLoraMatchFiniteDifferences() {
+        checkTotalLoss(TinyModels.DEEPSEEK_V2, 0.5, 30, true);
+    }
+
     /**
      * Through gpt-oss's sinks, sliding and full layers, YaRN, q/k/v/o biases, the biased clamped experts (fused,
      * interleaved) and the router's bias, which trains with its weight.
@@ -82,9 +100,9 @@ class WholeModelGradientCheckTest {
     @Test
     void mixtralAuxLossGradientMatchesFiniteDifferences() {
         MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.DOUBLE);
-        TrainState state = perturbedState(model, 23);
+        TrainState state = perturbedState(model, 23, false);
         int[][] windows = TinyModels.windows(model, 2, 16, 24);
-        TrainOptions base = options(state, 0.0);
+        TrainOptions base = options(0.0, false);
         Map<String, INDArray> g0 = TrainStep.evaluate(model, state, windows, base).grads();
         Map<String, INDArray> g1 = TrainStep.evaluate(model, state, windows, base.withAuxLossCoef(1.0)).grads();
         DoubleSupplier aux = () -> TrainStep.losses(model, state, windows, base).aux();
@@ -100,10 +118,14 @@ class WholeModelGradientCheckTest {
     }
 
     private static void checkTotalLoss(String dir, double coef, long seed) {
+        checkTotalLoss(dir, coef, seed, false);
+    }
+
+    private static void checkTotalLoss(String dir, double coef, long seed, boolean shared) {
         MoeTransformer model = TinyModels.load(dir, DataType.DOUBLE);
-        TrainState state = perturbedState(model, seed);
+        TrainState state = perturbedState(model, seed, shared);
         int[][] windows = TinyModels.windows(model, 2, 16, seed + 1);
-        TrainOptions opts = options(state, coef);
+        TrainOptions opts = options(coef, shared);
         TrainStep.Evaluation e = TrainStep.evaluate(model, state, windows, opts);
         assertEquals(state.params().keySet(), e.grads().keySet());
         DoubleSupplier loss = () -> TrainStep.losses(model, state, windows, opts).loss();
@@ -115,13 +137,13 @@ class WholeModelGradientCheckTest {
         }
         long moeLayers = model.layers().stream().filter(l -> l.isMoe()).count();
         int routerBias = model.config().clamped_experts ? 1 : 0;
-        assertEquals(moeLayers * (7 + routerBias), checked, "3 targets × (A, B) + router (+ its bias) per MoE layer");
+        assertEquals(moeLayers * ((shared ? 13 : 7) + routerBias), checked,
+                "3 targets × (A, B) (routed, and shared when adapted) + router (+ its bias) per MoE layer");
     }
 
     /** All targets, rank 4, α 8, router trained; B Gaussian(0, 0.05²) so that A has a gradient. */
-    private static TrainState perturbedState(MoeTransformer model, long seed) {
-        LoraSpec spec = new LoraSpec(EnumSet.allOf(Projection.class), 4, 8.0, true);
-        TrainState state = TrainState.init(model, spec, seed, DataType.DOUBLE);
+    private static TrainState perturbedState(MoeTransformer model, long seed, boolean shared) {
+        TrainState state = TrainState.init(model, spec(shared), seed, DataType.DOUBLE);
         Random rnd = new Random(seed);
         for (Map.Entry<String, INDArray> e : state.params().entrySet()) {
             if (e.getKey().endsWith(".lora_B")) {
@@ -131,9 +153,12 @@ class WholeModelGradientCheckTest {
         return state;
     }
 
-    private static TrainOptions options(TrainState state, double coef) {
-        LoraSpec spec = new LoraSpec(EnumSet.allOf(Projection.class), 4, 8.0, true);
-        return TrainOptions.defaults(spec, new LrSchedule(1e-3, 0, 10), 7).withAuxLossCoef(coef);
+    private static LoraSpec spec(boolean shared) {
+        return new LoraSpec(EnumSet.allOf(Projection.class), 4, 8.0, true, shared);
+    }
+
+    private static TrainOptions options(double coef, boolean shared) {
+        return TrainOptions.defaults(spec(shared), new LrSchedule(1e-3, 0, 10), 7).withAuxLossCoef(coef);
     }
 
     /** @return the largest |analytic| among the checked entries */

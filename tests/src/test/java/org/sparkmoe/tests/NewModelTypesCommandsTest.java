@@ -10,6 +10,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.model.ModelFolder;
@@ -28,7 +29,8 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
 /**
  * The commands on the tiny qwen3_moe and olmoe fixtures (see {@link Qwen3OlmoeParityTest}), end to end through the
  * command line: calibrate; surgery topk, reduce, merge-dense and lowrank, each output loading in eval; train lowering the
- * training loss and writing an adapter that merge accepts, with PEFT keys under {@code mlp.experts.<e>.<proj>}.
+ * training loss and writing an adapter that merge accepts, with PEFT keys under {@code mlp.experts.<e>.<proj>}; with
+ * LoRA on the shared expert too (glm4_moe, qwen2_moe), logits with the adapter equal logits of its merge.
  */
 class NewModelTypesCommandsTest {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -216,6 +218,96 @@ class NewModelTypesCommandsTest {
         String changed = new CheckpointLayout(config.modelType).expert(moeLayer, 5, Projection.GATE);
         assertTrue(!Arrays.equals(tensor(m, changed).data().asFloat(), tensor(mergedDir, changed).data().asFloat()),
                 "the merged expert weight moved");
+    }
+
+    /**
+     * train --shared-expert-lora on the types with a shared expert (glm4_moe's ungated mlp.shared_experts, qwen2_moe's
+     * gated mlp.shared_expert): the loss falls with LoRA on routed + shared experts; the adapter holds the shared
+     * expert's factors under PEFT's names, its B moved off PEFT's zero start; eval and logits with --adapter equal
+     * eval and logits of the merged checkpoint (AdapterTest's tolerances: 1e-4 relative perplexity, 1e-5 of the
+     * largest logit), whose shared expert weight moved, and differ from the base's.
+     * DeepSeek's ungated shared experts the same (V2, and V3 with FP8 weights). qwen2-moe-tiny has no tokenizer.json, so
+     * its gated shared expert is covered in executors' tests (WholeModelGradientCheckTest, PeftAdapterTest,
+     * MergedTensorsTest).
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"glm4-moe-tiny", "deepseek-v2-tiny", "deepseek-v3-tiny-fp8"})
+    void trainWithSharedExpertLoraLowersTheLossAndEvalMergeAndAdapterAgree(String name, @TempDir Path tmp)
+            throws Exception {
+        Path m = model(name);
+        ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
+        Path out = tmp.resolve("train");
+        ok("train", "--model", m.toString(), "--data", Fixtures.sysadminExcerpt(tmp).toString(), "--window", "32",
+                "--steps", "24", "--batch-windows", "4", "--lr", "2e-2", "--rank", "4", "--alpha", "8",
+                "--targets", "gate_proj,up_proj,down_proj", "--shared-expert-lora", "--checkpoint-every", "100",
+                "--master", "local[2]", "--out", out.toString());
+        List<String> log = Files.readAllLines(out.resolve("train-log.jsonl"));
+        double first = JSON.readTree(log.get(0)).get("loss").asDouble();
+        double last = JSON.readTree(log.get(log.size() - 1)).get("loss").asDouble();
+        System.out.printf("%s: train loss with shared-expert LoRA %.4f → %.4f over %d rounds%n", name, first, last,
+                log.size());
+        assertTrue(last < first, name + ": loss " + first + " → " + last);
+
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        int moeLayer = config.isMoeLayer(0) ? 0 : 1;
+        String module = "base_model.model." + layout.sharedExpertModule(moeLayer, Projection.DOWN);
+        try (SafeTensorsFile adapter = SafeTensorsFile.open(out.resolve("adapter/adapter_model.safetensors"))) {
+            assertArrayEquals(new long[] {4, config.shared_expert_intermediate_size},
+                    adapter.info(module + ".lora_A.weight").shape());
+            INDArray b = adapter.readFloat(module + ".lora_B.weight");                     // [D, R], PEFT starts it at 0
+            assertArrayEquals(new long[] {config.hidden_size, 4}, b.shape());
+            assertTrue(b.amaxNumber().doubleValue() > 1e-4, "the shared expert's lora_B was trained: " + b.amaxNumber());
+        }
+
+        Path mergedDir = tmp.resolve("merged");
+        ok("merge", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--out",
+                mergedDir.toString());
+        String shared = layout.sharedExpert(moeLayer, Projection.DOWN);
+        try (Checkpoint base = Checkpoint.open(hadoop(m), CONF)) {                      // FP8 read dequantized
+            float[] before = FusedExperts.perExpert(base, config).readFloat(shared).data().asFloat();
+            assertTrue(!Arrays.equals(before, tensor(mergedDir, shared).data().asFloat()),
+                    "the merged shared expert weight moved");
+        }
+
+        Path evalAdapter = tmp.resolve("eval-adapter.json");
+        ok("eval", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--window", "64", "--master", "local[2]", "--out",
+                evalAdapter.toString());
+        double pplWithAdapter = JSON.readTree(evalAdapter.toFile()).get("all").get("ppl").asDouble();
+        double pplOfMerged = ppl(mergedDir, tmp);
+        assertTrue(Math.abs(pplWithAdapter - pplOfMerged) / pplOfMerged <= 1e-4,
+                "eval --adapter ppl " + pplWithAdapter + " vs eval of the merge " + pplOfMerged);
+
+        Path ids = Fixtures.root().resolve("tests/src/test/resources/reference").resolve(name + "-reference.safetensors");
+        Path withAdapter = tmp.resolve("logits-adapter.safetensors");
+        Path ofMerged = tmp.resolve("logits-merged.safetensors");
+        ok("logits", "--model", m.toString(), "--adapter", out.resolve("adapter").toString(), "--input-ids",
+                ids.toString(), "--out", withAdapter.toString());
+        ok("logits", "--model", mergedDir.toString(), "--input-ids", ids.toString(), "--out", ofMerged.toString());
+        try (SafeTensorsFile x = SafeTensorsFile.open(withAdapter); SafeTensorsFile y = SafeTensorsFile.open(ofMerged);
+             SafeTensorsFile reference = SafeTensorsFile.open(ids)) {
+            INDArray logits = x.readFloat("logits");
+            double scale = logits.amaxNumber().doubleValue();
+            assertTrue(logits.sub(y.readFloat("logits")).amaxNumber().doubleValue() <= 1e-5 * scale,
+                    "logits --adapter vs the merged checkpoint's");
+            assertTrue(logits.sub(reference.readFloat("logits")).amaxNumber().doubleValue() > 1e-2,
+                    "the adapter should change the logits");
+        }
+    }
+
+    /** Refused before Spark starts, in one line: the fused format, a model without a shared expert. */
+    @org.junit.jupiter.api.Test
+    void sharedExpertLoraRefusesTheFusedFormatAndModelsWithoutOne(@TempDir Path tmp) throws Exception {
+        Path m = model("glm4-moe-tiny");
+        CliRun fused = sparkmoe("train", "--model", m.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(),
+                "--window", "32", "--shared-expert-lora", "--adapter-format", "fused", "--out", tmp.resolve("fused").toString());
+        assertEquals(1, fused.exitCode());
+        assertTrue(fused.err().contains("--adapter-format fused with LoRA on the shared expert is not supported: use "
+                + "--adapter-format per-expert"), fused.err());
+        CliRun none = sparkmoe("train", "--model", model("qwen3-moe-tiny").toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--window", "32", "--shared-expert-lora", "--out", tmp.resolve("none").toString());
+        assertEquals(1, none.exitCode());
+        assertTrue(none.err().contains("LoRA on the shared expert: model_type qwen3_moe has no shared expert"), none.err());
     }
 
     @ParameterizedTest

@@ -59,6 +59,7 @@ public final class MergeCommand implements Callable<Integer> {
                 output.with(layout == null ? null : ExpertLayout.parse(layout)));
         System.err.println("merge: wrote " + target + " (r=" + peft.config().r() + ", lora_alpha="
                 + peft.config().loraAlpha() + ", " + peft.config().targets().size() + " projections"
+                + (peft.config().sharedExpert() ? " of the experts and the shared expert" : "")
                 + (peft.config().trainRouter() ? " and routers" : "") + " merged)");
         return 0;
     }

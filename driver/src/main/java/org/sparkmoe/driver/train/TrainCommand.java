@@ -3,6 +3,7 @@ package org.sparkmoe.driver.train;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
@@ -111,6 +112,11 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--train-router", description = "Train the router (gate) weights too (saved as PEFT modules_to_save).")
     boolean trainRouter;
 
+    @Option(names = "--shared-expert-lora", description = "LoRA on the shared expert too (qwen2_moe's "
+            + "mlp.shared_expert, glm4_moe's mlp.shared_experts): the --targets projections at the same --rank and "
+            + "--alpha, written into the PEFT adapter beside the experts' (per-expert format only).")
+    boolean sharedExpertLora;
+
     @Option(names = "--aux-loss-coef", paramLabel = "X",
             description = "Weight of the load-balancing loss. Default: config.json's router_aux_loss_coef.")
     Double auxLossCoef;
@@ -130,7 +136,7 @@ public final class TrainCommand implements Callable<Integer> {
                     + "weight deltas). Checkpoints stay per-expert. Default: ${DEFAULT-VALUE}.")
     String adapterFormat;
 
-    @Option(names = "--merge", description = "Also write OUT/merged: the model with the LoRA merged into its experts.")
+    @Option(names = "--merge", description = "Also write OUT/merged: the model with the LoRA merged into its experts (and shared expert).")
     boolean merge;
 
     @Option(names = "--seed", defaultValue = "42", paramLabel = "N",
@@ -178,8 +184,9 @@ public final class TrainCommand implements Callable<Integer> {
         TrainPlan.Windows windows = new TrainPlan.Windows(data.files, data.textSplit(), window.window, batchWindows);
         TrainPlan.Rounds rounds = new TrainPlan.Rounds(steps, averagingFrequency, spark.partitionsOr(1),
                 checkpointEvery);
-        TrainOptions options = TrainPlan.options(TrainPlan.lora(targets, r, a, trainRouter), lr, warmup, steps,
-                weightDecay, maxGradNorm, auxLossCoef, seed);
+        TrainOptions options = TrainPlan.options(TrainPlan.lora(targets, r, a, trainRouter, sharedExpertLora), lr,
+                warmup, steps, weightDecay, maxGradNorm, auxLossCoef, seed);
+        TrainState.checkShared(config, options.lora());
         TrainStep.auxLossCoef(config, options);
         if (windows.window() > config.max_position_embeddings) {
             throw new IllegalArgumentException("--window " + windows.window() + " exceeds the model's "
@@ -187,6 +194,12 @@ public final class TrainCommand implements Callable<Integer> {
         }
         windows = new TrainPlan.Windows(data.uris(conf), windows.split(), windows.window(), windows.batchWindows());
         TrainPlan checked = new TrainPlan(modelUri, windows, rounds, options, Paths.qualify(out, conf), merge, chosen);
+        PeftAdapter.checkFormat(checked.adapterConfig(), format);
+        if (sharedExpertLora) {
+            System.err.println("train: note: PEFT 0.21 on transformers 5 drops the shared expert's LoRA from OUT/adapter "
+                    + "(its MoE conversion maps gate_proj/up_proj/down_proj to the fused experts); sparkmoe eval, logits "
+                    + "and merge apply it, and --merge writes a checkpoint transformers loads");
+        }
         OutputFolder.requireCreatable("--out", new Path(checked.out()), conf);
         TrainState initial = TrainJob.initialState(checked, conf); // the size of any state the run will hold
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe train", spark.master), spark.partitions);

@@ -95,16 +95,20 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
                      long warmupSteps, double weightDecay, double maxGradNorm, Double auxLossCoef, long seed) {
         this(model, new Windows(data, split, window, batchWindows),
                 new Rounds(steps, averagingFrequency, partitions, checkpointEvery),
-                options(lora(targets, rank, alpha, trainRouter), learningRate, warmupSteps, steps, weightDecay,
+                options(lora(targets, rank, alpha, trainRouter, false), learningRate, warmupSteps, steps, weightDecay,
                         maxGradNorm, auxLossCoef, seed), out, merge, Device.CPU);
     }
 
-    /** The LoRA spec of --targets, --rank, --alpha, --train-router; --targets must name at least one projection. */
-    public static LoraSpec lora(List<Projection> targets, int rank, double alpha, boolean trainRouter) {
+    /**
+     * The LoRA spec of --targets, --rank, --alpha, --train-router, --shared-expert-lora; --targets must name at least
+     * one projection.
+     */
+    public static LoraSpec lora(List<Projection> targets, int rank, double alpha, boolean trainRouter,
+                                boolean sharedExpert) {
         if (targets == null || targets.isEmpty()) {
             throw new IllegalArgumentException("--targets must name at least one of w1, w2, w3");
         }
-        return new LoraSpec(EnumSet.copyOf(targets), rank, alpha, trainRouter);
+        return new LoraSpec(EnumSet.copyOf(targets), rank, alpha, trainRouter, sharedExpert);
     }
 
     /** How every step runs: torch's AdamW betas and epsilon with this weight decay, warmup then cosine decay. */
@@ -183,12 +187,14 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
         URI uri = new Path(model).toUri();
         String base = "file".equals(uri.getScheme()) ? uri.getPath() : model;
         LoraSpec lora = options.lora();
-        return new AdapterConfig(lora.rank(), lora.alpha(), List.copyOf(lora.targets()), lora.trainRouter(), base);
+        return new AdapterConfig(lora.rank(), lora.alpha(), List.copyOf(lora.targets()), lora.trainRouter(), base,
+                lora.sharedExpert());
     }
 
     /** The keys of {@link #resumeSignature}, in its order; each is the name of the train flag it records. */
     static final List<String> SIGNATURE_KEYS = List.of("data", "split", "window", "batch-windows", "steps",
-            "averaging-frequency", "partitions", "targets", "rank", "alpha", "train-router", "lr", "warmup",
+            "averaging-frequency", "partitions", "targets", "rank", "alpha", "train-router", "shared-expert-lora", "lr",
+            "warmup",
             "weight-decay", "max-grad-norm", "aux-loss-coef", "seed");
     private static final java.util.regex.Pattern SIGNATURE_KEY = java.util.regex.Pattern.compile(
             "(?:^| )(" + String.join("|", SIGNATURE_KEYS) + ")=");
@@ -225,7 +231,8 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
         return "data=" + data() + " split=" + split() + " window=" + window() + " batch-windows=" + batchWindows()
                 + " steps=" + steps() + " averaging-frequency=" + averagingFrequency() + " partitions=" + partitions()
                 + " targets=" + List.copyOf(lora.targets()) + " rank=" + lora.rank() + " alpha=" + lora.alpha()
-                + " train-router=" + lora.trainRouter() + " lr=" + schedule.peak() + " warmup=" + schedule.warmup()
+                + " train-router=" + lora.trainRouter() + " shared-expert-lora=" + lora.sharedExpert()
+                + " lr=" + schedule.peak() + " warmup=" + schedule.warmup()
                 + " weight-decay=" + options.optimizer().weightDecay() + " max-grad-norm=" + options.maxGradNorm()
                 + " aux-loss-coef=" + options.auxLossCoef() + " seed=" + options.seed();
     }
