@@ -32,6 +32,7 @@ import java.util.List;
 import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.sparkmoe.tests.ReferenceParity.*;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -52,12 +53,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  */
 class Glm4MoeParityTest {
     private static final String NAME = "glm4-moe-tiny";
-    private static final double TOLERANCE = 2e-4;
-    /** |Δ NLL per token| between our eval and transformers' on the same windows. */
-    private static final double NLL_PER_TOKEN_TOLERANCE = 1e-5;
-    private static final int BATCH = 3;
-    private static final int SEQ = 16;
-    private static final int WINDOW = 64;
     private static JavaSparkContext sc;
 
     @BeforeAll
@@ -70,23 +65,11 @@ class Glm4MoeParityTest {
         sc.stop();
     }
 
-    private static Path folder(String name) {
-        return Fixtures.root().resolve("tests/src/test/resources/reference").resolve(name);
-    }
-
-    private static SafeTensorsFile reference() {
-        return SafeTensorsFile.open(folder(NAME + "-reference.safetensors"));
-    }
-
-    private static MoeTransformer load(Path dir) {
-        return ModelFolder.load(new org.apache.hadoop.fs.Path(dir.toUri()), new Configuration());
-    }
-
     @Test
     void logitsHiddenStatesAndRoutingMatchTransformers() {
         MoeTransformer model = load(folder(NAME));
         ModelConfig c = model.config();
-        try (SafeTensorsFile ref = reference()) {
+        try (SafeTensorsFile ref = reference(NAME)) {
             ForwardOutput ours = model.forward(tokens(ref.readLongs("input_ids")), c.num_experts_per_tok, true);
             int t = BATCH * SEQ;
             assertClose("logits", ref.readFloat("logits").reshape(t, c.vocab_size), ours.logits());
@@ -127,8 +110,8 @@ class Glm4MoeParityTest {
 
     @Test
     void evalTestSplitPerplexityMatchesTransformers() {
-        try (SafeTensorsFile ref = reference()) {
-            PerplexityReport report = eval(folder(NAME));
+        try (SafeTensorsFile ref = reference(NAME)) {
+            PerplexityReport report = eval(sc, folder(NAME));
             long tokens = ref.readLongs("ppl.tokens")[0];
             double nll = ref.readFloat("ppl.nll_sum").getDouble(0);
             PerplexityReport.Totals ours = report.all();
@@ -158,35 +141,11 @@ class Glm4MoeParityTest {
             assertFalse(written.has("model.layers.1.mlp.experts.0.gate_proj.weight"), "no per-expert keys left");
             assertTrue(written.has("model.layers.1.mlp.gate.e_score_correction_bias"));
         }
-        try (SafeTensorsFile ref = reference()) {
+        try (SafeTensorsFile ref = reference(NAME)) {
             int[][] tokens = tokens(ref.readLongs("input_ids"));
             assertArrayEquals(load(folder(NAME)).logits(tokens).data().asFloat(),
                     load(fusedDir).logits(tokens).data().asFloat(), "logits");
         }
     }
 
-    private static PerplexityReport eval(Path model) {
-        String data = Fixtures.corpus("sysadmin.txt").toUri().toString();
-        ModelConfig c = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(model.toUri()), new Configuration());
-        return EvalJob.run(sc, new EvalPlan(model.toUri().toString(), List.of(data), TextSplit.TEST, WINDOW,
-                c.num_experts_per_tok, 8, 2));
-    }
-
-    private static int[][] tokens(long[] ids) {
-        assertEquals(BATCH * SEQ, ids.length, "input_ids length");
-        int[][] out = new int[BATCH][SEQ];
-        for (int b = 0; b < BATCH; b++) {
-            for (int s = 0; s < SEQ; s++) {
-                out[b][s] = (int) ids[b * SEQ + s];
-            }
-        }
-        return out;
-    }
-
-    private static void assertClose(String name, INDArray expected, INDArray actual) {
-        assertArrayEquals(expected.shape(), actual.shape(), name + " shape");
-        double maxDiff = expected.sub(actual).amaxNumber().doubleValue();
-        System.out.printf("%s %s: max |Δ| = %.3g%n", NAME, name, maxDiff);
-        assertTrue(maxDiff <= TOLERANCE, name + ": max |Δ| " + maxDiff + " > " + TOLERANCE);
-    }
 }

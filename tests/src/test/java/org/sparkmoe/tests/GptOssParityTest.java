@@ -27,6 +27,7 @@ import java.nio.file.Path;
 import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.sparkmoe.tests.ReferenceParity.*;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -48,12 +49,6 @@ import static org.nd4j.linalg.indexing.NDArrayIndex.interval;
  * layer 0 are clamped.
  */
 class GptOssParityTest {
-    private static final double TOLERANCE = 2e-4;
-    /** |Δ NLL per token| between our eval and transformers' on the same windows. */
-    private static final double NLL_PER_TOKEN_TOLERANCE = 1e-5;
-    private static final int BATCH = 3;
-    private static final int SEQ = 16;
-    private static final int WINDOW = 64;
     private static JavaSparkContext sc;
 
     @BeforeAll
@@ -64,18 +59,6 @@ class GptOssParityTest {
     @AfterAll
     static void stopSpark() {
         sc.stop();
-    }
-
-    private static Path folder(String name) {
-        return Fixtures.root().resolve("tests/src/test/resources/reference").resolve(name);
-    }
-
-    private static SafeTensorsFile reference(String name) {
-        return SafeTensorsFile.open(folder(name + "-reference.safetensors"));
-    }
-
-    private static MoeTransformer load(Path dir) {
-        return ModelFolder.load(new org.apache.hadoop.fs.Path(dir.toUri()), new Configuration());
     }
 
     @ParameterizedTest
@@ -104,7 +87,7 @@ class GptOssParityTest {
     @ValueSource(strings = {"gpt-oss-tiny", "gpt-oss-tiny-mxfp4"})
     void evalTestSplitPerplexityMatchesTransformers(String name) {
         try (SafeTensorsFile ref = reference(name)) {
-            PerplexityReport report = eval(folder(name));
+            PerplexityReport report = eval(sc, folder(name));
             long tokens = ref.readLongs("ppl.tokens")[0];
             double nll = ref.readFloat("ppl.nll_sum").getDouble(0);
             PerplexityReport.Totals ours = report.all();
@@ -142,28 +125,4 @@ class GptOssParityTest {
         }
     }
 
-    private static PerplexityReport eval(Path model) {
-        String data = Fixtures.corpus("sysadmin.txt").toUri().toString();
-        ModelConfig c = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(model.toUri()), new Configuration());
-        return EvalJob.run(sc, new EvalPlan(model.toUri().toString(), List.of(data), TextSplit.TEST, WINDOW,
-                c.num_experts_per_tok, 8, 2));
-    }
-
-    private static int[][] tokens(long[] ids) {
-        assertEquals(BATCH * SEQ, ids.length, "input_ids length");
-        int[][] out = new int[BATCH][SEQ];
-        for (int b = 0; b < BATCH; b++) {
-            for (int s = 0; s < SEQ; s++) {
-                out[b][s] = (int) ids[b * SEQ + s];
-            }
-        }
-        return out;
-    }
-
-    private static void assertClose(String name, INDArray expected, INDArray actual) {
-        assertArrayEquals(expected.shape(), actual.shape(), name + " shape");
-        double maxDiff = expected.sub(actual).amaxNumber().doubleValue();
-        System.out.printf("%s: max |Δ| = %.3g%n", name, maxDiff);
-        assertTrue(maxDiff <= TOLERANCE, name + ": max |Δ| " + maxDiff + " > " + TOLERANCE);
-    }
 }

@@ -30,6 +30,7 @@ import java.util.List;
 import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.sparkmoe.tests.ReferenceParity.*;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -48,12 +49,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * over the whole projections with 2 KV heads, clip_qkv 1.5, norm_topk_prob false.
  */
 class Qwen3OlmoeParityTest {
-    private static final double TOLERANCE = 2e-4;
-    /** |Δ NLL per token| between our eval and transformers' on the same windows. */
-    private static final double NLL_PER_TOKEN_TOLERANCE = 1e-5;
-    private static final int BATCH = 3;
-    private static final int SEQ = 16;
-    private static final int WINDOW = 64;
     private static JavaSparkContext sc;
 
     @BeforeAll
@@ -64,18 +59,6 @@ class Qwen3OlmoeParityTest {
     @AfterAll
     static void stopSpark() {
         sc.stop();
-    }
-
-    private static Path folder(String name) {
-        return Fixtures.root().resolve("tests/src/test/resources/reference").resolve(name);
-    }
-
-    private static SafeTensorsFile reference(String name) {
-        return SafeTensorsFile.open(folder(name + "-reference.safetensors"));
-    }
-
-    private static MoeTransformer load(Path dir) {
-        return ModelFolder.load(new org.apache.hadoop.fs.Path(dir.toUri()), new Configuration());
     }
 
     @ParameterizedTest
@@ -109,7 +92,7 @@ class Qwen3OlmoeParityTest {
     @ValueSource(strings = {"qwen3-moe-tiny", "olmoe-tiny"})
     void evalTestSplitPerplexityMatchesTransformers(String name) {
         try (SafeTensorsFile ref = reference(name)) {
-            PerplexityReport report = eval(folder(name));
+            PerplexityReport report = eval(sc, folder(name));
             long tokens = ref.readLongs("ppl.tokens")[0];
             double nll = ref.readFloat("ppl.nll_sum").getDouble(0);
             PerplexityReport.Totals ours = report.all();
@@ -162,32 +145,8 @@ class Qwen3OlmoeParityTest {
             assertArrayEquals(load(folder(name)).logits(tokens).data().asFloat(),
                     load(fusedDir).logits(tokens).data().asFloat(), name + ": logits");
         }
-        assertEquals(eval(folder(name)).toJson().replace(folder(name).toUri().toString(), "MODEL"),
-                eval(fusedDir).toJson().replace(fusedDir.toUri().toString(), "MODEL"), name + ": eval report");
+        assertEquals(eval(sc, folder(name)).toJson().replace(folder(name).toUri().toString(), "MODEL"),
+                eval(sc, fusedDir).toJson().replace(fusedDir.toUri().toString(), "MODEL"), name + ": eval report");
     }
 
-    private static PerplexityReport eval(Path model) {
-        String data = Fixtures.corpus("sysadmin.txt").toUri().toString();
-        ModelConfig c = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(model.toUri()), new Configuration());
-        return EvalJob.run(sc, new EvalPlan(model.toUri().toString(), List.of(data), TextSplit.TEST, WINDOW,
-                c.num_experts_per_tok, 8, 2));
-    }
-
-    private static int[][] tokens(long[] ids) {
-        assertEquals(BATCH * SEQ, ids.length, "input_ids length");
-        int[][] out = new int[BATCH][SEQ];
-        for (int b = 0; b < BATCH; b++) {
-            for (int s = 0; s < SEQ; s++) {
-                out[b][s] = (int) ids[b * SEQ + s];
-            }
-        }
-        return out;
-    }
-
-    private static void assertClose(String name, INDArray expected, INDArray actual) {
-        assertArrayEquals(expected.shape(), actual.shape(), name + " shape");
-        double maxDiff = expected.sub(actual).amaxNumber().doubleValue();
-        System.out.printf("%s: max |Δ| = %.3g%n", name, maxDiff);
-        assertTrue(maxDiff <= TOLERANCE, name + ": max |Δ| " + maxDiff + " > " + TOLERANCE);
-    }
 }
