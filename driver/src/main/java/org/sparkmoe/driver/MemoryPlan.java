@@ -27,7 +27,8 @@ import java.util.Locale;
  * </ul>
  *
  * <p>Activations, for N = batch windows × window tokens, are per-token float32 counts of the arrays a layer
- * allocates: the residual stream and projections {@code 4H + 2·heads·hd + 2·kvHeads·hd}, the attention scores and
+ * allocates: the residual stream and projections {@code 4H + 2·heads·hd + 2·kvHeads·hd} (MLA: see
+ * {@link #attentionProjections}), the attention scores and
  * probabilities {@code 2·heads·S}, the MoE block's gathered rows and expert intermediates {@code K·(2H + 3I)}
  * (router rows in float64: {@code 2E}), a dense or shared MLP's {@code 3I}. ND4J frees a buffer only when the
  * garbage collector finds its Java wrapper, so a layer's temporaries are summed, not overlapped. Eval adds the
@@ -89,10 +90,24 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         return floats * Float.BYTES;
     }
 
+    /**
+     * Per-token floats of the attention's projections: q and the attention output (H·hd each) and k, v (KVH·hd each);
+     * for DeepSeek's MLA, q and k of qk_head_dim per head, v and the output of v_head_dim per head, and the latent
+     * (kv_lora_rank + the shared rope key).
+     */
+    static long attentionProjections(ModelConfig c) {
+        long heads = c.num_attention_heads;
+        if (c.mla == null) {
+            return 2 * heads * c.head_dim + 2L * c.num_key_value_heads * c.head_dim;
+        }
+        return 2 * heads * c.mla.qk_head_dim() + 2 * heads * c.mla.v_head_dim() + c.mla.kv_lora_rank()
+                + c.mla.qk_rope_head_dim();
+    }
+
     /** Activation bytes of one batch of {@code tokens} = batch windows × window tokens (see the class comment). */
     static long activations(Job job, ModelConfig c, long tokens, int window) {
         long h = c.hidden_size;
-        long stream = 4 * h + 2L * c.num_attention_heads * c.head_dim + 2L * c.num_key_value_heads * c.head_dim;
+        long stream = 4 * h + attentionProjections(c);
         long scores = 2L * c.num_attention_heads * window;
         long layersForward = 0;     // Σ over layers of per-token floats live while that layer runs
         long layersKept = 0;        // Σ over layers of per-token floats train keeps and their backward transients

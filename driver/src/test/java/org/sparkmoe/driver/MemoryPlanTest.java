@@ -38,6 +38,20 @@ class MemoryPlanTest {
         assertEquals((2048L * 145424 + 2L * (1 << 24)) * 4, eight);
     }
 
+    /** DeepSeek-V3's MLA: q and k of 192 per head, v and the output of 128 per head, the 512 + 64 latent. */
+    @Test
+    void latentAttentionCountsItsPerHeadWidthsAndTheLatent() {
+        ModelConfig v3 = ModelConfig.parse("""
+                {"model_type": "deepseek_v3", "vocab_size": 129280, "hidden_size": 7168, "intermediate_size": 18432,
+                 "moe_intermediate_size": 2048, "num_hidden_layers": 2, "num_attention_heads": 128,
+                 "num_key_value_heads": 128, "n_routed_experts": 256, "num_experts_per_tok": 8, "n_group": 8,
+                 "topk_group": 4, "first_k_dense_replace": 1, "q_lora_rank": 1536, "kv_lora_rank": 512,
+                 "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+                 "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 10000}""", "v3");
+        assertEquals(2L * 128 * 192 + 2L * 128 * 128 + 512 + 64, MemoryPlan.attentionProjections(v3));
+        assertEquals(2L * 32 * 128 + 2L * 8 * 128, MemoryPlan.attentionProjections(MIXTRAL_1));
+    }
+
     @Test
     void trainKeepsEveryLayerAndAllLogits() {
         long perToken = (5 * (26624 + 102416)) / 2 + 3 * 16384;
