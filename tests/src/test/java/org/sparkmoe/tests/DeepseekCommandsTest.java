@@ -17,6 +17,7 @@ import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.sparkmoe.tests.FixtureCommands.*;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.sparkmoe.tests.CliRun.sparkmoe;
 
@@ -30,29 +31,6 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
 class DeepseekCommandsTest {
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final Configuration CONF = new Configuration();
-
-    private static Path model(String name) {
-        return Fixtures.root().resolve("tests/src/test/resources/reference").resolve(name);
-    }
-
-    private static org.apache.hadoop.fs.Path hadoop(Path p) {
-        return new org.apache.hadoop.fs.Path(p.toUri());
-    }
-
-    private static void ok(String... args) {
-        CliRun run = sparkmoe(args);
-        assertEquals(0, run.exitCode(), String.join(" ", args) + "\n" + run.err());
-    }
-
-    /** Test-split perplexity of sysadmin.txt (window 64) through {@code sparkmoe eval}. */
-    private static double ppl(Path model, Path tmp) throws Exception {
-        Path out = tmp.resolve(model.getFileName() + "-eval.json");
-        ok("eval", "--model", model.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(), "--window", "64",
-                "--master", "local[2]", "--out", out.toString());
-        double ppl = JSON.readTree(out.toFile()).get("all").get("ppl").asDouble();
-        assertTrue(Double.isFinite(ppl) && ppl > 1, model + ": ppl " + ppl);
-        return ppl;
-    }
 
     @ParameterizedTest
     @ValueSource(strings = {"deepseek-v2-tiny", "deepseek-v3-tiny", "deepseek-v3-tiny-fp8"})

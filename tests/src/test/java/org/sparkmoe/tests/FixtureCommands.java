@@ -1,0 +1,42 @@
+package org.sparkmoe.tests;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+
+import java.nio.file.Path;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.sparkmoe.tests.CliRun.sparkmoe;
+
+/** What the command tests on the reference fixtures share: a fixture folder, a successful command line, its perplexity. */
+final class FixtureCommands {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private FixtureCommands() {
+    }
+
+    /** The fixture folder {@code tests/src/test/resources/reference/NAME}. */
+    static Path model(String name) {
+        return ReferenceParity.folder(name);
+    }
+
+    static org.apache.hadoop.fs.Path hadoop(Path p) {
+        return new org.apache.hadoop.fs.Path(p.toUri());
+    }
+
+    /** Runs {@code sparkmoe args} and asserts exit code 0. */
+    static void ok(String... args) {
+        CliRun run = sparkmoe(args);
+        assertEquals(0, run.exitCode(), String.join(" ", args) + "\n" + run.err());
+    }
+
+    /** Test-split perplexity of sysadmin.txt (window 64) through {@code sparkmoe eval}. */
+    static double ppl(Path model, Path tmp) throws Exception {
+        Path out = tmp.resolve(model.getFileName() + "-eval.json");
+        ok("eval", "--model", model.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(), "--window", "64",
+                "--master", "local[2]", "--out", out.toString());
+        double ppl = JSON.readTree(out.toFile()).get("all").get("ppl").asDouble();
+        assertTrue(Double.isFinite(ppl) && ppl > 1, model + ": ppl " + ppl);
+        return ppl;
+    }
+}
