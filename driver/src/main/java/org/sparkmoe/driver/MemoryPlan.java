@@ -35,7 +35,9 @@ import java.util.Locale;
  * logits of one block of rows (at most {@link Perplexity#LOGIT_BLOCK} elements, logits and log-softmax);
  * calibrate keeps every MoE layer's router input and logits; train keeps every layer's forward for the backward
  * (2.5 × stream + FFN per layer for the forward and the backward's transients, 6 × the scores for float32 and
- * float64 copies) plus all N × V logits and their gradient. The factors were fitted to the anonymous RSS one task
+ * float64 copies) plus all N × V logits and their gradient; with {@code --checkpoint-activations} it keeps each
+ * layer's input (H) and each MoE layer's router logits (E) and holds one layer's forward and backward at a time (the
+ * largest), plus the logits. The factors were fitted to the anonymous RSS one task
  * adds on the Mixtral-8x7B shape (docs/benchmarks.md, "Memory plan against measurement"): within 10% for eval at
  * 1, 4 and 8 windows of 256 and for train at 1 and 2.
  *
@@ -45,10 +47,11 @@ import java.util.Locale;
  * @param activationBytes activations of one batch, per task slot
  * @param stateBytes      train: the trainable state (parameters and both moments); 0 otherwise
  * @param slots           task slots per executor JVM
+ * @param checkpointActivations train: only layer inputs kept, one layer recomputed at a time
  * @param limits          what the executors and the driver have
  */
 public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long activationBytes, long stateBytes,
-                         int slots, SparkLimits limits) {
+                         int slots, boolean checkpointActivations, SparkLimits limits) {
 
     /** The jobs a plan is made for. */
     public enum Job { EVAL, CALIBRATE, TRAIN }
@@ -62,10 +65,19 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      */
     public static MemoryPlan of(Job job, ModelConfig c, long mappedBytes, int batchWindows, int window,
                                 long stateBytes, SparkLimits limits) {
+        return of(job, c, mappedBytes, batchWindows, window, stateBytes, false, limits);
+    }
+
+    /** @param checkpointActivations train's --checkpoint-activations (false for the other jobs) */
+    public static MemoryPlan of(Job job, ModelConfig c, long mappedBytes, int batchWindows, int window,
+                                long stateBytes, boolean checkpointActivations, SparkLimits limits) {
+        if (checkpointActivations && job != Job.TRAIN) {
+            throw new IllegalArgumentException("activations are checkpointed by train only, not " + job);
+        }
         int slots = limits.slotsPerExecutor();
         long tokens = (long) batchWindows * window;
-        return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens, window), stateBytes, slots,
-                limits);
+        return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens, window,
+                checkpointActivations), stateBytes, slots, checkpointActivations, limits);
     }
 
     /** The tensor bytes of the checkpoint in {@code modelUri}, from its headers. */
@@ -104,13 +116,17 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 + c.mla.qk_rope_head_dim();
     }
 
-    /** Activation bytes of one batch of {@code tokens} = batch windows × window tokens (see the class comment). */
-    static long activations(Job job, ModelConfig c, long tokens, int window) {
+    /**
+     * Activation bytes of one batch of {@code tokens} = batch windows × window tokens (see the class comment);
+     * {@code checkpointed}: train keeping layer inputs and router logits, one layer's activations at a time.
+     */
+    static long activations(Job job, ModelConfig c, long tokens, int window, boolean checkpointed) {
         long h = c.hidden_size;
         long stream = 4 * h + attentionProjections(c);
         long scores = 2L * c.num_attention_heads * window;
         long layersForward = 0;     // Σ over layers of per-token floats live while that layer runs
         long layersKept = 0;        // Σ over layers of per-token floats train keeps and their backward transients
+        long layerKept = 0;         // the largest of one layer's: what a checkpointed backward recomputes and holds
         long moeLayers = 0;
         for (int l = 0; l < c.num_hidden_layers; l++) {
             long ffn = 0;
@@ -122,7 +138,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 ffn += 3L * c.intermediate_size;
             }
             layersForward = Math.max(layersForward, stream + scores + ffn);
-            layersKept += (5 * (stream + ffn)) / 2 + 3 * scores;
+            long kept = (5 * (stream + ffn)) / 2 + 3 * scores;
+            layersKept += kept;
+            layerKept = Math.max(layerKept, kept);
         }
         long perToken;
         long logits;
@@ -136,7 +154,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 logits = 2 * Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK);
             }
             case TRAIN -> {
-                perToken = layersKept;
+                perToken = checkpointed ? layerKept + c.num_hidden_layers * h + moeLayers * c.num_experts
+                        : layersKept;
                 logits = 2 * tokens * c.vocab_size;
             }
             default -> throw new IllegalStateException(job.toString());
@@ -184,6 +203,13 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
             out.append(')');
         }
         out.append('\n');
+        if (job == Job.TRAIN) {
+            out.append(prefix).append(checkpointActivations
+                    ? "activations checkpointed (--checkpoint-activations): every layer's input and router logits "
+                    + "kept, one layer's activations at a time (recomputed in the backward)\n"
+                    : "activations of every layer kept for the backward (--checkpoint-activations keeps only the "
+                    + "layer inputs and recomputes one layer at a time)\n");
+        }
         out.append(prefix).append("anonymous ").append(size(anonymousBytes())).append(" = heap ")
                 .append(size(limits.heapBytes())).append(" + JVM ").append(size(JVM_OVERHEAD)).append(" + native\n");
         if (job == Job.TRAIN) {

@@ -12,11 +12,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** The memory plan's arithmetic on Mixtral-8x7B's shape, the Spark limits it reads, and its refusals. */
 class MemoryPlanTest {
     /** Mixtral-8x7B's shape with one layer (the benchmark's synth model). */
-    private static final ModelConfig MIXTRAL_1 = ModelConfig.parse("""
+    private static final String MIXTRAL_JSON = """
             {"model_type": "mixtral", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
              "num_hidden_layers": 1, "num_attention_heads": 32, "num_key_value_heads": 8,
              "num_local_experts": 8, "num_experts_per_tok": 2, "max_position_embeddings": 32768,
-             "rms_norm_eps": 1e-5, "rope_theta": 1e6}""", "mixtral-1");
+             "rms_norm_eps": 1e-5, "rope_theta": 1e6}""";
+    private static final ModelConfig MIXTRAL_1 = ModelConfig.parse(MIXTRAL_JSON, "mixtral-1");
 
     private static SparkLimits yarn(String overhead, int cores) {
         SparkConf conf = new SparkConf(false).setMaster("yarn").set("spark.executor.memory", "4g")
@@ -31,10 +32,10 @@ class MemoryPlanTest {
     void evalActivationsCountStreamScoresExpertsAndOneLogitBlock() {
         // per token: stream 4·4096 + 2·32·128 + 2·8·128 = 26624, scores 2·32·256 = 16384,
         // experts 2·(2·4096 + 3·14336) + 2·8 = 102416: 145424 floats; logits of 256 tokens: 2 · 256 · 32000
-        long oneWindow = MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 256);
+        long oneWindow = MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 256, false);
         assertEquals((256L * 145424 + 2L * 256 * 32000) * 4, oneWindow);
         // 8 windows: the logits stop at one block of 2^24 elements
-        long eight = MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 256);
+        long eight = MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 256, false);
         assertEquals((2048L * 145424 + 2L * (1 << 24)) * 4, eight);
     }
 
@@ -56,10 +57,36 @@ class MemoryPlanTest {
     void trainKeepsEveryLayerAndAllLogits() {
         long perToken = (5 * (26624 + 102416)) / 2 + 3 * 16384;
         assertEquals((256L * perToken + 2L * 256 * 32000) * 4,
-                MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 256));
+                MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 256, false));
         // calibrate adds each MoE layer's router input and logits to eval's
-        assertEquals(MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 256) + 256L * (4096 + 8) * 4,
-                MemoryPlan.activations(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 256, 256));
+        assertEquals(MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 256, false) + 256L * (4096 + 8) * 4,
+                MemoryPlan.activations(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 256, 256, false));
+    }
+
+    /**
+     * Mixtral-8x7B's 32 layers with --checkpoint-activations: one layer's kept floats plus every layer's input (4096)
+     * and router logits (8) per token, instead of 32 layers' kept floats; the logits stay.
+     */
+    @Test
+    void checkpointedTrainKeepsOneLayerAndEveryLayersInput() {
+        ModelConfig mixtral = ModelConfig.parse(MIXTRAL_JSON.replace("\"num_hidden_layers\": 1",
+                "\"num_hidden_layers\": 32"), "mixtral-32");
+        long layer = (5 * (26624 + 102416)) / 2 + 3 * 16384;
+        long logits = 2L * 256 * 32000;
+        assertEquals((256L * 32 * layer + logits) * 4, MemoryPlan.activations(MemoryPlan.Job.TRAIN, mixtral, 256, 256,
+                false));
+        assertEquals((256L * (layer + 32 * (4096 + 8)) + logits) * 4,
+                MemoryPlan.activations(MemoryPlan.Job.TRAIN, mixtral, 256, 256, true));
+        SparkLimits limits = SparkLimits.of(new SparkConf(false).setMaster("local[2]"), null);
+        String kept = MemoryPlan.of(MemoryPlan.Job.TRAIN, mixtral, 1L << 30, 1, 256, 1L << 20, false, limits)
+                .describe();
+        String recomputed = MemoryPlan.of(MemoryPlan.Job.TRAIN, mixtral, 1L << 30, 1, 256, 1L << 20, true, limits)
+                .describe();
+        assertTrue(kept.contains("memory plan: activations of every layer kept for the backward"), kept);
+        assertTrue(recomputed.contains("memory plan: activations checkpointed (--checkpoint-activations)"), recomputed);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> MemoryPlan.of(
+                MemoryPlan.Job.EVAL, mixtral, 1L << 30, 1, 256, 0, true, limits));
+        assertEquals("activations are checkpointed by train only, not EVAL", e.getMessage());
     }
 
     @Test

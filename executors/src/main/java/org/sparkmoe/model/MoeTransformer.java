@@ -161,16 +161,31 @@ public final class MoeTransformer {
         return embedTokens.dataType() == DataType.DOUBLE ? DataType.DOUBLE : DataType.FLOAT;
     }
 
-    /** The training forward result and what {@link #backward} needs; immutable once built. */
+    /**
+     * The training forward result and what {@link #backward} needs; immutable once built. Either every layer's full
+     * context, or (checkpointed) only every layer's input [B·S, D], from which {@link #backward} recomputes one
+     * layer's context at a time.
+     */
     public static final class TrainingContext {
-        private final List<DecoderLayer.Context> layers;
+        private final List<DecoderLayer.Context> layers; // one per layer, or null when checkpointed
+        private final List<INDArray> inputs;             // [B·S, D] per layer when checkpointed, else null
+        private final List<MoeBlock> blocks;             // the trainable blocks, one per MoE layer
+        private final int batch;
+        private final int seq;
+        private final long jitterSeed;
         private final RmsNorm.Forward normed;   // [B·S, D] after the final norm
         private final INDArray logits;          // [B·S, V]
         private final List<INDArray> routerLogits;
 
-        private TrainingContext(List<DecoderLayer.Context> layers, RmsNorm.Forward normed, INDArray logits,
+        private TrainingContext(List<DecoderLayer.Context> layers, List<INDArray> inputs, List<MoeBlock> blocks,
+                                int batch, int seq, long jitterSeed, RmsNorm.Forward normed, INDArray logits,
                                 List<INDArray> routerLogits) {
             this.layers = layers;
+            this.inputs = inputs;
+            this.blocks = blocks;
+            this.batch = batch;
+            this.seq = seq;
+            this.jitterSeed = jitterSeed;
             this.normed = normed;
             this.logits = logits;
             this.routerLogits = routerLogits;
@@ -187,15 +202,23 @@ public final class MoeTransformer {
         }
     }
 
+    /** {@link #forwardTraining(int[][], List, long, boolean)} keeping every layer's full context. */
+    public TrainingContext forwardTraining(int[][] tokens, List<MoeBlock> blocks, long jitterSeed) {
+        return forwardTraining(tokens, blocks, jitterSeed, false);
+    }
+
     /**
      * Training forward with LoRA MoE blocks, in the model's data type (FLOAT, or DOUBLE for gradient checks). With
      * every LoRA B zero and the frozen router, the FLOAT logits are bit-identical to {@link #forward}'s.
      *
-     * @param tokens     B sequences of S token ids each
-     * @param blocks     one trainable block per MoE layer, in layer order (see {@link MoeBlock#with})
-     * @param jitterSeed seeds the router jitter of every layer (a different stream per layer)
+     * @param tokens      B sequences of S token ids each
+     * @param blocks      one trainable block per MoE layer, in layer order (see {@link MoeBlock#with})
+     * @param jitterSeed  seeds the router jitter of every layer (a different stream per layer)
+     * @param checkpoint  keep only each layer's input (and the router logits) instead of its whole context;
+     *                    {@link #backward} then recomputes each layer's forward, bit for bit the same
      */
-    public TrainingContext forwardTraining(int[][] tokens, List<MoeBlock> blocks, long jitterSeed) {
+    public TrainingContext forwardTraining(int[][] tokens, List<MoeBlock> blocks, long jitterSeed,
+                                           boolean checkpoint) {
         int[] flat = flatten(tokens);
         int batch = tokens.length;
         int seq = tokens[0].length;
@@ -204,29 +227,50 @@ public final class MoeTransformer {
             throw new IllegalArgumentException("need one LoRA MoE block per MoE layer (" + moeLayers + "), got "
                     + blocks.size());
         }
-        List<DecoderLayer.Context> contexts = new ArrayList<>(layers.size());
+        List<DecoderLayer.Context> contexts = checkpoint ? null : new ArrayList<>(layers.size());
+        List<INDArray> inputs = checkpoint ? new ArrayList<>(layers.size()) : null;
         List<INDArray> routerLogits = new ArrayList<>(blocks.size());
         INDArray hidden = embed(flat);                                                         // [B·S, D]
-        int moeIndex = 0;
         for (int l = 0; l < layers.size(); l++) {
-            DecoderLayer layer = layers.get(l);
-            MoeBlock block = layer.isMoe() ? blocks.get(moeIndex++) : null;
-            DecoderLayer.Context ctx = layer.forwardTraining(hidden, batch, seq, rope, block,
-                    jitterSeed + 0x9E3779B97F4A7C15L * (l + 1));
-            contexts.add(ctx);
+            DecoderLayer.Context ctx = layerForward(l, hidden, batch, seq, blocks, jitterSeed);
+            if (checkpoint) {
+                inputs.add(hidden);
+            } else {
+                contexts.add(ctx);
+            }
             if (ctx.routerLogits() != null) {
                 routerLogits.add(ctx.routerLogits());
             }
             hidden = ctx.out();
         }
         RmsNorm.Forward normed = finalNorm.forwardTraining(hidden);                             // [B·S, D]
-        return new TrainingContext(List.copyOf(contexts), normed, Dense.linear(normed.out(), lmHead),
+        return new TrainingContext(checkpoint ? null : List.copyOf(contexts), checkpoint ? List.copyOf(inputs) : null,
+                List.copyOf(blocks), batch, seq, jitterSeed, normed, Dense.linear(normed.out(), lmHead),
                 List.copyOf(routerLogits));
     }
 
     /**
+     * Layer l's training forward on its input x [B·S, D], with its trainable block (if MoE) and its own jitter stream:
+     * the same call in the forward and in a checkpointed backward's recomputation.
+     */
+    private DecoderLayer.Context layerForward(int l, INDArray x, int batch, int seq, List<MoeBlock> blocks,
+                                              long jitterSeed) {
+        DecoderLayer layer = layers.get(l);
+        MoeBlock block = null;
+        if (layer.isMoe()) {
+            int moeIndex = 0;
+            for (int i = 0; i < l; i++) {
+                moeIndex += layers.get(i).isMoe() ? 1 : 0;
+            }
+            block = blocks.get(moeIndex);
+        }
+        return layer.forwardTraining(x, batch, seq, rope, block, jitterSeed + 0x9E3779B97F4A7C15L * (l + 1));
+    }
+
+    /**
      * The mirror of {@link #forwardTraining}, down to the output of the embedding (which is frozen and gets no
-     * gradient).
+     * gradient). A checkpointed context recomputes each layer's forward from its kept input just before that layer's
+     * backward (same operations, same jitter seed: the same bits), so one layer's context is alive at a time.
      *
      * @param dLogits       [B·S, V]
      * @param dRouterLogits one [B·S, E] per MoE layer (a loss on the router logits), or null
@@ -247,7 +291,9 @@ public final class MoeTransformer {
                 moeIndex--;
                 dRouter = dRouterLogits == null ? null : dRouterLogits.get(moeIndex);
             }
-            DecoderLayer.Gradients g = layer.backward(ctx.layers.get(l), dHidden, dRouter);
+            DecoderLayer.Context layerCtx = ctx.layers != null ? ctx.layers.get(l)
+                    : layerForward(l, ctx.inputs.get(l), ctx.batch, ctx.seq, ctx.blocks, ctx.jitterSeed);
+            DecoderLayer.Gradients g = layer.backward(layerCtx, dHidden, dRouter);
             if (layer.isMoe()) {
                 grads[moeIndex] = g.moe();
             }

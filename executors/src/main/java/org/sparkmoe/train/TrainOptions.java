@@ -11,9 +11,12 @@ package org.sparkmoe.train;
  *                     (transformers adds the term only with {@code output_router_logits}; here it is always on,
  *                     0 turns it off)
  * @param seed         the root seed (router jitter noise per step is derived from it)
+ * @param checkpointActivations keep only each decoder layer's input in the forward and recompute the layer in the
+ *                     backward: less memory, one more forward per step, the same bits
  */
 public record TrainOptions(LoraSpec lora, LrSchedule schedule, AdamW optimizer, double maxGradNorm,
-                           Double auxLossCoef, long seed) implements java.io.Serializable {
+                           Double auxLossCoef, long seed, boolean checkpointActivations)
+        implements java.io.Serializable {
 
     public TrainOptions {
         if (lora == null || schedule == null || optimizer == null) {
@@ -29,20 +32,27 @@ public record TrainOptions(LoraSpec lora, LrSchedule schedule, AdamW optimizer, 
         }
     }
 
-    /** torch's AdamW defaults, clipping at 1.0 (transformers' Trainer default), the config's aux coefficient. */
+    /**
+     * torch's AdamW defaults, clipping at 1.0 (transformers' Trainer default), the config's aux coefficient, every
+     * activation kept.
+     */
     public static TrainOptions defaults(LoraSpec lora, LrSchedule schedule, long seed) {
-        return new TrainOptions(lora, schedule, AdamW.torchDefaults(), 1.0, null, seed);
+        return new TrainOptions(lora, schedule, AdamW.torchDefaults(), 1.0, null, seed, false);
     }
 
     public TrainOptions withAuxLossCoef(Double coef) {
-        return new TrainOptions(lora, schedule, optimizer, maxGradNorm, coef, seed);
+        return new TrainOptions(lora, schedule, optimizer, maxGradNorm, coef, seed, checkpointActivations);
     }
 
     public TrainOptions withMaxGradNorm(double max) {
-        return new TrainOptions(lora, schedule, optimizer, max, auxLossCoef, seed);
+        return new TrainOptions(lora, schedule, optimizer, max, auxLossCoef, seed, checkpointActivations);
     }
 
     public TrainOptions withOptimizer(AdamW adamW) {
-        return new TrainOptions(lora, schedule, adamW, maxGradNorm, auxLossCoef, seed);
+        return new TrainOptions(lora, schedule, adamW, maxGradNorm, auxLossCoef, seed, checkpointActivations);
+    }
+
+    public TrainOptions withCheckpointActivations(boolean checkpoint) {
+        return new TrainOptions(lora, schedule, optimizer, maxGradNorm, auxLossCoef, seed, checkpoint);
     }
 }

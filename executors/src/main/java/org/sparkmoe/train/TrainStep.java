@@ -27,6 +27,7 @@ import org.sparkmoe.routing.RouterOptions;
  *   logits  = model.forwardTraining(windows, blocks)          [B·S, V], router logits L × [B·S, E]
  *   loss    = CE(logits, windows) + coef · LB(router logits)
  *   grads   = model.backward(dCE/dlogits, coef · dLB/dlogits) keyed like the state
+ *             (with checkpointed activations the forward keeps layer inputs and the backward recomputes each layer)
  *   clip grads to the global norm; AdamW with lr = schedule(step)
  * </pre>
  * Deterministic: the same model, state, windows and options give the same bits.
@@ -105,7 +106,7 @@ public final class TrainStep {
             }
         }
         MoeTransformer.TrainingContext ctx = model.forwardTraining(windows, blocks,
-                Seeds.derive(opts.seed(), "jitter/step/" + state.step()));
+                Seeds.derive(opts.seed(), "jitter/step/" + state.step()), backward && opts.checkpointActivations());
         CausalLmLoss.Result ce = CausalLmLoss.compute(ctx.logits(), windows);
         double aux = balanced(c) ? LoadBalancingLoss.value(ctx.routerLogits(), c.num_experts, topK) : 0.0;
         long tokens = (long) windows.length * windows[0].length;

@@ -84,6 +84,29 @@ final class TinyModels {
         });
     }
 
+    /**
+     * The tiny Mixtral with config.json's router_jitter_noise (0 in the fixture) set to {@code jitter}, loaded in
+     * {@code dataType}: training multiplies every router input by seeded uniform noise.
+     */
+    static MoeTransformer jitteredMixtral(double jitter, DataType dataType) {
+        return LOADED.computeIfAbsent(MIXTRAL + "@jitter-" + jitter + "@" + dataType, k -> {
+            org.apache.hadoop.fs.Path dir = folder(MIXTRAL);
+            try {
+                String json = Files.readString(repoRoot().resolve(MIXTRAL).resolve("config.json"));
+                String jittered = json.replace("\"router_jitter_noise\": 0.0", "\"router_jitter_noise\": " + jitter);
+                if (jittered.equals(json)) {
+                    throw new IllegalStateException(MIXTRAL + "/config.json no longer sets router_jitter_noise 0.0");
+                }
+                try (Checkpoint checkpoint = Checkpoint.open(dir, new Configuration())) {
+                    return ModelLoader.load(ModelConfig.parse(jittered, "jittered " + MIXTRAL), checkpoint,
+                            new Nd4jGroupedGemm(), dataType);
+                }
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+    }
+
     /** B windows of S token ids drawn uniformly from the vocabulary with a seeded generator. */
     static int[][] windows(MoeTransformer model, int batch, int seq, long seed) {
         Random rnd = new Random(seed);

@@ -38,6 +38,14 @@ class MemoryPlanCliTest {
         }
     }
 
+    /** The per-slot activations of a printed plan ("activations 1.23 MiB"), in bytes. */
+    private static double activations(String printed) {
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile(" activations ([0-9.]+) (B|KiB|MiB|GiB)")
+                .matcher(printed);
+        assertTrue(m.find(), printed);
+        return Double.parseDouble(m.group(1)) * (1L << (10 * List.of("B", "KiB", "MiB", "GiB").indexOf(m.group(2))));
+    }
+
     private static List<String> command(String name, String... more) {
         List<String> args = new ArrayList<>(List.of(name, "--model", Fixtures.tinyModel().toString(),
                 "--data", Fixtures.corpus("sysadmin.txt").toString()));
@@ -60,7 +68,15 @@ class MemoryPlanCliTest {
         Printed train = printing(command("train", "--dry-run", "--steps", "2", "--out", out.toString()));
         assertEquals(0, train.run().exitCode(), train.err());
         assertTrue(train.err().contains("memory plan: per round: broadcast "), train.err());
+        assertTrue(train.err().contains("memory plan: activations of every layer kept for the backward"), train.err());
         assertFalse(Files.exists(out), "--dry-run created --out");
+        Printed checkpointed = printing(command("train", "--dry-run", "--steps", "2", "--checkpoint-activations",
+                "--out", out.toString()));
+        assertEquals(0, checkpointed.run().exitCode(), checkpointed.err());
+        assertTrue(checkpointed.err().contains("memory plan: activations checkpointed (--checkpoint-activations)"),
+                checkpointed.err());
+        assertTrue(activations(checkpointed.err()) < activations(train.err()),
+                "the 4-layer model's checkpointed activations are smaller: " + checkpointed.err());
 
         Printed calibrate = printing(command("calibrate", "--dry-run", "--out", dir.resolve("calib").toString()));
         assertEquals(0, calibrate.run().exitCode(), calibrate.err());

@@ -135,6 +135,27 @@ class TrainJobTest {
         }
     }
 
+    /**
+     * --checkpoint-activations recomputes each layer in the backward instead of keeping it: the same adapter, bit for
+     * bit, and the same losses; and a run resumes across the flag (it is not in the resume signature).
+     */
+    @Test
+    void checkpointedActivationsWriteTheSameAdapter() throws Exception {
+        Path kept = dir.resolve("kept");
+        assertEquals(0, sparkmoe(train(kept, "--train-router")).exitCode());
+        Path recomputed = dir.resolve("recomputed");
+        CliRun run = sparkmoe(train(recomputed, "--train-router", "--checkpoint-activations"));
+        assertEquals(0, run.exitCode(), run.err());
+        assertArrayEquals(Files.readAllBytes(kept.resolve("adapter/adapter_model.safetensors")),
+                Files.readAllBytes(recomputed.resolve("adapter/adapter_model.safetensors")));
+        List<String> keptLog = Files.readAllLines(kept.resolve("train-log.jsonl"));
+        List<String> recomputedLog = Files.readAllLines(recomputed.resolve("train-log.jsonl"));
+        assertEquals(3, recomputedLog.size());
+        for (int i = 0; i < keptLog.size(); i++) {
+            assertEquals(JSON.readTree(keptLog.get(i)).get("loss"), JSON.readTree(recomputedLog.get(i)).get("loss"));
+        }
+    }
+
     @Test
     void refusesToWriteOverAnotherRun() throws Exception {
         Path out = dir.resolve("busy");

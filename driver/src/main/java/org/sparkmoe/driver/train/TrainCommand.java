@@ -121,6 +121,11 @@ public final class TrainCommand implements Callable<Integer> {
             description = "Weight of the load-balancing loss. Default: config.json's router_aux_loss_coef.")
     Double auxLossCoef;
 
+    @Option(names = "--checkpoint-activations", description = "Keep only each decoder layer's input during the "
+            + "forward and recompute the layer's forward in the backward: activation memory of one layer plus the "
+            + "layer inputs instead of every layer's, for one more forward per step; the same bits (losses, adapter).")
+    boolean checkpointActivations;
+
     @Option(names = "--checkpoint-every", defaultValue = "10", paramLabel = "N",
             description = "Checkpoint every N rounds (and after the last). Default: ${DEFAULT-VALUE}.")
     int checkpointEvery;
@@ -185,7 +190,8 @@ public final class TrainCommand implements Callable<Integer> {
         TrainPlan.Rounds rounds = new TrainPlan.Rounds(steps, averagingFrequency, spark.partitionsOr(1),
                 checkpointEvery);
         TrainOptions options = TrainPlan.options(TrainPlan.lora(targets, r, a, trainRouter, sharedExpertLora), lr,
-                warmup, steps, weightDecay, maxGradNorm, auxLossCoef, seed);
+                warmup, steps, weightDecay, maxGradNorm, auxLossCoef, seed)
+                .withCheckpointActivations(checkpointActivations);
         TrainState.checkShared(config, options.lora());
         TrainStep.auxLossCoef(config, options);
         if (windows.window() > config.max_position_embeddings) {
@@ -204,7 +210,7 @@ public final class TrainCommand implements Callable<Integer> {
         TrainState initial = TrainJob.initialState(checked, conf); // the size of any state the run will hold
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe train", spark.master), spark.partitions);
         if (dryRun.show(MemoryPlan.of(MemoryPlan.Job.TRAIN, config, MemoryPlan.mappedBytes(modelUri, conf),
-                windows.batchWindows(), windows.window(), initial.bytes(), limits))) {
+                windows.batchWindows(), windows.window(), initial.bytes(), checkpointActivations, limits))) {
             return 0;
         }
         try (OutputLock lock = OutputLock.acquire(new Path(checked.out()), conf, "train");

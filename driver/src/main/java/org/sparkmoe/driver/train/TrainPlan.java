@@ -123,7 +123,7 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
         AdamW torch = AdamW.torchDefaults();
         AdamW adamW = new AdamW(torch.beta1(), torch.beta2(), torch.eps(), weightDecay);
         return new TrainOptions(lora, new LrSchedule(learningRate, warmupSteps, steps), adamW, maxGradNorm,
-                auxLossCoef, seed); // LoraSpec, LrSchedule, AdamW and TrainOptions check the rest
+                auxLossCoef, seed, false); // LoraSpec, LrSchedule, AdamW and TrainOptions check the rest
     }
 
     public TrainPlan withPartitions(int p) {
