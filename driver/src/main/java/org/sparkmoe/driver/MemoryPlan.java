@@ -37,9 +37,9 @@ import java.util.Locale;
  * (2.5 × stream + FFN per layer for the forward and the backward's transients, 6 × the scores for float32 and
  * float64 copies) plus all N × V logits and their gradient; with {@code --checkpoint-activations} it keeps each
  * layer's input (H) and each MoE layer's router logits (E) and holds one layer's forward and backward at a time (the
- * largest), plus the logits. The factors were fitted to the anonymous RSS one task
- * adds on the Mixtral-8x7B shape (docs/benchmarks.md, "Memory plan against measurement"): within 10% for eval at
- * 1, 4 and 8 windows of 256 and for train at 1 and 2.
+ * largest), plus the logits. The factors were fitted to the anonymous RSS one task adds on the Mixtral-8x7B shape
+ * (docs/benchmarks.md, "Memory plan against measurement"): within 10% for eval at 1, 4 and 8 windows of 256 and for
+ * train at 1 and 2. The checkpointed count was not fitted (docs/benchmarks.md, "train --checkpoint-activations").
  *
  * @param job             the job the plan is for
  * @param mappedBytes     the checkpoint's tensor bytes
