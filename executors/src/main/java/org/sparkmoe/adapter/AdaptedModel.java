@@ -9,14 +9,15 @@ import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.model.OwnedArrays;
 import org.sparkmoe.moe.MoeBlock;
 
 /**
  * A model with a PEFT adapter applied as PEFT runs it unmerged: every targeted expert projection computes
  * {@code x·Wᵀ + (lora_alpha/r)·(x·Aᵀ)·Bᵀ} through the LoRA grouped GEMMs (the shared expert's too, when adapted), and
  * a trained router replaces the base's.
- * The base model's weights are shared, not copied: the adapter adds only its own tensors (a merged copy would cost a
- * whole model per adapter). Results agree with the merged checkpoint up to float32 rounding of the different order.
+ * The base model's weights are shared, not copied: the adapter adds only its own tensors, which the adapted model owns
+ * (a merged copy would cost a whole model per adapter). Results agree with the merged checkpoint up to float32 rounding of the different order.
  */
 public final class AdaptedModel {
     private AdaptedModel() {
@@ -50,7 +51,9 @@ public final class AdaptedModel {
             }
             blocks.add(block);
         }
-        return base.withMoeBlocks(blocks);
+        OwnedArrays owned = new OwnedArrays();
+        adapter.state().values().forEach(owned::add);
+        return base.withMoeBlocks(blocks, owned);
     }
 
     /** The stacked LoRA of one projection of layer l (A [E, R, in], B [E, out, R]), or null when not targeted. */

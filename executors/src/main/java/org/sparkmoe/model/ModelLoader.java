@@ -34,6 +34,7 @@ public final class ModelLoader {
     private final TensorSource tensors;
     private final CheckpointLayout layout;
     private final DataType dataType;
+    private final OwnedArrays owned = new OwnedArrays();    // what the model being built allocates
 
     private ModelLoader(ModelConfig config, TensorSource tensors, DataType dataType) {
         this.config = config;
@@ -77,7 +78,7 @@ public final class ModelLoader {
         RmsNorm finalNorm = new RmsNorm(tensor(CheckpointLayout.finalNorm()), config.rms_norm_eps);
         INDArray lmHead = config.tie_word_embeddings && !tensors.has(CheckpointLayout.lmHead())
                 ? embed : matrix(CheckpointLayout.lmHead());
-        return new MoeTransformer(config, embed, layers, finalNorm, lmHead);
+        return new MoeTransformer(config, embed, layers, finalNorm, lmHead, owned);
     }
 
     private DecoderLayer layer(int l, GroupedGemm gemm) {
@@ -208,9 +209,9 @@ public final class ModelLoader {
     private INDArray expertBiases(int l, Projection p) {
         List<INDArray> rows = new ArrayList<>(config.num_experts);
         for (int e = 0; e < config.num_experts; e++) {
-            rows.add(tensor(layout.expertBias(l, e, p)).reshape(1, -1));
+            rows.add(tensors.readFloat(layout.expertBias(l, e, p)).castTo(dataType).reshape(1, -1));
         }
-        return Nd4j.concat(0, rows.toArray(new INDArray[0]));
+        return owned.add(Nd4j.concat(0, rows.toArray(new INDArray[0])));
     }
 
     /**
@@ -223,12 +224,12 @@ public final class ModelLoader {
             return tensor(name);
         }
         INDArray t = tensors.stored(name);
-        return t.dataType() == DataType.DOUBLE ? t.castTo(DataType.FLOAT) : t;
+        return t.dataType() == DataType.DOUBLE ? owned.add(t.castTo(DataType.FLOAT)) : t;
     }
 
     /** A small tensor (norm, bias, router) widened into a new array of the model's type. */
     private INDArray tensor(String name) {
         INDArray t = tensors.readFloat(name);
-        return dataType == DataType.FLOAT ? t : t.castTo(dataType);
+        return owned.add(dataType == DataType.FLOAT ? t : t.castTo(dataType));
     }
 }

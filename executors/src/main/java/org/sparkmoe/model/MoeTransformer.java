@@ -12,7 +12,8 @@ import java.util.List;
 
 /**
  * A decoder-only MoE language model (Mixtral, Qwen2-MoE, or dense Mistral): embedding, decoder layers,
- * final RMSNorm, LM head. Immutable after loading; one instance serves every task of an executor JVM.
+ * final RMSNorm, LM head. Immutable after loading; one instance serves every task of an executor JVM until a model
+ * cache {@linkplain #release() releases} the arrays it owns.
  */
 public final class MoeTransformer {
     private final ModelConfig config;
@@ -21,10 +22,13 @@ public final class MoeTransformer {
     private final RmsNorm finalNorm;
     private final INDArray lmHead;      // [V, D]
     private final RotaryEmbedding rope;
+    private final OwnedArrays owned;    // what this instance allocated beyond what it shares
 
+    /** @param owned the arrays allocated for this model alone (see {@link OwnedArrays}) */
     public MoeTransformer(ModelConfig config, INDArray embedTokens, List<DecoderLayer> layers, RmsNorm finalNorm,
-                          INDArray lmHead) {
+                          INDArray lmHead, OwnedArrays owned) {
         this.config = config;
+        this.owned = owned;
         this.embedTokens = embedTokens;
         this.layers = List.copyOf(layers);
         this.finalNorm = finalNorm;
@@ -41,11 +45,26 @@ public final class MoeTransformer {
         return layers;
     }
 
+    /** Off-heap bytes of the arrays this instance owns (not those it shares with the model it was made from). */
+    public long ownedBytes() {
+        return owned.bytes();
+    }
+
+    /**
+     * Frees the arrays this instance owns now; the model must not be used afterwards, nor any model made from it by
+     * {@link #withMoeBlocks} (which shares them). For a model cache evicting it.
+     */
+    public void release() {
+        owned.release();
+    }
+
     /**
      * This model with other MoE blocks (one per MoE layer, in layer order), sharing every other weight: an adapter
      * applied without another copy of the model.
+     *
+     * @param owned the arrays allocated for the new blocks alone (an adapter's factors)
      */
-    public MoeTransformer withMoeBlocks(List<MoeBlock> blocks) {
+    public MoeTransformer withMoeBlocks(List<MoeBlock> blocks, OwnedArrays owned) {
         List<DecoderLayer> replaced = new ArrayList<>(layers.size());
         int next = 0;
         for (DecoderLayer layer : layers) {
@@ -61,7 +80,7 @@ public final class MoeTransformer {
             throw new IllegalArgumentException("need one MoE block per MoE layer (" + layers.stream()
                     .filter(DecoderLayer::isMoe).count() + "), got " + blocks.size());
         }
-        return new MoeTransformer(config, embedTokens, replaced, finalNorm, lmHead);
+        return new MoeTransformer(config, embedTokens, replaced, finalNorm, lmHead, owned);
     }
 
     /** Logits only, with the config's experts per token. */

@@ -29,8 +29,8 @@ import org.sparkmoe.surgery.OverlayTensors;
  * glm4-moe-tiny (sigmoid grouped routing, ungated shared experts, first layer dense), loaded
  * once per JVM in FLOAT or DOUBLE.
  */
-final class TinyModels {
-    static final String MIXTRAL = "examples/models/mixtral-tiny";
+public final class TinyModels {
+    public static final String MIXTRAL = "examples/models/mixtral-tiny";
     static final String QWEN = "tests/src/test/resources/reference/qwen2-moe-tiny";
     static final String QWEN3 = "tests/src/test/resources/reference/qwen3-moe-tiny";
     static final String OLMOE = "tests/src/test/resources/reference/olmoe-tiny";
@@ -46,7 +46,7 @@ final class TinyModels {
     }
 
     /** The model folder at {@code relative} (to the repository root). */
-    static org.apache.hadoop.fs.Path folder(String relative) {
+    public static org.apache.hadoop.fs.Path folder(String relative) {
         return new org.apache.hadoop.fs.Path(repoRoot().resolve(relative).toUri());
     }
 

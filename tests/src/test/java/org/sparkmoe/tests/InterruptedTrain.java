@@ -24,8 +24,10 @@ final class InterruptedTrain {
     static void stopAfterRound(TrainPlan plan, int lastRound) {
         TrainOutputs outputs = new TrainOutputs(plan, new Configuration());
         try (JavaSparkContext sc = SparkContexts.start("train-test", "local[2]")) {
-            TrainState start = TrainState.init(ModelCache.cached(plan.model()), plan.loraSpec(), plan.seed(),
-                    DataType.FLOAT);
+            TrainState start;
+            try (ModelCache.Lease model = ModelCache.lease(plan.model())) {
+                start = TrainState.init(model.model(), plan.loraSpec(), plan.seed(), DataType.FLOAT);
+            }
             assertThrows(Stop.class, () -> TrainJob.run(sc, plan, start, 0, (round, state) -> {
                 outputs.roundDone(round, state);
                 if (round.round() == lastRound) {

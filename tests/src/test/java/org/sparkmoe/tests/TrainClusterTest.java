@@ -66,8 +66,10 @@ class TrainClusterTest {
     }
 
     private static TrainState train(JavaSparkContext sc, TrainJob.RoundListener listener) {
-        TrainState start = TrainState.init(ModelCache.cached(plan.model()), plan.loraSpec(), plan.seed(),
-                DataType.FLOAT);
+        TrainState start;
+        try (ModelCache.Lease model = ModelCache.lease(plan.model())) {
+            start = TrainState.init(model.model(), plan.loraSpec(), plan.seed(), DataType.FLOAT);
+        }
         return TrainJob.run(sc, plan, start, 0, listener);
     }
 

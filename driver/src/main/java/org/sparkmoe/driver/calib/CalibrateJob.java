@@ -85,18 +85,21 @@ public final class CalibrateJob {
     }
 
     private static CalibrationStats add(CalibratePlan plan, CalibrationStats acc, CalibChunk chunk) {
-        MoeTransformer model = ModelCache.cached(plan.model(), plan.device());
-        ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true);
-        int bad = CalibrationStats.firstNonFiniteLayer(capture);
-        if (bad >= 0) {
-            throw new IllegalArgumentException("model " + plan.model() + " gives non-finite router logits in MoE layer "
-                    + CalibrationStats.moeLayerIndices(model.config())[bad] + " on " + new Path(plan.data().get(chunk.file))
-                    .getName() + "; expected finite numbers (does it hold NaN or infinite weights?); no report written");
-        }
-        acc.add(chunk.file, capture, model, plan.allExperts());
-        if (plan.routerData() != null) {
-            export(plan, chunk, capture, CalibrationStats.moeLayerIndices(model.config()),
-                    model.config().routing.scoring_func().equals("sigmoid"));
+        try (ModelCache.Lease lease = ModelCache.lease(plan.model(), plan.device())) {
+            MoeTransformer model = lease.model();
+            ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true);
+            int bad = CalibrationStats.firstNonFiniteLayer(capture);
+            if (bad >= 0) {
+                String file = new Path(plan.data().get(chunk.file)).getName();
+                throw new IllegalArgumentException("model " + plan.model() + " gives non-finite router logits in MoE "
+                        + "layer " + CalibrationStats.moeLayerIndices(model.config())[bad] + " on " + file
+                        + "; expected finite numbers (does it hold NaN or infinite weights?); no report written");
+            }
+            acc.add(chunk.file, capture, model, plan.allExperts());
+            if (plan.routerData() != null) {
+                export(plan, chunk, capture, CalibrationStats.moeLayerIndices(model.config()),
+                        model.config().routing.scoring_func().equals("sigmoid"));
+            }
         }
         return acc;
     }

@@ -6,7 +6,6 @@ import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.model.ModelFolder;
-import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.model.Perplexity;
 import org.sparkmoe.text.Windows;
 
@@ -53,10 +52,12 @@ public final class EvalJob {
     }
 
     private static ChunkNll score(EvalPlan plan, TokenChunk chunk) {
-        MoeTransformer model = ModelCache.cached(plan.model(), plan.adapter(), plan.peftVersion(), plan.device());
         double nll = 0;
-        for (double windowNll : Perplexity.windowNll(model, chunk.windows, plan.topK())) {
-            nll += windowNll;
+        try (ModelCache.Lease model = ModelCache.lease(plan.model(), plan.adapter(), plan.peftVersion(),
+                plan.device())) {
+            for (double windowNll : Perplexity.windowNll(model.model(), chunk.windows, plan.topK())) {
+                nll += windowNll;
+            }
         }
         return new ChunkNll(chunk.file, chunk.chunk, nll,
                 (long) chunk.windows.length * Perplexity.scoredTokens(plan.window()));

@@ -22,7 +22,6 @@ import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.io.SafeTensorsWriter;
 import org.sparkmoe.io.TensorInfo;
 import org.sparkmoe.model.ForwardOutput;
-import org.sparkmoe.model.MoeTransformer;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -115,8 +114,10 @@ public final class LogitsCommand implements Callable<Integer> {
     /** On an executor: the forward with outputs captured, written to {@code target}; the tensor count. */
     private static int forward(String modelUri, String adapterUri, String peftVersion, int[][] tokens, int topK,
                                String target) {
-        MoeTransformer transformer = ModelCache.cached(modelUri, adapterUri, peftVersion, Device.CPU);
-        ForwardOutput output = transformer.forward(tokens, topK, true);
+        ForwardOutput output;
+        try (ModelCache.Lease model = ModelCache.lease(modelUri, adapterUri, peftVersion, Device.CPU)) {
+            output = model.model().forward(tokens, topK, true);
+        }
         long batch = tokens.length;
         long seq = tokens[0].length;
         LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>();

@@ -164,16 +164,18 @@ final class DistillJob {
     }
 
     private static Capture capture(String modelUri, Device device, Chunk chunk) {
-        MoeTransformer model = ModelCache.cached(modelUri, device);
-        ForwardOutput out = model.forward(chunk.windows, model.config().num_experts_per_tok, true);
-        Capture c = new Capture();
-        c.file = chunk.file;
-        c.firstWindow = chunk.firstWindow;
-        c.inputs = new float[out.routerInputs().size()][];
-        for (int i = 0; i < c.inputs.length; i++) {
-            c.inputs[i] = out.routerInputs().get(i).dup('c').data().asFloat();               // [B·S, D]
+        try (ModelCache.Lease lease = ModelCache.lease(modelUri, device)) {
+            MoeTransformer model = lease.model();
+            ForwardOutput out = model.forward(chunk.windows, model.config().num_experts_per_tok, true);
+            Capture c = new Capture();
+            c.file = chunk.file;
+            c.firstWindow = chunk.firstWindow;
+            c.inputs = new float[out.routerInputs().size()][];
+            for (int i = 0; i < c.inputs.length; i++) {
+                c.inputs[i] = out.routerInputs().get(i).dup('c').data().asFloat();               // [B·S, D]
+            }
+            return c;
         }
-        return c;
     }
 
     /** MoE layer i's inputs of every chunk, in chunk order: [T, D] flattened. */

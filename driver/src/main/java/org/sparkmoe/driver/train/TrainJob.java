@@ -17,7 +17,6 @@ import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.model.ModelFolder;
-import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.text.Windows;
 import org.sparkmoe.train.StateMean;
 import org.sparkmoe.train.StepResult;
@@ -174,7 +173,6 @@ public final class TrainJob {
      */
     private static List<Tuple2<Long, RoundNode>> localSteps(TrainPlan plan, TrainState broadcast, WindowShard shard) {
         long start = System.nanoTime();
-        MoeTransformer model = ModelCache.cached(plan.model(), plan.device());
         TrainOptions options = plan.options();
         TrainState state = broadcast.copy();
         WindowSampler sampler = new WindowSampler(plan.seed(), shard.partition, shard.windows.length);
@@ -183,17 +181,19 @@ public final class TrainJob {
         double ce = 0;
         double aux = 0;
         long tokens = 0;
-        for (int s = 0; s < steps; s++) {
-            int[] picked = sampler.batch(state.step(), plan.batchWindows());
-            int[][] batch = new int[picked.length][];
-            for (int b = 0; b < picked.length; b++) {
-                batch[b] = shard.windows[picked[b]];
+        try (ModelCache.Lease model = ModelCache.lease(plan.model(), plan.device())) {
+            for (int s = 0; s < steps; s++) {
+                int[] picked = sampler.batch(state.step(), plan.batchWindows());
+                int[][] batch = new int[picked.length][];
+                for (int b = 0; b < picked.length; b++) {
+                    batch[b] = shard.windows[picked[b]];
+                }
+                StepResult r = TrainStep.run(model.model(), state, batch, options);
+                loss += r.loss();
+                ce += r.ceLoss();
+                aux += r.auxLoss();
+                tokens += r.tokens();
             }
-            StepResult r = TrainStep.run(model, state, batch, options);
-            loss += r.loss();
-            ce += r.ceLoss();
-            aux += r.auxLoss();
-            tokens += r.tokens();
         }
         double seconds = (System.nanoTime() - start) / 1e9;
         List<Tuple2<Long, RoundNode>> leaves = new ArrayList<>();
