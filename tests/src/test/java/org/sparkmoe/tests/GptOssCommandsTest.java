@@ -26,8 +26,9 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
 
 /**
  * The commands on the tiny gpt_oss fixtures (see {@link GptOssParityTest}), end to end through the command line:
- * calibrate; surgery topk, reduce and merge-dense, each output (gpt-oss's fused layout) loading in eval, lowrank,
- * --layout per-expert and retrain-router refused in one line; train with the router lowering the loss and writing a
+ * calibrate; surgery topk, reduce and merge-dense, each output (gpt-oss's fused layout) loading in eval; lowrank
+ * (biases kept exactly; at full rank with top-1 the original's logits); --layout per-expert and retrain-router refused
+ * in one line; train with the router lowering the loss and writing a
  * fused PEFT adapter (target_parameters, router weight and bias) and a merged checkpoint, the adapter read back by
  * merge and eval --adapter; the MXFP4 fixture's surgery output in bf16.
  */
@@ -79,10 +80,17 @@ class GptOssCommandsTest {
         assertFused(dense, 1);
         ppl(dense, tmp);
 
-        CliRun lowrank = sparkmoe("surgery", "lowrank", "--rank", "8", "--model", m.toString(), "--out",
-                tmp.resolve("lowrank").toString(), "--master", "local[2]");
-        assertEquals(1, lowrank.exitCode());
-        assertTrue(lowrank.err().contains("lowrank does not support gpt_oss"), lowrank.err());
+        Path lowrank = tmp.resolve("lowrank");
+        ok("surgery", "lowrank", "--rank", "8", "--model", m.toString(), "--out", lowrank.toString(),
+                "--master", "local[2]");
+        assertEquals(8, ModelFolder.readConfig(hadoop(lowrank), CONF).low_rank_experts_rank);
+        try (Checkpoint base = Checkpoint.open(hadoop(m), CONF); Checkpoint low = Checkpoint.open(hadoop(lowrank), CONF)) {
+            for (String name : List.of(FusedExperts.gateUpBias(0), FusedExperts.downBias(2))) {
+                assertArrayEquals(base.readFloat(name).data().asFloat(), low.readFloat(name).data().asFloat(), 0f,
+                        name + " kept exactly");
+            }
+        }
+        System.out.printf("gpt-oss-tiny: ppl lowrank R=8 %.4f%n", ppl(lowrank, tmp));
         CliRun perExpert = sparkmoe("surgery", "topk", "--top-k", "2", "--rescale", "none", "--layout", "per-expert",
                 "--model", m.toString(), "--out", tmp.resolve("per-expert").toString(), "--master", "local[2]");
         assertEquals(1, perExpert.exitCode());
@@ -146,6 +154,50 @@ class GptOssCommandsTest {
                 evalOut.toString());
         double adapterPpl = JSON.readTree(evalOut.toFile()).get("all").get("ppl").asDouble();
         assertEquals(mergedPpl, adapterPpl, 1e-5 * mergedPpl, "the adapter unmerged evaluates as merged");
+    }
+
+    /**
+     * lowrank at full rank (R = 32 = hidden = intermediate) on the fixture with top-1 routing (its config edited):
+     * each token's FFN is its one expert's weights and biases with weight 1, so the logits equal the original's. With
+     * the fixture's top-3 the low-rank form mixes the three experts' weights instead of their outputs, and the logits
+     * differ.
+     */
+    @Test
+    void lowrankAtFullRankWithTopOneEqualsTheOriginal(@TempDir Path tmp) throws Exception {
+        Path top1 = tmp.resolve("top1");
+        Files.createDirectories(top1);
+        try (var files = Files.list(model("gpt-oss-tiny"))) {
+            for (Path f : files.toList()) {
+                Files.copy(f, top1.resolve(f.getFileName()));
+            }
+        }
+        com.fasterxml.jackson.databind.node.ObjectNode config =
+                (com.fasterxml.jackson.databind.node.ObjectNode) JSON.readTree(top1.resolve("config.json").toFile());
+        config.put("num_experts_per_tok", 1);
+        JSON.writeValue(top1.resolve("config.json").toFile(), config);
+        Path ids = model("gpt-oss-tiny").resolveSibling("gpt-oss-tiny-reference.safetensors");
+        double[] diff = new double[2];
+        int i = 0;
+        for (Path original : List.of(top1, model("gpt-oss-tiny"))) {
+            Path low = tmp.resolve("low-" + i);
+            ok("surgery", "lowrank", "--rank", "32", "--model", original.toString(), "--out", low.toString(),
+                    "--master", "local[2]");
+            ok("logits", "--model", original.toString(), "--input-ids", ids.toString(), "--out",
+                    tmp.resolve("a" + i + ".safetensors").toString());
+            ok("logits", "--model", low.toString(), "--input-ids", ids.toString(), "--out",
+                    tmp.resolve("b" + i + ".safetensors").toString());
+            try (SafeTensorsFile a = SafeTensorsFile.open(tmp.resolve("a" + i + ".safetensors"));
+                 SafeTensorsFile b = SafeTensorsFile.open(tmp.resolve("b" + i + ".safetensors"))) {
+                var logits = a.readFloat("logits");
+                diff[i] = logits.sub(b.readFloat("logits")).amaxNumber().doubleValue()
+                        / logits.amaxNumber().doubleValue();
+            }
+            i++;
+        }
+        System.out.printf("gpt-oss-tiny lowrank R=32: max |Δ logits| / max |logits| %.3g at top-1, %.3g at top-3%n",
+                diff[0], diff[1]);
+        assertTrue(diff[0] <= 1e-5, "top-1: " + diff[0]);
+        assertTrue(diff[1] > 1e-3, "top-3 mixes weights, not outputs: " + diff[1]);
     }
 
     /** A released (MXFP4) checkpoint's surgery output: bf16, experts widened, no quantization_config. */
