@@ -27,8 +27,8 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
 /**
  * The commands on the tiny gpt_oss fixtures (see {@link GptOssParityTest}), end to end through the command line:
  * calibrate; surgery topk, reduce and merge-dense, each output (gpt-oss's fused layout) loading in eval; lowrank
- * (biases kept exactly; at full rank with top-1 the original's logits); --layout per-expert and retrain-router refused
- * in one line; train with the router lowering the loss and writing a
+ * (biases kept exactly; at full rank with top-1 the original's logits); --layout per-expert refused in one line;
+ * retrain-router fitting the router's weight and bias (also through reduce --expert-map / --router); the demo; train with the router lowering the loss and writing a
  * fused PEFT adapter (target_parameters, router weight and bias) and a merged checkpoint, the adapter read back by
  * merge and eval --adapter; the MXFP4 fixture's surgery output in bf16.
  */
@@ -95,10 +95,83 @@ class GptOssCommandsTest {
                 "--model", m.toString(), "--out", tmp.resolve("per-expert").toString(), "--master", "local[2]");
         assertEquals(1, perExpert.exitCode());
         assertTrue(perExpert.err().contains("gpt_oss has no per-expert layout"), perExpert.err());
-        CliRun retrain = sparkmoe("retrain-router", "--model", m.toString(), "--router-data",
-                tmp.resolve("no-router-data").toString(), "--out", tmp.resolve("router").toString());
-        assertEquals(1, retrain.exitCode());
-        assertTrue(retrain.err().contains("gpt_oss's router has one"), retrain.err());
+    }
+
+    /**
+     * retrain-router fits gpt-oss's router weight and bias to the exported teacher distributions: the loss on the
+     * router data falls over the epochs, router.safetensors and the checkpoint hold both, the bias moved from its
+     * zero start, and the checkpoint evaluates. Through reduce (8 → 4), --expert-map and reduce --router the grouped
+     * weight and bias replace the merged ones.
+     */
+    @Test
+    void retrainRouterFitsTheWeightAndTheBias(@TempDir Path tmp) throws Exception {
+        Path m = model("gpt-oss-tiny");
+        Path calib = tmp.resolve("calib");
+        ok("calibrate", "--model", m.toString(), "--data", Fixtures.corpus("sysadmin.txt") + ","
+                + Fixtures.corpus("scripture.txt"), "--window", "64", "--max-tokens-per-file", "512",
+                "--export-router-data", "--master", "local[2]", "--out", calib.toString());
+        String routerData = calib.resolve("router-data").toString();
+        Path out = tmp.resolve("router");
+        ok("retrain-router", "--model", m.toString(), "--router-data", routerData, "--epochs", "4",
+                "--learning-rate", "0.01", "--out", out.toString(), "--master", "local[2]");
+        JsonNode report = JSON.readTree(out.resolve("retrain-router.json").toFile());
+        for (JsonNode layer : report.get("layers")) {
+            JsonNode scores = layer.get("epoch_scores");
+            double first = scores.get(0).asDouble();
+            double last = scores.get(scores.size() - 1).asDouble();
+            System.out.printf("gpt-oss-tiny retrain-router layer %d: loss %.4f → %.4f, top-3 agreement %.3f%n",
+                    layer.get("layer").asInt(), first, last, layer.get("agreement").asDouble());
+            assertTrue(last < first, "layer " + layer.get("layer") + ": loss " + scores);
+        }
+        String bias = "model.layers.1.mlp.router.bias";
+        try (SafeTensorsFile gates = SafeTensorsFile.open(out.resolve("router.safetensors"));
+             Checkpoint written = Checkpoint.open(hadoop(out), CONF)) {
+            float[] fitted = gates.readFloat(bias).data().asFloat();
+            assertArrayEquals(fitted, written.readFloat(bias).data().asFloat(), 0f, "the checkpoint holds the bias");
+            assertTrue(gates.readFloat(bias).amaxNumber().doubleValue() > 1e-3, "the bias moved from 0");
+            assertFalse(Arrays.equals(tensor(m, bias), fitted), "the bias was refitted");
+            assertArrayEquals(gates.readFloat("model.layers.1.mlp.router.weight").data().asFloat(),
+                    written.readFloat("model.layers.1.mlp.router.weight").data().asFloat(), 0f);
+        }
+        ModelFolder.load(hadoop(out), CONF);
+        assertFused(out, 8);
+        ppl(out, tmp);
+
+        Path reduced = tmp.resolve("reduce");
+        ok("surgery", "reduce", "--experts", "4", "--by", "weights", "--model", m.toString(), "--out",
+                reduced.toString(), "--master", "local[2]");
+        Path grouped = tmp.resolve("grouped");
+        ok("retrain-router", "--model", m.toString(), "--router-data", routerData, "--epochs", "2",
+                "--expert-map", reduced.resolve("expert-map.json").toString(), "--out", grouped.toString(),
+                "--master", "local[2]");
+        Path again = tmp.resolve("reduce-router");
+        ok("surgery", "reduce", "--experts", "4", "--by", "weights", "--model", m.toString(), "--out",
+                again.toString(), "--router", grouped.resolve("router.safetensors").toString(), "--master", "local[2]");
+        try (SafeTensorsFile gates = SafeTensorsFile.open(grouped.resolve("router.safetensors"))) {
+            assertArrayEquals(gates.readFloat(bias).data().asFloat(), tensor(again, bias), 0f,
+                    "reduce --router writes the retrained bias");
+        }
+        ppl(again, tmp);
+    }
+
+    private static float[] tensor(Path model, String name) {
+        try (Checkpoint c = Checkpoint.open(hadoop(model), CONF)) {
+            return c.readFloat(name).data().asFloat();
+        }
+    }
+
+    /** The demo (calibrate, topk with the measured rescale, train, eval) on gpt-oss. */
+    @Test
+    void demoRuns(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("demo");
+        Path corpus = Files.createDirectories(tmp.resolve("corpus"));
+        for (String file : List.of("sysadmin.txt", "fortunes.txt")) {
+            Files.writeString(corpus.resolve(file), Files.readString(Fixtures.corpus(file)).substring(0, 60_000));
+        }
+        ok("demo", "--model", model("gpt-oss-tiny").toString(), "--data", corpus.toString(), "--out", out.toString(),
+                "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
+        JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
+        assertEquals("measured", summary.get("surgery").get("rescale").asText(), summary.toString());
     }
 
     @Test
