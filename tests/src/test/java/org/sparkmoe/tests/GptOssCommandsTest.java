@@ -273,6 +273,52 @@ class GptOssCommandsTest {
         assertTrue(diff[1] > 1e-3, "top-3 mixes weights, not outputs: " + diff[1]);
     }
 
+    /**
+     * lowrank with distillation on gpt-oss (teacher and student with biases, clamped gate and router bias) lowers
+     * every layer's relative output error; both outputs evaluate; train on the low-rank model (LoRA experts and router with its bias) lowers
+     * its loss and writes OUT/model, which keeps the expert biases and evaluates.
+     */
+    @Test
+    void lowrankDistillsAndItsModelTrains(@TempDir Path tmp) throws Exception {
+        Path m = model("gpt-oss-tiny");
+        Path data = Fixtures.sysadminExcerpt(tmp);
+        Path plain = tmp.resolve("plain");
+        ok("surgery", "lowrank", "--rank", "8", "--model", m.toString(), "--out", plain.toString(),
+                "--master", "local[2]");
+        Path distilled = tmp.resolve("distilled");
+        ok("surgery", "lowrank", "--rank", "8", "--model", m.toString(), "--out", distilled.toString(),
+                "--distill-steps", "40", "--data", data.toString(), "--window", "64", "--distill-tokens", "1024",
+                "--distill-batch", "256", "--master", "local[2]");
+        JsonNode report = JSON.readTree(distilled.resolve("surgery.json").toFile());
+        assertEquals(3, report.get("layers").size());
+        for (JsonNode layer : report.get("layers")) {
+            double before = layer.get("distill_rel_mse_before").asDouble();
+            double after = layer.get("distill_rel_mse_after").asDouble();
+            System.out.printf("gpt-oss-tiny lowrank R=8 layer %d: distill rel. MSE %.4f → %.4f%n",
+                    layer.get("layer").asInt(), before, after);
+            assertTrue(before > 0 && after < before, layer.toString());
+        }
+        System.out.printf("gpt-oss-tiny lowrank R=8: ppl %.2f, distilled %.2f%n", ppl(plain, tmp), ppl(distilled, tmp));
+
+        Path out = tmp.resolve("train");
+        ok("train", "--model", distilled.toString(), "--data", data.toString(), "--window", "32", "--steps", "8",
+                "--batch-windows", "4", "--lr", "1e-2", "--train-router", "--checkpoint-every", "100",
+                "--master", "local[2]", "--out", out.toString());
+        List<String> log = Files.readAllLines(out.resolve("train-log.jsonl"));
+        double first = JSON.readTree(log.get(0)).get("loss").asDouble();
+        double last = JSON.readTree(log.get(log.size() - 1)).get("loss").asDouble();
+        System.out.printf("gpt-oss-tiny low-rank: train loss %.4f → %.4f%n", first, last);
+        assertTrue(last < first, "loss " + first + " → " + last);
+        Path trained = out.resolve("model");
+        try (Checkpoint a = Checkpoint.open(hadoop(distilled), CONF); Checkpoint b = Checkpoint.open(hadoop(trained), CONF)) {
+            assertArrayEquals(a.readFloat(FusedExperts.gateUpBias(1)).data().asFloat(),
+                    b.readFloat(FusedExperts.gateUpBias(1)).data().asFloat(), 0f, "expert biases kept");
+            assertFalse(Arrays.equals(a.readFloat("model.layers.1.mlp.router.bias").data().asFloat(),
+                    b.readFloat("model.layers.1.mlp.router.bias").data().asFloat()), "router bias trained");
+        }
+        ppl(trained, tmp);
+    }
+
     /** A released (MXFP4) checkpoint's surgery output: bf16, experts widened, no quantization_config. */
     @Test
     void mxfp4InputIsWrittenInBf16(@TempDir Path tmp) throws Exception {
