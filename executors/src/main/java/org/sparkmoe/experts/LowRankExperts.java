@@ -7,13 +7,13 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * Low-rank experts (a model converted by {@code surgery lowrank}; the MoLoRA form, "100× more experts in the same
  * memory"):
- * one frozen SwiGLU FFN every token uses plus E LoRA experts per projection, K of them routed per token with
- * weights g and LoRA scale s:
+ * one frozen gated FFN every token uses plus E LoRA experts per projection, K of them routed per token with
+ * weights g and LoRA scale s (gpt-oss: plus each expert's frozen biases c, mixed with the same g):
  * <pre>
- *   h1 = x·W1ᵀ + Σ_k g_k·s·(x·A1_kᵀ)·B1_kᵀ      [T, I]
- *   h3 = x·W3ᵀ + Σ_k g_k·s·(x·A3_kᵀ)·B3_kᵀ      [T, I]
- *   a  = silu(h1) ⊙ h3                          [T, I]
- *   y  = a·W2ᵀ  + Σ_k g_k·s·(a·A2_kᵀ)·B2_kᵀ      [T, D]
+ *   h1 = x·W1ᵀ + Σ_k g_k·s·(x·A1_kᵀ)·B1_kᵀ (+ Σ_k g_k·c1_k)      [T, I]
+ *   h3 = x·W3ᵀ + Σ_k g_k·s·(x·A3_kᵀ)·B3_kᵀ (+ Σ_k g_k·c3_k)      [T, I]
+ *   a  = f(h1, h3): silu(h1) ⊙ h3, or gpt-oss's clamped gate      [T, I]
+ *   y  = a·W2ᵀ  + Σ_k g_k·s·(a·A2_kᵀ)·B2_kᵀ (+ Σ_k g_k·c2_k)      [T, D]
  * </pre>
  * Two implementations: {@link LowRankFactorised} (the fast one: gather, grouped shrink/expand, scatter-add; no
  * per-token weights) and {@link LowRankNaive} (the reference: per token {@code W_eff(t) = W + Σ_k g_k·s·B_k·A_k}

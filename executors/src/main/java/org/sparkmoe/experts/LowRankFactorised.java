@@ -3,14 +3,16 @@ package org.sparkmoe.experts;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.routing.Routes;
 
 /**
  * Low-rank experts in factorised form. Per projection P (in → out): the base product for all tokens,
  * then the K routed LoRA terms over the plan: gather rows [T·K, in] in plan order, shrink with the grouped
- * GEMM to [T·K, R], expand to [T·K, out], scale each row by g·s, scatter-add to [T, out]. No per-token weight
- * matrix exists; the largest LoRA intermediates are [T·K, max(I, D)].
+ * GEMM to [T·K, R], expand to [T·K, out], scale each row by g·s, scatter-add to [T, out]; with expert biases
+ * (gpt-oss) plus their routed mix G·c ({@link LowRankBiases}). No per-token weight matrix exists; the largest LoRA
+ * intermediates are [T·K, max(I, D)].
  */
 public final class LowRankFactorised extends LowRankExperts {
     private final GroupedGemm gemm;
@@ -32,19 +34,17 @@ public final class LowRankFactorised extends LowRankExperts {
         final INDArray u3;  // [T·K, R]
         final INDArray h1;  // [T, I]
         final INDArray h3;  // [T, I]
-        final INDArray sig; // [T, I] σ(h1)
         final INDArray ag;  // [T·K, I] a gathered in plan order
         final INDArray u2;  // [T·K, R]
 
         FactorisedPass(PlanRows rows, INDArray xg, INDArray u1, INDArray u3, INDArray h1,
-                INDArray h3, INDArray sig, INDArray ag, INDArray u2, INDArray y, long bytes) {
+                INDArray h3, INDArray ag, INDArray u2, INDArray y, long bytes) {
             super(rows, y, bytes);
             this.xg = xg;
             this.u1 = u1;
             this.u3 = u3;
             this.h1 = h1;
             this.h3 = h3;
-            this.sig = sig;
             this.ag = ag;
             this.u2 = u2;
         }
@@ -69,15 +69,22 @@ public final class LowRankFactorised extends LowRankExperts {
         INDArray u3 = scratch.alloc(dt, tk, w.rank());                              // [T·K, R]
         INDArray h3 = scratch.alloc(dt, t, w.intermediate());                       // [T, I]
         projectionForward(routing, x, w.w3(), xg, ad.a3, ad.b3, u3, expand, pairs, h3);
-        INDArray sig = LowRankSwiGlu.sigmoid(h1, scratch);                       // [T, I]
-        INDArray a = LowRankSwiGlu.forward(h1, sig, h3, scratch);                // [T, I]
+        INDArray g = w.hasBiases() ? LowRankBiases.denseWeights(routes, w.experts(), dt, scratch) : null; // [T, E]
+        if (g != null) {
+            LowRankBiases.add(g, w.c1(), h1);
+            LowRankBiases.add(g, w.c3(), h3);
+        }
+        INDArray a = scratch.count(Activations.gated(w.activation(), h1, h3, gemm.workers())); // [T, I]
         INDArray ag = routing.gather(a, scratch);                                   // [T·K, I]
         INDArray u2 = scratch.alloc(dt, tk, w.rank());                              // [T·K, R]
         INDArray expand2 = scratch.alloc(dt, tk, w.hidden());                       // [T·K, D]
         INDArray pairs2 = scratch.alloc(dt, tk, w.hidden());                        // [T·K, D]
         INDArray y = scratch.alloc(dt, t, w.hidden());                              // [T, D]
         projectionForward(routing, a, w.w2(), ag, ad.a2, ad.b2, u2, expand2, pairs2, y);
-        return new FactorisedPass(routing, xg, u1, u3, h1, h3, sig, ag, u2, y, scratch.bytes());
+        if (g != null) {
+            LowRankBiases.add(g, w.c2(), y);
+        }
+        return new FactorisedPass(routing, xg, u1, u3, h1, h3, ag, u2, y, scratch.bytes());
     }
 
     /**
@@ -128,8 +135,8 @@ public final class LowRankFactorised extends LowRankExperts {
                 false, none);
         routing.scatterAdd(dag, Nd4j.createUninitialized(dt, tk, w.intermediate()), da);
 
-        // a = silu(h1) ⊙ h3
-        INDArray[] dh = LowRankSwiGlu.backward(da, p.h1, p.sig, p.h3);           // dh1, dh3 [T, I]
+        // a = f(h1, h3)
+        INDArray[] dh = Activations.gatedBackward(w.activation(), p.h1, p.h3, da, gemm.workers()); // dh1, dh3 [T, I]
 
         // up_proj, then gate_proj (reverse of forward)
         INDArray dx = Nd4j.createUninitialized(dt, t, w.hidden());                  // [T, D]
@@ -143,7 +150,13 @@ public final class LowRankFactorised extends LowRankExperts {
         projectionBackward(routing, dh[0], w.w1(), p.xg, ad.a1, ad.b1, p.u1, ad.scale, dA1, dB1, dx, dxg, dWeight,
                 true, none);
         routing.scatterAdd(dxg, Nd4j.createUninitialized(dt, tk, w.hidden()), dx);  // reverse of the gather of x
-        return new ExpertGradients(dx, routing.byPair(dWeight), new LoraGradients(dA1, dB1),
+        double[] dWeightOfPair = routing.byPair(dWeight);
+        if (w.hasBiases()) {
+            LowRankBiases.addWeightGradients(routing.routes, dy, w.c2(), dWeightOfPair);
+            LowRankBiases.addWeightGradients(routing.routes, dh[0], w.c1(), dWeightOfPair);
+            LowRankBiases.addWeightGradients(routing.routes, dh[1], w.c3(), dWeightOfPair);
+        }
+        return new ExpertGradients(dx, dWeightOfPair, new LoraGradients(dA1, dB1),
                 new LoraGradients(dA3, dB3), new LoraGradients(dA2, dB2));
     }
 
@@ -182,7 +195,8 @@ public final class LowRankFactorised extends LowRankExperts {
                 + 2 * tk * i        // expand, pairs (shared by w1 and w3)
                 + 2 * tk * r        // u1, u3
                 + 2 * t * i         // h1, h3
-                + 2 * t * i         // σ(h1), a
+                + (weights.hasBiases() ? t * e : 0) // G
+                + t * i             // a
                 + tk * i            // ag
                 + tk * r            // u2
                 + 2 * tk * d        // expand2, pairs2

@@ -4,12 +4,14 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.kernels.Workers;
 import org.sparkmoe.routing.Routes;
 
 /**
  * The reference low-rank experts, the naive form of "100× more experts" that blew up memory: for every
  * token t and projection P it materialises {@code W_eff(t) = W + Σ_k g_k·s·B_k·A_k} ([I,D], [I,D], [D,I]) and
- * applies it row by row. The backward pass uses the materialised form too: {@code dW_eff(t) = dout[t]ᵀ ⊗ in[t]},
+ * applies it row by row (with expert biases, gpt-oss, adding their routed mix Σ_k g_k·c_k, {@link LowRankBiases}). The backward pass uses the materialised form too: {@code dW_eff(t) = dout[t]ᵀ ⊗ in[t]},
  * {@code din[t] = dout[t]·W_eff(t)}, {@code dA_k += g_k·s·B_kᵀ·dW_eff}, {@code dB_k += g_k·s·dW_eff·A_kᵀ},
  * {@code dL/dg_k = s·⟨dW_eff, B_k·A_k⟩} — independent of the factorised algebra, so the two check each other.
  */
@@ -31,11 +33,10 @@ public final class LowRankNaive extends LowRankExperts {
         final INDArray eff2; // [T, D, I] per-token down_proj
         final INDArray h1;   // [T, I]
         final INDArray h3;   // [T, I]
-        final INDArray sig;  // [T, I]
         final INDArray a;    // [T, I]
 
         NaivePass(PlanRows rows, INDArray x, INDArray eff1, INDArray eff3, INDArray eff2, INDArray h1,
-                INDArray h3, INDArray sig, INDArray a, INDArray y, long bytes) {
+                INDArray h3, INDArray a, INDArray y, long bytes) {
             super(rows, y, bytes);
             this.x = x;
             this.eff1 = eff1;
@@ -43,7 +44,6 @@ public final class LowRankNaive extends LowRankExperts {
             this.eff2 = eff2;
             this.h1 = h1;
             this.h3 = h3;
-            this.sig = sig;
             this.a = a;
         }
     }
@@ -69,11 +69,18 @@ public final class LowRankNaive extends LowRankExperts {
         INDArray h3 = scratch.alloc(dt, t, i);                                      // [T, I]
         apply(x, eff1, h1);
         apply(x, eff3, h3);
-        INDArray sig = LowRankSwiGlu.sigmoid(h1, scratch);                       // [T, I]
-        INDArray a = LowRankSwiGlu.forward(h1, sig, h3, scratch);                // [T, I]
+        INDArray g = w.hasBiases() ? LowRankBiases.denseWeights(routes, w.experts(), dt, scratch) : null; // [T, E]
+        if (g != null) {
+            LowRankBiases.add(g, w.c1(), h1);
+            LowRankBiases.add(g, w.c3(), h3);
+        }
+        INDArray a = scratch.count(Activations.gated(w.activation(), h1, h3, Workers.SERIAL)); // [T, I]
         INDArray y = scratch.alloc(dt, t, d);                                       // [T, D]
         apply(a, eff2, y);
-        return new NaivePass(routing, x, eff1, eff3, eff2, h1, h3, sig, a, y, scratch.bytes());
+        if (g != null) {
+            LowRankBiases.add(g, w.c2(), y);
+        }
+        return new NaivePass(routing, x, eff1, eff3, eff2, h1, h3, a, y, scratch.bytes());
     }
 
     /** eff[t] = W + Σ_k g_k·s·B_{e_k}·A_{e_k}, eff [T, O, N]. */
@@ -118,7 +125,7 @@ public final class LowRankNaive extends LowRankExperts {
         INDArray da = Nd4j.createUninitialized(dt, t, w.intermediate());            // [T, I]
         projectionBackward(routing, dy, p.a, p.eff2, ad.a2, ad.b2, ad.scale, dA2, dB2, da, dWeightOfPair, false);
 
-        INDArray[] dh = LowRankSwiGlu.backward(da, p.h1, p.sig, p.h3);           // dh1, dh3 [T, I]
+        INDArray[] dh = Activations.gatedBackward(w.activation(), p.h1, p.h3, da, Workers.SERIAL); // dh1, dh3 [T, I]
 
         INDArray dx = Nd4j.createUninitialized(dt, t, w.hidden());                  // [T, D]
         INDArray dA3 = Nd4j.zeros(dt, ad.a3.shape());
@@ -127,6 +134,11 @@ public final class LowRankNaive extends LowRankExperts {
         INDArray dA1 = Nd4j.zeros(dt, ad.a1.shape());
         INDArray dB1 = Nd4j.zeros(dt, ad.b1.shape());
         projectionBackward(routing, dh[0], p.x, p.eff1, ad.a1, ad.b1, ad.scale, dA1, dB1, dx, dWeightOfPair, true);
+        if (w.hasBiases()) {
+            LowRankBiases.addWeightGradients(routing.routes, dy, w.c2(), dWeightOfPair);
+            LowRankBiases.addWeightGradients(routing.routes, dh[0], w.c1(), dWeightOfPair);
+            LowRankBiases.addWeightGradients(routing.routes, dh[1], w.c3(), dWeightOfPair);
+        }
 
         return new ExpertGradients(dx, dWeightOfPair, new LoraGradients(dA1, dB1), new LoraGradients(dA3, dB3),
                 new LoraGradients(dA2, dB2));
@@ -161,7 +173,8 @@ public final class LowRankNaive extends LowRankExperts {
         return PlanRows.bytes(t, k, dt) + dt.width() * (
                 3 * t * i * d       // eff1, eff3 [T, I, D], eff2 [T, D, I]
                 + 2 * t * i         // h1, h3
-                + 2 * t * i         // σ(h1), a
+                + (weights.hasBiases() ? t * e : 0) // G
+                + t * i             // a
                 + t * d);           // y
     }
 }

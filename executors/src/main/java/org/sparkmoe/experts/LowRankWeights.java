@@ -4,17 +4,25 @@ import java.util.Arrays;
 import java.util.Random;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.kernels.GatedActivation;
 
 /**
  * The weights of low-rank experts: the frozen base SwiGLU weights every token uses and the LoRA experts of the
- * three projections. One data type for all arrays (float32 for speed, float64 for gradient checks).
+ * three projections, and for gpt-oss each expert's frozen biases and the clamped gate. One data type for all arrays
+ * (float32 for speed, float64 for gradient checks).
  *
- * @param w1       [I, D] frozen gate_proj
- * @param w3       [I, D] frozen up_proj
- * @param w2       [D, I] frozen down_proj
- * @param adapters the LoRA experts of the three projections
+ * @param w1         [I, D] frozen gate_proj
+ * @param w3         [I, D] frozen up_proj
+ * @param w2         [D, I] frozen down_proj
+ * @param adapters   the LoRA experts of the three projections
+ * @param c1         [E, I] frozen gate bias per expert, or null (all three or none)
+ * @param c3         [E, I] frozen up bias per expert, or null
+ * @param c2         [E, D] frozen down bias per expert, or null
+ * @param activation act = f(h1, h3): SwiGLU, or gpt-oss's clamped gate
  */
-public record LowRankWeights(INDArray w1, INDArray w3, INDArray w2, LowRankAdapters adapters) {
+public record LowRankWeights(INDArray w1, INDArray w3, INDArray w2, LowRankAdapters adapters, INDArray c1,
+                             INDArray c3, INDArray c2, GatedActivation activation) {
 
     public LowRankWeights {
         int d = (int) w1.size(1);
@@ -36,6 +44,24 @@ public record LowRankWeights(INDArray w1, INDArray w3, INDArray w2, LowRankAdapt
             throw new IllegalArgumentException("low-rank adapters are " + adapters.dataType()
                     + " but the base weights are " + w1.dataType());
         }
+        if ((c1 == null) != (c3 == null) || (c1 == null) != (c2 == null)) {
+            throw new IllegalArgumentException("low-rank expert biases come all three (gate, up, down) or none");
+        }
+        checkBias("c1 (gate bias)", c1, adapters.experts(), i, w1.dataType());
+        checkBias("c3 (up bias)", c3, adapters.experts(), i, w1.dataType());
+        checkBias("c2 (down bias)", c2, adapters.experts(), d, w1.dataType());
+    }
+
+    private static void checkBias(String name, INDArray b, long e, long n, DataType dt) {
+        if (b != null && (!Arrays.equals(b.shape(), new long[] {e, n}) || b.dataType() != dt)) {
+            throw new IllegalArgumentException("low-rank expert " + name + " must be [" + e + ", " + n + "] " + dt
+                    + ", got " + Arrays.toString(b.shape()) + " " + b.dataType());
+        }
+    }
+
+    /** SwiGLU low-rank experts without biases. */
+    public LowRankWeights(INDArray w1, INDArray w3, INDArray w2, LowRankAdapters adapters) {
+        this(w1, w3, w2, adapters, null, null, null, GatedActivation.SWIGLU);
     }
 
     private static void expect(String name, INDArray t, long... shape) {
@@ -47,7 +73,26 @@ public record LowRankWeights(INDArray w1, INDArray w3, INDArray w2, LowRankAdapt
 
     /** The same base with other adapters. */
     public LowRankWeights withAdapters(LowRankAdapters a) {
-        return new LowRankWeights(w1, w3, w2, a);
+        return new LowRankWeights(w1, w3, w2, a, c1, c3, c2, activation);
+    }
+
+    /**
+     * gpt-oss: the same weights with the experts' biases as gpt-oss stores them and its clamped gate.
+     *
+     * @param gateUp [E, 2I] gate bias k at column 2k, up bias k at 2k + 1
+     * @param down   [E, D]
+     */
+    public LowRankWeights withInterleavedBiases(INDArray gateUp, INDArray down) {
+        long i2 = gateUp.size(1);
+        return new LowRankWeights(w1, w3, w2, adapters,
+                gateUp.get(NDArrayIndex.all(), NDArrayIndex.interval(0, 2, i2)).dup('c'),             // [E, I]
+                gateUp.get(NDArrayIndex.all(), NDArrayIndex.interval(1, 2, i2)).dup('c'),             // [E, I]
+                down, GatedActivation.CLAMPED_SWIGLU);
+    }
+
+    /** Whether the experts carry biases (gpt-oss). */
+    public boolean hasBiases() {
+        return c1 != null;
     }
 
     /** Random weights from one seed: base U(−1/√in, 1/√in), A and B U(−loraBound, loraBound). */
@@ -60,6 +105,17 @@ public record LowRankWeights(INDArray w1, INDArray w3, INDArray w2, LowRankAdapt
         LowRankAdapters adapters = LowRankAdapters.random(d, i, e, r, scale, loraBound, dt, rnd.nextLong());
         return new LowRankWeights(w1, w3, w2, adapters);
     }
+
+    /** The same weights with random expert biases U(−bound, bound) from {@code seed} and activation {@code f}. */
+    public LowRankWeights withRandomBiases(GatedActivation f, double bound, long seed) {
+        Random rnd = new Random(seed);
+        int e = experts();
+        return new LowRankWeights(w1, w3, w2, adapters,
+                LowRankAdapters.uniform(rnd, dataType(), bound, e, intermediate()),
+                LowRankAdapters.uniform(rnd, dataType(), bound, e, intermediate()),
+                LowRankAdapters.uniform(rnd, dataType(), bound, e, hidden()), f);
+    }
+
     public int hidden() {
         return (int) w1.size(1);
     }

@@ -57,11 +57,14 @@ public enum ExpertLayout {
      * @param out       the written config; a dense or low-rank model has no experts to fuse and is written as given
      */
     public Written apply(TensorSource perExpert, List<String> names, ModelConfig out) {
+        if (out.num_experts == 0 || out.hasLowRankExperts()) {
+            return new Written(perExpert, names);
+        }
         if (this == PER_EXPERT && out.clamped_experts) {
             throw new IllegalArgumentException("--layout per-expert: gpt_oss has no per-expert layout in transformers "
                     + "(its experts are stored fused only); leave --layout out");
         }
-        if (this == PER_EXPERT || out.num_experts == 0 || out.hasLowRankExperts()) {
+        if (this == PER_EXPERT) {
             return new Written(perExpert, names);
         }
         FusingTensors fused = FusingTensors.of(perExpert, out);

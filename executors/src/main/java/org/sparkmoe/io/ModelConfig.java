@@ -208,7 +208,7 @@ public final class ModelConfig {
                     throw new ModelConfigException(source + ": unsupported swiglu_limit " + f.raw("swiglu_limit")
                             + " (transformers' GptOssExperts uses 7.0)");
                 }
-                low_rank_experts_rank = 0;
+                low_rank_experts_rank = lowRankRank(f);
             }
             case MIXTRAL -> {
                 num_experts = f.positiveInt("num_local_experts");

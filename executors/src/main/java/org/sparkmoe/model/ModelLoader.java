@@ -174,6 +174,10 @@ public final class ModelLoader {
                             tensor(layout.stackedLoraA(l, Projection.UP)), tensor(layout.stackedLoraB(l, Projection.UP)),
                             tensor(layout.stackedLoraA(l, Projection.DOWN)), tensor(layout.stackedLoraB(l, Projection.DOWN)),
                             1.0));
+            if (config.clamped_experts) {
+                weights = weights.withInterleavedBiases(tensor(FusedExperts.gateUpBias(l)),      // [E, 2I]
+                        tensor(FusedExperts.downBias(l)));                                        // [E, D]
+            }
             return new MoeBlock(router, options, new LowRankFactorised(weights, gemm), shared);
         }
         ExpertWeights experts = config.clamped_experts

@@ -58,6 +58,11 @@ public final class ModelSchema {
                     out.put(layout.stackedLoraB(l, Projection.UP), new long[] {c.num_experts, i, r});
                     out.put(layout.stackedLoraA(l, Projection.DOWN), new long[] {c.num_experts, r, i});
                     out.put(layout.stackedLoraB(l, Projection.DOWN), new long[] {c.num_experts, d, r});
+                    if (c.clamped_experts) {
+                        // gpt-oss: the experts' biases as gpt-oss stores them, gate and up interleaved
+                        out.put(FusedExperts.gateUpBias(l), new long[] {c.num_experts, 2 * i});
+                        out.put(FusedExperts.downBias(l), new long[] {c.num_experts, d});
+                    }
                 } else {
                     for (int e = 0; e < c.num_experts; e++) {
                         out.put(layout.expert(l, e, Projection.GATE), new long[] {i, d});

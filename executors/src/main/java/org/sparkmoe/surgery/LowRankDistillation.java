@@ -6,8 +6,10 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.experts.ExpertGradients;
@@ -27,6 +29,7 @@ import org.sparkmoe.train.TrainState;
 
 import java.util.Arrays;
 import java.util.LinkedHashMap;
+import java.util.Map;
 import java.util.SplittableRandom;
 
 /**
@@ -105,6 +108,13 @@ public final class LowRankDistillation {
                 ExpertStack.read(original, layout, layer, config.num_experts, Projection.GATE),   // [E, I, D]
                 ExpertStack.read(original, layout, layer, config.num_experts, Projection.UP),     // [E, I, D]
                 ExpertStack.read(original, layout, layer, config.num_experts, Projection.DOWN));  // [E, D, I]
+        if (config.clamped_experts) {   // gpt-oss
+            experts = new ExpertWeights(experts.w1(), experts.w3(), experts.w2(),
+                    biases(original, layout, layer, config.num_experts, Projection.GATE),         // [E, I]
+                    biases(original, layout, layer, config.num_experts, Projection.UP),           // [E, I]
+                    biases(original, layout, layer, config.num_experts, Projection.DOWN),         // [E, D]
+                    GatedActivation.CLAMPED_SWIGLU);
+        }
         MoeBlock block = new MoeBlock(gate, routing(config), new FullExperts(experts, gemm), null);
         INDArray y = Nd4j.createUninitialized(DataType.FLOAT, x.shape(), 'c');
         for (long from = 0; from < x.size(0); from += EVAL_CHUNK) {
@@ -115,13 +125,19 @@ public final class LowRankDistillation {
         return y;
     }
 
+    private static INDArray biases(TensorSource original, CheckpointLayout layout, int layer, int experts,
+            Projection p) {
+        return ExpertStack.readBiases(original, layout, layer, experts, p).reshape(experts, -1);
+    }
+
     /**
-     * The original router of {@code layer}: its gate [E, D] and, for sigmoid routers, its selection-only correction
-     * bias (the shared expert, the same in teacher and student, is left out of both).
+     * The original router of {@code layer}: its gate [E, D], gpt-oss's bias [E] and, for sigmoid routers, its
+     * selection-only correction bias (the shared expert, the same in teacher and student, is left out of both).
      */
     static Router router(TensorSource original, ModelConfig config, CheckpointLayout layout, int layer) {
         INDArray gate = original.readFloat(layout.routerGate(layer));                          // [E, D]
-        return new Router(gate, null, config.routing.scoreCorrectionBias()
+        return new Router(gate, config.clamped_experts ? original.readFloat(layout.routerBias(layer)) : null,
+                config.routing.scoreCorrectionBias()
                 ? original.readFloat(layout.scoreCorrectionBias(layer)).castTo(DataType.DOUBLE).toDoubleVector() : null);
     }
 
@@ -160,6 +176,11 @@ public final class LowRankDistillation {
                     1.0);
             LowRankWeights weights = new LowRankWeights(base(Projection.GATE), base(Projection.UP),
                     base(Projection.DOWN), adapters);
+            Map<String, INDArray> t = lowRank.tensors();
+            if (t.containsKey(FusedExperts.gateUpBias(layer))) {   // gpt-oss
+                weights = weights.withInterleavedBiases(t.get(FusedExperts.gateUpBias(layer)),
+                        t.get(FusedExperts.downBias(layer)));
+            }
             return new MoeBlock(gate, routing, new LowRankFactorised(weights, gemm), null);
         }
 

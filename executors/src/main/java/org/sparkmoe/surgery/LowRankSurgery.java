@@ -4,8 +4,10 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
 
@@ -19,6 +21,18 @@ import java.util.LinkedHashMap;
  * {@code lora_B} [E, out, R] (scale 1: B carries the singular values), with {@code low_rank_experts_rank} = R in
  * config.json. Reports, per projection [out, in], the relative Frobenius error √(Σₑ‖W_e − base − B_e·A_e‖²) /
  * √(Σₑ‖W_e‖²) and the parameters before (E·out·in) and after (out·in + E·R·(out + in)). One part per projection.
+ *
+ * <p>gpt-oss: its fused {@code gate_up_proj} [E, D, 2I] holds gate row k at column 2k and up row k at 2k + 1, a row
+ * permutation of the stacked [W1; W3] [2I, D] (read per expert through {@code FusedExperts}). The SVD runs on the
+ * gate W1 and the up W3 separately, so each gets its own best rank-R approximation as for any other type; at full
+ * rank W1 and W3, hence the interleaved matrix, are exact. (A joint rank-R SVD of the interleaved matrix would be
+ * the permuted joint SVD of [W1; W3], since a row permutation leaves singular values and right vectors unchanged: the
+ * interleaving never matters.) The biases are kept per expert exactly, written as gpt-oss stores them
+ * ({@code experts.gate_up_proj_bias} [E, 2I] interleaved, with the gate part; {@code experts.down_proj_bias} [E, D],
+ * with the down part), and mixed per token with the routing weights of the LoRA terms. They are E·(2I + D) numbers,
+ * nothing beside the LoRA experts, and gpt-oss's weights (softmax over the top K) sum to 1, so the low-rank form at
+ * full rank computes the FFN of Σₖ gₖ·(Wₖ, cₖ) — the original expert exactly when K = 1. Averaging them into the
+ * base would add an error no rank removes.
  */
 public final class LowRankSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
@@ -26,6 +40,7 @@ public final class LowRankSurgery implements LayerSurgery {
     private final ModelConfig.ModelType type;
     private final int rank;
     private final int experts;
+    private final boolean biases;     // gpt-oss: each expert's biases, kept as they are
     private final double[][] baseWeights; // [MoE layers][E], sum 1
 
     /** @param baseWeights per MoE layer, the weights of the experts in the base (each row sums to 1) */
@@ -36,15 +51,12 @@ public final class LowRankSurgery implements LayerSurgery {
                     + (model.hasLowRankExperts() ? " already low-rank" : model.hasSharedExpertGate()
                     ? " with a gated shared expert" : ""));
         }
-        if (model.clamped_experts) {
-            throw new IllegalArgumentException("lowrank does not support gpt_oss: the low-rank expert layers (shared "
-                    + "base + LoRA experts) have no expert biases and no clamped gate");
-        }
         if (model.mla != null) {
             throw new IllegalArgumentException("lowrank does not support " + model.modelType.name().toLowerCase()
                     + " yet: a low-rank-experts checkpoint of a DeepSeek type is not read back");
         }
         this.type = model.modelType;
+        this.biases = model.clamped_experts;
         int max = Math.min(model.hidden_size, model.expert_intermediate_size);
         if (rank < 1 || rank > max) {
             throw new IllegalArgumentException("--rank must be in [1, " + max + "] (min of hidden_size "
@@ -103,6 +115,17 @@ public final class LowRankSurgery implements LayerSurgery {
             double norm = w.norm2Number().doubleValue();
             error2 += err * err;
             norm2 += norm * norm;
+        }
+        if (biases && p == Projection.GATE) {
+            INDArray gate = ExpertStack.readBiases(source, layout, layer, experts, Projection.GATE);   // [E, 1, I]
+            INDArray up = ExpertStack.readBiases(source, layout, layer, experts, Projection.UP);       // [E, 1, I]
+            INDArray gateUp = Nd4j.create(DataType.FLOAT, experts, 2 * gate.size(2));                 // [E, 2I]
+            gateUp.get(NDArrayIndex.all(), NDArrayIndex.interval(0, 2, gateUp.size(1))).assign(gate.reshape(experts, -1));
+            gateUp.get(NDArrayIndex.all(), NDArrayIndex.interval(1, 2, gateUp.size(1))).assign(up.reshape(experts, -1));
+            out.put(FusedExperts.gateUpBias(layer), gateUp);
+        } else if (biases && p == Projection.DOWN) {
+            out.put(FusedExperts.downBias(layer),
+                    ExpertStack.readBiases(source, layout, layer, experts, p).reshape(experts, -1));  // [E, D]
         }
         out.put(layout.sharedBase(layer, p), base.castTo(DataType.FLOAT));
         out.put(layout.stackedLoraA(layer, p), a);

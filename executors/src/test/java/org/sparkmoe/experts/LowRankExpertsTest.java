@@ -12,7 +12,8 @@ import org.junit.jupiter.params.provider.CsvSource;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.nd4j.linalg.ops.transforms.Transforms;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.routing.Router;
@@ -67,6 +68,19 @@ class LowRankExpertsTest {
         return new Setup(w, gate, RoutingRule.softmaxTopK(k, normalize));
     }
 
+    /**
+     * As {@link #setup} with gpt-oss's expert biases U(−0.5, 0.5) and clamped gate, top-K renormalised; gate unit 0's
+     * bias is 12 and up unit 1's −12 in every expert, so those units lie past the clamp (h1 > 7, h3 < −7) for every
+     * token while the other values are of order 1.
+     */
+    static Setup gptOss(DataType dt, long seed, int k) {
+        Setup s = setup(dt, seed, k, true);
+        LowRankWeights w = s.weights().withRandomBiases(GatedActivation.CLAMPED_SWIGLU, 0.5, seed + 3);
+        w.c1().getColumn(0).assign(12.0);
+        w.c3().getColumn(1).assign(-12.0);
+        return new Setup(w, s.gate(), s.rule());
+    }
+
     /** max |a − b| / max |b|: relative to the size of the result. */
     static double relativeDiff(INDArray a, INDArray b) {
         double scale = Math.max(b.amaxNumber().doubleValue(), 1e-30);
@@ -112,6 +126,57 @@ class LowRankExpertsTest {
         INDArray x = input(DataType.FLOAT, 12, T);
         assertEquals(T, s.route(x).plan.tokensOf(5), "k = E puts every token on expert 5");
         assertImplementationsAgree(s, x, 13);
+    }
+
+    /**
+     * gpt-oss: the experts' biases mixed with the routing weights and the clamped gate, factorised vs naive (forward,
+     * LoRA, router and input gradients), with units past the clamp.
+     */
+    @ParameterizedTest(name = "seed {0}, K {1}")
+    @CsvSource({"61, 2", "62, 3", "63, 8"})
+    void factorisedEqualsNaiveWithGptOssBiasesAndClamp(long seed, int k) {
+        Setup s = gptOss(DataType.FLOAT, seed, k);
+        INDArray x = input(DataType.FLOAT, seed + 100, T);
+        assertImplementationsAgree(s, x, seed);
+        // the clamped units pass no gradient: their rows of dB1 (gate unit 0) and dB3 (up unit 1) are zero
+        MoeBlock block = s.block(s.factorised());
+        ExpertGradients g = block.backward(block.forward(x), Nd4j.ones(DataType.FLOAT, T, D)).experts();
+        assertEquals(0.0, g.gate().dB().get(NDArrayIndex.all(), NDArrayIndex.point(0), NDArrayIndex.all())
+                .amaxNumber().doubleValue(), 0.0, "gate unit 0 is clamped");
+        assertEquals(0.0, g.up().dB().get(NDArrayIndex.all(), NDArrayIndex.point(1), NDArrayIndex.all())
+                .amaxNumber().doubleValue(), 0.0, "up unit 1 is clamped");
+        assertTrue(g.gate().dB().amaxNumber().doubleValue() > 0, "the other gate units pass gradient");
+    }
+
+    /**
+     * The biases enter as Σ_k g_k·c_{e_k}: with B = 0 (base only) the output is the base FFN of x with those mixed
+     * biases, computed here token by token from the routes.
+     */
+    @Test
+    void gptOssBiasesAreMixedWithTheRoutingWeights() {
+        Setup s = gptOss(DataType.DOUBLE, 71, 3);
+        LowRankWeights w = s.weights().withAdapters(LowRankAdapters.peftInit(D, I, E, R, 16.0, DataType.DOUBLE, 72));
+        INDArray x = input(DataType.DOUBLE, 73, T);
+        Routes routes = s.route(x);
+        INDArray y = new LowRankFactorised(w, new Nd4jGroupedGemm()).forward(x, routes).out();
+        for (int t = 0; t < T; t++) {
+            INDArray c1 = Nd4j.zeros(DataType.DOUBLE, 1, I);
+            INDArray c3 = Nd4j.zeros(DataType.DOUBLE, 1, I);
+            INDArray c2 = Nd4j.zeros(DataType.DOUBLE, 1, D);
+            for (int k = 0; k < 3; k++) {
+                int e = routes.expert(t, k);
+                double g = routes.weight(t, k);
+                c1.addi(w.c1().getRow(e).reshape(1, I).mul(g));
+                c3.addi(w.c3().getRow(e).reshape(1, I).mul(g));
+                c2.addi(w.c2().getRow(e).reshape(1, D).mul(g));
+            }
+            INDArray xt = x.getRow(t).reshape(1, D);
+            INDArray act = org.sparkmoe.kernels.Activations.gated(GatedActivation.CLAMPED_SWIGLU,
+                    xt.mmul(w.w1().transpose()).addi(c1), xt.mmul(w.w3().transpose()).addi(c3),
+                    org.sparkmoe.kernels.Workers.SERIAL);
+            INDArray expected = act.mmul(w.w2().transpose()).addi(c2);
+            assertTrue(relativeDiff(y.getRow(t).reshape(1, D), expected) <= 1e-12, "token " + t);
+        }
     }
 
     /** x[:,0] ≡ 3 and gate[3][0] = 8 make expert 3 every token's first choice; the other 7 experts get ≤ T. */
@@ -165,7 +230,7 @@ class LowRankExpertsTest {
 
         INDArray h1 = x.mmul(w.w1().transpose());
         INDArray h3 = x.mmul(w.w3().transpose());
-        INDArray a = h1.mul(Transforms.sigmoid(h1, true)).muli(h3);
+        INDArray a = org.sparkmoe.kernels.Activations.swiGlu(h1, h3);
         INDArray expected = a.mmul(w.w2().transpose());
         assertArrayEquals(expected.dup('c').data().asFloat(), pass.out().dup('c').data().asFloat(), 0f, "bit-identical to base");
         INDArray mlp = new SwiGluMlp(w.w1(), w.w3(), w.w2()).forward(x);

@@ -14,7 +14,8 @@ import org.sparkmoe.moe.MoeBlock;
  * Central finite differences in float64 for every element of every trainable tensor (A and B of the three
  * projections, with B ≠ 0; the router gate, through the routing weights of an MoE block) and of the input, for both
  * implementations, with and without
- * top-k renormalisation, and with k = E. Loss L = Σ y ⊙ P for a fixed random P, so dL/dy = P.
+ * top-k renormalisation, and with k = E; and with gpt-oss's expert biases (mixed by the routing weights, so they add
+ * to the router's gradient) and clamped gate, with units past the clamp. Loss L = Σ y ⊙ P for a fixed random P, so dL/dy = P.
  *
  * <p>Step h = 1e-6. An element passes when |analytic − numeric| ≤ 1e-6 · max(|analytic|, |numeric|) or, the
  * absolute floor, when |analytic − numeric| ≤ 1e-8: float64 round-off in L (|L| ~ 1, ε ≈ 1.1e-16) divided by
@@ -31,11 +32,14 @@ class LowRankGradientCheckTest {
 
     @ParameterizedTest(name = "{0}, K {1}, normalizeTopK {2}")
     @CsvSource({"factorised, 2, true", "factorised, 2, false", "factorised, 8, true", "factorised, 8, false",
-            "naive, 2, true", "naive, 2, false", "naive, 8, true"})
+            "naive, 2, true", "naive, 2, false", "naive, 8, true", "factorised gpt-oss, 2, true",
+            "factorised gpt-oss, 3, true", "naive gpt-oss, 3, true"})
     void gradientsMatchCentralDifferences(String which, int k, boolean normalize) {
         long seed = 7 + k + (normalize ? 1 : 0);
-        LowRankExpertsTest.Setup s = LowRankExpertsTest.setup(DataType.DOUBLE, seed, k, normalize);
-        MoeBlock block = s.block(which.equals("factorised") ? s.factorised() : s.naive());
+        boolean gptOss = which.endsWith("gpt-oss");   // expert biases mixed by the routing weights, clamped gate
+        LowRankExpertsTest.Setup s = gptOss ? LowRankExpertsTest.gptOss(DataType.DOUBLE, seed, k)
+                : LowRankExpertsTest.setup(DataType.DOUBLE, seed, k, normalize);
+        MoeBlock block = s.block(which.startsWith("factorised") ? s.factorised() : s.naive());
         INDArray x = LowRankExpertsTest.input(DataType.DOUBLE, seed + 1, LowRankExpertsTest.T);
         INDArray p = LowRankAdapters.uniform(new Random(seed + 2), DataType.DOUBLE, 1.0,
                 LowRankExpertsTest.T, LowRankExpertsTest.D);

@@ -8,6 +8,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.routing.Router;
 import org.sparkmoe.routing.RoutingRule;
@@ -31,6 +32,11 @@ class LowRankMemoryTest {
         LowRankExperts naive = new LowRankNaive(w);
         assertEquals(factorised.forwardBytes(t, d, i, e, k, r, dt), allocated(factorised, x, routes), "factorised");
         assertEquals(naive.forwardBytes(t, d, i, e, k, r, dt), allocated(naive, x, routes), "naive");
+        LowRankWeights biased = w.withRandomBiases(GatedActivation.CLAMPED_SWIGLU, 0.5, 8);   // gpt-oss: + G [T, E]
+        assertEquals(factorised.forwardBytes(t, d, i, e, k, r, dt) + (long) t * e * dt.width(),
+                allocated(factorised.with(biased), x, routes), "factorised with biases");
+        assertEquals(naive.forwardBytes(t, d, i, e, k, r, dt) + (long) t * e * dt.width(),
+                allocated(naive.with(biased), x, routes), "naive with biases");
     }
 
     /** Routes from a random gate U(−1/√D, 1/√D): softmax, top-K, renormalised. */

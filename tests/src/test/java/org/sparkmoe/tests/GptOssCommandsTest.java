@@ -26,8 +26,9 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
 
 /**
  * The commands on the tiny gpt_oss fixtures (see {@link GptOssParityTest}), end to end through the command line:
- * calibrate; surgery topk, reduce and merge-dense, each output (gpt-oss's fused layout) loading in eval, lowrank,
- * --layout per-expert and retrain-router refused in one line; train with the router lowering the loss and writing a
+ * calibrate; surgery topk, reduce and merge-dense, each output (gpt-oss's fused layout) loading in eval; lowrank
+ * (biases kept exactly; at full rank with top-1 the original's logits); --layout per-expert refused in one line;
+ * retrain-router fitting the router's weight and bias (also through reduce --expert-map / --router); the demo; train with the router lowering the loss and writing a
  * fused PEFT adapter (target_parameters, router weight and bias) and a merged checkpoint, the adapter read back by
  * merge and eval --adapter; the MXFP4 fixture's surgery output in bf16.
  */
@@ -79,18 +80,98 @@ class GptOssCommandsTest {
         assertFused(dense, 1);
         ppl(dense, tmp);
 
-        CliRun lowrank = sparkmoe("surgery", "lowrank", "--rank", "8", "--model", m.toString(), "--out",
-                tmp.resolve("lowrank").toString(), "--master", "local[2]");
-        assertEquals(1, lowrank.exitCode());
-        assertTrue(lowrank.err().contains("lowrank does not support gpt_oss"), lowrank.err());
+        Path lowrank = tmp.resolve("lowrank");
+        ok("surgery", "lowrank", "--rank", "8", "--model", m.toString(), "--out", lowrank.toString(),
+                "--master", "local[2]");
+        assertEquals(8, ModelFolder.readConfig(hadoop(lowrank), CONF).low_rank_experts_rank);
+        try (Checkpoint base = Checkpoint.open(hadoop(m), CONF); Checkpoint low = Checkpoint.open(hadoop(lowrank), CONF)) {
+            for (String name : List.of(FusedExperts.gateUpBias(0), FusedExperts.downBias(2))) {
+                assertArrayEquals(base.readFloat(name).data().asFloat(), low.readFloat(name).data().asFloat(), 0f,
+                        name + " kept exactly");
+            }
+        }
+        System.out.printf("gpt-oss-tiny: ppl lowrank R=8 %.4f%n", ppl(lowrank, tmp));
         CliRun perExpert = sparkmoe("surgery", "topk", "--top-k", "2", "--rescale", "none", "--layout", "per-expert",
                 "--model", m.toString(), "--out", tmp.resolve("per-expert").toString(), "--master", "local[2]");
         assertEquals(1, perExpert.exitCode());
         assertTrue(perExpert.err().contains("gpt_oss has no per-expert layout"), perExpert.err());
-        CliRun retrain = sparkmoe("retrain-router", "--model", m.toString(), "--router-data",
-                tmp.resolve("no-router-data").toString(), "--out", tmp.resolve("router").toString());
-        assertEquals(1, retrain.exitCode());
-        assertTrue(retrain.err().contains("gpt_oss's router has one"), retrain.err());
+    }
+
+    /**
+     * retrain-router fits gpt-oss's router weight and bias to the exported teacher distributions: the loss on the
+     * router data falls over the epochs, router.safetensors and the checkpoint hold both, the bias moved from its
+     * zero start, and the checkpoint evaluates. Through reduce (8 → 4), --expert-map and reduce --router the grouped
+     * weight and bias replace the merged ones.
+     */
+    @Test
+    void retrainRouterFitsTheWeightAndTheBias(@TempDir Path tmp) throws Exception {
+        Path m = model("gpt-oss-tiny");
+        Path calib = tmp.resolve("calib");
+        ok("calibrate", "--model", m.toString(), "--data", Fixtures.corpus("sysadmin.txt") + ","
+                + Fixtures.corpus("scripture.txt"), "--window", "64", "--max-tokens-per-file", "512",
+                "--export-router-data", "--master", "local[2]", "--out", calib.toString());
+        String routerData = calib.resolve("router-data").toString();
+        Path out = tmp.resolve("router");
+        ok("retrain-router", "--model", m.toString(), "--router-data", routerData, "--epochs", "4",
+                "--learning-rate", "0.01", "--out", out.toString(), "--master", "local[2]");
+        JsonNode report = JSON.readTree(out.resolve("retrain-router.json").toFile());
+        for (JsonNode layer : report.get("layers")) {
+            JsonNode scores = layer.get("epoch_scores");
+            double first = scores.get(0).asDouble();
+            double last = scores.get(scores.size() - 1).asDouble();
+            System.out.printf("gpt-oss-tiny retrain-router layer %d: loss %.4f → %.4f, top-3 agreement %.3f%n",
+                    layer.get("layer").asInt(), first, last, layer.get("agreement").asDouble());
+            assertTrue(last < first, "layer " + layer.get("layer") + ": loss " + scores);
+        }
+        String bias = "model.layers.1.mlp.router.bias";
+        try (SafeTensorsFile gates = SafeTensorsFile.open(out.resolve("router.safetensors"));
+             Checkpoint written = Checkpoint.open(hadoop(out), CONF)) {
+            float[] fitted = gates.readFloat(bias).data().asFloat();
+            assertArrayEquals(fitted, written.readFloat(bias).data().asFloat(), 0f, "the checkpoint holds the bias");
+            assertTrue(gates.readFloat(bias).amaxNumber().doubleValue() > 1e-3, "the bias moved from 0");
+            assertFalse(Arrays.equals(tensor(m, bias), fitted), "the bias was refitted");
+            assertArrayEquals(gates.readFloat("model.layers.1.mlp.router.weight").data().asFloat(),
+                    written.readFloat("model.layers.1.mlp.router.weight").data().asFloat(), 0f);
+        }
+        ModelFolder.load(hadoop(out), CONF);
+        assertFused(out, 8);
+        ppl(out, tmp);
+
+        Path reduced = tmp.resolve("reduce");
+        ok("surgery", "reduce", "--experts", "4", "--by", "weights", "--model", m.toString(), "--out",
+                reduced.toString(), "--master", "local[2]");
+        Path grouped = tmp.resolve("grouped");
+        ok("retrain-router", "--model", m.toString(), "--router-data", routerData, "--epochs", "2",
+                "--expert-map", reduced.resolve("expert-map.json").toString(), "--out", grouped.toString(),
+                "--master", "local[2]");
+        Path again = tmp.resolve("reduce-router");
+        ok("surgery", "reduce", "--experts", "4", "--by", "weights", "--model", m.toString(), "--out",
+                again.toString(), "--router", grouped.resolve("router.safetensors").toString(), "--master", "local[2]");
+        try (SafeTensorsFile gates = SafeTensorsFile.open(grouped.resolve("router.safetensors"))) {
+            assertArrayEquals(gates.readFloat(bias).data().asFloat(), tensor(again, bias), 0f,
+                    "reduce --router writes the retrained bias");
+        }
+        ppl(again, tmp);
+    }
+
+    private static float[] tensor(Path model, String name) {
+        try (Checkpoint c = Checkpoint.open(hadoop(model), CONF)) {
+            return c.readFloat(name).data().asFloat();
+        }
+    }
+
+    /** The demo (calibrate, topk with the measured rescale, train, eval) on gpt-oss. */
+    @Test
+    void demoRuns(@TempDir Path tmp) throws Exception {
+        Path out = tmp.resolve("demo");
+        Path corpus = Files.createDirectories(tmp.resolve("corpus"));
+        for (String file : List.of("sysadmin.txt", "fortunes.txt")) {
+            Files.writeString(corpus.resolve(file), Files.readString(Fixtures.corpus(file)).substring(0, 60_000));
+        }
+        ok("demo", "--model", model("gpt-oss-tiny").toString(), "--data", corpus.toString(), "--out", out.toString(),
+                "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
+        JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
+        assertEquals("measured", summary.get("surgery").get("rescale").asText(), summary.toString());
     }
 
     @Test
@@ -146,6 +227,96 @@ class GptOssCommandsTest {
                 evalOut.toString());
         double adapterPpl = JSON.readTree(evalOut.toFile()).get("all").get("ppl").asDouble();
         assertEquals(mergedPpl, adapterPpl, 1e-5 * mergedPpl, "the adapter unmerged evaluates as merged");
+    }
+
+    /**
+     * lowrank at full rank (R = 32 = hidden = intermediate) on the fixture with top-1 routing (its config edited):
+     * each token's FFN is its one expert's weights and biases with weight 1, so the logits equal the original's. With
+     * the fixture's top-3 the low-rank form mixes the three experts' weights instead of their outputs, and the logits
+     * differ.
+     */
+    @Test
+    void lowrankAtFullRankWithTopOneEqualsTheOriginal(@TempDir Path tmp) throws Exception {
+        Path top1 = tmp.resolve("top1");
+        Files.createDirectories(top1);
+        try (var files = Files.list(model("gpt-oss-tiny"))) {
+            for (Path f : files.toList()) {
+                Files.copy(f, top1.resolve(f.getFileName()));
+            }
+        }
+        com.fasterxml.jackson.databind.node.ObjectNode config =
+                (com.fasterxml.jackson.databind.node.ObjectNode) JSON.readTree(top1.resolve("config.json").toFile());
+        config.put("num_experts_per_tok", 1);
+        JSON.writeValue(top1.resolve("config.json").toFile(), config);
+        Path ids = model("gpt-oss-tiny").resolveSibling("gpt-oss-tiny-reference.safetensors");
+        double[] diff = new double[2];
+        int i = 0;
+        for (Path original : List.of(top1, model("gpt-oss-tiny"))) {
+            Path low = tmp.resolve("low-" + i);
+            ok("surgery", "lowrank", "--rank", "32", "--model", original.toString(), "--out", low.toString(),
+                    "--master", "local[2]");
+            ok("logits", "--model", original.toString(), "--input-ids", ids.toString(), "--out",
+                    tmp.resolve("a" + i + ".safetensors").toString());
+            ok("logits", "--model", low.toString(), "--input-ids", ids.toString(), "--out",
+                    tmp.resolve("b" + i + ".safetensors").toString());
+            try (SafeTensorsFile a = SafeTensorsFile.open(tmp.resolve("a" + i + ".safetensors"));
+                 SafeTensorsFile b = SafeTensorsFile.open(tmp.resolve("b" + i + ".safetensors"))) {
+                var logits = a.readFloat("logits");
+                diff[i] = logits.sub(b.readFloat("logits")).amaxNumber().doubleValue()
+                        / logits.amaxNumber().doubleValue();
+            }
+            i++;
+        }
+        System.out.printf("gpt-oss-tiny lowrank R=32: max |Δ logits| / max |logits| %.3g at top-1, %.3g at top-3%n",
+                diff[0], diff[1]);
+        assertTrue(diff[0] <= 1e-5, "top-1: " + diff[0]);
+        assertTrue(diff[1] > 1e-3, "top-3 mixes weights, not outputs: " + diff[1]);
+    }
+
+    /**
+     * lowrank with distillation on gpt-oss (teacher and student with biases, clamped gate and router bias) lowers
+     * every layer's relative output error; both outputs evaluate; train on the low-rank model (LoRA experts and router with its bias) lowers
+     * its loss and writes OUT/model, which keeps the expert biases and evaluates.
+     */
+    @Test
+    void lowrankDistillsAndItsModelTrains(@TempDir Path tmp) throws Exception {
+        Path m = model("gpt-oss-tiny");
+        Path data = Fixtures.sysadminExcerpt(tmp);
+        Path plain = tmp.resolve("plain");
+        ok("surgery", "lowrank", "--rank", "8", "--model", m.toString(), "--out", plain.toString(),
+                "--master", "local[2]");
+        Path distilled = tmp.resolve("distilled");
+        ok("surgery", "lowrank", "--rank", "8", "--model", m.toString(), "--out", distilled.toString(),
+                "--distill-steps", "40", "--data", data.toString(), "--window", "64", "--distill-tokens", "1024",
+                "--distill-batch", "256", "--master", "local[2]");
+        JsonNode report = JSON.readTree(distilled.resolve("surgery.json").toFile());
+        assertEquals(3, report.get("layers").size());
+        for (JsonNode layer : report.get("layers")) {
+            double before = layer.get("distill_rel_mse_before").asDouble();
+            double after = layer.get("distill_rel_mse_after").asDouble();
+            System.out.printf("gpt-oss-tiny lowrank R=8 layer %d: distill rel. MSE %.4f → %.4f%n",
+                    layer.get("layer").asInt(), before, after);
+            assertTrue(before > 0 && after < before, layer.toString());
+        }
+        System.out.printf("gpt-oss-tiny lowrank R=8: ppl %.2f, distilled %.2f%n", ppl(plain, tmp), ppl(distilled, tmp));
+
+        Path out = tmp.resolve("train");
+        ok("train", "--model", distilled.toString(), "--data", data.toString(), "--window", "32", "--steps", "8",
+                "--batch-windows", "4", "--lr", "1e-2", "--train-router", "--checkpoint-every", "100",
+                "--master", "local[2]", "--out", out.toString());
+        List<String> log = Files.readAllLines(out.resolve("train-log.jsonl"));
+        double first = JSON.readTree(log.get(0)).get("loss").asDouble();
+        double last = JSON.readTree(log.get(log.size() - 1)).get("loss").asDouble();
+        System.out.printf("gpt-oss-tiny low-rank: train loss %.4f → %.4f%n", first, last);
+        assertTrue(last < first, "loss " + first + " → " + last);
+        Path trained = out.resolve("model");
+        try (Checkpoint a = Checkpoint.open(hadoop(distilled), CONF); Checkpoint b = Checkpoint.open(hadoop(trained), CONF)) {
+            assertArrayEquals(a.readFloat(FusedExperts.gateUpBias(1)).data().asFloat(),
+                    b.readFloat(FusedExperts.gateUpBias(1)).data().asFloat(), 0f, "expert biases kept");
+            assertFalse(Arrays.equals(a.readFloat("model.layers.1.mlp.router.bias").data().asFloat(),
+                    b.readFloat("model.layers.1.mlp.router.bias").data().asFloat()), "router bias trained");
+        }
+        ppl(trained, tmp);
     }
 
     /** A released (MXFP4) checkpoint's surgery output: bf16, experts widened, no quantization_config. */

@@ -18,8 +18,10 @@ import java.io.Serializable;
  * @param workers            DL4J workers (parallel minibatch streams between averagings)
  * @param sigmoid            a sigmoid router (GLM-4.5): sigmoid output and binary cross-entropy per expert to the
  *                           teacher's sigmoid scores, in place of softmax and cross-entropy to its distribution
+ * @param bias               a router with a logit bias (gpt-oss's {@code mlp.router.bias}): fitted with the weight
  */
 public record RetrainPlan(String routerData, RouterDataInfo info, ExpertMap expertMap, int epochs,
-                          int averagingFrequency, double learningRate, long seed, int workers, boolean sigmoid)
+                          int averagingFrequency, double learningRate, long seed, int workers, boolean sigmoid,
+                          boolean bias)
         implements Serializable {
 }

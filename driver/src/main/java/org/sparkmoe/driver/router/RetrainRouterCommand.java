@@ -48,12 +48,14 @@ import java.util.concurrent.Callable;
 @Command(name = "retrain-router", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Fits new router (gate) weights from router data exported by 'calibrate --export-router-data', "
                 + "with DL4J Spark (SparkDl4jMultiLayer + ParameterAveragingTrainingMaster).",
-                "Per MoE layer: a linear router without bias (D -> E'), softmax, cross-entropy to the teacher's routing "
+                "Per MoE layer: a linear router (D -> E'; with a bias for gpt_oss, whose router has one), softmax, "
+                        + "cross-entropy to the teacher's routing "
                         + "distribution (summed over groups with --expert-map); for sigmoid routers (glm4_moe) sigmoid "
                         + "outputs and binary cross-entropy per expert to the teacher's sigmoid scores (no --expert-map); "
                         + "a router's e_score_correction_bias is kept as it is. Prints the score per epoch and the top-k "
                         + "set agreement with the teacher on the router data. Writes OUT/router.safetensors (the gate "
-                        + "weights under their Hugging Face names) and OUT/retrain-router.json; without --expert-map "
+                        + "weights, and gpt_oss's router biases, under their Hugging Face names) and "
+                        + "OUT/retrain-router.json; without --expert-map "
                         + "also a complete checkpoint folder in OUT (the model's files with the new gates).",
                 "--partitions sets the DL4J workers (minibatch streams averaged together)."})
 public final class RetrainRouterCommand implements Callable<Integer> {
@@ -101,10 +103,6 @@ public final class RetrainRouterCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         Path modelDir = new Path(model.uri(conf));
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
-        if (config.clamped_experts) {
-            throw new IllegalArgumentException("retrain-router fits a router without bias; gpt_oss's router has one "
-                    + "(mlp.router.bias), so it is not supported (train --train-router trains both)");
-        }
         RetrainPlan validated = plan(conf, config);
         OutputFolder.requireNew("--out", new Path(Paths.qualify(out, conf)), conf);
         int[] layers = validated.info().layers();
@@ -113,7 +111,7 @@ public final class RetrainRouterCommand implements Callable<Integer> {
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe retrain-router", spark.master)) {
             plan = new RetrainPlan(validated.routerData(), validated.info(), validated.expertMap(), validated.epochs(),
                     validated.averagingFrequency(), validated.learningRate(), validated.seed(),
-                    spark.partitionsOr(sc.defaultParallelism()), validated.sigmoid());
+                    spark.partitionsOr(sc.defaultParallelism()), validated.sigmoid(), validated.bias());
             Random layerSeeds = new Random(plan.seed());
             for (int l = 0; l < layers.length; l++) {
                 RouterTrainer.Result r = RouterTrainer.train(sc, plan, l, layerSeeds.nextLong());
@@ -169,7 +167,8 @@ public final class RetrainRouterCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--expert-map is not supported for a sigmoid router (model_type "
                     + config.modelType.name().toLowerCase() + "): summed sigmoid scores are not a distribution");
         }
-        return new RetrainPlan(dataUri, info, map, epochs, averagingFrequency, learningRate, seed, 1, sigmoid);
+        return new RetrainPlan(dataUri, info, map, epochs, averagingFrequency, learningRate, seed, 1, sigmoid,
+                config.clamped_experts);
     }
 
     private void write(Configuration conf, ModelConfig config, Path modelDir, RetrainPlan plan,
@@ -179,6 +178,9 @@ public final class RetrainRouterCommand implements Callable<Integer> {
         LinkedHashMap<String, INDArray> gates = new LinkedHashMap<>();
         for (int l = 0; l < results.size(); l++) {
             gates.put(layout.routerGate(plan.info().layers()[l]), results.get(l).gate());
+            if (results.get(l).bias() != null) {
+                gates.put(layout.routerBias(plan.info().layers()[l]), results.get(l).bias());   // gpt-oss
+            }
         }
         Map<String, byte[]> files = new LinkedHashMap<>();
         files.put(GATES_FILE, safetensorsBytes(gates, conf));
@@ -243,6 +245,10 @@ public final class RetrainRouterCommand implements Callable<Integer> {
             node.put("experts", r.gate().size(0));
             node.put("top_k", r.k());
             node.put("score", r.score());
+            ArrayNode scores = node.putArray("epoch_scores");
+            for (double score : r.epochScores()) {
+                scores.add(score);
+            }
             node.put("agreement", r.agreement());
             node.put("tokens", r.tokens());
             agreeing += r.agreeing();

@@ -75,7 +75,10 @@ public final class ReduceCommand implements Callable<Integer> {
         return 0;
     }
 
-    /** The retrained gates, checked: one [E', D] gate per MoE layer under its Hugging Face name. */
+    /**
+     * The retrained gates, checked: one [E', D] gate per MoE layer under its Hugging Face name (gpt-oss: and its
+     * [E'] bias).
+     */
     private Map<String, INDArray> gates(SurgeryRun run) {
         Path file = new Path(Paths.qualify(router, run.conf));
         CheckpointLayout layout = new CheckpointLayout(run.config.modelType);
@@ -98,6 +101,18 @@ public final class ReduceCommand implements Callable<Integer> {
                                 + ", expected [" + experts + ", " + run.config.hidden_size + "]");
                     }
                     out.put(name, gate);
+                    if (run.config.clamped_experts) {   // gpt-oss: the router's bias [E'] beside its weight
+                        String bias = layout.routerBias(l);
+                        if (!gates.has(bias)) {
+                            throw new IllegalArgumentException(file + ": no tensor " + bias);
+                        }
+                        INDArray b = gates.readFloat(bias);
+                        if (b.rank() != 1 || b.size(0) != experts) {
+                            throw new IllegalArgumentException(file + ": " + bias + " is "
+                                    + Arrays.toString(b.shape()) + ", expected [" + experts + "]");
+                        }
+                        out.put(bias, b);
+                    }
                 }
             }
         } catch (IOException e) {
