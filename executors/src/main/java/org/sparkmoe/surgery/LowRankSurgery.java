@@ -40,10 +40,6 @@ public final class LowRankSurgery implements LayerSurgery {
             throw new IllegalArgumentException("lowrank does not support gpt_oss: the low-rank expert layers (shared "
                     + "base + LoRA experts) have no expert biases and no clamped gate");
         }
-        if (model.mla != null) {
-            throw new IllegalArgumentException("lowrank does not support " + model.modelType.name().toLowerCase()
-                    + " yet: a low-rank-experts checkpoint of a DeepSeek type is not read back");
-        }
         this.type = model.modelType;
         int max = Math.min(model.hidden_size, model.expert_intermediate_size);
         if (rank < 1 || rank > max) {
