@@ -100,8 +100,9 @@ public final class ModelConfig {
     public final double router_jitter_noise;
     /**
      * R of a model of low-rank experts written by {@code surgery lowrank} (config field {@code low_rank_experts_rank};
-     * {@code shared_base_lora_rank}, the name versions before 0.2 wrote, is read too; mixtral, qwen3_moe, olmoe and
-     * glm4_moe, the types without a gated shared expert; GLM's shared expert is kept beside the low-rank experts): every MoE layer
+     * {@code shared_base_lora_rank}, the name versions before 0.2 wrote, is read too; mixtral, qwen3_moe, olmoe,
+     * glm4_moe, deepseek_v2 and deepseek_v3, the types without a gated shared expert; GLM's and DeepSeek's shared
+     * experts are kept beside the low-rank experts): every MoE layer
      * holds one shared base FFN and E stacked LoRA experts of rank R; 0 = plain experts.
      */
     public final int low_rank_experts_rank;
@@ -342,7 +343,7 @@ public final class ModelConfig {
                 qkNorm = QkNorm.NONE;
                 clip_qkv = null;
                 sliding_window = null;
-                low_rank_experts_rank = 0;
+                low_rank_experts_rank = lowRankRank(f);
             }
             case QWEN3 -> {
                 num_experts = 0;

@@ -31,13 +31,17 @@ import java.util.List;
  *   type of transformers has attention sinks, the alternating sliding/full layers with q/k/v/o biases, or the
  *   clamped gate with expert biases, while a one-expert gpt_oss is exactly that dense layer (softmax over one logit
  *   is 1, the down bias then enters with weight 1).</li>
- * </ul>
- *   <li>{@code glm4_moe} → a {@code glm4_moe} whose every layer is dense ({@code first_k_dense_replace} = L): the shared
- *   expert and the merged routed expert are folded into one SwiGLU MLP, exactly their sum, by stacking their
- *   intermediate units — gate/up [I + S, D] = [merged; shared], down [D, I + S] = [c·merged, shared] with c =
- *   routed_scaling_factor (the renormalised routing weights of the mixture the merged expert stands for sum to c) —
- *   padded with zero units to intermediate_size, the width of GLM's dense layers; refused when intermediate_size is
- *   narrower than I + S. The routers and their correction biases are dropped.</li>
+ *   <li>{@code glm4_moe}, {@code deepseek_v2} and {@code deepseek_v3} (Kimi-K2) → the same model type with every layer
+ *   dense ({@code first_k_dense_replace} = L), the form their own first k layers already have, so transformers and
+ *   every command load it unchanged (MLA attention, YaRN and the other fields stay as they are): the shared experts
+ *   and the merged routed expert are folded into one SwiGLU MLP, exactly their sum, by stacking their intermediate
+ *   units — gate/up [I + S, D] = [merged; shared], down [D, I + S] = [c·merged, shared] with c =
+ *   routed_scaling_factor (the renormalised routing weights of the mixture the merged expert stands for sum to c;
+ *   DeepSeek-V2 does not renormalise, and the merge then stands for weights summing to 1 before the scale, as for
+ *   OLMoE) — padded with zero units to intermediate_size: these types' dense MLPs (Glm4MoeMLP, DeepseekV2MLP,
+ *   DeepseekV3MLP without an explicit width) all read the one intermediate_size, and a zero unit adds silu(0)·0 = 0.
+ *   Refused when intermediate_size is narrower than I + S. The routers and their correction biases are dropped; the
+ *   MoE fields (n_routed_experts, n_group, …) stay, unused.</li>
  * </ul>
  * Qwen2-MoE is refused: its shared expert and sigmoid shared-expert gate have no dense counterpart.
  */
@@ -52,17 +56,19 @@ public final class DenseMergeSurgery implements LayerSurgery {
     private final ModelConfig.ModelType type;
     /** Width of each merged MLP: I, or intermediate_size when Qwen3's dense layers keep theirs (GLM: always). */
     private final int width;
-    /** GLM: routed_scaling_factor, multiplying the merged routed expert's down projection. */
+    /** GLM, DeepSeek: routed_scaling_factor, multiplying the merged routed expert's down projection. */
     private final double routedScale;
+    /** GLM, DeepSeek: whether the layers hold shared experts (n_shared_experts > 0), folded beside the merged one. */
+    private final boolean shared;
 
     public DenseMergeSurgery(ModelConfig model, double[][] weights) {
         String type = model.modelType.name().toLowerCase();
         switch (model.modelType) {
             case MIXTRAL, OLMOE, GPT_OSS -> this.width = model.expert_intermediate_size;
             case QWEN3_MOE -> this.width = qwen3Width(model);
-            case GLM4_MOE -> this.width = glmWidth(model);
-            default -> throw new IllegalArgumentException("merge-dense supports mixtral, qwen3_moe, olmoe, glm4_moe and "
-                    + "gpt_oss, got "
+            case GLM4_MOE, DEEPSEEK_V2, DEEPSEEK_V3 -> this.width = foldedWidth(model);
+            default -> throw new IllegalArgumentException("merge-dense supports mixtral, qwen3_moe, olmoe, glm4_moe, "
+                    + "gpt_oss, deepseek_v2 and deepseek_v3, got "
                     + "model_type " + type + (model.modelType == ModelConfig.ModelType.QWEN2_MOE
                     ? " (its shared expert has no dense counterpart)" : ""));
         }
@@ -73,13 +79,15 @@ public final class DenseMergeSurgery implements LayerSurgery {
         this.experts = model.num_experts;
         this.type = model.modelType;
         this.routedScale = model.routing.routed_scaling_factor();
+        this.shared = model.hasSharedExpert();
     }
 
-    /** intermediate_size, which must hold the merged expert and the shared expert side by side. */
-    private static int glmWidth(ModelConfig model) {
+    /** intermediate_size, which must hold the merged expert and the shared experts side by side. */
+    private static int foldedWidth(ModelConfig model) {
         int folded = model.expert_intermediate_size + model.shared_expert_intermediate_size;
         if (model.intermediate_size < folded) {
-            throw new IllegalArgumentException("merge-dense of glm4_moe: intermediate_size " + model.intermediate_size
+            throw new IllegalArgumentException("merge-dense of " + model.modelType.name().toLowerCase()
+                    + ": intermediate_size " + model.intermediate_size
                     + " cannot hold the merged expert and the shared expert side by side (moe_intermediate_size "
                     + model.expert_intermediate_size + " + shared " + model.shared_expert_intermediate_size + ")");
         }
@@ -120,11 +128,14 @@ public final class DenseMergeSurgery implements LayerSurgery {
         Projection p = Projection.values()[part];
         INDArray stack = ExpertStack.read(source, layout, layer, experts, p); // [E, rows, cols]
         INDArray merged = ExpertStack.weightedSum(stack, weights[moeLayer]); // gate/up [I, D], down [D, I]
-        if (type == ModelConfig.ModelType.GLM4_MOE) {
-            INDArray shared = source.readFloat(layout.sharedExpert(layer, p));              // [S, D] or [D, S]
-            INDArray folded = p == Projection.DOWN
-                    ? Nd4j.concat(1, merged.muli(routedScale), shared.castTo(merged.dataType()))   // [D, I + S]
-                    : Nd4j.concat(0, merged, shared.castTo(merged.dataType()));                   // [I + S, D]
+        if (folds()) {
+            INDArray routed = p == Projection.DOWN ? merged.muli(routedScale) : merged;   // [D, I] scaled, or [I, D]
+            INDArray folded = routed;
+            if (shared) {
+                INDArray s = source.readFloat(layout.sharedExpert(layer, p)).castTo(merged.dataType()); // [S, D], [D, S]
+                folded = p == Projection.DOWN ? Nd4j.concat(1, routed, s)                           // [D, I + S]
+                        : Nd4j.concat(0, routed, s);                                                 // [I + S, D]
+            }
             out.put(CheckpointLayout.denseMlp(layer, p), padded(folded, p));
         } else if (type == ModelConfig.ModelType.OLMOE || type == ModelConfig.ModelType.GPT_OSS) {
             out.put(layout.expert(layer, 0, p), merged);
@@ -147,6 +158,12 @@ public final class DenseMergeSurgery implements LayerSurgery {
             metrics.put("weight_" + e, weights[moeLayer][e]);
         }
         return new LayerResult(out, null, metrics);
+    }
+
+    /** GLM and DeepSeek: shared and merged routed experts folded into the type's own dense MLP. */
+    private boolean folds() {
+        return type == ModelConfig.ModelType.GLM4_MOE || type == ModelConfig.ModelType.DEEPSEEK_V2
+                || type == ModelConfig.ModelType.DEEPSEEK_V3;
     }
 
     /** gate/up [I, D] → [W, D] with zero rows after I; down [D, I] → [D, W] with zero columns after I. */
@@ -182,7 +199,7 @@ public final class DenseMergeSurgery implements LayerSurgery {
                 json.put("intermediate_size", width);
                 json.put("head_dim", original.head_dim); // Qwen3Config's default is 128, not hidden/heads
             }
-            case GLM4_MOE -> {
+            case GLM4_MOE, DEEPSEEK_V2, DEEPSEEK_V3 -> {
                 json.put("first_k_dense_replace", original.num_hidden_layers);
             }
             case GPT_OSS -> {

@@ -21,11 +21,17 @@ import java.util.List;
  * or within a cluster none of whose members was ever selected). The expert count (num_local_experts or num_experts)
  * = E' and {@code num_experts_per_tok} = min(K, E'). Any MoE type; a shared expert is kept as it is.
  *
- * <p>Sigmoid-routed types (GLM-4.5): a router's {@code e_score_correction_bias} entries merge with the same member
- * weights as its gate rows. With expert groups ({@code n_group} > 1) the experts are clustered within each group, so
- * every merged expert stays in its group and the E'/n_group experts of group j are numbered j·E'/n_group onwards; E'
- * must then be a multiple of n_group with at least two experts per group (groups are ranked by their two best scores)
- * and the {@code topk_group} kept groups must hold min(K, E') experts, else {@code --experts} is refused.
+ * <p>Routers with a correction bias (GLM-4.5, DeepSeek-V3, Kimi-K2: {@code topk_method} noaux_tc): a router's
+ * {@code e_score_correction_bias} entries merge with the same member weights as its gate rows. With group-limited
+ * selection (noaux_tc, or DeepSeek-V2's group_limited_greedy, with {@code topk_group} < {@code n_group}) the experts
+ * are clustered within each group, so every merged expert stays in its group and the E'/n_group experts of group j are
+ * numbered j·E'/n_group onwards; E' must then be a multiple of n_group with at least two experts per group for
+ * noaux_tc (groups ranked by their two best scores; one for group_limited_greedy, ranked by their best) and the
+ * {@code topk_group} kept groups must hold min(K, E') experts, else {@code --experts} is refused. Without
+ * group-limited selection (greedy, or every group kept) the groups choose nothing: clusters may cross them, and the
+ * config gets {@code n_group} = {@code topk_group} = 1 (the same selection, and n_group always divides E'); noaux_tc
+ * still ranks its one group by two scores, so E' ≥ 2 there. The expert count is written as {@code n_routed_experts}
+ * for GLM and DeepSeek.
  *
  * <p>gpt-oss's expert biases and router bias entries are merged with the same weights as the weights and gate rows.
  */
@@ -38,6 +44,7 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     private final int experts;
     private final ModelConfig.ModelType type;
     private final int groups;                   // n_group: clusters never cross a group
+    private final boolean ungroup;              // groups that choose nothing: written as n_group = topk_group = 1
     private final boolean correctionBias;       // whether each router carries e_score_correction_bias [E]
     private final boolean biases;               // gpt-oss: expert and router biases
     private final double[][][] routingFeatures; // [MoE layers][E][F], null when clustering by weights
@@ -52,12 +59,6 @@ public final class ExpertReduceSurgery implements LayerSurgery {
             throw new IllegalArgumentException("reduce needs an MoE model, got model_type "
                     + model.modelType.name().toLowerCase());
         }
-        if (model.mla != null) {
-            // n_routed_experts, the expert groups (n_group) and e_score_correction_bias are not rewritten yet
-            throw new IllegalArgumentException("reduce does not support model_type "
-                    + model.modelType.name().toLowerCase() + " yet (n_routed_experts, n_group and the routers' "
-                    + "e_score_correction_bias would need rewriting)");
-        }
         if (newExperts < 1 || newExperts >= model.num_experts) {
             throw new IllegalArgumentException("--experts must be in [1, " + (model.num_experts - 1)
                     + "] (fewer than the model's " + model.num_experts + "), got " + newExperts);
@@ -66,19 +67,26 @@ public final class ExpertReduceSurgery implements LayerSurgery {
             throw new IllegalArgumentException("--by routing needs --stats (router-stats.json from calibrate)");
         }
         int nGroup = model.routing.groupLimited() ? model.routing.n_group() : 1;
+        int minPerGroup = model.routing.groupRankTop2Sum() ? 2 : 1; // groups ranked by their two best scores, or best
         if (nGroup > 1) {
             int perGroup = newExperts / nGroup;
             int topK = Math.min(model.num_experts_per_tok, newExperts);
-            if (newExperts % nGroup != 0 || perGroup < 2 || (long) perGroup * model.routing.topk_group() < topK) {
+            if (newExperts % nGroup != 0 || perGroup < minPerGroup
+                    || (long) perGroup * model.routing.topk_group() < topK) {
                 throw new IllegalArgumentException("--experts " + newExperts + " does not keep the expert groups: it "
-                        + "must be a multiple of n_group " + nGroup + " with at least 2 experts per group, and "
-                        + "topk_group " + model.routing.topk_group() + " groups must hold num_experts_per_tok " + topK);
+                        + "must be a multiple of n_group " + nGroup + " with at least " + minPerGroup + " expert"
+                        + (minPerGroup > 1 ? "s" : "") + " per group, and topk_group " + model.routing.topk_group()
+                        + " groups must hold num_experts_per_tok " + topK);
             }
+        } else if (newExperts < minPerGroup) {
+            throw new IllegalArgumentException("--experts " + newExperts + ": topk_method noaux_tc ranks expert groups "
+                    + "by their two best scores, so at least 2 experts must remain");
         }
         this.newExperts = newExperts;
         this.experts = model.num_experts;
         this.type = model.modelType;
         this.groups = nGroup;
+        this.ungroup = nGroup == 1 && model.routing.n_group() != 1;
         this.correctionBias = model.routing.scoreCorrectionBias();
         this.biases = model.clamped_experts;
         this.seed = seed;
@@ -244,7 +252,8 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     public ObjectNode config(ModelConfig original) {
         ObjectNode json = original.jsonCopy();
         // the expert count under the name the config uses: num_local_experts (Mixtral, and Qwen3-MoE as
-        // transformers 5 writes it), num_experts (Qwen2-MoE, OLMoE, older Qwen3-MoE configs) or n_routed_experts (GLM)
+        // transformers 5 writes it), num_experts (Qwen2-MoE, OLMoE, older Qwen3-MoE configs) or n_routed_experts (GLM,
+        // DeepSeek)
         boolean written = false;
         for (String field : List.of("num_local_experts", "num_experts", "n_routed_experts")) {
             if (json.has(field) && !json.get(field).isNull()) {
@@ -258,6 +267,10 @@ public final class ExpertReduceSurgery implements LayerSurgery {
                     newExperts);
         }
         json.put("num_experts_per_tok", Math.min(original.num_experts_per_tok, newExperts));
+        if (ungroup) {
+            json.put("n_group", 1);
+            json.put("topk_group", 1);
+        }
         return json;
     }
 }

@@ -47,13 +47,11 @@ public final class LowRankSurgery implements LayerSurgery {
     public LowRankSurgery(ModelConfig model, int rank, double[][] baseWeights) {
         if (model.num_experts == 0 || model.hasSharedExpertGate() || model.hasLowRankExperts()) {
             throw new IllegalArgumentException("lowrank needs a model with full experts and no gated shared expert "
-                    + "(mixtral, qwen3_moe, olmoe, glm4_moe), got model_type " + model.modelType.name().toLowerCase()
+                    + "(mixtral, qwen3_moe, olmoe, glm4_moe, gpt_oss, deepseek_v2, deepseek_v3), got model_type "
+                    + model.modelType.name().toLowerCase()
                     + (model.hasLowRankExperts() ? " already low-rank" : model.hasSharedExpertGate()
                     ? " with a gated shared expert" : ""));
         }
-        if (model.mla != null) {
-            throw new IllegalArgumentException("lowrank does not support " + model.modelType.name().toLowerCase()
-                    + " yet: a low-rank-experts checkpoint of a DeepSeek type is not read back");
         }
         this.type = model.modelType;
         this.biases = model.clamped_experts;

@@ -296,4 +296,28 @@ class ModelSchemaTest {
                 () -> ModelSchema.check(v3, withFp8(v3, "model.embed_tokens.weight"::equals, Map.of())));
         assertTrue(embed.getMessage().contains("model.embed_tokens.weight has dtype F8_E4M3"), embed.getMessage());
     }
+
+    /**
+     * deepseek_v3 with low_rank_experts_rank (what surgery lowrank writes): each MoE layer holds the shared base and the
+     * stacked LoRA experts instead of the E experts, beside its shared experts and the router's correction bias.
+     */
+    @Test
+    void deepseekLowRankSchemaKeepsSharedExpertsAndCorrectionBias() {
+        ModelConfig c = ModelConfig.parse("{\"model_type\": \"deepseek_v3\", \"vocab_size\": 64, \"hidden_size\": 32,"
+                + " \"intermediate_size\": 48, \"moe_intermediate_size\": 16, \"num_hidden_layers\": 2,"
+                + " \"num_attention_heads\": 2, \"n_routed_experts\": 4, \"num_experts_per_tok\": 2, \"n_group\": 2,"
+                + " \"topk_group\": 1, \"first_k_dense_replace\": 1, \"q_lora_rank\": 8, \"kv_lora_rank\": 8,"
+                + " \"qk_nope_head_dim\": 4, \"qk_rope_head_dim\": 4, \"v_head_dim\": 4, \"rms_norm_eps\": 1e-6,"
+                + " \"max_position_embeddings\": 16, \"rope_theta\": 10000.0, \"low_rank_experts_rank\": 3}", "v3.json");
+        assertEquals(3, c.low_rank_experts_rank);
+        Map<String, long[]> s = ModelSchema.expected(c);
+        // D 32, I 16, E 4, R 3, one shared expert of 16
+        assertArrayEquals(new long[] {16, 32}, s.get("model.layers.1.mlp.shared_base.gate_proj.weight"));
+        assertArrayEquals(new long[] {4, 3, 16}, s.get("model.layers.1.mlp.experts.down_proj.lora_A"));
+        assertArrayEquals(new long[] {4, 32, 3}, s.get("model.layers.1.mlp.experts.down_proj.lora_B"));
+        assertArrayEquals(new long[] {16, 32}, s.get("model.layers.1.mlp.shared_experts.up_proj.weight"));
+        assertArrayEquals(new long[] {4}, s.get("model.layers.1.mlp.gate.e_score_correction_bias"));
+        assertFalse(s.containsKey("model.layers.1.mlp.experts.0.gate_proj.weight"), "no per-expert weights");
+        assertArrayEquals(new long[] {48, 32}, s.get("model.layers.0.mlp.gate_proj.weight"));
+    }
 }

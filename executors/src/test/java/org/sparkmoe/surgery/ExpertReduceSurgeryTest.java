@@ -8,6 +8,8 @@ import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelSchema;
 
+import java.util.List;
+
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -129,5 +131,85 @@ class ExpertReduceSurgeryTest {
             assertTrue(e.getMessage().startsWith("--experts " + bad + " does not keep the expert groups: it must be a "
                     + "multiple of n_group 2 with at least 2 experts per group"), e.getMessage());
         }
+    }
+
+    /**
+     * DeepSeek-V3 (noaux_tc) in n_group 2 groups, topk_group 1: as GLM, clusters stay in their group and the
+     * correction bias of every cluster is its members' weighted mean; config.json gets n_routed_experts 4 and keeps
+     * n_group 2, and parses.
+     */
+    @Test
+    void deepseekV3ClustersStayInsideTheirGroupsAndMergeTheCorrectionBias() {
+        ModelConfig c = SurgeryFixtures.deepseek("\"model_type\":\"deepseek_v3\",\"n_group\":2,\"topk_group\":1");
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        SurgeryFixtures.MapSource source = (SurgeryFixtures.MapSource) SurgeryFixtures.experts(c);
+        source.tensors().put(layout.scoreCorrectionBias(1),
+                Nd4j.create(new float[] {0f, 1f, 2f, 3f, 4f, 5f, 6f, 7f}, new long[] {8}));
+        ExpertReduceSurgery surgery = new ExpertReduceSurgery(c, 2, 4, ExpertReduceSurgery.By.WEIGHTS, null, 5);
+        LayerResult r = surgery.apply(source, 1, 1);
+        int[][] groups = r.groups();
+        INDArray bias = r.tensors().get(layout.scoreCorrectionBias(1));                      // [4]
+        assertArrayEquals(new long[] {4}, bias.shape());
+        for (int g = 0; g < 4; g++) {
+            for (int e : groups[g]) {
+                assertEquals(g / 2, e / 4, "cluster " + g + " holds expert " + e + " of another group");
+            }
+            double mean = java.util.Arrays.stream(groups[g]).average().orElseThrow();     // bias e = e, uniform weights
+            assertEquals(mean, bias.getDouble(g), 1e-6, "cluster " + g);
+        }
+        ModelConfig reduced = ModelConfig.parse(surgery.config(c).toString(), "reduced");
+        assertEquals(4, reduced.num_experts);
+        assertEquals(2, reduced.routing.n_group());
+        assertEquals(1, reduced.routing.topk_group());
+        assertTrue(ModelSchema.expected(reduced).containsKey(layout.scoreCorrectionBias(0)));
+        // DeepseekV3Config's default groups (8 of which 4 kept) cannot hold 8 experts: 1 per group; n_group 4 of 2
+        // experts each leaves 1 per group at E' 4, below the two its top-2 sums rank by
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> new ExpertReduceSurgery(
+                SurgeryFixtures.deepseek("\"model_type\":\"deepseek_v3\",\"n_group\":4,\"topk_group\":2"), 2, 4,
+                ExpertReduceSurgery.By.WEIGHTS, null, 5));
+        assertEquals("--experts 4 does not keep the expert groups: it must be a multiple of n_group 4 with at least 2 "
+                + "experts per group, and topk_group 2 groups must hold num_experts_per_tok 2", e.getMessage());
+    }
+
+    /**
+     * DeepSeek-V2's group_limited_greedy ranks groups by their best score, so one expert per group is enough: 8 experts
+     * in 4 groups to 4 merges each group's two experts into one, and n_group 4 stays.
+     */
+    @Test
+    void deepseekV2GroupLimitedGreedyKeepsOneExpertPerGroup() {
+        ModelConfig c = SurgeryFixtures.deepseek("\"model_type\":\"deepseek_v2\",\"topk_method\":\"group_limited_greedy\","
+                + "\"n_group\":4,\"topk_group\":2");
+        ExpertReduceSurgery surgery = new ExpertReduceSurgery(c, 2, 4, ExpertReduceSurgery.By.WEIGHTS, null, 5);
+        LayerResult r = surgery.apply(SurgeryFixtures.experts(c), 0, 0);
+        assertArrayEquals(new int[][] {{0, 1}, {2, 3}, {4, 5}, {6, 7}}, r.groups());
+        ModelConfig reduced = ModelConfig.parse(surgery.config(c).toString(), "reduced");
+        assertEquals(4, reduced.num_experts);
+        assertEquals(4, reduced.routing.n_group());
+        assertEquals(2, reduced.routing.topk_group());
+        assertTrue(!ModelSchema.expected(reduced).containsKey(new CheckpointLayout(c.modelType).scoreCorrectionBias(0)),
+                "softmax routers carry no correction bias");
+    }
+
+    /**
+     * Groups that choose nothing — greedy ignores n_group, and keeping every group (topk_group = n_group) is plain
+     * top-K — are written as n_group = topk_group = 1, so E' need not be a multiple of the old n_group; noaux_tc still
+     * ranks its one group by two scores, so E' 1 is refused there.
+     */
+    @Test
+    void deepseekGroupsThatChooseNothingBecomeOneGroup() {
+        for (String routing : List.of("\"model_type\":\"deepseek_v2\",\"topk_method\":\"greedy\",\"n_group\":4,"
+                + "\"topk_group\":2", "\"model_type\":\"deepseek_v3\",\"n_group\":4,\"topk_group\":4")) {
+            ModelConfig c = SurgeryFixtures.deepseek(routing);
+            ExpertReduceSurgery surgery = new ExpertReduceSurgery(c, 2, 3, ExpertReduceSurgery.By.WEIGHTS, null, 5);
+            ModelConfig reduced = ModelConfig.parse(surgery.config(c).toString(), "reduced");
+            assertEquals(3, reduced.num_experts, routing);
+            assertEquals(1, reduced.routing.n_group(), routing);
+            assertEquals(1, reduced.routing.topk_group(), routing);
+        }
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> new ExpertReduceSurgery(
+                SurgeryFixtures.deepseek("\"model_type\":\"deepseek_v3\",\"n_group\":4,\"topk_group\":4"), 2, 1,
+                ExpertReduceSurgery.By.WEIGHTS, null, 5));
+        assertEquals("--experts 1: topk_method noaux_tc ranks expert groups by their two best scores, so at least 2 "
+                + "experts must remain", e.getMessage());
     }
 }

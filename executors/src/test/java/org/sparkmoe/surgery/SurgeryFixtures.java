@@ -30,6 +30,19 @@ final class SurgeryFixtures {
     }
 
     /**
+     * A DeepSeek model of 8 experts (D 3, I 2, both layers MoE, a plain q projection): {@code routing} holds the
+     * model_type and router fields, e.g. {@code "model_type":"deepseek_v3","n_group":2,"topk_group":1}.
+     */
+    static ModelConfig deepseek(String routing) {
+        return ModelConfig.parse("{" + routing + ",\"vocab_size\":5,\"hidden_size\":" + SurgeryFixtures.D
+                + ",\"intermediate_size\":8,\"moe_intermediate_size\":" + SurgeryFixtures.I + ",\"num_hidden_layers\":2,"
+                + "\"num_attention_heads\":1,\"num_key_value_heads\":1,\"rms_norm_eps\":1e-5,"
+                + "\"max_position_embeddings\":8,\"rope_theta\":10000.0,\"q_lora_rank\":null,\"kv_lora_rank\":2,"
+                + "\"qk_nope_head_dim\":2,\"qk_rope_head_dim\":2,\"v_head_dim\":2,\"n_routed_experts\":8,"
+                + "\"num_experts_per_tok\":2,\"first_k_dense_replace\":0}", "test config");
+    }
+
+    /**
      * Expert e of layer l has every element of projection p equal to 100·l + 10·e + p.ordinal() + 1 (so a merge is
      * readable), and gate row e equal to e + 1.
      */

@@ -2,18 +2,32 @@ package org.sparkmoe.tests;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.SafeTensorsFile;
+import org.sparkmoe.io.SafeTensorsWriter;
 import org.sparkmoe.model.ModelFolder;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.function.Consumer;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -24,9 +38,10 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
 /**
  * The commands on the tiny deepseek_v2, deepseek_v3 and FP8 deepseek_v3 fixtures (see {@link DeepseekParityTest}),
  * end to end through the command line, as {@link NewModelTypesCommandsTest} does for qwen3_moe and olmoe: calibrate,
- * eval, surgery topk (lowrank, reduce and merge-dense refused in one line), train with LoRA on the routed experts and
- * the router trainable (the correction bias stays as it was), merge of its adapter, and synth of DeepSeek-V2-Lite's
- * shapes.
+ * eval, surgery topk, reduce (groups and correction bias kept consistent), merge-dense (exact on identical experts)
+ * and lowrank (shared experts and correction bias kept), each output evaluated; retrain-router with the correction bias frozen; train with
+ * LoRA on the routed experts and the router trainable (the correction bias stays as it was), merge of its adapter,
+ * and synth of DeepSeek-V2-Lite's shapes.
  */
 class DeepseekCommandsTest {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -34,7 +49,7 @@ class DeepseekCommandsTest {
 
     @ParameterizedTest
     @ValueSource(strings = {"deepseek-v2-tiny", "deepseek-v3-tiny", "deepseek-v3-tiny-fp8"})
-    void calibrateAndTopkRunAndTheirOutputsEvaluate(String name, @TempDir Path tmp) throws Exception {
+    void calibrateAndEverySurgeryRunAndTheirOutputsEvaluate(String name, @TempDir Path tmp) throws Exception {
         Path m = model(name);
         ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
         Path calib = tmp.resolve("calib");
@@ -55,22 +70,190 @@ class DeepseekCommandsTest {
         }
         ppl(topk, tmp);
 
-        // a low-rank-experts checkpoint of a DeepSeek type is not read back yet: refused in one line
-        CliRun lowrank = sparkmoe("surgery", "lowrank", "--rank", "16", "--model", m.toString(), "--out",
-                tmp.resolve("lowrank").toString(), "--master", "local[2]");
-        assertEquals(1, lowrank.exitCode());
-        assertTrue(lowrank.err().contains("lowrank does not support " + config.modelType.name().toLowerCase() + " yet"),
-                lowrank.err());
-        CliRun reduce = sparkmoe("surgery", "reduce", "--experts", "4", "--by", "routing", "--model", m.toString(),
-                "--out", tmp.resolve("reduce").toString(), "--stats", statsFile, "--master", "local[2]");
-        assertEquals(1, reduce.exitCode());
-        assertTrue(reduce.err().contains("reduce does not support model_type " + config.modelType.name().toLowerCase()),
-                reduce.err());
-        CliRun dense = sparkmoe("surgery", "merge-dense", "--method", "router-weighted", "--model", m.toString(),
-                "--out", tmp.resolve("dense").toString(), "--stats", statsFile, "--master", "local[2]");
-        assertEquals(1, dense.exitCode());
-        assertTrue(dense.err().contains("merge-dense supports mixtral, qwen3_moe, olmoe, glm4_moe and gpt_oss, got "
-                + "model_type " + config.modelType.name().toLowerCase()), dense.err());
+        reduceKeepsTheGroupsAndTheCorrectionBias(m, config, statsFile, tmp);
+
+        // every layer dense: first_k_dense_replace = L, each MLP [merged routed; shared; zero padding]
+        Path dense = tmp.resolve("dense");
+        ok("surgery", "merge-dense", "--method", "router-weighted", "--model", m.toString(), "--out", dense.toString(),
+                "--stats", statsFile, "--master", "local[2]");
+        ModelConfig merged = ModelFolder.readConfig(hadoop(dense), CONF);
+        assertEquals(config.modelType, merged.modelType);
+        assertEquals(config.num_hidden_layers, merged.first_k_dense_replace);
+        for (int l = 0; l < config.num_hidden_layers; l++) {
+            assertTrue(!merged.isMoeLayer(l), "layer " + l + " dense");
+        }
+        int routedAndShared = config.expert_intermediate_size + config.shared_expert_intermediate_size;
+        INDArray down = tensor(dense, CheckpointLayout.denseMlp(2, Projection.DOWN));              // [D, intermediate]
+        assertArrayEquals(tensor(m, new CheckpointLayout(config.modelType).sharedExpert(2, Projection.DOWN))
+                .data().asFloat(), down.get(NDArrayIndex.all(), NDArrayIndex.interval(config.expert_intermediate_size,
+                routedAndShared)).dup('c').data().asFloat(), "the shared experts' units, as they were");
+        if (routedAndShared < config.intermediate_size) {
+            assertEquals(0.0, down.get(NDArrayIndex.all(), NDArrayIndex.interval(routedAndShared,
+                    config.intermediate_size)).amaxNumber().doubleValue(), "zero padding");
+        }
+        ppl(dense, tmp);
+
+        // at full rank (min of hidden 32 and expert width 16) the SVD is exact: every relative error is float32
+        // rounding; the model still differs from the original, since low-rank experts mix weights, not outputs; the
+        // shared experts and (V3) the correction bias are kept beside them
+        Path lowrank = tmp.resolve("lowrank");
+        ok("surgery", "lowrank", "--rank", "16", "--model", m.toString(), "--out", lowrank.toString(),
+                "--master", "local[2]");
+        ModelConfig lowRanked = ModelFolder.readConfig(hadoop(lowrank), CONF);
+        assertEquals(config.modelType, lowRanked.modelType);
+        assertEquals(16, lowRanked.low_rank_experts_rank);
+        for (JsonNode layer : JSON.readTree(lowrank.resolve("surgery.json").toFile()).get("layers")) {
+            for (String proj : List.of("gate_proj", "up_proj", "down_proj")) {
+                double error = layer.get(proj + "_rel_error").asDouble();
+                assertTrue(error < 1e-6, name + " layer " + layer.get("layer") + " " + proj + ": " + error);
+            }
+        }
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        assertTensorEquals(m, lowrank, layout.sharedExpert(1, Projection.UP));
+        if (config.routing.scoreCorrectionBias()) {
+            assertTensorEquals(m, lowrank, layout.scoreCorrectionBias(1));
+        }
+        ppl(lowrank, tmp);
+    }
+
+    /**
+     * reduce to 4 experts: deepseek-v2-tiny (group_limited_greedy, n_group 4, topk_group 2: groups ranked by their best
+     * score) keeps one expert per group; deepseek-v3's noaux_tc ranks groups by their two best scores, so 4 experts in
+     * its 4 groups are refused in one line, and a copy regrouped into n_group 2 (topk_group 1) reduces to 2 per group.
+     * Every merged expert stays in its group, and its correction-bias entry is its members' mean (--by weights without
+     * statistics: uniform).
+     */
+    private static void reduceKeepsTheGroupsAndTheCorrectionBias(Path m, ModelConfig config, String statsFile, Path tmp)
+            throws Exception {
+        Path source = m;
+        List<String> how = List.of("--by", "routing", "--stats", statsFile);
+        if (config.routing.groupRankTop2Sum()) {
+            CliRun refused = sparkmoe("surgery", "reduce", "--experts", "4", "--by", "routing", "--model", m.toString(),
+                    "--out", tmp.resolve("reduce-refused").toString(), "--stats", statsFile);
+            assertEquals(1, refused.exitCode());
+            assertTrue(refused.err().contains("--experts 4 does not keep the expert groups: it must be a multiple of "
+                    + "n_group 4 with at least 2 experts per group"), refused.err());
+            source = variant(m, tmp.resolve("two-groups"), json -> json.put("n_group", 2).put("topk_group", 1), false);
+            how = List.of("--by", "weights");
+        }
+        ModelConfig before = ModelFolder.readConfig(hadoop(source), CONF);
+        Path reduce = tmp.resolve("reduce");
+        List<String> args = new ArrayList<>(List.of("surgery", "reduce", "--experts", "4", "--model", source.toString(),
+                "--out", reduce.toString(), "--master", "local[2]"));
+        args.addAll(how);
+        ok(args.toArray(new String[0]));
+        ModelConfig reduced = ModelFolder.readConfig(hadoop(reduce), CONF);
+        assertEquals(4, reduced.num_experts);
+        assertEquals(before.routing.n_group(), reduced.routing.n_group());
+        assertEquals(before.routing.topk_group(), reduced.routing.topk_group());
+        int perGroup = before.num_experts / before.routing.n_group();
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        JsonNode layers = JSON.readTree(reduce.resolve("expert-map.json").toFile()).get("layers");
+        int moeLayer = 0;
+        for (int l = 0; l < config.num_hidden_layers; l++) {
+            if (!config.isMoeLayer(l)) {
+                continue;
+            }
+            JsonNode groups = layers.get(moeLayer++).get("groups");
+            assertEquals(4, groups.size());
+            float[] bias = config.routing.scoreCorrectionBias()
+                    ? tensor(source, layout.scoreCorrectionBias(l)).data().asFloat() : null;
+            float[] newBias = bias == null ? null : tensor(reduce, layout.scoreCorrectionBias(l)).data().asFloat();
+            for (int g = 0; g < 4; g++) {
+                double mean = 0;
+                for (JsonNode e : groups.get(g)) {
+                    assertEquals(g / (4 / before.routing.n_group()), e.asInt() / perGroup,
+                            "layer " + l + ": merged expert " + g + " holds expert " + e + " of another group");
+                    mean += bias == null ? 0 : bias[e.asInt()] / (double) groups.get(g).size();
+                }
+                if (bias != null) {
+                    assertEquals(mean, newBias[g], 1e-6, "layer " + l + ": correction bias of merged expert " + g);
+                }
+            }
+            assertTensorEquals(source, reduce, layout.sharedExpert(l, Projection.GATE));
+        }
+        ppl(reduce, tmp);
+    }
+
+    /**
+     * merge-dense is exact when every expert of a layer is the same expert W and the routing weights of a token always
+     * sum to the same c: the MoE layer is shared(x) + c·W(x), which the folded MLP [W; shared] with down [c·W_down,
+     * shared_down] computes. deepseek-v3-tiny renormalises its top-2 sigmoid weights (c = routed_scaling_factor 2.5);
+     * deepseek-v2-tiny does not, so its copy routes greedily to all 8 experts (softmax weights summing to 1, c = 1.5).
+     * The perplexity of the merged model equals that of the model it came from (1e-4 relative: float32 sums in
+     * another order).
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"deepseek-v2-tiny", "deepseek-v3-tiny"})
+    void mergeDenseOfIdenticalExpertsIsExact(String name, @TempDir Path tmp) throws Exception {
+        boolean v2 = name.equals("deepseek-v2-tiny");
+        Path m = variant(model(name), tmp.resolve("same-experts"), json -> {
+            if (v2) {
+                json.put("topk_method", "greedy").put("n_group", 1).put("topk_group", 1).put("num_experts_per_tok", 8);
+            }
+        }, true);
+        double before = ppl(m, tmp);
+        Path dense = tmp.resolve("dense");
+        ok("surgery", "merge-dense", "--method", "uniform", "--model", m.toString(), "--out", dense.toString(),
+                "--master", "local[2]");
+        double after = ppl(dense, tmp);
+        assertEquals(before, after, 1e-4 * before, name + ": perplexity before and after merge-dense");
+    }
+
+    /**
+     * retrain-router on DeepSeek: V2's softmax router by cross-entropy, V3's sigmoid router by binary cross-entropy to
+     * the teacher's sigmoid scores (as glm4_moe); the gate weights move, the correction bias stays as it was, and the
+     * checkpoint evaluates.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"deepseek-v2-tiny", "deepseek-v3-tiny"})
+    void retrainRouterKeepsTheCorrectionBias(String name, @TempDir Path tmp) throws Exception {
+        Path m = model(name);
+        Path calib = tmp.resolve("calib");
+        ok("calibrate", "--model", m.toString(), "--data", Fixtures.corpus("sysadmin.txt") + ","
+                + Fixtures.corpus("scripture.txt"), "--window", "64", "--max-tokens-per-file", "512",
+                "--export-router-data", "--master", "local[2]", "--out", calib.toString());
+        Path out = tmp.resolve("router");
+        ok("retrain-router", "--model", m.toString(), "--router-data", calib.resolve("router-data").toString(),
+                "--epochs", "2", "--out", out.toString(), "--master", "local[2]");
+        ModelConfig config = ModelFolder.readConfig(hadoop(m), CONF);
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        for (int l = 1; l < config.num_hidden_layers; l++) {
+            assertTrue(!Arrays.equals(tensor(m, layout.routerGate(l)).data().asFloat(),
+                    tensor(out, layout.routerGate(l)).data().asFloat()), "the router of layer " + l + " was retrained");
+            if (config.routing.scoreCorrectionBias()) {
+                assertTensorEquals(m, out, layout.scoreCorrectionBias(l));
+            }
+        }
+        ppl(out, tmp);
+    }
+
+    /**
+     * A copy of fixture {@code from} in {@code dir}: config.json edited by {@code edit}; with {@code sameExperts} every
+     * expert of each MoE layer replaced by expert 0 (written as float32), else the same model.safetensors.
+     */
+    private static Path variant(Path from, Path dir, Consumer<ObjectNode> edit, boolean sameExperts)
+            throws Exception {
+        Files.createDirectories(dir);
+        ObjectNode json = (ObjectNode) JSON.readTree(from.resolve("config.json").toFile());
+        edit.accept(json);
+        Files.writeString(dir.resolve("config.json"), json.toString());
+        Files.copy(from.resolve("tokenizer.json"), dir.resolve("tokenizer.json"));
+        if (!sameExperts) {
+            Files.copy(from.resolve("model.safetensors"), dir.resolve("model.safetensors"));
+            return dir;
+        }
+        Pattern expert = Pattern.compile("(model\\.layers\\.\\d+\\.mlp\\.experts\\.)\\d+(\\..*)");
+        LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>();
+        try (Checkpoint source = Checkpoint.open(hadoop(from), CONF)) {
+            for (String name : source.names()) {
+                Matcher e = expert.matcher(name);
+                tensors.put(name, source.readFloat(e.matches() ? e.group(1) + "0" + e.group(2) : name));
+            }
+        }
+        SafeTensorsWriter.write(FileSystem.getLocal(CONF), hadoop(dir.resolve("model.safetensors")), tensors,
+                Map.of("format", "pt"));
+        return dir;
     }
 
     /** {@code logits} on the reference input ids writes transformers' logits and router logits (≤ 2e-4). */

@@ -1,9 +1,15 @@
 package org.sparkmoe.tests;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.hadoop.conf.Configuration;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.FusedExperts;
+import org.sparkmoe.model.ModelFolder;
 
 import java.nio.file.Path;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.sparkmoe.tests.CliRun.sparkmoe;
@@ -38,5 +44,18 @@ final class FixtureCommands {
         double ppl = JSON.readTree(out.toFile()).get("all").get("ppl").asDouble();
         assertTrue(Double.isFinite(ppl) && ppl > 1, model + ": ppl " + ppl);
         return ppl;
+    }
+
+    /** Tensor {@code name} of the checkpoint in {@code model}, read as float32 (FP8 weights dequantized). */
+    static INDArray tensor(Path model, String name) {
+        Configuration conf = new Configuration();
+        try (Checkpoint c = Checkpoint.open(hadoop(model), conf)) {
+            return FusedExperts.perExpert(c, ModelFolder.readConfig(hadoop(model), conf)).readFloat(name);
+        }
+    }
+
+    /** Tensor {@code name} holds the same floats in both checkpoints. */
+    static void assertTensorEquals(Path a, Path b, String name) {
+        assertArrayEquals(tensor(a, name).data().asFloat(), tensor(b, name).data().asFloat(), name);
     }
 }

@@ -366,14 +366,4 @@ class NewModelTypesCommandsTest {
         assertEquals(1, bad.exitCode());
         assertTrue(bad.err().contains("--layout must be per-expert or fused, got 'stacked'"), bad.err());
     }
-
-    private static INDArray tensor(Path model, String name) {
-        try (Checkpoint c = Checkpoint.open(hadoop(model), CONF)) {
-            return c.readFloat(name);
-        }
-    }
-
-    private static void assertTensorEquals(Path a, Path b, String name) {
-        assertArrayEquals(tensor(a, name).data().asFloat(), tensor(b, name).data().asFloat(), name);
-    }
 }

@@ -50,7 +50,8 @@ import java.util.concurrent.Callable;
                 + "with DL4J Spark (SparkDl4jMultiLayer + ParameterAveragingTrainingMaster).",
                 "Per MoE layer: a linear router (D -> E'; with a bias for gpt_oss, whose router has one), softmax, "
                         + "cross-entropy to the teacher's routing "
-                        + "distribution (summed over groups with --expert-map); for sigmoid routers (glm4_moe) sigmoid "
+                        + "distribution (summed over groups with --expert-map); for sigmoid routers (glm4_moe, "
+                        + "deepseek_v3) sigmoid "
                         + "outputs and binary cross-entropy per expert to the teacher's sigmoid scores (no --expert-map); "
                         + "a router's e_score_correction_bias is kept as it is. Prints the score per epoch and the top-k "
                         + "set agreement with the teacher on the router data. Writes OUT/router.safetensors (the gate "

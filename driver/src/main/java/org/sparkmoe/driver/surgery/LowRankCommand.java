@@ -27,7 +27,9 @@ import java.util.concurrent.Callable;
         description = {"Convert each MoE layer's experts into one shared base FFN plus E rank-R LoRA experts: per "
                 + "projection, base = mean of the experts (uniform, or weighted by calibration selection counts), and "
                 + "W_e ≈ base + B_e·A_e by truncated SVD of W_e − base. The model then runs as low-rank "
-                + "experts: per token one FFN with weights base + Σ_k g_k·B_k·A_k. Mixtral models only.",
+                + "experts: per token one FFN with weights base + Σ_k g_k·B_k·A_k. For models with full experts and no "
+                + "gated shared expert: mixtral, qwen3_moe, olmoe, glm4_moe, gpt_oss (expert biases kept per expert), "
+                + "deepseek_v2/v3 (shared experts kept).",
                 "Prints, per layer, the relative Frobenius error of each projection and the expert parameters before "
                         + "and after.",
                 "With --distill-steps N, each layer's LoRA experts (A and B of w1, w3, w2) are then trained with AdamW "

@@ -16,7 +16,9 @@ import java.util.concurrent.Callable;
 /** {@code sparkmoe surgery merge-dense}: every MoE layer's experts averaged into one dense FFN (a Mistral checkpoint). */
 @Command(name = "merge-dense", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Merge each MoE layer's experts into one dense SwiGLU FFN, W = Σₑ wₑ·Wₑ for w1, w3, w2, and write "
-                + "a dense 'mistral' checkpoint (Mixtral models only).",
+                + "a checkpoint without experts: mixtral → mistral, qwen3_moe → qwen3, olmoe and gpt_oss → one expert "
+                + "per layer, glm4_moe, deepseek_v2 and deepseek_v3 → the same type with every layer dense (the shared "
+                + "experts folded into each MLP).",
                 "uniform: wₑ = 1/E; router-weighted: w = softmax(mean router logit / T) from --stats; --top-k-mask K keeps "
                         + "the K largest weights and renormalises."})
 public final class MergeDenseCommand implements Callable<Integer> {

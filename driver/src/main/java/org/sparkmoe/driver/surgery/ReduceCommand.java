@@ -29,7 +29,8 @@ import java.util.concurrent.Callable;
                 + "Writes the E'-expert checkpoint and OUT/expert-map.json, the map 'retrain-router --expert-map' takes.",
                 "--by routing clusters on routing profiles (per-file selection rates and the mean logit, standardised; "
                         + "needs --stats); --by weights on the flattened expert weights (--stats then only sets the "
-                        + "merge frequencies; without it they are uniform). Mixtral models only."})
+                        + "merge frequencies; without it they are uniform). Expert groups (n_group) are kept: "
+                        + "clusters never cross a group, and correction biases merge with their experts."})
 public final class ReduceCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
