@@ -52,7 +52,6 @@ public final class LowRankSurgery implements LayerSurgery {
                     + (model.hasLowRankExperts() ? " already low-rank" : model.hasSharedExpertGate()
                     ? " with a gated shared expert" : ""));
         }
-        }
         this.type = model.modelType;
         this.biases = model.clamped_experts;
         int max = Math.min(model.hidden_size, model.expert_intermediate_size);
