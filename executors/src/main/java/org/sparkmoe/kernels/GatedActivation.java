@@ -1,8 +1,6 @@
 package org.sparkmoe.kernels;
 
 import jdk.incubator.vector.DoubleVector;
-import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -31,8 +29,8 @@ public enum GatedActivation {
         void forward(double[] z, double[] u, double[] act, int n, boolean single) {
             for (int i = 0; i < n; i += LANES.length()) {                 // whole vectors: see LANES
                 DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
-                DoubleVector silu = round(zv.div(Exp.exp(zv.neg()).add(1.0)), single);
-                round(silu.mul(DoubleVector.fromArray(LANES, u, i)), single).intoArray(act, i);
+                DoubleVector silu = VectorRows.round(zv.div(Exp.exp(zv.neg()).add(1.0)), single);
+                VectorRows.round(silu.mul(DoubleVector.fromArray(LANES, u, i)), single).intoArray(act, i);
             }
         }
 
@@ -83,18 +81,6 @@ public enum GatedActivation {
     /** Chunk arrays are at least n rounded up to this. */
     static final int LANE_MULTIPLE = LANES.length();
     private static final DoubleVector ONE = DoubleVector.broadcast(LANES, 1.0);
-    private static final VectorSpecies<Float> FLOATS = VectorSpecies.of(float.class,
-            jdk.incubator.vector.VectorShape.forBitSize(LANES.vectorBitSize() / 2));   // as many float lanes
-
-    /** v rounded to float32 lane by lane when {@code single} (a cast there and back: round to nearest even). */
-    private static DoubleVector round(DoubleVector v, boolean single) {
-        if (!single) {
-            return v;
-        }
-        FloatVector f = (FloatVector) v.convertShape(VectorOperators.D2F, FLOATS, 0);
-        return (DoubleVector) f.convertShape(VectorOperators.F2D, LANES, 0);
-    }
-
     /** gpt-oss's {@code limit} (transformers fixes it at 7.0). */
     public static final double LIMIT = 7.0;
     /** gpt-oss's {@code alpha}. */
