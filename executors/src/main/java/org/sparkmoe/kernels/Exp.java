@@ -62,7 +62,7 @@ public final class Exp {
         return p * s1 * s2;
     }
 
-    /** e^x lane by lane, bit-identical to {@link #exp(double)} in every lane. */
+    /** e^x lane by lane, bit-identical to {@link #exp(double)} in every lane; x has {@link #SPECIES}' lanes. */
     public static DoubleVector exp(DoubleVector x) {
         VectorMask<Double> over = x.compare(VectorOperators.GT, OVERFLOW);
         VectorMask<Double> under = x.compare(VectorOperators.LT, UNDERFLOW);
@@ -70,7 +70,7 @@ public final class Exp {
         DoubleVector shifted = xs.mul(LOG2E).add(SHIFTER);
         DoubleVector n = shifted.sub(SHIFTER);
         DoubleVector minusN = n.neg();
-        VectorSpecies<Double> lanes = x.species();
+        VectorSpecies<Double> lanes = SPECIES;                     // a constant: what the JIT compiles to vectors
         DoubleVector r = minusN.fma(DoubleVector.broadcast(lanes, LN2_HI), xs);
         r = minusN.fma(DoubleVector.broadcast(lanes, LN2_LO), r);
         DoubleVector p = DoubleVector.broadcast(lanes, TAYLOR[0]);
