@@ -8,7 +8,7 @@ import jdk.incubator.vector.VectorSpecies;
  * h3, with its two partial derivatives. Values in float64; for a float32 computation every operation is rounded to
  * float32 where torch rounds ({@code single}). The scalar methods are the reference; the chunk methods run the same
  * operations on a whole chunk, SwiGLU's with the Vector API ({@link Exp}'s e^x, four float64 lanes), giving the same
- * bits as the scalar methods element by element (GatedActivationTest).
+ * bits as the scalar methods element by element (ActivationsTest.swiGluChunksGiveTheScalarBits).
  */
 public enum GatedActivation {
     /** SwiGLU (Mixtral, Qwen2/3-MoE, OLMoE): act = silu(h1)·h3, silu(z) = z·σ(z). */
