@@ -57,6 +57,11 @@ final class ExpertRows {
         return dataType;
     }
 
+    /** The GEMM's threads, which the element-wise work around the experts runs on too. */
+    Workers workers() {
+        return workers;
+    }
+
     /** The forward result and what {@link #backward} needs; immutable once built. */
     static final class Context {
         private final INDArray xs;                   // [N, D]

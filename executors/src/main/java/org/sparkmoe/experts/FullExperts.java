@@ -4,9 +4,9 @@ import java.util.Arrays;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.NativeElements;
+import org.sparkmoe.kernels.VectorRows;
 import org.sparkmoe.routing.RoutingPlan;
 import org.sparkmoe.routing.Routes;
 
@@ -24,7 +24,8 @@ import org.sparkmoe.routing.Routes;
  * The expert FFNs run over the plan's rows ({@link ExpertRows}: every product a grouped GEMM); backward runs the same
  * steps in reverse.
  * The combine runs in float64 rounded to float32 at every operation in FLOAT, so it is bit-identical to a float32
- * loop. The reference is the same class over {@link org.sparkmoe.kernels.LoopGroupedGemm} or
+ * loop; each token adds its rows in plan order whatever the split of tokens over the workers ({@link VectorRows}:
+ * the same bits as a scalar loop). The reference is the same class over {@link org.sparkmoe.kernels.LoopGroupedGemm} or
  * {@link org.sparkmoe.kernels.NaiveGroupedGemm}.
  */
 public final class FullExperts implements ExpertFfn {
@@ -83,20 +84,29 @@ public final class FullExperts implements ExpertFfn {
         INDArray xs = Nd4j.pullRows(x, 1, plan.tokenOfRow);                            // [N, D]
         ExpertRows.Context ffn = rows.forward(xs, plan.offsets);                       // ys [N, D]
 
-        // combine: out[t] += g·ys[row]
-        NativeElements ys = rowsOf(ffn.ys());                                          // [N, D]
-        double[] y = new double[hidden];                                               // one row
-        float[] scratch = new float[hidden];
-        double[] out = new double[tokens * hidden];                                    // [T, D]
-        for (int row = 0; row < plan.rows(); row++) {
-            int o = plan.tokenOfRow[row] * hidden;
-            double g = routes.weightOfPair(plan.perm[row]);
-            ys.read((long) row * hidden, y, hidden, scratch);
-            for (int d = 0; d < hidden; d++) {
-                out[o + d] = Flat.round(out[o + d] + Flat.round(g * y[d], single), single);
-            }
+        // combine: out[t] += g·ys[row], each token's rows in plan order, tokens split over the workers
+        INDArray out = Nd4j.createUninitialized(dataType(), new long[] {tokens, hidden}, 'c');   // [T, D]
+        if (out.length() > 0) {
+            NativeElements ys = rowsOf(ffn.ys());                                      // [N, D]
+            NativeElements outRows = NativeElements.of(out);
+            int[] rowsOfToken = rowsOfToken(plan, tokens);                             // [T·K]
+            int k = plan.topK;
+            rows.workers().forRanges(tokens, minTokens(), (from, to) -> {
+                double[] acc = new double[hidden];                                     // out[t]
+                double[] y = new double[hidden];                                       // one row of ys
+                float[] scratch = new float[hidden];
+                for (int t = from; t < to; t++) {
+                    Arrays.fill(acc, 0.0);
+                    for (int j = t * k; j < (t + 1) * k; j++) {
+                        int row = rowsOfToken[j];
+                        ys.read((long) row * hidden, y, hidden, scratch);
+                        VectorRows.addScaled(acc, 0, routes.weightOfPair(plan.perm[row]), y, hidden, single);
+                    }
+                    outRows.write((long) t * hidden, acc, hidden, scratch);
+                }
+            });
         }
-        return new FullPass(routes, ffn, Flat.array(out, new long[] {tokens, hidden}, dataType()));
+        return new FullPass(routes, ffn, out);
     }
 
     @Override
@@ -110,44 +120,78 @@ public final class FullExperts implements ExpertFfn {
         checkTokens("dOut", dOut, tokens);
         RoutingPlan plan = p.routes().plan;
 
-        // combine: out[t] += g·ys[row]  →  dys[row] = g·dOut[t], dg = dOut[t]·ys[row]
-        double[] dy = Flat.values(dOut);                                               // [T·D]
-        NativeElements ys = rowsOf(p.ffn().ys());                                      // [N, D]
+        // combine: out[t] += g·ys[row]  →  dys[row] = g·dOut[t], dg = dOut[t]·ys[row]; rows split over the workers
         INDArray dysArray = Nd4j.createUninitialized(dataType(), new long[] {plan.rows(), hidden}, 'c');
-        NativeElements dys = rowsOf(dysArray);                                         // [N, D]
-        double[] y = new double[hidden];                                               // one row of ys
-        double[] dyRow = new double[hidden];                                           // one row of dys
-        float[] scratch = new float[hidden];
         double[] dWeights = new double[plan.rows()];                                   // [T·K] pair order
-        for (int row = 0; row < plan.rows(); row++) {
-            int o = plan.tokenOfRow[row] * hidden;
-            double g = p.routes().weightOfPair(plan.perm[row]);
-            double dg = 0;
-            ys.read((long) row * hidden, y, hidden, scratch);
-            for (int d = 0; d < hidden; d++) {
-                dyRow[d] = g * dy[o + d];
-                dg += dy[o + d] * y[d];
-            }
-            dys.write((long) row * hidden, dyRow, hidden, scratch);
-            dWeights[plan.perm[row]] = dg;
+        if (dysArray.length() > 0) {
+            NativeElements dOutRows = NativeElements.of(dOut);                         // [T, D]
+            NativeElements ys = rowsOf(p.ffn().ys());                                  // [N, D]
+            NativeElements dys = rowsOf(dysArray);                                     // [N, D]
+            rows.workers().forRanges(plan.rows(), minTokens(), (from, to) -> {
+                double[] dy = new double[hidden];                                      // dOut[t]
+                double[] y = new double[hidden];                                       // one row of ys
+                double[] dyRow = new double[hidden];                                   // one row of dys
+                float[] scratch = new float[hidden];
+                for (int row = from; row < to; row++) {
+                    double g = p.routes().weightOfPair(plan.perm[row]);
+                    dOutRows.read((long) plan.tokenOfRow[row] * hidden, dy, hidden, scratch);
+                    ys.read((long) row * hidden, y, hidden, scratch);
+                    VectorRows.scale(dyRow, g, dy, 0, hidden);
+                    double dg = 0;
+                    for (int d = 0; d < hidden; d++) {                                 // in order: a fixed sum
+                        dg += dy[d] * y[d];
+                    }
+                    dys.write((long) row * hidden, dyRow, hidden, scratch);
+                    dWeights[plan.perm[row]] = dg;
+                }
+            });
         }
 
         // the experts, in reverse
         ExpertRows.Gradients ffn = rows.backward(p.ffn(), dysArray);
 
-        // gather: xs = x[tokenOfRow]  →  dx[t] += dxs[row]
-        NativeElements dxs = rowsOf(ffn.dxs());                                        // [N, D]
-        double[] dxsRow = new double[hidden];                                          // one row of dxs
-        double[] dx = new double[tokens * hidden];                                     // [T·D]
-        for (int row = 0; row < plan.rows(); row++) {
-            int o = plan.tokenOfRow[row] * hidden;
-            dxs.read((long) row * hidden, dxsRow, hidden, scratch);
-            for (int d = 0; d < hidden; d++) {
-                dx[o + d] += dxsRow[d];
-            }
+        // gather: xs = x[tokenOfRow]  →  dx[t] = Σ dxs[row] over t's rows in plan order, rounded once
+        INDArray dx = Nd4j.createUninitialized(dataType(), new long[] {tokens, hidden}, 'c');    // [T, D]
+        if (dx.length() > 0) {
+            NativeElements dxs = rowsOf(ffn.dxs());                                    // [N, D]
+            NativeElements dxRows = NativeElements.of(dx);
+            int[] rowsOfToken = rowsOfToken(plan, tokens);                             // [T·K]
+            int k = plan.topK;
+            rows.workers().forRanges(tokens, minTokens(), (from, to) -> {
+                double[] acc = new double[hidden];                                     // dx[t]
+                double[] dxsRow = new double[hidden];                                  // one row of dxs
+                float[] scratch = new float[hidden];
+                for (int t = from; t < to; t++) {
+                    Arrays.fill(acc, 0.0);
+                    for (int j = t * k; j < (t + 1) * k; j++) {
+                        dxs.read((long) rowsOfToken[j] * hidden, dxsRow, hidden, scratch);
+                        VectorRows.add(acc, 0, dxsRow, hidden);
+                    }
+                    dxRows.write((long) t * hidden, acc, hidden, scratch);
+                }
+            });
         }
-        return new ExpertGradients(Flat.array(dx, new long[] {tokens, hidden}, dataType()), dWeights, ffn.gate(),
-                ffn.up(), ffn.down());
+        return new ExpertGradients(dx, dWeights, ffn.gate(), ffn.up(), ffn.down());
+    }
+
+    /** Rows (or tokens) per worker share below which a share is not worth a thread: about 32k elements. */
+    private int minTokens() {
+        return Math.max(1, (1 << 15) / Math.max(1, hidden()));
+    }
+
+    /**
+     * [T·K] the plan rows of each token, ascending (the order the combine adds them in): token t's K rows are
+     * entries t·K..(t+1)·K−1.
+     */
+    private static int[] rowsOfToken(RoutingPlan plan, int tokens) {
+        int k = plan.topK;
+        int[] rowsOfToken = new int[plan.rows()];
+        int[] filled = new int[tokens];
+        for (int row = 0; row < plan.rows(); row++) {
+            int t = plan.tokenOfRow[row];
+            rowsOfToken[t * k + filled[t]++] = row;
+        }
+        return rowsOfToken;
     }
 
     /** Row-by-row access to an [N, D] array; an empty one (no routed rows) is never read or written. */

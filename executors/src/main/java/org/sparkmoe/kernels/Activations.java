@@ -9,11 +9,18 @@ import org.nd4j.linalg.factory.Nd4j;
  * Element-wise pieces of the gated FFN: {@code act = silu(h1) ⊙ h3} (or another {@link GatedActivation}, gpt-oss's
  * clamped one) and its backward, for FLOAT or DOUBLE arrays behind one method. Values are computed in float64 and, for
  * FLOAT, rounded to float32 exactly where a float32 loop rounds (silu, then the product); silu(z) = z·σ(z),
- * σ'(z) = σ(z)(1 − σ(z)). The rows are split over a {@link Workers}; the result does not depend on the thread count.
+ * σ'(z) = σ(z)(1 − σ(z)). Chunk by chunk through {@link GatedActivation}'s chunk methods (SwiGLU's vectorised). The
+ * rows are split over a {@link Workers}; the result does not depend on the thread count.
  */
 public final class Activations {
-    /** Elements per bulk copy between native memory and the Java loop. */
+    /** Elements per bulk copy between native memory and the Java loop; a multiple of the activations' lanes. */
     private static final int CHUNK = 2048;
+
+    static {
+        if (CHUNK % GatedActivation.LANE_MULTIPLE != 0) {
+            throw new IllegalStateException("chunk " + CHUNK + " is not a multiple of " + GatedActivation.LANE_MULTIPLE);
+        }
+    }
     /** Fewer elements than this per thread are not worth a thread. */
     private static final int MIN_ELEMENTS_PER_THREAD = 1 << 15;
 
@@ -47,9 +54,7 @@ public final class Activations {
             double[] av = buf[2];
             g.read(from, gv, n, scratch);
             u.read(from, uv, n, scratch);
-            for (int i = 0; i < n; i++) {
-                av[i] = f.forward(gv[i], uv[i], single);
-            }
+            f.forward(gv, uv, av, n, single);
             a.write(from, av, n, scratch);
         });
         return act;
@@ -93,15 +98,10 @@ public final class Activations {
             double[] dv = buf[2];
             double[] dgv = buf[3];
             double[] duv = buf[4];
-            double[] pair = new double[2];
             g.read(from, gv, n, scratch);
             u.read(from, uv, n, scratch);
             d.read(from, dv, n, scratch);
-            for (int i = 0; i < n; i++) {
-                f.backward(gv[i], uv[i], dv[i], pair, 0);
-                dgv[i] = pair[0];
-                duv[i] = pair[1];
-            }
+            f.backward(gv, uv, dv, dgv, duv, n);
             dg.write(from, dgv, n, scratch);
             du.write(from, duv, n, scratch);
         });

@@ -1,23 +1,49 @@
 package org.sparkmoe.kernels;
 
+import jdk.incubator.vector.DoubleVector;
+import jdk.incubator.vector.VectorSpecies;
+
 /**
  * The element-wise gate of an expert FFN, {@code act = f(h1, h3)} from the gate projection h1 and the up projection
  * h3, with its two partial derivatives. Values in float64; for a float32 computation every operation is rounded to
- * float32 where torch rounds ({@code single}).
+ * float32 where torch rounds ({@code single}). The scalar methods are the reference; the chunk methods run the same
+ * operations on a whole chunk, SwiGLU's with the Vector API ({@link Exp}'s e^x, four float64 lanes), giving the same
+ * bits as the scalar methods element by element (ActivationsTest.swiGluChunksGiveTheScalarBits).
  */
 public enum GatedActivation {
     /** SwiGLU (Mixtral, Qwen2/3-MoE, OLMoE): act = silu(h1)·h3, silu(z) = z·σ(z). */
     SWIGLU {
         @Override
         double forward(double z, double u, boolean single) {
-            return Flat.round(Flat.round(z / (1.0 + Math.exp(-z)), single) * u, single);
+            return Flat.round(Flat.round(z / (1.0 + Exp.exp(-z)), single) * u, single);
         }
 
         @Override
         void backward(double z, double u, double dAct, double[] out, int at) {
-            double sig = 1.0 / (1.0 + Math.exp(-z));
+            double sig = 1.0 / (1.0 + Exp.exp(-z));
             out[at] = dAct * u * sig * (1.0 + z * (1.0 - sig));
             out[at + 1] = dAct * z * sig;
+        }
+
+        @Override
+        void forward(double[] z, double[] u, double[] act, int n, boolean single) {
+            for (int i = 0; i < n; i += LANES.length()) {                 // whole vectors: see LANES
+                DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
+                DoubleVector silu = VectorRows.round(zv.div(Exp.exp(zv.neg()).add(1.0)), single);
+                VectorRows.round(silu.mul(DoubleVector.fromArray(LANES, u, i)), single).intoArray(act, i);
+            }
+        }
+
+        @Override
+        void backward(double[] z, double[] u, double[] dAct, double[] dz, double[] du, int n) {
+            for (int i = 0; i < n; i += LANES.length()) {
+                DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
+                DoubleVector d = DoubleVector.fromArray(LANES, dAct, i);
+                DoubleVector sig = ONE.div(Exp.exp(zv.neg()).add(1.0));
+                DoubleVector slope = zv.mul(ONE.sub(sig)).add(1.0);
+                d.mul(DoubleVector.fromArray(LANES, u, i)).mul(sig).mul(slope).intoArray(dz, i);
+                d.mul(zv).mul(sig).intoArray(du, i);
+            }
         }
     },
     /**
@@ -45,6 +71,16 @@ public enum GatedActivation {
         }
     };
 
+    /**
+     * The lanes the chunk methods compute in. A chunk is processed in whole vectors, so every element, the last
+     * ones included, takes the same path wherever a partition's chunks start: the arrays of a chunk of n elements
+     * hold at least n rounded up to a multiple of {@link #LANE_MULTIPLE}; the lanes past n compute on whatever the
+     * arrays hold there and are not used.
+     */
+    static final VectorSpecies<Double> LANES = Exp.SPECIES;
+    /** Chunk arrays are at least n rounded up to this. */
+    static final int LANE_MULTIPLE = LANES.length();
+    private static final DoubleVector ONE = DoubleVector.broadcast(LANES, 1.0);
     /** gpt-oss's {@code limit} (transformers fixes it at 7.0). */
     public static final double LIMIT = 7.0;
     /** gpt-oss's {@code alpha}. */
@@ -60,4 +96,24 @@ public enum GatedActivation {
 
     /** out[at] = dL/dh1, out[at + 1] = dL/dh3 given dL/dact. */
     abstract void backward(double z, double u, double dAct, double[] out, int at);
+
+    /**
+     * act[i] = forward(z[i], u[i]) for i &lt; n; each array holds n rounded up to {@link #LANE_MULTIPLE} (the
+     * elements past n may be overwritten).
+     */
+    void forward(double[] z, double[] u, double[] act, int n, boolean single) {
+        for (int i = 0; i < n; i++) {
+            act[i] = forward(z[i], u[i], single);
+        }
+    }
+
+    /** dz[i], du[i] = backward(z[i], u[i], dAct[i]) for i &lt; n; arrays as in the chunk {@link #forward}. */
+    void backward(double[] z, double[] u, double[] dAct, double[] dz, double[] du, int n) {
+        double[] pair = new double[2];
+        for (int i = 0; i < n; i++) {
+            backward(z[i], u[i], dAct[i], pair, 0);
+            dz[i] = pair[0];
+            du[i] = pair[1];
+        }
+    }
 }

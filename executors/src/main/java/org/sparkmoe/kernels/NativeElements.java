@@ -43,9 +43,7 @@ public final class NativeElements {
     public void read(long from, double[] values, int n, float[] scratch) {
         if (floats != null) {
             new FloatPointer(floats).position(floats.position() + from).get(scratch, 0, n);
-            for (int i = 0; i < n; i++) {
-                values[i] = scratch[i];
-            }
+            VectorRows.widen(scratch, values, n);
         } else {
             new DoublePointer(doubles).position(doubles.position() + from).get(values, 0, n);
         }
@@ -56,9 +54,7 @@ public final class NativeElements {
      * at least n. */
     public void write(long from, double[] values, int n, float[] scratch) {
         if (floats != null) {
-            for (int i = 0; i < n; i++) {
-                scratch[i] = (float) values[i];
-            }
+            VectorRows.narrow(values, scratch, n);
             new FloatPointer(floats).position(floats.position() + from).put(scratch, 0, n);
         } else {
             new DoublePointer(doubles).position(doubles.position() + from).put(values, 0, n);

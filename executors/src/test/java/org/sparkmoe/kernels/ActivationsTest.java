@@ -15,7 +15,9 @@ import org.nd4j.linalg.factory.Nd4j;
  * The SwiGLU element-wise kernel against plain per-element loops: the float32 forward rounds like
  * {@code (float) silu(x) * u}, the backward is computed in float64 and rounded once; the same bits on any number
  * of threads, for views as for fresh arrays, in FLOAT and DOUBLE; gpt-oss's clamped gate against a float32 loop
- * written as transformers' {@code _apply_gate} and its derivatives against float64 central differences.
+ * written as transformers' {@code _apply_gate} and its derivatives against float64 central differences. The
+ * vectorised chunk methods against the scalar ones element by element (same bits), and float32 SwiGLU with
+ * {@link Exp} against the same with {@link Math#exp} (the ulp difference measured).
  */
 class ActivationsTest {
 
@@ -131,12 +133,78 @@ class ActivationsTest {
         }
         double[] expected = new double[g.length];
         for (int i = 0; i < g.length; i++) {
-            expected[i] = g[i] / (1.0 + Math.exp(-g[i])) * u[i];
+            expected[i] = g[i] / (1.0 + Exp.exp(-g[i])) * u[i];        // float64 e^x: Exp's, not Math.exp's
         }
         INDArray act = Activations.swiGlu(Nd4j.create(g, new long[] {ROWS, COLS}, 'c'),
                 Nd4j.create(u, new long[] {ROWS, COLS}, 'c'), new Workers(2));
         assertEquals(DataType.DOUBLE, act.dataType());
         assertArrayEquals(expected, act.data().asDouble(), 0.0);
+    }
+
+    /** Gate values over SwiGLU's range and past both ends of e^x; n = 4099 leaves a partial last vector. */
+    private static double[][] chunkInputs(boolean single) {
+        Random rnd = new Random(31);
+        int n = 4099;
+        double[][] v = new double[3][n + GatedActivation.LANE_MULTIPLE];
+        for (int i = 0; i < n; i++) {
+            double z = i % 50 == 0 ? 800 * (rnd.nextDouble() - 0.5) : 6 * rnd.nextGaussian();
+            v[0][i] = single ? (float) z : z;
+            v[1][i] = single ? (float) rnd.nextGaussian() : rnd.nextGaussian();
+            v[2][i] = single ? (float) rnd.nextGaussian() : rnd.nextGaussian();
+        }
+        return v;
+    }
+
+    @Test
+    void swiGluChunksGiveTheScalarBits() {
+        int n = 4099;
+        for (boolean single : new boolean[] {true, false}) {
+            double[][] v = chunkInputs(single);
+            double[] act = new double[v[0].length];
+            double[] dz = new double[v[0].length];
+            double[] du = new double[v[0].length];
+            GatedActivation.SWIGLU.forward(v[0], v[1], act, n, single);
+            GatedActivation.SWIGLU.backward(v[0], v[1], v[2], dz, du, n);
+            double[] pair = new double[2];
+            for (int i = 0; i < n; i++) {
+                String at = (single ? "float32" : "float64") + " z = " + v[0][i] + ", u = " + v[1][i];
+                assertEquals(GatedActivation.SWIGLU.forward(v[0][i], v[1][i], single), act[i], 0.0, at);
+                GatedActivation.SWIGLU.backward(v[0][i], v[1][i], v[2][i], pair, 0);
+                assertEquals(Double.doubleToLongBits(pair[0]), Double.doubleToLongBits(dz[i]), "dz, " + at);
+                assertEquals(Double.doubleToLongBits(pair[1]), Double.doubleToLongBits(du[i]), "du, " + at);
+            }
+        }
+    }
+
+    @Test
+    void float32SwiGluWithExpIsWithinOneUlpOfMathExp() {
+        float[] g = random(41, 4_000_000, 4);
+        float[] u = random(42, g.length, 1);
+        float[] d = random(43, g.length, 1);
+        INDArray[] shaped = {Nd4j.create(g, new long[] {4000, 1000}, 'c'), Nd4j.create(u, new long[] {4000, 1000}, 'c'),
+            Nd4j.create(d, new long[] {4000, 1000}, 'c')};
+        float[] act = Activations.swiGlu(shaped[0], shaped[1], new Workers(2)).data().asFloat();
+        INDArray[] grads = Activations.swiGluBackward(shaped[0], shaped[1], shaped[2], new Workers(2));
+        float[] dg = grads[0].data().asFloat();
+        float[] du = grads[1].data().asFloat();
+        int[] differ = new int[3];
+        int worst = 0;
+        for (int i = 0; i < g.length; i++) {
+            double z = g[i];
+            double di = d[i];
+            double sig = 1.0 / (1.0 + Math.exp(-z));
+            float[] mathExp = {(float) (z / (1.0 + Math.exp(-z))) * u[i],
+                (float) (di * u[i] * sig * (1.0 + z * (1.0 - sig))), (float) (di * z * sig)};
+            float[] mine = {act[i], dg[i], du[i]};
+            for (int k = 0; k < 3; k++) {
+                int ulps = Math.abs(Float.floatToIntBits(mine[k]) - Float.floatToIntBits(mathExp[k]));
+                differ[k] += ulps == 0 ? 0 : 1;
+                worst = Math.max(worst, ulps);
+            }
+        }
+        System.out.printf("float32 SwiGLU, Exp vs Math.exp over %d elements: act %d, dh1 %d, dh3 %d differ;"
+                + " at most %d ulp%n", g.length, differ[0], differ[1], differ[2], worst);
+        assertTrue(worst <= 1, "worst " + worst + " ulp");
     }
 
     @Test

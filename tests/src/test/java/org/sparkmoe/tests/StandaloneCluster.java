@@ -35,7 +35,8 @@ import java.util.regex.Pattern;
  *   <li>a SPARK_HOME-like folder whose {@code jars/} links every jar of the test classpath, and
  *       SPARK_SCALA_VERSION=2.12 in the Workers' environment (executor launch fails without either);</li>
  *   <li>the classpath's directories (our modules' classes) on {@code spark.executor.extraClassPath};</li>
- *   <li>the Java 17 flags of conf/jvm.properties on the daemons (executors get Spark's own list from Spark);</li>
+ *   <li>the flags of conf/jvm.properties on the daemons and on {@code spark.executor.extraJavaOptions} (the
+ *       executors need {@code --add-modules jdk.incubator.vector} beside Spark's own list);</li>
  *   <li>OPENBLAS_CORETYPE and the thread counts in the Workers' environment and, through
  *       {@link SparkContexts#conf}, on {@code spark.executorEnv.*}.</li>
  * </ul>
@@ -123,11 +124,19 @@ final class StandaloneCluster implements AutoCloseable {
 
     /**
      * SparkContexts' configuration (Kryo, executor environment) for this cluster: one 1-core executor per Worker
-     * with {@code executorMemory} heap, our classes on the executors' classpath, the driver on 127.0.0.1.
+     * with {@code executorMemory} heap, our classes on the executors' classpath and our JVM flags on their command
+     * line, the driver on 127.0.0.1.
      */
     SparkConf conf(String appName, String executorMemory) {
+        String flags;
+        try {
+            flags = String.join(" ", jvmFlags());
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
         return SparkContexts.conf(appName, masterUrl)
                 .set("spark.executor.extraClassPath", executorClassPath)
+                .set("spark.executor.extraJavaOptions", flags)
                 .set("spark.executor.cores", "1")
                 .set("spark.executor.memory", executorMemory)
                 .set("spark.cores.max", String.valueOf(workers.size()))

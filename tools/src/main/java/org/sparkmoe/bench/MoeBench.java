@@ -47,6 +47,11 @@ import java.util.Map;
  *
  * <p>Columns beyond the issue's: {@code gemm%}, the share of the grouped pass's wall time spent inside
  * {@link GroupedGemm} calls, and {@code gemm GF/s}, the useful FLOPs over that time alone.
+ *
+ * <p>Weights: {@link Weights#FP32} keeps the frozen base expert weights in float32; {@link Weights#BF16} stores them
+ * as bf16, one matrix per expert as a mapped checkpoint holds them, widened per tile inside the products
+ * ({@link WeightStack}); activations, LoRA factors and gradients stay float32 either way. The low-rank experts load
+ * their base widened to float32 (no bf16 path), so their bf16 row is not measured.
  */
 public final class MoeBench {
 
@@ -65,8 +70,39 @@ public final class MoeBench {
         }
     }
 
+    /** The type the frozen base expert weights are stored in. */
+    public enum Weights {
+        FP32(DataType.FLOAT), BF16(DataType.BFLOAT16);
+
+        final DataType stored;
+
+        Weights(DataType stored) {
+            this.stored = stored;
+        }
+
+        /** {@code fp32} or {@code bf16}. */
+        public String label() {
+            return name().toLowerCase(Locale.ROOT);
+        }
+
+        /** A comma-separated list of {@code fp32}, {@code bf16}; blank: fp32 alone. */
+        public static List<Weights> select(String names) {
+            if (names == null || names.isBlank()) {
+                return List.of(FP32);
+            }
+            List<Weights> chosen = new ArrayList<>();
+            for (String n : names.split(",")) {
+                String name = n.trim();
+                chosen.add(java.util.Arrays.stream(values()).filter(w -> w.label().equals(name)).findFirst()
+                        .orElseThrow(() -> new IllegalArgumentException("unknown --dtype '" + name
+                                + "', expected fp32 or bf16")));
+            }
+            return chosen;
+        }
+    }
+
     /** A measured row of the table; null fields were not measured. */
-    public record Result(String name, Double loopMs, Double groupedMs, Double naiveMs, Double speedup,
+    public record Result(String name, String weights, Double loopMs, Double groupedMs, Double naiveMs, Double speedup,
                          Double groupedGflops, Double denseGflops, Long naiveBytes, Long factorisedBytes,
                          Double gemmShare, String note) {
     }
@@ -120,33 +156,44 @@ public final class MoeBench {
         return chosen;
     }
 
-    /** Runs the cases, prints the table, and returns its rows. */
+    /** Runs the cases with float32 weights, prints the table, and returns its rows. */
     public List<Result> run(List<Case> cases) {
+        return run(cases, List.of(Weights.FP32));
+    }
+
+    /** Runs every case with every weight type (case by case), prints the table, and returns its rows. */
+    public List<Result> run(List<Case> cases, List<Weights> weightTypes) {
         int cores = Runtime.getRuntime().availableProcessors();
         Nd4j.factory().blas().setMaxThreads(gemmThreads == 1 ? cores : 1);
-        out.printf(Locale.ROOT, "sparkmoe bench moe: float32, forward+backward, median of %d after warm-up; %d cores;"
+        out.printf(Locale.ROOT, "sparkmoe bench moe: float32 compute, forward+backward, median of %d after warm-up; %d cores;"
                         + " loop and dense on every core; grouped: %s%n", repeats, cores, device == Device.CUDA
                         ? "CUDA fp32 kernel, weights resident, activations copied per call"
                         : "BLAS threads " + Nd4j.factory().blas().getMaxThreads() + ", groups " + (gemmThreads == 1
                         ? "sequential over groups" : "parallel over groups on " + gemmThreads + " threads"));
-        out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%n", "case", "loop ms",
+        out.printf(Locale.ROOT, "%-17s %7s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%n", "case", "weights",
+                "loop ms",
                 "grouped", "naive ms", "speedup", "grp GF/s", "dense GF/s", "ratio", "gemm%", "gemm GF/s", "naive MB",
                 "factor. MB");
         List<Result> results = new ArrayList<>();
         for (Case c : cases) {
-            Result r = c.lowRank() ? lowRank(c) : experts(c);
-            results.add(r);
-            out.printf(Locale.ROOT, "%-17s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%s%n", r.name(), f(r.loopMs()),
-                    f(r.groupedMs()), f(r.naiveMs()), r.speedup() == null ? "-" : f(r.speedup()) + "x",
-                    f(r.groupedGflops()), f(r.denseGflops()),
-                    r.groupedGflops() == null ? "-" : pct(r.groupedGflops() / r.denseGflops()),
-                    r.gemmShare() == null ? "-" : pct(r.gemmShare()),
-                    r.gemmShare() == null ? "-" : f(r.groupedGflops() / r.gemmShare()), mb(r.naiveBytes()),
-                    mb(r.factorisedBytes()),
-                    r.note() == null ? "" : "  (" + r.note() + ")");
-            out.flush();
+            for (Weights wt : weightTypes) {
+                Result r = c.lowRank() ? lowRank(c, wt) : experts(c, wt);
+                results.add(r);
+                print(r);
+            }
         }
         return results;
+    }
+
+    private void print(Result r) {
+        out.printf(Locale.ROOT, "%-17s %7s %9s %9s %9s %8s %9s %9s %7s %6s %9s %11s %11s%s%n", r.name(), r.weights(),
+                f(r.loopMs()), f(r.groupedMs()), f(r.naiveMs()), r.speedup() == null ? "-" : f(r.speedup()) + "x",
+                f(r.groupedGflops()), f(r.denseGflops()),
+                r.groupedGflops() == null ? "-" : pct(r.groupedGflops() / r.denseGflops()),
+                r.gemmShare() == null ? "-" : pct(r.gemmShare()),
+                r.gemmShare() == null ? "-" : f(r.groupedGflops() / r.gemmShare()), mb(r.naiveBytes()),
+                mb(r.factorisedBytes()), r.note() == null ? "" : "  (" + r.note() + ")");
+        out.flush();
     }
 
     /** The per-expert loop with every core: BLAS threads for its products, the element-wise work in parallel. */
@@ -169,15 +216,15 @@ public final class MoeBench {
         return g;
     }
 
-    private Result experts(Case c) {
+    private Result experts(Case c, Weights wt) {
         Routes routes = SyntheticRouting.routes(c.tokens(), c.experts(), c.topK(), 42);
         int n = routes.plan.rows();
         int d = c.hidden();
         int i = c.intermediate();
         int e = c.experts();
-        ExpertWeights base = new ExpertWeights(uniform(1, 1 / Math.sqrt(d), e, i, d),      // w1 [E, I, D]
-                uniform(2, 1 / Math.sqrt(d), e, i, d),                                     // w3 [E, I, D]
-                uniform(3, 1 / Math.sqrt(i), e, d, i));                                    // w2 [E, D, I]
+        ExpertWeights base = new ExpertWeights(stored(uniform(1, 1 / Math.sqrt(d), e, i, d), wt),  // w1 [E, I, D]
+                stored(uniform(2, 1 / Math.sqrt(d), e, i, d), wt),                                 // w3 [E, I, D]
+                stored(uniform(3, 1 / Math.sqrt(i), e, d, i), wt));                                // w2 [E, D, I]
         LoraExperts gate = lora(11, e, d, i, c.rank());
         LoraExperts up = lora(12, e, d, i, c.rank());
         LoraExperts down = lora(13, e, i, d, c.rank());
@@ -203,15 +250,34 @@ public final class MoeBench {
         }
         double flops = c.usefulFlops();
         double dense = DenseReference.medianMs(n, d, flops, repeats);
-        return new Result(c.name(), loop, grouped, naive, loop / grouped, flops / grouped / 1e6, flops / dense / 1e6,
-                null, null, share, note);
+        return new Result(c.name(), wt.label(), loop, grouped, naive, loop / grouped, flops / grouped / 1e6,
+                flops / dense / 1e6, null, null, share, note);
+    }
+
+    /**
+     * {@code w} [E, out, in] float32 as the bench stores it: the stacked array itself, or one bf16 matrix per expert
+     * (as a checkpoint's separate tensors), widened per tile by the products.
+     */
+    private static WeightStack stored(INDArray w, Weights wt) {
+        if (wt == Weights.FP32) {
+            return WeightStack.of(w);
+        }
+        List<INDArray> perExpert = new ArrayList<>();
+        for (int g = 0; g < w.size(0); g++) {
+            perExpert.add(w.slice(g).castTo(wt.stored));                                   // [out, in] bf16
+        }
+        return WeightStack.of(perExpert);
     }
 
     private static double passMs(ExpertFfn ffn, INDArray x, Routes routes, INDArray dOut, int runs) {
         return Stopwatch.medianMs(1, runs, () -> ffn.backward(ffn.forward(x, routes), dOut));
     }
 
-    private Result lowRank(Case c) {
+    private Result lowRank(Case c, Weights wt) {
+        if (wt != Weights.FP32) {
+            return new Result(c.name(), wt.label(), null, null, null, null, null, null, null, null, null,
+                    "not measured: low-rank experts load their base widened to float32");
+        }
         int d = c.hidden();
         int i = c.intermediate();
         LowRankWeights w = LowRankWeights.random(d, i, c.experts(), c.rank(), 1.0, 0.05, DataType.FLOAT, 7);
@@ -241,8 +307,8 @@ public final class MoeBench {
                 DataType.FLOAT);
         double flops = c.usefulFlops();
         double dense = DenseReference.medianMs(c.tokens(), d, flops, repeats);
-        return new Result(c.name(), loop, grouped, naive, loop / grouped, flops / grouped / 1e6, flops / dense / 1e6,
-                naiveBytes, factorisedBytes, share, String.format(Locale.ROOT,
+        return new Result(c.name(), wt.label(), loop, grouped, naive, loop / grouped, flops / grouped / 1e6,
+                flops / dense / 1e6, naiveBytes, factorisedBytes, share, String.format(Locale.ROOT,
                 "naive timed on T=%d and scaled to T=%d; naive/factorised bytes %.1fx", sub, c.tokens(),
                 naiveBytes / (double) factorisedBytes));
     }
@@ -253,6 +319,7 @@ public final class MoeBench {
         for (Result r : results) {
             Map<String, Object> m = new LinkedHashMap<>();
             m.put("name", r.name());
+            m.put("weights", r.weights());
             m.put("loop_ms", r.loopMs());
             m.put("grouped_ms", r.groupedMs());
             m.put("naive_ms", r.naiveMs());

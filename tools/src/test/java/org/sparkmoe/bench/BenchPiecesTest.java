@@ -30,6 +30,15 @@ class BenchPiecesTest {
     }
 
     @Test
+    void weightTypesDefaultToFp32KeepTheOrderGivenAndNameTheUnknownOne() {
+        assertEquals(List.of(MoeBench.Weights.FP32), MoeBench.Weights.select(null));
+        assertEquals(List.of(MoeBench.Weights.BF16, MoeBench.Weights.FP32), MoeBench.Weights.select("bf16, fp32"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> MoeBench.Weights.select("fp16"));
+        assertEquals("unknown --dtype 'fp16', expected fp32 or bf16", e.getMessage());
+    }
+
+    @Test
     void syntheticRoutingPicksKDistinctExpertsPerTokenWithWeightsSummingToOne() {
         int tokens = 50;
         int experts = 8;

@@ -14,7 +14,7 @@ import java.util.concurrent.Callable;
 
 /** {@code sparkmoe bench moe}: parses options and calls {@link MoeBench}; runs in the driver JVM, no Spark job. */
 @Command(name = "moe", mixinStandardHelpOptions = true, sortOptions = false,
-        description = {"Forward+backward of the MoE-LoRA experts (float32): per-expert loop vs grouped GEMM vs naive,"
+        description = {"Forward+backward of the MoE-LoRA experts (float32 compute; base weights fp32 or bf16): per-expert loop vs grouped GEMM vs naive,"
                 + " GFLOP/s beside one dense GEMM with the same FLOPs, and the memory of low-rank experts.",
                 "Cases: mixtral-like, fine-grained, small-batch, low-rank-100x."})
 public final class MoeBenchCommand implements Callable<Integer> {
@@ -31,6 +31,11 @@ public final class MoeBenchCommand implements Callable<Integer> {
                     + " 1: groups in order, BLAS threads = cores.")
     Integer gemmThreads;
 
+    @Option(names = "--dtype", paramLabel = "fp32,bf16",
+            description = "How the frozen base expert weights are stored: fp32, bf16 (one matrix per expert, widened"
+                    + " per tile in the products, as a mapped bf16 checkpoint), or both comma-separated. Default: fp32.")
+    String dtype;
+
     @Option(names = "--json", paramLabel = "FILE", description = "Also write the table as JSON.")
     Path json;
 
@@ -44,9 +49,10 @@ public final class MoeBenchCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--json " + json + " is a folder; bench moe writes one JSON file");
         }
         List<MoeBench.Case> selected = MoeBench.select(cases);
+        List<MoeBench.Weights> weights = MoeBench.Weights.select(dtype);
         List<MoeBench.Result> results = new MoeBench(repeats,
                 gemmThreads == null ? Runtime.getRuntime().availableProcessors() : gemmThreads, chosen, System.out)
-                .run(selected);
+                .run(selected, weights);
         if (json != null) {
             MoeBench.writeJson(results, json);
             System.out.println("wrote " + json);

@@ -1,0 +1,102 @@
+package org.sparkmoe.kernels;
+
+import jdk.incubator.vector.DoubleVector;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * Element-wise row operations of the MoE combine and scatter, and the float32 ↔ float64 copies of
+ * {@link NativeElements}, with the Vector API (four float64 lanes, as {@link Exp}). Each is the same IEEE operations
+ * in the same order as its scalar loop (the {@code …Scalar} methods, the reference VectorRowsTest compares against),
+ * so both give the same bits: lanes never combine, so the last partial vector may be done by the scalar loop.
+ */
+public final class VectorRows {
+    private static final VectorSpecies<Double> DOUBLES = Exp.SPECIES;
+    private static final VectorSpecies<Float> FLOATS = VectorSpecies.of(float.class,
+            jdk.incubator.vector.VectorShape.forBitSize(DOUBLES.vectorBitSize() / 2));   // as many float lanes
+
+    private VectorRows() {
+    }
+
+    /** acc[at + i] = round(acc[at + i] + round(g · y[i])) for i &lt; n (rounded to float32 when {@code single}). */
+    public static void addScaled(double[] acc, int at, double g, double[] y, int n, boolean single) {
+        int i = 0;
+        for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
+            DoubleVector p = round(DoubleVector.fromArray(DOUBLES, y, i).mul(g), single);
+            round(DoubleVector.fromArray(DOUBLES, acc, at + i).add(p), single).intoArray(acc, at + i);
+        }
+        addScaledScalar(acc, at, g, y, i, n, single);
+    }
+
+    /** {@link #addScaled} for i in from..n-1, one element at a time: the reference. */
+    static void addScaledScalar(double[] acc, int at, double g, double[] y, int from, int n, boolean single) {
+        for (int i = from; i < n; i++) {
+            acc[at + i] = Flat.round(acc[at + i] + Flat.round(g * y[i], single), single);
+        }
+    }
+
+    /** out[i] = g · x[at + i] for i &lt; n. */
+    public static void scale(double[] out, double g, double[] x, int at, int n) {
+        int i = 0;
+        for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
+            DoubleVector.fromArray(DOUBLES, x, at + i).mul(g).intoArray(out, i);
+        }
+        scaleScalar(out, g, x, at, i, n);
+    }
+
+    static void scaleScalar(double[] out, double g, double[] x, int at, int from, int n) {
+        for (int i = from; i < n; i++) {
+            out[i] = g * x[at + i];
+        }
+    }
+
+    /** acc[at + i] += x[i] for i &lt; n. */
+    public static void add(double[] acc, int at, double[] x, int n) {
+        int i = 0;
+        for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
+            DoubleVector.fromArray(DOUBLES, acc, at + i).add(DoubleVector.fromArray(DOUBLES, x, i))
+                    .intoArray(acc, at + i);
+        }
+        addScalar(acc, at, x, i, n);
+    }
+
+    static void addScalar(double[] acc, int at, double[] x, int from, int n) {
+        for (int i = from; i < n; i++) {
+            acc[at + i] += x[i];
+        }
+    }
+
+    /** out[i] = in[i] widened, for i &lt; n (exact). */
+    public static void widen(float[] in, double[] out, int n) {
+        int i = 0;
+        for (int end = FLOATS.loopBound(n); i < end; i += FLOATS.length()) {
+            ((DoubleVector) FloatVector.fromArray(FLOATS, in, i).convertShape(VectorOperators.F2D, DOUBLES, 0))
+                    .intoArray(out, i);
+        }
+        for (; i < n; i++) {
+            out[i] = in[i];
+        }
+    }
+
+    /** out[i] = (float) in[i] (round to nearest even), for i &lt; n. */
+    public static void narrow(double[] in, float[] out, int n) {
+        int i = 0;
+        for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
+            ((FloatVector) DoubleVector.fromArray(DOUBLES, in, i).convertShape(VectorOperators.D2F, FLOATS, 0))
+                    .intoArray(out, i);
+        }
+        for (; i < n; i++) {
+            out[i] = (float) in[i];
+        }
+    }
+
+    /** v rounded to float32 lane by lane when {@code single} (a cast there and back: round to nearest even). */
+    static DoubleVector round(DoubleVector v, boolean single) {
+        if (!single) {
+            return v;
+        }
+        return (DoubleVector) v.convertShape(VectorOperators.D2F, FLOATS, 0)
+                .convertShape(VectorOperators.F2D, DOUBLES, 0);
+    }
+}

@@ -1,0 +1,87 @@
+package org.sparkmoe.kernels;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+
+/**
+ * {@link VectorRows} against its scalar loops, element by element with the same bits, on rows whose length leaves a
+ * partial last vector, float32-valued and not, at an offset into the accumulator; the float copies against casts.
+ */
+class VectorRowsTest {
+    private static final int[] LENGTHS = {0, 1, 3, 4, 5, 64, 511, 4099};
+
+    private static double[] random(Random rnd, int n, boolean single) {
+        double[] v = new double[n];
+        for (int i = 0; i < n; i++) {
+            double x = rnd.nextGaussian() * Math.pow(10, rnd.nextInt(9) - 4);
+            v[i] = single ? (float) x : x;
+        }
+        return v;
+    }
+
+    private static void assertSameBits(double[] expected, double[] actual, String what) {
+        assertEquals(expected.length, actual.length, what);
+        for (int i = 0; i < expected.length; i++) {
+            assertEquals(Double.doubleToLongBits(expected[i]), Double.doubleToLongBits(actual[i]),
+                    what + " at " + i + ": " + expected[i] + " vs " + actual[i]);
+        }
+    }
+
+    @Test
+    void addScaledGivesTheScalarBits() {
+        Random rnd = new Random(1);
+        for (boolean single : new boolean[] {true, false}) {
+            for (int n : LENGTHS) {
+                double[] y = random(rnd, n, single);
+                double[] acc = random(rnd, n + 7, single);
+                double[] reference = acc.clone();
+                double g = rnd.nextDouble();                    // not a float32 value: the product is rounded
+                VectorRows.addScaled(acc, 7, g, y, n, single);
+                VectorRows.addScaledScalar(reference, 7, g, y, 0, n, single);
+                assertSameBits(reference, acc, "addScaled single=" + single + " n=" + n);
+            }
+        }
+    }
+
+    @Test
+    void scaleAndAddGiveTheScalarBits() {
+        Random rnd = new Random(2);
+        for (int n : LENGTHS) {
+            double[] x = random(rnd, n + 3, false);
+            double[] out = new double[n];
+            double[] reference = new double[n];
+            double g = rnd.nextGaussian();
+            VectorRows.scale(out, g, x, 3, n);
+            VectorRows.scaleScalar(reference, g, x, 3, 0, n);
+            assertSameBits(reference, out, "scale n=" + n);
+
+            double[] acc = random(rnd, n + 5, false);
+            double[] accReference = acc.clone();
+            VectorRows.add(acc, 5, out, n);
+            VectorRows.addScalar(accReference, 5, out, 0, n);
+            assertSameBits(accReference, acc, "add n=" + n);
+        }
+    }
+
+    @Test
+    void widenAndNarrowAreCasts() {
+        Random rnd = new Random(3);
+        for (int n : LENGTHS) {
+            double[] d = random(rnd, n, false);
+            if (n > 0) {
+                d[n / 2] = Double.NaN;
+            }
+            float[] narrowed = new float[n];
+            VectorRows.narrow(d, narrowed, n);
+            double[] widened = new double[n];
+            VectorRows.widen(narrowed, widened, n);
+            for (int i = 0; i < n; i++) {
+                assertEquals(Float.floatToIntBits((float) d[i]), Float.floatToIntBits(narrowed[i]), "narrow " + d[i]);
+                assertEquals(Double.doubleToLongBits(narrowed[i]), Double.doubleToLongBits(widened[i]),
+                        "widen " + narrowed[i]);
+            }
+        }
+    }
+}
