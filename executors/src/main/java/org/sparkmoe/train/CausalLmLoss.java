@@ -1,15 +1,22 @@
 package org.sparkmoe.train;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.INDArrayIndex;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.kernels.Flat;
 
 /**
  * Causal-LM cross-entropy of token windows (the protocol of {@link org.sparkmoe.model.Perplexity}): in each window
  * of S tokens, positions 1..S-1 are scored, each predicted from the logits of the position before it. The loss is
  * the mean over all B·(S−1) scored positions (= the mean of the windows' means, every window having S−1), as
- * transformers' {@code ForCausalLMLoss} with mean reduction. Computed in float64.
+ * transformers' {@code ForCausalLMLoss} with mean reduction. Computed in float64, in blocks of rows of at most
+ * {@link #BLOCK_ELEMENTS} logits, so the float64 copy on the heap stays small whatever the vocabulary and batch.
  */
 public final class CausalLmLoss {
+    /** Logits widened to float64 at once: 2²¹ (16 MiB of heap; 13 rows of a 152k vocabulary). */
+    static final long BLOCK_ELEMENTS = 1L << 21;
+
     private CausalLmLoss() {
     }
 
@@ -28,6 +35,11 @@ public final class CausalLmLoss {
      * @param windows B windows of S ≥ 2 token ids
      */
     public static Result compute(INDArray logits, int[][] windows) {
+        return compute(logits, windows, BLOCK_ELEMENTS);
+    }
+
+    /** {@link #compute(INDArray, int[][])} widening at most {@code blockElements} logits at once (whole rows). */
+    static Result compute(INDArray logits, int[][] windows, long blockElements) {
         int batch = windows.length;
         int seq = windows[0].length;
         if (seq < 2) {
@@ -39,11 +51,18 @@ public final class CausalLmLoss {
         }
         int vocab = (int) logits.size(1);
         long scored = (long) batch * (seq - 1);
-        double[] z = Flat.values(logits);                                  // [B·S·V], becomes dlogits
+        long rows = logits.size(0);
+        int blockRows = (int) Math.max(1, blockElements / vocab);
+        INDArray dLogits = Nd4j.createUninitialized(logits.dataType(), logits.shape(), 'c');          // [B·S, V]
         double total = 0;
-        for (int b = 0; b < batch; b++) {
-            for (int s = 0; s < seq; s++) {
-                int row = (b * seq + s) * vocab;
+        for (long first = 0; first < rows; first += blockRows) {
+            long end = Math.min(rows, first + blockRows);
+            INDArrayIndex block = NDArrayIndex.interval(first, end);
+            double[] z = Flat.values(logits.get(block, NDArrayIndex.all()));        // [rows, V], becomes dlogits
+            for (long r = first; r < end; r++) {
+                int row = (int) (r - first) * vocab;
+                int b = (int) (r / seq);
+                int s = (int) (r % seq);
                 if (s + 1 == seq) {
                     java.util.Arrays.fill(z, row, row + vocab, 0.0);
                     continue;
@@ -65,7 +84,9 @@ public final class CausalLmLoss {
                 }
                 z[row + target] -= 1.0 / scored;
             }
+            dLogits.get(block, NDArrayIndex.all()).assign(Flat.array(z, new long[] {end - first, vocab},
+                    logits.dataType()));
         }
-        return new Result(total / scored, Flat.array(z, logits.shape(), logits.dataType()), scored);
+        return new Result(total / scored, dLogits, scored);
     }
 }

@@ -1,5 +1,6 @@
 package org.sparkmoe.train;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -43,6 +44,18 @@ class CausalLmLossTest {
         INDArray logits = GradientCheck.gaussian(new Random(3), DataType.DOUBLE, 2.0, 8, 5);
         INDArray d = CausalLmLoss.compute(logits, windows).dLogits();
         GradientCheck.check("causal lm loss: logits", logits, d, () -> CausalLmLoss.compute(logits, windows).value());
+    }
+
+    @Test
+    void rowBlocksGiveTheSameBitsAsOneBlock() {
+        int[][] windows = {{3, 1, 4, 1, 5}, {9, 2, 6, 5, 3}, {5, 8, 9, 7, 9}};
+        INDArray logits = Nd4j.rand(DataType.FLOAT, 15, 11).muli(6).subi(3);
+        CausalLmLoss.Result whole = CausalLmLoss.compute(logits, windows, Long.MAX_VALUE);
+        for (long block : new long[] {1, 11, 22, 40, 11 * 7}) {   // 1, 1, 2, 3 and 7 rows: blocks cross windows
+            CausalLmLoss.Result r = CausalLmLoss.compute(logits, windows, block);
+            assertEquals(Double.doubleToLongBits(whole.value()), Double.doubleToLongBits(r.value()), "block " + block);
+            assertArrayEquals(whole.dLogits().data().asFloat(), r.dLogits().data().asFloat(), "block " + block);
+        }
     }
 
     @Test
