@@ -7,7 +7,9 @@ import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.model.ModelFolder;
 
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -44,6 +46,21 @@ final class FixtureCommands {
         double ppl = JSON.readTree(out.toFile()).get("all").get("ppl").asDouble();
         assertTrue(Double.isFinite(ppl) && ppl > 1, model + ": ppl " + ppl);
         return ppl;
+    }
+
+    /**
+     * The demo on fixture {@code name} (window 64, 4 train steps) over the first 60 000 characters of two corpus
+     * files; the {@code surgery.rescale} its summary reports (measured, or none without renormalised top-k weights).
+     */
+    static String demoRescale(String name, Path tmp) throws Exception {
+        Path out = tmp.resolve("demo");
+        Path corpus = Files.createDirectories(tmp.resolve("corpus"));
+        for (String file : List.of("sysadmin.txt", "fortunes.txt")) {
+            Files.writeString(corpus.resolve(file), Files.readString(Fixtures.corpus(file)).substring(0, 60_000));
+        }
+        ok("demo", "--model", model(name).toString(), "--data", corpus.toString(), "--out", out.toString(),
+                "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
+        return JSON.readTree(out.resolve("summary.json").toFile()).get("surgery").get("rescale").asText();
     }
 
     /** Tensor {@code name} of the checkpoint in {@code model}, read as float32 (FP8 weights dequantized). */

@@ -163,15 +163,7 @@ class GptOssCommandsTest {
     /** The demo (calibrate, topk with the measured rescale, train, eval) on gpt-oss. */
     @Test
     void demoRuns(@TempDir Path tmp) throws Exception {
-        Path out = tmp.resolve("demo");
-        Path corpus = Files.createDirectories(tmp.resolve("corpus"));
-        for (String file : List.of("sysadmin.txt", "fortunes.txt")) {
-            Files.writeString(corpus.resolve(file), Files.readString(Fixtures.corpus(file)).substring(0, 60_000));
-        }
-        ok("demo", "--model", model("gpt-oss-tiny").toString(), "--data", corpus.toString(), "--out", out.toString(),
-                "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
-        JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
-        assertEquals("measured", summary.get("surgery").get("rescale").asText(), summary.toString());
+        assertEquals("measured", FixtureCommands.demoRescale("gpt-oss-tiny", tmp));
     }
 
     @Test

@@ -310,29 +310,13 @@ class NewModelTypesCommandsTest {
     /** The demo on OLMoE, whose norm_topk_prob is false: its topk step rescales with none instead of measured. */
     @org.junit.jupiter.api.Test
     void demoRunsOnOlmoe(@TempDir Path tmp) throws Exception {
-        Path out = tmp.resolve("demo");
-        Path corpus = Files.createDirectories(tmp.resolve("corpus"));
-        for (String file : List.of("sysadmin.txt", "fortunes.txt")) {
-            Files.writeString(corpus.resolve(file), Files.readString(Fixtures.corpus(file)).substring(0, 60_000));
-        }
-        ok("demo", "--model", model("olmoe-tiny").toString(), "--data", corpus.toString(), "--out", out.toString(),
-                "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
-        JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
-        assertEquals("none", summary.get("surgery").get("rescale").asText(), summary.toString());
+        assertEquals("none", FixtureCommands.demoRescale("olmoe-tiny", tmp));
     }
 
     /** The demo on GLM-4.5 (sigmoid router with a correction bias, groups, a shared expert). */
     @org.junit.jupiter.api.Test
     void demoRunsOnGlm(@TempDir Path tmp) throws Exception {
-        Path out = tmp.resolve("demo");
-        Path corpus = Files.createDirectories(tmp.resolve("corpus"));
-        for (String file : List.of("sysadmin.txt", "fortunes.txt")) {
-            Files.writeString(corpus.resolve(file), Files.readString(Fixtures.corpus(file)).substring(0, 60_000));
-        }
-        ok("demo", "--model", model("glm4-moe-tiny").toString(), "--data", corpus.toString(), "--out", out.toString(),
-                "--window", "64", "--train-steps", "4", "--max-tokens-per-file", "2048", "--master", "local[2]");
-        JsonNode summary = JSON.readTree(out.resolve("summary.json").toFile());
-        assertEquals("measured", summary.get("surgery").get("rescale").asText(), summary.toString());
+        assertEquals("measured", FixtureCommands.demoRescale("glm4-moe-tiny", tmp));
     }
 
     /**
