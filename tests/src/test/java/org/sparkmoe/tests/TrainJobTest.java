@@ -109,6 +109,8 @@ class TrainJobTest {
             // this JVM ran the tasks: its anonymous RSS is at least its heap in use
             long heapUsed = Runtime.getRuntime().totalMemory() - Runtime.getRuntime().freeMemory();
             assertTrue(line.get("executor_rss_anon_bytes").asLong() > Math.min(heapUsed, 64L << 20), log.get(round));
+            long heap = line.get("executor_heap_committed_bytes").asLong();
+            assertTrue(heap > 0 && heap <= Runtime.getRuntime().maxMemory(), log.get(round));
         }
     }
 

@@ -4,7 +4,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
-/** This JVM's anonymous resident memory (heap, ND4J buffers, scratch; not the memory-mapped weights). */
+/** This JVM's anonymous resident memory (heap, ND4J buffers, scratch; not the memory-mapped weights) and its heap. */
 final class ProcessMemory {
     private static final Path STATUS = Path.of("/proc/self/status");
 
@@ -23,5 +23,10 @@ final class ProcessMemory {
             return -1;
         }
         return -1;
+    }
+
+    /** The bytes the JVM has committed to its heap now (part of {@link #rssAnonBytes()} once touched). */
+    static long heapCommittedBytes() {
+        return Runtime.getRuntime().totalMemory();
     }
 }

@@ -22,10 +22,11 @@ import java.util.Locale;
  * @param bytesReturned  bytes of the P float32 partials averaged through the shuffle
  * @param executorRssAnon the largest anonymous RSS (heap, ND4J buffers; not the mapped weights) of an executor JVM
  *                       at the end of its local steps, bytes; −1 where unknown (not Linux)
+ * @param executorHeapCommitted that JVM's committed heap then, bytes: the rest of its anonymous RSS is off the heap
  */
 public record RoundLog(long round, long step, double loss, double ce, double aux, double lr, long tokens,
                        double seconds, double computeSeconds, int partitions, long bytesBroadcast,
-                       long bytesReturned, long executorRssAnon) {
+                       long bytesReturned, long executorRssAnon, long executorHeapCommitted) {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     /** Round time not spent in local steps: broadcast, scheduling, aggregation and averaging. */
@@ -58,6 +59,7 @@ public record RoundLog(long round, long step, double loss, double ce, double aux
         o.put("bytes_averaged", bytesBroadcast + bytesReturned);
         if (executorRssAnon >= 0) {
             o.put("executor_rss_anon_bytes", executorRssAnon);
+            o.put("executor_heap_committed_bytes", executorHeapCommitted);
         }
         return o.toString();
     }
@@ -69,6 +71,7 @@ public record RoundLog(long round, long step, double loss, double ce, double aux
                 round + 1, rounds, step, steps, loss, ce, aux, lr, tokensPerSecond(), tokensPerSecondPerPartition(),
                 seconds, averagingSeconds(), 100 * averagingSeconds() / seconds,
                 (bytesBroadcast + bytesReturned) / 1e6, executorRssAnon < 0 ? ""
-                        : String.format(Locale.ROOT, ", executor anon RSS %d MiB", executorRssAnon >> 20));
+                        : String.format(Locale.ROOT, ", executor anon RSS %d MiB (heap %d MiB)", executorRssAnon >> 20,
+                        executorHeapCommitted >> 20));
     }
 }

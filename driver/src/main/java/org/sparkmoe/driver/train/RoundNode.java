@@ -19,13 +19,15 @@ final class RoundNode {
     double seconds;
     /** The largest anonymous RSS of the partitions' JVMs after their local steps, bytes; −1 unknown. */
     long rssAnon = -1;
+    /** The committed heap of the JVM whose {@link #rssAnon} this is, bytes. */
+    long heapCommitted;
 
     /** For Kryo. */
     RoundNode() {
     }
 
     RoundNode(int partition, StateMean mean, int steps, double lossSum, double ceSum, double auxSum, long tokens,
-              double seconds, long rssAnon) {
+              double seconds, long rssAnon, long heapCommitted) {
         this.first = partition;
         this.count = 1;
         this.mean = mean;
@@ -36,6 +38,7 @@ final class RoundNode {
         this.tokens = tokens;
         this.seconds = seconds;
         this.rssAnon = rssAnon;
+        this.heapCommitted = heapCommitted;
     }
 
     /** The parent of two sibling nodes, given in either order: the left one (lower partitions) goes first. */
@@ -57,7 +60,9 @@ final class RoundNode {
         p.auxSum = left.auxSum + right.auxSum;
         p.tokens = left.tokens + right.tokens;
         p.seconds = Math.max(left.seconds, right.seconds);
-        p.rssAnon = Math.max(left.rssAnon, right.rssAnon);
+        RoundNode larger = left.rssAnon >= right.rssAnon ? left : right;
+        p.rssAnon = larger.rssAnon;
+        p.heapCommitted = larger.heapCommitted;
         return p;
     }
 }

@@ -63,7 +63,7 @@ final class RoundTree {
         }
         RoundNode metrics = top[0];
         return new Round(StateMean.join(means), metrics.lossSum / metrics.steps, metrics.ceSum / metrics.steps,
-                metrics.auxSum / metrics.steps, metrics.tokens, metrics.seconds, metrics.rssAnon);
+                metrics.auxSum / metrics.steps, metrics.tokens, metrics.seconds, metrics.rssAnon, metrics.heapCommitted);
     }
 
     /**
@@ -74,8 +74,9 @@ final class RoundTree {
      * @param tokens         tokens forwarded by all partitions
      * @param computeSeconds the slowest partition's time in its local steps
      * @param rssAnon        the largest anonymous RSS of an executor JVM after its local steps; −1 unknown
+     * @param heapCommitted  that JVM's committed heap then
      */
     record Round(TrainState state, double loss, double ce, double aux, long tokens, double computeSeconds,
-                 long rssAnon) {
+                 long rssAnon, long heapCommitted) {
     }
 }

@@ -88,7 +88,7 @@ public final class TrainJob {
                 TrainOptions options = plan.options();
                 listener.roundDone(new RoundLog(round, state.step(), done.loss(), done.ce(), done.aux(),
                         options.schedule().at(state.step() - 1), done.tokens(), seconds, done.computeSeconds(),
-                        plan.partitions(), bytesBroadcast, bytesReturned, done.rssAnon()), state);
+                        plan.partitions(), bytesBroadcast, bytesReturned, done.rssAnon(), done.heapCommitted()), state);
             }
         } finally {
             shards.unpersist(false);
@@ -200,8 +200,8 @@ public final class TrainJob {
         for (StateMean chunk : StateMean.split(state, (long) steps * plan.batchWindows(), StateMean.CHUNK_BYTES)) {
             RoundNode leaf = chunk.chunk() == 0
                     ? new RoundNode(shard.partition, chunk, steps, loss, ce, aux, tokens, seconds,
-                    ProcessMemory.rssAnonBytes())
-                    : new RoundNode(shard.partition, chunk, 0, 0, 0, 0, 0, 0, -1);
+                    ProcessMemory.rssAnonBytes(), ProcessMemory.heapCommittedBytes())
+                    : new RoundNode(shard.partition, chunk, 0, 0, 0, 0, 0, 0, -1, 0);
             leaves.add(new Tuple2<>((long) shard.partition, leaf));
         }
         return leaves;

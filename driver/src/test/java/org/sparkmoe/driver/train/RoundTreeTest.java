@@ -57,11 +57,13 @@ class RoundTreeTest {
             differs |= !java.util.Arrays.equals(floats(fold.params().get(key)), floats(expected.params().get(key)));
         }
         assertTrue(differs, "test states too tame: fold and tree agree everywhere");
-        // metrics: steps 2 per partition, loss sums p + 1, tokens 100 p, seconds p / 10, RSS 1000·(3p mod 5)
+        // metrics: steps 2 per partition, loss sums p + 1, tokens 100 p, seconds p / 10, RSS 1000·(3p mod 5),
+        // heap 10 p
         assertEquals(15.0 / 10, one.loss(), 0);
         assertEquals(1000, one.tokens());
         assertEquals(0.4, one.computeSeconds(), 0);
         assertEquals(4000, one.rssAnon(), "the largest executor RSS of the round");
+        assertEquals(30, one.heapCommitted(), "the heap of the JVM with the largest RSS (partition 3)");
         assertEquals(3, one.state().step());
     }
 
@@ -70,8 +72,9 @@ class RoundTreeTest {
         for (int p = 0; p < P; p++) {
             for (StateMean chunk : StateMean.split(states[p], weights[p], CHUNK)) {
                 leaves.add(new Tuple2<>((long) p, chunk.chunk() == 0
-                        ? new RoundNode(p, chunk, 2, p + 1, p + 1, 0, 100L * p, p / 10.0, 1000L * ((p * 3) % 5))
-                        : new RoundNode(p, chunk, 0, 0, 0, 0, 0, 0, -1)));
+                        ? new RoundNode(p, chunk, 2, p + 1, p + 1, 0, 100L * p, p / 10.0, 1000L * ((p * 3) % 5),
+                        10L * p)
+                        : new RoundNode(p, chunk, 0, 0, 0, 0, 0, 0, -1, 0)));
             }
         }
         try (JavaSparkContext sc = new JavaSparkContext(SparkContexts.conf("round-tree-test", master))) {
