@@ -108,6 +108,7 @@ public final class TrainStep {
         MoeTransformer.TrainingContext ctx = model.forwardTraining(windows, blocks,
                 Seeds.derive(opts.seed(), "jitter/step/" + state.step()), backward && opts.checkpointActivations());
         CausalLmLoss.Result ce = CausalLmLoss.compute(ctx.logits(), windows);
+        free(ctx.logits());                                                                   // [B·S, V]
         double aux = balanced(c) ? LoadBalancingLoss.value(ctx.routerLogits(), c.num_experts, topK) : 0.0;
         long tokens = (long) windows.length * windows[0].length;
         if (!backward) {
@@ -116,6 +117,7 @@ public final class TrainStep {
         List<INDArray> dRouterLogits = coef == 0 ? null
                 : LoadBalancingLoss.gradient(ctx.routerLogits(), c.num_experts, topK, coef);
         List<MoeBlock.Gradients> grads = model.backward(ctx, ce.dLogits(), dRouterLogits);
+        free(ce.dLogits());                                                                   // [B·S, V]
 
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         for (int i = 0; i < moeLayers.size(); i++) {
@@ -151,6 +153,17 @@ public final class TrainStep {
         }
         TrainState.checkLike("gradients", state.params(), out);
         return new Evaluation(ce.value(), aux, ce.value() + coef * aux, out, tokens, ce.scored());
+    }
+
+    /**
+     * Frees an array no one reads any more now, instead of when the garbage collector finds its wrapper: the logits
+     * and their gradient (B·S × V floats each, the largest arrays of a step) would otherwise pile up off the heap
+     * between collections of a mostly idle heap.
+     */
+    private static void free(INDArray done) {
+        if (done.closeable()) {
+            done.close();
+        }
     }
 
     /**
