@@ -33,15 +33,17 @@ public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Long
     }
 
     /**
-     * A float32 array written as {@code dtype} (F32, BF16 rounded to nearest even, F16, or F64), in bounded chunks.
+     * A float32 array written as {@code dtype} (F32, BF16 rounded to nearest even, F16, or F64), in bounded chunks; a
+     * bf16 or f16 array (a mapped checkpoint's tensor in its stored type) is widened one chunk at a time, exactly.
      */
     record Floats(String name, INDArray array, DType dtype) implements NamedTensor {
 
         public Floats {
             Objects.requireNonNull(name, "name");
-            if (array.dataType() != DataType.FLOAT) {
-                throw new IllegalArgumentException("tensor '" + name + "': expected a FLOAT array, found "
-                        + array.dataType());
+            if (array.dataType() != DataType.FLOAT && array.dataType() != DataType.BFLOAT16
+                    && array.dataType() != DataType.HALF) {
+                throw new IllegalArgumentException("tensor '" + name + "': expected a FLOAT, BFLOAT16 or HALF array, "
+                        + "found " + array.dataType());
             }
             if (!ElementEncoder.FLOAT_TYPES.contains(dtype)) {
                 throw new IllegalArgumentException("tensor '" + name + "': cannot write floats as " + dtype);
@@ -69,7 +71,9 @@ public sealed interface NamedTensor permits NamedTensor.Floats, NamedTensor.Long
                     .order(ByteOrder.LITTLE_ENDIAN);
             for (long start = 0; start < n; start += CHUNK_ELEMENTS) {
                 long stop = Math.min(n, start + CHUNK_ELEMENTS);
-                float[] values = flat.get(NDArrayIndex.interval(start, stop)).toFloatVector();
+                INDArray part = flat.get(NDArrayIndex.interval(start, stop));
+                // a bf16/f16 array (a mapped checkpoint's tensor) is widened one chunk at a time, exactly
+                float[] values = (part.dataType() == DataType.FLOAT ? part : part.castTo(DataType.FLOAT)).toFloatVector();
                 chunk.clear();
                 if (dtype == DType.F32) {
                     chunk.asFloatBuffer().put(values);                           // bulk: the common case

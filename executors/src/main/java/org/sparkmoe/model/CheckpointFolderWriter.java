@@ -21,9 +21,11 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.EnumSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.function.IntFunction;
 
 /**
@@ -41,6 +43,7 @@ public final class CheckpointFolderWriter {
     /** Largest shard written by default: 5 GB, as transformers' save_pretrained ({@code max_shard_size="5GB"}). */
     public static final long DEFAULT_SHARD_BYTES = 5_000_000_000L;
     private static final String SINGLE_FILE = "model.safetensors";
+    private static final Set<DType> STORED_FLOATS = EnumSet.of(DType.F32, DType.BF16, DType.F16);
     private static final String INDEX_FILE = "model.safetensors.index.json";
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
@@ -135,9 +138,12 @@ public final class CheckpointFolderWriter {
         }
         writeShards(fs, dir, shard(sizes, maxShardBytes), names, sizes, i -> {
             String name = names.get(i);
-            // read when its bytes are written, so one tensor at a time is in memory, not a whole shard
+            // read when its bytes are written, one tensor at a time; a float tensor in its stored type over the
+            // source's map, widened a chunk at a time, so not even one tensor is widened whole (a 152k vocabulary's
+            // embedding would be 1.2 GB of float32); FP8 and other codes are decoded by readFloat
             return new NamedTensor.Streamed(name, dtype, tensors.shape(name),
-                    out -> new NamedTensor.Floats(name, tensors.readFloat(name), dtype).writeData(out));
+                    out -> new NamedTensor.Floats(name, STORED_FLOATS.contains(tensors.dtype(name))
+                            ? tensors.stored(name) : tensors.readFloat(name), dtype).writeData(out));
         });
     }
 

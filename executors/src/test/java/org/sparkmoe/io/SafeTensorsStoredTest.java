@@ -106,4 +106,36 @@ class SafeTensorsStoredTest {
             assertTrue(e.getMessage().contains("'ids'"), e.getMessage());
         }
     }
+
+    /** A stored bf16/f16 tensor written as its own type gives its bytes back; as F32 it gives what readFloat reads. */
+    @Test
+    void storedHalfTensorsAreWrittenAChunkAtATimeExactly() throws IOException {
+        int rows = (NamedTensor.CHUNK_ELEMENTS / 7) * 2 + 3;                  // three chunks, the last one short
+        Path path = write("halves.safetensors", List.of(DType.BF16, DType.F16), rows);
+        try (SafeTensorsFile file = SafeTensorsFile.open(path)) {
+            for (String name : List.of("t0", "t1")) {
+                DType dtype = name.equals("t0") ? DType.BF16 : DType.F16;
+                byte[] own = written(new NamedTensor.Floats(name, file.stored(name), dtype));
+                assertArrayEquals(bytes(file.stored(name)), own, name + " as its own type");
+                ByteBuffer f32 = ByteBuffer.wrap(written(new NamedTensor.Floats(name, file.stored(name), DType.F32)))
+                        .order(ByteOrder.LITTLE_ENDIAN);
+                float[] widened = new float[rows * 7];
+                f32.asFloatBuffer().get(widened);
+                assertArrayEquals(file.readFloat(name).data().asFloat(), widened, name + " as F32");
+            }
+        }
+    }
+
+    private static byte[] bytes(INDArray stored) {
+        ByteBuffer data = stored.data().asNio();
+        byte[] out = new byte[(int) (stored.length() * 2)];
+        data.get(out);
+        return out;
+    }
+
+    private static byte[] written(NamedTensor tensor) throws IOException {
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+        tensor.writeData(out);
+        return out.toByteArray();
+    }
 }
