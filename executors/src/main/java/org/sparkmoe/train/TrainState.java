@@ -275,6 +275,21 @@ public final class TrainState {
         return new TrainState(dupAll(params), dupAll(m), dupAll(v), step);
     }
 
+    /**
+     * Frees every tensor of this state now (a task's copy once its averaging chunks are taken), instead of when the
+     * garbage collector finds them: a state copy per task and round would otherwise pile up off the heap. The state
+     * must not be used afterwards.
+     */
+    public void release() {
+        for (Map<String, INDArray> map : List.of(params, m, v)) {
+            for (INDArray a : map.values()) {
+                if (a.closeable()) {
+                    a.close();
+                }
+            }
+        }
+    }
+
     /** Bytes of the tensors (parameters and both moments): what one copy of the state moves. */
     public long bytes() {
         long total = 0;

@@ -56,6 +56,7 @@ public final class TrainStep {
         double norm = GradClip.clip(e.grads(), opts.maxGradNorm());
         double lr = opts.schedule().at(state.step());
         opts.optimizer().update(state, e.grads(), lr);
+        e.grads().values().forEach(TrainStep::free);
         return new StepResult(e.loss(), e.ce(), e.aux(), e.tokens(), e.scored(), lr, norm, state.step());
     }
 
@@ -157,8 +158,8 @@ public final class TrainStep {
 
     /**
      * Frees an array no one reads any more now, instead of when the garbage collector finds its wrapper: the logits
-     * and their gradient (B·S × V floats each, the largest arrays of a step) would otherwise pile up off the heap
-     * between collections of a mostly idle heap.
+     * and their gradient (B·S × V floats each, the largest arrays of a step) and the applied gradients would otherwise
+     * pile up off the heap between collections of a mostly idle heap.
      */
     private static void free(INDArray done) {
         if (done.closeable()) {

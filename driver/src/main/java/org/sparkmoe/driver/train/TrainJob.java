@@ -204,6 +204,7 @@ public final class TrainJob {
                     : new RoundNode(shard.partition, chunk, 0, 0, 0, 0, 0, 0, -1, 0);
             leaves.add(new Tuple2<>((long) shard.partition, leaf));
         }
+        state.release();        // the chunks hold its values now
         return leaves;
     }
 }
