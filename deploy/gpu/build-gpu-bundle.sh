@@ -19,7 +19,7 @@ TOOLS=tools/target/classes
 "$JDK/bin/jar" --update --file "$BUNDLE/sparkmoe-cuda-check.jar" -C "$TOOLS" org/sparkmoe/cuda/check
 if [ ! -f "$BUNDLE/jre.tar.gz" ]; then
   rm -rf /tmp/sparkmoe-jlink && mkdir -p /tmp/sparkmoe-jlink
-  "$JDK/bin/jlink" --add-modules java.base,jdk.unsupported,java.logging,java.management --strip-debug \
+  "$JDK/bin/jlink" --add-modules java.base,jdk.unsupported,java.logging,java.management,jdk.incubator.vector --strip-debug \
     --no-header-files --no-man-pages --compress=2 --output /tmp/sparkmoe-jlink/jre
   tar -czf "$BUNDLE/jre.tar.gz" -C /tmp/sparkmoe-jlink jre
 fi

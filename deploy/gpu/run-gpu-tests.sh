@@ -18,22 +18,24 @@ else
   JAVA=java
 fi
 CP="$BUNDLE/sparkmoe-cuda-check.jar"
+# the element-wise kernels use the Vector API (conf/jvm.properties)
+JAVA="$JAVA --add-modules=jdk.incubator.vector"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/device.txt"
 if [ "$WHAT" = check ] || [ "$WHAT" = all ]; then
   DATA=$(mktemp -d)
-  "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 42 2>&1 | tee "$OUT/check.log"
+  $JAVA -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 42 2>&1 | tee "$OUT/check.log"
   python3 "$BUNDLE/check_against_torch.py" "$DATA" 2>&1 | tee -a "$OUT/check.log"
   # on Hopper the large products run on wgmma, 128 × 256 tiles only for groups of 1024+ rows: check those tiles
   # (forced) and the mma.sync path (sm_80's) too
   echo "--- again with SMK_WG_BN=256 (128 x 256 wgmma tiles)" | tee -a "$OUT/check.log"
-  SMK_WG_BN=256 "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 44 2>&1 | tee -a "$OUT/check.log"
+  SMK_WG_BN=256 $JAVA -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 44 2>&1 | tee -a "$OUT/check.log"
   python3 "$BUNDLE/check_against_torch.py" "$DATA" 2>&1 | tee -a "$OUT/check.log"
   echo "--- again with SMK_NO_WGMMA=1 (mma.sync forward)" | tee -a "$OUT/check.log"
-  SMK_NO_WGMMA=1 "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 43 2>&1 | tee -a "$OUT/check.log"
+  SMK_NO_WGMMA=1 $JAVA -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 43 2>&1 | tee -a "$OUT/check.log"
   python3 "$BUNDLE/check_against_torch.py" "$DATA" 2>&1 | tee -a "$OUT/check.log"
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   python3 "$BUNDLE/torch_moe_lora_bench.py" --json "$OUT/torch.json" 2>&1 | tee "$OUT/bench.log"
-  SMK_PROFILE=1 "$JAVA" -cp "$CP" org.sparkmoe.cuda.check.GpuBench "$OUT/ours.json" 2>&1 | tee -a "$OUT/bench.log"
+  SMK_PROFILE=1 $JAVA -cp "$CP" org.sparkmoe.cuda.check.GpuBench "$OUT/ours.json" 2>&1 | tee -a "$OUT/bench.log"
   python3 "$BUNDLE/gpu_table.py" "$OUT/torch.json" "$OUT/ours.json" 2>&1 | tee "$OUT/table.md"
 fi
