@@ -43,7 +43,7 @@ public final class TrainJob {
     private TrainJob() {
     }
 
-    /** Called on the driver after every round with the averaged state. */
+    /** Called on the driver after every round with the averaged state, which is freed after the next round. */
     public interface RoundListener {
         void roundDone(RoundLog log, TrainState state);
     }
@@ -62,7 +62,9 @@ public final class TrainJob {
     }
 
     /**
-     * Runs rounds {@code firstRound} .. rounds−1 from {@code state} (the initial state, or a checkpoint's).
+     * Runs rounds {@code firstRound} .. rounds−1 from {@code state} (the initial state, or a checkpoint's). Each
+     * round's mean state is freed once the next round has averaged (listeners must not keep the states they are given);
+     * the caller's initial state is left alone.
      *
      * @return the state after the last round
      */
@@ -83,6 +85,9 @@ public final class TrainJob {
                         shard -> localSteps(plan, current.value(), shard).iterator()), plan.partitions(), chunks);
                 current.destroy();
                 requireFinite(plan, round, state.step(), done);
+                if (round > firstRound) {
+                    state.release();    // the previous round's mean, made here; its listener call has returned
+                }
                 state = done.state();
                 double seconds = (System.nanoTime() - start) / 1e9;
                 TrainOptions options = plan.options();
