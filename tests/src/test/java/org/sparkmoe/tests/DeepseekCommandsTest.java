@@ -57,6 +57,18 @@ class DeepseekCommandsTest {
                 "--master", "local[2]", "--out", calib.toString());
         JsonNode stats = JSON.readTree(calib.resolve("router-stats.json").toFile());
         assertEquals(config.num_experts, stats.get("experts").asInt());
+        // V3's correction bias and both types' expert groups are reported: every token keeps topk_group groups
+        for (JsonNode layer : stats.get("layers")) {
+            assertEquals(config.routing.scoreCorrectionBias(), layer.has("bias"), layer.toString());
+            assertEquals(config.routing.groupLimited(), layer.has("groups"), layer.toString());
+            if (layer.has("groups")) {
+                long kept = 0;
+                for (JsonNode g : layer.get("groups").get("kept")) {
+                    kept += g.asLong();
+                }
+                assertEquals(layer.get("tokens").asLong() * config.routing.topk_group(), kept, name);
+            }
+        }
         String statsFile = calib.resolve("router-stats.json").toString();
         ppl(m, tmp);
 
