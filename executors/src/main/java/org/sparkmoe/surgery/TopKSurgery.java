@@ -15,11 +15,14 @@ import java.util.LinkedHashMap;
  */
 public final class TopKSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
+    /** Float32 bytes of down projections one part reads and scales at most (a task's share of a layer). */
+    static final long PART_BYTES = 64L << 20;
     private final int newTopK;
     private final double[] alpha; // [MoE layers]
     private final ModelConfig.ModelType type;
     private final int experts;
     private final boolean downBias;   // gpt-oss
+    private final int expertsPerPart;
 
     public TopKSurgery(ModelConfig model, int newTopK, double[] alpha) {
         if (newTopK < 1 || newTopK > model.num_experts) {
@@ -39,6 +42,14 @@ public final class TopKSurgery implements LayerSurgery {
         this.type = model.modelType;
         this.experts = model.num_experts;
         this.downBias = model.clamped_experts;
+        long expertBytes = 4L * model.hidden_size * model.expert_intermediate_size;   // one down projection, float32
+        this.expertsPerPart = (int) Math.max(1, Math.min(experts, PART_BYTES / expertBytes));
+    }
+
+    /** A layer's experts in slices of at most {@link #PART_BYTES} of float32 down projections each. */
+    @Override
+    public int parts() {
+        return (experts + expertsPerPart - 1) / expertsPerPart;
     }
 
     /** αᵢ per MoE layer for the given method; {@code stats} is read only by MEASURED. */
@@ -63,14 +74,14 @@ public final class TopKSurgery implements LayerSurgery {
     public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
         CheckpointLayout layout = new CheckpointLayout(type);
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
-        for (int e = 0; e < experts; e++) {
+        // α = 1 changes no tensor: the writer copies the layer's experts from the source as they are stored
+        int last = alpha[moeLayer] == 1.0 ? 0 : Math.min(experts, (part + 1) * expertsPerPart);
+        for (int e = part * expertsPerPart; e < last; e++) {
             String name = layout.expert(layer, e, Projection.DOWN);
-            INDArray w2 = source.readFloat(name); // [D, I]
-            out.put(name, alpha[moeLayer] == 1.0 ? w2 : w2.muli(alpha[moeLayer]));
+            out.put(name, source.readFloat(name).muli(alpha[moeLayer]));               // [D, I]
             if (downBias) {
                 String bias = layout.expertBias(layer, e, Projection.DOWN);
-                INDArray b2 = source.readFloat(bias); // [D]
-                out.put(bias, alpha[moeLayer] == 1.0 ? b2 : b2.muli(alpha[moeLayer]));
+                out.put(bias, source.readFloat(bias).muli(alpha[moeLayer]));           // [D]
             }
         }
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();

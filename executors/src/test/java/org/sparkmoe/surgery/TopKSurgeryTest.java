@@ -71,6 +71,24 @@ class TopKSurgeryTest {
     }
 
     @Test
+    void aLayerIsScaledInSlicesOfExpertsAndAnAlphaOfOneWritesNothing() {
+        ModelConfig c = SurgeryFixtures.mixtral(4, 2);
+        assertEquals(1, new TopKSurgery(c, 1, new double[] {0.5, 0.5}).parts(), "tiny experts: one part a layer");
+        LayerResult none = new TopKSurgery(c, 1, new double[] {1, 1}).apply(SurgeryFixtures.experts(c), 1, 1);
+        assertTrue(none.tensors().isEmpty(), "α = 1 leaves the down projections to be copied as stored");
+        assertEquals(1.0, none.metrics().get("alpha"));
+
+        // Mixtral-8x7B's down projections are 235 MB of float32 each: one expert a part
+        ModelConfig big = ModelConfig.parse(c.jsonCopy().put("hidden_size", 4096).put("intermediate_size", 14336)
+                .put("num_local_experts", 8).toString(), "mixtral-8x7b");
+        TopKSurgery sliced = new TopKSurgery(big, 1, new double[] {0.5, 0.5});
+        assertEquals(8, sliced.parts());
+        ModelConfig mid = ModelConfig.parse(c.jsonCopy().put("hidden_size", 2048).put("intermediate_size", 1408)
+                .put("num_local_experts", 60).toString(), "qwen-sized");
+        assertEquals(12, new TopKSurgery(mid, 1, new double[] {0.5, 0.5}).parts(), "5 experts (57.7 MB) a part");
+    }
+
+    @Test
     void badSettingsFailNamingTheFlag() {
         ModelConfig c = SurgeryFixtures.mixtral(4, 2);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
