@@ -1,10 +1,12 @@
 package org.sparkmoe.tests;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.hadoop.conf.Configuration;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.FusedExperts;
+import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 
 import java.nio.file.Files;
@@ -36,6 +38,19 @@ final class FixtureCommands {
     static void ok(String... args) {
         CliRun run = sparkmoe(args);
         assertEquals(0, run.exitCode(), String.join(" ", args) + "\n" + run.err());
+    }
+
+    /**
+     * Runs {@code calibrate} on fixture folder {@code model} over the sysadmin excerpt (window 64) into
+     * {@code tmp/calib}; its router-stats.json, which must count the model's experts.
+     */
+    static JsonNode calibrate(Path model, ModelConfig config, Path tmp) throws Exception {
+        Path calib = tmp.resolve("calib");
+        ok("calibrate", "--model", model.toString(), "--data", Fixtures.sysadminExcerpt(tmp).toString(), "--window",
+                "64", "--master", "local[2]", "--out", calib.toString());
+        JsonNode stats = JSON.readTree(calib.resolve("router-stats.json").toFile());
+        assertEquals(config.num_experts, stats.get("experts").asInt());
+        return stats;
     }
 
     /** Test-split perplexity of sysadmin.txt (window 64) through {@code sparkmoe eval}. */

@@ -49,11 +49,9 @@ class GptOssCommandsTest {
     @Test
     void calibrateAndSurgeriesRunAndTheirOutputsEvaluate(@TempDir Path tmp) throws Exception {
         Path m = model("gpt-oss-tiny");
-        Path calib = tmp.resolve("calib");
-        ok("calibrate", "--model", m.toString(), "--data", Fixtures.sysadminExcerpt(tmp).toString(), "--window", "64",
-                "--master", "local[2]", "--out", calib.toString());
-        JsonNode stats = JSON.readTree(calib.resolve("router-stats.json").toFile());
+        JsonNode stats = FixtureCommands.calibrate(m, ModelFolder.readConfig(hadoop(m), CONF), tmp);
         assertEquals(8, stats.get("experts").asInt());
+        Path calib = tmp.resolve("calib");
         String statsFile = calib.resolve("router-stats.json").toString();
 
         Path topk = tmp.resolve("topk");
