@@ -26,7 +26,7 @@ public enum GatedActivation {
         }
 
         @Override
-        void forward(double[] z, double[] u, double[] act, int n, boolean single) {
+        void forwardLanes(double[] z, double[] u, double[] act, int n, boolean single) {
             for (int i = 0; i < n; i += LANES.length()) {                 // whole vectors: see LANES
                 DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
                 DoubleVector silu = VectorRows.round(zv.div(Exp.exp(zv.neg()).add(1.0)), single);
@@ -35,7 +35,7 @@ public enum GatedActivation {
         }
 
         @Override
-        void backward(double[] z, double[] u, double[] dAct, double[] dz, double[] du, int n) {
+        void backwardLanes(double[] z, double[] u, double[] dAct, double[] dz, double[] du, int n) {
             for (int i = 0; i < n; i += LANES.length()) {
                 DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
                 DoubleVector d = DoubleVector.fromArray(LANES, dAct, i);
@@ -99,16 +99,43 @@ public enum GatedActivation {
 
     /**
      * act[i] = forward(z[i], u[i]) for i &lt; n; each array holds n rounded up to {@link #LANE_MULTIPLE} (the
-     * elements past n may be overwritten).
+     * elements past n may be overwritten). The vector kernel once {@link VectorWarmup} says it is compiled, the scalar
+     * loop before: the same bits either way.
      */
-    void forward(double[] z, double[] u, double[] act, int n, boolean single) {
+    final void forward(double[] z, double[] u, double[] act, int n, boolean single) {
+        if (VectorWarmup.ready()) {
+            forwardLanes(z, u, act, n, single);
+        } else {
+            forwardScalar(z, u, act, n, single);
+        }
+    }
+
+    /** dz[i], du[i] = backward(z[i], u[i], dAct[i]) for i &lt; n; arrays and kernels as in the chunk {@link #forward}. */
+    final void backward(double[] z, double[] u, double[] dAct, double[] dz, double[] du, int n) {
+        if (VectorWarmup.ready()) {
+            backwardLanes(z, u, dAct, dz, du, n);
+        } else {
+            backwardScalar(z, u, dAct, dz, du, n);
+        }
+    }
+
+    /** The chunk {@link #forward} with the Vector API where this activation has a vector kernel. */
+    void forwardLanes(double[] z, double[] u, double[] act, int n, boolean single) {
+        forwardScalar(z, u, act, n, single);
+    }
+
+    /** The chunk {@link #backward} with the Vector API where this activation has a vector kernel. */
+    void backwardLanes(double[] z, double[] u, double[] dAct, double[] dz, double[] du, int n) {
+        backwardScalar(z, u, dAct, dz, du, n);
+    }
+
+    final void forwardScalar(double[] z, double[] u, double[] act, int n, boolean single) {
         for (int i = 0; i < n; i++) {
             act[i] = forward(z[i], u[i], single);
         }
     }
 
-    /** dz[i], du[i] = backward(z[i], u[i], dAct[i]) for i &lt; n; arrays as in the chunk {@link #forward}. */
-    void backward(double[] z, double[] u, double[] dAct, double[] dz, double[] du, int n) {
+    final void backwardScalar(double[] z, double[] u, double[] dAct, double[] dz, double[] du, int n) {
         double[] pair = new double[2];
         for (int i = 0; i < n; i++) {
             backward(z[i], u[i], dAct[i], pair, 0);

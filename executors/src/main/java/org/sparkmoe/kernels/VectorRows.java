@@ -9,7 +9,9 @@ import jdk.incubator.vector.VectorSpecies;
  * Element-wise row operations of the MoE combine and scatter, and the float32 ↔ float64 copies of
  * {@link NativeElements}, with the Vector API (four float64 lanes, as {@link Exp}). Each is the same IEEE operations
  * in the same order as its scalar loop (the {@code …Scalar} methods, the reference VectorRowsTest compares against),
- * so both give the same bits: lanes never combine, so the last partial vector may be done by the scalar loop.
+ * so both give the same bits: lanes never combine, so the last partial vector may be done by the scalar loop. Each
+ * public method runs its vector kernel (the {@code …Lanes} method) once {@link VectorWarmup} says the kernels are
+ * compiled, and its scalar loop before.
  */
 public final class VectorRows {
     private static final VectorSpecies<Double> DOUBLES = Exp.SPECIES;
@@ -21,6 +23,14 @@ public final class VectorRows {
 
     /** acc[at + i] = round(acc[at + i] + round(g · y[i])) for i &lt; n (rounded to float32 when {@code single}). */
     public static void addScaled(double[] acc, int at, double g, double[] y, int n, boolean single) {
+        if (VectorWarmup.ready()) {
+            addScaledLanes(acc, at, g, y, n, single);
+        } else {
+            addScaledScalar(acc, at, g, y, 0, n, single);
+        }
+    }
+
+    static void addScaledLanes(double[] acc, int at, double g, double[] y, int n, boolean single) {
         int i = 0;
         for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
             DoubleVector p = round(DoubleVector.fromArray(DOUBLES, y, i).mul(g), single);
@@ -38,6 +48,14 @@ public final class VectorRows {
 
     /** out[i] = g · x[at + i] for i &lt; n. */
     public static void scale(double[] out, double g, double[] x, int at, int n) {
+        if (VectorWarmup.ready()) {
+            scaleLanes(out, g, x, at, n);
+        } else {
+            scaleScalar(out, g, x, at, 0, n);
+        }
+    }
+
+    static void scaleLanes(double[] out, double g, double[] x, int at, int n) {
         int i = 0;
         for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
             DoubleVector.fromArray(DOUBLES, x, at + i).mul(g).intoArray(out, i);
@@ -53,6 +71,14 @@ public final class VectorRows {
 
     /** acc[at + i] += x[i] for i &lt; n. */
     public static void add(double[] acc, int at, double[] x, int n) {
+        if (VectorWarmup.ready()) {
+            addLanes(acc, at, x, n);
+        } else {
+            addScalar(acc, at, x, 0, n);
+        }
+    }
+
+    static void addLanes(double[] acc, int at, double[] x, int n) {
         int i = 0;
         for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
             DoubleVector.fromArray(DOUBLES, acc, at + i).add(DoubleVector.fromArray(DOUBLES, x, i))
@@ -69,24 +95,48 @@ public final class VectorRows {
 
     /** out[i] = in[i] widened, for i &lt; n (exact). */
     public static void widen(float[] in, double[] out, int n) {
+        if (VectorWarmup.ready()) {
+            widenLanes(in, out, n);
+        } else {
+            widenScalar(in, out, 0, n);
+        }
+    }
+
+    static void widenLanes(float[] in, double[] out, int n) {
         int i = 0;
         for (int end = FLOATS.loopBound(n); i < end; i += FLOATS.length()) {
             ((DoubleVector) FloatVector.fromArray(FLOATS, in, i).convertShape(VectorOperators.F2D, DOUBLES, 0))
                     .intoArray(out, i);
         }
-        for (; i < n; i++) {
+        widenScalar(in, out, i, n);
+    }
+
+    static void widenScalar(float[] in, double[] out, int from, int n) {
+        for (int i = from; i < n; i++) {
             out[i] = in[i];
         }
     }
 
     /** out[i] = (float) in[i] (round to nearest even), for i &lt; n. */
     public static void narrow(double[] in, float[] out, int n) {
+        if (VectorWarmup.ready()) {
+            narrowLanes(in, out, n);
+        } else {
+            narrowScalar(in, out, 0, n);
+        }
+    }
+
+    static void narrowLanes(double[] in, float[] out, int n) {
         int i = 0;
         for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
             ((FloatVector) DoubleVector.fromArray(DOUBLES, in, i).convertShape(VectorOperators.D2F, FLOATS, 0))
                     .intoArray(out, i);
         }
-        for (; i < n; i++) {
+        narrowScalar(in, out, i, n);
+    }
+
+    static void narrowScalar(double[] in, float[] out, int from, int n) {
+        for (int i = from; i < n; i++) {
             out[i] = (float) in[i];
         }
     }

@@ -2,6 +2,7 @@ package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.Softmax;
 
 /**
@@ -38,7 +39,7 @@ public final class Perplexity {
         for (long r0 = 0; r0 < rows; r0 += block) {
             long r1 = Math.min(rows, r0 + block);
             INDArray logits = model.lmHead(hidden.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())); // [n, V]
-            float[] values = logits.data().asFloat();
+            float[] values = Flat.floats(logits);
             for (long r = r0; r < r1; r++) {
                 int b = (int) (r / seq);
                 int s = (int) (r % seq);

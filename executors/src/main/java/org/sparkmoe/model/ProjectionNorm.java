@@ -2,7 +2,6 @@ package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Flat;
 
 /**
@@ -48,11 +47,11 @@ public final class ProjectionNorm {
             return y;
         }
         float c = clip.floatValue();
-        float[] v = y.dup('c').data().asFloat();
+        float[] v = Flat.floats(y);
         for (int i = 0; i < v.length; i++) {
             v[i] = Math.min(Math.max(v[i], -c), c);
         }
-        return Nd4j.create(v, y.shape(), 'c');
+        return Flat.array(v, y.shape());
     }
 
     /**

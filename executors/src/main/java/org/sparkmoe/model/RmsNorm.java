@@ -1,7 +1,6 @@
 package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Flat;
 
 /**
@@ -21,7 +20,7 @@ public final class RmsNorm {
     /** x [T, D] → new [T, D]. */
     public INDArray forward(INDArray x) {
         int hidden = weight.length;
-        float[] v = x.dup('c').data().asFloat();
+        float[] v = Flat.floats(x);
         for (int at = 0; at < v.length; at += hidden) {
             double sumSq = 0;
             for (int d = 0; d < hidden; d++) {
@@ -32,7 +31,7 @@ public final class RmsNorm {
                 v[at + d] = weight[d] * (v[at + d] * inv);
             }
         }
-        return Nd4j.create(v, x.shape(), 'c');
+        return Flat.array(v, x.shape());
     }
 
     /**

@@ -163,8 +163,8 @@ class ActivationsTest {
             double[] act = new double[v[0].length];
             double[] dz = new double[v[0].length];
             double[] du = new double[v[0].length];
-            GatedActivation.SWIGLU.forward(v[0], v[1], act, n, single);
-            GatedActivation.SWIGLU.backward(v[0], v[1], v[2], dz, du, n);
+            GatedActivation.SWIGLU.forwardLanes(v[0], v[1], act, n, single);
+            GatedActivation.SWIGLU.backwardLanes(v[0], v[1], v[2], dz, du, n);
             double[] pair = new double[2];
             for (int i = 0; i < n; i++) {
                 String at = (single ? "float32" : "float64") + " z = " + v[0][i] + ", u = " + v[1][i];

@@ -38,7 +38,7 @@ class VectorRowsTest {
                 double[] acc = random(rnd, n + 7, single);
                 double[] reference = acc.clone();
                 double g = rnd.nextDouble();                    // not a float32 value: the product is rounded
-                VectorRows.addScaled(acc, 7, g, y, n, single);
+                VectorRows.addScaledLanes(acc, 7, g, y, n, single);
                 VectorRows.addScaledScalar(reference, 7, g, y, 0, n, single);
                 assertSameBits(reference, acc, "addScaled single=" + single + " n=" + n);
             }
@@ -53,13 +53,13 @@ class VectorRowsTest {
             double[] out = new double[n];
             double[] reference = new double[n];
             double g = rnd.nextGaussian();
-            VectorRows.scale(out, g, x, 3, n);
+            VectorRows.scaleLanes(out, g, x, 3, n);
             VectorRows.scaleScalar(reference, g, x, 3, 0, n);
             assertSameBits(reference, out, "scale n=" + n);
 
             double[] acc = random(rnd, n + 5, false);
             double[] accReference = acc.clone();
-            VectorRows.add(acc, 5, out, n);
+            VectorRows.addLanes(acc, 5, out, n);
             VectorRows.addScalar(accReference, 5, out, 0, n);
             assertSameBits(accReference, acc, "add n=" + n);
         }
@@ -74,9 +74,9 @@ class VectorRowsTest {
                 d[n / 2] = Double.NaN;
             }
             float[] narrowed = new float[n];
-            VectorRows.narrow(d, narrowed, n);
+            VectorRows.narrowLanes(d, narrowed, n);
             double[] widened = new double[n];
-            VectorRows.widen(narrowed, widened, n);
+            VectorRows.widenLanes(narrowed, widened, n);
             for (int i = 0; i < n; i++) {
                 assertEquals(Float.floatToIntBits((float) d[i]), Float.floatToIntBits(narrowed[i]), "narrow " + d[i]);
                 assertEquals(Double.doubleToLongBits(narrowed[i]), Double.doubleToLongBits(widened[i]),
