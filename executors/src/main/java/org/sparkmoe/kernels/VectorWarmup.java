@@ -2,10 +2,9 @@ package org.sparkmoe.kernels;
 
 /**
  * When the Vector API kernels ({@link GatedActivation}'s SwiGLU, {@link VectorRows}) may run. Until the JIT has
- * compiled a kernel, its Vector API calls run as plain Java that builds an object per vector operation: measured on
- * the 2-core build VM, SwiGLU's kernel took 5 s to reach its compiled speed (24 µs per element at first, 2.8 ns
- * after; the scalar loop 7–10 ns from its first 0.2 s), a tax every executor JVM would pay per kernel before the
- * vectors pay off, and more than a small eval's whole scoring stage. So every kernel has a scalar twin giving the
+ * compiled a kernel, its Vector API calls run as plain Java that builds an object per vector operation, orders of
+ * magnitude slower than the scalar loop: a tax every executor JVM would pay per kernel before the vectors pay off,
+ * seconds on a busy machine, more than a small eval's whole scoring stage. So every kernel has a scalar twin giving the
  * same bits, and takes the twin until {@link #ready()}: a daemon thread, started when this class loads, runs each
  * kernel on a few elements until a batch of calls runs at compiled speed (the JIT compiles a method after enough
  * calls, whatever their sizes), then flips the switch. Which path a call takes never changes its result.
