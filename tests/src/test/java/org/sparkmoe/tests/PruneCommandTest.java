@@ -148,6 +148,103 @@ class PruneCommandTest {
         assertTrue(ppl > 1 && Double.isFinite(ppl));
     }
 
+    /**
+     * Synthetic expert-scores.json for a fixture: in MoE layer l expert e scores (5·e + l) mod E by every method
+     * (distinct, as 5 is prime to E = 6 and 8).
+     */
+    private static Path syntheticScores(Path model, ModelConfig config, int[] moeLayers) throws Exception {
+        StringBuilder s = new StringBuilder("{\"model_type\":\"" + config.modelType.name().toLowerCase()
+                + "\",\"tokens\":100,\"min_expert_tokens\":0,\"rare_experts\":[],\"layers\":[");
+        for (int i = 0; i < moeLayers.length; i++) {
+            double[] score = new double[config.num_experts];
+            long[] routed = new long[config.num_experts];
+            for (int e = 0; e < score.length; e++) {
+                score[e] = (5 * e + i) % config.num_experts;
+                routed[e] = (long) score[e];
+            }
+            s.append(i > 0 ? "," : "").append("{\"layer\":").append(moeLayers[i]).append(",\"experts\":")
+                    .append(config.num_experts).append(",\"top_k\":").append(config.num_experts_per_tok)
+                    .append(",\"routed_tokens\":").append(Arrays.toString(routed))
+                    .append(",\"frequency\":").append(Arrays.toString(score)).append(",\"reap\":")
+                    .append(Arrays.toString(score)).append(",\"ean\":").append(Arrays.toString(score)).append("}");
+        }
+        Path file = tmp.resolve(model.getFileName() + "-scores.json");
+        Files.writeString(file, s.append("]}").toString());
+        return file;
+    }
+
+    /**
+     * gpt-oss (router and expert biases, fused experts), GLM-4.5 (groups, correction bias, shared expert), DeepSeek-V2
+     * (greedy groups, two shared experts) and Qwen2-MoE (gated shared expert): the kept experts, their gate rows and
+     * bias entries are the originals', every other tensor (attention, norms, shared experts) is unchanged, and eval
+     * runs (Qwen2-MoE's fixture has no tokenizer.json, so not there).
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"gpt-oss-tiny:6", "glm4-moe-tiny:4", "deepseek-v2-tiny:4", "qwen2-moe-tiny:4"})
+    void pruneKeepsBiasesGroupsAndSharedExpertsOfEveryFamily(String spec) throws Exception {
+        Path model = FixtureCommands.model(spec.split(":")[0]);
+        int keep = Integer.parseInt(spec.split(":")[1]);
+        ModelConfig config = ModelFolder.readConfig(hadoop(model), new Configuration());
+        int[] moeLayers = org.sparkmoe.calib.CalibrationStats.moeLayerIndices(config);
+        Path out = tmp.resolve("prune-" + model.getFileName());
+        ok("surgery", "prune", "--model", model.toString(), "--stats", syntheticScores(model, config, moeLayers).toString(),
+                "--experts", String.valueOf(keep), "--out", out.toString(), "--master", "local[2]");
+        ModelConfig pruned = ModelFolder.readConfig(hadoop(out), new Configuration());
+        assertEquals(keep, pruned.num_experts);
+        int groups = config.routing.groupLimited() ? config.routing.n_group() : 1;
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        Set<String> checked = new TreeSet<>();
+        for (int i = 0; i < moeLayers.length; i++) {
+            int l = moeLayers[i];
+            int[] kept = expectedKept(i, config.num_experts, groups, keep);
+            for (int g = 0; g < keep; g++) {
+                assertArrayEquals(bits(model, layout.routerGate(l), kept[g]), bits(out, layout.routerGate(l), g));
+                for (Projection p : Projection.values()) {
+                    assertArrayEquals(bits(model, layout.expert(l, kept[g], p), -1), bits(out, layout.expert(l, g, p), -1));
+                    if (config.clamped_experts) {
+                        assertArrayEquals(bits(model, layout.expertBias(l, kept[g], p), -1),
+                                bits(out, layout.expertBias(l, g, p), -1));
+                    }
+                }
+                if (config.clamped_experts) {
+                    assertEquals(tensor(model, layout.routerBias(l)).getFloat(kept[g]),
+                            tensor(out, layout.routerBias(l)).getFloat(g), 0f);
+                }
+                if (config.routing.scoreCorrectionBias()) {
+                    assertEquals(tensor(model, layout.scoreCorrectionBias(l)).getFloat(kept[g]),
+                            tensor(out, layout.scoreCorrectionBias(l)).getFloat(g), 0f);
+                }
+            }
+            checked.add(layout.routerGate(l));
+            checked.add(layout.routerBias(l));
+            checked.add(layout.scoreCorrectionBias(l));
+        }
+        Configuration conf = new Configuration();
+        try (org.sparkmoe.io.Checkpoint c = org.sparkmoe.io.Checkpoint.open(hadoop(out), conf)) {
+            org.sparkmoe.io.TensorSource tensors = org.sparkmoe.io.FusedExperts.perExpert(c, pruned);
+            for (String name : org.sparkmoe.model.ModelSchema.expected(pruned).keySet()) {
+                if (!checked.contains(name) && !name.contains(".experts.") && tensors.has(name)) {
+                    assertArrayEquals(bits(model, name, -1), bits(out, name, -1), name);
+                }
+            }
+        }
+        if (Files.exists(model.resolve("tokenizer.json"))) { // qwen2-moe-tiny has none: eval cannot read text
+            FixtureCommands.ppl(out, tmp);
+        }
+    }
+
+    /** The {@code keep / groups} highest synthetic scores of every contiguous expert group, ascending. */
+    private static int[] expectedKept(int moeLayer, int experts, int groups, int keep) {
+        int size = experts / groups;
+        List<Integer> out = new ArrayList<>();
+        for (int j = 0; j < groups; j++) {
+            IntStream.range(j * size, (j + 1) * size).boxed()
+                    .sorted((a, b) -> Integer.compare((5 * b + moeLayer) % experts, (5 * a + moeLayer) % experts))
+                    .limit(keep / groups).forEach(out::add);
+        }
+        return out.stream().mapToInt(Integer::intValue).sorted().toArray();
+    }
+
     /** The raw float32 bits of a tensor (the fixture is F32, so these are its stored bytes), or of one row. */
     private static int[] bits(Path model, String name, int row) {
         org.nd4j.linalg.api.ndarray.INDArray t = tensor(model, name);
@@ -166,7 +263,13 @@ class PruneCommandTest {
         Path never = tmp.resolve("never");
         Path otherModel = tmp.resolve("qwen-scores.json");
         Files.writeString(otherModel, Files.readString(Path.of(stats)).replace("\"mixtral\"", "\"qwen2_moe\""));
+        Path deepseek = FixtureCommands.model("deepseek-v3-tiny");
+        ModelConfig v3 = ModelFolder.readConfig(hadoop(deepseek), new Configuration());
+        Path v3Scores = syntheticScores(deepseek, v3, org.sparkmoe.calib.CalibrationStats.moeLayerIndices(v3));
         List<String[]> cases = new ArrayList<>();
+        cases.add(new String[] {"prune: error: --experts 6 does not keep the expert groups: it must be a multiple of "
+                + "n_group 4 with at least 2 experts per group", "--model", deepseek.toString(), "--stats",
+                v3Scores.toString(), "--experts", "6"});
         cases.add(new String[] {"prune: error: --experts must be in [2, 7] (at least num_experts_per_tok 2, fewer than "
                 + "the model's 8), got 8", "--stats", stats, "--experts", "8"});
         cases.add(new String[] {"prune: error: --experts must be in [2, 7]", "--stats", stats, "--experts", "1"});
@@ -180,8 +283,11 @@ class PruneCommandTest {
         cases.add(new String[] {"prune: error: surgery prune needs --stats (expert-scores.json from 'sparkmoe "
                 + "calibrate')", "--experts", "6"});
         for (String[] c : cases) {
-            List<String> args = new ArrayList<>(List.of("surgery", "prune", "--model", model, "--out", never.toString()));
+            List<String> args = new ArrayList<>(List.of("surgery", "prune", "--out", never.toString()));
             args.addAll(Arrays.asList(c).subList(1, c.length));
+            if (!args.contains("--model")) {
+                args.addAll(List.of("--model", model));
+            }
             CliRun run = sparkmoe(args);
             assertEquals(1, run.exitCode(), run.err());
             assertEquals(1, run.err().strip().lines().count(), "one line: " + run.err());
