@@ -90,13 +90,14 @@ final class SurgeryRun {
 
     /** The --stats file parsed and checked against the model; {@code why} says which option needs it. */
     RoutingStats stats(String why) {
-        return RoutingStats.parse(statsText(why, "router-stats.json", "router statistics"), statsFile().toString(), config, moeLayers.length);
+        return RoutingStats.parse(statsText(why, "router-stats.json", "router statistics"), statsFile().toString(),
+                config, moeLayers.length);
     }
 
     /** The --stats file as calibrate's expert-scores.json, parsed and checked against the model (surgery prune). */
     ExpertScores expertScores() {
-        return ExpertScores.parse(statsText("surgery prune", "expert-scores.json", "expert scores"), statsFile().toString(), config,
-                moeLayers);
+        return ExpertScores.parse(statsText("surgery prune", "expert-scores.json", "expert scores"),
+                statsFile().toString(), config, moeLayers);
     }
 
     private Path statsFile() {
