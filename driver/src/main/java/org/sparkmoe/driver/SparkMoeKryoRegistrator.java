@@ -7,6 +7,7 @@ import org.nd4j.kryo.Nd4jRegistrator;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExactSums;
 import org.sparkmoe.calib.ExpertActivationStats;
+import org.sparkmoe.calib.ExpertSaliencyStats;
 import org.sparkmoe.calib.LayerRouterStats;
 import org.sparkmoe.driver.calib.CalibChunk;
 import org.sparkmoe.driver.data.TokenizedFile;
@@ -56,6 +57,8 @@ public final class SparkMoeKryoRegistrator implements KryoRegistrator {
         kryo.register(LayerRouterStats[][].class);
         kryo.register(ExpertActivationStats.class);
         kryo.register(ExpertActivationStats[].class);
+        kryo.register(ExpertSaliencyStats.class);
+        kryo.register(ExpertSaliencyStats[].class);
         kryo.register(ExactSums.class);
         org.sparkmoe.driver.surgery.SurgeryPiece.registerClasses(kryo);
         registerDl4jTraining(kryo);

@@ -15,16 +15,19 @@ import java.util.List;
 
 /**
  * Everything a calibration pass accumulates, as one exact mergeable aggregate: router statistics per input
- * file and MoE layer, and expert activation statistics per MoE layer. {@link #add} takes one forward pass's
+ * file and MoE layer, and expert activation statistics and saliency (REAP, EAN) per MoE layer. {@link #add} takes one forward pass's
  * capture; {@link #merge} combines partial aggregates in any order with the same result.
  */
 public final class CalibrationStats implements java.io.Serializable {
     private final LayerRouterStats[][] router;       // [files][MoE layers]
     private final ExpertActivationStats[] activations; // [MoE layers]
+    private final ExpertSaliencyStats[] saliency;      // [MoE layers]
 
-    private CalibrationStats(LayerRouterStats[][] router, ExpertActivationStats[] activations) {
+    private CalibrationStats(LayerRouterStats[][] router, ExpertActivationStats[] activations,
+                             ExpertSaliencyStats[] saliency) {
         this.router = router;
         this.activations = activations;
+        this.saliency = saliency;
     }
 
     /**
@@ -38,6 +41,7 @@ public final class CalibrationStats implements java.io.Serializable {
         }
         LayerRouterStats[][] router = new LayerRouterStats[files][layers.length];
         ExpertActivationStats[] activations = new ExpertActivationStats[layers.length];
+        ExpertSaliencyStats[] saliency = new ExpertSaliencyStats[layers.length];
         for (int l = 0; l < layers.length; l++) {
             for (int f = 0; f < files; f++) {
                 router[f][l] = new LayerRouterStats(config.num_experts, topK,
@@ -47,8 +51,9 @@ public final class CalibrationStats implements java.io.Serializable {
             }
             activations[l] = new ExpertActivationStats(config.num_experts, config.hidden_size,
                     config.expert_intermediate_size);
+            saliency[l] = new ExpertSaliencyStats(config.num_experts);
         }
-        return new CalibrationStats(router, activations);
+        return new CalibrationStats(router, activations, saliency);
     }
 
     /** Decoder-layer indices of the MoE layers, in order. */
@@ -80,7 +85,8 @@ public final class CalibrationStats implements java.io.Serializable {
      * Adds the tokens of one forward pass over text of input file {@code file}.
      *
      * @param capture    {@code model.forward(tokens, topK, true)}
-     * @param allExperts activation statistics over every token for every expert
+     * @param allExperts activation statistics over every token for every expert (saliency stays over the routed
+     *                   tokens, as REAP and EAN are defined)
      */
     public CalibrationStats add(int file, ForwardOutput capture, MoeTransformer model, boolean allExperts) {
         List<MoeBlock> blocks = moeBlocks(model);
@@ -96,6 +102,9 @@ public final class CalibrationStats implements java.io.Serializable {
             }
             activations[l].add(capture.routerInputs().get(l), selected, stats.topK(), expertWeights(block),
                     allExperts);
+            saliency[l].add(capture.routerInputs().get(l),
+                    block.router().route(logits, block.options().rule().withTopK(stats.topK())),
+                    (FullExperts) block.experts());
         }
         return this;
     }
@@ -125,6 +134,7 @@ public final class CalibrationStats implements java.io.Serializable {
         }
         for (int l = 0; l < activations.length; l++) {
             activations[l].merge(other.activations[l]);
+            saliency[l].merge(other.saliency[l]);
         }
         return this;
     }
@@ -155,6 +165,11 @@ public final class CalibrationStats implements java.io.Serializable {
         return activations[l];
     }
 
+    /** REAP and EAN sums of MoE layer {@code l}, over its routed tokens. */
+    public ExpertSaliencyStats saliency(int l) {
+        return saliency[l];
+    }
+
     public boolean sameAs(CalibrationStats other) {
         if (other.router.length != router.length || other.activations.length != activations.length) {
             return false;
@@ -167,7 +182,7 @@ public final class CalibrationStats implements java.io.Serializable {
             }
         }
         for (int l = 0; l < activations.length; l++) {
-            if (!activations[l].sameAs(other.activations[l])) {
+            if (!activations[l].sameAs(other.activations[l]) || !saliency[l].sameAs(other.saliency[l])) {
                 return false;
             }
         }

@@ -109,6 +109,20 @@ public final class FullExperts implements ExpertFfn {
         return new FullPass(routes, ffn, out);
     }
 
+    /**
+     * Each routed pair's expert output before its routing weight, as {@link #forward} computes it:
+     * {@code ys [N, D]} (N = T·K), row i the output of the expert owning plan row i for token
+     * {@code plan.tokenOfRow[i]} (gpt-oss: with the down bias).
+     *
+     * @param x    [T, D]
+     * @param plan the routing decision's plan
+     */
+    public INDArray expertOutputs(INDArray x, RoutingPlan plan) {
+        checkTokens("x", x, x.size(0));
+        INDArray xs = Nd4j.pullRows(x, 1, plan.tokenOfRow);                            // [N, D]
+        return rows.forward(xs, plan.offsets).ys();                                    // [N, D]
+    }
+
     @Override
     public ExpertGradients backward(Pass pass, INDArray dOut) {
         if (!(pass instanceof FullPass p)) {

@@ -11,7 +11,6 @@ import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.train.Seeds;
 
 import java.util.LinkedHashMap;
-import java.util.List;
 
 /**
  * E experts → E' per MoE layer: seeded k-means over the experts, either on routing profiles (per-file selection
@@ -44,7 +43,6 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     private final int experts;
     private final ModelConfig.ModelType type;
     private final int groups;                   // n_group: clusters never cross a group
-    private final boolean ungroup;              // groups that choose nothing: written as n_group = topk_group = 1
     private final boolean correctionBias;       // whether each router carries e_score_correction_bias [E]
     private final boolean biases;               // gpt-oss: expert and router biases
     private final double[][][] routingFeatures; // [MoE layers][E][F], null when clustering by weights
@@ -66,27 +64,11 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         if (by == By.ROUTING && stats == null) {
             throw new IllegalArgumentException("--by routing needs --stats (router-stats.json from calibrate)");
         }
-        int nGroup = model.routing.groupLimited() ? model.routing.n_group() : 1;
-        int minPerGroup = model.routing.groupRankTop2Sum() ? 2 : 1; // groups ranked by their two best scores, or best
-        if (nGroup > 1) {
-            int perGroup = newExperts / nGroup;
-            int topK = Math.min(model.num_experts_per_tok, newExperts);
-            if (newExperts % nGroup != 0 || perGroup < minPerGroup
-                    || (long) perGroup * model.routing.topk_group() < topK) {
-                throw new IllegalArgumentException("--experts " + newExperts + " does not keep the expert groups: it "
-                        + "must be a multiple of n_group " + nGroup + " with at least " + minPerGroup + " expert"
-                        + (minPerGroup > 1 ? "s" : "") + " per group, and topk_group " + model.routing.topk_group()
-                        + " groups must hold num_experts_per_tok " + topK);
-            }
-        } else if (newExperts < minPerGroup) {
-            throw new IllegalArgumentException("--experts " + newExperts + ": topk_method noaux_tc ranks expert groups "
-                    + "by their two best scores, so at least 2 experts must remain");
-        }
+        int nGroup = ExpertCount.groups(model, newExperts);
         this.newExperts = newExperts;
         this.experts = model.num_experts;
         this.type = model.modelType;
         this.groups = nGroup;
-        this.ungroup = nGroup == 1 && model.routing.n_group() != 1;
         this.correctionBias = model.routing.scoreCorrectionBias();
         this.biases = model.clamped_experts;
         this.seed = seed;
@@ -250,27 +232,6 @@ public final class ExpertReduceSurgery implements LayerSurgery {
 
     @Override
     public ObjectNode config(ModelConfig original) {
-        ObjectNode json = original.jsonCopy();
-        // the expert count under the name the config uses: num_local_experts (Mixtral, and Qwen3-MoE as
-        // transformers 5 writes it), num_experts (Qwen2-MoE, OLMoE, older Qwen3-MoE configs) or n_routed_experts (GLM,
-        // DeepSeek)
-        boolean written = false;
-        for (String field : List.of("num_local_experts", "num_experts", "n_routed_experts")) {
-            if (json.has(field) && !json.get(field).isNull()) {
-                json.put(field, newExperts);
-                written = true;
-            }
-        }
-        if (!written) {
-            json.put(original.modelType == ModelConfig.ModelType.MIXTRAL ? "num_local_experts"
-                    : original.modelType == ModelConfig.ModelType.GLM4_MOE ? "n_routed_experts" : "num_experts",
-                    newExperts);
-        }
-        json.put("num_experts_per_tok", Math.min(original.num_experts_per_tok, newExperts));
-        if (ungroup) {
-            json.put("n_group", 1);
-            json.put("topk_group", 1);
-        }
-        return json;
+        return ExpertCount.config(original, newExperts);
     }
 }

@@ -33,6 +33,14 @@ public interface LayerSurgery extends java.io.Serializable {
         return LayerResult.merge(results);
     }
 
+    /**
+     * New tensors of decoder layer {@code layer} that are original tensors under another name (new name → original
+     * name, e.g. a kept expert renumbered): the writer copies them from the checkpoint as stored, no task makes them.
+     */
+    default java.util.Map<String, String> renamed(int layer, int moeLayer) {
+        return java.util.Map.of();
+    }
+
     /** The new config.json, from the original. */
     ObjectNode config(ModelConfig original);
 }

@@ -37,11 +37,21 @@ public final class SurgeryCheckpoint {
     /** As above, written as {@code options} say (layout, shard size, dtype). */
     public static void write(Path modelDir, ObjectNode newConfig, Map<String, INDArray> replaced,
             Map<String, byte[]> extraFiles, Path outDir, Configuration conf, CheckpointOptions options) {
+        write(modelDir, newConfig, replaced, Map.of(), extraFiles, outDir, conf, options);
+    }
+
+    /**
+     * As above, with {@code renamed} tensors (new name → original name, {@link LayerSurgery#renamed}) read from the
+     * original checkpoint as stored.
+     */
+    public static void write(Path modelDir, ObjectNode newConfig, Map<String, INDArray> replaced,
+            Map<String, String> renamed, Map<String, byte[]> extraFiles, Path outDir, Configuration conf,
+            CheckpointOptions options) {
         ModelConfig config = ModelConfig.parse(newConfig.toString(), new Path(outDir, "config.json").toString());
         ModelConfig originalConfig = ModelFolder.readConfig(modelDir, conf);
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {
             TensorSource original = FusedExperts.perExpert(checkpoint, originalConfig);
-            OverlayTensors tensors = new OverlayTensors(original, replaced);
+            OverlayTensors tensors = new OverlayTensors(original, replaced, renamed);
             List<String> names = new ArrayList<>();
             for (String name : ModelSchema.expected(config).keySet()) {
                 if (!(name.equals(CheckpointLayout.lmHead()) && config.tie_word_embeddings && !tensors.has(name))) {

@@ -17,6 +17,7 @@ import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.calib.CalibratePlan;
 import org.sparkmoe.driver.calib.CalibrateJob;
 import org.sparkmoe.driver.calib.CalibrationReport;
+import org.sparkmoe.driver.calib.ExpertScoresJson;
 import org.sparkmoe.driver.calib.RouterStatsJson;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.kernels.Dense;
@@ -89,6 +90,9 @@ class CalibrateJobTest {
         assertArrayEquals(new long[] {3, 3}, one.windowsPerFile());
         assertEquals(RouterStatsJson.of(model, one.stats(), List.of("a", "b")),
                 RouterStatsJson.of(model, three.stats(), List.of("a", "b")));
+        assertTrue(one.stats().saliency(0).sameAs(three.stats().saliency(0)));
+        assertEquals(ExpertScoresJson.of(transformer.config(), one.stats(), 1),
+                ExpertScoresJson.of(transformer.config(), three.stats(), 1));
     }
 
     /** Distributed equals local: the same statistics from forwarding every window in one plain loop. */

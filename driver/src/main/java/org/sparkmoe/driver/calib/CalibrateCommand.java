@@ -35,9 +35,10 @@ import java.util.concurrent.Callable;
         description = {"Router statistics of an MoE model over calibration text, as a Spark job.",
                 "Each file's split is tokenized and cut into windows; every window is forwarded and each MoE layer's "
                         + "routing is added to exact, mergeable accumulators (identical for any partitioning). Writes "
-                        + "OUT/router-stats.json, OUT/report.html (self-contained, inline SVG) and "
-                        + "OUT/expert-activations.safetensors; with --export-router-data also DL4J DataSet files under "
-                        + "OUT/router-data/layer-N/ for retrain-router."})
+                        + "OUT/router-stats.json, OUT/report.html (self-contained, inline SVG), "
+                        + "OUT/expert-activations.safetensors and OUT/expert-scores.json (per expert: routed tokens, "
+                        + "frequency, REAP saliency, EAN; what 'surgery prune' ranks by); with --export-router-data also "
+                        + "DL4J DataSet files under OUT/router-data/layer-N/ for retrain-router."})
 public final class CalibrateCommand implements Callable<Integer> {
     @Mixin
     ModelOption model;
@@ -54,8 +55,18 @@ public final class CalibrateCommand implements Callable<Integer> {
 
     @Option(names = "--all-experts",
             description = "For the activation statistics, run every token through every expert (so no expert is left "
-                    + "without data); routing statistics are unchanged.")
+                    + "without data); routing statistics and expert-scores.json (REAP and EAN are defined over the "
+                    + "routed tokens) are unchanged.")
     boolean allExperts;
+
+    @Option(names = "--min-expert-tokens", defaultValue = "0", paramLabel = "N",
+            description = "List the experts routed fewer than N tokens (console and rare_experts in expert-scores.json). "
+                    + "Default: ${DEFAULT-VALUE} (none).")
+    int minExpertTokens;
+
+    @Option(names = "--strict",
+            description = "With --min-expert-tokens: exit 1 after writing the outputs when some expert is below N.")
+    boolean strict;
 
     @Option(names = "--export-router-data",
             description = "Also write router training sets: per MoE layer, DL4J DataSet files (features: router inputs "
@@ -105,14 +116,37 @@ public final class CalibrateCommand implements Callable<Integer> {
         }
         System.out.print(CalibrationSummary.text(result.stats(), layers, names));
         CalibrateOutputs.write(conf, outUri, plan, config, result.stats());
+        CalibrateOutputs.writeExpertScores(conf, outUri, config, result.stats(), minExpertTokens);
         System.err.println("calibrate: wrote " + CalibrateOutputs.STATS_FILE + ", " + CalibrateOutputs.REPORT_FILE
-                + ", " + CalibrateOutputs.ACTIVATIONS_FILE + (plan.routerData() != null ? " and router-data/" : "")
-                + " to " + outUri);
+                + ", " + CalibrateOutputs.ACTIVATIONS_FILE + ", " + CalibrateOutputs.EXPERT_SCORES_FILE
+                + (plan.routerData() != null ? " and router-data/" : "") + " to " + outUri);
+        listRareExperts(config, result);
         return 0;
+    }
+
+    /** Lists the experts below --min-expert-tokens; with --strict, fails (exit 1) when there are some. */
+    private void listRareExperts(ModelConfig config, CalibrateJob.Result result) {
+        List<ExpertScoresJson.Rare> rare = ExpertScoresJson.rare(config, result.stats(), minExpertTokens);
+        if (rare.isEmpty()) {
+            return;
+        }
+        String line = rare.size() + " expert" + (rare.size() == 1 ? "" : "s") + " routed fewer than "
+                + "--min-expert-tokens " + minExpertTokens + " tokens: " + String.join(", ",
+                rare.stream().limit(5).map(ExpertScoresJson.Rare::toString).toList()) + (rare.size() > 5 ? ", ..." : "");
+        if (strict) {
+            throw new IllegalArgumentException("--strict: " + line + " (outputs written to " + out + ")");
+        }
+        System.out.println(line);
     }
 
     /** Validates the model before Spark starts (the plan checks the flags' values). */
     private ModelConfig validate(Configuration conf) {
+        if (minExpertTokens < 0) {
+            throw new IllegalArgumentException("--min-expert-tokens must be ≥ 0, got " + minExpertTokens);
+        }
+        if (strict && minExpertTokens == 0) {
+            throw new IllegalArgumentException("--strict needs --min-expert-tokens N (N ≥ 1)");
+        }
         Path modelDir = new Path(model.uri(conf));
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
         try (Checkpoint checkpoint = Checkpoint.open(modelDir, conf)) {

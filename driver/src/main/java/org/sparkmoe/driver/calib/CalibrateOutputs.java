@@ -24,6 +24,7 @@ import java.util.Map;
  *   router-stats.json                   routing statistics, overall and per file
  *   report.html                         the self-contained report (inline SVG)
  *   expert-activations.safetensors      per-expert input and intermediate |x| statistics
+ *   expert-scores.json                  per-expert routed tokens, frequency, REAP saliency and EAN, rare experts
  *   router-data/router-data.json        with an export: what the exported DataSet files hold
  * </pre>
  */
@@ -31,6 +32,7 @@ public final class CalibrateOutputs {
     public static final String STATS_FILE = "router-stats.json";
     public static final String REPORT_FILE = "report.html";
     public static final String ACTIVATIONS_FILE = "expert-activations.safetensors";
+    public static final String EXPERT_SCORES_FILE = "expert-scores.json";
 
     private CalibrateOutputs() {
     }
@@ -53,6 +55,13 @@ public final class CalibrateOutputs {
             Path info = new Path(plan.routerData(), RouterDataInfo.FILE);
             AtomicFile.write(fs, info, RouterDataInfo.json(plan, config, layers).getBytes(StandardCharsets.UTF_8));
         }
+    }
+
+    /** Writes {@link ExpertScoresJson} into {@code outUri} (after {@link #write}), listing experts below {@code minTokens}. */
+    public static void writeExpertScores(Configuration conf, String outUri, ModelConfig config, CalibrationStats stats,
+                                         int minTokens) {
+        AtomicFile.write(Paths.fileSystem(outUri, conf), new Path(outUri, EXPERT_SCORES_FILE),
+                ExpertScoresJson.of(config, stats, minTokens).getBytes(StandardCharsets.UTF_8));
     }
 
     /** Per MoE layer N: layers.N.{input,intermediate}_abs_{mean,max} [E,D] / [E,I] and layers.N.tokens [E] (I64). */

@@ -1,13 +1,6 @@
 package org.sparkmoe.driver.surgery;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import org.apache.hadoop.fs.FileSystem;
-import org.apache.hadoop.fs.Path;
-import org.nd4j.linalg.api.ndarray.INDArray;
-import org.sparkmoe.driver.Paths;
-import org.sparkmoe.io.CheckpointLayout;
-import org.sparkmoe.io.LocalFiles;
-import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.surgery.ExpertReduceSurgery;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -15,10 +8,6 @@ import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
-import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.util.Arrays;
-import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.Callable;
 
@@ -72,53 +61,7 @@ public final class ReduceCommand implements Callable<Integer> {
         if (router != null) {
             settings.put("router", router);
         }
-        run.execute("reduce", surgery, settings, router == null ? Map.of() : gates(run));
+        run.execute("reduce", surgery, settings, router == null ? Map.of() : run.gates(router, experts));
         return 0;
-    }
-
-    /**
-     * The retrained gates, checked: one [E', D] gate per MoE layer under its Hugging Face name (gpt-oss: and its
-     * [E'] bias).
-     */
-    private Map<String, INDArray> gates(SurgeryRun run) {
-        Path file = new Path(Paths.qualify(router, run.conf));
-        CheckpointLayout layout = new CheckpointLayout(run.config.modelType);
-        Map<String, INDArray> out = new LinkedHashMap<>();
-        try {
-            FileSystem fs = file.getFileSystem(run.conf);
-            if (!fs.exists(file)) {
-                throw new IllegalArgumentException("router file not found: " + file);
-            }
-            try (LocalFiles local = LocalFiles.of(fs, file.getParent());
-                 SafeTensorsFile gates = SafeTensorsFile.open(local.get(file.getName()))) {
-                for (int l : run.moeLayers) {
-                    String name = layout.routerGate(l);
-                    if (!gates.has(name)) {
-                        throw new IllegalArgumentException(file + ": no tensor " + name);
-                    }
-                    INDArray gate = gates.readFloat(name);
-                    if (gate.rank() != 2 || gate.size(0) != experts || gate.size(1) != run.config.hidden_size) {
-                        throw new IllegalArgumentException(file + ": " + name + " is " + Arrays.toString(gate.shape())
-                                + ", expected [" + experts + ", " + run.config.hidden_size + "]");
-                    }
-                    out.put(name, gate);
-                    if (run.config.clamped_experts) {   // gpt-oss: the router's bias [E'] beside its weight
-                        String bias = layout.routerBias(l);
-                        if (!gates.has(bias)) {
-                            throw new IllegalArgumentException(file + ": no tensor " + bias);
-                        }
-                        INDArray b = gates.readFloat(bias);
-                        if (b.rank() != 1 || b.size(0) != experts) {
-                            throw new IllegalArgumentException(file + ": " + bias + " is "
-                                    + Arrays.toString(b.shape()) + ", expected [" + experts + "]");
-                        }
-                        out.put(bias, b);
-                    }
-                }
-            }
-        } catch (IOException e) {
-            throw new UncheckedIOException("reading " + file + ": " + e.getMessage(), e);
-        }
-        return out;
     }
 }

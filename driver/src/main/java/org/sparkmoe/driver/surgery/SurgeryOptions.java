@@ -18,7 +18,8 @@ public final class SurgeryOptions {
     String out;
 
     @Option(names = "--stats", paramLabel = "FILE",
-            description = "router-stats.json written by 'sparkmoe calibrate' on this model.")
+            description = "Written by 'sparkmoe calibrate' on this model: router-stats.json (topk, reduce, lowrank), "
+                    + "expert-scores.json (prune).")
     String stats;
 
     @Option(names = "--layout", paramLabel = "per-expert|fused",

@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FSDataInputStream;
+import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -16,9 +17,13 @@ import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.LocalFiles;
+import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
+import org.sparkmoe.surgery.ExpertScores;
 import org.sparkmoe.surgery.LayerResult;
 import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.RoutingStats;
@@ -85,17 +90,32 @@ final class SurgeryRun {
 
     /** The --stats file parsed and checked against the model; {@code why} says which option needs it. */
     RoutingStats stats(String why) {
+        return RoutingStats.parse(statsText(why, "router-stats.json", "router statistics"), statsFile().toString(),
+                config, moeLayers.length);
+    }
+
+    /** The --stats file as calibrate's expert-scores.json, parsed and checked against the model (surgery prune). */
+    ExpertScores expertScores() {
+        return ExpertScores.parse(statsText("surgery prune", "expert-scores.json", "expert scores"),
+                statsFile().toString(), config, moeLayers);
+    }
+
+    private Path statsFile() {
+        return new Path(Paths.qualify(options.stats, conf));
+    }
+
+    /** The text of the --stats file, which {@code why} needs as calibrate's {@code name} ({@code what} it holds). */
+    private String statsText(String why, String name, String what) {
         if (options.stats == null) {
-            throw new IllegalArgumentException(why + " needs --stats (router-stats.json from 'sparkmoe calibrate')");
+            throw new IllegalArgumentException(why + " needs --stats (" + name + " from 'sparkmoe calibrate')");
         }
-        Path file = new Path(Paths.qualify(options.stats, conf));
+        Path file = statsFile();
         try {
             if (!file.getFileSystem(conf).exists(file)) {
-                throw new IllegalArgumentException("router statistics not found: " + file);
+                throw new IllegalArgumentException(what + " not found: " + file);
             }
             try (FSDataInputStream in = file.getFileSystem(conf).open(file)) {
-                return RoutingStats.parse(new String(in.readAllBytes(), StandardCharsets.UTF_8), file.toString(), config,
-                        moeLayers.length);
+                return new String(in.readAllBytes(), StandardCharsets.UTF_8);
             }
         } catch (IOException e) {
             throw new UncheckedIOException("reading " + file + ": " + e.getMessage(), e);
@@ -135,7 +155,7 @@ final class SurgeryRun {
             try (JavaSparkContext sc = SparkContexts.start("sparkmoe surgery " + command, options.spark.master)) {
                 results = refinement.apply(sc, compute(sc, surgery), partitions(sc));
             }
-            write(command, newConfig, settings, overrides, results);
+            write(command, surgery, newConfig, settings, overrides, results);
         } finally {
             removeStaging();
         }
@@ -153,7 +173,7 @@ final class SurgeryRun {
         ObjectNode newConfig = surgery.config(config);
         try {
             List<LayerResult> results = compute(sc, surgery);
-            write(command, newConfig, settings, Map.of(), results);
+            write(command, surgery, newConfig, settings, Map.of(), results);
             return results;
         } finally {
             removeStaging();
@@ -182,11 +202,15 @@ final class SurgeryRun {
         return options.spark.partitionsOr(sc.defaultParallelism());
     }
 
-    private void write(String command, ObjectNode newConfig, ObjectNode settings, Map<String, INDArray> overrides,
-                       List<LayerResult> results) {
+    private void write(String command, LayerSurgery surgery, ObjectNode newConfig, ObjectNode settings,
+                       Map<String, INDArray> overrides, List<LayerResult> results) {
         Map<String, INDArray> replaced = new LinkedHashMap<>();
         results.forEach(r -> replaced.putAll(r.tensors()));
         replaced.putAll(overrides);
+        Map<String, String> renamed = new LinkedHashMap<>();
+        for (int i = 0; i < moeLayers.length; i++) {
+            renamed.putAll(surgery.renamed(moeLayers[i], i));
+        }
         Map<String, byte[]> extra = new LinkedHashMap<>();
         extra.put(REPORT_FILE, SurgeryCheckpoint.utf8(report(command, settings, results)));
         if (results.get(0).groups() != null) {
@@ -195,7 +219,7 @@ final class SurgeryRun {
             Arrays.fill(experts, config.num_experts);
             extra.put(EXPERT_MAP_FILE, SurgeryCheckpoint.utf8(ExpertMap.of(groups, experts).toJson()));
         }
-        SurgeryCheckpoint.write(modelDir, newConfig, replaced, extra, outDir, conf, output);
+        SurgeryCheckpoint.write(modelDir, newConfig, replaced, renamed, extra, outDir, conf, output);
         System.err.println("surgery " + command + ": wrote " + outDir);
     }
 
@@ -234,6 +258,52 @@ final class SurgeryRun {
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
             throw new IllegalStateException("serialising " + REPORT_FILE, e);
         }
+    }
+
+    /**
+     * The retrained gates of --router FILE (retrain-router's router.safetensors), checked: one [E', D] gate per MoE
+     * layer under its Hugging Face name (gpt-oss: and its [E'] bias), E' = {@code experts}.
+     */
+    Map<String, INDArray> gates(String router, int experts) {
+        Path file = new Path(Paths.qualify(router, conf));
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        Map<String, INDArray> out = new LinkedHashMap<>();
+        try {
+            FileSystem fs = file.getFileSystem(conf);
+            if (!fs.exists(file)) {
+                throw new IllegalArgumentException("router file not found: " + file);
+            }
+            try (LocalFiles local = LocalFiles.of(fs, file.getParent());
+                 SafeTensorsFile gates = SafeTensorsFile.open(local.get(file.getName()))) {
+                for (int l : moeLayers) {
+                    String name = layout.routerGate(l);
+                    if (!gates.has(name)) {
+                        throw new IllegalArgumentException(file + ": no tensor " + name);
+                    }
+                    INDArray gate = gates.readFloat(name);
+                    if (gate.rank() != 2 || gate.size(0) != experts || gate.size(1) != config.hidden_size) {
+                        throw new IllegalArgumentException(file + ": " + name + " is " + Arrays.toString(gate.shape())
+                                + ", expected [" + experts + ", " + config.hidden_size + "]");
+                    }
+                    out.put(name, gate);
+                    if (config.clamped_experts) {   // gpt-oss: the router's bias [E'] beside its weight
+                        String bias = layout.routerBias(l);
+                        if (!gates.has(bias)) {
+                            throw new IllegalArgumentException(file + ": no tensor " + bias);
+                        }
+                        INDArray b = gates.readFloat(bias);
+                        if (b.rank() != 1 || b.size(0) != experts) {
+                            throw new IllegalArgumentException(file + ": " + bias + " is "
+                                    + Arrays.toString(b.shape()) + ", expected [" + experts + "]");
+                        }
+                        out.put(bias, b);
+                    }
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("reading " + file + ": " + e.getMessage(), e);
+        }
+        return out;
     }
 
     static ObjectNode settings() {

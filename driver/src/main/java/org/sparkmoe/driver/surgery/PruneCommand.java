@@ -1,0 +1,62 @@
+package org.sparkmoe.driver.surgery;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkmoe.surgery.ExpertPruneSurgery;
+import org.sparkmoe.surgery.ExpertScores;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+
+/** {@code sparkmoe surgery prune}: keep the E' best-scoring experts of each MoE layer, drop the others. */
+@Command(name = "prune", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Keep each MoE layer's E' highest-scoring experts by calibrate's expert-scores.json (--stats) and "
+                + "drop the others with their gate rows (and router-bias / correction-bias entries); the kept experts' "
+                + "weights are copied unchanged, a shared expert stays. Writes the E'-expert checkpoint and "
+                + "OUT/expert-map.json, the map 'retrain-router --expert-map' takes (each dropped expert joins the kept "
+                + "expert with the closest gate row).",
+                "reap: mean routing weight × expert output norm over the routed tokens (REAP); frequency: routed "
+                        + "tokens / tokens; ean: Σ expert output norm over the routed tokens. With group-limited "
+                        + "routing every expert group keeps E'/n_group experts."})
+public final class PruneCommand implements Callable<Integer> {
+    private static final Map<String, ExpertScores.Method> METHODS = Map.of("reap", ExpertScores.Method.REAP,
+            "frequency", ExpertScores.Method.FREQUENCY, "ean", ExpertScores.Method.EAN);
+
+    @Mixin
+    SurgeryOptions options;
+
+    @Option(names = "--experts", required = true, paramLabel = "E'",
+            description = "Experts per MoE layer afterwards: at least num_experts_per_tok, fewer than E.")
+    int experts;
+
+    @Option(names = "--method", defaultValue = "reap", paramLabel = "reap|frequency|ean",
+            description = "What the experts are ranked by. Default: ${DEFAULT-VALUE}.")
+    String method;
+
+    @Option(names = "--router", paramLabel = "FILE",
+            description = "router.safetensors from 'retrain-router --expert-map OUT/expert-map.json' of an identical prune "
+                    + "run (same model, --stats, --experts, --method): its [E', D] gates replace the kept gate rows.")
+    String router;
+
+    @Override
+    public Integer call() {
+        ExpertScores.Method by = METHODS.get(method);
+        if (by == null) {
+            throw new IllegalArgumentException("--method must be one of reap, frequency, ean, got " + method);
+        }
+        SurgeryRun run = new SurgeryRun(options);
+        ExpertPruneSurgery surgery = new ExpertPruneSurgery(run.config, experts, run.expertScores(), by);
+        ObjectNode settings = SurgeryRun.settings();
+        settings.put("experts", experts);
+        settings.put("method", method.toLowerCase(Locale.ROOT));
+        settings.put("stats", options.stats);
+        if (router != null) {
+            settings.put("router", router);
+        }
+        run.execute("prune", surgery, settings, router == null ? Map.of() : run.gates(router, experts));
+        return 0;
+    }
+}

@@ -1,0 +1,109 @@
+package org.sparkmoe.calib;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.routing.RoutingPlan;
+import org.sparkmoe.routing.Routes;
+
+import java.util.Arrays;
+
+/**
+ * What expert pruning ranks the experts of one MoE layer by, as an exact mergeable accumulator. For expert e, over
+ * the tokens t routed to it (e among the router's top-K of t), with y_e(t) [D] the expert's output for t (before the
+ * routing weight; gpt-oss: with its down bias) and g_e(t) the routing weight the model multiplies it by (after top-K
+ * renormalisation and {@code routed_scaling_factor}, where the family applies them; gpt-oss: the softmax over its K
+ * logits):
+ * <ul>
+ * <li>{@code routed[e]}: how many tokens that is;</li>
+ * <li>{@code reapSum[e]} = Σ_t g_e(t)·‖y_e(t)‖₂, so that REAP's saliency is reapSum[e] / routed[e] (Lasby et al.,
+ *     "REAP the Experts", ICLR 2026);</li>
+ * <li>{@code eanSum[e]} = Σ_t ‖y_e(t)‖₂, the expert activation norm (EAN) REAP compares with.</li>
+ * </ul>
+ * Norms are taken in float64 of the outputs as the model computes them (float32 for a float32 model); every term is
+ * added exactly ({@link ExactSums}), so any split of the tokens gives the same bits.
+ */
+public final class ExpertSaliencyStats implements java.io.Serializable {
+    private final int experts;
+    private final long[] routed;        // [E]
+    private final ExactSums reapSum;    // [E]
+    private final ExactSums eanSum;     // [E]
+
+    public ExpertSaliencyStats(int experts) {
+        this.experts = experts;
+        this.routed = new long[experts];
+        this.reapSum = new ExactSums(experts);
+        this.eanSum = new ExactSums(experts);
+    }
+
+    /**
+     * Adds T tokens.
+     *
+     * @param x       the MoE block's input [T, D]
+     * @param routes  the block's routing of them (the router's {@code route} of their logits)
+     * @param ffn     the block's experts
+     */
+    public void add(INDArray x, Routes routes, FullExperts ffn) {
+        if (routes.numExperts() != experts || ffn.experts() != experts || routes.tokens() != x.size(0)) {
+            throw new IllegalArgumentException("expected " + experts + " experts and a routing of the " + x.size(0)
+                    + " tokens, got routes of " + routes.tokens() + " tokens over " + routes.numExperts()
+                    + " experts and " + ffn.experts() + " experts");
+        }
+        RoutingPlan plan = routes.plan;
+        double[] ys = Flat.values(ffn.expertOutputs(x, plan));                 // [N, D]
+        int hidden = ffn.hidden();
+        for (int e = 0; e < experts; e++) {
+            for (int row = plan.offsets[e]; row < plan.offsets[e + 1]; row++) {
+                double sq = 0;
+                for (int d = row * hidden; d < (row + 1) * hidden; d++) {
+                    sq += ys[d] * ys[d];
+                }
+                double norm = Math.sqrt(sq);                                     // ‖y_e(t)‖₂
+                eanSum.add(e, norm);
+                reapSum.add(e, routes.weightOfPair(plan.perm[row]) * norm);     // g_e(t)·‖y_e(t)‖₂
+            }
+            routed[e] += plan.tokensOf(e);
+        }
+    }
+
+    /** this += other (exact). */
+    public ExpertSaliencyStats merge(ExpertSaliencyStats other) {
+        if (other.experts != experts) {
+            throw new IllegalArgumentException("merging saliency of " + other.experts + " experts into " + experts);
+        }
+        for (int e = 0; e < experts; e++) {
+            routed[e] += other.routed[e];
+        }
+        reapSum.merge(other.reapSum);
+        eanSum.merge(other.eanSum);
+        return this;
+    }
+
+    public int experts() {
+        return experts;
+    }
+
+    /** [E] tokens routed to each expert. */
+    public long[] routed() {
+        return routed.clone();
+    }
+
+    /** [E] REAP saliency: the mean of g·‖y‖ over each expert's routed tokens (0 for an expert that saw none). */
+    public double[] reap() {
+        double[] out = new double[experts];
+        for (int e = 0; e < experts; e++) {
+            out[e] = routed[e] == 0 ? 0 : reapSum.get(e) / routed[e];
+        }
+        return out;
+    }
+
+    /** [E] expert activation norm: Σ ‖y‖ over each expert's routed tokens. */
+    public double[] ean() {
+        return eanSum.toArray();
+    }
+
+    public boolean sameAs(ExpertSaliencyStats other) {
+        return experts == other.experts && Arrays.equals(routed, other.routed) && reapSum.sameAs(other.reapSum)
+                && eanSum.sameAs(other.eanSum);
+    }
+}
