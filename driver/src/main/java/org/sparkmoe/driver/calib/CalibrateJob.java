@@ -42,6 +42,14 @@ public final class CalibrateJob {
     }
 
     public static Result run(JavaSparkContext sc, CalibratePlan plan, ModelConfig config) {
+        return run(sc, plan, config, false);
+    }
+
+    /**
+     * @param importance also every linear layer's importance sums ({@code --imatrix}), merged in the same
+     *                   treeAggregate as the other statistics
+     */
+    public static Result run(JavaSparkContext sc, CalibratePlan plan, ModelConfig config, boolean importance) {
         List<Integer> fileIndices = IntStream.range(0, plan.data().size()).boxed().toList();
         sc.setJobDescription("calibrate: tokenize " + plan.data().size() + " files (" + plan.split() + " split)");
         JavaRDD<CalibChunk> chunks = sc.parallelize(fileIndices, fileIndices.size())
@@ -64,8 +72,9 @@ public final class CalibrateJob {
         long total = Arrays.stream(windows).sum();
         sc.setJobDescription("calibrate: forward " + total + " windows of " + plan.window() + " tokens in chunks of "
                 + plan.batchWindows() + " on " + plan.partitions() + " partitions"
-                + (plan.routerData() != null ? ", exporting router data" : ""));
-        CalibrationStats zero = CalibrationStats.empty(plan.data().size(), config, plan.topK());
+                + (plan.routerData() != null ? ", exporting router data" : "")
+                + (importance ? ", with the importance sums of every linear layer" : ""));
+        CalibrationStats zero = CalibrationStats.empty(plan.data().size(), config, plan.topK(), importance);
         CalibrationStats stats = chunks.repartition(plan.partitions())
                 .treeAggregate(zero, (acc, chunk) -> add(plan, acc, chunk), CalibrationStats::merge);
         chunks.unpersist(false);
@@ -87,7 +96,7 @@ public final class CalibrateJob {
     private static CalibrationStats add(CalibratePlan plan, CalibrationStats acc, CalibChunk chunk) {
         try (ModelCache.Lease lease = ModelCache.lease(plan.model(), plan.device())) {
             MoeTransformer model = lease.model();
-            ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true);
+            ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true, acc.linearInputs());
             int bad = CalibrationStats.firstNonFiniteLayer(capture);
             if (bad >= 0) {
                 String file = new Path(plan.data().get(chunk.file)).getName();
