@@ -7,6 +7,8 @@ import org.nd4j.kryo.Nd4jRegistrator;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExactSums;
 import org.sparkmoe.calib.ExpertActivationStats;
+import org.sparkmoe.calib.ImportanceSums;
+import org.sparkmoe.calib.SquareSums;
 import org.sparkmoe.calib.LayerRouterStats;
 import org.sparkmoe.driver.calib.CalibChunk;
 import org.sparkmoe.driver.data.TokenizedFile;
@@ -57,6 +59,10 @@ public final class SparkMoeKryoRegistrator implements KryoRegistrator {
         kryo.register(ExpertActivationStats.class);
         kryo.register(ExpertActivationStats[].class);
         kryo.register(ExactSums.class);
+        kryo.register(ImportanceSums.class);
+        kryo.register(SquareSums.class);
+        kryo.register(SquareSums[].class);
+        kryo.register(SquareSums[][].class);
         org.sparkmoe.driver.surgery.SurgeryPiece.registerClasses(kryo);
         registerDl4jTraining(kryo);
     }

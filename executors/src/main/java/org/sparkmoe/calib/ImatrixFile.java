@@ -111,6 +111,7 @@ public final class ImatrixFile {
             int ncall = Math.toIntExact((max + chunkSize - 1) / chunkSize);
             double[] sums = e.sums().sums();
             int width = e.sums().width();
+            out.i32(ncall);
             out.i32(sums.length);
             for (int i = 0; i < sums.length; i++) {
                 float count = counts[i / width];
