@@ -30,7 +30,8 @@ import java.util.stream.IntStream;
  * Distributed calibration. Stage 1 tokenizes each file's split (one task per file) and keeps its first windows;
  * stage 2 forwards fixed chunks of windows spread over the partitions (each executor JVM loads the model once),
  * adds each chunk's router logits and router inputs to an exact {@link CalibrationStats} and, when asked,
- * writes the chunk's router training files; {@code treeAggregate} merges the partial statistics. The
+ * writes the chunk's router training files; {@code treeAggregate} merges the partial statistics, its last merge on
+ * an executor so that the driver fetches a single aggregate. The
  * statistics are exact sums, so they are identical for any partitioning or number of executors.
  */
 public final class CalibrateJob {
@@ -75,8 +76,9 @@ public final class CalibrateJob {
                 + (plan.routerData() != null ? ", exporting router data" : "")
                 + (importance ? ", with the importance sums of every linear layer" : ""));
         CalibrationStats zero = CalibrationStats.empty(plan.data().size(), config, plan.topK(), importance);
+        // the last merge runs on an executor, so the driver fetches one aggregate (spark.driver.maxResultSize), not √P
         CalibrationStats stats = chunks.repartition(plan.partitions())
-                .treeAggregate(zero, (acc, chunk) -> add(plan, acc, chunk), CalibrationStats::merge);
+                .treeAggregate(zero, (acc, chunk) -> add(plan, acc, chunk), CalibrationStats::merge, 2, true);
         chunks.unpersist(false);
         return new Result(stats, windows);
     }
