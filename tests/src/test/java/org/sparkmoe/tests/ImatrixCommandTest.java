@@ -160,6 +160,31 @@ class ImatrixCommandTest {
                 "q, k and v read the same input");
     }
 
+    @Test
+    void badImatrixOptionsAreRefusedInOneLineBeforeSparkStarts() {
+        String model = Fixtures.tinyModel().toString();
+        List<String> common = List.of("calibrate", "--model", model, "--data", data.toString(), "--out",
+                OUT.resolve("refused").toString());
+        String[][] cases = {
+                {"--imatrix-format", "dat"},
+                {"--imatrix", OUT.resolve("x.gguf").toString(), "--imatrix-format", "bin"},
+                {"--imatrix", OUT.toString()},
+                {"--imatrix", OUT.resolve("missing/x.gguf").toString()}};
+        String[] expected = {
+                "calibrate: error: --imatrix-format dat needs --imatrix FILE",
+                "calibrate: error: --imatrix-format must be gguf or dat, got bin",
+                "calibrate: error: --imatrix " + OUT + " is a folder; expected a file to write",
+                "calibrate: error: --imatrix " + OUT.resolve("missing/x.gguf") + ": the folder file:"
+                        + OUT.resolve("missing") + " does not exist"};
+        for (int i = 0; i < cases.length; i++) {
+            List<String> args = new ArrayList<>(common);
+            args.addAll(List.of(cases[i]));
+            CliRun run = CliRun.sparkmoe(args);
+            assertEquals(1, run.exitCode(), run.err());
+            assertEquals(expected[i], run.firstLine());
+        }
+    }
+
     /** The legacy format, read as llama.cpp's load_imatrix_legacy reads it; --all-experts: every expert every token. */
     @Test
     void legacyDatHoldsTheMeanSquaresTimesTheCallsPerEntry() throws Exception {

@@ -1,6 +1,7 @@
 package org.sparkmoe.driver.calib;
 
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
@@ -69,9 +70,9 @@ public final class CalibrateCommand implements Callable<Integer> {
                     + "write them as llama.cpp's importance matrix to FILE, for llama-quantize --imatrix.")
     String imatrix;
 
-    @Option(names = "--imatrix-format", defaultValue = "gguf", paramLabel = "gguf|dat",
+    @Option(names = "--imatrix-format", paramLabel = "gguf|dat",
             description = "The --imatrix file's format: gguf (llama.cpp's current one) or dat (its legacy binary "
-                    + "one). Default: ${DEFAULT-VALUE}.")
+                    + "one). Default: gguf.")
     String imatrixFormat;
 
     @Option(names = "--batch-windows", defaultValue = "8", paramLabel = "B",
@@ -129,17 +130,26 @@ public final class CalibrateCommand implements Callable<Integer> {
 
     /** The --imatrix file's URI (null without one), its format checked and its folder existing. */
     private String imatrixTarget(Configuration conf) {
-        if (!imatrixFormat.equals("gguf") && !imatrixFormat.equals("dat")) {
-            throw new IllegalArgumentException("--imatrix-format must be gguf or dat, got " + imatrixFormat);
-        }
         if (imatrix == null) {
+            if (imatrixFormat != null) {
+                throw new IllegalArgumentException("--imatrix-format " + imatrixFormat + " needs --imatrix FILE");
+            }
             return null;
         }
+        if (imatrixFormat == null) {
+            imatrixFormat = "gguf";
+        } else if (!imatrixFormat.equals("gguf") && !imatrixFormat.equals("dat")) {
+            throw new IllegalArgumentException("--imatrix-format must be gguf or dat, got " + imatrixFormat);
+        }
         String uri = Paths.qualify(imatrix, conf);
-        Path parent = new Path(uri).getParent();
+        Path target = new Path(uri);
         try {
-            if (parent != null && !parent.getFileSystem(conf).isDirectory(parent)) {
-                throw new IllegalArgumentException("--imatrix " + imatrix + ": the folder " + parent
+            FileSystem fs = target.getFileSystem(conf);
+            if (fs.isDirectory(target)) {
+                throw new IllegalArgumentException("--imatrix " + imatrix + " is a folder; expected a file to write");
+            }
+            if (target.getParent() != null && !fs.isDirectory(target.getParent())) {
+                throw new IllegalArgumentException("--imatrix " + imatrix + ": the folder " + target.getParent()
                         + " does not exist");
             }
         } catch (java.io.IOException e) {
