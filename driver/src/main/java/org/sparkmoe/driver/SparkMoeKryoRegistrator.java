@@ -8,6 +8,8 @@ import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExactSums;
 import org.sparkmoe.calib.ExpertActivationStats;
 import org.sparkmoe.calib.ExpertSaliencyStats;
+import org.sparkmoe.calib.ImportanceSums;
+import org.sparkmoe.calib.SquareSums;
 import org.sparkmoe.calib.LayerRouterStats;
 import org.sparkmoe.driver.calib.CalibChunk;
 import org.sparkmoe.driver.data.TokenizedFile;
@@ -60,6 +62,10 @@ public final class SparkMoeKryoRegistrator implements KryoRegistrator {
         kryo.register(ExpertSaliencyStats.class);
         kryo.register(ExpertSaliencyStats[].class);
         kryo.register(ExactSums.class);
+        kryo.register(ImportanceSums.class);
+        kryo.register(SquareSums.class);
+        kryo.register(SquareSums[].class);
+        kryo.register(SquareSums[][].class);
         org.sparkmoe.driver.surgery.SurgeryPiece.registerClasses(kryo);
         registerDl4jTraining(kryo);
     }

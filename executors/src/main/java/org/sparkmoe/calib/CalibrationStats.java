@@ -9,9 +9,14 @@ import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.routing.Router;
+import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.kernels.Dense;
+import org.sparkmoe.kernels.Workers;
+import org.sparkmoe.model.LinearInputs;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.IntFunction;
 
 /**
  * Everything a calibration pass accumulates, as one exact mergeable aggregate: router statistics per input
@@ -22,12 +27,14 @@ public final class CalibrationStats implements java.io.Serializable {
     private final LayerRouterStats[][] router;       // [files][MoE layers]
     private final ExpertActivationStats[] activations; // [MoE layers]
     private final ExpertSaliencyStats[] saliency;      // [MoE layers]
+    private final ImportanceSums importance;          // null unless asked for
 
     private CalibrationStats(LayerRouterStats[][] router, ExpertActivationStats[] activations,
-                             ExpertSaliencyStats[] saliency) {
+                             ExpertSaliencyStats[] saliency, ImportanceSums importance) {
         this.router = router;
         this.activations = activations;
         this.saliency = saliency;
+        this.importance = importance;
     }
 
     /**
@@ -35,6 +42,14 @@ public final class CalibrationStats implements java.io.Serializable {
      * top-{@code topK} (built from config.json alone, so the driver need not load the weights).
      */
     public static CalibrationStats empty(int files, ModelConfig config, int topK) {
+        return empty(files, config, topK, false);
+    }
+
+    /**
+     * {@link #empty(int, ModelConfig, int)}, with {@code importance}: also every linear layer's importance sums
+     * ({@link ImportanceSums}; the forward pass must then show its inputs to {@link #linearInputs()}).
+     */
+    public static CalibrationStats empty(int files, ModelConfig config, int topK, boolean importance) {
         int[] layers = moeLayerIndices(config);
         if (layers.length == 0) {
             throw new IllegalArgumentException("the model has no MoE layer to calibrate");
@@ -53,7 +68,18 @@ public final class CalibrationStats implements java.io.Serializable {
                     config.expert_intermediate_size);
             saliency[l] = new ExpertSaliencyStats(config.num_experts);
         }
-        return new CalibrationStats(router, activations, saliency);
+        return new CalibrationStats(router, activations, saliency,
+                importance ? new ImportanceSums(config.num_hidden_layers) : null);
+    }
+
+    /** What {@code model.forward} shows decoder layer i's inputs to: the importance sums, or nobody. */
+    public IntFunction<LinearInputs> linearInputs() {
+        return importance == null ? layer -> LinearInputs.NONE : importance::at;
+    }
+
+    /** The importance sums, or null when not collected. */
+    public ImportanceSums importance() {
+        return importance;
     }
 
     /** Decoder-layer indices of the MoE layers, in order. */
@@ -90,6 +116,7 @@ public final class CalibrationStats implements java.io.Serializable {
      */
     public CalibrationStats add(int file, ForwardOutput capture, MoeTransformer model, boolean allExperts) {
         List<MoeBlock> blocks = moeBlocks(model);
+        int[] decoderLayers = moeLayerIndices(model.config());
         for (int l = 0; l < blocks.size(); l++) {
             INDArray logits = capture.routerLogits().get(l);                 // [T, E]
             LayerRouterStats stats = router[file][l];
@@ -100,13 +127,31 @@ public final class CalibrationStats implements java.io.Serializable {
             for (int t = 0; t < rankings.length; t++) {
                 System.arraycopy(rankings[t].order(), 0, selected, t * stats.topK(), stats.topK());
             }
-            activations[l].add(capture.routerInputs().get(l), selected, stats.topK(), expertWeights(block),
-                    allExperts);
+            ExpertWeights weights = expertWeights(block);
+            if (importance == null) {
+                activations[l].add(capture.routerInputs().get(l), selected, stats.topK(), weights, allExperts);
+            } else {
+                int layer = decoderLayers[l];
+                activations[l].add(capture.routerInputs().get(l), selected, stats.topK(), weights, allExperts,
+                        (e, x, h) -> importance.addExpert(layer, weights.experts(), e, x, weights.hidden(), h,
+                                weights.intermediate()));
+                addSharedInputs(layer, capture.routerInputs().get(l), block);
+            }
             saliency[l].add(capture.routerInputs().get(l),
                     block.router().route(logits, block.options().rule().withTopK(stats.topK())),
                     (FullExperts) block.experts());
         }
         return this;
+    }
+
+    /** The router's and the shared expert's input x [T, D], and the shared expert's intermediate activation [T, S]. */
+    private void addSharedInputs(int layer, INDArray x, MoeBlock block) {
+        importance.add(layer, LinearInputs.Site.FFN_IN, x);
+        if (block.shared() != null) {
+            ExpertWeights shared = block.shared().weights();
+            importance.add(layer, LinearInputs.Site.SHARED_INTER, Activations.gated(shared.activation(),
+                    Dense.linear(x, shared.w1().matrix(0)), Dense.linear(x, shared.w3().matrix(0)), Workers.SERIAL));
+        }
     }
 
     /**
@@ -135,6 +180,12 @@ public final class CalibrationStats implements java.io.Serializable {
         for (int l = 0; l < activations.length; l++) {
             activations[l].merge(other.activations[l]);
             saliency[l].merge(other.saliency[l]);
+        }
+        if ((importance == null) != (other.importance == null)) {
+            throw new IllegalArgumentException("merging calibration statistics with and without importance sums");
+        }
+        if (importance != null) {
+            importance.merge(other.importance);
         }
         return this;
     }
@@ -186,6 +237,7 @@ public final class CalibrationStats implements java.io.Serializable {
                 return false;
             }
         }
-        return true;
+        return importance == null ? other.importance == null
+                : other.importance != null && importance.sameAs(other.importance);
     }
 }

@@ -50,6 +50,20 @@ public final class ExpertActivationStats implements java.io.Serializable {
      * @param allExperts run every token through every expert instead of its selected ones
      */
     public void add(INDArray x, int[] selected, int topK, ExpertWeights weights, boolean allExperts) {
+        add(x, selected, topK, weights, allExperts, null);
+    }
+
+    /** What an expert's rows were: its inputs x [n, D] and intermediate activations h [n, I], row-major. */
+    @FunctionalInterface
+    public interface Seen {
+        void add(int expert, float[] x, float[] h);
+    }
+
+    /**
+     * {@link #add(INDArray, int[], int, ExpertWeights, boolean)}, also showing each expert's rows to {@code seen}
+     * (null: to nobody).
+     */
+    public void add(INDArray x, int[] selected, int topK, ExpertWeights weights, boolean allExperts, Seen seen) {
         int t = (int) x.size(0);
         if (x.size(1) != hidden || weights.experts() != experts || weights.intermediate() != intermediate
                 || selected.length != t * topK) {
@@ -66,8 +80,13 @@ public final class ExpertActivationStats implements java.io.Serializable {
             INDArray h = Activations.gated(weights.activation(),
                     Dense.linear(xe, weights.w1().matrix(e), bias(weights.b1(), e)),
                     Dense.linear(xe, weights.w3().matrix(e), bias(weights.b3(), e)), Workers.SERIAL);  // [n, I]
-            accumulate(xe.data().asFloat(), hidden, e, inputAbsSum, inputAbsMax);
-            accumulate(h.data().asFloat(), intermediate, e, interAbsSum, interAbsMax);
+            float[] xs = xe.data().asFloat();
+            float[] hs = h.data().asFloat();
+            accumulate(xs, hidden, e, inputAbsSum, inputAbsMax);
+            accumulate(hs, intermediate, e, interAbsSum, interAbsMax);
+            if (seen != null) {
+                seen.add(e, xs, hs);
+            }
             tokens[e] += rows.length;
         }
     }

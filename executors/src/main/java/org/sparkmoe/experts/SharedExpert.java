@@ -71,6 +71,11 @@ public final class SharedExpert {
         return new SharedExpert(weights, gateLora, upLora, downLora, gate);
     }
 
+    /** The MLP as one expert: w1, w3 [1, S, D], w2 [1, D, S]. */
+    public ExpertWeights weights() {
+        return weights;
+    }
+
     /** Throws unless the MLP is of hidden size D and (when gated) the gate is [1, D], both of the block's type. */
     public void checkFits(int hidden, DataType dataType) {
         if (weights.hidden() != hidden || rows.dataType() != dataType) {

@@ -74,7 +74,8 @@ public final class Attention implements SelfAttention {
     }
 
     @Override
-    public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope) {
+    public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs) {
+        inputs.add(LinearInputs.Site.ATTN_IN, x);
         float[] q = toHeads(qNorm.forward(Dense.linear(x, wq, bq)), batch, seq, heads, rope);     // [B, H, S, hd]
         float[] k = toHeads(kNorm.forward(Dense.linear(x, wk, bk)), batch, seq, kvHeads, rope);   // [B, KVH, S, hd]
         float[] v = toHeads(vNorm.forward(Dense.linear(x, wv, bv)), batch, seq, kvHeads, null);  // [B, KVH, S, hd]
@@ -99,7 +100,9 @@ public final class Attention implements SelfAttention {
                         false, false, 1.0, 0.0);                                    // [S, hd] = p·v
             }
         }
-        return Dense.linear(fromHeads(context.data().asFloat(), batch, seq), wo, bo);
+        INDArray merged = fromHeads(context.data().asFloat(), batch, seq);              // [B·S, H·hd]
+        inputs.add(LinearInputs.Site.ATTN_OUT, merged);
+        return Dense.linear(merged, wo, bo);
     }
 
     /** [B·S, n·hd] → [B, n, S, hd], rotated by position when {@code rope} is given. */

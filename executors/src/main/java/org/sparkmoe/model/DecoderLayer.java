@@ -2,6 +2,7 @@ package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.experts.SwiGluMlp;
+import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.moe.MoeBlock;
 
 /**
@@ -53,10 +54,24 @@ public final class DecoderLayer {
     }
 
     public Output forward(INDArray x, int batch, int seq, RotaryEmbedding rope, int topK) {
-        INDArray h = x.add(attention.forward(inputNorm.forward(x), batch, seq, rope));   // [B·S, D]
+        return forward(x, batch, seq, rope, topK, LinearInputs.NONE);
+    }
+
+    /**
+     * {@link #forward(INDArray, int, int, RotaryEmbedding, int)}, showing the attention's and a dense MLP's
+     * projections their inputs to {@code inputs} (an MoE layer's are its {@link Output#moeInput}).
+     */
+    public Output forward(INDArray x, int batch, int seq, RotaryEmbedding rope, int topK, LinearInputs inputs) {
+        INDArray h = x.add(attention.forward(inputNorm.forward(x), batch, seq, rope, inputs));   // [B·S, D]
         INDArray normed = postAttentionNorm.forward(h);
         if (moe == null) {
-            return new Output(h.addi(mlp.forward(normed)), null, null);
+            inputs.add(LinearInputs.Site.FFN_IN, normed);
+            if (!inputs.wants(LinearInputs.Site.FFN_INTER)) {
+                return new Output(h.addi(mlp.forward(normed)), null, null);
+            }
+            SwiGluMlp.Context dense = mlp.forwardTraining(normed);   // in FLOAT bit-identical to forward
+            inputs.add(LinearInputs.Site.FFN_INTER, Activations.swiGlu(dense.g(), dense.u()));    // [B·S, I]
+            return new Output(h.addi(dense.out()), null, null);
         }
         MoeBlock.Output block = moe.forward(normed, topK);
         return new Output(h.addi(block.hidden()), block.routerLogits(), normed);

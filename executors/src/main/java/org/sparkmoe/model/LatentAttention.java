@@ -76,8 +76,8 @@ public final class LatentAttention implements SelfAttention {
     }
 
     @Override
-    public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope) {
-        return forwardTraining(x, batch, seq, rope).out();
+    public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs) {
+        return pass(x, batch, seq, rope, inputs).out();
     }
 
     /** The forward result and what {@link #backward} needs; immutable once built. */
@@ -115,6 +115,12 @@ public final class LatentAttention implements SelfAttention {
 
     @Override
     public Context forwardTraining(INDArray x, int batch, int seq, RotaryEmbedding rope) {
+        return pass(x, batch, seq, rope, LinearInputs.NONE);
+    }
+
+    /** The forward, showing the projections' inputs to {@code inputs}. */
+    private Context pass(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs) {
+        inputs.add(LinearInputs.Site.ATTN_IN, x);
         DataType dt = x.dataType();
         boolean single = dt == DataType.FLOAT;
         int tokens = batch * seq;
@@ -126,6 +132,7 @@ public final class LatentAttention implements SelfAttention {
             q = Dense.linear(x, w.wq());
         } else {
             qANormed = w.qANorm().forwardTraining(Dense.linear(x, w.wqA(), w.bqA()));    // [T, Q]
+            inputs.add(LinearInputs.Site.ATTN_Q_LATENT, qANormed.out());
             q = Dense.linear(qANormed.out(), w.wqB());
         }
         double[] c = Flat.values(Dense.linear(x, w.wkvA(), w.bkvA()));                   // [T, C+dr]
@@ -137,8 +144,12 @@ public final class LatentAttention implements SelfAttention {
         }
         RmsNorm.Forward kvANormed = w.kvANorm().forwardTraining(Flat.array(latent, new long[] {tokens, latentDim},
                 dt));
+        inputs.add(LinearInputs.Site.ATTN_KV_LATENT, kvANormed.out());
         double[] kv = Flat.values(Dense.linear(kvANormed.out(), w.wkvB()));             // [T, H·(dn+dv)]
         double[] qv = Flat.values(q);
+        if (inputs.wants(LinearInputs.Site.ATTN_Q_NOPE)) {
+            inputs.add(LinearInputs.Site.ATTN_Q_NOPE, qNope(qv, tokens));
+        }
 
         double[] qh = new double[tokens * heads * qk];                                  // [B, H, S, dn+dr]
         double[] kh = new double[tokens * heads * qk];                                  // [B, H, S, dn+dr]
@@ -176,6 +187,10 @@ public final class LatentAttention implements SelfAttention {
         }
         INDArray merged = Flat.array(mergeHeads(Flat.values(context), batch, seq, valueDim),
                 new long[] {tokens, (long) heads * valueDim}, dt);                      // [T, H·dv]
+        if (inputs.wants(LinearInputs.Site.ATTN_V_LATENT)) {
+            inputs.add(LinearInputs.Site.ATTN_V_LATENT, valueLatent(probs, kvANormed.out(), batch, seq));
+        }
+        inputs.add(LinearInputs.Site.ATTN_OUT, merged);
         return new Context(batch, seq, rope, qANormed, kvANormed, qHeads, kHeads, vHeads, probs,
                 Dense.linear(merged, w.wo(), w.bo()));
     }
@@ -262,6 +277,33 @@ public final class LatentAttention implements SelfAttention {
             Dense.linearBackward(dqA, w.wqA(), dx, true);
         }
         return dx;
+    }
+
+    /** Each head's q_nope: q [T, H·(dn+dr)] → [T, H·dn]. */
+    private INDArray qNope(double[] q, int tokens) {
+        int qk = nopeDim + ropeDim;
+        float[] out = new float[tokens * heads * nopeDim];
+        for (int th = 0; th < tokens * heads; th++) {
+            for (int i = 0; i < nopeDim; i++) {
+                out[th * nopeDim + i] = (float) q[th * qk + i];
+            }
+        }
+        return Nd4j.create(out, new long[] {tokens, (long) heads * nopeDim}, 'c');
+    }
+
+    /**
+     * Each head's attention over the normed kv latents, what llama.cpp's absorbed MLA multiplies by v_b:
+     * probs [B·H, S, S] · latent [B, S, C] per head → [T, H·C].
+     */
+    private INDArray valueLatent(INDArray probs, INDArray latent, int batch, int seq) {
+        INDArray perHead = Nd4j.createUninitialized(probs.dataType(), new long[] {(long) batch * heads, seq, latentDim},
+                'c');                                                                   // [B·H, S, C]
+        INDArray latents = latent.reshape('c', batch, seq, latentDim);                  // [B, S, C]
+        for (int bh = 0; bh < batch * heads; bh++) {
+            Nd4j.gemm(probs.slice(bh), latents.slice(bh / heads), perHead.slice(bh), false, false, 1.0, 0.0);
+        }
+        return Flat.array(mergeHeads(Flat.values(perHead), batch, seq, latentDim),
+                new long[] {(long) batch * seq, (long) heads * latentDim}, probs.dataType());
     }
 
     /** [T, H·n] → [B, H, S, n]. */

@@ -9,6 +9,7 @@ import org.sparkmoe.moe.MoeBlock;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.IntFunction;
 
 /**
  * A decoder-only MoE language model (Mixtral, Qwen2-MoE, or dense Mistral): embedding, decoder layers,
@@ -94,10 +95,18 @@ public final class MoeTransformer {
      * @param capture whether to keep hidden states, router logits and router inputs
      */
     public ForwardOutput forward(int[][] tokens, int topK, boolean capture) {
+        return forward(tokens, topK, capture, layer -> LinearInputs.NONE);
+    }
+
+    /**
+     * {@link #forward(int[][], int, boolean)}, showing decoder layer i's attention and dense-MLP projections their
+     * inputs to {@code inputs.apply(i)}.
+     */
+    public ForwardOutput forward(int[][] tokens, int topK, boolean capture, IntFunction<LinearInputs> inputs) {
         List<INDArray> hiddenStates = new ArrayList<>();
         List<INDArray> routerLogits = new ArrayList<>();
         List<INDArray> routerInputs = new ArrayList<>();
-        INDArray hidden = decode(tokens, topK, capture, hiddenStates, routerLogits, routerInputs);
+        INDArray hidden = decode(tokens, topK, capture, hiddenStates, routerLogits, routerInputs, inputs);
         return new ForwardOutput(lmHead(hidden), hiddenStates, routerLogits, routerInputs);
     }
 
@@ -106,7 +115,7 @@ public final class MoeTransformer {
      * caller can take the [B·S, V] logits in row blocks ({@link #lmHead}) instead of all at once.
      */
     public INDArray finalHidden(int[][] tokens, int topK) {
-        return decode(tokens, topK, false, null, null, null);
+        return decode(tokens, topK, false, null, null, null, layer -> LinearInputs.NONE);
     }
 
     /** Logits [N, V] of final hidden rows [N, D]. */
@@ -116,16 +125,17 @@ public final class MoeTransformer {
 
     /** Embedding, decoder layers and final norm; with {@code capture}, fills the three lists. */
     private INDArray decode(int[][] tokens, int topK, boolean capture, List<INDArray> hiddenStates,
-                            List<INDArray> routerLogits, List<INDArray> routerInputs) {
+                            List<INDArray> routerLogits, List<INDArray> routerInputs,
+                            IntFunction<LinearInputs> inputs) {
         int[] flat = flatten(tokens);
         int batch = tokens.length;
         int seq = tokens[0].length;
         INDArray hidden = embed(flat);                                                // [B·S, D]
-        for (DecoderLayer layer : layers) {
+        for (int i = 0; i < layers.size(); i++) {
             if (capture) {
                 hiddenStates.add(hidden);
             }
-            DecoderLayer.Output out = layer.forward(hidden, batch, seq, rope, topK);
+            DecoderLayer.Output out = layers.get(i).forward(hidden, batch, seq, rope, topK, inputs.apply(i));
             hidden = out.hidden();
             if (capture && out.routerLogits() != null) {
                 routerLogits.add(out.routerLogits());

@@ -16,7 +16,12 @@ public interface SelfAttention {
     }
 
     /** x [B·S, D] → [B·S, D]. */
-    INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope);
+    default INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope) {
+        return forward(x, batch, seq, rope, LinearInputs.NONE);
+    }
+
+    /** x [B·S, D] → [B·S, D], showing the projections' inputs to {@code inputs}. */
+    INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs);
 
     /** x [B·S, D] → Context with out [B·S, D]; FLOAT or DOUBLE. */
     Context forwardTraining(INDArray x, int batch, int seq, RotaryEmbedding rope);

@@ -1,6 +1,7 @@
 package org.sparkmoe.driver.calib;
 
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
@@ -74,6 +75,17 @@ public final class CalibrateCommand implements Callable<Integer> {
                     + "An earlier OUT/router-data is replaced.")
     boolean exportRouterData;
 
+    @Option(names = "--imatrix", paramLabel = "FILE",
+            description = "Also collect every linear layer's importance sums (Σ x² per input column and the token "
+                    + "count, per expert for the routed experts; with --all-experts every expert sees every token) and "
+                    + "write them as llama.cpp's importance matrix to FILE, for llama-quantize --imatrix.")
+    String imatrix;
+
+    @Option(names = "--imatrix-format", paramLabel = "gguf|dat",
+            description = "The --imatrix file's format: gguf (llama.cpp's current one) or dat (its legacy binary "
+                    + "one). Default: gguf.")
+    String imatrixFormat;
+
     @Option(names = "--batch-windows", defaultValue = "8", paramLabel = "B",
             description = "Windows per forward pass. Default: ${DEFAULT-VALUE}.")
     int batchWindows;
@@ -95,6 +107,7 @@ public final class CalibrateCommand implements Callable<Integer> {
         Device chosen = device.resolve();
         Configuration conf = new Configuration();
         ModelConfig config = validate(conf);
+        String imatrixUri = imatrixTarget(conf);
         String outUri = Paths.qualify(out, conf);
         OutputFolder.requireFolder("--out", new Path(outUri), conf, "calibrate");
         CalibratePlan plan = plan(conf, config, outUri, chosen);
@@ -109,7 +122,7 @@ public final class CalibrateCommand implements Callable<Integer> {
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe calibrate", spark.master)) {
             CalibratePlan withPartitions = plan.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
             long start = System.nanoTime();
-            result = CalibrateJob.run(sc, withPartitions, config);
+            result = CalibrateJob.run(sc, withPartitions, config, imatrixUri != null);
             double seconds = (System.nanoTime() - start) / 1e9;
             long tokens = result.stats().layer(0).tokens();
             System.err.printf("calibrate: %d tokens in %.1f s (%.0f tokens/s)%n", tokens, seconds, tokens / seconds);
@@ -120,6 +133,10 @@ public final class CalibrateCommand implements Callable<Integer> {
         System.err.println("calibrate: wrote " + CalibrateOutputs.STATS_FILE + ", " + CalibrateOutputs.REPORT_FILE
                 + ", " + CalibrateOutputs.ACTIVATIONS_FILE + ", " + CalibrateOutputs.EXPERT_SCORES_FILE
                 + (plan.routerData() != null ? " and router-data/" : "") + " to " + outUri);
+        if (imatrixUri != null) {
+            CalibrateOutputs.writeImatrix(conf, imatrixUri, imatrixFormat, plan, config, result);
+            System.err.println("calibrate: wrote the importance matrix (" + imatrixFormat + ") to " + imatrixUri);
+        }
         listRareExperts(config, result);
         return 0;
     }
@@ -137,6 +154,36 @@ public final class CalibrateCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--strict: " + line + " (outputs written to " + out + ")");
         }
         System.out.println(line);
+    }
+
+    /** The --imatrix file's URI (null without one), its format checked and its folder existing. */
+    private String imatrixTarget(Configuration conf) {
+        if (imatrix == null) {
+            if (imatrixFormat != null) {
+                throw new IllegalArgumentException("--imatrix-format " + imatrixFormat + " needs --imatrix FILE");
+            }
+            return null;
+        }
+        if (imatrixFormat == null) {
+            imatrixFormat = "gguf";
+        } else if (!imatrixFormat.equals("gguf") && !imatrixFormat.equals("dat")) {
+            throw new IllegalArgumentException("--imatrix-format must be gguf or dat, got " + imatrixFormat);
+        }
+        String uri = Paths.qualify(imatrix, conf);
+        Path target = new Path(uri);
+        try {
+            FileSystem fs = target.getFileSystem(conf);
+            if (fs.isDirectory(target)) {
+                throw new IllegalArgumentException("--imatrix " + imatrix + " is a folder; expected a file to write");
+            }
+            if (target.getParent() != null && !fs.isDirectory(target.getParent())) {
+                throw new IllegalArgumentException("--imatrix " + imatrix + ": the folder " + target.getParent()
+                        + " does not exist");
+            }
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException("looking up --imatrix " + uri + ": " + e.getMessage(), e);
+        }
+        return uri;
     }
 
     /** Validates the model before Spark starts (the plan checks the flags' values). */

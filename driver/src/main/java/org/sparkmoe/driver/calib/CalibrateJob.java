@@ -30,7 +30,8 @@ import java.util.stream.IntStream;
  * Distributed calibration. Stage 1 tokenizes each file's split (one task per file) and keeps its first windows;
  * stage 2 forwards fixed chunks of windows spread over the partitions (each executor JVM loads the model once),
  * adds each chunk's router logits and router inputs to an exact {@link CalibrationStats} and, when asked,
- * writes the chunk's router training files; {@code treeAggregate} merges the partial statistics. The
+ * writes the chunk's router training files; {@code treeAggregate} merges the partial statistics, its last merge on
+ * an executor so that the driver fetches a single aggregate. The
  * statistics are exact sums, so they are identical for any partitioning or number of executors.
  */
 public final class CalibrateJob {
@@ -42,6 +43,14 @@ public final class CalibrateJob {
     }
 
     public static Result run(JavaSparkContext sc, CalibratePlan plan, ModelConfig config) {
+        return run(sc, plan, config, false);
+    }
+
+    /**
+     * @param importance also every linear layer's importance sums ({@code --imatrix}), merged in the same
+     *                   treeAggregate as the other statistics
+     */
+    public static Result run(JavaSparkContext sc, CalibratePlan plan, ModelConfig config, boolean importance) {
         List<Integer> fileIndices = IntStream.range(0, plan.data().size()).boxed().toList();
         sc.setJobDescription("calibrate: tokenize " + plan.data().size() + " files (" + plan.split() + " split)");
         JavaRDD<CalibChunk> chunks = sc.parallelize(fileIndices, fileIndices.size())
@@ -64,10 +73,12 @@ public final class CalibrateJob {
         long total = Arrays.stream(windows).sum();
         sc.setJobDescription("calibrate: forward " + total + " windows of " + plan.window() + " tokens in chunks of "
                 + plan.batchWindows() + " on " + plan.partitions() + " partitions"
-                + (plan.routerData() != null ? ", exporting router data" : ""));
-        CalibrationStats zero = CalibrationStats.empty(plan.data().size(), config, plan.topK());
+                + (plan.routerData() != null ? ", exporting router data" : "")
+                + (importance ? ", with the importance sums of every linear layer" : ""));
+        CalibrationStats zero = CalibrationStats.empty(plan.data().size(), config, plan.topK(), importance);
+        // the last merge runs on an executor, so the driver fetches one aggregate (spark.driver.maxResultSize), not √P
         CalibrationStats stats = chunks.repartition(plan.partitions())
-                .treeAggregate(zero, (acc, chunk) -> add(plan, acc, chunk), CalibrationStats::merge);
+                .treeAggregate(zero, (acc, chunk) -> add(plan, acc, chunk), CalibrationStats::merge, 2, true);
         chunks.unpersist(false);
         return new Result(stats, windows);
     }
@@ -87,7 +98,7 @@ public final class CalibrateJob {
     private static CalibrationStats add(CalibratePlan plan, CalibrationStats acc, CalibChunk chunk) {
         try (ModelCache.Lease lease = ModelCache.lease(plan.model(), plan.device())) {
             MoeTransformer model = lease.model();
-            ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true);
+            ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true, acc.linearInputs());
             int bad = CalibrationStats.firstNonFiniteLayer(capture);
             if (bad >= 0) {
                 String file = new Path(plan.data().get(chunk.file)).getName();

@@ -5,6 +5,7 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExpertActivationStats;
+import org.sparkmoe.calib.ImatrixFile;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.ModelConfig;
@@ -62,6 +63,22 @@ public final class CalibrateOutputs {
                                          int minTokens) {
         AtomicFile.write(Paths.fileSystem(outUri, conf), new Path(outUri, EXPERT_SCORES_FILE),
                 ExpertScoresJson.of(config, stats, minTokens).getBytes(StandardCharsets.UTF_8));
+    }
+
+    /**
+     * Writes the run's importance matrix to {@code uri} atomically, as llama.cpp's GGUF imatrix or (format "dat")
+     * its legacy binary one: the data files as its datasets, the windows as its chunks of --window tokens.
+     */
+    public static void writeImatrix(Configuration conf, String uri, String format, CalibratePlan plan,
+                                    ModelConfig config, CalibrateJob.Result result) {
+        List<ImatrixFile.Entry> entries = ImatrixFile.entries(config, result.stats().importance());
+        int chunks = Math.toIntExact(java.util.Arrays.stream(result.windowsPerFile()).sum());
+        FileSystem fs = Paths.fileSystem(uri, conf);
+        if (format.equals("dat")) {
+            ImatrixFile.writeDat(fs, new Path(uri), entries, plan.data(), chunks, plan.window());
+        } else {
+            ImatrixFile.writeGguf(fs, new Path(uri), entries, plan.data(), chunks, plan.window());
+        }
     }
 
     /** Per MoE layer N: layers.N.{input,intermediate}_abs_{mean,max} [E,D] / [E,I] and layers.N.tokens [E] (I64). */
