@@ -80,6 +80,23 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 checkpointActivations), stateBytes, slots, checkpointActivations, limits);
     }
 
+    /**
+     * This eval plan with a second model on every executor (eval --baseline): both checkpoints mapped, both models'
+     * widened tensors, and per slot the larger of the two forwards plus what outlives the baseline's (its final
+     * hidden rows [N, D], kept while the model runs) and the baseline's block of logits beside the model's.
+     */
+    public MemoryPlan withBaseline(ModelConfig baseline, long baselineMappedBytes, int batchWindows, int window) {
+        if (job != Job.EVAL) {
+            throw new IllegalArgumentException("a baseline model is compared by eval only, not " + job);
+        }
+        long tokens = (long) batchWindows * window;
+        long kept = (tokens * baseline.hidden_size + Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK))
+                * Float.BYTES;
+        long activations = Math.max(activationBytes, activations(job, baseline, tokens, window, false)) + kept;
+        return new MemoryPlan(job, mappedBytes + baselineMappedBytes, widenedBytes + widened(baseline), activations,
+                stateBytes, slots, checkpointActivations, limits);
+    }
+
     /** The tensor bytes of the checkpoint in {@code modelUri}, from its headers. */
     public static long mappedBytes(String modelUri, Configuration conf) {
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {

@@ -39,6 +39,22 @@ class MemoryPlanTest {
         assertEquals((2048L * 145424 + 2L * (1 << 24)) * 4, eight);
     }
 
+    /**
+     * eval --baseline: both checkpoints mapped and both models' widened tensors; per slot the larger forward plus the
+     * baseline's final hidden rows and its logit block (here the same shape: 8 windows of 256, one 2^24 block).
+     */
+    @Test
+    void aBaselineAddsItsWeightsItsHiddenRowsAndItsLogitBlock() {
+        SparkLimits limits = SparkLimits.of(new SparkConf(false).setMaster("local[2]"), null);
+        MemoryPlan eval = MemoryPlan.of(MemoryPlan.Job.EVAL, MIXTRAL_1, 1000, 8, 256, 0, limits);
+        MemoryPlan both = eval.withBaseline(MIXTRAL_1, 600, 8, 256);
+        assertEquals(1600, both.mappedBytes());
+        assertEquals(2 * eval.widenedBytes(), both.widenedBytes());
+        assertEquals(eval.activationBytes() + (2048L * 4096 + (1 << 24)) * 4, both.activationBytes());
+        MemoryPlan train = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 1000, 1, 256, 0, limits);
+        assertThrows(IllegalArgumentException.class, () -> train.withBaseline(MIXTRAL_1, 600, 1, 256));
+    }
+
     /** DeepSeek-V3's MLA: q and k of 192 per head, v and the output of 128 per head, the 512 + 64 latent. */
     @Test
     void latentAttentionCountsItsPerHeadWidthsAndTheLatent() {

@@ -150,13 +150,14 @@ class CalibrateJobTest {
         String html = CalibrationReport.html(model, "valid", result.stats(), new int[] {0, 1, 2, 3},
                 List.of("sysadmin.txt", "scripture.txt"));
         long svgs = html.split("<svg", -1).length - 1;
-        // 4 load bar charts + layer×expert + 2 files + 4 co-selection + imbalance + entropy
-        assertEquals(4 + 1 + 2 + 4 + 2, svgs, "expected every chart");
+        // the layer × expert load map + imbalance + entropy + sorted loads of the 3 worst layers
+        assertEquals(1 + 2 + CalibrationReport.WORST_LAYERS, svgs, "expected every chart");
         assertEquals(svgs, html.split("</svg>", -1).length - 1);
         for (String external : List.of("http", "<script", "src=", "href=", "<link", "url(", "@import")) {
             assertFalse(html.contains(external), "the page must load nothing, found " + external);
         }
-        assertTrue(html.contains("sysadmin.txt") && html.contains("Co-selection"));
+        assertTrue(html.contains("sysadmin.txt") && html.contains("top co-selected pair")
+                && html.contains("Differences between files"));
     }
 
     @Test

@@ -48,14 +48,15 @@ public final class CalibrateOutputs {
         mkdirs(fs, dir);
         AtomicFile.write(fs, new Path(dir, STATS_FILE),
                 RouterStatsJson.of(plan.model(), stats, names).getBytes(StandardCharsets.UTF_8));
-        AtomicFile.write(fs, new Path(dir, REPORT_FILE), CalibrationReport.html(plan.model(), plan.split().toString(),
-                stats, layers, names).getBytes(StandardCharsets.UTF_8));
         SafeTensorsWriter.write(fs, new Path(dir, ACTIVATIONS_FILE), activationTensors(stats, layers),
                 Map.of("format", "sparkmoe-expert-activations", "all_experts", Boolean.toString(plan.allExperts())));
         if (plan.routerData() != null) {
             Path info = new Path(plan.routerData(), RouterDataInfo.FILE);
             AtomicFile.write(fs, info, RouterDataInfo.json(plan, config, layers).getBytes(StandardCharsets.UTF_8));
         }
+        // last: the report shows the REAP scores of OUT/expert-scores.json when this run wrote them
+        AtomicFile.write(fs, new Path(dir, REPORT_FILE), CalibrationReport.html(plan.model(), plan.split().toString(),
+                stats, layers, names, ReapScores.read(conf, outUri)).getBytes(StandardCharsets.UTF_8));
     }
 
     /** Writes {@link ExpertScoresJson} into {@code outUri} (after {@link #write}), listing experts below {@code minTokens}. */

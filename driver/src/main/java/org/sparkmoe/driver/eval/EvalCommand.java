@@ -1,5 +1,8 @@
 package org.sparkmoe.driver.eval;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
@@ -19,6 +22,7 @@ import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.text.TextFiles;
 import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
@@ -57,6 +61,14 @@ public final class EvalCommand implements Callable<Integer> {
     @Mixin
     WindowOption window;
 
+    @Option(names = "--baseline", paramLabel = "DIR",
+            description = "The original model to compare with, in the same pass: per file and overall, mean and 99th "
+                    + "percentile KL(baseline ‖ model) per token, the share of tokens with the same top-1, both "
+                    + "perplexities and their difference (llama.cpp's perplexity --kl-divergence numbers). Same "
+                    + "tokenizer and vocabulary; any expert count. Runs at its own num_experts_per_tok; every task "
+                    + "holds both models.")
+    String baseline;
+
     @Option(names = "--top-k", paramLabel = "K",
             description = "Experts per token, overriding config.json (no rescaling). Default: the model's.")
     Integer topK;
@@ -83,28 +95,81 @@ public final class EvalCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         EvalPlan plan = plan(conf, chosen);
         ModelConfig config = ModelFolder.readConfig(new Path(plan.model()), conf);
+        Baseline against = baseline == null ? null : baseline(conf, config, plan.window());
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe eval", spark.master), spark.partitions);
-        if (dryRun.show(MemoryPlan.of(MemoryPlan.Job.EVAL, config, MemoryPlan.mappedBytes(plan.model(), conf),
-                batchWindows, plan.window(), 0, limits))) {
+        MemoryPlan memory = MemoryPlan.of(MemoryPlan.Job.EVAL, config, MemoryPlan.mappedBytes(plan.model(), conf),
+                batchWindows, plan.window(), 0, limits);
+        if (against != null) {
+            memory = memory.withBaseline(ModelFolder.readConfig(new Path(against.model()), conf),
+                    MemoryPlan.mappedBytes(against.model(), conf), batchWindows, plan.window());
+        }
+        if (dryRun.show(memory)) {
             return 0;
         }
-        PerplexityReport report;
+        String summary;
+        String json;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe eval", spark.master)) {
             int partitions = spark.partitionsOr(sc.defaultParallelism());
             EvalPlan withPartitions = plan.withPartitions(partitions);
             long start = System.nanoTime();
-            report = EvalJob.run(sc, withPartitions);
-            System.err.printf("eval: %d scored tokens in %.1f s (%.0f tokens/s)%n", report.all().tokens(),
-                    (System.nanoTime() - start) / 1e9, report.all().tokens() / ((System.nanoTime() - start) / 1e9));
+            long tokens;
+            if (against == null) {
+                PerplexityReport report = EvalJob.run(sc, withPartitions);
+                tokens = report.all().tokens();
+                summary = report.summary();
+                json = report.toJson();
+            } else {
+                DivergenceReport report = EvalJob.runAgainst(sc, withPartitions, against);
+                tokens = report.all().tokens();
+                summary = report.summary();
+                json = report.toJson();
+            }
+            double seconds = (System.nanoTime() - start) / 1e9;
+            System.err.printf("eval: %d scored tokens in %.1f s (%.0f tokens/s)%n", tokens, seconds,
+                    tokens / seconds);
         }
-        System.out.print(report.summary());
+        System.out.print(summary);
         if (out != null) {
             String target = Paths.qualify(out, conf);
-            AtomicFile.write(Paths.fileSystem(target, conf), new Path(target),
-                    report.toJson().getBytes(StandardCharsets.UTF_8));
+            AtomicFile.write(Paths.fileSystem(target, conf), new Path(target), json.getBytes(StandardCharsets.UTF_8));
             System.err.println("eval: wrote " + target);
         }
         return 0;
+    }
+
+    /**
+     * The --baseline model, checked before Spark starts: a valid model folder whose tokenizer.json holds the same JSON
+     * as the model's (formatting aside), with the same vocab_size, and whose positions reach the window.
+     */
+    private Baseline baseline(Configuration conf, ModelConfig config, int windowTokens) {
+        String baselineUri = Paths.qualify(baseline, conf);
+        ModelConfig original = ModelFolder.readConfig(new Path(baselineUri), conf);
+        try (Checkpoint checkpoint = Checkpoint.open(new Path(baselineUri), conf)) {
+            ModelSchema.check(original, checkpoint);
+        }
+        if (original.vocab_size != config.vocab_size) {
+            throw new IllegalArgumentException("--baseline " + baseline + " has vocab_size " + original.vocab_size
+                    + ", the model " + config.vocab_size + "; KL divergence needs the same vocabulary");
+        }
+        String modelUri = model.uri(conf);
+        if (!tokenizerJson(baselineUri, conf).equals(tokenizerJson(modelUri, conf))) {
+            throw new IllegalArgumentException("--baseline " + baseline + " has another tokenizer.json than the model "
+                    + modelUri + "; KL divergence needs the same tokenizer");
+        }
+        if (windowTokens > original.max_position_embeddings) {
+            throw new IllegalArgumentException("--window " + windowTokens + " exceeds the baseline's "
+                    + "max_position_embeddings " + original.max_position_embeddings);
+        }
+        return new Baseline(baselineUri, original.num_experts_per_tok);
+    }
+
+    private static JsonNode tokenizerJson(String modelUri, Configuration conf) {
+        Path file = new Path(modelUri, "tokenizer.json");
+        try {
+            return new ObjectMapper().readTree(TextFiles.readUtf8(file, conf));
+        } catch (JsonProcessingException e) {
+            throw new IllegalArgumentException("tokenizer file " + file + " is not JSON: " + e.getOriginalMessage(), e);
+        }
     }
 
     /** Validates everything that can be checked before Spark starts (the plan checks its own values). */

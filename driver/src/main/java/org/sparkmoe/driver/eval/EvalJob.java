@@ -1,11 +1,13 @@
 package org.sparkmoe.driver.eval;
 
 import org.apache.hadoop.fs.Path;
+import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.adapter.ModelCache;
+import org.sparkmoe.calib.DivergenceStats;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
-import org.sparkmoe.model.ModelFolder;
+import org.sparkmoe.model.KlDivergence;
 import org.sparkmoe.model.Perplexity;
 import org.sparkmoe.text.Windows;
 
@@ -20,25 +22,66 @@ import java.util.Map;
  * Distributed windowed perplexity. Stage 1 tokenizes each file's split (one task per file); stage 2 scores
  * fixed chunks of windows spread over the partitions, each executor JVM loading the model once. Chunk NLL sums
  * come back to the driver and are added in (file, chunk) order, so the report is identical for any
- * partitioning or number of executors.
+ * partitioning or number of executors. Against a baseline ({@link #runAgainst}) the same chunks are compared
+ * with the baseline's logits instead.
  */
 public final class EvalJob {
     private EvalJob() {
     }
 
     public static PerplexityReport run(JavaSparkContext sc, EvalPlan plan) {
-        TokenizeStage.Tokenized tokenized = TokenizeStage.run(sc, "eval", plan.model(), plan.data(), plan.split(),
-                plan.window());
-        long windows = Arrays.stream(tokenized.windowCounts(plan.window())).sum();
-        sc.setJobDescription("eval: score " + windows + " windows of " + plan.window() + " tokens in chunks of "
-                + plan.batchWindows() + " on " + plan.partitions() + " partitions");
-        List<ChunkNll> scored = tokenized.files()
-                .flatMap(t -> chunks(t, plan.window(), plan.batchWindows()).iterator())
-                .repartition(plan.partitions())
+        TokenizeStage.Tokenized tokenized = tokenize(sc, plan, "");
+        List<ChunkNll> scored = chunks(tokenized, plan)
                 .map(chunk -> score(plan, chunk))
                 .collect();
         tokenized.files().unpersist(false);
         return report(plan, scored);
+    }
+
+    /**
+     * As {@link #run}, against {@code baseline}: each task holds both models (two {@link ModelCache} leases) and
+     * compares their logits token by token ({@link KlDivergence}); per chunk, its {@link DivergenceStats} come back
+     * and the driver merges them per file and overall (exact sums, every per-token KL kept for the percentiles).
+     */
+    public static DivergenceReport runAgainst(JavaSparkContext sc, EvalPlan plan, Baseline baseline) {
+        TokenizeStage.Tokenized tokenized = tokenize(sc, plan, " against the baseline " + baseline.model());
+        List<ChunkDivergence> scored = chunks(tokenized, plan)
+                .map(chunk -> compare(plan, baseline, chunk))
+                .collect();
+        tokenized.files().unpersist(false);
+        Map<String, DivergenceStats> files = new LinkedHashMap<>();
+        DivergenceStats all = new DivergenceStats();
+        for (int f = 0; f < plan.data().size(); f++) {
+            DivergenceStats file = new DivergenceStats();
+            for (ChunkDivergence c : scored) {
+                if (c.file == f) {
+                    file.merge(c.stats);
+                }
+            }
+            String name = new Path(plan.data().get(f)).getName();
+            if (!Double.isFinite(file.nllSum()) || !Double.isFinite(file.baselineNllSum())) {
+                throw new IllegalArgumentException(subject(plan) + " or the baseline " + baseline.model()
+                        + " gives a non-finite NLL on " + name + "; no report written");
+            }
+            files.put(name, file);
+            all.merge(file);
+        }
+        return new DivergenceReport(plan, baseline, files, all);
+    }
+
+    private static TokenizeStage.Tokenized tokenize(JavaSparkContext sc, EvalPlan plan, String against) {
+        TokenizeStage.Tokenized tokenized = TokenizeStage.run(sc, "eval", plan.model(), plan.data(), plan.split(),
+                plan.window());
+        long windows = Arrays.stream(tokenized.windowCounts(plan.window())).sum();
+        sc.setJobDescription("eval: score " + windows + " windows of " + plan.window() + " tokens in chunks of "
+                + plan.batchWindows() + " on " + plan.partitions() + " partitions" + against);
+        return tokenized;
+    }
+
+    private static JavaRDD<TokenChunk> chunks(TokenizeStage.Tokenized tokenized, EvalPlan plan) {
+        return tokenized.files()
+                .flatMap(t -> chunks(t, plan.window(), plan.batchWindows()).iterator())
+                .repartition(plan.partitions());
     }
 
     private static List<TokenChunk> chunks(TokenizedFile file, int window, int batchWindows) {
@@ -61,6 +104,17 @@ public final class EvalJob {
         }
         return new ChunkNll(chunk.file, chunk.chunk, nll,
                 (long) chunk.windows.length * Perplexity.scoredTokens(plan.window()));
+    }
+
+    private static ChunkDivergence compare(EvalPlan plan, Baseline baseline, TokenChunk chunk) {
+        KlDivergence.Tokens tokens;
+        try (ModelCache.Lease original = ModelCache.lease(baseline.model(), null, null, plan.device());
+             ModelCache.Lease model = ModelCache.lease(plan.model(), plan.adapter(), plan.peftVersion(),
+                     plan.device())) {
+            tokens = KlDivergence.of(original.model(), baseline.topK(), model.model(), plan.topK(), chunk.windows);
+        }
+        return new ChunkDivergence(chunk.file, chunk.chunk, new DivergenceStats().add(tokens.kld(), tokens.nll(),
+                tokens.baselineNll(), tokens.sameTop()));
     }
 
     /** "model M" or "model M with adapter A": what a non-finite result is blamed on. */
