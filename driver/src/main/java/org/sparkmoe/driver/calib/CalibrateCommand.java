@@ -128,8 +128,7 @@ public final class CalibrateCommand implements Callable<Integer> {
             System.err.printf("calibrate: %d tokens in %.1f s (%.0f tokens/s)%n", tokens, seconds, tokens / seconds);
         }
         System.out.print(CalibrationSummary.text(result.stats(), layers, names));
-        CalibrateOutputs.write(conf, outUri, plan, config, result.stats());
-        CalibrateOutputs.writeExpertScores(conf, outUri, config, result.stats(), minExpertTokens);
+        CalibrateOutputs.write(conf, outUri, plan, config, result.stats(), minExpertTokens);
         System.err.println("calibrate: wrote " + CalibrateOutputs.STATS_FILE + ", " + CalibrateOutputs.REPORT_FILE
                 + ", " + CalibrateOutputs.ACTIVATIONS_FILE + ", " + CalibrateOutputs.EXPERT_SCORES_FILE
                 + (plan.routerData() != null ? " and router-data/" : "") + " to " + outUri);

@@ -38,9 +38,12 @@ public final class CalibrateOutputs {
     private CalibrateOutputs() {
     }
 
-    /** Writes the outputs of {@code plan}'s run into {@code outUri} (created if missing). */
+    /**
+     * Writes the outputs of {@code plan}'s run into {@code outUri} (created if missing), {@link ExpertScoresJson}
+     * listing the experts below {@code minExpertTokens}.
+     */
     public static void write(Configuration conf, String outUri, CalibratePlan plan, ModelConfig config,
-                             CalibrationStats stats) {
+                             CalibrationStats stats, int minExpertTokens) {
         List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
         int[] layers = CalibrationStats.moeLayerIndices(config);
         FileSystem fs = Paths.fileSystem(outUri, conf);
@@ -54,16 +57,14 @@ public final class CalibrateOutputs {
             Path info = new Path(plan.routerData(), RouterDataInfo.FILE);
             AtomicFile.write(fs, info, RouterDataInfo.json(plan, config, layers).getBytes(StandardCharsets.UTF_8));
         }
-        // last: the report shows the REAP scores of OUT/expert-scores.json when this run wrote them
+        AtomicFile.write(fs, new Path(dir, EXPERT_SCORES_FILE),
+                ExpertScoresJson.of(config, stats, minExpertTokens).getBytes(StandardCharsets.UTF_8));
+        Map<Integer, double[]> reap = new java.util.LinkedHashMap<>();          // decoder layer → REAP per expert
+        for (int l = 0; l < layers.length; l++) {
+            reap.put(layers[l], stats.saliency(l).reap());
+        }
         AtomicFile.write(fs, new Path(dir, REPORT_FILE), CalibrationReport.html(plan.model(), plan.split().toString(),
-                stats, layers, names, ReapScores.read(conf, outUri)).getBytes(StandardCharsets.UTF_8));
-    }
-
-    /** Writes {@link ExpertScoresJson} into {@code outUri} (after {@link #write}), listing experts below {@code minTokens}. */
-    public static void writeExpertScores(Configuration conf, String outUri, ModelConfig config, CalibrationStats stats,
-                                         int minTokens) {
-        AtomicFile.write(Paths.fileSystem(outUri, conf), new Path(outUri, EXPERT_SCORES_FILE),
-                ExpertScoresJson.of(config, stats, minTokens).getBytes(StandardCharsets.UTF_8));
+                stats, layers, names, reap).getBytes(StandardCharsets.UTF_8));
     }
 
     /**

@@ -39,7 +39,7 @@ public final class CalibrationReport {
     }
 
     /**
-     * @param reap decoder layer → REAP score per expert ({@link ReapScores}); empty: no REAP column. Layers missing
+     * @param reap decoder layer → REAP score per expert (the calibration's saliency); empty: no REAP column. Layers missing
      *             from it, or with another expert count, show "—".
      */
     public static String html(String model, String split, CalibrationStats stats, int[] decoderLayers,

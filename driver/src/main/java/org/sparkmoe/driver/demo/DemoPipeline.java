@@ -72,7 +72,7 @@ final class DemoPipeline {
         stage("calibrate", String.format(Locale.ROOT, "router statistics over the first %d tokens of each file's "
                 + "valid split", calibrate.maxTokensPerFile()), () -> {
             CalibrateJob.Result result = CalibrateJob.run(sc, calibrate, plan.config());
-            CalibrateOutputs.write(conf, plan.calibration(), calibrate, plan.config(), result.stats());
+            CalibrateOutputs.write(conf, plan.calibration(), calibrate, plan.config(), result.stats(), 0);
             progress.printf("demo: calibrated on %d tokens%n", result.stats().layer(0).tokens());
             return null;
         });
