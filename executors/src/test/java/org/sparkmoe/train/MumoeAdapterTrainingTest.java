@@ -114,6 +114,8 @@ class MumoeAdapterTrainingTest {
         double scale = expected.amaxNumber().doubleValue();
         assertTrue(scale > 0.1, "the term is visible: max |y| " + scale);
         double err = actual.sub(expected).amaxNumber().doubleValue();
+        System.out.printf("μMoE beside the MoE block: max |adapted − base − μMoE(float64)| %.3e of max |μMoE| %.3e%n",
+                err, scale);
         assertTrue(err <= 1e-5 * Math.max(1, scale) + 1e-5, "max |Δ| " + err + " of max |y| " + scale);
     }
 
