@@ -83,10 +83,10 @@ class TrainJobTest {
     private static final MumoeConfig MUMOE = new MumoeConfig(MumoeForm.CP, 16, new int[] {4},
             MumoeConfig.parseTargets("q_proj,o_proj,moe", "test"));
 
-    /** {@link #train} with a μMoE adapter ({@link #MUMOE}) instead of LoRA: LoRA's --rank and --alpha dropped. */
+    /** {@link #train} with a μMoE adapter ({@link #MUMOE}) instead of LoRA: LoRA's --rank, --alpha, --targets dropped. */
     private static List<String> mumoeTrain(Path out, String... more) {
         List<String> args = train(out, more);
-        for (String lora : List.of("--rank", "--alpha")) {
+        for (String lora : List.of("--rank", "--alpha", "--targets")) {
             int at = args.indexOf(lora);
             args.subList(at, at + 2).clear();
         }
@@ -190,6 +190,10 @@ class TrainJobTest {
         CliRun mergeFlag = sparkmoe(mumoeTrain(dir.resolve("m"), "--merge"));
         assertEquals(1, mergeFlag.exitCode(), mergeFlag.err());
         assertTrue(mergeFlag.err().contains("--merge: a μMoE adapter cannot be merged"), mergeFlag.err());
+
+        CliRun loraFlag = sparkmoe(train(dir.resolve("r"), "--adapter", "mumoe-cp"));
+        assertEquals(1, loraFlag.exitCode(), loraFlag.err());
+        assertTrue(loraFlag.err().contains("--rank applies to --adapter lora, not mumoe-cp"), loraFlag.err());
 
         CliRun calibrate = sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data",
                 data.toString(), "--window", "32", "--max-tokens-per-file", "256", "--adapter", adapter.toString(),

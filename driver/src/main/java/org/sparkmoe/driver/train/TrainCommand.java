@@ -34,7 +34,9 @@ import org.sparkmoe.train.TrainState;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 import java.util.EnumSet;
 import java.util.List;
@@ -57,6 +59,13 @@ import java.util.concurrent.Callable;
 public final class TrainCommand implements Callable<Integer> {
     static final int DEFAULT_RANK = 8;
     static final double DEFAULT_ALPHA = 16;
+    /** The options that only a LoRA run reads, and those that only a μMoE run reads. */
+    private static final List<String> LORA_ONLY = List.of("--rank", "--alpha", "--targets", "--train-router",
+            "--shared-expert-lora", "--adapter-format");
+    private static final List<String> MUMOE_ONLY = List.of("--mumoe-experts", "--mumoe-rank", "--mumoe-targets");
+
+    @Spec
+    CommandSpec spec;
 
     @Mixin
     ModelOption model;
@@ -228,9 +237,6 @@ public final class TrainCommand implements Callable<Integer> {
         TrainPlan checked = new TrainPlan(modelUri, windows, rounds, options, Paths.qualify(out, conf), merge, chosen);
         if (mumoe == null) {
             PeftAdapter.checkFormat(checked.adapterConfig(), format);
-        } else if (format != ExpertLayout.PER_EXPERT) {
-            throw new IllegalArgumentException("--adapter-format " + adapterFormat + " applies to LoRA adapters; a μMoE "
-                    + "adapter has its own format");
         }
         if (sharedExpertLora) {
             System.err.println("train: note: PEFT 0.21 on transformers 5 drops the shared expert's LoRA from OUT/adapter "
@@ -299,18 +305,18 @@ public final class TrainCommand implements Callable<Integer> {
         if (!lora && !adapter.equals("mumoe-cp") && !adapter.equals("mumoe-tr")) {
             throw new IllegalArgumentException("--adapter " + adapter + ": expected lora, mumoe-cp or mumoe-tr");
         }
-        if (lora) {
-            if (mumoeRank != null) {
-                throw new IllegalArgumentException("--mumoe-rank applies to --adapter mumoe-cp or mumoe-tr, not lora");
+        for (String option : lora ? MUMOE_ONLY : LORA_ONLY) {
+            if (spec.commandLine().getParseResult().hasMatchedOption(option)) {
+                throw new IllegalArgumentException(option + " applies to " + (lora
+                        ? "--adapter mumoe-cp or mumoe-tr, not lora" : "--adapter lora, not " + adapter
+                        + " (a μMoE adapter takes --mumoe-experts, --mumoe-rank and --mumoe-targets)"));
             }
+        }
+        if (lora) {
             return null;
         }
         if (merge) {
             throw new IllegalArgumentException("--merge: " + MumoeAdapter.NOT_MERGEABLE);
-        }
-        if (rank != null || alpha != null || trainRouter || sharedExpertLora) {
-            throw new IllegalArgumentException("--rank, --alpha, --train-router and --shared-expert-lora apply to "
-                    + "--adapter lora; a μMoE adapter takes --mumoe-experts, --mumoe-rank and --mumoe-targets");
         }
         MumoeForm form = adapter.equals("mumoe-cp") ? MumoeForm.CP : MumoeForm.TR;
         String ranks = mumoeRank != null ? mumoeRank : form == MumoeForm.CP ? "8" : "4,4,4";
