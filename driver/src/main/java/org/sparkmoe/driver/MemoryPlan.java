@@ -2,6 +2,7 @@ package org.sparkmoe.driver;
 
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
+import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.Perplexity;
@@ -40,6 +41,10 @@ import java.util.Locale;
  * largest), plus the logits. The factors were fitted to the anonymous RSS one task adds on the Mixtral-8x7B shape
  * (docs/benchmarks.md, "Memory plan against measurement"): within 10% for eval at 1, 4 and 8 windows of 256 and for
  * train at 1 and 2. The checkpointed count was not fitted (docs/benchmarks.md, "train --checkpoint-activations").
+ * A μMoE adapter ({@link #mumoeFloats}) adds per token and adapted site what its forward keeps (the gates and the
+ * rank-space intermediates, {@code MumoeForm.savedPerToken}, and its output O) and its backward's transients (as
+ * many again, and dx of its input I): kept for every layer, or the largest layer's when checkpointed. Its factors and
+ * their moments are in the state. Not fitted to a measurement.
  *
  * @param job             the job the plan is for
  * @param mappedBytes     the checkpoint's tensor bytes
@@ -71,13 +76,38 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     /** @param checkpointActivations train's --checkpoint-activations (false for the other jobs) */
     public static MemoryPlan of(Job job, ModelConfig c, long mappedBytes, int batchWindows, int window,
                                 long stateBytes, boolean checkpointActivations, SparkLimits limits) {
+        return of(job, c, mappedBytes, batchWindows, window, stateBytes, checkpointActivations, null, limits);
+    }
+
+    /** @param mumoe train's μMoE adapter, whose activations are added; null for none (LoRA, or the other jobs) */
+    public static MemoryPlan of(Job job, ModelConfig c, long mappedBytes, int batchWindows, int window,
+                                long stateBytes, boolean checkpointActivations, MumoeConfig mumoe,
+                                SparkLimits limits) {
+        if (mumoe != null && job != Job.TRAIN) {
+            throw new IllegalArgumentException("a μMoE adapter's activations are planned for train only, not " + job);
+        }
         if (checkpointActivations && job != Job.TRAIN) {
             throw new IllegalArgumentException("activations are checkpointed by train only, not " + job);
         }
         int slots = limits.slotsPerExecutor();
         long tokens = (long) batchWindows * window;
+        long adapter = mumoe == null ? 0 : tokens * mumoeFloats(c, mumoe, checkpointActivations) * Float.BYTES;
         return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens, window,
-                checkpointActivations), stateBytes, slots, checkpointActivations, limits);
+                checkpointActivations) + adapter, stateBytes, slots, checkpointActivations, limits);
+    }
+
+    /**
+     * Per-token floats a μMoE adapter's terms hold in train (see the class comment): 2·saved + O + I per adapted
+     * site, summed over every layer, or the largest layer's sum when {@code checkpointed}.
+     */
+    static long mumoeFloats(ModelConfig c, MumoeConfig mumoe, boolean checkpointed) {
+        long[] perLayer = new long[c.num_hidden_layers];
+        for (MumoeConfig.Placement p : mumoe.placements(c)) {
+            perLayer[p.key().layer()] += 2 * mumoe.form().savedPerToken(mumoe.experts(), mumoe.ranks()) + p.out()
+                    + p.in();
+        }
+        return checkpointed ? java.util.Arrays.stream(perLayer).max().orElse(0)
+                : java.util.Arrays.stream(perLayer).sum();
     }
 
     /**

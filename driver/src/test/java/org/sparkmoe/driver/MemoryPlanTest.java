@@ -2,7 +2,9 @@ package org.sparkmoe.driver;
 
 import org.apache.spark.SparkConf;
 import org.junit.jupiter.api.Test;
+import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.mumoe.MumoeForm;
 import org.sparkmoe.kernels.WeightStack;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -103,6 +105,31 @@ class MemoryPlanTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> MemoryPlan.of(
                 MemoryPlan.Job.EVAL, mixtral, 1L << 30, 1, 256, 0, true, limits));
         assertEquals("activations are checkpointed by train only, not EVAL", e.getMessage());
+    }
+
+    /**
+     * A μMoE adapter on Mixtral-8x7B's 32 layers (D 4096, 32 heads of 128, 8 KV heads): per token and site its
+     * forward's saved gates and rank-space rows (CP: N + 3R) twice (forward and backward), plus O and I; kept for
+     * every layer, or the largest layer's when checkpointed; refused for the other jobs.
+     */
+    @Test
+    void aMumoeAdapterAddsItsActivationsPerSiteAndLayer() {
+        ModelConfig mixtral = ModelConfig.parse(MIXTRAL_JSON.replace("\"num_hidden_layers\": 1",
+                "\"num_hidden_layers\": 32"), "mixtral-32");
+        SparkLimits limits = SparkLimits.of(new SparkConf(false).setMaster("local[2]"), null);
+        MumoeConfig cp = new MumoeConfig(MumoeForm.CP, 64, new int[] {8}, MumoeConfig.parseTargets("k_proj,moe", "t"));
+        long k = 2 * (64 + 3 * 8) + 1024 + 4096;       // D → KVH·hd = 1024
+        long moe = 2 * (64 + 3 * 8) + 4096 + 4096;     // D → D
+        assertEquals(32 * (k + moe), MemoryPlan.mumoeFloats(mixtral, cp, false));
+        assertEquals(k + moe, MemoryPlan.mumoeFloats(mixtral, cp, true));
+        long without = MemoryPlan.of(MemoryPlan.Job.TRAIN, mixtral, 1L << 30, 2, 256, 1L << 20, false, limits)
+                .activationBytes();
+        long with = MemoryPlan.of(MemoryPlan.Job.TRAIN, mixtral, 1L << 30, 2, 256, 1L << 20, false, cp, limits)
+                .activationBytes();
+        assertEquals(512L * 32 * (k + moe) * 4, with - without);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> MemoryPlan.of(
+                MemoryPlan.Job.EVAL, mixtral, 1L << 30, 1, 256, 0, false, cp, limits));
+        assertEquals("a μMoE adapter's activations are planned for train only, not EVAL", e.getMessage());
     }
 
     @Test

@@ -2,6 +2,8 @@ package org.sparkmoe.adapter;
 
 import java.util.ArrayList;
 import java.util.List;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.Path;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.experts.LoraExperts;
@@ -21,6 +23,28 @@ import org.sparkmoe.moe.MoeBlock;
  */
 public final class AdaptedModel {
     private AdaptedModel() {
+    }
+
+    /**
+     * {@code base} with the adapter folder {@code dir} applied: a μMoE adapter when its adapter_config.json says so
+     * (adapter_type MUMOE), else a PEFT LoRA adapter read with {@code peftVersion} (see
+     * {@link PeftAdapter#read(Path, Configuration, org.sparkmoe.io.ModelConfig, String)}).
+     */
+    public static MoeTransformer read(MoeTransformer base, Path dir, Configuration conf, String peftVersion) {
+        return MumoeAdapter.isMumoe(dir, conf) ? MumoeAdapter.read(dir, conf, base.config()).apply(base)
+                : of(base, PeftAdapter.read(dir, conf, base.config(), peftVersion));
+    }
+
+    /**
+     * Reads the adapter folder {@code dir} for {@code model} as {@link #read} would, and throws what it would throw
+     * (a command checks its --adapter before any task starts).
+     */
+    public static void check(Path dir, Configuration conf, org.sparkmoe.io.ModelConfig model, String peftVersion) {
+        if (MumoeAdapter.isMumoe(dir, conf)) {
+            MumoeAdapter.read(dir, conf, model);
+        } else {
+            PeftAdapter.read(dir, conf, model, peftVersion);
+        }
     }
 
     /** {@code base} with {@code adapter} applied; the adapter must have been read for {@code base}'s config. */

@@ -82,15 +82,14 @@ public final class ModelCache {
     }
 
     /**
-     * Loads the model on {@code device} with the PEFT adapter folder {@code adapterDir} applied (see
-     * {@link AdaptedModel}), read with {@code peftVersion} (--peft-version, null: none; see
+     * Loads the model on {@code device} with the adapter folder {@code adapterDir} (PEFT LoRA or μMoE) applied (see
+     * {@link AdaptedModel#read}), read with {@code peftVersion} (--peft-version, null: none; see
      * {@link PeftAdapter#read(Path, Configuration, org.sparkmoe.io.ModelConfig, String)}); {@code adapterDir} null
      * loads the plain model. Not cached.
      */
     public static MoeTransformer load(Path dir, Configuration conf, Path adapterDir, String peftVersion, Device device) {
         MoeTransformer base = ModelFolder.load(dir, conf, device);
-        return adapterDir == null ? base
-                : AdaptedModel.of(base, PeftAdapter.read(adapterDir, conf, base.config(), peftVersion));
+        return adapterDir == null ? base : AdaptedModel.read(base, adapterDir, conf, peftVersion);
     }
 
     /** The model at {@code uri} on the CPU; as {@link #lease(String, Device)}. */
@@ -131,9 +130,8 @@ public final class ModelCache {
             entry = new Entry(ModelFolder.load(new Path(modelUri), new Configuration(), device), null);
         } else {
             Entry base = entry(modelUri, null, null, device);
-            PeftAdapter adapter = PeftAdapter.read(new Path(adapterUri), new Configuration(), base.model.config(),
-                    peftVersion);
-            entry = new Entry(AdaptedModel.of(base.model, adapter), base);
+            entry = new Entry(AdaptedModel.read(base.model, new Path(adapterUri), new Configuration(), peftVersion),
+                    base);
             base.holders++;
         }
         LOADED.put(key, entry);

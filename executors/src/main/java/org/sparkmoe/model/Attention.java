@@ -1,10 +1,16 @@
 package org.sparkmoe.model;
 
+import java.util.EnumMap;
+import java.util.Map;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.model.AdapterTerms.Site;
+import org.sparkmoe.mumoe.MumoeGradients;
+import org.sparkmoe.mumoe.MumoeLayer;
+import org.sparkmoe.mumoe.MumoePass;
 
 /**
  * Causal grouped-query self-attention with RoPE, as transformers' eager attention in float32:
@@ -19,6 +25,8 @@ import org.sparkmoe.kernels.Flat;
  * ({@link #forwardTraining}, {@link #backward}) takes FLOAT or DOUBLE (weights of the same type) and in FLOAT is
  * bit-identical to {@link #forward}; the weights, biases and sinks are frozen (training adapts the experts and the
  * router), the input gets a gradient and so do the sinks (returned, checked by finite differences, not applied).
+ * An adapter's μMoE terms ({@link AdapterTerms}) may sit beside q_proj, k_proj, v_proj and o_proj: each adds
+ * μMoE(input) to its projection's output, and its parameters get gradients ({@link Gradients#terms}).
  */
 public final class Attention implements SelfAttention {
     private final INDArray wq; // [H·hd, D]
@@ -32,6 +40,7 @@ public final class Attention implements SelfAttention {
     private final int kvHeads;
     private final int headDim;
     private final CausalSoftmax softmax;
+    private final Map<Site, MumoeLayer> terms; // adapter terms beside q/k/v/o_proj, empty for none
 
     /** Attention without an output bias, q/k/v norms or sinks (Mixtral, Qwen2-MoE, Mistral). */
     public Attention(INDArray wq, INDArray wk, INDArray wv, INDArray wo, INDArray bq, INDArray bk, INDArray bv,
@@ -71,14 +80,79 @@ public final class Attention implements SelfAttention {
         this.headDim = headDim;
         this.softmax = new CausalSoftmax(1.0 / Math.sqrt(headDim), slidingWindow,
                 sinks == null ? null : Flat.values(sinks));
+        this.terms = Map.of();
+    }
+
+    private Attention(Attention base, Map<Site, MumoeLayer> terms) {
+        this.wq = base.wq;
+        this.wk = base.wk;
+        this.wv = base.wv;
+        this.wo = base.wo;
+        this.bq = base.bq;
+        this.bk = base.bk;
+        this.bv = base.bv;
+        this.bo = base.bo;
+        this.qNorm = base.qNorm;
+        this.kNorm = base.kNorm;
+        this.vNorm = base.vNorm;
+        this.heads = base.heads;
+        this.kvHeads = base.kvHeads;
+        this.headDim = base.headDim;
+        this.softmax = base.softmax;
+        this.terms = Map.copyOf(terms);
+    }
+
+    /** This attention (weights shared) with {@code terms} beside its projections instead of its own. */
+    @Override
+    public Attention withTerms(Map<Site, MumoeLayer> terms) {
+        for (Site s : terms.keySet()) {
+            if (!s.isAttention()) {
+                throw new IllegalArgumentException("an attention takes terms beside q/k/v/o_proj, got " + s.id());
+            }
+        }
+        return new Attention(this, terms);
+    }
+
+    /** y [B·S, out] plus the term at {@code site} on its input x, when there is one (inference). */
+    private INDArray plusTerm(Site site, INDArray x, INDArray y) {
+        MumoeLayer term = terms.get(site);
+        return term == null ? y : y.addi(term.forward(x).y());
+    }
+
+    /** As {@link #plusTerm}, keeping the term's pass for the backward in {@code passes}. */
+    private INDArray plusTerm(Site site, INDArray x, INDArray y, Map<Site, MumoePass> passes) {
+        MumoeLayer term = terms.get(site);
+        if (term == null) {
+            return y;
+        }
+        MumoePass pass = term.forward(x);
+        passes.put(site, pass);
+        return y.addi(pass.y());
+    }
+
+    /**
+     * dx [B·S, in] of a projection plus, when it has a term, the term's input gradient; the term's parameter
+     * gradients go into {@code grads}.
+     */
+    private INDArray plusTermBackward(Site site, Context ctx, INDArray dy, INDArray dx, Map<Site, MumoeGradients> grads) {
+        MumoePass pass = ctx.passes.get(site);
+        if (pass == null) {
+            return dx;
+        }
+        MumoeGradients g = terms.get(site).backward(pass, dy);
+        grads.put(site, g);
+        return dx.addi(g.dx());
     }
 
     @Override
     public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs) {
         inputs.add(LinearInputs.Site.ATTN_IN, x);
-        float[] q = toHeads(qNorm.forward(Dense.linear(x, wq, bq)), batch, seq, heads, rope);     // [B, H, S, hd]
-        float[] k = toHeads(kNorm.forward(Dense.linear(x, wk, bk)), batch, seq, kvHeads, rope);   // [B, KVH, S, hd]
-        float[] v = toHeads(vNorm.forward(Dense.linear(x, wv, bv)), batch, seq, kvHeads, null);  // [B, KVH, S, hd]
+        float[] q = toHeads(qNorm.forward(plusTerm(Site.Q_PROJ, x, Dense.linear(x, wq, bq))), batch, seq, heads,
+                rope);                                                                  // [B, H, S, hd]
+        float[] k = toHeads(kNorm.forward(plusTerm(Site.K_PROJ, x, Dense.linear(x, wk, bk))), batch, seq, kvHeads,
+                rope);                                                                  // [B, KVH, S, hd]
+        float[] v = toHeads(vNorm.forward(plusTerm(Site.V_PROJ, x, Dense.linear(x, wv, bv))), batch, seq, kvHeads,
+                null);                                                                  // [B, KVH, S, hd]
         INDArray qh = Nd4j.create(q, new long[] {(long) batch * heads, seq, headDim}, 'c');
         INDArray kh = Nd4j.create(k, new long[] {(long) batch * kvHeads, seq, headDim}, 'c');
         INDArray vh = Nd4j.create(v, new long[] {(long) batch * kvHeads, seq, headDim}, 'c');
@@ -102,7 +176,7 @@ public final class Attention implements SelfAttention {
         }
         INDArray merged = fromHeads(context.data().asFloat(), batch, seq);              // [B·S, H·hd]
         inputs.add(LinearInputs.Site.ATTN_OUT, merged);
-        return Dense.linear(merged, wo, bo);
+        return plusTerm(Site.O_PROJ, merged, Dense.linear(merged, wo, bo));
     }
 
     /** [B·S, n·hd] → [B, n, S, hd], rotated by position when {@code rope} is given. */
@@ -153,10 +227,12 @@ public final class Attention implements SelfAttention {
         private final INDArray vh;      // [B·KVH, S, hd]
         private final INDArray probs;   // [B·H, S, S] causal softmax, zero outside the window
         private final INDArray out;     // [B·S, D]
+        private final Map<Site, MumoePass> passes; // the adapter terms' forward passes, by site
 
         private Context(int batch, int seq, RotaryEmbedding rope, ProjectionNorm.Forward qNormed,
                         ProjectionNorm.Forward kNormed, ProjectionNorm.Forward vNormed, INDArray qh, INDArray kh,
-                        INDArray vh, INDArray probs, INDArray out) {
+                        INDArray vh, INDArray probs, INDArray out, Map<Site, MumoePass> passes) {
+            this.passes = Map.copyOf(passes);
             this.batch = batch;
             this.seq = seq;
             this.rope = rope;
@@ -182,9 +258,13 @@ public final class Attention implements SelfAttention {
         boolean single = dt == DataType.FLOAT;
         long[] qShape = {(long) batch * heads, seq, headDim};
         long[] kvShape = {(long) batch * kvHeads, seq, headDim};
-        ProjectionNorm.Forward qNormed = qNorm.forwardTraining(Dense.linear(x, wq, bq));     // [B·S, H·hd]
-        ProjectionNorm.Forward kNormed = kNorm.forwardTraining(Dense.linear(x, wk, bk));     // [B·S, KVH·hd]
-        ProjectionNorm.Forward vNormed = vNorm.forwardTraining(Dense.linear(x, wv, bv));     // [B·S, KVH·hd]
+        Map<Site, MumoePass> passes = new EnumMap<>(Site.class);
+        ProjectionNorm.Forward qNormed = qNorm.forwardTraining(
+                plusTerm(Site.Q_PROJ, x, Dense.linear(x, wq, bq), passes));             // [B·S, H·hd]
+        ProjectionNorm.Forward kNormed = kNorm.forwardTraining(
+                plusTerm(Site.K_PROJ, x, Dense.linear(x, wk, bk), passes));             // [B·S, KVH·hd]
+        ProjectionNorm.Forward vNormed = vNorm.forwardTraining(
+                plusTerm(Site.V_PROJ, x, Dense.linear(x, wv, bv), passes));             // [B·S, KVH·hd]
         INDArray qh = Flat.array(splitHeads(Flat.values(qNormed.out()), batch, seq, heads, rope, single),
                 qShape, dt);                                                            // [B·H, S, hd]
         INDArray kh = Flat.array(splitHeads(Flat.values(kNormed.out()), batch, seq, kvHeads, rope, single),
@@ -208,20 +288,28 @@ public final class Attention implements SelfAttention {
         }
         INDArray merged = Flat.array(mergeHeads(Flat.values(context), batch, seq, heads, null),
                 new long[] {(long) batch * seq, (long) heads * headDim}, dt);          // [B·S, H·hd]
-        return new Context(batch, seq, rope, qNormed, kNormed, vNormed, qh, kh, vh, probs,
-                Dense.linear(merged, wo, bo));
+        INDArray out = plusTerm(Site.O_PROJ, merged, Dense.linear(merged, wo, bo), passes);   // [B·S, D]
+        return new Context(batch, seq, rope, qNormed, kNormed, vNormed, qh, kh, vh, probs, out, passes);
     }
 
     /**
      * @param dx     [B·S, D]
      * @param dSinks [H] the gradient of the sink logits, null without sinks
+     * @param terms  the gradients of the adapter terms, by site (empty without terms)
      */
-    public record Gradients(INDArray dx, double[] dSinks) {
+    public record Gradients(INDArray dx, double[] dSinks, Map<Site, MumoeGradients> terms) {
     }
 
     @Override
     public INDArray backward(SelfAttention.Context context, INDArray dOut) {
         return backwardWithSinks((Context) context, dOut).dx();
+    }
+
+    @Override
+    public INDArray backward(SelfAttention.Context context, INDArray dOut, Map<Site, MumoeGradients> termGradients) {
+        Gradients g = backwardWithSinks((Context) context, dOut);
+        termGradients.putAll(g.terms());
+        return g.dx();
     }
 
     /**
@@ -234,8 +322,10 @@ public final class Attention implements SelfAttention {
         int batch = ctx.batch;
         int seq = ctx.seq;
         int group = heads / kvHeads;
-        // out = merged·Woᵀ (+ bo)  →  dmerged = dOut·Wo, then [B·S, H·hd] → [B·H, S, hd]
-        INDArray dContext = Flat.array(splitHeads(Flat.values(Dense.linearBackward(dOut, wo)), batch, seq, heads,
+        Map<Site, MumoeGradients> termGrads = new EnumMap<>(Site.class);
+        // out = merged·Woᵀ (+ bo) (+ μMoE(merged))  →  dmerged = dOut·Wo (+ the term's dx), then → [B·H, S, hd]
+        INDArray dMerged = plusTermBackward(Site.O_PROJ, ctx, dOut, Dense.linearBackward(dOut, wo), termGrads);
+        INDArray dContext = Flat.array(splitHeads(Flat.values(dMerged), batch, seq, heads,
                 null, false), ctx.qh.shape(), dt);                                      // [B·H, S, hd]
 
         // context = p·v  →  dp = dcontext·vᵀ, dv += pᵀ·dcontext (query heads of a group share one KV head)
@@ -273,7 +363,12 @@ public final class Attention implements SelfAttention {
         INDArray dx = Dense.linearBackward(dqLinear, wq);                               // [B·S, D]
         Dense.linearBackward(dkLinear, wk, dx, true);
         Dense.linearBackward(dvLinear, wv, dx, true);
-        return new Gradients(dx, dSinks);
+        // the terms beside q/k/v_proj read x too: dx += each term's dx
+        for (Site s : new Site[] {Site.Q_PROJ, Site.K_PROJ, Site.V_PROJ}) {
+            plusTermBackward(s, ctx, s == Site.Q_PROJ ? dqLinear : s == Site.K_PROJ ? dkLinear : dvLinear, dx,
+                    termGrads);
+        }
+        return new Gradients(dx, dSinks, termGrads);
     }
 
     /** [B·S, n·hd] → [B, n, S, hd], rotated by position when {@code rope} is given. */

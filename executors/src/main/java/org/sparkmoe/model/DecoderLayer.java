@@ -1,15 +1,23 @@
 package org.sparkmoe.model;
 
+import java.util.EnumMap;
+import java.util.Map;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.experts.SwiGluMlp;
 import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.model.AdapterTerms.Site;
 import org.sparkmoe.moe.MoeBlock;
+import org.sparkmoe.mumoe.MumoeGradients;
+import org.sparkmoe.mumoe.MumoeLayer;
+import org.sparkmoe.mumoe.MumoePass;
 
 /**
  * One pre-norm decoder layer: {@code h = x + attn(norm1(x)); out = h + ffn(norm2(h))}, where the FFN is a
  * sparse MoE block or (Qwen2-MoE mlp_only layers, Mistral) a dense SwiGLU MLP. For training, the MoE block is
  * replaced by a trainable one built from it ({@link MoeBlock#with}: LoRA or adapters on its experts, optionally a
- * trainable router); everything else stays frozen and passes gradients through.
+ * trainable router); everything else stays frozen and passes gradients through. An adapter's μMoE terms
+ * ({@link AdapterTerms}) sit beside the attention's projections and beside the MoE block:
+ * {@code out = h + moe(n) + μMoE(n)}, n = norm2(h).
  */
 public final class DecoderLayer {
     private final RmsNorm inputNorm;
@@ -17,12 +25,22 @@ public final class DecoderLayer {
     private final RmsNorm postAttentionNorm;
     private final MoeBlock moe;   // null for a dense layer
     private final SwiGluMlp mlp;        // null for an MoE layer
+    private final MumoeLayer moeTerm;   // an adapter's term beside the MoE block [D → D], or null
 
     public DecoderLayer(RmsNorm inputNorm, SelfAttention attention, RmsNorm postAttentionNorm, MoeBlock moe,
                         SwiGluMlp mlp) {
+        this(inputNorm, attention, postAttentionNorm, moe, mlp, null);
+    }
+
+    private DecoderLayer(RmsNorm inputNorm, SelfAttention attention, RmsNorm postAttentionNorm, MoeBlock moe,
+                         SwiGluMlp mlp, MumoeLayer moeTerm) {
         if ((moe == null) == (mlp == null)) {
             throw new IllegalArgumentException("a decoder layer has exactly one of an MoE block and a dense MLP");
         }
+        if (moeTerm != null && moe == null) {
+            throw new IllegalArgumentException("a dense layer has no MoE block for a μMoE term beside it");
+        }
+        this.moeTerm = moeTerm;
         this.inputNorm = inputNorm;
         this.attention = attention;
         this.postAttentionNorm = postAttentionNorm;
@@ -43,7 +61,15 @@ public final class DecoderLayer {
         if (moe == null) {
             throw new IllegalArgumentException("a dense layer has no MoE block to replace");
         }
-        return new DecoderLayer(inputNorm, attention, postAttentionNorm, block, null);
+        return new DecoderLayer(inputNorm, attention, postAttentionNorm, block, null, moeTerm);
+    }
+
+    /**
+     * This layer (weights shared) with an adapter's terms instead of its own: {@code attentionTerms} beside the
+     * attention's projections, {@code moeTerm} (or null) beside the MoE block.
+     */
+    public DecoderLayer withTerms(Map<Site, MumoeLayer> attentionTerms, MumoeLayer moeTerm) {
+        return new DecoderLayer(inputNorm, attention.withTerms(attentionTerms), postAttentionNorm, moe, mlp, moeTerm);
     }
 
     /**
@@ -74,7 +100,11 @@ public final class DecoderLayer {
             return new Output(h.addi(dense.out()), null, null);
         }
         MoeBlock.Output block = moe.forward(normed, topK);
-        return new Output(h.addi(block.hidden()), block.routerLogits(), normed);
+        h.addi(block.hidden());
+        if (moeTerm != null) {
+            h.addi(moeTerm.forward(normed).y());
+        }
+        return new Output(h, block.routerLogits(), normed);
     }
 
     /** The training forward result and what {@link #backward} needs; immutable once built. */
@@ -85,10 +115,13 @@ public final class DecoderLayer {
         private final MoeBlock block;                // null for a dense layer
         private final MoeBlock.Context moe;          // null for a dense layer
         private final SwiGluMlp.Context mlp;             // null for an MoE layer
+        private final MumoePass moeTerm;                 // the term beside the MoE block, or null
         private final INDArray out;                      // [B·S, D]
 
         private Context(RmsNorm.Forward inputNormed, SelfAttention.Context attention, RmsNorm.Forward postNormed,
-                        MoeBlock block, MoeBlock.Context moe, SwiGluMlp.Context mlp, INDArray out) {
+                        MoeBlock block, MoeBlock.Context moe, SwiGluMlp.Context mlp, MumoePass moeTerm,
+                        INDArray out) {
+            this.moeTerm = moeTerm;
             this.inputNormed = inputNormed;
             this.attention = attention;
             this.postNormed = postNormed;
@@ -110,10 +143,11 @@ public final class DecoderLayer {
     }
 
     /**
-     * @param dx  [B·S, D]
-     * @param moe the trainable block's gradients, null for a dense layer
+     * @param dx    [B·S, D]
+     * @param moe   the trainable block's gradients, null for a dense layer
+     * @param terms the adapter terms' gradients by site (empty without terms)
      */
-    public record Gradients(INDArray dx, MoeBlock.Gradients moe) {
+    public record Gradients(INDArray dx, MoeBlock.Gradients moe, Map<Site, MumoeGradients> terms) {
     }
 
     /**
@@ -135,10 +169,15 @@ public final class DecoderLayer {
         RmsNorm.Forward postNormed = postAttentionNorm.forwardTraining(h);                      // [B·S, D]
         if (block == null) {
             SwiGluMlp.Context dense = mlp.forwardTraining(postNormed.out());
-            return new Context(inputNormed, attn, postNormed, null, null, dense, h.add(dense.out()));
+            return new Context(inputNormed, attn, postNormed, null, null, dense, null, h.add(dense.out()));
         }
         MoeBlock.Context moeCtx = block.forwardTraining(postNormed.out(), jitterSeed);
-        return new Context(inputNormed, attn, postNormed, block, moeCtx, null, h.add(moeCtx.out()));
+        INDArray out = h.add(moeCtx.out());                                                      // [B·S, D]
+        MumoePass term = moeTerm == null ? null : moeTerm.forward(postNormed.out());
+        if (term != null) {
+            out.addi(term.y());
+        }
+        return new Context(inputNormed, attn, postNormed, block, moeCtx, null, term, out);
     }
 
     /**
@@ -148,7 +187,8 @@ public final class DecoderLayer {
      * @param dRouterLogits [B·S, E] gradient of a loss on the router logits, or null
      */
     public Gradients backward(Context ctx, INDArray dOut, INDArray dRouterLogits) {
-        // out = h + ffn(postNorm(h))
+        // out = h + ffn(postNorm(h)) (+ μMoE(postNorm(h)))
+        Map<Site, MumoeGradients> terms = new EnumMap<>(Site.class);
         MoeBlock.Gradients moeGrads = null;
         INDArray dNormed;                                                                        // [B·S, D]
         if (ctx.block == null) {
@@ -156,10 +196,15 @@ public final class DecoderLayer {
         } else {
             moeGrads = ctx.block.backward(ctx.moe, dOut, dRouterLogits);
             dNormed = moeGrads.dx();
+            if (ctx.moeTerm != null) {
+                MumoeGradients term = moeTerm.backward(ctx.moeTerm, dOut);
+                terms.put(Site.MOE, term);
+                dNormed = dNormed.add(term.dx());
+            }
         }
         INDArray dh = dOut.add(postAttentionNorm.backward(ctx.postNormed, dNormed));             // [B·S, D]
         // h = x + attn(inputNorm(x))
-        INDArray dAttnIn = attention.backward(ctx.attention, dh);                                // [B·S, D]
-        return new Gradients(dh.addi(inputNorm.backward(ctx.inputNormed, dAttnIn)), moeGrads);
+        INDArray dAttnIn = attention.backward(ctx.attention, dh, terms);                         // [B·S, D]
+        return new Gradients(dh.addi(inputNorm.backward(ctx.inputNormed, dAttnIn)), moeGrads, terms);
     }
 }

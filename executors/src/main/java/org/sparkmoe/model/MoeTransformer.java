@@ -8,8 +8,11 @@ import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.moe.MoeBlock;
 
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.function.IntFunction;
+import java.util.Map;
+import org.sparkmoe.mumoe.MumoeGradients;
 
 /**
  * A decoder-only MoE language model (Mixtral, Qwen2-MoE, or dense Mistral): embedding, decoder layers,
@@ -28,14 +31,21 @@ public final class MoeTransformer {
     /** @param owned the arrays allocated for this model alone (see {@link OwnedArrays}) */
     public MoeTransformer(ModelConfig config, INDArray embedTokens, List<DecoderLayer> layers, RmsNorm finalNorm,
                           INDArray lmHead, OwnedArrays owned) {
+        this(config, embedTokens, layers, finalNorm, lmHead, owned, new RotaryEmbedding(config.head_dim,
+                config.rotaryDim(), config.rope_theta, config.max_position_embeddings, config.rope_scaling,
+                config.mla != null && config.mla.rope_interleave()));
+    }
+
+    /** A model sharing {@code rope} (its tables are per config, not per adapter). */
+    private MoeTransformer(ModelConfig config, INDArray embedTokens, List<DecoderLayer> layers, RmsNorm finalNorm,
+                           INDArray lmHead, OwnedArrays owned, RotaryEmbedding rope) {
         this.config = config;
         this.owned = owned;
         this.embedTokens = embedTokens;
         this.layers = List.copyOf(layers);
         this.finalNorm = finalNorm;
         this.lmHead = lmHead;
-        this.rope = new RotaryEmbedding(config.head_dim, config.rotaryDim(), config.rope_theta,
-                config.max_position_embeddings, config.rope_scaling, config.mla != null && config.mla.rope_interleave());
+        this.rope = rope;
     }
 
     public ModelConfig config() {
@@ -81,7 +91,29 @@ public final class MoeTransformer {
             throw new IllegalArgumentException("need one MoE block per MoE layer (" + layers.stream()
                     .filter(DecoderLayer::isMoe).count() + "), got " + blocks.size());
         }
-        return new MoeTransformer(config, embedTokens, replaced, finalNorm, lmHead, owned);
+        return new MoeTransformer(config, embedTokens, replaced, finalNorm, lmHead, owned, rope);
+    }
+
+    /**
+     * This model with an adapter's terms ({@link AdapterTerms}) beside its projections and MoE blocks, sharing every
+     * weight; forward, training forward and backward all compute them. A term beside an MoE block needs an MoE
+     * layer; one beside an attention projection needs grouped-query attention.
+     *
+     * @param owned the arrays allocated for the terms alone (an adapter's factors), or an empty set when the caller
+     *              owns them (a training state)
+     */
+    public MoeTransformer withTerms(AdapterTerms terms, OwnedArrays owned) {
+        for (AdapterTerms.Key key : terms.all().keySet()) {
+            if (key.layer() < 0 || key.layer() >= layers.size()) {
+                throw new IllegalArgumentException("a μMoE term at layer " + key.layer() + ": the model has "
+                        + layers.size() + " layers");
+            }
+        }
+        List<DecoderLayer> replaced = new ArrayList<>(layers.size());
+        for (int l = 0; l < layers.size(); l++) {
+            replaced.add(layers.get(l).withTerms(terms.attention(l), terms.at(l, AdapterTerms.Site.MOE)));
+        }
+        return new MoeTransformer(config, embedTokens, replaced, finalNorm, lmHead, owned, rope);
     }
 
     /** Logits only, with the config's experts per token. */
@@ -297,21 +329,31 @@ public final class MoeTransformer {
     }
 
     /**
+     * What {@link #backward} returns.
+     *
+     * @param moe   the LoRA (and router) gradients of each MoE layer's trainable block, in layer order
+     * @param terms the gradients of the adapter terms ({@link #withTerms}), by layer and site, in layer order
+     */
+    public record Gradients(List<MoeBlock.Gradients> moe, Map<AdapterTerms.Key, MumoeGradients> terms) {
+    }
+
+    /**
      * The mirror of {@link #forwardTraining}, down to the output of the embedding (which is frozen and gets no
      * gradient). A checkpointed context recomputes each layer's forward from its kept input just before that layer's
      * backward (same operations, same jitter seed: the same bits), so one layer's context is alive at a time.
      *
      * @param dLogits       [B·S, V]
      * @param dRouterLogits one [B·S, E] per MoE layer (a loss on the router logits), or null
-     * @return the LoRA (and router) gradients of each MoE layer, in layer order
+     * @return the gradients of the trainable blocks and of the adapter terms
      */
-    public List<MoeBlock.Gradients> backward(TrainingContext ctx, INDArray dLogits, List<INDArray> dRouterLogits) {
+    public Gradients backward(TrainingContext ctx, INDArray dLogits, List<INDArray> dRouterLogits) {
         if (dRouterLogits != null && dRouterLogits.size() != ctx.routerLogits.size()) {
             throw new IllegalArgumentException("need one router-logit gradient per MoE layer ("
                     + ctx.routerLogits.size() + "), got " + dRouterLogits.size());
         }
         INDArray dHidden = finalNorm.backward(ctx.normed, Dense.linearBackward(dLogits, lmHead));  // [B·S, D]
         MoeBlock.Gradients[] grads = new MoeBlock.Gradients[ctx.routerLogits.size()];
+        List<Map<AdapterTerms.Key, MumoeGradients>> termsByLayer = new ArrayList<>();
         int moeIndex = grads.length;
         for (int l = layers.size() - 1; l >= 0; l--) {
             DecoderLayer layer = layers.get(l);
@@ -326,8 +368,14 @@ public final class MoeTransformer {
             if (layer.isMoe()) {
                 grads[moeIndex] = g.moe();
             }
+            Map<AdapterTerms.Key, MumoeGradients> layerTerms = new LinkedHashMap<>();
+            int at = l;
+            g.terms().forEach((site, tg) -> layerTerms.put(new AdapterTerms.Key(at, site), tg));
+            termsByLayer.add(0, layerTerms);
             dHidden = g.dx();
         }
-        return List.of(grads);
+        Map<AdapterTerms.Key, MumoeGradients> terms = new LinkedHashMap<>();
+        termsByLayer.forEach(terms::putAll);
+        return new Gradients(List.of(grads), terms);
     }
 }

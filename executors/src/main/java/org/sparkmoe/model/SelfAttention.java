@@ -1,6 +1,10 @@
 package org.sparkmoe.model;
 
+import java.util.Map;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.model.AdapterTerms.Site;
+import org.sparkmoe.mumoe.MumoeGradients;
+import org.sparkmoe.mumoe.MumoeLayer;
 
 /**
  * The attention of a decoder layer: {@link Attention} (grouped-query) or {@link LatentAttention} (DeepSeek's MLA).
@@ -34,4 +38,25 @@ public interface SelfAttention {
      * @return dx [B·S, D]
      */
     INDArray backward(Context ctx, INDArray dOut);
+
+    /**
+     * As {@link #backward(Context, INDArray)}, putting the gradients of the adapter terms beside its projections
+     * into {@code termGradients} (by site; none unless {@link #withTerms} gave it terms).
+     */
+    default INDArray backward(Context ctx, INDArray dOut, Map<Site, MumoeGradients> termGradients) {
+        return backward(ctx, dOut);
+    }
+
+    /**
+     * This attention with adapter terms beside its q/k/v/o projections ({@link AdapterTerms}). Only grouped-query
+     * {@link Attention} has those projections; the default refuses any term.
+     */
+    default SelfAttention withTerms(Map<Site, MumoeLayer> terms) {
+        if (terms.isEmpty()) {
+            return this;
+        }
+        throw new IllegalArgumentException("μMoE beside " + terms.keySet().iterator().next().id() + ": this model's "
+                + "attention (" + getClass().getSimpleName() + ") has no q_proj/k_proj/v_proj/o_proj of grouped-query "
+                + "attention; use --mumoe-targets moe");
+    }
 }

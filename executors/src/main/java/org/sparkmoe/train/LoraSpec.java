@@ -3,25 +3,41 @@ package org.sparkmoe.train;
 import java.util.Collections;
 import java.util.EnumSet;
 import java.util.Set;
+import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 
 /**
  * What is trained: LoRA of rank R and scale α/R (PEFT's default, not rslora) on the chosen expert projections of
  * every MoE layer, the same projections of its shared expert when asked (and the model has one), and optionally the
- * routers.
+ * routers; or, instead of LoRA, a μMoE adapter beside chosen frozen projections ({@link MumoeConfig}), trained
+ * through the same steps, averaging and checkpoints (its tensors are the state's keys).
  *
  * @param targets      the adapted projections (iterated in the order gate, up, down)
  * @param rank         R ≥ 1
  * @param alpha        lora_alpha &gt; 0
  * @param trainRouter  whether the router (gate) weights are trained too
  * @param sharedExpert whether the shared expert's targets get LoRA too (same rank and alpha)
+ * @param mumoe        the μMoE adapter trained instead of LoRA (no LoRA targets, frozen router), or null
  */
-public record LoraSpec(Set<Projection> targets, int rank, double alpha, boolean trainRouter, boolean sharedExpert)
+public record LoraSpec(Set<Projection> targets, int rank, double alpha, boolean trainRouter, boolean sharedExpert,
+                       MumoeConfig mumoe)
         implements java.io.Serializable {
 
     /** LoRA on the routed experts only. */
     public LoraSpec(Set<Projection> targets, int rank, double alpha, boolean trainRouter) {
         this(targets, rank, alpha, trainRouter, false);
+    }
+
+    /** LoRA, no μMoE adapter. */
+    public LoraSpec(Set<Projection> targets, int rank, double alpha, boolean trainRouter, boolean sharedExpert) {
+        this(targets, rank, alpha, trainRouter, sharedExpert, null);
+    }
+
+    /**
+     * A μMoE adapter alone: nothing else trained. Rank and alpha are LoRA's and unused (1, 1).
+     */
+    public static LoraSpec mumoe(MumoeConfig mumoe) {
+        return new LoraSpec(Set.of(), 1, 1.0, false, false, mumoe);
     }
 
     public LoraSpec {
@@ -30,7 +46,12 @@ public record LoraSpec(Set<Projection> targets, int rank, double alpha, boolean 
         }
         targets = Collections.unmodifiableSet(targets.isEmpty() ? EnumSet.noneOf(Projection.class)
                 : EnumSet.copyOf(targets));
-        if (targets.isEmpty() && !trainRouter) {
+        if (mumoe != null && (!targets.isEmpty() || trainRouter || sharedExpert)) {
+            throw new IllegalArgumentException("a μMoE adapter trains only its own factors and gates: no LoRA targets "
+                    + "and a frozen router (--train-router and --shared-expert-lora apply to --adapter lora), got "
+                    + "targets " + targets + (trainRouter ? " and a trained router" : ""));
+        }
+        if (targets.isEmpty() && !trainRouter && mumoe == null) {
             throw new IllegalArgumentException("nothing to train: no LoRA targets and the router is frozen");
         }
         if (sharedExpert && targets.isEmpty()) {

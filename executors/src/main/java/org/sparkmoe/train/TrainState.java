@@ -6,10 +6,12 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Random;
 import java.util.function.Function;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
@@ -106,6 +108,9 @@ public final class TrainState {
     /** @param own the model's tensor of a state key (a router, or a low-rank model's stacked expert factors) */
     private static TrainState init(ModelConfig c, Function<String, INDArray> own, LoraSpec spec, long rootSeed,
                                    DataType dataType) {
+        if (spec.mumoe() != null) {
+            return fresh(mumoe(c, spec.mumoe(), rootSeed, dataType));
+        }
         boolean lowRank = c.hasLowRankExperts();
         if (lowRank) {
             checkLowRank(c, spec);
@@ -144,6 +149,31 @@ public final class TrainState {
             }
         }
         return fresh(params);
+    }
+
+    /**
+     * A μMoE adapter's tensors before the first step, by site in {@link MumoeConfig#placements} order: each site's
+     * layer drawn from {@code Seeds.derive(rootSeed, <site prefix>)} with its output factor or core zero
+     * ({@link org.sparkmoe.mumoe.MumoeForm#init}), so the model starts as the base.
+     */
+    private static LinkedHashMap<String, INDArray> mumoe(ModelConfig c, MumoeConfig mumoe, long rootSeed,
+                                                         DataType dataType) {
+        checkMumoe(c);
+        LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
+        for (MumoeConfig.Placement p : mumoe.placements(c)) {
+            mumoe.form().init(new Random(Seeds.derive(rootSeed, p.prefix())), dataType, p.in(), p.out(),
+                    mumoe.experts(), mumoe.ranks()).parameters()
+                    .forEach((name, a) -> params.put(p.prefix() + name, a.dup('c')));
+        }
+        return params;
+    }
+
+    /** A μMoE adapter applies to a model of full experts; a low-rank model trains its own LoRA experts. */
+    public static void checkMumoe(ModelConfig c) {
+        if (c.hasLowRankExperts()) {
+            throw new IllegalArgumentException("--adapter mumoe-*: a low-rank model (surgery lowrank, rank "
+                    + c.low_rank_experts_rank + ") trains its own LoRA experts; use --adapter lora");
+        }
     }
 
     /** A state at step 0 holding {@code params}, with zero moments. */
@@ -188,6 +218,9 @@ public final class TrainState {
      * the router when trained (and its bias, gpt-oss).
      */
     public static List<String> keys(MoeTransformer model, LoraSpec spec) {
+        if (spec.mumoe() != null) {
+            return List.copyOf(spec.mumoe().expectedState(model.config()).keySet());
+        }
         TrainableKeys keys = new TrainableKeys(model.config().modelType);
         List<String> out = new ArrayList<>();
         for (int l = 0; l < model.layers().size(); l++) {

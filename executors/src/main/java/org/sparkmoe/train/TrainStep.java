@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.experts.ExpertFfn;
@@ -16,6 +17,7 @@ import org.sparkmoe.experts.LowRankExperts;
 import org.sparkmoe.experts.SharedExpert;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.model.OwnedArrays;
 import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.routing.LoadBalancingLoss;
 import org.sparkmoe.routing.RouterOptions;
@@ -24,6 +26,7 @@ import org.sparkmoe.routing.RouterOptions;
  * One LoRA training step on a frozen model, Spark-free:
  * <pre>
  *   blocks  = every MoE layer's block with the state's LoRA (and router)
+ *             (a μMoE adapter instead: the model asks the state's μMoE terms beside its projections, see AdapterTerms)
  *   logits  = model.forwardTraining(windows, blocks)          [B·S, V], router logits L × [B·S, E]
  *   loss    = CE(logits, windows) + coef · LB(router logits)
  *   grads   = model.backward(dCE/dlogits, coef · dLB/dlogits) keyed like the state
@@ -100,13 +103,15 @@ public final class TrainStep {
         int topK = c.num_experts_per_tok;
         TrainableKeys keys = new TrainableKeys(c.modelType);
         List<MoeBlock> blocks = blocks(model, state, opts.lora());
+        MoeTransformer adapted = opts.lora().mumoe() == null ? model
+                : model.withTerms(opts.lora().mumoe().terms(c, state.params()), new OwnedArrays()); // the state owns them
         List<Integer> moeLayers = new ArrayList<>();
         for (int l = 0; l < model.layers().size(); l++) {
             if (model.layers().get(l).isMoe()) {
                 moeLayers.add(l);
             }
         }
-        MoeTransformer.TrainingContext ctx = model.forwardTraining(windows, blocks,
+        MoeTransformer.TrainingContext ctx = adapted.forwardTraining(windows, blocks,
                 Seeds.derive(opts.seed(), "jitter/step/" + state.step()), backward && opts.checkpointActivations());
         CausalLmLoss.Result ce = CausalLmLoss.compute(ctx.logits(), windows);
         free(ctx.logits());                                                                   // [B·S, V]
@@ -117,13 +122,18 @@ public final class TrainStep {
         }
         List<INDArray> dRouterLogits = coef == 0 ? null
                 : LoadBalancingLoss.gradient(ctx.routerLogits(), c.num_experts, topK, coef);
-        List<MoeBlock.Gradients> grads = model.backward(ctx, ce.dLogits(), dRouterLogits);
+        MoeTransformer.Gradients grads = adapted.backward(ctx, ce.dLogits(), dRouterLogits);
         free(ce.dLogits());                                                                   // [B·S, V]
 
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        if (opts.lora().mumoe() != null) {
+            for (MumoeConfig.Placement p : opts.lora().mumoe().placements(c)) {
+                grads.terms().get(p.key()).parameters().forEach((name, g) -> out.put(p.prefix() + name, g));
+            }
+        }
         for (int i = 0; i < moeLayers.size(); i++) {
             int l = moeLayers.get(i);
-            ExpertGradients ffn = grads.get(i).experts();
+            ExpertGradients ffn = grads.moe().get(i).experts();
             for (Projection p : opts.lora().targets()) {
                 LoraGradients g = switch (p) {
                     case GATE -> ffn.gate();
@@ -134,7 +144,7 @@ public final class TrainStep {
                 out.put(keys.loraB(l, p), g.dB());
             }
             if (opts.lora().sharedExpert()) {
-                SharedExpert.Gradients shared = grads.get(i).shared();
+                SharedExpert.Gradients shared = grads.moe().get(i).shared();
                 for (Projection p : opts.lora().targets()) {
                     LoraGradients g = switch (p) {
                         case GATE -> shared.gate();
@@ -146,9 +156,9 @@ public final class TrainStep {
                 }
             }
             if (opts.lora().trainRouter()) {
-                out.put(keys.router(l), grads.get(i).dRouter());
+                out.put(keys.router(l), grads.moe().get(i).dRouter());
                 if (keys.hasRouterBias()) {
-                    out.put(keys.routerBias(l), grads.get(i).dRouterBias());
+                    out.put(keys.routerBias(l), grads.moe().get(i).dRouterBias());
                 }
             }
         }

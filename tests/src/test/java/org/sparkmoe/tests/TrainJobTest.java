@@ -10,7 +10,11 @@ import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.train.TrainPlan;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.SafeTensorsFile;
+import org.sparkmoe.adapter.MumoeConfig;
+import org.sparkmoe.mumoe.MumoeForm;
 import org.sparkmoe.text.TextSplit;
+import org.sparkmoe.train.LoraSpec;
+import org.sparkmoe.train.TrainOptions;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -75,6 +79,31 @@ class TrainJobTest {
                 List.of(Projection.GATE, Projection.DOWN), 4, 8, false, 1e-3, 0, 0, 1.0, null, 42);
     }
 
+    /** The μMoE flags of {@link #mumoeTrain}: CP, 16 experts of rank 4 beside q_proj, o_proj and every MoE block. */
+    private static final MumoeConfig MUMOE = new MumoeConfig(MumoeForm.CP, 16, new int[] {4},
+            MumoeConfig.parseTargets("q_proj,o_proj,moe", "test"));
+
+    /** {@link #train} with a μMoE adapter ({@link #MUMOE}) instead of LoRA: LoRA's --rank, --alpha, --targets dropped. */
+    private static List<String> mumoeTrain(Path out, String... more) {
+        List<String> args = train(out, more);
+        for (String lora : List.of("--rank", "--alpha", "--targets")) {
+            int at = args.indexOf(lora);
+            args.subList(at, at + 2).clear();
+        }
+        args.addAll(List.of("--adapter", "mumoe-cp", "--mumoe-experts", "16", "--mumoe-rank", "4", "--mumoe-targets",
+                "q_proj,o_proj,moe"));
+        return args;
+    }
+
+    /** {@link #plan} of {@link #mumoeTrain}. */
+    private TrainPlan mumoePlan(Path out) {
+        TrainPlan lora = plan(out);
+        TrainOptions o = lora.options();
+        return new TrainPlan(lora.model(), lora.windows(), lora.rounds(), new TrainOptions(LoraSpec.mumoe(MUMOE),
+                o.schedule(), o.optimizer(), o.maxGradNorm(), o.auxLossCoef(), o.seed(), o.checkpointActivations()),
+                lora.out(), false, lora.device());
+    }
+
     @Test
     void writesAPeftAdapterAndOneLogLinePerRound() throws Exception {
         Path out = dir.resolve("run");
@@ -119,12 +148,76 @@ class TrainJobTest {
     void resumeReproducesAnUninterruptedRun() throws Exception {
         Path whole = dir.resolve("whole");
         assertEquals(0, sparkmoe(train(whole)).exitCode());
-
         Path interrupted = dir.resolve("interrupted");
-        TrainPlan plan = plan(interrupted);
-        InterruptedTrain.stopAfterRound(plan, 1);
+        InterruptedTrain.stopAfterRound(plan(interrupted), 1);
+        assertResumedEqualsWhole(whole, interrupted, train(interrupted, "--resume"));
+    }
+
+    /**
+     * The same for a μMoE adapter (CP, 16 experts, q_proj, o_proj and moe): resumed bit for bit; what train wrote is
+     * a μMoE adapter folder that eval --adapter and calibrate --adapter read (perplexity no longer the base's), and
+     * merge refuses it in one line.
+     */
+    @Test
+    void mumoeResumeReproducesAnUninterruptedRunAndEvalReadsItsAdapter() throws Exception {
+        Path whole = dir.resolve("whole");
+        CliRun run = sparkmoe(mumoeTrain(whole));
+        assertEquals(0, run.exitCode(), run.err());
+        Path interrupted = dir.resolve("interrupted");
+        InterruptedTrain.stopAfterRound(mumoePlan(interrupted), 1);
+        assertResumedEqualsWhole(whole, interrupted, mumoeTrain(interrupted, "--resume"));
+
+        Path adapter = whole.resolve("adapter");
+        JsonNode config = JSON.readTree(adapter.resolve("adapter_config.json").toFile());
+        assertEquals("MUMOE", config.get("adapter_type").asText());
+        assertEquals("cp", config.get("form").asText());
+        try (SafeTensorsFile tensors = SafeTensorsFile.open(adapter.resolve("adapter_model.safetensors"))) {
+            assertEquals(4 * 3 * 4, tensors.names().size(), "layers × (q_proj, o_proj, moe) × (gate, expert, in, out)");
+            assertArrayEquals(new long[] {128, 4},
+                    tensors.info("model.layers.2.self_attn.o_proj.mumoe.out").shape());
+            assertTrue(tensors.readFloat("model.layers.0.block_sparse_moe.mumoe.out").norm2Number().doubleValue() > 0,
+                    "the output factor left its zero init");
+        }
+        double base = evalPpl(null, "base");
+        double adapted = evalPpl(adapter, "adapted");
+        assertNotEquals(base, adapted, "eval --adapter applies the μMoE terms");
+
+        CliRun merge = sparkmoe("merge", "--model", Fixtures.tinyModel().toString(), "--adapter", adapter.toString(),
+                "--out", dir.resolve("merged").toString());
+        assertEquals(1, merge.exitCode(), merge.err());
+        assertTrue(merge.err().contains("cannot be merged into the base weights: its experts' mixture weights depend "
+                + "on each token's input"), merge.err());
+        CliRun mergeFlag = sparkmoe(mumoeTrain(dir.resolve("m"), "--merge"));
+        assertEquals(1, mergeFlag.exitCode(), mergeFlag.err());
+        assertTrue(mergeFlag.err().contains("--merge: a μMoE adapter cannot be merged"), mergeFlag.err());
+
+        CliRun loraFlag = sparkmoe(train(dir.resolve("r"), "--adapter", "mumoe-cp"));
+        assertEquals(1, loraFlag.exitCode(), loraFlag.err());
+        assertTrue(loraFlag.err().contains("--rank applies to --adapter lora, not mumoe-cp"), loraFlag.err());
+
+        CliRun calibrate = sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data",
+                data.toString(), "--window", "32", "--max-tokens-per-file", "256", "--adapter", adapter.toString(),
+                "--master", "local[2]", "--out", dir.resolve("calib").toString());
+        assertEquals(0, calibrate.exitCode(), calibrate.err());
+    }
+
+    /** eval's perplexity over the excerpt's test split, with {@code adapter} (or none). */
+    private double evalPpl(Path adapter, String name) throws Exception {
+        Path out = dir.resolve(name + ".json");
+        List<String> args = new ArrayList<>(List.of("eval", "--model", Fixtures.tinyModel().toString(), "--data",
+                data.toString(), "--window", "32", "--master", "local[2]", "--out", out.toString()));
+        if (adapter != null) {
+            args.addAll(List.of("--adapter", adapter.toString()));
+        }
+        CliRun eval = sparkmoe(args);
+        assertEquals(0, eval.exitCode(), eval.err());
+        return JSON.readTree(out.toFile()).get("all").get("ppl").asDouble();
+    }
+
+    /** Resumes {@code interrupted} with {@code resume}: its adapter and losses equal {@code whole}'s, bit for bit. */
+    private static void assertResumedEqualsWhole(Path whole, Path interrupted, List<String> resume) throws Exception {
         assertEquals(2, Files.readAllLines(interrupted.resolve("train-log.jsonl")).size());
-        CliRun resumed = sparkmoe(train(interrupted, "--resume"));
+        CliRun resumed = sparkmoe(resume);
         assertEquals(0, resumed.exitCode(), resumed.err());
 
         assertArrayEquals(Files.readAllBytes(whole.resolve("adapter/adapter_model.safetensors")),

@@ -3,6 +3,7 @@ package org.sparkmoe.driver.calib;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
+import org.sparkmoe.adapter.AdaptedModel;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.driver.DryRunOption;
@@ -85,6 +86,11 @@ public final class CalibrateCommand implements Callable<Integer> {
             description = "The --imatrix file's format: gguf (llama.cpp's current one) or dat (its legacy binary "
                     + "one). Default: gguf.")
     String imatrixFormat;
+
+    @Option(names = "--adapter", paramLabel = "DIR",
+            description = "Adapter folder applied unmerged while calibrating: PEFT LoRA (as eval applies it) or a μMoE "
+                    + "adapter (train --adapter mumoe-*). Default: none, the model alone.")
+    String adapter;
 
     @Option(names = "--batch-windows", defaultValue = "8", paramLabel = "B",
             description = "Windows per forward pass. Default: ${DEFAULT-VALUE}.")
@@ -223,7 +229,11 @@ public final class CalibrateCommand implements Callable<Integer> {
                         + " (the statistics are keyed by file name)");
             }
         }
+        String adapterUri = adapter == null ? null : Paths.qualify(adapter, conf);
+        if (adapterUri != null) {
+            AdaptedModel.check(new Path(adapterUri), conf, config, null); // reject a bad adapter before Spark starts
+        }
         return new CalibratePlan(checked.model(), files, checked.split(), checked.window(),
-                checked.maxTokensPerFile(), checked.topK(), batchWindows, 1, allExperts, routerData, chosen);
+                checked.maxTokensPerFile(), checked.topK(), batchWindows, 1, allExperts, routerData, chosen, adapterUri);
     }
 }

@@ -96,7 +96,7 @@ public final class CalibrateJob {
     }
 
     private static CalibrationStats add(CalibratePlan plan, CalibrationStats acc, CalibChunk chunk) {
-        try (ModelCache.Lease lease = ModelCache.lease(plan.model(), plan.device())) {
+        try (ModelCache.Lease lease = ModelCache.lease(plan.model(), plan.adapter(), null, plan.device())) {
             MoeTransformer model = lease.model();
             ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true, acc.linearInputs());
             int bad = CalibrationStats.firstNonFiniteLayer(capture);

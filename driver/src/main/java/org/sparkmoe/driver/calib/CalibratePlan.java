@@ -21,10 +21,11 @@ import java.util.List;
  * @param allExperts       activation statistics over every token for every expert
  * @param routerData       URI of the router-data folder to export to, or null
  * @param device           where the executors' expert grouped GEMMs run
+ * @param adapter          adapter folder URI (PEFT LoRA or μMoE) applied unmerged on every executor, or null
  */
 public record CalibratePlan(String model, List<String> data, TextSplit split, int window, int maxTokensPerFile,
                             int topK, int batchWindows, int partitions, boolean allExperts, String routerData,
-                            Device device) implements Serializable {
+                            Device device, String adapter) implements Serializable {
 
     public CalibratePlan {
         PlanChecks.requireModel(model);
@@ -41,7 +42,15 @@ public record CalibratePlan(String model, List<String> data, TextSplit split, in
         PlanChecks.requireNonNull("--device", device);
     }
 
-    /** A plan on the CPU. */
+    /** A plan of the plain model. */
+    public CalibratePlan(String model, List<String> data, TextSplit split, int window, int maxTokensPerFile,
+                         int topK, int batchWindows, int partitions, boolean allExperts, String routerData,
+                         Device device) {
+        this(model, data, split, window, maxTokensPerFile, topK, batchWindows, partitions, allExperts, routerData,
+                device, null);
+    }
+
+    /** A plan of the plain model on the CPU. */
     public CalibratePlan(String model, List<String> data, TextSplit split, int window, int maxTokensPerFile,
                          int topK, int batchWindows, int partitions, boolean allExperts, String routerData) {
         this(model, data, split, window, maxTokensPerFile, topK, batchWindows, partitions, allExperts, routerData,
@@ -50,7 +59,7 @@ public record CalibratePlan(String model, List<String> data, TextSplit split, in
 
     public CalibratePlan withPartitions(int n) {
         return new CalibratePlan(model, data, split, window, maxTokensPerFile, topK, batchWindows, n, allExperts,
-                routerData, device);
+                routerData, device, adapter);
     }
 
     /** Windows of a split holding {@code tokens} tokens: ⌊min(N, max)/S⌋. */

@@ -19,7 +19,7 @@ import org.sparkmoe.driver.PeftVersionOption;
 import org.sparkmoe.driver.WindowOption;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkOptions;
-import org.sparkmoe.adapter.PeftAdapter;
+import org.sparkmoe.adapter.AdaptedModel;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.text.TextFiles;
@@ -47,9 +47,10 @@ public final class EvalCommand implements Callable<Integer> {
     ModelOption model;
 
     @Option(names = "--adapter", paramLabel = "DIR",
-            description = "PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors), applied as PEFT "
+            description = "Adapter folder (adapter_config.json, adapter_model.safetensors): PEFT LoRA, applied as PEFT "
                     + "runs it unmerged: LoRA products beside the frozen expert weights, and its routers if it trained "
-                    + "them. No merged copy of the model is made.")
+                    + "them; or a μMoE adapter (train --adapter mumoe-*), its terms beside the projections it adapts. "
+                    + "No merged copy of the model is made.")
     String adapter;
 
     @Mixin
@@ -183,7 +184,7 @@ public final class EvalCommand implements Callable<Integer> {
         String adapterUri = adapter == null ? null : Paths.qualify(adapter, conf);
         String version = peftVersion.checked(adapterUri);
         if (adapterUri != null) {
-            PeftAdapter.read(new Path(adapterUri), conf, config, version); // reject a bad adapter before any task starts
+            AdaptedModel.check(new Path(adapterUri), conf, config, version); // reject a bad adapter before any task starts
         }
         int k = topK == null ? config.num_experts_per_tok : topK;
         if (config.num_experts > 0 && (k < 1 || k > config.num_experts)) {

@@ -6,7 +6,7 @@ import org.apache.hadoop.fs.Path;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.ModelCache;
 import org.apache.spark.api.java.JavaSparkContext;
-import org.sparkmoe.adapter.PeftAdapter;
+import org.sparkmoe.adapter.AdaptedModel;
 import org.sparkmoe.driver.ModelOption;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.SparkOptions;
@@ -49,8 +49,8 @@ public final class LogitsCommand implements Callable<Integer> {
     ModelOption model;
 
     @Option(names = "--adapter", paramLabel = "DIR",
-            description = "PEFT LoRA adapter folder, applied as PEFT runs it unmerged (LoRA products beside the frozen "
-                    + "expert weights; a trained router replaces the model's).")
+            description = "Adapter folder, applied unmerged: PEFT LoRA as PEFT runs it (LoRA products beside the frozen "
+                    + "expert weights; a trained router replaces the model's), or a μMoE adapter (train --adapter mumoe-*).")
     String adapter;
 
     @Mixin
@@ -82,7 +82,7 @@ public final class LogitsCommand implements Callable<Integer> {
         }
         String adapterUri = adapter == null ? null : Paths.qualify(adapter, conf);
         if (adapterUri != null) {
-            PeftAdapter.read(new Path(adapterUri), conf, config, version); // reject a bad adapter before Spark starts
+            AdaptedModel.check(new Path(adapterUri), conf, config, version); // reject a bad adapter before Spark starts
         }
         int vocab = config.vocab_size;
         for (int b = 0; b < tokens.length; b++) {

@@ -5,6 +5,7 @@ import org.apache.hadoop.fs.Path;
 import org.sparkmoe.driver.CheckpointOutputOptions;
 import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.adapter.MergedCheckpoint;
+import org.sparkmoe.adapter.MumoeAdapter;
 import org.sparkmoe.adapter.PeftAdapter;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
@@ -53,8 +54,11 @@ public final class MergeCommand implements Callable<Integer> {
         Path modelDir = new Path(model.uri(conf));
         Path target = new Path(Paths.qualify(out, conf));
         ModelConfig config = ModelFolder.readConfig(modelDir, conf);
-        PeftAdapter peft = PeftAdapter.read(
-                new Path(Paths.qualify(adapter, conf)), conf, config, peftVersion.checked(adapter));
+        Path adapterDir = new Path(Paths.qualify(adapter, conf));
+        if (MumoeAdapter.isMumoe(adapterDir, conf)) {
+            throw new IllegalArgumentException("merge --adapter " + adapter + ": " + MumoeAdapter.NOT_MERGEABLE);
+        }
+        PeftAdapter peft = PeftAdapter.read(adapterDir, conf, config, peftVersion.checked(adapter));
         MergedCheckpoint.write(modelDir, peft, target, conf,
                 output.with(layout == null ? null : ExpertLayout.parse(layout)));
         System.err.println("merge: wrote " + target + " (r=" + peft.config().r() + ", lora_alpha="

@@ -3,7 +3,10 @@ package org.sparkmoe.driver.train;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.adapter.MumoeAdapter;
+import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.adapter.PeftAdapter;
+import org.sparkmoe.mumoe.MumoeForm;
 import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
@@ -31,7 +34,9 @@ import org.sparkmoe.train.TrainState;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 import java.util.EnumSet;
 import java.util.List;
@@ -47,10 +52,20 @@ import java.util.concurrent.Callable;
                         + "OUT/adapter (PEFT), OUT/train-log.jsonl, OUT/checkpoints and, with --merge, OUT/merged.",
                 "A low-rank model (from 'surgery lowrank') trains its own stacked LoRA experts end to end, starting "
                         + "from the checkpoint's (all of w1, w3, w2 at the model's rank, scale 1: --rank and --alpha "
-                        + "default to the model's rank, and other values are refused), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter."})
+                        + "default to the model's rank, and other values are refused), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter.",
+                "--adapter mumoe-cp|mumoe-tr trains a μMoE adapter instead of LoRA: a multilinear mixture of "
+                        + "--mumoe-experts soft-gated experts in CP or tensor-ring form beside each --mumoe-targets "
+                        + "projection (y = W·x + μMoE(x)), written to OUT/adapter in SparkMoE's μMoE format (not PEFT)."})
 public final class TrainCommand implements Callable<Integer> {
     static final int DEFAULT_RANK = 8;
     static final double DEFAULT_ALPHA = 16;
+    /** The options that only a LoRA run reads, and those that only a μMoE run reads. */
+    private static final List<String> LORA_ONLY = List.of("--rank", "--alpha", "--targets", "--train-router",
+            "--shared-expert-lora", "--adapter-format");
+    private static final List<String> MUMOE_ONLY = List.of("--mumoe-experts", "--mumoe-rank", "--mumoe-targets");
+
+    @Spec
+    CommandSpec spec;
 
     @Mixin
     ModelOption model;
@@ -92,6 +107,24 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--max-grad-norm", defaultValue = "1.0", paramLabel = "X",
             description = "Global gradient-norm clip. Default: ${DEFAULT-VALUE}.")
     double maxGradNorm;
+
+    @Option(names = "--adapter", defaultValue = "lora", paramLabel = "lora|mumoe-cp|mumoe-tr",
+            description = "What is trained: LoRA on the experts, or a μMoE adapter (CP or tensor-ring factors and a "
+                    + "softmax gate) beside each --mumoe-targets projection. Default: ${DEFAULT-VALUE}.")
+    String adapter;
+
+    @Option(names = "--mumoe-experts", defaultValue = "64", paramLabel = "N",
+            description = "μMoE experts N per adapted projection. Default: ${DEFAULT-VALUE}.")
+    int mumoeExperts;
+
+    @Option(names = "--mumoe-rank", paramLabel = "R|r1,r2,r3",
+            description = "μMoE rank: CP R (default 8), tensor ring r1,r2,r3 (default 4,4,4).")
+    String mumoeRank;
+
+    @Option(names = "--mumoe-targets", defaultValue = "moe", paramLabel = "LIST",
+            description = "Where μMoE adapters sit: q_proj,k_proj,v_proj,o_proj (every layer's attention) and moe "
+                    + "(beside every MoE block's output). Default: ${DEFAULT-VALUE}.")
+    String mumoeTargets;
 
     @Option(names = "--rank", paramLabel = "R",
             description = "LoRA rank. Default: " + DEFAULT_RANK + "; a low-rank model's own rank (another value is "
@@ -189,7 +222,9 @@ public final class TrainCommand implements Callable<Integer> {
         TrainPlan.Windows windows = new TrainPlan.Windows(data.files, data.textSplit(), window.window, batchWindows);
         TrainPlan.Rounds rounds = new TrainPlan.Rounds(steps, averagingFrequency, spark.partitionsOr(1),
                 checkpointEvery);
-        TrainOptions options = TrainPlan.options(TrainPlan.lora(targets, r, a, trainRouter, sharedExpertLora), lr,
+        MumoeConfig mumoe = mumoeConfig(config);
+        TrainOptions options = TrainPlan.options(mumoe != null ? LoraSpec.mumoe(mumoe)
+                        : TrainPlan.lora(targets, r, a, trainRouter, sharedExpertLora), lr,
                 warmup, steps, weightDecay, maxGradNorm, auxLossCoef, seed)
                 .withCheckpointActivations(checkpointActivations);
         TrainState.checkShared(config, options.lora());
@@ -200,7 +235,9 @@ public final class TrainCommand implements Callable<Integer> {
         }
         windows = new TrainPlan.Windows(data.uris(conf), windows.split(), windows.window(), windows.batchWindows());
         TrainPlan checked = new TrainPlan(modelUri, windows, rounds, options, Paths.qualify(out, conf), merge, chosen);
-        PeftAdapter.checkFormat(checked.adapterConfig(), format);
+        if (mumoe == null) {
+            PeftAdapter.checkFormat(checked.adapterConfig(), format);
+        }
         if (sharedExpertLora) {
             System.err.println("train: note: PEFT 0.21 on transformers 5 drops the shared expert's LoRA from OUT/adapter "
                     + "(its MoE conversion maps gate_proj/up_proj/down_proj to the fused experts); sparkmoe eval, logits "
@@ -210,7 +247,7 @@ public final class TrainCommand implements Callable<Integer> {
         TrainState initial = TrainJob.initialState(checked, conf); // the size of any state the run will hold
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe train", spark.master), spark.partitions);
         if (dryRun.show(MemoryPlan.of(MemoryPlan.Job.TRAIN, config, MemoryPlan.mappedBytes(modelUri, conf),
-                windows.batchWindows(), windows.window(), initial.bytes(), checkpointActivations, limits))) {
+                windows.batchWindows(), windows.window(), initial.bytes(), checkpointActivations, mumoe, limits))) {
             return 0;
         }
         try (OutputLock lock = OutputLock.acquire(new Path(checked.out()), conf, "train");
@@ -257,6 +294,44 @@ public final class TrainCommand implements Callable<Integer> {
             }
         }
         return 0;
+    }
+
+    /**
+     * The μMoE adapter of --adapter mumoe-cp|mumoe-tr, --mumoe-experts, --mumoe-rank, --mumoe-targets, or null for
+     * --adapter lora (where the μMoE flags are refused); LoRA's flags and --merge are refused beside a μMoE adapter.
+     */
+    private MumoeConfig mumoeConfig(ModelConfig config) {
+        boolean lora = adapter.equals("lora");
+        if (!lora && !adapter.equals("mumoe-cp") && !adapter.equals("mumoe-tr")) {
+            throw new IllegalArgumentException("--adapter " + adapter + ": expected lora, mumoe-cp or mumoe-tr");
+        }
+        for (String option : lora ? MUMOE_ONLY : LORA_ONLY) {
+            if (spec.commandLine().getParseResult().hasMatchedOption(option)) {
+                throw new IllegalArgumentException(option + " applies to " + (lora
+                        ? "--adapter mumoe-cp or mumoe-tr, not lora" : "--adapter lora, not " + adapter
+                        + " (a μMoE adapter takes --mumoe-experts, --mumoe-rank and --mumoe-targets)"));
+            }
+        }
+        if (lora) {
+            return null;
+        }
+        if (merge) {
+            throw new IllegalArgumentException("--merge: " + MumoeAdapter.NOT_MERGEABLE);
+        }
+        MumoeForm form = adapter.equals("mumoe-cp") ? MumoeForm.CP : MumoeForm.TR;
+        String ranks = mumoeRank != null ? mumoeRank : form == MumoeForm.CP ? "8" : "4,4,4";
+        int[] r;
+        try {
+            r = java.util.Arrays.stream(ranks.split(",", -1)).mapToInt(v -> Integer.parseInt(v.trim())).toArray();
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("--mumoe-rank " + ranks + ": expected integers (R, or r1,r2,r3)");
+        }
+        MumoeConfig mumoe = new MumoeConfig(form, mumoeExperts, r,
+                MumoeConfig.parseTargets(mumoeTargets, "--mumoe-targets"));
+        TrainState.checkMumoe(config);
+        System.err.printf(Locale.ROOT, "train: %s, %d trainable parameters%n", mumoe,
+                mumoe.parameterCount(config));
+        return mumoe;
     }
 
     /** A low-rank model trains all its experts' factors and writes a checkpoint; PEFT adapters do not apply. */

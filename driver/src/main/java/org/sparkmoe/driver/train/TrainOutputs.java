@@ -6,6 +6,8 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.model.CheckpointOptions;
 import org.sparkmoe.adapter.MergedCheckpoint;
+import org.sparkmoe.adapter.MumoeAdapter;
+import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.driver.OutputLock;
 import org.sparkmoe.adapter.PeftAdapter;
@@ -241,6 +243,12 @@ public final class TrainOutputs {
             Path dir = new Path(out, MODEL);
             SurgeryCheckpoint.write(new Path(plan.model()), model.jsonCopy(), state.params(), Map.of(), dir, conf);
             return List.of(new Path(out, LOG), dir);
+        }
+        MumoeConfig mumoe = plan.loraSpec().mumoe();
+        if (mumoe != null) {
+            Path adapterDir = new Path(out, ADAPTER);
+            new MumoeAdapter(mumoe, state.params()).write(adapterDir, conf, model, plan.baseModelName());
+            return List.of(new Path(out, LOG), adapterDir);
         }
         PeftAdapter adapter;
         try (Checkpoint base = Checkpoint.open(new Path(plan.model()), conf)) {

@@ -2,6 +2,7 @@ package org.sparkmoe.driver.train;
 
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.adapter.AdapterConfig;
+import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.driver.PlanChecks;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.kernels.Device;
@@ -184,18 +185,27 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
      * {@code file:} URI would not load with {@code AutoPeftModelForCausalLM}).
      */
     public AdapterConfig adapterConfig() {
-        URI uri = new Path(model).toUri();
-        String base = "file".equals(uri.getScheme()) ? uri.getPath() : model;
+        if (options.lora().mumoe() != null) {
+            throw new IllegalStateException("a μMoE run writes no PEFT adapter config; see mumoeConfig()");
+        }
+        String base = baseModelName();
         LoraSpec lora = options.lora();
         return new AdapterConfig(lora.rank(), lora.alpha(), List.copyOf(lora.targets()), lora.trainRouter(), base,
                 lora.sharedExpert());
+    }
+
+    /** A local base model as a plain path, as PEFT records one (see {@link #adapterConfig}). */
+    public String baseModelName() {
+        URI uri = new Path(model).toUri();
+        return "file".equals(uri.getScheme()) ? uri.getPath() : model;
     }
 
     /** The keys of {@link #resumeSignature}, in its order; each is the name of the train flag it records. */
     static final List<String> SIGNATURE_KEYS = List.of("data", "split", "window", "batch-windows", "steps",
             "averaging-frequency", "partitions", "targets", "rank", "alpha", "train-router", "shared-expert-lora", "lr",
             "warmup",
-            "weight-decay", "max-grad-norm", "aux-loss-coef", "seed");
+            "weight-decay", "max-grad-norm", "aux-loss-coef", "seed", "adapter", "mumoe-experts", "mumoe-rank",
+            "mumoe-targets");
     private static final java.util.regex.Pattern SIGNATURE_KEY = java.util.regex.Pattern.compile(
             "(?:^| )(" + String.join("|", SIGNATURE_KEYS) + ")=");
 
@@ -234,6 +244,18 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
                 + " train-router=" + lora.trainRouter() + " shared-expert-lora=" + lora.sharedExpert()
                 + " lr=" + schedule.peak() + " warmup=" + schedule.warmup()
                 + " weight-decay=" + options.optimizer().weightDecay() + " max-grad-norm=" + options.maxGradNorm()
-                + " aux-loss-coef=" + options.auxLossCoef() + " seed=" + options.seed();
+                + " aux-loss-coef=" + options.auxLossCoef() + " seed=" + options.seed() + mumoeSignature(lora);
+    }
+
+    /** A μMoE run's adapter flags, appended to the signature (a LoRA run's signature is as before: none). */
+    private static String mumoeSignature(LoraSpec lora) {
+        MumoeConfig m = lora.mumoe();
+        if (m == null) {
+            return "";
+        }
+        return " adapter=mumoe-" + m.form().id() + " mumoe-experts=" + m.experts() + " mumoe-rank="
+                + java.util.Arrays.stream(m.ranks()).mapToObj(Integer::toString)
+                .collect(java.util.stream.Collectors.joining(","))
+                + " mumoe-targets=" + m.targets().stream().map(s -> s.id()).toList();
     }
 }

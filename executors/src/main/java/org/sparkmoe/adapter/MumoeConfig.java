@@ -1,0 +1,262 @@
+package org.sparkmoe.adapter;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.io.Serializable;
+import java.io.UncheckedIOException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.EnumSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.AdapterTerms;
+import org.sparkmoe.model.AdapterTerms.Key;
+import org.sparkmoe.model.AdapterTerms.Site;
+import org.sparkmoe.mumoe.MumoeForm;
+import org.sparkmoe.mumoe.MumoeLayer;
+
+/**
+ * What a μMoE adapter holds, and its {@code adapter_config.json}: a flat μMoE layer of {@code experts} experts in CP
+ * (ranks [R]) or tensor-ring (ranks [r1, r2, r3]) form beside every chosen site of every layer ({@link AdapterTerms}:
+ * q_proj, k_proj, v_proj, o_proj of every layer's attention, moe beside every MoE block). A site's tensors are
+ * named {@code <site module>.mumoe.<parameter>}, the module being {@code model.layers.<l>.self_attn.<q|k|v|o>_proj}
+ * or the MoE block's ({@code model.layers.<l>.block_sparse_moe}, {@code model.layers.<l>.mlp}), the parameter one
+ * of {@link MumoeForm#shapes}: CP {@code gate.0} [I, N], {@code expert.0} [N, R], {@code in} [I, R], {@code out}
+ * [O, R]; TR {@code gate.0} [I, N], {@code core.expert} [r1, N, r2], {@code core.in} [r2, I, r3], {@code core.out}
+ * [r3, O, r1]. These are also the training state's keys. It cannot be merged into the base weights: its experts'
+ * mixture weights depend on the input.
+ *
+ * @param form    CP or TR
+ * @param experts N ≥ 1
+ * @param ranks   CP [R], TR [r1, r2, r3], each ≥ 1
+ * @param targets the adapted sites (iterated in the order q_proj, k_proj, v_proj, o_proj, moe)
+ */
+public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> targets) implements Serializable {
+    public static final String ADAPTER_TYPE = "MUMOE";
+    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+
+    public MumoeConfig {
+        if (form == null) {
+            throw new IllegalArgumentException("a μMoE adapter needs a form, cp or tr");
+        }
+        if (experts < 1) {
+            throw new IllegalArgumentException("--mumoe-experts must be ≥ 1, got " + experts);
+        }
+        form.checkRanks(ranks, "--mumoe-rank");
+        ranks = ranks.clone();
+        if (targets == null || targets.isEmpty()) {
+            throw new IllegalArgumentException("--mumoe-targets must name at least one of q_proj, k_proj, v_proj, "
+                    + "o_proj, moe");
+        }
+        targets = Collections.unmodifiableSet(EnumSet.copyOf(targets));
+    }
+
+    /** Comma-separated site names (q_proj, k_proj, v_proj, o_proj, moe). */
+    public static Set<Site> parseTargets(String csv, String source) {
+        EnumSet<Site> out = EnumSet.noneOf(Site.class);
+        for (String raw : csv.split(",", -1)) {
+            out.add(Site.parse(raw.trim(), source));
+        }
+        return out;
+    }
+
+    @Override
+    public int[] ranks() {
+        return ranks.clone();
+    }
+
+    @Override
+    public boolean equals(Object o) {
+        return o instanceof MumoeConfig c && form == c.form && experts == c.experts && Arrays.equals(ranks, c.ranks)
+                && targets.equals(c.targets);
+    }
+
+    @Override
+    public int hashCode() {
+        return (form.hashCode() * 31 + experts) * 31 + Arrays.hashCode(ranks) * 31 + targets.hashCode();
+    }
+
+    @Override
+    public String toString() {
+        return "μMoE " + form.id() + " N=" + experts + " ranks=" + Arrays.toString(ranks) + " targets="
+                + targets.stream().map(Site::id).toList();
+    }
+
+    /**
+     * One adapted site of the model: its key, the prefix of its tensors' names ({@code <module>.mumoe.}) and the
+     * sizes I → O of the projection (or block) it sits beside.
+     */
+    public record Placement(Key key, String prefix, long in, long out) {
+    }
+
+    /**
+     * Every adapted site of {@code model}, by layer, then q_proj, k_proj, v_proj, o_proj, moe: attention sites on
+     * every layer, moe on the MoE layers. Throws for attention sites on a model without grouped-query attention
+     * (DeepSeek's MLA), and when no layer has a chosen site.
+     */
+    public List<Placement> placements(ModelConfig model) {
+        if (model.mla != null && targets.stream().anyMatch(Site::isAttention)) {
+            throw new IllegalArgumentException("--mumoe-targets " + targets.stream().map(Site::id).toList()
+                    + ": model_type " + model.modelType.name().toLowerCase(java.util.Locale.ROOT) + " has latent "
+                    + "attention (MLA), no q_proj/k_proj/v_proj/o_proj of grouped-query attention; use moe");
+        }
+        CheckpointLayout layout = new CheckpointLayout(model.modelType);
+        long d = model.hidden_size;
+        long q = (long) model.num_attention_heads * model.head_dim;
+        long kv = (long) model.num_key_value_heads * model.head_dim;
+        List<Placement> out = new ArrayList<>();
+        for (int l = 0; l < model.num_hidden_layers; l++) {
+            for (Site s : targets) {
+                Key key = new Key(l, s);
+                switch (s) {
+                    case Q_PROJ -> out.add(new Placement(key, attention(l, 'q'), d, q));
+                    case K_PROJ -> out.add(new Placement(key, attention(l, 'k'), d, kv));
+                    case V_PROJ -> out.add(new Placement(key, attention(l, 'v'), d, kv));
+                    case O_PROJ -> out.add(new Placement(key, attention(l, 'o'), q, d));
+                    case MOE -> {
+                        if (model.isMoeLayer(l)) {
+                            out.add(new Placement(key, layout.moePrefix(l) + "mumoe.", d, d));
+                        }
+                    }
+                }
+            }
+        }
+        if (out.isEmpty()) {
+            throw new IllegalArgumentException("--mumoe-targets moe: the model has no MoE layer");
+        }
+        return out;
+    }
+
+    private static String attention(int layer, char proj) {
+        return CheckpointLayout.attention(layer, proj, "mumoe.");
+    }
+
+    /** Every tensor name and shape the adapter holds on {@code model}, in {@link #placements} order. */
+    public LinkedHashMap<String, long[]> expectedState(ModelConfig model) {
+        LinkedHashMap<String, long[]> out = new LinkedHashMap<>();
+        for (Placement p : placements(model)) {
+            form.shapes(p.in(), p.out(), experts, ranks).forEach((name, shape) -> out.put(p.prefix() + name, shape));
+        }
+        return out;
+    }
+
+    /** Trainable parameters on {@code model}: Σ over sites of the gate and the factors or cores. */
+    public long parameterCount(ModelConfig model) {
+        long n = 0;
+        for (Placement p : placements(model)) {
+            n += form.parameterCount(p.in(), p.out(), experts, ranks);
+        }
+        return n;
+    }
+
+    /** The layers over {@code state}'s tensors (held, not copied), one per placement. */
+    public AdapterTerms terms(ModelConfig model, Map<String, INDArray> state) {
+        Map<Key, MumoeLayer> terms = new LinkedHashMap<>();
+        for (Placement p : placements(model)) {
+            Map<String, INDArray> params = new LinkedHashMap<>();
+            for (String name : form.shapes(p.in(), p.out(), experts, ranks).keySet()) {
+                INDArray a = state.get(p.prefix() + name);
+                if (a == null) {
+                    throw new IllegalArgumentException("the μMoE state has no tensor " + p.prefix() + name + ", which "
+                            + this + " implies");
+                }
+                params.put(name, a);
+            }
+            terms.put(p.key(), form.layer(params));
+        }
+        return new AdapterTerms(terms);
+    }
+
+    /** {@code adapter_config.json}: adapter_type MUMOE, form, experts, ranks, targets, base_model_name_or_path. */
+    public String toJson(String baseModel) {
+        ObjectNode root = JSON.createObjectNode();
+        root.put("adapter_type", ADAPTER_TYPE);
+        if (baseModel == null) {
+            root.putNull("base_model_name_or_path");
+        } else {
+            root.put("base_model_name_or_path", baseModel);
+        }
+        root.put("form", form.id());
+        root.put("experts", experts);
+        root.putArray("ranks").addAll(Arrays.stream(ranks).mapToObj(JSON.getNodeFactory()::numberNode).toList());
+        root.putArray("targets").addAll(targets.stream().map(s -> JSON.getNodeFactory().textNode(s.id())).toList());
+        root.put("gate", "softmax");
+        try {
+            return JSON.writeValueAsString(root) + "\n";
+        } catch (IOException e) {
+            throw new UncheckedIOException("serialising adapter_config.json", e);
+        }
+    }
+
+    /** Whether {@code jsonText} is a μMoE adapter's config (adapter_type MUMOE), not a PEFT one. */
+    public static boolean isMumoe(String jsonText) {
+        try {
+            JsonNode type = JSON.readTree(jsonText).get("adapter_type");
+            return type != null && ADAPTER_TYPE.equals(type.asText());
+        } catch (IOException | RuntimeException e) {
+            return false;   // not JSON: the PEFT reader names what is wrong
+        }
+    }
+
+    /** Reads what {@link #toJson} wrote; every problem is one line naming {@code source} and the field. */
+    public static MumoeConfig parse(String jsonText, String source) {
+        JsonNode root;
+        try {
+            root = JSON.readTree(jsonText);
+        } catch (IOException e) {
+            throw new AdapterFormatException(source + ": malformed JSON: " + e.getMessage().lines().findFirst().orElse(""));
+        }
+        if (root == null || !root.isObject() || !ADAPTER_TYPE.equals(text(root, "adapter_type", source))) {
+            throw new AdapterFormatException(source + ": expected a JSON object with adapter_type \"" + ADAPTER_TYPE
+                    + "\"");
+        }
+        String gate = text(root, "gate", source);
+        if (!gate.equals("softmax")) {
+            throw new AdapterFormatException(source + ": gate must be \"softmax\", got \"" + gate + "\"");
+        }
+        JsonNode experts = root.get("experts");
+        JsonNode ranks = root.get("ranks");
+        JsonNode targets = root.get("targets");
+        if (experts == null || !experts.canConvertToInt() || !experts.isIntegralNumber()) {
+            throw new AdapterFormatException(source + ": experts must be an integer, got " + experts);
+        }
+        if (ranks == null || !ranks.isArray() || targets == null || !targets.isArray()) {
+            throw new AdapterFormatException(source + ": ranks and targets must be arrays, got " + ranks + " and "
+                    + targets);
+        }
+        int[] r = new int[ranks.size()];
+        for (int i = 0; i < r.length; i++) {
+            if (!ranks.get(i).isIntegralNumber() || !ranks.get(i).canConvertToInt()) {
+                throw new AdapterFormatException(source + ": ranks must hold integers, got " + ranks);
+            }
+            r[i] = ranks.get(i).asInt();
+        }
+        EnumSet<Site> sites = EnumSet.noneOf(Site.class);
+        try {
+            for (JsonNode t : targets) {
+                sites.add(Site.parse(t.asText(), source + ": targets"));
+            }
+            return new MumoeConfig(MumoeForm.parse(text(root, "form", source), source + ": form"), experts.asInt(), r,
+                    sites);
+        } catch (IllegalArgumentException e) {
+            throw new AdapterFormatException(source + ": " + e.getMessage());
+        }
+    }
+
+    private static String text(JsonNode root, String field, String source) {
+        JsonNode n = root.get(field);
+        if (n == null || !n.isTextual()) {
+            throw new AdapterFormatException(source + ": " + field + " must be a string, got " + n);
+        }
+        return n.asText();
+    }
+}

@@ -1,0 +1,125 @@
+package org.sparkmoe.adapter;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.SafeTensorsFile;
+import org.sparkmoe.io.SafeTensorsWriter;
+import org.sparkmoe.mumoe.MumoeForm;
+
+/**
+ * The μMoE adapter folder: what {@link MumoeAdapter#write} puts there (config keys, tensor names, shapes and order)
+ * reads back bit for bit, is told from a PEFT adapter, and a wrong shape, a missing or an extra tensor, or attention
+ * sites on a model without grouped-query attention are one-line errors naming the file and key.
+ */
+class MumoeAdapterFormatTest {
+    private static final Configuration CONF = new Configuration();
+
+    @TempDir
+    Path dir;
+
+    private static MumoeConfig tr() {
+        return new MumoeConfig(MumoeForm.TR, 6, new int[] {2, 3, 4}, MumoeConfig.parseTargets("moe,v_proj", "test"));
+    }
+
+    private static LinkedHashMap<String, INDArray> randomState(ModelConfig model, MumoeConfig config) {
+        Nd4j.getRandom().setSeed(3);
+        LinkedHashMap<String, INDArray> state = new LinkedHashMap<>();
+        config.expectedState(model).forEach((k, shape) -> state.put(k, Nd4j.randn(DataType.FLOAT, shape)));
+        return state;
+    }
+
+    private org.apache.hadoop.fs.Path hadoop(Path p) {
+        return new org.apache.hadoop.fs.Path(p.toUri());
+    }
+
+    @Test
+    void writeThenReadGivesTheSameConfigAndTensorsInTheDocumentedLayout() throws Exception {
+        ModelConfig model = AdapterFixtures.mixtral();
+        MumoeConfig config = tr();
+        LinkedHashMap<String, INDArray> state = randomState(model, config);
+        Path out = dir.resolve("adapter");
+        new MumoeAdapter(config, state).write(hadoop(out), CONF, model, "/models/mixtral-tiny");
+
+        String json = Files.readString(out.resolve("adapter_config.json"));
+        assertTrue(json.contains("\"adapter_type\" : \"MUMOE\""), json);
+        assertTrue(json.contains("\"form\" : \"tr\""), json);
+        assertTrue(MumoeAdapter.isMumoe(hadoop(out), CONF));
+        try (SafeTensorsFile file = SafeTensorsFile.open(out.resolve("adapter_model.safetensors"))) {
+            List<String> names = List.copyOf(file.names());
+            assertEquals(4 * 2 * 4, names.size(), "layers × (v_proj, moe) × (gate, three cores)");
+            assertTrue(names.contains("model.layers.3.self_attn.v_proj.mumoe.core.expert"), names.toString());
+            assertArrayEquals(new long[] {4, 128, 2}, file.info("model.layers.0.block_sparse_moe.mumoe.core.out").shape());
+            assertArrayEquals(new long[] {3, 128, 4}, file.info("model.layers.0.self_attn.v_proj.mumoe.core.in").shape());
+        }
+        MumoeAdapter read = MumoeAdapter.read(hadoop(out), CONF, model);
+        assertEquals(config, read.config());
+        assertEquals(List.copyOf(state.keySet()), List.copyOf(read.state().keySet()));
+        for (Map.Entry<String, INDArray> e : state.entrySet()) {
+            assertArrayEquals(e.getValue().data().asFloat(), read.state().get(e.getKey()).data().asFloat(), e.getKey());
+        }
+    }
+
+    @Test
+    void aPeftAdapterFolderIsNotAMumoeOne() throws Exception {
+        Path out = dir.resolve("peft");
+        Files.createDirectories(out);
+        Files.writeString(out.resolve("adapter_config.json"), "{\"peft_type\": \"LORA\", \"r\": 4}");
+        assertFalse(MumoeAdapter.isMumoe(hadoop(out), CONF));
+        assertFalse(MumoeAdapter.isMumoe(hadoop(dir.resolve("missing")), CONF));
+    }
+
+    @Test
+    void badFoldersAreOneLineErrorsNamingTheFileAndKey() throws Exception {
+        ModelConfig model = AdapterFixtures.mixtral();
+        MumoeConfig config = tr();
+        Path out = dir.resolve("bad");
+        LinkedHashMap<String, INDArray> state = randomState(model, config);
+        new MumoeAdapter(config, state).write(hadoop(out), CONF, model, null);
+        Path weights = out.resolve("adapter_model.safetensors");
+
+        String wrong = "model.layers.1.block_sparse_moe.mumoe.gate.0";
+        LinkedHashMap<String, INDArray> reshaped = new LinkedHashMap<>(state);
+        reshaped.put(wrong, Nd4j.zeros(DataType.FLOAT, 128, 7));
+        SafeTensorsWriter.write(org.apache.hadoop.fs.FileSystem.getLocal(CONF), hadoop(weights), reshaped, Map.of());
+        AdapterFormatException shape = assertThrows(AdapterFormatException.class,
+                () -> MumoeAdapter.read(hadoop(out), CONF, model));
+        assertEquals(hadoop(weights) + ": " + wrong + " has shape [128, 7], expected [128, 6]", shape.getMessage());
+
+        LinkedHashMap<String, INDArray> extra = new LinkedHashMap<>(state);
+        extra.put("model.layers.0.self_attn.q_proj.mumoe.gate.0", Nd4j.zeros(DataType.FLOAT, 128, 6));
+        SafeTensorsWriter.write(org.apache.hadoop.fs.FileSystem.getLocal(CONF), hadoop(weights), extra, Map.of());
+        AdapterFormatException unexpected = assertThrows(AdapterFormatException.class,
+                () -> MumoeAdapter.read(hadoop(out), CONF, model));
+        assertTrue(unexpected.getMessage().startsWith(hadoop(weights) + ": unexpected tensor "
+                + "model.layers.0.self_attn.q_proj.mumoe.gate.0"), unexpected.getMessage());
+
+        LinkedHashMap<String, INDArray> missing = new LinkedHashMap<>(state);
+        missing.remove(wrong);
+        SafeTensorsWriter.write(org.apache.hadoop.fs.FileSystem.getLocal(CONF), hadoop(weights), missing, Map.of());
+        AdapterFormatException none = assertThrows(AdapterFormatException.class,
+                () -> MumoeAdapter.read(hadoop(out), CONF, model));
+        assertTrue(none.getMessage().startsWith(hadoop(weights) + ": no tensor " + wrong), none.getMessage());
+
+        Files.writeString(out.resolve("adapter_config.json"), Files.readString(out.resolve("adapter_config.json"))
+                .replace("\"form\" : \"tr\"", "\"form\" : \"tucker\""));
+        AdapterFormatException form = assertThrows(AdapterFormatException.class,
+                () -> MumoeAdapter.read(hadoop(out), CONF, model));
+        assertTrue(form.getMessage().contains("unknown μMoE form 'tucker', expected cp or tr"), form.getMessage());
+    }
+}
