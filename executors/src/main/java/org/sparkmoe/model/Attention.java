@@ -29,8 +29,8 @@ public final class Attention implements SelfAttention {
     private final INDArray bq, bk, bv; // [H·hd], [KVH·hd], [KVH·hd] or null
     private final INDArray bo;         // [D] or null
     private final ProjectionNorm qNorm, kNorm, vNorm;
-    private final HeadLayout heads;      // H heads of hd
-    private final HeadLayout kvHeadsOf;  // KVH heads of hd
+    private final HeadLayout qLayout;   // H heads of hd
+    private final HeadLayout kvLayout;  // KVH heads of hd
     private final BlockAttention attention;
 
     /** Attention without an output bias, q/k/v norms or sinks (Mixtral, Qwen2-MoE, Mistral). */
@@ -75,19 +75,19 @@ public final class Attention implements SelfAttention {
         this.bq = bq;
         this.bk = bk;
         this.bv = bv;
-        this.heads = new HeadLayout(heads, headDim);
-        this.kvHeadsOf = new HeadLayout(kvHeads, headDim);
+        this.qLayout = new HeadLayout(heads, headDim);
+        this.kvLayout = new HeadLayout(kvHeads, headDim);
         this.attention = new BlockAttention(1.0 / Math.sqrt(headDim), slidingWindow,
                 sinks == null ? null : Flat.values(sinks), queryBlock, keyBlock);
     }
 
     @Override
     public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope) {
-        INDArray qh = heads.split(qNorm.forward(Dense.linear(x, wq, bq)), batch, seq, rope);    // [B·H, S, hd]
-        INDArray kh = kvHeadsOf.split(kNorm.forward(Dense.linear(x, wk, bk)), batch, seq, rope); // [B·KVH, S, hd]
-        INDArray vh = kvHeadsOf.split(vNorm.forward(Dense.linear(x, wv, bv)), batch, seq, null); // [B·KVH, S, hd]
-        INDArray context = attention.forward(qh, kh, vh, heads.count(), kvHeadsOf.count()).out(); // [B·H, S, hd]
-        return Dense.linear(heads.merge(context, batch, seq, null), wo, bo);
+        INDArray qh = qLayout.split(qNorm.forward(Dense.linear(x, wq, bq)), batch, seq, rope);  // [B·H, S, hd]
+        INDArray kh = kvLayout.split(kNorm.forward(Dense.linear(x, wk, bk)), batch, seq, rope); // [B·KVH, S, hd]
+        INDArray vh = kvLayout.split(vNorm.forward(Dense.linear(x, wv, bv)), batch, seq, null); // [B·KVH, S, hd]
+        INDArray context = attention.forward(qh, kh, vh, qLayout.count(), kvLayout.count()).out(); // [B·H, S, hd]
+        return Dense.linear(qLayout.merge(context, batch, seq, null), wo, bo);
     }
 
     /** The forward result and what {@link #backward} needs (O(S·hd) per head, no [S, S]); immutable once built. */
@@ -131,11 +131,11 @@ public final class Attention implements SelfAttention {
         ProjectionNorm.Forward qNormed = qNorm.forwardTraining(Dense.linear(x, wq, bq));     // [B·S, H·hd]
         ProjectionNorm.Forward kNormed = kNorm.forwardTraining(Dense.linear(x, wk, bk));     // [B·S, KVH·hd]
         ProjectionNorm.Forward vNormed = vNorm.forwardTraining(Dense.linear(x, wv, bv));     // [B·S, KVH·hd]
-        INDArray qh = heads.split(qNormed.out(), batch, seq, rope);                        // [B·H, S, hd]
-        INDArray kh = kvHeadsOf.split(kNormed.out(), batch, seq, rope);                    // [B·KVH, S, hd]
-        INDArray vh = kvHeadsOf.split(vNormed.out(), batch, seq, null);                    // [B·KVH, S, hd]
-        BlockAttention.Forward attended = attention.forward(qh, kh, vh, heads.count(), kvHeadsOf.count());
-        INDArray merged = heads.merge(attended.out(), batch, seq, null);                   // [B·S, H·hd]
+        INDArray qh = qLayout.split(qNormed.out(), batch, seq, rope);                           // [B·H, S, hd]
+        INDArray kh = kvLayout.split(kNormed.out(), batch, seq, rope);                          // [B·KVH, S, hd]
+        INDArray vh = kvLayout.split(vNormed.out(), batch, seq, null);                          // [B·KVH, S, hd]
+        BlockAttention.Forward attended = attention.forward(qh, kh, vh, qLayout.count(), kvLayout.count());
+        INDArray merged = qLayout.merge(attended.out(), batch, seq, null);                      // [B·S, H·hd]
         return new Context(batch, seq, rope, qNormed, kNormed, vNormed, qh, kh, vh, attended,
                 Dense.linear(merged, wo, bo));
     }
@@ -161,16 +161,16 @@ public final class Attention implements SelfAttention {
         int batch = ctx.batch;
         int seq = ctx.seq;
         // out = merged·Woᵀ (+ bo)  →  dmerged = dOut·Wo, then [B·S, H·hd] → [B·H, S, hd]
-        INDArray dContext = heads.split(Dense.linearBackward(dOut, wo), batch, seq, null);    // [B·H, S, hd]
+        INDArray dContext = qLayout.split(Dense.linearBackward(dOut, wo), batch, seq, null);    // [B·H, S, hd]
 
         // context = softmax(q·kᵀ · hd^-½ + mask)·v, block by block  →  dq, dk, dv (and the sinks')
-        BlockAttention.Gradients g = attention.backward(ctx.qh, ctx.kh, ctx.vh, heads.count(), kvHeadsOf.count(),
+        BlockAttention.Gradients g = attention.backward(ctx.qh, ctx.kh, ctx.vh, qLayout.count(), kvLayout.count(),
                 ctx.attended, dContext);
 
         // heads, RoPE, the q/k/v norms and clamps, and the q/k/v projections  →  dx = dq·Wq + dk·Wk + dv·Wv
-        INDArray dqLinear = qNorm.backward(ctx.qNormed, heads.merge(g.dq(), batch, seq, ctx.rope));     // [B·S, H·hd]
-        INDArray dkLinear = kNorm.backward(ctx.kNormed, kvHeadsOf.merge(g.dk(), batch, seq, ctx.rope)); // [B·S, KVH·hd]
-        INDArray dvLinear = vNorm.backward(ctx.vNormed, kvHeadsOf.merge(g.dv(), batch, seq, null));     // [B·S, KVH·hd]
+        INDArray dqLinear = qNorm.backward(ctx.qNormed, qLayout.merge(g.dq(), batch, seq, ctx.rope)); // [B·S, H·hd]
+        INDArray dkLinear = kNorm.backward(ctx.kNormed, kvLayout.merge(g.dk(), batch, seq, ctx.rope)); // [B·S, KVH·hd]
+        INDArray dvLinear = vNorm.backward(ctx.vNormed, kvLayout.merge(g.dv(), batch, seq, null)); // [B·S, KVH·hd]
         INDArray dx = Dense.linearBackward(dqLinear, wq);                               // [B·S, D]
         Dense.linearBackward(dkLinear, wk, dx, true);
         Dense.linearBackward(dvLinear, wv, dx, true);
