@@ -29,18 +29,22 @@ import java.util.Locale;
  *
  * <p>Activations, for N = batch windows × window tokens, are per-token float32 counts of the arrays a layer
  * allocates: the residual stream and projections {@code 4H + 2·heads·hd + 2·kvHeads·hd} (MLA: see
- * {@link #attentionProjections}), the attention scores and
- * probabilities {@code 2·heads·S}, the MoE block's gathered rows and expert intermediates {@code K·(2H + 3I)}
+ * {@link #attentionProjections}), the attention's per-head copies of q, k, v and its output (the projections again)
+ * and each row's log-sum-exp in float64 ({@code 2·heads}) — attention runs block by block, so nothing grows with
+ * the window (no [S, S] scores; the block buffers are under 1 MiB), the MoE block's gathered rows and expert
+ * intermediates {@code K·(2H + 3I)}
  * (router rows in float64: {@code 2E}), a dense or shared MLP's {@code 3I}. ND4J frees a buffer only when the
  * garbage collector finds its Java wrapper, so a layer's temporaries are summed, not overlapped. Eval adds the
  * logits of one block of rows (at most {@link Perplexity#LOGIT_BLOCK} elements, logits and log-softmax);
  * calibrate keeps every MoE layer's router input and logits; train keeps every layer's forward for the backward
- * (2.5 × stream + FFN per layer for the forward and the backward's transients, 6 × the scores for float32 and
- * float64 copies) plus all N × V logits and their gradient; with {@code --checkpoint-activations} it keeps each
+ * (2.5 × stream + FFN per layer for the forward and the backward's transients, 3 × the attention's per-head arrays
+ * for the kept ones and their gradients) plus all N × V logits and their gradient; with {@code --checkpoint-activations} it keeps each
  * layer's input (H) and each MoE layer's router logits (E) and holds one layer's forward and backward at a time (the
  * largest), plus the logits. The factors were fitted to the anonymous RSS one task adds on the Mixtral-8x7B shape
  * (docs/benchmarks.md, "Memory plan against measurement"): within 10% for eval at 1, 4 and 8 windows of 256 and for
- * train at 1 and 2. The checkpointed count was not fitted (docs/benchmarks.md, "train --checkpoint-activations").
+ * train at 1 and 2, when attention still kept [S, S] scores (counted {@code 2·heads·S} per token, 6 × for train);
+ * the blockwise attention's count replaced that term and was not refitted. The checkpointed count was not fitted
+ * (docs/benchmarks.md, "train --checkpoint-activations").
  * A μMoE adapter ({@link #mumoeFloats}) adds per token and adapted site what its forward keeps (the gates and the
  * rank-space intermediates, {@code MumoeForm.savedPerToken}, and its output O) and its backward's transients (as
  * many again, and dx of its input I): kept for every layer, or the largest layer's when checkpointed. Its factors and
@@ -92,7 +96,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         int slots = limits.slotsPerExecutor();
         long tokens = (long) batchWindows * window;
         long adapter = mumoe == null ? 0 : tokens * mumoeFloats(c, mumoe, checkpointActivations) * Float.BYTES;
-        return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens, window,
+        return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens,
                 checkpointActivations) + adapter, stateBytes, slots, checkpointActivations, limits);
     }
 
@@ -122,7 +126,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long tokens = (long) batchWindows * window;
         long kept = (tokens * baseline.hidden_size + Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK))
                 * Float.BYTES;
-        long activations = Math.max(activationBytes, activations(job, baseline, tokens, window, false)) + kept;
+        long activations = Math.max(activationBytes, activations(job, baseline, tokens, false)) + kept;
         return new MemoryPlan(job, mappedBytes + baselineMappedBytes, widenedBytes + widened(baseline), activations,
                 stateBytes, slots, checkpointActivations, limits);
     }
@@ -167,10 +171,10 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      * Activation bytes of one batch of {@code tokens} = batch windows × window tokens (see the class comment);
      * {@code checkpointed}: train keeping layer inputs and router logits, one layer's activations at a time.
      */
-    static long activations(Job job, ModelConfig c, long tokens, int window, boolean checkpointed) {
+    static long activations(Job job, ModelConfig c, long tokens, boolean checkpointed) {
         long h = c.hidden_size;
         long stream = 4 * h + attentionProjections(c);
-        long scores = 2L * c.num_attention_heads * window;
+        long attention = attentionProjections(c) + 2L * c.num_attention_heads;   // per-head q, k, v, out; lse
         long layersForward = 0;     // Σ over layers of per-token floats live while that layer runs
         long layersKept = 0;        // Σ over layers of per-token floats train keeps and their backward transients
         long layerKept = 0;         // the largest of one layer's: what a checkpointed backward recomputes and holds
@@ -184,8 +188,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
             } else {
                 ffn += 3L * c.intermediate_size;
             }
-            layersForward = Math.max(layersForward, stream + scores + ffn);
-            long kept = (5 * (stream + ffn)) / 2 + 3 * scores;
+            layersForward = Math.max(layersForward, stream + attention + ffn);
+            long kept = (5 * (stream + ffn)) / 2 + 3 * attention;
             layersKept += kept;
             layerKept = Math.max(layerKept, kept);
         }

@@ -31,14 +31,15 @@ class MemoryPlanTest {
     }
 
     @Test
-    void evalActivationsCountStreamScoresExpertsAndOneLogitBlock() {
-        // per token: stream 4·4096 + 2·32·128 + 2·8·128 = 26624, scores 2·32·256 = 16384,
-        // experts 2·(2·4096 + 3·14336) + 2·8 = 102416: 145424 floats; logits of 256 tokens: 2 · 256 · 32000
-        long oneWindow = MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 256, false);
-        assertEquals((256L * 145424 + 2L * 256 * 32000) * 4, oneWindow);
+    void evalActivationsCountStreamAttentionExpertsAndOneLogitBlock() {
+        // per token: stream 4·4096 + 2·32·128 + 2·8·128 = 26624, the attention's per-head q, k, v, out
+        // 2·32·128 + 2·8·128 = 10240 and lse 2·32 = 64 (no [S, S] scores: blockwise),
+        // experts 2·(2·4096 + 3·14336) + 2·8 = 102416: 139344 floats; logits of 256 tokens: 2 · 256 · 32000
+        long oneWindow = MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, false);
+        assertEquals((256L * 139344 + 2L * 256 * 32000) * 4, oneWindow);
         // 8 windows: the logits stop at one block of 2^24 elements
-        long eight = MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 256, false);
-        assertEquals((2048L * 145424 + 2L * (1 << 24)) * 4, eight);
+        long eight = MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, false);
+        assertEquals((2048L * 139344 + 2L * (1 << 24)) * 4, eight);
     }
 
     /**
@@ -73,12 +74,13 @@ class MemoryPlanTest {
 
     @Test
     void trainKeepsEveryLayerAndAllLogits() {
-        long perToken = (5 * (26624 + 102416)) / 2 + 3 * 16384;
+        // per token: 2.5 × (stream + experts) + 3 × (per-head q, k, v, out and lse), whatever the window
+        long perToken = (5 * (26624 + 102416)) / 2 + 3 * (10240 + 64);
         assertEquals((256L * perToken + 2L * 256 * 32000) * 4,
-                MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 256, false));
+                MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, false));
         // calibrate adds each MoE layer's router input and logits to eval's
-        assertEquals(MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 256, false) + 256L * (4096 + 8) * 4,
-                MemoryPlan.activations(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 256, 256, false));
+        assertEquals(MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, false) + 256L * (4096 + 8) * 4,
+                MemoryPlan.activations(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 256, false));
     }
 
     /**
@@ -89,12 +91,12 @@ class MemoryPlanTest {
     void checkpointedTrainKeepsOneLayerAndEveryLayersInput() {
         ModelConfig mixtral = ModelConfig.parse(MIXTRAL_JSON.replace("\"num_hidden_layers\": 1",
                 "\"num_hidden_layers\": 32"), "mixtral-32");
-        long layer = (5 * (26624 + 102416)) / 2 + 3 * 16384;
+        long layer = (5 * (26624 + 102416)) / 2 + 3 * (10240 + 64);
         long logits = 2L * 256 * 32000;
-        assertEquals((256L * 32 * layer + logits) * 4, MemoryPlan.activations(MemoryPlan.Job.TRAIN, mixtral, 256, 256,
+        assertEquals((256L * 32 * layer + logits) * 4, MemoryPlan.activations(MemoryPlan.Job.TRAIN, mixtral, 256,
                 false));
         assertEquals((256L * (layer + 32 * (4096 + 8)) + logits) * 4,
-                MemoryPlan.activations(MemoryPlan.Job.TRAIN, mixtral, 256, 256, true));
+                MemoryPlan.activations(MemoryPlan.Job.TRAIN, mixtral, 256, true));
         SparkLimits limits = SparkLimits.of(new SparkConf(false).setMaster("local[2]"), null);
         String kept = MemoryPlan.of(MemoryPlan.Job.TRAIN, mixtral, 1L << 30, 1, 256, 1L << 20, false, limits)
                 .describe();

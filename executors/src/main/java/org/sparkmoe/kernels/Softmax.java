@@ -7,16 +7,7 @@ public final class Softmax {
 
     /** out[outAt .. outAt+n) = softmax(in[inAt .. inAt+n)). */
     public static void row(float[] in, int inAt, int n, float[] out, int outAt) {
-        row(in, inAt, n, Float.NEGATIVE_INFINITY, out, outAt);
-    }
-
-    /**
-     * out[outAt .. outAt+n) = the first n entries of softmax([in[inAt .. inAt+n), sink]): a sink logit (gpt-oss's
-     * attention sink) joins the normaliser and is dropped after; a sink of −∞ is no sink (bit-identical to the plain
-     * row).
-     */
-    public static void row(float[] in, int inAt, int n, float sink, float[] out, int outAt) {
-        float max = sink;
+        float max = Float.NEGATIVE_INFINITY;
         for (int i = 0; i < n; i++) {
             max = Math.max(max, in[inAt + i]);
         }
@@ -26,7 +17,6 @@ public final class Softmax {
             out[outAt + i] = e;
             sum += e;
         }
-        sum += (float) Math.exp(sink - max);
         for (int i = 0; i < n; i++) {
             out[outAt + i] /= sum;
         }
@@ -37,15 +27,7 @@ public final class Softmax {
      * to float32 exactly where {@link #row(float[], int, int, float[], int)} rounds (bit-identical to it).
      */
     public static void row(double[] v, int at, int n, boolean single) {
-        row(v, at, n, Double.NEGATIVE_INFINITY, single);
-    }
-
-    /**
-     * v[at .. at+n) ← the first n entries of softmax([v[at .. at+n), sink]) in place, rounded when {@code single}
-     * exactly as {@link #row(float[], int, int, float, float[], int)}; a sink of −∞ is no sink.
-     */
-    public static void row(double[] v, int at, int n, double sink, boolean single) {
-        double max = sink;
+        double max = Double.NEGATIVE_INFINITY;
         for (int i = 0; i < n; i++) {
             max = Math.max(max, v[at + i]);
         }
@@ -55,7 +37,6 @@ public final class Softmax {
             v[at + i] = e;
             sum = Flat.round(sum + e, single);
         }
-        sum = Flat.round(sum + Flat.round(Math.exp(Flat.round(sink - max, single)), single), single);
         for (int i = 0; i < n; i++) {
             v[at + i] = Flat.round(v[at + i] / sum, single);
         }
@@ -63,8 +44,7 @@ public final class Softmax {
 
     /**
      * The mirror of {@link #row(double[], int, int, boolean)}: given p = softmax(z) and dp, writes
-     * dz = p ⊙ (dp − p·dp) into {@code dp[at .. at+n)}. With a sink (whose dp is 0, as it is dropped) the same holds
-     * for the n kept entries, and the sink's own gradient is −p_sink·(p·dp).
+     * dz = p ⊙ (dp − p·dp) into {@code dp[at .. at+n)}.
      *
      * @return p·dp over the n entries
      */

@@ -2,9 +2,8 @@ package org.sparkmoe.model;
 
 import java.util.EnumMap;
 import java.util.Map;
-import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.BlockAttention;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.model.AdapterTerms.Site;
@@ -21,7 +20,9 @@ import org.sparkmoe.mumoe.MumoePass;
  * gpt-oss adds a learned sink logit per head: it joins every softmax row's normaliser and is dropped after, so a row's
  * probabilities sum to less than 1 ({@code softmax([q·kᵀ·hd^-½ + mask, sink_h])[:-1]}); and its layers alternate a
  * sliding window (keys kv > q − window, transformers' sliding-window mask) with full attention (one window per layer).
- * B independent sequences of S tokens are processed together; rows are batch-major [B·S, ·]. The training pair
+ * B independent sequences of S tokens are processed together; rows are batch-major [B·S, ·]. The softmax and the
+ * product with v run block by block ({@link BlockAttention}: online softmax, no [S, S] matrix in the forward or
+ * the backward; the training context keeps q, k, v, the per-head output and each row's log-sum-exp). The training pair
  * ({@link #forwardTraining}, {@link #backward}) takes FLOAT or DOUBLE (weights of the same type) and in FLOAT is
  * bit-identical to {@link #forward}; the weights, biases and sinks are frozen (training adapts the experts and the
  * router), the input gets a gradient and so do the sinks (returned, checked by finite differences, not applied).
@@ -36,10 +37,9 @@ public final class Attention implements SelfAttention {
     private final INDArray bq, bk, bv; // [H·hd], [KVH·hd], [KVH·hd] or null
     private final INDArray bo;         // [D] or null
     private final ProjectionNorm qNorm, kNorm, vNorm;
-    private final int heads;
-    private final int kvHeads;
-    private final int headDim;
-    private final CausalSoftmax softmax;
+    private final HeadLayout qLayout;   // H heads of hd
+    private final HeadLayout kvLayout;  // KVH heads of hd
+    private final BlockAttention attention;
     private final Map<Site, MumoeLayer> terms; // adapter terms beside q/k/v/o_proj, empty for none
 
     /** Attention without an output bias, q/k/v norms or sinks (Mixtral, Qwen2-MoE, Mistral). */
@@ -60,6 +60,15 @@ public final class Attention implements SelfAttention {
     public Attention(INDArray wq, INDArray wk, INDArray wv, INDArray wo, INDArray bq, INDArray bk, INDArray bv,
                      INDArray bo, ProjectionNorm qNorm, ProjectionNorm kNorm, ProjectionNorm vNorm,
                      int heads, int kvHeads, int headDim, Integer slidingWindow, INDArray sinks) {
+        this(wq, wk, wv, wo, bq, bk, bv, bo, qNorm, kNorm, vNorm, heads, kvHeads, headDim, slidingWindow, sinks,
+                BlockAttention.BLOCK, BlockAttention.BLOCK);
+    }
+
+    /** With explicit attention block sizes ({@link BlockAttention}); tests use small ones that do not divide S. */
+    Attention(INDArray wq, INDArray wk, INDArray wv, INDArray wo, INDArray bq, INDArray bk, INDArray bv,
+              INDArray bo, ProjectionNorm qNorm, ProjectionNorm kNorm, ProjectionNorm vNorm,
+              int heads, int kvHeads, int headDim, Integer slidingWindow, INDArray sinks, int queryBlock,
+              int keyBlock) {
         if (sinks != null && sinks.length() != heads) {
             throw new IllegalArgumentException("attention sinks must have one logit per head, H = " + heads
                     + ", got " + sinks.length());
@@ -75,11 +84,10 @@ public final class Attention implements SelfAttention {
         this.bq = bq;
         this.bk = bk;
         this.bv = bv;
-        this.heads = heads;
-        this.kvHeads = kvHeads;
-        this.headDim = headDim;
-        this.softmax = new CausalSoftmax(1.0 / Math.sqrt(headDim), slidingWindow,
-                sinks == null ? null : Flat.values(sinks));
+        this.qLayout = new HeadLayout(heads, headDim);
+        this.kvLayout = new HeadLayout(kvHeads, headDim);
+        this.attention = new BlockAttention(1.0 / Math.sqrt(headDim), slidingWindow,
+                sinks == null ? null : Flat.values(sinks), queryBlock, keyBlock);
         this.terms = Map.of();
     }
 
@@ -95,10 +103,9 @@ public final class Attention implements SelfAttention {
         this.qNorm = base.qNorm;
         this.kNorm = base.kNorm;
         this.vNorm = base.vNorm;
-        this.heads = base.heads;
-        this.kvHeads = base.kvHeads;
-        this.headDim = base.headDim;
-        this.softmax = base.softmax;
+        this.qLayout = base.qLayout;
+        this.kvLayout = base.kvLayout;
+        this.attention = base.attention;
         this.terms = Map.copyOf(terms);
     }
 
@@ -147,74 +154,19 @@ public final class Attention implements SelfAttention {
     @Override
     public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs) {
         inputs.add(LinearInputs.Site.ATTN_IN, x);
-        float[] q = toHeads(qNorm.forward(plusTerm(Site.Q_PROJ, x, Dense.linear(x, wq, bq))), batch, seq, heads,
-                rope);                                                                  // [B, H, S, hd]
-        float[] k = toHeads(kNorm.forward(plusTerm(Site.K_PROJ, x, Dense.linear(x, wk, bk))), batch, seq, kvHeads,
-                rope);                                                                  // [B, KVH, S, hd]
-        float[] v = toHeads(vNorm.forward(plusTerm(Site.V_PROJ, x, Dense.linear(x, wv, bv))), batch, seq, kvHeads,
-                null);                                                                  // [B, KVH, S, hd]
-        INDArray qh = Nd4j.create(q, new long[] {(long) batch * heads, seq, headDim}, 'c');
-        INDArray kh = Nd4j.create(k, new long[] {(long) batch * kvHeads, seq, headDim}, 'c');
-        INDArray vh = Nd4j.create(v, new long[] {(long) batch * kvHeads, seq, headDim}, 'c');
-        int group = heads / kvHeads;
-
-        INDArray scores = Nd4j.createUninitialized(DataType.FLOAT, new long[] {(long) batch * heads, seq, seq}, 'c');
-        for (int b = 0; b < batch; b++) {
-            for (int h = 0; h < heads; h++) {
-                Nd4j.gemm(qh.slice(b * heads + h), kh.slice(b * kvHeads + h / group), scores.slice(b * heads + h),
-                        false, true, 1.0, 0.0);                                     // [S, S] = q·kᵀ
-            }
-        }
-        INDArray probs = Nd4j.create(softmax.apply(scores.data().asFloat(), batch * heads, seq),
-                new long[] {(long) batch * heads, seq, seq}, 'c');
-        INDArray context = Nd4j.createUninitialized(DataType.FLOAT, new long[] {(long) batch * heads, seq, headDim}, 'c');
-        for (int b = 0; b < batch; b++) {
-            for (int h = 0; h < heads; h++) {
-                Nd4j.gemm(probs.slice(b * heads + h), vh.slice(b * kvHeads + h / group), context.slice(b * heads + h),
-                        false, false, 1.0, 0.0);                                    // [S, hd] = p·v
-            }
-        }
-        INDArray merged = fromHeads(context.data().asFloat(), batch, seq);              // [B·S, H·hd]
+        INDArray qh = qLayout.split(qNorm.forward(plusTerm(Site.Q_PROJ, x, Dense.linear(x, wq, bq))), batch, seq,
+                rope);                                                                          // [B·H, S, hd]
+        INDArray kh = kvLayout.split(kNorm.forward(plusTerm(Site.K_PROJ, x, Dense.linear(x, wk, bk))), batch, seq,
+                rope);                                                                          // [B·KVH, S, hd]
+        INDArray vh = kvLayout.split(vNorm.forward(plusTerm(Site.V_PROJ, x, Dense.linear(x, wv, bv))), batch, seq,
+                null);                                                                          // [B·KVH, S, hd]
+        INDArray context = attention.forward(qh, kh, vh, qLayout.count(), kvLayout.count()).out(); // [B·H, S, hd]
+        INDArray merged = qLayout.merge(context, batch, seq, null);                             // [B·S, H·hd]
         inputs.add(LinearInputs.Site.ATTN_OUT, merged);
         return plusTerm(Site.O_PROJ, merged, Dense.linear(merged, wo, bo));
     }
 
-    /** [B·S, n·hd] → [B, n, S, hd], rotated by position when {@code rope} is given. */
-    private float[] toHeads(INDArray projected, int batch, int seq, int n, RotaryEmbedding rope) {
-        float[] src = projected.data().asFloat();
-        float[] dst = new float[src.length];
-        for (int b = 0; b < batch; b++) {
-            for (int s = 0; s < seq; s++) {
-                int srcRow = (b * seq + s) * n * headDim;
-                for (int h = 0; h < n; h++) {
-                    int srcAt = srcRow + h * headDim;
-                    int dstAt = ((b * n + h) * seq + s) * headDim;
-                    if (rope == null) {
-                        System.arraycopy(src, srcAt, dst, dstAt, headDim);
-                    } else {
-                        rope.rotate(src, srcAt, dst, dstAt, s);
-                    }
-                }
-            }
-        }
-        return dst;
-    }
-
-    /** [B, H, S, hd] → [B·S, H·hd]. */
-    private INDArray fromHeads(float[] ctx, int batch, int seq) {
-        float[] out = new float[ctx.length];
-        for (int b = 0; b < batch; b++) {
-            for (int h = 0; h < heads; h++) {
-                for (int s = 0; s < seq; s++) {
-                    System.arraycopy(ctx, ((b * heads + h) * seq + s) * headDim,
-                            out, (b * seq + s) * heads * headDim + h * headDim, headDim);
-                }
-            }
-        }
-        return Nd4j.create(out, new long[] {(long) batch * seq, (long) heads * headDim}, 'c');
-    }
-
-    /** The forward result and what {@link #backward} needs; immutable once built. */
+    /** The forward result and what {@link #backward} needs (O(S·hd) per head, no [S, S]); immutable once built. */
     public static final class Context implements SelfAttention.Context {
         private final int batch;
         private final int seq;
@@ -225,13 +177,13 @@ public final class Attention implements SelfAttention {
         private final INDArray qh;      // [B·H, S, hd] rotated
         private final INDArray kh;      // [B·KVH, S, hd] rotated
         private final INDArray vh;      // [B·KVH, S, hd]
-        private final INDArray probs;   // [B·H, S, S] causal softmax, zero outside the window
+        private final BlockAttention.Forward attended;  // context [B·H, S, hd] and lse [B·H·S]
         private final INDArray out;     // [B·S, D]
         private final Map<Site, MumoePass> passes; // the adapter terms' forward passes, by site
 
         private Context(int batch, int seq, RotaryEmbedding rope, ProjectionNorm.Forward qNormed,
                         ProjectionNorm.Forward kNormed, ProjectionNorm.Forward vNormed, INDArray qh, INDArray kh,
-                        INDArray vh, INDArray probs, INDArray out, Map<Site, MumoePass> passes) {
+                        INDArray vh, BlockAttention.Forward attended, INDArray out, Map<Site, MumoePass> passes) {
             this.passes = Map.copyOf(passes);
             this.batch = batch;
             this.seq = seq;
@@ -242,7 +194,7 @@ public final class Attention implements SelfAttention {
             this.qh = qh;
             this.kh = kh;
             this.vh = vh;
-            this.probs = probs;
+            this.attended = attended;
             this.out = out;
         }
 
@@ -254,10 +206,6 @@ public final class Attention implements SelfAttention {
 
     @Override
     public Context forwardTraining(INDArray x, int batch, int seq, RotaryEmbedding rope) {
-        DataType dt = x.dataType();
-        boolean single = dt == DataType.FLOAT;
-        long[] qShape = {(long) batch * heads, seq, headDim};
-        long[] kvShape = {(long) batch * kvHeads, seq, headDim};
         Map<Site, MumoePass> passes = new EnumMap<>(Site.class);
         ProjectionNorm.Forward qNormed = qNorm.forwardTraining(
                 plusTerm(Site.Q_PROJ, x, Dense.linear(x, wq, bq), passes));             // [B·S, H·hd]
@@ -265,31 +213,13 @@ public final class Attention implements SelfAttention {
                 plusTerm(Site.K_PROJ, x, Dense.linear(x, wk, bk), passes));             // [B·S, KVH·hd]
         ProjectionNorm.Forward vNormed = vNorm.forwardTraining(
                 plusTerm(Site.V_PROJ, x, Dense.linear(x, wv, bv), passes));             // [B·S, KVH·hd]
-        INDArray qh = Flat.array(splitHeads(Flat.values(qNormed.out()), batch, seq, heads, rope, single),
-                qShape, dt);                                                            // [B·H, S, hd]
-        INDArray kh = Flat.array(splitHeads(Flat.values(kNormed.out()), batch, seq, kvHeads, rope, single),
-                kvShape, dt);                                                           // [B·KVH, S, hd]
-        INDArray vh = Flat.array(splitHeads(Flat.values(vNormed.out()), batch, seq, kvHeads, null, single),
-                kvShape, dt);                                                           // [B·KVH, S, hd]
-        int group = heads / kvHeads;
-
-        INDArray scores = Nd4j.createUninitialized(dt, new long[] {(long) batch * heads, seq, seq}, 'c');
-        for (int bh = 0; bh < batch * heads; bh++) {
-            int kv = bh / heads * kvHeads + bh % heads / group;
-            Nd4j.gemm(qh.slice(bh), kh.slice(kv), scores.slice(bh), false, true, 1.0, 0.0);    // [S, S] = q·kᵀ
-        }
-        double[] p = Flat.values(scores);
-        softmax.apply(p, batch * heads, seq, single);
-        INDArray probs = Flat.array(p, scores.shape(), dt);                             // [B·H, S, S]
-        INDArray context = Nd4j.createUninitialized(dt, qShape, 'c');                   // [B·H, S, hd]
-        for (int bh = 0; bh < batch * heads; bh++) {
-            int kv = bh / heads * kvHeads + bh % heads / group;
-            Nd4j.gemm(probs.slice(bh), vh.slice(kv), context.slice(bh), false, false, 1.0, 0.0);  // [S, hd] = p·v
-        }
-        INDArray merged = Flat.array(mergeHeads(Flat.values(context), batch, seq, heads, null),
-                new long[] {(long) batch * seq, (long) heads * headDim}, dt);          // [B·S, H·hd]
+        INDArray qh = qLayout.split(qNormed.out(), batch, seq, rope);                           // [B·H, S, hd]
+        INDArray kh = kvLayout.split(kNormed.out(), batch, seq, rope);                          // [B·KVH, S, hd]
+        INDArray vh = kvLayout.split(vNormed.out(), batch, seq, null);                          // [B·KVH, S, hd]
+        BlockAttention.Forward attended = attention.forward(qh, kh, vh, qLayout.count(), kvLayout.count());
+        INDArray merged = qLayout.merge(attended.out(), batch, seq, null);                      // [B·S, H·hd]
         INDArray out = plusTerm(Site.O_PROJ, merged, Dense.linear(merged, wo, bo), passes);   // [B·S, D]
-        return new Context(batch, seq, rope, qNormed, kNormed, vNormed, qh, kh, vh, probs, out, passes);
+        return new Context(batch, seq, rope, qNormed, kNormed, vNormed, qh, kh, vh, attended, out, passes);
     }
 
     /**
@@ -318,48 +248,21 @@ public final class Attention implements SelfAttention {
      * @param dOut [B·S, D]
      */
     public Gradients backwardWithSinks(Context ctx, INDArray dOut) {
-        DataType dt = dOut.dataType();
         int batch = ctx.batch;
         int seq = ctx.seq;
-        int group = heads / kvHeads;
         Map<Site, MumoeGradients> termGrads = new EnumMap<>(Site.class);
         // out = merged·Woᵀ (+ bo) (+ μMoE(merged))  →  dmerged = dOut·Wo (+ the term's dx), then → [B·H, S, hd]
         INDArray dMerged = plusTermBackward(Site.O_PROJ, ctx, dOut, Dense.linearBackward(dOut, wo), termGrads);
-        INDArray dContext = Flat.array(splitHeads(Flat.values(dMerged), batch, seq, heads,
-                null, false), ctx.qh.shape(), dt);                                      // [B·H, S, hd]
+        INDArray dContext = qLayout.split(dMerged, batch, seq, null);                           // [B·H, S, hd]
 
-        // context = p·v  →  dp = dcontext·vᵀ, dv += pᵀ·dcontext (query heads of a group share one KV head)
-        INDArray dProbs = Nd4j.createUninitialized(dt, ctx.probs.shape(), 'c');         // [B·H, S, S]
-        INDArray dv = Nd4j.zeros(dt, ctx.vh.shape());                                   // [B·KVH, S, hd]
-        for (int bh = 0; bh < batch * heads; bh++) {
-            int kv = bh / heads * kvHeads + bh % heads / group;
-            Nd4j.gemm(dContext.slice(bh), ctx.vh.slice(kv), dProbs.slice(bh), false, true, 1.0, 0.0);
-            Nd4j.gemm(ctx.probs.slice(bh), dContext.slice(bh), dv.slice(kv), true, false, 1.0, 1.0);
-        }
-
-        // p = causal softmax(scores · hd^-½)  →  dscores
-        double[] p = Flat.values(ctx.probs);
-        double[] dScores = Flat.values(dProbs);
-        double[] dSinks = softmax.backward(p, dScores, batch * heads, seq);
-        INDArray dS = Flat.array(dScores, ctx.probs.shape(), dt);                       // [B·H, S, S]
-
-        // scores = q·kᵀ  →  dq = dscores·k, dk += dscoresᵀ·q
-        INDArray dq = Nd4j.createUninitialized(dt, ctx.qh.shape(), 'c');                // [B·H, S, hd]
-        INDArray dk = Nd4j.zeros(dt, ctx.kh.shape());                                   // [B·KVH, S, hd]
-        for (int bh = 0; bh < batch * heads; bh++) {
-            int kv = bh / heads * kvHeads + bh % heads / group;
-            Nd4j.gemm(dS.slice(bh), ctx.kh.slice(kv), dq.slice(bh), false, false, 1.0, 0.0);
-            Nd4j.gemm(dS.slice(bh), ctx.qh.slice(bh), dk.slice(kv), true, false, 1.0, 1.0);
-        }
+        // context = softmax(q·kᵀ · hd^-½ + mask)·v, block by block  →  dq, dk, dv (and the sinks')
+        BlockAttention.Gradients g = attention.backward(ctx.qh, ctx.kh, ctx.vh, qLayout.count(), kvLayout.count(),
+                ctx.attended, dContext);
 
         // heads, RoPE, the q/k/v norms and clamps, and the q/k/v projections  →  dx = dq·Wq + dk·Wk + dv·Wv
-        long rows = (long) batch * seq;
-        INDArray dqLinear = qNorm.backward(ctx.qNormed, Flat.array(mergeHeads(Flat.values(dq), batch, seq, heads,
-                ctx.rope), new long[] {rows, wq.size(0)}, dt));                        // [B·S, H·hd]
-        INDArray dkLinear = kNorm.backward(ctx.kNormed, Flat.array(mergeHeads(Flat.values(dk), batch, seq, kvHeads,
-                ctx.rope), new long[] {rows, wk.size(0)}, dt));                        // [B·S, KVH·hd]
-        INDArray dvLinear = vNorm.backward(ctx.vNormed, Flat.array(mergeHeads(Flat.values(dv), batch, seq, kvHeads,
-                null), new long[] {rows, wv.size(0)}, dt));                            // [B·S, KVH·hd]
+        INDArray dqLinear = qNorm.backward(ctx.qNormed, qLayout.merge(g.dq(), batch, seq, ctx.rope)); // [B·S, H·hd]
+        INDArray dkLinear = kNorm.backward(ctx.kNormed, kvLayout.merge(g.dk(), batch, seq, ctx.rope)); // [B·S, KVH·hd]
+        INDArray dvLinear = vNorm.backward(ctx.vNormed, kvLayout.merge(g.dv(), batch, seq, null)); // [B·S, KVH·hd]
         INDArray dx = Dense.linearBackward(dqLinear, wq);                               // [B·S, D]
         Dense.linearBackward(dkLinear, wk, dx, true);
         Dense.linearBackward(dvLinear, wv, dx, true);
@@ -368,45 +271,6 @@ public final class Attention implements SelfAttention {
             plusTermBackward(s, ctx, s == Site.Q_PROJ ? dqLinear : s == Site.K_PROJ ? dkLinear : dvLinear, dx,
                     termGrads);
         }
-        return new Gradients(dx, dSinks, termGrads);
-    }
-
-    /** [B·S, n·hd] → [B, n, S, hd], rotated by position when {@code rope} is given. */
-    private double[] splitHeads(double[] src, int batch, int seq, int n, RotaryEmbedding rope, boolean single) {
-        double[] dst = new double[src.length];
-        for (int b = 0; b < batch; b++) {
-            for (int s = 0; s < seq; s++) {
-                int srcRow = (b * seq + s) * n * headDim;
-                for (int h = 0; h < n; h++) {
-                    int srcAt = srcRow + h * headDim;
-                    int dstAt = ((b * n + h) * seq + s) * headDim;
-                    if (rope == null) {
-                        System.arraycopy(src, srcAt, dst, dstAt, headDim);
-                    } else {
-                        rope.rotate(src, srcAt, dst, dstAt, s, single);
-                    }
-                }
-            }
-        }
-        return dst;
-    }
-
-    /** [B, n, S, hd] → [B·S, n·hd], rotated back by position when {@code rope} is given (a gradient). */
-    private double[] mergeHeads(double[] src, int batch, int seq, int n, RotaryEmbedding rope) {
-        double[] dst = new double[src.length];
-        for (int b = 0; b < batch; b++) {
-            for (int h = 0; h < n; h++) {
-                for (int s = 0; s < seq; s++) {
-                    int srcAt = ((b * n + h) * seq + s) * headDim;
-                    int dstAt = (b * seq + s) * n * headDim + h * headDim;
-                    if (rope == null) {
-                        System.arraycopy(src, srcAt, dst, dstAt, headDim);
-                    } else {
-                        rope.rotateBack(src, srcAt, dst, dstAt, s);
-                    }
-                }
-            }
-        }
-        return dst;
+        return new Gradients(dx, g.dSinks(), termGrads);
     }
 }

@@ -2,7 +2,7 @@ package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.BlockAttention;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
 
@@ -53,12 +53,18 @@ public final class LatentAttention implements SelfAttention {
     private final int ropeDim;  // dr
     private final int valueDim; // dv
     private final int latentDim; // C
-    private final CausalSoftmax softmax;
+    private final BlockAttention attention;
 
     /**
      * @param scale the softmax scale: (dn + dr)^-½, with YaRN's factor (see {@code YarnScaling#softmaxScale})
      */
     public LatentAttention(Weights w, int heads, int nopeDim, int ropeDim, int valueDim, double scale) {
+        this(w, heads, nopeDim, ropeDim, valueDim, scale, BlockAttention.BLOCK, BlockAttention.BLOCK);
+    }
+
+    /** With explicit attention block sizes ({@link BlockAttention}); tests use small ones that do not divide S. */
+    LatentAttention(Weights w, int heads, int nopeDim, int ropeDim, int valueDim, double scale, int queryBlock,
+                    int keyBlock) {
         this.w = w;
         this.heads = heads;
         this.nopeDim = nopeDim;
@@ -72,7 +78,7 @@ public final class LatentAttention implements SelfAttention {
             throw new IllegalArgumentException("MLA weights do not fit H " + heads + ", qk_nope_head_dim " + nopeDim
                     + ", qk_rope_head_dim " + ropeDim + ", v_head_dim " + valueDim + ", kv_lora_rank " + latentDim);
         }
-        this.softmax = new CausalSoftmax(scale, null);
+        this.attention = new BlockAttention(scale, null, null, queryBlock, keyBlock);
     }
 
     @Override
@@ -90,11 +96,11 @@ public final class LatentAttention implements SelfAttention {
         private final INDArray qh;      // [B·H, S, dn+dr] rotated
         private final INDArray kh;      // [B·H, S, dn+dr] rotated
         private final INDArray vh;      // [B·H, S, dv]
-        private final INDArray probs;   // [B·H, S, S] causal softmax
+        private final BlockAttention.Forward attended;  // context [B·H, S, dv] and lse [B·H·S]
         private final INDArray out;     // [T, D]
 
         private Context(int batch, int seq, RotaryEmbedding rope, RmsNorm.Forward qANormed, RmsNorm.Forward kvANormed,
-                        INDArray qh, INDArray kh, INDArray vh, INDArray probs, INDArray out) {
+                        INDArray qh, INDArray kh, INDArray vh, BlockAttention.Forward attended, INDArray out) {
             this.batch = batch;
             this.seq = seq;
             this.rope = rope;
@@ -103,7 +109,7 @@ public final class LatentAttention implements SelfAttention {
             this.qh = qh;
             this.kh = kh;
             this.vh = vh;
-            this.probs = probs;
+            this.attended = attended;
             this.out = out;
         }
 
@@ -174,24 +180,14 @@ public final class LatentAttention implements SelfAttention {
         INDArray kHeads = Flat.array(kh, qkShape, dt);
         INDArray vHeads = Flat.array(vh, vShape, dt);
 
-        INDArray scores = Nd4j.createUninitialized(dt, new long[] {(long) batch * heads, seq, seq}, 'c');
-        for (int bh = 0; bh < batch * heads; bh++) {
-            Nd4j.gemm(qHeads.slice(bh), kHeads.slice(bh), scores.slice(bh), false, true, 1.0, 0.0); // [S, S] = q·kᵀ
-        }
-        double[] p = Flat.values(scores);
-        softmax.apply(p, batch * heads, seq, single);
-        INDArray probs = Flat.array(p, scores.shape(), dt);                             // [B·H, S, S]
-        INDArray context = Nd4j.createUninitialized(dt, vShape, 'c');                   // [B·H, S, dv]
-        for (int bh = 0; bh < batch * heads; bh++) {
-            Nd4j.gemm(probs.slice(bh), vHeads.slice(bh), context.slice(bh), false, false, 1.0, 0.0); // [S, dv] = p·v
-        }
-        INDArray merged = Flat.array(mergeHeads(Flat.values(context), batch, seq, valueDim),
+        BlockAttention.Forward attended = attention.forward(qHeads, kHeads, vHeads, heads, heads); // [B·H, S, dv]
+        INDArray merged = Flat.array(mergeHeads(Flat.values(attended.out()), batch, seq, valueDim),
                 new long[] {tokens, (long) heads * valueDim}, dt);                      // [T, H·dv]
         if (inputs.wants(LinearInputs.Site.ATTN_V_LATENT)) {
-            inputs.add(LinearInputs.Site.ATTN_V_LATENT, valueLatent(probs, kvANormed.out(), batch, seq));
+            inputs.add(LinearInputs.Site.ATTN_V_LATENT, valueLatent(qHeads, kHeads, kvANormed.out(), batch, seq));
         }
         inputs.add(LinearInputs.Site.ATTN_OUT, merged);
-        return new Context(batch, seq, rope, qANormed, kvANormed, qHeads, kHeads, vHeads, probs,
+        return new Context(batch, seq, rope, qANormed, kvANormed, qHeads, kHeads, vHeads, attended,
                 Dense.linear(merged, w.wo(), w.bo()));
     }
 
@@ -209,32 +205,14 @@ public final class LatentAttention implements SelfAttention {
         INDArray dContext = Flat.array(splitHeads(Flat.values(Dense.linearBackward(dOut, w.wo())), batch, seq,
                 valueDim), ctx.vh.shape(), dt);                                         // [B·H, S, dv]
 
-        // context = p·v  →  dp = dcontext·vᵀ, dv = pᵀ·dcontext
-        INDArray dProbs = Nd4j.createUninitialized(dt, ctx.probs.shape(), 'c');         // [B·H, S, S]
-        INDArray dv = Nd4j.createUninitialized(dt, ctx.vh.shape(), 'c');                // [B·H, S, dv]
-        for (int bh = 0; bh < batch * heads; bh++) {
-            Nd4j.gemm(dContext.slice(bh), ctx.vh.slice(bh), dProbs.slice(bh), false, true, 1.0, 0.0);
-            Nd4j.gemm(ctx.probs.slice(bh), dContext.slice(bh), dv.slice(bh), true, false, 1.0, 0.0);
-        }
-
-        // p = causal softmax(scores · scale)  →  dscores
-        double[] dScores = Flat.values(dProbs);
-        softmax.backward(Flat.values(ctx.probs), dScores, batch * heads, seq);
-        INDArray dS = Flat.array(dScores, ctx.probs.shape(), dt);                       // [B·H, S, S]
-
-        // scores = q·kᵀ  →  dq = dscores·k, dk = dscoresᵀ·q
-        INDArray dq = Nd4j.createUninitialized(dt, ctx.qh.shape(), 'c');                // [B·H, S, dn+dr]
-        INDArray dk = Nd4j.createUninitialized(dt, ctx.kh.shape(), 'c');                // [B·H, S, dn+dr]
-        for (int bh = 0; bh < batch * heads; bh++) {
-            Nd4j.gemm(dS.slice(bh), ctx.kh.slice(bh), dq.slice(bh), false, false, 1.0, 0.0);
-            Nd4j.gemm(dS.slice(bh), ctx.qh.slice(bh), dk.slice(bh), true, false, 1.0, 0.0);
-        }
+        // context = softmax(q·kᵀ · scale + mask)·v, block by block  →  dq, dk, dv
+        BlockAttention.Gradients g = attention.backward(ctx.qh, ctx.kh, ctx.vh, heads, heads, ctx.attended, dContext);
 
         // the heads: q's rope part rotated back; k_nope and v back into kv's layout; the shared rope key's gradient
         // summed over the heads, then rotated back
-        double[] dqh = Flat.values(dq);
-        double[] dkh = Flat.values(dk);
-        double[] dvh = Flat.values(dv);
+        double[] dqh = Flat.values(g.dq());
+        double[] dkh = Flat.values(g.dk());
+        double[] dvh = Flat.values(g.dv());
         double[] dqFlat = new double[tokens * heads * qk];                              // [T, H·(dn+dr)]
         double[] dkv = new double[tokens * heads * kvWidth];                            // [T, H·(dn+dv)]
         double[] dkRope = new double[ropeDim];                                          // [dr] one token's sum
@@ -288,22 +266,26 @@ public final class LatentAttention implements SelfAttention {
                 out[th * nopeDim + i] = (float) q[th * qk + i];
             }
         }
-        return Nd4j.create(out, new long[] {tokens, (long) heads * nopeDim}, 'c');
+        return Flat.array(out, new long[] {tokens, (long) heads * nopeDim});
     }
 
     /**
      * Each head's attention over the normed kv latents, what llama.cpp's absorbed MLA multiplies by v_b:
-     * probs [B·H, S, S] · latent [B, S, C] per head → [T, H·C].
+     * softmax(q·kᵀ) · latent [B, S, C] per head → [T, H·C], the block attention run again with the latent as every
+     * head's values (only when an importance matrix asks for it).
      */
-    private INDArray valueLatent(INDArray probs, INDArray latent, int batch, int seq) {
-        INDArray perHead = Nd4j.createUninitialized(probs.dataType(), new long[] {(long) batch * heads, seq, latentDim},
-                'c');                                                                   // [B·H, S, C]
-        INDArray latents = latent.reshape('c', batch, seq, latentDim);                  // [B, S, C]
-        for (int bh = 0; bh < batch * heads; bh++) {
-            Nd4j.gemm(probs.slice(bh), latents.slice(bh / heads), perHead.slice(bh), false, false, 1.0, 0.0);
+    private INDArray valueLatent(INDArray qHeads, INDArray kHeads, INDArray latent, int batch, int seq) {
+        double[] c = Flat.values(latent);                                               // [T, C]
+        double[] values = new double[batch * heads * seq * latentDim];                  // [B·H, S, C]
+        for (int b = 0; b < batch; b++) {
+            for (int h = 0; h < heads; h++) {
+                System.arraycopy(c, b * seq * latentDim, values, (b * heads + h) * seq * latentDim, seq * latentDim);
+            }
         }
-        return Flat.array(mergeHeads(Flat.values(perHead), batch, seq, latentDim),
-                new long[] {(long) batch * seq, (long) heads * latentDim}, probs.dataType());
+        INDArray weighted = attention.forward(qHeads, kHeads, Flat.array(values,
+                new long[] {(long) batch * heads, seq, latentDim}, latent.dataType()), heads, heads).out(); // [B·H, S, C]
+        return Flat.array(mergeHeads(Flat.values(weighted), batch, seq, latentDim),
+                new long[] {(long) batch * seq, (long) heads * latentDim}, latent.dataType());
     }
 
     /** [T, H·n] → [B, H, S, n]. */

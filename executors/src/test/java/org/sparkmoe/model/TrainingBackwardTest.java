@@ -16,7 +16,8 @@ import org.sparkmoe.experts.SwiGluMlp;
  * attention with RoPE and the causal mask (with q/k/v biases, with a sliding window, with H = KVH) and the dense
  * SwiGLU MLP, under the scalar loss Σ out ⊙ W (so dOut = W); Qwen3's per-head q/k RMSNorm and OLMoE's
  * whole-projection q/k RMSNorm with the clip_qkv clamp, each with an output bias; gpt-oss attention with per-head
- * sinks (input and sink gradients, sliding and full); and in float32, the training forward bit-identical to the
+ * sinks (input and sink gradients, sliding and full); blockwise attention (GQA, MLA) with blocks that do not divide S
+ * (3 × 5 on S = 11), whose output does not depend on the block sizes beyond rounding; and in float32, the training forward bit-identical to the
  * inference forward of each piece.
  */
 class TrainingBackwardTest {
@@ -86,6 +87,64 @@ class TrainingBackwardTest {
     }
 
     @Test
+    void blockwiseAttentionGradientsMatchFiniteDifferencesWithBlocksThatDoNotDivideTheSequence() {
+        // S = 11 in query blocks of 3 and key blocks of 5 (and the transpose): grouped-query heads, a sliding window
+        // that skips whole key blocks, and sinks, on one sequence of 11 tokens and two of them
+        int seq = 11;
+        for (int[] blocks : new int[][] {{3, 5}, {5, 3}}) {
+            for (Integer window : new Integer[] {4, null}) {
+                Random rnd = new Random(16);
+                INDArray sinks = gaussian(rnd, DataType.DOUBLE, 1.0, 4);
+                INDArray[] weights = sinkAttentionWeights(rnd, DataType.DOUBLE, 4, 2);
+                RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16);
+                INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * seq, D);
+                INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * seq, D);
+                Attention attn = blockAttention(weights, window, sinks, blocks);
+                Attention.Gradients g = attn.backwardWithSinks(attn.forwardTraining(x, B, seq, rope), w);
+                String name = "blocks " + blocks[0] + "×" + blocks[1] + " window " + window;
+                GradientCheck.check("attention " + name + ": x", x, g.dx(),
+                        () -> GradientCheck.dot(attn.forwardTraining(x, B, seq, rope).out(), w));
+                GradientCheck.check("attention " + name + ": sinks", sinks,
+                        org.nd4j.linalg.factory.Nd4j.create(g.dSinks()), () -> GradientCheck.dot(
+                                blockAttention(weights, window, sinks, blocks).forwardTraining(x, B, seq, rope).out(),
+                                w));
+            }
+        }
+        Random rnd = new Random(17);
+        LatentAttention mla = latentAttention(rnd, DataType.DOUBLE, true, 3, 5);
+        RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16, null, true);
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * seq, D);
+        INDArray w = gaussian(rnd, DataType.DOUBLE, 1.0, B * seq, D);
+        GradientCheck.check("latent attention blocks 3×5: x", x, mla.backward(mla.forwardTraining(x, B, seq, rope), w),
+                () -> GradientCheck.dot(mla.forwardTraining(x, B, seq, rope).out(), w));
+    }
+
+    @Test
+    void blockSizesChangeTheOutputOnlyInTheLastBits() {
+        int seq = 11;
+        Random rnd = new Random(18);
+        INDArray sinks = gaussian(rnd, DataType.DOUBLE, 1.0, 4);
+        INDArray[] weights = sinkAttentionWeights(rnd, DataType.DOUBLE, 4, 2);
+        RotaryEmbedding rope = new RotaryEmbedding(HD, 3.0, 16);
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, B * seq, D);
+        double[] whole = org.sparkmoe.kernels.Flat.values(
+                blockAttention(weights, 4, sinks, new int[] {seq, seq}).forward(x, B, seq, rope));
+        for (int[] blocks : new int[][] {{3, 5}, {1, 1}, {2, 7}}) {
+            double[] blocked = org.sparkmoe.kernels.Flat.values(
+                    blockAttention(weights, 4, sinks, blocks).forward(x, B, seq, rope));
+            for (int i = 0; i < whole.length; i++) {
+                assertTrue(Math.abs(whole[i] - blocked[i]) <= 1e-12 * Math.max(1, Math.abs(whole[i])),
+                        "blocks " + blocks[0] + "×" + blocks[1] + " [" + i + "]: " + whole[i] + " vs " + blocked[i]);
+            }
+        }
+    }
+
+    private static Attention blockAttention(INDArray[] w, Integer window, INDArray sinks, int[] blocks) {
+        return new Attention(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[8], ProjectionNorm.IDENTITY,
+                ProjectionNorm.IDENTITY, ProjectionNorm.IDENTITY, 4, 2, HD, window, sinks, blocks[0], blocks[1]);
+    }
+
+    @Test
     void sinksLowerEveryRowsAttentionMassAndMinusInfinityIsNoSink() {
         Random rnd = new Random(15);
         INDArray[] weights = sinkAttentionWeights(rnd, DataType.FLOAT, 4, 2);
@@ -128,6 +187,12 @@ class TrainingBackwardTest {
     }
 
     private static LatentAttention latentAttention(Random rnd, DataType dt, boolean qLora) {
+        return latentAttention(rnd, dt, qLora, org.sparkmoe.kernels.BlockAttention.BLOCK,
+                org.sparkmoe.kernels.BlockAttention.BLOCK);
+    }
+
+    private static LatentAttention latentAttention(Random rnd, DataType dt, boolean qLora, int queryBlock,
+                                                   int keyBlock) {
         int heads = 3;
         int nope = 4;
         int value = 3;
@@ -143,7 +208,7 @@ class TrainingBackwardTest {
                 new RmsNorm(gaussian(rnd, dt, 0.3, latent).addi(1.0), 1e-6),
                 gaussian(rnd, dt, 0.6, heads * (nope + value), latent), gaussian(rnd, dt, 0.6, D, heads * value),
                 gaussian(rnd, dt, 0.3, D));
-        return new LatentAttention(weights, heads, nope, HD, value, 1.3 / Math.sqrt(nope + HD));
+        return new LatentAttention(weights, heads, nope, HD, value, 1.3 / Math.sqrt(nope + HD), queryBlock, keyBlock);
     }
 
     @Test

@@ -87,7 +87,7 @@ class MemoryPlanCliTest {
     @Test
     void aPlanOverTheContainersMemoryIsRefusedBeforeSparkStarts() {
         int before = SparkContexts.started();
-        // 64 windows of 512 tokens in one task slot: ~0.9 GB of activations, over YARN's default overhead (384 MiB)
+        // 64 windows of 512 tokens in one task slot: ~0.55 GB of activations, over YARN's default overhead (384 MiB)
         Printed run = printing(command("eval", "--master", "yarn", "--window", "512", "--batch-windows", "64"));
         assertEquals(1, run.run().exitCode(), run.err());
         String line = run.run().firstLine();
