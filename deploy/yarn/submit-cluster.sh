@@ -17,6 +17,9 @@
 # must be on a shared file system (hdfs://): the driver's container is deleted when the job ends.
 # Settings: conf/spark-defaults.yarn.conf; JVM flags: conf/jvm.properties; logging:
 # conf/log4j2.properties, shipped with --files to the driver and the executors.
+# SPARKMOE_SUBMIT_OPTS: extra spark-submit options, split on whitespace (no quoting), as for
+# deploy/bin/sparkmoe; they come after the conf file and win over it, e.g.
+#   SPARKMOE_SUBMIT_OPTS="--queue ml --conf spark.executor.memory=4g"
 set -euo pipefail
 
 die() { echo "submit-cluster: $1" >&2; exit "${2:-1}"; }
@@ -48,6 +51,8 @@ for var in OPENBLAS_NUM_THREADS OMP_NUM_THREADS OPENBLAS_CORETYPE; do
   [ -z "$value" ] || ENV_CONF+=(--conf "spark.yarn.appMasterEnv.$var=$value" --conf "spark.executorEnv.$var=$value")
 done
 
+read -r -a SUBMIT_OPTS <<< "${SPARKMOE_SUBMIT_OPTS:-}"
+
 # the archive holds the folder's files at its top level: YARN unpacks it into ./model
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -62,6 +67,7 @@ tar -czf "$WORK/model.tgz" -C "$MODEL" .
   --conf "spark.driver.extraJavaOptions=$FLAGS -Dlog4j2.configurationFile=log4j2.properties" \
   --conf "spark.executor.extraJavaOptions=$FLAGS -Dlog4j2.configurationFile=log4j2.properties" \
   "${ENV_CONF[@]}" \
+  ${SUBMIT_OPTS[@]+"${SUBMIT_OPTS[@]}"} \
   --class org.sparkmoe.driver.SparkMoe \
   "$ASSEMBLY" \
   "$1" --model file:///proc/self/cwd/model --data "file:///proc/self/cwd/$(basename "$CORPUS")" "${@:2}"

@@ -31,8 +31,16 @@ public final class SparkMoe implements Runnable {
         throw new CommandLine.ParameterException(spec.commandLine(), "missing command");
     }
 
+    /**
+     * Exits with {@link #execute}'s code, except after a success in cluster deploy mode: there main runs inside
+     * Spark's YARN ApplicationMaster, which reports the application SUCCEEDED when main returns, and FAILED ("Shutdown
+     * hook called before final status was reported") when it calls System.exit, even with 0.
+     */
     public static void main(String[] args) {
-        System.exit(execute(new PrintWriter(System.err, true), args));
+        int code = execute(new PrintWriter(System.err, true), args);
+        if (code != 0 || !"cluster".equals(System.getProperty("spark.submit.deployMode"))) {
+            System.exit(code);
+        }
     }
 
     /**

@@ -88,10 +88,13 @@ class DeployScriptsIT {
                         Fixtures.tinyModel().toString(), Fixtures.corpus("sysadmin.txt").toString(),
                         "train", "--steps", "3", "--out", "hdfs:///runs/a"),
                 Map.of("SPARK_HOME", sparkHome.toString(), "ARGS_OUT", recorded.toString(),
-                        "OPENBLAS_CORETYPE", "Haswell"));
+                        "OPENBLAS_CORETYPE", "Haswell", "SPARKMOE_SUBMIT_OPTS", "--queue ml  --conf spark.executor.memory=2g"));
         assertEquals(0, submit.exitCode(), submit.output());
 
         List<String> args = Files.readAllLines(recorded);
+        int classAt = args.indexOf("--class");
+        assertEquals(List.of("--queue", "ml", "--conf", "spark.executor.memory=2g"), args.subList(classAt - 4, classAt),
+                "SPARKMOE_SUBMIT_OPTS, split on whitespace, after the conf file and the script's own settings");
         String flags = String.join(" ", StandaloneCluster.jvmFlags());
         String log4j = " -Dlog4j2.configurationFile=log4j2.properties";
         assertEquals(List.of("--master", "yarn", "--deploy-mode", "cluster"), args.subList(0, 4));
