@@ -75,9 +75,9 @@ public final class ExpertScores implements java.io.Serializable {
                 throw new IllegalArgumentException(where + ": scores of " + n.get("experts") + " experts, --model has "
                         + experts);
             }
-            routed[l] = longs(n, "routed_tokens", experts, where);
+            routed[l] = JsonArrays.longs(n, "routed_tokens", experts, where);
             for (Method m : Method.values()) {
-                scores[m.ordinal()][l] = doubles(n, m.field, experts, where);
+                scores[m.ordinal()][l] = JsonArrays.doubles(n, m.field, experts, where);
             }
         }
         return new ExpertScores(routed, scores);
@@ -97,34 +97,4 @@ public final class ExpertScores implements java.io.Serializable {
         return scores[method.ordinal()][moeLayer].clone();
     }
 
-    private static long[] longs(JsonNode n, String name, int length, String where) {
-        JsonNode v = n.get(name);
-        if (v == null || !v.isArray() || v.size() != length) {
-            throw new IllegalArgumentException(where + ": field " + name + " must be an array of " + length + " integers");
-        }
-        long[] out = new long[length];
-        for (int i = 0; i < length; i++) {
-            if (!v.get(i).isIntegralNumber() || v.get(i).asLong() < 0) {
-                throw new IllegalArgumentException(where + ": " + name + "[" + i + "] is not a count: " + v.get(i));
-            }
-            out[i] = v.get(i).asLong();
-        }
-        return out;
-    }
-
-    private static double[] doubles(JsonNode n, String name, int length, String where) {
-        JsonNode v = n.get(name);
-        if (v == null || !v.isArray() || v.size() != length) {
-            throw new IllegalArgumentException(where + ": field " + name + " must be an array of " + length + " numbers");
-        }
-        double[] out = new double[length];
-        for (int i = 0; i < length; i++) {
-            if (!v.get(i).isNumber() || !Double.isFinite(v.get(i).asDouble())) {
-                throw new IllegalArgumentException(where + ": " + name + "[" + i + "] is not a finite number: "
-                        + v.get(i));
-            }
-            out[i] = v.get(i).asDouble();
-        }
-        return out;
-    }
 }

@@ -79,8 +79,9 @@ public final class RoutingStats implements java.io.Serializable {
             if (tokens < 1) {
                 throw new IllegalArgumentException(where + ".tokens must be ≥ 1, got " + tokens);
             }
-            layers.add(new Layer(longs(n, "count", experts, where), doubles(n, "logit_sum", experts, where),
-                    doubles(n, "topm_sq_sum", experts, where), tokens));
+            layers.add(new Layer(JsonArrays.longs(n, "count", experts, where),
+                    JsonArrays.doubles(n, "logit_sum", experts, where),
+                    JsonArrays.doubles(n, "topm_sq_sum", experts, where), tokens));
         }
         List<List<long[]>> fileCounts = new ArrayList<>();
         List<long[]> fileTokens = new ArrayList<>();
@@ -95,7 +96,7 @@ public final class RoutingStats implements java.io.Serializable {
             List<long[]> counts = new ArrayList<>();
             long[] tokens = new long[moeLayers];
             for (int l = 0; l < moeLayers; l++) {
-                counts.add(longs(perLayer.get(l), "count", experts, where + ".layers[" + l + "]"));
+                counts.add(JsonArrays.longs(perLayer.get(l), "count", experts, where + ".layers[" + l + "]"));
                 tokens[l] = longField(perLayer.get(l), "tokens", where + ".layers[" + l + "]");
             }
             fileCounts.add(counts);
@@ -150,35 +151,5 @@ public final class RoutingStats implements java.io.Serializable {
             throw new IllegalArgumentException(where + ": field " + name + " must be an integer, got " + v);
         }
         return v.asLong();
-    }
-
-    private static long[] longs(JsonNode n, String name, int length, String where) {
-        JsonNode v = n.get(name);
-        if (v == null || !v.isArray() || v.size() != length) {
-            throw new IllegalArgumentException(where + ": field " + name + " must be an array of " + length + " integers");
-        }
-        long[] out = new long[length];
-        for (int i = 0; i < length; i++) {
-            if (!v.get(i).isIntegralNumber()) {
-                throw new IllegalArgumentException(where + ": " + name + "[" + i + "] is not an integer: " + v.get(i));
-            }
-            out[i] = v.get(i).asLong();
-        }
-        return out;
-    }
-
-    private static double[] doubles(JsonNode n, String name, int length, String where) {
-        JsonNode v = n.get(name);
-        if (v == null || !v.isArray() || v.size() != length) {
-            throw new IllegalArgumentException(where + ": field " + name + " must be an array of " + length + " numbers");
-        }
-        double[] out = new double[length];
-        for (int i = 0; i < length; i++) {
-            if (!v.get(i).isNumber()) {
-                throw new IllegalArgumentException(where + ": " + name + "[" + i + "] is not a number: " + v.get(i));
-            }
-            out[i] = v.get(i).asDouble();
-        }
-        return out;
     }
 }
