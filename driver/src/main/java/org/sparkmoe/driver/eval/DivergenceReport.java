@@ -1,7 +1,5 @@
 package org.sparkmoe.driver.eval;
 
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.sparkmoe.calib.DivergenceStats;
 
@@ -47,33 +45,18 @@ public final class DivergenceReport {
     }
 
     /**
-     * {@code {"model", "adapter" (when one was applied), "baseline", "baseline_top_k", "split", "window", "top_k",
+     * {@code {"model", "adapter" (when one was applied), "split", "window", "top_k", "baseline", "baseline_top_k",
      * "files": {NAME: {tokens, nll_sum, ppl, baseline_nll_sum, baseline_ppl, delta_ppl, ln_ppl_ratio, kld_mean,
      * kld_median, kld_p99, kld_max, same_top1}}, "all": {...}}}.
      */
     public String toJson() {
-        ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
-        ObjectNode root = json.createObjectNode();
-        root.put("model", plan.model());
-        if (plan.adapter() != null) {
-            root.put("adapter", plan.adapter());
-        }
-        if (plan.peftVersion() != null) {
-            root.put("peft_version", plan.peftVersion());
-        }
+        ObjectNode root = PerplexityReport.header(plan);
         root.put("baseline", baseline.model());
         root.put("baseline_top_k", baseline.topK());
-        root.put("split", plan.split().toString());
-        root.put("window", plan.window());
-        root.put("top_k", plan.topK());
         ObjectNode perFile = root.putObject("files");
         files.forEach((name, stats) -> put(perFile.putObject(name), stats));
         put(root.putObject("all"), all);
-        try {
-            return json.writeValueAsString(root) + "\n";
-        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalStateException("serialising the divergence report", e);
-        }
+        return PerplexityReport.text(root);
     }
 
     private static void put(ObjectNode node, DivergenceStats s) {

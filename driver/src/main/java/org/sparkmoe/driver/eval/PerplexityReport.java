@@ -9,6 +9,8 @@ import java.util.Map;
 
 /** Per-file and overall NLL sums and scored-token counts; perplexity = exp(nll_sum / tokens). */
 public final class PerplexityReport {
+    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+
     /** NLL sum and scored tokens of one file (or of all files). */
     public record Totals(double nllSum, long tokens) {
         public double perplexity() {
@@ -36,8 +38,16 @@ public final class PerplexityReport {
 
     /** {@code {"model", "adapter" (when one was applied), "split", "window", "top_k", "files": {NAME: {nll_sum, tokens, ppl}}, "all": {...}}}. */
     public String toJson() {
-        ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
-        ObjectNode root = json.createObjectNode();
+        ObjectNode root = header(plan);
+        ObjectNode perFile = root.putObject("files");
+        files.forEach((name, totals) -> put(perFile.putObject(name), totals));
+        put(root.putObject("all"), all);
+        return text(root);
+    }
+
+    /** An eval report's first fields: "model", "adapter" and "peft_version" (when given), "split", "window", "top_k". */
+    static ObjectNode header(EvalPlan plan) {
+        ObjectNode root = JSON.createObjectNode();
         root.put("model", plan.model());
         if (plan.adapter() != null) {
             root.put("adapter", plan.adapter());
@@ -48,13 +58,15 @@ public final class PerplexityReport {
         root.put("split", plan.split().toString());
         root.put("window", plan.window());
         root.put("top_k", plan.topK());
-        ObjectNode perFile = root.putObject("files");
-        files.forEach((name, totals) -> put(perFile.putObject(name), totals));
-        put(root.putObject("all"), all);
+        return root;
+    }
+
+    /** {@code root} as indented JSON with a final newline. */
+    static String text(ObjectNode root) {
         try {
-            return json.writeValueAsString(root) + "\n";
+            return JSON.writeValueAsString(root) + "\n";
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
-            throw new IllegalStateException("serialising the perplexity report", e);
+            throw new IllegalStateException("serialising an eval report", e);
         }
     }
 
