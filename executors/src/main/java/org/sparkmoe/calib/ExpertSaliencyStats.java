@@ -2,7 +2,7 @@ package org.sparkmoe.calib;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.experts.FullExperts;
-import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.routing.RoutingPlan;
 import org.sparkmoe.routing.Routes;
 
@@ -50,13 +50,19 @@ public final class ExpertSaliencyStats implements java.io.Serializable {
                     + " experts and " + ffn.experts() + " experts");
         }
         RoutingPlan plan = routes.plan;
-        double[] ys = Flat.values(ffn.expertOutputs(x, plan));                 // [N, D]
+        if (plan.rows() == 0) {
+            return;
+        }
+        NativeElements ys = NativeElements.of(ffn.expertOutputs(x, plan));    // [N, D], read one row at a time
         int hidden = ffn.hidden();
+        double[] y = new double[hidden];
+        float[] scratch = new float[hidden];
         for (int e = 0; e < experts; e++) {
             for (int row = plan.offsets[e]; row < plan.offsets[e + 1]; row++) {
+                ys.read((long) row * hidden, y, hidden, scratch);
                 double sq = 0;
-                for (int d = row * hidden; d < (row + 1) * hidden; d++) {
-                    sq += ys[d] * ys[d];
+                for (int d = 0; d < hidden; d++) {
+                    sq += y[d] * y[d];
                 }
                 double norm = Math.sqrt(sq);                                     // ‖y_e(t)‖₂
                 eanSum.add(e, norm);
