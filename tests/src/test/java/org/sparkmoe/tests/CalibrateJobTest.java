@@ -35,6 +35,9 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Iterator;
 import java.util.List;
+import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -158,6 +161,27 @@ class CalibrateJobTest {
         }
         assertTrue(html.contains("sysadmin.txt") && html.contains("top co-selected pair")
                 && html.contains("Differences between files"));
+    }
+
+    @Test
+    void reportCountsExpertsBelowMinExpertTokensAsRare() {
+        CalibrateJob.Result result = run(plan(2, false, null));
+        long[] count = result.stats().layer(0).count();
+        long[] sorted = count.clone();
+        Arrays.sort(sorted);
+        int minTokens = (int) sorted[sorted.length / 2];            // the median: some experts below it, some not
+        int rare = 0;
+        for (long c : count) {
+            rare += c > 0 && c < minTokens ? 1 : 0;
+        }
+        assertTrue(rare > 0, "the fixture should have experts below the median load");
+        String html = CalibrationReport.html(model, "valid", result.stats(), new int[] {0, 1, 2, 3},
+                List.of("sysadmin.txt", "scripture.txt"), Map.of(), minTokens);
+        assertTrue(html.contains("fewer than " + minTokens + " tokens (--min-expert-tokens)"), "rare's definition");
+        Matcher row = Pattern.compile(
+                "<tr(?: class=\"worst\")?><td>0</td>(?:<td>[^<]*</td>){3}<td>(\\d+)</td><td>(\\d+)</td>").matcher(html);
+        assertTrue(row.find(), "layer 0's summary row");
+        assertEquals(rare, Integer.parseInt(row.group(2)), "rare experts of layer 0 below " + minTokens + " tokens");
     }
 
     @Test

@@ -48,7 +48,7 @@ class ReportBrowserTest {
     @Test
     void qwen3ShapedReportRendersWithoutErrorsAndStaysSmall() throws Exception {
         String html = CalibrationReport.html("synthetic qwen3-30b-a3b shape", "valid", qwen3ShapedStats(),
-                java.util.stream.IntStream.range(0, LAYERS).toArray(), List.of("a.txt", "b.txt"), reap());
+                java.util.stream.IntStream.range(0, LAYERS).toArray(), List.of("a.txt", "b.txt"), reap(), 0);
         Path page = target("report-48x128.html");
         Files.writeString(page, html);
         long bytes = Files.size(page);

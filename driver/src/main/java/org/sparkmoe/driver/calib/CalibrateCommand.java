@@ -62,7 +62,8 @@ public final class CalibrateCommand implements Callable<Integer> {
     boolean allExperts;
 
     @Option(names = "--min-expert-tokens", defaultValue = "0", paramLabel = "N",
-            description = "List the experts routed fewer than N tokens (console and rare_experts in expert-scores.json). "
+            description = "List the experts routed fewer than N tokens (console, rare_experts in expert-scores.json, "
+                    + "the rare experts of report.html). "
                     + "Default: ${DEFAULT-VALUE} (none).")
     int minExpertTokens;
 

@@ -64,7 +64,7 @@ public final class CalibrateOutputs {
             reap.put(layers[l], stats.saliency(l).reap());
         }
         AtomicFile.write(fs, new Path(dir, REPORT_FILE), CalibrationReport.html(plan.model(), plan.split().toString(),
-                stats, layers, names, reap).getBytes(StandardCharsets.UTF_8));
+                stats, layers, names, reap, minExpertTokens).getBytes(StandardCharsets.UTF_8));
     }
 
     /**

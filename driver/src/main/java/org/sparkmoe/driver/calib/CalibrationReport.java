@@ -32,18 +32,21 @@ public final class CalibrationReport {
     private CalibrationReport() {
     }
 
-    /** The report without REAP scores. */
+    /** The report without REAP scores, rare meaning under {@link #RARE} of the uniform rate. */
     public static String html(String model, String split, CalibrationStats stats, int[] decoderLayers,
                               List<String> fileNames) {
-        return html(model, split, stats, decoderLayers, fileNames, Map.of());
+        return html(model, split, stats, decoderLayers, fileNames, Map.of(), 0);
     }
 
     /**
-     * @param reap decoder layer → REAP score per expert (the calibration's saliency); empty: no REAP column. Layers missing
-     *             from it, or with another expert count, show "—".
+     * @param reap            decoder layer → REAP score per expert (the calibration's saliency); empty: no REAP column.
+     *                        Layers missing from it, or with another expert count, show "—".
+     * @param minExpertTokens calibrate's {@code --min-expert-tokens}: when above 0, an expert is rare when selected
+     *                        by fewer tokens than this (the experts expert-scores.json lists, less the dead ones);
+     *                        0: under {@link #RARE} of the uniform rate
      */
     public static String html(String model, String split, CalibrationStats stats, int[] decoderLayers,
-                              List<String> fileNames, Map<Integer, double[]> reap) {
+                              List<String> fileNames, Map<Integer, double[]> reap, int minExpertTokens) {
         int experts = stats.layer(0).experts();
         int topK = stats.layer(0).topK();
         double uniform = (double) topK / experts;
@@ -59,7 +62,7 @@ public final class CalibrationReport {
         for (int l = 0; l < decoderLayers.length; l++) {
             double[] scores = reap.get(decoderLayers[l]);
             views.add(new LayerView(decoderLayers[l], stats.layer(l),
-                    scores != null && scores.length == experts ? scores : null));
+                    scores != null && scores.length == experts ? scores : null, minExpertTokens));
         }
         StringBuilder page = new StringBuilder();
         page.append("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>SparkMoE calibration</title>")
@@ -74,7 +77,7 @@ public final class CalibrationReport {
         List<LayerView> worst = new ArrayList<>(views);
         worst.sort(Comparator.comparingDouble((LayerView v) -> v.stats.maxOverMeanLoad()).reversed());
         worst = worst.subList(0, Math.min(WORST_LAYERS, worst.size()));
-        page.append(summaryTable(views, worst, experts, !reap.isEmpty()));
+        page.append(summaryTable(views, worst, experts, !reap.isEmpty(), minExpertTokens));
 
         double[][] rates = new double[decoderLayers.length][];
         for (int l = 0; l < decoderLayers.length; l++) {
@@ -102,8 +105,11 @@ public final class CalibrationReport {
         return page.toString();
     }
 
-    /** One MoE layer's statistics and, when known, its REAP scores [E]. */
-    private record LayerView(int decoderLayer, LayerRouterStats stats, double[] reap) {
+    /**
+     * One MoE layer's statistics and, when known, its REAP scores [E]; rare below {@code minTokens} selections when
+     * that is above 0.
+     */
+    private record LayerView(int decoderLayer, LayerRouterStats stats, double[] reap, int minTokens) {
         double entropy() {
             return stats.tokens() == 0 ? 0 : stats.entropySum() / stats.tokens();
         }
@@ -119,13 +125,14 @@ public final class CalibrationReport {
             return out;
         }
 
-        /** Selected, but below {@link #RARE} of the uniform rate. */
+        /** Selected, but fewer than {@code minTokens} times or, without it, below {@link #RARE} of the uniform rate. */
         List<Integer> rare() {
             List<Integer> out = new ArrayList<>();
             double[] rate = stats.selectionRate();
+            long[] count = stats.count();
             double threshold = RARE * stats.topK() / stats.experts();
             for (int e = 0; e < rate.length; e++) {
-                if (stats.count()[e] > 0 && rate[e] < threshold) {
+                if (count[e] > 0 && (minTokens > 0 ? count[e] < minTokens : rate[e] < threshold)) {
                     out.add(e);
                 }
             }
@@ -148,9 +155,13 @@ public final class CalibrationReport {
         }
     }
 
-    private static String summaryTable(List<LayerView> views, List<LayerView> worst, int experts, boolean withReap) {
+    private static String summaryTable(List<LayerView> views, List<LayerView> worst, int experts, boolean withReap,
+                                       int minExpertTokens) {
+        String rare = minExpertTokens > 0
+                ? "selected by fewer than " + minExpertTokens + " tokens (--min-expert-tokens)"
+                : "selected, but at under " + (int) (RARE * 100) + "% of the uniform rate K/E";
         StringBuilder t = new StringBuilder("<section><h2>Per-layer summary</h2><p>Dead: never selected. Rare: "
-                + "selected, but at under " + (int) (RARE * 100) + "% of the uniform rate K/E. Entropy ÷ ln E: 1 is "
+                + rare + ". Entropy ÷ ln E: 1 is "
                 + "a uniform router. Co-selection: share of tokens that select both." + (withReap
                 ? " REAP (from expert-scores.json): the largest and smallest expert score over the layer's median."
                 : "") + " Shaded rows are drilled into below.</p>\n<table><tr><th>layer</th><th>max/mean load</th>"
