@@ -14,12 +14,24 @@ public final class DivergenceStats implements java.io.Serializable {
     private static final int KLD = 0;
     private static final int NLL = 1;
     private static final int BASELINE_NLL = 2;
+    /** The most per-token KLs one array holds (the JVM's array limit). */
+    static final int MAX_TOKENS = Integer.MAX_VALUE - 8;
 
     private final ExactSums sums = new ExactSums(3);
     private long sameTop;
     private double[] klds = new double[0];  // per-token KL in [0, tokens), in arrival order until sorted; capacity grows ×2
-    private int tokens;
+    private int tokens;                    // ≤ maxTokens: checked in append
     private boolean sorted = true;
+    private final int maxTokens;
+
+    public DivergenceStats() {
+        this(MAX_TOKENS);
+    }
+
+    /** With a smaller cap on the per-token KLs kept (tests). */
+    DivergenceStats(int maxTokens) {
+        this.maxTokens = maxTokens;
+    }
 
     /** Adds scored tokens: per token its KL(P ‖ Q), −log Q and −log P of the true next token, same top-1. */
     public DivergenceStats add(double[] kld, double[] nll, double[] baselineNll, boolean[] same) {
@@ -28,6 +40,7 @@ public final class DivergenceStats implements java.io.Serializable {
             throw new IllegalArgumentException("per-token arrays differ in length: kld " + n + ", nll " + nll.length
                     + ", baseline nll " + baselineNll.length + ", same top " + same.length);
         }
+        checkRoomFor(n);
         for (int i = 0; i < n; i++) {
             sums.add(KLD, kld[i]);
             sums.add(NLL, nll[i]);
@@ -40,18 +53,28 @@ public final class DivergenceStats implements java.io.Serializable {
 
     /** this += other (exact; the result does not depend on the order of merges). */
     public DivergenceStats merge(DivergenceStats other) {
+        checkRoomFor(other.tokens);
         sums.merge(other.sums);
         sameTop += other.sameTop;
         append(Arrays.copyOf(other.klds, other.tokens));
         return this;
     }
 
+    /** Refuses, before anything changes, to hold more than {@code maxTokens} per-token KLs. */
+    private void checkRoomFor(int more) {
+        if ((long) tokens + more > maxTokens) {
+            throw new IllegalStateException("over " + maxTokens + " scored tokens against a baseline: every per-token KL "
+                    + "is kept (8 bytes each) for exact percentiles; score fewer tokens (a smaller --data or --split)");
+        }
+    }
+
     private void append(double[] values) {
         if (values.length == 0) {
             return;
         }
-        if (tokens + values.length > klds.length) {
-            klds = Arrays.copyOf(klds, Math.max(tokens + values.length, 2 * klds.length));
+        long needed = (long) tokens + values.length;
+        if (needed > klds.length) {
+            klds = Arrays.copyOf(klds, (int) Math.min(maxTokens, Math.max(needed, 2L * klds.length)));
         }
         System.arraycopy(values, 0, klds, tokens, values.length);
         tokens += values.length;

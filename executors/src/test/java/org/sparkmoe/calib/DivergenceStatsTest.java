@@ -64,6 +64,17 @@ class DivergenceStatsTest {
     }
 
     @Test
+    void refusesMoreTokensThanOneArrayHoldsInsteadOfOverflowing() {
+        DivergenceStats capped = new DivergenceStats(KLD.length + 2).add(KLD, NLL, BASE, SAME);
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+                () -> capped.merge(new DivergenceStats().add(KLD, NLL, BASE, SAME)));
+        assertTrue(e.getMessage().startsWith("over " + (KLD.length + 2) + " scored tokens"), e.getMessage());
+        assertEquals(KLD.length, capped.tokens(), "nothing added by the refused merge");
+        assertEquals(new DivergenceStats().add(KLD, NLL, BASE, SAME).kldSum(), capped.kldSum(), "sums unchanged");
+        assertEquals(3, capped.sameTop(), "same-top count unchanged");
+    }
+
+    @Test
     void rejectsArraysOfDifferentLengthsAndPercentilesOfNothing() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> new DivergenceStats().add(KLD, NLL, new double[4], SAME));
