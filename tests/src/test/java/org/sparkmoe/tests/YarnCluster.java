@@ -102,9 +102,7 @@ final class YarnCluster implements AutoCloseable {
      * HADOOP_CONF_DIR and SPARK_HOME with {@code sparkJars}.
      */
     static YarnCluster start(Path dir, List<String> sparkJars, Path assembly) throws Exception {
-        // the daemons' INFO lines (an audit line per NameNode call, every heartbeat) would bury the tests' output
-        Configurator.setLevel("org.apache.hadoop", Level.WARN);
-        Configurator.setLevel("FSNamesystem.audit", Level.WARN);
+        quietDaemonLogs();
         Configuration conf = new Configuration();
         conf.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, dir.resolve("hdfs").toString());
         conf.setInt("dfs.replication", 1);
@@ -154,6 +152,16 @@ final class YarnCluster implements AutoCloseable {
             dfs.shutdown();
             throw e;
         }
+    }
+
+    /**
+     * The daemons' INFO lines (an audit line per NameNode call, every heartbeat) would bury the tests' output. A
+     * SparkContext started in this JVM for the first time resets the levels (Spark's default log4j profile): call
+     * this again after it.
+     */
+    static void quietDaemonLogs() {
+        Configurator.setLevel("org.apache.hadoop", Level.WARN);
+        Configurator.setLevel("FSNamesystem.audit", Level.WARN);
     }
 
     FileSystem fs() throws IOException {

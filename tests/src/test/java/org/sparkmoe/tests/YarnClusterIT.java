@@ -51,8 +51,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class YarnClusterIT {
     private static final long SUBMIT_TIMEOUT_S = 480;
     private static final ObjectMapper JSON = new ObjectMapper();
-    /** Containers that fit the NodeManagers: 1 GiB heaps, ND4J's buffers in the overhead, the serial collector. */
-    private static final String SMALL_CONTAINERS = " --conf spark.executor.memory=1g"
+    /**
+     * Containers that fit the NodeManagers: 1 GiB heaps, ND4J's buffers in the overhead, the serial collector; no web
+     * UI on the driver.
+     */
+    private static final String SMALL_CONTAINERS = " --conf spark.ui.enabled=false --conf spark.executor.memory=1g"
             + " --conf spark.executor.memoryOverhead=512m --conf spark.driver.memory=1g"
             + " --conf spark.driver.memoryOverhead=512m --conf spark.executor.defaultJavaOptions=-XX:+UseSerialGC"
             + " --conf spark.driver.defaultJavaOptions=-XX:+UseSerialGC";
@@ -95,6 +98,7 @@ class YarnClusterIT {
         CliRun local = CliRun.sparkmoe(concat(List.of("train", "--model", Fixtures.tinyModel().toString(),
                 "--data", data.toString(), "--master", "local[2]", "--out", embeddedTrain.toString()), TRAIN));
         cluster = starting.join();
+        YarnCluster.quietDaemonLogs();
         assertEquals(0, local.exitCode(), local.err());
         FileSystem fs = cluster.fs();
         fs.copyFromLocalFile(new org.apache.hadoop.fs.Path(Fixtures.tinyModel().toUri()),
@@ -117,7 +121,7 @@ class YarnClusterIT {
      */
     @Test
     void clientModeEvalOnHdfsEqualsEmbedded() throws Exception {
-        List<String> eval = List.of("eval", "--split", "all", "--window", "64", "--batch-windows", "4",
+        List<String> eval = List.of("eval", "--split", "test", "--window", "64", "--batch-windows", "4",
                 "--partitions", "2");
         Process submitted = start("eval-client", List.of(root.resolve("deploy/bin/sparkmoe").toString()),
                 concat(eval, "--model", "hdfs:///models/mixtral-tiny", "--data", "hdfs:///text/" + data.getFileName(),
