@@ -45,7 +45,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * </ul>
  * The only settings the commands get beyond the docs' are the containers (this cluster's NodeManagers have 4 GiB
  * each, the conf file asks for 8 GiB executors; one executor of two cores where the scenario does not need two
- * executors; the serial collector, which starts in less CPU time on this 2-core machine) through
+ * executors; the serial collector, which starts in less CPU time on this 2-core machine; no driver web UI) through
  * SPARKMOE_SUBMIT_OPTS. The assembly is on HDFS once for all of them (SPARKMOE_ASSEMBLY, as the docs suggest).
  */
 class YarnClusterIT {
