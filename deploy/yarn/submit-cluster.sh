@@ -17,9 +17,17 @@
 # must be on a shared file system (hdfs://): the driver's container is deleted when the job ends.
 # Settings: conf/spark-defaults.yarn.conf; JVM flags: conf/jvm.properties; logging:
 # conf/log4j2.properties, shipped with --files to the driver and the executors.
+# train records the model folder as you give it here in adapter_config.json (--base-model-name), not
+# the container's copy.
 # SPARKMOE_SUBMIT_OPTS: extra spark-submit options, split on whitespace (no quoting), as for
 # deploy/bin/sparkmoe; they come after the conf file and win over it, e.g.
 #   SPARKMOE_SUBMIT_OPTS="--queue ml --conf spark.executor.memory=4g"
+# SPARKMOE_ASSEMBLY: the assembly jar to submit, default assembly/target/sparkmoe-assembly.jar. Give
+# it a copy on the cluster's file system, put there once per build, e.g.
+#   hdfs dfs -mkdir -p /apps/sparkmoe && hdfs dfs -put -f assembly/target/sparkmoe-assembly.jar /apps/sparkmoe/
+#   SPARKMOE_ASSEMBLY=hdfs:///apps/sparkmoe/sparkmoe-assembly.jar
+# and spark-submit uploads nothing but the model and the corpus per job; the NodeManagers cache a
+# world-readable jar (YARN's public cache) and localize it once, not once per application.
 set -euo pipefail
 
 die() { echo "submit-cluster: $1" >&2; exit "${2:-1}"; }
@@ -35,8 +43,8 @@ esac
 [ -s "$CORPUS" ] || die "$CORPUS is missing or empty"
 
 ROOT="$(cd -P "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)"
-ASSEMBLY="$ROOT/assembly/target/sparkmoe-assembly.jar"
-if [ ! -f "$ASSEMBLY" ]; then
+ASSEMBLY="${SPARKMOE_ASSEMBLY:-$ROOT/assembly/target/sparkmoe-assembly.jar}"
+if [ -z "${SPARKMOE_ASSEMBLY:-}" ] && [ ! -f "$ASSEMBLY" ]; then
   (cd "$ROOT" && mvn -q -B -DskipTests -pl assembly -am package) || die "building the assembly failed"
 fi
 FLAGS="$(sed -n 's/^[[:space:]]*sparkmoe\.jvm\.flags[[:space:]]*[=:][[:space:]]*//p' "$ROOT/conf/jvm.properties" | tail -n 1)"
@@ -52,6 +60,13 @@ for var in OPENBLAS_NUM_THREADS OMP_NUM_THREADS OPENBLAS_CORETYPE; do
 done
 
 read -r -a SUBMIT_OPTS <<< "${SPARKMOE_SUBMIT_OPTS:-}"
+
+# the adapter names the folder given here, unless the command names one itself
+NAME_ARGS=()
+[ "$1" != train ] || NAME_ARGS=(--base-model-name "$MODEL")
+for arg in "${@:2}"; do
+  case "$arg" in --base-model-name | --base-model-name=*) NAME_ARGS=() ;; esac
+done
 
 # the archive holds the folder's files at its top level: YARN unpacks it into ./model
 WORK="$(mktemp -d)"
@@ -70,4 +85,5 @@ tar -czf "$WORK/model.tgz" -C "$MODEL" .
   ${SUBMIT_OPTS[@]+"${SUBMIT_OPTS[@]}"} \
   --class org.sparkmoe.driver.SparkMoe \
   "$ASSEMBLY" \
-  "$1" --model file:///proc/self/cwd/model --data "file:///proc/self/cwd/$(basename "$CORPUS")" "${@:2}"
+  "$1" --model file:///proc/self/cwd/model --data "file:///proc/self/cwd/$(basename "$CORPUS")" \
+  ${NAME_ARGS[@]+"${NAME_ARGS[@]}"} "${@:2}"

@@ -461,6 +461,16 @@ class BadInputTest {
 
     // ---- class 8: contract breaks ----
 
+    /** train --base-model-name "" would write an adapter naming no base model: refused before Spark. */
+    @Test
+    void blankBaseModelNameIsRefusedBeforeSpark() {
+        Path out = dir.resolve("named");
+        assertFailsBeforeSpark(() -> sparkmoe("train", "--model", Fixtures.tinyModel().toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--base-model-name", " ", "--out", out.toString()),
+                "--base-model-name must name the base model, got ' '");
+        assertFalse(Files.exists(out));
+    }
+
     @Test
     void badSplitIsAUsageError() {
         for (String command : List.of("eval", "calibrate", "train")) {

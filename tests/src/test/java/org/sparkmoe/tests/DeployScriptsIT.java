@@ -68,6 +68,15 @@ class DeployScriptsIT {
                 "--master", "spark://h:7077", "--properties-file", "conf/spark-defaults.standalone.conf",
                 assembly.toString(), "eval", "--model", "m", "--data", "a b.txt", "--out", "r.json");
         assertEquals(expected, Files.readAllLines(recorded));
+
+        String uploaded = "hdfs:///apps/sparkmoe/sparkmoe-assembly.jar";
+        Run onHdfs = run(List.of("bash", root.resolve("deploy/bin/sparkmoe").toString(), "eval", "--model", "m"),
+                Map.of("SPARK_HOME", sparkHome.toString(), "ARGS_OUT", recorded.toString(),
+                        "SPARKMOE_ASSEMBLY", uploaded));
+        assertEquals(0, onHdfs.exitCode(), onHdfs.output());
+        List<String> args = Files.readAllLines(recorded);
+        assertEquals(List.of(uploaded, "eval", "--model", "m"), args.subList(args.size() - 4, args.size()),
+                "SPARKMOE_ASSEMBLY is the jar spark-submit gets");
     }
 
     @Test
@@ -101,7 +110,9 @@ class DeployScriptsIT {
         assertEquals(List.of("--class", "org.sparkmoe.driver.SparkMoe",
                 root.resolve("assembly/target/sparkmoe-assembly.jar").toString(), "train",
                 "--model", "file:///proc/self/cwd/model", "--data", "file:///proc/self/cwd/sysadmin.txt",
-                "--steps", "3", "--out", "hdfs:///runs/a"), args.subList(args.indexOf("--class"), args.size()));
+                "--base-model-name", Fixtures.tinyModel().toString(), "--steps", "3", "--out", "hdfs:///runs/a"),
+                args.subList(args.indexOf("--class"), args.size()),
+                "the adapter names the folder the user gave, not the container's copy");
         assertEquals(Fixtures.corpus("sysadmin.txt") + "," + root.resolve("conf/log4j2.properties"),
                 after(args, "--files"));
         assertTrue(after(args, "--archives").endsWith("/model.tgz#model"), args.toString());
@@ -117,6 +128,19 @@ class DeployScriptsIT {
         List<String> archived = Files.readAllLines(Path.of(recorded + ".model"));
         assertEquals(modelFiles, archived.stream().filter(e -> !e.equals("./")).toList(),
                 "the folder's files at the archive's top level: YARN unpacks it as ./model/config.json, ...");
+
+        String uploaded = "hdfs:///apps/sparkmoe/sparkmoe-assembly.jar";
+        Run named = run(List.of("bash", root.resolve("deploy/yarn/submit-cluster.sh").toString(),
+                        Fixtures.tinyModel().toString(), Fixtures.corpus("sysadmin.txt").toString(),
+                        "train", "--base-model-name", "mistralai/Mixtral-8x7B-v0.1", "--out", "hdfs:///runs/b"),
+                Map.of("SPARK_HOME", sparkHome.toString(), "ARGS_OUT", recorded.toString(),
+                        "SPARKMOE_ASSEMBLY", uploaded));
+        assertEquals(0, named.exitCode(), named.output());
+        args = Files.readAllLines(recorded);
+        assertEquals(List.of(uploaded, "train", "--model", "file:///proc/self/cwd/model", "--data",
+                        "file:///proc/self/cwd/sysadmin.txt", "--base-model-name", "mistralai/Mixtral-8x7B-v0.1",
+                        "--out", "hdfs:///runs/b"), args.subList(args.indexOf("--class") + 2, args.size()),
+                "SPARKMOE_ASSEMBLY is the jar submitted; the command's own --base-model-name is the only one");
     }
 
     private static String after(List<String> args, String option) {

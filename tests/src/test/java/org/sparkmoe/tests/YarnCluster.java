@@ -37,14 +37,18 @@ import java.util.stream.Stream;
  *       spark-submit and spark-class scripts do (the driver options, HADOOP_CONF_DIR on the driver's classpath).</li>
  * </ul>
  * The containers run Spark from that installation ({@code spark.yarn.jars=local:.../jars/*}, as on a cluster where
- * Spark is installed on every node): nothing but the application jar and its files is uploaded per job. Their JVMs
+ * Spark is installed on every node) and SparkMoE from the assembly put on HDFS once
+ * ({@code SPARKMOE_ASSEMBLY=hdfs:///apps/sparkmoe/sparkmoe-assembly.jar}, world-readable, so each NodeManager
+ * localizes it once into YARN's public cache): nothing but the model and the corpus is uploaded per job. Their JVMs
  * are children of this one (the NodeManagers' default container executor), so a test can find and kill them. Files
  * live under {@code tests/target/yarn-cluster/<time>/}; the NodeManagers' container logs under
- * {@code tests/target/<name>/}.
+ * {@code tests/target/test/data/<name>/}.
  */
 final class YarnCluster implements AutoCloseable {
     private static final String EXECUTOR_MAIN = "org.apache.spark.executor.YarnCoarseGrainedExecutorBackend";
     private static final long START_TIMEOUT_MS = 60_000;
+    /** Where the assembly goes on HDFS, as the docs tell a user to put it. */
+    static final String ASSEMBLY = "/apps/sparkmoe/sparkmoe-assembly.jar";
 
     /**
      * The distribution's spark-submit and spark-class, shortened: Spark's launcher prints its messages, a NUL line,
@@ -93,11 +97,12 @@ final class YarnCluster implements AutoCloseable {
         this.sparkHome = sparkHome;
     }
 
-    /** Starts HDFS and YARN and lays out the client's HADOOP_CONF_DIR and SPARK_HOME with {@code sparkJars}. */
-    static YarnCluster start(Path dir, List<String> sparkJars) throws Exception {
-        // the daemons' INFO lines (an audit line per NameNode call, every heartbeat) would bury the tests' output
-        Configurator.setLevel("org.apache.hadoop", Level.WARN);
-        Configurator.setLevel("FSNamesystem.audit", Level.WARN);
+    /**
+     * Starts HDFS and YARN, puts {@code assembly} on HDFS at {@link #ASSEMBLY} and lays out the client's
+     * HADOOP_CONF_DIR and SPARK_HOME with {@code sparkJars}.
+     */
+    static YarnCluster start(Path dir, List<String> sparkJars, Path assembly) throws Exception {
+        quietDaemonLogs();
         Configuration conf = new Configuration();
         conf.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, dir.resolve("hdfs").toString());
         conf.setInt("dfs.replication", 1);
@@ -109,6 +114,8 @@ final class YarnCluster implements AutoCloseable {
             YarnConfiguration yarnConf = new YarnConfiguration(conf);
             yarnConf.set("fs.defaultFS", defaultFs);
             yarnConf.setInt(YarnConfiguration.RM_SCHEDULER_MINIMUM_ALLOCATION_MB, 256);
+            // the ResourceManager hands out containers on NodeManager heartbeats: every 250 ms, not every second
+            yarnConf.setLong(YarnConfiguration.RM_NM_HEARTBEAT_INTERVAL_MS, 250);
             yarnConf.setInt(YarnConfiguration.NM_PMEM_MB, 4096);
             yarnConf.setInt(YarnConfiguration.NM_VCORES, 4);
             yarnConf.setBoolean(YarnConfiguration.NM_PMEM_CHECK_ENABLED, false);
@@ -127,6 +134,9 @@ final class YarnCluster implements AutoCloseable {
             if (!yarn.waitForNodeManagersToConnect(START_TIMEOUT_MS)) {
                 throw new IllegalStateException("2 NodeManagers did not register in " + START_TIMEOUT_MS / 1000 + " s");
             }
+            // -put keeps the default permissions (rw-r--r--, folders rwxr-xr-x): world-readable, YARN's public cache
+            dfs.getFileSystem().copyFromLocalFile(new org.apache.hadoop.fs.Path(assembly.toUri()),
+                    new org.apache.hadoop.fs.Path(ASSEMBLY));
             Path hadoopConf = writeClientConf(dir.resolve("hadoop-conf"), defaultFs, yarn.getConfig());
             Path sparkHome = sparkHome(dir.resolve("spark-home"), sparkJars);
             YarnClient client = YarnClient.createYarnClient();
@@ -144,6 +154,16 @@ final class YarnCluster implements AutoCloseable {
         }
     }
 
+    /**
+     * The daemons' INFO lines (an audit line per NameNode call, every heartbeat) would bury the tests' output. A
+     * SparkContext started in this JVM for the first time resets the levels (Spark's default log4j profile): call
+     * this again after it.
+     */
+    static void quietDaemonLogs() {
+        Configurator.setLevel("org.apache.hadoop", Level.WARN);
+        Configurator.setLevel("FSNamesystem.audit", Level.WARN);
+    }
+
     FileSystem fs() throws IOException {
         return dfs.getFileSystem();
     }
@@ -158,14 +178,18 @@ final class YarnCluster implements AutoCloseable {
     }
 
     /**
-     * The environment a user's shell on a client host has: SPARK_HOME, HADOOP_CONF_DIR, JAVA_HOME, and the Spark
-     * jars on every node ({@code spark.yarn.jars=local:...}, through SPARK_SUBMIT_OPTS, so it does not replace the
-     * command's --properties-file).
+     * The environment a user's shell on a client host has: SPARK_HOME, HADOOP_CONF_DIR, JAVA_HOME, the assembly on
+     * HDFS (SPARKMOE_ASSEMBLY), and the Spark jars on every node ({@code spark.yarn.jars=local:...}, through
+     * SPARK_SUBMIT_OPTS, so it does not replace the command's --properties-file). SPARK_SUBMIT_OPTS also gives
+     * spark-submit's own JVM (the driver in client mode, the submitting client in cluster mode) the serial collector
+     * and the client compiler only: it starts in less CPU time, and it computes nothing but the driver's sums.
      */
     Map<String, String> clientEnvironment() {
         return Map.of("SPARK_HOME", sparkHome.toString(), "HADOOP_CONF_DIR", hadoopConf.toString(),
                 "SPARK_SCALA_VERSION", "2.12", "JAVA_HOME", System.getProperty("java.home"),
-                "SPARK_SUBMIT_OPTS", "-Dspark.yarn.jars=local:" + sparkHome.resolve("jars") + "/*");
+                "SPARKMOE_ASSEMBLY", "hdfs://" + ASSEMBLY,
+                "SPARK_SUBMIT_OPTS", "-Dspark.yarn.jars=local:" + sparkHome.resolve("jars") + "/*"
+                        + " -XX:+UseSerialGC -XX:TieredStopAtLevel=1");
     }
 
     /** Process ids of the executor JVMs running in this cluster's containers now (not the shells that start them). */

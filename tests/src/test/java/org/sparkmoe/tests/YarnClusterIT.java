@@ -18,6 +18,8 @@ import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -41,41 +43,63 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  *       adapter byte for byte the embedded run's; and a run whose application is killed ({@code yarn application
  *       -kill}) resumed with --resume from its HDFS checkpoint, again to the same bytes.</li>
  * </ul>
- * The only settings the commands get beyond the docs' are the container sizes (this cluster's NodeManagers have 4 GiB
- * each, the conf file asks for 8 GiB executors) through SPARKMOE_SUBMIT_OPTS.
+ * The only settings the commands get beyond the docs' are the containers (this cluster's NodeManagers have 4 GiB
+ * each, the conf file asks for 8 GiB executors; one executor of two cores where the scenario does not need two
+ * executors; the serial collector, which starts in less CPU time on this 2-core machine; no driver web UI) through
+ * SPARKMOE_SUBMIT_OPTS. The assembly is on HDFS once for all of them (SPARKMOE_ASSEMBLY, as the docs suggest).
  */
 class YarnClusterIT {
     private static final long SUBMIT_TIMEOUT_S = 480;
     private static final ObjectMapper JSON = new ObjectMapper();
-    /** Containers that fit the NodeManagers: 1 GiB heaps, one core per executor, ND4J's buffers in the overhead. */
-    private static final String SMALL_CONTAINERS = "--conf spark.executor.instances=2 --conf spark.executor.cores=1"
-            + " --conf spark.executor.memory=1g --conf spark.executor.memoryOverhead=512m"
-            + " --conf spark.driver.memory=1g --conf spark.driver.memoryOverhead=512m";
+    /**
+     * Containers that fit the NodeManagers: 1 GiB heaps, ND4J's buffers in the overhead, the serial collector; no web
+     * UI on the driver.
+     */
+    private static final String SMALL_CONTAINERS = " --conf spark.ui.enabled=false --conf spark.executor.memory=1g"
+            + " --conf spark.executor.memoryOverhead=512m --conf spark.driver.memory=1g"
+            + " --conf spark.driver.memoryOverhead=512m --conf spark.executor.defaultJavaOptions=-XX:+UseSerialGC"
+            + " --conf spark.driver.defaultJavaOptions=-XX:+UseSerialGC";
+    /** One executor JVM with both task slots: a scenario that loses no executor needs no second one. */
+    private static final String ONE_EXECUTOR = "--conf spark.executor.instances=1 --conf spark.executor.cores=2"
+            + SMALL_CONTAINERS;
+    /** Two executors of one core each: one is killed, the other goes on. */
+    private static final String TWO_EXECUTORS = "--conf spark.executor.instances=2 --conf spark.executor.cores=1"
+            + SMALL_CONTAINERS;
     /** 4 rounds of 2 steps on 2 partitions, w1 and w3 and the routers, a checkpoint every round. */
     private static final List<String> TRAIN = List.of("--window", "32", "--batch-windows", "2", "--steps", "8",
             "--averaging-frequency", "2", "--rank", "4", "--alpha", "8", "--targets", "w1,w3", "--train-router",
             "--seed", "7", "--partitions", "2", "--checkpoint-every", "1");
     private static final String ADAPTER = "adapter/adapter_model.safetensors";
+    private static final String ADAPTER_CONFIG = "adapter/adapter_config.json";
 
     private static YarnCluster cluster;
     private static Path root;
     private static Path data;
     private static Path embeddedTrain;
 
+    /** Starts HDFS and YARN while the embedded reference run trains (their start is mostly waiting). */
     @BeforeAll
     static void startYarnAndTrainEmbedded(@TempDir Path dir) throws Exception {
         root = Fixtures.root();
-        assertTrue(Files.isRegularFile(root.resolve("assembly/target/sparkmoe-assembly.jar")),
+        Path assembly = root.resolve("assembly/target/sparkmoe-assembly.jar");
+        assertTrue(Files.isRegularFile(assembly),
                 "the assembly is packaged first (mvn verify packages module assembly before these tests)");
+        Path clusterDir = root.resolve("tests/target/yarn-cluster")
+                .resolve(LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss-SSS")));
+        CompletableFuture<YarnCluster> starting = CompletableFuture.supplyAsync(() -> {
+            try {
+                return YarnCluster.start(Files.createDirectories(clusterDir), YarnCluster.sparkJars(), assembly);
+            } catch (Exception e) {
+                throw new CompletionException(e);
+            }
+        });
         data = Fixtures.sysadminExcerpt(dir);
         embeddedTrain = dir.resolve("embedded-train");
         CliRun local = CliRun.sparkmoe(concat(List.of("train", "--model", Fixtures.tinyModel().toString(),
                 "--data", data.toString(), "--master", "local[2]", "--out", embeddedTrain.toString()), TRAIN));
+        cluster = starting.join();
+        YarnCluster.quietDaemonLogs();
         assertEquals(0, local.exitCode(), local.err());
-
-        Path clusterDir = root.resolve("tests/target/yarn-cluster")
-                .resolve(LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss-SSS")));
-        cluster = YarnCluster.start(Files.createDirectories(clusterDir), YarnCluster.sparkJars());
         FileSystem fs = cluster.fs();
         fs.copyFromLocalFile(new org.apache.hadoop.fs.Path(Fixtures.tinyModel().toUri()),
                 new org.apache.hadoop.fs.Path("/models/mixtral-tiny"));
@@ -93,21 +117,23 @@ class YarnClusterIT {
     /**
      * The docs' client-mode command: the launcher with SPARK_HOME, HADOOP_CONF_DIR and the YARN conf file, model,
      * corpus and report on {@code hdfs:///} (the NameNode from HADOOP_CONF_DIR). The report's bytes equal those of
-     * the embedded local[2] run on the same HDFS files.
+     * the embedded local[2] run on the same HDFS files, which runs here while YARN runs the submitted one.
      */
     @Test
     void clientModeEvalOnHdfsEqualsEmbedded() throws Exception {
-        List<String> eval = List.of("eval", "--split", "all", "--window", "64", "--batch-windows", "4",
+        List<String> eval = List.of("eval", "--split", "test", "--window", "64", "--batch-windows", "4",
                 "--partitions", "2");
+        Process submitted = start("eval-client", List.of(root.resolve("deploy/bin/sparkmoe").toString()),
+                concat(eval, "--model", "hdfs:///models/mixtral-tiny", "--data", "hdfs:///text/" + data.getFileName(),
+                        "--out", "hdfs:///reports/submitted.json"),
+                "--properties-file " + root.resolve("conf/spark-defaults.yarn.conf") + " " + ONE_EXECUTOR
+                        + " --conf spark.yarn.am.extraJavaOptions=-XX:+UseSerialGC"); // client mode's own AM JVM
         CliRun local = CliRun.sparkmoe(concat(eval, "--model", cluster.hdfs("/models/mixtral-tiny"),
                 "--data", cluster.hdfs("/text/" + data.getFileName()), "--master", "local[2]",
                 "--out", cluster.hdfs("/reports/embedded.json")));
         assertEquals(0, local.exitCode(), local.err());
 
-        String log = run("eval-client", List.of(root.resolve("deploy/bin/sparkmoe").toString()),
-                concat(eval, "--model", "hdfs:///models/mixtral-tiny", "--data", "hdfs:///text/" + data.getFileName(),
-                        "--out", "hdfs:///reports/submitted.json"),
-                "--properties-file " + root.resolve("conf/spark-defaults.yarn.conf") + " " + SMALL_CONTAINERS);
+        String log = finish(submitted, "eval-client");
         assertTrue(log.contains("eval: wrote"), log);
         assertTrue(log.contains("memory plan: eval per executor JVM of yarn"), "ran on YARN: " + log);
 
@@ -126,7 +152,7 @@ class YarnClusterIT {
     @Test
     void clusterModeTrainSurvivesALostExecutor() throws Exception {
         String out = "/runs/lost-executor";
-        Process submit = startSubmitCluster("train-lost-executor", out, List.of());
+        Process submit = startSubmitCluster("train-lost-executor", out, List.of(), TWO_EXECUTORS);
         awaitCheckpoint(submit, "train-lost-executor", out);
         List<Long> executors = cluster.executorPids();
         assertEquals(2, executors.size(), "two executor containers run: " + executors);
@@ -146,7 +172,7 @@ class YarnClusterIT {
     @Test
     void killedApplicationResumesFromItsHdfsCheckpoint() throws Exception {
         String out = "/runs/resumed";
-        Process submit = startSubmitCluster("train-killed", out, List.of());
+        Process submit = startSubmitCluster("train-killed", out, List.of(), ONE_EXECUTOR);
         awaitCheckpoint(submit, "train-killed", out);
         ApplicationId app = cluster.runningApplication().getApplicationId();
         cluster.kill(app);
@@ -156,7 +182,7 @@ class YarnClusterIT {
         assertFalse(cluster.fs().exists(new org.apache.hadoop.fs.Path(out + "/" + ADAPTER)),
                 "killed before it wrote the adapter");
 
-        Process resume = startSubmitCluster("train-resume", out, List.of("--resume"));
+        Process resume = startSubmitCluster("train-resume", out, List.of("--resume"), ONE_EXECUTOR);
         String log = finish(resume, "train-resume");
         Matcher id = Pattern.compile("application_\\d+_\\d+").matcher(log);
         assertTrue(id.find(), log);
@@ -165,9 +191,15 @@ class YarnClusterIT {
         assertSameTraining(out);
     }
 
-    /** The adapter under hdfs {@code out} has the embedded run's bytes, and its train log the same losses. */
+    /**
+     * The adapter under hdfs {@code out} has the embedded run's bytes, its adapter_config.json too (the base model
+     * named by the folder given to submit-cluster.sh, as the embedded run names its --model), and its train log the
+     * same losses.
+     */
     private static void assertSameTraining(String out) throws IOException {
         assertArrayEquals(Files.readAllBytes(embeddedTrain.resolve(ADAPTER)), hdfsBytes(out + "/" + ADAPTER));
+        assertEquals(Files.readString(embeddedTrain.resolve(ADAPTER_CONFIG)),
+                new String(hdfsBytes(out + "/" + ADAPTER_CONFIG), StandardCharsets.UTF_8));
         List<String> expected = Files.readAllLines(embeddedTrain.resolve("train-log.jsonl"));
         List<String> actual = new String(hdfsBytes(out + "/train-log.jsonl"), StandardCharsets.UTF_8).lines().toList();
         assertEquals(expected.size(), actual.size(), String.join("\n", actual));
@@ -176,14 +208,18 @@ class YarnClusterIT {
         }
     }
 
-    /** submit-cluster.sh with the tiny model and the corpus: train to hdfs {@code out}, started, not awaited. */
-    private static Process startSubmitCluster(String name, String out, List<String> more) throws IOException {
+    /**
+     * submit-cluster.sh with the tiny model and the corpus: train to hdfs {@code out} in {@code containers}, started,
+     * not awaited.
+     */
+    private static Process startSubmitCluster(String name, String out, List<String> more, String containers)
+            throws IOException {
         List<String> args = new ArrayList<>(List.of("train"));
         args.addAll(TRAIN);
         args.addAll(List.of("--out", "hdfs://" + out));
         args.addAll(more);
         return start(name, List.of(root.resolve("deploy/yarn/submit-cluster.sh").toString(),
-                Fixtures.tinyModel().toString(), data.toString()), args, SMALL_CONTAINERS);
+                Fixtures.tinyModel().toString(), data.toString()), args, containers);
     }
 
     /** Waits until the run {@code name} writing to hdfs {@code out} has checkpointed its first round. */
@@ -197,11 +233,6 @@ class YarnClusterIT {
             }
             Thread.sleep(200);
         }
-    }
-
-    private static String run(String name, List<String> script, List<String> args, String submitOptions)
-            throws Exception {
-        return finish(start(name, script, args, submitOptions), name);
     }
 
     /** Runs bash {@code script args} from the repository root as a user of the cluster would, output to a log. */

@@ -94,7 +94,7 @@ final class DemoPipeline {
                 progress.println(round.summary(train.roundCount(), train.steps()));
                 out.roundDone(round, averaged);
             });
-            out.finish(plan.config(), last, ExpertLayout.PER_EXPERT);
+            out.finish(plan.config(), last, ExpertLayout.PER_EXPERT, train.baseModelName());
             return null;
         });
         outputs.put("train log", file(plan.lora(), TrainOutputs.LOG));

@@ -77,6 +77,12 @@ public final class TrainCommand implements Callable<Integer> {
             description = "Output folder; must be empty unless --resume.")
     String out;
 
+    @Option(names = "--base-model-name", paramLabel = "NAME",
+            description = "The base_model_name_or_path OUT/adapter/adapter_config.json records. Default: --model (a "
+                    + "local folder as a plain path). deploy/yarn/submit-cluster.sh passes the model folder you give it, "
+                    + "since the job itself reads the copy YARN unpacks in each container.")
+    String baseModelName;
+
     @Option(names = "--steps", defaultValue = "100", paramLabel = "N",
             description = "Optimiser steps (every partition takes each one). Default: ${DEFAULT-VALUE}.")
     long steps;
@@ -235,8 +241,13 @@ public final class TrainCommand implements Callable<Integer> {
         }
         windows = new TrainPlan.Windows(data.uris(conf), windows.split(), windows.window(), windows.batchWindows());
         TrainPlan checked = new TrainPlan(modelUri, windows, rounds, options, Paths.qualify(out, conf), merge, chosen);
+        if (baseModelName != null && baseModelName.isBlank()) {
+            throw new IllegalArgumentException("--base-model-name must name the base model, got '" + baseModelName
+                    + "'");
+        }
+        String baseName = baseModelName != null ? baseModelName : checked.baseModelName();
         if (mumoe == null) {
-            PeftAdapter.checkFormat(checked.adapterConfig(), format);
+            PeftAdapter.checkFormat(checked.adapterConfig(baseName), format);
         }
         if (sharedExpertLora) {
             System.err.println("train: note: PEFT 0.21 on transformers 5 drops the shared expert's LoRA from OUT/adapter "
@@ -289,7 +300,7 @@ public final class TrainCommand implements Callable<Integer> {
             System.err.printf(Locale.ROOT, "train: %.1f s in rounds, %.1f s (%.1f%%) of it averaging; %.0f tokens/s "
                     + "per partition in local steps%n", totals[0], totals[1], 100 * totals[1] / totals[0],
                     totals[2] / totals[3]);
-            for (Path written : outputs.finish(config, last, format)) {
+            for (Path written : outputs.finish(config, last, format, baseName)) {
                 System.err.println("train: wrote " + written);
             }
         }

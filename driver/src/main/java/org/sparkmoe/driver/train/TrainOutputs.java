@@ -236,9 +236,9 @@ public final class TrainOutputs {
     /**
      * Writes the PEFT adapter in {@code adapterFormat} (--adapter-format) and, with --merge, the merged checkpoint (for
      * a low-rank model: the checkpoint with the trained experts, and router when trained, in OUT/model); returns the
-     * folders written.
+     * folders written. The adapter names {@code baseModelName} as its base model.
      */
-    public List<Path> finish(ModelConfig model, TrainState state, ExpertLayout adapterFormat) {
+    public List<Path> finish(ModelConfig model, TrainState state, ExpertLayout adapterFormat, String baseModelName) {
         if (model.hasLowRankExperts()) {
             Path dir = new Path(out, MODEL);
             SurgeryCheckpoint.write(new Path(plan.model()), model.jsonCopy(), state.params(), Map.of(), dir, conf);
@@ -247,12 +247,12 @@ public final class TrainOutputs {
         MumoeConfig mumoe = plan.loraSpec().mumoe();
         if (mumoe != null) {
             Path adapterDir = new Path(out, ADAPTER);
-            new MumoeAdapter(mumoe, state.params()).write(adapterDir, conf, model, plan.baseModelName());
+            new MumoeAdapter(mumoe, state.params()).write(adapterDir, conf, model, baseModelName);
             return List.of(new Path(out, LOG), adapterDir);
         }
         PeftAdapter adapter;
         try (Checkpoint base = Checkpoint.open(new Path(plan.model()), conf)) {
-            adapter = PeftAdapter.of(model, plan.adapterConfig(), state.params()).withRouterBiases(base);
+            adapter = PeftAdapter.of(model, plan.adapterConfig(baseModelName), state.params()).withRouterBiases(base);
         }
         Path adapterDir = new Path(out, ADAPTER);
         adapter.write(adapterDir, conf, adapterFormat);

@@ -181,20 +181,22 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
     }
 
     /**
-     * The PEFT adapter this run writes. A local base model is recorded as a plain path, as PEFT records one (a
-     * {@code file:} URI would not load with {@code AutoPeftModelForCausalLM}).
+     * The PEFT adapter this run writes, naming {@code base} as its base_model_name_or_path (train's
+     * --base-model-name, else {@link #baseModelName}).
      */
-    public AdapterConfig adapterConfig() {
+    public AdapterConfig adapterConfig(String base) {
         if (options.lora().mumoe() != null) {
             throw new IllegalStateException("a μMoE run writes no PEFT adapter config; see mumoeConfig()");
         }
-        String base = baseModelName();
         LoraSpec lora = options.lora();
         return new AdapterConfig(lora.rank(), lora.alpha(), List.copyOf(lora.targets()), lora.trainRouter(), base,
                 lora.sharedExpert());
     }
 
-    /** A local base model as a plain path, as PEFT records one (see {@link #adapterConfig}). */
+    /**
+     * The model as the adapter names it by default: a local folder as a plain path, as PEFT records one (a
+     * {@code file:} URI would not load with {@code AutoPeftModelForCausalLM}), any other URI as it is.
+     */
     public String baseModelName() {
         URI uri = new Path(model).toUri();
         return "file".equals(uri.getScheme()) ? uri.getPath() : model;
