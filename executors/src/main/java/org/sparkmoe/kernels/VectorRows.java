@@ -143,9 +143,11 @@ public final class VectorRows {
 
     /** v rounded to float32 lane by lane when {@code single} (a cast there and back: round to nearest even). */
     static DoubleVector round(DoubleVector v, boolean single) {
-        if (!single) {
-            return v;
-        }
+        return single ? round(v) : v;
+    }
+
+    /** Every lane rounded to float32. */
+    static DoubleVector round(DoubleVector v) {
         return (DoubleVector) v.convertShape(VectorOperators.D2F, FLOATS, 0)
                 .convertShape(VectorOperators.F2D, DOUBLES, 0);
     }
