@@ -113,17 +113,16 @@ public final class BlockAttention {
                             mNew = Math.max(mNew, s.block[at + c]);
                         }
                         double sum = 0;
-                        for (int c = 0; c < keyBlock; c++) {
-                            double p = 0;
-                            if (c >= from && c < to) {
-                                p = Flat.round(Math.exp(Flat.round(s.block[at + c] - mNew, single)), single);
-                                sum = Flat.round(sum + p, single);
-                            }
-                            s.block[at + c] = p;
+                        if (from < to) {
+                            VectorRows.expShifted(s.block, at + from, to - from, 1.0, mNew, single);   // p
                         }
+                        for (int c = from; c < to; c++) {
+                            sum = Flat.round(sum + s.block[at + c], single);
+                        }
+                        zeroOutside(s.block, at, from, to);
                         if (from < to) {
                             double alpha = m[r] == Double.NEGATIVE_INFINITY ? 0.0
-                                    : Flat.round(Math.exp(Flat.round(m[r] - mNew, single)), single);
+                                    : Flat.round(Exp.exp(Flat.round(m[r] - mNew, single)), single);
                             l[r] = Flat.round(Flat.round(l[r] * alpha, single) + sum, single);
                             for (int c = r * dv; c < (r + 1) * dv; c++) {
                                 acc[c] = Flat.round(acc[c] * alpha, single);
@@ -149,6 +148,14 @@ public final class BlockAttention {
             }
         }
         return new Forward(out, lse);
+    }
+
+    /** block[at + c] = 0 for the columns c of a [·, keyBlock] row outside the visible [from, to). */
+    private void zeroOutside(double[] block, int at, int from, int to) {
+        int lo = Math.min(Math.max(from, 0), keyBlock);
+        int hi = from < to ? Math.min(Math.max(to, lo), keyBlock) : lo;
+        java.util.Arrays.fill(block, at, at + lo, 0.0);
+        java.util.Arrays.fill(block, at + hi, at + keyBlock, 0.0);
     }
 
     /**
@@ -215,10 +222,10 @@ public final class BlockAttention {
                         int from = Math.max(j0, firstVisible(i)) - j0;
                         int to = Math.min(cols, i - j0 + 1);
                         double rowLse = fwd.lse()[(int) (rowAt + r)];
-                        for (int c = 0; c < keyBlock; c++) {
-                            probs[at + c] = c >= from && c < to ? Flat.round(Math.exp(Flat.round(
-                                    Flat.round(probs[at + c] * scale, single) - rowLse, single)), single) : 0.0;
+                        if (from < to) {
+                            VectorRows.expShifted(probs, at + from, to - from, scale, rowLse, single);
                         }
+                        zeroOutside(probs, at, from, to);
                     }
                     s.a.write(0, probs, rows * keyBlock, s.floats);
                     // o = p·v  →  dv += pᵀ·dO, dp = dO·vᵀ

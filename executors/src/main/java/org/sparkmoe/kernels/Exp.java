@@ -2,7 +2,6 @@ package org.sparkmoe.kernels;
 
 import jdk.incubator.vector.DoubleVector;
 import jdk.incubator.vector.LongVector;
-import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -27,8 +26,12 @@ public final class Exp {
     private static final double LN2_HI = 0.6931471803691238;      // 0x3fe62e42fee00000: n·LN2_HI is exact
     private static final double LN2_LO = 1.9082149292705877e-10;  // ln 2 − LN2_HI
     private static final double SHIFTER = 0x1.8p52;               // x + SHIFTER rounds x to an integer
-    private static final double OVERFLOW = 709.782712893384;      // above: e^x > Double.MAX_VALUE
-    private static final double UNDERFLOW = -745.1332191019412;   // below: e^x < Double.MIN_VALUE / 2
+    // Inputs are clamped to [LOWEST, HIGHEST]: above 709.78 e^x > Double.MAX_VALUE, below −745.14
+    // e^x < Double.MIN_VALUE / 2, so the clamped ends still round to +∞ and 0 (p·2^⌊n/2⌋ is exact, the second
+    // factor rounds once), and n stays within the two factors' exponent range. A clamp, not masked blends: see the
+    // vector method.
+    private static final double HIGHEST = 710.0;
+    private static final double LOWEST = -746.0;
     /** 1/k! for k = 13 down to 2. */
     private static final double[] TAYLOR = {
         1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
@@ -39,12 +42,7 @@ public final class Exp {
 
     /** e^x, the scalar twin of {@link #exp(DoubleVector)}. */
     public static double exp(double x) {
-        if (x > OVERFLOW) {
-            return Double.POSITIVE_INFINITY;
-        }
-        if (x < UNDERFLOW) {
-            return 0.0;
-        }
+        x = Math.min(Math.max(x, LOWEST), HIGHEST);               // NaN stays NaN
         double shifted = x * LOG2E + SHIFTER;                      // n in the low bits
         double n = shifted - SHIFTER;
         double r = Math.fma(-n, LN2_HI, x);
@@ -64,19 +62,26 @@ public final class Exp {
 
     /** e^x lane by lane, bit-identical to {@link #exp(double)} in every lane; x has {@link #SPECIES}' lanes. */
     public static DoubleVector exp(DoubleVector x) {
-        VectorMask<Double> over = x.compare(VectorOperators.GT, OVERFLOW);
-        VectorMask<Double> under = x.compare(VectorOperators.LT, UNDERFLOW);
-        DoubleVector xs = x.blend(0.0, over.or(under));
+        DoubleVector xs = x.max(LOWEST).min(HIGHEST);
         DoubleVector shifted = xs.mul(LOG2E).add(SHIFTER);
         DoubleVector n = shifted.sub(SHIFTER);
         DoubleVector minusN = n.neg();
         VectorSpecies<Double> lanes = SPECIES;                     // a constant: what the JIT compiles to vectors
         DoubleVector r = minusN.fma(DoubleVector.broadcast(lanes, LN2_HI), xs);
         r = minusN.fma(DoubleVector.broadcast(lanes, LN2_LO), r);
-        DoubleVector p = DoubleVector.broadcast(lanes, TAYLOR[0]);
-        for (int k = 1; k < TAYLOR.length; k++) {
-            p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[k]));
-        }
+        // Horner written out, not as a loop over TAYLOR: with the loop (and masked blends for the range), JDK 17's C2
+        // left parts of the SwiGLU kernel on the Vector API's Java fallback (JFR: tOpTemplate, blendTemplate).
+        DoubleVector p = r.fma(DoubleVector.broadcast(lanes, TAYLOR[0]), DoubleVector.broadcast(lanes, TAYLOR[1]));
+        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[2]));
+        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[3]));
+        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[4]));
+        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[5]));
+        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[6]));
+        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[7]));
+        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[8]));
+        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[9]));
+        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[10]));
+        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[11]));
         DoubleVector one = DoubleVector.broadcast(lanes, 1.0);
         p = p.fma(r, one);
         p = p.fma(r, one);
@@ -84,7 +89,6 @@ public final class Exp {
         LongVector half = bits.lanewise(VectorOperators.ASHR, 1);
         DoubleVector s1 = half.add(1023).lanewise(VectorOperators.LSHL, 52).reinterpretAsDoubles();
         DoubleVector s2 = bits.sub(half).add(1023).lanewise(VectorOperators.LSHL, 52).reinterpretAsDoubles();
-        DoubleVector e = p.mul(s1).mul(s2);
-        return e.blend(Double.POSITIVE_INFINITY, over).blend(0.0, under);
+        return p.mul(s1).mul(s2);
     }
 }

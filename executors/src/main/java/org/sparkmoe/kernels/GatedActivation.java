@@ -27,10 +27,17 @@ public enum GatedActivation {
 
         @Override
         void forwardLanes(double[] z, double[] u, double[] act, int n, boolean single) {
-            for (int i = 0; i < n; i += LANES.length()) {                 // whole vectors: see LANES
-                DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
-                DoubleVector silu = VectorRows.round(zv.div(Exp.exp(zv.neg()).add(1.0)), single);
-                VectorRows.round(silu.mul(DoubleVector.fromArray(LANES, u, i)), single).intoArray(act, i);
+            if (single) {                                  // one loop per precision: no vector merges two paths
+                for (int i = 0; i < n; i += LANES.length()) {                 // whole vectors: see LANES
+                    DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
+                    DoubleVector silu = VectorRows.round(zv.div(Exp.exp(zv.neg()).add(1.0)));
+                    VectorRows.round(silu.mul(DoubleVector.fromArray(LANES, u, i))).intoArray(act, i);
+                }
+            } else {
+                for (int i = 0; i < n; i += LANES.length()) {
+                    DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
+                    zv.div(Exp.exp(zv.neg()).add(1.0)).mul(DoubleVector.fromArray(LANES, u, i)).intoArray(act, i);
+                }
             }
         }
 

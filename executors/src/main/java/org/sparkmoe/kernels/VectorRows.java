@@ -93,6 +93,43 @@ public final class VectorRows {
         }
     }
 
+    /**
+     * x[at + i] = round(e^round(round(x[at + i] · scale) − shift)) for i &lt; n, rounded to float32 when
+     * {@code single}: attention's probabilities from its logits (scale 1 for logits already scaled), with
+     * {@link Exp}'s e^x.
+     */
+    public static void expShifted(double[] x, int at, int n, double scale, double shift, boolean single) {
+        if (VectorWarmup.ready()) {
+            expShiftedLanes(x, at, n, scale, shift, single);
+        } else {
+            expShiftedScalar(x, at, 0, n, scale, shift, single);
+        }
+    }
+
+    static void expShiftedLanes(double[] x, int at, int n, double scale, double shift, boolean single) {
+        int i = 0;
+        int end = DOUBLES.loopBound(n);
+        if (single) {                                      // one loop per precision, as GatedActivation's
+            for (; i < end; i += DOUBLES.length()) {
+                DoubleVector z = round(round(DoubleVector.fromArray(DOUBLES, x, at + i).mul(scale)).sub(shift));
+                round(Exp.exp(z)).intoArray(x, at + i);
+            }
+        } else {
+            for (; i < end; i += DOUBLES.length()) {
+                Exp.exp(DoubleVector.fromArray(DOUBLES, x, at + i).mul(scale).sub(shift)).intoArray(x, at + i);
+            }
+        }
+        expShiftedScalar(x, at, i, n, scale, shift, single);
+    }
+
+    /** {@link #expShifted} for i in from..n-1, one element at a time: the reference. */
+    static void expShiftedScalar(double[] x, int at, int from, int n, double scale, double shift, boolean single) {
+        for (int i = from; i < n; i++) {
+            double z = Flat.round(Flat.round(x[at + i] * scale, single) - shift, single);
+            x[at + i] = Flat.round(Exp.exp(z), single);
+        }
+    }
+
     /** out[i] = in[i] widened, for i &lt; n (exact). */
     public static void widen(float[] in, double[] out, int n) {
         if (VectorWarmup.ready()) {
@@ -143,9 +180,11 @@ public final class VectorRows {
 
     /** v rounded to float32 lane by lane when {@code single} (a cast there and back: round to nearest even). */
     static DoubleVector round(DoubleVector v, boolean single) {
-        if (!single) {
-            return v;
-        }
+        return single ? round(v) : v;
+    }
+
+    /** Every lane rounded to float32. */
+    static DoubleVector round(DoubleVector v) {
         return (DoubleVector) v.convertShape(VectorOperators.D2F, FLOATS, 0)
                 .convertShape(VectorOperators.F2D, DOUBLES, 0);
     }

@@ -67,6 +67,7 @@ final class VectorWarmup {
                 VectorRows.addLanes(out2, 0, d, n);
                 VectorRows.narrowLanes(out, floats, n);
                 VectorRows.widenLanes(floats, out, n);
+                VectorRows.expShiftedLanes(out2, 0, n, 0.125, 1.5, single);
             }
             if (System.nanoTime() - batchStart < COMPILED_BATCH_NANOS) {
                 break;

@@ -1,6 +1,7 @@
 package org.sparkmoe.kernels;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.Random;
 import org.junit.jupiter.api.Test;
@@ -62,6 +63,33 @@ class VectorRowsTest {
             VectorRows.addLanes(acc, 5, out, n);
             VectorRows.addScalar(accReference, 5, out, 0, n);
             assertSameBits(accReference, acc, "add n=" + n);
+        }
+    }
+
+    @Test
+    void expShiftedGivesTheScalarBitsAndRoundsLikeAFloat32Loop() {
+        Random rnd = new Random(4);
+        for (boolean single : new boolean[] {true, false}) {
+            for (int n : LENGTHS) {
+                double[] x = random(rnd, n + 6, single);
+                if (n > 2) {
+                    x[6] = -1e6;                                    // e^x underflows to 0
+                    x[7] = Double.NEGATIVE_INFINITY;                // a masked logit
+                }
+                double[] in = x.clone();
+                double[] reference = x.clone();
+                double scale = 0.125;
+                VectorRows.expShiftedLanes(x, 6, n, scale, 2.5, single);
+                VectorRows.expShiftedScalar(reference, 6, 0, n, scale, 2.5, single);
+                assertSameBits(reference, x, "expShifted single=" + single + " n=" + n);
+                for (int i = 6; i < 6 + n; i++) {                  // Exp is within 1 ulp of Math.exp
+                    double expected = single ? (float) Math.exp((float) ((float) (in[i] * scale) - 2.5))
+                            : Math.exp(in[i] * scale - 2.5);
+                    double ulp = single ? Math.ulp((float) expected) : Math.ulp(expected);
+                    assertTrue(x[i] == expected || Math.abs(x[i] - expected) <= ulp, "single=" + single + " at " + i + ": " + x[i]
+                            + " vs Math.exp's " + expected);
+                }
+            }
         }
     }
 
