@@ -16,6 +16,7 @@ import org.sparkmoe.driver.calib.CalibChunk;
 import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.driver.eval.ChunkDivergence;
 import org.sparkmoe.driver.eval.ChunkNll;
+import org.sparkmoe.driver.eval.HiddenChunk;
 import org.sparkmoe.driver.eval.TokenChunk;
 import org.sparkmoe.driver.train.TrainJob;
 
@@ -50,6 +51,7 @@ public final class SparkMoeKryoRegistrator implements KryoRegistrator {
         kryo.register(double[].class);
         kryo.register(TokenizedFile.class);
         kryo.register(TokenChunk.class);
+        kryo.register(HiddenChunk.class);
         kryo.register(ChunkNll.class);
         kryo.register(ChunkNll[].class);
         kryo.register(ChunkDivergence.class);

@@ -7,6 +7,8 @@ import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.calib.DivergenceStats;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
+import org.sparkmoe.driver.LayerwisePlan;
+import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.KlDivergence;
 import org.sparkmoe.model.Perplexity;
 import org.sparkmoe.text.Windows;
@@ -34,6 +36,18 @@ public final class EvalJob {
         List<ChunkNll> scored = chunks(tokenized, plan)
                 .map(chunk -> score(plan, chunk))
                 .collect();
+        tokenized.files().unpersist(false);
+        return report(plan, scored);
+    }
+
+    /**
+     * As {@link #run}, as a layer-sequential pass ({@link LayerwiseEval}): the same chunks, the same report, bit for
+     * bit, with each executor holding one decoder layer at a time instead of the model.
+     */
+    public static PerplexityReport runLayerwise(JavaSparkContext sc, EvalPlan plan, LayerwisePlan pass) {
+        TokenizeStage.Tokenized tokenized = tokenize(sc, plan, " one layer at a time");
+        int layers = ModelFolder.readConfig(new Path(plan.model()), sc.hadoopConfiguration()).num_hidden_layers;
+        List<ChunkNll> scored = LayerwiseEval.score(sc, plan, pass, layers, chunks(tokenized, plan));
         tokenized.files().unpersist(false);
         return report(plan, scored);
     }

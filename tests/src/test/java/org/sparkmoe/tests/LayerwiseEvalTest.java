@@ -1,0 +1,102 @@
+package org.sparkmoe.tests;
+
+import org.apache.spark.api.java.JavaSparkContext;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.sparkmoe.driver.LayerwisePlan;
+import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.eval.EvalJob;
+import org.sparkmoe.driver.eval.EvalPlan;
+import org.sparkmoe.text.TextSplit;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.stream.Stream;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.sparkmoe.tests.CliRun.sparkmoe;
+
+/**
+ * eval --layerwise on a real local[2] SparkContext: one decoder layer at a time over a persisted hidden-state RDD gives
+ * the whole-model report bit for bit (the JSON byte for byte) for any partitioning, on the tiny Mixtral and on the tiny
+ * DeepSeek-V3 (a dense first layer, MLA, group-limited routing, a shared expert).
+ */
+class LayerwiseEvalTest {
+    private static final int WINDOW = 64;
+    private static final int BATCH = 4;
+    private static JavaSparkContext sc;
+    private static List<String> data;
+
+    @BeforeAll
+    static void startSpark(@TempDir Path dir) throws Exception {
+        sc = SparkContexts.start("layerwise-eval-test", "local[2]");
+        data = List.of(Fixtures.sysadminExcerpt(dir).toUri().toString());
+    }
+
+    @AfterAll
+    static void stopSpark() {
+        sc.stop();
+    }
+
+    private static EvalPlan plan(Path model, int topK, int partitions) {
+        return new EvalPlan(model.toUri().toString(), data, TextSplit.TRAIN, WINDOW, topK, BATCH, partitions);
+    }
+
+    private static String whole(Path model, int topK) {
+        return EvalJob.run(sc, plan(model, topK, 1)).toJson();
+    }
+
+    private static String layerwise(Path model, int topK, int partitions, LayerwisePlan pass) {
+        return EvalJob.runLayerwise(sc, plan(model, topK, partitions), pass).toJson();
+    }
+
+    @Test
+    void tinyMixtralLayerwiseEqualsTheWholeModelForAnyPartitioning() {
+        String whole = whole(Fixtures.tinyModel(), 2);
+        for (int partitions : new int[] {1, 3, 5}) {
+            assertEquals(whole, layerwise(Fixtures.tinyModel(), 2, partitions, new LayerwisePlan(1, null, 4)),
+                    partitions + " partitions");
+        }
+        assertTrue(whole.contains("\"sysadmin-excerpt.txt\""), whole);
+    }
+
+    @Test
+    void deepseekV3LayerwiseEqualsTheWholeModel() {
+        Path model = FixtureCommands.model("deepseek-v3-tiny");
+        String whole = whole(model, 2);
+        for (int partitions : new int[] {1, 4}) {
+            assertEquals(whole, layerwise(model, 2, partitions, new LayerwisePlan(1, null, 4)),
+                    partitions + " partitions");
+        }
+    }
+
+    /** Checkpointing after every layer cuts the lineage through reliable storage and changes no bit. */
+    @Test
+    void checkpointedPassWritesCheckpointsAndKeepsTheBits(@TempDir Path dir) throws Exception {
+        Path checkpoints = dir.resolve("checkpoints");
+        String whole = whole(Fixtures.tinyModel(), 2);
+        assertEquals(whole, layerwise(Fixtures.tinyModel(), 2, 3,
+                new LayerwisePlan(1, checkpoints.toUri().toString(), 1)));
+        try (Stream<Path> files = Files.walk(checkpoints)) {
+            long parts = files.filter(p -> p.getFileName().toString().startsWith("part-")).count();
+            assertTrue(parts >= 3, "expected the checkpointed RDDs' part files under " + checkpoints + ", got " + parts);
+        }
+    }
+
+    @Test
+    void flagsThatNeedLayerwiseAreRefusedInOneLineBeforeSparkStarts() {
+        CliRun groups = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
+                "--expert-groups", "2");
+        assertEquals(1, groups.exitCode(), groups.err());
+        assertTrue(groups.firstLine().contains("--expert-groups") && groups.firstLine().contains("--layerwise"),
+                groups.firstLine());
+        CliRun every = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
+                "--layerwise", "--checkpoint-every", "2");
+        assertEquals(1, every.exitCode(), every.err());
+        assertTrue(every.firstLine().contains("--checkpoint-dir"), every.firstLine());
+    }
+}
