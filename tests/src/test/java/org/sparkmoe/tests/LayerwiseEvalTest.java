@@ -23,7 +23,8 @@ import static org.sparkmoe.tests.CliRun.sparkmoe;
 /**
  * eval --layerwise on a real local[2] SparkContext: one decoder layer at a time over a persisted hidden-state RDD gives
  * the whole-model report bit for bit (the JSON byte for byte) for any partitioning, on the tiny Mixtral and on the tiny
- * DeepSeek-V3 (a dense first layer, MLA, group-limited routing, a shared expert).
+ * DeepSeek-V3 (a dense first layer, MLA, group-limited routing, a shared expert), with expert groups as tasks
+ * (G = 1, 2, 4) and with the hidden-state RDD checkpointed.
  */
 class LayerwiseEvalTest {
     private static final int WINDOW = 64;
@@ -64,13 +65,27 @@ class LayerwiseEvalTest {
         assertTrue(whole.contains("\"sysadmin-excerpt.txt\""), whole);
     }
 
+    /** Expert groups as tasks: G = 1, 2, 4 on 2 and 3 partitions, and a checkpoint after layers 2 and 4. */
     @Test
-    void deepseekV3LayerwiseEqualsTheWholeModel() {
+    void tinyMixtralExpertGroupsKeepTheBits(@TempDir Path dir) {
+        String whole = whole(Fixtures.tinyModel(), 2);
+        for (int groups : new int[] {1, 2, 4}) {
+            for (int partitions : new int[] {2, 3}) {
+                assertEquals(whole, layerwise(Fixtures.tinyModel(), 2, partitions,
+                        new LayerwisePlan(groups, dir.toUri().toString(), 2)), "G " + groups + ", P " + partitions);
+            }
+        }
+    }
+
+    @Test
+    void deepseekV3LayerwiseAndGroupedEqualTheWholeModel() {
         Path model = FixtureCommands.model("deepseek-v3-tiny");
         String whole = whole(model, 2);
-        for (int partitions : new int[] {1, 4}) {
-            assertEquals(whole, layerwise(model, 2, partitions, new LayerwisePlan(1, null, 4)),
-                    partitions + " partitions");
+        for (int groups : new int[] {1, 2, 4}) {
+            for (int partitions : new int[] {1, 4}) {
+                assertEquals(whole, layerwise(model, 2, partitions, new LayerwisePlan(groups, null, 4)),
+                        "G " + groups + ", P " + partitions);
+            }
         }
     }
 
@@ -87,6 +102,25 @@ class LayerwiseEvalTest {
         }
     }
 
+    /**
+     * The tiny Mixtral (float32) maps 13.8 MiB whole; its largest piece is a decoder layer, 3.19 MiB (attention
+     * 4 × 128², 8 experts × 3 × 128 × 256, router 8 × 128, two norms), beside the embedding with the final norm and
+     * LM head, 1.00 MiB.
+     */
+    @Test
+    void theDryRunPlansTheLargestPieceNotTheModel() {
+        CliRun plain = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
+                "--dry-run");
+        CliRun run = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
+                "--layerwise", "--expert-groups", "2", "--dry-run");
+        assertEquals(0, run.exitCode(), run.err());
+        assertTrue(run.err().contains("memory plan: mapped weights 3.19 MiB"), run.err());
+        assertTrue(run.err().contains("--layerwise: weights per executor = the largest piece, layer 0, of 13.8 MiB "
+                + "for the whole model; hidden states 1.00 MiB per chunk"), run.err());
+        assertTrue(plain.err().contains("memory plan: mapped weights 13.8 MiB") && !plain.err().contains("--layerwise"),
+                plain.err());
+    }
+
     @Test
     void flagsThatNeedLayerwiseAreRefusedInOneLineBeforeSparkStarts() {
         CliRun groups = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
@@ -98,5 +132,14 @@ class LayerwiseEvalTest {
                 "--layerwise", "--checkpoint-every", "2");
         assertEquals(1, every.exitCode(), every.err());
         assertTrue(every.firstLine().contains("--checkpoint-dir"), every.firstLine());
+        CliRun tooMany = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
+                "--layerwise", "--expert-groups", "9");
+        assertEquals(1, tooMany.exitCode(), tooMany.err());
+        assertTrue(tooMany.firstLine().contains("--expert-groups must be at most the model's 8 experts, got 9"),
+                tooMany.firstLine());
+        CliRun baseline = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
+                "--layerwise", "--baseline", Fixtures.tinyModel().toString());
+        assertEquals(1, baseline.exitCode(), baseline.err());
+        assertTrue(baseline.firstLine().contains("drop --baseline, or --layerwise"), baseline.firstLine());
     }
 }

@@ -114,6 +114,9 @@ public final class EvalCommand implements Callable<Integer> {
             memory = memory.withBaseline(ModelFolder.readConfig(new Path(against.model()), conf),
                     MemoryPlan.mappedBytes(against.model(), conf), batchWindows, plan.window());
         }
+        if (pass != null) {
+            memory = memory.layerwise(plan.model(), conf, config, batchWindows, plan.window());
+        }
         if (dryRun.show(memory)) {
             return 0;
         }

@@ -8,6 +8,7 @@ import org.sparkmoe.calib.DivergenceStats;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.driver.LayerwisePlan;
+import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.KlDivergence;
 import org.sparkmoe.model.Perplexity;
@@ -46,8 +47,8 @@ public final class EvalJob {
      */
     public static PerplexityReport runLayerwise(JavaSparkContext sc, EvalPlan plan, LayerwisePlan pass) {
         TokenizeStage.Tokenized tokenized = tokenize(sc, plan, " one layer at a time");
-        int layers = ModelFolder.readConfig(new Path(plan.model()), sc.hadoopConfiguration()).num_hidden_layers;
-        List<ChunkNll> scored = LayerwiseEval.score(sc, plan, pass, layers, chunks(tokenized, plan));
+        ModelConfig config = ModelFolder.readConfig(new Path(plan.model()), sc.hadoopConfiguration());
+        List<ChunkNll> scored = LayerwiseEval.score(sc, plan, pass, config, chunks(tokenized, plan));
         tokenized.files().unpersist(false);
         return report(plan, scored);
     }

@@ -1,0 +1,15 @@
+package org.sparkmoe.driver.eval;
+
+/**
+ * A chunk half-way through an MoE layer of a layer-sequential pass with expert groups: the attention half's output
+ * h = x + attn(norm1(x)) and what the MoE block reads, n = norm2(h), both [B·S, D] exact float32.
+ */
+public final class AttendedChunk {
+    final HiddenChunk chunk;  // its windows (the hidden states are h)
+    final float[] normed;     // [B·S, D]
+
+    AttendedChunk(HiddenChunk chunk, float[] normed) {
+        this.chunk = chunk;
+        this.normed = normed;
+    }
+}
