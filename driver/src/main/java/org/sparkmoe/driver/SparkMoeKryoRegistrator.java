@@ -16,9 +16,9 @@ import org.sparkmoe.driver.calib.CalibChunk;
 import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.driver.eval.ChunkDivergence;
 import org.sparkmoe.driver.eval.ChunkNll;
-import org.sparkmoe.driver.eval.AttendedChunk;
-import org.sparkmoe.driver.eval.GroupRows;
-import org.sparkmoe.driver.eval.HiddenChunk;
+import org.sparkmoe.driver.layerwise.AttendedChunk;
+import org.sparkmoe.driver.layerwise.GroupRows;
+import org.sparkmoe.driver.layerwise.HiddenChunk;
 import org.sparkmoe.driver.eval.TokenChunk;
 import org.sparkmoe.driver.train.TrainJob;
 

@@ -7,7 +7,7 @@ import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.calib.DivergenceStats;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
-import org.sparkmoe.driver.LayerwisePlan;
+import org.sparkmoe.driver.layerwise.LayerwisePlan;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.KlDivergence;

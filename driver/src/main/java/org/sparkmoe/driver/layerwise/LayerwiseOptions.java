@@ -1,6 +1,7 @@
-package org.sparkmoe.driver;
+package org.sparkmoe.driver.layerwise;
 
 import org.apache.hadoop.conf.Configuration;
+import org.sparkmoe.driver.Paths;
 import org.sparkmoe.io.ModelConfig;
 import picocli.CommandLine.Option;
 

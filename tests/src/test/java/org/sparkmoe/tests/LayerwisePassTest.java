@@ -5,28 +5,38 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import org.sparkmoe.driver.LayerwisePlan;
+import org.sparkmoe.driver.layerwise.LayerwisePlan;
+import org.apache.hadoop.conf.Configuration;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.calib.CalibrateJob;
+import org.sparkmoe.driver.calib.CalibratePlan;
 import org.sparkmoe.driver.eval.EvalJob;
 import org.sparkmoe.driver.eval.EvalPlan;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.text.TextSplit;
 
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.stream.Stream;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.sparkmoe.tests.CliRun.sparkmoe;
 
 /**
- * eval --layerwise on a real local[2] SparkContext: one decoder layer at a time over a persisted hidden-state RDD gives
+ * eval --layerwise and calibrate --layerwise on a real local[2] SparkContext: one decoder layer at a time over a persisted hidden-state RDD gives
  * the whole-model report bit for bit (the JSON byte for byte) for any partitioning, on the tiny Mixtral and on the tiny
  * DeepSeek-V3 (a dense first layer, MLA, group-limited routing, a shared expert), with expert groups as tasks
- * (G = 1, 2, 4) and with the hidden-state RDD checkpointed.
+ * (G = 1, 2, 4) and with the hidden-state RDD checkpointed; calibrate's statistics (router, expert activations,
+ * saliency) are the whole-model run's, exactly.
  */
-class LayerwiseEvalTest {
+class LayerwisePassTest {
     private static final int WINDOW = 64;
     private static final int BATCH = 4;
     private static JavaSparkContext sc;
@@ -34,7 +44,7 @@ class LayerwiseEvalTest {
 
     @BeforeAll
     static void startSpark(@TempDir Path dir) throws Exception {
-        sc = SparkContexts.start("layerwise-eval-test", "local[2]");
+        sc = SparkContexts.start("layerwise-pass-test", "local[2]");
         data = List.of(Fixtures.sysadminExcerpt(dir).toUri().toString());
     }
 
@@ -89,6 +99,25 @@ class LayerwiseEvalTest {
         }
     }
 
+    @Test
+    void calibrateLayerwiseAndGroupedGiveTheWholeModelsStatistics() {
+        for (Path model : List.of(Fixtures.tinyModel(), FixtureCommands.model("deepseek-v3-tiny"))) {
+            String uri = model.toUri().toString();
+            ModelConfig config = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(uri), new Configuration());
+            CalibrateJob.Result whole = CalibrateJob.run(sc, calibration(uri, 1), config);
+            for (int groups : new int[] {1, 2}) {
+                CalibrateJob.Result layerwise = CalibrateJob.runLayerwise(sc, calibration(uri, 3), config,
+                        new LayerwisePlan(groups, null, 4));
+                assertTrue(whole.stats().sameAs(layerwise.stats()), model + ", G " + groups);
+                assertArrayEquals(whole.windowsPerFile(), layerwise.windowsPerFile());
+            }
+        }
+    }
+
+    private static CalibratePlan calibration(String model, int partitions) {
+        return new CalibratePlan(model, data, TextSplit.VALID, WINDOW, 0, 2, BATCH, partitions, false, null);
+    }
+
     /** Checkpointing after every layer cuts the lineage through reliable storage and changes no bit. */
     @Test
     void checkpointedPassWritesCheckpointsAndKeepsTheBits(@TempDir Path dir) throws Exception {
@@ -109,16 +138,28 @@ class LayerwiseEvalTest {
      */
     @Test
     void theDryRunPlansTheLargestPieceNotTheModel() {
-        CliRun plain = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
+        String plain = printed("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
                 "--dry-run");
-        CliRun run = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
+        String layerwise = printed("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
                 "--layerwise", "--expert-groups", "2", "--dry-run");
-        assertEquals(0, run.exitCode(), run.err());
-        assertTrue(run.err().contains("memory plan: mapped weights 3.19 MiB"), run.err());
-        assertTrue(run.err().contains("--layerwise: weights per executor = the largest piece, layer 0, of 13.8 MiB "
-                + "for the whole model; hidden states 1.00 MiB per chunk"), run.err());
-        assertTrue(plain.err().contains("memory plan: mapped weights 13.8 MiB") && !plain.err().contains("--layerwise"),
-                plain.err());
+        assertTrue(layerwise.contains("memory plan: mapped weights 3.19 MiB"), layerwise);
+        assertTrue(layerwise.contains("--layerwise: weights per executor = the largest piece, layer 0, of 13.8 MiB "
+                + "for the whole model; hidden states 1.00 MiB per chunk"), layerwise);
+        assertTrue(plain.contains("memory plan: mapped weights 13.8 MiB") && !plain.contains("--layerwise"), plain);
+    }
+
+    /** What a successful command printed to stderr (the memory plan goes to System.err). */
+    private static String printed(String... args) {
+        PrintStream saved = System.err;
+        ByteArrayOutputStream captured = new ByteArrayOutputStream();
+        System.setErr(new PrintStream(captured, true, StandardCharsets.UTF_8));
+        try {
+            CliRun run = sparkmoe(args);
+            assertEquals(0, run.exitCode(), run.err());
+            return captured.toString(StandardCharsets.UTF_8) + run.err();
+        } finally {
+            System.setErr(saved);
+        }
     }
 
     @Test
@@ -141,5 +182,9 @@ class LayerwiseEvalTest {
                 "--layerwise", "--baseline", Fixtures.tinyModel().toString());
         assertEquals(1, baseline.exitCode(), baseline.err());
         assertTrue(baseline.firstLine().contains("drop --baseline, or --layerwise"), baseline.firstLine());
+        CliRun imatrix = sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
+                "--layerwise", "--imatrix", data.get(0) + ".imatrix.gguf", "--out", data.get(0) + "-calib");
+        assertEquals(1, imatrix.exitCode(), imatrix.err());
+        assertTrue(imatrix.firstLine().contains("drop --imatrix, or --layerwise"), imatrix.firstLine());
     }
 }

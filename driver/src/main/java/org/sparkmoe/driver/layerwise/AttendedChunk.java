@@ -1,4 +1,7 @@
-package org.sparkmoe.driver.eval;
+package org.sparkmoe.driver.layerwise;
+
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.kernels.Flat;
 
 /**
  * A chunk half-way through an MoE layer of a layer-sequential pass with expert groups: the attention half's output
@@ -11,5 +14,16 @@ public final class AttendedChunk {
     AttendedChunk(HiddenChunk chunk, float[] normed) {
         this.chunk = chunk;
         this.normed = normed;
+    }
+
+    /** The chunk, its hidden states h. */
+    public HiddenChunk chunk() {
+        return chunk;
+    }
+
+    /** @return norm2(h) [B·S, D], what the MoE block (its router and experts) reads */
+    public INDArray normed() {
+        int tokens = chunk.tokens();
+        return Flat.array(normed, new long[] {tokens, normed.length / tokens});
     }
 }

@@ -1,4 +1,4 @@
-package org.sparkmoe.driver.eval;
+package org.sparkmoe.driver.layerwise;
 
 /**
  * One expert group's share of an MoE layer for one chunk: the routed rows its experts own, before their routing

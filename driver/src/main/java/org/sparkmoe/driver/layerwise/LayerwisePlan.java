@@ -1,4 +1,6 @@
-package org.sparkmoe.driver;
+package org.sparkmoe.driver.layerwise;
+
+import org.sparkmoe.driver.PlanChecks;
 
 import java.io.Serializable;
 
