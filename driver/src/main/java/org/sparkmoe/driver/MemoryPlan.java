@@ -58,9 +58,22 @@ import java.util.Locale;
  * @param slots           task slots per executor JVM
  * @param checkpointActivations train: only layer inputs kept, one layer recomputed at a time
  * @param limits          what the executors and the driver have
+ * @param layerwise       with --layerwise, the model's pieces (then {@code mappedBytes} is the largest one's); null for
+ *                        a whole-model pass
  */
 public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long activationBytes, long stateBytes,
-                         int slots, boolean checkpointActivations, SparkLimits limits) {
+                         int slots, boolean checkpointActivations, SparkLimits limits, Pieces layerwise) {
+
+    /**
+     * The checkpoint's tensor bytes per piece of a layer-sequential pass: what an executor maps while it runs one.
+     *
+     * @param modelBytes   every tensor the model reads
+     * @param largest      the largest piece's bytes
+     * @param largestName  "layer N" or "embedding and LM head"
+     * @param hiddenBytes  one chunk's hidden states (float32 [B·S, D]): what the pass keeps per chunk and per RDD
+     */
+    public record Pieces(long modelBytes, long largest, String largestName, long hiddenBytes) {
+    }
 
     /** The jobs a plan is made for. */
     public enum Job { EVAL, CALIBRATE, TRAIN }
@@ -97,7 +110,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long tokens = (long) batchWindows * window;
         long adapter = mumoe == null ? 0 : tokens * mumoeFloats(c, mumoe, checkpointActivations) * Float.BYTES;
         return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens,
-                checkpointActivations) + adapter, stateBytes, slots, checkpointActivations, limits);
+                checkpointActivations) + adapter, stateBytes, slots, checkpointActivations, limits, null);
     }
 
     /**
@@ -128,7 +141,48 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 * Float.BYTES;
         long activations = Math.max(activationBytes, activations(job, baseline, tokens, false)) + kept;
         return new MemoryPlan(job, mappedBytes + baselineMappedBytes, widenedBytes + widened(baseline), activations,
-                stateBytes, slots, checkpointActivations, limits);
+                stateBytes, slots, checkpointActivations, limits, layerwise);
+    }
+
+    /**
+     * This plan for a layer-sequential pass (--layerwise) over the model at {@code modelUri}: an executor maps one
+     * piece at a time (a decoder layer, or the embedding with the final norm and LM head), so its weights are the
+     * largest piece's, not the model's; a chunk of B windows of S tokens travels as [B·S, D] float32 hidden states.
+     */
+    public MemoryPlan layerwise(String modelUri, Configuration conf, ModelConfig c, int batchWindows, int window) {
+        long[] pieces = new long[c.num_hidden_layers + 1];          // layer 0..L-1, then the ends
+        try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
+            for (String name : checkpoint.names()) {
+                int layer = layerOf(name);
+                if (layer < c.num_hidden_layers) {                  // a later layer (DeepSeek's MTP) is never read
+                    pieces[layer < 0 ? c.num_hidden_layers : layer] += checkpoint.info(name).byteLength();
+                }
+            }
+        }
+        int largest = 0;
+        long model = 0;
+        for (int i = 0; i < pieces.length; i++) {
+            model += pieces[i];
+            largest = pieces[i] > pieces[largest] ? i : largest;
+        }
+        Pieces p = new Pieces(model, pieces[largest], largest == c.num_hidden_layers ? "embedding and LM head"
+                : "layer " + largest, (long) batchWindows * window * c.hidden_size * Float.BYTES);
+        return new MemoryPlan(job, p.largest(), widenedBytes, activationBytes, stateBytes, slots,
+                checkpointActivations, limits, p);
+    }
+
+    /** N for a tensor named model.layers.N.…, else −1. */
+    private static int layerOf(String name) {
+        String prefix = "model.layers.";
+        if (!name.startsWith(prefix)) {
+            return -1;
+        }
+        int end = name.indexOf('.', prefix.length());
+        try {
+            return Integer.parseInt(name.substring(prefix.length(), end < 0 ? name.length() : end));
+        } catch (NumberFormatException e) {
+            return -1;
+        }
     }
 
     /** The tensor bytes of the checkpoint in {@code modelUri}, from its headers. */
@@ -243,6 +297,12 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 job.name().toLowerCase(Locale.ROOT), limits.describe(), slots, slots == 1 ? "" : "s")).append('\n');
         out.append(prefix).append("mapped weights ").append(size(mappedBytes))
                 .append(" (file-backed, shared by the node's JVMs; only touched pages are resident)\n");
+        if (layerwise != null) {
+            out.append(prefix).append("--layerwise: weights per executor = the largest piece, ")
+                    .append(layerwise.largestName()).append(", of ").append(size(layerwise.modelBytes()))
+                    .append(" for the whole model; hidden states ").append(size(layerwise.hiddenBytes()))
+                    .append(" per chunk, two layers' RDDs persisted at once (memory and disk)\n");
+        }
         out.append(prefix).append("native ").append(size(nativeBytes())).append(" = widened tensors ")
                 .append(size(widenedBytes)).append(" + ").append(slots).append(" × (scratch ")
                 .append(size(WeightStack.SCRATCH_BYTES_PER_THREAD)).append(" + activations ")

@@ -16,6 +16,9 @@ import org.sparkmoe.driver.calib.CalibChunk;
 import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.driver.eval.ChunkDivergence;
 import org.sparkmoe.driver.eval.ChunkNll;
+import org.sparkmoe.driver.layerwise.AttendedChunk;
+import org.sparkmoe.driver.layerwise.GroupRows;
+import org.sparkmoe.driver.layerwise.HiddenChunk;
 import org.sparkmoe.driver.eval.TokenChunk;
 import org.sparkmoe.driver.train.TrainJob;
 
@@ -50,6 +53,10 @@ public final class SparkMoeKryoRegistrator implements KryoRegistrator {
         kryo.register(double[].class);
         kryo.register(TokenizedFile.class);
         kryo.register(TokenChunk.class);
+        kryo.register(HiddenChunk.class);
+        kryo.register(AttendedChunk.class);
+        kryo.register(GroupRows.class);
+        kryo.register(GroupRows[].class);
         kryo.register(ChunkNll.class);
         kryo.register(ChunkNll[].class);
         kryo.register(ChunkDivergence.class);

@@ -118,30 +118,50 @@ public final class CalibrationStats implements java.io.Serializable {
         List<MoeBlock> blocks = moeBlocks(model);
         int[] decoderLayers = moeLayerIndices(model.config());
         for (int l = 0; l < blocks.size(); l++) {
-            INDArray logits = capture.routerLogits().get(l);                 // [T, E]
-            LayerRouterStats stats = router[file][l];
-            MoeBlock block = blocks.get(l);
-            Router.Ranking[] rankings = block.router().rank(logits, block.options().rule().withTopK(stats.topK()));
-            stats.add(logits, rankings);
-            int[] selected = new int[rankings.length * stats.topK()];                // [T·K]
-            for (int t = 0; t < rankings.length; t++) {
-                System.arraycopy(rankings[t].order(), 0, selected, t * stats.topK(), stats.topK());
-            }
-            ExpertWeights weights = expertWeights(block);
-            if (importance == null) {
-                activations[l].add(capture.routerInputs().get(l), selected, stats.topK(), weights, allExperts);
-            } else {
-                int layer = decoderLayers[l];
-                activations[l].add(capture.routerInputs().get(l), selected, stats.topK(), weights, allExperts,
-                        (e, x, h) -> importance.addExpert(layer, weights.experts(), e, x, weights.hidden(), h,
-                                weights.intermediate()));
-                addSharedInputs(layer, capture.routerInputs().get(l), block);
-            }
-            saliency[l].add(capture.routerInputs().get(l),
-                    block.router().route(logits, block.options().rule().withTopK(stats.topK())),
-                    (FullExperts) block.experts());
+            addLayer(file, l, decoderLayers[l], capture.routerLogits().get(l), capture.routerInputs().get(l),
+                    blocks.get(l), allExperts);
         }
         return this;
+    }
+
+    /**
+     * Adds MoE layer {@code l}'s share of one forward pass over text of input file {@code file} (a layer-sequential
+     * pass adds one layer at a time): the same additions {@link #add} makes for that layer, so merging the layers'
+     * aggregates gives its bits. Not with the importance sums, which also see the attention's inputs.
+     *
+     * @param l     the MoE layer (0-based among the MoE layers)
+     * @param input the block's input, norm2(h) [T, D]
+     * @param block the layer's MoE block
+     */
+    public CalibrationStats addLayer(int file, int l, INDArray input, MoeBlock block, boolean allExperts) {
+        if (importance != null) {
+            throw new IllegalStateException("importance sums are added by add(file, capture, model, ...), whole-model");
+        }
+        addLayer(file, l, -1, block.router().logits(input), input, block, allExperts);
+        return this;
+    }
+
+    /** @param logits [T, E] the router's logits of {@code input} [T, D]; {@code layer} the decoder layer */
+    private void addLayer(int file, int l, int layer, INDArray logits, INDArray input, MoeBlock block,
+                          boolean allExperts) {
+        LayerRouterStats stats = router[file][l];
+        Router.Ranking[] rankings = block.router().rank(logits, block.options().rule().withTopK(stats.topK()));
+        stats.add(logits, rankings);
+        int[] selected = new int[rankings.length * stats.topK()];                // [T·K]
+        for (int t = 0; t < rankings.length; t++) {
+            System.arraycopy(rankings[t].order(), 0, selected, t * stats.topK(), stats.topK());
+        }
+        ExpertWeights weights = expertWeights(block);
+        if (importance == null) {
+            activations[l].add(input, selected, stats.topK(), weights, allExperts);
+        } else {
+            activations[l].add(input, selected, stats.topK(), weights, allExperts,
+                    (e, x, h) -> importance.addExpert(layer, weights.experts(), e, x, weights.hidden(), h,
+                            weights.intermediate()));
+            addSharedInputs(layer, input, block);
+        }
+        saliency[l].add(input, block.router().route(logits, block.options().rule().withTopK(stats.topK())),
+                (FullExperts) block.experts());
     }
 
     /** The router's and the shared expert's input x [T, D], and the shared expert's intermediate activation [T, S]. */

@@ -77,17 +77,36 @@ public final class FullExperts implements ExpertFfn {
     @Override
     public Pass forward(INDArray x, Routes routes) {
         checkTokens("x", x, x.size(0));
-        boolean single = dataType() == DataType.FLOAT;
-        int hidden = hidden();
         int tokens = (int) x.size(0);
         RoutingPlan plan = routes.plan;
         INDArray xs = Nd4j.pullRows(x, 1, plan.tokenOfRow);                            // [N, D]
         ExpertRows.Context ffn = rows.forward(xs, plan.offsets);                       // ys [N, D]
+        INDArray out = combine(ffn.ys(), routes, tokens);                              // [T, D]
+        return new FullPass(routes, ffn, out);
+    }
 
-        // combine: out[t] += g·ys[row], each token's rows in plan order, tokens split over the workers
+    /**
+     * The combine: {@code out[t] = Σ g·ys[row]} over token t's rows in plan order (ascending expert), each addition
+     * rounded to float32 in FLOAT. The one summation order of the routed experts: {@link #forward} runs it over its
+     * own rows, and a pass that computes the rows in groups of experts ({@link #expertOutputs(INDArray, RoutingPlan,
+     * int, int)}, concatenated in group order: the plan's rows) runs it over theirs, with the same bits.
+     *
+     * @param ys     [N, D] every plan row's expert output, in plan order
+     * @param routes the routing decision whose plan the rows follow
+     * @param tokens T
+     * @return [T, D]
+     */
+    public INDArray combine(INDArray ys, Routes routes, int tokens) {
+        RoutingPlan plan = routes.plan;
+        int hidden = hidden();
+        if (ys.rank() != 2 || ys.size(0) != plan.rows() || ys.size(1) != hidden || ys.dataType() != dataType()) {
+            throw new IllegalArgumentException("ys must be [" + plan.rows() + ", " + hidden + "] " + dataType()
+                    + " (N, D), got " + Arrays.toString(ys.shape()) + " " + ys.dataType());
+        }
+        boolean single = dataType() == DataType.FLOAT;
         INDArray out = Nd4j.createUninitialized(dataType(), new long[] {tokens, hidden}, 'c');   // [T, D]
         if (out.length() > 0) {
-            NativeElements ys = rowsOf(ffn.ys());                                      // [N, D]
+            NativeElements yRows = rowsOf(ys);                                          // [N, D]
             NativeElements outRows = NativeElements.of(out);
             int[] rowsOfToken = rowsOfToken(plan, tokens);                             // [T·K]
             int k = plan.topK;
@@ -99,14 +118,14 @@ public final class FullExperts implements ExpertFfn {
                     Arrays.fill(acc, 0.0);
                     for (int j = t * k; j < (t + 1) * k; j++) {
                         int row = rowsOfToken[j];
-                        ys.read((long) row * hidden, y, hidden, scratch);
+                        yRows.read((long) row * hidden, y, hidden, scratch);
                         VectorRows.addScaled(acc, 0, routes.weightOfPair(plan.perm[row]), y, hidden, single);
                     }
                     outRows.write((long) t * hidden, acc, hidden, scratch);
                 }
             });
         }
-        return new FullPass(routes, ffn, out);
+        return out;
     }
 
     /**
@@ -118,9 +137,34 @@ public final class FullExperts implements ExpertFfn {
      * @param plan the routing decision's plan
      */
     public INDArray expertOutputs(INDArray x, RoutingPlan plan) {
+        return expertOutputs(x, plan, 0, experts());
+    }
+
+    /**
+     * The rows of {@link #expertOutputs(INDArray, RoutingPlan)} that experts {@code from..to-1} own, alone: plan rows
+     * {@code offsets[from]..offsets[to]-1} [N_g, D], bit for bit those rows of the whole, reading no other expert's
+     * weights. A layer-sequential pass runs a layer's experts in such groups as separate tasks.
+     *
+     * @param x    [T, D]
+     * @param plan the routing decision's plan
+     */
+    public INDArray expertOutputs(INDArray x, RoutingPlan plan, int from, int to) {
         checkTokens("x", x, x.size(0));
-        INDArray xs = Nd4j.pullRows(x, 1, plan.tokenOfRow);                            // [N, D]
-        return rows.forward(xs, plan.offsets).ys();                                    // [N, D]
+        if (from < 0 || from > to || to > experts()) {
+            throw new IllegalArgumentException("an expert range must lie in [0, " + experts() + "], got [" + from
+                    + ", " + to + ")");
+        }
+        int lo = plan.offsets[from];
+        int hi = plan.offsets[to];
+        if (lo == hi) {
+            return Nd4j.create(dataType(), 0, hidden());                                // no routed rows
+        }
+        int[] offsets = new int[experts() + 1];                                        // [E+1], only from..to-1 own rows
+        for (int e = 0; e <= experts(); e++) {
+            offsets[e] = Math.min(hi, Math.max(lo, plan.offsets[e])) - lo;
+        }
+        INDArray xs = Nd4j.pullRows(x, 1, Arrays.copyOfRange(plan.tokenOfRow, lo, hi)); // [N_g, D]
+        return rows.forward(xs, offsets).ys();                                         // [N_g, D]
     }
 
     @Override

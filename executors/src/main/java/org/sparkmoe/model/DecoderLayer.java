@@ -88,8 +88,8 @@ public final class DecoderLayer {
      * projections their inputs to {@code inputs} (an MoE layer's are its {@link Output#moeInput}).
      */
     public Output forward(INDArray x, int batch, int seq, RotaryEmbedding rope, int topK, LinearInputs inputs) {
-        INDArray h = x.add(attention.forward(inputNorm.forward(x), batch, seq, rope, inputs));   // [B·S, D]
-        INDArray normed = postAttentionNorm.forward(h);
+        INDArray h = attend(x, batch, seq, rope, inputs);                                        // [B·S, D]
+        INDArray normed = postNorm(h);
         if (moe == null) {
             inputs.add(LinearInputs.Site.FFN_IN, normed);
             if (!inputs.wants(LinearInputs.Site.FFN_INTER)) {
@@ -100,11 +100,39 @@ public final class DecoderLayer {
             return new Output(h.addi(dense.out()), null, null);
         }
         MoeBlock.Output block = moe.forward(normed, topK);
-        h.addi(block.hidden());
+        return new Output(finish(h, normed, block.hidden()), block.routerLogits(), normed);
+    }
+
+    /*
+     * An MoE layer's inference forward in steps, for a pass that runs the MoE block's experts in groups as separate
+     * tasks (MoeBlock#route, #expertOutputs, #combine): h = attend(x); normed = postNorm(h); the block's output from
+     * normed; finish(h, normed, block output). The same operations as forward, so the same bits.
+     */
+
+    /** The attention half: {@code h = x + attn(norm1(x))} [B·S, D]. */
+    public INDArray attend(INDArray x, int batch, int seq, RotaryEmbedding rope) {
+        return attend(x, batch, seq, rope, LinearInputs.NONE);
+    }
+
+    private INDArray attend(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs) {
+        return x.add(attention.forward(inputNorm.forward(x), batch, seq, rope, inputs));
+    }
+
+    /** What the FFN reads: {@code norm2(h)} [B·S, D]. */
+    public INDArray postNorm(INDArray h) {
+        return postAttentionNorm.forward(h);
+    }
+
+    /** An MoE layer's output: {@code h + moe(n) (+ μMoE(n))}, adding into {@code h} [B·S, D]; n = norm2(h). */
+    public INDArray finish(INDArray h, INDArray normed, INDArray moeOut) {
+        if (moe == null) {
+            throw new IllegalArgumentException("a dense layer has no MoE block output to add");
+        }
+        h.addi(moeOut);
         if (moeTerm != null) {
             h.addi(moeTerm.forward(normed).y());
         }
-        return new Output(h, block.routerLogits(), normed);
+        return h;
     }
 
     /** The training forward result and what {@link #backward} needs; immutable once built. */

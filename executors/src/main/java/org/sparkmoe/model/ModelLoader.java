@@ -59,6 +59,40 @@ public final class ModelLoader {
         if (dataType != DataType.FLOAT && dataType != DataType.DOUBLE) {
             throw new IllegalArgumentException("a model loads as FLOAT or DOUBLE, got " + dataType);
         }
+        ModelLoader loader = checked(config, tensors, dataType);
+        List<DecoderLayer> layers = new ArrayList<>();
+        for (int l = 0; l < config.num_hidden_layers; l++) {
+            layers.add(loader.layer(l, gemm));
+        }
+        return new MoeTransformer(loader.ends(), layers, loader.owned);
+    }
+
+    /** A model piece built alone and the arrays it allocated for itself (what a cache frees on eviction). */
+    public record Piece<T>(T piece, OwnedArrays owned) {
+    }
+
+    /**
+     * Decoder layer {@code l} alone, computing in float32, its matrices over the checkpoint's memory maps as in
+     * {@link #load(ModelConfig, TensorSource, GroupedGemm)}: no other layer's tensor is read. For a layer-sequential
+     * pass; bit for bit the layer {@link #load} builds.
+     */
+    public static Piece<DecoderLayer> layer(ModelConfig config, TensorSource tensors, GroupedGemm gemm, int l) {
+        if (l < 0 || l >= config.num_hidden_layers) {
+            throw new IllegalArgumentException("layer " + l + " is outside the model's " + config.num_hidden_layers
+                    + " layers");
+        }
+        ModelLoader loader = checked(config, tensors, DataType.FLOAT);
+        return new Piece<>(loader.layer(l, gemm), loader.owned);
+    }
+
+    /** The embedding, final norm and LM head alone (no decoder layer), computing in float32; see {@link #layer}. */
+    public static Piece<ModelEnds> ends(ModelConfig config, TensorSource tensors) {
+        ModelLoader loader = checked(config, tensors, DataType.FLOAT);
+        return new Piece<>(loader.ends(), loader.owned);
+    }
+
+    /** A loader over the per-expert view of {@code tensors}, whose names and shapes were checked against config. */
+    private static ModelLoader checked(ModelConfig config, TensorSource tensors, DataType dataType) {
         if (!Nd4j.getEnvironment().isCPU()) {
             // BlasMatrices and NativeElements work on ND4J's host buffers, which a GPU backend does not keep current
             throw new IllegalArgumentException("ND4J's GPU backend (a -Pcuda build) is not supported yet: the model "
@@ -66,19 +100,15 @@ public final class ModelLoader {
         }
         TensorSource view = FusedExperts.perExpert(tensors, config);
         ModelSchema.check(config, view);
-        return new ModelLoader(config, view, dataType).build(gemm);
+        return new ModelLoader(config, view, dataType);
     }
 
-    private MoeTransformer build(GroupedGemm gemm) {
+    private ModelEnds ends() {
         INDArray embed = matrix(CheckpointLayout.embedTokens());
-        List<DecoderLayer> layers = new ArrayList<>();
-        for (int l = 0; l < config.num_hidden_layers; l++) {
-            layers.add(layer(l, gemm));
-        }
         RmsNorm finalNorm = new RmsNorm(tensor(CheckpointLayout.finalNorm()), config.rms_norm_eps);
         INDArray lmHead = config.tie_word_embeddings && !tensors.has(CheckpointLayout.lmHead())
                 ? embed : matrix(CheckpointLayout.lmHead());
-        return new MoeTransformer(config, embed, layers, finalNorm, lmHead, owned);
+        return new ModelEnds(config, embed, finalNorm, lmHead);
     }
 
     private DecoderLayer layer(int l, GroupedGemm gemm) {

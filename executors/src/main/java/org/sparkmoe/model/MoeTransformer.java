@@ -2,7 +2,6 @@ package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.moe.MoeBlock;
@@ -21,31 +20,16 @@ import org.sparkmoe.mumoe.MumoeGradients;
  */
 public final class MoeTransformer {
     private final ModelConfig config;
-    private final INDArray embedTokens; // [V, D]
+    private final ModelEnds ends;       // embedding, final norm, LM head, RoPE tables
     private final List<DecoderLayer> layers;
-    private final RmsNorm finalNorm;
-    private final INDArray lmHead;      // [V, D]
-    private final RotaryEmbedding rope;
     private final OwnedArrays owned;    // what this instance allocated beyond what it shares
 
     /** @param owned the arrays allocated for this model alone (see {@link OwnedArrays}) */
-    public MoeTransformer(ModelConfig config, INDArray embedTokens, List<DecoderLayer> layers, RmsNorm finalNorm,
-                          INDArray lmHead, OwnedArrays owned) {
-        this(config, embedTokens, layers, finalNorm, lmHead, owned, new RotaryEmbedding(config.head_dim,
-                config.rotaryDim(), config.rope_theta, config.max_position_embeddings, config.rope_scaling,
-                config.mla != null && config.mla.rope_interleave()));
-    }
-
-    /** A model sharing {@code rope} (its tables are per config, not per adapter). */
-    private MoeTransformer(ModelConfig config, INDArray embedTokens, List<DecoderLayer> layers, RmsNorm finalNorm,
-                           INDArray lmHead, OwnedArrays owned, RotaryEmbedding rope) {
-        this.config = config;
+    public MoeTransformer(ModelEnds ends, List<DecoderLayer> layers, OwnedArrays owned) {
+        this.config = ends.config();
+        this.ends = ends;
         this.owned = owned;
-        this.embedTokens = embedTokens;
         this.layers = List.copyOf(layers);
-        this.finalNorm = finalNorm;
-        this.lmHead = lmHead;
-        this.rope = rope;
     }
 
     public ModelConfig config() {
@@ -91,7 +75,7 @@ public final class MoeTransformer {
             throw new IllegalArgumentException("need one MoE block per MoE layer (" + layers.stream()
                     .filter(DecoderLayer::isMoe).count() + "), got " + blocks.size());
         }
-        return new MoeTransformer(config, embedTokens, replaced, finalNorm, lmHead, owned, rope);
+        return new MoeTransformer(ends, replaced, owned);
     }
 
     /**
@@ -113,7 +97,7 @@ public final class MoeTransformer {
         for (int l = 0; l < layers.size(); l++) {
             replaced.add(layers.get(l).withTerms(terms.attention(l), terms.at(l, AdapterTerms.Site.MOE)));
         }
-        return new MoeTransformer(config, embedTokens, replaced, finalNorm, lmHead, owned, rope);
+        return new MoeTransformer(ends, replaced, owned);
     }
 
     /** Logits only, with the config's experts per token. */
@@ -152,74 +136,42 @@ public final class MoeTransformer {
 
     /** Logits [N, V] of final hidden rows [N, D]. */
     public INDArray lmHead(INDArray finalHidden) {
-        return Dense.linear(finalHidden, lmHead);
+        return ends.lmHead(finalHidden);
+    }
+
+    /** The embedding, final norm, LM head and RoPE tables around the layers. */
+    public ModelEnds ends() {
+        return ends;
     }
 
     /** Embedding, decoder layers and final norm; with {@code capture}, fills the three lists. */
     private INDArray decode(int[][] tokens, int topK, boolean capture, List<INDArray> hiddenStates,
                             List<INDArray> routerLogits, List<INDArray> routerInputs,
                             IntFunction<LinearInputs> inputs) {
-        int[] flat = flatten(tokens);
         int batch = tokens.length;
+        INDArray hidden = ends.embed(tokens);                                         // [B·S, D]
         int seq = tokens[0].length;
-        INDArray hidden = embed(flat);                                                // [B·S, D]
         for (int i = 0; i < layers.size(); i++) {
             if (capture) {
                 hiddenStates.add(hidden);
             }
-            DecoderLayer.Output out = layers.get(i).forward(hidden, batch, seq, rope, topK, inputs.apply(i));
+            DecoderLayer.Output out = layers.get(i).forward(hidden, batch, seq, ends.rope(), topK, inputs.apply(i));
             hidden = out.hidden();
             if (capture && out.routerLogits() != null) {
                 routerLogits.add(out.routerLogits());
                 routerInputs.add(out.moeInput());
             }
         }
-        hidden = finalNorm.forward(hidden);
+        hidden = ends.finalNorm(hidden);
         if (capture) {
             hiddenStates.add(hidden);
         }
         return hidden;
     }
 
-    /** The B sequences' token ids, checked against the vocabulary and the RoPE table, flattened batch-major [B·S]. */
-    private int[] flatten(int[][] tokens) {
-        if (tokens.length == 0 || tokens[0].length == 0) {
-            throw new IllegalArgumentException("need at least one sequence of at least one token, got "
-                    + tokens.length + " sequences");
-        }
-        int batch = tokens.length;
-        int seq = tokens[0].length;
-        if (seq > rope.positions()) {
-            throw new IllegalArgumentException("sequence length " + seq + " exceeds max_position_embeddings "
-                    + rope.positions());
-        }
-        int[] flat = new int[batch * seq];
-        for (int b = 0; b < batch; b++) {
-            if (tokens[b].length != seq) {
-                throw new IllegalArgumentException("sequence " + b + " has " + tokens[b].length
-                        + " tokens, expected " + seq);
-            }
-            for (int s = 0; s < seq; s++) {
-                int id = tokens[b][s];
-                if (id < 0 || id >= config.vocab_size) {
-                    throw new IllegalArgumentException("token id " + id + " at sequence " + b + ", position " + s
-                            + " is outside the vocabulary [0, " + config.vocab_size + ")");
-                }
-                flat[b * seq + s] = id;
-            }
-        }
-        return flat;
-    }
-
-    /** The embedding rows of the token ids [B·S], widened to the model's type: [B·S, D]. */
-    private INDArray embed(int[] flat) {
-        INDArray rows = Nd4j.pullRows(embedTokens, 1, flat);
-        return rows.dataType() == dataType() ? rows : rows.castTo(dataType());
-    }
-
     /** What the model computes in: FLOAT, or DOUBLE for a model loaded for gradient checks. */
     public DataType dataType() {
-        return embedTokens.dataType() == DataType.DOUBLE ? DataType.DOUBLE : DataType.FLOAT;
+        return ends.dataType();
     }
 
     /**
@@ -280,9 +232,7 @@ public final class MoeTransformer {
      */
     public TrainingContext forwardTraining(int[][] tokens, List<MoeBlock> blocks, long jitterSeed,
                                            boolean checkpoint) {
-        int[] flat = flatten(tokens);
         int batch = tokens.length;
-        int seq = tokens[0].length;
         long moeLayers = layers.stream().filter(DecoderLayer::isMoe).count();
         if (blocks.size() != moeLayers) {
             throw new IllegalArgumentException("need one LoRA MoE block per MoE layer (" + moeLayers + "), got "
@@ -291,7 +241,8 @@ public final class MoeTransformer {
         List<DecoderLayer.Context> contexts = checkpoint ? null : new ArrayList<>(layers.size());
         List<INDArray> inputs = checkpoint ? new ArrayList<>(layers.size()) : null;
         List<INDArray> routerLogits = new ArrayList<>(blocks.size());
-        INDArray hidden = embed(flat);                                                         // [B·S, D]
+        INDArray hidden = ends.embed(tokens);                                                  // [B·S, D]
+        int seq = tokens[0].length;
         for (int l = 0; l < layers.size(); l++) {
             DecoderLayer.Context ctx = layerForward(l, hidden, batch, seq, blocks, jitterSeed);
             if (checkpoint) {
@@ -304,9 +255,9 @@ public final class MoeTransformer {
             }
             hidden = ctx.out();
         }
-        RmsNorm.Forward normed = finalNorm.forwardTraining(hidden);                             // [B·S, D]
+        RmsNorm.Forward normed = ends.finalNorm().forwardTraining(hidden);                      // [B·S, D]
         return new TrainingContext(checkpoint ? null : List.copyOf(contexts), checkpoint ? List.copyOf(inputs) : null,
-                List.copyOf(blocks), batch, seq, jitterSeed, normed, Dense.linear(normed.out(), lmHead),
+                List.copyOf(blocks), batch, seq, jitterSeed, normed, Dense.linear(normed.out(), ends.lmHeadWeight()),
                 List.copyOf(routerLogits));
     }
 
@@ -325,7 +276,7 @@ public final class MoeTransformer {
             }
             block = blocks.get(moeIndex);
         }
-        return layer.forwardTraining(x, batch, seq, rope, block, jitterSeed + 0x9E3779B97F4A7C15L * (l + 1));
+        return layer.forwardTraining(x, batch, seq, ends.rope(), block, jitterSeed + 0x9E3779B97F4A7C15L * (l + 1));
     }
 
     /**
@@ -351,7 +302,8 @@ public final class MoeTransformer {
             throw new IllegalArgumentException("need one router-logit gradient per MoE layer ("
                     + ctx.routerLogits.size() + "), got " + dRouterLogits.size());
         }
-        INDArray dHidden = finalNorm.backward(ctx.normed, Dense.linearBackward(dLogits, lmHead));  // [B·S, D]
+        INDArray dHidden = ends.finalNorm().backward(ctx.normed,
+                Dense.linearBackward(dLogits, ends.lmHeadWeight()));                            // [B·S, D]
         MoeBlock.Gradients[] grads = new MoeBlock.Gradients[ctx.routerLogits.size()];
         List<Map<AdapterTerms.Key, MumoeGradients>> termsByLayer = new ArrayList<>();
         int moeIndex = grads.length;

@@ -30,15 +30,26 @@ public final class Perplexity {
 
     /** As {@link #windowNll(MoeTransformer, int[][], int)}, taking logits in blocks of about {@code blockElements}. */
     public static double[] windowNll(MoeTransformer model, int[][] windows, int topK, long blockElements) {
-        INDArray hidden = model.finalHidden(windows, topK);                          // [B·S, D]
+        return windowNll(model.ends(), model.finalHidden(windows, topK), windows, blockElements);
+    }
+
+    /**
+     * As {@link #windowNll(MoeTransformer, int[][], int)} from the final norm's output [B·S, D] of the windows (a
+     * layer-sequential pass computes it one layer at a time), with the LM head of {@code ends}.
+     */
+    public static double[] windowNll(ModelEnds ends, INDArray hidden, int[][] windows) {
+        return windowNll(ends, hidden, windows, LOGIT_BLOCK);
+    }
+
+    private static double[] windowNll(ModelEnds ends, INDArray hidden, int[][] windows, long blockElements) {
         int seq = windows[0].length;
-        int vocab = model.config().vocab_size;
+        int vocab = ends.config().vocab_size;
         long rows = hidden.size(0);
         long block = Math.max(1, blockElements / vocab);
         double[] nll = new double[windows.length];
         for (long r0 = 0; r0 < rows; r0 += block) {
             long r1 = Math.min(rows, r0 + block);
-            INDArray logits = model.lmHead(hidden.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())); // [n, V]
+            INDArray logits = ends.lmHead(hidden.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())); // [n, V]
             float[] values = Flat.floats(logits);
             for (long r = r0; r < r1; r++) {
                 int b = (int) (r / seq);

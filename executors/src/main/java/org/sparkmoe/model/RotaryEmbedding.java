@@ -1,5 +1,6 @@
 package org.sparkmoe.model;
 
+import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.YarnScaling;
 import org.sparkmoe.kernels.Flat;
 
@@ -21,6 +22,12 @@ public final class RotaryEmbedding {
     private final float[] sin; // [P, rd/2]
     private final int positions;
     private final boolean interleaved;
+
+    /** The tables a model of {@code config} uses (head_dim, its rotary part, rope_theta, positions, YaRN, MLA pairs). */
+    public static RotaryEmbedding of(ModelConfig config) {
+        return new RotaryEmbedding(config.head_dim, config.rotaryDim(), config.rope_theta,
+                config.max_position_embeddings, config.rope_scaling, config.mla != null && config.mla.rope_interleave());
+    }
 
     /** Default RoPE over the whole head. */
     public RotaryEmbedding(int headDim, double theta, int positions) {

@@ -7,6 +7,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.experts.ExpertFfn;
 import org.sparkmoe.experts.ExpertGradients;
+import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.experts.SharedExpert;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.routing.Router;
@@ -102,9 +103,73 @@ public final class MoeBlock {
 
     /** Inference: x [T, D] → Output, {@code topK} experts per token, no jitter. */
     public Output forward(INDArray x, int topK) {
-        MoeBlock block = topK == options.topK() ? this : new MoeBlock(router, options.withTopK(topK), experts, shared);
-        Context ctx = block.forward(x, null);
+        Context ctx = atTopK(topK).forward(x, null);
         return new Output(ctx.out, ctx.logits);
+    }
+
+    private MoeBlock atTopK(int topK) {
+        return topK == options.topK() ? this : new MoeBlock(router, options.withTopK(topK), experts, shared);
+    }
+
+    /*
+     * The inference forward in three steps, for a pass that runs a layer's experts in groups as separate tasks:
+     * route(x) → expertOutputs(x, routes, from, to) per group of experts → combine(x, routes, rows of every group in
+     * group order). The same operations as forward(x, topK), so the same bits for any grouping.
+     */
+
+    /** The inference routing decision of x [T, D] at {@code topK} experts per token (no jitter). */
+    public Routes route(INDArray x, int topK) {
+        checkTokens("x", x, x.size(0));
+        MoeBlock block = atTopK(topK);
+        return router.route(router.logits(x), block.options.rule());
+    }
+
+    /** G + 1 bounds of G contiguous groups of the E experts: group g is experts bounds[g]..bounds[g+1]-1. */
+    public int[] expertGroups(int groups) {
+        int e = experts.experts();
+        if (groups < 1 || groups > e) {
+            throw new IllegalArgumentException("expert groups must be in [1, " + e + "] (the experts), got " + groups);
+        }
+        int[] bounds = new int[groups + 1];
+        for (int g = 0; g <= groups; g++) {
+            bounds[g] = (int) ((long) g * e / groups);
+        }
+        return bounds;
+    }
+
+    /** The routed rows experts {@code from..to-1} own, before their routing weights: [N_g, D] in plan order. */
+    public INDArray expertOutputs(INDArray x, Routes routes, int from, int to) {
+        return fullExperts().expertOutputs(x, routes.plan, from, to);
+    }
+
+    /**
+     * The block's output from every routed row's expert output {@code ys} [N, D] (plan order: the groups' rows one
+     * after another): the routed experts' combine, then the shared expert, as {@link #forward(INDArray, int)}.
+     */
+    public INDArray combine(INDArray x, Routes routes, INDArray ys) {
+        checkTokens("x", x, x.size(0));
+        return plusShared(x, fullExperts().combine(ys, routes, (int) x.size(0))).out();
+    }
+
+    private FullExperts fullExperts() {
+        if (!(experts instanceof FullExperts full)) {
+            throw new IllegalArgumentException("only full experts run in groups, got "
+                    + experts.getClass().getSimpleName());
+        }
+        return full;
+    }
+
+    /** routed [T, D] + the shared expert's output of x (gated), when the block has one. */
+    private Summed plusShared(INDArray x, INDArray routed) {
+        if (shared == null) {
+            return new Summed(routed, null);
+        }
+        double[] sum = Flat.values(routed);
+        SharedExpert.Pass pass = shared.addTo(x, sum, x.dataType() == DataType.FLOAT);
+        return new Summed(Flat.array(sum, routed.shape(), routed.dataType()), pass);
+    }
+
+    private record Summed(INDArray out, SharedExpert.Pass pass) {
     }
 
     /** The forward result and what {@link #backward} needs; immutable once built. */
@@ -171,14 +236,8 @@ public final class MoeBlock {
         INDArray logits = router.logits(xj);                                                  // [T, E]
         Routes routes = router.route(logits, options.rule());
         ExpertFfn.Pass routed = experts.forward(xj, routes);                                 // [T, D]
-        INDArray out = routed.out();
-        SharedExpert.Pass sharedPass = null;
-        if (shared != null) {
-            double[] sum = Flat.values(out);
-            sharedPass = shared.addTo(x, sum, x.dataType() == DataType.FLOAT);
-            out = Flat.array(sum, out.shape(), out.dataType());
-        }
-        return new Context(xj, noise, logits, routes, routed, sharedPass, out);
+        Summed out = plusShared(x, routed.out());
+        return new Context(xj, noise, logits, routes, routed, out.pass(), out.out());
     }
 
     /** {@link #backward(Context, INDArray, INDArray)} without a gradient on the router logits. */

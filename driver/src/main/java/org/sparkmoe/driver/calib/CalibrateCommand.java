@@ -4,6 +4,8 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.adapter.AdaptedModel;
+import org.sparkmoe.driver.layerwise.LayerwiseOptions;
+import org.sparkmoe.driver.layerwise.LayerwisePlan;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.driver.DryRunOption;
@@ -101,6 +103,9 @@ public final class CalibrateCommand implements Callable<Integer> {
     String out;
 
     @Mixin
+    LayerwiseOptions layerwise;
+
+    @Mixin
     SparkOptions spark;
 
     @Mixin
@@ -120,16 +125,27 @@ public final class CalibrateCommand implements Callable<Integer> {
         CalibratePlan plan = plan(conf, config, outUri, chosen);
         List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
         int[] layers = CalibrationStats.moeLayerIndices(config);
+        LayerwisePlan pass = layerwise.plan(config, conf);
+        if (pass != null && (imatrixUri != null || exportRouterData || adapter != null)) {
+            throw new IllegalArgumentException("--layerwise gathers the router and expert statistics of the plain "
+                    + "model: drop " + (imatrixUri != null ? "--imatrix" : exportRouterData ? "--export-router-data"
+                    : "--adapter") + ", or --layerwise");
+        }
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe calibrate", spark.master), spark.partitions);
-        if (dryRun.show(MemoryPlan.of(MemoryPlan.Job.CALIBRATE, config, MemoryPlan.mappedBytes(plan.model(), conf),
-                batchWindows, plan.window(), 0, limits))) {
+        MemoryPlan memory = MemoryPlan.of(MemoryPlan.Job.CALIBRATE, config, MemoryPlan.mappedBytes(plan.model(), conf),
+                batchWindows, plan.window(), 0, limits);
+        if (pass != null) {
+            memory = memory.layerwise(plan.model(), conf, config, batchWindows, plan.window());
+        }
+        if (dryRun.show(memory)) {
             return 0;
         }
         CalibrateJob.Result result;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe calibrate", spark.master)) {
             CalibratePlan withPartitions = plan.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
             long start = System.nanoTime();
-            result = CalibrateJob.run(sc, withPartitions, config, imatrixUri != null);
+            result = pass == null ? CalibrateJob.run(sc, withPartitions, config, imatrixUri != null)
+                    : CalibrateJob.runLayerwise(sc, withPartitions, config, pass);
             double seconds = (System.nanoTime() - start) / 1e9;
             long tokens = result.stats().layer(0).tokens();
             System.err.printf("calibrate: %d tokens in %.1f s (%.0f tokens/s)%n", tokens, seconds, tokens / seconds);

@@ -11,10 +11,16 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.RouterDataFiles;
+import org.sparkmoe.driver.layerwise.AttendedChunk;
+import org.sparkmoe.driver.layerwise.HiddenChunk;
+import org.sparkmoe.driver.layerwise.LayerwisePass;
+import org.sparkmoe.driver.layerwise.LayerwisePlan;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ForwardOutput;
+import org.sparkmoe.model.LayerCache;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.text.TextFiles;
 import org.sparkmoe.text.Tokenizers;
 import org.sparkmoe.text.Windows;
@@ -51,22 +57,8 @@ public final class CalibrateJob {
      *                   treeAggregate as the other statistics
      */
     public static Result run(JavaSparkContext sc, CalibratePlan plan, ModelConfig config, boolean importance) {
-        List<Integer> fileIndices = IntStream.range(0, plan.data().size()).boxed().toList();
-        sc.setJobDescription("calibrate: tokenize " + plan.data().size() + " files (" + plan.split() + " split)");
-        JavaRDD<CalibChunk> chunks = sc.parallelize(fileIndices, fileIndices.size())
-                .flatMap(file -> chunks(plan, file).iterator())
-                .persist(StorageLevel.MEMORY_AND_DISK_SER());
-        long[] windows = new long[plan.data().size()];
-        for (int[] fileAndWindows : chunks.map(c -> new int[] {c.file, c.windows.length}).collect()) {
-            windows[fileAndWindows[0]] += fileAndWindows[1];
-        }
-        for (int f = 0; f < windows.length; f++) {
-            if (windows[f] == 0) {
-                throw new IllegalArgumentException(plan.data().get(f) + ": the " + plan.split() + " split"
-                        + (plan.maxTokensPerFile() > 0 ? " (first " + plan.maxTokensPerFile() + " tokens)" : "")
-                        + " holds fewer tokens than one window of " + plan.window());
-            }
-        }
+        JavaRDD<CalibChunk> chunks = tokenized(sc, plan);
+        long[] windows = windows(plan, chunks);
         if (plan.routerData() != null) {
             prepareRouterData(plan, config);
         }
@@ -81,6 +73,77 @@ public final class CalibrateJob {
                 .treeAggregate(zero, (acc, chunk) -> add(plan, acc, chunk), CalibrationStats::merge, 2, true);
         chunks.unpersist(false);
         return new Result(stats, windows);
+    }
+
+    /**
+     * As {@link #run} (without importance sums or router data), as a layer-sequential pass ({@link LayerwisePass}):
+     * after each MoE layer's attention half, a treeAggregate over the chunks adds that layer's statistics from what
+     * its block reads ({@link CalibrationStats#addLayer}); the driver merges the layers' aggregates (exact sums, so the
+     * bits of {@link #run}). Layers after the last MoE layer are not run.
+     */
+    public static Result runLayerwise(JavaSparkContext sc, CalibratePlan plan, ModelConfig config,
+                                      LayerwisePlan pass) {
+        if (plan.routerData() != null || plan.adapter() != null) {
+            throw new IllegalArgumentException("--layerwise runs the plain model without exporting router data: drop "
+                    + (plan.adapter() != null ? "--adapter" : "--export-router-data") + ", or --layerwise");
+        }
+        JavaRDD<CalibChunk> chunks = tokenized(sc, plan);
+        long[] windows = windows(plan, chunks);
+        int[] moeLayers = CalibrationStats.moeLayerIndices(config);
+        CalibrationStats stats = CalibrationStats.empty(plan.data().size(), config, plan.topK());
+        JavaRDD<HiddenChunk> last = LayerwisePass.run(sc, "calibrate",
+                new LayerwisePass.Model(plan.model(), plan.device(), plan.topK()), pass, config,
+                moeLayers[moeLayers.length - 1] + 1,
+                chunks.repartition(plan.partitions()).map(c -> HiddenChunk.of(c.file, c.firstWindow, c.windows)),
+                (layer, attended) -> {
+                    int l = Arrays.binarySearch(moeLayers, layer);
+                    sc.setJobDescription("calibrate --layerwise: statistics of layer " + layer);
+                    stats.merge(attended.treeAggregate(CalibrationStats.empty(plan.data().size(), config, plan.topK()),
+                            (acc, c) -> addLayer(plan, acc, layer, l, c), CalibrationStats::merge, 2, true));
+                });
+        last.unpersist(false);
+        chunks.unpersist(false);
+        return new Result(stats, windows);
+    }
+
+    private static CalibrationStats addLayer(CalibratePlan plan, CalibrationStats acc, int layer, int l,
+                                             AttendedChunk chunk) {
+        try (LayerCache.Lease<LayerCache.Layer> lease = LayerCache.layer(plan.model(), plan.device(), layer)) {
+            INDArray input = chunk.normed();                                                 // [B·S, D]
+            MoeBlock block = lease.get().decoder().moe();
+            if (!Double.isFinite(block.router().logits(input).sumNumber().doubleValue())) { // NaN and ±Inf propagate
+                String file = new Path(plan.data().get(chunk.chunk().file())).getName();
+                throw new IllegalArgumentException("model " + plan.model() + " gives non-finite router logits in MoE "
+                        + "layer " + layer + " on " + file + "; expected finite numbers (does it hold NaN or infinite "
+                        + "weights?); no report written");
+            }
+            return acc.addLayer(chunk.chunk().file(), l, input, block, plan.allExperts());
+        }
+    }
+
+    /** The chunks of every file's split, persisted (one task per file tokenizes it). */
+    private static JavaRDD<CalibChunk> tokenized(JavaSparkContext sc, CalibratePlan plan) {
+        List<Integer> fileIndices = IntStream.range(0, plan.data().size()).boxed().toList();
+        sc.setJobDescription("calibrate: tokenize " + plan.data().size() + " files (" + plan.split() + " split)");
+        return sc.parallelize(fileIndices, fileIndices.size())
+                .flatMap(file -> chunks(plan, file).iterator())
+                .persist(StorageLevel.MEMORY_AND_DISK_SER());
+    }
+
+    /** The windows used per file; refuses a file whose split holds no window. */
+    private static long[] windows(CalibratePlan plan, JavaRDD<CalibChunk> chunks) {
+        long[] windows = new long[plan.data().size()];
+        for (int[] fileAndWindows : chunks.map(c -> new int[] {c.file, c.windows.length}).collect()) {
+            windows[fileAndWindows[0]] += fileAndWindows[1];
+        }
+        for (int f = 0; f < windows.length; f++) {
+            if (windows[f] == 0) {
+                throw new IllegalArgumentException(plan.data().get(f) + ": the " + plan.split() + " split"
+                        + (plan.maxTokensPerFile() > 0 ? " (first " + plan.maxTokensPerFile() + " tokens)" : "")
+                        + " holds fewer tokens than one window of " + plan.window());
+            }
+        }
+        return windows;
     }
 
     private static List<CalibChunk> chunks(CalibratePlan plan, int file) {

@@ -12,6 +12,8 @@ import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.DryRunOption;
+import org.sparkmoe.driver.layerwise.LayerwiseOptions;
+import org.sparkmoe.driver.layerwise.LayerwisePlan;
 import org.sparkmoe.driver.MemoryPlan;
 import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.ModelOption;
@@ -82,6 +84,9 @@ public final class EvalCommand implements Callable<Integer> {
     String out;
 
     @Mixin
+    LayerwiseOptions layerwise;
+
+    @Mixin
     SparkOptions spark;
 
     @Mixin
@@ -97,12 +102,20 @@ public final class EvalCommand implements Callable<Integer> {
         EvalPlan plan = plan(conf, chosen);
         ModelConfig config = ModelFolder.readConfig(new Path(plan.model()), conf);
         Baseline against = baseline == null ? null : baseline(conf, config, plan.window());
+        LayerwisePlan pass = layerwise.plan(config, conf);
+        if (pass != null && (adapter != null || baseline != null)) {
+            throw new IllegalArgumentException("--layerwise runs the plain model: drop "
+                    + (adapter != null ? "--adapter" : "--baseline") + ", or --layerwise");
+        }
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe eval", spark.master), spark.partitions);
         MemoryPlan memory = MemoryPlan.of(MemoryPlan.Job.EVAL, config, MemoryPlan.mappedBytes(plan.model(), conf),
                 batchWindows, plan.window(), 0, limits);
         if (against != null) {
             memory = memory.withBaseline(ModelFolder.readConfig(new Path(against.model()), conf),
                     MemoryPlan.mappedBytes(against.model(), conf), batchWindows, plan.window());
+        }
+        if (pass != null) {
+            memory = memory.layerwise(plan.model(), conf, config, batchWindows, plan.window());
         }
         if (dryRun.show(memory)) {
             return 0;
@@ -115,7 +128,8 @@ public final class EvalCommand implements Callable<Integer> {
             long start = System.nanoTime();
             long tokens;
             if (against == null) {
-                PerplexityReport report = EvalJob.run(sc, withPartitions);
+                PerplexityReport report = pass == null ? EvalJob.run(sc, withPartitions)
+                        : EvalJob.runLayerwise(sc, withPartitions, pass);
                 tokens = report.all().tokens();
                 summary = report.summary();
                 json = report.toJson();

@@ -7,6 +7,9 @@ import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.calib.DivergenceStats;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
+import org.sparkmoe.driver.layerwise.LayerwisePlan;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.KlDivergence;
 import org.sparkmoe.model.Perplexity;
 import org.sparkmoe.text.Windows;
@@ -34,6 +37,18 @@ public final class EvalJob {
         List<ChunkNll> scored = chunks(tokenized, plan)
                 .map(chunk -> score(plan, chunk))
                 .collect();
+        tokenized.files().unpersist(false);
+        return report(plan, scored);
+    }
+
+    /**
+     * As {@link #run}, as a layer-sequential pass ({@link LayerwiseEval}): the same chunks, the same report, bit for
+     * bit, with each executor holding one decoder layer at a time instead of the model.
+     */
+    public static PerplexityReport runLayerwise(JavaSparkContext sc, EvalPlan plan, LayerwisePlan pass) {
+        TokenizeStage.Tokenized tokenized = tokenize(sc, plan, " one layer at a time");
+        ModelConfig config = ModelFolder.readConfig(new Path(plan.model()), sc.hadoopConfiguration());
+        List<ChunkNll> scored = LayerwiseEval.score(sc, plan, pass, config, chunks(tokenized, plan));
         tokenized.files().unpersist(false);
         return report(plan, scored);
     }

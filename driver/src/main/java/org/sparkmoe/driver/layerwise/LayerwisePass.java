@@ -1,0 +1,225 @@
+package org.sparkmoe.driver.layerwise;
+
+import org.apache.spark.api.java.JavaRDD;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.storage.StorageLevel;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.kernels.Device;
+import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.model.DecoderLayer;
+import org.sparkmoe.model.LayerCache;
+import org.sparkmoe.model.ModelEnds;
+import org.sparkmoe.moe.MoeBlock;
+import org.sparkmoe.routing.Routes;
+
+import java.io.Serializable;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Iterator;
+import java.util.List;
+import java.util.function.BiFunction;
+
+/**
+ * A layer-sequential pass over a job's chunks of windows: the chunks' hidden states after the embedding are a
+ * persisted RDD (memory and disk, serialised); each decoder layer is one narrow map that runs just that layer
+ * ({@link LayerCache}: the executor maps that layer's weights alone) and persists its output, and the previous
+ * layer's RDD is released once the next is computed; every K-th layer's RDD is checkpointed when asked. Every chunk
+ * meets the same operations in the same order as in the whole-model forward, on exact float32 hidden states, so
+ * what a job computes from the result (eval's NLL, calibrate's statistics) has the same bits.
+ *
+ * <p>An MoE layer runs in steps when the job looks at what its MoE block reads (a {@link MoeLayerHook}) or with G
+ * expert groups: a map runs the attention half and persists h and norm2(h); the hook sees that RDD; then either one
+ * map runs the MoE block and finishes the layer, or G maps over it (one per group: P·G tasks in one job) each route
+ * the chunk and run only its group's experts, persisting the group's routed rows, and the RDDs are zipped partition
+ * by partition (no shuffle) into a map that adds the rows of every group in group order, which is the plan's order,
+ * through the MoE block's one combine ({@link MoeBlock#combine}), then the shared expert: bit for bit the whole layer
+ * for any G.
+ */
+public final class LayerwisePass {
+    private static final StorageLevel HIDDEN_STORAGE = StorageLevel.MEMORY_AND_DISK_SER();
+
+    /** What a job does with MoE layer {@code layer}'s attended chunks (h and norm2(h)) before its MoE block runs. */
+    public interface MoeLayerHook {
+        void accept(int layer, JavaRDD<AttendedChunk> attended);
+    }
+
+    /**
+     * The model a pass runs.
+     *
+     * @param uri    model folder URI
+     * @param device where the experts' grouped GEMMs run
+     * @param topK   experts per token
+     */
+    public record Model(String uri, Device device, int topK) implements Serializable {
+    }
+
+    private LayerwisePass() {
+    }
+
+    /**
+     * Runs the embedding and decoder layers 0..{@code layers}-1 over {@code chunks} (hidden states null) and returns
+     * the persisted, computed RDD of the last layer's output; the caller unpersists it. {@code hook} (or null) sees
+     * every MoE layer's attended chunks.
+     */
+    public static JavaRDD<HiddenChunk> run(JavaSparkContext sc, String job, Model model, LayerwisePlan pass,
+                                           ModelConfig config, int layers, JavaRDD<HiddenChunk> chunks,
+                                           MoeLayerHook hook) {
+        if (pass.checkpointDir() != null) {
+            sc.setCheckpointDir(pass.checkpointDir());
+        }
+        JavaRDD<HiddenChunk> hidden = materialise(sc, job + " --layerwise: embedding",
+                chunks.map(c -> embed(model, c)).persist(HIDDEN_STORAGE));
+        for (int l = 0; l < layers; l++) {
+            int layer = l;
+            String step = job + " --layerwise: layer " + l + " of " + config.num_hidden_layers;
+            List<JavaRDD<?>> done = new ArrayList<>(List.of(hidden));   // released once the layer's output is computed
+            JavaRDD<HiddenChunk> next;
+            if (config.isMoeLayer(l) && (hook != null || pass.expertGroups() > 1)) {
+                JavaRDD<AttendedChunk> attended = materialise(sc, step + ": attention",
+                        hidden.map(c -> attend(model, layer, c)).persist(HIDDEN_STORAGE));
+                done.add(attended);
+                if (hook != null) {
+                    hook.accept(l, attended);
+                }
+                next = pass.expertGroups() > 1 ? grouped(sc, model, pass.expertGroups(), l, attended, step, done)
+                        : attended.map(c -> moe(model, layer, c)).persist(HIDDEN_STORAGE);
+            } else {
+                next = hidden.map(c -> layer(model, layer, c)).persist(HIDDEN_STORAGE);
+            }
+            if (pass.checkpointsAfter(l)) {
+                next.checkpoint();
+            }
+            materialise(sc, step, next);
+            done.forEach(rdd -> rdd.unpersist(false));
+            hidden = next;
+        }
+        return hidden;
+    }
+
+    /** Computes (and persists) every partition of {@code rdd} now, as one job; returns it. */
+    private static <T> JavaRDD<T> materialise(JavaSparkContext sc, String description, JavaRDD<T> rdd) {
+        sc.setJobDescription(description);
+        rdd.count();
+        return rdd;
+    }
+
+    private static HiddenChunk embed(Model model, HiddenChunk chunk) {
+        try (LayerCache.Lease<ModelEnds> ends = LayerCache.ends(model.uri(), model.device())) {
+            return chunk.with(Flat.floats(ends.get().embed(chunk.windows)));                // [B·S, D]
+        }
+    }
+
+    private static HiddenChunk layer(Model model, int l, HiddenChunk chunk) {
+        try (LayerCache.Lease<LayerCache.Layer> layer = LayerCache.layer(model.uri(), model.device(), l)) {
+            INDArray out = layer.get().decoder().forward(chunk.hidden(), chunk.windows.length,
+                    chunk.windows[0].length, layer.get().rope(), model.topK()).hidden();   // [B·S, D]
+            return chunk.with(Flat.floats(out));
+        }
+    }
+
+    private static AttendedChunk attend(Model model, int l, HiddenChunk chunk) {
+        try (LayerCache.Lease<LayerCache.Layer> layer = LayerCache.layer(model.uri(), model.device(), l)) {
+            DecoderLayer decoder = layer.get().decoder();
+            INDArray h = decoder.attend(chunk.hidden(), chunk.windows.length, chunk.windows[0].length,
+                    layer.get().rope());                                                     // [B·S, D]
+            return new AttendedChunk(chunk.with(Flat.floats(h)), Flat.floats(decoder.postNorm(h)));
+        }
+    }
+
+    /** The rest of an MoE layer after the attention half, its whole MoE block in one task. */
+    private static HiddenChunk moe(Model model, int l, AttendedChunk attended) {
+        try (LayerCache.Lease<LayerCache.Layer> layer = LayerCache.layer(model.uri(), model.device(), l)) {
+            DecoderLayer decoder = layer.get().decoder();
+            INDArray normed = attended.normed();                                             // [B·S, D]
+            INDArray moeOut = decoder.moe().forward(normed, model.topK()).hidden();          // [B·S, D]
+            return attended.chunk.with(Flat.floats(decoder.finish(attended.chunk.hidden(), normed, moeOut)));
+        }
+    }
+
+    /**
+     * MoE layer {@code l}'s experts in {@code groups} groups over {@code attended}: runs the groups' rows (one job,
+     * persisted) and returns the persisted, not yet computed, RDD of the layer's output (the caller may still
+     * checkpoint it); adds the group RDDs to {@code done}, to release once that output is computed.
+     */
+    private static JavaRDD<HiddenChunk> grouped(JavaSparkContext sc, Model model, int groups, int l,
+                                                JavaRDD<AttendedChunk> attended, String step, List<JavaRDD<?>> done) {
+        List<JavaRDD<GroupRows>> rows = new ArrayList<>(groups);
+        JavaRDD<GroupRows> all = null;
+        for (int g = 0; g < groups; g++) {
+            int group = g;
+            JavaRDD<GroupRows> r = attended.map(c -> groupRows(model, l, groups, group, c)).persist(HIDDEN_STORAGE);
+            rows.add(r);
+            all = all == null ? r : all.union(r);
+        }
+        materialise(sc, step + ": " + groups + " expert groups", all);
+        done.addAll(rows);
+        JavaRDD<GroupRows[]> gathered = rows.get(0).map(r -> new GroupRows[] {r});
+        for (int g = 1; g < groups; g++) {
+            gathered = gathered.zipPartitions(rows.get(g), (a, b) -> zip(a, b, LayerwisePass::append));
+        }
+        return attended.zipPartitions(gathered, (a, b) -> zip(a, b, (c, r) -> combine(model, l, c, r)))
+                .persist(HIDDEN_STORAGE);
+    }
+
+    private static GroupRows groupRows(Model model, int l, int groups, int g, AttendedChunk attended) {
+        try (LayerCache.Lease<LayerCache.Layer> layer = LayerCache.layer(model.uri(), model.device(), l)) {
+            MoeBlock moe = layer.get().decoder().moe();
+            INDArray normed = attended.normed();                                             // [B·S, D]
+            int[] bounds = moe.expertGroups(groups);
+            Routes routes = moe.route(normed, model.topK());
+            return new GroupRows(attended.chunk.file, attended.chunk.chunk,
+                    Flat.floats(moe.expertOutputs(normed, routes, bounds[g], bounds[g + 1])));   // [N_g, D]
+        }
+    }
+
+    private static HiddenChunk combine(Model model, int l, AttendedChunk attended, GroupRows[] groups) {
+        HiddenChunk chunk = attended.chunk;
+        int length = 0;
+        for (GroupRows g : groups) {
+            if (g.file != chunk.file || g.chunk != chunk.chunk) {
+                throw new IllegalStateException("expert group rows of chunk " + g.file + "/" + g.chunk
+                        + " met chunk " + chunk.file + "/" + chunk.chunk + " (partitions out of step)");
+            }
+            length += g.rows.length;
+        }
+        float[] ys = new float[length];                                                      // [N, D] plan order
+        int at = 0;
+        for (GroupRows g : groups) {
+            System.arraycopy(g.rows, 0, ys, at, g.rows.length);
+            at += g.rows.length;
+        }
+        try (LayerCache.Lease<LayerCache.Layer> layer = LayerCache.layer(model.uri(), model.device(), l)) {
+            DecoderLayer decoder = layer.get().decoder();
+            INDArray normed = attended.normed();                                             // [B·S, D]
+            INDArray rows = Flat.array(ys, new long[] {ys.length / normed.size(1), normed.size(1)});
+            Routes routes = decoder.moe().route(normed, model.topK());
+            INDArray moeOut = decoder.moe().combine(normed, routes, rows);                  // [B·S, D]
+            return chunk.with(Flat.floats(decoder.finish(chunk.hidden(), normed, moeOut)));
+        }
+    }
+
+    private static GroupRows[] append(GroupRows[] gathered, GroupRows next) {
+        GroupRows[] out = Arrays.copyOf(gathered, gathered.length + 1);
+        out[gathered.length] = next;
+        return out;
+    }
+
+    /** Pairs the elements of two partitions computed from the same parent partition (equal lengths). */
+    private static <A, B, C> Iterator<C> zip(Iterator<A> a, Iterator<B> b, BiFunction<A, B, C> f) {
+        return new Iterator<>() {
+            @Override
+            public boolean hasNext() {
+                if (a.hasNext() != b.hasNext()) {
+                    throw new IllegalStateException("zipped partitions of a layer-sequential pass differ in length");
+                }
+                return a.hasNext();
+            }
+
+            @Override
+            public C next() {
+                return f.apply(a.next(), b.next());
+            }
+        };
+    }
+}
