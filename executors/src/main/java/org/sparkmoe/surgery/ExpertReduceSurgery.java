@@ -15,7 +15,7 @@ import java.util.LinkedHashMap;
 /**
  * E experts → E' per MoE layer: seeded k-means over the experts, either on routing profiles (per-file selection
  * rates and the mean router logit, each column standardised over the experts) or on the flattened weights
- * (w1, w3, w2 concatenated); each cluster becomes one expert whose weights, and whose gate row, are the
+ * (w1, w3, w2 concatenated, streamed from the checkpoint block by block: {@link ExpertPoints}); each cluster becomes one expert whose weights, and whose gate row, are the
  * frequency-weighted means of its members' (frequency fₑ = calibration selection count; uniform without statistics,
  * or within a cluster none of whose members was ever selected). The expert count (num_local_experts or num_experts)
  * = E' and {@code num_experts_per_tok} = min(K, E'). Any MoE type; a shared expert is kept as it is.
@@ -119,12 +119,11 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     @Override
     public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
         CheckpointLayout layout = new CheckpointLayout(type);
-        INDArray[] stacks = new INDArray[Projection.values().length]; // each [E, rows, cols]
+        ExpertStack[] stacks = new ExpertStack[Projection.values().length]; // each E × [rows, cols], as stored
         for (Projection p : Projection.values()) {
-            stacks[p.ordinal()] = ExpertStack.read(source, layout, layer, experts, p);
+            stacks[p.ordinal()] = ExpertStack.of(source, layout, layer, experts, p);
         }
-        double[][] points = routingFeatures != null ? routingFeatures[moeLayer] : flattened(stacks);
-        int[][] groups = clusterWithinGroups(points, Seeds.derive(seed, "reduce/layer/" + layer));
+        int[][] groups = clusterWithinGroups(stacks, moeLayer, Seeds.derive(seed, "reduce/layer/" + layer));
         INDArray gate = source.readFloat(layout.routerGate(layer)); // [E, D]
         INDArray newGate = Nd4j.createUninitialized(gate.dataType(), newExperts, gate.size(1)); // [E', D]
         INDArray gateStack = gate.reshape(experts, 1, gate.size(1)); // [E, 1, D]
@@ -144,7 +143,7 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         for (int g = 0; g < groups.length; g++) {
             double[] w = memberWeights(groups[g], frequency[moeLayer]);
             for (Projection p : Projection.values()) {
-                out.put(layout.expert(layer, g, p), ExpertStack.weightedSum(stacks[p.ordinal()], w));
+                out.put(layout.expert(layer, g, p), stacks[p.ordinal()].weightedSum(w, DataType.FLOAT));
                 if (biases) {
                     out.put(layout.expertBias(layer, g, p),
                             ExpertStack.weightedSum(biasStacks[p.ordinal()], w).reshape(-1));
@@ -175,15 +174,18 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     }
 
     /**
-     * k-means of each expert group's points into E'/n_group clusters (one group: all E experts into E'), the clusters
-     * of group j numbered after those of groups 0..j−1, members as indices into the E experts.
+     * k-means of each expert group's points (routing profiles, or the weights streamed from the checkpoint: see
+     * {@link ExpertPoints}) into E'/n_group clusters (one group: all E experts into E'), the clusters of group j
+     * numbered after those of groups 0..j−1, members as indices into the E experts.
      */
-    private int[][] clusterWithinGroups(double[][] points, long layerSeed) {
+    private int[][] clusterWithinGroups(ExpertStack[] stacks, int moeLayer, long layerSeed) {
         int size = experts / groups;
         int per = newExperts / groups;
         int[][] out = new int[newExperts][];
         for (int j = 0; j < groups; j++) {
-            double[][] part = java.util.Arrays.copyOfRange(points, j * size, (j + 1) * size);
+            KMeans.Points part = routingFeatures != null
+                    ? KMeans.inMemory(java.util.Arrays.copyOfRange(routingFeatures[moeLayer], j * size, (j + 1) * size))
+                    : new ExpertPoints(stacks, j * size, (j + 1) * size);
             long groupSeed = groups == 1 ? layerSeed : Seeds.derive(layerSeed, "group/" + j);
             int[][] clusters = KMeans.cluster(part, per, groupSeed);
             for (int c = 0; c < per; c++) {
@@ -208,26 +210,6 @@ public final class ExpertReduceSurgery implements LayerSurgery {
             w[e] = sum > 0 ? frequency[e] / sum : 1.0 / group.length;
         }
         return w;
-    }
-
-    /** [E][3·I·D]: each expert's w1, w3, w2 flattened and concatenated, in float64. */
-    private static double[][] flattened(INDArray[] stacks) {
-        int e = (int) stacks[0].size(0);
-        double[][] out = new double[e][];
-        for (int j = 0; j < e; j++) {
-            int at = 0;
-            long length = 0;
-            for (INDArray s : stacks) {
-                length += s.slice(j).length();
-            }
-            out[j] = new double[(int) length];
-            for (INDArray s : stacks) {
-                double[] v = s.slice(j).castTo(DataType.DOUBLE).dup('c').data().asDouble();
-                System.arraycopy(v, 0, out[j], at, v.length);
-                at += v.length;
-            }
-        }
-        return out;
     }
 
     @Override

@@ -92,16 +92,16 @@ public final class LowRankSurgery implements LayerSurgery {
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
         Projection p = Projection.values()[part];
-        INDArray stack = ExpertStack.read(source, layout, layer, experts, p).castTo(DataType.DOUBLE); // [E, out, in]
-        long rows = stack.size(1);
-        long cols = stack.size(2);
-        INDArray base = ExpertStack.weightedSum(stack, baseWeights[moeLayer]);                       // [out, in]
+        ExpertStack stack = ExpertStack.of(source, layout, layer, experts, p);                    // E × [out, in]
+        long rows = stack.rows();
+        long cols = stack.cols();
+        INDArray base = stack.weightedSum(baseWeights[moeLayer], DataType.DOUBLE);                  // [out, in]
         INDArray a = Nd4j.create(DataType.FLOAT, experts, rank, cols);                                // [E, R, in]
         INDArray b = Nd4j.create(DataType.FLOAT, experts, rows, rank);                                // [E, out, R]
         double error2 = 0;
         double norm2 = 0;
         for (int e = 0; e < experts; e++) {
-            INDArray w = stack.slice(e);
+            INDArray w = stack.expert(e).castTo(DataType.DOUBLE);                                   // [out, in]
             TruncatedSvd.Factors f = TruncatedSvd.of(w.sub(base), rank);
             a.slice(e).assign(f.a());
             b.slice(e).assign(f.b());
