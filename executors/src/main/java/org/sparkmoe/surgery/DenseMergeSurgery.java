@@ -161,6 +161,17 @@ public final class DenseMergeSurgery implements LayerSurgery {
         return new LayerResult(out, null, metrics);
     }
 
+    /**
+     * One projection's merged [I, D] and the [W, D] it is folded or padded into (the same array when no padding is
+     * needed), float32, the folded shared expert read beside it, and the scratch of one {@link ExpertStack}.
+     */
+    @Override
+    public long partBytes(ModelConfig model) {
+        long d = model.hidden_size;
+        return Float.BYTES * d * (model.expert_intermediate_size + width + (shared
+                ? model.shared_expert_intermediate_size : 0)) + ExpertStack.scratchBytes();
+    }
+
     /** GLM and DeepSeek: shared and merged routed experts folded into the type's own dense MLP. */
     private boolean folds() {
         return type == ModelConfig.ModelType.GLM4_MOE || type == ModelConfig.ModelType.DEEPSEEK_V2

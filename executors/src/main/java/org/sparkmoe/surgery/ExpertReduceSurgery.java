@@ -33,6 +33,11 @@ import java.util.LinkedHashMap;
  * for GLM and DeepSeek.
  *
  * <p>gpt-oss's expert biases and router bias entries are merged with the same weights as the weights and gate rows.
+ *
+ * <p>Clustering by routing profiles is cheap and the same in every task, so each layer is cut into parts of at most
+ * {@link TopKSurgery#PART_BYTES} of new float32 projections (new expert g's w1, w3, w2, then g + 1's, ...; the last
+ * part adds the router's tensors), each task clustering again and merging only its share. Clustering by weights
+ * streams the whole layer's experts several times, so it runs once per layer: one part, holding all E' new experts.
  */
 public final class ExpertReduceSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
@@ -48,6 +53,7 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     private final double[][][] routingFeatures; // [MoE layers][E][F], null when clustering by weights
     private final double[][] frequency;         // [MoE layers][E]
     private final long seed;
+    private final int projectionsPerPart;       // new projections (expert g, projection p) one part merges
 
     /**
      * @param stats null only with {@link By#WEIGHTS}; then every expert counts the same when merging
@@ -72,6 +78,10 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         this.correctionBias = model.routing.scoreCorrectionBias();
         this.biases = model.clamped_experts;
         this.seed = seed;
+        long projectionBytes = (long) Float.BYTES * model.hidden_size * model.expert_intermediate_size;
+        int projections = newExperts * Projection.values().length;
+        this.projectionsPerPart = by == By.WEIGHTS ? projections
+                : (int) Math.max(1, Math.min(projections, TopKSurgery.PART_BYTES / projectionBytes));
         this.frequency = new double[moeLayers][experts];
         this.routingFeatures = by == By.ROUTING ? new double[moeLayers][][] : null;
         for (int i = 0; i < moeLayers; i++) {
@@ -116,6 +126,13 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         return x;
     }
 
+    /** By routing: slices of at most {@link TopKSurgery#PART_BYTES} of new projections; by weights: one. */
+    @Override
+    public int parts() {
+        int projections = newExperts * Projection.values().length;
+        return (projections + projectionsPerPart - 1) / projectionsPerPart;
+    }
+
     @Override
     public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
         CheckpointLayout layout = new CheckpointLayout(type);
@@ -124,31 +141,43 @@ public final class ExpertReduceSurgery implements LayerSurgery {
             stacks[p.ordinal()] = ExpertStack.of(source, layout, layer, experts, p);
         }
         int[][] groups = clusterWithinGroups(stacks, moeLayer, Seeds.derive(seed, "reduce/layer/" + layer));
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        int projections = Projection.values().length;
+        int last = Math.min(newExperts * projections, (part + 1) * projectionsPerPart);
+        INDArray[] biasStacks = new INDArray[projections]; // each [E, 1, n], gpt-oss only, read when first needed
+        for (int at = part * projectionsPerPart; at < last; at++) {   // new expert g's w1, w3, w2, then g + 1's
+            int g = at / projections;
+            Projection p = Projection.values()[at % projections];
+            double[] w = memberWeights(groups[g], frequency[moeLayer]);
+            out.put(layout.expert(layer, g, p), stacks[p.ordinal()].weightedSum(w, DataType.FLOAT));
+            if (biases) {
+                if (biasStacks[p.ordinal()] == null) {
+                    biasStacks[p.ordinal()] = ExpertStack.readBiases(source, layout, layer, experts, p);
+                }
+                out.put(layout.expertBias(layer, g, p),
+                        ExpertStack.weightedSum(biasStacks[p.ordinal()], w).reshape(-1));
+            }
+        }
+        if (part == parts() - 1) {
+            mergeRouter(source, layout, layer, groups, moeLayer, out);
+        }
+        LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
+        metrics.put("experts", (double) newExperts);
+        return new LayerResult(out, groups, metrics);
+    }
+
+    /** The new router: gate rows, and the correction bias or gpt-oss's router bias, merged as the experts. */
+    private void mergeRouter(TensorSource source, CheckpointLayout layout, int layer, int[][] groups, int moeLayer,
+            LinkedHashMap<String, INDArray> out) {
         INDArray gate = source.readFloat(layout.routerGate(layer)); // [E, D]
         INDArray newGate = Nd4j.createUninitialized(gate.dataType(), newExperts, gate.size(1)); // [E', D]
         INDArray gateStack = gate.reshape(experts, 1, gate.size(1)); // [E, 1, D]
         INDArray bias = correctionBias ? source.readFloat(layout.scoreCorrectionBias(layer)) : null;  // [E]
         INDArray newBias = correctionBias ? Nd4j.createUninitialized(bias.dataType(), newExperts) : null; // [E']
-        INDArray[] biasStacks = new INDArray[Projection.values().length]; // each [E, 1, n], gpt-oss only
-        INDArray routerBias = null;                                         // [E, 1, 1]
-        INDArray newRouterBias = null;                                      // [E']
-        if (biases) {
-            for (Projection p : Projection.values()) {
-                biasStacks[p.ordinal()] = ExpertStack.readBiases(source, layout, layer, experts, p);
-            }
-            routerBias = source.readFloat(layout.routerBias(layer)).reshape(experts, 1, 1);
-            newRouterBias = Nd4j.createUninitialized(routerBias.dataType(), newExperts);
-        }
-        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        INDArray routerBias = biases ? source.readFloat(layout.routerBias(layer)).reshape(experts, 1, 1) : null;
+        INDArray newRouterBias = biases ? Nd4j.createUninitialized(routerBias.dataType(), newExperts) : null; // [E']
         for (int g = 0; g < groups.length; g++) {
             double[] w = memberWeights(groups[g], frequency[moeLayer]);
-            for (Projection p : Projection.values()) {
-                out.put(layout.expert(layer, g, p), stacks[p.ordinal()].weightedSum(w, DataType.FLOAT));
-                if (biases) {
-                    out.put(layout.expertBias(layer, g, p),
-                            ExpertStack.weightedSum(biasStacks[p.ordinal()], w).reshape(-1));
-                }
-            }
             newGate.getRow(g).assign(ExpertStack.weightedSum(gateStack, w).reshape(gate.size(1)));
             if (correctionBias) {
                 double b = 0;
@@ -168,9 +197,6 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         if (biases) {
             out.put(layout.routerBias(layer), newRouterBias);
         }
-        LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
-        metrics.put("experts", (double) newExperts);
-        return new LayerResult(out, groups, metrics);
     }
 
     /**
@@ -210,6 +236,19 @@ public final class ExpertReduceSurgery implements LayerSurgery {
             w[e] = sum > 0 ? frequency[e] / sum : 1.0 / group.length;
         }
         return w;
+    }
+
+    /**
+     * A part's new projections in float32 (by weights: all E' new experts'; with their biases), the old and new router
+     * and the scratch of three {@link ExpertStack}s; k-means by weights adds {@link ExpertPoints#BLOCK_BYTES} on the
+     * heap.
+     */
+    @Override
+    public long partBytes(ModelConfig model) {
+        long projection = (long) model.hidden_size * model.expert_intermediate_size
+                + (biases ? Math.max(model.hidden_size, model.expert_intermediate_size) : 0);
+        return Float.BYTES * ((long) projectionsPerPart * projection + 2L * experts * (model.hidden_size + 2))
+                + 3 * ExpertStack.scratchBytes();
     }
 
     @Override

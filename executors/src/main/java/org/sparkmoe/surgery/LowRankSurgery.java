@@ -134,6 +134,24 @@ public final class LowRankSurgery implements LayerSurgery {
         return new LayerResult(out, null, metrics);
     }
 
+    /**
+     * The largest projection's part, I·D = n elements: the float64 base and its float32 copy, one expert at a time
+     * (float32, float64, minus the base) and what its error check makes (the stored base widened back, B·A, their
+     * sum, the difference: 4 float64 and a float32 n), the SVD's two float64 copies of its input and its full U
+     * [max(I, D)²] and Vᵀ [min(I, D)²], the stacked factors E·R·(I + D) float32, and one {@link ExpertStack}'s
+     * scratch. Temporaries are counted as if all alive (ND4J frees them at the garbage collector's pace).
+     */
+    @Override
+    public long partBytes(ModelConfig model) {
+        long d = model.hidden_size;
+        long i = model.expert_intermediate_size;
+        long n = d * i;
+        long tall = Math.max(d, i);
+        long wide = Math.min(d, i);
+        return Double.BYTES * (n + n + n + 4 * n + 2 * n + tall * tall + wide * wide)
+                + Float.BYTES * (n + n + n + (long) experts * rank * (d + i)) + ExpertStack.scratchBytes();
+    }
+
     @Override
     public ObjectNode config(ModelConfig original) {
         ObjectNode json = original.jsonCopy();
