@@ -13,8 +13,8 @@ import java.util.Locale;
 
 /**
  * What one executor JVM needs for a job, worked out on the driver from config.json, the checkpoint's size and the
- * job's flags before Spark starts: printed at the start of eval, calibrate and train, refused in one line when it
- * cannot fit ({@link #check}), printed alone with {@code --dry-run}.
+ * job's flags before Spark starts: printed at the start of eval, calibrate, train and surgery, refused in one line
+ * when it cannot fit ({@link #check}), printed alone with {@code --dry-run}.
  *
  * <p>Parts, per executor JVM:
  * <ul>
@@ -26,6 +26,8 @@ import java.util.Locale;
  *   partial (the state again, cut into the averaging tree's chunks).</li>
  *   <li><b>shared state</b>: train's broadcast state, once per JVM.</li>
  * </ul>
+ * A surgery task's slot holds instead what one part of a layer makes and its scratch
+ * ({@code LayerSurgery.partBytes}): the experts are read as stored, a block of rows at a time, never widened whole.
  *
  * <p>Activations, for N = batch windows × window tokens, are per-token float32 counts of the arrays a layer
  * allocates: the residual stream and projections {@code 4H + 2·heads·hd + 2·kvHeads·hd} (MLA: see
@@ -76,7 +78,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     }
 
     /** The jobs a plan is made for. */
-    public enum Job { EVAL, CALIBRATE, TRAIN }
+    public enum Job { EVAL, CALIBRATE, TRAIN, SURGERY }
 
     /** A JVM's own anonymous memory besides heap and ND4J buffers: metaspace, code cache, thread stacks, Spark. */
     static final long JVM_OVERHEAD = 256L << 20;
@@ -111,6 +113,16 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long adapter = mumoe == null ? 0 : tokens * mumoeFloats(c, mumoe, checkpointActivations) * Float.BYTES;
         return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens,
                 checkpointActivations) + adapter, stateBytes, slots, checkpointActivations, limits, null);
+    }
+
+    /**
+     * A surgery's plan: per task slot, what one part of a layer holds beside the mapped checkpoint.
+     *
+     * @param partBytes {@code LayerSurgery.partBytes}: the part's new tensors and its scratch
+     */
+    public static MemoryPlan surgery(long mappedBytes, long partBytes, SparkLimits limits) {
+        return new MemoryPlan(Job.SURGERY, mappedBytes, 0, partBytes, 0, limits.slotsPerExecutor(), false, limits,
+                null);
     }
 
     /**
@@ -270,6 +282,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
 
     /** One task slot: scratch, activations and, for train, its state copy, gradients and float32 partial. */
     public long perSlotBytes() {
+        if (job == Job.SURGERY) {
+            return activationBytes;
+        }
         long state = job == Job.TRAIN ? trainSlotStateBytes() : 0;
         return WeightStack.SCRATCH_BYTES_PER_THREAD + activationBytes + state;
     }
@@ -303,10 +318,15 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                     .append(" for the whole model; hidden states ").append(size(layerwise.hiddenBytes()))
                     .append(" per chunk, two layers' RDDs persisted at once (memory and disk)\n");
         }
-        out.append(prefix).append("native ").append(size(nativeBytes())).append(" = widened tensors ")
-                .append(size(widenedBytes)).append(" + ").append(slots).append(" × (scratch ")
-                .append(size(WeightStack.SCRATCH_BYTES_PER_THREAD)).append(" + activations ")
-                .append(size(activationBytes));
+        out.append(prefix).append("native ").append(size(nativeBytes()));
+        if (job == Job.SURGERY) {
+            out.append(" = ").append(slots).append(" × (one part's new tensors and scratch ")
+                    .append(size(activationBytes)).append("; the experts are read as stored, a block of rows at a time");
+        } else {
+            out.append(" = widened tensors ").append(size(widenedBytes)).append(" + ").append(slots)
+                    .append(" × (scratch ").append(size(WeightStack.SCRATCH_BYTES_PER_THREAD))
+                    .append(" + activations ").append(size(activationBytes));
+        }
         if (job == Job.TRAIN) {
             out.append(" + state copy, gradients and partial ").append(size(trainSlotStateBytes()))
                     .append(") + broadcast state ").append(size(stateBytes));
@@ -342,6 +362,12 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     public void check() {
         long budget = limits.nativeBudgetBytes();
         long need = nativeBytes() + (limits.containerised() ? JVM_OVERHEAD : 0);
+        if (budget > 0 && need > budget && job == Job.SURGERY) {
+            throw new IllegalArgumentException(String.format(Locale.ROOT, "memory plan: an executor needs %s beside "
+                            + "its heap (%d task slot%s × %s for one part's new tensors and scratch), over %s; %s",
+                    size(need), slots, slots == 1 ? "" : "s", size(perSlotBytes()), limits.nativeBudgetSource(),
+                    limits.raiseHint(need)));
+        }
         if (budget > 0 && need > budget) {
             throw new IllegalArgumentException(String.format(Locale.ROOT, "memory plan: an executor needs %s beside "
                             + "its heap (%d task slot%s × %s for --batch-windows × --window activations%s, plus %s), "

@@ -6,6 +6,12 @@ import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.mumoe.MumoeForm;
 import org.sparkmoe.kernels.WeightStack;
+import org.sparkmoe.surgery.DenseMergeSurgery;
+import org.sparkmoe.surgery.ExpertReduceSurgery;
+import org.sparkmoe.surgery.ExpertStack;
+import org.sparkmoe.surgery.LayerSurgery;
+import org.sparkmoe.surgery.LowRankSurgery;
+import org.sparkmoe.surgery.MergeWeights;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -156,6 +162,38 @@ class MemoryPlanTest {
         assertEquals(1, cluster.slotsPerExecutor());
         assertEquals(1L << 30, cluster.heapBytes());
         assertEquals(0, cluster.nativeBudgetBytes(), "a standalone worker's memory is not checked");
+    }
+
+    /**
+     * Surgery on Mixtral-8x7B's shape: per task slot one part's new tensors in float32 and the scratch of the stacks
+     * that read the experts as stored (20 MiB each: a float32 and two float64 blocks of 2^20 elements), never a
+     * projection's E experts widened (8 × 14336 × 4096 float32 = 1.75 GiB each).
+     */
+    @Test
+    void aSurgeryPlansOnePartsNewTensorsAndScratchPerSlot() {
+        long scratch = 20L << 20;
+        assertEquals(scratch, ExpertStack.scratchBytes());
+        long expert = 4096L * 14336;                                                    // one projection's elements
+        double[][] uniform = {MergeWeights.uniform(8)};
+        LayerSurgery merge = new DenseMergeSurgery(MIXTRAL_1, uniform);
+        assertEquals(4 * (2 * expert) + scratch, merge.partBytes(MIXTRAL_1));          // merged [I, D], padded
+        LayerSurgery reduce = new ExpertReduceSurgery(MIXTRAL_1, 1, 4, ExpertReduceSurgery.By.WEIGHTS, null, 1);
+        assertEquals(4 * (4 * 3 * expert + 2 * 8 * 4098) + 3 * scratch, reduce.partBytes(MIXTRAL_1));
+        LayerSurgery lowRank = new LowRankSurgery(MIXTRAL_1, 16, uniform);
+        assertEquals(8 * (9 * expert + 14336L * 14336 + 4096L * 4096) + 4 * (3 * expert + 8 * 16 * (4096 + 14336))
+                + scratch, lowRank.partBytes(MIXTRAL_1));
+        assertTrue(merge.partBytes(MIXTRAL_1) < 8 * 4 * expert / 3, "a third of one whole float32 stack");
+
+        MemoryPlan plan = MemoryPlan.surgery(3_430_000_000L, merge.partBytes(MIXTRAL_1), yarn(null, 2));
+        assertEquals(2 * merge.partBytes(MIXTRAL_1), plan.nativeBytes());
+        assertTrue(plan.describe().contains("memory plan: native 936 MiB = 2 × (one part's new tensors and scratch "
+                + "468 MiB; the experts are read as stored, a block of rows at a time)"), plan.describe());
+        String message = assertThrows(IllegalArgumentException.class, plan::check).getMessage();
+        assertTrue(message.startsWith("memory plan: an executor needs 1.16 GiB beside its heap (2 task slots × 468 MiB "
+                + "for one part's new tensors and scratch), over spark.executor.memoryOverhead 410 MiB"), message);
+        assertTrue(message.endsWith("raise spark.executor.memoryOverhead to at least 1193m, or lower "
+                + "spark.executor.cores"), message);
+        MemoryPlan.surgery(3_430_000_000L, merge.partBytes(MIXTRAL_1), yarn("2g", 2)).check();
     }
 
     @Test

@@ -190,6 +190,19 @@ public final class WeightStack {
         return m.castTo(type);
     }
 
+    /**
+     * Rows {@code r0..r1-1} of matrix g [out, in] widened (FP8 dequantized, MXFP4 decoded) into {@code into}, a whole
+     * 'c'-order [r1 - r0, in] FLOAT or DOUBLE array at offset 0: the values {@link #widened} gives, a block at a time.
+     */
+    public void widenRows(int g, long r0, long r1, INDArray into) {
+        if (into.offset() != 0 || into.ordering() != 'c' || into.rank() != 2 || into.size(0) != r1 - r0
+                || into.size(1) != cols || (into.dataType() != DataType.FLOAT && into.dataType() != DataType.DOUBLE)) {
+            throw new IllegalArgumentException("rows " + r0 + ".." + r1 + " of a " + this + " widen into a whole 'c'-order "
+                    + "float array [" + (r1 - r0) + ", " + cols + "], got " + into.shapeInfoToString());
+        }
+        Widened.widenInto(this, g, r0, r1, 0, cols, into);
+    }
+
     /** Bytes the weights occupy in their stored type. */
     public long bytes() {
         return packed != null ? groups * packed[0].bytes() : groups * rows * cols * dataType.width();

@@ -52,6 +52,17 @@ final class Widened {
         long cols = c1 - c0;
         INDArray scratch = scratch(compute, rows * cols);
         INDArray tile = Nd4j.create(scratch.data(), new long[] {rows, cols}, new long[] {cols, 1}, 0, 'c', compute);
+        widenInto(stack, g, r0, r1, c0, c1, tile);
+        return BlasMatrices.of(tile);
+    }
+
+    /**
+     * Rows {@code r0..r1-1}, columns {@code c0..c1-1} of {@code w} [out, in] widened (MXFP4 decoded, FP8 dequantized)
+     * into {@code tile}, a whole 'c'-order [r1-r0, c1-c0] FLOAT or DOUBLE array at offset 0.
+     */
+    static void widenInto(WeightStack stack, int g, long r0, long r1, long c0, long c1, INDArray tile) {
+        long rows = r1 - r0;
+        long cols = c1 - c0;
         Mxfp4 packed = stack.packed(g);
         if (packed != null) {
             float[] values = DECODED.get();
@@ -60,24 +71,23 @@ final class Widened {
                 DECODED.set(values);
             }
             packed.decode(r0, r1, c0, c1, values, 0);
-            if (compute == DataType.FLOAT) {
-                scratch.data().asNio().order(java.nio.ByteOrder.nativeOrder()).asFloatBuffer()
+            if (tile.dataType() == DataType.FLOAT) {
+                tile.data().asNio().order(java.nio.ByteOrder.nativeOrder()).asFloatBuffer()
                         .put(values, 0, (int) (rows * cols));
             } else {
                 tile.assign(Nd4j.create(java.util.Arrays.copyOf(values, (int) (rows * cols)), new long[] {rows, cols},
                         'c'));
             }
-            return BlasMatrices.of(tile);
+            return;
         }
         INDArray w = stack.matrix(g);
         if (w instanceof Fp8BlockMatrix fp8) {
             fp8.dequantize(r0, r1, c0, c1, tile);
-            return BlasMatrices.of(tile);
+            return;
         }
         INDArray source = r0 == 0 && r1 == w.size(0) && c0 == 0 && c1 == w.size(1) ? w
                 : w.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.interval(c0, c1));
         tile.assign(source);
-        return BlasMatrices.of(tile);
     }
 
     private static INDArray scratch(DataType type, long elements) {

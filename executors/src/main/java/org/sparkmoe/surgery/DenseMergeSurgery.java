@@ -1,6 +1,7 @@
 package org.sparkmoe.surgery;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -126,8 +127,8 @@ public final class DenseMergeSurgery implements LayerSurgery {
         CheckpointLayout layout = new CheckpointLayout(type);
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         Projection p = Projection.values()[part];
-        INDArray stack = ExpertStack.read(source, layout, layer, experts, p); // [E, rows, cols]
-        INDArray merged = ExpertStack.weightedSum(stack, weights[moeLayer]); // gate/up [I, D], down [D, I]
+        ExpertStack stack = ExpertStack.of(source, layout, layer, experts, p);                 // E × [rows, cols]
+        INDArray merged = stack.weightedSum(weights[moeLayer], DataType.FLOAT); // gate/up [I, D], down [D, I]
         if (folds()) {
             INDArray routed = p == Projection.DOWN ? merged.muli(routedScale) : merged;   // [D, I] scaled, or [I, D]
             INDArray folded = routed;
@@ -158,6 +159,17 @@ public final class DenseMergeSurgery implements LayerSurgery {
             metrics.put("weight_" + e, weights[moeLayer][e]);
         }
         return new LayerResult(out, null, metrics);
+    }
+
+    /**
+     * One projection's merged [I, D] and the [W, D] it is folded or padded into (the same array when no padding is
+     * needed), float32, the folded shared expert read beside it, and the scratch of one {@link ExpertStack}.
+     */
+    @Override
+    public long partBytes(ModelConfig model) {
+        long d = model.hidden_size;
+        return Float.BYTES * d * (model.expert_intermediate_size + width + (shared
+                ? model.shared_expert_intermediate_size : 0)) + ExpertStack.scratchBytes();
     }
 
     /** GLM and DeepSeek: shared and merged routed experts folded into the type's own dense MLP. */

@@ -133,6 +133,12 @@ public final class ExpertPruneSurgery implements LayerSurgery {
         return new LayerResult(out, absorbing(gate, keep), metrics);
     }
 
+    /** The router's rows (read and kept) and vectors, float32: the experts are copied by the writer as stored. */
+    @Override
+    public long partBytes(ModelConfig model) {
+        return Float.BYTES * (2L * model.num_experts * (model.hidden_size + 2));
+    }
+
     /** [E'] the entries of a [E] vector at the kept indices. */
     private static INDArray entries(INDArray vector, int[] keep) {
         INDArray out = Nd4j.createUninitialized(vector.dataType(), keep.length);

@@ -15,7 +15,7 @@ import java.util.LinkedHashMap;
 /**
  * E experts → E' per MoE layer: seeded k-means over the experts, either on routing profiles (per-file selection
  * rates and the mean router logit, each column standardised over the experts) or on the flattened weights
- * (w1, w3, w2 concatenated); each cluster becomes one expert whose weights, and whose gate row, are the
+ * (w1, w3, w2 concatenated, streamed from the checkpoint block by block: {@link ExpertPoints}); each cluster becomes one expert whose weights, and whose gate row, are the
  * frequency-weighted means of its members' (frequency fₑ = calibration selection count; uniform without statistics,
  * or within a cluster none of whose members was ever selected). The expert count (num_local_experts or num_experts)
  * = E' and {@code num_experts_per_tok} = min(K, E'). Any MoE type; a shared expert is kept as it is.
@@ -33,6 +33,11 @@ import java.util.LinkedHashMap;
  * for GLM and DeepSeek.
  *
  * <p>gpt-oss's expert biases and router bias entries are merged with the same weights as the weights and gate rows.
+ *
+ * <p>Clustering by routing profiles is cheap and the same in every task, so each layer is cut into parts of at most
+ * {@link TopKSurgery#PART_BYTES} of new float32 projections (new expert g's w1, w3, w2, then g + 1's, ...; the last
+ * part adds the router's tensors), each task clustering again and merging only its share. Clustering by weights
+ * streams the whole layer's experts several times, so it runs once per layer: one part, holding all E' new experts.
  */
 public final class ExpertReduceSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
@@ -48,6 +53,7 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     private final double[][][] routingFeatures; // [MoE layers][E][F], null when clustering by weights
     private final double[][] frequency;         // [MoE layers][E]
     private final long seed;
+    private final int projectionsPerPart;       // new projections (expert g, projection p) one part merges
 
     /**
      * @param stats null only with {@link By#WEIGHTS}; then every expert counts the same when merging
@@ -72,6 +78,10 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         this.correctionBias = model.routing.scoreCorrectionBias();
         this.biases = model.clamped_experts;
         this.seed = seed;
+        long projectionBytes = (long) Float.BYTES * model.hidden_size * model.expert_intermediate_size;
+        int projections = newExperts * Projection.values().length;
+        this.projectionsPerPart = by == By.WEIGHTS ? projections
+                : (int) Math.max(1, Math.min(projections, TopKSurgery.PART_BYTES / projectionBytes));
         this.frequency = new double[moeLayers][experts];
         this.routingFeatures = by == By.ROUTING ? new double[moeLayers][][] : null;
         for (int i = 0; i < moeLayers; i++) {
@@ -116,40 +126,58 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         return x;
     }
 
+    /** By routing: slices of at most {@link TopKSurgery#PART_BYTES} of new projections; by weights: one. */
+    @Override
+    public int parts() {
+        int projections = newExperts * Projection.values().length;
+        return (projections + projectionsPerPart - 1) / projectionsPerPart;
+    }
+
     @Override
     public LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part) {
         CheckpointLayout layout = new CheckpointLayout(type);
-        INDArray[] stacks = new INDArray[Projection.values().length]; // each [E, rows, cols]
+        ExpertStack[] stacks = new ExpertStack[Projection.values().length]; // each E × [rows, cols], as stored
         for (Projection p : Projection.values()) {
-            stacks[p.ordinal()] = ExpertStack.read(source, layout, layer, experts, p);
+            stacks[p.ordinal()] = ExpertStack.of(source, layout, layer, experts, p);
         }
-        double[][] points = routingFeatures != null ? routingFeatures[moeLayer] : flattened(stacks);
-        int[][] groups = clusterWithinGroups(points, Seeds.derive(seed, "reduce/layer/" + layer));
+        int[][] groups = clusterWithinGroups(stacks, moeLayer, Seeds.derive(seed, "reduce/layer/" + layer));
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        int projections = Projection.values().length;
+        int last = Math.min(newExperts * projections, (part + 1) * projectionsPerPart);
+        INDArray[] biasStacks = new INDArray[projections]; // each [E, 1, n], gpt-oss only, read when first needed
+        for (int at = part * projectionsPerPart; at < last; at++) {   // new expert g's w1, w3, w2, then g + 1's
+            int g = at / projections;
+            Projection p = Projection.values()[at % projections];
+            double[] w = memberWeights(groups[g], frequency[moeLayer]);
+            out.put(layout.expert(layer, g, p), stacks[p.ordinal()].weightedSum(w, DataType.FLOAT));
+            if (biases) {
+                if (biasStacks[p.ordinal()] == null) {
+                    biasStacks[p.ordinal()] = ExpertStack.readBiases(source, layout, layer, experts, p);
+                }
+                out.put(layout.expertBias(layer, g, p),
+                        ExpertStack.weightedSum(biasStacks[p.ordinal()], w).reshape(-1));
+            }
+        }
+        if (part == parts() - 1) {
+            mergeRouter(source, layout, layer, groups, moeLayer, out);
+        }
+        LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
+        metrics.put("experts", (double) newExperts);
+        return new LayerResult(out, groups, metrics);
+    }
+
+    /** The new router: gate rows, and the correction bias or gpt-oss's router bias, merged as the experts. */
+    private void mergeRouter(TensorSource source, CheckpointLayout layout, int layer, int[][] groups, int moeLayer,
+            LinkedHashMap<String, INDArray> out) {
         INDArray gate = source.readFloat(layout.routerGate(layer)); // [E, D]
         INDArray newGate = Nd4j.createUninitialized(gate.dataType(), newExperts, gate.size(1)); // [E', D]
         INDArray gateStack = gate.reshape(experts, 1, gate.size(1)); // [E, 1, D]
         INDArray bias = correctionBias ? source.readFloat(layout.scoreCorrectionBias(layer)) : null;  // [E]
         INDArray newBias = correctionBias ? Nd4j.createUninitialized(bias.dataType(), newExperts) : null; // [E']
-        INDArray[] biasStacks = new INDArray[Projection.values().length]; // each [E, 1, n], gpt-oss only
-        INDArray routerBias = null;                                         // [E, 1, 1]
-        INDArray newRouterBias = null;                                      // [E']
-        if (biases) {
-            for (Projection p : Projection.values()) {
-                biasStacks[p.ordinal()] = ExpertStack.readBiases(source, layout, layer, experts, p);
-            }
-            routerBias = source.readFloat(layout.routerBias(layer)).reshape(experts, 1, 1);
-            newRouterBias = Nd4j.createUninitialized(routerBias.dataType(), newExperts);
-        }
-        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        INDArray routerBias = biases ? source.readFloat(layout.routerBias(layer)).reshape(experts, 1, 1) : null;
+        INDArray newRouterBias = biases ? Nd4j.createUninitialized(routerBias.dataType(), newExperts) : null; // [E']
         for (int g = 0; g < groups.length; g++) {
             double[] w = memberWeights(groups[g], frequency[moeLayer]);
-            for (Projection p : Projection.values()) {
-                out.put(layout.expert(layer, g, p), ExpertStack.weightedSum(stacks[p.ordinal()], w));
-                if (biases) {
-                    out.put(layout.expertBias(layer, g, p),
-                            ExpertStack.weightedSum(biasStacks[p.ordinal()], w).reshape(-1));
-                }
-            }
             newGate.getRow(g).assign(ExpertStack.weightedSum(gateStack, w).reshape(gate.size(1)));
             if (correctionBias) {
                 double b = 0;
@@ -169,21 +197,21 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         if (biases) {
             out.put(layout.routerBias(layer), newRouterBias);
         }
-        LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
-        metrics.put("experts", (double) newExperts);
-        return new LayerResult(out, groups, metrics);
     }
 
     /**
-     * k-means of each expert group's points into E'/n_group clusters (one group: all E experts into E'), the clusters
-     * of group j numbered after those of groups 0..j−1, members as indices into the E experts.
+     * k-means of each expert group's points (routing profiles, or the weights streamed from the checkpoint: see
+     * {@link ExpertPoints}) into E'/n_group clusters (one group: all E experts into E'), the clusters of group j
+     * numbered after those of groups 0..j−1, members as indices into the E experts.
      */
-    private int[][] clusterWithinGroups(double[][] points, long layerSeed) {
+    private int[][] clusterWithinGroups(ExpertStack[] stacks, int moeLayer, long layerSeed) {
         int size = experts / groups;
         int per = newExperts / groups;
         int[][] out = new int[newExperts][];
         for (int j = 0; j < groups; j++) {
-            double[][] part = java.util.Arrays.copyOfRange(points, j * size, (j + 1) * size);
+            KMeans.Points part = routingFeatures != null
+                    ? KMeans.inMemory(java.util.Arrays.copyOfRange(routingFeatures[moeLayer], j * size, (j + 1) * size))
+                    : new ExpertPoints(stacks, j * size, (j + 1) * size);
             long groupSeed = groups == 1 ? layerSeed : Seeds.derive(layerSeed, "group/" + j);
             int[][] clusters = KMeans.cluster(part, per, groupSeed);
             for (int c = 0; c < per; c++) {
@@ -210,24 +238,17 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         return w;
     }
 
-    /** [E][3·I·D]: each expert's w1, w3, w2 flattened and concatenated, in float64. */
-    private static double[][] flattened(INDArray[] stacks) {
-        int e = (int) stacks[0].size(0);
-        double[][] out = new double[e][];
-        for (int j = 0; j < e; j++) {
-            int at = 0;
-            long length = 0;
-            for (INDArray s : stacks) {
-                length += s.slice(j).length();
-            }
-            out[j] = new double[(int) length];
-            for (INDArray s : stacks) {
-                double[] v = s.slice(j).castTo(DataType.DOUBLE).dup('c').data().asDouble();
-                System.arraycopy(v, 0, out[j], at, v.length);
-                at += v.length;
-            }
-        }
-        return out;
+    /**
+     * A part's new projections in float32 (by weights: all E' new experts'; with their biases), the old and new router
+     * and the scratch of three {@link ExpertStack}s; k-means by weights adds {@link ExpertPoints#BLOCK_BYTES} on the
+     * heap.
+     */
+    @Override
+    public long partBytes(ModelConfig model) {
+        long projection = (long) model.hidden_size * model.expert_intermediate_size
+                + (biases ? Math.max(model.hidden_size, model.expert_intermediate_size) : 0);
+        return Float.BYTES * ((long) projectionsPerPart * projection + 2L * experts * (model.hidden_size + 2))
+                + 3 * ExpertStack.scratchBytes();
     }
 
     @Override

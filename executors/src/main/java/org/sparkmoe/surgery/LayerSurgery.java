@@ -41,6 +41,12 @@ public interface LayerSurgery extends java.io.Serializable {
         return java.util.Map.of();
     }
 
+    /**
+     * Native bytes one part's task holds at most beside the memory-mapped checkpoint: the new tensors it makes
+     * (float32 until staged) and its scratch — what the surgery's memory plan counts per task slot.
+     */
+    long partBytes(ModelConfig model);
+
     /** The new config.json, from the original. */
     ObjectNode config(ModelConfig original);
 }

@@ -104,10 +104,10 @@ public final class LowRankDistillation {
     static INDArray teacher(TensorSource original, ModelConfig config, int layer, Router gate, INDArray x,
             GroupedGemm gemm) {
         CheckpointLayout layout = new CheckpointLayout(config.modelType);
-        ExpertWeights experts = new ExpertWeights(
-                ExpertStack.read(original, layout, layer, config.num_experts, Projection.GATE),   // [E, I, D]
-                ExpertStack.read(original, layout, layer, config.num_experts, Projection.UP),     // [E, I, D]
-                ExpertStack.read(original, layout, layer, config.num_experts, Projection.DOWN));  // [E, D, I]
+        ExpertWeights experts = new ExpertWeights(   // as stored, widened per tile by the products
+                ExpertStack.of(original, layout, layer, config.num_experts, Projection.GATE).weights(),   // E × [I, D]
+                ExpertStack.of(original, layout, layer, config.num_experts, Projection.UP).weights(),     // E × [I, D]
+                ExpertStack.of(original, layout, layer, config.num_experts, Projection.DOWN).weights());  // E × [D, I]
         if (config.clamped_experts) {   // gpt-oss
             experts = new ExpertWeights(experts.w1(), experts.w3(), experts.w2(),
                     biases(original, layout, layer, config.num_experts, Projection.GATE),         // [E, I]

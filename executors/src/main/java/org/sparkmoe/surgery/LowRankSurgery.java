@@ -92,16 +92,16 @@ public final class LowRankSurgery implements LayerSurgery {
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>();
         Projection p = Projection.values()[part];
-        INDArray stack = ExpertStack.read(source, layout, layer, experts, p).castTo(DataType.DOUBLE); // [E, out, in]
-        long rows = stack.size(1);
-        long cols = stack.size(2);
-        INDArray base = ExpertStack.weightedSum(stack, baseWeights[moeLayer]);                       // [out, in]
+        ExpertStack stack = ExpertStack.of(source, layout, layer, experts, p);                    // E × [out, in]
+        long rows = stack.rows();
+        long cols = stack.cols();
+        INDArray base = stack.weightedSum(baseWeights[moeLayer], DataType.DOUBLE);                  // [out, in]
         INDArray a = Nd4j.create(DataType.FLOAT, experts, rank, cols);                                // [E, R, in]
         INDArray b = Nd4j.create(DataType.FLOAT, experts, rows, rank);                                // [E, out, R]
         double error2 = 0;
         double norm2 = 0;
         for (int e = 0; e < experts; e++) {
-            INDArray w = stack.slice(e);
+            INDArray w = stack.expert(e).castTo(DataType.DOUBLE);                                   // [out, in]
             TruncatedSvd.Factors f = TruncatedSvd.of(w.sub(base), rank);
             a.slice(e).assign(f.a());
             b.slice(e).assign(f.b());
@@ -132,6 +132,24 @@ public final class LowRankSurgery implements LayerSurgery {
         metrics.put(name + "_params_before", (double) (experts * rows * cols));
         metrics.put(name + "_params_after", (double) (rows * cols + experts * rank * (rows + cols)));
         return new LayerResult(out, null, metrics);
+    }
+
+    /**
+     * The largest projection's part, I·D = n elements: the float64 base and its float32 copy, one expert at a time
+     * (float32, float64, minus the base) and what its error check makes (the stored base widened back, B·A, their
+     * sum, the difference: 4 float64 and a float32 n), the SVD's two float64 copies of its input and its full U
+     * [max(I, D)²] and Vᵀ [min(I, D)²], the stacked factors E·R·(I + D) float32, and one {@link ExpertStack}'s
+     * scratch. Temporaries are counted as if all alive (ND4J frees them at the garbage collector's pace).
+     */
+    @Override
+    public long partBytes(ModelConfig model) {
+        long d = model.hidden_size;
+        long i = model.expert_intermediate_size;
+        long n = d * i;
+        long tall = Math.max(d, i);
+        long wide = Math.min(d, i);
+        return Double.BYTES * (n + n + n + 4 * n + 2 * n + tall * tall + wide * wide)
+                + Float.BYTES * (n + n + n + (long) experts * rank * (d + i)) + ExpertStack.scratchBytes();
     }
 
     @Override

@@ -52,6 +52,13 @@ public final class TopKSurgery implements LayerSurgery {
         return (experts + expertsPerPart - 1) / expertsPerPart;
     }
 
+    /** The part's scaled down projections (and gpt-oss's down biases), float32. */
+    @Override
+    public long partBytes(ModelConfig model) {
+        return (long) expertsPerPart * Float.BYTES * ((long) model.hidden_size * model.expert_intermediate_size
+                + (downBias ? model.hidden_size : 0));
+    }
+
     /** αᵢ per MoE layer for the given method; {@code stats} is read only by MEASURED. */
     public static double[] alphas(TopKRescale.Method method, ModelConfig model, int moeLayers, int newTopK,
             RoutingStats stats) {

@@ -114,6 +114,9 @@ public final class LowRankCommand implements Callable<Integer> {
         settings.put("rank", rank);
         settings.put("base", base);
         DistillPlan distill = distillPlan(run);
+        if (run.planOnly(surgery)) {
+            return 0;
+        }
         List<LayerResult> results;
         if (distill == null) {
             results = run.execute("lowrank", surgery, settings);

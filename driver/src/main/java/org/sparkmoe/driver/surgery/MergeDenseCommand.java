@@ -59,7 +59,11 @@ public final class MergeDenseCommand implements Callable<Integer> {
         if (topKMask != null) {
             settings.put("top_k_mask", topKMask);
         }
-        run.execute("merge-dense", new DenseMergeSurgery(run.config, weights), settings);
+        DenseMergeSurgery surgery = new DenseMergeSurgery(run.config, weights);
+        if (run.planOnly(surgery)) {
+            return 0;
+        }
+        run.execute("merge-dense", surgery, settings);
         return 0;
     }
 }

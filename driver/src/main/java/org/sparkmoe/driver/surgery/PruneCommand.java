@@ -1,6 +1,7 @@
 package org.sparkmoe.driver.surgery;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.surgery.ExpertPruneSurgery;
 import org.sparkmoe.surgery.ExpertScores;
 import picocli.CommandLine.Command;
@@ -56,7 +57,11 @@ public final class PruneCommand implements Callable<Integer> {
         if (router != null) {
             settings.put("router", router);
         }
-        run.execute("prune", surgery, settings, router == null ? Map.of() : run.gates(router, experts));
+        Map<String, INDArray> gates = router == null ? Map.of() : run.gates(router, experts);
+        if (run.planOnly(surgery)) {
+            return 0;
+        }
+        run.execute("prune", surgery, settings, gates);
         return 0;
     }
 }

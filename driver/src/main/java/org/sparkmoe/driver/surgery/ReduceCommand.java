@@ -1,6 +1,7 @@
 package org.sparkmoe.driver.surgery;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.surgery.ExpertReduceSurgery;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -61,7 +62,11 @@ public final class ReduceCommand implements Callable<Integer> {
         if (router != null) {
             settings.put("router", router);
         }
-        run.execute("reduce", surgery, settings, router == null ? Map.of() : run.gates(router, experts));
+        Map<String, INDArray> gates = router == null ? Map.of() : run.gates(router, experts);
+        if (run.planOnly(surgery)) {
+            return 0;
+        }
+        run.execute("reduce", surgery, settings, gates);
         return 0;
     }
 }

@@ -1,6 +1,7 @@
 package org.sparkmoe.driver.surgery;
 
 import org.sparkmoe.driver.CheckpointOutputOptions;
+import org.sparkmoe.driver.DryRunOption;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.model.CheckpointOptions;
 import org.sparkmoe.driver.ModelOption;
@@ -32,6 +33,9 @@ public final class SurgeryOptions {
 
     @Mixin
     SparkOptions spark;
+
+    @Mixin
+    DryRunOption dryRun = new DryRunOption();
 
     /** How the output checkpoint is written: --layout (null: the input's), --max-shard-size, --dtype. */
     CheckpointOptions checkpoint() {

@@ -13,9 +13,11 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.model.CheckpointOptions;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.ExpertMap;
+import org.sparkmoe.driver.MemoryPlan;
 import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.LocalFiles;
@@ -120,6 +122,17 @@ final class SurgeryRun {
         } catch (IOException e) {
             throw new UncheckedIOException("reading " + file + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * Prints the memory plan of {@code surgery}'s tasks (see {@link MemoryPlan#surgery}) and refuses one that cannot
+     * fit; true with --dry-run: the command stops here.
+     */
+    boolean planOnly(LayerSurgery surgery) {
+        SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe surgery", options.spark.master),
+                options.spark.partitions);
+        return options.dryRun.show(MemoryPlan.surgery(MemoryPlan.mappedBytes(modelDir.toString(), conf),
+                surgery.partBytes(config), limits));
     }
 
     /** Statistics when --stats is given, else null. */

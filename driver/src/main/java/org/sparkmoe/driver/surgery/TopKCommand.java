@@ -49,7 +49,11 @@ public final class TopKCommand implements Callable<Integer> {
     public Integer call() {
         TopKRescale.Method method = SurgeryRun.choice(spec, "--rescale", rescale, METHODS);
         SurgeryRun run = new SurgeryRun(options);
-        run.execute("topk", surgery(run, topK, method), settings(run, topK, method));
+        TopKSurgery surgery = surgery(run, topK, method);
+        if (run.planOnly(surgery)) {
+            return 0;
+        }
+        run.execute("topk", surgery, settings(run, topK, method));
         return 0;
     }
 
