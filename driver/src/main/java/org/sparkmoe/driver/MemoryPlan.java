@@ -6,6 +6,7 @@ import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.Perplexity;
+import org.sparkmoe.train.CausalLmLoss;
 import org.sparkmoe.train.StateMean;
 import org.sparkmoe.kernels.WeightStack;
 
@@ -57,16 +58,26 @@ import java.util.Locale;
  * @param stateBytes      train: the trainable state (parameters and both moments); 0 otherwise
  * @param slots           task slots per executor JVM
  * @param checkpointActivations train: only layer inputs kept, one layer recomputed at a time
+ * @param heapNeededBytes the heap the job needs per executor JVM ({@link #heap}), what the launcher passes as -Xmx
  * @param limits          what the executors and the driver have
  */
 public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long activationBytes, long stateBytes,
-                         int slots, boolean checkpointActivations, SparkLimits limits) {
+                         int slots, boolean checkpointActivations, long heapNeededBytes, SparkLimits limits) {
 
     /** The jobs a plan is made for. */
     public enum Job { EVAL, CALIBRATE, TRAIN }
 
     /** A JVM's own anonymous memory besides heap and ND4J buffers: metaspace, code cache, thread stacks, Spark. */
     static final long JVM_OVERHEAD = 256L << 20;
+
+    /**
+     * The heap a job needs besides what its tasks hold: Spark's driver and executor (one JVM in embedded mode), the
+     * tokenizer, the JVM's own objects, and the collector's headroom.
+     */
+    static final long HEAP_BASE = 384L << 20;
+
+    /** The heap is planned in whole steps of this size (what -Xmx gets). */
+    private static final long HEAP_STEP = 64L << 20;
 
     /**
      * @param mappedBytes the checkpoint's tensor bytes ({@code Checkpoint} headers)
@@ -97,7 +108,27 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long tokens = (long) batchWindows * window;
         long adapter = mumoe == null ? 0 : tokens * mumoeFloats(c, mumoe, checkpointActivations) * Float.BYTES;
         return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens,
-                checkpointActivations) + adapter, stateBytes, slots, checkpointActivations, limits);
+                checkpointActivations) + adapter, stateBytes, slots, checkpointActivations,
+                heap(job, c, tokens, stateBytes, slots, limits.partitions()), limits);
+    }
+
+    /**
+     * The heap one executor JVM needs, rounded up to 64 MiB: {@link #HEAP_BASE}, plus per task slot the Java arrays a
+     * task holds at once — eval and calibrate one block of logits read as floats ({@code Perplexity}: at most
+     * {@link Perplexity#LOGIT_BLOCK}), train the loss's float64 block of logits ({@link CausalLmLoss#BLOCK_ELEMENTS})
+     * and its float32 partial of the whole state ({@link StateMean}'s chunks: the state's bytes) — and for train the
+     * averaging tree's reduce, which holds one chunk of every partition's partial and their mean. Activations,
+     * weights and the state live off the heap (ND4J buffers, mapped files) and are not counted here.
+     */
+    static long heap(Job job, ModelConfig c, long tokens, long stateBytes, int slots, int partitions) {
+        long perSlot = switch (job) {
+            case EVAL, CALIBRATE -> Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
+            case TRAIN -> CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES + stateBytes;
+        };
+        long reduce = job == Job.TRAIN
+                ? (Math.max(partitions, slots) + 1L) * Math.min(stateBytes, StateMean.CHUNK_BYTES) : 0;
+        long bytes = HEAP_BASE + slots * perSlot + reduce;
+        return (bytes + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
     }
 
     /**
@@ -127,8 +158,10 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long kept = (tokens * baseline.hidden_size + Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK))
                 * Float.BYTES;
         long activations = Math.max(activationBytes, activations(job, baseline, tokens, false)) + kept;
+        long baselineLogits = Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
+        long heap = (heapNeededBytes + slots * baselineLogits + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
         return new MemoryPlan(job, mappedBytes + baselineMappedBytes, widenedBytes + widened(baseline), activations,
-                stateBytes, slots, checkpointActivations, limits);
+                stateBytes, slots, checkpointActivations, heap, limits);
     }
 
     /** The tensor bytes of the checkpoint in {@code modelUri}, from its headers. */
@@ -261,6 +294,12 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                     : "activations of every layer kept for the backward (--checkpoint-activations keeps only the "
                     + "layer inputs and recomputes one layer at a time)\n");
         }
+        out.append(prefix).append("heap needed ").append(size(heapNeededBytes)).append(" (-Xmx")
+                .append(heapNeededBytes >> 20).append("m; the launcher's default in embedded mode): base ")
+                .append(size(HEAP_BASE)).append(" + per task slot ").append(job == Job.TRAIN
+                        ? "the loss's float64 block and the float32 partial of the state"
+                        : "one block of logits read as floats").append(job == Job.TRAIN
+                        ? " + the averaging tree's chunks" : "").append('\n');
         out.append(prefix).append("anonymous ").append(size(anonymousBytes())).append(" = heap ")
                 .append(size(limits.heapBytes())).append(" + JVM ").append(size(JVM_OVERHEAD)).append(" + native\n");
         if (job == Job.TRAIN) {
