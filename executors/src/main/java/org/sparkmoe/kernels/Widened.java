@@ -3,7 +3,6 @@ package org.sparkmoe.kernels;
 import java.util.EnumMap;
 import java.util.Map;
 import org.nd4j.linalg.api.buffer.DataType;
-import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -85,10 +84,7 @@ final class Widened {
         Map<DataType, INDArray> mine = SCRATCH.get();
         INDArray s = mine.get(type);
         if (s == null || s.length() < elements) {
-            try (MemoryWorkspace outside = Nd4j.getWorkspaceManager().scopeOutOfWorkspaces()) {   // kept past a step
-                s = Nd4j.createUninitialized(type, new long[] {Math.max(elements, Math.min(TILE_ELEMENTS, 1L << 16))},
-                        'c');
-            }
+            s = Nd4j.createUninitialized(type, new long[] {Math.max(elements, Math.min(TILE_ELEMENTS, 1L << 16))}, 'c');
             mine.put(type, s);
         }
         return s;

@@ -95,20 +95,8 @@ public final class TrainStep {
         return c.routing.scoring_func().equals("softmax");
     }
 
-    /** {@link #evaluate} or {@link #losses} in a {@link StepWorkspace}: only the gradients outlive it. */
     private static Evaluation pass(MoeTransformer model, TrainState state, int[][] windows, TrainOptions opts,
                                    boolean backward) {
-        try (StepWorkspace ignored = StepWorkspace.open()) {
-            Evaluation e = passInWorkspace(model, state, windows, opts, backward);
-            if (e.grads() != null) {
-                e.grads().replaceAll((key, g) -> StepWorkspace.keep(g));
-            }
-            return e;
-        }
-    }
-
-    private static Evaluation passInWorkspace(MoeTransformer model, TrainState state, int[][] windows,
-                                              TrainOptions opts, boolean backward) {
         checkMatches(model, state, opts.lora());
         ModelConfig c = model.config();
         double coef = auxLossCoef(c, opts);
