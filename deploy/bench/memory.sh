@@ -8,6 +8,8 @@
 #   deploy/bench/memory.sh eval-mixtral eval --model out/mixtral-1 --data examples/corpus/sysadmin.txt --out out/m.json
 #
 # Prints one line: label, exit status, wall seconds, and per JVM peak RSS / RssFile / RssAnon in MiB.
+# With ROUNDS_LOG=<the train's train-log.jsonl> it also prints each JVM's peak RssAnon per train round: a sample
+# belongs to round r + 1 while the log holds r lines (the log gets a line when a round ends).
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,10p' "$0" >&2; exit 2; }
 label="$1"; shift
@@ -26,9 +28,11 @@ descendants() {  # the pid and every process below it
 }
 
 while kill -0 "$launcher" 2>/dev/null; do
+  round=1
+  if [ -n "${ROUNDS_LOG:-}" ] && [ -f "$ROUNDS_LOG" ]; then round=$(( $(wc -l <"$ROUNDS_LOG") + 1 )); fi
   for p in $(descendants "$launcher"); do
     [ "$(cat /proc/"$p"/comm 2>/dev/null)" = java ] || continue
-    awk -v pid="$p" '/^VmRSS|^RssFile|^RssAnon/ {v[$1]=$2} END {if (v["VmRSS:"]) print pid, v["VmRSS:"], v["RssFile:"], v["RssAnon:"]}' \
+    awk -v pid="$p" -v round="$round" '/^VmRSS|^RssFile|^RssAnon/ {v[$1]=$2} END {if (v["VmRSS:"]) print pid, v["VmRSS:"], v["RssFile:"], v["RssAnon:"], round}' \
       /proc/"$p"/status 2>/dev/null >>"$samples" || true
   done
   sleep 0.2
@@ -47,6 +51,17 @@ awk -v label="$label" -v status="$status" -v wall="$(echo "$end - $start" | bc)"
     }
     print line
   }' "$samples"
+if [ -n "${ROUNDS_LOG:-}" ]; then
+  awk '{ k = $1 " " $5; if ($4 > anon[k]) anon[k] = $4; pids[$1] = 1; if ($5 > last) last = $5 }
+    END {
+      n = 0
+      for (p in pids) {
+        line = sprintf("  jvm %d peak RssAnon per round (MiB):", ++n)
+        for (r = 1; r <= last; r++) if ((p " " r) in anon) line = line sprintf(" %d: %.0f", r, anon[p " " r] / 1024)
+        print line
+      }
+    }' "$samples"
+fi
 if [ "$status" -ne 0 ]; then
   echo "--- stderr of the failed command:" >&2
   tail -20 "$samples.err" >&2

@@ -6,6 +6,7 @@ import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.Perplexity;
+import org.sparkmoe.train.CausalLmLoss;
 import org.sparkmoe.train.StateMean;
 import org.sparkmoe.kernels.WeightStack;
 
@@ -59,12 +60,14 @@ import java.util.Locale;
  * @param stateBytes      train: the trainable state (parameters and both moments); 0 otherwise
  * @param slots           task slots per executor JVM
  * @param checkpointActivations train: only layer inputs kept, one layer recomputed at a time
+ * @param heapNeededBytes the heap the job needs per executor JVM ({@link #heap}), what the launcher passes as -Xmx
  * @param limits          what the executors and the driver have
  * @param layerwise       with --layerwise, the model's pieces (then {@code mappedBytes} is the largest one's); null for
  *                        a whole-model pass
  */
 public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long activationBytes, long stateBytes,
-                         int slots, boolean checkpointActivations, SparkLimits limits, Pieces layerwise) {
+                         int slots, boolean checkpointActivations, long heapNeededBytes, SparkLimits limits,
+                         Pieces layerwise) {
 
     /**
      * The checkpoint's tensor bytes per piece of a layer-sequential pass: what an executor maps while it runs one.
@@ -82,6 +85,17 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
 
     /** A JVM's own anonymous memory besides heap and ND4J buffers: metaspace, code cache, thread stacks, Spark. */
     static final long JVM_OVERHEAD = 256L << 20;
+
+    /**
+     * The heap a job needs besides what its tasks hold: Spark's driver and executor (one JVM in embedded mode), the
+     * tokenizer, the JVM's own objects, and the collector's headroom.
+     */
+    static final long HEAP_BASE = 384L << 20;
+
+    /** The heap is planned in whole steps of this size (what -Xmx gets). */
+    private static final long HEAP_STEP = 64L << 20;
+    /** A surgery's heap: the launcher's -Xmx for the commands it plans no heap for. */
+    static final long SURGERY_HEAP = 1L << 30;
 
     /**
      * @param mappedBytes the checkpoint's tensor bytes ({@code Checkpoint} headers)
@@ -112,17 +126,39 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long tokens = (long) batchWindows * window;
         long adapter = mumoe == null ? 0 : tokens * mumoeFloats(c, mumoe, checkpointActivations) * Float.BYTES;
         return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens,
-                checkpointActivations) + adapter, stateBytes, slots, checkpointActivations, limits, null);
+                checkpointActivations) + adapter, stateBytes, slots, checkpointActivations,
+                heap(job, c, tokens, stateBytes, slots, limits.partitions()), limits, null);
     }
 
     /**
-     * A surgery's plan: per task slot, what one part of a layer holds beside the mapped checkpoint.
+     * A surgery's plan: per task slot, what one part of a layer holds beside the mapped checkpoint. Its heap is the
+     * launcher's default for commands without a dry-run plan, {@link #SURGERY_HEAP}.
      *
      * @param partBytes {@code LayerSurgery.partBytes}: the part's new tensors and its scratch
      */
     public static MemoryPlan surgery(long mappedBytes, long partBytes, SparkLimits limits) {
-        return new MemoryPlan(Job.SURGERY, mappedBytes, 0, partBytes, 0, limits.slotsPerExecutor(), false, limits,
-                null);
+        return new MemoryPlan(Job.SURGERY, mappedBytes, 0, partBytes, 0, limits.slotsPerExecutor(), false,
+                SURGERY_HEAP, limits, null);
+    }
+
+    /**
+     * The heap one executor JVM needs, rounded up to 64 MiB: {@link #HEAP_BASE}, plus per task slot the Java arrays a
+     * task holds at once — eval and calibrate one block of logits read as floats ({@code Perplexity}: at most
+     * {@link Perplexity#LOGIT_BLOCK}), train the loss's float64 block of logits ({@link CausalLmLoss#BLOCK_ELEMENTS})
+     * and its float32 partial of the whole state ({@link StateMean}'s chunks: the state's bytes) — and for train the
+     * averaging tree's reduce, which holds one chunk of every partition's partial and their mean. Activations,
+     * weights and the state live off the heap (ND4J buffers, mapped files) and are not counted here.
+     */
+    static long heap(Job job, ModelConfig c, long tokens, long stateBytes, int slots, int partitions) {
+        long perSlot = switch (job) {
+            case EVAL, CALIBRATE -> Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
+            case TRAIN -> CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES + stateBytes;
+            case SURGERY -> throw new IllegalStateException("a surgery's plan comes from MemoryPlan.surgery");
+        };
+        long reduce = job == Job.TRAIN
+                ? (Math.max(partitions, slots) + 1L) * Math.min(stateBytes, StateMean.CHUNK_BYTES) : 0;
+        long bytes = HEAP_BASE + slots * perSlot + reduce;
+        return (bytes + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
     }
 
     /**
@@ -152,8 +188,10 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long kept = (tokens * baseline.hidden_size + Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK))
                 * Float.BYTES;
         long activations = Math.max(activationBytes, activations(job, baseline, tokens, false)) + kept;
+        long baselineLogits = Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
+        long heap = (heapNeededBytes + slots * baselineLogits + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
         return new MemoryPlan(job, mappedBytes + baselineMappedBytes, widenedBytes + widened(baseline), activations,
-                stateBytes, slots, checkpointActivations, limits, layerwise);
+                stateBytes, slots, checkpointActivations, heap, limits, layerwise);
     }
 
     /**
@@ -180,7 +218,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         Pieces p = new Pieces(model, pieces[largest], largest == c.num_hidden_layers ? "embedding and LM head"
                 : "layer " + largest, (long) batchWindows * window * c.hidden_size * Float.BYTES);
         return new MemoryPlan(job, p.largest(), widenedBytes, activationBytes, stateBytes, slots,
-                checkpointActivations, limits, p);
+                checkpointActivations, heapNeededBytes, limits, p);
     }
 
     /** N for a tensor named model.layers.N.…, else −1. */
@@ -340,6 +378,17 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                     + "kept, one layer's activations at a time (recomputed in the backward)\n"
                     : "activations of every layer kept for the backward (--checkpoint-activations keeps only the "
                     + "layer inputs and recomputes one layer at a time)\n");
+        }
+        if (job == Job.SURGERY) {
+            out.append(prefix).append("heap ").append(size(heapNeededBytes)).append(" (-Xmx")
+                    .append(heapNeededBytes >> 20).append("m: the launcher's default for surgery)\n");
+        } else {
+            out.append(prefix).append("heap needed ").append(size(heapNeededBytes)).append(" (-Xmx")
+                .append(heapNeededBytes >> 20).append("m; the launcher's default in embedded mode): base ")
+                .append(size(HEAP_BASE)).append(" + per task slot ").append(job == Job.TRAIN
+                        ? "the loss's float64 block and the float32 partial of the state"
+                        : "one block of logits read as floats").append(job == Job.TRAIN
+                        ? " + the averaging tree's chunks" : "").append('\n');
         }
         out.append(prefix).append("anonymous ").append(size(anonymousBytes())).append(" = heap ")
                 .append(size(limits.heapBytes())).append(" + JVM ").append(size(JVM_OVERHEAD)).append(" + native\n");

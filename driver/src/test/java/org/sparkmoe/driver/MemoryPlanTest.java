@@ -240,4 +240,23 @@ class MemoryPlanTest {
                 + "1.00 GiB)"), text);
         text.lines().forEach(line -> assertTrue(line.startsWith("memory plan: "), line));
     }
+
+    /**
+     * The heap the launcher passes as -Xmx: 384 MiB base, plus per slot what a task holds on the heap (eval: one
+     * block of logits as floats; train: the loss's 2^21 doubles and the float32 partial of the state), plus for train
+     * the averaging tree's reduce (one chunk per partition and their mean), in whole 64 MiB.
+     */
+    @Test
+    void theHeapCountsEachSlotsJavaArraysAndTheAveragingChunks() {
+        long mib = 1L << 20;
+        // eval, 8 windows of 256 at vocabulary 32000: 65.5M logits, one block of 2^24 floats per slot
+        assertEquals(384 * mib + 2 * (64 * mib), MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 2, 2));
+        // eval of one window: 256 × 32000 floats = 31.25 MiB per slot, 446.5 MiB rounded up to 448
+        assertEquals(448 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 0, 2, 2));
+        // train, state of 100 MiB, 2 slots and 2 partitions: 384 + 2 × (16 + 100) + 3 × 64 = 808, rounded to 832
+        assertEquals(832 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 100 * mib, 2, 2));
+        String text = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 1000, 1, 256, 100 * mib,
+                SparkLimits.of(new SparkConf(false).setMaster("local[2]"), 2)).describe();
+        assertTrue(text.contains("memory plan: heap needed 832 MiB (-Xmx832m; "), text);
+    }
 }

@@ -4,7 +4,8 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.kernels.BlockAttention;
 import org.sparkmoe.kernels.Dense;
-import org.sparkmoe.kernels.Flat;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
  * DeepSeek's multi-head latent attention (MLA) as transformers' {@code DeepseekV2Attention} /
@@ -19,7 +20,9 @@ import org.sparkmoe.kernels.Flat;
  * </pre>
  * scale = (dn + dr)^-½, times YaRN's mscale(s, mscale_all_dim)² under YaRN. The q_a and kv_a layernorms use eps
  * 1e-6 whatever rms_norm_eps says. {@link #forward} is the training forward's output in float32, so the two are
- * bit-identical by construction; the weights are frozen, only the input gets a gradient.
+ * bit-identical by construction; the weights are frozen, only the input gets a gradient. Heads are split and merged
+ * by {@link HeadLayout} in the input's own type (FLOAT or DOUBLE, no float64 copies) and attended by the same
+ * {@link BlockAttention} as {@link Attention}.
  */
 public final class LatentAttention implements SelfAttention {
 
@@ -53,6 +56,9 @@ public final class LatentAttention implements SelfAttention {
     private final int ropeDim;  // dr
     private final int valueDim; // dv
     private final int latentDim; // C
+    private final HeadLayout qkLayout;    // H heads of dn+dr, RoPE on the last dr
+    private final HeadLayout vLayout;     // H heads of dv
+    private final HeadLayout ropeLayout;  // the one shared rope key of dr
     private final BlockAttention attention;
 
     /**
@@ -78,6 +84,9 @@ public final class LatentAttention implements SelfAttention {
             throw new IllegalArgumentException("MLA weights do not fit H " + heads + ", qk_nope_head_dim " + nopeDim
                     + ", qk_rope_head_dim " + ropeDim + ", v_head_dim " + valueDim + ", kv_lora_rank " + latentDim);
         }
+        this.qkLayout = new HeadLayout(heads, nopeDim + ropeDim, nopeDim);
+        this.vLayout = new HeadLayout(heads, valueDim);
+        this.ropeLayout = new HeadLayout(1, ropeDim);
         this.attention = new BlockAttention(scale, null, null, queryBlock, keyBlock);
     }
 
@@ -127,11 +136,7 @@ public final class LatentAttention implements SelfAttention {
     /** The forward, showing the projections' inputs to {@code inputs}. */
     private Context pass(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs) {
         inputs.add(LinearInputs.Site.ATTN_IN, x);
-        DataType dt = x.dataType();
-        boolean single = dt == DataType.FLOAT;
-        int tokens = batch * seq;
-        int qk = nopeDim + ropeDim;
-        int kvWidth = nopeDim + valueDim;
+        long tokens = (long) batch * seq;
         RmsNorm.Forward qANormed = null;
         INDArray q;                                                                     // [T, H·(dn+dr)]
         if (w.wq() != null) {
@@ -141,48 +146,30 @@ public final class LatentAttention implements SelfAttention {
             inputs.add(LinearInputs.Site.ATTN_Q_LATENT, qANormed.out());
             q = Dense.linear(qANormed.out(), w.wqB());
         }
-        double[] c = Flat.values(Dense.linear(x, w.wkvA(), w.bkvA()));                   // [T, C+dr]
-        double[] latent = new double[tokens * latentDim];                               // [T, C]
-        double[] kRope = new double[tokens * ropeDim];                                  // [T, dr] rotated
-        for (int t = 0; t < tokens; t++) {
-            System.arraycopy(c, t * (latentDim + ropeDim), latent, t * latentDim, latentDim);
-            rope.rotate(c, t * (latentDim + ropeDim) + latentDim, kRope, t * ropeDim, t % seq, single);
-        }
-        RmsNorm.Forward kvANormed = w.kvANorm().forwardTraining(Flat.array(latent, new long[] {tokens, latentDim},
-                dt));
+        INDArray c = Dense.linear(x, w.wkvA(), w.bkvA());                               // [T, C+dr]
+        RmsNorm.Forward kvANormed = w.kvANorm().forwardTraining(
+                c.get(NDArrayIndex.all(), NDArrayIndex.interval(0, latentDim)).dup('c'));  // [T, C]
         inputs.add(LinearInputs.Site.ATTN_KV_LATENT, kvANormed.out());
-        double[] kv = Flat.values(Dense.linear(kvANormed.out(), w.wkvB()));             // [T, H·(dn+dv)]
-        double[] qv = Flat.values(q);
+        INDArray kv = Dense.linear(kvANormed.out(), w.wkvB())
+                .reshape('c', tokens, heads, nopeDim + valueDim);                      // [T, H, dn+dv]
         if (inputs.wants(LinearInputs.Site.ATTN_Q_NOPE)) {
-            inputs.add(LinearInputs.Site.ATTN_Q_NOPE, qNope(qv, tokens));
+            inputs.add(LinearInputs.Site.ATTN_Q_NOPE, q.reshape('c', tokens, heads, nopeDim + ropeDim)
+                    .get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(0, nopeDim)).dup('c')
+                    .reshape('c', tokens, (long) heads * nopeDim).castTo(DataType.FLOAT)); // [T, H·dn]
         }
-
-        double[] qh = new double[tokens * heads * qk];                                  // [B, H, S, dn+dr]
-        double[] kh = new double[tokens * heads * qk];                                  // [B, H, S, dn+dr]
-        double[] vh = new double[tokens * heads * valueDim];                            // [B, H, S, dv]
-        for (int t = 0; t < tokens; t++) {
-            int b = t / seq;
-            int s = t % seq;
-            for (int h = 0; h < heads; h++) {
-                int row = (b * heads + h) * seq + s;
-                int qAt = (t * heads + h) * qk;
-                int kvAt = (t * heads + h) * kvWidth;
-                System.arraycopy(qv, qAt, qh, row * qk, nopeDim);
-                rope.rotate(qv, qAt + nopeDim, qh, row * qk + nopeDim, s, single);
-                System.arraycopy(kv, kvAt, kh, row * qk, nopeDim);
-                System.arraycopy(kRope, t * ropeDim, kh, row * qk + nopeDim, ropeDim);
-                System.arraycopy(kv, kvAt + nopeDim, vh, row * valueDim, valueDim);
-            }
-        }
-        long[] qkShape = {(long) batch * heads, seq, qk};
-        long[] vShape = {(long) batch * heads, seq, valueDim};
-        INDArray qHeads = Flat.array(qh, qkShape, dt);
-        INDArray kHeads = Flat.array(kh, qkShape, dt);
-        INDArray vHeads = Flat.array(vh, vShape, dt);
+        // k per head = [k_nope | the one rope key kr]: kr [T, dr] repeated over the heads, rotated with the heads
+        INDArray kRope = c.get(NDArrayIndex.all(), NDArrayIndex.interval(latentDim, latentDim + ropeDim))
+                .reshape('c', tokens, 1, ropeDim).repeat(1, heads);                    // [T, H, dr]
+        INDArray k = Nd4j.concat(2, kv.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(0, nopeDim)),
+                kRope).reshape('c', tokens, (long) heads * (nopeDim + ropeDim));      // [T, H·(dn+dr)]
+        INDArray v = kv.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(nopeDim,
+                nopeDim + valueDim)).dup('c').reshape('c', tokens, (long) heads * valueDim);   // [T, H·dv]
+        INDArray qHeads = qkLayout.split(q, batch, seq, rope);                          // [B·H, S, dn+dr] rotated
+        INDArray kHeads = qkLayout.split(k, batch, seq, rope);                          // [B·H, S, dn+dr] rotated
+        INDArray vHeads = vLayout.split(v, batch, seq, null);                           // [B·H, S, dv]
 
         BlockAttention.Forward attended = attention.forward(qHeads, kHeads, vHeads, heads, heads); // [B·H, S, dv]
-        INDArray merged = Flat.array(mergeHeads(Flat.values(attended.out()), batch, seq, valueDim),
-                new long[] {tokens, (long) heads * valueDim}, dt);                      // [T, H·dv]
+        INDArray merged = vLayout.merge(attended.out(), batch, seq, null);              // [T, H·dv]
         if (inputs.wants(LinearInputs.Site.ATTN_V_LATENT)) {
             inputs.add(LinearInputs.Site.ATTN_V_LATENT, valueLatent(qHeads, kHeads, kvANormed.out(), batch, seq));
         }
@@ -195,59 +182,32 @@ public final class LatentAttention implements SelfAttention {
     @Override
     public INDArray backward(SelfAttention.Context context, INDArray dOut) {
         Context ctx = (Context) context;
-        DataType dt = dOut.dataType();
         int batch = ctx.batch;
         int seq = ctx.seq;
-        int tokens = batch * seq;
-        int qk = nopeDim + ropeDim;
-        int kvWidth = nopeDim + valueDim;
+        long tokens = (long) batch * seq;
         // out = merged·Woᵀ (+bo)  →  dmerged = dOut·Wo, then [T, H·dv] → [B·H, S, dv]
-        INDArray dContext = Flat.array(splitHeads(Flat.values(Dense.linearBackward(dOut, w.wo())), batch, seq,
-                valueDim), ctx.vh.shape(), dt);                                         // [B·H, S, dv]
+        INDArray dContext = vLayout.split(Dense.linearBackward(dOut, w.wo()), batch, seq, null);
 
         // context = softmax(q·kᵀ · scale + mask)·v, block by block  →  dq, dk, dv
         BlockAttention.Gradients g = attention.backward(ctx.qh, ctx.kh, ctx.vh, heads, heads, ctx.attended, dContext);
 
         // the heads: q's rope part rotated back; k_nope and v back into kv's layout; the shared rope key's gradient
         // summed over the heads, then rotated back
-        double[] dqh = Flat.values(g.dq());
-        double[] dkh = Flat.values(g.dk());
-        double[] dvh = Flat.values(g.dv());
-        double[] dqFlat = new double[tokens * heads * qk];                              // [T, H·(dn+dr)]
-        double[] dkv = new double[tokens * heads * kvWidth];                            // [T, H·(dn+dv)]
-        double[] dkRope = new double[ropeDim];                                          // [dr] one token's sum
-        double[] dc = new double[tokens * (latentDim + ropeDim)];                       // [T, C+dr]
-        for (int t = 0; t < tokens; t++) {
-            int b = t / seq;
-            int s = t % seq;
-            java.util.Arrays.fill(dkRope, 0.0);
-            for (int h = 0; h < heads; h++) {
-                int row = (b * heads + h) * seq + s;
-                int qAt = (t * heads + h) * qk;
-                int kvAt = (t * heads + h) * kvWidth;
-                System.arraycopy(dqh, row * qk, dqFlat, qAt, nopeDim);
-                ctx.rope.rotateBack(dqh, row * qk + nopeDim, dqFlat, qAt + nopeDim, s);
-                System.arraycopy(dkh, row * qk, dkv, kvAt, nopeDim);
-                for (int i = 0; i < ropeDim; i++) {
-                    dkRope[i] += dkh[row * qk + nopeDim + i];
-                }
-                System.arraycopy(dvh, row * valueDim, dkv, kvAt + nopeDim, valueDim);
-            }
-            ctx.rope.rotateBack(dkRope, 0, dc, t * (latentDim + ropeDim) + latentDim, s);
-        }
+        INDArray dQ = qkLayout.merge(g.dq(), batch, seq, ctx.rope);                     // [T, H·(dn+dr)]
+        INDArray dk = qkLayout.merge(g.dk(), batch, seq, null)
+                .reshape('c', tokens, heads, nopeDim + ropeDim);                       // [T, H, dn+dr] unrotated
+        INDArray dkRope = ropeLayout.merge(dk.get(NDArrayIndex.all(), NDArrayIndex.all(),
+                NDArrayIndex.interval(nopeDim, nopeDim + ropeDim)).sum(1).reshape('c', batch, seq, ropeDim),
+                batch, seq, ctx.rope);                                                  // [T, dr]
+        INDArray dkv = Nd4j.concat(2, dk.get(NDArrayIndex.all(), NDArrayIndex.all(), NDArrayIndex.interval(0, nopeDim)),
+                vLayout.merge(g.dv(), batch, seq, null).reshape('c', tokens, heads, valueDim))
+                .reshape('c', tokens, (long) heads * (nopeDim + valueDim));            // [T, H·(dn+dv)]
 
         // kv = kv_a_layernorm(latent)·Wkvbᵀ  →  dlatent; c = x·Wkvaᵀ (+b)  →  dx = [dlatent | dkr]·Wkva
-        INDArray dNormed = Dense.linearBackward(Flat.array(dkv, new long[] {tokens, (long) heads * kvWidth}, dt),
-                w.wkvB());                                                              // [T, C]
-        double[] dLatent = Flat.values(w.kvANorm().backward(ctx.kvANormed, dNormed));
-        for (int t = 0; t < tokens; t++) {
-            System.arraycopy(dLatent, t * latentDim, dc, t * (latentDim + ropeDim), latentDim);
-        }
-        INDArray dx = Dense.linearBackward(Flat.array(dc, new long[] {tokens, latentDim + ropeDim}, dt),
-                w.wkvA());                                                              // [T, D]
+        INDArray dLatent = w.kvANorm().backward(ctx.kvANormed, Dense.linearBackward(dkv, w.wkvB()));   // [T, C]
+        INDArray dx = Dense.linearBackward(Nd4j.concat(1, dLatent, dkRope), w.wkvA());  // [T, D]
 
         // q = x·Wqᵀ  →  dx += dq·Wq; or q = q_a_layernorm(x·Wqaᵀ)·Wqbᵀ  →  dx += q_a_layernorm'(dq·Wqb)·Wqa
-        INDArray dQ = Flat.array(dqFlat, new long[] {tokens, (long) heads * qk}, dt);  // [T, H·(dn+dr)]
         if (w.wq() != null) {
             Dense.linearBackward(dQ, w.wq(), dx, true);
         } else {
@@ -257,60 +217,15 @@ public final class LatentAttention implements SelfAttention {
         return dx;
     }
 
-    /** Each head's q_nope: q [T, H·(dn+dr)] → [T, H·dn]. */
-    private INDArray qNope(double[] q, int tokens) {
-        int qk = nopeDim + ropeDim;
-        float[] out = new float[tokens * heads * nopeDim];
-        for (int th = 0; th < tokens * heads; th++) {
-            for (int i = 0; i < nopeDim; i++) {
-                out[th * nopeDim + i] = (float) q[th * qk + i];
-            }
-        }
-        return Flat.array(out, new long[] {tokens, (long) heads * nopeDim});
-    }
-
     /**
      * Each head's attention over the normed kv latents, what llama.cpp's absorbed MLA multiplies by v_b:
      * softmax(q·kᵀ) · latent [B, S, C] per head → [T, H·C], the block attention run again with the latent as every
      * head's values (only when an importance matrix asks for it).
      */
     private INDArray valueLatent(INDArray qHeads, INDArray kHeads, INDArray latent, int batch, int seq) {
-        double[] c = Flat.values(latent);                                               // [T, C]
-        double[] values = new double[batch * heads * seq * latentDim];                  // [B·H, S, C]
-        for (int b = 0; b < batch; b++) {
-            for (int h = 0; h < heads; h++) {
-                System.arraycopy(c, b * seq * latentDim, values, (b * heads + h) * seq * latentDim, seq * latentDim);
-            }
-        }
-        INDArray weighted = attention.forward(qHeads, kHeads, Flat.array(values,
-                new long[] {(long) batch * heads, seq, latentDim}, latent.dataType()), heads, heads).out(); // [B·H, S, C]
-        return Flat.array(mergeHeads(Flat.values(weighted), batch, seq, latentDim),
-                new long[] {(long) batch * seq, (long) heads * latentDim}, latent.dataType());
-    }
-
-    /** [T, H·n] → [B, H, S, n]. */
-    private double[] splitHeads(double[] src, int batch, int seq, int n) {
-        double[] dst = new double[src.length];
-        for (int b = 0; b < batch; b++) {
-            for (int s = 0; s < seq; s++) {
-                for (int h = 0; h < heads; h++) {
-                    System.arraycopy(src, ((b * seq + s) * heads + h) * n, dst, ((b * heads + h) * seq + s) * n, n);
-                }
-            }
-        }
-        return dst;
-    }
-
-    /** [B, H, S, n] → [T, H·n]. */
-    private double[] mergeHeads(double[] src, int batch, int seq, int n) {
-        double[] dst = new double[src.length];
-        for (int b = 0; b < batch; b++) {
-            for (int h = 0; h < heads; h++) {
-                for (int s = 0; s < seq; s++) {
-                    System.arraycopy(src, ((b * heads + h) * seq + s) * n, dst, ((b * seq + s) * heads + h) * n, n);
-                }
-            }
-        }
-        return dst;
+        INDArray values = latent.reshape('c', batch, 1, seq, latentDim).repeat(1, heads)
+                .reshape('c', (long) batch * heads, seq, latentDim);                   // [B·H, S, C]
+        INDArray weighted = attention.forward(qHeads, kHeads, values, heads, heads).out(); // [B·H, S, C]
+        return new HeadLayout(heads, latentDim).merge(weighted, batch, seq, null);      // [T, H·C]
     }
 }

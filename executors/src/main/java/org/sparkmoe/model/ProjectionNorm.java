@@ -2,7 +2,9 @@ package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.NativeElements;
 
 /**
  * What Qwen3 and OLMoE do to one of the q, k, v projections before the heads are split, as transformers'
@@ -15,11 +17,15 @@ import org.sparkmoe.kernels.Flat;
  *   <li>OLMoE ({@code q_norm} [H·hd], {@code k_norm} [KVH·hd]): N = n·hd, the whole projection; then
  *   {@code clip_qkv} clamps q, k and v.</li>
  * </ul>
- * The training pair takes FLOAT or DOUBLE and in FLOAT is bit-identical to {@link #forward}; the weights are frozen.
+ * The training pair takes FLOAT or DOUBLE, works in the arrays' own memory a chunk at a time (no float64 copies) and
+ * in FLOAT is bit-identical to {@link #forward}; the weights are frozen.
  */
 public final class ProjectionNorm {
     /** Neither norm nor clamp: the projection passes unchanged. */
     public static final ProjectionNorm IDENTITY = new ProjectionNorm(null, null);
+
+    /** Elements the clamp reads and writes at a time (float64 scratch of 32 KiB). */
+    private static final int CHUNK = 4096;
 
     private final RmsNorm norm;  // null = no norm
     private final Double clip;   // null = no clamp
@@ -72,11 +78,22 @@ public final class ProjectionNorm {
             return new Forward(normed, null, y);
         }
         double c = Flat.round(clip, projected.dataType() == DataType.FLOAT);
-        double[] v = Flat.values(y);
-        for (int i = 0; i < v.length; i++) {
-            v[i] = Math.min(Math.max(v[i], -c), c);
+        INDArray clamped = Nd4j.createUninitialized(y.dataType(), y.shape(), 'c');
+        if (y.length() > 0) {
+            NativeElements in = NativeElements.of(y);
+            NativeElements out = NativeElements.of(clamped);
+            double[] v = new double[CHUNK];
+            float[] staging = new float[CHUNK];
+            for (long at = 0; at < y.length(); at += CHUNK) {
+                int n = (int) Math.min(CHUNK, y.length() - at);
+                in.read(at, v, n, staging);
+                for (int i = 0; i < n; i++) {
+                    v[i] = Math.min(Math.max(v[i], -c), c);
+                }
+                out.write(at, v, n, staging);
+            }
         }
-        return new Forward(normed, y, Flat.array(v, y.shape(), y.dataType()));
+        return new Forward(normed, y, clamped);
     }
 
     /**
@@ -88,16 +105,26 @@ public final class ProjectionNorm {
      */
     public INDArray backward(Forward fwd, INDArray dOut) {
         INDArray d = dOut;
-        if (clip != null) {
+        if (clip != null && dOut.length() > 0) {
             double c = Flat.round(clip, dOut.dataType() == DataType.FLOAT);
-            double[] before = Flat.values(fwd.beforeClamp());
-            double[] g = Flat.values(dOut);
-            for (int i = 0; i < g.length; i++) {
-                if (before[i] < -c || before[i] > c) {
-                    g[i] = 0;
+            d = Nd4j.createUninitialized(dOut.dataType(), dOut.shape(), 'c');
+            NativeElements before = NativeElements.of(fwd.beforeClamp());
+            NativeElements in = NativeElements.of(dOut);
+            NativeElements out = NativeElements.of(d);
+            double[] b = new double[CHUNK];
+            double[] g = new double[CHUNK];
+            float[] staging = new float[CHUNK];
+            for (long at = 0; at < dOut.length(); at += CHUNK) {
+                int n = (int) Math.min(CHUNK, dOut.length() - at);
+                before.read(at, b, n, staging);
+                in.read(at, g, n, staging);
+                for (int i = 0; i < n; i++) {
+                    if (b[i] < -c || b[i] > c) {
+                        g[i] = 0;
+                    }
                 }
+                out.write(at, g, n, staging);
             }
-            d = Flat.array(g, dOut.shape(), dOut.dataType());
         }
         return norm == null ? d : norm.backward(fwd.normed(), d);
     }

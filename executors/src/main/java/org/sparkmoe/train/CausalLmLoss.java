@@ -15,7 +15,7 @@ import org.sparkmoe.kernels.Flat;
  */
 public final class CausalLmLoss {
     /** Logits widened to float64 at once: 2²¹ (16 MiB of heap; 13 rows of a 152k vocabulary). */
-    static final long BLOCK_ELEMENTS = 1L << 21;
+    public static final long BLOCK_ELEMENTS = 1L << 21;
 
     private CausalLmLoss() {
     }

@@ -69,6 +69,8 @@ class MemoryPlanCliTest {
         assertEquals(0, train.run().exitCode(), train.err());
         assertTrue(train.err().contains("memory plan: per round: broadcast "), train.err());
         assertTrue(train.err().contains("memory plan: activations of every layer kept for the backward"), train.err());
+        assertTrue(java.util.regex.Pattern.compile("memory plan: heap needed [0-9.]+ [KMG]iB \\(-Xmx[0-9]+m; ")
+                .matcher(train.err()).find(), "the line the launcher reads its -Xmx from: " + train.err());
         assertFalse(Files.exists(out), "--dry-run created --out");
         Printed checkpointed = printing(command("train", "--dry-run", "--steps", "2", "--checkpoint-activations",
                 "--out", out.toString()));
