@@ -102,7 +102,9 @@ public final class DecoderLayer {
         MoeBlock.Output block = moe.forward(normed, topK);
         h.addi(block.hidden());
         if (moeTerm != null) {
-            h.addi(moeTerm.forward(normed).y());
+            MumoePass term = moeTerm.forward(normed);
+            inputs.termGates(Site.MOE, term.gates());
+            h.addi(term.y());
         }
         return new Output(h, block.routerLogits(), normed);
     }
