@@ -12,6 +12,7 @@ import org.sparkmoe.calib.ExpertSaliencyStats;
 import org.sparkmoe.calib.ImportanceSums;
 import org.sparkmoe.calib.SquareSums;
 import org.sparkmoe.calib.LayerRouterStats;
+import org.sparkmoe.calib.MumoeGateStats;
 import org.sparkmoe.driver.calib.CalibChunk;
 import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.driver.eval.ChunkDivergence;
@@ -75,6 +76,10 @@ public final class SparkMoeKryoRegistrator implements KryoRegistrator {
         kryo.register(ExpertSaliencyStats.class);
         kryo.register(ExpertSaliencyStats[].class);
         kryo.register(ExactSums.class);
+        kryo.register(ExactSums[].class);
+        kryo.register(ExactSums[][].class);
+        kryo.register(MumoeGateStats.class);
+        kryo.register(long[][].class);
         kryo.register(ImportanceSums.class);
         kryo.register(SquareSums.class);
         kryo.register(SquareSums[].class);

@@ -31,8 +31,27 @@ public final class AdaptedModel {
      * {@link PeftAdapter#read(Path, Configuration, org.sparkmoe.io.ModelConfig, String)}).
      */
     public static MoeTransformer read(MoeTransformer base, Path dir, Configuration conf, String peftVersion) {
-        return MumoeAdapter.isMumoe(dir, conf) ? MumoeAdapter.read(dir, conf, base.config()).apply(base)
-                : of(base, PeftAdapter.read(dir, conf, base.config(), peftVersion));
+        return read(base, dir, conf, peftVersion, MutedExperts.NONE);
+    }
+
+    /**
+     * As {@link #read(MoeTransformer, Path, Configuration, String)}, with {@code muted}'s experts of a μMoE adapter
+     * silenced ({@link MumoeAdapter#muted}); a PEFT adapter takes none.
+     */
+    public static MoeTransformer read(MoeTransformer base, Path dir, Configuration conf, String peftVersion,
+                                      MutedExperts muted) {
+        if (MumoeAdapter.isMumoe(dir, conf)) {
+            return MumoeAdapter.read(dir, conf, base.config()).muted(muted, base.config()).apply(base);
+        }
+        requireNoneMuted(dir, muted);
+        return of(base, PeftAdapter.read(dir, conf, base.config(), peftVersion));
+    }
+
+    private static void requireNoneMuted(Path dir, MutedExperts muted) {
+        if (!muted.isEmpty()) {
+            throw new IllegalArgumentException("--mute-experts silences a μMoE adapter's experts; " + dir
+                    + " is a PEFT LoRA adapter (its experts are the model's, routed top-k: see surgery prune)");
+        }
     }
 
     /**
@@ -40,9 +59,16 @@ public final class AdaptedModel {
      * (a command checks its --adapter before any task starts).
      */
     public static void check(Path dir, Configuration conf, org.sparkmoe.io.ModelConfig model, String peftVersion) {
+        check(dir, conf, model, peftVersion, MutedExperts.NONE);
+    }
+
+    /** As {@link #check(Path, Configuration, org.sparkmoe.io.ModelConfig, String)}, with {@code muted} checked too. */
+    public static void check(Path dir, Configuration conf, org.sparkmoe.io.ModelConfig model, String peftVersion,
+                             MutedExperts muted) {
         if (MumoeAdapter.isMumoe(dir, conf)) {
-            MumoeAdapter.read(dir, conf, model);
+            MumoeAdapter.read(dir, conf, model).muted(muted, model);
         } else {
+            requireNoneMuted(dir, muted);
             PeftAdapter.read(dir, conf, model, peftVersion);
         }
     }

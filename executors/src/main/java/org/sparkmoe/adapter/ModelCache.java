@@ -113,14 +113,26 @@ public final class ModelCache {
      * adapter weights' modification time and length, so an adapter folder rewritten in place (a newer training
      * checkpoint) is loaded afresh, and the PEFT version.
      */
-    public static synchronized Lease lease(String modelUri, String adapterUri, String peftVersion, Device device) {
-        Entry entry = entry(modelUri, adapterUri, peftVersion, device);
+    public static Lease lease(String modelUri, String adapterUri, String peftVersion, Device device) {
+        return lease(modelUri, adapterUri, peftVersion, MutedExperts.NONE, device);
+    }
+
+    /**
+     * As {@link #lease(String, String, String, Device)}, with {@code muted}'s experts of a μMoE adapter silenced
+     * ({@link AdaptedModel#read(MoeTransformer, Path, Configuration, String, MutedExperts)}); the muted experts are
+     * part of the cache key, so a JVM may hold the adapter both muted and not, on the same base model.
+     */
+    public static synchronized Lease lease(String modelUri, String adapterUri, String peftVersion, MutedExperts muted,
+                                           Device device) {
+        Entry entry = entry(modelUri, adapterUri, peftVersion, muted, device);
         entry.holders++;
         return new Lease(entry);
     }
 
-    private static Entry entry(String modelUri, String adapterUri, String peftVersion, Device device) {
-        String key = cacheKey(modelUri, adapterUri, peftVersion, device);
+    private static Entry entry(String modelUri, String adapterUri, String peftVersion, MutedExperts muted,
+                               Device device) {
+        String key = cacheKey(modelUri, adapterUri, peftVersion, device)
+                + (muted.isEmpty() ? "" : " muting " + muted);
         Entry cached = LOADED.get(key);
         if (cached != null) {
             return cached;
@@ -129,9 +141,9 @@ public final class ModelCache {
         if (adapterUri == null) {
             entry = new Entry(ModelFolder.load(new Path(modelUri), new Configuration(), device), null);
         } else {
-            Entry base = entry(modelUri, null, null, device);
-            entry = new Entry(AdaptedModel.read(base.model, new Path(adapterUri), new Configuration(), peftVersion),
-                    base);
+            Entry base = entry(modelUri, null, null, MutedExperts.NONE, device);
+            entry = new Entry(AdaptedModel.read(base.model, new Path(adapterUri), new Configuration(), peftVersion,
+                    muted), base);
             base.holders++;
         }
         LOADED.put(key, entry);

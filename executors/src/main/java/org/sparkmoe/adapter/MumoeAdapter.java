@@ -5,6 +5,7 @@ import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.ChecksumFileSystem;
@@ -41,11 +42,36 @@ public record MumoeAdapter(MumoeConfig config, Map<String, INDArray> state) {
         return json != null && MumoeConfig.isMumoe(json);
     }
 
+    /** The config of the μMoE adapter folder {@code dir} alone (no tensors read); one line naming the file otherwise. */
+    public static MumoeConfig readConfig(Path dir, Configuration conf) {
+        return MumoeConfig.parse(configText(dir, conf, true), new Path(dir, PeftAdapter.CONFIG_FILE).toString());
+    }
+
     /** The base model with this adapter's terms, sharing the base's weights; the adapted model owns the tensors. */
     public MoeTransformer apply(MoeTransformer base) {
         OwnedArrays owned = new OwnedArrays();
         state.values().forEach(owned::add);
         return base.withTerms(config.terms(base.config(), state), owned);
+    }
+
+    /**
+     * This adapter with {@code muted}'s experts silenced on {@code model} ({@link org.sparkmoe.mumoe.MumoeForm#muted}:
+     * the muted sites' expert tensors copied with those experts zero, every other tensor shared); throws one line
+     * naming the entry that names no site or expert of this adapter.
+     */
+    public MumoeAdapter muted(MutedExperts muted, ModelConfig model) {
+        List<MumoeConfig.Placement> placements = config.placements(model);
+        muted.check(placements, config.experts());
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>(state);
+        for (MumoeConfig.Placement p : placements) {
+            int[] experts = muted.at(p.key());
+            if (experts.length > 0) {
+                String name = p.prefix() + config.form().expertName();
+                out.put(name, config.form().muted(Map.of(config.form().expertName(), state.get(name)), experts,
+                        "--mute-experts").get(config.form().expertName()));
+            }
+        }
+        return new MumoeAdapter(config, out);
     }
 
     /** Writes {@code dir/adapter_model.safetensors} then {@code dir/adapter_config.json}, each atomically. */

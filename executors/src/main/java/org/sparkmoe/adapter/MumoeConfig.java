@@ -27,9 +27,10 @@ import org.sparkmoe.mumoe.MumoeLayer;
 /**
  * What a μMoE adapter holds, and its {@code adapter_config.json}: a flat μMoE layer of {@code experts} experts in CP
  * (ranks [R]) or tensor-ring (ranks [r1, r2, r3]) form beside every chosen site of every layer ({@link AdapterTerms}:
- * q_proj, k_proj, v_proj, o_proj of every layer's attention, moe beside every MoE block). A site's tensors are
- * named {@code <site module>.mumoe.<parameter>}, the module being {@code model.layers.<l>.self_attn.<q|k|v|o>_proj}
- * or the MoE block's ({@code model.layers.<l>.block_sparse_moe}, {@code model.layers.<l>.mlp}), the parameter one
+ * q_proj, k_proj, v_proj, o_proj of every layer's attention, moe beside every MoE block, mlp beside every dense
+ * MLP). A site's tensors are named {@code <site module>.mumoe.<parameter>}, the module being
+ * {@code model.layers.<l>.self_attn.<q|k|v|o>_proj}, the MoE block's ({@code model.layers.<l>.block_sparse_moe},
+ * {@code model.layers.<l>.mlp}) or the dense MLP's ({@code model.layers.<l>.mlp}), the parameter one
  * of {@link MumoeForm#shapes}: CP {@code gate.0} [I, N], {@code expert.0} [N, R], {@code in} [I, R], {@code out}
  * [O, R]; TR {@code gate.0} [I, N], {@code core.expert} [r1, N, r2], {@code core.in} [r2, I, r3], {@code core.out}
  * [r3, O, r1]. These are also the training state's keys. It cannot be merged into the base weights: its experts'
@@ -38,7 +39,7 @@ import org.sparkmoe.mumoe.MumoeLayer;
  * @param form    CP or TR
  * @param experts N ≥ 1
  * @param ranks   CP [R], TR [r1, r2, r3], each ≥ 1
- * @param targets the adapted sites (iterated in the order q_proj, k_proj, v_proj, o_proj, moe)
+ * @param targets the adapted sites (iterated in the order q_proj, k_proj, v_proj, o_proj, moe, mlp)
  */
 public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> targets) implements Serializable {
     public static final String ADAPTER_TYPE = "MUMOE";
@@ -55,12 +56,12 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
         ranks = ranks.clone();
         if (targets == null || targets.isEmpty()) {
             throw new IllegalArgumentException("--mumoe-targets must name at least one of q_proj, k_proj, v_proj, "
-                    + "o_proj, moe");
+                    + "o_proj, moe, mlp");
         }
         targets = Collections.unmodifiableSet(EnumSet.copyOf(targets));
     }
 
-    /** Comma-separated site names (q_proj, k_proj, v_proj, o_proj, moe). */
+    /** Comma-separated site names (q_proj, k_proj, v_proj, o_proj, moe, mlp). */
     public static Set<Site> parseTargets(String csv, String source) {
         EnumSet<Site> out = EnumSet.noneOf(Site.class);
         for (String raw : csv.split(",", -1)) {
@@ -99,15 +100,15 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
     }
 
     /**
-     * Every adapted site of {@code model}, by layer, then q_proj, k_proj, v_proj, o_proj, moe: attention sites on
-     * every layer, moe on the MoE layers. Throws for attention sites on a model without grouped-query attention
-     * (DeepSeek's MLA), and when no layer has a chosen site.
+     * Every adapted site of {@code model}, by layer, then q_proj, k_proj, v_proj, o_proj, moe, mlp: attention sites
+     * on every layer, moe on the MoE layers, mlp on the dense layers. Throws for attention sites on a model without
+     * grouped-query attention (DeepSeek's MLA), and for moe or mlp when no layer has that kind of feed-forward.
      */
     public List<Placement> placements(ModelConfig model) {
         if (model.mla != null && targets.stream().anyMatch(Site::isAttention)) {
             throw new IllegalArgumentException("--mumoe-targets " + targets.stream().map(Site::id).toList()
                     + ": model_type " + model.modelType.name().toLowerCase(java.util.Locale.ROOT) + " has latent "
-                    + "attention (MLA), no q_proj/k_proj/v_proj/o_proj of grouped-query attention; use moe");
+                    + "attention (MLA), no q_proj/k_proj/v_proj/o_proj of grouped-query attention; use moe or mlp");
         }
         CheckpointLayout layout = new CheckpointLayout(model.modelType);
         long d = model.hidden_size;
@@ -127,11 +128,19 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
                             out.add(new Placement(key, layout.moePrefix(l) + "mumoe.", d, d));
                         }
                     }
+                    case MLP -> {
+                        if (!model.isMoeLayer(l)) {
+                            out.add(new Placement(key, CheckpointLayout.denseMlpPrefix(l) + "mumoe.", d, d));
+                        }
+                    }
                 }
             }
         }
-        if (out.isEmpty()) {
-            throw new IllegalArgumentException("--mumoe-targets moe: the model has no MoE layer");
+        for (Site ffn : List.of(Site.MOE, Site.MLP)) {
+            if (targets.contains(ffn) && out.stream().noneMatch(p -> p.key().site() == ffn)) {
+                throw new IllegalArgumentException("--mumoe-targets " + ffn.id() + ": the model has no "
+                        + (ffn == Site.MOE ? "MoE layer" : "dense MLP layer (all its layers are MoE layers; use moe)"));
+            }
         }
         return out;
     }

@@ -13,6 +13,7 @@ import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Workers;
 import org.sparkmoe.model.LinearInputs;
+import org.sparkmoe.model.AdapterTerms;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -28,9 +29,11 @@ public final class CalibrationStats implements java.io.Serializable {
     private final ExpertActivationStats[] activations; // [MoE layers]
     private final ExpertSaliencyStats[] saliency;      // [MoE layers]
     private final ImportanceSums importance;          // null unless asked for
+    private final MumoeGateStats gates;               // a μMoE adapter's gate mass, or null
 
     private CalibrationStats(LayerRouterStats[][] router, ExpertActivationStats[] activations,
-                             ExpertSaliencyStats[] saliency, ImportanceSums importance) {
+                             ExpertSaliencyStats[] saliency, ImportanceSums importance, MumoeGateStats gates) {
+        this.gates = gates;
         this.router = router;
         this.activations = activations;
         this.saliency = saliency;
@@ -50,6 +53,19 @@ public final class CalibrationStats implements java.io.Serializable {
      * ({@link ImportanceSums}; the forward pass must then show its inputs to {@link #linearInputs()}).
      */
     public static CalibrationStats empty(int files, ModelConfig config, int topK, boolean importance) {
+        return empty(files, config, topK, importance, null);
+    }
+
+    /**
+     * {@link #empty(int, ModelConfig, int, boolean)}, with {@code gates} (empty, or null for none): the gate mass of a
+     * μMoE adapter's terms, which the forward pass shows to {@link #linearInputs(int)}.
+     */
+    public static CalibrationStats empty(int files, ModelConfig config, int topK, boolean importance,
+                                         MumoeGateStats gates) {
+        if (gates != null && gates.files() != files) {
+            throw new IllegalArgumentException("μMoE gate statistics for " + gates.files() + " files, calibrating "
+                    + files);
+        }
         int[] layers = moeLayerIndices(config);
         if (layers.length == 0) {
             throw new IllegalArgumentException("the model has no MoE layer to calibrate");
@@ -69,12 +85,50 @@ public final class CalibrationStats implements java.io.Serializable {
             saliency[l] = new ExpertSaliencyStats(config.num_experts);
         }
         return new CalibrationStats(router, activations, saliency,
-                importance ? new ImportanceSums(config.num_hidden_layers) : null);
+                importance ? new ImportanceSums(config.num_hidden_layers) : null, gates);
     }
 
     /** What {@code model.forward} shows decoder layer i's inputs to: the importance sums, or nobody. */
     public IntFunction<LinearInputs> linearInputs() {
         return importance == null ? layer -> LinearInputs.NONE : importance::at;
+    }
+
+    /**
+     * What {@code model.forward} over text of input file {@code file} shows decoder layer i's inputs to: the
+     * importance sums ({@link #linearInputs()}) and the μMoE gate mass, when collected.
+     */
+    public IntFunction<LinearInputs> linearInputs(int file) {
+        IntFunction<LinearInputs> inputs = linearInputs();
+        if (gates == null) {
+            return inputs;
+        }
+        return layer -> new LinearInputs() {
+            private final LinearInputs importanceSums = inputs.apply(layer);
+
+            @Override
+            public void add(Site site, INDArray rows) {
+                importanceSums.add(site, rows);
+            }
+
+            @Override
+            public boolean wants(Site site) {
+                return importanceSums.wants(site);
+            }
+
+            @Override
+            public void termGates(AdapterTerms.Site site, List<INDArray> levels) {
+                if (levels.size() != 1) {
+                    throw new IllegalArgumentException("μMoE gate statistics take a flat term's one gate, got "
+                            + levels.size() + " levels at layer " + layer + " " + site.id());
+                }
+                gates.add(file, new AdapterTerms.Key(layer, site), levels.get(0));
+            }
+        };
+    }
+
+    /** The μMoE adapter's gate mass per file and site, or null when not collected. */
+    public MumoeGateStats gates() {
+        return gates;
     }
 
     /** The importance sums, or null when not collected. */
@@ -207,6 +261,12 @@ public final class CalibrationStats implements java.io.Serializable {
         if (importance != null) {
             importance.merge(other.importance);
         }
+        if ((gates == null) != (other.gates == null)) {
+            throw new IllegalArgumentException("merging calibration statistics with and without μMoE gate mass");
+        }
+        if (gates != null) {
+            gates.merge(other.gates);
+        }
         return this;
     }
 
@@ -257,7 +317,8 @@ public final class CalibrationStats implements java.io.Serializable {
                 return false;
             }
         }
-        return importance == null ? other.importance == null
-                : other.importance != null && importance.sameAs(other.importance);
+        boolean sameGates = gates == null ? other.gates == null : other.gates != null && gates.sameAs(other.gates);
+        return sameGates && (importance == null ? other.importance == null
+                : other.importance != null && importance.sameAs(other.importance));
     }
 }

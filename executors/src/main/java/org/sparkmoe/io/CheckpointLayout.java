@@ -124,8 +124,13 @@ public final class CheckpointLayout {
         return denseName(p);
     }
 
+    /** A dense layer's MLP module path with a trailing dot: {@code model.layers.L.mlp.}. */
+    public static String denseMlpPrefix(int layer) {
+        return layer(layer) + "mlp.";
+    }
+
     public static String denseMlp(int layer, Projection p) {
-        return layer(layer) + "mlp." + denseName(p) + ".weight";
+        return denseMlpPrefix(layer) + denseName(p) + ".weight";
     }
 
     /** The shared expert's projection: Qwen2-MoE's {@code mlp.shared_expert.}, GLM-4.5's {@code mlp.shared_experts.}. */

@@ -14,22 +14,23 @@ import org.sparkmoe.mumoe.MumoeLayer;
  *   q_proj, k_proj, v_proj:  q = x·Wqᵀ + bq + μMoE(x)          x [B·S, D] the attention's normed input
  *   o_proj:                  o = c·Woᵀ + bo + μMoE(c)          c [B·S, H·hd] the merged heads
  *   moe:                     m = MoE(n) + μMoE(n)              n [B·S, D] the MoE block's normed input
+ *   mlp:                     m = MLP(n) + μMoE(n)              n [B·S, D] a dense layer's MLP input
  * </pre>
  * (before q/k/v's per-projection norms, as a LoRA on the projection would be). Immutable; the layers are shared,
  * not copied. {@link #NONE} adds nothing.
  */
 public final class AdapterTerms {
-    /** Where a term sits: one of the attention's projections, or beside a whole MoE block. */
+    /** Where a term sits: one of the attention's projections, beside a whole MoE block or a whole dense MLP. */
     public enum Site {
-        Q_PROJ, K_PROJ, V_PROJ, O_PROJ, MOE;
+        Q_PROJ, K_PROJ, V_PROJ, O_PROJ, MOE, MLP;
 
-        /** q_proj, k_proj, v_proj, o_proj or moe: the --mumoe-targets and adapter config spelling. */
+        /** q_proj, k_proj, v_proj, o_proj, moe or mlp: the --mumoe-targets and adapter config spelling. */
         public String id() {
             return name().toLowerCase(Locale.ROOT);
         }
 
         public boolean isAttention() {
-            return this != MOE;
+            return this != MOE && this != MLP;
         }
 
         /** The site named {@code id}; throws naming {@code source} and the accepted names otherwise. */
@@ -40,8 +41,9 @@ public final class AdapterTerms {
                 }
             }
             throw new IllegalArgumentException(source + ": unknown μMoE target '" + id + "', expected q_proj, k_proj, "
-                    + "v_proj, o_proj or moe" + (id.equals("gate_proj") || id.equals("up_proj")
-                    || id.equals("down_proj") ? " (μMoE beside the dense MLPs' projections is not built)" : ""));
+                    + "v_proj, o_proj, moe or mlp" + (id.equals("gate_proj") || id.equals("up_proj")
+                    || id.equals("down_proj") ? " (beside a dense MLP's single projections is not built: mlp puts one "
+                    + "beside the whole MLP)" : ""));
         }
     }
 

@@ -120,10 +120,18 @@ public final class Attention implements SelfAttention {
         return new Attention(this, terms);
     }
 
-    /** y [B·S, out] plus the term at {@code site} on its input x, when there is one (inference). */
-    private INDArray plusTerm(Site site, INDArray x, INDArray y) {
+    /**
+     * y [B·S, out] plus the term at {@code site} on its input x, when there is one (inference), showing its gates to
+     * {@code inputs}.
+     */
+    private INDArray plusTerm(Site site, INDArray x, INDArray y, LinearInputs inputs) {
         MumoeLayer term = terms.get(site);
-        return term == null ? y : y.addi(term.forward(x).y());
+        if (term == null) {
+            return y;
+        }
+        MumoePass pass = term.forward(x);
+        inputs.termGates(site, pass.gates());
+        return y.addi(pass.y());
     }
 
     /** As {@link #plusTerm}, keeping the term's pass for the backward in {@code passes}. */
@@ -154,16 +162,16 @@ public final class Attention implements SelfAttention {
     @Override
     public INDArray forward(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs) {
         inputs.add(LinearInputs.Site.ATTN_IN, x);
-        INDArray qh = qLayout.split(qNorm.forward(plusTerm(Site.Q_PROJ, x, Dense.linear(x, wq, bq))), batch, seq,
+        INDArray qh = qLayout.split(qNorm.forward(plusTerm(Site.Q_PROJ, x, Dense.linear(x, wq, bq), inputs)), batch, seq,
                 rope);                                                                          // [B·H, S, hd]
-        INDArray kh = kvLayout.split(kNorm.forward(plusTerm(Site.K_PROJ, x, Dense.linear(x, wk, bk))), batch, seq,
+        INDArray kh = kvLayout.split(kNorm.forward(plusTerm(Site.K_PROJ, x, Dense.linear(x, wk, bk), inputs)), batch, seq,
                 rope);                                                                          // [B·KVH, S, hd]
-        INDArray vh = kvLayout.split(vNorm.forward(plusTerm(Site.V_PROJ, x, Dense.linear(x, wv, bv))), batch, seq,
+        INDArray vh = kvLayout.split(vNorm.forward(plusTerm(Site.V_PROJ, x, Dense.linear(x, wv, bv), inputs)), batch, seq,
                 null);                                                                          // [B·KVH, S, hd]
         INDArray context = attention.forward(qh, kh, vh, qLayout.count(), kvLayout.count()).out(); // [B·H, S, hd]
         INDArray merged = qLayout.merge(context, batch, seq, null);                             // [B·S, H·hd]
         inputs.add(LinearInputs.Site.ATTN_OUT, merged);
-        return plusTerm(Site.O_PROJ, merged, Dense.linear(merged, wo, bo));
+        return plusTerm(Site.O_PROJ, merged, Dense.linear(merged, wo, bo), inputs);
     }
 
     /** The forward result and what {@link #backward} needs (O(S·hd) per head, no [S, S]); immutable once built. */

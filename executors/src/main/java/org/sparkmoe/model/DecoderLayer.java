@@ -16,8 +16,8 @@ import org.sparkmoe.mumoe.MumoePass;
  * sparse MoE block or (Qwen2-MoE mlp_only layers, Mistral) a dense SwiGLU MLP. For training, the MoE block is
  * replaced by a trainable one built from it ({@link MoeBlock#with}: LoRA or adapters on its experts, optionally a
  * trainable router); everything else stays frozen and passes gradients through. An adapter's μMoE terms
- * ({@link AdapterTerms}) sit beside the attention's projections and beside the MoE block:
- * {@code out = h + moe(n) + μMoE(n)}, n = norm2(h).
+ * ({@link AdapterTerms}) sit beside the attention's projections and beside the FFN, MoE block or dense MLP:
+ * {@code out = h + ffn(n) + μMoE(n)}, n = norm2(h).
  */
 public final class DecoderLayer {
     private final RmsNorm inputNorm;
@@ -25,7 +25,7 @@ public final class DecoderLayer {
     private final RmsNorm postAttentionNorm;
     private final MoeBlock moe;   // null for a dense layer
     private final SwiGluMlp mlp;        // null for an MoE layer
-    private final MumoeLayer moeTerm;   // an adapter's term beside the MoE block [D → D], or null
+    private final MumoeLayer ffnTerm;   // an adapter's term beside the MoE block or dense MLP [D → D], or null
 
     public DecoderLayer(RmsNorm inputNorm, SelfAttention attention, RmsNorm postAttentionNorm, MoeBlock moe,
                         SwiGluMlp mlp) {
@@ -33,14 +33,11 @@ public final class DecoderLayer {
     }
 
     private DecoderLayer(RmsNorm inputNorm, SelfAttention attention, RmsNorm postAttentionNorm, MoeBlock moe,
-                         SwiGluMlp mlp, MumoeLayer moeTerm) {
+                         SwiGluMlp mlp, MumoeLayer ffnTerm) {
         if ((moe == null) == (mlp == null)) {
             throw new IllegalArgumentException("a decoder layer has exactly one of an MoE block and a dense MLP");
         }
-        if (moeTerm != null && moe == null) {
-            throw new IllegalArgumentException("a dense layer has no MoE block for a μMoE term beside it");
-        }
-        this.moeTerm = moeTerm;
+        this.ffnTerm = ffnTerm;
         this.inputNorm = inputNorm;
         this.attention = attention;
         this.postAttentionNorm = postAttentionNorm;
@@ -61,15 +58,30 @@ public final class DecoderLayer {
         if (moe == null) {
             throw new IllegalArgumentException("a dense layer has no MoE block to replace");
         }
-        return new DecoderLayer(inputNorm, attention, postAttentionNorm, block, null, moeTerm);
+        return new DecoderLayer(inputNorm, attention, postAttentionNorm, block, null, ffnTerm);
     }
 
     /**
      * This layer (weights shared) with an adapter's terms instead of its own: {@code attentionTerms} beside the
-     * attention's projections, {@code moeTerm} (or null) beside the MoE block.
+     * attention's projections, {@code ffnTerm} (or null) beside the MoE block or the dense MLP.
      */
-    public DecoderLayer withTerms(Map<Site, MumoeLayer> attentionTerms, MumoeLayer moeTerm) {
-        return new DecoderLayer(inputNorm, attention.withTerms(attentionTerms), postAttentionNorm, moe, mlp, moeTerm);
+    public DecoderLayer withTerms(Map<Site, MumoeLayer> attentionTerms, MumoeLayer ffnTerm) {
+        return new DecoderLayer(inputNorm, attention.withTerms(attentionTerms), postAttentionNorm, moe, mlp, ffnTerm);
+    }
+
+    /** The site of the term beside this layer's FFN: moe or mlp. */
+    private Site ffnSite() {
+        return moe == null ? Site.MLP : Site.MOE;
+    }
+
+    /** h += the FFN term's output on {@code normed} (inference), showing its gates to {@code inputs}. */
+    private INDArray plusFfnTerm(INDArray h, INDArray normed, LinearInputs inputs) {
+        if (ffnTerm == null) {
+            return h;
+        }
+        MumoePass term = ffnTerm.forward(normed);
+        inputs.termGates(ffnSite(), term.gates());
+        return h.addi(term.y());
     }
 
     /**
@@ -93,14 +105,14 @@ public final class DecoderLayer {
         if (moe == null) {
             inputs.add(LinearInputs.Site.FFN_IN, normed);
             if (!inputs.wants(LinearInputs.Site.FFN_INTER)) {
-                return new Output(h.addi(mlp.forward(normed)), null, null);
+                return new Output(plusFfnTerm(h.addi(mlp.forward(normed)), normed, inputs), null, null);
             }
             SwiGluMlp.Context dense = mlp.forwardTraining(normed);   // in FLOAT bit-identical to forward
             inputs.add(LinearInputs.Site.FFN_INTER, Activations.swiGlu(dense.g(), dense.u()));    // [B·S, I]
-            return new Output(h.addi(dense.out()), null, null);
+            return new Output(plusFfnTerm(h.addi(dense.out()), normed, inputs), null, null);
         }
         MoeBlock.Output block = moe.forward(normed, topK);
-        return new Output(finish(h, normed, block.hidden()), block.routerLogits(), normed);
+        return new Output(finish(h, normed, block.hidden(), inputs), block.routerLogits(), normed);
     }
 
     /*
@@ -125,14 +137,14 @@ public final class DecoderLayer {
 
     /** An MoE layer's output: {@code h + moe(n) (+ μMoE(n))}, adding into {@code h} [B·S, D]; n = norm2(h). */
     public INDArray finish(INDArray h, INDArray normed, INDArray moeOut) {
+        return finish(h, normed, moeOut, LinearInputs.NONE);
+    }
+
+    private INDArray finish(INDArray h, INDArray normed, INDArray moeOut, LinearInputs inputs) {
         if (moe == null) {
             throw new IllegalArgumentException("a dense layer has no MoE block output to add");
         }
-        h.addi(moeOut);
-        if (moeTerm != null) {
-            h.addi(moeTerm.forward(normed).y());
-        }
-        return h;
+        return plusFfnTerm(h.addi(moeOut), normed, inputs);
     }
 
     /** The training forward result and what {@link #backward} needs; immutable once built. */
@@ -143,13 +155,13 @@ public final class DecoderLayer {
         private final MoeBlock block;                // null for a dense layer
         private final MoeBlock.Context moe;          // null for a dense layer
         private final SwiGluMlp.Context mlp;             // null for an MoE layer
-        private final MumoePass moeTerm;                 // the term beside the MoE block, or null
+        private final MumoePass ffnTerm;                 // the term beside the MoE block or dense MLP, or null
         private final INDArray out;                      // [B·S, D]
 
         private Context(RmsNorm.Forward inputNormed, SelfAttention.Context attention, RmsNorm.Forward postNormed,
-                        MoeBlock block, MoeBlock.Context moe, SwiGluMlp.Context mlp, MumoePass moeTerm,
+                        MoeBlock block, MoeBlock.Context moe, SwiGluMlp.Context mlp, MumoePass ffnTerm,
                         INDArray out) {
-            this.moeTerm = moeTerm;
+            this.ffnTerm = ffnTerm;
             this.inputNormed = inputNormed;
             this.attention = attention;
             this.postNormed = postNormed;
@@ -195,13 +207,17 @@ public final class DecoderLayer {
         SelfAttention.Context attn = attention.forwardTraining(inputNormed.out(), batch, seq, rope);
         INDArray h = x.add(attn.out());                                                          // [B·S, D]
         RmsNorm.Forward postNormed = postAttentionNorm.forwardTraining(h);                      // [B·S, D]
+        MumoePass term = ffnTerm == null ? null : ffnTerm.forward(postNormed.out());
         if (block == null) {
             SwiGluMlp.Context dense = mlp.forwardTraining(postNormed.out());
-            return new Context(inputNormed, attn, postNormed, null, null, dense, null, h.add(dense.out()));
+            INDArray out = h.add(dense.out());                                                   // [B·S, D]
+            if (term != null) {
+                out.addi(term.y());
+            }
+            return new Context(inputNormed, attn, postNormed, null, null, dense, term, out);
         }
         MoeBlock.Context moeCtx = block.forwardTraining(postNormed.out(), jitterSeed);
         INDArray out = h.add(moeCtx.out());                                                      // [B·S, D]
-        MumoePass term = moeTerm == null ? null : moeTerm.forward(postNormed.out());
         if (term != null) {
             out.addi(term.y());
         }
@@ -224,11 +240,11 @@ public final class DecoderLayer {
         } else {
             moeGrads = ctx.block.backward(ctx.moe, dOut, dRouterLogits);
             dNormed = moeGrads.dx();
-            if (ctx.moeTerm != null) {
-                MumoeGradients term = moeTerm.backward(ctx.moeTerm, dOut);
-                terms.put(Site.MOE, term);
-                dNormed = dNormed.add(term.dx());
-            }
+        }
+        if (ctx.ffnTerm != null) {
+            MumoeGradients term = ffnTerm.backward(ctx.ffnTerm, dOut);
+            terms.put(ffnSite(), term);
+            dNormed = dNormed.add(term.dx());
         }
         INDArray dh = dOut.add(postAttentionNorm.backward(ctx.postNormed, dNormed));             // [B·S, D]
         // h = x + attn(inputNorm(x))

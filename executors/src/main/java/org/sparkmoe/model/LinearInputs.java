@@ -5,8 +5,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * Where a forward pass shows one decoder layer's linear layers their inputs, for importance statistics (llama.cpp's
  * imatrix: Σ x² per input column). A site is one input that one or more projections read; rows are batch-major
- * [T, width] (T = B·S tokens), and a per-head site lays each token's heads side by side, [T, H·n]. The forward
- * pass only reads through it: what it computes does not change.
+ * [T, width] (T = B·S tokens), and a per-head site lays each token's heads side by side, [T, H·n]; an adapter's μMoE
+ * terms show their gates ({@link #termGates}). The forward pass only reads through it: what it computes does not change.
  */
 @FunctionalInterface
 public interface LinearInputs {
@@ -35,6 +35,13 @@ public interface LinearInputs {
 
     /** Shows {@code rows} [T, width] at {@code site}. */
     void add(Site site, INDArray rows);
+
+    /**
+     * Shows the gates a_l [T, N_l] (one per level) the μMoE term beside {@code site} ({@link AdapterTerms}) computed
+     * in this pass; the term reads what the projection (or MoE block) beside it reads. Nobody sees them by default.
+     */
+    default void termGates(AdapterTerms.Site site, java.util.List<INDArray> gates) {
+    }
 
     /** Whether {@code site} is wanted (a caller may skip computing what only a probe reads). */
     default boolean wants(Site site) {

@@ -81,7 +81,7 @@ public final class MoeTransformer {
     /**
      * This model with an adapter's terms ({@link AdapterTerms}) beside its projections and MoE blocks, sharing every
      * weight; forward, training forward and backward all compute them. A term beside an MoE block needs an MoE
-     * layer; one beside an attention projection needs grouped-query attention.
+     * layer, one beside a dense MLP a dense layer; one beside an attention projection needs grouped-query attention.
      *
      * @param owned the arrays allocated for the terms alone (an adapter's factors), or an empty set when the caller
      *              owns them (a training state)
@@ -92,10 +92,16 @@ public final class MoeTransformer {
                 throw new IllegalArgumentException("a μMoE term at layer " + key.layer() + ": the model has "
                         + layers.size() + " layers");
             }
+            AdapterTerms.Site ffn = layers.get(key.layer()).isMoe() ? AdapterTerms.Site.MOE : AdapterTerms.Site.MLP;
+            if (!key.site().isAttention() && key.site() != ffn) {
+                throw new IllegalArgumentException("a μMoE term beside " + key.site().id() + " at layer " + key.layer()
+                        + ", whose feed-forward is " + (ffn == AdapterTerms.Site.MOE ? "an MoE block" : "a dense MLP"));
+            }
         }
         List<DecoderLayer> replaced = new ArrayList<>(layers.size());
         for (int l = 0; l < layers.size(); l++) {
-            replaced.add(layers.get(l).withTerms(terms.attention(l), terms.at(l, AdapterTerms.Site.MOE)));
+            AdapterTerms.Site ffn = layers.get(l).isMoe() ? AdapterTerms.Site.MOE : AdapterTerms.Site.MLP;
+            replaced.add(layers.get(l).withTerms(terms.attention(l), terms.at(l, ffn)));
         }
         return new MoeTransformer(ends, replaced, owned);
     }

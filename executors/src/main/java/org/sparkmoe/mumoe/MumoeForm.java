@@ -9,6 +9,7 @@ import java.util.Map;
 import java.util.Random;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
  * The factorised form of a flat μMoE layer used as an adapter: CP (ranks [R]) or tensor ring (ranks [r1, r2, r3]).
@@ -71,6 +72,37 @@ public enum MumoeForm {
     /** The name of the output factor or core, zero at the start. */
     public String outputName() {
         return this == CP ? "out" : "core.out";
+    }
+
+    /** The name of the expert factor (CP U⁽ᴺ⁾ [N, R]) or core (TR A_N [r1, N, r2]), whose index n is expert n. */
+    public String expertName() {
+        return this == CP ? "expert.0" : "core.expert";
+    }
+
+    /**
+     * {@code params} with experts {@code muted} silenced: a copy of the expert factor with row n (CP U⁽ᴺ⁾[n, :]) or
+     * slice n (TR A_N[:, n, :]) zero for each muted n, every other tensor shared. Since W(n, i, o) is linear in that
+     * row (CP Σ_r U⁽ᴺ⁾[n,r]·U⁽ᴵ⁾[i,r]·U⁽ᴼ⁾[o,r], TR trace(A_N[:,n,:]·A_I[:,i,:]·A_O[:,o,:])), this sets W(n, :, :) = 0
+     * exactly: y = Σ_{n not muted} aₙ(x)·Wₙᵀx, the gates a = softmax(x·G) still over all N experts and not
+     * renormalised (the paper's manual expert removal). Throws naming {@code source} for an expert outside [0, N).
+     */
+    public Map<String, INDArray> muted(Map<String, INDArray> params, int[] muted, String source) {
+        INDArray experts = need(params, expertName()).dup();          // CP [N, R], TR [r1, N, r2]
+        long n = experts.size(this == CP ? 0 : 1);
+        for (int e : muted) {
+            if (e < 0 || e >= n) {
+                throw new IllegalArgumentException(source + ": expert " + e + " is not one of the " + n
+                        + " experts (0.." + (n - 1) + ")");
+            }
+            if (this == CP) {
+                experts.getRow(e).assign(0);
+            } else {
+                experts.get(NDArrayIndex.all(), NDArrayIndex.point(e), NDArrayIndex.all()).assign(0);
+            }
+        }
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>(params);
+        out.put(expertName(), experts);
+        return Collections.unmodifiableMap(out);
     }
 
     /** The parameters' names and shapes, in {@link MumoeWeights#parameters()} order. */

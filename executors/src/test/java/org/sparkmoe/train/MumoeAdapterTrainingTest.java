@@ -18,6 +18,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.experts.GradientCheck;
 import org.sparkmoe.model.ForwardOutput;
+import org.sparkmoe.model.LinearInputs;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.model.OwnedArrays;
 import org.sparkmoe.mumoe.CpMumoeNaive;
@@ -27,7 +28,8 @@ import org.sparkmoe.mumoe.MumoeForm;
 /**
  * μMoE adapters through {@link TrainStep} on the tiny Mixtral: the state's keys and zero output factors, the model
  * unchanged at the start, the adapted forward equal to the base plus the layer's own output (float64 reference),
- * float64 finite differences through the model-level wiring (attention projections and the MoE block's output),
+ * float64 finite differences through the model-level wiring (attention projections, the MoE block's output and,
+ * on Qwen2-MoE, a dense MLP's),
  * and training that lowers the loss, bit for bit the same twice.
  */
 class MumoeAdapterTrainingTest {
@@ -150,6 +152,76 @@ class MumoeAdapterTrainingTest {
         }
     }
 
+    /**
+     * Beside a dense MLP (Qwen2-MoE's layer 1): the adapter has one mlp site, on the dense layer, and layer 1's output
+     * moves from the base's by exactly the term's output on that layer's MLP input (which the base shows through
+     * {@link LinearInputs}), checked against {@link CpMumoeNaive} in float64.
+     */
+    @Test
+    void besideADenseMlpTheAdaptedForwardIsTheBasePlusTheLayersOwnOutput() {
+        MoeTransformer model = TinyModels.load(TinyModels.QWEN, DataType.FLOAT);
+        assertTrue(!model.layers().get(1).isMoe() && model.layers().get(0).isMoe(), "layer 1 is Qwen2-MoE's dense one");
+        LoraSpec spec = cp("mlp");
+        TrainState s = TrainState.init(model, spec, 5, DataType.FLOAT);
+        String mlp = "model.layers.1.mlp.mumoe.";
+        assertEquals(List.of(mlp + "gate.0", mlp + "expert.0", mlp + "in", mlp + "out"), List.copyOf(s.params().keySet()));
+        s.params().put(mlp + "out", GradientCheck.gaussian(new Random(6), DataType.FLOAT, 0.5,
+                s.params().get(mlp + "out").shape()));
+        int[][] windows = TinyModels.windows(model, 2, 8, 7);
+        MoeTransformer adapted = model.withTerms(spec.mumoe().terms(model.config(), s.params()), new OwnedArrays());
+        int topK = model.config().num_experts_per_tok;
+        INDArray[] mlpInput = new INDArray[1];                                          // [B·S, D]
+        LinearInputs capture = (site, rows) -> {
+            if (site == LinearInputs.Site.FFN_IN) {
+                mlpInput[0] = rows.dup();
+            }
+        };
+        ForwardOutput base = model.forward(windows, topK, true, layer -> layer == 1 ? capture : LinearInputs.NONE);
+        ForwardOutput with = adapted.forward(windows, topK, true);
+
+        CpWeights w64 = new CpWeights(List.of(s.params().get(mlp + "gate.0").castTo(DataType.DOUBLE)),
+                List.of(s.params().get(mlp + "expert.0").castTo(DataType.DOUBLE)),
+                s.params().get(mlp + "in").castTo(DataType.DOUBLE), s.params().get(mlp + "out").castTo(DataType.DOUBLE));
+        INDArray expected = new CpMumoeNaive(w64).forward(mlpInput[0].castTo(DataType.DOUBLE)).y();
+        INDArray actual = with.hiddenStates().get(2).castTo(DataType.DOUBLE)
+                .sub(base.hiddenStates().get(2).castTo(DataType.DOUBLE));
+        assertArrayEquals(base.hiddenStates().get(1).data().asFloat(), with.hiddenStates().get(1).data().asFloat(),
+                "layer 0 (MoE, no term) is the base's");
+        double scale = expected.amaxNumber().doubleValue();
+        assertTrue(scale > 0.1, "the term is visible: max |y| " + scale);
+        double err = actual.sub(expected).amaxNumber().doubleValue();
+        System.out.printf("μMoE beside a dense MLP: max |adapted − base − μMoE(float64)| %.3e of max |μMoE| %.3e%n",
+                err, scale);
+        assertTrue(err <= 1e-5 * Math.max(1, scale) + 1e-5, "max |Δ| " + err + " of max |y| " + scale);
+    }
+
+    /** {@link #gradientsThroughTheModelMatchFiniteDifferences} on Qwen2-MoE, beside its dense MLP and MoE blocks. */
+    @ParameterizedTest
+    @CsvSource({"CP", "TR"})
+    void gradientsBesideDenseMlpsMatchFiniteDifferences(MumoeForm form) {
+        MoeTransformer model = TinyModels.load(TinyModels.QWEN, DataType.DOUBLE);
+        LoraSpec spec = form == MumoeForm.CP ? cp("mlp,moe") : tr("mlp,moe");
+        TrainState state = TrainState.init(model, spec, 41, DataType.DOUBLE);
+        assertTrue(state.params().keySet().stream().anyMatch(k -> k.startsWith("model.layers.1.mlp.mumoe.")));
+        Random rnd = new Random(42);
+        for (Map.Entry<String, INDArray> e : state.params().entrySet()) {
+            if (e.getKey().endsWith(form.outputName())) {
+                e.setValue(GradientCheck.gaussian(rnd, DataType.DOUBLE, 0.3, e.getValue().shape()));
+            }
+        }
+        int[][] windows = TinyModels.windows(model, 2, 8, 43);
+        TrainOptions opts = TrainOptions.defaults(spec, new LrSchedule(1e-3, 0, 10), 7);
+        TrainStep.Evaluation e = TrainStep.evaluate(model, state, windows, opts);
+        assertEquals(state.params().keySet(), e.grads().keySet());
+        DoubleSupplier loss = () -> TrainStep.losses(model, state, windows, opts).loss();
+        Random pick = new Random(44);
+        for (String key : state.params().keySet()) {
+            double largest = WholeModelGradientCheckTest.check(form + ": " + key, state.params().get(key),
+                    e.grads().get(key), loss, pick);
+            assertTrue(largest > 0, key + " has a gradient");
+        }
+    }
+
     @ParameterizedTest
     @CsvSource({"CP", "TR"})
     void fewStepsLowerTheLossTheSameBitsTwice(MumoeForm form) {
@@ -182,8 +254,14 @@ class MumoeAdapterTrainingTest {
         assertTrue(router.getMessage().contains("--train-router"), router.getMessage());
         IllegalArgumentException dense = assertThrows(IllegalArgumentException.class,
                 () -> MumoeConfig.parseTargets("moe,down_proj", "--mumoe-targets"));
-        assertEquals("--mumoe-targets: unknown μMoE target 'down_proj', expected q_proj, k_proj, v_proj, o_proj or moe "
-                + "(μMoE beside the dense MLPs' projections is not built)", dense.getMessage());
+        assertEquals("--mumoe-targets: unknown μMoE target 'down_proj', expected q_proj, k_proj, v_proj, o_proj, moe "
+                + "or mlp (beside a dense MLP's single projections is not built: mlp puts one beside the whole MLP)",
+                dense.getMessage());
+        MoeTransformer mixtral = TinyModels.load(TinyModels.MIXTRAL, DataType.FLOAT);
+        IllegalArgumentException noDense = assertThrows(IllegalArgumentException.class,
+                () -> TrainState.init(mixtral, cp("q_proj,mlp"), 1, DataType.FLOAT));
+        assertEquals("--mumoe-targets mlp: the model has no dense MLP layer (all its layers are MoE layers; use moe)",
+                noDense.getMessage());
         IllegalArgumentException ranks = assertThrows(IllegalArgumentException.class,
                 () -> new MumoeConfig(MumoeForm.TR, 4, new int[] {2}, Set.of(org.sparkmoe.model.AdapterTerms.Site.MOE)));
         assertTrue(ranks.getMessage().contains("three ranks r1,r2,r3"), ranks.getMessage());

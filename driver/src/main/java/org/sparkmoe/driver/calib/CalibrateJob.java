@@ -9,6 +9,9 @@ import org.apache.spark.storage.StorageLevel;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.adapter.ModelCache;
+import org.sparkmoe.adapter.MumoeAdapter;
+import org.sparkmoe.adapter.MumoeConfig;
+import org.sparkmoe.calib.MumoeGateStats;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.calib.RouterDataFiles;
 import org.sparkmoe.driver.layerwise.AttendedChunk;
@@ -36,7 +39,8 @@ import java.util.stream.IntStream;
  * Distributed calibration. Stage 1 tokenizes each file's split (one task per file) and keeps its first windows;
  * stage 2 forwards fixed chunks of windows spread over the partitions (each executor JVM loads the model once),
  * adds each chunk's router logits and router inputs to an exact {@link CalibrationStats} and, when asked,
- * writes the chunk's router training files; {@code treeAggregate} merges the partial statistics, its last merge on
+ * writes the chunk's router training files (with a μMoE adapter, also every term's gate mass per file);
+ * {@code treeAggregate} merges the partial statistics, its last merge on
  * an executor so that the driver fetches a single aggregate. The
  * statistics are exact sums, so they are identical for any partitioning or number of executors.
  */
@@ -67,7 +71,8 @@ public final class CalibrateJob {
                 + plan.batchWindows() + " on " + plan.partitions() + " partitions"
                 + (plan.routerData() != null ? ", exporting router data" : "")
                 + (importance ? ", with the importance sums of every linear layer" : ""));
-        CalibrationStats zero = CalibrationStats.empty(plan.data().size(), config, plan.topK(), importance);
+        CalibrationStats zero = CalibrationStats.empty(plan.data().size(), config, plan.topK(), importance,
+                gateStats(plan, config));
         // the last merge runs on an executor, so the driver fetches one aggregate (spark.driver.maxResultSize), not √P
         CalibrationStats stats = chunks.repartition(plan.partitions())
                 .treeAggregate(zero, (acc, chunk) -> add(plan, acc, chunk), CalibrationStats::merge, 2, true);
@@ -146,6 +151,19 @@ public final class CalibrateJob {
         return windows;
     }
 
+    /**
+     * With a μMoE adapter, the empty gate mass of its sites (per file, every term's gates as the forward computes
+     * them); null otherwise.
+     */
+    static MumoeGateStats gateStats(CalibratePlan plan, ModelConfig config) {
+        if (plan.adapter() == null || !MumoeAdapter.isMumoe(new Path(plan.adapter()), new Configuration())) {
+            return null;
+        }
+        MumoeConfig adapter = MumoeAdapter.readConfig(new Path(plan.adapter()), new Configuration());
+        return new MumoeGateStats(plan.data().size(),
+                adapter.placements(config).stream().map(MumoeConfig.Placement::key).toList(), adapter.experts());
+    }
+
     private static List<CalibChunk> chunks(CalibratePlan plan, int file) {
         String text = TextFiles.readUtf8(new Path(plan.data().get(file)), new Configuration());
         int[] tokens = Tokenizers.cached(plan.model()).encode(plan.split().apply(text));
@@ -161,7 +179,7 @@ public final class CalibrateJob {
     private static CalibrationStats add(CalibratePlan plan, CalibrationStats acc, CalibChunk chunk) {
         try (ModelCache.Lease lease = ModelCache.lease(plan.model(), plan.adapter(), null, plan.device())) {
             MoeTransformer model = lease.model();
-            ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true, acc.linearInputs());
+            ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true, acc.linearInputs(chunk.file));
             int bad = CalibrationStats.firstNonFiniteLayer(capture);
             if (bad >= 0) {
                 String file = new Path(plan.data().get(chunk.file)).getName();

@@ -26,6 +26,7 @@ import java.util.Map;
  *   report.html                         the self-contained report (inline SVG)
  *   expert-activations.safetensors      per-expert input and intermediate |x| statistics
  *   expert-scores.json                  per-expert routed tokens, frequency, REAP saliency and EAN, rare experts
+ *   mumoe-experts.json                  with a μMoE adapter: its experts' gate mass and specialisation per file
  *   router-data/router-data.json        with an export: what the exported DataSet files hold
  * </pre>
  */
@@ -59,6 +60,10 @@ public final class CalibrateOutputs {
         }
         AtomicFile.write(fs, new Path(dir, EXPERT_SCORES_FILE),
                 ExpertScoresJson.of(config, stats, minExpertTokens).getBytes(StandardCharsets.UTF_8));
+        if (stats.gates() != null) {
+            AtomicFile.write(fs, new Path(dir, MumoeExperts.FILE), new MumoeExperts(stats.gates(), names)
+                    .json(plan.model(), plan.adapter()).getBytes(StandardCharsets.UTF_8));
+        }
         Map<Integer, double[]> reap = new java.util.LinkedHashMap<>();          // decoder layer → REAP per expert
         for (int l = 0; l < layers.length; l++) {
             reap.put(layers[l], stats.saliency(l).reap());

@@ -101,6 +101,9 @@ public final class CalibrationReport {
         page.append(fileSection(stats, decoderLayers, fileNames));
         page.append(biasSection(stats, layerLabels));
         page.append(groupSection(stats, layerLabels));
+        if (stats.gates() != null) {
+            page.append(new MumoeExperts(stats.gates(), fileNames).html());
+        }
         page.append("</body></html>\n");
         return page.toString();
     }

@@ -45,14 +45,21 @@ public final class DivergenceReport {
     }
 
     /**
-     * {@code {"model", "adapter" (when one was applied), "split", "window", "top_k", "baseline", "baseline_top_k",
+     * {@code {"model", "adapter" (when one was applied), "split", "window", "top_k", "baseline", "baseline_adapter"
+     * (eval --mute-experts: the unmuted adapter), "baseline_top_k", "muted_experts" (eval --mute-experts),
      * "files": {NAME: {tokens, nll_sum, ppl, baseline_nll_sum, baseline_ppl, delta_ppl, ln_ppl_ratio, kld_mean,
      * kld_median, kld_p99, kld_max, same_top1}}, "all": {...}}}.
      */
     public String toJson() {
         ObjectNode root = PerplexityReport.header(plan);
         root.put("baseline", baseline.model());
+        if (baseline.adapter() != null) {
+            root.put("baseline_adapter", baseline.adapter());
+        }
         root.put("baseline_top_k", baseline.topK());
+        if (!plan.muted().isEmpty()) {
+            root.put("muted_experts", plan.muted().toString());
+        }
         ObjectNode perFile = root.putObject("files");
         files.forEach((name, stats) -> put(perFile.putObject(name), stats));
         put(root.putObject("all"), all);

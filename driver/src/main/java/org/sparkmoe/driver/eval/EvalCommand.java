@@ -22,6 +22,7 @@ import org.sparkmoe.driver.WindowOption;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.adapter.AdaptedModel;
+import org.sparkmoe.adapter.MutedExperts;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.text.TextFiles;
@@ -72,6 +73,14 @@ public final class EvalCommand implements Callable<Integer> {
                     + "holds both models.")
     String baseline;
 
+    @Option(names = "--mute-experts", paramLabel = "LIST",
+            description = "With a μMoE --adapter: silence these experts (their slice of the expert tensor set to zero; "
+                    + "the other experts' gates are not renormalised) and compare with the same adapter unmuted, as "
+                    + "--baseline compares: per file and overall both perplexities, Δppl and KL divergence. LIST: "
+                    + "comma-separated LAYER.SITE:EXPERT (e.g. 0.moe:12) or EXPERT (at every site); calibrate "
+                    + "--adapter's mumoe-experts.json lists each file's most specific experts in this form.")
+    String muteExperts;
+
     @Option(names = "--top-k", paramLabel = "K",
             description = "Experts per token, overriding config.json (no rescaling). Default: the model's.")
     Integer topK;
@@ -101,7 +110,8 @@ public final class EvalCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         EvalPlan plan = plan(conf, chosen);
         ModelConfig config = ModelFolder.readConfig(new Path(plan.model()), conf);
-        Baseline against = baseline == null ? null : baseline(conf, config, plan.window());
+        Baseline against = plan.muted().isEmpty() ? baseline == null ? null : baseline(conf, config, plan.window())
+                : new Baseline(plan.model(), plan.topK(), plan.adapter()); // the unmuted adapter, on the same base model
         LayerwisePlan pass = layerwise.plan(config, conf);
         if (pass != null && (adapter != null || baseline != null)) {
             throw new IllegalArgumentException("--layerwise runs the plain model: drop "
@@ -110,7 +120,7 @@ public final class EvalCommand implements Callable<Integer> {
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe eval", spark.master), spark.partitions);
         MemoryPlan memory = MemoryPlan.of(MemoryPlan.Job.EVAL, config, MemoryPlan.mappedBytes(plan.model(), conf),
                 batchWindows, plan.window(), 0, limits);
-        if (against != null) {
+        if (against != null && against.adapter() == null) {
             memory = memory.withBaseline(ModelFolder.readConfig(new Path(against.model()), conf),
                     MemoryPlan.mappedBytes(against.model(), conf), batchWindows, plan.window());
         }
@@ -197,8 +207,15 @@ public final class EvalCommand implements Callable<Integer> {
         Tokenizers.checked(modelUri, config.vocab_size);
         String adapterUri = adapter == null ? null : Paths.qualify(adapter, conf);
         String version = peftVersion.checked(adapterUri);
+        MutedExperts muted = muteExperts == null ? MutedExperts.NONE : MutedExperts.parse(muteExperts);
+        if (muteExperts != null && (adapterUri == null || baseline != null)) {
+            throw new IllegalArgumentException(adapterUri == null ? "--mute-experts silences a μMoE adapter's experts; "
+                    + "give the adapter with --adapter" : "--mute-experts compares with the unmuted adapter; drop "
+                    + "--baseline");
+        }
         if (adapterUri != null) {
-            AdaptedModel.check(new Path(adapterUri), conf, config, version); // reject a bad adapter before any task starts
+            // reject a bad adapter (or a muted expert it does not have) before any task starts
+            AdaptedModel.check(new Path(adapterUri), conf, config, version, muted);
         }
         int k = topK == null ? config.num_experts_per_tok : topK;
         if (config.num_experts > 0 && (k < 1 || k > config.num_experts)) {
@@ -222,6 +239,6 @@ public final class EvalCommand implements Callable<Integer> {
             }
         }
         return new EvalPlan(modelUri, files, plan.split(), plan.window(), k, batchWindows, 1, adapterUri, version,
-                chosen);
+                chosen, muted);
     }
 }

@@ -26,7 +26,8 @@ import java.util.Map;
  * fixed chunks of windows spread over the partitions, each executor JVM loading the model once. Chunk NLL sums
  * come back to the driver and are added in (file, chunk) order, so the report is identical for any
  * partitioning or number of executors. Against a baseline ({@link #runAgainst}) the same chunks are compared
- * with the baseline's logits instead.
+ * with the baseline's logits instead; {@code eval --mute-experts} is such a comparison, of the μMoE adapter with
+ * some experts muted against the same adapter unmuted.
  */
 public final class EvalJob {
     private EvalJob() {
@@ -111,7 +112,7 @@ public final class EvalJob {
 
     private static ChunkNll score(EvalPlan plan, TokenChunk chunk) {
         double nll = 0;
-        try (ModelCache.Lease model = ModelCache.lease(plan.model(), plan.adapter(), plan.peftVersion(),
+        try (ModelCache.Lease model = ModelCache.lease(plan.model(), plan.adapter(), plan.peftVersion(), plan.muted(),
                 plan.device())) {
             for (double windowNll : Perplexity.windowNll(model.model(), chunk.windows, plan.topK())) {
                 nll += windowNll;
@@ -123,8 +124,9 @@ public final class EvalJob {
 
     private static ChunkDivergence compare(EvalPlan plan, Baseline baseline, TokenChunk chunk) {
         KlDivergence.Tokens tokens;
-        try (ModelCache.Lease original = ModelCache.lease(baseline.model(), null, null, plan.device());
-             ModelCache.Lease model = ModelCache.lease(plan.model(), plan.adapter(), plan.peftVersion(),
+        try (ModelCache.Lease original = ModelCache.lease(baseline.model(), baseline.adapter(),
+                baseline.adapter() == null ? null : plan.peftVersion(), plan.device());
+             ModelCache.Lease model = ModelCache.lease(plan.model(), plan.adapter(), plan.peftVersion(), plan.muted(),
                      plan.device())) {
             tokens = KlDivergence.of(original.model(), baseline.topK(), model.model(), plan.topK(), chunk.windows);
         }
@@ -134,7 +136,8 @@ public final class EvalJob {
 
     /** "model M" or "model M with adapter A": what a non-finite result is blamed on. */
     static String subject(EvalPlan plan) {
-        return "model " + plan.model() + (plan.adapter() == null ? "" : " with adapter " + plan.adapter());
+        return "model " + plan.model() + (plan.adapter() == null ? "" : " with adapter " + plan.adapter())
+                + (plan.muted().isEmpty() ? "" : " muting experts " + plan.muted());
     }
 
     private static PerplexityReport report(EvalPlan plan, List<ChunkNll> scored) {

@@ -1,5 +1,6 @@
 package org.sparkmoe.driver.eval;
 
+import org.sparkmoe.adapter.MutedExperts;
 import org.sparkmoe.driver.PeftVersionOption;
 import org.sparkmoe.driver.PlanChecks;
 import org.sparkmoe.kernels.Device;
@@ -22,9 +23,11 @@ import java.util.List;
  * @param peftVersion  --peft-version: the PEFT release that saved a fused-expert adapter (its shape generation), or
  *                     null to go by adapter_config.json
  * @param device       where the executors' expert grouped GEMMs run
+ * @param muted        the μMoE adapter's experts silenced (--mute-experts), {@link MutedExperts#NONE} for none
  */
 public record EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,
-                       int partitions, String adapter, String peftVersion, Device device) implements Serializable {
+                       int partitions, String adapter, String peftVersion, Device device, MutedExperts muted)
+        implements Serializable {
 
     public EvalPlan {
         PlanChecks.requireModel(model);
@@ -36,6 +39,18 @@ public record EvalPlan(String model, List<String> data, TextSplit split, int win
         PlanChecks.requireAtLeast("--partitions", partitions, 1);
         PlanChecks.requireNonNull("--device", device);
         PeftVersionOption.check(peftVersion, adapter);
+        PlanChecks.requireNonNull("--mute-experts", muted);
+        if (!muted.isEmpty() && adapter == null) {
+            throw new IllegalArgumentException("--mute-experts silences a μMoE adapter's experts; give the adapter "
+                    + "with --adapter");
+        }
+    }
+
+    /** A plan muting no expert. */
+    public EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,
+                    int partitions, String adapter, String peftVersion, Device device) {
+        this(model, data, split, window, topK, batchWindows, partitions, adapter, peftVersion, device,
+                MutedExperts.NONE);
     }
 
     /** A plan without --peft-version. */
@@ -51,6 +66,6 @@ public record EvalPlan(String model, List<String> data, TextSplit split, int win
     }
 
     public EvalPlan withPartitions(int n) {
-        return new EvalPlan(model, data, split, window, topK, batchWindows, n, adapter, peftVersion, device);
+        return new EvalPlan(model, data, split, window, topK, batchWindows, n, adapter, peftVersion, device, muted);
     }
 }

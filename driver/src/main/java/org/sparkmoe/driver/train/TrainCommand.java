@@ -128,8 +128,9 @@ public final class TrainCommand implements Callable<Integer> {
     String mumoeRank;
 
     @Option(names = "--mumoe-targets", defaultValue = "moe", paramLabel = "LIST",
-            description = "Where μMoE adapters sit: q_proj,k_proj,v_proj,o_proj (every layer's attention) and moe "
-                    + "(beside every MoE block's output). Default: ${DEFAULT-VALUE}.")
+            description = "Where μMoE adapters sit: q_proj,k_proj,v_proj,o_proj (every layer's attention), moe "
+                    + "(beside every MoE block's output) and mlp (beside every dense layer's MLP). Default: "
+                    + "${DEFAULT-VALUE}.")
     String mumoeTargets;
 
     @Option(names = "--rank", paramLabel = "R",

@@ -1,0 +1,116 @@
+package org.sparkmoe.mumoe;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.Map;
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.experts.GradientCheck;
+
+/**
+ * Muting experts ({@link MumoeForm#muted}) is removing them from the mixture: for the CP and the TR adapter forms,
+ * the factorised layer over the muted parameters gives y = Σ_{n not muted} aₙ(x)·Wₙᵀx, where this test builds W
+ * [N, I, O] from the unmuted factors in float64 loops (CP Σ_r U⁽ᴺ⁾[n,r]U⁽ᴵ⁾[i,r]U⁽ᴼ⁾[o,r], TR
+ * trace(A_N[:,n,:]·A_I[:,i,:]·A_O[:,o,:])) and takes a from the unmuted layer; the gates stay those of all N experts
+ * (not renormalised), and the parameters given are left as they were.
+ */
+class MumoeMuteTest {
+    private static final int T = 4;
+    private static final int I = 5;
+    private static final int O = 3;
+    private static final int N = 6;
+    private static final int[] MUTED = {1, 4};
+
+    private static Map<String, INDArray> params(MumoeForm form) {
+        MumoeWeights w = form == MumoeForm.CP ? CpWeights.random(new Random(5), DataType.DOUBLE, I, O, 3, N)
+                : TrWeights.random(new Random(6), DataType.DOUBLE, I, O, N, 2, 3, 2);
+        return w.parameters();
+    }
+
+    /** W [N][I][O] of {@code p}, in float64 loops. */
+    private static double[][][] materialise(MumoeForm form, Map<String, INDArray> p) {
+        double[][][] w = new double[N][I][O];
+        for (int n = 0; n < N; n++) {
+            for (int i = 0; i < I; i++) {
+                for (int o = 0; o < O; o++) {
+                    if (form == MumoeForm.CP) {
+                        INDArray un = p.get("expert.0");
+                        INDArray ui = p.get("in");
+                        INDArray uo = p.get("out");
+                        for (int r = 0; r < un.size(1); r++) {
+                            w[n][i][o] += un.getDouble(n, r) * ui.getDouble(i, r) * uo.getDouble(o, r);
+                        }
+                    } else {
+                        INDArray an = p.get("core.expert");     // [r1, N, r2]
+                        INDArray ai = p.get("core.in");         // [r2, I, r3]
+                        INDArray ao = p.get("core.out");        // [r3, O, r1]
+                        for (int a = 0; a < an.size(0); a++) {
+                            for (int b = 0; b < an.size(2); b++) {
+                                for (int c = 0; c < ai.size(2); c++) {
+                                    w[n][i][o] += an.getDouble(a, n, b) * ai.getDouble(b, i, c) * ao.getDouble(c, o, a);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return w;
+    }
+
+    @Test
+    void mutedLayersLeaveTheMutedExpertsOutOfTheMixtureWithoutRenormalising() {
+        INDArray x = GradientCheck.gaussian(new Random(7), DataType.DOUBLE, 1.0, T, I);
+        for (MumoeForm form : MumoeForm.values()) {
+            Map<String, INDArray> p = params(form);
+            INDArray expertsBefore = p.get(form.expertName()).dup();
+            MumoePass full = form.layer(p).forward(x);
+            MumoePass muted = form.layer(form.muted(p, MUTED, "test")).forward(x);
+            assertArrayEquals(expertsBefore.data().asDouble(), p.get(form.expertName()).data().asDouble(),
+                    form + ": the given parameters must stay as they were");
+            assertArrayEquals(full.gates().get(0).data().asDouble(), muted.gates().get(0).data().asDouble(), 0.0,
+                    form + ": the gates are over all N experts, not renormalised");
+
+            double[][][] w = materialise(form, p);
+            INDArray a = full.gates().get(0);                                    // [T, N]
+            double worst = 0;
+            double scale = 0;
+            double removed = 0;
+            for (int t = 0; t < T; t++) {
+                for (int o = 0; o < O; o++) {
+                    double kept = 0;
+                    double gone = 0;
+                    for (int n = 0; n < N; n++) {
+                        double wx = 0;
+                        for (int i = 0; i < I; i++) {
+                            wx += x.getDouble(t, i) * w[n][i][o];
+                        }
+                        if (n == MUTED[0] || n == MUTED[1]) {
+                            gone += a.getDouble(t, n) * wx;
+                        } else {
+                            kept += a.getDouble(t, n) * wx;
+                        }
+                    }
+                    worst = Math.max(worst, Math.abs(muted.y().getDouble(t, o) - kept));
+                    scale = Math.max(scale, Math.abs(kept));
+                    removed = Math.max(removed, Math.abs(gone));
+                }
+            }
+            assertTrue(removed > 1e-3 * scale, form + ": the muted experts must contribute, or the test proves nothing");
+            assertTrue(worst <= 1e-12 * scale, form + ": max |muted − Σ_{n not muted} aₙWₙᵀx| = " + worst);
+        }
+    }
+
+    @Test
+    void anExpertOutsideTheLayerIsRefusedNamingIt() {
+        Map<String, INDArray> p = params(MumoeForm.TR);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> MumoeForm.TR.muted(p, new int[] {N}, "--mute-experts 0.moe:6"));
+        assertEquals("--mute-experts 0.moe:6: expert 6 is not one of the 6 experts (0..5)", e.getMessage());
+    }
+}
