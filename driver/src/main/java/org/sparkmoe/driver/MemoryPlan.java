@@ -92,6 +92,12 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      */
     static final long HEAP_BASE = 384L << 20;
 
+    /**
+     * The least heap planned: Spark refuses to start in a JVM whose {@code Runtime.maxMemory()} is under 450 MiB
+     * (1.5 × its 300 MiB reserved memory), and the collector's survivor space keeps that a little under -Xmx.
+     */
+    static final long HEAP_MIN = 512L << 20;
+
     /** The heap is planned in whole steps of this size (what -Xmx gets). */
     private static final long HEAP_STEP = 64L << 20;
     /** A surgery's heap: the launcher's -Xmx for the commands it plans no heap for. */
@@ -142,7 +148,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     }
 
     /**
-     * The heap one executor JVM needs, rounded up to 64 MiB: {@link #HEAP_BASE}, plus per task slot the Java arrays a
+     * The heap one executor JVM needs, at least {@link #HEAP_MIN}, rounded up to 64 MiB: {@link #HEAP_BASE}, plus per task slot the Java arrays a
      * task holds at once — eval and calibrate one block of logits read as floats ({@code Perplexity}: at most
      * {@link Perplexity#LOGIT_BLOCK}), train the loss's float64 block of logits ({@link CausalLmLoss#BLOCK_ELEMENTS})
      * and its float32 partial of the whole state ({@link StateMean}'s chunks: the state's bytes) — and for train the
@@ -157,7 +163,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         };
         long reduce = job == Job.TRAIN
                 ? (Math.max(partitions, slots) + 1L) * Math.min(stateBytes, StateMean.CHUNK_BYTES) : 0;
-        long bytes = HEAP_BASE + slots * perSlot + reduce;
+        long bytes = Math.max(HEAP_MIN, HEAP_BASE + slots * perSlot + reduce);
         return (bytes + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
     }
 

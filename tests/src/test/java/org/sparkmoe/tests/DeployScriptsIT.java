@@ -29,6 +29,7 @@ class DeployScriptsIT {
     private static Run run(List<String> command, Map<String, String> environment) throws Exception {
         ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
         builder.environment().remove("CUDA_VISIBLE_DEVICES");
+        builder.environment().remove("SPARK_HOME");                  // embedded mode unless a test names one
         builder.environment().putAll(environment);
         Process process = builder.start();
         String output = new String(process.getInputStream().readAllBytes());
@@ -77,6 +78,20 @@ class DeployScriptsIT {
         List<String> args = Files.readAllLines(recorded);
         assertEquals(List.of(uploaded, "eval", "--model", "m"), args.subList(args.size() - 4, args.size()),
                 "SPARKMOE_ASSEMBLY is the jar spark-submit gets");
+    }
+
+    /** Embedded mode: the launcher's dry run picks the heap, and the job starts with it and runs. */
+    @Test
+    void embeddedLauncherRunsEvalWithThePlannedHeap(@TempDir Path dir) throws Exception {
+        Path root = Fixtures.root();
+        Path report = dir.resolve("report.json");
+        Run eval = run(List.of("bash", root.resolve("deploy/bin/sparkmoe").toString(), "eval",
+                        "--model", Fixtures.tinyModel().toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(),
+                        "--split", "test", "--window", "64", "--batch-windows", "1", "--out", report.toString()),
+                Map.of());
+        assertEquals(0, eval.exitCode(), eval.output());
+        assertTrue(eval.output().contains("memory plan: heap needed 512 MiB (-Xmx512m;"), eval.output());
+        assertTrue(Files.readString(report).contains("\"ppl\""), "the report");
     }
 
     @Test
