@@ -18,7 +18,8 @@
 # Settings: conf/spark-defaults.yarn.conf; JVM flags: conf/jvm.properties; logging:
 # conf/log4j2.properties, shipped with --files to the driver and the executors.
 # train records the model folder as you give it here in adapter_config.json (--base-model-name), not
-# the container's copy.
+# the container's copy; eval's and calibrate's reports name the copy they read,
+# file:///proc/self/cwd/model.
 # SPARKMOE_SUBMIT_OPTS: extra spark-submit options, split on whitespace (no quoting), as for
 # deploy/bin/sparkmoe; they come after the conf file and win over it, e.g.
 #   SPARKMOE_SUBMIT_OPTS="--queue ml --conf spark.executor.memory=4g"
