@@ -100,6 +100,17 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
 
     /** The heap is planned in whole steps of this size (what -Xmx gets). */
     private static final long HEAP_STEP = 64L << 20;
+    /**
+     * --layerwise: the copies of one chunk's hidden states a task holds on the heap at once (the chunk it reads, the
+     * chunk it writes, and their serialised forms as Spark stores them).
+     */
+    static final int LAYERWISE_CHUNK_COPIES = 4;
+    /**
+     * --layerwise: heap for Spark's storage of the persisted hidden-state blocks it keeps in memory before spilling to
+     * disk. Without it, the Qwen1.5-MoE shape's 68-window eval failed out of memory at the 512 MiB the whole-model plan
+     * gives, and passed at 1 GiB (docs/benchmarks.md).
+     */
+    static final long LAYERWISE_STORAGE = 256L << 20;
     /** A surgery's heap: the launcher's -Xmx for the commands it plans no heap for. */
     static final long SURGERY_HEAP = 1L << 30;
 
@@ -223,8 +234,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         }
         Pieces p = new Pieces(model, pieces[largest], largest == c.num_hidden_layers ? "embedding and LM head"
                 : "layer " + largest, (long) batchWindows * window * c.hidden_size * Float.BYTES);
+        long heap = heapNeededBytes + slots * LAYERWISE_CHUNK_COPIES * p.hiddenBytes() + LAYERWISE_STORAGE;
         return new MemoryPlan(job, p.largest(), widenedBytes, activationBytes, stateBytes, slots,
-                checkpointActivations, heapNeededBytes, limits, p);
+                checkpointActivations, (heap + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP, limits, p);
     }
 
     /** N for a tensor named model.layers.N.…, else −1. */
@@ -394,7 +406,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 .append(size(HEAP_BASE)).append(" + per task slot ").append(job == Job.TRAIN
                         ? "the loss's float64 block and the float32 partial of the state"
                         : "one block of logits read as floats").append(job == Job.TRAIN
-                        ? " + the averaging tree's chunks" : "").append('\n');
+                        ? " + the averaging tree's chunks" : "").append(layerwise == null ? ""
+                        : " + per task slot " + LAYERWISE_CHUNK_COPIES + " copies of a chunk's hidden states + "
+                        + size(LAYERWISE_STORAGE) + " for the persisted hidden states").append('\n');
         }
         out.append(prefix).append("anonymous ").append(size(anonymousBytes())).append(" = heap ")
                 .append(size(limits.heapBytes())).append(" + JVM ").append(size(JVM_OVERHEAD)).append(" + native\n");

@@ -146,6 +146,10 @@ class LayerwisePassTest {
         assertTrue(layerwise.contains("--layerwise: weights per executor = the largest piece, layer 0, of 13.8 MiB "
                 + "for the whole model; hidden states 1.00 MiB per chunk"), layerwise);
         assertTrue(plain.contains("memory plan: mapped weights 13.8 MiB") && !plain.contains("--layerwise"), plain);
+        // the heap: the whole-model plan's 512 MiB + 2 slots × 4 copies of a 1 MiB chunk + 256 MiB of stored hidden
+        // states = 776 MiB, in steps of 64 MiB
+        assertTrue(plain.contains("heap needed 512 MiB (-Xmx512m;"), plain);
+        assertTrue(layerwise.contains("heap needed 832 MiB (-Xmx832m;"), layerwise);
     }
 
     /** What a successful command printed to stderr (the memory plan goes to System.err). */
