@@ -164,6 +164,19 @@ final class StandaloneCluster implements AutoCloseable {
                 .map(ProcessHandle::pid).toList();
     }
 
+    /** The Worker whose executor JVM runs as Spark executor {@code executorId} (its {@code --executor-id}). */
+    int workerOf(String executorId) {
+        String flag = "--executor-id " + executorId + " ";
+        for (int w = 0; w < workers.size(); w++) {
+            boolean runs = workers.get(w).toHandle().descendants().anyMatch(p -> p.info().commandLine()
+                    .map(c -> c.contains(EXECUTOR_MAIN) && (c + " ").contains(flag)).orElse(false));
+            if (runs) {
+                return w;
+            }
+        }
+        throw new IllegalStateException("no worker runs executor " + executorId + " (logs in " + dir + ")");
+    }
+
     /** Process ids of every executor JVM of the cluster. */
     List<Long> executorPids() {
         List<Long> pids = new ArrayList<>();

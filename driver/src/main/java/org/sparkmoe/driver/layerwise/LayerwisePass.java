@@ -3,6 +3,7 @@ package org.sparkmoe.driver.layerwise;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.storage.StorageLevel;
+import org.apache.spark.util.LongAccumulator;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Device;
@@ -28,6 +29,13 @@ import java.util.function.BiFunction;
  * meets the same operations in the same order as in the whole-model forward, on exact float32 hidden states, so
  * what a job computes from the result (eval's NLL, calibrate's statistics) has the same bits.
  *
+ * <p>A checkpoint is reliable (Spark's {@code RDD.checkpoint} into the plan's folder): the layer's job computes and
+ * persists the RDD, and before that job's action returns Spark writes it out from the persisted blocks in a second
+ * job and replaces its lineage by the files. A lost executor's share of a later layer is then computed again from
+ * the last checkpoint, in the tasks that need it, not from the embedding (the released RDDs before it are not
+ * persisted any more). Each step counts the chunks it computes in a named accumulator, "STEP: chunks computed",
+ * which the Spark UI shows per stage and task: a count above the job's chunks is a recomputation.
+ *
  * <p>An MoE layer runs in steps when the job looks at what its MoE block reads (a {@link MoeLayerHook}) or with G
  * expert groups: a map runs the attention half and persists h and norm2(h); the hook sees that RDD; then either one
  * map runs the MoE block and finishes the layer, or G maps over it (one per group: P·G tasks in one job) each route
@@ -38,6 +46,8 @@ import java.util.function.BiFunction;
  */
 public final class LayerwisePass {
     private static final StorageLevel HIDDEN_STORAGE = StorageLevel.MEMORY_AND_DISK_SER();
+    /** The end of the name of each step's accumulator of computed chunks ({@link #counted}). */
+    public static final String CHUNKS_COMPUTED = "chunks computed";
 
     /** What a job does with MoE layer {@code layer}'s attended chunks (h and norm2(h)) before its MoE block runs. */
     public interface MoeLayerHook {
@@ -68,8 +78,9 @@ public final class LayerwisePass {
         if (pass.checkpointDir() != null) {
             sc.setCheckpointDir(pass.checkpointDir());
         }
-        JavaRDD<HiddenChunk> hidden = materialise(sc, job + " --layerwise: embedding",
-                chunks.map(c -> embed(model, c)).persist(HIDDEN_STORAGE));
+        String embedding = job + " --layerwise: embedding";
+        JavaRDD<HiddenChunk> hidden = materialise(sc, embedding,
+                counted(sc, embedding, chunks.map(c -> embed(model, c))).persist(HIDDEN_STORAGE));
         for (int l = 0; l < layers; l++) {
             int layer = l;
             String step = job + " --layerwise: layer " + l + " of " + config.num_hidden_layers;
@@ -83,10 +94,11 @@ public final class LayerwisePass {
                     hook.accept(l, attended);
                 }
                 next = pass.expertGroups() > 1 ? grouped(sc, model, pass.expertGroups(), l, attended, step, done)
-                        : attended.map(c -> moe(model, layer, c)).persist(HIDDEN_STORAGE);
+                        : attended.map(c -> moe(model, layer, c));
             } else {
-                next = hidden.map(c -> layer(model, layer, c)).persist(HIDDEN_STORAGE);
+                next = hidden.map(c -> layer(model, layer, c));
             }
+            next = counted(sc, step, next).persist(HIDDEN_STORAGE);
             if (pass.checkpointsAfter(l)) {
                 next.checkpoint();
             }
@@ -95,6 +107,19 @@ public final class LayerwisePass {
             hidden = next;
         }
         return hidden;
+    }
+
+    /**
+     * {@code rdd}, counting the chunks it computes in a named accumulator, "STEP: chunks computed" (the Spark UI shows
+     * it per stage and task): a step's count exceeds the job's chunks when partitions of it were computed again, e.g.
+     * after a lost executor, from the last persisted or checkpointed RDD.
+     */
+    private static JavaRDD<HiddenChunk> counted(JavaSparkContext sc, String step, JavaRDD<HiddenChunk> rdd) {
+        LongAccumulator computed = sc.sc().longAccumulator(step + ": " + CHUNKS_COMPUTED);
+        return rdd.map(c -> {
+            computed.add(1);
+            return c;
+        });
     }
 
     /** Computes (and persists) every partition of {@code rdd} now, as one job; returns it. */
@@ -139,8 +164,8 @@ public final class LayerwisePass {
 
     /**
      * MoE layer {@code l}'s experts in {@code groups} groups over {@code attended}: runs the groups' rows (one job,
-     * persisted) and returns the persisted, not yet computed, RDD of the layer's output (the caller may still
-     * checkpoint it); adds the group RDDs to {@code done}, to release once that output is computed.
+     * persisted) and returns the RDD of the layer's output, not yet persisted or computed; adds the group RDDs to
+     * {@code done}, to release once that output is computed.
      */
     private static JavaRDD<HiddenChunk> grouped(JavaSparkContext sc, Model model, int groups, int l,
                                                 JavaRDD<AttendedChunk> attended, String step, List<JavaRDD<?>> done) {
@@ -158,8 +183,7 @@ public final class LayerwisePass {
         for (int g = 1; g < groups; g++) {
             gathered = gathered.zipPartitions(rows.get(g), (a, b) -> zip(a, b, LayerwisePass::append));
         }
-        return attended.zipPartitions(gathered, (a, b) -> zip(a, b, (c, r) -> combine(model, l, c, r)))
-                .persist(HIDDEN_STORAGE);
+        return attended.zipPartitions(gathered, (a, b) -> zip(a, b, (c, r) -> combine(model, l, c, r)));
     }
 
     private static GroupRows groupRows(Model model, int l, int groups, int g, AttendedChunk attended) {
