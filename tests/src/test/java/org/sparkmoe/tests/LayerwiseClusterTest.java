@@ -22,11 +22,16 @@ import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.text.TextSplit;
 import scala.collection.JavaConverters;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.TimeoutException;
 import java.util.function.Supplier;
+import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -75,7 +80,8 @@ class LayerwiseClusterTest {
     @BeforeAll
     static void runTheWholeModelLocallyThenStartTheCluster(@TempDir Path dir) throws Exception {
         data = List.of(Fixtures.sysadminExcerpt(dir).toUri().toString());
-        config = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(Fixtures.tinyModel().toUri()), new Configuration());
+        config = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(Fixtures.tinyModel().toUri()),
+                new Configuration());
         assertEquals(4, config.num_hidden_layers);
         try (JavaSparkContext sc = SparkContexts.start("layerwise-cluster-test-local", "local[2]")) {
             localReport = EvalJob.run(sc, eval()).toJson();
@@ -101,35 +107,41 @@ class LayerwiseClusterTest {
     @Test
     void evalResumesFromTheLastCheckpointWhenAnExecutorDies(@TempDir Path dir) {
         LayerwisePlan pass = new LayerwisePlan(1, dir.toUri().toString(), CHECKPOINT_EVERY);
-        assertEquals(localReport, killedMidPass("eval", () -> EvalJob.runLayerwise(sc, eval(), pass).toJson()));
+        assertEquals(localReport, killedMidPass("eval", dir, () -> EvalJob.runLayerwise(sc, eval(), pass).toJson()));
     }
 
     /** With expert groups (G = 2): each MoE layer's output is the zip of its attention half and its groups' rows. */
     @Test
     void calibrateWithExpertGroupsResumesFromTheLastCheckpointWhenAnExecutorDies(@TempDir Path dir) {
         LayerwisePlan pass = new LayerwisePlan(2, dir.toUri().toString(), CHECKPOINT_EVERY);
-        CalibrateJob.Result result = killedMidPass("calibrate",
+        CalibrateJob.Result result = killedMidPass("calibrate", dir,
                 () -> CalibrateJob.runLayerwise(sc, calibration(), config, pass));
         assertTrue(localCalibration.stats().sameAs(result.stats()), "the whole model's statistics");
         assertArrayEquals(localCalibration.windowsPerFile(), result.windowsPerFile());
     }
 
     /**
-     * Runs {@code job}'s layer-sequential pass with an executor killed as layer 2 starts and asserts that no chunk of
-     * the embedding or of layers 0 and 1 was computed after the kill, and some of layer 2's were; returns the result.
+     * Runs {@code job}'s layer-sequential pass, checkpointing into {@code checkpoints}, with an executor killed as
+     * layer 2 starts, and asserts that layer 1's checkpoint was on disk then, that no chunk of the embedding or of
+     * layers 0 and 1 was computed after the kill, and that some of layer 2's were; returns the result.
      */
-    private static <T> T killedMidPass(String job, Supplier<T> run) {
+    private static <T> T killedMidPass(String job, Path checkpoints, Supplier<T> run) {
         cluster.awaitExecutors(sc); // after an earlier test's kill, the Worker's new executor
-        KillAfterCheckpoint kill = new KillAfterCheckpoint(job + " --layerwise: ");
+        KillAfterCheckpoint kill = new KillAfterCheckpoint(job + " --layerwise: ", checkpoints);
         sc.sc().addSparkListener(kill);
         T result;
         try {
             result = run.get();
+            sc.sc().listenerBus().waitUntilEmpty(60_000); // the listener has seen every task of the pass end
+        } catch (TimeoutException e) {
+            throw new IllegalStateException("Spark's listener bus did not drain in 60 s", e);
         } finally {
             sc.sc().removeSparkListener(kill);
         }
         assertNull(kill.failure, () -> "killing the executor failed: " + kill.failure);
         assertNotNull(kill.killed, job + ": no executor was killed");
+        assertEquals(PARTITIONS, kill.checkpointFilesAtTheKill, "part files of layer " + CHECKPOINTED
+                + "'s checkpoint when the executor was killed");
         Map<String, Long> after = kill.computedAfterTheKill();
         System.err.println(job + " --layerwise: executor " + kill.killed + " killed as " + layer(CHECKPOINTED + 1)
                 + " started; chunks computed after: " + after);
@@ -150,20 +162,23 @@ class LayerwiseClusterTest {
 
     /**
      * Kills, when the first job of layer {@link #CHECKPOINTED} + 1 starts, the executor JVM that ran the first task to
-     * compute chunks of layer {@link #CHECKPOINTED} (so it holds some of that layer's persisted output), and adds up
-     * per step the chunks that the tasks ending after the kill computed (the pass's "STEP: chunks computed"
-     * accumulators; a failed task reports none). Listener events arrive in order on one thread, so every task end
+     * compute chunks of layer {@link #CHECKPOINTED} (so it holds some of that layer's persisted output), counts the
+     * checkpoint's part files then, and adds up per step the chunks that the tasks ending after the kill computed (the
+     * pass's "STEP: chunks computed" accumulators; a failed task reports none). Listener events arrive in order on one thread, so every task end
      * seen after the kill ended after the next layer's job began.
      */
     private static final class KillAfterCheckpoint extends SparkListener {
         private final String pass;
+        private final Path checkpoints;
         private final Map<String, Long> after = new TreeMap<>();
         private String computedCheckpointedLayer;
         private volatile String killed;
+        private volatile long checkpointFilesAtTheKill;
         private volatile RuntimeException failure;
 
-        KillAfterCheckpoint(String pass) {
+        KillAfterCheckpoint(String pass, Path checkpoints) {
             this.pass = pass;
+            this.checkpoints = checkpoints;
         }
 
         @Override
@@ -178,6 +193,12 @@ class LayerwiseClusterTest {
                 }
                 cluster.killExecutor(cluster.workerOf(computedCheckpointedLayer));
                 killed = computedCheckpointedLayer;
+                try (Stream<Path> files = Files.walk(checkpoints)) { // layer 3's are written after this job
+                    checkpointFilesAtTheKill = files.filter(f -> f.getFileName().toString().startsWith("part-"))
+                            .count();
+                }
+            } catch (IOException e) {
+                failure = new UncheckedIOException(e);
             } catch (RuntimeException e) {
                 failure = e;
             }
