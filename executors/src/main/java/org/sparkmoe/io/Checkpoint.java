@@ -70,7 +70,7 @@ public final class Checkpoint implements AutoCloseable, TensorSource {
             Map<String, SafeTensorsFile> shards = new LinkedHashMap<>();
             for (String shardName : shardIndex.weightMap().values()) {
                 if (!shards.containsKey(shardName)) {
-                    SafeTensorsFile shard = SafeTensorsFile.open(localFiles.get(shardName));
+                    SafeTensorsFile shard = localFiles.safetensors(shardName);
                     opened.add(shard);
                     shards.put(shardName, shard);
                 }
@@ -85,7 +85,7 @@ public final class Checkpoint implements AutoCloseable, TensorSource {
                 fileOf.put(name, shard);
             });
         } else if (exists(fs, single)) {
-            SafeTensorsFile file = SafeTensorsFile.open(localFiles.get(SINGLE_FILE));
+            SafeTensorsFile file = localFiles.safetensors(SINGLE_FILE);
             opened.add(file);
             for (String name : file.names()) {
                 fileOf.put(name, file);

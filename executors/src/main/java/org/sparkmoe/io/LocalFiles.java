@@ -4,13 +4,10 @@ import java.io.FileNotFoundException;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
-import java.nio.channels.FileChannel;
-import java.nio.channels.FileLock;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Paths;
 import java.nio.file.StandardCopyOption;
-import java.nio.file.StandardOpenOption;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
@@ -31,14 +28,14 @@ import org.apache.hadoop.fs.Path;
  *
  * <p>The cache is the directory of the system property {@value #CACHE_DIR_PROPERTY} or the environment variable
  * {@code SPARKMOE_CACHE_DIR}, else {@code sparkmoe-checkpoint-cache} in {@code java.io.tmpdir}. A copy is named
- * after a hash of the source URI, length and modification time, so a rewritten source gets a new copy. It is
- * written under a temporary name and renamed into place while holding a file lock, so concurrent JVMs copy once and
- * a reader never sees a partial copy. Copies are not deleted: JVMs map them for their whole life; the directory is
- * the operator's to clean.
+ * after a hash of the source URI, length and modification time, so a rewritten source gets a new copy. A copy is a
+ * {@link SparseCopy}: the bytes of a tensor are copied the first time a task of the node reads it, so a pass over one
+ * layer copies that layer, not the model. Copies are not deleted: JVMs map them for their whole life; the directory
+ * is the operator's to clean.
  */
 public final class LocalFiles implements AutoCloseable {
     public static final String CACHE_DIR_PROPERTY = "sparkmoe.cache.dir";
-    private static final Map<String, Object> JVM_LOCKS = new ConcurrentHashMap<>();
+    private static final Map<String, SparseCopy> COPIES = new ConcurrentHashMap<>(); // one per node-cache file
 
     private final FileSystem fs;
     private final Path dir;
@@ -83,13 +80,40 @@ public final class LocalFiles implements AutoCloseable {
                 : Paths.get(System.getProperty("java.io.tmpdir"), "sparkmoe-checkpoint-cache");
     }
 
-    /** A local path holding the bytes of {@code dir/fileName}. */
+    /** A local path holding the bytes of {@code dir/fileName}: the file itself, or a temporary copy. */
     public java.nio.file.Path get(String fileName) {
-        Path source = new Path(dir, fileName);
-        if (copyDir == null) {
-            return Paths.get(fs.makeQualified(source).toUri());
+        if (nodeCache && copyDir != null) {
+            throw new IllegalStateException("the node cache fills its copies on demand: open them with safetensors()");
         }
-        return nodeCache ? cachedCopy(source, fileName) : temporaryCopy(source, fileName);
+        Path source = new Path(dir, fileName);
+        return copyDir == null ? Paths.get(fs.makeQualified(source).toUri()) : temporaryCopy(source, fileName);
+    }
+
+    /**
+     * The safetensors file {@code dir/fileName}, opened over a local path: the file itself, a temporary copy, or this
+     * node's {@link SparseCopy} (whose tensors are copied the first time any task of the node reads them).
+     */
+    SafeTensorsFile safetensors(String fileName) {
+        return nodeCache && copyDir != null ? cachedFile(fileName, SparseCopy.BLOCK_BYTES)
+                : SafeTensorsFile.open(get(fileName));
+    }
+
+    /** As {@link #safetensors}, for the node cache, copying in blocks of {@code blockBytes}. */
+    SafeTensorsFile cachedFile(String fileName, int blockBytes) {
+        Path source = new Path(dir, fileName);
+        FileStatus status;
+        try {
+            status = fs.getFileStatus(source);
+        } catch (FileNotFoundException e) {
+            throw new CheckpointFormatException(source + ": file not found", e);
+        } catch (IOException e) {
+            throw new UncheckedIOException("looking up " + source, e);
+        }
+        String version = fs.makeQualified(source) + " " + status.getLen() + " " + status.getModificationTime();
+        java.nio.file.Path copy = copyDir.resolve(hash(version) + "-" + fileName);
+        SparseCopy sparse = COPIES.computeIfAbsent(copy.toString(),
+                k -> new SparseCopy(fs, source, copy, status.getLen(), blockBytes));
+        return SafeTensorsFile.open(sparse.path(), sparse);
     }
 
     private java.nio.file.Path temporaryCopy(Path source, String fileName) {
@@ -103,58 +127,6 @@ public final class LocalFiles implements AutoCloseable {
             throw new CheckpointFormatException(source + ": file not found", e);
         } catch (IOException e) {
             throw new UncheckedIOException("copying " + source + " to " + copy, e);
-        }
-    }
-
-    private java.nio.file.Path cachedCopy(Path source, String fileName) {
-        FileStatus status;
-        try {
-            status = fs.getFileStatus(source);
-        } catch (FileNotFoundException e) {
-            throw new CheckpointFormatException(source + ": file not found", e);
-        } catch (IOException e) {
-            throw new UncheckedIOException("looking up " + source, e);
-        }
-        String version = fs.makeQualified(source) + " " + status.getLen() + " " + status.getModificationTime();
-        java.nio.file.Path copy = copyDir.resolve(hash(version) + "-" + fileName);
-        synchronized (JVM_LOCKS.computeIfAbsent(copy.toString(), k -> new Object())) {
-            return isComplete(copy, status.getLen()) ? copy : copyUnderLock(source, copy, status.getLen());
-        }
-    }
-
-    private static boolean isComplete(java.nio.file.Path copy, long length) {
-        try {
-            return Files.isRegularFile(copy) && Files.size(copy) == length;
-        } catch (IOException e) {
-            return false;
-        }
-    }
-
-    /** Copies {@code source} to {@code copy} unless another JVM did while this one waited for the node's lock. */
-    private java.nio.file.Path copyUnderLock(Path source, java.nio.file.Path copy, long length) {
-        java.nio.file.Path lockFile = copy.resolveSibling(copy.getFileName() + ".lock");
-        java.nio.file.Path partial = copy.resolveSibling(copy.getFileName() + ".partial");
-        try {
-            Files.createDirectories(copyDir);
-            try (FileChannel lockChannel = FileChannel.open(lockFile, StandardOpenOption.CREATE,
-                    StandardOpenOption.WRITE); FileLock ignored = lockChannel.lock()) {
-                if (isComplete(copy, length)) {
-                    return copy;
-                }
-                try (InputStream in = fs.open(source)) {
-                    Files.copy(in, partial, StandardCopyOption.REPLACE_EXISTING);
-                }
-                if (Files.size(partial) != length) {
-                    throw new IOException("copied " + Files.size(partial) + " bytes, the source has " + length);
-                }
-                Files.move(partial, copy, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-                return copy;
-            }
-        } catch (FileNotFoundException e) {
-            throw new CheckpointFormatException(source + ": file not found", e);
-        } catch (IOException e) {
-            throw new UncheckedIOException("copying " + source + " into the node's checkpoint cache " + copyDir
-                    + " (set -D" + CACHE_DIR_PROPERTY + " or SPARKMOE_CACHE_DIR to move it)", e);
         }
     }
 

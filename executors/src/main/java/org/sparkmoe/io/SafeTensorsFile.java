@@ -51,24 +51,35 @@ public final class SafeTensorsFile implements AutoCloseable {
     private final long dataStart;
     private final SafeTensorsHeader header;
     private final long pieceBytes;
+    private final ByteRanges ranges;
     private volatile FileMappings mappings;  // this file's JVM-wide maps, looked up on the first stored()
 
     private SafeTensorsFile(Path file, FileChannel channel, long dataStart, SafeTensorsHeader header,
-            long pieceBytes) {
+            long pieceBytes, ByteRanges ranges) {
         this.file = file;
         this.channel = channel;
         this.dataStart = dataStart;
         this.header = header;
         this.pieceBytes = pieceBytes;
+        this.ranges = ranges;
     }
 
     /** Opens and validates {@code file}; throws CheckpointFormatException naming what is wrong. */
     public static SafeTensorsFile open(Path file) {
-        return open(file, PIECE_BYTES);
+        return open(file, PIECE_BYTES, ByteRanges.COMPLETE);
+    }
+
+    /** As {@link #open(Path)} for a file whose ranges are filled by {@code ranges} before they are read. */
+    static SafeTensorsFile open(Path file, ByteRanges ranges) {
+        return open(file, PIECE_BYTES, ranges);
     }
 
     /** As {@link #open(Path)}, mapping at most {@code pieceBytes} (a positive multiple of 8) at once. */
     static SafeTensorsFile open(Path file, long pieceBytes) {
+        return open(file, pieceBytes, ByteRanges.COMPLETE);
+    }
+
+    private static SafeTensorsFile open(Path file, long pieceBytes, ByteRanges ranges) {
         if (pieceBytes <= 0 || pieceBytes % Long.BYTES != 0) {
             throw new IllegalArgumentException("pieceBytes must be a positive multiple of 8, found " + pieceBytes);
         }
@@ -81,7 +92,7 @@ public final class SafeTensorsFile implements AutoCloseable {
             throw new UncheckedIOException("opening " + file, e);
         }
         try {
-            return open(file, channel, pieceBytes);
+            return open(file, channel, pieceBytes, ranges);
         } catch (RuntimeException e) {
             try {
                 channel.close();
@@ -92,13 +103,14 @@ public final class SafeTensorsFile implements AutoCloseable {
         }
     }
 
-    private static SafeTensorsFile open(Path file, FileChannel channel, long pieceBytes) {
+    private static SafeTensorsFile open(Path file, FileChannel channel, long pieceBytes, ByteRanges ranges) {
         try {
             long fileLength = channel.size();
             if (fileLength < Long.BYTES) {
                 throw new CheckpointFormatException(file + ": file is " + fileLength
                         + " bytes, expected at least 8 for the header length");
             }
+            ranges.fill(0, Long.BYTES);
             long headerLength = readFully(channel, 0, Long.BYTES).getLong(0);
             if (headerLength < 0 || headerLength > MAX_HEADER_BYTES) {
                 throw new CheckpointFormatException(file + ": header length " + Long.toUnsignedString(headerLength)
@@ -109,10 +121,11 @@ public final class SafeTensorsFile implements AutoCloseable {
                         + " is past the end of the file, which has " + (fileLength - Long.BYTES)
                         + " bytes after the length field");
             }
+            ranges.fill(Long.BYTES, Long.BYTES + headerLength);
             ByteBuffer json = readFully(channel, Long.BYTES, (int) headerLength);
             long dataStart = Long.BYTES + headerLength;
             SafeTensorsHeader header = SafeTensorsHeader.parse(file.toString(), json.array(), fileLength - dataStart);
-            return new SafeTensorsFile(file, channel, dataStart, header, pieceBytes);
+            return new SafeTensorsFile(file, channel, dataStart, header, pieceBytes, ranges);
         } catch (IOException e) {
             throw new UncheckedIOException("reading the header of " + file, e);
         }
@@ -152,6 +165,13 @@ public final class SafeTensorsFile implements AutoCloseable {
         return info;
     }
 
+    /** The tensor's place, its bytes made readable first (a node-cache copy fills them on demand). */
+    private TensorInfo readable(String name) {
+        TensorInfo info = info(name);
+        ranges.fill(dataStart + info.begin(), dataStart + info.end());
+        return info;
+    }
+
     /** The {@code __metadata__} entries; empty when the header has none. */
     public Map<String, String> metadata() {
         return header.metadata();
@@ -162,7 +182,7 @@ public final class SafeTensorsFile implements AutoCloseable {
      * array's off-heap buffer (no heap copy of the tensor).
      */
     public INDArray readFloat(String name) {
-        TensorInfo info = info(name);
+        TensorInfo info = readable(name);
         requireDType(info, ElementDecoder.FLOAT_TYPES, "readFloat");
         long[] shape = info.shape();
         int n = elementCount(info);
@@ -181,7 +201,7 @@ public final class SafeTensorsFile implements AutoCloseable {
      * never be written. Valid for the JVM's life, even after this file is closed.
      */
     public INDArray stored(String name) {
-        TensorInfo info = info(name);
+        TensorInfo info = readable(name);
         requireDType(info, ElementDecoder.STORED_TYPES, "stored");
         if (info.elementCount() == 0) {
             return readFloat(name);
@@ -217,7 +237,7 @@ public final class SafeTensorsFile implements AutoCloseable {
 
     /** A U8 tensor's bytes (MXFP4 blocks, scales) over the JVM-wide read-only map: no copy; never to be written. */
     public ByteBuffer bytes(String name) {
-        TensorInfo info = info(name);
+        TensorInfo info = readable(name);
         requireDType(info, java.util.EnumSet.of(DType.U8), "bytes");
         return info.byteLength() == 0 ? ByteBuffer.allocate(0) : mappings().bytes(file, channel, info, dataStart);
     }
@@ -234,7 +254,7 @@ public final class SafeTensorsFile implements AutoCloseable {
 
     /** The tensor's elements in row-major order; I32 is widened. */
     public long[] readLongs(String name) {
-        TensorInfo info = info(name);
+        TensorInfo info = readable(name);
         requireDType(info, ElementDecoder.INTEGER_TYPES, "readLongs");
         long[] values = new long[elementCount(info)];
         forEachPiece(info, (piece, first) -> ElementDecoder.toLongs(info.dtype(), piece, values, first));

@@ -186,7 +186,7 @@ class CheckpointTest {
                 assertEquals(copiedAt.get(i), Files.getLastModifiedTime(copies.get(i)), "not copied again");
             }
             try (java.util.stream.Stream<Path> files = Files.list(cache)) {
-                assertTrue(files.noneMatch(f -> f.toString().endsWith(".partial")), "no partial copy is left");
+                assertTrue(files.noneMatch(f -> f.toString().endsWith(".partial")), "no partial block map is left");
             }
         } finally {
             if (before == null) {
