@@ -122,20 +122,23 @@ public final class CalibrateCommand implements Callable<Integer> {
         String imatrixUri = imatrixTarget(conf);
         String outUri = Paths.qualify(out, conf);
         OutputFolder.requireFolder("--out", new Path(outUri), conf, "calibrate");
-        LayerwisePlan pass = layerwise.plan(config, conf);
-        if (pass != null && adapter != null) {
+        if (layerwise.asked() && adapter != null) {
             throw new IllegalArgumentException("--layerwise runs the plain model: drop --adapter, or --layerwise");
         }
         CalibratePlan plan = plan(conf, config, outUri, chosen);
         List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
         int[] layers = CalibrationStats.moeLayerIndices(config);
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe calibrate", spark.master), spark.partitions);
-        MemoryPlan memory = MemoryPlan.of(MemoryPlan.Job.CALIBRATE, config, MemoryPlan.mappedBytes(plan.model(), conf),
+        MemoryPlan whole = MemoryPlan.of(MemoryPlan.Job.CALIBRATE, config, MemoryPlan.mappedBytes(plan.model(), conf),
                 batchWindows, plan.window(), 0, limits);
-        if (pass != null) {
-            memory = memory.layerwise(plan.model(), conf, config, batchWindows, plan.window());
+        LayerwiseOptions.Choice choice = layerwise.choose(config, conf, whole,
+                MemoryPlan.tensorBytes(plan.model(), conf), batchWindows, plan.window(),
+                adapter != null ? "--adapter" : null);
+        LayerwisePlan pass = choice.pass();
+        if (choice.chosen() != null) {
+            System.err.println(choice.chosen());
         }
-        if (dryRun.show(memory)) {
+        if (dryRun.show(choice.memory())) {
             return 0;
         }
         CalibrateJob.Result result;
