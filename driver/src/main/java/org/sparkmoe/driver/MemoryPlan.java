@@ -261,17 +261,28 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     }
 
     /**
-     * Whether one executor holds this plan: its anonymous memory and the mapped weights within what it has in all
+     * Whether one executor holds this plan: everything it needs ({@link #totalBytes}) within what it has in all
      * ({@link SparkLimits#memoryBytes}); true when that is not known.
      */
     public boolean fits() {
         long memory = limits.memoryBytes();
-        return memory == 0 || anonymousBytes() + mappedBytes <= memory;
+        return memory == 0 || totalBytes() <= memory;
     }
 
-    /** What an executor needs in all: its anonymous memory and the mapped weights. */
+    /**
+     * What an executor needs in all: the mapped weights, native memory, the JVM's own and the heap, the larger of the
+     * one it has and the one this plan needs (what the launcher gives it in embedded mode: a dry run in a small JVM
+     * and the job in the planned one then choose alike).
+     */
     public long totalBytes() {
-        return anonymousBytes() + mappedBytes;
+        return mappedBytes + nativeBytes() + JVM_OVERHEAD + Math.max(limits.heapBytes(), heapNeededBytes);
+    }
+
+    /** {@link #totalBytes} and its parts, for the line that says the memory plan's choice. */
+    public String needs() {
+        return size(totalBytes()) + " of an executor (mapped weights " + size(mappedBytes) + " + native "
+                + size(nativeBytes()) + " + heap " + size(Math.max(limits.heapBytes(), heapNeededBytes)) + " + JVM "
+                + size(JVM_OVERHEAD) + ")";
     }
 
     /**

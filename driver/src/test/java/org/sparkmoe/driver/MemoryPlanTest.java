@@ -387,6 +387,11 @@ class MemoryPlanTest {
         assertEquals(32, chosen.layerwise().expertGroups());
         assertEquals(other + 64 * expert, chosen.mappedBytes());
         assertTrue(chosen.fits());
+        // the pass plans more heap than the executor's 1 GiB (8 slots × 4 copies of a 7 MiB chunk, 256 MiB of stored
+        // chunks): the plan counts the heap it needs
+        assertTrue(chosen.heapNeededBytes() > 1L << 30, MemoryPlan.size(chosen.heapNeededBytes()));
+        assertEquals(chosen.mappedBytes() + chosen.nativeBytes() + MemoryPlan.JVM_OVERHEAD + chosen.heapNeededBytes(),
+                chosen.totalBytes());
     }
 
     /**

@@ -71,18 +71,18 @@ public final class LayerwiseOptions {
         if (whole.fits()) {
             return new Choice(null, whole, null);
         }
-        String over = "memory plan: the whole model needs " + MemoryPlan.size(whole.totalBytes()) + " of an "
-                + "executor (mapped weights " + MemoryPlan.size(whole.mappedBytes()) + " + anonymous "
-                + MemoryPlan.size(whole.anonymousBytes()) + "), over its " + MemoryPlan.size(whole.limits().memoryBytes());
+        String over = "memory plan: the whole model needs " + whole.needs() + ", over its "
+                + MemoryPlan.size(whole.limits().memoryBytes());
         MemoryPlan layered = keepsWhole == null ? whole.smallestLayerwise(config, tensorBytes, batchWindows, window)
                 : null;
         if (layered == null) {
             return new Choice(null, whole, over + "; " + (keepsWhole != null ? keepsWhole + " runs the whole model"
-                    : "so does one layer: the whole model runs, its weights paged in from the files as read"));
+                    : "so does its largest piece, layer by layer: the whole model runs, its weights paged in from the "
+                    + "files as read"));
         }
         int groups = layered.layerwise().expertGroups();
         return new Choice(new LayerwisePlan(groups, null, LayerwisePlan.DEFAULT_CHECKPOINT_EVERY), layered, over
-                + "; one layer fits (" + MemoryPlan.size(layered.totalBytes()) + "): running --layerwise"
+                + "; layer by layer it needs " + MemoryPlan.size(layered.totalBytes()) + ": running --layerwise"
                 + (groups > 1 ? " --expert-groups " + groups : "") + " (--no-layerwise runs the whole model)");
     }
 
