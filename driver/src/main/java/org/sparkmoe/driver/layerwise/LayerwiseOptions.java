@@ -91,10 +91,13 @@ public final class LayerwiseOptions {
         return Boolean.TRUE.equals(layerwise);
     }
 
-    /** The pass these flags ask for, or null without --layerwise; refuses a flag that needs another, in one line. */
-    LayerwisePlan plan(ModelConfig config, Configuration conf) {
-        if (layerwise == null || !layerwise) {
-            refuseStray(layerwise == null ? "add --layerwise" : "drop --no-layerwise");
+    /**
+     * The pass --layerwise asks for, or null for --no-layerwise; refuses a flag that needs another, in one line.
+     * Called only when one of them was given.
+     */
+    private LayerwisePlan plan(ModelConfig config, Configuration conf) {
+        if (!layerwise) {
+            refuseStray("drop --no-layerwise");
             return null;
         }
         if (checkpointEvery != null && checkpointDir == null) {
