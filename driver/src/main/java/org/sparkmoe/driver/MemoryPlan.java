@@ -4,13 +4,16 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.Perplexity;
 import org.sparkmoe.train.CausalLmLoss;
 import org.sparkmoe.train.StateMean;
 import org.sparkmoe.kernels.WeightStack;
 
+import java.util.LinkedHashMap;
 import java.util.Locale;
+import java.util.Map;
 
 /**
  * What one executor JVM needs for a job, worked out on the driver from config.json, the checkpoint's size and the
@@ -76,8 +79,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      * @param largest      the largest piece's bytes
      * @param largestName  "layer N" or "embedding and LM head"
      * @param hiddenBytes  one chunk's hidden states (float32 [B·S, D]): what the pass keeps per chunk and per RDD
+     * @param expertGroups G, the expert groups of an MoE layer (1: none)
      */
-    public record Pieces(long modelBytes, long largest, String largestName, long hiddenBytes) {
+    public record Pieces(long modelBytes, long largest, String largestName, long hiddenBytes, int expertGroups) {
     }
 
     /** The jobs a plan is made for. */
@@ -212,31 +216,100 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     }
 
     /**
-     * This plan for a layer-sequential pass (--layerwise) over the model at {@code modelUri}: an executor maps one
-     * piece at a time (a decoder layer, or the embedding with the final norm and LM head), so its weights are the
-     * largest piece's, not the model's; a chunk of B windows of S tokens travels as [B·S, D] float32 hidden states.
+     * This plan for a layer-sequential pass (--layerwise): an executor maps one piece at a time (a decoder layer, or
+     * the embedding with the final norm and LM head), so its weights are the largest piece's, not the model's; with
+     * G expert groups an MoE layer's experts run as G tasks per chunk partition, so an executor's slots touch at most
+     * min(slots, G) groups' experts at once (of ⌈E/G⌉ experts each) beside the layer's other weights. A chunk of B
+     * windows of S tokens travels as [B·S, D] float32 hidden states.
+     *
+     * @param tensorBytes the checkpoint's tensors' bytes by name ({@link #tensorBytes(String, Configuration)})
+     * @param groups      G, 1 for none
      */
-    public MemoryPlan layerwise(String modelUri, Configuration conf, ModelConfig c, int batchWindows, int window) {
+    public MemoryPlan layerwise(ModelConfig c, Map<String, Long> tensorBytes, int batchWindows, int window,
+                                int groups) {
         long[] pieces = new long[c.num_hidden_layers + 1];          // layer 0..L-1, then the ends
-        try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
-            for (String name : checkpoint.names()) {
-                int layer = layerOf(name);
-                if (layer < c.num_hidden_layers) {                  // a later layer (DeepSeek's MTP) is never read
-                    pieces[layer < 0 ? c.num_hidden_layers : layer] += checkpoint.info(name).byteLength();
+        long[] experts = new long[c.num_hidden_layers];             // the routed experts' share of each layer
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        for (Map.Entry<String, Long> t : tensorBytes.entrySet()) {
+            int layer = layerOf(t.getKey());
+            if (layer < c.num_hidden_layers) {                      // a later layer (DeepSeek's MTP) is never read
+                pieces[layer < 0 ? c.num_hidden_layers : layer] += t.getValue();
+                if (layer >= 0 && c.isMoeLayer(layer) && t.getKey().startsWith(layout.moePrefix(layer) + "experts.")) {
+                    experts[layer] += t.getValue();
                 }
             }
         }
+        long perGroup = c.num_experts == 0 ? 0 : (c.num_experts + groups - 1) / groups;     // ⌈E/G⌉ experts
+        long touched = Math.min(slots, groups) * perGroup;                                  // experts at once
         int largest = 0;
         long model = 0;
+        long[] mapped = new long[pieces.length];
         for (int i = 0; i < pieces.length; i++) {
             model += pieces[i];
-            largest = pieces[i] > pieces[largest] ? i : largest;
+            mapped[i] = i < c.num_hidden_layers && experts[i] > 0 && touched < c.num_experts
+                    ? pieces[i] - experts[i] + experts[i] / c.num_experts * touched : pieces[i];
+            largest = mapped[i] > mapped[largest] ? i : largest;
         }
-        Pieces p = new Pieces(model, pieces[largest], largest == c.num_hidden_layers ? "embedding and LM head"
-                : "layer " + largest, (long) batchWindows * window * c.hidden_size * Float.BYTES);
+        String name = largest == c.num_hidden_layers ? "embedding and LM head" : "layer " + largest
+                + (mapped[largest] < pieces[largest] ? " with " + Math.min(slots, groups) + " of its " + groups
+                + " expert groups (" + perGroup + " experts each) at once" : "");
+        Pieces p = new Pieces(model, mapped[largest], name, (long) batchWindows * window * c.hidden_size * Float.BYTES,
+                groups);
         long heap = heapNeededBytes + slots * LAYERWISE_CHUNK_COPIES * p.hiddenBytes() + LAYERWISE_STORAGE;
         return new MemoryPlan(job, p.largest(), widenedBytes, activationBytes, stateBytes, slots,
                 checkpointActivations, (heap + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP, limits, p);
+    }
+
+    /**
+     * Whether one executor holds this plan: everything it needs ({@link #totalBytes}) within what it has in all
+     * ({@link SparkLimits#memoryBytes}); true when that is not known.
+     */
+    public boolean fits() {
+        long memory = limits.memoryBytes();
+        return memory == 0 || totalBytes() <= memory;
+    }
+
+    /**
+     * What an executor needs in all: the mapped weights, native memory, the JVM's own and the heap, the larger of the
+     * one it has and the one this plan needs (what the launcher gives it in embedded mode: a dry run in a small JVM
+     * and the job in the planned one then choose alike).
+     */
+    public long totalBytes() {
+        return mappedBytes + nativeBytes() + JVM_OVERHEAD + Math.max(limits.heapBytes(), heapNeededBytes);
+    }
+
+    /** {@link #totalBytes} and its parts, for the line that says the memory plan's choice. */
+    public String needs() {
+        return size(totalBytes()) + " of an executor (mapped weights " + size(mappedBytes) + " + native "
+                + size(nativeBytes()) + " + heap " + size(Math.max(limits.heapBytes(), heapNeededBytes)) + " + JVM "
+                + size(JVM_OVERHEAD) + ")";
+    }
+
+    /**
+     * The layer-sequential plan this whole-model plan turns into when it does not fit an executor ({@link #fits})
+     * and one layer does: the fewest expert groups G (1, else a power of 2 dividing the E experts) that fit; null when
+     * no G fits. A model whose experts are not split into groups (dense, low-rank experts) tries G = 1 only.
+     */
+    public MemoryPlan smallestLayerwise(ModelConfig c, Map<String, Long> tensorBytes, int batchWindows, int window) {
+        boolean grouped = c.num_experts > 0 && !c.hasLowRankExperts();
+        for (int g = 1; g == 1 || grouped && g <= c.num_experts && c.num_experts % g == 0; g *= 2) {
+            MemoryPlan plan = layerwise(c, tensorBytes, batchWindows, window, g);
+            if (plan.fits()) {
+                return plan;
+            }
+        }
+        return null;
+    }
+
+    /** The tensor bytes of the checkpoint in {@code modelUri} by name, from its headers. */
+    public static Map<String, Long> tensorBytes(String modelUri, Configuration conf) {
+        Map<String, Long> out = new LinkedHashMap<>();
+        try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
+            for (String name : checkpoint.names()) {
+                out.put(name, checkpoint.info(name).byteLength());
+            }
+        }
+        return out;
     }
 
     /** N for a tensor named model.layers.N.…, else −1. */
@@ -255,13 +328,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
 
     /** The tensor bytes of the checkpoint in {@code modelUri}, from its headers. */
     public static long mappedBytes(String modelUri, Configuration conf) {
-        try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
-            long total = 0;
-            for (String name : checkpoint.names()) {
-                total += checkpoint.info(name).byteLength();
-            }
-            return total;
-        }
+        return tensorBytes(modelUri, conf).values().stream().mapToLong(Long::longValue).sum();
     }
 
     /** Norms, routers (and their biases) in float32. */
@@ -454,7 +521,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     }
 
     /** Bytes in binary units, three significant figures. */
-    static String size(long bytes) {
+    public static String size(long bytes) {
         String[] units = {"B", "KiB", "MiB", "GiB", "TiB"};
         double v = bytes;
         int u = 0;

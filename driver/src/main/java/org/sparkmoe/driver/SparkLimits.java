@@ -17,7 +17,8 @@ import java.util.regex.Pattern;
  * @param heapBytes          heap of an executor JVM: this JVM's -Xmx in embedded mode; spark.executor.memory
  * @param nativeBudgetBytes  memory an executor has beside its heap: this machine's memory less the heap in embedded
  *                           mode; spark.executor.memoryOverhead in a YARN or Kubernetes container; 0 = not known
- *                           to the driver (standalone, local-cluster), not checked
+ *                           to the driver (standalone, local-cluster), not checked; {@value #MEMORY_KEY}, when set,
+ *                           less the heap (and, outside a container, the JVM's own), on any master
  * @param nativeBudgetSource where {@code nativeBudgetBytes} comes from, for messages
  * @param containerised      YARN or Kubernetes: the container is killed past heap + overhead
  * @param maxResultBytes     spark.driver.maxResultSize; 0 = unlimited
@@ -29,6 +30,13 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
     private static final Pattern LOCAL = Pattern.compile("local(\\[\\s*([0-9]+|\\*)\\s*(,\\s*[0-9]+\\s*)?])?");
     private static final Pattern LOCAL_CLUSTER =
             Pattern.compile("local-cluster\\[\\s*([0-9]+)\\s*,\\s*([0-9]+)\\s*,\\s*([0-9]+)\\s*]");
+    /**
+     * The Spark setting that declares the memory one executor has in all (heap, native memory and the pages of the
+     * weights it maps), where the driver cannot know it (standalone) or should plan for less than it finds (a machine
+     * shared with other work); it replaces this machine's memory in embedded mode and the container's size on YARN
+     * and Kubernetes.
+     */
+    public static final String MEMORY_KEY = "spark.sparkmoe.executor.memory";
     /** Spark's floor for the default executor memory overhead. */
     private static final long MIN_OVERHEAD = 384L << 20;
 
@@ -36,14 +44,16 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
     public static SparkLimits of(SparkConf conf, Integer partitionsFlag) {
         String master = conf.get("spark.master").trim();
         long maxResult = conf.getSizeAsBytes("spark.driver.maxResultSize", "1g");
+        long declared = declaredMemory(conf);
         Matcher local = LOCAL.matcher(master);
         if (local.matches()) {
             int slots = local.group(2) == null ? 1 : local.group(2).equals("*")
                     ? Runtime.getRuntime().availableProcessors() : Integer.parseInt(local.group(2));
             long heap = Runtime.getRuntime().maxMemory();
-            long physical = physicalMemory();
+            long physical = declared > 0 ? declared : physicalMemory();
             return new SparkLimits(master, slots, heap, Math.max(1, physical - heap - MemoryPlan.JVM_OVERHEAD),
-                    "this machine's memory " + MemoryPlan.size(physical) + " less the heap (-Xmx) and the JVM's own",
+                    (declared > 0 ? MEMORY_KEY + " " : "this machine's memory ") + MemoryPlan.size(physical)
+                            + " less the heap (-Xmx) and the JVM's own",
                     false, maxResult, partitionsFlag != null ? partitionsFlag : slots);
         }
         int cores = conf.getInt("spark.executor.cores", 1);
@@ -56,13 +66,46 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
         int partitions = partitionsFlag != null ? partitionsFlag : conf.getInt("spark.default.parallelism", 0);
         boolean containerised = master.equals("yarn") || master.startsWith("k8s://");
         if (!containerised) {
-            return new SparkLimits(master, cores, heap, 0, "not known to the driver", false, maxResult, partitions);
+            return declared > 0 ? new SparkLimits(master, cores, heap, Math.max(1, declared - heap
+                    - MemoryPlan.JVM_OVERHEAD), MEMORY_KEY + " " + MemoryPlan.size(declared) + " less the heap "
+                    + "(spark.executor.memory) and the JVM's own", false, maxResult, partitions)
+                    : new SparkLimits(master, cores, heap, 0, "not known to the driver", false, maxResult, partitions);
+        }
+        if (declared > 0) {
+            return new SparkLimits(master, cores, heap, Math.max(1, declared - heap), MEMORY_KEY + " "
+                    + MemoryPlan.size(declared) + " less the heap (spark.executor.memory)", true, maxResult, partitions);
         }
         long overhead = conf.contains("spark.executor.memoryOverhead")
                 ? conf.getSizeAsMb("spark.executor.memoryOverhead", "384") << 20
                 : Math.max(MIN_OVERHEAD, (long) (conf.getDouble("spark.executor.memoryOverheadFactor", 0.1) * heap));
         return new SparkLimits(master, cores, heap, overhead, "spark.executor.memoryOverhead " + MemoryPlan.size(overhead)
                 + " (a container holds spark.executor.memory + memoryOverhead)", true, maxResult, partitions);
+    }
+
+    /**
+     * The memory one executor has in all: heap, the JVM's own (outside a container, where the budget excludes it)
+     * and the native budget; 0 when not known.
+     */
+    public long memoryBytes() {
+        return nativeBudgetBytes == 0 ? 0 : heapBytes + nativeBudgetBytes + (containerised ? 0 : MemoryPlan.JVM_OVERHEAD);
+    }
+
+    /** {@value #MEMORY_KEY} in bytes, or 0 when not set; refuses a value that is not a size, naming the setting. */
+    private static long declaredMemory(SparkConf conf) {
+        if (!conf.contains(MEMORY_KEY)) {
+            return 0;
+        }
+        String value = conf.get(MEMORY_KEY);
+        try {
+            long bytes = conf.getSizeAsBytes(MEMORY_KEY);
+            if (bytes <= 0) {
+                throw new NumberFormatException("not positive");
+            }
+            return bytes;
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(MEMORY_KEY + "=" + value + " in the Spark configuration is not a size "
+                    + "such as 64g or 512m");
+        }
     }
 
     /** "local[2], heap 1.00 GiB" and the like, for the plan's first line. */

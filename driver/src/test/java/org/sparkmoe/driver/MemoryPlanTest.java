@@ -3,7 +3,10 @@ package org.sparkmoe.driver;
 import org.apache.spark.SparkConf;
 import org.junit.jupiter.api.Test;
 import org.sparkmoe.adapter.MumoeConfig;
+import org.sparkmoe.io.DType;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.model.ModelSchema;
+import org.sparkmoe.model.ModelShape;
 import org.sparkmoe.mumoe.MumoeForm;
 import org.sparkmoe.kernels.WeightStack;
 import org.sparkmoe.surgery.DenseMergeSurgery;
@@ -13,7 +16,13 @@ import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.LowRankSurgery;
 import org.sparkmoe.surgery.MergeWeights;
 
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -259,5 +268,174 @@ class MemoryPlanTest {
         String text = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 1000, 1, 256, 100 * mib,
                 SparkLimits.of(new SparkConf(false).setMaster("local[2]"), 2)).describe();
         assertTrue(text.contains("memory plan: heap needed 832 MiB (-Xmx832m; "), text);
+    }
+
+    /** A synth shape's config with {@code layers} layers in bf16. */
+    private static ModelConfig synth(ModelShape shape, int layers) {
+        return ModelConfig.parse(shape.config(layers, DType.BF16).toString(), shape.shapeName());
+    }
+
+    /** Tensor name → bytes of a bf16 checkpoint of {@code c} (the names and shapes it stores). */
+    private static Map<String, Long> bf16Bytes(ModelConfig c) {
+        Map<String, Long> out = new LinkedHashMap<>();
+        ModelSchema.expectedStored(c).forEach((name, shape) -> out.put(name,
+                2 * Arrays.stream(shape).reduce(1, Math::multiplyExact)));
+        return out;
+    }
+
+    /** The bytes of the tensors whose names start with {@code prefix}. */
+    private static long bytesUnder(Map<String, Long> bytes, String prefix) {
+        return bytes.entrySet().stream().filter(e -> e.getKey().startsWith(prefix)).mapToLong(Map.Entry::getValue)
+                .sum();
+    }
+
+    /** A YARN executor of {@code cores} cores and a 1 GiB heap that has {@code memory} bytes in all. */
+    private static SparkLimits executorOf(long memory, int cores) {
+        return SparkLimits.of(new SparkConf(false).setMaster("yarn").set("spark.executor.memory", "1g")
+                .set("spark.executor.cores", String.valueOf(cores))
+                .set(SparkLimits.MEMORY_KEY, String.valueOf(memory)), 2);
+    }
+
+    /**
+     * The memory plan chooses the pass on Mixtral-8x7B's shape with 4 layers in bf16: per layer the experts are
+     * 8 × 3 × 14336 × 4096 × 2 B = 2.63 GiB beside 80.0 MiB of attention, router and norms, the embedding and LM
+     * head 2 × 32000 × 4096 × 2 B = 500 MiB with the final norm. The whole model fits an executor with its mapped weights beside its
+     * anonymous memory; a byte less and the pass runs with one layer's weights; less than that, with the fewest
+     * expert groups whose share (one task slot: one group at a time) fits, down to the ends' 500 MiB; under that,
+     * nothing fits.
+     */
+    @Test
+    void thePlanChoosesTheLayerwisePassAndTheFewestExpertGroupsThatFit() {
+        ModelConfig c = synth(ModelShape.MIXTRAL_8X7B, 4);
+        Map<String, Long> bytes = bf16Bytes(c);
+        long model = bytes.values().stream().mapToLong(Long::longValue).sum();
+        long experts = 8L * 3 * 14336 * 4096 * 2;
+        long layer = bytesUnder(bytes, "model.layers.0.");
+        assertEquals(experts, bytesUnder(bytes, "model.layers.0.block_sparse_moe.experts."));
+        long other = layer - experts;
+        // q and o [4096, 4096], k and v [1024, 4096], two norms [4096], the router [8, 4096]
+        assertEquals((2L * 4096 * 4096 + 2L * 1024 * 4096) * 2 + 2 * 4096 * 2 + 8 * 4096 * 2, other);
+        long ends = 2L * 32000 * 4096 * 2 + 4096 * 2;                           // with the final norm
+        assertEquals(ends, model - bytesUnder(bytes, "model.layers."));
+        long anonymous = MemoryPlan.of(MemoryPlan.Job.EVAL, c, model, 1, 256, 0, executorOf(1L << 40, 1))
+                .anonymousBytes();
+
+        assertTrue(plan(c, model, anonymous + model, 1).fits());
+        MemoryPlan whole = plan(c, model, anonymous + model - 1, 1);
+        assertFalse(whole.fits());
+        assertEquals(model, whole.totalBytes() - anonymous);
+        MemoryPlan oneLayer = whole.smallestLayerwise(c, bytes, 1, 256);
+        assertEquals(1, oneLayer.layerwise().expertGroups());
+        assertEquals(layer, oneLayer.mappedBytes());
+
+        MemoryPlan halves = plan(c, model, anonymous + other + experts / 2, 1).smallestLayerwise(c, bytes, 1, 256);
+        assertEquals(2, halves.layerwise().expertGroups());
+        assertEquals(other + experts / 2, halves.mappedBytes());
+        assertTrue(halves.describe().contains("the largest piece, layer 0 with 1 of its 2 expert groups (4 experts "
+                + "each) at once, of "), halves.describe());
+        assertEquals(4, plan(c, model, anonymous + other + experts / 2 - 1, 1).smallestLayerwise(c, bytes, 1, 256)
+                .layerwise().expertGroups(), "a byte less than G 2 needs");
+
+        MemoryPlan eighths = plan(c, model, anonymous + ends, 1).smallestLayerwise(c, bytes, 1, 256);
+        assertEquals(8, eighths.layerwise().expertGroups(), "G 4 maps " + (other + experts / 4) + " > " + ends);
+        assertEquals(ends, eighths.mappedBytes());
+        assertEquals("embedding and LM head", eighths.layerwise().largestName());
+        assertNull(plan(c, model, anonymous + ends - 1, 1).smallestLayerwise(c, bytes, 1, 256));
+    }
+
+    /**
+     * With 2 task slots an executor may run two groups of a layer at once: G = 2 maps the whole layer, so the half of
+     * the experts that fit take G = 4 (two groups of 2 experts at once).
+     */
+    @Test
+    void expertGroupsCountTheGroupsAnExecutorsSlotsRunAtOnce() {
+        ModelConfig c = synth(ModelShape.MIXTRAL_8X7B, 4);
+        Map<String, Long> bytes = bf16Bytes(c);
+        long model = bytes.values().stream().mapToLong(Long::longValue).sum();
+        long experts = 8L * 3 * 14336 * 4096 * 2;
+        long other = bytesUnder(bytes, "model.layers.0.") - experts;
+        long anonymous = MemoryPlan.of(MemoryPlan.Job.EVAL, c, model, 1, 256, 0, executorOf(1L << 40, 2))
+                .anonymousBytes();
+        MemoryPlan quarters = plan(c, model, anonymous + other + experts / 2, 2).smallestLayerwise(c, bytes, 1, 256);
+        assertEquals(4, quarters.layerwise().expertGroups());
+        assertEquals(other + experts / 2, quarters.mappedBytes());
+        assertTrue(quarters.describe().contains("layer 0 with 2 of its 4 expert groups (2 experts each) at once"),
+                quarters.describe());
+        // --expert-groups 2 on 2 slots: both groups at once, the whole layer
+        assertEquals(other + experts, plan(c, model, 1L << 40, 2).layerwise(c, bytes, 1, 256, 2).mappedBytes());
+    }
+
+    /**
+     * DeepSeek-V3's shape with 4 layers (3 dense, one MoE layer of 256 experts of 3 × 2048 × 7168 × 2 B = 84 MiB) on
+     * an executor of 8 task slots: up to G = 8 its slots may run every group at once, so the layer's 21 GiB of experts
+     * fit 8 GiB only from G = 32 (8 groups of 8 experts at once, 5.25 GiB beside the layer's attention).
+     */
+    @Test
+    void deepseekV3sManyExpertsGoInTheGroupsItsSlotsCanHold() {
+        ModelConfig c = synth(ModelShape.DEEPSEEK_V3, 4);
+        Map<String, Long> bytes = bf16Bytes(c);
+        long model = bytes.values().stream().mapToLong(Long::longValue).sum();
+        long expert = 3L * 2048 * 7168 * 2;
+        assertEquals(256 * expert, bytesUnder(bytes, "model.layers.3.mlp.experts."));
+        long other = bytesUnder(bytes, "model.layers.3.") - 256 * expert;
+        long anonymous = MemoryPlan.of(MemoryPlan.Job.CALIBRATE, c, model, 1, 256, 0, executorOf(1L << 40, 8))
+                .anonymousBytes();
+        MemoryPlan whole = MemoryPlan.of(MemoryPlan.Job.CALIBRATE, c, model, 1, 256, 0,
+                executorOf(anonymous + (8L << 30), 8));
+        assertFalse(whole.fits());
+        MemoryPlan chosen = whole.smallestLayerwise(c, bytes, 1, 256);
+        assertEquals(32, chosen.layerwise().expertGroups());
+        assertEquals(other + 64 * expert, chosen.mappedBytes());
+        assertTrue(chosen.fits());
+        // the pass plans more heap than the executor's 1 GiB (8 slots × 4 copies of a 7 MiB chunk, 256 MiB of stored
+        // chunks): the plan counts the heap it needs
+        assertTrue(chosen.heapNeededBytes() > 1L << 30, MemoryPlan.size(chosen.heapNeededBytes()));
+        assertEquals(chosen.mappedBytes() + chosen.nativeBytes() + MemoryPlan.JVM_OVERHEAD + chosen.heapNeededBytes(),
+                chosen.totalBytes());
+    }
+
+    /**
+     * Mistral-7B's dense shape has no experts to group: its largest piece fits or nothing does (the embedding and LM
+     * head, 500 MiB, over a layer's 416 MiB).
+     */
+    @Test
+    void aDenseModelTriesOneLayerOnly() {
+        ModelConfig c = synth(ModelShape.MISTRAL_7B, 2);
+        Map<String, Long> bytes = bf16Bytes(c);
+        long model = bytes.values().stream().mapToLong(Long::longValue).sum();
+        long ends = model - bytesUnder(bytes, "model.layers.");
+        assertTrue(ends > bytesUnder(bytes, "model.layers.1."));
+        long anonymous = MemoryPlan.of(MemoryPlan.Job.EVAL, c, model, 1, 256, 0, executorOf(1L << 40, 1))
+                .anonymousBytes();
+        MemoryPlan fits = plan(c, model, anonymous + ends, 1).smallestLayerwise(c, bytes, 1, 256);
+        assertEquals(1, fits.layerwise().expertGroups());
+        assertEquals(ends, fits.mappedBytes());
+        assertNull(plan(c, model, anonymous + ends - 1, 1).smallestLayerwise(c, bytes, 1, 256));
+    }
+
+    @Test
+    void theDeclaredExecutorMemoryIsItsMemoryOnAnyMasterAndMustBeASize() {
+        SparkConf local = new SparkConf(false).setMaster("local[2]").set(SparkLimits.MEMORY_KEY, "8g");
+        SparkLimits embedded = SparkLimits.of(local, null);
+        assertEquals(8L << 30, embedded.memoryBytes());
+        assertEquals((8L << 30) - embedded.heapBytes() - MemoryPlan.JVM_OVERHEAD, embedded.nativeBudgetBytes());
+        assertTrue(embedded.nativeBudgetSource().startsWith(SparkLimits.MEMORY_KEY + " 8.00 GiB"),
+                embedded.nativeBudgetSource());
+        SparkLimits standalone = SparkLimits.of(new SparkConf(false).setMaster("spark://h:7077")
+                .set(SparkLimits.MEMORY_KEY, "8g"), null);
+        assertEquals(8L << 30, standalone.memoryBytes());
+        assertEquals(0, SparkLimits.of(new SparkConf(false).setMaster("spark://h:7077"), null).memoryBytes(),
+                "a standalone executor's memory is not known unless declared");
+        assertEquals((4L << 30) + Math.max(384L << 20, (long) (0.1 * (4L << 30))), yarn(null, 2).memoryBytes(),
+                "a container: spark.executor.memory + memoryOverhead");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> SparkLimits.of(
+                local.clone().set(SparkLimits.MEMORY_KEY, "lots"), null));
+        assertEquals(SparkLimits.MEMORY_KEY + "=lots in the Spark configuration is not a size such as 64g or 512m",
+                e.getMessage());
+    }
+
+    /** An eval plan of {@code c} (mapped {@code model} bytes, one window of 256) on an executor of {@code memory}. */
+    private static MemoryPlan plan(ModelConfig c, long model, long memory, int cores) {
+        return MemoryPlan.of(MemoryPlan.Job.EVAL, c, model, 1, 256, 0, executorOf(memory, cores));
     }
 }

@@ -172,7 +172,7 @@ public final class CalibrationStats implements java.io.Serializable {
         List<MoeBlock> blocks = moeBlocks(model);
         int[] decoderLayers = moeLayerIndices(model.config());
         for (int l = 0; l < blocks.size(); l++) {
-            addLayer(file, l, decoderLayers[l], capture.routerLogits().get(l), capture.routerInputs().get(l),
+            addLayer(file, l, decoderLayers[l], capture.routerInputs().get(l), capture.routerLogits().get(l),
                     blocks.get(l), allExperts);
         }
         return this;
@@ -181,23 +181,17 @@ public final class CalibrationStats implements java.io.Serializable {
     /**
      * Adds MoE layer {@code l}'s share of one forward pass over text of input file {@code file} (a layer-sequential
      * pass adds one layer at a time): the same additions {@link #add} makes for that layer, so merging the layers'
-     * aggregates gives its bits. Not with the importance sums, which also see the attention's inputs.
+     * aggregates gives its bits. With importance sums, the block's own (its router's, experts' and shared expert's
+     * inputs); the attention's and the dense layers' are what the layer's forward shows {@link #linearInputs()}.
      *
-     * @param l     the MoE layer (0-based among the MoE layers)
-     * @param input the block's input, norm2(h) [T, D]
-     * @param block the layer's MoE block
+     * @param l      the MoE layer (0-based among the MoE layers)
+     * @param layer  its decoder layer
+     * @param input  the block's input, norm2(h) [T, D]
+     * @param logits the router's logits of {@code input} [T, E] ({@code block.router().logits(input)})
+     * @param block  the layer's MoE block
      */
-    public CalibrationStats addLayer(int file, int l, INDArray input, MoeBlock block, boolean allExperts) {
-        if (importance != null) {
-            throw new IllegalStateException("importance sums are added by add(file, capture, model, ...), whole-model");
-        }
-        addLayer(file, l, -1, block.router().logits(input), input, block, allExperts);
-        return this;
-    }
-
-    /** @param logits [T, E] the router's logits of {@code input} [T, D]; {@code layer} the decoder layer */
-    private void addLayer(int file, int l, int layer, INDArray logits, INDArray input, MoeBlock block,
-                          boolean allExperts) {
+    public CalibrationStats addLayer(int file, int l, int layer, INDArray input, INDArray logits, MoeBlock block,
+                                     boolean allExperts) {
         LayerRouterStats stats = router[file][l];
         Router.Ranking[] rankings = block.router().rank(logits, block.options().rule().withTopK(stats.topK()));
         stats.add(logits, rankings);
@@ -215,7 +209,7 @@ public final class CalibrationStats implements java.io.Serializable {
             addSharedInputs(layer, input, block);
         }
         saliency[l].add(input, block.router().route(logits, block.options().rule().withTopK(stats.topK())),
-                (FullExperts) block.experts());
+                (FullExperts) block.experts());        return this;
     }
 
     /** The router's and the shared expert's input x [T, D], and the shared expert's intermediate activation [T, S]. */

@@ -126,7 +126,11 @@ public final class DecoderLayer {
         return attend(x, batch, seq, rope, LinearInputs.NONE);
     }
 
-    private INDArray attend(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs) {
+    /**
+     * {@link #attend(INDArray, int, int, RotaryEmbedding)}, showing the attention's projections their inputs to
+     * {@code inputs} (as {@link #forward(INDArray, int, int, RotaryEmbedding, int, LinearInputs)} shows them).
+     */
+    public INDArray attend(INDArray x, int batch, int seq, RotaryEmbedding rope, LinearInputs inputs) {
         return x.add(attention.forward(inputNorm.forward(x), batch, seq, rope, inputs));
     }
 

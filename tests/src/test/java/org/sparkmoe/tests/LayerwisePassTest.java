@@ -99,17 +99,25 @@ class LayerwisePassTest {
         }
     }
 
+    /**
+     * With and without the importance sums of every linear layer (--imatrix: the attention's and the dense MLP's
+     * inputs gathered on the pass, the MoE blocks' in the hook): exactly the whole-model run's statistics.
+     */
     @Test
     void calibrateLayerwiseAndGroupedGiveTheWholeModelsStatistics() {
         for (Path model : List.of(Fixtures.tinyModel(), FixtureCommands.model("deepseek-v3-tiny"))) {
             String uri = model.toUri().toString();
             ModelConfig config = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(uri), new Configuration());
-            CalibrateJob.Result whole = CalibrateJob.run(sc, calibration(uri, 1), config);
-            for (int groups : new int[] {1, 2}) {
-                CalibrateJob.Result layerwise = CalibrateJob.runLayerwise(sc, calibration(uri, 3), config,
-                        new LayerwisePlan(groups, null, 4));
-                assertTrue(whole.stats().sameAs(layerwise.stats()), model + ", G " + groups);
-                assertArrayEquals(whole.windowsPerFile(), layerwise.windowsPerFile());
+            for (boolean importance : new boolean[] {false, true}) {
+                CalibrateJob.Result whole = CalibrateJob.run(sc, calibration(uri, 1), config, importance);
+                assertEquals(importance, whole.stats().importance() != null);
+                for (int groups : new int[] {1, 2}) {
+                    CalibrateJob.Result layerwise = CalibrateJob.runLayerwise(sc, calibration(uri, 3), config,
+                            new LayerwisePlan(groups, null, 4), importance);
+                    assertTrue(whole.stats().sameAs(layerwise.stats()), model + ", G " + groups + ", importance "
+                            + importance);
+                    assertArrayEquals(whole.windowsPerFile(), layerwise.windowsPerFile());
+                }
             }
         }
     }
@@ -186,9 +194,9 @@ class LayerwisePassTest {
                 "--layerwise", "--baseline", Fixtures.tinyModel().toString());
         assertEquals(1, baseline.exitCode(), baseline.err());
         assertTrue(baseline.firstLine().contains("drop --baseline, or --layerwise"), baseline.firstLine());
-        CliRun imatrix = sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
-                "--layerwise", "--imatrix", data.get(0) + ".imatrix.gguf", "--out", data.get(0) + "-calib");
-        assertEquals(1, imatrix.exitCode(), imatrix.err());
-        assertTrue(imatrix.firstLine().contains("drop --imatrix, or --layerwise"), imatrix.firstLine());
+        CliRun adapter = sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data", data.get(0),
+                "--layerwise", "--adapter", data.get(0) + "-adapter", "--out", data.get(0) + "-calib");
+        assertEquals(1, adapter.exitCode(), adapter.err());
+        assertTrue(adapter.firstLine().contains("drop --adapter, or --layerwise"), adapter.firstLine());
     }
 }

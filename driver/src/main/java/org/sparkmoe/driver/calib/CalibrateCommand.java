@@ -122,22 +122,23 @@ public final class CalibrateCommand implements Callable<Integer> {
         String imatrixUri = imatrixTarget(conf);
         String outUri = Paths.qualify(out, conf);
         OutputFolder.requireFolder("--out", new Path(outUri), conf, "calibrate");
+        if (layerwise.asked() && adapter != null) {
+            throw new IllegalArgumentException("--layerwise runs the plain model: drop --adapter, or --layerwise");
+        }
         CalibratePlan plan = plan(conf, config, outUri, chosen);
         List<String> names = plan.data().stream().map(d -> new Path(d).getName()).toList();
         int[] layers = CalibrationStats.moeLayerIndices(config);
-        LayerwisePlan pass = layerwise.plan(config, conf);
-        if (pass != null && (imatrixUri != null || exportRouterData || adapter != null)) {
-            throw new IllegalArgumentException("--layerwise gathers the router and expert statistics of the plain "
-                    + "model: drop " + (imatrixUri != null ? "--imatrix" : exportRouterData ? "--export-router-data"
-                    : "--adapter") + ", or --layerwise");
-        }
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe calibrate", spark.master), spark.partitions);
-        MemoryPlan memory = MemoryPlan.of(MemoryPlan.Job.CALIBRATE, config, MemoryPlan.mappedBytes(plan.model(), conf),
+        MemoryPlan whole = MemoryPlan.of(MemoryPlan.Job.CALIBRATE, config, MemoryPlan.mappedBytes(plan.model(), conf),
                 batchWindows, plan.window(), 0, limits);
-        if (pass != null) {
-            memory = memory.layerwise(plan.model(), conf, config, batchWindows, plan.window());
+        LayerwiseOptions.Choice choice = layerwise.choose(config, conf, whole,
+                MemoryPlan.tensorBytes(plan.model(), conf), batchWindows, plan.window(),
+                adapter != null ? "--adapter" : null);
+        LayerwisePlan pass = choice.pass();
+        if (choice.chosen() != null) {
+            System.err.println(choice.chosen());
         }
-        if (dryRun.show(memory)) {
+        if (dryRun.show(choice.memory())) {
             return 0;
         }
         CalibrateJob.Result result;
@@ -145,7 +146,7 @@ public final class CalibrateCommand implements Callable<Integer> {
             CalibratePlan withPartitions = plan.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
             long start = System.nanoTime();
             result = pass == null ? CalibrateJob.run(sc, withPartitions, config, imatrixUri != null)
-                    : CalibrateJob.runLayerwise(sc, withPartitions, config, pass);
+                    : CalibrateJob.runLayerwise(sc, withPartitions, config, pass, imatrixUri != null);
             double seconds = (System.nanoTime() - start) / 1e9;
             long tokens = result.stats().layer(0).tokens();
             System.err.printf("calibrate: %d tokens in %.1f s (%.0f tokens/s)%n", tokens, seconds, tokens / seconds);

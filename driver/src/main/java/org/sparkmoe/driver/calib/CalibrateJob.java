@@ -81,48 +81,65 @@ public final class CalibrateJob {
     }
 
     /**
-     * As {@link #run} (without importance sums or router data), as a layer-sequential pass ({@link LayerwisePass}):
-     * after each MoE layer's attention half, a treeAggregate over the chunks adds that layer's statistics from what
-     * its block reads ({@link CalibrationStats#addLayer}); the driver merges the layers' aggregates (exact sums, so the
-     * bits of {@link #run}). Layers after the last MoE layer are not run.
+     * As {@link #run}, as a layer-sequential pass ({@link LayerwisePass}): after each MoE layer's attention half, a
+     * treeAggregate over the chunks adds that layer's statistics from what its block reads
+     * ({@link CalibrationStats#addLayer}) and, when asked, writes its router training files; the driver merges the
+     * layers' aggregates (exact sums, so the bits of {@link #run}, and the same files). With {@code importance}, the
+     * pass also gathers every layer's attention and dense-MLP inputs, so it runs every layer; without, the layers
+     * after the last MoE layer are not run.
      */
     public static Result runLayerwise(JavaSparkContext sc, CalibratePlan plan, ModelConfig config,
-                                      LayerwisePlan pass) {
-        if (plan.routerData() != null || plan.adapter() != null) {
-            throw new IllegalArgumentException("--layerwise runs the plain model without exporting router data: drop "
-                    + (plan.adapter() != null ? "--adapter" : "--export-router-data") + ", or --layerwise");
+                                      LayerwisePlan pass, boolean importance) {
+        if (plan.adapter() != null) {
+            throw new IllegalArgumentException("--layerwise runs the plain model: drop --adapter, or --layerwise");
         }
         JavaRDD<CalibChunk> chunks = tokenized(sc, plan);
         long[] windows = windows(plan, chunks);
+        if (plan.routerData() != null) {
+            prepareRouterData(plan, config);
+        }
         int[] moeLayers = CalibrationStats.moeLayerIndices(config);
-        CalibrationStats stats = CalibrationStats.empty(plan.data().size(), config, plan.topK());
+        boolean sigmoid = sigmoid(config);
+        CalibrationStats stats = CalibrationStats.empty(plan.data().size(), config, plan.topK(), importance);
         JavaRDD<HiddenChunk> last = LayerwisePass.run(sc, "calibrate",
                 new LayerwisePass.Model(plan.model(), plan.device(), plan.topK()), pass, config,
-                moeLayers[moeLayers.length - 1] + 1,
+                importance ? config.num_hidden_layers : moeLayers[moeLayers.length - 1] + 1,
                 chunks.repartition(plan.partitions()).map(c -> HiddenChunk.of(c.file, c.firstWindow, c.windows)),
                 (layer, attended) -> {
                     int l = Arrays.binarySearch(moeLayers, layer);
-                    sc.setJobDescription("calibrate --layerwise: statistics of layer " + layer);
-                    stats.merge(attended.treeAggregate(CalibrationStats.empty(plan.data().size(), config, plan.topK()),
-                            (acc, c) -> addLayer(plan, acc, layer, l, c), CalibrationStats::merge, 2, true));
-                });
+                    sc.setJobDescription("calibrate --layerwise: statistics of layer " + layer
+                            + (plan.routerData() != null ? ", exporting its router data" : ""));
+                    stats.merge(attended.treeAggregate(
+                            CalibrationStats.empty(plan.data().size(), config, plan.topK(), importance),
+                            (acc, c) -> addLayer(plan, acc, layer, l, sigmoid, c), CalibrationStats::merge, 2, true));
+                }, stats.importance());
         last.unpersist(false);
         chunks.unpersist(false);
         return new Result(stats, windows);
     }
 
+    /**
+     * MoE layer {@code layer} (the {@code l}-th) of one attended chunk: its statistics and, when asked, its router
+     * training files ({@code sigmoid}: the router scores with a sigmoid, not a softmax).
+     */
     private static CalibrationStats addLayer(CalibratePlan plan, CalibrationStats acc, int layer, int l,
-                                             AttendedChunk chunk) {
+                                             boolean sigmoid, AttendedChunk chunk) {
         try (LayerCache.Lease<LayerCache.Layer> lease = LayerCache.layer(plan.model(), plan.device(), layer)) {
             INDArray input = chunk.normed();                                                 // [B·S, D]
             MoeBlock block = lease.get().decoder().moe();
-            if (!Double.isFinite(block.router().logits(input).sumNumber().doubleValue())) { // NaN and ±Inf propagate
+            INDArray logits = block.router().logits(input);                                  // [B·S, E]
+            if (!Double.isFinite(logits.sumNumber().doubleValue())) {                       // NaN and ±Inf propagate
                 String file = new Path(plan.data().get(chunk.chunk().file())).getName();
                 throw new IllegalArgumentException("model " + plan.model() + " gives non-finite router logits in MoE "
                         + "layer " + layer + " on " + file + "; expected finite numbers (does it hold NaN or infinite "
                         + "weights?); no report written");
             }
-            return acc.addLayer(chunk.chunk().file(), l, input, block, plan.allExperts());
+            acc.addLayer(chunk.chunk().file(), l, layer, input, logits, block, plan.allExperts());
+            if (plan.routerData() != null) {
+                exportLayer(plan, chunk.chunk().file(), chunk.chunk().chunk(), chunk.chunk().windows().length, layer,
+                        input, logits, sigmoid);
+            }
+            return acc;
         }
     }
 
@@ -189,33 +206,46 @@ public final class CalibrateJob {
             }
             acc.add(chunk.file, capture, model, plan.allExperts());
             if (plan.routerData() != null) {
-                export(plan, chunk, capture, CalibrationStats.moeLayerIndices(model.config()),
-                        model.config().routing.scoring_func().equals("sigmoid"));
+                export(plan, chunk, capture, model);
             }
         }
         return acc;
     }
 
+    /** One DataSet file per window and MoE layer ({@link #exportLayer}). */
+    private static void export(CalibratePlan plan, CalibChunk chunk, ForwardOutput capture, MoeTransformer model) {
+        int[] layers = CalibrationStats.moeLayerIndices(model.config());
+        for (int l = 0; l < layers.length; l++) {
+            exportLayer(plan, chunk.file, chunk.firstWindow, chunk.windows.length, layers[l],
+                    capture.routerInputs().get(l), capture.routerLogits().get(l), sigmoid(model.config()));
+        }
+    }
+
     /**
-     * One DataSet file per window and MoE layer: features = router inputs [S, D], labels = the router's scores [S, E]
-     * (softmax, or sigmoid for a sigmoid router).
+     * MoE decoder layer {@code layer}'s DataSet files of {@code windows} windows of input file {@code file} from
+     * window {@code firstWindow}, one per window: features = router inputs [S, D], labels = the router's scores
+     * [S, E] (softmax, or sigmoid for a sigmoid router).
+     *
+     * @param inputs [B·S, D] the router's inputs
+     * @param logits [B·S, E] its logits
      */
-    private static void export(CalibratePlan plan, CalibChunk chunk, ForwardOutput capture, int[] layers,
-                               boolean sigmoid) {
+    private static void exportLayer(CalibratePlan plan, int file, int firstWindow, int windows, int layer,
+                                    INDArray inputs, INDArray logits, boolean sigmoid) {
         Path root = new Path(plan.routerData());
         FileSystem fs = fileSystem(root);
         int s = plan.window();
-        for (int l = 0; l < layers.length; l++) {
-            INDArray inputs = capture.routerInputs().get(l);                         // [B·S, D]
-            INDArray teacher = RouterDataFiles.teacher(capture.routerLogits().get(l), sigmoid); // [B·S, E]
-            for (int w = 0; w < chunk.windows.length; w++) {
-                Path target = new Path(RouterDataFiles.layerDir(root, layers[l]),
-                        RouterDataFiles.fileName(chunk.file, chunk.firstWindow + w));
-                RouterDataFiles.write(fs, target,
-                        inputs.get(NDArrayIndex.interval((long) w * s, (long) (w + 1) * s), NDArrayIndex.all()),
-                        teacher.get(NDArrayIndex.interval((long) w * s, (long) (w + 1) * s), NDArrayIndex.all()));
-            }
+        INDArray teacher = RouterDataFiles.teacher(logits, sigmoid);    // [B·S, E]
+        for (int w = 0; w < windows; w++) {
+            Path target = new Path(RouterDataFiles.layerDir(root, layer), RouterDataFiles.fileName(file, firstWindow + w));
+            RouterDataFiles.write(fs, target,
+                    inputs.get(NDArrayIndex.interval((long) w * s, (long) (w + 1) * s), NDArrayIndex.all()),
+                    teacher.get(NDArrayIndex.interval((long) w * s, (long) (w + 1) * s), NDArrayIndex.all()));
         }
+    }
+
+    /** Whether the model's routers score with a sigmoid (the teacher labels' form). */
+    private static boolean sigmoid(ModelConfig config) {
+        return config.routing.scoring_func().equals("sigmoid");
     }
 
     /** Replaces any earlier export (stale files would mix into training) and creates the layer folders. */

@@ -112,22 +112,25 @@ public final class EvalCommand implements Callable<Integer> {
         ModelConfig config = ModelFolder.readConfig(new Path(plan.model()), conf);
         Baseline against = plan.muted().isEmpty() ? baseline == null ? null : baseline(conf, config, plan.window())
                 : new Baseline(plan.model(), plan.topK(), plan.adapter()); // the unmuted adapter, on the same base model
-        LayerwisePlan pass = layerwise.plan(config, conf);
-        if (pass != null && (adapter != null || baseline != null)) {
-            throw new IllegalArgumentException("--layerwise runs the plain model: drop "
-                    + (adapter != null ? "--adapter" : "--baseline") + ", or --layerwise");
+        String keepsWhole = adapter != null ? "--adapter" : baseline != null ? "--baseline" : null;
+        if (layerwise.asked() && keepsWhole != null) {
+            throw new IllegalArgumentException("--layerwise runs the plain model: drop " + keepsWhole
+                    + ", or --layerwise");
         }
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe eval", spark.master), spark.partitions);
-        MemoryPlan memory = MemoryPlan.of(MemoryPlan.Job.EVAL, config, MemoryPlan.mappedBytes(plan.model(), conf),
+        MemoryPlan whole = MemoryPlan.of(MemoryPlan.Job.EVAL, config, MemoryPlan.mappedBytes(plan.model(), conf),
                 batchWindows, plan.window(), 0, limits);
         if (against != null && against.adapter() == null) {
-            memory = memory.withBaseline(ModelFolder.readConfig(new Path(against.model()), conf),
+            whole = whole.withBaseline(ModelFolder.readConfig(new Path(against.model()), conf),
                     MemoryPlan.mappedBytes(against.model(), conf), batchWindows, plan.window());
         }
-        if (pass != null) {
-            memory = memory.layerwise(plan.model(), conf, config, batchWindows, plan.window());
+        LayerwiseOptions.Choice choice = layerwise.choose(config, conf, whole,
+                MemoryPlan.tensorBytes(plan.model(), conf), batchWindows, plan.window(), keepsWhole);
+        LayerwisePlan pass = choice.pass();
+        if (choice.chosen() != null) {
+            System.err.println(choice.chosen());
         }
-        if (dryRun.show(memory)) {
+        if (dryRun.show(choice.memory())) {
             return 0;
         }
         String summary;

@@ -27,7 +27,7 @@ final class LayerwiseEval {
                                 JavaRDD<TokenChunk> chunks) {
         JavaRDD<HiddenChunk> hidden = LayerwisePass.run(sc, "eval",
                 new LayerwisePass.Model(plan.model(), plan.device(), plan.topK()), pass, config,
-                config.num_hidden_layers, chunks.map(c -> HiddenChunk.of(c.file, c.chunk, c.windows)), null);
+                config.num_hidden_layers, chunks.map(c -> HiddenChunk.of(c.file, c.chunk, c.windows)), null, null);
         sc.setJobDescription("eval --layerwise: final norm, LM head and NLL");
         List<ChunkNll> scored = hidden.map(c -> nll(plan, c)).collect();
         hidden.unpersist(false);

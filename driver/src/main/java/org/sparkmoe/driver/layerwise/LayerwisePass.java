@@ -5,11 +5,13 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.storage.StorageLevel;
 import org.apache.spark.util.LongAccumulator;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.calib.ImportanceSums;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.LayerCache;
+import org.sparkmoe.model.LinearInputs;
 import org.sparkmoe.model.ModelEnds;
 import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.routing.Routes;
@@ -43,6 +45,11 @@ import java.util.function.BiFunction;
  * by partition (no shuffle) into a map that adds the rows of every group in group order, which is the plan's order,
  * through the MoE block's one combine ({@link MoeBlock#combine}), then the shared expert: bit for bit the whole layer
  * for any G.
+ *
+ * <p>A pass can collect importance sums ({@code --imatrix}): each layer's step shows its attention's projections (and a
+ * dense layer's MLP) their inputs, as the whole-model forward shows them ({@link DecoderLayer#forward} with
+ * {@link LinearInputs}), into sums the chunk carries ({@link HiddenChunk}); a treeAggregate over the persisted step
+ * merges them on the driver. An MoE block's own inputs (router, experts, shared expert) are the hook's to add.
  */
 public final class LayerwisePass {
     private static final StorageLevel HIDDEN_STORAGE = StorageLevel.MEMORY_AND_DISK_SER();
@@ -70,11 +77,13 @@ public final class LayerwisePass {
     /**
      * Runs the embedding and decoder layers 0..{@code layers}-1 over {@code chunks} (hidden states null) and returns
      * the persisted, computed RDD of the last layer's output; the caller unpersists it. {@code hook} (or null) sees
-     * every MoE layer's attended chunks.
+     * every MoE layer's attended chunks; {@code inputs} (or null) gets what each layer's attention (and dense MLP)
+     * projections read, on every chunk.
      */
     public static JavaRDD<HiddenChunk> run(JavaSparkContext sc, String job, Model model, LayerwisePlan pass,
                                            ModelConfig config, int layers, JavaRDD<HiddenChunk> chunks,
-                                           MoeLayerHook hook) {
+                                           MoeLayerHook hook, ImportanceSums inputs) {
+        int shown = inputs == null ? 0 : config.num_hidden_layers;  // the sums' layers, 0 for none
         if (pass.checkpointDir() != null) {
             sc.setCheckpointDir(pass.checkpointDir());
         }
@@ -86,9 +95,11 @@ public final class LayerwisePass {
             String step = job + " --layerwise: layer " + l + " of " + config.num_hidden_layers;
             List<JavaRDD<?>> done = new ArrayList<>(List.of(hidden));   // released once the layer's output is computed
             JavaRDD<HiddenChunk> next;
+            boolean whole = false;                                      // the layer in one map (its chunks carry sums)
             if (config.isMoeLayer(l) && (hook != null || pass.expertGroups() > 1)) {
                 JavaRDD<AttendedChunk> attended = materialise(sc, step + ": attention",
-                        hidden.map(c -> attend(model, layer, c)).persist(HIDDEN_STORAGE));
+                        hidden.map(c -> attend(model, layer, shown, c)).persist(HIDDEN_STORAGE));
+                gather(sc, step + ": inputs of the attention", attended.map(AttendedChunk::chunk), inputs);
                 done.add(attended);
                 if (hook != null) {
                     hook.accept(l, attended);
@@ -96,13 +107,17 @@ public final class LayerwisePass {
                 next = pass.expertGroups() > 1 ? grouped(sc, model, pass.expertGroups(), l, attended, step, done)
                         : attended.map(c -> moe(model, layer, c));
             } else {
-                next = hidden.map(c -> layer(model, layer, c));
+                next = hidden.map(c -> layer(model, layer, shown, c));
+                whole = true;
             }
             next = counted(sc, step, next).persist(HIDDEN_STORAGE);
             if (pass.checkpointsAfter(l)) {
                 next.checkpoint();
             }
             materialise(sc, step, next);
+            if (whole) {
+                gather(sc, step + ": inputs of its projections", next, inputs);
+            }
             done.forEach(rdd -> rdd.unpersist(false));
             hidden = next;
         }
@@ -129,26 +144,51 @@ public final class LayerwisePass {
         return rdd;
     }
 
+    /** Adds the importance sums the chunks of a computed step carry into {@code inputs} (nothing when null). */
+    private static void gather(JavaSparkContext sc, String description, JavaRDD<HiddenChunk> step,
+                               ImportanceSums inputs) {
+        if (inputs == null) {
+            return;
+        }
+        sc.setJobDescription(description);
+        inputs.merge(step.map(c -> c.shown).treeAggregate(
+                new ImportanceSums(inputs.layers()), ImportanceSums::merge, ImportanceSums::merge, 2, true));
+    }
+
+    /** Empty sums for one chunk's layer to show its inputs to, over {@code layers} layers, or null for 0. */
+    private static ImportanceSums sums(int layers) {
+        return layers == 0 ? null : new ImportanceSums(layers);
+    }
+
+    /** Where layer {@code l} shows its inputs: {@code sums}, or nowhere. */
+    private static LinearInputs at(ImportanceSums sums, int l) {
+        return sums == null ? LinearInputs.NONE : sums.at(l);
+    }
+
     private static HiddenChunk embed(Model model, HiddenChunk chunk) {
         try (LayerCache.Lease<ModelEnds> ends = LayerCache.ends(model.uri(), model.device())) {
             return chunk.with(Flat.floats(ends.get().embed(chunk.windows)));                // [B·S, D]
         }
     }
 
-    private static HiddenChunk layer(Model model, int l, HiddenChunk chunk) {
+    /** Layer {@code l} on a chunk, showing its projections' inputs to sums over {@code shown} layers (0: none). */
+    private static HiddenChunk layer(Model model, int l, int shown, HiddenChunk chunk) {
         try (LayerCache.Lease<LayerCache.Layer> layer = LayerCache.layer(model.uri(), model.device(), l)) {
+            ImportanceSums sums = sums(shown);
             INDArray out = layer.get().decoder().forward(chunk.hidden(), chunk.windows.length,
-                    chunk.windows[0].length, layer.get().rope(), model.topK()).hidden();   // [B·S, D]
-            return chunk.with(Flat.floats(out));
+                    chunk.windows[0].length, layer.get().rope(), model.topK(), at(sums, l)).hidden(); // [B·S, D]
+            return chunk.with(Flat.floats(out), sums);
         }
     }
 
-    private static AttendedChunk attend(Model model, int l, HiddenChunk chunk) {
+    /** MoE layer {@code l}'s attention half on a chunk, showing its projections' inputs as {@link #layer} does. */
+    private static AttendedChunk attend(Model model, int l, int shown, HiddenChunk chunk) {
         try (LayerCache.Lease<LayerCache.Layer> layer = LayerCache.layer(model.uri(), model.device(), l)) {
             DecoderLayer decoder = layer.get().decoder();
+            ImportanceSums sums = sums(shown);
             INDArray h = decoder.attend(chunk.hidden(), chunk.windows.length, chunk.windows[0].length,
-                    layer.get().rope());                                                     // [B·S, D]
-            return new AttendedChunk(chunk.with(Flat.floats(h)), Flat.floats(decoder.postNorm(h)));
+                    layer.get().rope(), at(sums, l));                                        // [B·S, D]
+            return new AttendedChunk(chunk.with(Flat.floats(h), sums), Flat.floats(decoder.postNorm(h)));
         }
     }
 
