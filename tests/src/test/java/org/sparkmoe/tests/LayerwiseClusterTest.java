@@ -115,7 +115,7 @@ class LayerwiseClusterTest {
     void calibrateWithExpertGroupsResumesFromTheLastCheckpointWhenAnExecutorDies(@TempDir Path dir) {
         LayerwisePlan pass = new LayerwisePlan(2, dir.toUri().toString(), CHECKPOINT_EVERY);
         CalibrateJob.Result result = killedMidPass("calibrate", dir,
-                () -> CalibrateJob.runLayerwise(sc, calibration(), config, pass));
+                () -> CalibrateJob.runLayerwise(sc, calibration(), config, pass, false));
         assertTrue(localCalibration.stats().sameAs(result.stats()), "the whole model's statistics");
         assertArrayEquals(localCalibration.windowsPerFile(), result.windowsPerFile());
     }
