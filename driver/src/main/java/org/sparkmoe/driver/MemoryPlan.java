@@ -454,7 +454,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     }
 
     /** Bytes in binary units, three significant figures. */
-    static String size(long bytes) {
+    public static String size(long bytes) {
         String[] units = {"B", "KiB", "MiB", "GiB", "TiB"};
         double v = bytes;
         int u = 0;

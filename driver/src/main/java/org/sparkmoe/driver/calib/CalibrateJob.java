@@ -105,7 +105,7 @@ public final class CalibrateJob {
                     sc.setJobDescription("calibrate --layerwise: statistics of layer " + layer);
                     stats.merge(attended.treeAggregate(CalibrationStats.empty(plan.data().size(), config, plan.topK()),
                             (acc, c) -> addLayer(plan, acc, layer, l, c), CalibrationStats::merge, 2, true));
-                });
+                }).last();
         last.unpersist(false);
         chunks.unpersist(false);
         return new Result(stats, windows);

@@ -35,6 +35,10 @@ import java.util.function.BiFunction;
  * by partition (no shuffle) into a map that adds the rows of every group in group order, which is the plan's order,
  * through the MoE block's one combine ({@link MoeBlock#combine}), then the shared expert: bit for bit the whole layer
  * for any G.
+ *
+ * <p>Once a layer's output is computed, the driver reads what the layer stored ({@link LayerBytes}: the hidden-state
+ * RDD's bytes in executor memory and on disk, its step RDDs', its checkpoint files') and prints it as one progress
+ * line on stderr.
  */
 public final class LayerwisePass {
     private static final StorageLevel HIDDEN_STORAGE = StorageLevel.MEMORY_AND_DISK_SER();
@@ -58,11 +62,17 @@ public final class LayerwisePass {
     }
 
     /**
-     * Runs the embedding and decoder layers 0..{@code layers}-1 over {@code chunks} (hidden states null) and returns
-     * the persisted, computed RDD of the last layer's output; the caller unpersists it. {@code hook} (or null) sees
-     * every MoE layer's attended chunks.
+     * What a pass leaves: the persisted, computed RDD of the last layer's output (the caller unpersists it) and what
+     * each layer stored, in layer order.
      */
-    public static JavaRDD<HiddenChunk> run(JavaSparkContext sc, String job, Model model, LayerwisePlan pass,
+    public record Output(JavaRDD<HiddenChunk> last, List<LayerBytes> stored) {
+    }
+
+    /**
+     * Runs the embedding and decoder layers 0..{@code layers}-1 over {@code chunks} (hidden states null).
+     * {@code hook} (or null) sees every MoE layer's attended chunks.
+     */
+    public static Output run(JavaSparkContext sc, String job, Model model, LayerwisePlan pass,
                                            ModelConfig config, int layers, JavaRDD<HiddenChunk> chunks,
                                            MoeLayerHook hook) {
         if (pass.checkpointDir() != null) {
@@ -70,6 +80,7 @@ public final class LayerwisePass {
         }
         JavaRDD<HiddenChunk> hidden = materialise(sc, job + " --layerwise: embedding",
                 chunks.map(c -> embed(model, c)).persist(HIDDEN_STORAGE));
+        List<LayerBytes> stored = new ArrayList<>(layers);
         for (int l = 0; l < layers; l++) {
             int layer = l;
             String step = job + " --layerwise: layer " + l + " of " + config.num_hidden_layers;
@@ -91,10 +102,13 @@ public final class LayerwisePass {
                 next.checkpoint();
             }
             materialise(sc, step, next);
+            LayerBytes bytes = LayerBytes.of(sc, l, next, done.subList(1, done.size()));
+            stored.add(bytes);
+            System.err.println(job + " --layerwise: " + bytes.line());
             done.forEach(rdd -> rdd.unpersist(false));
             hidden = next;
         }
-        return hidden;
+        return new Output(hidden, stored);
     }
 
     /** Computes (and persists) every partition of {@code rdd} now, as one job; returns it. */
