@@ -72,9 +72,8 @@ public final class LayerwisePass {
      * Runs the embedding and decoder layers 0..{@code layers}-1 over {@code chunks} (hidden states null).
      * {@code hook} (or null) sees every MoE layer's attended chunks.
      */
-    public static Output run(JavaSparkContext sc, String job, Model model, LayerwisePlan pass,
-                                           ModelConfig config, int layers, JavaRDD<HiddenChunk> chunks,
-                                           MoeLayerHook hook) {
+    public static Output run(JavaSparkContext sc, String job, Model model, LayerwisePlan pass, ModelConfig config,
+                             int layers, JavaRDD<HiddenChunk> chunks, MoeLayerHook hook) {
         if (pass.checkpointDir() != null) {
             sc.setCheckpointDir(pass.checkpointDir());
         }
