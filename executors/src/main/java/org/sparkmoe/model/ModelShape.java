@@ -26,6 +26,12 @@ import java.util.stream.Collectors;
  * DeepSeek-V2-Lite's, DeepSeek-V3's and Kimi-K2's configs were written from their
  * published fields without fetching them (this repository is built offline); their parameter counts agree with the
  * model cards within 1% (V3 and K2 without the multi-token-prediction layer).
+ * Qwen3-30B-A3B's config.json is the published one as a public copy of the Hub's file gives it (48 layers, 128
+ * experts top-8 of width 768, hidden 2048, 32 query and 4 KV heads of 128, per-head q/k norms, vocab 151936).
+ * OLMoE-1B-7B-0924's was written from its published fields (16 layers, 64 experts top-8 of width 1024, hidden 2048,
+ * 16 heads, whole-projection q/k norms, vocab 50304), each checked against transformers 5.17's {@code OlmoeConfig}
+ * defaults, which are that model's except {@code intermediate_size} (2048 there, 1024 in the release: the published
+ * 6.92B parameters hold only with 1024).
  */
 public enum ModelShape {
     MIXTRAL_8X7B("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1", 46.7e9),
@@ -36,7 +42,9 @@ public enum ModelShape {
     GPT_OSS_120B("gpt-oss-120b", "openai/gpt-oss-120b", 116.8e9),
     DEEPSEEK_V2_LITE("deepseek-v2-lite", "deepseek-ai/DeepSeek-V2-Lite", 15.7e9),
     DEEPSEEK_V3("deepseek-v3", "deepseek-ai/DeepSeek-V3", 671e9),
-    KIMI_K2("kimi-k2", "moonshotai/Kimi-K2-Instruct", 1.03e12);
+    KIMI_K2("kimi-k2", "moonshotai/Kimi-K2-Instruct", 1.03e12),
+    QWEN3_30B_A3B("qwen3-30b-a3b", "Qwen/Qwen3-30B-A3B", 30.5e9),
+    OLMOE_1B_7B("olmoe-1b-7b", "allenai/OLMoE-1B-7B-0924", 6.92e9);
 
     private static final ObjectMapper JSON = new ObjectMapper();
 

@@ -13,7 +13,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The real models' config.json files parse, and the checkpoint {@link ModelSchema} implies for them holds the
  * parameter count their model cards publish (Mixtral-8x7B 46.7B, Qwen1.5-MoE-A2.7B 14.3B, GLM-4.5-Air 106B,
- * Mistral-7B 7.24B, gpt-oss-20b 20.9B, gpt-oss-120b 116.8B).
+ * Mistral-7B 7.24B, gpt-oss-20b 20.9B, gpt-oss-120b 116.8B, Qwen3-30B-A3B 30.5B, OLMoE-1B-7B 6.92B).
  */
 class ModelShapeTest {
 
@@ -35,6 +35,9 @@ class ModelShapeTest {
         // GLM-4.5-Air: transformers' 106,852,245,504 parameters plus the 45 MoE layers' e_score_correction_bias
         // buffers (128 each), which the checkpoint holds as tensors
         assertEquals(106_852_245_504L + 45 * 128, ModelSchema.parameterCount(parse(ModelShape.GLM_4_5_AIR.config())));
+        // transformers 5.17, the model built on the meta device from the shape's config.json
+        assertEquals(30_532_122_624L, ModelSchema.parameterCount(parse(ModelShape.QWEN3_30B_A3B.config())));
+        assertEquals(6_919_161_856L, ModelSchema.parameterCount(parse(ModelShape.OLMOE_1B_7B.config())));
     }
 
     @Test
@@ -100,6 +103,35 @@ class ModelShapeTest {
             assertEquals(2, two.get("layer_types").size());
             assertFalse(two.has("quantization_config"), "synth writes the experts in bf16, not MXFP4");
         }
+        ModelConfig qwen3 = parse(ModelShape.QWEN3_30B_A3B.config());
+        assertEquals(ModelConfig.ModelType.QWEN3_MOE, qwen3.modelType);
+        assertEquals(48, qwen3.num_hidden_layers);
+        assertEquals(2048, qwen3.hidden_size);
+        assertEquals(128, qwen3.num_experts);
+        assertEquals(8, qwen3.num_experts_per_tok);
+        assertEquals(768, qwen3.expert_intermediate_size);
+        assertEquals(32, qwen3.num_attention_heads);
+        assertEquals(4, qwen3.num_key_value_heads);
+        assertEquals(128, qwen3.head_dim);
+        assertEquals(151936, qwen3.vocab_size);
+        assertEquals(ModelConfig.QkNorm.PER_HEAD, qwen3.qkNorm);
+        assertTrue(qwen3.norm_topk_prob);
+        assertFalse(qwen3.qkv_bias);
+        for (int l = 0; l < 48; l++) {
+            assertTrue(qwen3.isMoeLayer(l), "mlp_only_layers [], decoder_sparse_step 1: layer " + l);
+        }
+        ModelConfig olmoe = parse(ModelShape.OLMOE_1B_7B.config());
+        assertEquals(ModelConfig.ModelType.OLMOE, olmoe.modelType);
+        assertEquals(16, olmoe.num_hidden_layers);
+        assertEquals(64, olmoe.num_experts);
+        assertEquals(8, olmoe.num_experts_per_tok);
+        assertEquals(1024, olmoe.expert_intermediate_size);
+        assertEquals(16, olmoe.num_key_value_heads);
+        assertEquals(50304, olmoe.vocab_size);
+        assertEquals(ModelConfig.QkNorm.WHOLE, olmoe.qkNorm);
+        assertEquals(null, olmoe.clip_qkv);
+        assertFalse(olmoe.norm_topk_prob);
+        assertEquals(4, parse(ModelShape.QWEN3_30B_A3B.config(4, DType.BF16)).num_hidden_layers);
         for (ModelShape shape : ModelShape.values()) {
             assertEquals(DType.BF16, shape.publishedDtype(), shape.toString());
             assertEquals(0.02, shape.initializerRange(), shape.toString());
@@ -126,7 +158,7 @@ class ModelShapeTest {
         assertTrue(ModelShape.named("qwen1.5-moe-a2.7b").isPresent());
         assertFalse(ModelShape.named("qwen").isPresent());
         assertEquals("mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b, gpt-oss-20b, gpt-oss-120b, "
-                + "deepseek-v2-lite, deepseek-v3, kimi-k2",
+                + "deepseek-v2-lite, deepseek-v3, kimi-k2, qwen3-30b-a3b, olmoe-1b-7b",
                 ModelShape.names());
         assertThrows(IllegalArgumentException.class, () -> ModelShape.MISTRAL_7B.config(0, DType.BF16));
         assertFalse(withMlpOnly.has("mlp_only_layers"));

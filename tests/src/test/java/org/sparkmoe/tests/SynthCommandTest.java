@@ -74,7 +74,8 @@ class SynthCommandTest {
             System.setOut(stdout);
         }
         String help = captured.toString(StandardCharsets.UTF_8);
-        for (String fragment : List.of("--shape", "mixtral-8x7b", "qwen1.5-moe-a2.7b", "mistral-7b", "--layers",
+        for (String fragment : List.of("--shape", "mixtral-8x7b", "qwen1.5-moe-a2.7b", "mistral-7b", "qwen3-30b-a3b",
+                "Qwen/Qwen3-30B-A3B, 30.5B", "olmoe-1b-7b", "allenai/OLMoE-1B-7B-0924", "--layers",
                 "--dtype", "--seed", "--max-shard-size", "Default: 5GB")) {
             assertTrue(help.contains(fragment), fragment + " in " + help);
         }

@@ -112,7 +112,7 @@ public final class CalibrateJob {
                     stats.merge(attended.treeAggregate(
                             CalibrationStats.empty(plan.data().size(), config, plan.topK(), importance),
                             (acc, c) -> addLayer(plan, acc, layer, l, sigmoid, c), CalibrationStats::merge, 2, true));
-                }, stats.importance());
+                }, stats.importance()).last();
         last.unpersist(false);
         chunks.unpersist(false);
         return new Result(stats, windows);

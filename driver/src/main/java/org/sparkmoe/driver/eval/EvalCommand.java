@@ -145,7 +145,7 @@ public final class EvalCommand implements Callable<Integer> {
                         : EvalJob.runLayerwise(sc, withPartitions, pass);
                 tokens = report.all().tokens();
                 summary = report.summary();
-                json = report.toJson();
+                json = report.reportJson();
             } else {
                 DivergenceReport report = EvalJob.runAgainst(sc, withPartitions, against);
                 tokens = report.all().tokens();

@@ -44,14 +44,15 @@ public final class EvalJob {
 
     /**
      * As {@link #run}, as a layer-sequential pass ({@link LayerwiseEval}): the same chunks, the same report, bit for
-     * bit, with each executor holding one decoder layer at a time instead of the model.
+     * bit ({@link PerplexityReport#toJson}), with each executor holding one decoder layer at a time instead of the
+     * model; the report also holds what each layer stored ({@link PerplexityReport#layerwise}).
      */
     public static PerplexityReport runLayerwise(JavaSparkContext sc, EvalPlan plan, LayerwisePlan pass) {
         TokenizeStage.Tokenized tokenized = tokenize(sc, plan, " one layer at a time");
         ModelConfig config = ModelFolder.readConfig(new Path(plan.model()), sc.hadoopConfiguration());
-        List<ChunkNll> scored = LayerwiseEval.score(sc, plan, pass, config, chunks(tokenized, plan));
+        LayerwiseEval.Scored scored = LayerwiseEval.score(sc, plan, pass, config, chunks(tokenized, plan));
         tokenized.files().unpersist(false);
-        return report(plan, scored);
+        return report(plan, scored.chunks()).withLayerwise(scored.stored());
     }
 
     /**

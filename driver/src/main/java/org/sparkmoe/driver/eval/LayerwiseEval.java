@@ -4,6 +4,7 @@ import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.driver.layerwise.HiddenChunk;
+import org.sparkmoe.driver.layerwise.LayerBytes;
 import org.sparkmoe.driver.layerwise.LayerwisePass;
 import org.sparkmoe.driver.layerwise.LayerwisePlan;
 import org.sparkmoe.io.ModelConfig;
@@ -22,16 +23,20 @@ final class LayerwiseEval {
     private LayerwiseEval() {
     }
 
+    /** The chunks' NLL sums and what each layer stored. */
+    record Scored(List<ChunkNll> chunks, List<LayerBytes> stored) {
+    }
+
     /** The chunks' NLL sums, one layer at a time. */
-    static List<ChunkNll> score(JavaSparkContext sc, EvalPlan plan, LayerwisePlan pass, ModelConfig config,
-                                JavaRDD<TokenChunk> chunks) {
-        JavaRDD<HiddenChunk> hidden = LayerwisePass.run(sc, "eval",
+    static Scored score(JavaSparkContext sc, EvalPlan plan, LayerwisePlan pass, ModelConfig config,
+                        JavaRDD<TokenChunk> chunks) {
+        LayerwisePass.Output out = LayerwisePass.run(sc, "eval",
                 new LayerwisePass.Model(plan.model(), plan.device(), plan.topK()), pass, config,
                 config.num_hidden_layers, chunks.map(c -> HiddenChunk.of(c.file, c.chunk, c.windows)), null, null);
         sc.setJobDescription("eval --layerwise: final norm, LM head and NLL");
-        List<ChunkNll> scored = hidden.map(c -> nll(plan, c)).collect();
-        hidden.unpersist(false);
-        return scored;
+        List<ChunkNll> scored = out.last().map(c -> nll(plan, c)).collect();
+        out.last().unpersist(false);
+        return new Scored(scored, out.stored());
     }
 
     private static ChunkNll nll(EvalPlan plan, HiddenChunk chunk) {

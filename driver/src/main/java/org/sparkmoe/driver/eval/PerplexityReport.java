@@ -3,8 +3,10 @@ package org.sparkmoe.driver.eval;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import org.sparkmoe.driver.layerwise.LayerBytes;
 
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 
 /** Per-file and overall NLL sums and scored-token counts; perplexity = exp(nll_sum / tokens). */
@@ -21,11 +23,28 @@ public final class PerplexityReport {
     private final EvalPlan plan;
     private final Map<String, Totals> files;
     private final Totals all;
+    /** After a layer-sequential pass, what each decoder layer stored; empty otherwise. */
+    private final List<LayerBytes> layerwise;
 
     PerplexityReport(EvalPlan plan, Map<String, Totals> files, Totals all) {
+        this(plan, files, all, List.of());
+    }
+
+    private PerplexityReport(EvalPlan plan, Map<String, Totals> files, Totals all, List<LayerBytes> layerwise) {
         this.plan = plan;
         this.files = files;
         this.all = all;
+        this.layerwise = List.copyOf(layerwise);
+    }
+
+    /** This report with what each layer of a layer-sequential pass stored. */
+    PerplexityReport withLayerwise(List<LayerBytes> stored) {
+        return new PerplexityReport(plan, files, all, stored);
+    }
+
+    /** What each decoder layer of a layer-sequential pass stored, in layer order; empty for the whole-model run. */
+    public List<LayerBytes> layerwise() {
+        return layerwise;
     }
 
     public Map<String, Totals> files() {
@@ -36,13 +55,32 @@ public final class PerplexityReport {
         return all;
     }
 
-    /** {@code {"model", "adapter" (when one was applied), "split", "window", "top_k", "files": {NAME: {nll_sum, tokens, ppl}}, "all": {...}}}. */
+    /**
+     * {@code {"model", "adapter" (when one was applied), "split", "window", "top_k", "files": {NAME: {nll_sum, tokens,
+     * ppl}}, "all": {...}}}: the scores, the same bits with and without --layerwise.
+     */
     public String toJson() {
+        return text(scores());
+    }
+
+    /**
+     * What {@code eval --out} writes: {@link #toJson}'s fields and, after a layer-sequential pass, a last field
+     * {@code "layerwise"} with the bytes each layer stored ({@link LayerBytes#json}).
+     */
+    public String reportJson() {
+        ObjectNode root = scores();
+        if (!layerwise.isEmpty()) {
+            root.set("layerwise", LayerBytes.json(layerwise));
+        }
+        return text(root);
+    }
+
+    private ObjectNode scores() {
         ObjectNode root = header(plan);
         ObjectNode perFile = root.putObject("files");
         files.forEach((name, totals) -> put(perFile.putObject(name), totals));
         put(root.putObject("all"), all);
-        return text(root);
+        return root;
     }
 
     /** An eval report's first fields: "model", "adapter" and "peft_version" (when given), "split", "window", "top_k". */

@@ -50,6 +50,10 @@ import java.util.function.BiFunction;
  * dense layer's MLP) their inputs, as the whole-model forward shows them ({@link DecoderLayer#forward} with
  * {@link LinearInputs}), into sums the chunk carries ({@link HiddenChunk}); a treeAggregate over the persisted step
  * merges them on the driver. An MoE block's own inputs (router, experts, shared expert) are the hook's to add.
+ *
+ * <p>Once a layer's output is computed, the driver reads what the layer stored ({@link LayerBytes}: the hidden-state
+ * RDD's bytes in executor memory and on disk, its step RDDs', its checkpoint files') and prints it as one progress
+ * line on stderr.
  */
 public final class LayerwisePass {
     private static final StorageLevel HIDDEN_STORAGE = StorageLevel.MEMORY_AND_DISK_SER();
@@ -75,14 +79,19 @@ public final class LayerwisePass {
     }
 
     /**
-     * Runs the embedding and decoder layers 0..{@code layers}-1 over {@code chunks} (hidden states null) and returns
-     * the persisted, computed RDD of the last layer's output; the caller unpersists it. {@code hook} (or null) sees
-     * every MoE layer's attended chunks; {@code inputs} (or null) gets what each layer's attention (and dense MLP)
-     * projections read, on every chunk.
+     * What a pass leaves: the persisted, computed RDD of the last layer's output (the caller unpersists it) and what
+     * each layer stored, in layer order.
      */
-    public static JavaRDD<HiddenChunk> run(JavaSparkContext sc, String job, Model model, LayerwisePlan pass,
-                                           ModelConfig config, int layers, JavaRDD<HiddenChunk> chunks,
-                                           MoeLayerHook hook, ImportanceSums inputs) {
+    public record Output(JavaRDD<HiddenChunk> last, List<LayerBytes> stored) {
+    }
+
+    /**
+     * Runs the embedding and decoder layers 0..{@code layers}-1 over {@code chunks} (hidden states null).
+     * {@code hook} (or null) sees every MoE layer's attended chunks; {@code inputs} (or null) gets what each layer's
+     * attention (and dense MLP) projections read, on every chunk.
+     */
+    public static Output run(JavaSparkContext sc, String job, Model model, LayerwisePlan pass, ModelConfig config,
+                             int layers, JavaRDD<HiddenChunk> chunks, MoeLayerHook hook, ImportanceSums inputs) {
         int shown = inputs == null ? 0 : config.num_hidden_layers;  // the sums' layers, 0 for none
         if (pass.checkpointDir() != null) {
             sc.setCheckpointDir(pass.checkpointDir());
@@ -90,6 +99,7 @@ public final class LayerwisePass {
         String embedding = job + " --layerwise: embedding";
         JavaRDD<HiddenChunk> hidden = materialise(sc, embedding,
                 counted(sc, embedding, chunks.map(c -> embed(model, c))).persist(HIDDEN_STORAGE));
+        List<LayerBytes> stored = new ArrayList<>(layers);
         for (int l = 0; l < layers; l++) {
             int layer = l;
             String step = job + " --layerwise: layer " + l + " of " + config.num_hidden_layers;
@@ -115,13 +125,16 @@ public final class LayerwisePass {
                 next.checkpoint();
             }
             materialise(sc, step, next);
+            LayerBytes bytes = LayerBytes.of(sc, l, next, done.subList(1, done.size()));
+            stored.add(bytes);
+            System.err.println(job + " --layerwise: " + bytes.line());
             if (whole) {
                 gather(sc, step + ": inputs of its projections", next, inputs);
             }
             done.forEach(rdd -> rdd.unpersist(false));
             hidden = next;
         }
-        return hidden;
+        return new Output(hidden, stored);
     }
 
     /**

@@ -49,13 +49,15 @@ import java.util.concurrent.Callable;
                         + "bf16; released with MXFP4 experts, written here in --dtype), gpt-oss-120b "
                         + "(openai/gpt-oss-120b, 116.8B, 234 GB in bf16), deepseek-v2-lite (deepseek-ai/DeepSeek-V2-Lite, "
                         + "15.7B, 31 GB), deepseek-v3 (deepseek-ai/DeepSeek-V3, 671B, 1.34 TB in bf16; the release is "
-                        + "FP8), kimi-k2 (moonshotai/Kimi-K2-Instruct, 1.03T, 2.05 TB in bf16; the release is FP8). "
+                        + "FP8), kimi-k2 (moonshotai/Kimi-K2-Instruct, 1.03T, 2.05 TB in bf16; the release is FP8), "
+                        + "qwen3-30b-a3b (Qwen/Qwen3-30B-A3B, 30.5B, 61 GB), olmoe-1b-7b (allenai/OLMoE-1B-7B-0924, "
+                        + "6.92B, 13.8 GB). "
                         + "DeepSeek's first_k_dense_replace is capped at --layers − 1, so a few layers hold an MoE "
                         + "layer."})
 public final class SynthCommand implements Callable<Integer> {
     @Option(names = "--shape", required = true, paramLabel = "NAME", converter = ShapeConverter.class,
             description = "The real model: mixtral-8x7b, qwen1.5-moe-a2.7b, glm-4.5-air, mistral-7b, gpt-oss-20b, "
-                    + "gpt-oss-120b, deepseek-v2-lite, deepseek-v3 or kimi-k2.")
+                    + "gpt-oss-120b, deepseek-v2-lite, deepseek-v3, kimi-k2, qwen3-30b-a3b or olmoe-1b-7b.")
     ModelShape shape;
 
     @Option(names = "--layers", paramLabel = "N",
