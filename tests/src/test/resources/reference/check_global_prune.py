@@ -108,7 +108,7 @@ def main(original_dir, pruned_dir):
         held = sorted(entry["kept"] + entry["masked"])                  # new expert g is held[g]
         masked_new = torch.tensor([held.index(e) for e in entry["masked"]], dtype=torch.long)
         r = router_of(pruned.model.layers[l])
-        stored = r.bias if hasattr(r, "bias") and r.bias is not None else r.e_score_correction_bias
+        stored = (r.bias if hasattr(r, "bias") and r.bias is not None else r.e_score_correction_bias).detach()
         assert all(float(stored[g]) == MASKED for g in masked_new), f"layer {l}: masked bias is not {MASKED}"
 
         def hook(module, args, out, masked_new=masked_new):
