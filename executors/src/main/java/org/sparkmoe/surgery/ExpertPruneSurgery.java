@@ -125,7 +125,8 @@ public final class ExpertPruneSurgery implements LayerSurgery {
      * each layer's score share ({@link GlobalSelection}); layers that keep fewer than E_max hold the rest masked.
      * Refused for a family without a per-expert selection bias in its checkpoint, for a floor below K or above E',
      * and where a layer's kept experts sit so in the expert groups that the groups the router chooses could hold fewer
-     * than K of them.
+     * than K of them. Selected experts in a group the router can never choose (fewer than two selected, noaux_tc,
+     * while topk_group groups have two or more) are masked too: then a layer keeps fewer than the budget gave it.
      */
     public static ExpertPruneSurgery global(ModelConfig model, int newExperts, int floor, ExpertScores scores,
                                             ExpertScores.Method method) {
@@ -152,20 +153,26 @@ public final class ExpertPruneSurgery implements LayerSurgery {
         int nGroup = model.routing.groupLimited() ? model.routing.n_group() : 1;
         int size = model.num_experts / nGroup;
         int minPerGroup = model.routing.groupRankTop2Sum() ? 2 : 1;
-        int perGroup = minPerGroup;             // experts every group holds: the most any layer keeps in one group
-        int[][] counts = new int[shares.length][nGroup];
+        int[][] counts = new int[shares.length][nGroup];   // [MoE layers][groups] selected experts per group
         for (int l = 0; l < shares.length; l++) {
             for (int e : selectable[l]) {
-                perGroup = Math.max(perGroup, ++counts[l][e / size]);
+                counts[l][e / size]++;
             }
         }
-        for (int l = 0; nGroup > 1 && l < shares.length; l++) {
-            int reach = ExpertCount.reach(counts[l], model.routing.topk_group(), minPerGroup);
-            if (reach < k) {
-                throw new IllegalArgumentException("--global: MoE layer " + l + " keeps " + Arrays.toString(counts[l])
-                        + " experts in its " + nGroup + " groups, so the topk_group " + model.routing.topk_group()
-                        + " groups its router chooses may hold only " + reach + " of num_experts_per_tok " + k
-                        + "; prune per layer (without --global) or raise --min-experts-per-layer");
+        int perGroup = minPerGroup;             // experts every group holds: the most any layer keeps in one group
+        for (int l = 0; l < shares.length; l++) {
+            if (nGroup > 1) {
+                int reach = ExpertCount.reach(counts[l], model.routing.topk_group(), minPerGroup);
+                if (reach < k) {
+                    throw new IllegalArgumentException("--global: MoE layer " + l + " keeps " + Arrays.toString(counts[l])
+                            + " experts in its " + nGroup + " groups, so the topk_group " + model.routing.topk_group()
+                            + " groups its router chooses may hold only " + reach + " of num_experts_per_tok " + k
+                            + "; prune per layer (without --global) or raise --min-experts-per-layer");
+                }
+                selectable[l] = reachable(selectable[l], counts[l], size, model.routing.topk_group(), minPerGroup);
+            }
+            for (int c : counts[l]) {
+                perGroup = Math.max(perGroup, c);
             }
         }
         int held = nGroup * perGroup;
@@ -175,6 +182,22 @@ public final class ExpertPruneSurgery implements LayerSurgery {
         }
         return new ExpertPruneSurgery(model, held, ExpertCount.groups(model, held), new int[][][] {kept, selectable},
                 scores, method);
+    }
+
+    /**
+     * The selected experts of one layer the router can reach: when {@code topkGroup} groups hold at least
+     * {@code ranked} selected experts, those always win the group choice, so a group with fewer is never chosen and its
+     * experts are masked too (which changes no routing); {@code counts} is updated.
+     */
+    private static int[] reachable(int[] selected, int[] counts, int size, int topkGroup, int ranked) {
+        if (Arrays.stream(counts).filter(c -> c >= ranked).count() < topkGroup) {
+            return selected;
+        }
+        int[] out = Arrays.stream(selected).filter(e -> counts[e / size] >= ranked).toArray();
+        for (int g = 0; g < counts.length; g++) {
+            counts[g] = counts[g] >= ranked ? counts[g] : 0;
+        }
+        return out;
     }
 
     /**

@@ -229,6 +229,23 @@ class ExpertPruneGlobalTest {
                 + "raise --min-experts-per-layer", e.getMessage());
     }
 
+    /**
+     * GLM-like groups (2 of 4, 1 chosen, top-2), F = 3: layer 0 selects experts 0, 1 (group 0) and 4 (alone in group
+     * 1). Group 0 always wins the one group choice (its two best scores against one and a masked one), so expert 4
+     * can never be chosen and is masked too: layer 0 keeps 2. Layer 1 selects 3..7 (1 + 4): expert 3 likewise.
+     */
+    @Test
+    void anExpertAloneInAGroupThatNeverWinsIsMaskedToo() {
+        ModelConfig c = SurgeryFixtures.deepseek("\"model_type\":\"deepseek_v3\",\"n_group\":2,\"topk_group\":1");
+        double[][] s = {{100, 90, 1, 1, 80, 1, 1, 1}, {1, 2, 3, 4, 5, 6, 7, 8}};
+        ExpertPruneSurgery surgery = ExpertPruneSurgery.global(c, 4, 3, scores(c, s), ExpertScores.Method.REAP);
+        assertEquals(8, ModelConfig.parse(surgery.config(c).toString(), "pruned").num_experts);
+        assertArrayEquals(new int[] {0, 1}, surgery.expertLists(0).get("kept"));
+        assertArrayEquals(new int[] {2, 3, 4, 5, 6, 7}, surgery.expertLists(0).get("masked"));
+        assertArrayEquals(new int[] {4, 5, 6, 7}, surgery.expertLists(1).get("kept"));
+        assertArrayEquals(new int[] {0, 1, 2, 3}, surgery.expertLists(1).get("masked"));
+    }
+
     /** gpt-oss, 2 layers (both MoE), D 3, 8 experts, top-2. */
     private static ModelConfig gptOss() {
         return ModelConfig.parse("{\"model_type\": \"gpt_oss\", \"vocab_size\": 16, \"hidden_size\": "
