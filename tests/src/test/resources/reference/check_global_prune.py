@@ -22,6 +22,20 @@ loaded by transformers (float32, eager attention) and run on 4 × 64 seeded rand
    Tokens where two groups with one kept expert each have kept choices within 2⁻⁹ of each other are counted and
    reported: PRUNED compares such groups by s + (0.5 − 2¹⁴) in float32, whose spacing there is 2⁻¹⁰.
 Prints the selections of masked experts, the largest |Δ logit| and the near-tie count; exits non-zero on failure.
+
+With a third argument it also writes the golden file GlobalPruneCommandTest compares our loader with:
+
+    /tmp/venv15/bin/python check_global_prune.py scores gpt-oss-tiny out/gpt-oss-scores.json
+    deploy/bin/sparkmoe surgery prune --global --experts 5 --model tests/src/test/resources/reference/gpt-oss-tiny \
+        --stats out/gpt-oss-scores.json --out out/gpt-oss-global
+    /tmp/venv15/bin/python check_global_prune.py tests/src/test/resources/reference/gpt-oss-tiny out/gpt-oss-global \
+        tests/src/test/resources/reference/global-prune-gpt-oss-tiny-reference.safetensors
+
+(deepseek-v3-tiny likewise with --experts 4). `scores FIXTURE FILE` writes the synthetic expert-scores.json that
+GlobalPruneCommandTest writes: in the first MoE layer the K first experts score 100, 90, 80, … and the others 1, in
+every later layer expert e scores e + 1, by every method. The golden file holds
+  input_ids   I64 [3, 16]      seeded random tokens
+  logits      F32 [3, 16, V]   transformers' logits of PRUNED on them
 """
 import json
 import os
@@ -130,7 +144,41 @@ def main(original_dir, pruned_dir):
         sys.exit(1)
 
 
+def write_scores(fixture, out):
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, fixture, "config.json")) as f:
+        config = json.load(f)
+    model_type = config["model_type"]
+    experts = config.get("num_local_experts") or config.get("n_routed_experts") or config["num_experts"]
+    k = config["num_experts_per_tok"]
+    first = config.get("first_k_dense_replace", 0)
+    layers = []
+    for i, layer in enumerate(range(first, config["num_hidden_layers"])):
+        s = [float(e + 1) if i > 0 else (100.0 - 10 * e if e < k else 1.0) for e in range(experts)]
+        layers.append({"layer": layer, "experts": experts, "top_k": k, "routed_tokens": [0] * experts,
+                       "frequency": s, "reap": s, "ean": s})
+    with open(out, "w") as f:
+        json.dump({"model_type": model_type, "tokens": 100, "min_expert_tokens": 0, "rare_experts": [],
+                   "layers": layers}, f)
+
+
+def write_golden(pruned_dir, out):
+    from safetensors.torch import save_file
+    pruned = load(pruned_dir)
+    gen = torch.Generator().manual_seed(SEED + 1)
+    ids = torch.randint(0, pruned.config.vocab_size, (3, 16), generator=gen)
+    with torch.no_grad():
+        logits = pruned(input_ids=ids).logits
+    save_file({"input_ids": ids.contiguous(), "logits": logits.float().contiguous()}, out)
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) == 4 and sys.argv[1] == "scores":
+        write_scores(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) in (3, 4):
+        main(sys.argv[1], sys.argv[2])
+        if len(sys.argv) == 4:
+            write_golden(sys.argv[2], sys.argv[3])
+    else:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
