@@ -21,12 +21,17 @@ import java.util.List;
  * expert 0..E-1 is in exactly one group and no group is empty. A router retrained to this map has E' outputs,
  * output g in the order the groups are listed, and its teacher distribution is the original one summed over
  * each group.
+ *
+ * <p>A layer may also list {@code "masked"}: new experts (group indices) the checkpoint holds but its router never
+ * selects ({@code surgery prune --global}); {@code retrain-router} refuses such a map.
  */
 public final class ExpertMap {
     private final int[][][] groups; // [MoE layers][E'][members]
+    private final int[][] masked;   // [MoE layers][] masked new experts, ascending
 
-    private ExpertMap(int[][][] groups) {
+    private ExpertMap(int[][][] groups, int[][] masked) {
         this.groups = groups;
+        this.masked = masked;
     }
 
     /** The map that keeps every expert on its own (E groups of one) for each of the given layer sizes. */
@@ -38,7 +43,7 @@ public final class ExpertMap {
                 groups[l][e] = new int[] {e};
             }
         }
-        return new ExpertMap(groups);
+        return new ExpertMap(groups, new int[groups.length][0]);
     }
 
     /**
@@ -46,7 +51,12 @@ public final class ExpertMap {
      * the experts per MoE layer.
      */
     public static ExpertMap of(int[][][] groups, int[] expertsPerLayer) {
-        return parse(new ExpertMap(groups).toJson(), "expert map", expertsPerLayer);
+        return of(groups, new int[groups.length][0], expertsPerLayer);
+    }
+
+    /** As {@link #of(int[][][], int[])}, with the masked new experts of each layer ([layers][]). */
+    public static ExpertMap of(int[][][] groups, int[][] masked, int[] expertsPerLayer) {
+        return parse(new ExpertMap(groups, masked).toJson(), "expert map", expertsPerLayer);
     }
 
     /**
@@ -70,10 +80,12 @@ public final class ExpertMap {
                     + expertsPerLayer.length + " MoE layers");
         }
         int[][][] groups = new int[layers.size()][][];
+        int[][] masked = new int[layers.size()][];
         for (int l = 0; l < layers.size(); l++) {
             groups[l] = parseLayer(layers.get(l), source + ": layers[" + l + "]", expertsPerLayer[l]);
+            masked[l] = parseMasked(layers.get(l), source + ": layers[" + l + "]", groups[l].length);
         }
-        return new ExpertMap(groups);
+        return new ExpertMap(groups, masked);
     }
 
     private static int[][] parseLayer(JsonNode layer, String where, int experts) {
@@ -114,6 +126,27 @@ public final class ExpertMap {
         return groups;
     }
 
+    /** The optional "masked" list: distinct new experts in [0, groups), ascending. */
+    private static int[] parseMasked(JsonNode layer, String where, int groups) {
+        JsonNode list = layer.path("masked");
+        if (list.isMissingNode()) {
+            return new int[0];
+        }
+        if (!list.isArray()) {
+            throw new IllegalArgumentException(where + ".masked: expected an array of new expert indices");
+        }
+        int[] out = new int[list.size()];
+        for (int i = 0; i < out.length; i++) {
+            JsonNode m = list.get(i);
+            if (!m.isInt() || m.asInt() < 0 || m.asInt() >= groups || (i > 0 && m.asInt() <= out[i - 1])) {
+                throw new IllegalArgumentException(where + ".masked: " + m + " is not an ascending new expert index in [0, "
+                        + groups + ")");
+            }
+            out[i] = m.asInt();
+        }
+        return out;
+    }
+
     public int layers() {
         return groups.length;
     }
@@ -121,6 +154,11 @@ public final class ExpertMap {
     /** E' of MoE layer {@code l}. */
     public int groups(int l) {
         return groups[l].length;
+    }
+
+    /** The new experts of MoE layer {@code l} that are held but never selected (ascending; usually none). */
+    public int[] masked(int l) {
+        return masked[l].clone();
     }
 
     public int[] members(int l, int group) {
@@ -142,9 +180,14 @@ public final class ExpertMap {
         ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
         ObjectNode root = json.createObjectNode();
         ArrayNode layers = root.putArray("layers");
-        for (int[][] layer : groups) {
-            ArrayNode list = layers.addObject().putArray("groups");
-            for (int[] group : layer) {
+        for (int l = 0; l < groups.length; l++) {
+            ObjectNode entry = layers.addObject();
+            ArrayNode list = entry.putArray("groups");
+            if (masked[l].length > 0) {
+                ArrayNode m = entry.putArray("masked");
+                java.util.Arrays.stream(masked[l]).forEach(m::add);
+            }
+            for (int[] group : groups[l]) {
                 ArrayNode members = list.addArray();
                 for (int e : group) {
                     members.add(e);

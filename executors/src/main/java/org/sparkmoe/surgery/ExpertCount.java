@@ -71,4 +71,18 @@ final class ExpertCount {
         }
         return json;
     }
+
+    /**
+     * The fewest unmasked experts the {@code topkGroup} groups a router chooses can hold, when group g holds
+     * {@code counts[g]} unmasked experts and its masked ones carry a selection bias far below every score: a group is
+     * ranked by the sum of its {@code ranked} best corrected scores (2 for noaux_tc), so every group with at least
+     * {@code ranked} unmasked experts outranks every group with fewer, and among those fewer, more outrank less. Within
+     * the top tier any groups may win, so the worst case takes its smallest counts first.
+     */
+    static int reach(int[] counts, int topkGroup, int ranked) {
+        return java.util.Arrays.stream(counts).boxed()
+                .sorted((a, b) -> Math.min(a, ranked) != Math.min(b, ranked)
+                        ? Integer.compare(Math.min(b, ranked), Math.min(a, ranked)) : Integer.compare(a, b))
+                .limit(topkGroup).mapToInt(Integer::intValue).sum();
+    }
 }

@@ -42,6 +42,14 @@ public interface LayerSurgery extends java.io.Serializable {
     }
 
     /**
+     * Named lists of original expert indices for MoE layer {@code moeLayer}'s entry in surgery.json (prune: the
+     * experts its router can choose, "kept", and those it holds but never selects, "masked"); empty for most surgeries.
+     */
+    default java.util.Map<String, int[]> expertLists(int moeLayer) {
+        return java.util.Map.of();
+    }
+
+    /**
      * Native bytes one part's task holds at most beside the memory-mapped checkpoint: the new tensors it makes
      * (float32 until staged) and its scratch — what the surgery's memory plan counts per task slot.
      */

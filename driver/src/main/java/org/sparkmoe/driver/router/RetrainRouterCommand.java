@@ -162,6 +162,13 @@ public final class RetrainRouterCommand implements Callable<Integer> {
                 throw new IllegalArgumentException("expert map not found: " + mapFile);
             }
             map = ExpertMap.parse(readText(mapFile, conf), mapFile.toString(), experts);
+            for (int l = 0; l < map.layers(); l++) {
+                if (map.masked(l).length > 0) {
+                    throw new IllegalArgumentException(mapFile + ": layers[" + l + "] masks new experts "
+                            + Arrays.toString(map.masked(l)) + " (surgery prune --global): a retrained router would "
+                            + "choose them; retrain after a per-layer prune (without --global)");
+                }
+            }
         }
         boolean sigmoid = config.routing.scoring_func().equals("sigmoid");
         if (sigmoid && expertMap != null) {

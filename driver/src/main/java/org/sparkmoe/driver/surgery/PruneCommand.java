@@ -21,7 +21,10 @@ import java.util.concurrent.Callable;
                 + "expert with the closest gate row).",
                 "reap: mean routing weight × expert output norm over the routed tokens (REAP); frequency: routed "
                         + "tokens / tokens; ean: Σ expert output norm over the routed tokens. With group-limited "
-                        + "routing every expert group keeps E'/n_group experts."})
+                        + "routing every expert group keeps E'/n_group experts.",
+                "--global: L·E' experts over all L MoE layers (each layer's scores as shares of its sum), at least "
+                        + "--min-experts-per-layer per layer; every layer holds the most any layer keeps, the rest "
+                        + "masked by a selection bias (gpt_oss, glm4_moe, deepseek_v3, kimi_k2 only)."})
 public final class PruneCommand implements Callable<Integer> {
     private static final Map<String, ExpertScores.Method> METHODS = Map.of("reap", ExpertScores.Method.REAP,
             "frequency", ExpertScores.Method.FREQUENCY, "ean", ExpertScores.Method.EAN);
@@ -37,6 +40,16 @@ public final class PruneCommand implements Callable<Integer> {
             description = "What the experts are ranked by. Default: ${DEFAULT-VALUE}.")
     String method;
 
+    @Option(names = "--global",
+            description = "Keep L·E' experts over all L MoE layers instead of E' in each; layers that keep fewer than "
+                    + "the most hold the others masked (never selected).")
+    boolean global;
+
+    @Option(names = "--min-experts-per-layer", paramLabel = "F",
+            description = "With --global: experts every layer keeps at least, in [num_experts_per_tok, E']. "
+                    + "Default: num_experts_per_tok.")
+    Integer minPerLayer;
+
     @Option(names = "--router", paramLabel = "FILE",
             description = "router.safetensors from 'retrain-router --expert-map OUT/expert-map.json' of an identical prune "
                     + "run (same model, --stats, --experts, --method): its [E', D] gates replace the kept gate rows.")
@@ -48,11 +61,25 @@ public final class PruneCommand implements Callable<Integer> {
         if (by == null) {
             throw new IllegalArgumentException("--method must be one of reap, frequency, ean, got " + method);
         }
+        if (minPerLayer != null && !global) {
+            throw new IllegalArgumentException("--min-experts-per-layer needs --global");
+        }
+        if (global && router != null) {
+            throw new IllegalArgumentException("--router does not combine with --global: retrain-router refuses the "
+                    + "expert map of a --global prune (its masked experts); use --router with a per-layer prune");
+        }
         SurgeryRun run = new SurgeryRun(options);
-        ExpertPruneSurgery surgery = new ExpertPruneSurgery(run.config, experts, run.expertScores(), by);
+        int floor = minPerLayer != null ? minPerLayer : run.config.num_experts_per_tok;
+        ExpertPruneSurgery surgery = global
+                ? ExpertPruneSurgery.global(run.config, experts, floor, run.expertScores(), by)
+                : new ExpertPruneSurgery(run.config, experts, run.expertScores(), by);
         ObjectNode settings = SurgeryRun.settings();
         settings.put("experts", experts);
         settings.put("method", method.toLowerCase(Locale.ROOT));
+        if (global) {
+            settings.put("global", true);
+            settings.put("min_experts_per_layer", floor);
+        }
         settings.put("stats", options.stats);
         if (router != null) {
             settings.put("router", router);

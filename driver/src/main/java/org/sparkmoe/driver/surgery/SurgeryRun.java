@@ -173,7 +173,7 @@ final class SurgeryRun {
             removeStaging();
         }
         for (int i = 0; i < results.size(); i++) {
-            System.out.println("layer " + moeLayers[i] + "  " + describe(results.get(i)));
+            System.out.println("layer " + moeLayers[i] + "  " + describe(results.get(i), surgery.expertLists(i)));
         }
         return results;
     }
@@ -225,27 +225,35 @@ final class SurgeryRun {
             renamed.putAll(surgery.renamed(moeLayers[i], i));
         }
         Map<String, byte[]> extra = new LinkedHashMap<>();
-        extra.put(REPORT_FILE, SurgeryCheckpoint.utf8(report(command, settings, results)));
+        extra.put(REPORT_FILE, SurgeryCheckpoint.utf8(report(command, surgery, settings, results)));
         if (results.get(0).groups() != null) {
             int[][][] groups = results.stream().map(LayerResult::groups).toArray(int[][][]::new);
             int[] experts = new int[moeLayers.length];
             Arrays.fill(experts, config.num_experts);
-            extra.put(EXPERT_MAP_FILE, SurgeryCheckpoint.utf8(ExpertMap.of(groups, experts).toJson()));
+            int[][] masked = new int[moeLayers.length][];
+            for (int i = 0; i < masked.length; i++) {   // new expert g is the one whose group it heads
+                int[] originals = surgery.expertLists(i).getOrDefault("masked", new int[0]);
+                int[][] layer = groups[i];
+                masked[i] = java.util.stream.IntStream.range(0, layer.length)
+                        .filter(g -> Arrays.stream(originals).anyMatch(e -> e == layer[g][0])).toArray();
+            }
+            extra.put(EXPERT_MAP_FILE, SurgeryCheckpoint.utf8(ExpertMap.of(groups, masked, experts).toJson()));
         }
         SurgeryCheckpoint.write(modelDir, newConfig, replaced, renamed, extra, outDir, conf, output);
         System.err.println("surgery " + command + ": wrote " + outDir);
     }
 
-    private static String describe(LayerResult r) {
+    private static String describe(LayerResult r, Map<String, int[]> experts) {
         StringBuilder s = new StringBuilder();
         r.metrics().forEach((k, v) -> s.append(k).append(' ').append(String.format("%.6g", v)).append("  "));
+        experts.forEach((k, v) -> s.append(k).append(' ').append(Arrays.toString(v)).append("  "));
         if (r.groups() != null) {
             s.append("groups ").append(Arrays.deepToString(r.groups()));
         }
         return s.toString().trim();
     }
 
-    private String report(String command, ObjectNode settings, List<LayerResult> results) {
+    private String report(String command, LayerSurgery surgery, ObjectNode settings, List<LayerResult> results) {
         ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
         ObjectNode root = json.createObjectNode();
         root.put("command", command);
@@ -256,6 +264,10 @@ final class SurgeryRun {
             ObjectNode node = layers.addObject();
             node.put("layer", moeLayers[i]);
             results.get(i).metrics().forEach(node::put);
+            surgery.expertLists(i).forEach((name, experts) -> {
+                ArrayNode list = node.putArray(name);
+                Arrays.stream(experts).forEach(list::add);
+            });
             if (results.get(i).groups() != null) {
                 ArrayNode groups = node.putArray("groups");
                 for (int[] g : results.get(i).groups()) {
