@@ -164,6 +164,52 @@ public final class Checkpoint implements AutoCloseable, TensorSource {
         return fileFor(name).bytes(name);
     }
 
+    /**
+     * This checkpoint, recording in {@code pages} the mapped bytes of every tensor read through {@link #stored} and
+     * {@link #bytes} (the arrays and buffers over this node's file maps; the float32 copies of readFloat are not
+     * maps), so a model piece built from it can let go of its pages when dropped.
+     */
+    public TensorSource recording(MappedPages pages) {
+        Checkpoint self = this;
+        return new TensorSource() {
+            @Override
+            public boolean has(String name) {
+                return self.has(name);
+            }
+
+            @Override
+            public long[] shape(String name) {
+                return self.shape(name);
+            }
+
+            @Override
+            public DType dtype(String name) {
+                return self.dtype(name);
+            }
+
+            @Override
+            public INDArray readFloat(String name) {
+                return self.readFloat(name);
+            }
+
+            @Override
+            public INDArray stored(String name) {
+                INDArray a = self.stored(name);
+                return info(name).elementCount() == 0 ? a : pages.add(a);   // an empty tensor is a new array
+            }
+
+            @Override
+            public java.nio.ByteBuffer bytes(String name) {
+                return pages.add(self.bytes(name));
+            }
+
+            @Override
+            public String describe() {
+                return self.describe();
+            }
+        };
+    }
+
     /** An I64 or I32 tensor's elements in row-major order. */
     public long[] readLongs(String name) {
         return fileFor(name).readLongs(name);

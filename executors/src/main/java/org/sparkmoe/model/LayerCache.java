@@ -3,6 +3,7 @@ package org.sparkmoe.model;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.MappedPages;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Device;
 
@@ -19,7 +20,8 @@ import java.util.Map;
  *
  * <p>Bounded by count: at most {@link #MAX_PIECES} pieces stay cached. Building a piece evicts the least recently used
  * pieces no task holds beyond that bound and frees their arrays at once, so when a pass moves on to layer l + 1 the
- * JVM lets go of layer l (its mapped pages are file-backed; the kernel reclaims them). A task holds a piece through a
+ * JVM lets go of layer l: its owned arrays are freed and its mapped checkpoint pages leave the process's resident set
+ * ({@link MappedPages#release}; they stay in the node's page cache). A task holds a piece through a
  * {@link Lease} while it computes with it; a held piece is never freed.
  */
 public final class LayerCache {
@@ -40,11 +42,13 @@ public final class LayerCache {
     private static final class Entry {
         final Object piece;
         final OwnedArrays owned;
+        final MappedPages pages;   // the checkpoint bytes the piece computes with, over the node's file maps
         int holders;
 
-        Entry(Object piece, OwnedArrays owned) {
+        Entry(Object piece, OwnedArrays owned, MappedPages pages) {
             this.piece = piece;
             this.owned = owned;
+            this.pages = pages;
         }
     }
 
@@ -93,14 +97,15 @@ public final class LayerCache {
             Configuration conf = new Configuration();
             Path dir = new Path(modelUri);
             ModelConfig config = ModelFolder.readConfig(dir, conf);
+            MappedPages pages = new MappedPages();
             try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
                 if (piece == ENDS) {
-                    ModelLoader.Piece<ModelEnds> ends = ModelLoader.ends(config, checkpoint);
-                    entry = new Entry(ends.piece(), ends.owned());
+                    ModelLoader.Piece<ModelEnds> ends = ModelLoader.ends(config, checkpoint.recording(pages));
+                    entry = new Entry(ends.piece(), ends.owned(), pages);
                 } else {
-                    ModelLoader.Piece<DecoderLayer> layer = ModelLoader.layer(config, checkpoint,
+                    ModelLoader.Piece<DecoderLayer> layer = ModelLoader.layer(config, checkpoint.recording(pages),
                             device.groupedGemm(), piece);
-                    entry = new Entry(new Layer(layer.piece(), RotaryEmbedding.of(config)), layer.owned());
+                    entry = new Entry(new Layer(layer.piece(), RotaryEmbedding.of(config)), layer.owned(), pages);
                 }
             }
             LOADED.put(key, entry);
@@ -117,6 +122,7 @@ public final class LayerCache {
             if (e != keep && e.holders == 0) {
                 it.remove();
                 e.owned.release();
+                e.pages.release();
             }
         }
     }
