@@ -129,10 +129,15 @@ final class SurgeryRun {
      * fit; true with --dry-run: the command stops here.
      */
     boolean planOnly(LayerSurgery surgery) {
+        return planOnly(surgery, plan -> plan);
+    }
+
+    /** As {@link #planOnly(LayerSurgery)}, with {@code more} added to the plan (lowrank's distillation). */
+    boolean planOnly(LayerSurgery surgery, java.util.function.UnaryOperator<MemoryPlan> more) {
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe surgery", options.spark.master),
                 options.spark.partitions);
-        return options.dryRun.show(MemoryPlan.surgery(MemoryPlan.mappedBytes(modelDir.toString(), conf),
-                surgery.partBytes(config), limits));
+        return options.dryRun.show(more.apply(MemoryPlan.surgery(MemoryPlan.mappedBytes(modelDir.toString(), conf),
+                surgery.partBytes(config), limits)));
     }
 
     /** Statistics when --stats is given, else null. */
