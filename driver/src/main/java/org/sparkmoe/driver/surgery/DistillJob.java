@@ -6,7 +6,6 @@ import com.esotericsoftware.kryo.Kryo;
 import org.apache.spark.api.java.JavaFutureAction;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
-import org.apache.spark.broadcast.Broadcast;
 import org.apache.spark.storage.StorageLevel;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -18,6 +17,8 @@ import org.sparkmoe.driver.layerwise.AttendedChunk;
 import org.sparkmoe.driver.layerwise.HiddenChunk;
 import org.sparkmoe.driver.layerwise.LayerwisePass;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Flat;
@@ -26,9 +27,12 @@ import org.sparkmoe.surgery.LayerResult;
 import org.sparkmoe.surgery.LowRankDistillation;
 import org.sparkmoe.text.Windows;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Iterator;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.concurrent.ExecutionException;
 
@@ -41,9 +45,10 @@ import java.util.concurrent.ExecutionException;
  * layers train while the pass runs the next ones: the task reads every chunk's rows where they are persisted (the RDD
  * coalesced to one partition), puts them at their (file, window) place in X_l [T, D] — an ND4J array, off the heap —
  * opens the original checkpoint, computes the original layer's outputs on X_l and trains that layer's LoRA experts
- * ({@link LowRankDistillation}); only the layer's LoRA factors return to the driver. The LoRA experts of one layer
- * cannot be split further: every token's output mixes the weights of its K experts before the SwiGLU nonlinearity, so
- * their gradients are coupled. X_l holds the whole-model forward's MoE inputs bit for bit (the pass runs every chunk
+ * ({@link LowRankDistillation}) from the layer's low-rank result, which the driver staged beside the surgery's pieces;
+ * it stages the trained LoRA factors there too (a layer's can outgrow a task result) and returns names and numbers,
+ * and the driver maps them. The LoRA experts of one layer cannot be split further: every token's output mixes the
+ * weights of its K experts before the SwiGLU nonlinearity, so their gradients are coupled. X_l holds the whole-model forward's MoE inputs bit for bit (the pass runs every chunk
  * through the same operations) in the same place for any partition count, so any partitioning gives the same bytes;
  * nothing on the driver grows with T.
  */
@@ -53,10 +58,21 @@ final class DistillJob {
 
     /**
      * @param lowRank one low-rank result per MoE layer, in order
+     * @param staging where the trainings stage their factors (every executor can write it, the driver read it)
      * @return the distilled results, in MoE layer order
      */
     static List<LayerResult> run(JavaSparkContext sc, String modelUri, ModelConfig config, int[] moeLayers,
-            List<LayerResult> lowRank, DistillPlan plan, int partitions) {
+            List<LayerResult> lowRank, DistillPlan plan, int partitions, Path staging) {
+        Path starts = new Path(staging, "distill-start");   // beside the surgery's pieces, which the driver has mapped
+        Path trained = new Path(staging, "distill");
+        Configuration conf = new Configuration();
+        try {
+            starts.getFileSystem(conf).mkdirs(starts);
+            trained.getFileSystem(conf).mkdirs(trained);
+        } catch (IOException e) {
+            throw new UncheckedIOException("creating " + starts + " and " + trained + " for the distillation: "
+                    + e.getMessage(), e);
+        }
         TokenizeStage.Tokenized tokenized = TokenizeStage.run(sc, "surgery lowrank distill", modelUri, plan.data(),
                 plan.split(), plan.window());
         long[] firstRow = new long[plan.data().size()];        // X_l's row of each file's first window
@@ -75,8 +91,9 @@ final class DistillJob {
                     moeLayers[moeLayers.length - 1] + 1, chunks, (layer, attended) -> {
                         trainings.forEach(Training::releaseIfDone);
                         int i = Arrays.binarySearch(moeLayers, layer);
+                        SurgeryPiece start = SurgeryPiece.staged(i, 0, lowRank.get(i), starts, conf);
                         trainings.add(Training.start(sc, modelUri, plan, layer, i, firstRow, t, lowRank.get(i),
-                                attended));
+                                start, attended, trained.toString()));
                     });
             last.unpersist(false);
             return trainings.stream().map(Training::result).toList();
@@ -92,42 +109,46 @@ final class DistillJob {
      */
     private static final class Training {
         private final int layer;
+        private final LayerResult lowRank;
         private final JavaRDD<LayerRows> rows;
-        private final Broadcast<SurgeryPiece> start;
         private final JavaFutureAction<List<SurgeryPiece>> job;
         private boolean released;
 
-        private Training(int layer, JavaRDD<LayerRows> rows, Broadcast<SurgeryPiece> start,
+        private Training(int layer, LayerResult lowRank, JavaRDD<LayerRows> rows,
                          JavaFutureAction<List<SurgeryPiece>> job) {
             this.layer = layer;
+            this.lowRank = lowRank;
             this.rows = rows;
-            this.start = start;
             this.job = job;
         }
 
         /**
          * Persists the rows of MoE layer {@code moeLayer} (decoder layer {@code layer}) from {@code attended} and
-         * starts its training.
+         * starts its training from {@code start} (the layer's low-rank result, staged: it can outgrow the driver's
+         * heap), which stages the trained factors in {@code staging}.
          */
         static Training start(JavaSparkContext sc, String modelUri, DistillPlan plan, int layer, int moeLayer,
-                              long[] firstRow, long tokens, LayerResult lowRank, JavaRDD<AttendedChunk> attended) {
+                              long[] firstRow, long tokens, LayerResult lowRank, SurgeryPiece start,
+                              JavaRDD<AttendedChunk> attended, String staging) {
             sc.setJobDescription("surgery lowrank distill: layer " + layer + "'s " + tokens + " rows of X");
             JavaRDD<LayerRows> rows = attended.map(LayerRows::of).persist(StorageLevel.MEMORY_AND_DISK_SER());
             rows.count();
-            Broadcast<SurgeryPiece> start = sc.broadcast(SurgeryPiece.of(moeLayer, 0, lowRank));
             sc.setJobDescription("surgery lowrank distill: layer " + layer + ", " + plan.options().steps()
                     + " steps on " + tokens + " tokens in one task");
             JavaFutureAction<List<SurgeryPiece>> job = rows.coalesce(1, false)
                     .mapPartitions(it -> List.of(distill(modelUri, plan, layer, moeLayer, firstRow, tokens,
-                            start.value().result(), it)).iterator())
+                            start.result(), it, staging)).iterator())
                     .collectAsync();
-            return new Training(layer, rows, start, job);
+            return new Training(layer, lowRank, rows, job);
         }
 
-        /** Waits for the training; its result, or its failure. */
+        /** Waits for the training; the low-rank result with its trained factors, or the training's failure. */
         LayerResult result() {
             try {
-                return job.get().get(0).result();
+                LayerResult trained = job.get().get(0).result();
+                LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>(lowRank.tensors());
+                tensors.putAll(trained.tensors());
+                return new LayerResult(tensors, lowRank.groups(), trained.metrics());
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 throw new IllegalStateException("interrupted waiting for layer " + layer + "'s distillation", e);
@@ -150,7 +171,6 @@ final class DistillJob {
                 released = true;
                 job.cancel(true);   // nothing once it is done
                 rows.unpersist(false);
-                start.destroy();
             }
         }
     }
@@ -194,9 +214,12 @@ final class DistillJob {
      * @param tokens   T, the rows of X
      * @param lowRank  the layer's low-rank result
      * @param chunks   every chunk's MoE block input, in any order
+     * @param staging  where the trained factors are staged: a layer's can outgrow a task result (DeepSeek-V3's
+     *                 256 experts at rank 16: 0.45 GB)
+     * @return the trained factors (staged) and the layer's metrics
      */
     private static SurgeryPiece distill(String modelUri, DistillPlan plan, int layer, int moeLayer, long[] firstRow,
-            long tokens, LayerResult lowRank, Iterator<LayerRows> chunks) {
+            long tokens, LayerResult lowRank, Iterator<LayerRows> chunks, String staging) {
         Configuration conf = new Configuration();
         ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
         long d = config.hidden_size;
@@ -217,7 +240,14 @@ final class DistillJob {
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             LayerResult r = LowRankDistillation.distill(FusedExperts.perExpert(checkpoint, config), config, layer,
                     lowRank, x, plan.options());
-            return SurgeryPiece.of(moeLayer, 0, r);
+            CheckpointLayout layout = new CheckpointLayout(config.modelType);
+            LinkedHashMap<String, INDArray> factors = new LinkedHashMap<>();
+            for (Projection p : Projection.values()) {
+                factors.put(layout.stackedLoraA(layer, p), r.tensors().get(layout.stackedLoraA(layer, p)));
+                factors.put(layout.stackedLoraB(layer, p), r.tensors().get(layout.stackedLoraB(layer, p)));
+            }
+            return SurgeryPiece.staged(moeLayer, 0, new LayerResult(factors, null, r.metrics()), new Path(staging),
+                    conf);
         }
     }
 

@@ -132,8 +132,8 @@ public final class LowRankCommand implements Callable<Integer> {
             settings.set("distill", distillSettings(distill));
             String model = run.modelDir.toString();
             int[] layers = run.moeLayers;
-            results = run.execute("lowrank", surgery, settings, Map.of(), (sc, lowRank, partitions) ->
-                    DistillJob.run(sc, model, run.config, layers, lowRank, distill, partitions));
+            results = run.execute("lowrank", surgery, settings, Map.of(), (sc, lowRank, partitions, staging) ->
+                    DistillJob.run(sc, model, run.config, layers, lowRank, distill, partitions, staging));
             System.out.printf("distillation: relative MSE of the MoE layers' outputs %s before, %s after%n",
                     list(results, "distill_rel_mse_before"), list(results, "distill_rel_mse_after"));
         }
