@@ -28,7 +28,7 @@ heap_of() {  # the heap (MiB) eval's memory plan asks for one task slot; builds 
   "$launcher" eval --model "$model" --data "$data" "$@" --master 'local[1]' --dry-run 2>&1 \
     | sed -n 's/^memory plan: heap needed .*(-Xmx\([0-9]*\)m;.*/\1/p' | tail -n 1
 }
-heap_whole="$(heap_of "$@")"
+heap_whole="$(heap_of "$@" --layerwise=false)"
 heap_layerwise="$(heap_of "$@" --layerwise)"
 [ -n "$heap_whole" ] && [ -n "$heap_layerwise" ] || { echo "layerwise.sh: eval --dry-run gave no heap" >&2; exit 1; }
 
@@ -82,7 +82,7 @@ run() {  # run MODE HEAP_MB [eval arguments...]: one eval; its samples in $out/M
   fi
 }
 
-run whole "$heap_whole" "$@"
+run whole "$heap_whole" "$@" --layerwise=false
 run layerwise "$heap_layerwise" "$@" --layerwise
 
 summary() {  # summary MODE HEAP: "MODE heap wall tokens/s | executor peaks (max over executors) | driver peaks"

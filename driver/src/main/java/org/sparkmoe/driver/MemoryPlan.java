@@ -7,6 +7,7 @@ import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.Perplexity;
+import org.sparkmoe.surgery.LowRankDistillation;
 import org.sparkmoe.train.CausalLmLoss;
 import org.sparkmoe.train.StateMean;
 import org.sparkmoe.kernels.WeightStack;
@@ -67,10 +68,12 @@ import java.util.Map;
  * @param limits          what the executors and the driver have
  * @param layerwise       with --layerwise, the model's pieces (then {@code mappedBytes} is the largest one's); null for
  *                        a whole-model pass
+ * @param distillBytes    surgery lowrank --distill-steps: what one task that trains a layer holds ({@link #distilling});
+ *                        0 otherwise
  */
 public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long activationBytes, long stateBytes,
                          int slots, boolean checkpointActivations, long heapNeededBytes, SparkLimits limits,
-                         Pieces layerwise) {
+                         Pieces layerwise, long distillBytes) {
 
     /**
      * The checkpoint's tensor bytes per piece of a layer-sequential pass: what an executor maps while it runs one.
@@ -148,7 +151,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long adapter = mumoe == null ? 0 : tokens * mumoeFloats(c, mumoe, checkpointActivations) * Float.BYTES;
         return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens,
                 checkpointActivations) + adapter, stateBytes, slots, checkpointActivations,
-                heap(job, c, tokens, stateBytes, slots, limits.partitions()), limits, null);
+                heap(job, c, tokens, stateBytes, slots, limits.partitions()), limits, null, 0);
     }
 
     /**
@@ -159,7 +162,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      */
     public static MemoryPlan surgery(long mappedBytes, long partBytes, SparkLimits limits) {
         return new MemoryPlan(Job.SURGERY, mappedBytes, 0, partBytes, 0, limits.slotsPerExecutor(), false,
-                SURGERY_HEAP, limits, null);
+                SURGERY_HEAP, limits, null, 0);
     }
 
     /**
@@ -212,7 +215,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long baselineLogits = Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
         long heap = (heapNeededBytes + slots * baselineLogits + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
         return new MemoryPlan(job, mappedBytes + baselineMappedBytes, widenedBytes + widened(baseline), activations,
-                stateBytes, slots, checkpointActivations, heap, limits, layerwise);
+                stateBytes, slots, checkpointActivations, heap, limits, layerwise, distillBytes);
     }
 
     /**
@@ -227,6 +230,45 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      */
     public MemoryPlan layerwise(ModelConfig c, Map<String, Long> tensorBytes, int batchWindows, int window,
                                 int groups) {
+        Pieces p = pieces(c, tensorBytes, batchWindows, window, groups);
+        return new MemoryPlan(job, p.largest(), widenedBytes, activationBytes, stateBytes, slots,
+                checkpointActivations, passHeap(heapNeededBytes, p), limits, p, distillBytes);
+    }
+
+    /**
+     * This surgery plan with lowrank's distillation (--distill-steps): a layer-sequential pass of the original model
+     * at {@code modelUri} over chunks of B windows of S tokens (as {@link #layerwise} plans it, the mapped checkpoint
+     * left whole: the surgery's tasks read every layer), and per MoE layer one task that trains it, while the pass
+     * goes on, in any slot. A slot holds the larger of a surgery part and {@code distillBytes}: a pass task (one
+     * layer's activations on one chunk, eval's count) or a layer's training — X_l, its float32 copy and the original
+     * layer's outputs Y_l (3·T·D floats) and the MoE activations of the teacher's blocks of
+     * {@link LowRankDistillation#EVAL_CHUNK} tokens and of a step's batch (forward and backward: three times). Not
+     * fitted to a measurement.
+     *
+     * @param tokens      T: at most the files × the windows of --distill-tokens × S
+     * @param batchTokens tokens per distillation step (--distill-batch)
+     */
+    public MemoryPlan distilling(String modelUri, Configuration conf, ModelConfig c, int batchWindows, int window,
+                                 long tokens, int batchTokens) {
+        if (job != Job.SURGERY) {
+            throw new IllegalArgumentException("a distillation is planned for surgery only, not " + job);
+        }
+        Pieces p = pieces(c, tensorBytes(modelUri, conf), batchWindows, window, 1);
+        long moe = (long) c.num_experts_per_tok * (2L * c.hidden_size + 3L * c.expert_intermediate_size)
+                + 2L * c.num_experts;                                                   // per token, floats
+        long training = (3 * tokens * c.hidden_size
+                + (Math.min(tokens, LowRankDistillation.EVAL_CHUNK) + 3L * Math.min(tokens, batchTokens)) * moe)
+                * Float.BYTES;
+        long pass = activations(Job.EVAL, c, (long) batchWindows * window, false);
+        return new MemoryPlan(job, mappedBytes, widenedBytes, activationBytes, stateBytes, slots,
+                checkpointActivations, passHeap(heapNeededBytes, p), limits, p, Math.max(pass, training));
+    }
+
+    /**
+     * The pieces of a model for a layer-sequential pass over chunks of B windows of S tokens, with G expert groups:
+     * the largest piece is what an executor maps at once.
+     */
+    private Pieces pieces(ModelConfig c, Map<String, Long> tensorBytes, int batchWindows, int window, int groups) {
         long[] pieces = new long[c.num_hidden_layers + 1];          // layer 0..L-1, then the ends
         long[] experts = new long[c.num_hidden_layers];             // the routed experts' share of each layer
         CheckpointLayout layout = new CheckpointLayout(c.modelType);
@@ -253,11 +295,14 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         String name = largest == c.num_hidden_layers ? "embedding and LM head" : "layer " + largest
                 + (mapped[largest] < pieces[largest] ? " with " + Math.min(slots, groups) + " of its " + groups
                 + " expert groups (" + perGroup + " experts each) at once" : "");
-        Pieces p = new Pieces(model, mapped[largest], name, (long) batchWindows * window * c.hidden_size * Float.BYTES,
+        return new Pieces(model, mapped[largest], name, (long) batchWindows * window * c.hidden_size * Float.BYTES,
                 groups);
-        long heap = heapNeededBytes + slots * LAYERWISE_CHUNK_COPIES * p.hiddenBytes() + LAYERWISE_STORAGE;
-        return new MemoryPlan(job, p.largest(), widenedBytes, activationBytes, stateBytes, slots,
-                checkpointActivations, (heap + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP, limits, p);
+    }
+
+    /** {@code heap} and what a pass adds: per task slot its chunks' copies, and the persisted blocks' storage. */
+    private long passHeap(long heap, Pieces p) {
+        long bytes = heap + slots * LAYERWISE_CHUNK_COPIES * p.hiddenBytes() + LAYERWISE_STORAGE;
+        return (bytes + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
     }
 
     /**
@@ -403,10 +448,13 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         return (tokens * perToken + logits) * Float.BYTES;
     }
 
-    /** One task slot: scratch, activations and, for train, its state copy, gradients and float32 partial. */
+    /**
+     * One task slot: scratch, activations and, for train, its state copy, gradients and float32 partial; for a
+     * surgery, one part's new tensors and scratch or, the larger, a distillation task's.
+     */
     public long perSlotBytes() {
         if (job == Job.SURGERY) {
-            return activationBytes;
+            return Math.max(activationBytes, distillBytes);
         }
         long state = job == Job.TRAIN ? trainSlotStateBytes() : 0;
         return WeightStack.SCRATCH_BYTES_PER_THREAD + activationBytes + state;
@@ -435,14 +483,24 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 job.name().toLowerCase(Locale.ROOT), limits.describe(), slots, slots == 1 ? "" : "s")).append('\n');
         out.append(prefix).append("mapped weights ").append(size(mappedBytes))
                 .append(" (file-backed, shared by the node's JVMs; only touched pages are resident)\n");
-        if (layerwise != null) {
+        if (layerwise != null && job == Job.SURGERY) {
+            out.append(prefix).append("distillation: the original model runs as a layer-sequential pass, its "
+                    + "largest piece ").append(layerwise.largestName()).append(" of ")
+                    .append(size(layerwise.modelBytes())).append("; hidden states ")
+                    .append(size(layerwise.hiddenBytes())).append(" per chunk (memory and disk); one task per MoE "
+                    + "layer trains it on the layer's X [T, D], while the pass goes on\n");
+        } else if (layerwise != null) {
             out.append(prefix).append("--layerwise: weights per executor = the largest piece, ")
                     .append(layerwise.largestName()).append(", of ").append(size(layerwise.modelBytes()))
                     .append(" for the whole model; hidden states ").append(size(layerwise.hiddenBytes()))
                     .append(" per chunk, two layers' RDDs persisted at once (memory and disk)\n");
         }
         out.append(prefix).append("native ").append(size(nativeBytes()));
-        if (job == Job.SURGERY) {
+        if (job == Job.SURGERY && distillBytes > 0) {
+            out.append(" = ").append(slots).append(" × the larger of (one part's new tensors and scratch ")
+                    .append(size(activationBytes)).append(", a distillation task's ").append(size(distillBytes))
+                    .append(": a pass task on one chunk, or a layer's training on its X, a copy and Y [T, D]");
+        } else if (job == Job.SURGERY) {
             out.append(" = ").append(slots).append(" × (one part's new tensors and scratch ")
                     .append(size(activationBytes)).append("; the experts are read as stored, a block of rows at a time");
         } else {
@@ -464,9 +522,15 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                     : "activations of every layer kept for the backward (--checkpoint-activations keeps only the "
                     + "layer inputs and recomputes one layer at a time)\n");
         }
-        if (job == Job.SURGERY) {
+        if (job == Job.SURGERY && layerwise == null) {
             out.append(prefix).append("heap ").append(size(heapNeededBytes)).append(" (-Xmx")
                     .append(heapNeededBytes >> 20).append("m: the launcher's default for surgery)\n");
+        } else if (job == Job.SURGERY) {
+            out.append(prefix).append("heap needed ").append(size(heapNeededBytes)).append(" (-Xmx")
+                    .append(heapNeededBytes >> 20).append("m; the launcher's default in embedded mode): surgery's ")
+                    .append(size(SURGERY_HEAP)).append(" + per task slot ").append(LAYERWISE_CHUNK_COPIES)
+                    .append(" copies of a chunk's hidden states + ").append(size(LAYERWISE_STORAGE))
+                    .append(" for the persisted hidden states\n");
         } else {
             out.append(prefix).append("heap needed ").append(size(heapNeededBytes)).append(" (-Xmx")
                 .append(heapNeededBytes >> 20).append("m; the launcher's default in embedded mode): base ")
@@ -499,10 +563,13 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long budget = limits.nativeBudgetBytes();
         long need = nativeBytes() + (limits.containerised() ? JVM_OVERHEAD : 0);
         if (budget > 0 && need > budget && job == Job.SURGERY) {
+            boolean distilling = distillBytes > activationBytes;
             throw new IllegalArgumentException(String.format(Locale.ROOT, "memory plan: an executor needs %s beside "
-                            + "its heap (%d task slot%s × %s for one part's new tensors and scratch), over %s; %s",
-                    size(need), slots, slots == 1 ? "" : "s", size(perSlotBytes()), limits.nativeBudgetSource(),
-                    limits.raiseHint(need)));
+                            + "its heap (%d task slot%s × %s for %s), over %s; %s%s",
+                    size(need), slots, slots == 1 ? "" : "s", size(perSlotBytes()), distilling
+                            ? "a distillation task: a pass task on one chunk, or a layer's training on X and Y [T, D]"
+                            : "one part's new tensors and scratch", limits.nativeBudgetSource(),
+                    distilling ? "lower --distill-tokens or --window, or " : "", limits.raiseHint(need)));
         }
         if (budget > 0 && need > budget) {
             throw new IllegalArgumentException(String.format(Locale.ROOT, "memory plan: an executor needs %s beside "

@@ -42,7 +42,7 @@ import java.util.SplittableRandom;
  */
 public final class LowRankDistillation {
     /** Tokens per forward pass when measuring the error over all calibration tokens. */
-    private static final int EVAL_CHUNK = 4096;
+    public static final int EVAL_CHUNK = 4096;
     private static final Projection[] ORDER = {Projection.GATE, Projection.UP, Projection.DOWN};
 
     private LowRankDistillation() {

@@ -86,6 +86,44 @@ class MemoryPlanCliTest {
         assertEquals(before, SparkContexts.started(), "--dry-run started Spark");
     }
 
+    /**
+     * surgery lowrank's distillation plans its pass (the hidden states' heap, which the launcher reads) and a layer's
+     * training; a calibration set whose [T, D] is over the executor's memory is refused naming --distill-tokens.
+     */
+    @Test
+    void theDistillationsPlanHoldsItsPassAndALayersTraining() {
+        int before = SparkContexts.started();
+        List<String> lowrank = List.of("surgery", "lowrank", "--model", Fixtures.tinyModel().toString(), "--rank", "8",
+                "--out", dir.resolve("lowrank").toString(), "--dry-run");
+        Printed plain = printing(lowrank);
+        assertEquals(0, plain.run().exitCode(), plain.err());
+        assertTrue(plain.err().contains("memory plan: heap 1.00 GiB (-Xmx1024m: the launcher's default for surgery)"),
+                plain.err());
+        List<String> distill = new ArrayList<>(lowrank);
+        distill.addAll(List.of("--distill-steps", "5", "--data", Fixtures.corpus("sysadmin.txt").toString(),
+                "--window", "128"));
+        List<String> local = new ArrayList<>(distill);
+        local.addAll(List.of("--master", "local[2]"));
+        Printed planned = printing(local);
+        assertEquals(0, planned.run().exitCode(), planned.err());
+        assertTrue(planned.err().contains("memory plan: distillation: the original model runs as a layer-sequential "
+                + "pass, its largest piece "), planned.err());
+        // 1.00 GiB + 2 slots × 4 copies × [8·128, 128] floats (512 KiB) + 256 MiB = 1.26 GiB → 1344 MiB in 64 MiB steps
+        assertTrue(planned.err().contains("memory plan: heap needed 1.31 GiB (-Xmx1344m; "), planned.err());
+
+        distill.addAll(List.of("--master", "yarn", "--distill-tokens", "4000000"));
+        Printed refused = printing(distill);
+        assertEquals(1, refused.run().exitCode(), refused.err());
+        String line = refused.run().firstLine();
+        // X, its copy and Y: 3 × 4,000,000 × 128 floats = 5.72 GiB, over YARN's default overhead (384 MiB)
+        assertTrue(line.startsWith("lowrank: error: memory plan: an executor needs "), line);
+        assertTrue(line.contains("for a distillation task: a pass task on one chunk, or a layer's training on X and Y "
+                + "[T, D]), over spark.executor.memoryOverhead 384 MiB"), line);
+        assertTrue(line.matches(".*; lower --distill-tokens or --window, or raise spark.executor.memoryOverhead to at "
+                + "least [0-9]+m, or lower spark.executor.cores"), line);
+        assertEquals(before, SparkContexts.started(), "--dry-run or the refusal started Spark");
+    }
+
     @Test
     void aPlanOverTheContainersMemoryIsRefusedBeforeSparkStarts() {
         int before = SparkContexts.started();

@@ -2,9 +2,9 @@ package org.sparkmoe.driver.layerwise;
 
 import org.apache.hadoop.conf.Configuration;
 import org.sparkmoe.driver.MemoryPlan;
-import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.io.ModelConfig;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 import java.util.Map;
@@ -25,19 +25,8 @@ public final class LayerwiseOptions {
                     + "model.")
     Boolean layerwise;
 
-    @Option(names = "--expert-groups", paramLabel = "G", description = "With --layerwise: run each MoE layer's experts "
-            + "as G tasks per chunk partition (G contiguous ranges of experts), combined per chunk in expert order "
-            + "(same bits for every G). Default: 1, or the memory plan's choice when it chooses the pass.")
-    Integer expertGroups;
-
-    @Option(names = "--checkpoint-dir", paramLabel = "DIR", description = "With --layerwise: reliable storage (HDFS, "
-            + "a shared file system) the hidden-state RDD is checkpointed to every --checkpoint-every layers, so a "
-            + "lost executor recomputes from the last checkpointed layer, not from the embedding.")
-    String checkpointDir;
-
-    @Option(names = "--checkpoint-every", paramLabel = "K", description = "With --checkpoint-dir: checkpoint after "
-            + "every K-th layer. Default: " + LayerwisePlan.DEFAULT_CHECKPOINT_EVERY + ".")
-    Integer checkpointEvery;
+    @Mixin
+    LayerwisePassOptions pass;
 
     /**
      * The pass a job runs and its memory plan.
@@ -100,30 +89,12 @@ public final class LayerwiseOptions {
             refuseStray("drop --no-layerwise");
             return null;
         }
-        if (checkpointEvery != null && checkpointDir == null) {
-            throw new IllegalArgumentException("--checkpoint-every needs --checkpoint-dir (where the checkpoints go)");
-        }
-        int groups = expertGroups == null ? 1 : expertGroups;
-        if (groups > 1 && config.num_experts == 0) {
-            throw new IllegalArgumentException("--expert-groups " + groups + ": the model is dense (no experts to "
-                    + "group); drop --expert-groups");
-        }
-        if (groups > 1 && config.hasLowRankExperts()) {
-            throw new IllegalArgumentException("--expert-groups " + groups + ": a low-rank model's experts share one "
-                    + "base FFN and are not split into groups; drop --expert-groups");
-        }
-        if (groups > 1 && groups > config.num_experts) {
-            throw new IllegalArgumentException("--expert-groups must be at most the model's " + config.num_experts
-                    + " experts, got " + groups);
-        }
-        return new LayerwisePlan(groups, checkpointDir == null ? null : Paths.qualify(checkpointDir, conf),
-                checkpointEvery == null ? LayerwisePlan.DEFAULT_CHECKPOINT_EVERY : checkpointEvery);
+        return pass.plan(config, conf);
     }
 
     /** Refuses a flag that shapes the pass when the flags do not ask for the pass ({@code fix}: what to do). */
     private void refuseStray(String fix) {
-        String stray = expertGroups != null ? "--expert-groups" : checkpointDir != null ? "--checkpoint-dir"
-                : checkpointEvery != null ? "--checkpoint-every" : null;
+        String stray = pass.given();
         if (stray != null) {
             throw new IllegalArgumentException(stray + " shapes the layer-sequential pass: " + fix + ", or drop "
                     + stray);

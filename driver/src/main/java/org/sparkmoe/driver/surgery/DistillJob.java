@@ -1,212 +1,257 @@
 package org.sparkmoe.driver.surgery;
 
-import org.sparkmoe.io.FusedExperts;
-import com.esotericsoftware.kryo.Kryo;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
+import com.esotericsoftware.kryo.Kryo;
+import org.apache.spark.api.java.JavaFutureAction;
+import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
-import org.apache.spark.broadcast.Broadcast;
+import org.apache.spark.storage.StorageLevel;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.sparkmoe.adapter.ModelCache;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
+import org.sparkmoe.driver.layerwise.AttendedChunk;
+import org.sparkmoe.driver.layerwise.HiddenChunk;
+import org.sparkmoe.driver.layerwise.LayerwisePass;
 import org.sparkmoe.io.Checkpoint;
+import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.ModelConfig;
-import org.sparkmoe.model.ForwardOutput;
-import org.sparkmoe.kernels.Device;
+import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.model.ModelFolder;
-import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.surgery.LayerResult;
 import org.sparkmoe.surgery.LowRankDistillation;
 import org.sparkmoe.text.Windows;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Comparator;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.concurrent.ExecutionException;
 
 /**
- * The distillation of {@code surgery lowrank --distill-steps}, on Spark. Stage 1 tokenizes each calibration file
- * (one task per file) and forwards fixed chunks of its first windows through the original model, spread over the
- * partitions; each chunk returns every MoE layer's input hidden states. The driver orders the chunks by (file,
- * window) and broadcasts X_l [T, D] per layer. Stage 2 is expert-parallel: one task per MoE layer opens
- * the original checkpoint on its executor, computes the original layer's outputs on X_l and trains that layer's
- * LoRA experts ({@link LowRankDistillation}). The LoRA experts of one layer cannot be split further: every token's
- * output mixes the weights of its K experts before the SwiGLU nonlinearity, so their gradients are coupled. Chunks
- * depend only on the file and the chunk size, and every layer's work only on its inputs, so any partition count
- * gives the same bytes.
+ * The distillation of {@code surgery lowrank --distill-steps}, on Spark, as a layer-sequential pass
+ * ({@link LayerwisePass}) of the original model over the calibration windows. One task per file tokenizes it; its
+ * first windows are cut into fixed chunks spread over the partitions, and the pass runs them up to the last MoE layer.
+ * At MoE layer l the pass's hook copies the chunks' MoE block inputs norm2(h) into an RDD of their own (persisted:
+ * the pass releases its RDDs as it goes on) and starts the layer's training as an asynchronous job of one task, so
+ * layers train while the pass runs the next ones: the task reads every chunk's rows where they are persisted (the RDD
+ * coalesced to one partition), puts them at their (file, window) place in X_l [T, D] — an ND4J array, off the heap —
+ * opens the original checkpoint, computes the original layer's outputs on X_l and trains that layer's LoRA experts
+ * ({@link LowRankDistillation}) from the layer's low-rank result, which the driver staged beside the surgery's pieces;
+ * it stages the trained LoRA factors there too (a layer's can outgrow a task result) and returns names and numbers,
+ * and the driver maps them. The LoRA experts of one layer cannot be split further: every token's output mixes the
+ * weights of its K experts before the SwiGLU nonlinearity, so their gradients are coupled. X_l holds the whole-model forward's MoE inputs bit for bit (the pass runs every chunk
+ * through the same operations) in the same place for any partition count, so any partitioning gives the same bytes;
+ * nothing on the driver grows with T.
  */
 final class DistillJob {
     private DistillJob() {
     }
 
-    /** Up to B consecutive windows of one file, starting at window {@code firstWindow}. */
-    static final class Chunk {
-        int file;
-        int firstWindow;
-        int[][] windows; // [B, S]
-
-        Chunk() {
-        }
-
-        Chunk(int file, int firstWindow, int[][] windows) {
-            this.file = file;
-            this.firstWindow = firstWindow;
-            this.windows = windows;
-        }
-    }
-
-    /** A chunk's MoE-layer inputs: {@code inputs[i]} is MoE layer i's [B·S, D] in 'c' order. */
-    static final class Capture {
-        int file;
-        int firstWindow;
-        float[][] inputs;
-
-        Capture() {
-        }
-    }
-
-    /** One layer's distillation work (its low-rank result and inputs travel as broadcasts). */
-    static final class Work {
-        int layer;
-        int moeLayer;
-        int tokens;
-
-        Work() {
-        }
-    }
-
     /**
      * @param lowRank one low-rank result per MoE layer, in order
+     * @param staging where the trainings stage their factors (every executor can write it, the driver read it)
      * @return the distilled results, in MoE layer order
      */
-    static List<LayerResult> run(JavaSparkContext sc, String modelUri, int[] moeLayers, List<LayerResult> lowRank,
-            DistillPlan plan, int partitions) {
+    static List<LayerResult> run(JavaSparkContext sc, String modelUri, ModelConfig config, int[] moeLayers,
+            List<LayerResult> lowRank, DistillPlan plan, int partitions, Path staging) {
+        Path starts = new Path(staging, "distill-start");   // beside the surgery's pieces, which the driver has mapped
+        Path trained = new Path(staging, "distill");
+        Configuration conf = new Configuration();
+        try {
+            starts.getFileSystem(conf).mkdirs(starts);
+            trained.getFileSystem(conf).mkdirs(trained);
+        } catch (IOException e) {
+            throw new UncheckedIOException("creating " + starts + " and " + trained + " for the distillation: "
+                    + e.getMessage(), e);
+        }
         TokenizeStage.Tokenized tokenized = TokenizeStage.run(sc, "surgery lowrank distill", modelUri, plan.data(),
                 plan.split(), plan.window());
-        long windows = tokenized.tokenCounts().stream().mapToLong(plan::windowsOf).sum();
-        Device device = plan.device();
-        checkCaptureFits(sc, plan, windows, moeLayers.length, hiddenSize(modelUri));
-        sc.setJobDescription("surgery lowrank distill: forward " + windows + " windows of " + plan.window()
-                + " tokens through the original model");
-        List<Capture> captures = new ArrayList<>(tokenized.files()
-                .flatMap(f -> chunks(plan, f).iterator())
-                .repartition(partitions)
-                .map(c -> capture(modelUri, device, c))
-                .collect());
-        tokenized.files().unpersist(false);
-        captures.sort(Comparator.<Capture>comparingInt(c -> c.file).thenComparingInt(c -> c.firstWindow));
-
-        List<Work> work = new ArrayList<>();
-        // per MoE layer, so that a task fetches only its own: X_l [T, D] and the low-rank result
-        List<Broadcast<float[]>> inputs = new ArrayList<>();
-        List<Broadcast<SurgeryPiece>> starts = new ArrayList<>();
-        for (int i = 0; i < moeLayers.length; i++) {
-            Work w = new Work();
-            w.layer = moeLayers[i];
-            w.moeLayer = i;
-            w.tokens = (int) (windows * plan.window());
-            work.add(w);
-            inputs.add(sc.broadcast(concatenate(captures, i)));
-            starts.add(sc.broadcast(SurgeryPiece.of(i, 0, lowRank.get(i))));
+        long[] firstRow = new long[plan.data().size()];        // X_l's row of each file's first window
+        long tokens = 0;
+        for (int f = 0; f < firstRow.length; f++) {
+            firstRow[f] = tokens;
+            tokens += (long) plan.windowsOf(tokenized.tokenCounts().get(f)) * plan.window();
         }
-        sc.setJobDescription("surgery lowrank distill: " + plan.options().steps() + " steps per layer on "
-                + windows * plan.window() + " tokens, one task per MoE layer");
-        List<SurgeryPiece> pieces = new ArrayList<>(sc.parallelize(work, work.size())
-                .map(w -> distill(modelUri, plan, w, starts.get(w.moeLayer).value().result(),
-                        inputs.get(w.moeLayer).value()))
-                .collect());
-        inputs.forEach(Broadcast::destroy);
-        starts.forEach(Broadcast::destroy);
-        pieces.sort(Comparator.comparingInt(p -> p.layer));
-        return pieces.stream().map(SurgeryPiece::result).toList();
-    }
-
-    private static long hiddenSize(String modelUri) {
-        return ModelFolder.readConfig(new Path(modelUri), new Configuration()).hidden_size;
+        long t = tokens;
+        JavaRDD<HiddenChunk> chunks = tokenized.files().flatMap(f -> chunks(plan, f).iterator())
+                .repartition(partitions);
+        List<Training> trainings = new ArrayList<>();          // in MoE layer order
+        try {
+            JavaRDD<HiddenChunk> last = LayerwisePass.run(sc, "surgery lowrank distill",
+                    new LayerwisePass.Model(modelUri, plan.device(), config.num_experts_per_tok), plan.pass(), config,
+                    moeLayers[moeLayers.length - 1] + 1, chunks, (layer, attended) -> {
+                        trainings.forEach(Training::releaseIfDone);
+                        int i = Arrays.binarySearch(moeLayers, layer);
+                        SurgeryPiece start = SurgeryPiece.staged(i, 0, lowRank.get(i), starts, conf);
+                        trainings.add(Training.start(sc, modelUri, plan, layer, i, firstRow, t, lowRank.get(i),
+                                start, attended, trained.toString()));
+                    }, null).last();
+            last.unpersist(false);
+            return trainings.stream().map(Training::result).toList();
+        } finally {
+            trainings.forEach(Training::release);
+            tokenized.files().unpersist(false);
+        }
     }
 
     /**
-     * The captured inputs travel through Kryo (one chunk's, all MoE layers: [L, B·S, D] floats), are collected on
-     * the driver (every layer's [T, D]) and are broadcast as one float[] per layer: refuses, before the forward pass,
-     * sizes that Spark's settings or a Java array cannot hold.
+     * One MoE layer's training, running while the pass goes on: the layer's rows X_l, copied out of the pass's
+     * attended chunks and persisted (the pass releases its own RDD once the layer is done), and a one-task job on them.
      */
-    private static void checkCaptureFits(JavaSparkContext sc, DistillPlan plan, long windows, int moeLayers, long d) {
-        long perLayer = windows * plan.window() * d;                                               // floats
-        long perChunk = (long) moeLayers * plan.batchWindows() * plan.window() * d * Float.BYTES;
-        long collected = moeLayers * perLayer * Float.BYTES;
-        long kryoMax = sc.getConf().getSizeAsBytes("spark.kryoserializer.buffer.max", "64m");
-        long resultMax = sc.getConf().getSizeAsBytes("spark.driver.maxResultSize", "1g");
-        String hint = " (" + windows + " windows of " + plan.window() + " tokens, " + moeLayers + " MoE layers, hidden "
-                + d + "): lower --distill-tokens or --window";
-        if (perLayer > Integer.MAX_VALUE - 8) {
-            throw new IllegalArgumentException("distillation inputs of one layer exceed a Java array, " + perLayer
-                    + " floats" + hint);
+    private static final class Training {
+        private final int layer;
+        private final LayerResult lowRank;
+        private final JavaRDD<LayerRows> rows;
+        private final JavaFutureAction<List<SurgeryPiece>> job;
+        private boolean released;
+
+        private Training(int layer, LayerResult lowRank, JavaRDD<LayerRows> rows,
+                         JavaFutureAction<List<SurgeryPiece>> job) {
+            this.layer = layer;
+            this.lowRank = lowRank;
+            this.rows = rows;
+            this.job = job;
         }
-        if (perChunk > kryoMax) {
-            throw new IllegalArgumentException("one chunk of captured inputs, " + perChunk + " bytes, exceeds "
-                    + "spark.kryoserializer.buffer.max (" + kryoMax + " bytes)" + hint);
+
+        /**
+         * Persists the rows of MoE layer {@code moeLayer} (decoder layer {@code layer}) from {@code attended} and
+         * starts its training from {@code start} (the layer's low-rank result, staged: it can outgrow the driver's
+         * heap), which stages the trained factors in {@code staging}.
+         */
+        static Training start(JavaSparkContext sc, String modelUri, DistillPlan plan, int layer, int moeLayer,
+                              long[] firstRow, long tokens, LayerResult lowRank, SurgeryPiece start,
+                              JavaRDD<AttendedChunk> attended, String staging) {
+            sc.setJobDescription("surgery lowrank distill: layer " + layer + "'s " + tokens + " rows of X");
+            JavaRDD<LayerRows> rows = attended.map(LayerRows::of).persist(StorageLevel.MEMORY_AND_DISK_SER());
+            rows.count();
+            sc.setJobDescription("surgery lowrank distill: layer " + layer + ", " + plan.options().steps()
+                    + " steps on " + tokens + " tokens in one task");
+            JavaFutureAction<List<SurgeryPiece>> job = rows.coalesce(1, false)
+                    .mapPartitions(it -> List.of(distill(modelUri, plan, layer, moeLayer, firstRow, tokens,
+                            start.result(), it, staging)).iterator())
+                    .collectAsync();
+            return new Training(layer, lowRank, rows, job);
         }
-        if (resultMax > 0 && collected > resultMax) {
-            throw new IllegalArgumentException("the captured inputs, " + collected + " bytes, exceed "
-                    + "spark.driver.maxResultSize (" + resultMax + " bytes)" + hint);
+
+        /** Waits for the training; the low-rank result with its trained factors, or the training's failure. */
+        LayerResult result() {
+            try {
+                LayerResult trained = job.get().get(0).result();
+                LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>(lowRank.tensors());
+                tensors.putAll(trained.tensors());
+                return new LayerResult(tensors, lowRank.groups(), trained.metrics());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted waiting for layer " + layer + "'s distillation", e);
+            } catch (ExecutionException e) {
+                throw new IllegalStateException("layer " + layer + "'s distillation failed", e.getCause());
+            } finally {
+                release();
+            }
+        }
+
+        /** Releases the rows of a finished training; a failed one fails here, not at the end of the pass. */
+        void releaseIfDone() {
+            if (job.isDone()) {
+                result();
+            }
+        }
+
+        void release() {
+            if (!released) {
+                released = true;
+                job.cancel(true);   // nothing once it is done
+                rows.unpersist(false);
+            }
         }
     }
 
-    private static List<Chunk> chunks(DistillPlan plan, TokenizedFile f) {
+    /** A file's used windows in chunks of up to B; a chunk's index is its first window's. */
+    private static List<HiddenChunk> chunks(DistillPlan plan, TokenizedFile f) {
         int[][] all = Windows.cut(f.tokens, plan.window());
         int used = plan.windowsOf(f.tokens.length);
-        List<Chunk> out = new ArrayList<>();
+        List<HiddenChunk> out = new ArrayList<>();
         for (int start = 0; start < used; start += plan.batchWindows()) {
-            out.add(new Chunk(f.file, start, Arrays.copyOfRange(all, start, Math.min(used, start + plan.batchWindows()))));
+            out.add(HiddenChunk.of(f.file, start,
+                    Arrays.copyOfRange(all, start, Math.min(used, start + plan.batchWindows()))));
         }
         return out;
     }
 
-    private static Capture capture(String modelUri, Device device, Chunk chunk) {
-        try (ModelCache.Lease lease = ModelCache.lease(modelUri, device)) {
-            MoeTransformer model = lease.model();
-            ForwardOutput out = model.forward(chunk.windows, model.config().num_experts_per_tok, true);
-            Capture c = new Capture();
-            c.file = chunk.file;
-            c.firstWindow = chunk.firstWindow;
-            c.inputs = new float[out.routerInputs().size()][];
-            for (int i = 0; i < c.inputs.length; i++) {
-                c.inputs[i] = out.routerInputs().get(i).dup('c').data().asFloat();               // [B·S, D]
-            }
-            return c;
-        }
-    }
+    /** One chunk's MoE block input, as a layer's training reads it. */
+    static final class LayerRows {
+        int file;
+        int firstWindow;
+        float[] rows;   // [B·S, D]
 
-    /** MoE layer i's inputs of every chunk, in chunk order: [T, D] flattened. */
-    private static float[] concatenate(List<Capture> captures, int i) {
-        int length = captures.stream().mapToInt(c -> c.inputs[i].length).sum();
-        float[] x = new float[length];
-        int at = 0;
-        for (Capture c : captures) {
-            System.arraycopy(c.inputs[i], 0, x, at, c.inputs[i].length);
-            at += c.inputs[i].length;
+        LayerRows() {
         }
-        return x;
+
+        static LayerRows of(AttendedChunk c) {
+            LayerRows r = new LayerRows();
+            r.file = c.chunk().file();
+            r.firstWindow = c.chunk().chunk();
+            r.rows = Flat.floats(c.normed());
+            return r;
+        }
     }
 
     /**
-     * @param lowRank the layer's low-rank result
-     * @param x       [T, D] the layer's calibration inputs, 'c' order
+     * One MoE layer's distillation, in one task.
+     *
+     * @param layer    decoder layer index
+     * @param moeLayer its index among the MoE layers
+     * @param firstRow per file, the row of X its first window starts
+     * @param tokens   T, the rows of X
+     * @param lowRank  the layer's low-rank result
+     * @param chunks   every chunk's MoE block input, in any order
+     * @param staging  where the trained factors are staged: a layer's can outgrow a task result (DeepSeek-V3's
+     *                 256 experts at rank 16: 0.45 GB)
+     * @return the trained factors (staged) and the layer's metrics
      */
-    private static SurgeryPiece distill(String modelUri, DistillPlan plan, Work w, LayerResult lowRank, float[] x) {
+    private static SurgeryPiece distill(String modelUri, DistillPlan plan, int layer, int moeLayer, long[] firstRow,
+            long tokens, LayerResult lowRank, Iterator<LayerRows> chunks, String staging) {
         Configuration conf = new Configuration();
         ModelConfig config = ModelFolder.readConfig(new Path(modelUri), conf);
+        long d = config.hidden_size;
+        INDArray x = Nd4j.createUninitialized(DataType.FLOAT, new long[] {tokens, d}, 'c');          // [T, D]
+        long filled = 0;
+        while (chunks.hasNext()) {
+            LayerRows c = chunks.next();
+            long row = firstRow[c.file] + (long) c.firstWindow * plan.window();
+            long n = c.rows.length / d;
+            x.get(NDArrayIndex.interval(row, row + n), NDArrayIndex.all())
+                    .assign(Flat.array(c.rows, new long[] {n, d}));                                  // [B·S, D]
+            filled += n;
+        }
+        if (filled != tokens) {
+            throw new IllegalStateException("layer " + layer + "'s distillation met " + filled + " token rows, "
+                    + "expected " + tokens);
+        }
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
-            LayerResult r = LowRankDistillation.distill(FusedExperts.perExpert(checkpoint, config), config, w.layer,
-                    lowRank, Nd4j.create(x, new long[] {w.tokens, config.hidden_size}, 'c'), plan.options());
-            return SurgeryPiece.of(w.moeLayer, 0, r);
+            LayerResult r = LowRankDistillation.distill(FusedExperts.perExpert(checkpoint, config), config, layer,
+                    lowRank, x, plan.options());
+            CheckpointLayout layout = new CheckpointLayout(config.modelType);
+            LinkedHashMap<String, INDArray> factors = new LinkedHashMap<>();
+            for (Projection p : Projection.values()) {
+                factors.put(layout.stackedLoraA(layer, p), r.tensors().get(layout.stackedLoraA(layer, p)));
+                factors.put(layout.stackedLoraB(layer, p), r.tensors().get(layout.stackedLoraB(layer, p)));
+            }
+            return SurgeryPiece.staged(moeLayer, 0, new LayerResult(factors, null, r.metrics()), new Path(staging),
+                    conf);
         }
     }
 
     static void registerClasses(Kryo kryo) {
-        kryo.register(Chunk.class);
-        kryo.register(Capture.class);
-        kryo.register(Work.class);
+        kryo.register(LayerRows.class);
     }
 }

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.Paths;
+import org.sparkmoe.driver.layerwise.LayerwisePassOptions;
 import org.sparkmoe.surgery.DistillOptions;
 import org.sparkmoe.surgery.LayerResult;
 import org.sparkmoe.surgery.LowRankSurgery;
@@ -35,14 +36,17 @@ import java.util.concurrent.Callable;
                 "With --distill-steps N, each layer's LoRA experts (A and B of w1, w3, w2) are then trained with AdamW "
                         + "to reproduce the original MoE layer's outputs on calibration hidden states (the inputs the "
                         + "original model gives that layer on the --data files' --split), minimising the relative "
-                        + "squared error Σ‖ŷ − y‖² / Σ‖y‖²; the shared base and the router stay frozen. One Spark task "
-                        + "per layer; surgery.json and the console report the error before and after."})
+                        + "squared error Σ‖ŷ − y‖² / Σ‖y‖²; the shared base and the router stay frozen. The original "
+                        + "model runs as a layer-sequential pass over the windows (--expert-groups, --checkpoint-dir as "
+                        + "for eval --layerwise); each layer trains in one Spark task while the pass goes on; "
+                        + "surgery.json and the console report the error before and after."})
 public final class LowRankCommand implements Callable<Integer> {
     /** The options that only the distillation reads. */
     private static final List<String> DISTILL_ONLY = List.of("--data", "--split", "--window", "--distill-tokens",
-            "--distill-batch", "--distill-lr", "--distill-warmup", "--distill-weight-decay", "--seed");
-    /** Windows per capture task: one task's captured inputs are [MoE layers, this · window, hidden] floats. */
-    private static final int CAPTURE_WINDOWS = 8;
+            "--distill-batch", "--distill-lr", "--distill-warmup", "--distill-weight-decay", "--seed",
+            "--expert-groups", "--checkpoint-dir", "--checkpoint-every");
+    /** Windows per chunk of the distillation's pass: a chunk's hidden states are [this · window, hidden] floats. */
+    static final int CHUNK_WINDOWS = 8;
 
     @Spec
     CommandSpec spec;
@@ -52,6 +56,9 @@ public final class LowRankCommand implements Callable<Integer> {
 
     @Mixin
     DeviceOptions device;
+
+    @Mixin
+    LayerwisePassOptions pass;
 
     @Option(names = "--rank", required = true, paramLabel = "R", description = "LoRA rank of every expert.")
     int rank;
@@ -114,7 +121,8 @@ public final class LowRankCommand implements Callable<Integer> {
         settings.put("rank", rank);
         settings.put("base", base);
         DistillPlan distill = distillPlan(run);
-        if (run.planOnly(surgery)) {
+        if (run.planOnly(surgery, plan -> distill == null ? plan : plan.distilling(run.modelDir.toString(), run.conf,
+                run.config, distill.batchWindows(), window, distill.maxTokens(), distillBatch))) {
             return 0;
         }
         List<LayerResult> results;
@@ -124,8 +132,8 @@ public final class LowRankCommand implements Callable<Integer> {
             settings.set("distill", distillSettings(distill));
             String model = run.modelDir.toString();
             int[] layers = run.moeLayers;
-            results = run.execute("lowrank", surgery, settings, Map.of(),
-                    (sc, lowRank, partitions) -> DistillJob.run(sc, model, layers, lowRank, distill, partitions));
+            results = run.execute("lowrank", surgery, settings, Map.of(), (sc, lowRank, partitions, staging) ->
+                    DistillJob.run(sc, model, run.config, layers, lowRank, distill, partitions, staging));
             System.out.printf("distillation: relative MSE of the MoE layers' outputs %s before, %s after%n",
                     list(results, "distill_rel_mse_before"), list(results, "distill_rel_mse_after"));
         }
@@ -164,8 +172,8 @@ public final class LowRankCommand implements Callable<Integer> {
         Tokenizers.checked(run.modelDir.toString(), run.config.vocab_size);
         DistillOptions options = new DistillOptions(distillSteps, distillLr,
                 distillWarmup == null ? distillSteps / 10 : distillWarmup, distillBatch, distillWeightDecay, seed);
-        return new DistillPlan(files, split, window, distillTokens, CAPTURE_WINDOWS, options,
-                device.resolve());
+        return new DistillPlan(files, split, window, distillTokens, CHUNK_WINDOWS, options,
+                device.resolve(), pass.plan(run.config, run.conf));
     }
 
     private static ObjectNode distillSettings(DistillPlan plan) {

@@ -3,7 +3,6 @@ package org.sparkmoe.driver.surgery;
 import com.esotericsoftware.kryo.Kryo;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.surgery.LayerResult;
 
 import java.io.IOException;
@@ -19,18 +18,17 @@ import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.io.SafeTensorsWriter;
 
 /**
- * A {@link LayerResult} as it travels between the driver and executor tasks (Kryo): names, metrics and groups, with
- * the tensors either inline ('c'-order float32 arrays: small results, e.g. the low-rank factors a distillation
- * broadcasts) or staged in a float32 safetensors file that the task wrote on the output's file system (expert
- * tensors: a layer of Mixtral-8x7B is gigabytes, more than a task result may carry to the driver).
+ * A {@link LayerResult} as it travels between the driver and executor tasks (a task result through Kryo, or in a
+ * task's closure): names, metrics and groups, with the tensors staged in a float32 safetensors file written on the
+ * output's file system (expert tensors: a layer of Mixtral-8x7B is gigabytes, more than a task result may carry to the
+ * driver or a closure to a task).
  */
-public final class SurgeryPiece {
+public final class SurgeryPiece implements java.io.Serializable {
     int layer;           // MoE layer index
     int part;
     String[] names;
     long[][] shapes;
-    float[][] data;      // each tensor 'c'-order float32; null when staged
-    String staged;       // URI of the safetensors file holding the tensors, or null when inline
+    String staged;       // URI of the safetensors file holding the tensors
     int[][] groups;      // null unless the surgery regrouped experts
     String[] metricNames;
     double[] metrics;
@@ -39,16 +37,9 @@ public final class SurgeryPiece {
     SurgeryPiece() {
     }
 
-    static SurgeryPiece of(int layer, int part, LayerResult result) {
-        SurgeryPiece p = described(layer, part, result);
-        p.data = result.tensors().values().stream()
-                .map(t -> t.castTo(DataType.FLOAT).dup('c').data().asFloat()).toArray(float[][]::new);
-        return p;
-    }
-
     /**
-     * As {@link #of}, with the tensors written (float32, exactly) to {@code dir/piece-L-P.safetensors} instead of
-     * carried: only names, shapes and numbers travel back.
+     * {@code result} with its tensors written (float32, exactly) to {@code dir/piece-L-P.safetensors}: only names,
+     * shapes and numbers travel.
      */
     static SurgeryPiece staged(int layer, int part, LayerResult result, Path dir, Configuration conf) {
         SurgeryPiece p = described(layer, part, result);
@@ -81,21 +72,15 @@ public final class SurgeryPiece {
     /** The result; staged tensors are float32 arrays over a read-only map of the staged file (no copy). */
     LayerResult result() {
         LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>();
-        if (staged == null) {
-            for (int i = 0; i < names.length; i++) {
-                tensors.put(names[i], Nd4j.create(data[i], shapes[i], 'c'));
+        Path file = new Path(staged);
+        Configuration conf = new Configuration();
+        try (LocalFiles local = LocalFiles.of(file.getFileSystem(conf), file.getParent());
+             SafeTensorsFile read = SafeTensorsFile.open(local.get(file.getName()))) {
+            for (String name : names) {
+                tensors.put(name, read.stored(name));
             }
-        } else {
-            Path file = new Path(staged);
-            Configuration conf = new Configuration();
-            try (LocalFiles local = LocalFiles.of(file.getFileSystem(conf), file.getParent());
-                 SafeTensorsFile read = SafeTensorsFile.open(local.get(file.getName()))) {
-                for (String name : names) {
-                    tensors.put(name, read.stored(name));
-                }
-            } catch (IOException e) {
-                throw new UncheckedIOException("reading staged surgery results " + file, e);
-            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("reading staged surgery results " + file, e);
         }
         LinkedHashMap<String, Double> m = new LinkedHashMap<>();
         for (int i = 0; i < metricNames.length; i++) {
@@ -109,7 +94,6 @@ public final class SurgeryPiece {
         kryo.register(String[].class);
         kryo.register(long[].class);
         kryo.register(long[][].class);
-        kryo.register(float[][].class);
         DistillJob.registerClasses(kryo);
     }
 }

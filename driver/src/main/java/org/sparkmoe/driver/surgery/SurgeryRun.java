@@ -129,10 +129,15 @@ final class SurgeryRun {
      * fit; true with --dry-run: the command stops here.
      */
     boolean planOnly(LayerSurgery surgery) {
+        return planOnly(surgery, plan -> plan);
+    }
+
+    /** As {@link #planOnly(LayerSurgery)}, with {@code more} added to the plan (lowrank's distillation). */
+    boolean planOnly(LayerSurgery surgery, java.util.function.UnaryOperator<MemoryPlan> more) {
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe surgery", options.spark.master),
                 options.spark.partitions);
-        return options.dryRun.show(MemoryPlan.surgery(MemoryPlan.mappedBytes(modelDir.toString(), conf),
-                surgery.partBytes(config), limits));
+        return options.dryRun.show(more.apply(MemoryPlan.surgery(MemoryPlan.mappedBytes(modelDir.toString(), conf),
+                surgery.partBytes(config), limits)));
     }
 
     /** Statistics when --stats is given, else null. */
@@ -151,12 +156,16 @@ final class SurgeryRun {
 
     /** As {@link #execute(String, LayerSurgery, ObjectNode)}, with {@code overrides} replacing tensors the surgery made. */
     List<LayerResult> execute(String command, LayerSurgery surgery, ObjectNode settings, Map<String, INDArray> overrides) {
-        return execute(command, surgery, settings, overrides, (sc, results, partitions) -> results);
+        return execute(command, surgery, settings, overrides, (sc, results, partitions, staging) -> results);
     }
 
     /** Further Spark work on the surgery's per-layer results, in the same application, before the folder is written. */
     interface Refinement {
-        List<LayerResult> apply(JavaSparkContext sc, List<LayerResult> results, int partitions);
+        /**
+         * @param staging where its tasks may stage tensors (a folder every executor can write and the driver read,
+         *                removed once the folder is written; the surgery's own pieces are staged there too)
+         */
+        List<LayerResult> apply(JavaSparkContext sc, List<LayerResult> results, int partitions, Path staging);
     }
 
     /** As {@link #execute(String, LayerSurgery, ObjectNode, Map)}, with the results refined before writing. */
@@ -166,7 +175,7 @@ final class SurgeryRun {
         List<LayerResult> results;
         try {
             try (JavaSparkContext sc = SparkContexts.start("sparkmoe surgery " + command, options.spark.master)) {
-                results = refinement.apply(sc, compute(sc, surgery), partitions(sc));
+                results = refinement.apply(sc, compute(sc, surgery), partitions(sc), staging);
             }
             write(command, surgery, newConfig, settings, overrides, results);
         } finally {
