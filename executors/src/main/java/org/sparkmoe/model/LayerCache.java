@@ -21,7 +21,8 @@ import java.util.Map;
  * <p>Bounded by count: at most {@link #MAX_PIECES} pieces stay cached. Building a piece evicts the least recently used
  * pieces no task holds beyond that bound and frees their arrays at once, so when a pass moves on to layer l + 1 the
  * JVM lets go of layer l: its owned arrays are freed and its mapped checkpoint pages leave the process's resident set
- * ({@link MappedPages#release}; they stay in the node's page cache). A task holds a piece through a
+ * ({@link MappedPages#release}; they stay in the node's page cache). A cached piece no task holds keeps its arrays
+ * but not its resident pages once another piece is leased. A task holds a piece through a
  * {@link Lease} while it computes with it; a held piece is never freed.
  */
 public final class LayerCache {
@@ -44,6 +45,7 @@ public final class LayerCache {
         final OwnedArrays owned;
         final MappedPages pages;   // the checkpoint bytes the piece computes with, over the node's file maps
         int holders;
+        boolean resident = true;   // its pages may be in the process's resident set
 
         Entry(Object piece, OwnedArrays owned, MappedPages pages) {
             this.piece = piece;
@@ -112,7 +114,23 @@ public final class LayerCache {
             evictBeyond(MAX_PIECES, entry);
         }
         entry.holders++;
+        entry.resident = true;
+        releaseIdlePages(entry);
         return new Lease<>(type, entry);
+    }
+
+    /**
+     * Lets go of the mapped pages of every cached piece no task holds but {@code current}: a pass runs one piece at a
+     * time, so the process keeps one piece's pages resident, not {@link #MAX_PIECES}; a piece used again (the ends,
+     * after the last layer) faults its pages back in from the page cache.
+     */
+    private static void releaseIdlePages(Entry current) {
+        for (Entry e : LOADED.values()) {
+            if (e != current && e.holders == 0 && e.resident) {
+                e.pages.release();
+                e.resident = false;
+            }
+        }
     }
 
     /** Evicts the least recently used pieces no one holds, except {@code keep}, while more than {@code limit} stay. */
