@@ -21,8 +21,8 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * (LAPACK syev), eigenvalues below 1e-12 of the largest dropped. U_N's and U_O's columns are normalised after their
  * updates (U_I, updated last, carries the scale); at the end each rank-one term's norm λ_r is shared equally, λ_r^(1/3)
  * per factor column. The fit after a sweep, ‖W − Ŵ‖²/‖W‖² = 1 − (2⟨M_I, U_I⟩ − 1ᵀ(U_NᵀU_N ⊙ U_OᵀU_O ⊙ U_IᵀU_I)1)/‖W‖²,
- * costs nothing more; the sweeps stop after {@code maxIterations} or when its relative change is below
- * {@code tolerance}. The initial factors are Gaussian from {@code seed}.
+ * costs nothing more; the sweeps stop after {@code maxIterations} or when the relative error changes by less than
+ * {@code tolerance} (absolute: the change of the fit 1 − error, as the Tensor Toolbox's cp_als). The initial factors are Gaussian from {@code seed}.
  */
 public final class CpAls {
     /** Relative eigenvalue cutoff of the Gram pseudo-inverse. */
@@ -74,7 +74,7 @@ public final class CpAls {
             double inner = mi.mul(i).sumNumber().doubleValue();                            // ⟨W, Ŵ⟩
             double model = gram(n).muli(gram(o)).muli(gram(i)).sumNumber().doubleValue();  // ‖Ŵ‖²
             double next = Math.sqrt(Math.max(0, norm2 - 2 * inner + model) / norm2);
-            boolean settled = !Double.isNaN(error) && Math.abs(error - next) <= tolerance * Math.max(error, 1e-300);
+            boolean settled = !Double.isNaN(error) && Math.abs(error - next) < tolerance;
             error = next;
             if (settled) {
                 break;

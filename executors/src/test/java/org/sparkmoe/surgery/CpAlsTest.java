@@ -102,7 +102,7 @@ class CpAlsTest {
 
     @Test
     void toleranceStopsEarly() {
-        CpAls.Factors f = CpAls.fit(generic(4, 2 * IN), R, 1000, 1e-4, 3);
+        CpAls.Factors f = CpAls.fit(generic(4, 2 * IN), R, 1000, 1e-6, 3);
         assertTrue(f.iterations() < 1000, "stopped after " + f.iterations() + " sweeps");
         assertTrue(f.iterations() >= 2, "one sweep has no change to measure");
     }

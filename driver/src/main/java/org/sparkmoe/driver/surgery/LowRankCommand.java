@@ -76,7 +76,7 @@ public final class LowRankCommand implements Callable<Integer> {
     int alsIterations;
 
     @Option(names = "--als-tolerance", defaultValue = "" + DEFAULT_ALS_TOLERANCE, paramLabel = "T",
-            description = "--form cp: stop when the relative error changes by less than T (relative) between sweeps. "
+            description = "--form cp: stop when a projection's relative error changes by less than T between sweeps. "
                     + "Default: ${DEFAULT-VALUE}.")
     double alsTolerance;
 
