@@ -198,7 +198,7 @@ public final class TrainState {
     /** Training a low-rank model needs the backward of its experts, built for the shared-base SVD form only. */
     public static void requireSvdForm(ModelConfig c) {
         if (c.hasCpExperts()) {
-            throw new IllegalArgumentException("train: a model of CP-form experts (surgery lowrank --form cp) does not "
+            throw new IllegalArgumentException("a model of CP-form experts (surgery lowrank --form cp) does not "
                     + "train: the backward of CP-form experts is not built; convert with --form svd to train");
         }
     }
