@@ -126,6 +126,9 @@ public final class LowRankCommand implements Callable<Integer> {
 
     @Override
     public Integer call() {
+        if (form.equals("tr")) {
+            throw new IllegalArgumentException("--form tr (tensor-ring experts) is not built: use --form svd or cp");
+        }
         boolean cp = SurgeryRun.choice(spec, "--form", form, Map.of("svd", false, "cp", true));
         for (String option : cp ? SVD_ONLY : CP_ONLY) {
             if (spec.commandLine().getParseResult().hasMatchedOption(option)) {
