@@ -26,7 +26,7 @@ import org.sparkmoe.routing.Routes;
  *   ys  = (z2 ⊙ U_N2[expertOfRow])·U_O2ᵀ      [N, D]
  *   out[t] = Σ g·ys[row]                      [T, D]   the combine of {@link FullExperts}, the same summation order
  * </pre>
- * O(T·R·(D + K·(2I + I + D))) multiply-adds against FullExperts' O(T·K·3·I·D). {@link CpExpertsNaive} (the
+ * O(T·R·(2D + K·(3I + D))) multiply-adds against FullExperts' O(T·K·3·I·D). {@link CpExpertsNaive} (the
  * materialised W_e) is its reference. Inference only: the backward pass (for {@code --distill-steps} and
  * {@code train}) is not built and refuses in one line. FLOAT or DOUBLE; stateless per call.
  */
