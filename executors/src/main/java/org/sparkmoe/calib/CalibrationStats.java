@@ -6,6 +6,7 @@ import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.CpExperts;
 import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.routing.Router;
@@ -157,8 +158,9 @@ public final class CalibrationStats implements java.io.Serializable {
         if (block.experts() instanceof FullExperts full) {
             return full.weights();
         }
-        throw new IllegalArgumentException("this MoE layer holds a shared base and low-rank experts (surgery lowrank), "
-                + "not the per-expert weights calibration runs tokens through");
+        throw new IllegalArgumentException("this MoE layer holds " + (block.experts() instanceof CpExperts
+                ? "CP-form experts" : "a shared base and low-rank experts") + " (surgery lowrank), not the per-expert "
+                + "weights calibration runs tokens through");
     }
 
     /**

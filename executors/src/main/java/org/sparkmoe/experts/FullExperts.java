@@ -97,35 +97,7 @@ public final class FullExperts implements ExpertFfn {
      * @return [T, D]
      */
     public INDArray combine(INDArray ys, Routes routes, int tokens) {
-        RoutingPlan plan = routes.plan;
-        int hidden = hidden();
-        if (ys.rank() != 2 || ys.size(0) != plan.rows() || ys.size(1) != hidden || ys.dataType() != dataType()) {
-            throw new IllegalArgumentException("ys must be [" + plan.rows() + ", " + hidden + "] " + dataType()
-                    + " (N, D), got " + Arrays.toString(ys.shape()) + " " + ys.dataType());
-        }
-        boolean single = dataType() == DataType.FLOAT;
-        INDArray out = Nd4j.createUninitialized(dataType(), new long[] {tokens, hidden}, 'c');   // [T, D]
-        if (out.length() > 0) {
-            NativeElements yRows = rowsOf(ys);                                          // [N, D]
-            NativeElements outRows = NativeElements.of(out);
-            int[] rowsOfToken = rowsOfToken(plan, tokens);                             // [T·K]
-            int k = plan.topK;
-            rows.workers().forRanges(tokens, minTokens(), (from, to) -> {
-                double[] acc = new double[hidden];                                     // out[t]
-                double[] y = new double[hidden];                                       // one row of ys
-                float[] scratch = new float[hidden];
-                for (int t = from; t < to; t++) {
-                    Arrays.fill(acc, 0.0);
-                    for (int j = t * k; j < (t + 1) * k; j++) {
-                        int row = rowsOfToken[j];
-                        yRows.read((long) row * hidden, y, hidden, scratch);
-                        VectorRows.addScaled(acc, 0, routes.weightOfPair(plan.perm[row]), y, hidden, single);
-                    }
-                    outRows.write((long) t * hidden, acc, hidden, scratch);
-                }
-            });
-        }
-        return out;
+        return RowCombine.combine(ys, routes, tokens, hidden(), dataType(), rows.workers());
     }
 
     /**
@@ -183,8 +155,8 @@ public final class FullExperts implements ExpertFfn {
         double[] dWeights = new double[plan.rows()];                                   // [T·K] pair order
         if (dysArray.length() > 0) {
             NativeElements dOutRows = NativeElements.of(dOut);                         // [T, D]
-            NativeElements ys = rowsOf(p.ffn().ys());                                  // [N, D]
-            NativeElements dys = rowsOf(dysArray);                                     // [N, D]
+            NativeElements ys = RowCombine.rowsOf(p.ffn().ys());                       // [N, D]
+            NativeElements dys = RowCombine.rowsOf(dysArray);                          // [N, D]
             rows.workers().forRanges(plan.rows(), minTokens(), (from, to) -> {
                 double[] dy = new double[hidden];                                      // dOut[t]
                 double[] y = new double[hidden];                                       // one row of ys
@@ -211,9 +183,9 @@ public final class FullExperts implements ExpertFfn {
         // gather: xs = x[tokenOfRow]  →  dx[t] = Σ dxs[row] over t's rows in plan order, rounded once
         INDArray dx = Nd4j.createUninitialized(dataType(), new long[] {tokens, hidden}, 'c');    // [T, D]
         if (dx.length() > 0) {
-            NativeElements dxs = rowsOf(ffn.dxs());                                    // [N, D]
+            NativeElements dxs = RowCombine.rowsOf(ffn.dxs());                         // [N, D]
             NativeElements dxRows = NativeElements.of(dx);
-            int[] rowsOfToken = rowsOfToken(plan, tokens);                             // [T·K]
+            int[] rowsOfToken = RowCombine.rowsOfToken(plan, tokens);                  // [T·K]
             int k = plan.topK;
             rows.workers().forRanges(tokens, minTokens(), (from, to) -> {
                 double[] acc = new double[hidden];                                     // dx[t]
@@ -232,29 +204,9 @@ public final class FullExperts implements ExpertFfn {
         return new ExpertGradients(dx, dWeights, ffn.gate(), ffn.up(), ffn.down());
     }
 
-    /** Rows (or tokens) per worker share below which a share is not worth a thread: about 32k elements. */
+    /** Rows (or tokens) per worker share below which a share is not worth a thread. */
     private int minTokens() {
-        return Math.max(1, (1 << 15) / Math.max(1, hidden()));
-    }
-
-    /**
-     * [T·K] the plan rows of each token, ascending (the order the combine adds them in): token t's K rows are
-     * entries t·K..(t+1)·K−1.
-     */
-    private static int[] rowsOfToken(RoutingPlan plan, int tokens) {
-        int k = plan.topK;
-        int[] rowsOfToken = new int[plan.rows()];
-        int[] filled = new int[tokens];
-        for (int row = 0; row < plan.rows(); row++) {
-            int t = plan.tokenOfRow[row];
-            rowsOfToken[t * k + filled[t]++] = row;
-        }
-        return rowsOfToken;
-    }
-
-    /** Row-by-row access to an [N, D] array; an empty one (no routed rows) is never read or written. */
-    private static NativeElements rowsOf(INDArray a) {
-        return a.length() == 0 ? null : NativeElements.of(a);
+        return RowCombine.minTokens(hidden());
     }
 
     private void checkTokens(String name, INDArray a, long tokens) {

@@ -112,6 +112,30 @@ public final class CheckpointLayout {
         return moePrefix(layer) + "experts." + projectionName(p) + ".lora_B";
     }
 
+    /** The factors of a CP-form expert projection ({@code surgery lowrank --form cp}), by their key suffixes. */
+    public enum CpFactor {
+        /** U_N [E, R]: expert e's row scales the rank components. */
+        EXPERTS("cp_n"),
+        /** U_I [in, R]. */
+        IN("cp_in"),
+        /** U_O [out, R]. */
+        OUT("cp_out");
+
+        public final String suffix;
+
+        CpFactor(String suffix) {
+            this.suffix = suffix;
+        }
+    }
+
+    /**
+     * A factor of a CP-form expert projection: {@code <moe prefix>experts.<proj>.cp_n} [E, R], {@code .cp_in}
+     * [in, R], {@code .cp_out} [out, R], so that expert e's [out, in] weight is U_O·diag(U_N[e])·U_Iᵀ.
+     */
+    public String cpFactor(int layer, Projection p, CpFactor f) {
+        return moePrefix(layer) + "experts." + projectionName(p) + "." + f.suffix;
+    }
+
     /** The projection's module name: w1/w3/w2 for Mixtral, gate_proj/up_proj/down_proj otherwise. */
     public String projectionName(Projection p) {
         if (type == ModelConfig.ModelType.MIXTRAL) {

@@ -106,6 +106,29 @@ public final class ModelConfig {
      * holds one shared base FFN and E stacked LoRA experts of rank R; 0 = plain experts.
      */
     public final int low_rank_experts_rank;
+    /**
+     * How the low-rank experts are factorised (config field {@code low_rank_experts_form}; absent: {@code svd}): the
+     * shared base plus rank-R LoRA experts, or the CP form of {@code surgery lowrank --form cp} (per projection
+     * U_N [E, R], U_I [in, R], U_O [out, R], expert e's weight U_O·diag(U_N[e])·U_Iᵀ; no base). Read only when
+     * {@link #low_rank_experts_rank} > 0.
+     */
+    public final LowRankForm low_rank_experts_form;
+    /** The config.json field of {@link #low_rank_experts_form}. */
+    public static final String LOW_RANK_FORM_FIELD = "low_rank_experts_form";
+
+    /** The factorisations of {@code surgery lowrank --form}, by their config.json names. */
+    public enum LowRankForm {
+        /** Shared base + per-expert rank-R LoRA (truncated SVD). */
+        SVD,
+        /** Per projection a rank-R CP decomposition of the stacked experts [E, out, in]. */
+        CP;
+
+        /** The config.json and command-line name. */
+        public String id() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
     /** The config.json field of {@link #low_rank_experts_rank}, and the name earlier versions wrote. */
     public static final String LOW_RANK_FIELD = "low_rank_experts_rank";
     private static final String OLD_LOW_RANK_FIELD = "shared_base_lora_rank";
@@ -383,6 +406,7 @@ public final class ModelConfig {
         n_shared_experts = sharedExperts;
         first_k_dense_replace = firstDense;
         this.routing = routing;
+        low_rank_experts_form = lowRankForm(f, source, low_rank_experts_rank, clamped_experts);
         if (num_experts > 0 && num_experts_per_tok > num_experts) {
             throw new ModelConfigException(source + ": num_experts_per_tok " + num_experts_per_tok
                     + " exceeds the number of experts " + num_experts);
@@ -495,6 +519,29 @@ public final class ModelConfig {
     /** The attention window of layer {@code layer}: sliding_window, or null (full causal attention). */
     public Integer slidingWindow(int layer) {
         return layer_types == null || layer_types.get(layer).equals("sliding_attention") ? sliding_window : null;
+    }
+
+    /**
+     * low_rank_experts_form: svd when absent; only beside low_rank_experts_rank; the CP form only for experts without
+     * biases (not gpt-oss).
+     */
+    private static LowRankForm lowRankForm(Fields f, String source, int rank, boolean expertBiases) {
+        if (!f.has(LOW_RANK_FORM_FIELD)) {
+            return LowRankForm.SVD;
+        }
+        String name = f.string(LOW_RANK_FORM_FIELD);
+        LowRankForm form = java.util.Arrays.stream(LowRankForm.values()).filter(v -> v.id().equals(name)).findFirst()
+                .orElseThrow(() -> new ModelConfigException(source + ": " + LOW_RANK_FORM_FIELD + " must be one of "
+                        + java.util.Arrays.stream(LowRankForm.values()).map(LowRankForm::id).toList() + ", got "
+                        + name));
+        if (rank == 0) {
+            throw new ModelConfigException(source + ": " + LOW_RANK_FORM_FIELD + " needs " + LOW_RANK_FIELD);
+        }
+        if (form == LowRankForm.CP && expertBiases) {
+            throw new ModelConfigException(source + ": " + LOW_RANK_FORM_FIELD + " cp is not built for experts with "
+                    + "biases (gpt_oss)");
+        }
+        return form;
     }
 
     /** low_rank_experts_rank (or its old name), 0 when absent. */
@@ -611,9 +658,17 @@ public final class ModelConfig {
         return num_experts > 0 && !mlp_only_layers.contains(layer) && (layer + 1) % decoder_sparse_step == 0;
     }
 
-    /** Whether the MoE layers hold a shared base plus low-rank experts instead of full experts. */
+    /**
+     * Whether the MoE layers hold factorised experts (a shared base plus low-rank experts, or the CP form) instead of
+     * full experts.
+     */
     public boolean hasLowRankExperts() {
         return low_rank_experts_rank > 0;
+    }
+
+    /** Whether the MoE layers hold the CP form of {@code surgery lowrank --form cp}. */
+    public boolean hasCpExperts() {
+        return hasLowRankExperts() && low_rank_experts_form == LowRankForm.CP;
     }
 
     public boolean hasSharedExpert() {

@@ -4,6 +4,8 @@ import org.sparkmoe.io.FusedExperts;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.experts.CpExperts;
+import org.sparkmoe.experts.CpFactors;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.experts.LowRankAdapters;
@@ -12,6 +14,7 @@ import org.sparkmoe.experts.LowRankWeights;
 import org.sparkmoe.experts.SharedExpert;
 import org.sparkmoe.experts.SwiGluMlp;
 import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.CpFactor;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.MlaConfig;
 import org.sparkmoe.io.ModelConfig;
@@ -194,6 +197,10 @@ public final class ModelLoader {
             shared = config.hasSharedExpertGate() ? new SharedExpert(mlp, tensor(CheckpointLayout.sharedExpertGate(l)))
                     : SharedExpert.ungated(mlp);
         }
+        if (config.hasCpExperts()) {
+            return new MoeBlock(router, options, new CpExperts(cpFactors(l, Projection.GATE),
+                    cpFactors(l, Projection.UP), cpFactors(l, Projection.DOWN), gemm), shared);
+        }
         if (config.hasLowRankExperts()) {
             LowRankWeights weights = new LowRankWeights(
                     tensor(layout.sharedBase(l, Projection.GATE)),
@@ -217,6 +224,13 @@ public final class ModelLoader {
                 : new ExpertWeights(experts(l, Projection.GATE), experts(l, Projection.UP),
                         experts(l, Projection.DOWN));
         return new MoeBlock(router, options, new FullExperts(experts, gemm), shared);
+    }
+
+    /** The CP factors of one projection of a CP-form layer (small: widened into the model's type). */
+    private CpFactors cpFactors(int l, Projection p) {
+        return new CpFactors(tensor(layout.cpFactor(l, p, CpFactor.EXPERTS)),      // [E, R]
+                tensor(layout.cpFactor(l, p, CpFactor.IN)),                        // [in, R]
+                tensor(layout.cpFactor(l, p, CpFactor.OUT)));                      // [out, R]
     }
 
     /**

@@ -5,6 +5,7 @@ import org.sparkmoe.io.CheckpointFormatException;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.DType;
 import org.sparkmoe.io.Fp8BlockMatrix;
+import org.sparkmoe.io.CheckpointLayout.CpFactor;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.MlaConfig;
 import org.sparkmoe.io.ModelConfig;
@@ -47,7 +48,14 @@ public final class ModelSchema {
                 if (c.clamped_experts) {
                     out.put(layout.routerBias(l), new long[] {c.num_experts});
                 }
-                if (c.hasLowRankExperts()) {
+                if (c.hasCpExperts()) {
+                    long r = c.low_rank_experts_rank;
+                    for (Projection p : Projection.values()) {
+                        out.put(layout.cpFactor(l, p, CpFactor.EXPERTS), new long[] {c.num_experts, r});
+                        out.put(layout.cpFactor(l, p, CpFactor.IN), new long[] {p == Projection.DOWN ? i : d, r});
+                        out.put(layout.cpFactor(l, p, CpFactor.OUT), new long[] {p == Projection.DOWN ? d : i, r});
+                    }
+                } else if (c.hasLowRankExperts()) {
                     long r = c.low_rank_experts_rank;
                     out.put(layout.sharedBase(l, Projection.GATE), new long[] {i, d});
                     out.put(layout.sharedBase(l, Projection.UP), new long[] {i, d});

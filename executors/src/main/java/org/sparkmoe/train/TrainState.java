@@ -186,11 +186,20 @@ public final class TrainState {
      * rank with scale α/R = 1 (the checkpoint's B carries the magnitudes).
      */
     public static void checkLowRank(ModelConfig c, LoraSpec spec) {
+        requireSvdForm(c);
         int r = c.low_rank_experts_rank;
         if (spec.targets().size() != Projection.values().length || spec.rank() != r || spec.scale() != 1.0) {
             throw new IllegalArgumentException("a low-rank model (surgery lowrank, rank " + r + ") trains its own LoRA "
                     + "experts: targets w1, w3, w2, rank " + r + ", alpha " + r + " (scale 1); got targets "
                     + spec.targets() + ", rank " + spec.rank() + ", alpha " + spec.alpha());
+        }
+    }
+
+    /** Training a low-rank model needs the backward of its experts, built for the shared-base SVD form only. */
+    public static void requireSvdForm(ModelConfig c) {
+        if (c.hasCpExperts()) {
+            throw new IllegalArgumentException("a model of CP-form experts (surgery lowrank --form cp) does not "
+                    + "train: the backward of CP-form experts is not built; convert with --form svd to train");
         }
     }
 

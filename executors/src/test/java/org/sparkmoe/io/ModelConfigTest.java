@@ -133,6 +133,27 @@ class ModelConfigTest {
     }
 
     @Test
+    void lowRankExpertsFormIsSvdWhenAbsentCpWhenNamed() {
+        ObjectNode svd = mixtral();
+        svd.put("low_rank_experts_rank", 8);
+        assertEquals(ModelConfig.LowRankForm.SVD, parse(svd).low_rank_experts_form);
+        assertFalse(parse(svd).hasCpExperts());
+        ObjectNode cp = mixtral();
+        cp.put("low_rank_experts_rank", 40);
+        cp.put("low_rank_experts_form", "cp");
+        assertEquals(ModelConfig.LowRankForm.CP, parse(cp).low_rank_experts_form);
+        assertTrue(parse(cp).hasCpExperts() && parse(cp).hasLowRankExperts());
+        assertEquals("test-config.json: low_rank_experts_form must be one of [svd, cp], got tucker",
+                rejects(mixtral(), n -> n.put("low_rank_experts_rank", 4).put("low_rank_experts_form", "tucker"))
+                        .getMessage());
+        assertEquals("test-config.json: low_rank_experts_form needs low_rank_experts_rank",
+                rejects(mixtral(), n -> n.put("low_rank_experts_form", "cp")).getMessage());
+        assertEquals("test-config.json: low_rank_experts_form cp is not built for experts with biases (gpt_oss)",
+                rejects(gptOss(), n -> n.put("low_rank_experts_rank", 4).put("low_rank_experts_form", "cp"))
+                        .getMessage());
+    }
+
+    @Test
     void ropeThetaUnderRopeParametersAndAtTopLevelAgree() {
         ModelConfig nested = parse(mixtral());
         ObjectNode top = mixtral();

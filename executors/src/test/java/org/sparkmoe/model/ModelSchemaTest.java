@@ -113,6 +113,25 @@ class ModelSchemaTest {
     }
 
     @Test
+    void cpFormHoldsThreeFactorsPerProjectionInsteadOfTheExperts() {
+        ModelConfig c = ModelConfig.parse(mixtralJson().replaceFirst("\\{",
+                "{\"low_rank_experts_rank\": 40, \"low_rank_experts_form\": \"cp\","), "cp/config.json");
+        Map<String, long[]> s = ModelSchema.expected(c);
+        // E=8, D=128, I=256, R=40: U_N [E, R], U_I [in, R], U_O [out, R]
+        assertArrayEquals(new long[] {8, 40}, s.get("model.layers.1.block_sparse_moe.experts.w1.cp_n"));
+        assertArrayEquals(new long[] {128, 40}, s.get("model.layers.1.block_sparse_moe.experts.w1.cp_in"));
+        assertArrayEquals(new long[] {256, 40}, s.get("model.layers.1.block_sparse_moe.experts.w3.cp_out"));
+        assertArrayEquals(new long[] {256, 40}, s.get("model.layers.3.block_sparse_moe.experts.w2.cp_in"));
+        assertArrayEquals(new long[] {128, 40}, s.get("model.layers.3.block_sparse_moe.experts.w2.cp_out"));
+        assertArrayEquals(new long[] {8, 128}, s.get("model.layers.2.block_sparse_moe.gate.weight"));
+        assertFalse(s.containsKey("model.layers.1.block_sparse_moe.experts.7.w1.weight"));
+        assertFalse(s.containsKey("model.layers.1.block_sparse_moe.shared_base.w1.weight"));
+        // 1 embed + 4 × (2 norms + 4 attn + 1 router + 3 projections × 3 factors) + final norm + lm_head
+        assertEquals(1 + 4 * (2 + 4 + 1 + 9) + 2, s.size());
+        assertDoesNotThrow(() -> ModelSchema.check(c, new MapSource(complete(c))));
+    }
+
+    @Test
     void missingTensorIsNamed() {
         ModelConfig c = mixtral();
         Map<String, INDArray> m = complete(c);

@@ -7,6 +7,7 @@ import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.layerwise.LayerwisePassOptions;
 import org.sparkmoe.surgery.DistillOptions;
 import org.sparkmoe.surgery.LayerResult;
+import org.sparkmoe.surgery.LowRankCpSurgery;
 import org.sparkmoe.surgery.LowRankSurgery;
 import org.sparkmoe.surgery.MergeWeights;
 import org.sparkmoe.surgery.RoutingStats;
@@ -39,12 +40,21 @@ import java.util.concurrent.Callable;
                         + "squared error Σ‖ŷ − y‖² / Σ‖y‖²; the shared base and the router stay frozen. The original "
                         + "model runs as a layer-sequential pass over the windows (--expert-groups, --checkpoint-dir as "
                         + "for eval --layerwise); each layer trains in one Spark task while the pass goes on; "
-                        + "surgery.json and the console report the error before and after."})
+                        + "surgery.json and the console report the error before and after.",
+                "With --form cp, each projection's stacked experts [E, out, in] are instead factorised by CP-ALS into "
+                        + "U_N [E, R], U_I [in, R], U_O [out, R] (no shared base; W_e = U_O·diag(U_N[e])·U_Iᵀ); the "
+                        + "model then runs as an MoE whose routed experts compute U_O·(U_N[e] ⊙ U_Iᵀx). Not for "
+                        + "gpt_oss (expert biases); --distill-steps is not built for it."})
 public final class LowRankCommand implements Callable<Integer> {
     /** The options that only the distillation reads. */
     private static final List<String> DISTILL_ONLY = List.of("--data", "--split", "--window", "--distill-tokens",
             "--distill-batch", "--distill-lr", "--distill-warmup", "--distill-weight-decay", "--seed",
             "--expert-groups", "--checkpoint-dir", "--checkpoint-every");
+    /** Options only --form cp reads, and those only --form svd reads. */
+    private static final List<String> CP_ONLY = List.of("--als-iterations", "--als-tolerance");
+    private static final List<String> SVD_ONLY = List.of("--base", "--stats");
+    static final int DEFAULT_ALS_ITERATIONS = 100;
+    static final double DEFAULT_ALS_TOLERANCE = 1e-6;
     /** Windows per chunk of the distillation's pass: a chunk's hidden states are [this · window, hidden] floats. */
     static final int CHUNK_WINDOWS = 8;
 
@@ -62,6 +72,20 @@ public final class LowRankCommand implements Callable<Integer> {
 
     @Option(names = "--rank", required = true, paramLabel = "R", description = "LoRA rank of every expert.")
     int rank;
+
+    @Option(names = "--form", defaultValue = "svd", paramLabel = "svd|cp",
+            description = "svd: shared base + rank-R LoRA experts; cp: a rank-R CP decomposition of each projection's "
+                    + "stacked experts. Default: ${DEFAULT-VALUE}.")
+    String form;
+
+    @Option(names = "--als-iterations", defaultValue = "" + DEFAULT_ALS_ITERATIONS, paramLabel = "N",
+            description = "--form cp: ALS sweeps at most per projection. Default: ${DEFAULT-VALUE}.")
+    int alsIterations;
+
+    @Option(names = "--als-tolerance", defaultValue = "" + DEFAULT_ALS_TOLERANCE, paramLabel = "T",
+            description = "--form cp: stop when a projection's relative error changes by less than T between sweeps. "
+                    + "Default: ${DEFAULT-VALUE}.")
+    double alsTolerance;
 
     @Option(names = "--base", defaultValue = "mean", paramLabel = "mean|router-weighted",
             description = "How the shared base weighs the experts. Default: ${DEFAULT-VALUE}.")
@@ -103,11 +127,53 @@ public final class LowRankCommand implements Callable<Integer> {
     double distillWeightDecay;
 
     @Option(names = "--seed", defaultValue = "42", paramLabel = "S",
-            description = "Root seed; each layer's minibatch order derives from it. Default: ${DEFAULT-VALUE}.")
+            description = "Root seed; each layer's minibatch order (and, --form cp, each projection's initial factors) "
+                    + "derives from it. Default: ${DEFAULT-VALUE}.")
     long seed;
 
     @Override
     public Integer call() {
+        if (form.equals("tr")) {
+            throw new IllegalArgumentException("--form tr (tensor-ring experts) is not built: use --form svd or cp");
+        }
+        boolean cp = SurgeryRun.choice(spec, "--form", form, Map.of("svd", false, "cp", true));
+        for (String option : cp ? SVD_ONLY : CP_ONLY) {
+            if (spec.commandLine().getParseResult().hasMatchedOption(option)) {
+                throw new IllegalArgumentException(option + " is read only by --form " + (cp ? "svd" : "cp"));
+            }
+        }
+        return cp ? cp() : svd();
+    }
+
+    /** --form cp: CP-ALS per (layer, projection). */
+    private int cp() {
+        if (distillSteps != 0) {
+            throw new IllegalArgumentException("--distill-steps with --form cp is not built: the CP-form experts have "
+                    + "no backward yet; use --form svd to distil");
+        }
+        for (String option : DISTILL_ONLY) {
+            if (!option.equals("--seed") && spec.commandLine().getParseResult().hasMatchedOption(option)) {
+                throw new IllegalArgumentException(option + " is read only by the distillation, which --form cp "
+                        + "does not have");
+            }
+        }
+        SurgeryRun run = new SurgeryRun(options);
+        LowRankCpSurgery surgery = new LowRankCpSurgery(run.config, rank, alsIterations, alsTolerance, seed);
+        ObjectNode settings = SurgeryRun.settings();
+        settings.put("form", "cp");
+        settings.put("rank", rank);
+        settings.put("als_iterations", alsIterations);
+        settings.put("als_tolerance", alsTolerance);
+        settings.put("seed", seed);
+        if (run.planOnly(surgery)) {
+            return 0;
+        }
+        printParameters(run.execute("lowrank", surgery, settings));
+        return 0;
+    }
+
+    /** --form svd: shared base + truncated SVD per expert, optionally distilled. */
+    private int svd() {
         boolean weighted = SurgeryRun.choice(spec, "--base", base, Map.of("mean", false, "router-weighted", true));
         SurgeryRun run = new SurgeryRun(options);
         RoutingStats stats = weighted ? run.stats("--base router-weighted") : null;
@@ -137,10 +203,14 @@ public final class LowRankCommand implements Callable<Integer> {
             System.out.printf("distillation: relative MSE of the MoE layers' outputs %s before, %s after%n",
                     list(results, "distill_rel_mse_before"), list(results, "distill_rel_mse_after"));
         }
+        printParameters(results);
+        return 0;
+    }
+
+    private static void printParameters(List<LayerResult> results) {
         double before = sum(results, "_params_before");
         double after = sum(results, "_params_after");
         System.out.printf("expert parameters: %.0f before, %.0f after (%.4f of before)%n", before, after, after / before);
-        return 0;
     }
 
     /** The distillation's plan, checked; null without --distill-steps. */

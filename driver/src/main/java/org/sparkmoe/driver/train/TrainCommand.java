@@ -348,6 +348,7 @@ public final class TrainCommand implements Callable<Integer> {
 
     /** A low-rank model trains all its experts' factors and writes a checkpoint; PEFT adapters do not apply. */
     private void checkLowRankOptions(ModelConfig config) {
+        TrainState.requireSvdForm(config);
         int modelRank = config.low_rank_experts_rank;
         if (rank != null && rank != modelRank) {
             throw new IllegalArgumentException("--rank " + rank + " disagrees with the low-rank model's rank "

@@ -1,0 +1,84 @@
+package org.sparkmoe.experts;
+
+import java.util.Arrays;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.NativeElements;
+import org.sparkmoe.kernels.VectorRows;
+import org.sparkmoe.kernels.Workers;
+import org.sparkmoe.routing.RoutingPlan;
+import org.sparkmoe.routing.Routes;
+
+/**
+ * The combine of routed experts that compute one output row per plan row ({@link FullExperts}, {@link CpExperts}):
+ * {@code out[t] = Σ g·ys[row]} over token t's rows in plan order (ascending expert), in float64 rounded to float32
+ * at every operation in FLOAT, so it is bit-identical to a float32 loop whatever the split of tokens over the
+ * workers; and the row bookkeeping their backward passes share.
+ */
+final class RowCombine {
+    private RowCombine() {
+    }
+
+    /**
+     * @param ys     [N, D] every plan row's expert output, in plan order
+     * @param routes the routing decision whose plan the rows follow
+     * @param tokens T
+     * @return [T, D]
+     */
+    static INDArray combine(INDArray ys, Routes routes, int tokens, int hidden, DataType dataType, Workers workers) {
+        RoutingPlan plan = routes.plan;
+        if (ys.rank() != 2 || ys.size(0) != plan.rows() || ys.size(1) != hidden || ys.dataType() != dataType) {
+            throw new IllegalArgumentException("ys must be [" + plan.rows() + ", " + hidden + "] " + dataType
+                    + " (N, D), got " + Arrays.toString(ys.shape()) + " " + ys.dataType());
+        }
+        boolean single = dataType == DataType.FLOAT;
+        INDArray out = Nd4j.createUninitialized(dataType, new long[] {tokens, hidden}, 'c');     // [T, D]
+        if (out.length() > 0) {
+            NativeElements yRows = rowsOf(ys);                                          // [N, D]
+            NativeElements outRows = NativeElements.of(out);
+            int[] rowsOfToken = rowsOfToken(plan, tokens);                             // [T·K]
+            int k = plan.topK;
+            workers.forRanges(tokens, minTokens(hidden), (from, to) -> {
+                double[] acc = new double[hidden];                                     // out[t]
+                double[] y = new double[hidden];                                       // one row of ys
+                float[] scratch = new float[hidden];
+                for (int t = from; t < to; t++) {
+                    Arrays.fill(acc, 0.0);
+                    for (int j = t * k; j < (t + 1) * k; j++) {
+                        int row = rowsOfToken[j];
+                        yRows.read((long) row * hidden, y, hidden, scratch);
+                        VectorRows.addScaled(acc, 0, routes.weightOfPair(plan.perm[row]), y, hidden, single);
+                    }
+                    outRows.write((long) t * hidden, acc, hidden, scratch);
+                }
+            });
+        }
+        return out;
+    }
+
+    /** Rows (or tokens) per worker share below which a share is not worth a thread: about 32k elements. */
+    static int minTokens(int hidden) {
+        return Math.max(1, (1 << 15) / Math.max(1, hidden));
+    }
+
+    /**
+     * [T·K] the plan rows of each token, ascending (the order the combine adds them in): token t's K rows are
+     * entries t·K..(t+1)·K−1.
+     */
+    static int[] rowsOfToken(RoutingPlan plan, int tokens) {
+        int k = plan.topK;
+        int[] rowsOfToken = new int[plan.rows()];
+        int[] filled = new int[tokens];
+        for (int row = 0; row < plan.rows(); row++) {
+            int t = plan.tokenOfRow[row];
+            rowsOfToken[t * k + filled[t]++] = row;
+        }
+        return rowsOfToken;
+    }
+
+    /** Row-by-row access to an [N, D] array; an empty one (no routed rows) is never read or written. */
+    static NativeElements rowsOf(INDArray a) {
+        return a.length() == 0 ? null : NativeElements.of(a);
+    }
+}

@@ -1,0 +1,230 @@
+package org.sparkmoe.surgery;
+
+import java.util.SplittableRandom;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+
+/**
+ * Rank-R CP decomposition of one projection's stacked experts W [E, out, in] by alternating least squares, in float64,
+ * streaming the experts a block of rows at a time ({@link ExpertStack}: the tensor is never held widened):
+ * W[e, o, i] ≈ Σ_r U_N[e, r]·U_O[o, r]·U_I[i, r]. One sweep updates each factor in turn to its least-squares
+ * optimum given the other two (Kolda &amp; Bader, SIAM Review 2009, §3.4):
+ * <pre>
+ *   U_N ← M_N·(U_OᵀU_O ⊙ U_IᵀU_I)⁺    M_N[e, :] = Σ_o (W_e·U_I)[o, :] ⊙ U_O[o, :]       [E, R]
+ *   U_O ← M_O·(U_NᵀU_N ⊙ U_IᵀU_I)⁺    M_O       = Σ_e (W_e·U_I) ⊙ U_N[e, :]            [out, R]
+ *   U_I ← M_I·(U_NᵀU_N ⊙ U_OᵀU_O)⁺    M_I       = Σ_e W_eᵀ·(U_O ⊙ U_N[e, :])           [in, R]
+ * </pre>
+ * Each MTTKRP is one pass over W: per expert and block of rows [n, in], one [n, in]×[in, R] product (or its
+ * transpose), E·out·in·R multiply-adds. The Grams are R×R; the pseudo-inverse is by symmetric eigendecomposition
+ * (LAPACK syev), eigenvalues below 1e-12 of the largest dropped. U_N's and U_O's columns are normalised after their
+ * updates (U_I, updated last, carries the scale); at the end each rank-one term's norm λ_r is shared equally, λ_r^(1/3)
+ * per factor column. The fit after a sweep, ‖W − Ŵ‖²/‖W‖² = 1 − (2⟨M_I, U_I⟩ − 1ᵀ(U_NᵀU_N ⊙ U_OᵀU_O ⊙ U_IᵀU_I)1)/‖W‖²,
+ * costs nothing more; the sweeps stop after {@code maxIterations} or when the relative error changes by less than
+ * {@code tolerance} (absolute: the change of the fit 1 − error, as the Tensor Toolbox's cp_als). The initial factors are Gaussian from {@code seed}.
+ */
+public final class CpAls {
+    /** Relative eigenvalue cutoff of the Gram pseudo-inverse. */
+    static final double RCOND = 1e-12;
+
+    /**
+     * The factors (float64) and how the fit went.
+     *
+     * @param experts    U_N [E, R]
+     * @param in         U_I [in, R]
+     * @param out        U_O [out, R]
+     * @param iterations sweeps run
+     * @param relError   ‖W − Ŵ‖_F / ‖W‖_F of these float64 factors after the last sweep
+     */
+    public record Factors(INDArray experts, INDArray in, INDArray out, int iterations, double relError) {
+    }
+
+    private CpAls() {
+    }
+
+    /**
+     * @param w             the experts, E × [out, in]
+     * @param rank          R ≥ 1
+     * @param maxIterations sweeps at most, ≥ 1
+     * @param tolerance     stop when the relative error changes by less than this between sweeps (0: never)
+     */
+    public static Factors fit(ExpertStack w, int rank, int maxIterations, double tolerance, long seed) {
+        if (rank < 1 || maxIterations < 1 || tolerance < 0) {
+            throw new IllegalArgumentException("CP-ALS needs rank ≥ 1, iterations ≥ 1, tolerance ≥ 0, got " + rank
+                    + ", " + maxIterations + ", " + tolerance);
+        }
+        SplittableRandom random = new SplittableRandom(seed);
+        INDArray n = gaussian(random, w.experts(), rank);                                 // [E, R]
+        INDArray o = gaussian(random, w.rows(), rank);                                    // [out, R]
+        INDArray i = gaussian(random, w.cols(), rank);                                    // [in, R]
+        normaliseColumns(n);
+        normaliseColumns(o);
+        double norm2 = squaredNorm(w);
+        double error = Double.NaN;
+        int sweeps = 0;
+        while (sweeps < maxIterations) {
+            sweeps++;
+            n = mttkrpExperts(w, o, i).mmul(pinv(gram(o).muli(gram(i))));                  // [E, R]
+            normaliseColumns(n);
+            o = mttkrpOut(w, n, i).mmul(pinv(gram(n).muli(gram(i))));                      // [out, R]
+            normaliseColumns(o);
+            INDArray mi = mttkrpIn(w, n, o);                                               // [in, R]
+            i = mi.mmul(pinv(gram(n).muli(gram(o))));                                      // [in, R]
+            double inner = mi.mul(i).sumNumber().doubleValue();                            // ⟨W, Ŵ⟩
+            double model = gram(n).muli(gram(o)).muli(gram(i)).sumNumber().doubleValue();  // ‖Ŵ‖²
+            double next = Math.sqrt(Math.max(0, norm2 - 2 * inner + model) / norm2);
+            boolean settled = !Double.isNaN(error) && Math.abs(error - next) < tolerance;
+            error = next;
+            if (settled) {
+                break;
+            }
+        }
+        balance(n, o, i);
+        return new Factors(n, i, o, sweeps, error);
+    }
+
+    /**
+     * ‖W − Ŵ‖_F / ‖W‖_F of the given factors (e.g. the float32 ones stored), by a direct pass: per expert and block,
+     * W_block − U_O[block]·diag(U_N[e])·U_Iᵀ in float64.
+     */
+    public static double relativeError(ExpertStack w, INDArray experts, INDArray in, INDArray out) {
+        INDArray n = experts.castTo(DataType.DOUBLE);
+        INDArray it = in.castTo(DataType.DOUBLE).transpose();                              // [R, in]
+        INDArray o = out.castTo(DataType.DOUBLE);
+        double err2 = 0;
+        double norm2 = 0;
+        for (int e = 0; e < w.experts(); e++) {
+            INDArray scaled = o.mulRowVector(n.getRow(e));                                 // [out, R]
+            for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
+                long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
+                INDArray block = w.rows(e, r0, r1).castTo(DataType.DOUBLE);                 // [n, in]
+                INDArray approx = scaled.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all()).mmul(it);
+                double b = block.norm2Number().doubleValue();
+                double d = block.subi(approx).norm2Number().doubleValue();
+                norm2 += b * b;
+                err2 += d * d;
+            }
+        }
+        return Math.sqrt(err2 / norm2);
+    }
+
+    /** M_N [E, R]: M_N[e, :] = Σ_o (W_e·U_I)[o, :] ⊙ U_O[o, :]. */
+    static INDArray mttkrpExperts(ExpertStack w, INDArray o, INDArray i) {
+        INDArray m = Nd4j.zeros(DataType.DOUBLE, w.experts(), i.size(1));
+        for (int e = 0; e < w.experts(); e++) {
+            for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
+                long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
+                INDArray wi = w.rows(e, r0, r1).castTo(DataType.DOUBLE).mmul(i);          // [n, R]
+                m.getRow(e).addi(wi.muli(o.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())).sum(0));
+            }
+        }
+        return m;
+    }
+
+    /** M_O [out, R] = Σ_e (W_e·U_I) ⊙ U_N[e, :]. */
+    static INDArray mttkrpOut(ExpertStack w, INDArray n, INDArray i) {
+        INDArray m = Nd4j.zeros(DataType.DOUBLE, w.rows(), i.size(1));
+        for (int e = 0; e < w.experts(); e++) {
+            for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
+                long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
+                INDArray wi = w.rows(e, r0, r1).castTo(DataType.DOUBLE).mmul(i);          // [n, R]
+                m.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all()).addi(wi.muliRowVector(n.getRow(e)));
+            }
+        }
+        return m;
+    }
+
+    /** M_I [in, R] = Σ_e W_eᵀ·(U_O ⊙ U_N[e, :]). */
+    static INDArray mttkrpIn(ExpertStack w, INDArray n, INDArray o) {
+        INDArray m = Nd4j.zeros(DataType.DOUBLE, w.cols(), o.size(1));
+        for (int e = 0; e < w.experts(); e++) {
+            INDArray scaled = o.mulRowVector(n.getRow(e));                                 // [out, R]
+            for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
+                long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
+                INDArray block = w.rows(e, r0, r1).castTo(DataType.DOUBLE);                 // [n, in]
+                m.addi(block.transpose().mmul(scaled.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())));
+            }
+        }
+        return m;
+    }
+
+    /** ‖W‖²_F, streamed. */
+    static double squaredNorm(ExpertStack w) {
+        double sum = 0;
+        for (int e = 0; e < w.experts(); e++) {
+            for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
+                double b = w.rows(e, r0, Math.min(w.rows(), r0 + w.rowsPerBlock())).castTo(DataType.DOUBLE)
+                        .norm2Number().doubleValue();
+                sum += b * b;
+            }
+        }
+        return sum;
+    }
+
+    /** AᵀA [R, R]. */
+    static INDArray gram(INDArray a) {
+        return a.transpose().mmul(a);
+    }
+
+    /** The pseudo-inverse of a symmetric positive semi-definite G [R, R]: V·diag(1/λ)·Vᵀ over λ > RCOND·λ_max. */
+    static INDArray pinv(INDArray g) {
+        int r = (int) g.size(0);
+        INDArray v = g.dup('f');                                                           // eigenvectors in columns
+        INDArray lambda = Nd4j.create(DataType.DOUBLE, r);
+        int info = Nd4j.getBlasWrapper().lapack().syev('V', 'U', v, lambda);
+        if (info != 0) {
+            throw new IllegalStateException("CP-ALS: LAPACK syev failed on a " + r + "×" + r + " Gram (info " + info
+                    + ")");
+        }
+        double max = lambda.maxNumber().doubleValue();
+        INDArray inverse = Nd4j.zeros(DataType.DOUBLE, r);
+        for (int j = 0; j < r; j++) {
+            double l = lambda.getDouble(j);
+            inverse.putScalar(j, l > RCOND * max ? 1 / l : 0);
+        }
+        return v.mulRowVector(inverse).mmul(v.transpose());
+    }
+
+    private static INDArray gaussian(SplittableRandom random, long rows, long cols) {
+        double[] v = new double[Math.toIntExact(rows * cols)];
+        for (int k = 0; k < v.length; k++) {
+            v[k] = gaussian(random);
+        }
+        return Nd4j.create(v, new long[] {rows, cols}, DataType.DOUBLE);
+    }
+
+    /** A standard normal by Box–Muller from two uniforms of the stream. */
+    private static double gaussian(SplittableRandom random) {
+        double u = 1.0 - random.nextDouble();                                             // (0, 1]
+        return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random.nextDouble());
+    }
+
+    /** Every column to unit norm (a zero column stays zero). */
+    private static void normaliseColumns(INDArray a) {
+        INDArray norms = a.norm2(0);                                                        // [R]
+        for (int j = 0; j < norms.length(); j++) {
+            double c = norms.getDouble(j);
+            norms.putScalar(j, c > 0 ? 1 / c : 0);
+        }
+        a.muliRowVector(norms);
+    }
+
+    /** Each rank-one term's norm shared equally among its three factor columns. */
+    private static void balance(INDArray n, INDArray o, INDArray i) {
+        INDArray nn = n.norm2(0);
+        INDArray on = o.norm2(0);
+        INDArray in = i.norm2(0);
+        for (int j = 0; j < nn.length(); j++) {
+            double lambda = nn.getDouble(j) * on.getDouble(j) * in.getDouble(j);
+            double each = Math.cbrt(lambda);
+            n.getColumn(j).muli(scale(each, nn.getDouble(j)));
+            o.getColumn(j).muli(scale(each, on.getDouble(j)));
+            i.getColumn(j).muli(scale(each, in.getDouble(j)));
+        }
+    }
+
+    private static double scale(double target, double norm) {
+        return norm > 0 ? target / norm : 0;
+    }
+}
