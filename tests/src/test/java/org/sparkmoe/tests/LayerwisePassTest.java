@@ -111,7 +111,7 @@ class LayerwisePassTest {
             for (boolean importance : new boolean[] {false, true}) {
                 CalibrateJob.Result whole = CalibrateJob.run(sc, calibration(uri, 1), config, importance);
                 assertEquals(importance, whole.stats().importance() != null);
-                for (int groups : new int[] {1, 2}) {
+                for (int groups : new int[] {1, 2, 4}) {
                     CalibrateJob.Result layerwise = CalibrateJob.runLayerwise(sc, calibration(uri, 3), config,
                             new LayerwisePlan(groups, null, 4), importance);
                     assertTrue(whole.stats().sameAs(layerwise.stats()), model + ", G " + groups + ", importance "
