@@ -15,6 +15,7 @@ import org.sparkmoe.surgery.ExpertStack;
 import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.LowRankSurgery;
 import org.sparkmoe.surgery.MergeWeights;
+import org.sparkmoe.surgery.TruncatedSvd;
 
 import java.util.Arrays;
 import java.util.LinkedHashMap;
@@ -189,8 +190,10 @@ class MemoryPlanTest {
         LayerSurgery reduce = new ExpertReduceSurgery(MIXTRAL_1, 1, 4, ExpertReduceSurgery.By.WEIGHTS, null, 1);
         assertEquals(4 * (4 * 3 * expert + 2 * 8 * 4098) + 3 * scratch, reduce.partBytes(MIXTRAL_1));
         LayerSurgery lowRank = new LowRankSurgery(MIXTRAL_1, 16, uniform);
-        assertEquals(8 * (9 * expert + 14336L * 14336 + 4096L * 4096) + 4 * (3 * expert + 8 * 16 * (4096 + 14336))
-                + scratch, lowRank.partBytes(MIXTRAL_1));
+        long svd = 8 * (expert + 4096 + 3 * 16 * 14336 + 4096L * (3 * 4096 + 6) + 64 * (4096 + 14336)) + 4 * 12 * 4096;
+        assertEquals(svd, TruncatedSvd.bytes(14336, 4096, 16));                      // thin: no U [14336, 14336]
+        assertEquals(8 * (5 * expert) + svd + 4 * (2 * expert + 8 * 16 * (4096 + 14336)) + scratch,
+                lowRank.partBytes(MIXTRAL_1));
         assertTrue(merge.partBytes(MIXTRAL_1) < 8 * 4 * expert / 3, "a third of one whole float32 stack");
 
         MemoryPlan plan = MemoryPlan.surgery(3_430_000_000L, merge.partBytes(MIXTRAL_1), yarn(null, 2));

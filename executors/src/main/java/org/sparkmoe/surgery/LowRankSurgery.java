@@ -96,6 +96,8 @@ public final class LowRankSurgery implements LayerSurgery {
         long rows = stack.rows();
         long cols = stack.cols();
         INDArray base = stack.weightedSum(baseWeights[moeLayer], DataType.DOUBLE);                  // [out, in]
+        INDArray storedBase = base.castTo(DataType.FLOAT);                                          // [out, in]
+        INDArray storedBase64 = storedBase.castTo(DataType.DOUBLE);                                 // [out, in]
         INDArray a = Nd4j.create(DataType.FLOAT, experts, rank, cols);                                // [E, R, in]
         INDArray b = Nd4j.create(DataType.FLOAT, experts, rows, rank);                                // [E, out, R]
         double error2 = 0;
@@ -105,10 +107,10 @@ public final class LowRankSurgery implements LayerSurgery {
             TruncatedSvd.Factors f = TruncatedSvd.of(w.sub(base), rank);
             a.slice(e).assign(f.a());
             b.slice(e).assign(f.b());
-            // the error of what is stored: float32 base and factors
-            INDArray approx = base.castTo(DataType.FLOAT).castTo(DataType.DOUBLE)
-                    .add(b.slice(e).castTo(DataType.DOUBLE).mmul(a.slice(e).castTo(DataType.DOUBLE)));
-            double err = w.sub(approx).norm2Number().doubleValue();
+            // the error of what is stored: float32 base and factors (B·A + base, then w − that, in place)
+            INDArray approx = b.slice(e).castTo(DataType.DOUBLE).mmul(a.slice(e).castTo(DataType.DOUBLE))
+                    .addi(storedBase64);                                                            // [out, in]
+            double err = approx.rsubi(w).norm2Number().doubleValue();
             double norm = w.norm2Number().doubleValue();
             error2 += err * err;
             norm2 += norm * norm;
@@ -124,7 +126,7 @@ public final class LowRankSurgery implements LayerSurgery {
             out.put(FusedExperts.downBias(layer),
                     ExpertStack.readBiases(source, layout, layer, experts, p).reshape(experts, -1));  // [E, D]
         }
-        out.put(layout.sharedBase(layer, p), base.castTo(DataType.FLOAT));
+        out.put(layout.sharedBase(layer, p), storedBase);
         out.put(layout.stackedLoraA(layer, p), a);
         out.put(layout.stackedLoraB(layer, p), b);
         String name = layout.projectionName(p);
@@ -135,21 +137,19 @@ public final class LowRankSurgery implements LayerSurgery {
     }
 
     /**
-     * The largest projection's part, I·D = n elements: the float64 base and its float32 copy, one expert at a time
-     * (float32, float64, minus the base) and what its error check makes (the stored base widened back, B·A, their
-     * sum, the difference: 4 float64 and a float32 n), the SVD's two float64 copies of its input and its full U
-     * [max(I, D)²] and Vᵀ [min(I, D)²], the stacked factors E·R·(I + D) float32, and one {@link ExpertStack}'s
-     * scratch. Temporaries are counted as if all alive (ND4J frees them at the garbage collector's pace).
+     * The largest projection's part, I·D = n elements: the float64 base, its stored float32 and that widened back,
+     * one expert at a time (float32, float64, minus the base, and B·A + base for its error check), so 5 float64 n and
+     * 2 float32 n; one {@link TruncatedSvd} (its float64 copy and workspace), the stacked factors E·R·(I + D) float32,
+     * and one {@link ExpertStack}'s scratch. Temporaries are counted as if all alive (ND4J frees them at the garbage
+     * collector's pace).
      */
     @Override
     public long partBytes(ModelConfig model) {
         long d = model.hidden_size;
         long i = model.expert_intermediate_size;
         long n = d * i;
-        long tall = Math.max(d, i);
-        long wide = Math.min(d, i);
-        return Double.BYTES * (n + n + n + 4 * n + 2 * n + tall * tall + wide * wide)
-                + Float.BYTES * (n + n + n + (long) experts * rank * (d + i)) + ExpertStack.scratchBytes();
+        return Double.BYTES * (n + n + n + n + n) + TruncatedSvd.bytes(i, d, rank)
+                + Float.BYTES * (n + n + (long) experts * rank * (d + i)) + ExpertStack.scratchBytes();
     }
 
     @Override

@@ -4,6 +4,7 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 
 import java.util.Random;
 
@@ -62,6 +63,56 @@ class TruncatedSvdTest {
             double err = half.b().mmul(half.a()).sub(m).norm2Number().doubleValue();
             assertEquals(err * err, half.tailSquared(), 1e-9 * err * err, java.util.Arrays.toString(shape));
         }
+    }
+
+    /**
+     * Against the full SVD it replaced (ND4J's gesvd, jobu = jobvt = 'A', on the tall orientation; kept below as the
+     * reference): on a random tall and a random wide matrix, the same singular values (B's column norms), the same
+     * factors up to each triplet's sign, the same B·A and the same tail.
+     */
+    @Test
+    void equalsTheFullSvdOnTallAndWideMatrices() {
+        Random rnd = new Random(3);
+        for (int[] shape : new int[][] {{300, 70}, {70, 300}}) {
+            INDArray m = Nd4j.create(DataType.DOUBLE, shape[0], shape[1]);
+            for (long i = 0; i < m.length(); i++) {
+                m.putScalar(i, rnd.nextGaussian());
+            }
+            for (int rank : new int[] {1, 16, 70}) {
+                String what = java.util.Arrays.toString(shape) + " rank " + rank;
+                TruncatedSvd.Factors thin = TruncatedSvd.of(m, rank);
+                TruncatedSvd.Factors full = fullSvd(m, rank);
+                for (int j = 0; j < rank; j++) {
+                    double sign = Math.signum(thin.a().getRow(j).mul(full.a().getRow(j)).sumNumber().doubleValue());
+                    assertTrue(thin.a().getRow(j).sub(full.a().getRow(j).mul(sign)).amaxNumber().doubleValue() < 1e-9,
+                            what + " A row " + j);
+                    assertTrue(thin.b().getColumn(j).sub(full.b().getColumn(j).mul(sign)).amaxNumber().doubleValue()
+                            < 1e-9, what + " B column " + j);
+                }
+                assertTrue(thin.b().mmul(thin.a()).sub(full.b().mmul(full.a())).amaxNumber().doubleValue() < 1e-9, what);
+                assertEquals(full.tailSquared(), thin.tailSquared(), 1e-9 * (1 + full.tailSquared()), what);
+            }
+        }
+    }
+
+    /** The full SVD: LAPACK gesvd on the tall orientation with full U [rows, rows] and Vᵀ [cols, cols]. */
+    static TruncatedSvd.Factors fullSvd(INDArray m, int rank) {
+        long k = Math.min(m.size(0), m.size(1));
+        boolean wide = m.size(0) < m.size(1);
+        INDArray x = (wide ? m.transpose() : m).dup('f');                                       // [rows ≥ cols]
+        INDArray s = Nd4j.create(DataType.DOUBLE, k);
+        INDArray u = Nd4j.create(DataType.DOUBLE, new long[] {x.size(0), x.size(0)}, 'f');
+        INDArray vt = Nd4j.create(DataType.DOUBLE, new long[] {x.size(1), x.size(1)}, 'f');
+        Nd4j.getBlasWrapper().lapack().gesvd(x, s, u, vt);
+        INDArray uR = u.get(NDArrayIndex.all(), NDArrayIndex.interval(0, rank));
+        INDArray vR = vt.get(NDArrayIndex.interval(0, rank), NDArrayIndex.all()).transpose();
+        INDArray sR = s.get(NDArrayIndex.interval(0, rank));
+        double tail = 0;
+        for (long j = rank; j < k; j++) {
+            tail += s.getDouble(j) * s.getDouble(j);
+        }
+        return new TruncatedSvd.Factors((wide ? vR : uR).mulRowVector(sR).dup('c'), (wide ? uR : vR).transpose().dup('c'),
+                tail);
     }
 
     @Test
