@@ -188,7 +188,8 @@ class MemoryPlanTest {
         LayerSurgery merge = new DenseMergeSurgery(MIXTRAL_1, uniform);
         assertEquals(4 * (2 * expert) + scratch, merge.partBytes(MIXTRAL_1));          // merged [I, D], padded
         LayerSurgery reduce = new ExpertReduceSurgery(MIXTRAL_1, 1, 4, ExpertReduceSurgery.By.WEIGHTS, null, 1);
-        assertEquals(4 * (4 * 3 * expert + 2 * 8 * 4098) + 3 * scratch, reduce.partBytes(MIXTRAL_1));
+        assertEquals(12, reduce.parts(), "one new 224 MiB projection a part, the k-means in a task of its own");
+        assertEquals(4 * (expert + 2 * 8 * 4098) + 3 * scratch, reduce.partBytes(MIXTRAL_1));
         LayerSurgery lowRank = new LowRankSurgery(MIXTRAL_1, 16, uniform);
         long svd = 8 * (expert + 4096 + 3 * 16 * 14336 + 4096L * (3 * 4096 + 6) + 64 * (4096 + 14336)) + 4 * 12 * 4096;
         assertEquals(svd, TruncatedSvd.bytes(14336, 4096, 16));                      // thin: no U [14336, 14336]

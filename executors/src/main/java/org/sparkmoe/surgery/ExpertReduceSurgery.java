@@ -34,10 +34,11 @@ import java.util.LinkedHashMap;
  *
  * <p>gpt-oss's expert biases and router bias entries are merged with the same weights as the weights and gate rows.
  *
- * <p>Clustering by routing profiles is cheap and the same in every task, so each layer is cut into parts of at most
- * {@link TopKSurgery#PART_BYTES} of new float32 projections (new expert g's w1, w3, w2, then g + 1's, ...; the last
- * part adds the router's tensors), each task clustering again and merging only its share. Clustering by weights
- * streams the whole layer's experts several times, so it runs once per layer: one part, holding all E' new experts.
+ * <p>Each layer is cut into parts of at most {@link TopKSurgery#PART_BYTES} of new float32 projections (new expert g's
+ * w1, w3, w2, then g + 1's, ...; the last part adds the router's tensors), each merging only its share with the
+ * layer's clusters. Clustering by routing profiles is cheap and the same in every task, so each part clusters again;
+ * clustering by weights streams the whole layer's experts several times, so it runs once per layer
+ * ({@link #shared}, a task of its own) and its clusters go to the parts ({@link #withShared}).
  */
 public final class ExpertReduceSurgery implements LayerSurgery {
     private static final long serialVersionUID = 1L;
@@ -54,6 +55,7 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     private final double[][] frequency;         // [MoE layers][E]
     private final long seed;
     private final int projectionsPerPart;       // new projections (expert g, projection p) one part merges
+    private final int[][][] clusters;           // [MoE layers][E'][members] made once per layer (by weights), or null
 
     /**
      * @param stats null only with {@link By#WEIGHTS}; then every expert counts the same when merging
@@ -80,8 +82,8 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         this.seed = seed;
         long projectionBytes = (long) Float.BYTES * model.hidden_size * model.expert_intermediate_size;
         int projections = newExperts * Projection.values().length;
-        this.projectionsPerPart = by == By.WEIGHTS ? projections
-                : (int) Math.max(1, Math.min(projections, TopKSurgery.PART_BYTES / projectionBytes));
+        this.projectionsPerPart = (int) Math.max(1, Math.min(projections, TopKSurgery.PART_BYTES / projectionBytes));
+        this.clusters = null;
         this.frequency = new double[moeLayers][experts];
         this.routingFeatures = by == By.ROUTING ? new double[moeLayers][][] : null;
         for (int i = 0; i < moeLayers; i++) {
@@ -92,6 +94,20 @@ public final class ExpertReduceSurgery implements LayerSurgery {
                 routingFeatures[i] = routingProfile(stats, i);
             }
         }
+    }
+
+    private ExpertReduceSurgery(ExpertReduceSurgery s, int[][][] clusters) {
+        this.newExperts = s.newExperts;
+        this.experts = s.experts;
+        this.type = s.type;
+        this.groups = s.groups;
+        this.correctionBias = s.correctionBias;
+        this.biases = s.biases;
+        this.routingFeatures = s.routingFeatures;
+        this.frequency = s.frequency;
+        this.seed = s.seed;
+        this.projectionsPerPart = s.projectionsPerPart;
+        this.clusters = clusters;
     }
 
     /** [E][files + 1]: each file's selection rate and the mean logit, every column standardised over the experts. */
@@ -126,11 +142,33 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         return x;
     }
 
-    /** By routing: slices of at most {@link TopKSurgery#PART_BYTES} of new projections; by weights: one. */
+    /** Slices of at most {@link TopKSurgery#PART_BYTES} of new projections. */
     @Override
     public int parts() {
         int projections = newExperts * Projection.values().length;
         return (projections + projectionsPerPart - 1) / projectionsPerPart;
+    }
+
+    /** By weights: the k-means streams the layer's experts, once per layer for all its parts. */
+    @Override
+    public boolean sharesWork() {
+        return routingFeatures == null;
+    }
+
+    /** The layer's clusters: [E'][members], each new expert's original experts. */
+    @Override
+    public int[][] shared(TensorSource source, int layer, int moeLayer) {
+        CheckpointLayout layout = new CheckpointLayout(type);
+        ExpertStack[] stacks = new ExpertStack[Projection.values().length]; // each E × [rows, cols], as stored
+        for (Projection p : Projection.values()) {
+            stacks[p.ordinal()] = ExpertStack.of(source, layout, layer, experts, p);
+        }
+        return clusterWithinGroups(stacks, moeLayer, Seeds.derive(seed, "reduce/layer/" + layer));
+    }
+
+    @Override
+    public ExpertReduceSurgery withShared(java.io.Serializable[] perMoeLayer) {
+        return new ExpertReduceSurgery(this, java.util.Arrays.copyOf(perMoeLayer, perMoeLayer.length, int[][][].class));
     }
 
     @Override
@@ -140,7 +178,8 @@ public final class ExpertReduceSurgery implements LayerSurgery {
         for (Projection p : Projection.values()) {
             stacks[p.ordinal()] = ExpertStack.of(source, layout, layer, experts, p);
         }
-        int[][] groups = clusterWithinGroups(stacks, moeLayer, Seeds.derive(seed, "reduce/layer/" + layer));
+        int[][] groups = clusters != null && moeLayer < clusters.length && clusters[moeLayer] != null
+                ? clusters[moeLayer] : shared(source, layer, moeLayer);
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         int projections = Projection.values().length;
         int last = Math.min(newExperts * projections, (part + 1) * projectionsPerPart);
@@ -239,9 +278,9 @@ public final class ExpertReduceSurgery implements LayerSurgery {
     }
 
     /**
-     * A part's new projections in float32 (by weights: all E' new experts'; with their biases), the old and new router
-     * and the scratch of three {@link ExpertStack}s; k-means by weights adds {@link ExpertPoints#BLOCK_BYTES} on the
-     * heap.
+     * A part's new projections in float32 (at most {@link TopKSurgery#PART_BYTES}, or one projection; with their
+     * biases), the old and new router and the scratch of three {@link ExpertStack}s; the k-means by weights, in its
+     * own task per layer, holds those stacks' scratch and {@link ExpertPoints#BLOCK_BYTES} on the heap.
      */
     @Override
     public long partBytes(ModelConfig model) {

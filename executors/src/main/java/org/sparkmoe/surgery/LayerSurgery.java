@@ -24,11 +24,36 @@ public interface LayerSurgery extends java.io.Serializable {
      */
     LayerResult applyPart(TensorSource source, int layer, int moeLayer, int part);
 
+    /**
+     * Whether the parts of a layer share work too costly to repeat in each (reduce --by weights: k-means over the
+     * experts streamed from the checkpoint): the job then runs {@link #shared} once per MoE layer, in a task of its
+     * own, and hands every part its layer's result through {@link #withShared}.
+     */
+    default boolean sharesWork() {
+        return false;
+    }
+
+    /** The work every part of MoE layer {@code moeLayer} shares: small, it travels through the driver. */
+    default java.io.Serializable shared(TensorSource source, int layer, int moeLayer) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " shares no work between its parts");
+    }
+
+    /** This surgery with each MoE layer's {@link #shared} result (indexed by MoE layer), which its parts then use. */
+    default LayerSurgery withShared(java.io.Serializable[] perMoeLayer) {
+        return this;
+    }
+
     /** Every part of one layer, merged in part order (what the parallel job assembles too). */
     default LayerResult apply(TensorSource source, int layer, int moeLayer) {
+        LayerSurgery surgery = this;
+        if (sharesWork()) {
+            java.io.Serializable[] shared = new java.io.Serializable[moeLayer + 1];
+            shared[moeLayer] = shared(source, layer, moeLayer);
+            surgery = withShared(shared);
+        }
         java.util.List<LayerResult> results = new java.util.ArrayList<>();
         for (int part = 0; part < parts(); part++) {
-            results.add(applyPart(source, layer, moeLayer, part));
+            results.add(surgery.applyPart(source, layer, moeLayer, part));
         }
         return LayerResult.merge(results);
     }

@@ -1,11 +1,13 @@
 package org.sparkmoe.surgery;
 
 import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.model.ModelSchema;
 
 import java.util.List;
@@ -72,6 +74,51 @@ class ExpertReduceSurgeryTest {
         ExpertReduceSurgery toOne = new ExpertReduceSurgery(SurgeryFixtures.mixtral(4, 2), 2, 1,
                 ExpertReduceSurgery.By.WEIGHTS, null, 3);
         assertEquals(1, toOne.config(c).get("num_experts_per_tok").asInt());
+    }
+
+    /**
+     * By weights on projections of 24 MiB of float32 (D 1024, I 6144, 3 experts to 2): parts of at most 64 MiB of new
+     * projections, two each, so three parts, the router in the last. The k-means runs once for the layer
+     * ({@code shared}) and every part merges with its clusters: each new projection is its members' mean (no
+     * statistics: uniform), as in one part holding them all.
+     */
+    @Test
+    void weightClustersAreMadeOnceAndSharedByPartsOfBoundedBytes() {
+        ModelConfig c = ModelConfig.parse(SurgeryFixtures.mixtral(3, 2).jsonCopy().put("hidden_size", 1024)
+                .put("intermediate_size", 6144).put("num_hidden_layers", 1).toString(), "24 MiB projections");
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        java.util.Map<String, INDArray> t = new java.util.LinkedHashMap<>();
+        Nd4j.getRandom().setSeed(11);
+        for (int e = 0; e < 3; e++) {
+            for (Projection p : Projection.values()) {
+                long[] shape = p == Projection.DOWN ? new long[] {1024, 6144} : new long[] {6144, 1024};
+                t.put(layout.expert(0, e, p), Nd4j.randn(DataType.FLOAT, shape).addi(e == 2 ? 5 : 0));
+            }
+        }
+        t.put(layout.routerGate(0), Nd4j.randn(DataType.FLOAT, 3, 1024));
+        TensorSource source = new SurgeryFixtures.MapSource(t);
+        ExpertReduceSurgery surgery = new ExpertReduceSurgery(c, 1, 2, ExpertReduceSurgery.By.WEIGHTS, null, 7);
+        assertEquals(3, surgery.parts());
+        assertTrue(surgery.sharesWork());
+        int[][] clusters = surgery.shared(source, 0, 0);
+        assertArrayEquals(new int[][] {{0, 1}, {2}}, clusters, "expert 2 is shifted by 5");
+        LayerSurgery prepared = surgery.withShared(new java.io.Serializable[] {clusters});
+        String[][] names = {
+            {layout.expert(0, 0, Projection.GATE), layout.expert(0, 0, Projection.UP)},
+            {layout.expert(0, 0, Projection.DOWN), layout.expert(0, 1, Projection.GATE)},
+            {layout.expert(0, 1, Projection.UP), layout.expert(0, 1, Projection.DOWN), layout.routerGate(0)}};
+        java.util.Map<String, INDArray> merged = new java.util.HashMap<>();
+        for (int part = 0; part < 3; part++) {
+            LayerResult r = prepared.applyPart(source, 0, 0, part);
+            assertArrayEquals(clusters, r.groups());
+            assertArrayEquals(names[part], r.tensors().keySet().toArray(new String[0]), "part " + part);
+            merged.putAll(r.tensors());
+        }
+        for (Projection p : Projection.values()) {
+            INDArray mean = t.get(layout.expert(0, 0, p)).add(t.get(layout.expert(0, 1, p))).divi(2);
+            assertTrue(merged.get(layout.expert(0, 0, p)).sub(mean).amaxNumber().doubleValue() < 1e-5, "0 " + p);
+            assertTrue(merged.get(layout.expert(0, 1, p)).equals(t.get(layout.expert(0, 2, p))), "1 " + p);
+        }
     }
 
     @Test

@@ -18,12 +18,18 @@ final class TruncatedSvdTiming {
         int rows = Integer.parseInt(args[1]);
         int cols = Integer.parseInt(args[2]);
         int rank = Integer.parseInt(args[3]);
-        Nd4j.getRandom().setSeed(1);
-        INDArray m = Nd4j.randn(DataType.DOUBLE, rows, cols);                                   // [rows, cols]
+        java.util.Random rnd = new java.util.Random(1);
+        double[] values = new double[Math.multiplyExact(rows, cols)];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = rnd.nextGaussian();
+        }
+        INDArray m = Nd4j.create(values, new long[] {rows, cols}, DataType.DOUBLE);             // [rows, cols]
+        values = null;
         long start = System.nanoTime();
         TruncatedSvd.Factors f = full ? TruncatedSvdTest.fullSvd(m, rank) : TruncatedSvd.of(m, rank);
         double seconds = (System.nanoTime() - start) / 1e9;
-        System.out.printf("%s %d×%d rank %d: %.1f s, tail %.9e, σ_1 %.9e%n", args[0], rows, cols, rank, seconds,
-                f.tailSquared(), f.b().getColumn(0).norm2Number().doubleValue());
+        double frobenius = m.norm2Number().doubleValue();
+        System.out.printf("%s %d×%d rank %d: %.1f s, ‖M‖² %.9e, tail %.9e, σ_1 %.9e%n", args[0], rows, cols, rank,
+                seconds, frobenius * frobenius, f.tailSquared(), f.b().getColumn(0).norm2Number().doubleValue());
     }
 }
