@@ -20,7 +20,9 @@ import java.util.Set;
  * {@link FusedExperts#router}. gpt-oss's own layout (its only one) is transposed and interleaved, with biases:
  * gate_up_proj [E, D, 2I] (gate = columns 0, 2, …, up = 1, 3, …), gate_up_proj_bias [E, 2I] likewise, down_proj
  * [E, I, D] and down_proj_bias [E, D]; an MXFP4 source is written widened (in the writer's dtype, bf16 for a released
- * checkpoint: exact). Each fused tensor is built when it is read (one at a time, as a writer reads them).
+ * checkpoint: exact). A writer reads a fused tensor expert by expert ({@link #writeBlocks}, {@link #readFloatBlock}):
+ * one expert's slice is built at a time, never the whole [E, 2I, D]; {@link #readFloat} builds the whole from the
+ * same slices.
  */
 public final class FusingTensors implements TensorSource {
     private final TensorSource base;   // per-expert names (a FusedExperts view is fine)
@@ -130,57 +132,75 @@ public final class FusingTensors implements TensorSource {
         return d == DType.U8 ? DType.BF16 : d;
     }
 
+    /** A fused tensor is written expert by expert: E blocks. */
     @Override
-    public INDArray readFloat(String name) {
-        if (config.clamped_experts && (gateUps.containsKey(name) || downs.containsKey(name)
-                || gateUpBiases.containsKey(name) || downBiases.containsKey(name))) {
-            return gptOss(name);
-        }
-        Integer gateUp = gateUps.get(name);
-        if (gateUp != null) {
-            long i = config.expert_intermediate_size;
-            INDArray out = Nd4j.createUninitialized(DataType.FLOAT, shape(name), 'c'); // [E, 2I, D]
-            for (int e = 0; e < config.num_experts; e++) {
-                out.get(NDArrayIndex.point(e), NDArrayIndex.interval(0, i), NDArrayIndex.all())
-                        .assign(base.readFloat(layout.expert(gateUp, e, Projection.GATE)));
-                out.get(NDArrayIndex.point(e), NDArrayIndex.interval(i, 2 * i), NDArrayIndex.all())
-                        .assign(base.readFloat(layout.expert(gateUp, e, Projection.UP)));
-            }
-            return out;
-        }
-        Integer down = downs.get(name);
-        if (down != null) {
-            INDArray out = Nd4j.createUninitialized(DataType.FLOAT, shape(name), 'c'); // [E, D, I]
-            for (int e = 0; e < config.num_experts; e++) {
-                out.slice(e).assign(base.readFloat(layout.expert(down, e, Projection.DOWN)));
-            }
-            return out;
-        }
-        return base.readFloat(perExpertName(name));
+    public long writeBlocks(String name) {
+        return fused(name) ? config.num_experts : 1;
     }
 
-    /** gpt-oss's fused tensors: gate/up interleaved by column, the weights transposed to [in, out]. */
-    private INDArray gptOss(String name) {
-        INDArray out = Nd4j.createUninitialized(DataType.FLOAT, shape(name), 'c');
-        long twoI = 2L * config.expert_intermediate_size;
+    @Override
+    public INDArray readFloatBlock(String name, long block) {
+        if (!fused(name)) {
+            return TensorSource.super.readFloatBlock(name, block);
+        }
+        long[] shape = shape(name);
+        return expert(name, Math.toIntExact(block)).reshape('c', prepend(1, shape));
+    }
+
+    @Override
+    public INDArray readFloat(String name) {
+        if (!fused(name)) {
+            return base.readFloat(perExpertName(name));
+        }
+        INDArray out = Nd4j.createUninitialized(DataType.FLOAT, shape(name), 'c');    // [E, ...]
         for (int e = 0; e < config.num_experts; e++) {
-            if (gateUps.containsKey(name)) {                                           // [E, D, 2I]
-                int l = gateUps.get(name);
-                out.get(NDArrayIndex.point(e), NDArrayIndex.all(), NDArrayIndex.interval(0, 2, twoI))
-                        .assign(base.readFloat(layout.expert(l, e, Projection.GATE)).transpose());
-                out.get(NDArrayIndex.point(e), NDArrayIndex.all(), NDArrayIndex.interval(1, 2, twoI))
-                        .assign(base.readFloat(layout.expert(l, e, Projection.UP)).transpose());
-            } else if (downs.containsKey(name)) {                                      // [E, I, D]
-                out.slice(e).assign(base.readFloat(layout.expert(downs.get(name), e, Projection.DOWN)).transpose());
-            } else if (gateUpBiases.containsKey(name)) {                               // [E, 2I]
-                int l = gateUpBiases.get(name);
-                out.get(NDArrayIndex.point(e), NDArrayIndex.interval(0, 2, twoI))
-                        .assign(base.readFloat(layout.expertBias(l, e, Projection.GATE)));
-                out.get(NDArrayIndex.point(e), NDArrayIndex.interval(1, 2, twoI))
-                        .assign(base.readFloat(layout.expertBias(l, e, Projection.UP)));
-            } else {                                                                   // [E, D]
-                out.getRow(e).assign(base.readFloat(layout.expertBias(downBiases.get(name), e, Projection.DOWN)));
+            out.slice(e).assign(expert(name, e));
+        }
+        return out;
+    }
+
+    private boolean fused(String name) {
+        return gateUps.containsKey(name) || downs.containsKey(name) || gateUpBiases.containsKey(name)
+                || downBiases.containsKey(name);
+    }
+
+    /** [1, shape[1..]]: one expert's block of a fused tensor of {@code shape}. */
+    private static long[] prepend(long first, long[] shape) {
+        long[] out = shape.clone();
+        out[0] = first;
+        return out;
+    }
+
+    /**
+     * Expert e's slice of a fused tensor, float32 'c'-order: gate rows then up rows [2I, D] and down [D, I]; gpt-oss's
+     * transposed and interleaved by column, gate = 0, 2, …, up = 1, 3, …: gate_up [D, 2I], down [I, D], and its biases
+     * gate_up [2I] (interleaved likewise) and down [D].
+     */
+    private INDArray expert(String name, int e) {
+        long[] shape = java.util.Arrays.copyOfRange(shape(name), 1, shape(name).length);
+        INDArray out = Nd4j.createUninitialized(DataType.FLOAT, shape, 'c');
+        long i = config.expert_intermediate_size;
+        boolean gptOss = config.clamped_experts;
+        if (gateUps.containsKey(name)) {
+            int l = gateUps.get(name);
+            INDArray gate = base.readFloat(layout.expert(l, e, Projection.GATE));            // [I, D]
+            INDArray up = base.readFloat(layout.expert(l, e, Projection.UP));                // [I, D]
+            if (gptOss) {                                                                     // [D, 2I]
+                out.get(NDArrayIndex.all(), NDArrayIndex.interval(0, 2, 2 * i)).assign(gate.transpose());
+                out.get(NDArrayIndex.all(), NDArrayIndex.interval(1, 2, 2 * i)).assign(up.transpose());
+            } else {                                                                          // [2I, D]
+                out.get(NDArrayIndex.interval(0, i), NDArrayIndex.all()).assign(gate);
+                out.get(NDArrayIndex.interval(i, 2 * i), NDArrayIndex.all()).assign(up);
             }
+        } else if (downs.containsKey(name)) {
+            INDArray down = base.readFloat(layout.expert(downs.get(name), e, Projection.DOWN)); // [D, I]
+            out.assign(gptOss ? down.transpose() : down);
+        } else if (gateUpBiases.containsKey(name)) {                                          // [2I]
+            int l = gateUpBiases.get(name);
+            out.get(NDArrayIndex.interval(0, 2, 2 * i)).assign(base.readFloat(layout.expertBias(l, e, Projection.GATE)));
+            out.get(NDArrayIndex.interval(1, 2, 2 * i)).assign(base.readFloat(layout.expertBias(l, e, Projection.UP)));
+        } else {                                                                              // [D]
+            out.assign(base.readFloat(layout.expertBias(downBiases.get(name), e, Projection.DOWN)));
         }
         return out;
     }

@@ -140,10 +140,19 @@ public final class CheckpointFolderWriter {
             String name = names.get(i);
             // read when its bytes are written, one tensor at a time; a float tensor in its stored type over the
             // source's map, widened a chunk at a time, so not even one tensor is widened whole (a 152k vocabulary's
-            // embedding would be 1.2 GB of float32); FP8 and other codes are decoded by readFloat
-            return new NamedTensor.Streamed(name, dtype, tensors.shape(name),
-                    out -> new NamedTensor.Floats(name, STORED_FLOATS.contains(tensors.dtype(name))
-                            ? tensors.stored(name) : tensors.readFloat(name), dtype).writeData(out));
+            // embedding would be 1.2 GB of float32); FP8 and other codes are decoded by readFloat; a tensor the
+            // source builds when read (the fused expert layout) comes block by block of its first dimension
+            long blocks = tensors.writeBlocks(name);
+            return new NamedTensor.Streamed(name, dtype, tensors.shape(name), out -> {
+                if (blocks > 1) {
+                    for (long b = 0; b < blocks; b++) {
+                        new NamedTensor.Floats(name, tensors.readFloatBlock(name, b), dtype).writeData(out);
+                    }
+                } else {
+                    new NamedTensor.Floats(name, STORED_FLOATS.contains(tensors.dtype(name))
+                            ? tensors.stored(name) : tensors.readFloat(name), dtype).writeData(out);
+                }
+            });
         });
     }
 

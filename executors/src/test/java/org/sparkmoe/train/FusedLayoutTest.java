@@ -1,6 +1,7 @@
 package org.sparkmoe.train;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -68,6 +69,72 @@ class FusedLayoutTest {
         MoeTransformer fused = ModelFolder.load(out, conf);
         int[][] windows = TinyModels.windows(perExpert, 2, 16, 31);
         assertArrayEquals(perExpert.logits(windows).data().asFloat(), fused.logits(windows).data().asFloat(), fixture);
+    }
+
+    /**
+     * The writer takes a fused tensor expert by expert ({@link FusingTensors#readFloatBlock}: one expert's slice at a
+     * time, never the whole [E, 2I, D] that {@link FusingTensors#readFloat} builds) and writes the same bytes as
+     * from the whole tensor.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {TinyModels.MIXTRAL, TinyModels.GPT_OSS})
+    void theWriterTakesAFusedTensorExpertByExpertWritingTheSameBytes(String fixture, @TempDir Path tmp)
+            throws java.io.IOException {
+        Configuration conf = new Configuration();
+        org.apache.hadoop.fs.Path dir = TinyModels.folder(fixture);
+        ModelConfig c = ModelFolder.readConfig(dir, conf);
+        try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
+            FusingTensors fused = FusingTensors.of(checkpoint, c);
+            List<String> expected = new ArrayList<>(ModelSchema.expected(c).keySet());
+            if (c.tie_word_embeddings && !checkpoint.has("lm_head.weight")) {
+                expected.remove("lm_head.weight");
+            }
+            List<String> names = fused.names(expected);
+            java.util.Set<String> whole = new java.util.TreeSet<>();
+            for (boolean blocks : new boolean[] {true, false}) {
+                CheckpointFolderWriter.write(dir, c.jsonCopy(), new Watched(fused, whole, blocks), names, Map.of(),
+                        new org.apache.hadoop.fs.Path(tmp.resolve(blocks ? "blocks" : "whole").toUri()), conf,
+                        CheckpointFolderWriter.DEFAULT_SHARD_BYTES, null);
+                if (blocks) {
+                    assertTrue(whole.stream().noneMatch(n -> fused.writeBlocks(n) > 1), "read whole: " + whole);
+                    assertTrue(names.stream().anyMatch(n -> fused.writeBlocks(n) == c.num_experts), "nothing fused");
+                }
+            }
+        }
+        assertEquals(-1, java.nio.file.Files.mismatch(tmp.resolve("blocks/model.safetensors"),
+                tmp.resolve("whole/model.safetensors")), fixture);
+    }
+
+    /** The fused view as the writer sees it, recording the tensors read whole; with {@code blocks} false, all are. */
+    private record Watched(FusingTensors fused, java.util.Set<String> whole, boolean blocks) implements TensorSource {
+        public boolean has(String name) {
+            return fused.has(name);
+        }
+
+        public long[] shape(String name) {
+            return fused.shape(name);
+        }
+
+        public org.sparkmoe.io.DType dtype(String name) {
+            return fused.dtype(name);
+        }
+
+        public INDArray readFloat(String name) {
+            whole.add(name);
+            return fused.readFloat(name);
+        }
+
+        public long writeBlocks(String name) {
+            return blocks ? fused.writeBlocks(name) : 1;
+        }
+
+        public INDArray readFloatBlock(String name, long block) {
+            return blocks ? fused.readFloatBlock(name, block) : TensorSource.super.readFloatBlock(name, block);
+        }
+
+        public String describe() {
+            return fused.describe();
+        }
     }
 
     /** A fused tensor too small for the config's experts is refused with its name and shape. */
