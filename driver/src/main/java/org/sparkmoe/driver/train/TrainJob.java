@@ -108,8 +108,8 @@ public final class TrainJob {
                             : RoundTree.keep(leaves, plan.partitions(), chunks, next);
                 } catch (Exception e) {
                     next.drop();
-                    if (!KeptMean.Lost.caused(e)) {
-                        throw e;
+                    if (!KeptMean.Lost.caused(e) || round == held.round) {
+                        throw e;    // not a lost mean, or the driver's own state was unreadable: no rerun helps
                     }
                     start.drop();
                     reruns++;
