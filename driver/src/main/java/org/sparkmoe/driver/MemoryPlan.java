@@ -544,11 +544,13 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         out.append(prefix).append("anonymous ").append(size(anonymousBytes())).append(" = heap ")
                 .append(size(limits.heapBytes())).append(" + JVM ").append(size(JVM_OVERHEAD)).append(" + native\n");
         if (job == Job.TRAIN) {
-            out.append(prefix).append("per round: broadcast ").append(size(stateBytes)).append("; partials ")
-                    .append(limits.partitions() > 0 ? limits.partitions() + " × " + size(stateBytes)
-                            : size(stateBytes) + " per partition").append(" through the shuffle; the driver fetches "
-                            + "the mean in chunks of at most ").append(size(StateMean.CHUNK_BYTES))
-                    .append(", one job each (spark.driver.maxResultSize ")
+            out.append(prefix).append("per round: the last mean ").append(size(stateBytes))
+                    .append(" kept on the executors in blocks of at most ").append(size(StateMean.CHUNK_BYTES))
+                    .append(" (a task reads it from its own executor, or fetches it once from the one that made it); "
+                            + "partials ").append(limits.partitions() > 0 ? limits.partitions() + " × " + size(stateBytes)
+                            : size(stateBytes) + " per partition").append(" through the shuffle; the driver reads the "
+                            + "mean only for a checkpoint and the last round (task results: a few numbers; "
+                            + "spark.driver.maxResultSize ")
                     .append(limits.maxResultBytes() == 0 ? "unlimited" : size(limits.maxResultBytes())).append(")\n");
         }
         return out.toString();

@@ -248,9 +248,10 @@ class MemoryPlanTest {
                 yarn("8g", 1)).describe();
         assertTrue(text.contains("memory plan: train per executor JVM of yarn, heap 4.00 GiB, 1 task slot\n"), text);
         assertTrue(text.contains("mapped weights 3.19 GiB (file-backed"), text);
-        assertTrue(text.contains("per round: broadcast 81.0 MiB; partials 2 × 81.0 MiB through the shuffle; the "
-                + "driver fetches the mean in chunks of at most 64.0 MiB, one job each (spark.driver.maxResultSize "
-                + "1.00 GiB)"), text);
+        assertTrue(text.contains("per round: the last mean 81.0 MiB kept on the executors in blocks of at most "
+                + "64.0 MiB (a task reads it from its own executor, or fetches it once from the one that made it); "
+                + "partials 2 × 81.0 MiB through the shuffle; the driver reads the mean only for a checkpoint and the "
+                + "last round (task results: a few numbers; spark.driver.maxResultSize 1.00 GiB)"), text);
         text.lines().forEach(line -> assertTrue(line.startsWith("memory plan: "), line));
     }
 

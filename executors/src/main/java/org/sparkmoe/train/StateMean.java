@@ -144,6 +144,25 @@ public final class StateMean {
         return out;
     }
 
+    /**
+     * The first key of this chunk, in key order, whose parameters, first moments and second moments (in that order
+     * of the result) hold a NaN or an infinity; null where all are finite.
+     */
+    public String[] firstNonFinite() {
+        return new String[] {firstNonFinite(params), firstNonFinite(m), firstNonFinite(v)};
+    }
+
+    private String firstNonFinite(float[][] tensors) {
+        for (int t = 0; t < tensors.length; t++) {
+            for (float x : tensors[t]) {
+                if (!Float.isFinite(x)) {
+                    return keys[t];
+                }
+            }
+        }
+        return null;
+    }
+
     /** The state the chunks 0 .. C−1 (in order, each the mean over all partitions) make up. */
     public static TrainState join(List<StateMean> chunks) {
         LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();

@@ -74,6 +74,21 @@ class StateMeanTest {
         assertTrue(f.getMessage().contains("float32 states, got DOUBLE for k"), f.getMessage());
     }
 
+    /** A chunk names its first non-finite key per kind (parameters, m, v), in key order; null where all finite. */
+    @Test
+    void firstNonFiniteNamesTheKeyPerKind() {
+        TrainState s = manyKeys(1f);
+        s.params().get("t3").putScalar(1, Float.NaN);
+        s.v().get("t1").putScalar(0, Float.POSITIVE_INFINITY);
+        s.v().get("t4").putScalar(3, Float.NEGATIVE_INFINITY);
+        List<StateMean> chunks = StateMean.split(s, 1, 100);   // t0 t1 | t2 t3 | t4
+        assertArrayEquals(new String[] {null, null, "t1"}, chunks.get(0).firstNonFinite());
+        assertArrayEquals(new String[] {"t3", null, null}, chunks.get(1).firstNonFinite());
+        assertArrayEquals(new String[] {null, null, "t4"}, chunks.get(2).firstNonFinite());
+        assertArrayEquals(new String[] {null, null, null}, StateMean.split(manyKeys(2f), 1, 100).get(0)
+                .firstNonFinite());
+    }
+
     private static StateMean only(TrainState s, long weight) {
         List<StateMean> chunks = StateMean.split(s, weight, Long.MAX_VALUE);
         assertEquals(1, chunks.size());

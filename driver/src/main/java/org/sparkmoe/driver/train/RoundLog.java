@@ -18,18 +18,19 @@ import java.util.Locale;
  * @param seconds        the round's wall time on the driver
  * @param computeSeconds the slowest partition's time in its local steps
  * @param partitions     P
- * @param bytesBroadcast trainable-state bytes broadcast (tensors and moments)
+ * @param bytesRead      trainable-state bytes (tensors and moments) the round's tasks start from: the last mean, kept on
+ *                       the executors (read from the executor's own memory when it made it)
  * @param bytesReturned  bytes of the P float32 partials averaged through the shuffle
  * @param executorRssAnon the largest anonymous RSS (heap, ND4J buffers; not the mapped weights) of an executor JVM
  *                       at the end of its local steps, bytes; −1 where unknown (not Linux)
  * @param executorHeapCommitted that JVM's committed heap then, bytes: the rest of its anonymous RSS is off the heap
  */
 public record RoundLog(long round, long step, double loss, double ce, double aux, double lr, long tokens,
-                       double seconds, double computeSeconds, int partitions, long bytesBroadcast,
+                       double seconds, double computeSeconds, int partitions, long bytesRead,
                        long bytesReturned, long executorRssAnon, long executorHeapCommitted) {
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    /** Round time not spent in local steps: broadcast, scheduling, aggregation and averaging. */
+    /** Round time not spent in local steps: scheduling, reading the kept state, the shuffle and the means. */
     public double averagingSeconds() {
         return Math.max(0, seconds - computeSeconds);
     }
@@ -56,7 +57,7 @@ public record RoundLog(long round, long step, double loss, double ce, double aux
         o.put("tokens_per_s_per_partition", tokensPerSecondPerPartition());
         o.put("round_s", seconds);
         o.put("averaging_s", averagingSeconds());
-        o.put("bytes_averaged", bytesBroadcast + bytesReturned);
+        o.put("bytes_averaged", bytesRead + bytesReturned);
         if (executorRssAnon >= 0) {
             o.put("executor_rss_anon_bytes", executorRssAnon);
             o.put("executor_heap_committed_bytes", executorHeapCommitted);
@@ -70,7 +71,7 @@ public record RoundLog(long round, long step, double loss, double ce, double aux
                         + "%.0f tokens/s (%.0f per partition) round %.2f s, averaging %.2f s (%.0f%%), %.3f MB averaged%s",
                 round + 1, rounds, step, steps, loss, ce, aux, lr, tokensPerSecond(), tokensPerSecondPerPartition(),
                 seconds, averagingSeconds(), 100 * averagingSeconds() / seconds,
-                (bytesBroadcast + bytesReturned) / 1e6, executorRssAnon < 0 ? ""
+                (bytesRead + bytesReturned) / 1e6, executorRssAnon < 0 ? ""
                         : String.format(Locale.ROOT, ", executor anon RSS %d MiB (heap %d MiB)", executorRssAnon >> 20,
                         executorHeapCommitted >> 20));
     }

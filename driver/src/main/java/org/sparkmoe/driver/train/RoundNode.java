@@ -4,7 +4,8 @@ import org.sparkmoe.train.StateMean;
 
 /**
  * A node of a round's averaging tree: one chunk of the mean state of the partitions [first, first + count), and,
- * in chunk 0's nodes only, the sums of their step losses for the log (zeros in the other chunks' nodes).
+ * in chunk 0's nodes only, the sums of their step losses for the log (zeros in the other chunks' nodes). A root
+ * whose chunk is kept on its executor ({@link #kept}) comes back to the driver without the chunk.
  */
 final class RoundNode {
     int first;
@@ -21,6 +22,12 @@ final class RoundNode {
     long rssAnon = -1;
     /** The committed heap of the JVM whose {@link #rssAnon} this is, bytes. */
     long heapCommitted;
+    /**
+     * Set by the root once its mean is kept ({@link #mean} then null): the chunk's index and its first non-finite
+     * key among parameters, first and second moments ({@link StateMean#firstNonFinite}).
+     */
+    int keptChunk = -1;
+    String[] nonFinite;
 
     /** For Kryo. */
     RoundNode() {
@@ -39,6 +46,15 @@ final class RoundNode {
         this.seconds = seconds;
         this.rssAnon = rssAnon;
         this.heapCommitted = heapCommitted;
+    }
+
+    /** This root without its chunk, which {@code kept} now holds: what the driver gets back. */
+    RoundNode kept(KeptMean kept) {
+        kept.put(mean);
+        keptChunk = mean.chunk();
+        nonFinite = mean.firstNonFinite();
+        mean = null;
+        return this;
     }
 
     /** The parent of two sibling nodes, given in either order: the left one (lower partitions) goes first. */

@@ -7,7 +7,7 @@ import org.apache.hadoop.fs.Path;
 import org.apache.spark.HashPartitioner;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
-import org.apache.spark.broadcast.Broadcast;
+import org.apache.spark.api.java.JavaPairRDD;
 import org.apache.spark.storage.StorageLevel;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.adapter.ModelCache;
@@ -30,22 +30,32 @@ import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.UUID;
+import java.util.function.Supplier;
 
 /**
  * Data-parallel LoRA training with parameter averaging. Stage 1 tokenizes the files; their windows are dealt to
- * P partitions (window i to partition i mod P) and kept. Then, round after round: the trainable state (LoRA,
- * routers, AdamW moments, step) is broadcast; every partition copies it and takes F optimiser steps on its own
- * windows; their states, weighted by the windows each partition trained on, are averaged in float32 through a
- * fixed tree in the shuffle ({@link RoundTree}), and the driver fetches the mean chunk by chunk. Only trainable
- * tensors travel; each executor JVM loads the base model once.
+ * P partitions (window i to partition i mod P) and kept. Then, round after round, one Spark job: every partition
+ * reads the round's starting state (LoRA, routers, AdamW moments, step) from the block its executor keeps
+ * ({@link KeptMean}: from its own JVM's memory when that executor made the last mean, else fetched once) and takes
+ * F optimiser steps on its own windows; their states, weighted by the windows each partition trained on, are
+ * averaged in float32 through a fixed tree in the shuffle ({@link RoundTree}), whose root keeps the mean on its
+ * executor for the next round and returns only the round's numbers. The driver reads the mean only when it writes
+ * it (a checkpoint, the end of the run); when a kept mean is lost with its executor, the rounds since the last
+ * state the driver holds are run again (the same bits). Only trainable tensors travel; each executor JVM loads the
+ * base model once.
  */
 public final class TrainJob {
     private TrainJob() {
     }
 
-    /** Called on the driver after every round with the averaged state, which is freed after the next round. */
+    /** Called on the driver after every round. */
     public interface RoundListener {
-        void roundDone(RoundLog log, TrainState state);
+        /**
+         * @param state the averaged state, read from the executors on the first call (a checkpoint's round);
+         *              freed once a later round's state is read, so listeners must not keep it
+         */
+        void roundDone(RoundLog log, Supplier<TrainState> state);
     }
 
     /**
@@ -62,57 +72,128 @@ public final class TrainJob {
     }
 
     /**
-     * Runs rounds {@code firstRound} .. rounds−1 from {@code state} (the initial state, or a checkpoint's). Each
-     * round's mean state is freed once the next round has averaged (listeners must not keep the states they are given);
-     * the caller's initial state is left alone.
+     * Runs rounds {@code firstRound} .. rounds−1 from {@code state} (the initial state, or a checkpoint's). The states
+     * the listener reads are freed once a later one is read; the caller's initial state is left alone.
      *
      * @return the state after the last round
      */
     public static TrainState run(JavaSparkContext sc, TrainPlan plan, TrainState state, long firstRound,
                                  RoundListener listener) {
         JavaRDD<WindowShard> shards = shard(sc, plan);
-        long bytesBroadcast = state.bytes();
+        String run = UUID.randomUUID().toString().replace("-", "");
+        long bytesRead = state.bytes();     // the starting state, read by each round's tasks
         long bytesReturned = plan.partitions() * state.bytes(); // the float32 partials, through the shuffle
         int chunks = StateMean.chunkKeys(state, StateMean.CHUNK_BYTES).size();
+        Held held = new Held(state, firstRound);
+        TrainState last = state;
+        int reruns = 0;
+        KeptMean start = KeptMean.put(run, state);
+        long step = state.step();
         try {
-            for (long round = firstRound; round < plan.roundCount(); round++) {
-                long start = System.nanoTime();
+            long round = firstRound;
+            long reported = firstRound;   // rounds before this one were given to the listener (before a rerun)
+            while (round < plan.roundCount()) {
+                long begin = System.nanoTime();
+                long stepAfter = Math.min(plan.steps(), step + plan.averagingFrequency());
                 sc.setJobDescription("train: round " + (round + 1) + "/" + plan.roundCount() + " (steps "
-                        + (state.step() + 1) + ".." + Math.min(plan.steps(), state.step() + plan.averagingFrequency())
-                        + " of " + plan.steps() + ")");
-                Broadcast<TrainState> current = sc.broadcast(state);
-                RoundTree.Round done = RoundTree.average(shards.flatMapToPair(
-                        shard -> localSteps(plan, current.value(), shard).iterator()), plan.partitions(), chunks);
-                current.destroy();
-                requireFinite(plan, round, state.step(), done);
-                if (round > firstRound) {
-                    state.release();    // the previous round's mean, made here; its listener call has returned
+                        + (step + 1) + ".." + stepAfter + " of " + plan.steps() + ")");
+                boolean lastRound = round + 1 == plan.roundCount();
+                KeptMean from = start;
+                KeptMean next = new KeptMean(run + "_" + reruns, stepAfter, chunks);
+                JavaPairRDD<Long, RoundNode> leaves = shards.flatMapToPair(
+                        shard -> localSteps(plan, from, shard).iterator());
+                RoundTree.Round done;
+                try {
+                    done = lastRound ? RoundTree.average(leaves, plan.partitions(), chunks)
+                            : RoundTree.keep(leaves, plan.partitions(), chunks, next);
+                } catch (Exception e) {
+                    next.drop();
+                    if (!KeptMean.Lost.caused(e) || round == held.round) {
+                        throw e;    // not a lost mean, or the driver's own state was unreadable: no rerun helps
+                    }
+                    start.drop();
+                    reruns++;
+                    System.err.printf("train: round %d/%d: the state of step %d was lost with its executor; running "
+                                    + "rounds %d..%d again from the driver's state of step %d%n", round + 1,
+                            plan.roundCount(), step, held.round + 1, round + 1, held.state.step());
+                    start = KeptMean.put(run + "_" + reruns, held.state);
+                    step = held.state.step();
+                    round = held.round;
+                    continue;
                 }
-                state = done.state();
-                double seconds = (System.nanoTime() - start) / 1e9;
-                TrainOptions options = plan.options();
-                listener.roundDone(new RoundLog(round, state.step(), done.loss(), done.ce(), done.aux(),
-                        options.schedule().at(state.step() - 1), done.tokens(), seconds, done.computeSeconds(),
-                        plan.partitions(), bytesBroadcast, bytesReturned, done.rssAnon(), done.heapCommitted()), state);
+                start.drop();       // its tasks have read it
+                start = next;
+                if (done.nonFinite() != null || !Double.isFinite(done.loss())) {
+                    requireFinite(plan, round, step, stepAfter, done);
+                }
+                step = stepAfter;
+                double seconds = (System.nanoTime() - begin) / 1e9;
+                if (lastRound) {
+                    last = done.state();
+                }
+                long thisRound = round;
+                Supplier<TrainState> mean = lastRound ? done::state : () -> held.read(next, thisRound + 1);
+                if (round >= reported) {
+                    TrainOptions options = plan.options();
+                    listener.roundDone(new RoundLog(round, stepAfter, done.loss(), done.ce(), done.aux(),
+                            options.schedule().at(stepAfter - 1), done.tokens(), seconds, done.computeSeconds(),
+                            plan.partitions(), bytesRead, bytesReturned, done.rssAnon(), done.heapCommitted()), mean);
+                    reported = round + 1;
+                }
+                round++;
             }
         } finally {
+            start.drop();
             shards.unpersist(false);
+            held.releaseUnless(last, state);
         }
-        return state;
+        return last;
+    }
+
+    /**
+     * The newest state the driver holds and the first round to run from it: the caller's, then each mean the
+     * listener reads (the previous one freed then). Rounds rerun from it when a kept mean is lost.
+     */
+    private static final class Held {
+        TrainState state;
+        long round;
+        private final TrainState callers;
+
+        Held(TrainState callers, long round) {
+            this.state = callers;
+            this.round = round;
+            this.callers = callers;
+        }
+
+        /** Reads {@code kept}, the mean before round {@code nextRound}, once; the same state on later calls. */
+        TrainState read(KeptMean kept, long nextRound) {
+            if (round != nextRound) {
+                TrainState fetched = kept.fetch();
+                releaseUnless(null, callers);
+                state = fetched;
+                round = nextRound;
+            }
+            return state;
+        }
+
+        void releaseUnless(TrainState keep, TrainState callers) {
+            if (state != keep && state != callers) {
+                state.release();
+            }
+        }
     }
 
     /**
      * Stops the run at the first round whose loss or averaged state is not finite: the state is not checkpointed
      * and no adapter is written, so the latest checkpoint in --out stays the last good one.
      */
-    private static void requireFinite(TrainPlan plan, long round, long stepBefore, RoundTree.Round done) {
-        String bad = Double.isFinite(done.loss()) ? done.state().firstNonFinite() : "the loss (" + done.loss() + ")";
-        if (bad != null) {
-            throw new IllegalArgumentException("train stopped at round " + (round + 1) + "/" + plan.roundCount()
-                    + " (steps " + (stepBefore + 1) + ".." + done.state().step() + "): " + bad + " is not finite; "
-                    + "expected finite numbers (NaN or infinite weights in model " + plan.model() + "? a too high --lr?)"
-                    + "; wrote no adapter and no checkpoint of this round (those of earlier rounds are kept)");
-        }
+    private static void requireFinite(TrainPlan plan, long round, long stepBefore, long stepAfter,
+                                      RoundTree.Round done) {
+        String bad = Double.isFinite(done.loss()) ? done.nonFinite() : "the loss (" + done.loss() + ")";
+        throw new IllegalArgumentException("train stopped at round " + (round + 1) + "/" + plan.roundCount()
+                + " (steps " + (stepBefore + 1) + ".." + stepAfter + "): " + bad + " is not finite; "
+                + "expected finite numbers (NaN or infinite weights in model " + plan.model() + "? a too high --lr?)"
+                + "; wrote no adapter and no checkpoint of this round (those of earlier rounds are kept)");
     }
 
     /** The classes a train job sends through Spark (Kryo registration is required). */
@@ -173,13 +254,13 @@ public final class TrainJob {
     }
 
     /**
-     * One partition's F local steps from the broadcast state (copied: tasks of one JVM share the value): the leaves
-     * of the averaging tree, one per chunk of the state, keyed (chunk, partition).
+     * One partition's F local steps from the kept starting state (read as new tensors): the leaves of the averaging
+     * tree, one per chunk of the state, keyed (chunk, partition).
      */
-    private static List<Tuple2<Long, RoundNode>> localSteps(TrainPlan plan, TrainState broadcast, WindowShard shard) {
-        long start = System.nanoTime();
+    private static List<Tuple2<Long, RoundNode>> localSteps(TrainPlan plan, KeptMean start, WindowShard shard) {
+        long begin = System.nanoTime();
         TrainOptions options = plan.options();
-        TrainState state = broadcast.copy();
+        TrainState state = start.fetch();
         WindowSampler sampler = new WindowSampler(plan.seed(), shard.partition, shard.windows.length);
         int steps = (int) Math.min(plan.averagingFrequency(), plan.steps() - state.step());
         double loss = 0;
@@ -200,7 +281,7 @@ public final class TrainJob {
                 tokens += r.tokens();
             }
         }
-        double seconds = (System.nanoTime() - start) / 1e9;
+        double seconds = (System.nanoTime() - begin) / 1e9;
         List<Tuple2<Long, RoundNode>> leaves = new ArrayList<>();
         for (StateMean chunk : StateMean.split(state, (long) steps * plan.batchWindows(), StateMean.CHUNK_BYTES)) {
             RoundNode leaf = chunk.chunk() == 0

@@ -29,6 +29,7 @@ import java.util.HexFormat;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.function.Supplier;
 
 /**
  * Everything a train run writes under --out, through the Hadoop FileSystem API and each file atomically:
@@ -207,12 +208,15 @@ public final class TrainOutputs {
         }
     }
 
-    /** Logs the round; checkpoints every --checkpoint-every rounds and after the last. */
-    public void roundDone(RoundLog round, TrainState state) {
+    /**
+     * Logs the round; checkpoints every --checkpoint-every rounds and after the last, reading the state only then
+     * (it stays on the executors in the other rounds).
+     */
+    public void roundDone(RoundLog round, Supplier<TrainState> state) {
         log.add(round.toJson());
         AtomicFile.write(fs, new Path(out, LOG), logBytes());
         if ((round.round() + 1) % plan.checkpointEvery() == 0 || round.round() + 1 == plan.roundCount()) {
-            checkpoint(round.round(), state);
+            checkpoint(round.round(), state.get());
         }
     }
 

@@ -1,0 +1,110 @@
+package org.sparkmoe.driver.train;
+
+import org.apache.spark.SparkEnv;
+import org.apache.spark.storage.BlockId;
+import org.apache.spark.storage.BlockManager;
+import org.apache.spark.storage.BlockResult;
+import org.apache.spark.storage.StorageLevel;
+import org.apache.spark.storage.TestBlockId;
+import org.sparkmoe.train.StateMean;
+import org.sparkmoe.train.TrainState;
+import scala.Option;
+import scala.reflect.ClassTag;
+import scala.reflect.ClassTag$;
+
+import java.io.Serializable;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Where a round's starting state is kept between rounds: its C chunks as blocks of Spark's block managers, one block
+ * per chunk, named by run, step and chunk. The root of round r's averaging tree puts each chunk of the mean in the
+ * block manager of the executor that computed it; round r+1's tasks read them from their own JVM's memory when it
+ * holds them (embedded local mode: always) and fetch them from that executor otherwise. The driver puts the state it
+ * starts from (the initial one, a resumed checkpoint's) the same way, and reads a kept mean only when it needs it (a
+ * checkpoint, the end of the run). A block lost with its executor is refetched from nowhere: {@link #fetch} then
+ * throws {@link Lost}, and {@link TrainJob} reruns the rounds since the last state the driver holds. Small and
+ * serialisable: tasks carry it in their closure.
+ */
+final class KeptMean implements Serializable {
+    private static final ClassTag<StateMean> TAG = ClassTag$.MODULE$.apply(StateMean.class);
+
+    /** A chunk of a kept mean is gone (its executor was lost): the rounds since the driver's last state rerun. */
+    static final class Lost extends IllegalStateException {
+        static final String MARK = "sparkmoe: kept train state lost";
+
+        Lost(String block) {
+            super(MARK + ": block " + block + " is gone (its executor was lost?)");
+        }
+
+        /** Whether {@code failure} (a failed job's exception, any cause) comes from a task's {@code Lost}. */
+        static boolean caused(Throwable failure) {
+            for (Throwable t = failure; t != null; t = t.getCause()) {
+                if (t.getMessage() != null && t.getMessage().contains(MARK)) {
+                    return true;
+                }
+            }
+            return false;
+        }
+    }
+
+    private final String run;
+    private final long step;
+    private final int chunks;
+
+    KeptMean(String run, long step, int chunks) {
+        this.run = run;
+        this.step = step;
+        this.chunks = chunks;
+    }
+
+    private BlockId block(int chunk) {
+        return new TestBlockId("sparkmoe_train_" + run + "_step" + step + "_chunk" + chunk);
+    }
+
+    /** On the driver: keeps {@code state} (at its step) for the next round's tasks; the state is left alone. */
+    static KeptMean put(String run, TrainState state) {
+        List<StateMean> split = StateMean.split(state, 1, StateMean.CHUNK_BYTES);
+        KeptMean kept = new KeptMean(run, state.step(), split.size());
+        for (StateMean chunk : split) {
+            kept.put(chunk);
+        }
+        return kept;
+    }
+
+    /** Keeps one chunk of the mean in this JVM's block manager (the root of the averaging tree calls it). */
+    void put(StateMean chunk) {
+        // deserialised in memory: a task of this JVM reads the chunk without a copy; spilled to disk under pressure
+        blocks().putSingle(block(chunk.chunk()), chunk, StorageLevel.MEMORY_AND_DISK(), true, TAG);
+    }
+
+    /** The kept state, as new tensors (a task trains on it in place); throws {@link Lost} when a chunk is gone. */
+    TrainState fetch() {
+        List<StateMean> means = new ArrayList<>(chunks);
+        for (int c = 0; c < chunks; c++) {
+            BlockId id = block(c);
+            Option<BlockResult> found = blocks().get(id, TAG);
+            if (found.isEmpty()) {
+                throw new Lost(id.name());
+            }
+            scala.collection.Iterator<Object> values = found.get().data();
+            StateMean chunk = (StateMean) values.next();
+            while (values.hasNext()) {  // drain: the read lock is released when the iterator is done
+                values.next();
+            }
+            means.add(chunk);
+        }
+        return StateMean.join(means);
+    }
+
+    /** On the driver: removes the blocks wherever they are (a later round's tasks have read them). */
+    void drop() {
+        for (int c = 0; c < chunks; c++) {
+            blocks().master().removeBlock(block(c));
+        }
+    }
+
+    private static BlockManager blocks() {
+        return SparkEnv.get().blockManager();
+    }
+}
