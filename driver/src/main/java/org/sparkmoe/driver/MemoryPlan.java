@@ -192,7 +192,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     static long mumoeFloats(ModelConfig c, MumoeConfig mumoe, boolean checkpointed) {
         long[] perLayer = new long[c.num_hidden_layers];
         for (MumoeConfig.Placement p : mumoe.placements(c)) {
-            perLayer[p.key().layer()] += 2 * mumoe.form().savedPerToken(mumoe.experts(), mumoe.ranks()) + p.out()
+            perLayer[p.key().layer()] += 2 * mumoe.form().savedPerToken(mumoe.expertDims(), mumoe.ranks()) + p.out()
                     + p.in();
         }
         return checkpointed ? java.util.Arrays.stream(perLayer).max().orElse(0)

@@ -127,8 +127,9 @@ class MemoryPlanTest {
 
     /**
      * A μMoE adapter on Mixtral-8x7B's 32 layers (D 4096, 32 heads of 128, 8 KV heads): per token and site its
-     * forward's saved gates and rank-space rows (CP: N + 3R) twice (forward and backward), plus O and I; kept for
-     * every layer, or the largest layer's when checkpointed; refused for the other jobs.
+     * forward's saved gates and rank-space rows (CP: N + 3R; with levels ΣN_l + (L + 2)·R) twice (forward and
+     * backward), plus O and I; kept for every layer, or the largest layer's when checkpointed; refused for the other
+     * jobs.
      */
     @Test
     void aMumoeAdapterAddsItsActivationsPerSiteAndLayer() {
@@ -140,6 +141,9 @@ class MemoryPlanTest {
         long moe = 2 * (64 + 3 * 8) + 4096 + 4096;     // D → D
         assertEquals(32 * (k + moe), MemoryPlan.mumoeFloats(mixtral, cp, false));
         assertEquals(k + moe, MemoryPlan.mumoeFloats(mixtral, cp, true));
+        MumoeConfig levels = new MumoeConfig(MumoeForm.CP, new int[] {64, 64}, new int[] {8},
+                MumoeConfig.parseTargets("moe", "t"));
+        assertEquals(2 * (64 + 64 + 4 * 8) + 4096 + 4096, MemoryPlan.mumoeFloats(mixtral, levels, true));
         long without = MemoryPlan.of(MemoryPlan.Job.TRAIN, mixtral, 1L << 30, 2, 256, 1L << 20, false, limits)
                 .activationBytes();
         long with = MemoryPlan.of(MemoryPlan.Job.TRAIN, mixtral, 1L << 30, 2, 256, 1L << 20, false, cp, limits)

@@ -56,19 +56,24 @@ public record MumoeAdapter(MumoeConfig config, Map<String, INDArray> state) {
 
     /**
      * This adapter with {@code muted}'s experts silenced on {@code model} ({@link org.sparkmoe.mumoe.MumoeForm#muted}:
-     * the muted sites' expert tensors copied with those experts zero, every other tensor shared); throws one line
-     * naming the entry that names no site or expert of this adapter.
+     * a flat site's expert tensor copied with those experts zero, a hierarchical site's factors widened by the muted
+     * experts' subtracted terms, every other tensor shared); throws one line naming the entry that names no site or
+     * expert of this adapter. The result is for the forward pass only: a hierarchical site's tensors no longer have
+     * {@link MumoeConfig#expectedState}'s shapes, so it is not {@link #write}n.
      */
     public MumoeAdapter muted(MutedExperts muted, ModelConfig model) {
         List<MumoeConfig.Placement> placements = config.placements(model);
-        muted.check(placements, config.experts());
+        muted.check(placements, config.expertCount());
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>(state);
         for (MumoeConfig.Placement p : placements) {
             int[] experts = muted.at(p.key());
             if (experts.length > 0) {
-                String name = p.prefix() + config.form().expertName();
-                out.put(name, config.form().muted(Map.of(config.form().expertName(), state.get(name)), experts,
-                        "--mute-experts").get(config.form().expertName()));
+                Map<String, INDArray> site = new LinkedHashMap<>();
+                for (String name : config.form().shapes(p.in(), p.out(), config.expertDims(), config.ranks()).keySet()) {
+                    site.put(name, state.get(p.prefix() + name));
+                }
+                config.form().muted(site, experts, "--mute-experts")
+                        .forEach((name, a) -> out.put(p.prefix() + name, a));
             }
         }
         return new MumoeAdapter(config, out);

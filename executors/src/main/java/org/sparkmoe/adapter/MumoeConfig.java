@@ -25,23 +25,24 @@ import org.sparkmoe.mumoe.MumoeForm;
 import org.sparkmoe.mumoe.MumoeLayer;
 
 /**
- * What a μMoE adapter holds, and its {@code adapter_config.json}: a flat μMoE layer of {@code experts} experts in CP
- * (ranks [R]) or tensor-ring (ranks [r1, r2, r3]) form beside every chosen site of every layer ({@link AdapterTerms}:
+ * What a μMoE adapter holds, and its {@code adapter_config.json}: a μMoE layer of {@code experts} experts in CP
+ * (ranks [R]; flat, or hierarchical with one gate per level) or tensor-ring (ranks [r1, r2, r3]; flat) form beside
+ * every chosen site of every layer ({@link AdapterTerms}:
  * q_proj, k_proj, v_proj, o_proj of every layer's attention, moe beside every MoE block, mlp beside every dense
  * MLP). A site's tensors are named {@code <site module>.mumoe.<parameter>}, the module being
  * {@code model.layers.<l>.self_attn.<q|k|v|o>_proj}, the MoE block's ({@code model.layers.<l>.block_sparse_moe},
  * {@code model.layers.<l>.mlp}) or the dense MLP's ({@code model.layers.<l>.mlp}), the parameter one
- * of {@link MumoeForm#shapes}: CP {@code gate.0} [I, N], {@code expert.0} [N, R], {@code in} [I, R], {@code out}
- * [O, R]; TR {@code gate.0} [I, N], {@code core.expert} [r1, N, r2], {@code core.in} [r2, I, r3], {@code core.out}
- * [r3, O, r1]. These are also the training state's keys. It cannot be merged into the base weights: its experts'
- * mixture weights depend on the input.
+ * of {@link MumoeForm#shapes}: CP {@code gate.l} [I, N_l] and {@code expert.l} [N_l, R] per level l, {@code in}
+ * [I, R], {@code out} [O, R]; TR {@code gate.0} [I, N], {@code core.expert} [r1, N, r2], {@code core.in}
+ * [r2, I, r3], {@code core.out} [r3, O, r1]. These are also the training state's keys. It cannot be merged into the
+ * base weights: its experts' mixture weights depend on the input.
  *
  * @param form    CP or TR
- * @param experts N ≥ 1
+ * @param experts the experts per level, [N] (flat) or [N_1, ..., N_L] (CP only), each ≥ 1, N_1···N_L below 2³¹
  * @param ranks   CP [R], TR [r1, r2, r3], each ≥ 1
  * @param targets the adapted sites (iterated in the order q_proj, k_proj, v_proj, o_proj, moe, mlp)
  */
-public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> targets) implements Serializable {
+public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> targets) implements Serializable {
     public static final String ADAPTER_TYPE = "MUMOE";
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
@@ -49,9 +50,20 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
         if (form == null) {
             throw new IllegalArgumentException("a μMoE adapter needs a form, cp or tr");
         }
-        if (experts < 1) {
-            throw new IllegalArgumentException("--mumoe-experts must be ≥ 1, got " + experts);
+        if (experts == null || experts.length == 0 || Arrays.stream(experts).anyMatch(n -> n < 1)) {
+            throw new IllegalArgumentException("--mumoe-experts must be N ≥ 1 or N1,N2,... each ≥ 1, got "
+                    + Arrays.toString(experts));
         }
+        form.checkLevels(Arrays.stream(experts).asLongStream().toArray(), "--mumoe-experts");
+        long product = 1;
+        for (int n : experts) {
+            product *= n;
+            if (product > Integer.MAX_VALUE) {
+                throw new IllegalArgumentException("--mumoe-experts " + Arrays.toString(experts) + ": "
+                        + "N1·N2·... must be below 2^31 (an expert's number is an int)");
+            }
+        }
+        experts = experts.clone();
         form.checkRanks(ranks, "--mumoe-rank");
         ranks = ranks.clone();
         if (targets == null || targets.isEmpty()) {
@@ -59,6 +71,20 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
                     + "o_proj, moe, mlp");
         }
         targets = Collections.unmodifiableSet(EnumSet.copyOf(targets));
+    }
+
+    /** A flat adapter of {@code experts} experts. */
+    public MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> targets) {
+        this(form, new int[] {experts}, ranks, targets);
+    }
+
+    /** --mumoe-experts' value: N (flat) or N1,N2,... (one per level). */
+    public static int[] parseExperts(String csv, String source) {
+        try {
+            return Arrays.stream(csv.split(",", -1)).mapToInt(v -> Integer.parseInt(v.trim())).toArray();
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(source + " " + csv + ": expected an integer N, or N1,N2,... for levels");
+        }
     }
 
     /** Comma-separated site names (q_proj, k_proj, v_proj, o_proj, moe, mlp). */
@@ -75,21 +101,43 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
         return ranks.clone();
     }
 
+    /** [N] or [N_1, ..., N_L]. */
+    @Override
+    public int[] experts() {
+        return experts.clone();
+    }
+
+    /** The experts per level, as {@link MumoeForm} takes them. */
+    public long[] expertDims() {
+        return Arrays.stream(experts).asLongStream().toArray();
+    }
+
+    /** N = N_1···N_L, the experts of one site; expert (n_1, ..., n_L) is number ((n_1·N_2 + n_2)·N_3 + ...). */
+    public int expertCount() {
+        return Arrays.stream(experts).reduce(1, (a, b) -> a * b);
+    }
+
+    /** How --mumoe-experts and the resume signature spell the experts: N, or N1,N2,... */
+    public String expertsSpelling() {
+        return Arrays.stream(experts).mapToObj(Integer::toString).collect(java.util.stream.Collectors.joining(","));
+    }
+
     @Override
     public boolean equals(Object o) {
-        return o instanceof MumoeConfig c && form == c.form && experts == c.experts && Arrays.equals(ranks, c.ranks)
-                && targets.equals(c.targets);
+        return o instanceof MumoeConfig c && form == c.form && Arrays.equals(experts, c.experts)
+                && Arrays.equals(ranks, c.ranks) && targets.equals(c.targets);
     }
 
     @Override
     public int hashCode() {
-        return (form.hashCode() * 31 + experts) * 31 + Arrays.hashCode(ranks) * 31 + targets.hashCode();
+        return (form.hashCode() * 31 + Arrays.hashCode(experts)) * 31 + Arrays.hashCode(ranks) * 31
+                + targets.hashCode();
     }
 
     @Override
     public String toString() {
-        return "μMoE " + form.id() + " N=" + experts + " ranks=" + Arrays.toString(ranks) + " targets="
-                + targets.stream().map(Site::id).toList();
+        return "μMoE " + form.id() + " N=" + expertsSpelling().replace(",", "×") + " ranks=" + Arrays.toString(ranks)
+                + " targets=" + targets.stream().map(Site::id).toList();
     }
 
     /**
@@ -153,7 +201,8 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
     public LinkedHashMap<String, long[]> expectedState(ModelConfig model) {
         LinkedHashMap<String, long[]> out = new LinkedHashMap<>();
         for (Placement p : placements(model)) {
-            form.shapes(p.in(), p.out(), experts, ranks).forEach((name, shape) -> out.put(p.prefix() + name, shape));
+            form.shapes(p.in(), p.out(), expertDims(), ranks)
+                    .forEach((name, shape) -> out.put(p.prefix() + name, shape));
         }
         return out;
     }
@@ -162,7 +211,7 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
     public long parameterCount(ModelConfig model) {
         long n = 0;
         for (Placement p : placements(model)) {
-            n += form.parameterCount(p.in(), p.out(), experts, ranks);
+            n += form.parameterCount(p.in(), p.out(), expertDims(), ranks);
         }
         return n;
     }
@@ -172,7 +221,7 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
         Map<Key, MumoeLayer> terms = new LinkedHashMap<>();
         for (Placement p : placements(model)) {
             Map<String, INDArray> params = new LinkedHashMap<>();
-            for (String name : form.shapes(p.in(), p.out(), experts, ranks).keySet()) {
+            for (String name : form.shapes(p.in(), p.out(), expertDims(), ranks).keySet()) {
                 INDArray a = state.get(p.prefix() + name);
                 if (a == null) {
                     throw new IllegalArgumentException("the μMoE state has no tensor " + p.prefix() + name + ", which "
@@ -185,7 +234,10 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
         return new AdapterTerms(terms);
     }
 
-    /** {@code adapter_config.json}: adapter_type MUMOE, form, experts, ranks, targets, base_model_name_or_path. */
+    /**
+     * {@code adapter_config.json}: adapter_type MUMOE, form, experts (an integer N for a flat adapter, a list
+     * [N_1, ..., N_L] for levels), ranks, targets, base_model_name_or_path.
+     */
     public String toJson(String baseModel) {
         ObjectNode root = JSON.createObjectNode();
         root.put("adapter_type", ADAPTER_TYPE);
@@ -195,7 +247,12 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
             root.put("base_model_name_or_path", baseModel);
         }
         root.put("form", form.id());
-        root.put("experts", experts);
+        if (experts.length == 1) {
+            root.put("experts", experts[0]);
+        } else {
+            root.putArray("experts")
+                    .addAll(Arrays.stream(experts).mapToObj(JSON.getNodeFactory()::numberNode).toList());
+        }
         root.putArray("ranks").addAll(Arrays.stream(ranks).mapToObj(JSON.getNodeFactory()::numberNode).toList());
         root.putArray("targets").addAll(targets.stream().map(s -> JSON.getNodeFactory().textNode(s.id())).toList());
         root.put("gate", "softmax");
@@ -235,30 +292,46 @@ public record MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> ta
         JsonNode experts = root.get("experts");
         JsonNode ranks = root.get("ranks");
         JsonNode targets = root.get("targets");
-        if (experts == null || !experts.canConvertToInt() || !experts.isIntegralNumber()) {
-            throw new AdapterFormatException(source + ": experts must be an integer, got " + experts);
+        int[] n = experts == null ? null : experts.isArray() ? ints(experts)
+                : integer(experts) ? new int[] {experts.asInt()} : null;
+        if (n == null) {
+            throw new AdapterFormatException(source + ": experts must be an integer or a list of integers (one per "
+                    + "level), got " + experts);
         }
         if (ranks == null || !ranks.isArray() || targets == null || !targets.isArray()) {
             throw new AdapterFormatException(source + ": ranks and targets must be arrays, got " + ranks + " and "
                     + targets);
         }
-        int[] r = new int[ranks.size()];
-        for (int i = 0; i < r.length; i++) {
-            if (!ranks.get(i).isIntegralNumber() || !ranks.get(i).canConvertToInt()) {
-                throw new AdapterFormatException(source + ": ranks must hold integers, got " + ranks);
-            }
-            r[i] = ranks.get(i).asInt();
+        int[] r = ints(ranks);
+        if (r == null) {
+            throw new AdapterFormatException(source + ": ranks must hold integers, got " + ranks);
         }
         EnumSet<Site> sites = EnumSet.noneOf(Site.class);
         try {
             for (JsonNode t : targets) {
                 sites.add(Site.parse(t.asText(), source + ": targets"));
             }
-            return new MumoeConfig(MumoeForm.parse(text(root, "form", source), source + ": form"), experts.asInt(), r,
+            return new MumoeConfig(MumoeForm.parse(text(root, "form", source), source + ": form"), n, r,
                     sites);
         } catch (IllegalArgumentException e) {
             throw new AdapterFormatException(source + ": " + e.getMessage());
         }
+    }
+
+    private static boolean integer(JsonNode n) {
+        return n.isIntegralNumber() && n.canConvertToInt();
+    }
+
+    /** The array's integers, or null when one is not an integer. */
+    private static int[] ints(JsonNode array) {
+        int[] v = new int[array.size()];
+        for (int i = 0; i < v.length; i++) {
+            if (!integer(array.get(i))) {
+                return null;
+            }
+            v[i] = array.get(i).asInt();
+        }
+        return v;
     }
 
     private static String text(JsonNode root, String field, String source) {

@@ -13,7 +13,8 @@ import org.sparkmoe.model.AdapterTerms.Site;
  * The μMoE experts {@code eval --mute-experts} silences ({@link org.sparkmoe.mumoe.MumoeForm#muted}: W(n, :, :) = 0,
  * the gates unchanged). Written as a comma-separated list of entries {@code L.SITE:N} (expert N of the term beside
  * SITE in decoder layer L, e.g. {@code 0.moe:12}, the form calibrate's mumoe-experts.json gives each file's most
- * specific experts in) or a bare {@code N} (expert N at every adapted site).
+ * specific experts in) or a bare {@code N} (expert N at every adapted site). A hierarchical adapter's expert N is the
+ * product (n_1, n_2) numbered row-major, N = n_1·N_2 + n_2.
  *
  * @param entries in the order given, duplicates removed
  */

@@ -118,11 +118,7 @@ public final class CalibrationStats implements java.io.Serializable {
 
             @Override
             public void termGates(AdapterTerms.Site site, List<INDArray> levels) {
-                if (levels.size() != 1) {
-                    throw new IllegalArgumentException("μMoE gate statistics take a flat term's one gate, got "
-                            + levels.size() + " levels at layer " + layer + " " + site.id());
-                }
-                gates.add(file, new AdapterTerms.Key(layer, site), levels.get(0));
+                gates.add(file, new AdapterTerms.Key(layer, site), levels);
             }
         };
     }

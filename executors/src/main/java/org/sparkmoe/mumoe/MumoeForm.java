@@ -1,5 +1,6 @@
 package org.sparkmoe.mumoe;
 
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -9,14 +10,17 @@ import java.util.Map;
 import java.util.Random;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
- * The factorised form of a flat μMoE layer used as an adapter: CP (ranks [R]) or tensor ring (ranks [r1, r2, r3]).
- * Builds a layer from its named parameters ({@link MumoeWeights#parameters()}' names) and starts a new one whose
- * output factor or core is zero, so that y = 0 for every x: an adapter beside a frozen projection starts as no
- * change, as LoRA's B = 0 does. Every other parameter then gets a zero gradient at the first step (dy reaches them
- * only through U⁽ᴼ⁾ or A_O) while the output factor's is dL/dy · h ≠ 0, so training moves it first.
+ * The factorised form of a μMoE layer used as an adapter: CP (ranks [R]; L ≥ 1 levels of experts [N_1, ..., N_L],
+ * one gate per level) or tensor ring (ranks [r1, r2, r3]; one level). Builds a layer from its named parameters
+ * ({@link MumoeWeights#parameters()}' names) and starts a new one whose output factor or core is zero, so that y = 0
+ * for every x: an adapter beside a frozen projection starts as no change, as LoRA's B = 0 does. Every other parameter
+ * then gets a zero gradient at the first step (dy reaches them only through U⁽ᴼ⁾ or A_O) while the output factor's
+ * is dL/dy · h ≠ 0, so training moves it first. Expert n of a hierarchy is the product (n_1, ..., n_L), numbered
+ * row-major: n = (...(n_1·N_2 + n_2)·N_3 + ...)·N_L + n_L.
  */
 public enum MumoeForm {
     CP(1),
@@ -56,14 +60,31 @@ public enum MumoeForm {
     }
 
     /**
-     * A new layer [I → O] over {@code experts} experts: the gate and the other factors Gaussian as
+     * Throws unless {@code experts} holds the levels this form takes, each ≥ 1: CP one or more, TR exactly one (a
+     * hierarchical tensor ring would need one expert core per level in the ring; not built).
+     */
+    public void checkLevels(long[] experts, String source) {
+        if (experts == null || experts.length == 0 || Arrays.stream(experts).anyMatch(v -> v < 1)) {
+            throw new IllegalArgumentException(source + ": μMoE " + id() + " takes expert counts N ≥ 1 (N1,N2,... "
+                    + "for levels), got " + Arrays.toString(experts));
+        }
+        if (this == TR && experts.length > 1) {
+            throw new IllegalArgumentException(source + " " + Arrays.toString(experts) + ": μMoE tr takes one expert "
+                    + "level (a hierarchical tensor ring would need one expert core per level in the ring; not built); "
+                    + "use --adapter mumoe-cp for levels");
+        }
+    }
+
+    /**
+     * A new layer [I → O] over {@code experts} [N_1, ..., N_L] experts: the gates and the other factors Gaussian as
      * {@link CpWeights#random} / {@link TrWeights#random} draw them from {@code rnd}, the output factor (CP U⁽ᴼ⁾
      * [O, R]) or core (TR A_O [r3, O, r1]) zero.
      */
-    public MumoeWeights init(Random rnd, DataType type, long inputSize, long outputSize, long experts, int[] r) {
+    public MumoeWeights init(Random rnd, DataType type, long inputSize, long outputSize, long[] experts, int[] r) {
         checkRanks(r, "μMoE init");
+        checkLevels(experts, "μMoE init");
         MumoeWeights w = this == CP ? CpWeights.random(rnd, type, inputSize, outputSize, r[0], experts)
-                : TrWeights.random(rnd, type, inputSize, outputSize, experts, r[0], r[1], r[2]);
+                : TrWeights.random(rnd, type, inputSize, outputSize, experts[0], r[0], r[1], r[2]);
         INDArray out = w.parameters().get(outputName());
         out.assign(0);
         return w;
@@ -74,26 +95,27 @@ public enum MumoeForm {
         return this == CP ? "out" : "core.out";
     }
 
-    /** The name of the expert factor (CP U⁽ᴺ⁾ [N, R]) or core (TR A_N [r1, N, r2]), whose index n is expert n. */
+    /** The name of a flat layer's expert factor (CP U⁽ᴺ⁾ [N, R]) or core (TR A_N [r1, N, r2]), index n expert n. */
     public String expertName() {
         return this == CP ? "expert.0" : "core.expert";
     }
 
     /**
-     * {@code params} with experts {@code muted} silenced: a copy of the expert factor with row n (CP U⁽ᴺ⁾[n, :]) or
-     * slice n (TR A_N[:, n, :]) zero for each muted n, every other tensor shared. Since W(n, i, o) is linear in that
-     * row (CP Σ_r U⁽ᴺ⁾[n,r]·U⁽ᴵ⁾[i,r]·U⁽ᴼ⁾[o,r], TR trace(A_N[:,n,:]·A_I[:,i,:]·A_O[:,o,:])), this sets W(n, :, :) = 0
-     * exactly: y = Σ_{n not muted} aₙ(x)·Wₙᵀx, the gates a = softmax(x·G) still over all N experts and not
-     * renormalised (the paper's manual expert removal). Throws naming {@code source} for an expert outside [0, N).
+     * {@code params} with experts {@code muted} silenced: y = Σ_{n not muted} aₙ(x)·Wₙᵀx exactly, the gates still
+     * over all N experts and not renormalised (the paper's manual expert removal). Throws naming {@code source} for an
+     * expert outside [0, N). A flat layer gets a copy of the expert factor with row n (CP U⁽ᴺ⁾[n, :]) or slice n (TR
+     * A_N[:, n, :]) zero for each muted n, every other tensor shared: W(n, i, o) is linear in that row (CP
+     * Σ_r U⁽ᴺ⁾[n,r]·U⁽ᴵ⁾[i,r]·U⁽ᴼ⁾[o,r], TR trace(A_N[:,n,:]·A_I[:,i,:]·A_O[:,o,:])), so W(n, :, :) = 0. A
+     * hierarchical CP layer's expert (n_1, ..., n_L) is no row of any factor; {@link #mutedLevels} subtracts its term.
      */
     public Map<String, INDArray> muted(Map<String, INDArray> params, int[] muted, String source) {
+        if (this == CP && levels(params) > 1) {
+            return mutedLevels(params, muted, source);
+        }
         INDArray experts = need(params, expertName()).dup();          // CP [N, R], TR [r1, N, r2]
         long n = experts.size(this == CP ? 0 : 1);
         for (int e : muted) {
-            if (e < 0 || e >= n) {
-                throw new IllegalArgumentException(source + ": expert " + e + " is not one of the " + n
-                        + " experts (0.." + (n - 1) + ")");
-            }
+            checkExpert(e, n, source);
             if (this == CP) {
                 experts.getRow(e).assign(0);
             } else {
@@ -105,36 +127,124 @@ public enum MumoeForm {
         return Collections.unmodifiableMap(out);
     }
 
-    /** The parameters' names and shapes, in {@link MumoeWeights#parameters()} order. */
-    public Map<String, long[]> shapes(long inputSize, long outputSize, long experts, int[] r) {
-        checkRanks(r, "μMoE shapes");
-        if (this == CP) {
-            return orderedMap("gate.0", new long[] {inputSize, experts}, "expert.0", new long[] {experts, r[0]},
-                    "in", new long[] {inputSize, r[0]}, "out", new long[] {outputSize, r[0]});
+    /**
+     * A hierarchical CP layer with the product experts {@code muted} subtracted, as a CP layer of rank R·(1 + k) for k
+     * muted experts m = (m_1, ..., m_L): W'(n) = W(n) − Σ_m [n = m]·W(m), and [n = m]·W(m)(i, o) =
+     * Σ_r Π_l (δ_{n_l m_l}·U⁽ᴺˡ⁾[m_l, r]) · U⁽ᴵ⁾[i, r] · U⁽ᴼ⁾[o, r] is itself rank R, so each muted expert appends R
+     * components: the level factors' rows m_l kept and every other row zero, U⁽ᴵ⁾ as it is, −U⁽ᴼ⁾. Per token the
+     * layer then costs R·(1 + k)·(Σ N_l + I + O) beyond the gates, i.e. each muted expert's term
+     * y −= a₁(m₁)···a_L(m_L)·W(m)ᵀx at O(R·(Σ N_l + I + O)). The gates are shared.
+     */
+    private Map<String, INDArray> mutedLevels(Map<String, INDArray> params, int[] muted, String source) {
+        int levels = levels(params);
+        long[] dims = new long[levels];
+        long n = 1;
+        for (int l = 0; l < levels; l++) {
+            dims[l] = need(params, "expert." + l).size(0);
+            n = Math.multiplyExact(n, dims[l]);
         }
-        return orderedMap("gate.0", new long[] {inputSize, experts}, "core.expert", new long[] {r[0], experts, r[1]},
-                "core.in", new long[] {r[1], inputSize, r[2]}, "core.out", new long[] {r[2], outputSize, r[0]});
+        int[] experts = Arrays.stream(muted).distinct().toArray();
+        for (int e : experts) {
+            checkExpert(e, n, source);
+        }
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>(params);
+        for (int l = 0; l < levels; l++) {
+            INDArray u = need(params, "expert." + l);                  // [N_l, R]
+            INDArray[] blocks = new INDArray[1 + experts.length];
+            blocks[0] = u;
+            long stride = 1;                                           // Π_{m > l} N_m
+            for (int m = l + 1; m < levels; m++) {
+                stride *= dims[m];
+            }
+            for (int k = 0; k < experts.length; k++) {
+                int row = (int) (experts[k] / stride % dims[l]);       // m_l
+                INDArray only = Nd4j.zeros(u.dataType(), u.shape());  // [N_l, R]: row m_l of U⁽ᴺˡ⁾, zero elsewhere
+                only.getRow(row).assign(u.getRow(row));
+                blocks[1 + k] = only;
+            }
+            out.put("expert." + l, Nd4j.hstack(blocks));               // [N_l, R·(1 + k)]
+        }
+        INDArray in = need(params, "in");                              // [I, R]
+        INDArray outFactor = need(params, "out");                      // [O, R]
+        INDArray[] ins = new INDArray[1 + experts.length];
+        INDArray[] outs = new INDArray[1 + experts.length];
+        ins[0] = in;
+        outs[0] = outFactor;
+        for (int k = 0; k < experts.length; k++) {
+            ins[1 + k] = in;
+            outs[1 + k] = outFactor.neg();
+        }
+        out.put("in", Nd4j.hstack(ins));                               // [I, R·(1 + k)]
+        out.put("out", Nd4j.hstack(outs));                             // [O, R·(1 + k)]
+        return Collections.unmodifiableMap(out);
     }
 
-    /** Σ of {@link #shapes}' element counts: the gate and the factors or cores. */
-    public long parameterCount(long inputSize, long outputSize, long experts, int[] r) {
+    private static void checkExpert(long e, long n, String source) {
+        if (e < 0 || e >= n) {
+            throw new IllegalArgumentException(source + ": expert " + e + " is not one of the " + n
+                    + " experts (0.." + (n - 1) + ")");
+        }
+    }
+
+    /** The CP levels L of {@code params}: how many gate.l it holds. */
+    private static int levels(Map<String, INDArray> params) {
+        int l = 0;
+        while (params.containsKey("gate." + l)) {
+            l++;
+        }
+        return l;
+    }
+
+    /** The parameters' names and shapes, in {@link MumoeWeights#parameters()} order. */
+    public Map<String, long[]> shapes(long inputSize, long outputSize, long[] experts, int[] r) {
+        checkRanks(r, "μMoE shapes");
+        checkLevels(experts, "μMoE shapes");
+        LinkedHashMap<String, long[]> m = new LinkedHashMap<>();
+        if (this == CP) {
+            for (int l = 0; l < experts.length; l++) {
+                m.put("gate." + l, new long[] {inputSize, experts[l]});
+            }
+            for (int l = 0; l < experts.length; l++) {
+                m.put("expert." + l, new long[] {experts[l], r[0]});
+            }
+            m.put("in", new long[] {inputSize, r[0]});
+            m.put("out", new long[] {outputSize, r[0]});
+        } else {
+            m.put("gate.0", new long[] {inputSize, experts[0]});
+            m.put("core.expert", new long[] {r[0], experts[0], r[1]});
+            m.put("core.in", new long[] {r[1], inputSize, r[2]});
+            m.put("core.out", new long[] {r[2], outputSize, r[0]});
+        }
+        return Collections.unmodifiableMap(m);
+    }
+
+    /** Σ of {@link #shapes}' element counts: the gates and the factors or cores. */
+    public long parameterCount(long inputSize, long outputSize, long[] experts, int[] r) {
         return shapes(inputSize, outputSize, experts, r).values().stream()
                 .mapToLong(s -> Arrays.stream(s).reduce(1, Math::multiplyExact)).sum();
     }
 
     /**
-     * The elements a training forward keeps per token for the backward (beside x and y): CP the gates a [N] and
-     * p, q, h [R] each; TR the gates [N], Pn [r1·r2], Pi [r2·r3] and M [r1·r3].
+     * The elements a training forward keeps per token for the backward (beside x and y): CP the gates a_l [N_l] and
+     * p_l [R] of each level, q and h [R]; TR the gates [N], Pn [r1·r2], Pi [r2·r3] and M [r1·r3].
      */
-    public long savedPerToken(long experts, int[] r) {
-        return this == CP ? experts + 3L * r[0] : experts + (long) r[0] * r[1] + (long) r[1] * r[2] + (long) r[0] * r[2];
+    public long savedPerToken(long[] experts, int[] r) {
+        checkLevels(experts, "μMoE memory");
+        long gates = Arrays.stream(experts).sum();
+        return this == CP ? gates + (experts.length + 2L) * r[0]
+                : gates + (long) r[0] * r[1] + (long) r[1] * r[2] + (long) r[0] * r[2];
     }
 
     /** The layer over {@code params} (held, not copied), named as {@link #shapes} names them. */
     public MumoeLayer layer(Map<String, INDArray> params) {
         if (this == CP) {
-            return new CpMumoe(new CpWeights(List.of(need(params, "gate.0")),
-                    List.of(need(params, "expert.0")), need(params, "in"), need(params, "out")));
+            List<INDArray> gates = new ArrayList<>();
+            List<INDArray> experts = new ArrayList<>();
+            for (int l = 0; l == 0 || params.containsKey("gate." + l); l++) {
+                gates.add(need(params, "gate." + l));
+                experts.add(need(params, "expert." + l));
+            }
+            return new CpMumoe(new CpWeights(gates, experts, need(params, "in"), need(params, "out")));
         }
         return new TrMumoe(new TrWeights(need(params, "gate.0"), need(params, "core.expert"), need(params, "core.in"),
                 need(params, "core.out")));
@@ -144,16 +254,9 @@ public enum MumoeForm {
         INDArray a = params.get(name);
         if (a == null) {
             throw new IllegalArgumentException("μMoE " + id() + ": no parameter '" + name + "', expected "
-                    + (this == CP ? "gate.0, expert.0, in, out" : "gate.0, core.expert, core.in, core.out"));
+                    + (this == CP ? "gate.l and expert.l per level l, in, out"
+                    : "gate.0, core.expert, core.in, core.out"));
         }
         return a;
-    }
-
-    private static Map<String, long[]> orderedMap(Object... kv) {
-        LinkedHashMap<String, long[]> m = new LinkedHashMap<>();
-        for (int i = 0; i < kv.length; i += 2) {
-            m.put((String) kv[i], (long[]) kv[i + 1]);
-        }
-        return Collections.unmodifiableMap(m);
     }
 }

@@ -162,7 +162,7 @@ public final class TrainState {
         LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
         for (MumoeConfig.Placement p : mumoe.placements(c)) {
             mumoe.form().init(new Random(Seeds.derive(rootSeed, p.prefix())), dataType, p.in(), p.out(),
-                    mumoe.experts(), mumoe.ranks()).parameters()
+                    mumoe.expertDims(), mumoe.ranks()).parameters()
                     .forEach((name, a) -> params.put(p.prefix() + name, a.dup('c')));
         }
         return params;

@@ -24,7 +24,8 @@ import org.sparkmoe.mumoe.MumoeForm;
 
 /**
  * The μMoE adapter folder: what {@link MumoeAdapter#write} puts there (config keys, tensor names, shapes and order)
- * reads back bit for bit, is told from a PEFT adapter, and a wrong shape, a missing or an extra tensor, or attention
+ * reads back bit for bit (flat TR, and hierarchical CP with experts a list of levels), is told from a PEFT adapter,
+ * a flat adapter's "experts" stays an integer, and a wrong shape, a missing or an extra tensor, or attention
  * sites on a model without grouped-query attention are one-line errors naming the file and key.
  */
 class MumoeAdapterFormatTest {
@@ -73,6 +74,47 @@ class MumoeAdapterFormatTest {
         for (Map.Entry<String, INDArray> e : state.entrySet()) {
             assertArrayEquals(e.getValue().data().asFloat(), read.state().get(e.getKey()).data().asFloat(), e.getKey());
         }
+    }
+
+    @Test
+    void aHierarchicalAdapterWritesItsLevelsAndReadsBackBitForBit() throws Exception {
+        ModelConfig model = AdapterFixtures.mixtral();
+        MumoeConfig config = new MumoeConfig(MumoeForm.CP, new int[] {3, 4}, new int[] {5},
+                MumoeConfig.parseTargets("moe", "test"));
+        assertEquals(12, config.expertCount());
+        assertEquals("3,4", config.expertsSpelling());
+        LinkedHashMap<String, INDArray> state = randomState(model, config);
+        String moe = "model.layers.0.block_sparse_moe.mumoe.";
+        assertEquals(List.of(moe + "gate.0", moe + "gate.1", moe + "expert.0", moe + "expert.1", moe + "in",
+                moe + "out"), List.copyOf(state.keySet()).subList(0, 6));
+        assertArrayEquals(new long[] {128, 4}, state.get(moe + "gate.1").shape());
+        assertArrayEquals(new long[] {4, 5}, state.get(moe + "expert.1").shape());
+        assertEquals(4 * (128 * (3 + 4) + 5 * (3 + 4 + 128 + 128)), config.parameterCount(model));
+        Path out = dir.resolve("levels");
+        new MumoeAdapter(config, state).write(hadoop(out), CONF, model, null);
+        String json = Files.readString(out.resolve("adapter_config.json"));
+        assertTrue(json.contains("\"experts\" : [ 3, 4 ]"), json);
+        MumoeAdapter read = MumoeAdapter.read(hadoop(out), CONF, model);
+        assertEquals(config, read.config());
+        for (Map.Entry<String, INDArray> e : state.entrySet()) {
+            assertArrayEquals(e.getValue().data().asFloat(), read.state().get(e.getKey()).data().asFloat(), e.getKey());
+        }
+
+        MumoeConfig flat = new MumoeConfig(MumoeForm.CP, 6, new int[] {5}, MumoeConfig.parseTargets("moe", "test"));
+        String flatJson = flat.toJson(null);
+        assertTrue(flatJson.contains("\"experts\" : 6,"), "a flat adapter's experts stay an integer: " + flatJson);
+        assertEquals(flat, MumoeConfig.parse(flatJson, "old"));
+        assertEquals(flat, MumoeConfig.parse(flatJson.replace("\"experts\" : 6", "\"experts\" : [ 6 ]"), "one level"));
+        AdapterFormatException tr = assertThrows(AdapterFormatException.class, () -> MumoeConfig.parse(
+                flat.toJson(null).replace("\"experts\" : 6", "\"experts\" : [ 2, 3 ]").replace("\"cp\"", "\"tr\"")
+                        .replace("\"ranks\" : [ 5 ]", "\"ranks\" : [ 2, 2, 2 ]"), "cfg"));
+        assertEquals("cfg: --mumoe-experts [2, 3]: μMoE tr takes one expert level (a hierarchical tensor ring would "
+                + "need one expert core per level in the ring; not built); use --adapter mumoe-cp for levels",
+                tr.getMessage());
+        AdapterFormatException bad = assertThrows(AdapterFormatException.class,
+                () -> MumoeConfig.parse(flatJson.replace("\"experts\" : 6", "\"experts\" : [ 2, \"x\" ]"), "cfg"));
+        assertTrue(bad.getMessage().startsWith("cfg: experts must be an integer or a list of integers"),
+                bad.getMessage());
     }
 
     @Test

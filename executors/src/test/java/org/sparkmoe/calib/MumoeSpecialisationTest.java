@@ -13,7 +13,8 @@ import org.sparkmoe.model.AdapterTerms.Key;
 import org.sparkmoe.model.AdapterTerms.Site;
 
 /**
- * The μMoE specialisation numbers against values worked out by hand, and the gate mass as an exact mergeable sum.
+ * The μMoE specialisation numbers against values worked out by hand, and the gate mass as an exact mergeable sum;
+ * a hierarchical term's mass per product expert n₁·N₂ + n₂ against Σ_t a₁(n₁)·a₂(n₂) summed here.
  */
 class MumoeSpecialisationTest {
     @Test
@@ -57,11 +58,11 @@ class MumoeSpecialisationTest {
         var a = Nd4j.rand(DataType.FLOAT, 12, 5);
         var b = Nd4j.rand(DataType.FLOAT, 7, 5);
         MumoeGateStats whole = new MumoeGateStats(2, sites, 5);
-        whole.add(1, sites.get(1), Nd4j.concat(0, a, b));
+        whole.add(1, sites.get(1), List.of(Nd4j.concat(0, a, b)));
         MumoeGateStats first = new MumoeGateStats(2, sites, 5);
-        first.add(1, sites.get(1), b);
+        first.add(1, sites.get(1), List.of(b));
         MumoeGateStats second = new MumoeGateStats(2, sites, 5);
-        second.add(1, sites.get(1), a);
+        second.add(1, sites.get(1), List.of(a));
         MumoeGateStats merged = second.merge(first);
         assertTrue(merged.sameAs(whole));
         assertEquals(19, merged.tokens(1, 1));
@@ -69,5 +70,31 @@ class MumoeSpecialisationTest {
         double[] column = Nd4j.concat(0, a, b).castTo(DataType.DOUBLE).sum(0).toDoubleVector();
         assertArrayEquals(column, merged.mass(1, 1), 1e-12);
         assertFalse(merged.sameAs(new MumoeGateStats(2, sites, 5)));
+    }
+
+    @Test
+    void aHierarchysExpertsAreTheProductsOfItsLevelsNumberedRowMajor() {
+        List<Key> sites = List.of(new Key(2, Site.MOE));
+        Nd4j.getRandom().setSeed(10);
+        var a1 = Nd4j.rand(DataType.FLOAT, 6, 3);                         // [T, N₁]
+        var a2 = Nd4j.rand(DataType.FLOAT, 6, 4);                         // [T, N₂]
+        MumoeGateStats stats = new MumoeGateStats(1, sites, 3, 4);
+        assertEquals(12, stats.experts());
+        stats.add(0, sites.get(0), List.of(a1, a2));
+        double[] mass = stats.mass(0, 0);
+        assertEquals(12, mass.length);
+        for (int n1 = 0; n1 < 3; n1++) {
+            for (int n2 = 0; n2 < 4; n2++) {
+                double expected = 0;
+                for (int t = 0; t < 6; t++) {
+                    expected += a1.getDouble(t, n1) * a2.getDouble(t, n2);
+                }
+                assertEquals(expected, mass[n1 * 4 + n2], 1e-12, "expert (" + n1 + ", " + n2 + ")");
+            }
+        }
+        assertEquals(6, stats.tokens(0, 0));
+        IllegalArgumentException flat = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> stats.add(0, sites.get(0), List.of(a1)));
+        assertEquals("μMoE gates at layer 2 moe: 1 levels, expected 2", flat.getMessage());
     }
 }

@@ -17,7 +17,9 @@ import org.sparkmoe.experts.GradientCheck;
  * the factorised layer over the muted parameters gives y = Σ_{n not muted} aₙ(x)·Wₙᵀx, where this test builds W
  * [N, I, O] from the unmuted factors in float64 loops (CP Σ_r U⁽ᴺ⁾[n,r]U⁽ᴵ⁾[i,r]U⁽ᴼ⁾[o,r], TR
  * trace(A_N[:,n,:]·A_I[:,i,:]·A_O[:,o,:])) and takes a from the unmuted layer; the gates stay those of all N experts
- * (not renormalised), and the parameters given are left as they were.
+ * (not renormalised), and the parameters given are left as they were. A hierarchical CP layer's product expert
+ * (n₁, n₂) is no row of any factor: its muted layer (rank R per muted expert wider) is checked against the
+ * materialised layer {@link CpMumoeNaive} with those experts' α(n)·W(n)ᵀx subtracted.
  */
 class MumoeMuteTest {
     private static final int T = 4;
@@ -104,6 +106,65 @@ class MumoeMuteTest {
             assertTrue(removed > 1e-3 * scale, form + ": the muted experts must contribute, or the test proves nothing");
             assertTrue(worst <= 1e-12 * scale, form + ": max |muted − Σ_{n not muted} aₙWₙᵀx| = " + worst);
         }
+    }
+
+    @Test
+    void mutingAProductExpertOfAHierarchySubtractsExactlyItsTerm() {
+        int n1 = 3;
+        int n2 = 4;
+        int[] muted = {1 * n2 + 2, 2 * n2 + 0, 1 * n2 + 2};             // (1, 2), (2, 0), a duplicate
+        CpWeights w = CpWeights.random(new Random(8), DataType.DOUBLE, I, O, 3, n1, n2);
+        Map<String, INDArray> p = w.parameters();
+        INDArray before = p.get("expert.0").dup();
+        INDArray x = GradientCheck.gaussian(new Random(9), DataType.DOUBLE, 1.0, T, I);
+        MumoeLayer layer = MumoeForm.CP.layer(MumoeForm.CP.muted(p, muted, "test"));
+        assertArrayEquals(new long[] {I, 3 * 3}, layer.weights().parameters().get("in").shape(),
+                "rank R·(1 + 2 muted experts)");
+        MumoePass m = layer.forward(x);
+        assertArrayEquals(before.data().asDouble(), p.get("expert.0").data().asDouble(), 0.0, "given tensors kept");
+
+        MumoePass full = new CpMumoeNaive(w).forward(x);
+        assertArrayEquals(full.gates().get(1).data().asDouble(), m.gates().get(1).data().asDouble(), 1e-15,
+                "the gates are those of all N₁·N₂ experts");
+        double[][][] dense = materialiseLevels(w, n1, n2);                     // W [N₁·N₂][I][O]
+        double worst = 0;
+        double removed = 0;
+        for (int t = 0; t < T; t++) {
+            for (int o = 0; o < O; o++) {
+                double gone = 0;
+                for (int n : new int[] {muted[0], muted[1]}) {
+                    double alpha = full.gates().get(0).getDouble(t, n / n2)          // a₁(n₁)·a₂(n₂)
+                            * full.gates().get(1).getDouble(t, n % n2);
+                    for (int i = 0; i < I; i++) {
+                        gone += alpha * x.getDouble(t, i) * dense[n][i][o];
+                    }
+                }
+                worst = Math.max(worst, Math.abs(m.y().getDouble(t, o) - (full.y().getDouble(t, o) - gone)));
+                removed = Math.max(removed, Math.abs(gone));
+            }
+        }
+        assertTrue(removed > 1e-3, "the muted experts must contribute, or the test proves nothing: " + removed);
+        assertTrue(worst <= 1e-12, "max |muted − (naive − Σ_muted α(n)·W(n)ᵀx)| = " + worst);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> MumoeForm.CP.muted(p, new int[] {n1 * n2}, "--mute-experts 12"));
+        assertEquals("--mute-experts 12: expert 12 is not one of the 12 experts (0..11)", e.getMessage());
+    }
+
+    /** W(n₁·N₂ + n₂, i, o) = Σ_r U⁽ᴺ¹⁾[n₁,r]·U⁽ᴺ²⁾[n₂,r]·U⁽ᴵ⁾[i,r]·U⁽ᴼ⁾[o,r], in float64 loops. */
+    private static double[][][] materialiseLevels(CpWeights w, int n1, int n2) {
+        double[][][] dense = new double[n1 * n2][I][O];
+        for (int n = 0; n < n1 * n2; n++) {
+            for (int i = 0; i < I; i++) {
+                for (int o = 0; o < O; o++) {
+                    for (int r = 0; r < w.rank(); r++) {
+                        dense[n][i][o] += w.experts().get(0).getDouble(n / n2, r)
+                                * w.experts().get(1).getDouble(n % n2, r) * w.in().getDouble(i, r)
+                                * w.out().getDouble(o, r);
+                    }
+                }
+            }
+        }
+        return dense;
     }
 
     @Test

@@ -30,7 +30,8 @@ import org.sparkmoe.mumoe.MumoeForm;
  * unchanged at the start, the adapted forward equal to the base plus the layer's own output (float64 reference),
  * float64 finite differences through the model-level wiring (attention projections, the MoE block's output and,
  * on Qwen2-MoE, a dense MLP's),
- * and training that lowers the loss, bit for bit the same twice.
+ * and training that lowers the loss, bit for bit the same twice; for a hierarchical CP adapter (experts 4·4, one gate
+ * per level) the same forward against {@link CpMumoeNaive}'s materialised W and the same training.
  */
 class MumoeAdapterTrainingTest {
     private static final String L0 = "model.layers.0.";
@@ -41,6 +42,12 @@ class MumoeAdapterTrainingTest {
 
     private static LoraSpec cp(String targets) {
         return spec(MumoeForm.CP, 16, new int[] {4}, targets);
+    }
+
+    /** A hierarchical CP adapter: N = 4·4 experts, a gate per level, rank 4. */
+    private static LoraSpec levels(String targets) {
+        return LoraSpec.mumoe(new MumoeConfig(MumoeForm.CP, new int[] {4, 4}, new int[] {4},
+                MumoeConfig.parseTargets(targets, "test")));
     }
 
     private static LoraSpec tr(String targets) {
@@ -118,6 +125,45 @@ class MumoeAdapterTrainingTest {
         double err = actual.sub(expected).amaxNumber().doubleValue();
         System.out.printf("μMoE beside the MoE block: max |adapted − base − μMoE(float64)| %.3e of max |μMoE| %.3e%n",
                 err, scale);
+        assertTrue(err <= 1e-5 * Math.max(1, scale) + 1e-5, "max |Δ| " + err + " of max |y| " + scale);
+    }
+
+    /**
+     * {@link #theAdaptedForwardIsTheBasePlusTheLayersOwnOutput} for a hierarchical adapter: the state holds a gate and
+     * an expert factor per level, and layer 1's input moves by {@link CpMumoeNaive}'s output over the materialised
+     * W [4·4, D, D] (float64) on layer 0's MoE input.
+     */
+    @Test
+    void aHierarchicalAdaptersForwardIsTheBasePlusTheMaterialisedLayersOutput() {
+        MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.FLOAT);
+        LoraSpec spec = levels("moe");
+        TrainState s = TrainState.init(model, spec, 5, DataType.FLOAT);
+        String moe = L0 + "block_sparse_moe.mumoe.";
+        assertEquals(List.of(moe + "gate.0", moe + "gate.1", moe + "expert.0", moe + "expert.1", moe + "in",
+                moe + "out"), List.copyOf(s.params().keySet()).subList(0, 6));
+        assertEquals(0.0, s.params().get(moe + "out").amaxNumber().doubleValue(), 0.0);
+        s.params().put(moe + "out", GradientCheck.gaussian(new Random(6), DataType.FLOAT, 0.5,
+                s.params().get(moe + "out").shape()));
+        int[][] windows = TinyModels.windows(model, 2, 8, 7);
+        MoeTransformer adapted = model.withTerms(spec.mumoe().terms(model.config(), s.params()), new OwnedArrays());
+        int topK = model.config().num_experts_per_tok;
+        ForwardOutput base = model.forward(windows, topK, true);
+        ForwardOutput with = adapted.forward(windows, topK, true);
+
+        List<INDArray> gates = List.of(s.params().get(moe + "gate.0").castTo(DataType.DOUBLE),
+                s.params().get(moe + "gate.1").castTo(DataType.DOUBLE));
+        List<INDArray> experts = List.of(s.params().get(moe + "expert.0").castTo(DataType.DOUBLE),
+                s.params().get(moe + "expert.1").castTo(DataType.DOUBLE));
+        CpWeights w64 = new CpWeights(gates, experts, s.params().get(moe + "in").castTo(DataType.DOUBLE),
+                s.params().get(moe + "out").castTo(DataType.DOUBLE));
+        INDArray expected = new CpMumoeNaive(w64).forward(base.routerInputs().get(0).castTo(DataType.DOUBLE)).y();
+        INDArray actual = with.hiddenStates().get(1).castTo(DataType.DOUBLE)
+                .sub(base.hiddenStates().get(1).castTo(DataType.DOUBLE));
+        double scale = expected.amaxNumber().doubleValue();
+        assertTrue(scale > 0.1, "the term is visible: max |y| " + scale);
+        double err = actual.sub(expected).amaxNumber().doubleValue();
+        System.out.printf("hierarchical μMoE beside the MoE block: max |adapted − base − μMoE(float64)| %.3e of max "
+                + "|μMoE| %.3e%n", err, scale);
         assertTrue(err <= 1e-5 * Math.max(1, scale) + 1e-5, "max |Δ| " + err + " of max |y| " + scale);
     }
 
@@ -223,10 +269,11 @@ class MumoeAdapterTrainingTest {
     }
 
     @ParameterizedTest
-    @CsvSource({"CP", "TR"})
-    void fewStepsLowerTheLossTheSameBitsTwice(MumoeForm form) {
+    @CsvSource({"cp", "tr", "levels"})
+    void fewStepsLowerTheLossTheSameBitsTwice(String kind) {
         MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.FLOAT);
-        LoraSpec spec = form == MumoeForm.CP ? cp("q_proj,v_proj,o_proj,moe") : tr("q_proj,v_proj,o_proj,moe");
+        String targets = "q_proj,v_proj,o_proj,moe";
+        LoraSpec spec = kind.equals("cp") ? cp(targets) : kind.equals("tr") ? tr(targets) : levels(targets);
         int[][] windows = TinyModels.windows(model, 2, 16, 2);
         TrainOptions opts = TrainOptions.defaults(spec, new LrSchedule(1e-2, 0, 8), 3);
         TrainState a = TrainState.init(model, spec, 1, DataType.FLOAT);
@@ -265,5 +312,10 @@ class MumoeAdapterTrainingTest {
         IllegalArgumentException ranks = assertThrows(IllegalArgumentException.class,
                 () -> new MumoeConfig(MumoeForm.TR, 4, new int[] {2}, Set.of(org.sparkmoe.model.AdapterTerms.Site.MOE)));
         assertTrue(ranks.getMessage().contains("three ranks r1,r2,r3"), ranks.getMessage());
+        IllegalArgumentException trLevels = assertThrows(IllegalArgumentException.class, () -> new MumoeConfig(
+                MumoeForm.TR, new int[] {4, 4}, new int[] {2, 2, 2}, Set.of(org.sparkmoe.model.AdapterTerms.Site.MOE)));
+        assertEquals("--mumoe-experts [4, 4]: μMoE tr takes one expert level (a hierarchical tensor ring would need "
+                + "one expert core per level in the ring; not built); use --adapter mumoe-cp for levels",
+                trLevels.getMessage());
     }
 }

@@ -95,11 +95,27 @@ class TrainJobTest {
         return args;
     }
 
+    /** {@link #mumoeTrain} with a hierarchical adapter ({@link #LEVELS}: --mumoe-experts 4,4). */
+    private static List<String> levelsTrain(Path out, String... more) {
+        List<String> args = mumoeTrain(out, more);
+        args.set(args.indexOf("--mumoe-experts") + 1, "4,4");
+        return args;
+    }
+
+    /** {@link #MUMOE} with 4·4 experts, one gate per level. */
+    private static final MumoeConfig LEVELS = new MumoeConfig(MumoeForm.CP, new int[] {4, 4}, new int[] {4},
+            MumoeConfig.parseTargets("q_proj,o_proj,moe", "test"));
+
     /** {@link #plan} of {@link #mumoeTrain}. */
     private TrainPlan mumoePlan(Path out) {
+        return mumoePlan(out, MUMOE);
+    }
+
+    /** {@link #plan} of a μMoE run of {@code mumoe}. */
+    private TrainPlan mumoePlan(Path out, MumoeConfig mumoe) {
         TrainPlan lora = plan(out);
         TrainOptions o = lora.options();
-        return new TrainPlan(lora.model(), lora.windows(), lora.rounds(), new TrainOptions(LoraSpec.mumoe(MUMOE),
+        return new TrainPlan(lora.model(), lora.windows(), lora.rounds(), new TrainOptions(LoraSpec.mumoe(mumoe),
                 o.schedule(), o.optimizer(), o.maxGradNorm(), o.auxLossCoef(), o.seed(), o.checkpointActivations()),
                 lora.out(), false, lora.device());
     }
@@ -201,14 +217,72 @@ class TrainJobTest {
         assertEquals(0, calibrate.exitCode(), calibrate.err());
     }
 
-    /** eval's perplexity over the excerpt's test split, with {@code adapter} (or none). */
-    private double evalPpl(Path adapter, String name) throws Exception {
+    /**
+     * A hierarchical μMoE adapter (CP, --mumoe-experts 4,4): resumed bit for bit; its adapter_config.json lists the
+     * levels and its tensors a gate and an expert factor per level; eval --adapter reads it, muting one product expert
+     * (numbered n₁·4 + n₂) changes its perplexity, calibrate numbers the 16 products; TR with levels is refused.
+     */
+    @Test
+    void hierarchicalMumoeResumesBitForBitAndEvalCalibrateAndMuteReadIt() throws Exception {
+        Path whole = dir.resolve("levels-whole");
+        CliRun run = sparkmoe(levelsTrain(whole));
+        assertEquals(0, run.exitCode(), run.err());
+        Path interrupted = dir.resolve("levels-interrupted");
+        InterruptedTrain.stopAfterRound(mumoePlan(interrupted, LEVELS), 1);
+        assertResumedEqualsWhole(whole, interrupted, levelsTrain(interrupted, "--resume"));
+
+        Path adapter = whole.resolve("adapter");
+        JsonNode config = JSON.readTree(adapter.resolve("adapter_config.json").toFile());
+        assertEquals("[4,4]", config.get("experts").toString());
+        try (SafeTensorsFile tensors = SafeTensorsFile.open(adapter.resolve("adapter_model.safetensors"))) {
+            assertEquals(4 * 3 * 6, tensors.names().size(), "layers × sites × (gate.0, gate.1, expert.0, expert.1, "
+                    + "in, out)");
+            assertArrayEquals(new long[] {128, 4},
+                    tensors.info("model.layers.1.block_sparse_moe.mumoe.gate.1").shape());
+        }
+        double base = evalPpl(null, "levels-base");
+        double adapted = evalPpl(adapter, "levels-adapted");
+        assertNotEquals(base, adapted, "eval --adapter applies the hierarchical terms");
+        double muted = evalPpl(adapter, "levels-muted", "--mute-experts", "0.moe:13,2.q_proj:0");
+        assertNotEquals(adapted, muted, "muting product experts (3, 1) and (0, 0) changes the model");
+        CliRun outside = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.toString(),
+                "--window", "32", "--master", "local[2]", "--adapter", adapter.toString(), "--mute-experts", "16",
+                "--out", dir.resolve("outside.json").toString());
+        assertEquals(1, outside.exitCode(), outside.err());
+        assertTrue(outside.err().contains("--mute-experts 16: the μMoE adapter has 16 experts per site (0..15)"),
+                outside.err());
+
+        Path calib = dir.resolve("levels-calib");
+        CliRun calibrate = sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data",
+                data.toString(), "--window", "32", "--max-tokens-per-file", "256", "--adapter", adapter.toString(),
+                "--master", "local[2]", "--out", calib.toString());
+        assertEquals(0, calibrate.exitCode(), calibrate.err());
+        JsonNode experts = JSON.readTree(calib.resolve("mumoe-experts.json").toFile());
+        assertEquals(16, experts.get("experts").asInt());
+        assertEquals("[4,4]", experts.get("levels").toString());
+        for (JsonNode site : experts.get("sites")) {
+            for (JsonNode file : site.get("files")) {
+                assertEquals(16, file.get("share").size());
+            }
+        }
+
+        CliRun tr = sparkmoe(levelsTrain(dir.resolve("tr")).stream().map(a -> a.equals("mumoe-cp") ? "mumoe-tr" : a)
+                .toList());
+        assertEquals(1, tr.exitCode(), tr.err());
+        assertTrue(tr.err().contains("--mumoe-experts [4, 4]: μMoE tr takes one expert level (a hierarchical tensor "
+                + "ring would need one expert core per level in the ring; not built); use --adapter mumoe-cp for "
+                + "levels"), tr.err());
+    }
+
+    /** eval's perplexity over the excerpt's test split, with {@code adapter} (or none) and {@code more} flags. */
+    private double evalPpl(Path adapter, String name, String... more) throws Exception {
         Path out = dir.resolve(name + ".json");
         List<String> args = new ArrayList<>(List.of("eval", "--model", Fixtures.tinyModel().toString(), "--data",
                 data.toString(), "--window", "32", "--master", "local[2]", "--out", out.toString()));
         if (adapter != null) {
             args.addAll(List.of("--adapter", adapter.toString()));
         }
+        args.addAll(List.of(more));
         CliRun eval = sparkmoe(args);
         assertEquals(0, eval.exitCode(), eval.err());
         return JSON.readTree(out.toFile()).get("all").get("ppl").asDouble();

@@ -18,7 +18,9 @@ import org.sparkmoe.model.AdapterTerms.Key;
  * {@code mumoe-experts.json} and as a section of the calibration report. Per site: I(file; expert) and, per file, the
  * tokens, the gate mass per expert, its entropy, effective expert count and top-{@value #TOP} share, and the
  * {@value #TOP} experts most specific to the file. Per file, {@code mute} spells those experts of every site as
- * {@code eval --mute-experts} takes them.
+ * {@code eval --mute-experts} takes them. A hierarchical adapter's experts are the products (n_1, ..., n_L) of its
+ * {@code levels} [N_1, ..., N_L], numbered row-major (n_1·N_2 + n_2 for two levels), as the mute lists and
+ * {@code --mute-experts} number them.
  */
 final class MumoeExperts {
     static final String FILE = "mumoe-experts.json";
@@ -30,11 +32,13 @@ final class MumoeExperts {
     private final List<MumoeSpecialisation> views;   // one per site
     private final List<String> fileNames;
     private final int experts;
+    private final int[] levels;
 
     MumoeExperts(MumoeGateStats gates, List<String> fileNames) {
         this.sites = gates.sites();
         this.fileNames = List.copyOf(fileNames);
         this.experts = gates.experts();
+        this.levels = gates.levels();
         this.views = new ArrayList<>();
         for (int s = 0; s < sites.size(); s++) {
             double[][] mass = new double[gates.files()][];
@@ -71,6 +75,10 @@ final class MumoeExperts {
         root.put("model", model);
         root.put("adapter", adapter);
         root.put("experts", experts);
+        ArrayNode dims = root.putArray("levels");
+        for (int n : levels) {
+            dims.add(n);
+        }
         root.put("top", TOP);
         root.put("mutual_information_bound", Math.log(Math.min(fileNames.size(), experts)));
         ArrayNode out = root.putArray("sites");
@@ -113,11 +121,13 @@ final class MumoeExperts {
     /** The report's section: per site I(file; expert), and per file the concentration and most specific experts. */
     String html() {
         StringBuilder out = new StringBuilder("<section><h2>μMoE experts</h2><p>")
-                .append(Svg.esc(String.format(Locale.ROOT, "The adapter's %d experts per site. I(file; expert): "
+                .append(Svg.esc(String.format(Locale.ROOT, "The adapter's %d experts per site%s. I(file; expert): "
                         + "mutual information between a token's file and its soft expert choice (the gates), in nats "
                         + "(at most ln min(files, experts) = %.3f). Effective experts: exp(entropy of the file's gate "
                         + "mass). Most specific: the experts with the largest terms of I, with the file's share of "
                         + "gate mass on each; %s lists them as eval --mute-experts takes them.", experts,
+                        levels.length == 1 ? "" : " (the products of levels " + java.util.Arrays.toString(levels)
+                                + ", numbered row-major: n1·N2 + n2 for two levels)",
                         Math.log(Math.min(fileNames.size(), experts)), FILE)))
                 .append("</p>\n<table><tr><th>site</th><th>I(file; expert)</th><th>file</th><th>tokens</th>"
                         + "<th>effective experts</th><th>top-" + TOP + " share</th><th>most specific</th></tr>\n");

@@ -78,7 +78,9 @@ public final class EvalCommand implements Callable<Integer> {
                     + "the other experts' gates are not renormalised) and compare with the same adapter unmuted, as "
                     + "--baseline compares: per file and overall both perplexities, Δppl and KL divergence. LIST: "
                     + "comma-separated LAYER.SITE:EXPERT (e.g. 0.moe:12) or EXPERT (at every site); calibrate "
-                    + "--adapter's mumoe-experts.json lists each file's most specific experts in this form.")
+                    + "--adapter's mumoe-experts.json lists each file's most specific experts in this form. A "
+                    + "hierarchical adapter's EXPERT is the product (n1, n2) numbered n1·N2 + n2; its term is "
+                    + "subtracted exactly.")
     String muteExperts;
 
     @Option(names = "--top-k", paramLabel = "K",

@@ -119,9 +119,10 @@ public final class TrainCommand implements Callable<Integer> {
                     + "softmax gate) beside each --mumoe-targets projection. Default: ${DEFAULT-VALUE}.")
     String adapter;
 
-    @Option(names = "--mumoe-experts", defaultValue = "64", paramLabel = "N",
-            description = "μMoE experts N per adapted projection. Default: ${DEFAULT-VALUE}.")
-    int mumoeExperts;
+    @Option(names = "--mumoe-experts", defaultValue = "64", paramLabel = "N|N1,N2,...",
+            description = "μMoE experts N per adapted projection, or N1,N2,... for a hierarchical μMoE of N1·N2·... "
+                    + "experts with one gate per level (mumoe-cp only). Default: ${DEFAULT-VALUE}.")
+    String mumoeExperts;
 
     @Option(names = "--mumoe-rank", paramLabel = "R|r1,r2,r3",
             description = "μMoE rank: CP R (default 8), tensor ring r1,r2,r3 (default 4,4,4).")
@@ -338,7 +339,7 @@ public final class TrainCommand implements Callable<Integer> {
         } catch (NumberFormatException e) {
             throw new IllegalArgumentException("--mumoe-rank " + ranks + ": expected integers (R, or r1,r2,r3)");
         }
-        MumoeConfig mumoe = new MumoeConfig(form, mumoeExperts, r,
+        MumoeConfig mumoe = new MumoeConfig(form, MumoeConfig.parseExperts(mumoeExperts, "--mumoe-experts"), r,
                 MumoeConfig.parseTargets(mumoeTargets, "--mumoe-targets"));
         TrainState.checkMumoe(config);
         System.err.printf(Locale.ROOT, "train: %s, %d trainable parameters%n", mumoe,

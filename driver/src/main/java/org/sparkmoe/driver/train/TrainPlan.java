@@ -255,7 +255,7 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
         if (m == null) {
             return "";
         }
-        return " adapter=mumoe-" + m.form().id() + " mumoe-experts=" + m.experts() + " mumoe-rank="
+        return " adapter=mumoe-" + m.form().id() + " mumoe-experts=" + m.expertsSpelling() + " mumoe-rank="
                 + java.util.Arrays.stream(m.ranks()).mapToObj(Integer::toString)
                 .collect(java.util.stream.Collectors.joining(","))
                 + " mumoe-targets=" + m.targets().stream().map(s -> s.id()).toList();
