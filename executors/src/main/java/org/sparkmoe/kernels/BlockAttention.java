@@ -50,6 +50,9 @@ public final class BlockAttention {
             throw new IllegalArgumentException("attention blocks must hold at least one query and one key, got "
                     + queryBlock + " × " + keyBlock);
         }
+        if (!(scale > 0)) {
+            throw new IllegalArgumentException("attention's scale on q·kᵀ must be positive, got " + scale);
+        }
         if (window != null && window < 1) {
             throw new IllegalArgumentException("sliding window must be at least 1, got " + window);
         }
@@ -107,17 +110,17 @@ public final class BlockAttention {
                         int at = r * keyBlock;
                         int from = Math.max(j0, firstVisible(i)) - j0;  // visible columns [from, to)
                         int to = Math.min(cols, i - j0 + 1);
-                        double mNew = m[r];
+                        // max_c round(z_c·scale) = round(max_c z_c · scale): rounding is monotone and scale > 0,
+                        // so the row is scaled once, inside expShifted's pass
+                        double zMax = Double.NEGATIVE_INFINITY;
                         for (int c = from; c < to; c++) {
-                            s.block[at + c] = Flat.round(s.block[at + c] * scale, single);
-                            mNew = Math.max(mNew, s.block[at + c]);
+                            zMax = Math.max(zMax, s.block[at + c]);
                         }
+                        double mNew = Math.max(m[r], Flat.round(zMax * scale, single));
                         double sum = 0;
                         if (from < to) {
-                            VectorRows.expShifted(s.block, at + from, to - from, 1.0, mNew, single);   // p
-                        }
-                        for (int c = from; c < to; c++) {
-                            sum = Flat.round(sum + s.block[at + c], single);
+                            VectorRows.expShifted(s.block, at + from, to - from, scale, mNew, single);   // p
+                            sum = sum(s.block, at + from, at + to, single);
                         }
                         zeroOutside(s.block, at, from, to);
                         if (from < to) {
@@ -148,6 +151,26 @@ public final class BlockAttention {
             }
         }
         return new Forward(out, lse);
+    }
+
+    /**
+     * Σ x[i] for i in [from, to), left to right, rounded to float32 after each addition when {@code single}: the
+     * float32 case adds in float, which gives those bits (a sum of two floats rounded once to double and again to
+     * float is the float sum) without two conversions on the loop's dependency chain.
+     */
+    private static double sum(double[] x, int from, int to, boolean single) {
+        if (single) {
+            float sum = 0;
+            for (int i = from; i < to; i++) {
+                sum += (float) x[i];                      // exact: x holds float32 values
+            }
+            return sum;
+        }
+        double sum = 0;
+        for (int i = from; i < to; i++) {
+            sum += x[i];
+        }
+        return sum;
     }
 
     /** block[at + c] = 0 for the columns c of a [·, keyBlock] row outside the visible [from, to). */

@@ -9,14 +9,22 @@ import org.sparkmoe.text.TextFiles;
 import org.sparkmoe.text.TextSplit;
 import org.sparkmoe.text.Tokenizers;
 
+import java.io.IOException;
 import java.util.List;
 import java.util.stream.IntStream;
 
 /**
  * The first stage of every text job: one task per file reads it through the Hadoop FileSystem API, takes the
- * split and tokenizes it with the model's tokenizer.json. The result is persisted; callers unpersist it.
+ * split and tokenizes it with the model's tokenizer.json. The result is persisted; callers unpersist it. Inputs of
+ * at most {@link #DRIVER_BYTES} in all are tokenized on the driver instead, with the same code, and handed to the
+ * next stage as a parallelized collection (one partition per file, as the stage's): a Spark job's scheduling,
+ * serialized persist and collect cost more than tokenizing a few megabytes, and the scoring stage cannot start
+ * before the tokens are there.
  */
 public final class TokenizeStage {
+    /** Files totalling at most this many bytes are tokenized on the driver (a few seconds' work at most). */
+    static final long DRIVER_BYTES = 16L << 20;
+
     private TokenizeStage() {
     }
 
@@ -30,10 +38,19 @@ public final class TokenizeStage {
                                 int window) {
         sc.setJobDescription(job + ": tokenize " + data.size() + " files (" + split + " split)");
         List<Integer> fileIndices = IntStream.range(0, data.size()).boxed().toList();
-        JavaRDD<TokenizedFile> files = sc.parallelize(fileIndices, fileIndices.size())
-                .map(file -> tokenize(model, data.get(file), split, file))
-                .persist(StorageLevel.MEMORY_AND_DISK_SER());
-        List<Integer> counts = files.map(t -> t.tokens.length).collect();
+        JavaRDD<TokenizedFile> files;
+        List<Integer> counts;
+        if (totalBytes(data, sc.hadoopConfiguration()) <= DRIVER_BYTES) {
+            List<TokenizedFile> tokenized = fileIndices.stream()
+                    .map(file -> tokenize(model, data.get(file), split, file)).toList();
+            files = sc.parallelize(tokenized, tokenized.size());
+            counts = tokenized.stream().map(t -> t.tokens.length).toList();
+        } else {
+            files = sc.parallelize(fileIndices, fileIndices.size())
+                    .map(file -> tokenize(model, data.get(file), split, file))
+                    .persist(StorageLevel.MEMORY_AND_DISK_SER());
+            counts = files.map(t -> t.tokens.length).collect();
+        }
         for (int f = 0; f < counts.size(); f++) {
             if (counts.get(f) < window) {
                 files.unpersist(false);
@@ -50,6 +67,20 @@ public final class TokenizeStage {
         public long[] windowCounts(int window) {
             return tokenCounts.stream().mapToLong(c -> c / window).toArray();
         }
+    }
+
+    /** The files' sizes added up; a file that cannot be listed is left to {@link TextFiles#readUtf8} to name. */
+    private static long totalBytes(List<String> data, Configuration conf) {
+        long total = 0;
+        for (String file : data) {
+            Path path = new Path(file);
+            try {
+                total += path.getFileSystem(conf).getFileStatus(path).getLen();
+            } catch (IOException e) {
+                return Long.MAX_VALUE;
+            }
+        }
+        return total;
     }
 
     private static TokenizedFile tokenize(String model, String file, TextSplit split, int index) {
