@@ -124,13 +124,26 @@ public final class TrFactors {
 
     /**
      * Expert e's output-side rows V_e [out, r2·r3], V_e[o, (b, c)] = (G_O[:, o, :]·G_N[:, e, :])[c, b], so that
-     * W_e = V_e·Āiᵀ: [out·r3, r1]×[r1, r2] multiply-adds out·r1·r2·r3.
+     * W_e = V_e·Āiᵀ.
      */
     public INDArray outRows(int e) {
-        INDArray o = out.permute(1, 0, 2).dup('c').reshape('c', outSize() * r3(), r1());   // [(o, c), a]
-        INDArray n = expertRows.getRow(e).reshape('c', r1(), r2());                          // [a, b]
-        return o.mmul(n).reshape('c', outSize(), r3(), r2()).permute(0, 2, 1).dup('c')
-                .reshape('c', outSize(), r2() * r3());                                        // [out, (b, c)]
+        return outRows(unfold(out), expertRows.getRow(e).reshape('c', r1(), r2()));
+    }
+
+    /**
+     * V [n, r2·r3] of some output rows: V[o, (b, c)] = Σ_a G_O[c, o, a]·G_N[a, e, b], one [n·r3, r1]×[r1, r2]
+     * product (n·r1·r2·r3 multiply-adds).
+     *
+     * @param outRows the rows of G_O unfolded, [n, r3·r1]
+     * @param expert  G_N[:, e, :] [r1, r2]
+     */
+    public static INDArray outRows(INDArray outRows, INDArray expert) {
+        long n = outRows.size(0);
+        long r1 = expert.size(0);
+        long r2 = expert.size(1);
+        long r3 = outRows.size(1) / r1;
+        return outRows.dup('c').reshape('c', n * r3, r1).mmul(expert)                          // [(o, c), b]
+                .reshape('c', n, r3, r2).permute(0, 2, 1).dup('c').reshape('c', n, r2 * r3);  // [o, (b, c)]
     }
 
     /** Expert e's weight W_e [out, in], W_e[o, i] = trace(G_N[:, e, :]·G_I[:, i, :]·G_O[:, o, :]), materialised. */
