@@ -8,6 +8,7 @@ import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.CpExperts;
 import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.experts.TrExperts;
 import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.routing.Router;
 import org.sparkmoe.kernels.Activations;
@@ -155,8 +156,9 @@ public final class CalibrationStats implements java.io.Serializable {
             return full.weights();
         }
         throw new IllegalArgumentException("this MoE layer holds " + (block.experts() instanceof CpExperts
-                ? "CP-form experts" : "a shared base and low-rank experts") + " (surgery lowrank), not the per-expert "
-                + "weights calibration runs tokens through");
+                ? "CP-form experts" : block.experts() instanceof TrExperts ? "TR-form experts"
+                : "a shared base and low-rank experts") + " (surgery lowrank), not the per-expert weights calibration "
+                + "runs tokens through");
     }
 
     /**

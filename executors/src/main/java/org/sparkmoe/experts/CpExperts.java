@@ -91,7 +91,7 @@ public final class CpExperts implements ExpertFfn {
         if (plan.rows() == 0) {
             return new CpPass(Nd4j.zeros(dataType(), tokens, hidden()));
         }
-        int[] expertOfRow = expertOfRow(plan);                                         // [N]
+        int[] expertOfRow = RowCombine.expertOfRow(plan);                                       // [N]
         INDArray h1 = expand(gate, x.mmul(gate.in()), plan.tokenOfRow, expertOfRow);  // [N, I]
         INDArray h3 = expand(up, x.mmul(up.in()), plan.tokenOfRow, expertOfRow);      // [N, I]
         INDArray act = Activations.gated(GatedActivation.SWIGLU, h1, h3, workers);   // [N, I]
@@ -110,15 +110,6 @@ public final class CpExperts implements ExpertFfn {
         INDArray p = rowOf == null ? z : Nd4j.pullRows(z, 1, rowOf);                  // [N, R]
         p.muli(Nd4j.pullRows(f.experts(), 1, expertOfRow));                          // [N, R]
         return p.mmul(f.out().transpose());                                           // [N, out]
-    }
-
-    /** [N] the expert owning each plan row. */
-    private static int[] expertOfRow(RoutingPlan plan) {
-        int[] out = new int[plan.rows()];
-        for (int e = 0; e + 1 < plan.offsets.length; e++) {
-            Arrays.fill(out, plan.offsets[e], plan.offsets[e + 1], e);
-        }
-        return out;
     }
 
     @Override

@@ -11,7 +11,8 @@ import org.sparkmoe.routing.RoutingPlan;
 import org.sparkmoe.routing.Routes;
 
 /**
- * The combine of routed experts that compute one output row per plan row ({@link FullExperts}, {@link CpExperts}):
+ * The combine of routed experts that compute one output row per plan row ({@link FullExperts}, {@link CpExperts},
+ * {@link TrExperts}):
  * {@code out[t] = Σ g·ys[row]} over token t's rows in plan order (ascending expert), in float64 rounded to float32
  * at every operation in FLOAT, so it is bit-identical to a float32 loop whatever the split of tokens over the
  * workers; and the row bookkeeping their backward passes share.
@@ -53,6 +54,15 @@ final class RowCombine {
                     outRows.write((long) t * hidden, acc, hidden, scratch);
                 }
             });
+        }
+        return out;
+    }
+
+    /** [N] the expert owning each plan row. */
+    static int[] expertOfRow(RoutingPlan plan) {
+        int[] out = new int[plan.rows()];
+        for (int e = 0; e + 1 < plan.offsets.length; e++) {
+            Arrays.fill(out, plan.offsets[e], plan.offsets[e + 1], e);
         }
         return out;
     }

@@ -136,6 +136,31 @@ public final class CheckpointLayout {
         return moePrefix(layer) + "experts." + projectionName(p) + "." + f.suffix;
     }
 
+    /** The cores of a TR-form expert projection ({@code surgery lowrank --form tr}), by their key suffixes. */
+    public enum TrCore {
+        /** G_N [r1, E, r2]: expert e's slice closes the ring. */
+        EXPERTS("tr_n"),
+        /** G_I [r2, in, r3]. */
+        IN("tr_in"),
+        /** G_O [r3, out, r1]. */
+        OUT("tr_out");
+
+        public final String suffix;
+
+        TrCore(String suffix) {
+            this.suffix = suffix;
+        }
+    }
+
+    /**
+     * A core of a TR-form expert projection: {@code <moe prefix>experts.<proj>.tr_n} [r1, E, r2], {@code .tr_in}
+     * [r2, in, r3], {@code .tr_out} [r3, out, r1], so that expert e's weight is
+     * W_e[o, i] = trace(G_N[:, e, :]·G_I[:, i, :]·G_O[:, o, :]).
+     */
+    public String trCore(int layer, Projection p, TrCore c) {
+        return moePrefix(layer) + "experts." + projectionName(p) + "." + c.suffix;
+    }
+
     /** The projection's module name: w1/w3/w2 for Mixtral, gate_proj/up_proj/down_proj otherwise. */
     public String projectionName(Projection p) {
         if (type == ModelConfig.ModelType.MIXTRAL) {

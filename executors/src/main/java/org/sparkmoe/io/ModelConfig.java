@@ -108,8 +108,10 @@ public final class ModelConfig {
     public final int low_rank_experts_rank;
     /**
      * How the low-rank experts are factorised (config field {@code low_rank_experts_form}; absent: {@code svd}): the
-     * shared base plus rank-R LoRA experts, or the CP form of {@code surgery lowrank --form cp} (per projection
-     * U_N [E, R], U_I [in, R], U_O [out, R], expert e's weight U_O·diag(U_N[e])·U_Iᵀ; no base). Read only when
+     * shared base plus rank-R LoRA experts, the CP form of {@code surgery lowrank --form cp} (per projection
+     * U_N [E, R], U_I [in, R], U_O [out, R], expert e's weight U_O·diag(U_N[e])·U_Iᵀ; no base), or the TR form of
+     * {@code --form tr} (per projection cores G_N [R, E, R], G_I [R, in, R], G_O [R, out, R], expert e's weight
+     * W_e[o, i] = trace(G_N[:, e, :]·G_I[:, i, :]·G_O[:, o, :]); no base). Read only when
      * {@link #low_rank_experts_rank} > 0.
      */
     public final LowRankForm low_rank_experts_form;
@@ -121,7 +123,9 @@ public final class ModelConfig {
         /** Shared base + per-expert rank-R LoRA (truncated SVD). */
         SVD,
         /** Per projection a rank-R CP decomposition of the stacked experts [E, out, in]. */
-        CP;
+        CP,
+        /** Per projection a tensor ring of ranks (R, R, R) through the stacked experts [E, out, in]. */
+        TR;
 
         /** The config.json and command-line name. */
         public String id() {
@@ -522,8 +526,8 @@ public final class ModelConfig {
     }
 
     /**
-     * low_rank_experts_form: svd when absent; only beside low_rank_experts_rank; the CP form only for experts without
-     * biases (not gpt-oss).
+     * low_rank_experts_form: svd when absent; only beside low_rank_experts_rank; the CP and TR forms only for experts
+     * without biases (not gpt-oss).
      */
     private static LowRankForm lowRankForm(Fields f, String source, int rank, boolean expertBiases) {
         if (!f.has(LOW_RANK_FORM_FIELD)) {
@@ -537,9 +541,9 @@ public final class ModelConfig {
         if (rank == 0) {
             throw new ModelConfigException(source + ": " + LOW_RANK_FORM_FIELD + " needs " + LOW_RANK_FIELD);
         }
-        if (form == LowRankForm.CP && expertBiases) {
-            throw new ModelConfigException(source + ": " + LOW_RANK_FORM_FIELD + " cp is not built for experts with "
-                    + "biases (gpt_oss)");
+        if (form != LowRankForm.SVD && expertBiases) {
+            throw new ModelConfigException(source + ": " + LOW_RANK_FORM_FIELD + " " + form.id() + " is not built for "
+                    + "experts with biases (gpt_oss)");
         }
         return form;
     }
@@ -659,8 +663,8 @@ public final class ModelConfig {
     }
 
     /**
-     * Whether the MoE layers hold factorised experts (a shared base plus low-rank experts, or the CP form) instead of
-     * full experts.
+     * Whether the MoE layers hold factorised experts (a shared base plus low-rank experts, the CP or the TR form)
+     * instead of full experts.
      */
     public boolean hasLowRankExperts() {
         return low_rank_experts_rank > 0;
@@ -669,6 +673,11 @@ public final class ModelConfig {
     /** Whether the MoE layers hold the CP form of {@code surgery lowrank --form cp}. */
     public boolean hasCpExperts() {
         return hasLowRankExperts() && low_rank_experts_form == LowRankForm.CP;
+    }
+
+    /** Whether the MoE layers hold the TR form of {@code surgery lowrank --form tr}. */
+    public boolean hasTrExperts() {
+        return hasLowRankExperts() && low_rank_experts_form == LowRankForm.TR;
     }
 
     public boolean hasSharedExpert() {

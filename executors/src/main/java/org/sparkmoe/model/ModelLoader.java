@@ -13,9 +13,12 @@ import org.sparkmoe.experts.LowRankFactorised;
 import org.sparkmoe.experts.LowRankWeights;
 import org.sparkmoe.experts.SharedExpert;
 import org.sparkmoe.experts.SwiGluMlp;
+import org.sparkmoe.experts.TrExperts;
+import org.sparkmoe.experts.TrFactors;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.CpFactor;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.CheckpointLayout.TrCore;
 import org.sparkmoe.io.MlaConfig;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.Mxfp4;
@@ -201,6 +204,10 @@ public final class ModelLoader {
             return new MoeBlock(router, options, new CpExperts(cpFactors(l, Projection.GATE),
                     cpFactors(l, Projection.UP), cpFactors(l, Projection.DOWN), gemm), shared);
         }
+        if (config.hasTrExperts()) {
+            return new MoeBlock(router, options, new TrExperts(trCores(l, Projection.GATE),
+                    trCores(l, Projection.UP), trCores(l, Projection.DOWN), gemm), shared);
+        }
         if (config.hasLowRankExperts()) {
             LowRankWeights weights = new LowRankWeights(
                     tensor(layout.sharedBase(l, Projection.GATE)),
@@ -231,6 +238,13 @@ public final class ModelLoader {
         return new CpFactors(tensor(layout.cpFactor(l, p, CpFactor.EXPERTS)),      // [E, R]
                 tensor(layout.cpFactor(l, p, CpFactor.IN)),                        // [in, R]
                 tensor(layout.cpFactor(l, p, CpFactor.OUT)));                      // [out, R]
+    }
+
+    /** The TR cores of one projection of a TR-form layer (small: widened into the model's type). */
+    private TrFactors trCores(int l, Projection p) {
+        return new TrFactors(tensor(layout.trCore(l, p, TrCore.EXPERTS)),          // [R, E, R]
+                tensor(layout.trCore(l, p, TrCore.IN)),                            // [R, in, R]
+                tensor(layout.trCore(l, p, TrCore.OUT)));                          // [R, out, R]
     }
 
     /**

@@ -7,6 +7,7 @@ import org.sparkmoe.io.DType;
 import org.sparkmoe.io.Fp8BlockMatrix;
 import org.sparkmoe.io.CheckpointLayout.CpFactor;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.CheckpointLayout.TrCore;
 import org.sparkmoe.io.MlaConfig;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
@@ -54,6 +55,13 @@ public final class ModelSchema {
                         out.put(layout.cpFactor(l, p, CpFactor.EXPERTS), new long[] {c.num_experts, r});
                         out.put(layout.cpFactor(l, p, CpFactor.IN), new long[] {p == Projection.DOWN ? i : d, r});
                         out.put(layout.cpFactor(l, p, CpFactor.OUT), new long[] {p == Projection.DOWN ? d : i, r});
+                    }
+                } else if (c.hasTrExperts()) {
+                    long r = c.low_rank_experts_rank;
+                    for (Projection p : Projection.values()) {
+                        out.put(layout.trCore(l, p, TrCore.EXPERTS), new long[] {r, c.num_experts, r});
+                        out.put(layout.trCore(l, p, TrCore.IN), new long[] {r, p == Projection.DOWN ? i : d, r});
+                        out.put(layout.trCore(l, p, TrCore.OUT), new long[] {r, p == Projection.DOWN ? d : i, r});
                     }
                 } else if (c.hasLowRankExperts()) {
                     long r = c.low_rank_experts_rank;

@@ -186,7 +186,7 @@ public final class CpAls {
         return v.mulRowVector(inverse).mmul(v.transpose());
     }
 
-    private static INDArray gaussian(SplittableRandom random, long rows, long cols) {
+    static INDArray gaussian(SplittableRandom random, long rows, long cols) {
         double[] v = new double[Math.toIntExact(rows * cols)];
         for (int k = 0; k < v.length; k++) {
             v[k] = gaussian(random);

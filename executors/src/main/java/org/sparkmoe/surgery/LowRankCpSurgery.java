@@ -38,32 +38,42 @@ public final class LowRankCpSurgery implements LayerSurgery {
      * @param tolerance  stop when the relative error changes by less than this between sweeps
      */
     public LowRankCpSurgery(ModelConfig model, int rank, int iterations, double tolerance, long seed) {
-        if (model.num_experts == 0 || model.hasSharedExpertGate() || model.hasLowRankExperts()
-                || model.clamped_experts) {
-            throw new IllegalArgumentException("lowrank --form cp needs a model with full experts without biases and "
-                    + "no gated shared expert (mixtral, qwen3_moe, olmoe, glm4_moe, deepseek_v2, deepseek_v3), got "
-                    + "model_type " + model.modelType.name().toLowerCase()
-                    + (model.hasLowRankExperts() ? " already low-rank" : model.hasSharedExpertGate()
-                    ? " with a gated shared expert" : model.clamped_experts ? " (expert biases)" : ""));
-        }
+        checkModel(model, "cp");
         long max = (long) model.num_experts * Math.min(model.hidden_size, model.expert_intermediate_size);
         if (rank < 1 || rank > max) {
             throw new IllegalArgumentException("--rank must be in [1, " + max + "] for --form cp (num_experts "
                     + model.num_experts + " × min of hidden_size " + model.hidden_size + " and intermediate_size "
                     + model.expert_intermediate_size + ": an exact CP exists at that rank), got " + rank);
         }
-        if (iterations < 1) {
-            throw new IllegalArgumentException("--als-iterations must be ≥ 1, got " + iterations);
-        }
-        if (!(tolerance >= 0)) {
-            throw new IllegalArgumentException("--als-tolerance must be ≥ 0, got " + tolerance);
-        }
+        checkAls(iterations, tolerance);
         this.type = model.modelType;
         this.rank = rank;
         this.experts = model.num_experts;
         this.iterations = iterations;
         this.tolerance = tolerance;
         this.seed = seed;
+    }
+
+    /** What --form cp and tr convert: full experts without biases, no gated shared expert, not yet low-rank. */
+    static void checkModel(ModelConfig model, String form) {
+        if (model.num_experts == 0 || model.hasSharedExpertGate() || model.hasLowRankExperts()
+                || model.clamped_experts) {
+            throw new IllegalArgumentException("lowrank --form " + form + " needs a model with full experts without "
+                    + "biases and no gated shared expert (mixtral, qwen3_moe, olmoe, glm4_moe, deepseek_v2, "
+                    + "deepseek_v3), got model_type " + model.modelType.name().toLowerCase()
+                    + (model.hasLowRankExperts() ? " already low-rank" : model.hasSharedExpertGate()
+                    ? " with a gated shared expert" : model.clamped_experts ? " (expert biases)" : ""));
+        }
+    }
+
+    /** --als-iterations ≥ 1 and --als-tolerance ≥ 0, shared by --form cp and tr. */
+    static void checkAls(int iterations, double tolerance) {
+        if (iterations < 1) {
+            throw new IllegalArgumentException("--als-iterations must be ≥ 1, got " + iterations);
+        }
+        if (!(tolerance >= 0)) {
+            throw new IllegalArgumentException("--als-tolerance must be ≥ 0, got " + tolerance);
+        }
     }
 
     /** One part per projection (w1, w3, w2). */

@@ -201,6 +201,10 @@ public final class TrainState {
             throw new IllegalArgumentException("a model of CP-form experts (surgery lowrank --form cp) does not "
                     + "train: the backward of CP-form experts is not built; convert with --form svd to train");
         }
+        if (c.hasTrExperts()) {
+            throw new IllegalArgumentException("a model of TR-form experts (surgery lowrank --form tr) does not "
+                    + "train: the backward of TR-form experts is not built; convert with --form svd to train");
+        }
     }
 
     /**

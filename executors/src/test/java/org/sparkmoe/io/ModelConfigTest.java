@@ -143,13 +143,22 @@ class ModelConfigTest {
         cp.put("low_rank_experts_form", "cp");
         assertEquals(ModelConfig.LowRankForm.CP, parse(cp).low_rank_experts_form);
         assertTrue(parse(cp).hasCpExperts() && parse(cp).hasLowRankExperts());
-        assertEquals("test-config.json: low_rank_experts_form must be one of [svd, cp], got tucker",
+        ObjectNode tr = mixtral();
+        tr.put("low_rank_experts_rank", 13);
+        tr.put("low_rank_experts_form", "tr");
+        assertEquals(ModelConfig.LowRankForm.TR, parse(tr).low_rank_experts_form);
+        assertTrue(parse(tr).hasTrExperts() && parse(tr).hasLowRankExperts() && !parse(tr).hasCpExperts());
+        assertFalse(parse(cp).hasTrExperts());
+        assertEquals("test-config.json: low_rank_experts_form must be one of [svd, cp, tr], got tucker",
                 rejects(mixtral(), n -> n.put("low_rank_experts_rank", 4).put("low_rank_experts_form", "tucker"))
                         .getMessage());
         assertEquals("test-config.json: low_rank_experts_form needs low_rank_experts_rank",
                 rejects(mixtral(), n -> n.put("low_rank_experts_form", "cp")).getMessage());
         assertEquals("test-config.json: low_rank_experts_form cp is not built for experts with biases (gpt_oss)",
                 rejects(gptOss(), n -> n.put("low_rank_experts_rank", 4).put("low_rank_experts_form", "cp"))
+                        .getMessage());
+        assertEquals("test-config.json: low_rank_experts_form tr is not built for experts with biases (gpt_oss)",
+                rejects(gptOss(), n -> n.put("low_rank_experts_rank", 4).put("low_rank_experts_form", "tr"))
                         .getMessage());
     }
 

@@ -132,6 +132,24 @@ class ModelSchemaTest {
     }
 
     @Test
+    void trFormHoldsThreeCoresPerProjectionInsteadOfTheExperts() {
+        ModelConfig c = ModelConfig.parse(mixtralJson().replaceFirst("\\{",
+                "{\"low_rank_experts_rank\": 5, \"low_rank_experts_form\": \"tr\","), "tr/config.json");
+        Map<String, long[]> s = ModelSchema.expected(c);
+        // E=8, D=128, I=256, R=5: G_N [R, E, R], G_I [R, in, R], G_O [R, out, R]
+        assertArrayEquals(new long[] {5, 8, 5}, s.get("model.layers.1.block_sparse_moe.experts.w1.tr_n"));
+        assertArrayEquals(new long[] {5, 128, 5}, s.get("model.layers.1.block_sparse_moe.experts.w1.tr_in"));
+        assertArrayEquals(new long[] {5, 256, 5}, s.get("model.layers.1.block_sparse_moe.experts.w3.tr_out"));
+        assertArrayEquals(new long[] {5, 256, 5}, s.get("model.layers.3.block_sparse_moe.experts.w2.tr_in"));
+        assertArrayEquals(new long[] {5, 128, 5}, s.get("model.layers.3.block_sparse_moe.experts.w2.tr_out"));
+        assertFalse(s.containsKey("model.layers.1.block_sparse_moe.experts.w1.cp_n"));
+        assertFalse(s.containsKey("model.layers.1.block_sparse_moe.experts.7.w1.weight"));
+        // 1 embed + 4 × (2 norms + 4 attn + 1 router + 3 projections × 3 cores) + final norm + lm_head
+        assertEquals(1 + 4 * (2 + 4 + 1 + 9) + 2, s.size());
+        assertDoesNotThrow(() -> ModelSchema.check(c, new MapSource(complete(c))));
+    }
+
+    @Test
     void missingTensorIsNamed() {
         ModelConfig c = mixtral();
         Map<String, INDArray> m = complete(c);

@@ -30,7 +30,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * {@code sparkmoe surgery lowrank --form cp} end to end on the tiny Mixtral: the CP checkpoint holds exactly what its
  * config implies, surgery.json reports errors, sweeps and parameters, any partitioning writes the same bytes, eval
- * runs it; and what is not built (distillation, train, --form tr) or does not apply (--base, --stats; --als-* with --form svd)
+ * runs it; and what is not built (distillation, train) or does not apply (--base, --stats; --als-* with --form svd)
  * fails with one line.
  */
 class LowRankCpCommandTest {
@@ -115,13 +115,12 @@ class LowRankCpCommandTest {
                 "--out", out);
         assertFails(1, "lowrank: error: --base is read only by --form svd", "surgery", "lowrank", "--form", "cp",
                 "--rank", "8", "--base", "mean", "--model", model, "--out", out);
-        assertFails(1, "lowrank: error: --als-iterations is read only by --form cp", "surgery", "lowrank", "--rank", "8",
+        assertFails(1, "lowrank: error: --als-iterations is read only by --form cp and tr", "surgery", "lowrank",
+                "--rank", "8",
                 "--als-iterations", "3", "--model", model, "--out", out);
         assertFails(1, "lowrank: error: --rank must be in [1, 1024] for --form cp (num_experts 8 × min of hidden_size "
                 + "128 and intermediate_size 256: an exact CP exists at that rank), got 1025", "surgery", "lowrank",
                 "--form", "cp", "--rank", "1025", "--model", model, "--out", out);
-        assertFails(1, "lowrank: error: --form tr (tensor-ring experts) is not built: use --form svd or cp", "surgery",
-                "lowrank", "--form", "tr", "--rank", "8", "--model", model, "--out", out);
         assertFails(2, "lowrank: Invalid value for option '--form': 'tucker'", "surgery", "lowrank", "--form", "tucker",
                 "--rank", "8", "--model", model, "--out", out);
         assertFalse(Files.exists(tmp.resolve("never")));

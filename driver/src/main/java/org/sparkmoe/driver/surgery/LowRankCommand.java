@@ -8,7 +8,9 @@ import org.sparkmoe.driver.layerwise.LayerwisePassOptions;
 import org.sparkmoe.surgery.DistillOptions;
 import org.sparkmoe.surgery.LayerResult;
 import org.sparkmoe.surgery.LowRankCpSurgery;
+import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.LowRankSurgery;
+import org.sparkmoe.surgery.LowRankTrSurgery;
 import org.sparkmoe.surgery.MergeWeights;
 import org.sparkmoe.surgery.RoutingStats;
 import org.sparkmoe.text.TextSplit;
@@ -44,14 +46,19 @@ import java.util.concurrent.Callable;
                 "With --form cp, each projection's stacked experts [E, out, in] are instead factorised by CP-ALS into "
                         + "U_N [E, R], U_I [in, R], U_O [out, R] (no shared base; W_e = U_O·diag(U_N[e])·U_Iᵀ); the "
                         + "model then runs as an MoE whose routed experts compute U_O·(U_N[e] ⊙ U_Iᵀx). Not for "
-                        + "gpt_oss (expert biases); --distill-steps is not built for it."})
+                        + "gpt_oss (expert biases); --distill-steps is not built for it.",
+                "With --form tr, each projection's stacked experts are instead a tensor ring of ranks (R, R, R) fitted "
+                        + "by TR-ALS: cores G_N [R, E, R], G_I [R, in, R], G_O [R, out, R], "
+                        + "W_e[o, i] = trace(G_N[:, e, :]·G_I[:, i, :]·G_O[:, o, :]), R²·(E + in + out) parameters per "
+                        + "projection; the model runs as an MoE like --form cp's. Not for gpt_oss; --distill-steps is "
+                        + "not built for it."})
 public final class LowRankCommand implements Callable<Integer> {
     /** The options that only the distillation reads. */
     private static final List<String> DISTILL_ONLY = List.of("--data", "--split", "--window", "--distill-tokens",
             "--distill-batch", "--distill-lr", "--distill-warmup", "--distill-weight-decay", "--seed",
             "--expert-groups", "--checkpoint-dir", "--checkpoint-every");
-    /** Options only --form cp reads, and those only --form svd reads. */
-    private static final List<String> CP_ONLY = List.of("--als-iterations", "--als-tolerance");
+    /** Options only --form cp and tr read, and those only --form svd reads. */
+    private static final List<String> ALS_ONLY = List.of("--als-iterations", "--als-tolerance");
     private static final List<String> SVD_ONLY = List.of("--base", "--stats");
     static final int DEFAULT_ALS_ITERATIONS = 100;
     static final double DEFAULT_ALS_TOLERANCE = 1e-6;
@@ -70,21 +77,22 @@ public final class LowRankCommand implements Callable<Integer> {
     @Mixin
     LayerwisePassOptions pass;
 
-    @Option(names = "--rank", required = true, paramLabel = "R", description = "LoRA rank of every expert.")
+    @Option(names = "--rank", required = true, paramLabel = "R",
+            description = "svd: LoRA rank of every expert; cp: the CP rank; tr: every rank of the ring.")
     int rank;
 
-    @Option(names = "--form", defaultValue = "svd", paramLabel = "svd|cp",
+    @Option(names = "--form", defaultValue = "svd", paramLabel = "svd|cp|tr",
             description = "svd: shared base + rank-R LoRA experts; cp: a rank-R CP decomposition of each projection's "
-                    + "stacked experts. Default: ${DEFAULT-VALUE}.")
+                    + "stacked experts; tr: a tensor ring of ranks (R, R, R) through them. Default: ${DEFAULT-VALUE}.")
     String form;
 
     @Option(names = "--als-iterations", defaultValue = "" + DEFAULT_ALS_ITERATIONS, paramLabel = "N",
-            description = "--form cp: ALS sweeps at most per projection. Default: ${DEFAULT-VALUE}.")
+            description = "--form cp|tr: ALS sweeps at most per projection. Default: ${DEFAULT-VALUE}.")
     int alsIterations;
 
     @Option(names = "--als-tolerance", defaultValue = "" + DEFAULT_ALS_TOLERANCE, paramLabel = "T",
-            description = "--form cp: stop when a projection's relative error changes by less than T between sweeps. "
-                    + "Default: ${DEFAULT-VALUE}.")
+            description = "--form cp|tr: stop when a projection's relative error changes by less than T between "
+                    + "sweeps. Default: ${DEFAULT-VALUE}.")
     double alsTolerance;
 
     @Option(names = "--base", defaultValue = "mean", paramLabel = "mean|router-weighted",
@@ -127,40 +135,40 @@ public final class LowRankCommand implements Callable<Integer> {
     double distillWeightDecay;
 
     @Option(names = "--seed", defaultValue = "42", paramLabel = "S",
-            description = "Root seed; each layer's minibatch order (and, --form cp, each projection's initial factors) "
-                    + "derives from it. Default: ${DEFAULT-VALUE}.")
+            description = "Root seed; each layer's minibatch order (and, --form cp|tr, each projection's initial "
+                    + "factors) derives from it. Default: ${DEFAULT-VALUE}.")
     long seed;
 
     @Override
     public Integer call() {
-        if (form.equals("tr")) {
-            throw new IllegalArgumentException("--form tr (tensor-ring experts) is not built: use --form svd or cp");
-        }
-        boolean cp = SurgeryRun.choice(spec, "--form", form, Map.of("svd", false, "cp", true));
-        for (String option : cp ? SVD_ONLY : CP_ONLY) {
+        String chosen = SurgeryRun.choice(spec, "--form", form, Map.of("svd", "svd", "cp", "cp", "tr", "tr"));
+        boolean als = !chosen.equals("svd");
+        for (String option : als ? SVD_ONLY : ALS_ONLY) {
             if (spec.commandLine().getParseResult().hasMatchedOption(option)) {
-                throw new IllegalArgumentException(option + " is read only by --form " + (cp ? "svd" : "cp"));
+                throw new IllegalArgumentException(option + " is read only by --form " + (als ? "svd" : "cp and tr"));
             }
         }
-        return cp ? cp() : svd();
+        return als ? als(chosen) : svd();
     }
 
-    /** --form cp: CP-ALS per (layer, projection). */
-    private int cp() {
+    /** --form cp|tr: CP-ALS or TR-ALS per (layer, projection). */
+    private int als(String chosen) {
         if (distillSteps != 0) {
-            throw new IllegalArgumentException("--distill-steps with --form cp is not built: the CP-form experts have "
-                    + "no backward yet; use --form svd to distil");
+            throw new IllegalArgumentException("--distill-steps with --form " + chosen + " is not built: the "
+                    + chosen.toUpperCase(Locale.ROOT) + "-form experts have no backward yet; use --form svd to distil");
         }
         for (String option : DISTILL_ONLY) {
             if (!option.equals("--seed") && spec.commandLine().getParseResult().hasMatchedOption(option)) {
-                throw new IllegalArgumentException(option + " is read only by the distillation, which --form cp "
-                        + "does not have");
+                throw new IllegalArgumentException(option + " is read only by the distillation, which --form " + chosen
+                        + " does not have");
             }
         }
         SurgeryRun run = new SurgeryRun(options);
-        LowRankCpSurgery surgery = new LowRankCpSurgery(run.config, rank, alsIterations, alsTolerance, seed);
+        LayerSurgery surgery = chosen.equals("cp")
+                ? new LowRankCpSurgery(run.config, rank, alsIterations, alsTolerance, seed)
+                : new LowRankTrSurgery(run.config, rank, alsIterations, alsTolerance, seed);
         ObjectNode settings = SurgeryRun.settings();
-        settings.put("form", "cp");
+        settings.put("form", chosen);
         settings.put("rank", rank);
         settings.put("als_iterations", alsIterations);
         settings.put("als_tolerance", alsTolerance);
