@@ -7,6 +7,7 @@ import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.layerwise.LayerwisePassOptions;
 import org.sparkmoe.surgery.DistillOptions;
 import org.sparkmoe.surgery.LayerResult;
+import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.LowRankCpSurgery;
 import org.sparkmoe.surgery.LowRankSurgery;
 import org.sparkmoe.surgery.MergeWeights;
@@ -147,14 +148,12 @@ public final class LowRankCommand implements Callable<Integer> {
 
     /** --form cp: CP-ALS per (layer, projection). */
     private int cp() {
-        if (distillSteps != 0) {
-            throw new IllegalArgumentException("--distill-steps with --form cp is not built: the CP-form experts have "
-                    + "no backward yet; use --form svd to distil");
-        }
-        for (String option : DISTILL_ONLY) {
-            if (!option.equals("--seed") && spec.commandLine().getParseResult().hasMatchedOption(option)) {
-                throw new IllegalArgumentException(option + " is read only by the distillation, which --form cp "
-                        + "does not have");
+        if (distillSteps == 0) {
+            for (String option : DISTILL_ONLY) {
+                if (!option.equals("--seed") && spec.commandLine().getParseResult().hasMatchedOption(option)) {
+                    throw new IllegalArgumentException(option + " is read only by the distillation: add "
+                            + "--distill-steps N");
+                }
             }
         }
         SurgeryRun run = new SurgeryRun(options);
@@ -165,10 +164,7 @@ public final class LowRankCommand implements Callable<Integer> {
         settings.put("als_iterations", alsIterations);
         settings.put("als_tolerance", alsTolerance);
         settings.put("seed", seed);
-        if (run.planOnly(surgery)) {
-            return 0;
-        }
-        printParameters(run.execute("lowrank", surgery, settings));
+        printParameters(distilled(run, surgery, settings, distillSteps == 0 ? null : distillPlan(run)));
         return 0;
     }
 
@@ -186,28 +182,40 @@ public final class LowRankCommand implements Callable<Integer> {
         ObjectNode settings = SurgeryRun.settings();
         settings.put("rank", rank);
         settings.put("base", base);
-        DistillPlan distill = distillPlan(run);
-        if (run.planOnly(surgery, plan -> distill == null ? plan : plan.distilling(run.modelDir.toString(), run.conf,
-                run.config, distill.batchWindows(), window, distill.maxTokens(), distillBatch))) {
-            return 0;
-        }
-        List<LayerResult> results;
-        if (distill == null) {
-            results = run.execute("lowrank", surgery, settings);
-        } else {
-            settings.set("distill", distillSettings(distill));
-            String model = run.modelDir.toString();
-            int[] layers = run.moeLayers;
-            results = run.execute("lowrank", surgery, settings, Map.of(), (sc, lowRank, partitions, staging) ->
-                    DistillJob.run(sc, model, run.config, layers, lowRank, distill, partitions, staging));
-            System.out.printf("distillation: relative MSE of the MoE layers' outputs %s before, %s after%n",
-                    list(results, "distill_rel_mse_before"), list(results, "distill_rel_mse_after"));
-        }
-        printParameters(results);
+        printParameters(distilled(run, surgery, settings, distillPlan(run)));
         return 0;
     }
 
+    /**
+     * Runs {@code surgery} (either form) and, with a plan, its distillation; only the plan with --dry-run.
+     *
+     * @return the per-layer results, in MoE layer order; null with --dry-run
+     */
+    private List<LayerResult> distilled(SurgeryRun run, LayerSurgery surgery, ObjectNode settings,
+            DistillPlan distill) {
+        if (run.planOnly(surgery, plan -> distill == null ? plan : plan.distilling(run.modelDir.toString(), run.conf,
+                run.config, distill.batchWindows(), window, distill.maxTokens(), distillBatch))) {
+            return null;
+        }
+        if (distill == null) {
+            return run.execute("lowrank", surgery, settings);
+        }
+        settings.set("distill", distillSettings(distill));
+        String model = run.modelDir.toString();
+        int[] layers = run.moeLayers;
+        List<LayerResult> results = run.execute("lowrank", surgery, settings, Map.of(),
+                (sc, lowRank, partitions, staging) ->
+                        DistillJob.run(sc, model, run.config, layers, lowRank, distill, partitions, staging));
+        System.out.printf("distillation: relative MSE of the MoE layers' outputs %s before, %s after%n",
+                list(results, "distill_rel_mse_before"), list(results, "distill_rel_mse_after"));
+        return results;
+    }
+
+    /** Nothing for a --dry-run (null). */
     private static void printParameters(List<LayerResult> results) {
+        if (results == null) {
+            return;
+        }
         double before = sum(results, "_params_before");
         double after = sum(results, "_params_after");
         System.out.printf("expert parameters: %.0f before, %.0f after (%.4f of before)%n", before, after, after / before);
