@@ -4,6 +4,7 @@ import java.util.Arrays;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
@@ -27,8 +28,9 @@ import org.sparkmoe.routing.Routes;
  *   out[t] = Σ g·ys[row]                      [T, D]   the combine of {@link FullExperts}, the same summation order
  * </pre>
  * O(T·R·(2D + K·(3I + D))) multiply-adds against FullExperts' O(T·K·3·I·D). {@link CpExpertsNaive} (the
- * materialised W_e) is its reference. Inference only: the backward pass (for {@code --distill-steps} and
- * {@code train}) is not built and refuses in one line. FLOAT or DOUBLE; stateless per call.
+ * materialised W_e) is its reference. The backward pass ({@link #backward}) gives the gradients of every factor
+ * ({@code surgery lowrank --distill-steps}) and of x (a frozen base inside {@code train}'s backward). FLOAT or DOUBLE;
+ * stateless per call: what the backward pass reads travels in the {@link Pass}.
  */
 public final class CpExperts implements ExpertFfn {
     private final CpFactors gate;   // w1: in D, out I
@@ -77,7 +79,23 @@ public final class CpExperts implements ExpertFfn {
         return gate.dataType();
     }
 
-    private record CpPass(INDArray out) implements Pass {
+    /**
+     * The forward's result and what {@link #backward} reads (all null for no routed rows); immutable once built.
+     *
+     * @param x           [T, D] the input
+     * @param expertOfRow [N]
+     * @param z1          [T, R] x·U_I1, likewise z3
+     * @param p1          [N, R] z1[tokenOfRow] ⊙ U_N1[expertOfRow], likewise p3
+     * @param h1          [N, I] p1·U_O1ᵀ, likewise h3
+     * @param act         [N, I] silu(h1) ⊙ h3
+     * @param z2          [N, R] act·U_I2
+     * @param p2          [N, R] z2 ⊙ U_N2[expertOfRow]
+     * @param ys          [N, D] p2·U_O2ᵀ
+     * @param out         [T, D]
+     */
+    private record CpPass(Routes routes, INDArray x, int[] expertOfRow, INDArray z1, INDArray z3, INDArray p1,
+                          INDArray p3, INDArray h1, INDArray h3, INDArray act, INDArray z2, INDArray p2, INDArray ys,
+                          INDArray out) implements Pass {
     }
 
     @Override
@@ -89,32 +107,128 @@ public final class CpExperts implements ExpertFfn {
         int tokens = (int) x.size(0);
         RoutingPlan plan = routes.plan;
         if (plan.rows() == 0) {
-            return new CpPass(Nd4j.zeros(dataType(), tokens, hidden()));
+            return new CpPass(routes, x, null, null, null, null, null, null, null, null, null, null, null,
+                    Nd4j.zeros(dataType(), tokens, hidden()));
         }
-        int[] expertOfRow = RowCombine.expertOfRow(plan);                                       // [N]
-        INDArray h1 = expand(gate, x.mmul(gate.in()), plan.tokenOfRow, expertOfRow);  // [N, I]
-        INDArray h3 = expand(up, x.mmul(up.in()), plan.tokenOfRow, expertOfRow);      // [N, I]
+        int[] expertOfRow = RowCombine.expertOfRow(plan);                                   // [N]
+        INDArray z1 = x.mmul(gate.in());                                               // [T, R]
+        INDArray p1 = scaled(gate, Nd4j.pullRows(z1, 1, plan.tokenOfRow), expertOfRow); // [N, R]
+        INDArray h1 = p1.mmul(gate.out().transpose());                                 // [N, I]
+        INDArray z3 = x.mmul(up.in());                                                 // [T, R]
+        INDArray p3 = scaled(up, Nd4j.pullRows(z3, 1, plan.tokenOfRow), expertOfRow);  // [N, R]
+        INDArray h3 = p3.mmul(up.out().transpose());                                   // [N, I]
         INDArray act = Activations.gated(GatedActivation.SWIGLU, h1, h3, workers);   // [N, I]
-        INDArray ys = expand(down, act.mmul(down.in()), null, expertOfRow);           // [N, D]
-        return new CpPass(RowCombine.combine(ys, routes, tokens, hidden(), dataType(), workers));
+        INDArray z2 = act.mmul(down.in());                                             // [N, R]
+        INDArray p2 = scaled(down, z2.dup(), expertOfRow);                             // [N, R]
+        INDArray ys = p2.mmul(down.out().transpose());                                 // [N, D]
+        return new CpPass(routes, x, expertOfRow, z1, z3, p1, p3, h1, h3, act, z2, p2, ys,
+                RowCombine.combine(ys, routes, tokens, hidden(), dataType(), workers));
     }
 
     /**
-     * (z[rowOf] ⊙ U_N[expertOfRow])·U_Oᵀ: the rows' rank-space vectors scaled by their experts' U_N rows, expanded.
+     * The rows' rank-space vectors scaled in place by their experts' U_N rows.
      *
-     * @param z           [T, R] per token (gathered by {@code rowOf}) or [N, R] per row ({@code rowOf} null)
+     * @param rows        [N, R] overwritten
      * @param expertOfRow [N]
-     * @return [N, out]
+     * @return rows ⊙ U_N[expertOfRow] [N, R]
      */
-    private static INDArray expand(CpFactors f, INDArray z, int[] rowOf, int[] expertOfRow) {
-        INDArray p = rowOf == null ? z : Nd4j.pullRows(z, 1, rowOf);                  // [N, R]
-        p.muli(Nd4j.pullRows(f.experts(), 1, expertOfRow));                          // [N, R]
-        return p.mmul(f.out().transpose());                                           // [N, out]
+    private static INDArray scaled(CpFactors f, INDArray rows, int[] expertOfRow) {
+        return rows.muli(Nd4j.pullRows(f.experts(), 1, expertOfRow));
     }
 
+    /**
+     * The reverse of the forward, its steps in reverse order, the factors' gradients in their shapes:
+     * <pre>
+     *   dys  = g·dOut[tokenOfRow], dL/dg = dOut[t]·ys[row]        [N, D]   the combine ({@link RowCombine})
+     *   dU_O2 = dysᵀ·p2                                           [D, R]
+     *   dp2  = dys·U_O2                                           [N, R]
+     *   dU_N2[e] = Σ_{rows of e} dp2 ⊙ z2                         [E, R]
+     *   dz2  = dp2 ⊙ U_N2[expertOfRow]                            [N, R]
+     *   dU_I2 = actᵀ·dz2,  dact = dz2·U_I2ᵀ                       [I, R], [N, I]
+     *   dh1, dh3 = swiglu'(h1, h3)·dact                           [N, I]
+     *   per P in (w3, w1): dU_OP = dhPᵀ·pP, dpP = dhP·U_OP, dU_NP[e] = Σ_{rows of e} dpP ⊙ zP[tokenOfRow],
+     *       dzP[t] = Σ_{rows of t} dpP ⊙ U_NP[expertOfRow]        [T, R]
+     *       dU_IP = xᵀ·dzP                                        [D, R]
+     *   dx   = dz1·U_I1ᵀ + dz3·U_I3ᵀ                              [T, D]   (not through the router)
+     * </pre>
+     * The factors' gradients come back in {@link ExpertGradients#cp()}; the LoRA ones are null.
+     */
     @Override
     public ExpertGradients backward(Pass pass, INDArray dOut) {
-        throw new UnsupportedOperationException("the backward of CP-form experts (surgery lowrank --form cp) is not "
-                + "built: such a model runs eval and logits, not train or --distill-steps");
+        if (!(pass instanceof CpPass p)) {
+            throw new IllegalArgumentException("CP experts' backward needs a pass from their forward, got "
+                    + (pass == null ? "null" : pass.getClass().getSimpleName()));
+        }
+        int tokens = (int) p.out().size(0);
+        if (dOut.rank() != 2 || dOut.size(0) != tokens || dOut.size(1) != hidden() || dOut.dataType() != dataType()) {
+            throw new IllegalArgumentException("dOut must be [" + tokens + ", " + hidden() + "] " + dataType()
+                    + " (T, D), got " + Arrays.toString(dOut.shape()) + " " + dOut.dataType());
+        }
+        RoutingPlan plan = p.routes().plan;
+        double[] dWeights = new double[plan.rows()];                                   // [T·K] pair order
+        if (plan.rows() == 0) {
+            return new ExpertGradients(Nd4j.zeros(dataType(), tokens, hidden()), dWeights, null, null, null,
+                    new CpGradients(zerosLike(gate), zerosLike(up), zerosLike(down)));
+        }
+        INDArray dys = RowCombine.backward(dOut, p.ys(), p.routes(), dWeights, workers);   // [N, D]
+
+        // down: ys = (z2 ⊙ U_N2[e])·U_O2ᵀ, z2 = act·U_I2
+        Unexpanded d2 = unexpand(down, p.p2(), p.z2(), dys, p.expertOfRow(), plan.offsets);
+        INDArray dIn2 = Nd4j.gemm(p.act(), d2.dz(), true, false);                     // [I, R]
+        INDArray dAct = Nd4j.gemm(d2.dz(), down.in(), false, true);                  // [N, I]
+
+        // act = silu(h1) ⊙ h3
+        INDArray[] dh = Activations.gatedBackward(GatedActivation.SWIGLU, p.h1(), p.h3(), dAct, workers); // [N, I]
+
+        // up, then gate: hP = (zP[tokenOfRow] ⊙ U_NP[e])·U_OPᵀ, zP = x·U_IP
+        Unexpanded d3 = unexpand(up, p.p3(), Nd4j.pullRows(p.z3(), 1, plan.tokenOfRow), dh[1], p.expertOfRow(),
+                plan.offsets);
+        INDArray dz3 = RowCombine.sumByToken(d3.dz(), plan, tokens, workers);         // [T, R]
+        INDArray dIn3 = Nd4j.gemm(p.x(), dz3, true, false);                           // [D, R]
+        Unexpanded d1 = unexpand(gate, p.p1(), Nd4j.pullRows(p.z1(), 1, plan.tokenOfRow), dh[0], p.expertOfRow(),
+                plan.offsets);
+        INDArray dz1 = RowCombine.sumByToken(d1.dz(), plan, tokens, workers);         // [T, R]
+        INDArray dIn1 = Nd4j.gemm(p.x(), dz1, true, false);                           // [D, R]
+        INDArray dx = Nd4j.gemm(dz3, up.in(), false, true);                           // [T, D]
+        Nd4j.gemm(dz1, gate.in(), dx, false, true, 1.0, 1.0);                         // dx += dz1·U_I1ᵀ
+        return new ExpertGradients(dx, dWeights, null, null, null, new CpGradients(
+                new CpFactors(d1.dExperts(), dIn1, d1.dOut()), new CpFactors(d3.dExperts(), dIn3, d3.dOut()),
+                new CpFactors(d2.dExperts(), dIn2, d2.dOut())));
+    }
+
+    /**
+     * The reverse of h = p·U_Oᵀ with p = zRows ⊙ U_N[expertOfRow].
+     *
+     * @param dExperts dL/dU_N [E, R]
+     * @param dOut     dL/dU_O [out, R]
+     * @param dz       dL/dzRows [N, R]
+     */
+    private record Unexpanded(INDArray dExperts, INDArray dOut, INDArray dz) {
+    }
+
+    /**
+     * @param pRows       [N, R] the forward's p
+     * @param zRows       [N, R] the forward's z per row
+     * @param dh          [N, out]
+     * @param expertOfRow [N]
+     * @param offsets     [E + 1] expert e owns rows offsets[e]..offsets[e+1]−1
+     */
+    private static Unexpanded unexpand(CpFactors f, INDArray pRows, INDArray zRows, INDArray dh, int[] expertOfRow,
+            int[] offsets) {
+        INDArray dOut = Nd4j.gemm(dh, pRows, true, false);                            // [out, R]
+        INDArray dp = Nd4j.gemm(dh, f.out(), false, false);                           // [N, R]
+        INDArray byRow = dp.mul(zRows);                                                // [N, R]
+        INDArray dExperts = Nd4j.zeros(f.dataType(), f.expertCount(), f.rank());     // [E, R]
+        for (int e = 0; e < f.expertCount(); e++) {
+            if (offsets[e] < offsets[e + 1]) {
+                dExperts.getRow(e).assign(byRow.get(NDArrayIndex.interval(offsets[e], offsets[e + 1]),
+                        NDArrayIndex.all()).sum(0));                                   // [R]
+            }
+        }
+        return new Unexpanded(dExperts, dOut, dp.muli(Nd4j.pullRows(f.experts(), 1, expertOfRow)));
+    }
+
+    private static CpFactors zerosLike(CpFactors f) {
+        return new CpFactors(Nd4j.zerosLike(f.experts()), Nd4j.zerosLike(f.in()), Nd4j.zerosLike(f.out()));
     }
 }

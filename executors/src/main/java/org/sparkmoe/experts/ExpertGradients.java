@@ -4,14 +4,19 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
  * Gradients of one backward pass of an {@link ExpertFfn}; the LoRA gradients of a projection without LoRA are
- * null.
+ * null, and so are the CP factors' gradients of experts that are not in CP form.
  *
  * @param dx       [T, D] through the experts (not through the router)
  * @param dWeights [T·K] dL/dg per (token, slot) pair: what the routing backward pass takes
  * @param gate     w1 / gate_proj
  * @param up       w3 / up_proj
  * @param down     w2 / down_proj
+ * @param cp       {@link CpExperts}' factors' gradients, else null
  */
 public record ExpertGradients(INDArray dx, double[] dWeights, LoraGradients gate, LoraGradients up,
-                              LoraGradients down) {
+                              LoraGradients down, CpGradients cp) {
+    /** Gradients without CP factors (full or low-rank experts). */
+    public ExpertGradients(INDArray dx, double[] dWeights, LoraGradients gate, LoraGradients up, LoraGradients down) {
+        this(dx, dWeights, gate, up, down, null);
+    }
 }

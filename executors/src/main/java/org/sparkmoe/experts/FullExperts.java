@@ -5,7 +5,6 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.GroupedGemm;
-import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.kernels.VectorRows;
 import org.sparkmoe.routing.RoutingPlan;
 import org.sparkmoe.routing.Routes;
@@ -145,68 +144,20 @@ public final class FullExperts implements ExpertFfn {
             throw new IllegalArgumentException("full experts' backward needs a pass from their forward, got "
                     + (pass == null ? "null" : pass.getClass().getSimpleName()));
         }
-        int hidden = hidden();
         int tokens = (int) p.out().size(0);
         checkTokens("dOut", dOut, tokens);
         RoutingPlan plan = p.routes().plan;
 
-        // combine: out[t] += g·ys[row]  →  dys[row] = g·dOut[t], dg = dOut[t]·ys[row]; rows split over the workers
-        INDArray dysArray = Nd4j.createUninitialized(dataType(), new long[] {plan.rows(), hidden}, 'c');
+        // combine: out[t] += g·ys[row]  →  dys[row] = g·dOut[t], dg = dOut[t]·ys[row]
         double[] dWeights = new double[plan.rows()];                                   // [T·K] pair order
-        if (dysArray.length() > 0) {
-            NativeElements dOutRows = NativeElements.of(dOut);                         // [T, D]
-            NativeElements ys = RowCombine.rowsOf(p.ffn().ys());                       // [N, D]
-            NativeElements dys = RowCombine.rowsOf(dysArray);                          // [N, D]
-            rows.workers().forRanges(plan.rows(), minTokens(), (from, to) -> {
-                double[] dy = new double[hidden];                                      // dOut[t]
-                double[] y = new double[hidden];                                       // one row of ys
-                double[] dyRow = new double[hidden];                                   // one row of dys
-                float[] scratch = new float[hidden];
-                for (int row = from; row < to; row++) {
-                    double g = p.routes().weightOfPair(plan.perm[row]);
-                    dOutRows.read((long) plan.tokenOfRow[row] * hidden, dy, hidden, scratch);
-                    ys.read((long) row * hidden, y, hidden, scratch);
-                    VectorRows.scale(dyRow, g, dy, 0, hidden);
-                    double dg = 0;
-                    for (int d = 0; d < hidden; d++) {                                 // in order: a fixed sum
-                        dg += dy[d] * y[d];
-                    }
-                    dys.write((long) row * hidden, dyRow, hidden, scratch);
-                    dWeights[plan.perm[row]] = dg;
-                }
-            });
-        }
+        INDArray dysArray = RowCombine.backward(dOut, p.ffn().ys(), p.routes(), dWeights, rows.workers()); // [N, D]
 
         // the experts, in reverse
         ExpertRows.Gradients ffn = rows.backward(p.ffn(), dysArray);
 
         // gather: xs = x[tokenOfRow]  →  dx[t] = Σ dxs[row] over t's rows in plan order, rounded once
-        INDArray dx = Nd4j.createUninitialized(dataType(), new long[] {tokens, hidden}, 'c');    // [T, D]
-        if (dx.length() > 0) {
-            NativeElements dxs = RowCombine.rowsOf(ffn.dxs());                         // [N, D]
-            NativeElements dxRows = NativeElements.of(dx);
-            int[] rowsOfToken = RowCombine.rowsOfToken(plan, tokens);                  // [T·K]
-            int k = plan.topK;
-            rows.workers().forRanges(tokens, minTokens(), (from, to) -> {
-                double[] acc = new double[hidden];                                     // dx[t]
-                double[] dxsRow = new double[hidden];                                  // one row of dxs
-                float[] scratch = new float[hidden];
-                for (int t = from; t < to; t++) {
-                    Arrays.fill(acc, 0.0);
-                    for (int j = t * k; j < (t + 1) * k; j++) {
-                        dxs.read((long) rowsOfToken[j] * hidden, dxsRow, hidden, scratch);
-                        VectorRows.add(acc, 0, dxsRow, hidden);
-                    }
-                    dxRows.write((long) t * hidden, acc, hidden, scratch);
-                }
-            });
-        }
+        INDArray dx = RowCombine.sumByToken(ffn.dxs(), plan, tokens, rows.workers());  // [T, D]
         return new ExpertGradients(dx, dWeights, ffn.gate(), ffn.up(), ffn.down());
-    }
-
-    /** Rows (or tokens) per worker share below which a share is not worth a thread. */
-    private int minTokens() {
-        return RowCombine.minTokens(hidden());
     }
 
     private void checkTokens(String name, INDArray a, long tokens) {

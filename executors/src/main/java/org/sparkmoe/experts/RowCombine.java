@@ -58,6 +58,77 @@ final class RowCombine {
         return out;
     }
 
+    /**
+     * The reverse of {@link #combine}, {@code out[t] = Σ g·ys[row]}: {@code dys[row] = g·dOut[t]} and
+     * {@code dL/dg = dOut[t]·ys[row]} (summed in order: a fixed sum), rows split over the workers.
+     *
+     * @param dOut     [T, D]
+     * @param ys       [N, D] the forward's rows
+     * @param dWeights [T·K] written: dL/dg per (token, slot) pair, pair order
+     * @return dys [N, D]
+     */
+    static INDArray backward(INDArray dOut, INDArray ys, Routes routes, double[] dWeights, Workers workers) {
+        RoutingPlan plan = routes.plan;
+        int hidden = (int) dOut.size(1);
+        INDArray dysArray = Nd4j.createUninitialized(dOut.dataType(), new long[] {plan.rows(), hidden}, 'c');
+        if (dysArray.length() > 0) {
+            NativeElements dOutRows = NativeElements.of(dOut);                         // [T, D]
+            NativeElements yRows = rowsOf(ys);                                         // [N, D]
+            NativeElements dys = rowsOf(dysArray);                                     // [N, D]
+            workers.forRanges(plan.rows(), minTokens(hidden), (from, to) -> {
+                double[] dy = new double[hidden];                                      // dOut[t]
+                double[] y = new double[hidden];                                       // one row of ys
+                double[] dyRow = new double[hidden];                                   // one row of dys
+                float[] scratch = new float[hidden];
+                for (int row = from; row < to; row++) {
+                    double g = routes.weightOfPair(plan.perm[row]);
+                    dOutRows.read((long) plan.tokenOfRow[row] * hidden, dy, hidden, scratch);
+                    yRows.read((long) row * hidden, y, hidden, scratch);
+                    VectorRows.scale(dyRow, g, dy, 0, hidden);
+                    double dg = 0;
+                    for (int d = 0; d < hidden; d++) {                                 // in order: a fixed sum
+                        dg += dy[d] * y[d];
+                    }
+                    dys.write((long) row * hidden, dyRow, hidden, scratch);
+                    dWeights[plan.perm[row]] = dg;
+                }
+            });
+        }
+        return dysArray;
+    }
+
+    /**
+     * The reverse of gathering a token's row to each of its plan rows ({@code rows = a[tokenOfRow]}):
+     * {@code da[t] = Σ rows[row]} over t's rows in plan order, in float64 rounded once.
+     *
+     * @param rows [N, C]
+     * @return [T, C]
+     */
+    static INDArray sumByToken(INDArray rows, RoutingPlan plan, int tokens, Workers workers) {
+        int width = (int) rows.size(1);
+        INDArray out = Nd4j.createUninitialized(rows.dataType(), new long[] {tokens, width}, 'c');   // [T, C]
+        if (out.length() > 0) {
+            NativeElements rowsIn = rowsOf(rows);                                      // [N, C]
+            NativeElements outRows = NativeElements.of(out);
+            int[] rowsOfToken = rowsOfToken(plan, tokens);                             // [T·K]
+            int k = plan.topK;
+            workers.forRanges(tokens, minTokens(width), (from, to) -> {
+                double[] acc = new double[width];                                      // da[t]
+                double[] row = new double[width];                                      // one row of rows
+                float[] scratch = new float[width];
+                for (int t = from; t < to; t++) {
+                    Arrays.fill(acc, 0.0);
+                    for (int j = t * k; j < (t + 1) * k; j++) {
+                        rowsIn.read((long) rowsOfToken[j] * width, row, width, scratch);
+                        VectorRows.add(acc, 0, row, width);
+                    }
+                    outRows.write((long) t * width, acc, width, scratch);
+                }
+            });
+        }
+        return out;
+    }
+
     /** [N] the expert owning each plan row. */
     static int[] expertOfRow(RoutingPlan plan) {
         int[] out = new int[plan.rows()];

@@ -5,6 +5,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.CpFactor;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.ModelConfig;
@@ -12,6 +13,8 @@ import org.sparkmoe.io.TensorSource;
 import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.experts.CpExperts;
+import org.sparkmoe.experts.CpFactors;
 import org.sparkmoe.experts.ExpertGradients;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
@@ -27,18 +30,22 @@ import org.sparkmoe.train.LrSchedule;
 import org.sparkmoe.train.Seeds;
 import org.sparkmoe.train.TrainState;
 
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
 
 /**
- * Layer-wise distillation of one low-rank MoE layer (the output of {@link LowRankSurgery}) towards the original MoE
- * layer: on the original layer's calibration inputs X [T, D], the targets are the original layer's outputs
- * Y = MoE(X) [T, D]; the E LoRA experts (A and B of w1, w3, w2) are trained with AdamW to minimise
- * {@link DistillLoss} (relative squared error) of the layer of low-rank experts, whose base and router stay frozen. One layer
- * at a time and independent of every other layer, so each can be its own Spark task. Float32; deterministic (the
- * minibatches come from a seed derived from the root seed and the layer).
+ * Layer-wise distillation of one low-rank MoE layer (the output of {@link LowRankSurgery} or {@link LowRankCpSurgery})
+ * towards the original MoE layer: on the original layer's calibration inputs X [T, D], the targets are the original
+ * layer's outputs Y = MoE(X) [T, D]; the layer's factors are trained with AdamW to minimise {@link DistillLoss}
+ * (relative squared error) of the converted layer, whose router stays frozen. What is trained depends on the form
+ * ({@link Student}): the svd form's E LoRA experts (A and B of w1, w3, w2; the shared base frozen), the cp form's CP
+ * factors (U_N, U_I, U_O of w1, w3, w2: all its expert parameters). One layer at a time and independent of every
+ * other layer, so each can be its own Spark task. Float32; deterministic (the minibatches come from a seed derived
+ * from the root seed and the layer).
  */
 public final class LowRankDistillation {
     /** Tokens per forward pass when measuring the error over all calibration tokens. */
@@ -49,9 +56,22 @@ public final class LowRankDistillation {
     }
 
     /**
+     * The tensors {@link #distill} trains, by name, in order, taken from {@code distilled} (a layer's result in either
+     * form): the svd form's stacked LoRA factors, or the cp form's factors.
+     */
+    public static LinkedHashMap<String, INDArray> trainedTensors(ModelConfig config, int layer, LayerResult distilled) {
+        LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+        for (String name : Student.trained(new CheckpointLayout(config.modelType), layer, distilled)) {
+            out.put(name, distilled.tensors().get(name));
+        }
+        return out;
+    }
+
+    /**
      * @param original the original checkpoint (full experts)
      * @param layer    decoder layer index
-     * @param lowRank  {@link LowRankSurgery}'s result for this layer: shared bases and stacked LoRA factors
+     * @param lowRank  {@link LowRankSurgery}'s result for this layer (shared bases and stacked LoRA factors) or
+     *                 {@link LowRankCpSurgery}'s (CP factors)
      * @param x        [T, D] the original model's inputs to this layer's MoE block on calibration text
      * @return the same tensors with the trained factors, and the metrics plus {@code distill_rel_mse_before} /
      *         {@code _after} (the relative squared error over all T tokens) and {@code distill_tokens}
@@ -63,13 +83,12 @@ public final class LowRankDistillation {
         Router gate = router(original, config, layout, layer);                               // [E, D] (+ bias)
         INDArray xs = x.castTo(DataType.FLOAT).dup('c');                                      // [T, D]
         INDArray y = teacher(original, config, layer, gate, xs, gemm);                        // [T, D]
+        Student l = Student.of(layout, layer, lowRank, gate, routing(config), gemm);
         LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
-        for (Projection p : ORDER) {
-            params.put(layout.stackedLoraA(layer, p), lowRank.tensors().get(layout.stackedLoraA(layer, p)).dup('c'));
-            params.put(layout.stackedLoraB(layer, p), lowRank.tensors().get(layout.stackedLoraB(layer, p)).dup('c'));
+        for (String name : l.trained()) {
+            params.put(name, lowRank.tensors().get(name).dup('c'));
         }
         TrainState state = TrainState.fresh(params);
-        Layer l = new Layer(layout, layer, lowRank, gate, routing(config), gemm);
         double before = relativeError(l.block(state), xs, y);
 
         AdamW adamW = new AdamW(0.9, 0.999, 1e-8, opts.weightDecay());
@@ -163,11 +182,52 @@ public final class LowRankDistillation {
         return a.get(NDArrayIndex.interval(from, to), NDArrayIndex.all()).dup('c');
     }
 
-    /** The frozen parts of one layer and the mapping between the trained state and the low-rank experts. */
-    private record Layer(CheckpointLayout layout, int layer, LayerResult lowRank, Router gate,
-                         RouterOptions routing, GroupedGemm gemm) {
-        /** The student: the frozen router and base with the state's LoRA experts. */
-        MoeBlock block(TrainState state) {
+    /** The converted layer as a student: the tensors it trains, the block over a state of them, their gradients. */
+    private sealed interface Student permits SvdStudent, CpStudent {
+        /** The student of {@code lowRank}'s form: CP factors present, the cp form; else the svd form. */
+        static Student of(CheckpointLayout layout, int layer, LayerResult lowRank, Router gate, RouterOptions routing,
+                GroupedGemm gemm) {
+            return cp(layout, layer, lowRank) ? new CpStudent(layout, layer, gate, routing, gemm)
+                    : new SvdStudent(layout, layer, lowRank, gate, routing, gemm);
+        }
+
+        static boolean cp(CheckpointLayout layout, int layer, LayerResult lowRank) {
+            return lowRank.tensors().containsKey(layout.cpFactor(layer, Projection.GATE, CpFactor.EXPERTS));
+        }
+
+        static List<String> trained(CheckpointLayout layout, int layer, LayerResult lowRank) {
+            return cp(layout, layer, lowRank) ? CpStudent.names(layout, layer) : SvdStudent.names(layout, layer);
+        }
+
+        /** The trained tensors' names, in the state's order. */
+        List<String> trained();
+
+        /** The student: the frozen router with the state's factors. */
+        MoeBlock block(TrainState state);
+
+        /** The factors' gradients under the state's keys, in its order. */
+        LinkedHashMap<String, INDArray> keyed(ExpertGradients g);
+    }
+
+    /** The svd form: the E LoRA experts trained, the shared base (and gpt-oss's biases) frozen. */
+    private record SvdStudent(CheckpointLayout layout, int layer, LayerResult lowRank, Router gate,
+                              RouterOptions routing, GroupedGemm gemm) implements Student {
+        static List<String> names(CheckpointLayout layout, int layer) {
+            List<String> out = new ArrayList<>();
+            for (Projection p : ORDER) {
+                out.add(layout.stackedLoraA(layer, p));
+                out.add(layout.stackedLoraB(layer, p));
+            }
+            return out;
+        }
+
+        @Override
+        public List<String> trained() {
+            return names(layout, layer);
+        }
+
+        @Override
+        public MoeBlock block(TrainState state) {
             LinkedHashMap<String, INDArray> p = state.params();
             LowRankAdapters adapters = new LowRankAdapters(
                     p.get(layout.stackedLoraA(layer, Projection.GATE)), p.get(layout.stackedLoraB(layer, Projection.GATE)),
@@ -188,8 +248,8 @@ public final class LowRankDistillation {
             return lowRank.tensors().get(layout.sharedBase(layer, p));
         }
 
-        /** The factors' gradients under the state's keys, in its order. */
-        LinkedHashMap<String, INDArray> keyed(ExpertGradients g) {
+        @Override
+        public LinkedHashMap<String, INDArray> keyed(ExpertGradients g) {
             LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
             out.put(layout.stackedLoraA(layer, Projection.GATE), g.gate().dA());
             out.put(layout.stackedLoraB(layer, Projection.GATE), g.gate().dB());
@@ -197,6 +257,52 @@ public final class LowRankDistillation {
             out.put(layout.stackedLoraB(layer, Projection.UP), g.up().dB());
             out.put(layout.stackedLoraA(layer, Projection.DOWN), g.down().dA());
             out.put(layout.stackedLoraB(layer, Projection.DOWN), g.down().dB());
+            return out;
+        }
+    }
+
+    /** The cp form: every factor trained (U_N, U_I, U_O of w1, w3, w2); nothing else in the experts. */
+    private record CpStudent(CheckpointLayout layout, int layer, Router gate, RouterOptions routing,
+                             GroupedGemm gemm) implements Student {
+        private static final CpFactor[] FACTORS = {CpFactor.EXPERTS, CpFactor.IN, CpFactor.OUT};
+
+        static List<String> names(CheckpointLayout layout, int layer) {
+            List<String> out = new ArrayList<>();
+            for (Projection p : ORDER) {
+                for (CpFactor f : FACTORS) {
+                    out.add(layout.cpFactor(layer, p, f));
+                }
+            }
+            return out;
+        }
+
+        @Override
+        public List<String> trained() {
+            return names(layout, layer);
+        }
+
+        @Override
+        public MoeBlock block(TrainState state) {
+            return new MoeBlock(gate, routing, new CpExperts(factors(state, Projection.GATE),
+                    factors(state, Projection.UP), factors(state, Projection.DOWN), gemm), null);
+        }
+
+        private CpFactors factors(TrainState state, Projection p) {
+            LinkedHashMap<String, INDArray> t = state.params();
+            return new CpFactors(t.get(layout.cpFactor(layer, p, CpFactor.EXPERTS)),        // [E, R]
+                    t.get(layout.cpFactor(layer, p, CpFactor.IN)),                          // [in, R]
+                    t.get(layout.cpFactor(layer, p, CpFactor.OUT)));                        // [out, R]
+        }
+
+        @Override
+        public LinkedHashMap<String, INDArray> keyed(ExpertGradients g) {
+            CpFactors[] grads = {g.cp().gate(), g.cp().up(), g.cp().down()};             // ORDER
+            LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+            for (int i = 0; i < ORDER.length; i++) {
+                out.put(layout.cpFactor(layer, ORDER[i], CpFactor.EXPERTS), grads[i].experts());
+                out.put(layout.cpFactor(layer, ORDER[i], CpFactor.IN), grads[i].in());
+                out.put(layout.cpFactor(layer, ORDER[i], CpFactor.OUT), grads[i].out());
+            }
             return out;
         }
     }

@@ -168,9 +168,13 @@ public final class TrainState {
         return params;
     }
 
-    /** A μMoE adapter applies to a model of full experts; a low-rank model trains its own LoRA experts. */
+    /**
+     * A μMoE adapter applies to a model of full experts or of CP-form experts (frozen: the backward runs through them
+     * to their input only); a shared-base low-rank model trains its own LoRA experts.
+     */
     public static void checkMumoe(ModelConfig c) {
-        if (c.hasLowRankExperts()) {
+        requireNoTrForm(c);
+        if (c.hasLowRankExperts() && !c.hasCpExperts()) {
             throw new IllegalArgumentException("--adapter mumoe-*: a low-rank model (surgery lowrank, rank "
                     + c.low_rank_experts_rank + ") trains its own LoRA experts; use --adapter lora");
         }
@@ -195,15 +199,35 @@ public final class TrainState {
         }
     }
 
-    /** Training a low-rank model needs the backward of its experts, built for the shared-base SVD form only. */
+    /**
+     * Training a low-rank model's own experts is built for the shared-base SVD form only: a model of CP-form experts
+     * trains a μMoE adapter beside its frozen experts, nothing else.
+     */
     public static void requireSvdForm(ModelConfig c) {
+        requireNoTrForm(c);
         if (c.hasCpExperts()) {
-            throw new IllegalArgumentException("a model of CP-form experts (surgery lowrank --form cp) does not "
-                    + "train: the backward of CP-form experts is not built; convert with --form svd to train");
+            throw new IllegalArgumentException(CP_TRAINS);
         }
+    }
+
+    /** What {@code train} does with a model of CP-form experts, and what it does not. */
+    public static final String CP_TRAINS = "a model of CP-form experts (surgery lowrank --form cp) trains only a μMoE "
+            + "adapter beside its frozen experts (--adapter mumoe-cp|mumoe-tr): LoRA on its experts, --train-router "
+            + "and training its CP factors are not built";
+
+    /** A model of CP-form experts keeps them and its routers frozen: only a μMoE adapter trains ({@link #CP_TRAINS}). */
+    public static void checkCp(ModelConfig c, LoraSpec spec) {
+        if (c.hasCpExperts() && spec.mumoe() == null) {
+            throw new IllegalArgumentException(CP_TRAINS);
+        }
+        requireNoTrForm(c);
+    }
+
+    /** A model of TR-form experts does not train at all: they have no backward. */
+    private static void requireNoTrForm(ModelConfig c) {
         if (c.hasTrExperts()) {
             throw new IllegalArgumentException("a model of TR-form experts (surgery lowrank --form tr) does not "
-                    + "train: the backward of TR-form experts is not built; convert with --form svd to train");
+                    + "train: the backward of TR-form experts is not built; convert with --form svd or cp to train");
         }
     }
 

@@ -7,6 +7,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.experts.CpExperts;
 import org.sparkmoe.experts.ExpertFfn;
 import org.sparkmoe.experts.ExpertGradients;
 import org.sparkmoe.experts.FullExperts;
@@ -225,6 +226,10 @@ public final class TrainStep {
         TrainState.checkShared(c, spec);
         INDArray routerBias = spec.trainRouter() && keys.hasRouterBias() ? param(state, keys.routerBias(l)) : null;
         ExpertFfn experts = moe.experts();
+        if (experts instanceof CpExperts) {   // frozen, the router too: a μMoE adapter trains beside them
+            TrainState.checkCp(c, spec);
+            return moe.with(null, null, options, experts);
+        }
         if (experts instanceof LowRankExperts lowRank) {
             TrainState.checkLowRank(c, spec);
             return moe.with(router, routerBias, options, lowRank.with(lowRank.weights().withAdapters(new LowRankAdapters(

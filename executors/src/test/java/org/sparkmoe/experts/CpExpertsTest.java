@@ -21,7 +21,7 @@ import org.sparkmoe.routing.Routes;
 /**
  * The CP-form experts (per-row factorised products over the routing plan) against the reference that materialises
  * every expert's weights and loops over tokens and slots, in float64 and float32, alone and inside an MoE block; and
- * the one-line errors. Small shapes: E=8, R=5, D=6, I=7, T=9.
+ * the one-line errors; the backward against the materialised experts' dense gradients. Small shapes: E=8, R=5, D=6, I=7, T=9.
  */
 class CpExpertsTest {
     static final int E = 8;
@@ -102,14 +102,44 @@ class CpExpertsTest {
                 rank.getMessage());
     }
 
+    @ParameterizedTest
+    @CsvSource({"DOUBLE, 1, 1e-12", "DOUBLE, 2, 1e-12", "DOUBLE, 8, 1e-12", "FLOAT, 2, 1e-4"})
+    void backwardEqualsMaterialised(DataType dt, int k, double tolerance) {
+        CpFactors[] f = layer(dt, 21 + k);
+        INDArray x = LowRankAdapters.uniform(new Random(15), dt, 1.0, T, D);
+        INDArray dOut = LowRankAdapters.uniform(new Random(17), dt, 1.0, T, D);
+        Routes routes = route(x, LowRankAdapters.uniform(new Random(16), dt, 1.0, E, D), k);
+        CpExperts experts = new CpExperts(f[0], f[1], f[2], new Nd4jGroupedGemm());
+        ExpertGradients fast = experts.backward(experts.forward(x, routes), dOut);
+        ExpertGradients naive = new CpExpertsNaive(f[0], f[1], f[2]).backward(x, routes, dOut);
+        assertTrue(fast.gate() == null && fast.up() == null && fast.down() == null, "no LoRA gradients");
+        assertTrue(relativeDiff(fast.dx(), naive.dx()) <= tolerance, "dx vs materialised");
+        double[] dg = fast.dWeights();
+        double[] dgNaive = naive.dWeights();
+        for (int j = 0; j < dg.length; j++) {
+            assertEquals(dgNaive[j], dg[j], tolerance * 10 * Math.max(1, Math.abs(dgNaive[j])), "dL/dg of pair " + j);
+        }
+        CpFactors[] a = {fast.cp().gate(), fast.cp().up(), fast.cp().down()};
+        CpFactors[] b = {naive.cp().gate(), naive.cp().up(), naive.cp().down()};
+        for (int p = 0; p < 3; p++) {
+            assertTrue(b[p].experts().amaxNumber().doubleValue() > 0.1, "projection " + p + "'s dU_N is not ~0");
+            assertTrue(relativeDiff(a[p].experts(), b[p].experts()) <= tolerance, "projection " + p + ": dU_N");
+            assertTrue(relativeDiff(a[p].in(), b[p].in()) <= tolerance, "projection " + p + ": dU_I");
+            assertTrue(relativeDiff(a[p].out(), b[p].out()) <= tolerance, "projection " + p + ": dU_O");
+        }
+    }
+
     @Test
-    void backwardIsRefusedInOneLine() {
+    void backwardNeedsItsOwnPass() {
         CpFactors[] f = layer(DataType.DOUBLE, 6);
         CpExperts experts = new CpExperts(f[0], f[1], f[2], new Nd4jGroupedGemm());
         INDArray x = LowRankAdapters.uniform(new Random(8), DataType.DOUBLE, 1.0, T, D);
         ExpertFfn.Pass pass = experts.forward(x, route(x, LowRankAdapters.uniform(new Random(9), DataType.DOUBLE, 1.0,
                 E, D), 2));
-        Exception e = assertThrows(UnsupportedOperationException.class, () -> experts.backward(pass, pass.out()));
-        assertTrue(e.getMessage().startsWith("the backward of CP-form experts"), e.getMessage());
+        Exception e = assertThrows(IllegalArgumentException.class, () -> experts.backward(pass, x.getRows(0, 1)));
+        assertEquals("dOut must be [9, 6] DOUBLE (T, D), got [2, 6] DOUBLE", e.getMessage());
+        Exception other = assertThrows(IllegalArgumentException.class, () -> experts.backward(() -> x, x));
+        assertTrue(other.getMessage().startsWith("CP experts' backward needs a pass from their forward"),
+                other.getMessage());
     }
 }

@@ -4,9 +4,12 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.CheckpointLayout;
+import org.sparkmoe.io.CheckpointLayout.CpFactor;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
+import org.sparkmoe.experts.CpExperts;
+import org.sparkmoe.experts.CpFactors;
 import org.sparkmoe.experts.GradientCheck;
 import org.sparkmoe.experts.ExpertGradients;
 import org.sparkmoe.experts.LowRankAdapters;
@@ -19,6 +22,7 @@ import org.sparkmoe.routing.RoutingRule;
 
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Random;
 
@@ -93,6 +97,50 @@ class LowRankDistillationTest {
                         lowRank.tensors().get(layout.stackedLoraB(0, Projection.DOWN)), 1.0));
         MoeBlock student = new MoeBlock(new Router(source.readFloat(layout.routerGate(0))),
                 RouterOptions.of(RoutingRule.softmaxTopK(2, true)), new LowRankFactorised(w, new Nd4jGroupedGemm()), null);
+        INDArray y = LowRankDistillation.teacher(source, c, 0, new Router(source.readFloat(layout.routerGate(0))), x,
+                new Nd4jGroupedGemm());
+        assertEquals(before, DistillLoss.value(student, x, y), 1e-6 * before);
+    }
+
+    /** The cp form: every CP factor trained, the layer's error lowered, the same bytes twice, the rest untouched. */
+    @Test
+    void cpDistillationTrainsEveryFactorDeterministically() {
+        ModelConfig c = config();
+        SurgeryFixtures.MapSource source = randomExperts(c, 3);
+        LowRankCpSurgery surgery = new LowRankCpSurgery(c, 6, 20, 0.0, 7);
+        List<LayerResult> parts = new ArrayList<>();
+        for (int part = 0; part < surgery.parts(); part++) {
+            parts.add(surgery.applyPart(source, 0, 0, part));
+        }
+        LayerResult lowRank = LayerResult.merge(parts);
+        INDArray x = GradientCheck.gaussian(new Random(4), DataType.FLOAT, 1.0, 512, D);
+        DistillOptions opts = new DistillOptions(300, 1e-2, 10, 64, 0.0, 42);
+        LayerResult a = LowRankDistillation.distill(source, c, 0, lowRank, x, opts);
+        double before = a.metrics().get("distill_rel_mse_before");
+        double after = a.metrics().get("distill_rel_mse_after");
+        assertTrue(before > 0.05, a.metrics().toString());
+        assertTrue(after < 0.5 * before, a.metrics().toString());
+        assertEquals(new ArrayList<>(lowRank.tensors().keySet()), new ArrayList<>(a.tensors().keySet()));
+        assertEquals(new ArrayList<>(lowRank.tensors().keySet()),
+                new ArrayList<>(LowRankDistillation.trainedTensors(c, 0, a).keySet()), "every CP factor is trained");
+        for (Map.Entry<String, INDArray> e : lowRank.tensors().entrySet()) {
+            assertTrue(!e.getValue().equals(a.tensors().get(e.getKey())), e.getKey() + " is trained");
+        }
+        LayerResult b = LowRankDistillation.distill(source, c, 0, lowRank, x, opts);
+        for (Map.Entry<String, INDArray> e : a.tensors().entrySet()) {
+            assertEquals(e.getValue(), b.tensors().get(e.getKey()), e.getKey() + " is reproducible");
+        }
+        // the before error is the CP layer's, measured independently
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        CpFactors[] f = new CpFactors[3];
+        for (Projection p : Projection.values()) {
+            f[p.ordinal()] = new CpFactors(lowRank.tensors().get(layout.cpFactor(0, p, CpFactor.EXPERTS)),
+                    lowRank.tensors().get(layout.cpFactor(0, p, CpFactor.IN)),
+                    lowRank.tensors().get(layout.cpFactor(0, p, CpFactor.OUT)));
+        }
+        MoeBlock student = new MoeBlock(new Router(source.readFloat(layout.routerGate(0))),
+                RouterOptions.of(RoutingRule.softmaxTopK(2, true)), new CpExperts(f[Projection.GATE.ordinal()],
+                f[Projection.UP.ordinal()], f[Projection.DOWN.ordinal()], new Nd4jGroupedGemm()), null);
         INDArray y = LowRankDistillation.teacher(source, c, 0, new Router(source.readFloat(layout.routerGate(0))), x,
                 new Nd4jGroupedGemm());
         assertEquals(before, DistillLoss.value(student, x, y), 1e-6 * before);

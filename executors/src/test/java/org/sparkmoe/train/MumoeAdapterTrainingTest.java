@@ -199,6 +199,40 @@ class MumoeAdapterTrainingTest {
     }
 
     /**
+     * On a model of CP-form experts ({@code surgery lowrank --form cp}, frozen): float64 central differences of the
+     * training loss for every tensor of a CP adapter beside q_proj, o_proj and the MoE blocks, whose gradients reach
+     * the earlier layers' terms through the CP experts' backward to their input; and LoRA on such a model refused in
+     * one line.
+     */
+    @Test
+    void besideFrozenCpExpertsGradientsMatchFiniteDifferences() {
+        MoeTransformer model = TinyModels.cpMixtral(6, DataType.DOUBLE);
+        LoraSpec spec = cp("q_proj,o_proj,moe");
+        TrainState state = TrainState.init(model, spec, 41, DataType.DOUBLE);
+        Random rnd = new Random(42);
+        for (Map.Entry<String, INDArray> e : state.params().entrySet()) {
+            if (e.getKey().endsWith(MumoeForm.CP.outputName())) {
+                e.setValue(GradientCheck.gaussian(rnd, DataType.DOUBLE, 0.3, e.getValue().shape()));
+            }
+        }
+        int[][] windows = TinyModels.windows(model, 2, 8, 43);
+        TrainOptions opts = TrainOptions.defaults(spec, new LrSchedule(1e-3, 0, 10), 7);
+        TrainStep.Evaluation e = TrainStep.evaluate(model, state, windows, opts);
+        assertEquals(state.params().keySet(), e.grads().keySet());
+        DoubleSupplier loss = () -> TrainStep.losses(model, state, windows, opts).loss();
+        Random pick = new Random(44);
+        for (String key : state.params().keySet()) {
+            double largest = WholeModelGradientCheckTest.check("cp experts: " + key, state.params().get(key),
+                    e.grads().get(key), loss, pick);
+            assertTrue(largest > 0, key + " has a gradient");
+        }
+        Exception lora = assertThrows(IllegalArgumentException.class, () -> TrainState.init(model,
+                new LoraSpec(Set.of(org.sparkmoe.io.CheckpointLayout.Projection.GATE), 4, 8, false), 41,
+                DataType.DOUBLE));
+        assertEquals(TrainState.CP_TRAINS, lora.getMessage());
+    }
+
+    /**
      * Beside a dense MLP (Qwen2-MoE's layer 1): the adapter has one mlp site, on the dense layer, and layer 1's output
      * moves from the base's by exactly the term's output on that layer's MLP input (which the base shows through
      * {@link LinearInputs}), checked against {@link CpMumoeNaive} in float64.

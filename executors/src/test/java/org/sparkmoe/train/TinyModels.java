@@ -17,6 +17,7 @@ import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelLoader;
 import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.surgery.LowRankCpSurgery;
 import org.sparkmoe.surgery.LowRankSurgery;
 import org.sparkmoe.surgery.MergeWeights;
 import org.sparkmoe.surgery.OverlayTensors;
@@ -80,6 +81,30 @@ public final class TinyModels {
                 }
                 ModelConfig low = ModelConfig.parse(surgery.config(config).toString(), "low-rank " + MIXTRAL);
                 return ModelLoader.load(low, new OverlayTensors(checkpoint, replaced), new Nd4jGroupedGemm(), dataType);
+            }
+        });
+    }
+
+    /**
+     * The tiny Mixtral converted by {@link LowRankCpSurgery} at rank R (3 ALS sweeps, seed 5), loaded as a model of
+     * CP-form experts in FLOAT or DOUBLE.
+     */
+    static MoeTransformer cpMixtral(int rank, DataType dataType) {
+        return LOADED.computeIfAbsent(MIXTRAL + "@cp-" + rank + "@" + dataType, k -> {
+            org.apache.hadoop.fs.Path dir = folder(MIXTRAL);
+            Configuration conf = new Configuration();
+            ModelConfig config = ModelFolder.readConfig(dir, conf);
+            int[] layers = CalibrationStats.moeLayerIndices(config);
+            LowRankCpSurgery surgery = new LowRankCpSurgery(config, rank, 3, 0.0, 5);
+            try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
+                Map<String, INDArray> replaced = new LinkedHashMap<>();
+                for (int i = 0; i < layers.length; i++) {
+                    for (int part = 0; part < surgery.parts(); part++) {
+                        replaced.putAll(surgery.applyPart(checkpoint, layers[i], i, part).tensors());
+                    }
+                }
+                ModelConfig cp = ModelConfig.parse(surgery.config(config).toString(), "cp " + MIXTRAL);
+                return ModelLoader.load(cp, new OverlayTensors(checkpoint, replaced), new Nd4jGroupedGemm(), dataType);
             }
         });
     }

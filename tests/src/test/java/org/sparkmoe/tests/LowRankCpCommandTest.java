@@ -11,6 +11,7 @@ import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.CpFactor;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
+import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
 
@@ -30,7 +31,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * {@code sparkmoe surgery lowrank --form cp} end to end on the tiny Mixtral: the CP checkpoint holds exactly what its
  * config implies, surgery.json reports errors, sweeps and parameters, any partitioning writes the same bytes, eval
- * runs it; and what is not built (distillation, train) or does not apply (--base, --stats; --als-* with --form svd)
+ * runs it; --distill-steps trains its factors; train trains a μMoE adapter beside its frozen experts; and what is
+ * not built (LoRA or router training on it) or does not apply (--base, --stats; --als-* with --form svd)
  * fails with one line.
  */
 class LowRankCpCommandTest {
@@ -99,20 +101,98 @@ class LowRankCpCommandTest {
                 "--out", eval.toString()), err.toString());
         double ppl = JSON.readTree(eval.toFile()).get("all").get("ppl").asDouble();
         assertTrue(Double.isFinite(ppl) && ppl > 1, "ppl " + ppl);
-        assertFails(1, "train: error: a model of CP-form experts (surgery lowrank --form cp) does not train: the "
-                        + "backward of CP-form experts is not built; convert with --form svd to train", "train",
+        assertFails(1, "train: error: a model of CP-form experts (surgery lowrank --form cp) trains only a μMoE "
+                        + "adapter beside its frozen experts (--adapter mumoe-cp|mumoe-tr): LoRA on its experts, "
+                        + "--train-router and training its CP factors are not built", "train",
                 "--model", out.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(), "--steps", "1",
                 "--out", tmp.resolve("never-train").toString());
+        trainsAMumoeAdapterBesideTheFrozenCpExperts(out, ppl);
+    }
+
+    /**
+     * {@code train --adapter mumoe-cp} on the CP model {@code cp} (eval perplexity {@code plain}): the backward runs
+     * through the frozen CP experts to their input; the adapter (beside q_proj, o_proj and every MoE block) is written,
+     * and eval with it gives another perplexity (it starts as the base: its output factors are zero).
+     */
+    private static void trainsAMumoeAdapterBesideTheFrozenCpExperts(Path cp, double plain) throws Exception {
+        Path trained = tmp.resolve("cp-16-mumoe");
+        StringWriter err = new StringWriter();
+        assertEquals(0, sparkmoe(err, "train", "--model", cp.toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--steps", "4", "--window", "64", "--batch-windows", "2",
+                "--lr", "1e-2", "--master", "local[2]", "--partitions", "2", "--adapter", "mumoe-cp", "--mumoe-experts",
+                "16", "--mumoe-rank", "4", "--mumoe-targets", "q_proj,o_proj,moe", "--out", trained.toString()),
+                err.toString());
+        assertFalse(Files.readAllLines(trained.resolve("train-log.jsonl")).isEmpty(), "one line per round");
+        Path adapter = trained.resolve("adapter");
+        assertTrue(Files.exists(adapter.resolve("adapter_model.safetensors")), "the μMoE adapter is written");
+        Path eval = tmp.resolve("cp-16-mumoe-eval.json");
+        assertEquals(0, sparkmoe(err, "eval", "--model", cp.toString(), "--adapter", adapter.toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--window", "128", "--master", "local[2]",
+                "--out", eval.toString()), err.toString());
+        double ppl = JSON.readTree(eval.toFile()).get("all").get("ppl").asDouble();
+        assertTrue(Double.isFinite(ppl) && ppl > 1 && ppl != plain, "ppl " + ppl + " with the adapter, " + plain
+                + " without");
+    }
+
+    /**
+     * {@code --distill-steps} on the cp form, with the svd form's settings of {@link LowRankRecoveryTest}: every
+     * layer's output error after is below the undistilled conversion's, every CP factor is trained (none equals the
+     * undistilled one), 1 and 2 partitions write the same bytes, and eval runs the distilled model.
+     */
+    @Test
+    void distillationTrainsEveryFactorAndLowersEveryLayersErrorForAnyPartitioning() throws Exception {
+        List<String> distill = List.of("--distill-steps", "30", "--distill-lr", "1e-2", "--distill-batch", "256",
+                "--window", "128", "--distill-tokens", "512", "--data",
+                Fixtures.corpus("sysadmin.txt") + "," + Fixtures.corpus("fortunes.txt"));
+        List<String> two = new ArrayList<>(distill);
+        two.addAll(List.of("--partitions", "2"));
+        Path distilled = cp("cp-16-distilled-p2", two.toArray(String[]::new));
+        JsonNode report = JSON.readTree(distilled.resolve("surgery.json").toFile());
+        assertEquals("cp", report.get("settings").get("form").asText());
+        assertEquals(30, report.get("settings").get("distill").get("steps").asInt());
+        assertEquals(4, report.get("layers").size());
+        for (JsonNode layer : report.get("layers")) {
+            double before = layer.get("distill_rel_mse_before").asDouble();
+            double after = layer.get("distill_rel_mse_after").asDouble();
+            assertTrue(before > 0 && after < before, layer.toString());
+            assertEquals(2 * 512.0, layer.get("distill_tokens").asDouble(), "two files of 512 tokens");
+        }
+        List<String> one = new ArrayList<>(distill);
+        one.addAll(List.of("--partitions", "1"));
+        assertArrayEquals(Files.readAllBytes(cp("cp-16-distilled-p1", one.toArray(String[]::new))
+                .resolve("model.safetensors")), Files.readAllBytes(distilled.resolve("model.safetensors")));
+        Path plain = cp("cp-16-undistilled");
+        ModelConfig config = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(distilled.toUri()), CONF);
+        CheckpointLayout layout = new CheckpointLayout(config.modelType);
+        try (Checkpoint a = Checkpoint.open(new org.apache.hadoop.fs.Path(plain.toUri()), CONF);
+             Checkpoint b = Checkpoint.open(new org.apache.hadoop.fs.Path(distilled.toUri()), CONF)) {
+            assertEquals(a.names(), b.names(), "the same tensors");
+            for (Projection p : Projection.values()) {
+                for (CpFactor f : CpFactor.values()) {
+                    String name = layout.cpFactor(1, p, f);
+                    assertFalse(Arrays.equals(Flat.floats(a.readFloat(name)), Flat.floats(b.readFloat(name))),
+                            name + " is trained");
+                }
+            }
+            assertArrayEquals(Flat.floats(a.readFloat(layout.routerGate(1))), Flat.floats(b.readFloat(
+                    layout.routerGate(1))), "the router stays frozen");
+        }
+        Path eval = tmp.resolve("cp-16-distilled-eval.json");
+        StringWriter err = new StringWriter();
+        assertEquals(0, sparkmoe(err, "eval", "--model", distilled.toString(), "--data",
+                Fixtures.corpus("sysadmin.txt").toString(), "--window", "128", "--master", "local[2]",
+                "--out", eval.toString()), err.toString());
+        double ppl = JSON.readTree(eval.toFile()).get("all").get("ppl").asDouble();
+        assertTrue(Double.isFinite(ppl) && ppl > 1, "ppl " + ppl);
     }
 
     @Test
     void whatIsNotBuiltOrDoesNotApplyFailsWithOneLine() {
         String model = Fixtures.tinyModel().toString();
         String out = tmp.resolve("never").toString();
-        assertFails(1, "lowrank: error: --distill-steps with --form cp is not built: the CP-form experts have no "
-                        + "backward yet; use --form svd to distil", "surgery", "lowrank", "--form", "cp", "--rank", "8",
-                "--distill-steps", "10", "--data", Fixtures.corpus("sysadmin.txt").toString(), "--model", model,
-                "--out", out);
+        assertFails(1, "lowrank: error: --data is read only by the distillation: add --distill-steps N", "surgery",
+                "lowrank", "--form", "cp", "--rank", "8", "--data", Fixtures.corpus("sysadmin.txt").toString(),
+                "--model", model, "--out", out);
         assertFails(1, "lowrank: error: --base is read only by --form svd", "surgery", "lowrank", "--form", "cp",
                 "--rank", "8", "--base", "mean", "--model", model, "--out", out);
         assertFails(1, "lowrank: error: --als-iterations is read only by --form cp and tr", "surgery", "lowrank",

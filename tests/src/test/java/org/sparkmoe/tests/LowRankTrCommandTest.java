@@ -99,7 +99,7 @@ class LowRankTrCommandTest {
         double ppl = JSON.readTree(eval.toFile()).get("all").get("ppl").asDouble();
         assertTrue(Double.isFinite(ppl) && ppl > 1, "ppl " + ppl);
         assertFails(1, "train: error: a model of TR-form experts (surgery lowrank --form tr) does not train: the "
-                        + "backward of TR-form experts is not built; convert with --form svd to train", "train",
+                        + "backward of TR-form experts is not built; convert with --form svd or cp to train", "train",
                 "--model", out.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(), "--steps", "1",
                 "--out", tmp.resolve("never-train").toString());
     }
@@ -109,7 +109,7 @@ class LowRankTrCommandTest {
         String model = Fixtures.tinyModel().toString();
         String out = tmp.resolve("never").toString();
         assertFails(1, "lowrank: error: --distill-steps with --form tr is not built: the TR-form experts have no "
-                        + "backward yet; use --form svd to distil", "surgery", "lowrank", "--form", "tr", "--rank", "8",
+                        + "backward yet; use --form svd or cp to distil", "surgery", "lowrank", "--form", "tr", "--rank", "8",
                 "--distill-steps", "10", "--data", Fixtures.corpus("sysadmin.txt").toString(), "--model", model,
                 "--out", out);
         assertFails(1, "lowrank: error: --stats is read only by --form svd", "surgery", "lowrank", "--form", "tr",

@@ -17,8 +17,6 @@ import org.sparkmoe.driver.layerwise.AttendedChunk;
 import org.sparkmoe.driver.layerwise.HiddenChunk;
 import org.sparkmoe.driver.layerwise.LayerwisePass;
 import org.sparkmoe.io.Checkpoint;
-import org.sparkmoe.io.CheckpointLayout;
-import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Flat;
@@ -44,10 +42,10 @@ import java.util.concurrent.ExecutionException;
  * the pass releases its RDDs as it goes on) and starts the layer's training as an asynchronous job of one task, so
  * layers train while the pass runs the next ones: the task reads every chunk's rows where they are persisted (the RDD
  * coalesced to one partition), puts them at their (file, window) place in X_l [T, D] — an ND4J array, off the heap —
- * opens the original checkpoint, computes the original layer's outputs on X_l and trains that layer's LoRA experts
- * ({@link LowRankDistillation}) from the layer's low-rank result, which the driver staged beside the surgery's pieces;
- * it stages the trained LoRA factors there too (a layer's can outgrow a task result) and returns names and numbers,
- * and the driver maps them. The LoRA experts of one layer cannot be split further: every token's output mixes the
+ * opens the original checkpoint, computes the original layer's outputs on X_l and trains that layer's factors (the svd
+ * form's LoRA experts, the cp form's CP factors: {@link LowRankDistillation}) from the layer's low-rank result, which
+ * the driver staged beside the surgery's pieces; it stages the trained factors there too (a layer's can outgrow a task result) and returns names and numbers,
+ * and the driver maps them. The factors of one layer cannot be split further: every token's output mixes the
  * weights of its K experts before the SwiGLU nonlinearity, so their gradients are coupled. X_l holds the whole-model forward's MoE inputs bit for bit (the pass runs every chunk
  * through the same operations) in the same place for any partition count, so any partitioning gives the same bytes;
  * nothing on the driver grows with T.
@@ -240,14 +238,8 @@ final class DistillJob {
         try (Checkpoint checkpoint = Checkpoint.open(new Path(modelUri), conf)) {
             LayerResult r = LowRankDistillation.distill(FusedExperts.perExpert(checkpoint, config), config, layer,
                     lowRank, x, plan.options());
-            CheckpointLayout layout = new CheckpointLayout(config.modelType);
-            LinkedHashMap<String, INDArray> factors = new LinkedHashMap<>();
-            for (Projection p : Projection.values()) {
-                factors.put(layout.stackedLoraA(layer, p), r.tensors().get(layout.stackedLoraA(layer, p)));
-                factors.put(layout.stackedLoraB(layer, p), r.tensors().get(layout.stackedLoraB(layer, p)));
-            }
-            return SurgeryPiece.staged(moeLayer, 0, new LayerResult(factors, null, r.metrics()), new Path(staging),
-                    conf);
+            return SurgeryPiece.staged(moeLayer, 0, new LayerResult(LowRankDistillation.trainedTensors(config, layer,
+                    r), null, r.metrics()), new Path(staging), conf);
         }
     }
 

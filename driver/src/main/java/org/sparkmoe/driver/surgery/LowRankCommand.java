@@ -7,6 +7,7 @@ import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.layerwise.LayerwisePassOptions;
 import org.sparkmoe.surgery.DistillOptions;
 import org.sparkmoe.surgery.LayerResult;
+import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.LowRankCpSurgery;
 import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.LowRankSurgery;
@@ -151,16 +152,18 @@ public final class LowRankCommand implements Callable<Integer> {
         return als ? als(chosen) : svd();
     }
 
-    /** --form cp|tr: CP-ALS or TR-ALS per (layer, projection). */
+    /** --form cp|tr: CP-ALS or TR-ALS per (layer, projection); cp optionally distilled. */
     private int als(String chosen) {
-        if (distillSteps != 0) {
-            throw new IllegalArgumentException("--distill-steps with --form " + chosen + " is not built: the "
-                    + chosen.toUpperCase(Locale.ROOT) + "-form experts have no backward yet; use --form svd to distil");
+        if (distillSteps != 0 && chosen.equals("tr")) {
+            throw new IllegalArgumentException("--distill-steps with --form tr is not built: the TR-form experts have "
+                    + "no backward yet; use --form svd or cp to distil");
         }
-        for (String option : DISTILL_ONLY) {
-            if (!option.equals("--seed") && spec.commandLine().getParseResult().hasMatchedOption(option)) {
-                throw new IllegalArgumentException(option + " is read only by the distillation, which --form " + chosen
-                        + " does not have");
+        if (distillSteps == 0) {
+            for (String option : DISTILL_ONLY) {
+                if (!option.equals("--seed") && spec.commandLine().getParseResult().hasMatchedOption(option)) {
+                    throw new IllegalArgumentException(option + " is read only by the distillation: add "
+                            + "--distill-steps N");
+                }
             }
         }
         SurgeryRun run = new SurgeryRun(options);
@@ -173,10 +176,7 @@ public final class LowRankCommand implements Callable<Integer> {
         settings.put("als_iterations", alsIterations);
         settings.put("als_tolerance", alsTolerance);
         settings.put("seed", seed);
-        if (run.planOnly(surgery)) {
-            return 0;
-        }
-        printParameters(run.execute("lowrank", surgery, settings));
+        printParameters(distilled(run, surgery, settings, distillSteps == 0 ? null : distillPlan(run)));
         return 0;
     }
 
@@ -194,28 +194,40 @@ public final class LowRankCommand implements Callable<Integer> {
         ObjectNode settings = SurgeryRun.settings();
         settings.put("rank", rank);
         settings.put("base", base);
-        DistillPlan distill = distillPlan(run);
-        if (run.planOnly(surgery, plan -> distill == null ? plan : plan.distilling(run.modelDir.toString(), run.conf,
-                run.config, distill.batchWindows(), window, distill.maxTokens(), distillBatch))) {
-            return 0;
-        }
-        List<LayerResult> results;
-        if (distill == null) {
-            results = run.execute("lowrank", surgery, settings);
-        } else {
-            settings.set("distill", distillSettings(distill));
-            String model = run.modelDir.toString();
-            int[] layers = run.moeLayers;
-            results = run.execute("lowrank", surgery, settings, Map.of(), (sc, lowRank, partitions, staging) ->
-                    DistillJob.run(sc, model, run.config, layers, lowRank, distill, partitions, staging));
-            System.out.printf("distillation: relative MSE of the MoE layers' outputs %s before, %s after%n",
-                    list(results, "distill_rel_mse_before"), list(results, "distill_rel_mse_after"));
-        }
-        printParameters(results);
+        printParameters(distilled(run, surgery, settings, distillPlan(run)));
         return 0;
     }
 
+    /**
+     * Runs {@code surgery} (either form) and, with a plan, its distillation; only the plan with --dry-run.
+     *
+     * @return the per-layer results, in MoE layer order; null with --dry-run
+     */
+    private List<LayerResult> distilled(SurgeryRun run, LayerSurgery surgery, ObjectNode settings,
+            DistillPlan distill) {
+        if (run.planOnly(surgery, plan -> distill == null ? plan : plan.distilling(run.modelDir.toString(), run.conf,
+                run.config, distill.batchWindows(), window, distill.maxTokens(), distillBatch))) {
+            return null;
+        }
+        if (distill == null) {
+            return run.execute("lowrank", surgery, settings);
+        }
+        settings.set("distill", distillSettings(distill));
+        String model = run.modelDir.toString();
+        int[] layers = run.moeLayers;
+        List<LayerResult> results = run.execute("lowrank", surgery, settings, Map.of(),
+                (sc, lowRank, partitions, staging) ->
+                        DistillJob.run(sc, model, run.config, layers, lowRank, distill, partitions, staging));
+        System.out.printf("distillation: relative MSE of the MoE layers' outputs %s before, %s after%n",
+                list(results, "distill_rel_mse_before"), list(results, "distill_rel_mse_after"));
+        return results;
+    }
+
+    /** Nothing for a --dry-run (null). */
     private static void printParameters(List<LayerResult> results) {
+        if (results == null) {
+            return;
+        }
         double before = sum(results, "_params_before");
         double after = sum(results, "_params_after");
         System.out.printf("expert parameters: %.0f before, %.0f after (%.4f of before)%n", before, after, after / before);

@@ -243,12 +243,12 @@ public final class TrainOutputs {
      * folders written. The adapter names {@code baseModelName} as its base model.
      */
     public List<Path> finish(ModelConfig model, TrainState state, ExpertLayout adapterFormat, String baseModelName) {
-        if (model.hasLowRankExperts()) {
+        MumoeConfig mumoe = plan.loraSpec().mumoe();
+        if (model.hasLowRankExperts() && mumoe == null) {
             Path dir = new Path(out, MODEL);
             SurgeryCheckpoint.write(new Path(plan.model()), model.jsonCopy(), state.params(), Map.of(), dir, conf);
             return List.of(new Path(out, LOG), dir);
         }
-        MumoeConfig mumoe = plan.loraSpec().mumoe();
         if (mumoe != null) {
             Path adapterDir = new Path(out, ADAPTER);
             new MumoeAdapter(mumoe, state.params()).write(adapterDir, conf, model, baseModelName);
