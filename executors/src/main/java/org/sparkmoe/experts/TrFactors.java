@@ -3,6 +3,7 @@ package org.sparkmoe.experts;
 import java.util.Arrays;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
 
 /**
  * One projection (in → out) of E experts in tensor-ring form, the TR decomposition of their stacked weights
@@ -142,8 +143,16 @@ public final class TrFactors {
         long r1 = expert.size(0);
         long r2 = expert.size(1);
         long r3 = outRows.size(1) / r1;
-        return outRows.dup('c').reshape('c', n * r3, r1).mmul(expert)                          // [(o, c), b]
-                .reshape('c', n, r3, r2).permute(0, 2, 1).dup('c').reshape('c', n, r2 * r3);  // [o, (b, c)]
+        INDArray copy = outRows.dup('c');
+        INDArray product = copy.reshape('c', n * r3, r1).mmul(expert);                         // [(o, c), b]
+        INDArray rows = Nd4j.createUninitialized(product.dataType(), n, r2 * r3);              // [o, (b, c)]
+        rows.reshape('c', n, r2, r3).assign(product.reshape('c', n, r3, r2).permute(0, 2, 1));  // its own buffer
+        for (INDArray temporary : new INDArray[] {copy, product}) {   // freed now, not at a collection: ALS calls
+            if (temporary.closeable()) {                                // this per expert and block of rows
+                temporary.close();
+            }
+        }
+        return rows;
     }
 
     /** Expert e's weight W_e [out, in], W_e[o, i] = trace(G_N[:, e, :]·G_I[:, i, :]·G_O[:, o, :]), materialised. */

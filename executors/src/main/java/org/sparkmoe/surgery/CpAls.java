@@ -65,15 +65,22 @@ public final class CpAls {
         int sweeps = 0;
         while (sweeps < maxIterations) {
             sweeps++;
-            n = mttkrpExperts(w, o, i).mmul(pinv(gram(o).muli(gram(i))));                  // [E, R]
-            normaliseColumns(n);
-            o = mttkrpOut(w, n, i).mmul(pinv(gram(n).muli(gram(i))));                      // [out, R]
-            normaliseColumns(o);
-            INDArray mi = mttkrpIn(w, n, o);                                               // [in, R]
-            i = mi.mmul(pinv(gram(n).muli(gram(o))));                                      // [in, R]
-            double inner = mi.mul(i).sumNumber().doubleValue();                            // ⟨W, Ŵ⟩
-            double model = gram(n).muli(gram(o)).muli(gram(i)).sumNumber().doubleValue();  // ‖Ŵ‖²
-            double next = Math.sqrt(Math.max(0, norm2 - 2 * inner + model) / norm2);
+            double next;
+            try (Temporaries t = new Temporaries()) {                                     // the sweep's, and its inputs
+                t.add(n);
+                t.add(o);
+                t.add(i);
+                n = solve(t, mttkrpExperts(w, o, i), gram(o), gram(i));                    // [E, R]
+                normaliseColumns(n);
+                o = solve(t, mttkrpOut(w, n, i), gram(n), gram(i));                        // [out, R]
+                normaliseColumns(o);
+                INDArray mi = t.add(mttkrpIn(w, n, o));                                    // [in, R]
+                i = solve(t, mi, gram(n), gram(o));                                        // [in, R]
+                double inner = t.add(mi.mul(i)).sumNumber().doubleValue();                 // ⟨W, Ŵ⟩
+                double model = t.add(t.add(t.add(gram(n)).muli(t.add(gram(o)))).muli(t.add(gram(i))))
+                        .sumNumber().doubleValue();                                        // ‖Ŵ‖²
+                next = Math.sqrt(Math.max(0, norm2 - 2 * inner + model) / norm2);
+            }
             boolean settled = !Double.isNaN(error) && Math.abs(error - next) < tolerance;
             error = next;
             if (settled) {
@@ -95,15 +102,20 @@ public final class CpAls {
         double err2 = 0;
         double norm2 = 0;
         for (int e = 0; e < w.experts(); e++) {
-            INDArray scaled = o.mulRowVector(n.getRow(e));                                 // [out, R]
-            for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
-                long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
-                INDArray block = w.rows(e, r0, r1).castTo(DataType.DOUBLE);                 // [n, in]
-                INDArray approx = scaled.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all()).mmul(it);
-                double b = block.norm2Number().doubleValue();
-                double d = block.subi(approx).norm2Number().doubleValue();
-                norm2 += b * b;
-                err2 += d * d;
+            try (Temporaries perExpert = new Temporaries()) {
+                INDArray scaled = perExpert.add(o.mulRowVector(n.getRow(e)));              // [out, R]
+                for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
+                    long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
+                    try (Temporaries t = new Temporaries()) {
+                        INDArray block = t.add(w.rows(e, r0, r1).castTo(DataType.DOUBLE));      // [n, in]
+                        INDArray approx = t.add(scaled.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())
+                                .mmul(it));                                                 // [n, in]
+                        double b = block.norm2Number().doubleValue();
+                        double d = block.subi(approx).norm2Number().doubleValue();
+                        norm2 += b * b;
+                        err2 += d * d;
+                    }
+                }
             }
         }
         return Math.sqrt(err2 / norm2);
@@ -115,8 +127,11 @@ public final class CpAls {
         for (int e = 0; e < w.experts(); e++) {
             for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
                 long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
-                INDArray wi = w.rows(e, r0, r1).castTo(DataType.DOUBLE).mmul(i);          // [n, R]
-                m.getRow(e).addi(wi.muli(o.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())).sum(0));
+                try (Temporaries t = new Temporaries()) {
+                    INDArray wi = t.add(t.add(w.rows(e, r0, r1).castTo(DataType.DOUBLE)).mmul(i));   // [n, R]
+                    m.getRow(e).addi(t.add(wi.muli(o.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all()))
+                            .sum(0)));
+                }
             }
         }
         return m;
@@ -128,8 +143,10 @@ public final class CpAls {
         for (int e = 0; e < w.experts(); e++) {
             for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
                 long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
-                INDArray wi = w.rows(e, r0, r1).castTo(DataType.DOUBLE).mmul(i);          // [n, R]
-                m.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all()).addi(wi.muliRowVector(n.getRow(e)));
+                try (Temporaries t = new Temporaries()) {
+                    INDArray wi = t.add(t.add(w.rows(e, r0, r1).castTo(DataType.DOUBLE)).mmul(i));   // [n, R]
+                    m.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all()).addi(wi.muliRowVector(n.getRow(e)));
+                }
             }
         }
         return m;
@@ -139,11 +156,16 @@ public final class CpAls {
     static INDArray mttkrpIn(ExpertStack w, INDArray n, INDArray o) {
         INDArray m = Nd4j.zeros(DataType.DOUBLE, w.cols(), o.size(1));
         for (int e = 0; e < w.experts(); e++) {
-            INDArray scaled = o.mulRowVector(n.getRow(e));                                 // [out, R]
-            for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
-                long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
-                INDArray block = w.rows(e, r0, r1).castTo(DataType.DOUBLE);                 // [n, in]
-                m.addi(block.transpose().mmul(scaled.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())));
+            try (Temporaries perExpert = new Temporaries()) {
+                INDArray scaled = perExpert.add(o.mulRowVector(n.getRow(e)));              // [out, R]
+                for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
+                    long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
+                    try (Temporaries t = new Temporaries()) {
+                        INDArray block = t.add(w.rows(e, r0, r1).castTo(DataType.DOUBLE));      // [n, in]
+                        m.addi(t.add(block.transpose().mmul(scaled.get(NDArrayIndex.interval(r0, r1),
+                                NDArrayIndex.all()))));
+                    }
+                }
             }
         }
         return m;
@@ -154,12 +176,19 @@ public final class CpAls {
         double sum = 0;
         for (int e = 0; e < w.experts(); e++) {
             for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
-                double b = w.rows(e, r0, Math.min(w.rows(), r0 + w.rowsPerBlock())).castTo(DataType.DOUBLE)
-                        .norm2Number().doubleValue();
-                sum += b * b;
+                try (Temporaries t = new Temporaries()) {
+                    double b = t.add(w.rows(e, r0, Math.min(w.rows(), r0 + w.rowsPerBlock()))
+                            .castTo(DataType.DOUBLE)).norm2Number().doubleValue();
+                    sum += b * b;
+                }
             }
         }
         return sum;
+    }
+
+    /** M·(G1 ⊙ G2)⁺ [·, R], a new array; M, the Grams and the pseudo-inverse recorded in {@code t}. */
+    private static INDArray solve(Temporaries t, INDArray m, INDArray g1, INDArray g2) {
+        return t.add(m).mmul(t.add(pinv(t.add(t.add(g1).muli(t.add(g2))))));
     }
 
     /** AᵀA [R, R]. */
@@ -170,20 +199,22 @@ public final class CpAls {
     /** The pseudo-inverse of a symmetric positive semi-definite G [R, R]: V·diag(1/λ)·Vᵀ over λ > RCOND·λ_max. */
     static INDArray pinv(INDArray g) {
         int r = (int) g.size(0);
-        INDArray v = g.dup('f');                                                           // eigenvectors in columns
-        INDArray lambda = Nd4j.create(DataType.DOUBLE, r);
-        int info = Nd4j.getBlasWrapper().lapack().syev('V', 'U', v, lambda);
-        if (info != 0) {
-            throw new IllegalStateException("CP-ALS: LAPACK syev failed on a " + r + "×" + r + " Gram (info " + info
-                    + ")");
+        try (Temporaries t = new Temporaries()) {
+            INDArray v = t.add(g.dup('f'));                                                // eigenvectors in columns
+            INDArray lambda = t.add(Nd4j.create(DataType.DOUBLE, r));
+            int info = Nd4j.getBlasWrapper().lapack().syev('V', 'U', v, lambda);
+            if (info != 0) {
+                throw new IllegalStateException("CP-ALS: LAPACK syev failed on a " + r + "×" + r + " Gram (info "
+                        + info + ")");
+            }
+            double max = lambda.maxNumber().doubleValue();
+            INDArray inverse = t.add(Nd4j.zeros(DataType.DOUBLE, r));
+            for (int j = 0; j < r; j++) {
+                double l = lambda.getDouble(j);
+                inverse.putScalar(j, l > RCOND * max ? 1 / l : 0);
+            }
+            return t.add(v.mulRowVector(inverse)).mmul(v.transpose());
         }
-        double max = lambda.maxNumber().doubleValue();
-        INDArray inverse = Nd4j.zeros(DataType.DOUBLE, r);
-        for (int j = 0; j < r; j++) {
-            double l = lambda.getDouble(j);
-            inverse.putScalar(j, l > RCOND * max ? 1 / l : 0);
-        }
-        return v.mulRowVector(inverse).mmul(v.transpose());
     }
 
     static INDArray gaussian(SplittableRandom random, long rows, long cols) {

@@ -75,18 +75,24 @@ public final class TrAls {
         int sweeps = 0;
         while (sweeps < maxIterations) {
             sweeps++;
-            n = mttkrpExperts(w, i, o, r1, r2, r3)
-                    .mmul(CpAls.pinv(subchainGram(gram(i), gram(o), r1, r2, r3)));           // [E, r1·r2]
-            normalise(n);
-            o = mttkrpOut(w, n, i, r1, r2, r3)
-                    .mmul(CpAls.pinv(subchainGram(gram(n), gram(i), r3, r1, r2)));          // [out, r3·r1]
-            normalise(o);
-            INDArray mi = mttkrpIn(w, n, o, r1, r2, r3);                                     // [in, r2·r3]
-            INDArray h = subchainGram(gram(o), gram(n), r2, r3, r1);                         // [r2·r3, r2·r3]
-            i = mi.mmul(CpAls.pinv(h));                                                      // [in, r2·r3]
-            double inner = mi.mul(i).sumNumber().doubleValue();                              // ⟨W, Ŵ⟩
-            double model = i.mmul(h).muli(i).sumNumber().doubleValue();                      // ‖Ŵ‖²
-            double next = Math.sqrt(Math.max(0, norm2 - 2 * inner + model) / norm2);
+            double next;
+            try (Temporaries t = new Temporaries()) {                                       // the sweep's, and its inputs
+                t.add(n);
+                t.add(o);
+                t.add(i);
+                n = t.add(mttkrpExperts(w, i, o, r1, r2, r3))
+                        .mmul(t.add(CpAls.pinv(subchainGram(t, gram(t, i), gram(t, o), r1, r2, r3))));  // [E, r1·r2]
+                normalise(n);
+                o = t.add(mttkrpOut(w, n, i, r1, r2, r3))
+                        .mmul(t.add(CpAls.pinv(subchainGram(t, gram(t, n), gram(t, i), r3, r1, r2))));  // [out, r3·r1]
+                normalise(o);
+                INDArray mi = t.add(mttkrpIn(w, n, o, r1, r2, r3));                          // [in, r2·r3]
+                INDArray h = subchainGram(t, gram(t, o), gram(t, n), r2, r3, r1);            // [r2·r3, r2·r3]
+                i = mi.mmul(t.add(CpAls.pinv(h)));                                           // [in, r2·r3]
+                double inner = t.add(mi.mul(i)).sumNumber().doubleValue();                   // ⟨W, Ŵ⟩
+                double model = t.add(i.mmul(h)).muli(i).sumNumber().doubleValue();          // ‖Ŵ‖²
+                next = Math.sqrt(Math.max(0, norm2 - 2 * inner + model) / norm2);
+            }
             boolean settled = !Double.isNaN(error) && Math.abs(error - next) < tolerance;
             error = next;
             if (settled) {
@@ -113,12 +119,14 @@ public final class TrAls {
             INDArray slice = n.getRow(e).reshape('c', r1, r2);                              // G_N[:, e, :]
             for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
                 long rEnd = Math.min(w.rows(), r0 + w.rowsPerBlock());
-                INDArray block = w.rows(e, r0, rEnd).castTo(DataType.DOUBLE);              // [n, in]
-                INDArray approx = TrFactors.outRows(rows(o, r0, rEnd), slice).mmul(it);     // [n, in]
-                double b = block.norm2Number().doubleValue();
-                double d = block.subi(approx).norm2Number().doubleValue();
-                norm2 += b * b;
-                err2 += d * d;
+                try (Temporaries t = new Temporaries()) {
+                    INDArray block = t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE));   // [n, in]
+                    INDArray approx = t.add(t.add(TrFactors.outRows(rows(o, r0, rEnd), slice)).mmul(it));  // [n, in]
+                    double b = block.norm2Number().doubleValue();
+                    double d = block.subi(approx).norm2Number().doubleValue();
+                    norm2 += b * b;
+                    err2 += d * d;
+                }
             }
         }
         return Math.sqrt(err2 / norm2);
@@ -131,9 +139,12 @@ public final class TrAls {
             for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
                 long rEnd = Math.min(w.rows(), r0 + w.rowsPerBlock());
                 long rows = rEnd - r0;
-                INDArray p = ringMajor(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE).mmul(i), r2, r3);  // [r2, n·r3]
-                INDArray x = p.mmul(rows(o, r0, rEnd).dup('c').reshape('c', rows * r3, r1));        // [b, a]
-                m.getRow(e).addi(x.transpose().dup('c').reshape(r1 * r2));
+                try (Temporaries t = new Temporaries()) {
+                    INDArray p = ringMajor(t, t.add(t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE)).mmul(i)),
+                            r2, r3);                                                        // [r2, n·r3]
+                    INDArray x = t.add(p.mmul(t.add(rows(o, r0, rEnd).dup('c')).reshape('c', rows * r3, r1)));  // [b, a]
+                    m.getRow(e).addi(t.add(x.transpose().dup('c')).reshape(r1 * r2));
+                }
             }
         }
         return m;
@@ -147,10 +158,13 @@ public final class TrAls {
             for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
                 long rEnd = Math.min(w.rows(), r0 + w.rowsPerBlock());
                 long rows = rEnd - r0;
-                INDArray p = ringMajor(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE).mmul(i), r2, r3);  // [r2, n·r3]
-                INDArray t = slice.mmul(p).reshape('c', r1, rows, r3).permute(1, 2, 0).dup('c')
-                        .reshape('c', rows, r3 * r1);                                       // [o, (c, a)]
-                rows(m, r0, rEnd).addi(t);
+                try (Temporaries t = new Temporaries()) {
+                    INDArray p = ringMajor(t, t.add(t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE)).mmul(i)),
+                            r2, r3);                                                        // [r2, n·r3]
+                    INDArray moved = t.add(t.add(slice.mmul(p)).reshape('c', r1, rows, r3).permute(1, 2, 0)
+                            .dup('c')).reshape('c', rows, r3 * r1);                         // [o, (c, a)]
+                    rows(m, r0, rEnd).addi(moved);
+                }
             }
         }
         return m;
@@ -163,17 +177,19 @@ public final class TrAls {
             INDArray slice = n.getRow(e).reshape('c', r1, r2);
             for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
                 long rEnd = Math.min(w.rows(), r0 + w.rowsPerBlock());
-                INDArray v = TrFactors.outRows(rows(o, r0, rEnd), slice);                    // [n, r2·r3]
-                m.addi(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE).transpose().mmul(v));
+                try (Temporaries t = new Temporaries()) {
+                    INDArray v = t.add(TrFactors.outRows(rows(o, r0, rEnd), slice));         // [n, r2·r3]
+                    m.addi(t.add(t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE)).transpose().mmul(v)));
+                }
             }
         }
         return m;
     }
 
     /** P [n, r2·r3] with rows (o; b, c) → [r2, n·r3] with rows b and columns (o, c). */
-    private static INDArray ringMajor(INDArray p, long r2, long r3) {
+    private static INDArray ringMajor(Temporaries t, INDArray p, long r2, long r3) {
         long rows = p.size(0);
-        return p.reshape('c', rows, r2, r3).permute(1, 0, 2).dup('c').reshape('c', r2, rows * r3);
+        return t.add(p.reshape('c', rows, r2, r3).permute(1, 0, 2).dup('c')).reshape('c', r2, rows * r3);
     }
 
     /** Rows r0..r1−1 of a matrix (a view). */
@@ -181,9 +197,9 @@ public final class TrAls {
         return a.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all());
     }
 
-    /** Γ = ĈᵀĈ of an unfolded core. */
-    static INDArray gram(INDArray unfolded) {
-        return unfolded.transpose().mmul(unfolded);
+    /** Γ = ĈᵀĈ of an unfolded core, recorded in {@code t}. */
+    static INDArray gram(Temporaries t, INDArray unfolded) {
+        return t.add(unfolded.transpose().mmul(unfolded));
     }
 
     /**
@@ -191,10 +207,12 @@ public final class TrAls {
      * next [rb, ·, rc] and after [rc, ·, ra]: H[(a, b), (a', b')] = Σ_{c,c'} Γ_next[(b, c), (b', c')]·
      * Γ_after[(c, a), (c', a')], one [rb², rc²]×[rc², ra²] product.
      */
-    static INDArray subchainGram(INDArray next, INDArray after, long ra, long rb, long rc) {
-        INDArray x = next.reshape('c', rb, rc, rb, rc).permute(0, 2, 1, 3).dup('c').reshape('c', rb * rb, rc * rc);
-        INDArray y = after.reshape('c', rc, ra, rc, ra).permute(0, 2, 1, 3).dup('c').reshape('c', rc * rc, ra * ra);
-        return x.mmul(y).reshape('c', rb, rb, ra, ra).permute(2, 0, 3, 1).dup('c')
+    static INDArray subchainGram(Temporaries t, INDArray next, INDArray after, long ra, long rb, long rc) {
+        INDArray x = t.add(next.reshape('c', rb, rc, rb, rc).permute(0, 2, 1, 3).dup('c'))
+                .reshape('c', rb * rb, rc * rc);
+        INDArray y = t.add(after.reshape('c', rc, ra, rc, ra).permute(0, 2, 1, 3).dup('c'))
+                .reshape('c', rc * rc, ra * ra);
+        return t.add(t.add(x.mmul(y)).reshape('c', rb, rb, ra, ra).permute(2, 0, 3, 1).dup('c'))
                 .reshape('c', ra * rb, ra * rb);                                             // [(a, b), (a', b')]
     }
 

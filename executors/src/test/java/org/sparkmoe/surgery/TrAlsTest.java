@@ -150,7 +150,8 @@ class TrAlsTest {
             }
         }
         // H_N[(a, b), (a', b')] = Σ_{i,o} S[b, a]·S[b', a'] with S = G_I[:, i, :]·G_O[:, o, :]
-        INDArray h = TrAls.subchainGram(TrAls.gram(i), TrAls.gram(o), R1, R2, R3);
+        Temporaries kept = new Temporaries();                                               // not closed: h is read below
+        INDArray h = TrAls.subchainGram(kept, TrAls.gram(kept, i), TrAls.gram(kept, o), R1, R2, R3);
         int a = 1;
         int b = 2;
         int a2 = 0;
