@@ -27,10 +27,10 @@ import java.util.Map;
  *   shared by every JVM on the node and reclaimable; only the pages a task touches become resident.</li>
  *   <li><b>widened</b>: the small tensors kept in float32 (norms, routers, biases), once per JVM.</li>
  *   <li><b>per task slot</b>: the {@link WeightStack#SCRATCH_BYTES_PER_THREAD} tile scratch, the activations of
- *   one batch (below) and, for train, the slot's copy of the trainable state, its gradients and its float32
- *   partial (the state again, cut into the averaging tree's chunks).</li>
- *   <li><b>shared state</b>: train's broadcast state, once per JVM.</li>
+ *   one batch (below) and, for train, the slot's copy of the trainable state and its gradients.</li>
  * </ul>
+ * Train's float32 partials (the state cut into the averaging tree's chunks) and the round's mean kept on the
+ * executors ({@code KeptMean}: block-manager blocks of float arrays) are Java arrays: they are in the heap's count.
  * A surgery task's slot holds instead what one part of a layer makes and its scratch
  * ({@code LayerSurgery.partBytes}): the experts are read as stored, a block of rows at a time, never widened whole.
  *
@@ -170,8 +170,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      * task holds at once — eval and calibrate one block of logits read as floats ({@code Perplexity}: at most
      * {@link Perplexity#LOGIT_BLOCK}), train the loss's float64 block of logits ({@link CausalLmLoss#BLOCK_ELEMENTS})
      * and its float32 partial of the whole state ({@link StateMean}'s chunks: the state's bytes) — and for train the
-     * averaging tree's reduce, which holds one chunk of every partition's partial and their mean. Activations,
-     * weights and the state live off the heap (ND4J buffers, mapped files) and are not counted here.
+     * averaging tree's reduce, which holds one chunk of every partition's partial and their mean, and the round's mean
+     * kept in the block manager (the whole state, at most, in one JVM). Activations, weights and the tasks' state
+     * tensors live off the heap (ND4J buffers, mapped files) and are not counted here.
      */
     static long heap(Job job, ModelConfig c, long tokens, long stateBytes, int slots, int partitions) {
         long perSlot = switch (job) {
@@ -179,9 +180,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
             case TRAIN -> CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES + stateBytes;
             case SURGERY -> throw new IllegalStateException("a surgery's plan comes from MemoryPlan.surgery");
         };
-        long reduce = job == Job.TRAIN
-                ? (Math.max(partitions, slots) + 1L) * Math.min(stateBytes, StateMean.CHUNK_BYTES) : 0;
-        long bytes = Math.max(HEAP_MIN, HEAP_BASE + slots * perSlot + reduce);
+        long reduceAndKept = job == Job.TRAIN
+                ? (Math.max(partitions, slots) + 1L) * Math.min(stateBytes, StateMean.CHUNK_BYTES) + stateBytes : 0;
+        long bytes = Math.max(HEAP_MIN, HEAP_BASE + slots * perSlot + reduceAndKept);
         return (bytes + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
     }
 
@@ -449,7 +450,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     }
 
     /**
-     * One task slot: scratch, activations and, for train, its state copy, gradients and float32 partial; for a
+     * One task slot: scratch, activations and, for train, its state copy and gradients; for a
      * surgery, one part's new tensors and scratch or, the larger, a distillation task's.
      */
     public long perSlotBytes() {
@@ -462,7 +463,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
 
     /** Native (off-heap) bytes of one executor JVM: what its ND4J buffers add to the heap. */
     public long nativeBytes() {
-        return widenedBytes + (long) slots * perSlotBytes() + (job == Job.TRAIN ? stateBytes : 0);
+        return widenedBytes + (long) slots * perSlotBytes();
     }
 
     /** Anonymous memory of one executor JVM: heap, JVM overhead and native bytes (the mapped weights excluded). */
@@ -470,9 +471,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         return limits.heapBytes() + JVM_OVERHEAD + nativeBytes();
     }
 
-    /** Train, per slot: the state copy, its gradients (the parameters' size: a third) and the float32 partial. */
+    /** Train, per slot: the state copy and its gradients (the parameters' size: a third). */
     private long trainSlotStateBytes() {
-        return 2 * stateBytes + stateBytes / 3;
+        return stateBytes + stateBytes / 3;
     }
 
     /** The plan, one part per line, each starting with "memory plan:". */
@@ -509,8 +510,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                     .append(" + activations ").append(size(activationBytes));
         }
         if (job == Job.TRAIN) {
-            out.append(" + state copy, gradients and partial ").append(size(trainSlotStateBytes()))
-                    .append(") + broadcast state ").append(size(stateBytes));
+            out.append(" + state copy and gradients ").append(size(trainSlotStateBytes())).append(')');
         } else {
             out.append(')');
         }
@@ -537,7 +537,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 .append(size(HEAP_BASE)).append(" + per task slot ").append(job == Job.TRAIN
                         ? "the loss's float64 block and the float32 partial of the state"
                         : "one block of logits read as floats").append(job == Job.TRAIN
-                        ? " + the averaging tree's chunks" : "").append(layerwise == null ? ""
+                        ? " + the averaging tree's chunks + the kept mean" : "").append(layerwise == null ? ""
                         : " + per task slot " + LAYERWISE_CHUNK_COPIES + " copies of a chunk's hidden states + "
                         + size(LAYERWISE_STORAGE) + " for the persisted hidden states").append('\n');
         }
@@ -558,8 +558,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
 
     /**
      * Refuses, in one line naming what to change, a plan that cannot fit: native memory over what the executor
-     * has for it (see {@link SparkLimits#nativeBudgetBytes}), or, for train, a spark.driver.maxResultSize smaller
-     * than one chunk of the averaged state.
+     * has for it (see {@link SparkLimits#nativeBudgetBytes}). Train's averaged state never travels as a task result
+     * (it stays in the executors' block managers, {@code KeptMean}), so spark.driver.maxResultSize does not bound it.
      */
     public void check() {
         long budget = limits.nativeBudgetBytes();
@@ -580,12 +580,6 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                     size(need), slots, slots == 1 ? "" : "s", size(perSlotBytes()),
                     job == Job.TRAIN ? " and the state" : "", size(need - (long) slots * perSlotBytes()),
                     limits.nativeBudgetSource(), limits.raiseHint(need)));
-        }
-        long fetched = Math.min(stateBytes, StateMean.CHUNK_BYTES);
-        if (job == Job.TRAIN && limits.maxResultBytes() > 0 && fetched > limits.maxResultBytes()) {
-            throw new IllegalArgumentException("memory plan: train fetches the averaged state in pieces of up to "
-                    + size(fetched) + ", over spark.driver.maxResultSize " + size(limits.maxResultBytes())
-                    + "; raise spark.driver.maxResultSize");
         }
     }
 

@@ -231,19 +231,20 @@ class MemoryPlanTest {
     }
 
     @Test
-    void trainFetchesTheMeanInChunksSoOnlyATinyMaxResultSizeIsRefused() {
-        long state = 300L << 20; // 300 MiB of parameters and moments: fetched in 64 MiB chunks
+    void trainCountsTheStateCopyAndGradientsOffTheHeapAndThePartialAndKeptMeanOnIt() {
+        long mib = 1L << 20;
+        long state = 300 * mib; // 300 MiB of parameters and moments
         SparkConf conf = new SparkConf(false).setMaster("yarn").set("spark.executor.memoryOverhead", "64g");
-        MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, state,
-                SparkLimits.of(conf.clone().set("spark.driver.maxResultSize", "100m"), 3)).check();
+        // the averaged state never travels as a task result: a tiny maxResultSize is not refused
         MemoryPlan tiny = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, state,
                 SparkLimits.of(conf.clone().set("spark.driver.maxResultSize", "10m"), 3));
-        assertEquals("memory plan: train fetches the averaged state in pieces of up to 64.0 MiB, over "
-                        + "spark.driver.maxResultSize 10.0 MiB; raise spark.driver.maxResultSize",
-                assertThrows(IllegalArgumentException.class, tiny::check).getMessage());
-        // per slot: the state copy, its gradients (a third) and the float32 partial
-        assertEquals(WeightStack.SCRATCH_BYTES_PER_THREAD + tiny.activationBytes() + 2 * state + state / 3,
+        tiny.check();
+        // native per slot: the state copy and its gradients (a third); nothing JVM-wide for the state
+        assertEquals(WeightStack.SCRATCH_BYTES_PER_THREAD + tiny.activationBytes() + state + state / 3,
                 tiny.perSlotBytes());
+        assertEquals(tiny.widenedBytes() + tiny.slots() * tiny.perSlotBytes(), tiny.nativeBytes());
+        // heap, 1 slot and 3 partitions: 384 + (16 + 300) + (3 + 1) × 64 + 300 kept = 1256, rounded to 1280
+        assertEquals(1280 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, state, 1, 3));
     }
 
     @Test
@@ -262,7 +263,7 @@ class MemoryPlanTest {
     /**
      * The heap the launcher passes as -Xmx: 384 MiB base, plus per slot what a task holds on the heap (eval: one
      * block of logits as floats; train: the loss's 2^21 doubles and the float32 partial of the state), plus for train
-     * the averaging tree's reduce (one chunk per partition and their mean), in whole 64 MiB.
+     * the averaging tree's reduce (one chunk per partition and their mean) and the kept mean, in whole 64 MiB.
      */
     @Test
     void theHeapCountsEachSlotsJavaArraysAndTheAveragingChunks() {
@@ -272,11 +273,12 @@ class MemoryPlanTest {
         // eval of one window: 256 × 32000 floats = 31.25 MiB per slot, 446.5 MiB: under Spark's floor, so 512
         // (at -Xmx448m Spark refuses to start: "System memory 469762048 must be at least 471859200")
         assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 0, 2, 2));
-        // train, state of 100 MiB, 2 slots and 2 partitions: 384 + 2 × (16 + 100) + 3 × 64 = 808, rounded to 832
-        assertEquals(832 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 100 * mib, 2, 2));
+        // train, state of 100 MiB, 2 slots and 2 partitions: 384 + 2 × (16 + 100) + 3 × 64 + 100 kept = 908,
+        // rounded to 960
+        assertEquals(960 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 100 * mib, 2, 2));
         String text = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 1000, 1, 256, 100 * mib,
                 SparkLimits.of(new SparkConf(false).setMaster("local[2]"), 2)).describe();
-        assertTrue(text.contains("memory plan: heap needed 832 MiB (-Xmx832m; "), text);
+        assertTrue(text.contains("memory plan: heap needed 960 MiB (-Xmx960m; "), text);
     }
 
     /** A synth shape's config with {@code layers} layers in bf16. */
