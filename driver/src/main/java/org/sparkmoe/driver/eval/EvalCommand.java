@@ -106,6 +106,20 @@ public final class EvalCommand implements Callable<Integer> {
     @Mixin
     DryRunOption dryRun;
 
+    private Measured measured;
+
+    /**
+     * What the last {@link #call} measured: scored tokens, the job's seconds (Spark started, model leased, every
+     * window scored), the tokens one forward pass takes ({@code --batch-windows × --window}) and the model folder.
+     */
+    public record Measured(long tokens, double seconds, int forwardTokens, String model) {
+    }
+
+    /** @return the measurement of the last run, or null before one (or after a --dry-run) */
+    public Measured measured() {
+        return measured;
+    }
+
     @Override
     public Integer call() {
         Device chosen = device.resolve();
@@ -157,6 +171,7 @@ public final class EvalCommand implements Callable<Integer> {
             double seconds = (System.nanoTime() - start) / 1e9;
             System.err.printf("eval: %d scored tokens in %.1f s (%.0f tokens/s)%n", tokens, seconds,
                     tokens / seconds);
+            measured = new Measured(tokens, seconds, batchWindows * plan.window(), plan.model());
         }
         System.out.print(summary);
         if (out != null) {
