@@ -217,9 +217,9 @@ public final class TrainCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         String modelUri = model.uri(conf);
         ModelConfig config = checkModel(modelUri, conf);
-        // a model of CP-form experts with a μMoE adapter trains the adapter beside them, as on full experts
-        boolean mumoeOnCp = config.hasCpExperts() && !adapter.equals("lora");
-        boolean lowRank = config.hasLowRankExperts() && !mumoeOnCp;
+        // a model of CP- or TR-form experts with a μMoE adapter trains the adapter beside them, as on full experts
+        boolean mumoeOnCpOrTr = (config.hasCpExperts() || config.hasTrExperts()) && !adapter.equals("lora");
+        boolean lowRank = config.hasLowRankExperts() && !mumoeOnCpOrTr;
         if (lowRank && format == ExpertLayout.FUSED) {
             throw new IllegalArgumentException("--adapter-format fused does not apply to a low-rank model (surgery "
                     + "lowrank): train writes the trained model to OUT/" + TrainOutputs.MODEL + ", no PEFT adapter");
