@@ -52,7 +52,7 @@ import java.util.concurrent.Callable;
                         + "OUT/adapter (PEFT), OUT/train-log.jsonl, OUT/checkpoints and, with --merge, OUT/merged.",
                 "A low-rank model (from 'surgery lowrank') trains its own stacked LoRA experts end to end, starting "
                         + "from the checkpoint's (all of w1, w3, w2 at the model's rank, scale 1: --rank and --alpha "
-                        + "default to the model's rank, and other values are refused), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter.",
+                        + "default to the model's rank, and other values are refused), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter. A model of CP- or TR-form experts (--form cp|tr) trains only a μMoE adapter beside its frozen experts.",
                 "--adapter mumoe-cp|mumoe-tr trains a μMoE adapter instead of LoRA: a multilinear mixture of "
                         + "--mumoe-experts soft-gated experts in CP or tensor-ring form beside each --mumoe-targets "
                         + "projection (y = W·x + μMoE(x)), written to OUT/adapter in SparkMoE's μMoE format (not PEFT)."})
