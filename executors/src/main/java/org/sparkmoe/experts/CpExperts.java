@@ -4,7 +4,6 @@ import java.util.Arrays;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
@@ -168,7 +167,7 @@ public final class CpExperts implements ExpertFfn {
         double[] dWeights = new double[plan.rows()];                                   // [T·K] pair order
         if (plan.rows() == 0) {
             return new ExpertGradients(Nd4j.zeros(dataType(), tokens, hidden()), dWeights, null, null, null,
-                    new CpGradients(zerosLike(gate), zerosLike(up), zerosLike(down)));
+                    new CpGradients(zerosLike(gate), zerosLike(up), zerosLike(down)), null);
         }
         INDArray dys = RowCombine.backward(dOut, p.ys(), p.routes(), dWeights, workers);   // [N, D]
 
@@ -193,7 +192,7 @@ public final class CpExperts implements ExpertFfn {
         Nd4j.gemm(dz1, gate.in(), dx, false, true, 1.0, 1.0);                         // dx += dz1·U_I1ᵀ
         return new ExpertGradients(dx, dWeights, null, null, null, new CpGradients(
                 new CpFactors(d1.dExperts(), dIn1, d1.dOut()), new CpFactors(d3.dExperts(), dIn3, d3.dOut()),
-                new CpFactors(d2.dExperts(), dIn2, d2.dOut())));
+                new CpFactors(d2.dExperts(), dIn2, d2.dOut())), null);
     }
 
     /**
@@ -217,14 +216,7 @@ public final class CpExperts implements ExpertFfn {
             int[] offsets) {
         INDArray dOut = Nd4j.gemm(dh, pRows, true, false);                            // [out, R]
         INDArray dp = Nd4j.gemm(dh, f.out(), false, false);                           // [N, R]
-        INDArray byRow = dp.mul(zRows);                                                // [N, R]
-        INDArray dExperts = Nd4j.zeros(f.dataType(), f.expertCount(), f.rank());     // [E, R]
-        for (int e = 0; e < f.expertCount(); e++) {
-            if (offsets[e] < offsets[e + 1]) {
-                dExperts.getRow(e).assign(byRow.get(NDArrayIndex.interval(offsets[e], offsets[e + 1]),
-                        NDArrayIndex.all()).sum(0));                                   // [R]
-            }
-        }
+        INDArray dExperts = RowCombine.sumByExpert(dp.mul(zRows), offsets);          // [E, R]
         return new Unexpanded(dExperts, dOut, dp.muli(Nd4j.pullRows(f.experts(), 1, expertOfRow)));
     }
 

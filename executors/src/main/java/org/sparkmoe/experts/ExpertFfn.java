@@ -9,8 +9,8 @@ import org.sparkmoe.routing.Routes;
  * weights g), the mixture {@code out[t] = Σ_k g_{t,k} · expert_{e_{t,k}}(x[t])} [T, D], forward and backward.
  * Implementations: {@link FullExperts} (E SwiGLU experts, optional per-expert LoRA) and the low-rank experts of a
  * model converted by {@code surgery lowrank} ({@link LowRankFactorised}, with {@link LowRankNaive} as its
- * reference), and the CP-form experts of {@code surgery lowrank --form cp} ({@link CpExperts}, its factors' gradients in
- * {@link ExpertGradients#cp()}). FLOAT or DOUBLE (gradient checks), one type for all arrays. Stateless per call: what the backward
+ * reference), and the CP- and TR-form experts of {@code surgery lowrank --form cp|tr} ({@link CpExperts}, its factors'
+ * gradients in {@link ExpertGradients#cp()}; {@link TrExperts}, its cores' in {@link ExpertGradients#tr()}). FLOAT or DOUBLE (gradient checks), one type for all arrays. Stateless per call: what the backward
  * pass needs travels in the {@link Pass}, so one instance serves concurrent Spark tasks.
  */
 public interface ExpertFfn {

@@ -4,6 +4,7 @@ import java.util.Arrays;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.kernels.VectorRows;
 import org.sparkmoe.kernels.Workers;
@@ -15,7 +16,8 @@ import org.sparkmoe.routing.Routes;
  * {@link TrExperts}):
  * {@code out[t] = Σ g·ys[row]} over token t's rows in plan order (ascending expert), in float64 rounded to float32
  * at every operation in FLOAT, so it is bit-identical to a float32 loop whatever the split of tokens over the
- * workers; and the row bookkeeping their backward passes share.
+ * workers; and the row bookkeeping their backward passes share (the combine's reverse, the sums of rows back to
+ * their tokens or experts).
  */
 final class RowCombine {
     private RowCombine() {
@@ -125,6 +127,26 @@ final class RowCombine {
                     outRows.write((long) t * width, acc, width, scratch);
                 }
             });
+        }
+        return out;
+    }
+
+    /**
+     * The reverse of gathering an expert's row to each of its plan rows ({@code rows = a[expertOfRow]}):
+     * {@code da[e] = Σ rows[row]} over e's rows (offsets[e]..offsets[e+1]−1), zero for an expert without rows.
+     *
+     * @param rows    [N, C]
+     * @param offsets [E + 1] the plan's
+     * @return [E, C]
+     */
+    static INDArray sumByExpert(INDArray rows, int[] offsets) {
+        int experts = offsets.length - 1;
+        INDArray out = Nd4j.zeros(rows.dataType(), experts, rows.size(1));             // [E, C]
+        for (int e = 0; e < experts; e++) {
+            if (offsets[e] < offsets[e + 1]) {
+                out.getRow(e).assign(rows.get(NDArrayIndex.interval(offsets[e], offsets[e + 1]), NDArrayIndex.all())
+                        .sum(0));                                                       // [C]
+            }
         }
         return out;
     }

@@ -29,9 +29,10 @@ import org.sparkmoe.routing.Routes;
  *   out[t] = Σ g·ys[row]                   [T, D]   the combine of {@link FullExperts}, the same summation order
  * </pre>
  * at O(T·(2·D·r2·r3 + K·(I·r2·r3 + 3·r1·r2·r3 + r1·r3·(2I + D)))) multiply-adds (N = T·K rows) against FullExperts'
- * O(T·K·3·I·D). {@link TrExpertsNaive} (the materialised W_e) is its reference. Inference only: the backward pass
- * (for {@code --distill-steps} and {@code train}) is not built and refuses in one line. FLOAT or DOUBLE; stateless
- * per call.
+ * O(T·K·3·I·D). {@link TrExpertsNaive} (the materialised W_e) is its reference. The backward pass ({@link #backward})
+ * gives the gradients of every core ({@code surgery lowrank --distill-steps}) and of x (frozen experts inside
+ * {@code train}'s backward). FLOAT or DOUBLE; stateless per call: what the backward pass reads travels in the
+ * {@link Pass}.
  */
 public final class TrExperts implements ExpertFfn {
     private final TrFactors gate;   // w1: in D, out I
@@ -84,7 +85,23 @@ public final class TrExperts implements ExpertFfn {
         return gate.dataType();
     }
 
-    private record TrPass(INDArray out) implements Pass {
+    /**
+     * The forward's result and what {@link #backward} reads (all null for no routed rows); immutable once built.
+     *
+     * @param x           [T, D] the input
+     * @param expertOfRow [N]
+     * @param z1          [T, r2·r3] x·Āi1, likewise z3
+     * @param a1          [N, r1·r3] G_N1[:, e, :]·z1[tokenOfRow] per row, likewise a3
+     * @param h1          [N, I] a1·Āo1, likewise h3
+     * @param act         [N, I] silu(h1) ⊙ h3
+     * @param z2          [N, r2·r3] act·Āi2
+     * @param a2          [N, r1·r3] G_N2[:, e, :]·z2 per row
+     * @param ys          [N, D] a2·Āo2
+     * @param out         [T, D]
+     */
+    private record TrPass(Routes routes, INDArray x, int[] expertOfRow, INDArray z1, INDArray z3, INDArray a1,
+                          INDArray a3, INDArray h1, INDArray h3, INDArray act, INDArray z2, INDArray a2, INDArray ys,
+                          INDArray out) implements Pass {
     }
 
     @Override
@@ -96,37 +113,152 @@ public final class TrExperts implements ExpertFfn {
         int tokens = (int) x.size(0);
         RoutingPlan plan = routes.plan;
         if (plan.rows() == 0) {
-            return new TrPass(Nd4j.zeros(dataType(), tokens, hidden()));
+            return new TrPass(routes, x, null, null, null, null, null, null, null, null, null, null, null,
+                    Nd4j.zeros(dataType(), tokens, hidden()));
         }
         int[] expertOfRow = RowCombine.expertOfRow(plan);                                     // [N]
-        INDArray h1 = expand(gate, x.mmul(gate.inMatrix()), plan.tokenOfRow, expertOfRow);  // [N, I]
-        INDArray h3 = expand(up, x.mmul(up.inMatrix()), plan.tokenOfRow, expertOfRow);      // [N, I]
+        INDArray z1 = x.mmul(gate.inMatrix());                                               // [T, r2·r3]
+        INDArray a1 = contracted(gate, rowsOf(gate, z1, plan.tokenOfRow), expertOfRow);    // [N, r1·r3]
+        INDArray h1 = a1.mmul(gate.outMatrix());                                             // [N, I]
+        INDArray z3 = x.mmul(up.inMatrix());                                                 // [T, r2·r3]
+        INDArray a3 = contracted(up, rowsOf(up, z3, plan.tokenOfRow), expertOfRow);         // [N, r1·r3]
+        INDArray h3 = a3.mmul(up.outMatrix());                                               // [N, I]
         INDArray act = Activations.gated(GatedActivation.SWIGLU, h1, h3, workers);          // [N, I]
-        INDArray ys = expand(down, act.mmul(down.inMatrix()), null, expertOfRow);           // [N, D]
-        return new TrPass(RowCombine.combine(ys, routes, tokens, hidden(), dataType(), workers));
+        INDArray z2 = act.mmul(down.inMatrix());                                             // [N, r2·r3]
+        INDArray a2 = contracted(down, rowsOf(down, z2, null), expertOfRow);                // [N, r1·r3]
+        INDArray ys = a2.mmul(down.outMatrix());                                             // [N, D]
+        return new TrPass(routes, x, expertOfRow, z1, z3, a1, a3, h1, h3, act, z2, a2, ys,
+                RowCombine.combine(ys, routes, tokens, hidden(), dataType(), workers));
     }
 
     /**
-     * (G_N[:, e, :]·z[rowOf])·Āo per row: the rows' [r2, r3] input contractions through their experts' G_N slices and
-     * G_O, N·r1·r2·r3 + N·r1·r3·out multiply-adds.
+     * The plan rows' input contractions as [r2, r3] matrices.
      *
-     * @param z           [T, r2·r3] per token (gathered by {@code rowOf}) or [N, r2·r3] per row ({@code rowOf} null)
-     * @param expertOfRow [N]
-     * @return [N, out]
+     * @param z     [T, r2·r3] per token (gathered by {@code rowOf}) or [N, r2·r3] per row ({@code rowOf} null)
+     * @param rowOf [N] the token of each row, or null
+     * @return [N, r2, r3]
      */
-    private static INDArray expand(TrFactors f, INDArray z, int[] rowOf, int[] expertOfRow) {
-        int rows = expertOfRow.length;
-        INDArray p = (rowOf == null ? z.dup('c') : Nd4j.pullRows(z, 1, rowOf, 'c'))
-                .reshape('c', rows, f.r2(), f.r3());                                          // [N, r2, r3]
-        INDArray n = Nd4j.pullRows(f.expertRows(), 1, expertOfRow, 'c')
-                .reshape('c', rows, f.r1(), f.r2());                                          // [N, r1, r2]
-        INDArray a = Nd4j.matmul(n, p).reshape('c', rows, f.r1() * f.r3());                // [N, r1·r3]
-        return a.mmul(f.outMatrix());                                                         // [N, out]
+    private static INDArray rowsOf(TrFactors f, INDArray z, int[] rowOf) {
+        INDArray rows = rowOf == null ? z.dup('c') : Nd4j.pullRows(z, 1, rowOf, 'c');      // [N, r2·r3]
+        return rows.reshape('c', rows.size(0), f.r2(), f.r3());
     }
 
+    /**
+     * The rows' experts' G_N slices.
+     *
+     * @param expertOfRow [N]
+     * @return [N, r1, r2]
+     */
+    private static INDArray slicesOf(TrFactors f, int[] expertOfRow) {
+        return Nd4j.pullRows(f.expertRows(), 1, expertOfRow, 'c').reshape('c', expertOfRow.length, f.r1(), f.r2());
+    }
+
+    /**
+     * G_N[:, e, :]·p per row, N·r1·r2·r3 multiply-adds.
+     *
+     * @param p           [N, r2, r3]
+     * @param expertOfRow [N]
+     * @return [N, r1·r3]
+     */
+    private static INDArray contracted(TrFactors f, INDArray p, int[] expertOfRow) {
+        return Nd4j.matmul(slicesOf(f, expertOfRow), p).reshape('c', expertOfRow.length, f.r1() * f.r3());
+    }
+
+    /**
+     * The reverse of the forward, its steps in reverse order, the cores' gradients taken in their matrix layouts
+     * (Ān [E, r1·r2], Āi [in, r2·r3], Āo [r1·r3, out]) and folded into the cores' shapes:
+     * <pre>
+     *   dys  = g·dOut[tokenOfRow], dL/dg = dOut[t]·ys[row]        [N, D]   the combine ({@link RowCombine})
+     *   dĀo2 = a2ᵀ·dys                                            [r1·r3, D]
+     *   da2  = dys·Āo2ᵀ                                           [N, r1, r3]
+     *   dĀn2[e] = Σ_{rows of e} da2·p2ᵀ  (p2 = z2 as [r2, r3])     [E, r1·r2]
+     *   dz2  = G_N2[:, e, :]ᵀ·da2 per row                         [N, r2·r3]
+     *   dĀi2 = actᵀ·dz2,  dact = dz2·Āi2ᵀ                         [I, r2·r3], [N, I]
+     *   dh1, dh3 = swiglu'(h1, h3)·dact                           [N, I]
+     *   per P in (w3, w1): dĀoP = aPᵀ·dhP, daP = dhP·ĀoPᵀ, dĀnP[e] = Σ_{rows of e} daP·zP[tokenOfRow]ᵀ,
+     *       dzP[t] = Σ_{rows of t} G_NP[:, e, :]ᵀ·daP             [T, r2·r3]
+     *       dĀiP = xᵀ·dzP                                         [D, r2·r3]
+     *   dx   = dz1·Āi1ᵀ + dz3·Āi3ᵀ                                [T, D]   (not through the router)
+     * </pre>
+     * The cores' gradients come back in {@link ExpertGradients#tr()}; the LoRA ones and the CP ones are null.
+     */
     @Override
     public ExpertGradients backward(Pass pass, INDArray dOut) {
-        throw new UnsupportedOperationException("the backward of TR-form experts (surgery lowrank --form tr) is not "
-                + "built: such a model runs eval and logits, not train or --distill-steps");
+        if (!(pass instanceof TrPass p)) {
+            throw new IllegalArgumentException("TR experts' backward needs a pass from their forward, got "
+                    + (pass == null ? "null" : pass.getClass().getSimpleName()));
+        }
+        int tokens = (int) p.out().size(0);
+        if (dOut.rank() != 2 || dOut.size(0) != tokens || dOut.size(1) != hidden() || dOut.dataType() != dataType()) {
+            throw new IllegalArgumentException("dOut must be [" + tokens + ", " + hidden() + "] " + dataType()
+                    + " (T, D), got " + Arrays.toString(dOut.shape()) + " " + dOut.dataType());
+        }
+        RoutingPlan plan = p.routes().plan;
+        double[] dWeights = new double[plan.rows()];                                         // [T·K] pair order
+        if (plan.rows() == 0) {
+            return new ExpertGradients(Nd4j.zeros(dataType(), tokens, hidden()), dWeights, null, null, null, null,
+                    new TrGradients(zerosLike(gate), zerosLike(up), zerosLike(down)));
+        }
+        INDArray dys = RowCombine.backward(dOut, p.ys(), p.routes(), dWeights, workers);    // [N, D]
+
+        // down: ys = (G_N2[:, e, :]·z2)·Āo2, z2 = act·Āi2
+        Uncontracted d2 = uncontract(down, p.a2(), rowsOf(down, p.z2(), null), dys, p.expertOfRow(), plan.offsets);
+        INDArray dIn2 = Nd4j.gemm(p.act(), d2.dz(), true, false);                           // [I, r2·r3]
+        INDArray dAct = Nd4j.gemm(d2.dz(), down.inMatrix(), false, true);                  // [N, I]
+
+        // act = silu(h1) ⊙ h3
+        INDArray[] dh = Activations.gatedBackward(GatedActivation.SWIGLU, p.h1(), p.h3(), dAct, workers); // [N, I]
+
+        // up, then gate: hP = (G_NP[:, e, :]·zP[tokenOfRow])·ĀoP, zP = x·ĀiP
+        Uncontracted d3 = uncontract(up, p.a3(), rowsOf(up, p.z3(), plan.tokenOfRow), dh[1], p.expertOfRow(),
+                plan.offsets);
+        INDArray dz3 = RowCombine.sumByToken(d3.dz(), plan, tokens, workers);               // [T, r2·r3]
+        INDArray dIn3 = Nd4j.gemm(p.x(), dz3, true, false);                                 // [D, r2·r3]
+        Uncontracted d1 = uncontract(gate, p.a1(), rowsOf(gate, p.z1(), plan.tokenOfRow), dh[0], p.expertOfRow(),
+                plan.offsets);
+        INDArray dz1 = RowCombine.sumByToken(d1.dz(), plan, tokens, workers);               // [T, r2·r3]
+        INDArray dIn1 = Nd4j.gemm(p.x(), dz1, true, false);                                 // [D, r2·r3]
+        INDArray dx = Nd4j.gemm(dz3, up.inMatrix(), false, true);                           // [T, D]
+        Nd4j.gemm(dz1, gate.inMatrix(), dx, false, true, 1.0, 1.0);                         // dx += dz1·Āi1ᵀ
+        return new ExpertGradients(dx, dWeights, null, null, null, null, new TrGradients(
+                cores(gate, d1, dIn1), cores(up, d3, dIn3), cores(down, d2, dIn2)));
+    }
+
+    /**
+     * The reverse of h = a·Āo with a = G_N[:, e, :]·p per row.
+     *
+     * @param dExpertRows dL/dĀn [E, r1·r2]
+     * @param dOutMatrix  dL/dĀo [r1·r3, out]
+     * @param dz          dL/dp [N, r2·r3]
+     */
+    private record Uncontracted(INDArray dExpertRows, INDArray dOutMatrix, INDArray dz) {
+    }
+
+    /**
+     * @param a           [N, r1·r3] the forward's a
+     * @param p           [N, r2, r3] the forward's input contractions per row
+     * @param dh          [N, out]
+     * @param expertOfRow [N]
+     * @param offsets     [E + 1] expert e owns rows offsets[e]..offsets[e+1]−1
+     */
+    private static Uncontracted uncontract(TrFactors f, INDArray a, INDArray p, INDArray dh, int[] expertOfRow,
+            int[] offsets) {
+        int rows = expertOfRow.length;
+        INDArray dOutMatrix = Nd4j.gemm(a, dh, true, false);                                 // [r1·r3, out]
+        INDArray da = Nd4j.gemm(dh, f.outMatrix(), false, true).reshape('c', rows, f.r1(), f.r3()); // [N, r1, r3]
+        INDArray dSlices = Nd4j.matmul(da, p, false, true, false)
+                .reshape('c', rows, f.r1() * f.r2());                                         // [N, r1·r2]
+        INDArray dz = Nd4j.matmul(slicesOf(f, expertOfRow), da, true, false, false)
+                .reshape('c', rows, f.r2() * f.r3());                                         // [N, r2·r3]
+        return new Uncontracted(RowCombine.sumByExpert(dSlices, offsets), dOutMatrix, dz);
+    }
+
+    /** A projection's cores' gradients from its uncontraction and dL/dĀi, in the cores' shapes. */
+    private static TrFactors cores(TrFactors f, Uncontracted d, INDArray dInMatrix) {
+        return TrFactors.ofMatrices(d.dExpertRows(), dInMatrix, d.dOutMatrix(), f.r1(), f.r3());
+    }
+
+    private static TrFactors zerosLike(TrFactors f) {
+        return new TrFactors(Nd4j.zerosLike(f.experts()), Nd4j.zerosLike(f.in()), Nd4j.zerosLike(f.out()));
     }
 }

@@ -35,6 +35,36 @@ public final class TrFactors {
      * @param out     G_O [r3, out, r1]
      */
     public TrFactors(INDArray experts, INDArray in, INDArray out) {
+        this(ring(experts, in, out), in, out, unfold(experts), unfold(in),
+                out.permute(2, 0, 1).dup('c').reshape('c', out.size(2) * out.size(0), out.size(1)));
+    }
+
+    /**
+     * The cores from their matrix layouts (gradients are taken in them: {@link TrExperts#backward}), each folded once.
+     *
+     * @param expertRows Ān [E, r1·r2]
+     * @param inMatrix   Āi [in, r2·r3]
+     * @param outMatrix  Āo [r1·r3, out]
+     */
+    static TrFactors ofMatrices(INDArray expertRows, INDArray inMatrix, INDArray outMatrix, long r1, long r3) {
+        long r2 = expertRows.size(1) / r1;
+        INDArray experts = fold(expertRows, r1, r2);                                              // [r1, E, r2]
+        INDArray out = outMatrix.reshape('c', r1, r3, outMatrix.size(1)).permute(1, 2, 0).dup('c');  // [r3, out, r1]
+        return new TrFactors(experts, fold(inMatrix, r2, r3), out, expertRows, inMatrix, outMatrix);
+    }
+
+    private TrFactors(INDArray experts, INDArray in, INDArray out, INDArray expertRows, INDArray inMatrix,
+            INDArray outMatrix) {
+        this.experts = experts;
+        this.in = in;
+        this.out = out;
+        this.expertRows = expertRows;
+        this.inMatrix = inMatrix;
+        this.outMatrix = outMatrix;
+    }
+
+    /** Checks that the three cores close one ring in one type; returns G_N. */
+    private static INDArray ring(INDArray experts, INDArray in, INDArray out) {
         if (experts.rank() != 3 || in.rank() != 3 || out.rank() != 3 || in.size(0) != experts.size(2)
                 || out.size(0) != in.size(2) || out.size(2) != experts.size(0)) {
             throw new IllegalArgumentException("TR cores must be G_N [r1, E, r2], G_I [r2, in, r3], G_O [r3, out, r1] "
@@ -46,17 +76,17 @@ public final class TrFactors {
             throw new IllegalArgumentException("TR cores must all be FLOAT or all DOUBLE, got " + dt + ", "
                     + in.dataType() + ", " + out.dataType());
         }
-        this.experts = experts;
-        this.in = in;
-        this.out = out;
-        this.expertRows = unfold(experts);
-        this.inMatrix = unfold(in);
-        this.outMatrix = out.permute(2, 0, 1).dup('c').reshape('c', r1() * r3(), outSize());
+        return experts;
     }
 
     /** A core C [left, n, right] as the matrix [n, left·right], row j = C[:, j, :]. */
     public static INDArray unfold(INDArray core) {
         return core.permute(1, 0, 2).dup('c').reshape('c', core.size(1), core.size(0) * core.size(2));
+    }
+
+    /** The reverse of {@link #unfold}: the matrix [n, left·right] as the core C [left, n, right]. */
+    static INDArray fold(INDArray matrix, long left, long right) {
+        return matrix.reshape('c', matrix.size(0), left, right).permute(1, 0, 2).dup('c');
     }
 
     /** G_N [r1, E, r2]. */

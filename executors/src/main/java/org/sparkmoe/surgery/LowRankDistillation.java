@@ -7,6 +7,7 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.CpFactor;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.CheckpointLayout.TrCore;
 import org.sparkmoe.io.FusedExperts;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
@@ -21,6 +22,8 @@ import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.experts.LowRankAdapters;
 import org.sparkmoe.experts.LowRankFactorised;
 import org.sparkmoe.experts.LowRankWeights;
+import org.sparkmoe.experts.TrExperts;
+import org.sparkmoe.experts.TrFactors;
 import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.routing.Router;
 import org.sparkmoe.routing.RouterOptions;
@@ -38,12 +41,14 @@ import java.util.Map;
 import java.util.SplittableRandom;
 
 /**
- * Layer-wise distillation of one low-rank MoE layer (the output of {@link LowRankSurgery} or {@link LowRankCpSurgery})
+ * Layer-wise distillation of one low-rank MoE layer (the output of {@link LowRankSurgery}, {@link LowRankCpSurgery} or
+ * {@link LowRankTrSurgery})
  * towards the original MoE layer: on the original layer's calibration inputs X [T, D], the targets are the original
  * layer's outputs Y = MoE(X) [T, D]; the layer's factors are trained with AdamW to minimise {@link DistillLoss}
  * (relative squared error) of the converted layer, whose router stays frozen. What is trained depends on the form
  * ({@link Student}): the svd form's E LoRA experts (A and B of w1, w3, w2; the shared base frozen), the cp form's CP
- * factors (U_N, U_I, U_O of w1, w3, w2: all its expert parameters). One layer at a time and independent of every
+ * factors (U_N, U_I, U_O of w1, w3, w2: all its expert parameters), the tr form's TR cores (G_N, G_I, G_O of w1, w3,
+ * w2: likewise all). One layer at a time and independent of every
  * other layer, so each can be its own Spark task. Float32; deterministic (the minibatches come from a seed derived
  * from the root seed and the layer).
  */
@@ -57,7 +62,7 @@ public final class LowRankDistillation {
 
     /**
      * The tensors {@link #distill} trains, by name, in order, taken from {@code distilled} (a layer's result in either
-     * form): the svd form's stacked LoRA factors, or the cp form's factors.
+     * form): the svd form's stacked LoRA factors, the cp form's factors or the tr form's cores.
      */
     public static LinkedHashMap<String, INDArray> trainedTensors(ModelConfig config, int layer, LayerResult distilled) {
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
@@ -71,7 +76,7 @@ public final class LowRankDistillation {
      * @param original the original checkpoint (full experts)
      * @param layer    decoder layer index
      * @param lowRank  {@link LowRankSurgery}'s result for this layer (shared bases and stacked LoRA factors) or
-     *                 {@link LowRankCpSurgery}'s (CP factors)
+     *                 {@link LowRankCpSurgery}'s (CP factors) or {@link LowRankTrSurgery}'s (TR cores)
      * @param x        [T, D] the original model's inputs to this layer's MoE block on calibration text
      * @return the same tensors with the trained factors, and the metrics plus {@code distill_rel_mse_before} /
      *         {@code _after} (the relative squared error over all T tokens) and {@code distill_tokens}
@@ -183,11 +188,14 @@ public final class LowRankDistillation {
     }
 
     /** The converted layer as a student: the tensors it trains, the block over a state of them, their gradients. */
-    private sealed interface Student permits SvdStudent, CpStudent {
-        /** The student of {@code lowRank}'s form: CP factors present, the cp form; else the svd form. */
+    private sealed interface Student permits SvdStudent, CpStudent, TrStudent {
+        /** The student of {@code lowRank}'s form: CP factors present, the cp form; TR cores, the tr form; else svd. */
         static Student of(CheckpointLayout layout, int layer, LayerResult lowRank, Router gate, RouterOptions routing,
                 GroupedGemm gemm) {
-            return cp(layout, layer, lowRank) ? new CpStudent(layout, layer, gate, routing, gemm)
+            if (cp(layout, layer, lowRank)) {
+                return new CpStudent(layout, layer, gate, routing, gemm);
+            }
+            return tr(layout, layer, lowRank) ? new TrStudent(layout, layer, gate, routing, gemm)
                     : new SvdStudent(layout, layer, lowRank, gate, routing, gemm);
         }
 
@@ -195,8 +203,15 @@ public final class LowRankDistillation {
             return lowRank.tensors().containsKey(layout.cpFactor(layer, Projection.GATE, CpFactor.EXPERTS));
         }
 
+        static boolean tr(CheckpointLayout layout, int layer, LayerResult lowRank) {
+            return lowRank.tensors().containsKey(layout.trCore(layer, Projection.GATE, TrCore.EXPERTS));
+        }
+
         static List<String> trained(CheckpointLayout layout, int layer, LayerResult lowRank) {
-            return cp(layout, layer, lowRank) ? CpStudent.names(layout, layer) : SvdStudent.names(layout, layer);
+            if (cp(layout, layer, lowRank)) {
+                return CpStudent.names(layout, layer);
+            }
+            return tr(layout, layer, lowRank) ? TrStudent.names(layout, layer) : SvdStudent.names(layout, layer);
         }
 
         /** The trained tensors' names, in the state's order. */
@@ -302,6 +317,52 @@ public final class LowRankDistillation {
                 out.put(layout.cpFactor(layer, ORDER[i], CpFactor.EXPERTS), grads[i].experts());
                 out.put(layout.cpFactor(layer, ORDER[i], CpFactor.IN), grads[i].in());
                 out.put(layout.cpFactor(layer, ORDER[i], CpFactor.OUT), grads[i].out());
+            }
+            return out;
+        }
+    }
+
+    /** The tr form: every core trained (G_N, G_I, G_O of w1, w3, w2); nothing else in the experts. */
+    private record TrStudent(CheckpointLayout layout, int layer, Router gate, RouterOptions routing,
+                             GroupedGemm gemm) implements Student {
+        private static final TrCore[] CORES = {TrCore.EXPERTS, TrCore.IN, TrCore.OUT};
+
+        static List<String> names(CheckpointLayout layout, int layer) {
+            List<String> out = new ArrayList<>();
+            for (Projection p : ORDER) {
+                for (TrCore c : CORES) {
+                    out.add(layout.trCore(layer, p, c));
+                }
+            }
+            return out;
+        }
+
+        @Override
+        public List<String> trained() {
+            return names(layout, layer);
+        }
+
+        @Override
+        public MoeBlock block(TrainState state) {
+            return new MoeBlock(gate, routing, new TrExperts(cores(state, Projection.GATE),
+                    cores(state, Projection.UP), cores(state, Projection.DOWN), gemm), null);
+        }
+
+        private TrFactors cores(TrainState state, Projection p) {
+            LinkedHashMap<String, INDArray> t = state.params();
+            return new TrFactors(t.get(layout.trCore(layer, p, TrCore.EXPERTS)),            // [r1, E, r2]
+                    t.get(layout.trCore(layer, p, TrCore.IN)),                              // [r2, in, r3]
+                    t.get(layout.trCore(layer, p, TrCore.OUT)));                            // [r3, out, r1]
+        }
+
+        @Override
+        public LinkedHashMap<String, INDArray> keyed(ExpertGradients g) {
+            TrFactors[] grads = {g.tr().gate(), g.tr().up(), g.tr().down()};             // ORDER
+            LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
+            for (int i = 0; i < ORDER.length; i++) {
+                out.put(layout.trCore(layer, ORDER[i], TrCore.EXPERTS), grads[i].experts());
+                out.put(layout.trCore(layer, ORDER[i], TrCore.IN), grads[i].in());
+                out.put(layout.trCore(layer, ORDER[i], TrCore.OUT), grads[i].out());
             }
             return out;
         }

@@ -169,12 +169,11 @@ public final class TrainState {
     }
 
     /**
-     * A μMoE adapter applies to a model of full experts or of CP-form experts (frozen: the backward runs through them
-     * to their input only); a shared-base low-rank model trains its own LoRA experts.
+     * A μMoE adapter applies to a model of full experts or of CP- or TR-form experts (frozen: the backward runs
+     * through them to their input only); a shared-base low-rank model trains its own LoRA experts.
      */
     public static void checkMumoe(ModelConfig c) {
-        requireNoTrForm(c);
-        if (c.hasLowRankExperts() && !c.hasCpExperts()) {
+        if (c.hasLowRankExperts() && !cpOrTr(c)) {
             throw new IllegalArgumentException("--adapter mumoe-*: a low-rank model (surgery lowrank, rank "
                     + c.low_rank_experts_rank + ") trains its own LoRA experts; use --adapter lora");
         }
@@ -200,35 +199,33 @@ public final class TrainState {
     }
 
     /**
-     * Training a low-rank model's own experts is built for the shared-base SVD form only: a model of CP-form experts
-     * trains a μMoE adapter beside its frozen experts, nothing else.
+     * Training a low-rank model's own experts is built for the shared-base SVD form only: a model of CP- or TR-form
+     * experts trains a μMoE adapter beside its frozen experts, nothing else.
      */
     public static void requireSvdForm(ModelConfig c) {
-        requireNoTrForm(c);
-        if (c.hasCpExperts()) {
-            throw new IllegalArgumentException(CP_TRAINS);
+        if (cpOrTr(c)) {
+            throw new IllegalArgumentException(CP_TR_TRAINS);
         }
     }
 
-    /** What {@code train} does with a model of CP-form experts, and what it does not. */
-    public static final String CP_TRAINS = "a model of CP-form experts (surgery lowrank --form cp) trains only a μMoE "
-            + "adapter beside its frozen experts (--adapter mumoe-cp|mumoe-tr): LoRA on its experts, --train-router "
-            + "and training its CP factors are not built";
+    /** What {@code train} does with a model of CP- or TR-form experts, and what it does not. */
+    public static final String CP_TR_TRAINS = "a model of CP- or TR-form experts (surgery lowrank --form cp|tr) trains "
+            + "only a μMoE adapter beside its frozen experts (--adapter mumoe-cp|mumoe-tr): LoRA on its experts, "
+            + "--train-router and training its CP factors or TR cores are not built";
 
-    /** A model of CP-form experts keeps them and its routers frozen: only a μMoE adapter trains ({@link #CP_TRAINS}). */
-    public static void checkCp(ModelConfig c, LoraSpec spec) {
-        if (c.hasCpExperts() && spec.mumoe() == null) {
-            throw new IllegalArgumentException(CP_TRAINS);
+    /**
+     * A model of CP- or TR-form experts keeps them and its routers frozen: only a μMoE adapter trains
+     * ({@link #CP_TR_TRAINS}).
+     */
+    public static void checkCpOrTr(ModelConfig c, LoraSpec spec) {
+        if (cpOrTr(c) && spec.mumoe() == null) {
+            throw new IllegalArgumentException(CP_TR_TRAINS);
         }
-        requireNoTrForm(c);
     }
 
-    /** A model of TR-form experts does not train at all: they have no backward. */
-    private static void requireNoTrForm(ModelConfig c) {
-        if (c.hasTrExperts()) {
-            throw new IllegalArgumentException("a model of TR-form experts (surgery lowrank --form tr) does not "
-                    + "train: the backward of TR-form experts is not built; convert with --form svd or cp to train");
-        }
+    /** Whether the model's experts are in CP or TR form ({@code surgery lowrank --form cp|tr}). */
+    private static boolean cpOrTr(ModelConfig c) {
+        return c.hasCpExperts() || c.hasTrExperts();
     }
 
     /**

@@ -16,6 +16,7 @@ import org.sparkmoe.experts.LoraGradients;
 import org.sparkmoe.experts.LowRankAdapters;
 import org.sparkmoe.experts.LowRankExperts;
 import org.sparkmoe.experts.SharedExpert;
+import org.sparkmoe.experts.TrExperts;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.model.OwnedArrays;
@@ -226,8 +227,8 @@ public final class TrainStep {
         TrainState.checkShared(c, spec);
         INDArray routerBias = spec.trainRouter() && keys.hasRouterBias() ? param(state, keys.routerBias(l)) : null;
         ExpertFfn experts = moe.experts();
-        if (experts instanceof CpExperts) {   // frozen, the router too: a μMoE adapter trains beside them
-            TrainState.checkCp(c, spec);
+        if (experts instanceof CpExperts || experts instanceof TrExperts) {
+            TrainState.checkCpOrTr(c, spec);   // frozen, the router too: a μMoE adapter trains beside them
             return moe.with(null, null, options, experts);
         }
         if (experts instanceof LowRankExperts lowRank) {

@@ -1,5 +1,6 @@
 package org.sparkmoe.experts;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -22,7 +23,8 @@ import org.sparkmoe.routing.Routes;
 /**
  * The TR-form experts (per-row contractions of the cores over the routing plan) against the reference that
  * materialises every expert's weights element by element and loops over tokens and slots, in float64 and float32,
- * alone and inside an MoE block; the matrix form of one weight against the ring's trace; and the one-line errors.
+ * alone and inside an MoE block; the matrix form of one weight against the ring's trace; the one-line errors; and the
+ * backward against the materialised experts' dense gradients mapped to the cores.
  * Small shapes: E=8, ranks (3, 4, 2) (unequal, so a transposed layout cannot pass), D=6, I=7, T=9.
  */
 class TrExpertsTest {
@@ -106,14 +108,49 @@ class TrExpertsTest {
                 + "[3, 8, 4], [4, 6, 2], [2, 7, 4]", ring.getMessage());
     }
 
+    @ParameterizedTest
+    @CsvSource({"DOUBLE, 1, 1e-12", "DOUBLE, 2, 1e-12", "DOUBLE, 8, 1e-12", "FLOAT, 2, 1e-4"})
+    void backwardEqualsMaterialised(DataType dt, int k, double tolerance) {
+        TrFactors[] f = layer(dt, 21 + k);
+        INDArray x = LowRankAdapters.uniform(new Random(15), dt, 1.0, T, D);
+        INDArray dOut = LowRankAdapters.uniform(new Random(17), dt, 1.0, T, D);
+        Routes routes = CpExpertsTest.route(x, LowRankAdapters.uniform(new Random(16), dt, 1.0, E, D), k);
+        TrExperts experts = new TrExperts(f[0], f[1], f[2], new Nd4jGroupedGemm());
+        ExpertGradients fast = experts.backward(experts.forward(x, routes), dOut);
+        ExpertGradients naive = new TrExpertsNaive(f[0], f[1], f[2]).backward(x, routes, dOut);
+        assertTrue(fast.gate() == null && fast.up() == null && fast.down() == null && fast.cp() == null,
+                "no LoRA or CP gradients");
+        assertTrue(CpExpertsTest.relativeDiff(fast.dx(), naive.dx()) <= tolerance, "dx vs materialised");
+        double[] dg = fast.dWeights();
+        double[] dgNaive = naive.dWeights();
+        for (int j = 0; j < dg.length; j++) {
+            assertEquals(dgNaive[j], dg[j], tolerance * 10 * Math.max(1, Math.abs(dgNaive[j])), "dL/dg of pair " + j);
+        }
+        TrFactors[] a = {fast.tr().gate(), fast.tr().up(), fast.tr().down()};
+        TrFactors[] b = {naive.tr().gate(), naive.tr().up(), naive.tr().down()};
+        for (int p = 0; p < 3; p++) {
+            assertTrue(b[p].experts().amaxNumber().doubleValue() > 0.1, "projection " + p + "'s dG_N is not ~0");
+            assertArrayEquals(f[p].experts().shape(), a[p].experts().shape(), "projection " + p + ": dG_N's shape");
+            assertArrayEquals(f[p].in().shape(), a[p].in().shape(), "projection " + p + ": dG_I's shape");
+            assertArrayEquals(f[p].out().shape(), a[p].out().shape(), "projection " + p + ": dG_O's shape");
+            assertTrue(CpExpertsTest.relativeDiff(a[p].experts(), b[p].experts()) <= tolerance, "projection " + p
+                    + ": dG_N");
+            assertTrue(CpExpertsTest.relativeDiff(a[p].in(), b[p].in()) <= tolerance, "projection " + p + ": dG_I");
+            assertTrue(CpExpertsTest.relativeDiff(a[p].out(), b[p].out()) <= tolerance, "projection " + p + ": dG_O");
+        }
+    }
+
     @Test
-    void backwardIsRefusedInOneLine() {
+    void backwardNeedsItsOwnPass() {
         TrFactors[] f = layer(DataType.DOUBLE, 6);
         TrExperts experts = new TrExperts(f[0], f[1], f[2], new Nd4jGroupedGemm());
         INDArray x = LowRankAdapters.uniform(new Random(8), DataType.DOUBLE, 1.0, T, D);
         ExpertFfn.Pass pass = experts.forward(x, CpExpertsTest.route(x, LowRankAdapters.uniform(new Random(9),
                 DataType.DOUBLE, 1.0, E, D), 2));
-        Exception e = assertThrows(UnsupportedOperationException.class, () -> experts.backward(pass, pass.out()));
-        assertTrue(e.getMessage().startsWith("the backward of TR-form experts"), e.getMessage());
+        Exception e = assertThrows(IllegalArgumentException.class, () -> experts.backward(pass, x.getRows(0, 1)));
+        assertEquals("dOut must be [9, 6] DOUBLE (T, D), got [2, 6] DOUBLE", e.getMessage());
+        Exception other = assertThrows(IllegalArgumentException.class, () -> experts.backward(() -> x, x));
+        assertTrue(other.getMessage().startsWith("TR experts' backward needs a pass from their forward"),
+                other.getMessage());
     }
 }

@@ -6,6 +6,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.CpFactor;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.io.CheckpointLayout.TrCore;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.experts.CpExperts;
@@ -15,6 +16,8 @@ import org.sparkmoe.experts.ExpertGradients;
 import org.sparkmoe.experts.LowRankAdapters;
 import org.sparkmoe.experts.LowRankFactorised;
 import org.sparkmoe.experts.LowRankWeights;
+import org.sparkmoe.experts.TrExperts;
+import org.sparkmoe.experts.TrFactors;
 import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.routing.Router;
 import org.sparkmoe.routing.RouterOptions;
@@ -140,6 +143,50 @@ class LowRankDistillationTest {
         }
         MoeBlock student = new MoeBlock(new Router(source.readFloat(layout.routerGate(0))),
                 RouterOptions.of(RoutingRule.softmaxTopK(2, true)), new CpExperts(f[Projection.GATE.ordinal()],
+                f[Projection.UP.ordinal()], f[Projection.DOWN.ordinal()], new Nd4jGroupedGemm()), null);
+        INDArray y = LowRankDistillation.teacher(source, c, 0, new Router(source.readFloat(layout.routerGate(0))), x,
+                new Nd4jGroupedGemm());
+        assertEquals(before, DistillLoss.value(student, x, y), 1e-6 * before);
+    }
+
+    /** The tr form: every TR core trained, the layer's error lowered, the same bytes twice, the rest untouched. */
+    @Test
+    void trDistillationTrainsEveryCoreDeterministically() {
+        ModelConfig c = config();
+        SurgeryFixtures.MapSource source = randomExperts(c, 3);
+        LowRankTrSurgery surgery = new LowRankTrSurgery(c, 3, 20, 0.0, 7);
+        List<LayerResult> parts = new ArrayList<>();
+        for (int part = 0; part < surgery.parts(); part++) {
+            parts.add(surgery.applyPart(source, 0, 0, part));
+        }
+        LayerResult lowRank = LayerResult.merge(parts);
+        INDArray x = GradientCheck.gaussian(new Random(4), DataType.FLOAT, 1.0, 512, D);
+        DistillOptions opts = new DistillOptions(300, 1e-2, 10, 64, 0.0, 42);
+        LayerResult a = LowRankDistillation.distill(source, c, 0, lowRank, x, opts);
+        double before = a.metrics().get("distill_rel_mse_before");
+        double after = a.metrics().get("distill_rel_mse_after");
+        assertTrue(before > 0.05, a.metrics().toString());
+        assertTrue(after < 0.5 * before, a.metrics().toString());
+        assertEquals(new ArrayList<>(lowRank.tensors().keySet()), new ArrayList<>(a.tensors().keySet()));
+        assertEquals(new ArrayList<>(lowRank.tensors().keySet()),
+                new ArrayList<>(LowRankDistillation.trainedTensors(c, 0, a).keySet()), "every TR core is trained");
+        for (Map.Entry<String, INDArray> e : lowRank.tensors().entrySet()) {
+            assertTrue(!e.getValue().equals(a.tensors().get(e.getKey())), e.getKey() + " is trained");
+        }
+        LayerResult b = LowRankDistillation.distill(source, c, 0, lowRank, x, opts);
+        for (Map.Entry<String, INDArray> e : a.tensors().entrySet()) {
+            assertEquals(e.getValue(), b.tensors().get(e.getKey()), e.getKey() + " is reproducible");
+        }
+        // the before error is the TR layer's, measured independently
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        TrFactors[] f = new TrFactors[3];
+        for (Projection p : Projection.values()) {
+            f[p.ordinal()] = new TrFactors(lowRank.tensors().get(layout.trCore(0, p, TrCore.EXPERTS)),
+                    lowRank.tensors().get(layout.trCore(0, p, TrCore.IN)),
+                    lowRank.tensors().get(layout.trCore(0, p, TrCore.OUT)));
+        }
+        MoeBlock student = new MoeBlock(new Router(source.readFloat(layout.routerGate(0))),
+                RouterOptions.of(RoutingRule.softmaxTopK(2, true)), new TrExperts(f[Projection.GATE.ordinal()],
                 f[Projection.UP.ordinal()], f[Projection.DOWN.ordinal()], new Nd4jGroupedGemm()), null);
         INDArray y = LowRankDistillation.teacher(source, c, 0, new Router(source.readFloat(layout.routerGate(0))), x,
                 new Nd4jGroupedGemm());

@@ -199,14 +199,16 @@ class MumoeAdapterTrainingTest {
     }
 
     /**
-     * On a model of CP-form experts ({@code surgery lowrank --form cp}, frozen): float64 central differences of the
-     * training loss for every tensor of a CP adapter beside q_proj, o_proj and the MoE blocks, whose gradients reach
-     * the earlier layers' terms through the CP experts' backward to their input; and LoRA on such a model refused in
-     * one line.
+     * On a model of CP- or TR-form experts ({@code surgery lowrank --form cp|tr}, frozen): float64 central differences
+     * of the training loss for every tensor of a CP adapter beside q_proj, o_proj and the MoE blocks, whose gradients
+     * reach the earlier layers' terms through the experts' backward to their input; and LoRA on such a model refused
+     * in one line.
      */
-    @Test
-    void besideFrozenCpExpertsGradientsMatchFiniteDifferences() {
-        MoeTransformer model = TinyModels.cpMixtral(6, DataType.DOUBLE);
+    @ParameterizedTest(name = "{0} experts, rank {1}")
+    @CsvSource({"cp, 6", "tr, 3"})
+    void besideFrozenCpOrTrExpertsGradientsMatchFiniteDifferences(String form, int rank) {
+        MoeTransformer model = form.equals("cp") ? TinyModels.cpMixtral(rank, DataType.DOUBLE)
+                : TinyModels.trMixtral(rank, DataType.DOUBLE);
         LoraSpec spec = cp("q_proj,o_proj,moe");
         TrainState state = TrainState.init(model, spec, 41, DataType.DOUBLE);
         Random rnd = new Random(42);
@@ -222,14 +224,14 @@ class MumoeAdapterTrainingTest {
         DoubleSupplier loss = () -> TrainStep.losses(model, state, windows, opts).loss();
         Random pick = new Random(44);
         for (String key : state.params().keySet()) {
-            double largest = WholeModelGradientCheckTest.check("cp experts: " + key, state.params().get(key),
+            double largest = WholeModelGradientCheckTest.check(form + " experts: " + key, state.params().get(key),
                     e.grads().get(key), loss, pick);
             assertTrue(largest > 0, key + " has a gradient");
         }
         Exception lora = assertThrows(IllegalArgumentException.class, () -> TrainState.init(model,
                 new LoraSpec(Set.of(org.sparkmoe.io.CheckpointLayout.Projection.GATE), 4, 8, false), 41,
                 DataType.DOUBLE));
-        assertEquals(TrainState.CP_TRAINS, lora.getMessage());
+        assertEquals(TrainState.CP_TR_TRAINS, lora.getMessage());
     }
 
     /**

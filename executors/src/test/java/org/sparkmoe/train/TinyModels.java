@@ -1,5 +1,6 @@
 package org.sparkmoe.train;
 
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -17,8 +18,10 @@ import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelLoader;
 import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.LowRankCpSurgery;
 import org.sparkmoe.surgery.LowRankSurgery;
+import org.sparkmoe.surgery.LowRankTrSurgery;
 import org.sparkmoe.surgery.MergeWeights;
 import org.sparkmoe.surgery.OverlayTensors;
 
@@ -91,22 +94,38 @@ public final class TinyModels {
      */
     static MoeTransformer cpMixtral(int rank, DataType dataType) {
         return LOADED.computeIfAbsent(MIXTRAL + "@cp-" + rank + "@" + dataType, k -> {
-            org.apache.hadoop.fs.Path dir = folder(MIXTRAL);
-            Configuration conf = new Configuration();
-            ModelConfig config = ModelFolder.readConfig(dir, conf);
-            int[] layers = CalibrationStats.moeLayerIndices(config);
+            ModelConfig config = ModelFolder.readConfig(folder(MIXTRAL), new Configuration());
             LowRankCpSurgery surgery = new LowRankCpSurgery(config, rank, 3, 0.0, 5);
-            try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
-                Map<String, INDArray> replaced = new LinkedHashMap<>();
-                for (int i = 0; i < layers.length; i++) {
-                    for (int part = 0; part < surgery.parts(); part++) {
-                        replaced.putAll(surgery.applyPart(checkpoint, layers[i], i, part).tensors());
-                    }
-                }
-                ModelConfig cp = ModelConfig.parse(surgery.config(config).toString(), "cp " + MIXTRAL);
-                return ModelLoader.load(cp, new OverlayTensors(checkpoint, replaced), new Nd4jGroupedGemm(), dataType);
-            }
+            return converted(config, surgery, surgery.config(config), dataType);
         });
+    }
+
+    /**
+     * The tiny Mixtral converted by {@link LowRankTrSurgery} at ring ranks (R, R, R) (3 ALS sweeps, seed 5), loaded as a
+     * model of TR-form experts in FLOAT or DOUBLE.
+     */
+    static MoeTransformer trMixtral(int rank, DataType dataType) {
+        return LOADED.computeIfAbsent(MIXTRAL + "@tr-" + rank + "@" + dataType, k -> {
+            ModelConfig config = ModelFolder.readConfig(folder(MIXTRAL), new Configuration());
+            LowRankTrSurgery surgery = new LowRankTrSurgery(config, rank, 3, 0.0, 5);
+            return converted(config, surgery, surgery.config(config), dataType);
+        });
+    }
+
+    /** The tiny Mixtral with every MoE layer replaced by {@code surgery}'s parts, under its config.json. */
+    private static MoeTransformer converted(ModelConfig config, LayerSurgery surgery, ObjectNode json,
+            DataType dataType) {
+        int[] layers = CalibrationStats.moeLayerIndices(config);
+        try (Checkpoint checkpoint = Checkpoint.open(folder(MIXTRAL), new Configuration())) {
+            Map<String, INDArray> replaced = new LinkedHashMap<>();
+            for (int i = 0; i < layers.length; i++) {
+                for (int part = 0; part < surgery.parts(); part++) {
+                    replaced.putAll(surgery.applyPart(checkpoint, layers[i], i, part).tensors());
+                }
+            }
+            ModelConfig low = ModelConfig.parse(json.toString(), "converted " + MIXTRAL);
+            return ModelLoader.load(low, new OverlayTensors(checkpoint, replaced), new Nd4jGroupedGemm(), dataType);
+        }
     }
 
     /**

@@ -101,9 +101,9 @@ class LowRankCpCommandTest {
                 "--out", eval.toString()), err.toString());
         double ppl = JSON.readTree(eval.toFile()).get("all").get("ppl").asDouble();
         assertTrue(Double.isFinite(ppl) && ppl > 1, "ppl " + ppl);
-        assertFails(1, "train: error: a model of CP-form experts (surgery lowrank --form cp) trains only a μMoE "
-                        + "adapter beside its frozen experts (--adapter mumoe-cp|mumoe-tr): LoRA on its experts, "
-                        + "--train-router and training its CP factors are not built", "train",
+        assertFails(1, "train: error: a model of CP- or TR-form experts (surgery lowrank --form cp|tr) trains only "
+                        + "a μMoE adapter beside its frozen experts (--adapter mumoe-cp|mumoe-tr): LoRA on its "
+                        + "experts, --train-router and training its CP factors or TR cores are not built", "train",
                 "--model", out.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(), "--steps", "1",
                 "--out", tmp.resolve("never-train").toString());
         trainsAMumoeAdapterBesideTheFrozenCpExperts(out, ppl);

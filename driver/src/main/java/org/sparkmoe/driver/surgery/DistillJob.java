@@ -43,7 +43,7 @@ import java.util.concurrent.ExecutionException;
  * layers train while the pass runs the next ones: the task reads every chunk's rows where they are persisted (the RDD
  * coalesced to one partition), puts them at their (file, window) place in X_l [T, D] — an ND4J array, off the heap —
  * opens the original checkpoint, computes the original layer's outputs on X_l and trains that layer's factors (the svd
- * form's LoRA experts, the cp form's CP factors: {@link LowRankDistillation}) from the layer's low-rank result, which
+ * form's LoRA experts, the cp form's CP factors, the tr form's TR cores: {@link LowRankDistillation}) from the layer's low-rank result, which
  * the driver staged beside the surgery's pieces; it stages the trained factors there too (a layer's can outgrow a task result) and returns names and numbers,
  * and the driver maps them. The factors of one layer cannot be split further: every token's output mixes the
  * weights of its K experts before the SwiGLU nonlinearity, so their gradients are coupled. X_l holds the whole-model forward's MoE inputs bit for bit (the pass runs every chunk

@@ -47,12 +47,12 @@ import java.util.concurrent.Callable;
                 "With --form cp, each projection's stacked experts [E, out, in] are instead factorised by CP-ALS into "
                         + "U_N [E, R], U_I [in, R], U_O [out, R] (no shared base; W_e = U_O·diag(U_N[e])·U_Iᵀ); the "
                         + "model then runs as an MoE whose routed experts compute U_O·(U_N[e] ⊙ U_Iᵀx). Not for "
-                        + "gpt_oss (expert biases); --distill-steps is not built for it.",
+                        + "gpt_oss (expert biases); --distill-steps trains all its factors (the router frozen).",
                 "With --form tr, each projection's stacked experts are instead a tensor ring of ranks (R, R, R) fitted "
                         + "by TR-ALS: cores G_N [R, E, R], G_I [R, in, R], G_O [R, out, R], "
                         + "W_e[o, i] = trace(G_N[:, e, :]·G_I[:, i, :]·G_O[:, o, :]), R²·(E + in + out) parameters per "
-                        + "projection; the model runs as an MoE like --form cp's. Not for gpt_oss; --distill-steps is "
-                        + "not built for it."})
+                        + "projection; the model runs as an MoE like --form cp's. Not for gpt_oss; --distill-steps "
+                        + "trains all its cores (the router frozen)."})
 public final class LowRankCommand implements Callable<Integer> {
     /** The options that only the distillation reads. */
     private static final List<String> DISTILL_ONLY = List.of("--data", "--split", "--window", "--distill-tokens",
@@ -152,12 +152,8 @@ public final class LowRankCommand implements Callable<Integer> {
         return als ? als(chosen) : svd();
     }
 
-    /** --form cp|tr: CP-ALS or TR-ALS per (layer, projection); cp optionally distilled. */
+    /** --form cp|tr: CP-ALS or TR-ALS per (layer, projection), optionally distilled. */
     private int als(String chosen) {
-        if (distillSteps != 0 && chosen.equals("tr")) {
-            throw new IllegalArgumentException("--distill-steps with --form tr is not built: the TR-form experts have "
-                    + "no backward yet; use --form svd or cp to distil");
-        }
         if (distillSteps == 0) {
             for (String option : DISTILL_ONLY) {
                 if (!option.equals("--seed") && spec.commandLine().getParseResult().hasMatchedOption(option)) {

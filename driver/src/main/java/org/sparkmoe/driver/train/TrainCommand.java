@@ -52,7 +52,7 @@ import java.util.concurrent.Callable;
                         + "OUT/adapter (PEFT), OUT/train-log.jsonl, OUT/checkpoints and, with --merge, OUT/merged.",
                 "A low-rank model (from 'surgery lowrank') trains its own stacked LoRA experts end to end, starting "
                         + "from the checkpoint's (all of w1, w3, w2 at the model's rank, scale 1: --rank and --alpha "
-                        + "default to the model's rank, and other values are refused), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter.",
+                        + "default to the model's rank, and other values are refused), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter. A model of CP- or TR-form experts (--form cp|tr) trains only a μMoE adapter beside its frozen experts.",
                 "--adapter mumoe-cp|mumoe-tr trains a μMoE adapter instead of LoRA: a multilinear mixture of "
                         + "--mumoe-experts soft-gated experts in CP or tensor-ring form beside each --mumoe-targets "
                         + "projection (y = W·x + μMoE(x)), written to OUT/adapter in SparkMoE's μMoE format (not PEFT)."})
@@ -217,9 +217,9 @@ public final class TrainCommand implements Callable<Integer> {
         Configuration conf = new Configuration();
         String modelUri = model.uri(conf);
         ModelConfig config = checkModel(modelUri, conf);
-        // a model of CP-form experts with a μMoE adapter trains the adapter beside them, as on full experts
-        boolean mumoeOnCp = config.hasCpExperts() && !adapter.equals("lora");
-        boolean lowRank = config.hasLowRankExperts() && !mumoeOnCp;
+        // a model of CP- or TR-form experts with a μMoE adapter trains the adapter beside them, as on full experts
+        boolean mumoeOnCpOrTr = (config.hasCpExperts() || config.hasTrExperts()) && !adapter.equals("lora");
+        boolean lowRank = config.hasLowRankExperts() && !mumoeOnCpOrTr;
         if (lowRank && format == ExpertLayout.FUSED) {
             throw new IllegalArgumentException("--adapter-format fused does not apply to a low-rank model (surgery "
                     + "lowrank): train writes the trained model to OUT/" + TrainOutputs.MODEL + ", no PEFT adapter");
