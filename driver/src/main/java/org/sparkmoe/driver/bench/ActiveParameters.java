@@ -15,8 +15,8 @@ final class ActiveParameters {
     }
 
     static double perToken(Checkpoint checkpoint, ModelConfig config) {
-        double share = config.num_experts > 0 ? (double) config.num_experts_per_tok / config.num_experts : 1;
-        double active = 0;
+        long whole = 0;
+        long routed = 0;   // every routed expert's elements
         boolean head = false;
         for (String name : checkpoint.names()) {
             long[] shape = checkpoint.shape(name);
@@ -28,11 +28,15 @@ final class ActiveParameters {
                 elements = Math.multiplyExact(elements, d);
             }
             head |= name.startsWith("lm_head.");
-            active += name.contains(".experts.") ? elements * share : elements;
+            if (name.contains(".experts.")) {
+                routed += elements;
+            } else {
+                whole += elements;
+            }
         }
         if (!head && config.tie_word_embeddings) {
-            active += (double) config.vocab_size * config.hidden_size;
+            whole += (long) config.vocab_size * config.hidden_size;
         }
-        return active;
+        return whole + (routed == 0 ? 0 : (double) routed * config.num_experts_per_tok / config.num_experts);
     }
 }

@@ -12,6 +12,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Unmatched;
 
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
@@ -34,7 +35,7 @@ public final class EvalBenchCommand implements Callable<Integer> {
     int repeats;
 
     @Unmatched
-    List<String> evalArgs = List.of();
+    List<String> evalArgs = new ArrayList<>();
 
     @Override
     public Integer call() {
