@@ -78,8 +78,11 @@ public final class LowRankDistillation {
      * @param lowRank  {@link LowRankSurgery}'s result for this layer (shared bases and stacked LoRA factors) or
      *                 {@link LowRankCpSurgery}'s (CP factors) or {@link LowRankTrSurgery}'s (TR cores)
      * @param x        [T, D] the original model's inputs to this layer's MoE block on calibration text
-     * @return the same tensors with the trained factors, and the metrics plus {@code distill_rel_mse_before} /
-     *         {@code _after} (the relative squared error over all T tokens) and {@code distill_tokens}
+     * @return the same tensors with the trained factors, and the metrics plus {@code distill_rel_mse_before},
+     *         {@code _trained} and {@code _after} (the relative squared error over all T tokens of the starting, the
+     *         trained and the returned factors), {@code distill_kept_start} and {@code distill_tokens}. Training that
+     *         ends with a larger error than it started with (a learning rate too high for the rank, say) is dropped:
+     *         the layer keeps its starting factors ({@code distill_kept_start} 1, {@code _after} = {@code _before}).
      */
     public static LayerResult distill(TensorSource original, ModelConfig config, int layer, LayerResult lowRank,
             INDArray x, DistillOptions opts) {
@@ -107,13 +110,18 @@ public final class LowRankDistillation {
             ExpertGradients g = DistillLoss.gradient(l.block(state), xb, yb).grads();
             adamW.update(state, l.keyed(g), schedule.at(state.step()));
         }
-        double after = relativeError(l.block(state), xs, y);
+        double trained = relativeError(l.block(state), xs, y);
+        boolean keepStart = !(trained <= before);   // training that ends worse (or not finite) is dropped
 
         LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>(lowRank.tensors());
-        tensors.putAll(state.params());
+        if (!keepStart) {
+            tensors.putAll(state.params());
+        }
         LinkedHashMap<String, Double> metrics = new LinkedHashMap<>(lowRank.metrics());
         metrics.put("distill_rel_mse_before", before);
-        metrics.put("distill_rel_mse_after", after);
+        metrics.put("distill_rel_mse_trained", trained);
+        metrics.put("distill_rel_mse_after", keepStart ? before : trained);
+        metrics.put("distill_kept_start", keepStart ? 1.0 : 0.0);
         metrics.put("distill_tokens", (double) xs.size(0));
         return new LayerResult(tensors, lowRank.groups(), metrics);
     }

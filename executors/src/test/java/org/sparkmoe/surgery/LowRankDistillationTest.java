@@ -105,6 +105,29 @@ class LowRankDistillationTest {
         assertEquals(before, DistillLoss.value(student, x, y), 1e-6 * before);
     }
 
+    /** Training that ends worse than it started (here a learning rate of 30) is dropped: the layer keeps its start. */
+    @Test
+    void distillationThatEndsWorseKeepsTheStartingFactors() {
+        ModelConfig c = config();
+        SurgeryFixtures.MapSource source = randomExperts(c, 3);
+        LayerResult lowRank = new LowRankSurgery(c, 2, new double[][] {MergeWeights.uniform(E)}).apply(source, 0, 0);
+        INDArray x = GradientCheck.gaussian(new Random(4), DataType.FLOAT, 1.0, 512, D);
+        LayerResult a = LowRankDistillation.distill(source, c, 0, lowRank, x,
+                new DistillOptions(20, 30, 0, 64, 0.0, 42));
+        double before = a.metrics().get("distill_rel_mse_before");
+        assertTrue(!(a.metrics().get("distill_rel_mse_trained") <= before), a.metrics().toString());
+        assertEquals(1.0, a.metrics().get("distill_kept_start"));
+        assertEquals(before, a.metrics().get("distill_rel_mse_after"));
+        for (Map.Entry<String, INDArray> e : lowRank.tensors().entrySet()) {
+            assertEquals(e.getValue(), a.tensors().get(e.getKey()), e.getKey() + " is the starting tensor");
+        }
+        // a learning rate that helps: the trained factors are kept
+        LayerResult b = LowRankDistillation.distill(source, c, 0, lowRank, x,
+                new DistillOptions(100, 1e-2, 10, 64, 0.0, 42));
+        assertEquals(0.0, b.metrics().get("distill_kept_start"));
+        assertEquals(b.metrics().get("distill_rel_mse_trained"), b.metrics().get("distill_rel_mse_after"));
+    }
+
     /** The cp form: every CP factor trained, the layer's error lowered, the same bytes twice, the rest untouched. */
     @Test
     void cpDistillationTrainsEveryFactorDeterministically() {

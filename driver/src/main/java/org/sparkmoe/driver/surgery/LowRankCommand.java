@@ -216,6 +216,14 @@ public final class LowRankCommand implements Callable<Integer> {
                         DistillJob.run(sc, model, run.config, layers, lowRank, distill, partitions, staging));
         System.out.printf("distillation: relative MSE of the MoE layers' outputs %s before, %s after%n",
                 list(results, "distill_rel_mse_before"), list(results, "distill_rel_mse_after"));
+        for (int i = 0; i < results.size(); i++) {
+            Map<String, Double> m = results.get(i).metrics();
+            if (m.getOrDefault("distill_kept_start", 0.0) == 1.0) {
+                System.out.printf("distillation: layer %d ended its training at relative MSE %.6g, above its start "
+                                + "%.6g: it keeps its starting factors (a lower --distill-lr may help)%n", layers[i],
+                        m.get("distill_rel_mse_trained"), m.get("distill_rel_mse_before"));
+            }
+        }
         return results;
     }
 
