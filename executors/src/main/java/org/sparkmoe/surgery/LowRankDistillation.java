@@ -16,6 +16,7 @@ import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.experts.CpExperts;
 import org.sparkmoe.experts.CpFactors;
+import org.sparkmoe.experts.ExpertFfn;
 import org.sparkmoe.experts.ExpertGradients;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
@@ -196,30 +197,28 @@ public final class LowRankDistillation {
     }
 
     /** The converted layer as a student: the tensors it trains, the block over a state of them, their gradients. */
-    private sealed interface Student permits SvdStudent, CpStudent, TrStudent {
+    private sealed interface Student permits SvdStudent, FactorStudent {
         /** The student of {@code lowRank}'s form: CP factors present, the cp form; TR cores, the tr form; else svd. */
         static Student of(CheckpointLayout layout, int layer, LayerResult lowRank, Router gate, RouterOptions routing,
                 GroupedGemm gemm) {
-            if (cp(layout, layer, lowRank)) {
-                return new CpStudent(layout, layer, gate, routing, gemm);
-            }
-            return tr(layout, layer, lowRank) ? new TrStudent(layout, layer, gate, routing, gemm)
+            FactorForm form = form(layout, layer, lowRank);
+            return form != null ? new FactorStudent(form, layout, layer, gate, routing, gemm)
                     : new SvdStudent(layout, layer, lowRank, gate, routing, gemm);
         }
 
-        static boolean cp(CheckpointLayout layout, int layer, LayerResult lowRank) {
-            return lowRank.tensors().containsKey(layout.cpFactor(layer, Projection.GATE, CpFactor.EXPERTS));
-        }
-
-        static boolean tr(CheckpointLayout layout, int layer, LayerResult lowRank) {
-            return lowRank.tensors().containsKey(layout.trCore(layer, Projection.GATE, TrCore.EXPERTS));
+        /** The cp form when CP factors are present, the tr form when TR cores are; null for the svd form. */
+        static FactorForm form(CheckpointLayout layout, int layer, LayerResult lowRank) {
+            for (FactorForm form : FactorForm.values()) {
+                if (lowRank.tensors().containsKey(form.name(layout, layer, Projection.GATE, 0))) {
+                    return form;
+                }
+            }
+            return null;
         }
 
         static List<String> trained(CheckpointLayout layout, int layer, LayerResult lowRank) {
-            if (cp(layout, layer, lowRank)) {
-                return CpStudent.names(layout, layer);
-            }
-            return tr(layout, layer, lowRank) ? TrStudent.names(layout, layer) : SvdStudent.names(layout, layer);
+            FactorForm form = form(layout, layer, lowRank);
+            return form != null ? FactorStudent.names(form, layout, layer) : SvdStudent.names(layout, layer);
         }
 
         /** The trained tensors' names, in the state's order. */
@@ -284,16 +283,17 @@ public final class LowRankDistillation {
         }
     }
 
-    /** The cp form: every factor trained (U_N, U_I, U_O of w1, w3, w2); nothing else in the experts. */
-    private record CpStudent(CheckpointLayout layout, int layer, Router gate, RouterOptions routing,
-                             GroupedGemm gemm) implements Student {
-        private static final CpFactor[] FACTORS = {CpFactor.EXPERTS, CpFactor.IN, CpFactor.OUT};
-
-        static List<String> names(CheckpointLayout layout, int layer) {
+    /**
+     * The cp and tr forms: all three tensors of each projection trained (CP factors U_N, U_I, U_O or TR cores G_N,
+     * G_I, G_O of w1, w3, w2), nothing else in the experts; {@link FactorForm} says which.
+     */
+    private record FactorStudent(FactorForm form, CheckpointLayout layout, int layer, Router gate,
+                                 RouterOptions routing, GroupedGemm gemm) implements Student {
+        static List<String> names(FactorForm form, CheckpointLayout layout, int layer) {
             List<String> out = new ArrayList<>();
             for (Projection p : ORDER) {
-                for (CpFactor f : FACTORS) {
-                    out.add(layout.cpFactor(layer, p, f));
+                for (int k = 0; k < 3; k++) {
+                    out.add(form.name(layout, layer, p, k));
                 }
             }
             return out;
@@ -301,79 +301,84 @@ public final class LowRankDistillation {
 
         @Override
         public List<String> trained() {
-            return names(layout, layer);
+            return names(form, layout, layer);
         }
 
         @Override
         public MoeBlock block(TrainState state) {
-            return new MoeBlock(gate, routing, new CpExperts(factors(state, Projection.GATE),
-                    factors(state, Projection.UP), factors(state, Projection.DOWN), gemm), null);
-        }
-
-        private CpFactors factors(TrainState state, Projection p) {
-            LinkedHashMap<String, INDArray> t = state.params();
-            return new CpFactors(t.get(layout.cpFactor(layer, p, CpFactor.EXPERTS)),        // [E, R]
-                    t.get(layout.cpFactor(layer, p, CpFactor.IN)),                          // [in, R]
-                    t.get(layout.cpFactor(layer, p, CpFactor.OUT)));                        // [out, R]
+            INDArray[][] t = new INDArray[ORDER.length][3];                                  // [w1, w3, w2][N, I, O]
+            for (int i = 0; i < ORDER.length; i++) {
+                for (int k = 0; k < 3; k++) {
+                    t[i][k] = state.params().get(form.name(layout, layer, ORDER[i], k));
+                }
+            }
+            return new MoeBlock(gate, routing, form.experts(t, gemm), null);
         }
 
         @Override
         public LinkedHashMap<String, INDArray> keyed(ExpertGradients g) {
-            CpFactors[] grads = {g.cp().gate(), g.cp().up(), g.cp().down()};             // ORDER
+            INDArray[][] grads = form.gradients(g);                                          // [w1, w3, w2][N, I, O]
             LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
             for (int i = 0; i < ORDER.length; i++) {
-                out.put(layout.cpFactor(layer, ORDER[i], CpFactor.EXPERTS), grads[i].experts());
-                out.put(layout.cpFactor(layer, ORDER[i], CpFactor.IN), grads[i].in());
-                out.put(layout.cpFactor(layer, ORDER[i], CpFactor.OUT), grads[i].out());
+                for (int k = 0; k < 3; k++) {
+                    out.put(form.name(layout, layer, ORDER[i], k), grads[i][k]);
+                }
             }
             return out;
         }
     }
 
-    /** The tr form: every core trained (G_N, G_I, G_O of w1, w3, w2); nothing else in the experts. */
-    private record TrStudent(CheckpointLayout layout, int layer, Router gate, RouterOptions routing,
-                             GroupedGemm gemm) implements Student {
-        private static final TrCore[] CORES = {TrCore.EXPERTS, TrCore.IN, TrCore.OUT};
-
-        static List<String> names(CheckpointLayout layout, int layer) {
-            List<String> out = new ArrayList<>();
-            for (Projection p : ORDER) {
-                for (TrCore c : CORES) {
-                    out.add(layout.trCore(layer, p, c));
-                }
+    /** What the cp and tr forms' students differ in; k = 0, 1, 2 is the expert, input and output factor or core. */
+    private enum FactorForm {
+        /** U_N [E, R], U_I [in, R], U_O [out, R]. */
+        CP {
+            @Override
+            String name(CheckpointLayout layout, int layer, Projection p, int k) {
+                return layout.cpFactor(layer, p, CpFactor.values()[k]);
             }
-            return out;
-        }
 
-        @Override
-        public List<String> trained() {
-            return names(layout, layer);
-        }
-
-        @Override
-        public MoeBlock block(TrainState state) {
-            return new MoeBlock(gate, routing, new TrExperts(cores(state, Projection.GATE),
-                    cores(state, Projection.UP), cores(state, Projection.DOWN), gemm), null);
-        }
-
-        private TrFactors cores(TrainState state, Projection p) {
-            LinkedHashMap<String, INDArray> t = state.params();
-            return new TrFactors(t.get(layout.trCore(layer, p, TrCore.EXPERTS)),            // [r1, E, r2]
-                    t.get(layout.trCore(layer, p, TrCore.IN)),                              // [r2, in, r3]
-                    t.get(layout.trCore(layer, p, TrCore.OUT)));                            // [r3, out, r1]
-        }
-
-        @Override
-        public LinkedHashMap<String, INDArray> keyed(ExpertGradients g) {
-            TrFactors[] grads = {g.tr().gate(), g.tr().up(), g.tr().down()};             // ORDER
-            LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
-            for (int i = 0; i < ORDER.length; i++) {
-                out.put(layout.trCore(layer, ORDER[i], TrCore.EXPERTS), grads[i].experts());
-                out.put(layout.trCore(layer, ORDER[i], TrCore.IN), grads[i].in());
-                out.put(layout.trCore(layer, ORDER[i], TrCore.OUT), grads[i].out());
+            @Override
+            ExpertFfn experts(INDArray[][] t, GroupedGemm gemm) {
+                return new CpExperts(new CpFactors(t[0][0], t[0][1], t[0][2]),
+                        new CpFactors(t[1][0], t[1][1], t[1][2]), new CpFactors(t[2][0], t[2][1], t[2][2]), gemm);
             }
-            return out;
-        }
+
+            @Override
+            INDArray[][] gradients(ExpertGradients g) {
+                CpFactors w1 = g.cp().gate(), w3 = g.cp().up(), w2 = g.cp().down();
+                return new INDArray[][] {{w1.experts(), w1.in(), w1.out()}, {w3.experts(), w3.in(), w3.out()},
+                        {w2.experts(), w2.in(), w2.out()}};
+            }
+        },
+        /** G_N [r1, E, r2], G_I [r2, in, r3], G_O [r3, out, r1]. */
+        TR {
+            @Override
+            String name(CheckpointLayout layout, int layer, Projection p, int k) {
+                return layout.trCore(layer, p, TrCore.values()[k]);
+            }
+
+            @Override
+            ExpertFfn experts(INDArray[][] t, GroupedGemm gemm) {
+                return new TrExperts(new TrFactors(t[0][0], t[0][1], t[0][2]),
+                        new TrFactors(t[1][0], t[1][1], t[1][2]), new TrFactors(t[2][0], t[2][1], t[2][2]), gemm);
+            }
+
+            @Override
+            INDArray[][] gradients(ExpertGradients g) {
+                TrFactors w1 = g.tr().gate(), w3 = g.tr().up(), w2 = g.tr().down();
+                return new INDArray[][] {{w1.experts(), w1.in(), w1.out()}, {w3.experts(), w3.in(), w3.out()},
+                        {w2.experts(), w2.in(), w2.out()}};
+            }
+        };
+
+        /** The k-th tensor's name of projection p in the layer. */
+        abstract String name(CheckpointLayout layout, int layer, Projection p, int k);
+
+        /** The experts of the tensors t [w1, w3, w2][k]. */
+        abstract ExpertFfn experts(INDArray[][] t, GroupedGemm gemm);
+
+        /** The gradients as [w1, w3, w2][k]. */
+        abstract INDArray[][] gradients(ExpertGradients g);
     }
 
     /** Minibatches of token rows: a seeded shuffle of all rows, consumed in order and reshuffled when exhausted. */
