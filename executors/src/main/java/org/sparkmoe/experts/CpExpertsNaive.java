@@ -18,16 +18,7 @@ public final class CpExpertsNaive {
 
     public CpExpertsNaive(CpFactors gate, CpFactors up, CpFactors down) {
         factors = new CpFactors[] {gate, up, down};
-        int e = gate.expertCount();
-        INDArray[] w1 = new INDArray[e];   // E × [I, D]
-        INDArray[] w3 = new INDArray[e];   // E × [I, D]
-        INDArray[] w2 = new INDArray[e];   // E × [D, I]
-        for (int x = 0; x < e; x++) {
-            w1[x] = gate.weight(x);
-            w3[x] = up.weight(x);
-            w2[x] = down.weight(x);
-        }
-        experts = new MaterialisedExperts(w1, w3, w2);
+        experts = MaterialisedExperts.of(gate, up, down, gate.expertCount(), CpFactors::weight);
     }
 
     /** x [T, D] routed by {@code routes} → out [T, D] in x's type. */

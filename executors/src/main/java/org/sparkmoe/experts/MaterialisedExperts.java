@@ -1,5 +1,6 @@
 package org.sparkmoe.experts;
 
+import java.util.function.BiFunction;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -18,10 +19,30 @@ final class MaterialisedExperts {
     private final INDArray[] w3;   // E × [I, D]
     private final INDArray[] w2;   // E × [D, I]
 
-    MaterialisedExperts(INDArray[] w1, INDArray[] w3, INDArray[] w2) {
+    private MaterialisedExperts(INDArray[] w1, INDArray[] w3, INDArray[] w2) {
         this.w1 = w1;
         this.w3 = w3;
         this.w2 = w2;
+    }
+
+    /**
+     * The experts of three factorised projections, each expert's weights materialised by {@code weight}.
+     *
+     * @param gate   w1 (in D, out I)
+     * @param up     w3 (in D, out I)
+     * @param down   w2 (in I, out D)
+     * @param weight W_e [out, in] of one projection's factors and expert e
+     */
+    static <F> MaterialisedExperts of(F gate, F up, F down, int experts, BiFunction<F, Integer, INDArray> weight) {
+        INDArray[] w1 = new INDArray[experts];   // E × [I, D]
+        INDArray[] w3 = new INDArray[experts];   // E × [I, D]
+        INDArray[] w2 = new INDArray[experts];   // E × [D, I]
+        for (int e = 0; e < experts; e++) {
+            w1[e] = weight.apply(gate, e);
+            w3[e] = weight.apply(up, e);
+            w2[e] = weight.apply(down, e);
+        }
+        return new MaterialisedExperts(w1, w3, w2);
     }
 
     /**

@@ -1,13 +1,10 @@
 package org.sparkmoe.experts;
 
-import java.util.Arrays;
-import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
-import org.sparkmoe.kernels.Workers;
 import org.sparkmoe.routing.RoutingPlan;
 import org.sparkmoe.routing.Routes;
 
@@ -34,13 +31,13 @@ import org.sparkmoe.routing.Routes;
  * {@code train}'s backward). FLOAT or DOUBLE; stateless per call: what the backward pass reads travels in the
  * {@link Pass}.
  */
-public final class TrExperts implements ExpertFfn {
+public final class TrExperts extends DecomposedExperts {
     private final TrFactors gate;   // w1: in D, out I
     private final TrFactors up;     // w3: in D, out I
     private final TrFactors down;   // w2: in I, out D
-    private final Workers workers;  // the GEMM's threads, for the SwiGLU and the combine
 
     public TrExperts(TrFactors gate, TrFactors up, TrFactors down, GroupedGemm gemm) {
+        super("TR experts'", gate.expertCount(), gate.inSize(), gate.dataType(), gemm);
         long d = gate.inSize();
         long i = gate.outSize();
         check("w3 (up)", up, d, i, gate);
@@ -48,7 +45,6 @@ public final class TrExperts implements ExpertFfn {
         this.gate = gate;
         this.up = up;
         this.down = down;
-        this.workers = gemm.workers();
     }
 
     private static void check(String name, TrFactors f, long in, long out, TrFactors w1) {
@@ -68,21 +64,6 @@ public final class TrExperts implements ExpertFfn {
     /** w1 (gate), w3 (up), w2 (down) in that order (read-only use). */
     public TrFactors[] factors() {
         return new TrFactors[] {gate, up, down};
-    }
-
-    @Override
-    public int experts() {
-        return gate.expertCount();
-    }
-
-    @Override
-    public int hidden() {
-        return (int) gate.inSize();
-    }
-
-    @Override
-    public DataType dataType() {
-        return gate.dataType();
     }
 
     /**
@@ -106,10 +87,7 @@ public final class TrExperts implements ExpertFfn {
 
     @Override
     public Pass forward(INDArray x, Routes routes) {
-        if (x.rank() != 2 || x.size(1) != hidden() || x.dataType() != dataType()) {
-            throw new IllegalArgumentException("TR experts' input must be [T, " + hidden() + "] " + dataType()
-                    + ", got " + Arrays.toString(x.shape()) + " " + x.dataType());
-        }
+        checkInput(x);
         int tokens = (int) x.size(0);
         RoutingPlan plan = routes.plan;
         if (plan.rows() == 0) {
@@ -184,15 +162,9 @@ public final class TrExperts implements ExpertFfn {
      */
     @Override
     public ExpertGradients backward(Pass pass, INDArray dOut) {
-        if (!(pass instanceof TrPass p)) {
-            throw new IllegalArgumentException("TR experts' backward needs a pass from their forward, got "
-                    + (pass == null ? "null" : pass.getClass().getSimpleName()));
-        }
+        TrPass p = passOf(pass, TrPass.class);
         int tokens = (int) p.out().size(0);
-        if (dOut.rank() != 2 || dOut.size(0) != tokens || dOut.size(1) != hidden() || dOut.dataType() != dataType()) {
-            throw new IllegalArgumentException("dOut must be [" + tokens + ", " + hidden() + "] " + dataType()
-                    + " (T, D), got " + Arrays.toString(dOut.shape()) + " " + dOut.dataType());
-        }
+        checkDOut(dOut, tokens);
         RoutingPlan plan = p.routes().plan;
         double[] dWeights = new double[plan.rows()];                                         // [T·K] pair order
         if (plan.rows() == 0) {

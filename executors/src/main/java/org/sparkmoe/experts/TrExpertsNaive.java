@@ -19,16 +19,7 @@ public final class TrExpertsNaive {
 
     public TrExpertsNaive(TrFactors gate, TrFactors up, TrFactors down) {
         cores = new TrFactors[] {gate, up, down};
-        int e = gate.expertCount();
-        INDArray[] w1 = new INDArray[e];   // E × [I, D]
-        INDArray[] w3 = new INDArray[e];   // E × [I, D]
-        INDArray[] w2 = new INDArray[e];   // E × [D, I]
-        for (int x = 0; x < e; x++) {
-            w1[x] = weight(gate, x);
-            w3[x] = weight(up, x);
-            w2[x] = weight(down, x);
-        }
-        experts = new MaterialisedExperts(w1, w3, w2);
+        experts = MaterialisedExperts.of(gate, up, down, gate.expertCount(), TrExpertsNaive::weight);
     }
 
     /** W_e [out, in] by the triple sum over the ring, in float64, in the cores' type. */

@@ -1,6 +1,5 @@
 package org.sparkmoe.surgery;
 
-import java.util.SplittableRandom;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -21,24 +20,12 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * (LAPACK syev), eigenvalues below 1e-12 of the largest dropped. U_N's and U_O's columns are normalised after their
  * updates (U_I, updated last, carries the scale); at the end each rank-one term's norm λ_r is shared equally, λ_r^(1/3)
  * per factor column. The fit after a sweep, ‖W − Ŵ‖²/‖W‖² = 1 − (2⟨M_I, U_I⟩ − 1ᵀ(U_NᵀU_N ⊙ U_OᵀU_O ⊙ U_IᵀU_I)1)/‖W‖²,
- * costs nothing more; the sweeps stop after {@code maxIterations} or when the relative error changes by less than
- * {@code tolerance} (absolute: the change of the fit 1 − error, as the Tensor Toolbox's cp_als). The initial factors are Gaussian from {@code seed}.
+ * costs nothing more. The sweep loop, its stop rule ({@code maxIterations}, {@code tolerance}) and the Gaussian start
+ * from {@code seed} are {@link AlsSweeps}'s.
  */
 public final class CpAls {
     /** Relative eigenvalue cutoff of the Gram pseudo-inverse. */
     static final double RCOND = 1e-12;
-
-    /**
-     * The factors (float64) and how the fit went.
-     *
-     * @param experts    U_N [E, R]
-     * @param in         U_I [in, R]
-     * @param out        U_O [out, R]
-     * @param iterations sweeps run
-     * @param relError   ‖W − Ŵ‖_F / ‖W‖_F of these float64 factors after the last sweep
-     */
-    public record Factors(INDArray experts, INDArray in, INDArray out, int iterations, double relError) {
-    }
 
     private CpAls() {
     }
@@ -48,47 +35,40 @@ public final class CpAls {
      * @param rank          R ≥ 1
      * @param maxIterations sweeps at most, ≥ 1
      * @param tolerance     stop when the relative error changes by less than this between sweeps (0: never)
+     * @return U_N [E, R], U_I [in, R], U_O [out, R] and how the fit went
      */
-    public static Factors fit(ExpertStack w, int rank, int maxIterations, double tolerance, long seed) {
-        if (rank < 1 || maxIterations < 1 || tolerance < 0) {
-            throw new IllegalArgumentException("CP-ALS needs rank ≥ 1, iterations ≥ 1, tolerance ≥ 0, got " + rank
-                    + ", " + maxIterations + ", " + tolerance);
+    public static AlsFit fit(ExpertStack w, int rank, int maxIterations, double tolerance, long seed) {
+        AlsSweeps.checkArguments("CP-ALS", maxIterations, tolerance, rank);
+        return new Sweeps(w, rank, seed).run(maxIterations, tolerance);
+    }
+
+    /** The factors U_N, U_O, U_I as they are swept. */
+    private static final class Sweeps extends AlsSweeps {
+        Sweeps(ExpertStack w, int rank, long seed) {
+            super(w, seed, rank, rank, rank);
+            normaliseColumns(n);
+            normaliseColumns(o);
         }
-        SplittableRandom random = new SplittableRandom(seed);
-        INDArray n = gaussian(random, w.experts(), rank);                                 // [E, R]
-        INDArray o = gaussian(random, w.rows(), rank);                                    // [out, R]
-        INDArray i = gaussian(random, w.cols(), rank);                                    // [in, R]
-        normaliseColumns(n);
-        normaliseColumns(o);
-        double norm2 = squaredNorm(w);
-        double error = Double.NaN;
-        int sweeps = 0;
-        while (sweeps < maxIterations) {
-            sweeps++;
-            double next;
-            try (Temporaries t = new Temporaries()) {                                     // the sweep's, and its inputs
-                t.add(n);
-                t.add(o);
-                t.add(i);
-                n = solve(t, mttkrpExperts(w, o, i), gram(o), gram(i));                    // [E, R]
-                normaliseColumns(n);
-                o = solve(t, mttkrpOut(w, n, i), gram(n), gram(i));                        // [out, R]
-                normaliseColumns(o);
-                INDArray mi = t.add(mttkrpIn(w, n, o));                                    // [in, R]
-                i = solve(t, mi, gram(n), gram(o));                                        // [in, R]
-                double inner = t.add(mi.mul(i)).sumNumber().doubleValue();                 // ⟨W, Ŵ⟩
-                double model = t.add(t.add(t.add(gram(n)).muli(t.add(gram(o)))).muli(t.add(gram(i))))
-                        .sumNumber().doubleValue();                                        // ‖Ŵ‖²
-                next = Math.sqrt(Math.max(0, norm2 - 2 * inner + model) / norm2);
-            }
-            boolean settled = !Double.isNaN(error) && Math.abs(error - next) < tolerance;
-            error = next;
-            if (settled) {
-                break;
-            }
+
+        @Override
+        double sweep(Temporaries t) {
+            n = solve(t, mttkrpExperts(w, o, i), gram(o), gram(i));                        // [E, R]
+            normaliseColumns(n);
+            o = solve(t, mttkrpOut(w, n, i), gram(n), gram(i));                            // [out, R]
+            normaliseColumns(o);
+            INDArray mi = t.add(mttkrpIn(w, n, o));                                        // [in, R]
+            i = solve(t, mi, gram(n), gram(o));                                            // [in, R]
+            double inner = t.add(mi.mul(i)).sumNumber().doubleValue();                     // ⟨W, Ŵ⟩
+            double model = t.add(t.add(t.add(gram(n)).muli(t.add(gram(o)))).muli(t.add(gram(i))))
+                    .sumNumber().doubleValue();                                            // ‖Ŵ‖²
+            return errorOf(inner, model);
         }
-        balance(n, o, i);
-        return new Factors(n, i, o, sweeps, error);
+
+        @Override
+        AlsFit finish(int sweeps, double relError) {
+            balance(n, o, i);
+            return new AlsFit(n, i, o, sweeps, relError);
+        }
     }
 
     /**
@@ -171,21 +151,6 @@ public final class CpAls {
         return m;
     }
 
-    /** ‖W‖²_F, streamed. */
-    static double squaredNorm(ExpertStack w) {
-        double sum = 0;
-        for (int e = 0; e < w.experts(); e++) {
-            for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
-                try (Temporaries t = new Temporaries()) {
-                    double b = t.add(w.rows(e, r0, Math.min(w.rows(), r0 + w.rowsPerBlock()))
-                            .castTo(DataType.DOUBLE)).norm2Number().doubleValue();
-                    sum += b * b;
-                }
-            }
-        }
-        return sum;
-    }
-
     /** M·(G1 ⊙ G2)⁺ [·, R], a new array; M, the Grams and the pseudo-inverse recorded in {@code t}. */
     private static INDArray solve(Temporaries t, INDArray m, INDArray g1, INDArray g2) {
         return t.add(m).mmul(t.add(pinv(t.add(t.add(g1).muli(t.add(g2))))));
@@ -215,20 +180,6 @@ public final class CpAls {
             }
             return t.add(v.mulRowVector(inverse)).mmul(v.transpose());
         }
-    }
-
-    static INDArray gaussian(SplittableRandom random, long rows, long cols) {
-        double[] v = new double[Math.toIntExact(rows * cols)];
-        for (int k = 0; k < v.length; k++) {
-            v[k] = gaussian(random);
-        }
-        return Nd4j.create(v, new long[] {rows, cols}, DataType.DOUBLE);
-    }
-
-    /** A standard normal by Box–Muller from two uniforms of the stream. */
-    private static double gaussian(SplittableRandom random) {
-        double u = 1.0 - random.nextDouble();                                             // (0, 1]
-        return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random.nextDouble());
     }
 
     /** Every column to unit norm (a zero column stays zero). */

@@ -1,6 +1,5 @@
 package org.sparkmoe.surgery;
 
-import java.util.SplittableRandom;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -31,23 +30,10 @@ import org.sparkmoe.experts.TrFactors;
  * r1²·r2²·r3² and its pseudo-inverse (eigenvalues below {@link CpAls#RCOND} of the largest dropped, as CP-ALS) is
  * (a·b)³. N̂ and Ô are scaled to unit Frobenius norm after their updates (Î, updated last, carries the scale); at the end
  * the scale is shared equally, ‖·‖^(1/3) per core. The fit after a sweep, ‖W − Ŵ‖²/‖W‖² =
- * 1 − (2⟨M_I, Î⟩ − ⟨Î·H_I, Î⟩)/‖W‖², costs nothing more; the sweeps stop after {@code maxIterations} or when the
- * relative error changes by less than {@code tolerance} (absolute), as {@link CpAls}. The initial cores are Gaussian
- * from {@code seed}.
+ * 1 − (2⟨M_I, Î⟩ − ⟨Î·H_I, Î⟩)/‖W‖², costs nothing more. The sweep loop, its stop rule ({@code maxIterations},
+ * {@code tolerance}) and the Gaussian start from {@code seed} are {@link AlsSweeps}'s, as for {@link CpAls}.
  */
 public final class TrAls {
-    /**
-     * The cores (float64) and how the fit went.
-     *
-     * @param experts    G_N [r1, E, r2]
-     * @param in         G_I [r2, in, r3]
-     * @param out        G_O [r3, out, r1]
-     * @param iterations sweeps run
-     * @param relError   ‖W − Ŵ‖_F / ‖W‖_F of these float64 cores after the last sweep
-     */
-    public record Cores(INDArray experts, INDArray in, INDArray out, int iterations, double relError) {
-    }
-
     private TrAls() {
     }
 
@@ -58,49 +44,49 @@ public final class TrAls {
      * @param r3            the rank between G_I and G_O, ≥ 1
      * @param maxIterations sweeps at most, ≥ 1
      * @param tolerance     stop when the relative error changes by less than this between sweeps (0: never)
+     * @return G_N [r1, E, r2], G_I [r2, in, r3], G_O [r3, out, r1] and how the fit went
      */
-    public static Cores fit(ExpertStack w, int r1, int r2, int r3, int maxIterations, double tolerance, long seed) {
-        if (r1 < 1 || r2 < 1 || r3 < 1 || maxIterations < 1 || tolerance < 0) {
-            throw new IllegalArgumentException("TR-ALS needs ranks ≥ 1, iterations ≥ 1, tolerance ≥ 0, got ("
-                    + r1 + ", " + r2 + ", " + r3 + "), " + maxIterations + ", " + tolerance);
+    public static AlsFit fit(ExpertStack w, int r1, int r2, int r3, int maxIterations, double tolerance, long seed) {
+        AlsSweeps.checkArguments("TR-ALS", maxIterations, tolerance, r1, r2, r3);
+        return new Sweeps(w, r1, r2, r3, seed).run(maxIterations, tolerance);
+    }
+
+    /** The unfolded cores N̂ [E, (a, b)], Ô [out, (c, a)], Î [in, (b, c)] as they are swept. */
+    private static final class Sweeps extends AlsSweeps {
+        private final long r1;
+        private final long r2;
+        private final long r3;
+
+        Sweeps(ExpertStack w, long r1, long r2, long r3, long seed) {
+            super(w, seed, r1 * r2, r3 * r1, r2 * r3);
+            this.r1 = r1;
+            this.r2 = r2;
+            this.r3 = r3;
+            normalise(n);
+            normalise(o);
         }
-        SplittableRandom random = new SplittableRandom(seed);
-        INDArray n = CpAls.gaussian(random, w.experts(), (long) r1 * r2);                 // N̂ [E, (a, b)]
-        INDArray o = CpAls.gaussian(random, w.rows(), (long) r3 * r1);                    // Ô [out, (c, a)]
-        INDArray i = CpAls.gaussian(random, w.cols(), (long) r2 * r3);                    // Î [in, (b, c)]
-        normalise(n);
-        normalise(o);
-        double norm2 = CpAls.squaredNorm(w);
-        double error = Double.NaN;
-        int sweeps = 0;
-        while (sweeps < maxIterations) {
-            sweeps++;
-            double next;
-            try (Temporaries t = new Temporaries()) {                                       // the sweep's, and its inputs
-                t.add(n);
-                t.add(o);
-                t.add(i);
-                n = t.add(mttkrpExperts(w, i, o, r1, r2, r3))
-                        .mmul(t.add(CpAls.pinv(subchainGram(t, gram(t, i), gram(t, o), r1, r2, r3))));  // [E, r1·r2]
-                normalise(n);
-                o = t.add(mttkrpOut(w, n, i, r1, r2, r3))
-                        .mmul(t.add(CpAls.pinv(subchainGram(t, gram(t, n), gram(t, i), r3, r1, r2))));  // [out, r3·r1]
-                normalise(o);
-                INDArray mi = t.add(mttkrpIn(w, n, o, r1, r2, r3));                          // [in, r2·r3]
-                INDArray h = subchainGram(t, gram(t, o), gram(t, n), r2, r3, r1);            // [r2·r3, r2·r3]
-                i = mi.mmul(t.add(CpAls.pinv(h)));                                           // [in, r2·r3]
-                double inner = t.add(mi.mul(i)).sumNumber().doubleValue();                   // ⟨W, Ŵ⟩
-                double model = t.add(i.mmul(h)).muli(i).sumNumber().doubleValue();          // ‖Ŵ‖²
-                next = Math.sqrt(Math.max(0, norm2 - 2 * inner + model) / norm2);
-            }
-            boolean settled = !Double.isNaN(error) && Math.abs(error - next) < tolerance;
-            error = next;
-            if (settled) {
-                break;
-            }
+
+        @Override
+        double sweep(Temporaries t) {
+            n = t.add(mttkrpExperts(w, i, o, r1, r2, r3))
+                    .mmul(t.add(CpAls.pinv(subchainGram(t, gram(t, i), gram(t, o), r1, r2, r3))));  // [E, r1·r2]
+            normalise(n);
+            o = t.add(mttkrpOut(w, n, i, r1, r2, r3))
+                    .mmul(t.add(CpAls.pinv(subchainGram(t, gram(t, n), gram(t, i), r3, r1, r2))));  // [out, r3·r1]
+            normalise(o);
+            INDArray mi = t.add(mttkrpIn(w, n, o, r1, r2, r3));                          // [in, r2·r3]
+            INDArray h = subchainGram(t, gram(t, o), gram(t, n), r2, r3, r1);            // [r2·r3, r2·r3]
+            i = mi.mmul(t.add(CpAls.pinv(h)));                                           // [in, r2·r3]
+            double inner = t.add(mi.mul(i)).sumNumber().doubleValue();                   // ⟨W, Ŵ⟩
+            double model = t.add(i.mmul(h)).muli(i).sumNumber().doubleValue();          // ‖Ŵ‖²
+            return errorOf(inner, model);
         }
-        balance(n, o, i);
-        return new Cores(fold(n, r1, r2), fold(i, r2, r3), fold(o, r3, r1), sweeps, error);
+
+        @Override
+        AlsFit finish(int sweeps, double relError) {
+            balance(n, o, i);
+            return new AlsFit(fold(n, r1, r2), fold(i, r2, r3), fold(o, r3, r1), sweeps, relError);
+        }
     }
 
     /**

@@ -58,7 +58,7 @@ class CpAlsTest {
     @Test
     void recoversAnExactlyRankRTensor() {
         ExpertStack w = exactRank(1, 2 * IN);                                              // 2 rows per block
-        CpAls.Factors f = CpAls.fit(w, R, 150, 0, 7);
+        AlsFit f = CpAls.fit(w, R, 150, 0, 7);
         assertTrue(f.relError() <= 1e-5, "fit's relative error " + f.relError());
         double direct = CpAls.relativeError(w, f.experts(), f.in(), f.out());
         assertTrue(direct <= 1e-5, "direct relative error of the float64 factors " + direct);
@@ -70,7 +70,7 @@ class CpAlsTest {
     @Test
     void directErrorAgreesWithTheFitsOwnAndBalancingKeepsIt() {
         ExpertStack w = generic(2, 3 * IN);
-        CpAls.Factors f = CpAls.fit(w, R, 30, 0, 5);
+        AlsFit f = CpAls.fit(w, R, 30, 0, 5);
         double direct = CpAls.relativeError(w, f.experts(), f.in(), f.out());
         assertTrue(f.relError() > 0.1, "a generic tensor is not rank 3: " + f.relError());
         assertEquals(f.relError(), direct, 1e-9, "the Gram formula after the last sweep vs the direct pass");
@@ -85,9 +85,9 @@ class CpAlsTest {
 
     @Test
     void blocksChangeNothingButSummationOrderAndTheSeedFixesTheBits() {
-        CpAls.Factors blocks = CpAls.fit(generic(3, 2 * IN), R, 20, 0, 11);
-        CpAls.Factors whole = CpAls.fit(generic(3, ExpertStack.BLOCK_ELEMENTS), R, 20, 0, 11);
-        CpAls.Factors again = CpAls.fit(generic(3, 2 * IN), R, 20, 0, 11);
+        AlsFit blocks = CpAls.fit(generic(3, 2 * IN), R, 20, 0, 11);
+        AlsFit whole = CpAls.fit(generic(3, ExpertStack.BLOCK_ELEMENTS), R, 20, 0, 11);
+        AlsFit again = CpAls.fit(generic(3, 2 * IN), R, 20, 0, 11);
         for (INDArray[] pair : new INDArray[][] {{blocks.experts(), whole.experts()}, {blocks.in(), whole.in()},
                 {blocks.out(), whole.out()}}) {
             double scale = pair[1].amaxNumber().doubleValue();
@@ -96,13 +96,13 @@ class CpAlsTest {
         assertEquals(blocks.experts(), again.experts(), "same seed, same bits");
         assertEquals(blocks.in(), again.in());
         assertEquals(blocks.out(), again.out());
-        CpAls.Factors other = CpAls.fit(generic(3, 2 * IN), R, 20, 0, 12);
+        AlsFit other = CpAls.fit(generic(3, 2 * IN), R, 20, 0, 12);
         assertTrue(!blocks.in().equals(other.in()), "another seed, another start");
     }
 
     @Test
     void toleranceStopsEarly() {
-        CpAls.Factors f = CpAls.fit(generic(4, 2 * IN), R, 1000, 1e-6, 3);
+        AlsFit f = CpAls.fit(generic(4, 2 * IN), R, 1000, 1e-6, 3);
         assertTrue(f.iterations() < 1000, "stopped after " + f.iterations() + " sweeps");
         assertTrue(f.iterations() >= 2, "one sweep has no change to measure");
     }

@@ -72,7 +72,7 @@ class LowRankTrSurgeryTest {
             for (Projection p : Projection.values()) {
                 String proj = layout.projectionName(p);
                 ExpertStack stack = ExpertStack.of(exactTr(c, 3), layout, l, E, p);
-                TrAls.Cores fit = TrAls.fit(stack, R, R, R, 300, 1e-12, Seeds.derive(42, "lowrank-tr/layer/" + l + "/"
+                AlsFit fit = TrAls.fit(stack, R, R, R, 300, 1e-12, Seeds.derive(42, "lowrank-tr/layer/" + l + "/"
                         + proj));
                 assertEquals(fit.experts().castTo(DataType.FLOAT), r.tensors().get(layout.trCore(l, p,
                         TrCore.EXPERTS)), "layer " + l + " " + proj + ": the fit's G_N");

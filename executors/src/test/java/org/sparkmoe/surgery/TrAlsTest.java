@@ -55,7 +55,7 @@ class TrAlsTest {
     @Test
     void recoversAnExactlyTrRankTensor() {
         ExpertStack w = exactRank(1, 2 * IN);                                                     // 2 rows per block
-        TrAls.Cores f = TrAls.fit(w, R1, R2, R3, 300, 1e-12, 7);
+        AlsFit f = TrAls.fit(w, R1, R2, R3, 300, 1e-12, 7);
         assertTrue(f.relError() <= 1e-5, "fit's relative error " + f.relError() + " after " + f.iterations()
                 + " sweeps");
         double direct = TrAls.relativeError(w, f.experts(), f.in(), f.out());
@@ -68,7 +68,7 @@ class TrAlsTest {
     @Test
     void directErrorAgreesWithTheFitsOwnAndBalancingKeepsIt() {
         ExpertStack w = CpAlsTest.generic(2, 3 * IN);
-        TrAls.Cores f = TrAls.fit(w, R1, R2, R3, 30, 0, 5);
+        AlsFit f = TrAls.fit(w, R1, R2, R3, 30, 0, 5);
         double direct = TrAls.relativeError(w, f.experts(), f.in(), f.out());
         assertTrue(f.relError() > 0.1, "a generic tensor is not of TR rank (2, 3, 2): " + f.relError());
         assertEquals(f.relError(), direct, 1e-9, "the Gram formula after the last sweep vs the direct pass");
@@ -79,10 +79,10 @@ class TrAlsTest {
 
     @Test
     void blocksChangeNothingButSummationOrderAndTheSeedFixesTheBits() {
-        TrAls.Cores whole = TrAls.fit(CpAlsTest.generic(3, OUT * IN), R1, R2, R3, 20, 0, 11);
-        TrAls.Cores rows = TrAls.fit(CpAlsTest.generic(3, IN), R1, R2, R3, 20, 0, 11);
+        AlsFit whole = TrAls.fit(CpAlsTest.generic(3, OUT * IN), R1, R2, R3, 20, 0, 11);
+        AlsFit rows = TrAls.fit(CpAlsTest.generic(3, IN), R1, R2, R3, 20, 0, 11);
         assertEquals(whole.relError(), rows.relError(), 1e-10, "one block vs a row per block");
-        TrAls.Cores again = TrAls.fit(CpAlsTest.generic(3, IN), R1, R2, R3, 20, 0, 11);
+        AlsFit again = TrAls.fit(CpAlsTest.generic(3, IN), R1, R2, R3, 20, 0, 11);
         assertEquals(rows.experts(), again.experts(), "same seed, same cores");
         assertEquals(rows.in(), again.in());
         assertEquals(rows.out(), again.out());
@@ -90,7 +90,7 @@ class TrAlsTest {
 
     @Test
     void stopsWhenTheErrorSettles() {
-        TrAls.Cores f = TrAls.fit(CpAlsTest.generic(4, 3 * IN), R1, R2, R3, 1000, 1e-3, 3);
+        AlsFit f = TrAls.fit(CpAlsTest.generic(4, 3 * IN), R1, R2, R3, 1000, 1e-3, 3);
         assertTrue(f.iterations() < 1000, "sweeps " + f.iterations());
         assertEquals(1, TrAls.fit(CpAlsTest.generic(4, 3 * IN), R1, R2, R3, 1, 0, 3).iterations());
     }
