@@ -5,23 +5,18 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import org.sparkmoe.driver.SparkMoe;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.CheckpointLayout.CpFactor;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
-import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
 
-import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -44,29 +39,21 @@ class LowRankCpCommandTest {
     @TempDir
     static Path tmp;
 
+    private static DecomposedFormRuns runs() {
+        return new DecomposedFormRuns("cp", R, (layout, p) -> Arrays.stream(CpFactor.values())
+                .map(f -> layout.cpFactor(1, p, f)).toList(), tmp);
+    }
+
     private static int sparkmoe(StringWriter err, String... args) {
-        return SparkMoe.execute(new PrintWriter(err, true), args);
+        return DecomposedFormRuns.sparkmoe(err, args);
     }
 
     private static Path cp(String name, String... extra) {
-        Path out = tmp.resolve(name);
-        List<String> args = new ArrayList<>(List.of("surgery", "lowrank", "--form", "cp", "--rank", "" + R,
-                "--als-iterations", "4", "--model", Fixtures.tinyModel().toString(), "--out", out.toString(),
-                "--master", "local[2]"));
-        args.addAll(Arrays.asList(extra));
-        StringWriter err = new StringWriter();
-        assertEquals(0, sparkmoe(err, args.toArray(String[]::new)), err.toString());
-        return out;
+        return runs().convert(name, extra);
     }
 
     private static void assertFails(int code, String expectedStart, String... args) {
-        StringWriter err = new StringWriter();
-        assertEquals(code, sparkmoe(err, args), err.toString());
-        String text = err.toString();
-        assertTrue(text.startsWith(expectedStart), text);
-        if (code == 1) {
-            assertEquals(1, text.strip().lines().count(), "one line: " + text);
-        }
+        DecomposedFormRuns.assertFails(code, expectedStart, args);
     }
 
     @Test
@@ -106,84 +93,13 @@ class LowRankCpCommandTest {
                         + "experts, --train-router and training its CP factors or TR cores are not built", "train",
                 "--model", out.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(), "--steps", "1",
                 "--out", tmp.resolve("never-train").toString());
-        trainsAMumoeAdapterBesideTheFrozenCpExperts(out, ppl);
+        runs().trainsAMumoeAdapterBesideTheFrozenExperts(out, ppl);
     }
 
-    /**
-     * {@code train --adapter mumoe-cp} on the CP model {@code cp} (eval perplexity {@code plain}): the backward runs
-     * through the frozen CP experts to their input; the adapter (beside q_proj, o_proj and every MoE block) is written,
-     * and eval with it gives another perplexity (it starts as the base: its output factors are zero).
-     */
-    private static void trainsAMumoeAdapterBesideTheFrozenCpExperts(Path cp, double plain) throws Exception {
-        Path trained = tmp.resolve("cp-16-mumoe");
-        StringWriter err = new StringWriter();
-        assertEquals(0, sparkmoe(err, "train", "--model", cp.toString(), "--data",
-                Fixtures.corpus("sysadmin.txt").toString(), "--steps", "4", "--window", "64", "--batch-windows", "2",
-                "--lr", "1e-2", "--master", "local[2]", "--partitions", "2", "--adapter", "mumoe-cp", "--mumoe-experts",
-                "16", "--mumoe-rank", "4", "--mumoe-targets", "q_proj,o_proj,moe", "--out", trained.toString()),
-                err.toString());
-        assertFalse(Files.readAllLines(trained.resolve("train-log.jsonl")).isEmpty(), "one line per round");
-        Path adapter = trained.resolve("adapter");
-        assertTrue(Files.exists(adapter.resolve("adapter_model.safetensors")), "the μMoE adapter is written");
-        Path eval = tmp.resolve("cp-16-mumoe-eval.json");
-        assertEquals(0, sparkmoe(err, "eval", "--model", cp.toString(), "--adapter", adapter.toString(), "--data",
-                Fixtures.corpus("sysadmin.txt").toString(), "--window", "128", "--master", "local[2]",
-                "--out", eval.toString()), err.toString());
-        double ppl = JSON.readTree(eval.toFile()).get("all").get("ppl").asDouble();
-        assertTrue(Double.isFinite(ppl) && ppl > 1 && ppl != plain, "ppl " + ppl + " with the adapter, " + plain
-                + " without");
-    }
-
-    /**
-     * {@code --distill-steps} on the cp form, with the svd form's settings of {@link LowRankRecoveryTest}: every
-     * layer's output error after is below the undistilled conversion's, every CP factor is trained (none equals the
-     * undistilled one), 1 and 2 partitions write the same bytes, and eval runs the distilled model.
-     */
+    /** {@code --distill-steps} on the cp form: {@link DecomposedFormRuns#distillationTrainsEveryTensorAndLowersEveryLayersErrorForAnyPartitioning}. */
     @Test
     void distillationTrainsEveryFactorAndLowersEveryLayersErrorForAnyPartitioning() throws Exception {
-        List<String> distill = List.of("--distill-steps", "30", "--distill-lr", "1e-2", "--distill-batch", "256",
-                "--window", "128", "--distill-tokens", "512", "--data",
-                Fixtures.corpus("sysadmin.txt") + "," + Fixtures.corpus("fortunes.txt"));
-        List<String> two = new ArrayList<>(distill);
-        two.addAll(List.of("--partitions", "2"));
-        Path distilled = cp("cp-16-distilled-p2", two.toArray(String[]::new));
-        JsonNode report = JSON.readTree(distilled.resolve("surgery.json").toFile());
-        assertEquals("cp", report.get("settings").get("form").asText());
-        assertEquals(30, report.get("settings").get("distill").get("steps").asInt());
-        assertEquals(4, report.get("layers").size());
-        for (JsonNode layer : report.get("layers")) {
-            double before = layer.get("distill_rel_mse_before").asDouble();
-            double after = layer.get("distill_rel_mse_after").asDouble();
-            assertTrue(before > 0 && after < before, layer.toString());
-            assertEquals(2 * 512.0, layer.get("distill_tokens").asDouble(), "two files of 512 tokens");
-        }
-        List<String> one = new ArrayList<>(distill);
-        one.addAll(List.of("--partitions", "1"));
-        assertArrayEquals(Files.readAllBytes(cp("cp-16-distilled-p1", one.toArray(String[]::new))
-                .resolve("model.safetensors")), Files.readAllBytes(distilled.resolve("model.safetensors")));
-        Path plain = cp("cp-16-undistilled");
-        ModelConfig config = ModelFolder.readConfig(new org.apache.hadoop.fs.Path(distilled.toUri()), CONF);
-        CheckpointLayout layout = new CheckpointLayout(config.modelType);
-        try (Checkpoint a = Checkpoint.open(new org.apache.hadoop.fs.Path(plain.toUri()), CONF);
-             Checkpoint b = Checkpoint.open(new org.apache.hadoop.fs.Path(distilled.toUri()), CONF)) {
-            assertEquals(a.names(), b.names(), "the same tensors");
-            for (Projection p : Projection.values()) {
-                for (CpFactor f : CpFactor.values()) {
-                    String name = layout.cpFactor(1, p, f);
-                    assertFalse(Arrays.equals(Flat.floats(a.readFloat(name)), Flat.floats(b.readFloat(name))),
-                            name + " is trained");
-                }
-            }
-            assertArrayEquals(Flat.floats(a.readFloat(layout.routerGate(1))), Flat.floats(b.readFloat(
-                    layout.routerGate(1))), "the router stays frozen");
-        }
-        Path eval = tmp.resolve("cp-16-distilled-eval.json");
-        StringWriter err = new StringWriter();
-        assertEquals(0, sparkmoe(err, "eval", "--model", distilled.toString(), "--data",
-                Fixtures.corpus("sysadmin.txt").toString(), "--window", "128", "--master", "local[2]",
-                "--out", eval.toString()), err.toString());
-        double ppl = JSON.readTree(eval.toFile()).get("all").get("ppl").asDouble();
-        assertTrue(Double.isFinite(ppl) && ppl > 1, "ppl " + ppl);
+        runs().distillationTrainsEveryTensorAndLowersEveryLayersErrorForAnyPartitioning();
     }
 
     @Test
