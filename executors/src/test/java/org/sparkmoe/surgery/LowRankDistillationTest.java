@@ -12,6 +12,7 @@ import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.experts.CpExperts;
 import org.sparkmoe.experts.CpFactors;
 import org.sparkmoe.experts.GradientCheck;
+import org.sparkmoe.experts.ExpertFfn;
 import org.sparkmoe.experts.ExpertGradients;
 import org.sparkmoe.experts.LowRankAdapters;
 import org.sparkmoe.experts.LowRankFactorised;
@@ -28,6 +29,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
+import java.util.function.Function;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -132,52 +134,42 @@ class LowRankDistillationTest {
     @Test
     void cpDistillationTrainsEveryFactorDeterministically() {
         ModelConfig c = config();
-        SurgeryFixtures.MapSource source = randomExperts(c, 3);
-        LowRankCpSurgery surgery = new LowRankCpSurgery(c, 6, 20, 0.0, 7);
-        List<LayerResult> parts = new ArrayList<>();
-        for (int part = 0; part < surgery.parts(); part++) {
-            parts.add(surgery.applyPart(source, 0, 0, part));
-        }
-        LayerResult lowRank = LayerResult.merge(parts);
-        INDArray x = GradientCheck.gaussian(new Random(4), DataType.FLOAT, 1.0, 512, D);
-        DistillOptions opts = new DistillOptions(300, 1e-2, 10, 64, 0.0, 42);
-        LayerResult a = LowRankDistillation.distill(source, c, 0, lowRank, x, opts);
-        double before = a.metrics().get("distill_rel_mse_before");
-        double after = a.metrics().get("distill_rel_mse_after");
-        assertTrue(before > 0.05, a.metrics().toString());
-        assertTrue(after < 0.5 * before, a.metrics().toString());
-        assertEquals(new ArrayList<>(lowRank.tensors().keySet()), new ArrayList<>(a.tensors().keySet()));
-        assertEquals(new ArrayList<>(lowRank.tensors().keySet()),
-                new ArrayList<>(LowRankDistillation.trainedTensors(c, 0, a).keySet()), "every CP factor is trained");
-        for (Map.Entry<String, INDArray> e : lowRank.tensors().entrySet()) {
-            assertTrue(!e.getValue().equals(a.tensors().get(e.getKey())), e.getKey() + " is trained");
-        }
-        LayerResult b = LowRankDistillation.distill(source, c, 0, lowRank, x, opts);
-        for (Map.Entry<String, INDArray> e : a.tensors().entrySet()) {
-            assertEquals(e.getValue(), b.tensors().get(e.getKey()), e.getKey() + " is reproducible");
-        }
-        // the before error is the CP layer's, measured independently
         CheckpointLayout layout = new CheckpointLayout(c.modelType);
-        CpFactors[] f = new CpFactors[3];
-        for (Projection p : Projection.values()) {
-            f[p.ordinal()] = new CpFactors(lowRank.tensors().get(layout.cpFactor(0, p, CpFactor.EXPERTS)),
-                    lowRank.tensors().get(layout.cpFactor(0, p, CpFactor.IN)),
-                    lowRank.tensors().get(layout.cpFactor(0, p, CpFactor.OUT)));
-        }
-        MoeBlock student = new MoeBlock(new Router(source.readFloat(layout.routerGate(0))),
-                RouterOptions.of(RoutingRule.softmaxTopK(2, true)), new CpExperts(f[Projection.GATE.ordinal()],
-                f[Projection.UP.ordinal()], f[Projection.DOWN.ordinal()], new Nd4jGroupedGemm()), null);
-        INDArray y = LowRankDistillation.teacher(source, c, 0, new Router(source.readFloat(layout.routerGate(0))), x,
-                new Nd4jGroupedGemm());
-        assertEquals(before, DistillLoss.value(student, x, y), 1e-6 * before);
+        distillationTrainsEveryTensorDeterministically(c, new LowRankCpSurgery(c, 6, 20, 0.0, 7), t -> {
+            CpFactors[] f = new CpFactors[3];
+            for (Projection p : Projection.values()) {
+                f[p.ordinal()] = new CpFactors(t.get(layout.cpFactor(0, p, CpFactor.EXPERTS)),
+                        t.get(layout.cpFactor(0, p, CpFactor.IN)), t.get(layout.cpFactor(0, p, CpFactor.OUT)));
+            }
+            return new CpExperts(f[Projection.GATE.ordinal()], f[Projection.UP.ordinal()],
+                    f[Projection.DOWN.ordinal()], new Nd4jGroupedGemm());
+        });
     }
 
     /** The tr form: every TR core trained, the layer's error lowered, the same bytes twice, the rest untouched. */
     @Test
     void trDistillationTrainsEveryCoreDeterministically() {
         ModelConfig c = config();
+        CheckpointLayout layout = new CheckpointLayout(c.modelType);
+        distillationTrainsEveryTensorDeterministically(c, new LowRankTrSurgery(c, 3, 20, 0.0, 7), t -> {
+            TrFactors[] f = new TrFactors[3];
+            for (Projection p : Projection.values()) {
+                f[p.ordinal()] = new TrFactors(t.get(layout.trCore(0, p, TrCore.EXPERTS)),
+                        t.get(layout.trCore(0, p, TrCore.IN)), t.get(layout.trCore(0, p, TrCore.OUT)));
+            }
+            return new TrExperts(f[Projection.GATE.ordinal()], f[Projection.UP.ordinal()],
+                    f[Projection.DOWN.ordinal()], new Nd4jGroupedGemm());
+        });
+    }
+
+    /**
+     * Layer 0 converted by {@code surgery} (every tensor of the form trained) and distilled: the error halves, every
+     * tensor changes, a second run gives the same bytes, and the before error is that of {@code experts} built from
+     * the converted tensors, measured independently.
+     */
+    private static void distillationTrainsEveryTensorDeterministically(ModelConfig c, LowRankAlsSurgery surgery,
+            Function<Map<String, INDArray>, ExpertFfn> experts) {
         SurgeryFixtures.MapSource source = randomExperts(c, 3);
-        LowRankTrSurgery surgery = new LowRankTrSurgery(c, 3, 20, 0.0, 7);
         List<LayerResult> parts = new ArrayList<>();
         for (int part = 0; part < surgery.parts(); part++) {
             parts.add(surgery.applyPart(source, 0, 0, part));
@@ -192,7 +184,7 @@ class LowRankDistillationTest {
         assertTrue(after < 0.5 * before, a.metrics().toString());
         assertEquals(new ArrayList<>(lowRank.tensors().keySet()), new ArrayList<>(a.tensors().keySet()));
         assertEquals(new ArrayList<>(lowRank.tensors().keySet()),
-                new ArrayList<>(LowRankDistillation.trainedTensors(c, 0, a).keySet()), "every TR core is trained");
+                new ArrayList<>(LowRankDistillation.trainedTensors(c, 0, a).keySet()), "every tensor is trained");
         for (Map.Entry<String, INDArray> e : lowRank.tensors().entrySet()) {
             assertTrue(!e.getValue().equals(a.tensors().get(e.getKey())), e.getKey() + " is trained");
         }
@@ -200,17 +192,9 @@ class LowRankDistillationTest {
         for (Map.Entry<String, INDArray> e : a.tensors().entrySet()) {
             assertEquals(e.getValue(), b.tensors().get(e.getKey()), e.getKey() + " is reproducible");
         }
-        // the before error is the TR layer's, measured independently
         CheckpointLayout layout = new CheckpointLayout(c.modelType);
-        TrFactors[] f = new TrFactors[3];
-        for (Projection p : Projection.values()) {
-            f[p.ordinal()] = new TrFactors(lowRank.tensors().get(layout.trCore(0, p, TrCore.EXPERTS)),
-                    lowRank.tensors().get(layout.trCore(0, p, TrCore.IN)),
-                    lowRank.tensors().get(layout.trCore(0, p, TrCore.OUT)));
-        }
         MoeBlock student = new MoeBlock(new Router(source.readFloat(layout.routerGate(0))),
-                RouterOptions.of(RoutingRule.softmaxTopK(2, true)), new TrExperts(f[Projection.GATE.ordinal()],
-                f[Projection.UP.ordinal()], f[Projection.DOWN.ordinal()], new Nd4jGroupedGemm()), null);
+                RouterOptions.of(RoutingRule.softmaxTopK(2, true)), experts.apply(lowRank.tensors()), null);
         INDArray y = LowRankDistillation.teacher(source, c, 0, new Router(source.readFloat(layout.routerGate(0))), x,
                 new Nd4jGroupedGemm());
         assertEquals(before, DistillLoss.value(student, x, y), 1e-6 * before);
