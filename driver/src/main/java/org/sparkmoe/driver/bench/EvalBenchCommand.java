@@ -26,8 +26,8 @@ import java.util.concurrent.Callable;
 @Command(name = "eval", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Runs eval with the arguments given (e.g. --model M --data F), then one dense float32 GEMM of a "
                 + "forward pass's rows and hidden size (at most 8192 columns) on every core, and prints eval's "
-                + "tokens/s against the FLOP bound: dense GFLOP/s ÷ (2 × active parameters per token: every matrix once, the routed experts' K of E, the "
-                + "embedding lookup not at all). For the embedded master, whose executors run on this machine."})
+                + "tokens/s against the FLOP bound: dense GFLOP/s ÷ (2 × active parameters per token: every matrix "
+                + "once, the routed experts' K of E, the embedding lookup not at all). For the embedded master, whose executors run on this machine."})
 public final class EvalBenchCommand implements Callable<Integer> {
     /** The dense GEMM's columns at most: [hidden, 8192] float32 is 128 MiB at hidden 4096. */
     static final int DENSE_COLUMNS = 8192;
