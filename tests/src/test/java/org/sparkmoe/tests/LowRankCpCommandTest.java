@@ -96,7 +96,10 @@ class LowRankCpCommandTest {
         runs().trainsAMumoeAdapterBesideTheFrozenExperts(out, ppl);
     }
 
-    /** {@code --distill-steps} on the cp form: {@link DecomposedFormRuns#distillationTrainsEveryTensorAndLowersEveryLayersErrorForAnyPartitioning}. */
+    /**
+     * {@code --distill-steps} on the cp form:
+     * {@link DecomposedFormRuns#distillationTrainsEveryTensorAndLowersEveryLayersErrorForAnyPartitioning}.
+     */
     @Test
     void distillationTrainsEveryFactorAndLowersEveryLayersErrorForAnyPartitioning() throws Exception {
         runs().distillationTrainsEveryTensorAndLowersEveryLayersErrorForAnyPartitioning();

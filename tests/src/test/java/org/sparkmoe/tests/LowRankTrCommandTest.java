@@ -95,7 +95,10 @@ class LowRankTrCommandTest {
         runs().trainsAMumoeAdapterBesideTheFrozenExperts(out, ppl);
     }
 
-    /** {@code --distill-steps} on the tr form: {@link DecomposedFormRuns#distillationTrainsEveryTensorAndLowersEveryLayersErrorForAnyPartitioning}. */
+    /**
+     * {@code --distill-steps} on the tr form:
+     * {@link DecomposedFormRuns#distillationTrainsEveryTensorAndLowersEveryLayersErrorForAnyPartitioning}.
+     */
     @Test
     void distillationTrainsEveryCoreAndLowersEveryLayersErrorForAnyPartitioning() throws Exception {
         runs().distillationTrainsEveryTensorAndLowersEveryLayersErrorForAnyPartitioning();

@@ -20,14 +20,15 @@ import java.util.concurrent.Callable;
 /**
  * {@code sparkmoe bench eval}: runs {@code eval} with the given arguments, then one dense float32 GEMM of a forward
  * pass's rows and hidden size on every core of this machine, and prints the eval's tokens/s as a share of the FLOP
- * bound (dense GFLOP/s ÷ 2 × active parameters per token). Meant for the embedded master, where the executors share this
- * machine's cores; runs in the driver JVM.
+ * bound (dense GFLOP/s ÷ 2 × active parameters per token). Meant for the embedded master, where the executors
+ * share this machine's cores; runs in the driver JVM.
  */
 @Command(name = "eval", mixinStandardHelpOptions = true, sortOptions = false,
         description = {"Runs eval with the arguments given (e.g. --model M --data F), then one dense float32 GEMM of a "
                 + "forward pass's rows and hidden size (at most 8192 columns) on every core, and prints eval's "
                 + "tokens/s against the FLOP bound: dense GFLOP/s ÷ (2 × active parameters per token: every matrix "
-                + "once, the routed experts' K of E, the embedding lookup not at all). For the embedded master, whose executors run on this machine."})
+                + "once, the routed experts' K of E, the embedding lookup not at all). For the embedded master, whose "
+                + "executors run on this machine."})
 public final class EvalBenchCommand implements Callable<Integer> {
     /** The dense GEMM's columns at most: [hidden, 8192] float32 is 128 MiB at hidden 4096. */
     static final int DENSE_COLUMNS = 8192;
