@@ -64,7 +64,7 @@ public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> 
             }
         }
         experts = experts.clone();
-        form.checkRanks(ranks, "--mumoe-rank");
+        form.checkRanks(ranks, experts.length, "--mumoe-rank");
         ranks = ranks.clone();
         if (targets == null || targets.isEmpty()) {
             throw new IllegalArgumentException("--mumoe-targets must name at least one of q_proj, k_proj, v_proj, "

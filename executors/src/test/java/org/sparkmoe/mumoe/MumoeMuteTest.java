@@ -30,7 +30,7 @@ class MumoeMuteTest {
 
     private static Map<String, INDArray> params(MumoeForm form) {
         MumoeWeights w = form == MumoeForm.CP ? CpWeights.random(new Random(5), DataType.DOUBLE, I, O, 3, N)
-                : TrWeights.random(new Random(6), DataType.DOUBLE, I, O, N, 2, 3, 2);
+                : TrWeights.random(new Random(6), DataType.DOUBLE, I, O, new long[] {N}, 2, 3, 2);
         return w.parameters();
     }
 
