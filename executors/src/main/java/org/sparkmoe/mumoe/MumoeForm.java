@@ -94,11 +94,13 @@ public enum MumoeForm {
      * expert outside [0, N). A flat layer gets a copy of the expert factor with row n (CP U⁽ᴺ⁾[n, :]) or slice n (TR
      * A_N[:, n, :]) zero for each muted n, every other tensor shared: W(n, i, o) is linear in that row (CP
      * Σ_r U⁽ᴺ⁾[n,r]·U⁽ᴵ⁾[i,r]·U⁽ᴼ⁾[o,r], TR trace(A_N[:,n,:]·A_I[:,i,:]·A_O[:,o,:])), so W(n, :, :) = 0. A
-     * hierarchical CP layer's expert (n_1, ..., n_L) is no row of any factor; {@link #mutedLevels} subtracts its term.
+     * hierarchical layer's expert (n_1, ..., n_L) is no row or slice of any factor or core; {@link #mutedLevels} (CP)
+     * and {@link TrMute} (TR) subtract its term.
      */
     public Map<String, INDArray> muted(Map<String, INDArray> params, int[] muted, String source) {
-        if (this == CP && levels(params) > 1) {
-            return mutedLevels(params, muted, source);
+        if (levels(params) > 1) {
+            int[][] digits = mutedDigits(params, muted, source);
+            return this == CP ? mutedLevels(params, digits) : TrMute.muted(params, digits);
         }
         INDArray experts = need(params, expertName()).dup();          // CP [N, R], TR [r1, N, r2]
         long n = experts.size(this == CP ? 0 : 1);
@@ -123,29 +125,15 @@ public enum MumoeForm {
      * layer then costs R·(1 + k)·(Σ N_l + I + O) beyond the gates, i.e. each muted expert's term
      * y −= a₁(m₁)···a_L(m_L)·W(m)ᵀx at O(R·(Σ N_l + I + O)). The gates are shared.
      */
-    private Map<String, INDArray> mutedLevels(Map<String, INDArray> params, int[] muted, String source) {
+    private Map<String, INDArray> mutedLevels(Map<String, INDArray> params, int[][] experts) {
         int levels = levels(params);
-        long[] dims = new long[levels];
-        long n = 1;
-        for (int l = 0; l < levels; l++) {
-            dims[l] = need(params, "expert." + l).size(0);
-            n = Math.multiplyExact(n, dims[l]);
-        }
-        int[] experts = Arrays.stream(muted).distinct().toArray();
-        for (int e : experts) {
-            checkExpert(e, n, source);
-        }
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>(params);
         for (int l = 0; l < levels; l++) {
             INDArray u = need(params, "expert." + l);                  // [N_l, R]
             INDArray[] blocks = new INDArray[1 + experts.length];
             blocks[0] = u;
-            long stride = 1;                                           // Π_{m > l} N_m
-            for (int m = l + 1; m < levels; m++) {
-                stride *= dims[m];
-            }
             for (int k = 0; k < experts.length; k++) {
-                int row = (int) (experts[k] / stride % dims[l]);       // m_l
+                int row = experts[k][l];                               // m_l
                 INDArray only = Nd4j.zeros(u.dataType(), u.shape());  // [N_l, R]: row m_l of U⁽ᴺˡ⁾, zero elsewhere
                 only.getRow(row).assign(u.getRow(row));
                 blocks[1 + k] = only;
@@ -165,6 +153,32 @@ public enum MumoeForm {
         out.put("in", Nd4j.hstack(ins));                               // [I, R·(1 + k)]
         out.put("out", Nd4j.hstack(outs));                             // [O, R·(1 + k)]
         return Collections.unmodifiableMap(out);
+    }
+
+    /**
+     * The distinct experts of {@code muted} as their digits (m_1, ..., m_L) over the levels of {@code params}
+     * (n = (...(m_1·N_2 + m_2)·N_3 + ...)·N_L + m_L); throws naming {@code source} for one outside [0, Π N_l).
+     */
+    private int[][] mutedDigits(Map<String, INDArray> params, int[] muted, String source) {
+        int levels = levels(params);
+        long[] dims = new long[levels];
+        long n = 1;
+        for (int l = 0; l < levels; l++) {
+            dims[l] = this == CP ? need(params, "expert." + l).size(0)
+                    : need(params, TrWeights.expertName(l, levels)).size(1);
+            n = Math.multiplyExact(n, dims[l]);
+        }
+        int[] experts = Arrays.stream(muted).distinct().toArray();
+        int[][] digits = new int[experts.length][levels];
+        for (int k = 0; k < experts.length; k++) {
+            checkExpert(experts[k], n, source);
+            long rest = experts[k];
+            for (int l = levels - 1; l >= 0; l--) {
+                digits[k][l] = (int) (rest % dims[l]);
+                rest /= dims[l];
+            }
+        }
+        return digits;
     }
 
     private static void checkExpert(long e, long n, String source) {
