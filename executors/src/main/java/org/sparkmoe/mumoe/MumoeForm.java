@@ -15,11 +15,11 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
  * The factorised form of a μMoE layer used as an adapter, over L ≥ 1 levels of experts [N_1, ..., N_L] with one gate
- * per level: CP (ranks [R]) or tensor ring (ranks [r1, ..., r_{L+2}]: [r1, r2, r3] flat, one per core of the ring). Builds a layer from its named parameters
- * ({@link MumoeWeights#parameters()}' names) and starts a new one whose output factor or core is zero, so that y = 0
- * for every x: an adapter beside a frozen projection starts as no change, as LoRA's B = 0 does. Every other parameter
- * then gets a zero gradient at the first step (dy reaches them only through U⁽ᴼ⁾ or A_O) while the output factor's
- * is dL/dy · h ≠ 0, so training moves it first. Expert n of a hierarchy is the product (n_1, ..., n_L), numbered
+ * per level: CP (ranks [R]) or tensor ring (ranks [r1, ..., r_{L+2}], one per core of the ring: [r1, r2, r3] flat).
+ * Builds a layer from its named parameters ({@link MumoeWeights#parameters()}' names) and starts a new one whose
+ * output factor or core is zero, so that y = 0 for every x: an adapter beside a frozen projection starts as no change,
+ * as LoRA's B = 0 does. Every other parameter then gets a zero gradient at the first step (dy reaches them only
+ * through U⁽ᴼ⁾ or A_O) while the output factor's is dL/dy · h ≠ 0, so training moves it first. Expert n of a hierarchy is the product (n_1, ..., n_L), numbered
  * row-major: n = (...(n_1·N_2 + n_2)·N_3 + ...)·N_L + n_L.
  */
 public enum MumoeForm {
@@ -72,7 +72,8 @@ public enum MumoeForm {
         checkLevels(experts, "μMoE init");
         checkRanks(r, experts.length, "μMoE init");
         MumoeWeights w = this == CP ? CpWeights.random(rnd, type, inputSize, outputSize, r[0], experts)
-                : TrWeights.random(rnd, type, inputSize, outputSize, experts, Arrays.stream(r).asLongStream().toArray());
+                : TrWeights.random(rnd, type, inputSize, outputSize, experts,
+                        Arrays.stream(r).asLongStream().toArray());
         INDArray out = w.parameters().get(outputName());
         out.assign(0);
         return w;

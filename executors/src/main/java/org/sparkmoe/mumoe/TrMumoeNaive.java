@@ -1,5 +1,6 @@
 package org.sparkmoe.mumoe;
 
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -52,10 +53,9 @@ public final class TrMumoeNaive implements MumoeLayer {
         return n;
     }
 
-    /** The index of the ring's core k at W's entry (n, i, o), {@code modes} = [N_1, ..., N_L, I, O]: n_k, i or o. */
-    private static int index(int[] modes, int k, int e, int i, int o) {
-        int levels = modes.length - 2;
-        return k < levels ? Materialised.digit(java.util.Arrays.copyOf(modes, levels), e, k) : k == levels ? i : o;
+    /** The index of the ring's core k at W's entry (n, i, o) over the levels {@code dims} [N_1, ..., N_L]. */
+    private static int index(int[] dims, int k, int e, int i, int o) {
+        return k < dims.length ? Materialised.digit(dims, e, k) : k == dims.length ? i : o;
     }
 
     /** Slice j of core k, S[a][b] = core[a, j, b], as an r_k × r_{k+1} matrix. */
@@ -89,11 +89,11 @@ public final class TrMumoeNaive implements MumoeLayer {
         return p;
     }
 
-    /** The slices of every core at W's entry (n, i, o). */
-    private double[][][] ring(double[][] cores, int[] modes, int e, int i, int o) {
+    /** The slices of every core at W's entry (n, i, o); {@code dims} [N_1, ..., N_L] begins {@code modes}. */
+    private double[][][] ring(double[][] cores, int[] modes, int[] dims, int e, int i, int o) {
         double[][][] ring = new double[cores.length][][];
         for (int k = 0; k < cores.length; k++) {
-            ring[k] = slice(cores[k], k, modes[k], index(modes, k, e, i, o));
+            ring[k] = slice(cores[k], k, modes[k], index(dims, k, e, i, o));
         }
         return ring;
     }
@@ -103,12 +103,13 @@ public final class TrMumoeNaive implements MumoeLayer {
         int out = (int) w.outputSize();
         double[][] cores = cores();
         int[] modes = modes();
+        int[] dims = Arrays.copyOf(modes, w.levels());
         int experts = Math.toIntExact(w.materialisedExpertParameterCount() / ((long) in * out));
         double[] dense = new double[experts * in * out];
         for (int e = 0; e < experts; e++) {
             for (int i = 0; i < in; i++) {
                 for (int o = 0; o < out; o++) {
-                    double[][] p = product(ring(cores, modes, e, i, o), 0, cores.length); // [r1, r1]
+                    double[][] p = product(ring(cores, modes, dims, e, i, o), 0, cores.length); // [r1, r1]
                     double s = 0;
                     for (int a = 0; a < p.length; a++) {
                         s += p[a][a];
@@ -138,6 +139,7 @@ public final class TrMumoeNaive implements MumoeLayer {
         int levels = w.levels();
         double[][] cores = cores();
         int[] modes = modes();
+        int[] dims = m.dims;
         double[][] dCores = new double[cores.length][];
         for (int k = 0; k < cores.length; k++) {
             dCores[k] = new double[cores[k].length];
@@ -146,10 +148,10 @@ public final class TrMumoeNaive implements MumoeLayer {
             for (int i = 0; i < in; i++) {
                 for (int o = 0; o < out; o++) {
                     double d = b.dw()[(e * in + i) * out + o];
-                    double[][][] ring = ring(cores, modes, e, i, o);
+                    double[][][] ring = ring(cores, modes, dims, e, i, o);
                     for (int k = 0; k < cores.length; k++) {
                         double[][] rest = product(ring, k + 1, cores.length - 1); // [r_{k+1}, r_k]
-                        int j = index(modes, k, e, i, o);
+                        int j = index(dims, k, e, i, o);
                         int rb = ring[k][0].length;
                         for (int a = 0; a < ring[k].length; a++) {
                             for (int c = 0; c < rb; c++) {
