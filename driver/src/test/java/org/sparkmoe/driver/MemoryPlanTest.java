@@ -127,8 +127,8 @@ class MemoryPlanTest {
 
     /**
      * A μMoE adapter on Mixtral-8x7B's 32 layers (D 4096, 32 heads of 128, 8 KV heads): per token and site its
-     * forward's saved gates and rank-space rows (CP: N + 3R; with levels ΣN_l + (L + 2)·R) twice (forward and
-     * backward), plus O and I; kept for every layer, or the largest layer's when checkpointed; refused for the other
+     * forward's saved gates and rank-space rows (CP: N + 3R; with levels ΣN_l + (L + 2)·R; TR with levels the gates,
+     * P_l per level, the chain Q_l after the first level, Pi and M) twice (forward and backward), plus O and I; kept for every layer, or the largest layer's when checkpointed; refused for the other
      * jobs.
      */
     @Test
@@ -144,6 +144,10 @@ class MemoryPlanTest {
         MumoeConfig levels = new MumoeConfig(MumoeForm.CP, new int[] {64, 64}, new int[] {8},
                 MumoeConfig.parseTargets("moe", "t"));
         assertEquals(2 * (64 + 64 + 4 * 8) + 4096 + 4096, MemoryPlan.mumoeFloats(mixtral, levels, true));
+        MumoeConfig ring = new MumoeConfig(MumoeForm.TR, new int[] {64, 64}, new int[] {8, 8, 8, 8},
+                MumoeConfig.parseTargets("moe", "t"));
+        // gates 64 + 64; P_1, P_2, Q_2, Pi and M of 8·8 each
+        assertEquals(2 * (64 + 64 + 5 * 8 * 8) + 4096 + 4096, MemoryPlan.mumoeFloats(mixtral, ring, true));
         long without = MemoryPlan.of(MemoryPlan.Job.TRAIN, mixtral, 1L << 30, 2, 256, 1L << 20, false, limits)
                 .activationBytes();
         long with = MemoryPlan.of(MemoryPlan.Job.TRAIN, mixtral, 1L << 30, 2, 256, 1L << 20, false, cp, limits)

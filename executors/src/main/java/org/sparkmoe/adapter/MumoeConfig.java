@@ -26,20 +26,22 @@ import org.sparkmoe.mumoe.MumoeLayer;
 
 /**
  * What a μMoE adapter holds, and its {@code adapter_config.json}: a μMoE layer of {@code experts} experts in CP
- * (ranks [R]; flat, or hierarchical with one gate per level) or tensor-ring (ranks [r1, r2, r3]; flat) form beside
+ * (ranks [R]) or tensor-ring (ranks [r1, ..., r_{L+2}], one per core of the ring: [r1, r2, r3] flat) form, flat or
+ * hierarchical with one gate per level, beside
  * every chosen site of every layer ({@link AdapterTerms}:
  * q_proj, k_proj, v_proj, o_proj of every layer's attention, moe beside every MoE block, mlp beside every dense
  * MLP). A site's tensors are named {@code <site module>.mumoe.<parameter>}, the module being
  * {@code model.layers.<l>.self_attn.<q|k|v|o>_proj}, the MoE block's ({@code model.layers.<l>.block_sparse_moe},
  * {@code model.layers.<l>.mlp}) or the dense MLP's ({@code model.layers.<l>.mlp}), the parameter one
  * of {@link MumoeForm#shapes}: CP {@code gate.l} [I, N_l] and {@code expert.l} [N_l, R] per level l, {@code in}
- * [I, R], {@code out} [O, R]; TR {@code gate.0} [I, N], {@code core.expert} [r1, N, r2], {@code core.in}
- * [r2, I, r3], {@code core.out} [r3, O, r1]. These are also the training state's keys. It cannot be merged into the
+ * [I, R], {@code out} [O, R]; TR {@code gate.l} [I, N_l] per level l, {@code core.expert} [r1, N, r2] (flat) or
+ * {@code core.expert.l} [r_{l+1}, N_l, r_{l+2}] per level l (hierarchical), {@code core.in} [r_{L+1}, I, r_{L+2}],
+ * {@code core.out} [r_{L+2}, O, r1]. These are also the training state's keys. It cannot be merged into the
  * base weights: its experts' mixture weights depend on the input.
  *
  * @param form    CP or TR
- * @param experts the experts per level, [N] (flat) or [N_1, ..., N_L] (CP only), each ≥ 1, N_1···N_L below 2³¹
- * @param ranks   CP [R], TR [r1, r2, r3], each ≥ 1
+ * @param experts the experts per level, [N] (flat) or [N_1, ..., N_L], each ≥ 1, N_1···N_L below 2³¹
+ * @param ranks   CP [R], TR [r1, ..., r_{L+2}] ([r1, r2, r3] flat), each ≥ 1
  * @param targets the adapted sites (iterated in the order q_proj, k_proj, v_proj, o_proj, moe, mlp)
  */
 public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> targets) implements Serializable {
@@ -64,7 +66,7 @@ public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> 
             }
         }
         experts = experts.clone();
-        form.checkRanks(ranks, "--mumoe-rank");
+        form.checkRanks(ranks, experts.length, "--mumoe-rank");
         ranks = ranks.clone();
         if (targets == null || targets.isEmpty()) {
             throw new IllegalArgumentException("--mumoe-targets must name at least one of q_proj, k_proj, v_proj, "

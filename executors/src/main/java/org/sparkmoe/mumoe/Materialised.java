@@ -63,6 +63,11 @@ final class Materialised {
 
     /** n_l of the expert with flat index e. */
     int digit(int e, int l) {
+        return digit(dims, e, l);
+    }
+
+    /** n_l of the expert with flat index e among the levels {@code dims} [N_1, ..., N_L] (row-major). */
+    static int digit(int[] dims, int e, int l) {
         int stride = 1;
         for (int m = l + 1; m < dims.length; m++) {
             stride *= dims[m];

@@ -14,27 +14,21 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
- * The factorised form of a μMoE layer used as an adapter: CP (ranks [R]; L ≥ 1 levels of experts [N_1, ..., N_L],
- * one gate per level) or tensor ring (ranks [r1, r2, r3]; one level). Builds a layer from its named parameters
- * ({@link MumoeWeights#parameters()}' names) and starts a new one whose output factor or core is zero, so that y = 0
- * for every x: an adapter beside a frozen projection starts as no change, as LoRA's B = 0 does. Every other parameter
- * then gets a zero gradient at the first step (dy reaches them only through U⁽ᴼ⁾ or A_O) while the output factor's
- * is dL/dy · h ≠ 0, so training moves it first. Expert n of a hierarchy is the product (n_1, ..., n_L), numbered
+ * The factorised form of a μMoE layer used as an adapter, over L ≥ 1 levels of experts [N_1, ..., N_L] with one gate
+ * per level: CP (ranks [R]) or tensor ring (ranks [r1, ..., r_{L+2}], one per core of the ring: [r1, r2, r3] flat).
+ * Builds a layer from its named parameters ({@link MumoeWeights#parameters()}' names) and starts a new one whose
+ * output factor or core is zero, so that y = 0 for every x: an adapter beside a frozen projection starts as no change,
+ * as LoRA's B = 0 does. Every other parameter then gets a zero gradient at the first step (dy reaches them only
+ * through U⁽ᴼ⁾ or A_O) while the output factor's is dL/dy · h ≠ 0, so training moves it first. Expert n of a hierarchy is the product (n_1, ..., n_L), numbered
  * row-major: n = (...(n_1·N_2 + n_2)·N_3 + ...)·N_L + n_L.
  */
 public enum MumoeForm {
-    CP(1),
-    TR(3);
+    CP,
+    TR;
 
-    private final int ranks;
-
-    MumoeForm(int ranks) {
-        this.ranks = ranks;
-    }
-
-    /** How many ranks the form takes: 1 (CP's R) or 3 (TR's r1, r2, r3). */
-    public int rankCount() {
-        return ranks;
+    /** How many ranks the form takes over {@code levels} levels: 1 (CP's R) or L + 2 (TR's r1, ..., r_{L+2}). */
+    public int rankCount(int levels) {
+        return this == CP ? 1 : levels + 2;
     }
 
     /** "cp" or "tr": the adapter config's and the --adapter flag's spelling (mumoe-cp, mumoe-tr). */
@@ -51,40 +45,35 @@ public enum MumoeForm {
         throw new IllegalArgumentException(source + ": unknown μMoE form '" + id + "', expected cp or tr");
     }
 
-    /** Throws unless {@code r} holds {@link #rankCount()} ranks, each ≥ 1. */
-    public void checkRanks(int[] r, String source) {
-        if (r == null || r.length != ranks || Arrays.stream(r).anyMatch(v -> v < 1)) {
-            throw new IllegalArgumentException(source + ": μMoE " + id() + " takes " + (ranks == 1 ? "one rank R"
-                    : "three ranks r1,r2,r3") + " ≥ 1, got " + Arrays.toString(r));
+    /** Throws unless {@code r} holds {@link #rankCount} ranks for {@code levels} levels, each ≥ 1. */
+    public void checkRanks(int[] r, int levels, String source) {
+        int count = rankCount(levels);
+        if (r == null || r.length != count || Arrays.stream(r).anyMatch(v -> v < 1)) {
+            throw new IllegalArgumentException(source + ": μMoE " + id() + " takes " + (this == CP ? "one rank R"
+                    : levels == 1 ? "three ranks r1,r2,r3" : count + " ranks r1,...,r" + count + " for " + levels
+                    + " expert levels (one per core of the ring)") + " ≥ 1, got " + Arrays.toString(r));
         }
     }
 
-    /**
-     * Throws unless {@code experts} holds the levels this form takes, each ≥ 1: CP one or more, TR exactly one (a
-     * hierarchical tensor ring would need one expert core per level in the ring; not built).
-     */
+    /** Throws unless {@code experts} holds one or more levels, each ≥ 1. */
     public void checkLevels(long[] experts, String source) {
         if (experts == null || experts.length == 0 || Arrays.stream(experts).anyMatch(v -> v < 1)) {
             throw new IllegalArgumentException(source + ": μMoE " + id() + " takes expert counts N ≥ 1 (N1,N2,... "
                     + "for levels), got " + Arrays.toString(experts));
-        }
-        if (this == TR && experts.length > 1) {
-            throw new IllegalArgumentException(source + " " + Arrays.toString(experts) + ": μMoE tr takes one expert "
-                    + "level (a hierarchical tensor ring would need one expert core per level in the ring; not built); "
-                    + "use --adapter mumoe-cp for levels");
         }
     }
 
     /**
      * A new layer [I → O] over {@code experts} [N_1, ..., N_L] experts: the gates and the other factors Gaussian as
      * {@link CpWeights#random} / {@link TrWeights#random} draw them from {@code rnd}, the output factor (CP U⁽ᴼ⁾
-     * [O, R]) or core (TR A_O [r3, O, r1]) zero.
+     * [O, R]) or core (TR A_O [r_{L+2}, O, r1]) zero.
      */
     public MumoeWeights init(Random rnd, DataType type, long inputSize, long outputSize, long[] experts, int[] r) {
-        checkRanks(r, "μMoE init");
         checkLevels(experts, "μMoE init");
+        checkRanks(r, experts.length, "μMoE init");
         MumoeWeights w = this == CP ? CpWeights.random(rnd, type, inputSize, outputSize, r[0], experts)
-                : TrWeights.random(rnd, type, inputSize, outputSize, experts[0], r[0], r[1], r[2]);
+                : TrWeights.random(rnd, type, inputSize, outputSize, experts,
+                        Arrays.stream(r).asLongStream().toArray());
         INDArray out = w.parameters().get(outputName());
         out.assign(0);
         return w;
@@ -106,11 +95,13 @@ public enum MumoeForm {
      * expert outside [0, N). A flat layer gets a copy of the expert factor with row n (CP U⁽ᴺ⁾[n, :]) or slice n (TR
      * A_N[:, n, :]) zero for each muted n, every other tensor shared: W(n, i, o) is linear in that row (CP
      * Σ_r U⁽ᴺ⁾[n,r]·U⁽ᴵ⁾[i,r]·U⁽ᴼ⁾[o,r], TR trace(A_N[:,n,:]·A_I[:,i,:]·A_O[:,o,:])), so W(n, :, :) = 0. A
-     * hierarchical CP layer's expert (n_1, ..., n_L) is no row of any factor; {@link #mutedLevels} subtracts its term.
+     * hierarchical layer's expert (n_1, ..., n_L) is no row or slice of any factor or core; {@link #mutedLevels} (CP)
+     * and {@link TrMute} (TR) subtract its term.
      */
     public Map<String, INDArray> muted(Map<String, INDArray> params, int[] muted, String source) {
-        if (this == CP && levels(params) > 1) {
-            return mutedLevels(params, muted, source);
+        if (levels(params) > 1) {
+            int[][] digits = mutedDigits(params, muted, source);
+            return this == CP ? mutedLevels(params, digits) : TrMute.muted(params, digits);
         }
         INDArray experts = need(params, expertName()).dup();          // CP [N, R], TR [r1, N, r2]
         long n = experts.size(this == CP ? 0 : 1);
@@ -135,29 +126,15 @@ public enum MumoeForm {
      * layer then costs R·(1 + k)·(Σ N_l + I + O) beyond the gates, i.e. each muted expert's term
      * y −= a₁(m₁)···a_L(m_L)·W(m)ᵀx at O(R·(Σ N_l + I + O)). The gates are shared.
      */
-    private Map<String, INDArray> mutedLevels(Map<String, INDArray> params, int[] muted, String source) {
+    private Map<String, INDArray> mutedLevels(Map<String, INDArray> params, int[][] experts) {
         int levels = levels(params);
-        long[] dims = new long[levels];
-        long n = 1;
-        for (int l = 0; l < levels; l++) {
-            dims[l] = need(params, "expert." + l).size(0);
-            n = Math.multiplyExact(n, dims[l]);
-        }
-        int[] experts = Arrays.stream(muted).distinct().toArray();
-        for (int e : experts) {
-            checkExpert(e, n, source);
-        }
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>(params);
         for (int l = 0; l < levels; l++) {
             INDArray u = need(params, "expert." + l);                  // [N_l, R]
             INDArray[] blocks = new INDArray[1 + experts.length];
             blocks[0] = u;
-            long stride = 1;                                           // Π_{m > l} N_m
-            for (int m = l + 1; m < levels; m++) {
-                stride *= dims[m];
-            }
             for (int k = 0; k < experts.length; k++) {
-                int row = (int) (experts[k] / stride % dims[l]);       // m_l
+                int row = experts[k][l];                               // m_l
                 INDArray only = Nd4j.zeros(u.dataType(), u.shape());  // [N_l, R]: row m_l of U⁽ᴺˡ⁾, zero elsewhere
                 only.getRow(row).assign(u.getRow(row));
                 blocks[1 + k] = only;
@@ -179,6 +156,32 @@ public enum MumoeForm {
         return Collections.unmodifiableMap(out);
     }
 
+    /**
+     * The distinct experts of {@code muted} as their digits (m_1, ..., m_L) over the levels of {@code params}
+     * (n = (...(m_1·N_2 + m_2)·N_3 + ...)·N_L + m_L); throws naming {@code source} for one outside [0, Π N_l).
+     */
+    private int[][] mutedDigits(Map<String, INDArray> params, int[] muted, String source) {
+        int levels = levels(params);
+        long[] dims = new long[levels];
+        long n = 1;
+        for (int l = 0; l < levels; l++) {
+            dims[l] = this == CP ? need(params, "expert." + l).size(0)
+                    : need(params, TrWeights.expertName(l, levels)).size(1);
+            n = Math.multiplyExact(n, dims[l]);
+        }
+        int[] experts = Arrays.stream(muted).distinct().toArray();
+        int[][] digits = new int[experts.length][levels];
+        for (int k = 0; k < experts.length; k++) {
+            checkExpert(experts[k], n, source);
+            long rest = experts[k];
+            for (int l = levels - 1; l >= 0; l--) {
+                digits[k][l] = (int) (rest % dims[l]);
+                rest /= dims[l];
+            }
+        }
+        return digits;
+    }
+
     private static void checkExpert(long e, long n, String source) {
         if (e < 0 || e >= n) {
             throw new IllegalArgumentException(source + ": expert " + e + " is not one of the " + n
@@ -186,7 +189,7 @@ public enum MumoeForm {
         }
     }
 
-    /** The CP levels L of {@code params}: how many gate.l it holds. */
+    /** The levels L of {@code params}: how many gate.l it holds. */
     private static int levels(Map<String, INDArray> params) {
         int l = 0;
         while (params.containsKey("gate." + l)) {
@@ -197,8 +200,8 @@ public enum MumoeForm {
 
     /** The parameters' names and shapes, in {@link MumoeWeights#parameters()} order. */
     public Map<String, long[]> shapes(long inputSize, long outputSize, long[] experts, int[] r) {
-        checkRanks(r, "μMoE shapes");
         checkLevels(experts, "μMoE shapes");
+        checkRanks(r, experts.length, "μMoE shapes");
         LinkedHashMap<String, long[]> m = new LinkedHashMap<>();
         if (this == CP) {
             for (int l = 0; l < experts.length; l++) {
@@ -210,10 +213,15 @@ public enum MumoeForm {
             m.put("in", new long[] {inputSize, r[0]});
             m.put("out", new long[] {outputSize, r[0]});
         } else {
-            m.put("gate.0", new long[] {inputSize, experts[0]});
-            m.put("core.expert", new long[] {r[0], experts[0], r[1]});
-            m.put("core.in", new long[] {r[1], inputSize, r[2]});
-            m.put("core.out", new long[] {r[2], outputSize, r[0]});
+            int levels = experts.length;
+            for (int l = 0; l < levels; l++) {
+                m.put("gate." + l, new long[] {inputSize, experts[l]});
+            }
+            for (int l = 0; l < levels; l++) {
+                m.put(TrWeights.expertName(l, levels), new long[] {r[l], experts[l], r[l + 1]});
+            }
+            m.put("core.in", new long[] {r[levels], inputSize, r[levels + 1]});
+            m.put("core.out", new long[] {r[levels + 1], outputSize, r[0]});
         }
         return Collections.unmodifiableMap(m);
     }
@@ -226,13 +234,21 @@ public enum MumoeForm {
 
     /**
      * The elements a training forward keeps per token for the backward (beside x and y): CP the gates a_l [N_l] and
-     * p_l [R] of each level, q and h [R]; TR the gates [N], Pn [r1·r2], Pi [r2·r3] and M [r1·r3].
+     * p_l [R] of each level, q and h [R]; TR the gates a_l [N_l] and P_l [r_l·r_{l+1}] of each level, the chain
+     * Q_l [r1·r_{l+1}] of each level after the first (Q_1 is P_1), Pi [r_{L+1}·r_{L+2}] and M [r1·r_{L+2}].
      */
     public long savedPerToken(long[] experts, int[] r) {
         checkLevels(experts, "μMoE memory");
         long gates = Arrays.stream(experts).sum();
-        return this == CP ? gates + (experts.length + 2L) * r[0]
-                : gates + (long) r[0] * r[1] + (long) r[1] * r[2] + (long) r[0] * r[2];
+        if (this == CP) {
+            return gates + (experts.length + 2L) * r[0];
+        }
+        int levels = experts.length;
+        long saved = gates + (long) r[levels] * r[levels + 1] + (long) r[0] * r[levels + 1];
+        for (int l = 0; l < levels; l++) {
+            saved += (long) r[l] * r[l + 1] + (l > 0 ? (long) r[0] * r[l + 1] : 0);
+        }
+        return saved;
     }
 
     /** The layer over {@code params} (held, not copied), named as {@link #shapes} names them. */
@@ -246,8 +262,14 @@ public enum MumoeForm {
             }
             return new CpMumoe(new CpWeights(gates, experts, need(params, "in"), need(params, "out")));
         }
-        return new TrMumoe(new TrWeights(need(params, "gate.0"), need(params, "core.expert"), need(params, "core.in"),
-                need(params, "core.out")));
+        int levels = Math.max(1, levels(params));
+        List<INDArray> gates = new ArrayList<>();
+        List<INDArray> experts = new ArrayList<>();
+        for (int l = 0; l < levels; l++) {
+            gates.add(need(params, "gate." + l));
+            experts.add(need(params, TrWeights.expertName(l, levels)));
+        }
+        return new TrMumoe(new TrWeights(gates, experts, need(params, "core.in"), need(params, "core.out")));
     }
 
     private INDArray need(Map<String, INDArray> params, String name) {
@@ -255,7 +277,7 @@ public enum MumoeForm {
         if (a == null) {
             throw new IllegalArgumentException("μMoE " + id() + ": no parameter '" + name + "', expected "
                     + (this == CP ? "gate.l and expert.l per level l, in, out"
-                    : "gate.0, core.expert, core.in, core.out"));
+                    : "gate.l per level l, core.expert (flat) or core.expert.l per level l, core.in, core.out"));
         }
         return a;
     }

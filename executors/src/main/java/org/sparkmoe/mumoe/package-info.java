@@ -6,6 +6,6 @@
  * {@link org.sparkmoe.mumoe.TrMumoeNaive} build W explicitly (small sizes only) and are their references.
  *
  * <p>Letters: T tokens, I input size, O output size, N experts (N_l per level of a hierarchy), R CP rank,
- * r1, r2, r3 tensor-ring ranks.
+ * r1, r2, r3 tensor-ring ranks (r1, ..., r_{L+2} for a ring with L expert cores, one per level).
  */
 package org.sparkmoe.mumoe;

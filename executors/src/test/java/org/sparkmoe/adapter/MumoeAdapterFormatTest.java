@@ -108,13 +108,39 @@ class MumoeAdapterFormatTest {
         AdapterFormatException tr = assertThrows(AdapterFormatException.class, () -> MumoeConfig.parse(
                 flat.toJson(null).replace("\"experts\" : 6", "\"experts\" : [ 2, 3 ]").replace("\"cp\"", "\"tr\"")
                         .replace("\"ranks\" : [ 5 ]", "\"ranks\" : [ 2, 2, 2 ]"), "cfg"));
-        assertEquals("cfg: --mumoe-experts [2, 3]: μMoE tr takes one expert level (a hierarchical tensor ring would "
-                + "need one expert core per level in the ring; not built); use --adapter mumoe-cp for levels",
-                tr.getMessage());
+        assertEquals("cfg: --mumoe-rank: μMoE tr takes 4 ranks r1,...,r4 for 2 expert levels (one per core of the "
+                + "ring) ≥ 1, got [2, 2, 2]", tr.getMessage());
         AdapterFormatException bad = assertThrows(AdapterFormatException.class,
                 () -> MumoeConfig.parse(flatJson.replace("\"experts\" : 6", "\"experts\" : [ 2, \"x\" ]"), "cfg"));
         assertTrue(bad.getMessage().startsWith("cfg: experts must be an integer or a list of integers"),
                 bad.getMessage());
+    }
+
+    @Test
+    void aHierarchicalTrAdapterNamesOneCorePerLevelAndReadsBackBitForBit() throws Exception {
+        ModelConfig model = AdapterFixtures.mixtral();
+        MumoeConfig config = new MumoeConfig(MumoeForm.TR, new int[] {3, 4}, new int[] {2, 3, 4, 2},
+                MumoeConfig.parseTargets("moe", "test"));
+        LinkedHashMap<String, INDArray> state = randomState(model, config);
+        String moe = "model.layers.0.block_sparse_moe.mumoe.";
+        assertEquals(List.of(moe + "gate.0", moe + "gate.1", moe + "core.expert.0", moe + "core.expert.1",
+                moe + "core.in", moe + "core.out"), List.copyOf(state.keySet()).subList(0, 6));
+        assertArrayEquals(new long[] {2, 3, 3}, state.get(moe + "core.expert.0").shape());
+        assertArrayEquals(new long[] {3, 4, 4}, state.get(moe + "core.expert.1").shape());
+        assertArrayEquals(new long[] {4, 128, 2}, state.get(moe + "core.in").shape());
+        assertArrayEquals(new long[] {2, 128, 2}, state.get(moe + "core.out").shape());
+        assertEquals(4 * (128 * (3 + 4) + 2 * 3 * 3 + 3 * 4 * 4 + 4 * 128 * 2 + 2 * 128 * 2),
+                config.parameterCount(model));
+        Path out = dir.resolve("tr-levels");
+        new MumoeAdapter(config, state).write(hadoop(out), CONF, model, null);
+        String json = Files.readString(out.resolve("adapter_config.json"));
+        assertTrue(json.contains("\"experts\" : [ 3, 4 ]"), json);
+        MumoeAdapter read = MumoeAdapter.read(hadoop(out), CONF, model);
+        assertEquals(config, read.config());
+        assertEquals(List.copyOf(state.keySet()), List.copyOf(read.state().keySet()));
+        for (Map.Entry<String, INDArray> e : state.entrySet()) {
+            assertArrayEquals(e.getValue().data().asFloat(), read.state().get(e.getKey()).data().asFloat(), e.getKey());
+        }
     }
 
     @Test

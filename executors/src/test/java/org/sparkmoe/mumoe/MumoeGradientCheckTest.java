@@ -10,13 +10,13 @@ import org.sparkmoe.experts.GradientCheck;
 
 /**
  * Float64 central differences ({@link GradientCheck}: h = 1e-6, |numeric − analytic| / max(1, |analytic|) ≤ 1e-6)
- * for every element of every parameter (each gate, each factor or core) and of x, for flat CP, hierarchical CP and
+ * for every element of every parameter (each gate, each factor or core) and of x, for flat and hierarchical CP and
  * TR, fast and naive. Loss L = Σ y ⊙ P for a fixed random P, so dL/dy = P.
  */
 class MumoeGradientCheckTest {
     @ParameterizedTest(name = "{0} {1}")
     @CsvSource({"CP, fast", "CP, naive", "CP_HIERARCHICAL, fast", "CP_HIERARCHICAL, naive", "TR, fast",
-            "TR, naive"})
+            "TR, naive", "TR_HIERARCHICAL, fast", "TR_HIERARCHICAL, naive"})
     void everyGradientMatchesCentralDifferences(MumoeCases c, String which) {
         Object w = c.weights(DataType.DOUBLE);
         MumoeLayer layer = which.equals("fast") ? c.fast(w) : c.naive(w);

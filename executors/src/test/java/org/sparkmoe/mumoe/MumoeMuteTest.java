@@ -8,6 +8,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.util.Map;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.experts.GradientCheck;
@@ -30,7 +32,7 @@ class MumoeMuteTest {
 
     private static Map<String, INDArray> params(MumoeForm form) {
         MumoeWeights w = form == MumoeForm.CP ? CpWeights.random(new Random(5), DataType.DOUBLE, I, O, 3, N)
-                : TrWeights.random(new Random(6), DataType.DOUBLE, I, O, N, 2, 3, 2);
+                : TrWeights.random(new Random(6), DataType.DOUBLE, I, O, new long[] {N}, 2, 3, 2);
         return w.parameters();
     }
 
@@ -108,25 +110,35 @@ class MumoeMuteTest {
         }
     }
 
-    @Test
-    void mutingAProductExpertOfAHierarchySubtractsExactlyItsTerm() {
+    /**
+     * CP: the rank grows to R·(1 + k) for k muted experts; TR (ranks 2, 3, 4, 2): every rank grows by (1 + k), the
+     * cores block-diagonal ({@link TrMute}).
+     */
+    @ParameterizedTest
+    @EnumSource(MumoeForm.class)
+    void mutingAProductExpertOfAHierarchySubtractsExactlyItsTerm(MumoeForm form) {
         int n1 = 3;
         int n2 = 4;
         int[] muted = {1 * n2 + 2, 2 * n2 + 0, 1 * n2 + 2};             // (1, 2), (2, 0), a duplicate
-        CpWeights w = CpWeights.random(new Random(8), DataType.DOUBLE, I, O, 3, n1, n2);
+        MumoeWeights w = form == MumoeForm.CP ? CpWeights.random(new Random(8), DataType.DOUBLE, I, O, 3, n1, n2)
+                : TrWeights.random(new Random(8), DataType.DOUBLE, I, O, new long[] {n1, n2}, 2, 3, 4, 2);
         Map<String, INDArray> p = w.parameters();
-        INDArray before = p.get("expert.0").dup();
+        String first = form == MumoeForm.CP ? "expert.0" : "core.expert.0";
+        INDArray before = p.get(first).dup();
         INDArray x = GradientCheck.gaussian(new Random(9), DataType.DOUBLE, 1.0, T, I);
-        MumoeLayer layer = MumoeForm.CP.layer(MumoeForm.CP.muted(p, muted, "test"));
-        assertArrayEquals(new long[] {I, 3 * 3}, layer.weights().parameters().get("in").shape(),
-                "rank R·(1 + 2 muted experts)");
+        MumoeLayer layer = form.layer(form.muted(p, muted, "test"));
+        assertArrayEquals(form == MumoeForm.CP ? new long[] {I, 3 * 3} : new long[] {4 * 3, I, 2 * 3},
+                layer.weights().parameters().get(form == MumoeForm.CP ? "in" : "core.in").shape(),
+                "ranks ·(1 + 2 muted experts)");
         MumoePass m = layer.forward(x);
-        assertArrayEquals(before.data().asDouble(), p.get("expert.0").data().asDouble(), 0.0, "given tensors kept");
+        assertArrayEquals(before.data().asDouble(), p.get(first).data().asDouble(), 0.0, "given tensors kept");
 
-        MumoePass full = new CpMumoeNaive(w).forward(x);
+        MumoePass full = form == MumoeForm.CP ? new CpMumoeNaive((CpWeights) w).forward(x)
+                : new TrMumoeNaive((TrWeights) w).forward(x);
         assertArrayEquals(full.gates().get(1).data().asDouble(), m.gates().get(1).data().asDouble(), 1e-15,
                 "the gates are those of all N₁·N₂ experts");
-        double[][][] dense = materialiseLevels(w, n1, n2);                     // W [N₁·N₂][I][O]
+        double[][][] dense = form == MumoeForm.CP ? materialiseLevels((CpWeights) w, n1, n2)
+                : materialiseRing((TrWeights) w, n1, n2);                      // W [N₁·N₂][I][O]
         double worst = 0;
         double removed = 0;
         for (int t = 0; t < T; t++) {
@@ -144,9 +156,9 @@ class MumoeMuteTest {
             }
         }
         assertTrue(removed > 1e-3, "the muted experts must contribute, or the test proves nothing: " + removed);
-        assertTrue(worst <= 1e-12, "max |muted − (naive − Σ_muted α(n)·W(n)ᵀx)| = " + worst);
+        assertTrue(worst <= 1e-12, form + ": max |muted − (naive − Σ_muted α(n)·W(n)ᵀx)| = " + worst);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> MumoeForm.CP.muted(p, new int[] {n1 * n2}, "--mute-experts 12"));
+                () -> form.muted(p, new int[] {n1 * n2}, "--mute-experts 12"));
         assertEquals("--mute-experts 12: expert 12 is not one of the 12 experts (0..11)", e.getMessage());
     }
 
@@ -160,6 +172,30 @@ class MumoeMuteTest {
                         dense[n][i][o] += w.experts().get(0).getDouble(n / n2, r)
                                 * w.experts().get(1).getDouble(n % n2, r) * w.in().getDouble(i, r)
                                 * w.out().getDouble(o, r);
+                    }
+                }
+            }
+        }
+        return dense;
+    }
+
+    /** W(n₁·N₂ + n₂, i, o) = trace(A_N1[:,n₁,:]·A_N2[:,n₂,:]·A_I[:,i,:]·A_O[:,o,:]), in float64 loops. */
+    private static double[][][] materialiseRing(TrWeights w, int n1, int n2) {
+        INDArray a1 = w.experts().get(0);                                      // [r1, N₁, r2]
+        INDArray a2 = w.experts().get(1);                                      // [r2, N₂, r3]
+        double[][][] dense = new double[n1 * n2][I][O];
+        for (int n = 0; n < n1 * n2; n++) {
+            for (int i = 0; i < I; i++) {
+                for (int o = 0; o < O; o++) {
+                    for (int a = 0; a < w.rank(0); a++) {
+                        for (int b = 0; b < w.rank(1); b++) {
+                            for (int c = 0; c < w.rank(2); c++) {
+                                for (int d = 0; d < w.rank(3); d++) {
+                                    dense[n][i][o] += a1.getDouble(a, n / n2, b) * a2.getDouble(b, n % n2, c)
+                                            * w.in().getDouble(c, i, d) * w.out().getDouble(d, o, a);
+                                }
+                            }
+                        }
                     }
                 }
             }

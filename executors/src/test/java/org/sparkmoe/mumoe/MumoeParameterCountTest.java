@@ -46,8 +46,20 @@ class MumoeParameterCountTest {
         long r1 = 8;
         long r2 = 8;
         long r3 = 8;
-        TrMumoe layer = new TrMumoe(TrWeights.random(new Random(3), DataType.FLOAT, I, O, N, r1, r2, r3));
+        TrMumoe layer = new TrMumoe(TrWeights.random(new Random(3), DataType.FLOAT, I, O, new long[] {N}, r1, r2, r3));
         assertEquals(r1 * N * r2 + r2 * I * r3 + r3 * O * r1, layer.weights().expertParameterCount()); // 327,680
+        assertEquals(N * I * O, layer.weights().materialisedExpertParameterCount());
+        runs(layer);
+    }
+
+    @Test
+    void hierarchicalTrCostsOneCorePerLevel() {
+        long r = 8;
+        TrMumoe layer = new TrMumoe(TrWeights.random(new Random(5), DataType.FLOAT, I, O, new long[] {64, 64},
+                r, r, r, r));
+        assertArrayEquals(new long[] {64, 64}, layer.weights().expertDims());
+        assertEquals(r * r * (64 + 64 + I + O), layer.weights().expertParameterCount());    // 73,728
+        assertEquals(I * (64 + 64), layer.weights().gateParameterCount());
         assertEquals(N * I * O, layer.weights().materialisedExpertParameterCount());
         runs(layer);
     }

@@ -38,11 +38,29 @@ class MumoeShapesTest {
     @Test
     void trWeights() {
         fails("μMoE TR: core A_I [r2, I, r3] has shape [3, 5, 2], expected [4, 5, 2]",
-                () -> new TrWeights(z(5, 6), z(2, 6, 4), z(3, 5, 2), z(2, 4, 2)));
+                () -> new TrWeights(List.of(z(5, 6)), List.of(z(2, 6, 4)), z(3, 5, 2), z(2, 4, 2)));
         fails("μMoE TR: core A_O [r3, O, r1] has shape [2, 4, 3], expected [2, 4, 2]",
-                () -> new TrWeights(z(5, 6), z(2, 6, 3), z(3, 5, 2), z(2, 4, 3)));
+                () -> new TrWeights(List.of(z(5, 6)), List.of(z(2, 6, 3)), z(3, 5, 2), z(2, 4, 3)));
         fails("μMoE TR: gate [I, N] has shape [5, 7], expected [5, 6]",
-                () -> new TrWeights(z(5, 7), z(2, 6, 3), z(3, 5, 2), z(2, 4, 2)));
+                () -> new TrWeights(List.of(z(5, 7)), List.of(z(2, 6, 3)), z(3, 5, 2), z(2, 4, 2)));
+    }
+
+    @Test
+    void hierarchicalTrWeights() {
+        fails("μMoE TR: core A_N2 [r2, N_2, r3] has shape [4, 4, 2], expected [3, 4, 2]",
+                () -> new TrWeights(List.of(z(5, 3), z(5, 4)), List.of(z(2, 3, 3), z(4, 4, 2)), z(2, 5, 3),
+                        z(3, 4, 2)));
+        fails("μMoE TR: core A_I [r3, I, r4] has shape [3, 5, 3], expected [2, 5, 3]",
+                () -> new TrWeights(List.of(z(5, 3), z(5, 4)), List.of(z(2, 3, 3), z(3, 4, 2)), z(3, 5, 3),
+                        z(3, 4, 2)));
+        fails("μMoE TR: core A_O [r4, O, r1] has shape [3, 4, 3], expected [3, 4, 2]",
+                () -> new TrWeights(List.of(z(5, 3), z(5, 4)), List.of(z(2, 3, 3), z(3, 4, 2)), z(2, 5, 3),
+                        z(3, 4, 3)));
+        fails("μMoE TR: gate 1 [I, N_2] has shape [5, 3], expected [5, 4]",
+                () -> new TrWeights(List.of(z(5, 3), z(5, 3)), List.of(z(2, 3, 3), z(3, 4, 2)), z(2, 5, 3),
+                        z(3, 4, 2)));
+        fails("μMoE TR: expected one gate per expert level and at least one level, found 2 gates and 1 expert cores",
+                () -> new TrWeights(List.of(z(5, 3), z(5, 4)), List.of(z(2, 3, 2)), z(2, 5, 3), z(3, 4, 2)));
     }
 
     @Test

@@ -31,7 +31,8 @@ import org.sparkmoe.mumoe.MumoeForm;
  * float64 finite differences through the model-level wiring (attention projections, the MoE block's output and,
  * on Qwen2-MoE, a dense MLP's),
  * and training that lowers the loss, bit for bit the same twice; for a hierarchical CP adapter (experts 4·4, one gate
- * per level) the same forward against {@link CpMumoeNaive}'s materialised W and the same training.
+ * per level) the same forward against {@link CpMumoeNaive}'s materialised W and the same training; for a hierarchical
+ * TR adapter (experts 4·4, a gate and an expert core per level) the finite differences and the same training.
  */
 class MumoeAdapterTrainingTest {
     private static final String L0 = "model.layers.0.";
@@ -52,6 +53,23 @@ class MumoeAdapterTrainingTest {
 
     private static LoraSpec tr(String targets) {
         return spec(MumoeForm.TR, 16, new int[] {2, 3, 2}, targets);
+    }
+
+    /** A hierarchical TR adapter: N = 4·4 experts, a gate and an expert core per level, ranks (2, 3, 2, 2). */
+    private static LoraSpec trLevels(String targets) {
+        return LoraSpec.mumoe(new MumoeConfig(MumoeForm.TR, new int[] {4, 4}, new int[] {2, 3, 2, 2},
+                MumoeConfig.parseTargets(targets, "test")));
+    }
+
+    /** cp, tr, levels (hierarchical CP) or tr-levels. */
+    private static LoraSpec kind(String kind, String targets) {
+        return switch (kind) {
+            case "cp" -> cp(targets);
+            case "tr" -> tr(targets);
+            case "levels" -> levels(targets);
+            case "tr-levels" -> trLevels(targets);
+            default -> throw new IllegalArgumentException("unknown adapter kind " + kind);
+        };
     }
 
     @Test
@@ -174,10 +192,11 @@ class MumoeAdapterTrainingTest {
      * forms. The output factors are made non-zero (they start at zero, which leaves every other gradient zero).
      */
     @ParameterizedTest
-    @CsvSource({"CP, 'q_proj,o_proj,moe'", "TR, 'v_proj,o_proj,moe'"})
-    void gradientsThroughTheModelMatchFiniteDifferences(MumoeForm form, String targets) {
+    @CsvSource({"cp, 'q_proj,o_proj,moe'", "tr, 'v_proj,o_proj,moe'", "tr-levels, 'o_proj,moe'"})
+    void gradientsThroughTheModelMatchFiniteDifferences(String kind, String targets) {
         MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.DOUBLE);
-        LoraSpec spec = form == MumoeForm.CP ? cp(targets) : tr(targets);
+        LoraSpec spec = kind(kind, targets);
+        MumoeForm form = spec.mumoe().form();
         TrainState state = TrainState.init(model, spec, 31, DataType.DOUBLE);
         Random rnd = new Random(32);
         for (Map.Entry<String, INDArray> e : state.params().entrySet()) {
@@ -305,11 +324,11 @@ class MumoeAdapterTrainingTest {
     }
 
     @ParameterizedTest
-    @CsvSource({"cp", "tr", "levels"})
+    @CsvSource({"cp", "tr", "levels", "tr-levels"})
     void fewStepsLowerTheLossTheSameBitsTwice(String kind) {
         MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.FLOAT);
         String targets = "q_proj,v_proj,o_proj,moe";
-        LoraSpec spec = kind.equals("cp") ? cp(targets) : kind.equals("tr") ? tr(targets) : levels(targets);
+        LoraSpec spec = kind(kind, targets);
         int[][] windows = TinyModels.windows(model, 2, 16, 2);
         TrainOptions opts = TrainOptions.defaults(spec, new LrSchedule(1e-2, 0, 8), 3);
         TrainState a = TrainState.init(model, spec, 1, DataType.FLOAT);
@@ -350,8 +369,7 @@ class MumoeAdapterTrainingTest {
         assertTrue(ranks.getMessage().contains("three ranks r1,r2,r3"), ranks.getMessage());
         IllegalArgumentException trLevels = assertThrows(IllegalArgumentException.class, () -> new MumoeConfig(
                 MumoeForm.TR, new int[] {4, 4}, new int[] {2, 2, 2}, Set.of(org.sparkmoe.model.AdapterTerms.Site.MOE)));
-        assertEquals("--mumoe-experts [4, 4]: μMoE tr takes one expert level (a hierarchical tensor ring would need "
-                + "one expert core per level in the ring; not built); use --adapter mumoe-cp for levels",
-                trLevels.getMessage());
+        assertEquals("--mumoe-rank: μMoE tr takes 4 ranks r1,...,r4 for 2 expert levels (one per core of the ring) "
+                + "≥ 1, got [2, 2, 2]", trLevels.getMessage());
     }
 }

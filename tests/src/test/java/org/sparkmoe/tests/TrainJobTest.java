@@ -6,6 +6,8 @@ import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.train.TrainPlan;
 import org.sparkmoe.io.CheckpointLayout.Projection;
@@ -95,16 +97,23 @@ class TrainJobTest {
         return args;
     }
 
-    /** {@link #mumoeTrain} with a hierarchical adapter ({@link #LEVELS}: --mumoe-experts 4,4). */
-    private static List<String> levelsTrain(Path out, String... more) {
+    /**
+     * {@link #mumoeTrain} with a hierarchical adapter of {@code form} ({@link #levels}: --mumoe-experts 4,4; TR
+     * --adapter mumoe-tr --mumoe-rank 4,4,4,4, one rank per core of the ring).
+     */
+    private static List<String> levelsTrain(MumoeForm form, Path out, String... more) {
         List<String> args = mumoeTrain(out, more);
         args.set(args.indexOf("--mumoe-experts") + 1, "4,4");
+        args.set(args.indexOf("--adapter") + 1, "mumoe-" + form.id());
+        args.set(args.indexOf("--mumoe-rank") + 1, form == MumoeForm.CP ? "4" : "4,4,4,4");
         return args;
     }
 
-    /** {@link #MUMOE} with 4·4 experts, one gate per level. */
-    private static final MumoeConfig LEVELS = new MumoeConfig(MumoeForm.CP, new int[] {4, 4}, new int[] {4},
-            MumoeConfig.parseTargets("q_proj,o_proj,moe", "test"));
+    /** {@link #MUMOE} with 4·4 experts, one gate per level, in {@code form}. */
+    private static MumoeConfig levels(MumoeForm form) {
+        return new MumoeConfig(form, new int[] {4, 4}, form == MumoeForm.CP ? new int[] {4} : new int[] {4, 4, 4, 4},
+                MumoeConfig.parseTargets("q_proj,o_proj,moe", "test"));
+    }
 
     /** {@link #plan} of {@link #mumoeTrain}. */
     private TrainPlan mumoePlan(Path out) {
@@ -222,37 +231,43 @@ class TrainJobTest {
      * levels and its tensors a gate and an expert factor per level; eval --adapter reads it, muting one product expert
      * (numbered n₁·4 + n₂) changes its perplexity, calibrate numbers the 16 products; TR with levels is refused.
      */
-    @Test
-    void hierarchicalMumoeResumesBitForBitAndEvalCalibrateAndMuteReadIt() throws Exception {
-        Path whole = dir.resolve("levels-whole");
-        CliRun run = sparkmoe(levelsTrain(whole));
+    @ParameterizedTest
+    @EnumSource(MumoeForm.class)
+    void hierarchicalMumoeResumesBitForBitAndEvalCalibrateAndMuteReadIt(MumoeForm form) throws Exception {
+        String name = "levels-" + form.id();
+        Path whole = dir.resolve(name + "-whole");
+        CliRun run = sparkmoe(levelsTrain(form, whole));
         assertEquals(0, run.exitCode(), run.err());
-        Path interrupted = dir.resolve("levels-interrupted");
-        InterruptedTrain.stopAfterRound(mumoePlan(interrupted, LEVELS), 1);
-        assertResumedEqualsWhole(whole, interrupted, levelsTrain(interrupted, "--resume"));
+        Path interrupted = dir.resolve(name + "-interrupted");
+        InterruptedTrain.stopAfterRound(mumoePlan(interrupted, levels(form)), 1);
+        assertResumedEqualsWhole(whole, interrupted, levelsTrain(form, interrupted, "--resume"));
 
         Path adapter = whole.resolve("adapter");
         JsonNode config = JSON.readTree(adapter.resolve("adapter_config.json").toFile());
         assertEquals("[4,4]", config.get("experts").toString());
         try (SafeTensorsFile tensors = SafeTensorsFile.open(adapter.resolve("adapter_model.safetensors"))) {
-            assertEquals(4 * 3 * 6, tensors.names().size(), "layers × sites × (gate.0, gate.1, expert.0, expert.1, "
-                    + "in, out)");
+            assertEquals(4 * 3 * 6, tensors.names().size(), "layers × sites × (gate.0, gate.1, two expert factors "
+                    + "or cores, in, out)");
             assertArrayEquals(new long[] {128, 4},
                     tensors.info("model.layers.1.block_sparse_moe.mumoe.gate.1").shape());
+            if (form == MumoeForm.TR) {
+                assertArrayEquals(new long[] {4, 4, 4},
+                        tensors.info("model.layers.1.block_sparse_moe.mumoe.core.expert.1").shape());
+            }
         }
-        double base = evalPpl(null, "levels-base");
-        double adapted = evalPpl(adapter, "levels-adapted");
+        double base = evalPpl(null, name + "-base");
+        double adapted = evalPpl(adapter, name + "-adapted");
         assertNotEquals(base, adapted, "eval --adapter applies the hierarchical terms");
-        double muted = evalPpl(adapter, "levels-muted", "--mute-experts", "0.moe:13,2.q_proj:0");
+        double muted = evalPpl(adapter, name + "-muted", "--mute-experts", "0.moe:13,2.q_proj:0");
         assertNotEquals(adapted, muted, "muting product experts (3, 1) and (0, 0) changes the model");
         CliRun outside = sparkmoe("eval", "--model", Fixtures.tinyModel().toString(), "--data", data.toString(),
                 "--window", "32", "--master", "local[2]", "--adapter", adapter.toString(), "--mute-experts", "16",
-                "--out", dir.resolve("outside.json").toString());
+                "--out", dir.resolve(name + "-outside.json").toString());
         assertEquals(1, outside.exitCode(), outside.err());
         assertTrue(outside.err().contains("--mute-experts 16: the μMoE adapter has 16 experts per site (0..15)"),
                 outside.err());
 
-        Path calib = dir.resolve("levels-calib");
+        Path calib = dir.resolve(name + "-calib");
         CliRun calibrate = sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data",
                 data.toString(), "--window", "32", "--max-tokens-per-file", "256", "--adapter", adapter.toString(),
                 "--master", "local[2]", "--out", calib.toString());
@@ -265,13 +280,6 @@ class TrainJobTest {
                 assertEquals(16, file.get("share").size());
             }
         }
-
-        CliRun tr = sparkmoe(levelsTrain(dir.resolve("tr")).stream().map(a -> a.equals("mumoe-cp") ? "mumoe-tr" : a)
-                .toList());
-        assertEquals(1, tr.exitCode(), tr.err());
-        assertTrue(tr.err().contains("--mumoe-experts [4, 4]: μMoE tr takes one expert level (a hierarchical tensor "
-                + "ring would need one expert core per level in the ring; not built); use --adapter mumoe-cp for "
-                + "levels"), tr.err());
     }
 
     /** eval's perplexity over the excerpt's test split, with {@code adapter} (or none) and {@code more} flags. */

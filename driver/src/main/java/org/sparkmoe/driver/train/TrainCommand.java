@@ -121,11 +121,12 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Option(names = "--mumoe-experts", defaultValue = "64", paramLabel = "N|N1,N2,...",
             description = "μMoE experts N per adapted projection, or N1,N2,... for a hierarchical μMoE of N1·N2·... "
-                    + "experts with one gate per level (mumoe-cp only). Default: ${DEFAULT-VALUE}.")
+                    + "experts with one gate per level. Default: ${DEFAULT-VALUE}.")
     String mumoeExperts;
 
-    @Option(names = "--mumoe-rank", paramLabel = "R|r1,r2,r3",
-            description = "μMoE rank: CP R (default 8), tensor ring r1,r2,r3 (default 4,4,4).")
+    @Option(names = "--mumoe-rank", paramLabel = "R|r1,r2,...",
+            description = "μMoE rank: CP R (default 8); tensor ring one rank per core of the ring, r1,r2,r3 for N "
+                    + "experts and r1,...,r(L+2) for L levels N1,...,NL (default 4 for each).")
     String mumoeRank;
 
     @Option(names = "--mumoe-targets", defaultValue = "moe", paramLabel = "LIST",
@@ -334,14 +335,16 @@ public final class TrainCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--merge: " + MumoeAdapter.NOT_MERGEABLE);
         }
         MumoeForm form = adapter.equals("mumoe-cp") ? MumoeForm.CP : MumoeForm.TR;
-        String ranks = mumoeRank != null ? mumoeRank : form == MumoeForm.CP ? "8" : "4,4,4";
+        int[] experts = MumoeConfig.parseExperts(mumoeExperts, "--mumoe-experts");
+        String ranks = mumoeRank != null ? mumoeRank : form == MumoeForm.CP ? "8"
+                : String.join(",", java.util.Collections.nCopies(form.rankCount(experts.length), "4"));
         int[] r;
         try {
             r = java.util.Arrays.stream(ranks.split(",", -1)).mapToInt(v -> Integer.parseInt(v.trim())).toArray();
         } catch (NumberFormatException e) {
-            throw new IllegalArgumentException("--mumoe-rank " + ranks + ": expected integers (R, or r1,r2,r3)");
+            throw new IllegalArgumentException("--mumoe-rank " + ranks + ": expected integers (R, or r1,r2,...)");
         }
-        MumoeConfig mumoe = new MumoeConfig(form, MumoeConfig.parseExperts(mumoeExperts, "--mumoe-experts"), r,
+        MumoeConfig mumoe = new MumoeConfig(form, experts, r,
                 MumoeConfig.parseTargets(mumoeTargets, "--mumoe-targets"));
         TrainState.checkMumoe(config);
         System.err.printf(Locale.ROOT, "train: %s, %d trainable parameters%n", mumoe,
