@@ -48,28 +48,7 @@ class CpExpertsGradientCheckTest {
                 f[2].experts(), f[2].in(), f[2].out(), gate, x};
         INDArray[] grads = {cp.gate().experts(), cp.gate().in(), cp.gate().out(), cp.up().experts(), cp.up().in(),
                 cp.up().out(), cp.down().experts(), cp.down().in(), cp.down().out(), g.dRouter(), g.dx()};
-        int checked = 0;
-        for (int j = 0; j < params.length; j++) {
-            INDArray param = params[j];
-            INDArray grad = grads[j].dup('c');
-            assertArrayEquals(param.shape(), grad.shape(), "d" + NAMES[j] + " has its factor's shape");
-            for (long e = 0; e < param.length(); e++) {
-                double original = param.getDouble(e);
-                param.putScalar(e, original + LowRankGradientCheckTest.STEP);
-                double plus = loss(block, x, p, experts);
-                param.putScalar(e, original - LowRankGradientCheckTest.STEP);
-                double minus = loss(block, x, p, experts);
-                param.putScalar(e, original);
-                double numeric = (plus - minus) / (2 * LowRankGradientCheckTest.STEP);
-                double analytic = grad.getDouble(e);
-                double err = Math.abs(analytic - numeric);
-                double size = Math.max(Math.abs(analytic), Math.abs(numeric));
-                assertTrue(err <= LowRankGradientCheckTest.RELATIVE * size
-                        || err <= LowRankGradientCheckTest.ABSOLUTE_FLOOR, "d" + NAMES[j] + "[" + e + "]: analytic "
-                        + analytic + ", numeric " + numeric + ", |diff| " + err);
-                checked += size >= 1e-4 ? 1 : 0;
-            }
-        }
+        int checked = FactorGradientCheck.check(NAMES, params, grads, j -> () -> loss(block, x, p, experts));
         assertTrue(checked > 300, "most gradients are resolvable, not ~0: " + checked);
     }
 

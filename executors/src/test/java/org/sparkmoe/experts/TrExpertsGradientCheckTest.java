@@ -49,29 +49,8 @@ class TrExpertsGradientCheckTest {
                 f[2].experts(), f[2].in(), f[2].out(), gate, x};
         INDArray[] grads = {tr.gate().experts(), tr.gate().in(), tr.gate().out(), tr.up().experts(), tr.up().in(),
                 tr.up().out(), tr.down().experts(), tr.down().in(), tr.down().out(), g.dRouter(), g.dx()};
-        int checked = 0;
-        for (int j = 0; j < params.length; j++) {
-            INDArray param = params[j];
-            INDArray grad = grads[j].dup('c');
-            assertArrayEquals(param.shape(), grad.shape(), "d" + NAMES[j] + " has its core's shape");
-            int projection = j < 9 ? j / 3 : -1;                                              // the core's
-            for (long e = 0; e < param.length(); e++) {
-                double original = param.getDouble(e);
-                param.putScalar(e, original + LowRankGradientCheckTest.STEP);
-                double plus = loss(block(f, projection, gate, routing), x, p, experts);
-                param.putScalar(e, original - LowRankGradientCheckTest.STEP);
-                double minus = loss(block(f, projection, gate, routing), x, p, experts);
-                param.putScalar(e, original);
-                double numeric = (plus - minus) / (2 * LowRankGradientCheckTest.STEP);
-                double analytic = grad.getDouble(e);
-                double err = Math.abs(analytic - numeric);
-                double size = Math.max(Math.abs(analytic), Math.abs(numeric));
-                assertTrue(err <= LowRankGradientCheckTest.RELATIVE * size
-                        || err <= LowRankGradientCheckTest.ABSOLUTE_FLOOR, "d" + NAMES[j] + "[" + e + "]: analytic "
-                        + analytic + ", numeric " + numeric + ", |diff| " + err);
-                checked += size >= 1e-4 ? 1 : 0;
-            }
-        }
+        int checked = FactorGradientCheck.check(NAMES, params, grads,                // a core's projection refolded
+                j -> () -> loss(block(f, j < 9 ? j / 3 : -1, gate, routing), x, p, experts));
         assertTrue(checked > 300, "most gradients are resolvable, not ~0: " + checked);
     }
 
