@@ -21,6 +21,7 @@ import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.AdapterTerms;
 import org.sparkmoe.model.AdapterTerms.Key;
 import org.sparkmoe.model.AdapterTerms.Site;
+import org.sparkmoe.mumoe.GateActivation;
 import org.sparkmoe.mumoe.MumoeForm;
 import org.sparkmoe.mumoe.MumoeLayer;
 
@@ -43,8 +44,10 @@ import org.sparkmoe.mumoe.MumoeLayer;
  * @param experts the experts per level, [N] (flat) or [N_1, ..., N_L], each ≥ 1, N_1···N_L below 2³¹
  * @param ranks   CP [R], TR [r1, ..., r_{L+2}] ([r1, r2, r3] flat), each ≥ 1
  * @param targets the adapted sites (iterated in the order q_proj, k_proj, v_proj, o_proj, moe, mlp)
+ * @param gate    each level's gate activation, softmax or entmax-1.5 ({@link GateActivation})
  */
-public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> targets) implements Serializable {
+public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> targets, GateActivation gate)
+        implements Serializable {
     public static final String ADAPTER_TYPE = "MUMOE";
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
@@ -73,9 +76,17 @@ public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> 
                     + "o_proj, moe, mlp");
         }
         targets = Collections.unmodifiableSet(EnumSet.copyOf(targets));
+        if (gate == null) {
+            throw new IllegalArgumentException("a μMoE adapter needs a gate, softmax or entmax15");
+        }
     }
 
-    /** A flat adapter of {@code experts} experts. */
+    /** A softmax-gated adapter (the default gate). */
+    public MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> targets) {
+        this(form, experts, ranks, targets, GateActivation.SOFTMAX);
+    }
+
+    /** A flat softmax-gated adapter of {@code experts} experts. */
     public MumoeConfig(MumoeForm form, int experts, int[] ranks, Set<Site> targets) {
         this(form, new int[] {experts}, ranks, targets);
     }
@@ -127,19 +138,19 @@ public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> 
     @Override
     public boolean equals(Object o) {
         return o instanceof MumoeConfig c && form == c.form && Arrays.equals(experts, c.experts)
-                && Arrays.equals(ranks, c.ranks) && targets.equals(c.targets);
+                && Arrays.equals(ranks, c.ranks) && targets.equals(c.targets) && gate == c.gate;
     }
 
     @Override
     public int hashCode() {
-        return (form.hashCode() * 31 + Arrays.hashCode(experts)) * 31 + Arrays.hashCode(ranks) * 31
-                + targets.hashCode();
+        return ((form.hashCode() * 31 + Arrays.hashCode(experts)) * 31 + Arrays.hashCode(ranks) * 31
+                + targets.hashCode()) * 31 + gate.hashCode();
     }
 
     @Override
     public String toString() {
         return "μMoE " + form.id() + " N=" + expertsSpelling().replace(",", "×") + " ranks=" + Arrays.toString(ranks)
-                + " targets=" + targets.stream().map(Site::id).toList();
+                + " targets=" + targets.stream().map(Site::id).toList() + " gate=" + gate.id();
     }
 
     /**
@@ -231,14 +242,14 @@ public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> 
                 }
                 params.put(name, a);
             }
-            terms.put(p.key(), form.layer(params));
+            terms.put(p.key(), form.layer(params, gate));
         }
         return new AdapterTerms(terms);
     }
 
     /**
      * {@code adapter_config.json}: adapter_type MUMOE, form, experts (an integer N for a flat adapter, a list
-     * [N_1, ..., N_L] for levels), ranks, targets, base_model_name_or_path.
+     * [N_1, ..., N_L] for levels), ranks, targets, gate (softmax or entmax15), base_model_name_or_path.
      */
     public String toJson(String baseModel) {
         ObjectNode root = JSON.createObjectNode();
@@ -257,7 +268,7 @@ public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> 
         }
         root.putArray("ranks").addAll(Arrays.stream(ranks).mapToObj(JSON.getNodeFactory()::numberNode).toList());
         root.putArray("targets").addAll(targets.stream().map(s -> JSON.getNodeFactory().textNode(s.id())).toList());
-        root.put("gate", "softmax");
+        root.put("gate", gate.id());
         try {
             return JSON.writeValueAsString(root) + "\n";
         } catch (IOException e) {
@@ -287,10 +298,8 @@ public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> 
             throw new AdapterFormatException(source + ": expected a JSON object with adapter_type \"" + ADAPTER_TYPE
                     + "\"");
         }
-        String gate = text(root, "gate", source);
-        if (!gate.equals("softmax")) {
-            throw new AdapterFormatException(source + ": gate must be \"softmax\", got \"" + gate + "\"");
-        }
+        // absent reads as softmax, the only gate before entmax-1.5
+        GateActivation gate = root.has("gate") ? gate(text(root, "gate", source), source) : GateActivation.SOFTMAX;
         JsonNode experts = root.get("experts");
         JsonNode ranks = root.get("ranks");
         JsonNode targets = root.get("targets");
@@ -314,9 +323,18 @@ public record MumoeConfig(MumoeForm form, int[] experts, int[] ranks, Set<Site> 
                 sites.add(Site.parse(t.asText(), source + ": targets"));
             }
             return new MumoeConfig(MumoeForm.parse(text(root, "form", source), source + ": form"), n, r,
-                    sites);
+                    sites, gate);
         } catch (IllegalArgumentException e) {
             throw new AdapterFormatException(source + ": " + e.getMessage());
+        }
+    }
+
+    /** The gate field's activation; an unknown one is an {@link AdapterFormatException} naming {@code source}. */
+    private static GateActivation gate(String id, String source) {
+        try {
+            return GateActivation.parse(id, source + ": gate");
+        } catch (IllegalArgumentException e) {
+            throw new AdapterFormatException(e.getMessage());
         }
     }
 

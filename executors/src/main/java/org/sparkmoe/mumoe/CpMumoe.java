@@ -10,7 +10,7 @@ import org.nd4j.linalg.factory.Nd4j;
 /**
  * CP μMoE, batched over T tokens with ND4J matrix products, at O(T·R·(Σ N_l + I + O)) and never building W:
  * <pre>
- *   a_l = softmax(x·G_l)              // [T, N_l]  one gate per level
+ *   a_l = act(x·G_l)                  // [T, N_l]  one gate per level
  *   p_l = a_l·U⁽ᴺˡ⁾                   // [T, R]    the gates in the rank space
  *   q   = x·U⁽ᴵ⁾                      // [T, R]
  *   h   = q ⊙ Π_l p_l                 // [T, R]
@@ -21,9 +21,11 @@ import org.nd4j.linalg.factory.Nd4j;
  */
 public final class CpMumoe implements MumoeLayer {
     private final CpWeights w;
+    private final GateActivation gate;
 
-    public CpMumoe(CpWeights w) {
+    public CpMumoe(CpWeights w, GateActivation gate) {
         this.w = w;
+        this.gate = gate;
     }
 
 
@@ -40,7 +42,7 @@ public final class CpMumoe implements MumoeLayer {
         INDArray q = Nd4j.gemm(x, w.in(), false, false);              // [T, R]
         INDArray h = q.dup();                                          // [T, R]
         for (int l = 0; l < w.levels(); l++) {
-            INDArray al = SoftmaxGate.forward(x, w.gates().get(l));    // [T, N_l]
+            INDArray al = gate.forward(x, w.gates().get(l));           // [T, N_l]
             INDArray pl = Nd4j.gemm(al, w.experts().get(l), false, false); // [T, R]
             h.muli(pl);
             a.add(al);
@@ -83,14 +85,14 @@ public final class CpMumoe implements MumoeLayer {
         // q = x·U⁽ᴵ⁾
         INDArray dIn = Nd4j.gemm(x, dq, true, false);                  // [I, R]
         INDArray dx = Nd4j.gemm(dq, w.in(), false, true);              // [T, I]
-        // p_l = a_l·U⁽ᴺˡ⁾, a_l = softmax(x·G_l), levels in reverse
+        // p_l = a_l·U⁽ᴺˡ⁾, a_l = act(x·G_l), levels in reverse
         INDArray[] dExpert = new INDArray[levels];
         INDArray[] dGate = new INDArray[levels];
         for (int l = levels - 1; l >= 0; l--) {
             INDArray al = pass.gates().get(l);                         // [T, N_l]
             dExpert[l] = Nd4j.gemm(al, dp[l], true, false);            // [N_l, R]
             INDArray da = Nd4j.gemm(dp[l], w.experts().get(l), false, true); // [T, N_l]
-            dGate[l] = SoftmaxGate.backward(x, w.gates().get(l), al, da, dx); // [I, N_l]
+            dGate[l] = gate.backward(x, w.gates().get(l), al, da, dx); // [I, N_l]
         }
         Map<String, INDArray> g = new LinkedHashMap<>();
         for (int l = 0; l < levels; l++) {

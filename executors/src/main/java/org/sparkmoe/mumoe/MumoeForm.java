@@ -251,8 +251,8 @@ public enum MumoeForm {
         return saved;
     }
 
-    /** The layer over {@code params} (held, not copied), named as {@link #shapes} names them. */
-    public MumoeLayer layer(Map<String, INDArray> params) {
+    /** The layer over {@code params} (held, not copied), named as {@link #shapes} names them, gated by {@code gate}. */
+    public MumoeLayer layer(Map<String, INDArray> params, GateActivation gate) {
         if (this == CP) {
             List<INDArray> gates = new ArrayList<>();
             List<INDArray> experts = new ArrayList<>();
@@ -260,7 +260,7 @@ public enum MumoeForm {
                 gates.add(need(params, "gate." + l));
                 experts.add(need(params, "expert." + l));
             }
-            return new CpMumoe(new CpWeights(gates, experts, need(params, "in"), need(params, "out")));
+            return new CpMumoe(new CpWeights(gates, experts, need(params, "in"), need(params, "out")), gate);
         }
         int levels = Math.max(1, levels(params));
         List<INDArray> gates = new ArrayList<>();
@@ -269,7 +269,7 @@ public enum MumoeForm {
             gates.add(need(params, "gate." + l));
             experts.add(need(params, TrWeights.expertName(l, levels)));
         }
-        return new TrMumoe(new TrWeights(gates, experts, need(params, "core.in"), need(params, "core.out")));
+        return new TrMumoe(new TrWeights(gates, experts, need(params, "core.in"), need(params, "core.out")), gate);
     }
 
     private INDArray need(Map<String, INDArray> params, String name) {

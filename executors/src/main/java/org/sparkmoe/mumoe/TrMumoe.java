@@ -17,7 +17,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * </pre>
  * the forward pass is
  * <pre>
- *   a_l = softmax(x·G_l)              // [T, N_l]                one gate per level
+ *   a_l = act(x·G_l)                  // [T, N_l]                one gate per level
  *   P_l = a_l·Ān_l                    // [T, r_l, r_{l+1}]       Σ_n a_l(n)·A_Nl[:, n, :] per token
  *   Q_1 = P_1, Q_l = Q_{l-1}·P_l      // [T, r1, r_{l+1}]        per token
  *   Pi  = x·Āi                        // [T, r_{L+1}, r_{L+2}]   Σ_i x(i)·A_I[:, i, :] per token
@@ -29,9 +29,11 @@ import org.nd4j.linalg.factory.Nd4j;
  */
 public final class TrMumoe implements MumoeLayer {
     private final TrWeights w;
+    private final GateActivation gate;
 
-    public TrMumoe(TrWeights w) {
+    public TrMumoe(TrWeights w, GateActivation gate) {
         this.w = w;
+        this.gate = gate;
     }
 
     @Override
@@ -64,7 +66,7 @@ public final class TrMumoe implements MumoeLayer {
         Map<String, INDArray> saved = new LinkedHashMap<>();
         INDArray q = null;                                                         // [T, r1, r_{l+1}]
         for (int l = 0; l < levels; l++) {
-            INDArray al = SoftmaxGate.forward(x, w.gates().get(l));                // [T, N_l]
+            INDArray al = gate.forward(x, w.gates().get(l));                       // [T, N_l]
             INDArray pl = Nd4j.gemm(al, expertMatrix(l), false, false)
                     .reshape('c', t, w.rank(l), w.rank(l + 1));                    // [T, r_l, r_{l+1}]
             q = l == 0 ? pl : Nd4j.matmul(q, pl);
@@ -104,7 +106,7 @@ public final class TrMumoe implements MumoeLayer {
         INDArray dIn = Nd4j.gemm(x, dpi, true, false)
                 .reshape('c', w.inputSize(), rIn, rOut).permute(1, 0, 2).dup('c'); // [r_{L+1}, I, r_{L+2}]
         INDArray dx = Nd4j.gemm(dpi, inMatrix(), false, true);                    // [T, I]
-        // Q_l = Q_{l-1}·P_l, levels in reverse; then P_l = a_l·Ān_l and a_l = softmax(x·G_l)
+        // Q_l = Q_{l-1}·P_l, levels in reverse; then P_l = a_l·Ān_l and a_l = act(x·G_l)
         INDArray[] dExpert = new INDArray[levels];
         INDArray[] dGate = new INDArray[levels];
         for (int l = levels - 1; l >= 0; l--) {
@@ -120,7 +122,7 @@ public final class TrMumoe implements MumoeLayer {
             dExpert[l] = Nd4j.gemm(al, dpFlat, true, false)
                     .reshape('c', core.size(1), core.size(0), core.size(2)).permute(1, 0, 2).dup('c');
             INDArray da = Nd4j.gemm(dpFlat, expertMatrix(l), false, true);         // [T, N_l]
-            dGate[l] = SoftmaxGate.backward(x, w.gates().get(l), al, da, dx);      // [I, N_l]
+            dGate[l] = gate.backward(x, w.gates().get(l), al, da, dx);             // [I, N_l]
         }
         Map<String, INDArray> g = new LinkedHashMap<>();
         for (int l = 0; l < levels; l++) {

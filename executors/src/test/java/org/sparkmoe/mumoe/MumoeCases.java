@@ -33,7 +33,8 @@ enum MumoeCases {
     }
 
     MumoeLayer fast(Object w) {
-        return w instanceof CpWeights cp ? new CpMumoe(cp) : new TrMumoe((TrWeights) w);
+        return w instanceof CpWeights cp ? new CpMumoe(cp, GateActivation.SOFTMAX)
+                : new TrMumoe((TrWeights) w, GateActivation.SOFTMAX);
     }
 
     MumoeLayer naive(Object w) {

@@ -73,8 +73,8 @@ class MumoeMuteTest {
         for (MumoeForm form : MumoeForm.values()) {
             Map<String, INDArray> p = params(form);
             INDArray expertsBefore = p.get(form.expertName()).dup();
-            MumoePass full = form.layer(p).forward(x);
-            MumoePass muted = form.layer(form.muted(p, MUTED, "test")).forward(x);
+            MumoePass full = form.layer(p, GateActivation.SOFTMAX).forward(x);
+            MumoePass muted = form.layer(form.muted(p, MUTED, "test"), GateActivation.SOFTMAX).forward(x);
             assertArrayEquals(expertsBefore.data().asDouble(), p.get(form.expertName()).data().asDouble(),
                     form + ": the given parameters must stay as they were");
             assertArrayEquals(full.gates().get(0).data().asDouble(), muted.gates().get(0).data().asDouble(), 0.0,
@@ -126,7 +126,7 @@ class MumoeMuteTest {
         String first = form == MumoeForm.CP ? "expert.0" : "core.expert.0";
         INDArray before = p.get(first).dup();
         INDArray x = GradientCheck.gaussian(new Random(9), DataType.DOUBLE, 1.0, T, I);
-        MumoeLayer layer = form.layer(form.muted(p, muted, "test"));
+        MumoeLayer layer = form.layer(form.muted(p, muted, "test"), GateActivation.SOFTMAX);
         assertArrayEquals(form == MumoeForm.CP ? new long[] {I, 3 * 3} : new long[] {4 * 3, I, 2 * 3},
                 layer.weights().parameters().get(form == MumoeForm.CP ? "in" : "core.in").shape(),
                 "ranks ·(1 + 2 muted experts)");

@@ -22,7 +22,8 @@ class MumoeParameterCountTest {
     @Test
     void cpCostsRankTimesTheSumOfTheModes() {
         long r = 64;
-        CpMumoe layer = new CpMumoe(CpWeights.random(new Random(1), DataType.FLOAT, I, O, r, N));
+        CpMumoe layer = new CpMumoe(CpWeights.random(new Random(1), DataType.FLOAT, I, O, r, N),
+                GateActivation.SOFTMAX);
         assertEquals(r * (N + I + O), layer.weights().expertParameterCount());            // 327,680
         assertEquals(I * N, layer.weights().gateParameterCount());
         assertEquals(N * I * O, layer.weights().materialisedExpertParameterCount());       // 1,073,741,824
@@ -33,7 +34,8 @@ class MumoeParameterCountTest {
     @Test
     void hierarchicalCpSplitsTheExpertMode() {
         long r = 64;
-        CpMumoe layer = new CpMumoe(CpWeights.random(new Random(2), DataType.FLOAT, I, O, r, 64, 64));
+        CpMumoe layer = new CpMumoe(CpWeights.random(new Random(2), DataType.FLOAT, I, O, r, 64, 64),
+                GateActivation.SOFTMAX);
         assertArrayEquals(new long[] {64, 64}, layer.weights().expertDims());
         assertEquals(r * (64 + 64 + I + O), layer.weights().expertParameterCount());
         assertEquals(I * (64 + 64), layer.weights().gateParameterCount());
@@ -46,7 +48,8 @@ class MumoeParameterCountTest {
         long r1 = 8;
         long r2 = 8;
         long r3 = 8;
-        TrMumoe layer = new TrMumoe(TrWeights.random(new Random(3), DataType.FLOAT, I, O, new long[] {N}, r1, r2, r3));
+        TrMumoe layer = new TrMumoe(TrWeights.random(new Random(3), DataType.FLOAT, I, O, new long[] {N}, r1, r2, r3),
+                GateActivation.SOFTMAX);
         assertEquals(r1 * N * r2 + r2 * I * r3 + r3 * O * r1, layer.weights().expertParameterCount()); // 327,680
         assertEquals(N * I * O, layer.weights().materialisedExpertParameterCount());
         runs(layer);
@@ -56,7 +59,7 @@ class MumoeParameterCountTest {
     void hierarchicalTrCostsOneCorePerLevel() {
         long r = 8;
         TrMumoe layer = new TrMumoe(TrWeights.random(new Random(5), DataType.FLOAT, I, O, new long[] {64, 64},
-                r, r, r, r));
+                r, r, r, r), GateActivation.SOFTMAX);
         assertArrayEquals(new long[] {64, 64}, layer.weights().expertDims());
         assertEquals(r * r * (64 + 64 + I + O), layer.weights().expertParameterCount());    // 73,728
         assertEquals(I * (64 + 64), layer.weights().gateParameterCount());

@@ -65,13 +65,13 @@ class MumoeShapesTest {
 
     @Test
     void inputsAndOutputGradients() {
-        CpMumoe cp = new CpMumoe((CpWeights) MumoeCases.CP.weights(DataType.DOUBLE));
+        CpMumoe cp = new CpMumoe((CpWeights) MumoeCases.CP.weights(DataType.DOUBLE), GateActivation.SOFTMAX);
         fails("μMoE CP: x has shape [3, 4], expected [T, I] = [T ≥ 1, 5]", () -> cp.forward(z(3, 4)));
         fails("μMoE CP: x is FLOAT, expected DOUBLE like the other parameters",
                 () -> cp.forward(Nd4j.zeros(DataType.FLOAT, 3, 5)));
         MumoePass pass = cp.forward(z(3, 5));
         fails("μMoE CP: dy has shape [3, 5], expected [3, 4]", () -> cp.backward(pass, z(3, 5)));
-        TrMumoe tr = new TrMumoe((TrWeights) MumoeCases.TR.weights(DataType.DOUBLE));
+        TrMumoe tr = new TrMumoe((TrWeights) MumoeCases.TR.weights(DataType.DOUBLE), GateActivation.SOFTMAX);
         fails("μMoE TR: x has shape [0, 5], expected [T, I] = [T ≥ 1, 5]", () -> tr.forward(z(0, 5)));
         MumoePass trPass = tr.forward(z(2, 5));
         fails("μMoE TR: dy has shape [3, 4], expected [2, 4]", () -> tr.backward(trPass, z(3, 4)));
