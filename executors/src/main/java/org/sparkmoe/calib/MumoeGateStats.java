@@ -9,7 +9,8 @@ import org.sparkmoe.model.AdapterTerms.Site;
 
 /**
  * The gate mass a μMoE adapter's terms give each expert, per input file and site: Σ over the file's tokens of
- * aₙ(x) (the soft gates a = softmax(x·G) [T, N] the forward pass computed), and the tokens counted. A hierarchical
+ * aₙ(x) (the gates a = act(x·G) [T, N] the forward pass computed: softmax, or entmax-1.5 with many aₙ exactly 0,
+ * which add 0), and the tokens counted. A hierarchical
  * term's experts are the products n = (n_1, ..., n_L) of its levels, numbered row-major
  * (n = (n_1·N_2 + n_2)·N_3 + ...), with mass Σ_t a_1(n_1)···a_L(n_L) over the level gates a_l [T, N_l]. Exact sums
  * ({@link ExactSums}: 16 bytes per file, site and product expert, 64 KiB per file and site at N = 64·64), so any

@@ -6,6 +6,7 @@ import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.adapter.MumoeAdapter;
 import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.adapter.PeftAdapter;
+import org.sparkmoe.mumoe.GateActivation;
 import org.sparkmoe.mumoe.MumoeForm;
 import org.sparkmoe.io.ExpertLayout;
 import org.sparkmoe.driver.OutputFolder;
@@ -55,14 +56,16 @@ import java.util.concurrent.Callable;
                         + "default to the model's rank, and other values are refused), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter. A model of CP- or TR-form experts (--form cp|tr) trains only a μMoE adapter beside its frozen experts.",
                 "--adapter mumoe-cp|mumoe-tr trains a μMoE adapter instead of LoRA: a multilinear mixture of "
                         + "--mumoe-experts soft-gated experts in CP or tensor-ring form beside each --mumoe-targets "
-                        + "projection (y = W·x + μMoE(x)), written to OUT/adapter in SparkMoE's μMoE format (not PEFT)."})
+                        + "projection (y = W·x + μMoE(x)), written to OUT/adapter in SparkMoE's μMoE format (not PEFT). "
+                        + "--mumoe-gate entmax15 gates them with entmax-1.5 (sparse, convex) instead of softmax."})
 public final class TrainCommand implements Callable<Integer> {
     static final int DEFAULT_RANK = 8;
     static final double DEFAULT_ALPHA = 16;
     /** The options that only a LoRA run reads, and those that only a μMoE run reads. */
     private static final List<String> LORA_ONLY = List.of("--rank", "--alpha", "--targets", "--train-router",
             "--shared-expert-lora", "--adapter-format");
-    private static final List<String> MUMOE_ONLY = List.of("--mumoe-experts", "--mumoe-rank", "--mumoe-targets");
+    private static final List<String> MUMOE_ONLY = List.of("--mumoe-experts", "--mumoe-rank", "--mumoe-targets",
+            "--mumoe-gate");
 
     @Spec
     CommandSpec spec;
@@ -116,7 +119,7 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Option(names = "--adapter", defaultValue = "lora", paramLabel = "lora|mumoe-cp|mumoe-tr",
             description = "What is trained: LoRA on the experts, or a μMoE adapter (CP or tensor-ring factors and a "
-                    + "softmax gate) beside each --mumoe-targets projection. Default: ${DEFAULT-VALUE}.")
+                    + "gate, --mumoe-gate) beside each --mumoe-targets projection. Default: ${DEFAULT-VALUE}.")
     String adapter;
 
     @Option(names = "--mumoe-experts", defaultValue = "64", paramLabel = "N|N1,N2,...",
@@ -134,6 +137,12 @@ public final class TrainCommand implements Callable<Integer> {
                     + "(beside every MoE block's output) and mlp (beside every dense layer's MLP). Default: "
                     + "${DEFAULT-VALUE}.")
     String mumoeTargets;
+
+    @Option(names = "--mumoe-gate", defaultValue = "softmax", paramLabel = "softmax|entmax15",
+            description = "μMoE gate of each level: softmax, or entmax15, entmax-1.5 (Peters et al., ACL 2019), the "
+                    + "μMoE paper's gate (Oldfield et al., NeurIPS 2024): sparse, convex expert weights, many "
+                    + "exactly 0. Written in adapter_config.json. Default: ${DEFAULT-VALUE}.")
+    String mumoeGate;
 
     @Option(names = "--rank", paramLabel = "R",
             description = "LoRA rank. Default: " + DEFAULT_RANK + "; a low-rank model's own rank (another value is "
@@ -313,7 +322,8 @@ public final class TrainCommand implements Callable<Integer> {
     }
 
     /**
-     * The μMoE adapter of --adapter mumoe-cp|mumoe-tr, --mumoe-experts, --mumoe-rank, --mumoe-targets, or null for
+     * The μMoE adapter of --adapter mumoe-cp|mumoe-tr, --mumoe-experts, --mumoe-rank, --mumoe-targets, --mumoe-gate,
+     * or null for
      * --adapter lora (where the μMoE flags are refused); LoRA's flags and --merge are refused beside a μMoE adapter.
      */
     private MumoeConfig mumoeConfig(ModelConfig config) {
@@ -325,7 +335,7 @@ public final class TrainCommand implements Callable<Integer> {
             if (spec.commandLine().getParseResult().hasMatchedOption(option)) {
                 throw new IllegalArgumentException(option + " applies to " + (lora
                         ? "--adapter mumoe-cp or mumoe-tr, not lora" : "--adapter lora, not " + adapter
-                        + " (a μMoE adapter takes --mumoe-experts, --mumoe-rank and --mumoe-targets)"));
+                        + " (a μMoE adapter takes --mumoe-experts, --mumoe-rank, --mumoe-targets and --mumoe-gate)"));
             }
         }
         if (lora) {
@@ -345,7 +355,8 @@ public final class TrainCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--mumoe-rank " + ranks + ": expected integers (R, or r1,r2,...)");
         }
         MumoeConfig mumoe = new MumoeConfig(form, experts, r,
-                MumoeConfig.parseTargets(mumoeTargets, "--mumoe-targets"));
+                MumoeConfig.parseTargets(mumoeTargets, "--mumoe-targets"), GateActivation.parse(mumoeGate,
+                "--mumoe-gate"));
         TrainState.checkMumoe(config);
         System.err.printf(Locale.ROOT, "train: %s, %d trainable parameters%n", mumoe,
                 mumoe.parameterCount(config));

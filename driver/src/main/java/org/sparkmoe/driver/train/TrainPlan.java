@@ -6,6 +6,7 @@ import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.driver.PlanChecks;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.kernels.Device;
+import org.sparkmoe.mumoe.GateActivation;
 import org.sparkmoe.text.TextSplit;
 import org.sparkmoe.train.AdamW;
 import org.sparkmoe.train.LoraSpec;
@@ -249,7 +250,10 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
                 + " aux-loss-coef=" + options.auxLossCoef() + " seed=" + options.seed() + mumoeSignature(lora);
     }
 
-    /** A μMoE run's adapter flags, appended to the signature (a LoRA run's signature is as before: none). */
+    /**
+     * A μMoE run's adapter flags, appended to the signature (a LoRA run's signature is as before: none); the gate
+     * only when it is not softmax, so a softmax run's signature, and its resume, are as before --mumoe-gate.
+     */
     private static String mumoeSignature(LoraSpec lora) {
         MumoeConfig m = lora.mumoe();
         if (m == null) {
@@ -258,6 +262,7 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
         return " adapter=mumoe-" + m.form().id() + " mumoe-experts=" + m.expertsSpelling() + " mumoe-rank="
                 + java.util.Arrays.stream(m.ranks()).mapToObj(Integer::toString)
                 .collect(java.util.stream.Collectors.joining(","))
-                + " mumoe-targets=" + m.targets().stream().map(s -> s.id()).toList();
+                + " mumoe-targets=" + m.targets().stream().map(s -> s.id()).toList()
+                + (m.gate() == GateActivation.SOFTMAX ? "" : " mumoe-gate=" + m.gate().id());
     }
 }
