@@ -3,6 +3,7 @@ package org.sparkmoe.adapter;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -20,6 +21,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.io.SafeTensorsWriter;
+import org.sparkmoe.mumoe.GateActivation;
 import org.sparkmoe.mumoe.MumoeForm;
 
 /**
@@ -114,6 +116,24 @@ class MumoeAdapterFormatTest {
                 () -> MumoeConfig.parse(flatJson.replace("\"experts\" : 6", "\"experts\" : [ 2, \"x\" ]"), "cfg"));
         assertTrue(bad.getMessage().startsWith("cfg: experts must be an integer or a list of integers"),
                 bad.getMessage());
+    }
+
+    /** The gate field: softmax as before, entmax15 round-trips, absent reads as softmax, anything else fails. */
+    @Test
+    void theGateIsWrittenAndReadBackAndAbsentMeansSoftmax() {
+        MumoeConfig softmax = new MumoeConfig(MumoeForm.CP, 6, new int[] {5}, MumoeConfig.parseTargets("moe", "t"));
+        String json = softmax.toJson(null);
+        assertTrue(json.contains("\"gate\" : \"softmax\""), json);
+        assertEquals(softmax, MumoeConfig.parse(json.replace(",\n  \"gate\" : \"softmax\"", ""), "no gate"));
+        MumoeConfig entmax = new MumoeConfig(MumoeForm.CP, new int[] {6}, new int[] {5},
+                MumoeConfig.parseTargets("moe", "t"), GateActivation.ENTMAX15);
+        String sparse = entmax.toJson(null);
+        assertEquals(json.replace("\"softmax\"", "\"entmax15\""), sparse);
+        assertEquals(entmax, MumoeConfig.parse(sparse, "entmax"));
+        assertNotEquals(softmax, entmax);
+        AdapterFormatException bad = assertThrows(AdapterFormatException.class,
+                () -> MumoeConfig.parse(json.replace("\"softmax\"", "\"sparsemax\""), "cfg"));
+        assertEquals("cfg: gate: unknown μMoE gate 'sparsemax', expected softmax or entmax15", bad.getMessage());
     }
 
     @Test
