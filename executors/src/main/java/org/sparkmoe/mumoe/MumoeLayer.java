@@ -5,7 +5,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * A μMoE layer: y = Σₙ aₙ(x) · Wₙᵀx per token, with gates a = act(Gᵀx) over the N experts, act softmax or
  * entmax-1.5 ({@link GateActivation}; one gate per level of a hierarchy, the mixture weights being the outer product
- * of the levels' gates), and W [N, I, O] held in factorised form. Stateless between calls (no per-call scratch in fields), so one layer may serve several threads.
+ * of the levels' gates), and W [N, I, O] held in factorised form. Stateless between calls (no per-call scratch in
+ * fields), so one layer may serve several threads.
  */
 public interface MumoeLayer {
     /** The gates and the expert factors or cores this layer computes with (shared, not copied). */

@@ -56,8 +56,8 @@ import java.util.concurrent.Callable;
                         + "default to the model's rank, and other values are refused), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter. A model of CP- or TR-form experts (--form cp|tr) trains only a μMoE adapter beside its frozen experts.",
                 "--adapter mumoe-cp|mumoe-tr trains a μMoE adapter instead of LoRA: a multilinear mixture of "
                         + "--mumoe-experts soft-gated experts in CP or tensor-ring form beside each --mumoe-targets "
-                        + "projection (y = W·x + μMoE(x)), written to OUT/adapter in SparkMoE's μMoE format (not PEFT). "
-                        + "--mumoe-gate entmax15 gates them with entmax-1.5 (sparse, convex) instead of softmax."})
+                        + "projection (y = W·x + μMoE(x)), written to OUT/adapter in SparkMoE's μMoE format "
+                        + "(not PEFT). --mumoe-gate entmax15 gates them with entmax-1.5 (sparse, convex) instead of softmax."})
 public final class TrainCommand implements Callable<Integer> {
     static final int DEFAULT_RANK = 8;
     static final double DEFAULT_ALPHA = 16;
