@@ -13,6 +13,7 @@ import org.sparkmoe.driver.train.TrainPlan;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.SafeTensorsFile;
 import org.sparkmoe.adapter.MumoeConfig;
+import org.sparkmoe.mumoe.GateActivation;
 import org.sparkmoe.mumoe.MumoeForm;
 import org.sparkmoe.text.TextSplit;
 import org.sparkmoe.train.LoraSpec;
@@ -280,6 +281,39 @@ class TrainJobTest {
                 assertEquals(16, file.get("share").size());
             }
         }
+    }
+
+    /**
+     * --mumoe-gate entmax15 ({@link #MUMOE} gated by entmax-1.5): resumed bit for bit; adapter_config.json says
+     * "gate": "entmax15" and the run's signature mumoe-gate=entmax15, so resuming it with the default softmax gate is
+     * refused; eval --adapter reads it, with and without a muted expert, and calibrate --adapter runs on its gates.
+     */
+    @Test
+    void entmaxGatedMumoeResumesBitForBitAndEvalCalibrateAndMuteReadIt() throws Exception {
+        Path whole = dir.resolve("entmax-whole");
+        CliRun run = sparkmoe(mumoeTrain(whole, "--mumoe-gate", "entmax15"));
+        assertEquals(0, run.exitCode(), run.err());
+        Path interrupted = dir.resolve("entmax-interrupted");
+        MumoeConfig entmax = new MumoeConfig(MumoeForm.CP, new int[] {16}, new int[] {4},
+                MumoeConfig.parseTargets("q_proj,o_proj,moe", "test"), GateActivation.ENTMAX15);
+        InterruptedTrain.stopAfterRound(mumoePlan(interrupted, entmax), 1);
+        CliRun softmax = sparkmoe(mumoeTrain(interrupted, "--resume"));
+        assertEquals(1, softmax.exitCode(), softmax.err());
+        assertTrue(softmax.err().contains("mumoe-gate=entmax15"), softmax.err());
+        assertResumedEqualsWhole(whole, interrupted, mumoeTrain(interrupted, "--resume", "--mumoe-gate", "entmax15"));
+
+        Path adapter = whole.resolve("adapter");
+        JsonNode config = JSON.readTree(adapter.resolve("adapter_config.json").toFile());
+        assertEquals("entmax15", config.get("gate").asText());
+        double base = evalPpl(null, "entmax-base");
+        double adapted = evalPpl(adapter, "entmax-adapted");
+        assertNotEquals(base, adapted, "eval --adapter applies the entmax-gated terms");
+        double muted = evalPpl(adapter, "entmax-muted", "--mute-experts", "0,5,9");
+        assertNotEquals(adapted, muted, "muting experts 0, 5 and 9 everywhere changes the model");
+        CliRun calibrate = sparkmoe("calibrate", "--model", Fixtures.tinyModel().toString(), "--data",
+                data.toString(), "--window", "32", "--max-tokens-per-file", "256", "--adapter", adapter.toString(),
+                "--master", "local[2]", "--out", dir.resolve("entmax-calib").toString());
+        assertEquals(0, calibrate.exitCode(), calibrate.err());
     }
 
     /** eval's perplexity over the excerpt's test split, with {@code adapter} (or none) and {@code more} flags. */
