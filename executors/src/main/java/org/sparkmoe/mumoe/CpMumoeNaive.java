@@ -17,9 +17,11 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  */
 public final class CpMumoeNaive implements MumoeLayer {
     private final CpWeights w;
+    private final GateActivation activation;
 
-    public CpMumoeNaive(CpWeights w) {
+    public CpMumoeNaive(CpWeights w, GateActivation activation) {
         this.w = w;
+        this.activation = activation;
     }
 
     @Override
@@ -47,7 +49,7 @@ public final class CpMumoeNaive implements MumoeLayer {
                 }
             }
         }
-        return new Materialised(x, w.gates(), dense, in, out);
+        return new Materialised(x, w.gates(), activation, dense, in, out);
     }
 
     /** E [N, R]: E[n, r] = Π_l U⁽ᴺˡ⁾[n_l, r], or with level {@code skip} left out of the product. */

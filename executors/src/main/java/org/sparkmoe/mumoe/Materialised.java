@@ -12,7 +12,7 @@ import org.sparkmoe.kernels.Softmax;
  * row-major order), in float64 with plain loops: the reference that the factorised layers are tested against.
  * Per token t:
  * <pre>
- *   a_l[t]   = softmax(x[t]·G_l)                       // [N_l]
+ *   a_l[t]   = φ(x[t]·G_l)                             // [N_l], φ softmax or entmax-1.5 ({@link GateActivation})
  *   α[t, n]  = Π_l a_l[t, n_l]                          // [N]   the mixture weight of expert n
  *   y[t, o]  = Σ_n α[t, n] Σ_i x[t, i] W[n, i, o]       // [O]
  * </pre>
@@ -29,9 +29,11 @@ final class Materialised {
     final List<double[]> a;    // [T, N_l] per level
     final double[] alpha;      // [T, N]
     final double[] w;          // [N, I, O]
+    private final GateActivation activation;
 
     /** Builds W's forward state; {@code w} is W [N, I, O] flattened in 'c' order. */
-    Materialised(INDArray x, List<INDArray> gates, double[] w, int in, int out) {
+    Materialised(INDArray x, List<INDArray> gates, GateActivation activation, double[] w, int in, int out) {
+        this.activation = activation;
         this.tokens = (int) x.size(0);
         this.in = in;
         this.out = out;
@@ -45,7 +47,7 @@ final class Materialised {
             n *= dims[l];
             double[] g = doubles(gates.get(l));
             gate.add(g);
-            a.add(gate(this.x, g, tokens, in, dims[l]));
+            a.add(gate(this.x, g, tokens, in, dims[l], activation));
         }
         this.experts = n;
         this.w = w;
@@ -79,8 +81,8 @@ final class Materialised {
         return a.castTo(DataType.DOUBLE).dup('c').data().asDouble();
     }
 
-    /** a [T, N] = softmax over each row of x·G, with explicit loops. */
-    private static double[] gate(double[] x, double[] g, int tokens, int in, int n) {
+    /** a [T, N] = φ over each row of x·G, with explicit loops. */
+    private static double[] gate(double[] x, double[] g, int tokens, int in, int n, GateActivation activation) {
         double[] z = new double[tokens * n];
         for (int t = 0; t < tokens; t++) {
             for (int k = 0; k < n; k++) {
@@ -90,7 +92,11 @@ final class Materialised {
                 }
                 z[t * n + k] = s;
             }
-            Softmax.row(z, t * n, n, false);
+            if (activation == GateActivation.SOFTMAX) {
+                Softmax.row(z, t * n, n, false);
+            } else {
+                Entmax15.row(z, t * n, n);
+            }
         }
         return z;
     }
@@ -163,7 +169,11 @@ final class Materialised {
                     }
                     dz[t * n + digit(e, l)] += dAlpha[t * experts + e] * others;
                 }
-                Softmax.rowBackward(a.get(l), dz, t * n, n);
+                if (activation == GateActivation.SOFTMAX) {
+                    Softmax.rowBackward(a.get(l), dz, t * n, n);
+                } else {
+                    Entmax15.rowBackward(a.get(l), dz, t * n, n);
+                }
             }
             double[] g = gate.get(l);
             double[] dg = new double[in * n];

@@ -18,9 +18,11 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  */
 public final class TrMumoeNaive implements MumoeLayer {
     private final TrWeights w;
+    private final GateActivation activation;
 
-    public TrMumoeNaive(TrWeights w) {
+    public TrMumoeNaive(TrWeights w, GateActivation activation) {
         this.w = w;
+        this.activation = activation;
     }
 
     @Override
@@ -118,7 +120,7 @@ public final class TrMumoeNaive implements MumoeLayer {
                 }
             }
         }
-        return new Materialised(x, w.gates(), dense, in, out);
+        return new Materialised(x, w.gates(), activation, dense, in, out);
     }
 
     @Override

@@ -33,11 +33,18 @@ enum MumoeCases {
     }
 
     MumoeLayer fast(Object w) {
-        return w instanceof CpWeights cp ? new CpMumoe(cp, GateActivation.SOFTMAX)
-                : new TrMumoe((TrWeights) w, GateActivation.SOFTMAX);
+        return fast(w, GateActivation.SOFTMAX);
     }
 
     MumoeLayer naive(Object w) {
-        return w instanceof CpWeights cp ? new CpMumoeNaive(cp) : new TrMumoeNaive((TrWeights) w);
+        return naive(w, GateActivation.SOFTMAX);
+    }
+
+    MumoeLayer fast(Object w, GateActivation gate) {
+        return w instanceof CpWeights cp ? new CpMumoe(cp, gate) : new TrMumoe((TrWeights) w, gate);
+    }
+
+    MumoeLayer naive(Object w, GateActivation gate) {
+        return w instanceof CpWeights cp ? new CpMumoeNaive(cp, gate) : new TrMumoeNaive((TrWeights) w, gate);
     }
 }

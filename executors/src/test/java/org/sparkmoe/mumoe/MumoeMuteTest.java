@@ -135,8 +135,8 @@ class MumoeMuteTest {
         MumoePass m = layer.forward(x);
         assertArrayEquals(before.data().asDouble(), p.get(first).data().asDouble(), 0.0, "given tensors kept");
 
-        MumoePass full = form == MumoeForm.CP ? new CpMumoeNaive((CpWeights) w).forward(x)
-                : new TrMumoeNaive((TrWeights) w).forward(x);
+        MumoePass full = form == MumoeForm.CP ? new CpMumoeNaive((CpWeights) w, GateActivation.SOFTMAX).forward(x)
+                : new TrMumoeNaive((TrWeights) w, GateActivation.SOFTMAX).forward(x);
         assertArrayEquals(full.gates().get(1).data().asDouble(), m.gates().get(1).data().asDouble(), 1e-15,
                 "the gates are those of all N₁·N₂ experts");
         double[][][] dense = form == MumoeForm.CP ? materialiseLevels((CpWeights) w, n1, n2)

@@ -31,19 +31,27 @@ class MumoeParityTest {
     @ParameterizedTest
     @EnumSource(MumoeCases.class)
     void float64FactorisedEqualsMaterialised(MumoeCases c) {
-        check(c, DataType.DOUBLE, 1e-12);
+        check(c, GateActivation.SOFTMAX, DataType.DOUBLE, 1e-12);
     }
 
     @ParameterizedTest
     @EnumSource(MumoeCases.class)
     void float32FactorisedEqualsMaterialised(MumoeCases c) {
-        check(c, DataType.FLOAT, 1e-5);
+        check(c, GateActivation.SOFTMAX, DataType.FLOAT, 1e-5);
     }
 
-    private static void check(MumoeCases c, DataType type, double tolerance) {
+    /** The same with entmax-1.5 gates (the naive reference runs {@link Entmax15}'s rows in its own loops). */
+    @ParameterizedTest
+    @EnumSource(MumoeCases.class)
+    void entmaxGatedFactorisedEqualsMaterialised(MumoeCases c) {
+        check(c, GateActivation.ENTMAX15, DataType.DOUBLE, 1e-12);
+        check(c, GateActivation.ENTMAX15, DataType.FLOAT, 1e-5);
+    }
+
+    private static void check(MumoeCases c, GateActivation gate, DataType type, double tolerance) {
         Object w = c.weights(type);
-        MumoeLayer fast = c.fast(w);
-        MumoeLayer naive = c.naive(w);
+        MumoeLayer fast = c.fast(w, gate);
+        MumoeLayer naive = c.naive(w, gate);
         INDArray x = GradientCheck.gaussian(new Random(21), type, 1.0, MumoeCases.T, MumoeCases.I);
         INDArray dy = GradientCheck.gaussian(new Random(22), type, 1.0, MumoeCases.T, MumoeCases.O);
 

@@ -22,6 +22,7 @@ import org.sparkmoe.model.LinearInputs;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.model.OwnedArrays;
 import org.sparkmoe.mumoe.CpMumoeNaive;
+import org.sparkmoe.mumoe.GateActivation;
 import org.sparkmoe.mumoe.CpWeights;
 import org.sparkmoe.mumoe.MumoeForm;
 
@@ -135,7 +136,7 @@ class MumoeAdapterTrainingTest {
         CpWeights w64 = new CpWeights(List.of(s.params().get(moe + "gate.0").castTo(DataType.DOUBLE)),
                 List.of(s.params().get(moe + "expert.0").castTo(DataType.DOUBLE)),
                 s.params().get(moe + "in").castTo(DataType.DOUBLE), s.params().get(moe + "out").castTo(DataType.DOUBLE));
-        INDArray expected = new CpMumoeNaive(w64).forward(base.routerInputs().get(0).castTo(DataType.DOUBLE)).y();
+        INDArray expected = new CpMumoeNaive(w64, GateActivation.SOFTMAX).forward(base.routerInputs().get(0).castTo(DataType.DOUBLE)).y();
         INDArray actual = with.hiddenStates().get(1).castTo(DataType.DOUBLE)
                 .sub(base.hiddenStates().get(1).castTo(DataType.DOUBLE));
         double scale = expected.amaxNumber().doubleValue();
@@ -174,7 +175,7 @@ class MumoeAdapterTrainingTest {
                 s.params().get(moe + "expert.1").castTo(DataType.DOUBLE));
         CpWeights w64 = new CpWeights(gates, experts, s.params().get(moe + "in").castTo(DataType.DOUBLE),
                 s.params().get(moe + "out").castTo(DataType.DOUBLE));
-        INDArray expected = new CpMumoeNaive(w64).forward(base.routerInputs().get(0).castTo(DataType.DOUBLE)).y();
+        INDArray expected = new CpMumoeNaive(w64, GateActivation.SOFTMAX).forward(base.routerInputs().get(0).castTo(DataType.DOUBLE)).y();
         INDArray actual = with.hiddenStates().get(1).castTo(DataType.DOUBLE)
                 .sub(base.hiddenStates().get(1).castTo(DataType.DOUBLE));
         double scale = expected.amaxNumber().doubleValue();
@@ -283,7 +284,7 @@ class MumoeAdapterTrainingTest {
         CpWeights w64 = new CpWeights(List.of(s.params().get(mlp + "gate.0").castTo(DataType.DOUBLE)),
                 List.of(s.params().get(mlp + "expert.0").castTo(DataType.DOUBLE)),
                 s.params().get(mlp + "in").castTo(DataType.DOUBLE), s.params().get(mlp + "out").castTo(DataType.DOUBLE));
-        INDArray expected = new CpMumoeNaive(w64).forward(mlpInput[0].castTo(DataType.DOUBLE)).y();
+        INDArray expected = new CpMumoeNaive(w64, GateActivation.SOFTMAX).forward(mlpInput[0].castTo(DataType.DOUBLE)).y();
         INDArray actual = with.hiddenStates().get(2).castTo(DataType.DOUBLE)
                 .sub(base.hiddenStates().get(2).castTo(DataType.DOUBLE));
         assertArrayEquals(base.hiddenStates().get(1).data().asFloat(), with.hiddenStates().get(1).data().asFloat(),
