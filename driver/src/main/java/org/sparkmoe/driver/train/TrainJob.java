@@ -88,6 +88,7 @@ public final class TrainJob {
         TrainState last = state;
         int reruns = 0;
         KeptMean start = KeptMean.put(run, state);
+        boolean startIsDrivers = true;  // start was put from the driver's own state, not kept by a round's tasks
         long step = state.step();
         try {
             long round = firstRound;
@@ -108,7 +109,7 @@ public final class TrainJob {
                             : RoundTree.keep(leaves, plan.partitions(), chunks, next);
                 } catch (Exception e) {
                     next.drop();
-                    if (!KeptMean.Lost.caused(e) || round == held.round) {
+                    if (!KeptMean.Lost.caused(e) || startIsDrivers) {
                         throw e;    // not a lost mean, or the driver's own state was unreadable: no rerun helps
                     }
                     start.drop();
@@ -117,12 +118,14 @@ public final class TrainJob {
                                     + "rounds %d..%d again from the driver's state of step %d%n", round + 1,
                             plan.roundCount(), step, held.round + 1, round + 1, held.state.step());
                     start = KeptMean.put(run + "_" + reruns, held.state);
+                    startIsDrivers = true;
                     step = held.state.step();
                     round = held.round;
                     continue;
                 }
                 start.drop();       // its tasks have read it
                 start = next;
+                startIsDrivers = false;
                 if (done.nonFinite() != null || !Double.isFinite(done.loss())) {
                     requireFinite(plan, round, step, stepAfter, done);
                 }
