@@ -82,6 +82,15 @@ record DecomposedFormRuns(String form, int rank, BiFunction<CheckpointLayout, Pr
         return ppl;
     }
 
+    /** {@code train} with LoRA on the decomposed model is refused in one line: only a μMoE adapter trains beside it. */
+    void refusesLoraTraining(Path model) {
+        assertFails(1, "train: error: a model of CP- or TR-form experts (surgery lowrank --form cp|tr) trains only "
+                        + "a μMoE adapter beside its frozen experts (--adapter mumoe-cp|mumoe-tr): LoRA on its "
+                        + "experts, --train-router and training its CP factors or TR cores are not built", "train",
+                "--model", model.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(), "--steps", "1",
+                "--out", tmp.resolve("never-train").toString());
+    }
+
     /**
      * {@code train --adapter mumoe-cp} on the decomposed model (eval perplexity {@code plain}): the backward runs
      * through the frozen experts to their input; the adapter (beside q_proj, o_proj and every MoE block) is written,

@@ -13,7 +13,6 @@ import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.ModelSchema;
 
-import java.io.StringWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -42,10 +41,6 @@ class LowRankCpCommandTest {
     private static DecomposedFormRuns runs() {
         return new DecomposedFormRuns("cp", R, (layout, p) -> Arrays.stream(CpFactor.values())
                 .map(f -> layout.cpFactor(1, p, f)).toList(), tmp);
-    }
-
-    private static int sparkmoe(StringWriter err, String... args) {
-        return DecomposedFormRuns.sparkmoe(err, args);
     }
 
     private static Path cp(String name, String... extra) {
@@ -81,18 +76,8 @@ class LowRankCpCommandTest {
         Path one = cp("cp-16-p1", "--partitions", "1");
         assertArrayEquals(Files.readAllBytes(one.resolve("model.safetensors")),
                 Files.readAllBytes(out.resolve("model.safetensors")));
-        Path eval = tmp.resolve("cp-16-eval.json");
-        StringWriter err = new StringWriter();
-        assertEquals(0, sparkmoe(err, "eval", "--model", out.toString(), "--data",
-                Fixtures.corpus("sysadmin.txt").toString(), "--window", "128", "--master", "local[2]",
-                "--out", eval.toString()), err.toString());
-        double ppl = JSON.readTree(eval.toFile()).get("all").get("ppl").asDouble();
-        assertTrue(Double.isFinite(ppl) && ppl > 1, "ppl " + ppl);
-        assertFails(1, "train: error: a model of CP- or TR-form experts (surgery lowrank --form cp|tr) trains only "
-                        + "a μMoE adapter beside its frozen experts (--adapter mumoe-cp|mumoe-tr): LoRA on its "
-                        + "experts, --train-router and training its CP factors or TR cores are not built", "train",
-                "--model", out.toString(), "--data", Fixtures.corpus("sysadmin.txt").toString(), "--steps", "1",
-                "--out", tmp.resolve("never-train").toString());
+        double ppl = runs().evalPerplexity(out, null, "cp-16-eval.json");
+        runs().refusesLoraTraining(out);
         runs().trainsAMumoeAdapterBesideTheFrozenExperts(out, ppl);
     }
 
