@@ -7,7 +7,7 @@ import jdk.incubator.vector.VectorSpecies;
 
 /**
  * e^x in float64 from a fixed sequence of correctly rounded IEEE operations (+, ×, fused multiply-add, exact
- * power-of-two scaling), as a scalar and as a {@link DoubleVector} lane-wise twin that give the same bits for every
+ * power-of-two scaling), as a scalar and as a pass over arrays in {@link DoubleVector} lanes that give the same bits for every
  * input, on every CPU, compiled or interpreted. The Vector API's own {@code EXP} is not used because its result is
  * the JIT's choice (Intel SVML when compiled, {@link Math#exp} when not), which would let the same input round
  * differently before and after warm-up.
@@ -36,11 +36,28 @@ public final class Exp {
     private static final double[] TAYLOR = {
         1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
         1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5};
+    // TAYLOR, 1 and the two parts of ln 2 in every lane, for expLanes: one static final field each, which C2 takes
+    // as constants (the elements of an array of vectors it loads and checks: e^x took 3.2 ns per element, not 2.2)
+    private static final DoubleVector T13_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[0]);
+    private static final DoubleVector T12_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[1]);
+    private static final DoubleVector T11_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[2]);
+    private static final DoubleVector T10_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[3]);
+    private static final DoubleVector T9_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[4]);
+    private static final DoubleVector T8_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[5]);
+    private static final DoubleVector T7_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[6]);
+    private static final DoubleVector T6_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[7]);
+    private static final DoubleVector T5_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[8]);
+    private static final DoubleVector T4_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[9]);
+    private static final DoubleVector T3_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[10]);
+    private static final DoubleVector T2_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[11]);
+    private static final DoubleVector ONE_LANES = DoubleVector.broadcast(SPECIES, 1.0);
+    private static final DoubleVector LN2_HI_LANES = DoubleVector.broadcast(SPECIES, LN2_HI);
+    private static final DoubleVector LN2_LO_LANES = DoubleVector.broadcast(SPECIES, LN2_LO);
 
     private Exp() {
     }
 
-    /** e^x, the scalar twin of {@link #exp(DoubleVector)}. */
+    /** e^x, the scalar twin of {@link #expLanes}' lanes. */
     public static double exp(double x) {
         x = Math.min(Math.max(x, LOWEST), HIGHEST);               // NaN stays NaN
         double shifted = x * LOG2E + SHIFTER;                      // n in the low bits
@@ -60,35 +77,60 @@ public final class Exp {
         return p * s1 * s2;
     }
 
-    /** e^x lane by lane, bit-identical to {@link #exp(double)} in every lane; x has {@link #SPECIES}' lanes. */
-    public static DoubleVector exp(DoubleVector x) {
-        DoubleVector xs = x.max(LOWEST).min(HIGHEST);
-        DoubleVector shifted = xs.mul(LOG2E).add(SHIFTER);
-        DoubleVector n = shifted.sub(SHIFTER);
-        DoubleVector minusN = n.neg();
-        VectorSpecies<Double> lanes = SPECIES;                     // a constant: what the JIT compiles to vectors
-        DoubleVector r = minusN.fma(DoubleVector.broadcast(lanes, LN2_HI), xs);
-        r = minusN.fma(DoubleVector.broadcast(lanes, LN2_LO), r);
-        // Horner written out, not as a loop over TAYLOR: with the loop (and masked blends for the range), JDK 17's C2
-        // left parts of the SwiGLU kernel on the Vector API's Java fallback (JFR: tOpTemplate, blendTemplate).
-        DoubleVector p = r.fma(DoubleVector.broadcast(lanes, TAYLOR[0]), DoubleVector.broadcast(lanes, TAYLOR[1]));
-        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[2]));
-        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[3]));
-        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[4]));
-        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[5]));
-        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[6]));
-        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[7]));
-        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[8]));
-        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[9]));
-        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[10]));
-        p = p.fma(r, DoubleVector.broadcast(lanes, TAYLOR[11]));
-        DoubleVector one = DoubleVector.broadcast(lanes, 1.0);
-        p = p.fma(r, one);
-        p = p.fma(r, one);
-        LongVector bits = shifted.reinterpretAsLongs().sub(Double.doubleToRawLongBits(SHIFTER));
-        LongVector half = bits.lanewise(VectorOperators.ASHR, 1);
-        DoubleVector s1 = half.add(1023).lanewise(VectorOperators.LSHL, 52).reinterpretAsDoubles();
-        DoubleVector s2 = bits.sub(half).add(1023).lanewise(VectorOperators.LSHL, 52).reinterpretAsDoubles();
-        return p.mul(s1).mul(s2);
+    /**
+     * dst[dstAt + i] = e^src[srcAt + i] for i &lt; n, rounded to float32 when {@code single}: {@link #exp(double)}
+     * four float64 lanes at a time (the last n mod 4 elements by the scalar), the same bits for every element, on
+     * every CPU, compiled or interpreted. src and dst may be the same array at the same offset. The vector kernels
+     * take e^x through this pass over their arrays, after a pass that computes the argument.
+     * <p>
+     * Why the vector e^x is one method over arrays, written out in full: JDK 17's C2 stops inlining into a compilation
+     * unit once it has created 18,000 nodes (NodeCountInliningCutoff), and every Vector API call creates dozens while
+     * it is parsed. A kernel that computed the argument, e^x and the roundings in one loop ran past it; the calls it
+     * then left out of line took and returned boxed vectors, an allocation per vector, and e^x cost 4.4 ns per element
+     * where the same loop inlined costs 1.7 (docs/benchmarks.md). This method is over C2's 325-bytecode limit for
+     * inlining a hot method (FreqInlineSize), so it is always compiled on its own, with the whole budget; only arrays
+     * cross its boundary. Horner is written out, not as a loop over TAYLOR: with the loop (and masked blends for the
+     * range), C2 left parts of the SwiGLU kernel on the Vector API's Java fallback (JFR: tOpTemplate, blendTemplate).
+     */
+    static void expLanes(double[] src, int srcAt, double[] dst, int dstAt, int n, boolean single) {
+        int i = 0;
+        for (int end = SPECIES.loopBound(n); i < end; i += SPECIES.length()) {
+            DoubleVector xs = DoubleVector.fromArray(SPECIES, src, srcAt + i).max(LOWEST).min(HIGHEST);
+            DoubleVector shifted = xs.mul(LOG2E).add(SHIFTER);
+            DoubleVector minusN = shifted.sub(SHIFTER).neg();
+            DoubleVector r = minusN.fma(LN2_HI_LANES, xs);
+            r = minusN.fma(LN2_LO_LANES, r);
+            DoubleVector p = r.fma(T13_LANES, T12_LANES);
+            p = p.fma(r, T11_LANES);
+            p = p.fma(r, T10_LANES);
+            p = p.fma(r, T9_LANES);
+            p = p.fma(r, T8_LANES);
+            p = p.fma(r, T7_LANES);
+            p = p.fma(r, T6_LANES);
+            p = p.fma(r, T5_LANES);
+            p = p.fma(r, T4_LANES);
+            p = p.fma(r, T3_LANES);
+            p = p.fma(r, T2_LANES);
+            p = p.fma(r, ONE_LANES);
+            p = p.fma(r, ONE_LANES);                               // e^r
+            LongVector bits = shifted.reinterpretAsLongs().sub(Double.doubleToRawLongBits(SHIFTER));   // n
+            LongVector half = bits.lanewise(VectorOperators.ASHR, 1);
+            DoubleVector s1 = half.add(1023).lanewise(VectorOperators.LSHL, 52).reinterpretAsDoubles();
+            DoubleVector s2 = bits.sub(half).add(1023).lanewise(VectorOperators.LSHL, 52).reinterpretAsDoubles();
+            DoubleVector e = p.mul(s1).mul(s2);
+            if (single) {                                          // a store per branch: no vector merges two paths
+                VectorRows.round(e).intoArray(dst, dstAt + i);
+            } else {
+                e.intoArray(dst, dstAt + i);
+            }
+        }
+        expScalar(src, srcAt + i, dst, dstAt + i, n - i, single);
+    }
+
+    /** {@link #expLanes} one element at a time: the reference. */
+    static void expScalar(double[] src, int srcAt, double[] dst, int dstAt, int n, boolean single) {
+        for (int i = 0; i < n; i++) {
+            dst[dstAt + i] = Flat.round(exp(src[srcAt + i]), single);
+        }
     }
 }

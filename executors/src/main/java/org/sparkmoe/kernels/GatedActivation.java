@@ -27,30 +27,43 @@ public enum GatedActivation {
 
         @Override
         void forwardLanes(double[] z, double[] u, double[] act, int n, boolean single) {
+            int whole = wholeVectors(n);
+            expOfMinus(z, act, whole);                                        // act = e^−z
             if (single) {                                  // one loop per precision: no vector merges two paths
-                for (int i = 0; i < n; i += LANES.length()) {                 // whole vectors: see LANES
+                for (int i = 0; i < whole; i += LANES.length()) {
                     DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
-                    DoubleVector silu = VectorRows.round(zv.div(Exp.exp(zv.neg()).add(1.0)));
+                    DoubleVector silu = VectorRows.round(zv.div(DoubleVector.fromArray(LANES, act, i).add(1.0)));
                     VectorRows.round(silu.mul(DoubleVector.fromArray(LANES, u, i))).intoArray(act, i);
                 }
             } else {
-                for (int i = 0; i < n; i += LANES.length()) {
+                for (int i = 0; i < whole; i += LANES.length()) {
                     DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
-                    zv.div(Exp.exp(zv.neg()).add(1.0)).mul(DoubleVector.fromArray(LANES, u, i)).intoArray(act, i);
+                    zv.div(DoubleVector.fromArray(LANES, act, i).add(1.0)).mul(DoubleVector.fromArray(LANES, u, i))
+                            .intoArray(act, i);
                 }
             }
         }
 
         @Override
         void backwardLanes(double[] z, double[] u, double[] dAct, double[] dz, double[] du, int n) {
-            for (int i = 0; i < n; i += LANES.length()) {
+            int whole = wholeVectors(n);
+            expOfMinus(z, dz, whole);                                         // dz = e^−z, read before written
+            for (int i = 0; i < whole; i += LANES.length()) {
                 DoubleVector zv = DoubleVector.fromArray(LANES, z, i);
                 DoubleVector d = DoubleVector.fromArray(LANES, dAct, i);
-                DoubleVector sig = ONE.div(Exp.exp(zv.neg()).add(1.0));
+                DoubleVector sig = ONE.div(DoubleVector.fromArray(LANES, dz, i).add(1.0));
                 DoubleVector slope = zv.mul(ONE.sub(sig)).add(1.0);
                 d.mul(DoubleVector.fromArray(LANES, u, i)).mul(sig).mul(slope).intoArray(dz, i);
                 d.mul(zv).mul(sig).intoArray(du, i);
             }
+        }
+
+        /** out[i] = e^−z[i] for i &lt; n (a multiple of the lanes): the negation, then {@link Exp}'s own pass. */
+        private void expOfMinus(double[] z, double[] out, int n) {
+            for (int i = 0; i < n; i += LANES.length()) {
+                DoubleVector.fromArray(LANES, z, i).neg().intoArray(out, i);
+            }
+            Exp.expLanes(out, 0, out, 0, n, false);
         }
     },
     /**
@@ -87,6 +100,11 @@ public enum GatedActivation {
     static final VectorSpecies<Double> LANES = Exp.SPECIES;
     /** Chunk arrays are at least n rounded up to this. */
     static final int LANE_MULTIPLE = LANES.length();
+
+    /** n rounded up to whole vectors: what the chunk kernels compute. */
+    static int wholeVectors(int n) {
+        return (n + LANE_MULTIPLE - 1) / LANE_MULTIPLE * LANE_MULTIPLE;
+    }
     private static final DoubleVector ONE = DoubleVector.broadcast(LANES, 1.0);
     /** gpt-oss's {@code limit} (transformers fixes it at 7.0). */
     public static final double LIMIT = 7.0;

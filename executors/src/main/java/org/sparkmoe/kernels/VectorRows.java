@@ -109,17 +109,19 @@ public final class VectorRows {
     static void expShiftedLanes(double[] x, int at, int n, double scale, double shift, boolean single) {
         int i = 0;
         int end = DOUBLES.loopBound(n);
-        if (single) {                                      // one loop per precision, as GatedActivation's
+        if (single) {                                      // the argument, one loop per precision
             for (; i < end; i += DOUBLES.length()) {
-                DoubleVector z = round(round(DoubleVector.fromArray(DOUBLES, x, at + i).mul(scale)).sub(shift));
-                round(Exp.exp(z)).intoArray(x, at + i);
+                round(round(DoubleVector.fromArray(DOUBLES, x, at + i).mul(scale)).sub(shift)).intoArray(x, at + i);
             }
         } else {
             for (; i < end; i += DOUBLES.length()) {
-                Exp.exp(DoubleVector.fromArray(DOUBLES, x, at + i).mul(scale).sub(shift)).intoArray(x, at + i);
+                DoubleVector.fromArray(DOUBLES, x, at + i).mul(scale).sub(shift).intoArray(x, at + i);
             }
         }
-        expShiftedScalar(x, at, i, n, scale, shift, single);
+        for (; i < n; i++) {
+            x[at + i] = Flat.round(Flat.round(x[at + i] * scale, single) - shift, single);
+        }
+        Exp.expLanes(x, at, x, at, n, single);             // then e^x in its own pass (see there why)
     }
 
     /** {@link #expShifted} for i in from..n-1, one element at a time: the reference. */
