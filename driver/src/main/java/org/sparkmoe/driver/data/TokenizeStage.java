@@ -40,9 +40,11 @@ public final class TokenizeStage {
         List<Integer> fileIndices = IntStream.range(0, data.size()).boxed().toList();
         JavaRDD<TokenizedFile> files;
         List<Integer> counts;
+        List<TokenizedFile> onDriver = null;
         if (totalBytes(data, sc.hadoopConfiguration()) <= DRIVER_BYTES) {
             List<TokenizedFile> tokenized = fileIndices.stream()
                     .map(file -> tokenize(model, data.get(file), split, file)).toList();
+            onDriver = tokenized;
             files = sc.parallelize(tokenized, tokenized.size());
             counts = tokenized.stream().map(t -> t.tokens.length).toList();
         } else {
@@ -58,11 +60,14 @@ public final class TokenizeStage {
                         + " tokens, fewer than one window of " + window);
             }
         }
-        return new Tokenized(files, counts);
+        return new Tokenized(files, counts, onDriver);
     }
 
-    /** The tokenized files and each file's token count, in --data order. */
-    public record Tokenized(JavaRDD<TokenizedFile> files, List<Integer> tokenCounts) {
+    /**
+     * The tokenized files and each file's token count, in --data order; {@code onDriver} holds the files too when
+     * they were tokenized on the driver (null when a stage did it), so a job can cut its work there.
+     */
+    public record Tokenized(JavaRDD<TokenizedFile> files, List<Integer> tokenCounts, List<TokenizedFile> onDriver) {
         /** Windows of {@code window} tokens per file (the remainder dropped). */
         public long[] windowCounts(int window) {
             return tokenCounts.stream().mapToLong(c -> c / window).toArray();

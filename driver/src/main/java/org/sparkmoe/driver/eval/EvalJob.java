@@ -22,8 +22,9 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Distributed windowed perplexity. Stage 1 tokenizes each file's split (one task per file); stage 2 scores
- * fixed chunks of windows spread over the partitions, each executor JVM loading the model once. Chunk NLL sums
+ * Distributed windowed perplexity. Stage 1 tokenizes each file's split (one task per file; small inputs are
+ * tokenized and cut into chunks on the driver instead, with no stage); stage 2 scores fixed chunks of windows
+ * spread over the partitions, each executor JVM loading the model once. Chunk NLL sums
  * come back to the driver and are added in (file, chunk) order, so the report is identical for any
  * partitioning or number of executors. Against a baseline ({@link #runAgainst}) the same chunks are compared
  * with the baseline's logits instead; {@code eval --mute-experts} is such a comparison, of the μMoE adapter with
@@ -35,7 +36,7 @@ public final class EvalJob {
 
     public static PerplexityReport run(JavaSparkContext sc, EvalPlan plan) {
         TokenizeStage.Tokenized tokenized = tokenize(sc, plan, "");
-        List<ChunkNll> scored = chunks(tokenized, plan)
+        List<ChunkNll> scored = chunks(sc, tokenized, plan)
                 .map(chunk -> score(plan, chunk))
                 .collect();
         tokenized.files().unpersist(false);
@@ -50,7 +51,7 @@ public final class EvalJob {
     public static PerplexityReport runLayerwise(JavaSparkContext sc, EvalPlan plan, LayerwisePlan pass) {
         TokenizeStage.Tokenized tokenized = tokenize(sc, plan, " one layer at a time");
         ModelConfig config = ModelFolder.readConfig(new Path(plan.model()), sc.hadoopConfiguration());
-        LayerwiseEval.Scored scored = LayerwiseEval.score(sc, plan, pass, config, chunks(tokenized, plan));
+        LayerwiseEval.Scored scored = LayerwiseEval.score(sc, plan, pass, config, chunks(sc, tokenized, plan));
         tokenized.files().unpersist(false);
         return report(plan, scored.chunks()).withLayerwise(scored.stored());
     }
@@ -62,7 +63,7 @@ public final class EvalJob {
      */
     public static DivergenceReport runAgainst(JavaSparkContext sc, EvalPlan plan, Baseline baseline) {
         TokenizeStage.Tokenized tokenized = tokenize(sc, plan, " against the baseline " + baseline.model());
-        List<ChunkDivergence> scored = chunks(tokenized, plan)
+        List<ChunkDivergence> scored = chunks(sc, tokenized, plan)
                 .map(chunk -> compare(plan, baseline, chunk))
                 .collect();
         tokenized.files().unpersist(false);
@@ -95,7 +96,18 @@ public final class EvalJob {
         return tokenized;
     }
 
-    private static JavaRDD<TokenChunk> chunks(TokenizeStage.Tokenized tokenized, EvalPlan plan) {
+    /**
+     * The chunks spread over the partitions: cut on the driver and parallelized when the files were tokenized there
+     * (no shuffle stage before the scoring), else cut where the files are and repartitioned.
+     */
+    private static JavaRDD<TokenChunk> chunks(JavaSparkContext sc, TokenizeStage.Tokenized tokenized, EvalPlan plan) {
+        if (tokenized.onDriver() != null) {
+            List<TokenChunk> all = new ArrayList<>();
+            for (TokenizedFile file : tokenized.onDriver()) {
+                all.addAll(chunks(file, plan.window(), plan.batchWindows()));
+            }
+            return sc.parallelize(all, plan.partitions());
+        }
         return tokenized.files()
                 .flatMap(t -> chunks(t, plan.window(), plan.batchWindows()).iterator())
                 .repartition(plan.partitions());
