@@ -19,6 +19,14 @@ public interface ExpertFfn {
     interface Pass {
         /** @return out [T, D] */
         INDArray out();
+
+        /**
+         * Frees the native buffers this pass keeps for {@link #backward} (not {@link #out()}) now, instead of when
+         * the garbage collector finds them: an inference forward releases its pass once it has the output, a training
+         * step once the pass's backward ran. Nothing may run the backward of a released pass.
+         */
+        default void release() {
+        }
     }
 
     /** E. */
@@ -32,6 +40,9 @@ public interface ExpertFfn {
     /** x [T, D] routed by {@code routes} → the pass with out [T, D]. */
     Pass forward(INDArray x, Routes routes);
 
-    /** Gradients from dOut [T, D] = dL/dout, in exact reverse order of the forward pass; base weights frozen. */
+    /**
+     * Gradients from dOut [T, D] = dL/dout, in exact reverse order of the forward pass; base weights frozen. May
+     * {@link Pass#release} the pass: one backward per pass.
+     */
     ExpertGradients backward(Pass pass, INDArray dOut);
 }

@@ -7,6 +7,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.Workers;
 
 /**
@@ -85,7 +86,16 @@ final class ExpertRows {
         INDArray ys() {
             return ys.h();
         }
+
+        /**
+         * Frees the native buffers of this pass (xs, both gate projections, act, ys and the LoRA inputs) now, not
+         * when the garbage collector finds them; nothing may read them after.
+         */
+        void release() {
+            NativeBuffers.free(xs, h1.h(), h1.shrunk(), h3.h(), h3.shrunk(), act, ys.h(), ys.shrunk());
+        }
     }
+
 
     /**
      * Gradients of one backward pass; the LoRA gradients of a projection without LoRA are null.
@@ -118,6 +128,7 @@ final class ExpertRows {
         INDArray dxs = Nd4j.createUninitialized(dataType, ctx.xs.shape(), 'c');            // [N, D]
         LoraGradients dUp = up.backward(ctx.xs, ctx.h3, dh[1], ctx.offsets, dxs, false);
         LoraGradients dGate = gate.backward(ctx.xs, ctx.h1, dh[0], ctx.offsets, dxs, true);
+        NativeBuffers.free(dAct, dh[0], dh[1]);
         return new Gradients(dxs, dGate, dUp, dDown);
     }
 

@@ -5,9 +5,10 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.GroupedGemm;
+import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.VectorRows;
-import org.sparkmoe.routing.RoutingPlan;
 import org.sparkmoe.routing.Routes;
+import org.sparkmoe.routing.RoutingPlan;
 
 /**
  * The E gated experts of one MoE layer with frozen base weights (and gpt-oss's frozen biases) and per-expert LoRA on
@@ -71,6 +72,10 @@ public final class FullExperts implements ExpertFfn {
 
     /** The forward result and what {@link #backward} needs; immutable once built. */
     private record FullPass(Routes routes, ExpertRows.Context ffn, INDArray out) implements Pass {
+        @Override
+        public void release() {
+            ffn.release();
+        }
     }
 
     @Override
@@ -157,6 +162,8 @@ public final class FullExperts implements ExpertFfn {
 
         // gather: xs = x[tokenOfRow]  →  dx[t] = Σ dxs[row] over t's rows in plan order, rounded once
         INDArray dx = RowCombine.sumByToken(ffn.dxs(), plan, tokens, rows.workers());  // [T, D]
+        NativeBuffers.free(dysArray, ffn.dxs());
+        p.release();                                                                   // one backward per pass
         return new ExpertGradients(dx, dWeights, ffn.gate(), ffn.up(), ffn.down());
     }
 

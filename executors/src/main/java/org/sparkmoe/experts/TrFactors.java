@@ -4,6 +4,7 @@ import java.util.Arrays;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.NativeBuffers;
 
 /**
  * One projection (in → out) of E experts in tensor-ring form, the TR decomposition of their stacked weights
@@ -177,11 +178,7 @@ public final class TrFactors {
         INDArray product = copy.reshape('c', n * r3, r1).mmul(expert);                         // [(o, c), b]
         INDArray rows = Nd4j.createUninitialized(product.dataType(), n, r2 * r3);              // [o, (b, c)]
         rows.reshape('c', n, r2, r3).assign(product.reshape('c', n, r3, r2).permute(0, 2, 1));  // its own buffer
-        for (INDArray temporary : new INDArray[] {copy, product}) {   // freed now, not at a collection: ALS calls
-            if (temporary.closeable()) {                                // this per expert and block of rows
-                temporary.close();
-            }
-        }
+        NativeBuffers.free(copy, product);         // now, not at a collection: ALS calls this per expert and block
         return rows;
     }
 

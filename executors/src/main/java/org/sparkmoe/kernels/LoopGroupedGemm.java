@@ -37,6 +37,7 @@ public final class LoopGroupedGemm implements GroupedGemm {
                 INDArray xg = gather(x, offsets, g);                                  // [n_g, in]
                 INDArray yg = Nd4j.gemm(xg, w.widened(g, x.dataType()), false, true);                 // [n_g, out] = x_g · W_gᵀ
                 scatter(yg, y, offsets, g, accumulate);
+                NativeBuffers.free(xg, yg);
             }
         }
     }
@@ -49,6 +50,7 @@ public final class LoopGroupedGemm implements GroupedGemm {
                 INDArray dyg = gather(dy, offsets, g);                                // [n_g, out]
                 INDArray dxg = Nd4j.gemm(dyg, w.widened(g, dy.dataType()), false, false);              // [n_g, in] = dy_g · W_g
                 scatter(dxg, dx, offsets, g, accumulate);
+                NativeBuffers.free(dyg, dxg);
             }
         }
     }
@@ -67,6 +69,7 @@ public final class LoopGroupedGemm implements GroupedGemm {
                 } else {
                     dwg.assign(grad);
                 }
+                NativeBuffers.free(dyg, xg, grad);
             } else if (!accumulate) {
                 dwg.assign(0);
             }

@@ -1,6 +1,7 @@
 package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.kernels.NativeBuffers;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -33,11 +34,7 @@ public final class OwnedArrays {
 
     /** Frees every owned array's native buffer now, instead of when the garbage collector finds it. */
     public synchronized void release() {
-        for (INDArray a : arrays) {
-            if (a.closeable()) {
-                a.close();
-            }
-        }
+        NativeBuffers.free(arrays.toArray(INDArray[]::new));
         arrays.clear();
         bytes = 0;
         released = true;
