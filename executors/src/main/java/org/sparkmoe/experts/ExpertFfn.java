@@ -22,8 +22,9 @@ public interface ExpertFfn {
 
         /**
          * Frees the native buffers this pass keeps for {@link #backward} (not {@link #out()}) now, instead of when
-         * the garbage collector finds them: an inference forward releases its pass once it has the output, a training
-         * step once the pass's backward ran. Nothing may run the backward of a released pass.
+         * the garbage collector finds them; the backward does it once it ran. Nothing may run the backward of a
+         * released pass. (An inference forward leaves its pass to the collector: freeing it on the task's thread
+         * measured no faster in the eval forward, deploy/bench/ForwardBench.java.)
          */
         default void release() {
         }

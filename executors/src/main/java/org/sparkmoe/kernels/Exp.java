@@ -86,8 +86,8 @@ public final class Exp {
      * Why the vector e^x is one method over arrays, written out in full: JDK 17's C2 stops inlining into a compilation
      * unit once it has created 18,000 nodes (NodeCountInliningCutoff), and every Vector API call creates dozens while
      * it is parsed. A kernel that computed the argument, e^x and the roundings in one loop ran past it; the calls it
-     * then left out of line took and returned boxed vectors, an allocation per vector, and e^x cost 4.4 ns per element
-     * where the same loop inlined costs 1.7 (docs/benchmarks.md). This method is over C2's 325-bytecode limit for
+     * then left out of line took and returned boxed vectors, an allocation per vector (docs/benchmarks.md, "e^x in a
+     * pass of its own"). This method is over C2's 325-bytecode limit for
      * inlining a hot method (FreqInlineSize), so it is always compiled on its own, with the whole budget; only arrays
      * cross its boundary. Horner is written out, not as a loop over TAYLOR: with the loop (and masked blends for the
      * range), C2 left parts of the SwiGLU kernel on the Vector API's Java fallback (JFR: tOpTemplate, blendTemplate).

@@ -104,7 +104,6 @@ public final class MoeBlock {
     /** Inference: x [T, D] → Output, {@code topK} experts per token, no jitter. */
     public Output forward(INDArray x, int topK) {
         Context ctx = atTopK(topK).forward(x, null);
-        ctx.routed.release();                                       // no backward follows
         return new Output(ctx.out, ctx.logits);
     }
 
