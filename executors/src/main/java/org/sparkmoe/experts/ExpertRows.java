@@ -96,7 +96,6 @@ final class ExpertRows {
         }
     }
 
-
     /**
      * Gradients of one backward pass; the LoRA gradients of a projection without LoRA are null.
      *

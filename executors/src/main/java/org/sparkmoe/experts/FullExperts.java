@@ -7,8 +7,8 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.VectorRows;
-import org.sparkmoe.routing.Routes;
 import org.sparkmoe.routing.RoutingPlan;
+import org.sparkmoe.routing.Routes;
 
 /**
  * The E gated experts of one MoE layer with frozen base weights (and gpt-oss's frozen biases) and per-expert LoRA on

@@ -7,8 +7,8 @@ import jdk.incubator.vector.VectorSpecies;
 
 /**
  * e^x in float64 from a fixed sequence of correctly rounded IEEE operations (+, ×, fused multiply-add, exact
- * power-of-two scaling), as a scalar and as a pass over arrays in {@link DoubleVector} lanes that give the same bits for every
- * input, on every CPU, compiled or interpreted. The Vector API's own {@code EXP} is not used because its result is
+ * power-of-two scaling), as a scalar and as a pass over arrays in {@link DoubleVector} lanes that give the same bits
+ * for every input, on every CPU, compiled or interpreted. The Vector API's own {@code EXP} is not used because its result is
  * the JIT's choice (Intel SVML when compiled, {@link Math#exp} when not), which would let the same input round
  * differently before and after warm-up.
  *
@@ -37,7 +37,7 @@ public final class Exp {
         1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
         1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5};
     // TAYLOR, 1 and the two parts of ln 2 in every lane, for expLanes: one static final field each, which C2 takes
-    // as constants (the elements of an array of vectors it loads and checks: e^x took 3.2 ns per element, not 2.2)
+    // as constants (the elements of an array of vectors it loads and type-checks in the loop, measured slower)
     private static final DoubleVector T13_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[0]);
     private static final DoubleVector T12_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[1]);
     private static final DoubleVector T11_LANES = DoubleVector.broadcast(SPECIES, TAYLOR[2]);
@@ -87,9 +87,8 @@ public final class Exp {
      * unit once it has created 18,000 nodes (NodeCountInliningCutoff), and every Vector API call creates dozens while
      * it is parsed. A kernel that computed the argument, e^x and the roundings in one loop ran past it; the calls it
      * then left out of line took and returned boxed vectors, an allocation per vector (docs/benchmarks.md, "e^x in a
-     * pass of its own"). This method is over C2's 325-bytecode limit for
-     * inlining a hot method (FreqInlineSize), so it is always compiled on its own, with the whole budget; only arrays
-     * cross its boundary. Horner is written out, not as a loop over TAYLOR: with the loop (and masked blends for the
+     * pass of its own"). This method is over C2's 325-bytecode limit for inlining a hot method (FreqInlineSize), so
+     * it is always compiled on its own, with the whole budget; only arrays cross its boundary. Horner is written out, not as a loop over TAYLOR: with the loop (and masked blends for the
      * range), C2 left parts of the SwiGLU kernel on the Vector API's Java fallback (JFR: tOpTemplate, blendTemplate).
      */
     static void expLanes(double[] src, int srcAt, double[] dst, int dstAt, int n, boolean single) {
