@@ -88,8 +88,9 @@ public final class Exp {
      * it is parsed. A kernel that computed the argument, e^x and the roundings in one loop ran past it; the calls it
      * then left out of line took and returned boxed vectors, an allocation per vector (docs/benchmarks.md, "e^x in a
      * pass of its own"). This method is over C2's 325-bytecode limit for inlining a hot method (FreqInlineSize), so
-     * it is always compiled on its own, with the whole budget; only arrays cross its boundary. Horner is written out, not as a loop over TAYLOR: with the loop (and masked blends for the
-     * range), C2 left parts of the SwiGLU kernel on the Vector API's Java fallback (JFR: tOpTemplate, blendTemplate).
+     * it is always compiled on its own, with the whole budget; only arrays cross its boundary. Horner is written
+     * out, not as a loop over TAYLOR: with the loop (and masked blends for the range), C2 left parts of the SwiGLU
+     * kernel on the Vector API's Java fallback (JFR: tOpTemplate, blendTemplate).
      */
     static void expLanes(double[] src, int srcAt, double[] dst, int dstAt, int n, boolean single) {
         int i = 0;
