@@ -119,7 +119,7 @@ public final class VectorRows {
             }
         }
         for (; i < n; i++) {
-            x[at + i] = Flat.round(Flat.round(x[at + i] * scale, single) - shift, single);
+            x[at + i] = shifted(x[at + i], scale, shift, single);
         }
         Exp.expLanes(x, at, x, at, n, single);             // then e^x in its own pass (see there why)
     }
@@ -127,9 +127,13 @@ public final class VectorRows {
     /** {@link #expShifted} for i in from..n-1, one element at a time: the reference. */
     static void expShiftedScalar(double[] x, int at, int from, int n, double scale, double shift, boolean single) {
         for (int i = from; i < n; i++) {
-            double z = Flat.round(Flat.round(x[at + i] * scale, single) - shift, single);
-            x[at + i] = Flat.round(Exp.exp(z), single);
+            x[at + i] = Flat.round(Exp.exp(shifted(x[at + i], scale, shift, single)), single);
         }
+    }
+
+    /** e^x's argument in {@link #expShifted}: round(round(x · scale) − shift). */
+    private static double shifted(double x, double scale, double shift, boolean single) {
+        return Flat.round(Flat.round(x * scale, single) - shift, single);
     }
 
     /** out[i] = in[i] widened, for i &lt; n (exact). */

@@ -31,13 +31,7 @@ final class FactorGradientCheck {
             assertArrayEquals(param.shape(), grad.shape(), "d" + names[j] + " has its parameter's shape");
             DoubleSupplier l = loss.apply(j);
             for (long e = 0; e < param.length(); e++) {
-                double original = param.getDouble(e);
-                param.putScalar(e, original + LowRankGradientCheckTest.STEP);
-                double plus = l.getAsDouble();
-                param.putScalar(e, original - LowRankGradientCheckTest.STEP);
-                double minus = l.getAsDouble();
-                param.putScalar(e, original);
-                double numeric = (plus - minus) / (2 * LowRankGradientCheckTest.STEP);
+                double numeric = GradientCheck.centralDifference(param, e, LowRankGradientCheckTest.STEP, l);
                 double analytic = grad.getDouble(e);
                 double err = Math.abs(analytic - numeric);
                 double size = Math.max(Math.abs(analytic), Math.abs(numeric));

@@ -55,13 +55,7 @@ class LowRankGradientCheckTest {
             INDArray param = params[j];
             INDArray grad = grads[j].dup('c');
             for (long e = 0; e < param.length(); e++) {
-                double original = param.getDouble(e);
-                param.putScalar(e, original + STEP);
-                double plus = loss(block, x, p, experts);
-                param.putScalar(e, original - STEP);
-                double minus = loss(block, x, p, experts);
-                param.putScalar(e, original);
-                double numeric = (plus - minus) / (2 * STEP);
+                double numeric = GradientCheck.centralDifference(param, e, STEP, () -> loss(block, x, p, experts));
                 double analytic = grad.getDouble(e);
                 double err = Math.abs(analytic - numeric);
                 double size = Math.max(Math.abs(analytic), Math.abs(numeric));

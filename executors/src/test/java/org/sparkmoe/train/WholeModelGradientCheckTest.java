@@ -179,13 +179,7 @@ class WholeModelGradientCheckTest {
         }
         double largest = 0;
         for (int i : entries) {
-            double original = param.getDouble(i);
-            param.putScalar(i, original + GradientCheck.H);
-            double plus = loss.getAsDouble();
-            param.putScalar(i, original - GradientCheck.H);
-            double minus = loss.getAsDouble();
-            param.putScalar(i, original);
-            double numeric = (plus - minus) / (2 * GradientCheck.H);
+            double numeric = GradientCheck.centralDifference(param, i, GradientCheck.H, loss);
             double error = Math.abs(numeric - g[i]) / Math.max(1.0, Math.abs(g[i]));
             assertTrue(error <= GradientCheck.TOLERANCE, name + "[" + i + "]: analytic " + g[i] + ", numeric "
                     + numeric + ", error " + error);
