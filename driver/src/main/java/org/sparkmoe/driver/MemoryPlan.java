@@ -3,6 +3,7 @@ package org.sparkmoe.driver;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.adapter.MumoeConfig;
+import org.sparkmoe.driver.train.RoundTree;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout;
 import org.sparkmoe.io.ModelConfig;
@@ -544,22 +545,33 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         out.append(prefix).append("anonymous ").append(size(anonymousBytes())).append(" = heap ")
                 .append(size(limits.heapBytes())).append(" + JVM ").append(size(JVM_OVERHEAD)).append(" + native\n");
         if (job == Job.TRAIN) {
-            out.append(prefix).append("per round: the last mean ").append(size(stateBytes))
-                    .append(" kept on the executors in blocks of at most ").append(size(StateMean.CHUNK_BYTES))
-                    .append(" (a task reads it from its own executor, or fetches it once from the one that made it); "
-                            + "partials ").append(limits.partitions() > 0 ? limits.partitions() + " × " + size(stateBytes)
-                            : size(stateBytes) + " per partition").append(" through the shuffle; the driver reads the "
-                            + "mean only for a checkpoint and the last round (task results: a few numbers; "
-                            + "spark.driver.maxResultSize ")
-                    .append(limits.maxResultBytes() == 0 ? "unlimited" : size(limits.maxResultBytes())).append(")\n");
+            String partials = limits.partitions() > 0 ? limits.partitions() + " × " + size(stateBytes)
+                    : size(stateBytes) + " per partition";
+            long span = limits.partitions() > 0
+                    ? RoundTree.driverSpan(limits.partitions(), stateBytes, limits.driverAveragingBytes()) : 0;
+            out.append(prefix).append("per round: ");
+            if (span == 1) {
+                out.append("partials ").append(partials).append(" kept by the executors and averaged on the driver "
+                                + "(up to ").append(size(limits.driverAveragingBytes())).append(": ")
+                        .append(SparkLimits.DRIVER_AVERAGING_KEY).append("), which keeps the mean ")
+                        .append(size(stateBytes)).append(" for the next round's tasks to fetch once per executor\n");
+            } else {
+                out.append("the last mean ").append(size(stateBytes))
+                        .append(" kept on the executors in blocks of at most ").append(size(StateMean.CHUNK_BYTES))
+                        .append(" (a task reads it from its own executor, or fetches it once from the one that made "
+                                + "it); partials ").append(partials).append(" averaged through the shuffle")
+                        .append(span > 1 && span < limits.partitions() ? ", the tree's levels from span " + span
+                                + " on the driver" : "")
+                        .append("; the driver reads the mean only for a checkpoint and the last round\n");
+            }
         }
         return out.toString();
     }
 
     /**
      * Refuses, in one line naming what to change, a plan that cannot fit: native memory over what the executor
-     * has for it (see {@link SparkLimits#nativeBudgetBytes}). Train's averaged state never travels as a task result
-     * (it stays in the executors' block managers, {@code KeptMean}), so spark.driver.maxResultSize does not bound it.
+     * has for it (see {@link SparkLimits#nativeBudgetBytes}). Train's partials and averaged state never travel as task
+     * results (they stay in block managers, {@code KeptMean}), so spark.driver.maxResultSize does not bound them.
      */
     public void check() {
         long budget = limits.nativeBudgetBytes();

@@ -23,9 +23,12 @@ import java.util.regex.Pattern;
  * @param containerised      YARN or Kubernetes: the container is killed past heap + overhead
  * @param maxResultBytes     spark.driver.maxResultSize; 0 = unlimited
  * @param partitions         --partitions, else Spark's default parallelism where the settings give it; 0 = unknown
+ * @param driverAveragingBytes train: the partials' bytes the driver of a round may read to average them
+ *                           ({@link #driverAveragingBytes(SparkConf)})
  */
 public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, long nativeBudgetBytes,
-                          String nativeBudgetSource, boolean containerised, long maxResultBytes, int partitions) {
+                          String nativeBudgetSource, boolean containerised, long maxResultBytes, int partitions,
+                          long driverAveragingBytes) {
 
     private static final Pattern LOCAL = Pattern.compile("local(\\[\\s*([0-9]+|\\*)\\s*(,\\s*[0-9]+\\s*)?])?");
     private static final Pattern LOCAL_CLUSTER =
@@ -37,13 +40,20 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
      * and Kubernetes.
      */
     public static final String MEMORY_KEY = "spark.sparkmoe.executor.memory";
+    /**
+     * The Spark setting that bounds the bytes of partials the driver of a train round reads, averages and keeps the
+     * mean of (one stage, no shuffle); larger states are averaged in the shuffle and kept on an executor.
+     */
+    public static final String DRIVER_AVERAGING_KEY = "spark.sparkmoe.train.driverAveraging";
+    private static final String DRIVER_AVERAGING_DEFAULT = "64m";
     /** Spark's floor for the default executor memory overhead. */
     private static final long MIN_OVERHEAD = 384L << 20;
 
     /** The limits of a job that will run with {@code conf} (as {@link SparkContexts#conf} builds it). */
     public static SparkLimits of(SparkConf conf, Integer partitionsFlag) {
         String master = conf.get("spark.master").trim();
-        long maxResult = conf.getSizeAsBytes("spark.driver.maxResultSize", "1g");
+        long maxResult = maxResultBytes(conf);
+        long driverAveraging = driverAveragingBytes(conf);
         long declared = declaredMemory(conf);
         Matcher local = LOCAL.matcher(master);
         if (local.matches()) {
@@ -54,7 +64,7 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
             return new SparkLimits(master, slots, heap, Math.max(1, physical - heap - MemoryPlan.JVM_OVERHEAD),
                     (declared > 0 ? MEMORY_KEY + " " : "this machine's memory ") + MemoryPlan.size(physical)
                             + " less the heap (-Xmx) and the JVM's own",
-                    false, maxResult, partitionsFlag != null ? partitionsFlag : slots);
+                    false, maxResult, partitionsFlag != null ? partitionsFlag : slots, driverAveraging);
         }
         int cores = conf.getInt("spark.executor.cores", 1);
         long heap = conf.getSizeAsBytes("spark.executor.memory", "1g");
@@ -68,18 +78,18 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
         if (!containerised) {
             return declared > 0 ? new SparkLimits(master, cores, heap, Math.max(1, declared - heap
                     - MemoryPlan.JVM_OVERHEAD), MEMORY_KEY + " " + MemoryPlan.size(declared) + " less the heap "
-                    + "(spark.executor.memory) and the JVM's own", false, maxResult, partitions)
-                    : new SparkLimits(master, cores, heap, 0, "not known to the driver", false, maxResult, partitions);
+                    + "(spark.executor.memory) and the JVM's own", false, maxResult, partitions, driverAveraging)
+                    : new SparkLimits(master, cores, heap, 0, "not known to the driver", false, maxResult, partitions, driverAveraging);
         }
         if (declared > 0) {
             return new SparkLimits(master, cores, heap, Math.max(1, declared - heap), MEMORY_KEY + " "
-                    + MemoryPlan.size(declared) + " less the heap (spark.executor.memory)", true, maxResult, partitions);
+                    + MemoryPlan.size(declared) + " less the heap (spark.executor.memory)", true, maxResult, partitions, driverAveraging);
         }
         long overhead = conf.contains("spark.executor.memoryOverhead")
                 ? conf.getSizeAsMb("spark.executor.memoryOverhead", "384") << 20
                 : Math.max(MIN_OVERHEAD, (long) (conf.getDouble("spark.executor.memoryOverheadFactor", 0.1) * heap));
         return new SparkLimits(master, cores, heap, overhead, "spark.executor.memoryOverhead " + MemoryPlan.size(overhead)
-                + " (a container holds spark.executor.memory + memoryOverhead)", true, maxResult, partitions);
+                + " (a container holds spark.executor.memory + memoryOverhead)", true, maxResult, partitions, driverAveraging);
     }
 
     /**
@@ -88,6 +98,30 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
      */
     public long memoryBytes() {
         return nativeBudgetBytes == 0 ? 0 : heapBytes + nativeBudgetBytes + (containerised ? 0 : MemoryPlan.JVM_OVERHEAD);
+    }
+
+    /** spark.driver.maxResultSize in bytes; 0 = unlimited. */
+    private static long maxResultBytes(SparkConf conf) {
+        return conf.getSizeAsBytes("spark.driver.maxResultSize", "1g");
+    }
+
+    /**
+     * The partials' bytes the driver of a train round may read to average them: {@value #DRIVER_AVERAGING_KEY}
+     * (default {@value #DRIVER_AVERAGING_DEFAULT}; 0 = always average on the executors); refuses a value that is not
+     * a size, naming the setting.
+     */
+    public static long driverAveragingBytes(SparkConf conf) {
+        String value = conf.get(DRIVER_AVERAGING_KEY, DRIVER_AVERAGING_DEFAULT);
+        try {
+            long bytes = conf.getSizeAsBytes(DRIVER_AVERAGING_KEY, DRIVER_AVERAGING_DEFAULT);
+            if (bytes >= 0) {
+                return bytes;
+            }
+        } catch (NumberFormatException e) {
+            // named below
+        }
+        throw new IllegalArgumentException(DRIVER_AVERAGING_KEY + "=" + value + " in the Spark configuration is not "
+                + "a size such as 64m or 0");
     }
 
     /** {@value #MEMORY_KEY} in bytes, or 0 when not set; refuses a value that is not a size, naming the setting. */

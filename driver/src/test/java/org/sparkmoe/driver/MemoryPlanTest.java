@@ -259,9 +259,39 @@ class MemoryPlanTest {
         assertTrue(text.contains("mapped weights 3.19 GiB (file-backed"), text);
         assertTrue(text.contains("per round: the last mean 81.0 MiB kept on the executors in blocks of at most "
                 + "64.0 MiB (a task reads it from its own executor, or fetches it once from the one that made it); "
-                + "partials 2 × 81.0 MiB through the shuffle; the driver reads the mean only for a checkpoint and the "
-                + "last round (task results: a few numbers; spark.driver.maxResultSize 1.00 GiB)"), text);
+                + "partials 2 × 81.0 MiB averaged through the shuffle; the driver reads the mean only for a "
+                + "checkpoint and the last round"), text);
         text.lines().forEach(line -> assertTrue(line.startsWith("memory plan: "), line));
+    }
+
+    /**
+     * Where a round's mean forms: partials that fit in spark.sparkmoe.train.driverAveraging (default 64 MiB) are
+     * averaged on the driver; more go through the shuffle, the driver taking the tree's first level whose nodes fit.
+     */
+    @Test
+    void describeSaysWhereTheRoundsMeanForms() {
+        long mib = 1L << 20;
+        String small = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 7 * mib,
+                yarn("8g", 1)).describe();
+        assertTrue(small.contains("per round: partials 2 × 7.00 MiB kept by the executors and averaged on the driver "
+                + "(up to 64.0 MiB: spark.sparkmoe.train.driverAveraging), which keeps the mean 7.00 MiB for the next "
+                + "round's tasks to fetch once per executor"), small);
+        SparkConf eight = new SparkConf(false).setMaster("yarn").set("spark.executor.memory", "8g");
+        String mixed = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 20 * mib,
+                SparkLimits.of(eight, 8)).describe();
+        assertTrue(mixed.contains("partials 8 × 20.0 MiB averaged through the shuffle, the tree's levels from span 4 "
+                + "on the driver;"), mixed);
+        String raised = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 20 * mib,
+                SparkLimits.of(eight.clone().set(SparkLimits.DRIVER_AVERAGING_KEY, "160m"), 8)).describe();
+        assertTrue(raised.contains("partials 8 × 20.0 MiB kept by the executors and averaged on the driver (up to "
+                + "160 MiB"), raised);
+        String off = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 7 * mib,
+                SparkLimits.of(eight.clone().set(SparkLimits.DRIVER_AVERAGING_KEY, "0"), 2)).describe();
+        assertTrue(off.contains("partials 2 × 7.00 MiB averaged through the shuffle; the driver reads"), off);
+        IllegalArgumentException bad = assertThrows(IllegalArgumentException.class,
+                () -> SparkLimits.of(eight.clone().set(SparkLimits.DRIVER_AVERAGING_KEY, "lots"), 2));
+        assertEquals("spark.sparkmoe.train.driverAveraging=lots in the Spark configuration is not a size such as "
+                + "64m or 0", bad.getMessage());
     }
 
     /**

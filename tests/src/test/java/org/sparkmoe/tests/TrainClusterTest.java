@@ -13,6 +13,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.train.TrainJob;
 import org.sparkmoe.driver.train.TrainPlan;
 import org.sparkmoe.io.CheckpointLayout.Projection;
@@ -36,7 +37,8 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 
 /**
  * train on a real standalone cluster (Master, two Workers, two executor JVMs): the averaged state equals the
- * local[2] run with the same partitioning bit for bit, also when an executor JVM is killed in the middle of a round.
+ * local[2] run with the same partitioning bit for bit, averaged on the driver or on the executors, also when an
+ * executor JVM is killed in the middle of a round.
  */
 class TrainClusterTest {
     private static StandaloneCluster cluster;
@@ -88,6 +90,7 @@ class TrainClusterTest {
         }
     }
 
+    /** The small state is averaged on the driver (the default): the partials read from the executors' JVMs. */
     @Test
     void twoExecutorJvmsEqualLocal() {
         try (JavaSparkContext sc = new JavaSparkContext(cluster.conf("train-cluster-test", "1g"))) {
@@ -96,9 +99,14 @@ class TrainClusterTest {
         }
     }
 
+    /**
+     * Averaged on the executors (spark.sparkmoe.train.driverAveraging 0: the shuffle's tree, the mean kept by an
+     * executor): the killed executor's kept mean, when it held it, is recomputed from the driver's last state.
+     */
     @Test
     void anExecutorKilledMidRoundChangesNothing() throws Exception {
-        try (JavaSparkContext sc = new JavaSparkContext(cluster.conf("train-cluster-test-kill", "1g"))) {
+        try (JavaSparkContext sc = new JavaSparkContext(cluster.conf("train-cluster-test-kill", "1g")
+                .set(SparkLimits.DRIVER_AVERAGING_KEY, "0"))) {
             cluster.awaitExecutors(sc);
             long victim = cluster.executorPids(0).get(0);
             AtomicLong roundsDone = new AtomicLong();

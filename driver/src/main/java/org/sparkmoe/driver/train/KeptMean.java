@@ -9,6 +9,7 @@ import org.apache.spark.storage.TestBlockId;
 import org.sparkmoe.train.StateMean;
 import org.sparkmoe.train.TrainState;
 import scala.Option;
+import scala.runtime.AbstractFunction1;
 import scala.reflect.ClassTag;
 import scala.reflect.ClassTag$;
 
@@ -29,12 +30,22 @@ import java.util.List;
 final class KeptMean implements Serializable {
     private static final ClassTag<StateMean> TAG = ClassTag$.MODULE$.apply(StateMean.class);
 
-    /** A chunk of a kept mean is gone (its executor was lost): the rounds since the driver's last state rerun. */
+    /**
+     * A chunk of a kept mean, or of a partial the driver was to read, is gone (its executor was lost): the rounds
+     * since the driver's last state rerun.
+     */
     static final class Lost extends IllegalStateException {
         static final String MARK = "sparkmoe: kept train state lost";
+        private final boolean partial;
 
-        Lost(String block) {
+        Lost(String block, boolean partial) {
             super(MARK + ": block " + block + " is gone (its executor was lost?)");
+            this.partial = partial;
+        }
+
+        /** Whether what is gone is a partial of the round (its starting state was read). */
+        boolean partial() {
+            return partial;
         }
 
         /** Whether {@code failure} (a failed job's exception, any cause) comes from a task's {@code Lost}. */
@@ -62,6 +73,63 @@ final class KeptMean implements Serializable {
         return new TestBlockId("sparkmoe_train_" + run + "_step" + step + "_chunk" + chunk);
     }
 
+    private BlockId partial(int first, int chunk) {
+        return new TestBlockId("sparkmoe_train_" + run + "_step" + step + "_partial" + first + "_chunk" + chunk);
+    }
+
+    /**
+     * On an executor: keeps one chunk of the partial mean of the partitions from {@code first} in this JVM's block
+     * manager, for the driver to {@link #takePartial} (the levels of the averaging tree the driver computes).
+     */
+    void putPartial(int first, StateMean chunk) {
+        blocks().putSingle(partial(first, chunk.chunk()), chunk, StorageLevel.MEMORY_AND_DISK(), true, TAG);
+    }
+
+    /**
+     * On the driver: a chunk {@link #putPartial} kept, read from the driver's own memory when the task ran in its JVM
+     * (embedded local mode) and fetched from the executor otherwise, then removed.
+     */
+    StateMean takePartial(int first, int chunk) {
+        BlockId id = partial(first, chunk);
+        StateMean value = read(id, true);
+        blocks().master().removeBlock(id);
+        return value;
+    }
+
+    /**
+     * On the driver, after {@code failure} ended a round: removes the partials {@link #putPartial} kept for {@code
+     * kept}, wherever they are; a failure to do so is added to {@code failure} as suppressed, not thrown.
+     */
+    static void dropPartials(KeptMean kept, Exception failure) {
+        try {
+            kept.dropPartials();
+        } catch (RuntimeException e) {
+            failure.addSuppressed(e);
+        }
+    }
+
+    private void dropPartials() {
+        scala.collection.Iterator<BlockId> ids = blocks().master().getMatchingBlockIds(
+                new NamePrefix("test_sparkmoe_train_" + run + "_step" + step + "_partial"), false).iterator();
+        while (ids.hasNext()) {
+            blocks().master().removeBlock(ids.next());
+        }
+    }
+
+    /** Selects blocks by the start of their names (the master's list of reported blocks; an RPC message). */
+    private static final class NamePrefix extends AbstractFunction1<BlockId, Object> implements Serializable {
+        private final String prefix;
+
+        NamePrefix(String prefix) {
+            this.prefix = prefix;
+        }
+
+        @Override
+        public Object apply(BlockId id) {
+            return id.name().startsWith(prefix);
+        }
+    }
+
     /** On the driver: keeps {@code state} (at its step) for the next round's tasks; the state is left alone. */
     static KeptMean put(String run, TrainState state) {
         List<StateMean> split = StateMean.split(state, 1, StateMean.CHUNK_BYTES);
@@ -82,19 +150,23 @@ final class KeptMean implements Serializable {
     TrainState fetch() {
         List<StateMean> means = new ArrayList<>(chunks);
         for (int c = 0; c < chunks; c++) {
-            BlockId id = block(c);
-            Option<BlockResult> found = blocks().get(id, TAG);
-            if (found.isEmpty()) {
-                throw new Lost(id.name());
-            }
-            scala.collection.Iterator<Object> values = found.get().data();
-            StateMean chunk = (StateMean) values.next();
-            while (values.hasNext()) {  // drain: the read lock is released when the iterator is done
-                values.next();
-            }
-            means.add(chunk);
+            means.add(read(block(c), false));
         }
         return StateMean.join(means);
+    }
+
+    /** A kept chunk, from this JVM's memory or fetched from the executor that holds it; {@link Lost} when gone. */
+    private static StateMean read(BlockId id, boolean partial) {
+        Option<BlockResult> found = blocks().get(id, TAG);
+        if (found.isEmpty()) {
+            throw new Lost(id.name(), partial);
+        }
+        scala.collection.Iterator<Object> values = found.get().data();
+        StateMean chunk = (StateMean) values.next();
+        while (values.hasNext()) {  // drain: the read lock is released when the iterator is done
+            values.next();
+        }
+        return chunk;
     }
 
     /** On the driver: removes the blocks wherever they are (a later round's tasks have read them). */

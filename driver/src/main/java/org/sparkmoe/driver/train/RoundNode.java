@@ -23,8 +23,9 @@ final class RoundNode {
     /** The committed heap of the JVM whose {@link #rssAnon} this is, bytes. */
     long heapCommitted;
     /**
-     * Set by the root once its mean is kept ({@link #mean} then null): the chunk's index and its first non-finite
-     * key among parameters, first and second moments ({@link StateMean#firstNonFinite}).
+     * Set by the root once its mean is kept, and by a node parked for the driver ({@link #mean} then null): the chunk's
+     * index; and, for the root, its first non-finite key among parameters, first and second moments ({@link
+     * StateMean#firstNonFinite}).
      */
     int keptChunk = -1;
     String[] nonFinite;
@@ -54,6 +55,21 @@ final class RoundNode {
         keptChunk = mean.chunk();
         nonFinite = mean.firstNonFinite();
         mean = null;
+        return this;
+    }
+
+    /** This node without its chunk, which {@code kept} now holds for the driver ({@link KeptMean#takePartial}). */
+    RoundNode parked(KeptMean kept) {
+        kept.putPartial(first, mean);
+        keptChunk = mean.chunk();
+        mean = null;
+        return this;
+    }
+
+    /** On the driver: a {@link #parked} node with its chunk back. */
+    RoundNode unparked(KeptMean kept) {
+        mean = kept.takePartial(first, keptChunk);
+        keptChunk = -1;
         return this;
     }
 

@@ -6,37 +6,61 @@ import org.sparkmoe.train.TrainState;
 import scala.Tuple2;
 
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.List;
 import java.util.UUID;
 
 /**
- * Averages a round's partition states through a fixed binary tree over partition indices, in the shuffle: level
- * by level, nodes of span s/2 are keyed by (chunk, first partition / s) and each pair of siblings becomes their
- * {@link RoundNode#parent}, until one node per chunk covers all P partitions. Every mean has the same operands in
- * the same order whatever executors run the tasks and however they are scheduled, so the averaged state is the
- * same bits (a partition without a sibling at some level passes up unchanged). Each level moves the P partials
- * (float32, once the state) through the shuffle, never through task results. The root task of each chunk keeps
- * the mean where it is ({@link KeptMean}: a block of its executor, where the next round's tasks read it) and
- * returns only the metrics, so a round is one Spark job whose results are a few numbers per chunk; the driver reads
- * the kept chunks only when it needs the state.
+ * Averages a round's partition states through a fixed binary tree over partition indices: level by level, nodes of
+ * span s/2 are keyed by (chunk, first partition / s) and each pair of siblings becomes their {@link
+ * RoundNode#parent}, until one node per chunk covers all P partitions. Every mean has the same operands in the same
+ * order whatever executors run the tasks, however they are scheduled and wherever a level is computed, so the
+ * averaged state is the same bits (a partition without a sibling at some level passes up unchanged).
+ *
+ * <p>The levels run in the shuffle while a level's nodes are more bytes than the driver may read ({@link
+ * #driverSpan}). The nodes of the first level that fits stay blocks of their executors ({@link
+ * RoundNode#parked}), the driver reads them (from its own memory in embedded mode: no copy, no serialization),
+ * computes the levels above and keeps the mean in its own block manager, where the next round's tasks read it.
+ * Small states (a LoRA of a small model: every partition's partial within spark.sparkmoe.train.driverAveraging)
+ * so make a round one stage, with no shuffle. Otherwise the root task of each chunk keeps the mean where it is
+ * ({@link KeptMean}: a block of its executor) and returns only the metrics. Either way a round is one Spark job
+ * whose task results are a few numbers per chunk, and the driver reads a mean kept on an executor only when it needs
+ * the state.
  */
-final class RoundTree {
+public final class RoundTree {
     private RoundTree() {
+    }
+
+    /**
+     * The span of the tree's level the driver averages from: 1 when the P partials (each {@code stateBytes}) fit in
+     * {@code driverBytes} together, doubling while a level's ⌈P / span⌉ nodes do not; P or more when no level below
+     * the root fits, and then the executors form the mean and keep it.
+     */
+    public static long driverSpan(int partitions, long stateBytes, long driverBytes) {
+        long span = 1;
+        while (span < partitions && (partitions + span - 1) / span * stateBytes > driverBytes) {
+            span *= 2;
+        }
+        return span;
     }
 
     /**
      * Averages the leaves and keeps the mean in {@code kept}'s blocks.
      *
-     * @param leaves     (chunk, partition) → leaf node, every chunk of every partition
-     * @param partitions P
-     * @param chunks     C
-     * @param kept       where the mean goes (its step is the leaves' step)
+     * @param leaves      (chunk, partition) → leaf node, every chunk of every partition
+     * @param partitions  P
+     * @param chunks      C
+     * @param stateBytes  bytes of one partition's partial (all its chunks)
+     * @param driverBytes the partials' bytes the driver may take at once ({@link #driverSpan})
+     * @param kept        where the mean goes (its step is the leaves' step)
      * @return the round's metrics, {@link Round#state} null
      */
-    static Round keep(JavaPairRDD<Long, RoundNode> leaves, int partitions, int chunks, KeptMean kept) {
+    static Round keep(JavaPairRDD<Long, RoundNode> leaves, int partitions, int chunks, long stateBytes,
+                      long driverBytes, KeptMean kept) {
+        long driverSpan = driverSpan(partitions, stateBytes, driverBytes);
         JavaPairRDD<Long, RoundNode> level = leaves;
         long span = 1;
-        do {
+        while (span < Math.min(driverSpan, partitions)) {
             span *= 2;
             long s = span;
             long groups = (partitions + s - 1) / s;
@@ -44,9 +68,25 @@ final class RoundTree {
                     .mapToPair(t -> new Tuple2<>(t._2().mean.chunk() * groups + t._2().first / s, t._2()))
                     .reduceByKey(new HashPartitioner((int) Math.min(chunks * groups, Math.max(partitions, chunks))),
                             RoundNode::parent);
-        } while (span < partitions);
-        // the last level has one node per chunk c, key c, in partition c of C
-        List<RoundNode> roots = level.values().map(root -> root.kept(kept)).collect();
+        }
+        List<RoundNode> roots;
+        if (span >= partitions) {
+            roots = level.values().map(root -> root.kept(kept)).collect();   // one node per chunk: the root
+        } else {
+            roots = new ArrayList<>(chunks);
+            // each node's chunk stays a block of its executor (no task result, no serialization in embedded mode)
+            List<RoundNode> nodes = new ArrayList<>(level.values().map(node -> node.parked(kept)).collect());
+            nodes.replaceAll(node -> node.unparked(kept));
+            nodes.sort(Comparator.<RoundNode>comparingInt(n -> n.mean.chunk()).thenComparingInt(n -> n.first));
+            for (int from = 0; from < nodes.size(); ) {
+                int to = from;
+                while (to < nodes.size() && nodes.get(to).mean.chunk() == nodes.get(from).mean.chunk()) {
+                    to++;
+                }
+                roots.add(root(nodes.subList(from, to), span).kept(kept));
+                from = to;
+            }
+        }
         RoundNode[] top = new RoundNode[chunks];
         for (RoundNode node : roots) {
             int c = node.keptChunk;
@@ -76,17 +116,44 @@ final class RoundTree {
     }
 
     /**
+     * The levels above {@code span} on the driver: one chunk's nodes of that span, in partition order, to their root.
+     */
+    private static RoundNode root(List<RoundNode> nodes, long span) {
+        List<RoundNode> level = nodes;
+        for (long s = span * 2; level.size() > 1; s *= 2) {
+            List<RoundNode> up = new ArrayList<>((level.size() + 1) / 2);
+            for (int i = 0; i < level.size(); i++) {
+                RoundNode node = level.get(i);
+                boolean sibling = i + 1 < level.size() && level.get(i + 1).first / s == node.first / s;
+                up.add(sibling ? RoundNode.parent(node, level.get(++i)) : node);
+            }
+            level = up;
+        }
+        return level.get(0);
+    }
+
+    /**
      * Averages the leaves and brings the mean to the driver ({@link #keep}, then read and dropped): the last round of
      * a run, whose state the driver writes.
      *
-     * @param leaves     (chunk, partition) → leaf node, every chunk of every partition
-     * @param partitions P
-     * @param chunks     C
+     * @param leaves      (chunk, partition) → leaf node, every chunk of every partition
+     * @param partitions  P
+     * @param chunks      C
+     * @param stateBytes  bytes of one partition's partial
+     * @param driverBytes the partials' bytes the driver may take at once
      * @return the round: averaged state and metrics
      */
-    static Round average(JavaPairRDD<Long, RoundNode> leaves, int partitions, int chunks) {
+    static Round average(JavaPairRDD<Long, RoundNode> leaves, int partitions, int chunks, long stateBytes,
+                         long driverBytes) {
         KeptMean kept = new KeptMean("last" + UUID.randomUUID().toString().replace("-", ""), -1, chunks);
-        Round round = keep(leaves, partitions, chunks, kept);
+        Round round;
+        try {
+            round = keep(leaves, partitions, chunks, stateBytes, driverBytes, kept);
+        } catch (RuntimeException e) {
+            KeptMean.dropPartials(kept, e);
+            kept.drop();
+            throw e;
+        }
         try {
             return round.withState(kept.fetch());
         } finally {

@@ -11,6 +11,7 @@ import org.apache.spark.api.java.JavaPairRDD;
 import org.apache.spark.storage.StorageLevel;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.adapter.ModelCache;
+import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.data.TokenizedFile;
 import org.sparkmoe.io.Checkpoint;
@@ -82,7 +83,8 @@ public final class TrainJob {
         JavaRDD<WindowShard> shards = shard(sc, plan);
         String run = UUID.randomUUID().toString().replace("-", "");
         long bytesRead = state.bytes();     // the starting state, read by each round's tasks
-        long bytesReturned = plan.partitions() * state.bytes(); // the float32 partials, through the shuffle
+        long bytesReturned = plan.partitions() * state.bytes(); // the float32 partials, averaged in RoundTree
+        long driverBytes = SparkLimits.driverAveragingBytes(sc.getConf());
         int chunks = StateMean.chunkKeys(state, StateMean.CHUNK_BYTES).size();
         Held held = new Held(state, firstRound);
         TrainState last = state;
@@ -105,11 +107,13 @@ public final class TrainJob {
                         shard -> localSteps(plan, from, shard).iterator());
                 RoundTree.Round done;
                 try {
-                    done = lastRound ? RoundTree.average(leaves, plan.partitions(), chunks)
-                            : RoundTree.keep(leaves, plan.partitions(), chunks, next);
+                    done = lastRound ? RoundTree.average(leaves, plan.partitions(), chunks, bytesRead, driverBytes)
+                            : RoundTree.keep(leaves, plan.partitions(), chunks, bytesRead, driverBytes, next);
                 } catch (Exception e) {
                     next.drop();
-                    if (!KeptMean.Lost.caused(e) || startIsDrivers) {
+                    KeptMean.dropPartials(next, e);
+                    boolean partialLost = e instanceof KeptMean.Lost lost && lost.partial();
+                    if (!partialLost && (!KeptMean.Lost.caused(e) || startIsDrivers)) {
                         throw e;    // not a lost mean, or the driver's own state was unreadable: no rerun helps
                     }
                     start.drop();

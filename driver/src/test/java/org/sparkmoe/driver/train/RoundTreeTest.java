@@ -23,7 +23,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The averaging tree on real SparkContexts: the mean of 5 partitions' states (a P that is no power of two, in 2
  * chunks) equals the fixed binary tree of means over partition indices computed by hand, bit for bit, with 1 and
- * with 3 task slots; the metrics are summed and the slowest partition's time kept.
+ * with 3 task slots, and wherever its levels run: all in the shuffle, all on the driver, or the driver taking over at
+ * span 2 or 4; the metrics are summed and the slowest partition's time kept.
  */
 class RoundTreeTest {
     private static final int P = 5;
@@ -41,10 +42,17 @@ class RoundTreeTest {
         assertEquals(2, chunks);
         TrainState expected = StateMean.join(byHand(states, weights, chunks));
 
-        RoundTree.Round one = run("local[1]", states, weights, chunks);
-        RoundTree.Round three = run("local[3]", states, weights, chunks);
+        long bytes = states[0].bytes();
+        assertEquals(1, RoundTree.driverSpan(P, bytes, 5 * bytes));
+        assertEquals(2, RoundTree.driverSpan(P, bytes, 3 * bytes));
+        assertEquals(4, RoundTree.driverSpan(P, bytes, 2 * bytes));
+        assertEquals(8, RoundTree.driverSpan(P, bytes, bytes - 1), "no level fits: the executors form the mean");
+        List<RoundTree.Round> rounds = List.of(run("local[1]", states, weights, chunks, 0), run("local[3]", states, weights, chunks, 0),
+                run("local[3]", states, weights, chunks, Long.MAX_VALUE),
+                run("local[1]", states, weights, chunks, 3 * bytes),
+                run("local[3]", states, weights, chunks, 2 * bytes));
         for (String key : expected.params().keySet()) {
-            for (RoundTree.Round round : List.of(one, three)) {
+            for (RoundTree.Round round : rounds) {
                 assertArrayEquals(floats(expected.params().get(key)), floats(round.state().params().get(key)), key);
                 assertArrayEquals(floats(expected.m().get(key)), floats(round.state().m().get(key)), key);
                 assertArrayEquals(floats(expected.v().get(key)), floats(round.state().v().get(key)), key);
@@ -59,15 +67,18 @@ class RoundTreeTest {
         assertTrue(differs, "test states too tame: fold and tree agree everywhere");
         // metrics: steps 2 per partition, loss sums p + 1, tokens 100 p, seconds p / 10, RSS 1000·(3p mod 5),
         // heap 10 p
-        assertEquals(15.0 / 10, one.loss(), 0);
-        assertEquals(1000, one.tokens());
-        assertEquals(0.4, one.computeSeconds(), 0);
-        assertEquals(4000, one.rssAnon(), "the largest executor RSS of the round");
-        assertEquals(30, one.heapCommitted(), "the heap of the JVM with the largest RSS (partition 3)");
-        assertEquals(3, one.state().step());
+        for (RoundTree.Round round : rounds) {
+            assertEquals(15.0 / 10, round.loss(), 0);
+            assertEquals(1000, round.tokens());
+            assertEquals(0.4, round.computeSeconds(), 0);
+            assertEquals(4000, round.rssAnon(), "the largest executor RSS of the round");
+            assertEquals(30, round.heapCommitted(), "the heap of the JVM with the largest RSS (partition 3)");
+            assertEquals(3, round.state().step());
+        }
     }
 
-    private static RoundTree.Round run(String master, TrainState[] states, long[] weights, int chunks) {
+    private static RoundTree.Round run(String master, TrainState[] states, long[] weights, int chunks,
+                                       long driverBytes) {
         List<Tuple2<Long, RoundNode>> leaves = new ArrayList<>();
         for (int p = 0; p < P; p++) {
             for (StateMean chunk : StateMean.split(states[p], weights[p], CHUNK)) {
@@ -79,7 +90,7 @@ class RoundTreeTest {
         }
         try (JavaSparkContext sc = new JavaSparkContext(SparkContexts.conf("round-tree-test", master))) {
             JavaPairRDD<Long, RoundNode> rdd = sc.parallelizePairs(leaves, P);
-            return RoundTree.average(rdd, P, chunks);
+            return RoundTree.average(rdd, P, chunks, states[0].bytes(), driverBytes);
         }
     }
 
