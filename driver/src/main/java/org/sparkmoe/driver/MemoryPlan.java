@@ -550,19 +550,18 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
             long span = limits.partitions() > 0
                     ? RoundTree.driverSpan(limits.partitions(), stateBytes, limits.driverAveragingBytes()) : 0;
             out.append(prefix).append("per round: ");
-            if (span == 1) {
-                out.append("partials ").append(partials).append(" kept by the executors and averaged on the driver "
-                                + "(up to ").append(size(limits.driverAveragingBytes())).append(": ")
-                        .append(SparkLimits.DRIVER_AVERAGING_KEY).append("), which keeps the mean ")
+            if (span >= 1 && span < limits.partitions()) {
+                out.append("partials ").append(partials).append(" kept by the executors")
+                        .append(span > 1 ? ", averaged through the shuffle to span " + span + "," : "")
+                        .append(" and averaged on the driver (up to ").append(size(limits.driverAveragingBytes()))
+                        .append(": ").append(SparkLimits.DRIVER_AVERAGING_KEY).append("), which keeps the mean ")
                         .append(size(stateBytes)).append(" for the next round's tasks to fetch once per executor\n");
             } else {
                 out.append("the last mean ").append(size(stateBytes))
                         .append(" kept on the executors in blocks of at most ").append(size(StateMean.CHUNK_BYTES))
                         .append(" (a task reads it from its own executor, or fetches it once from the one that made "
-                                + "it); partials ").append(partials).append(" averaged through the shuffle")
-                        .append(span > 1 && span < limits.partitions() ? ", the tree's levels from span " + span
-                                + " on the driver" : "")
-                        .append("; the driver reads the mean only for a checkpoint and the last round\n");
+                                + "it); partials ").append(partials).append(" averaged through the shuffle; the driver "
+                                + "reads the mean only for a checkpoint and the last round\n");
             }
         }
         return out.toString();

@@ -79,17 +79,20 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
             return declared > 0 ? new SparkLimits(master, cores, heap, Math.max(1, declared - heap
                     - MemoryPlan.JVM_OVERHEAD), MEMORY_KEY + " " + MemoryPlan.size(declared) + " less the heap "
                     + "(spark.executor.memory) and the JVM's own", false, maxResult, partitions, driverAveraging)
-                    : new SparkLimits(master, cores, heap, 0, "not known to the driver", false, maxResult, partitions, driverAveraging);
+                    : new SparkLimits(master, cores, heap, 0, "not known to the driver", false, maxResult, partitions,
+                    driverAveraging);
         }
         if (declared > 0) {
             return new SparkLimits(master, cores, heap, Math.max(1, declared - heap), MEMORY_KEY + " "
-                    + MemoryPlan.size(declared) + " less the heap (spark.executor.memory)", true, maxResult, partitions, driverAveraging);
+                    + MemoryPlan.size(declared) + " less the heap (spark.executor.memory)", true, maxResult, partitions,
+                    driverAveraging);
         }
         long overhead = conf.contains("spark.executor.memoryOverhead")
                 ? conf.getSizeAsMb("spark.executor.memoryOverhead", "384") << 20
                 : Math.max(MIN_OVERHEAD, (long) (conf.getDouble("spark.executor.memoryOverheadFactor", 0.1) * heap));
         return new SparkLimits(master, cores, heap, overhead, "spark.executor.memoryOverhead " + MemoryPlan.size(overhead)
-                + " (a container holds spark.executor.memory + memoryOverhead)", true, maxResult, partitions, driverAveraging);
+                + " (a container holds spark.executor.memory + memoryOverhead)", true, maxResult, partitions,
+                driverAveraging);
     }
 
     /**

@@ -279,8 +279,9 @@ class MemoryPlanTest {
         SparkConf eight = new SparkConf(false).setMaster("yarn").set("spark.executor.memory", "8g");
         String mixed = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 20 * mib,
                 SparkLimits.of(eight, 8)).describe();
-        assertTrue(mixed.contains("partials 8 × 20.0 MiB averaged through the shuffle, the tree's levels from span 4 "
-                + "on the driver;"), mixed);
+        assertTrue(mixed.contains("per round: partials 8 × 20.0 MiB kept by the executors, averaged through the "
+                + "shuffle to span 4, and averaged on the driver (up to 64.0 MiB: spark.sparkmoe.train.driverAveraging),"
+                + " which keeps the mean 20.0 MiB"), mixed);
         String raised = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 20 * mib,
                 SparkLimits.of(eight.clone().set(SparkLimits.DRIVER_AVERAGING_KEY, "160m"), 8)).describe();
         assertTrue(raised.contains("partials 8 × 20.0 MiB kept by the executors and averaged on the driver (up to "

@@ -20,8 +20,9 @@ import java.util.List;
 /**
  * Where a round's starting state is kept between rounds: its C chunks as blocks of Spark's block managers, one block
  * per chunk, named by run, step and chunk. The root of round r's averaging tree puts each chunk of the mean in the
- * block manager of the executor that computed it; round r+1's tasks read them from their own JVM's memory when it
- * holds them (embedded local mode: always) and fetch them from that executor otherwise. The driver puts the state it
+ * block manager of the JVM that computed it (the driver's when it averaged the partials, which the tasks keep here
+ * too until it has read them: {@link #putPartial}); round r+1's tasks read them from their own JVM's memory when it
+ * holds them (embedded local mode: always) and fetch them from that JVM otherwise. The driver puts the state it
  * starts from (the initial one, a resumed checkpoint's) the same way, and reads a kept mean only when it needs it (a
  * checkpoint, the end of the run). A block lost with its executor is refetched from nowhere: {@link #fetch} then
  * throws {@link Lost}, and {@link TrainJob} reruns the rounds since the last state the driver holds. Small and
