@@ -5,13 +5,17 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import org.bytedeco.javacpp.Pointer;
 import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
-/** {@link NativeBuffers#free}: arrays that own their buffer are closed; views and nulls are left alone. */
+/**
+ * {@link NativeBuffers#free}: arrays that own their buffer are closed; views and nulls are left alone. And the JVM
+ * flags every SparkMoE JVM runs with (conf/jvm.properties, this test's argLine) put no JavaCPP cap on the resident set.
+ */
 class NativeBuffersTest {
 
     @Test
@@ -28,5 +32,11 @@ class NativeBuffersTest {
         assertFalse(parent.wasClosed());
         assertEquals(2 * 3, view.sumNumber().intValue(), "the view still reads its parent");
         assertThrows(IllegalStateException.class, () -> owned.sumNumber());
+    }
+
+    /** JavaCPP's default cap, 4 × -Xmx, would count the mapped weights and every ND4J buffer against the heap. */
+    @Test
+    void theJvmFlagsLiftJavacppsCapOnTheResidentSet() {
+        assertEquals(0, Pointer.maxPhysicalBytes(), "conf/jvm.properties sets org.bytedeco.javacpp.maxphysicalbytes=0");
     }
 }
