@@ -67,7 +67,8 @@ class MemoryPlanCliTest {
         Path out = dir.resolve("train-out");
         Printed train = printing(command("train", "--dry-run", "--steps", "2", "--out", out.toString()));
         assertEquals(0, train.run().exitCode(), train.err());
-        assertTrue(train.err().contains("memory plan: per round: the last mean "), train.err());
+        assertTrue(train.err().contains("memory plan: per round: partials 2 × "), train.err());
+        assertTrue(train.err().contains(" averaged on the driver "), "the tiny model's LoRA state: " + train.err());
         assertTrue(train.err().contains("memory plan: activations of every layer kept for the backward"), train.err());
         assertTrue(java.util.regex.Pattern.compile("memory plan: heap needed [0-9.]+ [KMG]iB \\(-Xmx[0-9]+m; ")
                 .matcher(train.err()).find(), "the line the launcher reads its -Xmx from: " + train.err());
