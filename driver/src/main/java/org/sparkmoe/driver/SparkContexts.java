@@ -2,6 +2,7 @@ package org.sparkmoe.driver;
 
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.kernels.VectorWarmup;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -111,6 +112,9 @@ public final class SparkContexts {
         requireMasterForm("spark.master", url);
         requireReachable(url);
         STARTED.incrementAndGet();
+        if (url.startsWith("local")) {
+            VectorWarmup.start();   // this JVM runs the tasks: the kernels compile while Spark starts
+        }
         JavaSparkContext sc = new JavaSparkContext(conf);
         sc.sc().addSparkListener(new ConsoleProgress(System.err));
         return sc;

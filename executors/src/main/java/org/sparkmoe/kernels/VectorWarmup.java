@@ -15,7 +15,7 @@ import java.lang.management.ThreadMXBean;
  * time also counts the time the thread waited for a core, and the switch stayed off long after the kernels were
  * compiled (the tiny Mixtral eval spent 9.6% and, in another run, 20.3% of its executor samples in the scalar e^x).
  */
-final class VectorWarmup {
+public final class VectorWarmup {
     /** Kernel calls between speed checks. */
     private static final int BATCH = 500;
     /**
@@ -35,6 +35,15 @@ final class VectorWarmup {
     }
 
     private VectorWarmup() {
+    }
+
+    /**
+     * Starts the warm-up now if it has not started (it starts with the first kernel call otherwise): an embedded
+     * driver, whose JVM runs the tasks too, calls it before Spark starts, so the kernels compile while Spark starts
+     * rather than while the first tasks wait on their scalar twins.
+     */
+    public static void start() {
+        // loading this class started the thread
     }
 
     /** Whether the vector kernels are compiled (or the warm-up gave up waiting for it). */
