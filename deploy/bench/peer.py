@@ -8,7 +8,9 @@ cut into non-overlapping windows, positions 1..S-1 scored), --batch-windows wind
 the model in float32 as loaded (its default attention), torch with --threads threads; SparkMoE runs
 `sparkmoe eval` on the embedded local[--threads] master. The timed parts: transformers' forwards (tokenizing and
 loading the model left out), and the time `sparkmoe eval` reports for its Spark job (tokenizing and the executors'
-model load included, JVM and Spark start left out).
+model load included, JVM and Spark start left out). Each eval line also gives the end-to-end seconds, and their
+ratio: transformers from this script's start (importing torch and transformers, tokenizing, loading, the forwards),
+SparkMoE the eval command's wall time (the launcher's plan JVM, the JVM's and Spark's start, the job, the report).
 
 For train, both sides train a LoRA (--rank, --alpha) on the experts' w1, w2 and w3 with AdamW (--lr, no weight
 decay, gradient clipping at 1.0, the model's load-balancing loss at config.json's router_aux_loss_coef) for --steps
@@ -21,6 +23,10 @@ warm-up); SparkMoE's is the sum of its rounds after the first, from train-log.js
 Prints one line per measurement and the ratios SparkMoE / transformers (above 1: SparkMoE is faster).
 Needs torch, transformers and peft (a venv from the local package index; see docs/benchmarks.md#against-transformers).
 """
+import time
+
+STARTED = time.perf_counter()  # before torch and transformers are imported: their import counts in the end to end
+
 import argparse
 import json
 import math
@@ -29,7 +35,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 from tokenizers import Tokenizer
@@ -103,24 +108,26 @@ def hf_train(model, windows, args):
 
 
 def sparkmoe(args, *command):
+    """The command's stderr and its wall seconds (JVM starts, Spark's start, the job, the outputs)."""
     env = dict(os.environ)
+    start = time.perf_counter()
     run = subprocess.run([args.sparkmoe, *command, "--master", f"local[{args.threads}]"], env=env,
                          capture_output=True, text=True)
     if run.returncode != 0:
         sys.exit(f"peer: sparkmoe {command[0]} failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
-    return run.stderr
+    return run.stderr, time.perf_counter() - start
 
 
 def ours_eval(args, files):
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "report.json")
-        err = sparkmoe(args, "eval", "--model", args.model, "--data", ",".join(files), "--split", args.split,
+        err, wall = sparkmoe(args, "eval", "--model", args.model, "--data", ",".join(files), "--split", args.split,
                        "--window", str(args.window), "--batch-windows", str(args.batch_windows),
                        "--partitions", str(args.threads), "--out", report)
         with open(report) as f:
             result = json.load(f)["all"]
     m = re.search(r"eval: (\d+) scored tokens in ([0-9.]+) s", err)
-    return result["nll_sum"], result["tokens"], float(m.group(2))
+    return result["nll_sum"], result["tokens"], float(m.group(2)), wall
 
 
 def ours_train(args):
@@ -165,12 +172,14 @@ def main():
         files = args.eval_data.split(",")
         windows = torch.cat([windows_of(args.model, f, args.split, args.window) for f in files])
         nll, tokens, seconds = hf_eval(load_model(args.model), windows, args.batch_windows)
+        end_to_end = time.perf_counter() - STARTED
         print(f"eval transformers: {windows.shape[0]} windows, {tokens} tokens, ppl {math.exp(nll / tokens):.7g}, "
-              f"{seconds:.2f} s, {tokens / seconds:.0f} tokens/s", flush=True)
-        o_nll, o_tokens, o_seconds = ours_eval(args, files)
+              f"{seconds:.2f} s, {tokens / seconds:.0f} tokens/s; end to end {end_to_end:.2f} s", flush=True)
+        o_nll, o_tokens, o_seconds, o_wall = ours_eval(args, files)
         print(f"eval sparkmoe:     {o_tokens} tokens, ppl {math.exp(o_nll / o_tokens):.7g}, {o_seconds:.2f} s, "
-              f"{o_tokens / o_seconds:.0f} tokens/s", flush=True)
-        print(f"eval ratio sparkmoe/transformers: {(o_tokens / o_seconds) / (tokens / seconds):.2f}x", flush=True)
+              f"{o_tokens / o_seconds:.0f} tokens/s; end to end {o_wall:.2f} s", flush=True)
+        print(f"eval ratio sparkmoe/transformers: {(o_tokens / o_seconds) / (tokens / seconds):.2f}x; end to end "
+              f"{end_to_end / o_wall:.2f}x", flush=True)
     if args.train_data:
         windows = windows_of(args.model, args.train_data, args.train_split, args.window)
         losses, per_step, seconds, params = hf_train(load_model(args.model), windows, args)
