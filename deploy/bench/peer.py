@@ -83,8 +83,11 @@ def hf_train(model, windows, args):
     """[(step, loss)], tokens per step, seconds of the steps after the first."""
     from peft import LoraConfig, get_peft_model
     model.config.output_router_logits = True  # the load-balancing loss, as SparkMoE trains with it
+    # the experts' three projections by their module names: Mixtral's w1/w3/w2, the other families' gate/up/down
+    # (PEFT on transformers 5 maps either to the fused expert tensors)
+    names = ["w1", "w2", "w3"] if model.config.model_type == "mixtral" else ["gate_proj", "up_proj", "down_proj"]
     model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0,
-                                             target_modules=["w1", "w2", "w3"]))
+                                             target_modules=names))
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
