@@ -244,20 +244,23 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      * goes on, in any slot. A slot holds the larger of a surgery part and {@code distillBytes}: a pass task (one
      * layer's activations on one chunk, eval's count) or a layer's training — X_l, its float32 copy and the original
      * layer's outputs Y_l (3·T·D floats) and the MoE activations of the teacher's blocks of
-     * {@link LowRankDistillation#EVAL_CHUNK} tokens and of a step's batch (forward and backward: three times). Not
-     * fitted to a measurement.
+     * {@link LowRankDistillation#EVAL_CHUNK} tokens and of a step's batch (forward and backward: three times), the
+     * form's own factor-space activations included. Not fitted to a measurement.
      *
      * @param tokens      T: at most the files × the windows of --distill-tokens × S
      * @param batchTokens tokens per distillation step (--distill-batch)
+     * @param formFloats  the form's factor-space activations per token besides the experts' [N, I] and [N, D] rows
+     *                    ({@link org.sparkmoe.experts.CpExperts#factorFloatsPerToken}, {@link
+     *                    org.sparkmoe.experts.TrExperts#factorFloatsPerToken}; 0 for the SVD form)
      */
     public MemoryPlan distilling(String modelUri, Configuration conf, ModelConfig c, int batchWindows, int window,
-                                 long tokens, int batchTokens) {
+                                 long tokens, int batchTokens, long formFloats) {
         if (job != Job.SURGERY) {
             throw new IllegalArgumentException("a distillation is planned for surgery only, not " + job);
         }
         Pieces p = pieces(c, tensorBytes(modelUri, conf), batchWindows, window, 1);
         long moe = (long) c.num_experts_per_tok * (2L * c.hidden_size + 3L * c.expert_intermediate_size)
-                + 2L * c.num_experts;                                                   // per token, floats
+                + 2L * c.num_experts + formFloats;                                      // per token, floats
         long training = (3 * tokens * c.hidden_size
                 + (Math.min(tokens, LowRankDistillation.EVAL_CHUNK) + 3L * Math.min(tokens, batchTokens)) * moe)
                 * Float.BYTES;

@@ -1,8 +1,11 @@
 package org.sparkmoe.driver;
 
+import org.apache.hadoop.conf.Configuration;
 import org.apache.spark.SparkConf;
 import org.junit.jupiter.api.Test;
 import org.sparkmoe.adapter.MumoeConfig;
+import org.sparkmoe.experts.CpExperts;
+import org.sparkmoe.experts.TrExperts;
 import org.sparkmoe.io.DType;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.ModelSchema;
@@ -13,10 +16,13 @@ import org.sparkmoe.surgery.DenseMergeSurgery;
 import org.sparkmoe.surgery.ExpertReduceSurgery;
 import org.sparkmoe.surgery.ExpertStack;
 import org.sparkmoe.surgery.LayerSurgery;
+import org.sparkmoe.surgery.LowRankDistillation;
 import org.sparkmoe.surgery.LowRankSurgery;
 import org.sparkmoe.surgery.MergeWeights;
 import org.sparkmoe.surgery.TruncatedSvd;
 
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -215,6 +221,34 @@ class MemoryPlanTest {
         assertTrue(message.endsWith("raise spark.executor.memoryOverhead to at least 1193m, or lower "
                 + "spark.executor.cores"), message);
         MemoryPlan.surgery(3_430_000_000L, merge.partBytes(MIXTRAL_1), yarn("2g", 2)).check();
+    }
+
+    /**
+     * A distillation task holds X, its copy and Y [T, D], and the MoE activations of a teacher block and, three times
+     * over (forward and backward), of a step's batch; a CP or TR form adds its rank-space activations per token there
+     * (tiny Mixtral: D 128, I 256, K 2; rank 8): CP z1, z3 per token and p1, p3, z2, p2 per row, 2R + 4KR = 80 floats;
+     * TR (8, 8, 8) z1, z3 [r2·r3] per token, a1, a3, a2 [r1·r3] and z2 per row and one contraction's G_N slices and
+     * input rows, 2R² + K·6R² = 896.
+     */
+    @Test
+    void aDistillationCountsItsFormsFactorActivations() throws Exception {
+        Path folder = Path.of("..", "examples", "models", "mixtral-tiny").toAbsolutePath();
+        String tinyUri = folder.toUri().toString();
+        ModelConfig tiny = ModelConfig.parse(Files.readString(folder.resolve("config.json")), "mixtral-tiny");
+        assertEquals(80, CpExperts.factorFloatsPerToken(2, 8));
+        assertEquals(896, TrExperts.factorFloatsPerToken(2, 8, 8, 8));
+        long tokens = 4096;
+        int batch = 512;
+        MemoryPlan surgery = MemoryPlan.surgery(7_000_000L, 1L << 20, yarn("2g", 2));
+        Configuration conf = new Configuration();
+        long svd = surgery.distilling(tinyUri, conf, tiny, 1, 128, tokens, batch, 0).perSlotBytes();
+        long moe = 2 * (2 * 128 + 3 * 256) + 2 * 8;                                  // floats per token
+        long blocks = Math.min(tokens, LowRankDistillation.EVAL_CHUNK) + 3L * batch;  // tokens whose MoE pass is held
+        assertEquals(4 * (3 * tokens * 128 + blocks * moe), svd, "X, its copy, Y and the MoE activations");
+        for (long form : new long[] {80, 896}) {
+            assertEquals(4 * blocks * form,
+                    surgery.distilling(tinyUri, conf, tiny, 1, 128, tokens, batch, form).perSlotBytes() - svd);
+        }
     }
 
     @Test

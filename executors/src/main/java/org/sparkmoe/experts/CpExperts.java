@@ -79,6 +79,14 @@ public final class CpExperts extends DecomposedExperts {
                           INDArray out) implements Pass {
     }
 
+    /**
+     * Floats per token of a forward pass's rank-space activations, which the backward reads: z1, z3 [T, R] and p1,
+     * p3, z2, p2 [N, R] with N = K·T rows, so 2·R + 4·K·R (the [N, I] and [N, D] rows are the experts' as ever).
+     */
+    public static long factorFloatsPerToken(long topK, long rank) {
+        return 2 * rank + 4 * topK * rank;
+    }
+
     @Override
     public Pass forward(INDArray x, Routes routes) {
         checkInput(x);

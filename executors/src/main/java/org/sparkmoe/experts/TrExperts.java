@@ -85,6 +85,15 @@ public final class TrExperts extends DecomposedExperts {
                           INDArray out) implements Pass {
     }
 
+    /**
+     * Floats per token of a forward pass's factor-space activations, which the backward reads, plus the temporaries
+     * of one contraction: z1, z3 [T, r2·r3]; a1, a3, a2 [N, r1·r3] and z2 [N, r2·r3] with N = K·T rows; a
+     * contraction's G_N slices [N, r1·r2] and input rows [N, r2·r3].
+     */
+    public static long factorFloatsPerToken(long topK, long r1, long r2, long r3) {
+        return 2 * r2 * r3 + topK * (3 * r1 * r3 + 2 * r2 * r3 + r1 * r2);
+    }
+
     @Override
     public Pass forward(INDArray x, Routes routes) {
         checkInput(x);

@@ -5,11 +5,13 @@ import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.layerwise.LayerwisePassOptions;
+import org.sparkmoe.experts.CpExperts;
+import org.sparkmoe.experts.TrExperts;
+import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.surgery.DistillOptions;
 import org.sparkmoe.surgery.LayerResult;
 import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.LowRankCpSurgery;
-import org.sparkmoe.surgery.LayerSurgery;
 import org.sparkmoe.surgery.LowRankSurgery;
 import org.sparkmoe.surgery.LowRankTrSurgery;
 import org.sparkmoe.surgery.MergeWeights;
@@ -202,7 +204,8 @@ public final class LowRankCommand implements Callable<Integer> {
     private List<LayerResult> distilled(SurgeryRun run, LayerSurgery surgery, ObjectNode settings,
             DistillPlan distill) {
         if (run.planOnly(surgery, plan -> distill == null ? plan : plan.distilling(run.modelDir.toString(), run.conf,
-                run.config, distill.batchWindows(), window, distill.maxTokens(), distillBatch))) {
+                run.config, distill.batchWindows(), window, distill.maxTokens(), distillBatch,
+                formFloats(run.config)))) {
             return null;
         }
         if (distill == null) {
@@ -235,6 +238,15 @@ public final class LowRankCommand implements Callable<Integer> {
         double before = sum(results, "_params_before");
         double after = sum(results, "_params_after");
         System.out.printf("expert parameters: %.0f before, %.0f after (%.4f of before)%n", before, after, after / before);
+    }
+
+    /** The --form's factor-space activations per token of a distillation step, floats (none counted for svd). */
+    private long formFloats(ModelConfig c) {
+        return switch (form) {
+            case "cp" -> CpExperts.factorFloatsPerToken(c.num_experts_per_tok, rank);
+            case "tr" -> TrExperts.factorFloatsPerToken(c.num_experts_per_tok, rank, rank, rank);
+            default -> 0;
+        };
     }
 
     /** The distillation's plan, checked; null without --distill-steps. */
