@@ -17,7 +17,8 @@ decay, gradient clipping at 1.0, the model's load-balancing loss at config.json'
 steps of --batch-windows windows per partition times --partitions partitions, on windows of the --train-split of
 --train-data. PEFT takes one optimiser step per batch of partitions × batch-windows windows; SparkMoE takes one per
 partition and averages every round (F = 1), so the loss curves are alike, not equal, and the windows each step sees
-differ (SparkMoE's seeded sampler). transformers' time is its steps after the first (the first includes allocator
+differ (SparkMoE's seeded sampler); loss_curve.py trains the same LoRA on the same windows on both sides and shows
+the curves equal. transformers' time is its steps after the first (the first includes allocator
 warm-up); SparkMoE's is the sum of its rounds after the first, from train-log.jsonl.
 
 Prints one line per measurement and the ratios SparkMoE / transformers (above 1: SparkMoE is faster).
