@@ -80,16 +80,27 @@ public final class SparkContexts {
         throw new UncheckedIOException("cannot reach the Spark master at " + String.join("; ", failures), last);
     }
 
+    /** Whether {@code master} runs the tasks in the driver's JVM: local, local[N], local[*], local[N,F]. */
+    static boolean embedded(String master) {
+        return master.equals("local") || master.startsWith("local[");
+    }
+
     public static SparkConf conf(String appName, String master) {
         SparkConf conf = new SparkConf().setAppName(appName);
         if (master != null) {
             conf.setMaster(master);
         }
         conf.setIfMissing("spark.master", DEFAULT_MASTER);
-        if (conf.get("spark.master").startsWith("local")) {
+        if (embedded(conf.get("spark.master"))) {
             // in local mode the executor is this JVM: an OutOfMemoryError in a task must fail the job (reported as
             // one line), not System.exit(52) the driver from the executor thread; cluster executors still die on it
             conf.setIfMissing("spark.executor.killOnFatalError.depth", "0");
+        } else {
+            String plugins = conf.get("spark.plugins", "").trim();
+            String warmup = ExecutorWarmupPlugin.class.getName();
+            if (!List.of(plugins.split("\\s*,\\s*")).contains(warmup)) {
+                conf.set("spark.plugins", plugins.isEmpty() ? warmup : plugins + "," + warmup);
+            }
         }
         conf
                 .set("spark.serializer", "org.apache.spark.serializer.KryoSerializer")
@@ -112,7 +123,7 @@ public final class SparkContexts {
         requireMasterForm("spark.master", url);
         requireReachable(url);
         STARTED.incrementAndGet();
-        if (url.startsWith("local")) {
+        if (embedded(url)) {
             VectorWarmup.start();   // this JVM runs the tasks: the kernels compile while Spark starts
         }
         JavaSparkContext sc = new JavaSparkContext(conf);

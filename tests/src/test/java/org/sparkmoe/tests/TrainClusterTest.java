@@ -12,6 +12,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.Paths;
+import org.sparkmoe.driver.ExecutorWarmupPlugin;
 import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.train.TrainJob;
@@ -96,6 +97,10 @@ class TrainClusterTest {
         try (JavaSparkContext sc = new JavaSparkContext(cluster.conf("train-cluster-test", "1g"))) {
             cluster.awaitExecutors(sc);
             assertSameBits(local, train(sc, (round, state) -> { }));
+            List<Boolean> warmed = sc.parallelize(List.of(0, 1), 2).map(i -> ExecutorWarmupPlugin.initialised())
+                    .collect();
+            assertEquals(List.of(true, true), warmed, "the warm-up plugin started in the executor JVMs");
+            assertFalse(ExecutorWarmupPlugin.initialised(), "the driver is no executor");
         }
     }
 

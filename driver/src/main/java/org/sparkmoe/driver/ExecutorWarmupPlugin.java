@@ -1,0 +1,40 @@
+package org.sparkmoe.driver;
+
+import org.apache.spark.api.plugin.DriverPlugin;
+import org.apache.spark.api.plugin.ExecutorPlugin;
+import org.apache.spark.api.plugin.PluginContext;
+import org.apache.spark.api.plugin.SparkPlugin;
+import org.sparkmoe.kernels.VectorWarmup;
+
+import java.util.Map;
+
+/**
+ * A Spark plugin ({@code spark.plugins}) that starts the Vector API kernels' warm-up ({@link VectorWarmup}) when an
+ * executor JVM starts, so the kernels compile while the driver tokenizes and plans instead of while the executor's
+ * first tasks wait on their scalar twins. {@link SparkContexts#conf} adds it for every master whose executors are
+ * JVMs of their own; an embedded driver starts the warm-up itself.
+ */
+public final class ExecutorWarmupPlugin implements SparkPlugin {
+    private static volatile boolean initialised;
+
+    @Override
+    public DriverPlugin driverPlugin() {
+        return null;
+    }
+
+    @Override
+    public ExecutorPlugin executorPlugin() {
+        return new ExecutorPlugin() {
+            @Override
+            public void init(PluginContext context, Map<String, String> extraConf) {
+                VectorWarmup.start();
+                initialised = true;
+            }
+        };
+    }
+
+    /** Whether this JVM is an executor whose plugin started the warm-up. */
+    public static boolean initialised() {
+        return initialised;
+    }
+}

@@ -1,0 +1,46 @@
+package org.sparkmoe.driver;
+
+import org.apache.spark.SparkConf;
+import org.junit.jupiter.api.Test;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The settings every SparkMoE context gets, by where its executors run. */
+class SparkContextsTest {
+    private static final String WARMUP = ExecutorWarmupPlugin.class.getName();
+
+    @Test
+    void executorsInJvmsOfTheirOwnStartTheWarmupThroughThePlugin() {
+        for (String master : new String[] {"spark://host:7077", "yarn", "k8s://https://host:6443",
+                "local-cluster[2,1,1024]"}) {
+            SparkConf conf = SparkContexts.conf("test", master);
+            assertEquals(WARMUP, conf.get("spark.plugins"), master);
+            assertFalse(conf.contains("spark.executor.killOnFatalError.depth"), master + ": executors die on an OOM");
+        }
+    }
+
+    @Test
+    void anEmbeddedDriverHasNoPluginAndKeepsItselfAliveOnATasksOom() {
+        for (String master : new String[] {"local", "local[2]", "local[*]", "local[2,3]"}) {
+            SparkConf conf = SparkContexts.conf("test", master);
+            assertFalse(conf.contains("spark.plugins"), master);
+            assertEquals("0", conf.get("spark.executor.killOnFatalError.depth"), master);
+        }
+    }
+
+    @Test
+    void aUsersPluginsAreKeptAndTheWarmupAddedOnce() {
+        System.setProperty("spark.plugins", "com.example.Metrics");
+        try {
+            assertEquals("com.example.Metrics," + WARMUP, SparkContexts.conf("test", "yarn").get("spark.plugins"));
+            System.setProperty("spark.plugins", "com.example.Metrics, " + WARMUP);
+            assertEquals("com.example.Metrics, " + WARMUP, SparkContexts.conf("test", "yarn").get("spark.plugins"));
+        } finally {
+            System.clearProperty("spark.plugins");
+        }
+        assertTrue(SparkContexts.embedded("local[4]"));
+        assertFalse(SparkContexts.embedded("local-cluster[2,1,1024]"));
+    }
+}
