@@ -48,27 +48,35 @@ public record AdamW(double beta1, double beta2, double eps, double weightDecay) 
     public void update(TrainState state, Map<String, INDArray> grads, double lr) {
         TrainState.checkLike("gradients", state.params(), grads);
         long t = state.step() + 1;
-        double bc1 = 1 - Math.pow(beta1, t);
-        double bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, t));
-        double stepSize = lr / bc1;
         LinkedHashMap<String, INDArray> params = state.params();
         for (Map.Entry<String, INDArray> e : params.entrySet()) {
             String key = e.getKey();
             INDArray p = e.getValue();
             double[] theta = Flat.values(p);
-            double[] g = Flat.values(grads.get(key));
             double[] m = Flat.values(state.m().get(key));
             double[] v = Flat.values(state.v().get(key));
-            for (int i = 0; i < theta.length; i++) {
-                theta[i] *= 1 - lr * weightDecay;
-                m[i] += (1 - beta1) * (g[i] - m[i]);
-                v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i];
-                theta[i] -= stepSize * m[i] / (Math.sqrt(v[i]) / bc2Sqrt + eps);
-            }
+            update(theta, Flat.values(grads.get(key)), m, v, t, lr);
             e.setValue(Flat.array(theta, p.shape(), p.dataType()));
             state.m().put(key, Flat.array(m, p.shape(), p.dataType()));
             state.v().put(key, Flat.array(v, p.shape(), p.dataType()));
         }
         state.advance(t);
+    }
+
+    /**
+     * Update {@code t} (1-based) of one tensor, element by element in place: θ, m and v become their new values.
+     *
+     * @param g the gradient, unchanged
+     */
+    public void update(double[] theta, double[] g, double[] m, double[] v, long t, double lr) {
+        double bc1 = 1 - Math.pow(beta1, t);
+        double bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, t));
+        double stepSize = lr / bc1;
+        for (int i = 0; i < theta.length; i++) {
+            theta[i] *= 1 - lr * weightDecay;
+            m[i] += (1 - beta1) * (g[i] - m[i]);
+            v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i];
+            theta[i] -= stepSize * m[i] / (Math.sqrt(v[i]) / bc2Sqrt + eps);
+        }
     }
 }

@@ -18,21 +18,13 @@ public final class GradClip {
      * @return the total norm before clipping
      */
     public static double clip(Map<String, INDArray> grads, double maxNorm) {
-        if (!(maxNorm > 0)) {
-            throw new IllegalArgumentException("max gradient norm must be positive (or infinite for none), got "
-                    + maxNorm);
-        }
-        double sumOfSquares = 0;
+        double[] squares = new double[grads.size()];
+        int t = 0;
         for (INDArray g : grads.values()) {
-            double sq = 0;
-            for (double x : Flat.values(g)) {
-                sq += x * x;
-            }
-            double norm = Math.sqrt(sq);
-            sumOfSquares += norm * norm;
+            squares[t++] = squares(Flat.values(g));
         }
-        double total = Math.sqrt(sumOfSquares);
-        double coef = Math.min(1.0, maxNorm / (total + 1e-6));
+        double total = total(squares);
+        double coef = coefficient(total, maxNorm);
         if (coef < 1.0) {
             for (Map.Entry<String, INDArray> e : grads.entrySet()) {
                 double[] v = Flat.values(e.getValue());
@@ -43,5 +35,36 @@ public final class GradClip {
             }
         }
         return total;
+    }
+
+    /** Σ x² of one tensor's elements, in element order, in float64. */
+    public static double squares(double[] g) {
+        double sq = 0;
+        for (double x : g) {
+            sq += x * x;
+        }
+        return sq;
+    }
+
+    /** The global norm from each tensor's {@link #squares}, in tensor order: ‖(‖g_1‖, …, ‖g_n‖)‖₂. */
+    public static double total(double[] tensorSquares) {
+        double sumOfSquares = 0;
+        for (double sq : tensorSquares) {
+            double norm = Math.sqrt(sq);
+            sumOfSquares += norm * norm;
+        }
+        return Math.sqrt(sumOfSquares);
+    }
+
+    /**
+     * The factor every gradient element is multiplied by: min(1, max / (total + 1e-6)); a factor below 1 is applied
+     * in float64 and the product rounded to the gradient's type.
+     */
+    public static double coefficient(double total, double maxNorm) {
+        if (!(maxNorm > 0)) {
+            throw new IllegalArgumentException("max gradient norm must be positive (or infinite for none), got "
+                    + maxNorm);
+        }
+        return Math.min(1.0, maxNorm / (total + 1e-6));
     }
 }

@@ -14,7 +14,10 @@ import org.sparkmoe.kernels.Flat;
  * at most a given size, {@link #mean} averages two chunks, {@link #join} puts the chunks of the final mean back
  * together. The mean of a left and a right chunk is {@code (wₗ·l + wᵣ·r) / (wₗ + wᵣ)} in float64, rounded once to
  * float32: the same operands give the same bits, so a fixed tree of means over partition indices gives the same
- * state however tasks are scheduled; a single partition's chunks come back unchanged. Plain fields (Kryo-friendly).
+ * state however tasks are scheduled; a single partition's chunks come back unchanged. A gradient chunk ({@link
+ * #splitGradients}: gradient averaging) holds a partition's gradients in place of the parameters and no moments; the
+ * mean of the partitions' gradients then takes the optimiser step on the state's chunk ({@link #stepped}). Plain
+ * fields (Kryo-friendly).
  */
 public final class StateMean {
     /** The largest chunk of parameters and moments a train round averages and fetches as one piece. */
@@ -47,9 +50,14 @@ public final class StateMean {
     public long bytes() {
         long total = 0;
         for (float[] p : params) {
-            total += 3L * p.length * Float.BYTES;
+            total += (isGradient() ? 1L : 3L) * p.length * Float.BYTES;
         }
         return total;
+    }
+
+    /** Whether this chunk holds gradients ({@link #splitGradients}), not parameters and moments. */
+    public boolean isGradient() {
+        return m == null;
     }
 
     /**
@@ -64,6 +72,35 @@ public final class StateMean {
         List<StateMean> chunks = new ArrayList<>(groups.size());
         for (List<String> keys : groups) {
             chunks.add(of(chunks.size(), keys, state, weight));
+        }
+        return chunks;
+    }
+
+    /**
+     * A partition's gradients at {@code state} (keys and order of its parameters), weighted by its examples (&gt; 0),
+     * as the chunks {@link #split} cuts the state into with the same {@code maxChunkBytes}: chunk c of the gradients
+     * pairs with chunk c of the state.
+     */
+    public static List<StateMean> splitGradients(TrainState state, Map<String, INDArray> grads, long weight,
+                                                 long maxChunkBytes) {
+        if (weight <= 0) {
+            throw new IllegalArgumentException("a partition's weight (examples) must be positive, got " + weight);
+        }
+        TrainState.checkLike("gradients", state.params(), grads);
+        List<StateMean> chunks = new ArrayList<>();
+        for (List<String> keys : chunkKeys(state, maxChunkBytes)) {
+            StateMean s = new StateMean();
+            s.chunk = chunks.size();
+            s.keys = keys.toArray(new String[0]);
+            s.shapes = new long[keys.size()][];
+            s.params = new float[keys.size()][];
+            for (int i = 0; i < keys.size(); i++) {
+                s.shapes[i] = state.params().get(keys.get(i)).shape();
+                s.params[i] = Flat.floats(grads.get(keys.get(i)));
+            }
+            s.step = state.step();
+            s.weight = weight;
+            chunks.add(s);
         }
         return chunks;
     }
@@ -113,7 +150,8 @@ public final class StateMean {
 
     /** The mean of this chunk (the left one: lower partitions) and {@code right}, the same chunk of others. */
     public StateMean mean(StateMean right) {
-        if (chunk != right.chunk || step != right.step || !java.util.Arrays.equals(keys, right.keys)) {
+        if (chunk != right.chunk || step != right.step || isGradient() != right.isGradient()
+                || !java.util.Arrays.equals(keys, right.keys)) {
             throw new IllegalArgumentException("cannot average chunk " + chunk + " at step " + step + " with chunk "
                     + right.chunk + " at step " + right.step + " (different keys or steps)");
         }
@@ -124,8 +162,85 @@ public final class StateMean {
         out.step = step;
         out.weight = weight + right.weight;
         out.params = mean(params, weight, right.params, right.weight);
-        out.m = mean(m, weight, right.m, right.weight);
-        out.v = mean(v, weight, right.v, right.weight);
+        if (!isGradient()) {
+            out.m = mean(m, weight, right.m, right.weight);
+            out.v = mean(v, weight, right.v, right.weight);
+        }
+        return out;
+    }
+
+    /** Σ x² of each gradient tensor of this chunk, in key order ({@link GradClip#squares}). */
+    public double[] squares() {
+        requireGradient(this);
+        double[] out = new double[params.length];
+        for (int t = 0; t < params.length; t++) {
+            double sq = 0;
+            for (float x : params[t]) {
+                sq += (double) x * x;
+            }
+            out[t] = sq;
+        }
+        return out;
+    }
+
+    /**
+     * This chunk of a state after one optimiser step with {@code gradient}, the same chunk of the (mean) gradients at
+     * this state: each gradient element multiplied by {@code coef} when it is below 1 (rounded to float32, as {@link
+     * GradClip#clip} does), then {@link AdamW#update} at learning rate {@code lr}. The same bits as {@link
+     * TrainStep#run} on one process whose gradients these are.
+     */
+    public StateMean stepped(StateMean gradient, double coef, double lr, AdamW adamW) {
+        requireGradient(gradient);
+        if (isGradient() || chunk != gradient.chunk || step != gradient.step
+                || !java.util.Arrays.equals(keys, gradient.keys)) {
+            throw new IllegalArgumentException("cannot step chunk " + chunk + " at step " + step + " with gradient "
+                    + "chunk " + gradient.chunk + " at step " + gradient.step + " (different keys or steps)");
+        }
+        StateMean out = new StateMean();
+        out.chunk = chunk;
+        out.keys = keys;
+        out.shapes = shapes;
+        out.step = step + 1;
+        out.weight = weight;
+        out.params = new float[keys.length][];
+        out.m = new float[keys.length][];
+        out.v = new float[keys.length][];
+        for (int t = 0; t < keys.length; t++) {
+            float[] grad = gradient.params[t];
+            double[] g = new double[grad.length];
+            for (int i = 0; i < g.length; i++) {
+                g[i] = coef < 1.0 ? (float) (grad[i] * coef) : grad[i];
+            }
+            double[] theta = widened(params[t]);
+            double[] mt = widened(m[t]);
+            double[] vt = widened(v[t]);
+            adamW.update(theta, g, mt, vt, out.step, lr);
+            out.params[t] = narrowed(theta);
+            out.m[t] = narrowed(mt);
+            out.v[t] = narrowed(vt);
+        }
+        return out;
+    }
+
+    private static void requireGradient(StateMean s) {
+        if (!s.isGradient()) {
+            throw new IllegalArgumentException("chunk " + s.chunk + " holds a state, not gradients");
+        }
+    }
+
+    private static double[] widened(float[] x) {
+        double[] out = new double[x.length];
+        for (int i = 0; i < x.length; i++) {
+            out[i] = x[i];
+        }
+        return out;
+    }
+
+    private static float[] narrowed(double[] x) {
+        float[] out = new float[x.length];
+        for (int i = 0; i < x.length; i++) {
+            out[i] = (float) x[i];
+        }
         return out;
     }
 
@@ -153,6 +268,9 @@ public final class StateMean {
     }
 
     private String firstNonFinite(float[][] tensors) {
+        if (tensors == null) {
+            return null;
+        }
         for (int t = 0; t < tensors.length; t++) {
             for (float x : tensors[t]) {
                 if (!Float.isFinite(x)) {
@@ -171,9 +289,9 @@ public final class StateMean {
         long step = chunks.get(0).step;
         for (int c = 0; c < chunks.size(); c++) {
             StateMean s = chunks.get(c);
-            if (s.chunk != c || s.step != step) {
-                throw new IllegalArgumentException("chunk " + c + " of a state is chunk " + s.chunk + " at step "
-                        + s.step + " (expected step " + step + ")");
+            if (s.chunk != c || s.step != step || s.isGradient()) {
+                throw new IllegalArgumentException("chunk " + c + " of a state is " + (s.isGradient() ? "gradient "
+                        : "") + "chunk " + s.chunk + " at step " + s.step + " (expected step " + step + ")");
             }
             for (int i = 0; i < s.keys.length; i++) {
                 params.put(s.keys[i], Flat.array(s.params[i], s.shapes[i]));

@@ -89,6 +89,80 @@ class StateMeanTest {
                 .firstNonFinite());
     }
 
+    /**
+     * Gradient averaging: two partitions' gradient chunks (weights 3 and 5) averaged, then each chunk of the state
+     * {@link StateMean#stepped} with the clip factor of the global norm from the chunks' squares, equal {@link
+     * GradClip#clip} and {@link AdamW#update} on one process holding the same mean gradients, bit for bit, clipped
+     * or not. A gradient chunk is a third of a state chunk's bytes and does not mix with one.
+     */
+    @Test
+    void aSteppedChunkEqualsClipAndAdamWOnTheWholeState() {
+        AdamW adamW = new AdamW(0.9, 0.999, 1e-8, 0.01);
+        for (double maxNorm : new double[] {0.05, Double.POSITIVE_INFINITY}) {
+            TrainState start = nonNegativeMoments();
+            LinkedHashMap<String, INDArray> ga = gradients(0.7f);
+            LinkedHashMap<String, INDArray> gb = gradients(-0.2f);
+            List<StateMean> a = StateMean.splitGradients(start, ga, 3, 100);    // t0 t1 | t2 t3 | t4, as the state
+            List<StateMean> b = StateMean.splitGradients(start, gb, 5, 100);
+            List<StateMean> states = StateMean.split(start, 1, 100);
+            assertEquals(3, a.size());
+            assertEquals(2 * 4 * Float.BYTES, a.get(0).bytes());
+            assertEquals(3 * a.get(0).bytes(), states.get(0).bytes());
+            assertThrows(IllegalArgumentException.class, () -> a.get(0).mean(states.get(0)));
+            List<StateMean> means = new ArrayList<>();
+            List<Double> squares = new ArrayList<>();
+            for (int c = 0; c < a.size(); c++) {
+                means.add(a.get(c).mean(b.get(c)));
+                for (double sq : means.get(c).squares()) {
+                    squares.add(sq);
+                }
+            }
+            double coef = GradClip.coefficient(GradClip.total(squares.stream().mapToDouble(x -> x).toArray()),
+                    maxNorm);
+            assertEquals(maxNorm < 1, coef < 1, "clipped at 0.05 only");
+            List<StateMean> stepped = new ArrayList<>();
+            for (int c = 0; c < states.size(); c++) {
+                stepped.add(states.get(c).stepped(means.get(c), coef, 2e-3, adamW));
+            }
+            TrainState chunked = StateMean.join(stepped);
+
+            LinkedHashMap<String, INDArray> mean = new LinkedHashMap<>();   // (3·a + 5·b) / 8, rounded once
+            for (String k : ga.keySet()) {
+                float[] x = ga.get(k).data().asFloat();
+                float[] y = gb.get(k).data().asFloat();
+                float[] out = new float[x.length];
+                for (int i = 0; i < x.length; i++) {
+                    out[i] = (float) ((3 * (double) x[i] + 5 * (double) y[i]) / 8);
+                }
+                mean.put(k, Nd4j.create(out, new long[] {2, 2}, 'c'));
+            }
+            TrainState whole = nonNegativeMoments();
+            GradClip.clip(mean, maxNorm);
+            adamW.update(whole, mean, 2e-3);
+            assertEquals(whole.step(), chunked.step());
+            for (String k : whole.params().keySet()) {
+                assertArrayEquals(whole.params().get(k).data().asFloat(), chunked.params().get(k).data().asFloat(), k);
+                assertArrayEquals(whole.m().get(k).data().asFloat(), chunked.m().get(k).data().asFloat(), k);
+                assertArrayEquals(whole.v().get(k).data().asFloat(), chunked.v().get(k).data().asFloat(), k);
+            }
+        }
+    }
+
+    private static TrainState nonNegativeMoments() {
+        TrainState s = manyKeys(1f);
+        s.v().replaceAll((k, v) -> Nd4j.math().abs(v));
+        return s;
+    }
+
+    private static LinkedHashMap<String, INDArray> gradients(float scale) {
+        LinkedHashMap<String, INDArray> g = new LinkedHashMap<>();
+        for (int t = 0; t < 5; t++) {
+            g.put("t" + t, Nd4j.create(new float[] {scale * (t - 2.3f), scale / 7, -scale * 1e-3f, scale * t * t},
+                    new long[] {2, 2}, 'c'));
+        }
+        return g;
+    }
+
     private static StateMean only(TrainState s, long weight) {
         List<StateMean> chunks = StateMean.split(s, weight, Long.MAX_VALUE);
         assertEquals(1, chunks.size());
