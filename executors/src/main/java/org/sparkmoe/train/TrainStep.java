@@ -173,7 +173,7 @@ public final class TrainStep {
      * and their gradient (B·S × V floats each, the largest arrays of a step) and the applied gradients would otherwise
      * pile up off the heap between collections of a mostly idle heap.
      */
-    private static void free(INDArray done) {
+    public static void free(INDArray done) {
         if (done.closeable()) {
             done.close();
         }

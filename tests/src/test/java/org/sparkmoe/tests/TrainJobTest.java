@@ -180,6 +180,30 @@ class TrainJobTest {
     }
 
     /**
+     * --averaging gradients (one step per round on the partitions' mean gradient) resumes bit for bit too; its
+     * checkpoint does not resume as a parameter-averaging run, and the refusal names the flag.
+     */
+    @Test
+    void gradientAveragingResumesBitForBit() throws Exception {
+        String[] gradients = {"--averaging", "gradients", "--averaging-frequency", "1"};
+        Path whole = dir.resolve("whole");
+        CliRun run = sparkmoe(train(whole, gradients));
+        assertEquals(0, run.exitCode(), run.err());
+        Path interrupted = dir.resolve("interrupted");
+        TrainPlan p = plan(interrupted);
+        InterruptedTrain.stopAfterRound(new TrainPlan(p.model(), p.windows(),
+                new TrainPlan.Rounds(6, 1, 2, 1, TrainPlan.Averaging.GRADIENTS), p.options(), p.out(), false,
+                p.device()), 1);
+        CliRun parameters = sparkmoe(train(interrupted, "--averaging-frequency", "1", "--resume"));
+        assertEquals(1, parameters.exitCode(), parameters.err());
+        assertTrue(parameters.err().contains("was written with --averaging=gradients; this run does not set "
+                + "--averaging"), parameters.err());
+        List<String> resume = new ArrayList<>(train(interrupted, gradients));
+        resume.add("--resume");
+        assertResumedEqualsWhole(whole, interrupted, resume);
+    }
+
+    /**
      * The same for a μMoE adapter (CP, 16 experts, q_proj, o_proj and moe): resumed bit for bit; what train wrote is
      * a μMoE adapter folder that eval --adapter and calibrate --adapter read (perplexity no longer the base's), and
      * merge refuses it in one line.

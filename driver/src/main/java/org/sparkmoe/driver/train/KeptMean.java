@@ -156,6 +156,11 @@ final class KeptMean implements Serializable {
         return StateMean.join(means);
     }
 
+    /** Chunk {@code c} as kept (not a copy: read only); throws {@link Lost} when it is gone. */
+    StateMean chunk(int c) {
+        return read(block(c), false);
+    }
+
     /** A kept chunk, from this JVM's memory or fetched from the executor that holds it; {@link Lost} when gone. */
     private static StateMean read(BlockId id, boolean partial) {
         Option<BlockResult> found = blocks().get(id, TAG);

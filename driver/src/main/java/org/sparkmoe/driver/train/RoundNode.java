@@ -29,6 +29,8 @@ final class RoundNode {
      */
     int keptChunk = -1;
     String[] nonFinite;
+    /** Set by a root of gradient averaging ({@link #keptGradient}): Σ x² of each tensor of its mean gradient chunk. */
+    double[] squares;
 
     /** For Kryo. */
     RoundNode() {
@@ -54,6 +56,18 @@ final class RoundNode {
         kept.put(mean);
         keptChunk = mean.chunk();
         nonFinite = mean.firstNonFinite();
+        mean = null;
+        return this;
+    }
+
+    /**
+     * Gradient averaging: this root without its chunk of the mean gradient, which {@code gradients} now holds until
+     * the step, and with the chunk's {@link #squares} for the global norm.
+     */
+    RoundNode keptGradient(KeptMean gradients) {
+        gradients.put(mean);
+        keptChunk = mean.chunk();
+        squares = mean.squares();
         mean = null;
         return this;
     }

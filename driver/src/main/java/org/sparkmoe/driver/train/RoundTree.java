@@ -1,14 +1,22 @@
 package org.sparkmoe.driver.train;
 
 import org.apache.spark.HashPartitioner;
+import org.apache.spark.SparkContext;
 import org.apache.spark.api.java.JavaPairRDD;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.train.AdamW;
+import org.sparkmoe.train.GradClip;
+import org.sparkmoe.train.StateMean;
 import org.sparkmoe.train.TrainState;
 import scala.Tuple2;
 
+import java.io.Serializable;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Comparator;
 import java.util.List;
 import java.util.UUID;
+import java.util.stream.IntStream;
 
 /**
  * Averages a round's partition states through a fixed binary tree over partition indices: level by level, nodes of
@@ -26,6 +34,12 @@ import java.util.UUID;
  * ({@link KeptMean}: a block of its executor) and returns only the metrics. Either way a round is one Spark job
  * whose task results are a few numbers per chunk, and the driver reads a mean kept on an executor only when it needs
  * the state.
+ *
+ * <p>Gradient averaging ({@link GradientStep}): the leaves are the partitions' gradients (a third of a state's
+ * bytes), averaged by the same tree; each root keeps its chunk of the mean gradient and returns its squares, the
+ * driver forms the global norm's clip factor, and each chunk of the round's state takes one AdamW step with its chunk
+ * of the mean gradient (on the driver when it formed the roots, else in a second job of one task per chunk) and is
+ * kept as the next state.
  */
 public final class RoundTree {
     private RoundTree() {
@@ -52,11 +66,12 @@ public final class RoundTree {
      * @param chunks      C
      * @param stateBytes  bytes of one partition's partial (all its chunks)
      * @param driverBytes the partials' bytes the driver may take at once ({@link #driverSpan})
-     * @param kept        where the mean goes (its step is the leaves' step)
+     * @param kept        where the mean goes (its step is the leaves' step), or with {@code step} the stepped state
+     * @param step        gradient averaging's step; null for parameter averaging
      * @return the round's metrics, {@link Round#state} null
      */
     static Round keep(JavaPairRDD<Long, RoundNode> leaves, int partitions, int chunks, long stateBytes,
-                      long driverBytes, KeptMean kept) {
+                      long driverBytes, KeptMean kept, GradientStep step) {
         long driverSpan = driverSpan(partitions, stateBytes, driverBytes);
         JavaPairRDD<Long, RoundNode> level = leaves;
         long span = 1;
@@ -71,7 +86,8 @@ public final class RoundTree {
         }
         List<RoundNode> roots;
         if (span >= partitions) {
-            roots = level.values().map(root -> root.kept(kept)).collect();   // one node per chunk: the root
+            roots = level.values().map(root -> step == null ? root.kept(kept)     // one node per chunk: the root
+                    : root.keptGradient(step.gradients())).collect();
         } else {
             roots = new ArrayList<>(chunks);
             // each node's chunk stays a block of its executor (no task result, no serialization in embedded mode)
@@ -83,7 +99,8 @@ public final class RoundTree {
                 while (to < nodes.size() && nodes.get(to).mean.chunk() == nodes.get(from).mean.chunk()) {
                     to++;
                 }
-                roots.add(root(nodes.subList(from, to), span).kept(kept));
+                RoundNode root = root(nodes.subList(from, to), span);
+                roots.add(step == null ? root.kept(kept) : root.keptGradient(step.gradients()));
                 from = to;
             }
         }
@@ -96,14 +113,24 @@ public final class RoundTree {
             }
             top[c] = node;
         }
-        String[] nonFinite = new String[3];  // the first non-finite parameter, first moment, second moment
         for (int c = 0; c < chunks; c++) {
             if (top[c] == null) {
                 throw new IllegalStateException("averaging tree: chunk " + c + " of " + chunks + " is missing");
             }
+        }
+        String[][] perChunk = new String[chunks][];
+        if (step == null) {
+            for (int c = 0; c < chunks; c++) {
+                perChunk[c] = top[c].nonFinite;
+            }
+        } else {
+            perChunk = step.take(leaves.context(), top, kept, span >= partitions);
+        }
+        String[] nonFinite = new String[3];  // the first non-finite parameter, first moment, second moment
+        for (String[] chunk : perChunk) {
             for (int kind = 0; kind < 3; kind++) {
                 if (nonFinite[kind] == null) {
-                    nonFinite[kind] = top[c].nonFinite[kind];
+                    nonFinite[kind] = chunk[kind];
                 }
             }
         }
@@ -141,14 +168,15 @@ public final class RoundTree {
      * @param chunks      C
      * @param stateBytes  bytes of one partition's partial
      * @param driverBytes the partials' bytes the driver may take at once
-     * @return the round: averaged state and metrics
+     * @param step        gradient averaging's step; null for parameter averaging
+     * @return the round: averaged (or stepped) state and metrics
      */
     static Round average(JavaPairRDD<Long, RoundNode> leaves, int partitions, int chunks, long stateBytes,
-                         long driverBytes) {
+                         long driverBytes, GradientStep step) {
         KeptMean kept = new KeptMean("last" + UUID.randomUUID().toString().replace("-", ""), -1, chunks);
         Round round;
         try {
-            round = keep(leaves, partitions, chunks, stateBytes, driverBytes, kept);
+            round = keep(leaves, partitions, chunks, stateBytes, driverBytes, kept, step);
         } catch (RuntimeException e) {
             KeptMean.dropPartials(kept, e);
             kept.drop();
@@ -158,6 +186,51 @@ public final class RoundTree {
             return round.withState(kept.fetch());
         } finally {
             kept.drop();
+        }
+    }
+
+    /**
+     * Gradient averaging's step of a round: the round's starting state, where the mean gradient's chunks wait between
+     * the tree and the step, and the step's clip and learning rate.
+     *
+     * @param start       the round's starting state (its tasks computed the gradients at it)
+     * @param gradients   where the roots keep the mean gradient's chunks (dropped once the step is taken)
+     * @param maxGradNorm the global gradient-norm clip
+     * @param lr          the learning rate of the step from the start's step
+     */
+    record GradientStep(KeptMean start, KeptMean gradients, double maxGradNorm, double lr, AdamW adamW)
+            implements Serializable {
+
+        /**
+         * The clip factor of the mean gradient's global norm (the roots' squares in chunk order: tensor order), then
+         * each chunk of the start stepped with its chunk of the mean gradient and kept in {@code kept}: on the
+         * driver, or on the executors in a job of one task per chunk.
+         *
+         * @return each chunk's first non-finite parameter, first and second moment ({@link StateMean#firstNonFinite})
+         */
+        String[][] take(SparkContext sc, RoundNode[] roots, KeptMean kept, boolean onExecutors) {
+            double[] squares = Arrays.stream(roots).flatMapToDouble(root -> Arrays.stream(root.squares)).toArray();
+            double coef = GradClip.coefficient(GradClip.total(squares), maxGradNorm);
+            try {
+                if (!onExecutors) {
+                    String[][] out = new String[roots.length][];
+                    for (int c = 0; c < roots.length; c++) {
+                        out[c] = keptStep(c, coef, kept);
+                    }
+                    return out;
+                }
+                List<Integer> chunks = IntStream.range(0, roots.length).boxed().toList();
+                return JavaSparkContext.fromSparkContext(sc).parallelize(chunks, chunks.size())
+                        .map(c -> keptStep(c, coef, kept)).collect().toArray(new String[0][]);
+            } finally {
+                gradients.drop();
+            }
+        }
+
+        private String[] keptStep(int chunk, double coef, KeptMean kept) {
+            StateMean next = start.chunk(chunk).stepped(gradients.chunk(chunk), coef, lr, adamW);
+            kept.put(next);
+            return next.firstNonFinite();
         }
     }
 

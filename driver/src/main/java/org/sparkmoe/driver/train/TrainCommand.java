@@ -49,7 +49,8 @@ import java.util.concurrent.Callable;
         description = {"LoRA fine-tuning of the experts (and optionally the routers) of an MoE model, as a Spark job.",
                 "Windows are dealt to the partitions; every round each partition takes --averaging-frequency AdamW "
                         + "steps on its own windows, then the trainable tensors and moments are averaged (weighted by "
-                        + "windows). Loss: causal-LM cross-entropy plus the router load-balancing loss. Writes "
+                        + "windows); with --averaging gradients the partitions' gradients are averaged instead and one "
+                        + "AdamW step is taken on their mean. Loss: causal-LM cross-entropy plus the router load-balancing loss. Writes "
                         + "OUT/adapter (PEFT), OUT/train-log.jsonl, OUT/checkpoints and, with --merge, OUT/merged.",
                 "A low-rank model (from 'surgery lowrank') trains its own stacked LoRA experts end to end, starting "
                         + "from the checkpoint's (all of w1, w3, w2 at the model's rank, scale 1: --rank and --alpha "
@@ -100,6 +101,14 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--averaging-frequency", defaultValue = "1", paramLabel = "F",
             description = "Local steps between parameter averagings (one round). Default: ${DEFAULT-VALUE}.")
     int averagingFrequency;
+
+    @Option(names = "--averaging", defaultValue = "parameters", paramLabel = "parameters|gradients",
+            description = "What a round averages: parameters (each partition takes --averaging-frequency AdamW steps "
+                    + "on its own windows, then the trainable tensors and AdamW moments are averaged), or gradients "
+                    + "(each partition computes its batch's gradients at the round's state and one AdamW step is "
+                    + "taken on their mean, so P partitions train as one process on their P x --batch-windows "
+                    + "windows; needs --averaging-frequency 1). Default: ${DEFAULT-VALUE}.")
+    String averaging;
 
     @Option(names = "--lr", defaultValue = "1e-3", paramLabel = "X",
             description = "Peak learning rate (linear warmup, then cosine decay to 0). Default: ${DEFAULT-VALUE}.")
@@ -241,7 +250,7 @@ public final class TrainCommand implements Callable<Integer> {
         double a = lowRank ? config.low_rank_experts_rank : alpha == null ? DEFAULT_ALPHA : alpha;
         TrainPlan.Windows windows = new TrainPlan.Windows(data.files, data.textSplit(), window.window, batchWindows);
         TrainPlan.Rounds rounds = new TrainPlan.Rounds(steps, averagingFrequency, spark.partitionsOr(1),
-                checkpointEvery);
+                checkpointEvery, TrainPlan.Averaging.parse(averaging));
         MumoeConfig mumoe = mumoeConfig(config);
         TrainOptions options = TrainPlan.options(mumoe != null ? LoraSpec.mumoe(mumoe)
                         : TrainPlan.lora(targets, r, a, trainRouter, sharedExpertLora), lr,
@@ -299,9 +308,9 @@ public final class TrainCommand implements Callable<Integer> {
                 firstRound = 0;
             }
             System.err.printf("train: %d steps in %d rounds of %d on %d partitions, %d windows of %d tokens per step "
-                            + "and partition; trainable %d tensors, %.3f MB with moments%n", plan.steps(), plan.roundCount(),
-                    plan.averagingFrequency(), plan.partitions(), plan.batchWindows(), plan.window(),
-                    state.params().size(), state.bytes() / 1e6);
+                            + "and partition, %s averaged; trainable %d tensors, %.3f MB with moments%n", plan.steps(),
+                    plan.roundCount(), plan.averagingFrequency(), plan.partitions(), plan.batchWindows(),
+                    plan.window(), plan.rounds().averaging().id(), state.params().size(), state.bytes() / 1e6);
             double[] totals = new double[4]; // round s, averaging s, tokens, partition-seconds in local steps
             TrainState last = TrainJob.run(sc, plan, state, firstRound, (round, averaged) -> {
                 System.err.println(round.summary(plan.roundCount(), plan.steps()));

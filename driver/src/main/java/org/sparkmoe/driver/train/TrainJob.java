@@ -35,8 +35,8 @@ import java.util.UUID;
 import java.util.function.Supplier;
 
 /**
- * Data-parallel LoRA training with parameter averaging. Stage 1 tokenizes the files; their windows are dealt to
- * P partitions (window i to partition i mod P) and kept. Then, round after round, one Spark job: every partition
+ * Data-parallel LoRA training with parameter (or gradient) averaging. Stage 1 tokenizes the files; their windows are
+ * dealt to P partitions (window i to partition i mod P) and kept. Then, round after round, one Spark job: every partition
  * reads the round's starting state (LoRA, routers, AdamW moments, step) from the block its executor keeps
  * ({@link KeptMean}: from its own JVM's memory when that executor made the last mean, else fetched once) and takes
  * F optimiser steps on its own windows; their states, weighted by the windows each partition trained on, are
@@ -44,7 +44,9 @@ import java.util.function.Supplier;
  * executor for the next round and returns only the round's numbers. The driver reads the mean only when it writes
  * it (a checkpoint, the end of the run); when a kept mean is lost with its executor, the rounds since the last
  * state the driver holds are run again (the same bits). Only trainable tensors travel; each executor JVM loads the
- * base model once.
+ * base model once. With gradient averaging ({@link TrainPlan#averagesGradients}) each partition computes its batch's
+ * gradients at the round's state instead, the tree averages them and one AdamW step is taken on their mean ({@link
+ * RoundTree.GradientStep}).
  */
 public final class TrainJob {
     private TrainJob() {
@@ -83,7 +85,9 @@ public final class TrainJob {
         JavaRDD<WindowShard> shards = shard(sc, plan);
         String run = UUID.randomUUID().toString().replace("-", "");
         long bytesRead = state.bytes();     // the starting state, read by each round's tasks
-        long bytesReturned = plan.partitions() * state.bytes(); // the float32 partials, averaged in RoundTree
+        // each partition's float32 partial, averaged in RoundTree: its state, or its gradients (a third)
+        long partialBytes = plan.averagesGradients() ? state.bytes() / 3 : state.bytes();
+        long bytesReturned = plan.partitions() * partialBytes;
         long driverBytes = SparkLimits.driverAveragingBytes(sc.getConf());
         int chunks = StateMean.chunkKeys(state, StateMean.CHUNK_BYTES).size();
         Held held = new Held(state, firstRound);
@@ -103,14 +107,24 @@ public final class TrainJob {
                 boolean lastRound = round + 1 == plan.roundCount();
                 KeptMean from = start;
                 KeptMean next = new KeptMean(run + "_" + reruns, stepAfter, chunks);
+                RoundTree.GradientStep gradientStep = plan.averagesGradients()
+                        ? new RoundTree.GradientStep(from, new KeptMean(run + "_" + reruns + "_gradients", step,
+                        chunks), plan.options().maxGradNorm(), plan.options().schedule().at(step),
+                        plan.options().optimizer()) : null;
                 JavaPairRDD<Long, RoundNode> leaves = shards.flatMapToPair(
                         shard -> localSteps(plan, from, shard).iterator());
                 RoundTree.Round done;
                 try {
-                    done = lastRound ? RoundTree.average(leaves, plan.partitions(), chunks, bytesRead, driverBytes)
-                            : RoundTree.keep(leaves, plan.partitions(), chunks, bytesRead, driverBytes, next);
+                    done = lastRound
+                            ? RoundTree.average(leaves, plan.partitions(), chunks, partialBytes, driverBytes,
+                            gradientStep)
+                            : RoundTree.keep(leaves, plan.partitions(), chunks, partialBytes, driverBytes, next,
+                            gradientStep);
                 } catch (Exception e) {
                     next.drop();
+                    if (gradientStep != null) {
+                        gradientStep.gradients().drop();
+                    }
                     KeptMean.dropPartials(next, e);
                     boolean partialLost = e instanceof KeptMean.Lost lost && lost.partial();
                     if (!partialLost && (!KeptMean.Lost.caused(e) || startIsDrivers)) {
@@ -261,8 +275,9 @@ public final class TrainJob {
     }
 
     /**
-     * One partition's F local steps from the kept starting state (read as new tensors): the leaves of the averaging
-     * tree, one per chunk of the state, keyed (chunk, partition).
+     * One partition's F local steps from the kept starting state (read as new tensors), or with gradient averaging
+     * its batch's gradients at that state: the leaves of the averaging tree, one per chunk of the state, keyed
+     * (chunk, partition).
      */
     private static List<Tuple2<Long, RoundNode>> localSteps(TrainPlan plan, KeptMean start, WindowShard shard) {
         long begin = System.nanoTime();
@@ -274,12 +289,23 @@ public final class TrainJob {
         double ce = 0;
         double aux = 0;
         long tokens = 0;
+        List<StateMean> partial = null;
         try (ModelCache.Lease model = ModelCache.lease(plan.model(), plan.device())) {
             for (int s = 0; s < steps; s++) {
                 int[] picked = sampler.batch(state.step(), plan.batchWindows());
                 int[][] batch = new int[picked.length][];
                 for (int b = 0; b < picked.length; b++) {
                     batch[b] = shard.windows[picked[b]];
+                }
+                if (plan.averagesGradients()) {        // one step (F = 1), taken on the mean after the tree
+                    TrainStep.Evaluation e = TrainStep.evaluate(model.model(), state, batch, options);
+                    partial = StateMean.splitGradients(state, e.grads(), plan.batchWindows(), StateMean.CHUNK_BYTES);
+                    e.grads().values().forEach(TrainStep::free);
+                    loss += e.loss();
+                    ce += e.ce();
+                    aux += e.aux();
+                    tokens += e.tokens();
+                    continue;
                 }
                 StepResult r = TrainStep.run(model.model(), state, batch, options);
                 loss += r.loss();
@@ -289,8 +315,11 @@ public final class TrainJob {
             }
         }
         double seconds = (System.nanoTime() - begin) / 1e9;
+        if (partial == null) {
+            partial = StateMean.split(state, (long) steps * plan.batchWindows(), StateMean.CHUNK_BYTES);
+        }
         List<Tuple2<Long, RoundNode>> leaves = new ArrayList<>();
-        for (StateMean chunk : StateMean.split(state, (long) steps * plan.batchWindows(), StateMean.CHUNK_BYTES)) {
+        for (StateMean chunk : partial) {
             RoundNode leaf = chunk.chunk() == 0
                     ? new RoundNode(shard.partition, chunk, steps, loss, ce, aux, tokens, seconds,
                     ProcessMemory.rssAnonBytes(), ProcessMemory.heapCommittedBytes())

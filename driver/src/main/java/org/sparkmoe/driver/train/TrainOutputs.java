@@ -144,6 +144,13 @@ public final class TrainOutputs {
                         + " (resume with the checkpoint's options, or start a new run in another --out)";
             }
         }
+        for (Map.Entry<String, String> option : before.entrySet()) {
+            if (!now.containsKey(option.getKey())) {
+                return "--resume: the checkpoint in " + dir + " was written with --" + option.getKey() + "="
+                        + option.getValue() + "; this run does not set --" + option.getKey() + " (resume with the "
+                        + "checkpoint's options, or start a new run in another --out)";
+            }
+        }
         return "--resume: the checkpoint in " + dir + " was written by a run with " + written + "; this run has "
                 + current;
     }

@@ -50,22 +50,61 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
     }
 
     /**
+     * What a round averages: each partition's parameters and AdamW moments after its F local steps, or each
+     * partition's gradients at the round's state, on whose mean one AdamW step is taken (synchronous data
+     * parallelism: P partitions train as one process on the union of their batches).
+     */
+    public enum Averaging {
+        PARAMETERS, GRADIENTS;
+
+        /** --averaging's value: parameters or gradients. */
+        public static Averaging parse(String value) {
+            return switch (value) {
+                case "parameters" -> PARAMETERS;
+                case "gradients" -> GRADIENTS;
+                default -> throw new IllegalArgumentException("--averaging must be parameters or gradients, got '"
+                        + value + "'");
+            };
+        }
+
+        public String id() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
+    /**
      * @param steps              optimiser steps in all (each partition takes every one of them on its own windows)
-     * @param averagingFrequency F local steps between two parameter averagings (one round)
+     * @param averagingFrequency F local steps between two averagings (one round); 1 when averaging gradients
      * @param partitions         P partitions, one per executor slot
      * @param checkpointEvery    write a checkpoint every N rounds (and always after the last)
+     * @param averaging          what a round averages
      */
-    public record Rounds(long steps, int averagingFrequency, int partitions, int checkpointEvery)
+    public record Rounds(long steps, int averagingFrequency, int partitions, int checkpointEvery, Averaging averaging)
             implements Serializable {
         public Rounds {
             PlanChecks.requireAtLeast("--steps", steps, 1);
             PlanChecks.requireAtLeast("--averaging-frequency", averagingFrequency, 1);
             PlanChecks.requireAtLeast("--partitions", partitions, 1);
             PlanChecks.requireAtLeast("--checkpoint-every", checkpointEvery, 1);
+            PlanChecks.requireNonNull("--averaging", averaging);
+            if (averaging == Averaging.GRADIENTS && averagingFrequency != 1) {
+                throw new IllegalArgumentException("--averaging gradients takes one optimiser step per round, on the "
+                        + "mean of the partitions' gradients: --averaging-frequency must be 1, got "
+                        + averagingFrequency);
+            }
+        }
+
+        /** Parameter averaging. */
+        public Rounds(long steps, int averagingFrequency, int partitions, int checkpointEvery) {
+            this(steps, averagingFrequency, partitions, checkpointEvery, Averaging.PARAMETERS);
         }
 
         public Rounds withPartitions(int p) {
-            return new Rounds(steps, averagingFrequency, p, checkpointEvery);
+            return new Rounds(steps, averagingFrequency, p, checkpointEvery, averaging);
+        }
+
+        public Rounds withAveraging(Averaging a) {
+            return new Rounds(steps, averagingFrequency, partitions, checkpointEvery, a);
         }
 
         /** Rounds of F steps (the last may be shorter). */
@@ -208,7 +247,7 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
             "averaging-frequency", "partitions", "targets", "rank", "alpha", "train-router", "shared-expert-lora", "lr",
             "warmup",
             "weight-decay", "max-grad-norm", "aux-loss-coef", "seed", "adapter", "mumoe-experts", "mumoe-rank",
-            "mumoe-targets");
+            "mumoe-targets", "averaging");
     private static final java.util.regex.Pattern SIGNATURE_KEY = java.util.regex.Pattern.compile(
             "(?:^| )(" + String.join("|", SIGNATURE_KEYS) + ")=");
 
@@ -247,7 +286,13 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
                 + " train-router=" + lora.trainRouter() + " shared-expert-lora=" + lora.sharedExpert()
                 + " lr=" + schedule.peak() + " warmup=" + schedule.warmup()
                 + " weight-decay=" + options.optimizer().weightDecay() + " max-grad-norm=" + options.maxGradNorm()
-                + " aux-loss-coef=" + options.auxLossCoef() + " seed=" + options.seed() + mumoeSignature(lora);
+                + " aux-loss-coef=" + options.auxLossCoef() + " seed=" + options.seed() + mumoeSignature(lora)
+                + (averagesGradients() ? " averaging=" + Averaging.GRADIENTS.id() : "");
+    }
+
+    /** Whether a round averages gradients and takes one step on their mean (else parameters and moments). */
+    public boolean averagesGradients() {
+        return rounds.averaging() == Averaging.GRADIENTS;
     }
 
     /**

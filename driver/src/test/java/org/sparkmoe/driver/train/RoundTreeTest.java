@@ -90,7 +90,7 @@ class RoundTreeTest {
         }
         try (JavaSparkContext sc = new JavaSparkContext(SparkContexts.conf("round-tree-test", master))) {
             JavaPairRDD<Long, RoundNode> rdd = sc.parallelizePairs(leaves, P);
-            return RoundTree.average(rdd, P, chunks, states[0].bytes(), driverBytes);
+            return RoundTree.average(rdd, P, chunks, states[0].bytes(), driverBytes, null);
         }
     }
 
