@@ -11,12 +11,16 @@ Both sides train the same thing from the same start on the same windows, so thei
   per-expert LoRA written here over transformers' fused weights;
 - the start: A drawn as SparkMoE draws it (Kaiming-uniform, a SplittableRandom seeded from --seed and the tensor's
   state key; the generator is re-implemented below and checked against java.util.SplittableRandom), B zero;
-- the windows: the --split of --data cut into --window tokens (docs/data.md), one partition holding them all, each
-  step's --batch-windows chosen by SparkMoE's WindowSampler (re-implemented below);
+- the windows: the --split of --data cut into --window tokens (docs/data.md), window i dealt to partition
+  i mod --partitions, each step's --batch-windows per partition chosen by SparkMoE's WindowSampler (re-implemented
+  below);
 - the optimiser: AdamW (no weight decay), clip of the global gradient norm at 1.0, transformers'
   get_cosine_schedule_with_warmup (--warmup, then cosine to 0 over --steps).
-SparkMoE runs `sparkmoe train --partitions 1` (one partition: one optimiser step per batch, like the single torch
-process; with P > 1 SparkMoE takes a step per partition and averages parameters and moments, a different algorithm).
+SparkMoE runs `sparkmoe train --partitions P`: with one partition, one optimiser step per batch like the single torch
+process; with P > 1 and `--averaging gradients`, one step on the mean of the partitions' gradients, which torch does
+here as DistributedDataParallel over P ranks would: each partition's loss on its own windows (so each its own
+load-balancing loss, which is not additive over batches), their mean backpropagated. (SparkMoE's default parameter
+averaging takes a step per partition and averages parameters and moments: another algorithm, not compared here.)
 
 Prints both losses per step, their largest absolute and relative difference, and how far the final LoRA tensors are
 apart (‖Δ‖ / ‖·‖ over all B, and over all A). Exits 1 when a loss differs by more than --tolerance (relative).
@@ -192,9 +196,12 @@ def torch_train(args, windows):
     schedule = get_cosine_schedule_with_warmup(optimiser, args.warmup, args.steps)
     model.train()
     losses = []
+    shards = [windows[p::args.partitions] for p in range(args.partitions)]
     for step in range(args.steps):
-        ids = windows[sampler_batch(args.seed, 0, windows.shape[0], step, args.batch_windows)]
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = 0
+        for p, shard in enumerate(shards):
+            ids = shard[sampler_batch(args.seed, p, shard.shape[0], step, args.batch_windows)]
+            loss = loss + model(input_ids=ids, labels=ids).loss / args.partitions
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimiser.step()
@@ -214,7 +221,8 @@ def sparkmoe_train(args, out):
     """[loss per step]; the run's final LoRA in out/adapter (PEFT, per expert)."""
     command = [args.sparkmoe, "train", "--model", args.model, "--data", args.data, "--split", args.split,
                "--window", str(args.window), "--batch-windows", str(args.batch_windows), "--steps", str(args.steps),
-               "--partitions", "1", "--averaging-frequency", "1", "--lr", str(args.lr), "--warmup", str(args.warmup),
+               "--partitions", str(args.partitions), "--averaging", "gradients", "--averaging-frequency", "1",
+               "--lr", str(args.lr), "--warmup", str(args.warmup),
                "--rank", str(args.rank), "--alpha", str(args.alpha), "--seed", str(args.seed),
                "--checkpoint-every", str(args.steps + 1), "--master", f"local[{args.threads}]", "--out", out]
     run = subprocess.run(command, capture_output=True, text=True)
@@ -249,7 +257,8 @@ def main():
     p.add_argument("--data", required=True, help="text file to train on")
     p.add_argument("--split", default="valid")
     p.add_argument("--window", type=int, default=256)
-    p.add_argument("--batch-windows", type=int, default=8)
+    p.add_argument("--batch-windows", type=int, default=8, help="windows per step and partition")
+    p.add_argument("--partitions", type=int, default=1)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=float, default=32)

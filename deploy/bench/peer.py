@@ -16,7 +16,8 @@ For train, both sides train a LoRA (--rank, --alpha) on the experts' w1, w2 and 
 decay, gradient clipping at 1.0, the model's load-balancing loss at config.json's router_aux_loss_coef) for --steps
 steps of --batch-windows windows per partition times --partitions partitions, on windows of the --train-split of
 --train-data. PEFT takes one optimiser step per batch of partitions × batch-windows windows; SparkMoE takes one per
-partition and averages every round (F = 1), so the loss curves are alike, not equal, and the windows each step sees
+partition and averages every round (F = 1; --averaging gradients: one step on the partitions' mean gradient), so
+the loss curves are alike, not equal, and the windows each step sees
 differ (SparkMoE's seeded sampler); loss_curve.py trains the same LoRA on the same windows on both sides and shows
 the curves equal. transformers' time is its steps after the first (the first includes allocator
 warm-up); SparkMoE's is the sum of its rounds after the first, from train-log.jsonl.
@@ -141,7 +142,7 @@ def ours_train(args):
                  "--window", str(args.window), "--batch-windows", str(args.batch_windows), "--steps", str(args.steps),
                  "--partitions", str(args.partitions), "--lr", str(args.lr), "--rank", str(args.rank),
                  "--alpha", str(args.alpha), "--seed", str(args.seed), "--checkpoint-every", str(args.steps + 1),
-                 "--out", out)
+                 "--averaging", args.averaging, "--out", out)
         with open(os.path.join(out, "train-log.jsonl")) as f:
             rounds = [json.loads(line) for line in f if line.strip()]
     timed = rounds[1:]
@@ -166,6 +167,8 @@ def main():
     p.add_argument("--alpha", type=float, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--averaging", choices=["parameters", "gradients"], default="parameters",
+                   help="what SparkMoE's rounds average (train --averaging)")
     p.add_argument("--threads", type=int, default=2, help="torch threads; SparkMoE's local[N]")
     p.add_argument("--sparkmoe", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bin",
                                                          "sparkmoe"))

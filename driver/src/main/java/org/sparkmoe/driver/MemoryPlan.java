@@ -63,6 +63,8 @@ import java.util.Map;
  * @param widenedBytes    float32 bytes of the small tensors, per JVM
  * @param activationBytes activations of one batch, per task slot
  * @param stateBytes      train: the trainable state (parameters and both moments); 0 otherwise
+ * @param partialBytes    train: what one partition's task gives the averaging tree, float32: its state, or with
+ *                        gradient averaging its gradients (a third of the state); 0 otherwise
  * @param slots           task slots per executor JVM
  * @param checkpointActivations train: only layer inputs kept, one layer recomputed at a time
  * @param heapNeededBytes the heap the job needs per executor JVM ({@link #heap}), what the launcher passes as -Xmx
@@ -73,7 +75,7 @@ import java.util.Map;
  *                        0 otherwise
  */
 public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long activationBytes, long stateBytes,
-                         int slots, boolean checkpointActivations, long heapNeededBytes, SparkLimits limits,
+                         long partialBytes, int slots, boolean checkpointActivations, long heapNeededBytes, SparkLimits limits,
                          Pieces layerwise, long distillBytes) {
 
     /**
@@ -141,6 +143,17 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     public static MemoryPlan of(Job job, ModelConfig c, long mappedBytes, int batchWindows, int window,
                                 long stateBytes, boolean checkpointActivations, MumoeConfig mumoe,
                                 SparkLimits limits) {
+        return of(job, c, mappedBytes, batchWindows, window, stateBytes, stateBytes, checkpointActivations, mumoe,
+                limits);
+    }
+
+    /**
+     * @param partialBytes train: one partition's partial for the averaging tree (the state's bytes, or a third of
+     *                     them with gradient averaging)
+     */
+    public static MemoryPlan of(Job job, ModelConfig c, long mappedBytes, int batchWindows, int window,
+                                long stateBytes, long partialBytes, boolean checkpointActivations, MumoeConfig mumoe,
+                                SparkLimits limits) {
         if (mumoe != null && job != Job.TRAIN) {
             throw new IllegalArgumentException("a μMoE adapter's activations are planned for train only, not " + job);
         }
@@ -151,8 +164,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long tokens = (long) batchWindows * window;
         long adapter = mumoe == null ? 0 : tokens * mumoeFloats(c, mumoe, checkpointActivations) * Float.BYTES;
         return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens,
-                checkpointActivations) + adapter, stateBytes, slots, checkpointActivations,
-                heap(job, c, tokens, stateBytes, slots, limits.partitions()), limits, null, 0);
+                checkpointActivations) + adapter, stateBytes, partialBytes, slots, checkpointActivations,
+                heap(job, c, tokens, stateBytes, partialBytes, slots, limits.partitions()), limits, null, 0);
     }
 
     /**
@@ -162,7 +175,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      * @param partBytes {@code LayerSurgery.partBytes}: the part's new tensors and its scratch
      */
     public static MemoryPlan surgery(long mappedBytes, long partBytes, SparkLimits limits) {
-        return new MemoryPlan(Job.SURGERY, mappedBytes, 0, partBytes, 0, limits.slotsPerExecutor(), false,
+        return new MemoryPlan(Job.SURGERY, mappedBytes, 0, partBytes, 0, 0, limits.slotsPerExecutor(), false,
                 SURGERY_HEAP, limits, null, 0);
     }
 
@@ -170,19 +183,20 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      * The heap one executor JVM needs, at least {@link #HEAP_MIN}, rounded up to 64 MiB: {@link #HEAP_BASE}, plus per task slot the Java arrays a
      * task holds at once — eval and calibrate one block of logits read as floats ({@code Perplexity}: at most
      * {@link Perplexity#LOGIT_BLOCK}), train the loss's float64 block of logits ({@link CausalLmLoss#BLOCK_ELEMENTS})
-     * and its float32 partial of the whole state ({@link StateMean}'s chunks: the state's bytes) — and for train the
+     * and its float32 partial ({@link StateMean}'s chunks: the state's bytes, or its gradients') — and for train the
      * averaging tree's reduce, which holds one chunk of every partition's partial and their mean, and the round's mean
      * kept in the block manager (the whole state, at most, in one JVM). Activations, weights and the tasks' state
      * tensors live off the heap (ND4J buffers, mapped files) and are not counted here.
      */
-    static long heap(Job job, ModelConfig c, long tokens, long stateBytes, int slots, int partitions) {
+    static long heap(Job job, ModelConfig c, long tokens, long stateBytes, long partialBytes, int slots,
+                     int partitions) {
         long perSlot = switch (job) {
             case EVAL, CALIBRATE -> Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
-            case TRAIN -> CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES + stateBytes;
+            case TRAIN -> CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES + partialBytes;
             case SURGERY -> throw new IllegalStateException("a surgery's plan comes from MemoryPlan.surgery");
         };
         long reduceAndKept = job == Job.TRAIN
-                ? (Math.max(partitions, slots) + 1L) * Math.min(stateBytes, StateMean.CHUNK_BYTES) + stateBytes : 0;
+                ? (Math.max(partitions, slots) + 1L) * Math.min(partialBytes, StateMean.CHUNK_BYTES) + stateBytes : 0;
         long bytes = Math.max(HEAP_MIN, HEAP_BASE + slots * perSlot + reduceAndKept);
         return (bytes + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
     }
@@ -217,7 +231,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long baselineLogits = Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
         long heap = (heapNeededBytes + slots * baselineLogits + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
         return new MemoryPlan(job, mappedBytes + baselineMappedBytes, widenedBytes + widened(baseline), activations,
-                stateBytes, slots, checkpointActivations, heap, limits, layerwise, distillBytes);
+                stateBytes, partialBytes, slots, checkpointActivations, heap, limits, layerwise, distillBytes);
     }
 
     /**
@@ -233,7 +247,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     public MemoryPlan layerwise(ModelConfig c, Map<String, Long> tensorBytes, int batchWindows, int window,
                                 int groups) {
         Pieces p = pieces(c, tensorBytes, batchWindows, window, groups);
-        return new MemoryPlan(job, p.largest(), widenedBytes, activationBytes, stateBytes, slots,
+        return new MemoryPlan(job, p.largest(), widenedBytes, activationBytes, stateBytes, partialBytes, slots,
                 checkpointActivations, passHeap(heapNeededBytes, p), limits, p, distillBytes);
     }
 
@@ -265,7 +279,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 + (Math.min(tokens, LowRankDistillation.EVAL_CHUNK) + 3L * Math.min(tokens, batchTokens)) * moe)
                 * Float.BYTES;
         long pass = activations(Job.EVAL, c, (long) batchWindows * window, false);
-        return new MemoryPlan(job, mappedBytes, widenedBytes, activationBytes, stateBytes, slots,
+        return new MemoryPlan(job, mappedBytes, widenedBytes, activationBytes, stateBytes, partialBytes, slots,
                 checkpointActivations, passHeap(heapNeededBytes, p), limits, p, Math.max(pass, training));
     }
 
@@ -548,10 +562,10 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         out.append(prefix).append("anonymous ").append(size(anonymousBytes())).append(" = heap ")
                 .append(size(limits.heapBytes())).append(" + JVM ").append(size(JVM_OVERHEAD)).append(" + native\n");
         if (job == Job.TRAIN) {
-            String partials = limits.partitions() > 0 ? limits.partitions() + " × " + size(stateBytes)
-                    : size(stateBytes) + " per partition";
+            String partials = (limits.partitions() > 0 ? limits.partitions() + " × " + size(partialBytes)
+                    : size(partialBytes) + " per partition") + (partialBytes < stateBytes ? " of gradients" : "");
             long span = limits.partitions() > 0
-                    ? RoundTree.driverSpan(limits.partitions(), stateBytes, limits.driverAveragingBytes()) : 0;
+                    ? RoundTree.driverSpan(limits.partitions(), partialBytes, limits.driverAveragingBytes()) : 0;
             out.append(prefix).append("per round: ");
             if (span >= 1 && span < limits.partitions()) {
                 out.append("partials ").append(partials).append(" kept by the executors")

@@ -282,7 +282,7 @@ class MemoryPlanTest {
                 tiny.perSlotBytes());
         assertEquals(tiny.widenedBytes() + tiny.slots() * tiny.perSlotBytes(), tiny.nativeBytes());
         // heap, 1 slot and 3 partitions: 384 + (16 + 300) + (3 + 1) × 64 + 300 kept = 1256, rounded to 1280
-        assertEquals(1280 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, state, 1, 3));
+        assertEquals(1280 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, state, state, 1, 3));
     }
 
     @Test
@@ -323,6 +323,18 @@ class MemoryPlanTest {
         String off = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 7 * mib,
                 SparkLimits.of(eight.clone().set(SparkLimits.DRIVER_AVERAGING_KEY, "0"), 2)).describe();
         assertTrue(off.contains("partials 2 × 7.00 MiB averaged through the shuffle; the driver reads"), off);
+        // gradient averaging: partials of gradients, a third of the state's bytes; 8 × 81 MiB of state would go
+        // through the shuffle, 8 × 27 MiB of gradients reach the driver from span 4 (2 nodes of 27 MiB)
+        String gradients = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 81 * mib,
+                27 * mib, false, null, SparkLimits.of(eight, 8)).describe();
+        assertTrue(gradients.contains("per round: partials 8 × 27.0 MiB of gradients kept by the executors, averaged "
+                + "through the shuffle to span 4, and averaged on the driver (up to 64.0 MiB: "
+                + "spark.sparkmoe.train.driverAveraging), which keeps the mean 81.0 MiB"), gradients);
+        assertEquals(MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 81 * mib, 27 * mib, 1, 8),
+                MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 81 * mib, 27 * mib, false,
+                        null, SparkLimits.of(eight, 8)).heapNeededBytes());
+        assertTrue(MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 81 * mib, 27 * mib, 1, 8)
+                < MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 81 * mib, 81 * mib, 1, 8));
         IllegalArgumentException bad = assertThrows(IllegalArgumentException.class,
                 () -> SparkLimits.of(eight.clone().set(SparkLimits.DRIVER_AVERAGING_KEY, "lots"), 2));
         assertEquals("spark.sparkmoe.train.driverAveraging=lots in the Spark configuration is not a size such as "
@@ -338,13 +350,13 @@ class MemoryPlanTest {
     void theHeapCountsEachSlotsJavaArraysAndTheAveragingChunks() {
         long mib = 1L << 20;
         // eval, 8 windows of 256 at vocabulary 32000: 65.5M logits, one block of 2^24 floats per slot
-        assertEquals(384 * mib + 2 * (64 * mib), MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 2, 2));
+        assertEquals(384 * mib + 2 * (64 * mib), MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 2, 2));
         // eval of one window: 256 × 32000 floats = 31.25 MiB per slot, 446.5 MiB: under Spark's floor, so 512
         // (at -Xmx448m Spark refuses to start: "System memory 469762048 must be at least 471859200")
-        assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 0, 2, 2));
+        assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 0, 0, 2, 2));
         // train, state of 100 MiB, 2 slots and 2 partitions: 384 + 2 × (16 + 100) + 3 × 64 + 100 kept = 908,
         // rounded to 960
-        assertEquals(960 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 100 * mib, 2, 2));
+        assertEquals(960 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 100 * mib, 100 * mib, 2, 2));
         String text = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 1000, 1, 256, 100 * mib,
                 SparkLimits.of(new SparkConf(false).setMaster("local[2]"), 2)).describe();
         assertTrue(text.contains("memory plan: heap needed 960 MiB (-Xmx960m; "), text);

@@ -106,8 +106,8 @@ public final class TrainCommand implements Callable<Integer> {
             description = "What a round averages: parameters (each partition takes --averaging-frequency AdamW steps "
                     + "on its own windows, then the trainable tensors and AdamW moments are averaged), or gradients "
                     + "(each partition computes its batch's gradients at the round's state and one AdamW step is "
-                    + "taken on their mean, so P partitions train as one process on their P x --batch-windows "
-                    + "windows; needs --averaging-frequency 1). Default: ${DEFAULT-VALUE}.")
+                    + "taken on their mean, as DistributedDataParallel over P ranks would; needs "
+                    + "--averaging-frequency 1). Default: ${DEFAULT-VALUE}.")
     String averaging;
 
     @Option(names = "--lr", defaultValue = "1e-3", paramLabel = "X",
@@ -281,7 +281,9 @@ public final class TrainCommand implements Callable<Integer> {
         TrainState initial = TrainJob.initialState(checked, conf); // the size of any state the run will hold
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe train", spark.master), spark.partitions);
         if (dryRun.show(MemoryPlan.of(MemoryPlan.Job.TRAIN, config, MemoryPlan.mappedBytes(modelUri, conf),
-                windows.batchWindows(), windows.window(), initial.bytes(), checkpointActivations, mumoe, limits))) {
+                windows.batchWindows(), windows.window(), initial.bytes(),
+                checked.averagesGradients() ? initial.bytes() / 3 : initial.bytes(), checkpointActivations, mumoe,
+                limits))) {
             return 0;
         }
         try (OutputLock lock = OutputLock.acquire(new Path(checked.out()), conf, "train");

@@ -52,7 +52,7 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
     /**
      * What a round averages: each partition's parameters and AdamW moments after its F local steps, or each
      * partition's gradients at the round's state, on whose mean one AdamW step is taken (synchronous data
-     * parallelism: P partitions train as one process on the union of their batches).
+     * parallelism, as DistributedDataParallel over P ranks).
      */
     public enum Averaging {
         PARAMETERS, GRADIENTS;
