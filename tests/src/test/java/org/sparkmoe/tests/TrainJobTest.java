@@ -429,6 +429,14 @@ class TrainJobTest {
         assertEquals(1, steps.exitCode());
         assertTrue(steps.err().startsWith("train: error: --steps must be ≥ 1, got 0"), steps.err());
 
+        CliRun averaging = sparkmoe(train(dir.resolve("e"), "--averaging", "gradients"));   // --averaging-frequency 2
+        assertEquals(1, averaging.exitCode());
+        assertEquals("train: error: --averaging gradients takes one optimiser step per round, on the mean of the "
+                + "partitions' gradients: --averaging-frequency must be 1, got 2", averaging.err().strip());
+        CliRun mode = sparkmoe(train(dir.resolve("f"), "--averaging", "moments"));
+        assertEquals(1, mode.exitCode());
+        assertEquals("train: error: --averaging must be parameters or gradients, got 'moments'", mode.err().strip());
+
         CliRun partitions = sparkmoe(train(dir.resolve("c"), "--window", "256", "--partitions", "200"));
         assertEquals(1, partitions.exitCode());
         assertTrue(partitions.err().contains("fewer than the 200 partitions"), partitions.err());
