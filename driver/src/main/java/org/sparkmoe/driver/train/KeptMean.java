@@ -37,16 +37,24 @@ final class KeptMean implements Serializable {
      */
     static final class Lost extends IllegalStateException {
         static final String MARK = "sparkmoe: kept train state lost";
-        private final boolean partial;
+        /** In the message of a lost partial, also when it reaches the driver as a failed task's. */
+        private static final String PARTIAL = " (a partial of the round)";
 
         Lost(String block, boolean partial) {
-            super(MARK + ": block " + block + " is gone (its executor was lost?)");
-            this.partial = partial;
+            super(MARK + ": block " + block + " is gone (its executor was lost?)" + (partial ? PARTIAL : ""));
         }
 
-        /** Whether what is gone is a partial of the round (its starting state was read). */
-        boolean partial() {
-            return partial;
+        /**
+         * Whether what {@code failure} (any cause) lost is a partial of the round (its starting state was read), on the
+         * driver or in a task.
+         */
+        static boolean partialCaused(Throwable failure) {
+            for (Throwable t = failure; t != null; t = t.getCause()) {
+                if (t.getMessage() != null && t.getMessage().contains(MARK) && t.getMessage().contains(PARTIAL)) {
+                    return true;
+                }
+            }
+            return false;
         }
 
         /** Whether {@code failure} (a failed job's exception, any cause) comes from a task's {@code Lost}. */
@@ -159,6 +167,14 @@ final class KeptMean implements Serializable {
     /** Chunk {@code c} as kept (not a copy: read only); throws {@link Lost} when it is gone. */
     StateMean chunk(int c) {
         return read(block(c), false);
+    }
+
+    /**
+     * Chunk {@code c} of a round's own result kept for a later part of the round (gradient averaging's mean gradient,
+     * {@link RoundTree.GradientStep}): when it is gone, {@link Lost#partial} — the round reruns from its start.
+     */
+    StateMean roundChunk(int c) {
+        return read(block(c), true);
     }
 
     /** A kept chunk, from this JVM's memory or fetched from the executor that holds it; {@link Lost} when gone. */

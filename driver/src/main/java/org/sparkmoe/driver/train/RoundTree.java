@@ -228,7 +228,7 @@ public final class RoundTree {
         }
 
         private String[] keptStep(int chunk, double coef, KeptMean kept) {
-            StateMean next = start.chunk(chunk).stepped(gradients.chunk(chunk), coef, lr, adamW);
+            StateMean next = start.chunk(chunk).stepped(gradients.roundChunk(chunk), coef, lr, adamW);
             kept.put(next);
             return next.firstNonFinite();
         }

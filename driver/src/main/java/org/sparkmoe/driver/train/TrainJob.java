@@ -126,7 +126,7 @@ public final class TrainJob {
                         gradientStep.gradients().drop();
                     }
                     KeptMean.dropPartials(next, e);
-                    boolean partialLost = e instanceof KeptMean.Lost lost && lost.partial();
+                    boolean partialLost = KeptMean.Lost.partialCaused(e);
                     if (!partialLost && (!KeptMean.Lost.caused(e) || startIsDrivers)) {
                         throw e;    // not a lost mean, or the driver's own state was unreadable: no rerun helps
                     }
