@@ -24,7 +24,7 @@ import java.util.regex.Pattern;
  * @param maxResultBytes     spark.driver.maxResultSize; 0 = unlimited
  * @param partitions         --partitions, else Spark's default parallelism where the settings give it; 0 = unknown
  * @param driverAveragingBytes train: the partials' bytes the driver of a round may read to average them
- *                           ({@link #driverAveragingBytes(SparkConf)})
+ *                           ({@link #driverAveragingSetting(SparkConf)})
  */
 public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, long nativeBudgetBytes,
                           String nativeBudgetSource, boolean containerised, long maxResultBytes, int partitions,
@@ -53,7 +53,7 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
     public static SparkLimits of(SparkConf conf, Integer partitionsFlag) {
         String master = conf.get("spark.master").trim();
         long maxResult = maxResultBytes(conf);
-        long driverAveraging = driverAveragingBytes(conf);
+        long driverAveraging = driverAveragingSetting(conf);
         long declared = declaredMemory(conf);
         Matcher local = LOCAL.matcher(master);
         if (local.matches()) {
@@ -113,7 +113,7 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
      * (default {@value #DRIVER_AVERAGING_DEFAULT}; 0 = always average on the executors); refuses a value that is not
      * a size, naming the setting.
      */
-    public static long driverAveragingBytes(SparkConf conf) {
+    public static long driverAveragingSetting(SparkConf conf) {
         String value = conf.get(DRIVER_AVERAGING_KEY, DRIVER_AVERAGING_DEFAULT);
         try {
             long bytes = conf.getSizeAsBytes(DRIVER_AVERAGING_KEY, DRIVER_AVERAGING_DEFAULT);

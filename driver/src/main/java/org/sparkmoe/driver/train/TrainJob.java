@@ -88,7 +88,7 @@ public final class TrainJob {
         // each partition's float32 partial, averaged in RoundTree: its state, or its gradients (a third)
         long partialBytes = plan.averagesGradients() ? state.bytes() / 3 : state.bytes();
         long bytesReturned = plan.partitions() * partialBytes;
-        long driverBytes = SparkLimits.driverAveragingBytes(sc.getConf());
+        long driverBytes = SparkLimits.driverAveragingSetting(sc.getConf());
         int chunks = StateMean.chunkKeys(state, StateMean.CHUNK_BYTES).size();
         Held held = new Held(state, firstRound);
         TrainState last = state;
