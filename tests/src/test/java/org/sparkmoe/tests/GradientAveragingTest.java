@@ -32,7 +32,6 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -136,11 +135,11 @@ class GradientAveragingTest {
     void twoPartitionsTakeOneStepOnTheirMeanGradientOnTheDriverOrOnTheExecutors() {
         TrainPlan plan = plan(2, TrainPlan.Averaging.GRADIENTS);
         TrainState expected = byHand(plan);
-        assertSameBits(expected, train(plan));                        // the mean forms on the driver (small state)
+        TrainStates.assertSameBits(expected, train(plan));                        // the mean forms on the driver (small state)
         String key = SparkLimits.DRIVER_AVERAGING_KEY;
         sc.sc().conf().set(key, "0");                                   // the shuffle's tree, the step in a job
         try {
-            assertSameBits(expected, train(plan));
+            TrainStates.assertSameBits(expected, train(plan));
         } finally {
             sc.sc().conf().remove(key);
         }
@@ -150,7 +149,7 @@ class GradientAveragingTest {
 
     @Test
     void onOnePartitionGradientAveragingIsParameterAveraging() {
-        assertSameBits(train(plan(1, TrainPlan.Averaging.PARAMETERS)), train(plan(1, TrainPlan.Averaging.GRADIENTS)));
+        TrainStates.assertSameBits(train(plan(1, TrainPlan.Averaging.PARAMETERS)), train(plan(1, TrainPlan.Averaging.GRADIENTS)));
     }
 
     @Test
@@ -173,18 +172,5 @@ class GradientAveragingTest {
             f[i] = out.get(i);
         }
         return f;
-    }
-
-    private static void assertSameBits(TrainState expected, TrainState actual) {
-        assertEquals(expected.step(), actual.step());
-        assertEquals(List.copyOf(expected.params().keySet()), List.copyOf(actual.params().keySet()));
-        for (String key : expected.params().keySet()) {
-            assertArrayEquals(expected.params().get(key).dup('c').data().asFloat(),
-                    actual.params().get(key).dup('c').data().asFloat(), key);
-            assertArrayEquals(expected.m().get(key).dup('c').data().asFloat(),
-                    actual.m().get(key).dup('c').data().asFloat(), "m " + key);
-            assertArrayEquals(expected.v().get(key).dup('c').data().asFloat(),
-                    actual.v().get(key).dup('c').data().asFloat(), "v " + key);
-        }
     }
 }

@@ -9,7 +9,6 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.linalg.api.buffer.DataType;
-import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.ExecutorWarmupPlugin;
@@ -25,13 +24,11 @@ import org.sparkmoe.train.TrainState;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
@@ -76,27 +73,12 @@ class TrainClusterTest {
         return TrainJob.run(sc, plan, start, 0, listener);
     }
 
-    private static void assertSameBits(TrainState expected, TrainState actual) {
-        assertEquals(expected.step(), actual.step());
-        assertEquals(List.copyOf(expected.params().keySet()), List.copyOf(actual.params().keySet()));
-        assertSameBits(expected.params(), actual.params());
-        assertSameBits(expected.m(), actual.m());
-        assertSameBits(expected.v(), actual.v());
-    }
-
-    private static void assertSameBits(Map<String, INDArray> expected, Map<String, INDArray> actual) {
-        for (String key : expected.keySet()) {
-            assertArrayEquals(expected.get(key).dup('c').data().asFloat(), actual.get(key).dup('c').data().asFloat(),
-                    key);
-        }
-    }
-
     /** The small state is averaged on the driver (the default): the partials read from the executors' JVMs. */
     @Test
     void twoExecutorJvmsEqualLocal() {
         try (JavaSparkContext sc = new JavaSparkContext(cluster.conf("train-cluster-test", "1g"))) {
             cluster.awaitExecutors(sc);
-            assertSameBits(local, train(sc, (round, state) -> { }));
+            TrainStates.assertSameBits(local, train(sc, (round, state) -> { }));
             List<Boolean> warmed = sc.parallelize(List.of(0, 1), 2).map(i -> ExecutorWarmupPlugin.initialised())
                     .collect();
             assertEquals(List.of(true, true), warmed, "the warm-up plugin started in the executor JVMs");
@@ -132,7 +114,7 @@ class TrainClusterTest {
             }
             assertFalse(result.isDone(), "training finished before an executor could be killed");
             assertEquals(victim, cluster.killExecutor(0));
-            assertSameBits(local, result.get(300, TimeUnit.SECONDS));
+            TrainStates.assertSameBits(local, result.get(300, TimeUnit.SECONDS));
             assertFalse(cluster.executorPids(0).contains(victim), "the killed executor is gone");
             assertNotEquals(0, tasksAfterRound.get());
         }
