@@ -3,6 +3,7 @@ package org.sparkmoe.surgery;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.Products;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
@@ -88,8 +89,8 @@ public final class CpAls {
                     long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
                     try (Temporaries t = new Temporaries()) {
                         INDArray block = t.add(w.rows(e, r0, r1).castTo(DataType.DOUBLE));      // [n, in]
-                        INDArray approx = t.add(scaled.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())
-                                .mmul(it));                                                 // [n, in]
+                        INDArray approx = t.add(Products.times(
+                                scaled.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all()), it));    // [n, in]
                         double b = block.norm2Number().doubleValue();
                         double d = block.subi(approx).norm2Number().doubleValue();
                         norm2 += b * b;
@@ -108,7 +109,8 @@ public final class CpAls {
             for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
                 long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
                 try (Temporaries t = new Temporaries()) {
-                    INDArray wi = t.add(t.add(w.rows(e, r0, r1).castTo(DataType.DOUBLE)).mmul(i));   // [n, R]
+                    INDArray wi = t.add(Products.times(t.add(w.rows(e, r0, r1).castTo(DataType.DOUBLE)),
+                            i));                                                                 // [n, R]
                     m.getRow(e).addi(t.add(wi.muli(o.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all()))
                             .sum(0)));
                 }
@@ -124,7 +126,8 @@ public final class CpAls {
             for (long r0 = 0; r0 < w.rows(); r0 += w.rowsPerBlock()) {
                 long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
                 try (Temporaries t = new Temporaries()) {
-                    INDArray wi = t.add(t.add(w.rows(e, r0, r1).castTo(DataType.DOUBLE)).mmul(i));   // [n, R]
+                    INDArray wi = t.add(Products.times(t.add(w.rows(e, r0, r1).castTo(DataType.DOUBLE)),
+                            i));                                                                 // [n, R]
                     m.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all()).addi(wi.muliRowVector(n.getRow(e)));
                 }
             }
@@ -142,7 +145,7 @@ public final class CpAls {
                     long r1 = Math.min(w.rows(), r0 + w.rowsPerBlock());
                     try (Temporaries t = new Temporaries()) {
                         INDArray block = t.add(w.rows(e, r0, r1).castTo(DataType.DOUBLE));      // [n, in]
-                        m.addi(t.add(block.transpose().mmul(scaled.get(NDArrayIndex.interval(r0, r1),
+                        m.addi(t.add(Products.times(block.transpose(), scaled.get(NDArrayIndex.interval(r0, r1),
                                 NDArrayIndex.all()))));
                     }
                 }
@@ -153,12 +156,12 @@ public final class CpAls {
 
     /** M·(G1 ⊙ G2)⁺ [·, R], a new array; M, the Grams and the pseudo-inverse recorded in {@code t}. */
     private static INDArray solve(Temporaries t, INDArray m, INDArray g1, INDArray g2) {
-        return t.add(m).mmul(t.add(pinv(t.add(t.add(g1).muli(t.add(g2))))));
+        return Products.times(t.add(m), t.add(pinv(t.add(t.add(g1).muli(t.add(g2))))));
     }
 
     /** AᵀA [R, R]. */
     static INDArray gram(INDArray a) {
-        return a.transpose().mmul(a);
+        return Products.times(a.transpose(), a);
     }
 
     /** The pseudo-inverse of a symmetric positive semi-definite G [R, R]: V·diag(1/λ)·Vᵀ over λ > RCOND·λ_max. */
@@ -178,7 +181,7 @@ public final class CpAls {
                 double l = lambda.getDouble(j);
                 inverse.putScalar(j, l > RCOND * max ? 1 / l : 0);
             }
-            return t.add(v.mulRowVector(inverse)).mmul(v.transpose());
+            return Products.times(t.add(v.mulRowVector(inverse)), v.transpose());
         }
     }
 

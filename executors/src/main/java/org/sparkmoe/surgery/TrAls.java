@@ -3,6 +3,7 @@ package org.sparkmoe.surgery;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.Products;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.experts.TrFactors;
 
@@ -68,17 +69,17 @@ public final class TrAls {
 
         @Override
         double sweep(Temporaries t) {
-            n = t.add(mttkrpExperts(w, i, o, r1, r2, r3))
-                    .mmul(t.add(CpAls.pinv(subchainGram(t, gram(t, i), gram(t, o), r1, r2, r3))));  // [E, r1·r2]
+            n = Products.times(t.add(mttkrpExperts(w, i, o, r1, r2, r3)),
+                    t.add(CpAls.pinv(subchainGram(t, gram(t, i), gram(t, o), r1, r2, r3))));        // [E, r1·r2]
             normalise(n);
-            o = t.add(mttkrpOut(w, n, i, r1, r2, r3))
-                    .mmul(t.add(CpAls.pinv(subchainGram(t, gram(t, n), gram(t, i), r3, r1, r2))));  // [out, r3·r1]
+            o = Products.times(t.add(mttkrpOut(w, n, i, r1, r2, r3)),
+                    t.add(CpAls.pinv(subchainGram(t, gram(t, n), gram(t, i), r3, r1, r2))));        // [out, r3·r1]
             normalise(o);
             INDArray mi = t.add(mttkrpIn(w, n, o, r1, r2, r3));                          // [in, r2·r3]
             INDArray h = subchainGram(t, gram(t, o), gram(t, n), r2, r3, r1);            // [r2·r3, r2·r3]
-            i = mi.mmul(t.add(CpAls.pinv(h)));                                           // [in, r2·r3]
+            i = Products.times(mi, t.add(CpAls.pinv(h)));                                           // [in, r2·r3]
             double inner = t.add(mi.mul(i)).sumNumber().doubleValue();                   // ⟨W, Ŵ⟩
-            double model = t.add(i.mmul(h)).muli(i).sumNumber().doubleValue();          // ‖Ŵ‖²
+            double model = t.add(Products.times(i, h)).muli(i).sumNumber().doubleValue();          // ‖Ŵ‖²
             return errorOf(inner, model);
         }
 
@@ -107,7 +108,8 @@ public final class TrAls {
                 long rEnd = Math.min(w.rows(), r0 + w.rowsPerBlock());
                 try (Temporaries t = new Temporaries()) {
                     INDArray block = t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE));   // [n, in]
-                    INDArray approx = t.add(t.add(TrFactors.outRows(rows(o, r0, rEnd), slice)).mmul(it));  // [n, in]
+                    INDArray approx = t.add(Products.times(t.add(TrFactors.outRows(rows(o, r0, rEnd), slice)),
+                            it));                                                                // [n, in]
                     double b = block.norm2Number().doubleValue();
                     double d = block.subi(approx).norm2Number().doubleValue();
                     norm2 += b * b;
@@ -126,9 +128,11 @@ public final class TrAls {
                 long rEnd = Math.min(w.rows(), r0 + w.rowsPerBlock());
                 long rows = rEnd - r0;
                 try (Temporaries t = new Temporaries()) {
-                    INDArray p = ringMajor(t, t.add(t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE)).mmul(i)),
+                    INDArray p = ringMajor(t, t.add(Products.times(
+                                    t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE)), i)),
                             r2, r3);                                                        // [r2, n·r3]
-                    INDArray x = t.add(p.mmul(t.add(rows(o, r0, rEnd).dup('c')).reshape('c', rows * r3, r1)));  // [b, a]
+                    INDArray x = t.add(Products.times(p,
+                            t.add(rows(o, r0, rEnd).dup('c')).reshape('c', rows * r3, r1)));     // [b, a]
                     m.getRow(e).addi(t.add(x.transpose().dup('c')).reshape(r1 * r2));
                 }
             }
@@ -145,9 +149,10 @@ public final class TrAls {
                 long rEnd = Math.min(w.rows(), r0 + w.rowsPerBlock());
                 long rows = rEnd - r0;
                 try (Temporaries t = new Temporaries()) {
-                    INDArray p = ringMajor(t, t.add(t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE)).mmul(i)),
+                    INDArray p = ringMajor(t, t.add(Products.times(
+                                    t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE)), i)),
                             r2, r3);                                                        // [r2, n·r3]
-                    INDArray moved = t.add(t.add(slice.mmul(p)).reshape('c', r1, rows, r3).permute(1, 2, 0)
+                    INDArray moved = t.add(t.add(Products.times(slice, p)).reshape('c', r1, rows, r3).permute(1, 2, 0)
                             .dup('c')).reshape('c', rows, r3 * r1);                         // [o, (c, a)]
                     rows(m, r0, rEnd).addi(moved);
                 }
@@ -165,7 +170,7 @@ public final class TrAls {
                 long rEnd = Math.min(w.rows(), r0 + w.rowsPerBlock());
                 try (Temporaries t = new Temporaries()) {
                     INDArray v = t.add(TrFactors.outRows(rows(o, r0, rEnd), slice));         // [n, r2·r3]
-                    m.addi(t.add(t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE)).transpose().mmul(v)));
+                    m.addi(t.add(Products.times(t.add(w.rows(e, r0, rEnd).castTo(DataType.DOUBLE)).transpose(), v)));
                 }
             }
         }
@@ -185,7 +190,7 @@ public final class TrAls {
 
     /** Γ = ĈᵀĈ of an unfolded core, recorded in {@code t}. */
     static INDArray gram(Temporaries t, INDArray unfolded) {
-        return t.add(unfolded.transpose().mmul(unfolded));
+        return t.add(Products.times(unfolded.transpose(), unfolded));
     }
 
     /**
@@ -198,7 +203,7 @@ public final class TrAls {
                 .reshape('c', rb * rb, rc * rc);
         INDArray y = t.add(after.reshape('c', rc, ra, rc, ra).permute(0, 2, 1, 3).dup('c'))
                 .reshape('c', rc * rc, ra * ra);
-        return t.add(t.add(x.mmul(y)).reshape('c', rb, rb, ra, ra).permute(2, 0, 3, 1).dup('c'))
+        return t.add(t.add(Products.times(x, y)).reshape('c', rb, rb, ra, ra).permute(2, 0, 3, 1).dup('c'))
                 .reshape('c', ra * rb, ra * rb);                                             // [(a, b), (a', b')]
     }
 
