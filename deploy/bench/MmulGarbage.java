@@ -25,7 +25,8 @@ public class MmulGarbage {
         INDArray f = c.dup('f');
         INDArray intoC = Nd4j.create(DataType.DOUBLE, new long[] {n, n}, 'c');
         INDArray intoF = Nd4j.create(DataType.DOUBLE, new long[] {n, n}, 'f');
-        System.out.printf("%d products of %d×%d float64 each; one result is %.0f KiB%n", count, n, n, n * n * 8 / 1024.0);
+        System.out.printf("%d products of %d×%d float64 each; one result is %.0f KiB%n", count, n, n,
+                n * n * 8 / 1024.0);
         measure("c.mmul(f), result closed", count, () -> c.mmul(f).close());
         measure("c.mmul(f, c-order result)", count, () -> c.mmul(f, intoC));
         measure("c.mmul(f, f-order result)", count, () -> c.mmul(f, intoF));

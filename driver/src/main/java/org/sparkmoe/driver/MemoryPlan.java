@@ -75,8 +75,8 @@ import java.util.Map;
  *                        0 otherwise
  */
 public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long activationBytes, long stateBytes,
-                         long partialBytes, int slots, boolean checkpointActivations, long heapNeededBytes, SparkLimits limits,
-                         Pieces layerwise, long distillBytes) {
+                         long partialBytes, int slots, boolean checkpointActivations, long heapNeededBytes,
+                         SparkLimits limits, Pieces layerwise, long distillBytes) {
 
     /**
      * The checkpoint's tensor bytes per piece of a layer-sequential pass: what an executor maps while it runs one.

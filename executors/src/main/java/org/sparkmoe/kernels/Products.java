@@ -8,8 +8,8 @@ import org.nd4j.linalg.factory.Nd4j;
  * 'f'-order temporary it never closes: one result's worth of native memory per product until the collector finds
  * the temporary's Java wrapper (deploy/bench/MmulGarbage.java: 8 MiB per 1024×1024 float64 product), which piles up
  * in loops of small products that allocate little on the heap (the ALS fits). Here the temporary is BLAS's own
- * 'f'-order result, copied once and freed at once; for two 'c'-order operands it is computed as (Bᵀ·Aᵀ)ᵀ, as ND4J
- * does, so that the values are mmul's.
+ * 'f'-order result, copied once and freed at once; for two 'c'-order operands it is computed as (Bᵀ·Aᵀ)ᵀ, as
+ * ND4J does, so that the values are mmul's.
  */
 public final class Products {
     private Products() {

@@ -135,7 +135,7 @@ class GradientAveragingTest {
     void twoPartitionsTakeOneStepOnTheirMeanGradientOnTheDriverOrOnTheExecutors() {
         TrainPlan plan = plan(2, TrainPlan.Averaging.GRADIENTS);
         TrainState expected = byHand(plan);
-        TrainStates.assertSameBits(expected, train(plan));                        // the mean forms on the driver (small state)
+        TrainStates.assertSameBits(expected, train(plan));             // the mean forms on the driver (small state)
         String key = SparkLimits.DRIVER_AVERAGING_KEY;
         sc.sc().conf().set(key, "0");                                   // the shuffle's tree, the step in a job
         try {
@@ -149,7 +149,8 @@ class GradientAveragingTest {
 
     @Test
     void onOnePartitionGradientAveragingIsParameterAveraging() {
-        TrainStates.assertSameBits(train(plan(1, TrainPlan.Averaging.PARAMETERS)), train(plan(1, TrainPlan.Averaging.GRADIENTS)));
+        TrainStates.assertSameBits(train(plan(1, TrainPlan.Averaging.PARAMETERS)),
+                train(plan(1, TrainPlan.Averaging.GRADIENTS)));
     }
 
     @Test

@@ -29,7 +29,7 @@ final class RoundNode {
      */
     int keptChunk = -1;
     String[] nonFinite;
-    /** Set by a root of gradient averaging ({@link #keptGradient}): Σ x² of each tensor of its mean gradient chunk. */
+    /** Set by a root of gradient averaging ({@link #keptGradient}): Σ x² of each tensor of its mean gradient. */
     double[] squares;
 
     /** For Kryo. */

@@ -50,8 +50,9 @@ import java.util.concurrent.Callable;
                 "Windows are dealt to the partitions; every round each partition takes --averaging-frequency AdamW "
                         + "steps on its own windows, then the trainable tensors and moments are averaged (weighted by "
                         + "windows); with --averaging gradients the partitions' gradients are averaged instead and one "
-                        + "AdamW step is taken on their mean. Loss: causal-LM cross-entropy plus the router load-balancing loss. Writes "
-                        + "OUT/adapter (PEFT), OUT/train-log.jsonl, OUT/checkpoints and, with --merge, OUT/merged.",
+                        + "AdamW step is taken on their mean. Loss: causal-LM cross-entropy plus the router "
+                        + "load-balancing loss. Writes OUT/adapter (PEFT), OUT/train-log.jsonl, OUT/checkpoints and, "
+                        + "with --merge, OUT/merged.",
                 "A low-rank model (from 'surgery lowrank') trains its own stacked LoRA experts end to end, starting "
                         + "from the checkpoint's (all of w1, w3, w2 at the model's rank, scale 1: --rank and --alpha "
                         + "default to the model's rank, and other values are refused), and writes OUT/model, a checkpoint of the same format, instead of a PEFT adapter. A model of CP- or TR-form experts (--form cp|tr) trains only a μMoE adapter beside its frozen experts.",

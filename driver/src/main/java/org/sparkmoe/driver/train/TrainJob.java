@@ -36,8 +36,8 @@ import java.util.function.Supplier;
 
 /**
  * Data-parallel LoRA training with parameter (or gradient) averaging. Stage 1 tokenizes the files; their windows are
- * dealt to P partitions (window i to partition i mod P) and kept. Then, round after round, one Spark job: every partition
- * reads the round's starting state (LoRA, routers, AdamW moments, step) from the block its executor keeps
+ * dealt to P partitions (window i to partition i mod P) and kept. Then, round after round, one Spark job: every
+ * partition reads the round's starting state (LoRA, routers, AdamW moments, step) from the block its executor keeps
  * ({@link KeptMean}: from its own JVM's memory when that executor made the last mean, else fetched once) and takes
  * F optimiser steps on its own windows; their states, weighted by the windows each partition trained on, are
  * averaged in float32 through a fixed tree in the shuffle ({@link RoundTree}), whose root keeps the mean on its
