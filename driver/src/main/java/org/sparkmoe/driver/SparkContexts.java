@@ -21,6 +21,8 @@ import java.util.regex.Pattern;
  */
 public final class SparkContexts {
     public static final String DEFAULT_MASTER = "local[2]";
+    /** The smallest heap Spark's memory manager accepts: 1.5 × its 300 MiB reserved memory. */
+    static final long SPARK_MIN_HEAP = 450L << 20;
     /** The OpenBLAS kernel set and thread counts the driver runs with, passed on to executors. */
     private static final String[] EXECUTOR_ENVIRONMENT = {"OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"};
 
@@ -117,10 +119,23 @@ public final class SparkContexts {
         return conf;
     }
 
+    /**
+     * Refuses in one line a driver heap below what Spark's memory manager needs (1.5 × its 300 MiB reserve, unless
+     * spark.testing.memory stands in), which Spark would report only after logging a stack trace.
+     */
+    static void requireHeap(long maxHeapBytes, SparkConf conf) {
+        if (!conf.contains("spark.testing.memory") && maxHeapBytes < SPARK_MIN_HEAP) {
+            throw new IllegalArgumentException("the driver's heap is " + (maxHeapBytes >> 20) + " MiB; Spark needs at "
+                    + "least " + (SPARK_MIN_HEAP >> 20) + " MiB: raise -Xmx (SPARKMOE_JAVA_OPTS in the embedded mode, "
+                    + "--driver-memory with spark-submit)");
+        }
+    }
+
     public static JavaSparkContext start(String appName, String master) {
         SparkConf conf = conf(appName, master);
         String url = conf.get("spark.master");
         requireMasterForm("spark.master", url);
+        requireHeap(Runtime.getRuntime().maxMemory(), conf);
         requireReachable(url);
         STARTED.incrementAndGet();
         if (embedded(url)) {

@@ -30,6 +30,18 @@ class SparkContextsTest {
         }
     }
 
+    /** A heap below Spark's 450 MiB minimum is refused in one line before Spark starts (and logs a stack trace). */
+    @Test
+    void aHeapBelowSparksMinimumIsRefusedInOneLine() {
+        SparkConf conf = SparkContexts.conf("test", "local[2]");
+        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> SparkContexts.requireHeap(256L << 20, conf));
+        assertEquals("the driver's heap is 256 MiB; Spark needs at least 450 MiB: raise -Xmx (SPARKMOE_JAVA_OPTS in "
+                + "the embedded mode, --driver-memory with spark-submit)", e.getMessage());
+        SparkContexts.requireHeap(450L << 20, conf);
+        SparkContexts.requireHeap(256L << 20, conf.clone().set("spark.testing.memory", "536870912"));
+    }
+
     @Test
     void aUsersPluginsAreKeptAndTheWarmupAddedOnce() {
         System.setProperty("spark.plugins", "com.example.Metrics");
