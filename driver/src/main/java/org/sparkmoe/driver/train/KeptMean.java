@@ -49,18 +49,18 @@ final class KeptMean implements Serializable {
          * driver or in a task.
          */
         static boolean partialCaused(Throwable failure) {
-            for (Throwable t = failure; t != null; t = t.getCause()) {
-                if (t.getMessage() != null && t.getMessage().contains(MARK) && t.getMessage().contains(PARTIAL)) {
-                    return true;
-                }
-            }
-            return false;
+            return messageHas(failure, PARTIAL);
         }
 
         /** Whether {@code failure} (a failed job's exception, any cause) comes from a task's {@code Lost}. */
         static boolean caused(Throwable failure) {
+            return messageHas(failure, "");
+        }
+
+        /** Whether a message in {@code failure}'s cause chain is a {@code Lost}'s and holds {@code text}. */
+        private static boolean messageHas(Throwable failure, String text) {
             for (Throwable t = failure; t != null; t = t.getCause()) {
-                if (t.getMessage() != null && t.getMessage().contains(MARK)) {
+                if (t.getMessage() != null && t.getMessage().contains(MARK) && t.getMessage().contains(text)) {
                     return true;
                 }
             }
@@ -171,7 +171,8 @@ final class KeptMean implements Serializable {
 
     /**
      * Chunk {@code c} of a round's own result kept for a later part of the round (gradient averaging's mean gradient,
-     * {@link RoundTree.GradientStep}): when it is gone, {@link Lost#partial} — the round reruns from its start.
+     * {@link RoundTree.GradientStep}): when it is gone, a {@link Lost} of a partial, and the round reruns from its
+     * start.
      */
     StateMean roundChunk(int c) {
         return read(block(c), true);

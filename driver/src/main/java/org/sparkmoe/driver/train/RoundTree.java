@@ -86,8 +86,7 @@ public final class RoundTree {
         }
         List<RoundNode> roots;
         if (span >= partitions) {
-            roots = level.values().map(root -> step == null ? root.kept(kept)     // one node per chunk: the root
-                    : root.keptGradient(step.gradients())).collect();
+            roots = level.values().map(root -> keptRoot(root, kept, step)).collect();  // one node per chunk: the root
         } else {
             roots = new ArrayList<>(chunks);
             // each node's chunk stays a block of its executor (no task result, no serialization in embedded mode)
@@ -99,8 +98,7 @@ public final class RoundTree {
                 while (to < nodes.size() && nodes.get(to).mean.chunk() == nodes.get(from).mean.chunk()) {
                     to++;
                 }
-                RoundNode root = root(nodes.subList(from, to), span);
-                roots.add(step == null ? root.kept(kept) : root.keptGradient(step.gradients()));
+                roots.add(keptRoot(root(nodes.subList(from, to), span), kept, step));
                 from = to;
             }
         }
@@ -140,6 +138,11 @@ public final class RoundTree {
         return new Round(null, metrics.lossSum / metrics.steps, metrics.ceSum / metrics.steps,
                 metrics.auxSum / metrics.steps, metrics.tokens, metrics.seconds, metrics.rssAnon, metrics.heapCommitted,
                 bad);
+    }
+
+    /** A chunk's root with its mean kept: the state's in {@code kept}, or with {@code step} the mean gradient's. */
+    private static RoundNode keptRoot(RoundNode root, KeptMean kept, GradientStep step) {
+        return step == null ? root.kept(kept) : root.keptGradient(step.gradients());
     }
 
     /**
