@@ -80,77 +80,118 @@ public final class BlockAttention {
     public Forward forward(INDArray q, INDArray k, INDArray v, int heads, int kvHeads) {
         Shapes sh = new Shapes(q, k, v, heads, kvHeads);
         DataType dt = q.dataType();
-        boolean single = dt == DataType.FLOAT;
         int seq = sh.seq;
         int dv = sh.valueDim;
         INDArray out = Nd4j.createUninitialized(dt, new long[] {sh.matrices, seq, dv}, 'c');
         double[] lse = new double[Math.toIntExact(sh.matrices * seq)];
-        BlasMatrices bq = blas(q);
-        BlasMatrices bk = blas(k);
-        BlasMatrices bv = blas(v);
-        Scratch s = new Scratch(dt, queryBlock, keyBlock, dv);
         NativeElements outElements = NativeElements.of(out);
-        double[] m = new double[queryBlock];
-        double[] l = new double[queryBlock];
-        double[] acc = new double[queryBlock * dv];   // [Bq, dv]
+        ForwardPass pass = new ForwardPass(sh, blas(q), blas(k), blas(v), dt == DataType.FLOAT,
+                new Scratch(dt, queryBlock, keyBlock, dv));
         for (int bh = 0; bh < sh.matrices; bh++) {
-            int kv = sh.kvMatrix(bh);
             double sink = sinks == null ? Double.NEGATIVE_INFINITY : sinks[bh % heads];
             for (int i0 = 0; i0 < seq; i0 += queryBlock) {
                 int rows = Math.min(queryBlock, seq - i0);
-                java.util.Arrays.fill(m, sink);
-                java.util.Arrays.fill(l, sink == Double.NEGATIVE_INFINITY ? 0.0 : 1.0);   // exp(sink − m)
-                java.util.Arrays.fill(acc, 0.0);
-                for (int j0 = firstVisible(i0); j0 < i0 + rows; j0 += keyBlock) {
-                    int cols = Math.min(keyBlock, i0 + rows - j0);
-                    BlasMatrices.gemm(bq, bh, i0, false, bk, kv, j0, true, s.blasA, 0, 0, rows, cols, sh.qkDim, 0.0);
-                    s.a.read(0, s.block, rows * keyBlock, s.floats);                 // [Bq, Bk] = q·kᵀ
-                    for (int r = 0; r < rows; r++) {
-                        int i = i0 + r;
-                        int at = r * keyBlock;
-                        int from = Math.max(j0, firstVisible(i)) - j0;  // visible columns [from, to)
-                        int to = Math.min(cols, i - j0 + 1);
-                        // max_c round(z_c·scale) = round(max_c z_c · scale): rounding is monotone and scale > 0,
-                        // so the row is scaled once, inside expShifted's pass
-                        double zMax = Double.NEGATIVE_INFINITY;
-                        for (int c = from; c < to; c++) {
-                            zMax = Math.max(zMax, s.block[at + c]);
-                        }
-                        double mNew = Math.max(m[r], Flat.round(zMax * scale, single));
-                        double sum = 0;
-                        if (from < to) {
-                            VectorRows.expShifted(s.block, at + from, to - from, scale, mNew, single);   // p
-                            sum = sum(s.block, at + from, at + to, single);
-                        }
-                        zeroOutside(s.block, at, from, to);
-                        if (from < to) {
-                            double alpha = m[r] == Double.NEGATIVE_INFINITY ? 0.0
-                                    : Flat.round(Exp.exp(Flat.round(m[r] - mNew, single)), single);
-                            l[r] = Flat.round(Flat.round(l[r] * alpha, single) + sum, single);
-                            for (int c = r * dv; c < (r + 1) * dv; c++) {
-                                acc[c] = Flat.round(acc[c] * alpha, single);
-                            }
-                            m[r] = mNew;
-                        }
-                    }
-                    s.a.write(0, s.block, rows * keyBlock, s.floats);               // [Bq, Bk] = p
-                    BlasMatrices.gemm(s.blasA, 0, 0, false, bv, kv, j0, false, s.blasB, 0, 0, rows, dv, cols, 0.0);
-                    s.b.read(0, s.rowsOut, rows * dv, s.floats);                     // [Bq, dv] = p·v
-                    for (int c = 0; c < rows * dv; c++) {
-                        acc[c] = Flat.round(acc[c] + s.rowsOut[c], single);
-                    }
-                }
-                for (int r = 0; r < rows; r++) {
-                    for (int c = r * dv; c < (r + 1) * dv; c++) {
-                        acc[c] = Flat.round(acc[c] / l[r], single);
-                    }
-                    lse[(int) ((long) bh * seq + i0 + r)] = Flat.round(m[r] + Flat.round(Math.log(l[r]), single),
-                            single);
-                }
-                outElements.write(((long) bh * seq + i0) * dv, acc, rows * dv, s.floats);
+                pass.queryBlock(bh, i0, rows, sink, lse);
+                outElements.write(((long) bh * seq + i0) * dv, pass.acc, rows * dv, pass.s.floats);
             }
         }
         return new Forward(out, lse);
+    }
+
+    /**
+     * The forward's online softmax over one query block at a time. Its steps are methods of their own, each with
+     * loops of a block's length, so the JIT compiles each once instead of compiling the whole pass again for every
+     * loop it enters hot (on-stack replacement: 2.3 s of C2's time in the tiny eval when this was one method).
+     */
+    private final class ForwardPass {
+        final Shapes sh;
+        final BlasMatrices bq;
+        final BlasMatrices bk;
+        final BlasMatrices bv;
+        final boolean single;
+        final Scratch s;
+        final double[] m;       // [Bq] running max
+        final double[] l;       // [Bq] running sum
+        final double[] acc;     // [Bq, dv] running p·v, then the output rows
+
+        ForwardPass(Shapes sh, BlasMatrices bq, BlasMatrices bk, BlasMatrices bv, boolean single, Scratch s) {
+            this.sh = sh;
+            this.bq = bq;
+            this.bk = bk;
+            this.bv = bv;
+            this.single = single;
+            this.s = s;
+            this.m = new double[queryBlock];
+            this.l = new double[queryBlock];
+            this.acc = new double[queryBlock * sh.valueDim];
+        }
+
+        /** Query rows [i0, i0 + rows) of matrix bh: their output rows into {@link #acc}, their lse into lse. */
+        void queryBlock(int bh, int i0, int rows, double sink, double[] lse) {
+            int kv = sh.kvMatrix(bh);
+            int dv = sh.valueDim;
+            java.util.Arrays.fill(m, sink);
+            java.util.Arrays.fill(l, sink == Double.NEGATIVE_INFINITY ? 0.0 : 1.0);   // exp(sink − m)
+            java.util.Arrays.fill(acc, 0.0);
+            for (int j0 = firstVisible(i0); j0 < i0 + rows; j0 += keyBlock) {
+                keyBlock(bh, kv, i0, rows, j0);
+            }
+            for (int r = 0; r < rows; r++) {
+                for (int c = r * dv; c < (r + 1) * dv; c++) {
+                    acc[c] = Flat.round(acc[c] / l[r], single);
+                }
+                lse[(int) ((long) bh * sh.seq + i0 + r)] = Flat.round(m[r] + Flat.round(Math.log(l[r]), single),
+                        single);
+            }
+        }
+
+        /** Keys [j0, j0 + Bk) against the query block: the running max, sum and p·v updated. */
+        private void keyBlock(int bh, int kv, int i0, int rows, int j0) {
+            int cols = Math.min(keyBlock, i0 + rows - j0);
+            int dv = sh.valueDim;
+            BlasMatrices.gemm(bq, bh, i0, false, bk, kv, j0, true, s.blasA, 0, 0, rows, cols, sh.qkDim, 0.0);
+            s.a.read(0, s.block, rows * keyBlock, s.floats);                 // [Bq, Bk] = q·kᵀ
+            for (int r = 0; r < rows; r++) {
+                int i = i0 + r;
+                int from = Math.max(j0, firstVisible(i)) - j0;  // visible columns [from, to)
+                int to = Math.min(cols, i - j0 + 1);
+                row(r, from, to);
+            }
+            s.a.write(0, s.block, rows * keyBlock, s.floats);               // [Bq, Bk] = p
+            BlasMatrices.gemm(s.blasA, 0, 0, false, bv, kv, j0, false, s.blasB, 0, 0, rows, dv, cols, 0.0);
+            s.b.read(0, s.rowsOut, rows * dv, s.floats);                     // [Bq, dv] = p·v
+            for (int c = 0; c < rows * dv; c++) {
+                acc[c] = Flat.round(acc[c] + s.rowsOut[c], single);
+            }
+        }
+
+        /** Row r of the block's scores, visible in columns [from, to): to p, with its row's max, sum and acc. */
+        private void row(int r, int from, int to) {
+            int at = r * keyBlock;
+            int dv = sh.valueDim;
+            // max_c round(z_c·scale) = round(max_c z_c · scale): rounding is monotone and scale > 0,
+            // so the row is scaled once, inside expShifted's pass
+            double zMax = Double.NEGATIVE_INFINITY;
+            for (int c = from; c < to; c++) {
+                zMax = Math.max(zMax, s.block[at + c]);
+            }
+            double mNew = Math.max(m[r], Flat.round(zMax * scale, single));
+            double sum = 0;
+            if (from < to) {
+                VectorRows.expShifted(s.block, at + from, to - from, scale, mNew, single);   // p
+                sum = sum(s.block, at + from, at + to, single);
+            }
+            zeroOutside(s.block, at, from, to);
+            if (from < to) {
+                double alpha = m[r] == Double.NEGATIVE_INFINITY ? 0.0
+                        : Flat.round(Exp.exp(Flat.round(m[r] - mNew, single)), single);
+                l[r] = Flat.round(Flat.round(l[r] * alpha, single) + sum, single);
+                for (int c = r * dv; c < (r + 1) * dv; c++) {
+                    acc[c] = Flat.round(acc[c] * alpha, single);
+                }
+                m[r] = mNew;
+            }
+        }
     }
 
     /**
@@ -203,73 +244,121 @@ public final class BlockAttention {
                     + dOut.dataType());
         }
         INDArray dOutC = dOut.ordering() == 'c' ? dOut : dOut.dup('c');
-        BlasMatrices bq = blas(q);
-        BlasMatrices bk = blas(k);
-        BlasMatrices bv = blas(v);
-        BlasMatrices bdo = blas(dOutC);
-        BlasMatrices bdq = blas(dq);
-        BlasMatrices bdk = blas(dk);
-        BlasMatrices bdv = blas(dvArr);
+        BackwardPass pass = new BackwardPass(sh, blas(q), blas(k), blas(v), blas(dOutC), blas(dq), blas(dk),
+                blas(dvArr), fwd.lse(), single, new Scratch(dt, queryBlock, keyBlock, dv));
         NativeElements outElements = NativeElements.of(fwd.out());
         NativeElements dOutElements = NativeElements.of(dOutC);
-        Scratch s = new Scratch(dt, queryBlock, keyBlock, dv);
-        double[] outRows = new double[queryBlock * dv];
-        double[] dOutRows = new double[queryBlock * dv];
-        double[] d = new double[queryBlock];        // D_i = dO_i·o_i
-        double[] probs = new double[queryBlock * keyBlock];
         for (int bh = 0; bh < sh.matrices; bh++) {
-            int kv = sh.kvMatrix(bh);
             for (int i0 = 0; i0 < seq; i0 += queryBlock) {
                 int rows = Math.min(queryBlock, seq - i0);
                 long rowAt = (long) bh * seq + i0;
-                outElements.read(rowAt * dv, outRows, rows * dv, s.floats);
-                dOutElements.read(rowAt * dv, dOutRows, rows * dv, s.floats);
-                for (int r = 0; r < rows; r++) {
-                    double dot = 0;
-                    for (int c = r * dv; c < (r + 1) * dv; c++) {
-                        dot = Flat.round(dot + Flat.round(dOutRows[c] * outRows[c], single), single);
-                    }
-                    d[r] = dot;
-                    if (dSinks != null) {
-                        dSinks[bh % heads] -= Math.exp(sinks[bh % heads] - fwd.lse()[(int) (rowAt + r)]) * dot;
-                    }
-                }
-                for (int j0 = firstVisible(i0); j0 < i0 + rows; j0 += keyBlock) {
-                    int cols = Math.min(keyBlock, i0 + rows - j0);
-                    // p = exp(q·kᵀ·scale − lse), zero off the mask
-                    BlasMatrices.gemm(bq, bh, i0, false, bk, kv, j0, true, s.blasA, 0, 0, rows, cols, sh.qkDim, 0.0);
-                    s.a.read(0, probs, rows * keyBlock, s.floats);
-                    for (int r = 0; r < rows; r++) {
-                        int i = i0 + r;
-                        int at = r * keyBlock;
-                        int from = Math.max(j0, firstVisible(i)) - j0;
-                        int to = Math.min(cols, i - j0 + 1);
-                        double rowLse = fwd.lse()[(int) (rowAt + r)];
-                        if (from < to) {
-                            VectorRows.expShifted(probs, at + from, to - from, scale, rowLse, single);
-                        }
-                        zeroOutside(probs, at, from, to);
-                    }
-                    s.a.write(0, probs, rows * keyBlock, s.floats);
-                    // o = p·v  →  dv += pᵀ·dO, dp = dO·vᵀ
-                    BlasMatrices.gemm(s.blasA, 0, 0, true, bdo, bh, i0, false, bdv, kv, j0, cols, dv, rows, 1.0);
-                    BlasMatrices.gemm(bdo, bh, i0, false, bv, kv, j0, true, s.blasA, 0, 0, rows, cols, dv, 0.0);
-                    s.a.read(0, s.block, rows * keyBlock, s.floats);
-                    // p = softmax(z)  →  dz = p ⊙ (dp − D), times scale for z = q·kᵀ·scale
-                    for (int r = 0; r < rows; r++) {
-                        for (int c = r * keyBlock; c < (r + 1) * keyBlock; c++) {
-                            s.block[c] = probs[c] == 0.0 ? 0.0 : Flat.round(Flat.round(probs[c]
-                                    * Flat.round(s.block[c] - d[r], single), single) * scale, single);
-                        }
-                    }
-                    s.a.write(0, s.block, rows * keyBlock, s.floats);
-                    // z = q·kᵀ  →  dq += dz·k, dk += dzᵀ·q
-                    BlasMatrices.gemm(s.blasA, 0, 0, false, bk, kv, j0, false, bdq, bh, i0, rows, sh.qkDim, cols, 1.0);
-                    BlasMatrices.gemm(s.blasA, 0, 0, true, bq, bh, i0, false, bdk, kv, j0, cols, sh.qkDim, rows, 1.0);
-                }
+                outElements.read(rowAt * dv, pass.outRows, rows * dv, pass.s.floats);
+                dOutElements.read(rowAt * dv, pass.dOutRows, rows * dv, pass.s.floats);
+                pass.queryBlock(bh, i0, rows, dSinks);
             }
         }
         return new Gradients(dq, dk, dvArr, dSinks);
+    }
+
+    /** The backward over one query block at a time, in methods of their own as {@link ForwardPass} (see there). */
+    private final class BackwardPass {
+        final Shapes sh;
+        final BlasMatrices bq;
+        final BlasMatrices bk;
+        final BlasMatrices bv;
+        final BlasMatrices bdo;
+        final BlasMatrices bdq;
+        final BlasMatrices bdk;
+        final BlasMatrices bdv;
+        final double[] lse;
+        final boolean single;
+        final Scratch s;
+        final double[] outRows;     // [Bq, dv] the block's output rows
+        final double[] dOutRows;    // [Bq, dv] and their gradient
+        final double[] d;           // [Bq] D_i = dO_i·o_i
+        final double[] probs;       // [Bq, Bk]
+
+        BackwardPass(Shapes sh, BlasMatrices bq, BlasMatrices bk, BlasMatrices bv, BlasMatrices bdo,
+                     BlasMatrices bdq, BlasMatrices bdk, BlasMatrices bdv, double[] lse, boolean single, Scratch s) {
+            this.sh = sh;
+            this.bq = bq;
+            this.bk = bk;
+            this.bv = bv;
+            this.bdo = bdo;
+            this.bdq = bdq;
+            this.bdk = bdk;
+            this.bdv = bdv;
+            this.lse = lse;
+            this.single = single;
+            this.s = s;
+            this.outRows = new double[queryBlock * sh.valueDim];
+            this.dOutRows = new double[queryBlock * sh.valueDim];
+            this.d = new double[queryBlock];
+            this.probs = new double[queryBlock * keyBlock];
+        }
+
+        /**
+         * Query rows [i0, i0 + rows) of matrix bh, whose output and its gradient {@link #outRows} and {@link
+         * #dOutRows} hold: their part of dq, dk, dv and dSinks.
+         */
+        void queryBlock(int bh, int i0, int rows, double[] dSinks) {
+            int kv = sh.kvMatrix(bh);
+            long rowAt = (long) bh * sh.seq + i0;
+            int dv = sh.valueDim;
+            for (int r = 0; r < rows; r++) {
+                double dot = 0;
+                for (int c = r * dv; c < (r + 1) * dv; c++) {
+                    dot = Flat.round(dot + Flat.round(dOutRows[c] * outRows[c], single), single);
+                }
+                d[r] = dot;
+                if (dSinks != null) {
+                    dSinks[bh % sh.heads] -= Math.exp(sinks[bh % sh.heads] - lse[(int) (rowAt + r)]) * dot;
+                }
+            }
+            for (int j0 = firstVisible(i0); j0 < i0 + rows; j0 += keyBlock) {
+                keyBlock(bh, kv, i0, rows, j0);
+            }
+        }
+
+        /** Keys [j0, j0 + Bk) against the query block: p recomputed, then the block's products' gradients. */
+        private void keyBlock(int bh, int kv, int i0, int rows, int j0) {
+            int cols = Math.min(keyBlock, i0 + rows - j0);
+            int dv = sh.valueDim;
+            long rowAt = (long) bh * sh.seq + i0;
+            // p = exp(q·kᵀ·scale − lse), zero off the mask
+            BlasMatrices.gemm(bq, bh, i0, false, bk, kv, j0, true, s.blasA, 0, 0, rows, cols, sh.qkDim, 0.0);
+            s.a.read(0, probs, rows * keyBlock, s.floats);
+            for (int r = 0; r < rows; r++) {
+                int i = i0 + r;
+                int at = r * keyBlock;
+                int from = Math.max(j0, firstVisible(i)) - j0;
+                int to = Math.min(cols, i - j0 + 1);
+                if (from < to) {
+                    VectorRows.expShifted(probs, at + from, to - from, scale, lse[(int) (rowAt + r)], single);
+                }
+                zeroOutside(probs, at, from, to);
+            }
+            s.a.write(0, probs, rows * keyBlock, s.floats);
+            // o = p·v  →  dv += pᵀ·dO, dp = dO·vᵀ
+            BlasMatrices.gemm(s.blasA, 0, 0, true, bdo, bh, i0, false, bdv, kv, j0, cols, dv, rows, 1.0);
+            BlasMatrices.gemm(bdo, bh, i0, false, bv, kv, j0, true, s.blasA, 0, 0, rows, cols, dv, 0.0);
+            s.a.read(0, s.block, rows * keyBlock, s.floats);
+            for (int r = 0; r < rows; r++) {
+                softmaxGradient(r);
+            }
+            s.a.write(0, s.block, rows * keyBlock, s.floats);
+            // z = q·kᵀ  →  dq += dz·k, dk += dzᵀ·q
+            BlasMatrices.gemm(s.blasA, 0, 0, false, bk, kv, j0, false, bdq, bh, i0, rows, sh.qkDim, cols, 1.0);
+            BlasMatrices.gemm(s.blasA, 0, 0, true, bq, bh, i0, false, bdk, kv, j0, cols, sh.qkDim, rows, 1.0);
+        }
+
+        /** Row r: p = softmax(z)  →  dz = p ⊙ (dp − D), times scale for z = q·kᵀ·scale (dp in, dz out). */
+        private void softmaxGradient(int r) {
+            for (int c = r * keyBlock; c < (r + 1) * keyBlock; c++) {
+                s.block[c] = probs[c] == 0.0 ? 0.0 : Flat.round(Flat.round(probs[c]
+                        * Flat.round(s.block[c] - d[r], single), single) * scale, single);
+            }
+        }
     }
 
     /** The first key position query i sees: 0, or i − window + 1 with a sliding window. */
