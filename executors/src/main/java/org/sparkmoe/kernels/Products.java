@@ -20,7 +20,7 @@ public final class Products {
         boolean swapped = a.ordering() == 'c' && b.ordering() == 'c';
         INDArray f = swapped ? Nd4j.gemm(b, a, true, true) : Nd4j.gemm(a, b, false, false);  // [n, m] or [m, n]
         INDArray c = (swapped ? f.transpose() : f).dup('c');
-        f.close();
+        NativeBuffers.free(f);
         return c;
     }
 }

@@ -3,6 +3,7 @@ package org.sparkmoe.kernels;
 import java.util.EnumMap;
 import java.util.Map;
 import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
@@ -94,7 +95,10 @@ final class Widened {
         Map<DataType, INDArray> mine = SCRATCH.get();
         INDArray s = mine.get(type);
         if (s == null || s.length() < elements) {
-            s = Nd4j.createUninitialized(type, new long[] {Math.max(elements, Math.min(TILE_ELEMENTS, 1L << 16))}, 'c');
+            try (MemoryWorkspace outside = StepWorkspace.outside()) {        // kept across steps
+                s = Nd4j.createUninitialized(type, new long[] {Math.max(elements, Math.min(TILE_ELEMENTS, 1L << 16))},
+                        'c');
+            }
             mine.put(type, s);
         }
         return s;

@@ -1,9 +1,12 @@
 package org.sparkmoe.model;
 
 import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Dense;
+import org.sparkmoe.kernels.NativeBuffers;
+import org.sparkmoe.kernels.StepWorkspace;
 import org.sparkmoe.moe.MoeBlock;
 
 import java.util.ArrayList;
@@ -137,7 +140,18 @@ public final class MoeTransformer {
      * caller can take the [B·S, V] logits in row blocks ({@link #lmHead}) instead of all at once.
      */
     public INDArray finalHidden(int[][] tokens, int topK) {
-        return decode(tokens, topK, false, null, null, null, layer -> LinearInputs.NONE);
+        int batch = tokens.length;
+        int seq = tokens[0].length;
+        INDArray hidden = ends.embed(tokens);                                         // [B·S, D]
+        for (DecoderLayer layer : layers) {
+            INDArray input = hidden;
+            try (MemoryWorkspace step = StepWorkspace.step()) {    // only the layer's output outlives it
+                hidden = StepWorkspace.keep(layer.forward(input, batch, seq, ends.rope(), topK,
+                        LinearInputs.NONE).hidden());
+            }
+            NativeBuffers.free(input);
+        }
+        return ends.finalNorm(hidden);
     }
 
     /** Logits [N, V] of final hidden rows [N, D]. */

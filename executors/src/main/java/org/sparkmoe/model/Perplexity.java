@@ -1,9 +1,11 @@
 package org.sparkmoe.model;
 
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.Softmax;
+import org.sparkmoe.kernels.StepWorkspace;
 
 /**
  * Causal-LM negative log-likelihood of token windows (docs/data.md's protocol): in a window of S tokens,
@@ -49,8 +51,10 @@ public final class Perplexity {
         double[] nll = new double[windows.length];
         for (long r0 = 0; r0 < rows; r0 += block) {
             long r1 = Math.min(rows, r0 + block);
-            INDArray logits = ends.lmHead(hidden.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())); // [n, V]
-            float[] values = Flat.floats(logits);
+            float[] values;
+            try (MemoryWorkspace step = StepWorkspace.step()) {
+                values = Flat.floats(ends.lmHead(hidden.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())));
+            }                                                                                // [n, V]
             for (long r = r0; r < r1; r++) {
                 int b = (int) (r / seq);
                 int s = (int) (r % seq);

@@ -1,0 +1,64 @@
+package org.sparkmoe.model;
+
+import org.apache.hadoop.conf.Configuration;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.train.TinyModels;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The eval forward runs each decoder layer and each block of logits in the thread's step workspace
+ * ({@link org.sparkmoe.kernels.StepWorkspace}): the same bits as the forward without it, and only what a step keeps
+ * outlives it.
+ */
+class StepWorkspaceTest {
+    private static final int[][] FIRST = {{1, 17, 300, 5, 900, 42}, {7, 8, 9, 10, 11, 12}};
+    private static final int[][] SECOND = {{3, 4, 5, 6, 7, 8}, {900, 800, 700, 600, 500, 400}};
+
+    private static MoeTransformer tiny() {
+        return ModelFolder.load(TinyModels.folder(TinyModels.MIXTRAL), new Configuration());
+    }
+
+    @Test
+    void theFinalHiddenOutlivesLaterStepsAndNoStepIsLeftOpen() {
+        MoeTransformer model = tiny();
+        INDArray first = model.finalHidden(FIRST, 2);
+        float[] firstValues = Flat.floats(first);
+        assertTrue(Nd4j.getWorkspaceManager().checkIfWorkspaceExists("sparkmoe-step"), "the layers ran in the "
+                + "step workspace");
+        assertTrue(Nd4j.getWorkspaceManager().getWorkspaceForCurrentThread("sparkmoe-step").getCurrentSize() > 0,
+                "the workspace learned its size in the first steps");
+        INDArray second = model.finalHidden(SECOND, 2);     // the same workspace memory, rewound
+        assertFalse(first.isAttached());
+        assertFalse(second.isAttached());
+        assertFalse(Nd4j.getWorkspaceManager().anyWorkspaceActiveForCurrentThread());
+        assertArrayEquals(firstValues, Flat.floats(first), 0f, "a later step overwrote a kept output");
+    }
+
+    @Test
+    void theSameBitsAsTheForwardWithoutIt() {
+        MoeTransformer model = tiny();
+        for (int[][] tokens : new int[][][] {FIRST, SECOND}) {
+            float[] expected = Flat.floats(model.forward(tokens, 2, false).logits());     // no workspace
+            assertArrayEquals(expected, Flat.floats(model.lmHead(model.finalHidden(tokens, 2))), 0f);
+            double[] nll = Perplexity.windowNll(model, tokens, 2);
+            float[] logits = expected;
+            int vocab = model.ends().config().vocab_size;
+            int seq = tokens[0].length;
+            for (int b = 0; b < tokens.length; b++) {
+                double sum = 0;
+                for (int s = 0; s + 1 < seq; s++) {
+                    int at = (b * seq + s) * vocab;
+                    sum += org.sparkmoe.kernels.Softmax.logSumExp(logits, at, vocab) - logits[at + tokens[b][s + 1]];
+                }
+                assertEquals(sum, nll[b], 0.0, "window " + b);
+            }
+        }
+    }
+}
