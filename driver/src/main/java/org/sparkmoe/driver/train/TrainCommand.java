@@ -315,14 +315,24 @@ public final class TrainCommand implements Callable<Integer> {
                     plan.roundCount(), plan.averagingFrequency(), plan.partitions(), plan.batchWindows(),
                     plan.window(), plan.rounds().averaging().id(), state.params().size(), state.bytes() / 1e6);
             double[] totals = new double[4]; // round s, averaging s, tokens, partition-seconds in local steps
-            TrainState last = TrainJob.run(sc, plan, state, firstRound, (round, averaged) -> {
-                System.err.println(round.summary(plan.roundCount(), plan.steps()));
-                outputs.roundDone(round, averaged);
-                totals[0] += round.seconds();
-                totals[1] += round.averagingSeconds();
-                totals[2] += round.tokens();
-                totals[3] += round.computeSeconds() * round.partitions();
-            });
+            TrainState last;
+            try {
+                last = TrainJob.run(sc, plan, state, firstRound, (round, averaged) -> {
+                    System.err.println(round.summary(plan.roundCount(), plan.steps()));
+                    outputs.roundDone(round, averaged);
+                    totals[0] += round.seconds();
+                    totals[1] += round.averagingSeconds();
+                    totals[2] += round.tokens();
+                    totals[3] += round.computeSeconds() * round.partitions();
+                });
+            } catch (RuntimeException e) {
+                try {
+                    outputs.writeLog();     // the rounds done since the log was last written
+                } catch (RuntimeException logFailure) {
+                    e.addSuppressed(logFailure);
+                }
+                throw e;
+            }
             System.err.printf(Locale.ROOT, "train: %.1f s in rounds, %.1f s (%.1f%%) of it averaging; %.0f tokens/s "
                     + "per partition in local steps%n", totals[0], totals[1], 100 * totals[1] / totals[0],
                     totals[2] / totals[3]);
