@@ -137,7 +137,8 @@ public final class MoeTransformer {
 
     /**
      * The final norm's output [B·S, D], which the LM head reads: {@link #forward} without the logits, so that a
-     * caller can take the [B·S, V] logits in row blocks ({@link #lmHead}) instead of all at once.
+     * caller can take the [B·S, V] logits in row blocks ({@link #lmHead}) instead of all at once. Each decoder layer
+     * runs in the thread's {@link StepWorkspace}: only its output outlives it, and the layer before's is freed.
      */
     public INDArray finalHidden(int[][] tokens, int topK) {
         int batch = tokens.length;
@@ -149,7 +150,9 @@ public final class MoeTransformer {
                 hidden = StepWorkspace.keep(layer.forward(input, batch, seq, ends.rope(), topK,
                         LinearInputs.NONE).hidden());
             }
-            NativeBuffers.free(input);
+            if (hidden != input) {
+                NativeBuffers.free(input);
+            }
         }
         return ends.finalNorm(hidden);
     }
