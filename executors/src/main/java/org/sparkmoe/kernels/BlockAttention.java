@@ -85,8 +85,7 @@ public final class BlockAttention {
         INDArray out = Nd4j.createUninitialized(dt, new long[] {sh.matrices, seq, dv}, 'c');
         double[] lse = new double[Math.toIntExact(sh.matrices * seq)];
         NativeElements outElements = NativeElements.of(out);
-        ForwardPass pass = new ForwardPass(sh, blas(q), blas(k), blas(v), dt == DataType.FLOAT,
-                new Scratch(dt, queryBlock, keyBlock, dv));
+        ForwardPass pass = new ForwardPass(sh, q, k, v);
         for (int bh = 0; bh < sh.matrices; bh++) {
             double sink = sinks == null ? Double.NEGATIVE_INFINITY : sinks[bh % heads];
             for (int i0 = 0; i0 < seq; i0 += queryBlock) {
@@ -99,28 +98,37 @@ public final class BlockAttention {
     }
 
     /**
-     * The forward's online softmax over one query block at a time. Its steps are methods of their own, each with
-     * loops of a block's length, so the JIT compiles each once instead of compiling the whole pass again for every
-     * loop it enters hot (on-stack replacement: 2.3 s of C2's time in the tiny eval when this was one method).
+     * One call's pass over the query blocks, with its operands and block buffers. The steps of a pass are methods of
+     * their own, each with loops of a block's length, so the JIT compiles each once instead of compiling the whole
+     * pass again for every loop it enters hot (on-stack replacement: 2.3 s of C2's time in the tiny eval when the
+     * forward was one method).
      */
-    private final class ForwardPass {
+    private abstract class BlockPass {
         final Shapes sh;
         final BlasMatrices bq;
         final BlasMatrices bk;
         final BlasMatrices bv;
         final boolean single;
         final Scratch s;
+
+        BlockPass(Shapes sh, INDArray q, INDArray k, INDArray v) {
+            this.sh = sh;
+            this.bq = blas(q);
+            this.bk = blas(k);
+            this.bv = blas(v);
+            this.single = q.dataType() == DataType.FLOAT;
+            this.s = new Scratch(q.dataType(), queryBlock, keyBlock, sh.valueDim);
+        }
+    }
+
+    /** The forward's online softmax over one query block at a time. */
+    private final class ForwardPass extends BlockPass {
         final double[] m;       // [Bq] running max
         final double[] l;       // [Bq] running sum
         final double[] acc;     // [Bq, dv] running p·v, then the output rows
 
-        ForwardPass(Shapes sh, BlasMatrices bq, BlasMatrices bk, BlasMatrices bv, boolean single, Scratch s) {
-            this.sh = sh;
-            this.bq = bq;
-            this.bk = bk;
-            this.bv = bv;
-            this.single = single;
-            this.s = s;
+        ForwardPass(Shapes sh, INDArray q, INDArray k, INDArray v) {
+            super(sh, q, k, v);
             this.m = new double[queryBlock];
             this.l = new double[queryBlock];
             this.acc = new double[queryBlock * sh.valueDim];
@@ -232,7 +240,6 @@ public final class BlockAttention {
                               INDArray dOut) {
         Shapes sh = new Shapes(q, k, v, heads, kvHeads);
         DataType dt = q.dataType();
-        boolean single = dt == DataType.FLOAT;
         int seq = sh.seq;
         int dv = sh.valueDim;
         INDArray dq = Nd4j.zeros(dt, q.shape());
@@ -244,8 +251,7 @@ public final class BlockAttention {
                     + dOut.dataType());
         }
         INDArray dOutC = dOut.ordering() == 'c' ? dOut : dOut.dup('c');
-        BackwardPass pass = new BackwardPass(sh, blas(q), blas(k), blas(v), blas(dOutC), blas(dq), blas(dk),
-                blas(dvArr), fwd.lse(), single, new Scratch(dt, queryBlock, keyBlock, dv));
+        BackwardPass pass = new BackwardPass(sh, q, k, v, blas(dOutC), blas(dq), blas(dk), blas(dvArr), fwd.lse());
         NativeElements outElements = NativeElements.of(fwd.out());
         NativeElements dOutElements = NativeElements.of(dOutC);
         for (int bh = 0; bh < sh.matrices; bh++) {
@@ -260,37 +266,26 @@ public final class BlockAttention {
         return new Gradients(dq, dk, dvArr, dSinks);
     }
 
-    /** The backward over one query block at a time, in methods of their own as {@link ForwardPass} (see there). */
-    private final class BackwardPass {
-        final Shapes sh;
-        final BlasMatrices bq;
-        final BlasMatrices bk;
-        final BlasMatrices bv;
+    /** The backward over one query block at a time. */
+    private final class BackwardPass extends BlockPass {
         final BlasMatrices bdo;
         final BlasMatrices bdq;
         final BlasMatrices bdk;
         final BlasMatrices bdv;
         final double[] lse;
-        final boolean single;
-        final Scratch s;
         final double[] outRows;     // [Bq, dv] the block's output rows
         final double[] dOutRows;    // [Bq, dv] and their gradient
         final double[] d;           // [Bq] D_i = dO_i·o_i
         final double[] probs;       // [Bq, Bk]
 
-        BackwardPass(Shapes sh, BlasMatrices bq, BlasMatrices bk, BlasMatrices bv, BlasMatrices bdo,
-                     BlasMatrices bdq, BlasMatrices bdk, BlasMatrices bdv, double[] lse, boolean single, Scratch s) {
-            this.sh = sh;
-            this.bq = bq;
-            this.bk = bk;
-            this.bv = bv;
+        BackwardPass(Shapes sh, INDArray q, INDArray k, INDArray v, BlasMatrices bdo, BlasMatrices bdq,
+                     BlasMatrices bdk, BlasMatrices bdv, double[] lse) {
+            super(sh, q, k, v);
             this.bdo = bdo;
             this.bdq = bdq;
             this.bdk = bdk;
             this.bdv = bdv;
             this.lse = lse;
-            this.single = single;
-            this.s = s;
             this.outRows = new double[queryBlock * sh.valueDim];
             this.dOutRows = new double[queryBlock * sh.valueDim];
             this.d = new double[queryBlock];

@@ -3,8 +3,8 @@ package org.sparkmoe.surgery;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.sparkmoe.kernels.Products;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.kernels.Products;
 
 /**
  * Rank-R CP decomposition of one projection's stacked experts W [E, out, in] by alternating least squares, in float64,

@@ -3,9 +3,9 @@ package org.sparkmoe.surgery;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.sparkmoe.kernels.Products;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.experts.TrFactors;
+import org.sparkmoe.kernels.Products;
 
 /**
  * Tensor-ring decomposition of one projection's stacked experts W [E, out, in] by alternating least squares, in
@@ -70,16 +70,16 @@ public final class TrAls {
         @Override
         double sweep(Temporaries t) {
             n = Products.times(t.add(mttkrpExperts(w, i, o, r1, r2, r3)),
-                    t.add(CpAls.pinv(subchainGram(t, gram(t, i), gram(t, o), r1, r2, r3))));        // [E, r1·r2]
+                    t.add(CpAls.pinv(subchainGram(t, gram(t, i), gram(t, o), r1, r2, r3))));  // [E, r1·r2]
             normalise(n);
             o = Products.times(t.add(mttkrpOut(w, n, i, r1, r2, r3)),
-                    t.add(CpAls.pinv(subchainGram(t, gram(t, n), gram(t, i), r3, r1, r2))));        // [out, r3·r1]
+                    t.add(CpAls.pinv(subchainGram(t, gram(t, n), gram(t, i), r3, r1, r2))));  // [out, r3·r1]
             normalise(o);
             INDArray mi = t.add(mttkrpIn(w, n, o, r1, r2, r3));                          // [in, r2·r3]
             INDArray h = subchainGram(t, gram(t, o), gram(t, n), r2, r3, r1);            // [r2·r3, r2·r3]
-            i = Products.times(mi, t.add(CpAls.pinv(h)));                                           // [in, r2·r3]
+            i = Products.times(mi, t.add(CpAls.pinv(h)));                                // [in, r2·r3]
             double inner = t.add(mi.mul(i)).sumNumber().doubleValue();                   // ⟨W, Ŵ⟩
-            double model = t.add(Products.times(i, h)).muli(i).sumNumber().doubleValue();          // ‖Ŵ‖²
+            double model = t.add(Products.times(i, h)).muli(i).sumNumber().doubleValue(); // ‖Ŵ‖²
             return errorOf(inner, model);
         }
 
