@@ -17,14 +17,15 @@ import java.util.regex.Pattern;
 
 /**
  * The SparkContext every job runs in: the embedded local master unless spark-submit (or --master) says
- * otherwise, Kryo with registration required, and the OpenBLAS settings passed on to executors.
+ * otherwise, Kryo with registration required, and the OpenBLAS and glibc settings passed on to executors.
  */
 public final class SparkContexts {
     public static final String DEFAULT_MASTER = "local[2]";
     /** The smallest heap Spark's memory manager accepts: 1.5 × its 300 MiB reserved memory. */
     static final long SPARK_MIN_HEAP = 450L << 20;
-    /** The OpenBLAS kernel set and thread counts the driver runs with, passed on to executors. */
-    private static final String[] EXECUTOR_ENVIRONMENT = {"OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"};
+    /** The OpenBLAS kernel set and thread counts and glibc's tunables the driver has, passed on to executors. */
+    private static final String[] EXECUTOR_ENVIRONMENT = {"OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS", "GLIBC_TUNABLES"};
 
     /** SparkContexts started by this JVM: tests check that bad input is refused before the first one. */
     private static final AtomicInteger STARTED = new AtomicInteger();

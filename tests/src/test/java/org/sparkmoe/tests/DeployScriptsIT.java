@@ -30,6 +30,7 @@ class DeployScriptsIT {
         ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
         builder.environment().remove("CUDA_VISIBLE_DEVICES");
         builder.environment().remove("SPARK_HOME");                  // embedded mode unless a test names one
+        builder.environment().remove("GLIBC_TUNABLES");              // the launchers' default unless a test names one
         builder.environment().putAll(environment);
         Process process = builder.start();
         String output = new String(process.getInputStream().readAllBytes());
@@ -66,6 +67,7 @@ class DeployScriptsIT {
                 "--driver-java-options", flags + " -Dlog4j2.configurationFile=" + root.resolve("conf/log4j2.properties"),
                 "--conf", "spark.executor.extraJavaOptions=" + flags,
                 "--conf", "spark.executorEnv.OPENBLAS_CORETYPE=Haswell",
+                "--conf", "spark.executorEnv.GLIBC_TUNABLES=glibc.malloc.hugetlb=1",
                 "--master", "spark://h:7077", "--properties-file", "conf/spark-defaults.standalone.conf",
                 assembly.toString(), "eval", "--model", "m", "--data", "a b.txt", "--out", "r.json");
         assertEquals(expected, Files.readAllLines(recorded));
@@ -73,11 +75,13 @@ class DeployScriptsIT {
         String uploaded = "hdfs:///apps/sparkmoe/sparkmoe-assembly.jar";
         Run onHdfs = run(List.of("bash", root.resolve("deploy/bin/sparkmoe").toString(), "eval", "--model", "m"),
                 Map.of("SPARK_HOME", sparkHome.toString(), "ARGS_OUT", recorded.toString(),
-                        "SPARKMOE_ASSEMBLY", uploaded));
+                        "SPARKMOE_ASSEMBLY", uploaded, "GLIBC_TUNABLES", "glibc.malloc.arena_max=2"));
         assertEquals(0, onHdfs.exitCode(), onHdfs.output());
         List<String> args = Files.readAllLines(recorded);
         assertEquals(List.of(uploaded, "eval", "--model", "m"), args.subList(args.size() - 4, args.size()),
                 "SPARKMOE_ASSEMBLY is the jar spark-submit gets");
+        assertTrue(args.contains("spark.executorEnv.GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"),
+                "the user's glibc settings kept, malloc's huge pages added: " + args);
     }
 
     /** Embedded mode: the launcher's dry run picks the heap, and the job starts with it and runs. */
@@ -133,7 +137,9 @@ class DeployScriptsIT {
         assertTrue(after(args, "--archives").endsWith("/model.tgz#model"), args.toString());
         for (String expected : List.of("spark.driver.extraJavaOptions=" + flags + log4j,
                 "spark.executor.extraJavaOptions=" + flags + log4j, "spark.executorEnv.OPENBLAS_CORETYPE=Haswell",
-                "spark.yarn.appMasterEnv.OPENBLAS_NUM_THREADS=1", "spark.executorEnv.OMP_NUM_THREADS=1")) {
+                "spark.yarn.appMasterEnv.OPENBLAS_NUM_THREADS=1", "spark.executorEnv.OMP_NUM_THREADS=1",
+                "spark.yarn.appMasterEnv.GLIBC_TUNABLES=glibc.malloc.hugetlb=1",
+                "spark.executorEnv.GLIBC_TUNABLES=glibc.malloc.hugetlb=1")) {
             assertTrue(args.contains(expected), expected + " in " + args);
         }
         List<String> modelFiles;
