@@ -200,7 +200,7 @@ class MemoryPlanTest {
         long expert = 4096L * 14336;                                                    // one projection's elements
         double[][] uniform = {MergeWeights.uniform(8)};
         LayerSurgery merge = new DenseMergeSurgery(MIXTRAL_1, uniform);
-        assertEquals(4 * (2 * expert) + scratch, merge.partBytes(MIXTRAL_1));          // merged [I, D], padded
+        assertEquals(4 * expert + scratch, merge.partBytes(MIXTRAL_1));                // merged [I, D], not padded
         LayerSurgery reduce = new ExpertReduceSurgery(MIXTRAL_1, 1, 4, ExpertReduceSurgery.By.WEIGHTS, null, 1);
         assertEquals(12, reduce.parts(), "one new 224 MiB projection a part, the k-means in a task of its own");
         assertEquals(4 * (expert + 2 * 8 * 4098) + 3 * scratch, reduce.partBytes(MIXTRAL_1));
@@ -213,12 +213,12 @@ class MemoryPlanTest {
 
         MemoryPlan plan = MemoryPlan.surgery(3_430_000_000L, merge.partBytes(MIXTRAL_1), yarn(null, 2));
         assertEquals(2 * merge.partBytes(MIXTRAL_1), plan.nativeBytes());
-        assertTrue(plan.describe().contains("memory plan: native 936 MiB = 2 × (one part's new tensors and scratch "
-                + "468 MiB; the experts are read as stored, a block of rows at a time)"), plan.describe());
+        assertTrue(plan.describe().contains("memory plan: native 488 MiB = 2 × (one part's new tensors and scratch "
+                + "244 MiB; the experts are read as stored, a block of rows at a time)"), plan.describe());
         String message = assertThrows(IllegalArgumentException.class, plan::check).getMessage();
-        assertTrue(message.startsWith("memory plan: an executor needs 1.16 GiB beside its heap (2 task slots × 468 MiB "
+        assertTrue(message.startsWith("memory plan: an executor needs 744 MiB beside its heap (2 task slots × 244 MiB "
                 + "for one part's new tensors and scratch), over spark.executor.memoryOverhead 410 MiB"), message);
-        assertTrue(message.endsWith("raise spark.executor.memoryOverhead to at least 1193m, or lower "
+        assertTrue(message.endsWith("raise spark.executor.memoryOverhead to at least 745m, or lower "
                 + "spark.executor.cores"), message);
         MemoryPlan.surgery(3_430_000_000L, merge.partBytes(MIXTRAL_1), yarn("2g", 2)).check();
     }

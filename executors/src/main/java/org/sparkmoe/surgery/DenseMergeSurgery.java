@@ -162,14 +162,17 @@ public final class DenseMergeSurgery implements LayerSurgery {
     }
 
     /**
-     * One projection's merged [I, D] and the [W, D] it is folded or padded into (the same array when no padding is
-     * needed), float32, the folded shared expert read beside it, and the scratch of one {@link ExpertStack}.
+     * One projection's arrays at once, float32 rows of D: the merged [I, D]; with a shared expert folded in, the
+     * shared [S, D] read and their concatenation [I + S, D]; the [W, D] that is padded into when W is wider (no copy
+     * when it is not: Mixtral, OLMoE, gpt-oss); and the scratch of one {@link ExpertStack}.
      */
     @Override
     public long partBytes(ModelConfig model) {
-        long d = model.hidden_size;
-        return Float.BYTES * d * (model.expert_intermediate_size + width + (shared
-                ? model.shared_expert_intermediate_size : 0)) + ExpertStack.scratchBytes();
+        long merged = model.expert_intermediate_size;
+        long sharedRows = shared ? model.shared_expert_intermediate_size : 0;
+        long folded = merged + sharedRows;
+        long rows = merged + (shared ? sharedRows + folded : 0) + (width != folded ? width : 0);
+        return Float.BYTES * model.hidden_size * rows + ExpertStack.scratchBytes();
     }
 
     /** GLM and DeepSeek: shared and merged routed experts folded into the type's own dense MLP. */
