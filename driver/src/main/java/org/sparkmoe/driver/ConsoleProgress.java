@@ -23,6 +23,10 @@ final class ConsoleProgress extends SparkListener {
 
     @Override
     public void onStageSubmitted(SparkListenerStageSubmitted event) {
+        if (event.properties() != null
+                && SchedulerWarmup.DESCRIPTION.equals(event.properties().getProperty("spark.job.description"))) {
+            return;
+        }
         int stage = event.stageInfo().stageId();
         totalTasks.put(stage, event.stageInfo().numTasks());
         doneTasks.put(stage, new AtomicInteger());

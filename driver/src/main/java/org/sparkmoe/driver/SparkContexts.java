@@ -17,7 +17,9 @@ import java.util.regex.Pattern;
 
 /**
  * The SparkContext every job runs in: the embedded local master unless spark-submit (or --master) says
- * otherwise, Kryo with registration required, and the OpenBLAS and glibc settings passed on to executors.
+ * otherwise, Kryo with registration required, and the OpenBLAS and glibc settings passed on to executors. An
+ * embedded context warms the kernels up while Spark starts ({@link VectorWarmup}) and the scheduler once it has
+ * ({@link SchedulerWarmup}).
  */
 public final class SparkContexts {
     public static final String DEFAULT_MASTER = "local[2]";
@@ -144,6 +146,9 @@ public final class SparkContexts {
         }
         JavaSparkContext sc = new JavaSparkContext(conf);
         sc.sc().addSparkListener(new ConsoleProgress(System.err));
+        if (embedded(url)) {
+            SchedulerWarmup.start(sc);
+        }
         return sc;
     }
 }

@@ -1,7 +1,15 @@
 package org.sparkmoe.driver;
 
+import org.apache.spark.JobExecutionStatus;
 import org.apache.spark.SparkConf;
+import org.apache.spark.api.java.JavaSparkContext;
 import org.junit.jupiter.api.Test;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -40,6 +48,34 @@ class SparkContextsTest {
                 + "the embedded mode, --driver-memory with spark-submit)", e.getMessage());
         SparkContexts.requireHeap(450L << 20, conf);
         SparkContexts.requireHeap(256L << 20, conf.clone().set("spark.testing.memory", "536870912"));
+    }
+
+    /**
+     * An embedded context runs the scheduler's warm-up job at once, beside the command's own; the console shows only
+     * the command's stage.
+     */
+    @Test
+    void anEmbeddedContextWarmsTheSchedulerUpWithAJobTheConsoleDoesNotShow() throws InterruptedException {
+        PrintStream err = System.err;
+        ByteArrayOutputStream printed = new ByteArrayOutputStream();
+        int[] succeeded = new int[1];
+        System.setErr(new PrintStream(printed, true, StandardCharsets.UTF_8));
+        try (JavaSparkContext sc = SparkContexts.start("warmup-test", "local[2]")) {
+            assertEquals(List.of(2, 3), sc.parallelize(List.of(1, 2), 2).map(x -> x + 1).collect());
+            for (long deadline = System.nanoTime() + 60_000_000_000L; System.nanoTime() < deadline; Thread.sleep(50)) {
+                int[] jobs = sc.statusTracker().getJobIdsForGroup(null);
+                succeeded[0] = (int) Arrays.stream(jobs).mapToObj(id -> sc.statusTracker().getJobInfo(id))
+                        .filter(job -> job != null && job.status() == JobExecutionStatus.SUCCEEDED).count();
+                if (succeeded[0] == 2) {
+                    break;
+                }
+            }
+        } finally {
+            System.setErr(err);
+        }
+        assertEquals(2, succeeded[0], "the command's job and the warm-up, both succeeded");
+        String console = printed.toString(StandardCharsets.UTF_8);
+        assertEquals(1, console.lines().filter(line -> line.matches("\\[stage \\d+\\] done in .*")).count(), console);
     }
 
     @Test
