@@ -23,8 +23,9 @@ final class SchedulerWarmup {
             try {
                 sc.setJobDescription(DESCRIPTION);      // a local property of this thread only
                 sc.parallelize(List.of(0, 1), 2).map(x -> x + 1).collect();
-            } catch (RuntimeException e) {
-                // the command stopped the context first (it had nothing to run): nothing left to warm
+            } catch (Exception e) {
+                // the command stopped the context first (Spark's SparkException: the job was cancelled), or it had
+                // stopped before this thread ran (IllegalStateException): nothing left to warm
             }
         }, "sparkmoe-scheduler-warmup");
         thread.setDaemon(true);
