@@ -14,9 +14,9 @@ import java.util.List;
  * JIT warm). Spark at WARN, Kryo as SparkMoE sets it. Compiled against a built driver classpath, because Spark's
  * tasks cannot load classes from the single-file launcher (docs/benchmarks.md, "A round's floor: a Spark job"):
  *
- *   mkdir -p /tmp/floor && javac -d /tmp/floor -cp "$(cat driver/target/classpath.txt)" deploy/bench/SparkJobFloor.java
+ *   mkdir -p out/floor && javac -d out/floor -cp "$(cat driver/target/classpath.txt)" deploy/bench/SparkJobFloor.java
  *   java -Xmx1g $(sed -n 's/^sparkmoe.jvm.flags=//p' conf/jvm.properties) \
- *       -cp "/tmp/floor:$(cat driver/target/classpath.txt)" SparkJobFloor 200
+ *       -cp "out/floor:$(cat driver/target/classpath.txt)" SparkJobFloor 200
  */
 public class SparkJobFloor {
     public static void main(String[] a) {
