@@ -53,14 +53,16 @@ FLAGS="$(sed -n 's/^[[:space:]]*sparkmoe\.jvm\.flags[[:space:]]*[=:][[:space:]]*
 
 # OpenBLAS settings for the driver's and the executors' containers: one thread per task (parallelism
 # comes from the task slots), and the kernel set when you give one (else OpenBLAS detects the CPU);
-# glibc's malloc in transparent huge pages (deploy/bin/sparkmoe says why) unless you set GLIBC_TUNABLES
+# glibc's malloc in transparent huge pages (deploy/bin/sparkmoe says why), added to your GLIBC_TUNABLES as the
+# launcher adds it
+case ":${GLIBC_TUNABLES:-}:" in
+  *:glibc.malloc.hugetlb=*) ;;
+  *) GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1" ;;
+esac
 ENV_CONF=()
 for var in OPENBLAS_NUM_THREADS OMP_NUM_THREADS OPENBLAS_CORETYPE GLIBC_TUNABLES; do
   value="${!var:-}"
-  case "$var" in
-    OPENBLAS_NUM_THREADS | OMP_NUM_THREADS) value="${value:-1}" ;;
-    GLIBC_TUNABLES) value="${value:-glibc.malloc.hugetlb=1}" ;;
-  esac
+  case "$var" in OPENBLAS_NUM_THREADS | OMP_NUM_THREADS) value="${value:-1}" ;; esac
   [ -z "$value" ] || ENV_CONF+=(--conf "spark.yarn.appMasterEnv.$var=$value" --conf "spark.executorEnv.$var=$value")
 done
 

@@ -141,13 +141,14 @@ public final class SparkContexts {
         requireHeap(Runtime.getRuntime().maxMemory(), conf);
         requireReachable(url);
         STARTED.incrementAndGet();
-        if (embedded(url)) {
-            VectorWarmup.start();   // this JVM runs the tasks: the kernels compile while Spark starts
+        boolean runsTasks = embedded(url);     // this JVM runs the tasks
+        if (runsTasks) {
+            VectorWarmup.start();           // the kernels compile while Spark starts
         }
         JavaSparkContext sc = new JavaSparkContext(conf);
         sc.sc().addSparkListener(new ConsoleProgress(System.err));
-        if (embedded(url)) {
-            SchedulerWarmup.start(sc);
+        if (runsTasks) {
+            SchedulerWarmup.start(sc);      // and the scheduler's path warms while the command plans
         }
         return sc;
     }
