@@ -2,6 +2,7 @@ package org.sparkmoe.driver;
 
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
+import org.sparkmoe.kernels.Nd4jPreload;
 import org.sparkmoe.kernels.VectorWarmup;
 
 import java.io.IOException;
@@ -17,9 +18,9 @@ import java.util.regex.Pattern;
 
 /**
  * The SparkContext every job runs in: the embedded local master unless spark-submit (or --master) says
- * otherwise, Kryo with registration required, and the OpenBLAS and glibc settings passed on to executors. An
- * embedded context warms the kernels up while Spark starts ({@link VectorWarmup}) and the scheduler once it has
- * ({@link SchedulerWarmup}).
+ * otherwise, Kryo with registration required, and the OpenBLAS and glibc settings passed on to executors. ND4J's
+ * native backend loads while Spark starts ({@link Nd4jPreload}); an embedded context also warms the kernels up then
+ * ({@link VectorWarmup}) and the scheduler once it has ({@link SchedulerWarmup}).
  */
 public final class SparkContexts {
     public static final String DEFAULT_MASTER = "local[2]";
@@ -142,6 +143,7 @@ public final class SparkContexts {
         requireReachable(url);
         STARTED.incrementAndGet();
         boolean runsTasks = embedded(url);     // this JVM runs the tasks
+        Nd4jPreload.start();                // ND4J's native libraries load while Spark starts
         if (runsTasks) {
             VectorWarmup.start();           // the kernels compile while Spark starts
         }
