@@ -59,16 +59,15 @@ public final class Softmax {
         return dot;
     }
 
-    /** log Σ exp(v[at .. at+n)) in float64, max-subtracted, from float32 values (a log-softmax's normaliser). */
-    public static double logSumExp(float[] v, int at, int n) {
-        double max = Double.NEGATIVE_INFINITY;
-        for (int i = 0; i < n; i++) {
-            max = Math.max(max, v[at + i]);
-        }
-        double sum = 0;
-        for (int i = 0; i < n; i++) {
-            sum += Math.exp(v[at + i] - max);
-        }
-        return max + Math.log(sum);
+    /**
+     * log Σ exp(v[at .. at+n)) in float64, max-subtracted, from float32 values (a log-softmax's normaliser): e^x by
+     * {@link Exp} and the sum in {@link VectorRows#sumExpShifted}'s fixed order, the same bits before and after the
+     * vector kernels are compiled.
+     *
+     * @param scratch at least n values, overwritten
+     */
+    public static double logSumExp(float[] v, int at, int n, double[] scratch) {
+        double max = VectorRows.max(v, at, n);
+        return max + Math.log(VectorRows.sumExpShifted(v, at, n, max, scratch));
     }
 }

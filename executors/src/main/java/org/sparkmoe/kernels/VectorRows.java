@@ -9,7 +9,8 @@ import jdk.incubator.vector.VectorSpecies;
  * Element-wise row operations of the MoE combine and scatter, and the float32 ↔ float64 copies of
  * {@link NativeElements}, with the Vector API (four float64 lanes, as {@link Exp}). Each is the same IEEE operations
  * in the same order as its scalar loop (the {@code …Scalar} methods, the reference VectorRowsTest compares against),
- * so both give the same bits: lanes never combine, so the last partial vector may be done by the scalar loop. Each
+ * so both give the same bits: lanes never combine (but in {@link #max}, exact, and {@link #sumExpShifted}, whose order
+ * is defined on the lanes), so the last partial vector may be done by the scalar loop. Each
  * public method runs its vector kernel (the {@code …Lanes} method) once {@link VectorWarmup} says the kernels are
  * compiled, and its scalar loop before.
  */
@@ -158,6 +159,79 @@ public final class VectorRows {
         for (int i = from; i < n; i++) {
             out[i] = in[i];
         }
+    }
+
+    /** max of v[at .. at+n) as {@link Math#max} takes it (NaN wins, +0 over −0); −∞ for n = 0. */
+    public static double max(float[] v, int at, int n) {
+        return VectorWarmup.ready() ? maxLanes(v, at, n) : maxScalar(v, at, 0, n, Float.NEGATIVE_INFINITY);
+    }
+
+    static double maxLanes(float[] v, int at, int n) {
+        int i = 0;
+        FloatVector lanes = FloatVector.broadcast(FLOATS, Float.NEGATIVE_INFINITY);
+        for (int end = FLOATS.loopBound(n); i < end; i += FLOATS.length()) {
+            lanes = lanes.max(FloatVector.fromArray(FLOATS, v, at + i));
+        }
+        return maxScalar(v, at, i, n, lanes.reduceLanes(VectorOperators.MAX));
+    }
+
+    static double maxScalar(float[] v, int at, int from, int n, float max) {
+        for (int i = from; i < n; i++) {
+            max = Math.max(max, v[at + i]);
+        }
+        return max;
+    }
+
+    /**
+     * Σ e^(v[at + i] − shift) for i &lt; n in float64, e^x by {@link Exp}: term i goes into partial sum i mod 4 (one
+     * per float64 lane; each adds its terms in order), and the four are added as ((s0 + s1) + s2) + s3, in the vector
+     * lanes and in the scalar twin alike.
+     *
+     * @param scratch at least n values, overwritten with the terms
+     */
+    public static double sumExpShifted(float[] v, int at, int n, double shift, double[] scratch) {
+        return VectorWarmup.ready() ? sumExpShiftedLanes(v, at, n, shift, scratch)
+                : sumExpShiftedScalar(v, at, n, shift);
+    }
+
+    static double sumExpShiftedLanes(float[] v, int at, int n, double shift, double[] scratch) {
+        int i = 0;
+        for (int end = FLOATS.loopBound(n); i < end; i += FLOATS.length()) {
+            ((DoubleVector) FloatVector.fromArray(FLOATS, v, at + i).convertShape(VectorOperators.F2D, DOUBLES, 0))
+                    .sub(shift).intoArray(scratch, i);
+        }
+        for (; i < n; i++) {
+            scratch[i] = v[at + i] - shift;
+        }
+        Exp.expLanes(scratch, 0, scratch, 0, n, false);
+        DoubleVector lanes = DoubleVector.zero(DOUBLES);
+        i = 0;
+        for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
+            lanes = lanes.add(DoubleVector.fromArray(DOUBLES, scratch, i));
+        }
+        double[] sums = lanes.toArray();
+        for (; i < n; i++) {
+            sums[i % sums.length] += scratch[i];
+        }
+        return total(sums);
+    }
+
+    /** {@link #sumExpShifted} one term at a time: the reference. */
+    static double sumExpShiftedScalar(float[] v, int at, int n, double shift) {
+        double[] sums = new double[DOUBLES.length()];
+        for (int i = 0; i < n; i++) {
+            sums[i % sums.length] += Exp.exp(v[at + i] - shift);
+        }
+        return total(sums);
+    }
+
+    /** The partial sums added left to right. */
+    private static double total(double[] sums) {
+        double total = sums[0];
+        for (int k = 1; k < sums.length; k++) {
+            total += sums[k];
+        }
+        return total;
     }
 
     /** out[i] = (float) in[i] (round to nearest even), for i &lt; n. */

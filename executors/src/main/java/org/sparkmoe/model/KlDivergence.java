@@ -52,6 +52,7 @@ public final class KlDivergence {
         Tokens out = new Tokens(new double[n], new double[n], new double[n], new boolean[n]);
         long rows = hiddenQ.size(0);
         long block = Math.max(1, blockElements / vocab);
+        double[] terms = new double[vocab];                                         // logSumExp's scratch
         for (long r0 = 0; r0 < rows; r0 += block) {
             long r1 = Math.min(rows, r0 + block);
             float[] p = logits(baseline, hiddenP, r0, r1);                          // [n, V]
@@ -63,8 +64,8 @@ public final class KlDivergence {
                     int at = (int) (r - r0) * vocab;
                     int i = b * scored + s;
                     int next = windows[b][s + 1];
-                    double lseP = Softmax.logSumExp(p, at, vocab);
-                    double lseQ = Softmax.logSumExp(q, at, vocab);
+                    double lseP = Softmax.logSumExp(p, at, vocab, terms);
+                    double lseQ = Softmax.logSumExp(q, at, vocab, terms);
                     out.kld[i] = kl(p, q, at, vocab, lseP, lseQ);
                     out.baselineNll[i] = lseP - p[at + next];
                     out.nll[i] = lseQ - q[at + next];

@@ -49,6 +49,7 @@ public final class Perplexity {
         long rows = hidden.size(0);
         long block = Math.max(1, blockElements / vocab);
         double[] nll = new double[windows.length];
+        double[] terms = new double[vocab];                                                  // logSumExp's scratch
         for (long r0 = 0; r0 < rows; r0 += block) {
             long r1 = Math.min(rows, r0 + block);
             float[] values;
@@ -60,7 +61,7 @@ public final class Perplexity {
                 int s = (int) (r % seq);
                 if (s + 1 < seq) {
                     int at = (int) (r - r0) * vocab;
-                    nll[b] += Softmax.logSumExp(values, at, vocab) - values[at + windows[b][s + 1]];
+                    nll[b] += Softmax.logSumExp(values, at, vocab, terms) - values[at + windows[b][s + 1]];
                 }
             }
         }

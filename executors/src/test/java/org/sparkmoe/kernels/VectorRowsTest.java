@@ -112,4 +112,33 @@ class VectorRowsTest {
             }
         }
     }
+
+    @Test
+    void maxAndTheShiftedExpSumGiveTheScalarBits() {
+        Random rnd = new Random(4);
+        for (int n : LENGTHS) {
+            float[] v = new float[n + 5];
+            for (int i = 0; i < v.length; i++) {
+                v[i] = (float) (rnd.nextGaussian() * 6);
+            }
+            double max = VectorRows.maxLanes(v, 5, n);
+            assertEquals(Double.doubleToLongBits(VectorRows.maxScalar(v, 5, 0, n, Float.NEGATIVE_INFINITY)),
+                    Double.doubleToLongBits(max), "max n=" + n);
+            double shift = n == 0 ? 0 : max;
+            double lanes = VectorRows.sumExpShiftedLanes(v, 5, n, shift, new double[n]);
+            assertEquals(Double.doubleToLongBits(VectorRows.sumExpShiftedScalar(v, 5, n, shift)),
+                    Double.doubleToLongBits(lanes), "sumExpShifted n=" + n);
+            double exact = 0;
+            for (int i = 0; i < n; i++) {
+                exact += Math.exp(v[5 + i] - shift);
+            }
+            assertEquals(exact, lanes, 1e-15 * Math.max(1, n) * exact, "sumExpShifted against Math.exp, n=" + n);
+        }
+        float[] special = {-0.0f, 0.0f, Float.NEGATIVE_INFINITY, 3f, Float.NaN, 2f};
+        assertEquals(Double.doubleToLongBits(0.0), Double.doubleToLongBits(VectorRows.maxLanes(special, 0, 3)),
+                "+0 is the max of −0 and +0, as Math.max takes it");
+        assertTrue(Double.isNaN(VectorRows.maxLanes(special, 0, 6)), "a NaN is the max");
+        assertTrue(Double.isNaN(VectorRows.maxScalar(special, 0, 0, 6, Float.NEGATIVE_INFINITY)), "a NaN is the max");
+        assertEquals(Double.NEGATIVE_INFINITY, VectorRows.maxLanes(special, 0, 0), "the max of no values");
+    }
 }

@@ -11,8 +11,8 @@ class KlDivergenceTest {
     void klOfAShiftedRowAgainstTheUniformOne() {
         float[] p = {9f, 0f, (float) Math.log(2), -200f};   // row at offset 1
         float[] q = {5f, 7f, 7f, 7f};
-        double lseP = org.sparkmoe.kernels.Softmax.logSumExp(p, 1, 3);
-        double lseQ = org.sparkmoe.kernels.Softmax.logSumExp(q, 1, 3);
+        double lseP = org.sparkmoe.kernels.Softmax.logSumExp(p, 1, 3, new double[3]);
+        double lseQ = org.sparkmoe.kernels.Softmax.logSumExp(q, 1, 3, new double[3]);
         double expected = (1.0 / 3) * Math.log((1.0 / 3) / (1.0 / 3)) + (2.0 / 3) * Math.log((2.0 / 3) / (1.0 / 3));
         assertEquals(expected, KlDivergence.kl(p, q, 1, 3, lseP, lseQ), 1e-7);
         assertEquals(0.0, KlDivergence.kl(p, p, 1, 3, lseP, lseP), 0.0);

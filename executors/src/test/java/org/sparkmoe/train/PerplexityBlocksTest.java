@@ -27,7 +27,7 @@ class PerplexityBlocksTest {
         for (int b = 0; b < windows.length; b++) {
             for (int s = 0; s + 1 < windows[b].length; s++) {
                 int row = (b * windows[b].length + s) * vocab;
-                whole[b] += Softmax.logSumExp(all, row, vocab) - all[row + windows[b][s + 1]];
+                whole[b] += Softmax.logSumExp(all, row, vocab, new double[vocab]) - all[row + windows[b][s + 1]];
             }
         }
         double[] oneBlock = Perplexity.windowNll(model, windows, 2, Long.MAX_VALUE);
