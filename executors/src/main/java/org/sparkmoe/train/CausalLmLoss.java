@@ -5,6 +5,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.INDArrayIndex;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.NativeElements;
 
 /**
  * Causal-LM cross-entropy of token windows (the protocol of {@link org.sparkmoe.model.Perplexity}): in each window
@@ -54,6 +55,8 @@ public final class CausalLmLoss {
         long rows = logits.size(0);
         int blockRows = (int) Math.max(1, blockElements / vocab);
         INDArray dLogits = Nd4j.createUninitialized(logits.dataType(), logits.shape(), 'c');          // [B·S, V]
+        NativeElements dLogitsOut = NativeElements.of(dLogits);     // its rows written block by block, in place
+        float[] narrowed = new float[(int) Math.min(blockRows, rows) * vocab];      // its FLOAT rows, rounded
         double total = 0;
         for (long first = 0; first < rows; first += blockRows) {
             long end = Math.min(rows, first + blockRows);
@@ -84,8 +87,7 @@ public final class CausalLmLoss {
                 }
                 z[row + target] -= 1.0 / scored;
             }
-            dLogits.get(block, NDArrayIndex.all()).assign(Flat.array(z, new long[] {end - first, vocab},
-                    logits.dataType()));
+            dLogitsOut.write(first * vocab, z, (int) (end - first) * vocab, narrowed);
         }
         return new Result(total / scored, dLogits, scored);
     }
