@@ -13,8 +13,14 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import java.util.concurrent.locks.ReadWriteLock;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
 
@@ -46,6 +52,8 @@ public final class BpeTokenizer implements AutoCloseable {
 
     /** Target piece length for long texts, in chars. */
     static final int CHUNK_CHARS = 1 << 18;
+    /** The shortest piece {@link #encode(String, int)} gives a thread of its own. */
+    static final int MIN_THREAD_CHARS = 1 << 14;
 
     private final HuggingFaceTokenizer tokenizer;
     private final long handle;   // the native tokenizer, owned by `tokenizer`
@@ -137,13 +145,31 @@ public final class BpeTokenizer implements AutoCloseable {
      * 4.6 MB manuals.txt took ~0.8 GB of native memory for DJL's per-token strings and offsets).
      */
     public int[] encode(String text) {
-        return encode(text, CHUNK_CHARS);
+        return encode(text, CHUNK_CHARS, 1);
     }
 
-    /** {@link #encode(String)} with pieces of about {@code chunkChars} (tests use tiny ones). */
-    int[] encode(String text, int chunkChars) {
+    /**
+     * {@link #encode(String)} on up to {@code threads} threads at once, the same ids: the text cut into pieces of
+     * about equal length (at least {@link #MIN_THREAD_CHARS}, at most {@link #CHUNK_CHARS}) at {@link #nextCut}
+     * points, encoded in parallel. For a driver tokenizing a small input itself; a Spark task, which shares its
+     * executor's cores with other tasks, takes {@link #encode(String)}.
+     */
+    public int[] encode(String text, int threads) {
+        int perThread = (int) Math.min(CHUNK_CHARS, Math.max(MIN_THREAD_CHARS,
+                (text.length() + (long) threads - 1) / Math.max(1, threads)));
+        return encode(text, perThread, threads);
+    }
+
+    /**
+     * {@link #encode(String)} in pieces of about {@code chunkChars} (tests use tiny ones), on up to {@code threads}
+     * threads.
+     */
+    int[] encode(String text, int chunkChars, int threads) {
         if (!chunkable || text.length() <= chunkChars) {
             return encodeWhole(text);
+        }
+        if (threads > 1) {
+            return encodeInParallel(text, chunkChars, threads);
         }
         int[] out = new int[Math.max(16, text.length() / 2)];
         int n = 0;
@@ -159,6 +185,46 @@ public final class BpeTokenizer implements AutoCloseable {
             start = end;
         }
         return Arrays.copyOf(out, n);
+    }
+
+    private int[] encodeInParallel(String text, int chunkChars, int threads) {
+        List<Integer> ends = new ArrayList<>();
+        for (int start = 0; start < text.length(); start = ends.get(ends.size() - 1)) {
+            ends.add(nextCut(text, start + chunkChars));
+        }
+        ExecutorService pool = Executors.newFixedThreadPool(Math.min(threads, ends.size()), task -> {
+            Thread thread = new Thread(task, "sparkmoe-tokenize");
+            thread.setDaemon(true);
+            return thread;
+        });
+        try {
+            List<Future<int[]>> pieces = new ArrayList<>();
+            for (int p = 0; p < ends.size(); p++) {
+                int from = p == 0 ? 0 : ends.get(p - 1);
+                int to = ends.get(p);
+                pieces.add(pool.submit(() -> encodeWhole(text.substring(from, to))));
+            }
+            int[][] ids = new int[pieces.size()][];
+            int n = 0;
+            for (int p = 0; p < ids.length; p++) {
+                ids[p] = pieces.get(p).get();
+                n += ids[p].length;
+            }
+            int[] out = new int[n];
+            n = 0;
+            for (int[] piece : ids) {
+                System.arraycopy(piece, 0, out, n, piece.length);
+                n += piece.length;
+            }
+            return out;
+        } catch (ExecutionException e) {
+            throw e.getCause() instanceof RuntimeException r ? r : new IllegalStateException(e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while tokenizing", e);
+        } finally {
+            pool.shutdownNow();
+        }
     }
 
     /** One native call on the whole text (package-private: tests compare it with chunking). */

@@ -140,6 +140,7 @@ class BpeTokenizerTest {
         assertTrue(text.length() > BpeTokenizer.CHUNK_CHARS);
         int[] ids = tokenizer.encode(text);
         assertArrayEquals(tokenizer.encodeWhole(text), ids, "chunked vs one native call");
+        assertArrayEquals(ids, tokenizer.encode(text, 3), "pieces on three threads");
         assertEquals(expected.size(), ids.length);
         assertArrayEquals(expected.stream().mapToInt(Integer::intValue).toArray(), ids);
         assertEquals(text, tokenizer.decode(ids));
@@ -150,7 +151,8 @@ class BpeTokenizerTest {
     @MethodSource("cases")
     void tinyPiecesGiveTheSameIds(Case c) {
         for (int chunk = 1; chunk < 40; chunk += 3) {
-            assertArrayEquals(c.ids(), tokenizer.encode(c.text(), chunk), c + " chunk " + chunk);
+            assertArrayEquals(c.ids(), tokenizer.encode(c.text(), chunk, 1), c + " chunk " + chunk);
+            assertArrayEquals(c.ids(), tokenizer.encode(c.text(), chunk, 3), c + " chunk " + chunk + ", 3 threads");
         }
     }
 
@@ -170,9 +172,11 @@ class BpeTokenizerTest {
             String text = sb.toString();
             int[] whole = tokenizer.encodeWhole(text);
             for (int chunk = 1; chunk < 12; chunk++) {
-                int[] pieces = tokenizer.encode(text, chunk);
-                assertArrayEquals(whole, pieces, () -> "trial text "
-                        + new ObjectMapper().valueToTree(text));
+                for (int threads : new int[] {1, 2}) {
+                    int[] pieces = tokenizer.encode(text, chunk, threads);
+                    assertArrayEquals(whole, pieces, () -> "trial text "
+                            + new ObjectMapper().valueToTree(text) + " on " + threads + " threads");
+                }
             }
         }
     }

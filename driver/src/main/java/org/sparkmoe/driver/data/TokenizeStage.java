@@ -19,7 +19,7 @@ import java.util.stream.IntStream;
  * at most {@link #DRIVER_BYTES} in all are tokenized on the driver instead, with the same code, and handed to the
  * next stage as a parallelized collection (one partition per file, as the stage's): a Spark job's scheduling,
  * serialized persist and collect cost more than tokenizing a few megabytes, and the scoring stage cannot start
- * before the tokens are there.
+ * before the tokens are there. The driver encodes each file in pieces on all its cores.
  */
 public final class TokenizeStage {
     /** Files totalling at most this many bytes are tokenized on the driver (a few seconds' work at most). */
@@ -42,14 +42,15 @@ public final class TokenizeStage {
         List<Integer> counts;
         List<TokenizedFile> onDriver = null;
         if (totalBytes(data, sc.hadoopConfiguration()) <= DRIVER_BYTES) {
+            int cores = Runtime.getRuntime().availableProcessors();     // the driver's: no task of the job runs yet
             List<TokenizedFile> tokenized = fileIndices.stream()
-                    .map(file -> tokenize(model, data.get(file), split, file)).toList();
+                    .map(file -> tokenize(model, data.get(file), split, file, cores)).toList();
             onDriver = tokenized;
             files = sc.parallelize(tokenized, tokenized.size());
             counts = tokenized.stream().map(t -> t.tokens.length).toList();
         } else {
             files = sc.parallelize(fileIndices, fileIndices.size())
-                    .map(file -> tokenize(model, data.get(file), split, file))
+                    .map(file -> tokenize(model, data.get(file), split, file, 1))
                     .persist(StorageLevel.MEMORY_AND_DISK_SER());
             counts = files.map(t -> t.tokens.length).collect();
         }
@@ -88,8 +89,9 @@ public final class TokenizeStage {
         return total;
     }
 
-    private static TokenizedFile tokenize(String model, String file, TextSplit split, int index) {
+    /** One file's split tokenized, on {@code threads} threads (1 in a task, which shares its executor's cores). */
+    private static TokenizedFile tokenize(String model, String file, TextSplit split, int index, int threads) {
         String text = TextFiles.readUtf8(new Path(file), new Configuration());
-        return new TokenizedFile(index, Tokenizers.cached(model).encode(split.apply(text)));
+        return new TokenizedFile(index, Tokenizers.cached(model).encode(split.apply(text), threads));
     }
 }
