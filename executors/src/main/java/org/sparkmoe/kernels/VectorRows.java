@@ -9,8 +9,8 @@ import jdk.incubator.vector.VectorSpecies;
  * Element-wise row operations of the MoE combine and scatter, and the float32 ↔ float64 copies of
  * {@link NativeElements}, with the Vector API (four float64 lanes, as {@link Exp}). Each is the same IEEE operations
  * in the same order as its scalar loop (the {@code …Scalar} methods, the reference VectorRowsTest compares against),
- * so both give the same bits: lanes never combine (but in {@link #max}, exact, and {@link #sumExpShifted}, whose order
- * is defined on the lanes), so the last partial vector may be done by the scalar loop. Each
+ * so both give the same bits: lanes never combine (but in {@link #max}, which is exact, and {@link #sumExpShifted},
+ * whose order is fixed by the element index), so the last partial vector may be done by the scalar loop. Each
  * public method runs its vector kernel (the {@code …Lanes} method) once {@link VectorWarmup} says the kernels are
  * compiled, and its scalar loop before.
  */
