@@ -149,15 +149,16 @@ public final class BpeTokenizer implements AutoCloseable {
     }
 
     /**
-     * {@link #encode(String)} on up to {@code threads} threads at once, the same ids: the text cut into pieces of
-     * about equal length (at least {@link #MIN_THREAD_CHARS}, at most {@link #CHUNK_CHARS}) at {@link #nextCut}
-     * points, encoded in parallel. For a driver tokenizing a small input itself; a Spark task, which shares its
-     * executor's cores with other tasks, takes {@link #encode(String)}.
+     * {@link #encode(String)} on up to {@code threads} threads at once, the same ids: the text cut at {@link #nextCut}
+     * points into pieces of about equal length, encoded in parallel. A piece is at most {@link #CHUNK_CHARS} /
+     * threads chars (but at least {@link #MIN_THREAD_CHARS}), so the pieces in flight hold no more native memory
+     * together than one piece of {@link #encode(String)}. For a driver tokenizing a small input itself; a Spark
+     * task, which shares its executor's cores with other tasks, takes {@link #encode(String)}.
      */
     public int[] encode(String text, int threads) {
-        int perThread = (int) Math.min(CHUNK_CHARS, Math.max(MIN_THREAD_CHARS,
-                (text.length() + (long) threads - 1) / Math.max(1, threads)));
-        return encode(text, perThread, threads);
+        int t = Math.max(1, threads);
+        long perThread = Math.min(CHUNK_CHARS / t, (text.length() + (long) t - 1) / t);
+        return encode(text, (int) Math.max(MIN_THREAD_CHARS, perThread), t);
     }
 
     /**
