@@ -13,6 +13,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -26,6 +27,14 @@ class DeployScriptsIT {
     }
 
     /** Runs {@code command} with this JVM's environment, less CUDA_VISIBLE_DEVICES, plus {@code environment}. */
+    /** Whether this machine's CPU flags (the launcher reads the first "flags" line) include avx512f. */
+    private static boolean cpuHasAvx512() throws IOException {
+        Path cpuinfo = Path.of("/proc/cpuinfo");
+        return Files.isReadable(cpuinfo) && Files.readAllLines(cpuinfo).stream()
+                .filter(line -> line.startsWith("flags")).findFirst()
+                .map(line -> (line + " ").contains(" avx512f ")).orElse(false);
+    }
+
     private static Run run(List<String> command, Map<String, String> environment) throws Exception {
         ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
         builder.environment().remove("CUDA_VISIBLE_DEVICES");
@@ -71,12 +80,17 @@ class DeployScriptsIT {
                 "--master", "spark://h:7077", "--properties-file", "conf/spark-defaults.standalone.conf",
                 assembly.toString(), "eval", "--model", "m", "--data", "a b.txt", "--out", "r.json");
         assertEquals(expected, Files.readAllLines(recorded));
+        String note = "OPENBLAS_CORETYPE=Haswell from the environment leaves this CPU's AVX-512 unused";
+        assertEquals(cpuHasAvx512(), launcher.output().contains(note),
+                "the note on an explicit core type below an AVX-512 CPU's kernels: " + launcher.output());
 
         String uploaded = "hdfs:///apps/sparkmoe/sparkmoe-assembly.jar";
         Run onHdfs = run(List.of("bash", root.resolve("deploy/bin/sparkmoe").toString(), "eval", "--model", "m"),
                 Map.of("SPARK_HOME", sparkHome.toString(), "ARGS_OUT", recorded.toString(),
-                        "SPARKMOE_ASSEMBLY", uploaded, "GLIBC_TUNABLES", "glibc.malloc.arena_max=2"));
+                        "SPARKMOE_ASSEMBLY", uploaded, "GLIBC_TUNABLES", "glibc.malloc.arena_max=2",
+                        "OPENBLAS_CORETYPE", "SkylakeX"));
         assertEquals(0, onHdfs.exitCode(), onHdfs.output());
+        assertFalse(onHdfs.output().contains("AVX-512 unused"), "no note for AVX-512 kernels: " + onHdfs.output());
         List<String> args = Files.readAllLines(recorded);
         assertEquals(List.of(uploaded, "eval", "--model", "m"), args.subList(args.size() - 4, args.size()),
                 "SPARKMOE_ASSEMBLY is the jar spark-submit gets");
