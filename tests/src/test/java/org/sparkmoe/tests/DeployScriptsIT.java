@@ -26,7 +26,6 @@ class DeployScriptsIT {
     private record Run(int exitCode, String output) {
     }
 
-    /** Runs {@code command} with this JVM's environment, less CUDA_VISIBLE_DEVICES, plus {@code environment}. */
     /** Whether this machine's CPU flags (the launcher reads the first "flags" line) include avx512f. */
     private static boolean cpuHasAvx512() throws IOException {
         Path cpuinfo = Path.of("/proc/cpuinfo");
@@ -35,6 +34,7 @@ class DeployScriptsIT {
                 .map(line -> (line + " ").contains(" avx512f ")).orElse(false);
     }
 
+    /** Runs {@code command} with this JVM's environment, less CUDA_VISIBLE_DEVICES, plus {@code environment}. */
     private static Run run(List<String> command, Map<String, String> environment) throws Exception {
         ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
         builder.environment().remove("CUDA_VISIBLE_DEVICES");
