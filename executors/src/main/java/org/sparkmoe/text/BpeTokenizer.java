@@ -169,55 +169,44 @@ public final class BpeTokenizer implements AutoCloseable {
         if (!chunkable || text.length() <= chunkChars) {
             return encodeWhole(text);
         }
-        if (threads > 1) {
-            return encodeInParallel(text, chunkChars, threads);
-        }
-        int[] out = new int[Math.max(16, text.length() / 2)];
-        int n = 0;
-        int start = 0;
-        while (start < text.length()) {
-            int end = nextCut(text, start + chunkChars);
-            int[] ids = encodeWhole(text.substring(start, end));
-            if (n + ids.length > out.length) {
-                out = Arrays.copyOf(out, Math.max(n + ids.length, out.length * 2));
-            }
-            System.arraycopy(ids, 0, out, n, ids.length);
-            n += ids.length;
-            start = end;
-        }
-        return Arrays.copyOf(out, n);
-    }
-
-    private int[] encodeInParallel(String text, int chunkChars, int threads) {
-        List<Integer> ends = new ArrayList<>();
+        List<Integer> ends = new ArrayList<>();                  // piece p is [ends[p − 1], ends[p]), ends[−1] = 0
         for (int start = 0; start < text.length(); start = ends.get(ends.size() - 1)) {
             ends.add(nextCut(text, start + chunkChars));
         }
+        int[][] pieces = new int[ends.size()][];
+        if (threads > 1) {
+            encodeInParallel(text, ends, threads, pieces);
+        } else {
+            for (int p = 0; p < pieces.length; p++) {
+                pieces[p] = encodeWhole(text.substring(p == 0 ? 0 : ends.get(p - 1), ends.get(p)));
+            }
+        }
+        int[] out = new int[Arrays.stream(pieces).mapToInt(piece -> piece.length).sum()];
+        int n = 0;
+        for (int[] piece : pieces) {
+            System.arraycopy(piece, 0, out, n, piece.length);
+            n += piece.length;
+        }
+        return out;
+    }
+
+    /** pieces[p] = the ids of piece p of {@code text} (see {@link #encode(String, int, int)}), on up to threads. */
+    private void encodeInParallel(String text, List<Integer> ends, int threads, int[][] pieces) {
         ExecutorService pool = Executors.newFixedThreadPool(Math.min(threads, ends.size()), task -> {
             Thread thread = new Thread(task, "sparkmoe-tokenize");
             thread.setDaemon(true);
             return thread;
         });
         try {
-            List<Future<int[]>> pieces = new ArrayList<>();
-            for (int p = 0; p < ends.size(); p++) {
+            List<Future<int[]>> encoded = new ArrayList<>();
+            for (int p = 0; p < pieces.length; p++) {
                 int from = p == 0 ? 0 : ends.get(p - 1);
                 int to = ends.get(p);
-                pieces.add(pool.submit(() -> encodeWhole(text.substring(from, to))));
+                encoded.add(pool.submit(() -> encodeWhole(text.substring(from, to))));
             }
-            int[][] ids = new int[pieces.size()][];
-            int n = 0;
-            for (int p = 0; p < ids.length; p++) {
-                ids[p] = pieces.get(p).get();
-                n += ids[p].length;
+            for (int p = 0; p < pieces.length; p++) {
+                pieces[p] = encoded.get(p).get();
             }
-            int[] out = new int[n];
-            n = 0;
-            for (int[] piece : ids) {
-                System.arraycopy(piece, 0, out, n, piece.length);
-                n += piece.length;
-            }
-            return out;
         } catch (ExecutionException e) {
             throw e.getCause() instanceof RuntimeException r ? r : new IllegalStateException(e.getCause());
         } catch (InterruptedException e) {
