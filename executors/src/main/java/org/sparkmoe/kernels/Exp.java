@@ -28,10 +28,12 @@ public final class Exp {
     private static final double SHIFTER = 0x1.8p52;               // x + SHIFTER rounds x to an integer
     // Inputs are clamped to [LOWEST, HIGHEST]: above 709.78 e^x > Double.MAX_VALUE, below −745.14
     // e^x < Double.MIN_VALUE / 2, so the clamped ends still round to +∞ and 0 (p·2^⌊n/2⌋ is exact, the second
-    // factor rounds once), and n stays within the two factors' exponent range. A clamp, not masked blends: see the
-    // vector method.
+    // factor rounds once), and n stays within the two factors' exponent range.
     private static final double HIGHEST = 710.0;
     private static final double LOWEST = -746.0;
+    // |x| ≤ LANES_RANGE keeps n within [−1021, 1021], where 2^n is one normal double and p·2^n (p in [0.70, 1.42])
+    // a normal result: one exact scaling, the bits of the scalar's two factors. The vector lanes take that range.
+    private static final double LANES_RANGE = 708.0;
     /** 1/k! for k = 13 down to 2. */
     private static final double[] TAYLOR = {
         1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
@@ -79,8 +81,8 @@ public final class Exp {
 
     /**
      * dst[dstAt + i] = e^src[srcAt + i] for i &lt; n, rounded to float32 when {@code single}: {@link #exp(double)}
-     * four float64 lanes at a time (the last n mod 4 elements by the scalar), the same bits for every element, on
-     * every CPU, compiled or interpreted. src and dst may be the same array at the same offset. The vector kernels
+     * four float64 lanes at a time (the last n mod 4 elements, and any four with an argument beyond ±708 or NaN, by
+     * the scalar), the same bits for every element, on every CPU, compiled or interpreted. src and dst may be the same array at the same offset. The vector kernels
      * take e^x through this pass over their arrays, after a pass that computes the argument.
      * <p>
      * Why the vector e^x is one method over arrays, written out in full: JDK 17's C2 stops inlining into a compilation
@@ -90,12 +92,17 @@ public final class Exp {
      * pass of its own"). This method is over C2's 325-bytecode limit for inlining a hot method (FreqInlineSize), so
      * it is always compiled on its own, with the whole budget; only arrays cross its boundary. Horner is written
      * out, not as a loop over TAYLOR: with the loop (and masked blends for the range), C2 left parts of the SwiGLU
-     * kernel on the Vector API's Java fallback (JFR: tOpTemplate, blendTemplate).
+     * kernel on the Vector API's Java fallback (JFR: tOpTemplate, blendTemplate). The range is one test of every
+     * lane, not a clamp: float64 max and min, which must order NaN and ±0, took a third of the pass.
      */
     static void expLanes(double[] src, int srcAt, double[] dst, int dstAt, int n, boolean single) {
         int i = 0;
         for (int end = SPECIES.loopBound(n); i < end; i += SPECIES.length()) {
-            DoubleVector xs = DoubleVector.fromArray(SPECIES, src, srcAt + i).max(LOWEST).min(HIGHEST);
+            DoubleVector xs = DoubleVector.fromArray(SPECIES, src, srcAt + i);
+            if (!xs.abs().compare(VectorOperators.LE, LANES_RANGE).allTrue()) {   // a lane out of range, or NaN
+                expScalar(src, srcAt + i, dst, dstAt + i, SPECIES.length(), single);
+                continue;
+            }
             DoubleVector shifted = xs.mul(LOG2E).add(SHIFTER);
             DoubleVector minusN = shifted.sub(SHIFTER).neg();
             DoubleVector r = minusN.fma(LN2_HI_LANES, xs);
@@ -113,11 +120,8 @@ public final class Exp {
             p = p.fma(r, T2_LANES);
             p = p.fma(r, ONE_LANES);
             p = p.fma(r, ONE_LANES);                               // e^r
-            LongVector bits = shifted.reinterpretAsLongs().sub(Double.doubleToRawLongBits(SHIFTER));   // n
-            LongVector half = bits.lanewise(VectorOperators.ASHR, 1);
-            DoubleVector s1 = half.add(1023).lanewise(VectorOperators.LSHL, 52).reinterpretAsDoubles();
-            DoubleVector s2 = bits.sub(half).add(1023).lanewise(VectorOperators.LSHL, 52).reinterpretAsDoubles();
-            DoubleVector e = p.mul(s1).mul(s2);
+            LongVector n2 = shifted.reinterpretAsLongs().sub(Double.doubleToRawLongBits(SHIFTER) - 1023);   // n + 1023
+            DoubleVector e = p.mul(n2.lanewise(VectorOperators.LSHL, 52).reinterpretAsDoubles());          // p·2^n
             if (single) {                                          // a store per branch: no vector merges two paths
                 VectorRows.round(e).intoArray(dst, dstAt + i);
             } else {

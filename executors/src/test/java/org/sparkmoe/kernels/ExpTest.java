@@ -18,7 +18,8 @@ class ExpTest {
         int i = 0;
         for (double special : new double[] {0.0, -0.0, 1.0, -1.0, 709.78, 709.79, -708.4, -708.5, -744.0, -745.13,
                 -745.2, -1000.0, 1000.0, Double.POSITIVE_INFINITY, Double.NEGATIVE_INFINITY, Double.NaN, 1e-300,
-                -1e-300, Math.log(2) / 2, -Math.log(2) / 2}) {
+                -1e-300, Math.log(2) / 2, -Math.log(2) / 2, 708.0, -708.0, Math.nextUp(708.0), Math.nextDown(-708.0),
+                707.7, -707.7, 1021.5 * Math.log(2), -1021.5 * Math.log(2)}) {
             x[i++] = special;
         }
         while (i < x.length) {
