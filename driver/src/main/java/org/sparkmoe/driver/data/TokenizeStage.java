@@ -11,6 +11,10 @@ import org.sparkmoe.text.Tokenizers;
 
 import java.io.IOException;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.stream.IntStream;
 
 /**
@@ -19,13 +23,69 @@ import java.util.stream.IntStream;
  * at most {@link #DRIVER_BYTES} in all are tokenized on the driver instead, with the same code, and handed to the
  * next stage as a parallelized collection (one partition per file, as the stage's): a Spark job's scheduling,
  * serialized persist and collect cost more than tokenizing a few megabytes, and the scoring stage cannot start
- * before the tokens are there. The driver encodes each file in pieces on all its cores.
+ * before the tokens are there. The driver encodes each file in pieces on all its cores. A command may start that
+ * work before its SparkContext ({@link #startEarly}), so that it runs while Spark starts.
  */
 public final class TokenizeStage {
     /** Files totalling at most this many bytes are tokenized on the driver (a few seconds' work at most). */
     static final long DRIVER_BYTES = 16L << 20;
 
+    /** Driver tokenizations started by {@link #startEarly}, each taken by the first {@link #run} of its inputs. */
+    private static final Map<Inputs, CompletableFuture<List<TokenizedFile>>> EARLY = new ConcurrentHashMap<>();
+
     private TokenizeStage() {
+    }
+
+    private record Inputs(String model, List<String> data, TextSplit split) {
+    }
+
+    /**
+     * Starts tokenizing the inputs on the driver in a background thread now, when they are small enough for the
+     * driver ({@link #DRIVER_BYTES}); {@link #run} with the same model, data and split then takes the result, or
+     * meets the same error it would have met itself. Called before the command starts Spark, whose start it
+     * overlaps.
+     */
+    public static void startEarly(String model, List<String> data, TextSplit split, Configuration conf) {
+        if (totalBytes(data, conf) > DRIVER_BYTES) {
+            return;
+        }
+        EARLY.computeIfAbsent(new Inputs(model, List.copyOf(data), split), in -> CompletableFuture.supplyAsync(
+                () -> onDriver(model, data, split), runnable -> {
+                    Thread thread = new Thread(runnable, "sparkmoe-early-tokenize");
+                    thread.setDaemon(true);
+                    thread.start();
+                }));
+    }
+
+    /** How many early tokenizations no {@link #run} has taken yet; for tests. */
+    static int earlyPending() {
+        return EARLY.size();
+    }
+
+    /** Every file tokenized on the driver, on all its cores. */
+    private static List<TokenizedFile> onDriver(String model, List<String> data, TextSplit split) {
+        int cores = Runtime.getRuntime().availableProcessors();     // the driver's: no task of the job runs yet
+        return IntStream.range(0, data.size()).mapToObj(file -> tokenize(model, data.get(file), split, file, cores))
+                .toList();
+    }
+
+    /** The result of {@link #startEarly} for these inputs, waited for (null when none was started). */
+    private static List<TokenizedFile> takeEarly(String model, List<String> data, TextSplit split) {
+        CompletableFuture<List<TokenizedFile>> early = EARLY.remove(new Inputs(model, List.copyOf(data), split));
+        if (early == null) {
+            return null;
+        }
+        try {
+            return early.join();
+        } catch (CompletionException e) {
+            if (e.getCause() instanceof RuntimeException cause) {
+                throw cause;
+            }
+            if (e.getCause() instanceof Error cause) {
+                throw cause;
+            }
+            throw e;
+        }
     }
 
     /**
@@ -40,14 +100,13 @@ public final class TokenizeStage {
         List<Integer> fileIndices = IntStream.range(0, data.size()).boxed().toList();
         JavaRDD<TokenizedFile> files;
         List<Integer> counts;
-        List<TokenizedFile> onDriver = null;
-        if (totalBytes(data, sc.hadoopConfiguration()) <= DRIVER_BYTES) {
-            int cores = Runtime.getRuntime().availableProcessors();     // the driver's: no task of the job runs yet
-            List<TokenizedFile> tokenized = fileIndices.stream()
-                    .map(file -> tokenize(model, data.get(file), split, file, cores)).toList();
-            onDriver = tokenized;
-            files = sc.parallelize(tokenized, tokenized.size());
-            counts = tokenized.stream().map(t -> t.tokens.length).toList();
+        List<TokenizedFile> onDriver = takeEarly(model, data, split);
+        if (onDriver == null && totalBytes(data, sc.hadoopConfiguration()) <= DRIVER_BYTES) {
+            onDriver = onDriver(model, data, split);
+        }
+        if (onDriver != null) {
+            files = sc.parallelize(onDriver, onDriver.size());
+            counts = onDriver.stream().map(t -> t.tokens.length).toList();
         } else {
             files = sc.parallelize(fileIndices, fileIndices.size())
                     .map(file -> tokenize(model, data.get(file), split, file, 1))

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
+import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.driver.OutputFolder;
 import org.sparkmoe.driver.Paths;
@@ -15,6 +16,8 @@ import org.sparkmoe.driver.DryRunOption;
 import org.sparkmoe.driver.layerwise.LayerwiseOptions;
 import org.sparkmoe.driver.layerwise.LayerwisePlan;
 import org.sparkmoe.driver.MemoryPlan;
+import org.sparkmoe.driver.ModelWarmup;
+import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.ModelOption;
 import org.sparkmoe.driver.PeftVersionOption;
@@ -22,6 +25,7 @@ import org.sparkmoe.driver.WindowOption;
 import org.sparkmoe.kernels.Device;
 import org.sparkmoe.driver.SparkOptions;
 import org.sparkmoe.adapter.AdaptedModel;
+import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.adapter.MutedExperts;
 import org.sparkmoe.io.AtomicFile;
 import org.sparkmoe.io.Checkpoint;
@@ -133,8 +137,10 @@ public final class EvalCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--layerwise runs the plain model: drop " + keepsWhole
                     + ", or --layerwise");
         }
-        SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe eval", spark.master), spark.partitions);
-        MemoryPlan whole = MemoryPlan.of(MemoryPlan.Job.EVAL, config, MemoryPlan.mappedBytes(plan.model(), conf),
+        SparkConf sparkConf = SparkContexts.conf("sparkmoe eval", spark.master);
+        SparkLimits limits = SparkLimits.of(sparkConf, spark.partitions);
+        long mapped = MemoryPlan.mappedBytes(plan.model(), conf);
+        MemoryPlan whole = MemoryPlan.of(MemoryPlan.Job.EVAL, config, mapped,
                 batchWindows, plan.window(), 0, limits);
         if (against != null && against.adapter() == null) {
             whole = whole.withBaseline(ModelFolder.readConfig(new Path(against.model()), conf),
@@ -149,12 +155,20 @@ public final class EvalCommand implements Callable<Integer> {
         if (dryRun.show(choice.memory())) {
             return 0;
         }
+        // while Spark starts: the inputs tokenized, and a small model loaded and run once (embedded masters)
+        TokenizeStage.startEarly(plan.model(), plan.data(), plan.split(), conf);
+        ModelWarmup warmup = against != null || pass != null ? null : ModelWarmup.start(sparkConf.get("spark.master"),
+                plan.device(), mapped, plan.window(), plan.topK(), () -> ModelCache.lease(plan.model(), plan.adapter(),
+                        plan.peftVersion(), plan.muted(), plan.device()));
         String summary;
         String json;
         try (JavaSparkContext sc = SparkContexts.start("sparkmoe eval", spark.master)) {
             int partitions = spark.partitionsOr(sc.defaultParallelism());
             EvalPlan withPartitions = plan.withPartitions(partitions);
             long start = System.nanoTime();
+            if (warmup != null) {
+                warmup.close();
+            }
             long tokens;
             if (against == null) {
                 PerplexityReport report = pass == null ? EvalJob.run(sc, withPartitions)
