@@ -7,8 +7,9 @@ docs/data.md: the file is split by code points, tokenized with the model's token
 cut into non-overlapping windows, positions 1..S-1 scored), --batch-windows windows per forward. transformers runs
 the model in float32 as loaded (its default attention), torch with --threads threads; SparkMoE runs
 `sparkmoe eval` on the embedded local[--threads] master. The timed parts: transformers' forwards (tokenizing and
-loading the model left out), and the time `sparkmoe eval` reports for its Spark job (tokenizing and the executors'
-model load included, JVM and Spark start left out). Each eval line also gives the end-to-end seconds, and their
+loading the model left out), and the time `sparkmoe eval` reports for its Spark job (JVM and Spark start left out;
+the tokenizing of inputs up to 16 MiB and a small model's load and warm-up run while Spark starts, so they count in
+that time only where they outlast Spark's start). Each eval line also gives the end-to-end seconds, and their
 ratio: transformers from this script's start (importing torch and transformers, tokenizing, loading, the forwards),
 SparkMoE the eval command's wall time (the launcher's plan JVM, the JVM's and Spark's start, the job, the report).
 
