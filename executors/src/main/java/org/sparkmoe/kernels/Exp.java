@@ -82,8 +82,9 @@ public final class Exp {
     /**
      * dst[dstAt + i] = e^src[srcAt + i] for i &lt; n, rounded to float32 when {@code single}: {@link #exp(double)}
      * four float64 lanes at a time (the last n mod 4 elements, and any four with an argument beyond ±708 or NaN, by
-     * the scalar), the same bits for every element, on every CPU, compiled or interpreted. src and dst may be the same array at the same offset. The vector kernels
-     * take e^x through this pass over their arrays, after a pass that computes the argument.
+     * the scalar), the same bits for every element, on every CPU, compiled or interpreted. src and dst may be the
+     * same array at the same offset. The vector kernels take e^x through this pass over their arrays, after a pass
+     * that computes the argument.
      * <p>
      * Why the vector e^x is one method over arrays, written out in full: JDK 17's C2 stops inlining into a compilation
      * unit once it has created 18,000 nodes (NodeCountInliningCutoff), and every Vector API call creates dozens while
