@@ -9,7 +9,8 @@ import java.util.List;
  * JVM's first job spends most of a second loading and interpreting Spark's scheduling path (the stage, the task
  * binary's broadcast, the first Kryo instances, the executor's task runner), which would otherwise delay the
  * command's first real job; this one pays it while the driver reads the checkpoint's config, tokenizes and plans.
- * {@link ConsoleProgress} does not show its stage.
+ * A command whose tokens were ready before Spark (a small eval's: {@code TokenizeStage.startEarly}) submits its job
+ * at once, and this one runs beside it (measured neutral there). {@link ConsoleProgress} does not show its stage.
  */
 final class SchedulerWarmup {
     /** The job's description, by which {@link ConsoleProgress} knows its stage. */
