@@ -50,7 +50,7 @@ public final class TokenizeStage {
             return;
         }
         EARLY.computeIfAbsent(new Inputs(model, List.copyOf(data), split), in -> CompletableFuture.supplyAsync(
-                () -> onDriver(model, data, split), runnable -> {
+                () -> tokenizeOnDriver(model, data, split), runnable -> {
                     Thread thread = new Thread(runnable, "sparkmoe-early-tokenize");
                     thread.setDaemon(true);
                     thread.start();
@@ -63,7 +63,7 @@ public final class TokenizeStage {
     }
 
     /** Every file tokenized on the driver, on all its cores. */
-    private static List<TokenizedFile> onDriver(String model, List<String> data, TextSplit split) {
+    private static List<TokenizedFile> tokenizeOnDriver(String model, List<String> data, TextSplit split) {
         int cores = Runtime.getRuntime().availableProcessors();     // the driver's: no task of the job runs yet
         return IntStream.range(0, data.size()).mapToObj(file -> tokenize(model, data.get(file), split, file, cores))
                 .toList();
@@ -102,7 +102,7 @@ public final class TokenizeStage {
         List<Integer> counts;
         List<TokenizedFile> onDriver = takeEarly(model, data, split);
         if (onDriver == null && totalBytes(data, sc.hadoopConfiguration()) <= DRIVER_BYTES) {
-            onDriver = onDriver(model, data, split);
+            onDriver = tokenizeOnDriver(model, data, split);
         }
         if (onDriver != null) {
             files = sc.parallelize(onDriver, onDriver.size());
