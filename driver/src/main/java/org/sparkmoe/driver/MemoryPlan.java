@@ -121,6 +121,14 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      * gives, and passed at 1 GiB (docs/benchmarks.md).
      */
     static final long LAYERWISE_STORAGE = 256L << 20;
+    /**
+     * train: the most activation bytes per task slot for which a step's forward and backward run in the thread's pass
+     * workspace ({@link #passWorkspace}). Below it allocation is a large share of a step (the tiny Mixtral: 36% of
+     * the tasks' CPU in libnd4j's zero-filled fresh buffers) and keeping a step's bytes for the thread's life costs
+     * little; above it (real shapes) the step's arithmetic dwarfs its allocations and the collector's freeing keeps
+     * less memory (docs/benchmarks.md, "A small step's arrays in a workspace").
+     */
+    static final long PASS_WORKSPACE_MAX = 320L << 20;
     /** A surgery's heap: the launcher's -Xmx for the commands it plans no heap for. */
     static final long SURGERY_HEAP = 1L << 30;
 
@@ -468,6 +476,15 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     }
 
     /**
+     * train: whether each step's forward and backward reuse the thread's pass workspace (TrainOptions.passWorkspace):
+     * activations of at most {@link #PASS_WORKSPACE_MAX} per slot, every layer's kept (a checkpointed backward frees
+     * each recomputed layer, which a workspace would keep). The slot's activations are then held between steps too.
+     */
+    public boolean passWorkspace() {
+        return job == Job.TRAIN && !checkpointActivations && activationBytes <= PASS_WORKSPACE_MAX;
+    }
+
+    /**
      * One task slot: scratch, activations and, for train, its state copy and gradients; for a
      * surgery, one part's new tensors and scratch or, the larger, a distillation task's.
      */
@@ -538,7 +555,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                     ? "activations checkpointed (--checkpoint-activations): every layer's input and router logits "
                     + "kept, one layer's activations at a time (recomputed in the backward)\n"
                     : "activations of every layer kept for the backward (--checkpoint-activations keeps only the "
-                    + "layer inputs and recomputes one layer at a time)\n");
+                    + "layer inputs and recomputes one layer at a time)" + (passWorkspace()
+                    ? "; at most " + size(PASS_WORKSPACE_MAX) + " per slot, so each task thread reuses them from "
+                    + "step to step (held between steps)" : "") + "\n");
         }
         if (job == Job.SURGERY && layerwise == null) {
             out.append(prefix).append("heap ").append(size(heapNeededBytes)).append(" (-Xmx")

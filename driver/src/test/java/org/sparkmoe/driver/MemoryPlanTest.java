@@ -132,6 +132,32 @@ class MemoryPlanTest {
     }
 
     /**
+     * A train step reuses its thread's pass workspace only when every layer's activations are kept and come to at most
+     * {@link MemoryPlan#PASS_WORKSPACE_MAX} per slot: the bundled tiny Mixtral's 8 windows of 256 tokens do, the
+     * Mixtral-8x7B shape's one window does not, nor a checkpointed run or another job.
+     */
+    @Test
+    void onlySmallTrainStepsKeepingEveryLayerReuseAPassWorkspace() {
+        ModelConfig tiny = ModelConfig.parse("""
+                {"model_type": "mixtral", "vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256,
+                 "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+                 "num_local_experts": 8, "num_experts_per_tok": 2, "max_position_embeddings": 512,
+                 "rms_norm_eps": 1e-5, "rope_theta": 1e4}""", "mixtral-tiny");
+        SparkLimits limits = SparkLimits.of(new SparkConf(false).setMaster("local[2]"), null);
+        MemoryPlan small = MemoryPlan.of(MemoryPlan.Job.TRAIN, tiny, 14L << 20, 8, 256, 7L << 20, false, limits);
+        assertTrue(small.activationBytes() <= MemoryPlan.PASS_WORKSPACE_MAX, small.describe());
+        assertTrue(small.passWorkspace());
+        assertTrue(small.describe().contains("so each task thread reuses them from step to step"), small.describe());
+        assertFalse(MemoryPlan.of(MemoryPlan.Job.TRAIN, tiny, 14L << 20, 8, 256, 7L << 20, true, limits)
+                .passWorkspace());
+        assertFalse(MemoryPlan.of(MemoryPlan.Job.EVAL, tiny, 14L << 20, 8, 256, 0, false, limits).passWorkspace());
+        MemoryPlan large = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 1L << 30, 1, 256, 1L << 20, false, limits);
+        assertTrue(large.activationBytes() > MemoryPlan.PASS_WORKSPACE_MAX, large.describe());
+        assertFalse(large.passWorkspace());
+        assertFalse(large.describe().contains("reuses them"), large.describe());
+    }
+
+    /**
      * A μMoE adapter on Mixtral-8x7B's 32 layers (D 4096, 32 heads of 128, 8 KV heads): per token and site its
      * forward's saved gates and rank-space rows (CP: N + 3R; with levels ΣN_l + (L + 2)·R; TR with levels the gates,
      * P_l per level, the chain Q_l after the first level, Pi and M) twice (forward and backward), plus O and I; kept for every layer, or the largest layer's when checkpointed; refused for the other

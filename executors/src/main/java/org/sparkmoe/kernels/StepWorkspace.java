@@ -21,9 +21,14 @@ import org.nd4j.linalg.factory.Nd4j;
  * Whatever must outlive a step leaves it through {@link #keep}; every other array created in the step is invalid
  * after it, so a step may hand out only what it keeps. Caches that outlive a step (a thread's scratch) are made
  * {@link #outside} it.
+ * <p>
+ * A training pass (forward, loss, backward) can run in a second workspace of the thread, {@link #pass}: the backward
+ * reads the forward's arrays, so nothing is rewound until the pass ends, and the workspace keeps every byte the pass
+ * allocated (about the memory plan's activations per task slot) for the thread's life.
  */
 public final class StepWorkspace {
     private static final String ID = "sparkmoe-step";
+    private static final String PASS_ID = "sparkmoe-pass";
     private static final WorkspaceConfiguration CONFIG = WorkspaceConfiguration.builder()
             .initialSize(0)
             .policyAllocation(AllocationPolicy.STRICT)
@@ -38,6 +43,11 @@ public final class StepWorkspace {
     /** Starts a step on this thread: arrays created until the returned scope is closed live in the workspace. */
     public static MemoryWorkspace step() {
         return Nd4j.getWorkspaceManager().getAndActivateWorkspace(CONFIG, ID);
+    }
+
+    /** Starts a training pass on this thread: arrays created until the returned scope closes live in its workspace. */
+    public static MemoryWorkspace pass() {
+        return Nd4j.getWorkspaceManager().getAndActivateWorkspace(CONFIG, PASS_ID);
     }
 
     /** {@code array} as an array that outlives the step (a copy when it lives in the workspace). */

@@ -13,9 +13,14 @@ package org.sparkmoe.train;
  * @param seed         the root seed (router jitter noise per step is derived from it)
  * @param checkpointActivations keep only each decoder layer's input in the forward and recompute the layer in the
  *                     backward: less memory, one more forward per step, the same bits
+ * @param passWorkspace run each step's forward, loss and backward in the thread's pass workspace
+ *                     ({@code StepWorkspace.pass}): the arrays reuse the last step's memory instead of fresh
+ *                     allocations that libnd4j zero-fills, and the thread keeps that memory (about a step's
+ *                     activations) while it lives; the same bits. The driver's memory plan sets it for small steps
  */
 public record TrainOptions(LoraSpec lora, LrSchedule schedule, AdamW optimizer, double maxGradNorm,
-                           Double auxLossCoef, long seed, boolean checkpointActivations)
+                           Double auxLossCoef, long seed, boolean checkpointActivations,
+                           boolean passWorkspace)
         implements java.io.Serializable {
 
     public TrainOptions {
@@ -30,29 +35,41 @@ public record TrainOptions(LoraSpec lora, LrSchedule schedule, AdamW optimizer, 
             throw new IllegalArgumentException("router aux loss coefficient must be ≥ 0 and finite, got "
                     + auxLossCoef);
         }
+        if (checkpointActivations && passWorkspace) {   // the workspace would keep every recomputed layer
+            throw new IllegalArgumentException("a pass workspace keeps what checkpointed activations free: use one");
+        }
     }
 
     /**
      * torch's AdamW defaults, clipping at 1.0 (transformers' Trainer default), the config's aux coefficient, every
-     * activation kept.
+     * activation kept, fresh arrays in every step.
      */
     public static TrainOptions defaults(LoraSpec lora, LrSchedule schedule, long seed) {
-        return new TrainOptions(lora, schedule, AdamW.torchDefaults(), 1.0, null, seed, false);
+        return new TrainOptions(lora, schedule, AdamW.torchDefaults(), 1.0, null, seed, false, false);
     }
 
     public TrainOptions withAuxLossCoef(Double coef) {
-        return new TrainOptions(lora, schedule, optimizer, maxGradNorm, coef, seed, checkpointActivations);
+        return new TrainOptions(lora, schedule, optimizer, maxGradNorm, coef, seed, checkpointActivations,
+                passWorkspace);
     }
 
     public TrainOptions withMaxGradNorm(double max) {
-        return new TrainOptions(lora, schedule, optimizer, max, auxLossCoef, seed, checkpointActivations);
+        return new TrainOptions(lora, schedule, optimizer, max, auxLossCoef, seed, checkpointActivations,
+                passWorkspace);
     }
 
     public TrainOptions withOptimizer(AdamW adamW) {
-        return new TrainOptions(lora, schedule, adamW, maxGradNorm, auxLossCoef, seed, checkpointActivations);
+        return new TrainOptions(lora, schedule, adamW, maxGradNorm, auxLossCoef, seed, checkpointActivations,
+                passWorkspace);
     }
 
     public TrainOptions withCheckpointActivations(boolean checkpoint) {
-        return new TrainOptions(lora, schedule, optimizer, maxGradNorm, auxLossCoef, seed, checkpoint);
+        return new TrainOptions(lora, schedule, optimizer, maxGradNorm, auxLossCoef, seed, checkpoint,
+                passWorkspace);
+    }
+
+    public TrainOptions withPassWorkspace(boolean workspace) {
+        return new TrainOptions(lora, schedule, optimizer, maxGradNorm, auxLossCoef, seed, checkpointActivations,
+                workspace);
     }
 }

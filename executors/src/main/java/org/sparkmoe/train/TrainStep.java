@@ -3,6 +3,7 @@ package org.sparkmoe.train;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.CheckpointLayout.Projection;
@@ -17,6 +18,7 @@ import org.sparkmoe.experts.LowRankAdapters;
 import org.sparkmoe.experts.LowRankExperts;
 import org.sparkmoe.experts.SharedExpert;
 import org.sparkmoe.experts.TrExperts;
+import org.sparkmoe.kernels.StepWorkspace;
 import org.sparkmoe.model.DecoderLayer;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.model.OwnedArrays;
@@ -102,8 +104,6 @@ public final class TrainStep {
         checkMatches(model, state, opts.lora());
         ModelConfig c = model.config();
         double coef = auxLossCoef(c, opts);
-        int topK = c.num_experts_per_tok;
-        TrainableKeys keys = new TrainableKeys(c.modelType);
         List<MoeBlock> blocks = blocks(model, state, opts.lora());
         MoeTransformer adapted = opts.lora().mumoe() == null ? model
                 : model.withTerms(opts.lora().mumoe().terms(c, state.params()), new OwnedArrays()); // the state owns them
@@ -113,6 +113,26 @@ public final class TrainStep {
                 moeLayers.add(l);
             }
         }
+        if (!opts.passWorkspace()) {
+            return forwardBackward(adapted, windows, blocks, moeLayers, state, opts, backward, coef);
+        }
+        Evaluation e;
+        try (MemoryWorkspace pass = StepWorkspace.pass()) {          // only the gradients outlive it
+            e = forwardBackward(adapted, windows, blocks, moeLayers, state, opts, backward, coef);
+            if (e.grads() != null) {
+                e.grads().replaceAll((key, g) -> StepWorkspace.keep(g));
+            }
+        }
+        return e;
+    }
+
+    /** Forward, loss and (when {@code backward}) backward of {@code adapted}, the model with the state's terms. */
+    private static Evaluation forwardBackward(MoeTransformer adapted, int[][] windows, List<MoeBlock> blocks,
+                                              List<Integer> moeLayers, TrainState state, TrainOptions opts,
+                                              boolean backward, double coef) {
+        ModelConfig c = adapted.config();
+        int topK = c.num_experts_per_tok;
+        TrainableKeys keys = new TrainableKeys(c.modelType);
         MoeTransformer.TrainingContext ctx = adapted.forwardTraining(windows, blocks,
                 Seeds.derive(opts.seed(), "jitter/step/" + state.step()), backward && opts.checkpointActivations());
         CausalLmLoss.Result ce = CausalLmLoss.compute(ctx.logits(), windows);

@@ -65,6 +65,36 @@ class TrainStepTest {
     }
 
     @Test
+    void aPassWorkspaceGivesTheSameBitsAndHandsOutOnlyDetachedGradients() {
+        MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.FLOAT);
+        int[][] windows = TinyModels.windows(model, 2, 16, 7);
+        int[][] other = TinyModels.windows(model, 2, 16, 8);
+        TrainOptions fresh = TrainOptions.defaults(ALL, new LrSchedule(1e-2, 0, 4), 5);
+        TrainOptions reused = fresh.withPassWorkspace(true);
+        TrainState a = TrainState.init(model, ALL, 6, DataType.FLOAT);
+        TrainState b = TrainState.init(model, ALL, 6, DataType.FLOAT);
+        for (int i = 0; i < 3; i++) {      // the workspace learns its size in the first pass, reuses it after
+            assertEquals(TrainStep.run(model, a, windows, fresh), TrainStep.run(model, b, windows, reused));
+        }
+        for (List<? extends Map<String, INDArray>> pair : List.of(List.of(a.params(), b.params()), List.of(a.m(), b.m()),
+                List.of(a.v(), b.v()))) {
+            for (String key : pair.get(0).keySet()) {
+                assertArrayEquals(pair.get(0).get(key).data().asFloat(), pair.get(1).get(key).data().asFloat(), key);
+            }
+        }
+        TrainStep.Evaluation expected = TrainStep.evaluate(model, a, windows, fresh);
+        TrainStep.Evaluation kept = TrainStep.evaluate(model, b, windows, reused);
+        TrainStep.evaluate(model, b, other, reused);                  // a later pass reuses the workspace's memory
+        assertEquals(expected.loss(), kept.loss(), 0.0);
+        for (String key : expected.grads().keySet()) {
+            INDArray g = kept.grads().get(key);
+            assertFalse(g.isAttached(), key + " left the workspace");
+            assertArrayEquals(expected.grads().get(key).data().asFloat(), g.data().asFloat(), key);
+        }
+        assertThrows(IllegalArgumentException.class, () -> reused.withCheckpointActivations(true));
+    }
+
+    @Test
     void stateFollowsTheContractKeysOrderShapesAndInitialisation() {
         MoeTransformer model = TinyModels.load(TinyModels.MIXTRAL, DataType.FLOAT);
         LoraSpec spec = new LoraSpec(LoraSpec.parseTargets("w2,w1"), 4, 8.0, true);

@@ -126,7 +126,8 @@ class TrainJobTest {
         TrainPlan lora = plan(out);
         TrainOptions o = lora.options();
         return new TrainPlan(lora.model(), lora.windows(), lora.rounds(), new TrainOptions(LoraSpec.mumoe(mumoe),
-                o.schedule(), o.optimizer(), o.maxGradNorm(), o.auxLossCoef(), o.seed(), o.checkpointActivations()),
+                o.schedule(), o.optimizer(), o.maxGradNorm(), o.auxLossCoef(), o.seed(), o.checkpointActivations(),
+                o.passWorkspace()),
                 lora.out(), false, lora.device());
     }
 

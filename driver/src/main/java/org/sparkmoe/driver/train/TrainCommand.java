@@ -281,15 +281,17 @@ public final class TrainCommand implements Callable<Integer> {
         OutputFolder.requireCreatable("--out", new Path(checked.out()), conf);
         TrainState initial = TrainJob.initialState(checked, conf); // the size of any state the run will hold
         SparkLimits limits = SparkLimits.of(SparkContexts.conf("sparkmoe train", spark.master), spark.partitions);
-        if (dryRun.show(MemoryPlan.of(MemoryPlan.Job.TRAIN, config, MemoryPlan.mappedBytes(modelUri, conf),
+        MemoryPlan memory = MemoryPlan.of(MemoryPlan.Job.TRAIN, config, MemoryPlan.mappedBytes(modelUri, conf),
                 windows.batchWindows(), windows.window(), initial.bytes(),
                 checked.averagesGradients() ? initial.bytes() / 3 : initial.bytes(), checkpointActivations, mumoe,
-                limits))) {
+                limits);
+        if (dryRun.show(memory)) {
             return 0;
         }
         try (OutputLock lock = OutputLock.acquire(new Path(checked.out()), conf, "train");
              JavaSparkContext sc = SparkContexts.start("sparkmoe train", spark.master)) {
-            TrainPlan plan = checked.withPartitions(spark.partitionsOr(sc.defaultParallelism()));
+            TrainPlan plan = checked.withOptions(checked.options().withPassWorkspace(memory.passWorkspace()))
+                    .withPartitions(spark.partitionsOr(sc.defaultParallelism()));
             TrainOutputs outputs = new TrainOutputs(plan, conf);
             outputs.removeStaleTemporaries();
             TrainOutputs.Resume from = resume ? outputs.resume() : null;

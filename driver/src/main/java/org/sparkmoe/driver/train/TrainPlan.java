@@ -164,7 +164,11 @@ public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptio
         AdamW torch = AdamW.torchDefaults();
         AdamW adamW = new AdamW(torch.beta1(), torch.beta2(), torch.eps(), weightDecay);
         return new TrainOptions(lora, new LrSchedule(learningRate, warmupSteps, steps), adamW, maxGradNorm,
-                auxLossCoef, seed, false); // LoraSpec, LrSchedule, AdamW and TrainOptions check the rest
+                auxLossCoef, seed, false, false); // LoraSpec, LrSchedule, AdamW and TrainOptions check the rest
+    }
+
+    public TrainPlan withOptions(TrainOptions o) {
+        return new TrainPlan(model, windows, rounds, o, out, merge, device);
     }
 
     public TrainPlan withPartitions(int p) {
