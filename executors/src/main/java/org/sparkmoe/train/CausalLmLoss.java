@@ -6,12 +6,14 @@ import org.nd4j.linalg.indexing.INDArrayIndex;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.NativeElements;
+import org.sparkmoe.kernels.VectorRows;
 
 /**
  * Causal-LM cross-entropy of token windows (the protocol of {@link org.sparkmoe.model.Perplexity}): in each window
  * of S tokens, positions 1..S-1 are scored, each predicted from the logits of the position before it. The loss is
  * the mean over all B·(S−1) scored positions (= the mean of the windows' means, every window having S−1), as
- * transformers' {@code ForCausalLMLoss} with mean reduction. Computed in float64, in blocks of rows of at most
+ * transformers' {@code ForCausalLMLoss} with mean reduction. Computed in float64 (e^x by {@code Exp}, as the eval's
+ * log-sum-exp and attention's probabilities), in blocks of rows of at most
  * {@link #BLOCK_ELEMENTS} logits, so the float64 copy on the heap stays small whatever the vocabulary and batch.
  */
 public final class CausalLmLoss {
@@ -76,9 +78,9 @@ public final class CausalLmLoss {
                     max = Math.max(max, z[row + i]);
                 }
                 double targetLogit = z[row + target];
+                VectorRows.expShifted(z, row, vocab, 1.0, max, false);             // e^(z − max), Exp's e^x
                 double sum = 0;
                 for (int i = 0; i < vocab; i++) {
-                    z[row + i] = Math.exp(z[row + i] - max);
                     sum += z[row + i];
                 }
                 total += max + Math.log(sum) - targetLogit;                  // lse − z[target]
