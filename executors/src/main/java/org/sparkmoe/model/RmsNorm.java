@@ -8,10 +8,13 @@ import org.sparkmoe.kernels.NativeElements;
 /**
  * RMSNorm as transformers computes it in float32: {@code w ⊙ (x · rsqrt(mean(x²) + eps))}. The training pair
  * ({@link #forwardTraining}, {@link #backward}) takes FLOAT or DOUBLE, reads and writes the arrays' native memory a
- * row at a time (float64 arithmetic on one row, no float64 copy of the whole array), and in FLOAT is bit-identical
- * to {@link #forward}.
+ * block of rows at a time (float64 arithmetic row by row, no float64 copy of the whole array), and in FLOAT is
+ * bit-identical to {@link #forward}.
  */
 public final class RmsNorm {
+    /** Elements read or written at a time by the training pair: whole rows, at least one. */
+    private static final int BLOCK_ELEMENTS = 1 << 13;
+
     private final float[] weight; // [D]
     private final double eps;
 
@@ -47,7 +50,7 @@ public final class RmsNorm {
     public record Forward(INDArray x, double[] inv, INDArray out) {
     }
 
-    /** x [T, D] → out [T, D], FLOAT or DOUBLE, one row at a time in the array's own memory (no float64 copy). */
+    /** x [T, D] → out [T, D], FLOAT or DOUBLE, a block of rows at a time in the array's own memory. */
     public Forward forwardTraining(INDArray x) {
         int hidden = weight.length;
         boolean single = x.dataType() == org.nd4j.linalg.api.buffer.DataType.FLOAT;
@@ -58,27 +61,38 @@ public final class RmsNorm {
         }
         NativeElements in = NativeElements.of(x);
         NativeElements outElements = NativeElements.of(out);
-        double[] v = new double[hidden];          // one row [D]
-        float[] staging = new float[hidden];
-        for (int t = 0; t < inv.length; t++) {
-            long at = (long) t * hidden;
-            in.read(at, v, hidden, staging);
-            double sumSq = 0;
-            for (int d = 0; d < hidden; d++) {
-                sumSq += Flat.round(v[d] * v[d], single);
+        int block = rowsPerBlock(hidden, inv.length);
+        double[] v = new double[block * hidden];            // a block of rows [rows, D]
+        float[] staging = new float[block * hidden];
+        for (int first = 0; first < inv.length; first += block) {
+            int rows = Math.min(block, inv.length - first);
+            long at = (long) first * hidden;
+            in.read(at, v, rows * hidden, staging);
+            for (int r = 0; r < rows; r++) {
+                int row = r * hidden;
+                int t = first + r;
+                double sumSq = 0;
+                for (int d = 0; d < hidden; d++) {
+                    sumSq += Flat.round(v[row + d] * v[row + d], single);
+                }
+                inv[t] = Flat.round(1.0 / Math.sqrt(Flat.round(sumSq / hidden, single) + eps), single);
+                for (int d = 0; d < hidden; d++) {
+                    v[row + d] = Flat.round(weight[d] * Flat.round(v[row + d] * inv[t], single), single);
+                }
             }
-            inv[t] = Flat.round(1.0 / Math.sqrt(Flat.round(sumSq / hidden, single) + eps), single);
-            for (int d = 0; d < hidden; d++) {
-                v[d] = Flat.round(weight[d] * Flat.round(v[d] * inv[t], single), single);
-            }
-            outElements.write(at, v, hidden, staging);
+            outElements.write(at, v, rows * hidden, staging);
         }
         return new Forward(x, inv, out);
     }
 
+    /** Rows per block: {@link #BLOCK_ELEMENTS} worth of whole rows, at least one, at most {@code rows}. */
+    private static int rowsPerBlock(int hidden, int rows) {
+        return Math.max(1, Math.min(rows, BLOCK_ELEMENTS / hidden));
+    }
+
     /**
      * The mirror of {@link #forwardTraining}: with y = w ⊙ x·r, {@code dx = r·(w ⊙ dy) − x · r³/D · Σ(w ⊙ dy ⊙ x)}
-     * (the weight is frozen), one row at a time.
+     * (the weight is frozen), row by row.
      *
      * @param dOut [T, D]
      * @return dx [T, D]
@@ -92,24 +106,29 @@ public final class RmsNorm {
         NativeElements xElements = NativeElements.of(fwd.x());
         NativeElements dyElements = NativeElements.of(dOut);
         NativeElements dxElements = NativeElements.of(dxArr);
-        double[] x = new double[hidden];          // one row each [D]
-        double[] dy = new double[hidden];
-        double[] dx = new double[hidden];
-        float[] staging = new float[hidden];
-        for (int t = 0; t < fwd.inv().length; t++) {
-            long at = (long) t * hidden;
-            xElements.read(at, x, hidden, staging);
-            dyElements.read(at, dy, hidden, staging);
-            double r = fwd.inv()[t];
-            double dot = 0;
-            for (int d = 0; d < hidden; d++) {
-                dot += weight[d] * dy[d] * x[d];
+        int block = rowsPerBlock(hidden, fwd.inv().length);
+        double[] x = new double[block * hidden];            // a block of rows each [rows, D]
+        double[] dy = new double[block * hidden];
+        double[] dx = new double[block * hidden];
+        float[] staging = new float[block * hidden];
+        for (int first = 0; first < fwd.inv().length; first += block) {
+            int rows = Math.min(block, fwd.inv().length - first);
+            long at = (long) first * hidden;
+            xElements.read(at, x, rows * hidden, staging);
+            dyElements.read(at, dy, rows * hidden, staging);
+            for (int r = 0; r < rows; r++) {
+                int row = r * hidden;
+                double inv = fwd.inv()[first + r];
+                double dot = 0;
+                for (int d = 0; d < hidden; d++) {
+                    dot += weight[d] * dy[row + d] * x[row + d];
+                }
+                double c = inv * inv * inv * dot / hidden;
+                for (int d = 0; d < hidden; d++) {
+                    dx[row + d] = inv * weight[d] * dy[row + d] - x[row + d] * c;
+                }
             }
-            double c = r * r * r * dot / hidden;
-            for (int d = 0; d < hidden; d++) {
-                dx[d] = r * weight[d] * dy[d] - x[d] * c;
-            }
-            dxElements.write(at, dx, hidden, staging);
+            dxElements.write(at, dx, rows * hidden, staging);
         }
         return dxArr;
     }

@@ -36,6 +36,40 @@ class TrainingBackwardTest {
         GradientCheck.check("rmsnorm: x", x, dx, () -> GradientCheck.dot(norm.forwardTraining(x).out(), w));
     }
 
+    /**
+     * The training pair reads and writes a block of whole rows at a time: over rows that fill two blocks and part of a
+     * third, the float32 training forward is the inference forward's bits, and the float64 backward is the formula's
+     * value row by row, exactly.
+     */
+    @Test
+    void rmsNormTrainingPairIsTheSameOverBlocksOfRows() {
+        Random rnd = new Random(21);
+        int rows = 2500;                                       // D = 6: blocks of 1365 rows
+        RmsNorm single = new RmsNorm(gaussian(rnd, DataType.FLOAT, 1.0, D), 1e-5);
+        INDArray xf = gaussian(rnd, DataType.FLOAT, 1.0, rows, D);
+        assertArrayEquals(single.forward(xf).data().asFloat(), single.forwardTraining(xf).out().data().asFloat());
+        INDArray weight = gaussian(rnd, DataType.DOUBLE, 1.0, D);
+        RmsNorm norm = new RmsNorm(weight, 1e-5);
+        INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, rows, D);
+        INDArray dy = gaussian(rnd, DataType.DOUBLE, 1.0, rows, D);
+        RmsNorm.Forward fwd = norm.forwardTraining(x);
+        double[] dx = norm.backward(fwd, dy).data().asDouble();
+        float[] w = weight.data().asFloat();                   // the norm keeps its weight in float32
+        double[] xs = x.data().asDouble();
+        double[] dys = dy.data().asDouble();
+        for (int t = 0; t < rows; t++) {
+            double inv = fwd.inv()[t];
+            double dot = 0;
+            for (int d = 0; d < D; d++) {
+                dot += w[d] * dys[t * D + d] * xs[t * D + d];
+            }
+            double c = inv * inv * inv * dot / D;
+            for (int d = 0; d < D; d++) {
+                assertTrue(dx[t * D + d] == inv * w[d] * dys[t * D + d] - xs[t * D + d] * c, "row " + t);
+            }
+        }
+    }
+
     @Test
     void attentionWithBiasesInputGradientMatchesFiniteDifferences() {
         checkAttention(2, 4, 2, true, null);
