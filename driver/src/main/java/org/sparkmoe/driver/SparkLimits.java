@@ -46,6 +46,12 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
      */
     public static final String DRIVER_AVERAGING_KEY = "spark.sparkmoe.train.driverAveraging";
     private static final String DRIVER_AVERAGING_DEFAULT = "64m";
+    /**
+     * The Spark setting (default true) that lets a train run on an embedded local master run the rounds up to a
+     * checkpoint as one job whose tasks average among themselves (org.sparkmoe.driver.train.LocalRounds); false: one
+     * job per round, as on a cluster.
+     */
+    public static final String LOCAL_ROUNDS_KEY = "spark.sparkmoe.train.localRounds";
     /** Spark's floor for the default executor memory overhead. */
     private static final long MIN_OVERHEAD = 384L << 20;
 
@@ -55,10 +61,8 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
         long maxResult = maxResultBytes(conf);
         long driverAveraging = driverAveragingSetting(conf);
         long declared = declaredMemory(conf);
-        Matcher local = LOCAL.matcher(master);
-        if (local.matches()) {
-            int slots = local.group(2) == null ? 1 : local.group(2).equals("*")
-                    ? Runtime.getRuntime().availableProcessors() : Integer.parseInt(local.group(2));
+        int slots = embeddedSlots(master);
+        if (slots > 0) {
             long heap = Runtime.getRuntime().maxMemory();
             long physical = declared > 0 ? declared : physicalMemory();
             return new SparkLimits(master, slots, heap, Math.max(1, physical - heap - MemoryPlan.JVM_OVERHEAD),
@@ -93,6 +97,16 @@ public record SparkLimits(String master, int slotsPerExecutor, long heapBytes, l
         return new SparkLimits(master, cores, heap, overhead, "spark.executor.memoryOverhead " + MemoryPlan.size(overhead)
                 + " (a container holds spark.executor.memory + memoryOverhead)", true, maxResult, partitions,
                 driverAveraging);
+    }
+
+    /** The task threads of an embedded local master (N of local[N]); 0 for any other master. */
+    public static int embeddedSlots(String master) {
+        Matcher local = LOCAL.matcher(master.trim());
+        if (!local.matches()) {
+            return 0;
+        }
+        return local.group(2) == null ? 1 : local.group(2).equals("*") ? Runtime.getRuntime().availableProcessors()
+                : Integer.parseInt(local.group(2));
     }
 
     /**

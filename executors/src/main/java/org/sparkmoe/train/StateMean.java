@@ -36,6 +36,11 @@ public final class StateMean {
     public StateMean() {
     }
 
+    /** The optimiser steps the state (or the state the gradients were taken at) has taken. */
+    public long step() {
+        return step;
+    }
+
     /** @return this chunk's index among the state's chunks */
     public int chunk() {
         return chunk;

@@ -16,6 +16,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.adapter.ModelCache;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.train.TrainJob;
 import org.sparkmoe.driver.train.TrainPlan;
 import org.sparkmoe.io.CheckpointLayout.Projection;
@@ -67,7 +68,8 @@ class TrainKeptStateTest {
     }
 
     /**
-     * Runs the plan whole, then again with the driver reading the state after round index {@code read} and every
+     * Runs the plan whole (local rounds: a job per checkpoint interval), then again with a job per round, as on a
+     * cluster, the driver reading the state after round index {@code read} and every
      * kept block removed after round index {@code removed}: the same bits, every round given to the listener once,
      * and round index {@code rerun} run twice.
      */
@@ -84,6 +86,7 @@ class TrainKeptStateTest {
         AtomicInteger rerunJobs = new AtomicInteger();
         TrainState lost;
         try (JavaSparkContext sc = SparkContexts.start("train-kept-test-lost", "local[2]")) {
+            sc.sc().conf().set(SparkLimits.LOCAL_ROUNDS_KEY, "false");     // a job per round, as on a cluster
             sc.sc().addSparkListener(new SparkListener() {
                 @Override
                 public void onJobStart(SparkListenerJobStart job) {

@@ -78,6 +78,10 @@ final class KeptMean implements Serializable {
         this.chunks = chunks;
     }
 
+    int chunks() {
+        return chunks;
+    }
+
     private BlockId block(int chunk) {
         return new TestBlockId("sparkmoe_train_" + run + "_step" + step + "_chunk" + chunk);
     }

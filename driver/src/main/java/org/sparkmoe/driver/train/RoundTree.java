@@ -124,6 +124,15 @@ public final class RoundTree {
         } else {
             perChunk = step.take(leaves.context(), top, kept, span >= partitions);
         }
+        return metrics(top[0], firstBad(perChunk));
+    }
+
+    /**
+     * The first non-finite tensor of a round's new state, from each chunk's first non-finite parameter, first and
+     * second moment ({@link StateMean#firstNonFinite}, in chunk order): a parameter before a moment; null when all
+     * are finite.
+     */
+    static String firstBad(String[][] perChunk) {
         String[] nonFinite = new String[3];  // the first non-finite parameter, first moment, second moment
         for (String[] chunk : perChunk) {
             for (int kind = 0; kind < 3; kind++) {
@@ -132,12 +141,14 @@ public final class RoundTree {
                 }
             }
         }
-        String bad = nonFinite[0] != null ? nonFinite[0] : nonFinite[1] != null ? "m " + nonFinite[1]
+        return nonFinite[0] != null ? nonFinite[0] : nonFinite[1] != null ? "m " + nonFinite[1]
                 : nonFinite[2] != null ? "v " + nonFinite[2] : null;
-        RoundNode metrics = top[0];
-        return new Round(null, metrics.lossSum / metrics.steps, metrics.ceSum / metrics.steps,
-                metrics.auxSum / metrics.steps, metrics.tokens, metrics.seconds, metrics.rssAnon, metrics.heapCommitted,
-                bad);
+    }
+
+    /** A round's numbers from chunk 0's root (the sums over all partitions), its state not attached. */
+    static Round metrics(RoundNode root, String nonFinite) {
+        return new Round(null, root.lossSum / root.steps, root.ceSum / root.steps, root.auxSum / root.steps,
+                root.tokens, root.seconds, root.rssAnon, root.heapCommitted, nonFinite);
     }
 
     /** A chunk's root with its mean kept: the state's in {@code kept}, or with {@code step} the mean gradient's. */
@@ -146,9 +157,10 @@ public final class RoundTree {
     }
 
     /**
-     * The levels above {@code span} on the driver: one chunk's nodes of that span, in partition order, to their root.
+     * The levels above {@code span} on the driver (or a task of {@link LocalRounds}): one chunk's nodes of that span,
+     * in partition order, to their root.
      */
-    private static RoundNode root(List<RoundNode> nodes, long span) {
+    static RoundNode root(List<RoundNode> nodes, long span) {
         List<RoundNode> level = nodes;
         for (long s = span * 2; level.size() > 1; s *= 2) {
             List<RoundNode> up = new ArrayList<>((level.size() + 1) / 2);
@@ -212,8 +224,7 @@ public final class RoundTree {
          * @return each chunk's first non-finite parameter, first and second moment ({@link StateMean#firstNonFinite})
          */
         String[][] take(SparkContext sc, RoundNode[] roots, KeptMean kept, boolean onExecutors) {
-            double[] squares = Arrays.stream(roots).flatMapToDouble(root -> Arrays.stream(root.squares)).toArray();
-            double coef = GradClip.coefficient(GradClip.total(squares), maxGradNorm);
+            double coef = clip(Arrays.stream(roots).map(root -> root.squares).toArray(double[][]::new), maxGradNorm);
             try {
                 if (!onExecutors) {
                     String[][] out = new String[roots.length][];
@@ -228,6 +239,15 @@ public final class RoundTree {
             } finally {
                 gradients.drop();
             }
+        }
+
+        /**
+         * The clip factor of a mean gradient's global norm from each chunk's Σ x² per tensor, in chunk order (tensor
+         * order).
+         */
+        static double clip(double[][] squaresPerChunk, double maxGradNorm) {
+            double[] squares = Arrays.stream(squaresPerChunk).flatMapToDouble(Arrays::stream).toArray();
+            return GradClip.coefficient(GradClip.total(squares), maxGradNorm);
         }
 
         private String[] keptStep(int chunk, double coef, KeptMean kept) {

@@ -89,10 +89,17 @@ public final class TrainJob {
         long partialBytes = plan.averagesGradients() ? state.bytes() / 3 : state.bytes();
         long bytesReturned = plan.partitions() * partialBytes;
         long driverBytes = SparkLimits.driverAveragingSetting(sc.getConf());
+        boolean local = LocalRounds.apply(sc.getConf(), plan.partitions(), partialBytes, driverBytes);
+        if (local) {
+            System.err.println("train: embedded local master: the rounds up to each checkpoint run as one Spark job "
+                    + "whose " + plan.partitions() + " tasks average among themselves (" + SparkLimits.LOCAL_ROUNDS_KEY
+                    + "=false: a job per round)");
+        }
         int chunks = StateMean.chunkKeys(state, StateMean.CHUNK_BYTES).size();
         Held held = new Held(state, firstRound);
         TrainState last = state;
         int reruns = 0;
+        int jobs = 0;
         KeptMean start = KeptMean.put(run, state);
         boolean startIsDrivers = true;  // start was put from the driver's own state, not kept by a round's tasks
         long step = state.step();
@@ -101,31 +108,19 @@ public final class TrainJob {
             long reported = firstRound;   // rounds before this one were given to the listener (before a rerun)
             while (round < plan.roundCount()) {
                 long begin = System.nanoTime();
-                long stepAfter = Math.min(plan.steps(), step + plan.averagingFrequency());
-                sc.setJobDescription("train: round " + (round + 1) + "/" + plan.roundCount() + " (steps "
-                        + (step + 1) + ".." + stepAfter + " of " + plan.steps() + ")");
-                boolean lastRound = round + 1 == plan.roundCount();
+                long end = local ? Math.min(plan.roundCount(), (round / plan.checkpointEvery() + 1)
+                        * plan.checkpointEvery()) : round + 1;
+                long stepAfter = Math.min(plan.steps(), step + (end - round) * plan.averagingFrequency());
+                sc.setJobDescription("train: round" + (end - round > 1 ? "s " + (round + 1) + ".." + end : " "
+                        + (round + 1)) + "/" + plan.roundCount() + " (steps " + (step + 1) + ".." + stepAfter
+                        + " of " + plan.steps() + ")");
                 KeptMean from = start;
-                KeptMean next = new KeptMean(run + "_" + reruns, stepAfter, chunks);
-                RoundTree.GradientStep gradientStep = plan.averagesGradients()
-                        ? new RoundTree.GradientStep(from, new KeptMean(run + "_" + reruns + "_gradients", step,
-                        chunks), plan.options().maxGradNorm(), plan.options().schedule().at(step),
-                        plan.options().optimizer()) : null;
-                JavaPairRDD<Long, RoundNode> leaves = shards.flatMapToPair(
-                        shard -> localSteps(plan, from, shard).iterator());
-                RoundTree.Round done;
+                Ran ran;
                 try {
-                    done = lastRound
-                            ? RoundTree.average(leaves, plan.partitions(), chunks, partialBytes, driverBytes,
-                            gradientStep)
-                            : RoundTree.keep(leaves, plan.partitions(), chunks, partialBytes, driverBytes, next,
-                            gradientStep);
+                    ran = local ? localRounds(shards, plan, from, run + "_" + reruns + "_" + jobs++, round, end, begin)
+                            : round(shards, plan, from, run + "_" + reruns, step, chunks, partialBytes, driverBytes,
+                            round + 1 == plan.roundCount(), begin);
                 } catch (Exception e) {
-                    next.drop();
-                    if (gradientStep != null) {
-                        gradientStep.gradients().drop();
-                    }
-                    KeptMean.dropPartials(next, e);
                     boolean partialLost = KeptMean.Lost.partialCaused(e);
                     if (!partialLost && (!KeptMean.Lost.caused(e) || startIsDrivers)) {
                         throw e;    // not a lost mean, or the driver's own state was unreadable: no rerun helps
@@ -142,33 +137,109 @@ public final class TrainJob {
                     continue;
                 }
                 start.drop();       // its tasks have read it
-                start = next;
+                start = ran.kept();
                 startIsDrivers = false;
-                if (done.nonFinite() != null || !Double.isFinite(done.loss())) {
-                    requireFinite(plan, round, step, stepAfter, done);
+                for (int i = 0; i < ran.rounds().size(); i++) {
+                    RoundTree.Round done = ran.rounds().get(i);
+                    long stepBefore = step;
+                    step = Math.min(plan.steps(), step + plan.averagingFrequency());
+                    if (done.nonFinite() != null || !Double.isFinite(done.loss())) {
+                        requireFinite(plan, round, stepBefore, step, done);
+                    }
+                    boolean lastOfJob = i + 1 == ran.rounds().size();
+                    if (done.state() != null) {
+                        last = done.state();
+                    }
+                    long thisRound = round;
+                    KeptMean kept = start;
+                    Supplier<TrainState> mean = done.state() != null ? done::state : lastOfJob
+                            ? () -> held.read(kept, thisRound + 1) : () -> {
+                        throw new IllegalStateException("train: the state after round " + (thisRound + 1)
+                                + " is not kept (its job of rounds keeps its last round's)");
+                    };
+                    if (round >= reported) {
+                        TrainOptions options = plan.options();
+                        listener.roundDone(new RoundLog(round, step, done.loss(), done.ce(), done.aux(),
+                                options.schedule().at(step - 1), done.tokens(), ran.seconds()[i],
+                                done.computeSeconds(), plan.partitions(), bytesRead, bytesReturned, done.rssAnon(),
+                                done.heapCommitted()), mean);
+                        reported = round + 1;
+                    }
+                    round++;
                 }
-                step = stepAfter;
-                double seconds = (System.nanoTime() - begin) / 1e9;
-                if (lastRound) {
-                    last = done.state();
-                }
-                long thisRound = round;
-                Supplier<TrainState> mean = lastRound ? done::state : () -> held.read(next, thisRound + 1);
-                if (round >= reported) {
-                    TrainOptions options = plan.options();
-                    listener.roundDone(new RoundLog(round, stepAfter, done.loss(), done.ce(), done.aux(),
-                            options.schedule().at(stepAfter - 1), done.tokens(), seconds, done.computeSeconds(),
-                            plan.partitions(), bytesRead, bytesReturned, done.rssAnon(), done.heapCommitted()), mean);
-                    reported = round + 1;
-                }
-                round++;
             }
         } finally {
-            start.drop();
+            if (start != null) {
+                start.drop();
+            }
             shards.unpersist(false);
             held.releaseUnless(last, state);
         }
         return last;
+    }
+
+    /**
+     * What a job of rounds did.
+     *
+     * @param rounds  its rounds, in order; the run's last round with its state
+     * @param seconds each round's wall time on the driver (the job's, shared out at the rounds' ends)
+     * @param kept    the state after its last round; null after the run's last round
+     */
+    private record Ran(List<RoundTree.Round> rounds, double[] seconds, KeptMean kept) {
+    }
+
+    /** One round as its own Spark job: the partitions' local steps, then the averaging tree ({@link RoundTree}). */
+    private static Ran round(JavaRDD<WindowShard> shards, TrainPlan plan, KeptMean from, String name, long step,
+                             int chunks, long partialBytes, long driverBytes, boolean lastRound, long begin) {
+        long stepAfter = Math.min(plan.steps(), step + plan.averagingFrequency());
+        KeptMean next = new KeptMean(name, stepAfter, chunks);
+        RoundTree.GradientStep gradientStep = plan.averagesGradients()
+                ? new RoundTree.GradientStep(from, new KeptMean(name + "_gradients", step, chunks),
+                plan.options().maxGradNorm(), plan.options().schedule().at(step), plan.options().optimizer()) : null;
+        JavaPairRDD<Long, RoundNode> leaves = shards.flatMapToPair(shard -> localSteps(plan, from, shard).iterator());
+        RoundTree.Round done;
+        try {
+            done = lastRound
+                    ? RoundTree.average(leaves, plan.partitions(), chunks, partialBytes, driverBytes, gradientStep)
+                    : RoundTree.keep(leaves, plan.partitions(), chunks, partialBytes, driverBytes, next, gradientStep);
+        } catch (RuntimeException e) {
+            next.drop();
+            if (gradientStep != null) {
+                gradientStep.gradients().drop();
+            }
+            KeptMean.dropPartials(next, e);
+            throw e;
+        }
+        return new Ran(List.of(done), new double[] {(System.nanoTime() - begin) / 1e9}, lastRound ? null : next);
+    }
+
+    /**
+     * Rounds {@code firstRound} .. {@code endRound} − 1, or fewer, as one job whose tasks average among themselves
+     * ({@link LocalRounds}); the state after the run's last round read back.
+     */
+    private static Ran localRounds(JavaRDD<WindowShard> shards, TrainPlan plan, KeptMean from, String job,
+                                   long firstRound, long endRound, long begin) {
+        LocalRounds.Ran ran = LocalRounds.run(shards, plan, from, job, firstRound, endRound, begin);
+        long now = System.nanoTime();
+        List<RoundTree.Round> rounds = new ArrayList<>(ran.rounds().size());
+        double[] seconds = new double[ran.rounds().size()];
+        long before = begin;
+        for (int i = 0; i < seconds.length; i++) {
+            LocalRounds.Ended ended = ran.rounds().get(i);
+            long at = i + 1 == seconds.length ? now : ended.nanos();  // the last round: until the job returned
+            seconds[i] = (at - before) / 1e9;
+            before = at;
+            rounds.add(ended.round());
+        }
+        if (firstRound + seconds.length < plan.roundCount()) {
+            return new Ran(rounds, seconds, ran.kept());
+        }
+        try {
+            rounds.set(seconds.length - 1, rounds.get(seconds.length - 1).withState(ran.kept().fetch()));
+        } finally {
+            ran.kept().drop();
+        }
+        return new Ran(rounds, seconds, null);
     }
 
     /**
@@ -281,8 +352,23 @@ public final class TrainJob {
      */
     private static List<Tuple2<Long, RoundNode>> localSteps(TrainPlan plan, KeptMean start, WindowShard shard) {
         long begin = System.nanoTime();
-        TrainOptions options = plan.options();
         TrainState state = start.fetch();
+        List<RoundNode> leaves = leaves(plan, state, shard, begin);
+        state.release();        // the chunks hold its values now
+        List<Tuple2<Long, RoundNode>> keyed = new ArrayList<>(leaves.size());
+        for (RoundNode leaf : leaves) {
+            keyed.add(new Tuple2<>((long) shard.partition, leaf));
+        }
+        return keyed;
+    }
+
+    /**
+     * One partition's round from {@code state}: F local steps on it (in place), or with gradient averaging its
+     * batch's gradients at it; the state is left to the caller. The leaves of the averaging tree, one per chunk of
+     * the state, chunk 0's with the round's numbers (its seconds counted from {@code begin}).
+     */
+    static List<RoundNode> leaves(TrainPlan plan, TrainState state, WindowShard shard, long begin) {
+        TrainOptions options = plan.options();
         WindowSampler sampler = new WindowSampler(plan.seed(), shard.partition, shard.windows.length);
         int steps = (int) Math.min(plan.averagingFrequency(), plan.steps() - state.step());
         double loss = 0;
@@ -318,15 +404,13 @@ public final class TrainJob {
         if (partial == null) {
             partial = StateMean.split(state, (long) steps * plan.batchWindows(), StateMean.CHUNK_BYTES);
         }
-        List<Tuple2<Long, RoundNode>> leaves = new ArrayList<>();
+        List<RoundNode> leaves = new ArrayList<>(partial.size());
         for (StateMean chunk : partial) {
-            RoundNode leaf = chunk.chunk() == 0
+            leaves.add(chunk.chunk() == 0
                     ? new RoundNode(shard.partition, chunk, steps, loss, ce, aux, tokens, seconds,
                     ProcessMemory.rssAnonBytes(), ProcessMemory.heapCommittedBytes())
-                    : new RoundNode(shard.partition, chunk, 0, 0, 0, 0, 0, 0, -1, 0);
-            leaves.add(new Tuple2<>((long) shard.partition, leaf));
+                    : new RoundNode(shard.partition, chunk, 0, 0, 0, 0, 0, 0, -1, 0));
         }
-        state.release();        // the chunks hold its values now
         return leaves;
     }
 }
