@@ -46,7 +46,8 @@ import java.util.function.Supplier;
  * state the driver holds are run again (the same bits). Only trainable tensors travel; each executor JVM loads the
  * base model once. With gradient averaging ({@link TrainPlan#averagesGradients}) each partition computes its batch's
  * gradients at the round's state instead, the tree averages them and one AdamW step is taken on their mean ({@link
- * RoundTree.GradientStep}).
+ * RoundTree.GradientStep}). On an embedded local master the rounds up to each checkpoint run as one job whose tasks
+ * average among themselves ({@link LocalRounds}): the same bits, without a job per round.
  */
 public final class TrainJob {
     private TrainJob() {
