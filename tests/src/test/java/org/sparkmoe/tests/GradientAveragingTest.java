@@ -71,8 +71,8 @@ class GradientAveragingTest {
         TrainPlan flat = new TrainPlan(Paths.qualify(Fixtures.tinyModel().toString(), conf), List.of(data),
                 TextSplit.TRAIN, WINDOW, BATCH, STEPS, 1, partitions, out, 1, false,
                 List.of(Projection.GATE, Projection.DOWN), 4, 8, true, 3e-3, 1, 0.01, 0.05, null, 11);
-        return new TrainPlan(flat.model(), flat.windows(), flat.rounds().withAveraging(averaging), flat.options(),
-                flat.out(), false, flat.device());
+        return new TrainPlan(flat.model(), flat.windows(), flat.rounds().withAveraging(averaging),
+                flat.options().withPassWorkspace(true), flat.out(), false, flat.device());   // as train's plan gives
     }
 
     private static TrainState initial(TrainPlan plan) {

@@ -90,7 +90,7 @@ public final class TrainJob {
         long partialBytes = plan.averagesGradients() ? state.bytes() / 3 : state.bytes();
         long bytesReturned = plan.partitions() * partialBytes;
         long driverBytes = SparkLimits.driverAveragingSetting(sc.getConf());
-        boolean local = LocalRounds.apply(sc.getConf(), plan.partitions(), partialBytes, driverBytes);
+        boolean local = LocalRounds.apply(sc.getConf(), plan, partialBytes, driverBytes);
         if (local) {
             System.err.println("train: embedded local master: the rounds up to each checkpoint run as one Spark job "
                     + "whose " + plan.partitions() + " tasks average among themselves (" + SparkLimits.LOCAL_ROUNDS_KEY

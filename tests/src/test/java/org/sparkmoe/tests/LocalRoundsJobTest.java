@@ -36,7 +36,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * same bits as a job per round, with parameter and gradient averaging; every round given to the listener once, the
  * state readable after a job's last round only; a job cancelled while its tasks wait for each other ends the run.
  */
-class LocalRoundsTest {
+class LocalRoundsJobTest {
     private static String data;
     private static String out;
     private static JavaSparkContext sc;
@@ -45,7 +45,7 @@ class LocalRoundsTest {
     static void start(@TempDir Path dir) throws Exception {
         data = Paths.qualify(Fixtures.sysadminExcerpt(dir).toString(), new Configuration());
         out = Paths.qualify(dir.resolve("out").toString(), new Configuration());   // not written: no outputs here
-        sc = SparkContexts.start("local-rounds-test", "local[2]");
+        sc = SparkContexts.start("local-rounds-job-test", "local[2]");
     }
 
     @AfterAll
@@ -61,8 +61,8 @@ class LocalRoundsTest {
         TrainPlan flat = new TrainPlan(Paths.qualify(Fixtures.tinyModel().toString(), conf), List.of(data),
                 TextSplit.TRAIN, 32, 2, steps, f, 2, out, checkpointEvery, false, List.of(Projection.GATE, Projection.UP), 4, 8,
                 true, 1e-3, 2, 0.01, 0.05, null, 5);
-        return new TrainPlan(flat.model(), flat.windows(), flat.rounds().withAveraging(averaging), flat.options(),
-                flat.out(), false, flat.device());
+        return new TrainPlan(flat.model(), flat.windows(), flat.rounds().withAveraging(averaging),
+                flat.options().withPassWorkspace(true), flat.out(), false, flat.device());   // as train's plan gives
     }
 
     private static TrainState initial(TrainPlan plan) {
