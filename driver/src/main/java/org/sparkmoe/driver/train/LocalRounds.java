@@ -33,7 +33,7 @@ import java.util.concurrent.atomic.AtomicReferenceArray;
  * So a round pays no Spark job (its launch, its closures, its results' return: about 60 ms of a tiny model's 0.4 s
  * round), only two hand-overs between threads.
  *
- * <p>The job ends after the round before a checkpoint, after the run's last round, at a round whose state is not
+ * <p>The job ends after a round that is checkpointed, after the run's last round, at a round whose state is not
  * finite, or at the first round ending {@link #REPORT_NANOS} after the job began, so the driver's progress lines and
  * log (written when the job returns) stay that recent; the first task keeps the last state as a {@link KeptMean},
  * as a round's tree does. A task that fails breaks the exchange and the others stop at once; barrier mode ends the
@@ -126,14 +126,20 @@ final class LocalRounds {
             return OPEN.computeIfAbsent(job + "#" + attempt, key -> new Exchange(job, partitions));
         }
 
-        /** On the driver after the job: the attempt that kept its state, all of the job's exchanges forgotten. */
+        /**
+         * On the driver after the job: the attempt that kept its state, all of the job's exchanges forgotten (and
+         * what a failed attempt kept dropped).
+         */
         private static Exchange close(String job) {
             Exchange done = null;
             for (Map.Entry<String, Exchange> e : List.copyOf(OPEN.entrySet())) {
-                if (e.getValue().job.equals(job)) {
+                Exchange exchange = e.getValue();
+                if (exchange.job.equals(job)) {
                     OPEN.remove(e.getKey());
-                    if (e.getValue().kept != null && e.getValue().failure == null) {
-                        done = e.getValue();
+                    if (exchange.kept != null && exchange.failure == null && done == null) {
+                        done = exchange;
+                    } else if (exchange.kept != null) {
+                        exchange.kept.drop();
                     }
                 }
             }
@@ -225,15 +231,16 @@ final class LocalRounds {
 
         private void rounds(BarrierTaskContext context, WindowShard shard, Exchange exchange, long start) {
             boolean first = shard.partition == 0;
-            TrainState state = from.fetch();
-            List<StateMean> current = null;     // the first task's round start, as chunks (gradient averaging)
-            if (first && plan.averagesGradients()) {
-                current = new ArrayList<>(from.chunks());
-                for (int c = 0; c < from.chunks(); c++) {
-                    current.add(from.chunk(c));
-                }
-            }
+            TrainState state = null;
             try {
+                state = from.fetch();
+                List<StateMean> current = null;     // the first task's round start, as chunks (gradient averaging)
+                if (first && plan.averagesGradients()) {
+                    current = new ArrayList<>(from.chunks());
+                    for (int c = 0; c < from.chunks(); c++) {
+                        current.add(from.chunk(c));
+                    }
+                }
                 for (long round = firstRound; ; round++) {
                     long stepBefore = state.step();
                     exchange.leaves.set(shard.partition, TrainJob.leaves(plan, state, shard, start));
@@ -247,7 +254,8 @@ final class LocalRounds {
                     state = null;
                     if (exchange.last) {
                         if (first) {
-                            KeptMean kept = new KeptMean(job, next.get(0).step(), next.size());
+                            KeptMean kept = new KeptMean(job + "_" + context.stageAttemptNumber(),
+                                    next.get(0).step(), next.size());
                             next.forEach(kept::put);
                             exchange.kept = kept;
                         }
