@@ -19,8 +19,9 @@ import java.util.regex.Pattern;
 /**
  * The SparkContext every job runs in: the embedded local master unless spark-submit (or --master) says
  * otherwise, Kryo with registration required, and the OpenBLAS and glibc settings passed on to executors. ND4J's
- * native backend loads while Spark starts ({@link Nd4jPreload}); an embedded context also warms the kernels up then
- * ({@link VectorWarmup}) and the scheduler once it has ({@link SchedulerWarmup}).
+ * native backend loads and Spark's serializers are used once while Spark starts ({@link Nd4jPreload}, {@link
+ * SerializerWarmup}); an embedded context also warms the kernels up then ({@link VectorWarmup}) and the scheduler
+ * once it has ({@link SchedulerWarmup}).
  */
 public final class SparkContexts {
     public static final String DEFAULT_MASTER = "local[2]";
@@ -144,6 +145,7 @@ public final class SparkContexts {
         STARTED.incrementAndGet();
         boolean runsTasks = embedded(url);     // this JVM runs the tasks
         Nd4jPreload.start();                // ND4J's native libraries load while Spark starts
+        SerializerWarmup.start(conf);       // and Spark's serializers are used once
         if (runsTasks) {
             VectorWarmup.start();           // the kernels compile while Spark starts
         }
