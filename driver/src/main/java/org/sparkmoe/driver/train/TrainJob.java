@@ -92,9 +92,9 @@ public final class TrainJob {
         long driverBytes = SparkLimits.driverAveragingSetting(sc.getConf());
         boolean local = LocalRounds.apply(sc.getConf(), plan, partialBytes, driverBytes);
         if (local) {
-            System.err.println("train: embedded local master: the rounds up to each checkpoint run as one Spark job "
-                    + "whose " + plan.partitions() + " tasks average among themselves (" + SparkLimits.LOCAL_ROUNDS_KEY
-                    + "=false: a job per round)");
+            System.err.println("train: embedded local master: the rounds up to each checkpoint run as one Spark job ("
+                    + (plan.partitions() == 1 ? "1 task" : plan.partitions() + " tasks averaging among themselves")
+                    + "; " + SparkLimits.LOCAL_ROUNDS_KEY + "=false: a job per round)");
         }
         int chunks = StateMean.chunkKeys(state, StateMean.CHUNK_BYTES).size();
         Held held = new Held(state, firstRound);
