@@ -174,8 +174,12 @@ final class LocalRounds {
             phaser.forceTermination();
         }
 
-        /** Waits until every task has arrived at this hand-over; throws when one failed or this task is killed. */
+        /**
+         * Waits until every task has arrived at this hand-over; throws when one failed or this task is killed (checked
+         * on arriving, not only while waiting: tasks that keep pace never wait long).
+         */
         private void meet(BarrierTaskContext context) {
+            context.killTaskIfInterrupted();
             int phase = phaser.arrive();
             while (true) {
                 try {
