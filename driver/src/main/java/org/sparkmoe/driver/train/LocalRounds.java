@@ -70,32 +70,43 @@ final class LocalRounds {
     }
 
     /**
-     * What a job of rounds did.
-     *
-     * @param rounds the rounds it ran, in order (at least one)
-     * @param kept   the state after the last of them
-     */
-    record Ran(List<Ended> rounds, KeptMean kept) {
-    }
-
-    /**
      * Runs rounds from {@code firstRound} (its state kept in {@code from}) up to {@code endRound} (exclusive) as one
-     * job, or fewer ({@link LocalRounds}).
+     * job, or fewer ({@link LocalRounds}); the state after the run's last round read back.
      *
      * @param job   a name no other job of this JVM uses (the exchange's and the kept state's)
-     * @param begin when the round began on the driver ({@link System#nanoTime})
+     * @param begin when the job's first round began on the driver ({@link System#nanoTime})
      */
-    static Ran run(JavaRDD<WindowShard> shards, TrainPlan plan, KeptMean from, String job, long firstRound,
-                   long endRound, long begin) {
+    static TrainJob.Ran run(JavaRDD<WindowShard> shards, TrainPlan plan, KeptMean from, String job, long firstRound,
+                            long endRound, long begin) {
         Task task = new Task(plan, from, job, firstRound, endRound, begin);
+        Exchange done;
         try {
             shards.rdd().barrier().mapPartitions(task, false, ClassTag$.MODULE$.apply(Object.class)).count();
-            Exchange done = Exchange.close(job);
-            return new Ran(List.copyOf(done.ended), done.kept);
+            done = Exchange.close(job);
         } catch (RuntimeException e) {
             Exchange.dropAll(job, e);
             throw e;
         }
+        long now = System.nanoTime();
+        List<Ended> ended = List.copyOf(done.ended);
+        List<RoundTree.Round> rounds = new ArrayList<>(ended.size());
+        double[] seconds = new double[ended.size()];
+        long before = begin;
+        for (int i = 0; i < seconds.length; i++) {
+            long at = i + 1 == seconds.length ? now : ended.get(i).nanos();   // the last round: until the job returned
+            seconds[i] = (at - before) / 1e9;
+            before = at;
+            rounds.add(ended.get(i).round());
+        }
+        if (firstRound + seconds.length < plan.roundCount()) {
+            return new TrainJob.Ran(rounds, seconds, done.kept);
+        }
+        try {
+            rounds.set(seconds.length - 1, rounds.get(seconds.length - 1).withState(done.kept.fetch()));
+        } finally {
+            done.kept.drop();
+        }
+        return new TrainJob.Ran(rounds, seconds, null);
     }
 
     /**
@@ -126,21 +137,26 @@ final class LocalRounds {
             return OPEN.computeIfAbsent(job + "#" + attempt, key -> new Exchange(job, partitions));
         }
 
-        /**
-         * On the driver after the job: the attempt that kept its state, all of the job's exchanges forgotten (and
-         * what a failed attempt kept dropped).
-         */
+        /** On the driver after the job: its exchanges, one per attempt, forgotten. */
+        private static List<Exchange> forget(String job) {
+            List<Exchange> forgotten = new ArrayList<>();
+            for (Map.Entry<String, Exchange> e : List.copyOf(OPEN.entrySet())) {
+                if (e.getValue().job.equals(job)) {
+                    OPEN.remove(e.getKey());
+                    forgotten.add(e.getValue());
+                }
+            }
+            return forgotten;
+        }
+
+        /** On the driver after the job: the attempt that kept its state (what a failed attempt kept dropped). */
         private static Exchange close(String job) {
             Exchange done = null;
-            for (Map.Entry<String, Exchange> e : List.copyOf(OPEN.entrySet())) {
-                Exchange exchange = e.getValue();
-                if (exchange.job.equals(job)) {
-                    OPEN.remove(e.getKey());
-                    if (exchange.kept != null && exchange.failure == null && done == null) {
-                        done = exchange;
-                    } else if (exchange.kept != null) {
-                        exchange.kept.drop();
-                    }
+            for (Exchange exchange : forget(job)) {
+                if (exchange.kept != null && exchange.failure == null && done == null) {
+                    done = exchange;
+                } else if (exchange.kept != null) {
+                    exchange.kept.drop();
                 }
             }
             if (done == null || done.ended.isEmpty()) {
@@ -149,18 +165,15 @@ final class LocalRounds {
             return done;
         }
 
-        /** On the driver after a failed job: forgets its exchanges and drops any state they kept. */
+        /** On the driver after a failed job: stops its tasks and drops any state they kept. */
         private static void dropAll(String job, RuntimeException failure) {
-            for (Map.Entry<String, Exchange> e : List.copyOf(OPEN.entrySet())) {
-                if (e.getValue().job.equals(job)) {
-                    OPEN.remove(e.getKey());
-                    e.getValue().fail(failure);
-                    if (e.getValue().kept != null) {
-                        try {
-                            e.getValue().kept.drop();
-                        } catch (RuntimeException dropFailure) {
-                            failure.addSuppressed(dropFailure);
-                        }
+            for (Exchange exchange : forget(job)) {
+                exchange.fail(failure);
+                if (exchange.kept != null) {
+                    try {
+                        exchange.kept.drop();
+                    } catch (RuntimeException dropFailure) {
+                        failure.addSuppressed(dropFailure);
                     }
                 }
             }

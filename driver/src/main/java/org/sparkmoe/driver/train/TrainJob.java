@@ -118,7 +118,8 @@ public final class TrainJob {
                 KeptMean from = start;
                 Ran ran;
                 try {
-                    ran = local ? localRounds(shards, plan, from, run + "_" + reruns + "_" + jobs++, round, end, begin)
+                    ran = local
+                            ? LocalRounds.run(shards, plan, from, run + "_" + reruns + "_" + jobs++, round, end, begin)
                             : round(shards, plan, from, run + "_" + reruns, step, chunks, partialBytes, driverBytes,
                             round + 1 == plan.roundCount(), begin);
                 } catch (Exception e) {
@@ -180,13 +181,13 @@ public final class TrainJob {
     }
 
     /**
-     * What a job of rounds did.
+     * What a job of rounds did: one round's ({@link #round}) or several ({@link LocalRounds#run}).
      *
-     * @param rounds  its rounds, in order; the run's last round with its state
+     * @param rounds  its rounds, in order (at least one); the run's last round with its state
      * @param seconds each round's wall time on the driver (the job's, shared out at the rounds' ends)
      * @param kept    the state after its last round; null after the run's last round
      */
-    private record Ran(List<RoundTree.Round> rounds, double[] seconds, KeptMean kept) {
+    record Ran(List<RoundTree.Round> rounds, double[] seconds, KeptMean kept) {
     }
 
     /** One round as its own Spark job: the partitions' local steps, then the averaging tree ({@link RoundTree}). */
@@ -212,35 +213,6 @@ public final class TrainJob {
             throw e;
         }
         return new Ran(List.of(done), new double[] {(System.nanoTime() - begin) / 1e9}, lastRound ? null : next);
-    }
-
-    /**
-     * Rounds {@code firstRound} .. {@code endRound} − 1, or fewer, as one job whose tasks average among themselves
-     * ({@link LocalRounds}); the state after the run's last round read back.
-     */
-    private static Ran localRounds(JavaRDD<WindowShard> shards, TrainPlan plan, KeptMean from, String job,
-                                   long firstRound, long endRound, long begin) {
-        LocalRounds.Ran ran = LocalRounds.run(shards, plan, from, job, firstRound, endRound, begin);
-        long now = System.nanoTime();
-        List<RoundTree.Round> rounds = new ArrayList<>(ran.rounds().size());
-        double[] seconds = new double[ran.rounds().size()];
-        long before = begin;
-        for (int i = 0; i < seconds.length; i++) {
-            LocalRounds.Ended ended = ran.rounds().get(i);
-            long at = i + 1 == seconds.length ? now : ended.nanos();  // the last round: until the job returned
-            seconds[i] = (at - before) / 1e9;
-            before = at;
-            rounds.add(ended.round());
-        }
-        if (firstRound + seconds.length < plan.roundCount()) {
-            return new Ran(rounds, seconds, ran.kept());
-        }
-        try {
-            rounds.set(seconds.length - 1, rounds.get(seconds.length - 1).withState(ran.kept().fetch()));
-        } finally {
-            ran.kept().drop();
-        }
-        return new Ran(rounds, seconds, null);
     }
 
     /**
