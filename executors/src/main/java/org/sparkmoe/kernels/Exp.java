@@ -19,8 +19,12 @@ import jdk.incubator.vector.VectorSpecies;
  * gives 0, NaN stays NaN.
  */
 public final class Exp {
-    /** Four float64 lanes: native on AVX2 and AVX-512, and the same lane layout on both. */
-    static final VectorSpecies<Double> SPECIES = DoubleVector.SPECIES_256;
+    /**
+     * The CPU's widest float64 vector, at least four lanes (eight with AVX-512). Lanes never combine in this class, so
+     * every width gives the same bits; callers that sum across lanes fix their own layout.
+     */
+    static final VectorSpecies<Double> SPECIES = DoubleVector.SPECIES_PREFERRED.vectorBitSize() > 256
+            ? DoubleVector.SPECIES_PREFERRED : DoubleVector.SPECIES_256;
 
     private static final double LOG2E = 1.4426950408889634;
     private static final double LN2_HI = 0.6931471803691238;      // 0x3fe62e42fee00000: n·LN2_HI is exact
@@ -81,7 +85,7 @@ public final class Exp {
 
     /**
      * dst[dstAt + i] = e^src[srcAt + i] for i &lt; n, rounded to float32 when {@code single}: {@link #exp(double)}
-     * four float64 lanes at a time (the last n mod 4 elements, and any four with an argument beyond ±708 or NaN, by
+     * on {@link #SPECIES}' lanes (the last n mod lanes elements, and any vector with an argument beyond ±708 or NaN, by
      * the scalar), the same bits for every element, on every CPU, compiled or interpreted. src and dst may be the
      * same array at the same offset. The vector kernels take e^x through this pass over their arrays, after a pass
      * that computes the argument.

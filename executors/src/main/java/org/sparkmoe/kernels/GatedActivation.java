@@ -7,7 +7,7 @@ import jdk.incubator.vector.VectorSpecies;
  * The element-wise gate of an expert FFN, {@code act = f(h1, h3)} from the gate projection h1 and the up projection
  * h3, with its two partial derivatives. Values in float64; for a float32 computation every operation is rounded to
  * float32 where torch rounds ({@code single}). The scalar methods are the reference; the chunk methods run the same
- * operations on a whole chunk, SwiGLU's with the Vector API ({@link Exp}'s e^x, four float64 lanes), giving the same
+ * operations on a whole chunk, SwiGLU's with the Vector API ({@link Exp}'s e^x, on its float64 lanes), giving the same
  * bits as the scalar methods element by element (ActivationsTest.swiGluChunksGiveTheScalarBits).
  */
 public enum GatedActivation {

@@ -7,7 +7,7 @@ import jdk.incubator.vector.VectorSpecies;
 
 /**
  * Element-wise row operations of the MoE combine and scatter, and the float32 ↔ float64 copies of
- * {@link NativeElements}, with the Vector API (four float64 lanes, as {@link Exp}). Each is the same IEEE operations
+ * {@link NativeElements}, with the Vector API (the CPU's widest float64 lanes, as {@link Exp}). Each is the same IEEE operations
  * in the same order as its scalar loop (the {@code …Scalar} methods, the reference VectorRowsTest compares against),
  * so both give the same bits: lanes never combine (but in {@link #max}, which is exact, and {@link #sumExpShifted},
  * whose order is fixed by the element index), so the last partial vector may be done by the scalar loop. Each
@@ -18,6 +18,8 @@ public final class VectorRows {
     private static final VectorSpecies<Double> DOUBLES = Exp.SPECIES;
     private static final VectorSpecies<Float> FLOATS = VectorSpecies.of(float.class,
             jdk.incubator.vector.VectorShape.forBitSize(DOUBLES.vectorBitSize() / 2));   // as many float lanes
+    /** {@link #sumExpShifted}'s partial sums: four on every CPU, whatever its vector width, so the same bits. */
+    private static final VectorSpecies<Double> SUMS = DoubleVector.SPECIES_256;
 
     private VectorRows() {
     }
@@ -204,10 +206,10 @@ public final class VectorRows {
             scratch[i] = v[at + i] - shift;
         }
         Exp.expLanes(scratch, 0, scratch, 0, n, false);
-        DoubleVector lanes = DoubleVector.zero(DOUBLES);
+        DoubleVector lanes = DoubleVector.zero(SUMS);
         i = 0;
-        for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
-            lanes = lanes.add(DoubleVector.fromArray(DOUBLES, scratch, i));
+        for (int end = SUMS.loopBound(n); i < end; i += SUMS.length()) {
+            lanes = lanes.add(DoubleVector.fromArray(SUMS, scratch, i));
         }
         double[] sums = lanes.toArray();
         for (; i < n; i++) {
@@ -218,7 +220,7 @@ public final class VectorRows {
 
     /** {@link #sumExpShifted} one term at a time: the reference. */
     static double sumExpShiftedScalar(float[] v, int at, int n, double shift) {
-        double[] sums = new double[DOUBLES.length()];
+        double[] sums = new double[SUMS.length()];
         for (int i = 0; i < n; i++) {
             sums[i % sums.length] += Exp.exp(v[at + i] - shift);
         }
