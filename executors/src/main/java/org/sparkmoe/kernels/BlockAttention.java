@@ -179,10 +179,7 @@ public final class BlockAttention {
             int dv = sh.valueDim;
             // max_c round(z_c·scale) = round(max_c z_c · scale): rounding is monotone and scale > 0,
             // so the row is scaled once, inside expShifted's pass
-            double zMax = Double.NEGATIVE_INFINITY;
-            for (int c = from; c < to; c++) {
-                zMax = Math.max(zMax, s.block[at + c]);
-            }
+            double zMax = VectorRows.max(s.block, at + from, to - from);   // −∞ when from ≥ to
             double mNew = Math.max(m[r], Flat.round(zMax * scale, single));
             double sum = 0;
             if (from < to) {
@@ -191,11 +188,15 @@ public final class BlockAttention {
             }
             zeroOutside(s.block, at, from, to);
             if (from < to) {
+                double shift = Flat.round(m[r] - mNew, single);
+                // e^0 = 1 exactly, and a product by 1 changes nothing: the rescale is skipped while the max stays
                 double alpha = m[r] == Double.NEGATIVE_INFINITY ? 0.0
-                        : Flat.round(Exp.exp(Flat.round(m[r] - mNew, single)), single);
+                        : shift == 0 ? 1.0 : Flat.round(Exp.exp(shift), single);
                 l[r] = Flat.round(Flat.round(l[r] * alpha, single) + sum, single);
-                for (int c = r * dv; c < (r + 1) * dv; c++) {
-                    acc[c] = Flat.round(acc[c] * alpha, single);
+                if (alpha != 1.0) {
+                    for (int c = r * dv; c < (r + 1) * dv; c++) {
+                        acc[c] = Flat.round(acc[c] * alpha, single);
+                    }
                 }
                 m[r] = mNew;
             }

@@ -184,6 +184,27 @@ public final class VectorRows {
         return max;
     }
 
+    /** max of v[at .. at+n) as {@link Math#max} takes it (NaN wins, +0 over −0); −∞ for n = 0. */
+    public static double max(double[] v, int at, int n) {
+        return VectorWarmup.ready() ? maxLanes(v, at, n) : maxScalar(v, at, 0, n, Double.NEGATIVE_INFINITY);
+    }
+
+    static double maxLanes(double[] v, int at, int n) {
+        int i = 0;
+        DoubleVector lanes = DoubleVector.broadcast(DOUBLES, Double.NEGATIVE_INFINITY);
+        for (int end = DOUBLES.loopBound(n); i < end; i += DOUBLES.length()) {
+            lanes = lanes.max(DoubleVector.fromArray(DOUBLES, v, at + i));
+        }
+        return maxScalar(v, at, i, n, lanes.reduceLanes(VectorOperators.MAX));
+    }
+
+    static double maxScalar(double[] v, int at, int from, int n, double max) {
+        for (int i = from; i < n; i++) {
+            max = Math.max(max, v[at + i]);
+        }
+        return max;
+    }
+
     /**
      * Σ e^(v[at + i] − shift) for i &lt; n in float64, e^x by {@link Exp}: term i goes into partial sum i mod 4 (one
      * per float64 lane; each adds its terms in order), and the four are added as ((s0 + s1) + s2) + s3, in the vector

@@ -141,4 +141,28 @@ class VectorRowsTest {
         assertTrue(Double.isNaN(VectorRows.maxScalar(special, 0, 0, 6, Float.NEGATIVE_INFINITY)), "a NaN is the max");
         assertEquals(Double.NEGATIVE_INFINITY, VectorRows.maxLanes(special, 0, 0), "the max of no values");
     }
+
+    @Test
+    void theMaxOfDoublesGivesTheScalarBits() {
+        Random rnd = new Random(5);
+        for (int n : LENGTHS) {
+            double[] v = new double[n + 3];
+            for (int i = 0; i < v.length; i++) {
+                v[i] = rnd.nextGaussian() * 6;
+            }
+            assertEquals(Double.doubleToLongBits(VectorRows.maxScalar(v, 3, 0, n, Double.NEGATIVE_INFINITY)),
+                    Double.doubleToLongBits(VectorRows.maxLanes(v, 3, n)), "max n=" + n);
+        }
+        double[] signed = new double[19];
+        java.util.Arrays.fill(signed, -0.0);
+        signed[11] = 0.0;                                    // +0 in a lane of its own, past the first vector
+        assertEquals(Double.doubleToLongBits(0.0), Double.doubleToLongBits(VectorRows.maxLanes(signed, 0, 16)),
+                "+0 is the max of −0 and +0, as Math.max takes it");
+        assertEquals(Double.doubleToLongBits(-0.0), Double.doubleToLongBits(VectorRows.maxLanes(signed, 0, 11)),
+                "−0 is the max of −0s");
+        double[] nan = {1, 2, 3, 4, 5, 6, 7, 8, 9, Double.NaN, -1, 30};
+        assertTrue(Double.isNaN(VectorRows.maxLanes(nan, 0, nan.length)), "a NaN in a vector is the max");
+        assertTrue(Double.isNaN(VectorRows.maxLanes(nan, 2, 8)), "a NaN in the scalar tail or a lane is the max");
+        assertEquals(Double.NEGATIVE_INFINITY, VectorRows.maxLanes(nan, 0, 0), "the max of no values");
+    }
 }
