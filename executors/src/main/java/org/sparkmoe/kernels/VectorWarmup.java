@@ -87,7 +87,7 @@ public final class VectorWarmup {
                 VectorRows.addLanes(out2, 0, d, n);
                 VectorRows.narrowLanes(out, floats, n);
                 VectorRows.widenLanes(floats, out, n);
-                VectorRows.expShiftedLanes(out2, 0, n, 0.125, 1.5, single);
+                VectorRows.expShiftedLanes(out2, 0, n, 0.125, VectorRows.maxLanes(out, 0, n), single);
                 VectorRows.sumExpShiftedLanes(floats, 0, n, VectorRows.maxLanes(floats, 0, n), out2);
             }
             long batchEnd = cpuTime ? threads.getCurrentThreadCpuTime() : System.nanoTime();
