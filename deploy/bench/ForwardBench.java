@@ -26,6 +26,7 @@ public class ForwardBench {
         int batch = Integer.parseInt(a[1]), seq = Integer.parseInt(a[2]);
         int reps = Integer.parseInt(a[3]), rounds = Integer.parseInt(a[4]);
         var os = (com.sun.management.OperatingSystemMXBean) ManagementFactory.getOperatingSystemMXBean();
+        var threads = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
         long start = System.nanoTime();
         try (ModelCache.Lease lease = ModelCache.lease(a[0])) {
             int vocab = lease.model().ends().config().vocab_size;
@@ -40,6 +41,7 @@ public class ForwardBench {
             long scored = (long) reps * batch * Perplexity.scoredTokens(seq);
             for (int round = 1; round <= rounds; round++) {
                 long cpu = os.getProcessCpuTime(), wall = System.nanoTime();
+                long allocated = threads.getCurrentThreadAllocatedBytes();
                 double nll = 0;
                 for (int r = 0; r < reps; r++) {
                     long call = System.nanoTime();
@@ -51,8 +53,9 @@ public class ForwardBench {
                     }
                 }
                 double cpuS = (os.getProcessCpuTime() - cpu) / 1e9, wallS = (System.nanoTime() - wall) / 1e9;
-                System.out.printf("round %d: %.2f s CPU, %.2f s wall, %.0f tokens/s (NLL sum %.10f)%n", round, cpuS,
-                        wallS, scored / wallS, nll);
+                double heapMb = (threads.getCurrentThreadAllocatedBytes() - allocated) / 1e6;
+                System.out.printf("round %d: %.2f s CPU, %.2f s wall, %.0f tokens/s, %.1f MB allocated on the heap "
+                        + "(NLL sum %.10f)%n", round, cpuS, wallS, scored / wallS, heapMb, nll);
             }
         }
     }

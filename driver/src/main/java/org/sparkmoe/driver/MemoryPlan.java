@@ -189,7 +189,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
 
     /**
      * The heap one executor JVM needs, at least {@link #HEAP_MIN}, rounded up to 64 MiB: {@link #HEAP_BASE}, plus per task slot the Java arrays a
-     * task holds at once — eval and calibrate one block of logits read as floats ({@code Perplexity}: at most
+     * task holds at once — eval a row of logits read as floats and its log-sum-exp's float64 scratch ({@code
+     * Perplexity} keeps its block of logits in native memory), calibrate one block of logits read as floats (at most
      * {@link Perplexity#LOGIT_BLOCK}), train the loss's float64 block of logits ({@link CausalLmLoss#BLOCK_ELEMENTS})
      * and its float32 partial ({@link StateMean}'s chunks: the state's bytes, or its gradients') — and for train the
      * averaging tree's reduce, which holds one chunk of every partition's partial and their mean, and the round's mean
@@ -199,7 +200,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     static long heap(Job job, ModelConfig c, long tokens, long stateBytes, long partialBytes, int slots,
                      int partitions) {
         long perSlot = switch (job) {
-            case EVAL, CALIBRATE -> Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
+            case EVAL -> (long) c.vocab_size * (Float.BYTES + Double.BYTES);
+            case CALIBRATE -> Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
             case TRAIN -> CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES + partialBytes;
             case SURGERY -> throw new IllegalStateException("a surgery's plan comes from MemoryPlan.surgery");
         };
@@ -226,7 +228,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     /**
      * This eval plan with a second model on every executor (eval --baseline): both checkpoints mapped, both models'
      * widened tensors, and per slot the larger of the two forwards plus what outlives the baseline's (its final
-     * hidden rows [N, D], kept while the model runs) and the baseline's block of logits beside the model's.
+     * hidden rows [N, D], kept while the model runs) and the baseline's block of logits beside the model's, and on
+     * the heap the baseline's row of logits beside the model's.
      */
     public MemoryPlan withBaseline(ModelConfig baseline, long baselineMappedBytes, int batchWindows, int window) {
         if (job != Job.EVAL) {
@@ -236,8 +239,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long kept = (tokens * baseline.hidden_size + Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK))
                 * Float.BYTES;
         long activations = Math.max(activationBytes, activations(job, baseline, tokens, false)) + kept;
-        long baselineLogits = Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
-        long heap = (heapNeededBytes + slots * baselineLogits + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
+        long baselineRow = (long) baseline.vocab_size * Float.BYTES;
+        long heap = (heapNeededBytes + slots * baselineRow + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
         return new MemoryPlan(job, mappedBytes + baselineMappedBytes, widenedBytes + widened(baseline), activations,
                 stateBytes, partialBytes, slots, checkpointActivations, heap, limits, layerwise, distillBytes);
     }
@@ -573,6 +576,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 .append(heapNeededBytes >> 20).append("m; the launcher's default in embedded mode): base ")
                 .append(size(HEAP_BASE)).append(" + per task slot ").append(job == Job.TRAIN
                         ? "the loss's float64 block and the float32 partial of the state"
+                        : job == Job.EVAL ? "a row of logits read as floats and its float64 scratch"
                         : "one block of logits read as floats").append(job == Job.TRAIN
                         ? " + the averaging tree's chunks + the kept mean" : "").append(layerwise == null ? ""
                         : " + per task slot " + LAYERWISE_CHUNK_COPIES + " copies of a chunk's hidden states + "

@@ -368,18 +368,23 @@ class MemoryPlanTest {
     }
 
     /**
-     * The heap the launcher passes as -Xmx: 384 MiB base, plus per slot what a task holds on the heap (eval: one
-     * block of logits as floats; train: the loss's 2^21 doubles and the float32 partial of the state), plus for train
+     * The heap the launcher passes as -Xmx: 384 MiB base, plus per slot what a task holds on the heap (eval: a row
+     * of logits as floats and its float64 scratch, the block staying in native memory; train: the loss's 2^21 doubles and the float32 partial of the state), plus for train
      * the averaging tree's reduce (one chunk per partition and their mean) and the kept mean, in whole 64 MiB.
      */
     @Test
     void theHeapCountsEachSlotsJavaArraysAndTheAveragingChunks() {
         long mib = 1L << 20;
-        // eval, 8 windows of 256 at vocabulary 32000: 65.5M logits, one block of 2^24 floats per slot
-        assertEquals(384 * mib + 2 * (64 * mib), MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 2, 2));
-        // eval of one window: 256 × 32000 floats = 31.25 MiB per slot, 446.5 MiB: under Spark's floor, so 512
-        // (at -Xmx448m Spark refuses to start: "System memory 469762048 must be at least 471859200")
+        // eval at vocabulary 32000: a row of 32000 floats and 32000 doubles (375 KiB) per slot, whatever the
+        // windows; 2 slots: 384.7 MiB, under Spark's floor, so 512 (at -Xmx448m Spark refuses to start: "System
+        // memory 469762048 must be at least 471859200")
+        assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 2, 2));
         assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 0, 0, 2, 2));
+        // 500 slots: 384 + 500 × 0.366 = 567.1 MiB, rounded to 576
+        assertEquals(576 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 500, 500));
+        // calibrate: one block of logits read as floats, 65.5M logits at 8 windows of 256: one block of 2^24 floats
+        assertEquals(384 * mib + 2 * (64 * mib),
+                MemoryPlan.heap(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 2048, 0, 0, 2, 2));
         // train, state of 100 MiB, 2 slots and 2 partitions: 384 + 2 × (16 + 100) + 3 × 64 + 100 kept = 908,
         // rounded to 960
         assertEquals(960 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 100 * mib, 100 * mib, 2, 2));

@@ -42,11 +42,20 @@ public final class NativeElements {
     /** values[0..n-1] = elements from..from+n-1; {@code scratch} holds at least n. */
     public void read(long from, double[] values, int n, float[] scratch) {
         if (floats != null) {
-            new FloatPointer(floats).position(floats.position() + from).get(scratch, 0, n);
+            readFloats(from, scratch, n);
             VectorRows.widen(scratch, values, n);
         } else {
             new DoublePointer(doubles).position(doubles.position() + from).get(values, 0, n);
         }
+        java.lang.ref.Reference.reachabilityFence(array);
+    }
+
+    /** values[0..n-1] = elements from..from+n-1 of a FLOAT array, as stored. */
+    public void readFloats(long from, float[] values, int n) {
+        if (floats == null) {
+            throw new IllegalStateException("a DOUBLE array has no float32 elements to read");
+        }
+        new FloatPointer(floats).position(floats.position() + from).get(values, 0, n);
         java.lang.ref.Reference.reachabilityFence(array);
     }
 
@@ -55,10 +64,19 @@ public final class NativeElements {
     public void write(long from, double[] values, int n, float[] scratch) {
         if (floats != null) {
             VectorRows.narrow(values, scratch, n);
-            new FloatPointer(floats).position(floats.position() + from).put(scratch, 0, n);
+            writeFloats(from, scratch, n);
         } else {
             new DoublePointer(doubles).position(doubles.position() + from).put(values, 0, n);
         }
+        java.lang.ref.Reference.reachabilityFence(array);
+    }
+
+    /** Elements from..from+n-1 of a FLOAT array = values[0..n-1]. */
+    public void writeFloats(long from, float[] values, int n) {
+        if (floats == null) {
+            throw new IllegalStateException("a DOUBLE array has no float32 elements to write");
+        }
+        new FloatPointer(floats).position(floats.position() + from).put(values, 0, n);
         java.lang.ref.Reference.reachabilityFence(array);
     }
 

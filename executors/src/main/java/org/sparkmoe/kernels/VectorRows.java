@@ -232,7 +232,10 @@ public final class VectorRows {
         for (int end = SUMS.loopBound(n); i < end; i += SUMS.length()) {
             lanes = lanes.add(DoubleVector.fromArray(SUMS, scratch, i));
         }
-        double[] sums = lanes.toArray();
+        double[] sums = new double[SUMS.length()];
+        for (int k = 0; k < sums.length; k++) {
+            sums[k] = lanes.lane(k);      // lane by lane: with lanes.toArray() or intoArray here, C2 (JDK 17) boxed
+        }                                 // the loop's vector on every iteration, 14 KB of garbage per row of 1,024
         for (; i < n; i++) {
             sums[i % sums.length] += scratch[i];
         }

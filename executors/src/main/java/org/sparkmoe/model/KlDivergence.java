@@ -1,8 +1,11 @@
 package org.sparkmoe.model;
 
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.kernels.Softmax;
+import org.sparkmoe.kernels.StepWorkspace;
 
 /**
  * Per scored token of a batch of windows, how a model's next-token distribution Q differs from a baseline's P (the
@@ -10,7 +13,8 @@ import org.sparkmoe.kernels.Softmax;
  * whole vocabulary, both models' NLL of the true next token, and whether both put the same token first (the first
  * index of the maximum logit, as llama.cpp takes it). Scored positions are {@link Perplexity}'s: 1..S-1 of each
  * window. Log-softmax in float64 from float32 logits; logits are taken in row blocks of at most
- * {@link Perplexity#LOGIT_BLOCK} elements per model, so neither [B·S, V] matrix exists at once.
+ * {@link Perplexity#LOGIT_BLOCK} elements per model, so neither [B·S, V] matrix exists at once, and stay in
+ * native memory: their rows are read one at a time into reused Java rows.
  *
  * <p>The two models must share the vocabulary (the caller checks the tokenizer); they may differ in anything else
  * (experts, top-k, adapters).
@@ -52,32 +56,37 @@ public final class KlDivergence {
         Tokens out = new Tokens(new double[n], new double[n], new double[n], new boolean[n]);
         long rows = hiddenQ.size(0);
         long block = Math.max(1, blockElements / vocab);
+        float[] p = new float[vocab];                                               // one row of each block
+        float[] q = new float[vocab];
         double[] terms = new double[vocab];                                         // logSumExp's scratch
         for (long r0 = 0; r0 < rows; r0 += block) {
             long r1 = Math.min(rows, r0 + block);
-            float[] p = logits(baseline, hiddenP, r0, r1);                          // [n, V]
-            float[] q = logits(model, hiddenQ, r0, r1);                             // [n, V]
-            for (long r = r0; r < r1; r++) {
-                int b = (int) (r / seq);
-                int s = (int) (r % seq);
-                if (s + 1 < seq) {
-                    int at = (int) (r - r0) * vocab;
-                    int i = b * scored + s;
-                    int next = windows[b][s + 1];
-                    double lseP = Softmax.logSumExp(p, at, vocab, terms);
-                    double lseQ = Softmax.logSumExp(q, at, vocab, terms);
-                    out.kld[i] = kl(p, q, at, vocab, lseP, lseQ);
-                    out.baselineNll[i] = lseP - p[at + next];
-                    out.nll[i] = lseQ - q[at + next];
-                    out.sameTop[i] = argmax(p, at, vocab) == argmax(q, at, vocab);
+            try (MemoryWorkspace step = StepWorkspace.step()) {
+                NativeElements pBlock = logits(baseline, hiddenP, r0, r1);          // [n, V]
+                NativeElements qBlock = logits(model, hiddenQ, r0, r1);             // [n, V]
+                for (long r = r0; r < r1; r++) {
+                    int b = (int) (r / seq);
+                    int s = (int) (r % seq);
+                    if (s + 1 < seq) {
+                        int i = b * scored + s;
+                        int next = windows[b][s + 1];
+                        pBlock.readFloats((r - r0) * vocab, p, vocab);
+                        qBlock.readFloats((r - r0) * vocab, q, vocab);
+                        double lseP = Softmax.logSumExp(p, 0, vocab, terms);
+                        double lseQ = Softmax.logSumExp(q, 0, vocab, terms);
+                        out.kld[i] = kl(p, q, 0, vocab, lseP, lseQ);
+                        out.baselineNll[i] = lseP - p[next];
+                        out.nll[i] = lseQ - q[next];
+                        out.sameTop[i] = argmax(p, 0, vocab) == argmax(q, 0, vocab);
+                    }
                 }
             }
         }
         return out;
     }
 
-    private static float[] logits(MoeTransformer model, INDArray hidden, long r0, long r1) {
-        return model.lmHead(hidden.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())).data().asFloat();
+    private static NativeElements logits(MoeTransformer model, INDArray hidden, long r0, long r1) {
+        return NativeElements.of(model.lmHead(hidden.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())));
     }
 
     /** Σ_v P_v·(log P_v − log Q_v) for logits rows p, q at {@code at}, given their log-sum-exps. */

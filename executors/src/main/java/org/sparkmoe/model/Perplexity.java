@@ -3,7 +3,7 @@ package org.sparkmoe.model;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.indexing.NDArrayIndex;
-import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.kernels.Softmax;
 import org.sparkmoe.kernels.StepWorkspace;
 
@@ -11,7 +11,9 @@ import org.sparkmoe.kernels.StepWorkspace;
  * Causal-LM negative log-likelihood of token windows (docs/data.md's protocol): in a window of S tokens,
  * positions 1..S-1 are scored, each predicted from its own window's prefix. Log-softmax in double
  * from float32 logits. The logits are taken in blocks of rows of at most {@link #LOGIT_BLOCK} elements, so the
- * [B·S, V] matrix (2.5·10⁹ elements at batch 8 × window 2048 × vocabulary 152k) never exists at once.
+ * [B·S, V] matrix (2.5·10⁹ elements at batch 8 × window 2048 × vocabulary 152k) never exists at once; a block stays
+ * in native memory and its rows are read one at a time into a reused Java row (the heap holds [V] floats and
+ * doubles per call, not a block).
  */
 public final class Perplexity {
     /** Logit elements computed at once: 64 MB of float32. */
@@ -49,19 +51,20 @@ public final class Perplexity {
         long rows = hidden.size(0);
         long block = Math.max(1, blockElements / vocab);
         double[] nll = new double[windows.length];
-        double[] terms = new double[vocab];                                                  // logSumExp's scratch
+        float[] row = new float[vocab];                                     // one row of the block, read as stored
+        double[] terms = new double[vocab];                                 // logSumExp's scratch
         for (long r0 = 0; r0 < rows; r0 += block) {
             long r1 = Math.min(rows, r0 + block);
-            float[] values;
             try (MemoryWorkspace step = StepWorkspace.step()) {
-                values = Flat.floats(ends.lmHead(hidden.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())));
-            }                                                                                // [n, V]
-            for (long r = r0; r < r1; r++) {
-                int b = (int) (r / seq);
-                int s = (int) (r % seq);
-                if (s + 1 < seq) {
-                    int at = (int) (r - r0) * vocab;
-                    nll[b] += Softmax.logSumExp(values, at, vocab, terms) - values[at + windows[b][s + 1]];
+                NativeElements logits = NativeElements.of(
+                        ends.lmHead(hidden.get(NDArrayIndex.interval(r0, r1), NDArrayIndex.all())));   // [n, V]
+                for (long r = r0; r < r1; r++) {
+                    int b = (int) (r / seq);
+                    int s = (int) (r % seq);
+                    if (s + 1 < seq) {
+                        logits.readFloats((r - r0) * vocab, row, vocab);
+                        nll[b] += Softmax.logSumExp(row, 0, vocab, terms) - row[windows[b][s + 1]];
+                    }
                 }
             }
         }

@@ -1,18 +1,19 @@
 package org.sparkmoe.model;
 
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.NativeElements;
 
 /**
- * RMSNorm as transformers computes it in float32: {@code w ⊙ (x · rsqrt(mean(x²) + eps))}. The training pair
- * ({@link #forwardTraining}, {@link #backward}) takes FLOAT or DOUBLE, reads and writes the arrays' native memory a
- * block of rows at a time (float64 arithmetic row by row, no float64 copy of the whole array), and in FLOAT is
- * bit-identical to {@link #forward}.
+ * RMSNorm as transformers computes it in float32: {@code w ⊙ (x · rsqrt(mean(x²) + eps))}. Every pass reads and
+ * writes the arrays' native memory a block of rows at a time (no Java copy of the whole array). The training pair
+ * ({@link #forwardTraining}, {@link #backward}) takes FLOAT or DOUBLE (float64 arithmetic row by row) and in FLOAT is
+ * bit-identical to {@link #forward}, which takes FLOAT.
  */
 public final class RmsNorm {
-    /** Elements read or written at a time by the training pair: whole rows, at least one. */
+    /** Elements read or written at a time: whole rows, at least one. */
     private static final int BLOCK_ELEMENTS = 1 << 13;
 
     private final float[] weight; // [D]
@@ -23,21 +24,38 @@ public final class RmsNorm {
         this.eps = eps;
     }
 
-    /** x [T, D] → new [T, D]. */
+    /** x [T, D] FLOAT → new [T, D], a block of rows at a time between the arrays' native memory and a Java block. */
     public INDArray forward(INDArray x) {
         int hidden = weight.length;
-        float[] v = Flat.floats(x);
-        for (int at = 0; at < v.length; at += hidden) {
-            double sumSq = 0;
-            for (int d = 0; d < hidden; d++) {
-                sumSq += v[at + d] * v[at + d];
-            }
-            float inv = (float) (1.0 / Math.sqrt((float) (sumSq / hidden) + eps));
-            for (int d = 0; d < hidden; d++) {
-                v[at + d] = weight[d] * (v[at + d] * inv);
-            }
+        if (x.dataType() != DataType.FLOAT) {
+            throw new IllegalArgumentException("expected a FLOAT array, got " + x.dataType());
         }
-        return Flat.array(v, x.shape());
+        INDArray out = Nd4j.createUninitialized(DataType.FLOAT, x.shape(), 'c');
+        int rows = Math.toIntExact(x.length() / hidden);
+        if (rows == 0) {
+            return out;
+        }
+        NativeElements in = NativeElements.of(x);
+        NativeElements outElements = NativeElements.of(out);
+        int block = rowsPerBlock(hidden, rows);
+        float[] v = new float[block * hidden];              // a block of rows [rows, D]
+        for (int first = 0; first < rows; first += block) {
+            int n = Math.min(block, rows - first) * hidden;
+            long from = (long) first * hidden;
+            in.readFloats(from, v, n);
+            for (int at = 0; at < n; at += hidden) {
+                double sumSq = 0;
+                for (int d = 0; d < hidden; d++) {
+                    sumSq += v[at + d] * v[at + d];
+                }
+                float inv = (float) (1.0 / Math.sqrt((float) (sumSq / hidden) + eps));
+                for (int d = 0; d < hidden; d++) {
+                    v[at + d] = weight[d] * (v[at + d] * inv);
+                }
+            }
+            outElements.writeFloats(from, v, n);
+        }
+        return out;
     }
 
     /**
@@ -53,7 +71,7 @@ public final class RmsNorm {
     /** x [T, D] → out [T, D], FLOAT or DOUBLE, a block of rows at a time in the array's own memory. */
     public Forward forwardTraining(INDArray x) {
         int hidden = weight.length;
-        boolean single = x.dataType() == org.nd4j.linalg.api.buffer.DataType.FLOAT;
+        boolean single = x.dataType() == DataType.FLOAT;
         INDArray out = Nd4j.createUninitialized(x.dataType(), x.shape(), 'c');
         double[] inv = new double[Math.toIntExact(x.length() / hidden)];
         if (inv.length == 0) {

@@ -37,17 +37,31 @@ class TrainingBackwardTest {
     }
 
     /**
-     * The training pair reads and writes a block of whole rows at a time: over rows that fill two blocks and part of a
-     * third, the float32 training forward is the inference forward's bits, and the float64 backward is the formula's
-     * value row by row, exactly.
+     * Both passes read and write a block of whole rows at a time: over rows that fill two blocks and part of a third,
+     * the inference forward is the float32 formula's bits row by row, the float32 training forward the inference
+     * forward's bits, and the float64 backward is the formula's value row by row, exactly.
      */
     @Test
     void rmsNormTrainingPairIsTheSameOverBlocksOfRows() {
         Random rnd = new Random(21);
         int rows = 2500;                                       // D = 6: blocks of 1365 rows
-        RmsNorm single = new RmsNorm(gaussian(rnd, DataType.FLOAT, 1.0, D), 1e-5);
+        INDArray singleWeight = gaussian(rnd, DataType.FLOAT, 1.0, D);
+        RmsNorm single = new RmsNorm(singleWeight, 1e-5);
         INDArray xf = gaussian(rnd, DataType.FLOAT, 1.0, rows, D);
-        assertArrayEquals(single.forward(xf).data().asFloat(), single.forwardTraining(xf).out().data().asFloat());
+        float[] out = single.forward(xf).data().asFloat();
+        assertArrayEquals(out, single.forwardTraining(xf).out().data().asFloat());
+        float[] wf = singleWeight.data().asFloat();
+        float[] xv = xf.data().asFloat();
+        for (int t = 0; t < rows; t++) {                       // the formula row by row, as transformers in float32
+            double sumSq = 0;
+            for (int d = 0; d < D; d++) {
+                sumSq += xv[t * D + d] * xv[t * D + d];
+            }
+            float inv = (float) (1.0 / Math.sqrt((float) (sumSq / D) + 1e-5));
+            for (int d = 0; d < D; d++) {
+                assertTrue(out[t * D + d] == wf[d] * (xv[t * D + d] * inv), "row " + t);
+            }
+        }
         INDArray weight = gaussian(rnd, DataType.DOUBLE, 1.0, D);
         RmsNorm norm = new RmsNorm(weight, 1e-5);
         INDArray x = gaussian(rnd, DataType.DOUBLE, 1.0, rows, D);
