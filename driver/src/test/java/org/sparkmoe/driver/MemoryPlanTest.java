@@ -369,8 +369,9 @@ class MemoryPlanTest {
 
     /**
      * The heap the launcher passes as -Xmx: 384 MiB base, plus per slot what a task holds on the heap (eval: a row
-     * of logits as floats and its float64 scratch, the block staying in native memory; train: the loss's 2^21 doubles and the float32 partial of the state), plus for train
-     * the averaging tree's reduce (one chunk per partition and their mean) and the kept mean, in whole 64 MiB.
+     * of logits as floats and its float64 scratch, the block staying in native memory; calibrate: one block of
+     * logits as floats; train: the loss's 2^21 doubles and the float32 partial of the state), plus for train the
+     * averaging tree's reduce (one chunk per partition and their mean) and the kept mean, in whole 64 MiB.
      */
     @Test
     void theHeapCountsEachSlotsJavaArraysAndTheAveragingChunks() {
