@@ -54,7 +54,7 @@ public class ForwardBench {
                 }
                 double cpuS = (os.getProcessCpuTime() - cpu) / 1e9, wallS = (System.nanoTime() - wall) / 1e9;
                 double heapMb = (threads.getCurrentThreadAllocatedBytes() - allocated) / 1e6;
-                System.out.printf("round %d: %.2f s CPU, %.2f s wall, %.0f tokens/s, %.1f MB allocated on the heap "
+                System.out.printf("round %d: %.2f s CPU, %.2f s wall, %.0f tokens/s, %.1f MB allocated on the heap by this thread "
                         + "(NLL sum %.10f)%n", round, cpuS, wallS, scored / wallS, heapMb, nll);
             }
         }

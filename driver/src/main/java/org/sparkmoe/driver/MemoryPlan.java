@@ -189,8 +189,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
 
     /**
      * The heap one executor JVM needs, at least {@link #HEAP_MIN}, rounded up to 64 MiB: {@link #HEAP_BASE}, plus per task slot the Java arrays a
-     * task holds at once — eval a row of logits read as floats and its log-sum-exp's float64 scratch ({@code
-     * Perplexity} keeps its block of logits in native memory), calibrate one block of logits read as floats (at most
+     * task holds at once — eval {@link #evalHeapBytes}, calibrate one block of logits read as floats (at most
      * {@link Perplexity#LOGIT_BLOCK}), train the loss's float64 block of logits ({@link CausalLmLoss#BLOCK_ELEMENTS})
      * and its float32 partial ({@link StateMean}'s chunks: the state's bytes, or its gradients') — and for train the
      * averaging tree's reduce, which holds one chunk of every partition's partial and their mean, and the round's mean
@@ -200,7 +199,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     static long heap(Job job, ModelConfig c, long tokens, long stateBytes, long partialBytes, int slots,
                      int partitions) {
         long perSlot = switch (job) {
-            case EVAL -> (long) c.vocab_size * (Float.BYTES + Double.BYTES);
+            case EVAL -> evalHeapBytes(c, tokens);
             case CALIBRATE -> Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
             case TRAIN -> CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES + partialBytes;
             case SURGERY -> throw new IllegalStateException("a surgery's plan comes from MemoryPlan.surgery");
@@ -209,6 +208,22 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 ? (Math.max(partitions, slots) + 1L) * Math.min(partialBytes, StateMean.CHUNK_BYTES) + stateBytes : 0;
         long bytes = Math.max(HEAP_MIN, HEAP_BASE + slots * perSlot + reduceAndKept);
         return (bytes + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
+    }
+
+    /**
+     * The Java arrays an eval task holds at once beside ND4J's buffers, for a forward of {@code tokens} = T: the
+     * router's logits in float64 [T, E]; with a shared expert (Qwen2-MoE, DeepSeek, GLM-4.5) its float64 output and
+     * the block's float64 sum [T, D] each; with OLMoE's clamp of q, k and v, one of them as floats [T, H·hd]; with
+     * gpt-oss, a tile of decoded MXFP4 weights as floats ({@link WeightStack#SCRATCH_BYTES_PER_THREAD}); and
+     * {@code Perplexity}'s row of logits as floats with its float64 scratch [V] (the block of logits stays in native
+     * memory).
+     */
+    static long evalHeapBytes(ModelConfig c, long tokens) {
+        long router = tokens * c.num_experts * Double.BYTES;
+        long shared = c.shared_expert_intermediate_size > 0 ? 2 * tokens * c.hidden_size * Double.BYTES : 0;
+        long clamp = c.clip_qkv != null ? tokens * c.num_attention_heads * c.head_dim * Float.BYTES : 0;
+        long decoded = c.modelType == ModelConfig.ModelType.GPT_OSS ? WeightStack.SCRATCH_BYTES_PER_THREAD : 0;
+        return router + shared + clamp + decoded + (long) c.vocab_size * (Float.BYTES + Double.BYTES);
     }
 
     /**
@@ -229,7 +244,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      * This eval plan with a second model on every executor (eval --baseline): both checkpoints mapped, both models'
      * widened tensors, and per slot the larger of the two forwards plus what outlives the baseline's (its final
      * hidden rows [N, D], kept while the model runs) and the baseline's block of logits beside the model's, and on
-     * the heap the baseline's row of logits beside the model's.
+     * the heap the baseline's forward arrays and row of logits beside the model's ({@link #evalHeapBytes}).
      */
     public MemoryPlan withBaseline(ModelConfig baseline, long baselineMappedBytes, int batchWindows, int window) {
         if (job != Job.EVAL) {
@@ -239,8 +254,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long kept = (tokens * baseline.hidden_size + Math.min(tokens * baseline.vocab_size, Perplexity.LOGIT_BLOCK))
                 * Float.BYTES;
         long activations = Math.max(activationBytes, activations(job, baseline, tokens, false)) + kept;
-        long baselineRow = (long) baseline.vocab_size * Float.BYTES;
-        long heap = (heapNeededBytes + slots * baselineRow + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
+        long baselineHeap = evalHeapBytes(baseline, tokens);       // its forward's arrays and its row of logits
+        long heap = (heapNeededBytes + slots * baselineHeap + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
         return new MemoryPlan(job, mappedBytes + baselineMappedBytes, widenedBytes + widened(baseline), activations,
                 stateBytes, partialBytes, slots, checkpointActivations, heap, limits, layerwise, distillBytes);
     }
@@ -576,7 +591,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 .append(heapNeededBytes >> 20).append("m; the launcher's default in embedded mode): base ")
                 .append(size(HEAP_BASE)).append(" + per task slot ").append(job == Job.TRAIN
                         ? "the loss's float64 block and the float32 partial of the state"
-                        : job == Job.EVAL ? "a row of logits read as floats and its float64 scratch"
+                        : job == Job.EVAL ? "the forward's Java arrays (router logits, shared expert) and a row "
+                        + "of logits"
                         : "one block of logits read as floats").append(job == Job.TRAIN
                         ? " + the averaging tree's chunks + the kept mean" : "").append(layerwise == null ? ""
                         : " + per task slot " + LAYERWISE_CHUNK_COPIES + " copies of a chunk's hidden states + "

@@ -76,6 +76,10 @@ class MemoryPlanTest {
         assertEquals(1600, both.mappedBytes());
         assertEquals(2 * eval.widenedBytes(), both.widenedBytes());
         assertEquals(eval.activationBytes() + (2048L * 4096 + (1 << 24)) * 4, both.activationBytes());
+        // the heap: the model's plan (512 MiB) + 2 slots × the baseline's forward arrays and row (515,072 bytes),
+        // in 64 MiB steps
+        assertEquals(512L << 20, eval.heapNeededBytes());
+        assertEquals(576L << 20, both.heapNeededBytes());
         MemoryPlan train = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 1000, 1, 256, 0, limits);
         assertThrows(IllegalArgumentException.class, () -> train.withBaseline(MIXTRAL_1, 600, 1, 256));
     }
@@ -368,21 +372,26 @@ class MemoryPlanTest {
     }
 
     /**
-     * The heap the launcher passes as -Xmx: 384 MiB base, plus per slot what a task holds on the heap (eval: a row
-     * of logits as floats and its float64 scratch, the block staying in native memory; calibrate: one block of
+     * The heap the launcher passes as -Xmx: 384 MiB base, plus per slot what a task holds on the heap (eval: the
+     * forward's Java arrays and a row of logits, the block staying in native memory; calibrate: one block of
      * logits as floats; train: the loss's 2^21 doubles and the float32 partial of the state), plus for train the
      * averaging tree's reduce (one chunk per partition and their mean) and the kept mean, in whole 64 MiB.
      */
     @Test
     void theHeapCountsEachSlotsJavaArraysAndTheAveragingChunks() {
         long mib = 1L << 20;
-        // eval at vocabulary 32000: a row of 32000 floats and 32000 doubles (375 KiB) per slot, whatever the
-        // windows; 2 slots: 384.7 MiB, under Spark's floor, so 512 (at -Xmx448m Spark refuses to start: "System
-        // memory 469762048 must be at least 471859200")
+        // eval, 8 windows of 256 at vocabulary 32000: the router's float64 logits 2048 × 8 and a row of 32000
+        // floats and 32000 doubles, 515,072 bytes per slot; 2 slots: 385 MiB, under Spark's floor, so 512 (at
+        // -Xmx448m Spark refuses to start: "System memory 469762048 must be at least 471859200")
         assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 2, 2));
         assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 0, 0, 2, 2));
-        // 500 slots: 384 + 500 × 0.366 = 567.1 MiB, rounded to 576
-        assertEquals(576 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 500, 500));
+        // 500 slots: 384 + 500 × 0.491 = 629.6 MiB, rounded to 640
+        assertEquals(640 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 500, 500));
+        // a shared expert (the Qwen1.5-MoE shape: D 2048, 60 experts, vocabulary 151936), 8 windows of 2048: its
+        // float64 output and the block's float64 sum, 2 × 16384 × 2048 × 8 = 512 MiB, the router's 7.5 MiB and
+        // the row's 1.74 MiB per slot; 2 slots: 1426.5 MiB, rounded to 1472
+        assertEquals(1472 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, synth(ModelShape.QWEN1_5_MOE_A2_7B, 2),
+                16384, 0, 0, 2, 2));
         // calibrate: one block of logits read as floats, 65.5M logits at 8 windows of 256: one block of 2^24 floats
         assertEquals(384 * mib + 2 * (64 * mib),
                 MemoryPlan.heap(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 2048, 0, 0, 2, 2));

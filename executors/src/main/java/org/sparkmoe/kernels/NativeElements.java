@@ -7,7 +7,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
  * Bulk access, chunk by chunk, to the elements of a 'c'-contiguous FLOAT or DOUBLE array in its native memory, as
- * float64 (exact for float32; writing back to FLOAT rounds to nearest). For element-wise loops split over threads:
+ * float64 (exact for float32; writing back to FLOAT rounds to nearest), or for a FLOAT array as stored
+ * ({@link #readFloats}, {@link #writeFloats}). For element-wise loops split over threads:
  * every call makes its own pointer, so threads may read, and write disjoint ranges, at once. Keeps its array
  * reachable.
  */
