@@ -132,8 +132,9 @@ def ours_eval(args, files):
                        "--partitions", str(args.threads), "--out", report)
         with open(report) as f:
             result = json.load(f)["all"]
-    m = re.search(r"eval: (\d+) scored tokens in ([0-9.]+) s", err)
-    return result["nll_sum"], result["tokens"], float(m.group(2)), wall
+    # the job's seconds from its tokens/s, which the command computes before rounding the seconds it prints to 0.1
+    m = re.search(r"eval: (\d+) scored tokens in [0-9.]+ s \((\d+) tokens/s\)", err)
+    return result["nll_sum"], result["tokens"], int(m.group(1)) / int(m.group(2)), wall
 
 
 def ours_train(args):
