@@ -23,7 +23,11 @@ differ (SparkMoE's seeded sampler); loss_curve.py trains the same LoRA on the sa
 the curves equal. transformers' time is its steps after the first (the first includes allocator
 warm-up); SparkMoE's is the sum of its rounds after the first, from train-log.jsonl.
 
-Prints one line per measurement and the ratios SparkMoE / transformers (above 1: SparkMoE is faster).
+Prints one line per measurement and the ratios SparkMoE / transformers (above 1: SparkMoE is faster). With
+--repeats N each side runs N times, alternated (transformers, SparkMoE, transformers, ...), and the summary line gives
+each side's median tokens/s, their ratio and the lowest ratio of a pair. transformers repeats in the same process on
+the same loaded model, so its later runs are warm (10% faster on the tiny eval here); each SparkMoE run is a new
+command, cold: the repeats favour transformers.
 Needs torch, transformers and peft (a venv from the local package index; see docs/benchmarks.md#against-transformers).
 """
 import time
@@ -35,6 +39,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,6 +176,7 @@ def main():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--averaging", choices=["parameters", "gradients"], default="parameters",
                    help="what SparkMoE's rounds average (train --averaging)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each side, alternated")
     p.add_argument("--threads", type=int, default=2, help="torch threads; SparkMoE's local[N]")
     p.add_argument("--sparkmoe", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bin",
                                                          "sparkmoe"))
@@ -180,29 +186,49 @@ def main():
     if args.eval_data:
         files = args.eval_data.split(",")
         windows = torch.cat([windows_of(args.model, f, args.split, args.window) for f in files])
-        nll, tokens, seconds = hf_eval(load_model(args.model), windows, args.batch_windows)
-        end_to_end = time.perf_counter() - STARTED
-        print(f"eval transformers: {windows.shape[0]} windows, {tokens} tokens, ppl {math.exp(nll / tokens):.7g}, "
-              f"{seconds:.2f} s, {tokens / seconds:.0f} tokens/s; end to end {end_to_end:.2f} s", flush=True)
-        o_nll, o_tokens, o_seconds, o_wall = ours_eval(args, files)
-        print(f"eval sparkmoe:     {o_tokens} tokens, ppl {math.exp(o_nll / o_tokens):.7g}, {o_seconds:.2f} s, "
-              f"{o_tokens / o_seconds:.0f} tokens/s; end to end {o_wall:.2f} s", flush=True)
-        print(f"eval ratio sparkmoe/transformers: {(o_tokens / o_seconds) / (tokens / seconds):.2f}x; end to end "
-              f"{end_to_end / o_wall:.2f}x", flush=True)
+        model = load_model(args.model)
+        pairs = []
+        for run in range(args.repeats):
+            nll, tokens, seconds = hf_eval(model, windows, args.batch_windows)
+            end_to_end = time.perf_counter() - STARTED
+            print(f"eval transformers: {windows.shape[0]} windows, {tokens} tokens, ppl {math.exp(nll / tokens):.7g}, "
+                  f"{seconds:.2f} s, {tokens / seconds:.0f} tokens/s" + ("" if run else f"; end to end {end_to_end:.2f} s"),
+                  flush=True)
+            o_nll, o_tokens, o_seconds, o_wall = ours_eval(args, files)
+            print(f"eval sparkmoe:     {o_tokens} tokens, ppl {math.exp(o_nll / o_tokens):.7g}, {o_seconds:.2f} s, "
+                  f"{o_tokens / o_seconds:.0f} tokens/s; end to end {o_wall:.2f} s", flush=True)
+            print(f"eval ratio sparkmoe/transformers: {(o_tokens / o_seconds) / (tokens / seconds):.2f}x"
+                  + ("" if run else f"; end to end {end_to_end / o_wall:.2f}x"), flush=True)
+            pairs.append((tokens / seconds, o_tokens / o_seconds))
+        summarise("eval", pairs)
     if args.train_data:
         windows = windows_of(args.model, args.train_data, args.train_split, args.window)
-        losses, per_step, seconds, params = hf_train(load_model(args.model), windows, args)
-        hf_rate = per_step * (args.steps - 1) / seconds
-        print(f"train transformers+peft: {params} LoRA parameters, {args.steps} steps of {per_step} tokens, "
-              f"loss {losses[0][1]:.4f} -> {losses[-1][1]:.4f}, {hf_rate:.0f} tokens/s", flush=True)
-        o_losses, o_tokens, o_seconds, o_avg = ours_train(args)
-        o_rate = o_tokens / o_seconds
-        print(f"train sparkmoe: loss {o_losses[0][1]:.4f} -> {o_losses[-1][1]:.4f}, {o_rate:.0f} tokens/s, "
-              f"averaging {100 * o_avg / o_seconds:.1f}% of round time", flush=True)
-        print("train loss per step (transformers+peft | sparkmoe): "
-              + ", ".join(f"{a:.3f}|{b:.3f}" for (_, a), (_, b) in zip(losses, o_losses)), flush=True)
-        print(f"train ratio sparkmoe/transformers: {o_rate / hf_rate:.2f}x", flush=True)
+        pairs = []
+        for run in range(args.repeats):
+            losses, per_step, seconds, params = hf_train(load_model(args.model), windows, args)
+            hf_rate = per_step * (args.steps - 1) / seconds
+            print(f"train transformers+peft: {params} LoRA parameters, {args.steps} steps of {per_step} tokens, "
+                  f"loss {losses[0][1]:.4f} -> {losses[-1][1]:.4f}, {hf_rate:.0f} tokens/s", flush=True)
+            o_losses, o_tokens, o_seconds, o_avg = ours_train(args)
+            o_rate = o_tokens / o_seconds
+            print(f"train sparkmoe: loss {o_losses[0][1]:.4f} -> {o_losses[-1][1]:.4f}, {o_rate:.0f} tokens/s, "
+                  f"averaging {100 * o_avg / o_seconds:.1f}% of round time", flush=True)
+            print("train loss per step (transformers+peft | sparkmoe): "
+                  + ", ".join(f"{a:.3f}|{b:.3f}" for (_, a), (_, b) in zip(losses, o_losses)), flush=True)
+            print(f"train ratio sparkmoe/transformers: {o_rate / hf_rate:.2f}x", flush=True)
+            pairs.append((hf_rate, o_rate))
+        summarise("train", pairs)
 
+
+def summarise(work, pairs):
+    """With more than one run: each side's median tokens/s, their ratio, and the lowest ratio of a pair."""
+    if len(pairs) < 2:
+        return
+    theirs = statistics.median(p[0] for p in pairs)
+    ours = statistics.median(p[1] for p in pairs)
+    lowest = min(p[1] / p[0] for p in pairs)
+    print(f"{work} over {len(pairs)} runs: transformers median {theirs:.0f} tokens/s, sparkmoe median {ours:.0f} "
+          f"tokens/s, ratio of medians {ours / theirs:.2f}x, lowest pair {lowest:.2f}x", flush=True)
 
 if __name__ == "__main__":
     main()
