@@ -173,7 +173,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
         long adapter = mumoe == null ? 0 : tokens * mumoeFloats(c, mumoe, checkpointActivations) * Float.BYTES;
         return new MemoryPlan(job, mappedBytes, widened(c), activations(job, c, tokens,
                 checkpointActivations) + adapter, stateBytes, partialBytes, slots, checkpointActivations,
-                heap(job, c, tokens, stateBytes, partialBytes, slots, limits.partitions()), limits, null, 0);
+                heap(job, c, tokens, stateBytes, partialBytes, slots, limits.partitions(), checkpointActivations),
+                limits, null, 0);
     }
 
     /**
@@ -190,24 +191,62 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     /**
      * The heap one executor JVM needs, at least {@link #HEAP_MIN}, rounded up to 64 MiB: {@link #HEAP_BASE}, plus per task slot the Java arrays a
      * task holds at once — eval {@link #evalHeapBytes}, calibrate one block of logits read as floats (at most
-     * {@link Perplexity#LOGIT_BLOCK}), train the loss's float64 block of logits ({@link CausalLmLoss#BLOCK_ELEMENTS})
-     * and its float32 partial ({@link StateMean}'s chunks: the state's bytes, or its gradients') — and for train the
+     * {@link Perplexity#LOGIT_BLOCK}), train a step's arrays ({@link #trainHeapBytes}) and its float32 partial
+     * ({@link StateMean}'s chunks: the state's bytes, or its gradients') — and for train the
      * averaging tree's reduce, which holds one chunk of every partition's partial and their mean, and the round's mean
      * kept in the block manager (the whole state, at most, in one JVM). Activations, weights and the tasks' state
      * tensors live off the heap (ND4J buffers, mapped files) and are not counted here.
      */
     static long heap(Job job, ModelConfig c, long tokens, long stateBytes, long partialBytes, int slots,
-                     int partitions) {
+                     int partitions, boolean checkpointed) {
         long perSlot = switch (job) {
             case EVAL -> evalHeapBytes(c, tokens);
             case CALIBRATE -> Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
-            case TRAIN -> CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES + partialBytes;
+            case TRAIN -> trainHeapBytes(c, tokens, checkpointed) + partialBytes;
             case SURGERY -> throw new IllegalStateException("a surgery's plan comes from MemoryPlan.surgery");
         };
         long reduceAndKept = job == Job.TRAIN
                 ? (Math.max(partitions, slots) + 1L) * Math.min(partialBytes, StateMean.CHUNK_BYTES) + stateBytes : 0;
         long bytes = Math.max(HEAP_MIN, HEAP_BASE + slots * perSlot + reduceAndKept);
         return (bytes + HEAP_STEP - 1) / HEAP_STEP * HEAP_STEP;
+    }
+
+    /**
+     * The Java arrays a train step holds at once beside ND4J's buffers, for a step of {@code tokens} = T. What each
+     * layer's forward keeps for the backward: RMSNorm's two float64 inverse norms [T], the attention's float64
+     * log-sum-exp [T, H], a per-head q/k norm's inverse norms [T, H + KVH] (Qwen3; a whole-projection one, OLMoE's,
+     * [T] each), and in an MoE layer the router's float64 scores [T, E], the routes and the routing plan (12 bytes
+     * per token and choice each) and a shared expert's gates [T]; every layer's, or with {@code checkpointed}
+     * (--checkpoint-activations) the largest layer's alone. Beside them: the MoE layers' float64 expert-weight
+     * gradients [T, K], built up over the backward; the final norm's [T]; and the larger of the loss's float64 block
+     * of logits ({@link CausalLmLoss#BLOCK_ELEMENTS}) and one MoE layer's scratch — its router gradient [T, E] in
+     * float64 and the combine's rows [T, K], with a shared expert three float64 [T, D] arrays in the backward (two in
+     * the forward). AdamW's float64 copies of one tensor after the backward are not counted.
+     */
+    static long trainHeapBytes(ModelConfig c, long tokens, boolean checkpointed) {
+        long qkNorm = switch (c.qkNorm) {
+            case PER_HEAD -> (long) c.num_attention_heads + c.num_key_value_heads;
+            case WHOLE -> 2;
+            case NONE -> 0;
+        };
+        long shared = c.shared_expert_intermediate_size > 0 ? 1 : 0;
+        long keptSum = 0;
+        long keptMax = 0;
+        long expertWeightGrads = 0;
+        long scratch = 0;
+        for (int l = 0; l < c.num_hidden_layers; l++) {
+            long kept = (2 + c.num_attention_heads + qkNorm) * Double.BYTES;                       // per token
+            if (c.isMoeLayer(l)) {
+                kept += (long) c.num_experts * Double.BYTES + 24L * c.num_experts_per_tok + shared * Double.BYTES;
+                expertWeightGrads += (long) c.num_experts_per_tok * Double.BYTES;
+                scratch = Math.max(scratch, (long) c.num_experts * Double.BYTES + 8L * c.num_experts_per_tok + 4
+                        + shared * (3L * c.hidden_size * Double.BYTES + Double.BYTES));
+            }
+            keptSum += kept;
+            keptMax = Math.max(keptMax, kept);
+        }
+        long perToken = (checkpointed ? keptMax : keptSum) + expertWeightGrads + Double.BYTES;
+        return tokens * perToken + Math.max(CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES, tokens * scratch);
     }
 
     /**
@@ -590,7 +629,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
             out.append(prefix).append("heap needed ").append(size(heapNeededBytes)).append(" (-Xmx")
                 .append(heapNeededBytes >> 20).append("m; the launcher's default in embedded mode): base ")
                 .append(size(HEAP_BASE)).append(" + per task slot ").append(job == Job.TRAIN
-                        ? "the loss's float64 block and the float32 partial of the state"
+                        ? "a step's Java arrays (every layer's kept for the backward, the loss's block) and the "
+                        + "float32 partial of the state"
                         : job == Job.EVAL ? "the forward's Java arrays (router logits, shared expert) and a row "
                         + "of logits"
                         : "one block of logits read as floats").append(job == Job.TRAIN

@@ -20,6 +20,7 @@ import org.sparkmoe.surgery.LowRankDistillation;
 import org.sparkmoe.surgery.LowRankSurgery;
 import org.sparkmoe.surgery.MergeWeights;
 import org.sparkmoe.surgery.TruncatedSvd;
+import org.sparkmoe.train.CausalLmLoss;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -311,8 +312,9 @@ class MemoryPlanTest {
         assertEquals(WeightStack.SCRATCH_BYTES_PER_THREAD + tiny.activationBytes() + state + state / 3,
                 tiny.perSlotBytes());
         assertEquals(tiny.widenedBytes() + tiny.slots() * tiny.perSlotBytes(), tiny.nativeBytes());
-        // heap, 1 slot and 3 partitions: 384 + (16 + 300) + (3 + 1) × 64 + 300 kept = 1256, rounded to 1280
-        assertEquals(1280 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, state, state, 1, 3));
+        // heap, 1 slot and 3 partitions: 384 + (16.1 + 300) + (3 + 1) × 64 + 300 kept = 1256.1, rounded to 1280 (the
+        // step's arrays at 256 tokens: the loss's 16 MiB block and 408 bytes per token, trainHeapBytes)
+        assertEquals(1280 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, state, state, 1, 3, false));
     }
 
     @Test
@@ -360,11 +362,11 @@ class MemoryPlanTest {
         assertTrue(gradients.contains("per round: partials 8 × 27.0 MiB of gradients kept by the executors, averaged "
                 + "through the shuffle to span 4, and averaged on the driver (up to 64.0 MiB: "
                 + "spark.sparkmoe.train.driverAveraging), which keeps the mean 81.0 MiB"), gradients);
-        assertEquals(MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 81 * mib, 27 * mib, 1, 8),
+        assertEquals(MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 81 * mib, 27 * mib, 1, 8, false),
                 MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 3_430_000_000L, 1, 256, 81 * mib, 27 * mib, false,
                         null, SparkLimits.of(eight, 8)).heapNeededBytes());
-        assertTrue(MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 81 * mib, 27 * mib, 1, 8)
-                < MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 81 * mib, 81 * mib, 1, 8));
+        assertTrue(MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 81 * mib, 27 * mib, 1, 8, false)
+                < MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 81 * mib, 81 * mib, 1, 8, false));
         IllegalArgumentException bad = assertThrows(IllegalArgumentException.class,
                 () -> SparkLimits.of(eight.clone().set(SparkLimits.DRIVER_AVERAGING_KEY, "lots"), 2));
         assertEquals("spark.sparkmoe.train.driverAveraging=lots in the Spark configuration is not a size such as "
@@ -383,24 +385,54 @@ class MemoryPlanTest {
         // eval, 8 windows of 256 at vocabulary 32000: the router's float64 logits 2048 × 8 and a row of 32000
         // floats and 32000 doubles, 515,072 bytes per slot; 2 slots: 385 MiB, under Spark's floor, so 512 (at
         // -Xmx448m Spark refuses to start: "System memory 469762048 must be at least 471859200")
-        assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 2, 2));
-        assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 0, 0, 2, 2));
+        assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 2, 2, false));
+        assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, 0, 0, 2, 2, false));
         // 500 slots: 384 + 500 × 0.491 = 629.6 MiB, rounded to 640
-        assertEquals(640 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 500, 500));
+        assertEquals(640 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, MIXTRAL_1, 2048, 0, 0, 500, 500, false));
         // a shared expert (the Qwen1.5-MoE shape: D 2048, 60 experts, vocabulary 151936), 8 windows of 2048: its
         // float64 output and the block's float64 sum, 2 × 16384 × 2048 × 8 = 512 MiB, the router's 7.5 MiB and
         // the row's 1.74 MiB per slot; 2 slots: 1426.5 MiB, rounded to 1472
         assertEquals(1472 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, synth(ModelShape.QWEN1_5_MOE_A2_7B, 2),
-                16384, 0, 0, 2, 2));
+                16384, 0, 0, 2, 2, false));
         // calibrate: one block of logits read as floats, 65.5M logits at 8 windows of 256: one block of 2^24 floats
         assertEquals(384 * mib + 2 * (64 * mib),
-                MemoryPlan.heap(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 2048, 0, 0, 2, 2));
-        // train, state of 100 MiB, 2 slots and 2 partitions: 384 + 2 × (16 + 100) + 3 × 64 + 100 kept = 908,
+                MemoryPlan.heap(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 2048, 0, 0, 2, 2, false));
+        // train, state of 100 MiB, 2 slots and 2 partitions: 384 + 2 × (16.1 + 100) + 3 × 64 + 100 kept = 908.2,
         // rounded to 960
-        assertEquals(960 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 100 * mib, 100 * mib, 2, 2));
+        assertEquals(960 * mib,
+                MemoryPlan.heap(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, 100 * mib, 100 * mib, 2, 2, false));
         String text = MemoryPlan.of(MemoryPlan.Job.TRAIN, MIXTRAL_1, 1000, 1, 256, 100 * mib,
                 SparkLimits.of(new SparkConf(false).setMaster("local[2]"), 2)).describe();
         assertTrue(text.contains("memory plan: heap needed 960 MiB (-Xmx960m; "), text);
+    }
+
+    /**
+     * A train step's Java arrays at 8 windows of 2048 (T = 16384), whole depth. Qwen1.5-MoE-A2.7B (24 layers, 16
+     * heads, 60 experts, K 4, D 2048, a shared expert): each layer keeps 2 × 8 (RMSNorm) + 16 × 8 (log-sum-exp)
+     * + 60 × 8 (router) + 24 × 4 (routes and plan) + 8 (shared gates) = 728 bytes per token, 17,472 over 24 layers,
+     * plus the expert-weight gradients 24 × 4 × 8 = 768 and the final norm's 8: 18,248 × T = 285.1 MiB; the largest
+     * scratch is a layer's backward, 60 × 8 + 4 × 8 + 4 + 3 × 2048 × 8 + 8 = 49,676 × T = 776.2 MiB (the shared
+     * expert's three float64 [T, D]). Checkpointed, one layer's 728 instead of 17,472. Qwen3-30B-A3B (48 layers, 32
+     * heads over 4 KV heads, per-head q/k norms, 128 experts, K 8): 2 × 8 + 32 × 8 + 36 × 8 + 128 × 8 + 24 × 8 =
+     * 1,776 per layer and token, 85,248 over 48, + 48 × 64 + 8 = 88,328 × T = 1380.1 MiB, and the larger of the
+     * loss's 16 MiB block and 1,092 × T (17.1 MiB). The plan counted 16 MiB for all of it before.
+     */
+    @Test
+    void aTrainStepsJavaArraysAreCountedPerLayer() {
+        long t = 16384;
+        ModelConfig qwen15 = synth(ModelShape.QWEN1_5_MOE_A2_7B, 24);
+        assertEquals(18_248 * t + 49_676 * t, MemoryPlan.trainHeapBytes(qwen15, t, false));
+        assertEquals((728 + 768 + 8) * t + 49_676 * t, MemoryPlan.trainHeapBytes(qwen15, t, true));
+        ModelConfig qwen3 = synth(ModelShape.QWEN3_30B_A3B, 48);
+        assertEquals(88_328 * t + 1_092 * t, MemoryPlan.trainHeapBytes(qwen3, t, false));
+        assertEquals((1_776 + 3_072 + 8) * t + 1_092 * t, MemoryPlan.trainHeapBytes(qwen3, t, true));
+        // at 256 tokens the loss's block is the larger
+        assertEquals(256 * (88_328) + CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES,
+                MemoryPlan.trainHeapBytes(qwen3, 256, false));
+        // the launcher's heap for one slot of Qwen1.5 at 8 × 2048 with a 64 MiB state: 384 + 1061.3 + 64 + 2 × 64
+        // + 64 = 1701.3 MiB, rounded to 1728
+        long mib = 1L << 20;
+        assertEquals(1728 * mib, MemoryPlan.heap(MemoryPlan.Job.TRAIN, qwen15, t, 64 * mib, 64 * mib, 1, 1, false));
     }
 
     /** A synth shape's config with {@code layers} layers in bf16. */

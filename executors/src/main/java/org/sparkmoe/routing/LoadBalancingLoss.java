@@ -5,7 +5,8 @@ import java.util.Arrays;
 import java.util.List;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.sparkmoe.kernels.Flat;
+import org.nd4j.linalg.factory.Nd4j;
+import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.kernels.Softmax;
 
 /**
@@ -17,6 +18,11 @@ import org.sparkmoe.kernels.Softmax;
  *
  * <p>Gradient: the mask is constant (as autograd sees it), so with f[e] = Σ_k tokens_per_expert[k,e] and
  * c[e] = E·f[e], dL/dp[n,e] = c[e]/N and through the softmax dL/dz[n] = p[n] ⊙ (c − p[n]·c) / N.
+ *
+ * <p>Row by row: each row of logits is read from native memory into a float64 [E] and its softmax recomputed where
+ * the gradient needs it (the same bits as the sums' pass), so the heap holds O(E) whatever L·T is; the [L·T, E]
+ * float64 probabilities of the formula would be 805 MB at the Qwen3-30B-A3B shape (48 layers, 128 experts) and
+ * 8 windows of 2048 tokens.
  */
 public final class LoadBalancingLoss {
     private LoadBalancingLoss() {
@@ -45,32 +51,42 @@ public final class LoadBalancingLoss {
         for (int e = 0; e < numExperts; e++) {
             c[e] = dLoss * numExperts * s.tokensPerExpert[e];
         }
+        double[] p = new double[numExperts];                                       // one row: logits, then probs
+        double[] dz = new double[numExperts];                                      // one row of dL/dlogits
+        float[] scratch = new float[numExperts];
         List<INDArray> grads = new ArrayList<>(routerLogits.size());
-        int row = 0;
         for (INDArray layer : routerLogits) {
-            int tokens = (int) layer.size(0);
-            double[] dz = new double[tokens * numExperts];                         // [T, E]
-            for (int t = 0; t < tokens; t++, row++) {
-                int p = row * numExperts;
+            long tokens = layer.size(0);
+            if (tokens == 0) {
+                grads.add(Nd4j.create(layer.dataType(), layer.shape()));
+                continue;
+            }
+            NativeElements logits = NativeElements.of(layer);
+            INDArray grad = Nd4j.createUninitialized(layer.dataType(), layer.shape(), 'c');       // [T, E]
+            NativeElements out = NativeElements.of(grad);
+            for (long t = 0; t < tokens; t++) {
+                logits.read(t * numExperts, p, numExperts, scratch);
+                Softmax.row(p, 0, numExperts, false);
                 double pc = 0;
                 for (int e = 0; e < numExperts; e++) {
-                    pc += s.probs[p + e] * c[e];
+                    pc += p[e] * c[e];
                 }
                 for (int e = 0; e < numExperts; e++) {
-                    dz[t * numExperts + e] = s.probs[p + e] * (c[e] - pc) / s.rows;
+                    dz[e] = p[e] * (c[e] - pc) / s.rows;
                 }
+                out.write(t * numExperts, dz, numExperts, scratch);
             }
-            grads.add(Flat.array(dz, layer.shape(), layer.dataType()));
+            grads.add(grad);
         }
         return grads;
     }
 
     /**
-     * @param probs               [L·T, E] softmax of the concatenated logits
      * @param tokensPerExpert     [E] Σ over K of tokens_per_expert [K, E]
      * @param routerProbPerExpert [E]
+     * @param rows                L·T
      */
-    private record Stats(double[] probs, double[] tokensPerExpert, double[] routerProbPerExpert, int rows) {
+    private record Stats(double[] tokensPerExpert, double[] routerProbPerExpert, long rows) {
     }
 
     private static Stats stats(List<INDArray> routerLogits, int numExperts, int topK) {
@@ -80,7 +96,7 @@ public final class LoadBalancingLoss {
         if (topK < 1 || topK > numExperts) {
             throw new IllegalArgumentException("top-k must be in [1, " + numExperts + "], got " + topK);
         }
-        int rows = 0;
+        long rows = 0;
         for (int l = 0; l < routerLogits.size(); l++) {
             INDArray layer = routerLogits.get(l);
             if (layer.rank() != 2 || layer.size(1) != numExperts) {
@@ -91,36 +107,37 @@ public final class LoadBalancingLoss {
                 throw new IllegalArgumentException("router logits of layer " + l + " must be FLOAT or DOUBLE, got "
                         + layer.dataType());
             }
-            rows += (int) layer.size(0);
+            rows += layer.size(0);
         }
         if (rows == 0) {
             throw new IllegalArgumentException("load-balancing loss needs at least one token, got none");
         }
-        double[] probs = new double[rows * numExperts];                            // [L·T, E]
-        int at = 0;
-        for (INDArray layer : routerLogits) {
-            double[] z = Flat.values(layer);
-            System.arraycopy(z, 0, probs, at, z.length);
-            at += z.length;
-        }
         double[] tokens = new double[numExperts];
         double[] meanProb = new double[numExperts];
+        double[] p = new double[numExperts];                                       // one row: logits, then probs
+        float[] scratch = new float[numExperts];
         int[] chosen = new int[topK];
-        for (int n = 0; n < rows; n++) {
-            int p = n * numExperts;
-            Softmax.row(probs, p, numExperts, false);
-            TopK.select(probs, p, numExperts, topK, null, chosen, 0);
-            for (int best : chosen) {
-                tokens[best] += 1.0;
+        for (INDArray layer : routerLogits) {
+            if (layer.size(0) == 0) {
+                continue;
             }
-            for (int e = 0; e < numExperts; e++) {
-                meanProb[e] += probs[p + e];
+            NativeElements logits = NativeElements.of(layer);
+            for (long t = 0; t < layer.size(0); t++) {
+                logits.read(t * numExperts, p, numExperts, scratch);
+                Softmax.row(p, 0, numExperts, false);
+                TopK.select(p, 0, numExperts, topK, null, chosen, 0);
+                for (int best : chosen) {
+                    tokens[best] += 1.0;
+                }
+                for (int e = 0; e < numExperts; e++) {
+                    meanProb[e] += p[e];
+                }
             }
         }
         for (int e = 0; e < numExperts; e++) {
             tokens[e] /= rows;                                                     // torch.mean over tokens
             meanProb[e] /= rows;
         }
-        return new Stats(probs, tokens, meanProb, rows);
+        return new Stats(tokens, meanProb, rows);
     }
 }

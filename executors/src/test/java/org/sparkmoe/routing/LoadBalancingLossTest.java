@@ -10,6 +10,7 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.sparkmoe.experts.GradientCheck;
 
 /** {@link LoadBalancingLoss} against hand-computed values of transformers' load_balancing_loss_func. */
@@ -60,6 +61,72 @@ class LoadBalancingLossTest {
         for (int l = 0; l < logits.size(); l++) {
             GradientCheck.check("load balancing layer " + l, logits.get(l), grads.get(l),
                     () -> dLoss * LoadBalancingLoss.value(logits, 4, 2));
+        }
+    }
+
+    /**
+     * Row by row from native memory, the gradient is, bit for bit, the formula over the concatenated [L·T, E]
+     * float64 probabilities (written out here as the class computed it before it streamed rows), for FLOAT layers,
+     * one a view of rows of a larger array and one without tokens.
+     */
+    @Test
+    void rowByRowGradientIsTheConcatenatedFormulaBitForBit() {
+        Random rnd = new Random(5);
+        int e = 6;
+        int k = 2;
+        INDArray whole = GradientCheck.gaussian(rnd, DataType.DOUBLE, 2.0, 9, e).castTo(DataType.FLOAT);
+        List<INDArray> logits = List.of(GradientCheck.gaussian(rnd, DataType.DOUBLE, 2.0, 7, e)
+                        .castTo(DataType.FLOAT), Nd4j.create(DataType.FLOAT, 0, e),
+                whole.get(NDArrayIndex.interval(3, 8), NDArrayIndex.all()));
+        int rows = 12;
+        double[] probs = new double[rows * e];
+        int at = 0;
+        for (INDArray layer : logits) {
+            if (layer.length() == 0) {
+                continue;
+            }
+            for (double v : layer.dup('c').data().asDouble()) {
+                probs[at++] = v;
+            }
+        }
+        double[] tokens = new double[e];
+        double[] meanProb = new double[e];
+        int[] chosen = new int[k];
+        for (int n = 0; n < rows; n++) {
+            org.sparkmoe.kernels.Softmax.row(probs, n * e, e, false);
+            TopK.select(probs, n * e, e, k, null, chosen, 0);
+            for (int best : chosen) {
+                tokens[best] += 1.0;
+            }
+            for (int j = 0; j < e; j++) {
+                meanProb[j] += probs[n * e + j];
+            }
+        }
+        double value = 0;
+        double[] c = new double[e];
+        for (int j = 0; j < e; j++) {
+            tokens[j] /= rows;
+            meanProb[j] /= rows;
+            value += tokens[j] * meanProb[j];
+            c[j] = 0.3 * e * tokens[j];
+        }
+        assertEquals(value * e, LoadBalancingLoss.value(logits, e, k), 0.0);
+        List<INDArray> grads = LoadBalancingLoss.gradient(logits, e, k, 0.3);
+        assertEquals(0, grads.get(1).length());
+        int row = 0;
+        for (INDArray grad : grads) {
+            assertEquals(DataType.FLOAT, grad.dataType());
+            float[] got = grad.length() == 0 ? new float[0] : grad.data().asFloat();
+            for (int t = 0; t < grad.size(0); t++, row++) {
+                double pc = 0;
+                for (int j = 0; j < e; j++) {
+                    pc += probs[row * e + j] * c[j];
+                }
+                for (int j = 0; j < e; j++) {
+                    assertEquals((float) (probs[row * e + j] * (c[j] - pc) / rows), got[t * e + j], 0.0f,
+                            "row " + row + ", expert " + j);
+                }
+            }
         }
     }
 
