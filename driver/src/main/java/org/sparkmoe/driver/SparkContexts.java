@@ -2,7 +2,7 @@ package org.sparkmoe.driver;
 
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
-import org.sparkmoe.kernels.Nd4jPreload;
+import org.sparkmoe.kernels.Nd4jLoad;
 import org.sparkmoe.kernels.VectorWarmup;
 
 import java.io.IOException;
@@ -19,9 +19,9 @@ import java.util.regex.Pattern;
 /**
  * The SparkContext every job runs in: the embedded local master unless spark-submit (or --master) says
  * otherwise, Kryo with registration required, and the OpenBLAS and glibc settings passed on to executors. ND4J's
- * native backend loads and Spark's serializers are used once while Spark starts ({@link Nd4jPreload}, {@link
- * SerializerWarmup}); an embedded context also warms the kernels up then ({@link VectorWarmup}) and the scheduler
- * once it has ({@link SchedulerWarmup}).
+ * native backend loads before Spark starts ({@link Nd4jLoad}: not beside another thread's native loads), Spark's
+ * serializers are used once while it starts ({@link SerializerWarmup}); an embedded context also warms the kernels
+ * up then ({@link VectorWarmup}) and the scheduler once it has ({@link SchedulerWarmup}).
  */
 public final class SparkContexts {
     public static final String DEFAULT_MASTER = "local[2]";
@@ -144,8 +144,8 @@ public final class SparkContexts {
         requireReachable(url);
         STARTED.incrementAndGet();
         boolean runsTasks = embedded(url);     // this JVM runs the tasks
-        Nd4jPreload.start();                // ND4J's native libraries load while Spark starts
-        SerializerWarmup.start(conf);       // and Spark's serializers are used once
+        Nd4jLoad.now();                     // ND4J's native libraries, before any other thread loads one
+        SerializerWarmup.start(conf);       // Spark's serializers are used once while Spark starts
         if (runsTasks) {
             VectorWarmup.start();           // the kernels compile while Spark starts
         }

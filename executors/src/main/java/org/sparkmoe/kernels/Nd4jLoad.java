@@ -2,42 +2,38 @@ package org.sparkmoe.kernels;
 
 import org.nd4j.linalg.factory.Nd4j;
 
-import java.util.concurrent.atomic.AtomicBoolean;
-
 /**
- * Loads ND4J's native backend (libnd4j, OpenBLAS and their JavaCPP bindings) in a daemon thread. A JVM's first use
- * of ND4J spends about a second there, and in a Spark JVM the first use is Spark's first Kryo instance (its
- * registrator registers ND4J's classes), made on the scheduler's thread for the first job's task binary: the first
- * job's tasks waited for it. Started when a SparkContext or an executor starts, the load overlaps Spark's own start.
- * Whichever thread reaches ND4J first, the others wait for the same class initialisation, so it happens once; a
- * load that fails here fails again, with its cause, where ND4J is first used.
+ * Loads ND4J's native backend (libnd4j, OpenBLAS and their JavaCPP bindings) on the calling thread, once per JVM,
+ * before the JVM's other work starts threads. It must not overlap another thread's loading of a native library:
+ * ND4J looks up its BLAS functions with JavaCPP's {@code Loader.addressof}, which walks the loaded libraries with
+ * glibc's {@code dl_iterate_phdr} and calls {@code dlopen} from inside its callback, taking the loader's two locks in
+ * the opposite order to a {@code dlopen} on another thread. Both then wait for ever: an eval hung at its start on
+ * 2026-12-07 with this thread in {@code addressof} → {@code dlopen(libgcc_s)} and Spark's start in
+ * {@code dlopen(libextnet)} (gdb; docs/benchmarks.md). So a command loads the backend before it starts Spark, its
+ * tokenizer or a warm-up thread, and an executor before it runs a task. About a second, no longer overlapping
+ * Spark's start. A load that fails here fails again, with its cause, where ND4J is first used.
  */
-public final class Nd4jPreload {
-    private static final AtomicBoolean STARTED = new AtomicBoolean();
+public final class Nd4jLoad {
+    private static volatile boolean done;
 
-    private Nd4jPreload() {
+    private Nd4jLoad() {
     }
 
-    /**
-     * Starts the load in the background, once per JVM.
-     *
-     * @return the loading thread, or null when an earlier call started it
-     */
-    public static Thread start() {
-        if (!STARTED.compareAndSet(false, true)) {
-            return null;
+    /** Loads the backend on this thread, or returns at once when it is loaded. */
+    public static void now() {
+        if (done) {
+            return;
         }
-        Thread thread = new Thread(Nd4jPreload::load, "sparkmoe-nd4j-preload");
-        thread.setDaemon(true);
-        thread.start();
-        return thread;
-    }
-
-    private static void load() {
         try {
             Nd4j.getExecutioner();
         } catch (Throwable e) {
             // left to the first real use of ND4J, which reports it
         }
+        done = true;
+    }
+
+    /** Whether {@link #now} has returned in this JVM. */
+    public static boolean done() {
+        return done;
     }
 }

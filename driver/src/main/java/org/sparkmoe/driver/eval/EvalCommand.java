@@ -17,6 +17,7 @@ import org.sparkmoe.driver.layerwise.LayerwiseOptions;
 import org.sparkmoe.driver.layerwise.LayerwisePlan;
 import org.sparkmoe.driver.MemoryPlan;
 import org.sparkmoe.driver.ModelWarmup;
+import org.sparkmoe.kernels.Nd4jLoad;
 import org.sparkmoe.driver.data.TokenizeStage;
 import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.ModelOption;
@@ -155,6 +156,7 @@ public final class EvalCommand implements Callable<Integer> {
         if (dryRun.show(choice.memory())) {
             return 0;
         }
+        Nd4jLoad.now();   // before the tokenizer's and the warm-up's threads load native libraries of their own
         // while Spark starts: the inputs tokenized, and a small model loaded and run once (embedded masters)
         TokenizeStage.startEarly(plan.model(), plan.data(), plan.split(), conf);
         ModelWarmup warmup = against != null || pass != null ? null : ModelWarmup.start(sparkConf.get("spark.master"),
