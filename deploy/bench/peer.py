@@ -26,8 +26,8 @@ warm-up); SparkMoE's is the sum of its rounds after the first, from train-log.js
 Prints one line per measurement and the ratios SparkMoE / transformers (above 1: SparkMoE is faster). With
 --repeats N each side runs N times, alternated (transformers, SparkMoE, transformers, ...), and the summary line gives
 each side's median tokens/s, their ratio and the lowest ratio of a pair. transformers repeats in the same process on
-the same loaded model, so its later runs are warm (10% faster on the tiny eval here); each SparkMoE run is a new
-command, cold: the repeats favour transformers.
+the same loaded model for eval (train loads it again for each run), so its later eval runs are warm (10% faster on
+the tiny eval here); each SparkMoE run is a new command, cold: the repeats favour transformers.
 Needs torch, transformers and peft (a venv from the local package index; see docs/benchmarks.md#against-transformers).
 """
 import time
@@ -181,6 +181,8 @@ def main():
     p.add_argument("--sparkmoe", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bin",
                                                          "sparkmoe"))
     args = p.parse_args()
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1, got {args.repeats}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.eval_data:
@@ -200,6 +202,7 @@ def main():
             print(f"eval ratio sparkmoe/transformers: {(o_tokens / o_seconds) / (tokens / seconds):.2f}x"
                   + ("" if run else f"; end to end {end_to_end / o_wall:.2f}x"), flush=True)
             pairs.append((tokens / seconds, o_tokens / o_seconds))
+        del model                       # before train loads its own copy: a real shape's float32 model is GBs
         summarise("eval", pairs)
     if args.train_data:
         windows = windows_of(args.model, args.train_data, args.train_split, args.window)
@@ -229,6 +232,7 @@ def summarise(work, pairs):
     lowest = min(p[1] / p[0] for p in pairs)
     print(f"{work} over {len(pairs)} runs: transformers median {theirs:.0f} tokens/s, sparkmoe median {ours:.0f} "
           f"tokens/s, ratio of medians {ours / theirs:.2f}x, lowest pair {lowest:.2f}x", flush=True)
+
 
 if __name__ == "__main__":
     main()

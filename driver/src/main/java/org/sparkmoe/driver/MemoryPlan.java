@@ -212,16 +212,19 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
     }
 
     /**
-     * The Java arrays a train step holds at once beside ND4J's buffers, for a step of {@code tokens} = T. What each
-     * layer's forward keeps for the backward: RMSNorm's two float64 inverse norms [T], the attention's float64
-     * log-sum-exp [T, H], a per-head q/k norm's inverse norms [T, H + KVH] (Qwen3; a whole-projection one, OLMoE's,
-     * [T] each), and in an MoE layer the router's float64 scores [T, E], the routes and the routing plan (12 bytes
-     * per token and choice each) and a shared expert's gates [T]; every layer's, or with {@code checkpointed}
-     * (--checkpoint-activations) the largest layer's alone. Beside them: the MoE layers' float64 expert-weight
-     * gradients [T, K], built up over the backward; the final norm's [T]; and the larger of the loss's float64 block
-     * of logits ({@link CausalLmLoss#BLOCK_ELEMENTS}) and one MoE layer's scratch — its router gradient [T, E] in
-     * float64 and the combine's rows [T, K], with a shared expert three float64 [T, D] arrays in the backward (two in
-     * the forward). AdamW's float64 copies of one tensor after the backward are not counted.
+     * The Java arrays a train step holds at once beside ND4J's buffers, for a step of {@code tokens} = T, with the
+     * routed experts of the LoRA and μMoE forms that keep no per-row arrays of their own (the full experts). What each
+     * layer's forward keeps for the backward: RMSNorm's two float64 inverse norms [T] (MLA's two latent norms add two
+     * more), the attention's float64 log-sum-exp [T, H], a per-head q/k norm's inverse norms [T, H + KVH] (Qwen3; a
+     * whole-projection one, OLMoE's, [T] each), and in an MoE layer the router's float64 scores [T, E], the routes
+     * and the routing plan (12 bytes per token and choice each) and a shared expert's gates [T]; every layer's, or
+     * with {@code checkpointed} (--checkpoint-activations) the largest layer's twice (the layer recomputed and the one
+     * before it, still referenced while the next runs). Beside them: the MoE layers' float64 expert-weight gradients
+     * [T, K], built up over the backward; the final norm's [T]; and the larger of the loss's float64 block of logits
+     * ({@link CausalLmLoss#BLOCK_ELEMENTS}) and one MoE layer's scratch — its router gradient [T, E] in float64, the
+     * combine's rows [T, K], with router jitter its float64 noise [T, D], with a shared expert three float64 [T, D]
+     * arrays in the backward (two in the forward). AdamW's float64 copies of one tensor after the backward are not
+     * counted.
      */
     static long trainHeapBytes(ModelConfig c, long tokens, boolean checkpointed) {
         long qkNorm = switch (c.qkNorm) {
@@ -230,22 +233,25 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
             case NONE -> 0;
         };
         long shared = c.shared_expert_intermediate_size > 0 ? 1 : 0;
+        long jitter = c.router_jitter_noise > 0 ? 1 : 0;
+        long mlaNorms = c.mla != null ? 2 : 0;
         long keptSum = 0;
         long keptMax = 0;
         long expertWeightGrads = 0;
         long scratch = 0;
         for (int l = 0; l < c.num_hidden_layers; l++) {
-            long kept = (2 + c.num_attention_heads + qkNorm) * Double.BYTES;                       // per token
+            long kept = (2 + mlaNorms + c.num_attention_heads + qkNorm) * Double.BYTES;            // per token
             if (c.isMoeLayer(l)) {
                 kept += (long) c.num_experts * Double.BYTES + 24L * c.num_experts_per_tok + shared * Double.BYTES;
                 expertWeightGrads += (long) c.num_experts_per_tok * Double.BYTES;
                 scratch = Math.max(scratch, (long) c.num_experts * Double.BYTES + 8L * c.num_experts_per_tok + 4
+                        + jitter * c.hidden_size * Double.BYTES
                         + shared * (3L * c.hidden_size * Double.BYTES + Double.BYTES));
             }
             keptSum += kept;
             keptMax = Math.max(keptMax, kept);
         }
-        long perToken = (checkpointed ? keptMax : keptSum) + expertWeightGrads + Double.BYTES;
+        long perToken = (checkpointed ? 2 * keptMax : keptSum) + expertWeightGrads + Double.BYTES;
         return tokens * perToken + Math.max(CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES, tokens * scratch);
     }
 
@@ -629,8 +635,9 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
             out.append(prefix).append("heap needed ").append(size(heapNeededBytes)).append(" (-Xmx")
                 .append(heapNeededBytes >> 20).append("m; the launcher's default in embedded mode): base ")
                 .append(size(HEAP_BASE)).append(" + per task slot ").append(job == Job.TRAIN
-                        ? "a step's Java arrays (every layer's kept for the backward, the loss's block) and the "
-                        + "float32 partial of the state"
+                        ? "a step's Java arrays (" + (checkpointActivations ? "one layer's recomputed"
+                        : "every layer's kept") + " for the backward, the loss's block) and the float32 partial of "
+                        + "the state"
                         : job == Job.EVAL ? "the forward's Java arrays (router logits, shared expert) and a row "
                         + "of logits"
                         : "one block of logits read as floats").append(job == Job.TRAIN

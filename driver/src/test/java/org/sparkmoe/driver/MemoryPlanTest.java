@@ -412,7 +412,7 @@ class MemoryPlanTest {
      * + 60 × 8 (router) + 24 × 4 (routes and plan) + 8 (shared gates) = 728 bytes per token, 17,472 over 24 layers,
      * plus the expert-weight gradients 24 × 4 × 8 = 768 and the final norm's 8: 18,248 × T = 285.1 MiB; the largest
      * scratch is a layer's backward, 60 × 8 + 4 × 8 + 4 + 3 × 2048 × 8 + 8 = 49,676 × T = 776.2 MiB (the shared
-     * expert's three float64 [T, D]). Checkpointed, one layer's 728 instead of 17,472. Qwen3-30B-A3B (48 layers, 32
+     * expert's three float64 [T, D]). Checkpointed, two layers' 2 × 728 instead of 17,472. Qwen3-30B-A3B (48 layers, 32
      * heads over 4 KV heads, per-head q/k norms, 128 experts, K 8): 2 × 8 + 32 × 8 + 36 × 8 + 128 × 8 + 24 × 8 =
      * 1,776 per layer and token, 85,248 over 48, + 48 × 64 + 8 = 88,328 × T = 1380.1 MiB, and the larger of the
      * loss's 16 MiB block and 1,092 × T (17.1 MiB). The plan counted 16 MiB for all of it before.
@@ -422,10 +422,10 @@ class MemoryPlanTest {
         long t = 16384;
         ModelConfig qwen15 = synth(ModelShape.QWEN1_5_MOE_A2_7B, 24);
         assertEquals(18_248 * t + 49_676 * t, MemoryPlan.trainHeapBytes(qwen15, t, false));
-        assertEquals((728 + 768 + 8) * t + 49_676 * t, MemoryPlan.trainHeapBytes(qwen15, t, true));
+        assertEquals((2 * 728 + 768 + 8) * t + 49_676 * t, MemoryPlan.trainHeapBytes(qwen15, t, true));
         ModelConfig qwen3 = synth(ModelShape.QWEN3_30B_A3B, 48);
         assertEquals(88_328 * t + 1_092 * t, MemoryPlan.trainHeapBytes(qwen3, t, false));
-        assertEquals((1_776 + 3_072 + 8) * t + 1_092 * t, MemoryPlan.trainHeapBytes(qwen3, t, true));
+        assertEquals((2 * 1_776 + 3_072 + 8) * t + 1_092 * t, MemoryPlan.trainHeapBytes(qwen3, t, true));
         // at 256 tokens the loss's block is the larger
         assertEquals(256 * (88_328) + CausalLmLoss.BLOCK_ELEMENTS * Double.BYTES,
                 MemoryPlan.trainHeapBytes(qwen3, 256, false));

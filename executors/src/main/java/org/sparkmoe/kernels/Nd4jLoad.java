@@ -9,31 +9,29 @@ import org.nd4j.linalg.factory.Nd4j;
  * glibc's {@code dl_iterate_phdr} and calls {@code dlopen} from inside its callback, taking the loader's two locks in
  * the opposite order to a {@code dlopen} on another thread. Both then wait for ever: an eval hung at its start on
  * 2026-12-07 with this thread in {@code addressof} → {@code dlopen(libgcc_s)} and Spark's start in
- * {@code dlopen(libextnet)} (gdb; docs/benchmarks.md). So a command loads the backend before it starts Spark, its
- * tokenizer or a warm-up thread, and an executor before it runs a task. About a second, no longer overlapping
- * Spark's start. A load that fails here fails again, with its cause, where ND4J is first used.
+ * {@code dlopen(libextnet)} (gdb; docs/benchmarks.md, "A deadlock at the start"). So a command loads the backend
+ * before it starts Spark, its tokenizer or a warm-up thread, and an executor before it runs a task. About a second,
+ * no longer overlapping Spark's start. A load that fails here is reported on stderr with its cause, once, and left to
+ * the first real use of ND4J to fail the work.
  */
 public final class Nd4jLoad {
-    private static volatile boolean done;
+    private static volatile boolean tried;
 
     private Nd4jLoad() {
     }
 
-    /** Loads the backend on this thread, or returns at once when it is loaded. */
+    /** Loads the backend on this thread, or returns at once when an earlier call has tried. */
     public static void now() {
-        if (done) {
+        if (tried) {
             return;
         }
         try {
             Nd4j.getExecutioner();
         } catch (Throwable e) {
-            // left to the first real use of ND4J, which reports it
+            // the JVM keeps the class's failed initialisation; later uses get "Could not initialize class", so
+            // the cause is said here
+            System.err.println("sparkmoe: ND4J's native backend did not load: " + e);
         }
-        done = true;
-    }
-
-    /** Whether {@link #now} has returned in this JVM. */
-    public static boolean done() {
-        return done;
+        tried = true;
     }
 }
