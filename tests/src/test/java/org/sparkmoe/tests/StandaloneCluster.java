@@ -3,6 +3,7 @@ package org.sparkmoe.tests;
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.kernels.Nd4jLoad;
 
 import java.io.File;
 import java.io.IOException;
@@ -125,9 +126,11 @@ final class StandaloneCluster implements AutoCloseable {
     /**
      * SparkContexts' configuration (Kryo, executor environment) for this cluster: one 1-core executor per Worker
      * with {@code executorMemory} heap, our classes on the executors' classpath and our JVM flags on their command
-     * line, the driver on 127.0.0.1.
+     * line, the driver on 127.0.0.1. ND4J's backend is loaded first, as {@link SparkContexts#start} does, since the
+     * tests make their contexts themselves ({@link Nd4jLoad}: not beside Spark's own loading of native libraries).
      */
     SparkConf conf(String appName, String executorMemory) {
+        Nd4jLoad.now();
         String flags;
         try {
             flags = String.join(" ", jvmFlags());

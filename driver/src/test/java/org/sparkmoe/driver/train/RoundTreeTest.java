@@ -7,6 +7,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.driver.SparkContexts;
+import org.sparkmoe.kernels.Nd4jLoad;
 import org.sparkmoe.train.StateMean;
 import org.sparkmoe.train.TrainState;
 import scala.Tuple2;
@@ -88,6 +89,7 @@ class RoundTreeTest {
                         : new RoundNode(p, chunk, 0, 0, 0, 0, 0, 0, -1, 0)));
             }
         }
+        Nd4jLoad.now();                        // as SparkContexts.start does, before Spark starts
         try (JavaSparkContext sc = new JavaSparkContext(SparkContexts.conf("round-tree-test", master))) {
             JavaPairRDD<Long, RoundNode> rdd = sc.parallelizePairs(leaves, P);
             return RoundTree.average(rdd, P, chunks, states[0].bytes(), driverBytes, null);
