@@ -1,5 +1,6 @@
 package org.sparkmoe.routing;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -66,19 +67,24 @@ class LoadBalancingLossTest {
 
     /**
      * Row by row from native memory, the gradient is, bit for bit, the formula over the concatenated [L·T, E]
-     * float64 probabilities (written out here as the class computed it before it streamed rows), for FLOAT layers,
-     * one a view of rows of a larger array and one without tokens.
+     * float64 probabilities (written out here as the class computed it before it streamed rows): for FLOAT layers,
+     * one a view of rows of a larger array and one without tokens, and for DOUBLE layers, one a transposed
+     * (column-major) view that is read through a copy.
      */
     @Test
     void rowByRowGradientIsTheConcatenatedFormulaBitForBit() {
         Random rnd = new Random(5);
         int e = 6;
-        int k = 2;
         INDArray whole = GradientCheck.gaussian(rnd, DataType.DOUBLE, 2.0, 9, e).castTo(DataType.FLOAT);
-        List<INDArray> logits = List.of(GradientCheck.gaussian(rnd, DataType.DOUBLE, 2.0, 7, e)
-                        .castTo(DataType.FLOAT), Nd4j.create(DataType.FLOAT, 0, e),
-                whole.get(NDArrayIndex.interval(3, 8), NDArrayIndex.all()));
-        int rows = 12;
+        checkAgainstTheFormula(List.of(GradientCheck.gaussian(rnd, DataType.DOUBLE, 2.0, 7, e).castTo(DataType.FLOAT),
+                Nd4j.create(DataType.FLOAT, 0, e), whole.get(NDArrayIndex.interval(3, 8), NDArrayIndex.all())), e);
+        checkAgainstTheFormula(List.of(GradientCheck.gaussian(rnd, DataType.DOUBLE, 2.0, 4, e),
+                GradientCheck.gaussian(rnd, DataType.DOUBLE, 2.0, e, 5).transpose()), e);
+    }
+
+    private static void checkAgainstTheFormula(List<INDArray> logits, int e) {
+        int k = 2;
+        int rows = (int) logits.stream().mapToLong(l -> l.size(0)).sum();
         double[] probs = new double[rows * e];
         int at = 0;
         for (INDArray layer : logits) {
@@ -112,19 +118,22 @@ class LoadBalancingLossTest {
         }
         assertEquals(value * e, LoadBalancingLoss.value(logits, e, k), 0.0);
         List<INDArray> grads = LoadBalancingLoss.gradient(logits, e, k, 0.3);
-        assertEquals(0, grads.get(1).length());
         int row = 0;
-        for (INDArray grad : grads) {
-            assertEquals(DataType.FLOAT, grad.dataType());
-            float[] got = grad.length() == 0 ? new float[0] : grad.data().asFloat();
+        for (int l = 0; l < grads.size(); l++) {
+            INDArray grad = grads.get(l);
+            DataType type = logits.get(l).dataType();
+            assertEquals(type, grad.dataType());
+            assertArrayEquals(logits.get(l).shape(), grad.shape());
+            double[] got = grad.length() == 0 ? new double[0] : grad.dup('c').data().asDouble();
             for (int t = 0; t < grad.size(0); t++, row++) {
                 double pc = 0;
                 for (int j = 0; j < e; j++) {
                     pc += probs[row * e + j] * c[j];
                 }
                 for (int j = 0; j < e; j++) {
-                    assertEquals((float) (probs[row * e + j] * (c[j] - pc) / rows), got[t * e + j], 0.0f,
-                            "row " + row + ", expert " + j);
+                    double expected = probs[row * e + j] * (c[j] - pc) / rows;
+                    assertEquals(type == DataType.FLOAT ? (float) expected : expected, got[t * e + j], 0.0,
+                            type + " row " + row + ", expert " + j);
                 }
             }
         }
