@@ -25,18 +25,31 @@ import org.sparkmoe.kernels.Softmax;
  * 8 windows of 2048 tokens.
  */
 public final class LoadBalancingLoss {
-    private LoadBalancingLoss() {
+    private final List<INDArray> routerLogits;
+    private final int numExperts;
+    private final Stats stats;
+
+    private LoadBalancingLoss(List<INDArray> routerLogits, int numExperts, Stats stats) {
+        this.routerLogits = routerLogits;
+        this.numExperts = numExperts;
+        this.stats = stats;
     }
 
     /**
+     * The loss of these router logits: one pass over their rows for the sums, which {@link #value} and
+     * {@link #gradient} share.
+     *
      * @param routerLogits per layer [T, E] (T may differ between layers)
-     * @return the loss
      */
-    public static double value(List<INDArray> routerLogits, int numExperts, int topK) {
-        Stats s = stats(routerLogits, numExperts, topK);
+    public static LoadBalancingLoss of(List<INDArray> routerLogits, int numExperts, int topK) {
+        return new LoadBalancingLoss(routerLogits, numExperts, stats(routerLogits, numExperts, topK));
+    }
+
+    /** @return the loss */
+    public double value() {
         double loss = 0;
         for (int e = 0; e < numExperts; e++) {
-            loss += s.tokensPerExpert[e] * s.routerProbPerExpert[e];
+            loss += stats.tokensPerExpert[e] * stats.routerProbPerExpert[e];
         }
         return loss * numExperts;
     }
@@ -45,8 +58,8 @@ public final class LoadBalancingLoss {
      * @param dLoss the upstream gradient of the loss (its coefficient in the total loss)
      * @return dLoss · dL/dlogits per layer, [T, E] each, in that layer's data type
      */
-    public static List<INDArray> gradient(List<INDArray> routerLogits, int numExperts, int topK, double dLoss) {
-        Stats s = stats(routerLogits, numExperts, topK);
+    public List<INDArray> gradient(double dLoss) {
+        Stats s = stats;
         double[] c = new double[numExperts];                                       // dL/drouter_prob [E]
         for (int e = 0; e < numExperts; e++) {
             c[e] = dLoss * numExperts * s.tokensPerExpert[e];

@@ -137,13 +137,14 @@ public final class TrainStep {
                 Seeds.derive(opts.seed(), "jitter/step/" + state.step()), backward && opts.checkpointActivations());
         CausalLmLoss.Result ce = CausalLmLoss.compute(ctx.logits(), windows);
         free(ctx.logits());                                                                   // [B·S, V]
-        double aux = balanced(c) ? LoadBalancingLoss.value(ctx.routerLogits(), c.num_experts, topK) : 0.0;
+        LoadBalancingLoss balancing = balanced(c) || (backward && coef != 0)
+                ? LoadBalancingLoss.of(ctx.routerLogits(), c.num_experts, topK) : null;   // its sums, once
+        double aux = balanced(c) ? balancing.value() : 0.0;
         long tokens = (long) windows.length * windows[0].length;
         if (!backward) {
             return new Evaluation(ce.value(), aux, ce.value() + coef * aux, null, tokens, ce.scored());
         }
-        List<INDArray> dRouterLogits = coef == 0 ? null
-                : LoadBalancingLoss.gradient(ctx.routerLogits(), c.num_experts, topK, coef);
+        List<INDArray> dRouterLogits = coef == 0 ? null : balancing.gradient(coef);
         MoeTransformer.Gradients grads = adapted.backward(ctx, ce.dLogits(), dRouterLogits);
         free(ce.dLogits());                                                                   // [B·S, V]
 

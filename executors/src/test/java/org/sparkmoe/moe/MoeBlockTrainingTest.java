@@ -300,7 +300,7 @@ class MoeBlockTrainingTest {
         assertEquals(T * options.topK(), routing.length);
         if (lossOnLogits) {
             // the block's logits feed the load-balancing loss directly
-            assertTrue(LoadBalancingLoss.value(List.of(ctx.routerLogits()), E, options.topK()) > 0);
+            assertTrue(LoadBalancingLoss.of(List.of(ctx.routerLogits()), E, options.topK()).value() > 0);
         }
     }
 }

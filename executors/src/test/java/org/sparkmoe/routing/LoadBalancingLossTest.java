@@ -36,20 +36,20 @@ class LoadBalancingLossTest {
 
     @Test
     void topOneMatchesHandComputedValue() {
-        assertEquals(3.8 / 3, LoadBalancingLoss.value(handExample(DataType.DOUBLE), 3, 1), 1e-14);
+        assertEquals(3.8 / 3, LoadBalancingLoss.of(handExample(DataType.DOUBLE), 3, 1).value(), 1e-14);
     }
 
     @Test
     void topTwoMatchesHandComputedValueAndSumsTheKEBroadcast() {
-        assertEquals(1.35 + 2.75 / 3, LoadBalancingLoss.value(handExample(DataType.DOUBLE), 3, 2), 1e-14);
-        assertEquals(1.35 + 2.75 / 3, LoadBalancingLoss.value(handExample(DataType.FLOAT), 3, 2), 1e-6);
+        assertEquals(1.35 + 2.75 / 3, LoadBalancingLoss.of(handExample(DataType.DOUBLE), 3, 2).value(), 1e-14);
+        assertEquals(1.35 + 2.75 / 3, LoadBalancingLoss.of(handExample(DataType.FLOAT), 3, 2).value(), 1e-6);
     }
 
     @Test
     void uniformRouterGivesK() {
         // p = 1/E everywhere: Σ_e f_e = K and router_prob = 1/E, so the loss is E·K/E = K
         INDArray flat = Nd4j.zeros(DataType.DOUBLE, 5, 4);
-        assertEquals(2.0, LoadBalancingLoss.value(List.of(flat), 4, 2), 1e-14);
+        assertEquals(2.0, LoadBalancingLoss.of(List.of(flat), 4, 2).value(), 1e-14);
     }
 
     @Test
@@ -58,10 +58,10 @@ class LoadBalancingLossTest {
         List<INDArray> logits = List.of(GradientCheck.gaussian(rnd, DataType.DOUBLE, 1.5, 6, 4),
                 GradientCheck.gaussian(rnd, DataType.DOUBLE, 1.5, 5, 4));
         double dLoss = 0.7;
-        List<INDArray> grads = LoadBalancingLoss.gradient(logits, 4, 2, dLoss);
+        List<INDArray> grads = LoadBalancingLoss.of(logits, 4, 2).gradient(dLoss);
         for (int l = 0; l < logits.size(); l++) {
             GradientCheck.check("load balancing layer " + l, logits.get(l), grads.get(l),
-                    () -> dLoss * LoadBalancingLoss.value(logits, 4, 2));
+                    () -> dLoss * LoadBalancingLoss.of(logits, 4, 2).value());
         }
     }
 
@@ -116,8 +116,8 @@ class LoadBalancingLossTest {
             value += tokens[j] * meanProb[j];
             c[j] = 0.3 * e * tokens[j];
         }
-        assertEquals(value * e, LoadBalancingLoss.value(logits, e, k), 0.0);
-        List<INDArray> grads = LoadBalancingLoss.gradient(logits, e, k, 0.3);
+        assertEquals(value * e, LoadBalancingLoss.of(logits, e, k).value(), 0.0);
+        List<INDArray> grads = LoadBalancingLoss.of(logits, e, k).gradient(0.3);
         int row = 0;
         for (int l = 0; l < grads.size(); l++) {
             INDArray grad = grads.get(l);
@@ -143,11 +143,11 @@ class LoadBalancingLossTest {
     void badInputIsNamed() {
         INDArray ok = Nd4j.zeros(DataType.DOUBLE, 2, 4);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> LoadBalancingLoss.value(List.of(ok, Nd4j.zeros(DataType.DOUBLE, 2, 3)), 4, 2));
+                () -> LoadBalancingLoss.of(List.of(ok, Nd4j.zeros(DataType.DOUBLE, 2, 3)), 4, 2));
         assertTrue(e.getMessage().contains("layer 1") && e.getMessage().contains("[2, 3]"), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class, () -> LoadBalancingLoss.value(List.of(ok), 4, 5));
+        e = assertThrows(IllegalArgumentException.class, () -> LoadBalancingLoss.of(List.of(ok), 4, 5));
         assertTrue(e.getMessage().contains("got 5"), e.getMessage());
-        e = assertThrows(IllegalArgumentException.class, () -> LoadBalancingLoss.value(List.of(), 4, 2));
+        e = assertThrows(IllegalArgumentException.class, () -> LoadBalancingLoss.of(List.of(), 4, 2));
         assertTrue(e.getMessage().contains("at least one layer"), e.getMessage());
     }
 }
