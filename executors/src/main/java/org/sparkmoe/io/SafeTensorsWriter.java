@@ -16,6 +16,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.TreeMap;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -41,7 +42,10 @@ public final class SafeTensorsWriter {
         write(fs, target, named, metadata);
     }
 
-    /** Tensors in list order with contiguous offsets; {@code metadata} becomes {@code __metadata__}. */
+    /**
+     * Tensors in list order with contiguous offsets; {@code metadata} becomes {@code __metadata__}, its keys sorted (the
+     * same bytes for the same content, whatever the map's order).
+     */
     public static void write(FileSystem fs, Path target, List<NamedTensor> tensors, Map<String, String> metadata) {
         byte[] header = header(target, tensors, metadata);
         AtomicFile.write(fs, target, out -> {
@@ -87,7 +91,7 @@ public final class SafeTensorsWriter {
         ObjectNode root = JSON.createObjectNode();
         if (!metadata.isEmpty()) {
             ObjectNode meta = root.putObject(SafeTensorsHeader.METADATA_KEY);
-            metadata.forEach(meta::put);
+            new TreeMap<>(metadata).forEach(meta::put);
         }
         Set<String> seen = new HashSet<>();
         long offset = 0;

@@ -98,6 +98,27 @@ class SafeTensorsRoundTripTest {
     }
 
     @Test
+    void metadataIsWrittenInKeyOrderWhateverTheMapsOrder() throws IOException {
+        LinkedHashMap<String, INDArray> tensors = new LinkedHashMap<>();
+        tensors.put("x", arange(2));
+        LinkedHashMap<String, String> zFirst = new LinkedHashMap<>();
+        zFirst.put("z", "1");
+        zFirst.put("format", "pt");
+        zFirst.put("all", "2");
+        LinkedHashMap<String, String> aFirst = new LinkedHashMap<>();
+        aFirst.put("all", "2");
+        aFirst.put("format", "pt");
+        aFirst.put("z", "1");
+        SafeTensorsWriter.write(fs, hadoopPath("z.safetensors"), tensors, zFirst);
+        SafeTensorsWriter.write(fs, hadoopPath("a.safetensors"), tensors, aFirst);
+        byte[] bytes = Files.readAllBytes(tmp.resolve("z.safetensors"));
+        assertArrayEquals(bytes, Files.readAllBytes(tmp.resolve("a.safetensors")));
+        String header = new String(bytes, 8, (int) ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).getLong(0),
+                java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(header.startsWith("{\"__metadata__\":{\"all\":\"2\",\"format\":\"pt\",\"z\":\"1\"}"), header);
+    }
+
+    @Test
     void idsRoundTripAsI64BesideFloats() {
         long[] ids = {1, 0, 31999, Long.MAX_VALUE, -1, 42}; // [2, 3]
         INDArray w = arange(4, 2);
