@@ -3,7 +3,6 @@ package org.sparkmoe.calib;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.model.DecoderLayer;
-import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.MoeTransformer;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.CpExperts;
@@ -162,26 +161,9 @@ public final class CalibrationStats implements java.io.Serializable {
     }
 
     /**
-     * Adds the tokens of one forward pass over text of input file {@code file}.
-     *
-     * @param capture    {@code model.forward(tokens, topK, true)}
-     * @param allExperts activation statistics over every token for every expert (saliency stays over the routed
-     *                   tokens, as REAP and EAN are defined)
-     */
-    public CalibrationStats add(int file, ForwardOutput capture, MoeTransformer model, boolean allExperts) {
-        List<MoeBlock> blocks = moeBlocks(model);
-        int[] decoderLayers = moeLayerIndices(model.config());
-        for (int l = 0; l < blocks.size(); l++) {
-            addLayer(file, l, decoderLayers[l], capture.routerInputs().get(l), capture.routerLogits().get(l),
-                    blocks.get(l), allExperts);
-        }
-        return this;
-    }
-
-    /**
-     * Adds MoE layer {@code l}'s share of one forward pass over text of input file {@code file} (a layer-sequential
-     * pass adds one layer at a time): the same additions {@link #add} makes for that layer, so merging the layers'
-     * aggregates gives its bits. With importance sums, the block's own (its router's, experts' and shared expert's
+     * Adds MoE layer {@code l}'s share of one forward pass over text of input file {@code file}: a whole-model pass
+     * adds each layer as {@link MoeTransformer#moeLayerPass} shows it, a layer-sequential pass one layer at a time
+     * (exact sums: merging the layers' aggregates gives the same bits). With importance sums, the block's own (its router's, experts' and shared expert's
      * inputs); the attention's and the dense layers' are what the layer's forward shows {@link #linearInputs()}.
      *
      * @param l      the MoE layer (0-based among the MoE layers)
@@ -220,19 +202,6 @@ public final class CalibrationStats implements java.io.Serializable {
             importance.add(layer, LinearInputs.Site.SHARED_INTER, Activations.gated(shared.activation(),
                     Dense.linear(x, shared.w1().matrix(0)), Dense.linear(x, shared.w3().matrix(0)), Workers.SERIAL));
         }
-    }
-
-    /**
-     * The first MoE layer (0-based among the MoE layers) whose router logits hold a NaN or an infinity, or -1:
-     * non-finite weights show up there, and exact sums refuse them.
-     */
-    public static int firstNonFiniteLayer(ForwardOutput capture) {
-        for (int l = 0; l < capture.routerLogits().size(); l++) {
-            if (!Double.isFinite(capture.routerLogits().get(l).sumNumber().doubleValue())) { // NaN and ±Inf propagate
-                return l;
-            }
-        }
-        return -1;
     }
 
     /** this += other (exact, order-independent). */

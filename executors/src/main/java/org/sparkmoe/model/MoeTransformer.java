@@ -157,6 +157,50 @@ public final class MoeTransformer {
         return ends.finalNorm(hidden);
     }
 
+    /** What a statistics pass ({@link #moeLayerPass}) sees of each MoE layer while the layer's step lasts. */
+    @FunctionalInterface
+    public interface MoeLayerSink {
+        /**
+         * @param moeLayer 0-based among the MoE layers
+         * @param layer    its decoder layer
+         * @param block    its MoE block
+         * @param input    the block's input, norm2(h) [B·S, D]
+         * @param logits   its router's logits [B·S, E]
+         * @param output   the decoder layer's output [B·S, D]
+         */
+        void accept(int moeLayer, int layer, MoeBlock block, INDArray input, INDArray logits, INDArray output);
+    }
+
+    /**
+     * The decoder layers over {@code tokens} for statistics (calibration): each layer runs in the thread's
+     * {@link StepWorkspace}, as in {@link #finalHidden}, and an MoE layer shows its block's input, its router logits and
+     * its output to {@code sink} before its step ends. They, and every array the sink makes, are invalid once the sink returns; only
+     * a layer's output outlives its step. The final norm and the LM head are not run.
+     *
+     * @param inputs what decoder layer i's attention and dense-MLP projections show their inputs to
+     */
+    public void moeLayerPass(int[][] tokens, int topK, IntFunction<LinearInputs> inputs, MoeLayerSink sink) {
+        int batch = tokens.length;
+        int seq = tokens[0].length;
+        INDArray hidden = ends.embed(tokens);                                         // [B·S, D]
+        int moeLayer = 0;
+        for (int i = 0; i < layers.size(); i++) {
+            DecoderLayer layer = layers.get(i);
+            INDArray input = hidden;
+            try (MemoryWorkspace step = StepWorkspace.step()) {    // only the layer's output outlives it
+                DecoderLayer.Output out = layer.forward(input, batch, seq, ends.rope(), topK, inputs.apply(i));
+                if (out.routerLogits() != null) {
+                    sink.accept(moeLayer++, i, layer.moe(), out.moeInput(), out.routerLogits(), out.hidden());
+                }
+                hidden = StepWorkspace.keep(out.hidden());
+            }
+            if (hidden != input) {
+                NativeBuffers.free(input);
+            }
+        }
+        NativeBuffers.free(hidden);
+    }
+
     /** Logits [N, V] of final hidden rows [N, D]. */
     public INDArray lmHead(INDArray finalHidden) {
         return ends.lmHead(finalHidden);

@@ -7,9 +7,13 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.train.TinyModels;
 
+import java.util.ArrayList;
+import java.util.List;
+
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -60,5 +64,29 @@ class StepWorkspaceTest {
                 assertEquals(sum, nll[b], 0.0, "window " + b);
             }
         }
+    }
+
+    /**
+     * Calibration's pass shows each MoE layer's router input, logits and output inside the layer's step: the bits the
+     * whole forward captures, every MoE layer once and in order, and nothing left attached or open.
+     */
+    @Test
+    void theMoeLayerPassShowsTheForwardsRouterInputsAndLogitsLayerByLayer() {
+        MoeTransformer model = tiny();
+        ForwardOutput captured = model.forward(FIRST, 2, true);                          // no workspace
+        List<Integer> seen = new ArrayList<>();
+        model.moeLayerPass(FIRST, 2, layer -> LinearInputs.NONE, (l, layer, block, input, logits, output) -> {
+            assertTrue(input.isAttached() && logits.isAttached(), "made in the layer's step");
+            assertSame(model.layers().get(layer).moe(), block);
+            assertArrayEquals(Flat.floats(captured.routerInputs().get(l)), Flat.floats(input), 0f, "input of " + l);
+            assertArrayEquals(Flat.floats(captured.routerLogits().get(l)), Flat.floats(logits), 0f, "logits of " + l);
+            if (layer + 1 < model.layers().size()) {    // the capture's last hidden state is the final norm's output
+                assertArrayEquals(Flat.floats(captured.hiddenStates().get(layer + 1)), Flat.floats(output), 0f,
+                        "output of " + layer);
+            }
+            seen.add(layer);
+        });
+        assertEquals(List.of(0, 1, 2, 3), seen, "the tiny Mixtral's four MoE layers");
+        assertFalse(Nd4j.getWorkspaceManager().anyWorkspaceActiveForCurrentThread());
     }
 }

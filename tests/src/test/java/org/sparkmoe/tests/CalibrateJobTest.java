@@ -24,6 +24,7 @@ import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
+import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.text.TextFiles;
 import org.sparkmoe.text.TextSplit;
 import org.sparkmoe.text.Tokenizers;
@@ -105,7 +106,13 @@ class CalibrateJobTest {
         CalibrationStats local = CalibrationStats.empty(2, transformer.config(), 2);
         for (int f = 0; f < 2; f++) {
             for (int[] window : windowsOf(f)) {
-                local.add(f, transformer.forward(new int[][] {window}, 2, true), transformer, true);
+                ForwardOutput out = transformer.forward(new int[][] {window}, 2, true);
+                List<MoeBlock> blocks = CalibrationStats.moeBlocks(transformer);
+                int[] layers = CalibrationStats.moeLayerIndices(transformer.config());
+                for (int l = 0; l < blocks.size(); l++) {
+                    local.addLayer(f, l, layers[l], out.routerInputs().get(l), out.routerLogits().get(l),
+                            blocks.get(l), true);
+                }
             }
         }
         LayerRouterStats a = spark.layer(0);

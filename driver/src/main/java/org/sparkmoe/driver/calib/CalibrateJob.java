@@ -19,7 +19,6 @@ import org.sparkmoe.driver.layerwise.HiddenChunk;
 import org.sparkmoe.driver.layerwise.LayerwisePass;
 import org.sparkmoe.driver.layerwise.LayerwisePlan;
 import org.sparkmoe.io.ModelConfig;
-import org.sparkmoe.model.ForwardOutput;
 import org.sparkmoe.model.LayerCache;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.model.MoeTransformer;
@@ -128,12 +127,7 @@ public final class CalibrateJob {
             INDArray input = chunk.normed();                                                 // [B·S, D]
             MoeBlock block = lease.get().decoder().moe();
             INDArray logits = block.router().logits(input);                                  // [B·S, E]
-            if (!Double.isFinite(logits.sumNumber().doubleValue())) {                       // NaN and ±Inf propagate
-                String file = new Path(plan.data().get(chunk.chunk().file())).getName();
-                throw new IllegalArgumentException("model " + plan.model() + " gives non-finite router logits in MoE "
-                        + "layer " + layer + " on " + file + "; expected finite numbers (does it hold NaN or infinite "
-                        + "weights?); no report written");
-            }
+            requireFinite(plan, chunk.chunk().file(), layer, logits);
             acc.addLayer(chunk.chunk().file(), l, layer, input, logits, block, plan.allExperts());
             if (plan.routerData() != null) {
                 exportLayer(plan, chunk.chunk().file(), chunk.chunk().chunk(), chunk.chunk().windows().length, layer,
@@ -193,32 +187,51 @@ public final class CalibrateJob {
         return out;
     }
 
+    /**
+     * One chunk's statistics, each MoE layer added while its step of the forward lasts
+     * ({@link MoeTransformer#moeLayerPass}: no layer's activations outlive it, no logits computed), and, when asked,
+     * its router training files.
+     */
     private static CalibrationStats add(CalibratePlan plan, CalibrationStats acc, CalibChunk chunk) {
         try (ModelCache.Lease lease = ModelCache.lease(plan.model(), plan.adapter(), null, plan.device())) {
             MoeTransformer model = lease.model();
-            ForwardOutput capture = model.forward(chunk.windows, plan.topK(), true, acc.linearInputs(chunk.file));
-            int bad = CalibrationStats.firstNonFiniteLayer(capture);
-            if (bad >= 0) {
-                String file = new Path(plan.data().get(chunk.file)).getName();
-                throw new IllegalArgumentException("model " + plan.model() + " gives non-finite router logits in MoE "
-                        + "layer " + CalibrationStats.moeLayerIndices(model.config())[bad] + " on " + file
-                        + "; expected finite numbers (does it hold NaN or infinite weights?); no report written");
-            }
-            acc.add(chunk.file, capture, model, plan.allExperts());
-            if (plan.routerData() != null) {
-                export(plan, chunk, capture, model);
-            }
+            boolean sigmoid = sigmoid(model.config());
+            model.moeLayerPass(chunk.windows, plan.topK(), acc.linearInputs(chunk.file),
+                    (l, layer, block, input, logits, output) -> {
+                        requireFinite(plan, chunk.file, layer, logits);
+                        if (!finite(output)) {       // NaN weights in its experts: refused before their statistics
+                            throw new IllegalArgumentException("model " + plan.model() + " gives a non-finite output "
+                                    + "in decoder layer " + layer + " on " + fileName(plan, chunk.file) + "; "
+                                    + NON_FINITE_HINT);
+                        }
+                        acc.addLayer(chunk.file, l, layer, input, logits, block, plan.allExperts());
+                        if (plan.routerData() != null) {
+                            exportLayer(plan, chunk.file, chunk.firstWindow, chunk.windows.length, layer, input,
+                                    logits, sigmoid);
+                        }
+                    });
         }
         return acc;
     }
 
-    /** One DataSet file per window and MoE layer ({@link #exportLayer}). */
-    private static void export(CalibratePlan plan, CalibChunk chunk, ForwardOutput capture, MoeTransformer model) {
-        int[] layers = CalibrationStats.moeLayerIndices(model.config());
-        for (int l = 0; l < layers.length; l++) {
-            exportLayer(plan, chunk.file, chunk.firstWindow, chunk.windows.length, layers[l],
-                    capture.routerInputs().get(l), capture.routerLogits().get(l), sigmoid(model.config()));
+    private static final String NON_FINITE_HINT = "expected finite numbers (does it hold NaN or infinite weights?); "
+            + "no report written";
+
+    /** Refuses router logits [B·S, E] of MoE decoder layer {@code layer} that hold a NaN or an infinity. */
+    private static void requireFinite(CalibratePlan plan, int file, int layer, INDArray logits) {
+        if (!finite(logits)) {
+            throw new IllegalArgumentException("model " + plan.model() + " gives non-finite router logits in MoE "
+                    + "layer " + layer + " on " + fileName(plan, file) + "; " + NON_FINITE_HINT);
         }
+    }
+
+    /** Whether every element is finite (NaN and ±Inf propagate into the sum). */
+    private static boolean finite(INDArray a) {
+        return Double.isFinite(a.sumNumber().doubleValue());
+    }
+
+    private static String fileName(CalibratePlan plan, int file) {
+        return new Path(plan.data().get(file)).getName();
     }
 
     /**
