@@ -1,6 +1,5 @@
 package org.sparkmoe.train;
 
-import java.util.LinkedHashMap;
 import java.util.Map;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.kernels.Flat;
@@ -40,25 +39,26 @@ public record AdamW(double beta1, double beta2, double eps, double weightDecay) 
     }
 
     /**
-     * One update of every trainable tensor with learning rate {@code lr}; replaces the state's tensors and moments
-     * with new arrays and advances its step by one.
+     * One update of every trainable tensor with learning rate {@code lr}: the state's tensors and moments are
+     * overwritten in place (no new native buffers per step), and its step advances by one.
      *
      * @param grads the gradients, keys and shapes as {@code state.params()}
      */
     public void update(TrainState state, Map<String, INDArray> grads, double lr) {
         TrainState.checkLike("gradients", state.params(), grads);
         long t = state.step() + 1;
-        LinkedHashMap<String, INDArray> params = state.params();
-        for (Map.Entry<String, INDArray> e : params.entrySet()) {
+        for (Map.Entry<String, INDArray> e : state.params().entrySet()) {
             String key = e.getKey();
             INDArray p = e.getValue();
+            INDArray mArray = state.m().get(key);
+            INDArray vArray = state.v().get(key);
             double[] theta = Flat.values(p);
-            double[] m = Flat.values(state.m().get(key));
-            double[] v = Flat.values(state.v().get(key));
+            double[] m = Flat.values(mArray);
+            double[] v = Flat.values(vArray);
             update(theta, Flat.values(grads.get(key)), m, v, t, lr);
-            e.setValue(Flat.array(theta, p.shape(), p.dataType()));
-            state.m().put(key, Flat.array(m, p.shape(), p.dataType()));
-            state.v().put(key, Flat.array(v, p.shape(), p.dataType()));
+            Flat.overwrite(p, theta);
+            Flat.overwrite(mArray, m);
+            Flat.overwrite(vArray, v);
         }
         state.advance(t);
     }

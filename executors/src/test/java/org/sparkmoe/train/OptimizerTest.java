@@ -1,6 +1,7 @@
 package org.sparkmoe.train;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -42,6 +43,34 @@ class OptimizerTest {
         assertEquals(-0.054, state.m().get("p").getDouble(1), 1e-15);
         assertEquals(2.9949025e-4, state.v().get("p").getDouble(0), 1e-17);
         assertEquals(1.087911e-3, state.v().get("p").getDouble(1), 1e-17);
+    }
+
+    /** A step writes into the state's own arrays (no new native buffers), rounding to float32 as a new array would. */
+    @Test
+    void adamWOverwritesTheStatesFloatArraysInPlace() {
+        LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
+        params.put("p", Nd4j.create(new float[] {1.0f, -2.0f, 0.3f}, new long[] {3}));
+        TrainState state = TrainState.fresh(params);
+        INDArray p = state.params().get("p");
+        INDArray m = state.m().get("p");
+        INDArray v = state.v().get("p");
+        AdamW adam = new AdamW(0.9, 0.999, 1e-8, 0.01);
+        double[] theta = {1.0, -2.0, (double) 0.3f};
+        double[] g = {0.5, -1.0, (double) 0.25f};
+        double[] mExpected = new double[3];
+        double[] vExpected = new double[3];
+        adam.update(theta, g, mExpected, vExpected, 1, 0.1);
+        LinkedHashMap<String, INDArray> grads = new LinkedHashMap<>();
+        grads.put("p", Nd4j.create(new float[] {0.5f, -1.0f, 0.25f}, new long[] {3}));
+        adam.update(state, grads, 0.1);
+        assertSame(p, state.params().get("p"));
+        assertSame(m, state.m().get("p"));
+        assertSame(v, state.v().get("p"));
+        for (int i = 0; i < 3; i++) {
+            assertEquals((float) theta[i], p.getFloat(i), 0f);
+            assertEquals((float) mExpected[i], m.getFloat(i), 0f);
+            assertEquals((float) vExpected[i], v.getFloat(i), 0f);
+        }
     }
 
     /** peak 1e-3, warmup 2, total 6: λ = 0, ½, 1, ½(1 + cos π/4), ½, ½(1 − cos π/4), 0. */
