@@ -1,6 +1,7 @@
 package org.sparkmoe.kernels;
 
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.nd4j.linalg.api.memory.MemoryWorkspaceManager;
 import org.nd4j.linalg.api.memory.conf.WorkspaceConfiguration;
 import org.nd4j.linalg.api.memory.enums.AllocationPolicy;
 import org.nd4j.linalg.api.memory.enums.LearningPolicy;
@@ -24,7 +25,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * <p>
  * A training pass (forward, loss, backward) can run in a second workspace of the thread, {@link #pass}: the backward
  * reads the forward's arrays, so nothing is rewound until the pass ends, and the workspace keeps every byte the pass
- * allocated (about the memory plan's activations per task slot) for the thread's life.
+ * allocated (about the memory plan's activations per task slot) for the thread's life, or until {@link #releasePass}.
  */
 public final class StepWorkspace {
     private static final String ID = "sparkmoe-step";
@@ -48,6 +49,17 @@ public final class StepWorkspace {
     /** Starts a training pass on this thread: arrays created until the returned scope closes live in its workspace. */
     public static MemoryWorkspace pass() {
         return Nd4j.getWorkspaceManager().getAndActivateWorkspace(CONFIG, PASS_ID);
+    }
+
+    /**
+     * Frees this thread's pass workspace, if it has one: for a task that ran many training passes and ends, whose
+     * thread may next run other work (the workspace would otherwise hold its bytes for the thread's life).
+     */
+    public static void releasePass() {
+        MemoryWorkspaceManager manager = Nd4j.getWorkspaceManager();
+        if (manager.checkIfWorkspaceExists(PASS_ID)) {
+            manager.destroyWorkspace(manager.getWorkspaceForCurrentThread(PASS_ID));
+        }
     }
 
     /** {@code array} as an array that outlives the step (a copy when it lives in the workspace). */

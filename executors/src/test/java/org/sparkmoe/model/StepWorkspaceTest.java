@@ -4,7 +4,10 @@ import org.apache.hadoop.conf.Configuration;
 import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.StepWorkspace;
 import org.sparkmoe.train.TinyModels;
 
 import java.util.ArrayList;
@@ -88,5 +91,22 @@ class StepWorkspaceTest {
         });
         assertEquals(List.of(0, 1, 2, 3), seen, "the tiny Mixtral's four MoE layers");
         assertFalse(Nd4j.getWorkspaceManager().anyWorkspaceActiveForCurrentThread());
+    }
+
+    /** A task of training rounds frees its thread's pass workspace when it ends; without one it is a no-op. */
+    @Test
+    void releasePassFreesThisThreadsPassWorkspace() {
+        StepWorkspace.releasePass();
+        assertFalse(Nd4j.getWorkspaceManager().checkIfWorkspaceExists("sparkmoe-pass"));
+        try (MemoryWorkspace pass = StepWorkspace.pass()) {
+            Nd4j.create(DataType.FLOAT, 1024);
+        }
+        assertTrue(Nd4j.getWorkspaceManager().checkIfWorkspaceExists("sparkmoe-pass"));
+        StepWorkspace.releasePass();
+        assertFalse(Nd4j.getWorkspaceManager().checkIfWorkspaceExists("sparkmoe-pass"));
+        try (MemoryWorkspace pass = StepWorkspace.pass()) {                               // usable again after
+            assertTrue(Nd4j.create(DataType.FLOAT, 8).isAttached());
+        }
+        StepWorkspace.releasePass();
     }
 }

@@ -4,7 +4,9 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.io.ExpertLayout;
+import org.sparkmoe.driver.MemoryPlan;
 import org.sparkmoe.driver.Paths;
+import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.calib.CalibrateJob;
 import org.sparkmoe.driver.calib.CalibrateOutputs;
 import org.sparkmoe.driver.calib.CalibratePlan;
@@ -82,14 +84,15 @@ final class DemoPipeline {
     }
 
     private void train() {
-        TrainPlan train = plan.trainPlan(partitions);
+        TrainPlan base = plan.trainPlan(partitions);
+        TrainState start = TrainJob.initialState(base, conf);
+        TrainPlan train = base.withOptions(base.options().withPassWorkspace(passWorkspace(base, start)));
         stage("train", String.format(Locale.ROOT, "LoRA (rank %d, alpha %s, lr %s) on the valid split of %s, %d steps "
                         + "of %d windows per partition on %d partitions", train.loraSpec().rank(),
                 fmt(train.loraSpec().alpha()), fmt(train.options().schedule().peak()),
                 new Path(plan.trainFile()).getName(), train.steps(), train.batchWindows(),
                 train.partitions()), () -> {
             TrainOutputs out = new TrainOutputs(train, conf);
-            TrainState start = TrainJob.initialState(train, conf);
             TrainState last = TrainJob.run(sc, train, start, 0, (round, averaged) -> {
                 progress.println(round.summary(train.roundCount(), train.steps()));
                 out.roundDone(round, averaged);
@@ -99,6 +102,16 @@ final class DemoPipeline {
         });
         outputs.put("train log", file(plan.lora(), TrainOutputs.LOG));
         outputs.put("LoRA adapter", plan.adapter());
+    }
+
+    /**
+     * Whether the steps run in the task threads' pass workspace: as the train command, by train's memory plan. Tasks
+     * of local rounds free it when they end, before the later stages run.
+     */
+    private boolean passWorkspace(TrainPlan train, TrainState start) {
+        return MemoryPlan.of(MemoryPlan.Job.TRAIN, plan.config(), MemoryPlan.mappedBytes(plan.model(), conf),
+                train.batchWindows(), train.window(), start.bytes(), false,
+                SparkLimits.of(sc.getConf(), partitions)).passWorkspace();
     }
 
     /** @return the w2 scale α of each MoE layer */

@@ -4,6 +4,7 @@ import org.apache.spark.BarrierTaskContext;
 import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaRDD;
 import org.sparkmoe.driver.SparkLimits;
+import org.sparkmoe.kernels.StepWorkspace;
 import org.sparkmoe.train.StateMean;
 import org.sparkmoe.train.TrainOptions;
 import org.sparkmoe.train.TrainState;
@@ -242,6 +243,8 @@ final class LocalRounds {
             } catch (RuntimeException | Error e) {
                 exchange.fail(e);
                 throw e;
+            } finally {
+                StepWorkspace.releasePass();     // the next job's task (or another command's, in demo) may not train
             }
             return scala.collection.JavaConverters.asScalaIterator(Collections.emptyIterator());
         }
