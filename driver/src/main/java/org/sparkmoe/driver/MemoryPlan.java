@@ -44,7 +44,9 @@ import java.util.Map;
  * (router rows in float64: {@code 2E}), a dense or shared MLP's {@code 3I}. ND4J frees a buffer only when the
  * garbage collector finds its Java wrapper, so a layer's temporaries are summed, not overlapped. Eval adds the
  * logits of one block of rows (at most {@link Perplexity#LOGIT_BLOCK} elements, logits and log-softmax);
- * calibrate keeps every MoE layer's router input and logits; train keeps every layer's forward for the backward
+ * calibrate runs one layer at a time in the step workspace and computes no logits: a layer's forward, its statistics'
+ * second pass through the routed experts ({@code K·(2H + 3I)}) and one expert's rows of the activation statistics at
+ * a time ({@code H + 3I}, at most every token; refitted to the Mixtral-8x7B shape, docs/benchmarks.md); train keeps every layer's forward for the backward
  * (2.5 × stream + FFN per layer for the forward and the backward's transients, 3 × the attention's per-head arrays
  * for the kept ones and their gradients) plus all N × V logits and their gradient; with {@code --checkpoint-activations} it keeps each
  * layer's input (H) and each MoE layer's router logits (E) and holds one layer's forward and backward at a time (the
@@ -190,8 +192,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
 
     /**
      * The heap one executor JVM needs, at least {@link #HEAP_MIN}, rounded up to 64 MiB: {@link #HEAP_BASE}, plus per task slot the Java arrays a
-     * task holds at once — eval {@link #evalHeapBytes}, calibrate one block of logits read as floats (at most
-     * {@link Perplexity#LOGIT_BLOCK}), train a step's arrays ({@link #trainHeapBytes}) and its float32 partial
+     * task holds at once — eval {@link #evalHeapBytes}, calibrate one expert's inputs and intermediates read as floats
+     * (at most every token's, [T, D + I]), train a step's arrays ({@link #trainHeapBytes}) and its float32 partial
      * ({@link StateMean}'s chunks: the state's bytes, or its gradients') — and for train the
      * averaging tree's reduce, which holds one chunk of every partition's partial and their mean, and the round's mean
      * kept in the block manager (the whole state, at most, in one JVM). Activations, weights and the tasks' state
@@ -201,7 +203,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                      int partitions, boolean checkpointed) {
         long perSlot = switch (job) {
             case EVAL -> evalHeapBytes(c, tokens);
-            case CALIBRATE -> Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK) * Float.BYTES;
+            case CALIBRATE -> tokens * (c.hidden_size + c.expert_intermediate_size) * Float.BYTES;
             case TRAIN -> trainHeapBytes(c, tokens, checkpointed) + partialBytes;
             case SURGERY -> throw new IllegalStateException("a surgery's plan comes from MemoryPlan.surgery");
         };
@@ -524,9 +526,10 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 perToken = layersForward;
                 logits = 2 * Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK);
             }
-            case CALIBRATE -> {
-                perToken = layersForward + moeLayers * (h + c.num_experts);
-                logits = 2 * Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK);
+            case CALIBRATE -> {     // one layer at a time; its statistics: the experts again, one expert's rows
+                perToken = layersForward + (long) c.num_experts_per_tok * (2 * h + 3L * c.expert_intermediate_size)
+                        + h + 3L * c.expert_intermediate_size;
+                logits = 0;
             }
             case TRAIN -> {
                 perToken = checkpointed ? layerKept + c.num_hidden_layers * h + moeLayers * c.num_experts
@@ -640,7 +643,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                         + "the state"
                         : job == Job.EVAL ? "the forward's Java arrays (router logits, shared expert) and a row "
                         + "of logits"
-                        : "one block of logits read as floats").append(job == Job.TRAIN
+                        : "one expert's rows of inputs and intermediates read as floats").append(job == Job.TRAIN
                         ? " + the averaging tree's chunks + the kept mean" : "").append(layerwise == null ? ""
                         : " + per task slot " + LAYERWISE_CHUNK_COPIES + " copies of a chunk's hidden states + "
                         + size(LAYERWISE_STORAGE) + " for the persisted hidden states").append('\n');

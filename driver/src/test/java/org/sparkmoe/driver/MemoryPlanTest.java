@@ -105,8 +105,9 @@ class MemoryPlanTest {
         long perToken = (5 * (26624 + 102416)) / 2 + 3 * (10240 + 64);
         assertEquals((256L * perToken + 2L * 256 * 32000) * 4,
                 MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, false));
-        // calibrate adds each MoE layer's router input and logits to eval's
-        assertEquals(MemoryPlan.activations(MemoryPlan.Job.EVAL, MIXTRAL_1, 256, false) + 256L * (4096 + 8) * 4,
+        // calibrate: one layer's forward (stream, attention, experts), no logits, plus its statistics' second pass
+        // through the routed experts, K·(2H + 3I), and one expert's rows, H + 3I
+        assertEquals(256L * ((26624 + 10304 + 102416) + 2 * (2 * 4096 + 3 * 14336) + (4096 + 3 * 14336)) * 4,
                 MemoryPlan.activations(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 256, false));
     }
 
@@ -394,9 +395,9 @@ class MemoryPlanTest {
         // the row's 1.74 MiB per slot; 2 slots: 1426.5 MiB, rounded to 1472
         assertEquals(1472 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, synth(ModelShape.QWEN1_5_MOE_A2_7B, 2),
                 16384, 0, 0, 2, 2, false));
-        // calibrate: one block of logits read as floats, 65.5M logits at 8 windows of 256: one block of 2^24 floats
-        assertEquals(384 * mib + 2 * (64 * mib),
-                MemoryPlan.heap(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 2048, 0, 0, 2, 2, false));
+        // calibrate: one expert's rows of inputs and intermediates read as floats, at most every token's: 2048 ×
+        // (4096 + 14336) floats, 144 MiB per slot; 384 + 2 × 144 = 672, rounded to 704
+        assertEquals(704 * mib, MemoryPlan.heap(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 2048, 0, 0, 2, 2, false));
         // train, state of 100 MiB, 2 slots and 2 partitions: 384 + 2 × (16.1 + 100) + 3 × 64 + 100 kept = 908.2,
         // rounded to 960
         assertEquals(960 * mib,
@@ -552,9 +553,9 @@ class MemoryPlanTest {
         assertEquals(32, chosen.layerwise().expertGroups());
         assertEquals(other + 64 * expert, chosen.mappedBytes());
         assertTrue(chosen.fits());
-        // the pass plans more heap than the executor's 1 GiB (8 slots × 4 copies of a 7 MiB chunk, 256 MiB of stored
-        // chunks): the plan counts the heap it needs
-        assertTrue(chosen.heapNeededBytes() > 1L << 30, MemoryPlan.size(chosen.heapNeededBytes()));
+        // the pass's heap: 512 MiB (the floor; 384 + 8 slots × 9 MiB of one expert's rows, 256 × (7168 + 2048)
+        // floats) + 8 slots × 4 copies of a 7 MiB chunk + 256 MiB of stored chunks = 992, rounded to 1024
+        assertEquals(1024L << 20, chosen.heapNeededBytes(), MemoryPlan.size(chosen.heapNeededBytes()));
         assertEquals(chosen.mappedBytes() + chosen.nativeBytes() + MemoryPlan.JVM_OVERHEAD + chosen.heapNeededBytes(),
                 chosen.totalBytes());
     }

@@ -1,10 +1,13 @@
 package org.sparkmoe.calib;
 
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.Workers;
 import org.sparkmoe.kernels.Dense;
+import org.sparkmoe.kernels.NativeBuffers;
+import org.sparkmoe.kernels.StepWorkspace;
 import org.sparkmoe.experts.ExpertWeights;
 
 import java.util.Arrays;
@@ -76,12 +79,19 @@ public final class ExpertActivationStats implements java.io.Serializable {
             if (rows.length == 0) {
                 continue;
             }
-            INDArray xe = Nd4j.pullRows(x, 1, rows);                                                 // [n, D]
-            INDArray h = Activations.gated(weights.activation(),
-                    Dense.linear(xe, weights.w1().matrix(e), bias(weights.b1(), e)),
-                    Dense.linear(xe, weights.w3().matrix(e), bias(weights.b3(), e)), Workers.SERIAL);  // [n, I]
-            float[] xs = xe.data().asFloat();
-            float[] hs = h.data().asFloat();
+            float[] xs;
+            float[] hs;
+            // one expert's arrays at a time: made outside a caller's step workspace (which would keep every expert's
+            // until the step ends; with allExperts, E × T rows) and freed here
+            try (MemoryWorkspace outside = StepWorkspace.outside()) {
+                INDArray xe = Nd4j.pullRows(x, 1, rows);                                             // [n, D]
+                INDArray h1 = Dense.linear(xe, weights.w1().matrix(e), bias(weights.b1(), e));       // [n, I]
+                INDArray h3 = Dense.linear(xe, weights.w3().matrix(e), bias(weights.b3(), e));       // [n, I]
+                INDArray h = Activations.gated(weights.activation(), h1, h3, Workers.SERIAL);        // [n, I]
+                xs = xe.data().asFloat();
+                hs = h.data().asFloat();
+                NativeBuffers.free(xe, h1, h3, h);
+            }
             accumulate(xs, hidden, e, inputAbsSum, inputAbsMax);
             accumulate(hs, intermediate, e, interAbsSum, interAbsMax);
             if (seen != null) {
