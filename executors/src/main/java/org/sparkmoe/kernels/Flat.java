@@ -100,34 +100,6 @@ public final class Flat {
         return out;
     }
 
-    /**
-     * Writes {@code values} into {@code a} in 'c' order, rounded to nearest for FLOAT (the elements {@link
-     * #array(double[], long[], DataType)} would hold): in place, without a new native buffer, when {@code a} is a
-     * contiguous 'c'-order FLOAT or DOUBLE array.
-     */
-    public static void overwrite(INDArray a, double[] values) {
-        if (a.length() != values.length) {
-            throw new IllegalArgumentException(values.length + " values do not fill shape "
-                    + java.util.Arrays.toString(a.shape()));
-        }
-        if (values.length == 0) {
-            return;
-        }
-        if (contiguous(a) != a || (a.dataType() != DataType.FLOAT && a.dataType() != DataType.DOUBLE)) {
-            a.assign(array(values, a.shape(), a.dataType()));
-            return;
-        }
-        ByteBuffer bytes = a.data().asNio();
-        if (a.dataType() == DataType.DOUBLE) {
-            bytes.asDoubleBuffer().put(values);
-        } else {
-            FloatBuffer floats = bytes.asFloatBuffer();
-            for (int i = 0; i < values.length; i++) {
-                floats.put(i, (float) values[i]);
-            }
-        }
-    }
-
     /** float64 arithmetic rounded to float32 when {@code single} (correctly rounded for + − × ÷). */
     public static double round(double v, boolean single) {
         return single ? (float) v : v;

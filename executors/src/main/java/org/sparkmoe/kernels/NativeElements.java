@@ -81,8 +81,11 @@ public final class NativeElements {
         java.lang.ref.Reference.reachabilityFence(array);
     }
 
-    /** Row-major with the default strides of its shape (offset allowed), so element i sits at position i. */
-    private static boolean contiguous(INDArray a) {
+    /**
+     * Row-major with the default strides of its shape (offset allowed), so element i sits at position i: what {@link
+     * #of} accesses in place, so that its writes reach {@code a} (otherwise they go to a copy).
+     */
+    public static boolean contiguous(INDArray a) {
         if (a.ordering() != 'c' || a.data() == null || a.data().addressPointer() == null) {
             return false;
         }

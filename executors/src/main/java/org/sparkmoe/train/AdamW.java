@@ -2,7 +2,7 @@ package org.sparkmoe.train;
 
 import java.util.Map;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.NativeElements;
 
 /**
  * torch.optim.AdamW (amsgrad off, maximize off), element by element in float64, stored in the state's type:
@@ -20,6 +20,8 @@ import org.sparkmoe.kernels.Flat;
  * @param weightDecay λ ≥ 0
  */
 public record AdamW(double beta1, double beta2, double eps, double weightDecay) implements java.io.Serializable {
+    /** Elements per pass of {@link #update(TrainState, Map, double)} through a tensor. */
+    static final int CHUNK = 4096;
 
     public AdamW {
         if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) {
@@ -40,27 +42,53 @@ public record AdamW(double beta1, double beta2, double eps, double weightDecay) 
 
     /**
      * One update of every trainable tensor with learning rate {@code lr}: the state's tensors and moments are
-     * overwritten in place (no new native buffers per step), and its step advances by one.
+     * overwritten in place, {@value #CHUNK} elements at a time (no new native buffers, no whole-tensor float64 copies
+     * on the heap per step), and its step advances by one. A tensor that is not 'c'-contiguous is first replaced by a
+     * contiguous copy.
      *
      * @param grads the gradients, keys and shapes as {@code state.params()}
      */
     public void update(TrainState state, Map<String, INDArray> grads, double lr) {
         TrainState.checkLike("gradients", state.params(), grads);
         long t = state.step() + 1;
-        for (Map.Entry<String, INDArray> e : state.params().entrySet()) {
-            String key = e.getKey();
-            INDArray p = e.getValue();
-            INDArray mArray = state.m().get(key);
-            INDArray vArray = state.v().get(key);
-            double[] theta = Flat.values(p);
-            double[] m = Flat.values(mArray);
-            double[] v = Flat.values(vArray);
-            update(theta, Flat.values(grads.get(key)), m, v, t, lr);
-            Flat.overwrite(p, theta);
-            Flat.overwrite(mArray, m);
-            Flat.overwrite(vArray, v);
+        double[] theta = new double[CHUNK];
+        double[] g = new double[CHUNK];
+        double[] m = new double[CHUNK];
+        double[] v = new double[CHUNK];
+        float[] scratch = new float[CHUNK];
+        for (String key : state.params().keySet()) {
+            INDArray grad = grads.get(key);
+            long n = grad.length();
+            if (n == 0) {
+                continue;
+            }
+            NativeElements pe = NativeElements.of(contiguous(state.params(), key));
+            NativeElements me = NativeElements.of(contiguous(state.m(), key));
+            NativeElements ve = NativeElements.of(contiguous(state.v(), key));
+            NativeElements ge = NativeElements.of(grad);
+            for (long from = 0; from < n; from += CHUNK) {
+                int len = (int) Math.min(CHUNK, n - from);
+                pe.read(from, theta, len, scratch);
+                ge.read(from, g, len, scratch);
+                me.read(from, m, len, scratch);
+                ve.read(from, v, len, scratch);
+                update(theta, g, m, v, len, t, lr);
+                pe.write(from, theta, len, scratch);
+                me.write(from, m, len, scratch);
+                ve.write(from, v, len, scratch);
+            }
         }
         state.advance(t);
+    }
+
+    /** {@code tensors.get(key)}, replaced in the map by a 'c'-order copy first when it is not contiguous. */
+    private static INDArray contiguous(Map<String, INDArray> tensors, String key) {
+        INDArray a = tensors.get(key);
+        if (!NativeElements.contiguous(a)) {
+            a = a.dup('c');
+            tensors.put(key, a);
+        }
+        return a;
     }
 
     /**
@@ -69,10 +97,15 @@ public record AdamW(double beta1, double beta2, double eps, double weightDecay) 
      * @param g the gradient, unchanged
      */
     public void update(double[] theta, double[] g, double[] m, double[] v, long t, double lr) {
+        update(theta, g, m, v, theta.length, t, lr);
+    }
+
+    /** {@link #update(double[], double[], double[], double[], long, double)} of the first {@code n} elements. */
+    private void update(double[] theta, double[] g, double[] m, double[] v, int n, long t, double lr) {
         double bc1 = 1 - Math.pow(beta1, t);
         double bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, t));
         double stepSize = lr / bc1;
-        for (int i = 0; i < theta.length; i++) {
+        for (int i = 0; i < n; i++) {
             theta[i] *= 1 - lr * weightDecay;
             m[i] += (1 - beta1) * (g[i] - m[i]);
             v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i];

@@ -2,7 +2,7 @@ package org.sparkmoe.train;
 
 import java.util.Map;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.NativeElements;
 
 /**
  * Global gradient-norm clipping as torch's {@code clip_grad_norm_} (2-norm): total = ‖(‖g_1‖, …, ‖g_n‖)‖₂,
@@ -13,40 +13,57 @@ public final class GradClip {
     }
 
     /**
-     * Clips {@code grads} in place (each replaced by a scaled copy); with {@code maxNorm} infinite nothing changes.
+     * Clips {@code grads} in place, {@value AdamW#CHUNK} elements at a time (a gradient that is not 'c'-contiguous is
+     * first replaced by a contiguous copy); with {@code maxNorm} infinite nothing changes.
      *
      * @return the total norm before clipping
      */
     public static double clip(Map<String, INDArray> grads, double maxNorm) {
+        double[] chunk = new double[AdamW.CHUNK];
+        float[] scratch = new float[AdamW.CHUNK];
         double[] squares = new double[grads.size()];
         int t = 0;
         for (INDArray g : grads.values()) {
-            squares[t++] = squares(Flat.values(g));
+            double sq = 0;
+            long n = g.length();
+            NativeElements elements = n == 0 ? null : NativeElements.of(g);
+            for (long from = 0; from < n; from += chunk.length) {
+                int len = (int) Math.min(chunk.length, n - from);
+                elements.read(from, chunk, len, scratch);
+                for (int i = 0; i < len; i++) {
+                    sq += chunk[i] * chunk[i];                    // Σ x² in element order, in float64
+                }
+            }
+            squares[t++] = sq;
         }
         double total = total(squares);
         double coef = coefficient(total, maxNorm);
         if (coef < 1.0) {
             for (Map.Entry<String, INDArray> e : grads.entrySet()) {
-                double[] v = Flat.values(e.getValue());
-                for (int i = 0; i < v.length; i++) {
-                    v[i] *= coef;
+                INDArray g = e.getValue();
+                long n = g.length();
+                if (n == 0) {
+                    continue;
                 }
-                e.setValue(Flat.array(v, e.getValue().shape(), e.getValue().dataType()));
+                if (!NativeElements.contiguous(g)) {
+                    g = g.dup('c');
+                    e.setValue(g);
+                }
+                NativeElements elements = NativeElements.of(g);
+                for (long from = 0; from < n; from += chunk.length) {
+                    int len = (int) Math.min(chunk.length, n - from);
+                    elements.read(from, chunk, len, scratch);
+                    for (int i = 0; i < len; i++) {
+                        chunk[i] *= coef;
+                    }
+                    elements.write(from, chunk, len, scratch);
+                }
             }
         }
         return total;
     }
 
-    /** Σ x² of one tensor's elements, in element order, in float64. */
-    public static double squares(double[] g) {
-        double sq = 0;
-        for (double x : g) {
-            sq += x * x;
-        }
-        return sq;
-    }
-
-    /** The global norm from each tensor's {@link #squares}, in tensor order: ‖(‖g_1‖, …, ‖g_n‖)‖₂. */
+    /** The global norm from each tensor's Σ x², in tensor order: ‖(‖g_1‖, …, ‖g_n‖)‖₂. */
     public static double total(double[] tensorSquares) {
         double sumOfSquares = 0;
         for (double sq : tensorSquares) {

@@ -174,7 +174,7 @@ public final class StateMean {
         return out;
     }
 
-    /** Σ x² of each gradient tensor of this chunk, in key order ({@link GradClip#squares}). */
+    /** Σ x² of each gradient tensor of this chunk, in key order, in float64 (as {@link GradClip#clip} sums them). */
     public double[] squares() {
         requireGradient(this);
         double[] out = new double[params.length];

@@ -10,6 +10,7 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /** AdamW, the warmup + cosine schedule and global-norm clipping against values derived by hand. */
 class OptimizerTest {
@@ -45,31 +46,56 @@ class OptimizerTest {
         assertEquals(1.087911e-3, state.v().get("p").getDouble(1), 1e-17);
     }
 
-    /** A step writes into the state's own arrays (no new native buffers), rounding to float32 as a new array would. */
+    /**
+     * A step writes into the state's own arrays (no new native buffers) chunk by chunk, rounding to float32 as the
+     * whole-array update would: a tensor of 2.5 chunks, its last chunk partial, against the double[] update.
+     */
     @Test
-    void adamWOverwritesTheStatesFloatArraysInPlace() {
+    void adamWOverwritesTheStatesFloatArraysInPlaceChunkByChunk() {
+        int n = AdamW.CHUNK * 5 / 2;
+        float[] start = new float[n];
+        float[] grad = new float[n];
+        java.util.Random random = new java.util.Random(7);
+        for (int i = 0; i < n; i++) {
+            start[i] = (float) random.nextGaussian();
+            grad[i] = (float) random.nextGaussian();
+        }
         LinkedHashMap<String, INDArray> params = new LinkedHashMap<>();
-        params.put("p", Nd4j.create(new float[] {1.0f, -2.0f, 0.3f}, new long[] {3}));
+        params.put("p", Nd4j.create(start, new long[] {n / 5, 5}));
         TrainState state = TrainState.fresh(params);
         INDArray p = state.params().get("p");
         INDArray m = state.m().get("p");
         INDArray v = state.v().get("p");
         AdamW adam = new AdamW(0.9, 0.999, 1e-8, 0.01);
-        double[] theta = {1.0, -2.0, (double) 0.3f};
-        double[] g = {0.5, -1.0, (double) 0.25f};
-        double[] mExpected = new double[3];
-        double[] vExpected = new double[3];
-        adam.update(theta, g, mExpected, vExpected, 1, 0.1);
+        double[] theta = new double[n];
+        double[] g = new double[n];
+        for (int i = 0; i < n; i++) {
+            theta[i] = start[i];
+            g[i] = grad[i];
+        }
+        double[] mExpected = new double[n];
+        double[] vExpected = new double[n];
         LinkedHashMap<String, INDArray> grads = new LinkedHashMap<>();
-        grads.put("p", Nd4j.create(new float[] {0.5f, -1.0f, 0.25f}, new long[] {3}));
-        adam.update(state, grads, 0.1);
+        grads.put("p", Nd4j.create(grad, new long[] {n / 5, 5}));
+        for (int t = 1; t <= 2; t++) {
+            adam.update(theta, g, mExpected, vExpected, t, 0.1);
+            for (int i = 0; i < n; i++) {              // the state holds float32: round as it does between steps
+                theta[i] = (float) theta[i];
+                mExpected[i] = (float) mExpected[i];
+                vExpected[i] = (float) vExpected[i];
+            }
+            adam.update(state, grads, 0.1);
+        }
         assertSame(p, state.params().get("p"));
         assertSame(m, state.m().get("p"));
         assertSame(v, state.v().get("p"));
-        for (int i = 0; i < 3; i++) {
-            assertEquals((float) theta[i], p.getFloat(i), 0f);
-            assertEquals((float) mExpected[i], m.getFloat(i), 0f);
-            assertEquals((float) vExpected[i], v.getFloat(i), 0f);
+        float[] pAfter = p.data().asFloat();
+        float[] mAfter = m.data().asFloat();
+        float[] vAfter = v.data().asFloat();
+        for (int i = 0; i < n; i++) {
+            assertEquals((float) theta[i], pAfter[i], 0f, "θ " + i);
+            assertEquals((float) mExpected[i], mAfter[i], 0f, "m " + i);
+            assertEquals((float) vExpected[i], vAfter[i], 0f, "v " + i);
         }
     }
 
@@ -100,6 +126,40 @@ class OptimizerTest {
         assertEquals(13.0, GradClip.clip(loose, 100), 1e-12);
         assertEquals(4.0, loose.get("a").getDouble(1), 0.0);
         assertEquals(13.0, GradClip.clip(grads(), Double.POSITIVE_INFINITY), 1e-12);
+    }
+
+    /**
+     * Float32 gradients clipped in place chunk by chunk (a tensor of 2.5 chunks): the float64 norm of every element,
+     * each product in float64 rounded once; a view is replaced by a scaled contiguous copy, its parent left alone.
+     */
+    @Test
+    void clippingScalesFloatGradientsInPlaceChunkByChunk() {
+        int n = AdamW.CHUNK * 5 / 2;
+        float[] values = new float[n];
+        java.util.Random random = new java.util.Random(11);
+        double sq = 0;
+        for (int i = 0; i < n; i++) {
+            values[i] = (float) random.nextGaussian();
+            sq += (double) values[i] * values[i];
+        }
+        INDArray parent = Nd4j.create(new float[] {1, 2, 3, 4, 5, 6}, new long[] {2, 3});
+        INDArray column = parent.get(NDArrayIndex.all(), NDArrayIndex.point(2));             // [3, 6], stride 3
+        double sqBig = sq;
+        sq += 3 * 3 + 6 * 6;
+        LinkedHashMap<String, INDArray> g = new LinkedHashMap<>();
+        INDArray big = Nd4j.create(values, new long[] {n});
+        g.put("big", big);
+        g.put("column", column);
+        assertEquals(Math.sqrt(sq), GradClip.clip(g, 1.0), 1e-9 * Math.sqrt(sq));
+        double coef = GradClip.coefficient(GradClip.total(new double[] {sqBig, 45}), 1.0);
+        assertSame(big, g.get("big"));
+        float[] clipped = big.data().asFloat();
+        for (int i = 0; i < n; i++) {
+            assertEquals((float) (values[i] * coef), clipped[i], 0f, "element " + i);
+        }
+        assertEquals((float) (3 * coef), g.get("column").getFloat(0), 0f);
+        assertEquals((float) (6 * coef), g.get("column").getFloat(1), 0f);
+        assertEquals(3f, parent.getFloat(0, 2), 0f, "the view's parent is not the gradient");
     }
 
     private static LinkedHashMap<String, INDArray> grads() {
