@@ -225,8 +225,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
      * [T, K], built up over the backward; the final norm's [T]; and the larger of the loss's float64 block of logits
      * ({@link CausalLmLoss#BLOCK_ELEMENTS}) and one MoE layer's scratch — its router gradient [T, E] in float64, the
      * combine's rows [T, K], with router jitter its float64 noise [T, D], with a shared expert three float64 [T, D]
-     * arrays in the backward (two in the forward). AdamW's float64 copies of one tensor after the backward are not
-     * counted.
+     * arrays in the backward (two in the forward). Clipping and AdamW after the backward go through the gradients and
+     * the state {@code AdamW.CHUNK} elements at a time (under 200 KiB).
      */
     static long trainHeapBytes(ModelConfig c, long tokens, boolean checkpointed) {
         long qkNorm = switch (c.qkNorm) {
