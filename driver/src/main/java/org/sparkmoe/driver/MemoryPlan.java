@@ -44,10 +44,10 @@ import java.util.Map;
  * (router rows in float64: {@code 2E}), a dense or shared MLP's {@code 3I}. ND4J frees a buffer only when the
  * garbage collector finds its Java wrapper, so a layer's temporaries are summed, not overlapped. Eval adds the
  * logits of one block of rows (at most {@link Perplexity#LOGIT_BLOCK} elements, logits and log-softmax);
- * calibrate runs one layer at a time in the step workspace and computes no logits: a layer's forward, its statistics'
- * second pass through the routed experts ({@code K·(2H + 3I)}) and one expert's rows of the activation statistics at
- * a time ({@code H + 3I}, at most every token; refitted to the Mixtral-8x7B shape, docs/benchmarks.md); train keeps every layer's forward for the backward
- * (2.5 × stream + FFN per layer for the forward and the backward's transients, 3 × the attention's per-head arrays
+ * calibrate runs one layer at a time in the step workspace and computes no logits: a layer's forward, its
+ * statistics' second pass through the routed experts ({@code K·(2H + 3I)}) and one expert's rows of the activation
+ * statistics at a time ({@code H + 3I}, at most every token; refitted to the Mixtral-8x7B shape, docs/benchmarks.md);
+ * train keeps every layer's forward for the backward (2.5 × stream + FFN per layer for the forward and the backward's transients, 3 × the attention's per-head arrays
  * for the kept ones and their gradients) plus all N × V logits and their gradient; with {@code --checkpoint-activations} it keeps each
  * layer's input (H) and each MoE layer's router logits (E) and holds one layer's forward and backward at a time (the
  * largest), plus the logits. The factors were fitted to the anonymous RSS one task adds on the Mixtral-8x7B shape

@@ -163,14 +163,17 @@ public final class CalibrationStats implements java.io.Serializable {
     /**
      * Adds MoE layer {@code l}'s share of one forward pass over text of input file {@code file}: a whole-model pass
      * adds each layer as {@link MoeTransformer#moeLayerPass} shows it, a layer-sequential pass one layer at a time
-     * (exact sums: merging the layers' aggregates gives the same bits). With importance sums, the block's own (its router's, experts' and shared expert's
-     * inputs); the attention's and the dense layers' are what the layer's forward shows {@link #linearInputs()}.
+     * (exact sums: merging the layers' aggregates gives the same bits). With importance sums, the block's own (its
+     * router's, experts' and shared expert's inputs); the attention's and the dense layers' are what the layer's
+     * forward shows {@link #linearInputs()}.
      *
      * @param l      the MoE layer (0-based among the MoE layers)
      * @param layer  its decoder layer
      * @param input  the block's input, norm2(h) [T, D]
      * @param logits the router's logits of {@code input} [T, E] ({@code block.router().logits(input)})
      * @param block  the layer's MoE block
+     * @param allExperts activation statistics over every token for every expert (saliency stays over the routed
+     *                   tokens, as REAP and EAN are defined)
      */
     public CalibrationStats addLayer(int file, int l, int layer, INDArray input, INDArray logits, MoeBlock block,
                                      boolean allExperts) {

@@ -44,6 +44,9 @@ import java.util.stream.IntStream;
  * statistics are exact sums, so they are identical for any partitioning or number of executors.
  */
 public final class CalibrateJob {
+    private static final String NON_FINITE_HINT = "expected finite numbers (does it hold NaN or infinite weights?); "
+            + "no report written";
+
     private CalibrateJob() {
     }
 
@@ -213,9 +216,6 @@ public final class CalibrateJob {
         }
         return acc;
     }
-
-    private static final String NON_FINITE_HINT = "expected finite numbers (does it hold NaN or infinite weights?); "
-            + "no report written";
 
     /** Refuses router logits [B·S, E] of MoE decoder layer {@code layer} that hold a NaN or an infinity. */
     private static void requireFinite(CalibratePlan plan, int file, int layer, INDArray logits) {
