@@ -238,18 +238,22 @@ final class LocalRounds {
             long start = System.nanoTime();
             BarrierTaskContext context = BarrierTaskContext.get();
             Exchange exchange = Exchange.open(job, context.stageAttemptNumber(), plan.partitions());
+            boolean runOver = true;                  // the run's last round ran, or this attempt failed
             try {
-                rounds(context, shards.next(), exchange, start);
+                runOver = rounds(context, shards.next(), exchange, start);
             } catch (RuntimeException | Error e) {
                 exchange.fail(e);
                 throw e;
             } finally {
-                StepWorkspace.releasePass();     // the next job's task (or another command's, in demo) may not train
+                if (runOver) {
+                    StepWorkspace.releasePass();     // the thread's next task may not train (demo's later stages)
+                }
             }
             return scala.collection.JavaConverters.asScalaIterator(Collections.emptyIterator());
         }
 
-        private void rounds(BarrierTaskContext context, WindowShard shard, Exchange exchange, long start) {
+        /** @return whether the run's last round was this job's last */
+        private boolean rounds(BarrierTaskContext context, WindowShard shard, Exchange exchange, long start) {
             boolean first = shard.partition == 0;
             TrainState state = null;
             try {
@@ -279,7 +283,7 @@ final class LocalRounds {
                             next.forEach(kept::put);
                             exchange.kept = kept;
                         }
-                        return;
+                        return round + 1 == plan.roundCount();
                     }
                     start = System.nanoTime();
                     state = StateMean.join(next);
