@@ -138,23 +138,13 @@ public final class MoeTransformer {
     /**
      * The final norm's output [B·S, D], which the LM head reads: {@link #forward} without the logits, so that a
      * caller can take the [B·S, V] logits in row blocks ({@link #lmHead}) instead of all at once. Each decoder layer
-     * runs in the thread's {@link StepWorkspace}: only its output outlives it, and the layer before's is freed.
+     * runs in the thread's {@link StepWorkspace} ({@link #stepLayers}).
      */
     public INDArray finalHidden(int[][] tokens, int topK) {
-        int batch = tokens.length;
-        int seq = tokens[0].length;
-        INDArray hidden = ends.embed(tokens);                                         // [B·S, D]
-        for (DecoderLayer layer : layers) {
-            INDArray input = hidden;
-            try (MemoryWorkspace step = StepWorkspace.step()) {    // only the layer's output outlives it
-                hidden = StepWorkspace.keep(layer.forward(input, batch, seq, ends.rope(), topK,
-                        LinearInputs.NONE).hidden());
-            }
-            if (hidden != input) {
-                NativeBuffers.free(input);
-            }
-        }
-        return ends.finalNorm(hidden);
+        INDArray hidden = stepLayers(tokens, topK, layer -> LinearInputs.NONE, null);
+        INDArray normed = ends.finalNorm(hidden);
+        NativeBuffers.free(hidden);                                    // the norm's output is a new array
+        return normed;
     }
 
     /** What a statistics pass ({@link #moeLayerPass}) sees of each MoE layer while the layer's step lasts. */
@@ -172,14 +162,24 @@ public final class MoeTransformer {
     }
 
     /**
-     * The decoder layers over {@code tokens} for statistics (calibration): each layer runs in the thread's
-     * {@link StepWorkspace}, as in {@link #finalHidden}, and an MoE layer shows its block's input, its router logits and
-     * its output to {@code sink} before its step ends. They, and every array the sink makes, are invalid once the sink returns; only
-     * a layer's output outlives its step. The final norm and the LM head are not run.
+     * The decoder layers over {@code tokens} for statistics (calibration), as {@link #stepLayers} runs them: an MoE
+     * layer shows its block's input, its router logits and its output to {@code sink} before its step ends. They, and
+     * every array the sink makes, are invalid once the sink returns. The final norm and the LM head are not run.
      *
      * @param inputs what decoder layer i's attention and dense-MLP projections show their inputs to
      */
     public void moeLayerPass(int[][] tokens, int topK, IntFunction<LinearInputs> inputs, MoeLayerSink sink) {
+        NativeBuffers.free(stepLayers(tokens, topK, inputs, sink));
+    }
+
+    /**
+     * The embedding and the decoder layers, each layer in the thread's {@link StepWorkspace}: only its output outlives
+     * its step, and the layer before's is freed. An MoE layer is shown to {@code sink} (null: none) before its step
+     * ends.
+     *
+     * @return the last layer's output [B·S, D]
+     */
+    private INDArray stepLayers(int[][] tokens, int topK, IntFunction<LinearInputs> inputs, MoeLayerSink sink) {
         int batch = tokens.length;
         int seq = tokens[0].length;
         INDArray hidden = ends.embed(tokens);                                         // [B·S, D]
@@ -189,7 +189,7 @@ public final class MoeTransformer {
             INDArray input = hidden;
             try (MemoryWorkspace step = StepWorkspace.step()) {    // only the layer's output outlives it
                 DecoderLayer.Output out = layer.forward(input, batch, seq, ends.rope(), topK, inputs.apply(i));
-                if (out.routerLogits() != null) {
+                if (sink != null && out.routerLogits() != null) {
                     sink.accept(moeLayer++, i, layer.moe(), out.moeInput(), out.routerLogits(), out.hidden());
                 }
                 hidden = StepWorkspace.keep(out.hidden());
@@ -198,7 +198,7 @@ public final class MoeTransformer {
                 NativeBuffers.free(input);
             }
         }
-        NativeBuffers.free(hidden);
+        return hidden;
     }
 
     /** Logits [N, V] of final hidden rows [N, D]. */

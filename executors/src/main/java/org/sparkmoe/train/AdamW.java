@@ -62,9 +62,9 @@ public record AdamW(double beta1, double beta2, double eps, double weightDecay) 
             if (n == 0) {
                 continue;
             }
-            NativeElements pe = NativeElements.of(contiguous(state.params(), key));
-            NativeElements me = NativeElements.of(contiguous(state.m(), key));
-            NativeElements ve = NativeElements.of(contiguous(state.v(), key));
+            NativeElements pe = NativeElements.of(TrainState.contiguous(state.params(), key));
+            NativeElements me = NativeElements.of(TrainState.contiguous(state.m(), key));
+            NativeElements ve = NativeElements.of(TrainState.contiguous(state.v(), key));
             NativeElements ge = NativeElements.of(grad);
             for (long from = 0; from < n; from += CHUNK) {
                 int len = (int) Math.min(CHUNK, n - from);
@@ -79,16 +79,6 @@ public record AdamW(double beta1, double beta2, double eps, double weightDecay) 
             }
         }
         state.advance(t);
-    }
-
-    /** {@code tensors.get(key)}, replaced in the map by a 'c'-order copy first when it is not contiguous. */
-    private static INDArray contiguous(Map<String, INDArray> tensors, String key) {
-        INDArray a = tensors.get(key);
-        if (!NativeElements.contiguous(a)) {
-            a = a.dup('c');
-            tensors.put(key, a);
-        }
-        return a;
     }
 
     /**

@@ -39,17 +39,12 @@ public final class GradClip {
         double total = total(squares);
         double coef = coefficient(total, maxNorm);
         if (coef < 1.0) {
-            for (Map.Entry<String, INDArray> e : grads.entrySet()) {
-                INDArray g = e.getValue();
-                long n = g.length();
+            for (String key : grads.keySet()) {
+                long n = grads.get(key).length();
                 if (n == 0) {
                     continue;
                 }
-                if (!NativeElements.contiguous(g)) {
-                    g = g.dup('c');
-                    e.setValue(g);
-                }
-                NativeElements elements = NativeElements.of(g);
+                NativeElements elements = NativeElements.of(TrainState.contiguous(grads, key));
                 for (long from = 0; from < n; from += chunk.length) {
                     int len = (int) Math.min(chunk.length, n - from);
                     elements.read(from, chunk, len, scratch);

@@ -15,6 +15,7 @@ import org.sparkmoe.adapter.MumoeConfig;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.experts.LoraExperts;
 import org.sparkmoe.experts.LowRankAdapters;
 import org.sparkmoe.experts.LowRankExperts;
@@ -177,6 +178,19 @@ public final class TrainState {
             throw new IllegalArgumentException("--adapter mumoe-*: a low-rank model (surgery lowrank, rank "
                     + c.low_rank_experts_rank + ") trains its own LoRA experts; use --adapter lora");
         }
+    }
+
+    /**
+     * {@code tensors.get(key)}, replaced in the map by a 'c'-order copy first when it is not contiguous: a tensor that
+     * {@link NativeElements} reads and writes in place (AdamW's state, clipped gradients).
+     */
+    static INDArray contiguous(Map<String, INDArray> tensors, String key) {
+        INDArray a = tensors.get(key);
+        if (!NativeElements.contiguous(a)) {
+            a = a.dup('c');
+            tensors.put(key, a);
+        }
+        return a;
     }
 
     /** A state at step 0 holding {@code params}, with zero moments. */
