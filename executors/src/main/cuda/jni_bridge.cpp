@@ -43,10 +43,18 @@ JNIEXPORT jint FN(deviceCount)(JNIEnv*, jclass) {
 
 JNIEXPORT jstring FN(errorString)(JNIEnv* env, jclass, jint err) { return env->NewStringUTF(smk_error_string(err)); }
 
-JNIEXPORT jstring FN(deviceName)(JNIEnv* env, jclass) {
+JNIEXPORT jstring FN(deviceName)(JNIEnv* env, jclass, jint ordinal) {
     char name[256];
-    if (!check(env, smk_device_name(name, sizeof name), "deviceName")) return nullptr;
+    if (!check(env, smk_device_name(ordinal, name, sizeof name), "deviceName")) return nullptr;
     return env->NewStringUTF(name);
+}
+
+JNIEXPORT void FN(setDevice)(JNIEnv* env, jclass, jint ordinal) { check(env, smk_set_device(ordinal), "setDevice"); }
+
+JNIEXPORT jint FN(currentDevice)(JNIEnv* env, jclass) {
+    int ordinal = 0;
+    check(env, smk_get_device(&ordinal), "currentDevice");
+    return ordinal;
 }
 
 JNIEXPORT jlong FN(malloc)(JNIEnv* env, jclass, jlong bytes) {

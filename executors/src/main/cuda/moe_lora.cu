@@ -394,9 +394,12 @@ extern "C" {
 
 int smk_device_count(int* count) { return cudaGetDeviceCount(count); }
 
-int smk_device_name(char* host, int capacity) {
+int smk_set_device(int ordinal) { return cudaSetDevice(ordinal); }
+int smk_get_device(int* ordinal) { return cudaGetDevice(ordinal); }
+
+int smk_device_name(int ordinal, char* host, int capacity) {
     cudaDeviceProp p;
-    SMK_TRY(cudaGetDeviceProperties(&p, 0));
+    SMK_TRY(cudaGetDeviceProperties(&p, ordinal));
     snprintf(host, capacity, "%s (sm_%d%d, %d SMs)", p.name, p.major, p.minor, p.multiProcessorCount);
     return 0;
 }

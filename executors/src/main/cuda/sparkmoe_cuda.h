@@ -10,7 +10,11 @@ extern "C" {
 enum SmkDtype { SMK_F32 = 0, SMK_BF16 = 1 };
 
 int smk_device_count(int* count);
-int smk_device_name(char* host, int capacity);
+// The calling host thread's current device (CUDA's per-thread state): every later call on this thread
+// allocates, copies and launches there.
+int smk_set_device(int ordinal);
+int smk_get_device(int* ordinal);
+int smk_device_name(int ordinal, char* host, int capacity);
 int smk_malloc(void** ptr, size_t bytes);
 int smk_free(void* ptr);
 int smk_copy_to_device(void* dst, const void* host, size_t bytes);

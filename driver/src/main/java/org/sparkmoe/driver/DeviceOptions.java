@@ -10,12 +10,15 @@ import picocli.CommandLine.Option;
  * driver, before Spark starts, and carried to the executors by the job's plan. An explicit flag wins; without one
  * the Spark configuration's {@value #CONF_KEY} (spark-defaults.conf or --conf), else the driver's environment
  * variable {@code SPARKMOE_DEVICE} (set by the GPU container image), else cpu. An explicit flag that disagrees with
- * {@value #CONF_KEY} is refused in one line. cuda loads the CUDA kernels and checks for a GPU first (one line,
- * exit 1, when there is none).
+ * {@value #CONF_KEY} is refused in one line, as is cuda with {@value #TASK_GPUS} above 1. cuda loads the CUDA
+ * kernels and checks for a GPU first (one line, exit 1, when there is none); each task then computes on the GPU
+ * Spark's resource scheduler gave it ({@link TaskGpuPlugin}).
  */
 public final class DeviceOptions {
     /** The Spark configuration key that sets the default device of every job. */
     public static final String CONF_KEY = "spark.sparkmoe.device";
+    /** Spark's GPUs per task, which with cuda must be at most 1 (a task runs on the first GPU it is given). */
+    static final String TASK_GPUS = "spark.task.resource.gpu.amount";
 
     @Option(names = "--device", paramLabel = "cpu|cuda", converter = Converter.class,
             description = "Where the expert grouped GEMMs run: cpu (ND4J) or cuda (our CUDA kernels; needs a build "
@@ -36,6 +39,25 @@ public final class DeviceOptions {
      * @param environment the value of SPARKMOE_DEVICE, or null
      */
     public static Device resolve(Device explicit, SparkConf spark, String environment) {
+        Device device = choose(explicit, spark, environment);
+        if (device == Device.CUDA && spark.contains(TASK_GPUS)) {
+            String amount = spark.get(TASK_GPUS).trim();
+            double gpus;
+            try {
+                gpus = Double.parseDouble(amount);
+            } catch (NumberFormatException e) {
+                gpus = Double.NaN;      // Spark refuses it when it starts
+            }
+            if (gpus > 1) {
+                throw new IllegalArgumentException(TASK_GPUS + "=" + amount + ": a SparkMoE task computes on one GPU; "
+                        + "set it to 1, or to a fraction to share a GPU between tasks, and give executors several GPUs "
+                        + "with spark.executor.resource.gpu.amount");
+            }
+        }
+        return device;
+    }
+
+    private static Device choose(Device explicit, SparkConf spark, String environment) {
         Device configured = null;
         if (spark.contains(CONF_KEY)) {
             String value = spark.get(CONF_KEY);

@@ -103,10 +103,11 @@ public final class SparkContexts {
             // one line), not System.exit(52) the driver from the executor thread; cluster executors still die on it
             conf.setIfMissing("spark.executor.killOnFatalError.depth", "0");
         } else {
-            String plugins = conf.get("spark.plugins", "").trim();
-            String warmup = ExecutorWarmupPlugin.class.getName();
-            if (!List.of(plugins.split("\\s*,\\s*")).contains(warmup)) {
-                conf.set("spark.plugins", plugins.isEmpty() ? warmup : plugins + "," + warmup);
+            for (Class<?> plugin : List.of(ExecutorWarmupPlugin.class, TaskGpuPlugin.class)) {
+                String plugins = conf.get("spark.plugins", "").trim();
+                if (!List.of(plugins.split("\\s*,\\s*")).contains(plugin.getName())) {
+                    conf.set("spark.plugins", plugins.isEmpty() ? plugin.getName() : plugins + "," + plugin.getName());
+                }
             }
         }
         conf

@@ -42,4 +42,19 @@ class DeviceOptionsTest {
         assertEquals("spark.sparkmoe.device=tpu in the Spark configuration: unknown device 'tpu', expected cpu or cuda",
                 e.getMessage());
     }
+
+    @Test
+    void cudaRefusesSeveralGpusPerTaskAndTakesOneOrAShare() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> DeviceOptions.resolve(Device.CUDA, conf(null).set("spark.task.resource.gpu.amount", "2"), null));
+        assertEquals("spark.task.resource.gpu.amount=2: a SparkMoE task computes on one GPU; set it to 1, or to a "
+                + "fraction to share a GPU between tasks, and give executors several GPUs with "
+                + "spark.executor.resource.gpu.amount", e.getMessage());
+        for (String amount : new String[] {"1", "0.5", " 1 "}) {
+            assertEquals(Device.CUDA, DeviceOptions.resolve(null, conf("cuda").set("spark.task.resource.gpu.amount",
+                    amount), null), amount);
+        }
+        assertEquals(Device.CPU, DeviceOptions.resolve(null, conf(null).set("spark.task.resource.gpu.amount", "2"),
+                null), "GPUs a CPU job does not use are Spark's business");
+    }
 }

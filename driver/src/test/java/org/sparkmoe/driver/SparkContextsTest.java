@@ -18,13 +18,14 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /** The settings every SparkMoE context gets, by where its executors run. */
 class SparkContextsTest {
     private static final String WARMUP = ExecutorWarmupPlugin.class.getName();
+    private static final String GPU = TaskGpuPlugin.class.getName();
 
     @Test
-    void executorsInJvmsOfTheirOwnStartTheWarmupThroughThePlugin() {
+    void executorsInJvmsOfTheirOwnGetTheWarmupAndTheTasksGpuThroughPlugins() {
         for (String master : new String[] {"spark://host:7077", "yarn", "k8s://https://host:6443",
                 "local-cluster[2,1,1024]"}) {
             SparkConf conf = SparkContexts.conf("test", master);
-            assertEquals(WARMUP, conf.get("spark.plugins"), master);
+            assertEquals(WARMUP + "," + GPU, conf.get("spark.plugins"), master);
             assertFalse(conf.contains("spark.executor.killOnFatalError.depth"), master + ": executors die on an OOM");
         }
     }
@@ -79,12 +80,16 @@ class SparkContextsTest {
     }
 
     @Test
-    void aUsersPluginsAreKeptAndTheWarmupAddedOnce() {
+    void aUsersPluginsAreKeptAndOursAddedOnce() {
         System.setProperty("spark.plugins", "com.example.Metrics");
         try {
-            assertEquals("com.example.Metrics," + WARMUP, SparkContexts.conf("test", "yarn").get("spark.plugins"));
+            assertEquals("com.example.Metrics," + WARMUP + "," + GPU,
+                    SparkContexts.conf("test", "yarn").get("spark.plugins"));
             System.setProperty("spark.plugins", "com.example.Metrics, " + WARMUP);
-            assertEquals("com.example.Metrics, " + WARMUP, SparkContexts.conf("test", "yarn").get("spark.plugins"));
+            assertEquals("com.example.Metrics, " + WARMUP + "," + GPU,
+                    SparkContexts.conf("test", "yarn").get("spark.plugins"));
+            System.setProperty("spark.plugins", GPU + ", com.example.Metrics, " + WARMUP);
+            assertEquals(GPU + ", com.example.Metrics, " + WARMUP, SparkContexts.conf("test", "yarn").get("spark.plugins"));
         } finally {
             System.clearProperty("spark.plugins");
         }

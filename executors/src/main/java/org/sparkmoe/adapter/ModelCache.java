@@ -219,11 +219,12 @@ public final class ModelCache {
     }
 
     /**
-     * What the per-JVM cache tells models apart by: the device, the model URI and, with an adapter, its URI and the
+     * What the per-JVM cache tells models apart by: the device ({@link Device#cacheTag}: a GPU's ordinal too), the
+     * model URI and, with an adapter, its URI and the
      * version (modification time and length) of its weights file and the --peft-version it is read with.
      */
     static String cacheKey(String modelUri, String adapterUri, String peftVersion, Device device) {
-        String key = device.flagValue() + " " + modelUri;
+        String key = device.cacheTag() + " " + modelUri;
         if (adapterUri == null) {
             return key;
         }

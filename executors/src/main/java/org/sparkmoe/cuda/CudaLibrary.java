@@ -17,13 +17,29 @@ public final class CudaLibrary {
     public static final String RESOURCE = "/native/linux-x86_64/libsparkmoe_cuda.so";
     public static final String PROPERTY = "sparkmoe.cuda.library";
 
-    private static String device;            // the loaded device's name
+    private static String device;            // device 0's name, once loaded
+    private static int deviceCount;
     private static CudaUnavailableException failure;
 
     private CudaLibrary() {
     }
 
-    /** Loads the library and checks there is a GPU; returns the device's name. */
+    /**
+     * Makes CUDA device {@code ordinal} the calling thread's current device (CUDA keeps it per host thread), loading
+     * the library first; a device this process cannot see is a {@link CudaUnavailableException} naming it.
+     */
+    public static void useDevice(int ordinal) {
+        load();
+        if (ordinal >= deviceCount) {
+            String visible = System.getenv("CUDA_VISIBLE_DEVICES");
+            throw new CudaUnavailableException("--device cuda: this task was given GPU " + ordinal + " but this process "
+                    + "sees " + deviceCount + " CUDA device" + (deviceCount == 1 ? "" : "s")
+                    + (visible == null ? "" : " (CUDA_VISIBLE_DEVICES=" + visible + ")"));
+        }
+        CudaNative.setDevice(ordinal);
+    }
+
+    /** Loads the library and checks there is a GPU; returns the name of device 0. */
     public static synchronized String load() {
         if (device != null) {
             return device;
@@ -55,6 +71,7 @@ public final class CudaLibrary {
             throw new CudaUnavailableException("--device cuda: cannot load " + file + ": " + firstLine(e.getMessage()));
         }
         int count = CudaNative.deviceCount();
+        deviceCount = Math.max(count, 0);
         if (count < 0) {
             throw new CudaUnavailableException("--device cuda: no usable CUDA driver or GPU (" + CudaNative.errorString(-count)
                     + ")");
@@ -62,7 +79,7 @@ public final class CudaLibrary {
         if (count == 0) {
             throw new CudaUnavailableException("--device cuda: no CUDA GPU found");
         }
-        return CudaNative.deviceName();
+        return CudaNative.deviceName(0);
     }
 
     private static Path extract() {

@@ -19,7 +19,12 @@ final class CudaNative {
 
     static native String errorString(int error);
 
-    static native String deviceName();
+    static native String deviceName(int ordinal);
+
+    /** Makes {@code ordinal} the calling thread's current device: its later calls allocate and launch there. */
+    static native void setDevice(int ordinal);
+
+    static native int currentDevice();
 
     static native long malloc(long bytes);
 

@@ -6,6 +6,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.cuda.CudaGemm;
 import org.sparkmoe.cuda.CudaLibrary;
 import org.sparkmoe.cuda.DeviceBuffer;
+import org.sparkmoe.cuda.TaskGpu;
 
 import java.util.IdentityHashMap;
 import java.util.Map;
@@ -13,19 +14,31 @@ import java.util.Map;
 /**
  * {@link GroupedGemm} on the GPU ({@link CudaGemm}, the fp32 kernel): FLOAT arrays only. Operands are copied to
  * the device for each call and results back, except weights made {@link #resident}: those stay on the device
- * for this instance's life and are never copied again (frozen expert weights). Synchronized: one call at a time
- * per instance.
+ * for this instance's life and are never copied again (frozen expert weights). Everything runs on one GPU, the one
+ * Spark gave the task that made the instance ({@link TaskGpu}), whichever thread calls. Synchronized: one call at a
+ * time per instance.
  */
 public final class CudaGroupedGemm implements GroupedGemm {
     private final Map<Object, DeviceBuffer> resident = new IdentityHashMap<>();  // by residentKey
+    private final int ordinal;      // the CUDA device of every buffer and launch
 
-    /** Loads the CUDA library; throws {@link org.sparkmoe.cuda.CudaUnavailableException} without a GPU. */
+    /**
+     * On the GPU of the task on this thread; throws {@link org.sparkmoe.cuda.CudaUnavailableException} without a GPU
+     * or when that GPU is not visible here.
+     */
     public CudaGroupedGemm() {
-        CudaLibrary.load();
+        ordinal = TaskGpu.ordinal();
+        CudaLibrary.useDevice(ordinal);
+    }
+
+    /** The CUDA device this instance computes on. */
+    public int ordinal() {
+        return ordinal;
     }
 
     /** Keeps {@code w} (which must not change afterwards) on the device; later calls with it copy nothing. */
     public synchronized void resident(WeightStack w) {
+        CudaLibrary.useDevice(ordinal);
         resident.computeIfAbsent(residentKey(w), k -> upload(w));
     }
 
@@ -37,6 +50,7 @@ public final class CudaGroupedGemm implements GroupedGemm {
     @Override
     public synchronized void forward(INDArray x, WeightStack w, int[] offsets, INDArray y, boolean accumulate) {
         GroupedShapes.check("forward", x, w, y, offsets);
+        CudaLibrary.useDevice(ordinal);
         int out = (int) w.rows();
         int in = (int) w.cols();
         try (Call c = new Call(offsets); DeviceBuffer dx = upload(x); DeviceBuffer dy = output(y, accumulate)) {
@@ -48,6 +62,7 @@ public final class CudaGroupedGemm implements GroupedGemm {
     @Override
     public synchronized void backwardInput(INDArray dy, WeightStack w, int[] offsets, INDArray dx, boolean accumulate) {
         GroupedShapes.check("backwardInput", dx, w, dy, offsets);
+        CudaLibrary.useDevice(ordinal);
         int out = (int) w.rows();
         int in = (int) w.cols();
         try (Call c = new Call(offsets); DeviceBuffer ddy = upload(dy); DeviceBuffer ddx = output(dx, accumulate)) {
@@ -59,6 +74,7 @@ public final class CudaGroupedGemm implements GroupedGemm {
     @Override
     public synchronized void backwardWeight(INDArray dy, INDArray x, int[] offsets, INDArray dw, boolean accumulate) {
         GroupedShapes.checkGradient("backwardWeight", x, dw, dy, offsets);
+        CudaLibrary.useDevice(ordinal);
         int out = (int) dw.size(1);
         int in = (int) dw.size(2);
         try (Call c = new Call(offsets); DeviceBuffer ddy = upload(dy); DeviceBuffer dx = upload(x);

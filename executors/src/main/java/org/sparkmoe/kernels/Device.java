@@ -1,6 +1,7 @@
 package org.sparkmoe.kernels;
 
 import org.sparkmoe.cuda.CudaLibrary;
+import org.sparkmoe.cuda.TaskGpu;
 
 /**
  * Where the expert grouped GEMMs of a loaded model run: {@link #CPU} (ND4J, the default) or {@link #CUDA}
@@ -40,7 +41,15 @@ public enum Device {
         return name().toLowerCase(java.util.Locale.ROOT);
     }
 
-    /** A new grouped GEMM for this device. */
+    /**
+     * What a per-JVM model cache tells this device's copies apart by: cpu, or cuda:N for the GPU of the task on this
+     * thread ({@link TaskGpu}), since an executor with several GPUs keeps a model per GPU.
+     */
+    public String cacheTag() {
+        return this == CUDA ? "cuda:" + TaskGpu.ordinal() : flagValue();
+    }
+
+    /** A new grouped GEMM for this device: with CUDA, on the GPU of the task on this thread. */
     public GroupedGemm groupedGemm() {
         return this == CUDA ? new CudaGroupedGemm() : new Nd4jGroupedGemm();
     }

@@ -93,7 +93,7 @@ public final class LayerCache {
     }
 
     private static <T> Lease<T> lease(Class<T> type, String modelUri, Device device, int piece) {
-        String key = device.flagValue() + " " + modelUri + " " + (piece == ENDS ? "ends" : "layer " + piece);
+        String key = device.cacheTag() + " " + modelUri + " " + (piece == ENDS ? "ends" : "layer " + piece);
         Entry entry = LOADED.get(key);
         if (entry == null) {
             Configuration conf = new Configuration();

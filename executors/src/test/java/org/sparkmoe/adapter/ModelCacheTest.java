@@ -5,6 +5,7 @@ import org.apache.hadoop.fs.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.cuda.TaskGpu;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Device;
@@ -32,9 +33,17 @@ class ModelCacheTest {
     java.nio.file.Path tmp;
 
     @Test
-    void theDeviceIsPartOfTheKey() {
+    void theDeviceAndTheTasksGpuArePartOfTheKey() {
         assertEquals("cpu file:/models/m", ModelCache.cacheKey("file:/models/m", null, null, Device.CPU));
-        assertEquals("cuda file:/models/m", ModelCache.cacheKey("file:/models/m", null, null, Device.CUDA));
+        assertEquals("cuda:0 file:/models/m", ModelCache.cacheKey("file:/models/m", null, null, Device.CUDA));
+        TaskGpu.assign("1");
+        try {
+            assertEquals("cuda:1 file:/models/m", ModelCache.cacheKey("file:/models/m", null, null, Device.CUDA),
+                    "a task on GPU 1 gets the model whose experts live there");
+            assertEquals("cpu file:/models/m", ModelCache.cacheKey("file:/models/m", null, null, Device.CPU));
+        } finally {
+            TaskGpu.clear();
+        }
     }
 
     @Test

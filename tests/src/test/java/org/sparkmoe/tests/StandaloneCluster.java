@@ -71,7 +71,17 @@ final class StandaloneCluster implements AutoCloseable {
      * on the test classpath; the drivers are the test's own SparkContexts ({@link #conf}).
      */
     static StandaloneCluster start(int workerCount, String workerMemory) {
-        return start(workerCount, workerMemory, testClassPath());
+        return start(workerCount, workerMemory, testClassPath(), false);
+    }
+
+    /**
+     * As {@link #start(int, String)}, every Worker also offering one pretend GPU to Spark's resource scheduler: Worker
+     * w's discovery script lists the address {@code w + 1} (so no task is on device 0 by accident). Nothing computes
+     * on it; applications that ask for {@code spark.executor.resource.gpu.amount} 1 get their executors placed and
+     * their tasks given that address.
+     */
+    static StandaloneCluster startWithPretendGpus(int workerCount, String workerMemory) {
+        return start(workerCount, workerMemory, testClassPath(), true);
     }
 
     /**
@@ -80,6 +90,11 @@ final class StandaloneCluster implements AutoCloseable {
      * for applications that bring their own jar through spark-submit.
      */
     static StandaloneCluster start(int workerCount, String workerMemory, List<String> classPath) {
+        return start(workerCount, workerMemory, classPath, false);
+    }
+
+    private static StandaloneCluster start(int workerCount, String workerMemory, List<String> classPath,
+                                           boolean pretendGpus) {
         Path dir = Fixtures.root().resolve("tests/target/standalone-cluster")
                 .resolve(LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss-SSS")));
         StandaloneCluster cluster = new StandaloneCluster(dir, String.join(File.pathSeparator,
@@ -90,13 +105,14 @@ final class StandaloneCluster implements AutoCloseable {
             int port = freePort();
             cluster.masterWebPort = freePort();
             cluster.masterUrl = "spark://127.0.0.1:" + port;
-            cluster.master = cluster.launch("master", cluster.sparkHome, classPath, List.of(
+            cluster.master = cluster.launch("master", cluster.sparkHome, classPath, List.of(), List.of(
                     "org.apache.spark.deploy.master.Master",
                     "--host", "127.0.0.1", "--port", String.valueOf(port), "--webui-port", String.valueOf(cluster.masterWebPort)));
             cluster.awaitMasterAlive();
             for (int w = 0; w < workerCount; w++) {
                 Path workDir = Files.createDirectories(dir.resolve("worker-" + w));
-                cluster.workers.add(cluster.launch("worker-" + w, cluster.sparkHome, classPath, List.of(
+                List<String> properties = pretendGpus ? pretendGpu(workDir, String.valueOf(w + 1)) : List.of();
+                cluster.workers.add(cluster.launch("worker-" + w, cluster.sparkHome, classPath, properties, List.of(
                         "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", String.valueOf(freePort()),
                         "--webui-port", String.valueOf(freePort()), "--cores", "1", "--memory", workerMemory,
                         "--work-dir", workDir.toString(), cluster.masterUrl)));
@@ -249,11 +265,23 @@ final class StandaloneCluster implements AutoCloseable {
         }
     }
 
-    private Process launch(String name, Path sparkHome, List<String> classPath, List<String> mainAndArgs) throws IOException {
+    /** A Worker's system properties offering one GPU, {@code address}, listed by a discovery script in {@code dir}. */
+    private static List<String> pretendGpu(Path dir, String address) throws IOException {
+        Path script = dir.resolve("gpu-discovery.sh");
+        Files.writeString(script, "#!/bin/sh\necho '{\"name\": \"gpu\", \"addresses\": [\"" + address + "\"]}'\n");
+        if (!script.toFile().setExecutable(true)) {
+            throw new IOException("cannot make " + script + " executable");
+        }
+        return List.of("-Dspark.worker.resource.gpu.amount=1", "-Dspark.worker.resource.gpu.discoveryScript=" + script);
+    }
+
+    private Process launch(String name, Path sparkHome, List<String> classPath, List<String> properties,
+                           List<String> mainAndArgs) throws IOException {
         List<String> command = new ArrayList<>();
         command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         command.add("-Xmx256m");
         command.addAll(jvmFlags());
+        command.addAll(properties);
         command.add("-cp");
         command.add(String.join(File.pathSeparator, classPath));
         command.addAll(mainAndArgs);

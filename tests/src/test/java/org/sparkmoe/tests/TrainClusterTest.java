@@ -1,6 +1,8 @@
 package org.sparkmoe.tests;
 
 import org.apache.hadoop.conf.Configuration;
+import org.apache.spark.SparkEnv;
+import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.scheduler.SparkListener;
 import org.apache.spark.scheduler.SparkListenerTaskEnd;
@@ -10,6 +12,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.sparkmoe.adapter.ModelCache;
+import org.sparkmoe.cuda.TaskGpu;
 import org.sparkmoe.driver.Paths;
 import org.sparkmoe.driver.ExecutorWarmupPlugin;
 import org.sparkmoe.driver.SparkContexts;
@@ -17,6 +20,7 @@ import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.train.TrainJob;
 import org.sparkmoe.driver.train.TrainPlan;
 import org.sparkmoe.io.CheckpointLayout.Projection;
+import org.sparkmoe.kernels.Device;
 import org.sparkmoe.model.ModelFolder;
 import org.sparkmoe.text.TextSplit;
 import org.sparkmoe.train.TrainState;
@@ -24,10 +28,13 @@ import org.sparkmoe.train.TrainState;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Set;
+import java.util.TreeSet;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.stream.IntStream;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -55,7 +62,7 @@ class TrainClusterTest {
         try (JavaSparkContext sc = SparkContexts.start("train-cluster-test-local", "local[2]")) {
             local = train(sc, (round, state) -> { });
         }
-        cluster = StandaloneCluster.start(2, "1536m");
+        cluster = StandaloneCluster.startWithPretendGpus(2, "1536m");
     }
 
     @AfterAll
@@ -84,6 +91,33 @@ class TrainClusterTest {
             assertEquals(List.of(true, true), warmed, "the warm-up plugin started in the executor JVMs");
             assertFalse(ExecutorWarmupPlugin.initialised(), "the driver is no executor");
         }
+    }
+
+    /**
+     * With GPU scheduling (one GPU per executor and per task, as conf/'s GPU block sets it) each task's thread knows
+     * the GPU Spark gave it, through {@code TaskGpuPlugin}: the Workers offer addresses 1 and 2, so the CUDA code
+     * would compute on, and the model cache keep a model per, the task's GPU, not device 0.
+     */
+    @Test
+    void eachTaskKnowsTheGpuSparkGaveIt() {
+        try (JavaSparkContext sc = new JavaSparkContext(cluster.conf("train-cluster-test-gpu", "1g")
+                .set("spark.executor.resource.gpu.amount", "1").set("spark.task.resource.gpu.amount", "1"))) {
+            cluster.awaitExecutors(sc);
+            List<String> seen = sc.parallelize(IntStream.range(0, 8).boxed().toList(), 8).map(i -> {
+                Thread.sleep(200); // long enough that one executor cannot take all eight
+                return SparkEnv.get().executorId() + " " + TaskContext.get().resources().get("gpu").get().addresses()[0]
+                        + " " + TaskGpu.ordinal() + " " + Device.CUDA.cacheTag();
+            }).collect();
+            Set<Integer> gpus = new TreeSet<>();
+            for (String task : seen) {
+                String[] f = task.split(" ");
+                int expected = cluster.workerOf(f[0]) + 1;
+                assertEquals(expected + " " + expected + " cuda:" + expected, f[1] + " " + f[2] + " " + f[3], task);
+                gpus.add(expected);
+            }
+            assertEquals(Set.of(1, 2), gpus, "both executors ran tasks: " + seen);
+        }
+        assertEquals(0, TaskGpu.ordinal(), "the driver's thread has no task GPU");
     }
 
     /**
