@@ -44,9 +44,9 @@ import java.util.Map;
  * (router rows in float64: {@code 2E}), a dense or shared MLP's {@code 3I}. ND4J frees a buffer only when the
  * garbage collector finds its Java wrapper, so a layer's temporaries are summed, not overlapped. Eval adds the
  * logits of one block of rows (at most {@link Perplexity#LOGIT_BLOCK} elements, logits and log-softmax);
- * calibrate runs one layer at a time in the step workspace and computes no logits: a layer's forward, its
- * statistics' second pass through the routed experts ({@code K·(2H + 3I)}) and one expert's rows of the activation
- * statistics at a time ({@code H + 3I}, at most every token; refitted to the Mixtral-8x7B shape, docs/benchmarks.md);
+ * calibrate runs one layer at a time in the step workspace and computes no logits: a layer's forward, whose routed
+ * rows its statistics read, and with {@code --all-experts} one expert's intermediates over every token at a time
+ * ({@code 3I}; measured at the Mixtral-8x7B and Qwen1.5-MoE shapes, docs/benchmarks.md);
  * train keeps every layer's forward for the backward (2.5 × stream + FFN per layer for the forward and the backward's transients, 3 × the attention's per-head arrays
  * for the kept ones and their gradients) plus all N × V logits and their gradient; with {@code --checkpoint-activations} it keeps each
  * layer's input (H) and each MoE layer's router logits (E) and holds one layer's forward and backward at a time (the
@@ -526,9 +526,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                 perToken = layersForward;
                 logits = 2 * Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK);
             }
-            case CALIBRATE -> {     // one layer at a time; its statistics: the experts again, one expert's rows
-                perToken = layersForward + (long) c.num_experts_per_tok * (2 * h + 3L * c.expert_intermediate_size)
-                        + h + 3L * c.expert_intermediate_size;
+            case CALIBRATE -> {     // one layer at a time, its statistics from its routed rows; --all-experts: 3I
+                perToken = layersForward + 3L * c.expert_intermediate_size;
                 logits = 0;
             }
             case TRAIN -> {

@@ -105,9 +105,9 @@ class MemoryPlanTest {
         long perToken = (5 * (26624 + 102416)) / 2 + 3 * (10240 + 64);
         assertEquals((256L * perToken + 2L * 256 * 32000) * 4,
                 MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, false));
-        // calibrate: one layer's forward (stream, attention, experts), no logits, plus its statistics' second pass
-        // through the routed experts, K·(2H + 3I), and one expert's rows, H + 3I
-        assertEquals(256L * ((26624 + 10304 + 102416) + 2 * (2 * 4096 + 3 * 14336) + (4096 + 3 * 14336)) * 4,
+        // calibrate: one layer's forward (stream, attention, experts), whose routed rows the statistics read, no
+        // logits, plus --all-experts' one expert over every token (h1, h3 and h: 3I)
+        assertEquals(256L * ((26624 + 10304 + 102416) + 3 * 14336) * 4,
                 MemoryPlan.activations(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 256, false));
     }
 

@@ -172,29 +172,36 @@ public final class CalibrationStats implements java.io.Serializable {
      * @param input  the block's input, norm2(h) [T, D]
      * @param logits the router's logits of {@code input} [T, E] ({@code block.router().logits(input)})
      * @param block  the layer's MoE block
+     * @param routed the block's routed rows at this aggregate's top-K, as its forward computed them; null: computed
+     *               here the same way (a layer-sequential pass, which runs the experts in groups elsewhere)
      * @param allExperts activation statistics over every token for every expert (saliency stays over the routed
      *                   tokens, as REAP and EAN are defined)
      */
     public CalibrationStats addLayer(int file, int l, int layer, INDArray input, INDArray logits, MoeBlock block,
-                                     boolean allExperts) {
+                                     FullExperts.RoutedRows routed, boolean allExperts) {
         LayerRouterStats stats = router[file][l];
         Router.Ranking[] rankings = block.router().rank(logits, block.options().rule().withTopK(stats.topK()));
         stats.add(logits, rankings);
-        int[] selected = new int[rankings.length * stats.topK()];                // [T·K]
-        for (int t = 0; t < rankings.length; t++) {
-            System.arraycopy(rankings[t].order(), 0, selected, t * stats.topK(), stats.topK());
-        }
         ExpertWeights weights = expertWeights(block);
-        if (importance == null) {
-            activations[l].add(input, selected, stats.topK(), weights, allExperts);
+        FullExperts.RoutedRows rows = routed != null ? routed : ((FullExperts) block.experts()).routedRows(input,
+                block.router().route(logits, block.options().rule().withTopK(stats.topK())));
+        if (rows.routes().plan.rows() != rankings.length * stats.topK()) {
+            throw new IllegalArgumentException("the routed rows hold " + rows.routes().plan.rows() + " rows, top-"
+                    + stats.topK() + " of " + rankings.length + " tokens needs " + rankings.length * stats.topK());
+        }
+        ExpertActivationStats.Seen seen = importance == null ? null
+                : (e, x, h) -> importance.addExpert(layer, weights.experts(), e, x, weights.hidden(), h,
+                        weights.intermediate());
+        if (allExperts) {
+            activations[l].addEveryToken(input, weights, seen);
         } else {
-            activations[l].add(input, selected, stats.topK(), weights, allExperts,
-                    (e, x, h) -> importance.addExpert(layer, weights.experts(), e, x, weights.hidden(), h,
-                            weights.intermediate()));
+            activations[l].add(rows, seen);
+        }
+        if (importance != null) {
             addSharedInputs(layer, input, block);
         }
-        saliency[l].add(input, block.router().route(logits, block.options().rule().withTopK(stats.topK())),
-                (FullExperts) block.experts());        return this;
+        saliency[l].add(rows);
+        return this;
     }
 
     /** The router's and the shared expert's input x [T, D], and the shared expert's intermediate activation [T, S]. */

@@ -3,12 +3,15 @@ package org.sparkmoe.calib;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
-import org.sparkmoe.kernels.Activations;
-import org.sparkmoe.kernels.Workers;
-import org.sparkmoe.kernels.Dense;
-import org.sparkmoe.kernels.NativeBuffers;
-import org.sparkmoe.kernels.StepWorkspace;
 import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.kernels.Dense;
+import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.NativeBuffers;
+import org.sparkmoe.kernels.NativeElements;
+import org.sparkmoe.kernels.StepWorkspace;
+import org.sparkmoe.kernels.Workers;
 
 import java.util.Arrays;
 
@@ -21,8 +24,9 @@ import java.util.Arrays;
  * projections): Σ|h_i| (exact) and max |h_i|;</li>
  * <li>tokens[e]: how many tokens that is.</li>
  * </ul>
- * The tokens an expert sees are those routed to it, or every token when {@code allExperts} is set (then no
- * expert is left without data, whatever the router does).
+ * The tokens an expert sees are those routed to it, with the activations the block's forward computed (an adapter's
+ * LoRA on w1/w3 included), or every token through the base experts ({@link #addEveryToken}: then no expert is left
+ * without data, whatever the router does).
  */
 public final class ExpertActivationStats implements java.io.Serializable {
     private final int experts;
@@ -45,17 +49,6 @@ public final class ExpertActivationStats implements java.io.Serializable {
         this.interAbsMax = new float[experts * intermediate];
     }
 
-    /**
-     * @param x          the MoE block's input [T, D]
-     * @param selected   top-K experts per token, row-major [T, K]
-     * @param topK       K
-     * @param weights    the layer's experts
-     * @param allExperts run every token through every expert instead of its selected ones
-     */
-    public void add(INDArray x, int[] selected, int topK, ExpertWeights weights, boolean allExperts) {
-        add(x, selected, topK, weights, allExperts, null);
-    }
-
     /** What an expert's rows were: its inputs x [n, D] and intermediate activations h [n, I], row-major. */
     @FunctionalInterface
     public interface Seen {
@@ -63,58 +56,74 @@ public final class ExpertActivationStats implements java.io.Serializable {
     }
 
     /**
-     * {@link #add(INDArray, int[], int, ExpertWeights, boolean)}, also showing each expert's rows to {@code seen}
-     * (null: to nobody).
+     * Adds the routed rows of one forward of the layer's block: each expert's inputs and the gated activations its w2
+     * read, as the forward computed them (with an adapter's LoRA on w1/w3), showing each expert's rows to
+     * {@code seen} (null: to nobody).
      */
-    public void add(INDArray x, int[] selected, int topK, ExpertWeights weights, boolean allExperts, Seen seen) {
-        int t = (int) x.size(0);
-        if (x.size(1) != hidden || weights.experts() != experts || weights.intermediate() != intermediate
-                || selected.length != t * topK) {
-            throw new IllegalArgumentException("expected x [T, " + hidden + "], " + experts + " experts of "
-                    + intermediate + " and " + topK + " selections per token, got x " + Arrays.toString(x.shape())
-                    + ", w1 " + weights.w1() + ", " + selected.length + " selections");
+    public void add(FullExperts.RoutedRows rows, Seen seen) {
+        int[] offsets = rows.routes().plan.offsets;                                   // [E+1]
+        if (offsets.length != experts + 1 || rows.xs().size(1) != hidden || rows.act().size(1) != intermediate) {
+            throw new IllegalArgumentException("expected the routed rows of " + experts + " experts, x [N, " + hidden
+                    + "] and h [N, " + intermediate + "], got " + (offsets.length - 1) + " experts, x "
+                    + Arrays.toString(rows.xs().shape()) + " and h " + Arrays.toString(rows.act().shape()));
         }
+        NativeElements xs = NativeElements.of(rows.xs());                             // [N, D]
+        NativeElements act = NativeElements.of(rows.act());                           // [N, I]
         for (int e = 0; e < experts; e++) {
-            int[] rows = allExperts ? allRows(t) : rowsOf(e, selected, topK);
-            if (rows.length == 0) {
+            int n = offsets[e + 1] - offsets[e];
+            if (n == 0) {
                 continue;
             }
-            float[] xs;
+            float[] x = new float[n * hidden];                                        // [n, D]
+            float[] h = new float[n * intermediate];                                  // [n, I]
+            xs.readFloats((long) offsets[e] * hidden, x, x.length);
+            act.readFloats((long) offsets[e] * intermediate, h, h.length);
+            add(e, x, h, seen);
+        }
+    }
+
+    /**
+     * Adds every token of x [T, D] as seen by every expert (whatever the router chose, so no expert is left without
+     * data): each expert's w1/w3 of the layer's base weights run here, one expert at a time, showing its rows to
+     * {@code seen} (null: to nobody).
+     */
+    public void addEveryToken(INDArray x, ExpertWeights weights, Seen seen) {
+        if (x.size(1) != hidden || weights.experts() != experts || weights.intermediate() != intermediate) {
+            throw new IllegalArgumentException("expected x [T, " + hidden + "] and " + experts + " experts of "
+                    + intermediate + ", got x " + Arrays.toString(x.shape()) + ", w1 " + weights.w1());
+        }
+        if (x.size(0) == 0) {
+            return;
+        }
+        float[] xs = Flat.floats(x);                                                                  // [T, D]
+        for (int e = 0; e < experts; e++) {
             float[] hs;
             // one expert's arrays at a time: made outside a caller's step workspace (which would keep every expert's
-            // until the step ends; with allExperts, E × T rows) and freed here
+            // until the step ends, E × T rows) and freed here
             try (MemoryWorkspace outside = StepWorkspace.outside()) {
-                INDArray xe = Nd4j.pullRows(x, 1, rows);                                             // [n, D]
-                INDArray h1 = Dense.linear(xe, weights.w1().matrix(e), bias(weights.b1(), e));       // [n, I]
-                INDArray h3 = Dense.linear(xe, weights.w3().matrix(e), bias(weights.b3(), e));       // [n, I]
-                INDArray h = Activations.gated(weights.activation(), h1, h3, Workers.SERIAL);        // [n, I]
-                xs = xe.data().asFloat();
+                INDArray h1 = Dense.linear(x, weights.w1().matrix(e), bias(weights.b1(), e));        // [T, I]
+                INDArray h3 = Dense.linear(x, weights.w3().matrix(e), bias(weights.b3(), e));        // [T, I]
+                INDArray h = Activations.gated(weights.activation(), h1, h3, Workers.SERIAL);        // [T, I]
                 hs = h.data().asFloat();
-                NativeBuffers.free(xe, h1, h3, h);
+                NativeBuffers.free(h1, h3, h);
             }
-            accumulate(xs, hidden, e, inputAbsSum, inputAbsMax);
-            accumulate(hs, intermediate, e, interAbsSum, interAbsMax);
-            if (seen != null) {
-                seen.add(e, xs, hs);
-            }
-            tokens[e] += rows.length;
+            add(e, xs, hs, seen);
         }
+    }
+
+    /** Expert e's rows: inputs x [n, D] and activations h [n, I]. */
+    private void add(int e, float[] x, float[] h, Seen seen) {
+        accumulate(x, hidden, e, inputAbsSum, inputAbsMax);
+        accumulate(h, intermediate, e, interAbsSum, interAbsMax);
+        if (seen != null) {
+            seen.add(e, x, h);
+        }
+        tokens[e] += x.length / hidden;
     }
 
     /** Expert e's row of a stacked bias [E, n] (gpt-oss), or null. */
     private static INDArray bias(INDArray stacked, int e) {
         return stacked == null ? null : stacked.getRow(e);
-    }
-
-    private static int[] allRows(int t) {
-        int[] rows = new int[t];
-        Arrays.setAll(rows, i -> i);
-        return rows;
-    }
-
-    private static int[] rowsOf(int expert, int[] selected, int topK) {
-        return java.util.stream.IntStream.range(0, selected.length).filter(i -> selected[i] == expert)
-                .map(i -> i / topK).toArray();
     }
 
     /** values [n, C] of expert e into sums/maxima [E, C]. */

@@ -37,24 +37,22 @@ public final class ExpertSaliencyStats implements java.io.Serializable {
     }
 
     /**
-     * Adds T tokens.
+     * Adds the tokens of one forward of the block.
      *
-     * @param x       the MoE block's input [T, D]
-     * @param routes  the block's routing of them (the router's {@code route} of their logits)
-     * @param ffn     the block's experts
+     * @param rows the block's routed rows (their routing and expert outputs ys, as the forward computed them)
      */
-    public void add(INDArray x, Routes routes, FullExperts ffn) {
-        if (routes.numExperts() != experts || ffn.experts() != experts || routes.tokens() != x.size(0)) {
-            throw new IllegalArgumentException("expected " + experts + " experts and a routing of the " + x.size(0)
-                    + " tokens, got routes of " + routes.tokens() + " tokens over " + routes.numExperts()
-                    + " experts and " + ffn.experts() + " experts");
+    public void add(FullExperts.RoutedRows rows) {
+        Routes routes = rows.routes();
+        if (routes.numExperts() != experts) {
+            throw new IllegalArgumentException("expected a routing over " + experts + " experts, got "
+                    + routes.numExperts());
         }
         RoutingPlan plan = routes.plan;
         if (plan.rows() == 0) {
             return;
         }
-        NativeElements ys = NativeElements.of(ffn.expertOutputs(x, plan));    // [N, D], read one row at a time
-        int hidden = ffn.hidden();
+        int hidden = (int) rows.ys().size(1);
+        NativeElements ys = NativeElements.of(rows.ys());                       // [N, D], read one row at a time
         double[] y = new double[hidden];
         float[] scratch = new float[hidden];
         for (int e = 0; e < experts; e++) {

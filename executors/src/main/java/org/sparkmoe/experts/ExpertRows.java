@@ -87,6 +87,16 @@ final class ExpertRows {
             return ys.h();
         }
 
+        /** @return xs [N, D], the rows' inputs in plan order */
+        INDArray xs() {
+            return xs;
+        }
+
+        /** @return act [N, I], the gated activation w2 reads, rows in plan order */
+        INDArray act() {
+            return act;
+        }
+
         /**
          * Frees the native buffers of this pass (xs, both gate projections, act, ys and the LoRA inputs) now, not
          * when the garbage collector finds them; nothing may read them after.

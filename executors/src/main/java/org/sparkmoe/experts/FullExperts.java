@@ -105,20 +105,37 @@ public final class FullExperts implements ExpertFfn {
     }
 
     /**
-     * Each routed pair's expert output before its routing weight, as {@link #forward} computes it:
-     * {@code ys [N, D]} (N = T·K), row i the output of the expert owning plan row i for token
-     * {@code plan.tokenOfRow[i]} (gpt-oss: with the down bias).
+     * Every routed row of one forward, in plan order (expert e owns rows {@code plan.offsets[e]..offsets[e+1]-1},
+     * N = T·K): what calibration's statistics read instead of running the experts again.
      *
-     * @param x    [T, D]
-     * @param plan the routing decision's plan
+     * @param routes the routing decision
+     * @param xs     [N, D] each row's input, {@code x[plan.tokenOfRow[i]]}
+     * @param act    [N, I] the gated activation w2 reads (with LoRA on w1/w3 and gpt-oss's biases, as computed)
+     * @param ys     [N, D] the expert's output before its routing weight (gpt-oss: with the down bias)
      */
-    public INDArray expertOutputs(INDArray x, RoutingPlan plan) {
-        return expertOutputs(x, plan, 0, experts());
+    public record RoutedRows(Routes routes, INDArray xs, INDArray act, INDArray ys) {
+    }
+
+    /** The routed rows {@link #forward} computed in {@code pass} (valid as long as the pass's arrays are). */
+    public RoutedRows routedRows(Pass pass) {
+        if (!(pass instanceof FullPass p)) {
+            throw new IllegalArgumentException("full experts' routed rows need a pass from their forward, got "
+                    + (pass == null ? "null" : pass.getClass().getSimpleName()));
+        }
+        return new RoutedRows(p.routes(), p.ffn().xs(), p.ffn().act(), p.ffn().ys());
+    }
+
+    /** The routed rows of x [T, D] under {@code routes}, computed as {@link #forward} computes them (no combine). */
+    public RoutedRows routedRows(INDArray x, Routes routes) {
+        checkTokens("x", x, x.size(0));
+        INDArray xs = Nd4j.pullRows(x, 1, routes.plan.tokenOfRow);                     // [N, D]
+        ExpertRows.Context ffn = rows.forward(xs, routes.plan.offsets);
+        return new RoutedRows(routes, xs, ffn.act(), ffn.ys());
     }
 
     /**
-     * The rows of {@link #expertOutputs(INDArray, RoutingPlan)} that experts {@code from..to-1} own, alone: plan rows
-     * {@code offsets[from]..offsets[to]-1} [N_g, D], bit for bit those rows of the whole, reading no other expert's
+     * The routed rows' expert outputs ys [N_g, D] that experts {@code from..to-1} own, alone: plan rows
+     * {@code offsets[from]..offsets[to]-1}, bit for bit those rows of {@link #forward}'s, reading no other expert's
      * weights. A layer-sequential pass runs a layer's experts in such groups as separate tasks.
      *
      * @param x    [T, D]

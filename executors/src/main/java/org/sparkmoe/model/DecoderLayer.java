@@ -6,6 +6,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.experts.SwiGluMlp;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.model.AdapterTerms.Site;
+import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.moe.MoeBlock;
 import org.sparkmoe.mumoe.MumoeGradients;
 import org.sparkmoe.mumoe.MumoeLayer;
@@ -85,10 +86,11 @@ public final class DecoderLayer {
     }
 
     /**
-     * Output of a layer: hidden [B·S, D] and, for an MoE layer, router logits [B·S, E] and the MoE block's input
-     * [B·S, D] (the post-attention norm's output, which the router and the experts read); both null otherwise.
+     * Output of a layer: hidden [B·S, D] and, for an MoE layer, router logits [B·S, E], the MoE block's input
+     * [B·S, D] (the post-attention norm's output, which the router and the experts read) and its routed rows (full
+     * experts); null otherwise.
      */
-    public record Output(INDArray hidden, INDArray routerLogits, INDArray moeInput) {
+    public record Output(INDArray hidden, INDArray routerLogits, INDArray moeInput, FullExperts.RoutedRows routed) {
     }
 
     public Output forward(INDArray x, int batch, int seq, RotaryEmbedding rope, int topK) {
@@ -105,14 +107,14 @@ public final class DecoderLayer {
         if (moe == null) {
             inputs.add(LinearInputs.Site.FFN_IN, normed);
             if (!inputs.wants(LinearInputs.Site.FFN_INTER)) {
-                return new Output(plusFfnTerm(h.addi(mlp.forward(normed)), normed, inputs), null, null);
+                return new Output(plusFfnTerm(h.addi(mlp.forward(normed)), normed, inputs), null, null, null);
             }
             SwiGluMlp.Context dense = mlp.forwardTraining(normed);   // in FLOAT bit-identical to forward
             inputs.add(LinearInputs.Site.FFN_INTER, Activations.swiGlu(dense.g(), dense.u()));    // [B·S, I]
-            return new Output(plusFfnTerm(h.addi(dense.out()), normed, inputs), null, null);
+            return new Output(plusFfnTerm(h.addi(dense.out()), normed, inputs), null, null, null);
         }
         MoeBlock.Output block = moe.forward(normed, topK);
-        return new Output(finish(h, normed, block.hidden(), inputs), block.routerLogits(), normed);
+        return new Output(finish(h, normed, block.hidden(), inputs), block.routerLogits(), normed, block.routed());
     }
 
     /*

@@ -7,6 +7,7 @@ import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.StepWorkspace;
+import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.moe.MoeBlock;
 
 import java.util.ArrayList;
@@ -156,15 +157,18 @@ public final class MoeTransformer {
          * @param block    its MoE block
          * @param input    the block's input, norm2(h) [B·S, D]
          * @param logits   its router's logits [B·S, E]
+         * @param routed   its routed rows as the block computed them (null for low-rank experts)
          * @param output   the decoder layer's output [B·S, D]
          */
-        void accept(int moeLayer, int layer, MoeBlock block, INDArray input, INDArray logits, INDArray output);
+        void accept(int moeLayer, int layer, MoeBlock block, INDArray input, INDArray logits,
+                    FullExperts.RoutedRows routed, INDArray output);
     }
 
     /**
      * The decoder layers over {@code tokens} for statistics (calibration), as {@link #stepLayers} runs them: an MoE
-     * layer shows its block's input, its router logits and its output to {@code sink} before its step ends. They, and
-     * every array the sink makes, are invalid once the sink returns. The final norm and the LM head are not run.
+     * layer shows its block's input, its router logits, its routed rows and its output to {@code sink} before its step
+     * ends. They, and every array the sink makes, are invalid once the sink returns. The final norm and the LM head
+     * are not run.
      *
      * @param inputs what decoder layer i's attention and dense-MLP projections show their inputs to
      */
@@ -190,7 +194,8 @@ public final class MoeTransformer {
             try (MemoryWorkspace step = StepWorkspace.step()) {    // only the layer's output outlives it
                 DecoderLayer.Output out = layer.forward(input, batch, seq, ends.rope(), topK, inputs.apply(i));
                 if (sink != null && out.routerLogits() != null) {
-                    sink.accept(moeLayer++, i, layer.moe(), out.moeInput(), out.routerLogits(), out.hidden());
+                    sink.accept(moeLayer++, i, layer.moe(), out.moeInput(), out.routerLogits(), out.routed(),
+                            out.hidden());
                 }
                 hidden = StepWorkspace.keep(out.hidden());
             }

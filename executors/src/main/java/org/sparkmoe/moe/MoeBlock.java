@@ -97,14 +97,18 @@ public final class MoeBlock {
         return experts;
     }
 
-    /** Output of an inference pass: the mixture [T, D] and the raw router logits [T, E]. */
-    public record Output(INDArray hidden, INDArray routerLogits) {
+    /**
+     * Output of an inference pass: the mixture [T, D], the raw router logits [T, E] and, for full experts, every routed
+     * row as the pass computed it (null for low-rank experts).
+     */
+    public record Output(INDArray hidden, INDArray routerLogits, FullExperts.RoutedRows routed) {
     }
 
     /** Inference: x [T, D] → Output, {@code topK} experts per token, no jitter. */
     public Output forward(INDArray x, int topK) {
         Context ctx = atTopK(topK).forward(x, null);
-        return new Output(ctx.out, ctx.logits);
+        return new Output(ctx.out, ctx.logits,
+                experts instanceof FullExperts full ? full.routedRows(ctx.routed) : null);
     }
 
     private MoeBlock atTopK(int topK) {

@@ -5,10 +5,14 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.experts.ExpertWeights;
+import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.GatedActivation;
+import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.kernels.WeightStack;
 import org.sparkmoe.kernels.Workers;
+import org.sparkmoe.routing.Router;
+import org.sparkmoe.routing.RoutingRule;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -25,24 +29,47 @@ class ExpertActivationStatsTest {
                 Nd4j.randn(DataType.FLOAT, E, D, I));
     }
 
-    /** Tokens 0 and 2 go to expert 1; expert 2 gets no token unless every expert sees every token. */
+    /**
+     * The routed rows of x [T, D] through experts {@code w} when token t picks, in order, the experts {@code picks[t]}
+     * (K = picks[t].length): the router's logits put them first.
+     */
+    private static FullExperts.RoutedRows routed(ExpertWeights w, INDArray x, int[][] picks) {
+        float[] logits = new float[picks.length * E];                                        // [T, E]
+        for (int t = 0; t < picks.length; t++) {
+            for (int k = 0; k < picks[t].length; k++) {
+                logits[t * E + picks[t][k]] = 5 - k;
+            }
+        }
+        int topK = picks[0].length;
+        Router router = new Router(Nd4j.zeros(DataType.FLOAT, E, D));
+        return new FullExperts(w, new Nd4jGroupedGemm()).routedRows(x, router.route(
+                Nd4j.create(logits, new long[] {picks.length, E}, 'c'), RoutingRule.softmaxTopK(topK, true)));
+    }
+
+    /** Tokens 0 and 2 go to expert 1, token 1 to expert 0; expert 2 gets no token unless every expert sees every token. */
     @Test
     void meansAndMaximaOverTheRoutedTokens() {
         INDArray x = Nd4j.create(new float[] {1, -2, 3, 0, -4, 1, 0, 2, 0.5f, 0.5f, -1, 1}, new long[] {3, D}, 'c');
-        int[] selected = {1, 0, 0, 0, 1, 0}; // [T=3, K=2]
+        ExpertWeights w = weights();
         ExpertActivationStats s = new ExpertActivationStats(E, D, I);
-        s.add(x, selected, 2, weights(), false);
-        assertArrayEquals(new long[] {4, 2, 0}, s.tokens());
+        s.add(routed(w, x, new int[][] {{1}, {0}, {1}}), null);
+        assertArrayEquals(new long[] {1, 2, 0}, s.tokens());
         float[] mean1 = s.inputAbsMean().getRow(1).toFloatVector();
         assertArrayEquals(new float[] {0.75f, 1.25f, 2f, 0.5f}, mean1, 1e-6f);
         assertArrayEquals(new float[] {1f, 2f, 3f, 1f}, s.inputAbsMax().getRow(1).toFloatVector(), 0f);
         assertArrayEquals(new float[D], s.inputAbsMax().getRow(2).toFloatVector(), 0f);
         assertEquals(0.0, s.intermediateAbsMean().getRow(2).sumNumber().doubleValue());
+        INDArray x1 = Nd4j.pullRows(x, 1, new int[] {0, 2});                                    // expert 1's rows
+        INDArray h = Activations.gated(GatedActivation.SWIGLU, x1.mmul(w.w1().matrix(1).transpose()),
+                x1.mmul(w.w3().matrix(1).transpose()), Workers.SERIAL);
+        assertArrayEquals(org.nd4j.linalg.ops.transforms.Transforms.abs(h).max(0).toFloatVector(),
+                s.intermediateAbsMax().getRow(1).toFloatVector(), 1e-5f);
 
         ExpertActivationStats all = new ExpertActivationStats(E, D, I);
-        all.add(x, selected, 2, weights(), true);
+        all.addEveryToken(x, w, null);
         assertArrayEquals(new long[] {3, 3, 3}, all.tokens());
         assertTrue(all.intermediateAbsMean().getRow(2).sumNumber().doubleValue() > 0);
+        assertArrayEquals(new float[] {4f, 2f, 3f, 2f}, all.inputAbsMax().getRow(2).toFloatVector(), 0f);
     }
 
     /** gpt-oss: the intermediate channels are the clamped gate of the biased gate and up projections. */
@@ -58,7 +85,7 @@ class ExpertActivationStatsTest {
                 GatedActivation.CLAMPED_SWIGLU);
         INDArray x = Nd4j.randn(DataType.FLOAT, 6, D);
         ExpertActivationStats s = new ExpertActivationStats(E, D, I);
-        s.add(x, new int[6], 1, w, false);                                   // every token to expert 0
+        s.add(routed(w, x, new int[][] {{0}, {0}, {0}, {0}, {0}, {0}}), null);     // every token to expert 0
         INDArray h1 = x.mmul(w1.slice(0).transpose()).addiRowVector(b1.getRow(0));
         INDArray h3 = x.mmul(w3.slice(0).transpose()).addiRowVector(b3.getRow(0));
         INDArray expected = org.nd4j.linalg.ops.transforms.Transforms.abs(
@@ -70,16 +97,11 @@ class ExpertActivationStatsTest {
     @Test
     void mergeOrderDoesNotMatter() {
         ExpertWeights w = weights();
-        INDArray[] batches = new INDArray[4];
-        int[][] selections = new int[4][];
-        for (int b = 0; b < 4; b++) {
-            batches[b] = Nd4j.randn(DataType.FLOAT, 6, D);
-            selections[b] = new int[] {0, 1, 2, 0, 1, 2, 0, 2, 1, 0, 2, 1};
-        }
+        int[][] picks = {{0, 1}, {2, 0}, {1, 2}, {0, 2}, {1, 0}, {2, 1}};
         ExpertActivationStats[] parts = new ExpertActivationStats[4];
         for (int b = 0; b < 4; b++) {
             parts[b] = new ExpertActivationStats(E, D, I);
-            parts[b].add(batches[b], selections[b], 2, w, false);
+            parts[b].add(routed(w, Nd4j.randn(DataType.FLOAT, 6, D), picks), null);
         }
         ExpertActivationStats inOrder = new ExpertActivationStats(E, D, I);
         for (ExpertActivationStats p : parts) {

@@ -71,7 +71,7 @@ class ExpertSaliencyStatsTest {
             INDArray logits = capture.routerLogits().get(l);                                // [T, E]
             RoutingRule rule = block.options().rule().withTopK(topK);
             ExpertSaliencyStats stats = new ExpertSaliencyStats(block.experts().experts());
-            stats.add(x, block.router().route(logits, rule), (FullExperts) block.experts());
+            stats.add(((FullExperts) block.experts()).routedRows(x, block.router().route(logits, rule)));
 
             Reference ref = reference(x, block.router().rank(logits, rule), rule,
                     ((FullExperts) block.experts()).weights());
@@ -163,9 +163,8 @@ class ExpertSaliencyStatsTest {
         for (int b = 0; b < parts.length; b++) {
             ForwardOutput capture = model.forward(tokens(model, 100 + b), 2, true);
             parts[b] = new ExpertSaliencyStats(8);
-            parts[b].add(capture.routerInputs().get(0),
-                    block.router().route(capture.routerLogits().get(0), block.options().rule()),
-                    (FullExperts) block.experts());
+            parts[b].add(((FullExperts) block.experts()).routedRows(capture.routerInputs().get(0),
+                    block.router().route(capture.routerLogits().get(0), block.options().rule())));
         }
         ExpertSaliencyStats inOrder = new ExpertSaliencyStats(8).merge(parts[0]).merge(parts[1]).merge(parts[2]);
         ExpertSaliencyStats tree = new ExpertSaliencyStats(8).merge(parts[2])

@@ -6,6 +6,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.StepWorkspace;
 import org.sparkmoe.train.TinyModels;
@@ -70,19 +71,26 @@ class StepWorkspaceTest {
     }
 
     /**
-     * Calibration's pass shows each MoE layer's router input, logits and output inside the layer's step: the bits the
-     * whole forward captures, every MoE layer once and in order, and nothing left attached or open.
+     * Calibration's pass shows each MoE layer's router input, logits, routed rows and output inside the layer's step:
+     * the bits the whole forward captures (the routed rows: those the block computes again from that input, as a
+     * layer-sequential calibration does), every MoE layer once and in order, and nothing left attached or open.
      */
     @Test
     void theMoeLayerPassShowsTheForwardsRouterInputsAndLogitsLayerByLayer() {
         MoeTransformer model = tiny();
         ForwardOutput captured = model.forward(FIRST, 2, true);                          // no workspace
         List<Integer> seen = new ArrayList<>();
-        model.moeLayerPass(FIRST, 2, layer -> LinearInputs.NONE, (l, layer, block, input, logits, output) -> {
-            assertTrue(input.isAttached() && logits.isAttached(), "made in the layer's step");
+        model.moeLayerPass(FIRST, 2, layer -> LinearInputs.NONE, (l, layer, block, input, logits, routed, output) -> {
+            assertTrue(input.isAttached() && logits.isAttached() && routed.act().isAttached(), "made in the layer's step");
             assertSame(model.layers().get(layer).moe(), block);
             assertArrayEquals(Flat.floats(captured.routerInputs().get(l)), Flat.floats(input), 0f, "input of " + l);
             assertArrayEquals(Flat.floats(captured.routerLogits().get(l)), Flat.floats(logits), 0f, "logits of " + l);
+            FullExperts.RoutedRows again = ((FullExperts) block.experts()).routedRows(captured.routerInputs().get(l),
+                    block.route(captured.routerInputs().get(l), 2));
+            assertArrayEquals(again.routes().plan.tokenOfRow, routed.routes().plan.tokenOfRow, "rows of " + l);
+            assertArrayEquals(Flat.floats(again.xs()), Flat.floats(routed.xs()), 0f, "xs of " + l);
+            assertArrayEquals(Flat.floats(again.act()), Flat.floats(routed.act()), 0f, "act of " + l);
+            assertArrayEquals(Flat.floats(again.ys()), Flat.floats(routed.ys()), 0f, "ys of " + l);
             if (layer + 1 < model.layers().size()) {    // the capture's last hidden state is the final norm's output
                 assertArrayEquals(Flat.floats(captured.hiddenStates().get(layer + 1)), Flat.floats(output), 0f,
                         "output of " + layer);

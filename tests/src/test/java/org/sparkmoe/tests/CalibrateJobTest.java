@@ -111,7 +111,7 @@ class CalibrateJobTest {
                 int[] layers = CalibrationStats.moeLayerIndices(transformer.config());
                 for (int l = 0; l < blocks.size(); l++) {
                     local.addLayer(f, l, layers[l], out.routerInputs().get(l), out.routerLogits().get(l),
-                            blocks.get(l), true);
+                            blocks.get(l), null, true);
                 }
             }
         }

@@ -275,8 +275,8 @@ class ImatrixCommandTest {
         }
         CalibrationStats stats = CalibrationStats.empty(1, config, config.num_experts_per_tok, true);
         transformer.moeLayerPass(windows, config.num_experts_per_tok, stats.linearInputs(),
-                (l, layer, block, input, logits, output) ->
-                        stats.addLayer(0, l, layer, input, logits, block, false));
+                (l, layer, block, input, logits, routed, output) ->
+                        stats.addLayer(0, l, layer, input, logits, block, routed, false));
         TreeSet<String> expected = new TreeSet<>();
         for (String l : List.of("0", "2")) {
             add(expected, l, "attn_q attn_k attn_v attn_output ffn_gate_inp ffn_gate_shexp ffn_up_shexp "

@@ -131,7 +131,7 @@ public final class CalibrateJob {
             MoeBlock block = lease.get().decoder().moe();
             INDArray logits = block.router().logits(input);                                  // [B·S, E]
             requireFinite(plan, chunk.chunk().file(), layer, logits);
-            acc.addLayer(chunk.chunk().file(), l, layer, input, logits, block, plan.allExperts());
+            acc.addLayer(chunk.chunk().file(), l, layer, input, logits, block, null, plan.allExperts());
             if (plan.routerData() != null) {
                 exportLayer(plan, chunk.chunk().file(), chunk.chunk().chunk(), chunk.chunk().windows().length, layer,
                         input, logits, sigmoid);
@@ -200,14 +200,14 @@ public final class CalibrateJob {
             MoeTransformer model = lease.model();
             boolean sigmoid = sigmoid(model.config());
             model.moeLayerPass(chunk.windows, plan.topK(), acc.linearInputs(chunk.file),
-                    (l, layer, block, input, logits, output) -> {
+                    (l, layer, block, input, logits, routed, output) -> {
                         requireFinite(plan, chunk.file, layer, logits);
                         if (!finite(output)) {       // NaN weights in its experts: refused before their statistics
                             throw new IllegalArgumentException("model " + plan.model() + " gives a non-finite output "
                                     + "in decoder layer " + layer + " on " + fileName(plan, chunk.file) + "; "
                                     + NON_FINITE_HINT);
                         }
-                        acc.addLayer(chunk.file, l, layer, input, logits, block, plan.allExperts());
+                        acc.addLayer(chunk.file, l, layer, input, logits, block, routed, plan.allExperts());
                         if (plan.routerData() != null) {
                             exportLayer(plan, chunk.file, chunk.firstWindow, chunk.windows.length, layer, input,
                                     logits, sigmoid);
