@@ -89,7 +89,8 @@ class SparkContextsTest {
             assertEquals("com.example.Metrics, " + WARMUP + "," + GPU,
                     SparkContexts.conf("test", "yarn").get("spark.plugins"));
             System.setProperty("spark.plugins", GPU + ", com.example.Metrics, " + WARMUP);
-            assertEquals(GPU + ", com.example.Metrics, " + WARMUP, SparkContexts.conf("test", "yarn").get("spark.plugins"));
+            assertEquals(GPU + ", com.example.Metrics, " + WARMUP,
+                    SparkContexts.conf("test", "yarn").get("spark.plugins"));
         } finally {
             System.clearProperty("spark.plugins");
         }

@@ -32,8 +32,8 @@ public final class CudaLibrary {
         load();
         if (ordinal >= deviceCount) {
             String visible = System.getenv("CUDA_VISIBLE_DEVICES");
-            throw new CudaUnavailableException("--device cuda: this task was given GPU " + ordinal + " but this process "
-                    + "sees " + deviceCount + " CUDA device" + (deviceCount == 1 ? "" : "s")
+            throw new CudaUnavailableException("--device cuda: this task was given GPU " + ordinal
+                    + " but this process sees " + deviceCount + " CUDA device" + (deviceCount == 1 ? "" : "s")
                     + (visible == null ? "" : " (CUDA_VISIBLE_DEVICES=" + visible + ")"));
         }
         CudaNative.setDevice(ordinal);

@@ -46,7 +46,10 @@ class ExpertActivationStatsTest {
                 Nd4j.create(logits, new long[] {picks.length, E}, 'c'), RoutingRule.softmaxTopK(topK, true)));
     }
 
-    /** Tokens 0 and 2 go to expert 1, token 1 to expert 0; expert 2 gets no token unless every expert sees every token. */
+    /**
+     * Tokens 0 and 2 go to expert 1, token 1 to expert 0; expert 2 gets no token unless every expert sees every
+     * token.
+     */
     @Test
     void meansAndMaximaOverTheRoutedTokens() {
         INDArray x = Nd4j.create(new float[] {1, -2, 3, 0, -4, 1, 0, 2, 0.5f, 0.5f, -1, 1}, new long[] {3, D}, 'c');

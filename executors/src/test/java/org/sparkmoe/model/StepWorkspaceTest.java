@@ -81,7 +81,8 @@ class StepWorkspaceTest {
         ForwardOutput captured = model.forward(FIRST, 2, true);                          // no workspace
         List<Integer> seen = new ArrayList<>();
         model.moeLayerPass(FIRST, 2, layer -> LinearInputs.NONE, (l, layer, block, input, logits, routed, output) -> {
-            assertTrue(input.isAttached() && logits.isAttached() && routed.act().isAttached(), "made in the layer's step");
+            assertTrue(input.isAttached() && logits.isAttached() && routed.act().isAttached(),
+                    "made in the layer's step");
             assertSame(model.layers().get(layer).moe(), block);
             assertArrayEquals(Flat.floats(captured.routerInputs().get(l)), Flat.floats(input), 0f, "input of " + l);
             assertArrayEquals(Flat.floats(captured.routerLogits().get(l)), Flat.floats(logits), 0f, "logits of " + l);
