@@ -3,6 +3,7 @@ package org.sparkmoe.driver;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.sparkmoe.adapter.MumoeConfig;
+import org.sparkmoe.calib.ExpertActivationStats;
 import org.sparkmoe.driver.train.RoundTree;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout;
@@ -192,8 +193,8 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
 
     /**
      * The heap one executor JVM needs, at least {@link #HEAP_MIN}, rounded up to 64 MiB: {@link #HEAP_BASE}, plus per task slot the Java arrays a
-     * task holds at once — eval {@link #evalHeapBytes}, calibrate one expert's inputs and intermediates read as floats
-     * (at most every token's, [T, D + I]), train a step's arrays ({@link #trainHeapBytes}) and its float32 partial
+     * task holds at once — eval {@link #evalHeapBytes}, calibrate a block of an expert's inputs and intermediates read
+     * as floats ({@link ExpertActivationStats#BLOCK_FLOATS} each), train a step's arrays ({@link #trainHeapBytes}) and its float32 partial
      * ({@link StateMean}'s chunks: the state's bytes, or its gradients') — and for train the
      * averaging tree's reduce, which holds one chunk of every partition's partial and their mean, and the round's mean
      * kept in the block manager (the whole state, at most, in one JVM). Activations, weights and the tasks' state
@@ -203,7 +204,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                      int partitions, boolean checkpointed) {
         long perSlot = switch (job) {
             case EVAL -> evalHeapBytes(c, tokens);
-            case CALIBRATE -> tokens * (c.hidden_size + c.expert_intermediate_size) * Float.BYTES;
+            case CALIBRATE -> 2L * ExpertActivationStats.BLOCK_FLOATS * Float.BYTES;
             case TRAIN -> trainHeapBytes(c, tokens, checkpointed) + partialBytes;
             case SURGERY -> throw new IllegalStateException("a surgery's plan comes from MemoryPlan.surgery");
         };
@@ -642,7 +643,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
                         + "the state"
                         : job == Job.EVAL ? "the forward's Java arrays (router logits, shared expert) and a row "
                         + "of logits"
-                        : "one expert's rows of inputs and intermediates read as floats").append(job == Job.TRAIN
+                        : "a block of an expert's inputs and intermediates read as floats").append(job == Job.TRAIN
                         ? " + the averaging tree's chunks + the kept mean" : "").append(layerwise == null ? ""
                         : " + per task slot " + LAYERWISE_CHUNK_COPIES + " copies of a chunk's hidden states + "
                         + size(LAYERWISE_STORAGE) + " for the persisted hidden states").append('\n');

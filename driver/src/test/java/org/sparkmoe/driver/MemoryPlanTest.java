@@ -395,9 +395,10 @@ class MemoryPlanTest {
         // the row's 1.74 MiB per slot; 2 slots: 1426.5 MiB, rounded to 1472
         assertEquals(1472 * mib, MemoryPlan.heap(MemoryPlan.Job.EVAL, synth(ModelShape.QWEN1_5_MOE_A2_7B, 2),
                 16384, 0, 0, 2, 2, false));
-        // calibrate: one expert's rows of inputs and intermediates read as floats, at most every token's: 2048 ×
-        // (4096 + 14336) floats, 144 MiB per slot; 384 + 2 × 144 = 672, rounded to 704
-        assertEquals(704 * mib, MemoryPlan.heap(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 2048, 0, 0, 2, 2, false));
+        // calibrate: a block of an expert's inputs and intermediates read as floats, 2 × 65,536 floats (512 KiB) per
+        // slot whatever the tokens: 384 + 2 × 0.5 = 385, rounded to 448, below the floor of 512
+        assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 2048, 0, 0, 2, 2, false));
+        assertEquals(512 * mib, MemoryPlan.heap(MemoryPlan.Job.CALIBRATE, MIXTRAL_1, 16 * 2048, 0, 0, 2, 2, false));
         // train, state of 100 MiB, 2 slots and 2 partitions: 384 + 2 × (16.1 + 100) + 3 × 64 + 100 kept = 908.2,
         // rounded to 960
         assertEquals(960 * mib,
@@ -553,8 +554,8 @@ class MemoryPlanTest {
         assertEquals(32, chosen.layerwise().expertGroups());
         assertEquals(other + 64 * expert, chosen.mappedBytes());
         assertTrue(chosen.fits());
-        // the pass's heap: 512 MiB (the floor; 384 + 8 slots × 9 MiB of one expert's rows, 256 × (7168 + 2048)
-        // floats) + 8 slots × 4 copies of a 7 MiB chunk + 256 MiB of stored chunks = 992, rounded to 1024
+        // the pass's heap: 512 MiB (the floor; 384 + 8 slots × 0.5 MiB of a block of an expert's rows) + 8 slots × 4
+        // copies of a 7 MiB chunk + 256 MiB of stored chunks = 992, rounded to 1024
         assertEquals(1024L << 20, chosen.heapNeededBytes(), MemoryPlan.size(chosen.heapNeededBytes()));
         assertEquals(chosen.mappedBytes() + chosen.nativeBytes() + MemoryPlan.JVM_OVERHEAD + chosen.heapNeededBytes(),
                 chosen.totalBytes());

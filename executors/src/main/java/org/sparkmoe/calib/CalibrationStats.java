@@ -201,6 +201,9 @@ public final class CalibrationStats implements java.io.Serializable {
             addSharedInputs(layer, input, block);
         }
         saliency[l].add(rows);
+        if (routed == null) {
+            rows.release();
+        }
         return this;
     }
 

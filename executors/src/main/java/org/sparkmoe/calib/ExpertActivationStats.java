@@ -7,7 +7,6 @@ import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.Dense;
-import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.kernels.StepWorkspace;
@@ -29,6 +28,8 @@ import java.util.Arrays;
  * without data, whatever the router does).
  */
 public final class ExpertActivationStats implements java.io.Serializable {
+    /** At most this many floats of an expert's inputs, and as many of its activations, on the heap at a time. */
+    public static final int BLOCK_FLOATS = 1 << 16;
     private final int experts;
     private final int hidden;
     private final int intermediate;
@@ -49,7 +50,7 @@ public final class ExpertActivationStats implements java.io.Serializable {
         this.interAbsMax = new float[experts * intermediate];
     }
 
-    /** What an expert's rows were: its inputs x [n, D] and intermediate activations h [n, I], row-major. */
+    /** What a block of an expert's rows were: their inputs x [n, D] and intermediate activations h [n, I], row-major. */
     @FunctionalInterface
     public interface Seen {
         void add(int expert, float[] x, float[] h);
@@ -70,15 +71,7 @@ public final class ExpertActivationStats implements java.io.Serializable {
         NativeElements xs = NativeElements.of(rows.xs());                             // [N, D]
         NativeElements act = NativeElements.of(rows.act());                           // [N, I]
         for (int e = 0; e < experts; e++) {
-            int n = offsets[e + 1] - offsets[e];
-            if (n == 0) {
-                continue;
-            }
-            float[] x = new float[n * hidden];                                        // [n, D]
-            float[] h = new float[n * intermediate];                                  // [n, I]
-            xs.readFloats((long) offsets[e] * hidden, x, x.length);
-            act.readFloats((long) offsets[e] * intermediate, h, h.length);
-            add(e, x, h, seen);
+            addRows(e, xs, act, offsets[e], offsets[e + 1] - offsets[e], seen);
         }
     }
 
@@ -92,33 +85,43 @@ public final class ExpertActivationStats implements java.io.Serializable {
             throw new IllegalArgumentException("expected x [T, " + hidden + "] and " + experts + " experts of "
                     + intermediate + ", got x " + Arrays.toString(x.shape()) + ", w1 " + weights.w1());
         }
-        if (x.size(0) == 0) {
+        int t = (int) x.size(0);
+        if (t == 0) {
             return;
         }
-        float[] xs = Flat.floats(x);                                                                  // [T, D]
+        NativeElements xs = NativeElements.of(x);                                                     // [T, D]
         for (int e = 0; e < experts; e++) {
-            float[] hs;
             // one expert's arrays at a time: made outside a caller's step workspace (which would keep every expert's
             // until the step ends, E × T rows) and freed here
             try (MemoryWorkspace outside = StepWorkspace.outside()) {
                 INDArray h1 = Dense.linear(x, weights.w1().matrix(e), bias(weights.b1(), e));        // [T, I]
                 INDArray h3 = Dense.linear(x, weights.w3().matrix(e), bias(weights.b3(), e));        // [T, I]
                 INDArray h = Activations.gated(weights.activation(), h1, h3, Workers.SERIAL);        // [T, I]
-                hs = h.data().asFloat();
+                addRows(e, xs, NativeElements.of(h), 0, t, seen);
                 NativeBuffers.free(h1, h3, h);
             }
-            add(e, xs, hs, seen);
         }
     }
 
-    /** Expert e's rows: inputs x [n, D] and activations h [n, I]. */
-    private void add(int e, float[] x, float[] h, Seen seen) {
-        accumulate(x, hidden, e, inputAbsSum, inputAbsMax);
-        accumulate(h, intermediate, e, interAbsSum, interAbsMax);
-        if (seen != null) {
-            seen.add(e, x, h);
+    /**
+     * Expert e's n rows from row {@code first} on: inputs of {@code xs} [., D] and activations of {@code hs} [., I],
+     * read onto the heap {@link #BLOCK_FLOATS} floats at a time (no array grows with the tokens).
+     */
+    private void addRows(int e, NativeElements xs, NativeElements hs, int first, int n, Seen seen) {
+        int block = Math.max(1, BLOCK_FLOATS / Math.max(hidden, intermediate));        // rows per read
+        for (int r = 0; r < n; r += block) {
+            int rows = Math.min(block, n - r);
+            float[] x = new float[rows * hidden];                                     // [rows, D]
+            float[] h = new float[rows * intermediate];                               // [rows, I]
+            xs.readFloats((long) (first + r) * hidden, x, x.length);
+            hs.readFloats((long) (first + r) * intermediate, h, h.length);
+            accumulate(x, hidden, e, inputAbsSum, inputAbsMax);
+            accumulate(h, intermediate, e, interAbsSum, interAbsMax);
+            if (seen != null) {
+                seen.add(e, x, h);
+            }
         }
-        tokens[e] += x.length / hidden;
+        tokens[e] += n;
     }
 
     /** Expert e's row of a stacked bias [E, n] (gpt-oss), or null. */

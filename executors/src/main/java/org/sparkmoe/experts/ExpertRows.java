@@ -97,6 +97,11 @@ final class ExpertRows {
             return act;
         }
 
+        /** Frees what only a backward reads (both gate projections and the LoRA inputs); xs, act and ys stay. */
+        void releaseBackwardInputs() {
+            NativeBuffers.free(h1.h(), h1.shrunk(), h3.h(), h3.shrunk(), ys.shrunk());
+        }
+
         /**
          * Frees the native buffers of this pass (xs, both gate projections, act, ys and the LoRA inputs) now, not
          * when the garbage collector finds them; nothing may read them after.

@@ -114,6 +114,10 @@ public final class FullExperts implements ExpertFfn {
      * @param ys     [N, D] the expert's output before its routing weight (gpt-oss: with the down bias)
      */
     public record RoutedRows(Routes routes, INDArray xs, INDArray act, INDArray ys) {
+        /** Frees the rows' native buffers now (a workspace's stay until it closes); nothing may read them after. */
+        public void release() {
+            NativeBuffers.free(xs, act, ys);
+        }
     }
 
     /** The routed rows {@link #forward} computed in {@code pass} (valid as long as the pass's arrays are). */
@@ -125,11 +129,15 @@ public final class FullExperts implements ExpertFfn {
         return new RoutedRows(p.routes(), p.ffn().xs(), p.ffn().act(), p.ffn().ys());
     }
 
-    /** The routed rows of x [T, D] under {@code routes}, computed as {@link #forward} computes them (no combine). */
+    /**
+     * The routed rows of x [T, D] under {@code routes}, computed as {@link #forward} computes them (no combine; what
+     * only a backward reads is freed at once).
+     */
     public RoutedRows routedRows(INDArray x, Routes routes) {
         checkTokens("x", x, x.size(0));
         INDArray xs = Nd4j.pullRows(x, 1, routes.plan.tokenOfRow);                     // [N, D]
         ExpertRows.Context ffn = rows.forward(xs, routes.plan.offsets);
+        ffn.releaseBackwardInputs();
         return new RoutedRows(routes, xs, ffn.act(), ffn.ys());
     }
 

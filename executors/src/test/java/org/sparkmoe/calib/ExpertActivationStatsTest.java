@@ -7,6 +7,7 @@ import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.kernels.Activations;
+import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.kernels.WeightStack;
@@ -73,6 +74,47 @@ class ExpertActivationStatsTest {
         assertArrayEquals(new long[] {3, 3, 3}, all.tokens());
         assertTrue(all.intermediateAbsMean().getRow(2).sumNumber().doubleValue() > 0);
         assertArrayEquals(new float[] {4f, 2f, 3f, 2f}, all.inputAbsMax().getRow(2).toFloatVector(), 0f);
+    }
+
+    /**
+     * An expert's rows reach the statistics and {@code Seen} in blocks of at most BLOCK_FLOATS floats (2 rows at
+     * I = 30,000), together exactly the forward's rows: 5 tokens to expert 0 make blocks of 2, 2 and 1.
+     */
+    @Test
+    void rowsAreReadInBlocksThatTogetherAreTheForwardsRows() {
+        int e = 2;
+        int i = 30_000;
+        Nd4j.getRandom().setSeed(3);
+        ExpertWeights w = new ExpertWeights(Nd4j.randn(DataType.FLOAT, e, i, D), Nd4j.randn(DataType.FLOAT, e, i, D),
+                Nd4j.randn(DataType.FLOAT, e, D, i));
+        INDArray x = Nd4j.randn(DataType.FLOAT, 5, D);
+        float[] logits = new float[5 * e];
+        Router router = new Router(Nd4j.zeros(DataType.FLOAT, e, D));
+        FullExperts.RoutedRows rows = new FullExperts(w, new Nd4jGroupedGemm()).routedRows(x,
+                router.route(Nd4j.create(logits, new long[] {5, e}, 'c').addi(Nd4j.create(new float[] {1, 0},
+                        new long[] {1, e}, 'c')), RoutingRule.softmaxTopK(1, true)));
+        java.util.List<Integer> blocks = new java.util.ArrayList<>();
+        float[] seenX = new float[5 * D];
+        float[] seenH = new float[5 * i];
+        int[] rowsSeen = {0};
+        ExpertActivationStats s = new ExpertActivationStats(e, D, i);
+        s.add(rows, (expert, xs, hs) -> {
+            assertEquals(0, expert);
+            int n = xs.length / D;
+            assertEquals(n * i, hs.length);
+            blocks.add(n);
+            System.arraycopy(xs, 0, seenX, rowsSeen[0] * D, xs.length);
+            System.arraycopy(hs, 0, seenH, rowsSeen[0] * i, hs.length);
+            rowsSeen[0] += n;
+        });
+        assertEquals(java.util.List.of(2, 2, 1), blocks);
+        assertArrayEquals(Flat.floats(x), seenX, 0f, "every token went to expert 0, in token order");
+        assertArrayEquals(Flat.floats(rows.act()), seenH, 0f);
+        assertArrayEquals(new long[] {5, 0}, s.tokens());
+        assertArrayEquals(org.nd4j.linalg.ops.transforms.Transforms.abs(x).max(0).toFloatVector(),
+                s.inputAbsMax().getRow(0).toFloatVector(), 0f);
+        assertArrayEquals(org.nd4j.linalg.ops.transforms.Transforms.abs(rows.act()).max(0).toFloatVector(),
+                s.intermediateAbsMax().getRow(0).toFloatVector(), 0f);
     }
 
     /** gpt-oss: the intermediate channels are the clamped gate of the biased gate and up projections. */
