@@ -50,7 +50,7 @@ public final class ExpertActivationStats implements java.io.Serializable {
         this.interAbsMax = new float[experts * intermediate];
     }
 
-    /** What a block of an expert's rows were: their inputs x [n, D] and intermediate activations h [n, I], row-major. */
+    /** A block of an expert's rows: their inputs x [n, D] and intermediate activations h [n, I], row-major. */
     @FunctionalInterface
     public interface Seen {
         void add(int expert, float[] x, float[] h);
@@ -67,6 +67,9 @@ public final class ExpertActivationStats implements java.io.Serializable {
             throw new IllegalArgumentException("expected the routed rows of " + experts + " experts, x [N, " + hidden
                     + "] and h [N, " + intermediate + "], got " + (offsets.length - 1) + " experts, x "
                     + Arrays.toString(rows.xs().shape()) + " and h " + Arrays.toString(rows.act().shape()));
+        }
+        if (offsets[experts] == 0) {
+            return;                                                                   // no routed row
         }
         NativeElements xs = NativeElements.of(rows.xs());                             // [N, D]
         NativeElements act = NativeElements.of(rows.act());                           // [N, I]

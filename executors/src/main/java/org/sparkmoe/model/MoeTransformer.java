@@ -3,11 +3,11 @@ package org.sparkmoe.model;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.StepWorkspace;
-import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.moe.MoeBlock;
 
 import java.util.ArrayList;
