@@ -15,7 +15,7 @@ TOOLS=tools/target/classes
 # executors' org/sparkmoe/cuda first, then the check programs (an update: a stale cuda/check left in
 # executors/target by a build from before the tools module is replaced, not duplicated)
 "$JDK/bin/jar" --create --file "$BUNDLE/sparkmoe-cuda-check.jar" -C "$CLASSES" org/sparkmoe/cuda \
-  -C "$CLASSES" org/sparkmoe/moe/RoutingPlan.class -C "$CLASSES" native
+  -C "$CLASSES" org/sparkmoe/routing/RoutingPlan.class -C "$CLASSES" native
 "$JDK/bin/jar" --update --file "$BUNDLE/sparkmoe-cuda-check.jar" -C "$TOOLS" org/sparkmoe/cuda/check
 if [ ! -f "$BUNDLE/jre.tar.gz" ]; then
   rm -rf /tmp/sparkmoe-jlink && mkdir -p /tmp/sparkmoe-jlink
