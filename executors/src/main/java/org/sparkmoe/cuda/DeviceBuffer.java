@@ -27,7 +27,7 @@ public final class DeviceBuffer implements AutoCloseable {
     public static DeviceBuffer ofFloats(float[] values) {
         ByteBuffer b = host(4L * values.length);
         b.asFloatBuffer().put(values);
-        return upload(b);
+        return of(b);
     }
 
     /** The values rounded to bfloat16, 2 bytes each. */
@@ -36,19 +36,35 @@ public final class DeviceBuffer implements AutoCloseable {
         for (int i = 0; i < values.length; i++) {
             b.putShort(2 * i, Bf16.fromFloat(values[i]));
         }
-        return upload(b);
+        return of(b);
     }
 
     public static DeviceBuffer ofInts(int[] values) {
         ByteBuffer b = host(4L * values.length);
         b.asIntBuffer().put(values);
-        return upload(b);
+        return of(b);
     }
 
-    private static DeviceBuffer upload(ByteBuffer b) {
+    /** A new buffer holding the {@code capacity()} bytes of the direct buffer {@code b}. */
+    public static DeviceBuffer of(ByteBuffer b) {
         DeviceBuffer d = allocate(b.capacity());
         CudaNative.copyToDevice(d.pointer(), b, b.capacity());
         return d;
+    }
+
+    /** Copies the {@code capacity()} bytes of the direct buffer {@code b} into this buffer at byte {@code offset}. */
+    public void write(long offset, ByteBuffer b) {
+        if (offset < 0 || offset + b.capacity() > bytes) {
+            throw new IllegalArgumentException(b.capacity() + " bytes at " + offset + " do not fit a device buffer of "
+                    + bytes + " bytes");
+        }
+        CudaNative.copyToDevice(pointer() + offset, b, b.capacity());
+    }
+
+    /** Copies this buffer's first {@code b.capacity()} bytes into the direct buffer {@code b}. */
+    public void read(ByteBuffer b) {
+        checkSize(b.capacity());
+        CudaNative.copyToHost(b, pointer(), b.capacity());
     }
 
     private static ByteBuffer host(long bytes) {

@@ -25,29 +25,52 @@ import org.sparkmoe.routing.Routes;
  * steps in reverse.
  * The combine runs in float64 rounded to float32 at every operation in FLOAT, so it is bit-identical to a float32
  * loop; each token adds its rows in plan order whatever the split of tokens over the workers ({@link VectorRows}:
- * the same bits as a scalar loop). The reference is the same class over {@link org.sparkmoe.kernels.LoopGroupedGemm} or
- * {@link org.sparkmoe.kernels.NaiveGroupedGemm}.
+ * the same bits as a scalar loop). The reference is the same class over {@link org.sparkmoe.kernels.LoopGroupedGemm}
+ * or {@link org.sparkmoe.kernels.NaiveGroupedGemm}. With a {@link DeviceExperts} (a GPU layer holding the weights in
+ * bf16) the FLOAT forward and its backward run there instead, to bf16 precision.
  */
 public final class FullExperts implements ExpertFfn {
     private final ExpertWeights base;
+    private final LoraExperts gateLora;    // null: none
+    private final LoraExperts upLora;
+    private final LoraExperts downLora;
     private final ExpertRows rows;
     private final GroupedGemm gemm;
+    private final DeviceExperts device;    // runs FLOAT forwards and their backwards when set (a GPU layer)
 
     /** The experts as the checkpoint holds them, no LoRA. */
     public FullExperts(ExpertWeights base, GroupedGemm gemm) {
-        this(base, null, null, null, gemm);
+        this(base, null, null, null, gemm, null);
+    }
+
+    /**
+     * The experts as the checkpoint holds them, no LoRA; FLOAT forwards and their backwards run on {@code device}
+     * (which holds these weights), everything else ({@link #routedRows(INDArray, Routes)}, {@link #expertOutputs})
+     * over {@code gemm}.
+     */
+    public FullExperts(ExpertWeights base, GroupedGemm gemm, DeviceExperts device) {
+        this(base, null, null, null, gemm, device);
     }
 
     /** Any of {@code gate}, {@code up}, {@code down} may be null: that projection stays frozen without LoRA. */
     public FullExperts(ExpertWeights base, LoraExperts gate, LoraExperts up, LoraExperts down, GroupedGemm gemm) {
-        this.base = base;
-        this.rows = new ExpertRows(base, gate, up, down, gemm);
-        this.gemm = gemm;
+        this(base, gate, up, down, gemm, null);
     }
 
-    /** The same experts with LoRA on the given projections (null: none). */
+    private FullExperts(ExpertWeights base, LoraExperts gate, LoraExperts up, LoraExperts down, GroupedGemm gemm,
+                        DeviceExperts device) {
+        this.base = base;
+        this.gateLora = gate;
+        this.upLora = up;
+        this.downLora = down;
+        this.rows = new ExpertRows(base, gate, up, down, gemm);
+        this.gemm = gemm;
+        this.device = device;
+    }
+
+    /** The same experts (on the same device) with LoRA on the given projections (null: none). */
     public FullExperts withLora(LoraExperts gateLora, LoraExperts upLora, LoraExperts downLora) {
-        return new FullExperts(base, gateLora, upLora, downLora, gemm);
+        return new FullExperts(base, gateLora, upLora, downLora, gemm, device);
     }
 
     /** The frozen stacked weights (read-only use). */
@@ -81,6 +104,9 @@ public final class FullExperts implements ExpertFfn {
     @Override
     public Pass forward(INDArray x, Routes routes) {
         checkTokens("x", x, x.size(0));
+        if (device != null && dataType() == DataType.FLOAT) {
+            return device.forward(x, routes, gateLora, upLora, downLora);
+        }
         int tokens = (int) x.size(0);
         RoutingPlan plan = routes.plan;
         INDArray xs = Nd4j.pullRows(x, 1, plan.tokenOfRow);                            // [N, D]
@@ -120,8 +146,14 @@ public final class FullExperts implements ExpertFfn {
         }
     }
 
-    /** The routed rows {@link #forward} computed in {@code pass} (valid as long as the pass's arrays are). */
+    /**
+     * The routed rows {@link #forward} computed in {@code pass} (valid as long as the pass's arrays are); null for a
+     * pass on a device layer, which keeps its rows on the device ({@link #routedRows(INDArray, Routes)} computes them).
+     */
     public RoutedRows routedRows(Pass pass) {
+        if (pass instanceof DeviceExperts.Pass) {
+            return null;
+        }
         if (!(pass instanceof FullPass p)) {
             throw new IllegalArgumentException("full experts' routed rows need a pass from their forward, got "
                     + (pass == null ? "null" : pass.getClass().getSimpleName()));
@@ -170,6 +202,10 @@ public final class FullExperts implements ExpertFfn {
 
     @Override
     public ExpertGradients backward(Pass pass, INDArray dOut) {
+        if (pass instanceof DeviceExperts.Pass dp) {
+            checkTokens("dOut", dOut, dp.out().size(0));
+            return device.backward(dp, dOut);
+        }
         if (!(pass instanceof FullPass p)) {
             throw new IllegalArgumentException("full experts' backward needs a pass from their forward, got "
                     + (pass == null ? "null" : pass.getClass().getSimpleName()));

@@ -6,6 +6,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.experts.CpExperts;
 import org.sparkmoe.experts.CpFactors;
+import org.sparkmoe.experts.DeviceExperts;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.experts.LowRankAdapters;
@@ -23,6 +24,7 @@ import org.sparkmoe.io.MlaConfig;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.io.Mxfp4;
 import org.sparkmoe.io.TensorSource;
+import org.sparkmoe.kernels.CudaGroupedGemm;
 import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.kernels.GroupedGemm;
 import org.sparkmoe.kernels.WeightStack;
@@ -230,7 +232,19 @@ public final class ModelLoader {
                         expertBiases(l, Projection.DOWN), GatedActivation.CLAMPED_SWIGLU)
                 : new ExpertWeights(experts(l, Projection.GATE), experts(l, Projection.UP),
                         experts(l, Projection.DOWN));
-        return new MoeBlock(router, options, new FullExperts(experts, gemm), shared);
+        return new MoeBlock(router, options, fullExperts(experts, gemm), shared);
+    }
+
+    /**
+     * The experts over {@code gemm}; on a GPU (a {@link CudaGroupedGemm}) in a FLOAT model, their forward and
+     * backward run on the bf16 CUDA layer where it fits them ({@link DeviceExperts#fits}), with the weights resident
+     * on that GPU until the model is released.
+     */
+    private FullExperts fullExperts(ExpertWeights experts, GroupedGemm gemm) {
+        if (gemm instanceof CudaGroupedGemm cuda && dataType == DataType.FLOAT && DeviceExperts.fits(experts)) {
+            return new FullExperts(experts, gemm, owned.closing(DeviceExperts.cuda(experts, cuda.ordinal())));
+        }
+        return new FullExperts(experts, gemm);
     }
 
     /** The CP factors of one projection of a CP-form layer (small: widened into the model's type). */
