@@ -33,6 +33,10 @@ if [ "$WHAT" = check ] || [ "$WHAT" = all ]; then
   echo "--- again with SMK_NO_WGMMA=1 (mma.sync forward)" | tee -a "$OUT/check.log"
   SMK_NO_WGMMA=1 $JAVA -cp "$CP" org.sparkmoe.cuda.check.GpuCheck "$DATA" 43 2>&1 | tee -a "$OUT/check.log"
   python3 "$BUNDLE/check_against_torch.py" "$DATA" 2>&1 | tee -a "$OUT/check.log"
+  # the layer as executors drive it (ResidentExpertLayer: weights uploaded from bf16 bytes, activations converted
+  # on the host) against the float64 reference layer
+  echo "--- the resident expert layer against the float64 reference" | tee -a "$OUT/check.log"
+  $JAVA -cp "$CP" org.sparkmoe.cuda.check.ExpertLayerCheck 7 2>&1 | tee -a "$OUT/check.log"
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   python3 "$BUNDLE/torch_moe_lora_bench.py" --json "$OUT/torch.json" 2>&1 | tee "$OUT/bench.log"
