@@ -63,8 +63,16 @@ public final class DeviceBuffer implements AutoCloseable {
 
     /** Copies this buffer's first {@code b.capacity()} bytes into the direct buffer {@code b}. */
     public void read(ByteBuffer b) {
-        checkSize(b.capacity());
-        CudaNative.copyToHost(b, pointer(), b.capacity());
+        read(0, b);
+    }
+
+    /** Copies {@code b.capacity()} bytes of this buffer from byte {@code offset} into the direct buffer {@code b}. */
+    public void read(long offset, ByteBuffer b) {
+        if (offset < 0) {
+            throw new IllegalArgumentException("a read offset must be ≥ 0, got " + offset);
+        }
+        checkSize(offset + b.capacity());
+        CudaNative.copyToHost(b, pointer() + offset, b.capacity());
     }
 
     private static ByteBuffer host(long bytes) {

@@ -9,7 +9,8 @@ import java.nio.FloatBuffer;
  * expert weights are uploaded once, expert by expert, and stay on the device until {@link #close()}. Each call copies
  * its activations in (rounded to bf16) and its results out (bf16 activations widened, fp32 gradients as they are):
  * per forward x and out [T, D] and the plan, per backward dOut and dx [T, D] and the LoRA gradients; per
- * {@link #setLora} the factors. Every call first makes the layer's GPU current on the calling thread.
+ * {@link #setLora} the factors. Host data goes through one staging buffer of {@value #STAGING_BYTES} bytes, a
+ * chunk at a time, whatever the pass's size. Every call first makes the layer's GPU current on the calling thread.
  */
 public final class ResidentExpertLayer implements ExpertLayer {
     /** The projections {@link Weights#bf16} is asked for. */
@@ -26,8 +27,12 @@ public final class ResidentExpertLayer implements ExpertLayer {
         ByteBuffer bf16(int projection, int expert);
     }
 
+    /** Bytes of the host staging buffer that every transfer goes through (a chunk at a time). */
+    static final int STAGING_BYTES = 256 << 10;
+
     private final CudaMoeLoraLayer layer;
     private final int ordinal;
+    private final ByteBuffer staging = ByteBuffer.allocateDirect(STAGING_BYTES).order(ByteOrder.LITTLE_ENDIAN);
     private DevicePlan plan;          // the last forward's: the layer reads it again in backward
 
     private ResidentExpertLayer(CudaMoeLoraLayer layer, int ordinal) {
@@ -149,31 +154,48 @@ public final class ResidentExpertLayer implements ExpertLayer {
     }
 
     /** n floats of {@code from} rounded to bf16, on the device. */
-    private static DeviceBuffer bf16(FloatBuffer from, long n) {
-        ByteBuffer host = ByteBuffer.allocateDirect(Math.toIntExact(2 * n)).order(ByteOrder.LITTLE_ENDIAN);
-        Bf16.round(from, host, (int) n);
-        return DeviceBuffer.of(host);
+    private DeviceBuffer bf16(FloatBuffer from, long n) {
+        DeviceBuffer d = DeviceBuffer.allocate(2 * n);
+        try {
+            int chunk = STAGING_BYTES / 2;
+            for (long at = 0; at < n; at += chunk) {
+                int len = (int) Math.min(chunk, n - at);
+                ByteBuffer part = staging.slice(0, 2 * len).order(ByteOrder.LITTLE_ENDIAN);
+                Bf16.round(from.slice(Math.toIntExact(at), len), part, len);
+                d.write(2 * at, part);
+            }
+            return d;
+        } catch (RuntimeException e) {
+            d.close();
+            throw e;
+        }
     }
 
     /** n bf16 values of {@code from} widened into {@code into}. */
-    private static void widen(DeviceBuffer from, FloatBuffer into, long n) {
-        ByteBuffer host = ByteBuffer.allocateDirect(Math.toIntExact(2 * n)).order(ByteOrder.LITTLE_ENDIAN);
-        from.read(host);
-        Bf16.widen(host, into, (int) n);
+    private void widen(DeviceBuffer from, FloatBuffer into, long n) {
+        int chunk = STAGING_BYTES / 2;
+        for (long at = 0; at < n; at += chunk) {
+            int len = (int) Math.min(chunk, n - at);
+            ByteBuffer part = staging.slice(0, 2 * len).order(ByteOrder.LITTLE_ENDIAN);
+            from.read(2 * at, part);
+            Bf16.widen(part, into.slice(Math.toIntExact(at), len), len);
+        }
     }
 
     /** The fp32 gradient buffer {@code from} into {@code into} (all of it). */
-    private static void read(DeviceBuffer from, FloatBuffer into) {
-        read(from, into, Math.toIntExact(from.bytes() / Float.BYTES));
+    private void read(DeviceBuffer from, FloatBuffer into) {
+        read(from, into, from.bytes() / Float.BYTES);
     }
 
-    private static void read(DeviceBuffer from, FloatBuffer into, int n) {
-        if (n == 0) {
-            return;
+    /** n floats of the fp32 buffer {@code from} into {@code into}. */
+    private void read(DeviceBuffer from, FloatBuffer into, long n) {
+        int chunk = STAGING_BYTES / Float.BYTES;
+        for (long at = 0; at < n; at += chunk) {
+            int len = (int) Math.min(chunk, n - at);
+            ByteBuffer part = staging.slice(0, Float.BYTES * len).order(ByteOrder.LITTLE_ENDIAN);
+            from.read(Float.BYTES * at, part);
+            into.put(Math.toIntExact(at), part.asFloatBuffer(), 0, len);
         }
-        ByteBuffer host = ByteBuffer.allocateDirect(Float.BYTES * n).order(ByteOrder.LITTLE_ENDIAN);
-        from.read(host);
-        into.put(0, host.asFloatBuffer(), 0, n);
     }
 
     private void closePlan() {

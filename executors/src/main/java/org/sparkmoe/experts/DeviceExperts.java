@@ -153,8 +153,16 @@ public final class DeviceExperts implements AutoCloseable {
         int e = layer.experts();
         int d = layer.hidden();
         int i = layer.intermediate();
-        layer.setLora(padA(gate, e, d), padB(gate, e, i), padA(up, e, d), padB(up, e, i), padA(down, e, i),
-                padB(down, e, d));
+        FloatPointer[] padded = {padA(gate, e, d), padB(gate, e, i), padA(up, e, d), padB(up, e, i), padA(down, e, i),
+                padB(down, e, d)};
+        try {
+            layer.setLora(padded[0].asBuffer(), padded[1].asBuffer(), padded[2].asBuffer(), padded[3].asBuffer(),
+                    padded[4].asBuffer(), padded[5].asBuffer());
+        } finally {
+            for (FloatPointer p : padded) {
+                p.close();                                                  // freed now, not by the collector
+            }
+        }
         RoutingPlan plan = routes.plan;
         INDArray xc = NativeElements.contiguous(x) ? x : x.dup('c');
         layer.forward(new ExpertLayer.Plan(plan.rows() / plan.topK, plan.topK, plan.offsets, plan.perm,
@@ -165,9 +173,9 @@ public final class DeviceExperts implements AutoCloseable {
     }
 
     /** A [E, R', in]: lora's A in the first R rows of each expert, zeros after (all zeros without LoRA). */
-    private FloatBuffer padA(LoraExperts lora, int experts, int in) {
+    private FloatPointer padA(LoraExperts lora, int experts, int in) {
         int r = layer.rank();
-        FloatBuffer out = direct((long) experts * r * in);
+        FloatPointer out = zeros((long) experts * r * in);
         if (lora == null) {
             return out;
         }
@@ -177,16 +185,16 @@ public final class DeviceExperts implements AutoCloseable {
         for (int e = 0; e < experts; e++) {
             for (int k = 0; k < lora.rank(); k++) {
                 a.readFloats(((long) e * lora.rank() + k) * in, row, in);
-                out.put((e * r + k) * in, row);
+                new FloatPointer(out).position((long) (e * r + k) * in).put(row, 0, in);
             }
         }
         return out;
     }
 
     /** s·B [E, out, R']: lora's B times its scale in the first R columns, zeros after (all zeros without LoRA). */
-    private FloatBuffer padB(LoraExperts lora, int experts, int outDim) {
+    private FloatPointer padB(LoraExperts lora, int experts, int outDim) {
         int r = layer.rank();
-        FloatBuffer out = direct((long) experts * outDim * r);
+        FloatPointer out = zeros((long) experts * outDim * r);
         if (lora == null) {
             return out;
         }
@@ -197,7 +205,7 @@ public final class DeviceExperts implements AutoCloseable {
         for (int eo = 0; eo < experts * outDim; eo++) {
             b.readFloats((long) eo * lora.rank(), row, lora.rank());
             for (int k = 0; k < row.length; k++) {
-                out.put(eo * r + k, s * row[k]);
+                out.put((long) eo * r + k, s * row[k]);
             }
         }
         return out;
@@ -223,9 +231,11 @@ public final class DeviceExperts implements AutoCloseable {
         return new LoraGradients(dA, dB);
     }
 
-    private static FloatBuffer direct(long n) {
-        return ByteBuffer.allocateDirect(Math.toIntExact(Float.BYTES * n)).order(ByteOrder.nativeOrder())
-                .asFloatBuffer();
+    /** n zero floats in native memory, for the caller to close. */
+    private static FloatPointer zeros(long n) {
+        FloatPointer p = new FloatPointer(n);
+        p.zero();
+        return p;
     }
 
     /** The elements of a 'c'-contiguous FLOAT array as a buffer over its memory (keep the array reachable). */

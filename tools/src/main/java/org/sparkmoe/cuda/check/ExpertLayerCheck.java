@@ -19,7 +19,8 @@ import org.sparkmoe.routing.RoutingPlan;
  * bytes, activations rounded on the way in and widened on the way out) against {@link ReferenceExpertLayer} in
  * float64, on the same bf16-exact weights and LoRA: out, dx, the six LoRA gradients and dGates, each within a
  * relative L2 error of {@value #TOLERANCE}. Two passes per case (two plans), so the second forward replaces the first's
- * plan. Prints one line per tensor; exits 1 when any is off. No ND4J: runs from the GPU bundle.
+ * plan; the "fine" shape's activations and LoRA gradients take several chunks of the layer's host staging buffer.
+ * Prints one line per tensor; exits 1 when any is off. No ND4J: runs from the GPU bundle.
  * Usage: {@code ExpertLayerCheck [SEED]}.
  */
 public final class ExpertLayerCheck {
@@ -42,7 +43,7 @@ public final class ExpertLayerCheck {
         System.out.println("device: " + CudaLibrary.load());
         long seed = args.length > 0 ? Long.parseLong(args[0]) : 7;
         List<Shape> shapes = List.of(new Shape("small", 200, 64, 96, 6, 2, 16),
-                new Shape("tiles", 700, 136, 200, 4, 2, 8), new Shape("fine", 512, 256, 128, 16, 4, 16));
+                new Shape("tiles", 700, 136, 200, 4, 2, 8), new Shape("fine", 1024, 384, 128, 16, 4, 16));
         List<String> failures = check(shapes, seed, (s, scale, w) -> ResidentExpertLayer.upload(0, s.experts(),
                 s.hidden(), s.intermediate(), s.rank(), scale, w));
         failures.forEach(f -> System.out.println("FAILED " + f));
