@@ -193,7 +193,7 @@ public final class CalibrationStats implements java.io.Serializable {
                 : (e, x, h) -> importance.addExpert(layer, weights.experts(), e, x, weights.hidden(), h,
                         weights.intermediate());
         if (allExperts) {
-            activations[l].addEveryToken(input, weights, seen);
+            activations[l].addEveryToken(input, (FullExperts) block.experts(), seen);
         } else {
             activations[l].add(rows, seen);
         }

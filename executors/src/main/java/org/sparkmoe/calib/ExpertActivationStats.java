@@ -5,12 +5,9 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
-import org.sparkmoe.kernels.Activations;
-import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.kernels.StepWorkspace;
-import org.sparkmoe.kernels.Workers;
 
 import java.util.Arrays;
 
@@ -24,8 +21,8 @@ import java.util.Arrays;
  * <li>tokens[e]: how many tokens that is.</li>
  * </ul>
  * The tokens an expert sees are those routed to it, with the activations the block's forward computed (an adapter's
- * LoRA on w1/w3 included), or every token through the base experts ({@link #addEveryToken}: then no expert is left
- * without data, whatever the router does).
+ * LoRA on w1/w3 included), or every token through every expert, computed the same way ({@link #addEveryToken}: then
+ * no expert is left without data, whatever the router does).
  */
 public final class ExpertActivationStats implements java.io.Serializable {
     /** At most this many floats of an expert's inputs, and as many of its activations, on the heap at a time. */
@@ -80,10 +77,11 @@ public final class ExpertActivationStats implements java.io.Serializable {
 
     /**
      * Adds every token of x [T, D] as seen by every expert (whatever the router chose, so no expert is left without
-     * data): each expert's w1/w3 of the layer's base weights run here, one expert at a time, showing its rows to
-     * {@code seen} (null: to nobody).
+     * data): each expert's w1/w3 run here as the forward runs them (with an adapter's LoRA), one expert at a time,
+     * showing its rows to {@code seen} (null: to nobody).
      */
-    public void addEveryToken(INDArray x, ExpertWeights weights, Seen seen) {
+    public void addEveryToken(INDArray x, FullExperts layerExperts, Seen seen) {
+        ExpertWeights weights = layerExperts.weights();
         if (x.size(1) != hidden || weights.experts() != experts || weights.intermediate() != intermediate) {
             throw new IllegalArgumentException("expected x [T, " + hidden + "] and " + experts + " experts of "
                     + intermediate + ", got x " + Arrays.toString(x.shape()) + ", w1 " + weights.w1());
@@ -97,11 +95,9 @@ public final class ExpertActivationStats implements java.io.Serializable {
             // one expert's arrays at a time: made outside a caller's step workspace (which would keep every expert's
             // until the step ends, E × T rows) and freed here
             try (MemoryWorkspace outside = StepWorkspace.outside()) {
-                INDArray h1 = Dense.linear(x, weights.w1().matrix(e), bias(weights.b1(), e));        // [T, I]
-                INDArray h3 = Dense.linear(x, weights.w3().matrix(e), bias(weights.b3(), e));        // [T, I]
-                INDArray h = Activations.gated(weights.activation(), h1, h3, Workers.SERIAL);        // [T, I]
+                INDArray h = layerExperts.everyTokenActivation(x, e);                                // [T, I]
                 addRows(e, xs, NativeElements.of(h), 0, t, seen);
-                NativeBuffers.free(h1, h3, h);
+                NativeBuffers.free(h);
             }
         }
     }
@@ -125,11 +121,6 @@ public final class ExpertActivationStats implements java.io.Serializable {
             }
         }
         tokens[e] += n;
-    }
-
-    /** Expert e's row of a stacked bias [E, n] (gpt-oss), or null. */
-    private static INDArray bias(INDArray stacked, int e) {
-        return stacked == null ? null : stacked.getRow(e);
     }
 
     /** values [n, C] of expert e into sums/maxima [E, C]. */

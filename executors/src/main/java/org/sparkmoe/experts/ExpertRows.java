@@ -133,6 +133,22 @@ final class ExpertRows {
         return new Context(xs, ranges, h1, h3, act, ys);
     }
 
+    /**
+     * The gated activation alone, act = f(h1, h3) [N, I] (LoRA and biases as in {@link #forward}, no down
+     * projection); the gate projections are freed here.
+     *
+     * @param xs      [N, D] rows in plan order
+     * @param offsets [E+1]
+     */
+    INDArray gated(INDArray xs, int[] offsets) {
+        checkRows("xs", xs, offsets);
+        AdaptedProjection.Forward h1 = gate.forward(xs, offsets);                  // [N, I]
+        AdaptedProjection.Forward h3 = up.forward(xs, offsets);                    // [N, I]
+        INDArray act = Activations.gated(activation, h1.h(), h3.h(), workers);     // [N, I]
+        NativeBuffers.free(h1.h(), h1.shrunk(), h3.h(), h3.shrunk());
+        return act;
+    }
+
     /** @param dys [N, D] gradient of the loss with respect to {@code ctx.ys()} */
     Gradients backward(Context ctx, INDArray dys) {
         checkRows("dys", dys, ctx.offsets);

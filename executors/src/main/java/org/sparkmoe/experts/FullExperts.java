@@ -174,6 +174,22 @@ public final class FullExperts implements ExpertFfn {
     }
 
     /**
+     * Expert e's gated activation for every token of x [T, D], whatever the router chose: act [T, I], as a forward
+     * computes it for the rows routed to e (its LoRA on w1/w3 and its biases included). The caller frees it.
+     */
+    public INDArray everyTokenActivation(INDArray x, int expert) {
+        checkTokens("x", x, x.size(0));
+        if (expert < 0 || expert >= experts()) {
+            throw new IllegalArgumentException("an expert must lie in [0, " + experts() + "), got " + expert);
+        }
+        int[] offsets = new int[experts() + 1];                                        // [E+1]: expert owns all T rows
+        for (int e = expert + 1; e <= experts(); e++) {
+            offsets[e] = (int) x.size(0);
+        }
+        return rows.gated(x, offsets);                                                 // [T, I]
+    }
+
+    /**
      * The routed rows' expert outputs ys [N_g, D] that experts {@code from..to-1} own, alone: plan rows
      * {@code offsets[from]..offsets[to]-1}, bit for bit those rows of {@link #forward}'s, reading no other expert's
      * weights. A layer-sequential pass runs a layer's experts in such groups as separate tasks.

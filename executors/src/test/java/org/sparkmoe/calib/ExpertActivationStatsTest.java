@@ -6,6 +6,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.experts.LoraExperts;
 import org.sparkmoe.kernels.Activations;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.GatedActivation;
@@ -70,10 +71,42 @@ class ExpertActivationStatsTest {
                 s.intermediateAbsMax().getRow(1).toFloatVector(), 1e-5f);
 
         ExpertActivationStats all = new ExpertActivationStats(E, D, I);
-        all.addEveryToken(x, w, null);
+        all.addEveryToken(x, new FullExperts(w, new Nd4jGroupedGemm()), null);
         assertArrayEquals(new long[] {3, 3, 3}, all.tokens());
         assertTrue(all.intermediateAbsMean().getRow(2).sumNumber().doubleValue() > 0);
         assertArrayEquals(new float[] {4f, 2f, 3f, 2f}, all.inputAbsMax().getRow(2).toFloatVector(), 0f);
+    }
+
+    /**
+     * Every token through every expert runs the experts as the forward does: with LoRA on w1 and w3, expert 2's
+     * intermediate maxima are those of silu(x·W1ᵀ + s·x·A1ᵀ·B1ᵀ) ⊙ (x·W3ᵀ + s·x·A3ᵀ·B3ᵀ), not the base weights'.
+     */
+    @Test
+    void everyTokenThroughTheAdaptedExperts() {
+        INDArray x = Nd4j.create(new float[] {1, -2, 3, 0, -4, 1, 0, 2, 0.5f, 0.5f, -1, 1}, new long[] {3, D}, 'c');
+        ExpertWeights w = weights();
+        Nd4j.getRandom().setSeed(2);
+        LoraExperts gate = new LoraExperts(Nd4j.randn(DataType.FLOAT, E, 2, D), Nd4j.randn(DataType.FLOAT, E, I, 2), 4);
+        LoraExperts up = new LoraExperts(Nd4j.randn(DataType.FLOAT, E, 2, D), Nd4j.randn(DataType.FLOAT, E, I, 2), 2);
+        ExpertActivationStats adapted = new ExpertActivationStats(E, D, I);
+        adapted.addEveryToken(x, new FullExperts(w, gate, up, null, new Nd4jGroupedGemm()), null);
+        ExpertActivationStats base = new ExpertActivationStats(E, D, I);
+        base.addEveryToken(x, new FullExperts(w, new Nd4jGroupedGemm()), null);
+
+        INDArray h1 = x.mmul(w.w1().matrix(2).transpose()).addi(x.mmul(gate.a().slice(2).transpose())
+                .mmul(gate.b().slice(2).transpose()).muli(gate.scale()));                     // [T, I]
+        INDArray h3 = x.mmul(w.w3().matrix(2).transpose()).addi(x.mmul(up.a().slice(2).transpose())
+                .mmul(up.b().slice(2).transpose()).muli(up.scale()));
+        float[] expected = org.nd4j.linalg.ops.transforms.Transforms.abs(
+                Activations.gated(GatedActivation.SWIGLU, h1, h3, Workers.SERIAL)).max(0).toFloatVector();
+        assertArrayEquals(expected, adapted.intermediateAbsMax().getRow(2).toFloatVector(), 1e-4f);
+        float[] unadapted = base.intermediateAbsMax().getRow(2).toFloatVector();
+        double apart = 0;
+        for (int i = 0; i < I; i++) {
+            apart = Math.max(apart, Math.abs(unadapted[i] - expected[i]));
+        }
+        assertTrue(apart > 0.1, "the LoRA moves the maxima (by " + apart + ")");
+        assertArrayEquals(new long[] {3, 3, 3}, adapted.tokens());
     }
 
     /**
