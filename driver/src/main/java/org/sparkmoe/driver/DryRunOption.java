@@ -11,7 +11,15 @@ public final class DryRunOption {
 
     /** Prints {@code plan} to stderr and refuses it if it cannot fit; true when the command stops here. */
     public boolean show(MemoryPlan plan) {
+        return show(plan, null);
+    }
+
+    /** As {@link #show(MemoryPlan)}, with the GPU's part after it ({@code --device cuda}; null: none). */
+    public boolean show(MemoryPlan plan, GpuMemoryPlan gpu) {
         System.err.print(plan.describe());
+        if (gpu != null) {
+            System.err.print(gpu.describe());
+        }
         plan.check();
         return dryRun;
     }

@@ -56,6 +56,27 @@ public final class CudaMoeLoraLayer implements AutoCloseable {
         this.rank = rank;
     }
 
+    /**
+     * Device bytes a layer holds for its life ({@code smk_layer_create}): the weights packed, W1|W3 and W2
+     * (3·E·I·D elements), the LoRA factors (E·R·(3D + 5I) elements) and the fp32 LoRA gradient buffers
+     * (E·R·(2D + 4I) floats).
+     */
+    public static long layerBytes(Precision p, int experts, int hidden, int intermediate, int rank) {
+        long e = experts;
+        long element = p == Precision.BF16 ? 2 : 4;
+        return element * (3 * e * intermediate * hidden + e * rank * (3L * hidden + 5L * intermediate))
+                + Float.BYTES * e * rank * (2L * hidden + 4L * intermediate);
+    }
+
+    /**
+     * Device bytes of a layer's pass buffers for {@code rows} routed rows (T·K), which it grows to its largest pass
+     * and keeps: (4D + 5I + 6R) elements per row.
+     */
+    public static long passBytes(Precision p, int hidden, int intermediate, int rank, long rows) {
+        long element = p == Precision.BF16 ? 2 : 4;
+        return element * Math.max(rows, 1) * (4L * hidden + 5L * intermediate + 6L * rank);
+    }
+
     /** Bytes per activation / weight element. */
     public int elementBytes() {
         return precision == Precision.BF16 ? 2 : 4;

@@ -51,6 +51,11 @@ public final class DeviceExperts implements AutoCloseable {
         this.factory = factory;
     }
 
+    /** The rank of the layer that holds LoRA of rank {@code loraRank} (0: none): a multiple of {@value #RANK_STEP}. */
+    public static int layerRank(int loraRank) {
+        return Math.max(RANK_STEP, (loraRank + RANK_STEP - 1) / RANK_STEP * RANK_STEP);
+    }
+
     /** Whether the CUDA layer can run these experts: SwiGLU, no biases, D and I multiples of 8. */
     public static boolean fits(ExpertWeights w) {
         return w.activation() == GatedActivation.SWIGLU && !w.hasBiases() && w.hidden() % RANK_STEP == 0
@@ -137,10 +142,10 @@ public final class DeviceExperts implements AutoCloseable {
         if (closed) {
             throw new IllegalStateException("these device experts were closed (their model was evicted)");
         }
-        int needed = RANK_STEP;
+        int needed = layerRank(0);
         for (LoraExperts l : new LoraExperts[] {gate, up, down}) {
             if (l != null) {
-                needed = Math.max(needed, (l.rank() + RANK_STEP - 1) / RANK_STEP * RANK_STEP);
+                needed = Math.max(needed, layerRank(l.rank()));
             }
         }
         if (layer == null || layer.rank() < needed) {

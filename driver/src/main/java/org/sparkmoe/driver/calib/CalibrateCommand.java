@@ -9,6 +9,7 @@ import org.sparkmoe.driver.layerwise.LayerwisePlan;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.sparkmoe.calib.CalibrationStats;
 import org.sparkmoe.driver.DryRunOption;
+import org.sparkmoe.driver.GpuMemoryPlan;
 import org.sparkmoe.driver.MemoryPlan;
 import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.OutputFolder;
@@ -138,7 +139,8 @@ public final class CalibrateCommand implements Callable<Integer> {
         if (choice.chosen() != null) {
             System.err.println(choice.chosen());
         }
-        if (dryRun.show(choice.memory())) {
+        if (dryRun.show(choice.memory(), GpuMemoryPlan.forJob(chosen, config, batchWindows, plan.window(), plan.adapter(),
+                pass != null, conf))) {
             return 0;
         }
         CalibrateJob.Result result;

@@ -13,6 +13,7 @@ import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.DryRunOption;
+import org.sparkmoe.driver.GpuMemoryPlan;
 import org.sparkmoe.driver.layerwise.LayerwiseOptions;
 import org.sparkmoe.driver.layerwise.LayerwisePlan;
 import org.sparkmoe.driver.MemoryPlan;
@@ -153,7 +154,8 @@ public final class EvalCommand implements Callable<Integer> {
         if (choice.chosen() != null) {
             System.err.println(choice.chosen());
         }
-        if (dryRun.show(choice.memory())) {
+        if (dryRun.show(choice.memory(), GpuMemoryPlan.forJob(chosen, config, batchWindows, plan.window(), plan.adapter(),
+                pass != null, conf))) {
             return 0;
         }
         Nd4jLoad.now();   // before the tokenizer's and the warm-up's threads load native libraries of their own

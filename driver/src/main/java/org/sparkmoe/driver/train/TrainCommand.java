@@ -15,6 +15,7 @@ import org.sparkmoe.driver.SparkContexts;
 import org.sparkmoe.driver.DataOptions;
 import org.sparkmoe.driver.DeviceOptions;
 import org.sparkmoe.driver.DryRunOption;
+import org.sparkmoe.driver.GpuMemoryPlan;
 import org.sparkmoe.driver.MemoryPlan;
 import org.sparkmoe.driver.SparkLimits;
 import org.sparkmoe.driver.OutputLock;
@@ -285,7 +286,8 @@ public final class TrainCommand implements Callable<Integer> {
                 windows.batchWindows(), windows.window(), initial.bytes(),
                 checked.averagesGradients() ? initial.bytes() / 3 : initial.bytes(), checkpointActivations, mumoe,
                 limits);
-        if (dryRun.show(memory)) {
+        if (dryRun.show(memory, chosen != Device.CUDA ? null : GpuMemoryPlan.of(config, windows.batchWindows(),
+                windows.window(), mumoe != null || lowRank ? 0 : r, 0))) {
             return 0;
         }
         try (OutputLock lock = OutputLock.acquire(new Path(checked.out()), conf, "train");
