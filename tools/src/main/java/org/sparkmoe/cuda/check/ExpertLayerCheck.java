@@ -130,24 +130,8 @@ public final class ExpertLayerCheck {
     /** K distinct experts per token (expert 0 gets none, so an empty group is in every case), random weights. */
     private static ExpertLayer.Plan plan(SplittableRandom random, Shape s) {
         int k = s.topK();
-        int[] experts = new int[s.tokens() * k];
-        float[] gates = new float[experts.length];
-        for (int t = 0; t < s.tokens(); t++) {
-            for (int slot = 0; slot < k; slot++) {
-                int ex;
-                boolean repeated;
-                do {
-                    ex = 1 + random.nextInt(s.experts() - 1);
-                    repeated = false;
-                    for (int q = 0; q < slot; q++) {
-                        repeated |= experts[t * k + q] == ex;
-                    }
-                } while (repeated);
-                experts[t * k + slot] = ex;
-                gates[t * k + slot] = (float) random.nextDouble();
-            }
-        }
-        RoutingPlan p = RoutingPlan.build(experts, gates, s.experts(), k);
+        RoutingPlan p = RandomRouting.plan(random, s.tokens(), k, s.experts(), 1, s.experts(), new int[s.tokens() * k],
+                new float[s.tokens() * k]);
         return new ExpertLayer.Plan(s.tokens(), k, p.offsets, p.perm, p.tokenOfRow, p.weightOfRow);
     }
 

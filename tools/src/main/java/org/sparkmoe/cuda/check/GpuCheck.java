@@ -102,22 +102,7 @@ public final class GpuCheck {
         float[] dOut = uniform((long) tokens * d, 1);
         int[] experts = new int[tokens * k];
         float[] gates = new float[tokens * k];
-        for (int t = 0; t < tokens; t++) {
-            for (int s = 0; s < k; s++) {
-                int ex;
-                boolean repeated;
-                do {
-                    ex = random.nextInt(usedExperts);
-                    repeated = false;
-                    for (int q = 0; q < s; q++) {
-                        repeated |= experts[t * k + q] == ex;
-                    }
-                } while (repeated);
-                experts[t * k + s] = ex;
-                gates[t * k + s] = (float) random.nextDouble();
-            }
-        }
-        RoutingPlan plan = RoutingPlan.build(experts, gates, e, k);
+        RoutingPlan plan = RandomRouting.plan(random, tokens, k, e, 0, usedExperts, experts, gates);
         boolean bf = p == Precision.BF16;
         int rows = plan.rows();
         try (CudaMoeLoraLayer layer = new CudaMoeLoraLayer(p, e, d, inter, r, scale);
