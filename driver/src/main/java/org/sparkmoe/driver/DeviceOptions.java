@@ -6,7 +6,7 @@ import picocli.CommandLine;
 import picocli.CommandLine.Option;
 
 /**
- * {@code --device cpu|cuda}: where the expert grouped GEMMs of the models a job loads run. Resolved once on the
+ * {@code --device cpu|cuda}: where the routed experts of the models a job loads run. Resolved once on the
  * driver, before Spark starts, and carried to the executors by the job's plan. An explicit flag wins; without one
  * the Spark configuration's {@value #CONF_KEY} (spark-defaults.conf or --conf), else the driver's environment
  * variable {@code SPARKMOE_DEVICE} (set by the GPU container image), else cpu. An explicit flag that disagrees with
@@ -21,8 +21,10 @@ public final class DeviceOptions {
     static final String TASK_GPUS = "spark.task.resource.gpu.amount";
 
     @Option(names = "--device", paramLabel = "cpu|cuda", converter = Converter.class,
-            description = "Where the expert grouped GEMMs run: cpu (ND4J) or cuda (our CUDA kernels; needs a build "
-                    + "with -Pcuda-kernels and an NVIDIA GPU). Default: " + CONF_KEY + " from spark-defaults or "
+            description = "Where the routed experts run: cpu (ND4J) or cuda (our CUDA kernels; needs a build with "
+                    + "-Pcuda-kernels and an NVIDIA GPU: eval, calibrate, train and demo keep the experts' weights on "
+                    + "the GPU in bf16 where the fused layer fits them; attention and the rest stay on the CPU). "
+                    + "Default: " + CONF_KEY + " from spark-defaults or "
                     + "--conf, else the environment variable SPARKMOE_DEVICE, else cpu; a --device that disagrees "
                     + "with " + CONF_KEY + " is refused.")
     public Device device;

@@ -218,7 +218,7 @@ public final class FullExperts implements ExpertFfn {
 
     @Override
     public ExpertGradients backward(Pass pass, INDArray dOut) {
-        if (pass instanceof DeviceExperts.Pass dp) {
+        if (pass instanceof DeviceExperts.Pass dp && device != null) {
             checkTokens("dOut", dOut, dp.out().size(0));
             return device.backward(dp, dOut);
         }

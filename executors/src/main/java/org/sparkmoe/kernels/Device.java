@@ -4,9 +4,10 @@ import org.sparkmoe.cuda.CudaLibrary;
 import org.sparkmoe.cuda.TaskGpu;
 
 /**
- * Where the expert grouped GEMMs of a loaded model run: {@link #CPU} (ND4J, the default) or {@link #CUDA}
- * ({@link CudaGroupedGemm}). The driver resolves it once and every job plan carries it to the executors, which
- * pass it to {@code ModelFolder}; nothing in this JVM is set globally.
+ * Where the routed experts of a loaded model run: {@link #CPU} (ND4J, the default) or {@link #CUDA} (the fused bf16
+ * expert layer, {@code experts.DeviceExperts}, where the experts fit it, else {@link CudaGroupedGemm}). The driver
+ * resolves it once and every job plan carries it to the executors, which pass it to {@code ModelFolder}; nothing in
+ * this JVM is set globally.
  */
 public enum Device {
     CPU, CUDA;

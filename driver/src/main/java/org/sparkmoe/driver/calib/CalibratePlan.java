@@ -20,7 +20,7 @@ import java.util.List;
  * @param partitions       partitions of the forward stage (≥ 1)
  * @param allExperts       activation statistics over every token for every expert
  * @param routerData       URI of the router-data folder to export to, or null
- * @param device           where the executors' expert grouped GEMMs run
+ * @param device           where the executors' routed experts run
  * @param adapter          adapter folder URI (PEFT LoRA or μMoE) applied unmerged on every executor, or null
  */
 public record CalibratePlan(String model, List<String> data, TextSplit split, int window, int maxTokensPerFile,

@@ -36,7 +36,7 @@ import java.util.List;
  * @param surgeryTopK      M experts per token after the surgery
  * @param seed             train's root seed
  * @param out              output folder URI
- * @param device           where the executors' expert grouped GEMMs run, in every stage
+ * @param device           where the executors' routed experts run, in every stage
  */
 public record DemoPlan(String model, ModelConfig config, List<String> data, String trainFile, int window,
                        int maxTokensPerFile, long trainSteps, int surgeryTopK, long seed, String out,

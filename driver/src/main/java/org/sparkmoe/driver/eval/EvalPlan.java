@@ -22,7 +22,7 @@ import java.util.List;
  * @param adapter      PEFT adapter folder URI applied (unmerged) to the model on every executor, or null
  * @param peftVersion  --peft-version: the PEFT release that saved a fused-expert adapter (its shape generation), or
  *                     null to go by adapter_config.json
- * @param device       where the executors' expert grouped GEMMs run
+ * @param device       where the executors' routed experts run
  * @param muted        the μMoE adapter's experts silenced (--mute-experts), {@link MutedExperts#NONE} for none
  */
 public record EvalPlan(String model, List<String> data, TextSplit split, int window, int topK, int batchWindows,

@@ -29,7 +29,7 @@ import java.util.List;
  *                clipping, the router load-balancing weight and the root seed
  * @param out     output folder URI
  * @param merge   also write the merged HF checkpoint
- * @param device  where the executors' expert grouped GEMMs run
+ * @param device  where the executors' routed experts run
  */
 public record TrainPlan(String model, Windows windows, Rounds rounds, TrainOptions options, String out, boolean merge,
                         Device device) implements Serializable {
