@@ -35,6 +35,7 @@ import org.sparkmoe.routing.RoutingRule;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Function;
 
 /** Builds a {@link MoeTransformer} from checkpoint tensors, checking every shape against config.json. */
 public final class ModelLoader {
@@ -67,12 +68,35 @@ public final class ModelLoader {
         if (dataType != DataType.FLOAT && dataType != DataType.DOUBLE) {
             throw new IllegalArgumentException("a model loads as FLOAT or DOUBLE, got " + dataType);
         }
+        return load(config, tensors, gemm, dataType, onDevice(gemm));
+    }
+
+    /**
+     * The float32 model, each MoE layer's full experts on the device layer {@code resident} gives for their weights
+     * (null from it: over {@code gemm} alone), released with the model. With a {@link CudaGroupedGemm} the load
+     * methods above put them on the fused bf16 CUDA layer where it fits them; tests pass a reference layer.
+     */
+    public static MoeTransformer load(ModelConfig config, TensorSource tensors, GroupedGemm gemm,
+                                      Function<ExpertWeights, DeviceExperts> resident) {
+        return load(config, tensors, gemm, DataType.FLOAT, resident);
+    }
+
+    private static MoeTransformer load(ModelConfig config, TensorSource tensors, GroupedGemm gemm, DataType dataType,
+                                       Function<ExpertWeights, DeviceExperts> resident) {
         ModelLoader loader = checked(config, tensors, dataType);
         List<DecoderLayer> layers = new ArrayList<>();
         for (int l = 0; l < config.num_hidden_layers; l++) {
-            layers.add(loader.layer(l, gemm));
+            layers.add(loader.layer(l, gemm, resident));
         }
         return new MoeTransformer(loader.ends(), layers, loader.owned);
+    }
+
+    /** Where {@code gemm}'s device puts full experts: the bf16 CUDA layer for a {@link CudaGroupedGemm}, else none. */
+    private static Function<ExpertWeights, DeviceExperts> onDevice(GroupedGemm gemm) {
+        if (gemm instanceof CudaGroupedGemm cuda) {
+            return w -> DeviceExperts.fits(w) ? DeviceExperts.cuda(w, cuda.ordinal()) : null;
+        }
+        return w -> null;
     }
 
     /** A model piece built alone and the arrays it allocated for itself (what a cache frees on eviction). */
@@ -90,7 +114,7 @@ public final class ModelLoader {
                     + " layers");
         }
         ModelLoader loader = checked(config, tensors, DataType.FLOAT);
-        return new Piece<>(loader.layer(l, gemm), loader.owned);
+        return new Piece<>(loader.layer(l, gemm, onDevice(gemm)), loader.owned);
     }
 
     /** The embedding, final norm and LM head alone (no decoder layer), computing in float32; see {@link #layer}. */
@@ -119,7 +143,7 @@ public final class ModelLoader {
         return new ModelEnds(config, embed, finalNorm, lmHead);
     }
 
-    private DecoderLayer layer(int l, GroupedGemm gemm) {
+    private DecoderLayer layer(int l, GroupedGemm gemm, Function<ExpertWeights, DeviceExperts> resident) {
         SelfAttention attention = config.mla != null ? latentAttention(l) : groupedAttention(l);
         RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l)), config.rms_norm_eps);
         RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
@@ -130,7 +154,7 @@ public final class ModelLoader {
                     matrix(CheckpointLayout.denseMlp(l, Projection.DOWN)));
             return new DecoderLayer(inputNorm, attention, postNorm, null, mlp);
         }
-        return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm), null);
+        return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm, resident), null);
     }
 
     private Attention groupedAttention(int l) {
@@ -185,7 +209,7 @@ public final class ModelLoader {
                 : new ProjectionNorm(norm, config.clip_qkv);
     }
 
-    private MoeBlock moeBlock(int l, GroupedGemm gemm) {
+    private MoeBlock moeBlock(int l, GroupedGemm gemm, Function<ExpertWeights, DeviceExperts> resident) {
         Router router = new Router(tensor(layout.routerGate(l)),
                 config.clamped_experts ? tensor(layout.routerBias(l)) : null,
                 config.routing.scoreCorrectionBias()
@@ -232,19 +256,9 @@ public final class ModelLoader {
                         expertBiases(l, Projection.DOWN), GatedActivation.CLAMPED_SWIGLU)
                 : new ExpertWeights(experts(l, Projection.GATE), experts(l, Projection.UP),
                         experts(l, Projection.DOWN));
-        return new MoeBlock(router, options, fullExperts(experts, gemm), shared);
-    }
-
-    /**
-     * The experts over {@code gemm}; on a GPU (a {@link CudaGroupedGemm}) in a FLOAT model, their forward and
-     * backward run on the bf16 CUDA layer where it fits them ({@link DeviceExperts#fits}), with the weights resident
-     * on that GPU until the model is released.
-     */
-    private FullExperts fullExperts(ExpertWeights experts, GroupedGemm gemm) {
-        if (gemm instanceof CudaGroupedGemm cuda && dataType == DataType.FLOAT && DeviceExperts.fits(experts)) {
-            return new FullExperts(experts, gemm, owned.closing(DeviceExperts.cuda(experts, cuda.ordinal())));
-        }
-        return new FullExperts(experts, gemm);
+        DeviceExperts device = dataType == DataType.FLOAT ? resident.apply(experts) : null;
+        return new MoeBlock(router, options, device == null ? new FullExperts(experts, gemm)
+                : new FullExperts(experts, gemm, owned.closing(device)), shared);
     }
 
     /** The CP factors of one projection of a CP-form layer (small: widened into the model's type). */
