@@ -33,7 +33,9 @@ import org.sparkmoe.routing.Routes;
  *   <li>The plan's arrays as they are; the routing weights' gradient from plan row order to pair order.</li>
  * </ul>
  * The layer is made on the first pass, at the smallest rank that holds its LoRA; a pass whose LoRA needs more makes a
- * new one (and closes the old). One layer serves every task of its model on its device, one pass at a time: it keeps
+ * new one (and closes the old). A {@link LoraExperts} instance is taken as fixed: its factors go to the layer when a
+ * pass brings other instances than the layer holds (an adapter's once; training builds new instances for every step,
+ * after the optimizer updated the arrays in place). One layer serves every task of its model on its device, one pass at a time: it keeps
  * the state of its last forward only, so a backward whose forward is no longer the last one runs that forward again
  * first (the same inputs and LoRA give the same state). Closing frees the layer (on eviction of its model).
  */
@@ -44,6 +46,7 @@ public final class DeviceExperts implements AutoCloseable {
     private final IntFunction<ExpertLayer> factory;    // rank → a layer holding the weights
     private ExpertLayer layer;                         // null until the first pass, and after close
     private long forwards;                             // forwards run on this instance; the layer holds the last's
+    private LoraExperts[] uploaded;                    // the LoRA instances the layer holds (gate, up, down), or null
     private boolean closed;
 
     /** @param factory makes a layer of the given LoRA rank with the weights in it */
@@ -152,21 +155,12 @@ public final class DeviceExperts implements AutoCloseable {
             if (layer != null) {
                 layer.close();
                 layer = null;
+                uploaded = null;
             }
             layer = factory.apply(needed);
         }
-        int e = layer.experts();
-        int d = layer.hidden();
-        int i = layer.intermediate();
-        FloatPointer[] padded = {padA(gate, e, d), padB(gate, e, i), padA(up, e, d), padB(up, e, i), padA(down, e, i),
-                padB(down, e, d)};
-        try {
-            layer.setLora(padded[0].asBuffer(), padded[1].asBuffer(), padded[2].asBuffer(), padded[3].asBuffer(),
-                    padded[4].asBuffer(), padded[5].asBuffer());
-        } finally {
-            for (FloatPointer p : padded) {
-                p.close();                                                  // freed now, not by the collector
-            }
+        if (uploaded == null || uploaded[0] != gate || uploaded[1] != up || uploaded[2] != down) {
+            upload(gate, up, down);
         }
         RoutingPlan plan = routes.plan;
         INDArray xc = NativeElements.contiguous(x) ? x : x.dup('c');
@@ -175,6 +169,25 @@ public final class DeviceExperts implements AutoCloseable {
         Reference.reachabilityFence(xc);
         Reference.reachabilityFence(out);
         forwards++;
+    }
+
+    /** The layer takes these LoRA instances' factors, padded and scaled. */
+    private void upload(LoraExperts gate, LoraExperts up, LoraExperts down) {
+        int e = layer.experts();
+        int d = layer.hidden();
+        int i = layer.intermediate();
+        FloatPointer[] padded = {padA(gate, e, d), padB(gate, e, i), padA(up, e, d), padB(up, e, i), padA(down, e, i),
+                padB(down, e, d)};
+        try {
+            uploaded = null;                                                // a failed upload leaves nothing known
+            layer.setLora(padded[0].asBuffer(), padded[1].asBuffer(), padded[2].asBuffer(), padded[3].asBuffer(),
+                    padded[4].asBuffer(), padded[5].asBuffer());
+            uploaded = new LoraExperts[] {gate, up, down};
+        } finally {
+            for (FloatPointer p : padded) {
+                p.close();                                                  // freed now, not by the collector
+            }
+        }
     }
 
     /** A [E, R', in]: lora's A in the first R rows of each expert, zeros after (all zeros without LoRA). */

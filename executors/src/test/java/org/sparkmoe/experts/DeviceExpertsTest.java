@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.ByteBuffer;
+import java.nio.FloatBuffer;
 import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.api.Test;
@@ -15,6 +16,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.cuda.Bf16;
+import org.sparkmoe.cuda.ExpertLayer;
 import org.sparkmoe.cuda.ReferenceExpertLayer;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
 import org.sparkmoe.kernels.WeightStack;
@@ -153,6 +155,77 @@ class DeviceExpertsTest {
         assertTrue(made.get(1).closed());
         IllegalStateException e = assertThrows(IllegalStateException.class, () -> onDevice.forward(x, routes));
         assertTrue(e.getMessage().contains("evicted"), e.getMessage());
+    }
+
+    /**
+     * An adapter's LoRA instances go to the layer once; a training step's new instances over arrays the optimizer
+     * changed in place go again, and the outputs follow the new values.
+     */
+    @Test
+    void loraInstancesGoToTheLayerOnceEach() {
+        int[] uploads = {0};
+        DeviceExperts device = new DeviceExperts(rank -> new CountingLayer(new ReferenceExpertLayer(E, D, I, rank, 1.0,
+                w1.data().asFloat(), w3.data().asFloat(), w2.data().asFloat()), uploads));
+        LoraExperts up = lora(D, I, 8, 16, 19);
+        FullExperts adapted = new FullExperts(weights, new Nd4jGroupedGemm(), device).withLora(null, up, null);
+        INDArray x = input(20);
+        Routes routes = routes(x, 21);
+        adapted.forward(x, routes);
+        adapted.forward(x, routes);
+        assertEquals(1, uploads[0], "the same instances: one upload");
+
+        up.b().muli(2);                                                          // an optimizer's in-place update
+        LoraExperts next = new LoraExperts(up.a(), up.b(), up.alpha());          // the next step's instance
+        ExpertFfn.Pass pass = new FullExperts(weights, new Nd4jGroupedGemm(), device).withLora(null, next, null)
+                .forward(x, routes);
+        assertEquals(2, uploads[0]);
+        FullExperts cpu = new FullExperts(weights, null, next, null, new Nd4jGroupedGemm());
+        assertClose(cpu.forward(x, routes).out(), pass.out(), "out after the update");
+    }
+
+    /** An expert layer that counts its LoRA uploads. */
+    private record CountingLayer(ReferenceExpertLayer inner, int[] uploads) implements ExpertLayer {
+        @Override
+        public int experts() {
+            return inner.experts();
+        }
+
+        @Override
+        public int hidden() {
+            return inner.hidden();
+        }
+
+        @Override
+        public int intermediate() {
+            return inner.intermediate();
+        }
+
+        @Override
+        public int rank() {
+            return inner.rank();
+        }
+
+        @Override
+        public void setLora(FloatBuffer a1, FloatBuffer b1, FloatBuffer a3,
+                            FloatBuffer b3, FloatBuffer a2, FloatBuffer b2) {
+            uploads[0]++;
+            inner.setLora(a1, b1, a3, b3, a2, b2);
+        }
+
+        @Override
+        public void forward(Plan plan, FloatBuffer x, FloatBuffer out) {
+            inner.forward(plan, x, out);
+        }
+
+        @Override
+        public void backward(FloatBuffer dOut, FloatBuffer dx, Gradients into) {
+            inner.backward(dOut, dx, into);
+        }
+
+        @Override
+        public void close() {
+            inner.close();
+        }
     }
 
     @Test
