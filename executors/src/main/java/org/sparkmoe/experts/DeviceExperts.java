@@ -18,6 +18,7 @@ import org.sparkmoe.cuda.Bf16;
 import org.sparkmoe.cuda.ExpertLayer;
 import org.sparkmoe.cuda.ResidentExpertLayer;
 import org.sparkmoe.kernels.GatedActivation;
+import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.kernels.WeightStack;
 import org.sparkmoe.routing.RoutingPlan;
@@ -35,9 +36,10 @@ import org.sparkmoe.routing.Routes;
  * The layer is made on the first pass, at the smallest rank that holds its LoRA; a pass whose LoRA needs more makes a
  * new one (and closes the old). A {@link LoraExperts} instance is taken as fixed: its factors go to the layer when a
  * pass brings other instances than the layer holds (an adapter's once; training builds new instances for every step,
- * after the optimizer updated the arrays in place). One layer serves every task of its model on its device, one pass at a time: it keeps
- * the state of its last forward only, so a backward whose forward is no longer the last one runs that forward again
- * first (the same inputs and LoRA give the same state). Closing frees the layer (on eviction of its model).
+ * after the optimizer updated the arrays in place). One layer serves every task of its model on its device, one pass
+ * at a time: it keeps the state of its last forward only, so a backward whose forward is no longer the last one runs
+ * that forward again first (the same inputs and LoRA give the same state). Closing frees the layer (on eviction of
+ * its model).
  */
 public final class DeviceExperts implements AutoCloseable {
     /** The layer's LoRA rank is a multiple of this (the bf16 kernels' tiles). */
@@ -114,8 +116,9 @@ public final class DeviceExperts implements AutoCloseable {
     /** dOut [T, D] → dx, the routing weights' gradient and the LoRA gradients of the projections that have LoRA. */
     synchronized ExpertGradients backward(Pass p, INDArray dOut) {
         if (p.layer() != layer || p.forward() != forwards) {             // another pass ran since: run p's again
-            run(p.x(), p.routes(), p.gate(), p.up(), p.down(), Nd4j.createUninitialized(DataType.FLOAT,
-                    p.x().shape(), 'c'));
+            INDArray again = Nd4j.createUninitialized(DataType.FLOAT, p.x().shape(), 'c');
+            run(p.x(), p.routes(), p.gate(), p.up(), p.down(), again);
+            NativeBuffers.free(again);
         }
         int e = layer.experts();
         int d = layer.hidden();
@@ -136,8 +139,10 @@ public final class DeviceExperts implements AutoCloseable {
         for (int row = 0; row < plan.rows(); row++) {
             dWeights[plan.perm[row]] = dGates[row];
         }
-        return new ExpertGradients(dx, dWeights, gradients(p.gate(), raw[0], raw[1]),
+        ExpertGradients g = new ExpertGradients(dx, dWeights, gradients(p.gate(), raw[0], raw[1]),
                 gradients(p.up(), raw[2], raw[3]), gradients(p.down(), raw[4], raw[5]));
+        NativeBuffers.free(raw);                                          // the padded gradients, copied out above
+        return g;
     }
 
     /** One forward on the layer (made or grown for the LoRA's rank), into out [T, D]. */
