@@ -15,6 +15,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.cuda.Bf16;
+import org.sparkmoe.cuda.CudaException;
 import org.sparkmoe.cuda.ExpertLayer;
 import org.sparkmoe.cuda.ResidentExpertLayer;
 import org.sparkmoe.kernels.GatedActivation;
@@ -45,14 +46,25 @@ public final class DeviceExperts implements AutoCloseable {
     /** The layer's LoRA rank is a multiple of this (the bf16 kernels' tiles). */
     public static final int RANK_STEP = 8;
 
+    private final String name;                         // whose experts, for messages ("decoder layer 3")
     private final IntFunction<ExpertLayer> factory;    // rank → a layer holding the weights
     private ExpertLayer layer;                         // null until the first pass, and after close
     private long forwards;                             // forwards run on this instance; the layer holds the last's
     private LoraExperts[] uploaded;                    // the LoRA instances the layer holds (gate, up, down), or null
     private boolean closed;
 
-    /** @param factory makes a layer of the given LoRA rank with the weights in it */
-    public DeviceExperts(IntFunction<ExpertLayer> factory) {
+    /** Where a model's full experts go: a device layer for decoder layer l's, or null to keep them off the device. */
+    @FunctionalInterface
+    public interface Placement {
+        DeviceExperts place(int layer, ExpertWeights weights);
+    }
+
+    /**
+     * @param name    whose experts these are, for error messages (e.g. "decoder layer 3")
+     * @param factory makes a layer of the given LoRA rank with the weights in it
+     */
+    public DeviceExperts(String name, IntFunction<ExpertLayer> factory) {
+        this.name = name;
         this.factory = factory;
     }
 
@@ -71,14 +83,14 @@ public final class DeviceExperts implements AutoCloseable {
      * The experts of {@code w} on CUDA device {@code ordinal} in bf16, uploaded on the first pass from where they lie
      * (a mapped checkpoint's bf16 bytes as they are; other types widened and rounded one expert at a time).
      */
-    public static DeviceExperts cuda(ExpertWeights w, int ordinal) {
+    public static DeviceExperts cuda(String name, ExpertWeights w, int ordinal) {
         if (!fits(w)) {
             throw new IllegalArgumentException("the CUDA expert layer runs SwiGLU experts without biases with D and I "
                     + "multiples of " + RANK_STEP + ", got " + w.activation() + (w.hasBiases() ? " with biases" : "")
                     + ", D=" + w.hidden() + ", I=" + w.intermediate());
         }
         WeightStack[] stacks = {w.w1(), w.w3(), w.w2()};   // ResidentExpertLayer.GATE, UP, DOWN
-        return new DeviceExperts(rank -> ResidentExpertLayer.upload(ordinal, w.experts(), w.hidden(),
+        return new DeviceExperts(name, rank -> ResidentExpertLayer.upload(ordinal, w.experts(), w.hidden(),
                 w.intermediate(), rank, 1f, (projection, e) -> bf16(stacks[projection], e)));
     }
 
@@ -109,12 +121,33 @@ public final class DeviceExperts implements AutoCloseable {
     /** x [T, D] FLOAT routed by {@code routes}, LoRA per projection (null: none) → the pass with out [T, D]. */
     synchronized Pass forward(INDArray x, Routes routes, LoraExperts gate, LoraExperts up, LoraExperts down) {
         INDArray out = Nd4j.createUninitialized(DataType.FLOAT, x.shape(), 'c');
-        run(x, routes, gate, up, down, out);
+        try {
+            run(x, routes, gate, up, down, out);
+        } catch (CudaException e) {
+            throw named(e);
+        }
         return new Pass(routes, x, gate, up, down, layer, forwards, out);
+    }
+
+    /** {@code e} with whose experts failed and what a user can change (a GPU out of memory, mostly). */
+    private CudaException named(CudaException e) {
+        CudaException named = new CudaException(name + "'s experts on the GPU: " + e.getMessage() + " (the memory "
+                + "plan's gpu line, --dry-run, says what each GPU needs; fewer --batch-windows or --layerwise need "
+                + "less)");
+        named.initCause(e);
+        return named;
     }
 
     /** dOut [T, D] → dx, the routing weights' gradient and the LoRA gradients of the projections that have LoRA. */
     synchronized ExpertGradients backward(Pass p, INDArray dOut) {
+        try {
+            return runBackward(p, dOut);
+        } catch (CudaException e) {
+            throw named(e);
+        }
+    }
+
+    private ExpertGradients runBackward(Pass p, INDArray dOut) {
         if (p.layer() != layer || p.forward() != forwards) {             // another pass ran since: run p's again
             INDArray again = Nd4j.createUninitialized(DataType.FLOAT, p.x().shape(), 'c');
             run(p.x(), p.routes(), p.gate(), p.up(), p.down(), again);

@@ -35,7 +35,6 @@ import org.sparkmoe.routing.RoutingRule;
 
 import java.util.ArrayList;
 import java.util.List;
-import java.util.function.Function;
 
 /** Builds a {@link MoeTransformer} from checkpoint tensors, checking every shape against config.json. */
 public final class ModelLoader {
@@ -72,31 +71,32 @@ public final class ModelLoader {
     }
 
     /**
-     * The float32 model, each MoE layer's full experts on the device layer {@code resident} gives for their weights
-     * (null from it: over {@code gemm} alone), released with the model. With a {@link CudaGroupedGemm} the load
+     * The float32 model, each MoE layer's full experts on the device layer {@code placement} puts them on (null from
+     * it: over {@code gemm} alone), released with the model. With a {@link CudaGroupedGemm} the load
      * methods above put them on the fused bf16 CUDA layer where it fits them; tests pass a reference layer.
      */
     public static MoeTransformer load(ModelConfig config, TensorSource tensors, GroupedGemm gemm,
-                                      Function<ExpertWeights, DeviceExperts> resident) {
-        return load(config, tensors, gemm, DataType.FLOAT, resident);
+                                      DeviceExperts.Placement placement) {
+        return load(config, tensors, gemm, DataType.FLOAT, placement);
     }
 
     private static MoeTransformer load(ModelConfig config, TensorSource tensors, GroupedGemm gemm, DataType dataType,
-                                       Function<ExpertWeights, DeviceExperts> resident) {
+                                       DeviceExperts.Placement placement) {
         ModelLoader loader = checked(config, tensors, dataType);
         List<DecoderLayer> layers = new ArrayList<>();
         for (int l = 0; l < config.num_hidden_layers; l++) {
-            layers.add(loader.layer(l, gemm, resident));
+            layers.add(loader.layer(l, gemm, placement));
         }
         return new MoeTransformer(loader.ends(), layers, loader.owned);
     }
 
     /** Where {@code gemm}'s device puts full experts: the bf16 CUDA layer for a {@link CudaGroupedGemm}, else none. */
-    private static Function<ExpertWeights, DeviceExperts> onDevice(GroupedGemm gemm) {
+    private static DeviceExperts.Placement onDevice(GroupedGemm gemm) {
         if (gemm instanceof CudaGroupedGemm cuda) {
-            return w -> DeviceExperts.fits(w) ? DeviceExperts.cuda(w, cuda.ordinal()) : null;
+            return (l, w) -> DeviceExperts.fits(w) ? DeviceExperts.cuda("decoder layer " + l, w, cuda.ordinal())
+                    : null;
         }
-        return w -> null;
+        return (l, w) -> null;
     }
 
     /** A model piece built alone and the arrays it allocated for itself (what a cache frees on eviction). */
@@ -143,7 +143,7 @@ public final class ModelLoader {
         return new ModelEnds(config, embed, finalNorm, lmHead);
     }
 
-    private DecoderLayer layer(int l, GroupedGemm gemm, Function<ExpertWeights, DeviceExperts> resident) {
+    private DecoderLayer layer(int l, GroupedGemm gemm, DeviceExperts.Placement placement) {
         SelfAttention attention = config.mla != null ? latentAttention(l) : groupedAttention(l);
         RmsNorm inputNorm = new RmsNorm(tensor(CheckpointLayout.inputNorm(l)), config.rms_norm_eps);
         RmsNorm postNorm = new RmsNorm(tensor(CheckpointLayout.postAttentionNorm(l)), config.rms_norm_eps);
@@ -154,7 +154,7 @@ public final class ModelLoader {
                     matrix(CheckpointLayout.denseMlp(l, Projection.DOWN)));
             return new DecoderLayer(inputNorm, attention, postNorm, null, mlp);
         }
-        return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm, resident), null);
+        return new DecoderLayer(inputNorm, attention, postNorm, moeBlock(l, gemm, placement), null);
     }
 
     private Attention groupedAttention(int l) {
@@ -209,7 +209,7 @@ public final class ModelLoader {
                 : new ProjectionNorm(norm, config.clip_qkv);
     }
 
-    private MoeBlock moeBlock(int l, GroupedGemm gemm, Function<ExpertWeights, DeviceExperts> resident) {
+    private MoeBlock moeBlock(int l, GroupedGemm gemm, DeviceExperts.Placement placement) {
         Router router = new Router(tensor(layout.routerGate(l)),
                 config.clamped_experts ? tensor(layout.routerBias(l)) : null,
                 config.routing.scoreCorrectionBias()
@@ -256,7 +256,7 @@ public final class ModelLoader {
                         expertBiases(l, Projection.DOWN), GatedActivation.CLAMPED_SWIGLU)
                 : new ExpertWeights(experts(l, Projection.GATE), experts(l, Projection.UP),
                         experts(l, Projection.DOWN));
-        DeviceExperts device = dataType == DataType.FLOAT ? resident.apply(experts) : null;
+        DeviceExperts device = dataType == DataType.FLOAT ? placement.place(l, experts) : null;
         return new MoeBlock(router, options, device == null ? new FullExperts(experts, gemm)
                 : new FullExperts(experts, gemm, owned.closing(device)), shared);
     }

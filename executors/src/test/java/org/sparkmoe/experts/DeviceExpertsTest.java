@@ -16,6 +16,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.cuda.Bf16;
+import org.sparkmoe.cuda.CudaException;
 import org.sparkmoe.cuda.ExpertLayer;
 import org.sparkmoe.cuda.ReferenceExpertLayer;
 import org.sparkmoe.kernels.Nd4jGroupedGemm;
@@ -44,7 +45,7 @@ class DeviceExpertsTest {
     private final List<ReferenceExpertLayer> made = new ArrayList<>();
 
     private DeviceExperts device() {
-        return new DeviceExperts(rank -> {
+        return new DeviceExperts("layer 0", rank -> {
             ReferenceExpertLayer layer = new ReferenceExpertLayer(E, D, I, rank, 1.0, w1.data().asFloat(),
                     w3.data().asFloat(), w2.data().asFloat());
             made.add(layer);
@@ -164,7 +165,7 @@ class DeviceExpertsTest {
     @Test
     void loraInstancesGoToTheLayerOnceEach() {
         int[] uploads = {0};
-        DeviceExperts device = new DeviceExperts(rank -> new CountingLayer(new ReferenceExpertLayer(E, D, I, rank, 1.0,
+        DeviceExperts device = new DeviceExperts("layer 0", rank -> new CountingLayer(new ReferenceExpertLayer(E, D, I, rank, 1.0,
                 w1.data().asFloat(), w3.data().asFloat(), w2.data().asFloat()), uploads));
         LoraExperts up = lora(D, I, 8, 16, 19);
         FullExperts adapted = new FullExperts(weights, new Nd4jGroupedGemm(), device).withLora(null, up, null);
@@ -181,6 +182,21 @@ class DeviceExpertsTest {
         assertEquals(2, uploads[0]);
         FullExperts cpu = new FullExperts(weights, null, next, null, new Nd4jGroupedGemm());
         assertClose(cpu.forward(x, routes).out(), pass.out(), "out after the update");
+    }
+
+    /** A CUDA failure (the GPU out of memory) names whose experts and what to change. */
+    @Test
+    void aGpuFailureNamesTheLayerAndWhatToChange() {
+        DeviceExperts device = new DeviceExperts("decoder layer 3", rank -> {
+            throw new CudaException("CUDA error 2 (out of memory) in layerCreate");
+        });
+        FullExperts onDevice = new FullExperts(weights, new Nd4jGroupedGemm(), device);
+        INDArray x = input(22);
+        CudaException e = assertThrows(CudaException.class, () -> onDevice.forward(x, routes(x, 23)));
+        assertTrue(e.getMessage().startsWith("decoder layer 3's experts on the GPU: CUDA error 2 (out of memory)"),
+                e.getMessage());
+        assertTrue(e.getMessage().contains("--layerwise") && e.getMessage().contains("--batch-windows"),
+                e.getMessage());
     }
 
     /** An expert layer that counts its LoRA uploads. */
@@ -257,7 +273,7 @@ class DeviceExpertsTest {
         ExpertWeights odd = new ExpertWeights(Nd4j.zeros(DataType.FLOAT, 2, 12, 16), Nd4j.zeros(DataType.FLOAT, 2, 12,
                 16), Nd4j.zeros(DataType.FLOAT, 2, 16, 12));
         assertFalse(DeviceExperts.fits(odd));
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> DeviceExperts.cuda(odd, 0));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> DeviceExperts.cuda("layer 0", odd, 0));
         assertTrue(e.getMessage().contains("I=12"), e.getMessage());
     }
 

@@ -38,7 +38,7 @@ class DeviceExpertsModelTest {
         Configuration conf = new Configuration();
         try (Checkpoint checkpoint = Checkpoint.open(dir, conf)) {
             return ModelLoader.load(ModelFolder.readConfig(dir, conf), checkpoint, new Nd4jGroupedGemm(),
-                    w -> new DeviceExperts(rank -> reference(w, rank)));
+                    (l, w) -> new DeviceExperts("decoder layer " + l, rank -> reference(w, rank)));
         }
     }
 
