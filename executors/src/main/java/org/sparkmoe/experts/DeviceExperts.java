@@ -270,8 +270,8 @@ public final class DeviceExperts implements AutoCloseable {
     private static void checkLora(LoraExperts lora, int experts, int in, int out) {
         if (lora.a().dataType() != DataType.FLOAT || lora.experts() != experts || (in >= 0 && lora.in() != in)
                 || (out >= 0 && lora.out() != out)) {
-            throw new IllegalArgumentException("LoRA for a device layer of " + experts + " experts must be FLOAT and fit"
-                    + " it, got A " + Arrays.toString(lora.a().shape()) + ", B "
+            throw new IllegalArgumentException("LoRA for a device layer of " + experts + " experts must be FLOAT and "
+                    + "fit it, got A " + Arrays.toString(lora.a().shape()) + ", B "
                     + Arrays.toString(lora.b().shape()) + " " + lora.a().dataType());
         }
     }

@@ -56,7 +56,8 @@ public final class OwnedArrays {
                 r.close();
             } catch (Exception e) {
                 if (failed == null) {
-                    failed = new IllegalStateException("closing a model's device resource failed: " + e.getMessage(), e);
+                    failed = new IllegalStateException("closing a model's device resource failed: " + e.getMessage(),
+                            e);
                 }
             }
         }

@@ -79,7 +79,8 @@ class ExpertActivationStatsTest {
 
     /**
      * Every token through every expert runs the experts as the forward does: with LoRA on w1 and w3, expert 2's
-     * intermediate maxima are those of silu(x·W1ᵀ + s·x·A1ᵀ·B1ᵀ) ⊙ (x·W3ᵀ + s·x·A3ᵀ·B3ᵀ), not the base weights'.
+     * intermediate maxima are those of silu(x·W1ᵀ + s·x·A1ᵀ·B1ᵀ) ⊙ (x·W3ᵀ + s·x·A3ᵀ·B3ᵀ), not the base
+     * weights'.
      */
     @Test
     void everyTokenThroughTheAdaptedExperts() {

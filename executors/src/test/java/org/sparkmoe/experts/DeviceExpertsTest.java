@@ -165,8 +165,8 @@ class DeviceExpertsTest {
     @Test
     void loraInstancesGoToTheLayerOnceEach() {
         int[] uploads = {0};
-        DeviceExperts device = new DeviceExperts("layer 0", rank -> new CountingLayer(new ReferenceExpertLayer(E, D, I, rank, 1.0,
-                w1.data().asFloat(), w3.data().asFloat(), w2.data().asFloat()), uploads));
+        DeviceExperts device = new DeviceExperts("layer 0", rank -> new CountingLayer(new ReferenceExpertLayer(E, D, I,
+                rank, 1.0, w1.data().asFloat(), w3.data().asFloat(), w2.data().asFloat()), uploads));
         LoraExperts up = lora(D, I, 8, 16, 19);
         FullExperts adapted = new FullExperts(weights, new Nd4jGroupedGemm(), device).withLora(null, up, null);
         INDArray x = input(20);
@@ -273,7 +273,8 @@ class DeviceExpertsTest {
         ExpertWeights odd = new ExpertWeights(Nd4j.zeros(DataType.FLOAT, 2, 12, 16), Nd4j.zeros(DataType.FLOAT, 2, 12,
                 16), Nd4j.zeros(DataType.FLOAT, 2, 16, 12));
         assertFalse(DeviceExperts.fits(odd));
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> DeviceExperts.cuda("layer 0", odd, 0));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> DeviceExperts.cuda("layer 0", odd, 0));
         assertTrue(e.getMessage().contains("I=12"), e.getMessage());
     }
 
