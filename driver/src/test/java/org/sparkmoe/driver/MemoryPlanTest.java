@@ -100,11 +100,14 @@ class MemoryPlanTest {
     }
 
     @Test
-    void trainKeepsEveryLayerAndAllLogits() {
-        // per token: 2.5 × (stream + experts) + 3 × (per-head q, k, v, out and lse), whatever the window
+    void trainKeepsEveryLayerAndOneBlockOfLogits() {
+        // per token: 2.5 × (stream + experts) + 3 × (per-head q, k, v, out and lse), whatever the window; the logits
+        // of one block of rows, their gradient in their place: all 256 × 32000 here, 2^24 of 2048 × 32000
         long perToken = (5 * (26624 + 102416)) / 2 + 3 * (10240 + 64);
-        assertEquals((256L * perToken + 2L * 256 * 32000) * 4,
+        assertEquals((256L * perToken + 256L * 32000) * 4,
                 MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, false));
+        assertEquals((2048L * perToken + (1L << 24)) * 4,
+                MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 2048, false));
         // calibrate: one layer's forward (stream, attention, experts), whose routed rows the statistics read, no
         // logits, plus --all-experts' one expert over every token (h1, h3 and h: 3I)
         assertEquals(256L * ((26624 + 10304 + 102416) + 3 * 14336) * 4,
@@ -113,14 +116,14 @@ class MemoryPlanTest {
 
     /**
      * Mixtral-8x7B's 32 layers with --checkpoint-activations: one layer's kept floats plus every layer's input (4096)
-     * and router logits (8) per token, instead of 32 layers' kept floats; the logits stay.
+     * and router logits (8) per token, instead of 32 layers' kept floats; the block of logits stays.
      */
     @Test
     void checkpointedTrainKeepsOneLayerAndEveryLayersInput() {
         ModelConfig mixtral = ModelConfig.parse(MIXTRAL_JSON.replace("\"num_hidden_layers\": 1",
                 "\"num_hidden_layers\": 32"), "mixtral-32");
         long layer = (5 * (26624 + 102416)) / 2 + 3 * (10240 + 64);
-        long logits = 2L * 256 * 32000;
+        long logits = 256L * 32000;
         assertEquals((256L * 32 * layer + logits) * 4, MemoryPlan.activations(MemoryPlan.Job.TRAIN, mixtral, 256,
                 false));
         assertEquals((256L * (layer + 32 * (4096 + 8)) + logits) * 4,

@@ -5,7 +5,6 @@ import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.sparkmoe.experts.FullExperts;
 import org.sparkmoe.io.ModelConfig;
-import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.StepWorkspace;
 import org.sparkmoe.moe.MoeBlock;
@@ -259,11 +258,10 @@ public final class MoeTransformer {
         private final int seq;
         private final long jitterSeed;
         private final RmsNorm.Forward normed;   // [B·S, D] after the final norm
-        private final INDArray logits;          // [B·S, V]
         private final List<INDArray> routerLogits;
 
         private TrainingContext(List<DecoderLayer.Context> layers, List<INDArray> inputs, List<MoeBlock> blocks,
-                                int batch, int seq, long jitterSeed, RmsNorm.Forward normed, INDArray logits,
+                                int batch, int seq, long jitterSeed, RmsNorm.Forward normed,
                                 List<INDArray> routerLogits) {
             this.layers = layers;
             this.inputs = inputs;
@@ -272,13 +270,12 @@ public final class MoeTransformer {
             this.seq = seq;
             this.jitterSeed = jitterSeed;
             this.normed = normed;
-            this.logits = logits;
             this.routerLogits = routerLogits;
         }
 
-        /** @return [B·S, V] */
-        public INDArray logits() {
-            return logits;
+        /** @return [B·S, D] the final norm's output, which the LM head reads (logits = finalHidden·Wᵀ) */
+        public INDArray finalHidden() {
+            return normed.out();
         }
 
         /** @return one [B·S, E] per MoE layer, in layer order */
@@ -293,8 +290,10 @@ public final class MoeTransformer {
     }
 
     /**
-     * Training forward with LoRA MoE blocks, in the model's data type (FLOAT, or DOUBLE for gradient checks). With
-     * every LoRA B zero and the frozen router, the FLOAT logits are bit-identical to {@link #forward}'s.
+     * Training forward with LoRA MoE blocks, in the model's data type (FLOAT, or DOUBLE for gradient checks), up to
+     * the final norm: the loss takes the LM head a block of rows at a time (train.CausalLmLoss.throughHead). With
+     * every LoRA B zero and the frozen router, the FLOAT final hidden states are bit-identical to
+     * {@link #finalHidden(int[][], int)}'s.
      *
      * @param tokens      B sequences of S token ids each
      * @param blocks      one trainable block per MoE layer, in layer order (see {@link MoeBlock#with})
@@ -329,8 +328,7 @@ public final class MoeTransformer {
         }
         RmsNorm.Forward normed = ends.finalNorm().forwardTraining(hidden);                      // [B·S, D]
         return new TrainingContext(checkpoint ? null : List.copyOf(contexts), checkpoint ? List.copyOf(inputs) : null,
-                List.copyOf(blocks), batch, seq, jitterSeed, normed, Dense.linear(normed.out(), ends.lmHeadWeight()),
-                List.copyOf(routerLogits));
+                List.copyOf(blocks), batch, seq, jitterSeed, normed, List.copyOf(routerLogits));
     }
 
     /**
@@ -365,17 +363,16 @@ public final class MoeTransformer {
      * gradient). A checkpointed context recomputes each layer's forward from its kept input just before that layer's
      * backward (same operations, same jitter seed: the same bits), so one layer's context is alive at a time.
      *
-     * @param dLogits       [B·S, V]
+     * @param dFinalHidden  [B·S, D] the loss's gradient at the final norm's output (through the LM head)
      * @param dRouterLogits one [B·S, E] per MoE layer (a loss on the router logits), or null
      * @return the gradients of the trainable blocks and of the adapter terms
      */
-    public Gradients backward(TrainingContext ctx, INDArray dLogits, List<INDArray> dRouterLogits) {
+    public Gradients backward(TrainingContext ctx, INDArray dFinalHidden, List<INDArray> dRouterLogits) {
         if (dRouterLogits != null && dRouterLogits.size() != ctx.routerLogits.size()) {
             throw new IllegalArgumentException("need one router-logit gradient per MoE layer ("
                     + ctx.routerLogits.size() + "), got " + dRouterLogits.size());
         }
-        INDArray dHidden = ends.finalNorm().backward(ctx.normed,
-                Dense.linearBackward(dLogits, ends.lmHeadWeight()));                            // [B·S, D]
+        INDArray dHidden = ends.finalNorm().backward(ctx.normed, dFinalHidden);                  // [B·S, D]
         MoeBlock.Gradients[] grads = new MoeBlock.Gradients[ctx.routerLogits.size()];
         List<Map<AdapterTerms.Key, MumoeGradients>> termsByLayer = new ArrayList<>();
         int moeIndex = grads.length;

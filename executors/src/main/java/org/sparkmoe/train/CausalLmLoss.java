@@ -4,9 +4,12 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.INDArrayIndex;
 import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
+import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.NativeElements;
 import org.sparkmoe.kernels.VectorRows;
+import org.sparkmoe.model.Perplexity;
 
 /**
  * Causal-LM cross-entropy of token windows (the protocol of {@link org.sparkmoe.model.Perplexity}): in each window
@@ -43,20 +46,85 @@ public final class CausalLmLoss {
 
     /** {@link #compute(INDArray, int[][])} widening at most {@code blockElements} logits at once (whole rows). */
     static Result compute(INDArray logits, int[][] windows, long blockElements) {
+        long scored = check(windows, logits.size(0));
+        if (logits.rank() != 2) {
+            throw new IllegalArgumentException("logits must be [B·S, V], got " + java.util.Arrays.toString(logits.shape()));
+        }
+        INDArray dLogits = Nd4j.createUninitialized(logits.dataType(), logits.shape(), 'c');          // [B·S, V]
+        double total = rows(logits, dLogits, 0, windows, scored, blockElements);
+        return new Result(total / scored, dLogits, scored);
+    }
+
+    /**
+     * The loss through the LM head, with its gradient taken back through the head at once (a fused cross-entropy):
+     * for each block of rows of at most {@link Perplexity#LOGIT_BLOCK} logits, logits = hidden·Wᵀ, their dlogits in
+     * their place, and those rows of dHidden = dlogits·W. The [B·S, V] logits and their gradient never exist whole:
+     * one block does. Each row's logits, loss terms and dlogits are those {@link #compute} gives from the whole
+     * logits.
+     *
+     * @param value   the mean negative log-likelihood
+     * @param dHidden [B·S, D] dLoss/dhidden, or null when not asked for
+     * @param scored  B·(S−1)
+     */
+    public record HeadResult(double value, INDArray dHidden, long scored) {
+    }
+
+    /**
+     * @param hidden  [B·S, D] the final norm's output, rows batch-major
+     * @param lmHead  [V, D] the LM head's weight
+     * @param windows  B windows of S ≥ 2 token ids
+     * @param gradient whether to take dHidden (false: the loss alone, for validation and finite differences)
+     */
+    public static HeadResult throughHead(INDArray hidden, INDArray lmHead, int[][] windows, boolean gradient) {
+        return throughHead(hidden, lmHead, windows, gradient, Perplexity.LOGIT_BLOCK);
+    }
+
+    /** {@link #throughHead(INDArray, INDArray, int[][], boolean)} with blocks of at most {@code logitBlock} logits. */
+    static HeadResult throughHead(INDArray hidden, INDArray lmHead, int[][] windows, boolean gradient,
+                                  long logitBlock) {
+        long rows = hidden.size(0);
+        long scored = check(windows, rows);
+        int vocab = (int) lmHead.size(0);
+        long blockRows = Math.max(1, logitBlock / vocab);
+        INDArray dHidden = gradient ? Nd4j.createUninitialized(hidden.dataType(), hidden.shape(), 'c') : null;
+        double total = 0;
+        for (long first = 0; first < rows; first += blockRows) {
+            INDArrayIndex block = NDArrayIndex.interval(first, Math.min(rows, first + blockRows));
+            INDArray logits = Dense.linear(hidden.get(block, NDArrayIndex.all()), lmHead);          // [rows, V]
+            total += rows(logits, logits, first, windows, scored, BLOCK_ELEMENTS);              // dlogits in place
+            if (gradient) {
+                Dense.linearBackward(logits, lmHead, dHidden.get(block, NDArrayIndex.all()), false); // [rows, D]
+            }
+            NativeBuffers.free(logits);
+        }
+        return new HeadResult(total / scored, dHidden, scored);
+    }
+
+    /** B·(S−1), after checking the windows against the B·S rows. */
+    private static long check(int[][] windows, long rows) {
         int batch = windows.length;
         int seq = windows[0].length;
         if (seq < 2) {
             throw new IllegalArgumentException("a window needs at least 2 tokens to score one, got " + seq);
         }
-        if (logits.rank() != 2 || logits.size(0) != (long) batch * seq) {
+        if (rows != (long) batch * seq) {
             throw new IllegalArgumentException("logits must be [B·S, V] = [" + (long) batch * seq + ", V], got "
-                    + java.util.Arrays.toString(logits.shape()));
+                    + rows + " rows");
         }
+        return (long) batch * (seq - 1);
+    }
+
+    /**
+     * Rows {@code firstRow..} of the whole [B·S, V] logits, given as {@code logits} [n, V]: adds their negative
+     * log-likelihoods (returned) and writes their dlogits (divided by {@code scored}) into {@code dLogits} [n, V],
+     * which may be {@code logits} itself, widening at most {@code blockElements} logits at once.
+     */
+    private static double rows(INDArray logits, INDArray dLogits, long firstRow, int[][] windows, long scored,
+                               long blockElements) {
+        int seq = windows[0].length;
         int vocab = (int) logits.size(1);
-        long scored = (long) batch * (seq - 1);
         long rows = logits.size(0);
         int blockRows = (int) Math.max(1, blockElements / vocab);
-        INDArray dLogits = Nd4j.createUninitialized(logits.dataType(), logits.shape(), 'c');          // [B·S, V]
         NativeElements dLogitsOut = NativeElements.of(dLogits);     // its rows written block by block, in place
         float[] narrowed = new float[(int) Math.min(blockRows, rows) * vocab];      // its FLOAT rows, rounded
         double total = 0;
@@ -66,8 +134,9 @@ public final class CausalLmLoss {
             double[] z = Flat.values(logits.get(block, NDArrayIndex.all()));        // [rows, V], becomes dlogits
             for (long r = first; r < end; r++) {
                 int row = (int) (r - first) * vocab;
-                int b = (int) (r / seq);
-                int s = (int) (r % seq);
+                long at = firstRow + r;                                            // the row of the whole logits
+                int b = (int) (at / seq);
+                int s = (int) (at % seq);
                 if (s + 1 == seq) {
                     java.util.Arrays.fill(z, row, row + vocab, 0.0);
                     continue;
@@ -91,6 +160,6 @@ public final class CausalLmLoss {
             }
             dLogitsOut.write(first * vocab, z, (int) (end - first) * vocab, narrowed);
         }
-        return new Result(total / scored, dLogits, scored);
+        return total;
     }
 }

@@ -135,8 +135,8 @@ public final class TrainStep {
         TrainableKeys keys = new TrainableKeys(c.modelType);
         MoeTransformer.TrainingContext ctx = adapted.forwardTraining(windows, blocks,
                 Seeds.derive(opts.seed(), "jitter/step/" + state.step()), backward && opts.checkpointActivations());
-        CausalLmLoss.Result ce = CausalLmLoss.compute(ctx.logits(), windows);
-        free(ctx.logits());                                                                   // [B·S, V]
+        CausalLmLoss.HeadResult ce = CausalLmLoss.throughHead(ctx.finalHidden(), adapted.ends().lmHeadWeight(),
+                windows, backward);                                                           // dHidden [B·S, D]
         LoadBalancingLoss balancing = balanced(c) || (backward && coef != 0)
                 ? LoadBalancingLoss.of(ctx.routerLogits(), c.num_experts, topK) : null;   // its sums, once
         double aux = balanced(c) ? balancing.value() : 0.0;
@@ -145,8 +145,8 @@ public final class TrainStep {
             return new Evaluation(ce.value(), aux, ce.value() + coef * aux, null, tokens, ce.scored());
         }
         List<INDArray> dRouterLogits = coef == 0 ? null : balancing.gradient(coef);
-        MoeTransformer.Gradients grads = adapted.backward(ctx, ce.dLogits(), dRouterLogits);
-        free(ce.dLogits());                                                                   // [B·S, V]
+        MoeTransformer.Gradients grads = adapted.backward(ctx, ce.dHidden(), dRouterLogits);
+        free(ce.dHidden());                                                                   // [B·S, D]
 
         LinkedHashMap<String, INDArray> out = new LinkedHashMap<>();
         if (opts.lora().mumoe() != null) {

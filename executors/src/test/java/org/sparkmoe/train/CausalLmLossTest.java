@@ -2,6 +2,7 @@ package org.sparkmoe.train;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -11,8 +12,12 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.sparkmoe.experts.GradientCheck;
+import org.sparkmoe.kernels.Dense;
 
-/** {@link CausalLmLoss}: hand-computed values, float64 central differences of dlogits, the last row unscored. */
+/**
+ * {@link CausalLmLoss}: hand-computed values, float64 central differences of dlogits and of dHidden through the LM
+ * head, the last row unscored, row blocks.
+ */
 class CausalLmLossTest {
 
     /** Uniform logits: every scored position costs ln V; 2 windows of 3 → 4 scored positions. */
@@ -56,6 +61,44 @@ class CausalLmLossTest {
             assertEquals(Double.doubleToLongBits(whole.value()), Double.doubleToLongBits(r.value()), "block " + block);
             assertArrayEquals(whole.dLogits().data().asFloat(), r.dLogits().data().asFloat(), "block " + block);
         }
+    }
+
+    /**
+     * Through the LM head a block of rows at a time. In one block, the loss and dHidden = dlogits·W are the bits of
+     * the whole logits' loss and gradient taken through the head. In blocks of 1, 2, 4 and 7 rows (crossing windows)
+     * they agree to float32 rounding: OpenBLAS's product for a row can depend on the rows beside it in the call.
+     * Without the gradient: the same loss and no dHidden.
+     */
+    @Test
+    void throughTheHeadInRowBlocksGivesTheWholeLogitsLoss() {
+        int[][] windows = {{3, 1, 4, 1, 5}, {9, 2, 6, 5, 3}, {5, 8, 9, 7, 9}};
+        Nd4j.getRandom().setSeed(4);
+        INDArray hidden = Nd4j.rand(DataType.FLOAT, 15, 16).subi(0.5);                        // [B·S, D]
+        INDArray lmHead = Nd4j.rand(DataType.FLOAT, 11, 16).subi(0.5).muli(4);                // [V, D]
+        CausalLmLoss.Result whole = CausalLmLoss.compute(Dense.linear(hidden, lmHead), windows);
+        INDArray dHidden = Dense.linearBackward(whole.dLogits(), lmHead);
+        CausalLmLoss.HeadResult one = CausalLmLoss.throughHead(hidden, lmHead, windows, true, Long.MAX_VALUE);
+        assertEquals(Double.doubleToLongBits(whole.value()), Double.doubleToLongBits(one.value()));
+        assertArrayEquals(dHidden.data().asFloat(), one.dHidden().data().asFloat());
+        for (long block : new long[] {11, 22, 44, 77}) {
+            CausalLmLoss.HeadResult r = CausalLmLoss.throughHead(hidden, lmHead, windows, true, block);
+            assertEquals(whole.value(), r.value(), 1e-6 * whole.value(), "block " + block);
+            double worst = r.dHidden().sub(dHidden).amaxNumber().doubleValue() / dHidden.amaxNumber().doubleValue();
+            assertTrue(worst < 1e-6, "block " + block + ": " + worst);
+        }
+        CausalLmLoss.HeadResult lossOnly = CausalLmLoss.throughHead(hidden, lmHead, windows, false, 22);
+        assertEquals(CausalLmLoss.throughHead(hidden, lmHead, windows, true, 22).value(), lossOnly.value(), 0.0);
+        assertNull(lossOnly.dHidden());
+    }
+
+    @Test
+    void throughTheHeadGradientMatchesFiniteDifferences() {
+        int[][] windows = {{1, 4, 2, 0}, {3, 3, 1, 2}};
+        INDArray hidden = GradientCheck.gaussian(new Random(5), DataType.DOUBLE, 1.0, 8, 6);
+        INDArray lmHead = GradientCheck.gaussian(new Random(6), DataType.DOUBLE, 1.0, 5, 6);
+        INDArray d = CausalLmLoss.throughHead(hidden, lmHead, windows, true, 10).dHidden();     // blocks of 2 rows
+        GradientCheck.check("causal lm loss through the head: hidden", hidden, d,
+                () -> CausalLmLoss.throughHead(hidden, lmHead, windows, false, 10).value());
     }
 
     @Test
