@@ -49,8 +49,9 @@ import java.util.Map;
  * rows its statistics read, and with {@code --all-experts} one expert's intermediates over every token at a time
  * ({@code 3I}; measured at the Mixtral-8x7B and Qwen1.5-MoE shapes, docs/benchmarks.md);
  * train keeps every layer's forward for the backward (2.5 × stream + FFN per layer for the forward and the backward's transients, 3 × the attention's per-head arrays
- * for the kept ones and their gradients) plus one block of rows' logits (at most {@link Perplexity#LOGIT_BLOCK}, their
- * gradient written in their place: the loss takes the LM head a block at a time); with {@code --checkpoint-activations}
+ * for the kept ones and their gradients) plus one block of rows' logits ({@link CausalLmLoss#headRows}: at most
+ * {@link Perplexity#LOGIT_BLOCK} logits but at least 512 rows; their gradient written in their place: the loss takes
+ * the LM head a block at a time); with {@code --checkpoint-activations}
  * it keeps each layer's input (H) and each MoE layer's router logits (E) and holds one layer's forward and backward at
  * a time (the largest), plus the block of logits. The factors were fitted to the anonymous RSS one task adds on the Mixtral-8x7B shape
  * (docs/benchmarks.md, "Memory plan against measurement"): within 10% for eval at 1, 4 and 8 windows of 256 and for
@@ -535,7 +536,7 @@ public record MemoryPlan(Job job, long mappedBytes, long widenedBytes, long acti
             case TRAIN -> {
                 perToken = checkpointed ? layerKept + c.num_hidden_layers * h + moeLayers * c.num_experts
                         : layersKept;
-                logits = Math.min(tokens * c.vocab_size, Perplexity.LOGIT_BLOCK);   // dlogits in place
+                logits = CausalLmLoss.headRows(tokens, c.vocab_size) * c.vocab_size;  // dlogits in place
             }
             default -> throw new IllegalStateException(job.toString());
         }

@@ -102,11 +102,11 @@ class MemoryPlanTest {
     @Test
     void trainKeepsEveryLayerAndOneBlockOfLogits() {
         // per token: 2.5 × (stream + experts) + 3 × (per-head q, k, v, out and lse), whatever the window; the logits
-        // of one block of rows, their gradient in their place: all 256 × 32000 here, 2^24 of 2048 × 32000
+        // of one block of rows, their gradient in their place: all 256 rows here; of 2048, 524 (2^24 / 32000)
         long perToken = (5 * (26624 + 102416)) / 2 + 3 * (10240 + 64);
         assertEquals((256L * perToken + 256L * 32000) * 4,
                 MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 256, false));
-        assertEquals((2048L * perToken + (1L << 24)) * 4,
+        assertEquals((2048L * perToken + 524L * 32000) * 4,
                 MemoryPlan.activations(MemoryPlan.Job.TRAIN, MIXTRAL_1, 2048, false));
         // calibrate: one layer's forward (stream, attention, experts), whose routed rows the statistics read, no
         // logits, plus --all-experts' one expert over every token (h1, h3 and h: 3I)

@@ -23,6 +23,12 @@ public final class CausalLmLoss {
     /** Logits widened to float64 at once: 2²¹ (16 MiB of heap; 13 rows of a 152k vocabulary). */
     public static final long BLOCK_ELEMENTS = 1L << 21;
 
+    /**
+     * The fewest rows {@link #throughHead} takes through the LM head at once (all of them when there are fewer): each
+     * call reads the whole head weight, widening it tile by tile when stored in bf16, so smaller blocks cost time.
+     */
+    public static final int MIN_HEAD_ROWS = 512;
+
     private CausalLmLoss() {
     }
 
@@ -57,10 +63,12 @@ public final class CausalLmLoss {
 
     /**
      * The loss through the LM head, with its gradient taken back through the head at once (a fused cross-entropy):
-     * for each block of rows of at most {@link Perplexity#LOGIT_BLOCK} logits, logits = hidden·Wᵀ, their dlogits in
+     * for each block of rows of at most {@link Perplexity#LOGIT_BLOCK} logits (and at least {@link #MIN_HEAD_ROWS}
+     * rows), logits = hidden·Wᵀ, their dlogits in
      * their place, and those rows of dHidden = dlogits·W. The [B·S, V] logits and their gradient never exist whole:
-     * one block does. Each row's logits, loss terms and dlogits are those {@link #compute} gives from the whole
-     * logits.
+     * one block does. In one block, the loss and dHidden are the bits of {@link #compute} on the whole logits taken
+     * back through the head; in several, they agree to float32 rounding (OpenBLAS's product for a row can depend on
+     * the rows beside it in the call).
      *
      * @param value   the mean negative log-likelihood
      * @param dHidden [B·S, D] dLoss/dhidden, or null when not asked for
@@ -76,16 +84,19 @@ public final class CausalLmLoss {
      * @param gradient whether to take dHidden (false: the loss alone, for validation and finite differences)
      */
     public static HeadResult throughHead(INDArray hidden, INDArray lmHead, int[][] windows, boolean gradient) {
-        return throughHead(hidden, lmHead, windows, gradient, Perplexity.LOGIT_BLOCK);
+        return throughHead(hidden, lmHead, windows, gradient, Perplexity.LOGIT_BLOCK, MIN_HEAD_ROWS);
     }
 
-    /** {@link #throughHead(INDArray, INDArray, int[][], boolean)} with blocks of at most {@code logitBlock} logits. */
+    /**
+     * {@link #throughHead(INDArray, INDArray, int[][], boolean)} with blocks of at most {@code logitBlock} logits and
+     * at least {@code minRows} rows.
+     */
     static HeadResult throughHead(INDArray hidden, INDArray lmHead, int[][] windows, boolean gradient,
-                                  long logitBlock) {
+                                  long logitBlock, int minRows) {
         long rows = hidden.size(0);
         long scored = check(windows, rows);
         int vocab = (int) lmHead.size(0);
-        long blockRows = Math.max(1, logitBlock / vocab);
+        long blockRows = headRows(rows, vocab, logitBlock, minRows);
         INDArray dHidden = gradient ? Nd4j.createUninitialized(hidden.dataType(), hidden.shape(), 'c') : null;
         double total = 0;
         for (long first = 0; first < rows; first += blockRows) {
@@ -98,6 +109,15 @@ public final class CausalLmLoss {
             NativeBuffers.free(logits);
         }
         return new HeadResult(total / scored, dHidden, scored);
+    }
+
+    /** Rows of the logits {@link #throughHead} computes at once, of {@code rows} over a vocabulary of {@code vocab}. */
+    public static long headRows(long rows, long vocab) {
+        return headRows(rows, vocab, Perplexity.LOGIT_BLOCK, MIN_HEAD_ROWS);
+    }
+
+    private static long headRows(long rows, long vocab, long logitBlock, int minRows) {
+        return Math.max(1, Math.min(rows, Math.max(minRows, logitBlock / vocab)));
     }
 
     /** B·(S−1), after checking the windows against the B·S rows. */

@@ -77,18 +77,22 @@ class CausalLmLossTest {
         INDArray lmHead = Nd4j.rand(DataType.FLOAT, 11, 16).subi(0.5).muli(4);                // [V, D]
         CausalLmLoss.Result whole = CausalLmLoss.compute(Dense.linear(hidden, lmHead), windows);
         INDArray dHidden = Dense.linearBackward(whole.dLogits(), lmHead);
-        CausalLmLoss.HeadResult one = CausalLmLoss.throughHead(hidden, lmHead, windows, true, Long.MAX_VALUE);
+        CausalLmLoss.HeadResult one = CausalLmLoss.throughHead(hidden, lmHead, windows, true, Long.MAX_VALUE, 1);
         assertEquals(Double.doubleToLongBits(whole.value()), Double.doubleToLongBits(one.value()));
         assertArrayEquals(dHidden.data().asFloat(), one.dHidden().data().asFloat());
         for (long block : new long[] {11, 22, 44, 77}) {
-            CausalLmLoss.HeadResult r = CausalLmLoss.throughHead(hidden, lmHead, windows, true, block);
+            CausalLmLoss.HeadResult r = CausalLmLoss.throughHead(hidden, lmHead, windows, true, block, 1);
             assertEquals(whole.value(), r.value(), 1e-6 * whole.value(), "block " + block);
             double worst = r.dHidden().sub(dHidden).amaxNumber().doubleValue() / dHidden.amaxNumber().doubleValue();
             assertTrue(worst < 1e-6, "block " + block + ": " + worst);
         }
-        CausalLmLoss.HeadResult lossOnly = CausalLmLoss.throughHead(hidden, lmHead, windows, false, 22);
-        assertEquals(CausalLmLoss.throughHead(hidden, lmHead, windows, true, 22).value(), lossOnly.value(), 0.0);
+        CausalLmLoss.HeadResult lossOnly = CausalLmLoss.throughHead(hidden, lmHead, windows, false, 22, 1);
+        assertEquals(CausalLmLoss.throughHead(hidden, lmHead, windows, true, 22, 1).value(), lossOnly.value(), 0.0);
         assertNull(lossOnly.dHidden());
+        // what training takes: at least 512 rows at once, at most 2^24 logits unless that is fewer rows
+        assertEquals(15, CausalLmLoss.headRows(15, 11));
+        assertEquals(512, CausalLmLoss.headRows(2048, 151_936));
+        assertEquals(524, CausalLmLoss.headRows(2048, 32_000));
     }
 
     @Test
@@ -96,9 +100,9 @@ class CausalLmLossTest {
         int[][] windows = {{1, 4, 2, 0}, {3, 3, 1, 2}};
         INDArray hidden = GradientCheck.gaussian(new Random(5), DataType.DOUBLE, 1.0, 8, 6);
         INDArray lmHead = GradientCheck.gaussian(new Random(6), DataType.DOUBLE, 1.0, 5, 6);
-        INDArray d = CausalLmLoss.throughHead(hidden, lmHead, windows, true, 10).dHidden();     // blocks of 2 rows
+        INDArray d = CausalLmLoss.throughHead(hidden, lmHead, windows, true, 10, 1).dHidden();     // blocks of 2 rows
         GradientCheck.check("causal lm loss through the head: hidden", hidden, d,
-                () -> CausalLmLoss.throughHead(hidden, lmHead, windows, false, 10).value());
+                () -> CausalLmLoss.throughHead(hidden, lmHead, windows, false, 10, 1).value());
     }
 
     @Test
