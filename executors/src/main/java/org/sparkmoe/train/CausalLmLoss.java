@@ -1,5 +1,6 @@
 package org.sparkmoe.train;
 
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.INDArrayIndex;
@@ -8,6 +9,7 @@ import org.sparkmoe.kernels.Dense;
 import org.sparkmoe.kernels.Flat;
 import org.sparkmoe.kernels.NativeBuffers;
 import org.sparkmoe.kernels.NativeElements;
+import org.sparkmoe.kernels.StepWorkspace;
 import org.sparkmoe.kernels.VectorRows;
 import org.sparkmoe.model.Perplexity;
 
@@ -17,7 +19,9 @@ import org.sparkmoe.model.Perplexity;
  * the mean over all B·(S−1) scored positions (= the mean of the windows' means, every window having S−1), as
  * transformers' {@code ForCausalLMLoss} with mean reduction. Computed in float64 (e^x by {@code Exp}, as the eval's
  * log-sum-exp and attention's probabilities), in blocks of rows of at most
- * {@link #BLOCK_ELEMENTS} logits, so the float64 copy on the heap stays small whatever the vocabulary and batch.
+ * {@link #BLOCK_ELEMENTS} logits, so the float64 copy on the heap stays small whatever the vocabulary and batch. From
+ * given logits ({@link #compute}), or from the final hidden states through the LM head a block of rows at a time
+ * ({@link #throughHead}: what training runs, so the [B·S, V] logits never exist whole).
  */
 public final class CausalLmLoss {
     /** Logits widened to float64 at once: 2²¹ (16 MiB of heap; 13 rows of a 152k vocabulary). */
@@ -52,10 +56,11 @@ public final class CausalLmLoss {
 
     /** {@link #compute(INDArray, int[][])} widening at most {@code blockElements} logits at once (whole rows). */
     static Result compute(INDArray logits, int[][] windows, long blockElements) {
-        long scored = check(windows, logits.size(0));
         if (logits.rank() != 2) {
-            throw new IllegalArgumentException("logits must be [B·S, V], got " + java.util.Arrays.toString(logits.shape()));
+            throw new IllegalArgumentException("logits must be [B·S, V], got "
+                    + java.util.Arrays.toString(logits.shape()));
         }
+        long scored = check(windows, logits.size(0));
         INDArray dLogits = Nd4j.createUninitialized(logits.dataType(), logits.shape(), 'c');          // [B·S, V]
         double total = rows(logits, dLogits, 0, windows, scored, blockElements);
         return new Result(total / scored, dLogits, scored);
@@ -64,9 +69,9 @@ public final class CausalLmLoss {
     /**
      * The loss through the LM head, with its gradient taken back through the head at once (a fused cross-entropy):
      * for each block of rows of at most {@link Perplexity#LOGIT_BLOCK} logits (and at least {@link #MIN_HEAD_ROWS}
-     * rows), logits = hidden·Wᵀ, their dlogits in
-     * their place, and those rows of dHidden = dlogits·W. The [B·S, V] logits and their gradient never exist whole:
-     * one block does. In one block, the loss and dHidden are the bits of {@link #compute} on the whole logits taken
+     * rows), logits = hidden·Wᵀ, their dlogits in their place, and those rows of dHidden = dlogits·W. The [B·S, V]
+     * logits and their gradient never exist whole: one block does, outside any step workspace (which would keep every
+     * block until the step ends), freed before the next. In one block, the loss and dHidden are the bits of {@link #compute} on the whole logits taken
      * back through the head; in several, they agree to float32 rounding (OpenBLAS's product for a row can depend on
      * the rows beside it in the call).
      *
@@ -101,12 +106,14 @@ public final class CausalLmLoss {
         double total = 0;
         for (long first = 0; first < rows; first += blockRows) {
             INDArrayIndex block = NDArrayIndex.interval(first, Math.min(rows, first + blockRows));
-            INDArray logits = Dense.linear(hidden.get(block, NDArrayIndex.all()), lmHead);          // [rows, V]
-            total += rows(logits, logits, first, windows, scored, BLOCK_ELEMENTS);              // dlogits in place
-            if (gradient) {
-                Dense.linearBackward(logits, lmHead, dHidden.get(block, NDArrayIndex.all()), false); // [rows, D]
+            try (MemoryWorkspace outside = StepWorkspace.outside()) {
+                INDArray logits = Dense.linear(hidden.get(block, NDArrayIndex.all()), lmHead);      // [rows, V]
+                total += rows(logits, logits, first, windows, scored, BLOCK_ELEMENTS);          // dlogits in place
+                if (gradient) {
+                    Dense.linearBackward(logits, lmHead, dHidden.get(block, NDArrayIndex.all()), false); // [rows, D]
+                }
+                NativeBuffers.free(logits);
             }
-            NativeBuffers.free(logits);
         }
         return new HeadResult(total / scored, dHidden, scored);
     }
@@ -128,8 +135,8 @@ public final class CausalLmLoss {
             throw new IllegalArgumentException("a window needs at least 2 tokens to score one, got " + seq);
         }
         if (rows != (long) batch * seq) {
-            throw new IllegalArgumentException("logits must be [B·S, V] = [" + (long) batch * seq + ", V], got "
-                    + rows + " rows");
+            throw new IllegalArgumentException(batch + " windows of " + seq + " tokens score " + (long) batch * seq
+                    + " rows of logits or hidden states, got " + rows);
         }
         return (long) batch * (seq - 1);
     }
