@@ -15,10 +15,13 @@ def dense_peak():
 torch_r, ours = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 peak = dense_peak()
 print(f"device {torch.cuda.get_device_name()}, dense bf16 peak {peak:.0f} TFLOP/s")
-print("| case | loop ms | grouped_mm ms | ours ms | ours vs grouped_mm | ours TFLOP/s | % of dense peak |")
-print("|---|---|---|---|---|---|---|")
+print("| case | loop ms | grouped_mm ms | ours ms | ours vs grouped_mm | ours TFLOP/s | % of dense peak "
+      "| resident layer ms (from host buffers) |")
+print("|---|---|---|---|---|---|---|---|")
 for name, t in torch_r.items():
     o = ours.get(name)
     if o is None: continue
+    resident = f"{o['resident_ms']:.1f}" if 'resident_ms' in o else "-"
     print(f"| {name} | {t['loop_ms']:.1f} | {t['grouped_ms']:.2f} | {o['ours_ms']:.2f} | "
-          f"{t['grouped_ms'] / o['ours_ms']:.2f}x | {o['ours_tflops']:.0f} | {100 * o['ours_tflops'] / peak:.0f}% |")
+          f"{t['grouped_ms'] / o['ours_ms']:.2f}x | {o['ours_tflops']:.0f} | {100 * o['ours_tflops'] / peak:.0f}% "
+          f"| {resident} |")

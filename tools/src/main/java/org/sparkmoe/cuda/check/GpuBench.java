@@ -1,13 +1,19 @@
 package org.sparkmoe.cuda.check;
 
+import org.sparkmoe.cuda.Bf16;
 import org.sparkmoe.cuda.CudaLibrary;
 import org.sparkmoe.cuda.CudaMoeLoraLayer;
 import org.sparkmoe.cuda.CudaMoeLoraLayer.Precision;
 import org.sparkmoe.cuda.DeviceBuffer;
 import org.sparkmoe.cuda.DevicePlan;
+import org.sparkmoe.cuda.ExpertLayer;
+import org.sparkmoe.cuda.ResidentExpertLayer;
 import org.sparkmoe.routing.RoutingPlan;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -18,7 +24,9 @@ import java.util.SplittableRandom;
 /**
  * Times our bf16 MoE-LoRA layer forward+backward on the cases of {@code deploy/gpu/torch_moe_lora_bench.py}
  * (same shapes, scale 2, LoRA r=16 on w1/w3/w2, frozen base), median of 10 after 3 warm-ups by CUDA events, the
- * same FLOP count; writes JSON. Routing: K distinct uniformly random experts per token, seeded.
+ * same FLOP count; writes JSON. Routing: K distinct uniformly random experts per token, seeded. Beside it, the same
+ * pass as executors drive it ({@link ResidentExpertLayer}: x and dOut rounded on the host and copied in, out, dx and
+ * the gradients copied back and widened), timed on the host, median of 5 after 2 warm-ups: what the host side adds.
  * Usage: {@code GpuBench OUT_JSON [case,...]}.
  */
 public final class GpuBench {
@@ -90,10 +98,61 @@ public final class GpuBench {
             m.put("T", t); m.put("D", d); m.put("I", inter); m.put("E", e); m.put("K", k); m.put("R", r);
             m.put("ours_ms", (double) ms);
             m.put("ours_tflops", flops / ms / 1e9);
+            m.put("resident_ms", residentMs(t, d, inter, e, k, r, plan));
             m.put("note", String.format(Locale.ROOT, "median of 10 after 3 warm-ups, rows per expert %d..%d",
                     minRows(plan), maxRows(plan)));
             return m;
         }
+    }
+
+    /** Median wall ms of ResidentExpertLayer forward+backward from host buffers (weights and LoRA of small values). */
+    private static double residentMs(int t, int d, int inter, int e, int k, int r, RoutingPlan plan) {
+        SplittableRandom random = new SplittableRandom(11);
+        ByteBuffer tile = ByteBuffer.allocateDirect(1 << 20).order(ByteOrder.LITTLE_ENDIAN);   // repeated bf16 values
+        for (int i = 0; i < tile.capacity() / 2; i++) {
+            tile.putShort(2 * i, Bf16.fromFloat((float) (0.035 * (2 * random.nextDouble() - 1))));
+        }
+        ResidentExpertLayer.Weights weights = (projection, expert) -> {
+            ByteBuffer m = ByteBuffer.allocateDirect(Math.toIntExact(2L * d * inter)).order(ByteOrder.LITTLE_ENDIAN);
+            while (m.hasRemaining()) {
+                m.put(tile.duplicate().limit(Math.min(tile.capacity(), m.remaining())));
+            }
+            return m.clear();
+        };
+        try (ResidentExpertLayer layer = ResidentExpertLayer.upload(0, e, d, inter, r, 2.0f, weights)) {
+            long le = e;
+            layer.setLora(host(le * r * d, random), host(le * inter * r, random), host(le * r * d, random),
+                    host(le * inter * r, random), host(le * r * inter, random), host(le * d * r, random));
+            FloatBuffer x = host((long) t * d, random);
+            FloatBuffer dOut = host((long) t * d, random);
+            FloatBuffer out = host((long) t * d, null);
+            FloatBuffer dx = host((long) t * d, null);
+            ExpertLayer.Gradients g = new ExpertLayer.Gradients(host(le * r * d, null), host(le * inter * r, null),
+                    host(le * r * d, null), host(le * inter * r, null), host(le * r * inter, null),
+                    host(le * d * r, null), host((long) plan.rows(), null));
+            ExpertLayer.Plan p = new ExpertLayer.Plan(t, k, plan.offsets, plan.perm, plan.tokenOfRow, plan.weightOfRow);
+            double[] times = new double[5];
+            for (int i = -2; i < times.length; i++) {
+                long start = System.nanoTime();
+                layer.forward(p, x, out);
+                layer.backward(dOut, dx, g);
+                if (i >= 0) {
+                    times[i] = (System.nanoTime() - start) / 1e6;
+                }
+            }
+            java.util.Arrays.sort(times);
+            return times[times.length / 2];
+        }
+    }
+
+    /** n floats of direct memory, U(−0.5, 0.5) from {@code random}, or zeros when it is null. */
+    private static FloatBuffer host(long n, SplittableRandom random) {
+        FloatBuffer b = ByteBuffer.allocateDirect(Math.toIntExact(4 * n)).order(ByteOrder.nativeOrder())
+                .asFloatBuffer();
+        for (int i = 0; random != null && i < n; i++) {
+            b.put(i, (float) (random.nextDouble() - 0.5));
+        }
+        return b;
     }
 
     private static DeviceBuffer filled(long n, long seed, float bound) {
