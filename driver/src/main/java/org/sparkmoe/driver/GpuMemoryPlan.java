@@ -13,6 +13,7 @@ import org.sparkmoe.cuda.CudaMoeLoraLayer.Precision;
 import org.sparkmoe.experts.DeviceExperts;
 import org.sparkmoe.io.ModelConfig;
 import org.sparkmoe.kernels.Device;
+import org.sparkmoe.kernels.GatedActivation;
 import org.sparkmoe.model.LayerCache;
 
 /**
@@ -43,8 +44,8 @@ public record GpuMemoryPlan(int fusedLayers, int moeLayers, boolean fits, int ra
         for (int l = 0; l < c.num_hidden_layers; l++) {
             moe += c.isMoeLayer(l) ? 1 : 0;
         }
-        boolean fits = !c.clamped_experts && !c.hasLowRankExperts() && c.hidden_size % DeviceExperts.RANK_STEP == 0
-                && c.expert_intermediate_size % DeviceExperts.RANK_STEP == 0;
+        boolean fits = !c.hasLowRankExperts() && DeviceExperts.fits(c.clamped_experts ? GatedActivation.CLAMPED_SWIGLU
+                : GatedActivation.SWIGLU, c.clamped_experts, c.hidden_size, c.expert_intermediate_size);
         int rank = DeviceExperts.layerRank(loraRank);
         long rows = (long) batchWindows * window * c.num_experts_per_tok;
         int held = !fits ? 0 : layersHeld > 0 ? Math.min(layersHeld, moe) : moe;

@@ -75,8 +75,13 @@ public final class DeviceExperts implements AutoCloseable {
 
     /** Whether the CUDA layer can run these experts: SwiGLU, no biases, D and I multiples of 8. */
     public static boolean fits(ExpertWeights w) {
-        return w.activation() == GatedActivation.SWIGLU && !w.hasBiases() && w.hidden() % RANK_STEP == 0
-                && w.intermediate() % RANK_STEP == 0;
+        return fits(w.activation(), w.hasBiases(), w.hidden(), w.intermediate());
+    }
+
+    /** The rule of {@link #fits(ExpertWeights)} from the experts' activation, biases, D and I (a plan's config). */
+    public static boolean fits(GatedActivation activation, boolean biases, long hidden, long intermediate) {
+        return activation == GatedActivation.SWIGLU && !biases && hidden % RANK_STEP == 0
+                && intermediate % RANK_STEP == 0;
     }
 
     /**

@@ -1,6 +1,5 @@
 package org.sparkmoe.experts;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -279,16 +278,6 @@ class DeviceExpertsTest {
     }
 
     private static void assertClose(INDArray expected, INDArray actual, String what) {
-        assertArrayEquals(expected.shape(), actual.shape(), what + " shape");
-        double[] e = expected.castTo(DataType.DOUBLE).dup('c').data().asDouble();
-        double[] a = actual.castTo(DataType.DOUBLE).dup('c').data().asDouble();
-        double diff = 0;
-        double norm = 0;
-        for (int k = 0; k < e.length; k++) {
-            diff += (e[k] - a[k]) * (e[k] - a[k]);
-            norm += e[k] * e[k];
-        }
-        assertTrue(norm > 0, what + " is all zeros: nothing compared");
-        assertTrue(Math.sqrt(diff / norm) < TOLERANCE, what + ": relative L2 error " + Math.sqrt(diff / norm));
+        GradientCheck.assertRelativeL2(expected, actual, TOLERANCE, what);
     }
 }

@@ -80,4 +80,23 @@ public final class GradientCheck {
         INDArray a = Nd4j.create(v, shape, 'c');
         return dataType == DataType.DOUBLE ? a : a.castTo(dataType);
     }
+
+    /**
+     * Asserts ‖actual − expected‖₂ / ‖expected‖₂ below {@code tolerance} (same shape; an all-zero expected value fails:
+     * nothing would be compared).
+     */
+    public static void assertRelativeL2(INDArray expected, INDArray actual, double tolerance, String what) {
+        org.junit.jupiter.api.Assertions.assertArrayEquals(expected.shape(), actual.shape(), what + " shape");
+        double[] e = expected.castTo(DataType.DOUBLE).dup('c').data().asDouble();
+        double[] a = actual.castTo(DataType.DOUBLE).dup('c').data().asDouble();
+        double diff = 0;
+        double norm = 0;
+        for (int k = 0; k < e.length; k++) {
+            diff += (e[k] - a[k]) * (e[k] - a[k]);
+            norm += e[k] * e[k];
+        }
+        org.junit.jupiter.api.Assertions.assertTrue(norm > 0, what + " is all zeros: nothing compared");
+        org.junit.jupiter.api.Assertions.assertTrue(Math.sqrt(diff / norm) < tolerance,
+                what + ": relative L2 error " + Math.sqrt(diff / norm));
+    }
 }

@@ -15,6 +15,7 @@ import org.sparkmoe.cuda.ReferenceExpertLayer;
 import org.sparkmoe.experts.DeviceExperts;
 import org.sparkmoe.experts.ExpertWeights;
 import org.sparkmoe.experts.FullExperts;
+import org.sparkmoe.experts.GradientCheck;
 import org.sparkmoe.io.Checkpoint;
 import org.sparkmoe.io.CheckpointLayout.Projection;
 import org.sparkmoe.model.ModelFolder;
@@ -92,16 +93,6 @@ class DeviceExpertsModelTest {
     }
 
     private static void assertClose(INDArray expected, INDArray actual, double tolerance, String what) {
-        double[] e = expected.castTo(DataType.DOUBLE).dup('c').data().asDouble();
-        double[] g = actual.castTo(DataType.DOUBLE).dup('c').data().asDouble();
-        assertEquals(e.length, g.length, what);
-        double diff = 0;
-        double norm = 0;
-        for (int k = 0; k < e.length; k++) {
-            diff += (e[k] - g[k]) * (e[k] - g[k]);
-            norm += e[k] * e[k];
-        }
-        assertTrue(norm > 0, what + " is zero: nothing compared");
-        assertTrue(Math.sqrt(diff / norm) < tolerance, what + ": relative L2 error " + Math.sqrt(diff / norm));
+        GradientCheck.assertRelativeL2(expected, actual, tolerance, what);
     }
 }
